@@ -1,0 +1,165 @@
+"""The ``b2calib`` command line.
+
+Every subcommand reports a bad input as one line naming the file, run or option at fault and
+exits with a non-zero status.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from b2calib._version import __version__
+from b2calib.exceptions import B2CalibError
+from b2calib.geometry import DETECTORS
+
+__all__ = ["main"]
+
+
+class _Group(click.Group):
+    """Turns b2calib errors into one clear line and exit status 1."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except B2CalibError as err:
+            raise click.ClickException(str(err)) from err
+
+
+def _registry(path: Path) -> Any:
+    from b2calib.runs import RunRegistry
+
+    return RunRegistry.load(path / "runs.json" if path.is_dir() else path)
+
+
+@click.group(cls=_Group)
+@click.version_option(__version__, prog_name="b2calib")
+def cli() -> None:
+    """b2calib: calibration and data-quality workbench for a Belle II-like experiment."""
+
+
+@cli.command()
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="TOML or JSON file with any SimConfig setting; options below override it.",
+)
+@click.option("--exp", type=int, help="Experiment number.")
+@click.option("--runs", "n_runs", type=int, help="Number of runs.")
+@click.option("--first-run", type=int, help="First run number.")
+@click.option(
+    "--events-per-run",
+    type=float,
+    help="Generated collision events in a physics run of average luminosity.",
+)
+@click.option("--seed", type=int, help="Master seed (same seed, same data).")
+@click.option("--skims", help="Comma-separated skims to write (default: all).")
+@click.option(
+    "--detectors", help=f"Comma-separated detectors to write (default: {','.join(DETECTORS)})."
+)
+@click.option("--processes", help="Comma-separated processes to generate (default: all).")
+@click.option("--intervention-run", type=int, help="Run of the documented hardware interventions.")
+@click.option(
+    "--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Output folder."
+)
+@click.option("--jobs", type=int, default=None, help="Worker processes (default: all cores).")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def simulate(
+    config_file: Path | None, out: Path, jobs: int | None, quiet: bool, **opts: Any
+) -> None:
+    """Simulate an experiment: skim files, run registry and true constants."""
+    from tqdm import tqdm
+
+    from b2calib.sim import SimConfig
+    from b2calib.sim import simulate as run_simulation
+
+    for key in ("skims", "detectors", "processes"):
+        if opts[key] is not None:
+            opts[key] = [s.strip() for s in opts[key].split(",") if s.strip()]
+    overrides = {k: v for k, v in opts.items() if v is not None}
+    cfg = SimConfig.from_file(config_file, **overrides) if config_file else SimConfig(**overrides)
+    with tqdm(total=cfg.n_runs, unit="run", disable=quiet, desc="simulate") as bar:
+        result = run_simulation(cfg, out, jobs=jobs, progress=lambda n: bar.update(n - bar.n))
+    nfiles = len(result.files)
+    nevents = sum(sum(v.values()) for v in result.generated.values())
+    click.echo(f"wrote {nfiles} skim files from {nevents} generated events to {out}")
+
+
+@cli.command("size-report")
+@click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--by", type=click.Choice(["object", "branch"]), default="object", show_default=True)
+def size_report_cmd(files: tuple[Path, ...], by: str) -> None:
+    """Bytes per branch or per basf2 object, share of the file and bytes per event."""
+    from b2calib.sizereport import size_report
+
+    failed = 0
+    for f in files:
+        try:
+            click.echo(size_report(f).format(by=by))
+        except B2CalibError as err:
+            click.echo(f"error: {err}", err=True)
+            failed += 1
+    if failed:
+        raise SystemExit(1)
+
+
+@cli.command()
+@click.argument("data", type=click.Path(exists=True, path_type=Path))
+@click.option("--type", "run_type", help="Only runs of this type (physics, cosmic, beam, debug).")
+@click.option("--beam-energy", help="Only runs of this beam energy (4S, Continuum, Scan, No Beam).")
+def runs(data: Path, run_type: str | None, beam_energy: str | None) -> None:
+    """Run summary of a data folder (or of its runs.json)."""
+    from b2calib.summary import run_table
+
+    click.echo(run_table(_registry(data).select(run_type=run_type, beam_energy=beam_energy)))
+
+
+@cli.command()
+@click.argument("data", type=click.Path(exists=True, path_type=Path))
+@click.option("--min-lumi", type=float, default=9.0, show_default=True, help="fb^-1 per bucket.")
+def buckets(data: Path, min_lumi: float) -> None:
+    """Prompt-processing buckets of consecutive runs."""
+    from b2calib.summary import bucket_table
+
+    click.echo(bucket_table(_registry(data).buckets(min_lumi)))
+
+
+@cli.command()
+@click.argument("data", type=click.Path(exists=True, file_okay=False, path_type=Path))
+def retention(data: Path) -> None:
+    """Events and retention of each skim per run (from file metadata)."""
+    from b2calib.summary import find_skim_files, retention_table, skim_counts
+
+    click.echo(retention_table(skim_counts(find_skim_files(data))))
+
+
+@cli.command()
+@click.argument("data", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--min-lumi", type=float, default=9.0, show_default=True, help="fb^-1 per bucket.")
+def summary(data: Path, min_lumi: float) -> None:
+    """Runs, buckets and skim retention of a data folder."""
+    from b2calib.summary import (
+        bucket_table,
+        find_skim_files,
+        retention_table,
+        run_table,
+        skim_counts,
+    )
+
+    reg = _registry(data)
+    click.echo("== runs\n" + run_table(reg))
+    click.echo("\n== buckets\n" + bucket_table(reg.buckets(min_lumi)))
+    click.echo("\n== skim retention\n" + retention_table(skim_counts(find_skim_files(data))))
+
+
+def main() -> None:
+    """Entry point of the ``b2calib`` console script."""
+    sys.exit(cli.main(prog_name="b2calib", standalone_mode=True))
+
+
+if __name__ == "__main__":
+    main()

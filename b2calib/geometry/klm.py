@@ -1,0 +1,103 @@
+"""KLM: barrel (BKLM, 2 sections x 8 sectors x 15 layers) and endcaps (EKLM, backward 12 and
+forward 14 layers x 4 sectors), each layer with two orthogonal strip planes.
+
+Every strip has one global channel number ``1..N_CHANNELS`` (the payload key), decoded by
+:func:`decode`. Strip counts: BKLM scintillator layers 1-2 have 42 phi and 54 z strips, RPC
+layers 3-15 have 48 and 48; EKLM planes have 75 strips.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import numpy.typing as npt
+
+BKLM, EKLM = 1, 2
+BKLM_LAYERS = 15
+BKLM_SECTORS = 8
+EKLM_SECTORS = 4
+EKLM_LAYERS = {1: 12, 2: 14}  # section 1 backward, 2 forward
+EKLM_STRIPS = 75
+#: BKLM layer radius (cm) and the z that separates backward (0) and forward (1) sections.
+BKLM_R0, BKLM_DR = 201.0, 9.1
+BKLM_ZMIN, BKLM_ZSPLIT, BKLM_ZMAX = -190.0, 40.0, 270.0
+#: EKLM first-layer |z| (cm), layer pitch, and the radial extent of the planes.
+EKLM_Z0 = {1: 195.0, 2: 280.0}
+EKLM_DZ = 4.0
+EKLM_RMIN, EKLM_RMAX = 130.0, 330.0
+
+
+def bklm_nstrips(layer: int, plane: int) -> int:
+    """Strips in a BKLM plane (plane 0: z strips, 1: phi strips)."""
+    if layer <= 2:
+        return 54 if plane == 0 else 42
+    return 48
+
+
+def _plane_table() -> npt.NDArray[np.int64]:
+    rows = []
+    for section in (0, 1):
+        for sector in range(1, BKLM_SECTORS + 1):
+            for layer in range(1, BKLM_LAYERS + 1):
+                for plane in (0, 1):
+                    rows.append((BKLM, section, sector, layer, plane, bklm_nstrips(layer, plane)))
+    for section in (1, 2):
+        for sector in range(1, EKLM_SECTORS + 1):
+            for layer in range(1, EKLM_LAYERS[section] + 1):
+                for plane in (1, 2):
+                    rows.append((EKLM, section, sector, layer, plane, EKLM_STRIPS))
+    return np.array(rows, dtype=np.int64)
+
+
+#: One row per strip plane: subdetector, section, sector, layer, plane, number of strips.
+PLANES = _plane_table()
+PLANE_FIRST = np.concatenate([[1], 1 + np.cumsum(PLANES[:, 5])[:-1]])
+N_CHANNELS = int(PLANES[:, 5].sum())
+_PLANE_INDEX = {tuple(int(v) for v in row[:5]): i for i, row in enumerate(PLANES)}
+
+
+def plane_index(subdetector: int, section: int, sector: int, layer: int, plane: int) -> int:
+    """Row of :data:`PLANES` for one strip plane."""
+    return _PLANE_INDEX[(subdetector, section, sector, layer, plane)]
+
+
+def _plane_lookup() -> npt.NDArray[np.int64]:
+    lut = np.full((3, 3, 9, 16, 3), -1, dtype=np.int64)
+    for i, (sub, sec, sect, lay, pl, _n) in enumerate(PLANES):
+        lut[sub, sec, sect, lay, pl] = i
+    return lut
+
+
+_LUT = _plane_lookup()
+
+
+def channel(
+    subdetector: npt.ArrayLike,
+    section: npt.ArrayLike,
+    sector: npt.ArrayLike,
+    layer: npt.ArrayLike,
+    plane: npt.ArrayLike,
+    strip: npt.ArrayLike,
+) -> npt.NDArray[np.int64]:
+    """Global channel number (1..N_CHANNELS) of strips; strips are 1-based in their plane."""
+    idx = _LUT[
+        np.asarray(subdetector),
+        np.asarray(section),
+        np.asarray(sector),
+        np.asarray(layer),
+        np.asarray(plane),
+    ]
+    if np.any(idx < 0):
+        raise ValueError("invalid KLM plane address")
+    return PLANE_FIRST[idx] + np.asarray(strip, dtype=np.int64) - 1
+
+
+def decode(ch: npt.ArrayLike) -> dict[str, npt.NDArray[np.int64]]:
+    """Split global channel numbers into subdetector, section, sector, layer, plane, strip."""
+    ch = np.asarray(ch, dtype=np.int64)
+    if np.any((ch < 1) | (ch > N_CHANNELS)):
+        raise ValueError(f"KLM channel outside 1..{N_CHANNELS}")
+    i = np.searchsorted(PLANE_FIRST, ch, side="right") - 1
+    names = ("subdetector", "section", "sector", "layer", "plane")
+    out = {name: PLANES[i, k] for k, name in enumerate(names)}
+    out["strip"] = ch - PLANE_FIRST[i] + 1
+    return out

@@ -1,0 +1,99 @@
+"""basf2 local database: a ``database.txt`` index plus payload files beside it.
+
+Each line is ``dbstore/<name> <revision> <firstExp>,<firstRun>,<finalExp>,<finalRun>``;
+``#`` starts a comment; the payload of a line is ``dbstore_<name>_rev_<revision>.root`` in the
+same folder. IoV bounds are inclusive and -1 means open.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from b2calib.exceptions import PayloadError
+from b2calib.payload import Payload
+
+__all__ = ["LocalDatabase", "LocalDbEntry"]
+
+_LINE = re.compile(
+    r"^dbstore/(?P<name>\w+)\s+(?P<rev>\d+)\s+"
+    r"(?P<e1>-?\d+),(?P<r1>-?\d+),(?P<e2>-?\d+),(?P<r2>-?\d+)\s*$"
+)
+
+
+@dataclass(frozen=True)
+class LocalDbEntry:
+    """One line of ``database.txt``: a payload revision and its interval of validity."""
+
+    name: str
+    revision: int
+    iov: tuple[int, int, int, int]
+
+    @property
+    def filename(self) -> str:
+        """File name of the payload beside ``database.txt``."""
+        return f"dbstore_{self.name}_rev_{self.revision}.root"
+
+    def contains(self, exp: int, run: int) -> bool:
+        """Whether (exp, run) lies in this entry's IoV (inclusive, -1 open)."""
+        e1, r1, e2, r2 = self.iov
+        after_start = (exp, run) >= (e1, r1)
+        before_end = e2 == -1 or exp < e2 or (exp == e2 and (r2 == -1 or run <= r2))
+        return after_start and before_end
+
+    def line(self) -> str:
+        """The ``database.txt`` line of this entry."""
+        return f"dbstore/{self.name} {self.revision} {','.join(str(v) for v in self.iov)}"
+
+
+class LocalDatabase:
+    """Read and write a basf2 local database folder.
+
+    Parameters
+    ----------
+    folder
+        The folder holding ``database.txt`` (created on the first write).
+    """
+
+    def __init__(self, folder: str | os.PathLike[str]) -> None:
+        self.folder = Path(folder)
+        self.index = self.folder / "database.txt"
+
+    def entries(self) -> list[LocalDbEntry]:
+        """All entries, in file order."""
+        if not self.index.exists():
+            return []
+        out = []
+        for n, raw in enumerate(self.index.read_text().splitlines(), start=1):
+            text = raw.split("#", 1)[0].strip()
+            if not text:
+                continue
+            m = _LINE.match(text)
+            if m is None:
+                raise PayloadError(f"{self.index}:{n}: not a database.txt line: {raw!r}")
+            iov = (int(m["e1"]), int(m["r1"]), int(m["e2"]), int(m["r2"]))
+            out.append(LocalDbEntry(m["name"], int(m["rev"]), iov))
+        return out
+
+    def add(self, payload: Payload, iov: tuple[int, int, int, int]) -> LocalDbEntry:
+        """Write ``payload`` as the next revision of its name, valid for ``iov``."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        revs = [e.revision for e in self.entries() if e.name == payload.name]
+        entry = LocalDbEntry(payload.name, max(revs, default=0) + 1, iov)
+        payload.write(self.folder / entry.filename)
+        with self.index.open("a") as f:
+            f.write(entry.line() + "\n")
+        return entry
+
+    def read(self, entry: LocalDbEntry) -> Payload:
+        """The payload of an entry."""
+        return Payload.read(self.folder / entry.filename)
+
+    def lookup(self, name: str, exp: int, run: int) -> Payload:
+        """The payload ``name`` valid for (exp, run); the last matching line wins, as in basf2."""
+        hits = [e for e in self.entries() if e.name == name and e.contains(exp, run)]
+        if not hits:
+            raise PayloadError(f"{self.index}: no payload {name!r} valid for run ({exp}, {run})")
+        return self.read(hits[-1])

@@ -1,0 +1,215 @@
+"""The payload file format: one ROOT file per payload, readable by ROOT and uproot.
+
+A payload holds the constants of one kind (``ECLCrystalEnergy``, ``CDCTimeZeros`` ...) as a table
+with one row per channel or key. The file contains
+
+* a TTree named after the payload with one branch per column: key columns (channel ids),
+  value columns, uncertainty columns (``<value>_err``) where meaningful, and a ``status``
+  column (:class:`ChannelStatus`) where channels can fail or be masked;
+* a ``TObjString`` named ``metadata`` with a JSON object: the payload name, which columns are
+  keys / values / errors / status, units, a description and free-form provenance.
+
+The checksum of a payload is the MD5 of its file, as in basf2.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import uproot
+
+from b2calib.exceptions import PayloadError
+
+__all__ = ["ChannelStatus", "Payload", "file_md5"]
+
+FORMAT_VERSION = 1
+
+
+class ChannelStatus(enum.IntEnum):
+    """Status of one channel in a payload."""
+
+    OK = 0
+    NOT_ENOUGH_DATA = 1
+    FAILED = 2
+    DEAD = 3
+    HOT = 4
+
+
+def file_md5(path: str | os.PathLike[str]) -> str:
+    """MD5 hex digest of a file's bytes (the basf2 payload checksum)."""
+    h = hashlib.md5()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+@dataclass
+class Payload:
+    """A table of constants with its metadata.
+
+    Parameters
+    ----------
+    name
+        Payload name, e.g. ``"ECLCrystalEnergy"``; also the TTree name.
+    keys
+        Key columns (channel identifiers), all of one length.
+    values
+        Value columns.
+    errors
+        Uncertainty columns, keyed by the value column they belong to.
+    status
+        Per-row :class:`ChannelStatus` codes, or ``None`` when channels cannot fail.
+    metadata
+        JSON-serialisable extras: ``units`` (column -> unit), ``description``, ``provenance``.
+    """
+
+    name: str
+    keys: dict[str, npt.NDArray[Any]] = field(default_factory=dict)
+    values: dict[str, npt.NDArray[Any]] = field(default_factory=dict)
+    errors: dict[str, npt.NDArray[Any]] = field(default_factory=dict)
+    status: npt.NDArray[np.int8] | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.name.isidentifier():
+            raise PayloadError(f"payload name {self.name!r} is not a valid identifier")
+        if not self.values:
+            raise PayloadError(f"payload {self.name}: no value columns")
+        self.keys = {k: np.asarray(v) for k, v in self.keys.items()}
+        self.values = {k: np.asarray(v) for k, v in self.values.items()}
+        self.errors = {k: np.asarray(v) for k, v in self.errors.items()}
+        if self.status is not None:
+            self.status = np.asarray(self.status, dtype=np.int8)
+        lengths = {len(a) for a in self._columns().values()}
+        if len(lengths) != 1:
+            raise PayloadError(f"payload {self.name}: columns have different lengths {lengths}")
+        for k in self.errors:
+            if k not in self.values:
+                raise PayloadError(f"payload {self.name}: error column for unknown value {k!r}")
+        names = list(self._columns())
+        if len(set(names)) != len(names):
+            raise PayloadError(f"payload {self.name}: duplicate column names {names}")
+        json.dumps(self.metadata)  # fail early on non-serialisable metadata
+
+    def __len__(self) -> int:
+        return len(next(iter(self.values.values())))
+
+    def _columns(self) -> dict[str, npt.NDArray[Any]]:
+        cols: dict[str, npt.NDArray[Any]] = {}
+        cols.update(self.keys)
+        cols.update(self.values)
+        cols.update({f"{k}_err": v for k, v in self.errors.items()})
+        if self.status is not None:
+            cols["status"] = self.status
+        return cols
+
+    @property
+    def columns(self) -> dict[str, npt.NDArray[Any]]:
+        """All columns in file order: keys, values, errors (``<value>_err``), status."""
+        return self._columns()
+
+    def value(self, column: str | None = None) -> npt.NDArray[Any]:
+        """The value column ``column`` (the only one when ``None``)."""
+        if column is None:
+            if len(self.values) != 1:
+                raise PayloadError(f"payload {self.name} has several values: {list(self.values)}")
+            column = next(iter(self.values))
+        try:
+            return self.values[column]
+        except KeyError:
+            raise PayloadError(f"payload {self.name} has no value column {column!r}") from None
+
+    def same_content(self, other: Payload) -> bool:
+        """True when both payloads hold identical columns (metadata is not compared)."""
+        a, b = self._columns(), other._columns()
+        return a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
+
+    def _schema(self) -> dict[str, Any]:
+        return {
+            "format": "b2calib-payload",
+            "format_version": FORMAT_VERSION,
+            "name": self.name,
+            "keys": list(self.keys),
+            "values": list(self.values),
+            "errors": list(self.errors),
+            "status": self.status is not None,
+        }
+
+    def write(self, path: str | os.PathLike[str]) -> str:
+        """Write the payload to ``path`` (ROOT file) and return its MD5 checksum."""
+        path = Path(path)
+        meta = {**self._schema(), **self.metadata}
+        tmp = path.with_name(path.name + ".part")
+        with uproot.recreate(tmp, compression=uproot.ZSTD(5)) as f:
+            # the string first: adding a class later makes uproot rewrite its streamer record,
+            # leaving ~20 kB of dead space in the file
+            f["metadata"] = json.dumps(meta, sort_keys=True)
+            f.mktree(
+                self.name,
+                {k: v.dtype for k, v in self._columns().items()},
+                initial_basket_capacity=2,
+            )
+            if len(self):
+                f[self.name].extend(self._columns())
+        os.replace(tmp, path)
+        return file_md5(path)
+
+    @classmethod
+    def read(cls, path: str | os.PathLike[str], checksum: str | None = None) -> Payload:
+        """Read a payload file.
+
+        Parameters
+        ----------
+        path
+            The payload ROOT file.
+        checksum
+            Expected MD5; when given, a mismatch raises :class:`PayloadError` before anything
+            is parsed, so a corrupted payload never yields constants.
+        """
+        path = Path(path)
+        if checksum is not None:
+            actual = file_md5(path)
+            if actual != checksum:
+                raise PayloadError(
+                    f"{path}: checksum mismatch (expected {checksum}, file has {actual}); "
+                    "the payload file is corrupted or was replaced"
+                )
+        try:
+            with uproot.open(path) as f:
+                meta = json.loads(f["metadata"])
+                name = meta["name"]
+                arrays = f[name].arrays(library="np")
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            raise PayloadError(f"{path}: not a readable b2calib payload ({err})") from err
+        if meta.get("format") != "b2calib-payload":
+            raise PayloadError(f"{path}: metadata does not describe a b2calib payload")
+        extra = {
+            k: v
+            for k, v in meta.items()
+            if k not in {"format", "format_version", "name", "keys", "values", "errors", "status"}
+        }
+        try:
+            return cls(
+                name=name,
+                keys={k: arrays[k] for k in meta["keys"]},
+                values={k: arrays[k] for k in meta["values"]},
+                errors={k: arrays[f"{k}_err"] for k in meta["errors"]},
+                status=arrays["status"] if meta["status"] else None,
+                metadata=extra,
+            )
+        except KeyError as err:
+            raise PayloadError(f"{path}: column {err} named in metadata is missing") from err
+
+    def to_mapping(self) -> Mapping[str, npt.NDArray[Any]]:
+        """Columns as a plain mapping (for pandas or printing)."""
+        return dict(self._columns())

@@ -1,0 +1,31 @@
+"""The seeded simulator of a Belle II-like experiment.
+
+>>> from b2calib.sim import SimConfig, simulate
+>>> cfg = SimConfig(exp=12, n_runs=4, events_per_run=500, seed=3)
+>>> result = simulate(cfg, "out")  # doctest: +SKIP
+
+It writes cDST-like skim files (one per experiment, run and skim), the run registry and the
+true constants (as a basf2 local database of payloads), all deterministic in the seed.
+"""
+
+from b2calib.sim.conditions import INTERVENTIONS, Conditions, conditions_for_run, truth_payloads
+from b2calib.sim.config import PROCESSES, SimConfig
+from b2calib.sim.physics import PROCESS_ID, cross_section_nb
+from b2calib.sim.runs import generate_runs
+from b2calib.sim.simulate import SimulationResult, prescales, simulate, skim_path
+
+__all__ = [
+    "INTERVENTIONS",
+    "PROCESSES",
+    "PROCESS_ID",
+    "Conditions",
+    "SimConfig",
+    "SimulationResult",
+    "conditions_for_run",
+    "cross_section_nb",
+    "generate_runs",
+    "prescales",
+    "simulate",
+    "skim_path",
+    "truth_payloads",
+]

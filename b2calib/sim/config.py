@@ -1,0 +1,161 @@
+"""Configuration of the simulated experiment.
+
+Everything has a documented default; a TOML or JSON file may override any field, and the
+command line overrides the file. The same configuration and seed always give the same data.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tomllib
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from b2calib.exceptions import ConfigError
+from b2calib.geometry import DETECTORS
+
+__all__ = ["PROCESSES", "SimConfig"]
+
+#: Physics processes the simulator generates in collision runs.
+PROCESSES = ("bhabha", "gamma_gamma", "mumu", "hadron", "tautau")
+
+
+@dataclass
+class SimConfig:
+    """Settings of one simulated experiment.
+
+    Attributes
+    ----------
+    exp, first_run, n_runs
+        Experiment number and the run numbers ``first_run .. first_run + n_runs - 1``.
+    seed
+        Master seed; every run, process and chunk derives its own stream from it.
+    events_per_run
+        Expected number of generated collision events in a physics run of average luminosity.
+        It fixes the documented per-process prescales (see ``process_fractions``).
+    process_fractions
+        Share of ``events_per_run`` given to each process; the prescale of process ``p`` is
+        ``fraction_p * events_per_run / (mean_run_lumi * sigma_p)``.
+    processes, skims, detectors
+        What to generate, which skim files to write, which detectors' branches to write.
+    start_time
+        ISO time of the first run start (UTC).
+    run_types
+        Fractions of physics / cosmic / beam / debug runs (the first run is always physics).
+    continuum_fraction, scan_fraction
+        Fractions of physics runs taken off-resonance and in an energy scan.
+    inst_lumi_1e34, mean_run_hours
+        Typical instantaneous luminosity (1e34 cm^-2 s^-1) and physics-run length.
+    intervention_run
+        Run at which the documented hardware interventions happen (default: the middle run).
+    chunk_size
+        Events generated and written at a time (memory bound).
+    """
+
+    exp: int = 12
+    first_run: int = 1
+    n_runs: int = 24
+    seed: int = 1
+    events_per_run: float = 2000.0
+    process_fractions: dict[str, float] = field(
+        default_factory=lambda: {
+            "bhabha": 0.40,
+            "gamma_gamma": 0.10,
+            "mumu": 0.25,
+            "hadron": 0.18,
+            "tautau": 0.07,
+        }
+    )
+    processes: list[str] = field(default_factory=lambda: list(PROCESSES))
+    skims: list[str] | None = None
+    detectors: list[str] = field(default_factory=lambda: list(DETECTORS))
+    start_time: str = "2026-04-01T00:00:00"
+    run_types: dict[str, float] = field(
+        default_factory=lambda: {"physics": 0.80, "cosmic": 0.08, "beam": 0.06, "debug": 0.06}
+    )
+    continuum_fraction: float = 0.1
+    scan_fraction: float = 0.0
+    inst_lumi_1e34: float = 2.5
+    mean_run_hours: float = 5.0
+    intervention_run: int | None = None
+    chunk_size: int = 100_000
+    globaltag: str = "b2calib_sim_nominal"
+    compression_level: int = 5
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise :class:`ConfigError` on any inconsistent setting."""
+        if self.n_runs < 1:
+            raise ConfigError("n_runs must be at least 1")
+        if self.exp < 0 or self.first_run < 0:
+            raise ConfigError("exp and first_run must be non-negative")
+        if self.events_per_run <= 0:
+            raise ConfigError("events_per_run must be positive")
+        bad = set(self.processes) - set(PROCESSES)
+        if bad:
+            raise ConfigError(f"unknown processes {sorted(bad)}; known: {', '.join(PROCESSES)}")
+        bad = set(self.detectors) - set(DETECTORS)
+        if bad:
+            raise ConfigError(f"unknown detectors {sorted(bad)}; known: {', '.join(DETECTORS)}")
+        if set(self.process_fractions) != set(PROCESSES) or any(
+            v < 0 for v in self.process_fractions.values()
+        ):
+            raise ConfigError(
+                f"process_fractions needs a non-negative value for each of {PROCESSES}"
+            )
+        if self.skims is not None:
+            from b2calib.skims import SKIMS
+
+            bad = set(self.skims) - set(SKIMS)
+            if bad:
+                raise ConfigError(f"unknown skims {sorted(bad)}; known: {', '.join(SKIMS)}")
+        if set(self.run_types) - {"physics", "cosmic", "beam", "debug"}:
+            raise ConfigError("run_types keys must be physics, cosmic, beam, debug")
+        if abs(sum(self.run_types.values()) - 1) > 1e-6:
+            raise ConfigError("run_types fractions must add up to 1")
+        if self.intervention_run is not None and not (
+            self.first_run <= self.intervention_run < self.first_run + self.n_runs
+        ):
+            raise ConfigError(
+                f"intervention_run {self.intervention_run} is outside the simulated runs "
+                f"{self.first_run}..{self.first_run + self.n_runs - 1}"
+            )
+        if self.chunk_size < 1000:
+            raise ConfigError("chunk_size must be at least 1000")
+
+    @property
+    def last_run(self) -> int:
+        """Last simulated run number."""
+        return self.first_run + self.n_runs - 1
+
+    @property
+    def effective_intervention_run(self) -> int:
+        """The run at which the hardware interventions take effect."""
+        if self.intervention_run is not None:
+            return self.intervention_run
+        return self.first_run + self.n_runs // 2
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-friendly dict (what files and the truth record)."""
+        return asdict(self)
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike[str], **overrides: Any) -> SimConfig:
+        """Load from a TOML (``.toml``) or JSON file; keyword arguments override the file."""
+        p = Path(path)
+        try:
+            raw = p.read_bytes()
+            data = tomllib.loads(raw.decode()) if p.suffix == ".toml" else json.loads(raw)
+        except (OSError, ValueError) as err:
+            raise ConfigError(f"{p}: cannot read simulation config ({err})") from err
+        data = data.get("simulation", data)
+        known = {f.name for f in fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ConfigError(f"{p}: unknown setting(s) {sorted(unknown)}")
+        data.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**data)

@@ -1,0 +1,327 @@
+"""Event generation: beams, visible cross sections and the final-state particles of each process.
+
+Kinematics are generated in the centre-of-mass frame with initial-state radiation (ISR) and
+boosted to the lab with the SuperKEKB beam energies (7 GeV e-, 4 GeV e+, 83 mrad crossing).
+Masses come from the PDG via the ``particle`` package. Units: GeV, cm, ns.
+
+Cross sections are tree-level QED in the generation acceptance ``|cos theta*| < COS_MAX``
+(hadrons: the measured e+e- -> hadrons values at the Y(4S)). Process ``p`` is generated with
+``N ~ Poisson(L * sigma_p * prescale_p)`` events in a run of luminosity ``L``; the prescales are
+documented in every file's metadata, so the luminosity can be measured back from the Bhabha and
+gamma-gamma counts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cache
+
+import numpy as np
+import numpy.typing as npt
+from particle import Particle
+
+__all__ = [
+    "COS_MAX",
+    "PROCESS_ID",
+    "Beam",
+    "Particles",
+    "cross_section_nb",
+    "generate",
+    "mass",
+]
+
+F = npt.NDArray[np.float64]
+#: Process ids stored in ``SimTruth_m_process``.
+PROCESS_ID = {"bhabha": 1, "gamma_gamma": 2, "mumu": 3, "hadron": 4, "tautau": 5, "cosmic": 6}
+#: Generation acceptance in the CMS polar angle.
+COS_MAX = {"bhabha": 0.80, "gamma_gamma": 0.85, "mumu": 0.90, "tautau": 0.90}
+ALPHA = 1 / 137.035999
+HBARC2_NB = 0.3893794e6  # (hbar c)^2 in nb GeV^2
+E_HER, E_LER, HALF_CROSSING = 7.004, 4.002, 0.0415
+C_CM_PER_NS = 29.9792458
+
+
+@cache
+def mass(pdg: int) -> float:
+    """PDG mass in GeV of a particle id (absolute value used)."""
+    m = Particle.from_pdgid(abs(pdg)).mass
+    return 0.0 if m is None else m / 1000.0
+
+
+@dataclass(frozen=True)
+class Beam:
+    """Beam conditions of a run: CMS energy, its spread and the CMS->lab boost."""
+
+    ecms: float
+    spread: float
+
+    @property
+    def energies(self) -> tuple[float, float]:
+        """HER and LER energies scaled to give ``ecms``."""
+        nominal = 2 * np.sqrt(E_HER * E_LER) * np.cos(HALF_CROSSING)
+        k = self.ecms / nominal
+        return E_HER * k, E_LER * k
+
+    @property
+    def boost(self) -> F:
+        """Velocity of the CMS in the lab (beta vector)."""
+        eh, el = self.energies
+        p = np.array([(eh + el) * np.sin(HALF_CROSSING), 0.0, (eh - el) * np.cos(HALF_CROSSING)])
+        return p / (eh + el)
+
+
+def boost(p4: F, beta: F) -> F:
+    """Lorentz-boost four-vectors ``(n, 4)`` (px, py, pz, E) by velocity ``beta`` (3,) or (n, 3)."""
+    beta = np.broadcast_to(beta, (len(p4), 3))
+    b2 = np.einsum("ij,ij->i", beta, beta)
+    gamma = 1.0 / np.sqrt(1.0 - b2)
+    bp = np.einsum("ij,ij->i", beta, p4[:, :3])
+    g2 = np.where(b2 > 0, (gamma - 1.0) / np.where(b2 > 0, b2, 1.0), 0.0)
+    out = np.empty_like(p4)
+    out[:, :3] = p4[:, :3] + (g2 * bp + gamma * p4[:, 3])[:, None] * beta
+    out[:, 3] = gamma * (p4[:, 3] + bp)
+    return out
+
+
+# ----------------------------------------------------------------------------- cross sections
+def _dsigma_dcos(process: str, c: F, s: float) -> F:
+    """Tree-level dsigma/dcos(theta*) in nb."""
+    if process == "bhabha":
+        return 2 * np.pi * ALPHA**2 / (4 * s) * ((3 + c**2) / (1 - c)) ** 2 * HBARC2_NB
+    if process == "gamma_gamma":
+        return 2 * np.pi * ALPHA**2 / s * (1 + c**2) / (1 - c**2) * HBARC2_NB / 2
+    if process in ("mumu", "tautau"):
+        m = mass(13 if process == "mumu" else 15)
+        beta = np.sqrt(max(0.0, 1 - 4 * m**2 / s))
+        return (
+            2
+            * np.pi
+            * ALPHA**2
+            / (4 * s)
+            * beta
+            * (1 + c**2 + (1 - beta**2) * (1 - c**2))
+            * HBARC2_NB
+        )
+    raise ValueError(process)
+
+
+def cross_section_nb(process: str, ecms: float) -> float:
+    """Visible cross section (nb) of a process in the generation acceptance at ``ecms``."""
+    s = ecms**2
+    if process == "hadron":
+        on_peak = abs(ecms - 10.5794) < 0.015
+        return 3.69 * (10.58**2 / s) + (1.05 if on_peak else 0.0)
+    if process == "cosmic":
+        return 0.0
+    c = np.linspace(-COS_MAX[process], COS_MAX[process], 4001)
+    y = _dsigma_dcos(process, c, s)
+    return float(np.sum(0.5 * (y[1:] + y[:-1]) * np.diff(c)))
+
+
+def _sample_cos(rng: np.random.Generator, process: str, n: int) -> F:
+    c = np.linspace(-COS_MAX[process], COS_MAX[process], 2001)
+    y = _dsigma_dcos(process, c, 10.58**2)
+    cdf = np.concatenate([[0.0], np.cumsum(0.5 * (y[1:] + y[:-1]) * np.diff(c))])
+    return np.interp(rng.random(n) * cdf[-1], cdf, c)
+
+
+# ----------------------------------------------------------------------------- particles
+@dataclass
+class Particles:
+    """Flat arrays of final-state particles; ``evt`` is the event index of each."""
+
+    evt: npt.NDArray[np.int64]
+    pdg: npt.NDArray[np.int64]
+    p4: F  # (n, 4) lab px, py, pz, E
+    vertex: F  # (n, 3) production vertex (cm)
+    t0: F  # time of the particle at its vertex relative to the collision (ns)
+
+    @staticmethod
+    def concat(parts: list[Particles]) -> Particles:
+        """Concatenate particle lists (event indices must already be global)."""
+        return Particles(
+            np.concatenate([p.evt for p in parts]),
+            np.concatenate([p.pdg for p in parts]),
+            np.concatenate([p.p4 for p in parts]),
+            np.concatenate([p.vertex for p in parts]),
+            np.concatenate([p.t0 for p in parts]),
+        )
+
+    @property
+    def charge(self) -> npt.NDArray[np.int64]:
+        """Electric charge of each particle."""
+        q = np.zeros(len(self.pdg), dtype=np.int64)
+        for code, sign in ((11, -1), (13, -1), (211, 1), (321, 1), (2212, 1)):
+            q[self.pdg == code] = sign
+            q[self.pdg == -code] = -sign
+        return q
+
+
+def _isr_fraction(rng: np.random.Generator, n: int, ecms: float) -> F:
+    """Energy fraction x of the ISR photon: density beta * x^(beta-1) on (0, 0.25)."""
+    beta = 2 * ALPHA / np.pi * (2 * np.log(ecms / mass(11)) - 1)
+    return 0.25 * rng.random(n) ** (1.0 / beta)
+
+
+def _two_body(
+    rng: np.random.Generator, n: int, beam: Beam, process: str, pdg: int, antipdg: int
+) -> tuple[F, F, npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    """Back-to-back pairs with ISR: returns lab four-vectors of both and their pdg codes."""
+    sqrt_s = beam.ecms + rng.normal(0.0, beam.spread, n)
+    x = _isr_fraction(rng, n, beam.ecms)
+    m_pair = sqrt_s * np.sqrt(1 - x)
+    m = mass(pdg)
+    pstar = np.sqrt(np.maximum(m_pair**2 / 4 - m**2, 0.0))
+    cos = _sample_cos(rng, process, n)
+    sin = np.sqrt(1 - cos**2)
+    phi = rng.uniform(0, 2 * np.pi, n)
+    mom = pstar[:, None] * np.stack([sin * np.cos(phi), sin * np.sin(phi), cos], axis=1)
+    e = np.sqrt(pstar**2 + m**2)
+    p1 = np.column_stack([mom, e])
+    p2 = np.column_stack([-mom, e])
+    # ISR photon along -z or +z: the pair recoils along the other direction
+    sign = np.where(rng.random(n) < 0.5, 1.0, -1.0)
+    bz = sign * x / (2 - x)
+    bvec = np.column_stack([np.zeros(n), np.zeros(n), bz])
+    p1, p2 = boost(p1, bvec), boost(p2, bvec)
+    p1, p2 = boost(p1, beam.boost), boost(p2, beam.boost)
+    swap = rng.random(n) < 0.5  # which of the two carries the particle vs antiparticle
+    codes1 = np.where(swap, pdg, antipdg)
+    codes2 = np.where(swap, antipdg, pdg)
+    return p1, p2, codes1, codes2
+
+
+def _pairs(
+    rng: np.random.Generator, n: int, beam: Beam, process: str, pdg: int, anti: int
+) -> tuple[F, npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    p1, p2, c1, c2 = _two_body(rng, n, beam, process, pdg, anti)
+    evt = np.repeat(np.arange(n), 2)
+    p4 = np.empty((2 * n, 4))
+    p4[0::2], p4[1::2] = p1, p2
+    codes = np.empty(2 * n, dtype=np.int64)
+    codes[0::2], codes[1::2] = c1, c2
+    return p4, codes, evt
+
+
+def _hadron(
+    rng: np.random.Generator, n: int, beam: Beam
+) -> tuple[F, npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    """Multi-hadron events: charge-balanced pi/K/p with exponential CMS momenta, plus photons."""
+    npairs = 1 + rng.poisson(2.5, n)
+    nch = 2 * npairs
+    ngam = rng.poisson(4.0, n)
+    counts = nch + ngam
+    evt = np.repeat(np.arange(n), counts)
+    tot = int(counts.sum())
+    first = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    local = np.arange(tot) - np.repeat(first, counts)
+    charged = local < np.repeat(nch, counts)
+    species = rng.choice(np.array([211, 321, 2212]), tot, p=[0.82, 0.12, 0.06])
+    sign = np.where(local % 2 == 0, 1, -1)
+    pdg = np.where(charged, species * sign, 22)
+    pstar = np.where(charged, rng.gamma(2.0, 0.35, tot), rng.exponential(0.3, tot))
+    cos = rng.uniform(-1, 1, tot)
+    phi = rng.uniform(0, 2 * np.pi, tot)
+    sin = np.sqrt(1 - cos**2)
+    mom = pstar[:, None] * np.stack([sin * np.cos(phi), sin * np.sin(phi), cos], axis=1)
+    m = np.array([mass(int(abs(c))) for c in (211, 321, 2212, 22)])
+    mm = np.select([np.abs(pdg) == 211, np.abs(pdg) == 321, np.abs(pdg) == 2212], m[:3], 0.0)
+    p4 = np.column_stack([mom, np.sqrt(pstar**2 + mm**2)])
+    return boost(p4, beam.boost), pdg, evt
+
+
+def _tautau(
+    rng: np.random.Generator, n: int, beam: Beam
+) -> tuple[F, npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    """Tau pairs; each tau decays to one prong (85 %: e, mu or pi + neutrino) or three pions."""
+    t1, t2, _, _ = _two_body(rng, n, beam, "tautau", 15, -15)
+    taus = np.empty((2 * n, 4))
+    taus[0::2], taus[1::2] = t1, t2
+    tau_evt = np.repeat(np.arange(n), 2)
+    tau_charge = np.tile([-1, 1], n)
+    three = rng.random(2 * n) < 0.15
+    nprong = np.where(three, 3, 1)
+    evt = np.repeat(tau_evt, nprong)
+    parent = np.repeat(np.arange(2 * n), nprong)
+    tot = len(evt)
+    frac = rng.uniform(0.1, 0.9, tot) / np.repeat(nprong, nprong)
+    direction = taus[parent, :3] / np.linalg.norm(taus[parent, :3], axis=1, keepdims=True)
+    spread = rng.normal(0, 0.15, (tot, 3))
+    d = direction + spread
+    d /= np.linalg.norm(d, axis=1, keepdims=True)
+    p = frac * taus[parent, 3]
+    one_kind = rng.choice(np.array([11, 13, 211]), tot, p=[0.2, 0.2, 0.6])
+    kind = np.where(np.repeat(three, nprong), 211, one_kind)
+    local = np.arange(tot) - np.repeat(np.concatenate([[0], np.cumsum(nprong)[:-1]]), nprong)
+    q = np.repeat(tau_charge, nprong) * np.where(local == 1, -1, 1)
+    # lepton codes are negative-charge particles: pdg sign flips with charge
+    pdg = np.where(kind == 211, kind * q, -kind * q)
+    mm = np.array([mass(int(k)) for k in kind])
+    p4 = np.column_stack([p[:, None] * d, np.sqrt(p**2 + mm**2)])
+    return p4, pdg, evt
+
+
+def _cosmic(
+    rng: np.random.Generator, n: int, magnet_on: bool
+) -> tuple[F, npt.NDArray[np.int64], npt.NDArray[np.int64], F, F]:
+    """Cosmic muons, reconstructed as an upper (incoming, time < 0) and a lower leg."""
+    p = 1.0 + rng.pareto(1.7, n) * 1.5
+    cz = np.sqrt(rng.random(n))  # cos^2 zenith
+    sz = np.sqrt(1 - cz**2)
+    az = rng.uniform(0, 2 * np.pi, n)
+    down = np.stack([sz * np.cos(az), -cz, sz * np.sin(az)], axis=1)  # y is up
+    d0 = rng.uniform(-30.0, 30.0, n)
+    z0 = rng.uniform(-50.0, 80.0, n)
+    perp = np.stack([-down[:, 1], down[:, 0], np.zeros(n)], axis=1)
+    perp /= np.maximum(np.linalg.norm(perp, axis=1, keepdims=True), 1e-9)
+    vtx = perp * d0[:, None]
+    vtx[:, 2] = z0
+    q = np.where(rng.random(n) < 0.56, 1, -1)  # mu+/mu- ratio ~1.27
+    mu = mass(13)
+    e = np.sqrt(p**2 + mu**2)
+    up_leg = np.column_stack([-down * p[:, None], e])
+    low_leg = np.column_stack([down * p[:, None], e])
+    p4 = np.empty((2 * n, 4))
+    p4[0::2], p4[1::2] = up_leg, low_leg
+    charge = np.empty(2 * n, dtype=np.int64)
+    charge[0::2], charge[1::2] = -q, q  # the upper leg is fitted outwards: charge flips
+    pdg = -13 * charge
+    vertex = np.repeat(vtx, 2, axis=0)
+    # the upper leg is traversed before the POCA: its hits come earlier (negative time)
+    t0 = np.zeros(2 * n)
+    t0[0::2] = -1.0  # marker: time runs backwards along the upper leg
+    del magnet_on
+    return p4, pdg, np.repeat(np.arange(n), 2), vertex, t0
+
+
+def generate(
+    rng: np.random.Generator,
+    process: str,
+    n: int,
+    beam: Beam,
+    beamspot: F,
+    beamsize: F,
+    magnet_on: bool = True,
+) -> Particles:
+    """Generate ``n`` events of ``process``.
+
+    ``beamspot`` is (n, 3): the luminous-region centre at each event's time; vertices are drawn
+    around it with ``beamsize`` (3,) Gaussian widths.
+    """
+    if process == "cosmic":
+        p4, pdg, evt, vertex, t0 = _cosmic(rng, n, magnet_on)
+        return Particles(evt, pdg, p4, vertex, t0)
+    if process == "bhabha":
+        p4, pdg, evt = _pairs(rng, n, beam, process, 11, -11)
+    elif process == "gamma_gamma":
+        p4, pdg, evt = _pairs(rng, n, beam, process, 22, 22)
+    elif process == "mumu":
+        p4, pdg, evt = _pairs(rng, n, beam, process, 13, -13)
+    elif process == "hadron":
+        p4, pdg, evt = _hadron(rng, n, beam)
+    elif process == "tautau":
+        p4, pdg, evt = _tautau(rng, n, beam)
+    else:
+        raise ValueError(f"unknown process {process!r}")
+    ip = beamspot + rng.normal(0.0, 1.0, (n, 3)) * beamsize
+    return Particles(evt.astype(np.int64), pdg.astype(np.int64), p4, ip[evt], np.zeros(len(evt)))

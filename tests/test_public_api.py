@@ -1,0 +1,56 @@
+"""The public API is deliberate: adding or removing a name must change this test."""
+
+import b2calib
+import b2calib.sim
+
+
+def test_top_level_names() -> None:
+    assert sorted(dir(b2calib)) == sorted(b2calib.__all__)
+    assert b2calib.__all__ == [
+        "SKIMS",
+        "B2CalibError",
+        "Bucket",
+        "ChannelStatus",
+        "FileFormatError",
+        "FileMetadata",
+        "LocalDatabase",
+        "MissingBranchError",
+        "Payload",
+        "PayloadError",
+        "Run",
+        "RunRegistry",
+        "SkimFile",
+        "__version__",
+        "geometry",
+        "get_skim",
+        "make_buckets",
+        "open_skim",
+        "read_metadata",
+        "size_report",
+    ]
+
+
+def test_sim_names() -> None:
+    assert b2calib.sim.__all__ == [
+        "INTERVENTIONS",
+        "PROCESSES",
+        "PROCESS_ID",
+        "Conditions",
+        "SimConfig",
+        "SimulationResult",
+        "conditions_for_run",
+        "cross_section_nb",
+        "generate_runs",
+        "prescales",
+        "simulate",
+        "skim_path",
+        "truth_payloads",
+    ]
+    for name in b2calib.sim.__all__:
+        assert hasattr(b2calib.sim, name)
+
+
+def test_typed_package_marker() -> None:
+    from importlib.resources import files
+
+    assert files("b2calib").joinpath("py.typed").is_file()
