@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import warnings
+from types import ModuleType
+
 import pytest
 
 from b2calib.sim import SimConfig, SimulationResult, simulate
@@ -40,3 +43,14 @@ def sample() -> Path:
     """The committed sample bucket."""
     assert (SAMPLE / "runs.json").exists(), "data-samples/bucket is missing: run `make sample`"
     return SAMPLE
+
+
+@pytest.fixture(scope="session")
+def root() -> ModuleType:
+    """ROOT from the pip package ``root`` (a test dependency: its absence is a failure)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"\s*This distribution of ROOT is in alpha")
+        import ROOT
+
+    ROOT.gROOT.SetBatch(True)
+    return ROOT

@@ -33,7 +33,7 @@ import numpy.typing as npt
 
 from b2calib.geometry import DETECTOR_ID, arich, cdc, ecl, klm, top, vxd
 from b2calib.sim.conditions import COS_EDGES, SVD_RAW_RANGE, Conditions, xt_position
-from b2calib.sim.physics import C_CM_PER_NS, Particles, mass
+from b2calib.sim.physics import C_CM_PER_NS, Particles, masses
 
 __all__ = ["Response", "simulate_response"]
 
@@ -255,7 +255,7 @@ def cdc_response(
     sin = np.sin(trk.theta[ti])
     height = np.where(cdc.LAYER_SUPERLAYER[layer] == 0, 1.0, 1.78)
     path = height / (np.maximum(sin, 0.1) * np.maximum(cosa, 0.2))
-    m = np.array([mass(int(c)) for c in np.abs(trk.pdg)]) if len(trk.pdg) else np.zeros(0)
+    m = masses(trk.pdg)
     bg = trk.p / np.maximum(m, 1e-6)
     cos_theta = np.cos(trk.theta)
     cos_bin = np.clip(np.searchsorted(COS_EDGES, cos_theta[ti]) - 1, 0, len(cond.cdc_cos_cor) - 1)
@@ -684,11 +684,7 @@ def ecl_response(
     fth = (th - ecl.RING_THETA_LO[ring]) / (ecl.RING_THETA_HI[ring] - ecl.RING_THETA_LO[ring])
     pdg = np.abs(parts.pdg[pi])
     e = parts.p4[pi, 3]
-    m = np.select(
-        [pdg == 13, pdg == 211, pdg == 321, pdg == 2212, pdg == 11],
-        [mass(13), mass(211), mass(321), mass(2212), mass(11)],
-        0.0,
-    )
+    m = masses(pdg)
     n = len(pi)
     em = (pdg == 11) | (pdg == 22)
     hadron = np.isin(pdg, (211, 321, 2212))

@@ -28,6 +28,7 @@ __all__ = [
     "cross_section_nb",
     "generate",
     "mass",
+    "masses",
 ]
 
 F = npt.NDArray[np.float64]
@@ -46,6 +47,12 @@ def mass(pdg: int) -> float:
     """PDG mass in GeV of a particle id (absolute value used)."""
     m = Particle.from_pdgid(abs(pdg)).mass
     return 0.0 if m is None else m / 1000.0
+
+
+def masses(pdg: npt.ArrayLike) -> F:
+    """PDG masses (GeV) of an array of particle ids."""
+    codes, inverse = np.unique(np.abs(np.asarray(pdg, dtype=np.int64)), return_inverse=True)
+    return np.array([mass(int(c)) for c in codes])[inverse.reshape(-1)]
 
 
 @dataclass(frozen=True)
@@ -224,8 +231,7 @@ def _hadron(
     phi = rng.uniform(0, 2 * np.pi, tot)
     sin = np.sqrt(1 - cos**2)
     mom = pstar[:, None] * np.stack([sin * np.cos(phi), sin * np.sin(phi), cos], axis=1)
-    m = np.array([mass(int(abs(c))) for c in (211, 321, 2212, 22)])
-    mm = np.select([np.abs(pdg) == 211, np.abs(pdg) == 321, np.abs(pdg) == 2212], m[:3], 0.0)
+    mm = masses(pdg)
     p4 = np.column_stack([mom, np.sqrt(pstar**2 + mm**2)])
     return boost(p4, beam.boost), pdg, evt
 
@@ -256,7 +262,7 @@ def _tautau(
     q = np.repeat(tau_charge, nprong) * np.where(local == 1, -1, 1)
     # lepton codes are negative-charge particles: pdg sign flips with charge
     pdg = np.where(kind == 211, kind * q, -kind * q)
-    mm = np.array([mass(int(k)) for k in kind])
+    mm = masses(kind)
     p4 = np.column_stack([p[:, None] * d, np.sqrt(p**2 + mm**2)])
     return p4, pdg, evt
 

@@ -1,0 +1,43 @@
+"""Notebooks run from top to bottom against the sample bucket; their key numbers are checked."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import nbformat
+import pytest
+from nbclient import NotebookClient
+
+from b2calib.io import read_metadata
+from b2calib.runs import RunRegistry
+from tests.conftest import REPO
+
+
+def execute(name: str, data: Path) -> dict[str, object]:
+    """Run a notebook with its ``parameters`` cell pointed at ``data``; return the JSON that its
+    last cell prints."""
+    nb = nbformat.read(REPO / "notebooks" / name, as_version=4)
+    for cell in nb.cells:
+        assert not cell.get("outputs"), f"{name} is committed with outputs"
+        if "parameters" in cell.metadata.get("tags", []):
+            cell.source = f"DATA = {str(data)!r}"
+    NotebookClient(nb, timeout=300, kernel_name="python3",
+                   resources={"metadata": {"path": str(REPO / "notebooks")}}).execute()
+    text = "".join(o.get("text", "") for o in nb.cells[-1].outputs if o.output_type == "stream")
+    return json.loads(text.strip().splitlines()[-1])
+
+
+@pytest.mark.notebooks
+def test_explore_sample(sample: Path) -> None:
+    numbers = execute("explore_sample.ipynb", sample)
+    reg = RunRegistry.load(sample / "runs.json")
+    assert numbers["runs"] == len(reg) == 12
+    assert numbers["physics_runs"] == len(reg.select(run_type="physics"))
+    assert numbers["bucket_complete"] is True
+    assert 9.0 <= float(numbers["bucket_lumi_fb"]) <= 20.0  # type: ignore[arg-type]
+    assert numbers["ecl_crystals"] == 8736
+    first = reg.select(run_type="physics")[0]
+    meta = read_metadata(sample / "e0012" / f"r{first.run:05d}" / f"cdst_hlt_bhabha_e0012_r{first.run:05d}.root")
+    assert numbers["bhabha_events_run"] == meta.n_events
+    assert numbers["skim_files"] == len(list(sample.rglob("cdst_*.root")))

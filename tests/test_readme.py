@@ -1,0 +1,54 @@
+"""Every command and Python snippet in the README works as written."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO
+
+README = (REPO / "README.md").read_text()
+CONSOLE = [
+    line.split("$ ", 1)[1].split("  #")[0].strip()
+    for block in re.findall(r"```console\n(.*?)```", README, re.S)
+    for line in block.splitlines()
+    if line.startswith("$ b2calib ")
+]
+PYTHON = re.findall(r"```python\n(.*?)```", README, re.S)
+
+
+@pytest.fixture
+def workdir(tmp_path: Path) -> Path:
+    (tmp_path / "data-samples").symlink_to(REPO / "data-samples")
+    return tmp_path
+
+
+def test_readme_has_examples() -> None:
+    assert any(c.startswith("b2calib simulate") for c in CONSOLE)
+    assert len(CONSOLE) >= 5
+    assert len(PYTHON) >= 2
+
+
+@pytest.mark.parametrize("command", CONSOLE)
+def test_console_example(command: str, workdir: Path) -> None:
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    done = subprocess.run(command, shell=True, cwd=workdir, env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip()
+    if command.startswith("b2calib simulate"):
+        assert (workdir / "my-experiment" / "runs.json").exists()
+        assert (workdir / "my-experiment" / "truth" / "database.txt").exists()
+
+
+@pytest.mark.parametrize("snippet", PYTHON)
+def test_python_example(snippet: str, workdir: Path) -> None:
+    done = subprocess.run([sys.executable, "-W", "ignore", "-c", snippet], cwd=workdir,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip()
