@@ -15,9 +15,22 @@ def run(*args: str) -> tuple[int, str]:
 
 
 def test_simulate_and_summaries(tmp_path: Path) -> None:
-    code, out = run("simulate", "--exp", "4", "--runs", "2", "--events-per-run", "200",
-                    "--out", str(tmp_path / "x"), "--quiet", "--jobs", "1", "--skims",
-                    "hlt_bhabha,hlt_mumu_2trk")
+    code, out = run(
+        "simulate",
+        "--exp",
+        "4",
+        "--runs",
+        "2",
+        "--events-per-run",
+        "200",
+        "--out",
+        str(tmp_path / "x"),
+        "--quiet",
+        "--jobs",
+        "1",
+        "--skims",
+        "hlt_bhabha,hlt_mumu_2trk",
+    )
     assert code == 0, out
     assert "wrote" in out
     code, out = run("summary", str(tmp_path / "x"))
@@ -38,8 +51,9 @@ def test_errors_are_one_line_with_status(tmp_path: Path) -> None:
     assert f"error: {bad}: not a ROOT file" in out
     code, out = run("simulate", "--out", str(tmp_path / "y"), "--detectors", "ECL,FOO", "--quiet")
     assert code == 1
-    assert out.strip().splitlines() == ["Error: unknown detectors ['FOO']; known: PXD, SVD, CDC, "
-                                        "TOP, ARICH, ECL, KLM"]
+    assert out.strip().splitlines() == [
+        "Error: unknown detectors ['FOO']; known: PXD, SVD, CDC, TOP, ARICH, ECL, KLM"
+    ]
     code, out = run("runs", str(tmp_path))
     assert code == 1
     assert "not a run registry" in out

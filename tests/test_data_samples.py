@@ -39,8 +39,11 @@ def test_regenerating_gives_identical_content(sample: Path, tmp_path: Path) -> N
     new, old = LocalDatabase(tmp_path / "truth"), LocalDatabase(sample / "truth")
     assert new.entries() == old.entries()
     for e in old.entries():
-        assert Payload.read(old.folder / e.filename).same_content(Payload.read(new.folder / e.filename))
-    assert RunRegistry.load(tmp_path / "runs.json").select() == RunRegistry.load(
-        sample / "runs.json"
-    ).select()
+        assert Payload.read(old.folder / e.filename).same_content(
+            Payload.read(new.folder / e.filename)
+        )
+    assert (
+        RunRegistry.load(tmp_path / "runs.json").select()
+        == RunRegistry.load(sample / "runs.json").select()
+    )
     assert tomllib.loads(cfg_file.read_text())["simulation"]["seed"] == 2

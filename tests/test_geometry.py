@@ -60,7 +60,9 @@ def test_top_arich_counts() -> None:
 def test_klm_channel_roundtrip() -> None:
     ch = np.arange(1, klm.N_CHANNELS + 1)
     d = klm.decode(ch)
-    back = klm.channel(d["subdetector"], d["section"], d["sector"], d["layer"], d["plane"], d["strip"])
+    back = klm.channel(
+        d["subdetector"], d["section"], d["sector"], d["layer"], d["plane"], d["strip"]
+    )
     assert np.array_equal(back, ch)
     with pytest.raises(ValueError, match="KLM channel"):
         klm.decode([0])

@@ -54,7 +54,7 @@ def test_truncated_file(experiment: tuple[SimConfig, SimulationResult], tmp_path
     assert err.value.reason == "truncated"
     with pytest.raises(FileFormatError, match="truncated"):
         size_report(cut)
-    with pytest.raises(FileFormatError, match="missing-tree|no TTree"):
+    with pytest.raises(FileFormatError, match=r"missing-tree|no TTree"):
         open_skim(sorted((experiment[1].out / "truth").glob("*.root"))[0])
 
 
@@ -72,7 +72,12 @@ def test_uproot_and_root_read_the_same(
 
     path = first_file(experiment[1], "hlt_mumu_2trk")
     flat = ["EventMetaData_m_event", "EventMetaData_m_time", "SoftwareTriggerVariables_EC12CMSLE"]
-    jagged = ["ECLCalDigits_m_CellId", "ECLCalDigits_m_Energy", "CDCHits_m_time", "TOPDigits_m_pixelID"]
+    jagged = [
+        "ECLCalDigits_m_CellId",
+        "ECLCalDigits_m_Energy",
+        "CDCHits_m_time",
+        "TOPDigits_m_pixelID",
+    ]
     with open_skim(path) as f:
         arr = f.arrays(flat + jagged)
     f_root = ROOT.TFile.Open(str(path))

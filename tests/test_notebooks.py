@@ -22,8 +22,12 @@ def execute(name: str, data: Path) -> dict[str, object]:
         assert not cell.get("outputs"), f"{name} is committed with outputs"
         if "parameters" in cell.metadata.get("tags", []):
             cell.source = f"DATA = {str(data)!r}"
-    NotebookClient(nb, timeout=300, kernel_name="python3",
-                   resources={"metadata": {"path": str(REPO / "notebooks")}}).execute()
+    NotebookClient(
+        nb,
+        timeout=300,
+        kernel_name="python3",
+        resources={"metadata": {"path": str(REPO / "notebooks")}},
+    ).execute()
     text = "".join(o.get("text", "") for o in nb.cells[-1].outputs if o.output_type == "stream")
     return json.loads(text.strip().splitlines()[-1])
 
@@ -38,6 +42,8 @@ def test_explore_sample(sample: Path) -> None:
     assert 9.0 <= float(numbers["bucket_lumi_fb"]) <= 20.0  # type: ignore[arg-type]
     assert numbers["ecl_crystals"] == 8736
     first = reg.select(run_type="physics")[0]
-    meta = read_metadata(sample / "e0012" / f"r{first.run:05d}" / f"cdst_hlt_bhabha_e0012_r{first.run:05d}.root")
+    meta = read_metadata(
+        sample / "e0012" / f"r{first.run:05d}" / f"cdst_hlt_bhabha_e0012_r{first.run:05d}.root"
+    )
     assert numbers["bhabha_events_run"] == meta.n_events
     assert numbers["skim_files"] == len(list(sample.rglob("cdst_*.root")))

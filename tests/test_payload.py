@@ -71,7 +71,9 @@ def test_payload_opens_in_root(tmp_path: Path, root: ModuleType) -> None:
     assert tree.GetEntries() == 50
     meta = json.loads(str(f.Get("metadata").GetString()))
     assert meta["name"] == "ECLCrystalEnergy"
-    cols = ROOT.RDataFrame("ECLCrystalEnergy", str(tmp_path / "a.root")).AsNumpy(["cellID", "value"])
+    cols = ROOT.RDataFrame("ECLCrystalEnergy", str(tmp_path / "a.root")).AsNumpy(
+        ["cellID", "value"]
+    )
     assert np.array_equal(cols["cellID"], p.keys["cellID"])
     assert np.array_equal(cols["value"], p.values["value"])
     f.Close()
@@ -85,12 +87,17 @@ def test_local_database(tmp_path: Path) -> None:
     e2 = db.add(b, (12, 7, -1, -1))
     assert (e1.revision, e2.revision) == (1, 2)
     lines = (tmp_path / "db" / "database.txt").read_text().splitlines()
-    assert lines == ["dbstore/ECLCrystalEnergy 1 12,1,12,6", "dbstore/ECLCrystalEnergy 2 12,7,-1,-1"]
+    assert lines == [
+        "dbstore/ECLCrystalEnergy 1 12,1,12,6",
+        "dbstore/ECLCrystalEnergy 2 12,7,-1,-1",
+    ]
     assert (tmp_path / "db" / "dbstore_ECLCrystalEnergy_rev_2.root").exists()
     assert db.lookup("ECLCrystalEnergy", 12, 6).same_content(a)
     assert db.lookup("ECLCrystalEnergy", 12, 7).same_content(b)
     assert db.lookup("ECLCrystalEnergy", 13, 1).same_content(b)
-    with pytest.raises(PayloadError, match="no payload 'ECLCrystalEnergy' valid for run \\(11, 5\\)"):
+    with pytest.raises(
+        PayloadError, match="no payload 'ECLCrystalEnergy' valid for run \\(11, 5\\)"
+    ):
         db.lookup("ECLCrystalEnergy", 11, 5)
 
 

@@ -37,8 +37,9 @@ def test_readme_has_examples() -> None:
 @pytest.mark.parametrize("command", CONSOLE)
 def test_console_example(command: str, workdir: Path) -> None:
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    done = subprocess.run(command, shell=True, cwd=workdir, env=env, capture_output=True, text=True,
-                          timeout=300)
+    done = subprocess.run(
+        command, shell=True, cwd=workdir, env=env, capture_output=True, text=True, timeout=300
+    )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip()
     if command.startswith("b2calib simulate"):
@@ -48,7 +49,12 @@ def test_console_example(command: str, workdir: Path) -> None:
 
 @pytest.mark.parametrize("snippet", PYTHON)
 def test_python_example(snippet: str, workdir: Path) -> None:
-    done = subprocess.run([sys.executable, "-W", "ignore", "-c", snippet], cwd=workdir,
-                          capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-W", "ignore", "-c", snippet],
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip()

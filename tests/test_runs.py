@@ -10,9 +10,16 @@ from b2calib.runs import Run, RunRegistry, make_buckets
 
 def run(exp: int, number: int, lumi: float, rtype: str = "physics", **kw: object) -> Run:
     base: dict[str, object] = dict(
-        exp=exp, run=number, run_type=rtype, beam_energy="4S" if rtype == "physics" else "No Beam",
-        start=1000.0 * number, stop=1000.0 * number + 3600.0, lumi_pb=lumi, l1_triggers=10,
-        detectors=("SVD", "CDC", "ECL"), magnet_on=True,
+        exp=exp,
+        run=number,
+        run_type=rtype,
+        beam_energy="4S" if rtype == "physics" else "No Beam",
+        start=1000.0 * number,
+        stop=1000.0 * number + 3600.0,
+        lumi_pb=lumi,
+        l1_triggers=10,
+        detectors=("SVD", "CDC", "ECL"),
+        magnet_on=True,
     )
     base.update(kw)
     return Run(**base)  # type: ignore[arg-type]

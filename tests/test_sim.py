@@ -58,13 +58,16 @@ def test_same_seed_same_data_whatever_the_jobs(tmp_path: Path) -> None:
             assert np.array_equal(a[f][branch], b[f][branch]), (f, branch)
     ta = (tmp_path / "a" / "truth" / "database.txt").read_text()
     assert ta == (tmp_path / "b" / "truth" / "database.txt").read_text()
-    assert RunRegistry.load(tmp_path / "a" / "runs.json").select() == RunRegistry.load(
-        tmp_path / "b" / "runs.json"
-    ).select()
+    assert (
+        RunRegistry.load(tmp_path / "a" / "runs.json").select()
+        == RunRegistry.load(tmp_path / "b" / "runs.json").select()
+    )
     simulate(SimConfig(exp=3, n_runs=3, events_per_run=300, seed=100), tmp_path / "c", jobs=2)
     c = read_all(tmp_path / "c")
     f = next(iter(c))
-    assert not np.array_equal(a[f]["ECLCalDigits_m_Energy"][:50], c[f]["ECLCalDigits_m_Energy"][:50])
+    assert not np.array_equal(
+        a[f]["ECLCalDigits_m_Energy"][:50], c[f]["ECLCalDigits_m_Energy"][:50]
+    )
 
 
 def test_generated_counts_follow_lumi_times_cross_section_times_prescale(
@@ -111,14 +114,21 @@ def test_skim_counts_follow_luminosity(experiment: Experiment) -> None:
         run = result.registry.get(7, run_number)
         ecms = conditions_for_run(cfg, run).ecms
         expected = sum(
-            run.lumi_pb * 1000.0 * cross_section_nb(p, ecms) * ps[p] * passed[(p, skim)] / generated[p]
+            run.lumi_pb
+            * 1000.0
+            * cross_section_nb(p, ecms)
+            * ps[p]
+            * passed[(p, skim)]
+            / generated[p]
             for p in generated
         )
         pulls.append((n - expected) / np.sqrt(expected))
     pulls_a = np.array(pulls)
     assert stats.chi2.sf(float(np.sum(pulls_a**2)), len(pulls_a)) > 1e-3, pulls_a
     # Bhabha skim is dominated by Bhabha events; gamma-gamma by gamma-gamma
-    assert passed[("bhabha", "hlt_bhabha")] > 0.9 * sum(passed[(p, "hlt_bhabha")] for p in PROCESS_ID)
+    assert passed[("bhabha", "hlt_bhabha")] > 0.9 * sum(
+        passed[(p, "hlt_bhabha")] for p in PROCESS_ID
+    )
     gg = passed[("gamma_gamma", "hlt_gamma_gamma")]
     assert gg > 0.9 * sum(passed[(p, "hlt_gamma_gamma")] for p in PROCESS_ID)
 
@@ -127,7 +137,7 @@ def test_channel_ids_within_detector_ranges(experiment: Experiment) -> None:
     data = read_all(experiment[1].out)
     assert any("cosmic" in f for f in data)
     seen = set()
-    for f, b in data.items():
+    for _f, b in data.items():
         if "ECLCalDigits_m_CellId" in b:
             assert b["ECLCalDigits_m_CellId"].min(initial=1) >= 1
             assert b["ECLCalDigits_m_CellId"].max(initial=1) <= ecl.N_CRYSTALS
@@ -135,14 +145,21 @@ def test_channel_ids_within_detector_ranges(experiment: Experiment) -> None:
         assert np.all((layer >= 0) & (layer < cdc.N_LAYERS))
         assert np.all((wire >= 0) & (wire < cdc.LAYER_NWIRES[layer]))
         assert np.all(cdc.layer_of(cdc.global_wire(layer, wire)) == layer)
-        assert np.all((b["TOPDigits_m_moduleID"] >= 1) & (b["TOPDigits_m_moduleID"] <= top.N_MODULES))
+        assert np.all(
+            (b["TOPDigits_m_moduleID"] >= 1) & (b["TOPDigits_m_moduleID"] <= top.N_MODULES)
+        )
         assert np.all((b["TOPDigits_m_pixelID"] >= 1) & (b["TOPDigits_m_pixelID"] <= top.N_PIXELS))
-        assert np.all((b["ARICHDigits_m_modID"] >= 1) & (b["ARICHDigits_m_modID"] <= arich.N_MODULES))
+        assert np.all(
+            (b["ARICHDigits_m_modID"] >= 1) & (b["ARICHDigits_m_modID"] <= arich.N_MODULES)
+        )
         assert np.all((b["ARICHDigits_m_channelID"] >= 0) & (b["ARICHDigits_m_channelID"] < 144))
         klm.channel(  # raises on any invalid address
-            b["KLMDigits_m_subdetector"].astype(int), b["KLMDigits_m_section"].astype(int),
-            b["KLMDigits_m_sector"].astype(int), b["KLMDigits_m_layer"].astype(int),
-            b["KLMDigits_m_plane"].astype(int), b["KLMDigits_m_strip"].astype(int),
+            b["KLMDigits_m_subdetector"].astype(int),
+            b["KLMDigits_m_section"].astype(int),
+            b["KLMDigits_m_sector"].astype(int),
+            b["KLMDigits_m_layer"].astype(int),
+            b["KLMDigits_m_plane"].astype(int),
+            b["KLMDigits_m_strip"].astype(int),
         )
         ext_klm = b["ExtHits_m_copyID"][b["ExtHits_m_detectorID"] == 7]
         assert np.all((ext_klm >= 1) & (ext_klm <= klm.N_CHANNELS))
@@ -152,28 +169,50 @@ def test_channel_ids_within_detector_ranges(experiment: Experiment) -> None:
         assert np.all((b["PXDDigits_m_uCellID"] >= 0) & (b["PXDDigits_m_uCellID"] < vxd.PXD_NU))
         assert np.all((b["PXDDigits_m_vCellID"] >= 0) & (b["PXDDigits_m_vCellID"] < vxd.PXD_NV))
         seen.update(k.split("_")[0] for k in b)
-    assert {"ECLCalDigits", "CDCHits", "TOPDigits", "KLMDigits", "ARICHDigits", "SVDClusters",
-            "PXDDigits", "TrackFitResults", "CDCDedxTracks", "ExtHits", "EventMetaData",
-            "SoftwareTriggerVariables", "EventT0", "TOPRecBunch", "ECLClusters"} <= seen
+    assert {
+        "ECLCalDigits",
+        "CDCHits",
+        "TOPDigits",
+        "KLMDigits",
+        "ARICHDigits",
+        "SVDClusters",
+        "PXDDigits",
+        "TrackFitResults",
+        "CDCDedxTracks",
+        "ExtHits",
+        "EventMetaData",
+        "SoftwareTriggerVariables",
+        "EventT0",
+        "TOPRecBunch",
+        "ECLClusters",
+    } <= seen
 
 
 def test_dead_channels_never_fire(experiment: Experiment) -> None:
     cfg, result = experiment
     data = read_all(result.out)
     cond = conditions_for_run(cfg, result.registry.select()[0])
-    top_ch = np.concatenate([
-        top.channel_index(b["TOPDigits_m_moduleID"], b["TOPDigits_m_pixelID"]) for b in data.values()
-    ])
+    top_ch = np.concatenate(
+        [
+            top.channel_index(b["TOPDigits_m_moduleID"], b["TOPDigits_m_pixelID"])
+            for b in data.values()
+        ]
+    )
     assert not np.any(cond.top_status[top_ch] == 1)
     assert np.any(cond.top_status[top_ch] == 2)  # noisy ones do
-    arich_ch = np.concatenate([
-        arich.channel_index(b["ARICHDigits_m_modID"], b["ARICHDigits_m_channelID"]) for b in data.values()
-    ])
+    arich_ch = np.concatenate(
+        [
+            arich.channel_index(b["ARICHDigits_m_modID"], b["ARICHDigits_m_channelID"])
+            for b in data.values()
+        ]
+    )
     assert not np.any(cond.arich_status[arich_ch] == 1)
-    wires = np.concatenate([
-        cdc.global_wire(b["CDCHits_m_layer"].astype(int), b["CDCHits_m_wire"].astype(int))
-        for b in data.values()
-    ])
+    wires = np.concatenate(
+        [
+            cdc.global_wire(b["CDCHits_m_layer"].astype(int), b["CDCHits_m_wire"].astype(int))
+            for b in data.values()
+        ]
+    )
     assert not np.any(cond.cdc_wire_gain[wires] == 0)
 
 
@@ -185,9 +224,20 @@ def test_truth_reads_back_equal_to_the_simulator(experiment: Experiment) -> None
             stored = db.lookup(payload.name, run.exp, run.run)
             assert stored.same_content(payload), (payload.name, run.run)
     names = {e.name for e in db.entries()}
-    assert {"ECLCrystalEnergy", "CDCTimeZeros", "CDCXtRelations", "TOPCalModuleT0", "TOPCalChannelT0",
-            "KLMStripEfficiency", "ARICHChannelMask", "SVDCoGTimeCalibrations", "PXDGainMapPar",
-            "BeamSpot", "CollisionInvariantMass", "CDCDedxRunGain"} <= names
+    assert {
+        "ECLCrystalEnergy",
+        "CDCTimeZeros",
+        "CDCXtRelations",
+        "TOPCalModuleT0",
+        "TOPCalChannelT0",
+        "KLMStripEfficiency",
+        "ARICHChannelMask",
+        "SVDCoGTimeCalibrations",
+        "PXDGainMapPar",
+        "BeamSpot",
+        "CollisionInvariantMass",
+        "CDCDedxRunGain",
+    } <= names
 
 
 def test_interventions_make_an_iov_boundary(experiment: Experiment) -> None:
@@ -210,7 +260,9 @@ def test_interventions_make_an_iov_boundary(experiment: Experiment) -> None:
     offset_before = before.ecms - nominal[boundary - 1]
     offset_after = after.ecms - nominal[boundary]
     assert offset_after == pytest.approx(offset_before - 2e-3, abs=3e-3)  # plus < 1 MeV drift
-    entries = [e for e in LocalDatabase(result.out / "truth").entries() if e.name == "ECLCrystalEnergy"]
+    entries = [
+        e for e in LocalDatabase(result.out / "truth").entries() if e.name == "ECLCrystalEnergy"
+    ]
     assert [e.iov for e in entries] == [(7, 1, 7, boundary - 1), (7, boundary, 7, cfg.last_run)]
     meta = json.loads((result.out / "simulation.json").read_text())
     assert meta["intervention_run"] == boundary
@@ -231,12 +283,16 @@ def test_dimuon_mass_reflects_the_collision_energy(experiment: Experiment) -> No
     for run in result.registry.select(run_type="physics"):
         path = next(f for f in result.files if f"cdst_hlt_mumu_2trk_e0007_r{run.run:05d}" in f.name)
         with open_skim(path) as fh:
-            a = fh.arrays(["TrackFitResults_m_omega", "TrackFitResults_m_phi0", "TrackFitResults_m_tanLambda"])
+            a = fh.arrays(
+                ["TrackFitResults_m_omega", "TrackFitResults_m_phi0", "TrackFitResults_m_tanLambda"]
+            )
         pt = 0.0029979246 * 1.5 / np.abs(a["TrackFitResults_m_omega"])
         phi, tl = a["TrackFitResults_m_phi0"], a["TrackFitResults_m_tanLambda"]
         px, py, pz = pt * np.cos(phi), pt * np.sin(phi), pt * tl
         e = np.sqrt(px**2 + py**2 + pz**2 + 0.1056584**2)
-        m = np.sqrt(ak.sum(e, 1) ** 2 - ak.sum(px, 1) ** 2 - ak.sum(py, 1) ** 2 - ak.sum(pz, 1) ** 2)
+        m = np.sqrt(
+            ak.sum(e, 1) ** 2 - ak.sum(px, 1) ** 2 - ak.sum(py, 1) ** 2 - ak.sum(pz, 1) ** 2
+        )
         ecms = conditions_for_run(cfg, run).ecms
         m_np = ak.to_numpy(m)
         near = m_np[np.abs(m_np - ecms) < 0.15]
@@ -269,7 +325,9 @@ def test_beam_spot_is_where_the_tracks_come_from(experiment: Experiment) -> None
     assert abs(x - mid[0]) < 4 * sigma[0] + 2e-4
     assert abs(y - mid[1]) < 4 * sigma[1] + 2e-4
     z0 = ak.to_numpy(ak.flatten(a["TrackFitResults_m_z0"]))
-    assert np.mean(z0) == pytest.approx(mid[2], abs=4 * cond.beamspot_size[2] / np.sqrt(len(z0) / 2))
+    assert np.mean(z0) == pytest.approx(
+        mid[2], abs=4 * cond.beamspot_size[2] / np.sqrt(len(z0) / 2)
+    )
 
 
 def test_dedx_follows_the_run_gain_and_bethe_bloch(experiment: Experiment) -> None:
@@ -278,8 +336,13 @@ def test_dedx_follows_the_run_gain_and_bethe_bloch(experiment: Experiment) -> No
     for run in result.registry.select(run_type="physics"):
         path = next(f for f in result.files if f"cdst_hlt_bhabha_e0007_r{run.run:05d}" in f.name)
         with open_skim(path) as fh:
-            dedx = ak.to_numpy(ak.flatten(fh.arrays(["CDCDedxTracks_m_dedxAvgTruncated"])[
-                "CDCDedxTracks_m_dedxAvgTruncated"]))
+            dedx = ak.to_numpy(
+                ak.flatten(
+                    fh.arrays(["CDCDedxTracks_m_dedxAvgTruncated"])[
+                        "CDCDedxTracks_m_dedxAvgTruncated"
+                    ]
+                )
+            )
         ratios.append(np.median(dedx) / conditions_for_run(cfg, run).cdc_run_gain)
     # once the run gain is divided out, the electron dE/dx scale is the same in every run
     assert np.std(ratios) / np.mean(ratios) < 0.01
@@ -292,7 +355,7 @@ def test_dedx_follows_the_run_gain_and_bethe_bloch(experiment: Experiment) -> No
 
 
 def test_cosmic_runs(experiment: Experiment) -> None:
-    cfg, result = experiment
+    _cfg, result = experiment
     cosmic = result.registry.select(run_type="cosmic")
     assert cosmic
     for run in cosmic:

@@ -7,9 +7,21 @@ from b2calib.exceptions import SkimDefinitionError
 from b2calib.skims import SKIMS, TRIGGER_VARIABLES, Cut, get_skim, retention
 
 NEUTRAL = {
-    "nTrkAllLE": 2, "nTracksLE": 2, "nEidLE": 0, "P1CMSBhabhaLE": 5.0, "P2CMSBhabhaLE": 5.0,
-    "P1OEbeamCMSBhabhaLE": 0.95, "P2OEbeamCMSBhabhaLE": 0.95, "EC1CMSLE": 0.2, "EC2CMSLE": 0.2,
-    "EC12CMSLE": 0.4, "EtotLE": 0.5, "nClustersLE": 2, "AcolCMSLE": 2.0, "Bhabha2Trk": 0, "GG": 0,
+    "nTrkAllLE": 2,
+    "nTracksLE": 2,
+    "nEidLE": 0,
+    "P1CMSBhabhaLE": 5.0,
+    "P2CMSBhabhaLE": 5.0,
+    "P1OEbeamCMSBhabhaLE": 0.95,
+    "P2OEbeamCMSBhabhaLE": 0.95,
+    "EC1CMSLE": 0.2,
+    "EC2CMSLE": 0.2,
+    "EC12CMSLE": 0.4,
+    "EtotLE": 0.5,
+    "nClustersLE": 2,
+    "AcolCMSLE": 2.0,
+    "Bhabha2Trk": 0,
+    "GG": 0,
 }
 
 
@@ -71,10 +83,20 @@ def test_parser_logic_and_ranges() -> None:
     data = {"nTracksLE": np.array([0, 1, 2, 3, 4]), "EC1CMSLE": np.array([0, 1, 2, 3, 4])}
     assert Cut("[1 <= nTracksLE < 3]")(data).tolist() == [False, True, True, False, False]
     assert Cut("not [nTracksLE == 2]")(data).tolist() == [True, True, False, True, True]
-    assert Cut("[nTracksLE == 0] or [EC1CMSLE >= 4]")(data).tolist() == [True, False, False, False, True]
+    assert Cut("[nTracksLE == 0] or [EC1CMSLE >= 4]")(data).tolist() == [
+        True,
+        False,
+        False,
+        False,
+        True,
+    ]
     # and binds tighter than or
     assert Cut("[nTracksLE == 0] or [nTracksLE == 4] and [EC1CMSLE == 0]")(data).tolist() == [
-        True, False, False, False, False,
+        True,
+        False,
+        False,
+        False,
+        False,
     ]
     assert Cut("[nTracksLE > 1.5e0]").variables == frozenset({"nTracksLE"})
 

@@ -94,20 +94,22 @@ def _wrap(a: F) -> F:
     return np.mod(a + np.pi, 2 * np.pi) - np.pi
 
 
-def _cross(trk: Tracks, r: F) -> tuple[npt.NDArray[np.bool_], F, F, F, F]:
-    """Where tracks cross cylinders of radius ``r`` (broadcast against the tracks).
+def _cross(trk: Tracks, r: float | F) -> tuple[npt.NDArray[np.bool_], F, F, F, F]:
+    """Where tracks cross the cylinder of radius ``r`` (a number: arrays per track) or each
+    cylinder of a 1-D array of radii (arrays of shape (tracks, radii)).
 
     Returns (reached, phi, z, arc length in xy, entrance angle). A straight line from the
     vertex is bent by the curvature: azimuth shift q * asin(s / 2R).
     """
     x0, y0 = trk.vertex[:, 0], trk.vertex[:, 1]
-    ux, uy = np.cos(trk.phi0), np.sin(trk.phi0)
-    if np.ndim(r) == 1 and len(r) != len(trk.p):
-        x0, y0, ux, uy = (a[:, None] for a in (x0, y0, ux, uy))
-        R, q, z0, tanl = (a[:, None] for a in (trk.radius, trk.charge, trk.vertex[:, 2], trk.tanl))
+    phi0 = trk.phi0
+    R, q, z0, tanl = trk.radius, trk.charge, trk.vertex[:, 2], trk.tanl
+    if np.ndim(r) == 1:
+        x0, y0, phi0, R, q, z0, tanl = (a[:, None] for a in (x0, y0, phi0, R, q, z0, tanl))
         r = np.asarray(r)[None, :]
-    else:
-        R, q, z0, tanl = trk.radius, trk.charge, trk.vertex[:, 2], trk.tanl
+    elif np.ndim(r) != 0:
+        raise ValueError("r must be a number or a 1-D array of radii")
+    ux, uy = np.cos(phi0), np.sin(phi0)
     pu = x0 * ux + y0 * uy
     disc = pu**2 - (x0**2 + y0**2) + r**2
     s = -pu + np.sqrt(np.maximum(disc, 0.0))
@@ -118,7 +120,7 @@ def _cross(trk: Tracks, r: F) -> tuple[npt.NDArray[np.bool_], F, F, F, F]:
     arc = 2 * R * bend
     arc = np.where(np.isfinite(arc), arc, s)
     z = z0 + arc * tanl
-    alpha = _wrap(np.arctan2(uy, ux) - 2 * q * bend - phi)
+    alpha = _wrap(phi0 - 2 * q * bend - phi)
     return reached, phi, z, arc, alpha
 
 
@@ -262,8 +264,10 @@ def cdc_response(
     fluct = np.maximum(1.0 + 0.12 * _moyal(rng, len(gw)), 0.2)
     dedx = bethe_bloch(bg[ti]) * gain * cond.cdc_run_gain * cond.cdc_cos_cor[cos_bin] * fluct
     adc = np.clip(np.rint(120.0 * dedx * path), 1, 4095)
-    order = np.lexsort((layer, evt))
-    ti_s = ti[order]
+    # hits come out of np.nonzero already grouped by event (tracks are event-ordered),
+    # then by track and layer: no sort is needed
+    order = slice(None)
+    ti_s = ti
     hits: Collection = {
         "evt": evt[order],
         "m_layer": layer[order].astype(np.int8),
@@ -279,7 +283,9 @@ def cdc_response(
     nhits = np.bincount(ti, minlength=len(trk.p))
     # truncated mean (5-75 %) of uncalibrated adc/path per track
     val = adc / path
-    o = np.lexsort((val, ti))
+    # one float key (track index + a fraction increasing with the value) sorts by track, then
+    # value; ti is at most ~1e6, so the fraction keeps ~1e-10 resolution
+    o = np.argsort(ti + val / (2.0 * val.max(initial=1.0)))
     tis, vals = ti[o], val[o]
     first = np.searchsorted(tis, tis)
     rank = np.arange(len(tis)) - first
@@ -319,7 +325,7 @@ def svd_response(
     length = vxd.SVD_SENSOR_LENGTH
     for layer, r in vxd.SVD_RADIUS.items():
         nlad, nsen = vxd.SVD_LADDERS[layer], vxd.SVD_SENSORS[layer]
-        reached, phi, z, _, _ = _cross(trk, np.full(len(trk.p), r))
+        reached, phi, z, _, _ = _cross(trk, r)
         ladder, uloc, width = _ladder_local(phi, r, nlad)
         zlo = -0.4 * nsen * length
         sensor = np.floor((z - zlo) / length).astype(np.int64) + 1
@@ -400,7 +406,7 @@ def pxd_response(
     dead = np.sort(_pxd_flat(cond.pxd_dead[:, 0], cond.pxd_dead[:, 1], cond.pxd_dead[:, 2]))
     for layer, r in vxd.PXD_RADIUS.items():
         nlad, length = vxd.PXD_LADDERS[layer], vxd.PXD_SENSOR_LENGTH[layer]
-        reached, phi, z, _, _ = _cross(trk, np.full(len(trk.p), r))
+        reached, phi, z, _, _ = _cross(trk, r)
         ladder, uloc, width = _ladder_local(phi, r, nlad)
         zlo = -0.9 * length
         sensor = np.floor((z - zlo) / length).astype(np.int64) + 1
@@ -498,7 +504,7 @@ def top_response(
     rng: np.random.Generator, trk: Tracks, t_coll: F, cond: Conditions, n_events: int
 ) -> tuple[Collection, Collection, Collection]:
     """TOPDigits, TOP ExtHits and the TOPRecBunch (bunch finder with nominal constants)."""
-    reached, phi, z, arc, _ = _cross(trk, np.full(len(trk.p), top.RADIUS_CM))
+    reached, phi, z, arc, _ = _cross(trk, top.RADIUS_CM)
     ok = reached & (z > top.Z_MIN_CM) & (z < top.Z_MAX_CM)
     ti = np.flatnonzero(ok)
     module = top.module_of_phi(phi[ti])
@@ -647,7 +653,7 @@ def _ecl_impacts(trk: Tracks, parts: Particles) -> tuple[IA, F, F]:
     neutral = parts.charge == 0
     theta[neutral] = np.arctan2(np.hypot(px, py), pz)[neutral]
     phi[neutral] = np.arctan2(py, px)[neutral]
-    reached, ph, z, _, _ = _cross(trk, np.full(len(trk.p), ecl.BARREL_RADIUS_CM))
+    reached, ph, z, _, _ = _cross(trk, ecl.BARREL_RADIUS_CM)
     barrel = reached & (z > ecl.BACKWARD_Z_CM) & (z < ecl.FORWARD_Z_CM)
     th_b = np.arctan2(ecl.BARREL_RADIUS_CM, z)
     # endcaps: where the barrel cylinder is not hit inside the calorimeter length
@@ -754,7 +760,8 @@ def ecl_response(
     )
     en = np.concatenate([d_e, b_e])
     is_bkg = np.concatenate([np.zeros(len(d_e), bool), np.ones(len(b_e), bool)])
-    order = np.lexsort((-en, key))
+    # by crystal-and-event key, largest deposit first (key < 2^31: exact in float64)
+    order = np.argsort(key + 0.5 * (1.0 - en / (en.max(initial=0.0) + 1.0)))
     key, en, is_bkg = key[order], en[order], is_bkg[order]
     ukey, first = np.unique(key, return_index=True)
     esum = np.add.reduceat(en, first) if len(en) else np.zeros(0)
@@ -840,13 +847,13 @@ def klm_response(
                     layer <= 2,
                 )
             )
-    # endcaps
+    # endcaps: tracks leave the solenoid at r ~ 160 cm and go straight through the iron
+    _, phi_out, _, _, _ = _cross(trk, 160.0)
     for ec_section, z0, nl in (
         (2, klm.EKLM_Z0[2], klm.EKLM_LAYERS[2]),
         (1, -klm.EKLM_Z0[1], klm.EKLM_LAYERS[1]),
     ):
         zl = np.sign(z0) * (abs(z0) + klm.EKLM_DZ * np.arange(nl))
-        _, phi_out, _, _, _ = _cross(trk, np.full(len(trk.p), 160.0))
         with np.errstate(divide="ignore", invalid="ignore"):
             rr = (zl[None, :] - trk.vertex[:, 2:3]) / trk.tanl[:, None]
         lidx = np.arange(1, nl + 1)[None, :]

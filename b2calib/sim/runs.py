@@ -41,7 +41,7 @@ def generate_runs(cfg: SimConfig) -> list[Run]:
         rtype = "physics" if i == 0 else str(rng.choice(types, p=probs))
         u = rng.random()
         if rtype == "physics":
-            hours = float(np.clip(rng.lognormal(np.log(cfg.mean_run_hours), 0.4), 0.3, 10.0))
+            hours = float(np.clip(rng.lognormal(np.log(cfg.mean_run_hours), 0.4), 0.3, 12.0))
             if u < cfg.scan_fraction:
                 energy = "Scan"
             elif u < cfg.scan_fraction + cfg.continuum_fraction:
