@@ -28,6 +28,7 @@ import numpy.typing as npt
 import uproot
 
 from b2calib.exceptions import PayloadError
+from b2calib.io import check_root_file
 
 __all__ = ["ChannelStatus", "Payload", "file_md5"]
 
@@ -185,11 +186,12 @@ class Payload:
                     "the payload file is corrupted or was replaced"
                 )
         try:
+            check_root_file(path)
             with uproot.open(path) as f:
                 meta = json.loads(f["metadata"])
                 name = meta["name"]
                 arrays = f[name].arrays(library="np")
-        except (OSError, ValueError, KeyError, TypeError) as err:
+        except Exception as err:  # uproot raises many types for damaged files
             raise PayloadError(f"{path}: not a readable b2calib payload ({err})") from err
         if meta.get("format") != "b2calib-payload":
             raise PayloadError(f"{path}: metadata does not describe a b2calib payload")

@@ -340,6 +340,24 @@ def _p(name: str, description: str, units: dict[str, str], **kw: Any) -> Payload
     return Payload(name=name, metadata=meta, **kw)
 
 
+def _pixel_list(
+    name: str, description: str, unit: str, cells: IA, value: F, status: ChannelStatus
+) -> Payload:
+    """A PXD pixel list: (sensor index, u, v) rows keyed by VxdID, one status for all."""
+    return _p(
+        name,
+        description,
+        {"value": unit},
+        keys={
+            "sensorID": vxd.PXD_IDS[cells[:, 0]].astype(np.int32),
+            "u": cells[:, 1].astype(np.int16),
+            "v": cells[:, 2].astype(np.int16),
+        },
+        values={"value": value},
+        status=np.full(len(cells), status, np.int8),
+    )
+
+
 def truth_payloads(c: Conditions) -> list[Payload]:
     """The conditions of one run as payloads, in the convention calibrations produce."""
     cells = np.arange(1, ecl.N_CRYSTALS + 1, dtype=np.int32)
@@ -493,29 +511,21 @@ def truth_payloads(c: Conditions) -> list[Payload]:
             values={"value": c.svd_hot_rate},
             status=np.full(len(c.svd_hot), ChannelStatus.HOT, np.int8),
         ),
-        _p(
+        _pixel_list(
             "PXDMaskedPixelPar",
             "hot pixels; value = occupancy",
-            {"value": "1/event"},
-            keys={
-                "sensorID": vxd.PXD_IDS[c.pxd_hot[:, 0]].astype(np.int32),
-                "u": c.pxd_hot[:, 1].astype(np.int16),
-                "v": c.pxd_hot[:, 2].astype(np.int16),
-            },
-            values={"value": c.pxd_hot_rate},
-            status=np.full(len(c.pxd_hot), ChannelStatus.HOT, np.int8),
+            "1/event",
+            c.pxd_hot,
+            c.pxd_hot_rate,
+            ChannelStatus.HOT,
         ),
-        _p(
+        _pixel_list(
             "PXDDeadPixelPar",
             "dead pixels",
-            {"value": "1"},
-            keys={
-                "sensorID": vxd.PXD_IDS[c.pxd_dead[:, 0]].astype(np.int32),
-                "u": c.pxd_dead[:, 1].astype(np.int16),
-                "v": c.pxd_dead[:, 2].astype(np.int16),
-            },
-            values={"value": np.zeros(len(c.pxd_dead))},
-            status=np.full(len(c.pxd_dead), ChannelStatus.DEAD, np.int8),
+            "1",
+            c.pxd_dead,
+            np.zeros(len(c.pxd_dead)),
+            ChannelStatus.DEAD,
         ),
         _p(
             "PXDGainMapPar",

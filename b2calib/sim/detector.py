@@ -934,7 +934,7 @@ def klm_response(
         "t": t[fired],
         "npe": np.where(scint[fired], rng.normal(20, 5, int(fired.sum())), 0.0),
     }
-    return _klm_digits_noise(rng, cond, n_events, sig), _sorted(ext)
+    return _klm_digits_noise(rng, cond, n_events, sig), _concat_sorted([ext])
 
 
 def _klm_digits_noise(
@@ -982,12 +982,9 @@ def _empty_ext() -> Collection:
     }
 
 
-def _sorted(c: Collection) -> Collection:
-    order = np.argsort(c["evt"], kind="stable")
-    return {k: v[order] for k, v in c.items()}
-
-
 # ------------------------------------------------------------------------------------ driver
+# magnet-off runs have infinite curvature radii: their inf * 0 terms are resolved by np.where
+@np.errstate(invalid="ignore", divide="ignore")
 def simulate_response(
     rng: np.random.Generator,
     parts: Particles,
@@ -998,20 +995,6 @@ def simulate_response(
     detectors: tuple[str, ...],
 ) -> tuple[Response, Tracks]:
     """Run every requested detector on the particles of ``n_events`` events."""
-    # magnet-off runs have infinite curvature radii: inf * 0 terms are resolved by np.where
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return _simulate_response(rng, parts, n_events, t_coll, cond, magnet_on, detectors)
-
-
-def _simulate_response(
-    rng: np.random.Generator,
-    parts: Particles,
-    n_events: int,
-    t_coll: F,
-    cond: Conditions,
-    magnet_on: bool,
-    detectors: tuple[str, ...],
-) -> tuple[Response, Tracks]:
     resp = Response(n_events)
     trk, fit = reconstruct_tracks(rng, parts, n_events, 1.5 if magnet_on else 0.0)
     nevt_trk = np.bincount(trk.evt, minlength=n_events)

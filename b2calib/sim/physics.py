@@ -268,7 +268,7 @@ def _tautau(
 
 
 def _cosmic(
-    rng: np.random.Generator, n: int, magnet_on: bool
+    rng: np.random.Generator, n: int
 ) -> tuple[F, npt.NDArray[np.int64], npt.NDArray[np.int64], F, F]:
     """Cosmic muons, reconstructed as an upper (incoming, time < 0) and a lower leg."""
     p = 1.0 + rng.pareto(1.7, n) * 1.5
@@ -296,7 +296,6 @@ def _cosmic(
     # the upper leg is traversed before the POCA: its hits come earlier (negative time)
     t0 = np.zeros(2 * n)
     t0[0::2] = -1.0  # marker: time runs backwards along the upper leg
-    del magnet_on
     return p4, pdg, np.repeat(np.arange(n), 2), vertex, t0
 
 
@@ -307,7 +306,6 @@ def generate(
     beam: Beam,
     beamspot: F,
     beamsize: F,
-    magnet_on: bool = True,
 ) -> Particles:
     """Generate ``n`` events of ``process``.
 
@@ -315,7 +313,7 @@ def generate(
     around it with ``beamsize`` (3,) Gaussian widths.
     """
     if process == "cosmic":
-        p4, pdg, evt, vertex, t0 = _cosmic(rng, n, magnet_on)
+        p4, pdg, evt, vertex, t0 = _cosmic(rng, n)
         return Particles(evt, pdg, p4, vertex, t0)
     if process == "bhabha":
         p4, pdg, evt = _pairs(rng, n, beam, process, 11, -11)

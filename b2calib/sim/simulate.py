@@ -124,7 +124,6 @@ def _select(data: dict[str, Any], mask: npt.NDArray[np.bool_]) -> dict[str, Any]
 
 
 def _event_columns(
-    cfg: SimConfig,
     run: Run,
     chunk_first_event: int,
     proc: npt.NDArray[np.int64],
@@ -192,7 +191,7 @@ def simulate_run(
             if k == 0:
                 continue
             bs = cond.beamspot_at(times_old[offset : offset + k])
-            part = generate(crng, p, k, beam, bs, cond.beamspot_size, run.magnet_on)
+            part = generate(crng, p, k, beam, bs, cond.beamspot_size)
             part.evt = part.evt + offset
             parts.append(part)
             offset += k
@@ -217,7 +216,7 @@ def simulate_run(
             resp.collections["TrackFitResults"], resp.collections["ECLClusters"], n, nominal
         )
         data: dict[str, Any] = _event_columns(
-            cfg, run, first_event, proc_new, times_sorted, t_coll, ecms_evt
+            run, first_event, proc_new, times_sorted, t_coll, ecms_evt
         )
         data.update(resp.event)
         data.update(
