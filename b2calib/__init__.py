@@ -10,6 +10,7 @@ The library is layered, each layer using only those below it:
 ``skims``            HLT calibration skims as named cuts on trigger variables
 ``runs``             the run registry and prompt-processing buckets
 ``sim``              the seeded simulator of a Belle II-like experiment
+``engine``           event loops: datasets, collectors, executors (local, Dask), cache
 ``sizereport``,      file-size tables and text summaries
 ``summary``
 ``cli``              the ``b2calib`` command line

@@ -132,7 +132,8 @@ def buckets(data: Path, min_lumi: float) -> None:
 @click.argument("data", type=click.Path(exists=True, file_okay=False, path_type=Path))
 def retention(data: Path) -> None:
     """Events and retention of each skim per run (from file metadata)."""
-    from b2calib.summary import find_skim_files, retention_table, skim_counts
+    from b2calib.io import find_skim_files
+    from b2calib.summary import retention_table, skim_counts
 
     click.echo(retention_table(skim_counts(find_skim_files(data))))
 
@@ -142,13 +143,8 @@ def retention(data: Path) -> None:
 @click.option("--min-lumi", type=float, default=9.0, show_default=True, help="fb^-1 per bucket.")
 def summary(data: Path, min_lumi: float) -> None:
     """Runs, buckets and skim retention of a data folder."""
-    from b2calib.summary import (
-        bucket_table,
-        find_skim_files,
-        retention_table,
-        run_table,
-        skim_counts,
-    )
+    from b2calib.io import find_skim_files
+    from b2calib.summary import bucket_table, retention_table, run_table, skim_counts
 
     reg = _registry(data)
     click.echo("== runs\n" + run_table(reg))

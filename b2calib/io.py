@@ -20,7 +20,14 @@ import uproot
 
 from b2calib.exceptions import FileFormatError, MissingBranchError
 
-__all__ = ["FileMetadata", "SkimFile", "check_root_file", "open_skim", "read_metadata"]
+__all__ = [
+    "FileMetadata",
+    "SkimFile",
+    "check_root_file",
+    "find_skim_files",
+    "open_skim",
+    "read_metadata",
+]
 
 TREE_NAME = "tree"
 METADATA_KEY = "FileMetaData"
@@ -170,6 +177,11 @@ class SkimFile:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def find_skim_files(folder: str | os.PathLike[str]) -> list[Path]:
+    """All skim files (``cdst_*.root``) below ``folder``, sorted."""
+    return sorted(Path(folder).rglob("cdst_*.root"))
 
 
 def open_skim(path: str | os.PathLike[str]) -> SkimFile:

@@ -6,7 +6,6 @@ import os
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
-from pathlib import Path
 
 from b2calib.io import FileMetadata, read_metadata
 from b2calib.runs import Bucket, Run
@@ -14,16 +13,10 @@ from b2calib.runs import Bucket, Run
 __all__ = [
     "SkimCount",
     "bucket_table",
-    "find_skim_files",
     "retention_table",
     "run_table",
     "skim_counts",
 ]
-
-
-def find_skim_files(folder: str | os.PathLike[str]) -> list[Path]:
-    """All skim files (``cdst_*.root``) below ``folder``, sorted."""
-    return sorted(Path(folder).rglob("cdst_*.root"))
 
 
 def _hours(seconds: float) -> str:

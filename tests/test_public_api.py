@@ -54,3 +54,22 @@ def test_typed_package_marker() -> None:
     from importlib.resources import files
 
     assert files("b2calib").joinpath("py.typed").is_file()
+
+
+def test_engine_names() -> None:
+    import b2calib.engine
+
+    assert b2calib.engine.__all__ == [
+        "ChannelValueCollector",
+        "CollectResult",
+        "Collector",
+        "Dataset",
+        "FileRef",
+        "RunOutput",
+        "SkippedFile",
+        "ValueCollector",
+        "WorkItem",
+        "collect",
+        "default_cache_dir",
+        "plan",
+    ]

@@ -1,0 +1,183 @@
+"""Collectors and their outputs.
+
+A collector is a pure, picklable description of what to histogram: it names the branches it
+reads (with their expected types) and turns one chunk of events into a dict of ``hist.Hist``.
+The engine calls it once per chunk of one file, so every output belongs to one run; outputs are
+kept per (exp, run) and merged with ``+``, so any run range can be summed later without
+re-reading the files.
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any, ClassVar
+
+import awkward as ak
+import hist
+import numpy as np
+
+from b2calib.exceptions import ConfigError
+
+__all__ = ["ChannelValueCollector", "Collector", "RunOutput", "ValueCollector"]
+
+Histograms = dict[str, hist.Hist]
+
+
+class Collector(abc.ABC):
+    """Base class of collectors: subclass it as a frozen dataclass.
+
+    Attributes
+    ----------
+    version
+        Bump it when the collector's logic changes: it is part of the cache key, as are the
+        dataclass fields (the configuration).
+    """
+
+    version: ClassVar[int] = 1
+
+    @property
+    @abc.abstractmethod
+    def branches(self) -> dict[str, str]:
+        """Branches to read, each with its expected type (``"var * float32"``, ``"int32"``)."""
+
+    @abc.abstractmethod
+    def collect(self, events: ak.Array) -> Histograms:
+        """Histograms of one chunk of events (a record array with :attr:`branches`)."""
+
+    def identity(self) -> dict[str, Any]:
+        """What identifies the collector's output: class, version and configuration."""
+        cls = type(self)
+        cfg: dict[str, Any] = dataclasses.asdict(self) if dataclasses.is_dataclass(self) else {}
+        return {
+            "collector": f"{cls.__module__}.{cls.__qualname__}",
+            "version": cls.version,
+            "config": cfg,
+        }
+
+
+class RunOutput(Mapping[tuple[int, int], Histograms]):
+    """Histograms per (exp, run); ``a + b`` adds histograms of the same run and name."""
+
+    def __init__(self, per_run: Mapping[tuple[int, int], Histograms] | None = None) -> None:
+        self._data: dict[tuple[int, int], Histograms] = {}
+        for key, hists in (per_run or {}).items():
+            self.add(key, hists)
+
+    def __getitem__(self, key: tuple[int, int]) -> Histograms:
+        return self._data[key]
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        return iter(sorted(self._data))
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def add(self, key: tuple[int, int], hists: Mapping[str, hist.Hist]) -> None:
+        """Add histograms of one run (in place)."""
+        mine = self._data.setdefault(key, {})
+        for name, h in hists.items():
+            mine[name] = h.copy() if name not in mine else mine[name] + h
+
+    def __add__(self, other: RunOutput) -> RunOutput:
+        out = RunOutput(self._data)
+        for key in other:
+            out.add(key, other[key])
+        return out
+
+    def merged(self, runs: Iterable[tuple[int, int]] | None = None) -> Histograms:
+        """Histograms summed over ``runs`` (default: all), in run order."""
+        keys = sorted(self._data) if runs is None else sorted(set(runs))
+        missing = [k for k in keys if k not in self._data]
+        if missing:
+            raise KeyError(f"no output for runs {missing}")
+        total: Histograms = {}
+        for k in keys:
+            for name, h in self._data[k].items():
+                total[name] = h.copy() if name not in total else total[name] + h
+        return total
+
+
+def _axis(spec: tuple[int, float, float], name: str, label: str) -> hist.axis.Regular:
+    n, lo, hi = spec
+    if n < 1 or not hi > lo:
+        raise ConfigError(f"axis {name}: need bins >= 1 and high > low, got {spec}")
+    return hist.axis.Regular(int(n), float(lo), float(hi), name=name, label=label)
+
+
+@dataclasses.dataclass(frozen=True)
+class ValueCollector(Collector):
+    """A 1-D histogram of one (flat or jagged) branch.
+
+    Parameters
+    ----------
+    branch, dtype
+        Branch and its element type (``"float32"``); ``jagged`` says whether it is per object.
+    bins
+        (number of bins, low, high).
+    """
+
+    branch: str
+    bins: tuple[int, float, float]
+    dtype: str = "float32"
+    jagged: bool = True
+    name: str = "value"
+
+    @property
+    def branches(self) -> dict[str, str]:
+        return {self.branch: f"var * {self.dtype}" if self.jagged else self.dtype}
+
+    def collect(self, events: ak.Array) -> Histograms:
+        h = hist.Hist(_axis(self.bins, "x", self.branch), storage=hist.storage.Int64())
+        values = events[self.branch]
+        if self.jagged:
+            values = ak.flatten(values)
+        h.fill(ak.to_numpy(values))
+        return {self.name: h}
+
+
+@dataclasses.dataclass(frozen=True)
+class ChannelValueCollector(Collector):
+    """A channels x values histogram: the input of per-channel calibrations.
+
+    Fills ``(channel, value)`` for every object of the two parallel jagged branches, e.g.
+    ``ECLCalDigits_m_CellId`` x ``ECLCalDigits_m_Energy``, optionally keeping only objects with
+    ``min_value <= value``. The channel axis is integer-binned: bin ``i`` is channel
+    ``first_channel + i``.
+    """
+
+    channel_branch: str
+    value_branch: str
+    n_channels: int
+    value_bins: tuple[int, float, float]
+    first_channel: int = 0
+    channel_dtype: str = "int16"
+    value_dtype: str = "float32"
+    name: str = "channel_value"
+
+    @property
+    def branches(self) -> dict[str, str]:
+        return {
+            self.channel_branch: f"var * {self.channel_dtype}",
+            self.value_branch: f"var * {self.value_dtype}",
+        }
+
+    def collect(self, events: ak.Array) -> Histograms:
+        first = self.first_channel
+        channel_axis = hist.axis.Regular(
+            self.n_channels,
+            first - 0.5,
+            first + self.n_channels - 0.5,
+            name="channel",
+            label=self.channel_branch,
+        )
+        h = hist.Hist(
+            channel_axis,
+            _axis(self.value_bins, "value", self.value_branch),
+            storage=hist.storage.Int64(),
+        )
+        ch = ak.to_numpy(ak.flatten(events[self.channel_branch]))
+        val = ak.to_numpy(ak.flatten(events[self.value_branch]))
+        h.fill(ch.astype(np.float64), val)
+        return {self.name: h}

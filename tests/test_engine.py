@@ -1,0 +1,260 @@
+"""The event-loop engine: datasets, identical results under every executor, bad files, cache."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import awkward as ak
+import numpy as np
+import pytest
+import uproot
+
+from b2calib.engine import (
+    ChannelValueCollector,
+    CollectResult,
+    Dataset,
+    RunOutput,
+    ValueCollector,
+    collect,
+    plan,
+)
+from b2calib.exceptions import ConfigError, FileFormatError
+from b2calib.geometry import ecl
+from b2calib.runs import RunRegistry
+
+ECL = ChannelValueCollector(
+    "ECLCalDigits_m_CellId",
+    "ECLCalDigits_m_Energy",
+    ecl.N_CRYSTALS,
+    (100, 0.0, 6.0),
+    first_channel=1,
+)
+
+
+@pytest.fixture(scope="module")
+def bhabha(sample: Path) -> Dataset:
+    return Dataset.select(sample, skims="hlt_bhabha")
+
+
+def expected_ecl(ds: Dataset) -> np.ndarray:
+    """The reference: the bare uproot + numpy loop over the same files."""
+    ch, e = [], []
+    for f in ds:
+        with uproot.open(f.path) as fh:
+            a = fh["tree"].arrays(["ECLCalDigits_m_CellId", "ECLCalDigits_m_Energy"])
+        ch.append(ak.to_numpy(ak.flatten(a["ECLCalDigits_m_CellId"])))
+        e.append(ak.to_numpy(ak.flatten(a["ECLCalDigits_m_Energy"])))
+    counts, _, _ = np.histogram2d(
+        np.concatenate(ch),
+        np.concatenate(e),
+        bins=[ecl.N_CRYSTALS, 100],
+        range=[[0.5, ecl.N_CRYSTALS + 0.5], [0.0, 6.0]],
+    )
+    return counts
+
+
+def test_dataset_selection(sample: Path) -> None:
+    reg = RunRegistry.load(sample / "runs.json")
+    all_files = Dataset.from_paths(sample)
+    assert len(all_files) == len(list(sample.rglob("cdst_*.root")))
+    ds = Dataset.select(
+        sample, skims=["hlt_bhabha", "hlt_mumu_2trk"], runs=range(3, 6), run_type="physics"
+    )
+    assert {f.skim for f in ds} == {"hlt_bhabha", "hlt_mumu_2trk"}
+    assert {f.run for f in ds} == {r.run for r in reg.select(runs=range(3, 6), run_type="physics")}
+    assert Dataset.select(sample, run_type="cosmic", skims="cosmic").runs == [
+        r.key for r in reg.select(run_type="cosmic")
+    ]
+    assert len(Dataset.select(sample, dq="Good")) == 0  # nothing certified yet
+    globbed = Dataset.from_paths(str(sample / "e0012" / "r0000[12]" / "cdst_hlt_bhabha_*.root"))
+    assert globbed.runs == [(12, 1), (12, 2)]
+    with pytest.raises(ConfigError, match="no file matches"):
+        Dataset.from_paths(str(sample / "nothing_*.root"))
+
+
+def test_work_items_cover_every_entry(bhabha: Dataset) -> None:
+    items, bad = plan(bhabha, ECL, target_bytes=20_000)
+    assert not bad
+    assert len(items) > len(bhabha)  # small target: files are cut in several items
+    for f in bhabha:
+        ranges = [(i.entry_start, i.entry_stop) for i in items if i.path == f.path]
+        assert ranges[0][0] == 0
+        assert ranges[-1][1] == f.n_events
+        assert all(a[1] == b[0] for a, b in itertools.pairwise(ranges))
+    assert [i.index for i in items] == list(range(len(items)))
+
+
+@pytest.mark.dask
+def test_identical_results_under_every_executor(bhabha: Dataset, tmp_path: Path) -> None:
+    from distributed import LocalCluster
+
+    reference = expected_ecl(bhabha)
+    results: dict[str, CollectResult] = {
+        "inprocess": collect(
+            ECL, bhabha, executor="inprocess", cache=False, progress=False, target_bytes=20_000
+        ),
+        "processes": collect(
+            ECL,
+            bhabha,
+            executor="processes",
+            workers=2,
+            cache=False,
+            progress=False,
+            target_bytes=20_000,
+        ),
+    }
+    with LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+    ) as cluster:
+        results["dask"] = collect(
+            ECL, bhabha, executor=cluster, cache=False, progress=False, target_bytes=20_000
+        )
+    for name, r in results.items():
+        assert r.ok, name
+        assert r.n_events == bhabha.n_events, name
+        assert sorted(r.output) == bhabha.runs, name
+        merged = r.output.merged()["channel_value"]
+        assert np.array_equal(merged.values(), reference), name
+        for run in r.output:  # per-run histograms are identical too
+            h = results["inprocess"].output[run]["channel_value"]
+            assert np.array_equal(
+                r.output[run]["channel_value"].values(flow=True), h.values(flow=True)
+            ), (name, run)
+
+
+def test_run_ranges_merge_without_rereading(bhabha: Dataset) -> None:
+    r = collect(ECL, bhabha, executor="inprocess", cache=False, progress=False)
+    runs = list(r.output)
+    first, rest = runs[:3], runs[3:]
+    a = r.output.merged(first)["channel_value"]
+    b = r.output.merged(rest)["channel_value"]
+    assert np.array_equal((a + b).values(), r.output.merged()["channel_value"].values())
+    only_first = Dataset([f for f in bhabha if (f.exp, f.run) in first])
+    again = collect(ECL, only_first, executor="inprocess", cache=False, progress=False)
+    assert np.array_equal(again.output.merged()["channel_value"].values(), a.values())
+    both = RunOutput({k: r.output[k] for k in first}) + RunOutput({k: r.output[k] for k in rest})
+    assert np.array_equal(both.merged()["channel_value"].values(), a.values() + b.values())
+    with pytest.raises(KeyError, match="no output for runs"):
+        r.output.merged([(12, 999)])
+
+
+@pytest.fixture
+def damaged(bhabha: Dataset, tmp_path: Path) -> Iterator[tuple[Dataset, dict[str, str]]]:
+    """Copies of three files plus: a truncated one, a text file, and one lacking the branch."""
+    folder = tmp_path / "damaged"
+    folder.mkdir()
+    good = [Path(f.path) for f in list(bhabha)[:3]]
+    for g in good:
+        shutil.copy(g, folder / g.name)
+    (folder / "cdst_truncated.root").write_bytes(good[0].read_bytes()[:5000])
+    (folder / "cdst_text.root").write_text("this is not ROOT\n")
+    mumu = next(
+        Path(f.path)
+        for f in Dataset.select(
+            bhabha.files[0].path.rsplit("/e0012", 1)[0], skims="hlt_gamma_gamma"
+        )
+    )
+    src = uproot.open(mumu)["tree"].arrays(["EventMetaData_m_event"])
+    with uproot.recreate(folder / "cdst_nobranch.root") as out:
+        events = ak.to_numpy(src["EventMetaData_m_event"])
+        out.mktree("tree", {"EventMetaData_m_event": events.dtype})
+        out["tree"].extend({"EventMetaData_m_event": events})
+        out["FileMetaData"] = str(uproot.open(mumu)["FileMetaData"])
+    reasons = {
+        "cdst_truncated.root": "truncated",
+        "cdst_text.root": "not-root",
+        "cdst_nobranch.root": "missing-branch",
+    }
+    return Dataset.from_paths(folder), reasons
+
+
+def test_bad_files_are_skipped_and_reported(damaged: tuple[Dataset, dict[str, str]]) -> None:
+    ds, reasons = damaged
+    assert len(ds) == 4  # the truncated and text files fail already when their metadata is read
+    r = collect(ECL, ds, executor="inprocess", cache=False, progress=False)
+    assert not r.ok
+    assert {Path(s.path).name: s.reason for s in r.skipped} == reasons
+    for s in r.skipped:
+        assert s.path in s.message
+    assert r.n_events == sum(f.n_events for f in ds if "nobranch" not in f.path)
+
+
+def test_bad_files_stop_the_job_when_asked(damaged: tuple[Dataset, dict[str, str]]) -> None:
+    ds, _ = damaged
+    with pytest.raises(FileFormatError) as err:
+        collect(ECL, ds, executor="inprocess", on_bad_file="stop", cache=False, progress=False)
+    assert err.value.reason in {"truncated", "not-root", "missing-branch"}
+    with pytest.raises(ConfigError, match="on_bad_file"):
+        collect(ECL, ds, on_bad_file="ignore", progress=False)  # type: ignore[arg-type]
+
+
+def test_wrong_type_is_reported(bhabha: Dataset) -> None:
+    wrong = ChannelValueCollector(
+        "ECLCalDigits_m_CellId", "ECLCalDigits_m_Energy", 10, (10, 0.0, 1.0), value_dtype="float64"
+    )
+    r = collect(wrong, bhabha, executor="inprocess", cache=False, progress=False)
+    assert {s.reason for s in r.skipped} == {"wrong-type"}
+    assert "ECLCalDigits_m_Energy' is var * float32, expected var * float64" in r.skipped[0].message
+    assert r.n_events == 0
+
+
+def test_cache_hits_and_invalidation(bhabha: Dataset, tmp_path: Path) -> None:
+    files = list(bhabha)[:3]
+    folder = tmp_path / "data"
+    folder.mkdir()
+    for f in files:
+        shutil.copy(f.path, folder / Path(f.path).name)
+    ds = Dataset.from_paths(folder)
+    cache = tmp_path / "cache"
+    first = collect(ECL, ds, executor="inprocess", cache=cache, progress=False)
+    assert first.cache_hits == 0
+    again = collect(ECL, ds, executor="processes", workers=2, cache=cache, progress=False)
+    assert again.cache_hits == again.n_items == first.n_items
+    assert np.array_equal(
+        again.output.merged()["channel_value"].values(),
+        first.output.merged()["channel_value"].values(),
+    )
+    # another configuration is another entry
+    coarse = ChannelValueCollector(
+        ECL.channel_branch, ECL.value_branch, ECL.n_channels, (50, 0.0, 6.0), first_channel=1
+    )
+    assert collect(coarse, ds, executor="inprocess", cache=cache, progress=False).cache_hits == 0
+    # a changed file is read again; the others still come from the cache
+    changed = Path(ds.files[0].path)
+    st = changed.stat()
+    os.utime(changed, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
+    third = collect(ECL, ds, executor="inprocess", cache=cache, progress=False)
+    assert third.cache_hits == third.n_items - 1
+    # a damaged cache entry is recomputed, not trusted
+    for entry in cache.rglob("*.pkl"):
+        entry.write_bytes(b"garbage")
+    fourth = collect(ECL, ds, executor="inprocess", cache=cache, progress=False)
+    assert fourth.cache_hits == 0
+    assert np.array_equal(
+        fourth.output.merged()["channel_value"].values(),
+        first.output.merged()["channel_value"].values(),
+    )
+
+
+def test_value_collector_on_flat_branch(sample: Path) -> None:
+    ds = Dataset.select(sample, skims="hlt_mumu_2trk")
+    c = ValueCollector(
+        "SoftwareTriggerVariables_P1OEbeamCMSBhabhaLE", (60, 0.0, 1.2), jagged=False, name="p1"
+    )
+    r = collect(c, ds, executor="inprocess", cache=False, progress=False)
+    h = r.output.merged()["p1"]
+    assert h.sum(flow=True) == ds.n_events
+    assert h.axes[0].centers[np.argmax(h.values())] > 0.9  # mu pairs carry the beam momentum
+    with pytest.raises(ConfigError, match="axis x"):
+        ValueCollector("x", (0, 1.0, 0.0)).collect(ak.Array({"x": [[1.0]]}))
+
+
+def test_unknown_executor(bhabha: Dataset) -> None:
+    with pytest.raises(ConfigError, match="unknown executor"):
+        collect(ECL, bhabha, executor="threads", cache=False, progress=False)
+    with pytest.raises(ConfigError, match="not a Dask client"):
+        collect(ECL, bhabha, executor=42, cache=False, progress=False)
