@@ -73,3 +73,32 @@ def test_engine_names() -> None:
         "default_cache_dir",
         "plan",
     ]
+
+
+def test_fit_names() -> None:
+    import b2calib.fit
+
+    assert b2calib.fit.__all__ == sorted(b2calib.fit.__all__, key=lambda s: (not s[0].isupper(), s))
+    assert set(b2calib.fit.__all__) == {
+        "ChannelFits",
+        "FitResult",
+        "Shape",
+        "Sum",
+        "bifurcated_gauss",
+        "chebyshev_poly",
+        "constant",
+        "crystal_ball",
+        "double_crystal_ball",
+        "double_gauss",
+        "exponential",
+        "fit_channels",
+        "fit_hist",
+        "fit_unbinned",
+        "gauss",
+        "landau_gauss",
+        "least_squares",
+        "novosibirsk",
+        "plot_fit",
+        "polynomial",
+        "voigt",
+    }

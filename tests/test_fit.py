@@ -1,0 +1,246 @@
+"""The fit library: a certified reference fit, every model on seeded toys, statuses, and the
+batched per-channel fits against per-channel iminuit."""
+
+from __future__ import annotations
+
+import hist
+import numpy as np
+import pytest
+
+from b2calib import fit
+from b2calib.fit import Shape, Sum, fit_channels, fit_hist, fit_unbinned, least_squares
+from b2calib.payload import ChannelStatus
+
+# NIST StRD nonlinear regression, Misra1a (lower difficulty): y = b1 (1 - exp(-b2 x))
+MISRA_X = [
+    77.6,
+    114.9,
+    141.1,
+    190.8,
+    239.9,
+    289.0,
+    332.8,
+    378.4,
+    434.8,
+    477.3,
+    536.8,
+    593.1,
+    689.1,
+    760.0,
+]
+MISRA_Y = [
+    10.07,
+    14.73,
+    17.94,
+    23.93,
+    29.61,
+    35.18,
+    40.02,
+    44.82,
+    50.76,
+    55.05,
+    61.01,
+    66.40,
+    75.47,
+    81.78,
+]
+CERTIFIED = {"b1": (2.3894212918e02, 2.7070075241e00), "b2": (5.5015643181e-04, 7.2668688436e-06)}
+CERTIFIED_SSR = 1.2455138894e-01
+
+
+def misra(x: np.ndarray, b1: float, b2: float) -> np.ndarray:
+    return b1 * (1 - np.exp(-b2 * x))
+
+
+@pytest.mark.parametrize("start", [{"b1": 500.0, "b2": 1e-4}, {"b1": 250.0, "b2": 5e-4}])
+def test_least_squares_reproduces_nist_misra1a(start: dict[str, float]) -> None:
+    r = least_squares(misra, MISRA_X, MISRA_Y, start=start)
+    assert r.valid, r.message
+    for p, (value, error) in CERTIFIED.items():
+        assert r.values[p] == pytest.approx(value, rel=2e-6)
+        # Hesse's full second derivative vs NIST's linearised covariance: 0.2 % apart
+        assert r.errors[p] == pytest.approx(error, rel=5e-3)
+    assert r.chi2 == pytest.approx(CERTIFIED_SSR, rel=1e-7)
+    assert r.ndof == 12
+    assert np.isnan(r.pvalue)
+    assert "errors scaled" in r.message
+    with_err = least_squares(misra, MISRA_X, MISRA_Y, yerr=np.full(14, 0.1), start=start)
+    assert with_err.values["b1"] == pytest.approx(CERTIFIED["b1"][0], rel=2e-6)
+    assert 0 < with_err.pvalue < 1
+    # with yerr = the residual standard deviation, unscaled errors equal the scaled ones
+    rsd = np.sqrt(CERTIFIED_SSR / 12)
+    same = least_squares(misra, MISRA_X, MISRA_Y, yerr=np.full(14, rsd), start=start)
+    assert same.errors["b1"] == pytest.approx(r.errors["b1"], rel=1e-3)
+
+
+def test_least_squares_status_messages() -> None:
+    r = least_squares(misra, MISRA_X[:2], MISRA_Y[:2], start=[200.0, 1e-3])
+    assert not r.valid
+    assert r.message.startswith("not enough data")
+    assert np.isnan(r.values["b1"])
+    r = least_squares(misra, MISRA_X, MISRA_Y, start=[500.0, 1e-4], ncall=5)
+    assert not r.valid
+    assert "call limit reached" in r.message
+
+
+def sample(shape: Shape, params: tuple[float, ...], n: int, rng: np.random.Generator) -> np.ndarray:
+    """Draw from a shape on its range by inverting its CDF on a fine grid."""
+    assert shape.range is not None
+    grid = np.linspace(*shape.range, 20001)
+    cdf = np.concatenate(
+        [
+            [0.0],
+            np.cumsum(
+                0.5 * (shape.pdf(grid[1:], *params) + shape.pdf(grid[:-1], *params)) * np.diff(grid)
+            ),
+        ]
+    )
+    return np.interp(rng.random(n) * cdf[-1], cdf, grid)
+
+
+CASES = [
+    (fit.gauss.on(-3, 5), (1.0, 0.8)),
+    (fit.double_gauss.on(-4, 6), (1.0, 0.5, 1.5, 0.6)),
+    (fit.crystal_ball.on(-4, 3), (1.2, 3.0, 0.5, 0.6)),
+    (fit.double_crystal_ball.on(-5, 5), (1.1, 3.0, 1.6, 4.0, 0.2, 0.8)),
+    (fit.novosibirsk.on(0.5, 1.15), (1.0, 0.03, 0.3)),
+    (fit.bifurcated_gauss.on(-4, 6), (1.0, 0.7, 1.4)),
+    (fit.voigt.on(-4, 6), (1.0, 0.5, 0.3)),
+    (fit.landau_gauss.on(0.0, 1.0), (0.2, 0.03, 0.02)),
+    (fit.exponential.on(0, 4), (-0.8,)),
+    (fit.polynomial(2).on(-1, 1), (0.3, 0.4)),
+    (fit.chebyshev_poly(2, 0, 10), (0.2, -0.3)),
+]
+
+
+@pytest.mark.parametrize(("shape", "truth"), CASES, ids=[c[0].name for c in CASES])
+def test_models_recover_their_parameters(shape: Shape, truth: tuple[float, ...]) -> None:
+    rng = np.random.default_rng(sum(map(ord, shape.name)))
+    x = sample(shape, truth, 10_000, rng)
+    start = {
+        p: v * (1.05 if v else 1.0) + (0.0 if v else 0.05)
+        for p, v in zip(shape.params, truth, strict=True)
+    }
+    h = hist.Hist(hist.axis.Regular(80, *shape.range), storage=hist.storage.Int64())  # type: ignore[misc]
+    h.fill(x)
+    for r in (fit_hist(h, shape, start=start), fit_unbinned(x, shape, start=start)):
+        assert r.valid, (shape.name, r.message)
+        pulls = [(r.values[p] - t) / r.errors[p] for p, t in zip(shape.params, truth, strict=True)]
+        assert np.all(np.abs(pulls) < 3.5), (shape.name, pulls)
+    binned = fit_hist(h, shape, start=start)
+    assert binned.pvalue > 1e-3, (shape.name, binned.chi2, binned.ndof)
+
+
+def test_extended_sum_signal_and_background() -> None:
+    rng = np.random.default_rng(5)
+    x = np.concatenate([rng.normal(1.0, 0.05, 6000), rng.uniform(0.6, 1.4, 3000)])
+    model = Sum((("sig", fit.gauss.on(0.6, 1.4)), ("bkg", fit.chebyshev_poly(1, 0.6, 1.4))))
+    h = hist.Hist(hist.axis.Regular(80, 0.6, 1.4), storage=hist.storage.Int64())
+    h.fill(x)
+    for r in (fit_hist(h, model), fit_hist(h, model, method="chi2"), fit_unbinned(x, model)):
+        assert r.valid, r.message
+        assert abs(r.values["n_sig"] - 6000) < 3.5 * r.errors["n_sig"]
+        assert abs(r.values["sig_mu"] - 1.0) < 3.5 * r.errors["sig_mu"]
+    frac = Sum(model.components, extended=False)
+    r = fit_hist(h, frac)
+    assert abs(r.values["f_sig"] - 2 / 3) < 3.5 * r.errors["f_sig"]
+    empty = hist.Hist(hist.axis.Regular(80, 0.6, 1.4))
+    assert fit_hist(empty, model).message.startswith("not enough data")
+
+
+def make_channels(
+    n_channels: int, seed: int, background: int = 0
+) -> tuple[hist.Hist, np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    mu = rng.normal(1.0, 0.03, n_channels)
+    sig = rng.uniform(0.04, 0.06, n_channels)
+    n = rng.poisson(400, n_channels)
+    n[:20] = rng.integers(0, 100, 20)  # starved channels
+    h = hist.Hist(
+        hist.axis.Regular(n_channels, -0.5, n_channels - 0.5),
+        hist.axis.Regular(100, 0.6, 1.4),
+        storage=hist.storage.Int64(),
+    )
+    ch = np.repeat(np.arange(n_channels), n)
+    bk = rng.integers(0, n_channels, background)
+    h.fill(
+        np.concatenate([ch, bk]).astype(float),
+        np.concatenate([rng.normal(mu[ch], sig[ch]), rng.uniform(0.6, 1.4, background)]),
+    )
+    return h, mu, sig
+
+
+@pytest.mark.parametrize("background", [0, 60_000])
+def test_batched_agrees_with_iminuit(background: int) -> None:
+    h, mu, sig = make_channels(2500, 7, background)
+    bg = background > 0
+    fast = fit_channels(h, background=bg, fallback=False)
+    head = hist.Hist(hist.axis.Regular(300, -0.5, 299.5), h.axes[1], storage=hist.storage.Int64())
+    head[...] = h.values()[:300]
+    ref = fit_channels(head, background=bg, method="iminuit")
+    both = ref.ok & fast.ok[:300]
+    assert both.sum() == np.sum(ref.status != ChannelStatus.NOT_ENOUGH_DATA)
+    for p in ref.parameters:
+        diff = (fast.values[p][:300][both] - ref.values[p][both]) / ref.errors[p][both]
+        assert np.all(np.abs(diff) < 0.05), (p, np.abs(diff).max())
+    # closure: pulls of the fitted peaks and widths against the injected ones
+    ok = fast.ok
+    for p, truth in (("mu", mu), ("sigma", sig)):
+        pull = (fast.values[p][ok] - truth[ok]) / fast.errors[p][ok]
+        assert abs(pull.mean()) < 0.1, (p, pull.mean())
+        assert 0.85 < pull.std() < 1.15, (p, pull.std())
+
+
+def test_channel_statuses() -> None:
+    h, _, _ = make_channels(200, 3)
+    values = h.values()
+    values[30] = 0
+    values[30, 50] = 400  # everything in one bin: a width cannot be measured
+    values[31] = 5  # flat: no peak
+    values[32, :] = 0
+    h[...] = values
+    r = fit_channels(h, min_entries=150)
+    st = r.summary()
+    assert st["NOT_ENOUGH_DATA"] == 21  # the 20 starved channels and the empty one
+    assert r.status[32] == ChannelStatus.NOT_ENOUGH_DATA
+    assert "entries < 150" in r.reason[32]
+    for ch in (30, 31):
+        assert r.status[ch] == ChannelStatus.FAILED, (ch, r.reason[ch])
+        assert np.isnan(r.values["mu"][ch])
+        assert r.reason[ch] != "OK"
+    assert np.all(np.isnan(r.values["mu"][r.status != ChannelStatus.OK]))
+    assert np.all(np.isfinite(r.values["mu"][r.ok]))
+
+
+def test_fit_channels_arguments() -> None:
+    h, _, _ = make_channels(50, 1)
+    from b2calib.exceptions import ConfigError
+
+    with pytest.raises(ConfigError, match="channels x values"):
+        fit_channels(h[:, sum])
+    with pytest.raises(ConfigError, match="batched"):
+        fit_channels(h, method="scipy")
+    r = fit_channels(h, value_range=(0.8, 1.2))
+    assert r.summary()["OK"] == 30
+
+
+def test_plot_fit_draws_data_model_components_and_pulls() -> None:
+    import holoviews as hv
+
+    rng = np.random.default_rng(2)
+    model = Sum((("sig", fit.gauss.on(0.6, 1.4)), ("bkg", fit.constant.on(0.6, 1.4))))
+    h = hist.Hist(hist.axis.Regular(40, 0.6, 1.4), storage=hist.storage.Int64())
+    h.fill(np.concatenate([rng.normal(1.0, 0.05, 3000), rng.uniform(0.6, 1.4, 1000)]))
+    r = fit_hist(h, model)
+    layout = fit.plot_fit(h, model, r)
+    assert isinstance(layout, hv.Layout)
+    top, bottom = layout
+    labels = [el.label for el in top]
+    assert labels[:1] == ["data"]
+    assert {"fit", "sig", "bkg"} <= set(labels)
+    pulls = bottom.dimension_values("pull")
+    assert len(pulls) == 40
+    assert abs(np.mean(pulls)) < 0.5
+    assert "chi2/ndof" in top.opts.get().kwargs["title"]
+    shape_only = fit_hist(h, fit.gauss.on(0.8, 1.2))
+    assert isinstance(fit.plot_fit(h, fit.gauss.on(0.8, 1.2), shape_only), hv.Layout)
