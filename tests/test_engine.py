@@ -77,8 +77,7 @@ def test_dataset_selection(sample: Path) -> None:
 
 
 def test_work_items_cover_every_entry(bhabha: Dataset) -> None:
-    items, bad = plan(bhabha, ECL, target_bytes=20_000)
-    assert not bad
+    items = plan(bhabha, step_size=25)
     assert len(items) > len(bhabha)  # small target: files are cut in several items
     for f in bhabha:
         ranges = [(i.entry_start, i.entry_stop) for i in items if i.path == f.path]
@@ -95,7 +94,10 @@ def test_identical_results_under_every_executor(bhabha: Dataset, tmp_path: Path)
     reference = expected_ecl(bhabha)
     results: dict[str, CollectResult] = {
         "inprocess": collect(
-            ECL, bhabha, executor="inprocess", cache=False, progress=False, target_bytes=20_000
+            ECL, bhabha, executor="inprocess", cache=False, progress=False, step_size=25
+        ),
+        "threads": collect(
+            ECL, bhabha, executor="threads", workers=2, cache=False, progress=False, step_size=25
         ),
         "processes": collect(
             ECL,
@@ -104,15 +106,24 @@ def test_identical_results_under_every_executor(bhabha: Dataset, tmp_path: Path)
             workers=2,
             cache=False,
             progress=False,
-            target_bytes=20_000,
+            step_size=25,
         ),
     }
     with LocalCluster(
         n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
     ) as cluster:
         results["dask"] = collect(
-            ECL, bhabha, executor=cluster, cache=False, progress=False, target_bytes=20_000
+            ECL, bhabha, executor=cluster, cache=False, progress=False, step_size=25
         )
+        results["dask address"] = collect(
+            ECL,
+            bhabha,
+            executor=cluster.scheduler_address,
+            cache=False,
+            progress=False,
+            step_size=25,
+        )
+
     for name, r in results.items():
         assert r.ok, name
         assert r.n_events == bhabha.n_events, name
@@ -255,6 +266,6 @@ def test_value_collector_on_flat_branch(sample: Path) -> None:
 
 def test_unknown_executor(bhabha: Dataset) -> None:
     with pytest.raises(ConfigError, match="unknown executor"):
-        collect(ECL, bhabha, executor="threads", cache=False, progress=False)
+        collect(ECL, bhabha, executor="fibers", cache=False, progress=False)
     with pytest.raises(ConfigError, match="not a Dask client"):
         collect(ECL, bhabha, executor=42, cache=False, progress=False)

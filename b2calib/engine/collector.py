@@ -16,8 +16,8 @@ from typing import Any, ClassVar
 
 import awkward as ak
 import hist
-import numpy as np
 
+from b2calib.engine.fill import fill_1d, fill_2d
 from b2calib.exceptions import ConfigError
 
 __all__ = ["ChannelValueCollector", "Collector", "RunOutput", "ValueCollector"]
@@ -133,7 +133,7 @@ class ValueCollector(Collector):
         values = events[self.branch]
         if self.jagged:
             values = ak.flatten(values)
-        h.fill(ak.to_numpy(values))
+        fill_1d(h.view(flow=True), ak.to_numpy(values), self.bins)
         return {self.name: h}
 
 
@@ -179,5 +179,6 @@ class ChannelValueCollector(Collector):
         )
         ch = ak.to_numpy(ak.flatten(events[self.channel_branch]))
         val = ak.to_numpy(ak.flatten(events[self.value_branch]))
-        h.fill(ch.astype(np.float64), val)
+        channel_bins = (self.n_channels, first - 0.5, first + self.n_channels - 0.5)
+        fill_2d(h.view(flow=True), ch, val, channel_bins, self.value_bins)
         return {self.name: h}

@@ -1,0 +1,265 @@
+"""Engine and fit benchmark, side by side in one run; writes bench/RESULTS_engine.md.
+
+Task: fill the ECL channel x energy histogram (8736 crystals x 100 bins) from ECLCalDigits of a
+generated Bhabha bucket of >= 2 million events, with
+- the bare uproot read of the same two branches (the limit: nothing is filled);
+- the b2calib engine: in-process, 2 local processes, Dask LocalCluster with 2 workers;
+- ROOT RDataFrame (pip package `root`, JIT warmed up), without and with implicit multithreading;
+- a plain uproot + numpy notebook loop.
+Then the 8736-channel peak fits: the batched path vs per-channel iminuit.
+
+Usage: python bench/bench_engine.py [--events 2200000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+import warnings
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+import awkward as ak
+import hist
+import numpy as np
+import uproot
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from bench_sim import machine  # noqa: E402
+
+from b2calib.engine import ChannelValueCollector, Dataset, collect  # noqa: E402
+from b2calib.fit import fit_channels  # noqa: E402
+from b2calib.sim import SimConfig, simulate  # noqa: E402
+
+BRANCHES = ["ECLCalDigits_m_CellId", "ECLCalDigits_m_Energy"]
+ECL = ChannelValueCollector(BRANCHES[0], BRANCHES[1], 8736, (100, 0.0, 6.0), first_channel=1)
+
+
+def bucket(events: int) -> Path:
+    """The Bhabha bucket (ECL branches, hlt_bhabha), generated once and reused."""
+    out = HERE / "out" / f"bhabha_{events}"
+    if (out / "simulation.json").exists():
+        return out
+    n_runs = 20
+    cfg = SimConfig(
+        exp=1,
+        n_runs=n_runs,
+        seed=2026,
+        events_per_run=events / n_runs / 0.925,
+        run_types={"physics": 1.0, "cosmic": 0.0, "beam": 0.0, "debug": 0.0},
+        processes=["bhabha"],
+        detectors=["ECL"],
+        skims=["hlt_bhabha"],
+        process_fractions={
+            "bhabha": 1.0,
+            "gamma_gamma": 0.0,
+            "mumu": 0.0,
+            "hadron": 0.0,
+            "tautau": 0.0,
+        },
+    )
+    simulate(cfg, out, jobs=2)
+    return out
+
+
+def timed(fn: Callable[[], object], repeat: int = 2) -> tuple[float, object]:
+    """Best of ``repeat`` wall times (the first run also warms the page cache)."""
+    best, result = float("inf"), None
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        result = fn()
+        best = min(best, time.perf_counter() - t0)
+    return best, result
+
+
+def bare_read(files: list[str]) -> int:
+    n = 0
+    for f in files:
+        with uproot.open(f) as fh:
+            a = fh["tree"].arrays(BRANCHES)
+        n += len(a)
+    return n
+
+
+def numpy_loop(files: list[str]) -> np.ndarray:
+    total = np.zeros((8736, 100))
+    for f in files:
+        with uproot.open(f) as fh:
+            a = fh["tree"].arrays(BRANCHES)
+        ch = ak.to_numpy(ak.flatten(a[BRANCHES[0]]))
+        e = ak.to_numpy(ak.flatten(a[BRANCHES[1]]))
+        counts, _, _ = np.histogram2d(ch, e, bins=[8736, 100], range=[[0.5, 8736.5], [0.0, 6.0]])
+        total += counts
+    return total
+
+
+def rdataframe(files: list[str], mt: bool) -> tuple[float, np.ndarray]:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import ROOT
+
+    ROOT.gROOT.SetBatch(True)
+    if mt:
+        ROOT.EnableImplicitMT(2)
+    else:
+        ROOT.DisableImplicitMT()
+    model = ROOT.RDF.TH2DModel("h", "h", 8736, 0.5, 8736.5, 100, 0.0, 6.0)
+    # warm the JIT on one file
+    ROOT.RDataFrame("tree", files[0]).Histo2D(model, *BRANCHES).GetValue()
+    vec = ROOT.std.vector("string")()
+    for f in files:
+        vec.push_back(f)
+    t0 = time.perf_counter()
+    h = ROOT.RDataFrame("tree", vec).Histo2D(model, *BRANCHES).GetValue()
+    dt = time.perf_counter() - t0
+    counts = np.array(
+        [[h.GetBinContent(i + 1, j + 1) for j in range(100)] for i in range(0, 8736, 97)]
+    )
+    return dt, counts
+
+
+def synthetic_channels(seed: int = 1) -> hist.Hist:
+    """8736 channels x 100 bins: Gaussian peaks (400 entries) on a flat background."""
+    rng = np.random.default_rng(seed)
+    n_ch = 8736
+    mu = rng.normal(1.0, 0.03, n_ch)
+    sig = rng.uniform(0.04, 0.06, n_ch)
+    n = rng.poisson(400, n_ch)
+    ch = np.repeat(np.arange(n_ch), n)
+    bk = rng.integers(0, n_ch, 200_000)
+    h = hist.Hist(
+        hist.axis.Regular(n_ch, -0.5, n_ch - 0.5),
+        hist.axis.Regular(100, 0.6, 1.4),
+        storage=hist.storage.Int64(),
+    )
+    h.fill(
+        np.concatenate([ch, bk]).astype(float),
+        np.concatenate([rng.normal(mu[ch], sig[ch]), rng.uniform(0.6, 1.4, 200_000)]),
+    )
+    return h
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--events", type=int, default=2_200_000)
+    args = ap.parse_args()
+    folder = bucket(args.events)
+    data = Dataset.select(folder, skims="hlt_bhabha")
+    files = [f.path for f in data]
+    n_events = data.n_events
+    rows: list[tuple[str, float, str]] = []
+
+    t_bare, _ = timed(lambda: bare_read(files))
+    rows.append(("bare uproot read of the 2 branches (limit)", t_bare, ""))
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(2) as pool:
+        t_bare2, _ = timed(lambda: sum(pool.map(bare_read, [files[0::2], files[1::2]])))
+    rows.append(
+        (
+            "bare uproot read, 2 processes (parallel limit)",
+            t_bare2,
+            f"{t_bare / t_bare2:.2f}x the 1-process read on this machine",
+        )
+    )
+    t_in, r_in = timed(
+        lambda: collect(ECL, data, executor="inprocess", cache=False, progress=False)
+    )
+    rows.append(("engine, in-process (1 process)", t_in, ""))
+    t_p2, r_p2 = timed(
+        lambda: collect(ECL, data, executor="processes", workers=2, cache=False, progress=False)
+    )
+    rows.append(("engine, 2 local processes", t_p2, ""))
+    t_t2, r_t2 = timed(
+        lambda: collect(ECL, data, executor="threads", workers=2, cache=False, progress=False)
+    )
+    rows.append(("engine, 2 threads", t_t2, ""))
+    from distributed import LocalCluster
+
+    with LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+    ) as cluster:
+        t_dask, r_dask = timed(
+            lambda: collect(ECL, data, executor=cluster, cache=False, progress=False)
+        )
+    rows.append(("engine, Dask LocalCluster (2 workers)", t_dask, ""))
+    t_np, np_counts = timed(lambda: numpy_loop(files), repeat=1)
+    rows.append(("plain uproot + numpy histogram2d loop", t_np, ""))
+    t_rdf, rdf_counts = rdataframe(files, mt=False)
+    rows.append(("ROOT RDataFrame Histo2D, single thread", t_rdf, "JIT warmed up"))
+    t_rdf_mt, _ = rdataframe(files, mt=True)
+    rows.append(("ROOT RDataFrame Histo2D, implicit MT (2)", t_rdf_mt, "JIT warmed up"))
+
+    engine = r_in.output.merged()["channel_value"].values()  # type: ignore[attr-defined]
+    same = all(
+        np.array_equal(engine, r.output.merged()["channel_value"].values())  # type: ignore[attr-defined]
+        for r in (r_p2, r_t2, r_dask)
+    )
+    agree_np = np.array_equal(engine, np_counts)
+    agree_rdf = np.array_equal(engine[::97], rdf_counts)
+
+    h = synthetic_channels()
+    t_fast, fast = timed(lambda: fit_channels(h, background=True, fallback=False), repeat=3)
+    t_ref, ref = timed(lambda: fit_channels(h, background=True, method="iminuit"), repeat=1)
+    ok = fast.ok & ref.ok  # type: ignore[attr-defined]
+    max_diff = max(
+        float(np.max(np.abs(fast.values[p][ok] - ref.values[p][ok]) / ref.errors[p][ok]))  # type: ignore[attr-defined]
+        for p in ref.parameters  # type: ignore[attr-defined]
+    )
+
+    lines = [
+        "# Engine and fit benchmark",
+        "",
+        f"- date: {datetime.now(UTC).strftime('%Y-%m-%d %H:%M UTC')}",
+        f"- machine: {machine()}",
+        f"- data: {n_events:,} Bhabha events in {len(files)} files "
+        f"({sum(os.path.getsize(f) for f in files) / 1e6:.0f} MB, ZSTD), "
+        f"{int(engine.sum()):,} ECL digits",
+        "- task: ECL channel x energy histogram, 8736 x 100 bins",
+        f"- command: `python bench/bench_engine.py --events {args.events}`",
+        "",
+        "| what | wall time | events/s | / bare read | note |",
+        "|---|---:|---:|---:|---|",
+    ]
+    for name, t, note in rows:
+        lines.append(f"| {name} | {t:.2f} s | {n_events / t:,.0f} | {t / t_bare:.2f} | {note} |")
+    lines += [
+        "",
+        f"- engine 2 threads vs 1 process: {t_in / t_t2:.2f}x faster; 2 processes: "
+        f"{t_in / t_p2:.2f}x; Dask 2 workers: "
+        f"{t_in / t_dask:.2f}x; the bare read itself gains {t_bare / t_bare2:.2f}x from a "
+        "second process in this run (repeated runs on this VM vary by about 20 %)",
+        f"- engine with 2 threads vs the 2-process bare read: {t_t2 / t_bare2:.2f}",
+        f"- engine (1 process) vs RDataFrame single thread: {t_rdf / t_in:.2f}x faster; "
+        f"vs RDataFrame with implicit MT: {t_rdf_mt / t_in:.2f}x",
+        f"- identical histograms in-process / 2 processes / 2 threads / Dask: {same}; equal to "
+        f"the numpy loop: {agree_np}; equal to RDataFrame (every 97th channel): {agree_rdf}",
+        "",
+        "## 8736-channel peak fits (Gaussian + flat background, 100 bins, ~400 entries each)",
+        "",
+        "| method | wall time | per channel | channels OK |",
+        "|---|---:|---:|---:|",
+        f"| batched (vectorised Levenberg-Marquardt) | {t_fast:.2f} s | "
+        f"{1e6 * t_fast / 8736:.0f} us | {int(fast.ok.sum())} |",  # type: ignore[attr-defined]
+        f"| per-channel iminuit (reference) | {t_ref:.2f} s | {1e6 * t_ref / 8736:.0f} us | "
+        f"{int(ref.ok.sum())} |",  # type: ignore[attr-defined]
+        "",
+        f"- batched vs iminuit: {t_ref / t_fast:.1f}x faster; largest difference on channels "
+        f"both fitted: {max_diff:.4f} sigma",
+        "- RooFit was not benchmarked: a per-channel RooFit loop is slower than the iminuit "
+        "reference by construction (same MINUIT, plus RooFit's overhead).",
+        "",
+    ]
+    text = "\n".join(lines)
+    (HERE / "RESULTS_engine.md").write_text(text)
+    (HERE / "out" / "engine_timings.json").write_text(json.dumps({n: t for n, t, _ in rows}))
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
