@@ -30,11 +30,11 @@ import uproot
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from bench_sim import machine  # noqa: E402
+from bench_sim import bhabha_bucket_config, machine  # noqa: E402
 
 from b2calib.engine import ChannelValueCollector, Dataset, collect  # noqa: E402
 from b2calib.fit import fit_channels  # noqa: E402
-from b2calib.sim import SimConfig, simulate  # noqa: E402
+from b2calib.sim import simulate  # noqa: E402
 
 BRANCHES = ["ECLCalDigits_m_CellId", "ECLCalDigits_m_Energy"]
 ECL = ChannelValueCollector(BRANCHES[0], BRANCHES[1], 8736, (100, 0.0, 6.0), first_channel=1)
@@ -46,23 +46,8 @@ def bucket(events: int) -> Path:
     if (out / "simulation.json").exists():
         return out
     n_runs = 20
-    cfg = SimConfig(
-        exp=1,
-        n_runs=n_runs,
-        seed=2026,
-        events_per_run=events / n_runs / 0.925,
-        run_types={"physics": 1.0, "cosmic": 0.0, "beam": 0.0, "debug": 0.0},
-        processes=["bhabha"],
-        detectors=["ECL"],
-        skims=["hlt_bhabha"],
-        process_fractions={
-            "bhabha": 1.0,
-            "gamma_gamma": 0.0,
-            "mumu": 0.0,
-            "hadron": 0.0,
-            "tautau": 0.0,
-        },
-    )
+    # physics runs are ~92.5 % live: ask for a little more so the bucket reaches `events`
+    cfg = bhabha_bucket_config(n_runs=n_runs, events_per_run=events / n_runs / 0.925, seed=2026)
     simulate(cfg, out, jobs=2)
     return out
 

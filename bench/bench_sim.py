@@ -50,6 +50,27 @@ def machine() -> str:
     )
 
 
+def bhabha_bucket_config(n_runs: int, events_per_run: float, seed: int) -> SimConfig:
+    """The benchmark bucket: Bhabha events only, ECL branches, the hlt_bhabha skim."""
+    return SimConfig(
+        exp=1,
+        n_runs=n_runs,
+        seed=seed,
+        events_per_run=events_per_run,
+        run_types=PHYSICS_ONLY,
+        processes=["bhabha"],
+        detectors=["ECL"],
+        skims=["hlt_bhabha"],
+        process_fractions={
+            "bhabha": 1.0,
+            "gamma_gamma": 0.0,
+            "mumu": 0.0,
+            "hadron": 0.0,
+            "tautau": 0.0,
+        },
+    )
+
+
 def timed_simulation(cfg: SimConfig, jobs: int) -> tuple[float, int, Path]:
     out = Path(tempfile.mkdtemp(prefix="b2calib-bench-"))
     t0 = time.perf_counter()
@@ -116,23 +137,7 @@ def main() -> None:
         f" output-stage limit (skim events; one job); the 1-job simulation takes"
         f" {results[1][0] / wdt:.1f}x this |"
     )
-    bucket = SimConfig(
-        exp=1,
-        n_runs=4,
-        events_per_run=250_000,
-        seed=1,
-        run_types=PHYSICS_ONLY,
-        processes=["bhabha"],
-        detectors=["ECL"],
-        skims=["hlt_bhabha"],
-        process_fractions={
-            "bhabha": 1.0,
-            "gamma_gamma": 0.0,
-            "mumu": 0.0,
-            "hadron": 0.0,
-            "tautau": 0.0,
-        },
-    )
+    bucket = bhabha_bucket_config(n_runs=4, events_per_run=250_000, seed=1)
     dt, n, out = timed_simulation(bucket, 2)
     lines.append(
         f"| benchmark bucket (Bhabha, ECL, hlt_bhabha) | {n} | 2 | {dt:.1f} s | {n / dt:,.0f} |"

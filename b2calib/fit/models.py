@@ -157,26 +157,24 @@ class Sum:
                 return w * s.pdf(x, *sp)
         raise KeyError(name)
 
+    def _weighted(self, what: str, x: npt.ArrayLike, p: Sequence[float]) -> F:
+        weights, shapes = self._split(p)
+        xa = np.asarray(x, dtype=np.float64)
+        total = np.zeros_like(xa)
+        for (_, s), w, sp in zip(self.components, weights, shapes, strict=True):
+            total = total + w * getattr(s, what)(xa, *sp)
+        return total
+
     def density(self, x: npt.ArrayLike, *p: float) -> F:
         """Sum of the weighted, normalised components."""
-        weights, shapes = self._split(p)
-        x = np.asarray(x, dtype=np.float64)
-        total = np.zeros_like(x)
-        for (_, s), w, sp in zip(self.components, weights, shapes, strict=True):
-            total = total + w * s.pdf(x, *sp)
-        return total
+        return self._weighted("pdf", x, p)
 
     pdf = density
 
     def cdf(self, x: npt.ArrayLike, *p: float) -> F:
         """Cumulative of :meth:`density` from the range's low edge (expected entries below x
         when extended, a normalised CDF otherwise)."""
-        weights, shapes = self._split(p)
-        x = np.asarray(x, dtype=np.float64)
-        total = np.zeros_like(x)
-        for (_, s), w, sp in zip(self.components, weights, shapes, strict=True):
-            total = total + w * s.cdf(x, *sp)
-        return total
+        return self._weighted("cdf", x, p)
 
     def __call__(self, x: npt.ArrayLike, *p: float) -> F:
         return self.density(x, *p)
