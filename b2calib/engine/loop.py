@@ -294,6 +294,7 @@ def collect(
                     result.output.add((it.exp, it.run), done)
                     result.n_events += it.entry_stop - it.entry_start
                 next_index += 1
+    result.skipped.sort(key=lambda s: s.path)  # the same report whatever finished first
     return result
 
 
