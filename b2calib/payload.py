@@ -18,7 +18,6 @@ import enum
 import hashlib
 import json
 import os
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -211,7 +210,3 @@ class Payload:
             )
         except KeyError as err:
             raise PayloadError(f"{path}: column {err} named in metadata is missing") from err
-
-    def to_mapping(self) -> Mapping[str, npt.NDArray[Any]]:
-        """Columns as a plain mapping (for pandas or printing)."""
-        return dict(self._columns())

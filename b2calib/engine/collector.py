@@ -74,11 +74,17 @@ class RunOutput(Mapping[tuple[int, int], Histograms]):
     def __len__(self) -> int:
         return len(self._data)
 
-    def add(self, key: tuple[int, int], hists: Mapping[str, hist.Hist]) -> None:
-        """Add histograms of one run (in place)."""
+    def add(
+        self, key: tuple[int, int], hists: Mapping[str, hist.Hist], *, copy: bool = True
+    ) -> None:
+        """Add histograms of one run (in place). ``copy=False`` takes ownership of histograms
+        nobody else holds (the engine's fresh task results), saving a copy per run."""
         mine = self._data.setdefault(key, {})
         for name, h in hists.items():
-            mine[name] = h.copy() if name not in mine else mine[name] + h
+            if name not in mine:
+                mine[name] = h.copy() if copy else h
+            else:
+                mine[name] += h
 
     def __add__(self, other: RunOutput) -> RunOutput:
         out = RunOutput(self._data)

@@ -291,7 +291,7 @@ def collect(
                 done = pending.pop(next_index)
                 it = by_index[next_index]
                 if not isinstance(done, SkippedFile):
-                    result.output.add((it.exp, it.run), done)
+                    result.output.add((it.exp, it.run), done, copy=False)
                     result.n_events += it.entry_stop - it.entry_start
                 next_index += 1
     result.skipped.sort(key=lambda s: s.path)  # the same report whatever finished first

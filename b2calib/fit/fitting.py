@@ -145,35 +145,44 @@ def _result(
 def _guess(
     params: Sequence[str], centers: npt.NDArray[np.float64], weights: npt.NDArray[np.float64]
 ) -> dict[str, float]:
+    """Start values from the data: yields share the entries, positions at the highest bin,
+    widths from the standard deviation; known shape parameters by name (with or without a
+    ``<component>_`` prefix), anything else 0."""
     total = float(weights.sum())
     mean = float(np.average(centers, weights=weights)) if total > 0 else float(centers.mean())
     std = float(np.sqrt(np.average((centers - mean) ** 2, weights=weights))) if total > 0 else 1.0
     std = std or float(np.ptp(centers)) / 10 or 1.0
+    peak = float(centers[np.argmax(weights)]) if total > 0 else mean
+    by_name = {
+        "mu": peak,
+        "peak": peak,
+        "mpv": peak,
+        "sigma": std,
+        "width": std,
+        "eta": std,
+        "gamma": std,
+        "sigma1": std,
+        "sigma_l": std,
+        "sigma_r": std,
+        "sigma2": 2 * std,
+        "beta": 1.5,
+        "beta_l": 1.5,
+        "beta_r": 1.5,
+        "m": 3.0,
+        "m_l": 3.0,
+        "m_r": 3.0,
+        "f1": 0.5,
+    }
     n_yields = sum(1 for p in params if p.startswith("n_")) or 1
     guess: dict[str, float] = {}
     for p in params:
-        base = p.rsplit("_", 1)[-1] if "_" in p and not p.startswith(("n_", "f_")) else p
         if p.startswith("n_"):
             guess[p] = total / n_yields
-        elif p.startswith("f_") or base in ("f1",):
+        elif p.startswith("f_"):
             guess[p] = 0.5
-        elif base in ("mu", "peak", "mpv"):
-            guess[p] = float(centers[np.argmax(weights)]) if total > 0 else mean
-        elif base in ("sigma", "width", "eta", "sigma1", "l", "r", "gamma"):
-            guess[p] = std
-        elif base == "sigma2":
-            guess[p] = 2 * std
-        elif base in ("beta",):
-            guess[p] = 1.5
-        elif base == "m":
-            guess[p] = 3.0
         else:
-            guess[p] = 0.0
-    for p in params:  # names like sigma_l / beta_r / m_l
-        tail = p.split("_")
-        if len(tail) >= 2 and tail[-1] in ("l", "r"):
-            key = tail[-2]
-            guess[p] = {"sigma": std, "beta": 1.5, "m": 3.0}.get(key, guess[p])
+            names = [k for k in by_name if p == k or p.endswith("_" + k)]
+            guess[p] = by_name[max(names, key=len)] if names else 0.0
     return guess
 
 

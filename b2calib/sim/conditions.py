@@ -237,7 +237,7 @@ def conditions_for_run(cfg: SimConfig, run: Run) -> Conditions:
     s = _static(cfg.seed, cfg.exp)
     after = run.run >= cfg.effective_intervention_run
     rng = run_rng(cfg, run.run, 0x434F4E44)
-    days = (run.start - datetime_start(cfg)) / 86400.0
+    days = (run.start - cfg.start_timestamp) / 86400.0
     ph = s["phases"]
 
     ecl_const = s["ecl_energy_const"].copy()
@@ -310,13 +310,6 @@ def conditions_for_run(cfg: SimConfig, run: Run) -> Conditions:
         ecms=float(ecms),
         ecms_spread=5.4e-3,
     )
-
-
-def datetime_start(cfg: SimConfig) -> float:
-    """UNIX time of the configured experiment start."""
-    from datetime import UTC, datetime
-
-    return datetime.fromisoformat(cfg.start_time).replace(tzinfo=UTC).timestamp()
 
 
 def _f32(cols: dict[str, Any]) -> dict[str, Any]:

@@ -128,6 +128,13 @@ class SimConfig:
             raise ConfigError("chunk_size must be at least 1000")
 
     @property
+    def start_timestamp(self) -> float:
+        """UNIX time of ``start_time`` (read as UTC)."""
+        from datetime import UTC, datetime
+
+        return datetime.fromisoformat(self.start_time).replace(tzinfo=UTC).timestamp()
+
+    @property
     def last_run(self) -> int:
         """Last simulated run number."""
         return self.first_run + self.n_runs - 1

@@ -49,7 +49,6 @@ _BFIELD_FACTOR = 0.0029979246  # 1/R[cm] = factor * B[T] / pt[GeV]
 class Response:
     """Collections (flat, with ``evt``) and event-level columns of one chunk of events."""
 
-    n_events: int
     collections: dict[str, Collection] = field(default_factory=dict)
     event: dict[str, npt.NDArray[Any]] = field(default_factory=dict)
 
@@ -72,6 +71,9 @@ class Tracks:
     backward: npt.NDArray[np.bool_]  # cosmic upper leg: traversed before the POCA
     pdg: IA
     particle: IA  # index into the particle arrays
+    cdc_inside: npt.NDArray[np.bool_]  # (tracks, 56): layer crossed inside the chamber
+    cdc_phi: F  # (tracks, 56): azimuth at each layer
+    cdc_alpha: F  # (tracks, 56): entrance angle at each layer
 
 
 def quantize(x: npt.ArrayLike, bits: int) -> npt.NDArray[np.float32]:
@@ -124,10 +126,6 @@ def _cross(trk: Tracks, r: float | F) -> tuple[npt.NDArray[np.bool_], F, F, F, F
     return reached, phi, z, arc, alpha
 
 
-def _group_first(evt: IA, n_events: int) -> IA:
-    return np.searchsorted(evt, np.arange(n_events))
-
-
 def _local_index(evt: IA) -> IA:
     """Index of each element within its event (``evt`` sorted)."""
     if len(evt) == 0:
@@ -138,7 +136,7 @@ def _local_index(evt: IA) -> IA:
 
 # ------------------------------------------------------------------------------------ tracks
 def reconstruct_tracks(
-    rng: np.random.Generator, parts: Particles, n_events: int, b_field: float
+    rng: np.random.Generator, parts: Particles, b_field: float
 ) -> tuple[Tracks, Collection]:
     """Select reconstructable charged particles and fit them (smeared helices)."""
     q = parts.charge
@@ -164,10 +162,14 @@ def reconstruct_tracks(
         backward=parts.t0[idx] < 0,
         pdg=parts.pdg[idx],
         particle=idx,
+        cdc_inside=np.zeros((len(idx), cdc.N_LAYERS), bool),
+        cdc_phi=np.zeros((len(idx), cdc.N_LAYERS)),
+        cdc_alpha=np.zeros((len(idx), cdc.N_LAYERS)),
     )
-    reached, _, z, _, _ = _cross(trk, cdc.LAYER_RADIUS)
-    inside = reached & (z >= cdc.LAYER_ZMIN) & (z <= cdc.LAYER_ZMAX)
-    ok = (inside.sum(axis=1) >= 6) & (rng.random(len(idx)) < 0.995)
+    # the layer crossings decide reconstructability and are reused by the CDC response
+    reached, trk.cdc_phi, z, _, trk.cdc_alpha = _cross(trk, cdc.LAYER_RADIUS)
+    trk.cdc_inside = reached & (z >= cdc.LAYER_ZMIN) & (z <= cdc.LAYER_ZMAX)
+    ok = (trk.cdc_inside.sum(axis=1) >= 6) & (rng.random(len(idx)) < 0.995)
     trk = _subset(trk, ok)
     trk.index = _local_index(trk.evt)
     n = len(trk.p)
@@ -223,13 +225,11 @@ def bethe_bloch(betagamma: F) -> F:
 
 
 def cdc_response(
-    rng: np.random.Generator, trk: Tracks, t_coll: F, cond: Conditions, n_events: int
+    rng: np.random.Generator, trk: Tracks, t_coll: F, cond: Conditions
 ) -> tuple[Collection, Collection, IA]:
     """CDCHits (with the track-fit relation) and CDCDedxTracks. Returns also hits per track."""
-    reached, phi, z, _, alpha = _cross(trk, cdc.LAYER_RADIUS)
-    inside = reached & (z >= cdc.LAYER_ZMIN) & (z <= cdc.LAYER_ZMAX)
-    ti, layer = np.nonzero(inside)
-    phi_h, alpha_h = phi[ti, layer], alpha[ti, layer]
+    ti, layer = np.nonzero(trk.cdc_inside)
+    phi_h, alpha_h = trk.cdc_phi[ti, layer], trk.cdc_alpha[ti, layer]
     nw = cdc.LAYER_NWIRES[layer]
     u = np.mod(phi_h, 2 * np.pi) / (2 * np.pi) * nw - cdc.LAYER_STAGGER[layer]
     wire_f = np.rint(u)
@@ -993,10 +993,10 @@ def simulate_response(
     cond: Conditions,
     magnet_on: bool,
     detectors: tuple[str, ...],
-) -> tuple[Response, Tracks]:
+) -> Response:
     """Run every requested detector on the particles of ``n_events`` events."""
-    resp = Response(n_events)
-    trk, fit = reconstruct_tracks(rng, parts, n_events, 1.5 if magnet_on else 0.0)
+    resp = Response()
+    trk, fit = reconstruct_tracks(rng, parts, 1.5 if magnet_on else 0.0)
     nevt_trk = np.bincount(trk.evt, minlength=n_events)
     has_t0 = nevt_trk > 0
     resp.event["EventT0_m_eventT0"] = np.where(
@@ -1009,7 +1009,7 @@ def simulate_response(
     npxd = np.zeros(len(trk.p), np.int64)
     ext_parts = []
     if "CDC" in detectors:
-        hits, dedx, ncdc = cdc_response(rng, trk, t_coll, cond, n_events)
+        hits, dedx, ncdc = cdc_response(rng, trk, t_coll, cond)
         resp.collections["CDCHits"] = hits
         resp.collections["CDCDedxTracks"] = dedx
     if "SVD" in detectors:
@@ -1041,4 +1041,4 @@ def simulate_response(
     resp.collections["ECLClusters"] = clusters
     if "ECL" in detectors:
         resp.collections["ECLCalDigits"] = digits
-    return resp, trk
+    return resp

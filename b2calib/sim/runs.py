@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 import numpy as np
 
 from b2calib.geometry import DETECTORS
@@ -32,7 +30,7 @@ def generate_runs(cfg: SimConfig) -> list[Run]:
     (0.6-1.1) with 5-10 % dead time; runs follow each other with 5-40 minute gaps.
     """
     rng = np.random.default_rng(np.random.SeedSequence([cfg.seed, cfg.exp, 0x52554E53]))
-    t = datetime.fromisoformat(cfg.start_time).replace(tzinfo=UTC).timestamp()
+    t = cfg.start_timestamp
     types = list(cfg.run_types)
     probs = np.array([cfg.run_types[k] for k in types])
     runs: list[Run] = []

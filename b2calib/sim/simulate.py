@@ -143,8 +143,9 @@ def _event_columns(
     }
 
 
-def _run_counts(cfg: SimConfig, run: Run, rng: np.random.Generator, ecms: float) -> dict[str, int]:
-    ps = prescales(cfg)
+def _run_counts(
+    cfg: SimConfig, run: Run, rng: np.random.Generator, ecms: float, ps: dict[str, float]
+) -> dict[str, int]:
     if run.run_type == "physics":
         return {
             p: int(rng.poisson(run.lumi_pb * cross_section_nb(p, ecms) * 1000.0 * ps[p]))
@@ -161,7 +162,8 @@ def simulate_run(
     """Simulate one run; returns (run, generated per process, events per skim, files)."""
     cond = conditions_for_run(cfg, run)
     rng = run_rng(cfg, run.run, 1)
-    counts = _run_counts(cfg, run, rng, cond.ecms)
+    ps = prescales(cfg)
+    counts = _run_counts(cfg, run, rng, cond.ecms, ps)
     total = sum(counts.values())
     skims = [s for s in (cfg.skims or list(SKIMS)) if run.run_type in SKIMS[s].run_types]
     if not counts or not skims:
@@ -211,7 +213,7 @@ def simulate_run(
         else:
             t_coll = (crng.integers(-8, 9, n) * top.RF_PERIOD_NS).astype(np.float64)
         ecms_evt = np.full(n, cond.ecms) if not cosmic else np.zeros(n)
-        resp, _ = simulate_response(crng, allp, n, t_coll, cond, run.magnet_on, detectors)
+        resp = simulate_response(crng, allp, n, t_coll, cond, run.magnet_on, detectors)
         trig = trigger_variables(
             resp.collections["TrackFitResults"], resp.collections["ECLClusters"], n, nominal
         )
@@ -231,7 +233,6 @@ def simulate_run(
         for s, w in writers.items():
             w.extend(_select(data, masks[s]))
         first_event += n
-    ps = prescales(cfg)
     skim_events = {}
     files = []
     for s, w in writers.items():
