@@ -21,10 +21,10 @@ from __future__ import annotations
 
 from b2calib import geometry
 from b2calib._version import __version__
+from b2calib.conditions.localdb import LocalDatabase
+from b2calib.conditions.payload import ChannelStatus, Payload
 from b2calib.exceptions import B2CalibError, FileFormatError, MissingBranchError, PayloadError
 from b2calib.io import FileMetadata, SkimFile, open_skim, read_metadata
-from b2calib.localdb import LocalDatabase
-from b2calib.payload import ChannelStatus, Payload
 from b2calib.runs import Bucket, Run, RunRegistry, make_buckets
 from b2calib.sizereport import size_report
 from b2calib.skims import SKIMS, get_skim

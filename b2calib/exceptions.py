@@ -12,6 +12,8 @@ from collections.abc import Iterable
 
 __all__ = [
     "B2CalibError",
+    "CalibrationError",
+    "ConditionsError",
     "ConfigError",
     "FileFormatError",
     "MissingBranchError",
@@ -23,6 +25,15 @@ __all__ = [
 
 class B2CalibError(Exception):
     """Base class of every error b2calib raises on purpose."""
+
+
+class CalibrationError(B2CalibError, RuntimeError):
+    """A calibration cannot run: bad declaration, dependency cycle, no input, failed algorithm."""
+
+
+class ConditionsError(B2CalibError, ValueError):
+    """A conditions-database operation breaks a rule (global-tag state, overlap, immutability),
+    or names a global tag, payload or revision that does not exist."""
 
 
 class ConfigError(B2CalibError, ValueError):

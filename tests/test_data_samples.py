@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from b2calib.localdb import LocalDatabase
-from b2calib.payload import Payload
+from b2calib.conditions.localdb import LocalDatabase
+from b2calib.conditions.payload import Payload
 from b2calib.runs import RunRegistry
 from b2calib.sim import SimConfig, simulate
 from tests.conftest import REPO

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from b2calib import fit
+from b2calib.conditions.payload import ChannelStatus
 from b2calib.fit import Shape, Sum, fit_channels, fit_hist, fit_unbinned, least_squares
-from b2calib.payload import ChannelStatus
 
 # NIST StRD nonlinear regression, Misra1a (lower difficulty): y = b1 (1 - exp(-b2 x))
 MISRA_X = [

@@ -6,9 +6,10 @@ from types import ModuleType
 import numpy as np
 import pytest
 
+from b2calib.conditions.iov import IoV
+from b2calib.conditions.localdb import LocalDatabase, LocalDbEntry
+from b2calib.conditions.payload import ChannelStatus, Payload, file_md5
 from b2calib.exceptions import PayloadError
-from b2calib.localdb import LocalDatabase, LocalDbEntry
-from b2calib.payload import ChannelStatus, Payload, file_md5
 
 
 def make_payload(n: int = 100) -> Payload:
@@ -109,10 +110,10 @@ def test_local_database_parsing(tmp_path: Path) -> None:
     with pytest.raises(PayloadError, match=r"database.txt:4: not a database.txt line"):
         db.entries()
     (tmp_path / "database.txt").write_text("dbstore/BeamSpot 3 0,0,-1,-1  # all runs\n")
-    assert db.entries() == [LocalDbEntry("BeamSpot", 3, (0, 0, -1, -1))]
+    assert db.entries() == [LocalDbEntry("BeamSpot", 3, IoV(0, 0, -1, -1))]
     entry = db.entries()[0]
     assert entry.contains(0, 0)
     assert entry.contains(99, 12345)
-    assert not LocalDbEntry("X", 1, (12, 5, 12, 9)).contains(12, 10)
-    assert LocalDbEntry("X", 1, (12, 5, 13, -1)).contains(13, 99999)
-    assert not LocalDbEntry("X", 1, (12, 5, 13, -1)).contains(14, 0)
+    assert not LocalDbEntry("X", 1, IoV(12, 5, 12, 9)).contains(12, 10)
+    assert LocalDbEntry("X", 1, IoV(12, 5, 13, -1)).contains(13, 99999)
+    assert not LocalDbEntry("X", 1, IoV(12, 5, 13, -1)).contains(14, 0)

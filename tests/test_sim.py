@@ -12,10 +12,10 @@ import pytest
 import uproot
 from scipy import stats
 
+from b2calib.conditions.localdb import LocalDatabase
 from b2calib.exceptions import ConfigError
 from b2calib.geometry import arich, cdc, ecl, klm, top, vxd
 from b2calib.io import open_skim, read_metadata
-from b2calib.localdb import LocalDatabase
 from b2calib.runs import RunRegistry
 from b2calib.sim import (
     PROCESS_ID,
@@ -263,7 +263,10 @@ def test_interventions_make_an_iov_boundary(experiment: Experiment) -> None:
     entries = [
         e for e in LocalDatabase(result.out / "truth").entries() if e.name == "ECLCrystalEnergy"
     ]
-    assert [e.iov for e in entries] == [(7, 1, 7, boundary - 1), (7, boundary, 7, cfg.last_run)]
+    assert [e.iov.as_tuple() for e in entries] == [
+        (7, 1, 7, boundary - 1),
+        (7, boundary, 7, cfg.last_run),
+    ]
     meta = json.loads((result.out / "simulation.json").read_text())
     assert meta["intervention_run"] == boundary
     assert any(i["detector"] == "ECL" for i in meta["interventions"])

@@ -21,8 +21,8 @@ import numpy.typing as npt
 from iminuit import Minuit, cost
 from scipy import special
 
+from b2calib.conditions.payload import ChannelStatus
 from b2calib.exceptions import ConfigError
-from b2calib.payload import ChannelStatus
 
 __all__ = ["ChannelFits", "fit_channels"]
 

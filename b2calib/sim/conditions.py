@@ -17,8 +17,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from b2calib.conditions.payload import ChannelStatus, Payload
 from b2calib.geometry import arich, cdc, ecl, klm, top, vxd
-from b2calib.payload import ChannelStatus, Payload
 from b2calib.runs import Run
 from b2calib.sim.config import SimConfig
 from b2calib.sim.runs import NOMINAL_ECMS, run_rng

@@ -27,11 +27,11 @@ import numpy.typing as npt
 import uproot
 
 from b2calib._version import __version__
+from b2calib.conditions.localdb import LocalDatabase
+from b2calib.conditions.payload import Payload
 from b2calib.exceptions import ConfigError
 from b2calib.geometry import top
 from b2calib.io import METADATA_KEY, TREE_NAME, FileMetadata
-from b2calib.localdb import LocalDatabase
-from b2calib.payload import Payload
 from b2calib.runs import Run, RunRegistry
 from b2calib.sim.conditions import INTERVENTIONS, conditions_for_run, truth_payloads
 from b2calib.sim.config import PROCESSES, SimConfig

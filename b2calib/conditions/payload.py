@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import enum
 import hashlib
+import io
 import json
 import os
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,10 +28,10 @@ import numpy as np
 import numpy.typing as npt
 import uproot
 
-from b2calib.exceptions import PayloadError
+from b2calib.exceptions import FileFormatError, PayloadError
 from b2calib.io import check_root_file
 
-__all__ = ["ChannelStatus", "Payload", "file_md5"]
+__all__ = ["ChannelStatus", "Payload", "bytes_md5", "file_md5", "verify_checksum"]
 
 FORMAT_VERSION = 1
 
@@ -51,6 +53,16 @@ def file_md5(path: str | os.PathLike[str]) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
+
+
+def bytes_md5(data: bytes) -> str:
+    """MD5 hex digest of a payload file's bytes."""
+    return hashlib.md5(data).hexdigest()
+
+
+def verify_checksum(data: bytes, expected: str, label: str) -> None:
+    """Raise :class:`PayloadError` naming ``label`` when ``data`` does not have MD5 ``expected``."""
+    _verify(bytes_md5(data), expected, label)
 
 
 @dataclass
@@ -164,6 +176,28 @@ class Payload:
         os.replace(tmp, path)
         return file_md5(path)
 
+    def content_hash(self) -> str:
+        """SHA-256 of the payload's content: schema, metadata and every column's type and bytes.
+
+        Two payloads with the same content hash hold the same constants, whatever the bytes of
+        the ROOT files they were written to (which carry creation times); the conditions
+        database uses it to make uploads idempotent.
+        """
+        h = hashlib.sha256()
+        h.update(json.dumps({**self._schema(), **self.metadata}, sort_keys=True).encode())
+        for name, col in self._columns().items():
+            arr = np.ascontiguousarray(col)
+            h.update(f"\0{name}\0{arr.dtype.str}\0{arr.shape}\0".encode())
+            h.update(arr.tobytes())
+        return h.hexdigest()
+
+    def to_bytes(self) -> tuple[bytes, str]:
+        """The payload file's bytes and their MD5 checksum."""
+        with tempfile.TemporaryDirectory(prefix="b2calib-payload-") as tmp:
+            path = Path(tmp) / f"{self.name}.root"
+            checksum = self.write(path)
+            return path.read_bytes(), checksum
+
     @classmethod
     def read(cls, path: str | os.PathLike[str], checksum: str | None = None) -> Payload:
         """Read a payload file.
@@ -178,27 +212,38 @@ class Payload:
         """
         path = Path(path)
         if checksum is not None:
-            actual = file_md5(path)
-            if actual != checksum:
-                raise PayloadError(
-                    f"{path}: checksum mismatch (expected {checksum}, file has {actual}); "
-                    "the payload file is corrupted or was replaced"
-                )
+            _verify(file_md5(path), checksum, str(path))
         try:
             check_root_file(path)
-            with uproot.open(path) as f:
+        except FileFormatError as err:
+            raise PayloadError(f"{path}: not a readable b2calib payload ({err})") from err
+        return cls._parse(path, str(path))
+
+    @classmethod
+    def from_bytes(
+        cls, data: bytes, checksum: str | None = None, source: str = "payload"
+    ) -> Payload:
+        """Read a payload from the bytes of its file (as stored in the conditions database).
+
+        ``checksum`` is verified first, as in :meth:`read`; ``source`` names the payload in
+        error messages (e.g. ``"ECLCrystalEnergy rev 3"``).
+        """
+        if checksum is not None:
+            verify_checksum(data, checksum, source)
+        return cls._parse(io.BytesIO(data), source)
+
+    @classmethod
+    def _parse(cls, source: Path | io.BytesIO, label: str) -> Payload:
+        try:
+            with uproot.open(source) as f:
                 meta = json.loads(f["metadata"])
                 name = meta["name"]
                 arrays = f[name].arrays(library="np")
         except Exception as err:  # uproot raises many types for damaged files
-            raise PayloadError(f"{path}: not a readable b2calib payload ({err})") from err
+            raise PayloadError(f"{label}: not a readable b2calib payload ({err})") from err
         if meta.get("format") != "b2calib-payload":
-            raise PayloadError(f"{path}: metadata does not describe a b2calib payload")
-        extra = {
-            k: v
-            for k, v in meta.items()
-            if k not in {"format", "format_version", "name", "keys", "values", "errors", "status"}
-        }
+            raise PayloadError(f"{label}: metadata does not describe a b2calib payload")
+        extra = {k: v for k, v in meta.items() if k not in _SCHEMA_KEYS}
         try:
             return cls(
                 name=name,
@@ -209,4 +254,15 @@ class Payload:
                 metadata=extra,
             )
         except KeyError as err:
-            raise PayloadError(f"{path}: column {err} named in metadata is missing") from err
+            raise PayloadError(f"{label}: column {err} named in metadata is missing") from err
+
+
+_SCHEMA_KEYS = frozenset({"format", "format_version", "name", "keys", "values", "errors", "status"})
+
+
+def _verify(actual: str, expected: str, label: str) -> None:
+    if actual != expected:
+        raise PayloadError(
+            f"{label}: checksum mismatch (expected {expected}, content has {actual}); "
+            "the payload is corrupted or was replaced"
+        )

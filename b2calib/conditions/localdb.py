@@ -12,8 +12,9 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from b2calib.exceptions import PayloadError
-from b2calib.payload import Payload
+from b2calib.conditions.iov import IoV
+from b2calib.conditions.payload import Payload
+from b2calib.exceptions import ConfigError, PayloadError
 
 __all__ = ["LocalDatabase", "LocalDbEntry"]
 
@@ -29,7 +30,7 @@ class LocalDbEntry:
 
     name: str
     revision: int
-    iov: tuple[int, int, int, int]
+    iov: IoV
 
     @property
     def filename(self) -> str:
@@ -38,14 +39,11 @@ class LocalDbEntry:
 
     def contains(self, exp: int, run: int) -> bool:
         """Whether (exp, run) lies in this entry's IoV (inclusive, -1 open)."""
-        e1, r1, e2, r2 = self.iov
-        after_start = (exp, run) >= (e1, r1)
-        before_end = e2 == -1 or exp < e2 or (exp == e2 and (r2 == -1 or run <= r2))
-        return after_start and before_end
+        return self.iov.contains(exp, run)
 
     def line(self) -> str:
         """The ``database.txt`` line of this entry."""
-        return f"dbstore/{self.name} {self.revision} {','.join(str(v) for v in self.iov)}"
+        return f"dbstore/{self.name} {self.revision} {self.iov}"
 
 
 class LocalDatabase:
@@ -73,19 +71,43 @@ class LocalDatabase:
             m = _LINE.match(text)
             if m is None:
                 raise PayloadError(f"{self.index}:{n}: not a database.txt line: {raw!r}")
-            iov = (int(m["e1"]), int(m["r1"]), int(m["e2"]), int(m["r2"]))
+            try:
+                iov = IoV(int(m["e1"]), int(m["r1"]), int(m["e2"]), int(m["r2"]))
+            except ConfigError as err:
+                raise PayloadError(f"{self.index}:{n}: {err}") from None
             out.append(LocalDbEntry(m["name"], int(m["rev"]), iov))
         return out
 
-    def add(self, payload: Payload, iov: tuple[int, int, int, int]) -> LocalDbEntry:
+    def add(self, payload: Payload, iov: IoV | tuple[int, int, int, int]) -> LocalDbEntry:
         """Write ``payload`` as the next revision of its name, valid for ``iov``."""
         self.folder.mkdir(parents=True, exist_ok=True)
         revs = [e.revision for e in self.entries() if e.name == payload.name]
+        iov = iov if isinstance(iov, IoV) else IoV(*iov)
         entry = LocalDbEntry(payload.name, max(revs, default=0) + 1, iov)
         payload.write(self.folder / entry.filename)
-        with self.index.open("a") as f:
-            f.write(entry.line() + "\n")
+        self._append([entry])
         return entry
+
+    def add_files(self, entries: list[tuple[LocalDbEntry, bytes]]) -> None:
+        """Add stored payload files (bytes as they are, so checksums are kept) and their lines.
+
+        A revision already present with different bytes is an error: a revision names one
+        immutable payload.
+        """
+        self.folder.mkdir(parents=True, exist_ok=True)
+        for entry, data in entries:
+            path = self.folder / entry.filename
+            if path.exists() and path.read_bytes() != data:
+                raise PayloadError(f"{path}: exists with different content; choose an empty folder")
+            if not path.exists():
+                tmp = path.with_name(path.name + ".part")
+                tmp.write_bytes(data)
+                os.replace(tmp, path)
+        self._append([e for e, _ in entries])
+
+    def _append(self, entries: list[LocalDbEntry]) -> None:
+        with self.index.open("a") as f:
+            f.writelines(e.line() + "\n" for e in entries)
 
     def read(self, entry: LocalDbEntry) -> Payload:
         """The payload of an entry."""

@@ -1,0 +1,52 @@
+"""Conditions: payloads, intervals of validity, global tags and the conditions database.
+
+=====================  =======================================================================
+``payload``            the payload file format (ROOT, one TTree per payload, MD5 checksum)
+``iov``                intervals of validity and their algebra
+``localdb``            basf2 local databases (``database.txt`` + payload files)
+``tagops``             priority layering of tags, lookup of many runs, diff
+``schema``             the database tables (created and upgraded by Alembic migrations)
+``database``           :class:`ConditionsDB`: payloads, global tags with states and rules, IoVs,
+                       lookup, running update, snapshot, merge, diff, history, interchange
+=====================  =======================================================================
+"""
+
+from __future__ import annotations
+
+from b2calib.conditions.database import (
+    DB_ENV,
+    ConditionsDB,
+    GlobalTag,
+    HistoryEntry,
+    IovEntry,
+    PayloadInfo,
+    default_url,
+)
+from b2calib.conditions.iov import ALL_RUNS, IoV
+from b2calib.conditions.localdb import LocalDatabase, LocalDbEntry
+from b2calib.conditions.payload import ChannelStatus, Payload
+from b2calib.conditions.schema import ALLOWED_MOVES, STATES
+from b2calib.conditions.tagops import Diff
+
+__all__ = [
+    "ALLOWED_MOVES",
+    "ALL_RUNS",
+    "DB_ENV",
+    "STATES",
+    "ChannelStatus",
+    "ConditionsDB",
+    "Diff",
+    "GlobalTag",
+    "HistoryEntry",
+    "IoV",
+    "IovEntry",
+    "LocalDatabase",
+    "LocalDbEntry",
+    "Payload",
+    "PayloadInfo",
+    "default_url",
+]
+
+
+def __dir__() -> list[str]:
+    return __all__
