@@ -44,6 +44,7 @@ __all__ = [
     "metadata",
     "payload_files",
     "payloads",
+    "step_payloads",
 ]
 
 STATES = ("OPEN", "TESTING", "VALIDATED", "PUBLISHED", "INVALID", "RUNNING")
@@ -138,6 +139,7 @@ calibration_jobs = Table(
     Column("created", _when, nullable=False),
     Column("updated", _when, nullable=False),
     Column("inputs", Text, nullable=False),
+    Column("summary", Text, nullable=False),
 )
 
 calibration_steps = Table(
@@ -154,9 +156,17 @@ calibration_steps = Table(
     Column("final_run", Integer, nullable=False),
     Column("status", String(20), nullable=False),
     Column("message", Text, nullable=False),
-    Column("payload_ids", Text, nullable=False),
     Column("created", _when, nullable=False),
     UniqueConstraint("job_id", "iteration", "algorithm", "runs", name="uq_step"),
+)
+
+step_payloads = Table(
+    "step_payloads",
+    metadata,
+    Column("step_id", Integer, ForeignKey("calibration_steps.id"), primary_key=True),
+    Column("position", Integer, primary_key=True),
+    Column("checksum", String(32), nullable=False),
+    Column("content", LargeBinary, nullable=False),
 )
 
 diagnostics = Table(

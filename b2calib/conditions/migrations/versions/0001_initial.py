@@ -187,6 +187,7 @@ def upgrade() -> None:
         sa.Column("created", _when(), nullable=False),
         sa.Column("updated", _when(), nullable=False),
         sa.Column("inputs", sa.Text, nullable=False),
+        sa.Column("summary", sa.Text, nullable=False),
     )
     op.create_table(
         "calibration_steps",
@@ -201,9 +202,17 @@ def upgrade() -> None:
         sa.Column("final_run", sa.Integer, nullable=False),
         sa.Column("status", sa.String(20), nullable=False),
         sa.Column("message", sa.Text, nullable=False),
-        sa.Column("payload_ids", sa.Text, nullable=False),
         sa.Column("created", _when(), nullable=False),
         sa.UniqueConstraint("job_id", "iteration", "algorithm", "runs", name="uq_step"),
+    )
+    op.create_table(
+        "step_payloads",
+        sa.Column(
+            "step_id", sa.Integer, sa.ForeignKey("calibration_steps.id"), primary_key=True
+        ),
+        sa.Column("position", sa.Integer, primary_key=True),
+        sa.Column("checksum", sa.String(32), nullable=False),
+        sa.Column("content", sa.LargeBinary, nullable=False),
     )
     op.create_table(
         "diagnostics",
@@ -225,6 +234,7 @@ def downgrade() -> None:
             op.execute(f"DROP FUNCTION {fn}() CASCADE")
     for table in (
         "diagnostics",
+        "step_payloads",
         "calibration_steps",
         "calibration_jobs",
         "history",

@@ -1,0 +1,67 @@
+"""The calibration framework (basf2's CAF, in Python).
+
+=================  ===========================================================================
+``algorithm``      :class:`Algorithm`, its input, result, status codes and diagnostics
+``strategies``     IoV strategies: SingleIOV, SimpleRunByRun, SequentialRunByRun,
+                   SequentialBoundaries
+``constants``      :class:`Constants`: payloads valid for a run (previous iteration, then tags)
+``declaration``    :class:`Calibration` declarations, expert config, registry, dependency order
+``runner``         :func:`run_calibrations`: collect, execute, iterate, checkpoint, stage
+=================  ===========================================================================
+"""
+
+from __future__ import annotations
+
+from b2calib.calibration.algorithm import (
+    Algorithm,
+    AlgorithmInput,
+    AlgorithmResult,
+    AlgorithmStatus,
+    Diagnostics,
+)
+from b2calib.calibration.constants import Constants
+from b2calib.calibration.declaration import (
+    Calibration,
+    CollectorInput,
+    calibrations,
+    dependency_order,
+    get_calibration,
+    register,
+)
+from b2calib.calibration.runner import CalibrationReport, ExecutionReport, run_calibrations
+from b2calib.calibration.strategies import (
+    Execution,
+    SequentialBoundaries,
+    SequentialRunByRun,
+    SimpleRunByRun,
+    SingleIOV,
+    Strategy,
+)
+
+__all__ = [
+    "Algorithm",
+    "AlgorithmInput",
+    "AlgorithmResult",
+    "AlgorithmStatus",
+    "Calibration",
+    "CalibrationReport",
+    "CollectorInput",
+    "Constants",
+    "Diagnostics",
+    "Execution",
+    "ExecutionReport",
+    "SequentialBoundaries",
+    "SequentialRunByRun",
+    "SimpleRunByRun",
+    "SingleIOV",
+    "Strategy",
+    "calibrations",
+    "dependency_order",
+    "get_calibration",
+    "register",
+    "run_calibrations",
+]
+
+
+def __dir__() -> list[str]:
+    return __all__

@@ -1,0 +1,279 @@
+"""Declaring calibrations, as the real prompt scripts do, and ordering them by dependency.
+
+A :class:`Calibration` names its expert, its inputs (collectors over skims), input filters on
+runs (type, beam energy, magnet, data-quality tag), the calibrations it depends on, its
+algorithms and IoV strategy, and an ``expert_config`` of tunables with defaults that a user can
+override (validated: unknown keys and wrong types are errors).
+
+Calibrations are found by name in a registry: :func:`register` adds one; packages add theirs
+through the ``b2calib.calibrations`` entry-point group (each entry point is a Calibration, or a
+function returning several).
+"""
+
+from __future__ import annotations
+
+import graphlib
+import json
+import os
+import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from b2calib.calibration.algorithm import Algorithm
+from b2calib.calibration.constants import Constants
+from b2calib.calibration.strategies import SingleIOV, Strategy
+from b2calib.conditions.iov import RunKey
+from b2calib.engine import Collector
+from b2calib.exceptions import CalibrationError, ConfigError
+from b2calib.runs import BEAM_ENERGIES, RUN_TYPES
+from b2calib.skims import SKIMS
+
+__all__ = [
+    "Calibration",
+    "CollectorInput",
+    "calibrations",
+    "dependency_order",
+    "get_calibration",
+    "register",
+]
+
+CollectorFactory = Callable[[Constants, Sequence[RunKey]], Collector]
+INPUT_FORMATS = ("cdst", "raw")
+ENTRY_POINT_GROUP = "b2calib.calibrations"
+
+
+@dataclass(frozen=True)
+class CollectorInput:
+    """A collector run over some skims.
+
+    ``collector`` is a :class:`~b2calib.engine.Collector`, or a function of the current
+    constants and the input runs returning one (for calibrations whose collector applies the
+    constants being iterated).
+    """
+
+    collector: Collector | CollectorFactory
+    skims: tuple[str, ...]
+
+    def __post_init__(self) -> None:
+        if isinstance(self.skims, str):
+            object.__setattr__(self, "skims", (self.skims,))
+        unknown = [s for s in self.skims if s not in SKIMS]
+        if unknown or not self.skims:
+            raise ConfigError(f"unknown skims {unknown}; known: {', '.join(SKIMS)}")
+
+    def build(self, constants: Constants, runs: Sequence[RunKey]) -> Collector:
+        """The collector to run with these constants."""
+        if isinstance(self.collector, Collector):
+            return self.collector
+        return self.collector(constants, runs)
+
+
+@dataclass
+class Calibration:
+    """A calibration declaration.
+
+    Parameters
+    ----------
+    name
+        Unique name, e.g. ``"ecl-energy"`` (letters, digits, ``-`` and ``_``).
+    expert
+        Contact of the responsible expert.
+    inputs
+        Named collector inputs; histogram names must be unique over all of them.
+    algorithms
+        Executed in order on the merged collector output.
+    strategy
+        IoV strategy (default :class:`SingleIOV`).
+    input_format
+        ``"cdst"`` or ``"raw"``.
+    run_type, beam_energy, magnet_on, dq
+        Input run filters (see :meth:`b2calib.runs.RunRegistry.select`).
+    depends_on
+        Names of calibrations whose payloads this one needs.
+    expert_config
+        Tunables with their defaults (JSON values).
+    max_iterations
+        Collector passes at most while an algorithm asks to ITERATE (basf2 default: 5).
+    open_end
+        Make the last payload of each name open-ended (prompt processing).
+    description
+        One paragraph for humans.
+    """
+
+    name: str
+    expert: str
+    inputs: Mapping[str, CollectorInput]
+    algorithms: Sequence[Algorithm]
+    strategy: Strategy = field(default_factory=SingleIOV)
+    input_format: str = "cdst"
+    run_type: str | tuple[str, ...] | None = None
+    beam_energy: str | tuple[str, ...] | None = None
+    magnet_on: bool | None = None
+    dq: str | None = None
+    depends_on: tuple[str, ...] = ()
+    expert_config: Mapping[str, Any] = field(default_factory=dict)
+    max_iterations: int = 5
+    open_end: bool = False
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        where = f"calibration {self.name!r}"
+        if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_-]*", self.name):
+            raise ConfigError(f"{where}: name must be letters, digits, '-' and '_'")
+        if not self.expert:
+            raise ConfigError(f"{where}: name an expert contact")
+        if self.input_format not in INPUT_FORMATS:
+            raise ConfigError(f"{where}: input_format must be one of {INPUT_FORMATS}")
+        if not self.inputs:
+            raise ConfigError(f"{where}: needs at least one collector input")
+        if not self.algorithms:
+            raise ConfigError(f"{where}: needs at least one algorithm")
+        names = [a.name for a in self.algorithms]
+        if "" in names or len(set(names)) != len(names):
+            raise ConfigError(f"{where}: algorithms need distinct non-empty names, got {names}")
+        produced = [p for a in self.algorithms for p in a.payloads]
+        if len(set(produced)) != len(produced):
+            raise ConfigError(f"{where}: two algorithms produce the same payload: {produced}")
+        if self.max_iterations < 1:
+            raise ConfigError(f"{where}: max_iterations must be >= 1")
+        for value, allowed, what in (
+            (self.run_type, RUN_TYPES, "run type"),
+            (self.beam_energy, BEAM_ENERGIES, "beam energy"),
+        ):
+            given = {value} if isinstance(value, str) else set(value or ())
+            if given - set(allowed):
+                raise ConfigError(f"{where}: unknown {what} {sorted(given - set(allowed))}")
+        self.depends_on = tuple(self.depends_on)
+        if self.name in self.depends_on:
+            raise ConfigError(f"{where}: depends on itself")
+        try:
+            json.dumps(dict(self.expert_config))
+        except TypeError as err:
+            raise ConfigError(f"{where}: expert_config must be JSON values ({err})") from None
+
+    @property
+    def skims(self) -> tuple[str, ...]:
+        """Every input skim."""
+        return tuple(dict.fromkeys(s for i in self.inputs.values() for s in i.skims))
+
+    @property
+    def payloads(self) -> tuple[str, ...]:
+        """Payload names the calibration produces."""
+        return tuple(p for a in self.algorithms for p in a.payloads)
+
+    def configure(
+        self, overrides: Mapping[str, Any] | str | os.PathLike[str] | None = None
+    ) -> dict[str, Any]:
+        """The expert configuration: defaults updated by ``overrides`` (a mapping or a JSON
+        file). Unknown keys, and values of another type than the default's, are errors."""
+        where = f"calibration {self.name}"
+        if overrides is None:
+            given: Mapping[str, Any] = {}
+        elif isinstance(overrides, Mapping):
+            given = overrides
+        else:
+            path = Path(overrides)
+            where = f"{path} ({where})"
+            try:
+                given = json.loads(path.read_text())
+            except (OSError, ValueError) as err:
+                raise ConfigError(f"{path}: cannot read expert_config JSON ({err})") from None
+            if not isinstance(given, dict):
+                raise ConfigError(f"{path}: expert_config must be a JSON object")
+        config = dict(self.expert_config)
+        for key, value in given.items():
+            if key not in config:
+                known = ", ".join(sorted(config)) or "none"
+                raise ConfigError(f"{where}: unknown expert_config key {key!r}; known: {known}")
+            config[key] = _checked(where, key, config[key], value)
+        return config
+
+
+def _checked(where: str, key: str, default: Any, value: Any) -> Any:
+    if default is None:
+        return value
+    if isinstance(default, bool):
+        ok = isinstance(value, bool)
+    elif isinstance(default, int):
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif isinstance(default, float):
+        ok = isinstance(value, int | float) and not isinstance(value, bool)
+        value = float(value) if ok else value
+    elif isinstance(default, list | tuple):
+        ok = isinstance(value, list | tuple)
+        value = list(value) if ok else value
+    else:
+        ok = isinstance(value, type(default))
+    if not ok:
+        raise ConfigError(
+            f"{where}: expert_config {key!r} must be {type(default).__name__} "
+            f"like its default {default!r}, not {value!r}"
+        )
+    return value
+
+
+_REGISTRY: dict[str, Calibration] = {}
+_LOADED_ENTRY_POINTS = False
+
+
+def register(calibration: Calibration, *, replace: bool = False) -> Calibration:
+    """Make a calibration available by name (to :func:`get_calibration` and the CLI)."""
+    if calibration.name in _REGISTRY and not replace:
+        if _REGISTRY[calibration.name] is calibration:
+            return calibration
+        raise ConfigError(f"a calibration named {calibration.name!r} is already registered")
+    _REGISTRY[calibration.name] = calibration
+    return calibration
+
+
+def _load_entry_points() -> None:
+    global _LOADED_ENTRY_POINTS
+    if _LOADED_ENTRY_POINTS:
+        return
+    _LOADED_ENTRY_POINTS = True
+    from importlib.metadata import entry_points
+
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        obj = ep.load()
+        found = obj() if callable(obj) and not isinstance(obj, Calibration) else obj
+        for cal in [found] if isinstance(found, Calibration) else list(found):
+            register(cal)
+
+
+def calibrations() -> dict[str, Calibration]:
+    """Every registered calibration, by name."""
+    _load_entry_points()
+    return dict(sorted(_REGISTRY.items()))
+
+
+def get_calibration(name: str) -> Calibration:
+    """The registered calibration ``name``."""
+    known = calibrations()
+    if name not in known:
+        raise ConfigError(
+            f"no calibration named {name!r}; registered: {', '.join(known) or 'none'}"
+        )
+    return known[name]
+
+
+def dependency_order(selected: Iterable[Calibration]) -> list[Calibration]:
+    """``selected`` in an order where every calibration follows those it depends on.
+
+    Every dependency must be among ``selected``; a cycle is an error naming it.
+    """
+    by_name = {c.name: c for c in selected}
+    for c in by_name.values():
+        missing = [d for d in c.depends_on if d not in by_name]
+        if missing:
+            raise CalibrationError(
+                f"calibration {c.name} depends on {', '.join(missing)}, which is not scheduled"
+            )
+    sorter = graphlib.TopologicalSorter({n: c.depends_on for n, c in by_name.items()})
+    try:
+        order = list(sorter.static_order())
+    except graphlib.CycleError as err:
+        cycle = " -> ".join(err.args[1])
+        raise CalibrationError(f"calibration dependencies form a cycle: {cycle}") from None
+    return [by_name[n] for n in order]

@@ -1,0 +1,552 @@
+"""Running calibrations: collect, execute algorithms by IoV strategy, iterate, stage payloads.
+
+:func:`run_calibrations` runs calibrations in dependency order over the skims of a data folder.
+For each one:
+
+1. its input runs are selected by its filters; a job key is computed from everything that
+   determines the result (calibration, b2calib version, expert config, runs, files with size and
+   modification time, input tags, staging tag, the jobs of its dependencies). A job that already
+   completed is not run again: a re-run with the same inputs changes nothing.
+2. its collectors run on the engine (the engine's cache keeps their output, so an interrupted job
+   does not read the files again); the constants they and the algorithms see are the previous
+   iteration's payloads, then the staging tag (where the dependencies' payloads are), then the
+   input tags.
+3. each algorithm is executed as its IoV strategy asks; every execution is checkpointed in the
+   database with its payloads and diagnostics, and an execution already recorded is reused.
+4. while an algorithm says ITERATE, collection and execution repeat (up to ``max_iterations``).
+5. unless an execution said FAILURE, the payloads are staged in the staging tag and the job is
+   marked completed, in one transaction. For a FAILURE nothing is staged.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import hist
+
+from b2calib._version import __version__
+from b2calib.calibration.algorithm import (
+    Algorithm,
+    AlgorithmInput,
+    AlgorithmResult,
+    AlgorithmStatus,
+)
+from b2calib.calibration.constants import Constants
+from b2calib.calibration.declaration import Calibration, dependency_order, get_calibration
+from b2calib.calibration.strategies import Execution
+from b2calib.conditions.database import ConditionsDB, IovEntry
+from b2calib.conditions.iov import IoV, RunKey
+from b2calib.conditions.jobs import Job, JobStore, StepRecord
+from b2calib.conditions.payload import Payload
+from b2calib.engine import Dataset, RunOutput, SkippedFile, collect
+from b2calib.exceptions import B2CalibError, CalibrationError
+from b2calib.runs import RunRegistry
+
+__all__ = ["CalibrationReport", "ExecutionReport", "run_calibrations"]
+
+Status = Literal["OK", "FAILED", "NOT_ENOUGH_DATA", "SKIPPED"]
+
+
+@dataclass
+class ExecutionReport:
+    """One final algorithm execution."""
+
+    algorithm: str
+    runs: list[RunKey]
+    iov: IoV | None
+    status: AlgorithmStatus
+    message: str
+    payloads: list[str]
+    step: int
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready form (stored in the job summary)."""
+        return {
+            "algorithm": self.algorithm,
+            "runs": [list(r) for r in self.runs],
+            "iov": None if self.iov is None else str(self.iov),
+            "status": self.status.value,
+            "message": self.message,
+            "payloads": self.payloads,
+            "step": self.step,
+        }
+
+
+@dataclass
+class CalibrationReport:
+    """What running one calibration did."""
+
+    calibration: str
+    status: Status
+    staging_tag: str
+    job: str = ""
+    runs: list[RunKey] = field(default_factory=list)
+    iterations: int = 0
+    converged: bool = True
+    executions: list[ExecutionReport] = field(default_factory=list)
+    staged: list[IovEntry] = field(default_factory=list)
+    skipped_files: list[SkippedFile] = field(default_factory=list)
+    executed_steps: int = 0
+    reused_steps: int = 0
+    already_done: bool = False
+    message: str = ""
+
+    def summary(self) -> dict[str, Any]:
+        """JSON-ready summary (stored with the job)."""
+        return {
+            "status": self.status,
+            "runs": [list(r) for r in self.runs],
+            "iterations": self.iterations,
+            "converged": self.converged,
+            "executions": [e.as_dict() for e in self.executions],
+            "staged": [[e.name, e.payload.revision, str(e.iov)] for e in self.staged],
+            "skipped_files": [s.path for s in self.skipped_files],
+            "message": self.message,
+        }
+
+    def __str__(self) -> str:
+        lines = [
+            f"{self.calibration}: {self.status}"
+            + (" (completed before, nothing to do)" if self.already_done else "")
+            + (f" - {self.message}" if self.message else "")
+        ]
+        if self.runs:
+            lines.append(
+                f"  runs {len(self.runs)} ({_run_text(self.runs[0])}..{_run_text(self.runs[-1])}),"
+                f" iterations {self.iterations}"
+                + ("" if self.converged else " (did not converge)")
+                + f", steps executed {self.executed_steps}, reused {self.reused_steps}"
+            )
+        for e in self.executions:
+            iov = f"IoV {e.iov}" if e.iov else "no payload"
+            lines.append(
+                f"  {e.algorithm} runs {_run_text(e.runs[0])}..{_run_text(e.runs[-1])}: "
+                f"{e.status.value} {iov}" + (f" ({e.message})" if e.message else "")
+            )
+        for s in self.staged:
+            lines.append(f"  staged {s.payload} [{s.iov}] in {s.globaltag}")
+        for f in self.skipped_files:
+            lines.append(f"  skipped file {f.path}: {f.message}")
+        return "\n".join(lines)
+
+
+def _run_text(r: RunKey) -> str:
+    return f"{r[0]}.{r[1]}"
+
+
+def _merged(output: RunOutput, runs: Sequence[RunKey]) -> dict[str, hist.Hist]:
+    present = [r for r in runs if r in output]
+    return output.merged(present) if present else {}
+
+
+def run_calibrations(
+    calibrations: Calibration | str | Iterable[Calibration | str],
+    data: str | os.PathLike[str],
+    *,
+    db: ConditionsDB,
+    staging_tag: str,
+    input_tags: Sequence[str] = (),
+    exp: int | None = None,
+    runs: Sequence[int] | range | None = None,
+    config: Mapping[str, Mapping[str, Any] | str | os.PathLike[str]] | None = None,
+    with_dependencies: bool = False,
+    executor: Any = "inprocess",
+    workers: int | None = None,
+    cache: bool | str | os.PathLike[str] = True,
+    on_bad_file: Literal["skip", "stop"] = "skip",
+    progress: bool = False,
+) -> dict[str, CalibrationReport]:
+    """Run calibrations (by name or declaration) in dependency order.
+
+    Parameters
+    ----------
+    data
+        Folder of skim files with its ``runs.json`` registry (as written by the simulator).
+    db, staging_tag
+        Where checkpoints and payloads go; the staging tag (OPEN) is created when missing.
+    input_tags
+        Global tags with the constants to start from, highest priority first.
+    exp, runs
+        Restrict the input to these runs (the calibrations' own filters apply on top).
+    config
+        Expert-config overrides per calibration name (mapping or JSON file).
+    with_dependencies
+        Also run the calibrations the selected ones depend on. Without it, each dependency
+        must have completed earlier into the same staging tag.
+    executor, workers, cache, on_bad_file, progress
+        Passed to :func:`b2calib.engine.collect`.
+    """
+    if isinstance(calibrations, str | Calibration):
+        calibrations = [calibrations]
+    selected = {
+        c.name: c for c in (get_calibration(x) if isinstance(x, str) else x for x in calibrations)
+    }
+    if with_dependencies:
+        todo = list(selected.values())
+        while todo:
+            for dep in todo.pop().depends_on:
+                if dep not in selected:
+                    selected[dep] = get_calibration(dep)
+                    todo.append(selected[dep])
+    store = JobStore(db)
+    done_before: dict[str, str] = {}
+    for c in selected.values():
+        for dep in c.depends_on:
+            if dep in selected:
+                continue
+            jobs = [
+                j
+                for j in store.jobs(dep)
+                if j.staging_tag == staging_tag and j.state == "completed"
+            ]
+            if not jobs:
+                raise CalibrationError(
+                    f"calibration {c.name} depends on {dep}, which has not completed into "
+                    f"staging tag {staging_tag}: run it first, or run with its dependencies"
+                )
+            done_before[dep] = jobs[-1].key
+    order = dependency_order(_restricted(c, set(selected)) for c in selected.values())
+    folder = Path(data)
+    registry = RunRegistry.load(folder / "runs.json")
+    reports: dict[str, CalibrationReport] = {}
+    for cal in order:
+        cal = selected[cal.name]
+        failed_deps = [d for d in cal.depends_on if d in reports and reports[d].status != "OK"]
+        if failed_deps:
+            reports[cal.name] = CalibrationReport(
+                cal.name,
+                "SKIPPED",
+                staging_tag,
+                message=f"dependencies did not succeed: {', '.join(failed_deps)}",
+            )
+            continue
+        dep_jobs = {d: reports[d].job if d in reports else done_before[d] for d in cal.depends_on}
+        runner = _Runner(
+            cal,
+            db,
+            store,
+            staging_tag,
+            list(input_tags),
+            dict(
+                executor=executor,
+                workers=workers,
+                cache=cache,
+                on_bad_file=on_bad_file,
+                progress=progress,
+            ),
+        )
+        datasets = {
+            name: Dataset.select(
+                folder,
+                registry=registry,
+                exp=exp,
+                runs=runs,
+                skims=inp.skims,
+                run_type=cal.run_type,
+                beam_energy=cal.beam_energy,
+                magnet_on=cal.magnet_on,
+                dq=cal.dq,
+            )
+            for name, inp in cal.inputs.items()
+        }
+        overrides = (config or {}).get(cal.name)
+        reports[cal.name] = runner.run(datasets, cal.configure(overrides), dep_jobs)
+    return reports
+
+
+def _restricted(cal: Calibration, scheduled: set[str]) -> Calibration:
+    """A view of ``cal`` whose dependencies are only the scheduled ones (for ordering)."""
+    from dataclasses import replace
+
+    return replace(cal, depends_on=tuple(d for d in cal.depends_on if d in scheduled))
+
+
+class _Runner:
+    """Runs one calibration (see the module documentation)."""
+
+    def __init__(
+        self,
+        cal: Calibration,
+        db: ConditionsDB,
+        store: JobStore,
+        staging_tag: str,
+        input_tags: list[str],
+        engine_options: dict[str, Any],
+    ) -> None:
+        self.cal, self.db, self.store = cal, db, store
+        self.staging_tag, self.input_tags = staging_tag, input_tags
+        self.engine_options = engine_options
+        self.steps: dict[tuple[str, int, tuple[RunKey, ...]], int] = {}
+        self.requested: dict[str, list[RunKey]] = {}
+
+    def run(
+        self, datasets: dict[str, Dataset], config: dict[str, Any], dep_jobs: dict[str, str]
+    ) -> CalibrationReport:
+        cal = self.cal
+        report = CalibrationReport(cal.name, "OK", self.staging_tag)
+        runs = sorted({r for ds in datasets.values() for r in ds.runs})
+        report.runs = runs
+        if not runs:
+            report.status = "NOT_ENOUGH_DATA"
+            report.message = "no input run passes the calibration's filters"
+            return report
+        files = sorted({f.path for ds in datasets.values() for f in ds.files})
+        inputs = {
+            "calibration": cal.name,
+            "b2calib": __version__,
+            "config": config,
+            "runs": [list(r) for r in runs],
+            "files": [_file_identity(p) for p in files],
+            "input_tags": self.input_tags,
+            "staging_tag": self.staging_tag,
+            "dependencies": dep_jobs,
+            "strategy": cal.strategy.describe(),
+            "max_iterations": cal.max_iterations,
+            "open_end": cal.open_end,
+        }
+        key = hashlib.sha256(json.dumps(inputs, sort_keys=True, default=str).encode()).hexdigest()
+        job = self.store.open(key, cal.name, self.staging_tag, inputs)
+        report.job = key
+        if job.state == "completed":
+            return self._from_summary(report, job)
+        self.provenance = {
+            "calibration": cal.name,
+            "expert": cal.expert,
+            "b2calib": __version__,
+            "expert_config": config,
+            "input_tags": self.input_tags,
+            "strategy": cal.strategy.describe(),
+        }
+        self.files_by_run: dict[RunKey, list[str]] = {}
+        for ds in datasets.values():
+            for f in ds.files:
+                self.files_by_run.setdefault((f.exp, f.run), []).append(Path(f.path).name)
+        overlay: list[tuple[IoV, Payload]] = []
+        executions: list[tuple[Algorithm, Execution]] = []
+        for iteration in range(cal.max_iterations):
+            report.iterations = iteration + 1
+            constants = Constants(self.db, [self.staging_tag, *self.input_tags], overlay)
+            output = RunOutput()
+            for name, inp in cal.inputs.items():
+                result = collect(inp.build(constants, runs), datasets[name], **self.engine_options)
+                report.skipped_files += [s for s in result.skipped if s not in report.skipped_files]
+                _add_output(output, result.output, name)
+            self.store.set_state(job, f"collected:{iteration}")
+            executions = self._algorithms(job, runs, iteration, output, constants, config, report)
+            statuses = {e.result.status for _, e in executions}
+            if AlgorithmStatus.FAILURE in statuses:
+                break
+            iterate = AlgorithmStatus.ITERATE in statuses
+            if iterate and iteration + 1 < cal.max_iterations:
+                overlay = [
+                    (e.iov, p) for _, e in executions if e.ok and e.iov for p in e.result.payloads
+                ]
+                continue
+            report.converged = not iterate
+            break
+        report.executions = [self._exec_report(alg, e, iteration) for alg, e in executions]
+        failures = [r for r in report.executions if r.status is AlgorithmStatus.FAILURE]
+        successes = [r for r in report.executions if r.iov is not None]
+        if failures:
+            report.status = "FAILED"
+            report.message = (
+                "; ".join(
+                    f"{f.algorithm} failed on runs {_run_text(f.runs[0])}..{_run_text(f.runs[-1])}"
+                    + (f": {f.message}" if f.message else "")
+                    for f in failures
+                )
+                + "; nothing staged"
+            )
+            self.store.set_state(job, "failed", report.summary())
+            return report
+        if not successes:
+            report.status = "NOT_ENOUGH_DATA"
+            report.message = "no execution had enough data; nothing staged"
+            self.store.set_state(job, "not_enough_data", report.summary())
+            return report
+        lacking = [r for r in report.executions if r.iov is None]
+        if lacking:
+            report.message = "runs without payload: " + ", ".join(
+                f"{_run_text(r.runs[0])}..{_run_text(r.runs[-1])} ({r.status.value})"
+                for r in lacking
+            )
+        if not report.converged:
+            report.message = (
+                f"still asked to ITERATE after {cal.max_iterations} iterations; "
+                "staged the last iteration's payloads. " + report.message
+            ).strip()
+        items = [(e.iov, p) for _, e in executions if e.iov is not None for p in e.result.payloads]
+        if cal.open_end:
+            items = _open_last(items)
+        report.staged = self.store.complete(job, items, report.summary())
+        return report
+
+    def _algorithms(
+        self,
+        job: Job,
+        runs: list[RunKey],
+        iteration: int,
+        output: RunOutput,
+        constants: Constants,
+        config: dict[str, Any],
+        report: CalibrationReport,
+    ) -> list[tuple[Algorithm, Execution]]:
+        """Every algorithm executed by the strategy, stopping at the first FAILURE."""
+        executions: list[tuple[Algorithm, Execution]] = []
+        everything = AlgorithmInput(
+            runs, _merged(output, runs), output, constants, config, iteration
+        )
+        for alg in self.cal.algorithms:
+            execute = functools.partial(
+                self._execute,
+                job,
+                alg,
+                iteration=iteration,
+                output=output,
+                constants=constants,
+                config=config,
+                report=report,
+            )
+            boundaries = functools.partial(self._boundaries, alg, everything)
+            executions += [(alg, e) for e in self.cal.strategy.run(runs, execute, boundaries)]
+            if any(e.result.status is AlgorithmStatus.FAILURE for _, e in executions):
+                break
+        return executions
+
+    def _boundaries(self, alg: Algorithm, data: AlgorithmInput) -> list[RunKey]:
+        """Boundaries the algorithm requests, asked once per job (in the first iteration) so
+        that the payload IoVs stay the same while iterating."""
+        if alg.name not in self.requested:
+            self.requested[alg.name] = sorted((int(e), int(r)) for e, r in alg.boundaries(data))
+        return self.requested[alg.name]
+
+    def _execute(
+        self,
+        job: Job,
+        alg: Algorithm,
+        runs: list[RunKey],
+        *,
+        iteration: int,
+        output: RunOutput,
+        constants: Constants,
+        config: dict[str, Any],
+        report: CalibrationReport,
+    ) -> AlgorithmResult:
+        key = (alg.name, iteration, tuple(runs))
+        record = self.store.step(job, iteration, alg.name, runs)
+        if record is not None:
+            report.reused_steps += 1
+            return self._from_record(record, key)
+        data = AlgorithmInput(runs, _merged(output, runs), output, constants, config, iteration)
+        try:
+            result = alg.run(data)
+        except B2CalibError as err:
+            result = AlgorithmResult(
+                AlgorithmStatus.FAILURE, message=f"{type(err).__name__}: {err}"
+            )
+        unexpected = [p.name for p in result.payloads if p.name not in alg.payloads]
+        if unexpected:
+            raise CalibrationError(
+                f"algorithm {alg.name} of {self.cal.name} returned payloads {unexpected} it does "
+                f"not declare (declared: {', '.join(alg.payloads)})"
+            )
+        for p in result.payloads:
+            p.metadata["provenance"] = {
+                **p.metadata.get("provenance", {}),
+                **self.provenance,
+                "algorithm": alg.name,
+                "iteration": iteration,
+                "runs": [list(r) for r in runs],
+                "files": sorted(f for r in runs for f in self.files_by_run.get(r, [])),
+            }
+        diag = result.diagnostics
+        blob = diag.to_bytes() if (diag.histograms or diag.tables) else None
+        record = self.store.record_step(
+            job,
+            iteration,
+            alg.name,
+            runs,
+            result.status.value,
+            result.message,
+            result.payloads,
+            blob,
+        )
+        report.executed_steps += 1
+        self.steps[key] = record.id
+        return result
+
+    def _from_record(
+        self, record: StepRecord, key: tuple[str, int, tuple[RunKey, ...]]
+    ) -> AlgorithmResult:
+        self.steps[key] = record.id
+        return AlgorithmResult(
+            AlgorithmStatus(record.status), payloads=record.payloads, message=record.message
+        )
+
+    def _exec_report(self, alg: Algorithm, e: Execution, iteration: int) -> ExecutionReport:
+        key = (alg.name, iteration, tuple(e.runs))
+        return ExecutionReport(
+            alg.name,
+            e.runs,
+            e.iov,
+            e.result.status,
+            e.result.message,
+            [p.name for p in e.result.payloads],
+            self.steps.get(key, 0),
+        )
+
+    def _from_summary(self, report: CalibrationReport, job: Job) -> CalibrationReport:
+        s = job.summary
+        report.already_done = True
+        report.status = s["status"]
+        report.iterations = s["iterations"]
+        report.converged = s["converged"]
+        report.message = s["message"]
+        report.staged = [
+            IovEntry(self.staging_tag, self.db.payload_info(name, rev), IoV.parse(iov))
+            for name, rev, iov in s["staged"]
+        ]
+        report.executions = [
+            ExecutionReport(
+                e["algorithm"],
+                [(int(a), int(b)) for a, b in e["runs"]],
+                None if e["iov"] is None else IoV.parse(e["iov"]),
+                AlgorithmStatus(e["status"]),
+                e["message"],
+                list(e["payloads"]),
+                e["step"],
+            )
+            for e in s["executions"]
+        ]
+        return report
+
+
+def _file_identity(path: str) -> list[Any]:
+    st = os.stat(path)
+    return [path, st.st_size, st.st_mtime_ns]
+
+
+def _add_output(total: RunOutput, part: RunOutput, input_name: str) -> None:
+    for key in part:
+        clash = set(part[key]) & set(total[key]) if key in total else set()
+        if clash:
+            raise CalibrationError(
+                f"collector input {input_name}: histogram names {sorted(clash)} are already "
+                "produced by another input; give the collectors distinct names"
+            )
+        total.add(key, part[key], copy=False)
+
+
+def _open_last(items: list[tuple[IoV, Payload]]) -> list[tuple[IoV, Payload]]:
+    last: dict[str, IoV] = {}
+    for iov, p in items:
+        if p.name not in last or iov.start > last[p.name].start:
+            last[p.name] = iov
+    return [(IoV(*iov.start) if last[p.name] == iov else iov, p) for iov, p in items]

@@ -1,0 +1,213 @@
+"""IoV strategies: which runs each algorithm execution uses, and the IoV of its payloads.
+
+The strategies of basf2's CAF:
+
+* :class:`SingleIOV`: one execution over all runs, one payload valid for all of them;
+* :class:`SimpleRunByRun`: one execution per run, a payload per run that has enough data;
+* :class:`SequentialRunByRun`: runs in order, ``step_size`` at a time; on NOT_ENOUGH_DATA the
+  next runs are added and the execution repeated; runs left over at the end are merged into the
+  previous success; never across an experiment; IoVs are extended so that no gap remains
+  between consecutive payloads;
+* :class:`SequentialBoundaries`: like SequentialRunByRun, but runs are only split at given
+  (exp, run) boundaries (or where the algorithm requests one), and each payload starts at its
+  boundary.
+
+A strategy never looks at histograms: it calls ``execute(runs)`` and reads the status, so it is
+tested on its own. A FAILURE stops the strategy at once.
+"""
+
+from __future__ import annotations
+
+import abc
+import itertools
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from b2calib.calibration.algorithm import AlgorithmResult, AlgorithmStatus
+from b2calib.conditions.iov import IoV, RunKey
+from b2calib.exceptions import ConfigError
+
+__all__ = [
+    "Execution",
+    "SequentialBoundaries",
+    "SequentialRunByRun",
+    "SimpleRunByRun",
+    "SingleIOV",
+    "Strategy",
+]
+
+Execute = Callable[[list[RunKey]], AlgorithmResult]
+RequestBoundaries = Callable[[], Sequence[RunKey]]
+
+_SUCCESS = (AlgorithmStatus.OK, AlgorithmStatus.ITERATE)
+
+
+@dataclass
+class Execution:
+    """One final algorithm execution: its runs, result and, for a success, its payloads' IoV."""
+
+    runs: list[RunKey]
+    result: AlgorithmResult
+    iov: IoV | None
+
+    @property
+    def ok(self) -> bool:
+        """True when the execution produced payloads."""
+        return self.result.status in _SUCCESS
+
+
+class Strategy(abc.ABC):
+    """Base class of IoV strategies."""
+
+    @abc.abstractmethod
+    def run(
+        self, runs: Sequence[RunKey], execute: Execute, boundaries: RequestBoundaries
+    ) -> list[Execution]:
+        """Execute the algorithm over ``runs`` (sorted, distinct) and return the final
+        executions: successes with their IoV, then any that could not succeed (IoV ``None``)."""
+
+    def describe(self) -> dict[str, object]:
+        """Name and settings (recorded in the payloads' provenance)."""
+        return {"strategy": type(self).__name__, **vars(self)}
+
+
+class SingleIOV(Strategy):
+    """One execution over all runs; the payloads are valid from the first to the last run."""
+
+    def run(
+        self, runs: Sequence[RunKey], execute: Execute, boundaries: RequestBoundaries
+    ) -> list[Execution]:
+        runs = list(runs)
+        result = execute(runs)
+        ok = result.status in _SUCCESS
+        return [Execution(runs, result, IoV(*runs[0], *runs[-1]) if ok else None)]
+
+
+class SimpleRunByRun(Strategy):
+    """One execution per run; a run without enough data gets no payload."""
+
+    def run(
+        self, runs: Sequence[RunKey], execute: Execute, boundaries: RequestBoundaries
+    ) -> list[Execution]:
+        out = []
+        for r in runs:
+            result = execute([r])
+            out.append(Execution([r], result, IoV.run(*r) if result.status in _SUCCESS else None))
+            if result.status is AlgorithmStatus.FAILURE:
+                break
+        return _successes_first(out)
+
+
+def _by_experiment(runs: Sequence[RunKey]) -> list[list[RunKey]]:
+    return [list(g) for _, g in itertools.groupby(sorted(runs), key=lambda r: r[0])]
+
+
+def _sequential(
+    chunks: list[list[RunKey]], starts: list[RunKey], execute: Execute
+) -> list[Execution]:
+    """Execute chunks in order, merging forward on NOT_ENOUGH_DATA and leftovers backward.
+
+    ``starts[i]`` is where chunk i's payload starts. A FAILURE raises :class:`_Failed`
+    carrying the failing execution."""
+    done: list[tuple[list[RunKey], RunKey, AlgorithmResult]] = []
+    pending: list[RunKey] = []
+    pending_start: RunKey = (0, 0)
+    last: AlgorithmResult | None = None
+    for chunk, start in zip(chunks, starts, strict=True):
+        if not pending:
+            pending_start = start
+        pending += chunk
+        last = execute(pending)
+        if last.status is AlgorithmStatus.FAILURE:
+            raise _Failed(Execution(list(pending), last, None))
+        if last.status in _SUCCESS:
+            done.append((pending, pending_start, last))
+            pending = []
+    leftovers: list[Execution] = []
+    if pending and done:
+        runs, start, _ = done.pop()
+        runs = runs + pending
+        merged = execute(runs)
+        if merged.status is AlgorithmStatus.FAILURE:
+            raise _Failed(Execution(runs, merged, None))
+        if merged.status in _SUCCESS:
+            done.append((runs, start, merged))
+        else:
+            leftovers.append(Execution(runs, merged, None))
+    elif pending and last is not None:
+        leftovers.append(Execution(pending, last, None))
+    out = []
+    for i, (runs, start, result) in enumerate(done):
+        if i + 1 < len(done):
+            iov = IoV(*start).close_before(*done[i + 1][1])
+        else:
+            iov = IoV(*start, *runs[-1])
+        out.append(Execution(runs, result, iov))
+    return out + leftovers
+
+
+class _Failed(Exception):
+    def __init__(self, execution: Execution) -> None:
+        self.execution = execution
+
+
+def _successes_first(executions: list[Execution]) -> list[Execution]:
+    return [e for e in executions if e.ok] + [e for e in executions if not e.ok]
+
+
+class SequentialRunByRun(Strategy):
+    """Runs in order, ``step_size`` at a time, merging on NOT_ENOUGH_DATA (see module doc)."""
+
+    def __init__(self, step_size: int = 1) -> None:
+        if step_size < 1:
+            raise ConfigError(f"SequentialRunByRun: step_size must be >= 1, not {step_size}")
+        self.step_size = step_size
+
+    def run(
+        self, runs: Sequence[RunKey], execute: Execute, boundaries: RequestBoundaries
+    ) -> list[Execution]:
+        out: list[Execution] = []
+        for exp_runs in _by_experiment(runs):
+            chunks = [
+                exp_runs[i : i + self.step_size] for i in range(0, len(exp_runs), self.step_size)
+            ]
+            try:
+                out += _sequential(chunks, [c[0] for c in chunks], execute)
+            except _Failed as failed:
+                return _successes_first([*out, failed.execution])
+        return _successes_first(out)
+
+
+class SequentialBoundaries(Strategy):
+    """Payloads split only at ``boundaries`` (or where the algorithm requests them when
+    ``None``) and at experiment changes; NOT_ENOUGH_DATA merges with the next segment and a
+    leftover with the previous one. Each payload starts at its boundary run."""
+
+    def __init__(self, boundaries: Sequence[RunKey] | None = None) -> None:
+        self.boundaries = (
+            None if boundaries is None else sorted({(int(e), int(r)) for e, r in boundaries})
+        )
+
+    def run(
+        self, runs: Sequence[RunKey], execute: Execute, boundaries: RequestBoundaries
+    ) -> list[Execution]:
+        marks = self.boundaries
+        if marks is None:
+            marks = sorted({(int(e), int(r)) for e, r in boundaries()})
+        out: list[Execution] = []
+        for exp_runs in _by_experiment(runs):
+            chunks: list[list[RunKey]] = []
+            starts: list[RunKey] = []
+            for r in exp_runs:
+                if not chunks:
+                    chunks.append([])
+                    starts.append(r)
+                elif crossed := [b for b in marks if starts[-1] < b <= r]:
+                    chunks.append([])
+                    starts.append(max(crossed))  # the payload starts at the boundary itself
+                chunks[-1].append(r)
+            try:
+                out += _sequential(chunks, starts, execute)
+            except _Failed as failed:
+                return _successes_first([*out, failed.execution])
+        return _successes_first(out)

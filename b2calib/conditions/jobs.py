@@ -1,0 +1,278 @@
+"""Checkpoints of calibration jobs, kept in the conditions database.
+
+A job is one calibration over one set of inputs (runs, files, configuration, input tags,
+staging tag), identified by a hash of them. Every algorithm execution is recorded as a step with
+its status, its payload files and its diagnostics, so an interrupted job resumes without redoing
+completed steps, and a job that completed is not run again. Step payloads are checkpoints, not
+payload revisions: only the final ones become revisions, when they are staged. Uploading them,
+adding their IoVs to the staging tag and marking the job completed is one transaction.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+
+from b2calib.conditions import schema as s
+from b2calib.conditions.database import ConditionsDB, IovEntry, PayloadInfo, _now, _utc
+from b2calib.conditions.iov import IoV, RunKey
+from b2calib.conditions.payload import Payload
+from b2calib.exceptions import ConditionsError
+
+__all__ = ["Job", "JobStore", "StepRecord"]
+
+
+@dataclass(frozen=True)
+class Job:
+    """A calibration job's record."""
+
+    id: int
+    key: str
+    calibration: str
+    staging_tag: str
+    state: str
+    created: datetime
+    summary: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class StepRecord:
+    """One recorded algorithm execution."""
+
+    id: int
+    iteration: int
+    algorithm: str
+    runs: list[RunKey]
+    status: str
+    message: str
+    payloads: list[Payload]
+
+
+def _runs_text(runs: list[RunKey]) -> str:
+    return json.dumps([list(r) for r in runs])
+
+
+class JobStore:
+    """Calibration checkpoints in a :class:`ConditionsDB`."""
+
+    def __init__(self, db: ConditionsDB) -> None:
+        self.db = db
+
+    def open(self, key: str, calibration: str, staging_tag: str, inputs: dict[str, Any]) -> Job:
+        """The job with this key, created (state ``init``) when new."""
+        j = s.calibration_jobs
+        with self.db._write() as conn:
+            row = conn.execute(sa.select(j).where(j.c.key == key)).first()
+            if row is None:
+                now = _now()
+                conn.execute(
+                    j.insert().values(
+                        key=key,
+                        calibration=calibration,
+                        staging_tag=staging_tag,
+                        state="init",
+                        created=now,
+                        updated=now,
+                        inputs=json.dumps(inputs, sort_keys=True, default=str),
+                        summary="{}",
+                    )
+                )
+                row = conn.execute(sa.select(j).where(j.c.key == key)).one()
+            return _job(row)
+
+    def jobs(self, calibration: str | None = None) -> list[Job]:
+        """Recorded jobs (of one calibration), oldest first."""
+        j = s.calibration_jobs
+        q = sa.select(j).order_by(j.c.id)
+        if calibration is not None:
+            q = q.where(j.c.calibration == calibration)
+        with self.db._read() as conn:
+            return [_job(r) for r in conn.execute(q)]
+
+    def set_state(self, job: Job, state: str, summary: dict[str, Any] | None = None) -> None:
+        """Record the job's progress (``collected:<iteration>``, ``failed`` ...)."""
+        j = s.calibration_jobs
+        values: dict[str, Any] = {"state": state, "updated": _now()}
+        if summary is not None:
+            values["summary"] = json.dumps(summary, sort_keys=True, default=str)
+        with self.db._write() as conn:
+            conn.execute(j.update().where(j.c.id == job.id).values(**values))
+
+    def step(
+        self, job: Job, iteration: int, algorithm: str, runs: list[RunKey]
+    ) -> StepRecord | None:
+        """The recorded execution of ``algorithm`` on ``runs`` in this iteration, if any."""
+        t = s.calibration_steps
+        with self.db._read() as conn:
+            row = conn.execute(
+                sa.select(t).where(
+                    t.c.job_id == job.id,
+                    t.c.iteration == iteration,
+                    t.c.algorithm == algorithm,
+                    t.c.runs == _runs_text(runs),
+                )
+            ).first()
+            return None if row is None else self._step(conn, row)
+
+    def steps(self, job: Job) -> list[StepRecord]:
+        """All recorded executions of a job, in order."""
+        t = s.calibration_steps
+        with self.db._read() as conn:
+            rows = list(conn.execute(sa.select(t).where(t.c.job_id == job.id).order_by(t.c.id)))
+            return [self._step(conn, r) for r in rows]
+
+    def _step(self, conn: Any, row: Any) -> StepRecord:
+        sp = s.step_payloads
+        stored = conn.execute(
+            sa.select(sp.c.checksum, sp.c.content)
+            .where(sp.c.step_id == row.id)
+            .order_by(sp.c.position)
+        )
+        payloads = [
+            Payload.from_bytes(bytes(r.content), r.checksum, f"checkpoint of step {row.id}")
+            for r in stored
+        ]
+        return StepRecord(
+            id=row.id,
+            iteration=row.iteration,
+            algorithm=row.algorithm,
+            runs=[(int(e), int(r)) for e, r in json.loads(row.runs)],
+            status=row.status,
+            message=row.message,
+            payloads=payloads,
+        )
+
+    def record_step(
+        self,
+        job: Job,
+        iteration: int,
+        algorithm: str,
+        runs: list[RunKey],
+        status: str,
+        message: str,
+        payloads: list[Payload],
+        diagnostics: bytes | None,
+    ) -> StepRecord:
+        """Record an execution with its payloads and diagnostics (one transaction)."""
+        files = [p.to_bytes() for p in payloads]
+        t = s.calibration_steps
+        with self.db._write() as conn:
+            step_id = conn.execute(
+                t.insert()
+                .values(
+                    job_id=job.id,
+                    iteration=iteration,
+                    algorithm=algorithm,
+                    runs=_runs_text(runs),
+                    first_exp=runs[0][0],
+                    first_run=runs[0][1],
+                    final_exp=runs[-1][0],
+                    final_run=runs[-1][1],
+                    status=status,
+                    message=message,
+                    created=_now(),
+                )
+                .returning(t.c.id)
+            ).scalar_one()
+            for position, (data, checksum) in enumerate(files):
+                conn.execute(
+                    s.step_payloads.insert().values(
+                        step_id=step_id, position=position, checksum=checksum, content=data
+                    )
+                )
+            if diagnostics is not None:
+                conn.execute(s.diagnostics.insert().values(step_id=step_id, content=diagnostics))
+            return self._step(conn, conn.execute(sa.select(t).where(t.c.id == step_id)).one())
+
+    def diagnostics(self, step: StepRecord) -> bytes | None:
+        """The stored diagnostics file of a step."""
+        d = s.diagnostics
+        with self.db._read() as conn:
+            data = conn.execute(sa.select(d.c.content).where(d.c.step_id == step.id)).scalar()
+        return None if data is None else bytes(data)
+
+    def complete(
+        self,
+        job: Job,
+        items: list[tuple[IoV, Payload]],
+        summary: dict[str, Any],
+    ) -> list[IovEntry]:
+        """Upload the job's final payloads, add them to its staging tag and mark the job
+        completed, atomically.
+
+        The staging tag is created (OPEN) when missing. IoVs already in it for the same payload
+        names that overlap the new ones (from an earlier job of this calibration) are replaced;
+        the replacement is recorded in the tag's history. Content already stored under the
+        same name is not uploaded again.
+        """
+        db, tag = self.db, job.staging_tag
+        files = [(iov, p, *p.to_bytes()) for iov, p in items]
+        with db._write() as conn:
+            j = s.calibration_jobs
+            state = conn.execute(sa.select(j.c.state).where(j.c.id == job.id)).scalar()
+            if state == "completed":
+                raise ConditionsError(f"calibration job {job.key[:12]} was completed concurrently")
+            exists = conn.execute(
+                sa.select(s.globaltags.c.id).where(s.globaltags.c.name == tag)
+            ).first()
+            if exists is None:
+                db._create_tag(
+                    conn, tag, "DEV", f"staging tag of calibration jobs ({job.calibration})"
+                )
+            db._require_open(conn, tag)
+            staged: list[tuple[IoV, PayloadInfo]] = []
+            for iov, payload, data, checksum in files:
+                info = db._store(
+                    conn,
+                    payload.name,
+                    data,
+                    checksum,
+                    payload.content_hash(),
+                    payload.metadata.get("provenance", {}),
+                )
+                staged.append((iov, info))
+            for old in db._entries(conn, tag):
+                if any(old.iov.overlaps(iov) for iov, i in staged if i.name == old.name):
+                    db._delete_iov(conn, tag, old)
+                    db._log(
+                        conn,
+                        "replace_iov",
+                        tag,
+                        payload=str(old.payload),
+                        iov=str(old.iov),
+                        calibration=job.calibration,
+                    )
+            added = db._insert_iovs(conn, tag, staged)
+            summary = {
+                **summary,
+                "staged": [[e.name, e.payload.revision, str(e.iov)] for e in added],
+            }
+            conn.execute(
+                j.update()
+                .where(j.c.id == job.id)
+                .values(
+                    state="completed",
+                    updated=_now(),
+                    summary=json.dumps(summary, sort_keys=True, default=str),
+                )
+            )
+            db._log(
+                conn, "calibration", tag, calibration=job.calibration, job=job.key, iovs=len(added)
+            )
+            return added
+
+
+def _job(row: Any) -> Job:
+    return Job(
+        id=row.id,
+        key=row.key,
+        calibration=row.calibration,
+        staging_tag=row.staging_tag,
+        state=row.state,
+        created=_utc(row.created),
+        summary=json.loads(row.summary),
+    )
