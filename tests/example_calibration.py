@@ -174,13 +174,13 @@ def offset_calibration(
     **kwargs: object,
 ) -> Calibration:
     """The example calibration (``SequentialBoundaries`` asking the algorithm by default)."""
-    return Calibration(
-        name=name,
-        expert="test@example.org",
-        inputs={"mumu": CollectorInput(residual_collector, (SKIM,))},
-        algorithms=[algorithm or OffsetAlgorithm()],
-        strategy=strategy or SequentialBoundaries(),
-        run_type="physics",
-        expert_config={"min_entries": 500, "tolerance": 0.02},
-        **kwargs,  # type: ignore[arg-type]
-    )
+    declaration: dict[str, object] = {
+        "name": name,
+        "expert": "test@example.org",
+        "inputs": {"mumu": CollectorInput(residual_collector, (SKIM,))},
+        "algorithms": [algorithm or OffsetAlgorithm()],
+        "strategy": strategy or SequentialBoundaries(),
+        "run_type": "physics",
+        "expert_config": {"min_entries": 500, "tolerance": 0.02},
+    }
+    return Calibration(**(declaration | kwargs))  # type: ignore[arg-type]

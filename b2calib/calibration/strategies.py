@@ -104,38 +104,43 @@ def _by_experiment(runs: Sequence[RunKey]) -> list[list[RunKey]]:
 
 def _sequential(
     chunks: list[list[RunKey]], starts: list[RunKey], execute: Execute
-) -> list[Execution]:
+) -> tuple[list[Execution], bool]:
     """Execute chunks in order, merging forward on NOT_ENOUGH_DATA and leftovers backward.
 
-    ``starts[i]`` is where chunk i's payload starts. A FAILURE raises :class:`_Failed`
-    carrying the failing execution."""
+    ``starts[i]`` is where chunk i's payload starts. Returns the executions (successes with
+    their IoVs, then the one that failed or lacked data) and whether one failed; a FAILURE
+    stops at once."""
     done: list[tuple[list[RunKey], RunKey, AlgorithmResult]] = []
     pending: list[RunKey] = []
     pending_start: RunKey = (0, 0)
-    last: AlgorithmResult | None = None
+    lacking: AlgorithmResult | None = None
     for chunk, start in zip(chunks, starts, strict=True):
         if not pending:
             pending_start = start
-        pending += chunk
-        last = execute(pending)
-        if last.status is AlgorithmStatus.FAILURE:
-            raise _Failed(Execution(list(pending), last, None))
-        if last.status in _SUCCESS:
-            done.append((pending, pending_start, last))
+        pending = pending + chunk
+        result = execute(pending)
+        if result.status is AlgorithmStatus.FAILURE:
+            return [*_with_iovs(done), Execution(pending, result, None)], True
+        if result.status in _SUCCESS:
+            done.append((pending, pending_start, result))
             pending = []
-    leftovers: list[Execution] = []
-    if pending and done:
-        runs, start, _ = done.pop()
-        runs = runs + pending
-        merged = execute(runs)
-        if merged.status is AlgorithmStatus.FAILURE:
-            raise _Failed(Execution(runs, merged, None))
-        if merged.status in _SUCCESS:
-            done.append((runs, start, merged))
         else:
-            leftovers.append(Execution(runs, merged, None))
-    elif pending and last is not None:
-        leftovers.append(Execution(pending, last, None))
+            lacking = result
+    if pending and done:  # leftovers go into the previous success
+        runs, start, _ = done[-1]
+        merged = execute(runs + pending)
+        if merged.status in _SUCCESS:
+            done[-1] = (runs + pending, start, merged)
+            return _with_iovs(done), False
+        if merged.status is AlgorithmStatus.FAILURE:
+            return [*_with_iovs(done), Execution(runs + pending, merged, None)], True
+        # an algorithm wanting more data with more runs: the earlier success stands
+    tail = [Execution(pending, lacking, None)] if pending and lacking is not None else []
+    return [*_with_iovs(done), *tail], False
+
+
+def _with_iovs(done: list[tuple[list[RunKey], RunKey, AlgorithmResult]]) -> list[Execution]:
+    """Successes with IoVs from their start to the run before the next one's start."""
     out = []
     for i, (runs, start, result) in enumerate(done):
         if i + 1 < len(done):
@@ -143,12 +148,7 @@ def _sequential(
         else:
             iov = IoV(*start, *runs[-1])
         out.append(Execution(runs, result, iov))
-    return out + leftovers
-
-
-class _Failed(Exception):
-    def __init__(self, execution: Execution) -> None:
-        self.execution = execution
+    return out
 
 
 def _successes_first(executions: list[Execution]) -> list[Execution]:
@@ -171,10 +171,10 @@ class SequentialRunByRun(Strategy):
             chunks = [
                 exp_runs[i : i + self.step_size] for i in range(0, len(exp_runs), self.step_size)
             ]
-            try:
-                out += _sequential(chunks, [c[0] for c in chunks], execute)
-            except _Failed as failed:
-                return _successes_first([*out, failed.execution])
+            executions, failed = _sequential(chunks, [c[0] for c in chunks], execute)
+            out += executions
+            if failed:
+                break
         return _successes_first(out)
 
 
@@ -206,8 +206,8 @@ class SequentialBoundaries(Strategy):
                     chunks.append([])
                     starts.append(max(crossed))  # the payload starts at the boundary itself
                 chunks[-1].append(r)
-            try:
-                out += _sequential(chunks, starts, execute)
-            except _Failed as failed:
-                return _successes_first([*out, failed.execution])
+            executions, failed = _sequential(chunks, starts, execute)
+            out += executions
+            if failed:
+                break
         return _successes_first(out)

@@ -1,0 +1,415 @@
+"""The calibration framework: strategies, iteration, dependencies, checkpoints, staging."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from b2calib.calibration import (
+    AlgorithmResult,
+    AlgorithmStatus,
+    Calibration,
+    CollectorInput,
+    Diagnostics,
+    SequentialBoundaries,
+    SequentialRunByRun,
+    SimpleRunByRun,
+    SingleIOV,
+    dependency_order,
+    run_calibrations,
+)
+from b2calib.calibration.algorithm import Algorithm, AlgorithmInput
+from b2calib.conditions import ConditionsDB, Payload
+from b2calib.conditions.jobs import JobStore
+from b2calib.exceptions import CalibrationError, ConfigError
+from tests.example_calibration import (
+    PAYLOAD,
+    SKIM,
+    OffsetAlgorithm,
+    offset_calibration,
+    residual_collector,
+    write_runs,
+)
+
+RunKey = tuple[int, int]
+OK, ITERATE = AlgorithmStatus.OK, AlgorithmStatus.ITERATE
+NED, FAILURE = AlgorithmStatus.NOT_ENOUGH_DATA, AlgorithmStatus.FAILURE
+
+
+# -- strategies on their own -------------------------------------------------------------------
+
+
+def fake(events: Mapping[RunKey, int], need: int, fail: set[RunKey] | None = None):
+    """An execute callback: OK when the runs hold ``need`` events, else NOT_ENOUGH_DATA."""
+    calls: list[list[RunKey]] = []
+
+    def execute(runs: list[RunKey]) -> AlgorithmResult:
+        calls.append(list(runs))
+        if fail and fail & set(runs):
+            return AlgorithmResult(FAILURE, message="boom")
+        if sum(events[r] for r in runs) < need:
+            return AlgorithmResult(NED)
+        return AlgorithmResult(OK, [Payload("P", values={"n": np.array([len(runs)])})])
+
+    return execute, calls
+
+
+def no_boundaries() -> list[RunKey]:
+    return []
+
+
+def summary(executions) -> list[tuple[list[RunKey], str | None, str]]:
+    return [
+        (e.runs, None if e.iov is None else str(e.iov), e.result.status.value) for e in executions
+    ]
+
+
+def test_single_iov() -> None:
+    runs = [(1, 1), (1, 2), (1, 5)]
+    execute, _calls = fake(dict.fromkeys(runs, 10), need=25)
+    assert summary(SingleIOV().run(runs, execute, no_boundaries)) == [(runs, "1,1,1,5", "OK")]
+    execute, _ = fake(dict.fromkeys(runs, 5), need=25)
+    assert summary(SingleIOV().run(runs, execute, no_boundaries)) == [
+        (runs, None, "NOT_ENOUGH_DATA")
+    ]
+
+
+def test_simple_run_by_run() -> None:
+    events = {(1, 1): 10, (1, 2): 3, (1, 3): 10}
+    execute, calls = fake(events, need=5)
+    out = SimpleRunByRun().run(sorted(events), execute, no_boundaries)
+    assert summary(out) == [
+        ([(1, 1)], "1,1,1,1", "OK"),
+        ([(1, 3)], "1,3,1,3", "OK"),
+        ([(1, 2)], None, "NOT_ENOUGH_DATA"),
+    ]
+    assert calls == [[(1, 1)], [(1, 2)], [(1, 3)]]
+
+
+def test_sequential_run_by_run_merges_forward_and_leftovers_backward() -> None:
+    # run 3 alone is too small: merged with run 4; runs 8-9 at the end are merged into 5-7;
+    # run 6 is missing from the input: the IoVs still leave no gap.
+    events = {
+        (1, 1): 10,
+        (1, 2): 10,
+        (1, 3): 4,
+        (1, 4): 7,
+        (1, 5): 6,
+        (1, 7): 6,
+        (1, 8): 2,
+        (1, 9): 1,
+    }
+    execute, calls = fake(events, need=10)
+    out = SequentialRunByRun().run(sorted(events), execute, no_boundaries)
+    assert summary(out) == [
+        ([(1, 1)], "1,1,1,1", "OK"),
+        ([(1, 2)], "1,2,1,2", "OK"),
+        ([(1, 3), (1, 4)], "1,3,1,4", "OK"),
+        ([(1, 5), (1, 7), (1, 8), (1, 9)], "1,5,1,9", "OK"),
+    ]
+    assert [(1, 5), (1, 7)] in calls  # 5 alone, then 5+7 was enough, then the leftovers
+    assert calls[-1] == [(1, 5), (1, 7), (1, 8), (1, 9)]
+
+
+def test_sequential_run_by_run_closes_gaps_and_respects_experiments() -> None:
+    events = {(1, 1): 10, (1, 4): 10, (2, 1): 3, (2, 2): 3}
+    execute, calls = fake(events, need=10)
+    out = SequentialRunByRun().run(sorted(events), execute, no_boundaries)
+    # runs 2-3 of exp 1 are not in the input: run 1's payload covers them (no gap);
+    # exp 2 never has enough data, and is never merged into exp 1
+    assert summary(out) == [
+        ([(1, 1)], "1,1,1,3", "OK"),
+        ([(1, 4)], "1,4,1,4", "OK"),
+        ([(2, 1), (2, 2)], None, "NOT_ENOUGH_DATA"),
+    ]
+    assert all(len({r[0] for r in c}) == 1 for c in calls)
+
+
+def test_sequential_run_by_run_step_size() -> None:
+    events = {(1, r): 10 for r in range(1, 8)}
+    execute, _ = fake(events, need=10)
+    out = SequentialRunByRun(step_size=3).run(sorted(events), execute, no_boundaries)
+    assert [str(e.iov) for e in out] == ["1,1,1,3", "1,4,1,6", "1,7,1,7"]
+    with pytest.raises(ConfigError, match="step_size"):
+        SequentialRunByRun(step_size=0)
+
+
+def test_failure_stops_the_strategy() -> None:
+    events = {(1, r): 10 for r in range(1, 6)}
+    execute, calls = fake(events, need=10, fail={(1, 3)})
+    out = SequentialRunByRun().run(sorted(events), execute, no_boundaries)
+    assert summary(out) == [
+        ([(1, 1)], "1,1,1,1", "OK"),
+        ([(1, 2)], "1,2,1,2", "OK"),
+        ([(1, 3)], None, "FAILURE"),
+    ]
+    assert len(calls) == 3
+
+
+def test_sequential_boundaries() -> None:
+    events = {(1, r): 10 for r in (1, 2, 3, 5, 6, 9)} | {(2, 1): 10}
+    execute, _ = fake(events, need=10)
+    # boundary at run 4 (not in the input): the second payload starts there
+    out = SequentialBoundaries([(1, 4), (1, 9)]).run(sorted(events), execute, no_boundaries)
+    assert summary(out) == [
+        ([(1, 1), (1, 2), (1, 3)], "1,1,1,3", "OK"),
+        ([(1, 5), (1, 6)], "1,4,1,8", "OK"),
+        ([(1, 9)], "1,9,1,9", "OK"),
+        ([(2, 1)], "2,1,2,1", "OK"),
+    ]
+    # requested by the algorithm when none are given; a segment without enough data is merged
+    events[(1, 9)] = 2
+    execute, _ = fake(events, need=10)
+    out = SequentialBoundaries().run(sorted(events), execute, lambda: [(1, 5), (1, 9)])
+    assert summary(out)[1] == ([(1, 5), (1, 6), (1, 9)], "1,5,1,9", "OK")
+
+
+# -- the framework on files --------------------------------------------------------------------
+
+TRUE = {(1, r): (1.0 if r < 5 else 3.0) for r in range(1, 9)} | {(2, r): -0.5 for r in (1, 2, 3)}
+
+
+@pytest.fixture
+def data(tmp_path: Path) -> Path:
+    events = dict.fromkeys(TRUE, 2000) | {(1, 3): 100, (2, 3): 50}
+    write_runs(tmp_path / "data", TRUE, events)
+    return tmp_path / "data"
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> ConditionsDB:
+    return ConditionsDB(tmp_path / "conditions.sqlite", author="calibrator")
+
+
+def run(cal: Calibration, data: Path, db: ConditionsDB, tmp_path: Path, **kw):
+    kw.setdefault("staging_tag", "staging")
+    return run_calibrations(cal, data, db=db, cache=tmp_path / "cache", **kw)
+
+
+def staged_values(db: ConditionsDB, tag: str) -> list[tuple[str, float, float]]:
+    out = []
+    for e in db.iovs(tag, PAYLOAD):
+        p = db.payload(e.payload)
+        out.append((str(e.iov), float(p.value("offset")[0]), float(p.errors["offset"][0])))
+    return out
+
+
+def test_boundaries_requested_by_the_algorithm_and_iteration(
+    data: Path, db: ConditionsDB, tmp_path: Path
+) -> None:
+    report = run(offset_calibration(), data, db, tmp_path)["test-offset"]
+    assert report.status == "OK", report
+    assert report.iterations == 2
+    assert report.converged
+    staged = staged_values(db, "staging")
+    assert [iov for iov, _, _ in staged] == ["1,1,1,4", "1,5,1,8", "2,1,2,3"]
+    for (iov, value, error), truth in zip(staged, [1.0, 3.0, -0.5], strict=True):
+        assert abs(value - truth) < 4 * error + 0.005, (iov, value, error)  # + binning
+    # payloads carry their provenance, diagnostics are stored with the step
+    p = db.payload(db.iovs("staging", PAYLOAD)[1].payload)
+    prov = p.metadata["provenance"]
+    assert prov["calibration"] == "test-offset"
+    assert prov["iteration"] == 1
+    assert prov["runs"] == [[1, 5], [1, 6], [1, 7], [1, 8]]
+    assert prov["expert_config"] == {"min_entries": 500, "tolerance": 0.02}
+    assert len(prov["files"]) == 4
+    store = JobStore(db)
+    (job,) = store.jobs("test-offset")
+    assert job.state == "completed"
+    step = next(s for s in store.steps(job) if s.runs == [(1, 5), (1, 6), (1, 7), (1, 8)])
+    diag = Diagnostics.from_bytes(store.diagnostics(step) or b"")
+    assert diag.histograms["residual"].sum() == pytest.approx(8000)
+    # only the staged payloads are revisions; iterations are checkpoints
+    assert [i.revision for i in db.payloads(PAYLOAD)] == [1, 2, 3]
+
+
+def test_not_enough_data_merges_runs(data: Path, db: ConditionsDB, tmp_path: Path) -> None:
+    cal = offset_calibration(SequentialRunByRun(), name="per-run", open_end=True)
+    report = run(cal, data, db, tmp_path, config={"per-run": {"min_entries": 1000}})["per-run"]
+    iovs = [iov for iov, _, _ in staged_values(db, "staging")]
+    assert iovs == [
+        "1,1,1,1",
+        "1,2,1,2",
+        "1,3,1,4",
+        "1,5,1,5",
+        "1,6,1,6",
+        "1,7,1,7",
+        "1,8,1,8",
+        "2,1,2,1",
+        "2,2,-1,-1",
+    ]
+    assert report.status == "OK"
+
+
+def test_rerun_is_idempotent(data: Path, db: ConditionsDB, tmp_path: Path) -> None:
+    cal = offset_calibration()
+    first = run(cal, data, db, tmp_path)["test-offset"]
+    payloads, iovs, history = db.payloads(), db.iovs("staging"), db.history()
+    again = run(cal, data, db, tmp_path)["test-offset"]
+    assert again.already_done
+    assert again.status == "OK"
+    assert again.executed_steps == 0
+    assert db.payloads() == payloads
+    assert db.iovs("staging") == iovs
+    assert db.history() == history
+    assert [str(e.iov) for e in again.staged] == [str(e.iov) for e in first.staged]
+    # other inputs (here a config) make a new job; identical content is not uploaded twice,
+    # and its IoVs replace the earlier ones in the staging tag
+    changed = run(cal, data, db, tmp_path, config={"test-offset": {"tolerance": 0.021}})
+    assert not changed["test-offset"].already_done
+    assert len(db.iovs("staging")) == 3
+
+
+def test_resume_after_interruption(data: Path, db: ConditionsDB, tmp_path: Path) -> None:
+    marker = tmp_path / "crash.json"
+    marker.write_text(json.dumps([[1, 5], [1, 6], [1, 7], [1, 8]]))
+    alg = OffsetAlgorithm(crash_on=marker)
+    cal = offset_calibration(algorithm=alg)
+    with pytest.raises(RuntimeError, match="simulated interruption"):
+        run(cal, data, db, tmp_path)
+    assert "staging" not in [t.name for t in db.tags()]  # nothing staged by the crashed job
+    done_before = len(alg.calls) - 1  # executions that completed before the crash
+    assert done_before == 1
+    report = run(cal, data, db, tmp_path)["test-offset"]
+    assert report.status == "OK"
+    assert report.reused_steps == done_before
+    assert report.executed_steps == 6 - done_before
+    # same result as an uninterrupted job
+    other = ConditionsDB(tmp_path / "other.sqlite")
+    run(offset_calibration(), data, other, tmp_path)
+    assert staged_values(db, "staging") == staged_values(other, "staging")
+
+
+def test_failure_stages_nothing_and_skips_dependents(
+    data: Path, db: ConditionsDB, tmp_path: Path
+) -> None:
+    bad = offset_calibration(algorithm=OffsetAlgorithm(fail_on=[(1, 6)]), name="bad")
+    dependent = offset_calibration(name="after-bad", depends_on=("bad",))
+    reports = run_calibrations(
+        [dependent, bad], data, db=db, staging_tag="staging", cache=tmp_path / "cache"
+    )
+    assert reports["bad"].status == "FAILED"
+    assert "residual fit did not converge" in reports["bad"].message
+    assert reports["after-bad"].status == "SKIPPED"
+    assert db.payloads() == []
+    assert "staging" not in [t.name for t in db.tags()]
+
+
+class ScaleAlgorithm(Algorithm):
+    """Depends on the offsets: scale = offset of the run x 2 (reads the staging tag)."""
+
+    name = "scale"
+    payloads = ("TestScale",)
+
+    def run(self, data: AlgorithmInput) -> AlgorithmResult:
+        offset = data.constants.require(PAYLOAD, *data.runs[0]).value("offset")[0]
+        return AlgorithmResult(OK, [Payload("TestScale", values={"scale": np.array([2 * offset])})])
+
+
+def scale_calibration(name: str = "test-scale", depends_on: tuple[str, ...] = ("test-offset",)):
+    return Calibration(
+        name=name,
+        expert="test@example.org",
+        inputs={"mumu": CollectorInput(residual_collector, (SKIM,))},
+        algorithms=[ScaleAlgorithm()],
+        strategy=SequentialBoundaries([(1, 5)]),
+        depends_on=depends_on,
+    )
+
+
+def test_dependencies_see_payloads_of_their_dependencies(
+    data: Path, db: ConditionsDB, tmp_path: Path
+) -> None:
+    with pytest.raises(CalibrationError, match="depends on test-offset, which has not completed"):
+        run(scale_calibration(), data, db, tmp_path, exp=1)
+    reports = run_calibrations(
+        [scale_calibration(), offset_calibration()],
+        data,
+        db=db,
+        staging_tag="staging",
+        cache=tmp_path / "cache",
+        exp=1,
+    )
+    assert list(reports) == ["test-offset", "test-scale"]
+    scales = [db.payload(e.payload).value("scale")[0] for e in db.iovs("staging", "TestScale")]
+    offsets = [v for _, v, _ in staged_values(db, "staging")]
+    assert scales == pytest.approx([2 * o for o in offsets])
+    # run alone later: the dependency completed into this staging tag before
+    again = run(scale_calibration("test-scale-2"), data, db, tmp_path, exp=1)
+    assert again["test-scale-2"].status == "OK"
+
+
+def test_dependency_cycles_are_rejected() -> None:
+    a = scale_calibration("a", ("b",))
+    b = scale_calibration("b", ("c",))
+    c = scale_calibration("c", ("a",))
+    with pytest.raises(CalibrationError, match=r"cycle: (a|b|c) -> .* -> .*"):
+        dependency_order([a, b, c])
+    with pytest.raises(CalibrationError, match="depends on zz, which is not scheduled"):
+        dependency_order([scale_calibration("x", ("zz",))])
+    d = scale_calibration("d", ())
+    e = scale_calibration("e", ("d",))
+    f = scale_calibration("f", ("e", "d"))
+    assert [x.name for x in dependency_order([f, e, d])] == ["d", "e", "f"]
+
+
+def test_max_iterations_reached(data: Path, db: ConditionsDB, tmp_path: Path) -> None:
+    cal = offset_calibration(max_iterations=1)
+    report = run(cal, data, db, tmp_path, exp=2)["test-offset"]
+    assert report.status == "OK"
+    assert not report.converged
+    assert "still asked to ITERATE after 1 iterations" in report.message
+    assert len(db.iovs("staging")) == 1
+
+
+def test_expert_config_is_validated(tmp_path: Path) -> None:
+    cal = offset_calibration()
+    assert cal.configure() == {"min_entries": 500, "tolerance": 0.02}
+    assert cal.configure({"tolerance": 1}) == {"min_entries": 500, "tolerance": 1.0}
+    with pytest.raises(ConfigError, match=r"unknown expert_config key 'min_entry'.*min_entries"):
+        cal.configure({"min_entry": 3})
+    with pytest.raises(ConfigError, match="'min_entries' must be int"):
+        cal.configure({"min_entries": 2.5})
+    path = tmp_path / "cfg.json"
+    path.write_text('{"min_entries": 10}')
+    assert cal.configure(path)["min_entries"] == 10
+    path.write_text("[1]")
+    with pytest.raises(ConfigError, match="must be a JSON object"):
+        cal.configure(path)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (dict(name="bad name"), "name must be"),
+        (dict(expert=""), "expert contact"),
+        (dict(input_format="mdst"), "input_format"),
+        (dict(run_type="collisions"), "unknown run type"),
+        (dict(max_iterations=0), "max_iterations"),
+        (dict(depends_on=("test-offset",)), "depends on itself"),
+    ],
+)
+def test_declarations_are_validated(change: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        offset_calibration(**change)
+    with pytest.raises(ConfigError, match="unknown skims"):
+        CollectorInput(residual_collector, ("hlt_nothing",))
+
+
+def test_no_input_runs(data: Path, db: ConditionsDB, tmp_path: Path) -> None:
+    cal = offset_calibration(beam_energy="Continuum")
+    report = run(cal, data, db, tmp_path)["test-offset"]
+    assert report.status == "NOT_ENOUGH_DATA"
+    assert "no input run" in report.message
+
+
+def test_payload_not_declared_is_an_error(data: Path, db: ConditionsDB, tmp_path: Path) -> None:
+    class Sloppy(OffsetAlgorithm):
+        payloads = ("Other",)
+
+    with pytest.raises(CalibrationError, match="returned payloads \\['TestOffset'\\]"):
+        run(offset_calibration(algorithm=Sloppy()), data, db, tmp_path)
