@@ -4,13 +4,16 @@ The library is layered, each layer using only those below it:
 
 ===================  ==========================================================
 ``geometry``         channel maps of the sub-detectors
-``payload``,         the payload file format and basf2 local databases
-``localdb``
 ``io``               reading skim files (checks, metadata, columnar reads)
+``conditions``       payloads, IoVs, global tags and the conditions database (SQLite,
+                     PostgreSQL), basf2 local databases
 ``skims``            HLT calibration skims as named cuts on trigger variables
 ``runs``             the run registry and prompt-processing buckets
 ``sim``              the seeded simulator of a Belle II-like experiment
 ``engine``           event loops: datasets, collectors, executors (local, Dask), cache
+``fit``              fit models, fits of histograms and batched per-channel fits
+``calibration``      the calibration framework: algorithms, IoV strategies, iteration,
+                     dependencies, checkpoints and staging
 ``sizereport``,      file-size tables and text summaries
 ``summary``
 ``cli``              the ``b2calib`` command line

@@ -152,6 +152,19 @@ def summary(data: Path, min_lumi: float) -> None:
     click.echo("\n== skim retention\n" + retention_table(skim_counts(find_skim_files(data))))
 
 
+from b2calib.cli_conditions import db, gt, iov, lookup, payload  # noqa: E402
+
+cli.add_command(gt)
+cli.add_command(iov)
+cli.add_command(lookup)
+cli.add_command(payload)
+cli.add_command(db)
+
+from b2calib.cli_calibrate import calibrate  # noqa: E402
+
+cli.add_command(calibrate)
+
+
 def main() -> None:
     """Entry point of the ``b2calib`` console script."""
     sys.exit(cli.main(prog_name="b2calib", standalone_mode=True))

@@ -413,3 +413,73 @@ def test_payload_not_declared_is_an_error(data: Path, db: ConditionsDB, tmp_path
 
     with pytest.raises(CalibrationError, match="returned payloads \\['TestOffset'\\]"):
         run(offset_calibration(algorithm=Sloppy()), data, db, tmp_path)
+
+
+def test_command_line(data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from click.testing import CliRunner
+
+    from b2calib.calibration import declaration
+    from b2calib.cli import cli
+
+    monkeypatch.setattr(declaration, "_REGISTRY", {})
+    declaration.register(offset_calibration())
+    declaration.register(scale_calibration())
+    url = str(tmp_path / "cli.sqlite")
+    cfg = tmp_path / "offset.json"
+    cfg.write_text('{"min_entries": 1000}')
+    runner = CliRunner()
+    base = ["calibrate", "--data", str(data), "--db", url, "--executor", "inprocess", "--quiet"]
+    listed = runner.invoke(cli, ["calibrate", "--list"])
+    assert listed.exit_code == 0
+    assert "test-scale: test@example.org; skims hlt_mumu_2trk (after test-offset)" in listed.output
+    # the dependency has not run into this staging tag: one clear line, exit status 1
+    result = runner.invoke(cli, [*base, "test-scale", "--staging", "s1", "--runs", "1-8"])
+    assert result.exit_code == 1
+    assert "depends on test-offset, which has not completed into staging tag s1" in result.output
+    result = runner.invoke(
+        cli,
+        [
+            *base,
+            "test-scale",
+            "--with-deps",
+            "--staging",
+            "s1",
+            "--exp",
+            "1",
+            "--runs",
+            "1-8",
+            "--config",
+            f"test-offset={cfg}",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert "test-offset: OK" in result.output
+    assert "staged TestScale rev 2 [1,5,1,8] in s1" in result.output
+    again = runner.invoke(
+        cli,
+        [
+            *base,
+            "test-offset",
+            "--staging",
+            "s1",
+            "--exp",
+            "1",
+            "--runs",
+            "1-8",
+            "--config",
+            str(cfg),
+        ],
+    )
+    assert again.exit_code == 0
+    assert "completed before, nothing to do" in again.output
+    bad = runner.invoke(cli, [*base, "test-offset", "--runs", "3-1"])
+    assert bad.exit_code == 1
+    assert "Error: --runs '3-1': range 3-1 ends before it starts" in bad.output
+    unknown = runner.invoke(cli, [*base, "nope"])
+    assert unknown.exit_code == 1
+    assert "no calibration named 'nope'; registered: test-offset, test-scale" in unknown.output
+    lacking = runner.invoke(
+        cli, [*base, "test-offset", "--exp", "2", "--runs", "3", "--staging", "s2"]
+    )
+    assert lacking.exit_code == 1
+    assert "test-offset: NOT_ENOUGH_DATA" in lacking.output

@@ -102,3 +102,56 @@ def test_fit_names() -> None:
         "polynomial",
         "voigt",
     }
+
+
+def test_conditions_names() -> None:
+    import b2calib.conditions
+
+    assert sorted(dir(b2calib.conditions)) == sorted(b2calib.conditions.__all__)
+    assert b2calib.conditions.__all__ == [
+        "ALLOWED_MOVES",
+        "ALL_RUNS",
+        "DB_ENV",
+        "STATES",
+        "ChannelStatus",
+        "ConditionsDB",
+        "Diff",
+        "GlobalTag",
+        "HistoryEntry",
+        "IoV",
+        "IovEntry",
+        "LocalDatabase",
+        "LocalDbEntry",
+        "Payload",
+        "PayloadInfo",
+        "default_url",
+    ]
+
+
+def test_calibration_names() -> None:
+    import b2calib.calibration
+
+    assert sorted(dir(b2calib.calibration)) == sorted(b2calib.calibration.__all__)
+    assert b2calib.calibration.__all__ == [
+        "Algorithm",
+        "AlgorithmInput",
+        "AlgorithmResult",
+        "AlgorithmStatus",
+        "Calibration",
+        "CalibrationReport",
+        "CollectorInput",
+        "Constants",
+        "Diagnostics",
+        "Execution",
+        "ExecutionReport",
+        "SequentialBoundaries",
+        "SequentialRunByRun",
+        "SimpleRunByRun",
+        "SingleIOV",
+        "Strategy",
+        "calibrations",
+        "dependency_order",
+        "get_calibration",
+        "register",
+        "run_calibrations",
+    ]

@@ -1,0 +1,735 @@
+"""The conditions-database commands of ``b2calib``, after basf2's ``b2conditionsdb``.
+
+::
+
+    b2calib gt list [--state S] [--regex R]        global tags
+    b2calib gt show NAME                           a tag's record and its payload IoVs
+    b2calib gt create NAME [--type T] [--description D]
+    b2calib gt clone SOURCE NAME [--description D]
+    b2calib gt modify NAME [--description D] [--type T]
+    b2calib gt state NAME STATE                    prints OLD -> NEW
+    b2calib gt merge NEW SOURCE... [--description D]   first source wins
+    b2calib gt diff A B                            + added, - removed, ~ changed
+    b2calib gt runningupdate RUNNING STAGING [--run EXP RUN] [--allow-closed] [--dry-run]
+    b2calib gt snapshot RUNNING NAME --until EXP RUN
+    b2calib gt history [NAME] [--limit N]
+    b2calib iov [list] TAG [--name P] [--run EXP RUN]   ``iov TAG`` is short for ``iov list TAG``
+    b2calib iov add TAG PAYLOAD REVISION IOV
+    b2calib iov remove TAG PAYLOAD IOV
+    b2calib lookup EXP RUN --gt A [--gt B ...] [--name P]
+    b2calib payload upload FILE [--gt TAG --iov IOV]
+    b2calib payload list [NAME]
+    b2calib payload show NAME [--revision N]
+    b2calib payload dump NAME [--revision N] [--limit N] [--csv]
+    b2calib db export-local FOLDER --gt A [--gt B ...] [--runs IOV]
+    b2calib db import-local FOLDER --gt TAG [--description D]
+    b2calib db info
+
+Every command takes ``--db URL`` (default ``$B2CALIB_DB``, else the SQLite file in the user's
+data directory); commands that write take ``--author`` (default ``$B2CALIB_USER``, else the
+login name). An IoV is written ``first_exp,first_run,final_exp,final_run`` (-1 = open).
+Errors are one line naming the tag, payload or IoV at fault, with exit status 1 (2 for a
+command-line usage error).
+"""
+
+from __future__ import annotations
+
+import csv
+import functools
+import io
+import json
+import re
+import sqlite3
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import click
+
+if TYPE_CHECKING:
+    from b2calib.conditions import ConditionsDB, Diff, IoV, IovEntry, PayloadInfo
+
+__all__ = ["db", "gt", "iov", "lookup", "payload"]
+
+_DB_HELP = (
+    "Conditions database: SQLAlchemy URL or SQLite file "
+    "(default: $B2CALIB_DB, else conditions.sqlite in the user's data directory)."
+)
+
+
+# -- output helpers ----------------------------------------------------------------------------
+
+
+def _cell(value: object) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, datetime):
+        return value.strftime("%Y-%m-%d %H:%M:%S")
+    return str(value)
+
+
+def _table(
+    header: Sequence[str] | None,
+    rows: Iterable[Sequence[object]],
+    right: Sequence[bool] | None = None,
+) -> str:
+    """Aligned plain-text table. Columns are right-aligned where ``right`` says so, by default
+    those holding only numbers."""
+    raw = [list(r) for r in rows]
+    ncol = len(header) if header is not None else max((len(r) for r in raw), default=0)
+    if right is None:
+        right = [
+            bool(raw)
+            and all(
+                isinstance(r[i], int | float) and not isinstance(r[i], bool)
+                for r in raw
+                if r[i] is not None
+            )
+            for i in range(ncol)
+        ]
+    text = [[_cell(v) for v in r] for r in raw]
+    head = list(header) if header is not None else []
+    width = [max([len(r[i]) for r in text] + [len(head[i]) if head else 0]) for i in range(ncol)]
+
+    def line(cells: Sequence[str]) -> str:
+        parts = [
+            c.rjust(w) if r else c.ljust(w) for c, w, r in zip(cells, width, right, strict=True)
+        ]
+        return "  ".join(parts).rstrip()
+
+    out = []
+    if head:
+        out += [line(head), line(["-" * w for w in width])]
+    out += [line(r) for r in text]
+    return "\n".join(out)
+
+
+def _record(pairs: Sequence[tuple[str, object]]) -> str:
+    """``key  value`` lines with the values aligned."""
+    width = max(len(k) for k, _ in pairs)
+    return "\n".join(f"{k.ljust(width)}  {_cell(v)}".rstrip() for k, v in pairs)
+
+
+def _iov_rows(entries: Iterable[IovEntry], *, tag: bool = False) -> list[list[object]]:
+    return [
+        [e.name, e.payload.revision, str(e.iov), e.payload.checksum]
+        + ([e.globaltag] if tag else [])
+        for e in entries
+    ]
+
+
+_IOV_HEADER = ["payload", "rev", "iov", "checksum"]
+
+
+def _diff_lines(d: Diff[PayloadInfo]) -> list[list[object]]:
+    """``+`` added, ``-`` removed, ``~`` changed rows, by payload name and first run."""
+    rows: list[tuple[tuple[str, tuple[int, int]], list[object]]] = []
+    for sign, entries in (("+", d.added), ("-", d.removed)):
+        for name, iov, info in entries:
+            rows.append(((name, iov.start), [sign, name, f"rev {info.revision}", str(iov)]))
+    for (name, iov_a, a), (_, iov_b, b) in d.changed:
+        rev = f"rev {a.revision}" + ("" if a.revision == b.revision else f" -> {b.revision}")
+        span = str(iov_a) + ("" if iov_a == iov_b else f" -> {iov_b}")
+        rows.append(((name, iov_a.start), ["~", name, rev, span]))
+    return [row for _, row in sorted(rows, key=lambda r: r[0])]
+
+
+def _diff_counts(d: Diff[PayloadInfo]) -> str:
+    return f"{len(d.added)} added, {len(d.removed)} removed, {len(d.changed)} changed"
+
+
+# -- database options --------------------------------------------------------------------------
+
+
+@contextmanager
+def _open(url: str | None, author: str | None = None) -> Iterator[ConditionsDB]:
+    from b2calib.conditions import ConditionsDB
+
+    cdb = ConditionsDB(url, author=author)
+    try:
+        yield cdb
+    finally:
+        cdb.close()
+
+
+def _uses_db(*, writes: bool = False) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Add ``--db`` (and ``--author`` when the command writes) and pass the opened database
+    as the command's first argument."""
+
+    def decorate(f: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(f)
+        def command(*, db_url: str | None, author: str | None = None, **kwargs: Any) -> Any:
+            with _open(db_url, author) as cdb:
+                return f(cdb, **kwargs)
+
+        if writes:
+            command = click.option(
+                "--author",
+                metavar="NAME",
+                help="Author recorded for the change (default: $B2CALIB_USER, else the login).",
+            )(command)
+        return click.option(
+            "--db", "db_url", metavar="URL", envvar="B2CALIB_DB", show_envvar=True, help=_DB_HELP
+        )(command)
+
+    return decorate
+
+
+def _run_key(value: tuple[int, int] | None) -> tuple[int, int] | None:
+    return None if value is None else (int(value[0]), int(value[1]))
+
+
+def _parse_iov(text: str) -> IoV:
+    from b2calib.conditions import IoV
+
+    return IoV.parse(text)
+
+
+def _type(value: str | None) -> str | None:
+    return None if value is None else value.upper()
+
+
+def _run_option(*decls: str, help: str, required: bool = False) -> Callable[[Any], Any]:
+    return click.option(*decls, nargs=2, type=int, metavar="EXP RUN", required=required, help=help)
+
+
+# -- gt ----------------------------------------------------------------------------------------
+
+
+@click.group()
+def gt() -> None:
+    """Global tags: list, show, create, clone, modify, state, merge, diff, running update,
+    snapshot, history."""
+
+
+@gt.command("list")
+@click.option("--state", help="Only tags in this state (OPEN, TESTING, ..., RUNNING).")
+@click.option("--regex", help="Only tags whose name matches this regular expression.")
+@_uses_db()
+def gt_list(cdb: ConditionsDB, state: str | None, regex: str | None) -> None:
+    """Global tags: name, type, state, last modification and description."""
+    try:
+        pattern = re.compile(regex) if regex is not None else None
+    except re.error as err:
+        raise click.BadParameter(f"{regex!r}: {err}", param_hint="--regex") from None
+    tags = [t for t in cdb.tags(state) if pattern is None or pattern.search(t.name)]
+    if not tags:
+        click.echo("no global tags")
+        return
+    rows = [[t.name, t.type, t.state, t.modified, t.description] for t in tags]
+    click.echo(_table(["name", "type", "state", "modified (UTC)", "description"], rows))
+
+
+@gt.command("show")
+@click.argument("name")
+@_uses_db()
+def gt_show(cdb: ConditionsDB, name: str) -> None:
+    """A global tag's record and its payload IoVs."""
+    t = cdb.tag(name)
+    entries = cdb.iovs(name)
+    click.echo(
+        _record(
+            [
+                ("name", t.name),
+                ("type", t.type),
+                ("state", t.state),
+                ("description", t.description),
+                ("created", f"{_cell(t.created)} UTC by {t.author}"),
+                ("modified", f"{_cell(t.modified)} UTC"),
+                ("IoVs", len(entries)),
+            ]
+        )
+    )
+    if entries:
+        click.echo("\n" + _table(_IOV_HEADER, _iov_rows(entries)))
+
+
+@gt.command("create")
+@click.argument("name")
+@click.option("--type", "tag_type", default="DEV", show_default=True, help="DEV or RELEASE.")
+@click.option("--description", default="", help="What the tag is for.")
+@_uses_db(writes=True)
+def gt_create(cdb: ConditionsDB, name: str, tag_type: str, description: str) -> None:
+    """Create an empty OPEN global tag."""
+    t = cdb.create_tag(name, type=tag_type.upper(), description=description)
+    click.echo(f"created {t.type} global tag {t.name} ({t.state})")
+
+
+@gt.command("clone")
+@click.argument("source")
+@click.argument("name")
+@click.option("--description", help="Default: 'clone of SOURCE'.")
+@_uses_db(writes=True)
+def gt_clone(cdb: ConditionsDB, source: str, name: str, description: str | None) -> None:
+    """A new OPEN tag NAME with the IoVs of SOURCE (in any state)."""
+    t = cdb.clone_tag(source, name, description=description)
+    click.echo(f"created {t.name} ({t.state}) from {source}: {len(cdb.iovs(name))} IoVs")
+
+
+@gt.command("modify")
+@click.argument("name")
+@click.option("--description", help="New description.")
+@click.option("--type", "tag_type", help="New type: DEV or RELEASE.")
+@_uses_db(writes=True)
+def gt_modify(cdb: ConditionsDB, name: str, description: str | None, tag_type: str | None) -> None:
+    """Change a tag's description or type (not once PUBLISHED or INVALID)."""
+    if description is None and tag_type is None:
+        raise click.UsageError("give --description and/or --type")
+    t = cdb.modify_tag(name, description=description, type=_type(tag_type))
+    click.echo(f"{t.name}: type {t.type}, description {t.description!r}")
+
+
+@gt.command("state")
+@click.argument("name")
+@click.argument("state")
+@_uses_db(writes=True)
+def gt_state(cdb: ConditionsDB, name: str, state: str) -> None:
+    """Move a tag to STATE. Allowed moves: OPEN -> TESTING or RUNNING; TESTING -> VALIDATED
+    or OPEN; VALIDATED -> PUBLISHED or OPEN; PUBLISHED -> INVALID."""
+    old = cdb.tag(name).state
+    new = cdb.set_state(name, state).state
+    click.echo(f"{name}: {old} -> {new}" if old != new else f"{name}: already {new}")
+
+
+@gt.command("merge")
+@click.argument("name")
+@click.argument("sources", nargs=-1, required=True)
+@click.option("--description", help="Default: 'merge of SOURCES'.")
+@_uses_db(writes=True)
+def gt_merge(
+    cdb: ConditionsDB, name: str, sources: tuple[str, ...], description: str | None
+) -> None:
+    """A new OPEN tag NAME combining SOURCES by priority: the first given wins, a later one only
+    fills runs the earlier ones leave without a payload of that name."""
+    t = cdb.merge(name, list(sources), description=description)
+    entries = cdb.iovs(name)
+    click.echo(f"created {t.name} ({t.state}) from {', '.join(sources)}: {len(entries)} IoVs")
+    if entries:
+        click.echo(_table(_IOV_HEADER, _iov_rows(entries)))
+
+
+@gt.command("diff")
+@click.argument("a")
+@click.argument("b")
+@_uses_db()
+def gt_diff(cdb: ConditionsDB, a: str, b: str) -> None:
+    """Payload IoVs added (+), removed (-) and changed (~) from tag A to tag B.
+
+    The exit status is 0 whether or not the tags differ."""
+    d = cdb.diff(a, b)
+    if d:
+        click.echo(_table(None, _diff_lines(d)))
+        click.echo(f"{a} -> {b}: {_diff_counts(d)}")
+    else:
+        click.echo(f"{a} and {b} hold the same payload IoVs")
+
+
+@gt.command("runningupdate")
+@click.argument("running")
+@click.argument("staging")
+@_run_option(
+    "--run",
+    "valid_from",
+    help="First run of the update (default: the earliest start in STAGING other than 0,0).",
+)
+@click.option("--allow-closed", is_flag=True, help="Accept staging IoVs that do not end open.")
+@click.option(
+    "--dry-run",
+    is_flag=True,
+    help="Run the update on a scratch copy of the (SQLite) database and show what it would do.",
+)
+@_uses_db(writes=True)
+def gt_runningupdate(
+    cdb: ConditionsDB,
+    running: str,
+    staging: str,
+    valid_from: tuple[int, int] | None,
+    allow_closed: bool,
+    dry_run: bool,
+) -> None:
+    """Append VALIDATED tag STAGING to RUNNING tag RUNNING (prompt-processing rules).
+
+    Prints the changes to RUNNING: added IoVs (+) and open IoVs closed before the update (~).
+    """
+    if dry_run:
+        with _scratch_copy(cdb) as scratch:
+            d = _running_update(scratch, running, staging, valid_from, allow_closed)
+        prefix = "dry run, nothing written: "
+    else:
+        d = _running_update(cdb, running, staging, valid_from, allow_closed)
+        prefix = ""
+    if d:
+        click.echo(_table(None, _diff_lines(d)))
+    click.echo(
+        f"{prefix}running update of {running} from {staging}: "
+        f"{len(d.added)} IoVs added, {len(d.changed)} closed"
+    )
+
+
+def _running_update(
+    cdb: ConditionsDB,
+    running: str,
+    staging: str,
+    valid_from: tuple[int, int] | None,
+    allow_closed: bool,
+) -> Diff[PayloadInfo]:
+    from b2calib.conditions.tagops import diff
+
+    before = cdb.iovs(running)
+    cdb.running_update(running, staging, valid_from=_run_key(valid_from), allow_closed=allow_closed)
+    after = cdb.iovs(running)
+    return diff(
+        [(e.name, e.iov, e.payload) for e in before], [(e.name, e.iov, e.payload) for e in after]
+    )
+
+
+@contextmanager
+def _scratch_copy(cdb: ConditionsDB) -> Iterator[ConditionsDB]:
+    """A private copy of an SQLite conditions database, deleted afterwards."""
+    import sqlalchemy as sa
+
+    url = sa.engine.make_url(cdb.url)
+    path = url.database
+    if url.get_backend_name() != "sqlite" or not path or path == ":memory:":
+        raise click.ClickException("--dry-run needs an SQLite database file")
+    with tempfile.TemporaryDirectory(prefix="b2calib-dryrun-") as tmp:
+        copy = Path(tmp) / "conditions.sqlite"
+        src = sqlite3.connect(Path(path).resolve().as_uri() + "?mode=ro", uri=True)
+        dst = sqlite3.connect(copy)
+        try:
+            src.backup(dst)
+        finally:
+            dst.close()
+            src.close()
+        with _open(str(copy), cdb.author) as scratch:
+            yield scratch
+
+
+@gt.command("snapshot")
+@click.argument("running")
+@click.argument("name")
+@_run_option("--until", required=True, help="Last run the snapshot must answer for.")
+@_uses_db(writes=True)
+def gt_snapshot(cdb: ConditionsDB, running: str, name: str, until: tuple[int, int]) -> None:
+    """Freeze what RUNNING tag RUNNING gives up to run --until into a new PUBLISHED tag NAME."""
+    key = _run_key(until)
+    assert key is not None
+    t = cdb.snapshot(running, name, until=key)
+    n = len(cdb.iovs(name))
+    click.echo(f"created {t.name} ({t.state}): {running} up to run {key[0]},{key[1]}, {n} IoVs")
+
+
+@gt.command("history")
+@click.argument("name", required=False)
+@click.option("--limit", type=click.IntRange(min=1), help="Only the newest N changes.")
+@_uses_db()
+def gt_history(cdb: ConditionsDB, name: str | None, limit: int | None) -> None:
+    """Recorded changes, oldest first (of one global tag when NAME is given)."""
+    if name is not None:
+        cdb.tag(name)  # an unknown tag is an error, not an empty history
+    entries = cdb.history(name, limit=limit)
+    if not entries:
+        click.echo("no recorded changes")
+        return
+    rows = [
+        [
+            h.time,
+            h.author,
+            h.action,
+            h.globaltag,
+            ", ".join(f"{k}={v}" for k, v in h.details.items()),
+        ]
+        for h in entries
+    ]
+    click.echo(_table(["time (UTC)", "author", "action", "global tag", "details"], rows))
+
+
+# -- iov -----------------------------------------------------------------------------------------
+
+
+class _DefaultGroup(click.Group):
+    """A group whose first argument, when it is not one of its commands, goes to a default
+    command: ``b2calib iov TAG`` is ``b2calib iov list TAG``."""
+
+    def __init__(self, *args: Any, default: str, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.default = default
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if args and args[0] not in self.commands and args[0] not in ctx.help_option_names:
+            args = [self.default, *args]
+        return super().parse_args(ctx, args)
+
+
+@click.group(cls=_DefaultGroup, default="list")
+def iov() -> None:
+    """Payload IoVs of a global tag: list (the default: "b2calib iov TAG"), add, remove."""
+
+
+@iov.command("list")
+@click.argument("tag")
+@click.option("--name", help="Only IoVs of this payload.")
+@_run_option("--run", help="Only IoVs valid for this run.")
+@_uses_db()
+def iov_list(cdb: ConditionsDB, tag: str, name: str | None, run: tuple[int, int] | None) -> None:
+    """The payload IoVs of global tag TAG."""
+    entries = cdb.iovs(tag, name, run=_run_key(run))
+    if not entries:
+        click.echo(f"no IoVs in {tag} match")
+        return
+    click.echo(_table(_IOV_HEADER, _iov_rows(entries)))
+
+
+@iov.command("add")
+@click.argument("tag")
+@click.argument("name")
+@click.argument("revision", type=int)
+@click.argument("iov_text", metavar="IOV")
+@_uses_db(writes=True)
+def iov_add(cdb: ConditionsDB, tag: str, name: str, revision: int, iov_text: str) -> None:
+    """Make revision REVISION of payload NAME valid for IOV in OPEN tag TAG."""
+    e = cdb.add_iov(tag, (name, revision), _parse_iov(iov_text))
+    click.echo(f"added {e.payload} [{e.iov}] to {tag}")
+
+
+@iov.command("remove")
+@click.argument("tag")
+@click.argument("name")
+@click.argument("iov_text", metavar="IOV")
+@_uses_db(writes=True)
+def iov_remove(cdb: ConditionsDB, tag: str, name: str, iov_text: str) -> None:
+    """Remove the IoV IOV (exactly) of payload NAME from OPEN tag TAG."""
+    iov_ = _parse_iov(iov_text)
+    cdb.remove_iov(tag, name, iov_)
+    click.echo(f"removed {name} [{iov_}] from {tag}")
+
+
+# -- lookup --------------------------------------------------------------------------------------
+
+
+@click.command()
+@click.argument("exp", type=int)
+@click.argument("run", type=int)
+@click.option(
+    "--gt",
+    "tags",
+    multiple=True,
+    required=True,
+    help="Global tag; repeat for several, highest priority first.",
+)
+@click.option("--name", "names", multiple=True, help="Only this payload (repeatable).")
+@_uses_db()
+def lookup(
+    cdb: ConditionsDB, exp: int, run: int, tags: tuple[str, ...], names: tuple[str, ...]
+) -> None:
+    """The payloads valid for run EXP RUN through the global tags (the first tag that has a
+    payload wins)."""
+    found = cdb.lookup(exp, run, list(tags), list(names) or None)
+    if not found:
+        click.echo(f"no payload valid for run {exp},{run} in {', '.join(tags)}")
+        return
+    rows = _iov_rows([found[n] for n in sorted(found)], tag=True)
+    click.echo(_table([*_IOV_HEADER, "global tag"], rows))
+
+
+# -- payload -------------------------------------------------------------------------------------
+
+
+@click.group()
+def payload() -> None:
+    """Payloads: upload, list, show, dump."""
+
+
+@payload.command("upload")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--gt", "tag", help="Also make the payload valid for --iov in this OPEN tag.")
+@click.option("--iov", "iov_text", metavar="IOV", help="e1,r1,e2,r2 (with --gt).")
+@_uses_db(writes=True)
+def payload_upload(cdb: ConditionsDB, file: Path, tag: str | None, iov_text: str | None) -> None:
+    """Store the payload in FILE as the next revision of its name.
+
+    Content already stored under that name is not stored again: its revision is reused."""
+    from b2calib.conditions import Payload
+
+    if (tag is None) != (iov_text is None):
+        raise click.UsageError("--gt and --iov go together")
+    p = Payload.read(file)
+    started = time.time()
+    if tag is not None and iov_text is not None:
+        entry = cdb.upload_and_add(tag, [(p, _parse_iov(iov_text))])[0]
+        info = entry.payload
+        added = f"\nadded {info} [{entry.iov}] to {tag}"
+    else:
+        info = cdb.upload(p)
+        added = ""
+    how = "uploaded" if info.created.timestamp() >= started else "already stored as"
+    click.echo(f"{how} {info} (checksum {info.checksum}, {info.size} bytes){added}")
+
+
+@payload.command("list")
+@click.argument("name", required=False)
+@_uses_db()
+def payload_list(cdb: ConditionsDB, name: str | None) -> None:
+    """Stored payload revisions (of payload NAME)."""
+    infos = cdb.payloads(name)
+    if not infos:
+        if name is not None:
+            cdb.payload_info(name)  # raises: the payload is unknown
+        click.echo("no payloads")
+        return
+    rows = [[i.name, i.revision, i.checksum, i.size, i.created, i.author] for i in infos]
+    click.echo(_table(["payload", "rev", "checksum", "bytes", "created (UTC)", "author"], rows))
+
+
+@payload.command("show")
+@click.argument("name")
+@click.option("--revision", type=int, help="Default: the newest.")
+@_uses_db()
+def payload_show(cdb: ConditionsDB, name: str, revision: int | None) -> None:
+    """A payload revision's record and a summary of its columns."""
+    import numpy as np
+
+    from b2calib.conditions import ChannelStatus
+
+    info = cdb.payload_info(name, revision)
+    p = cdb.payload(info)
+    click.echo(
+        _record(
+            [
+                ("payload", info.name),
+                ("revision", info.revision),
+                ("checksum", info.checksum),
+                ("size", f"{info.size} bytes"),
+                ("created", f"{_cell(info.created)} UTC by {info.author}"),
+                ("description", p.metadata.get("description")),
+                ("rows", len(p)),
+                ("provenance", json.dumps(info.provenance, sort_keys=True)),
+            ]
+        )
+    )
+    units = p.metadata.get("units", {})
+    kinds = {
+        **dict.fromkeys(p.keys, "key"),
+        **dict.fromkeys(p.values, "value"),
+        **{f"{k}_err": "error" for k in p.errors},
+        "status": "status",
+    }
+    rows: list[list[object]] = []
+    for col, arr in p.columns.items():
+        lo, hi = (str(arr.min()), str(arr.max())) if len(arr) else (None, None)
+        rows.append([col, kinds[col], str(arr.dtype), units.get(col), lo, hi])
+    table = _table(
+        ["column", "kind", "type", "unit", "min", "max"], rows, right=[False] * 4 + [True] * 2
+    )
+    click.echo("\n" + table)
+    if p.status is not None:
+        codes, counts = np.unique(p.status, return_counts=True)
+        parts = []
+        for code, count in zip(codes.tolist(), counts.tolist(), strict=True):
+            try:
+                label = ChannelStatus(code).name
+            except ValueError:
+                label = f"code {code}"
+            parts.append(f"{label} {count}")
+        click.echo("\nstatus  " + ", ".join(parts))
+
+
+@payload.command("dump")
+@click.argument("name")
+@click.option("--revision", type=int, help="Default: the newest.")
+@click.option("--limit", type=click.IntRange(min=0), help="Only the first N rows.")
+@click.option("--csv", "as_csv", is_flag=True, help="Comma-separated values with a header.")
+@_uses_db()
+def payload_dump(
+    cdb: ConditionsDB, name: str, revision: int | None, limit: int | None, as_csv: bool
+) -> None:
+    """The rows of a payload revision."""
+    p = cdb.payload(name, revision)
+    cols = p.columns
+    n = len(p) if limit is None else min(limit, len(p))
+    rows = [[str(a[i]) for a in cols.values()] for i in range(n)]
+    if as_csv:
+        buf = io.StringIO()
+        writer = csv.writer(buf, lineterminator="\n")
+        writer.writerow(cols)
+        writer.writerows(rows)
+        click.echo(buf.getvalue(), nl=False)
+        return
+    right = [a.dtype.kind in "iuf" for a in cols.values()]
+    click.echo(_table(list(cols), rows, right=right))
+    if n < len(p):
+        click.echo(f"... {len(p) - n} more rows")
+
+
+# -- db ------------------------------------------------------------------------------------------
+
+
+@click.group()
+def db() -> None:
+    """The database as a whole: basf2 local-database export and import, info."""
+
+
+@db.command("export-local")
+@click.argument("folder", type=click.Path(file_okay=False, path_type=Path))
+@click.option(
+    "--gt",
+    "tags",
+    multiple=True,
+    required=True,
+    help="Global tag; repeat for several, highest priority first.",
+)
+@click.option("--runs", "runs_text", metavar="IOV", help="Only these runs: e1,r1,e2,r2.")
+@_uses_db()
+def db_export_local(
+    cdb: ConditionsDB, folder: Path, tags: tuple[str, ...], runs_text: str | None
+) -> None:
+    """Write what the global tags give as a basf2 local database in FOLDER (database.txt and
+    the payload files, byte for byte)."""
+    runs = _parse_iov(runs_text) if runs_text is not None else None
+    entries = cdb.export_local(folder, list(tags), runs=runs)
+    files = {e.filename for e in entries}
+    click.echo(f"wrote {len(entries)} lines and {len(files)} payload files to {folder}")
+
+
+@db.command("import-local")
+@click.argument("folder", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--gt", "tag", required=True, help="OPEN tag to fill (created when missing).")
+@click.option("--description", default="", help="Description of a tag created by the import.")
+@_uses_db(writes=True)
+def db_import_local(cdb: ConditionsDB, folder: Path, tag: str, description: str) -> None:
+    """Upload the basf2 local database in FOLDER into global tag --gt."""
+    added = cdb.import_local(folder, tag, description=description)
+    click.echo(f"imported {len(added)} IoVs from {folder} into {tag}")
+    click.echo(_table(_IOV_HEADER, _iov_rows(added)))
+
+
+@db.command("info")
+@_uses_db()
+def db_info(cdb: ConditionsDB) -> None:
+    """Where the database is, its schema revision, and what it holds."""
+    import sqlalchemy as sa
+    from alembic.runtime.migration import MigrationContext
+
+    with cdb.engine.connect() as conn:
+        revision = MigrationContext.configure(conn).get_current_revision()
+    tags = cdb.tags()
+    infos = cdb.payloads()
+    by_state = ", ".join(f"{s} {n}" for s, n in sorted(Counter(t.state for t in tags).items()))
+    url = sa.engine.make_url(cdb.url).render_as_string(hide_password=True)
+    size = sum(i.size for i in infos)
+    click.echo(
+        _record(
+            [
+                ("database", url),
+                ("schema", revision),
+                ("global tags", f"{len(tags)} ({by_state})" if tags else "0"),
+                ("payloads", f"{len({i.name for i in infos})} names, {len(infos)} revisions"),
+                ("stored", f"{size} bytes of payload files"),
+            ]
+        )
+    )
