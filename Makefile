@@ -43,10 +43,17 @@ sample: $(STAMP)
 	rm -rf $(SAMPLE)
 	$(BIN)/b2calib simulate --config data-samples/bucket.toml --out $(SAMPLE)
 
+# The demo's conditions database: the embedded SQLite backend, in a file of its own.
+DEMO_DB ?= build/demo/conditions.sqlite
+
 demo: $(STAMP)
 	@test -f $(SAMPLE)/runs.json || $(MAKE) sample
 	$(BIN)/b2calib summary $(SAMPLE)
 	$(BIN)/b2calib size-report $(SAMPLE)/e0012/r00001/cdst_hlt_bhabha_e0012_r00001.root
+	@mkdir -p $(dir $(DEMO_DB)) && rm -f $(DEMO_DB)
+	$(BIN)/b2calib db import-local $(SAMPLE)/truth --gt sim_truth --db $(DEMO_DB) > /dev/null
+	$(BIN)/b2calib gt list --db $(DEMO_DB)
+	$(BIN)/b2calib lookup 12 7 --gt sim_truth --db $(DEMO_DB)
 
 bench: $(STAMP)
 	$(BIN)/python bench/bench_sim.py

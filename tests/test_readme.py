@@ -13,12 +13,17 @@ import pytest
 from tests.conftest import REPO
 
 README = (REPO / "README.md").read_text()
-CONSOLE = [
-    line.split("$ ", 1)[1].split("  #")[0].strip()
+# a console block is a session: its commands run in order, in one folder
+SESSIONS = [
+    [
+        line.split("$ ", 1)[1].split("  #")[0].strip()
+        for line in block.splitlines()
+        if line.startswith("$ b2calib ")
+    ]
     for block in re.findall(r"```console\n(.*?)```", README, re.S)
-    for line in block.splitlines()
-    if line.startswith("$ b2calib ")
 ]
+SESSIONS = [s for s in SESSIONS if s]
+CONSOLE = [c for s in SESSIONS for c in s]
 PYTHON = re.findall(r"```python\n(.*?)```", README, re.S)
 
 
@@ -34,17 +39,22 @@ def test_readme_has_examples() -> None:
     assert len(PYTHON) >= 2
 
 
-@pytest.mark.parametrize("command", CONSOLE)
-def test_console_example(command: str, workdir: Path) -> None:
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    done = subprocess.run(
-        command, shell=True, cwd=workdir, env=env, capture_output=True, text=True, timeout=300
-    )
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.strip()
-    if command.startswith("b2calib simulate"):
-        assert (workdir / "my-experiment" / "runs.json").exists()
-        assert (workdir / "my-experiment" / "truth" / "database.txt").exists()
+@pytest.mark.parametrize("session", SESSIONS, ids=[s[0][:40] for s in SESSIONS])
+def test_console_session(session: list[str], workdir: Path) -> None:
+    env = {
+        **os.environ,
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+        "B2CALIB_DB": str(workdir / "conditions.sqlite"),  # never the user's own database
+    }
+    for command in session:
+        done = subprocess.run(
+            command, shell=True, cwd=workdir, env=env, capture_output=True, text=True, timeout=300
+        )
+        assert done.returncode == 0, (command, done.stderr)
+        assert done.stdout.strip(), command
+        if command.startswith("b2calib simulate"):
+            assert (workdir / "my-experiment" / "runs.json").exists()
+            assert (workdir / "my-experiment" / "truth" / "database.txt").exists()
 
 
 @pytest.mark.parametrize("snippet", PYTHON)
@@ -52,6 +62,7 @@ def test_python_example(snippet: str, workdir: Path) -> None:
     done = subprocess.run(
         [sys.executable, "-W", "ignore", "-c", snippet],
         cwd=workdir,
+        env={**os.environ, "B2CALIB_DB": str(workdir / "conditions.sqlite")},
         capture_output=True,
         text=True,
         timeout=300,
