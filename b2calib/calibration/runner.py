@@ -268,6 +268,25 @@ def _restricted(cal: Calibration, scheduled: set[str]) -> Calibration:
     return replace(cal, depends_on=tuple(d for d in cal.depends_on if d in scheduled))
 
 
+@dataclass
+class _Pass:
+    """One collector pass of a job and what its algorithm executions see."""
+
+    job: Job
+    iteration: int
+    output: RunOutput
+    constants: Constants
+    config: dict[str, Any]
+    report: CalibrationReport
+
+    def input(self, runs: list[RunKey]) -> AlgorithmInput:
+        """The algorithm input for ``runs``."""
+        merged = _merged(self.output, runs)
+        return AlgorithmInput(
+            runs, merged, self.output, self.constants, self.config, self.iteration
+        )
+
+
 class _Runner:
     """Runs one calibration (see the module documentation)."""
 
@@ -339,7 +358,9 @@ class _Runner:
                 report.skipped_files += [s for s in result.skipped if s not in report.skipped_files]
                 _add_output(output, result.output, name)
             self.store.set_state(job, f"collected:{iteration}")
-            executions = self._algorithms(job, runs, iteration, output, constants, config, report)
+            executions = self._algorithms(
+                _Pass(job, iteration, output, constants, config, report), runs
+            )
             statuses = {e.result.status for _, e in executions}
             if AlgorithmStatus.FAILURE in statuses:
                 break
@@ -388,78 +409,48 @@ class _Runner:
         report.staged = self.store.complete(job, items, report.summary())
         return report
 
-    def _algorithms(
-        self,
-        job: Job,
-        runs: list[RunKey],
-        iteration: int,
-        output: RunOutput,
-        constants: Constants,
-        config: dict[str, Any],
-        report: CalibrationReport,
-    ) -> list[tuple[Algorithm, Execution]]:
+    def _algorithms(self, p: _Pass, runs: list[RunKey]) -> list[tuple[Algorithm, Execution]]:
         """Every algorithm executed by the strategy, stopping at the first FAILURE."""
         executions: list[tuple[Algorithm, Execution]] = []
-        everything = AlgorithmInput(
-            runs, _merged(output, runs), output, constants, config, iteration
-        )
         for alg in self.cal.algorithms:
-            execute = functools.partial(
-                self._execute,
-                job,
-                alg,
-                iteration=iteration,
-                output=output,
-                constants=constants,
-                config=config,
-                report=report,
-            )
-            boundaries = functools.partial(self._boundaries, alg, everything)
+            execute = functools.partial(self._execute, p, alg)
+            boundaries = functools.partial(self._boundaries, p, alg, runs)
             executions += [(alg, e) for e in self.cal.strategy.run(runs, execute, boundaries)]
             if any(e.result.status is AlgorithmStatus.FAILURE for _, e in executions):
                 break
         return executions
 
-    def _boundaries(self, alg: Algorithm, data: AlgorithmInput) -> list[RunKey]:
+    def _boundaries(self, p: _Pass, alg: Algorithm, runs: list[RunKey]) -> list[RunKey]:
         """Boundaries the algorithm requests, asked once per job (in the first iteration) so
         that the payload IoVs stay the same while iterating."""
         if alg.name not in self.requested:
+            data = p.input(runs)
             self.requested[alg.name] = sorted((int(e), int(r)) for e, r in alg.boundaries(data))
         return self.requested[alg.name]
 
-    def _execute(
-        self,
-        job: Job,
-        alg: Algorithm,
-        runs: list[RunKey],
-        *,
-        iteration: int,
-        output: RunOutput,
-        constants: Constants,
-        config: dict[str, Any],
-        report: CalibrationReport,
-    ) -> AlgorithmResult:
+    def _execute(self, p: _Pass, alg: Algorithm, runs: list[RunKey]) -> AlgorithmResult:
+        job, iteration, report = p.job, p.iteration, p.report
         key = (alg.name, iteration, tuple(runs))
         record = self.store.step(job, iteration, alg.name, runs)
         if record is not None:
             report.reused_steps += 1
             return self._from_record(record, key)
-        data = AlgorithmInput(runs, _merged(output, runs), output, constants, config, iteration)
+        data = p.input(runs)
         try:
             result = alg.run(data)
         except B2CalibError as err:
             result = AlgorithmResult(
                 AlgorithmStatus.FAILURE, message=f"{type(err).__name__}: {err}"
             )
-        unexpected = [p.name for p in result.payloads if p.name not in alg.payloads]
+        unexpected = [q.name for q in result.payloads if q.name not in alg.payloads]
         if unexpected:
             raise CalibrationError(
                 f"algorithm {alg.name} of {self.cal.name} returned payloads {unexpected} it does "
                 f"not declare (declared: {', '.join(alg.payloads)})"
             )
-        for p in result.payloads:
-            p.metadata["provenance"] = {
-                **p.metadata.get("provenance", {}),
+        for payload in result.payloads:
+            payload.metadata["provenance"] = {
+                **payload.metadata.get("provenance", {}),
                 **self.provenance,
                 "algorithm": alg.name,
                 "iteration": iteration,
