@@ -17,6 +17,8 @@ import getpass
 import json
 import os
 import re
+import sqlite3
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -33,7 +35,8 @@ from b2calib.conditions.iov import IoV, RunKey, uncovered
 from b2calib.conditions.localdb import LocalDatabase, LocalDbEntry
 from b2calib.conditions.payload import Payload, bytes_md5, verify_checksum
 from b2calib.conditions.tagops import Diff, diff, layer, resolve
-from b2calib.exceptions import ConditionsError, PayloadError
+from b2calib.exceptions import ConditionsError, FileFormatError, PayloadError
+from b2calib.io import check_root_file
 
 __all__ = [
     "DB_ENV",
@@ -167,7 +170,7 @@ def _make_engine(url: str) -> Engine:
             dbapi_conn.isolation_level = None  # transactions are begun below, not by pysqlite
             cur = dbapi_conn.cursor()
             cur.execute("PRAGMA busy_timeout = 120000")
-            cur.execute("PRAGMA journal_mode = WAL")
+            _wal(cur)
             cur.execute("PRAGMA foreign_keys = ON")
             cur.close()
 
@@ -178,6 +181,21 @@ def _make_engine(url: str) -> Engine:
 
         return engine
     return sa.create_engine(url, pool_pre_ping=True)
+
+
+def _wal(cursor: Any, timeout: float = 120) -> None:
+    """Switch an SQLite database to WAL. SQLite answers "database is locked" at once, without
+    waiting for the busy timeout, while another process is creating or switching the same new
+    file, so retry until ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as err:
+            if "locked" not in str(err) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
 
 
 _RULE = re.compile(r"b2calib: ([^\n\"']+)")
@@ -661,8 +679,9 @@ class ConditionsDB:
           a running tag only grows forward;
         * staging IoVs starting at (0, 0) are moved to ``valid_from``; any other staging IoV
           starting before it is refused;
-        * per payload name the staging IoVs must end open (unless ``allow_closed``), so that
-          the running tag always has a payload for future runs;
+        * per payload name the staging IoVs must leave no gap between them and the last one must
+          end open (unless ``allow_closed``), so that the running tag always has a payload for
+          future runs;
         * open IoVs of the running tag for the updated payloads are closed at the run before
           the first staging IoV of that payload; a closed one reaching past it is refused.
 
@@ -687,20 +706,30 @@ class ConditionsDB:
                         "give the first run of the update (valid_from)"
                     )
                 valid_from = min(starts)
+            valid_from = (int(valid_from[0]), int(valid_from[1]))
+            if min(valid_from) < 0:
+                raise ConditionsError(
+                    f"running update: first run {valid_from} must be an (experiment, run) >= 0"
+                )
             current = self._entries(conn, running)
             latest = max((e.iov.start for e in current), default=None)
-            if latest is not None and not tuple(valid_from) > latest:
+            if latest is not None and not valid_from > latest:
                 raise ConditionsError(
                     f"running update: it must start after every IoV start already in {running}; "
-                    f"the latest starts at {latest}, the update at {tuple(valid_from)}"
+                    f"the latest starts at {latest}, the update at {valid_from}"
                 )
             moved: list[tuple[IoV, PayloadInfo]] = []
             for e in stage:
+                if e.iov.start == (0, 0) and e.iov.end < valid_from:
+                    raise ConditionsError(
+                        f"running update: staging IoV {e.iov} of {e.payload} ends before the "
+                        f"update's first run {valid_from}"
+                    )
                 iov = e.iov.starting_at(*valid_from) if e.iov.start == (0, 0) else e.iov
-                if iov.start < tuple(valid_from):
+                if iov.start < valid_from:
                     raise ConditionsError(
                         f"running update: staging IoV {e.iov} of {e.payload} starts before the "
-                        f"update's first run {tuple(valid_from)}"
+                        f"update's first run {valid_from}"
                     )
                 moved.append((iov, e.payload))
             by_name: dict[str, list[IoV]] = {}
@@ -714,6 +743,12 @@ class ConditionsDB:
                         "the running tag would have no payload after it (allow_closed to force)"
                     )
                 first = min(i.start for i in ivs)
+                gaps = uncovered(IoV.from_keys(first, last.end), ivs)
+                if gaps:
+                    raise ConditionsError(
+                        f"running update: the IoVs of {name} in {staging} leave a gap ({gaps[0]}); "
+                        "the running tag would have no payload there"
+                    )
                 for e in current:
                     if e.name != name or e.iov.end < first:
                         continue
@@ -850,6 +885,10 @@ class ConditionsDB:
             if not path.exists():
                 raise PayloadError(f"{path}: payload file of line '{entry.line()}' is missing")
             data = path.read_bytes()
+            try:  # uproot reads a truncated file as long as the payload's tree is intact
+                check_root_file(path)
+            except FileFormatError as err:
+                raise PayloadError(f"{path}: not a readable b2calib payload ({err})") from err
             payload = Payload.from_bytes(data, source=str(path))
             if payload.name != entry.name:
                 raise PayloadError(f"{path}: holds payload {payload.name!r}, not {entry.name!r}")

@@ -207,9 +207,7 @@ def upgrade() -> None:
     )
     op.create_table(
         "step_payloads",
-        sa.Column(
-            "step_id", sa.Integer, sa.ForeignKey("calibration_steps.id"), primary_key=True
-        ),
+        sa.Column("step_id", sa.Integer, sa.ForeignKey("calibration_steps.id"), primary_key=True),
         sa.Column("position", sa.Integer, primary_key=True),
         sa.Column("checksum", sa.String(32), nullable=False),
         sa.Column("content", sa.LargeBinary, nullable=False),
