@@ -41,7 +41,6 @@ import json
 import re
 import sqlite3
 import tempfile
-import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -558,16 +557,15 @@ def payload_upload(cdb: ConditionsDB, file: Path, tag: str | None, iov_text: str
 
     if (tag is None) != (iov_text is None):
         raise click.UsageError("--gt and --iov go together")
-    p = Payload.read(file)
-    started = time.time()
+    known = cdb.find_payload(Payload.read(file))
     if tag is not None and iov_text is not None:
-        entry = cdb.upload_and_add(tag, [(p, _parse_iov(iov_text))])[0]
+        entry = cdb.upload_and_add(tag, [(file, _parse_iov(iov_text))])[0]
         info = entry.payload
         added = f"\nadded {info} [{entry.iov}] to {tag}"
     else:
-        info = cdb.upload(p)
+        info = cdb.upload_file(file)
         added = ""
-    how = "uploaded" if info.created.timestamp() >= started else "already stored as"
+    how = "already stored as" if known is not None else "uploaded"
     click.echo(f"{how} {info} (checksum {info.checksum}, {info.size} bytes){added}")
 
 

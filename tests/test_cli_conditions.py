@@ -13,6 +13,7 @@ from click.testing import CliRunner
 
 from b2calib.cli import cli
 from b2calib.conditions import ConditionsDB, Payload, PayloadInfo
+from b2calib.conditions.payload import file_md5
 
 
 @pytest.fixture
@@ -119,6 +120,8 @@ def test_create_upload_show_and_list(env: dict[str, str], files: dict[str, Path]
     out = run(env, "payload", "upload", files["gain1"], "--gt", "staging", "--iov", "0,0,-1,-1")
     gain1 = checksum(env, "ECLGain", 1)
     size = stored(env, "ECLGain", 1).size
+    assert gain1 == file_md5(files["gain1"])  # stored byte for byte
+    assert size == files["gain1"].stat().st_size
     assert out.splitlines() == [
         f"uploaded ECLGain rev 1 (checksum {gain1}, {size} bytes)",
         "added ECLGain rev 1 [0,0,-1,-1] to staging",

@@ -382,11 +382,23 @@ def test_published_and_invalid_tags_are_immutable_in_the_database(
     assert db.iovs("D") == []
 
 
+def test_tags_are_born_open_in_the_database(db: ConditionsDB, raw: Raw) -> None:
+    now = "2026-01-01 00:00:00"
+    for state in ("PUBLISHED", "VALIDATED", "RUNNING"):
+        raw.refused(
+            "INSERT INTO globaltags (name, type, state, description, created, modified, author) "
+            f"VALUES ('sneaky', 'DEV', '{state}', '', '{now}', '{now}', 'eve')"
+        )
+    assert [t.name for t in db.tags()] == []
+
+
 def test_stored_payloads_are_immutable_in_the_database(db: ConditionsDB, raw: Raw) -> None:
     info = db.upload(payload(1))
     raw.refused(f"UPDATE payloads SET checksum = 'x' WHERE id = {info.id}")
     raw.refused(f"UPDATE payloads SET revision = 9 WHERE id = {info.id}")
     raw.refused(f"UPDATE payload_files SET content = ? WHERE payload_id = {info.id}", [b"junk"])
+    raw.refused(f"DELETE FROM payload_files WHERE payload_id = {info.id}")
+    raw.refused(f"DELETE FROM payloads WHERE id = {info.id}")
     assert db.payload_info("X", 1) == info
     assert value(db.payload("X", 1)) == 1
 
@@ -522,6 +534,7 @@ def _disable_payload_guard(raw: Raw) -> None:
     """Storage corruption does not ask the triggers: switch the guard off to simulate it."""
     if raw.backend == "sqlite":
         raw.execute("DROP TRIGGER payload_files_immutable")
+        raw.execute("DROP TRIGGER payload_files_undeletable")
     else:
         raw.execute("ALTER TABLE payload_files DISABLE TRIGGER payload_files_immutable")
 
@@ -952,6 +965,10 @@ def test_snapshot(db: ConditionsDB) -> None:
     for run in GRID:
         assert revisions(db, run, ["snap"]) == (answers[run] if run <= (2, 3) else {}), run
     assert [h.action for h in db.history("snap")][-4:] == ["state", "state", "state", "snapshot"]
+    # an update reaching into the frozen runs would make the snapshot lie: refused
+    staging(db, "S0", [(payload(3), "0,0,-1,-1")])
+    with pytest.raises(ConditionsError, match=r"snapshot up to run \(2, 3\); an update must"):
+        db.running_update("R", "S0", valid_from=(2, 3))
     # later running updates change neither the snapshot nor the runs it covers
     staging(db, "S2", [(payload(3), "0,0,-1,-1"), (payload(101, name="Y"), "0,0,-1,-1")])
     db.running_update("R", "S2", valid_from=(3, 0))
@@ -1280,3 +1297,15 @@ def test_threads_share_one_database_object(db: ConditionsDB) -> None:
     assert time.monotonic() - t0 < 120
     assert errors == []
     assert [p.revision for p in db.payloads("T")] == list(range(1, 21))
+
+
+def test_unusable_databases_give_one_line_errors(tmp_path: Path) -> None:
+    with pytest.raises(ConditionsError, match=r"foo://x: cannot open the conditions database") as e:
+        ConditionsDB("foo://x")
+    assert "\n" not in str(e.value)
+    path = tmp_path / "ro.sqlite"
+    ConditionsDB(path).close()
+    ro = ConditionsDB(f"sqlite:///file:{path}?mode=ro&uri=true")
+    with pytest.raises(ConditionsError, match="write failed, nothing was changed") as e:
+        ro.create_tag("T")
+    assert "\n" not in str(e.value)

@@ -222,12 +222,12 @@ class ConditionsDB:
             url = f"sqlite:///{Path(url).expanduser().resolve()}"
         self.url = url
         self.author = author or os.environ.get("B2CALIB_USER") or getpass.getuser()
-        self.engine = _make_engine(url)
         try:
+            self.engine = _make_engine(url)
             upgrade(self.engine)
         except sa.exc.SQLAlchemyError as err:
             raise ConditionsError(
-                f"{self._where()}: cannot open the conditions database ({err})"
+                f"{self._where()}: cannot open the conditions database ({_one_line(err)})"
             ) from err
 
     def __repr__(self) -> str:
@@ -251,7 +251,9 @@ class ConditionsDB:
             m = _RULE.search(str(err.orig))
             if m:
                 raise ConditionsError(f"refused by the database: {m.group(1).strip()}") from err
-            raise
+            raise ConditionsError(
+                f"{self._where()}: write failed, nothing was changed ({_one_line(err)})"
+            ) from err
 
     @contextmanager
     def _read(self) -> Iterator[Connection]:
@@ -282,6 +284,23 @@ class ConditionsDB:
         prov = provenance if provenance is not None else payload.metadata.get("provenance", {})
         with self._write() as conn:
             return self._store(conn, payload.name, data, checksum, payload.content_hash(), prov)
+
+    def upload_file(
+        self, path: str | os.PathLike[str], *, provenance: dict[str, Any] | None = None
+    ) -> PayloadInfo:
+        """Store a payload file byte for byte (its MD5 stays the file's), like :meth:`upload`."""
+        payload, data, checksum = _payload_bytes(path)
+        prov = provenance if provenance is not None else payload.metadata.get("provenance", {})
+        with self._write() as conn:
+            return self._store(conn, payload.name, data, checksum, payload.content_hash(), prov)
+
+    def find_payload(self, payload: Payload) -> PayloadInfo | None:
+        """The stored revision with the same content as ``payload``, if any."""
+        p = s.payloads
+        q = sa.select(p).where(p.c.name == payload.name, p.c.content_hash == payload.content_hash())
+        with self._read() as conn:
+            row = conn.execute(q).first()
+        return None if row is None else _payload_info(row)
 
     def _store(
         self,
@@ -486,16 +505,17 @@ class ConditionsDB:
     def upload_and_add(
         self,
         tag: str,
-        payloads: Iterable[tuple[Payload, IoV]],
+        payloads: Iterable[tuple[Payload | str | os.PathLike[str], IoV]],
         *,
         provenance: dict[str, Any] | None = None,
     ) -> list[IovEntry]:
-        """Upload payloads and add them to an OPEN tag, all in one transaction."""
-        staged = [(p, iov, *p.to_bytes()) for p, iov in payloads]
+        """Upload payloads (objects, or files stored byte for byte) and add them to an OPEN
+        tag, all in one transaction."""
+        staged = [(_payload_bytes(p), iov) for p, iov in payloads]
         with self._write() as conn:
             self._require_open(conn, tag)
             items = []
-            for p, iov, data, checksum in staged:
+            for (p, data, checksum), iov in staged:
                 prov = provenance if provenance is not None else p.metadata.get("provenance", {})
                 info = self._store(conn, p.name, data, checksum, p.content_hash(), prov)
                 items.append((iov, info))
@@ -711,6 +731,12 @@ class ConditionsDB:
                 raise ConditionsError(
                     f"running update: first run {valid_from} must be an (experiment, run) >= 0"
                 )
+            frozen = self._snapshot_until(conn, running)
+            if frozen is not None and not valid_from > frozen:
+                raise ConditionsError(
+                    f"running update: {running} was snapshot up to run {frozen}; an update must "
+                    f"start after it, not at {valid_from}"
+                )
             current = self._entries(conn, running)
             latest = max((e.iov.start for e in current), default=None)
             if latest is not None and not valid_from > latest:
@@ -779,6 +805,17 @@ class ConditionsDB:
                 iovs=len(added),
             )
             return added
+
+    def _snapshot_until(self, conn: Connection, running: str) -> RunKey | None:
+        """The last run frozen by a snapshot of ``running``, if any."""
+        h = s.history
+        rows = conn.execute(sa.select(h.c.details).where(h.c.action == "snapshot"))
+        ends = [
+            (int(d["until"][0]), int(d["until"][1]))
+            for d in (json.loads(r.details) for r in rows)
+            if d.get("source") == running
+        ]
+        return max(ends, default=None)
 
     def _raw_insert(self, conn: Connection, tag: str, iov: IoV, info: PayloadInfo) -> None:
         conn.execute(
@@ -923,6 +960,20 @@ class ConditionsDB:
             added = self._insert_iovs(conn, tag, items)
             self._log(conn, "import_local", tag, folder=str(source.folder), iovs=len(added))
             return added
+
+
+def _payload_bytes(item: Payload | str | os.PathLike[str]) -> tuple[Payload, bytes, str]:
+    """A payload, its file's bytes and their MD5 (a file is kept as it is)."""
+    if isinstance(item, Payload):
+        return (item, *item.to_bytes())
+    data = Path(item).read_bytes()
+    return Payload.from_bytes(data, source=str(item)), data, bytes_md5(data)
+
+
+def _one_line(err: BaseException) -> str:
+    """The driver's message of a database error, on one line."""
+    text = str(getattr(err, "orig", None) or err).split("(Background on this error")[0]
+    return " ".join(text.split())
 
 
 def _iov_columns(iov: IoV) -> dict[str, int]:

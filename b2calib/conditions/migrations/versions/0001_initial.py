@@ -32,6 +32,7 @@ TAG_FROZEN = "'b2calib: the global tag is PUBLISHED or INVALID, it is immutable'
 TAG_UNDELETABLE = "'b2calib: the global tag is PUBLISHED or INVALID, it cannot be deleted'"
 BAD_MOVE = "'b2calib: this global tag state change is not allowed'"
 PAYLOAD_FROZEN = "'b2calib: stored payloads are immutable'"
+BORN_OPEN = "'b2calib: a new global tag starts OPEN'"
 
 
 def _when() -> sa.DateTime:
@@ -69,8 +70,15 @@ SQLITE_TRIGGERS = [
     BEGIN SELECT RAISE(ABORT, {TAG_UNDELETABLE}); END""",
     f"""CREATE TRIGGER payloads_immutable BEFORE UPDATE ON payloads
     BEGIN SELECT RAISE(ABORT, {PAYLOAD_FROZEN}); END""",
+    f"""CREATE TRIGGER payloads_undeletable BEFORE DELETE ON payloads
+    BEGIN SELECT RAISE(ABORT, {PAYLOAD_FROZEN}); END""",
     f"""CREATE TRIGGER payload_files_immutable BEFORE UPDATE ON payload_files
     BEGIN SELECT RAISE(ABORT, {PAYLOAD_FROZEN}); END""",
+    f"""CREATE TRIGGER payload_files_undeletable BEFORE DELETE ON payload_files
+    BEGIN SELECT RAISE(ABORT, {PAYLOAD_FROZEN}); END""",
+    f"""CREATE TRIGGER globaltags_born_open BEFORE INSERT ON globaltags
+    WHEN NEW.state IS NOT 'OPEN'
+    BEGIN SELECT RAISE(ABORT, {BORN_OPEN}); END""",
 ]
 
 POSTGRES_TRIGGERS = [
@@ -114,10 +122,17 @@ POSTGRES_TRIGGERS = [
     FOR EACH ROW EXECUTE FUNCTION b2calib_guard_globaltags()""",
     f"""CREATE FUNCTION b2calib_immutable() RETURNS trigger AS $$
     BEGIN RAISE EXCEPTION {PAYLOAD_FROZEN}; END $$ LANGUAGE plpgsql""",
-    """CREATE TRIGGER payloads_immutable BEFORE UPDATE ON payloads
+    """CREATE TRIGGER payloads_immutable BEFORE UPDATE OR DELETE ON payloads
     FOR EACH ROW EXECUTE FUNCTION b2calib_immutable()""",
-    """CREATE TRIGGER payload_files_immutable BEFORE UPDATE ON payload_files
+    """CREATE TRIGGER payload_files_immutable BEFORE UPDATE OR DELETE ON payload_files
     FOR EACH ROW EXECUTE FUNCTION b2calib_immutable()""",
+    f"""CREATE FUNCTION b2calib_born_open() RETURNS trigger AS $$
+    BEGIN
+      IF NEW.state IS DISTINCT FROM 'OPEN' THEN RAISE EXCEPTION {BORN_OPEN}; END IF;
+      RETURN NEW;
+    END $$ LANGUAGE plpgsql""",
+    """CREATE TRIGGER globaltags_born_open BEFORE INSERT ON globaltags
+    FOR EACH ROW EXECUTE FUNCTION b2calib_born_open()""",
 ]
 
 
@@ -228,7 +243,12 @@ def upgrade() -> None:
 def downgrade() -> None:
     dialect = op.get_bind().dialect.name
     if dialect == "postgresql":
-        for fn in ("b2calib_guard_iovs", "b2calib_guard_globaltags", "b2calib_immutable"):
+        for fn in (
+            "b2calib_guard_iovs",
+            "b2calib_guard_globaltags",
+            "b2calib_immutable",
+            "b2calib_born_open",
+        ):
             op.execute(f"DROP FUNCTION {fn}() CASCADE")
     for table in (
         "diagnostics",
