@@ -483,3 +483,23 @@ def test_command_line(data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     )
     assert lacking.exit_code == 1
     assert "test-offset: NOT_ENOUGH_DATA" in lacking.output
+
+
+def test_later_algorithms_see_the_earlier_ones_payloads(
+    data: Path, db: ConditionsDB, tmp_path: Path
+) -> None:
+    cal = Calibration(
+        name="offset-and-scale",
+        expert="test@example.org",
+        inputs={"mumu": CollectorInput(residual_collector, (SKIM,))},
+        algorithms=[OffsetAlgorithm(), ScaleAlgorithm()],
+        strategy=SequentialBoundaries([(1, 5)]),
+        expert_config={"min_entries": 500, "tolerance": 0.02},
+    )
+    report = run(cal, data, db, tmp_path, exp=1)["offset-and-scale"]
+    assert report.status == "OK"
+    assert report.iterations == 2
+    offsets = [v for _, v, _ in staged_values(db, "staging")]
+    scales = [db.payload(e.payload).value("scale")[0] for e in db.iovs("staging", "TestScale")]
+    assert scales == pytest.approx([2 * o for o in offsets])
+    assert offsets == pytest.approx([1.0, 3.0], abs=0.05)

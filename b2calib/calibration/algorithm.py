@@ -116,8 +116,9 @@ class AlgorithmInput:
         The collector output of every input run (for algorithms that look at single runs, e.g.
         to request payload boundaries).
     constants
-        Payloads currently valid: this calibration's previous iteration, then the staging tag
-        (dependencies), then the input global tags.
+        Payloads currently valid: those of the algorithms before this one in this pass, then
+        this calibration's previous iteration, then the staging tag (dependencies), then the
+        input global tags.
     config
         The validated expert configuration.
     iteration

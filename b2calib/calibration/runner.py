@@ -415,9 +415,14 @@ class _Runner:
         for alg in self.cal.algorithms:
             execute = functools.partial(self._execute, p, alg)
             boundaries = functools.partial(self._boundaries, p, alg, runs)
-            executions += [(alg, e) for e in self.cal.strategy.run(runs, execute, boundaries)]
-            if any(e.result.status is AlgorithmStatus.FAILURE for _, e in executions):
+            done = self.cal.strategy.run(runs, execute, boundaries)
+            executions += [(alg, e) for e in done]
+            if any(e.result.status is AlgorithmStatus.FAILURE for e in done):
                 break
+            # the next algorithms see these payloads first
+            p.constants.overlay[:0] = [
+                (e.iov, payload) for e in done if e.iov is not None for payload in e.result.payloads
+            ]
         return executions
 
     def _boundaries(self, p: _Pass, alg: Algorithm, runs: list[RunKey]) -> list[RunKey]:
