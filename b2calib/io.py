@@ -49,17 +49,26 @@ def check_root_file(path: str | os.PathLike[str]) -> int:
             head = f.read(24)
     except OSError as err:
         raise FileFormatError(str(p), "unreadable", f"cannot read file ({err.strerror})") from err
+    _check_header(head, size, str(p))
+    return size
+
+
+def check_root_bytes(data: bytes, label: str) -> None:
+    """:func:`check_root_file` for a file held in memory (``label`` names it in errors)."""
+    _check_header(data[:24], len(data), label)
+
+
+def _check_header(head: bytes, size: int, label: str) -> None:
     if len(head) < 4 or head[:4] != b"root":
-        raise FileFormatError(str(p), "not-root", "not a ROOT file (no 'root' magic bytes)")
+        raise FileFormatError(label, "not-root", "not a ROOT file (no 'root' magic bytes)")
     if len(head) < 16:
-        raise FileFormatError(str(p), "truncated", f"file is only {size} bytes, header incomplete")
+        raise FileFormatError(label, "truncated", f"file is only {size} bytes, header incomplete")
     version = int.from_bytes(head[4:8], "big")
     end = int.from_bytes(head[12:20] if version >= 1_000_000 else head[12:16], "big")
     if size < end:
         raise FileFormatError(
-            str(p), "truncated", f"file is truncated: {size} bytes on disk, header says {end}"
+            label, "truncated", f"file is truncated: {size} bytes on disk, header says {end}"
         )
-    return size
 
 
 @dataclass(frozen=True)

@@ -258,21 +258,25 @@ def get_calibration(name: str) -> Calibration:
     return known[name]
 
 
-def dependency_order(selected: Iterable[Calibration]) -> list[Calibration]:
+def dependency_order(
+    selected: Iterable[Calibration], *, completed: Iterable[str] = ()
+) -> list[Calibration]:
     """``selected`` in an order where every calibration follows those it depends on.
 
-    Every dependency must be among ``selected``; a cycle is an error naming it.
+    Every dependency must be among ``selected`` or in ``completed`` (done earlier); a cycle is
+    an error naming it.
     """
     by_name = {c.name: c for c in selected}
+    done = set(completed)
     for c in by_name.values():
-        missing = [d for d in c.depends_on if d not in by_name]
+        missing = [d for d in c.depends_on if d not in by_name and d not in done]
         if missing:
             raise CalibrationError(
                 f"calibration {c.name} depends on {', '.join(missing)}, which is not scheduled"
             )
-    sorter = graphlib.TopologicalSorter({n: c.depends_on for n, c in by_name.items()})
+    graph = {n: [d for d in c.depends_on if d in by_name] for n, c in by_name.items()}
     try:
-        order = list(sorter.static_order())
+        order = list(graphlib.TopologicalSorter(graph).static_order())
     except graphlib.CycleError as err:
         cycle = " -> ".join(err.args[1])
         raise CalibrationError(f"calibration dependencies form a cycle: {cycle}") from None

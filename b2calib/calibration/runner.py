@@ -47,6 +47,7 @@ from b2calib.conditions.jobs import Job, JobStore, StepRecord
 from b2calib.conditions.payload import Payload
 from b2calib.engine import Dataset, RunOutput, SkippedFile, collect
 from b2calib.exceptions import B2CalibError, CalibrationError
+from b2calib.io import find_skim_files
 from b2calib.runs import RunRegistry
 
 __all__ = ["CalibrationReport", "ExecutionReport", "run_calibrations"]
@@ -212,12 +213,12 @@ def run_calibrations(
                     f"staging tag {staging_tag}: run it first, or run with its dependencies"
                 )
             done_before[dep] = jobs[-1].key
-    order = dependency_order(_restricted(c, set(selected)) for c in selected.values())
+    order = dependency_order(selected.values(), completed=done_before)
     folder = Path(data)
     registry = RunRegistry.load(folder / "runs.json")
+    everything = Dataset.from_files(find_skim_files(folder))  # metadata read once
     reports: dict[str, CalibrationReport] = {}
     for cal in order:
-        cal = selected[cal.name]
         failed_deps = [d for d in cal.depends_on if d in reports and reports[d].status != "OK"]
         if failed_deps:
             reports[cal.name] = CalibrationReport(
@@ -253,19 +254,13 @@ def run_calibrations(
                 beam_energy=cal.beam_energy,
                 magnet_on=cal.magnet_on,
                 dq=cal.dq,
+                within=everything,
             )
             for name, inp in cal.inputs.items()
         }
         overrides = (config or {}).get(cal.name)
         reports[cal.name] = runner.run(datasets, cal.configure(overrides), dep_jobs)
     return reports
-
-
-def _restricted(cal: Calibration, scheduled: set[str]) -> Calibration:
-    """A view of ``cal`` whose dependencies are only the scheduled ones (for ordering)."""
-    from dataclasses import replace
-
-    return replace(cal, depends_on=tuple(d for d in cal.depends_on if d in scheduled))
 
 
 @dataclass
@@ -464,7 +459,7 @@ class _Runner:
             }
         diag = result.diagnostics
         blob = diag.to_bytes() if (diag.histograms or diag.tables) else None
-        record = self.store.record_step(
+        self.steps[key] = self.store.record_step(
             job,
             iteration,
             alg.name,
@@ -475,7 +470,6 @@ class _Runner:
             blob,
         )
         report.executed_steps += 1
-        self.steps[key] = record.id
         return result
 
     def _from_record(

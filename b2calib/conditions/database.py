@@ -35,8 +35,7 @@ from b2calib.conditions.iov import IoV, RunKey, uncovered
 from b2calib.conditions.localdb import LocalDatabase, LocalDbEntry
 from b2calib.conditions.payload import Payload, bytes_md5, verify_checksum
 from b2calib.conditions.tagops import Diff, diff, layer, resolve
-from b2calib.exceptions import ConditionsError, FileFormatError, PayloadError
-from b2calib.io import check_root_file
+from b2calib.exceptions import ConditionsError, PayloadError
 
 __all__ = [
     "DB_ENV",
@@ -280,43 +279,44 @@ class ConditionsDB:
         returned and nothing is written. ``provenance`` defaults to the payload's
         ``metadata["provenance"]``.
         """
-        data, checksum = payload.to_bytes()
-        prov = provenance if provenance is not None else payload.metadata.get("provenance", {})
-        with self._write() as conn:
-            return self._store(conn, payload.name, data, checksum, payload.content_hash(), prov)
+        return self._upload(payload, provenance)
 
     def upload_file(
         self, path: str | os.PathLike[str], *, provenance: dict[str, Any] | None = None
     ) -> PayloadInfo:
         """Store a payload file byte for byte (its MD5 stays the file's), like :meth:`upload`."""
-        payload, data, checksum = _payload_bytes(path)
-        prov = provenance if provenance is not None else payload.metadata.get("provenance", {})
+        return self._upload(path, provenance)
+
+    def _upload(
+        self, item: Payload | str | os.PathLike[str], provenance: dict[str, Any] | None
+    ) -> PayloadInfo:
+        payload, data, checksum = _payload_bytes(item)
         with self._write() as conn:
-            return self._store(conn, payload.name, data, checksum, payload.content_hash(), prov)
+            return self._store(conn, payload, data, checksum, provenance)
 
     def find_payload(self, payload: Payload) -> PayloadInfo | None:
         """The stored revision with the same content as ``payload``, if any."""
-        p = s.payloads
-        q = sa.select(p).where(p.c.name == payload.name, p.c.content_hash == payload.content_hash())
         with self._read() as conn:
-            row = conn.execute(q).first()
-        return None if row is None else _payload_info(row)
+            return _find(conn, payload.name, payload.content_hash())
 
     def _store(
         self,
         conn: Connection,
-        name: str,
+        payload: Payload,
         data: bytes,
         checksum: str,
-        content_hash: str,
-        provenance: dict[str, Any],
+        provenance: dict[str, Any] | None = None,
     ) -> PayloadInfo:
-        p = s.payloads
-        existing = conn.execute(
-            sa.select(p).where(p.c.name == name, p.c.content_hash == content_hash)
-        ).first()
+        """Store a payload's file (``data`` with MD5 ``checksum``) as the next revision of its
+        name, or return the revision already holding the same content. ``provenance``
+        defaults to the payload's ``metadata["provenance"]``."""
+        name, content_hash = payload.name, payload.content_hash()
+        existing = _find(conn, name, content_hash)
         if existing is not None:
-            return _payload_info(existing)
+            return existing
+        if provenance is None:
+            provenance = payload.metadata.get("provenance", {})
+        p = s.payloads
         revision = (
             conn.execute(sa.select(sa.func.max(p.c.revision)).where(p.c.name == name)).scalar() or 0
         ) + 1
@@ -514,11 +514,10 @@ class ConditionsDB:
         staged = [(_payload_bytes(p), iov) for p, iov in payloads]
         with self._write() as conn:
             self._require_open(conn, tag)
-            items = []
-            for (p, data, checksum), iov in staged:
-                prov = provenance if provenance is not None else p.metadata.get("provenance", {})
-                info = self._store(conn, p.name, data, checksum, p.content_hash(), prov)
-                items.append((iov, info))
+            items = [
+                (iov, self._store(conn, p, data, checksum, provenance))
+                for (p, data, checksum), iov in staged
+            ]
             return self._insert_iovs(conn, tag, items)
 
     def remove_iov(self, tag: str, name: str, iov: IoV | str) -> None:
@@ -543,6 +542,13 @@ class ConditionsDB:
                 t.c.first_run == entry.iov.first_run,
             )
         )
+
+    def _open_tag(self, conn: Connection, tag: str, description: str) -> None:
+        """Create ``tag`` (OPEN) when missing; refuse it unless it is OPEN."""
+        exists = conn.execute(sa.select(s.globaltags.c.id).where(s.globaltags.c.name == tag))
+        if exists.first() is None:
+            self._create_tag(conn, tag, "DEV", description)
+        self._require_open(conn, tag)
 
     def _require_open(self, conn: Connection, tag: str) -> None:
         state = self._tag_row(conn, tag).state
@@ -575,15 +581,7 @@ class ConditionsDB:
                     f"payload {info.name} already in the tag"
                 )
             present[info.name].append(iov)
-            conn.execute(
-                s.iovs.insert().values(
-                    globaltag_id=gid,
-                    payload_id=info.id,
-                    created=now,
-                    author=self.author,
-                    **_iov_columns(iov),
-                )
-            )
+            self._insert_row(conn, gid, iov, info, now)
             out.append(IovEntry(tag, info, iov))
         conn.execute(s.globaltags.update().where(s.globaltags.c.id == gid).values(modified=now))
         for iov, info in items:
@@ -786,7 +784,7 @@ class ConditionsDB:
                     closed = e.iov.close_before(*first)
                     self._delete_iov(conn, running, e)
                     if closed is not None:
-                        self._raw_insert(conn, running, closed, e.payload)
+                        self._insert_row(conn, r_row.id, closed, e.payload, _now())
                     self._log(
                         conn,
                         "close_iov",
@@ -817,14 +815,20 @@ class ConditionsDB:
         ]
         return max(ends, default=None)
 
-    def _raw_insert(self, conn: Connection, tag: str, iov: IoV, info: PayloadInfo) -> None:
+    def _insert_row(
+        self, conn: Connection, tag_id: int, iov: IoV, info: PayloadInfo, when: datetime
+    ) -> None:
+        """One IoV row, without any check (callers check overlaps)."""
         conn.execute(
             s.iovs.insert().values(
-                globaltag_id=self._tag_row(conn, tag).id,
+                globaltag_id=tag_id,
                 payload_id=info.id,
-                created=_now(),
+                created=when,
                 author=self.author,
-                **_iov_columns(iov),
+                first_exp=iov.first_exp,
+                first_run=iov.first_run,
+                final_exp=iov.final_exp,
+                final_run=iov.final_run,
             )
         )
 
@@ -921,36 +925,18 @@ class ConditionsDB:
             path = source.folder / entry.filename
             if not path.exists():
                 raise PayloadError(f"{path}: payload file of line '{entry.line()}' is missing")
-            data = path.read_bytes()
-            try:  # uproot reads a truncated file as long as the payload's tree is intact
-                check_root_file(path)
-            except FileFormatError as err:
-                raise PayloadError(f"{path}: not a readable b2calib payload ({err})") from err
-            payload = Payload.from_bytes(data, source=str(path))
+            payload, data, checksum = _payload_bytes(path)
             if payload.name != entry.name:
                 raise PayloadError(f"{path}: holds payload {payload.name!r}, not {entry.name!r}")
-            loaded.append((entry, data, payload))
+            loaded.append((entry, payload, data, checksum))
         with self._write() as conn:
-            exists = conn.execute(
-                sa.select(s.globaltags.c.id).where(s.globaltags.c.name == tag)
-            ).first()
-            if exists is None:
-                self._create_tag(conn, tag, "DEV", description or f"imported from {source.folder}")
-            self._require_open(conn, tag)
-            stored = [
-                self._store(
-                    conn,
-                    entry.name,
-                    data,
-                    bytes_md5(data),
-                    payload.content_hash(),
-                    payload.metadata.get("provenance", {}),
-                )
-                for entry, data, payload in loaded  # revisions follow the file's order
+            self._open_tag(conn, tag, description or f"imported from {source.folder}")
+            stored = [  # revisions follow the file's order
+                self._store(conn, payload, data, checksum) for _, payload, data, checksum in loaded
             ]
             taken: dict[str, list[IoV]] = {}
             items: list[tuple[IoV, PayloadInfo]] = []
-            for (entry, _, _), info in reversed(
+            for (entry, *_), info in reversed(
                 list(zip(loaded, stored, strict=True))
             ):  # later lines win
                 for piece in uncovered(entry.iov, taken.get(entry.name, [])):
@@ -970,19 +956,19 @@ def _payload_bytes(item: Payload | str | os.PathLike[str]) -> tuple[Payload, byt
     return Payload.from_bytes(data, source=str(item)), data, bytes_md5(data)
 
 
+def _find(conn: Connection, name: str, content_hash: str) -> PayloadInfo | None:
+    """The stored revision of ``name`` with this content, if any."""
+    p = s.payloads
+    row = conn.execute(
+        sa.select(p).where(p.c.name == name, p.c.content_hash == content_hash)
+    ).first()
+    return None if row is None else _payload_info(row)
+
+
 def _one_line(err: BaseException) -> str:
     """The driver's message of a database error, on one line."""
     text = str(getattr(err, "orig", None) or err).split("(Background on this error")[0]
     return " ".join(text.split())
-
-
-def _iov_columns(iov: IoV) -> dict[str, int]:
-    return dict(
-        first_exp=iov.first_exp,
-        first_run=iov.first_run,
-        final_exp=iov.final_exp,
-        final_run=iov.final_run,
-    )
 
 
 def _check_state(state: str) -> str:

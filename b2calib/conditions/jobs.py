@@ -156,8 +156,9 @@ class JobStore:
         message: str,
         payloads: list[Payload],
         diagnostics: bytes | None,
-    ) -> StepRecord:
-        """Record an execution with its payloads and diagnostics (one transaction)."""
+    ) -> int:
+        """Record an execution with its payloads and diagnostics (one transaction); return the
+        step's id."""
         files = [p.to_bytes() for p in payloads]
         t = s.calibration_steps
         with self.db._write() as conn:
@@ -186,7 +187,7 @@ class JobStore:
                 )
             if diagnostics is not None:
                 conn.execute(s.diagnostics.insert().values(step_id=step_id, content=diagnostics))
-            return self._step(conn, conn.execute(sa.select(t).where(t.c.id == step_id)).one())
+            return int(step_id)
 
     def diagnostics(self, step: StepRecord) -> bytes | None:
         """The stored diagnostics file of a step."""
@@ -216,25 +217,11 @@ class JobStore:
             state = conn.execute(sa.select(j.c.state).where(j.c.id == job.id)).scalar()
             if state == "completed":
                 raise ConditionsError(f"calibration job {job.key[:12]} was completed concurrently")
-            exists = conn.execute(
-                sa.select(s.globaltags.c.id).where(s.globaltags.c.name == tag)
-            ).first()
-            if exists is None:
-                db._create_tag(
-                    conn, tag, "DEV", f"staging tag of calibration jobs ({job.calibration})"
-                )
-            db._require_open(conn, tag)
-            staged: list[tuple[IoV, PayloadInfo]] = []
-            for iov, payload, data, checksum in files:
-                info = db._store(
-                    conn,
-                    payload.name,
-                    data,
-                    checksum,
-                    payload.content_hash(),
-                    payload.metadata.get("provenance", {}),
-                )
-                staged.append((iov, info))
+            db._open_tag(conn, tag, f"staging tag of calibration jobs ({job.calibration})")
+            staged: list[tuple[IoV, PayloadInfo]] = [
+                (iov, db._store(conn, payload, data, checksum))
+                for iov, payload, data, checksum in files
+            ]
             for old in db._entries(conn, tag):
                 if any(old.iov.overlaps(iov) for iov, i in staged if i.name == old.name):
                     db._delete_iov(conn, tag, old)

@@ -29,7 +29,7 @@ import numpy.typing as npt
 import uproot
 
 from b2calib.exceptions import FileFormatError, PayloadError
-from b2calib.io import check_root_file
+from b2calib.io import check_root_bytes
 
 __all__ = ["ChannelStatus", "Payload", "bytes_md5", "file_md5", "verify_checksum"]
 
@@ -62,7 +62,12 @@ def bytes_md5(data: bytes) -> str:
 
 def verify_checksum(data: bytes, expected: str, label: str) -> None:
     """Raise :class:`PayloadError` naming ``label`` when ``data`` does not have MD5 ``expected``."""
-    _verify(bytes_md5(data), expected, label)
+    actual = bytes_md5(data)
+    if actual != expected:
+        raise PayloadError(
+            f"{label}: checksum mismatch (expected {expected}, content has {actual}); "
+            "the payload is corrupted or was replaced"
+        )
 
 
 @dataclass
@@ -159,7 +164,10 @@ class Payload:
 
     def write(self, path: str | os.PathLike[str]) -> str:
         """Write the payload to ``path`` (ROOT file) and return its MD5 checksum."""
-        path = Path(path)
+        self._write(Path(path))
+        return file_md5(path)
+
+    def _write(self, path: Path) -> None:
         meta = {**self._schema(), **self.metadata}
         tmp = path.with_name(path.name + ".part")
         with uproot.recreate(tmp, compression=uproot.ZSTD(5)) as f:
@@ -174,7 +182,6 @@ class Payload:
             if len(self):
                 f[self.name].extend(self._columns())
         os.replace(tmp, path)
-        return file_md5(path)
 
     def content_hash(self) -> str:
         """SHA-256 of the payload's content: schema, metadata and every column's type and bytes.
@@ -195,8 +202,9 @@ class Payload:
         """The payload file's bytes and their MD5 checksum."""
         with tempfile.TemporaryDirectory(prefix="b2calib-payload-") as tmp:
             path = Path(tmp) / f"{self.name}.root"
-            checksum = self.write(path)
-            return path.read_bytes(), checksum
+            self._write(path)
+            data = path.read_bytes()
+        return data, bytes_md5(data)
 
     @classmethod
     def read(cls, path: str | os.PathLike[str], checksum: str | None = None) -> Payload:
@@ -210,14 +218,11 @@ class Payload:
             Expected MD5; when given, a mismatch raises :class:`PayloadError` before anything
             is parsed, so a corrupted payload never yields constants.
         """
-        path = Path(path)
-        if checksum is not None:
-            _verify(file_md5(path), checksum, str(path))
         try:
-            check_root_file(path)
-        except FileFormatError as err:
-            raise PayloadError(f"{path}: not a readable b2calib payload ({err})") from err
-        return cls._parse(path, str(path))
+            data = Path(path).read_bytes()
+        except OSError as err:
+            raise PayloadError(f"{path}: cannot read payload file ({err.strerror})") from err
+        return cls.from_bytes(data, checksum, str(path))
 
     @classmethod
     def from_bytes(
@@ -225,15 +230,20 @@ class Payload:
     ) -> Payload:
         """Read a payload from the bytes of its file (as stored in the conditions database).
 
-        ``checksum`` is verified first, as in :meth:`read`; ``source`` names the payload in
-        error messages (e.g. ``"ECLCrystalEnergy rev 3"``).
+        ``checksum`` is verified first, as in :meth:`read`; a file cut short is refused from its
+        ROOT header (uproot would read it as long as the payload's tree is intact); ``source``
+        names the payload in error messages (e.g. ``"ECLCrystalEnergy rev 3"``).
         """
         if checksum is not None:
             verify_checksum(data, checksum, source)
+        try:
+            check_root_bytes(data, source)
+        except FileFormatError as err:
+            raise PayloadError(f"{source}: not a readable b2calib payload ({err})") from err
         return cls._parse(io.BytesIO(data), source)
 
     @classmethod
-    def _parse(cls, source: Path | io.BytesIO, label: str) -> Payload:
+    def _parse(cls, source: io.BytesIO, label: str) -> Payload:
         try:
             with uproot.open(source) as f:
                 meta = json.loads(f["metadata"])
@@ -258,11 +268,3 @@ class Payload:
 
 
 _SCHEMA_KEYS = frozenset({"format", "format_version", "name", "keys", "values", "errors", "status"})
-
-
-def _verify(actual: str, expected: str, label: str) -> None:
-    if actual != expected:
-        raise PayloadError(
-            f"{label}: checksum mismatch (expected {expected}, content has {actual}); "
-            "the payload is corrupted or was replaced"
-        )

@@ -60,7 +60,7 @@ def resolve(
     about as much as one.
     """
     keys = np.array([(e << _RUN_BITS) | r for e, r in runs], dtype=np.int64)
-    result: dict[RunKey, dict[str, T]] = {tuple(r): {} for r in runs}  # type: ignore[misc]
+    result: dict[RunKey, dict[str, T]] = {r: {} for r in runs}
     chosen: dict[str, np.ndarray] = {}
     for entries in tags:
         by_name: dict[str, list[tuple[IoV, T]]] = defaultdict(list)

@@ -115,11 +115,14 @@ class Dataset:
         beam_energy: str | Sequence[str] | None = None,
         magnet_on: bool | None = None,
         dq: str | None = None,
+        within: Dataset | None = None,
     ) -> Dataset:
         """Skim files below ``folder`` of the runs the registry selects.
 
         The registry defaults to ``folder/runs.json``. Run filters are those of
-        :meth:`b2calib.runs.RunRegistry.select`; ``skims`` keeps only those skims.
+        :meth:`b2calib.runs.RunRegistry.select`; ``skims`` keeps only those skims. ``within``
+        (every file of ``folder``, read once) saves reading the files' metadata again when
+        selecting several times from one folder.
         """
         folder = Path(folder)
         if registry is None:
@@ -136,7 +139,7 @@ class Dataset:
             )
         }
         wanted = {skims} if isinstance(skims, str) else set(skims) if skims is not None else None
-        ds = cls.from_files(find_skim_files(folder))
+        ds = within if within is not None else cls.from_files(find_skim_files(folder))
         files = [
             f for f in ds.files if (f.exp, f.run) in keep and (wanted is None or f.skim in wanted)
         ]
