@@ -1,0 +1,12 @@
+"""ECL calibrations (being written: issue 5)."""
+
+from __future__ import annotations
+
+from b2calib.calibration import Calibration
+
+__all__ = ["calibrations"]
+
+
+def calibrations() -> list[Calibration]:
+    """The ECL calibration declarations."""
+    return []
