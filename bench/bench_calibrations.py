@@ -1,0 +1,212 @@
+"""Time to calibrate a full-size sample, one line per detector calibration; writes
+bench/RESULTS_calibrations.md.
+
+Each detector's bench/cases_<detector>.py gives, per calibration, the simulated sample that
+gives it the statistics of a real bucket (``sim``: SimConfig settings), expert-config overrides
+(``config``) and the runs (``runs``). For each calibration, side by side in one run:
+- the bare uproot read of the branches its collectors read, from the files it reads, in two
+  processes (the limit of any event loop on this machine);
+- ROOT RDataFrame reading the same branches (summing them: every basket is decompressed);
+- ``b2calib calibrate``: collectors on 2 local processes, the algorithms, iterations and
+  staging into a conditions database (SQLite), with the calibration's dependencies run before
+  (not timed).
+
+Samples are generated once into bench/out/ (not committed) and reused.
+
+Usage: python bench/bench_calibrations.py [NAME ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import runpy
+import sys
+import tempfile
+import time
+import warnings
+from concurrent.futures import ProcessPoolExecutor
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import uproot
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from bench_sim import machine  # noqa: E402
+
+from b2calib.calibration import Constants, get_calibration, run_calibrations  # noqa: E402
+from b2calib.conditions import ConditionsDB  # noqa: E402
+from b2calib.engine import Dataset  # noqa: E402
+from b2calib.runs import RunRegistry  # noqa: E402
+from b2calib.sim import SimConfig, simulate  # noqa: E402
+
+
+def load_cases() -> dict[str, dict[str, Any]]:
+    """Every ``CASES`` of bench/cases_*.py, by calibration name."""
+    cases: dict[str, dict[str, Any]] = {}
+    for path in sorted(HERE.glob("cases_*.py")):
+        cases.update(runpy.run_path(str(path))["CASES"])
+    return cases
+
+
+def sample(sim: dict[str, Any]) -> Path:
+    """The simulated sample of these settings, generated once."""
+    key = hashlib.sha256(json.dumps(sim, sort_keys=True).encode()).hexdigest()[:12]
+    out = HERE / "out" / f"calib_{key}"
+    if not (out / "simulation.json").exists():
+        t0 = time.perf_counter()
+        simulate(SimConfig(**sim), out, jobs=2)
+        print(f"  simulated {out.name} in {time.perf_counter() - t0:.0f} s", flush=True)
+    return out
+
+
+def parse_runs(text: str) -> list[int]:
+    first, _, last = text.partition("-")
+    return list(range(int(first), int(last or first) + 1))
+
+
+def read_branches(job: tuple[list[str], list[str]]) -> int:
+    files, branches = job
+    n = 0
+    for f in files:
+        with uproot.open(f) as fh:
+            n += len(fh["tree"].arrays(branches))
+    return n
+
+
+def rdataframe_read(files: list[str], branches: list[str]) -> float:
+    """Seconds for RDataFrame to read and sum every branch (JIT warmed up on the first file)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import ROOT
+
+    ROOT.gROOT.SetBatch(True)
+    ROOT.EnableImplicitMT(2)
+
+    def run(paths: list[str]) -> None:
+        vec = ROOT.std.vector("string")()
+        for p in paths:
+            vec.push_back(p)
+        df = ROOT.RDataFrame("tree", vec)
+        sums = [df.Sum(b) for b in branches]
+        ROOT.RDF.RunGraphs(sums)
+
+    run(files[:1])
+    t0 = time.perf_counter()
+    run(files)
+    return time.perf_counter() - t0
+
+
+def bench_one(name: str, case: dict[str, Any]) -> dict[str, Any]:
+    cal = get_calibration(name)
+    folder = sample(case["sim"])
+    runs = parse_runs(case.get("runs", f"1-{case['sim'].get('n_runs', 1)}"))
+    registry = RunRegistry.load(folder / "runs.json")
+    with tempfile.TemporaryDirectory(prefix="b2calib-bench-") as tmp:
+        db = ConditionsDB(Path(tmp) / "bench.sqlite", author="bench")
+        constants = Constants(db)
+        keys = [r.key for r in registry.select(runs=runs)]
+        files: set[str] = set()
+        branches: set[str] = set()
+        events = 0
+        for inp in cal.inputs.values():
+            ds = Dataset.select(
+                folder,
+                registry=registry,
+                runs=runs,
+                skims=inp.skims,
+                run_type=cal.run_type,
+                beam_energy=cal.beam_energy,
+                magnet_on=cal.magnet_on,
+            )
+            new = {f.path for f in ds} - files
+            events += sum(f.n_events for f in ds if f.path in new)
+            files |= new
+            branches |= set(inp.build(constants, keys).branches)
+        paths, names = sorted(files), sorted(branches)
+        with ProcessPoolExecutor(2) as pool:
+            t0 = time.perf_counter()
+            list(pool.map(read_branches, [(paths[0::2], names), (paths[1::2], names)]))
+            t_bare = time.perf_counter() - t0
+        t_rdf = rdataframe_read(paths, names)
+        config = {name: case["config"]} if case.get("config") else None
+        common = dict(db=db, staging_tag="bench", runs=runs, cache=False, config=config)
+        if cal.depends_on:
+            deps = run_calibrations(
+                list(cal.depends_on),
+                folder,
+                with_dependencies=True,
+                executor="processes",
+                workers=2,
+                **common,  # type: ignore[arg-type]
+            )
+            bad = {k: r.status for k, r in deps.items() if r.status != "OK"}
+            if bad:
+                raise SystemExit(f"{name}: dependencies did not calibrate: {bad}")
+        t0 = time.perf_counter()
+        report = run_calibrations(name, folder, executor="processes", workers=2, **common)[name]  # type: ignore[arg-type]
+        t_cal = time.perf_counter() - t0
+    return {
+        "name": name,
+        "events": events,
+        "files": len(paths),
+        "runs": len(keys),
+        "branches": len(names),
+        "bare": t_bare,
+        "rdf": t_rdf,
+        "calibrate": t_cal,
+        "status": report.status,
+        "iterations": report.iterations,
+        "payloads": len(report.staged),
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("names", nargs="*", help="calibrations to run (default: every case)")
+    args = ap.parse_args()
+    cases = load_cases()
+    names = args.names or list(cases)
+    unknown = set(names) - set(cases)
+    if unknown:
+        raise SystemExit(f"no bench case for {sorted(unknown)}; cases: {', '.join(cases)}")
+    rows = []
+    for name in names:
+        print(f"{name} ...", flush=True)
+        rows.append(bench_one(name, cases[name]))
+        r = rows[-1]
+        print(f"  {r['calibrate']:.1f} s ({r['calibrate'] / r['bare']:.1f}x the bare read)")
+    lines = [
+        "# Calibration benchmark: time to calibrate a full-size sample",
+        "",
+        f"- date: {datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
+        f"- machine: {machine()}",
+        "- command: `python bench/bench_calibrations.py`",
+        "- samples: bench/cases_*.py (statistics of a real bucket for each calibration)",
+        "",
+        "Bare read = uproot reading the branches the calibration's collectors read from its files,"
+        " 2 processes (the limit). RDataFrame = ROOT reading and summing the same branches"
+        " (implicit MT, 2 threads). calibrate = `run_calibrations` on 2 local processes: collect,"
+        " fit, iterate, checkpoint and stage (dependencies run before, not timed).",
+        "",
+        "| calibration | events | runs | files | branches | bare read | RDataFrame read "
+        "| calibrate | calibrate / bare | status | iterations | payloads |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['name']} | {r['events']:,} | {r['runs']} | {r['files']} | {r['branches']} "
+            f"| {r['bare']:.1f} s | {r['rdf']:.1f} s | {r['calibrate']:.1f} s "
+            f"| {r['calibrate'] / r['bare']:.1f}x | {r['status']} | {r['iterations']} "
+            f"| {r['payloads']} |"
+        )
+    out = HERE / "RESULTS_calibrations.md"
+    out.write_text("\n".join(lines) + "\n")
+    print(out.read_text())
+
+
+if __name__ == "__main__":
+    main()
