@@ -1,0 +1,30 @@
+"""CDC calibrations.
+
+============  ===============================================================================
+``tracking``  wire T0 (``cdc-t0``, CDCTimeZeros) and x-t relations (``cdc-xt``, CDCXtRelations)
+``dedx``      dE/dx run gain, cos(theta) correction and wire gain (``cdc-dedx-*``)
+============  ===============================================================================
+"""
+
+from __future__ import annotations
+
+from b2calib.calibration import Calibration
+from b2calib.detectors.cdc.dedx import (
+    cosine_calibration,
+    run_gain_calibration,
+    wire_gain_calibration,
+)
+from b2calib.detectors.cdc.tracking import t0_calibration, xt_calibration
+
+__all__ = ["calibrations"]
+
+
+def calibrations() -> list[Calibration]:
+    """The CDC calibration declarations, in the order prompt processing runs them."""
+    return [
+        t0_calibration(),
+        xt_calibration(),
+        run_gain_calibration(),
+        cosine_calibration(),
+        wire_gain_calibration(),
+    ]

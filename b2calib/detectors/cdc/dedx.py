@@ -1,0 +1,509 @@
+"""CDC dE/dx calibrations from Bhabha electrons: run gain, cos(theta) correction, wire gain.
+
+Model and conventions (those of the truth payloads)
+    The dE/dx of a hit, ``adc / path / 120``, is ``bethe_bloch(beta gamma) * wire gain * run gain
+    * cosine correction(cos theta) * fluctuation`` with a Landau-like fluctuation of mean 1;
+    Bhabha electrons are on the Fermi plateau (``bethe_bloch = 1``). The three constants are
+    degenerate in their product; the conventions fixing them are
+
+    * the wire gains average 1 over the live wires (dead wires: 0, status DEAD);
+    * the cosine correction and the run gain are absolute: the *mean* hit dE/dx of electrons,
+      corrected by all three, is 1.
+
+    Per-track truncated means (5-75 %, ``CDCDedxTracks``) are robust against the Landau tail
+    but are below the mean by a factor ``K`` of the fluctuation's shape. Each algorithm measures
+    relative variations with truncated means and takes the absolute scale from the mean hit
+    dE/dx of the whole input: ``K`` is the Gaussian-fitted truncated mean over all input tracks
+    divided by their mean hit dE/dx, and its uncertainty is part of every constant's.
+
+Order (as in basf2)
+    ``cdc-dedx-run-gain`` first (Gaussian fit per run of the track truncated means divided by
+    the current cosine correction; SequentialRunByRun merges runs with too few tracks), then
+    ``cdc-dedx-cosine`` (per-bin Gaussian fits of the truncated means divided by the new run
+    gain), then ``cdc-dedx-wire-gain`` (5-75 % truncated mean of the hit dE/dx per wire divided
+    by the run gain and cosine correction). The run gain uses the cosine correction and wire
+    gains valid in the input tags (the previous payloads); missing ones count as 1.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+import awkward as ak
+import hist
+import numpy as np
+import numpy.typing as npt
+
+from b2calib.calibration import (
+    Algorithm,
+    AlgorithmInput,
+    AlgorithmResult,
+    AlgorithmStatus,
+    Calibration,
+    CollectorInput,
+    Constants,
+    Diagnostics,
+    SequentialRunByRun,
+    SingleIOV,
+)
+from b2calib.conditions import ChannelStatus, Payload
+from b2calib.conditions.iov import RunKey
+from b2calib.detectors.cdc.tracking import mean_view
+from b2calib.engine import Collector
+from b2calib.engine.fill import fill_1d, fill_2d
+from b2calib.fit import fit_channels
+from b2calib.fit.truncated_mean import truncated_means
+from b2calib.geometry import cdc
+from b2calib.sim.conditions import COS_EDGES
+
+__all__ = [
+    "COSINE_PAYLOAD",
+    "RUN_GAIN_PAYLOAD",
+    "WIRE_GAIN_PAYLOAD",
+    "CosineAlgorithm",
+    "DedxCollector",
+    "RunGainAlgorithm",
+    "WireGainAlgorithm",
+    "cosine_calibration",
+    "run_gain_calibration",
+    "wire_gain_calibration",
+]
+
+F = npt.NDArray[np.float64]
+RUN_GAIN_PAYLOAD = "CDCDedxRunGain"
+COSINE_PAYLOAD = "CDCDedxCosineCor"
+WIRE_GAIN_PAYLOAD = "CDCDedxWireGain"
+N_COS = len(COS_EDGES) - 1
+#: Track truncated-mean axis (units of the electron plateau).
+TRACK_BINS = (300, 0.0, 3.0)
+#: Hit dE/dx axis of the wire-gain histograms.
+HIT_BINS = (100, 0.0, 3.0)
+COS_AXIS = (N_COS, float(COS_EDGES[0]), float(COS_EDGES[-1]))
+WIRE_AXIS = (cdc.N_WIRES, -0.5, cdc.N_WIRES - 0.5)
+ADC_PER_UNIT = 120.0
+
+_BRANCHES = {
+    "EventMetaData_m_experiment": "int32",
+    "EventMetaData_m_run": "int32",
+    "CDCHits_m_layer": "var * int8",
+    "CDCHits_m_wire": "var * int16",
+    "CDCHits_m_adcCount": "var * int16",
+    "CDCHits_m_pathLength": "var * float32",
+    "CDCHits_m_trackIndex": "var * int16",
+    "CDCDedxTracks_m_trackIndex": "var * int16",
+    "CDCDedxTracks_m_p": "var * float32",
+    "CDCDedxTracks_m_cosTheta": "var * float32",
+    "CDCDedxTracks_m_dedxAvgTruncated": "var * float32",
+}
+
+
+def cos_bin(cos_theta: npt.ArrayLike) -> npt.NDArray[np.int64]:
+    """Cosine-correction bin (0..99) of cos(theta), clipped to the edges (as the truth)."""
+    return np.clip(np.searchsorted(COS_EDGES, np.asarray(cos_theta)) - 1, 0, N_COS - 1)
+
+
+def _tracks_and_hits(events: ak.Array, p_min: float) -> dict[str, npt.NDArray[Any]]:
+    """Selected electron tracks and their hits (flat arrays)."""
+    n_evt = len(events)
+    ntrk = ak.to_numpy(ak.num(events["CDCDedxTracks_m_trackIndex"]))
+    nhit = ak.to_numpy(ak.num(events["CDCHits_m_layer"]))
+    exp = ak.to_numpy(events["EventMetaData_m_experiment"])
+    run = ak.to_numpy(events["EventMetaData_m_run"])
+    evt_t = np.repeat(np.arange(n_evt), ntrk)
+    evt_h = np.repeat(np.arange(n_evt), nhit)
+    flat = {k: ak.to_numpy(ak.flatten(events[k])) for k in _BRANCHES if k.startswith("CDC")}
+    sel = flat["CDCDedxTracks_m_p"] > p_min
+    key_t = evt_t[sel] * 4096 + flat["CDCDedxTracks_m_trackIndex"][sel].astype(np.int64)
+    order = np.argsort(key_t)
+    key_t = key_t[order]
+    key_h = evt_h * 4096 + flat["CDCHits_m_trackIndex"].astype(np.int64)
+    pos = np.clip(np.searchsorted(key_t, key_h), 0, max(len(key_t) - 1, 0))
+    matched = (len(key_t) > 0) & (key_t[pos] == key_h) if len(key_t) else np.zeros(len(key_h), bool)
+    cos_t = flat["CDCDedxTracks_m_cosTheta"][sel][order].astype(np.float64)
+    layer = flat["CDCHits_m_layer"].astype(np.int64)
+    wire = flat["CDCHits_m_wire"].astype(np.int64)
+    path = flat["CDCHits_m_pathLength"].astype(np.float64)
+    adc = flat["CDCHits_m_adcCount"].astype(np.float64)
+    return {
+        "t_exp": exp[evt_t[sel]][order],
+        "t_run": run[evt_t[sel]][order],
+        "t_cos": cos_t,
+        "t_trunc": flat["CDCDedxTracks_m_dedxAvgTruncated"][sel][order].astype(np.float64),
+        "h_exp": exp[evt_h[matched]],
+        "h_run": run[evt_h[matched]],
+        "h_cos": cos_t[pos[matched]],
+        "h_wire": cdc.global_wire(layer[matched], wire[matched]),
+        "h_dedx": adc[matched] / path[matched] / ADC_PER_UNIT,
+    }
+
+
+def _per_run(
+    exp: npt.NDArray[Any], run: npt.NDArray[Any], table: tuple[tuple[int, int, float], ...]
+) -> F:
+    out = np.ones(len(exp))
+    for e, r, v in table:
+        out[(exp == e) & (run == r)] = v
+    return out
+
+
+@dataclasses.dataclass(frozen=True)
+class DedxCollector(Collector):
+    """dE/dx histograms of Bhabha electrons with the current constants applied.
+
+    ``kind`` selects what is filled:
+
+    ``"run"``
+        ``dedx_run_track``: track truncated mean / cosine correction; ``dedx_run_hit``: the mean
+        hit dE/dx / (cosine correction * wire gain) (mean storage, one bin).
+    ``"cosine"``
+        ``dedx_cos_track``: cos(theta) bin x track truncated mean / run gain;
+        ``dedx_cos_hit``: mean hit dE/dx / (run gain * wire gain) per cos(theta) bin.
+    ``"wire"``
+        ``dedx_wire_hit``: wire x hit dE/dx / (run gain * cosine correction).
+
+    Parameters
+    ----------
+    run_gain
+        (exp, run, gain) of each input run (1 where unknown).
+    cosine
+        The current correction per cos(theta) bin (100 values; empty: 1).
+    wire_gain
+        The current wire gains (14336 values; empty, 0 or NaN: 1).
+    p_min
+        Electron selection: track momentum above this (GeV/c) in Bhabha events.
+    """
+
+    kind: str
+    run_gain: tuple[tuple[int, int, float], ...] = ()
+    cosine: tuple[float, ...] = ()
+    wire_gain: tuple[float, ...] = ()
+    p_min: float = 2.0
+    version: ClassVar[int] = 1
+
+    @property
+    def branches(self) -> dict[str, str]:
+        return dict(_BRANCHES)
+
+    def collect(self, events: ak.Array) -> dict[str, hist.Hist]:
+        d = _tracks_and_hits(events, self.p_min)
+        cosine = np.asarray(self.cosine, dtype=np.float64) if self.cosine else np.ones(N_COS)
+        wg = np.asarray(self.wire_gain, dtype=np.float64) if self.wire_gain else None
+        gain = np.ones(len(d["h_wire"])) if wg is None else wg[d["h_wire"]]
+        gain = np.where(np.isfinite(gain) & (gain > 0), gain, 1.0)
+        h_cos = cosine[cos_bin(d["h_cos"])]
+        t_cos = cosine[cos_bin(d["t_cos"])]
+        if self.kind == "run":
+            track = hist.Hist(
+                hist.axis.Regular(*TRACK_BINS, name="dedx", label="truncated mean / cosine"),
+                storage=hist.storage.Int64(),
+            )
+            fill_1d(track.view(flow=True), d["t_trunc"] / t_cos, TRACK_BINS)
+            hit = hist.Hist(hist.axis.Regular(1, 0, 1, name="all"), storage=hist.storage.Mean())
+            hit.fill(np.full(len(gain), 0.5), sample=d["h_dedx"] / (h_cos * gain))
+            return {"dedx_run_track": track, "dedx_run_hit": hit}
+        if self.kind == "cosine":
+            rg_t = _per_run(d["t_exp"], d["t_run"], self.run_gain)
+            rg_h = _per_run(d["h_exp"], d["h_run"], self.run_gain)
+            track = hist.Hist(
+                hist.axis.Regular(*COS_AXIS, name="cos", label="cos(theta)"),
+                hist.axis.Regular(*TRACK_BINS, name="dedx", label="truncated mean / run gain"),
+                storage=hist.storage.Int64(),
+            )
+            fill_2d(track.view(flow=True), d["t_cos"], d["t_trunc"] / rg_t, COS_AXIS, TRACK_BINS)
+            hit = hist.Hist(
+                hist.axis.Regular(*COS_AXIS, name="cos", label="cos(theta)"),
+                storage=hist.storage.Mean(),
+            )
+            centers = 0.5 * (COS_EDGES[1:] + COS_EDGES[:-1])
+            hit.fill(centers[cos_bin(d["h_cos"])], sample=d["h_dedx"] / (rg_h * gain))
+            return {"dedx_cos_track": track, "dedx_cos_hit": hit}
+        if self.kind == "wire":
+            rg_h = _per_run(d["h_exp"], d["h_run"], self.run_gain)
+            h = hist.Hist(
+                hist.axis.Regular(*WIRE_AXIS, name="wire", label="wire"),
+                hist.axis.Regular(*HIT_BINS, name="dedx", label="hit dE/dx / (run * cosine)"),
+                storage=hist.storage.Int64(),
+            )
+            fill_2d(
+                h.view(flow=True), d["h_wire"], d["h_dedx"] / (rg_h * h_cos), WIRE_AXIS, HIT_BINS
+            )
+            return {"dedx_wire_hit": h}
+        raise ValueError(f"DedxCollector kind must be run, cosine or wire, not {self.kind!r}")
+
+
+def _run_gains(constants: Constants, runs: Sequence[RunKey]) -> tuple[tuple[int, int, float], ...]:
+    out = []
+    for e, r in runs:
+        p = constants.require(RUN_GAIN_PAYLOAD, e, r)
+        out.append((int(e), int(r), float(p.value("value")[0])))
+    return tuple(out)
+
+
+def _cosine(constants: Constants, run: RunKey) -> tuple[float, ...]:
+    p = constants.get(COSINE_PAYLOAD, *run)
+    if p is None:
+        return ()
+    values = np.asarray(p.value("value"), dtype=np.float64)
+    return tuple(np.where(np.isfinite(values) & (values > 0), values, 1.0).tolist())
+
+
+def _wire_gain(constants: Constants, run: RunKey) -> tuple[float, ...]:
+    p = constants.get(WIRE_GAIN_PAYLOAD, *run)
+    if p is None:
+        return ()
+    out = np.ones(cdc.N_WIRES)
+    out[np.asarray(p.keys["wire"], dtype=np.int64)] = p.value("value")
+    return tuple(out.tolist())
+
+
+def run_collector(constants: Constants, runs: Sequence[RunKey]) -> DedxCollector:
+    """Run-gain collector with the previous cosine correction and wire gains."""
+    return DedxCollector("run", (), _cosine(constants, runs[0]), _wire_gain(constants, runs[0]))
+
+
+def cosine_collector(constants: Constants, runs: Sequence[RunKey]) -> DedxCollector:
+    """Cosine collector with the run gains of ``cdc-dedx-run-gain``."""
+    return DedxCollector("cosine", _run_gains(constants, runs), (), _wire_gain(constants, runs[0]))
+
+
+def wire_collector(constants: Constants, runs: Sequence[RunKey]) -> DedxCollector:
+    """Wire-gain collector with the new run gains and cosine correction."""
+    cos = _cosine(constants, runs[0])
+    if not cos:
+        constants.require(COSINE_PAYLOAD, *runs[0])
+    return DedxCollector("wire", _run_gains(constants, runs), cos, ())
+
+
+def _scale(track: hist.Hist, hit_sum: float, hit_sum2: float, hit_n: float) -> tuple[float, float]:
+    """The factor K (Gaussian-fitted truncated mean / mean hit dE/dx) of pooled input and its
+    relative uncertainty."""
+    h2: hist.Hist = hist.Hist(hist.axis.Regular(1, -0.5, 0.5), track.axes[-1])
+    h2.view()[...] = track.values().reshape(1, -1) if track.ndim == 1 else track.values().sum(0)
+    fits = fit_channels(h2, min_entries=10)
+    mu, mu_err = float(fits.values["mu"][0]), float(fits.errors["mu"][0])
+    mean = hit_sum / hit_n
+    var = hit_sum2 / hit_n - mean**2
+    rel = np.hypot(mu_err / mu, np.sqrt(max(var, 0.0) / hit_n) / mean)
+    return mu / mean, float(rel)
+
+
+def _mean_moments(h: hist.Hist) -> tuple[F, F, F]:
+    """(sum, sum of squares, count) per bin of a mean-storage histogram."""
+    n, mean, var = mean_view(h)
+    return n * mean, n * (np.nan_to_num(var) * np.maximum(n - 1, 0) / np.maximum(n, 1) + mean**2), n
+
+
+class RunGainAlgorithm(Algorithm):
+    """Run gain: Gaussian fit of the track truncated means, absolute via the mean hit dE/dx."""
+
+    name = "cdc_dedx_run_gain"
+    payloads = (RUN_GAIN_PAYLOAD,)
+
+    def run(self, data: AlgorithmInput) -> AlgorithmResult:
+        cfg = data.config
+        h = data.histograms.get("dedx_run_track")
+        if h is None or h.sum() < cfg["min_tracks"]:
+            n = 0 if h is None else int(h.sum())
+            return AlgorithmResult(
+                AlgorithmStatus.NOT_ENOUGH_DATA, message=f"{n} tracks < {cfg['min_tracks']}"
+            )
+        pooled = data.per_run.merged()
+        s, s2, nh = _mean_moments(pooled["dedx_run_hit"])
+        k, k_rel = _scale(pooled["dedx_run_track"], float(s[0]), float(s2[0]), float(nh[0]))
+        h2: hist.Hist = hist.Hist(hist.axis.Regular(1, -0.5, 0.5), h.axes[0])
+        h2.view()[...] = h.values().reshape(1, -1)
+        fits = fit_channels(h2, min_entries=cfg["min_tracks"])
+        if not fits.ok[0]:
+            return AlgorithmResult(
+                AlgorithmStatus.FAILURE,
+                message=f"runs {data.runs[0]}..{data.runs[-1]}: Gaussian fit failed "
+                f"({fits.reason[0]})",
+            )
+        mu, err = float(fits.values["mu"][0]), float(fits.errors["mu"][0])
+        gain = mu / k
+        error = gain * float(np.hypot(err / mu, k_rel))
+        diagnostics = Diagnostics(histograms={"track_truncated_mean": h})
+        diagnostics.add_fits("run_fit", fits, np.arange(1))
+        payload = Payload(
+            RUN_GAIN_PAYLOAD,
+            values={"value": np.array([gain])},
+            errors={"value": np.array([error])},
+            metadata={
+                "units": {"value": "1"},
+                "description": "run gain of the dE/dx scale",
+                "provenance": {
+                    "method": "Gaussian fit of Bhabha track truncated means / K",
+                    "K": k,
+                    "K_rel_error": k_rel,
+                    "tracks": float(h.sum()),
+                },
+            },
+        )
+        return AlgorithmResult(
+            AlgorithmStatus.OK, [payload], diagnostics, f"gain {gain:.4f} +- {error:.4f}"
+        )
+
+
+def run_gain_calibration() -> Calibration:
+    """``cdc-dedx-run-gain``: CDCDedxRunGain per run (runs merged when short of tracks)."""
+    return Calibration(
+        name="cdc-dedx-run-gain",
+        expert="cdc-dedx@belle2.org",
+        inputs={"bhabha": CollectorInput(run_collector, ("hlt_bhabha",))},
+        algorithms=[RunGainAlgorithm()],
+        strategy=SequentialRunByRun(),
+        run_type="physics",
+        expert_config={"min_tracks": 200},
+        description="dE/dx run gain: Gaussian fit per run of the Bhabha electrons' truncated "
+        "means with the previous cosine correction; absolute scale from the mean hit dE/dx; "
+        "runs with too few tracks are merged with the next.",
+    )
+
+
+class CosineAlgorithm(Algorithm):
+    """Cosine correction: mean hit dE/dx / (run gain * wire gain) per cos(theta) bin.
+
+    The per-bin mean of the hits is used rather than per-bin fits of track truncated means:
+    the truncated mean's ratio to the mean depends on the number of hits per track, which
+    changes with cos(theta), so truncated means would fold the track length into the
+    correction. The Gaussian fits of the truncated means are kept in the diagnostics.
+    """
+
+    name = "cdc_dedx_cosine"
+    payloads = (COSINE_PAYLOAD,)
+
+    def run(self, data: AlgorithmInput) -> AlgorithmResult:
+        cfg = data.config
+        h = data.histograms.get("dedx_cos_track")
+        hh = data.histograms.get("dedx_cos_hit")
+        if h is None or hh is None:
+            return AlgorithmResult(AlgorithmStatus.NOT_ENOUGH_DATA, message="no hits")
+        n, mean, var = mean_view(hh)
+        if n.sum() < cfg["min_hits_per_bin"] * N_COS / 4:
+            return AlgorithmResult(AlgorithmStatus.NOT_ENOUGH_DATA, message="too few hits")
+        ok = n >= cfg["min_hits_per_bin"]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            value = np.where(ok, mean, np.nan)
+            error = np.where(ok, np.sqrt(var / n), np.nan)
+        status = np.where(ok, ChannelStatus.OK, ChannelStatus.NOT_ENOUGH_DATA).astype(np.int8)
+        if ok.sum() < 2:
+            return AlgorithmResult(AlgorithmStatus.NOT_ENOUGH_DATA, message="< 2 bins filled")
+        fits = fit_channels(h, min_entries=cfg["min_hits_per_bin"] // 20)
+        diagnostics = Diagnostics(histograms={"cos_truncated_mean": h})
+        diagnostics.add_fits("truncated_mean_fits", fits, np.arange(N_COS))
+        diagnostics.tables["cos_bins"] = {
+            "bin": np.arange(N_COS),
+            "hits": n,
+            "value": value,
+            "error": error,
+            "status": status,
+        }
+        payload = Payload(
+            COSINE_PAYLOAD,
+            keys={"bin": np.arange(N_COS, dtype=np.int16)},
+            values={"cos_lo": COS_EDGES[:-1], "cos_hi": COS_EDGES[1:], "value": value},
+            errors={"value": error},
+            status=status,
+            metadata={
+                "units": {"value": "1"},
+                "description": "dE/dx correction in bins of cos(theta)",
+                "provenance": {"method": "mean hit dE/dx / (run gain * wire gain) per bin"},
+            },
+        )
+        return AlgorithmResult(
+            AlgorithmStatus.OK, [payload], diagnostics, f"{int(ok.sum())}/{N_COS} bins filled"
+        )
+
+
+def cosine_calibration() -> Calibration:
+    """``cdc-dedx-cosine``: CDCDedxCosineCor in 100 bins of cos(theta), after the run gain."""
+    return Calibration(
+        name="cdc-dedx-cosine",
+        expert="cdc-dedx@belle2.org",
+        inputs={"bhabha": CollectorInput(cosine_collector, ("hlt_bhabha",))},
+        algorithms=[CosineAlgorithm()],
+        strategy=SingleIOV(),
+        run_type="physics",
+        depends_on=("cdc-dedx-run-gain",),
+        expert_config={"min_hits_per_bin": 2000},
+        description="dE/dx cos(theta) correction in 100 bins: mean hit dE/dx of Bhabha "
+        "electrons over run gain and wire gain (absolute: the hit fluctuation has mean 1).",
+    )
+
+
+class WireGainAlgorithm(Algorithm):
+    """Wire gain: 5-75 % truncated mean per wire, normalised to average 1 over live wires."""
+
+    name = "cdc_dedx_wire_gain"
+    payloads = (WIRE_GAIN_PAYLOAD,)
+
+    def run(self, data: AlgorithmInput) -> AlgorithmResult:
+        cfg = data.config
+        h = data.histograms.get("dedx_wire_hit")
+        if h is None or h.sum() < cfg["min_hits"] * cdc.N_WIRES / 4:
+            return AlgorithmResult(AlgorithmStatus.NOT_ENOUGH_DATA, message="too few hits")
+        counts = h.values().astype(np.float64)
+        above = h.view(flow=True)[1:-1, -1].astype(np.float64)
+        lo, hi = cfg["truncation"]
+        tm, tm_err, n = truncated_means(counts, h.axes[1].edges, lo, hi, above)
+        layer = cdc.layer_of(np.arange(cdc.N_WIRES))
+        layer_mean = np.bincount(layer, weights=n) / cdc.LAYER_NWIRES
+        dead = (n == 0) & (layer_mean[layer] >= cfg["dead_layer_mean"])
+        ok = (n >= cfg["min_hits"]) & np.isfinite(tm) & (tm > 0)
+        norm = float(np.mean(tm[ok]))
+        norm_err = float(np.std(tm[ok]) / np.sqrt(ok.sum()))
+        value = tm / norm
+        error = np.abs(value) * np.sqrt((tm_err / tm) ** 2 + (norm_err / norm) ** 2)
+        status = np.where(ok, ChannelStatus.OK, ChannelStatus.NOT_ENOUGH_DATA).astype(np.int8)
+        value[~ok] = np.nan
+        error[~ok] = np.nan
+        status[dead] = ChannelStatus.DEAD
+        value[dead] = 0.0
+        diagnostics = Diagnostics(
+            tables={
+                "wire_gain": {
+                    "wire": np.arange(cdc.N_WIRES),
+                    "truncated_mean": tm,
+                    "truncated_mean_err": tm_err,
+                    "entries": n,
+                    "status": status,
+                }
+            }
+        )
+        payload = Payload(
+            WIRE_GAIN_PAYLOAD,
+            keys={"wire": np.arange(cdc.N_WIRES, dtype=np.int32)},
+            values={"value": value},
+            errors={"value": error},
+            status=status,
+            metadata={
+                "units": {"value": "1"},
+                "description": "relative wire gain: raw dE/dx = true * wire * run * cosine; "
+                "0 = dead",
+                "provenance": {
+                    "method": f"{lo:.0%}-{hi:.0%} truncated mean per wire / mean over wires",
+                    "normalisation": norm,
+                },
+            },
+        )
+        summary = {s.name: int(np.sum(status == s)) for s in ChannelStatus}
+        msg = ", ".join(f"{k} {v}" for k, v in summary.items() if v)
+        return AlgorithmResult(AlgorithmStatus.OK, [payload], diagnostics, msg)
+
+
+def wire_gain_calibration() -> Calibration:
+    """``cdc-dedx-wire-gain``: CDCDedxWireGain per wire, after run gain and cosine."""
+    return Calibration(
+        name="cdc-dedx-wire-gain",
+        expert="cdc-dedx@belle2.org",
+        inputs={"bhabha": CollectorInput(wire_collector, ("hlt_bhabha",))},
+        algorithms=[WireGainAlgorithm()],
+        strategy=SingleIOV(),
+        run_type="physics",
+        depends_on=("cdc-dedx-run-gain", "cdc-dedx-cosine"),
+        expert_config={"min_hits": 50, "truncation": [0.05, 0.75], "dead_layer_mean": 20.0},
+        description="dE/dx wire gain: 5-75 % truncated mean of the Bhabha electrons' hit dE/dx "
+        "per wire over run gain and cosine correction, normalised to average 1 over live wires.",
+    )

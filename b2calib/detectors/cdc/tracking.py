@@ -1,0 +1,619 @@
+"""CDC tracking calibrations: wire T0 (CDCTimeZeros) and x-t relations (CDCXtRelations).
+
+Both use the track hits of mu-mu, Bhabha and hadron events: per hit the measured time
+``t_meas``, the event T0, and the drift length the track fit assigns (``m_fitDriftLength``).
+
+Wire T0
+    The collector histograms, per wire, ``t_meas - event T0 - T0_current - t_xt(x_fit)`` where
+    ``t_xt`` inverts the current x-t relation of the hit's (layer, left/right). The algorithm fits
+    a Gaussian per wire (batched), adds the fitted mean to the current T0, and asks to ITERATE
+    until the board-averaged shifts are below ``tolerance_ns``. Wires with fewer than
+    ``min_entries`` hits, a failed fit or an error above ``max_error_ns`` fall back to the T0 of
+    their front-end board (the board fit of the summed residuals) and are flagged
+    NOT_ENOUGH_DATA; their quoted uncertainty is the board's error combined with the measured
+    wire-to-wire spread inside boards. Wires without a single hit where their layer has plenty
+    are DEAD (value NaN). Payload boundaries are requested where a board's T0 jumps between runs
+    (the front-end board replacement of the intervention).
+
+x-t relation
+    The collector fills, per (layer, lr) and bin of the fitted drift length (in units of the
+    layer's half cell), the mean drift time ``t_meas - event T0 - T0`` and the mean fitted drift
+    length. Binning in the track-fit drift length (resolution 60 um) and averaging the measured
+    time (resolution 2 ns) keeps the profile unbiased where the relation bends; the small bias
+    of the fitted drift length where the hit density changes (the cell edge) is corrected with
+    Tweedie's formula from the measured density. A fifth-order polynomial with a linear tail is
+    fitted per row (:func:`b2calib.fit.xt_relation.fit_xt`); unphysical fits are flagged and keep
+    the previous relation.
+
+Order and starting point (the two depend on each other, as in basf2)
+    ``cdc-t0`` reads the x-t relation valid in the input tags (in prompt processing: the
+    previous bucket's payload; x-t relations are stable over months) and iterates the T0s;
+    ``cdc-xt`` depends on ``cdc-t0`` and fits the x-t relation with the new T0s; it needs no
+    previous x-t relation. Degeneracy: a common time offset of all wires of a layer is
+    equivalent to a shift of the layer's x-t relation in time (p0); it is fixed by the input
+    x-t relation. After a large x-t change, run ``cdc-t0`` again with the new x-t (the basf2
+    loop).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+import awkward as ak
+import hist
+import numpy as np
+import numpy.typing as npt
+
+from b2calib.calibration import (
+    Algorithm,
+    AlgorithmInput,
+    AlgorithmResult,
+    AlgorithmStatus,
+    Calibration,
+    CollectorInput,
+    Constants,
+    Diagnostics,
+    SequentialBoundaries,
+    SingleIOV,
+)
+from b2calib.conditions import ChannelStatus, Payload
+from b2calib.conditions.iov import RunKey
+from b2calib.engine import Collector
+from b2calib.engine.fill import fill_2d
+from b2calib.exceptions import CalibrationError
+from b2calib.fit import fit_channels
+from b2calib.fit.xt_relation import fit_xt, xt_slope
+from b2calib.geometry import cdc
+
+__all__ = [
+    "T0_PAYLOAD",
+    "XT_PAYLOAD",
+    "T0Algorithm",
+    "T0ResidualCollector",
+    "XtAlgorithm",
+    "XtCollector",
+    "mean_view",
+    "t0_calibration",
+    "xt_calibration",
+    "xt_covariance",
+    "xt_inverse",
+    "xt_rows",
+]
+
+F = npt.NDArray[np.float64]
+T0_PAYLOAD = "CDCTimeZeros"
+XT_PAYLOAD = "CDCXtRelations"
+N_ROWS = 2 * cdc.N_LAYERS
+#: Drift-length axis of the x-t profile, in units of the layer's half cell.
+U_BINS = (110, 0.0, 1.1)
+WIRE_AXIS = (cdc.N_WIRES, -0.5, cdc.N_WIRES - 0.5)
+TRACK_SKIMS = ("hlt_mumu_2trk", "hlt_bhabha", "hlt_hadron")
+HALF_CELL_ROW = np.repeat(cdc.LAYER_HALF_CELL, 2)
+
+_HIT_BRANCHES = {
+    "EventMetaData_m_experiment": "int32",
+    "EventMetaData_m_run": "int32",
+    "EventT0_m_eventT0": "float32",
+    "EventT0_m_hasEventT0": "int8",
+    "CDCHits_m_layer": "var * int8",
+    "CDCHits_m_wire": "var * int16",
+    "CDCHits_m_time": "var * float32",
+    "CDCHits_m_fitDriftLength": "var * float32",
+    "CDCHits_m_leftRight": "var * int8",
+}
+
+
+def xt_rows(payload: Payload) -> F:
+    """The (112, 8) parameter table of a CDCXtRelations payload, row ``2 * layer + lr``."""
+    layer = np.asarray(payload.keys["layer"], dtype=np.int64)
+    lr = np.asarray(payload.keys["lr"], dtype=np.int64)
+    if len(layer) != N_ROWS or set((2 * layer + lr).tolist()) != set(range(N_ROWS)):
+        raise CalibrationError(f"payload {payload.name}: expected one row per (layer, lr)")
+    cols = [f"p{i}" for i in range(6)] + ["t_boundary", "tail_slope"]
+    out = np.empty((N_ROWS, 8))
+    out[2 * layer + lr] = np.column_stack([payload.value(c) for c in cols])
+    return out
+
+
+def xt_inverse(params: F, npts: int = 1024) -> tuple[F, F]:
+    """Drift time on a uniform grid of drift length per row: (u grid in half cells, (rows, n)).
+
+    Rows whose relation is not increasing are NaN (their hits are not used).
+    """
+    from b2calib.fit.xt_relation import xt_value
+
+    u = np.linspace(0.0, U_BINS[2], npts)
+    tmax = params[:, 6] + (U_BINS[2] * HALF_CELL_ROW) / np.maximum(params[:, 7], 1e-4)
+    tg = np.linspace(0.0, 1.0, 4096)[None, :] * tmax[:, None]
+    xg = xt_value(params, tg)
+    out = np.full((len(params), npts), np.nan)
+    for r in range(len(params)):
+        if np.all(np.diff(xg[r]) > 0) and np.all(np.isfinite(xg[r])):
+            out[r] = np.interp(u * HALF_CELL_ROW[r], xg[r], tg[r], left=np.nan, right=np.nan)
+    return u, out
+
+
+def _hits(events: ak.Array) -> dict[str, npt.NDArray[Any]]:
+    """Flat per-hit arrays with their event's run, event T0 and row."""
+    counts = ak.to_numpy(ak.num(events["CDCHits_m_layer"]))
+    per_evt = {
+        "exp": ak.to_numpy(events["EventMetaData_m_experiment"]),
+        "run": ak.to_numpy(events["EventMetaData_m_run"]),
+        "t0": ak.to_numpy(events["EventT0_m_eventT0"]).astype(np.float64),
+        "has": ak.to_numpy(events["EventT0_m_hasEventT0"]) > 0,
+    }
+    out = {k: np.repeat(v, counts) for k, v in per_evt.items()}
+    layer = ak.to_numpy(ak.flatten(events["CDCHits_m_layer"])).astype(np.int64)
+    wire = ak.to_numpy(ak.flatten(events["CDCHits_m_wire"])).astype(np.int64)
+    out["gw"] = cdc.global_wire(layer, wire)
+    out["row"] = 2 * layer + ak.to_numpy(ak.flatten(events["CDCHits_m_leftRight"]))
+    out["time"] = ak.to_numpy(ak.flatten(events["CDCHits_m_time"])).astype(np.float64)
+    out["x"] = ak.to_numpy(ak.flatten(events["CDCHits_m_fitDriftLength"])).astype(np.float64)
+    out["u"] = out["x"] / HALF_CELL_ROW[out["row"]]
+    return out
+
+
+def _t0_per_hit(
+    exp: npt.NDArray[Any], run: npt.NDArray[Any], gw: npt.NDArray[Any], table: dict[RunKey, F]
+) -> F:
+    out = np.full(len(gw), np.nan)
+    for key, t0 in table.items():
+        sel = (exp == key[0]) & (run == key[1])
+        out[sel] = t0[gw[sel]]
+    return out
+
+
+def _table(runs: tuple[tuple[int, int, int], ...], sets: tuple[tuple[float, ...], ...]) -> dict:
+    arrays = [np.asarray(s, dtype=np.float64) for s in sets]
+    return {(e, r): arrays[i] for e, r, i in runs}
+
+
+def _current_t0(constants: Constants, runs: Sequence[RunKey]) -> tuple[tuple, tuple]:
+    """(exp, run, set) rows and the distinct T0 sets valid for ``runs`` (zeros where the
+    tags hold none: the first iteration then measures the full T0)."""
+    sets: list[tuple[float, ...]] = []
+    index: dict[int, int] = {}
+    rows = []
+    for e, r in runs:
+        p = constants.get(T0_PAYLOAD, e, r)
+        key = -1 if p is None else id(p)
+        if key not in index:
+            values = np.zeros(cdc.N_WIRES) if p is None else _t0_values(p)
+            index[key] = len(sets)
+            sets.append(tuple(np.nan_to_num(values, nan=0.0).tolist()))
+        rows.append((int(e), int(r), index[key]))
+    return tuple(rows), tuple(sets)
+
+
+def _t0_values(p: Payload) -> F:
+    wires = np.asarray(p.keys["wire"], dtype=np.int64)
+    out = np.zeros(cdc.N_WIRES)
+    out[wires] = np.asarray(p.value("value"), dtype=np.float64)
+    return out
+
+
+@dataclasses.dataclass(frozen=True)
+class T0ResidualCollector(Collector):
+    """Per-wire histogram of ``t_meas - event T0 - T0_current - t_xt(x_fit)`` (ns).
+
+    Parameters
+    ----------
+    t0_runs, t0_sets
+        (exp, run, set index) per run and the distinct current T0 sets (14336 values each).
+    xt
+        The x-t parameters used to compute ``t_xt`` (112 rows x 8, flattened).
+    bins
+        Residual axis.
+    u_min
+        Hits with a fitted drift length below this fraction of the half cell are not used
+        (the track-fit drift length is folded at the wire).
+    """
+
+    t0_runs: tuple[tuple[int, int, int], ...]
+    t0_sets: tuple[tuple[float, ...], ...]
+    xt: tuple[float, ...]
+    bins: tuple[int, float, float] = (60, -15.0, 15.0)
+    u_min: float = 0.05
+    name: str = "cdc_t0_residual"
+    version: ClassVar[int] = 1
+
+    @property
+    def branches(self) -> dict[str, str]:
+        return dict(_HIT_BRANCHES)
+
+    def collect(self, events: ak.Array) -> dict[str, hist.Hist]:
+        h = hist.Hist(
+            hist.axis.Regular(*WIRE_AXIS, name="wire", label="wire"),
+            hist.axis.Regular(*self.bins, name="residual", label="t - t_fit (ns)"),
+            storage=hist.storage.Int64(),
+        )
+        hits = _hits(events)
+        u_grid, inv = xt_inverse(np.asarray(self.xt).reshape(N_ROWS, 8))
+        step = u_grid[1] - u_grid[0]
+        pos = hits["u"] / step
+        i0 = np.clip(pos.astype(np.int64), 0, len(u_grid) - 2)
+        w = pos - i0
+        t_fit = inv[hits["row"], i0] * (1 - w) + inv[hits["row"], i0 + 1] * w
+        t0 = _t0_per_hit(hits["exp"], hits["run"], hits["gw"], _table(self.t0_runs, self.t0_sets))
+        res = hits["time"] - hits["t0"] - t0 - t_fit
+        use = hits["has"] & (hits["u"] >= self.u_min) & np.isfinite(res)
+        fill_2d(h.view(flow=True), hits["gw"][use], res[use], WIRE_AXIS, self.bins)
+        return {self.name: h}
+
+
+def t0_collector(constants: Constants, runs: Sequence[RunKey]) -> T0ResidualCollector:
+    """The T0 collector with the current T0 of each run and the x-t relation of the first."""
+    rows, sets = _current_t0(constants, runs)
+    xt = xt_rows(constants.require(XT_PAYLOAD, *runs[0]))
+    return T0ResidualCollector(rows, sets, tuple(xt.ravel().tolist()))
+
+
+def _board_sum(counts: F) -> F:
+    """Histogram rows (wires) summed per front-end board."""
+    boards = cdc.board_of(np.arange(cdc.N_WIRES))
+    out = np.zeros((cdc.N_BOARDS, counts.shape[1]))
+    np.add.at(out, boards, counts)
+    return out
+
+
+class T0Algorithm(Algorithm):
+    """Per-wire Gaussian fits of the residual, board fallback, ITERATE until converged."""
+
+    name = "cdc_t0"
+    payloads = (T0_PAYLOAD,)
+
+    def run(self, data: AlgorithmInput) -> AlgorithmResult:
+        cfg = data.config
+        h = data.histograms.get("cdc_t0_residual")
+        if h is None or h.sum() < cfg["min_total_entries"]:
+            n = 0 if h is None else int(h.sum())
+            return AlgorithmResult(
+                AlgorithmStatus.NOT_ENOUGH_DATA,
+                message=f"{n} residuals < {cfg['min_total_entries']}",
+            )
+        window = (-cfg["fit_window_ns"], cfg["fit_window_ns"])
+        fits = fit_channels(h, value_range=window, min_entries=cfg["min_entries"])
+        counts = h.values().astype(np.float64)
+        board_h = hist.Hist(
+            hist.axis.Regular(cdc.N_BOARDS, -0.5, cdc.N_BOARDS - 0.5, name="board"),
+            h.axes[1],
+            storage=hist.storage.Double(),
+        )
+        board_h.view()[...] = _board_sum(counts)
+        bfits = fit_channels(board_h, value_range=window, min_entries=cfg["min_entries"])
+        _, sets = _current_t0(data.constants, data.runs[:1])
+        current = np.asarray(sets[0])
+        boards = cdc.board_of(np.arange(cdc.N_WIRES))
+        mu, err = fits.values["mu"], fits.errors["mu"]
+        good = fits.ok & (err <= cfg["max_error_ns"])
+        entries = counts.sum(axis=1)
+        # the board's absolute T0: its fitted mean residual plus the hit-weighted current T0
+        n_board = np.bincount(boards, weights=entries, minlength=cdc.N_BOARDS)
+        cur_board = np.bincount(boards, weights=entries * current, minlength=cdc.N_BOARDS)
+        board_t0 = bfits.values["mu"] + cur_board / np.maximum(n_board, 1)
+        # wire-to-wire spread of the absolute T0 inside boards, beyond the statistical errors
+        dev = (current + mu - board_t0[boards])[good & bfits.ok[boards]]
+        var_stat = err[good & bfits.ok[boards]] ** 2
+        spread2 = max(float(np.var(dev) - np.mean(var_stat)), 0.0) if dev.size > 10 else 0.0
+        layer = cdc.layer_of(np.arange(cdc.N_WIRES))
+        layer_mean = np.bincount(layer, weights=entries) / cdc.LAYER_NWIRES
+        dead = (entries == 0) & (layer_mean[layer] >= cfg["dead_layer_mean"])
+        status = np.where(good, ChannelStatus.OK, ChannelStatus.NOT_ENOUGH_DATA).astype(np.int8)
+        status[~good & (fits.status == ChannelStatus.FAILED)] = ChannelStatus.FAILED
+        bok = bfits.ok[boards]
+        value = np.where(good, current + mu, board_t0[boards])
+        error = np.where(good, err, np.sqrt(bfits.errors["mu"][boards] ** 2 + spread2))
+        status[~good & ~bok] = ChannelStatus.FAILED
+        value[~good & ~bok] = np.nan
+        error[~good & ~bok] = np.nan
+        status[dead] = ChannelStatus.DEAD
+        value[dead] = np.nan
+        error[dead] = np.nan
+        if not np.any(good):
+            return AlgorithmResult(AlgorithmStatus.FAILURE, message="no wire has a good T0 fit")
+        board_shift = bfits.values["mu"][bfits.ok]
+        max_shift = float(np.max(np.abs(board_shift))) if board_shift.size else np.inf
+        converged = max_shift < cfg["tolerance_ns"]
+        diagnostics = Diagnostics(histograms={"board_residual": board_h})
+        diagnostics.add_fits("wire_fits", fits, np.arange(cdc.N_WIRES))
+        diagnostics.add_fits("board_fits", bfits, np.arange(cdc.N_BOARDS))
+        payload = Payload(
+            T0_PAYLOAD,
+            keys={"wire": np.arange(cdc.N_WIRES, dtype=np.int32)},
+            values={"value": value},
+            errors={"value": error},
+            status=status,
+            metadata={
+                "units": {"value": "ns"},
+                "description": "wire T0: t_drift = t_raw - T0 - event T0; NOT_ENOUGH_DATA "
+                "wires carry their board's T0",
+                "provenance": {
+                    "method": "per-wire Gaussian fit of t - t_fit, board fallback",
+                    "iteration": data.iteration,
+                    "board_spread_ns": float(np.sqrt(spread2)),
+                },
+            },
+        )
+        summary = {s.name: int(np.sum(status == s)) for s in ChannelStatus}
+        message = f"max board shift {max_shift:.3f} ns; " + ", ".join(
+            f"{k} {v}" for k, v in summary.items() if v
+        )
+        status_code = AlgorithmStatus.OK if converged else AlgorithmStatus.ITERATE
+        return AlgorithmResult(status_code, [payload], diagnostics, message)
+
+    def boundaries(self, data: AlgorithmInput) -> list[RunKey]:
+        """Runs where a board's T0 (current T0 + mean residual) jumps."""
+        cfg = data.config
+        lo, hi = -cfg["fit_window_ns"], cfg["fit_window_ns"]
+        means, errs = [], []
+        rows, sets = _current_t0(data.constants, data.runs)
+        tables = _table(rows, sets)
+        boards = cdc.board_of(np.arange(cdc.N_WIRES))
+        nper = np.bincount(boards, minlength=cdc.N_BOARDS)
+        for r in data.runs:
+            h = data.per_run[r]["cdc_t0_residual"]
+            c = h.values().astype(np.float64)
+            centers = h.axes[1].centers
+            sel = (centers > lo) & (centers < hi)
+            b = _board_sum(c[:, sel])
+            n = b.sum(axis=1)
+            m = (b * centers[sel]).sum(axis=1) / np.maximum(n, 1)
+            v = (b * centers[sel] ** 2).sum(axis=1) / np.maximum(n, 1) - m**2
+            cur = np.bincount(boards, weights=tables[r], minlength=cdc.N_BOARDS) / nper
+            means.append(np.where(n >= cfg["min_entries"], m + cur, np.nan))
+            errs.append(np.sqrt(np.maximum(v, 0.0) / np.maximum(n, 1)))
+        out = []
+        last_m, last_e = means[0], errs[0]
+        for r, m, e in zip(data.runs[1:], means[1:], errs[1:], strict=True):
+            d = m - last_m
+            sig = np.sqrt(e**2 + last_e**2)
+            jump = np.isfinite(d) & (np.abs(d) > cfg["boundary_jump_ns"]) & (np.abs(d) > 5 * sig)
+            if np.any(jump):
+                out.append(r)
+            known = np.isfinite(m)
+            last_m = np.where(known, m, last_m)
+            last_e = np.where(known, e, last_e)
+        return out
+
+
+def t0_calibration() -> Calibration:
+    """``cdc-t0``: CDCTimeZeros per wire, split where boards were replaced."""
+    return Calibration(
+        name="cdc-t0",
+        expert="cdc-calibration@belle2.org",
+        inputs={"tracks": CollectorInput(t0_collector, TRACK_SKIMS)},
+        algorithms=[T0Algorithm()],
+        strategy=SequentialBoundaries(),
+        run_type="physics",
+        expert_config={
+            "min_entries": 20,
+            "max_error_ns": 2.0,
+            "fit_window_ns": 10.0,
+            "tolerance_ns": 0.2,
+            "min_total_entries": 10000,
+            "dead_layer_mean": 10.0,
+            "boundary_jump_ns": 1.0,
+        },
+        max_iterations=4,
+        description="Wire T0 from Gaussian fits of t_meas - t_fit per wire with the previous "
+        "x-t relation (input tag); wires with few hits or errors > 2 ns take their front-end "
+        "board's T0; iterates until the board shifts are below tolerance_ns; payloads split "
+        "where a board's T0 jumps.",
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class XtCollector(Collector):
+    """Profiles of drift time and fitted drift length per (layer, lr) and drift-length bin.
+
+    Two histograms with mean storage over (row = 2 layer + lr, u = x_fit / half cell):
+    ``cdc_xt_time`` holds the mean drift time ``t_meas - event T0 - T0`` (ns),
+    ``cdc_xt_length`` the mean fitted drift length (cm).
+    """
+
+    t0_runs: tuple[tuple[int, int, int], ...]
+    t0_sets: tuple[tuple[float, ...], ...]
+    time_window: tuple[float, float] = (-30.0, 600.0)
+    version: ClassVar[int] = 1
+
+    @property
+    def branches(self) -> dict[str, str]:
+        return dict(_HIT_BRANCHES)
+
+    def collect(self, events: ak.Array) -> dict[str, hist.Hist]:
+        axes = (
+            hist.axis.Regular(N_ROWS, -0.5, N_ROWS - 0.5, name="row", label="2 layer + lr"),
+            hist.axis.Regular(*U_BINS, name="u", label="x_fit / half cell"),
+        )
+        ht = hist.Hist(*axes, storage=hist.storage.Mean())
+        hx = hist.Hist(*axes, storage=hist.storage.Mean())
+        hits = _hits(events)
+        t0 = _t0_per_hit(hits["exp"], hits["run"], hits["gw"], _table(self.t0_runs, self.t0_sets))
+        td = hits["time"] - hits["t0"] - t0
+        lo, hi = self.time_window
+        use = hits["has"] & np.isfinite(td) & (td > lo) & (td < hi)
+        row, u = hits["row"][use].astype(np.float64), hits["u"][use]
+        ht.fill(row, u, sample=td[use])
+        hx.fill(row, u, sample=hits["x"][use])
+        return {"cdc_xt_time": ht, "cdc_xt_length": hx}
+
+
+def xt_collector(constants: Constants, runs: Sequence[RunKey]) -> XtCollector:
+    """The x-t collector with the T0s valid for each run (from ``cdc-t0``)."""
+    for e, r in runs:
+        constants.require(T0_PAYLOAD, e, r)
+    rows, sets = _current_t0(constants, runs)
+    return XtCollector(rows, sets)
+
+
+def mean_view(h: hist.Hist) -> tuple[F, F, F]:
+    """(count, mean, sample variance) per bin of a mean-storage histogram."""
+    v: Any = h.view()
+    return (
+        np.asarray(v["count"], dtype=np.float64),
+        np.asarray(v["value"], dtype=np.float64),
+        np.asarray(v.variance, dtype=np.float64),
+    )
+
+
+def xt_points(ht: hist.Hist, hx: hist.Hist, sigma_x: float, min_bin: int) -> dict[str, F]:
+    """Profile points per row: drift time and drift length with their errors.
+
+    The drift length of a bin is its mean fitted drift length corrected to the mean true one
+    with Tweedie's formula ``E[x | x_fit] = x_fit + sigma^2 d ln p(x_fit) / dx``, ``p`` the
+    measured density (counts per bin), ``sigma`` the track-fit drift-length resolution.
+    """
+    n, t_mean, var_t = mean_view(ht)
+    _, x_mean, var_x = mean_view(hx)
+    width = (U_BINS[2] - U_BINS[1]) / U_BINS[0] * HALF_CELL_ROW[:, None]
+    logn = np.log(np.maximum(n, 0.5))
+    dlog = np.gradient(logn, axis=1) / width
+    x = x_mean + sigma_x**2 * dlog
+    t = t_mean.copy()
+    t_err = np.sqrt(var_t / np.maximum(n, 1))
+    # the correction's own uncertainty: the log-density slope from Poisson counts
+    nb = np.maximum(n, 1)
+    up, down = np.roll(nb, -1, axis=1), np.roll(nb, 1, axis=1)
+    dlog_err = 0.5 * np.sqrt(1 / up + 1 / down) / width
+    x_err = np.sqrt(var_x / nb + (sigma_x**2 * dlog_err) ** 2)
+    ok = n >= min_bin
+    ok[:, 0] = ok[:, -1] = False
+    ok &= np.roll(n, 1, axis=1) >= min_bin
+    ok &= np.roll(n, -1, axis=1) >= min_bin
+    nan = np.where(ok, 1.0, np.nan)
+    return {"t": t * nan, "x": x * nan, "t_err": t_err * nan, "x_err": x_err * nan, "n": n}
+
+
+class XtAlgorithm(Algorithm):
+    """x-t relation per (layer, lr): fifth-order polynomial with a linear tail."""
+
+    name = "cdc_xt"
+    payloads = (XT_PAYLOAD,)
+
+    def run(self, data: AlgorithmInput) -> AlgorithmResult:
+        cfg = data.config
+        ht, hx = data.histograms.get("cdc_xt_time"), data.histograms.get("cdc_xt_length")
+        if ht is None or hx is None:
+            return AlgorithmResult(AlgorithmStatus.NOT_ENOUGH_DATA, message="no hits")
+        pts = xt_points(ht, hx, cfg["drift_length_resolution_cm"], cfg["min_bin_entries"])
+        u_lo, u_hi = cfg["u_range"]
+        centers = ht.axes[1].centers
+        inside = (centers >= u_lo) & (centers <= u_hi)
+        for k in ("t", "x", "t_err", "x_err"):
+            pts[k] = np.where(inside[None, :], pts[k], np.nan)
+        entries = mean_view(ht)[0][:, inside].sum(axis=1)
+        fits = fit_xt(
+            pts["t"], pts["x"], pts["t_err"], pts["x_err"], max_chi2_ndf=cfg["max_chi2_ndf"]
+        )
+        # second pass: the mean time of a drift-length bin is t(x) + t''(x) sigma^2 / 2 (the
+        # relation's curvature over the drift-length resolution): move the point's x by
+        # -x'' sigma^2 / (2 x'^2), with x' and x'' from the first fit
+        sigma = cfg["drift_length_resolution_cm"]
+        t_pts = np.nan_to_num(pts["t"])
+        first = np.where(np.isfinite(fits.params), fits.params, 0.0)
+        d1 = xt_slope(first, t_pts)
+        d2 = (xt_slope(first, t_pts + 0.5) - xt_slope(first, t_pts - 0.5)) / 1.0
+        shift = np.where(d1 > 0, -0.5 * sigma**2 * d2 / np.maximum(d1, 1e-6) ** 2, 0.0)
+        pts["x"] = pts["x"] + np.where(fits.status[:, None] == ChannelStatus.OK, shift, 0.0)
+        fits = fit_xt(
+            pts["t"], pts["x"], pts["t_err"], pts["x_err"], max_chi2_ndf=cfg["max_chi2_ndf"]
+        )
+        status = fits.status.copy()
+        reason = list(fits.reason)
+        few = entries < cfg["min_entries"]
+        status[few] = ChannelStatus.NOT_ENOUGH_DATA
+        for r in np.flatnonzero(few).tolist():
+            reason[r] = f"{int(entries[r])} entries < {cfg['min_entries']}"
+        params = np.where(status[:, None] == ChannelStatus.OK, fits.params, np.nan)
+        previous = data.constants.get(XT_PAYLOAD, *data.runs[0])
+        if previous is not None:  # flagged rows keep the previous relation (basf2 behaviour)
+            params = np.where(np.isnan(params), xt_rows(previous), params)
+        if not np.any(status == ChannelStatus.OK):
+            return AlgorithmResult(
+                AlgorithmStatus.NOT_ENOUGH_DATA
+                if np.all(status == ChannelStatus.NOT_ENOUGH_DATA)
+                else AlgorithmStatus.FAILURE,
+                message=f"no (layer, lr) row has a valid x-t fit: {reason[0]}",
+            )
+        errors = np.sqrt(np.einsum("rii->ri", fits.cov))
+        layer = np.arange(N_ROWS) // 2
+        lr = np.arange(N_ROWS) % 2
+        cols = [f"p{i}" for i in range(6)] + ["t_boundary", "tail_slope"]
+        values = {c: params[:, i] for i, c in enumerate(cols)}
+        errs = {
+            c: np.where(status == ChannelStatus.OK, errors[:, i], np.nan)
+            for i, c in enumerate(cols[:7])
+        }
+        payload = Payload(
+            XT_PAYLOAD,
+            keys={"layer": layer.astype(np.int16), "lr": lr.astype(np.int8)},
+            values=values,
+            errors=errs,
+            status=status,
+            metadata={
+                "units": {f"p{i}": f"cm/ns^{i}" for i in range(6)}
+                | {"t_boundary": "ns", "tail_slope": "cm/ns"},
+                "description": "x(t) = p0..p5 polynomial for t < t_boundary, linear with "
+                "tail_slope beyond; lr 0 left, 1 right",
+                "provenance": {
+                    "method": "fifth-order polynomial + linear tail, continuous value and slope",
+                    "covariance": [
+                        [None if np.isnan(v) else v for v in row]
+                        for row in fits.cov.reshape(N_ROWS, -1).tolist()
+                    ],
+                    "reasons": reason,
+                },
+            },
+        )
+        diagnostics = Diagnostics(
+            tables={
+                "xt_fits": {
+                    "row": np.arange(N_ROWS),
+                    "chi2": fits.chi2,
+                    "ndf": fits.ndf.astype(np.float64),
+                    "entries": entries.astype(np.float64),
+                    "status": status,
+                    **{c: params[:, i] for i, c in enumerate(cols)},
+                },
+                "xt_points": {
+                    "row": np.repeat(np.arange(N_ROWS), len(centers)),
+                    "u": np.tile(centers, N_ROWS),
+                    **{k: pts[k].ravel() for k in ("t", "x", "t_err", "x_err", "n")},
+                },
+            }
+        )
+        n_ok = int(np.sum(status == ChannelStatus.OK))
+        return AlgorithmResult(
+            AlgorithmStatus.OK, [payload], diagnostics, f"{n_ok}/{N_ROWS} rows fitted"
+        )
+
+
+def xt_covariance(payload: Payload) -> F:
+    """The (112, 7, 7) covariance of (p0..p5, t_boundary) stored with a fitted payload."""
+    rows = payload.metadata["provenance"]["covariance"]
+    return np.array([[np.nan if v is None else v for v in r] for r in rows]).reshape(N_ROWS, 7, 7)
+
+
+def xt_calibration() -> Calibration:
+    """``cdc-xt``: CDCXtRelations per layer and left/right, after ``cdc-t0``."""
+    return Calibration(
+        name="cdc-xt",
+        expert="cdc-calibration@belle2.org",
+        inputs={"tracks": CollectorInput(xt_collector, TRACK_SKIMS)},
+        algorithms=[XtAlgorithm()],
+        strategy=SingleIOV(),
+        run_type="physics",
+        depends_on=("cdc-t0",),
+        expert_config={
+            "min_entries": 800,
+            "min_bin_entries": 10,
+            "u_range": [0.04, 1.02],
+            "drift_length_resolution_cm": 0.006,
+            "max_chi2_ndf": 5.0,
+        },
+        description="x-t relation per layer and left/right: profile of the drift time in bins "
+        "of the track-fit drift length with the T0 of cdc-t0, fifth-order polynomial with a "
+        "linear tail; unphysical fits are flagged and keep the previous relation.",
+    )

@@ -1,0 +1,233 @@
+"""Batched fits of drift-chamber x-t relations: a fifth-order polynomial with a linear tail.
+
+The relation of one (layer, left/right) row is
+
+``x(t) = p0 + p1 t + ... + p5 t^5`` for ``t < t_b`` and
+``x(t) = x(t_b) + x'(t_b) (t - t_b)`` beyond,
+
+continuous in value and slope at the boundary ``t_b`` (the tail slope is the polynomial's
+derivative there, as in basf2's ``XTFunction``). The model is linear in ``p0..p5`` for a fixed
+``t_b``: every row is fitted at once by weighted linear least squares on a grid of boundaries,
+the boundary refined by a ternary search on the profiled chi-square, and the covariance of the
+seven parameters taken from the Jacobian at the minimum. Rows whose fit is unphysical (a
+non-increasing x(t) in the fitted range, a boundary outside the data, a non-positive tail slope,
+a poor chi-square) are FAILED; rows with too few points are NOT_ENOUGH_DATA.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from b2calib.conditions.payload import ChannelStatus
+from b2calib.exceptions import ConfigError
+
+__all__ = ["XtFits", "fit_xt", "xt_gradient", "xt_slope", "xt_value"]
+
+F = npt.NDArray[np.float64]
+_POW = np.arange(6)
+_T_SCALE = 100.0  # ns: times are scaled inside the solve to keep the normal equations sane
+
+
+@dataclass
+class XtFits:
+    """Per-row x-t fits.
+
+    Attributes
+    ----------
+    params
+        (rows, 8): p0..p5, t_boundary, tail_slope (the payload's columns; NaN when not OK).
+    cov
+        (rows, 7, 7) covariance of p0..p5, t_boundary (the tail slope follows from them).
+    chi2, ndf
+        Fit quality per row.
+    t_range
+        (rows, 2): the drift-time range of the fitted points.
+    status, reason
+        :class:`ChannelStatus` per row and why.
+    """
+
+    params: F
+    cov: F
+    chi2: F
+    ndf: npt.NDArray[np.int64]
+    t_range: F
+    status: npt.NDArray[np.int8]
+    reason: list[str]
+
+
+def _basis(t: F, tb: F) -> F:
+    """Design matrix (..., pts, 6) of the scaled model at scaled times ``t`` for boundaries
+    ``tb`` (broadcast over the leading axes)."""
+    tt = np.minimum(t, tb[..., None])
+    below = tt[..., None] ** _POW
+    dpow = _POW * np.where(_POW > 0, tt[..., None] ** np.maximum(_POW - 1, 0), 0.0)
+    return below + dpow * (t - tt)[..., None]
+
+
+def _solve(a: F, y: F, w: F) -> tuple[F, F]:
+    """Weighted least squares over the last-but-one axis; returns (coefficients, chi2)."""
+    aw = a * w[..., None]
+    m = np.einsum("...pi,...pj->...ij", aw, a)
+    b = np.einsum("...pi,...p->...i", aw, y)
+    m = m + 1e-12 * np.eye(a.shape[-1]) * np.trace(m, axis1=-2, axis2=-1)[..., None, None]
+    c = np.linalg.solve(m, b[..., None])[..., 0]
+    r = y - np.einsum("...pi,...i->...p", a, c)
+    return c, np.sum(w * r * r, axis=-1)
+
+
+def _profile(t: F, y: F, w: F, tb: F) -> tuple[F, F]:
+    """Coefficients and chi2 for boundaries ``tb`` of shape (rows, k)."""
+    a = _basis(t[:, None, :], tb)
+    return _solve(a, y[:, None, :], w[:, None, :])
+
+
+def _unscale(q: F, tb_s: F) -> F:
+    """Payload parameters (rows, 8) from scaled coefficients and boundary."""
+    p = q / _T_SCALE**_POW
+    tb = tb_s * _T_SCALE
+    slope = np.sum(_POW[1:] * p[:, 1:] * tb[:, None] ** (_POW[1:] - 1), axis=1)
+    return np.column_stack([p, tb, slope])
+
+
+def xt_value(params: F, t: npt.ArrayLike) -> F:
+    """x(t) for parameter rows ``params`` (rows, 8) at times ``t`` (rows, n) or (n,)."""
+    p, tb, slope = params[:, :6], params[:, 6:7], params[:, 7:8]
+    t = np.broadcast_to(np.asarray(t, dtype=np.float64), (len(params), np.shape(t)[-1]))
+    tt = np.minimum(t, tb)
+    poly = np.einsum("rni,ri->rn", tt[..., None] ** _POW, p)
+    return poly + slope * (t - tt)
+
+
+def xt_gradient(params: F, t: npt.ArrayLike) -> F:
+    """d x(t) / d (p0..p5, t_boundary): (rows, n, 7), the tail slope tied to the polynomial."""
+    p, tb = params[:, :6], params[:, 6:7]
+    t = np.broadcast_to(np.asarray(t, dtype=np.float64), (len(params), np.shape(t)[-1]))
+    tt = np.minimum(t, tb)
+    g = _basis(t, tb[:, 0])
+    curv = np.sum(_POW[2:] * (_POW[2:] - 1) * p[:, 2:] * tb ** (_POW[2:] - 2), axis=1)
+    dtb = curv[:, None] * (t - tt)
+    return np.concatenate([g, dtb[..., None]], axis=-1)
+
+
+def fit_xt(
+    t: F,
+    x: F,
+    t_err: F,
+    x_err: F,
+    *,
+    min_points: int = 12,
+    grid: int = 48,
+    max_chi2_ndf: float = 5.0,
+) -> XtFits:
+    """Fit x(t) in every row.
+
+    Parameters
+    ----------
+    t, x
+        (rows, points): measured drift time and drift distance of each point (NaN: no point).
+    t_err, x_err
+        Their uncertainties; the fit uses the effective variance
+        ``x_err^2 + (x'(t) t_err)^2`` with the slope of a first fit.
+    min_points
+        Rows with fewer points are NOT_ENOUGH_DATA.
+    grid
+        Boundary candidates between 40 % and 97 % of the points' time range.
+    max_chi2_ndf
+        Rows with a larger chi-square per degree of freedom are FAILED.
+    """
+    t, x, t_err, x_err = (np.asarray(a, dtype=np.float64) for a in (t, x, t_err, x_err))
+    if not t.shape == x.shape == t_err.shape == x_err.shape or t.ndim != 2:
+        raise ConfigError("fit_xt needs four (rows, points) arrays of one shape")
+    rows = len(t)
+    use = np.isfinite(t) & np.isfinite(x) & (t_err > 0) & (x_err > 0)
+    npts = use.sum(axis=1)
+    ts = np.where(use, t, 0.0) / _T_SCALE
+    ys = np.where(use, x, 0.0)
+    tmin = np.where(use, ts, np.inf).min(axis=1)
+    tmax = np.where(use, ts, -np.inf).max(axis=1)
+    status = np.full(rows, ChannelStatus.OK, np.int8)
+    reason = ["OK"] * rows
+    enough = npts >= max(min_points, 10)
+    for r in np.flatnonzero(~enough).tolist():
+        status[r] = ChannelStatus.NOT_ENOUGH_DATA
+        reason[r] = f"{int(npts[r])} points < {min_points}"
+    tmin = np.where(enough, tmin, 0.0)
+    tmax = np.where(enough, tmax, 1.0)
+    # first pass: slope from a straight line through the points
+    slope0 = np.where(enough, (np.nanmax(np.where(use, x, np.nan), axis=1, initial=0)) / tmax, 1)
+    q = tb_s = np.zeros(rows)
+    for slope_of in ("line", "fit"):
+        if slope_of == "line":
+            slope = np.broadcast_to(slope0[:, None], t.shape) / _T_SCALE
+        else:
+            slope = xt_slope(_unscale(q, tb_s), np.where(use, t, 0.0))
+        var = x_err**2 + (slope * t_err) ** 2
+        w = np.where(use, 1.0 / np.where(use, var, 1.0), 0.0)
+        frac = np.linspace(0.4, 0.97, grid)
+        cand = tmin[:, None] + frac[None, :] * (tmax - tmin)[:, None]
+        _, chi2 = _profile(ts, ys, w, cand)
+        best = np.argmin(chi2, axis=1)
+        step = (tmax - tmin) * (frac[1] - frac[0])
+        lo = cand[np.arange(rows), best] - step
+        hi = np.minimum(cand[np.arange(rows), best] + step, tmin + 0.97 * (tmax - tmin))
+        for _ in range(40):  # ternary search of the profiled chi2
+            m1, m2 = lo + (hi - lo) / 3, hi - (hi - lo) / 3
+            _, c = _profile(ts, ys, w, np.column_stack([m1, m2]))
+            left = c[:, 0] < c[:, 1]
+            hi = np.where(left, m2, hi)
+            lo = np.where(left, lo, m1)
+        tb_s = 0.5 * (lo + hi)
+        coef, chi2b = _profile(ts, ys, w, tb_s[:, None])
+        q = coef[:, 0]
+    params = _unscale(q, tb_s)
+    # covariance of (p0..p5, t_b) from the Jacobian in scaled units, then scaled back
+    scaled = np.column_stack([q, tb_s, np.zeros(rows)])
+    jac = xt_gradient(scaled, ts)
+    info = np.einsum("rpi,rp,rpj->rij", jac, w, jac)
+    cov = np.full((rows, 7, 7), np.nan)
+    idx = np.flatnonzero(enough)
+    good = np.linalg.cond(info[idx]) < 1e14
+    d = np.append(1.0 / _T_SCALE**_POW, _T_SCALE)
+    cov[idx[good]] = np.linalg.inv(info[idx[good]]) * d[None, :, None] * d[None, None, :]
+    chi2 = chi2b[:, 0]
+    ndf = npts - 7
+    t_lo, t_hi = tmin * _T_SCALE, tmax * _T_SCALE
+    dense = np.linspace(0.0, 1.0, 200)[None, :] * t_hi[:, None]
+    deriv = xt_slope(params, dense)
+    diag = np.einsum("rii->ri", cov)
+    for r in np.flatnonzero(enough).tolist():
+        problem = None
+        if not (np.all(np.isfinite(params[r])) and np.all(np.isfinite(cov[r]))):
+            problem = "singular fit"
+        elif np.any(diag[r] <= 0):
+            problem = "non-positive variance"
+        elif not t_lo[r] < params[r, 6] < t_hi[r]:
+            problem = (
+                f"boundary {params[r, 6]:.1f} ns outside the data ({t_lo[r]:.1f}-{t_hi[r]:.1f})"
+            )
+        elif params[r, 7] <= 0:
+            problem = f"tail slope {params[r, 7]:.3g} cm/ns not positive"
+        elif np.any(deriv[r] <= 0):
+            problem = "x(t) not increasing in the fitted range"
+        elif chi2[r] / max(ndf[r], 1) > max_chi2_ndf:
+            problem = f"chi2/ndf {chi2[r] / max(ndf[r], 1):.2f} > {max_chi2_ndf}"
+        if problem:
+            status[r] = ChannelStatus.FAILED
+            reason[r] = problem
+    bad = status != ChannelStatus.OK
+    params[bad] = np.nan
+    cov[bad] = np.nan
+    return XtFits(
+        params, cov, chi2, ndf.astype(np.int64), np.column_stack([t_lo, t_hi]), status, reason
+    )
+
+
+def xt_slope(params: F, t: F) -> F:
+    """dx/dt at times ``t`` (rows, n)."""
+    p, tb, slope = params[:, :6], params[:, 6:7], params[:, 7:8]
+    tt = np.minimum(t, tb)
+    d = np.einsum("rni,ri->rn", _POW[1:] * tt[..., None] ** (_POW[1:] - 1), p[:, 1:])
+    return np.where(t < tb, d, slope)
