@@ -47,6 +47,7 @@ import awkward as ak
 import hist
 import numpy as np
 import numpy.typing as npt
+from scipy import special
 
 from b2calib.calibration import (
     Algorithm,
@@ -609,6 +610,10 @@ class ChannelT0Algorithm(Algorithm):
 
     Channels masked DEAD are flagged DEAD; channels with fewer than ``min_entries`` photons
     NOT_ENOUGH_DATA; failed fits FAILED.
+
+    Limitation: the module's photons are folded together over all input runs, so the module
+    timing must be stable over them (a module T0 step inside the input, such as a firmware
+    update, broadens that module's peaks): run it on the runs between such steps.
     """
 
     name = "channel_t0"
@@ -724,9 +729,42 @@ def solve_module_t0(
 
 def _pair_fits(h: hist.Hist, min_entries: int) -> tuple[ChannelFits, npt.NDArray[np.bool_]]:
     fits = fit_channels(h, background=True, min_entries=min_entries)
+    fits.errors["mu"] = _sandwich_mu_error(h.values().astype(np.float64), h.axes[1].edges, fits)
     a, b = _pair_modules()
     usable = fits.ok & (a < b) & np.isfinite(fits.errors["mu"]) & (fits.errors["mu"] > 0)
     return fits, usable
+
+
+def _sandwich_mu_error(counts: F, edges: F, fits: ChannelFits) -> F:
+    """Error of the fitted peak position robust to the peak shape: the sandwich (Huber-White)
+    covariance ``I^-1 J I^-1`` of the Gaussian + flat binned Poisson fit, with ``J`` from the
+    observed residuals. The per-pair track-time differences are a mixture of resolutions
+    (photon counts and crossing positions vary), not one Gaussian, so the inverse information
+    alone misstates the scatter of the fitted mean. The flat background (often at its bound 0,
+    and uncorrelated with the position of a symmetric peak) is held fixed."""
+    n, mu, sg, b = (np.nan_to_num(fits.values[k])[:, None] for k in ("n", "mu", "sigma", "b"))
+    sg = np.where(sg > 0, sg, 1.0)
+    z = (edges[None, :] - mu) / sg
+    cdf = 0.5 * special.erfc(-z / np.sqrt(2.0))
+    pdf = np.exp(-0.5 * z * z) / np.sqrt(2.0 * np.pi)
+    prob = np.diff(cdf, axis=1)
+    width = np.diff(edges)[None, :]
+    lam = np.maximum(n * prob + b * width, 1e-12)
+    jac = np.stack(
+        [
+            prob,
+            -n * np.diff(pdf, axis=1) / sg,
+            -n * np.diff(pdf * z, axis=1) / sg,
+        ],
+        axis=-1,
+    )
+    info = np.einsum("cbp,cbq->cpq", jac / lam[..., None], jac)
+    meat = np.einsum("cbp,cbq->cpq", jac * ((counts - lam) / lam)[..., None] ** 2, jac)
+    out = np.full(len(counts), np.nan)
+    good = np.linalg.cond(info) < 1e12
+    inv = np.linalg.inv(info[good])
+    out[good] = np.sqrt(np.abs((inv @ meat[good] @ inv)[:, 1, 1]))
+    return out
 
 
 def _quick_pairs(counts: F, min_entries: int) -> tuple[F, F, npt.NDArray[np.bool_]]:
@@ -787,7 +825,12 @@ class ModuleT0Algorithm(Algorithm):
                 AlgorithmStatus.NOT_ENOUGH_DATA, diagnostics=diag, message=str(exc)
             )
         err = np.sqrt(np.diag(cov))
-        diag.tables["module_t0"] = {"module": np.arange(1, _NM + 1), "value": t0, "error": err}
+        diag.tables["module_t0"] = {
+            "module": np.arange(1, _NM + 1),
+            "value": t0,
+            "error": err,
+            **{f"cov_{j + 1}": cov[:, j] for j in range(_NM)},  # the constrained covariance
+        }
         payload = Payload(
             MODULE_T0,
             keys=dict(_MODULE_KEYS),
@@ -853,6 +896,15 @@ class ModuleT0Algorithm(Algorithm):
 
 
 # ---------------------------------------------------------------------------- common T0
+def _uncalibrated_fraction(constants: Constants, run: RunKey) -> float:
+    """Share of the live channels whose channel T0 is not calibrated (status not OK)."""
+    p = constants.require(CHANNEL_T0, *run)
+    if p.status is None:
+        return 0.0
+    live = p.status != ChannelStatus.DEAD
+    return float(np.sum(live & (p.status != ChannelStatus.OK)) / max(np.sum(live), 1))
+
+
 class CommonT0Algorithm(Algorithm):
     """Common T0 from the folded photon residuals (channel and module T0 applied).
 
@@ -861,6 +913,11 @@ class CommonT0Algorithm(Algorithm):
     common T0 is the main peak position, taken in the period
     ``[reference - RF/2, reference + RF/2)`` where the reference is the previous common T0 in
     the input tags if any, else ``reference_ns``. NOT_ENOUGH_DATA below ``min_photons``.
+    Photons of live channels whose channel T0 is not calibrated (the share of such channels in
+    the TOPCalChannelT0 payload) are described by the PDF smeared by the typical channel T0
+    spread ``uncalibrated_channel_t0_spread_ns`` (e.g. a bucket too small for channel T0).
+    The common T0 is defined modulo the RF period by collision data: the reference must be
+    within RF/2 of the truth (the previous payload in prompt processing).
     """
 
     name = "common_t0"
@@ -886,8 +943,14 @@ class CommonT0Algorithm(Algorithm):
         )
         pdf = PhotonPDF.from_config(cfg)
         w, m, s = pdf.components(upf, zw)
-        w = (w * wpf[:, None]).reshape(1, -1)
-        m, s = m.reshape(1, -1), s.reshape(1, -1)
+        w, m, s = (w * wpf[:, None]).ravel(), m.ravel(), s.ravel()
+        # photons of live channels without a calibrated channel T0 are spread by the unknown
+        # channel T0s: their share of the PDF is smeared by uncalibrated_channel_t0_spread_ns
+        f = _uncalibrated_fraction(data.constants, data.runs[0])
+        spread = float(cfg["uncalibrated_channel_t0_spread_ns"])
+        w = np.concatenate([(1 - f) * w, f * w])[None, :]
+        m = np.concatenate([m, m])[None, :]
+        s = np.concatenate([s, np.sqrt(s**2 + spread**2)])[None, :]
         centre = _circular_centre(counts, _RF)
         rolled, first = _window(counts, centre)
         bw = _RF / counts.shape[1]
@@ -995,7 +1058,12 @@ def calibrations() -> list[Calibration]:
             run_type="physics",
             magnet_on=True,
             depends_on=("top-channel-t0", "top-module-t0"),
-            expert_config={"min_photons": 1000, "reference_ns": 0.0, **_PDF_CONFIG},
+            expert_config={
+                "min_photons": 1000,
+                "reference_ns": 0.0,
+                "uncalibrated_channel_t0_spread_ns": 0.15,
+                **_PDF_CONFIG,
+            },
             open_end=True,
             description="TOP common T0 (TOPCalCommonT0) per run: photon residuals with channel "
             "and module T0 applied folded modulo the RF period, photon PDF + constant fit; "

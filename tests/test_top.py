@@ -1,0 +1,345 @@
+"""TOP calibrations: closure on the simulator, algorithm pieces on arrays, CLI and notebook.
+
+Two samples share the seed and experiment (so the same static constants: channel T0, masks):
+``channels`` (3 long runs, ~48k mu-mu events, every run after the intervention) for the masks
+and the channel T0; ``runs`` (200 short runs of ~300 mu-mu events, intervention at run 101) for
+the module T0 (boundary, pulls pooled over 20-run blocks) and the per-run common T0.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+
+import awkward as ak
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from b2calib.calibration import AlgorithmInput, AlgorithmStatus, Constants, run_calibrations
+from b2calib.cli import cli
+from b2calib.conditions import ChannelStatus, ConditionsDB
+from b2calib.detectors import top as T
+from b2calib.engine import Dataset, collect
+from b2calib.fit.template_shift import fit_template_shift
+from b2calib.geometry import top as geo
+from b2calib.sim import SimConfig, simulate
+from b2calib.sim.conditions import conditions_for_run
+from b2calib.sim.runs import generate_runs
+from tests.closure import assert_closure, calibrate, pulls, staged
+from tests.conftest import SAMPLE
+from tests.test_notebooks import execute
+
+CALS = {c.name: c for c in T.calibrations()}
+MUMU_ONLY = {"bhabha": 0.0, "gamma_gamma": 0.0, "mumu": 1.0, "hadron": 0.0, "tautau": 0.0}
+
+
+def _config(**kw: object) -> SimConfig:
+    base: dict[str, object] = dict(
+        exp=12,
+        seed=5,
+        processes=["mumu"],
+        process_fractions=MUMU_ONLY,
+        skims=["hlt_mumu_2trk"],
+        detectors=["TOP"],
+        run_types={"physics": 1.0},
+        continuum_fraction=0.0,
+    )
+    return SimConfig(**(base | kw))  # type: ignore[arg-type]
+
+
+CHANNELS = _config(n_runs=3, events_per_run=10000, intervention_run=1)
+RUNS = _config(n_runs=200, events_per_run=150, intervention_run=101, mean_run_hours=1.0)
+
+
+@pytest.fixture(scope="module")
+def channels(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, ConditionsDB]:
+    """The long-run sample calibrated for masks and channel T0 (database in the folder)."""
+    out = tmp_path_factory.mktemp("top_channels")
+    simulate(CHANNELS, out / "data", jobs=2)
+    reports, db = calibrate(
+        [CALS["top-channel-mask"], CALS["top-channel-t0"]], out / "data", out / "db.sqlite"
+    )
+    assert {k: r.status for k, r in reports.items()} == {
+        "top-channel-mask": "OK",
+        "top-channel-t0": "OK",
+    }
+    return out, db
+
+
+@pytest.fixture(scope="module")
+def timing(
+    channels: tuple[Path, ConditionsDB], tmp_path_factory: pytest.TempPathFactory
+) -> tuple[Path, ConditionsDB]:
+    """The many-run sample: module T0 and common T0 on top of the channel T0 above."""
+    out = tmp_path_factory.mktemp("top_runs")
+    simulate(RUNS, out / "data", jobs=2)
+    with (
+        sqlite3.connect(channels[0] / "db.sqlite") as src,
+        sqlite3.connect(out / "db.sqlite") as dst,
+    ):
+        src.backup(dst)  # a consistent copy (the database runs in WAL mode)
+    db = ConditionsDB(out / "db.sqlite", author="closure-test")
+    reports = run_calibrations(
+        [CALS["top-module-t0"], CALS["top-common-t0"]],
+        out / "data",
+        db=db,
+        staging_tag="staging",
+        cache=out / "cache",
+    )
+    assert {k: r.status for k, r in reports.items()} == {
+        "top-module-t0": "OK",
+        "top-common-t0": "OK",
+    }
+    return out, db
+
+
+def _truth(cfg: SimConfig, run: int):  # type: ignore[no-untyped-def]
+    return conditions_for_run(cfg, next(r for r in generate_runs(cfg) if r.run == run))
+
+
+# ------------------------------------------------------------------------------ closure
+@pytest.mark.slow
+def test_channel_mask_closure(channels: tuple[Path, ConditionsDB]) -> None:
+    truth = _truth(CHANNELS, 1)
+    ((_entry, mask),) = staged(channels[1], "staging", "TOPCalChannelMask")
+    assert mask.status is not None
+    np.testing.assert_array_equal(mask.keys["module"], np.repeat(np.arange(1, 17), 512))
+    dead, hot = mask.status == ChannelStatus.DEAD, mask.status == ChannelStatus.HOT
+    # every dead and every hot channel found, no good channel flagged
+    np.testing.assert_array_equal(dead, truth.top_status == 1)
+    np.testing.assert_array_equal(hot, truth.top_status == 2)
+    assert np.all(mask.status[truth.top_status == 0] == ChannelStatus.OK)
+    assert dead.sum() > 50
+    assert hot.sum() > 30
+    # the noise rate of hot channels: within 5 % (their binomial errors are ~1.5 %)
+    np.testing.assert_allclose(mask.value()[hot], truth.top_hot_rate[hot], rtol=0.05)
+    assert np.all(mask.value()[~hot] == 0)
+    print("hot-rate", pulls(mask.value()[hot], mask.errors["value"][hot], truth.top_hot_rate[hot]))
+
+
+@pytest.mark.slow
+def test_channel_t0_closure(channels: tuple[Path, ConditionsDB]) -> None:
+    truth = _truth(CHANNELS, 1)
+    ((_entry, p),) = staged(channels[1], "staging", "TOPCalChannelT0")
+    assert p.status is not None
+    ok = p.status == ChannelStatus.OK
+    assert ok.sum() > 0.98 * 8192 * 0.985
+    assert_closure(p.value()[ok], p.errors["value"][ok], truth.top_channel_t0[ok], "channel T0")
+    # zero mean per module over the calibrated channels
+    v = np.where(ok, p.value(), 0.0).reshape(16, 512).sum(axis=1)
+    np.testing.assert_allclose(v, 0.0, atol=1e-9)
+    # dead channels flagged DEAD, never a constant; flagged channels carry NaN
+    dead = truth.top_status == 1
+    assert np.all(p.status[dead] == ChannelStatus.DEAD)
+    assert np.all(np.isnan(p.value()[~ok]))
+
+
+@pytest.mark.slow
+def test_module_t0_boundary_and_closure(timing: tuple[Path, ConditionsDB]) -> None:
+    out, db = timing
+    entries = staged(db, "staging", "TOPCalModuleT0")
+    # the module-5 step at the intervention run: two payloads split there
+    assert [(e.iov.first_run, e.iov.final_run) for e, _ in entries] == [(1, 100), (101, -1)]
+    before, after = _truth(RUNS, 1).top_module_t0, _truth(RUNS, 101).top_module_t0
+    for (_, p), t in zip(entries, (before, after), strict=True):
+        assert abs(p.value().sum()) < 1e-9
+        print("module T0 payload", pulls(p.value(), p.errors["value"], t))
+    assert entries[1][1].value()[4] - entries[0][1].value()[4] == pytest.approx(
+        after[4] - before[4], abs=0.03
+    )
+    # pull standard: the algorithm on 10 blocks of 20 runs (16 modules each)
+    runs = [(12, r) for r in range(1, 201)]
+    constants = Constants(db, ["staging"])
+    result = collect(
+        T.module_t0_collector(constants, runs),
+        Dataset.from_paths(str(out / "data" / "e0012" / "*" / "*.root")),
+        executor="inprocess",
+        cache=out / "cache",
+        progress=False,
+    )
+    config = CALS["top-module-t0"].configure()
+    marginal, whitened = [], []
+    for block in range(10):
+        sel = runs[block * 20 : (block + 1) * 20]
+        data = AlgorithmInput(sel, result.output.merged(sel), result.output, constants, config)
+        res = T.ModuleT0Algorithm().run(data)
+        assert res.status is AlgorithmStatus.OK, res.message
+        table = res.diagnostics.tables["module_t0"]
+        cov = np.stack([table[f"cov_{j}"] for j in range(1, 17)], axis=1)
+        resid = res.payloads[0].value() - (before if sel[0][1] < 101 else after)
+        marginal.append(resid / res.payloads[0].errors["value"])
+        # the 16 constrained values are strongly correlated (pairs of opposite slots form a
+        # ring): test the quoted covariance on its 15 independent directions
+        lam, vec = np.linalg.eigh(cov)
+        keep = lam > 1e-9 * lam.max()
+        assert keep.sum() == 15
+        whitened.append(vec[:, keep].T @ resid / np.sqrt(lam[keep]))
+    print("module T0 marginal", pulls(np.concatenate(marginal), np.ones(160), np.zeros(160)))
+    z = np.concatenate(whitened)
+    assert_closure(z, np.ones_like(z), np.zeros_like(z), "module T0 (decorrelated)")
+
+
+@pytest.mark.slow
+def test_common_t0_closure(timing: tuple[Path, ConditionsDB]) -> None:
+    entries = staged(timing[1], "staging", "TOPCalCommonT0")
+    assert len(entries) == 200  # one payload per run: every run has enough photons
+    fitted = np.array([p.value()[0] for _, p in entries])
+    errors = np.array([p.errors["value"][0] for _, p in entries])
+    true = np.array([_truth(RUNS, e.iov.first_run).top_common_t0 for e, _ in entries])
+    assert_closure(fitted, errors, true, "common T0")
+    assert entries[-1][0].iov.final_run == -1  # open-ended last payload
+
+
+# ------------------------------------------------------------------- algorithm pieces
+def test_clipped_mean_and_masks() -> None:
+    rng = np.random.default_rng(1)
+    hits = rng.poisson(100.0, 8192).astype(float)
+    hits[[5, 700, 4000]] = 0.0
+    hits[[10, 2000]] = [19.0, 20.0]  # <= mean / 5 is dead; 19 and 20 are
+    hits[[11, 3000]] = [260.0, 201.0]  # > max(2 mean, mean + 6 rms) = 2 mean is hot
+    hits[12] = 195.0  # below 2 mean: not hot
+    status, mean, rms = T.mask_channels(hits, T.boardstack_of(np.arange(8192)))
+    assert np.allclose(mean, 100.0, atol=3.0)
+    assert np.allclose(rms, 10.0, atol=1.5)
+    assert set(np.flatnonzero(status == ChannelStatus.DEAD)) == {5, 700, 4000, 10, 2000}
+    assert set(np.flatnonzero(status == ChannelStatus.HOT)) == {11, 3000}
+    # 2 is clipped once 1000 is gone (rms 0.22): the ones remain
+    m, r = T.clipped_mean(np.array([[1.0] * 18 + [2.0, 1000.0]]))
+    assert m[0] == pytest.approx(1.0)
+    assert r[0] == pytest.approx(0.0)
+
+
+def test_boardstacks() -> None:
+    g = T.boardstack_of(np.arange(8192))
+    assert np.all(np.bincount(g) == 128)
+    assert g[0] == 0
+    assert g[15] == 0
+    assert g[16] == 1
+    assert g[64] == 0
+    assert g[511] == 3
+    assert g[512] == 4
+
+
+def test_solve_module_t0_constraint_and_covariance() -> None:
+    rng = np.random.default_rng(2)
+    true = rng.normal(0, 0.3, 16)
+    true -= true.mean()
+    a = np.r_[np.arange(1, 9), np.arange(1, 16)]
+    b = np.r_[np.arange(9, 17), np.arange(2, 17)]
+    sigma = np.full(len(a), 0.01)
+    pulls_all = []
+    for _ in range(300):
+        y = true[a - 1] - true[b - 1] + rng.normal(0, 0.01, len(a))
+        t0, cov, _chi2, ndf = T.solve_module_t0(a, b, y, sigma)
+        assert abs(t0.sum()) < 1e-12
+        assert ndf == len(a) - 15
+        np.testing.assert_allclose(cov.sum(axis=0), 0.0, atol=1e-9)  # no freedom along 1
+        pulls_all.append((t0 - true) / np.sqrt(np.diag(cov)))
+    p = np.concatenate(pulls_all)
+    assert abs(p.mean()) < 0.05
+    assert 0.95 < p.std() < 1.05
+    with pytest.raises(Exception, match="do not connect"):
+        T.solve_module_t0([1, 2], [2, 3], [0.1, 0.1], [0.01, 0.01])
+
+
+def test_template_shift_fit_pulls_and_flags() -> None:
+    """Toy channels drawn from the photon PDF: the fitted shifts have unit pulls."""
+    rng = np.random.default_rng(3)
+    pdf = T.PhotonPDF()
+    nch = 400
+    zw = np.ones(13)
+    pf = geo.path_factor(rng.integers(1, 513, nch))
+    w, m, s = pdf.components(pf, zw)
+    shift = rng.uniform(0.5, 1.5, nch)
+    edges = np.linspace(0.0, geo.RF_PERIOD_NS, 49) + 0.0
+    counts = np.zeros((nch, 48))
+    for c in range(nch):
+        n = 300 if c >= 5 else 10  # the first five are starved
+        k = rng.choice(w.shape[1], n, p=w[c] / w[c].sum())
+        x = np.mod(shift[c] + m[c, k] + rng.normal(0, 1, n) * s[c, k], geo.RF_PERIOD_NS)
+        x = np.r_[x, rng.uniform(0, geo.RF_PERIOD_NS, 30)]
+        counts[c] = np.histogram(x, edges)[0]
+    fits = fit_template_shift(counts, edges, w, m, s, period=geo.RF_PERIOD_NS, min_entries=50)
+    assert np.all(fits.status[:5] == ChannelStatus.NOT_ENOUGH_DATA)
+    assert np.all(np.isnan(fits.values["mu"][:5]))
+    ok = fits.ok
+    assert ok[5:].all()
+    assert_closure(fits.values["mu"][ok], fits.errors["mu"][ok], shift[ok], "template shift")
+
+
+def test_match_photons_drops_ambiguous_modules() -> None:
+    events = ak.Array(
+        {
+            "ExtHits_m_detectorID": [[4, 4, 3], [4, 4]],
+            "ExtHits_m_copyID": [[2, 10, 5], [7, 7]],
+            "ExtHits_m_posZ": [[0.0, 50.0, 0.0], [0.0, 10.0]],
+            "ExtHits_m_tof": [[4.0, 4.5, 1.0], [4.0, 4.0]],
+            "TOPDigits_m_moduleID": [[2, 2, 10, 3], [7]],
+            "TOPDigits_m_pixelID": [[1, 64, 512, 5], [3]],
+            "TOPDigits_m_time": [[20.0, 21.0, 22.0, 9.0], [30.0]],
+        }
+    )
+    p = T.match_photons(events)
+    # event 1 has two tracks in module 7: ambiguous, left out; the digit in module 3 has no track
+    np.testing.assert_array_equal(p.trk_module, [2, 10])
+    np.testing.assert_array_equal(p.ph_trk, [0, 0, 1])
+    np.testing.assert_array_equal(p.ph_channel, [512, 512 + 63, 9 * 512 + 511])
+    expected = 21.0 - 4.0 - geo.expected_propagation_time(64, 0.0)
+    assert p.ph_resid[1] == pytest.approx(expected)
+
+
+def test_declarations() -> None:
+    names = [c.name for c in T.calibrations()]
+    assert names == ["top-channel-mask", "top-channel-t0", "top-module-t0", "top-common-t0"]
+    assert CALS["top-common-t0"].depends_on == ("top-channel-t0", "top-module-t0")
+    assert CALS["top-module-t0"].payloads == ("TOPCalModuleT0",)
+
+
+# --------------------------------------------------------------------------- CLI, notebook
+LOW_STATS = {
+    "top-channel-mask": {"min_mean_hits": 5.0},
+    "top-channel-t0": {"min_calibrated_fraction": 0.0},
+    "top-module-t0": {"min_pair_entries": 5},
+}
+
+
+@pytest.mark.slow
+def test_cli_on_the_sample_bucket(tmp_path: Path) -> None:
+    db = tmp_path / "cal.sqlite"
+    base = ["calibrate", "--data", str(SAMPLE), "--runs", "1-11", "--db", str(db), "--quiet"]
+    # at its defaults the bucket is too small for the masks: said so, nothing staged
+    result = CliRunner().invoke(cli, [*base, "top-channel-mask", "--staging", "strict"])
+    assert "NOT_ENOUGH_DATA" in result.output
+    assert "mean hits per channel" in result.output
+    configs = []
+    for name, cfg in LOW_STATS.items():
+        path = tmp_path / f"{name}.json"
+        path.write_text(json.dumps(cfg))
+        configs += ["--config", f"{name}={path}"]
+    result = CliRunner().invoke(
+        cli, [*base, "top-common-t0", "--with-deps", "--staging", "low", *configs]
+    )
+    assert result.exit_code == 0, result.output
+    database = ConditionsDB(db)
+    names = {e.name for e in database.iovs("low")}
+    assert names == {"TOPCalChannelMask", "TOPCalChannelT0", "TOPCalModuleT0", "TOPCalCommonT0"}
+    common = staged(database, "low", "TOPCalCommonT0")
+    assert len(common) >= 8  # per run, runs short of photons merged
+    module = staged(database, "low", "TOPCalModuleT0")
+    assert abs(module[0][1].value().sum()) < 1e-9
+
+
+@pytest.mark.notebooks
+@pytest.mark.slow
+def test_top_t0_notebook(sample: Path) -> None:
+    numbers = execute("top_t0.ipynb", sample)
+    assert numbers["module_t0_payloads"] >= 1
+    assert float(numbers["module_t0_max_pull"]) < 5.0  # type: ignore[arg-type]
+    assert numbers["common_t0_payloads"] >= 8
+    assert abs(float(numbers["common_t0_mean_pull"])) < 2.0  # type: ignore[arg-type]
+    assert numbers["channel_t0_calibrated"] < 0.05 * 8192  # the bucket starves channel T0
+    assert numbers["staged"] == sorted(
+        ["TOPCalChannelMask", "TOPCalChannelT0", "TOPCalCommonT0", "TOPCalModuleT0"]
+    )
