@@ -1,0 +1,239 @@
+"""Pieces shared by the ECL calibrations: 5x5 windows, per-run constants, step finding."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import awkward as ak
+import hist
+import numba
+import numpy as np
+import numpy.typing as npt
+
+from b2calib.calibration import Constants
+from b2calib.conditions.iov import RunKey
+from b2calib.geometry import ecl
+
+F = npt.NDArray[np.float64]
+IA = npt.NDArray[np.int64]
+
+#: 1-based cell ids of the 5x5 window around each crystal (0 outside the calorimeter).
+NEIGHBOURS_5X5: IA = ecl.neighbours(5)
+N_SLOTS = 25
+#: (a, b) slot pairs with a <= b of a 5x5 window and their index (325 pairs).
+PAIR_A, PAIR_B = np.triu_indices(N_SLOTS)
+N_PAIRS = len(PAIR_A)
+CRATE: IA = ecl.crate_of(np.arange(1, ecl.N_CRYSTALS + 1))
+
+#: Branches every ECL collector reads.
+EVENT_BRANCHES = {
+    "EventMetaData_m_experiment": "int32",
+    "EventMetaData_m_run": "int32",
+}
+CLUSTER_BRANCHES = {
+    "ECLClusters_m_energy": "var * float32",
+    "ECLClusters_m_theta": "var * float32",
+    "ECLClusters_m_phi": "var * float32",
+    "ECLClusters_m_maxCellId": "var * int16",
+    "ECLClusters_m_isTrack": "var * int8",
+    "ECLClusters_m_trackIndex": "var * int16",
+}
+DIGIT_BRANCHES = {
+    "ECLCalDigits_m_CellId": "var * int16",
+    "ECLCalDigits_m_Energy": "var * float32",
+}
+TRACK_BRANCHES = {
+    "TrackFitResults_m_omega": "var * float32",
+    "TrackFitResults_m_tanLambda": "var * float32",
+}
+#: 1/R[cm] = factor * B[T] / pt[GeV]; the Belle II solenoid field.
+_BFIELD_FACTOR = 0.0029979246
+B_FIELD_T = 1.5
+
+
+def cell_axis() -> hist.axis.Integer:
+    """Integer axis of 1-based cell ids, without flow bins."""
+    return hist.axis.Integer(1, ecl.N_CRYSTALS + 1, name="cell", label="cellID", flow=False)
+
+
+def crate_axis() -> hist.axis.Integer:
+    """Integer axis of crates 1-52, without flow bins."""
+    return hist.axis.Integer(1, ecl.N_CRATES + 1, name="crate", label="crate", flow=False)
+
+
+def run_of(events: ak.Array) -> RunKey:
+    """(exp, run) of a chunk (the engine gives one file, so one run, per call)."""
+    if len(events) == 0:
+        return (0, 0)
+    return (int(events["EventMetaData_m_experiment"][0]), int(events["EventMetaData_m_run"][0]))
+
+
+def offsets_of(counts: npt.ArrayLike) -> IA:
+    """Start offsets (n + 1) of jagged rows with ``counts`` elements."""
+    c = np.asarray(counts, dtype=np.int64)
+    out = np.zeros(len(c) + 1, dtype=np.int64)
+    np.cumsum(c, out=out[1:])
+    return out
+
+
+def track_momentum(events: ak.Array) -> tuple[F, IA]:
+    """Flat track momenta (GeV) and the offsets of each event's tracks."""
+    omega = ak.to_numpy(ak.flatten(events["TrackFitResults_m_omega"])).astype(np.float64)
+    tanl = ak.to_numpy(ak.flatten(events["TrackFitResults_m_tanLambda"])).astype(np.float64)
+    with np.errstate(divide="ignore"):
+        pt = np.where(omega != 0, _BFIELD_FACTOR * B_FIELD_T / np.abs(omega), 0.0)
+    p = pt * np.sqrt(1.0 + tanl**2)
+    return p, offsets_of(ak.num(events["TrackFitResults_m_omega"]))
+
+
+@numba.njit(cache=True, nogil=True)
+def _window_energies(dig_off, dig_cell, dig_e, cl_evt, cl_cell, nbr, gains):  # type: ignore[no-untyped-def,unused-ignore]
+    n = cl_evt.shape[0]
+    out = np.zeros((n, nbr.shape[1]))
+    for k in range(n):
+        e = cl_evt[k]
+        row = nbr[cl_cell[k] - 1]
+        for d in range(dig_off[e], dig_off[e + 1]):
+            cell = dig_cell[d]
+            for a in range(row.shape[0]):
+                if row[a] == cell:
+                    out[k, a] += dig_e[d] * gains[cell - 1]
+                    break
+    return out
+
+
+def window_energies(
+    events: ak.Array, cl_evt: IA, cl_cell: IA, gains: F | None = None
+) -> npt.NDArray[np.float64]:
+    """Digit energies (GeV) in the 5x5 window around each selected cluster's crystal.
+
+    ``cl_evt`` is the event index and ``cl_cell`` the 1-based centre cell of each cluster;
+    ``gains`` (per crystal, index cell - 1) multiply the raw digit energies (default: raw).
+    Returns an array (clusters, 25) in the slot order of :data:`NEIGHBOURS_5X5`.
+    """
+    cells = ak.to_numpy(ak.flatten(events["ECLCalDigits_m_CellId"])).astype(np.int64)
+    energy = ak.to_numpy(ak.flatten(events["ECLCalDigits_m_Energy"])).astype(np.float64)
+    off = offsets_of(ak.num(events["ECLCalDigits_m_CellId"]))
+    g = np.ones(ecl.N_CRYSTALS) if gains is None else np.asarray(gains, dtype=np.float64)
+    return np.asarray(
+        _window_energies(
+            off,
+            cells,
+            energy,
+            np.asarray(cl_evt, dtype=np.int64),
+            np.asarray(cl_cell, dtype=np.int64),
+            NEIGHBOURS_5X5,
+            g,
+        )
+    )
+
+
+def digest(*arrays: npt.ArrayLike) -> str:
+    """SHA-256 of arrays: identifies the constants a collector applies (its cache key)."""
+    h = hashlib.sha256()
+    for a in arrays:
+        h.update(np.ascontiguousarray(np.asarray(a, dtype=np.float64)).tobytes())
+    return h.hexdigest()
+
+
+def per_run_sets(
+    arrays: Mapping[RunKey, tuple[F, ...]],
+) -> tuple[tuple[tuple[int, int, int], ...], tuple[tuple[F, ...], ...]]:
+    """Distinct constant sets and the index of each run's set (runs sharing a payload share)."""
+    keys: dict[str, int] = {}
+    sets: list[tuple[F, ...]] = []
+    index: list[tuple[int, int, int]] = []
+    for (exp, run), arrs in sorted(arrays.items()):
+        d = digest(*arrs)
+        if d not in keys:
+            keys[d] = len(sets)
+            sets.append(arrs)
+        index.append((exp, run, keys[d]))
+    return tuple(index), tuple(sets)
+
+
+def applied_column(
+    constants: Constants, name: str, run: RunKey, nominal: float, n: int, column: str = "value"
+) -> F:
+    """The constants ``name`` valid for ``run`` as a dense array, as a collector applies them.
+
+    Missing payload: ``nominal`` everywhere. Flagged (NaN) channels: the median of the
+    measured ones (a neutral stand-in; their own value is never used as a result).
+    """
+    payload = constants.get(name, *run)
+    if payload is None:
+        return np.full(n, nominal, dtype=np.float64)
+    values = np.asarray(payload.value(column), dtype=np.float64)
+    if len(values) != n:
+        raise ValueError(f"payload {name} for run {run}: {len(values)} rows, expected {n}")
+    finite = np.isfinite(values)
+    fill = float(np.median(values[finite])) if finite.any() else nominal
+    return np.where(finite, values, fill)
+
+
+def find_steps(
+    per_run: Sequence[tuple[RunKey, F, F]],
+    *,
+    min_step: float,
+    min_significance: float,
+) -> list[RunKey]:
+    """Runs where a per-group quantity steps, by recursive binary segmentation.
+
+    ``per_run`` holds, per run in order, a value and its error for each group (e.g. the mean
+    energy ratio of each crate). A split before run k is accepted when, for some group, the
+    means of the runs before and after it differ by more than ``min_step`` and by more than
+    ``min_significance`` standard deviations; the most significant split is taken first and
+    each side is searched again.
+    """
+    runs = [r for r, _, _ in per_run]
+    values = np.array([v for _, v, _ in per_run], dtype=np.float64)
+    errors = np.array([e for _, _, e in per_run], dtype=np.float64)
+
+    def mean(sl: slice) -> tuple[F, F]:
+        w = np.where(np.isfinite(errors[sl]) & (errors[sl] > 0), 1.0 / errors[sl] ** 2, 0.0)
+        sw = w.sum(axis=0)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            m = np.where(sw > 0, (w * np.nan_to_num(values[sl])).sum(axis=0) / sw, np.nan)
+            e = np.where(sw > 0, 1.0 / np.sqrt(sw), np.nan)
+        return m, e
+
+    found: list[RunKey] = []
+
+    def search(lo: int, hi: int) -> None:
+        best, best_k = 0.0, -1
+        for k in range(lo + 1, hi):
+            m1, e1 = mean(slice(lo, k))
+            m2, e2 = mean(slice(k, hi))
+            diff = np.abs(m2 - m1)
+            with np.errstate(invalid="ignore"):
+                z = diff / np.hypot(e1, e2)
+            ok = np.isfinite(z) & (diff > min_step) & (z > min_significance)
+            if ok.any() and float(z[ok].max()) > best:
+                best, best_k = float(z[ok].max()), k
+        if best_k > 0:
+            found.append(runs[best_k])
+            search(lo, best_k)
+            search(best_k, hi)
+
+    search(0, len(runs))
+    return sorted(found)
+
+
+def hist_mean(h: hist.Hist) -> tuple[F, F]:
+    """Mean and its error along the last axis of a (groups, values) histogram (NaN if empty)."""
+    counts = h.values()
+    x = h.axes[-1].centers
+    n = counts.sum(axis=-1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        m = (counts * x).sum(axis=-1) / n
+        var = (counts * (x - m[..., None]) ** 2).sum(axis=-1) / n
+        err = np.sqrt(var / n)
+    err = np.where(n >= 3, err, np.nan)
+    return m, err
+
+
+def config_boundaries(config: Mapping[str, Any]) -> list[RunKey]:
+    """The ``payload_boundaries`` of an expert config as (exp, run) pairs."""
+    return [(int(e), int(r)) for e, r in config.get("payload_boundaries", [])]

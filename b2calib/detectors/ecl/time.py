@@ -1,0 +1,361 @@
+"""ECL crystal and crate time offsets from Bhabha electrons (basf2 ecl Bhabha time calibration:
+eclBhabhaTCollector / eclBhabhaTAlgorithm with alternating crystal and crate steps).
+
+Convention (the truth payloads'): ``t = t_raw - crystal - crate``; ECLCrystalTimeOffset keyed by
+cellID, ECLCrateTimeOffset keyed by crate 1-52.
+
+Method
+------
+For every Bhabha electron with a matched track and an event T0, the time of the crystal with
+the most energy, minus the event T0, the flight time from the IP and the offsets being iterated,
+is histogrammed per crystal and per crate. Per crystal a Gaussian is fitted (batched,
+:func:`b2calib.fit.fit_channels`); the total offset of the crystal is the applied total plus the
+fitted mean. Crate and crystal are then split:
+
+* crate step: the crate offset is the mean total offset of the crate's measured crystals;
+* crystal step: each crystal keeps its total minus its crate's offset.
+
+Only the sum crystal + crate is measurable; the split is fixed by the convention that the
+measured crystals of each crate average to zero (the truth must be re-expressed the same way
+to be compared, see :func:`reexpress`). A crate none of whose crystals has enough entries gets
+its offset from the Gaussian fit of all its hits (a crate-level constant, flagged in the
+``crate_level`` column; its uncertainty includes the unknown spread of the crystal offsets
+around the crate, ``crystal_spread`` / sqrt(hits)); its crystals are NOT_ENOUGH_DATA. The
+algorithm asks to ITERATE until the shifts are small: the RMS over crystals and crates of the
+shift divided by its uncertainty below ``tolerance`` (a maximum would never settle: re-binning
+the shifted residuals moves a binned fit by a fraction of a bin). A new payload starts where a
+crate's mean residual steps between runs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+import awkward as ak
+import hist
+import numba
+import numpy as np
+
+from b2calib.calibration import (
+    Algorithm,
+    AlgorithmInput,
+    AlgorithmResult,
+    AlgorithmStatus,
+    Calibration,
+    CollectorInput,
+    Constants,
+    Diagnostics,
+    SequentialBoundaries,
+)
+from b2calib.conditions import ChannelStatus, Payload
+from b2calib.conditions.iov import RunKey
+from b2calib.detectors.ecl._common import (
+    CLUSTER_BRANCHES,
+    CRATE,
+    DIGIT_BRANCHES,
+    EVENT_BRANCHES,
+    TRACK_BRANCHES,
+    F,
+    applied_column,
+    cell_axis,
+    config_boundaries,
+    crate_axis,
+    digest,
+    find_steps,
+    hist_mean,
+    offsets_of,
+    per_run_sets,
+    run_of,
+    track_momentum,
+)
+from b2calib.engine import Collector
+from b2calib.fit import fit_channels
+from b2calib.geometry import ecl
+
+__all__ = [
+    "CRATE_PAYLOAD",
+    "CRYSTAL_PAYLOAD",
+    "ECLTimeAlgorithm",
+    "ECLTimeCollector",
+    "reexpress",
+    "split_offsets",
+    "time_calibration",
+]
+
+CRYSTAL_PAYLOAD = "ECLCrystalTimeOffset"
+CRATE_PAYLOAD = "ECLCrateTimeOffset"
+C_CM_PER_NS = 29.9792458
+#: Residual binning (ns): wide enough for uncalibrated crate + crystal offsets.
+RESIDUAL_BINS = (300, -30.0, 30.0)
+#: Electron selection (GeV).
+_E_MIN_P = 2.0
+_EOP_MIN = 0.7
+#: Time of flight from the nominal IP to each crystal's front face (ns).
+TOF_NS: F = ecl.flight_distance(np.arange(1, ecl.N_CRYSTALS + 1)) / C_CM_PER_NS
+
+DEFAULT_CONFIG: dict[str, Any] = {
+    "min_entries": 20,
+    "crate_min_entries": 20,
+    "crystal_spread": 1.5,
+    "tolerance": 0.1,
+    "payload_boundaries": [],
+    "find_boundaries": True,
+    "step_min": 1.0,
+    "step_significance": 5.0,
+}
+
+
+@numba.njit(cache=True, nogil=True)
+def _centre_digit(dig_off, dig_cell, cl_evt, cl_cell):  # type: ignore[no-untyped-def,unused-ignore]
+    out = np.full(cl_evt.shape[0], -1, np.int64)
+    for k in range(cl_evt.shape[0]):
+        e = cl_evt[k]
+        for d in range(dig_off[e], dig_off[e + 1]):
+            if dig_cell[d] == cl_cell[k]:
+                out[k] = d
+                break
+    return out
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class ECLTimeCollector(Collector):
+    """Time residual of the central crystal of Bhabha electrons, per crystal and per crate.
+
+    ``runs`` maps (exp, run) to the index of its applied offsets: ``crystal[i]`` (8736) and
+    ``crate[i]`` (52); ``key`` is their digest. Histograms ``time_crystal`` (cell x residual)
+    and ``time_crate`` (crate x residual), residual = t - T0 - flight - crystal - crate (ns).
+    """
+
+    runs: tuple[tuple[int, int, int], ...] = ()
+    crystal: tuple[F, ...] = ()
+    crate: tuple[F, ...] = ()
+    key: str = ""
+    version: ClassVar[int] = 1
+
+    @property
+    def branches(self) -> dict[str, str]:
+        return (
+            EVENT_BRANCHES
+            | CLUSTER_BRANCHES
+            | TRACK_BRANCHES
+            | DIGIT_BRANCHES
+            | {
+                "ECLCalDigits_m_Time": "var * float32",
+                "EventT0_m_eventT0": "float32",
+                "EventT0_m_hasEventT0": "int8",
+            }
+        )
+
+    def _offsets(self, run: RunKey) -> F:
+        for exp, r, i in self.runs:
+            if (exp, r) == run:
+                return np.asarray(self.crystal[i] + self.crate[i][CRATE - 1])
+        return np.zeros(ecl.N_CRYSTALS)
+
+    def collect(self, events: ak.Array) -> dict[str, hist.Hist]:
+        offsets = self._offsets(run_of(events))
+        num = ak.num(events["ECLClusters_m_energy"])
+        evt = np.repeat(np.arange(len(events)), ak.to_numpy(num))
+        energy = ak.to_numpy(ak.flatten(events["ECLClusters_m_energy"]))
+        cell = ak.to_numpy(ak.flatten(events["ECLClusters_m_maxCellId"])).astype(np.int64)
+        is_track = ak.to_numpy(ak.flatten(events["ECLClusters_m_isTrack"]))
+        ti = ak.to_numpy(ak.flatten(events["ECLClusters_m_trackIndex"])).astype(np.int64)
+        p, toff = track_momentum(events)
+        ntrk = np.diff(toff)[evt]
+        has_t0 = ak.to_numpy(events["EventT0_m_hasEventT0"])[evt] == 1
+        sel = (is_track == 1) & (ti >= 0) & (ti < ntrk) & has_t0
+        sel &= (cell >= 1) & (cell <= ecl.N_CRYSTALS)
+        idx = np.flatnonzero(sel)
+        pm = p[toff[evt[idx]] + ti[idx]]
+        idx = idx[(pm > _E_MIN_P) & (energy[idx] / np.maximum(pm, 1e-9) > _EOP_MIN)]
+        dig_cell = ak.to_numpy(ak.flatten(events["ECLCalDigits_m_CellId"])).astype(np.int64)
+        dig_time = ak.to_numpy(ak.flatten(events["ECLCalDigits_m_Time"])).astype(np.float64)
+        dig_off = offsets_of(ak.num(events["ECLCalDigits_m_CellId"]))
+        d = _centre_digit(dig_off, dig_cell, evt[idx], cell[idx])
+        found = d >= 0
+        idx, d = idx[found], d[found]
+        c = cell[idx]
+        t0 = ak.to_numpy(events["EventT0_m_eventT0"]).astype(np.float64)[evt[idx]]
+        resid = dig_time[d] - t0 - TOF_NS[c - 1] - offsets[c - 1]
+        axis = hist.axis.Regular(
+            *RESIDUAL_BINS, name="residual", label="t - T0 - tof - offsets (ns)"
+        )
+        h_cell = hist.Hist(cell_axis(), axis, storage=hist.storage.Double())
+        h_cell.fill(c, resid)
+        h_crate = hist.Hist(crate_axis(), axis, storage=hist.storage.Double())
+        h_crate.fill(CRATE[c - 1], resid)
+        return {"time_crystal": h_cell, "time_crate": h_crate}
+
+
+def _applied(constants: Constants, run: RunKey) -> tuple[F, F]:
+    crystal = applied_column(constants, CRYSTAL_PAYLOAD, run, 0.0, ecl.N_CRYSTALS)
+    crate = applied_column(constants, CRATE_PAYLOAD, run, 0.0, ecl.N_CRATES)
+    return crystal, crate
+
+
+def _time_factory(constants: Constants, runs: Sequence[RunKey]) -> ECLTimeCollector:
+    index, sets = per_run_sets({r: _applied(constants, r) for r in runs})
+    crystal = tuple(s[0] for s in sets)
+    crate = tuple(s[1] for s in sets)
+    return ECLTimeCollector(index, crystal, crate, digest(*crystal, *crate) if sets else "")
+
+
+def split_offsets(total: F, total_err: F, ok: np.ndarray) -> tuple[F, F, F, F, np.ndarray]:
+    """Split per-crystal total offsets into crate and crystal parts.
+
+    Crate = mean total of its OK crystals; crystal = total - crate. Uncertainties account for
+    the crystal's own share of its crate mean. Returns crystal, crystal error, crate, crate
+    error and the number of OK crystals per crate.
+    """
+    k = CRATE - 1
+    n = np.bincount(k, weights=ok.astype(float), minlength=ecl.N_CRATES)
+    s = np.bincount(k, weights=np.where(ok, total, 0.0), minlength=ecl.N_CRATES)
+    v = np.bincount(k, weights=np.where(ok, total_err**2, 0.0), minlength=ecl.N_CRATES)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        crate = np.where(n > 0, s / n, np.nan)
+        crate_err = np.where(n > 0, np.sqrt(v) / n, np.nan)
+        nk = n[k]
+        var = total_err**2 * (1.0 - 2.0 / nk) + v[k] / nk**2
+        crystal = np.where(ok, total - crate[k], np.nan)
+        crystal_err = np.where(ok, np.sqrt(np.maximum(var, 0.0)), np.nan)
+    return crystal, crystal_err, crate, crate_err, n
+
+
+def reexpress(crystal: F, crate: F, ok: np.ndarray) -> tuple[F, F]:
+    """True offsets in the calibration's convention: the OK crystals of each crate average to
+    zero (``ok`` as in the calibrated payload), the crate takes their mean."""
+    k = CRATE - 1
+    n = np.bincount(k, weights=ok.astype(float), minlength=ecl.N_CRATES)
+    s = np.bincount(k, weights=np.where(ok, crystal, 0.0), minlength=ecl.N_CRATES)
+    mean = np.where(n > 0, s / np.maximum(n, 1), 0.0)
+    return crystal - mean[k], crate + mean
+
+
+class ECLTimeAlgorithm(Algorithm):
+    """Crystal and crate time offsets; ITERATE until the shifts are small."""
+
+    name = "ecl_time"
+    payloads = (CRYSTAL_PAYLOAD, CRATE_PAYLOAD)
+
+    def run(self, data: AlgorithmInput) -> AlgorithmResult:
+        cfg = data.config
+        h = data.histograms.get("time_crystal")
+        hc = data.histograms.get("time_crate")
+        if h is None or hc is None or h.sum() == 0:
+            return AlgorithmResult(AlgorithmStatus.NOT_ENOUGH_DATA, message="no Bhabha electrons")
+        a_cryst, a_crate = _applied(data.constants, data.runs[0])
+        fits = fit_channels(h, min_entries=cfg["min_entries"])
+        ok = fits.status == ChannelStatus.OK
+        mu, mu_err = fits.values["mu"], fits.errors["mu"]
+        total = a_cryst + a_crate[CRATE - 1] + mu
+        crystal, crystal_err, crate, crate_err, n_ok = split_offsets(total, mu_err, ok)
+        # crates without a measured crystal: the crate-level fit of all their hits
+        crate_fits = fit_channels(hc, min_entries=cfg["crate_min_entries"])
+        entries = hc.values().sum(axis=1)
+        level = (n_ok == 0) & (crate_fits.status == ChannelStatus.OK)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            spread = cfg["crystal_spread"] / np.sqrt(entries)
+        crate = np.where(level, a_crate + crate_fits.values["mu"], crate)
+        crate_err = np.where(level, np.hypot(crate_fits.errors["mu"], spread), crate_err)
+        crate_ok = np.isfinite(crate) & np.isfinite(crate_err)
+        if not crate_ok.any():
+            return AlgorithmResult(
+                AlgorithmStatus.NOT_ENOUGH_DATA,
+                message=f"no crate with {cfg['crate_min_entries']} entries",
+            )
+        crystal_status = fits.status.copy()
+        crate_status = np.where(
+            crate_ok,
+            ChannelStatus.OK,
+            np.where(
+                crate_fits.status == ChannelStatus.FAILED,
+                ChannelStatus.FAILED,
+                ChannelStatus.NOT_ENOUGH_DATA,
+            ),
+        ).astype(np.int8)
+        with np.errstate(invalid="ignore"):
+            shift_crystal = np.abs(mu) / mu_err
+            shift_crate = np.abs(crate - a_crate) / crate_err
+        shifts = np.concatenate([shift_crystal[ok], shift_crate[crate_ok & ~level]])
+        max_shift = float(shifts.max()) if shifts.size else 0.0
+        rms_shift = float(np.sqrt(np.mean(shifts**2))) if shifts.size else 0.0
+        previous = data.constants.get(CRATE_PAYLOAD, *data.runs[0])
+        done = previous is not None and rms_shift < cfg["tolerance"]
+        diag = Diagnostics(histograms={"time_crystal": h, "time_crate": hc})
+        diag.add_fits("crystal_fits", fits, np.arange(1, ecl.N_CRYSTALS + 1))
+        diag.add_fits("crate_fits", crate_fits, np.arange(1, ecl.N_CRATES + 1))
+        meta = {
+            "method": "basf2 eclBhabhaTAlgorithm: crystal Gaussian fits, crate and crystal steps",
+            "convention": "t = t_raw - crystal - crate; the OK crystals of each crate average "
+            "to zero",
+            "iteration": data.iteration,
+        }
+        crystal_payload = Payload(
+            CRYSTAL_PAYLOAD,
+            keys={"cellID": np.arange(1, ecl.N_CRYSTALS + 1, dtype=np.int32)},
+            values={"value": crystal},
+            errors={"value": crystal_err},
+            status=crystal_status,
+            metadata=meta | {"units": {"value": "ns"}},
+        )
+        crate_payload = Payload(
+            CRATE_PAYLOAD,
+            keys={"crate": np.arange(1, ecl.N_CRATES + 1, dtype=np.int16)},
+            values={
+                "value": np.where(crate_ok, crate, np.nan),
+                "crate_level": level.astype(np.int8),
+            },
+            errors={"value": np.where(crate_ok, crate_err, np.nan)},
+            status=crate_status,
+            metadata=meta | {"units": {"value": "ns", "crate_level": "1"}},
+        )
+        message = (
+            f"{int(ok.sum())} crystals, {int(crate_ok.sum())} crates "
+            f"({int(level.sum())} crate-level); max shift {max_shift:.3g} sigma, "
+            f"rms {rms_shift:.3g}"
+        )
+        return AlgorithmResult(
+            AlgorithmStatus.OK if done else AlgorithmStatus.ITERATE,
+            [crystal_payload, crate_payload],
+            diag,
+            message,
+        )
+
+    def boundaries(self, data: AlgorithmInput) -> list[RunKey]:
+        cfg = data.config
+        found = set(config_boundaries(cfg))
+        if cfg["find_boundaries"]:
+            rows = []
+            for run in data.runs:
+                h = data.per_run[run].get("time_crate")
+                if h is None:
+                    continue
+                m, e = hist_mean(h)
+                rows.append((run, m, e))
+            found |= set(
+                find_steps(
+                    rows, min_step=cfg["step_min"], min_significance=cfg["step_significance"]
+                )
+            )
+        return sorted(found)
+
+
+def time_calibration() -> Calibration:
+    """The ``ecl-time`` calibration declaration."""
+    return Calibration(
+        name="ecl-time",
+        expert="ecl-calibration@belle2.org",
+        inputs={"bhabha": CollectorInput(_time_factory, ("hlt_bhabha",))},
+        algorithms=[ECLTimeAlgorithm()],
+        strategy=SequentialBoundaries(),
+        run_type="physics",
+        expert_config=dict(DEFAULT_CONFIG),
+        max_iterations=5,
+        description=(
+            "ECL crystal and crate time offsets (t = t_raw - crystal - crate) from Bhabha "
+            "electrons: per-crystal Gaussian fits, crate and crystal steps, iterated; a new "
+            "payload where a crate's timing steps."
+        ),
+    )

@@ -1,0 +1,287 @@
+"""Per-channel Novosibirsk peak on a flat background, fitted over thousands of channels at once.
+
+The ECL gamma-gamma and mu-mu energy calibrations of basf2 (``eclGammaGammaE``, ``eclMuMuE``) fit
+each crystal's energy distribution with a Novosibirsk function plus a constant. This is the
+batched version of that fit: per channel the expected counts are
+
+``lambda_i = n * f(x_i) / sum_k f(x_k) + b * w_i``
+
+with ``f`` the Novosibirsk density (:func:`b2calib.fit.novosibirsk`, parameters peak, width,
+tail) evaluated at the bin centres and normalised over the fit range, ``w_i`` the bin widths.
+The Poisson likelihood (the cost of iminuit's ``ExtendedBinnedNLL``) is minimised by a
+Levenberg-Marquardt iteration with the expected (Fisher) information on all channels together;
+the Jacobian is taken by central differences, vectorised over channels. Each channel gets a
+status: OK, NOT_ENOUGH_DATA (fewer than ``min_entries`` in the range) or FAILED (no convergence,
+singular information, a parameter outside its physical range), with NaN values when not OK.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import hist
+import numpy as np
+import numpy.typing as npt
+
+from b2calib.conditions.payload import ChannelStatus
+from b2calib.exceptions import ConfigError
+from b2calib.fit.batched import ChannelFits
+
+__all__ = ["fit_novosibirsk_channels", "novosibirsk_density"]
+
+F = npt.NDArray[np.float64]
+_PARAMS = ("n", "peak", "width", "tail", "b")
+_TINY = 1e-12
+_FWHM = 2.0 * np.sqrt(2.0 * np.log(2.0))
+_MAX_TAIL = 2.0
+
+
+def novosibirsk_density(x: F, peak: F, width: F, tail: F) -> F:
+    """Unnormalised Novosibirsk density, vectorised over channels.
+
+    ``x`` has shape (bins,); ``peak``, ``width``, ``tail`` shape (channels, 1). Same form as
+    :func:`b2calib.fit.novosibirsk`: a positive ``tail`` gives a long tail to low values.
+    """
+    small = np.abs(tail) < 1e-7
+    t = np.where(small, 1e-7, tail)
+    s0 = 2.0 / _FWHM * np.arcsinh(t * _FWHM / 2.0)
+    arg = 1.0 - (x[None, :] - peak) * t / width
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        log_arg = np.log(np.maximum(arg, 1e-300))
+        val = np.exp(-0.5 * (log_arg / s0) ** 2 - 0.5 * s0**2)
+        gauss = np.exp(-0.5 * ((x[None, :] - peak) / width) ** 2)
+    val = np.where(arg > 1e-7, val, 0.0)
+    return np.where(small, gauss, val)
+
+
+def _model(theta: F, centers: F, widths: F) -> F:
+    """Expected counts (channels, bins)."""
+    n, peak, width, tail, b = (theta[:, k : k + 1] for k in range(5))
+    dens = novosibirsk_density(centers, peak, width, tail) * widths[None, :]
+    norm = dens.sum(axis=1, keepdims=True)
+    shape = np.where(norm > 0, dens / np.where(norm > 0, norm, 1.0), 0.0)
+    return n * shape + b * widths[None, :]
+
+
+def _jacobian(theta: F, centers: F, widths: F) -> F:
+    """d lambda / d theta by central differences (channels, bins, parameters)."""
+    steps = np.maximum(np.abs(theta) * 1e-4, 1e-7)
+    steps[:, 1] = np.maximum(theta[:, 2] * 1e-3, 1e-9)  # the peak: in units of the width
+    steps[:, 2] = np.maximum(theta[:, 2] * 1e-3, 1e-9)
+    steps[:, 3] = 1e-4
+    cols = []
+    for k in range(theta.shape[1]):
+        up, down = theta.copy(), theta.copy()
+        up[:, k] += steps[:, k]
+        down[:, k] -= steps[:, k]
+        cols.append(
+            (_model(up, centers, widths) - _model(down, centers, widths))
+            / (2 * steps[:, k : k + 1])
+        )
+    return np.stack(cols, axis=-1)
+
+
+def _nll(counts: F, lam: F) -> F:
+    lam = np.maximum(lam, _TINY)
+    return np.asarray(np.sum(lam - counts * np.log(lam), axis=1), dtype=np.float64)
+
+
+def _fisher(jac: F, lam: F) -> F:
+    weight = np.where(lam > _TINY, 1.0 / np.maximum(lam, _TINY), 0.0)
+    return np.asarray(np.matmul(np.swapaxes(jac, 1, 2), jac * weight[..., None]), dtype=np.float64)
+
+
+def _solve(a: F, b: F) -> F:
+    try:
+        out = np.linalg.solve(a, b[..., None])[..., 0]
+    except np.linalg.LinAlgError:
+        out = (np.linalg.pinv(a) @ b[..., None])[..., 0]
+    return np.asarray(out, dtype=np.float64)
+
+
+def _clip(theta: F, lo: float, hi: float, min_width: float) -> F:
+    theta[:, 0] = np.maximum(theta[:, 0], 1e-9)
+    theta[:, 1] = np.clip(theta[:, 1], lo, hi)
+    theta[:, 2] = np.clip(theta[:, 2], min_width, hi - lo)
+    theta[:, 3] = np.clip(theta[:, 3], -_MAX_TAIL, _MAX_TAIL)
+    theta[:, 4] = np.maximum(theta[:, 4], 0.0)
+    return theta
+
+
+def _start(counts: F, centers: F, widths: F, tail: float) -> F:
+    """Peak at the maximum of the 5-bin smoothed spectrum, width from the spread of the bins
+    above half of it, background from the outer bins."""
+    kernel = np.ones(5) / 5.0
+    smooth = np.apply_along_axis(lambda c: np.convolve(c, kernel, mode="same"), 1, counts)
+    imax = np.argmax(smooth, axis=1)
+    peak = centers[imax]
+    above = smooth >= 0.5 * smooth[np.arange(len(counts)), imax][:, None]
+    lo = np.where(above, centers[None, :], np.inf).min(axis=1)
+    hi = np.where(above, centers[None, :], -np.inf).max(axis=1)
+    width = np.clip((hi - lo) / _FWHM, 2 * widths.min(), np.ptp(centers) / 4)
+    edge = 0.5 * (counts[:, :3].mean(axis=1) + counts[:, -3:].mean(axis=1))
+    b = np.maximum(edge / widths.mean(), 0.5 / np.ptp(centers))
+    n = np.maximum(counts.sum(axis=1) - b * widths.sum(), 1.0)
+    return np.stack([n, peak, width, np.full(len(counts), tail), b], axis=1)
+
+
+def fit_novosibirsk_channels(
+    h: hist.Hist,
+    *,
+    value_range: tuple[float, float] | None = None,
+    min_entries: int = 150,
+    tail_start: float = 0.1,
+    fixed: Mapping[str, npt.ArrayLike] | None = None,
+    max_iter: int = 200,
+    tol: float = 1e-5,
+) -> ChannelFits:
+    """Fit a Novosibirsk peak plus a constant in every channel of a channels x values histogram.
+
+    Parameters
+    ----------
+    h
+        Histogram whose first axis is the channel and second the fitted value.
+    value_range
+        Fit only bins inside (low, high); default the whole value axis.
+    min_entries
+        Channels with fewer entries in the range are NOT_ENOUGH_DATA (basf2: 150).
+    tail_start
+        Start value of the tail parameter (positive: tail to low values).
+    fixed
+        Parameters held fixed, name -> value per channel (or one value for all), e.g. the
+        ``width`` and ``tail`` of a shape measured on the sum of many channels; their errors
+        are reported as 0.
+    max_iter, tol
+        Iteration limit and convergence (0.5 g^T I^-1 g below ``tol``, the EDM).
+
+    Returns
+    -------
+    ChannelFits
+        Parameters ``n`` (signal entries in the range), ``peak``, ``width``, ``tail``, ``b``
+        (background per unit of the value), with errors from the inverse Fisher information.
+    """
+    if h.ndim != 2:
+        raise ConfigError("fit_novosibirsk_channels needs a channels x values histogram")
+    edges = h.axes[1].edges
+    counts_all = h.values().astype(np.float64)
+    if value_range is not None:
+        lo, hi = value_range
+        sel = (edges[:-1] >= lo - 1e-12) & (edges[1:] <= hi + 1e-12)
+        if sel.sum() < 8:
+            raise ConfigError(f"value_range {value_range} keeps fewer than 8 bins")
+        first = int(np.flatnonzero(sel)[0])
+        edges = edges[first : first + int(sel.sum()) + 1]
+        counts_all = counts_all[:, sel]
+    centers = 0.5 * (edges[1:] + edges[:-1])
+    widths = np.diff(edges)
+    nch, npar = counts_all.shape[0], len(_PARAMS)
+    entries = counts_all.sum(axis=1)
+    status = np.full(nch, ChannelStatus.OK, dtype=np.int8)
+    reason = ["OK"] * nch
+    values = np.full((nch, npar), np.nan)
+    errors = np.full((nch, npar), np.nan)
+    nll = np.full(nch, np.nan)
+    iters = np.zeros(nch, dtype=np.int64)
+    enough = entries >= max(min_entries, npar + 1)
+    for i in np.flatnonzero(~enough).tolist():
+        status[i] = ChannelStatus.NOT_ENOUGH_DATA
+        reason[i] = f"{int(entries[i])} entries < {min_entries}"
+    idx_fit = np.flatnonzero(enough)
+    if idx_fit.size:
+        lo, hi = float(edges[0]), float(edges[-1])
+        min_width = 0.25 * float(widths.min())
+        counts = counts_all[idx_fit]
+        theta = _start(counts, centers, widths, tail_start)
+        frozen = np.zeros(npar, dtype=bool)
+        for name, val in (fixed or {}).items():
+            if name not in _PARAMS:
+                raise ConfigError(f"unknown parameter {name!r}; parameters: {_PARAMS}")
+            k = _PARAMS.index(name)
+            theta[:, k] = np.broadcast_to(np.asarray(val, dtype=np.float64), (nch,))[idx_fit]
+            frozen[k] = True
+        theta = _clip(theta, lo, hi, min_width)
+        lam = _model(theta, centers, widths)
+        cur = _nll(counts, lam)
+        damping = np.full(len(idx_fit), 1e-3)
+        active = np.ones(len(idx_fit), dtype=bool)
+        converged = np.zeros(len(idx_fit), dtype=bool)
+        for _ in range(max_iter):
+            a = np.flatnonzero(active)
+            if a.size == 0:
+                break
+            iters[idx_fit[a]] += 1
+            th, c = theta[a], counts[a]
+            lam_a = _model(th, centers, widths)
+            jac = _jacobian(th, centers, widths)
+            grad = np.matmul(
+                np.swapaxes(jac, 1, 2), (1.0 - c / np.maximum(lam_a, _TINY))[..., None]
+            )[..., 0]
+            jac[..., frozen] = 0.0
+            info = _fisher(jac, lam_a)
+            info[:, frozen, :] = 0.0
+            info[:, :, frozen] = 0.0
+            info[:, frozen, frozen] = 1.0
+            grad[:, frozen] = 0.0
+            # a background at its bound 0 that wants to go lower is held there
+            pinned = (th[:, 4] <= 0.0) & (grad[:, 4] > 0.0)
+            grad[pinned, 4] = 0.0
+            info[pinned, 4, :] = 0.0
+            info[pinned, :, 4] = 0.0
+            info[pinned, 4, 4] = 1.0
+            diag = np.einsum("cpp->cp", info)
+            damped = info + damping[a, None, None] * np.einsum("cp,pq->cpq", diag, np.eye(npar))
+            new = _clip(th - _solve(damped, grad), lo, hi, min_width)
+            new_nll = _nll(c, _model(new, centers, widths))
+            better = new_nll <= cur[a] + 1e-12 * np.abs(cur[a])
+            with np.errstate(invalid="ignore"):
+                edm = 0.5 * np.einsum("cp,cp->c", grad, _solve(info, grad))
+            acc = a[better]
+            theta[acc], cur[acc] = new[better], new_nll[better]
+            damping[acc] = np.maximum(damping[acc] / 10.0, 1e-9)
+            damping[a[~better]] *= 10.0
+            done = (edm < tol) | (damping[a] > 1e8)
+            converged[a] = (edm < tol) & np.isfinite(edm)
+            active[a[done]] = False
+        lam = _model(theta, centers, widths)
+        jac = _jacobian(theta, centers, widths)
+        jac[..., frozen] = 0.0
+        info = _fisher(jac, lam)
+        info[:, frozen, frozen] = 1.0
+        good = np.linalg.cond(info) < 1e14
+        cov = np.full_like(info, np.nan)
+        cov[good] = np.linalg.inv(info[good])
+        err = np.sqrt(np.abs(np.einsum("cpp->cp", cov)))
+        err[:, frozen] = 0.0
+        values[idx_fit], errors[idx_fit], nll[idx_fit] = theta, err, cur
+        for k, ch in enumerate(idx_fit.tolist()):
+            n, peak, width, tail, _b = theta[k]
+            problem = None
+            if not converged[k]:
+                problem = f"no convergence after {iters[ch]} iterations"
+            elif not good[k] or not np.all(np.isfinite(err[k])):
+                problem = "singular information matrix"
+            elif not lo + width < peak < hi - width:
+                problem = f"peak {peak:.4g} not inside the fit range by one width"
+            elif abs(tail) >= _MAX_TAIL - 1e-6 and not frozen[3]:
+                problem = f"tail {tail:.3g} at its limit"
+            elif not frozen[2] and (width >= 0.5 * (hi - lo) or width <= min_width * 1.0001):
+                problem = f"width {width:.3g} at its limit"
+            elif n <= 0:
+                problem = "no signal"
+            if problem:
+                status[ch] = ChannelStatus.FAILED
+                reason[ch] = problem
+    bad = status != ChannelStatus.OK
+    values[bad] = np.nan
+    errors[bad] = np.nan
+    return ChannelFits(
+        _PARAMS,
+        {p: values[:, k] for k, p in enumerate(_PARAMS)},
+        {p: errors[:, k] for k, p in enumerate(_PARAMS)},
+        status,
+        reason,
+        entries,
+        nll,
+        iters,
+        "batched-novosibirsk",
+    )
