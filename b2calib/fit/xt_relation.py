@@ -72,7 +72,8 @@ def _solve(a: F, y: F, w: F) -> tuple[F, F]:
     aw = a * w[..., None]
     m = np.einsum("...pi,...pj->...ij", aw, a)
     b = np.einsum("...pi,...p->...i", aw, y)
-    m = m + 1e-12 * np.eye(a.shape[-1]) * np.trace(m, axis1=-2, axis2=-1)[..., None, None]
+    ridge = 1e-12 * np.trace(m, axis1=-2, axis2=-1)[..., None, None] + 1e-300
+    m = m + ridge * np.eye(a.shape[-1])  # rows without points stay solvable (and flagged)
     c = np.linalg.solve(m, b[..., None])[..., 0]
     r = y - np.einsum("...pi,...i->...p", a, c)
     return c, np.sum(w * r * r, axis=-1)

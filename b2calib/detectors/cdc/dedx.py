@@ -53,7 +53,7 @@ from b2calib.conditions.iov import RunKey
 from b2calib.detectors.cdc.tracking import mean_view
 from b2calib.engine import Collector
 from b2calib.engine.fill import fill_1d, fill_2d
-from b2calib.fit import fit_channels
+from b2calib.fit import ChannelFits, fit_channels
 from b2calib.fit.truncated_mean import truncated_means
 from b2calib.geometry import cdc
 from b2calib.sim.conditions import COS_EDGES
@@ -276,12 +276,27 @@ def wire_collector(constants: Constants, runs: Sequence[RunKey]) -> DedxCollecto
     return DedxCollector("wire", _run_gains(constants, runs), cos, ())
 
 
-def _scale(track: hist.Hist, hit_sum: float, hit_sum2: float, hit_n: float) -> tuple[float, float]:
+def _peak(h: hist.Hist, min_entries: int, window: float) -> ChannelFits:
+    """Gaussian fit of a 1-D histogram: on the whole axis, then within ``window`` fitted widths
+    of the peak (the tails of the truncated-mean distribution are not Gaussian)."""
+    h2: hist.Hist = hist.Hist(hist.axis.Regular(1, -0.5, 0.5), h.axes[0])
+    h2.view()[...] = h.values().reshape(1, -1)
+    fits = fit_channels(h2, min_entries=min_entries)
+    if not fits.ok[0]:
+        return fits
+    mu, sigma = float(fits.values["mu"][0]), float(fits.values["sigma"][0])
+    edges = h.axes[0].edges
+    lo = edges[max(int(np.searchsorted(edges, mu - window * sigma)) - 1, 0)]
+    hi = edges[min(int(np.searchsorted(edges, mu + window * sigma)), len(edges) - 1)]
+    return fit_channels(h2, value_range=(lo, hi), min_entries=min_entries)
+
+
+def _scale(
+    track: hist.Hist, hit_sum: float, hit_sum2: float, hit_n: float, window: float
+) -> tuple[float, float]:
     """The factor K (Gaussian-fitted truncated mean / mean hit dE/dx) of pooled input and its
     relative uncertainty."""
-    h2: hist.Hist = hist.Hist(hist.axis.Regular(1, -0.5, 0.5), track.axes[-1])
-    h2.view()[...] = track.values().reshape(1, -1) if track.ndim == 1 else track.values().sum(0)
-    fits = fit_channels(h2, min_entries=10)
+    fits = _peak(track, 10, window)
     mu, mu_err = float(fits.values["mu"][0]), float(fits.errors["mu"][0])
     mean = hit_sum / hit_n
     var = hit_sum2 / hit_n - mean**2
@@ -311,10 +326,9 @@ class RunGainAlgorithm(Algorithm):
             )
         pooled = data.per_run.merged()
         s, s2, nh = _mean_moments(pooled["dedx_run_hit"])
-        k, k_rel = _scale(pooled["dedx_run_track"], float(s[0]), float(s2[0]), float(nh[0]))
-        h2: hist.Hist = hist.Hist(hist.axis.Regular(1, -0.5, 0.5), h.axes[0])
-        h2.view()[...] = h.values().reshape(1, -1)
-        fits = fit_channels(h2, min_entries=cfg["min_tracks"])
+        window = cfg["fit_window_sigma"]
+        k, k_rel = _scale(pooled["dedx_run_track"], float(s[0]), float(s2[0]), float(nh[0]), window)
+        fits = _peak(h, cfg["min_tracks"], window)
         if not fits.ok[0]:
             return AlgorithmResult(
                 AlgorithmStatus.FAILURE,
@@ -355,7 +369,7 @@ def run_gain_calibration() -> Calibration:
         algorithms=[RunGainAlgorithm()],
         strategy=SequentialRunByRun(),
         run_type="physics",
-        expert_config={"min_tracks": 200},
+        expert_config={"min_tracks": 200, "fit_window_sigma": 2.5},
         description="dE/dx run gain: Gaussian fit per run of the Bhabha electrons' truncated "
         "means with the previous cosine correction; absolute scale from the mean hit dE/dx; "
         "runs with too few tracks are merged with the next.",
@@ -452,6 +466,8 @@ class WireGainAlgorithm(Algorithm):
         layer_mean = np.bincount(layer, weights=n) / cdc.LAYER_NWIRES
         dead = (n == 0) & (layer_mean[layer] >= cfg["dead_layer_mean"])
         ok = (n >= cfg["min_hits"]) & np.isfinite(tm) & (tm > 0)
+        if ok.sum() < 2:
+            return AlgorithmResult(AlgorithmStatus.NOT_ENOUGH_DATA, message="< 2 wires with hits")
         norm = float(np.mean(tm[ok]))
         norm_err = float(np.std(tm[ok]) / np.sqrt(ok.sum()))
         value = tm / norm

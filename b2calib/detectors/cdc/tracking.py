@@ -87,7 +87,7 @@ T0_PAYLOAD = "CDCTimeZeros"
 XT_PAYLOAD = "CDCXtRelations"
 N_ROWS = 2 * cdc.N_LAYERS
 #: Drift-length axis of the x-t profile, in units of the layer's half cell.
-U_BINS = (110, 0.0, 1.1)
+U_BINS = (220, 0.0, 1.1)
 WIRE_AXIS = (cdc.N_WIRES, -0.5, cdc.N_WIRES - 0.5)
 TRACK_SKIMS = ("hlt_mumu_2trk", "hlt_bhabha", "hlt_hadron")
 HALF_CELL_ROW = np.repeat(cdc.LAYER_HALF_CELL, 2)
@@ -296,7 +296,10 @@ class T0Algorithm(Algorithm):
         # wire-to-wire spread of the absolute T0 inside boards, beyond the statistical errors
         dev = (current + mu - board_t0[boards])[good & bfits.ok[boards]]
         var_stat = err[good & bfits.ok[boards]] ** 2
-        spread2 = max(float(np.var(dev) - np.mean(var_stat)), 0.0) if dev.size > 10 else 0.0
+        if dev.size >= cfg["min_wires_for_spread"]:
+            spread2 = max(float(np.var(dev) - np.mean(var_stat)), 0.0)
+        else:  # too few fitted wires to measure it: the spread of earlier calibrations
+            spread2 = cfg["board_spread_ns"] ** 2
         layer = cdc.layer_of(np.arange(cdc.N_WIRES))
         layer_mean = np.bincount(layer, weights=entries) / cdc.LAYER_NWIRES
         dead = (entries == 0) & (layer_mean[layer] >= cfg["dead_layer_mean"])
@@ -311,8 +314,8 @@ class T0Algorithm(Algorithm):
         status[dead] = ChannelStatus.DEAD
         value[dead] = np.nan
         error[dead] = np.nan
-        if not np.any(good):
-            return AlgorithmResult(AlgorithmStatus.FAILURE, message="no wire has a good T0 fit")
+        if not np.any(bfits.ok):
+            return AlgorithmResult(AlgorithmStatus.FAILURE, message="no board has a good T0 fit")
         board_shift = bfits.values["mu"][bfits.ok]
         max_shift = float(np.max(np.abs(board_shift))) if board_shift.size else np.inf
         converged = max_shift < cfg["tolerance_ns"]
@@ -344,38 +347,57 @@ class T0Algorithm(Algorithm):
         return AlgorithmResult(status_code, [payload], diagnostics, message)
 
     def boundaries(self, data: AlgorithmInput) -> list[RunKey]:
-        """Runs where a board's T0 (current T0 + mean residual) jumps."""
+        """Runs where a board's T0 (current T0 + mean residual) jumps.
+
+        A jump is significant between two runs where the board has ``min_entries`` hits;
+        runs in between with fewer hits are assigned to the level before or after the jump
+        from the pooled residuals of all boards that jumped.
+        """
         cfg = data.config
         lo, hi = -cfg["fit_window_ns"], cfg["fit_window_ns"]
-        means, errs = [], []
         rows, sets = _current_t0(data.constants, data.runs)
         tables = _table(rows, sets)
         boards = cdc.board_of(np.arange(cdc.N_WIRES))
         nper = np.bincount(boards, minlength=cdc.N_BOARDS)
+        ns, means, errs = [], [], []
         for r in data.runs:
             h = data.per_run[r]["cdc_t0_residual"]
-            c = h.values().astype(np.float64)
             centers = h.axes[1].centers
             sel = (centers > lo) & (centers < hi)
-            b = _board_sum(c[:, sel])
+            b = _board_sum(h.values().astype(np.float64)[:, sel])
             n = b.sum(axis=1)
             m = (b * centers[sel]).sum(axis=1) / np.maximum(n, 1)
             v = (b * centers[sel] ** 2).sum(axis=1) / np.maximum(n, 1) - m**2
             cur = np.bincount(boards, weights=tables[r], minlength=cdc.N_BOARDS) / nper
-            means.append(np.where(n >= cfg["min_entries"], m + cur, np.nan))
+            ns.append(n)
+            means.append(m + cur)
             errs.append(np.sqrt(np.maximum(v, 0.0) / np.maximum(n, 1)))
-        out = []
-        last_m, last_e = means[0], errs[0]
-        for r, m, e in zip(data.runs[1:], means[1:], errs[1:], strict=True):
-            d = m - last_m
-            sig = np.sqrt(e**2 + last_e**2)
-            jump = np.isfinite(d) & (np.abs(d) > cfg["boundary_jump_ns"]) & (np.abs(d) > 5 * sig)
+        n_arr, m_arr = np.array(ns), np.array(means)
+        out: list[RunKey] = []
+        enough = n_arr >= cfg["min_entries"]
+        last_i = np.where(enough[0], 0, -1)
+        for i in range(1, len(data.runs)):
+            known = last_i >= 0
+            prev = np.where(known, last_i, 0)
+            d = m_arr[i] - m_arr[prev, np.arange(cdc.N_BOARDS)]
+            sig = np.hypot(errs[i], np.array(errs)[prev, np.arange(cdc.N_BOARDS)])
+            jump = known & enough[i] & (np.abs(d) > cfg["boundary_jump_ns"]) & (np.abs(d) > 5 * sig)
             if np.any(jump):
-                out.append(r)
-            known = np.isfinite(m)
-            last_m = np.where(known, m, last_m)
-            last_e = np.where(known, e, last_e)
-        return out
+                # runs between the last good one and this one: before or after the jump?
+                first = int(prev[jump].min()) + 1
+                start = i
+                for j in range(first, i):
+                    w = n_arr[j, jump]
+                    if w.sum() == 0:
+                        continue
+                    dev = m_arr[j, jump] - m_arr[prev[jump], np.flatnonzero(jump)]
+                    pooled = float((w * dev * np.sign(d[jump])).sum() / w.sum())
+                    if pooled > 0.5 * float(np.mean(np.abs(d[jump]))):
+                        start = j
+                        break
+                out.append(data.runs[start])
+            last_i = np.where(enough[i], i, last_i)
+        return sorted(set(out))
 
 
 def t0_calibration() -> Calibration:
@@ -395,6 +417,8 @@ def t0_calibration() -> Calibration:
             "min_total_entries": 10000,
             "dead_layer_mean": 10.0,
             "boundary_jump_ns": 1.0,
+            "min_wires_for_spread": 200,
+            "board_spread_ns": 0.5,
         },
         max_iterations=4,
         description="Wire T0 from Gaussian fits of t_meas - t_fit per wire with the previous "
@@ -469,15 +493,15 @@ def xt_points(ht: hist.Hist, hx: hist.Hist, sigma_x: float, min_bin: int) -> dic
     _, x_mean, var_x = mean_view(hx)
     width = (U_BINS[2] - U_BINS[1]) / U_BINS[0] * HALF_CELL_ROW[:, None]
     logn = np.log(np.maximum(n, 0.5))
+    # log-density slope: central differences (a wider local fit smooths the cell edge away)
     dlog = np.gradient(logn, axis=1) / width
     x = x_mean + sigma_x**2 * dlog
     t = t_mean.copy()
-    t_err = np.sqrt(var_t / np.maximum(n, 1))
-    # the correction's own uncertainty: the log-density slope from Poisson counts
     nb = np.maximum(n, 1)
-    up, down = np.roll(nb, -1, axis=1), np.roll(nb, 1, axis=1)
-    dlog_err = 0.5 * np.sqrt(1 / up + 1 / down) / width
-    x_err = np.sqrt(var_x / nb + (sigma_x**2 * dlog_err) ** 2)
+    t_err = np.sqrt(var_t / nb)
+    # the correction's Poisson noise is not added: a central difference takes each count once
+    # with + and once with -, so its contributions cancel along the fitted curve
+    x_err = np.sqrt(var_x / nb)
     ok = n >= min_bin
     ok[:, 0] = ok[:, -1] = False
     ok &= np.roll(n, 1, axis=1) >= min_bin

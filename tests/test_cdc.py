@@ -1,0 +1,425 @@
+"""CDC calibrations: closure on the simulator, algorithm pieces, the command line.
+
+Closure samples are simulated here with the CDC only. Tracking (wire T0 then x-t): mu-mu and
+Bhabha events in six runs with the board replacement at run 4. dE/dx (run gain, cosine, wire
+gain): Bhabha events in 60 short runs. As in prompt processing, the input tag ``previous``
+holds the payloads of an earlier bucket: the x-t relation for ``cdc-t0``, the cosine correction
+and wire gains for the run gain (they are static in the simulator, so the previous payload is the
+truth); the other calibrations use what the earlier ones staged.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import hist
+import numpy as np
+import pytest
+
+from b2calib.calibration import AlgorithmInput, AlgorithmStatus, Constants, run_calibrations
+from b2calib.conditions import ChannelStatus, ConditionsDB, Payload
+from b2calib.conditions.iov import IoV
+from b2calib.detectors import cdc as cdc_module
+from b2calib.detectors.cdc.dedx import (
+    cosine_calibration,
+    run_gain_calibration,
+    wire_gain_calibration,
+)
+from b2calib.detectors.cdc.tracking import (
+    N_ROWS,
+    XtAlgorithm,
+    t0_calibration,
+    xt_calibration,
+    xt_covariance,
+    xt_inverse,
+    xt_rows,
+)
+from b2calib.exceptions import CalibrationError
+from b2calib.fit.truncated_mean import truncated_means
+from b2calib.fit.xt_relation import fit_xt, xt_gradient, xt_value
+from b2calib.geometry import cdc
+from b2calib.runs import RunRegistry
+from b2calib.sim import SimConfig, simulate
+from b2calib.sim.conditions import conditions_for_run, truth_payloads
+from tests.closure import assert_closure, calibrate, staged
+from tests.conftest import REPO
+
+NO_OTHER = {"gamma_gamma": 0.0, "hadron": 0.0, "tautau": 0.0}
+PHYSICS_ONLY = {"physics": 1.0, "cosmic": 0.0, "beam": 0.0, "debug": 0.0}
+TRACKING = SimConfig(
+    n_runs=6,
+    events_per_run=3000,
+    seed=21,
+    processes=["mumu", "bhabha"],
+    skims=["hlt_mumu_2trk", "hlt_bhabha"],
+    detectors=["CDC"],
+    process_fractions={"bhabha": 0.5, "mumu": 0.5, **NO_OTHER},
+    run_types=PHYSICS_ONLY,
+    intervention_run=4,
+)
+DEDX = SimConfig(
+    n_runs=60,
+    events_per_run=600,
+    seed=22,
+    processes=["bhabha"],
+    skims=["hlt_bhabha"],
+    detectors=["CDC"],
+    process_fractions={"bhabha": 1.0, "mumu": 0.0, **NO_OTHER},
+    run_types=PHYSICS_ONLY,
+)
+
+
+def _truth(cfg: SimConfig, registry: RunRegistry, run: int) -> dict[str, Payload]:
+    return {p.name: p for p in truth_payloads(conditions_for_run(cfg, registry.get(cfg.exp, run)))}
+
+
+def _previous(db: ConditionsDB, payloads: list[Payload]) -> None:
+    db.create_tag("previous")
+    db.upload_and_add("previous", [(p, IoV(0, 0, -1, -1)) for p in payloads])
+
+
+# ------------------------------------------------------------------------------ pieces
+def _toy_xt(seed: int = 3) -> np.ndarray:
+    from b2calib.sim.conditions import _xt_table
+
+    return _xt_table(np.random.default_rng(seed)).reshape(-1, 8)
+
+
+def test_xt_fit_recovers_toy_relations() -> None:
+    truth = _toy_xt()
+    rng = np.random.default_rng(1)
+    u, inv = xt_inverse(truth)
+    half = np.repeat(cdc.LAYER_HALF_CELL, 2)
+    frac = np.linspace(0.04, 1.0, 90)
+    t = np.array([np.interp(frac, u, inv[r]) for r in range(N_ROWS)])
+    x = frac[None, :] * half[:, None]
+    t_err, x_err = np.full_like(t, 0.1), np.full_like(t, 2e-4)
+    fits = fit_xt(t + rng.normal(0, 0.1, t.shape), x + rng.normal(0, 2e-4, x.shape), t_err, x_err)
+    assert np.all(fits.status == ChannelStatus.OK), set(fits.reason)
+    tk = t[:, [10, 45, 80]]
+    grad = xt_gradient(fits.params, tk)
+    sigma = np.sqrt(np.einsum("rni,rij,rnj->rn", grad, fits.cov, grad))
+    diff = xt_value(fits.params, tk) - xt_value(truth, tk)
+    assert_closure(diff.ravel(), sigma.ravel(), np.zeros(diff.size), "toy x-t")
+    # the tail slope is the polynomial's derivative at the boundary
+    p, tb = fits.params[:, :6], fits.params[:, 6]
+    deriv = sum(i * p[:, i] * tb ** (i - 1) for i in range(1, 6))
+    np.testing.assert_allclose(fits.params[:, 7], deriv, rtol=1e-10)
+
+
+def test_xt_fit_flags_unphysical_and_starved_rows() -> None:
+    u, inv = xt_inverse(_toy_xt())
+    frac = np.linspace(0.04, 1.0, 60)
+    t = np.array([np.interp(frac, u, inv[r]) for r in range(3)])
+    x = frac[None, :] * np.repeat(cdc.LAYER_HALF_CELL, 2)[:3, None]
+    x[1] = x[1, ::-1]  # drift length falling with time: not a drift relation
+    t[2, 8:] = np.nan  # eight points only
+    fits = fit_xt(t, x, np.full_like(t, 0.1), np.full_like(t, 2e-4))
+    assert fits.status.tolist() == [
+        ChannelStatus.OK,
+        ChannelStatus.FAILED,
+        ChannelStatus.NOT_ENOUGH_DATA,
+    ]
+    assert np.all(np.isnan(fits.params[1:]))
+
+
+def test_truncated_means_match_samples_and_errors() -> None:
+    rng = np.random.default_rng(5)
+    rows, n = 400, 300
+    z = rng.standard_normal((rows, n))
+    values = 1.0 + 0.12 * (-2 * np.log(np.abs(z)) - 1.27)
+    edges = np.linspace(0.0, 3.0, 151)
+    counts = np.stack([np.histogram(v, edges)[0] for v in values])
+    above = (values >= 3.0).sum(axis=1)
+    mean, err, entries = truncated_means(counts, edges, 0.05, 0.75, above)
+    assert np.all(entries == n)
+    s = np.sort(values, axis=1)[:, int(0.05 * n) : int(0.75 * n)]
+    np.testing.assert_allclose(mean, s.mean(axis=1), atol=0.004)
+    # the quoted errors describe the row-to-row scatter of the estimate
+    assert 0.85 < np.std(mean) / np.mean(err) < 1.15
+
+
+def test_t0_requires_an_xt_relation(tmp_path: Path) -> None:
+    db = ConditionsDB(tmp_path / "c.sqlite", author="test")
+    constants = Constants(db, ["previous"])
+    from b2calib.detectors.cdc.tracking import t0_collector
+
+    with pytest.raises(CalibrationError, match="CDCXtRelations"):
+        t0_collector(constants, [(12, 1)])
+
+
+def test_xt_without_hits_is_not_enough_data() -> None:
+    empty = {
+        "cdc_xt_time": hist.Hist(
+            hist.axis.Regular(N_ROWS, -0.5, N_ROWS - 0.5),
+            hist.axis.Regular(220, 0, 1.1),
+            storage=hist.storage.Mean(),
+        )
+    }
+    empty["cdc_xt_length"] = empty["cdc_xt_time"].copy()
+    data = AlgorithmInput([(12, 1)], empty, None, Constants(None), xt_calibration().configure())  # type: ignore[arg-type]
+    assert XtAlgorithm().run(data).status == AlgorithmStatus.NOT_ENOUGH_DATA
+
+
+def test_declarations() -> None:
+    cals = {c.name: c for c in cdc_module.calibrations()}
+    assert list(cals) == [
+        "cdc-t0",
+        "cdc-xt",
+        "cdc-dedx-run-gain",
+        "cdc-dedx-cosine",
+        "cdc-dedx-wire-gain",
+    ]
+    assert cals["cdc-xt"].depends_on == ("cdc-t0",)
+    assert cals["cdc-dedx-wire-gain"].depends_on == ("cdc-dedx-run-gain", "cdc-dedx-cosine")
+    truth = {p.name for p in truth_payloads(conditions_for_run(DEDX, _first_run(DEDX)))}
+    for c in cals.values():
+        assert set(c.payloads) <= truth
+
+
+def _first_run(cfg: SimConfig) -> Any:
+    from b2calib.sim.runs import generate_runs
+
+    return generate_runs(cfg)[0]
+
+
+# ------------------------------------------------------------------------------ tracking
+@pytest.fixture(scope="module")
+def tracking(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    out = tmp_path_factory.mktemp("cdc_tracking")
+    simulate(TRACKING, out / "data", jobs=2)
+    registry = RunRegistry.load(out / "data" / "runs.json")
+    truth = _truth(TRACKING, registry, 1)
+    db = ConditionsDB(out / "c.sqlite", author="test")
+    _previous(db, [truth["CDCXtRelations"]])
+    db.close()
+    reports, db = calibrate(
+        t0_calibration(), out / "data", out / "c.sqlite", input_tags=["previous"]
+    )
+    reports |= run_calibrations(
+        [xt_calibration()],
+        out / "data",
+        db=db,
+        staging_tag="staging",
+        input_tags=["previous"],
+        cache=False,
+    )
+    return {"db": db, "registry": registry, "reports": reports, "truth": truth}
+
+
+@pytest.mark.slow
+def test_t0_closure_and_intervention_split(tracking: dict[str, Any]) -> None:
+    db, registry = tracking["db"], tracking["registry"]
+    assert tracking["reports"]["cdc-t0"].status == "OK"
+    entries = staged(db, "staging", "CDCTimeZeros")
+    assert [(e.iov.first_run, e.iov.final_run) for e, _ in entries] == [(1, 3), (4, 6)]
+    fitted = []
+    for entry, payload in entries:
+        true = _truth(TRACKING, registry, entry.iov.first_run)["CDCTimeZeros"].value()
+        dead_truth = _truth(TRACKING, registry, 1)["CDCDedxWireGain"].value() == 0
+        status = payload.status
+        assert status is not None
+        # dead wires (no hits) and only they come out DEAD, without a constant
+        np.testing.assert_array_equal(status == ChannelStatus.DEAD, dead_truth)
+        assert np.all(np.isnan(payload.value()[dead_truth]))
+        ok = status == ChannelStatus.OK
+        assert ok.sum() > 0.8 * cdc.N_WIRES
+        assert_closure(
+            payload.value()[ok], payload.errors["value"][ok], true[ok], f"CDC T0 {entry.iov}"
+        )
+        fallback = status == ChannelStatus.NOT_ENOUGH_DATA
+        if fallback.sum() > 50:  # board fallback: board T0 +- (board error (+) wire spread)
+            assert_closure(
+                payload.value()[fallback],
+                payload.errors["value"][fallback],
+                true[fallback],
+                f"CDC T0 board fallback {entry.iov}",
+            )
+        fitted.append(payload.value())
+    boards = cdc.board_of(np.arange(cdc.N_WIRES))
+    replaced = (boards >= 120) & (boards <= 123)
+    step = np.nanmean(fitted[1][replaced] - fitted[0][replaced])
+    assert step == pytest.approx(2.5, abs=0.1)
+    assert abs(np.nanmean(fitted[1][~replaced] - fitted[0][~replaced])) < 0.05
+
+
+@pytest.mark.slow
+def test_xt_closure(tracking: dict[str, Any]) -> None:
+    """Pulls of x(t) at six drift times per (layer, lr) with the fit covariance, in the frame of
+    the fitted T0s (a common T0 offset of a layer is a time shift of its x-t relation: the
+    truth is evaluated at t + mean(T0_fit - T0_true) of the layer), plus the parameters
+    reproducing the true drift lengths."""
+    db, registry = tracking["db"], tracking["registry"]
+    assert tracking["reports"]["cdc-xt"].status == "OK"
+    ((entry, payload),) = staged(db, "staging", "CDCXtRelations")
+    assert (entry.iov.first_run, entry.iov.final_run) == (1, 6)
+    ok = payload.status == ChannelStatus.OK
+    assert ok.sum() >= N_ROWS - 4
+    fit, cov, truth = (
+        xt_rows(payload),
+        xt_covariance(payload),
+        xt_rows(tracking["truth"]["CDCXtRelations"]),
+    )
+    layer = cdc.layer_of(np.arange(cdc.N_WIRES))
+    shift, weight = np.zeros(cdc.N_LAYERS), np.zeros(cdc.N_LAYERS)
+    for e, t0 in staged(db, "staging", "CDCTimeZeros"):
+        true = _truth(TRACKING, registry, e.iov.first_run)["CDCTimeZeros"].value()
+        good = t0.status == ChannelStatus.OK
+        runs = e.iov.final_run - e.iov.first_run + 1
+        shift += runs * np.bincount(layer[good], (t0.value() - true)[good], cdc.N_LAYERS)
+        weight += runs * np.bincount(layer[good], minlength=cdc.N_LAYERS)
+    delta = np.repeat(shift / weight, 2)
+    u, inv = xt_inverse(truth)
+    frac = np.array([0.1, 0.3, 0.5, 0.7, 0.9, 0.97])
+    tk = np.array([np.interp(frac, u, inv[r]) for r in range(N_ROWS)])
+    grad = xt_gradient(fit, tk)
+    sigma = np.sqrt(np.einsum("rni,rij,rnj->rn", grad, cov, grad))
+    x_fit, x_true = xt_value(fit, tk), xt_value(truth, tk + delta[:, None])
+    assert_closure(x_fit[ok].ravel(), sigma[ok].ravel(), x_true[ok].ravel(), "CDC x-t")
+    assert np.max(np.abs(x_fit - x_true)[ok]) < 15e-4  # 15 um anywhere in the cell
+    # flagged rows keep the previous relation
+    np.testing.assert_allclose(fit[~ok], truth[~ok], rtol=1e-6)
+
+
+# ------------------------------------------------------------------------------ dE/dx
+@pytest.fixture(scope="module")
+def dedx(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    out = tmp_path_factory.mktemp("cdc_dedx")
+    simulate(DEDX, out / "data", jobs=2)
+    registry = RunRegistry.load(out / "data" / "runs.json")
+    truth = _truth(DEDX, registry, 1)
+    db = ConditionsDB(out / "c.sqlite", author="test")
+    _previous(db, [truth["CDCDedxCosineCor"], truth["CDCDedxWireGain"]])
+    reports = {}
+    for cal in (run_gain_calibration(), cosine_calibration(), wire_gain_calibration()):
+        reports |= run_calibrations(
+            [cal], out / "data", db=db, staging_tag="staging", input_tags=["previous"], cache=False
+        )
+    return {"db": db, "registry": registry, "reports": reports, "truth": truth, "out": out}
+
+
+@pytest.mark.slow
+def test_dedx_run_gain_closure(dedx: dict[str, Any]) -> None:
+    db, registry = dedx["db"], dedx["registry"]
+    assert dedx["reports"]["cdc-dedx-run-gain"].status == "OK"
+    entries = staged(db, "staging", "CDCDedxRunGain")
+    fitted, errors, true = [], [], []
+    for e, p in entries:
+        runs = range(e.iov.first_run, e.iov.final_run + 1)
+        gains = [conditions_for_run(DEDX, registry.get(DEDX.exp, r)).cdc_run_gain for r in runs]
+        fitted.append(p.value()[0])
+        errors.append(p.errors["value"][0])
+        true.append(np.mean(gains))
+    assert len(entries) >= 50
+    assert_closure(fitted, errors, true, "CDC dE/dx run gain")
+
+
+def test_dedx_run_gain_merges_short_runs(dedx: dict[str, Any], tmp_path: Path) -> None:
+    db = ConditionsDB(tmp_path / "c.sqlite", author="test")
+    reports = run_calibrations(
+        [run_gain_calibration()],
+        dedx["out"] / "data",
+        db=db,
+        staging_tag="merge",
+        runs=list(range(1, 9)),
+        config={"cdc-dedx-run-gain": {"min_tracks": 1500}},
+        cache=False,
+    )
+    assert reports["cdc-dedx-run-gain"].status == "OK"
+    iovs = [(e.iov.first_run, e.iov.final_run) for e, _ in staged(db, "merge", "CDCDedxRunGain")]
+    assert iovs[0][0] == 1
+    assert iovs[-1][1] == 8
+    assert any(last > first for first, last in iovs)  # NOT_ENOUGH_DATA merged runs
+
+
+@pytest.mark.slow
+def test_dedx_cosine_closure(dedx: dict[str, Any]) -> None:
+    ((_, p),) = staged(dedx["db"], "staging", "CDCDedxCosineCor")
+    truth = dedx["truth"]["CDCDedxCosineCor"]
+    np.testing.assert_array_equal(p.value("cos_lo"), truth.value("cos_lo"))
+    ok = p.status == ChannelStatus.OK
+    assert ok.sum() >= 80
+    # bins outside the Bhabha acceptance are flagged, not filled
+    assert np.all(np.isnan(p.value("value")[~ok]))
+    assert_closure(
+        p.value("value")[ok], p.errors["value"][ok], truth.value("value")[ok], "CDC dE/dx cosine"
+    )
+
+
+@pytest.mark.slow
+def test_dedx_wire_gain_closure(dedx: dict[str, Any]) -> None:
+    ((_, p),) = staged(dedx["db"], "staging", "CDCDedxWireGain")
+    true = dedx["truth"]["CDCDedxWireGain"].value()
+    status = p.status
+    assert status is not None
+    np.testing.assert_array_equal(status == ChannelStatus.DEAD, true == 0)
+    assert np.all(p.value()[true == 0] == 0)
+    ok = status == ChannelStatus.OK
+    assert ok.sum() > 0.99 * (true > 0).sum()
+    assert_closure(p.value()[ok], p.errors["value"][ok], true[ok], "CDC dE/dx wire gain")
+
+
+# ------------------------------------------------------------------------------ CLI
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(Path(sys.executable).with_name("b2calib")), *args],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=600,
+    )
+
+
+@pytest.mark.slow
+def test_cli_calibrates_the_bucket(sample: Path, tmp_path: Path) -> None:
+    """The five calibrations on the sample bucket (about 1800 events: reduced precision, so the
+    per-bin thresholds of x-t, cosine and wire gain are lowered by expert configs)."""
+    db = tmp_path / "c.sqlite"
+    done = _cli("db", "import-local", str(sample / "truth"), "--gt", "previous", "--db", str(db))
+    assert done.returncode == 0, done.stderr
+    configs = {
+        "cdc-xt": '{"min_bin_entries": 3}',
+        "cdc-dedx-cosine": '{"min_hits_per_bin": 100}',
+        "cdc-dedx-wire-gain": '{"min_hits": 3}',
+    }
+    for name, text in configs.items():
+        (tmp_path / f"{name}.json").write_text(text)
+    base = ["--data", str(sample), "--runs", "1-11", "--db", str(db), "--gt", "previous"]
+    base += ["--quiet", "--no-cache", "--executor", "inprocess"]
+    done = _cli(
+        "calibrate",
+        "cdc-t0",
+        "cdc-xt",
+        *base,
+        "--staging",
+        "trk",
+        "--config",
+        f"cdc-xt={tmp_path / 'cdc-xt.json'}",
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    done = _cli(
+        "calibrate",
+        "cdc-dedx-run-gain",
+        "cdc-dedx-cosine",
+        "cdc-dedx-wire-gain",
+        *base,
+        "--staging",
+        "dedx",
+        "--config",
+        f"cdc-dedx-cosine={tmp_path / 'cdc-dedx-cosine.json'}",
+        "--config",
+        f"cdc-dedx-wire-gain={tmp_path / 'cdc-dedx-wire-gain.json'}",
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    conditions = ConditionsDB(db)
+    t0 = [(e.iov.first_run, e.iov.final_run) for e, _ in staged(conditions, "trk", "CDCTimeZeros")]
+    assert t0 == [(1, 6), (7, 11)]  # split at the board replacement of run 7
+    assert len(staged(conditions, "trk", "CDCXtRelations")) == 1
+    gains = staged(conditions, "dedx", "CDCDedxRunGain")
+    assert gains[0][0].iov.first_run == 1
+    assert gains[-1][0].iov.final_run == 11
+    assert len(staged(conditions, "dedx", "CDCDedxCosineCor")) == 1
+    assert len(staged(conditions, "dedx", "CDCDedxWireGain")) == 1
