@@ -423,3 +423,19 @@ def test_cli_calibrates_the_bucket(sample: Path, tmp_path: Path) -> None:
     assert gains[-1][0].iov.final_run == 11
     assert len(staged(conditions, "dedx", "CDCDedxCosineCor")) == 1
     assert len(staged(conditions, "dedx", "CDCDedxWireGain")) == 1
+
+
+# ------------------------------------------------------------------------------ notebooks
+@pytest.mark.notebooks
+@pytest.mark.slow
+def test_tracking_notebook(sample: Path) -> None:
+    from tests.test_notebooks import execute
+
+    numbers = execute("cdc_tracking.ipynb", sample)
+    assert numbers["t0_status"] == "OK"
+    assert numbers["xt_status"] == "OK"
+    assert numbers["t0_first_runs"] == [1, 7]  # the board replacement of run 7
+    assert numbers["t0_wires"] == cdc.N_WIRES
+    assert numbers["board_step_ns"] == pytest.approx(2.5, abs=0.5)
+    assert numbers["xt_rows_ok"] >= 90
+    assert numbers["staged"] == 3
