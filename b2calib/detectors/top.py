@@ -47,7 +47,7 @@ import awkward as ak
 import hist
 import numpy as np
 import numpy.typing as npt
-from scipy import special
+from scipy import special, stats
 
 from b2calib.calibration import (
     Algorithm,
@@ -85,9 +85,13 @@ __all__ = [
     "ModuleT0Algorithm",
     "ModuleT0Collector",
     "PhotonPDF",
+    "boardstack_of",
     "calibrations",
     "clipped_mean",
+    "common_t0_collector",
     "mask_channels",
+    "match_photons",
+    "module_t0_collector",
     "solve_module_t0",
 ]
 
@@ -611,9 +615,10 @@ class ChannelT0Algorithm(Algorithm):
     Channels masked DEAD are flagged DEAD; channels with fewer than ``min_entries`` photons
     NOT_ENOUGH_DATA; failed fits FAILED.
 
-    Limitation: the module's photons are folded together over all input runs, so the module
-    timing must be stable over them (a module T0 step inside the input, such as a firmware
-    update, broadens that module's peaks): run it on the runs between such steps.
+    The module's photons are folded together over the runs of one execution, so the module
+    timing must be stable over them: :meth:`boundaries` requests a new payload where a module's
+    timing steps (a firmware update changing a module T0 would otherwise broaden that module's
+    peaks).
     """
 
     name = "channel_t0"
@@ -691,6 +696,72 @@ class ChannelT0Algorithm(Algorithm):
             },
         )
         return AlgorithmResult(AlgorithmStatus.OK, [payload], diag, f"{summary}")
+
+    def boundaries(self, data: AlgorithmInput) -> list[RunKey]:
+        """Runs where a module's timing steps (a module T0 change): binary segmentation on the
+        per-module phases of the folded photon times, common shifts (the common T0 drift)
+        removed, chi2 over the 16 modules with p-value below ``boundary_pvalue`` and a module
+        moving by more than ``boundary_min_shift_ns``."""
+        runs = [r for r in data.runs if "channel_time" in data.per_run.get(r, {})]
+        if len(runs) < 2:
+            return []
+        stack = np.stack(
+            [
+                data.per_run[r]["channel_time"].values().reshape(_NM, _NP, -1).sum(axis=1)
+                for r in runs
+            ]
+        ).astype(np.float64)
+        cum = np.concatenate([np.zeros_like(stack[:1]), np.cumsum(stack, axis=0)])
+        cfg = data.config
+        min_shift, log_p = float(cfg["boundary_min_shift_ns"]), np.log(cfg["boundary_pvalue"])
+
+        def compare(i: int, k: int, j: int) -> tuple[float, bool]:
+            (cl, el), (cr, er) = _module_phase(cum[k] - cum[i]), _module_phase(cum[j] - cum[k])
+            ok = np.isfinite(el) & np.isfinite(er)
+            if ok.sum() < 3:
+                return -np.inf, False
+            d = np.mod(cl[ok] - cr[ok] + _RF / 2, _RF) - _RF / 2
+            w = 1.0 / (el[ok] ** 2 + er[ok] ** 2)
+            d = d - np.sum(w * d) / np.sum(w)  # a common shift is the common T0, not a step
+            chi2, ndf = float(np.sum(w * d**2)), int(ok.sum()) - 1
+            passes = np.max(np.abs(d)) > min_shift and stats.chi2.logsf(chi2, ndf) < log_p
+            return (chi2 - ndf) / np.sqrt(2.0 * ndf), bool(passes)
+
+        out: list[RunKey] = []
+
+        def split(i: int, j: int) -> None:
+            if j - i < 2:
+                return
+            scores = [compare(i, k, j) for k in range(i + 1, j)]
+            best = int(np.argmax([sc for sc, _ in scores]))
+            if not scores[best][1]:
+                return
+            out.append(runs[best + i + 1])
+            split(i, best + i + 1)
+            split(best + i + 1, j)
+
+        split(0, len(runs))
+        return sorted(out)
+
+
+def _module_phase(counts: F, min_photons: float = 20.0) -> tuple[F, F]:
+    """Peak phase (ns) of each row of a folded histogram and its uncertainty (NaN below
+    ``min_photons``): circular mean with ``var = (1 - R2) / (2 N R1^2)`` in radians, R1 and R2
+    the mean resultant lengths of the first and second harmonics."""
+    nb = counts.shape[-1]
+    angle = 2 * np.pi * (np.arange(nb) + 0.5) / nb
+    n = counts.sum(axis=-1)
+    safe = np.maximum(n, 1.0)
+    h1 = counts @ np.exp(1j * angle) / safe
+    h2 = counts @ np.exp(2j * angle) / safe
+    centre = np.mod(np.angle(h1), 2 * np.pi) / (2 * np.pi) * _RF
+    r1 = np.abs(h1)
+    # the second-harmonic term about the mean direction
+    r2 = np.real(h2 * np.exp(-2j * np.angle(h1)))
+    var = (1 - r2) / (2 * safe * np.maximum(r1, 1e-9) ** 2)
+    err = np.sqrt(np.maximum(var, 0.0)) / (2 * np.pi) * _RF
+    err = np.where(n >= min_photons, err, np.nan)
+    return centre, err
 
 
 # ---------------------------------------------------------------------------- module T0
@@ -860,36 +931,36 @@ class ModuleT0Algorithm(Algorithm):
         cum = np.concatenate([np.zeros_like(stack[:1]), np.cumsum(stack, axis=0)])
         cfg = data.config
         min_entries = int(cfg["min_pair_entries"])
+        min_shift = float(cfg["boundary_min_shift_ns"])
+        log_p = np.log(float(cfg["boundary_pvalue"]))
 
-        def solve(i: int, j: int) -> tuple[F, F] | None:
-            mean, err, ok = _quick_pairs(cum[j] - cum[i], min_entries)
-            a, b = _pair_modules()
-            try:
-                t0, cov, _, _ = solve_module_t0(a[ok], b[ok], mean[ok], err[ok])
-            except CalibrationError:
-                return None
-            return t0, cov
-
-        from scipy import stats
+        def compare(i: int, k: int, j: int) -> tuple[float, bool]:
+            """Significance (chi2 - ndf) / sqrt(2 ndf) of the pair differences of runs [i, k)
+            against [k, j), and whether it passes the p-value and minimum-shift cuts."""
+            ml, el, okl = _quick_pairs(cum[k] - cum[i], min_entries)
+            mr, er, okr = _quick_pairs(cum[j] - cum[k], min_entries)
+            both = okl & okr
+            ndf = int(both.sum())
+            if ndf == 0:
+                return -np.inf, False
+            d = ml[both] - mr[both]
+            chi2 = float(np.sum(d**2 / (el[both] ** 2 + er[both] ** 2)))
+            passes = np.max(np.abs(d)) > min_shift and stats.chi2.logsf(chi2, ndf) < log_p
+            return (chi2 - ndf) / np.sqrt(2.0 * ndf), bool(passes)
 
         out: list[RunKey] = []
 
         def split(i: int, j: int) -> None:
-            best: tuple[float, int] | None = None
-            for k in range(i + 1, j):
-                left, right = solve(i, k), solve(k, j)
-                if left is None or right is None:
-                    continue
-                d = left[0] - right[0]
-                chi2 = float(d @ np.linalg.pinv(left[1] + right[1], hermitian=True) @ d)
-                big = np.max(np.abs(d)) > float(cfg["boundary_min_shift_ns"])
-                if big and (best is None or chi2 > best[0]):
-                    best = (chi2, k)
-            if best is None or stats.chi2.sf(best[0], _NM - 1) > float(cfg["boundary_pvalue"]):
+            if j - i < 2:
                 return
-            out.append(runs[best[1]])
-            split(i, best[1])
-            split(best[1], j)
+            scores = [compare(i, k, j) for k in range(i + 1, j)]
+            best = int(np.argmax([sc for sc, _ in scores]))
+            if not scores[best][1]:
+                return
+            k = best + i + 1
+            out.append(runs[k])
+            split(i, k)
+            split(k, j)
 
         split(0, len(runs))
         return sorted(out)
@@ -1015,7 +1086,7 @@ def calibrations() -> list[Calibration]:
             expert=EXPERT,
             inputs={"photons": CollectorInput(ChannelTimeCollector(), ("hlt_mumu_2trk",))},
             algorithms=[ChannelT0Algorithm()],
-            strategy=SingleIOV(),
+            strategy=SequentialBoundaries(),
             run_type="physics",
             magnet_on=True,
             depends_on=("top-channel-mask",),
@@ -1023,6 +1094,8 @@ def calibrations() -> list[Calibration]:
                 "min_entries": 50,
                 "min_channels_per_module": 64,
                 "min_calibrated_fraction": 0.5,
+                "boundary_pvalue": 1e-6,
+                "boundary_min_shift_ns": 0.1,
                 **_PDF_CONFIG,
             },
             open_end=True,

@@ -13,7 +13,8 @@ per channel, weights summing to one) and free yield ``n``, shift ``mu`` and flat
 ``b``. With ``period`` the template repeats with that period (a variable folded modulo a bunch
 spacing). The fit is Poisson maximum likelihood (the cost of iminuit's ``ExtendedBinnedNLL``) by
 Levenberg-Marquardt with the expected information, vectorised over channels (in blocks, to bound
-memory), as :func:`b2calib.fit.fit_channels` does for a Gaussian. Every channel gets a status
+memory), as :func:`b2calib.fit.fit_channels` does for a Gaussian, with an iminuit fallback for
+channels that do not converge. Every channel gets a status
 (OK, NOT_ENOUGH_DATA, FAILED) with its reason; failed channels carry NaN.
 """
 
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import numpy as np
 import numpy.typing as npt
+from iminuit import Minuit, cost
 from scipy import special
 
 from b2calib.conditions.payload import ChannelStatus
@@ -156,6 +158,36 @@ def _lm(
     return theta, _fisher(jac, lam), converged, iters, nll
 
 
+def _iminuit_channel(
+    counts: F, edges: F, w: F, m: F, s: F, start: F
+) -> tuple[F, F, bool, str, float]:
+    """One channel with iminuit's ExtendedBinnedNLL (the reference, and the fallback when the
+    fast path does not converge, e.g. a background creeping to its bound 0)."""
+
+    def model(x: F, n: float, mu: float, b: float) -> F:
+        z = (x[:, None] - mu - m[None, :]) / s[None, :]
+        cdf = 0.5 * special.erfc(-z / _SQRT2)
+        return np.asarray(n * (cdf @ w) + b * (x - edges[0]))
+
+    c = cost.ExtendedBinnedNLL(counts, edges, model)
+    mi = Minuit(c, n=max(start[0], 1.0), mu=start[1], b=max(start[2], 0.0))
+    mi.limits["n"] = (0.0, None)
+    mi.limits["b"] = (0.0, None)
+    mi.limits["mu"] = (edges[0], edges[-1])
+    mi.strategy = 2
+    mi.migrad()
+    valid = bool(mi.valid)
+    if valid:
+        mi.hesse()
+        valid = bool(mi.valid and mi.accurate)
+    msg = (
+        "OK"
+        if valid
+        else ("call limit reached" if mi.fmin.has_reached_call_limit else "minimum not valid")
+    )
+    return np.array(mi.values), np.array(mi.errors), valid, msg, float(mi.fval)
+
+
 def fit_template_shift(
     counts: npt.ArrayLike,
     edges: npt.ArrayLike,
@@ -168,6 +200,7 @@ def fit_template_shift(
     max_iter: int = 60,
     tol: float = 1e-6,
     block: int = 256,
+    fallback: bool = True,
 ) -> ChannelFits:
     """Fit yield, shift and flat background of a fixed Gaussian-mixture template per channel.
 
@@ -189,6 +222,9 @@ def fit_template_shift(
         Iterations at most; convergence when 0.5 g^T I^-1 g < ``tol``.
     block
         Channels fitted together (bounds the memory to ~block * K * bins doubles).
+    fallback
+        Refit with iminuit (``ExtendedBinnedNLL``, limits n, b >= 0) the channels the fast
+        path did not converge; FAILED only if that fails too.
 
     Returns
     -------
@@ -240,6 +276,17 @@ def fit_template_shift(
             iters[ch], nll[ch] = it[k], nl[k]
             if conv[k] and good[k] and inside[k]:
                 values[ch], errors[ch] = theta[k], err[k]
+                continue
+            if not conv[k] and fallback:
+                val, er, valid, msg, fval = _iminuit_channel(
+                    cb[k], e, w[ch], m[ch], s[ch], theta[k]
+                )
+                inside_k = e[0] < val[1] < e[-1]
+                if valid and inside_k:
+                    values[ch], errors[ch], nll[ch] = val, er, fval
+                    continue
+                status[ch] = ChannelStatus.FAILED
+                reason[ch] = f"no convergence (iminuit: {msg})"
                 continue
             status[ch] = ChannelStatus.FAILED
             if not conv[k]:
