@@ -24,9 +24,8 @@ _MUMU = {
     "detectors": ["TOP"],
     "run_types": {"physics": 1.0},
     "continuum_fraction": 0.0,
-    # the module-5 step before the first run: the channel T0 assumes stable module timing over
-    # its input runs (see the report); module and common T0 still see the drift per run
-    "intervention_run": 1,
+    # the module-5 step at run 6 (the default, middle run): channel T0 and module T0 payloads
+    # split there, the common T0 follows it run by run
 }
 
 CASES = {
