@@ -439,3 +439,19 @@ def test_tracking_notebook(sample: Path) -> None:
     assert numbers["board_step_ns"] == pytest.approx(2.5, abs=0.5)
     assert numbers["xt_rows_ok"] >= 90
     assert numbers["staged"] == 3
+
+
+@pytest.mark.notebooks
+@pytest.mark.slow
+def test_dedx_notebook(sample: Path) -> None:
+    from tests.test_notebooks import execute
+
+    numbers = execute("cdc_dedx.ipynb", sample)
+    assert set(numbers["statuses"].values()) == {"OK"}  # type: ignore[union-attr]
+    assert numbers["run_gain_runs"] == [1, 11]
+    assert 1 <= numbers["run_gain_payloads"] <= 11  # type: ignore[operator]
+    assert abs(numbers["run_gain_pull_mean"]) < 3  # type: ignore[arg-type]
+    assert numbers["cos_bins_ok"] >= 60  # type: ignore[operator]
+    assert numbers["wire_gain_wires"] == cdc.N_WIRES
+    assert numbers["wires_ok"] > 5000  # type: ignore[operator]
+    assert numbers["staged"] == numbers["run_gain_payloads"] + 2  # type: ignore[operator]

@@ -477,16 +477,27 @@ class WireGainAlgorithm(Algorithm):
         error[~ok] = np.nan
         status[dead] = ChannelStatus.DEAD
         value[dead] = 0.0
+        # the hit spectra of the most extreme wires, for a look at them
+        score = np.where(ok, np.abs(value - 1.0) / error, -1.0)
+        extreme = np.sort(np.argsort(score)[::-1][: cfg["keep_extreme_wires"]])
+        spectra: hist.Hist = hist.Hist(
+            hist.axis.Integer(0, len(extreme), name="index", label="extreme wire index"),
+            h.axes[1],
+            storage=hist.storage.Double(),
+        )
+        spectra.view()[...] = counts[extreme]
         diagnostics = Diagnostics(
+            histograms={"extreme_wires": spectra},
             tables={
+                "extreme_wires": {"wire": extreme.astype(np.int64)},
                 "wire_gain": {
                     "wire": np.arange(cdc.N_WIRES),
                     "truncated_mean": tm,
                     "truncated_mean_err": tm_err,
                     "entries": n,
                     "status": status,
-                }
-            }
+                },
+            },
         )
         payload = Payload(
             WIRE_GAIN_PAYLOAD,
@@ -519,7 +530,12 @@ def wire_gain_calibration() -> Calibration:
         strategy=SingleIOV(),
         run_type="physics",
         depends_on=("cdc-dedx-run-gain", "cdc-dedx-cosine"),
-        expert_config={"min_hits": 50, "truncation": [0.05, 0.75], "dead_layer_mean": 20.0},
+        expert_config={
+            "min_hits": 50,
+            "truncation": [0.05, 0.75],
+            "dead_layer_mean": 20.0,
+            "keep_extreme_wires": 12,
+        },
         description="dE/dx wire gain: 5-75 % truncated mean of the Bhabha electrons' hit dE/dx "
         "per wire over run gain and cosine correction, normalised to average 1 over live wires.",
     )

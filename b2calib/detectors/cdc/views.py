@@ -22,6 +22,8 @@ __all__ = [
     "compare",
     "final_diagnostics",
     "plot_board_fits",
+    "plot_extreme_wires",
+    "plot_run_fits",
     "plot_xt_rows",
     "status_counts",
     "xt_difference",
@@ -118,3 +120,43 @@ def plot_xt_rows(diag: Diagnostics, payload: Payload, rows: list[int]) -> Any:
             plot.opts(title=title, xlabel="drift time (ns)", ylabel="drift length (cm)", width=320)
         )
     return hv.Layout(panels).cols(len(rows))
+
+
+def plot_run_fits(diags: list[Diagnostics], labels: list[str]) -> Any:
+    """Track truncated-mean histograms of run-gain executions with their Gaussian fits."""
+    import holoviews as hv
+
+    panels = []
+    for diag, label in zip(diags, labels, strict=True):
+        h = diag.histograms["track_truncated_mean"]
+        fit = diag.tables["run_fit"]
+        edges = h.axes[0].edges
+        centers = 0.5 * (edges[1:] + edges[:-1])
+        n, mu, sigma = fit["n"][0], fit["mu"][0], fit["sigma"][0]
+        z = (centers - mu) / sigma
+        model = n * np.diff(edges) * np.exp(-0.5 * z * z) / (sigma * np.sqrt(2 * np.pi))
+        plot = hv.Histogram((edges, h.values())) * hv.Curve((centers, model))
+        panels.append(
+            plot.opts(title=f"{label}: {mu:.4f}", xlabel="truncated mean / cosine", width=320)
+        )
+    return hv.Layout(panels).cols(len(panels))
+
+
+def plot_extreme_wires(diag: Diagnostics, payload: Payload, count: int = 3) -> Any:
+    """Hit dE/dx spectra of the wires with the most extreme gains, with their truncated-mean
+    gain marked."""
+    import holoviews as hv
+
+    h = diag.histograms["extreme_wires"]
+    wires = diag.tables["extreme_wires"]["wire"]
+    edges = h.axes[1].edges
+    gains = payload.value()
+    order = np.argsort(np.abs(np.nan_to_num(gains[wires], nan=1.0) - 1.0))[::-1][:count]
+    panels = []
+    for i in order.tolist():
+        w = int(wires[i])
+        plot = hv.Histogram((edges, h.values()[i])) * hv.VLine(float(gains[w]))
+        panels.append(
+            plot.opts(title=f"wire {w}: gain {gains[w]:.3f}", xlabel="hit dE/dx", width=320)
+        )
+    return hv.Layout(panels).cols(len(panels))
