@@ -333,8 +333,19 @@ def test_cli_on_the_sample_bucket(tmp_path: Path) -> None:
     database = ConditionsDB(db)
     names = {e.name for e in database.iovs("low")}
     assert names == {"TOPCalChannelMask", "TOPCalChannelT0", "TOPCalModuleT0", "TOPCalCommonT0"}
+    # channel T0: the bucket starves every live channel (~3 photons each): all flagged, the
+    # mask's dead channels DEAD
+    mask = staged(database, "low", "TOPCalChannelMask")[0][1]
+    for _, channel_t0 in staged(database, "low", "TOPCalChannelT0"):
+        assert channel_t0.status is not None
+        assert mask.status is not None
+        dead = mask.status == ChannelStatus.DEAD
+        assert np.all(channel_t0.status[dead] == ChannelStatus.DEAD)
+        assert np.all(channel_t0.status[~dead] == ChannelStatus.NOT_ENOUGH_DATA)
+    # common T0 per run; run 7 (14 two-track events) lacks photons and merges with run 8
     common = staged(database, "low", "TOPCalCommonT0")
-    assert len(common) >= 8  # per run, runs short of photons merged
+    assert len(common) >= 8
+    assert (7, 8) in [(e.iov.first_run, e.iov.final_run) for e, _ in common]
     module = staged(database, "low", "TOPCalModuleT0")
     assert abs(module[0][1].value().sum()) < 1e-9
 
