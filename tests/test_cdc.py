@@ -164,6 +164,50 @@ def test_xt_without_hits_is_not_enough_data() -> None:
     assert XtAlgorithm().run(data).status == AlgorithmStatus.NOT_ENOUGH_DATA
 
 
+def _residuals(shift: np.ndarray, hits: np.ndarray, rng: np.random.Generator) -> hist.Hist:
+    h = hist.Hist(
+        hist.axis.Regular(cdc.N_WIRES, -0.5, cdc.N_WIRES - 0.5),
+        hist.axis.Regular(60, -15.0, 15.0),
+        storage=hist.storage.Int64(),
+    )
+    wires = np.repeat(np.arange(cdc.N_WIRES), hits)
+    h.fill(wires, rng.normal(shift[wires], 2.5))
+    return h
+
+
+def test_t0_algorithm_on_histograms() -> None:
+    """Known per-wire shifts: OK wires recover them, starved wires take their board's T0 with
+    the board error and the wire spread, wires without hits are DEAD, ITERATE until small."""
+    rng = np.random.default_rng(7)
+    boards = cdc.board_of(np.arange(cdc.N_WIRES))
+    board_t0 = rng.normal(0.0, 1.0, cdc.N_BOARDS)
+    true = board_t0[boards] + rng.normal(0.0, 0.5, cdc.N_WIRES)
+    hits = np.full(cdc.N_WIRES, 60)
+    hits[::97] = 5  # starved
+    hits[5::1001] = 0  # dead
+    cfg = t0_calibration().configure()
+    from b2calib.detectors.cdc.tracking import T0Algorithm
+
+    data = AlgorithmInput(
+        [(12, 1)],
+        {"cdc_t0_residual": _residuals(true, hits, rng)},
+        None,  # type: ignore[arg-type]
+        Constants(None),
+        cfg,
+    )
+    result = T0Algorithm().run(data)
+    assert result.status == AlgorithmStatus.ITERATE  # shifts of ~1 ns from a start at 0
+    (payload,) = result.payloads
+    status, value, error = payload.status, payload.value(), payload.errors["value"]
+    assert status is not None
+    np.testing.assert_array_equal(status == ChannelStatus.DEAD, hits == 0)
+    np.testing.assert_array_equal(status == ChannelStatus.NOT_ENOUGH_DATA, hits == 5)
+    ok = status == ChannelStatus.OK
+    assert_closure(value[ok], error[ok], true[ok], "T0 algorithm, fitted wires")
+    starved = status == ChannelStatus.NOT_ENOUGH_DATA
+    assert_closure(value[starved], error[starved], true[starved], "T0 algorithm, board fallback")
+
+
 def test_declarations() -> None:
     cals = {c.name: c for c in cdc_module.calibrations()}
     assert list(cals) == [
