@@ -192,7 +192,9 @@ def find_steps(
     errors = np.array([e for _, _, e in per_run], dtype=np.float64)
 
     def mean(sl: slice) -> tuple[F, F]:
-        w = np.where(np.isfinite(errors[sl]) & (errors[sl] > 0), 1.0 / errors[sl] ** 2, 0.0)
+        e = errors[sl]
+        good = np.isfinite(e) & (e > 0)
+        w = np.where(good, 1.0 / np.where(good, e, 1.0) ** 2, 0.0)
         sw = w.sum(axis=0)
         with np.errstate(invalid="ignore", divide="ignore"):
             m = np.where(sw > 0, (w * np.nan_to_num(values[sl])).sum(axis=0) / sw, np.nan)
@@ -222,15 +224,21 @@ def find_steps(
 
 
 def hist_mean(h: hist.Hist) -> tuple[F, F]:
-    """Mean and its error along the last axis of a (groups, values) histogram (NaN if empty)."""
+    """Mean along the last axis of a (groups, values) histogram, and its error from the RMS of
+    all groups together (a few entries per group give no usable RMS of their own); NaN for an
+    empty group."""
     counts = h.values()
     x = h.axes[-1].centers
     n = counts.sum(axis=-1)
+    total = counts.sum(axis=0)
+    n_all = total.sum()
+    if n_all < 2:
+        return np.full(n.shape, np.nan), np.full(n.shape, np.nan)
+    mean_all = (total * x).sum() / n_all
+    rms = float(np.sqrt((total * (x - mean_all) ** 2).sum() / n_all))
     with np.errstate(invalid="ignore", divide="ignore"):
-        m = (counts * x).sum(axis=-1) / n
-        var = (counts * (x - m[..., None]) ** 2).sum(axis=-1) / n
-        err = np.sqrt(var / n)
-    err = np.where(n >= 3, err, np.nan)
+        m = np.where(n > 0, (counts * x).sum(axis=-1) / n, np.nan)
+        err = np.where(n > 0, rms / np.sqrt(n), np.nan)
     return m, err
 
 

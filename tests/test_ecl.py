@@ -1,0 +1,549 @@
+"""ECL calibrations: the algorithm pieces on arrays, closure on the simulator, the CLI on the
+sample bucket, the notebooks.
+
+Closure samples (generated here, ECL only):
+
+* ``bhabha_sample``: 2 runs x 150k events (90 % Bhabha), the intervention at run 2: the Bhabha
+  5x5 energy method, the time offsets and the payload split at the intervention.
+* ``photon_sample``: 1 run x 800k events (45 % gamma-gamma, 45 % mu-mu): the peak methods and
+  the merge.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import hist
+import numpy as np
+import pytest
+import scipy.sparse
+from click.testing import CliRunner
+
+from b2calib.calibration import Constants
+from b2calib.cli import cli
+from b2calib.conditions import ChannelStatus, ConditionsDB
+from b2calib.conditions.iov import IoV
+from b2calib.detectors.ecl import _common as C
+from b2calib.detectors.ecl import calibrations
+from b2calib.detectors.ecl import energy as E
+from b2calib.detectors.ecl import time as T
+from b2calib.detectors.ecl._linalg import solve_with_variances
+from b2calib.engine import Dataset, collect
+from b2calib.fit.novosibirsk_batched import fit_novosibirsk_channels, novosibirsk_density
+from b2calib.geometry import ecl
+from b2calib.runs import RunRegistry
+from b2calib.sim import SimConfig, simulate
+from b2calib.sim.conditions import conditions_for_run, truth_payloads
+from b2calib.sim.physics import Beam, boost
+from tests.closure import PULL_WIDTH, assert_closure, calibrate, pulls, staged
+from tests.conftest import SAMPLE
+from tests.test_notebooks import execute
+
+OK = ChannelStatus.OK
+NED = ChannelStatus.NOT_ENOUGH_DATA
+CELLS = np.arange(1, ecl.N_CRYSTALS + 1)
+
+
+# ------------------------------------------------------------------------------- pieces
+def test_declarations() -> None:
+    cals = {c.name: c for c in calibrations()}
+    assert set(cals) == {"ecl-energy", "ecl-time"}
+    energy, time = cals["ecl-energy"], cals["ecl-time"]
+    assert energy.skims == ("hlt_bhabha", "hlt_gamma_gamma", "hlt_mumu_2trk")
+    assert time.skims == ("hlt_bhabha",)
+    assert energy.expert_config["gg_min_entries"] == 150  # basf2's minimum
+    produced = {p for a in energy.algorithms for p in a.payloads}
+    assert produced == {
+        "ECLCrystalEnergy",
+        "ECLCrystalEnergy5x5",
+        "ECLCrystalEnergyGammaGamma",
+        "ECLCrystalEnergyMuMu",
+    }
+    assert {p for a in time.algorithms for p in a.payloads} == {
+        "ECLCrystalTimeOffset",
+        "ECLCrateTimeOffset",
+    }
+
+
+def test_banded_solve_and_inverse_diagonal() -> None:
+    rng = np.random.default_rng(3)
+    n = 300
+    a = scipy.sparse.random(n, n, density=0.03, random_state=4)
+    q = (a @ a.T + scipy.sparse.identity(n)).tocsr()
+    r = rng.normal(size=n)
+    x, var, bw = solve_with_variances(q, r)
+    dense = np.linalg.inv(q.toarray())
+    assert np.allclose(x, dense @ r, atol=1e-10)
+    assert np.allclose(var, np.diag(dense), atol=1e-12)
+    assert 0 < bw < n
+    with pytest.raises(np.linalg.LinAlgError):
+        solve_with_variances(-q, r)
+
+
+def _sample_novosibirsk(rng, peak, width, tail, n):  # type: ignore[no-untyped-def]
+    grid = np.linspace(peak - 8 * width, peak + 8 * width, 4001)
+    dens = novosibirsk_density(grid, np.array([[peak]]), np.array([[width]]), np.array([[tail]]))
+    cdf = np.cumsum(dens[0])
+    return np.interp(rng.random(n), cdf / cdf[-1], grid)
+
+
+def test_batched_novosibirsk_recovers_peaks_with_honest_errors() -> None:
+    rng = np.random.default_rng(5)
+    nch, n = 600, 400
+    peaks = rng.normal(1.0, 0.02, nch)
+    h = hist.Hist(hist.axis.Integer(0, nch), hist.axis.Regular(120, 0.85, 1.15))
+    for c in range(nch):
+        x = _sample_novosibirsk(rng, peaks[c], 0.012, 0.3, n)
+        h.fill(np.full(n, c), np.concatenate([x[: n - 40], rng.uniform(0.85, 1.15, 40)]))
+    h.view()[:5] = 0  # empty channels: not enough data, NaN
+    fits = fit_novosibirsk_channels(h, min_entries=150, tail_start=0.2)
+    assert np.all(fits.status[:5] == NED)
+    assert np.all(np.isnan(fits.values["peak"][:5]))
+    ok = fits.ok
+    assert ok.sum() > 0.98 * (nch - 5)
+    pull = (fits.values["peak"][ok] - peaks[ok]) / fits.errors["peak"][ok]
+    assert abs(pull.mean()) < 0.12
+    assert 0.85 < pull.std() < 1.15
+    # the shape fixed at its true value: a free peak and yield only
+    fixed = fit_novosibirsk_channels(h, min_entries=150, fixed={"width": 0.012, "tail": 0.3})
+    assert np.all(fixed.errors["tail"][fixed.ok] == 0.0)
+    pull = (fixed.values["peak"][fixed.ok] - peaks[fixed.ok]) / fixed.errors["peak"][fixed.ok]
+    assert abs(pull.mean()) < 0.12
+    assert 0.85 < pull.std() < 1.15
+
+
+def test_ee5x5_linear_system_on_toy_electrons() -> None:
+    """Electrons of known energy spread over 5x5 windows; the constants come back."""
+    rng = np.random.default_rng(6)
+    truth = rng.normal(1.0, 0.04, ecl.N_CRYSTALS)
+    barrel = np.flatnonzero((ecl.ring_of(CELLS) >= 20) & (ecl.ring_of(CELLS) < 40)) + 1
+    n = 120_000
+    centre = rng.choice(barrel, n)
+    share = np.exp(-np.abs(np.subtract.outer(np.arange(5), 2)) / 0.4)
+    share = np.outer(share, share).ravel()
+    frac = share * rng.uniform(0.8, 1.2, (n, 25))
+    frac /= frac.sum(axis=1, keepdims=True)
+    p = rng.uniform(3.0, 7.0, n)
+    cells = C.NEIGHBOURS_5X5[centre - 1]
+    e_true = 0.94 * p[:, None] * frac * rng.normal(1.0, 0.015, n)[:, None]
+    e_raw = e_true / truth[cells - 1]
+    hs = {
+        "q": hist.Hist(C.cell_axis(), hist.axis.Integer(0, C.N_PAIRS, flow=False)),
+        "r": hist.Hist(C.cell_axis(), hist.axis.Integer(0, C.N_SLOTS, flow=False)),
+        "n": hist.Hist(C.cell_axis()),
+        "syy": hist.Hist(C.cell_axis()),
+    }
+    E._fill_normal(
+        hs["q"].view(),
+        hs["r"].view(),
+        hs["n"].view(),
+        hs["syy"].view(),
+        centre.astype(np.int64),
+        e_raw,
+        p,
+        C.PAIR_A.astype(np.int64),
+        C.PAIR_B.astype(np.int64),
+    )
+    value, error, status, summary = E.solve_ee5x5(
+        hs["q"], hs["r"], hs["n"], hs["syy"], expected=0.94, expected_error=0.0, min_entries=10
+    )
+    ok = status == OK
+    assert set(CELLS[ok]) <= set(barrel)
+    assert np.all(np.isnan(value[~ok]))
+    assert summary["resolution"] == pytest.approx(0.015, rel=0.1)
+    assert_closure(value[ok], error[ok], truth[ok], "toy ee5x5")
+
+
+def test_peak_system_recovers_constants() -> None:
+    """Noise-free peaks generated from the energy sharing give the constants back exactly."""
+    rng = np.random.default_rng(7)
+    truth = rng.normal(1.0, 0.04, ecl.N_CRYSTALS)
+    applied = np.ones(ecl.N_CRYSTALS)
+    share = np.exp(-np.abs(np.subtract.outer(np.arange(5), 2)) / 0.4)
+    frac = np.tile(np.outer(share, share).ravel(), (ecl.N_CRYSTALS, 1))
+    frac[C.NEIGHBOURS_5X5 == 0] = 0.0
+    frac /= frac.sum(axis=1, keepdims=True)
+    ok = (ecl.ring_of(CELLS) >= 10) & (ecl.ring_of(CELLS) < 60)
+    x = applied / truth
+    nbr = C.NEIGHBOURS_5X5
+    xn = np.where(nbr > 0, x[np.maximum(nbr, 1) - 1], 1.0)
+    xn = np.where(ok[np.maximum(nbr, 1) - 1] & (nbr > 0), xn, 1.0)
+    peak = 0.95 * (frac * xn).sum(axis=1)
+    value, error, solved = E.solve_peaks(
+        peak, np.full(ecl.N_CRYSTALS, 1e-3), frac, applied, ok, expected=0.95, expected_error=0.0
+    )
+    assert np.array_equal(solved, ok)
+    assert np.allclose(value[ok], truth[ok], rtol=1e-9)
+    # the error of a crystal exceeds its peak's alone: its neighbours share its energy
+    assert np.all(error[ok] > 1e-3 / 0.95 * value[ok])
+
+
+def test_merge_is_inverse_variance_with_provenance() -> None:
+    n = ecl.N_CRYSTALS
+    a = (np.full(n, 1.0), np.full(n, 0.02), np.full(n, OK, np.int8))
+    b = (np.full(n, 1.1), np.full(n, 0.01), np.full(n, OK, np.int8))
+    c = (np.full(n, np.nan), np.full(n, np.nan), np.full(n, NED, np.int8))
+    b[2][:10] = NED
+    c[2][5] = ChannelStatus.FAILED
+    a[2][:10] = NED
+    value, error, status, mask = E.merge_methods({"ee5x5": a, "gamma_gamma": b, "mumu": c})
+    assert value[20] == pytest.approx((1.0 / 0.02**2 + 1.1 / 0.01**2) / (1 / 0.02**2 + 1 / 0.01**2))
+    assert error[20] == pytest.approx(1.0 / np.hypot(1 / 0.02, 1 / 0.01))
+    assert mask[20] == 3
+    assert status[5] == ChannelStatus.FAILED
+    assert status[6] == NED
+    assert np.isnan(value[:10]).all()
+
+
+def test_crate_crystal_split_convention() -> None:
+    rng = np.random.default_rng(8)
+    crystal = rng.normal(0, 1.5, ecl.N_CRYSTALS)
+    crate = rng.normal(0, 4.0, ecl.N_CRATES)
+    total = crystal + crate[C.CRATE - 1]
+    ok = rng.random(ecl.N_CRYSTALS) > 0.3
+    cx, cxe, ck, cke, n = T.split_offsets(total, np.full(ecl.N_CRYSTALS, 0.5), ok)
+    tx, tk = T.reexpress(crystal, crate, ok)
+    assert np.allclose(cx[ok], tx[ok])
+    assert np.allclose(ck, tk)
+    assert np.allclose(cx[ok] + ck[C.CRATE - 1][ok], total[ok])
+    assert np.all(np.isnan(cx[~ok]))
+    assert np.allclose(cke, 0.5 / np.sqrt(n))
+    assert np.all(cxe[ok] < 0.5)  # the crystal's share of its crate mean is subtracted
+
+
+def test_find_steps() -> None:
+    rng = np.random.default_rng(9)
+    runs = [(12, r) for r in range(1, 12)]
+    values = rng.normal(0.94, 0.002, (11, 52))
+    values[6:, 16] += 0.04
+    rows = [(r, values[i], np.full(52, 0.002)) for i, r in enumerate(runs)]
+    assert C.find_steps(rows, min_step=0.02, min_significance=5.0) == [(12, 7)]
+    rows = [(r, values[0] + rng.normal(0, 0.002, 52), np.full(52, 0.002)) for r in runs]
+    assert C.find_steps(rows, min_step=0.02, min_significance=5.0) == []
+
+
+def test_expected_photon_energy_is_two_body_kinematics() -> None:
+    rng = np.random.default_rng(10)
+    n = 1000
+    cos = rng.uniform(-0.8, 0.8, n)
+    phi = rng.uniform(-np.pi, np.pi, n)
+    beam = Beam(E.ECMS_4S, 0.0)
+    half = E.ECMS_4S / 2
+    sin = np.sqrt(1 - cos**2)
+    p1 = np.stack(
+        [half * sin * np.cos(phi), half * sin * np.sin(phi), half * cos, np.full(n, half)], 1
+    )
+    p2 = p1 * np.array([-1, -1, -1, 1])
+    for p in (boost(p1, beam.boost), boost(p2, beam.boost)):
+        theta = np.arccos(p[:, 2] / p[:, 3])
+        expected = E.expected_photon_energy(theta, np.arctan2(p[:, 1], p[:, 0]))
+        assert np.allclose(expected, p[:, 3], rtol=1e-9)
+
+
+# ------------------------------------------------------------------------------- closure
+def _simulate(out: Path, **kw: object) -> tuple[SimConfig, RunRegistry]:
+    cfg = SimConfig(
+        processes=["bhabha", "gamma_gamma", "mumu"],
+        skims=["hlt_bhabha", "hlt_gamma_gamma", "hlt_mumu_2trk"],
+        detectors=["ECL"],
+        run_types={"physics": 1.0, "cosmic": 0.0, "beam": 0.0, "debug": 0.0},
+        continuum_fraction=0.0,
+        **kw,  # type: ignore[arg-type]
+    )
+    simulate(cfg, out, jobs=2)
+    return cfg, RunRegistry.load(out / "runs.json")
+
+
+def _fractions(bhabha: float, gg: float, mumu: float) -> dict[str, float]:
+    return {"bhabha": bhabha, "gamma_gamma": gg, "mumu": mumu, "hadron": 0.0, "tautau": 0.0}
+
+
+@pytest.fixture(scope="module")
+def bhabha_sample(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, SimConfig, RunRegistry]:
+    out = tmp_path_factory.mktemp("ecl_bhabha")
+    cfg, reg = _simulate(
+        out,
+        n_runs=2,
+        events_per_run=150_000.0,
+        process_fractions=_fractions(0.9, 0.05, 0.05),
+        intervention_run=2,
+        seed=11,
+    )
+    return out, cfg, reg
+
+
+@pytest.fixture(scope="module")
+def photon_sample(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, SimConfig, RunRegistry]:
+    out = tmp_path_factory.mktemp("ecl_photons")
+    cfg, reg = _simulate(
+        out,
+        n_runs=1,
+        events_per_run=800_000.0,
+        process_fractions=_fractions(0.1, 0.45, 0.45),
+        seed=12,
+    )
+    return out, cfg, reg
+
+
+def _truth(cfg: SimConfig, reg: RunRegistry, run: int):  # type: ignore[no-untyped-def]
+    return conditions_for_run(cfg, reg.get(cfg.exp, run))
+
+
+@pytest.mark.slow
+def test_energy_closure_bhabha_and_intervention_split(
+    bhabha_sample: tuple[Path, SimConfig, RunRegistry], tmp_path: Path
+) -> None:
+    data, cfg, reg = bhabha_sample
+    reports, db = calibrate("ecl-energy", data, tmp_path / "db.sqlite")
+    report = reports["ecl-energy"]
+    assert report.status == "OK", report.message
+    assert report.converged
+    for name in ("ECLCrystalEnergy5x5", "ECLCrystalEnergy"):
+        entries = staged(db, "staging", name)
+        assert [(e.iov.first_run, e.iov.final_run) for e, _ in entries] == [(1, 1), (2, 2)]
+    merged = staged(db, "staging", "ECLCrystalEnergy")
+    ring = ecl.ring_of(CELLS)
+    for (entry, payload), (_, ee) in zip(
+        merged, staged(db, "staging", "ECLCrystalEnergy5x5"), strict=True
+    ):
+        truth = _truth(cfg, reg, entry.iov.first_run).ecl_energy_const
+        ok = ee.status == OK
+        assert ok.sum() > 3000
+        assert_closure(
+            ee.value("value")[ok], ee.errors["value"][ok], truth[ok], f"ee5x5 run {entry.iov}"
+        )
+        mok = payload.status == OK
+        assert_closure(
+            payload.value("value")[mok],
+            payload.errors["value"][mok],
+            truth[mok],
+            f"merged {entry.iov}",
+        )
+        # no Bhabha reaches the innermost endcap rings: flagged, never a number
+        starved = (ring < 8) | (ring > 62)
+        assert np.all(payload.status[starved] == NED)
+        assert np.all(np.isnan(payload.value("value")[starved]))
+        assert np.all(payload.value("methods")[mok] & 1)
+    # the intervention: crate 17's raw response +4 % -> its constants / 1.04
+    first, second = merged[0][1], merged[1][1]
+    c17 = (C.CRATE == 17) & (first.status == OK) & (second.status == OK)
+    ratio = second.value("value")[c17] / first.value("value")[c17]
+    assert np.median(ratio) == pytest.approx(1 / 1.04, abs=0.005)
+    others = (C.CRATE != 17) & (first.status == OK) & (second.status == OK)
+    assert np.median(second.value("value")[others] / first.value("value")[others]) == pytest.approx(
+        1.0, abs=0.002
+    )
+
+
+@pytest.mark.slow
+def test_time_closure_and_intervention_split(
+    bhabha_sample: tuple[Path, SimConfig, RunRegistry], tmp_path: Path
+) -> None:
+    data, cfg, reg = bhabha_sample
+    reports, db = calibrate("ecl-time", data, tmp_path / "db.sqlite")
+    report = reports["ecl-time"]
+    assert report.status == "OK", report.message
+    assert report.converged
+    assert report.iterations >= 2
+    crystals = staged(db, "staging", "ECLCrystalTimeOffset")
+    crates = staged(db, "staging", "ECLCrateTimeOffset")
+    assert [(e.iov.first_run, e.iov.final_run) for e, _ in crates] == [(1, 1), (2, 2)]
+    results = []
+    crate_fit, crate_err, crate_true = [], [], []
+    for (entry, cx), (_, ck) in zip(crystals, crates, strict=True):
+        truth = _truth(cfg, reg, entry.iov.first_run)
+        ok = cx.status == OK
+        assert ok.sum() > 1500
+        tx, tk = T.reexpress(truth.ecl_crystal_t0, truth.ecl_crate_t0, ok)
+        assert_closure(
+            cx.value("value")[ok], cx.errors["value"][ok], tx[ok], f"crystal t0 {entry.iov}"
+        )
+        kok = (ck.status == OK) & (ck.value("crate_level") == 0)
+        assert kok.sum() >= 40
+        crate_fit.append(ck.value("value")[kok])
+        crate_err.append(ck.errors["value"][kok])
+        crate_true.append(tk[kok])
+        # the total per crystal needs no convention
+        total = cx.value("value") + ck.value("value")[C.CRATE - 1]
+        true_total = truth.ecl_crystal_t0 + truth.ecl_crate_t0[C.CRATE - 1]
+        k = C.CRATE - 1
+        total_err = np.hypot(cx.errors["value"], ck.errors["value"][k])  # upper bound: correlated
+        d = (total - true_total)[ok]
+        assert abs(np.mean(d / total_err[ok])) < 0.1
+        starved = (ecl.ring_of(CELLS) < 8) | (ecl.ring_of(CELLS) > 62)
+        assert np.all(cx.status[starved] == NED)
+        results.append(ck.value("value")[16])
+    # crates: 52 per payload, each the mean of ~60 crystals. Both electrons of an event share
+    # its T0 error, which correlates the crates they hit: the mean of the crate pulls scatters
+    # sqrt((sigma_t^2 + 2 sigma_T0^2) / (sigma_t^2 + sigma_T0^2)) = 1.22 times more than for
+    # independent channels, 0.12 for 2 x 52 crates, so the pull mean is checked at 3 of its
+    # standard deviations and the width by the standard
+    s = pulls(np.concatenate(crate_fit), np.concatenate(crate_err), np.concatenate(crate_true))
+    print(f"crate t0: {s}")
+    assert abs(s.mean) < 3 * 1.22 / np.sqrt(s.n)
+    assert PULL_WIDTH[0] <= s.width <= PULL_WIDTH[1]
+    truth1, truth2 = _truth(cfg, reg, 1), _truth(cfg, reg, 2)
+    assert truth2.ecl_crate_t0[16] - truth1.ecl_crate_t0[16] == pytest.approx(3.0, abs=1e-3)
+    assert results[1] - results[0] == pytest.approx(3.0, abs=0.3)
+
+
+@pytest.mark.slow
+def test_energy_closure_peak_methods_and_merge(
+    photon_sample: tuple[Path, SimConfig, RunRegistry], tmp_path: Path
+) -> None:
+    data, cfg, reg = photon_sample
+    config = {"ecl-energy": {"gg_min_entries": 30, "mumu_min_entries": 30}}
+    reports, db = calibrate("ecl-energy", data, tmp_path / "db.sqlite", config=config)
+    report = reports["ecl-energy"]
+    assert report.status == "OK", report.message
+    truth = _truth(cfg, reg, 1).ecl_energy_const
+    pulls = {}
+    for name, min_ok in (
+        ("ECLCrystalEnergyGammaGamma", 3000),
+        ("ECLCrystalEnergyMuMu", 3000),
+        ("ECLCrystalEnergy", 6000),
+    ):
+        [(_entry, payload)] = staged(db, "staging", name)
+        ok = payload.status == OK
+        assert ok.sum() > min_ok, (name, ok.sum())
+        pulls[name] = assert_closure(
+            payload.value("value")[ok], payload.errors["value"][ok], truth[ok], name
+        )
+        assert np.all(np.isnan(payload.value("value")[~ok]))
+    [(_, merged)] = staged(db, "staging", "ECLCrystalEnergy")
+    methods = merged.value("methods")
+    assert np.any(methods == 2) or np.any(methods == 6)  # crystals set by the peak methods
+    assert np.any(methods & 4)
+    # the forward-most rings see no gamma-gamma, mu-mu or Bhabha: flagged
+    assert np.all(merged.status[ecl.ring_of(CELLS) < 3] == NED)
+
+
+@pytest.mark.slow
+def test_expected_energies_match_truth_applied_simulation(
+    bhabha_sample: tuple[Path, SimConfig, RunRegistry],
+    photon_sample: tuple[Path, SimConfig, RunRegistry],
+) -> None:
+    """The Monte-Carlo expectations of the expert config, re-derived: simulation with the true
+    constants applied is what nominal-constant MC gives."""
+    cfg_default = E.DEFAULT_CONFIG
+    data, cfg, reg = photon_sample
+    truth = _truth(cfg, reg, 1)
+    [payload] = [p for p in truth_payloads(truth) if p.name == "ECLCrystalEnergy"]
+    constants = Constants(None, [], [(IoV(0, 0, -1, -1), payload)])
+    opts = {"executor": "inprocess", "progress": False, "cache": False}
+    for mode, skim, hname, key, tail, vrange in (
+        ("gamma_gamma", "hlt_gamma_gamma", "gg_ratio", "gg", 0.2, E.GG_FIT_RANGE),
+        ("mumu", "hlt_mumu_2trk", "mumu_energy", "mumu", -0.2, None),
+    ):
+        collector = E._peak_factory(mode)(constants, [(cfg.exp, 1)])
+        dataset = Dataset.select(data, skims=skim)
+        h = collect(collector, dataset, **opts).output.merged()[hname]  # type: ignore[arg-type]
+        fits, _ = E.fit_peaks(h, min_entries=50, tail=tail, value_range=vrange)
+        peak, err = fits.values["peak"][fits.ok], fits.errors["peak"][fits.ok]
+        w = 1.0 / (err**2 + (cfg_default[f"{key}_expected_peak_spread"] * peak) ** 2)
+        mean, mean_err = np.sum(w * peak) / np.sum(w), 1.0 / np.sqrt(np.sum(w))
+        default, default_err = (
+            cfg_default[f"{key}_expected_peak"],
+            cfg_default[f"{key}_expected_peak_error"],
+        )
+        print(f"{key}: expected peak {mean:.5f} +- {mean_err:.5f} (default {default})")
+        assert abs(mean - default) < 4 * np.hypot(mean_err, default_err)
+    data, cfg, reg = bhabha_sample
+    truth_const = _truth(cfg, reg, 1).ecl_energy_const
+    dataset = Dataset.select(data, skims="hlt_bhabha", runs=[1])
+    hs = collect(E.ECLee5x5Collector(), dataset, **opts).output.merged()  # type: ignore[arg-type]
+    value, error, status, _ = E.solve_ee5x5(
+        hs["ee5x5_q"],
+        hs["ee5x5_r"],
+        hs["ee5x5_n"],
+        hs["ee5x5_syy"],
+        expected=1.0,
+        expected_error=0.0,
+        min_entries=10,
+    )
+    ok = status == OK
+    w = (truth_const[ok] / error[ok]) ** 2
+    ratio = np.sum(w * value[ok] / truth_const[ok]) / np.sum(w)
+    rho, rho_err = 1.0 / ratio, 1.0 / np.sqrt(np.sum(w))
+    default = cfg_default["ee5x5_expected"]
+    print(f"ee5x5: expected fraction {rho:.5f} +- {rho_err:.5f} (default {default})")
+    assert abs(rho - cfg_default["ee5x5_expected"]) < 4 * np.hypot(
+        rho_err, cfg_default["ee5x5_expected_error"]
+    )
+
+
+# ---------------------------------------------------------------------------------- CLI
+@pytest.mark.slow
+def test_cli_on_the_sample_bucket(tmp_path: Path) -> None:
+    db = tmp_path / "cal.sqlite"
+    base = ["calibrate", "--data", str(SAMPLE), "--runs", "1-11", "--db", str(db), "--quiet"]
+    # ~1200 Bhabha electrons over 8736 crystals: no crystal reaches 10 at the defaults
+    result = CliRunner().invoke(cli, [*base, "ecl-energy", "--staging", "strict"])
+    assert result.exit_code == 1
+    assert "NOT_ENOUGH_DATA" in result.output
+    assert "no crystal calibrated" in result.output
+    assert "nothing staged" in result.output
+    assert "staged ECL" not in result.output
+    low = tmp_path / "low.json"
+    low.write_text(json.dumps({"ee5x5_min_entries": 2}))
+    result = CliRunner().invoke(
+        cli, [*base, "ecl-energy", "--staging", "low", "--config", str(low)]
+    )
+    assert result.exit_code == 0, result.output
+    result = CliRunner().invoke(cli, [*base, "ecl-time", "--staging", "low"])
+    assert result.exit_code == 0, result.output
+    database = ConditionsDB(db)
+    names = {e.name for e in database.iovs("low")}
+    assert names == {
+        "ECLCrystalEnergy",
+        "ECLCrystalEnergy5x5",
+        "ECLCrystalEnergyGammaGamma",
+        "ECLCrystalEnergyMuMu",
+        "ECLCrystalTimeOffset",
+        "ECLCrateTimeOffset",
+    }
+    for _, payload in staged(database, "low", "ECLCrystalEnergy"):
+        ok = payload.status == OK
+        assert 50 < ok.sum() < 2000
+        assert np.all(np.isfinite(payload.value("value")[ok]))
+        assert np.all(np.isnan(payload.value("value")[~ok]))
+    crates = staged(database, "low", "ECLCrateTimeOffset")
+    assert all((p.status == OK).sum() >= 30 for _, p in crates)
+
+
+# ---------------------------------------------------------------------------- notebooks
+@pytest.mark.notebooks
+@pytest.mark.slow
+def test_ecl_energy_notebook(sample: Path) -> None:
+    numbers = execute("ecl_energy.ipynb", sample)
+    assert 1000 < int(numbers["bhabha_electrons"]) < 1500  # type: ignore[call-overload]
+    assert 50 < int(numbers["crystals_ok_bucket"]) < 1000  # type: ignore[call-overload]
+    first_ok = int(numbers["crystals_ok_first_payload"])  # type: ignore[call-overload]
+    assert 5 < first_ok < int(numbers["crystals_ok_bucket"])  # type: ignore[call-overload]
+    assert first_ok + int(numbers["crystals_flagged_first_payload"]) == 8736  # type: ignore[call-overload]
+    assert abs(float(numbers["pull_mean_vs_truth"])) < 0.5  # type: ignore[arg-type]
+    assert 0.5 < float(numbers["pull_width_vs_truth"]) < 1.5  # type: ignore[arg-type]
+    assert numbers["payloads"] == 2  # split at the intervention given in the expert config
+    assert numbers["staged"] == [
+        "ECLCrystalEnergy",
+        "ECLCrystalEnergy5x5",
+        "ECLCrystalEnergyGammaGamma",
+        "ECLCrystalEnergyMuMu",
+    ]
+
+
+@pytest.mark.notebooks
+@pytest.mark.slow
+def test_ecl_time_notebook(sample: Path) -> None:
+    numbers = execute("ecl_time.ipynb", sample)
+    assert 1000 < int(numbers["electrons"]) < 1500  # type: ignore[call-overload]
+    assert numbers["crystals_ok"] == 0  # at most 4 electrons per crystal: all flagged
+    assert 30 <= int(numbers["crates_ok"]) == int(numbers["crate_level"])  # type: ignore[call-overload]
+    assert abs(float(numbers["crate_pull_mean_vs_truth"])) < 0.6  # type: ignore[arg-type]
+    assert 0.6 < float(numbers["crate_pull_width_vs_truth"]) < 1.6  # type: ignore[arg-type]
+    assert numbers["payloads"] == 1
+    step, err = float(numbers["crate17_step_ns"]), float(numbers["crate17_step_error_ns"])  # type: ignore[arg-type]
+    assert abs(step - 3.0) < 3 * err
+    assert step > 0
+    assert numbers["staged"] == ["ECLCrateTimeOffset", "ECLCrystalTimeOffset"]
