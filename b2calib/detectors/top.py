@@ -92,6 +92,7 @@ __all__ = [
     "mask_channels",
     "match_photons",
     "module_t0_collector",
+    "phase_boundaries",
     "solve_module_t0",
 ]
 
@@ -397,11 +398,12 @@ def _pair_index(a: npt.ArrayLike, b: npt.ArrayLike) -> I64:
 @dataclasses.dataclass(frozen=True)
 class ModuleT0Collector(Collector):
     """Events with exactly two usable tracks in two modules a < b: the difference of the track
-    times (median photon time minus expected, channel T0 applied), per slot pair."""
+    times (median photon time minus expected, channel T0 applied), per slot pair; and per
+    module the photon times folded modulo the RF period (to locate module timing steps)."""
 
     channel_t0: _RunTables = _RunTables()
     min_photons: int = 5
-    version: ClassVar[int] = 1
+    version: ClassVar[int] = 2
 
     @property
     def branches(self) -> dict[str, str]:
@@ -409,9 +411,14 @@ class ModuleT0Collector(Collector):
 
     def collect(self, events: ak.Array) -> dict[str, hist.Hist]:
         h = _hist((_NM * _NM, -0.5, _NM * _NM - 0.5), DIFF_BINS, names=("pair", "diff"))
+        axis = (CHANNEL_TIME_BINS, 0.0, _RF)
+        phase = _hist(_MOD_AXIS, axis, names=("module", "time"))
         if len(events):
             p = match_photons(events)
-            med, ok = _track_times(p, self.channel_t0.table(_run_of(events)), self.min_photons)
+            offsets = self.channel_t0.table(_run_of(events))
+            folded = np.mod(p.ph_resid - offsets[p.ph_channel], _RF)
+            fill_2d(_view(phase), p.ph_channel // _NP + 1, folded, _MOD_AXIS, axis)
+            med, ok = _track_times(p, offsets, self.min_photons)
             evt, mod, t = p.trk_evt[ok], p.trk_module[ok], med[ok]
             n = np.bincount(evt, minlength=len(events))
             two = n[evt] == 2
@@ -420,7 +427,7 @@ class ModuleT0Collector(Collector):
             a, b = slice(0, None, 2), slice(1, None, 2)
             pair = _pair_index(mod[a], mod[b])
             fill_2d(_view(h), pair, t[a] - t[b], (_NM * _NM, -0.5, _NM * _NM - 0.5), DIFF_BINS)
-        return {"pair_diff": h}
+        return {"pair_diff": h, "module_phase": phase}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -698,50 +705,61 @@ class ChannelT0Algorithm(Algorithm):
         return AlgorithmResult(AlgorithmStatus.OK, [payload], diag, f"{summary}")
 
     def boundaries(self, data: AlgorithmInput) -> list[RunKey]:
-        """Runs where a module's timing steps (a module T0 change): binary segmentation on the
-        per-module phases of the folded photon times, common shifts (the common T0 drift)
-        removed, chi2 over the 16 modules with p-value below ``boundary_pvalue`` and a module
-        moving by more than ``boundary_min_shift_ns``."""
+        """Runs where a module's timing steps (a module T0 change), see
+        :func:`phase_boundaries`."""
         runs = [r for r in data.runs if "channel_time" in data.per_run.get(r, {})]
-        if len(runs) < 2:
-            return []
-        stack = np.stack(
-            [
-                data.per_run[r]["channel_time"].values().reshape(_NM, _NP, -1).sum(axis=1)
-                for r in runs
-            ]
-        ).astype(np.float64)
-        cum = np.concatenate([np.zeros_like(stack[:1]), np.cumsum(stack, axis=0)])
-        cfg = data.config
-        min_shift, log_p = float(cfg["boundary_min_shift_ns"]), np.log(cfg["boundary_pvalue"])
+        phases = [
+            data.per_run[r]["channel_time"].values().reshape(_NM, _NP, -1).sum(axis=1) for r in runs
+        ]
+        return phase_boundaries(runs, phases, data.config)
 
-        def compare(i: int, k: int, j: int) -> tuple[float, bool]:
-            (cl, el), (cr, er) = _module_phase(cum[k] - cum[i]), _module_phase(cum[j] - cum[k])
-            ok = np.isfinite(el) & np.isfinite(er)
-            if ok.sum() < 3:
-                return -np.inf, False
-            d = np.mod(cl[ok] - cr[ok] + _RF / 2, _RF) - _RF / 2
-            w = 1.0 / (el[ok] ** 2 + er[ok] ** 2)
-            d = d - np.sum(w * d) / np.sum(w)  # a common shift is the common T0, not a step
-            chi2, ndf = float(np.sum(w * d**2)), int(ok.sum()) - 1
-            passes = np.max(np.abs(d)) > min_shift and stats.chi2.logsf(chi2, ndf) < log_p
-            return (chi2 - ndf) / np.sqrt(2.0 * ndf), bool(passes)
 
-        out: list[RunKey] = []
+def phase_boundaries(
+    runs: Sequence[RunKey], module_counts: Sequence[npt.ArrayLike], config: Mapping[str, Any]
+) -> list[RunKey]:
+    """Runs where a module's timing steps, from per-run (16, bins) histograms of the photon
+    times folded modulo the RF period.
 
-        def split(i: int, j: int) -> None:
-            if j - i < 2:
-                return
-            scores = [compare(i, k, j) for k in range(i + 1, j)]
-            best = int(np.argmax([sc for sc, _ in scores]))
-            if not scores[best][1]:
-                return
-            out.append(runs[best + i + 1])
-            split(i, best + i + 1)
-            split(best + i + 1, j)
+    Binary segmentation: for every split of a run range, the per-module phases before and after
+    (:func:`_module_phase`), their common shift removed (the common T0 drifts: not a module
+    step), chi2 over the modules; the best split is kept when its p-value is below
+    ``boundary_pvalue`` and a module moved by more than ``boundary_min_shift_ns``, and both
+    sides are searched again.
+    """
+    if len(runs) < 2:
+        return []
+    stack = np.stack([np.asarray(c, dtype=np.float64) for c in module_counts])
+    cum = np.concatenate([np.zeros_like(stack[:1]), np.cumsum(stack, axis=0)])
+    min_shift = float(config["boundary_min_shift_ns"])
+    log_p = np.log(float(config["boundary_pvalue"]))
 
-        split(0, len(runs))
-        return sorted(out)
+    def compare(i: int, k: int, j: int) -> tuple[float, bool]:
+        (cl, el), (cr, er) = _module_phase(cum[k] - cum[i]), _module_phase(cum[j] - cum[k])
+        ok = np.isfinite(el) & np.isfinite(er)
+        if ok.sum() < 3:
+            return -np.inf, False
+        d = np.mod(cl[ok] - cr[ok] + _RF / 2, _RF) - _RF / 2
+        w = 1.0 / (el[ok] ** 2 + er[ok] ** 2)
+        d = d - np.sum(w * d) / np.sum(w)  # a common shift is the common T0, not a step
+        chi2, ndf = float(np.sum(w * d**2)), int(ok.sum()) - 1
+        passes = np.max(np.abs(d)) > min_shift and stats.chi2.logsf(chi2, ndf) < log_p
+        return (chi2 - ndf) / np.sqrt(2.0 * ndf), bool(passes)
+
+    out: list[RunKey] = []
+
+    def split(i: int, j: int) -> None:
+        if j - i < 2:
+            return
+        scores = [compare(i, k, j) for k in range(i + 1, j)]
+        best = int(np.argmax([sc for sc, _ in scores]))
+        if not scores[best][1]:
+            return
+        out.append(runs[best + i + 1])
+        split(i, best + i + 1)
+        split(best + i + 1, j)
+
+    split(0, len(runs))
+    return sorted(out)
 
 
 def _module_phase(counts: F, min_photons: float = 20.0) -> tuple[F, F]:
@@ -838,33 +856,13 @@ def _sandwich_mu_error(counts: F, edges: F, fits: ChannelFits) -> F:
     return out
 
 
-def _quick_pairs(counts: F, min_entries: int) -> tuple[F, F, npt.NDArray[np.bool_]]:
-    """Per pair: mean and error of the differences within 0.3 ns of the median (fast, for
-    locating boundaries)."""
-    centers = np.linspace(*DIFF_BINS[1:], DIFF_BINS[0] + 1)
-    centers = 0.5 * (centers[1:] + centers[:-1])
-    total = counts.sum(axis=-1)
-    cdf = np.cumsum(counts, axis=-1)
-    med = centers[np.argmax(cdf >= 0.5 * total[..., None], axis=-1)]
-    near = np.abs(centers - med[..., None]) < 0.3
-    w = counts * near
-    n = w.sum(axis=-1)
-    mean = (w * centers).sum(axis=-1) / np.maximum(n, 1)
-    var = (w * (centers - mean[..., None]) ** 2).sum(axis=-1) / np.maximum(n, 1)
-    a, b = _pair_modules()
-    ok = (n >= min_entries) & (a < b) & (var > 0)
-    return mean, np.sqrt(var / np.maximum(n, 1)), ok
-
-
 class ModuleT0Algorithm(Algorithm):
     """Module T0 (16 values, sum 0) from the track time differences of slot pairs.
 
     Every pair with at least ``min_pair_entries`` events gets a Gaussian (+ flat) fit of the
     difference (batched); then :func:`solve_module_t0`. The payload errors are the square roots
-    of the constrained covariance's diagonal. Boundaries are requested where the module T0s of
-    the runs before and after differ significantly (binary segmentation, chi2 of the difference
-    of the two solutions with the summed covariance, p-value below
-    ``boundary_pvalue`` and some module shifting by more than ``boundary_min_shift_ns``).
+    of the constrained covariance's diagonal. Boundaries are requested where a module's timing
+    steps (:func:`phase_boundaries` on the photons of all matched tracks).
     """
 
     name = "module_t0"
@@ -924,46 +922,12 @@ class ModuleT0Algorithm(Algorithm):
         )
 
     def boundaries(self, data: AlgorithmInput) -> list[RunKey]:
-        runs = [r for r in data.runs if "pair_diff" in data.per_run.get(r, {})]
-        if len(runs) < 2:
-            return []
-        stack = np.stack([data.per_run[r]["pair_diff"].values() for r in runs])
-        cum = np.concatenate([np.zeros_like(stack[:1]), np.cumsum(stack, axis=0)])
-        cfg = data.config
-        min_entries = int(cfg["min_pair_entries"])
-        min_shift = float(cfg["boundary_min_shift_ns"])
-        log_p = np.log(float(cfg["boundary_pvalue"]))
-
-        def compare(i: int, k: int, j: int) -> tuple[float, bool]:
-            """Significance (chi2 - ndf) / sqrt(2 ndf) of the pair differences of runs [i, k)
-            against [k, j), and whether it passes the p-value and minimum-shift cuts."""
-            ml, el, okl = _quick_pairs(cum[k] - cum[i], min_entries)
-            mr, er, okr = _quick_pairs(cum[j] - cum[k], min_entries)
-            both = okl & okr
-            ndf = int(both.sum())
-            if ndf == 0:
-                return -np.inf, False
-            d = ml[both] - mr[both]
-            chi2 = float(np.sum(d**2 / (el[both] ** 2 + er[both] ** 2)))
-            passes = np.max(np.abs(d)) > min_shift and stats.chi2.logsf(chi2, ndf) < log_p
-            return (chi2 - ndf) / np.sqrt(2.0 * ndf), bool(passes)
-
-        out: list[RunKey] = []
-
-        def split(i: int, j: int) -> None:
-            if j - i < 2:
-                return
-            scores = [compare(i, k, j) for k in range(i + 1, j)]
-            best = int(np.argmax([sc for sc, _ in scores]))
-            if not scores[best][1]:
-                return
-            k = best + i + 1
-            out.append(runs[k])
-            split(i, k)
-            split(k, j)
-
-        split(0, len(runs))
-        return sorted(out)
+        """Runs where a module's timing steps, from the per-module phases of all photons
+        matched to tracks (far more statistics than the two-track events): see
+        :func:`phase_boundaries`."""
+        runs = [r for r in data.runs if "module_phase" in data.per_run.get(r, {})]
+        phases = [data.per_run[r]["module_phase"].values() for r in runs]
+        return phase_boundaries(runs, phases, data.config)
 
 
 # ---------------------------------------------------------------------------- common T0
