@@ -1,0 +1,43 @@
+"""Full-size samples of the ECL calibrations (read by bench/bench_calibrations.py).
+
+Energy: 11 Upsilon(4S) runs of 400k events (40 % Bhabha, 30 % gamma-gamma, 30 % mu-mu; ~4.4M
+events, ~75 s to simulate on 2 cores with only the ECL). Per barrel crystal that is ~150 Bhabha
+electrons as the central crystal (5x5 constants to ~0.15 %) and, over most of the calorimeter,
+the >= 150 photons and muons per crystal that the basf2 peak fits require. Time: 11 runs of
+200k Bhabha events (~3.5M electrons, ~150 per barrel crystal: offsets to ~0.1 ns). Only the
+ECL is simulated (the calibrations read nothing else); the crate 17 replacement of run 6 (the
+default, middle run) splits both payloads. No previous payload is needed: the energy
+collectors start from nominal constants, the time collector from zero offsets.
+"""
+
+_NO_OTHER = {"hadron": 0.0, "tautau": 0.0}
+_COMMON = {
+    "exp": 12,
+    "n_runs": 11,
+    "detectors": ["ECL"],
+    "run_types": {"physics": 1.0},
+    "continuum_fraction": 0.0,
+}
+
+_ENERGY = {
+    **_COMMON,
+    "seed": 41,
+    "events_per_run": 400000,
+    "processes": ["bhabha", "gamma_gamma", "mumu"],
+    "process_fractions": {"bhabha": 0.4, "gamma_gamma": 0.3, "mumu": 0.3, **_NO_OTHER},
+    "skims": ["hlt_bhabha", "hlt_gamma_gamma", "hlt_mumu_2trk"],
+}
+
+_TIME = {
+    **_COMMON,
+    "seed": 42,
+    "events_per_run": 200000,
+    "processes": ["bhabha"],
+    "process_fractions": {"bhabha": 1.0, "gamma_gamma": 0.0, "mumu": 0.0, **_NO_OTHER},
+    "skims": ["hlt_bhabha"],
+}
+
+CASES = {
+    "ecl-energy": {"sim": _ENERGY, "config": {}, "runs": "1-11"},
+    "ecl-time": {"sim": _TIME, "config": {}, "runs": "1-11"},
+}
