@@ -252,6 +252,28 @@ def test_solve_module_t0_constraint_and_covariance() -> None:
         T.solve_module_t0([1, 2], [2, 3], [0.1, 0.1], [0.01, 0.01])
 
 
+def test_phase_boundaries_find_a_module_step_not_a_drift() -> None:
+    """Per-run folded photon times of 16 modules; a common drift of 20 ps per run is the
+    common T0, a 0.4 ns step of one module at run 6 is a boundary."""
+    rng = np.random.default_rng(4)
+    config = CALS["top-module-t0"].configure()
+    edges = np.linspace(0.0, geo.RF_PERIOD_NS, T.CHANNEL_TIME_BINS + 1)
+    base = rng.uniform(0.3, 1.5, 16)
+    runs = [(1, r) for r in range(1, 11)]
+
+    def sample(step: float) -> list[np.ndarray]:
+        out = []
+        for r in range(1, 11):
+            t = base + 0.02 * r
+            t[4] += step if r >= 6 else 0.0
+            x = t[:, None] + rng.normal(0.0, 0.15, (16, 400))
+            out.append(np.stack([np.histogram(np.mod(v, geo.RF_PERIOD_NS), edges)[0] for v in x]))
+        return out
+
+    assert T.phase_boundaries(runs, sample(0.4), config) == [(1, 6)]
+    assert T.phase_boundaries(runs, sample(0.0), config) == []
+
+
 def test_template_shift_fit_pulls_and_flags() -> None:
     """Toy channels drawn from the photon PDF: the fitted shifts have unit pulls."""
     rng = np.random.default_rng(3)
