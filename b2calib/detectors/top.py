@@ -12,12 +12,15 @@ runs them:
 ``top-channel-t0``     TOPCalChannelT0    per channel photon time minus expected time folded
                                           modulo the RF period, fitted with the photon time PDF
                                           (main + second TTS peak with the chromatic smearing,
-                                          flat background); zero mean per module
+                                          flat background); zero mean per module; new payload
+                                          where a module's timing steps
 ``top-module-t0``      TOPCalModuleT0     Gaussian fits of the difference of the two muons' track
                                           times for every pair of slots, then a weighted linear
-                                          least squares for 16 modules with sum = 0
+                                          least squares for 16 modules with sum = 0; new payload
+                                          where a module's timing steps
 ``top-common-t0``      TOPCalCommonT0     photon times with channel and module T0 applied, folded
                                           modulo the RF period, photon PDF + constant fit per run
+                                          (defined modulo the RF period: nearest the reference)
 =====================  ================  ==========================================================
 
 Photons are matched to tracks as the TOP reconstruction does: the digits of a module belong to
