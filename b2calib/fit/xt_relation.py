@@ -192,19 +192,20 @@ def fit_xt(
     idx = np.flatnonzero(enough)
     good = np.linalg.cond(info[idx]) < 1e14
     d = np.append(1.0 / _T_SCALE**_POW, _T_SCALE)
-    cov[idx[good]] = np.linalg.inv(info[idx[good]]) * d[None, :, None] * d[None, None, :]
+    cov_scaled = np.full((rows, 7, 7), np.nan)
+    cov_scaled[idx[good]] = np.linalg.inv(info[idx[good]])
+    cov = cov_scaled * d[None, :, None] * d[None, None, :]
     chi2 = chi2b[:, 0]
     ndf = npts - 7
     t_lo, t_hi = tmin * _T_SCALE, tmax * _T_SCALE
     dense = np.linspace(0.0, 1.0, 200)[None, :] * t_hi[:, None]
     deriv = xt_slope(params, dense)
-    diag = np.einsum("rii->ri", cov)
     for r in np.flatnonzero(enough).tolist():
         problem = None
         if not (np.all(np.isfinite(params[r])) and np.all(np.isfinite(cov[r]))):
             problem = "singular fit"
-        elif np.any(diag[r] <= 0):
-            problem = "non-positive variance"
+        elif np.linalg.eigvalsh(cov_scaled[r]).min() <= 0:
+            problem = "covariance not positive definite"
         elif not t_lo[r] < params[r, 6] < t_hi[r]:
             problem = (
                 f"boundary {params[r, 6]:.1f} ns outside the data ({t_lo[r]:.1f}-{t_hi[r]:.1f})"
