@@ -11,18 +11,22 @@ Model and conventions (those of the truth payloads)
       corrected by all three, is 1.
 
     Per-track truncated means (5-75 %, ``CDCDedxTracks``) are robust against the Landau tail
-    but are below the mean by a factor ``K`` of the fluctuation's shape. Each algorithm measures
-    relative variations with truncated means and takes the absolute scale from the mean hit
-    dE/dx of the whole input: ``K`` is the Gaussian-fitted truncated mean over all input tracks
-    divided by their mean hit dE/dx, and its uncertainty is part of every constant's.
+    but lie below the mean by a factor ``K`` that depends on the fluctuation's shape and on the
+    number of hits per track (so on cos(theta)). The run gain measures run-to-run variations
+    with Gaussian fits of truncated means and takes its absolute scale from the mean hit dE/dx
+    of all input tracks: ``K`` is the fitted truncated mean of all input tracks over their mean
+    hit dE/dx, and its uncertainty is part of every run gain's. The cosine correction uses the
+    mean hit dE/dx per bin directly (a per-bin ``K`` would fold the track length into it). The
+    wire gains are ratios of per-wire truncated means, in which ``K`` cancels.
 
 Order (as in basf2)
-    ``cdc-dedx-run-gain`` first (Gaussian fit per run of the track truncated means divided by
-    the current cosine correction; SequentialRunByRun merges runs with too few tracks), then
-    ``cdc-dedx-cosine`` (per-bin Gaussian fits of the truncated means divided by the new run
-    gain), then ``cdc-dedx-wire-gain`` (5-75 % truncated mean of the hit dE/dx per wire divided
-    by the run gain and cosine correction). The run gain uses the cosine correction and wire
-    gains valid in the input tags (the previous payloads); missing ones count as 1.
+    ``cdc-dedx-run-gain`` first (Gaussian fit per run, within 2.5 widths of the peak, of the
+    track truncated means divided by the current cosine correction; SequentialRunByRun merges
+    runs with too few tracks), then ``cdc-dedx-cosine`` (per bin of cos(theta): mean hit dE/dx
+    over the new run gain and the current wire gains), then ``cdc-dedx-wire-gain`` (5-75 %
+    truncated mean of the hit dE/dx per wire over the new run gain and cosine correction). The
+    run gain uses the cosine correction and wire gains valid in the input tags (the previous
+    payloads); missing ones count as 1, and the run gain then absorbs their average.
 """
 
 from __future__ import annotations

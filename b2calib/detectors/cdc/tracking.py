@@ -21,9 +21,13 @@ x-t relation
     length. Binning in the track-fit drift length (resolution 60 um) and averaging the measured
     time (resolution 2 ns) keeps the profile unbiased where the relation bends; the small bias
     of the fitted drift length where the hit density changes (the cell edge) is corrected with
-    Tweedie's formula from the measured density. A fifth-order polynomial with a linear tail is
-    fitted per row (:func:`b2calib.fit.xt_relation.fit_xt`); unphysical fits are flagged and keep
-    the previous relation.
+    Tweedie's formula from the measured density, and the mean time of a bin for the relation's
+    curvature over the drift-length resolution (``t'' sigma^2 / 2``, from a first fit). A
+    fifth-order polynomial with a linear tail is fitted per row
+    (:func:`b2calib.fit.xt_relation.fit_xt`); rows with fewer than ``min_entries`` hits are
+    NOT_ENOUGH_DATA, unphysical fits FAILED; flagged rows keep the previous relation when the
+    input tags hold one (else NaN). The fit covariance is stored in the payload's provenance
+    (:func:`xt_covariance`).
 
 Order and starting point (the two depend on each other, as in basf2)
     ``cdc-t0`` reads the x-t relation valid in the input tags (in prompt processing: the
