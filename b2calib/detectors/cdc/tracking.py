@@ -320,8 +320,15 @@ class T0Algorithm(Algorithm):
         error[dead] = np.nan
         if not np.any(bfits.ok):
             return AlgorithmResult(AlgorithmStatus.FAILURE, message="no board has a good T0 fit")
-        board_shift = bfits.values["mu"][bfits.ok]
-        max_shift = float(np.max(np.abs(board_shift))) if board_shift.size else np.inf
+        # convergence: the fitted wires' shifts averaged per board (fallback wires are not
+        # counted: their own offset from the board's T0 is not what the iteration moves)
+        n_good = np.bincount(boards[good], minlength=cdc.N_BOARDS)
+        mean_shift = np.bincount(boards[good], mu[good], cdc.N_BOARDS) / np.maximum(n_good, 1)
+        measured = n_good >= 3
+        if measured.any():
+            max_shift = float(np.max(np.abs(mean_shift[measured])))
+        else:  # nothing fitted per wire: the board fits' shifts
+            max_shift = float(np.max(np.abs(bfits.values["mu"][bfits.ok])))
         converged = max_shift < cfg["tolerance_ns"]
         diagnostics = Diagnostics(histograms={"board_residual": board_h})
         diagnostics.add_fits("wire_fits", fits, np.arange(cdc.N_WIRES))
