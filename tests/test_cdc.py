@@ -219,6 +219,10 @@ def test_declarations() -> None:
     ]
     assert cals["cdc-xt"].depends_on == ("cdc-t0",)
     assert cals["cdc-dedx-wire-gain"].depends_on == ("cdc-dedx-run-gain", "cdc-dedx-cosine")
+    from b2calib.detectors.cdc.dedx import COS_EDGES
+    from b2calib.sim.conditions import COS_EDGES as TRUE_EDGES
+
+    np.testing.assert_array_equal(COS_EDGES, TRUE_EDGES)
     truth = {p.name for p in truth_payloads(conditions_for_run(DEDX, _first_run(DEDX)))}
     for c in cals.values():
         assert set(c.payloads) <= truth

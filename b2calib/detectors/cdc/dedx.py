@@ -60,10 +60,10 @@ from b2calib.engine.fill import fill_1d, fill_2d
 from b2calib.fit import ChannelFits, fit_channels
 from b2calib.fit.truncated_mean import truncated_means
 from b2calib.geometry import cdc
-from b2calib.sim.conditions import COS_EDGES
 
 __all__ = [
     "COSINE_PAYLOAD",
+    "COS_EDGES",
     "RUN_GAIN_PAYLOAD",
     "WIRE_GAIN_PAYLOAD",
     "CosineAlgorithm",
@@ -76,6 +76,8 @@ __all__ = [
 ]
 
 F = npt.NDArray[np.float64]
+#: cos(theta) bin edges of CDCDedxCosineCor (100 bins, those of the payload convention).
+COS_EDGES = np.linspace(-0.87, 0.96, 101)
 RUN_GAIN_PAYLOAD = "CDCDedxRunGain"
 COSINE_PAYLOAD = "CDCDedxCosineCor"
 WIRE_GAIN_PAYLOAD = "CDCDedxWireGain"
