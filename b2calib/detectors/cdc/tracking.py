@@ -210,9 +210,11 @@ class T0ResidualCollector(Collector):
         The x-t parameters used to compute ``t_xt`` (112 rows x 8, flattened).
     bins
         Residual axis.
-    u_min
-        Hits with a fitted drift length below this fraction of the half cell are not used
-        (the track-fit drift length is folded at the wire).
+    u_min, u_max
+        Only hits with a fitted drift length between these fractions of the half cell are used:
+        the track-fit drift length is folded at the wire, and near the cell edge (where the hit
+        density falls) the drift length of a hit is on average below its fitted one, so
+        ``t_xt(x_fit)`` would be late there.
     """
 
     t0_runs: tuple[tuple[int, int, int], ...]
@@ -220,8 +222,9 @@ class T0ResidualCollector(Collector):
     xt: tuple[float, ...]
     bins: tuple[int, float, float] = (60, -15.0, 15.0)
     u_min: float = 0.05
+    u_max: float = 0.85
     name: str = "cdc_t0_residual"
-    version: ClassVar[int] = 1
+    version: ClassVar[int] = 2
 
     @property
     def branches(self) -> dict[str, str]:
@@ -242,7 +245,8 @@ class T0ResidualCollector(Collector):
         t_fit = inv[hits["row"], i0] * (1 - w) + inv[hits["row"], i0 + 1] * w
         t0 = _t0_per_hit(hits["exp"], hits["run"], hits["gw"], _table(self.t0_runs, self.t0_sets))
         res = hits["time"] - hits["t0"] - t0 - t_fit
-        use = hits["has"] & (hits["u"] >= self.u_min) & np.isfinite(res)
+        use = hits["has"] & (hits["u"] >= self.u_min) & (hits["u"] <= self.u_max)
+        use &= np.isfinite(res)
         fill_2d(h.view(flow=True), hits["gw"][use], res[use], WIRE_AXIS, self.bins)
         return {self.name: h}
 
