@@ -14,8 +14,9 @@ Model and conventions (those of the truth payloads)
     but lie below the mean by a factor ``K`` that depends on the fluctuation's shape and on the
     number of hits per track (so on cos(theta)). The run gain measures run-to-run variations
     with Gaussian fits of truncated means and takes its absolute scale from the mean hit dE/dx
-    of all input tracks: ``K`` is the fitted truncated mean of all input tracks over their mean
-    hit dE/dx, and its uncertainty is part of every run gain's. The cosine correction uses the
+    of the input: ``K``, the fitted truncated mean over the mean hit dE/dx, is averaged over
+    the input runs (fitted per run), and its uncertainty is part of every run gain's (a common
+    uncertainty: the run gains of one calibration are correlated through it). The cosine correction uses the
     mean hit dE/dx per bin directly (a per-bin ``K`` would fold the track length into it). The
     wire gains are ratios of per-wire truncated means, in which ``K`` cancels.
 
@@ -32,6 +33,7 @@ Order (as in basf2)
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
@@ -55,7 +57,7 @@ from b2calib.calibration import (
 from b2calib.conditions import ChannelStatus, Payload
 from b2calib.conditions.iov import RunKey
 from b2calib.detectors.cdc.tracking import mean_view
-from b2calib.engine import Collector
+from b2calib.engine import Collector, RunOutput
 from b2calib.engine.fill import fill_1d, fill_2d
 from b2calib.fit import ChannelFits, fit_channels
 from b2calib.fit.truncated_mean import truncated_means
@@ -316,6 +318,49 @@ def _mean_moments(h: hist.Hist) -> tuple[F, F, F]:
     return n * mean, n * (np.nan_to_num(var) * np.maximum(n - 1, 0) / np.maximum(n, 1) + mean**2), n
 
 
+def _k_factor(per_run: RunOutput, min_tracks: int, window: float) -> tuple[float, float]:
+    """K (Gaussian-fitted truncated mean / mean hit dE/dx) and its relative uncertainty: the
+    weighted mean of the per-run ratios over every input run with ``min_tracks`` tracks (per run,
+    so that the run-to-run gain variation does not widen the fitted distribution); the pooled
+    input when no run has enough tracks."""
+    tracks = [per_run[r]["dedx_run_track"] for r in per_run if "dedx_run_track" in per_run[r]]
+    hits = [per_run[r]["dedx_run_hit"] for r in per_run if "dedx_run_track" in per_run[r]]
+    key = hashlib.sha1(b"".join(t.values().tobytes() for t in tracks)).hexdigest()
+    key += f"{min_tracks}/{window}"
+    if key in _K_CACHE:
+        return _K_CACHE[key]
+    ratios, weights = [], []
+    for t, hh in zip(tracks, hits, strict=True):
+        if t.sum() < min_tracks:
+            continue
+        fit = _peak(t, min_tracks, window)
+        n, mean, var = mean_view(hh)
+        if not fit.ok[0] or n[0] < 2:
+            continue
+        mu, mu_err = float(fit.values["mu"][0]), float(fit.errors["mu"][0])
+        ratio = mu / float(mean[0])
+        # the two are positively correlated (same hits): adding in quadrature is conservative
+        rel = np.hypot(mu_err / mu, np.sqrt(var[0] / n[0]) / mean[0])
+        ratios.append(ratio)
+        weights.append(1.0 / (ratio * rel) ** 2)
+    if ratios:
+        w = np.asarray(weights)
+        k = float(np.sum(w * np.asarray(ratios)) / w.sum())
+        result = (k, float(1.0 / np.sqrt(w.sum()) / k))
+    else:
+        pooled = per_run.merged()
+        s, s2, nh = _mean_moments(pooled["dedx_run_hit"])
+        result = _scale(pooled["dedx_run_track"], float(s[0]), float(s2[0]), float(nh[0]), window)
+    if len(_K_CACHE) > 16:
+        _K_CACHE.clear()
+    _K_CACHE[key] = result
+    return result
+
+
+#: K of an input, computed once for all the executions over it (a pure function's memo).
+_K_CACHE: dict[str, tuple[float, float]] = {}
+
+
 class RunGainAlgorithm(Algorithm):
     """Run gain: Gaussian fit of the track truncated means, absolute via the mean hit dE/dx."""
 
@@ -330,10 +375,8 @@ class RunGainAlgorithm(Algorithm):
             return AlgorithmResult(
                 AlgorithmStatus.NOT_ENOUGH_DATA, message=f"{n} tracks < {cfg['min_tracks']}"
             )
-        pooled = data.per_run.merged()
-        s, s2, nh = _mean_moments(pooled["dedx_run_hit"])
         window = cfg["fit_window_sigma"]
-        k, k_rel = _scale(pooled["dedx_run_track"], float(s[0]), float(s2[0]), float(nh[0]), window)
+        k, k_rel = _k_factor(data.per_run, cfg["min_tracks"], window)
         fits = _peak(h, cfg["min_tracks"], window)
         if not fits.ok[0]:
             return AlgorithmResult(
