@@ -16,9 +16,9 @@ Model and conventions (those of the truth payloads)
     with Gaussian fits of truncated means and takes its absolute scale from the mean hit dE/dx
     of the input: ``K``, the fitted truncated mean over the mean hit dE/dx, is averaged over
     the input runs (fitted per run), and its uncertainty is part of every run gain's (a common
-    uncertainty: the run gains of one calibration are correlated through it). The cosine correction uses the
-    mean hit dE/dx per bin directly (a per-bin ``K`` would fold the track length into it). The
-    wire gains are ratios of per-wire truncated means, in which ``K`` cancels.
+    uncertainty: the run gains of one calibration are correlated through it). The cosine
+    correction uses the mean hit dE/dx per bin directly (a per-bin ``K`` would fold the track
+    length into it). The wire gains are ratios of per-wire truncated means: ``K`` cancels.
 
 Order (as in basf2)
     ``cdc-dedx-run-gain`` first (Gaussian fit per run, within 2.5 widths of the peak, of the
