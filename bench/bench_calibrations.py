@@ -9,7 +9,8 @@ gives it the statistics of a real bucket (``sim``: SimConfig settings), expert-c
 - ROOT RDataFrame reading the same branches (summing them: every basket is decompressed);
 - ``b2calib calibrate``: collectors on 2 local processes, the algorithms, iterations and
   staging into a conditions database (SQLite), with the calibration's dependencies run before
-  (not timed).
+  (not timed). A case with ``"previous": "truth"`` starts, as prompt processing does, from the
+  previous calibration: the sample's true constants imported as input tag ``previous``.
 
 Samples are generated once into bench/out/ (not committed) and reused.
 
@@ -107,7 +108,30 @@ def bench_one(name: str, case: dict[str, Any]) -> dict[str, Any]:
     registry = RunRegistry.load(folder / "runs.json")
     with tempfile.TemporaryDirectory(prefix="b2calib-bench-") as tmp:
         db = ConditionsDB(Path(tmp) / "bench.sqlite", author="bench")
-        constants = Constants(db)
+        input_tags: list[str] = []
+        if case.get("previous") == "truth":
+            # the previous calibration, as prompt processing starts from it: the sample's truth
+            db.import_local(folder / "truth", "previous")
+            input_tags = ["previous"]
+        config = {name: case["config"]} if case.get("config") else None
+        common: dict[str, Any] = dict(
+            db=db, staging_tag="bench", input_tags=input_tags, runs=runs, cache=False
+        )
+        if cal.depends_on:
+            deps = run_calibrations(
+                list(cal.depends_on),
+                folder,
+                with_dependencies=True,
+                executor="processes",
+                workers=2,
+                **common,
+            )
+            bad = {k: r.status for k, r in deps.items() if r.status != "OK"}
+            if bad:
+                raise SystemExit(f"{name}: dependencies did not calibrate: {bad}")
+        # the files and branches the calibration reads, its collectors built with the constants
+        # it will start from (its dependencies' payloads and the input tags)
+        constants = Constants(db, ["bench", *input_tags])
         keys = [r.key for r in registry.select(runs=runs)]
         files: set[str] = set()
         branches: set[str] = set()
@@ -132,22 +156,10 @@ def bench_one(name: str, case: dict[str, Any]) -> dict[str, Any]:
             list(pool.map(read_branches, [(paths[0::2], names), (paths[1::2], names)]))
             t_bare = time.perf_counter() - t0
         t_rdf = rdataframe_read(paths, names)
-        config = {name: case["config"]} if case.get("config") else None
-        common = dict(db=db, staging_tag="bench", runs=runs, cache=False, config=config)
-        if cal.depends_on:
-            deps = run_calibrations(
-                list(cal.depends_on),
-                folder,
-                with_dependencies=True,
-                executor="processes",
-                workers=2,
-                **common,  # type: ignore[arg-type]
-            )
-            bad = {k: r.status for k, r in deps.items() if r.status != "OK"}
-            if bad:
-                raise SystemExit(f"{name}: dependencies did not calibrate: {bad}")
         t0 = time.perf_counter()
-        report = run_calibrations(name, folder, executor="processes", workers=2, **common)[name]  # type: ignore[arg-type]
+        report = run_calibrations(
+            name, folder, executor="processes", workers=2, config=config, **common
+        )[name]
         t_cal = time.perf_counter() - t0
     return {
         "name": name,
@@ -167,8 +179,18 @@ def bench_one(name: str, case: dict[str, Any]) -> dict[str, Any]:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("names", nargs="*", help="calibrations to run (default: every case)")
+    ap.add_argument(
+        "--scale",
+        type=float,
+        default=1.0,
+        help="scale every sample's events (a quick check of the bench itself; not for RESULTS)",
+    )
     args = ap.parse_args()
     cases = load_cases()
+    if args.scale != 1.0:
+        for case in cases.values():
+            events = case["sim"]["events_per_run"] * args.scale
+            case["sim"] = {**case["sim"], "events_per_run": events}
     names = args.names or list(cases)
     unknown = set(names) - set(cases)
     if unknown:
@@ -203,6 +225,9 @@ def main() -> None:
             f"| {r['calibrate'] / r['bare']:.1f}x | {r['status']} | {r['iterations']} "
             f"| {r['payloads']} |"
         )
+    if args.scale != 1.0:
+        print("\n".join(lines))
+        return
     out = HERE / "RESULTS_calibrations.md"
     out.write_text("\n".join(lines) + "\n")
     print(out.read_text())
