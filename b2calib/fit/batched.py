@@ -23,6 +23,8 @@ from scipy import special
 
 from b2calib.conditions.payload import ChannelStatus
 from b2calib.exceptions import ConfigError
+from b2calib.fit._lm import LMResult, fisher, poisson_lm
+from b2calib.fit._lm import errors as lm_errors
 
 __all__ = ["ChannelFits", "fit_channels"]
 
@@ -50,6 +52,37 @@ class ChannelFits:
         """Channels with a valid fit."""
         return self.status == ChannelStatus.OK
 
+    @classmethod
+    def from_table(
+        cls,
+        parameters: tuple[str, ...],
+        values: F,
+        errors: F,
+        status: npt.NDArray[np.int8],
+        reason: list[str],
+        entries: F,
+        nll: F,
+        iterations: npt.NDArray[np.int64],
+        method: str,
+    ) -> ChannelFits:
+        """From (channels, parameters) tables; channels that are not OK get NaN values and
+        errors, never numbers that could be mistaken for constants."""
+        bad = status != ChannelStatus.OK
+        values, errors = values.copy(), errors.copy()
+        values[bad] = np.nan
+        errors[bad] = np.nan
+        return cls(
+            parameters,
+            {p: values[:, k] for k, p in enumerate(parameters)},
+            {p: errors[:, k] for k, p in enumerate(parameters)},
+            status,
+            reason,
+            entries,
+            nll,
+            iterations,
+            method,
+        )
+
     def summary(self) -> dict[str, int]:
         """Number of channels per status."""
         return {
@@ -73,21 +106,6 @@ def _model(theta: F, edges: F, background: bool) -> tuple[F, F]:
         lam = lam + theta[:, 3:4] * width
         cols.append(np.broadcast_to(width, lam.shape))
     return lam, np.stack(cols, axis=-1)
-
-
-_TINY = 1e-12  # expected counts below this are empty bins: no information, no gradient
-
-
-def _nll(counts: F, lam: F) -> F:
-    lam = np.maximum(lam, _TINY)
-    return np.sum(lam - counts * np.log(lam), axis=1)
-
-
-def _fisher(jac: F, lam: F) -> F:
-    """Expected information J^T diag(1/lambda) J, bins with vanishing lambda left out."""
-    weight = np.where(lam > _TINY, 1.0 / np.maximum(lam, _TINY), 0.0)
-    jt = np.swapaxes(jac, 1, 2)
-    return np.asarray(np.matmul(jt, jac * weight[..., None]), dtype=np.float64)  # batched BLAS
 
 
 def _start(counts: F, centers: F, width: F, background: bool) -> F:
@@ -116,70 +134,26 @@ def _start(counts: F, centers: F, width: F, background: bool) -> F:
     return np.stack(cols, axis=1).astype(np.float64)
 
 
-def _lm(
-    counts: F, edges: F, theta: F, background: bool, max_iter: int, tol: float
-) -> tuple[F, F, npt.NDArray[np.bool_], npt.NDArray[np.int64], F]:
-    """Vectorised Levenberg-Marquardt with Fisher scoring on all channels."""
-    nch, npar = theta.shape
-    damping = np.full(nch, 1e-3)
-    active = np.ones(nch, dtype=bool)
-    converged = np.zeros(nch, dtype=bool)
-    iters = np.zeros(nch, dtype=np.int64)
-    lam, jac = _model(theta, edges, background)
-    nll = _nll(counts, lam)
-    lo, hi = edges[0], edges[-1]
-    for _ in range(max_iter):
-        idx = np.flatnonzero(active)
-        if idx.size == 0:
-            break
-        iters[idx] += 1
-        c, lam_a, jac_a, th = counts[idx], lam[idx], jac[idx], theta[idx]
-        resid = 1.0 - c / np.maximum(lam_a, _TINY)
-        grad = np.matmul(np.swapaxes(jac_a, 1, 2), resid[..., None])[..., 0]
-        info = _fisher(jac_a, lam_a)
-        if background:  # a background at its bound 0 that wants to go lower is held fixed
-            pinned = (th[:, 3] <= 0.0) & (grad[:, 3] > 0.0)
-            grad[pinned, 3] = 0.0
-            info[pinned, 3, :] = 0.0
-            info[pinned, :, 3] = 0.0
-            info[pinned, 3, 3] = 1.0
-        diag = np.einsum("cpp->cp", info)
-        damped = info + damping[idx, None, None] * np.einsum("cp,pq->cpq", diag, np.eye(npar))
-        step = _solve(damped, grad)
-        new = th - step
+def _lm(counts: F, edges: F, theta: F, background: bool, max_iter: int, tol: float) -> LMResult:
+    """Levenberg-Marquardt on all channels (yield and width kept positive, background >= 0)."""
+    width_floor = 1e-6 * (edges[-1] - edges[0])
+
+    def project(new: F) -> F:
         new[:, 0] = np.maximum(new[:, 0], 1e-9)
-        new[:, 2] = np.clip(new[:, 2], 1e-6 * (hi - lo), None)
+        new[:, 2] = np.clip(new[:, 2], width_floor, None)
         if background:
             new[:, 3] = np.maximum(new[:, 3], 0.0)
-        lam_new, jac_new = _model(new, edges, background)
-        nll_new = _nll(c, lam_new)
-        better = nll_new <= nll[idx] + 1e-12 * np.abs(nll[idx])
-        # EDM-like distance to the minimum, from the undamped information
-        with np.errstate(invalid="ignore"):
-            edm = 0.5 * np.einsum("cp,cp->c", grad, _solve(info, grad))
-        acc = idx[better]
-        theta[acc], lam[acc], jac[acc], nll[acc] = (
-            new[better],
-            lam_new[better],
-            jac_new[better],
-            nll_new[better],
-        )
-        damping[acc] = np.maximum(damping[acc] / 10.0, 1e-9)
-        damping[idx[~better]] *= 10.0
-        done = (edm < tol) | (damping[idx] > 1e8)
-        converged[idx] = (edm < tol) & np.isfinite(edm)
-        active[idx[done]] = False
-    return theta, _fisher(jac, lam), converged, iters, nll
+        return new
 
-
-def _solve(a: F, b: F) -> F:
-    """Batched a^-1 b; a stack with a singular matrix falls back to the pseudo-inverse (one
-    singular channel must not stop the others)."""
-    try:
-        out = np.linalg.solve(a, b[..., None])[..., 0]
-    except np.linalg.LinAlgError:
-        out = (np.linalg.pinv(a) @ b[..., None])[..., 0]
-    return np.asarray(out, dtype=np.float64)
+    return poisson_lm(
+        counts,
+        theta,
+        lambda th, _idx: _model(th, edges, background),
+        project,
+        max_iter=max_iter,
+        tol=tol,
+        floor_at_zero=(3,) if background else (),
+    )
 
 
 def _iminuit_channel(
@@ -282,14 +256,10 @@ def fit_channels(
     start = _start(counts_all[fit_idx], centers, width, background)
     retry: list[int] = []
     if method == "batched" and fit_idx.size:
-        theta, info, conv, it, nl = _lm(
-            counts_all[fit_idx], edges, start.copy(), background, max_iter, tol
-        )
-        cov = np.full_like(info, np.nan)
-        good_info = np.linalg.cond(info) < 1e14
-        cov[good_info] = np.linalg.inv(info[good_info])
-        values[fit_idx], nll[fit_idx], iters[fit_idx] = theta, nl, it
-        errors[fit_idx] = np.sqrt(np.abs(np.einsum("cpp->cp", cov)))
+        lm = _lm(counts_all[fit_idx], edges, start.copy(), background, max_iter, tol)
+        theta, conv, it = lm.theta, lm.converged, lm.iterations
+        good_info, errors[fit_idx] = lm_errors(fisher(lm.jac, lm.lam))
+        values[fit_idx], nll[fit_idx], iters[fit_idx] = theta, lm.nll, it
         for k, ch in enumerate(fit_idx.tolist()):
             if not conv[k]:
                 retry.append(int(ch))
@@ -334,17 +304,6 @@ def fit_channels(
         if problem:
             status[ch] = ChannelStatus.FAILED
             reason[ch] = problem
-    bad = status != ChannelStatus.OK
-    values[bad] = np.nan
-    errors[bad] = np.nan
-    return ChannelFits(
-        names,
-        {p: values[:, k] for k, p in enumerate(names)},
-        {p: errors[:, k] for k, p in enumerate(names)},
-        status,
-        reason,
-        entries,
-        nll,
-        iters,
-        method,
+    return ChannelFits.from_table(
+        names, values, errors, status, reason, entries, nll, iters, method
     )

@@ -25,13 +25,14 @@ import numpy.typing as npt
 
 from b2calib.conditions.payload import ChannelStatus
 from b2calib.exceptions import ConfigError
+from b2calib.fit._lm import errors as lm_errors
+from b2calib.fit._lm import fisher, poisson_lm
 from b2calib.fit.batched import ChannelFits
 
 __all__ = ["fit_novosibirsk_channels", "novosibirsk_density"]
 
 F = npt.NDArray[np.float64]
 _PARAMS = ("n", "peak", "width", "tail", "b")
-_TINY = 1e-12
 _FWHM = 2.0 * np.sqrt(2.0 * np.log(2.0))
 _MAX_TAIL = 2.0
 
@@ -79,24 +80,6 @@ def _jacobian(theta: F, centers: F, widths: F) -> F:
             / (2 * steps[:, k : k + 1])
         )
     return np.stack(cols, axis=-1)
-
-
-def _nll(counts: F, lam: F) -> F:
-    lam = np.maximum(lam, _TINY)
-    return np.asarray(np.sum(lam - counts * np.log(lam), axis=1), dtype=np.float64)
-
-
-def _fisher(jac: F, lam: F) -> F:
-    weight = np.where(lam > _TINY, 1.0 / np.maximum(lam, _TINY), 0.0)
-    return np.asarray(np.matmul(np.swapaxes(jac, 1, 2), jac * weight[..., None]), dtype=np.float64)
-
-
-def _solve(a: F, b: F) -> F:
-    try:
-        out = np.linalg.solve(a, b[..., None])[..., 0]
-    except np.linalg.LinAlgError:
-        out = (np.linalg.pinv(a) @ b[..., None])[..., 0]
-    return np.asarray(out, dtype=np.float64)
 
 
 def _clip(theta: F, lo: float, hi: float, min_width: float) -> F:
@@ -200,57 +183,23 @@ def fit_novosibirsk_channels(
             theta[:, k] = np.broadcast_to(np.asarray(val, dtype=np.float64), (nch,))[idx_fit]
             frozen[k] = True
         theta = _clip(theta, lo, hi, min_width)
-        lam = _model(theta, centers, widths)
-        cur = _nll(counts, lam)
-        damping = np.full(len(idx_fit), 1e-3)
-        active = np.ones(len(idx_fit), dtype=bool)
-        converged = np.zeros(len(idx_fit), dtype=bool)
-        for _ in range(max_iter):
-            a = np.flatnonzero(active)
-            if a.size == 0:
-                break
-            iters[idx_fit[a]] += 1
-            th, c = theta[a], counts[a]
-            lam_a = _model(th, centers, widths)
-            jac = _jacobian(th, centers, widths)
-            grad = np.matmul(
-                np.swapaxes(jac, 1, 2), (1.0 - c / np.maximum(lam_a, _TINY))[..., None]
-            )[..., 0]
-            jac[..., frozen] = 0.0
-            info = _fisher(jac, lam_a)
-            info[:, frozen, :] = 0.0
-            info[:, :, frozen] = 0.0
-            info[:, frozen, frozen] = 1.0
-            grad[:, frozen] = 0.0
-            # a background at its bound 0 that wants to go lower is held there
-            pinned = (th[:, 4] <= 0.0) & (grad[:, 4] > 0.0)
-            grad[pinned, 4] = 0.0
-            info[pinned, 4, :] = 0.0
-            info[pinned, :, 4] = 0.0
-            info[pinned, 4, 4] = 1.0
-            diag = np.einsum("cpp->cp", info)
-            damped = info + damping[a, None, None] * np.einsum("cp,pq->cpq", diag, np.eye(npar))
-            new = _clip(th - _solve(damped, grad), lo, hi, min_width)
-            new_nll = _nll(c, _model(new, centers, widths))
-            better = new_nll <= cur[a] + 1e-12 * np.abs(cur[a])
-            with np.errstate(invalid="ignore"):
-                edm = 0.5 * np.einsum("cp,cp->c", grad, _solve(info, grad))
-            acc = a[better]
-            theta[acc], cur[acc] = new[better], new_nll[better]
-            damping[acc] = np.maximum(damping[acc] / 10.0, 1e-9)
-            damping[a[~better]] *= 10.0
-            done = (edm < tol) | (damping[a] > 1e8)
-            converged[a] = (edm < tol) & np.isfinite(edm)
-            active[a[done]] = False
-        lam = _model(theta, centers, widths)
-        jac = _jacobian(theta, centers, widths)
+        lm = poisson_lm(
+            counts,
+            theta,
+            lambda th, _idx: (_model(th, centers, widths), _jacobian(th, centers, widths)),
+            lambda th: _clip(th, lo, hi, min_width),
+            max_iter=max_iter,
+            tol=tol,
+            floor_at_zero=(4,),  # the background
+            frozen=frozen,
+        )
+        theta, converged, cur = lm.theta, lm.converged, lm.nll
+        iters[idx_fit] = lm.iterations
+        jac = lm.jac.copy()
         jac[..., frozen] = 0.0
-        info = _fisher(jac, lam)
+        info = fisher(jac, lm.lam)
         info[:, frozen, frozen] = 1.0
-        good = np.linalg.cond(info) < 1e14
-        cov = np.full_like(info, np.nan)
-        cov[good] = np.linalg.inv(info[good])
-        err = np.sqrt(np.abs(np.einsum("cpp->cp", cov)))
+        good, err = lm_errors(info)
         err[:, frozen] = 0.0
         values[idx_fit], errors[idx_fit], nll[idx_fit] = theta, err, cur
         for k, ch in enumerate(idx_fit.tolist()):
@@ -271,17 +220,6 @@ def fit_novosibirsk_channels(
             if problem:
                 status[ch] = ChannelStatus.FAILED
                 reason[ch] = problem
-    bad = status != ChannelStatus.OK
-    values[bad] = np.nan
-    errors[bad] = np.nan
-    return ChannelFits(
-        _PARAMS,
-        {p: values[:, k] for k, p in enumerate(_PARAMS)},
-        {p: errors[:, k] for k, p in enumerate(_PARAMS)},
-        status,
-        reason,
-        entries,
-        nll,
-        iters,
-        "batched-novosibirsk",
+    return ChannelFits.from_table(
+        _PARAMS, values, errors, status, reason, entries, nll, iters, "batched-novosibirsk"
     )

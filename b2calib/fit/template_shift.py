@@ -20,6 +20,8 @@ channels that do not converge. Every channel gets a status
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import numpy.typing as npt
 from iminuit import Minuit, cost
@@ -27,6 +29,8 @@ from scipy import special
 
 from b2calib.conditions.payload import ChannelStatus
 from b2calib.exceptions import ConfigError
+from b2calib.fit._lm import errors as lm_errors
+from b2calib.fit._lm import fisher, poisson_lm
 from b2calib.fit.batched import ChannelFits
 
 __all__ = ["fit_template_shift", "template_density"]
@@ -34,7 +38,6 @@ __all__ = ["fit_template_shift", "template_density"]
 F = npt.NDArray[np.float64]
 _SQRT2 = np.sqrt(2.0)
 _INV_SQRT2PI = 1.0 / np.sqrt(2.0 * np.pi)
-_TINY = 1e-12
 _PARAMS = ("n", "mu", "b")
 
 
@@ -78,24 +81,6 @@ def _model(theta: F, edges: F, w: F, m: F, s: F) -> tuple[F, F]:
     return lam, jac
 
 
-def _nll(counts: F, lam: F) -> F:
-    lam = np.maximum(lam, _TINY)
-    return np.asarray(np.sum(lam - counts * np.log(lam), axis=1))
-
-
-def _fisher(jac: F, lam: F) -> F:
-    weight = np.where(lam > _TINY, 1.0 / np.maximum(lam, _TINY), 0.0)
-    return np.asarray(np.matmul(np.swapaxes(jac, 1, 2), jac * weight[..., None]))
-
-
-def _solve(a: F, b: F) -> F:
-    try:
-        out = np.linalg.solve(a, b[..., None])[..., 0]
-    except np.linalg.LinAlgError:
-        out = (np.linalg.pinv(a) @ b[..., None])[..., 0]
-    return np.asarray(out, dtype=np.float64)
-
-
 def _start(counts: F, edges: F, mode: F) -> F:
     """Background from the lowest quarter of the bins, shift from the highest 3-bin sum."""
     width = np.diff(edges)
@@ -108,54 +93,23 @@ def _start(counts: F, edges: F, mode: F) -> F:
     return np.stack([n, peak - mode, b], axis=1)
 
 
-def _lm(
-    counts: F, edges: F, theta: F, w: F, m: F, s: F, max_iter: int, tol: float
-) -> tuple[F, F, npt.NDArray[np.bool_], npt.NDArray[np.int64], F]:
-    """Levenberg-Marquardt with Fisher scoring on all channels of a block."""
-    nch = len(theta)
-    damping = np.full(nch, 1e-3)
-    active = np.ones(nch, dtype=bool)
-    converged = np.zeros(nch, dtype=bool)
-    iters = np.zeros(nch, dtype=np.int64)
-    lam, jac = _model(theta, edges, w, m, s)
-    nll = _nll(counts, lam)
-    for _ in range(max_iter):
-        idx = np.flatnonzero(active)
-        if idx.size == 0:
-            break
-        iters[idx] += 1
-        c, th = counts[idx], theta[idx]
-        resid = 1.0 - c / np.maximum(lam[idx], _TINY)
-        grad = np.matmul(np.swapaxes(jac[idx], 1, 2), resid[..., None])[..., 0]
-        info = _fisher(jac[idx], lam[idx])
-        pinned = (th[:, 2] <= 0.0) & (grad[:, 2] > 0.0)  # background held at its bound 0
-        grad[pinned, 2] = 0.0
-        info[pinned, 2, :] = 0.0
-        info[pinned, :, 2] = 0.0
-        info[pinned, 2, 2] = 1.0
-        diag = np.einsum("cpp->cp", info)
-        damped = info + damping[idx, None, None] * np.einsum("cp,pq->cpq", diag, np.eye(3))
-        new = th - _solve(damped, grad)
-        new[:, 0] = np.maximum(new[:, 0], 1e-9)
-        new[:, 2] = np.maximum(new[:, 2], 0.0)
-        lam_new, jac_new = _model(new, edges, w[idx], m[idx], s[idx])
-        nll_new = _nll(c, lam_new)
-        better = nll_new <= nll[idx] + 1e-12 * np.abs(nll[idx])
-        with np.errstate(invalid="ignore"):
-            edm = 0.5 * np.einsum("cp,cp->c", grad, _solve(info, grad))
-        acc = idx[better]
-        theta[acc], lam[acc], jac[acc], nll[acc] = (
-            new[better],
-            lam_new[better],
-            jac_new[better],
-            nll_new[better],
-        )
-        damping[acc] = np.maximum(damping[acc] / 10.0, 1e-9)
-        damping[idx[~better]] *= 10.0
-        done = (edm < tol) | (damping[idx] > 1e8)
-        converged[idx] = (edm < tol) & np.isfinite(edm)
-        active[idx[done]] = False
-    return theta, _fisher(jac, lam), converged, iters, nll
+@dataclass(frozen=True)
+class _BlockModel:
+    """The model of a block of channels, for any subset of it."""
+
+    edges: F
+    w: F
+    m: F
+    s: F
+
+    def __call__(self, theta: F, sub: npt.NDArray[np.int64]) -> tuple[F, F]:
+        return _model(theta, self.edges, self.w[sub], self.m[sub], self.s[sub])
+
+
+def _project(new: F) -> F:
+    new[:, 0] = np.maximum(new[:, 0], 1e-9)
+    new[:, 2] = np.maximum(new[:, 2], 0.0)
+    return new
 
 
 def _iminuit_channel(
@@ -266,11 +220,17 @@ def fit_template_shift(
         idx = todo[lo : lo + block]
         cb = c_all[idx]
         theta = _start(cb, e, mode[idx])
-        theta, info, conv, it, nl = _lm(cb, e, theta, w[idx], m[idx], s[idx], max_iter, tol)
-        good = np.linalg.cond(info) < 1e14
-        cov = np.full_like(info, np.nan)
-        cov[good] = np.linalg.inv(info[good])
-        err = np.sqrt(np.abs(np.einsum("cpp->cp", cov)))
+        lm = poisson_lm(
+            cb,
+            theta,
+            _BlockModel(e, w[idx], m[idx], s[idx]),
+            _project,
+            max_iter=max_iter,
+            tol=tol,
+            floor_at_zero=(2,),  # the background
+        )
+        theta, conv, it, nl = lm.theta, lm.converged, lm.iterations, lm.nll
+        good, err = lm_errors(fisher(lm.jac, lm.lam))
         inside = (theta[:, 1] > e[0]) & (theta[:, 1] < e[-1])
         for k, ch in enumerate(idx.tolist()):
             iters[ch], nll[ch] = it[k], nl[k]
@@ -295,14 +255,6 @@ def fit_template_shift(
                 reason[ch] = "singular information matrix"
             else:
                 reason[ch] = f"shift {theta[k, 1]:.3f} outside the fitted range"
-    return ChannelFits(
-        parameters=_PARAMS,
-        values={p: values[:, i] for i, p in enumerate(_PARAMS)},
-        errors={p: errors[:, i] for i, p in enumerate(_PARAMS)},
-        status=status,
-        reason=reason,
-        entries=entries,
-        nll=nll,
-        iterations=iters,
-        method="template-shift",
+    return ChannelFits.from_table(
+        _PARAMS, values, errors, status, reason, entries, nll, iters, "template-shift"
     )

@@ -1,0 +1,150 @@
+"""The Levenberg-Marquardt core shared by the batched per-channel fitters.
+
+Every batched fitter (a Gaussian peak, a Novosibirsk peak, a shifted template) minimises the
+binned Poisson likelihood ``sum(lambda - n log lambda)`` (the cost of iminuit's
+``ExtendedBinnedNLL``) of all channels at once, with Fisher scoring (the expected information
+``J^T diag(1/lambda) J``) and a damping per channel. They differ only in the model, its bounds
+and which parameters are fixed; :func:`poisson_lm` takes those and does the rest.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+F = npt.NDArray[np.float64]
+I64 = npt.NDArray[np.int64]
+#: A model of the channels ``idx`` at parameters ``theta`` (len(idx), P): expected counts
+#: (len(idx), B) and their Jacobian (len(idx), B, P).
+Model = Callable[[F, I64], tuple[F, F]]
+
+_TINY = 1e-12  # expected counts below this are empty bins: no information, no gradient
+
+
+def nll(counts: F, lam: F) -> F:
+    """Poisson negative log-likelihood per channel (up to a constant)."""
+    lam = np.maximum(lam, _TINY)
+    return np.asarray(np.sum(lam - counts * np.log(lam), axis=1), dtype=np.float64)
+
+
+def fisher(jac: F, lam: F) -> F:
+    """Expected information J^T diag(1/lambda) J, bins with vanishing lambda left out."""
+    weight = np.where(lam > _TINY, 1.0 / np.maximum(lam, _TINY), 0.0)
+    jt = np.swapaxes(jac, 1, 2)
+    return np.asarray(np.matmul(jt, jac * weight[..., None]), dtype=np.float64)  # batched BLAS
+
+
+def solve(a: F, b: F) -> F:
+    """Batched a^-1 b; a stack with a singular matrix falls back to the pseudo-inverse (one
+    singular channel must not stop the others)."""
+    try:
+        out = np.linalg.solve(a, b[..., None])[..., 0]
+    except np.linalg.LinAlgError:
+        out = (np.linalg.pinv(a) @ b[..., None])[..., 0]
+    return np.asarray(out, dtype=np.float64)
+
+
+def errors(info: F) -> tuple[npt.NDArray[np.bool_], F]:
+    """Which channels have a usable information matrix (condition number < 1e14), and the
+    parameter errors from its inverse (NaN elsewhere)."""
+    good = np.linalg.cond(info) < 1e14
+    cov = np.full_like(info, np.nan)
+    cov[good] = np.linalg.inv(info[good])
+    return good, np.sqrt(np.abs(np.einsum("cpp->cp", cov)))
+
+
+@dataclass
+class LMResult:
+    """Where the iteration ended, per channel: parameters, the model there, convergence."""
+
+    theta: F
+    lam: F
+    jac: F
+    converged: npt.NDArray[np.bool_]
+    iterations: I64
+    nll: F
+
+
+def poisson_lm(
+    counts: F,
+    theta: F,
+    model: Model,
+    project: Callable[[F], F],
+    *,
+    max_iter: int,
+    tol: float,
+    floor_at_zero: Sequence[int] = (),
+    frozen: npt.NDArray[np.bool_] | None = None,
+) -> LMResult:
+    """Minimise the Poisson likelihood of every channel (rows of ``counts``) from ``theta``.
+
+    Parameters
+    ----------
+    model
+        Expected counts and Jacobian of a subset of channels (see :data:`Model`).
+    project
+        Puts a proposed step back inside the parameter bounds (may work in place).
+    floor_at_zero
+        Parameters bounded below by 0 (a background): when at the bound with the gradient
+        pointing below it, the parameter is held there for that step.
+    frozen
+        Boolean mask of parameters held at their start values.
+    max_iter, tol
+        Iteration limit; a channel converges when the EDM 0.5 g^T I^-1 g is below ``tol``.
+        A channel whose damping grows beyond 1e8 stops unconverged.
+    """
+    nch, npar = theta.shape
+    frozen = np.zeros(npar, dtype=bool) if frozen is None else frozen
+    damping = np.full(nch, 1e-3)
+    active = np.ones(nch, dtype=bool)
+    converged = np.zeros(nch, dtype=bool)
+    iters = np.zeros(nch, dtype=np.int64)
+    lam, jac = model(theta, np.arange(nch))
+    cur = nll(counts, lam)
+    eye = np.eye(npar)
+    for _ in range(max_iter):
+        idx = np.flatnonzero(active)
+        if idx.size == 0:
+            break
+        iters[idx] += 1
+        c, th, jac_a = counts[idx], theta[idx], jac[idx]
+        resid = 1.0 - c / np.maximum(lam[idx], _TINY)
+        grad = np.matmul(np.swapaxes(jac_a, 1, 2), resid[..., None])[..., 0]
+        if frozen.any():
+            jac_a = jac_a.copy()
+            jac_a[..., frozen] = 0.0
+            grad[:, frozen] = 0.0
+        info = fisher(jac_a, lam[idx])
+        if frozen.any():
+            info[:, frozen, frozen] = 1.0
+        for k in floor_at_zero:
+            pinned = (th[:, k] <= 0.0) & (grad[:, k] > 0.0)
+            grad[pinned, k] = 0.0
+            info[pinned, k, :] = 0.0
+            info[pinned, :, k] = 0.0
+            info[pinned, k, k] = 1.0
+        diag = np.einsum("cpp->cp", info)
+        damped = info + damping[idx, None, None] * np.einsum("cp,pq->cpq", diag, eye)
+        new = project(th - solve(damped, grad))
+        lam_new, jac_new = model(new, idx)
+        nll_new = nll(c, lam_new)
+        better = nll_new <= cur[idx] + 1e-12 * np.abs(cur[idx])
+        # EDM-like distance to the minimum, from the undamped information
+        with np.errstate(invalid="ignore"):
+            edm = 0.5 * np.einsum("cp,cp->c", grad, solve(info, grad))
+        acc = idx[better]
+        theta[acc], lam[acc], jac[acc], cur[acc] = (
+            new[better],
+            lam_new[better],
+            jac_new[better],
+            nll_new[better],
+        )
+        damping[acc] = np.maximum(damping[acc] / 10.0, 1e-9)
+        damping[idx[~better]] *= 10.0
+        done = (edm < tol) | (damping[idx] > 1e8)
+        converged[idx] = (edm < tol) & np.isfinite(edm)
+        active[idx[done]] = False
+    return LMResult(theta, lam, jac, converged, iters, cur)
