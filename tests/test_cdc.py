@@ -2,16 +2,21 @@
 
 Closure samples are simulated here with the CDC only. Tracking (wire T0 then x-t): mu-mu and
 Bhabha events in six runs with the board replacement at run 4. dE/dx (run gain, cosine, wire
-gain): Bhabha events in 60 short runs. As in prompt processing, the input tag ``previous``
-holds the payloads of an earlier bucket: the x-t relation for ``cdc-t0``, the cosine correction
-and wire gains for the run gain (they are static in the simulator, so the previous payload is the
-truth); the other calibrations use what the earlier ones staged.
+gain): Bhabha events in 60 short runs, through the runner; the run gain's pull standard on
+~1000 independent samples (the engine's work items of 100 runs, each calibrated alone by the
+calibration's collector and algorithm: 60 runs leave the pull mean a seed-to-seed scatter of
+~0.18). As in prompt processing, the input tag ``previous`` holds the payloads of an earlier
+bucket: the x-t relation for ``cdc-t0``, the cosine correction and wire gains for the run gain
+(they are static in the simulator, so the previous payload is the truth); the other calibrations
+use what the earlier ones staged.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +29,10 @@ from b2calib.conditions import ChannelStatus, ConditionsDB, Payload
 from b2calib.conditions.iov import IoV
 from b2calib.detectors import cdc as cdc_module
 from b2calib.detectors.cdc.dedx import (
+    DedxCollector,
+    RunGainAlgorithm,
     cosine_calibration,
+    run_collector,
     run_gain_calibration,
     wire_gain_calibration,
 )
@@ -37,10 +45,12 @@ from b2calib.detectors.cdc.tracking import (
     xt_inverse,
     xt_rows,
 )
+from b2calib.engine import Dataset, RunOutput, plan
 from b2calib.exceptions import CalibrationError
 from b2calib.fit.truncated_mean import truncated_means
 from b2calib.fit.xt_relation import fit_xt, xt_gradient, xt_value
 from b2calib.geometry import cdc
+from b2calib.io import open_skim
 from b2calib.runs import RunRegistry
 from b2calib.sim import SimConfig, simulate
 from b2calib.sim.conditions import conditions_for_run, truth_payloads
@@ -70,6 +80,10 @@ DEDX = SimConfig(
     process_fractions={"bhabha": 1.0, "mumu": 0.0, **NO_OTHER},
     run_types=PHYSICS_ONLY,
 )
+#: The statistical closure of the run gain: 100 runs of ~1100 Bhabha events, each cut by the
+#: engine's work items of 110 events into ~1000 independent samples of ~200 tracks.
+DEDX_MANY = dataclasses.replace(DEDX, n_runs=100, events_per_run=1100.0, seed=24)
+DEDX_MANY_STEP = 110
 
 
 def _truth(cfg: SimConfig, registry: RunRegistry, run: int) -> dict[str, Payload]:
@@ -374,6 +388,122 @@ def test_dedx_run_gain_merges_short_runs(dedx: dict[str, Any], tmp_path: Path) -
     assert iovs[0][0] == 1
     assert iovs[-1][1] == 8
     assert any(last > first for first, last in iovs)  # NOT_ENOUGH_DATA merged runs
+
+
+def test_run_gain_threshold_applies_to_the_sample_not_its_core() -> None:
+    """A run just above ``min_tracks`` with a few tracks in the tail is fitted (the window fit
+    re-applied the threshold to the tracks within 2.5 widths: FAILURE instead of a gain); one
+    just below is NOT_ENOUGH_DATA (merged by the strategy)."""
+    rng = np.random.default_rng(11)
+    config = run_gain_calibration().configure({"min_tracks": 100})
+
+    def run(n_core: int) -> AlgorithmStatus:
+        track = hist.Hist(hist.axis.Regular(300, 0.0, 3.0), storage=hist.storage.Int64())
+        track.fill(np.r_[rng.normal(0.9, 0.06, n_core), np.full(6, 2.0)])
+        hit = hist.Hist(hist.axis.Regular(1, 0, 1), storage=hist.storage.Mean())
+        hit.fill(np.full(3000, 0.5), sample=rng.exponential(1.0, 3000))
+        per_run = RunOutput({(12, 1): {"dedx_run_track": track, "dedx_run_hit": hit}})
+        data = AlgorithmInput([(12, 1)], per_run[(12, 1)], per_run, Constants(None), config)
+        return RunGainAlgorithm().run(data).status
+
+    assert run(96) is AlgorithmStatus.OK  # 102 tracks, 96 within the window
+    assert run(93) is AlgorithmStatus.NOT_ENOUGH_DATA  # 99 tracks
+
+
+#: Work item ``i`` of run ``r`` is calibrated as run ``r * SAMPLE_KEY + i``.
+SAMPLE_KEY = 1000
+
+
+def _collect_items(collector: DedxCollector, path: str) -> dict[tuple[int, int], Any]:
+    """The collector's histograms of each engine work item of one file (the file read once)."""
+    out = {}
+    with open_skim(path) as f:
+        events = f.arrays(list(collector.branches))
+    for item in plan(Dataset.from_paths(path), step_size=DEDX_MANY_STEP):
+        key = (item.exp, item.run * SAMPLE_KEY + item.entry_start // DEDX_MANY_STEP)
+        out[key] = collector.collect(events[item.entry_start : item.entry_stop])
+    return out
+
+
+def _run_gain_samples(cfg: SimConfig, out: Path, min_tracks: int) -> dict[str, Any]:
+    """The run gain of many independent samples: ``cfg`` simulated, each engine work item of
+    ``DEDX_MANY_STEP`` events collected by the calibration's own collector (files in two
+    processes) and calibrated alone by its algorithm (the runner's path per run, without its
+    per-run checkpoints; K from all samples); the cosine correction and wire gains are the true
+    ones, as in the ``previous`` tag of the runner-level test."""
+    simulate(cfg, out, jobs=2)
+    registry = RunRegistry.load(out / "runs.json")
+    truth = _truth(cfg, registry, cfg.first_run)
+    overlay = [(IoV(0, 0, -1, -1), truth[n]) for n in ("CDCDedxCosineCor", "CDCDedxWireGain")]
+    constants = Constants(None, overlay=overlay)
+    collector = run_collector(constants, [(cfg.exp, cfg.first_run)])
+    files = list(Dataset.from_paths(out))
+    per_run = RunOutput()
+    with ProcessPoolExecutor(max_workers=2) as pool:
+        for part in pool.map(_collect_items, [collector] * len(files), [f.path for f in files]):
+            for key, hists in part.items():
+                per_run.add(key, hists)
+    gain_of_run = {
+        f.run: conditions_for_run(cfg, registry.get(cfg.exp, f.run)).cdc_run_gain for f in files
+    }
+    gains = {key: gain_of_run[key[1] // SAMPLE_KEY] for key in per_run}
+    config = run_gain_calibration().configure({"min_tracks": min_tracks})
+    fitted, errors, true, mu, mu_err, skipped = [], [], [], [], [], 0
+    for key in per_run:
+        result = RunGainAlgorithm().run(
+            AlgorithmInput([key], per_run[key], per_run, constants, config)
+        )
+        if result.status is AlgorithmStatus.NOT_ENOUGH_DATA:
+            skipped += 1  # the short last work item of a file
+            continue
+        assert result.status is AlgorithmStatus.OK, result.message
+        (payload,) = result.payloads
+        fitted.append(payload.value()[0])
+        errors.append(payload.errors["value"][0])
+        true.append(gains[key])
+        fit = result.diagnostics.tables["run_fit"]
+        mu.append(fit["mu"][0])
+        mu_err.append(fit["mu_err"][0])
+        provenance = payload.metadata["provenance"]
+        k, k_rel = provenance["K"], provenance["K_rel_error"]
+    return {
+        "fitted": np.array(fitted),
+        "errors": np.array(errors),
+        "true": np.array(true),
+        "mu": np.array(mu),
+        "mu_err": np.array(mu_err),
+        "K": k,
+        "K_rel": k_rel,
+        "skipped": skipped,
+    }
+
+
+@pytest.mark.slow
+def test_dedx_run_gain_pulls_many_samples(tmp_path: Path) -> None:
+    """The pull standard of the run gain over ~1000 independent samples (the runner-level test
+    above has 60 runs: its pull mean scatters by ~0.18 from seed to seed). The run gains share
+    the scale K (truncated mean / mean hit dE/dx, from all samples): its uncertainty is in every
+    quoted error, so the gains are correlated through it. Tested: the quoted errors over the
+    samples; the same residuals whitened with the covariance the algorithm knows (fit errors on
+    the diagonal, K's error common to all); and K against the value the truth implies."""
+    s = _run_gain_samples(DEDX_MANY, tmp_path / "data", 100)
+    fitted, errors, true = s["fitted"], s["errors"], s["true"]
+    assert len(fitted) >= 900
+    assert s["skipped"] < 0.1 * len(fitted)
+    assert_closure(fitted, errors, true, "CDC dE/dx run gain, many samples")
+    # the shared part: K against the K the true gains imply (the fits' weighted mean of
+    # truncated mean / true gain), within its quoted error (which also holds the hit means')
+    k, k_rel, mu, mu_err = s["K"], s["K_rel"], s["mu"], s["mu_err"]
+    w = (mu / mu_err) ** 2
+    k_true = float(np.sum(w * mu / true) / w.sum())
+    assert abs(k / k_true - 1.0) < 3.0 * k_rel, (k, k_true, k_rel)
+    assert k_rel < 0.1 * np.median(errors / fitted)  # K's share of the errors is small
+    # decorrelated: gain_i = mu_i / K, cov = diag(fit errors^2) + K_rel^2 gain gain^T
+    fit_err = fitted * mu_err / mu
+    cov = np.diag(fit_err**2) + k_rel**2 * np.outer(fitted, fitted)
+    np.testing.assert_allclose(np.sqrt(np.diag(cov)), errors, rtol=1e-9)
+    z = np.linalg.solve(np.linalg.cholesky(cov), fitted - true)
+    assert_closure(z, np.ones_like(z), np.zeros_like(z), "CDC dE/dx run gain (decorrelated)")
 
 
 @pytest.mark.slow

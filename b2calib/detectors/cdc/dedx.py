@@ -285,8 +285,9 @@ def wire_collector(constants: Constants, runs: Sequence[RunKey]) -> DedxCollecto
 
 
 def _peak(h: hist.Hist, min_entries: int, window: float) -> ChannelFits:
-    """Gaussian fit of a 1-D histogram: on the whole axis, then within ``window`` fitted widths
-    of the peak (the tails of the truncated-mean distribution are not Gaussian)."""
+    """Gaussian fit of a 1-D histogram: on the whole axis (at least ``min_entries``), then within
+    ``window`` fitted widths of the peak (the tails of the truncated-mean distribution are not
+    Gaussian)."""
     h2: hist.Hist = hist.Hist(hist.axis.Regular(1, -0.5, 0.5), h.axes[0])
     h2.view()[...] = h.values().reshape(1, -1)
     fits = fit_channels(h2, min_entries=min_entries)
@@ -296,7 +297,9 @@ def _peak(h: hist.Hist, min_entries: int, window: float) -> ChannelFits:
     edges = h.axes[0].edges
     lo = edges[max(int(np.searchsorted(edges, mu - window * sigma)) - 1, 0)]
     hi = edges[min(int(np.searchsorted(edges, mu + window * sigma)), len(edges) - 1)]
-    return fit_channels(h2, value_range=(lo, hi), min_entries=min_entries)
+    # the threshold applies to the sample (checked by the first fit), not to its core within
+    # the window: re-applying it failed samples just above the threshold instead of fitting them
+    return fit_channels(h2, value_range=(lo, hi), min_entries=0)
 
 
 def _scale(
