@@ -20,7 +20,8 @@ measured crystals of each crate average to zero (the truth must be re-expressed 
 to be compared, see :func:`reexpress`). A crate none of whose crystals has enough entries gets
 its offset from the Gaussian fit of all its hits (a crate-level constant, flagged in the
 ``crate_level`` column; its uncertainty includes the unknown spread of the crystal offsets
-around the crate, ``crystal_spread`` / sqrt(hits)); its crystals are NOT_ENOUGH_DATA. The
+around the crate: the fit measures the hit-weighted mean of its crystals, the constant stands
+for their plain mean, see :func:`_sampling_spread`); its crystals are NOT_ENOUGH_DATA. The
 algorithm asks to ITERATE until the shifts are small: the RMS over crystals and crates of the
 shift divided by its uncertainty below ``tolerance`` (a maximum would never settle: re-binning
 the shifted residuals moves a binned fit by a fraction of a bin). A new payload starts where a
@@ -233,6 +234,24 @@ def reexpress(crystal: F, crate: F, ok: np.ndarray) -> tuple[F, F]:
     return crystal - mean[k], crate + mean
 
 
+def _sampling_spread(hits: F) -> F:
+    """Per crate, how far the hit-weighted mean of its crystals' offsets (what a fit of all its
+    hits measures) may lie from their plain mean over the crate (what a crate-level constant
+    stands for), in units of the crystal-offset spread: sqrt(sum w_i^2 - 1/N - 1/n) with w_i
+    the crystals' shares of the crate's n hits and N its crystals (the 1/n part is in the fit
+    error already: the crystals' spread widens the distribution the fit sees)."""
+    k = CRATE - 1
+    total = np.bincount(k, weights=hits, minlength=ecl.N_CRATES)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        w = hits / total[k]
+        sum_w2 = np.bincount(k, weights=np.nan_to_num(w) ** 2, minlength=ecl.N_CRATES)
+    n = np.bincount(k, minlength=ecl.N_CRATES)
+    # the fit's own error already holds sigma^2 / hits of it (each hit samples a crystal)
+    with np.errstate(divide="ignore"):
+        own = np.where(total > 0, 1.0 / total, 0.0)
+    return np.sqrt(np.maximum(sum_w2 - 1.0 / n - own, 0.0))
+
+
 class ECLTimeAlgorithm(Algorithm):
     """Crystal and crate time offsets; ITERATE until the shifts are small."""
 
@@ -253,10 +272,8 @@ class ECLTimeAlgorithm(Algorithm):
         crystal, crystal_err, crate, crate_err, n_ok = split_offsets(total, mu_err, ok)
         # crates without a measured crystal: the crate-level fit of all their hits
         crate_fits = fit_channels(hc, min_entries=cfg["crate_min_entries"])
-        entries = hc.values().sum(axis=1)
         level = (n_ok == 0) & (crate_fits.status == ChannelStatus.OK)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            spread = cfg["crystal_spread"] / np.sqrt(entries)
+        spread = cfg["crystal_spread"] * _sampling_spread(h.values().sum(axis=1))
         crate = np.where(level, a_crate + crate_fits.values["mu"], crate)
         crate_err = np.where(level, np.hypot(crate_fits.errors["mu"], spread), crate_err)
         crate_ok = np.isfinite(crate) & np.isfinite(crate_err)
