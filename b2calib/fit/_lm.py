@@ -48,11 +48,22 @@ def solve(a: F, b: F) -> F:
 
 
 def errors(info: F) -> tuple[npt.NDArray[np.bool_], F]:
-    """Which channels have a usable information matrix (condition number < 1e14), and the
-    parameter errors from its inverse (NaN elsewhere)."""
-    good = np.linalg.cond(info) < 1e14
+    """Which channels have a usable information matrix, and the parameter errors from its
+    inverse (NaN elsewhere).
+
+    Usable means not degenerate once the parameters are put on a common scale: the condition
+    number of ``D^-1/2 I D^-1/2`` (D the diagonal) below 1e12. The raw condition number would
+    call a well-measured peak of a million entries singular merely because its yield and its
+    position have information of very different sizes.
+    """
+    diag = np.einsum("cpp->cp", info)
+    ok = np.all(diag > 0, axis=1) & np.all(np.isfinite(info), axis=(1, 2))
+    scale = np.where(ok[:, None], 1.0 / np.sqrt(np.where(diag > 0, diag, 1.0)), 1.0)
+    scaled = info * scale[:, :, None] * scale[:, None, :]
+    good = ok.copy()
+    good[ok] = np.linalg.cond(scaled[ok]) < 1e12
     cov = np.full_like(info, np.nan)
-    cov[good] = np.linalg.inv(info[good])
+    cov[good] = np.linalg.inv(scaled[good]) * scale[good, :, None] * scale[good, None, :]
     return good, np.sqrt(np.abs(np.einsum("cpp->cp", cov)))
 
 

@@ -267,6 +267,9 @@ def fit_channels(
             elif not good_info[k]:
                 retry.append(int(ch))
                 reason[ch] = "singular information matrix"
+            elif not edges[0] <= theta[k, 1] <= edges[-1]:  # ran away from a bad start
+                retry.append(int(ch))
+                reason[ch] = f"peak {theta[k, 1]:.4g} outside the fit range"
     else:
         retry = [int(c) for c in fit_idx]
     if method == "iminuit" or fallback:
