@@ -12,7 +12,7 @@ import numba
 import numpy as np
 import numpy.typing as npt
 
-from b2calib.calibration import Constants
+from b2calib.calibration import AlgorithmInput, Constants
 from b2calib.conditions.iov import RunKey
 from b2calib.geometry import ecl
 
@@ -245,3 +245,23 @@ def hist_mean(h: hist.Hist) -> tuple[F, F]:
 def config_boundaries(config: Mapping[str, Any]) -> list[RunKey]:
     """The ``payload_boundaries`` of an expert config as (exp, run) pairs."""
     return [(int(e), int(r)) for e, r in config.get("payload_boundaries", [])]
+
+
+def crate_step_boundaries(data: AlgorithmInput, histogram: str) -> list[RunKey]:
+    """Payload boundaries of an ECL calibration: those of its expert config, plus, with
+    ``find_boundaries``, the runs where a crate's mean of the per-run ``histogram`` (crates x
+    values) steps by ``step_min`` at ``step_significance``."""
+    cfg = data.config
+    found = set(config_boundaries(cfg))
+    if cfg["find_boundaries"]:
+        rows = []
+        for run in data.runs:
+            h = data.per_run[run].get(histogram)
+            if h is None:
+                continue
+            m, e = hist_mean(h)
+            rows.append((run, m, e))
+        found |= set(
+            find_steps(rows, min_step=cfg["step_min"], min_significance=cfg["step_significance"])
+        )
+    return sorted(found)

@@ -61,11 +61,9 @@ from b2calib.detectors.ecl._common import (
     F,
     applied_column,
     cell_axis,
-    config_boundaries,
     crate_axis,
+    crate_step_boundaries,
     digest,
-    find_steps,
-    hist_mean,
     offsets_of,
     per_run_sets,
     run_of,
@@ -341,22 +339,7 @@ class ECLTimeAlgorithm(Algorithm):
         )
 
     def boundaries(self, data: AlgorithmInput) -> list[RunKey]:
-        cfg = data.config
-        found = set(config_boundaries(cfg))
-        if cfg["find_boundaries"]:
-            rows = []
-            for run in data.runs:
-                h = data.per_run[run].get("time_crate")
-                if h is None:
-                    continue
-                m, e = hist_mean(h)
-                rows.append((run, m, e))
-            found |= set(
-                find_steps(
-                    rows, min_step=cfg["step_min"], min_significance=cfg["step_significance"]
-                )
-            )
-        return sorted(found)
+        return crate_step_boundaries(data, "time_crate")
 
 
 def time_calibration() -> Calibration:
