@@ -328,7 +328,13 @@ def _k_factor(per_run: RunOutput, min_tracks: int, window: float) -> tuple[float
     input when no run has enough tracks."""
     tracks = [per_run[r]["dedx_run_track"] for r in per_run if "dedx_run_track" in per_run[r]]
     hits = [per_run[r]["dedx_run_hit"] for r in per_run if "dedx_run_track" in per_run[r]]
-    key = hashlib.sha1(b"".join(t.values().tobytes() for t in tracks)).hexdigest()
+    key = hashlib.sha1(
+        b"".join(
+            np.asarray(h.view(flow=True)).tobytes()  # every field (counts, sums) of the storage
+            for pair in zip(tracks, hits, strict=True)
+            for h in pair
+        )
+    ).hexdigest()
     key += f"{min_tracks}/{window}"
     if key in _K_CACHE:
         return _K_CACHE[key]
