@@ -155,3 +155,88 @@ def test_calibration_names() -> None:
         "register",
         "run_calibrations",
     ]
+
+
+def test_detector_names() -> None:
+    """Each detector calibration module exposes its declarations, algorithms and collectors, and
+    the pieces a notebook calls; ``calibrations()`` is the entry point of each package."""
+    import importlib
+
+    expected = {
+        "b2calib.detectors.ecl": ["calibrations"],
+        "b2calib.detectors.ecl.energy": [
+            "EE5X5_PAYLOAD", "GG_PAYLOAD", "MERGED_PAYLOAD", "MUMU_PAYLOAD", "ECLEnergyAlgorithm",
+            "ECLPeakCollector", "ECLee5x5Collector", "energy_calibration",
+            "expected_photon_energy", "fit_peaks", "solve_ee5x5", "solve_peaks",
+        ],
+        "b2calib.detectors.ecl.time": [
+            "CRATE_PAYLOAD", "CRYSTAL_PAYLOAD", "ECLTimeAlgorithm", "ECLTimeCollector",
+            "reexpress", "split_offsets", "time_calibration",
+        ],
+        "b2calib.detectors.cdc": ["calibrations"],
+        "b2calib.detectors.cdc.tracking": [
+            "T0_PAYLOAD", "XT_PAYLOAD", "T0Algorithm", "T0ResidualCollector", "XtAlgorithm",
+            "XtCollector", "mean_view", "t0_calibration", "xt_calibration", "xt_covariance",
+            "xt_inverse", "xt_rows",
+        ],
+        "b2calib.detectors.cdc.dedx": [
+            "COSINE_PAYLOAD", "COS_EDGES", "RUN_GAIN_PAYLOAD", "WIRE_GAIN_PAYLOAD",
+            "CosineAlgorithm", "DedxCollector", "RunGainAlgorithm", "WireGainAlgorithm",
+            "cosine_calibration", "run_gain_calibration", "wire_gain_calibration",
+        ],
+        "b2calib.detectors.cdc.views": [
+            "compare", "final_diagnostics", "plot_board_fits", "plot_extreme_wires",
+            "plot_run_fits", "plot_xt_rows", "status_counts", "xt_difference",
+        ],
+        "b2calib.detectors.top": [
+            "CHANNEL_MASK", "CHANNEL_T0", "COMMON_T0", "MODULE_T0", "ChannelHitCollector",
+            "ChannelMaskAlgorithm", "ChannelT0Algorithm", "ChannelTimeCollector",
+            "CommonT0Algorithm", "CommonT0Collector", "ModuleT0Algorithm", "ModuleT0Collector",
+            "PhotonPDF", "boardstack_of", "calibrations", "clipped_mean", "common_t0_collector",
+            "mask_channels", "match_photons", "module_t0_collector", "phase_boundaries",
+            "solve_module_t0",
+        ],
+        "b2calib.fit.novosibirsk_batched": ["fit_novosibirsk_channels", "novosibirsk_density"],
+        "b2calib.fit.template_shift": ["fit_template_shift", "template_density"],
+        "b2calib.fit.xt_relation": ["XtFits", "fit_xt", "xt_gradient", "xt_slope", "xt_value"],
+        "b2calib.fit.truncated_mean": ["truncated_means"],
+    }  # fmt: skip
+    for name, names in expected.items():
+        module = importlib.import_module(name)
+        assert module.__all__ == names, name
+        for attr in names:
+            assert hasattr(module, attr), (name, attr)
+
+
+def test_registered_calibrations() -> None:
+    from b2calib.calibration import calibrations
+
+    assert set(calibrations()) >= {
+        "ecl-energy",
+        "ecl-time",
+        "cdc-t0",
+        "cdc-xt",
+        "cdc-dedx-run-gain",
+        "cdc-dedx-cosine",
+        "cdc-dedx-wire-gain",
+        "top-channel-mask",
+        "top-channel-t0",
+        "top-module-t0",
+        "top-common-t0",
+    }
+
+
+def test_qa_names() -> None:
+    import b2calib.qa
+
+    assert sorted(dir(b2calib.qa)) == sorted(b2calib.qa.__all__)
+    assert b2calib.qa.__all__ == [
+        "Comparison",
+        "QAStatus",
+        "Thresholds",
+        "ad_test",
+        "chi2_test",
+        "compare",
+        "kolmogorov_prob",
+        "ks_test",
+    ]
