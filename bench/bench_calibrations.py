@@ -151,10 +151,12 @@ def bench_one(name: str, case: dict[str, Any]) -> dict[str, Any]:
             files |= new
             branches |= set(inp.build(constants, keys).branches)
         paths, names = sorted(files), sorted(branches)
+        t_bare = float("inf")
         with ProcessPoolExecutor(2) as pool:
-            t0 = time.perf_counter()
-            list(pool.map(read_branches, [(paths[0::2], names), (paths[1::2], names)]))
-            t_bare = time.perf_counter() - t0
+            for _ in range(2):  # best of two: the first read also warms the page cache
+                t0 = time.perf_counter()
+                list(pool.map(read_branches, [(paths[0::2], names), (paths[1::2], names)]))
+                t_bare = min(t_bare, time.perf_counter() - t0)
         t_rdf = rdataframe_read(paths, names)
         t0 = time.perf_counter()
         report = run_calibrations(
@@ -209,10 +211,11 @@ def main() -> None:
         "- command: `python bench/bench_calibrations.py`",
         "- samples: bench/cases_*.py (statistics of a real bucket for each calibration)",
         "",
-        "Bare read = uproot reading the branches the calibration's collectors read from its files,"
-        " 2 processes (the limit). RDataFrame = ROOT reading and summing the same branches"
-        " (implicit MT, 2 threads). calibrate = `run_calibrations` on 2 local processes: collect,"
-        " fit, iterate, checkpoint and stage (dependencies run before, not timed).",
+        "Bare read = uproot reading the branches the calibration's collectors read from its"
+        " files, 2 processes, best of two (the limit). RDataFrame = ROOT reading and summing the"
+        " same branches (implicit MT, 2 threads). calibrate = `run_calibrations` on 2 local"
+        " processes: collect, fit, iterate, checkpoint and stage (dependencies run before, not"
+        " timed).",
         "",
         "| calibration | events | runs | files | branches | bare read | RDataFrame read "
         "| calibrate | calibrate / bare | status | iterations | payloads |",

@@ -422,7 +422,7 @@ def run_gain_calibration() -> Calibration:
     """``cdc-dedx-run-gain``: CDCDedxRunGain per run (runs merged when short of tracks)."""
     return Calibration(
         name="cdc-dedx-run-gain",
-        expert="cdc-dedx@belle2.org",
+        expert="cdc-dedx@b2calib.example",
         inputs={"bhabha": CollectorInput(run_collector, ("hlt_bhabha",))},
         algorithms=[RunGainAlgorithm()],
         strategy=SequentialRunByRun(),
@@ -493,7 +493,7 @@ def cosine_calibration() -> Calibration:
     """``cdc-dedx-cosine``: CDCDedxCosineCor in 100 bins of cos(theta), after the run gain."""
     return Calibration(
         name="cdc-dedx-cosine",
-        expert="cdc-dedx@belle2.org",
+        expert="cdc-dedx@b2calib.example",
         inputs={"bhabha": CollectorInput(cosine_collector, ("hlt_bhabha",))},
         algorithms=[CosineAlgorithm()],
         strategy=SingleIOV(),
@@ -582,7 +582,7 @@ def wire_gain_calibration() -> Calibration:
     """``cdc-dedx-wire-gain``: CDCDedxWireGain per wire, after run gain and cosine."""
     return Calibration(
         name="cdc-dedx-wire-gain",
-        expert="cdc-dedx@belle2.org",
+        expert="cdc-dedx@b2calib.example",
         inputs={"bhabha": CollectorInput(wire_collector, ("hlt_bhabha",))},
         algorithms=[WireGainAlgorithm()],
         strategy=SingleIOV(),

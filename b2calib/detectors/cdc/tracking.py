@@ -419,7 +419,7 @@ def t0_calibration() -> Calibration:
     """``cdc-t0``: CDCTimeZeros per wire, split where boards were replaced."""
     return Calibration(
         name="cdc-t0",
-        expert="cdc-calibration@belle2.org",
+        expert="cdc-calibration@b2calib.example",
         inputs={"tracks": CollectorInput(t0_collector, TRACK_SKIMS)},
         algorithms=[T0Algorithm()],
         strategy=SequentialBoundaries(),
@@ -639,7 +639,7 @@ def xt_calibration() -> Calibration:
     """``cdc-xt``: CDCXtRelations per layer and left/right, after ``cdc-t0``."""
     return Calibration(
         name="cdc-xt",
-        expert="cdc-calibration@belle2.org",
+        expert="cdc-calibration@b2calib.example",
         inputs={"tracks": CollectorInput(xt_collector, TRACK_SKIMS)},
         algorithms=[XtAlgorithm()],
         strategy=SingleIOV(),

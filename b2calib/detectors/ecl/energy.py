@@ -1153,7 +1153,7 @@ def energy_calibration() -> Calibration:
     """The ``ecl-energy`` calibration declaration."""
     return Calibration(
         name="ecl-energy",
-        expert="ecl-calibration@belle2.org",
+        expert="ecl-calibration@b2calib.example",
         inputs={
             "bhabha": CollectorInput(ECLee5x5Collector(), ("hlt_bhabha",)),
             "gamma_gamma": CollectorInput(_peak_factory("gamma_gamma"), ("hlt_gamma_gamma",)),

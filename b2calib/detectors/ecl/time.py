@@ -346,7 +346,7 @@ def time_calibration() -> Calibration:
     """The ``ecl-time`` calibration declaration."""
     return Calibration(
         name="ecl-time",
-        expert="ecl-calibration@belle2.org",
+        expert="ecl-calibration@b2calib.example",
         inputs={"bhabha": CollectorInput(_time_factory, ("hlt_bhabha",))},
         algorithms=[ECLTimeAlgorithm()],
         strategy=SequentialBoundaries(),
