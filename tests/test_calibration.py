@@ -504,3 +504,23 @@ def test_later_algorithms_see_the_earlier_ones_payloads(
     scales = [db.payload(e.payload).value("scale")[0] for e in db.iovs("staging", "TestScale")]
     assert scales == pytest.approx([2 * o for o in offsets])
     assert offsets == pytest.approx([1.0, 3.0], abs=0.05)
+
+
+def test_installed_calibrations_survive_a_replaced_registry(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Regression: listing calibrations while a test had replaced the registry loaded the entry
+    points into that temporary registry and never again: every later lookup of a detector
+    calibration failed with "registered: none"."""
+    import dataclasses
+
+    from b2calib.calibration import declaration
+
+    with monkeypatch.context() as m:
+        m.setattr(declaration, "_REGISTRY", {})
+        assert "ecl-energy" in declaration.calibrations()
+    assert declaration.get_calibration("ecl-energy").name == "ecl-energy"
+    installed = declaration.get_calibration("cdc-t0")
+    with pytest.raises(ConfigError, match="a calibration named 'cdc-t0' is already registered"):
+        declaration.register(dataclasses.replace(installed))
+    assert declaration.register(installed) is installed

@@ -214,38 +214,49 @@ def _checked(where: str, key: str, default: Any, value: Any) -> Any:
     return value
 
 
+#: Calibrations registered in this process with :func:`register`.
 _REGISTRY: dict[str, Calibration] = {}
-_LOADED_ENTRY_POINTS = False
+#: Calibrations of the installed packages' entry points, loaded once, on first use.
+_ENTRY_POINTS: dict[str, Calibration] | None = None
+
+
+def _entry_point_calibrations() -> dict[str, Calibration]:
+    global _ENTRY_POINTS
+    if _ENTRY_POINTS is None:
+        from importlib.metadata import entry_points
+
+        found: dict[str, Calibration] = {}
+        for ep in entry_points(group=ENTRY_POINT_GROUP):
+            obj = ep.load()
+            made = obj() if callable(obj) and not isinstance(obj, Calibration) else obj
+            for cal in [made] if isinstance(made, Calibration) else list(made):
+                if cal.name in found:
+                    raise ConfigError(
+                        f"entry point {ep.name} ({ep.value}) declares calibration "
+                        f"{cal.name!r} a second time"
+                    )
+                found[cal.name] = cal
+        _ENTRY_POINTS = found
+    return _ENTRY_POINTS
 
 
 def register(calibration: Calibration, *, replace: bool = False) -> Calibration:
-    """Make a calibration available by name (to :func:`get_calibration` and the CLI)."""
-    if calibration.name in _REGISTRY and not replace:
-        if _REGISTRY[calibration.name] is calibration:
+    """Make a calibration available by name (to :func:`get_calibration` and the CLI); a name
+    an installed package already declares needs ``replace=True``."""
+    name = calibration.name
+    current = _REGISTRY.get(name) or _entry_point_calibrations().get(name)
+    if current is not None and not replace:
+        if current is calibration:
             return calibration
-        raise ConfigError(f"a calibration named {calibration.name!r} is already registered")
-    _REGISTRY[calibration.name] = calibration
+        raise ConfigError(f"a calibration named {name!r} is already registered")
+    _REGISTRY[name] = calibration
     return calibration
 
 
-def _load_entry_points() -> None:
-    global _LOADED_ENTRY_POINTS
-    if _LOADED_ENTRY_POINTS:
-        return
-    _LOADED_ENTRY_POINTS = True
-    from importlib.metadata import entry_points
-
-    for ep in entry_points(group=ENTRY_POINT_GROUP):
-        obj = ep.load()
-        found = obj() if callable(obj) and not isinstance(obj, Calibration) else obj
-        for cal in [found] if isinstance(found, Calibration) else list(found):
-            register(cal)
-
-
 def calibrations() -> dict[str, Calibration]:
-    """Every registered calibration, by name."""
-    _load_entry_points()
-    return dict(sorted(_REGISTRY.items()))
+    """Every known calibration, by name: the installed packages' (entry points) and those
+    registered in this process (which take precedence)."""
+    return dict(sorted({**_entry_point_calibrations(), **_REGISTRY}.items()))
 
 
 def get_calibration(name: str) -> Calibration:
