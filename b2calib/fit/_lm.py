@@ -11,9 +11,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
+import hist
 import numpy as np
 import numpy.typing as npt
+
+from b2calib.exceptions import ConfigError
 
 F = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
@@ -159,3 +163,39 @@ def poisson_lm(
         converged[idx] = (edm < tol) & np.isfinite(edm)
         active[idx[done]] = False
     return LMResult(theta, lam, jac, converged, iters, cur)
+
+
+def channel_table(
+    h: hist.Hist, value_range: tuple[float, float] | None, min_bins: int, what: str
+) -> tuple[F, F]:
+    """Counts (channels, bins) and bin edges of a channels x values histogram, restricted to
+    the bins inside ``value_range`` (at least ``min_bins`` of them)."""
+    if h.ndim != 2:
+        raise ConfigError(f"{what} needs a channels x values histogram")
+    edges = h.axes[1].edges
+    counts = h.values().astype(np.float64)
+    if value_range is not None:
+        lo, hi = value_range
+        sel = (edges[:-1] >= lo - 1e-12) & (edges[1:] <= hi + 1e-12)
+        if sel.sum() < min_bins:
+            raise ConfigError(f"value_range {value_range} keeps fewer than {min_bins} bins")
+        first = int(np.flatnonzero(sel)[0])
+        edges = edges[first : first + int(sel.sum()) + 1]
+        counts = counts[:, sel]
+    return counts, edges
+
+
+def minimize(m: Any) -> tuple[F, F, bool, str, float]:
+    """Run Migrad (and Hesse when it converged) on a prepared ``iminuit.Minuit``; values,
+    errors, whether the minimum is valid and accurate, why not, and the minimum."""
+    m.migrad()
+    valid = bool(m.valid)
+    if valid:
+        m.hesse()
+        valid = bool(m.valid and m.accurate)
+    msg = (
+        "OK"
+        if valid
+        else ("call limit reached" if m.fmin.has_reached_call_limit else "minimum not valid")
+    )
+    return np.array(m.values), np.array(m.errors), valid, msg, float(m.fval)

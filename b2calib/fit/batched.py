@@ -23,7 +23,7 @@ from scipy import special
 
 from b2calib.conditions.payload import ChannelStatus
 from b2calib.exceptions import ConfigError
-from b2calib.fit._lm import LMResult, fisher, poisson_lm
+from b2calib.fit._lm import LMResult, channel_table, fisher, minimize, poisson_lm
 from b2calib.fit._lm import errors as lm_errors
 
 __all__ = ["ChannelFits", "fit_channels"]
@@ -178,17 +178,7 @@ def _iminuit_channel(
     m.limits["sigma"] = (1e-6 * (edges[-1] - edges[0]), None)
     if background:
         m.limits["b"] = (0.0, None)
-    m.migrad()
-    valid = bool(m.valid)
-    if valid:
-        m.hesse()
-        valid = bool(m.valid and m.accurate)
-    msg = (
-        "OK"
-        if valid
-        else ("call limit reached" if m.fmin.has_reached_call_limit else "minimum not valid")
-    )
-    return np.array(m.values), np.array(m.errors), valid, msg, float(m.fval)
+    return minimize(m)
 
 
 def fit_channels(
@@ -220,22 +210,9 @@ def fit_channels(
     tol
         Convergence: 0.5 g^T I^-1 g below ``tol`` (the EDM in units of the NLL).
     """
-    if h.ndim != 2:
-        raise ConfigError("fit_channels needs a channels x values histogram")
     if method not in ("batched", "iminuit"):
         raise ConfigError(f"method must be 'batched' or 'iminuit', not {method!r}")
-    edges_all = h.axes[1].edges
-    counts_all = h.values().astype(np.float64)
-    if value_range is not None:
-        lo, hi = value_range
-        sel = (edges_all[:-1] >= lo - 1e-12) & (edges_all[1:] <= hi + 1e-12)
-        if sel.sum() < 4:
-            raise ConfigError(f"value_range {value_range} keeps fewer than 4 bins")
-        first = int(np.flatnonzero(sel)[0])
-        edges = edges_all[first : first + int(sel.sum()) + 1]
-        counts_all = counts_all[:, sel]
-    else:
-        edges = edges_all
+    counts_all, edges = channel_table(h, value_range, 4, "fit_channels")
     names = ("n", "mu", "sigma", "b") if background else ("n", "mu", "sigma")
     npar = len(names)
     nch = counts_all.shape[0]

@@ -25,8 +25,8 @@ import numpy.typing as npt
 
 from b2calib.conditions.payload import ChannelStatus
 from b2calib.exceptions import ConfigError
+from b2calib.fit._lm import channel_table, fisher, poisson_lm
 from b2calib.fit._lm import errors as lm_errors
-from b2calib.fit._lm import fisher, poisson_lm
 from b2calib.fit.batched import ChannelFits
 
 __all__ = ["fit_novosibirsk_channels", "novosibirsk_density"]
@@ -143,18 +143,7 @@ def fit_novosibirsk_channels(
         Parameters ``n`` (signal entries in the range), ``peak``, ``width``, ``tail``, ``b``
         (background per unit of the value), with errors from the inverse Fisher information.
     """
-    if h.ndim != 2:
-        raise ConfigError("fit_novosibirsk_channels needs a channels x values histogram")
-    edges = h.axes[1].edges
-    counts_all = h.values().astype(np.float64)
-    if value_range is not None:
-        lo, hi = value_range
-        sel = (edges[:-1] >= lo - 1e-12) & (edges[1:] <= hi + 1e-12)
-        if sel.sum() < 8:
-            raise ConfigError(f"value_range {value_range} keeps fewer than 8 bins")
-        first = int(np.flatnonzero(sel)[0])
-        edges = edges[first : first + int(sel.sum()) + 1]
-        counts_all = counts_all[:, sel]
+    counts_all, edges = channel_table(h, value_range, 8, "fit_novosibirsk_channels")
     centers = 0.5 * (edges[1:] + edges[:-1])
     widths = np.diff(edges)
     nch, npar = counts_all.shape[0], len(_PARAMS)

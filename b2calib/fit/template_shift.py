@@ -30,7 +30,7 @@ from scipy import special
 from b2calib.conditions.payload import ChannelStatus
 from b2calib.exceptions import ConfigError
 from b2calib.fit._lm import errors as lm_errors
-from b2calib.fit._lm import fisher, poisson_lm
+from b2calib.fit._lm import fisher, minimize, poisson_lm
 from b2calib.fit.batched import ChannelFits
 
 __all__ = ["fit_template_shift", "template_density"]
@@ -129,17 +129,7 @@ def _iminuit_channel(
     mi.limits["b"] = (0.0, None)
     mi.limits["mu"] = (edges[0], edges[-1])
     mi.strategy = 2
-    mi.migrad()
-    valid = bool(mi.valid)
-    if valid:
-        mi.hesse()
-        valid = bool(mi.valid and mi.accurate)
-    msg = (
-        "OK"
-        if valid
-        else ("call limit reached" if mi.fmin.has_reached_call_limit else "minimum not valid")
-    )
-    return np.array(mi.values), np.array(mi.errors), valid, msg, float(mi.fval)
+    return minimize(mi)
 
 
 def fit_template_shift(
