@@ -243,14 +243,15 @@ def test_expected_photon_energy_is_two_body_kinematics() -> None:
 
 # ------------------------------------------------------------------------------- closure
 def _simulate(out: Path, **kw: object) -> tuple[SimConfig, RunRegistry]:
-    cfg = SimConfig(
+    """Physics runs of the ECL only, by default with the three calibration processes."""
+    base: dict[str, object] = dict(
         processes=["bhabha", "gamma_gamma", "mumu"],
         skims=["hlt_bhabha", "hlt_gamma_gamma", "hlt_mumu_2trk"],
         detectors=["ECL"],
         run_types={"physics": 1.0, "cosmic": 0.0, "beam": 0.0, "debug": 0.0},
         continuum_fraction=0.0,
-        **kw,  # type: ignore[arg-type]
     )
+    cfg = SimConfig(**(base | kw))  # type: ignore[arg-type]
     simulate(cfg, out, jobs=2)
     return cfg, RunRegistry.load(out / "runs.json")
 
@@ -385,19 +386,16 @@ def crate_blocks_sample(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> tuple[Path, SimConfig, RunRegistry]:
     out = tmp_path_factory.mktemp("ecl_crate_blocks")
-    cfg = SimConfig(
+    cfg, reg = _simulate(
+        out,
         processes=["bhabha"],
         skims=["hlt_bhabha"],
-        detectors=["ECL"],
-        run_types={"physics": 1.0, "cosmic": 0.0, "beam": 0.0, "debug": 0.0},
-        continuum_fraction=0.0,
         n_runs=CRATE_BLOCKS,
         events_per_run=30_000.0,
         process_fractions=_fractions(1.0, 0.0, 0.0),
         seed=13,
     )
-    simulate(cfg, out, jobs=2)
-    return out, cfg, RunRegistry.load(out / "runs.json")
+    return out, cfg, reg
 
 
 @pytest.mark.slow

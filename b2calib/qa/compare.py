@@ -126,12 +126,11 @@ class Comparison:
 
 
 # -------------------------------------------------------------------------------- inputs
-def _contents(h: hist.Hist, under: bool, over: bool) -> tuple[F, F, bool]:
-    """Bin contents and variances (all axes, with the flow bins asked for and present), and
-    whether the histogram carries variances of its own (weighted storage)."""
+def _contents(h: hist.Hist, under: bool, over: bool) -> tuple[F, F]:
+    """Bin contents and variances (all axes, with the flow bins asked for and present);
+    unweighted storages have variance = content."""
     values = np.asarray(h.values(flow=True), dtype=np.float64)
     variances = h.variances(flow=True)
-    weighted = h.storage_type in (hist.storage.Weight, hist.storage.WeightedMean)
     var = values.copy() if variances is None else np.asarray(variances, dtype=np.float64)
     index = []
     for ax in h.axes:
@@ -141,7 +140,7 @@ def _contents(h: hist.Hist, under: bool, over: bool) -> tuple[F, F, bool]:
         stop = hi + 1 if (over and ax.traits.overflow) else hi
         index.append(slice(start, stop))
     sel = tuple(index)
-    return values[sel].ravel(), var[sel].ravel(), weighted
+    return values[sel].ravel(), var[sel].ravel()
 
 
 def _check_pair(h: hist.Hist, ref: hist.Hist) -> None:
@@ -198,8 +197,8 @@ def chi2_test(h1: hist.Hist, h2: hist.Hist, options: str = "UU") -> Chi2Result:
         raise ConfigError(f"chi2 options {options!r}: unknown {unknown.strip()!r}")
     _check_pair(h1, h2)
     under, over = "UF" in opt, "OF" in opt
-    c1, v1, _ = _contents(h1, under, over)
-    c2, v2, _ = _contents(h2, under, over)
+    c1, v1 = _contents(h1, under, over)
+    c2, v2 = _contents(h2, under, over)
     mode = modes[0] if modes else "UU"
     sum1, sum2 = float(c1.sum()), float(c2.sum())
     if sum1 == 0 or sum2 == 0:
@@ -344,8 +343,8 @@ def ks_test(h1: hist.Hist, h2: hist.Hist, options: str = "") -> KSResult:
     if h1.ndim != 1 or h2.ndim != 1:
         raise ConfigError("the Kolmogorov-Smirnov test compares 1-D histograms")
     _check_pair(h1, h2)
-    c1, v1, _ = _contents(h1, "U" in opt, "O" in opt)
-    c2, v2, _ = _contents(h2, "U" in opt, "O" in opt)
+    c1, v1 = _contents(h1, "U" in opt, "O" in opt)
+    c2, v2 = _contents(h2, "U" in opt, "O" in opt)
     sum1, sum2 = float(c1.sum()), float(c2.sum())
     if sum1 == 0 or sum2 == 0:
         raise ConfigError("KS test: a histogram's integral is zero")
@@ -442,8 +441,8 @@ def ad_test(h1: hist.Hist, h2: hist.Hist) -> ADResult:
     if h1.ndim != 1 or h2.ndim != 1:
         raise ConfigError("the Anderson-Darling test compares 1-D histograms")
     _check_pair(h1, h2)
-    c1, _, _ = _contents(h1, False, False)
-    c2, _, _ = _contents(h2, False, False)
+    c1, _ = _contents(h1, False, False)
+    c2, _ = _contents(h2, False, False)
     n1, n2 = float(c1.sum()), float(c2.sum())
     if n1 <= 0 or n2 <= 0:
         raise ConfigError("AD test: a histogram is empty")
