@@ -164,6 +164,13 @@ from b2calib.cli_calibrate import calibrate  # noqa: E402
 
 cli.add_command(calibrate)
 
+from b2calib.cli_qa import grl, qa, signoff, user  # noqa: E402
+
+cli.add_command(qa)
+cli.add_command(signoff)
+cli.add_command(grl)
+cli.add_command(user)
+
 
 def main() -> None:
     """Entry point of the ``b2calib`` console script."""

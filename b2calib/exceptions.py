@@ -18,6 +18,8 @@ __all__ = [
     "FileFormatError",
     "MissingBranchError",
     "PayloadError",
+    "PermissionDenied",
+    "QAError",
     "RunNotFoundError",
     "SkimDefinitionError",
 ]
@@ -79,6 +81,15 @@ class MissingBranchError(B2CalibError, KeyError):
 
 class PayloadError(B2CalibError, ValueError):
     """A payload file is malformed, or its checksum does not match the expected one."""
+
+
+class QAError(B2CalibError, ValueError):
+    """A quality-assurance record (flag, run state, histogram, reference, good-run list, user) is
+    missing or a request about it is invalid."""
+
+
+class PermissionDenied(QAError):
+    """The user may not make this change (role, detector or run state forbids it)."""
 
 
 class RunNotFoundError(B2CalibError, KeyError):

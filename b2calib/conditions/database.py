@@ -35,7 +35,7 @@ from b2calib.conditions.iov import IoV, RunKey, uncovered
 from b2calib.conditions.localdb import LocalDatabase, LocalDbEntry
 from b2calib.conditions.payload import Payload, bytes_md5, verify_checksum
 from b2calib.conditions.tagops import Diff, diff, layer, resolve
-from b2calib.exceptions import ConditionsError, PayloadError
+from b2calib.exceptions import B2CalibError, ConditionsError, PayloadError
 
 __all__ = [
     "DB_ENV",
@@ -200,8 +200,11 @@ def _wal(cursor: Any, timeout: float = 120) -> None:
 _RULE = re.compile(r"b2calib: ([^\n\"']+)")
 
 
-class ConditionsDB:
-    """A conditions database.
+class SqlDatabase:
+    """The b2calib database: its connection, schema upgrade and transactions (the base of
+    :class:`ConditionsDB` and of the quality-assurance database).
+
+    Errors are raised as :attr:`error` (a subclass of it for each kind of database).
 
     Parameters
     ----------
@@ -212,6 +215,8 @@ class ConditionsDB:
         Recorded as the author of every change made through this object (default: the
         ``B2CALIB_USER`` environment variable, else the login name).
     """
+
+    error: type[B2CalibError] = ConditionsError
 
     def __init__(self, url: str | os.PathLike[str] | None = None, *, author: str | None = None):
         if url is None:
@@ -225,12 +230,12 @@ class ConditionsDB:
             self.engine = _make_engine(url)
             upgrade(self.engine)
         except sa.exc.SQLAlchemyError as err:
-            raise ConditionsError(
+            raise self.error(
                 f"{self._where()}: cannot open the conditions database ({_one_line(err)})"
             ) from err
 
     def __repr__(self) -> str:
-        return f"ConditionsDB({self._where()!r})"
+        return f"{type(self).__name__}({self._where()!r})"
 
     def _where(self) -> str:
         return sa.engine.make_url(self.url).render_as_string(hide_password=True)
@@ -249,8 +254,8 @@ class ConditionsDB:
         except sa.exc.DBAPIError as err:
             m = _RULE.search(str(err.orig))
             if m:
-                raise ConditionsError(f"refused by the database: {m.group(1).strip()}") from err
-            raise ConditionsError(
+                raise self.error(f"refused by the database: {m.group(1).strip()}") from err
+            raise self.error(
                 f"{self._where()}: write failed, nothing was changed ({_one_line(err)})"
             ) from err
 
@@ -259,16 +264,38 @@ class ConditionsDB:
         with self.engine.connect() as conn, conn.begin():
             yield conn
 
-    def _log(self, conn: Connection, action: str, tag: str | None, **details: Any) -> None:
+    def _log(
+        self,
+        conn: Connection,
+        action: str,
+        tag: str | None,
+        *,
+        author: str | None = None,
+        **details: Any,
+    ) -> None:
         conn.execute(
             s.history.insert().values(
                 time=_now(),
-                author=self.author,
+                author=author or self.author,
                 action=action,
                 globaltag=tag,
                 details=json.dumps(details, sort_keys=True, default=str),
             )
         )
+
+
+class ConditionsDB(SqlDatabase):
+    """A conditions database: payloads, global tags, IoVs, lookup and history.
+
+    Parameters
+    ----------
+    url
+        SQLAlchemy URL (``sqlite:///path.sqlite``, ``postgresql+psycopg://...``) or a path to an
+        SQLite file; default :func:`default_url`.
+    author
+        Recorded as the author of every change made through this object (default: the
+        ``B2CALIB_USER`` environment variable, else the login name).
+    """
 
     # -- payloads ----------------------------------------------------------------------------
 

@@ -1,0 +1,584 @@
+"""The quality-assurance commands of ``b2calib``: monitoring, certification, good-run lists
+and dashboard users.
+
+::
+
+    b2calib qa collect DATA [--exp E] [--runs 1-11] [--executor X]   runs, variables, histograms
+    b2calib qa reference set DETECTOR NAME EXP RUN [--method M] [--options O] [--min-entries N]
+                             [--p-warning P] [--p-error P]      (``--all`` for every histogram)
+    b2calib qa reference list
+    b2calib qa evaluate [--exp E] [--runs R]                  compare with the references
+    b2calib qa status [--exp E] [--runs R]                    automatic status and flags
+    b2calib qa trend NAME [--exp E]                           a monitoring variable per run
+    b2calib signoff flag EXP RUN DETECTOR FLAG --comment C --user U
+    b2calib signoff history EXP RUN [DETECTOR]                the flags' history
+    b2calib signoff state EXP RUN [STATE --user U [--comment C]]  show or move a run along
+                                                                  OPEN -> SIGNOFF -> COMPLETED
+    b2calib grl make NAME EXPRESSION --user U [--description D] [--exp E] [--runs R]
+    b2calib grl list | show NAME [--version N] | presets
+    b2calib grl export NAME [--version N] [--format json|cms|csv] [-o FILE]
+    b2calib grl combine A OP B [-o FILE]                      OP: and, or, minus
+    b2calib user add NAME --role viewer|expert|manager [--detectors CDC,ECL]
+    b2calib user list | remove NAME | password NAME
+
+Certifying commands (``signoff flag``, ``signoff state``, ``grl make``) authenticate like the
+dashboards: ``--user`` (default ``$B2CALIB_USER``) and the password asked for (or read from
+``$B2CALIB_PASSWORD`` for automation). Managing users needs write access to the database
+itself, as managing global tags does; their passwords are asked for twice, or read from stdin.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from b2calib.cli_calibrate import parse_runs
+from b2calib.cli_conditions import _DB_HELP, _record, _table
+
+if TYPE_CHECKING:
+    from b2calib.qa.grl import GoodRunList
+    from b2calib.qa.store import QADatabase, User
+
+__all__ = ["grl", "qa", "signoff", "user"]
+
+
+@contextmanager
+def _open(url: str | None) -> Iterator[QADatabase]:
+    from b2calib.qa.store import QADatabase
+
+    qdb = QADatabase(url)
+    try:
+        yield qdb
+    finally:
+        qdb.close()
+
+
+def _uses_db(f: Callable[..., Any]) -> Callable[..., Any]:
+    """Add ``--db`` and pass the opened QA database as the command's first argument."""
+
+    @functools.wraps(f)
+    def command(*, db_url: str | None, **kwargs: Any) -> Any:
+        with _open(db_url) as qdb:
+            return f(qdb, **kwargs)
+
+    return click.option(
+        "--db", "db_url", metavar="URL", envvar="B2CALIB_DB", show_envvar=True, help=_DB_HELP
+    )(command)
+
+
+def _login(f: Callable[..., Any]) -> Callable[..., Any]:
+    """Add ``--user``/``--password`` and pass the authenticated user as ``user``."""
+
+    @functools.wraps(f)
+    def command(qdb: QADatabase, *, user_name: str, password: str, **kwargs: Any) -> Any:
+        user = qdb.authenticate(user_name, password)
+        if user is None:
+            raise click.ClickException(f"user {user_name!r}: wrong name or password")
+        return f(qdb, user=user, **kwargs)
+
+    command = click.option(
+        "--password",
+        envvar="B2CALIB_PASSWORD",
+        prompt=True,
+        hide_input=True,
+        help="Asked for when not given ($B2CALIB_PASSWORD for automation).",
+    )(command)
+    return click.option(
+        "--user",
+        "user_name",
+        envvar="B2CALIB_USER",
+        required=True,
+        help="Your b2calib user name (default $B2CALIB_USER).",
+    )(command)
+
+
+def _runs_range(runs_text: str | None) -> tuple[int | None, int | None]:
+    if runs_text is None:
+        return None, None
+    runs = parse_runs(runs_text)
+    return min(runs), max(runs)
+
+
+_RUNS = click.option("--runs", "runs_text", help="Run range, e.g. '1-11' (default: all).")
+_EXP = click.option("--exp", type=int, help="Experiment (default: all).")
+
+
+# -- qa ----------------------------------------------------------------------------------------
+
+
+@click.group()
+def qa() -> None:
+    """Monitoring variables, QA histograms, references and the automatic status."""
+
+
+@qa.command("collect")
+@click.argument("data", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@_EXP
+@_RUNS
+@click.option(
+    "--executor",
+    default="processes",
+    show_default=True,
+    help="inprocess, threads, processes, or a Dask scheduler address.",
+)
+@click.option("--no-cache", is_flag=True, help="Do not use the collector cache.")
+@click.option("--stop-on-bad-file", is_flag=True, help="Stop at the first unreadable file.")
+@_uses_db
+def qa_collect(
+    qdb: QADatabase,
+    data: Path,
+    exp: int | None,
+    runs_text: str | None,
+    executor: str,
+    no_cache: bool,
+    stop_on_bad_file: bool,
+) -> None:
+    """Register the runs of DATA (its runs.json) and store each run's monitoring variables and
+    QA histograms; runs with references are evaluated."""
+    from b2calib.qa.monitoring import collect_qa
+    from b2calib.runs import RunRegistry
+
+    registry = RunRegistry.load(data / "runs.json")
+    qdb.import_runs(registry)
+    results = collect_qa(
+        data,
+        exp=exp,
+        runs=parse_runs(runs_text) if runs_text else None,
+        executor=executor,
+        cache=not no_cache,
+        on_error="stop" if stop_on_bad_file else "skip",
+    )
+    has_refs = bool(qdb.references())
+    rows = []
+    for rq in results:
+        qdb.store_run_qa(rq)
+        status = qdb.evaluate(rq.exp, rq.run) if has_refs else {}
+        bad = sorted(d for d, s in status.items() if s in ("WARNING", "ERROR"))
+        rows.append([rq.exp, rq.run, len(rq.variables), len(rq.histograms), " ".join(bad) or "-"])
+    click.echo(_table(["exp", "run", "variables", "histograms", "warning/error"], rows))
+
+
+@qa.group("reference")
+def qa_reference() -> None:
+    """The reference run of each QA histogram."""
+
+
+@qa_reference.command("set")
+@click.argument("detector", required=False)
+@click.argument("name", required=False)
+@click.argument("exp", type=int)
+@click.argument("run", type=int)
+@click.option("--all", "all_", is_flag=True, help="Every QA histogram stored for that run.")
+@click.option("--method", type=click.Choice(["chi2", "ks", "ad"]), help="Default: as defined.")
+@click.option("--options", help="Test options (chi2: UU, UW, WW, UF, OF; ks: U, O, N).")
+@click.option("--min-entries", type=float, default=100.0, show_default=True)
+@click.option("--p-warning", type=float, default=0.05, show_default=True)
+@click.option("--p-error", type=float, default=0.01, show_default=True)
+@_uses_db
+def qa_reference_set(
+    qdb: QADatabase,
+    detector: str | None,
+    name: str | None,
+    exp: int,
+    run: int,
+    all_: bool,
+    method: str | None,
+    options: str | None,
+    min_entries: float,
+    p_warning: float,
+    p_error: float,
+) -> None:
+    """Make run EXP RUN the reference of histogram DETECTOR NAME (or of all, with --all)."""
+    from b2calib.qa.compare import Thresholds
+
+    if all_ == (detector is not None):
+        raise click.UsageError("give DETECTOR NAME, or --all (not both)")
+    if detector is not None and name is None:
+        raise click.UsageError("give the histogram as DETECTOR NAME")
+    keys = qdb.histogram_keys(exp, run) if all_ else [(str(detector), str(name))]
+    if not keys:
+        raise click.ClickException(f"run ({exp}, {run}) has no QA histograms stored")
+    thresholds = Thresholds(min_entries, p_warning, p_error)
+    for det, hname in keys:
+        ref = qdb.set_reference(
+            det, hname, exp, run, method=method, options=options, thresholds=thresholds
+        )
+        click.echo(f"{det}/{hname}: reference run ({exp}, {run}), {ref.method} {ref.options}")
+
+
+@qa_reference.command("list")
+@_uses_db
+def qa_reference_list(qdb: QADatabase) -> None:
+    """Every QA histogram's reference and test."""
+    rows = [
+        [
+            f"{r.detector}/{r.name}",
+            r.exp,
+            r.run,
+            r.method,
+            r.options or "-",
+            r.thresholds.min_entries,
+            r.thresholds.p_warning,
+            r.thresholds.p_error,
+        ]
+        for r in qdb.references().values()
+    ]
+    header = ["histogram", "exp", "run", "method", "options", "min entries", "p warn", "p err"]
+    click.echo(_table(header, sorted(rows)) if rows else "no references")
+
+
+@qa.command("evaluate")
+@_EXP
+@_RUNS
+@_uses_db
+def qa_evaluate(qdb: QADatabase, exp: int | None, runs_text: str | None) -> None:
+    """Compare the runs' QA histograms with their references and show the automatic status."""
+    first, last = _runs_range(runs_text)
+    qdb.evaluate_all(exp=exp, first=first, last=last)
+    _status_table(qdb, exp, first, last)
+
+
+@qa.command("status")
+@_EXP
+@_RUNS
+@_uses_db
+def qa_status(qdb: QADatabase, exp: int | None, runs_text: str | None) -> None:
+    """Automatic status / certified flag of each detector, and the sign-off state, per run."""
+    first, last = _runs_range(runs_text)
+    _status_table(qdb, exp, first, last)
+
+
+def _status_table(qdb: QADatabase, exp: int | None, first: int | None, last: int | None) -> None:
+    from b2calib.geometry import DETECTORS
+
+    auto = qdb.auto_status_grid(exp=exp, first=first, last=last)
+    states = qdb.run_states(exp=exp, first=first, last=last)
+    rows = []
+    for r in qdb.runs(exp=exp, first=first, last=last):
+        cells = [f"{auto[r.key][d]}/{r.flag(d)}" if d in r.detectors else "-" for d in DETECTORS]
+        rows.append([r.exp, r.run, r.run_type, states[r.key], *cells])
+    click.echo("automatic status / certified flag")
+    click.echo(_table(["exp", "run", "type", "state", *DETECTORS], rows))
+
+
+@qa.command("trend")
+@click.argument("name")
+@_EXP
+@_uses_db
+def qa_trend(qdb: QADatabase, name: str, exp: int | None) -> None:
+    """A monitoring variable per physics run, with its band and each run's status."""
+    tr = qdb.trend(name, exp=exp)
+    lo, hi = tr.band
+    click.echo(f"{tr.name} [{tr.unit}] ({tr.detector}): band {lo:.6g} .. {hi:.6g}")
+    rows = [
+        [int(e), int(r), f"{v:.6g}", f"{err:.2g}", str(s)]
+        for e, r, v, err, s in zip(tr.exp, tr.run, tr.value, tr.error, tr.status, strict=True)
+    ]
+    click.echo(_table(["exp", "run", "value", "error", "status"], rows, [True] * 4 + [False]))
+
+
+# -- signoff -----------------------------------------------------------------------------------
+
+
+@click.group()
+def signoff() -> None:
+    """Certification: flags per (run, detector), their history, and the run's sign-off state."""
+
+
+@signoff.command("flag")
+@click.argument("exp", type=int)
+@click.argument("run_number", metavar="RUN", type=int)
+@click.argument("detector")
+@click.argument("value", metavar="FLAG")
+@click.option("--comment", required=True, help="Why (kept in the history).")
+@_uses_db
+@_login
+def signoff_flag(
+    qdb: QADatabase,
+    user: User,
+    exp: int,
+    run_number: int,
+    detector: str,
+    value: str,
+    comment: str,
+) -> None:
+    """Set the FLAG (GOOD, BAD, RECOVERABLE, NOTSET, EXCLUDED) of DETECTOR in run EXP RUN."""
+    e = qdb.set_flag(exp, run_number, detector, value.upper(), user=user, comment=comment)
+    click.echo(f"run ({e.exp}, {e.run}) {e.detector}: {e.flag} by {e.author}")
+
+
+@signoff.command("history")
+@click.argument("exp", type=int)
+@click.argument("run_number", metavar="RUN", type=int)
+@click.argument("detector", required=False)
+@_uses_db
+def signoff_history(qdb: QADatabase, exp: int, run_number: int, detector: str | None) -> None:
+    """Every flag set for run EXP RUN (or one DETECTOR), oldest first."""
+    rows = [
+        [e.time, e.detector, e.flag, e.author, e.comment or "-"]
+        for e in qdb.flag_history(exp, run_number, detector)
+    ]
+    click.echo(
+        _table(["time", "detector", "flag", "author", "comment"], rows)
+        if rows
+        else f"run ({exp}, {run_number}): no flags set"
+    )
+
+
+@signoff.command("state")
+@click.argument("exp", type=int)
+@click.argument("run_number", metavar="RUN", type=int)
+@click.argument("state", required=False)
+@click.option("--comment", default="", help="Kept in the run's history.")
+@click.option("--user", "user_name", envvar="B2CALIB_USER", help="Needed to change the state.")
+@click.option("--password", envvar="B2CALIB_PASSWORD", help="Asked for when not given.")
+@_uses_db
+def signoff_state(
+    qdb: QADatabase,
+    exp: int,
+    run_number: int,
+    state: str | None,
+    comment: str,
+    user_name: str | None,
+    password: str | None,
+) -> None:
+    """Show the sign-off history of run EXP RUN, or move it to STATE (OPEN, SIGNOFF,
+    COMPLETED: a manager completes and reopens)."""
+    if state is not None:
+        if not user_name:
+            raise click.UsageError("changing a run's state needs --user")
+        if password is None:
+            password = click.prompt("Password", hide_input=True)
+        user = qdb.authenticate(user_name, password)
+        if user is None:
+            raise click.ClickException(f"user {user_name!r}: wrong name or password")
+        qdb.set_run_state(exp, run_number, state.upper(), user=user, comment=comment)
+    history = qdb.run_state_history(exp, run_number)
+    current = qdb.run_state(exp, run_number)
+    click.echo(f"run ({exp}, {run_number}): {current.state}")
+    if history:
+        rows = [[h.time, h.state, h.author, h.comment or "-"] for h in history]
+        click.echo(_table(["time", "state", "author", "comment"], rows))
+
+
+# -- grl ---------------------------------------------------------------------------------------
+
+
+@click.group()
+def grl() -> None:
+    """Good-run lists: make (versioned), list, show, export, combine."""
+
+
+@grl.command("make")
+@click.argument("name")
+@click.argument("expression")
+@click.option("--description", default="", help="Kept with the version.")
+@_EXP
+@_RUNS
+@_uses_db
+@_login
+def grl_make(
+    qdb: QADatabase,
+    user: User,
+    name: str,
+    expression: str,
+    description: str,
+    exp: int | None,
+    runs_text: str | None,
+) -> None:
+    """Make the next version of good-run list NAME from EXPRESSION (or a preset's name) over
+    the runs' current flags (managers only)."""
+    from b2calib.qa.grl import PRESETS
+
+    first, last = _runs_range(runs_text)
+    g = qdb.make_grl(
+        name,
+        PRESETS.get(expression, expression),
+        user=user,
+        description=description,
+        exp=exp,
+        first=first,
+        last=last,
+    )
+    click.echo(_summary(g))
+
+
+def _summary(g: GoodRunList) -> str:
+    return f"{g.name} v{g.version}: {len(g)} runs, {g.lumi_pb:.6g} pb^-1 ({g.expression})"
+
+
+@grl.command("list")
+@_uses_db
+def grl_list(qdb: QADatabase) -> None:
+    """The newest version of every good-run list."""
+    rows = [
+        [g.name, g.version, len(g), round(g.lumi_pb, 3), g.author, g.expression] for g in qdb.grls()
+    ]
+    header = ["name", "version", "runs", "lumi/pb^-1", "author", "expression"]
+    click.echo(_table(header, rows) if rows else "no good-run lists")
+
+
+@grl.command("presets")
+def grl_presets() -> None:
+    """The named expressions ``grl make`` accepts."""
+    from b2calib.qa.grl import PRESETS
+
+    click.echo(_record(sorted(PRESETS.items())))
+
+
+@grl.command("show")
+@click.argument("name")
+@click.option("--version", type=int, help="Default: the newest.")
+@_uses_db
+def grl_show(qdb: QADatabase, name: str, version: int | None) -> None:
+    """A good-run list's record and its runs (as ranges per experiment)."""
+    g = qdb.grl(name, version)
+    ranges = g.to_cms_json()
+    click.echo(
+        _record(
+            [
+                ("name", g.name),
+                ("version", g.version),
+                ("expression", g.expression),
+                ("description", g.description or "-"),
+                ("created", g.created),
+                ("author", g.author),
+                ("runs", len(g)),
+                ("lumi", f"{g.lumi_pb:.6g} pb^-1"),
+            ]
+            + [
+                (f"exp {e}", ", ".join(f"{a}-{b}" if a != b else str(a) for a, b in rs))
+                for e, rs in ranges.items()
+            ]
+        )
+    )
+
+
+def _export(g: GoodRunList, fmt: str) -> str:
+    if fmt == "csv":
+        return g.to_csv()
+    return json.dumps(g.to_json() if fmt == "json" else g.to_cms_json(), indent=1) + "\n"
+
+
+_FORMAT = click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["json", "cms", "csv"]),
+    default="json",
+    show_default=True,
+    help="json: runs per experiment with luminosity; cms: {exp: [[first, last], ...]}; csv.",
+)
+_OUTPUT = click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write to this file (default: standard output).",
+)
+
+
+def _write(text: str, output: Path | None) -> None:
+    if output is None:
+        click.echo(text, nl=False)
+    else:
+        output.write_text(text)
+
+
+@grl.command("export")
+@click.argument("name")
+@click.option("--version", type=int, help="Default: the newest.")
+@_FORMAT
+@_OUTPUT
+@_uses_db
+def grl_export(
+    qdb: QADatabase, name: str, version: int | None, fmt: str, output: Path | None
+) -> None:
+    """Export a good-run list as JSON, CMS-style JSON or CSV."""
+    _write(_export(qdb.grl(name, version), fmt), output)
+
+
+@grl.command("combine")
+@click.argument("a")
+@click.argument("op", type=click.Choice(["and", "or", "minus"]))
+@click.argument("b")
+@_FORMAT
+@_OUTPUT
+@_uses_db
+def grl_combine(qdb: QADatabase, a: str, op: str, b: str, fmt: str, output: Path | None) -> None:
+    """Combine the newest versions of good-run lists A and B (write NAME@V for a version)."""
+
+    def get(spec: str) -> GoodRunList:
+        name, _, version = spec.partition("@")
+        return qdb.grl(name, int(version) if version else None)
+
+    ga, gb = get(a), get(b)
+    result = {"and": ga & gb, "or": ga | gb, "minus": ga - gb}[op]
+    click.echo(_summary(result), err=True)
+    _write(_export(result, fmt), output)
+
+
+# -- user --------------------------------------------------------------------------------------
+
+
+@click.group()
+def user() -> None:
+    """Dashboard users: add, list, remove, password."""
+
+
+def _new_password() -> str:
+    if not sys.stdin.isatty():
+        line = sys.stdin.readline().rstrip("\n")
+        if not line:
+            raise click.ClickException("no password on standard input")
+        return line
+    return str(click.prompt("Password", hide_input=True, confirmation_prompt=True))
+
+
+@user.command("add")
+@click.argument("name")
+@click.option(
+    "--role",
+    type=click.Choice(["viewer", "expert", "manager"]),
+    required=True,
+    help="viewer reads; expert flags its detectors; manager flags all, completes runs, "
+    "makes good-run lists.",
+)
+@click.option("--detectors", default="", help="An expert's detectors, comma-separated.")
+@_uses_db
+def user_add(qdb: QADatabase, name: str, role: str, detectors: str) -> None:
+    """Add user NAME (the password is asked for twice, or read from standard input)."""
+    dets = [d.strip().upper() for d in detectors.split(",") if d.strip()]
+    u = qdb.add_user(name, _new_password(), role, dets)
+    click.echo(f"added {u}")
+
+
+@user.command("list")
+@_uses_db
+def user_list(qdb: QADatabase) -> None:
+    """Every user with role and detectors."""
+    rows = [[u.name, u.role, ",".join(u.detectors) or "-"] for u in qdb.users()]
+    click.echo(_table(["name", "role", "detectors"], rows) if rows else "no users")
+
+
+@user.command("remove")
+@click.argument("name")
+@_uses_db
+def user_remove(qdb: QADatabase, name: str) -> None:
+    """Remove user NAME (what they certified stays under their name)."""
+    qdb.remove_user(name)
+    click.echo(f"removed {name}")
+
+
+@user.command("password")
+@click.argument("name")
+@_uses_db
+def user_password(qdb: QADatabase, name: str) -> None:
+    """Set user NAME's password (asked for twice, or read from standard input)."""
+    qdb.set_password(name, _new_password())
+    click.echo(f"password of {name} changed")

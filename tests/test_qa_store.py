@@ -1,0 +1,328 @@
+"""The quality-assurance database: users, certification (append-only), run sign-off,
+monitoring trends, histograms with references, automatic status and good-run lists; on the
+embedded SQLite and on a real PostgreSQL server."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import hist
+import numpy as np
+import pytest
+import sqlalchemy as sa
+
+from b2calib.exceptions import PermissionDenied, QAError, RunNotFoundError
+from b2calib.qa.monitoring import MonitoringValue, RunQA
+from b2calib.qa.store import QADatabase, User, hash_password, verify_password
+from b2calib.runs import Run, RunRegistry
+
+BACKENDS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
+DETS = ("PXD", "SVD", "CDC", "TOP", "ARICH", "ECL", "KLM")
+
+
+@pytest.fixture(params=BACKENDS)
+def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[QADatabase]:
+    """A new database with 8 physics runs and 1 cosmic run of experiment 3, and four users."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'qa.sqlite'}"
+    else:
+        url = str(request.getfixturevalue("postgres_url"))
+    qa = QADatabase(url, author="admin")
+    qa.import_runs(_runs())
+    qa.add_user("mona", "m-secret", "manager")
+    qa.add_user("carl", "c-secret", "expert", ["CDC", "ECL"])
+    qa.add_user("vera", "v-secret", "viewer")
+    qa.add_user("pia", "p-secret", "expert", ["PXD"])
+    yield qa
+    qa.close()
+
+
+def _runs() -> list[Run]:
+    out = [
+        Run(
+            exp=3,
+            run=r,
+            run_type="physics",
+            beam_energy="4S" if r != 5 else "Continuum",
+            start=1.7e9 + 3600 * r,
+            stop=1.7e9 + 3600 * r + 1000 + 300 * r,
+            lumi_pb=100.0 + r,
+            l1_triggers=1000 * r,
+            detectors=DETS if r != 4 else tuple(d for d in DETS if d != "PXD"),
+            magnet_on=True,
+            ecms_nominal_gev=10.58,
+        )
+        for r in range(1, 9)
+    ]
+    out.append(
+        Run(3, 9, "cosmic", "No Beam", 1.8e9, 1.8e9 + 600, 0.0, 50, DETS, False, 0.0)
+    )
+    return out
+
+
+MONA = User("mona", "manager")
+CARL = User("carl", "expert", ("CDC", "ECL"))
+VERA = User("vera", "viewer")
+PIA = User("pia", "expert", ("PXD",))
+
+
+# -- users -----------------------------------------------------------------------------------
+
+
+def test_passwords_are_salted_hashes_never_plain_text(db: QADatabase) -> None:
+    a, b = hash_password("same"), hash_password("same")
+    assert a != b and a.startswith("scrypt$") and "same" not in a
+    assert verify_password("same", a) and verify_password("same", b)
+    assert not verify_password("Same", a) and not verify_password("same", "garbage")
+    with db.engine.connect() as conn:
+        stored = dict(conn.execute(sa.text("SELECT name, password FROM qa_users")).all())
+    assert "m-secret" not in str(stored) and verify_password("m-secret", stored["mona"])
+
+
+def test_authenticate(db: QADatabase) -> None:
+    assert db.authenticate("carl", "c-secret") == CARL
+    assert db.authenticate("carl", "m-secret") is None
+    assert db.authenticate("nobody", "c-secret") is None
+    assert db.users() == [CARL, MONA, PIA, VERA]
+    db.set_password("carl", "new one")
+    assert db.authenticate("carl", "c-secret") is None
+    assert db.authenticate("carl", "new one") == CARL
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("mona", "x", "manager"), "exists already"),
+        (("eve", "x", "admin"), "unknown role 'admin'"),
+        (("eve", "x", "expert"), "needs the detectors"),
+        (("eve", "x", "viewer", ["CDC"]), "only experts have detectors"),
+        (("eve", "x", "expert", ["XYZ"]), "unknown detector 'XYZ'"),
+        ((" eve", "x", "viewer"), "bad user name"),
+        (("eve", "", "viewer"), "password must not be empty"),
+    ],
+)
+def test_bad_users_are_refused(db: QADatabase, args: tuple, message: str) -> None:
+    with pytest.raises((QAError, ValueError), match=message):
+        db.add_user(*args)
+    assert len(db.users()) == 4
+
+
+# -- certification ---------------------------------------------------------------------------
+
+
+def test_flags_keep_every_change(db: QADatabase) -> None:
+    db.set_flag(3, 2, "CDC", "BAD", user=CARL, comment="HV trip")
+    db.set_flag(3, 2, "CDC", "RECOVERABLE", user=CARL, comment="recalibrate")
+    db.set_flag(3, 2, "ECL", "GOOD", user=MONA, comment="")
+    db.set_flag(3, 2, "CDC", "GOOD", user=MONA, comment="  fixed by the new x-t  ")
+    history = db.flag_history(3, 2, "CDC")
+    assert [(e.flag, e.author, e.comment) for e in history] == [
+        ("BAD", "carl", "HV trip"),
+        ("RECOVERABLE", "carl", "recalibrate"),
+        ("GOOD", "mona", "fixed by the new x-t"),
+    ]
+    assert all(a.time <= b.time for a, b in zip(history, history[1:], strict=False))
+    assert len(db.flag_history(3, 2)) == 4
+    assert {d: e.flag for d, e in db.flags(3, 2).items()} == {"CDC": "GOOD", "ECL": "GOOD"}
+    grid = db.flag_grid(exp=3)
+    assert grid[(3, 2)]["CDC"] == "GOOD" and grid[(3, 2)]["PXD"] == "NOTSET"
+    assert "PXD" not in grid[(3, 4)]  # not included in run 4
+    assert db.run(3, 2).dq == {"CDC": "GOOD", "ECL": "GOOD"}
+
+
+def test_history_is_append_only_in_the_database_itself(db: QADatabase) -> None:
+    db.set_flag(3, 1, "CDC", "BAD", user=CARL, comment="")
+    db.set_run_state(3, 1, "SIGNOFF", user=CARL)
+    for sql in (
+        "UPDATE qa_flags SET flag = 'GOOD'",
+        "DELETE FROM qa_flags",
+        "UPDATE qa_run_states SET state = 'COMPLETED'",
+        "DELETE FROM qa_run_states",
+    ):
+        with pytest.raises(sa.exc.DBAPIError, match="append-only"), db.engine.begin() as conn:
+            conn.execute(sa.text(sql))
+    assert db.flags(3, 1)["CDC"].flag == "BAD"
+    assert db.run_state(3, 1).state == "SIGNOFF"
+
+
+def test_who_may_flag(db: QADatabase) -> None:
+    with pytest.raises(PermissionDenied, match=r"vera \(viewer\) may not set the CDC flag"):
+        db.set_flag(3, 1, "CDC", "GOOD", user=VERA, comment="")
+    with pytest.raises(PermissionDenied, match=r"carl \(expert of CDC, ECL\) may not set the TOP"):
+        db.set_flag(3, 1, "TOP", "GOOD", user=CARL, comment="")
+    db.set_flag(3, 1, "TOP", "GOOD", user=MONA, comment="")
+    db.set_flag(3, 1, "PXD", "GOOD", user=PIA, comment="")
+    # a user who claims rights they no longer have (a stale session) writes nothing
+    db.remove_user("pia")
+    with pytest.raises(PermissionDenied, match="not a current user"):
+        db.set_flag(3, 1, "PXD", "BAD", user=PIA, comment="")
+    with pytest.raises(PermissionDenied, match="not a current user"):
+        db.set_flag(3, 1, "CDC", "BAD", user=User("carl", "manager"), comment="")
+    assert {d: e.flag for d, e in db.flags(3, 1).items()} == {"TOP": "GOOD", "PXD": "GOOD"}
+
+
+def test_bad_flag_requests_name_what_is_wrong(db: QADatabase) -> None:
+    with pytest.raises(QAError, match="unknown flag 'FINE'"):
+        db.set_flag(3, 1, "CDC", "FINE", user=MONA, comment="")
+    with pytest.raises(QAError, match="unknown detector 'BKLM'"):
+        db.set_flag(3, 1, "BKLM", "GOOD", user=MONA, comment="")
+    with pytest.raises(RunNotFoundError, match=r"run \(3, 99\)"):
+        db.set_flag(3, 99, "CDC", "GOOD", user=MONA, comment="")
+    assert db.flag_history(3, 1) == []
+
+
+def test_run_sign_off_workflow(db: QADatabase) -> None:
+    assert db.run_state(3, 1).state == "OPEN"
+    with pytest.raises(PermissionDenied, match="vera"):
+        db.set_run_state(3, 1, "SIGNOFF", user=VERA)
+    with pytest.raises(QAError, match="cannot move from OPEN to COMPLETED"):
+        db.set_run_state(3, 1, "COMPLETED", user=MONA)
+    db.set_run_state(3, 1, "SIGNOFF", user=CARL, comment="all flags set")
+    with pytest.raises(PermissionDenied, match=r"may not move run \(3, 1\) from SIGNOFF to COMP"):
+        db.set_run_state(3, 1, "COMPLETED", user=CARL)
+    db.set_run_state(3, 1, "COMPLETED", user=MONA)
+    with pytest.raises(PermissionDenied, match="COMPLETED: a manager must reopen it"):
+        db.set_flag(3, 1, "CDC", "BAD", user=MONA, comment="late")
+    db.set_run_state(3, 1, "OPEN", user=MONA, comment="reprocessing")
+    db.set_flag(3, 1, "CDC", "BAD", user=CARL, comment="late")
+    assert [(s.state, s.author) for s in db.run_state_history(3, 1)] == [
+        ("SIGNOFF", "carl"),
+        ("COMPLETED", "mona"),
+        ("OPEN", "mona"),
+    ]
+    assert db.run_states(exp=3)[(3, 1)] == "OPEN" and db.run_states(exp=3)[(3, 2)] == "OPEN"
+
+
+def test_the_registry_feeds_calibration_filters(db: QADatabase) -> None:
+    for det in DETS:
+        db.set_flag(3, 1, det, "GOOD", user=MONA, comment="")
+        db.set_flag(3, 2, det, "GOOD", user=MONA, comment="")
+        db.set_flag(3, 3, det, "GOOD" if det != "PXD" else "BAD", user=MONA, comment="")
+    db.set_flag(3, 2, "TOP", "RECOVERABLE", user=MONA, comment="")
+    reg = db.registry(exp=3)
+    assert isinstance(reg, RunRegistry) and len(reg) == 9
+    assert [r.run for r in reg.select(dq="Good")] == [1]
+    assert [r.run for r in reg.select(dq="Good Or Recoverable")] == [1, 2]
+    assert [r.run for r in reg.select(dq="Good For PXD")] == [1, 3]
+
+
+def test_runs_import_updates_metadata_not_flags(db: QADatabase) -> None:
+    db.set_flag(3, 1, "CDC", "BAD", user=MONA, comment="")
+    runs = _runs()
+    changed = Run.from_dict({**runs[0].to_dict(), "lumi_pb": 55.0, "dq": {"CDC": "GOOD"}})
+    assert db.import_runs([changed]) == 1
+    assert db.run(3, 1).lumi_pb == 55.0 and db.run(3, 1).dq == {"CDC": "BAD"}
+    assert [r.run for r in db.runs(exp=3, first=3, last=5)] == [3, 4, 5]
+    assert [r.run for r in db.runs(run_type="cosmic")] == [9]
+
+
+# -- histograms, references, automatic status ------------------------------------------------
+
+
+def _hist(rng: np.random.Generator, n: int, shift: float = 0.0) -> hist.Hist:
+    h = hist.Hist.new.Reg(40, -4, 4, name="x").Int64()
+    h.fill(rng.normal(shift, 1.0, n))
+    return h
+
+
+def _store(db: QADatabase, run: int, n: int = 5000, shift: float = 0.0, seed: int = 0) -> None:
+    rng = np.random.default_rng(seed + run)
+    db.store_run_qa(
+        RunQA(
+            exp=3,
+            run=run,
+            variables=[
+                MonitoringValue("test.cdc_hits", "CDC", 50.0 + 0.1 * rng.normal(), 0.1, "hits"),
+                MonitoringValue("test.ecl_energy", "ECL", 1.0 + shift, 0.01, "GeV"),
+            ],
+            histograms={("CDC", "residual"): _hist(rng, n, shift), ("ECL", "e"): _hist(rng, n)},
+        )
+    )
+
+
+def test_histograms_round_trip_exactly(db: QADatabase) -> None:
+    rng = np.random.default_rng(1)
+    h = _hist(rng, 1000)
+    w = hist.Hist.new.Reg(10, 0, 1, name="y").Var([0, 1, 5], name="z").Weight()
+    w.fill(rng.random(100), rng.random(100) * 5, weight=rng.random(100))
+    db.store_run_qa(RunQA(3, 1, [], {("CDC", "a"): h, ("ECL", "w"): w}))
+    assert db.histogram_keys(3, 1) == [("CDC", "a"), ("ECL", "w")]
+    assert db.histogram(3, 1, "CDC", "a") == h
+    back = db.histogram(3, 1, "ECL", "w")
+    np.testing.assert_array_equal(back.variances(flow=True), w.variances(flow=True))
+    assert back == w
+    with pytest.raises(QAError, match=r"QA histogram CDC/b of run \(3, 1\) is not stored"):
+        db.histogram(3, 1, "CDC", "b")
+    with pytest.raises(RunNotFoundError, match=r"run \(3, 77\)"):
+        db.store_run_qa(RunQA(3, 77, [], {("CDC", "a"): h}))
+
+
+def test_evaluate_compares_with_the_references(db: QADatabase) -> None:
+    for run in range(1, 9):
+        _store(db, run, shift=0.4 if run == 6 else 0.0, n=50 if run == 7 else 5000)
+    db.set_reference("CDC", "residual", 3, 1)
+    db.set_reference("ECL", "e", 3, 1, method="ks", options="")
+    with pytest.raises(QAError, match="unknown comparison method 'kl'"):
+        db.set_reference("ECL", "e", 3, 1, method="kl")
+    status = db.evaluate_all(exp=3)
+    assert status[(3, 1)]["CDC"] == "GOOD"  # the reference itself
+    assert status[(3, 6)]["CDC"] == "ERROR" and status[(3, 6)]["ECL"] == "ERROR"
+    assert status[(3, 7)]["CDC"] in ("TOO_FEW", "GOOD", "WARNING")  # variables still judged
+    assert status[(3, 9)] == dict.fromkeys(DETS, "NONE")  # no evidence at all
+    assert status[(3, 2)]["TOP"] == "NONE"
+    (c6,) = [c for c in db.comparisons(3, 6) if c.detector == "CDC"]
+    assert (c6.reference_exp, c6.reference_run, c6.comparison.method) == (3, 1, "chi2")
+    assert c6.comparison.p_value < 1e-6 and c6.status == "ERROR"
+    (c7,) = [c for c in db.comparisons(3, 7) if c.detector == "CDC"]
+    assert c7.status == "TOO_FEW"
+    (e2,) = [c for c in db.comparisons(3, 2) if c.detector == "ECL"]
+    assert e2.comparison.method == "ks"
+    goods = [status[(3, r)]["CDC"] for r in (2, 3, 4, 5, 8)]
+    assert goods.count("GOOD") >= 4
+    # storing the run again drops its comparisons (they described the old histograms)
+    _store(db, 6)
+    assert db.comparisons(3, 6) == []
+    assert db.evaluate(3, 6)["CDC"] == "GOOD"
+
+
+def test_trend_has_a_band_and_statuses(db: QADatabase) -> None:
+    for run in range(1, 9):
+        _store(db, run, shift=0.5 if run == 6 else 0.0)
+    tr = db.trend("test.ecl_energy", exp=3)
+    assert list(tr.run) == list(range(1, 9)) and tr.unit == "GeV" and tr.detector == "ECL"
+    assert tr.status_of(3, 6) == "ERROR" and tr.status_of(3, 2) == "GOOD"
+    assert tr.status_of(3, 9) == "NONE"  # cosmic runs are not in the physics trend
+    assert tr.centre == pytest.approx(1.0) and tr.band[0] < 1.0 < tr.band[1]
+    assert db.auto_status(3, 6)["ECL"] == "ERROR"
+    assert db.variable_names() == ["test.cdc_hits", "test.ecl_energy"]
+    assert [v.name for v in db.variables(3, 6)] == ["test.cdc_hits", "test.ecl_energy"]
+    with pytest.raises(QAError, match="no monitoring variable 'nope'"):
+        db.trend("nope")
+
+
+# -- good-run lists --------------------------------------------------------------------------
+
+
+def test_good_run_lists_are_versioned_and_match_the_flags(db: QADatabase) -> None:
+    for run in range(1, 9):
+        for det in db.run(3, run).detectors:
+            db.set_flag(3, run, det, "BAD" if (run, det) == (3, "ECL") else "GOOD", user=MONA,
+                        comment="")
+    with pytest.raises(PermissionDenied, match="managers only"):
+        db.make_grl("physics", "all == GOOD", user=CARL)
+    v1 = db.make_grl("physics", "all == GOOD and run_type == physics", user=MONA)
+    assert v1.version == 1 and v1.author == "mona"
+    assert [r.run for r in v1.runs] == [1, 2, 4, 5, 6, 7, 8]
+    assert v1.lumi_pb == pytest.approx(sum(100.0 + r for r in (1, 2, 4, 5, 6, 7, 8)))
+    db.set_flag(3, 3, "ECL", "GOOD", user=CARL, comment="recovered")
+    v2 = db.make_grl("physics", "all == GOOD and run_type == physics", user=MONA)
+    assert v2.version == 2 and [r.run for r in v2.runs] == list(range(1, 9))
+    assert db.grl("physics") == v2 and db.grl("physics", 1) == v1
+    assert [g.version for g in db.grl_versions("physics")] == [1, 2]
+    assert db.grls() == [v2]
+    with pytest.raises(QAError, match="no version 7 of good-run list 'physics'"):
+        db.grl("physics", 7)
+    with pytest.raises(Exception, match="ECLX"):
+        db.make_grl("bad", "ECLX == GOOD", user=MONA)
+    assert db.grls() == [v2]
