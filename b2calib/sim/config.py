@@ -52,6 +52,10 @@ class SimConfig:
         Run at which the documented hardware interventions happen (default: the middle run).
     chunk_size
         Events generated and written at a time (memory bound).
+    faults
+        Detector faults injected into single runs (:mod:`b2calib.sim.faults`), e.g.
+        ``{"run": 7, "detector": "CDC", "kind": "dead_fraction", "value": 0.3}``. Empty by
+        default (and then left out of :meth:`to_dict`).
     """
 
     exp: int = 12
@@ -83,6 +87,7 @@ class SimConfig:
     chunk_size: int = 100_000
     globaltag: str = "b2calib_sim_nominal"
     compression_level: int = 5
+    faults: list[dict[str, Any]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.validate()
@@ -126,6 +131,10 @@ class SimConfig:
             )
         if self.chunk_size < 1000:
             raise ConfigError("chunk_size must be at least 1000")
+        if self.faults:
+            from b2calib.sim.faults import validate_faults
+
+            validate_faults(self.faults, self.first_run, self.last_run)
 
     @property
     def start_timestamp(self) -> float:
@@ -147,8 +156,11 @@ class SimConfig:
         return self.first_run + self.n_runs // 2
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-friendly dict (what files and the truth record)."""
-        return asdict(self)
+        """JSON-friendly dict (what files and the truth record); ``faults`` only when set."""
+        d = asdict(self)
+        if not self.faults:
+            del d["faults"]
+        return d
 
     @classmethod
     def from_file(cls, path: str | os.PathLike[str], **overrides: Any) -> SimConfig:

@@ -36,6 +36,7 @@ from b2calib.runs import Run, RunRegistry
 from b2calib.sim.conditions import INTERVENTIONS, conditions_for_run, truth_payloads
 from b2calib.sim.config import PROCESSES, SimConfig
 from b2calib.sim.detector import Collection, simulate_response
+from b2calib.sim.faults import apply_faults
 from b2calib.sim.physics import PROCESS_ID, Beam, Particles, cross_section_nb, generate
 from b2calib.sim.runs import NOMINAL_ECMS, generate_runs, run_rng
 from b2calib.sim.trigger import trigger_variables
@@ -179,6 +180,7 @@ def simulate_run(
     detectors = tuple(cfg.detectors)
     first_event = 0
     span = run.duration_s / nchunks
+    faults = [f for f in cfg.faults if f["run"] == run.run]
     for c in range(nchunks):
         crng = run_rng(cfg, run.run, 1000 + c)
         n_p = {p: int(split[p][c]) for p in counts}
@@ -214,6 +216,8 @@ def simulate_run(
             t_coll = (crng.integers(-8, 9, n) * top.RF_PERIOD_NS).astype(np.float64)
         ecms_evt = np.full(n, cond.ecms) if not cosmic else np.zeros(n)
         resp = simulate_response(crng, allp, n, t_coll, cond, run.magnet_on, detectors)
+        if faults:
+            apply_faults(resp.collections, faults, seed=cfg.seed, exp=run.exp, run=run.run)
         trig = trigger_variables(
             resp.collections["TrackFitResults"], resp.collections["ECLClusters"], n, nominal
         )

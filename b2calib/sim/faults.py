@@ -1,0 +1,176 @@
+"""Detector faults injected into chosen runs, so that data-quality monitoring has something to
+find.
+
+A fault is a dict in :attr:`b2calib.sim.SimConfig.faults`::
+
+    {"run": 7, "detector": "CDC", "kind": "dead_fraction", "value": 0.3}
+
+applied only to that run and detector, after the detector response and before the trigger
+(so skims see the faulty detector as the HLT would). Kinds:
+
+``dead_fraction``
+    A fraction ``value`` of the detector's readout channels is dead for the whole run (chosen
+    from the seed, the run and the detector): their hits are removed. Channels are CDC wires,
+    SVD sensor sides, PXD gate groups (sensor x 16 bands of 48 rows), TOP and ARICH pixels, ECL
+    crystals (a cluster whose central crystal is dead is lost) and KLM strips. The per-track hit
+    counts of the tracks (``TrackFitResults_m_nCDCHits``, ``m_nSVDHits``) are recounted; the
+    PXD hit count of a track counts sensor crossings and is left as it is.
+``time_shift``
+    ``value`` ns added to every time the detector measures (CDC, SVD, TOP, ECL, KLM), as a
+    wrong trigger or clock offset would, digitised again.
+
+Without faults the simulator's output is bit-identical to one without this module: faults
+draw from their own random streams.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from b2calib.exceptions import ConfigError
+from b2calib.geometry import DETECTORS, arich, cdc, ecl, klm, top, vxd
+
+__all__ = ["FAULT_KINDS", "apply_faults", "validate_faults"]
+
+#: Known fault kinds and the detectors each applies to.
+FAULT_KINDS: dict[str, tuple[str, ...]] = {
+    "dead_fraction": DETECTORS,
+    "time_shift": ("SVD", "CDC", "TOP", "ECL", "KLM"),
+}
+_PXD_BANDS = 16
+Collection = dict[str, npt.NDArray[Any]]
+
+
+def validate_faults(faults: list[dict[str, Any]], first_run: int, last_run: int) -> None:
+    """Raise :class:`ConfigError` on a fault that names an unknown kind, detector or run."""
+    for i, f in enumerate(faults):
+        where = f"faults[{i}]"
+        if not isinstance(f, dict) or set(f) != {"run", "detector", "kind", "value"}:
+            raise ConfigError(f"{where}: need exactly the keys run, detector, kind, value: {f!r}")
+        kind, det = f["kind"], f["detector"]
+        if kind not in FAULT_KINDS:
+            raise ConfigError(f"{where}: unknown kind {kind!r}; known: {', '.join(FAULT_KINDS)}")
+        if det not in FAULT_KINDS[kind]:
+            raise ConfigError(
+                f"{where}: {kind} does not apply to {det!r}; it applies to "
+                f"{', '.join(FAULT_KINDS[kind])}"
+            )
+        if not isinstance(f["run"], int) or not first_run <= f["run"] <= last_run:
+            raise ConfigError(
+                f"{where}: run {f['run']!r} is not simulated ({first_run}..{last_run})"
+            )
+        value = f["value"]
+        if not isinstance(value, int | float) or not np.isfinite(value):
+            raise ConfigError(f"{where}: value must be a number, got {value!r}")
+        if kind == "dead_fraction" and not 0.0 <= value <= 1.0:
+            raise ConfigError(f"{where}: dead_fraction must be in [0, 1], got {value}")
+
+
+def _dead_channels(
+    seed: int, exp: int, run: int, detector: str, n: int, fraction: float
+) -> npt.NDArray[np.bool_]:
+    rng = np.random.default_rng(
+        np.random.SeedSequence([seed, exp, run, 0x4641554C, DETECTORS.index(detector)])
+    )
+    return rng.random(n) < fraction
+
+
+def _keep(c: Collection, mask: npt.NDArray[np.bool_]) -> Collection:
+    return {k: v[mask] for k, v in c.items()}
+
+
+def _recount(fit: Collection, hits: Collection, column: str) -> None:
+    """Per-track count of ``hits`` rows (with ``m_trackIndex`` >= 0) into ``fit[column]``."""
+    n_trk = len(fit["evt"])
+    first = np.searchsorted(fit["evt"], hits["evt"])
+    ti = hits["m_trackIndex"].astype(np.int64)
+    on = ti >= 0
+    pos = first[on] + ti[on]
+    fit[column] = np.bincount(pos, minlength=n_trk).astype(fit[column].dtype)
+
+
+def _channels(detector: str, c: Collection) -> tuple[npt.NDArray[np.int64], int]:
+    """Channel index of every row of the detector's main collection, and the channel count."""
+    if detector == "CDC":
+        return cdc.global_wire(c["m_layer"], c["m_wire"]), cdc.N_WIRES
+    if detector == "SVD":
+        s = vxd.sensor_index(c["m_sensorID"], "SVD")
+        return s * 2 + c["m_isUCluster"].astype(np.int64), 2 * vxd.N_SVD_SENSORS
+    if detector == "PXD":
+        s = vxd.sensor_index(c["m_sensorID"], "PXD")
+        band = c["m_vCellID"].astype(np.int64) * _PXD_BANDS // vxd.PXD_NV
+        return s * _PXD_BANDS + band, _PXD_BANDS * vxd.N_PXD_SENSORS
+    if detector == "TOP":
+        return top.channel_index(c["m_moduleID"], c["m_pixelID"]), top.N_CHANNELS
+    if detector == "ARICH":
+        ch = (c["m_modID"].astype(np.int64) - 1) * 144 + c["m_channelID"].astype(np.int64)
+        return ch, arich.N_CHANNELS
+    if detector == "ECL":
+        return c["m_CellId"].astype(np.int64) - 1, ecl.N_CRYSTALS
+    ch = klm.channel(
+        c["m_subdetector"], c["m_section"], c["m_sector"], c["m_layer"], c["m_plane"], c["m_strip"]
+    )
+    return ch - 1, klm.N_CHANNELS
+
+
+_MAIN = {
+    "CDC": "CDCHits",
+    "SVD": "SVDClusters",
+    "PXD": "PXDDigits",
+    "TOP": "TOPDigits",
+    "ARICH": "ARICHDigits",
+    "ECL": "ECLCalDigits",
+    "KLM": "KLMDigits",
+}
+#: time columns and their digitisation (mantissa bits; None: full float32)
+_TIMES: dict[str, tuple[tuple[str, str, int | None], ...]] = {
+    "CDC": (("CDCHits", "m_time", 12),),
+    "SVD": (("SVDClusters", "m_clsTime", 12),),
+    "TOP": (("TOPDigits", "m_time", 14),),
+    "ECL": (("ECLCalDigits", "m_Time", 12), ("ECLClusters", "m_time", None)),
+    "KLM": (("KLMDigits", "m_time", 12),),
+}
+
+
+def apply_faults(
+    collections: dict[str, Collection],
+    faults: list[dict[str, Any]],
+    *,
+    seed: int,
+    exp: int,
+    run: int,
+) -> None:
+    """Apply the faults of run ``run`` to one chunk's collections (in place)."""
+    from b2calib.sim.detector import quantize
+
+    for f in faults:
+        if f["run"] != run:
+            continue
+        det, kind, value = f["detector"], f["kind"], float(f["value"])
+        name = _MAIN[det]
+        if name not in collections:
+            continue
+        if kind == "dead_fraction":
+            c = collections[name]
+            ch, n = _channels(det, c)
+            dead = _dead_channels(seed, exp, run, det, n, value)
+            collections[name] = _keep(c, ~dead[ch])
+            if det == "CDC":
+                _recount(collections["TrackFitResults"], collections[name], "m_nCDCHits")
+            elif det == "SVD":
+                _recount(collections["TrackFitResults"], collections[name], "m_nSVDHits")
+            elif det == "ECL":
+                cl = collections["ECLClusters"]
+                alive = ~dead[cl["m_maxCellId"].astype(np.int64) - 1]
+                collections["ECLClusters"] = _keep(cl, alive)
+        elif kind == "time_shift":
+            for coll, column, bits in _TIMES[det]:
+                if coll not in collections:
+                    continue
+                t = collections[coll][column].astype(np.float64) + value
+                collections[coll][column] = (
+                    quantize(t, bits) if bits is not None else t.astype(np.float32)
+                )
