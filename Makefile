@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 SAMPLE := data-samples/bucket
 # Debian packages the test suite needs; installed by `make test` when missing.
 # (Browser tests will add chromium, the PostgreSQL tests postgresql.)
-DEB_TEST_PACKAGES ?= postgresql
+DEB_TEST_PACKAGES ?= postgresql chromium
 
 .PHONY: demo test lint typecheck install system-deps sample bench clean
 

@@ -171,6 +171,10 @@ cli.add_command(signoff)
 cli.add_command(grl)
 cli.add_command(user)
 
+from b2calib.cli_serve import serve  # noqa: E402
+
+cli.add_command(serve)
+
 
 def main() -> None:
     """Entry point of the ``b2calib`` console script."""

@@ -1,0 +1,203 @@
+"""What the apps share: colours, the logged-in user, cached reads and histogram plots.
+
+Nothing here computes physics: it asks the QA database and lays out what it answers.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import holoviews as hv
+import holoviews.plotting.bokeh  # registers the Bokeh backend for .opts
+import numpy as np
+import pandas as pd
+import panel as pn
+
+from b2calib.exceptions import B2CalibError
+
+#: Colours of the automatic statuses (b2calib.qa.QAStatus names, NONE: nothing to compare).
+STATUS_COLORS = {
+    "GOOD": "#2e9e44",
+    "WARNING": "#f0a30a",
+    "ERROR": "#d62728",
+    "TOO_FEW": "#9e9e9e",
+    "NONE": "#d9d9d9",
+}
+#: Colours of the certification flags.
+FLAG_COLORS = {
+    "GOOD": "#2e9e44",
+    "BAD": "#d62728",
+    "RECOVERABLE": "#f0a30a",
+    "NOTSET": "#e8e8e8",
+    "EXCLUDED": "#7f5aa2",
+}
+ALL = "all"
+
+# the databases the cached readers below consult, by key (pn.cache hashes plain values only)
+_DATABASES: dict[str, Any] = {}
+
+
+def db_key(db: Any) -> str:
+    """A key under which the cached readers find ``db``."""
+    key = f"{type(db).__name__}-{id(db)}"
+    _DATABASES[key] = db
+    return key
+
+
+def session_user(db: Any) -> Any:
+    """The logged-in :class:`~b2calib.qa.store.User` of the current served session, or None.
+
+    None outside a server, for anonymous visitors, and for a login the database no longer
+    knows. The name comes from the signed login cookie (see :mod:`apps.auth`).
+    """
+    from apps.auth import login_name
+
+    if not pn.state.curdoc or not pn.state.curdoc.session_context:
+        return None
+    name = login_name(pn.state.cookies, pn.config.cookie_secret)
+    if name is None:
+        return None
+    try:
+        return db.user(name)
+    except B2CalibError:
+        return None
+
+
+def describe_user(user: Any) -> str:
+    """'alice (expert of CDC, ECL)' / 'anonymous (read only)'."""
+    if user is None:
+        return "anonymous (read only)"
+    if user.role == "expert":
+        return f"{user.name} (expert of {', '.join(user.detectors) or 'no detector'})"
+    return f"{user.name} ({user.role})"
+
+
+def header(title: str, user: Any) -> pn.viewable.Viewable:
+    """The title bar of an app: its name, links to the others, who is logged in, log in/out."""
+    who = describe_user(user)
+    auth = (
+        '<a id="logout-link" href="/logout">log out</a>'
+        if user is not None
+        else '<a id="login-link" href="/login">log in</a>'
+    )
+    links = " | ".join(
+        f'<a href="/{path}">{name}</a>'
+        for path, name in (("", "index"), ("qam", "QAM"), ("signoff", "sign-off"),
+                           ("runsummary", "run summary"))
+    )  # fmt: skip
+    return pn.pane.HTML(
+        f'<div style="display:flex;justify-content:space-between;align-items:baseline;'
+        f'width:100%;border-bottom:2px solid #1f4e8c;padding-bottom:4px">'
+        f'<span style="font-size:1.4em;font-weight:600;color:#1f4e8c">{title}</span>'
+        f"<span>{links}</span>"
+        f'<span id="whoami">{who} &nbsp; {auth}</span></div>',
+        sizing_mode="stretch_width",
+    )
+
+
+# ------------------------------------------------------------------------ cached reads
+@pn.cache(max_items=2000, ttl=60)
+def histogram_pair(key: str, exp: int, run: int, detector: str, name: str) -> dict[str, Any]:
+    """Bin edges and contents of a run's QA histogram and of its reference (scaled to the run's
+    entries); only these aggregates reach the browser."""
+    db = _DATABASES[key]
+    h = db.histogram(exp, run, detector, name)
+    out: dict[str, Any] = {
+        "edges": [np.asarray(ax.edges) for ax in h.axes],
+        "label": [str(ax.label or ax.name or "") for ax in h.axes],
+        "values": np.asarray(h.values(), dtype=float),
+        "ref_values": None,
+        "ref_run": None,
+    }
+    ref = db.reference(detector, name)
+    if ref is not None:
+        try:
+            rh = db.histogram(ref.exp, ref.run, detector, name)
+        except B2CalibError:
+            rh = None
+        if rh is not None:
+            rv = np.asarray(rh.values(), dtype=float)
+            total, rtotal = out["values"].sum(), rv.sum()
+            out["ref_values"] = rv * (total / rtotal) if rtotal > 0 else rv
+            out["ref_run"] = (ref.exp, ref.run)
+    return out
+
+
+def comparison_text(stored: Any) -> str:
+    """'chi2 UU: 41.2 / 48, p = 0.75 -> GOOD (ref. 12/1)'."""
+    c = stored.comparison
+    ndf = "" if c.ndf is None else f" / {c.ndf}"
+    p = "n/a" if c.p_value is None or math.isnan(c.p_value) else f"{c.p_value:.3g}"
+    stat = "n/a" if math.isnan(c.statistic) else f"{c.statistic:.4g}"
+    status = getattr(c.status, "name", str(c.status))
+    return (
+        f"{c.method} {c.options}: {stat}{ndf}, p = {p} -> {status} "
+        f"(ref. {stored.reference_exp}/{stored.reference_run})"
+    )
+
+
+def histogram_plot(
+    key: str, exp: int, run: int, detector: str, name: str, stored: Any = None
+) -> hv.Element | hv.Overlay:
+    """One QA histogram of a run overlaid on its (scaled) reference, titled with the test."""
+    data = histogram_pair(key, exp, run, detector, name)
+    status = getattr(getattr(stored, "comparison", None), "status", None)
+    status_name = getattr(status, "name", "NONE")
+    colour = STATUS_COLORS.get(status_name, STATUS_COLORS["NONE"])
+    title = f"{detector} {name}"
+    opts: dict[str, Any] = dict(
+        width=360, height=240, title=title, tools=["hover"], shared_axes=False, framewise=True
+    )
+    if len(data["edges"]) == 1:
+        edges, values = data["edges"][0], data["values"]
+        xlabel = data["label"][0] or "x"
+        run_h = hv.Histogram((edges, values), kdims=[xlabel], vdims=["entries"], label=f"run {run}")
+        run_h = run_h.opts(fill_color=colour, fill_alpha=0.55, line_color=colour, **opts)
+        if data["ref_values"] is None:
+            return run_h
+        ref_x = np.repeat(edges, 2)[1:-1]
+        ref_y = np.repeat(data["ref_values"], 2)
+        ref_label = f"reference {data['ref_run'][0]}/{data['ref_run'][1]}"
+        ref_c = hv.Curve((ref_x, ref_y), kdims=[xlabel], vdims=["entries"], label=ref_label)
+        return (run_h * ref_c.opts(color="black", line_width=1.5)).opts(
+            legend_position="top_right", title=title, shared_axes=False
+        )
+    if len(data["edges"]) == 2:
+        xe, ye = data["edges"]
+        qm = hv.QuadMesh((xe, ye, data["values"].T), kdims=data["label"][:2] or ["x", "y"])
+        return qm.opts(cmap="viridis", colorbar=True, **opts)
+    return hv.Div(f"<p>{title}: {len(data['edges'])}-dimensional, not drawn</p>")
+
+
+def comparisons_frame(stored: list[Any]) -> pd.DataFrame:
+    """The comparisons of a run as a table (detector, histogram, method, statistic, ndf, p,
+    status, entries, reference run)."""
+    rows = []
+    for s in stored:
+        c = s.comparison
+        rows.append(
+            {
+                "detector": s.detector,
+                "histogram": s.name,
+                "method": f"{c.method} {c.options}".strip(),
+                "statistic": c.statistic,
+                "ndf": c.ndf,
+                "p-value": c.p_value,
+                "status": getattr(c.status, "name", str(c.status)),
+                "entries": c.entries,
+                "reference": f"{s.reference_exp}/{s.reference_run}",
+            }
+        )
+    columns = ["detector", "histogram", "method", "statistic", "ndf", "p-value", "status",
+               "entries", "reference"]  # fmt: skip
+    return pd.DataFrame(rows, columns=columns)
+
+
+def status_style(value: Any, colours: dict[str, str] = STATUS_COLORS) -> str:
+    """CSS for a Tabulator cell holding a status or flag name."""
+    colour = colours.get(str(value))
+    if colour is None:
+        return ""
+    text = "white" if value in ("ERROR", "BAD", "GOOD", "EXCLUDED") else "black"
+    return f"background-color: {colour}; color: {text}"
