@@ -683,7 +683,11 @@ def test_cms_json_ranges() -> None:
     # its expression selects exactly these runs
     everything = [run(r, (), {}, exp=e) for e in (3, 12, 14) for r in range(110)]
     assert evaluate(back.expression, everything).keys == grl.keys
-    assert back.expression == runs_expression(grl.keys)
+    assert back.expression == runs_expression(grl.keys) == str(parse(back.expression))
+    assert back.expression == (
+        "exp == 3 and run == 10 or exp == 12 and (run in 1..3 or run in 7..8 or run in (5, 10))"
+        " or exp == 14 and run in 100..102"
+    )
     assert runs_expression([]) == "false"
     assert GoodRunList("e", "false", ()).to_cms_json() == {}
 
@@ -703,7 +707,8 @@ def test_cms_json_random_round_trip_with_lumi_lookup(registry: RunRegistry) -> N
         back = GoodRunList.from_cms_json(cms, registry, name="r")
         assert back.runs == grl.runs
         assert GoodRunList.from_cms_json(cms, lumi).lumi_pb == grl.lumi_pb
-    assert evaluate(back.expression, registry).keys == back.keys
+        assert evaluate(back.expression, registry).keys == back.keys
+        assert str(parse(back.expression)) == back.expression
 
 
 def test_cms_json_errors_and_overlaps() -> None:

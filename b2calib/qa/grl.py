@@ -827,12 +827,19 @@ def parse(text: str) -> Expression:
 def runs_expression(keys: Iterable[tuple[int, int]]) -> str:
     """An expression selecting exactly the runs ``keys`` (used for lists imported without one).
 
-    ``[(12, 1), (12, 2), (12, 3), (12, 7), (14, 5)]`` gives
-    ``exp == 12 and (run in 1..3 or run == 7) or exp == 14 and run == 5``; no run gives ``false``.
+    Runs of consecutive numbers become ranges, the others one list per experiment:
+    ``[(12, 1), (12, 2), (12, 3), (12, 7), (12, 9), (14, 5)]`` gives
+    ``exp == 12 and (run in 1..3 or run in (7, 9)) or exp == 14 and run == 5``; no run gives
+    ``false``. The text is canonical (``str(parse(text)) == text``).
     """
     parts = []
     for exp, ranges in _ranges(keys).items():
-        tests = [f"run in {a}..{b}" if b > a else f"run == {a}" for a, b in ranges]
+        tests = [f"run in {a}..{b}" for a, b in ranges if b > a]
+        singles = [str(a) for a, b in ranges if b == a]
+        if len(singles) == 1:
+            tests.append(f"run == {singles[0]}")
+        elif singles:
+            tests.append(f"run in ({', '.join(singles)})")
         inner = tests[0] if len(tests) == 1 else f"({' or '.join(tests)})"
         parts.append(f"exp == {exp} and {inner}")
     return " or ".join(parts) if parts else "false"
