@@ -510,6 +510,20 @@ def test_error_messages(text: str, column: int, expected: str, more: str) -> Non
     assert lines[2] == "  " + " " * (column - 1) + "^"
 
 
+def test_nesting_limit() -> None:
+    deep = "(" * 64 + "magnet_on" + ")" * 64
+    assert parse(deep) == parse("magnet_on")
+    assert str(parse("not " * 64 + "magnet_on")) == "not " * 64 + "magnet_on"
+    with pytest.raises(ExpressionError, match="column 65: expected a simpler expression, found"):
+        parse("(" * 65 + "magnet_on" + ")" * 65)
+    with pytest.raises(ExpressionError, match="more than 64 nested 'not' or '\\(' in a row"):
+        parse("(" * 65 + "magnet_on" + ")" * 65)
+    with pytest.raises(ExpressionError, match="column 257: expected a simpler expression"):
+        parse("not " * 65 + "magnet_on")
+    # the limit counts nesting, not length
+    assert len(str(parse(" and ".join(["(not magnet_on)"] * 500)))) == 500 * 13 + 499 * 5
+
+
 def test_unknown_name_lists_every_known_name() -> None:
     with pytest.raises(ExpressionError) as info:
         parse("KLMM == GOOD")

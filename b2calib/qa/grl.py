@@ -523,6 +523,10 @@ def _tokenize(text: str) -> list[_Token]:
     return tokens
 
 
+#: Deepest nesting of ``not`` and parentheses the parser accepts (it recurses).
+_MAX_DEPTH = 64
+
+
 def _known(names: Iterable[str]) -> str:
     return ", ".join(names)
 
@@ -535,6 +539,7 @@ class _Parser:
         self.presets = {k.lower(): k for k in presets}
         self.preset_texts = presets
         self.expanding = expanding
+        self.depth = 0
 
     # token helpers
     @property
@@ -588,18 +593,30 @@ class _Parser:
             nodes.append(self.not_expr())
         return _join(_And, nodes)
 
+    def nest(self, tok: _Token) -> None:
+        self.depth += 1
+        if self.depth > _MAX_DEPTH:
+            raise self.fail(
+                "a simpler expression",
+                f"more than {_MAX_DEPTH} nested 'not' or '(' in a row",
+                tok,
+            )
+
     def not_expr(self) -> _Node:
         if self.is_kw("not"):
-            self.advance()
-            return _Not(self.not_expr())
+            self.nest(self.advance())
+            node: _Node = _Not(self.not_expr())
+            self.depth -= 1
+            return node
         return self.primary()
 
     def primary(self) -> _Node:
         t = self.tok
         if self.is_op("("):
-            self.advance()
+            self.nest(self.advance())
             node = self.or_expr()
             self.expect_op(")", " closing the '(' at column " + str(t.position + 1))
+            self.depth -= 1
             return node
         if t.kind != "word":
             raise self.fail("a test (a detector, all, any, a run property or a preset) or '('")
