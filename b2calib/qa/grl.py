@@ -29,7 +29,8 @@ Grammar (EBNF; ``|`` alternatives, ``[]`` optional, ``{}`` repeated)::
                 | "magnet_on"
     VALUE       = WORD | 'quoted' | "quoted"
 
-``not`` binds tighter than ``and``, which binds tighter than ``or``; parentheses group.
+``not`` binds tighter than ``and``, which binds tighter than ``or`` (as in Python); parentheses
+group, at most 64 ``not`` or ``(`` deep.
 
 Names
     DETECTOR is one of :data:`b2calib.geometry.DETECTORS` and FLAG one of
