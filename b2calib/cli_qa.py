@@ -4,8 +4,8 @@ and dashboard users.
 ::
 
     b2calib qa collect DATA [--exp E] [--runs 1-11] [--executor X]   runs, variables, histograms
-    b2calib qa reference set DETECTOR NAME EXP RUN [--method M] [--options O] [--min-entries N]
-                             [--p-warning P] [--p-error P]      (``--all`` for every histogram)
+    b2calib qa reference set EXP RUN DETECTOR/NAME... | --all  [--method M] [--options O]
+                             [--min-entries N] [--p-warning P] [--p-error P]
     b2calib qa reference list
     b2calib qa evaluate [--exp E] [--runs R]                  compare with the references
     b2calib qa status [--exp E] [--runs R]                    automatic status and flags
@@ -171,10 +171,9 @@ def qa_reference() -> None:
 
 
 @qa_reference.command("set")
-@click.argument("detector", required=False)
-@click.argument("name", required=False)
 @click.argument("exp", type=int)
 @click.argument("run", type=int)
+@click.argument("histograms", nargs=-1, metavar="[DETECTOR/NAME]...")
 @click.option("--all", "all_", is_flag=True, help="Every QA histogram stored for that run.")
 @click.option("--method", type=click.Choice(["chi2", "ks", "ad"]), help="Default: as defined.")
 @click.option("--options", help="Test options (chi2: UU, UW, WW, UF, OF; ks: U, O, N).")
@@ -184,10 +183,9 @@ def qa_reference() -> None:
 @_uses_db
 def qa_reference_set(
     qdb: QADatabase,
-    detector: str | None,
-    name: str | None,
     exp: int,
     run: int,
+    histograms: tuple[str, ...],
     all_: bool,
     method: str | None,
     options: str | None,
@@ -195,16 +193,22 @@ def qa_reference_set(
     p_warning: float,
     p_error: float,
 ) -> None:
-    """Make run EXP RUN the reference of histogram DETECTOR NAME (or of all, with --all)."""
+    """Make run EXP RUN the reference of the histograms named DETECTOR/NAME (or of all of that
+    run's histograms, with --all)."""
     from b2calib.qa.compare import Thresholds
 
-    if all_ == (detector is not None):
-        raise click.UsageError("give DETECTOR NAME, or --all (not both)")
-    if detector is not None and name is None:
-        raise click.UsageError("give the histogram as DETECTOR NAME")
-    keys = qdb.histogram_keys(exp, run) if all_ else [(str(detector), str(name))]
-    if not keys:
-        raise click.ClickException(f"run ({exp}, {run}) has no QA histograms stored")
+    if all_ == bool(histograms):
+        raise click.UsageError("name the histograms as DETECTOR/NAME, or give --all (not both)")
+    keys: list[tuple[str, str]] = []
+    for h in histograms:
+        det, sep, hname = h.partition("/")
+        if not sep or not det or not hname:
+            raise click.BadParameter(f"{h!r} is not DETECTOR/NAME", param_hint="HISTOGRAMS")
+        keys.append((det, hname))
+    if all_:
+        keys = qdb.histogram_keys(exp, run)
+        if not keys:
+            raise click.ClickException(f"run ({exp}, {run}) has no QA histograms stored")
     thresholds = Thresholds(min_entries, p_warning, p_error)
     for det, hname in keys:
         ref = qdb.set_reference(

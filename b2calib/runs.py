@@ -189,14 +189,15 @@ class RunRegistry:
     """An ordered collection of runs with queries; loads from and saves to JSON."""
 
     def __init__(self, runs: Iterable[Run] = ()) -> None:
-        self._runs: dict[tuple[int, int], Run] = {}
-        for r in runs:
-            self.add(r)
+        self._runs: dict[tuple[int, int], Run] = {r.key: r for r in runs}
+        self._runs = dict(sorted(self._runs.items()))
 
     def add(self, run: Run) -> None:
         """Add or replace a run."""
+        last = next(reversed(self._runs), None)
         self._runs[run.key] = run
-        self._runs = dict(sorted(self._runs.items()))
+        if last is not None and run.key < last:  # appending in order costs nothing more
+            self._runs = dict(sorted(self._runs.items()))
 
     def __len__(self) -> int:
         return len(self._runs)

@@ -143,6 +143,21 @@ def test_identical_histograms_and_a_clear_difference() -> None:
         assert c.status is QAStatus.ERROR
 
 
+def test_one_populated_bin_gives_no_verdict(quiet_root: ModuleType) -> None:
+    # a histogram whose entries all fall in one bin (e.g. a fixed hit count): ROOT's chi2 has
+    # ndf 0 and p-value 0 even for identical histograms; that must not read as ERROR
+    h = hist.Hist(hist.axis.Regular(10, 0.0, 10.0), storage=hist.storage.Int64())
+    h.fill(np.full(500, 2.5))
+    r = _to_root(quiet_root, h, "one_bin")
+    chi2, ndf, p, _ = _root_chi2(quiet_root, r, r, "UU")
+    c = compare(h, h)
+    assert (c.statistic, c.ndf, c.p_value) == (chi2, ndf, p) == (0.0, 0, 0.0)
+    assert c.status is QAStatus.TOO_FEW and "fewer than two populated bins" in c.message
+    other = hist.Hist(hist.axis.Regular(10, 0.0, 10.0), storage=hist.storage.Int64())
+    other.fill(np.full(500, 3.5))  # all in the next bin: one degree of freedom, a clear ERROR
+    assert compare(other, h).ndf == 1 and compare(other, h).status is QAStatus.ERROR
+
+
 def test_status_thresholds() -> None:
     th = Thresholds(min_entries=50, p_warning=0.1, p_error=0.01)
     assert th.status(0.5, 1000) is QAStatus.GOOD

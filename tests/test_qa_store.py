@@ -4,6 +4,7 @@ embedded SQLite and on a real PostgreSQL server."""
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -55,9 +56,7 @@ def _runs() -> list[Run]:
         )
         for r in range(1, 9)
     ]
-    out.append(
-        Run(3, 9, "cosmic", "No Beam", 1.8e9, 1.8e9 + 600, 0.0, 50, DETS, False, 0.0)
-    )
+    out.append(Run(3, 9, "cosmic", "No Beam", 1.8e9, 1.8e9 + 600, 0.0, 50, DETS, False, 0.0))
     return out
 
 
@@ -72,12 +71,17 @@ PIA = User("pia", "expert", ("PXD",))
 
 def test_passwords_are_salted_hashes_never_plain_text(db: QADatabase) -> None:
     a, b = hash_password("same"), hash_password("same")
-    assert a != b and a.startswith("scrypt$") and "same" not in a
-    assert verify_password("same", a) and verify_password("same", b)
-    assert not verify_password("Same", a) and not verify_password("same", "garbage")
+    assert a != b
+    assert a.startswith("scrypt$")
+    assert "same" not in a
+    assert verify_password("same", a)
+    assert verify_password("same", b)
+    assert not verify_password("Same", a)
+    assert not verify_password("same", "garbage")
     with db.engine.connect() as conn:
         stored = dict(conn.execute(sa.text("SELECT name, password FROM qa_users")).all())
-    assert "m-secret" not in str(stored) and verify_password("m-secret", stored["mona"])
+    assert "m-secret" not in str(stored)
+    assert verify_password("m-secret", stored["mona"])
 
 
 def test_authenticate(db: QADatabase) -> None:
@@ -122,11 +126,12 @@ def test_flags_keep_every_change(db: QADatabase) -> None:
         ("RECOVERABLE", "carl", "recalibrate"),
         ("GOOD", "mona", "fixed by the new x-t"),
     ]
-    assert all(a.time <= b.time for a, b in zip(history, history[1:], strict=False))
+    assert all(a.time <= b.time for a, b in itertools.pairwise(history))
     assert len(db.flag_history(3, 2)) == 4
     assert {d: e.flag for d, e in db.flags(3, 2).items()} == {"CDC": "GOOD", "ECL": "GOOD"}
     grid = db.flag_grid(exp=3)
-    assert grid[(3, 2)]["CDC"] == "GOOD" and grid[(3, 2)]["PXD"] == "NOTSET"
+    assert grid[(3, 2)]["CDC"] == "GOOD"
+    assert grid[(3, 2)]["PXD"] == "NOTSET"
     assert "PXD" not in grid[(3, 4)]  # not included in run 4
     assert db.run(3, 2).dq == {"CDC": "GOOD", "ECL": "GOOD"}
 
@@ -191,7 +196,8 @@ def test_run_sign_off_workflow(db: QADatabase) -> None:
         ("COMPLETED", "mona"),
         ("OPEN", "mona"),
     ]
-    assert db.run_states(exp=3)[(3, 1)] == "OPEN" and db.run_states(exp=3)[(3, 2)] == "OPEN"
+    assert db.run_states(exp=3)[(3, 1)] == "OPEN"
+    assert db.run_states(exp=3)[(3, 2)] == "OPEN"
 
 
 def test_the_registry_feeds_calibration_filters(db: QADatabase) -> None:
@@ -201,7 +207,8 @@ def test_the_registry_feeds_calibration_filters(db: QADatabase) -> None:
         db.set_flag(3, 3, det, "GOOD" if det != "PXD" else "BAD", user=MONA, comment="")
     db.set_flag(3, 2, "TOP", "RECOVERABLE", user=MONA, comment="")
     reg = db.registry(exp=3)
-    assert isinstance(reg, RunRegistry) and len(reg) == 9
+    assert isinstance(reg, RunRegistry)
+    assert len(reg) == 9
     assert [r.run for r in reg.select(dq="Good")] == [1]
     assert [r.run for r in reg.select(dq="Good Or Recoverable")] == [1, 2]
     assert [r.run for r in reg.select(dq="Good For PXD")] == [1, 3]
@@ -212,7 +219,8 @@ def test_runs_import_updates_metadata_not_flags(db: QADatabase) -> None:
     runs = _runs()
     changed = Run.from_dict({**runs[0].to_dict(), "lumi_pb": 55.0, "dq": {"CDC": "GOOD"}})
     assert db.import_runs([changed]) == 1
-    assert db.run(3, 1).lumi_pb == 55.0 and db.run(3, 1).dq == {"CDC": "BAD"}
+    assert db.run(3, 1).lumi_pb == 55.0
+    assert db.run(3, 1).dq == {"CDC": "BAD"}
     assert [r.run for r in db.runs(exp=3, first=3, last=5)] == [3, 4, 5]
     assert [r.run for r in db.runs(run_type="cosmic")] == [9]
 
@@ -267,13 +275,15 @@ def test_evaluate_compares_with_the_references(db: QADatabase) -> None:
         db.set_reference("ECL", "e", 3, 1, method="kl")
     status = db.evaluate_all(exp=3)
     assert status[(3, 1)]["CDC"] == "GOOD"  # the reference itself
-    assert status[(3, 6)]["CDC"] == "ERROR" and status[(3, 6)]["ECL"] == "ERROR"
+    assert status[(3, 6)]["CDC"] == "ERROR"
+    assert status[(3, 6)]["ECL"] == "ERROR"
     assert status[(3, 7)]["CDC"] in ("TOO_FEW", "GOOD", "WARNING")  # variables still judged
     assert status[(3, 9)] == dict.fromkeys(DETS, "NONE")  # no evidence at all
     assert status[(3, 2)]["TOP"] == "NONE"
     (c6,) = [c for c in db.comparisons(3, 6) if c.detector == "CDC"]
     assert (c6.reference_exp, c6.reference_run, c6.comparison.method) == (3, 1, "chi2")
-    assert c6.comparison.p_value < 1e-6 and c6.status == "ERROR"
+    assert c6.comparison.p_value < 1e-6
+    assert c6.status == "ERROR"
     (c7,) = [c for c in db.comparisons(3, 7) if c.detector == "CDC"]
     assert c7.status == "TOO_FEW"
     (e2,) = [c for c in db.comparisons(3, 2) if c.detector == "ECL"]
@@ -290,10 +300,14 @@ def test_trend_has_a_band_and_statuses(db: QADatabase) -> None:
     for run in range(1, 9):
         _store(db, run, shift=0.5 if run == 6 else 0.0)
     tr = db.trend("test.ecl_energy", exp=3)
-    assert list(tr.run) == list(range(1, 9)) and tr.unit == "GeV" and tr.detector == "ECL"
-    assert tr.status_of(3, 6) == "ERROR" and tr.status_of(3, 2) == "GOOD"
+    assert list(tr.run) == list(range(1, 9))
+    assert tr.unit == "GeV"
+    assert tr.detector == "ECL"
+    assert tr.status_of(3, 6) == "ERROR"
+    assert tr.status_of(3, 2) == "GOOD"
     assert tr.status_of(3, 9) == "NONE"  # cosmic runs are not in the physics trend
-    assert tr.centre == pytest.approx(1.0) and tr.band[0] < 1.0 < tr.band[1]
+    assert tr.centre == pytest.approx(1.0)
+    assert tr.band[0] < 1.0 < tr.band[1]
     assert db.auto_status(3, 6)["ECL"] == "ERROR"
     assert db.variable_names() == ["test.cdc_hits", "test.ecl_energy"]
     assert [v.name for v in db.variables(3, 6)] == ["test.cdc_hits", "test.ecl_energy"]
@@ -307,18 +321,22 @@ def test_trend_has_a_band_and_statuses(db: QADatabase) -> None:
 def test_good_run_lists_are_versioned_and_match_the_flags(db: QADatabase) -> None:
     for run in range(1, 9):
         for det in db.run(3, run).detectors:
-            db.set_flag(3, run, det, "BAD" if (run, det) == (3, "ECL") else "GOOD", user=MONA,
-                        comment="")
+            db.set_flag(
+                3, run, det, "BAD" if (run, det) == (3, "ECL") else "GOOD", user=MONA, comment=""
+            )
     with pytest.raises(PermissionDenied, match="managers only"):
         db.make_grl("physics", "all == GOOD", user=CARL)
     v1 = db.make_grl("physics", "all == GOOD and run_type == physics", user=MONA)
-    assert v1.version == 1 and v1.author == "mona"
+    assert v1.version == 1
+    assert v1.author == "mona"
     assert [r.run for r in v1.runs] == [1, 2, 4, 5, 6, 7, 8]
     assert v1.lumi_pb == pytest.approx(sum(100.0 + r for r in (1, 2, 4, 5, 6, 7, 8)))
     db.set_flag(3, 3, "ECL", "GOOD", user=CARL, comment="recovered")
     v2 = db.make_grl("physics", "all == GOOD and run_type == physics", user=MONA)
-    assert v2.version == 2 and [r.run for r in v2.runs] == list(range(1, 9))
-    assert db.grl("physics") == v2 and db.grl("physics", 1) == v1
+    assert v2.version == 2
+    assert [r.run for r in v2.runs] == list(range(1, 9))
+    assert db.grl("physics") == v2
+    assert db.grl("physics", 1) == v1
     assert [g.version for g in db.grl_versions("physics")] == [1, 2]
     assert db.grls() == [v2]
     with pytest.raises(QAError, match="no version 7 of good-run list 'physics'"):

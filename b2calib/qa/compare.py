@@ -478,7 +478,8 @@ def compare(
         Minimum entries and p-value thresholds of this histogram (default :class:`Thresholds`).
 
     Histograms with too few entries (either of them) are TOO_FEW without running the test, and
-    so is an empty one.
+    so is an empty one; so is a chi2 test with no degree of freedom (fewer than two populated
+    bins), whose p-value ROOT gives as 0 even for identical histograms.
     """
     th = thresholds or Thresholds()
     _check_pair(h, reference)
@@ -500,9 +501,14 @@ def compare(
     if method == "chi2":
         r = chi2_test(h, reference, options)
         message = f"chi2/ndf = {r.chi2:.1f}/{r.ndf}"
+        status = th.status(r.p_value, entries)
+        if r.ndf < 1:
+            # one populated bin (or none in common): ROOT's p-value is 0 whatever the contents,
+            # the test cannot tell a difference of shape, so it gives no verdict
+            status = QAStatus.TOO_FEW
+            message += ": fewer than two populated bins, no shape to compare"
         return Comparison(
-            method, options, r.chi2, r.ndf, r.p_value, th.status(r.p_value, entries), n, n_ref,
-            message, r.residuals,
+            method, options, r.chi2, r.ndf, r.p_value, status, n, n_ref, message, r.residuals,
         )  # fmt: skip
     if method == "ks":
         k = ks_test(h, reference, "" if options.upper() == "UU" else options)

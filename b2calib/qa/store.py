@@ -264,9 +264,12 @@ def _trend_status(
     extra = np.sqrt(max(spread**2 - typical**2, 0.0))
     sigma = np.sqrt(error**2 + extra**2)
     with np.errstate(divide="ignore", invalid="ignore"):
-        z = np.abs(value - centre) / sigma
+        # a value quoted without error: exactly on the centre is GOOD, off it ERROR
+        z = np.where(
+            sigma > 0, np.abs(value - centre) / sigma, np.where(value == centre, 0, np.inf)
+        )
     status = np.where(
-        ~np.isfinite(z),
+        ~(np.isfinite(value) & np.isfinite(error)),
         NO_STATUS,
         np.where(
             z > VARIABLE_ERROR_SIGMA,

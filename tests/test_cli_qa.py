@@ -1,0 +1,177 @@
+"""The quality-assurance command line (qa, signoff, grl, user) on the committed sample bucket."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from b2calib.cli import cli
+from b2calib.qa.store import QADatabase
+from tests.test_cli_conditions import record, table
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> dict[str, str]:
+    """A fresh database; no user logged in."""
+    return {"B2CALIB_DB": str(tmp_path / "conditions.sqlite")}
+
+
+def run(env: dict[str, str], *args: object, code: int = 0, input: str | None = None) -> str:
+    result = CliRunner(env=env).invoke(cli, [str(a) for a in args], input=input)
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    assert result.exit_code == code, result.output
+    return result.output
+
+
+def error(env: dict[str, str], *args: object, input: str | None = None) -> str:
+    """The error of a failing command (exit status 1): one line, or for an expression the line
+    and the expression with a caret under the fault."""
+    out = run(env, *args, code=1, input=input)
+    start = out.index("Error: ")  # after a password prompt, if any
+    return out[start:].removeprefix("Error: ").strip()
+
+
+def as_user(env: dict[str, str], name: str, password: str) -> dict[str, str]:
+    return {**env, "B2CALIB_USER": name, "B2CALIB_PASSWORD": password}
+
+
+@pytest.fixture
+def collected(env: dict[str, str], sample: Path) -> dict[str, str]:
+    """The sample bucket collected into the database, references set to run 2, users added."""
+    out = run(env, "qa", "collect", sample, "--executor", "inprocess", "--no-cache")
+    assert [r[1] for r in table(out)] == [str(r) for r in range(1, 13)]
+    # the sample has ~150 events a run: references judged from 20 entries
+    run(env, "qa", "reference", "set", 12, 2, "--all", "--min-entries", 20)
+    run(env, "user", "add", "mona", "--role", "manager", input="mona-pw\n")
+    run(env, "user", "add", "carl", "--role", "expert", "--detectors", "cdc,ecl", input="c-pw\n")
+    run(env, "user", "add", "vera", "--role", "viewer", input="v-pw\n")
+    return env
+
+
+def test_collect_evaluate_status_trend(collected: dict[str, str]) -> None:
+    env = collected
+    refs = table(run(env, "qa", "reference", "list"))
+    assert refs
+    assert all(r[1:3] == ["12", "2"] for r in refs)
+    out = run(env, "qa", "evaluate", "--exp", 12)
+    rows = table(out)
+    assert [r[1] for r in rows] == [str(r) for r in range(1, 13)]
+    header = out.splitlines()[1].split()
+    assert header[:4] == ["exp", "run", "type", "state"]
+    run2 = dict(zip(header, rows[1], strict=True))
+    assert run2["CDC"] == "GOOD/NOTSET"  # compared with itself
+    assert all(r[3] == "OPEN" for r in rows)
+    qdb = QADatabase(env["B2CALIB_DB"])
+    name = qdb.variable_names()[0]
+    trend = table(run(env, "qa", "trend", name, "--exp", 12))
+    assert len(trend) == len(qdb.trend(name, exp=12)) > 5
+    assert [r[1] for r in table(run(env, "qa", "status", "--runs", "3-4"))] == ["3", "4"]
+    one = run(env, "qa", "reference", "set", 12, 3, "CDC/hits_per_track", "--method", "ks")
+    assert one.strip() == "CDC/hits_per_track: reference run (12, 3), ks UU"
+    assert "not DETECTOR/NAME" in run(env, "qa", "reference", "set", 12, 3, "CDC", code=2)
+    assert "or give --all" in run(env, "qa", "reference", "set", 12, 3, code=2)
+    qdb.close()
+
+
+def test_users_and_authentication(collected: dict[str, str]) -> None:
+    env = collected
+    assert table(run(env, "user", "list")) == [
+        ["carl", "expert", "CDC,ECL"],
+        ["mona", "manager", "-"],
+        ["vera", "viewer", "-"],
+    ]
+    assert "exists already" in error(env, "user", "add", "mona", "--role", "viewer", input="x\n")
+    assert "needs the detectors" in error(env, "user", "add", "x", "--role", "expert", input="y\n")
+    assert "no password" in error(env, "user", "add", "x", "--role", "viewer", input="\n")
+    bad = as_user(env, "carl", "wrong")
+    assert error(bad, "signoff", "flag", 12, 3, "CDC", "GOOD", "--comment", "ok") == (
+        "user 'carl': wrong name or password"
+    )
+    run(env, "user", "password", "carl", input="new-pw\n")
+    assert "wrong name or password" in error(
+        as_user(env, "carl", "c-pw"), "signoff", "flag", 12, 3, "CDC", "GOOD", "--comment", "x"
+    )
+    run(as_user(env, "carl", "new-pw"), "signoff", "flag", 12, 3, "CDC", "GOOD", "--comment", "x")
+    run(env, "user", "remove", "vera")
+    assert [r[0] for r in table(run(env, "user", "list"))] == ["carl", "mona"]
+
+
+def test_sign_off_from_the_command_line(collected: dict[str, str]) -> None:
+    env = collected
+    carl, mona, vera = (
+        as_user(env, "carl", "c-pw"),
+        as_user(env, "mona", "mona-pw"),
+        as_user(env, "vera", "v-pw"),
+    )
+    out = run(carl, "signoff", "flag", 12, 3, "cdc".upper(), "bad", "--comment", "HV trip")
+    assert out.strip() == "run (12, 3) CDC: BAD by carl"
+    assert "may not set the TOP flag" in error(
+        carl, "signoff", "flag", 12, 3, "TOP", "GOOD", "--comment", "x"
+    )
+    assert "vera (viewer) may not" in error(
+        vera, "signoff", "flag", 12, 3, "CDC", "GOOD", "--comment", "x"
+    )
+    run(mona, "signoff", "flag", 12, 3, "CDC", "GOOD", "--comment", "recovered")
+    history = table(run(env, "signoff", "history", 12, 3))
+    assert [(r[3], r[4], r[5]) for r in history] == [
+        ("BAD", "carl", "HV"),
+        ("GOOD", "mona", "recovered"),
+    ]
+    run(carl, "signoff", "state", 12, 3, "signoff", "--comment", "flags set")
+    assert "may not move run (12, 3) from SIGNOFF to COMPLETED" in error(
+        carl, "signoff", "state", 12, 3, "COMPLETED"
+    )
+    out = run(mona, "signoff", "state", 12, 3, "COMPLETED")
+    assert out.splitlines()[0] == "run (12, 3): COMPLETED"
+    assert "COMPLETED: a manager must reopen it" in error(
+        mona, "signoff", "flag", 12, 3, "CDC", "BAD", "--comment", "late"
+    )
+    assert run(env, "signoff", "state", 12, 3).splitlines()[0] == "run (12, 3): COMPLETED"
+
+
+def test_good_run_lists_from_the_command_line(collected: dict[str, str], tmp_path: Path) -> None:
+    env = collected
+    mona = as_user(env, "mona", "mona-pw")
+    qdb = QADatabase(env["B2CALIB_DB"])
+    physics = [r for r in qdb.runs(exp=12) if r.run_type == "physics"]
+    for r in physics:
+        for det in r.detectors:
+            flag = "BAD" if (r.run, det) == (5, "TOP") else "GOOD"
+            run(mona, "signoff", "flag", 12, r.run, det, flag, "--comment", "shift")
+    assert "managers only" in error(as_user(env, "carl", "c-pw"), "grl", "make", "good", "all_good")
+    out = run(mona, "grl", "make", "good", "all == GOOD", "--description", "first")
+    assert out.startswith("good v1: ")
+    run(mona, "grl", "make", "good", "all == GOOD")
+    run(mona, "grl", "make", "recoverable", "all except (TOP) == GOOD")
+    assert [r[:2] for r in table(run(env, "grl", "list"))] == [["good", "2"], ["recoverable", "1"]]
+    info = record(run(env, "grl", "show", "good", "--version", 1))
+    assert info["version"] == "1"
+    assert info["description"] == "first"
+    expected = sorted(r.run for r in physics if r.run != 5)
+    assert float(info["lumi"].split()[0]) == pytest.approx(
+        sum(r.lumi_pb for r in physics if r.run != 5), rel=1e-5
+    )
+    run(env, "grl", "export", "good", "--format", "json", "-o", tmp_path / "good.json")
+    doc = json.loads((tmp_path / "good.json").read_text())
+    assert doc["experiments"]["12"]["runs"] == expected
+    cms = json.loads(run(env, "grl", "export", "good", "--format", "cms"))
+    assert expected == [1, 2, 3, 4, 7, 8, 9, 10, 11, 12]  # run 6 is a cosmic run
+    assert cms == {"12": [[1, 4], [7, 12]]}
+    rows = list(csv.reader(io.StringIO(run(env, "grl", "export", "good", "--format", "csv"))))
+    assert [int(r[1]) for r in rows if r and r[0] == "12"] == expected
+    minus = json.loads(
+        CliRunner(env=env)
+        .invoke(cli, ["grl", "combine", "recoverable", "minus", "good@1", "--format", "cms"])
+        .stdout
+    )
+    assert minus == {"12": [[5, 5]]}
+    assert "no good-run list 'nope'" in error(env, "grl", "export", "nope")
+    assert "XYZ" in error(mona, "grl", "make", "x", "XYZ == GOOD")
+    assert [r[0] for r in table(run(env, "grl", "list"))] == ["good", "recoverable"]
+    qdb.close()
