@@ -1,0 +1,318 @@
+"""Run-level monitoring variables and QA histograms: truth recovered, faults found."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import shutil
+from pathlib import Path
+
+import awkward as ak
+import hist
+import numpy as np
+import pytest
+import uproot
+from scipy import stats
+
+from b2calib.engine import Dataset
+from b2calib.exceptions import ConfigError, FileFormatError, QAError
+from b2calib.geometry import cdc
+from b2calib.qa.compare import QAStatus, Thresholds, compare
+from b2calib.qa.monitoring import (
+    QA_HISTOGRAMS,
+    VARIABLES,
+    RunQA,
+    collect_qa,
+    run_qa_from_outputs,
+    sigma68,
+)
+from b2calib.runs import RunRegistry
+from b2calib.sim import (
+    PROCESS_ID,
+    SimConfig,
+    conditions_for_run,
+    cross_section_nb,
+    generate_runs,
+    simulate,
+)
+
+BASE = dict(
+    exp=9,
+    n_runs=12,
+    seed=41,
+    events_per_run=3000,
+    run_types={"physics": 0.85, "cosmic": 0.15, "beam": 0.0, "debug": 0.0},
+    continuum_fraction=0.0,
+    skims=["hlt_bhabha", "hlt_mumu_2trk", "hlt_hadron", "cosmic"],
+)
+
+
+@dataclasses.dataclass
+class Sample:
+    folder: Path
+    cfg: SimConfig
+    registry: RunRegistry
+    qa: dict[int, RunQA]
+    cdc_run: int  # 30 % of the CDC wires dead
+    top_run: int  # TOP times +3 ns
+    healthy: list[int]  # physics runs without faults
+
+
+@pytest.fixture(scope="session")
+def sample(tmp_path_factory: pytest.TempPathFactory) -> Sample:
+    plain = SimConfig(**BASE)  # type: ignore[arg-type]
+    physics = [r.run for r in generate_runs(plain) if r.run_type == "physics"]
+    cdc_run, top_run = physics[-1], physics[-2]
+    faults = [
+        {"run": cdc_run, "detector": "CDC", "kind": "dead_fraction", "value": 0.3},
+        {"run": top_run, "detector": "TOP", "kind": "time_shift", "value": 3.0},
+    ]
+    cfg = SimConfig(**BASE, faults=faults)  # type: ignore[arg-type]
+    folder = tmp_path_factory.mktemp("qa_monitoring")
+    result = simulate(cfg, folder, jobs=2)
+    qa = {r.run: r for r in collect_qa(folder, executor="inprocess")}
+    healthy = [r for r in physics if r not in (cdc_run, top_run)]
+    return Sample(folder, cfg, result.registry, qa, cdc_run, top_run, healthy)
+
+
+def _mumu_file(s: Sample, run: int) -> Path:
+    return (
+        s.folder
+        / f"e{s.cfg.exp:04d}"
+        / f"r{run:05d}"
+        / (f"cdst_hlt_mumu_2trk_e{s.cfg.exp:04d}_r{run:05d}.root")
+    )
+
+
+def test_every_run_with_data_has_its_numbers(sample: Sample) -> None:
+    reg = sample.registry
+    assert sorted(sample.qa) == sorted(r.run for r in reg.select())
+    for run, qa in sample.qa.items():
+        names = {v.name for v in qa.variables}
+        assert all(v.detector == VARIABLES[v.name].detector for v in qa.variables)
+        if reg.get(sample.cfg.exp, run).run_type == "cosmic":
+            assert names == {n for n in VARIABLES if n.startswith("cosmic.")}
+            assert qa.histograms == {}
+            continue
+        assert {n for n in VARIABLES if not n.startswith("cosmic.")} == names, qa.notes
+        assert set(qa.histograms) == set(QA_HISTOGRAMS)
+        for key, h in qa.histograms.items():
+            d = QA_HISTOGRAMS[key]
+            assert h.axes[0].size == d.bins[0]
+            assert h.storage_type is hist.storage.Int64
+            assert h.values().sum() > 50, key
+        assert all(v.error > 0 and math.isfinite(v.value) for v in qa.variables)
+    with pytest.raises(QAError, match="no monitoring variable 'nope'"):
+        sample.qa[sample.healthy[0]].variable("nope")
+
+
+def test_dimuon_mass_recovers_the_true_collision_energy(sample: Sample) -> None:
+    pulls, nominal_pulls = [], []
+    for run in [*sample.healthy, sample.cdc_run, sample.top_run]:
+        r = sample.registry.get(sample.cfg.exp, run)
+        true = conditions_for_run(sample.cfg, r).ecms
+        v = sample.qa[run].variable("mumu.invariant_mass")
+        pulls.append((v.value - true) / v.error)
+        nominal = (v.value - r.ecms_nominal_gev) / v.error
+        assert sample.qa[run].variable("mumu.invariant_mass_pull").value == pytest.approx(nominal)
+        nominal_pulls.append(nominal)
+    n = len(pulls)
+    assert n >= 8
+    # pulls against the truth: unit normal within statistics (too few runs for the width test)
+    assert abs(np.mean(pulls)) < 3.0 / math.sqrt(n), pulls
+    assert np.sum(np.square(pulls)) < stats.chi2.ppf(0.999, n), pulls
+    assert np.sum(np.square(pulls)) > stats.chi2.ppf(0.001, n), pulls
+    # the width: 40 MeV (tracking) with the 5.4 MeV beam-energy spread
+    for run in sample.healthy:
+        assert 0.030 < sample.qa[run].variable("mumu.invariant_mass_width").value < 0.050
+
+
+def _selected_tracks(path: Path) -> ak.Array:
+    a = uproot.open(path)["tree"].arrays(filter_name="TrackFitResults_*")
+    q = a["TrackFitResults_m_charge"]
+    two = (ak.num(q) == 2) & (ak.sum(q, axis=1) == 0)
+    return a[two]
+
+
+def test_cdc_hits_per_track_follow_the_hit_efficiency(sample: Sample) -> None:
+    """96 % hit efficiency on the live wires of every layer the track crosses."""
+    for run in sample.healthy[:3]:
+        r = sample.registry.get(sample.cfg.exp, run)
+        gain = conditions_for_run(sample.cfg, r).cdc_wire_gain
+        alive = np.array(
+            [
+                np.mean(gain[cdc.LAYER_FIRST[i] : cdc.LAYER_FIRST[i] + cdc.LAYER_NWIRES[i]] > 0)
+                for i in range(cdc.N_LAYERS)
+            ]
+        )
+        t = _selected_tracks(_mumu_file(sample, run))
+        z0 = ak.to_numpy(ak.flatten(t["TrackFitResults_m_z0"]))
+        tanl = ak.to_numpy(ak.flatten(t["TrackFitResults_m_tanLambda"]))
+        n = ak.to_numpy(ak.flatten(t["TrackFitResults_m_nCDCHits"])).astype(float)
+        z = z0[:, None] + cdc.LAYER_RADIUS[None, :] * tanl[:, None]  # ~straight 5 GeV tracks
+        crossed = (z >= cdc.LAYER_ZMIN) & (z <= cdc.LAYER_ZMAX)
+        expected = 0.96 * (crossed * alive).sum(axis=1)
+        v = sample.qa[run].variable("mumu.cdc_hits_per_track")
+        assert v.value == pytest.approx(n.mean(), rel=1e-12)
+        assert v.error == pytest.approx(n.std(ddof=1) / math.sqrt(len(n)), rel=1e-9)
+        # paired: the binomial scatter of the hits around the expectation
+        assert abs(v.value - expected.mean()) < 4 * (n - expected).std() / math.sqrt(len(n))
+        # SVD: both sides of up to four layers, 99 % efficient; PXD: two layers
+        assert 7.0 < sample.qa[run].variable("mumu.svd_hits_per_track").value < 8.0
+        assert 1.9 < sample.qa[run].variable("mumu.pxd_hits_per_track").value <= 2.0
+
+
+def test_hadron_bhabha_ratio_follows_the_cross_sections(sample: Sample) -> None:
+    """Expected ratio: sum over processes of sigma x prescale x skim efficiency (from the
+    simulated truth over all runs), prescales removed as the variable does."""
+    summary = json.loads((sample.folder / "simulation.json").read_text())
+    ps = summary["prescales"]
+    runs = [*sample.healthy, sample.cdc_run, sample.top_run]
+    generated = {
+        p: sum(summary["generated_events"][str(r)][p] for r in runs) for p in ps if p != "cosmic"
+    }
+    passed: dict[str, dict[str, int]] = {"hlt_hadron": {}, "hlt_bhabha": {}}
+    for skim, counts in passed.items():
+        for r in runs:
+            f = Dataset.select(sample.folder, runs=[r], skims=skim).files[0]
+            proc = ak.to_numpy(uproot.open(f.path)["tree"]["SimTruth_m_process"].array())
+            for p in generated:
+                if p in PROCESS_ID:
+                    counts[p] = counts.get(p, 0) + int(np.sum(proc == PROCESS_ID[p]))
+
+    def rate(skim: str) -> float:
+        return sum(
+            cross_section_nb(p, 10.5794) * ps[p] * passed[skim][p] / generated[p]
+            for p in passed[skim]
+            if generated[p]
+        )
+
+    expected = (rate("hlt_hadron") / ps["hadron"]) / (rate("hlt_bhabha") / ps["bhabha"])
+    pulls = []
+    for r in runs:
+        v = sample.qa[r].variable("hadron_bhabha_ratio")
+        pulls.append((v.value - expected) / v.error)
+    n = len(pulls)
+    assert abs(np.mean(pulls)) < 3.0 / math.sqrt(n), pulls
+    assert np.sum(np.square(pulls)) < stats.chi2.ppf(0.999, n), pulls
+
+
+def test_a_fault_is_found_in_its_detector_only(sample: Sample) -> None:
+    ref = sample.qa[sample.healthy[0]]
+    few = Thresholds(min_entries=50)  # the ARICH sees ~100 forward muons per run
+    faulty = {sample.cdc_run: ("CDC", "hits_per_track"), sample.top_run: ("TOP", "track_time")}
+    for run, bad_key in faulty.items():
+        qa = sample.qa[run]
+        for key, h in qa.histograms.items():
+            d = QA_HISTOGRAMS[key]
+            c = compare(h, ref.histograms[key], d.method, d.options, few)  # type: ignore[arg-type]
+            if key == bad_key:
+                assert c.status is QAStatus.ERROR, (key, c)
+            elif key[0] != bad_key[0]:
+                assert c.status is QAStatus.GOOD, (run, key, c)
+    # healthy runs against each other: GOOD but for the p-value's own fluctuations
+    statuses = [
+        compare(sample.qa[a].histograms[key], sample.qa[b].histograms[key], thresholds=few).status
+        for a, b in zip(sample.healthy[:-1], sample.healthy[1:], strict=True)
+        for key in QA_HISTOGRAMS
+    ]
+    assert statuses.count(QAStatus.ERROR) <= 3  # ~1 % expected
+    assert statuses.count(QAStatus.GOOD) >= 0.85 * len(statuses)  # ~95 % expected
+    # the matching variable: 30 % of the wires dead -> 30 % fewer hits, many sigma away
+    name = "mumu.cdc_hits_per_track"
+    healthy = np.array([sample.qa[r].variable(name).value for r in sample.healthy])
+    bad = sample.qa[sample.cdc_run].variable(name)
+    assert (healthy.mean() - bad.value) / bad.error > 20
+    assert bad.value / healthy.mean() == pytest.approx(0.7, abs=0.03)
+    # the time shift moves no count
+    top = sample.qa[sample.top_run].variable("mumu.top_digits_per_track")
+    others = np.array([sample.qa[r].variable(top.name).value for r in sample.healthy])
+    assert abs(top.value - others.mean()) < 4 * math.hypot(top.error, others.std(ddof=1))
+
+
+def test_executors_agree_and_bad_files_are_named(sample: Sample, tmp_path: Path) -> None:
+    runs = [sample.healthy[0], sample.cdc_run]
+    a = collect_qa(sample.folder, runs=runs, executor="inprocess")
+    ds = Dataset.select(sample.folder, runs=runs)
+    b = collect_qa(ds, registry=sample.registry, executor="threads", workers=2)
+    assert [(r.run, r.variables) for r in a] == [(r.run, r.variables) for r in b]
+    for x, y in zip(a, b, strict=True):
+        assert x.histograms.keys() == y.histograms.keys()
+        assert all(x.histograms[k] == y.histograms[k] for k in x.histograms)
+    assert [r.variables for r in a] == [sample.qa[r].variables for r in runs]
+    # a truncated dimuon file
+    folder = tmp_path / "damaged"
+    src = sample.folder / f"e{sample.cfg.exp:04d}" / f"r{runs[0]:05d}"
+    shutil.copytree(src, folder / src.parent.name / src.name)
+    shutil.copy(sample.folder / "runs.json", folder / "runs.json")
+    bad = folder / src.parent.name / src.name / _mumu_file(sample, runs[0]).name
+    bad.write_bytes(bad.read_bytes()[:4000])
+    with pytest.raises(FileFormatError) as err:
+        collect_qa(folder, on_error="stop")
+    assert str(bad) in str(err.value)
+    (qa,) = collect_qa(folder, on_error="skip")
+    names = {v.name for v in qa.variables}
+    assert "hadron_bhabha_ratio" in names
+    assert not any(n.startswith("mumu.") for n in names)
+    with pytest.raises(ConfigError, match="on_error"):
+        collect_qa(folder, on_error="ignore")  # type: ignore[arg-type]
+
+
+# ------------------------------------------------------------------------- without files
+def test_sigma68_and_its_error_on_toys() -> None:
+    rng = np.random.default_rng(5)
+    est, err = [], []
+    for _ in range(300):
+        h = hist.Hist(hist.axis.Regular(400, -100.0, 100.0), storage=hist.storage.Int64())
+        h.fill(rng.normal(3.0, 15.0, 1000))
+        s, e = sigma68(h)
+        est.append(s)
+        err.append(e)
+    assert float(np.mean(est)) == pytest.approx(15.0, abs=3 * float(np.std(est)) / math.sqrt(300))
+    assert float(np.std(est) / np.mean(err)) == pytest.approx(1.0, abs=0.12)
+    assert all(math.isnan(x) for x in sigma68(hist.Hist(hist.axis.Regular(4, 0, 1))))
+
+
+def _mean(values: list[float]) -> hist.Hist:
+    h = hist.Hist(hist.axis.Integer(0, 1), storage=hist.storage.Mean())
+    h.fill(np.zeros(len(values), dtype=np.int64), sample=values)
+    return h
+
+
+def test_run_qa_from_histograms() -> None:
+    good = _mean([1.0] * 95 + [0.0] * 5)
+    outputs = {
+        "hlt_mumu_2trk": {"mean/good_muon": good, "mean/cdc_hits": _mean([40.0, 42.0, 44.0])},
+        "hlt_hadron": {"events": _mean([1.0] * 400)},
+        "hlt_bhabha": {"events": _mean([1.0] * 1000)},
+    }
+    qa = run_qa_from_outputs(3, 8, outputs, prescales={"hadron": 0.5, "bhabha": 0.25})
+    assert qa.variable("mumu.cdc_hits_per_track").value == pytest.approx(42.0)
+    assert qa.variable("mumu.cdc_hits_per_track").error == pytest.approx(2.0 / math.sqrt(3))
+    assert qa.variable("mumu.good_muon_fraction").value == pytest.approx(0.95)
+    assert qa.variable("mumu.good_muon_fraction").error == pytest.approx(
+        math.sqrt(96 * 6 / (102**2 * 103))
+    )
+    ratio = qa.variable("hadron_bhabha_ratio")
+    assert ratio.value == pytest.approx((400 / 0.5) / (1000 / 0.25))
+    assert ratio.error == pytest.approx(ratio.value * math.sqrt(1 / 400 + 1 / 1000))
+    assert qa.histograms == {}
+    # no data: no numbers, and no made-up ones
+    empty = run_qa_from_outputs(3, 9, {"hlt_hadron": {"events": _mean([1.0])}})
+    assert empty.variables == []
+
+
+def test_fault_configuration() -> None:
+    assert "faults" not in SimConfig(n_runs=3).to_dict()
+    f = {"run": 2, "detector": "CDC", "kind": "dead_fraction", "value": 0.3}
+    assert SimConfig(n_runs=3, faults=[f]).to_dict()["faults"] == [f]
+    for bad, match in (
+        ({**f, "kind": "melted"}, "unknown kind"),
+        ({**f, "detector": "PXD", "kind": "time_shift"}, "does not apply to 'PXD'"),
+        ({**f, "run": 9}, "not simulated"),
+        ({**f, "value": 1.5}, r"in \[0, 1\]"),
+        ({"run": 2, "detector": "CDC"}, "exactly the keys"),
+    ):
+        with pytest.raises(ConfigError, match=match):
+            SimConfig(n_runs=3, faults=[bad])
