@@ -13,6 +13,7 @@ library with the logged-in user, which refuses what the user's role does not all
 from __future__ import annotations
 
 import io
+import json
 from typing import Any, Literal
 
 import pandas as pd
@@ -104,34 +105,58 @@ class SignOff(pn.viewable.Viewer):
             self.grid.style.apply(self._grid_style, axis=None)
         self.grid.on_click(self._on_cell)
 
-        self.message = pn.pane.Alert("", alert_type="light", visible=False, name="message")
-        self.flag_select = pn.widgets.Select(name="Flag", options=list(DQ_FLAGS), width=180)
+        self.message = pn.pane.Alert(
+            "", alert_type="light", visible=False, name="message", css_classes=["signoff-message"]
+        )
+        self.flag_select = pn.widgets.Select(
+            name="Flag", options=list(DQ_FLAGS), width=180, css_classes=["flag-select"]
+        )
         self.comment = pn.widgets.TextAreaInput(
-            name="Comment", placeholder="why (required unless GOOD)", height=80, width=360
+            name="Comment",
+            placeholder="why (required unless GOOD)",
+            height=80,
+            width=360,
+            css_classes=["flag-comment"],
         )
         self.set_button = pn.widgets.Button(
             name="Set flag", button_type="primary", width=120, css_classes=["set-flag"]
         )
         self.set_button.on_click(self._set_flag)
         self.workflow_comment = pn.widgets.TextInput(name="Workflow comment", width=300)
-        self.to_signoff = pn.widgets.Button(name="Send to sign-off", width=150)
-        self.complete = pn.widgets.Button(name="Complete run", button_type="success", width=150)
-        self.reopen = pn.widgets.Button(name="Reopen run", button_type="warning", width=150)
+        self.to_signoff = pn.widgets.Button(
+            name="Send to sign-off", width=150, css_classes=["to-signoff"]
+        )
+        self.complete = pn.widgets.Button(
+            name="Complete run", button_type="success", width=150, css_classes=["complete-run"]
+        )
+        self.reopen = pn.widgets.Button(
+            name="Reopen run", button_type="warning", width=150, css_classes=["reopen-run"]
+        )
         self.to_signoff.on_click(lambda _e: self._move("SIGNOFF"))
         self.complete.on_click(lambda _e: self._move("COMPLETED"))
         self.reopen.on_click(lambda _e: self._move("OPEN"))
 
         # good-run lists
-        self.grl_select = pn.widgets.Select(name="Good-run list", width=260)
-        self.grl_info = pn.pane.Markdown("", name="grl info")
-        self.grl_preset = pn.widgets.Select(name="Preset", options=list(PRESETS), width=260)
+        self.grl_select = pn.widgets.Select(
+            name="Good-run list", width=260, css_classes=["grl-select"]
+        )
+        self.grl_info = pn.pane.Markdown("", name="grl info", css_classes=["grl-info"])
+        self.grl_preset = pn.widgets.Select(
+            name="Preset", options=list(PRESETS), width=260, css_classes=["grl-preset"]
+        )
         self.grl_expression = pn.widgets.TextInput(
             name="Expression", value=PRESETS[self.grl_preset.value], width=420
         )
-        self.grl_name = pn.widgets.TextInput(name="Name", placeholder="e.g. golden", width=200)
+        self.grl_name = pn.widgets.TextInput(
+            name="Name", placeholder="e.g. golden", width=200, css_classes=["grl-name"]
+        )
         self.grl_description = pn.widgets.TextInput(name="Description", width=420)
-        self.grl_make = pn.widgets.Button(name="Make new version", button_type="primary", width=180)
-        self.grl_message = pn.pane.Alert("", alert_type="light", visible=False)
+        self.grl_make = pn.widgets.Button(
+            name="Make new version", button_type="primary", width=180, css_classes=["grl-make"]
+        )
+        self.grl_message = pn.pane.Alert(
+            "", alert_type="light", visible=False, css_classes=["grl-message"]
+        )
         self.grl_preset.param.watch(
             lambda e: setattr(self.grl_expression, "value", PRESETS[e.new]), "value"
         )
@@ -419,8 +444,10 @@ class SignOff(pn.viewable.Viewer):
             g = self._current_grl()
             if g is None:
                 return io.StringIO("")
-            text = {"json": g.to_json, "cms": g.to_cms_json, "csv": g.to_csv}[kind]()
-            return io.StringIO(text)
+            if kind == "csv":
+                return io.StringIO(g.to_csv())
+            data = g.to_json() if kind == "json" else g.to_cms_json()
+            return io.StringIO(json.dumps(data, indent=1) + "\n")
 
         return callback
 

@@ -1,0 +1,114 @@
+"""Helpers of the browser tests: a QA database prepared from the sample bucket and a real
+``b2calib serve`` subprocess."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from b2calib.qa import Thresholds
+from b2calib.qa.monitoring import collect_qa
+from b2calib.qa.store import QADatabase
+from b2calib.runs import RunRegistry
+
+#: Users of the tests: name -> (password, role, detectors).
+USERS = {
+    "alice": ("alice-secret-1", "expert", ("CDC",)),
+    "boss": ("boss-secret-1", "manager", ()),
+    "vic": ("vic-secret-1", "viewer", ()),
+}
+REFERENCE_RUN = (12, 1)
+
+
+def prepare_database(sample: Path, path: Path) -> str:
+    """A SQLite QA database with the sample's runs, their monitoring variables and QA
+    histograms (references: run 12/1, evaluated) and the :data:`USERS`; returns its URL."""
+    url = f"sqlite:///{path}"
+    db = QADatabase(url)
+    registry = RunRegistry.load(sample / "runs.json")
+    db.import_runs(registry)
+    for qa in collect_qa(sample, registry=registry):
+        db.store_run_qa(qa)
+    for det, name in db.histogram_keys(*REFERENCE_RUN):
+        db.set_reference(det, name, *REFERENCE_RUN, thresholds=Thresholds(min_entries=10))
+    for r in registry:
+        db.evaluate(r.exp, r.run)
+    for name, (password, role, dets) in USERS.items():
+        db.add_user(name, password, role, dets)
+    return url
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+class Server:
+    """``b2calib serve`` in a subprocess; ``with Server(url) as s: s.base`` is its address.
+
+    Entering waits until the command prints that it serves (a blocking read of its output, no
+    polling); leaving terminates it and checks it stopped.
+    """
+
+    def __init__(self, url: str, *options: str) -> None:
+        self.url = url
+        self.options: Sequence[str] = options
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.proc: subprocess.Popen[str] | None = None
+        self.output: list[str] = []
+
+    def __enter__(self) -> Server:
+        cmd = [
+            sys.executable, "-c", "from b2calib.cli import main; main()", "serve",
+            "--db", self.url, "--port", str(self.port), *self.options,
+        ]  # fmt: skip
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        self.proc = subprocess.Popen(
+            cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
+        )
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.output.append(line)
+            if line.startswith("serving on "):
+                break
+        else:
+            self.proc.wait()
+            raise RuntimeError(f"b2calib serve did not start:\n{''.join(self.output)}")
+        # keep reading its log so that a full pipe never blocks the server
+        self._drainer = threading.Thread(target=self._drain, args=(self.proc.stdout,), daemon=True)
+        self._drainer.start()
+        return self
+
+    def _drain(self, stream: Any) -> None:
+        for line in stream:
+            self.output.append(line)
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self.proc is None:
+            return
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self._drainer.join()
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+        self.proc = None

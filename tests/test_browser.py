@@ -1,0 +1,265 @@
+"""Browser tests of the served dashboards: a real ``b2calib serve`` driven by headless Chromium
+(Debian's package, through Playwright's sync API) against a QA database made from the sample.
+
+Screenshots of every app are written to ``build/test-artifacts/screenshots``.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+playwright = pytest.importorskip(
+    "playwright.sync_api", reason="pip package playwright (test extra)"
+)
+from playwright.sync_api import Browser, Locator, Page, expect, sync_playwright  # noqa: E402
+
+from b2calib.qa.store import QADatabase  # noqa: E402
+from tests.browser_server import USERS, Server, prepare_database  # noqa: E402
+
+pytestmark = pytest.mark.ui
+
+REPO = Path(__file__).resolve().parent.parent
+SCREENSHOTS = REPO / "build" / "test-artifacts" / "screenshots"
+CHROMIUM = Path("/usr/bin/chromium")
+TIMEOUT_MS = 30_000
+
+expect.set_options(timeout=TIMEOUT_MS)
+
+
+@pytest.fixture(scope="module")
+def db_url(sample: Path, tmp_path_factory: pytest.TempPathFactory) -> str:
+    return prepare_database(sample, tmp_path_factory.mktemp("qa") / "qa.sqlite")
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    if not CHROMIUM.exists():
+        pytest.fail("Debian's chromium is missing: `make system-deps` installs it")
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=str(CHROMIUM), headless=True)
+        yield b
+        b.close()
+
+
+@pytest.fixture(scope="module")
+def server(db_url: str) -> Iterator[Server]:
+    with Server(db_url) as s:
+        yield s
+
+
+@pytest.fixture
+def page(browser: Browser) -> Iterator[Page]:
+    context = browser.new_context(viewport={"width": 1400, "height": 1000}, accept_downloads=True)
+    context.set_default_timeout(TIMEOUT_MS)
+    yield context.new_page()
+    context.close()
+
+
+def login(page: Page, server: Server, name: str, path: str = "/signoff") -> None:
+    """Open ``path``, get sent to the login page, log in and land on ``path``."""
+    page.goto(server.base + path)
+    expect(page).to_have_url(re.compile(r"/login\?next="))
+    page.fill("#username", name)
+    page.fill("#password", USERS[name][0])
+    page.click("#login-submit")
+    expect(page).to_have_url(server.base + path)
+    expect(page.locator("#whoami")).to_contain_text(name)
+
+
+def grid_cell(page: Page, run: int, detector: str) -> Locator:
+    """The sign-off grid's cell of (run, detector) (experiment 12)."""
+    row = page.locator(".signoff-grid .tabulator-row").filter(
+        has=page.locator('.tabulator-cell[tabulator-field="run"]', has_text=re.compile(rf"^{run}$"))
+    )
+    return row.locator(f'.tabulator-cell[tabulator-field="{detector}"]')
+
+
+def open_cell(page: Page, run: int, detector: str) -> None:
+    grid_cell(page, run, detector).click()
+    expect(page.locator("#evidence-head")).to_contain_text(f"Run 12/{run}, {detector}")
+
+
+def set_flag(page: Page, flag: str, comment: str) -> None:
+    page.locator(".flag-select select").select_option(flag)
+    page.locator(".flag-comment textarea").fill(comment)
+    page.locator(".flag-comment textarea").press("Tab")
+    page.locator(".set-flag button").click()
+
+
+def shoot(page: Page, name: str) -> None:
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
+
+
+# ------------------------------------------------------------------------------- login
+def test_login_required_and_wrong_password_refused(page: Page, server: Server) -> None:
+    for path in ("/", "/qam", "/signoff", "/runsummary"):
+        page.goto(server.base + path)
+        expect(page).to_have_url(re.compile(r"/login\?next="))
+    page.fill("#username", "alice")
+    page.fill("#password", "not-her-password")
+    page.click("#login-submit")
+    expect(page.locator("#login-error")).to_have_text("Wrong user name or password.")
+    page.fill("#username", "nobody")
+    page.fill("#password", "whatever-it-is")
+    page.click("#login-submit")
+    expect(page.locator("#login-error")).to_be_visible()
+    assert not [c for c in page.context.cookies() if c["name"] == "user"]
+    page.goto(server.base + "/signoff")  # still not logged in
+    expect(page).to_have_url(re.compile(r"/login\?next="))
+    # a forged, unsigned cookie does not log anybody in
+    page.context.add_cookies([{"name": "user", "value": "boss", "url": server.base}])
+    page.context.add_cookies([{"name": "is_guest", "value": "1", "url": server.base}])
+    page.goto(server.base + "/signoff")
+    expect(page).to_have_url(re.compile(r"/login\?next="))
+
+
+# ------------------------------------------------------------- flags, history, restart
+def test_expert_sets_flag_seen_in_grid_history_and_after_restart(
+    browser: Browser, db_url: str
+) -> None:
+    db = QADatabase(db_url)
+    comment = "CDC HV trip in layer 12 (test)"
+    with Server(db_url) as first:
+        context = browser.new_context(viewport={"width": 1400, "height": 1000})
+        page = context.new_page()
+        login(page, first, "alice")
+        open_cell(page, 3, "CDC")
+        expect(page.locator(".set-flag button")).to_be_enabled()
+        set_flag(page, "BAD", comment)
+        expect(page.locator(".signoff-message")).to_contain_text(
+            "CDC of run 12/3 set to BAD by alice"
+        )
+        expect(grid_cell(page, 3, "CDC")).to_have_text("BAD")
+        history = page.locator(".flag-history")
+        expect(history).to_contain_text(comment)
+        expect(history).to_contain_text("alice")
+        expect(page.locator("#current-flag")).to_have_text("BAD")
+        context.close()
+    # the library recorded it with the logged-in author
+    entry = db.flags(12, 3)["CDC"]
+    assert (entry.flag, entry.author, entry.comment) == ("BAD", "alice", comment)
+    with Server(db_url) as second:  # a new server process (new cookie secret: log in again)
+        context = browser.new_context(viewport={"width": 1400, "height": 1000})
+        page = context.new_page()
+        login(page, second, "vic")
+        expect(grid_cell(page, 3, "CDC")).to_have_text("BAD")
+        open_cell(page, 3, "CDC")
+        expect(page.locator(".flag-history")).to_contain_text(comment)
+        expect(page.locator(".set-flag button")).to_be_disabled()  # a viewer never writes
+        context.close()
+
+
+def test_expert_refused_on_another_detector(page: Page, server: Server, db_url: str) -> None:
+    db = QADatabase(db_url)
+    login(page, server, "alice")
+    open_cell(page, 4, "ECL")
+    expect(page.locator(".set-flag button")).to_be_disabled()
+    expect(page.locator(".flag-select select")).to_be_disabled()
+    expect(page.locator(".signoff-message")).to_contain_text(
+        "alice (expert of CDC) may not flag ECL"
+    )
+    expect(page.locator(".complete-run button")).to_be_disabled()  # managers only
+    expect(page.locator(".grl-make button")).to_be_disabled()
+    # her own detector of the same run is open to her
+    open_cell(page, 4, "CDC")
+    expect(page.locator(".set-flag button")).to_be_enabled()
+    assert db.flag_history(12, 4, "ECL") == []
+
+
+def test_anonymous_reads_but_never_writes(page: Page, db_url: str) -> None:
+    db = QADatabase(db_url)
+    before = db.flag_history(12, 5)
+    with Server(db_url, "--allow-anonymous") as anon:
+        page.goto(anon.base + "/signoff")
+        expect(page).to_have_url(anon.base + "/signoff")
+        expect(page.locator("#whoami")).to_contain_text("anonymous (read only)")
+        open_cell(page, 5, "CDC")
+        expect(page.locator(".signoff-message")).to_contain_text("Read only: log in to set flags")
+        for control in (".set-flag button", ".to-signoff button", ".complete-run button",
+                        ".reopen-run button", ".grl-make button"):  # fmt: skip
+            expect(page.locator(control)).to_be_disabled()
+        # reading works everywhere
+        for path, ready in (("/qam", ".bk-Canvas"), ("/runsummary", ".run-summary")):
+            page.goto(anon.base + path)
+            expect(page.locator(ready).first).to_be_visible()
+        # Panel's unsigned guest cookie does not turn a visitor into a user called "guest"
+        page.goto(anon.base + "/login")
+        expect(page.locator("#anonymous-link")).to_be_visible()
+    assert db.flag_history(12, 5) == before
+
+
+# ---------------------------------------------------------------------- good-run lists
+def test_manager_makes_and_exports_good_run_list(page: Page, server: Server, db_url: str) -> None:
+    db = QADatabase(db_url)
+    boss = db.user("boss")
+    for r in db.runs():
+        for det in r.detectors:
+            bad = (r.run, det) == (7, "TOP")
+            if det not in db.flags(r.exp, r.run):
+                db.set_flag(r.exp, r.run, det, "BAD" if bad else "GOOD", user=boss,
+                            comment="test: bulk certification")  # fmt: skip
+    expected = {
+        r.key
+        for r in db.runs()
+        if r.run_type == "physics"
+        and r.beam_energy == "4S"
+        and all(r.flag(d) == "GOOD" for d in r.detectors)
+    }
+    assert expected
+    assert (12, 7) not in expected
+
+    login(page, server, "boss")
+    page.locator(".grl-name input").fill("golden")
+    page.locator(".grl-name input").press("Tab")
+    page.locator(".grl-preset select").select_option("physics_4s_good")
+    page.locator(".grl-make button").click()
+    expect(page.locator(".grl-message")).to_contain_text("Made golden version 1")
+    grl = db.grl("golden")
+    assert grl.author == "boss"
+    assert grl.version == 1
+    assert {r.key for r in grl.runs} == expected
+    expect(page.locator("#grl-lumi")).to_have_text(f"{grl.lumi_pb / 1000.0:.4f}")
+    lumi = sum(r.lumi_pb for r in db.runs() if r.key in expected)
+    assert grl.lumi_pb == pytest.approx(lumi, rel=1e-12)
+
+    files = {}
+    for kind in ("json", "cms", "csv"):
+        with page.expect_download() as download:
+            page.locator(f".download-{kind} button").click()
+        files[kind] = Path(download.value.path()).read_text()
+    assert json.loads(files["json"]) == grl.to_json()
+    exported = json.loads(files["json"])["experiments"]["12"]["runs"]
+    assert {(12, r) for r in exported} == expected
+    cms = json.loads(files["cms"])
+    assert {(12, r) for a, b in cms["12"] for r in range(a, b + 1)} == expected
+    rows = list(csv.DictReader(io.StringIO(files["csv"])))
+    assert {(int(r["exp"]), int(r["run"])) for r in rows if r["exp"] != "TOTAL"} == expected
+    assert float(rows[-1]["lumi_pb"]) == pytest.approx(grl.lumi_pb, rel=1e-12)
+
+
+# -------------------------------------------------------------------------- screenshots
+def test_screenshots_of_every_app(page: Page, server: Server) -> None:
+    login(page, server, "boss", path="/")
+    expect(page.locator("#card-signoff")).to_be_visible()
+    shoot(page, "index")
+    page.goto(server.base + "/qam")
+    expect(page.locator(".bk-Canvas").first).to_be_visible()
+    expect(page.get_by_text("Histograms vs reference")).to_be_visible()
+    shoot(page, "qam")
+    page.goto(server.base + "/signoff")
+    open_cell(page, 7, "TOP")
+    expect(page.locator(".bk-Canvas").first).to_be_visible()
+    shoot(page, "signoff")
+    page.goto(server.base + "/runsummary")
+    expect(page.locator(".run-summary .tabulator-row").first).to_be_visible()
+    shoot(page, "runsummary")
+    for name in ("index", "qam", "signoff", "runsummary"):
+        assert (SCREENSHOTS / f"{name}.png").stat().st_size > 10_000
