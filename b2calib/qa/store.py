@@ -589,6 +589,18 @@ class QADatabase(SqlDatabase):
 
         The band is computed from the runs selected (by default the physics runs).
         """
+        return self._trend(name, exp, first, last, run_type, strict=True)
+
+    def _trend(
+        self,
+        name: str,
+        exp: int | None,
+        first: int | None,
+        last: int | None,
+        run_type: str | None,
+        *,
+        strict: bool,
+    ) -> Trend:
         from b2calib.qa.monitoring import VARIABLES
 
         v, r = s.qa_variables, s.qa_runs
@@ -603,7 +615,7 @@ class QADatabase(SqlDatabase):
         )
         with self._read() as conn:
             rows = conn.execute(query).all()
-        if not rows and name not in VARIABLES:
+        if strict and not rows and name not in VARIABLES:
             raise QAError(f"no monitoring variable {name!r} is stored")
         definition = VARIABLES.get(name)
         reference = definition.reference if definition is not None else None
@@ -789,7 +801,7 @@ class QADatabase(SqlDatabase):
     def auto_status(self, exp: int, run: int) -> dict[str, str]:
         """The automatic status of each detector of a run: the worst of its histograms'
         comparisons and of its monitoring variables' trend statuses (the trend is taken over
-        the run's experiment). :data:`NO_STATUS` when there is no evidence."""
+        the runs of its experiment and run type). :data:`NO_STATUS` when there is no evidence."""
         return self.auto_status_grid(exp=exp, first=run, last=run).get(
             (exp, run), dict.fromkeys(DETECTORS, NO_STATUS)
         )
@@ -803,7 +815,8 @@ class QADatabase(SqlDatabase):
     ) -> dict[tuple[int, int], dict[str, str]]:
         """Automatic status per detector of every run selected (see :meth:`auto_status`).
 
-        The variables' trends span each experiment's physics runs, so a run's status does not
+        A variable is judged against its trend over the runs of the same experiment and run
+        type (physics runs with physics runs, cosmics with cosmics), so a run's status does not
         depend on the range selected.
         """
         evidence: dict[tuple[int, int], dict[str, list[str]]] = {}
@@ -819,10 +832,10 @@ class QADatabase(SqlDatabase):
             ):
                 if (row.exp, row.run) in evidence and row.detector in DETECTORS:
                     evidence[(row.exp, row.run)][row.detector].append(row.status)
-        exps = sorted({r.exp for r in runs})
+        groups = sorted({(r.exp, r.run_type) for r in runs})
         for name in self.variable_names():
-            for e in exps:
-                tr = self.trend(name, exp=e)
+            for e, run_type in groups:
+                tr = self._trend(name, e, None, None, run_type, strict=False)
                 if tr.detector not in DETECTORS:
                     continue
                 for ex, rn, st in zip(tr.exp, tr.run, tr.status, strict=True):
