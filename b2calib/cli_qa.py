@@ -155,14 +155,22 @@ def qa_collect(
         cache=not no_cache,
         on_error="stop" if stop_on_bad_file else "skip",
     )
-    has_refs = bool(qdb.references())
-    rows = []
     for rq in results:
         qdb.store_run_qa(rq)
-        status = qdb.evaluate(rq.exp, rq.run) if has_refs else {}
+    grid: dict[tuple[int, int], dict[str, str]] = {}
+    if results and qdb.references():
+        first, last = min(rq.run for rq in results), max(rq.run for rq in results)
+        grid = qdb.evaluate_all(exp=exp, first=first, last=last)
+    rows = []
+    for rq in results:
+        status = grid.get((rq.exp, rq.run), {})
         bad = sorted(d for d, s in status.items() if s in ("WARNING", "ERROR"))
-        rows.append([rq.exp, rq.run, len(rq.variables), len(rq.histograms), " ".join(bad) or "-"])
-    click.echo(_table(["exp", "run", "variables", "histograms", "warning/error"], rows))
+        skipped = ", ".join(f"{f.path} ({f.reason})" for f in rq.skipped) or "-"
+        rows.append(
+            [rq.exp, rq.run, len(rq.variables), len(rq.histograms), " ".join(bad) or "-", skipped]
+        )
+    header = ["exp", "run", "variables", "histograms", "warning/error", "skipped files"]
+    click.echo(_table(header, rows))
 
 
 @qa.group("reference")

@@ -725,47 +725,16 @@ class QADatabase(SqlDatabase):
     def evaluate(self, exp: int, run: int) -> dict[str, str]:
         """Compare each QA histogram of a run with its reference, store the results and
         return the run's automatic status per detector (see :meth:`auto_status`)."""
-        refs = self.references()
-        results = []
         with self._read() as conn:
             self._require_run(conn, exp, run)
-            for det, name in self.histogram_keys(exp, run):
-                ref = refs.get((det, name))
-                if ref is None:
-                    continue
-                h = self._histogram(conn, exp, run, det, name)
-                r = self._histogram(conn, ref.exp, ref.run, det, name)
-                try:
-                    c = compare(h, r, _method(ref.method), ref.options, ref.thresholds)
-                except ConfigError as err:
-                    raise QAError(
-                        f"QA histogram {det}/{name} of run ({exp}, {run}) cannot be compared "
-                        f"with its reference run ({ref.exp}, {ref.run}): {err}"
-                    ) from err
-                results.append(
-                    dict(
-                        exp=exp,
-                        run=run,
-                        detector=det,
-                        name=name,
-                        reference_exp=ref.exp,
-                        reference_run=ref.run,
-                        result=_comparison_json(c),
-                        status=c.status.name,
-                        evaluated=_now(),
-                    )
-                )
-        t = s.qa_comparisons
-        with self._write() as conn:
-            conn.execute(t.delete().where(t.c.exp == exp, t.c.run == run))
-            if results:
-                conn.execute(t.insert(), results)
+        self._compare_runs([(exp, run)])
         return self.auto_status(exp, run)
 
     def evaluate_all(
         self, *, exp: int | None = None, first: int | None = None, last: int | None = None
     ) -> dict[tuple[int, int], dict[str, str]]:
-        """:meth:`evaluate` every run selected that has QA histograms."""
+        """:meth:`evaluate` every run selected that has QA histograms; returns the automatic
+        status grid of the runs selected."""
         t = s.qa_histograms
         with self._read() as conn:
             keys = conn.execute(
@@ -774,9 +743,55 @@ class QADatabase(SqlDatabase):
                 .distinct()
                 .order_by(t.c.exp, t.c.run)
             ).all()
-        for e, r in keys:
-            self.evaluate(e, r)
+        self._compare_runs([(k.exp, k.run) for k in keys])
         return self.auto_status_grid(exp=exp, first=first, last=last)
+
+    def _compare_runs(self, keys: Sequence[tuple[int, int]]) -> None:
+        """Compare the runs' histograms with their references (each reference decoded once)
+        and replace each run's stored comparisons, one transaction per run."""
+        refs = self.references()
+        ref_hists: dict[tuple[str, str], hist.Hist] = {}
+        t = s.qa_comparisons
+        for exp, run in keys:
+            results = []
+            with self._read() as conn:
+                for det, name in self.histogram_keys(exp, run):
+                    ref = refs.get((det, name))
+                    if ref is None:
+                        continue
+                    h = self._histogram(conn, exp, run, det, name)
+                    if (det, name) not in ref_hists:
+                        ref_hists[(det, name)] = self._histogram(conn, ref.exp, ref.run, det, name)
+                    try:
+                        c = compare(
+                            h,
+                            ref_hists[(det, name)],
+                            _method(ref.method),
+                            ref.options,
+                            ref.thresholds,
+                        )
+                    except ConfigError as err:
+                        raise QAError(
+                            f"QA histogram {det}/{name} of run ({exp}, {run}) cannot be "
+                            f"compared with its reference run ({ref.exp}, {ref.run}): {err}"
+                        ) from err
+                    results.append(
+                        dict(
+                            exp=exp,
+                            run=run,
+                            detector=det,
+                            name=name,
+                            reference_exp=ref.exp,
+                            reference_run=ref.run,
+                            result=_comparison_json(c),
+                            status=c.status.name,
+                            evaluated=_now(),
+                        )
+                    )
+            with self._write() as conn:
+                conn.execute(t.delete().where(t.c.exp == exp, t.c.run == run))
+                if results:
+                    conn.execute(t.insert(), results)
 
     def comparisons(self, exp: int, run: int) -> list[StoredComparison]:
         """One run's stored comparisons, by detector and histogram."""
