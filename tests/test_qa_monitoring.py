@@ -56,6 +56,7 @@ class Sample:
     qa: dict[int, RunQA]
     cdc_run: int  # 30 % of the CDC wires dead
     top_run: int  # TOP times +3 ns
+    klm_run: int  # 20 KLM noise digits per event
     healthy: list[int]  # physics runs without faults
 
 
@@ -63,17 +64,18 @@ class Sample:
 def sample(tmp_path_factory: pytest.TempPathFactory) -> Sample:
     plain = SimConfig(**BASE)  # type: ignore[arg-type]
     physics = [r.run for r in generate_runs(plain) if r.run_type == "physics"]
-    cdc_run, top_run = physics[-1], physics[-2]
+    cdc_run, top_run, klm_run = physics[-1], physics[-2], physics[-3]
     faults = [
         {"run": cdc_run, "detector": "CDC", "kind": "dead_fraction", "value": 0.3},
         {"run": top_run, "detector": "TOP", "kind": "time_shift", "value": 3.0},
+        {"run": klm_run, "detector": "KLM", "kind": "noise", "value": 20.0},
     ]
     cfg = SimConfig(**BASE, faults=faults)  # type: ignore[arg-type]
     folder = tmp_path_factory.mktemp("qa_monitoring")
     result = simulate(cfg, folder, jobs=2)
     qa = {r.run: r for r in collect_qa(folder, executor="inprocess")}
-    healthy = [r for r in physics if r not in (cdc_run, top_run)]
-    return Sample(folder, cfg, result.registry, qa, cdc_run, top_run, healthy)
+    healthy = [r for r in physics if r not in (cdc_run, top_run, klm_run)]
+    return Sample(folder, cfg, result.registry, qa, cdc_run, top_run, klm_run, healthy)
 
 
 def _mumu_file(s: Sample, run: int) -> Path:
@@ -109,7 +111,7 @@ def test_every_run_with_data_has_its_numbers(sample: Sample) -> None:
 
 def test_dimuon_mass_recovers_the_true_collision_energy(sample: Sample) -> None:
     pulls, nominal_pulls = [], []
-    for run in [*sample.healthy, sample.cdc_run, sample.top_run]:
+    for run in [*sample.healthy, sample.cdc_run, sample.top_run, sample.klm_run]:
         r = sample.registry.get(sample.cfg.exp, run)
         true = conditions_for_run(sample.cfg, r).ecms
         v = sample.qa[run].variable("mumu.invariant_mass")
@@ -168,7 +170,7 @@ def test_hadron_bhabha_ratio_follows_the_cross_sections(sample: Sample) -> None:
     simulated truth over all runs), prescales removed as the variable does."""
     summary = json.loads((sample.folder / "simulation.json").read_text())
     ps = summary["prescales"]
-    runs = [*sample.healthy, sample.cdc_run, sample.top_run]
+    runs = [*sample.healthy, sample.cdc_run, sample.top_run, sample.klm_run]
     generated = {
         p: sum(summary["generated_events"][str(r)][p] for r in runs) for p in ps if p != "cosmic"
     }
@@ -201,7 +203,11 @@ def test_hadron_bhabha_ratio_follows_the_cross_sections(sample: Sample) -> None:
 def test_a_fault_is_found_in_its_detector_only(sample: Sample) -> None:
     ref = sample.qa[sample.healthy[0]]
     few = Thresholds(min_entries=50)  # the ARICH sees ~100 forward muons per run
-    faulty = {sample.cdc_run: ("CDC", "hits_per_track"), sample.top_run: ("TOP", "track_time")}
+    faulty = {
+        sample.cdc_run: ("CDC", "hits_per_track"),
+        sample.top_run: ("TOP", "track_time"),
+        sample.klm_run: ("KLM", "digits_per_event"),
+    }
     for run, bad_key in faulty.items():
         qa = sample.qa[run]
         for key, h in qa.histograms.items():
@@ -225,6 +231,12 @@ def test_a_fault_is_found_in_its_detector_only(sample: Sample) -> None:
     bad = sample.qa[sample.cdc_run].variable(name)
     assert (healthy.mean() - bad.value) / bad.error > 20
     assert bad.value / healthy.mean() == pytest.approx(0.7, abs=0.03)
+    # 20 noise digits per event more in the KLM
+    name = "hadron.klm_digits_per_event"
+    noisy = sample.qa[sample.klm_run].variable(name)
+    quiet = np.array([sample.qa[r].variable(name).value for r in sample.healthy])
+    assert (noisy.value - quiet.mean()) / noisy.error > 20
+    assert noisy.value - quiet.mean() == pytest.approx(20.0, abs=4 * noisy.error)
     # the time shift moves no count
     top = sample.qa[sample.top_run].variable("mumu.top_digits_per_track")
     others = np.array([sample.qa[r].variable(top.name).value for r in sample.healthy])
@@ -312,6 +324,8 @@ def test_fault_configuration() -> None:
         ({**f, "detector": "PXD", "kind": "time_shift"}, "does not apply to 'PXD'"),
         ({**f, "run": 9}, "not simulated"),
         ({**f, "value": 1.5}, r"in \[0, 1\]"),
+        ({**f, "kind": "noise", "detector": "TOP", "value": -1}, "must not be negative"),
+        ({**f, "kind": "noise"}, "does not apply to 'CDC'"),
         ({"run": 2, "detector": "CDC"}, "exactly the keys"),
     ):
         with pytest.raises(ConfigError, match=match):

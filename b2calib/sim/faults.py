@@ -18,6 +18,10 @@ applied only to that run and detector, after the detector response and before th
 ``time_shift``
     ``value`` ns added to every time the detector measures (CDC, SVD, TOP, ECL, KLM), as a
     wrong trigger or clock offset would, digitised again.
+``noise``
+    On average ``value`` extra hits per event (Poisson) on random channels, out of time, as
+    the detector's own random noise is simulated (PXD digits, SVD clusters, TOP, ARICH and KLM
+    digits); they belong to no track.
 
 Without faults the simulator's output is bit-identical to one without this module: faults
 draw from their own random streams.
@@ -39,6 +43,7 @@ __all__ = ["FAULT_KINDS", "apply_faults", "validate_faults"]
 FAULT_KINDS: dict[str, tuple[str, ...]] = {
     "dead_fraction": DETECTORS,
     "time_shift": ("SVD", "CDC", "TOP", "ECL", "KLM"),
+    "noise": ("PXD", "SVD", "TOP", "ARICH", "KLM"),
 }
 _PXD_BANDS = 16
 Collection = dict[str, npt.NDArray[Any]]
@@ -67,6 +72,8 @@ def validate_faults(faults: list[dict[str, Any]], first_run: int, last_run: int)
             raise ConfigError(f"{where}: value must be a number, got {value!r}")
         if kind == "dead_fraction" and not 0.0 <= value <= 1.0:
             raise ConfigError(f"{where}: dead_fraction must be in [0, 1], got {value}")
+        if kind == "noise" and not value >= 0.0:
+            raise ConfigError(f"{where}: noise (hits per event) must not be negative, got {value}")
 
 
 def _dead_channels(
@@ -135,6 +142,64 @@ _TIMES: dict[str, tuple[tuple[str, str, int | None], ...]] = {
 }
 
 
+def _noise(rng: np.random.Generator, detector: str, evt: npt.NDArray[np.int64]) -> Collection:
+    """Random noise hits of ``detector`` in the events ``evt`` (the simulator's noise model)."""
+    from b2calib.sim.conditions import SVD_RAW_RANGE
+    from b2calib.sim.detector import quantize
+
+    n = len(evt)
+    if detector == "PXD":
+        return {
+            "evt": evt,
+            "m_sensorID": vxd.PXD_IDS[rng.integers(0, vxd.N_PXD_SENSORS, n)].astype(np.int32),
+            "m_uCellID": rng.integers(0, vxd.PXD_NU, n).astype(np.int16),
+            "m_vCellID": rng.integers(0, vxd.PXD_NV, n).astype(np.int16),
+            "m_charge": rng.integers(3, 30, n).astype(np.int16),
+        }
+    if detector == "SVD":
+        strip = rng.integers(0, vxd.SVD_STRIPS, n)
+        return {
+            "evt": evt,
+            "m_sensorID": vxd.SVD_IDS[rng.integers(0, vxd.N_SVD_SENSORS, n)].astype(np.int32),
+            "m_isUCluster": rng.integers(0, 2, n).astype(np.int8),
+            "m_position": quantize((strip + 0.5) / vxd.SVD_STRIPS * 4.0 - 2.0, 12),
+            "m_clsCharge": np.rint(rng.uniform(6000, 12000, n)).astype(np.float32),
+            "m_clsTime": quantize(rng.uniform(*SVD_RAW_RANGE, n), 12),
+            "m_clsSize": np.ones(n, np.int8),
+            "m_firstStrip": strip.astype(np.int16),
+            "m_trackIndex": np.full(n, -1, np.int16),
+        }
+    if detector == "TOP":
+        ch = rng.integers(0, top.N_CHANNELS, n)
+        return {
+            "evt": evt,
+            "m_moduleID": (ch // top.N_PIXELS + 1).astype(np.int8),
+            "m_pixelID": (ch % top.N_PIXELS + 1).astype(np.int16),
+            "m_time": quantize(rng.uniform(-30.0, 70.0, n), 14),
+            "m_pulseHeight": np.clip(np.rint(rng.normal(300, 80, n)), 40, 2000).astype(np.int16),
+        }
+    if detector == "ARICH":
+        ch = rng.integers(0, arich.N_CHANNELS, n)
+        return {
+            "evt": evt,
+            "m_modID": (ch // 144 + 1).astype(np.int16),
+            "m_channelID": (ch % 144).astype(np.int16),
+            "m_bitmap": (1 << rng.integers(0, 4, n)).astype(np.uint8),
+        }
+    addr = klm.decode(rng.integers(1, klm.N_CHANNELS + 1, n))
+    return {
+        "evt": evt,
+        "m_subdetector": addr["subdetector"].astype(np.int8),
+        "m_section": addr["section"].astype(np.int8),
+        "m_sector": addr["sector"].astype(np.int8),
+        "m_layer": addr["layer"].astype(np.int8),
+        "m_plane": addr["plane"].astype(np.int8),
+        "m_strip": addr["strip"].astype(np.int16),
+        "m_time": quantize(rng.uniform(-100.0, 100.0, n), 12),
+        "m_nPhotoelectrons": quantize(rng.uniform(0, 10, n), 6),
+    }
+
+
 def apply_faults(
     collections: dict[str, Collection],
     faults: list[dict[str, Any]],
@@ -142,8 +207,11 @@ def apply_faults(
     seed: int,
     exp: int,
     run: int,
+    chunk: int,
+    n_events: int,
 ) -> None:
-    """Apply the faults of run ``run`` to one chunk's collections (in place)."""
+    """Apply the faults of run ``run`` to the collections of chunk ``chunk`` (``n_events``
+    events), in place."""
     from b2calib.sim.detector import quantize
 
     for f in faults:
@@ -166,6 +234,16 @@ def apply_faults(
                 cl = collections["ECLClusters"]
                 alive = ~dead[cl["m_maxCellId"].astype(np.int64) - 1]
                 collections["ECLClusters"] = _keep(cl, alive)
+        elif kind == "noise":
+            rng = np.random.default_rng(
+                np.random.SeedSequence([seed, exp, run, 0x4E4F4953, DETECTORS.index(det), chunk])
+            )
+            counts = rng.poisson(value, n_events)
+            extra = _noise(rng, det, np.repeat(np.arange(n_events, dtype=np.int64), counts))
+            c = collections[name]
+            both = {k: np.concatenate([c[k], extra[k].astype(c[k].dtype)]) for k in c}
+            order = np.argsort(both["evt"], kind="stable")
+            collections[name] = {k: v[order] for k, v in both.items()}
         elif kind == "time_shift":
             for coll, column, bits in _TIMES[det]:
                 if coll not in collections:

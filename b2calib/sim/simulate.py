@@ -217,7 +217,15 @@ def simulate_run(
         ecms_evt = np.full(n, cond.ecms) if not cosmic else np.zeros(n)
         resp = simulate_response(crng, allp, n, t_coll, cond, run.magnet_on, detectors)
         if faults:
-            apply_faults(resp.collections, faults, seed=cfg.seed, exp=run.exp, run=run.run)
+            apply_faults(
+                resp.collections,
+                faults,
+                seed=cfg.seed,
+                exp=run.exp,
+                run=run.run,
+                chunk=c,
+                n_events=n,
+            )
         trig = trigger_variables(
             resp.collections["TrackFitResults"], resp.collections["ECLClusters"], n, nominal
         )
