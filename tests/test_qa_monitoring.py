@@ -35,6 +35,7 @@ from b2calib.sim import (
     cross_section_nb,
     generate_runs,
     simulate,
+    skim_path,
 )
 
 BASE = dict(
@@ -130,6 +131,34 @@ def test_dimuon_mass_recovers_the_true_collision_energy(sample: Sample) -> None:
         assert 0.030 < sample.qa[run].variable("mumu.invariant_mass_width").value < 0.050
 
 
+@pytest.mark.slow
+def test_dimuon_mass_pulls_meet_the_pull_standard(tmp_path: Path) -> None:
+    """150 runs of ~250 dimuons (4S and continuum), only the tracks and the PXD read out: the
+    fitted collision energy against the truth, mean and width of the pulls."""
+    cfg = SimConfig(
+        exp=4,
+        n_runs=150,
+        seed=5,
+        events_per_run=400,
+        processes=["mumu"],
+        process_fractions={"bhabha": 0, "gamma_gamma": 0, "mumu": 1, "hadron": 0, "tautau": 0},
+        detectors=["PXD"],
+        run_types={"physics": 1.0, "cosmic": 0.0, "beam": 0.0, "debug": 0.0},
+        continuum_fraction=0.3,
+        skims=["hlt_mumu_2trk"],
+    )
+    result = simulate(cfg, tmp_path, jobs=2)
+    pulls = []
+    for qa in collect_qa(tmp_path):
+        assert {v.detector for v in qa.variables} == {"BEAM", "PXD", "TRACKING"}
+        true = conditions_for_run(cfg, result.registry.get(qa.exp, qa.run)).ecms
+        v = qa.variable("mumu.invariant_mass")
+        pulls.append((v.value - true) / v.error)
+    assert len(pulls) == 150
+    assert abs(np.mean(pulls)) < 3.0 / math.sqrt(len(pulls))
+    assert 0.85 < np.std(pulls, ddof=1) < 1.15
+
+
 def _selected_tracks(path: Path) -> ak.Array:
     a = uproot.open(path)["tree"].arrays(filter_name="TrackFitResults_*")
     q = a["TrackFitResults_m_charge"]
@@ -177,8 +206,8 @@ def test_hadron_bhabha_ratio_follows_the_cross_sections(sample: Sample) -> None:
     passed: dict[str, dict[str, int]] = {"hlt_hadron": {}, "hlt_bhabha": {}}
     for skim, counts in passed.items():
         for r in runs:
-            f = Dataset.select(sample.folder, runs=[r], skims=skim).files[0]
-            proc = ak.to_numpy(uproot.open(f.path)["tree"]["SimTruth_m_process"].array())
+            path = skim_path(sample.folder, sample.cfg.exp, r, skim)
+            proc = ak.to_numpy(uproot.open(path)["tree"]["SimTruth_m_process"].array())
             for p in generated:
                 if p in PROCESS_ID:
                     counts[p] = counts.get(p, 0) + int(np.sum(proc == PROCESS_ID[p]))

@@ -75,14 +75,15 @@ import awkward as ak
 import hist
 import numpy as np
 import numpy.typing as npt
+import uproot
 from iminuit import Minuit, cost
 from scipy import special
 
 from b2calib.engine import Collector, Dataset, SkippedFile, collect
 from b2calib.engine.fill import fill_1d
-from b2calib.exceptions import B2CalibError, ConfigError, FileFormatError, QAError
+from b2calib.exceptions import ConfigError, FileFormatError, QAError
 from b2calib.geometry import B_FIELD_T, DETECTOR_ID, DETECTORS, klm
-from b2calib.io import read_metadata
+from b2calib.io import METADATA_KEY, FileMetadata
 from b2calib.runs import RunRegistry
 
 __all__ = [
@@ -924,6 +925,17 @@ def collect_qa(
     return out
 
 
+def _metadata(path: str) -> FileMetadata:
+    """A file's ``FileMetaData`` alone (the event tree's description is not parsed: the
+    dataset has already checked the file)."""
+    try:
+        with uproot.open(path) as f:
+            text = str(f[METADATA_KEY])
+    except Exception as err:  # uproot raises many types for damaged files
+        raise FileFormatError(path, "unreadable", f"cannot read {METADATA_KEY} ({err})") from err
+    return FileMetadata.from_json(text, path)
+
+
 def _detectors_of(
     files: Sequence[Any], prescales: dict[RunKey, dict[str, float]]
 ) -> tuple[tuple[str, ...], list[SkippedFile]]:
@@ -933,10 +945,9 @@ def _detectors_of(
     bad = []
     for f in files:
         try:
-            meta = read_metadata(f.path)
-        except B2CalibError as err:
-            reason = err.reason if isinstance(err, FileFormatError) else "unreadable"
-            bad.append(SkippedFile(f.path, reason, str(err)))
+            meta = _metadata(f.path)
+        except FileFormatError as err:
+            bad.append(SkippedFile(f.path, err.reason, str(err)))
             continue
         common &= set(meta.extra.get("detectors", DETECTORS))
         ps = meta.extra.get("prescales")
