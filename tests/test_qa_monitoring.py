@@ -194,6 +194,38 @@ def test_cdc_hits_per_track_follow_the_hit_efficiency(sample: Sample) -> None:
         assert 1.9 < sample.qa[run].variable("mumu.pxd_hits_per_track").value <= 2.0
 
 
+def _sigma68(x: np.ndarray) -> float:
+    q1, q2 = np.quantile(x, [0.158655, 0.841345])
+    return float(q2 - q1) / 2
+
+
+def test_impact_parameter_resolutions_follow_the_simulated_model(sample: Sample) -> None:
+    """The simulator smears d0 by 12 um (+) 20 um / (p sin^1.5 theta) and z0 by 20 um (+)
+    30 um / (p sin^1.5 theta): the expected sigma68 of the pair residuals of each run is drawn
+    from that model with the run's own tracks."""
+    rng = np.random.default_rng(3)
+    rel_d0: list[float] = []
+    rel_z0: list[float] = []
+    for run in sample.healthy:
+        t = _selected_tracks(_mumu_file(sample, run))
+        omega = ak.to_numpy(ak.flatten(t["TrackFitResults_m_omega"])).astype(float)
+        tanl = ak.to_numpy(ak.flatten(t["TrackFitResults_m_tanLambda"])).astype(float)
+        p = 0.0029979246 * 1.5 / np.abs(omega) * np.sqrt(1 + tanl**2)
+        ms = 1.0 / (p * (1 + tanl**2) ** -0.75)
+        for name, (a, b), rel in (
+            ("mumu.d0_resolution", (12.0, 20.0), rel_d0),
+            ("mumu.z0_resolution", (20.0, 30.0), rel_z0),
+        ):
+            sigma = np.hypot(a, b * ms)
+            draw = rng.standard_normal((200, len(sigma))) * sigma
+            expected = _sigma68((draw[:, 0::2] + draw[:, 1::2]).ravel() / math.sqrt(2))
+            v = sample.qa[run].variable(name)
+            assert abs(v.value - expected) < 3.5 * v.error, (run, name, v, expected)
+            rel.append(v.value / expected)
+    assert np.mean(rel_d0) == pytest.approx(1.0, abs=0.05)
+    assert np.mean(rel_z0) == pytest.approx(1.0, abs=0.05)
+
+
 def test_hadron_bhabha_ratio_follows_the_cross_sections(sample: Sample) -> None:
     """Expected ratio: sum over processes of sigma x prescale x skim efficiency (from the
     simulated truth over all runs), prescales removed as the variable does."""
