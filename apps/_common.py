@@ -170,6 +170,11 @@ def histogram_plot(
     return hv.Div(f"<p>{title}: {len(data['edges'])}-dimensional, not drawn</p>")
 
 
+def _number(x: float | None) -> str:
+    """A statistic or p-value as shown: 4 significant digits, '-' when there is none."""
+    return "-" if x is None or not math.isfinite(x) else f"{x:.4g}"
+
+
 def comparisons_frame(stored: list[Any]) -> pd.DataFrame:
     """The comparisons of a run as a table (detector, histogram, method, statistic, ndf, p,
     status, entries, reference run)."""
@@ -181,9 +186,9 @@ def comparisons_frame(stored: list[Any]) -> pd.DataFrame:
                 "detector": s.detector,
                 "histogram": s.name,
                 "method": f"{c.method} {c.options}".strip(),
-                "statistic": c.statistic,
-                "ndf": c.ndf,
-                "p-value": c.p_value,
+                "statistic": _number(c.statistic),
+                "ndf": "" if c.ndf is None else str(c.ndf),
+                "p-value": _number(c.p_value),
                 "status": getattr(c.status, "name", str(c.status)),
                 "entries": c.entries,
                 "reference": f"{s.reference_exp}/{s.reference_run}",

@@ -142,15 +142,23 @@ class QAM(pn.viewable.Viewer):
         )
         parts.append(points)
         unit = f" [{t.unit}]" if t.unit else ""
-        band = f", GOOD band {lo:.4g} .. {hi:.4g}" if has_band else ""
-        return pn.pane.HoloViews(
-            hv.Overlay(parts).opts(
-                title=f"{self.variable} ({t.detector}), exp {self.exp}{band}",
-                ylabel=f"{self.variable}{unit}",
-                xlabel="run",
-                responsive=True,
-                height=320,
-            ),
+        band = f"; GOOD band {lo:.4g} .. {hi:.4g}{unit}" if has_band else ""
+        counts = df["status"].value_counts()
+        worse = ", ".join(f"{counts[s]} {s}" for s in ("WARNING", "ERROR") if s in counts)
+        if worse:
+            verdict = f" ({worse})"
+        elif set(counts.index) == {"GOOD"}:
+            verdict = ", all GOOD"
+        else:
+            verdict = ""
+        title = f"**{self.variable}** ({t.detector}), exp {self.exp}: {len(df)} runs{verdict}{band}"
+        plot = hv.Overlay(parts).opts(
+            ylabel=f"{self.variable}{unit}", xlabel="run", responsive=True, height=320
+        )
+        return pn.Column(
+            pn.pane.Markdown(title, margin=(0, 10)),
+            pn.pane.HoloViews(plot, sizing_mode="stretch_width"),
+            css_classes=["qam-trend"],
             sizing_mode="stretch_width",
         )
 
@@ -223,7 +231,7 @@ class QAM(pn.viewable.Viewer):
             parameters=["exp", "detector", "run_type", "first", "last", "variable", "run"],
             widgets={
                 "exp": {"width": 200},
-                "detector": {"width": 200},
+                "detector": {"width": 200, "css_classes": ["qam-detector"]},
                 "run_type": {"width": 200},
                 "first": {"type": pn.widgets.IntInput, "placeholder": "first run", "width": 200},
                 "last": {"type": pn.widgets.IntInput, "placeholder": "last run", "width": 200},

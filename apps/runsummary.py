@@ -18,6 +18,7 @@ import panel as pn
 import param
 
 from apps._common import ALL, header, session_user
+from b2calib.geometry import DETECTORS
 from b2calib.runs import RUN_TYPES
 
 __all__ = ["LUMI_VARIABLES", "RunSummary"]
@@ -33,6 +34,13 @@ def _flags_text(run: Any) -> str:
         return "all GOOD"
     bad = [f"{d} {f}" for d, f in flags.items() if f != "GOOD"]
     return ", ".join(bad)
+
+
+def _detectors_text(detectors: tuple[str, ...]) -> str:
+    """'all 7' when every detector took data, else the list of those that did."""
+    if set(DETECTORS) <= set(detectors):
+        return f"all {len(DETECTORS)}"
+    return " ".join(detectors) or "none"
 
 
 class RunSummary(pn.viewable.Viewer):
@@ -109,7 +117,7 @@ class RunSummary(pn.viewable.Viewer):
                     "stop (UTC)": r.stop_iso,
                     "duration (min)": round(r.duration_s / 60.0, 1),
                     "L1 triggers": int(r.l1_triggers),
-                    "detectors": " ".join(r.detectors),
+                    "detectors": _detectors_text(r.detectors),
                     "lumi Bhabha (pb-1)": b if b is not None else r.lumi_pb,
                     "lumi gamma-gamma (pb-1)": g if g is not None else r.lumi_pb,
                     "lumi source": "monitoring" if measured else "registry",

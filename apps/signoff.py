@@ -208,16 +208,16 @@ class SignOff(pn.viewable.Viewer):
     def _grid_style(self, df: pd.DataFrame) -> pd.DataFrame:
         """Flag as background, automatic status as a left stripe."""
         css = pd.DataFrame("", index=df.index, columns=df.columns)
+        keys = list(zip(df["exp"].astype(int), df["run"].astype(int), strict=True))
+        none = STATUS_COLORS["NONE"]
         for d in self._detectors:
             if d not in df.columns:
                 continue
-            for i in df.index:
-                value = df.at[i, d]
-                if value == "-":
-                    continue
-                auto = self._auto.get((int(df.at[i, "exp"]), int(df.at[i, "run"])), {}).get(d)
-                stripe = STATUS_COLORS.get(auto or "NONE", STATUS_COLORS["NONE"])
-                css.at[i, d] = f"{_flag_style(value)}; border-left: 7px solid {stripe}"
+            stripes = [STATUS_COLORS.get(self._auto.get(k, {}).get(d, "NONE"), none) for k in keys]
+            css[d] = [
+                "" if flag == "-" else f"{_flag_style(flag)}; border-left: 7px solid {stripe}"
+                for flag, stripe in zip(df[d].tolist(), stripes, strict=True)
+            ]
         return css
 
     @param.depends("exp", "first", "last", "run_type", watch=True)

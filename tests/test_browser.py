@@ -196,6 +196,28 @@ def test_anonymous_reads_but_never_writes(page: Page, db_url: str) -> None:
     assert db.flag_history(12, 5) == before
 
 
+def test_manager_moves_run_through_workflow(page: Page, server: Server, db_url: str) -> None:
+    db = QADatabase(db_url)
+    login(page, server, "boss")
+    open_cell(page, 9, "CDC")
+    expect(page.locator(".complete-run button")).to_be_disabled()  # OPEN: not yet
+    page.locator(".to-signoff button").click()
+    expect(page.locator("#run-state")).to_have_text("SIGNOFF")
+    page.locator(".complete-run button").click()
+    expect(page.locator("#run-state")).to_have_text("COMPLETED")
+    expect(grid_cell(page, 9, "state")).to_have_text("COMPLETED")
+    state = db.run_state(12, 9)
+    assert (state.state, state.author) == ("COMPLETED", "boss")
+    # a completed run takes no flag, from anybody, until a manager reopens it
+    open_cell(page, 9, "ECL")
+    expect(page.locator(".set-flag button")).to_be_disabled()
+    expect(page.locator(".signoff-message")).to_contain_text("Run 12/9 is COMPLETED")
+    page.locator(".reopen-run button").click()
+    expect(page.locator("#run-state")).to_have_text("OPEN")
+    expect(page.locator(".set-flag button")).to_be_enabled()
+    assert [s.state for s in db.run_state_history(12, 9)] == ["SIGNOFF", "COMPLETED", "OPEN"]
+
+
 # ---------------------------------------------------------------------- good-run lists
 def test_manager_makes_and_exports_good_run_list(page: Page, server: Server, db_url: str) -> None:
     db = QADatabase(db_url)
@@ -253,6 +275,9 @@ def test_screenshots_of_every_app(page: Page, server: Server) -> None:
     page.goto(server.base + "/qam")
     expect(page.locator(".bk-Canvas").first).to_be_visible()
     expect(page.get_by_text("Histograms vs reference")).to_be_visible()
+    # the detector filter narrows the variables to that detector's
+    page.locator(".qam-detector select").select_option("CDC")
+    expect(page.locator(".qam-trend")).to_contain_text("(CDC), exp 12")
     shoot(page, "qam")
     page.goto(server.base + "/signoff")
     open_cell(page, 7, "TOP")
