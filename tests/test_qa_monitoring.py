@@ -17,7 +17,7 @@ from scipy import stats
 
 from b2calib.engine import Dataset
 from b2calib.exceptions import ConfigError, FileFormatError, QAError
-from b2calib.geometry import cdc
+from b2calib.geometry import DETECTOR_ID, cdc, top
 from b2calib.qa.compare import QAStatus, Thresholds, compare
 from b2calib.qa.monitoring import (
     QA_HISTOGRAMS,
@@ -192,6 +192,51 @@ def test_cdc_hits_per_track_follow_the_hit_efficiency(sample: Sample) -> None:
         # SVD: both sides of up to four layers, 99 % efficient; PXD: two layers
         assert 7.0 < sample.qa[run].variable("mumu.svd_hits_per_track").value < 8.0
         assert 1.9 < sample.qa[run].variable("mumu.pxd_hits_per_track").value <= 2.0
+
+
+def test_top_photons_and_good_muons_follow_the_simulated_efficiencies(sample: Sample) -> None:
+    """TOP: 22 (1 + 0.6 |cos theta|) photons per track on the live pixels of its module, plus
+    the module's random (3 per event over all channels) and hot-channel noise. KLM: each crossed
+    strip fires with its true efficiency; the good-muon fraction is drawn from that."""
+    rng = np.random.default_rng(8)
+    top_pulls, klm_pulls = [], []
+    for run in sample.healthy:
+        cond = conditions_for_run(sample.cfg, sample.registry.get(sample.cfg.exp, run))
+        path = _mumu_file(sample, run)
+        a = uproot.open(path)["tree"].arrays(filter_name=["TrackFitResults_*", "ExtHits_*"])
+        q = a["TrackFitResults_m_charge"]
+        a = a[(ak.num(q) == 2) & (ak.sum(q, axis=1) == 0)]
+        ext_evt = np.repeat(np.arange(len(a)), ak.to_numpy(ak.num(a["ExtHits_m_detectorID"])))
+        det = ak.to_numpy(ak.flatten(a["ExtHits_m_detectorID"]))
+        copy = ak.to_numpy(ak.flatten(a["ExtHits_m_copyID"])).astype(np.int64)
+        trk = ak.to_numpy(ak.flatten(a["ExtHits_m_trackIndex"])).astype(np.int64)
+        tanl = ak.to_numpy(ak.flatten(a["TrackFitResults_m_tanLambda"])).astype(float)
+        on = det == DETECTOR_ID["TOP"]
+        t = tanl[2 * ext_evt[on] + trk[on]]  # two tracks per selected event
+        module = copy[on] - 1
+        alive = (cond.top_status != 1).reshape(top.N_MODULES, top.N_PIXELS)
+        hot = np.where(alive, cond.top_hot_rate.reshape(alive.shape), 0.0).sum(axis=1)
+        expected = (
+            22.0 * (1 + 0.6 * np.abs(t) / np.sqrt(1 + t**2)) * alive.mean(axis=1)[module]
+            + 3.0 * alive.sum(axis=1)[module] / top.N_CHANNELS
+            + hot[module]
+        )
+        v = sample.qa[run].variable("mumu.top_digits_per_track")
+        top_pulls.append((v.value - expected.mean()) / v.error)
+        on = det == DETECTOR_ID["KLM"]
+        eff = cond.klm_efficiency[copy[on] - 1]
+        _, track = np.unique(ext_evt[on] * 64 + trk[on], return_inverse=True)
+        crossed = np.bincount(track)
+        fired = np.array(
+            [np.bincount(track, weights=rng.random(len(eff)) < eff) for _ in range(400)]
+        )
+        counted = crossed >= 4
+        good = float(np.mean(fired[:, counted] / crossed[counted] >= 0.8))
+        v = sample.qa[run].variable("mumu.good_muon_fraction")
+        klm_pulls.append((v.value - good) / v.error)
+    for pulls in (top_pulls, klm_pulls):
+        assert abs(np.mean(pulls)) < 3.0 / math.sqrt(len(pulls)), pulls
+        assert np.sum(np.square(pulls)) < stats.chi2.ppf(0.999, len(pulls)), pulls
 
 
 def _sigma68(x: np.ndarray) -> float:
