@@ -4,7 +4,7 @@ Collectors run over the calibration skims on the engine (:func:`b2calib.engine.c
 process, in a process pool or on Dask) and fill histograms per run, mergeable with ``+``; every
 monitoring number is then computed from those histograms, never from arrays kept in memory:
 
-================  ==========================================================================
+=================  =========================================================================
 ``hlt_mumu_2trk``  :class:`MuMuCollector`: hits per track (PXD, SVD, CDC), TOP digits and ARICH
                    photons per track, impact-parameter resolutions, good-muon fraction (KLM),
                    dimuon mass; QA histograms of those and of digit charges, times and layers
@@ -12,7 +12,7 @@ monitoring number is then computed from those histograms, never from arrays kept
                    cluster energy of the Bhabha electrons
 ``hlt_hadron``,    :class:`OccupancyCollector`: event count and objects per event of every
 ``cosmic``         detector (the occupancy summaries; the only numbers of cosmic runs)
-================  ==========================================================================
+=================  =========================================================================
 
 :func:`run_qa_from_outputs` turns one run's histograms into a :class:`RunQA`;
 :func:`collect_qa` does it all for a folder of skims or a :class:`~b2calib.engine.Dataset`.
@@ -360,12 +360,6 @@ def _event_index(events: ak.Array, branch: str) -> I64:
     return np.repeat(np.arange(len(counts), dtype=np.int64), counts)
 
 
-def _local_index(evt: I64) -> I64:
-    if len(evt) == 0:
-        return np.zeros(0, dtype=np.int64)
-    return np.arange(len(evt)) - np.searchsorted(evt, evt)
-
-
 # -------------------------------------------------------------------------------- collectors
 def _check_detectors(detectors: Iterable[str]) -> None:
     bad = set(detectors) - set(DETECTORS)
@@ -441,7 +435,9 @@ class MuMuCollector(Collector):
     def collect(self, events: ak.Array) -> Histograms:
         dets = set(self.detectors)
         ntrk = np.asarray(ak.to_numpy(ak.num(events["TrackFitResults_m_d0"])), dtype=np.int64)
-        q = ak.to_numpy(ak.fill_none(ak.pad_none(events["TrackFitResults_m_charge"], 2), 0))
+        q = ak.to_numpy(
+            ak.fill_none(ak.pad_none(events["TrackFitResults_m_charge"], 2, clip=True), 0)
+        )
         use = (ntrk == 2) & (q[:, 0] * q[:, 1] < 0) if len(events) else np.zeros(0, bool)
         ev = events[use]
         out: Histograms = {"events": _mean_hist(np.ones(int(use.sum())))}
@@ -513,14 +509,15 @@ class MuMuCollector(Collector):
 
     @staticmethod
     def _mass(t: Mapping[str, F]) -> Histograms:
-        with np.errstate(divide="ignore"):
+        """Dimuon mass (GeV); pairs with a straight track (no field) are left out."""
+        with np.errstate(divide="ignore", invalid="ignore"):
             pt = np.abs(_BFACTOR / t["omega"])
-        ok = np.isfinite(pt)
-        px, py, pz = pt * np.cos(t["phi0"]), pt * np.sin(t["phi0"]), pt * t["tanLambda"]
-        e = np.sqrt(px**2 + py**2 + pz**2 + _MUON_MASS**2)
-        s = [a[0::2] + a[1::2] for a in (e, px, py, pz)]
-        m2 = s[0] ** 2 - s[1] ** 2 - s[2] ** 2 - s[3] ** 2
-        good = ok[0::2] & ok[1::2] & (m2 > 0)
+            ok = np.isfinite(pt)
+            px, py, pz = pt * np.cos(t["phi0"]), pt * np.sin(t["phi0"]), pt * t["tanLambda"]
+            e = np.sqrt(px**2 + py**2 + pz**2 + _MUON_MASS**2)
+            s = [a[0::2] + a[1::2] for a in (e, px, py, pz)]
+            m2 = s[0] ** 2 - s[1] ** 2 - s[2] ** 2 - s[3] ** 2
+            good = ok[0::2] & ok[1::2] & (m2 > 0)
         return {"BEAM/dimuon_mass": _qa_hist("BEAM", "dimuon_mass", np.sqrt(m2[good]))}
 
     @staticmethod
