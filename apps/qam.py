@@ -94,7 +94,8 @@ class QAM(pn.viewable.Viewer):
 
     @param.depends("detector", "exp", watch=True)
     def _update_variables(self) -> None:
-        names = list(self.db.variable_names())
+        order = {name: i for i, name in enumerate(VARIABLES)}  # physics (mumu) ones first
+        names = sorted(self.db.variable_names(), key=lambda n: (order.get(n, len(order)), n))
         if self.detector != ALL:
             names = [n for n in names if self._variable_detector.get(n) == self.detector]
         self.param.variable.objects = names

@@ -1,9 +1,9 @@
 """Run summary: every run with its type, times, triggers, detectors, luminosity and flags.
 
-The luminosity of a run is taken from its Bhabha and gamma-gamma monitoring variables when the
-database holds them (the ``lumi source`` column says so), else from the run registry's
-recorded luminosity. The table sorts and filters in the browser page by page, and the rows it
-shows are downloadable as CSV.
+The luminosity of a run (``L Bhabha``, ``L gg``: gamma-gamma) is taken from its Bhabha and
+gamma-gamma monitoring variables when the database holds them (the ``L from`` column says so),
+else from the run registry's recorded luminosity. The table sorts and filters in the browser
+page by page, and the rows it shows are downloadable as CSV.
 """
 
 from __future__ import annotations
@@ -28,10 +28,10 @@ LUMI_VARIABLES = {"bhabha": "bhabha.lumi_pb", "gamma_gamma": "gamma_gamma.lumi_p
 
 
 def _flags_text(run: Any) -> str:
-    """'all GOOD' or the detectors that are not GOOD with their flag."""
+    """'all GOOD' ('all NOTSET' ...) or the detectors that are not GOOD with their flag."""
     flags = {d: run.flag(d) for d in run.detectors}
-    if flags and all(f == "GOOD" for f in flags.values()):
-        return "all GOOD"
+    if flags and len(set(flags.values())) == 1:
+        return f"all {next(iter(flags.values()))}"
     bad = [f"{d} {f}" for d, f in flags.items() if f != "GOOD"]
     return ", ".join(bad)
 
@@ -79,7 +79,7 @@ class RunSummary(pn.viewable.Viewer):
             callback=self._csv,
             filename="runs.csv",
             label="Download CSV (rows shown by the filters)",
-            button_type="primary",
+            color="primary",
             width=320,
             css_classes=["download-csv"],
         )
@@ -113,22 +113,22 @@ class RunSummary(pn.viewable.Viewer):
                     "run": r.run,
                     "type": r.run_type,
                     "beam": r.beam_energy,
-                    "start (UTC)": r.start_iso,
-                    "stop (UTC)": r.stop_iso,
-                    "duration (min)": round(r.duration_s / 60.0, 1),
+                    "start (UTC)": r.start_iso[:16],
+                    "stop (UTC)": r.stop_iso[:16],
+                    "minutes": round(r.duration_s / 60.0, 1),
                     "L1 triggers": int(r.l1_triggers),
                     "detectors": _detectors_text(r.detectors),
-                    "lumi Bhabha (pb-1)": b if b is not None else r.lumi_pb,
-                    "lumi gamma-gamma (pb-1)": g if g is not None else r.lumi_pb,
-                    "lumi source": "monitoring" if measured else "registry",
+                    "L Bhabha (pb-1)": b if b is not None else r.lumi_pb,
+                    "L gg (pb-1)": g if g is not None else r.lumi_pb,
+                    "L from": "monitoring" if measured else "registry",
                     "flags": _flags_text(r),
                 }
             )
-        columns = ["exp", "run", "type", "beam", "start (UTC)", "stop (UTC)", "duration (min)",
-                   "L1 triggers", "detectors", "lumi Bhabha (pb-1)", "lumi gamma-gamma (pb-1)",
-                   "lumi source", "flags"]  # fmt: skip
+        columns = ["exp", "run", "type", "beam", "start (UTC)", "stop (UTC)", "minutes",
+                   "L1 triggers", "detectors", "L Bhabha (pb-1)", "L gg (pb-1)",
+                   "L from", "flags"]  # fmt: skip
         df = pd.DataFrame(rows, columns=columns)
-        for c in ("lumi Bhabha (pb-1)", "lumi gamma-gamma (pb-1)"):
+        for c in ("L Bhabha (pb-1)", "L gg (pb-1)"):
             df[c] = df[c].astype(float).round(3)
         return df
 
@@ -150,10 +150,10 @@ class RunSummary(pn.viewable.Viewer):
         df = self.table.value
         if df.empty:
             return pn.pane.Markdown("No runs.")
-        lumi = df["lumi Bhabha (pb-1)"].sum() / 1000.0
-        src = sorted(set(df["lumi source"]))
+        lumi = df["L Bhabha (pb-1)"].sum() / 1000.0
+        src = sorted(set(df["L from"]))
         note = "" if src == ["monitoring"] else f" (luminosity from: {', '.join(src)})"
-        hours = df["duration (min)"].sum() / 60.0
+        hours = df["minutes"].sum() / 60.0
         return pn.pane.Markdown(
             f"**{len(df)} runs**, {hours:.1f} h, "
             f"{lumi if math.isfinite(lumi) else 0:.3f} fb<sup>-1</sup> (Bhabha){note}"

@@ -98,7 +98,6 @@ class SignOff(pn.viewable.Viewer):
             frozen_columns=["exp", "run"],
             widths=dict.fromkeys(self._detectors, 100),
             sizing_mode="stretch_width",
-            name="certification grid",
             css_classes=["signoff-grid"],
         )
         if self.grid.style is not None:
@@ -106,31 +105,31 @@ class SignOff(pn.viewable.Viewer):
         self.grid.on_click(self._on_cell)
 
         self.message = pn.pane.Alert(
-            "", alert_type="light", visible=False, name="message", css_classes=["signoff-message"]
+            "", alert_type="light", visible=False, css_classes=["signoff-message"]
         )
         self.flag_select = pn.widgets.Select(
-            name="Flag", options=list(DQ_FLAGS), width=180, css_classes=["flag-select"]
+            label="Flag", options=list(DQ_FLAGS), width=180, css_classes=["flag-select"]
         )
         self.comment = pn.widgets.TextAreaInput(
-            name="Comment",
+            label="Comment",
             placeholder="why (required unless GOOD)",
             height=80,
             width=360,
             css_classes=["flag-comment"],
         )
         self.set_button = pn.widgets.Button(
-            name="Set flag", button_type="primary", width=120, css_classes=["set-flag"]
+            label="Set flag", color="primary", width=120, css_classes=["set-flag"]
         )
         self.set_button.on_click(self._set_flag)
-        self.workflow_comment = pn.widgets.TextInput(name="Workflow comment", width=300)
+        self.workflow_comment = pn.widgets.TextInput(label="Workflow comment", width=300)
         self.to_signoff = pn.widgets.Button(
-            name="Send to sign-off", width=150, css_classes=["to-signoff"]
+            label="Send to sign-off", width=150, css_classes=["to-signoff"]
         )
         self.complete = pn.widgets.Button(
-            name="Complete run", button_type="success", width=150, css_classes=["complete-run"]
+            label="Complete run", color="success", width=150, css_classes=["complete-run"]
         )
         self.reopen = pn.widgets.Button(
-            name="Reopen run", button_type="warning", width=150, css_classes=["reopen-run"]
+            label="Reopen run", color="warning", width=150, css_classes=["reopen-run"]
         )
         self.to_signoff.on_click(lambda _e: self._move("SIGNOFF"))
         self.complete.on_click(lambda _e: self._move("COMPLETED"))
@@ -138,21 +137,21 @@ class SignOff(pn.viewable.Viewer):
 
         # good-run lists
         self.grl_select = pn.widgets.Select(
-            name="Good-run list", width=260, css_classes=["grl-select"]
+            label="Good-run list", width=260, css_classes=["grl-select"]
         )
-        self.grl_info = pn.pane.Markdown("", name="grl info", css_classes=["grl-info"])
+        self.grl_info = pn.pane.Markdown("", css_classes=["grl-info"])
         self.grl_preset = pn.widgets.Select(
-            name="Preset", options=list(PRESETS), width=260, css_classes=["grl-preset"]
+            label="Preset", options=list(PRESETS), width=260, css_classes=["grl-preset"]
         )
         self.grl_expression = pn.widgets.TextInput(
-            name="Expression", value=PRESETS[self.grl_preset.value], width=420
+            label="Expression", value=PRESETS[self.grl_preset.value], width=420
         )
         self.grl_name = pn.widgets.TextInput(
-            name="Name", placeholder="e.g. golden", width=200, css_classes=["grl-name"]
+            label="Name", placeholder="e.g. golden", width=200, css_classes=["grl-name"]
         )
-        self.grl_description = pn.widgets.TextInput(name="Description", width=420)
+        self.grl_description = pn.widgets.TextInput(label="Description", width=420)
         self.grl_make = pn.widgets.Button(
-            name="Make new version", button_type="primary", width=180, css_classes=["grl-make"]
+            label="Make new version", color="primary", width=180, css_classes=["grl-make"]
         )
         self.grl_message = pn.pane.Alert(
             "", alert_type="light", visible=False, css_classes=["grl-message"]
@@ -167,7 +166,7 @@ class SignOff(pn.viewable.Viewer):
                 callback=self._download_callback(kind),
                 filename=f"grl.{ext}",
                 label=label,
-                button_type="default",
+                color="default",
                 width=170,
                 css_classes=[f"download-{kind}"],
             )

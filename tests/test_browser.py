@@ -98,6 +98,48 @@ def shoot(page: Page, name: str) -> None:
     page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
 
 
+# ------------------------------------------------------------- the apps without a server
+# Bokeh's ColumnDataSource.from_df calls reset_index(inplace=True), deprecated by pandas 3.1
+@pytest.mark.filterwarnings("ignore:The inplace keyword:pandas.errors.Pandas4Warning")
+def test_viewers_build_without_server_and_library_refusals_are_shown(db_url: str) -> None:
+    import panel as pn
+    from bokeh.document import Document
+
+    from apps.index import Index
+    from apps.qam import QAM
+    from apps.runsummary import RunSummary
+    from apps.signoff import SignOff
+
+    db = QADatabase(db_url)
+    for cls in (Index, QAM, SignOff, RunSummary):
+        viewer = cls(db=db)
+        doc = Document()
+        doc.add_root(pn.Column(viewer).get_root(doc))
+        assert doc.roots
+    # outside a server nobody is logged in unless the caller says who writes
+    assert SignOff(db=db).user is None
+    alice = db.user("alice")
+    s = SignOff(db=db, user=alice)
+    before = db.flag_history(12, 10, "ECL")
+    s.selected = (12, 10, "ECL")
+    assert s.set_button.disabled
+    # a click that reaches the server anyway is refused by the library, and said so
+    s.flag_select.value = "BAD"
+    s.comment.value = "not hers to set"
+    s.set_button.clicks += 1
+    assert s.message.object.startswith("Refused: ")
+    assert s.message.alert_type == "danger"
+    assert db.flag_history(12, 10, "ECL") == before
+    # her own detector: written, with her as the author
+    s.selected = (12, 10, "CDC")
+    s.flag_select.value = "RECOVERABLE"
+    s.comment.value = "recoverable after the CDC t0 recalibration"
+    s.set_button.clicks += 1
+    entry = db.flags(12, 10)["CDC"]
+    assert (entry.flag, entry.author) == ("RECOVERABLE", "alice")
+    assert s.grid.value.set_index("run").at[10, "CDC"] == "RECOVERABLE"
+
+
 # ------------------------------------------------------------------------------- login
 def test_login_required_and_wrong_password_refused(page: Page, server: Server) -> None:
     for path in ("/", "/qam", "/signoff", "/runsummary"):
@@ -268,7 +310,7 @@ def test_manager_makes_and_exports_good_run_list(page: Page, server: Server, db_
 
 
 # -------------------------------------------------------------------------- screenshots
-def test_screenshots_of_every_app(page: Page, server: Server) -> None:
+def test_screenshots_of_every_app(page: Page, server: Server, db_url: str) -> None:
     login(page, server, "boss", path="/")
     expect(page.locator("#card-signoff")).to_be_visible()
     shoot(page, "index")
@@ -286,5 +328,16 @@ def test_screenshots_of_every_app(page: Page, server: Server) -> None:
     page.goto(server.base + "/runsummary")
     expect(page.locator(".run-summary .tabulator-row").first).to_be_visible()
     shoot(page, "runsummary")
+    # filter in the page, download what it shows
+    type_filter = page.locator('.run-summary .tabulator-col[tabulator-field="type"] input')
+    type_filter.fill("cosmic")
+    type_filter.press("Enter")
+    cosmic = {r.run for r in QADatabase(db_url).runs(run_type="cosmic")}
+    expect(page.locator(".run-summary .tabulator-row")).to_have_count(len(cosmic))
+    with page.expect_download() as download:
+        page.locator(".download-csv").click()
+    rows = list(csv.DictReader(io.StringIO(Path(download.value.path()).read_text())))
+    assert {int(r["run"]) for r in rows} == cosmic
+    assert {r["type"] for r in rows} == {"cosmic"}
     for name in ("index", "qam", "signoff", "runsummary"):
         assert (SCREENSHOTS / f"{name}.png").stat().st_size > 10_000
