@@ -239,6 +239,23 @@ def test_top_photons_and_good_muons_follow_the_simulated_efficiencies(sample: Sa
         assert np.sum(np.square(pulls)) < stats.chi2.ppf(0.999, len(pulls)), pulls
 
 
+def test_hot_pixels_follow_the_simulated_hot_pixel_rates(sample: Sample) -> None:
+    """A true hot pixel with firing probability r per event is found when it fires more than
+    1 % of the N events (and 3 times): expected count sum_i P(Binomial(N, r_i) > max(0.01 N, 2))."""
+    summary = json.loads((sample.folder / "simulation.json").read_text())
+    pulls = []
+    for run in sample.healthy:
+        cond = conditions_for_run(sample.cfg, sample.registry.get(sample.cfg.exp, run))
+        n = summary["skim_events"][str(run)]["hlt_hadron"]
+        p = stats.binom.sf(max(math.floor(0.01 * n), 2), n, cond.pxd_hot_rate)
+        v = sample.qa[run].variable("hadron.pxd_hot_pixels")
+        pulls.append((v.value - p.sum()) / math.sqrt(np.sum(p * (1 - p))))
+        frac = sample.qa[run].variable("hadron.pxd_hot_pixel_fraction")
+        assert 0.1 < frac.value < 0.4
+    assert np.all(np.abs(pulls) < 4), pulls
+    assert abs(np.mean(pulls)) < 3.0 / math.sqrt(len(pulls)), pulls
+
+
 def _sigma68(x: np.ndarray) -> float:
     q1, q2 = np.quantile(x, [0.158655, 0.841345])
     return float(q2 - q1) / 2

@@ -56,6 +56,11 @@ Definitions (what the numbers mean)
   each divided by its process's prescale from the files' metadata, with the error of a ratio
   of two independent Poisson counts. It has no reference value: it depends on the skims'
   efficiencies (Belle II quotes 0.193 for its own selections; the simulator gives ~0.31).
+* ``<skim>.pxd_hot_pixels``: PXD pixels that fire in more than :data:`HOT_PIXEL_OCCUPANCY` of
+  the run's events of the skim (and at least 3 times; from :data:`MIN_HOT_PIXEL_EVENTS`
+  events on), counted on a sparse, mergeable axis of the fired pixels, with a Poisson error
+  (conservative); ``<skim>.pxd_hot_pixel_fraction``: the share of the PXD digits they make,
+  with a binomial error.
 * QA histograms have one entry per independent object (track, event, cluster): the photons of
   one track share its time, so TOP timing is monitored by the mean digit time per track.
 """
@@ -82,13 +87,15 @@ from scipy import special
 from b2calib.engine import Collector, Dataset, SkippedFile, collect
 from b2calib.engine.fill import fill_1d
 from b2calib.exceptions import ConfigError, FileFormatError, QAError
-from b2calib.geometry import B_FIELD_T, DETECTOR_ID, DETECTORS, klm
+from b2calib.geometry import B_FIELD_T, DETECTOR_ID, DETECTORS, klm, vxd
 from b2calib.io import METADATA_KEY, FileMetadata
 from b2calib.runs import RunRegistry
 
 __all__ = [
     "GOOD_MUON_MATCH",
+    "HOT_PIXEL_OCCUPANCY",
     "MIN_BEAMSPOT_TRACKS",
+    "MIN_HOT_PIXEL_EVENTS",
     "MIN_KLM_CROSSINGS",
     "QA_HISTOGRAMS",
     "SYSTEMS",
@@ -120,6 +127,10 @@ MIN_BEAMSPOT_TRACKS = 20
 MIN_KLM_CROSSINGS = 4
 #: A good muon has a KLM digit in at least this fraction of the strips it crosses.
 GOOD_MUON_MATCH = 0.8
+#: A PXD pixel is hot when it fires in more than this fraction of the events (and 3 times).
+HOT_PIXEL_OCCUPANCY = 0.01
+#: Fewer events than this (per run and skim) do not look for hot pixels.
+MIN_HOT_PIXEL_EVENTS = 200
 _P16, _P84 = 0.5 - 0.682689492 / 2, 0.5 + 0.682689492 / 2
 _BFACTOR = 0.0029979246 * B_FIELD_T  # 1/R[cm] = factor / pt[GeV]
 _MUON_MASS = 0.1056583755
@@ -240,9 +251,26 @@ VARIABLES: dict[str, VariableDef] = {
         _v("hadron_bhabha_ratio", "BEAM", "", "hlt_hadron / hlt_bhabha events, prescales removed"),
         _v("bhabha.ecl_e_over_p", "ECL", "", "mean E/p of Bhabha tracks with 0.5 < E/p < 1.5"),
         *(
-            _v(f"{skim}.{_OCC_NAME[d]}_per_event", d, "", f"{what} per {skim} event")
+            v
             for skim in ("hadron", "cosmic")
-            for d, (_, what) in _OCCUPANCY.items()
+            for v in (
+                *(
+                    _v(f"{skim}.{_OCC_NAME[d]}_per_event", d, "", f"{what} per {skim} event")
+                    for d, (_, what) in _OCCUPANCY.items()
+                ),
+                _v(
+                    f"{skim}.pxd_hot_pixels",
+                    "PXD",
+                    "",
+                    f"PXD pixels firing in > 1 % of {skim} events",
+                ),
+                _v(
+                    f"{skim}.pxd_hot_pixel_fraction",
+                    "PXD",
+                    "",
+                    f"PXD digits on hot pixels ({skim})",
+                ),
+            )
         ),
     )
 }
@@ -607,14 +635,32 @@ class OccupancyCollector(Collector):
 
     @property
     def branches(self) -> dict[str, str]:
-        return {"EventMetaData_m_event": "uint32"} | {
+        b = {"EventMetaData_m_event": "uint32"} | {
             _OCCUPANCY[d][0]: "int32" for d in self.detectors
         }
+        if "PXD" in self.detectors:
+            b |= {
+                "PXDDigits_m_sensorID": "var * int32",
+                "PXDDigits_m_uCellID": "var * int16",
+                "PXDDigits_m_vCellID": "var * int16",
+            }
+        return b
 
     def collect(self, events: ak.Array) -> Histograms:
         out: Histograms = {"events": _mean_hist(np.ones(len(events)))}
         for d in self.detectors:
             out[f"occupancy/{d}"] = _mean_hist(ak.to_numpy(events[_OCCUPANCY[d][0]]))
+        if "PXD" in self.detectors:
+            # digits per fired pixel: a sparse (growing) axis of the pixels seen
+            sensor = vxd.sensor_index(_flat(events, "PXDDigits_m_sensorID", np.int64), "PXD")
+            u = _flat(events, "PXDDigits_m_uCellID", np.int64)
+            v = _flat(events, "PXDDigits_m_vCellID", np.int64)
+            h = hist.Hist(
+                hist.axis.IntCategory([], growth=True, name="pixel"), storage=hist.storage.Int64()
+            )
+            if len(u):
+                h.fill((sensor * vxd.PXD_NU + u) * vxd.PXD_NV + v)
+            out["pxd_pixels"] = h
         return out
 
 
@@ -666,6 +712,33 @@ def _mean_of(h: hist.Hist) -> tuple[float, float, float]:
 def _value(name: str, value: float, error: float) -> MonitoringValue:
     d = VARIABLES[name]
     return MonitoringValue(name, d.detector, float(value), float(error), d.unit)
+
+
+def _hot_pixels(
+    h: hist.Hist, n_events: float, prefix: str, notes: list[str], key: str
+) -> list[MonitoringValue]:
+    """Hot PXD pixels (firing in more than :data:`HOT_PIXEL_OCCUPANCY` of the events) and the
+    fraction of the digits they make (binomial error; the count has a Poisson error)."""
+    if n_events < MIN_HOT_PIXEL_EVENTS:
+        notes.append(
+            f"{key}: {n_events:.0f} {prefix} events, {MIN_HOT_PIXEL_EVENTS} needed for hot pixels"
+        )
+        return []
+    counts = np.asarray(h.values(), dtype=np.float64)
+    total = float(counts.sum())
+    if total <= 0:
+        return []
+    hot = (counts > HOT_PIXEL_OCCUPANCY * n_events) & (counts >= 3)
+    n_hot = float(hot.sum())
+    frac = float(counts[hot].sum()) / total
+    return [
+        _value(f"{prefix}.pxd_hot_pixels", n_hot, math.sqrt(max(n_hot, 1.0))),
+        _value(
+            f"{prefix}.pxd_hot_pixel_fraction",
+            frac,
+            math.sqrt(max(frac * (1 - frac), 1.0 / total) / total),
+        ),
+    ]
 
 
 def _isr_beta(ecms: float) -> float:
@@ -803,6 +876,9 @@ def run_qa_from_outputs(
         else:
             notes.append(f"{key}: {nh:.0f} hadron and {nb:.0f} Bhabha events: no ratio")
     for skim, prefix in (("hlt_hadron", "hadron"), ("cosmic", "cosmic")):
+        pixels = outputs.get(skim, {}).get("pxd_pixels")
+        if pixels is not None and "events" in outputs[skim]:
+            values += _hot_pixels(pixels, _mean_of(outputs[skim]["events"])[2], prefix, notes, key)
         for det in DETECTORS:
             oh = outputs.get(skim, {}).get(f"occupancy/{det}")
             if oh is not None:
