@@ -96,7 +96,7 @@ class SignOff(pn.viewable.Viewer):
             pagination="remote",
             page_size=_PAGE_SIZE,
             frozen_columns=["exp", "run"],
-            widths=dict.fromkeys(self._detectors, 100),
+            widths=dict.fromkeys(self._detectors, 118),
             sizing_mode="stretch_width",
             css_classes=["signoff-grid"],
         )

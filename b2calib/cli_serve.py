@@ -18,7 +18,13 @@ __all__ = ["serve"]
     default=None,
     help="Database URL or SQLite path (default: the embedded database).",
 )
-@click.option("--port", type=click.IntRange(1, 65535), default=5006, show_default=True)
+@click.option(
+    "--port",
+    type=click.IntRange(1, 65535),
+    default=5006,
+    show_default=True,
+    help="Port to listen on.",
+)
 @click.option("--address", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option(
     "--allow-anonymous",

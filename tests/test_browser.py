@@ -214,6 +214,11 @@ def test_expert_refused_on_another_detector(page: Page, server: Server, db_url: 
     open_cell(page, 4, "CDC")
     expect(page.locator(".set-flag button")).to_be_enabled()
     assert db.flag_history(12, 4, "ECL") == []
+    # logging out ends the login
+    page.locator("#logout-link").click()
+    expect(page.locator("#logged-out")).to_be_visible()
+    page.goto(server.base + "/signoff")
+    expect(page).to_have_url(re.compile(r"/login\?next="))
 
 
 def test_anonymous_reads_but_never_writes(page: Page, db_url: str) -> None:
