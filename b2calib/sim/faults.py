@@ -252,3 +252,7 @@ def apply_faults(
                 collections[coll][column] = (
                     quantize(t, bits) if bits is not None else t.astype(np.float32)
                 )
+
+
+def __dir__() -> list[str]:
+    return __all__
