@@ -14,14 +14,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from playwright.sync_api import Browser, Locator, Page, expect, sync_playwright
 
-playwright = pytest.importorskip(
-    "playwright.sync_api", reason="pip package playwright (test extra)"
-)
-from playwright.sync_api import Browser, Locator, Page, expect, sync_playwright  # noqa: E402
-
-from b2calib.qa.store import QADatabase  # noqa: E402
-from tests.browser_server import USERS, Server, prepare_database  # noqa: E402
+from b2calib.qa.store import QADatabase
+from tests.browser_server import USERS, Server, prepare_database
 
 pytestmark = pytest.mark.ui
 
