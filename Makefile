@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 SAMPLE := data-samples/bucket
 # Debian packages the test suite needs; installed by `make test` when missing.
-# (Browser tests will add chromium, the PostgreSQL tests postgresql.)
+# (the browser tests drive Debian's chromium, the PostgreSQL tests start a postgresql server)
 DEB_TEST_PACKAGES ?= postgresql chromium
 
 .PHONY: demo test lint typecheck install system-deps sample bench clean
@@ -43,17 +43,37 @@ sample: $(STAMP)
 	rm -rf $(SAMPLE)
 	$(BIN)/b2calib simulate --config data-samples/bucket.toml --out $(SAMPLE)
 
-# The demo's conditions database: the embedded SQLite backend, in a file of its own.
+# The demo's database (conditions and data quality): the embedded SQLite backend, in a file of
+# its own. The demo ends serving the dashboards on http://127.0.0.1:$(DEMO_PORT)/ (Ctrl-C stops).
 DEMO_DB ?= build/demo/conditions.sqlite
+DEMO_QA ?= build/demo/qa-data
+DEMO_PORT ?= 5006
+DEMO_CALIBRATIONS ?= cdc-dedx-run-gain cdc-t0 ecl-time
 
 demo: $(STAMP)
 	@test -f $(SAMPLE)/runs.json || $(MAKE) sample
 	$(BIN)/b2calib summary $(SAMPLE)
 	$(BIN)/b2calib size-report $(SAMPLE)/e0012/r00001/cdst_hlt_bhabha_e0012_r00001.root
-	@mkdir -p $(dir $(DEMO_DB)) && rm -f $(DEMO_DB)
+	@mkdir -p $(dir $(DEMO_DB)) && rm -f $(DEMO_DB) $(DEMO_DB)-wal $(DEMO_DB)-shm
 	$(BIN)/b2calib db import-local $(SAMPLE)/truth --gt sim_truth --db $(DEMO_DB) > /dev/null
 	$(BIN)/b2calib gt list --db $(DEMO_DB)
 	$(BIN)/b2calib lookup 12 7 --gt sim_truth --db $(DEMO_DB)
+	@echo "== prompt calibration of the sample bucket (runs 1-11) into staging tag prompt_e12"
+	$(BIN)/b2calib calibrate $(DEMO_CALIBRATIONS) --data $(SAMPLE) --runs 1-11 --gt sim_truth \
+	  --staging prompt_e12 --quiet --db $(DEMO_DB)
+	@echo "== data quality: 30 simulated runs with faults injected in runs 9 (CDC), 15 (TOP), 23 (ECL)"
+	@test -f $(DEMO_QA)/runs.json || $(BIN)/b2calib simulate --config data-samples/qa.toml \
+	  --out $(DEMO_QA) 2>/dev/null
+	$(BIN)/b2calib qa collect $(DEMO_QA) --db $(DEMO_DB)
+	$(BIN)/b2calib qa reference set 14 2 --all --db $(DEMO_DB) > /dev/null
+	$(BIN)/b2calib qa evaluate --exp 14 --db $(DEMO_DB)
+	@echo demo-manager | $(BIN)/b2calib user add manager --role manager --db $(DEMO_DB)
+	@echo demo-expert | $(BIN)/b2calib user add cdc-expert --role expert --detectors CDC,ECL \
+	  --db $(DEMO_DB)
+	@echo demo-shifter | $(BIN)/b2calib user add shifter --role viewer --db $(DEMO_DB)
+	@echo "== dashboards: log in as manager/demo-manager, cdc-expert/demo-expert or"
+	@echo "   shifter/demo-shifter (anonymous visitors may read)"
+	$(BIN)/b2calib serve --db $(DEMO_DB) --port $(DEMO_PORT) --allow-anonymous
 
 bench: $(STAMP)
 	$(BIN)/python bench/bench_sim.py
