@@ -30,7 +30,7 @@ system-deps:
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
-	$(BIN)/ruff format --check b2calib tests bench
+	$(BIN)/ruff format --check b2calib apps tests bench
 
 typecheck: $(STAMP)
 	$(BIN)/mypy

@@ -10,7 +10,8 @@ and dashboard users.
     b2calib qa evaluate [--exp E] [--runs R]                  compare with the references
     b2calib qa status [--exp E] [--runs R]                    automatic status and flags
     b2calib qa trend NAME [--exp E]                           a monitoring variable per run
-    b2calib signoff flag EXP RUN DETECTOR FLAG --comment C --user U
+    b2calib signoff flag EXP RUNS DETECTORS FLAG --comment C --user U   (RUNS 7 or 1-30,
+                                                 DETECTORS CDC, CDC,ECL or all)
     b2calib signoff history EXP RUN [DETECTOR]                the flags' history
     b2calib signoff state EXP RUN [STATE --user U [--comment C]]  show or move a run along
                                                                   OPEN -> SIGNOFF -> COMPLETED
@@ -22,15 +23,17 @@ and dashboard users.
     b2calib user list | remove NAME | password NAME
 
 Certifying commands (``signoff flag``, ``signoff state``, ``grl make``) authenticate like the
-dashboards: ``--user`` (default ``$B2CALIB_USER``) and the password asked for (or read from
-``$B2CALIB_PASSWORD`` for automation). Managing users needs write access to the database
-itself, as managing global tags does; their passwords are asked for twice, or read from stdin.
+dashboards: ``--user`` (default ``$B2CALIB_USER``) and the password, read from
+``$B2CALIB_PASSWORD`` (automation), else from standard input when it is not a terminal
+(``echo ... | b2calib ...``), else asked for. Managing users needs write access to the database
+itself, as managing global tags does; a new password is asked for twice, or read from stdin.
 """
 
 from __future__ import annotations
 
 import functools
 import json
+import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -77,26 +80,37 @@ def _login(f: Callable[..., Any]) -> Callable[..., Any]:
     """Add ``--user``/``--password`` and pass the authenticated user as ``user``."""
 
     @functools.wraps(f)
-    def command(qdb: QADatabase, *, user_name: str, password: str, **kwargs: Any) -> Any:
-        user = qdb.authenticate(user_name, password)
-        if user is None:
-            raise click.ClickException(f"user {user_name!r}: wrong name or password")
-        return f(qdb, user=user, **kwargs)
+    def command(qdb: QADatabase, *, user_name: str | None, **kwargs: Any) -> Any:
+        return f(qdb, user=_authenticate(qdb, user_name), **kwargs)
 
-    command = click.option(
-        "--password",
-        envvar="B2CALIB_PASSWORD",
-        prompt=True,
-        hide_input=True,
-        help="Asked for when not given ($B2CALIB_PASSWORD for automation).",
-    )(command)
     return click.option(
         "--user",
         "user_name",
         envvar="B2CALIB_USER",
-        required=True,
-        help="Your b2calib user name (default $B2CALIB_USER).",
+        help="Your b2calib user name (default $B2CALIB_USER); the password is read from "
+        "$B2CALIB_PASSWORD, else from standard input when it is not a terminal, else asked for.",
     )(command)
+
+
+def _authenticate(qdb: QADatabase, user_name: str | None) -> User:
+    if not user_name:
+        raise click.UsageError("this command writes: give --user (or set $B2CALIB_USER)")
+    password = os.environ.get("B2CALIB_PASSWORD") or _read_password(twice=False)
+    user = qdb.authenticate(user_name, password)
+    if user is None:
+        raise click.ClickException(f"user {user_name!r}: wrong name or password")
+    return user
+
+
+def _read_password(*, twice: bool) -> str:
+    """A password from standard input when it is not a terminal (``echo pw | b2calib ...``),
+    else asked for without echo (twice for a new one)."""
+    if not sys.stdin.isatty():
+        line = sys.stdin.readline().rstrip("\n")
+        if not line:
+            raise click.ClickException("no password on standard input")
+        return line
+    return str(click.prompt("Password", hide_input=True, confirmation_prompt=twice))
 
 
 def _runs_range(runs_text: str | None) -> tuple[int | None, int | None]:
@@ -185,7 +199,7 @@ def qa_reference() -> None:
 @click.option("--all", "all_", is_flag=True, help="Every QA histogram stored for that run.")
 @click.option("--method", type=click.Choice(["chi2", "ks", "ad"]), help="Default: as defined.")
 @click.option("--options", help="Test options (chi2: UU, UW, WW, UF, OF; ks: U, O, N).")
-@click.option("--min-entries", type=float, default=100.0, show_default=True)
+@click.option("--min-entries", type=float, help="Fewer entries: TOO_FEW (default: as defined).")
 @click.option("--p-warning", type=float, default=0.05, show_default=True)
 @click.option("--p-error", type=float, default=0.01, show_default=True)
 @_uses_db
@@ -197,7 +211,7 @@ def qa_reference_set(
     all_: bool,
     method: str | None,
     options: str | None,
-    min_entries: float,
+    min_entries: float | None,
     p_warning: float,
     p_error: float,
 ) -> None:
@@ -217,10 +231,19 @@ def qa_reference_set(
         keys = qdb.histogram_keys(exp, run)
         if not keys:
             raise click.ClickException(f"run ({exp}, {run}) has no QA histograms stored")
-    thresholds = Thresholds(min_entries, p_warning, p_error)
+    from b2calib.qa.monitoring import QA_HISTOGRAMS
+
     for det, hname in keys:
+        definition = QA_HISTOGRAMS.get((det, hname))
+        floor = getattr(definition, "min_entries", 100.0) if min_entries is None else min_entries
         ref = qdb.set_reference(
-            det, hname, exp, run, method=method, options=options, thresholds=thresholds
+            det,
+            hname,
+            exp,
+            run,
+            method=method,
+            options=options,
+            thresholds=Thresholds(floor, p_warning, p_error),
         )
         click.echo(f"{det}/{hname}: reference run ({exp}, {run}), {ref.method} {ref.options}")
 
@@ -306,8 +329,8 @@ def signoff() -> None:
 
 @signoff.command("flag")
 @click.argument("exp", type=int)
-@click.argument("run_number", metavar="RUN", type=int)
-@click.argument("detector")
+@click.argument("runs_text", metavar="RUNS")
+@click.argument("detectors", metavar="DETECTORS")
 @click.argument("value", metavar="FLAG")
 @click.option("--comment", required=True, help="Why (kept in the history).")
 @_uses_db
@@ -316,14 +339,35 @@ def signoff_flag(
     qdb: QADatabase,
     user: User,
     exp: int,
-    run_number: int,
-    detector: str,
+    runs_text: str,
+    detectors: str,
     value: str,
     comment: str,
 ) -> None:
-    """Set the FLAG (GOOD, BAD, RECOVERABLE, NOTSET, EXCLUDED) of DETECTOR in run EXP RUN."""
-    e = qdb.set_flag(exp, run_number, detector, value.upper(), user=user, comment=comment)
-    click.echo(f"run ({e.exp}, {e.run}) {e.detector}: {e.flag} by {e.author}")
+    """Set the FLAG (GOOD, BAD, RECOVERABLE, NOTSET, EXCLUDED) of DETECTORS (CDC, or
+    CDC,ECL, or 'all': every detector the run included that you may flag) in RUNS (7, or
+    1-30: the registered runs in that range). All are recorded, or none."""
+    from b2calib.exceptions import RunNotFoundError
+
+    wanted = set(parse_runs(runs_text))
+    runs = [r for r in qdb.runs(exp=exp, first=min(wanted), last=max(wanted)) if r.run in wanted]
+    if len(wanted) == 1 and not runs:
+        raise RunNotFoundError(exp, min(wanted))
+    if not runs:
+        raise click.ClickException(f"no registered run of experiment {exp} in {runs_text}")
+    changes = []
+    for r in runs:
+        if detectors.lower() == "all":
+            dets = [d for d in r.detectors if user.can_flag(d)]
+        else:
+            dets = [d.strip().upper() for d in detectors.split(",") if d.strip()]
+        changes += [(exp, r.run, d, value.upper()) for d in dets]
+    if not changes:
+        raise click.ClickException(f"{user} may flag none of these detectors")
+    entries = qdb.set_flags(changes, user=user, comment=comment)
+    for run_number in sorted({e.run for e in entries}):
+        names = ",".join(e.detector for e in entries if e.run == run_number)
+        click.echo(f"run ({exp}, {run_number}) {names}: {value.upper()} by {user.name}")
 
 
 @signoff.command("history")
@@ -349,8 +393,12 @@ def signoff_history(qdb: QADatabase, exp: int, run_number: int, detector: str | 
 @click.argument("run_number", metavar="RUN", type=int)
 @click.argument("state", required=False)
 @click.option("--comment", default="", help="Kept in the run's history.")
-@click.option("--user", "user_name", envvar="B2CALIB_USER", help="Needed to change the state.")
-@click.option("--password", envvar="B2CALIB_PASSWORD", help="Asked for when not given.")
+@click.option(
+    "--user",
+    "user_name",
+    envvar="B2CALIB_USER",
+    help="Needed to change the state (password as for `signoff flag`).",
+)
 @_uses_db
 def signoff_state(
     qdb: QADatabase,
@@ -359,18 +407,11 @@ def signoff_state(
     state: str | None,
     comment: str,
     user_name: str | None,
-    password: str | None,
 ) -> None:
     """Show the sign-off history of run EXP RUN, or move it to STATE (OPEN, SIGNOFF,
     COMPLETED: a manager completes and reopens)."""
     if state is not None:
-        if not user_name:
-            raise click.UsageError("changing a run's state needs --user")
-        if password is None:
-            password = click.prompt("Password", hide_input=True)
-        user = qdb.authenticate(user_name, password)
-        if user is None:
-            raise click.ClickException(f"user {user_name!r}: wrong name or password")
+        user = _authenticate(qdb, user_name)
         qdb.set_run_state(exp, run_number, state.upper(), user=user, comment=comment)
     history = qdb.run_state_history(exp, run_number)
     current = qdb.run_state(exp, run_number)
@@ -543,15 +584,6 @@ def user() -> None:
     """Dashboard users: add, list, remove, password."""
 
 
-def _new_password() -> str:
-    if not sys.stdin.isatty():
-        line = sys.stdin.readline().rstrip("\n")
-        if not line:
-            raise click.ClickException("no password on standard input")
-        return line
-    return str(click.prompt("Password", hide_input=True, confirmation_prompt=True))
-
-
 @user.command("add")
 @click.argument("name")
 @click.option(
@@ -566,7 +598,7 @@ def _new_password() -> str:
 def user_add(qdb: QADatabase, name: str, role: str, detectors: str) -> None:
     """Add user NAME (the password is asked for twice, or read from standard input)."""
     dets = [d.strip().upper() for d in detectors.split(",") if d.strip()]
-    u = qdb.add_user(name, _new_password(), role, dets)
+    u = qdb.add_user(name, _read_password(twice=True), role, dets)
     click.echo(f"added {u}")
 
 
@@ -592,5 +624,5 @@ def user_remove(qdb: QADatabase, name: str) -> None:
 @_uses_db
 def user_password(qdb: QADatabase, name: str) -> None:
     """Set user NAME's password (asked for twice, or read from standard input)."""
-    qdb.set_password(name, _new_password())
+    qdb.set_password(name, _read_password(twice=True))
     click.echo(f"password of {name} changed")

@@ -344,3 +344,25 @@ def test_good_run_lists_are_versioned_and_match_the_flags(db: QADatabase) -> Non
     with pytest.raises(Exception, match="ECLX"):
         db.make_grl("bad", "ECLX == GOOD", user=MONA)
     assert db.grls() == [v2]
+
+
+def test_several_flags_are_all_or_nothing(db: QADatabase) -> None:
+    entries = db.set_flags(
+        [(3, 1, "CDC", "GOOD"), (3, 2, "CDC", "GOOD"), (3, 4, "PXD", "EXCLUDED")],
+        user=MONA,
+        comment="shift summary",
+    )
+    assert [(e.run, e.detector, e.flag) for e in entries] == [
+        (3, 1, "CDC", "GOOD")[1:],
+        (3, 2, "CDC", "GOOD")[1:],
+        (3, 4, "PXD", "EXCLUDED")[1:],
+    ]
+    db.set_run_state(3, 2, "SIGNOFF", user=MONA)
+    db.set_run_state(3, 2, "COMPLETED", user=MONA)
+    with pytest.raises(PermissionDenied, match=r"run \(3, 2\) is COMPLETED"):
+        db.set_flags([(3, 1, "ECL", "GOOD"), (3, 2, "ECL", "GOOD")], user=MONA, comment="")
+    with pytest.raises(QAError, match=r"PXD did not take data in run \(3, 4\)"):
+        db.set_flags([(3, 1, "ECL", "GOOD"), (3, 4, "PXD", "GOOD")], user=MONA, comment="")
+    with pytest.raises(PermissionDenied, match="may not set the TOP flag"):
+        db.set_flags([(3, 1, "CDC", "BAD"), (3, 1, "TOP", "BAD")], user=CARL, comment="")
+    assert len(db.flag_history(3, 1)) == 1  # nothing of the refused batches was written

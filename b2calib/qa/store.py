@@ -679,8 +679,8 @@ class QADatabase(SqlDatabase):
     ) -> Reference:
         """Make run (exp, run) the reference of QA histogram ``detector/name``.
 
-        ``method`` and ``options`` default to the histogram's definition (see
-        :data:`b2calib.qa.monitoring.QA_HISTOGRAMS`), else chi2 UU; ``thresholds`` to
+        ``method``, ``options`` and the minimum entry count default to the histogram's
+        definition (see :data:`b2calib.qa.monitoring.QA_HISTOGRAMS`), else chi2 UU and
         :class:`~b2calib.qa.Thresholds`' defaults.
         """
         from b2calib.qa.monitoring import QA_HISTOGRAMS
@@ -688,7 +688,8 @@ class QADatabase(SqlDatabase):
         definition = QA_HISTOGRAMS.get((detector, name))
         method = method or (definition.method if definition else "chi2")
         options = options or (definition.options if definition else "UU")
-        thresholds = thresholds or Thresholds()
+        if thresholds is None:
+            thresholds = Thresholds(min_entries=getattr(definition, "min_entries", 100.0))
         t = s.qa_references
         row = dict(
             exp=exp,
@@ -847,17 +848,44 @@ class QADatabase(SqlDatabase):
             ):
                 if (row.exp, row.run) in evidence and row.detector in DETECTORS:
                     evidence[(row.exp, row.run)][row.detector].append(row.status)
-        groups = sorted({(r.exp, r.run_type) for r in runs})
-        for name in self.variable_names():
-            for e, run_type in groups:
-                tr = self._trend(name, e, None, None, run_type, strict=False)
-                if tr.detector not in DETECTORS:
-                    continue
-                for ex, rn, st in zip(tr.exp, tr.run, tr.status, strict=True):
-                    key = (int(ex), int(rn))
-                    if key in evidence:
-                        evidence[key][tr.detector].append(str(st))
+        for det, keys, status in self._variable_statuses(sorted({r.exp for r in runs})).values():
+            if det not in DETECTORS:
+                continue
+            for key, st in zip(keys, status, strict=True):
+                if key in evidence:
+                    evidence[key][det].append(str(st))
         return {k: {d: _worst(v) for d, v in per.items()} for k, per in evidence.items()}
+
+    def _variable_statuses(
+        self, exps: Sequence[int]
+    ) -> dict[tuple[str, int, str], tuple[str, list[tuple[int, int]], npt.NDArray[np.str_]]]:
+        """Each variable's trend statuses per (name, exp, run type) of the experiments given,
+        read in one query: {(name, exp, run_type): (detector, run keys, statuses)}."""
+        from b2calib.qa.monitoring import VARIABLES
+
+        if not exps:
+            return {}
+        v, r = s.qa_variables, s.qa_runs
+        query = (
+            sa.select(v.c.name, v.c.detector, v.c.exp, v.c.run, v.c.value, v.c.error, r.c.run_type)
+            .join(r, (r.c.exp == v.c.exp) & (r.c.run == v.c.run))
+            .where(v.c.exp.in_(list(exps)))
+            .order_by(v.c.name, v.c.exp, r.c.run_type, v.c.run)
+        )
+        groups: dict[tuple[str, int, str], list[Any]] = {}
+        with self._read() as conn:
+            for row in conn.execute(query):
+                groups.setdefault((row.name, row.exp, row.run_type), []).append(row)
+        out = {}
+        for (name, e, run_type), rows in groups.items():
+            definition = VARIABLES.get(name)
+            status, _, _ = _trend_status(
+                np.array([x.value for x in rows], dtype=np.float64),
+                np.array([x.error for x in rows], dtype=np.float64),
+                definition.reference if definition is not None else None,
+            )
+            out[(name, e, run_type)] = (rows[0].detector, [(e, x.run) for x in rows], status)
+        return out
 
     # -- certification -----------------------------------------------------------------------
 
@@ -871,33 +899,66 @@ class QADatabase(SqlDatabase):
         PermissionDenied
             The user is a viewer, an expert of other detectors, or the run is COMPLETED.
         """
-        _check_detector(detector)
-        if flag not in DQ_FLAGS:
-            raise QAError(f"unknown flag {flag!r}; known: {', '.join(DQ_FLAGS)}")
-        if not user.can_flag(detector):
-            raise PermissionDenied(f"{user} may not set the {detector} flag of run ({exp}, {run})")
-        entry = FlagEntry(exp, run, detector, flag, comment.strip(), user.name, _now())
-        with self._write() as conn:
-            self._require_run(conn, exp, run)
-            self._require_user(conn, user)
-            state = self._state(conn, exp, run).state
-            if state == "COMPLETED":
+        return self.set_flags([(exp, run, detector, flag)], user=user, comment=comment)[0]
+
+    def set_flags(
+        self, changes: Iterable[tuple[int, int, str, str]], *, user: User, comment: str
+    ) -> list[FlagEntry]:
+        """Certify several (exp, run, detector, flag) at once, with one comment: all are
+        recorded or, if any is refused, none.
+
+        A detector the run did not include can only be EXCLUDED.
+        """
+        wanted = list(changes)
+        for exp, run, detector, flag in wanted:
+            _check_detector(detector)
+            if flag not in DQ_FLAGS:
+                raise QAError(f"unknown flag {flag!r}; known: {', '.join(DQ_FLAGS)}")
+            if not user.can_flag(detector):
                 raise PermissionDenied(
-                    f"run ({exp}, {run}) is COMPLETED: a manager must reopen it before its "
-                    f"{detector} flag changes"
+                    f"{user} may not set the {detector} flag of run ({exp}, {run})"
                 )
-            conn.execute(
-                s.qa_flags.insert().values(
-                    exp=exp,
-                    run=run,
-                    detector=detector,
-                    flag=flag,
-                    comment=entry.comment,
-                    author=user.name,
-                    time=entry.time,
+        now = _now()
+        entries = [
+            FlagEntry(exp, run, det, flag, comment.strip(), user.name, now)
+            for exp, run, det, flag in wanted
+        ]
+        t = s.qa_runs
+        with self._write() as conn:
+            self._require_user(conn, user)
+            for e in entries:
+                row = conn.execute(
+                    sa.select(t.c.detectors).where(t.c.exp == e.exp, t.c.run == e.run)
+                ).first()
+                if row is None:
+                    raise RunNotFoundError(e.exp, e.run)
+                if e.detector not in row.detectors.split(",") and e.flag != "EXCLUDED":
+                    raise QAError(
+                        f"{e.detector} did not take data in run ({e.exp}, {e.run}): it can only "
+                        "be EXCLUDED"
+                    )
+                if self._state(conn, e.exp, e.run).state == "COMPLETED":
+                    raise PermissionDenied(
+                        f"run ({e.exp}, {e.run}) is COMPLETED: a manager must reopen it before "
+                        f"its {e.detector} flag changes"
+                    )
+            if entries:
+                conn.execute(
+                    s.qa_flags.insert(),
+                    [
+                        dict(
+                            exp=e.exp,
+                            run=e.run,
+                            detector=e.detector,
+                            flag=e.flag,
+                            comment=e.comment,
+                            author=e.author,
+                            time=e.time,
+                        )
+                        for e in entries
+                    ],
                 )
-            )
-        return entry
+        return entries
 
     def _require_user(self, conn: Connection, user: User) -> None:
         """The user must exist with the role and detectors claimed (a stale session whose
