@@ -228,15 +228,81 @@ def test_registered_calibrations() -> None:
 
 def test_qa_names() -> None:
     import b2calib.qa
+    import b2calib.qa.grl
+    import b2calib.qa.monitoring
+    import b2calib.qa.store
 
     assert sorted(dir(b2calib.qa)) == sorted(b2calib.qa.__all__)
     assert b2calib.qa.__all__ == [
+        "PRESETS",
+        "QA_HISTOGRAMS",
+        "VARIABLES",
         "Comparison",
+        "FlagEntry",
+        "GoodRunList",
+        "MonitoringValue",
+        "QADatabase",
         "QAStatus",
+        "Reference",
+        "RunQA",
+        "RunState",
+        "StoredComparison",
         "Thresholds",
+        "Trend",
+        "User",
         "ad_test",
         "chi2_test",
+        "collect_qa",
         "compare",
         "kolmogorov_prob",
         "ks_test",
     ]
+    assert b2calib.qa.store.__all__ == [
+        "ROLES",
+        "RUN_STATES",
+        "FlagEntry",
+        "QADatabase",
+        "Reference",
+        "RunState",
+        "StoredComparison",
+        "Trend",
+        "User",
+        "hash_password",
+        "verify_password",
+    ]
+    assert b2calib.qa.grl.__all__ == [
+        "DQ_TAG_PRESETS",
+        "PRESETS",
+        "Expression",
+        "ExpressionError",
+        "GRLRun",
+        "GoodRunList",
+        "evaluate",
+        "parse",
+        "runs_expression",
+    ]
+    for module in (b2calib.qa.store, b2calib.qa.grl, b2calib.qa.monitoring):
+        assert sorted(dir(module)) == sorted(module.__all__)
+
+
+def test_app_names() -> None:
+    """The dashboards' modules: Viewer classes importable without a server."""
+    import apps.auth
+    import apps.index
+    import apps.qam
+    import apps.runsummary
+    import apps.serve
+    import apps.signoff
+
+    assert apps.qam.__all__ == ["MAX_HISTOGRAMS", "QAM"]
+    assert apps.signoff.__all__ == ["SignOff"]
+    assert apps.runsummary.__all__ == ["LUMI_VARIABLES", "RunSummary"]
+    assert apps.index.__all__ == ["Index"]
+    assert apps.serve.__all__ == ["APPS", "current_database", "make_server"]
+    assert apps.auth.__all__ == [
+        "ANONYMOUS",
+        "COOKIE_MAX_AGE_DAYS",
+        "DatabaseAuthProvider",
+        "login_name",
+    ]
+    assert set(apps.serve.APPS) == {"", "qam", "signoff", "runsummary"}

@@ -1,10 +1,17 @@
-"""Quality assurance: comparisons of histograms with their references.
+"""Quality assurance: monitoring, comparisons with references, certification, good-run lists.
 
-===========  ================================================================================
-``compare``  chi2 (ROOT ``TH1::Chi2Test``), Kolmogorov-Smirnov (``TH1::KolmogorovTest``) and
-             Anderson-Darling (``TH1::AndersonDarlingTest``) tests, and :func:`compare`, which
-             turns a test's p-value into a status with per-histogram thresholds
-===========  ================================================================================
+==============  ================================================================================
+``compare``     chi2 (ROOT ``TH1::Chi2Test``), Kolmogorov-Smirnov (``TH1::KolmogorovTest``) and
+                Anderson-Darling (``TH1::AndersonDarlingTest``) tests, and :func:`compare`, which
+                turns a test's p-value into a status with per-histogram thresholds
+``monitoring``  run-level monitoring variables (MiraBelle-like) and QA histograms, collected over
+                the skims by the engine (:func:`collect_qa`)
+``store``       :class:`QADatabase`: runs, variables and their trends, QA histograms with their
+                references and comparisons, the automatic status, append-only certification
+                flags and run sign-off, versioned good-run lists, users with hashed passwords
+``grl``         good-run lists: an expression language over flags and run properties (parsed,
+                never evaluated as Python), set operations, JSON / CMS JSON / CSV exports
+==============  ================================================================================
 """
 
 from __future__ import annotations
@@ -19,13 +26,38 @@ from b2calib.qa.compare import (
     kolmogorov_prob,
     ks_test,
 )
+from b2calib.qa.grl import PRESETS, GoodRunList
+from b2calib.qa.monitoring import QA_HISTOGRAMS, VARIABLES, MonitoringValue, RunQA, collect_qa
+from b2calib.qa.store import (
+    FlagEntry,
+    QADatabase,
+    Reference,
+    RunState,
+    StoredComparison,
+    Trend,
+    User,
+)
 
 __all__ = [
+    "PRESETS",
+    "QA_HISTOGRAMS",
+    "VARIABLES",
     "Comparison",
+    "FlagEntry",
+    "GoodRunList",
+    "MonitoringValue",
+    "QADatabase",
     "QAStatus",
+    "Reference",
+    "RunQA",
+    "RunState",
+    "StoredComparison",
     "Thresholds",
+    "Trend",
+    "User",
     "ad_test",
     "chi2_test",
+    "collect_qa",
     "compare",
     "kolmogorov_prob",
     "ks_test",
