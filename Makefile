@@ -79,6 +79,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/bench_sim.py
 	$(BIN)/python bench/bench_engine.py
 	$(BIN)/python bench/bench_calibrations.py
+	$(BIN)/python bench/bench_qa.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build

@@ -34,6 +34,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import re
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -311,7 +312,8 @@ def qa_trend(qdb: QADatabase, name: str, exp: int | None) -> None:
     """A monitoring variable per physics run, with its band and each run's status."""
     tr = qdb.trend(name, exp=exp)
     lo, hi = tr.band
-    click.echo(f"{tr.name} [{tr.unit}] ({tr.detector}): band {lo:.6g} .. {hi:.6g}")
+    unit = f" [{tr.unit}]" if tr.unit else ""
+    click.echo(f"{tr.name}{unit} ({tr.detector}): band {lo:.6g} .. {hi:.6g}")
     rows = [
         [int(e), int(r), f"{v:.6g}", f"{err:.2g}", str(s)]
         for e, r, v, err, s in zip(tr.exp, tr.run, tr.value, tr.error, tr.status, strict=True)
@@ -517,7 +519,16 @@ def grl_show(qdb: QADatabase, name: str, version: int | None) -> None:
 def _export(g: GoodRunList, fmt: str) -> str:
     if fmt == "csv":
         return g.to_csv()
-    return json.dumps(g.to_json() if fmt == "json" else g.to_cms_json(), indent=1) + "\n"
+    text = json.dumps(g.to_json() if fmt == "json" else g.to_cms_json(), indent=1)
+    return _NUMBERS.sub(_one_line, text) + "\n"
+
+
+def _one_line(m: re.Match[str]) -> str:
+    """An array of numbers (a run list, a [first, last] range) written on one line."""
+    return "[" + ", ".join(x.strip() for x in m.group(1).split(",") if x.strip()) + "]"
+
+
+_NUMBERS = re.compile(r"\[([-+0-9.eE,\s]*?)\]")
 
 
 _FORMAT = click.option(

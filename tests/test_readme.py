@@ -14,11 +14,13 @@ from tests.conftest import REPO
 
 README = (REPO / "README.md").read_text()
 # a console block is a session: its commands run in order, in one folder
+# a command line: `$ b2calib ...`, or a password piped into one: `$ echo secret | b2calib ...`
+COMMAND = re.compile(r"^\$ (?:echo \S+ \| )?b2calib ")
 SESSIONS = [
     [
         line.split("$ ", 1)[1].split("  #")[0].strip()
         for line in block.splitlines()
-        if line.startswith("$ b2calib ")
+        if COMMAND.match(line)
     ]
     for block in re.findall(r"```console\n(.*?)```", README, re.S)
 ]
@@ -35,6 +37,7 @@ def workdir(tmp_path: Path) -> Path:
 
 def test_readme_has_examples() -> None:
     assert any(c.startswith("b2calib simulate") for c in CONSOLE)
+    assert any(c.startswith("echo ") and "b2calib signoff flag" in c for c in CONSOLE)
     assert len(CONSOLE) >= 5
     assert len(PYTHON) >= 2
 
@@ -53,8 +56,9 @@ def test_console_session(session: list[str], workdir: Path) -> None:
         assert done.returncode == 0, (command, done.stderr)
         assert done.stdout.strip(), command
         if command.startswith("b2calib simulate"):
-            assert (workdir / "my-experiment" / "runs.json").exists()
-            assert (workdir / "my-experiment" / "truth" / "database.txt").exists()
+            out = workdir / command.split("--out ")[1].split()[0]
+            assert (out / "runs.json").exists()
+            assert (out / "truth" / "database.txt").exists()
 
 
 @pytest.mark.parametrize("snippet", PYTHON)
