@@ -22,8 +22,14 @@ from b2calib.qa.compare import QAStatus, Thresholds, compare
 from b2calib.qa.monitoring import (
     QA_HISTOGRAMS,
     VARIABLES,
+    VISIBLE_CROSS_SECTION_ECMS,
+    VISIBLE_CROSS_SECTIONS_NB,
+    GammaGammaCollector,
+    HistogramDef,
     RunQA,
     collect_qa,
+    lumi_from_count,
+    measure_visible_cross_sections,
     run_qa_from_outputs,
     sigma68,
 )
@@ -34,6 +40,7 @@ from b2calib.sim import (
     conditions_for_run,
     cross_section_nb,
     generate_runs,
+    prescales,
     simulate,
     skim_path,
 )
@@ -45,7 +52,7 @@ BASE = dict(
     events_per_run=3000,
     run_types={"physics": 0.85, "cosmic": 0.15, "beam": 0.0, "debug": 0.0},
     continuum_fraction=0.0,
-    skims=["hlt_bhabha", "hlt_mumu_2trk", "hlt_hadron", "cosmic"],
+    skims=["hlt_bhabha", "hlt_gamma_gamma", "hlt_mumu_2trk", "hlt_hadron", "cosmic"],
 )
 
 
@@ -453,3 +460,133 @@ def test_fault_configuration() -> None:
     ):
         with pytest.raises(ConfigError, match=match):
             SimConfig(n_runs=3, faults=[bad])
+
+
+# ------------------------------------------------------------------------------ luminosity
+def _pulls(qa: list[RunQA], registry: RunRegistry, name: str) -> np.ndarray:
+    out = []
+    for r in qa:
+        run = registry.get(r.exp, r.run)
+        if run.run_type == "physics":
+            v = r.variable(name)
+            assert v.unit == "pb^-1"
+            assert v.detector == "BEAM"
+            out.append((v.value - run.lumi_pb) / v.error)
+    return np.array(out)
+
+
+def test_luminosity_of_the_sample_runs(sample: Sample) -> None:
+    """Both luminosities of every physics run (faulty ones too: the faults touch neither the
+    tracks' momenta nor the ECL) agree with the registry's within their errors."""
+    for name in ("bhabha.lumi_pb", "gamma_gamma.lumi_pb"):
+        pulls = _pulls(list(sample.qa.values()), sample.registry, name)
+        assert len(pulls) == len(sample.healthy) + 3
+        assert np.all(np.abs(pulls) < 4), (name, pulls)
+
+
+def test_luminosity_from_counts() -> None:
+    """The formula, the prescales (fractions kept), the continuum scaling and no-event runs."""
+    ps = {"bhabha": 0.25, "tautau": 0.5, "gamma_gamma": 0.1}
+    (sb, eb), (st, et) = (VISIBLE_CROSS_SECTIONS_NB["bhabha"][p] for p in ("bhabha", "tautau"))
+    lumi, err = lumi_from_count("bhabha", 900, prescales=ps) or (0.0, 0.0)
+    denom = (0.25 * sb + 0.5 * st) * 1000.0
+    assert lumi == pytest.approx(900 / denom)
+    rel = math.hypot(0.25 * eb, 0.5 * et) * 1000.0 / denom
+    assert err == pytest.approx(lumi * math.sqrt(1 / 900 + rel**2))
+    assert rel < 1e-3  # the visible cross sections' error is negligible next to the counting
+    # continuum: the generator's 1/s-like scaling of the cross sections
+    cont = lumi_from_count("gamma_gamma", 400, prescales=ps, ecms_gev=10.52)
+    on = lumi_from_count("gamma_gamma", 400, prescales=ps)
+    assert cont is not None
+    assert on is not None
+    ratio = cross_section_nb("gamma_gamma", 10.52) / cross_section_nb("gamma_gamma", 10.5794)
+    assert cont[0] * ratio == pytest.approx(on[0])
+    assert cont[0] < on[0]  # a larger cross section below the Y(4S): fewer pb^-1 per event
+    assert lumi_from_count("gamma_gamma", 0, prescales=ps) is None
+    with pytest.raises(QAError, match="unknown luminosity method"):
+        lumi_from_count("mumu", 10)
+    # through run_qa_from_outputs: no events, or no energy, give no value (and a note)
+    outputs = {"hlt_bhabha": {"events": _mean([1.0] * 900)}, "hlt_gamma_gamma": {}}
+    outputs["hlt_gamma_gamma"]["lumi_events"] = _mean([])
+    qa = run_qa_from_outputs(3, 8, outputs, prescales=ps, ecms_nominal_gev=10.5794)
+    assert [v.name for v in qa.variables] == ["bhabha.lumi_pb"]
+    assert qa.variable("bhabha.lumi_pb").value == pytest.approx(lumi)
+    assert any("no gamma_gamma luminosity events" in n for n in qa.notes)
+    qa = run_qa_from_outputs(3, 8, outputs, prescales=ps)
+    assert qa.variables == []
+    assert any("no nominal collision energy" in n for n in qa.notes)
+
+
+def test_gamma_gamma_collector_counts_the_gg_flag() -> None:
+    gg = np.array([1, 0, 1, 1, 0], dtype=np.float32)
+    events = ak.Array({"EventMetaData_m_event": np.arange(5), "SoftwareTriggerVariables_GG": gg})
+    c = GammaGammaCollector()
+    a, b = c.collect(events[:2]), c.collect(events[2:])
+    merged = {k: a[k] + b[k] for k in a}
+    assert merged["lumi_events"].view()[0]["count"] == 3
+    assert merged["events"].view()[0]["count"] == 5
+    assert set(c.branches) == set(events.fields)
+
+
+def test_min_entries_of_the_qa_histograms() -> None:
+    assert [f.name for f in dataclasses.fields(HistogramDef)][-1] == "min_entries"
+    assert HistogramDef("CDC", "x", "x").min_entries == 100.0
+    assert QA_HISTOGRAMS[("ARICH", "photons_per_track")].min_entries == 50.0
+    assert {d.min_entries for k, d in QA_HISTOGRAMS.items() if k[0] != "ARICH"} == {100.0}
+
+
+@pytest.mark.slow
+def test_visible_cross_sections_rederived_on_another_seed() -> None:
+    """The committed visible cross sections agree, within the statistical errors, with those
+    measured on an independent sample (other seed: other detector conditions), at the Y(4S)
+    energy and at the continuum energy (the latter scaled as :func:`lumi_from_count` does)."""
+    sizes = {"bhabha": 60_000, "gamma_gamma": 60_000, "tautau": 30_000, "mumu": 5_000}
+    for ecms in (VISIBLE_CROSS_SECTION_ECMS, 10.52):
+        new = measure_visible_cross_sections(sizes, seed=777, ecms_gev=ecms)
+        assert set(new) == set(VISIBLE_CROSS_SECTIONS_NB)
+        for method, table in VISIBLE_CROSS_SECTIONS_NB.items():
+            assert set(new[method]) <= set(table), (method, new[method])
+            for process, (sigma, err) in table.items():
+                if process not in sizes:
+                    continue
+                scale = cross_section_nb(process, ecms) / cross_section_nb(
+                    process, VISIBLE_CROSS_SECTION_ECMS
+                )
+                got, got_err = new[method].get(process, (0.0, 0.0))
+                tol = 3.5 * math.hypot(err * scale, got_err)
+                assert abs(got - sigma * scale) < tol, (ecms, method, process, got, sigma)
+    with pytest.raises(ConfigError, match="at least 1"):
+        measure_visible_cross_sections({"bhabha": 0})
+
+
+@pytest.mark.slow
+def test_luminosity_closure_over_many_runs(tmp_path: Path) -> None:
+    """200 physics runs (30 % continuum): the measured luminosities against the registry's.
+    Pull mean within 0.1 and width 0.85-1.15 for both methods."""
+    cfg = SimConfig(
+        exp=3,
+        n_runs=200,
+        seed=2019,
+        events_per_run=500,
+        run_types={"physics": 1.0, "cosmic": 0.0, "beam": 0.0, "debug": 0.0},
+        continuum_fraction=0.3,
+        process_fractions={
+            "bhabha": 0.5,
+            "gamma_gamma": 0.45,
+            "tautau": 0.05,
+            "mumu": 0.0,
+            "hadron": 0.0,
+        },
+        skims=["hlt_bhabha", "hlt_gamma_gamma"],
+    )
+    assert prescales(cfg)["hadron"] == 0.0
+    result = simulate(cfg, tmp_path, jobs=2)
+    qa = collect_qa(tmp_path, executor="inprocess")
+    assert len(qa) == 200
+    continuum = sum(r.beam_energy == "Continuum" for r in result.registry.select())
+    assert 40 < continuum < 80
+    for name in ("bhabha.lumi_pb", "gamma_gamma.lumi_pb"):
+        pulls = _pulls(qa, result.registry, name)
+        assert len(pulls) == 200
+        assert abs(pulls.mean()) < 0.1, (name, pulls.mean())
+        assert 0.85 < pulls.std(ddof=1) < 1.15, (name, pulls.std(ddof=1))

@@ -4,15 +4,19 @@ Collectors run over the calibration skims on the engine (:func:`b2calib.engine.c
 process, in a process pool or on Dask) and fill histograms per run, mergeable with ``+``; every
 monitoring number is then computed from those histograms, never from arrays kept in memory:
 
-=================  =========================================================================
-``hlt_mumu_2trk``  :class:`MuMuCollector`: hits per track (PXD, SVD, CDC), TOP digits and ARICH
-                   photons per track, impact-parameter resolutions, good-muon fraction (KLM),
-                   dimuon mass; QA histograms of those and of digit charges, times and layers
-``hlt_bhabha``     :class:`BhabhaCollector`: event count (luminosity denominator), ECL E/p and
-                   cluster energy of the Bhabha electrons
-``hlt_hadron``,    :class:`OccupancyCollector`: event count and objects per event of every
-``cosmic``         detector (the occupancy summaries; the only numbers of cosmic runs)
-=================  =========================================================================
+===================  ======================================================================
+``hlt_mumu_2trk``    :class:`MuMuCollector`: hits per track (PXD, SVD, CDC), TOP digits and
+                     ARICH photons per track, impact-parameter resolutions, good-muon
+                     fraction (KLM), dimuon mass; QA histograms of those and of digit
+                     charges, times and layers
+``hlt_bhabha``       :class:`BhabhaCollector`: event count (Bhabha luminosity,
+                     hadron/Bhabha ratio), ECL E/p and cluster energy of the Bhabha
+                     electrons
+``hlt_gamma_gamma``  :class:`GammaGammaCollector`: events with the ``GG`` flag
+                     (gamma-gamma luminosity)
+``hlt_hadron``,      :class:`OccupancyCollector`: event count and objects per event of every
+``cosmic``           detector (the occupancy summaries; the only numbers of cosmic runs)
+===================  ======================================================================
 
 :func:`run_qa_from_outputs` turns one run's histograms into a :class:`RunQA`;
 :func:`collect_qa` does it all for a folder of skims or a :class:`~b2calib.engine.Dataset`.
@@ -61,6 +65,21 @@ Definitions (what the numbers mean)
   events on), counted on a sparse, mergeable axis of the fired pixels, with a Poisson error
   (conservative); ``<skim>.pxd_hot_pixel_fraction``: the share of the PXD digits they make,
   with a binomial error.
+* ``bhabha.lumi_pb``, ``gamma_gamma.lumi_pb`` (system ``BEAM``, pb^-1): the run's integrated
+  luminosity ``N / sum_p(prescale_p sigma_vis,p)`` (:func:`lumi_from_count`) from the events
+  ``N`` of the selection of :data:`LUMI_SELECTIONS`: every ``hlt_bhabha`` event
+  (``Bhabha2Trk``), and the ``hlt_gamma_gamma`` events with the ``GG`` flag. The simulator's
+  prescales (files' metadata) are fractions of the produced events kept, so ``N`` is divided by
+  them; the sum runs over every process that passes the selection (tau pairs make 0.2 % of the
+  Bhabha count). The visible cross sections ``sigma_vis,p`` (cross section x selection
+  efficiency) are *not* taken from the run's simulation truth: they were measured once on an
+  independent simulated sample (:func:`measure_visible_cross_sections`, seed
+  :data:`VISIBLE_CROSS_SECTION_SEED`) at the Y(4S) energy and are committed as
+  :data:`VISIBLE_CROSS_SECTIONS_NB`; other nominal energies (continuum) scale them with the
+  generator's ``cross_section_nb(p, E) / cross_section_nb(p, E_4S)`` (the selections cut on
+  energies relative to the beam energy: the efficiency does not depend on it). The error is
+  the Poisson error of ``N`` combined in quadrature with the visible cross sections' error
+  (< 0.1 %, negligible). No selected event: no value (and a note), never 0 +- 0.
 * QA histograms have one entry per independent object (track, event, cluster): the photons of
   one track share its time, so TOP timing is monitored by the mean digit time per track.
 """
@@ -94,13 +113,18 @@ from b2calib.runs import RunRegistry
 __all__ = [
     "GOOD_MUON_MATCH",
     "HOT_PIXEL_OCCUPANCY",
+    "LUMI_SELECTIONS",
     "MIN_BEAMSPOT_TRACKS",
     "MIN_HOT_PIXEL_EVENTS",
     "MIN_KLM_CROSSINGS",
     "QA_HISTOGRAMS",
     "SYSTEMS",
     "VARIABLES",
+    "VISIBLE_CROSS_SECTIONS_NB",
+    "VISIBLE_CROSS_SECTION_ECMS",
+    "VISIBLE_CROSS_SECTION_SEED",
     "BhabhaCollector",
+    "GammaGammaCollector",
     "HistogramDef",
     "MonitoringValue",
     "MuMuCollector",
@@ -108,6 +132,8 @@ __all__ = [
     "RunQA",
     "VariableDef",
     "collect_qa",
+    "lumi_from_count",
+    "measure_visible_cross_sections",
     "run_qa_from_outputs",
     "sigma68",
 ]
@@ -173,7 +199,9 @@ class MonitoringValue:
 @dataclass(frozen=True)
 class HistogramDef:
     """A QA histogram's definition: fixed binning (``bins``: number, low, high) so that runs
-    compare with each other; ``method``/``options`` for :func:`b2calib.qa.compare`."""
+    compare with each other; ``method``/``options`` for :func:`b2calib.qa.compare`;
+    ``min_entries``: the minimum entry count for a verdict (the database's default threshold
+    when a reference is set)."""
 
     detector: str
     name: str
@@ -182,6 +210,8 @@ class HistogramDef:
     options: str = "UU"
     bins: tuple[int, float, float] = (1, 0.0, 1.0)
     skim: str = "hlt_mumu_2trk"
+    #: Fewer entries than this (in the run or in its reference) give no verdict (TOO_FEW).
+    min_entries: float = 100.0
 
     def empty(self) -> hist.Hist:
         """An empty histogram of this definition (Int64 storage)."""
@@ -249,6 +279,13 @@ VARIABLES: dict[str, VariableDef] = {
         ),
         _v("mumu.invariant_mass_width", "BEAM", "GeV", "Gaussian width of the dimuon mass peak"),
         _v("hadron_bhabha_ratio", "BEAM", "", "hlt_hadron / hlt_bhabha events, prescales removed"),
+        _v("bhabha.lumi_pb", "BEAM", "pb^-1", "integrated luminosity from hlt_bhabha events"),
+        _v(
+            "gamma_gamma.lumi_pb",
+            "BEAM",
+            "pb^-1",
+            "integrated luminosity from hlt_gamma_gamma events with the GG flag",
+        ),
         _v("bhabha.ecl_e_over_p", "ECL", "", "mean E/p of Bhabha tracks with 0.5 < E/p < 1.5"),
         *(
             v
@@ -277,9 +314,14 @@ VARIABLES: dict[str, VariableDef] = {
 
 
 def _h(
-    det: str, name: str, title: str, bins: tuple[int, float, float], skim: str = "hlt_mumu_2trk"
+    det: str,
+    name: str,
+    title: str,
+    bins: tuple[int, float, float],
+    skim: str = "hlt_mumu_2trk",
+    min_entries: float = 100.0,
 ) -> HistogramDef:
-    return HistogramDef(det, name, title, bins=bins, skim=skim)
+    return HistogramDef(det, name, title, bins=bins, skim=skim, min_entries=min_entries)
 
 
 #: Every QA histogram, by (detector, name).
@@ -298,7 +340,16 @@ QA_HISTOGRAMS: dict[tuple[str, str], HistogramDef] = {
             "mean TOP digit time in the track's module - event T0 (ns)",
             (30, 0.0, 30.0),
         ),
-        _h("ARICH", "photons_per_track", "ARICH photons per dimuon track", (50, -0.25, 49.75)),
+        # one entry per dimuon track in the ARICH (forward endcap): ~6 per 100 dimuon events,
+        # 90-290 (median 190) per run at events_per_run=3000 (the others: >= 390), so half
+        # of the default's 100 entries
+        _h(
+            "ARICH",
+            "photons_per_track",
+            "ARICH photons per dimuon track",
+            (50, -0.25, 49.75),
+            min_entries=50.0,
+        ),
         _h("ECL", "e_over_p", "E/p of Bhabha tracks", (75, 0.0, 1.5), "hlt_bhabha"),
         _h(
             "ECL",
@@ -664,6 +715,33 @@ class OccupancyCollector(Collector):
         return out
 
 
+@dataclasses.dataclass(frozen=True)
+class GammaGammaCollector(Collector):
+    """Gamma-gamma (``hlt_gamma_gamma``): the events of the skim and those that also have the
+    ``GG`` flag (no track, two clusters above 2 GeV back to back), the luminosity count.
+
+    ``detectors`` is accepted like the other collectors' (the count needs the trigger
+    variables only).
+    """
+
+    detectors: tuple[str, ...] = DETECTORS
+    version: ClassVar[int] = 1
+
+    def __post_init__(self) -> None:
+        _check_detectors(self.detectors)
+
+    @property
+    def branches(self) -> dict[str, str]:
+        return {"EventMetaData_m_event": "uint32", "SoftwareTriggerVariables_GG": "float32"}
+
+    def collect(self, events: ak.Array) -> Histograms:
+        gg = np.asarray(ak.to_numpy(events["SoftwareTriggerVariables_GG"]), dtype=np.float64)
+        return {
+            "events": _mean_hist(np.ones(len(events))),
+            "lumi_events": _mean_hist(np.ones(int(np.sum(gg == 1.0)))),
+        }
+
+
 # ----------------------------------------------------------------------------- the numbers
 def _quantile(h: hist.Hist, p: float) -> float:
     """The ``p`` quantile of a 1-D histogram (in-range entries, linear within a bin)."""
@@ -804,6 +882,169 @@ def _mass_fit(
     return out
 
 
+# ------------------------------------------------------------------------------ luminosity
+#: Luminosity methods: the skim counted and the selection applied to it (in the cut language
+#: of :mod:`b2calib.skims`); the skim's own cut is applied too.
+LUMI_SELECTIONS: dict[str, tuple[str, str]] = {
+    "bhabha": ("hlt_bhabha", "[Bhabha2Trk == 1]"),
+    "gamma_gamma": ("hlt_gamma_gamma", "[GG == 1]"),
+}
+#: Collision energy (GeV) at which :data:`VISIBLE_CROSS_SECTIONS_NB` were measured.
+VISIBLE_CROSS_SECTION_ECMS = _NOMINAL_4S
+#: Seed of the simulated sample :data:`VISIBLE_CROSS_SECTIONS_NB` were measured on.
+VISIBLE_CROSS_SECTION_SEED = 20190
+#: Visible cross sections (nb) of each luminosity method (:data:`LUMI_SELECTIONS`) for each
+#: process that passes its selection: (value, binomial error of the efficiency times the
+#: cross section), at :data:`VISIBLE_CROSS_SECTION_ECMS`. Regenerate with
+#: ``measure_visible_cross_sections(seed=VISIBLE_CROSS_SECTION_SEED)`` (default sample sizes:
+#: bhabha 400k, gamma_gamma 200k, tautau 200k, mumu 50k, hadron 50k events; ~2 minutes).
+#: Processes without a selected event are left out: mumu and hadron pass neither selection,
+#: tautau and bhabha not the gamma-gamma one (0 of 200k / 400k).
+VISIBLE_CROSS_SECTIONS_NB: dict[str, dict[str, tuple[float, float]]] = {
+    # efficiency 0.9638 of 14.753 nb; tau pairs: 0.85 % of 0.667 nb
+    "bhabha": {"bhabha": (14.2184, 0.0044), "tautau": (0.00569, 0.00014)},
+    # efficiency 0.9162 of 1.935 nb
+    "gamma_gamma": {"gamma_gamma": (1.7728, 0.0012)},
+}
+
+
+def _lumi_mask(method: str, trig: Mapping[str, npt.ArrayLike]) -> npt.NDArray[np.bool_]:
+    from b2calib.skims import SKIMS, Cut
+
+    skim, cut = LUMI_SELECTIONS[method]
+    return SKIMS[skim].select(trig) & Cut(cut)(trig)
+
+
+def measure_visible_cross_sections(
+    n_events: Mapping[str, int] | None = None,
+    *,
+    seed: int = VISIBLE_CROSS_SECTION_SEED,
+    ecms_gev: float = VISIBLE_CROSS_SECTION_ECMS,
+    chunk: int = 50_000,
+) -> dict[str, dict[str, tuple[float, float]]]:
+    """Measure the visible cross sections of the luminosity selections on a simulated sample.
+
+    The "MC" sample is independent of any data run: the detector conditions are those of run 1
+    of a one-run experiment 0 simulated with ``seed``; the events of each process are
+    generated at the nominal energy ``ecms_gev`` (with the simulator's beam-energy spread),
+    passed through the detector response and the software trigger (with the nominal beam
+    energy, as the HLT does) and counted with :data:`LUMI_SELECTIONS`. The simulation truth
+    used is that of this sample alone (which process each event is).
+
+    Parameters
+    ----------
+    n_events
+        Events to simulate per process (default: bhabha 400k, gamma_gamma 200k, tautau 200k,
+        mumu 50k, hadron 50k). Processes left out are not measured.
+    seed
+        Seed of the conditions and of the events.
+    ecms_gev
+        Nominal collision energy.
+    chunk
+        Events simulated at once (memory).
+
+    Returns
+    -------
+    dict
+        ``{method: {process: (sigma_vis_nb, error_nb)}}`` with ``sigma_vis = sigma(ecms) k / n``
+        (``k`` of ``n`` events selected) and the binomial error ``sigma sqrt(k (n - k) / n) / n``;
+        processes with ``k = 0`` are left out.
+    """
+    from b2calib.geometry import top
+    from b2calib.sim import SimConfig, conditions_for_run, generate_runs
+    from b2calib.sim.detector import simulate_response
+    from b2calib.sim.physics import PROCESS_ID, Beam, cross_section_nb, generate
+    from b2calib.sim.trigger import trigger_variables
+
+    sizes = dict(
+        n_events
+        if n_events is not None
+        else {
+            "bhabha": 400_000,
+            "gamma_gamma": 200_000,
+            "tautau": 200_000,
+            "mumu": 50_000,
+            "hadron": 50_000,
+        }
+    )
+    cfg = SimConfig(
+        exp=0,
+        n_runs=1,
+        seed=seed,
+        run_types={"physics": 1.0, "cosmic": 0.0, "beam": 0.0, "debug": 0.0},
+        continuum_fraction=0.0,
+    )
+    (run,) = generate_runs(cfg)
+    cond = conditions_for_run(cfg, run)
+    beam, nominal = Beam(ecms_gev, cond.ecms_spread), Beam(ecms_gev, 0.0)
+    out: dict[str, dict[str, tuple[float, float]]] = {m: {} for m in LUMI_SELECTIONS}
+    for process, n in sizes.items():
+        if n < 1:
+            raise ConfigError(f"n_events[{process!r}] must be at least 1, not {n}")
+        rng = np.random.default_rng(np.random.SeedSequence([seed, PROCESS_ID[process]]))
+        k = dict.fromkeys(LUMI_SELECTIONS, 0)
+        for first in range(0, n, chunk):
+            m = min(chunk, n - first)
+            parts = generate(
+                rng, process, m, beam, np.tile(cond.beamspot, (m, 1)), cond.beamspot_size
+            )
+            t_coll = (rng.integers(-8, 9, m) * top.RF_PERIOD_NS).astype(np.float64)
+            resp = simulate_response(rng, parts, m, t_coll, cond, True, DETECTORS)
+            trig = trigger_variables(
+                resp.collections["TrackFitResults"], resp.collections["ECLClusters"], m, nominal
+            )
+            for method in LUMI_SELECTIONS:
+                k[method] += int(_lumi_mask(method, trig).sum())
+        sigma = cross_section_nb(process, ecms_gev)
+        for method, kk in k.items():
+            if kk:
+                out[method][process] = (sigma * kk / n, sigma * math.sqrt(kk * (n - kk) / n) / n)
+    return out
+
+
+def lumi_from_count(
+    method: str,
+    n_selected: float,
+    *,
+    prescales: Mapping[str, float] | None = None,
+    ecms_gev: float = _NOMINAL_4S,
+    cross_sections: Mapping[str, Mapping[str, tuple[float, float]]] | None = None,
+) -> tuple[float, float] | None:
+    """Integrated luminosity (pb^-1) and its error from the events a luminosity method counted.
+
+    ``L = N / sum_p(prescale_p sigma_vis,p(E))``: the simulator keeps the fraction
+    ``prescale_p`` of the produced events of process ``p`` (a keep fraction, not "1 in n"), so
+    ``N`` is divided by it. ``sigma_vis,p(E)`` is the visible cross section of
+    :data:`VISIBLE_CROSS_SECTIONS_NB` (or ``cross_sections``) scaled to the collision energy
+    ``E`` by the ratio ``cross_section_nb(p, E) / cross_section_nb(p, E0)`` of the generator's
+    cross sections (the efficiency is taken as independent of the energy: the selections cut on
+    energies relative to the beam energy). The error combines, in quadrature, the Poisson error
+    of ``N`` with the error of the visible cross sections (relative 0.03 % for Bhabha, 0.07 %
+    for gamma-gamma: negligible next to the counting). None when ``N`` is 0 (no measurement).
+    Prescales missing from ``prescales`` (or None) are 1.
+    """
+    from b2calib.sim.physics import cross_section_nb
+
+    if method not in LUMI_SELECTIONS:
+        raise QAError(f"unknown luminosity method {method!r}; known: {', '.join(LUMI_SELECTIONS)}")
+    if n_selected <= 0:
+        return None
+    table = (cross_sections if cross_sections is not None else VISIBLE_CROSS_SECTIONS_NB)[method]
+    ps = prescales or {}
+    denom, var = 0.0, 0.0
+    for process, (sigma, err) in table.items():
+        scale = cross_section_nb(process, ecms_gev) / cross_section_nb(
+            process, VISIBLE_CROSS_SECTION_ECMS
+        )
+        w = ps.get(process, 1.0) * scale * 1000.0  # nb -> pb
+        denom += w * sigma
+        var += (w * err) ** 2
+    if denom <= 0:
+        return None
+    lumi = n_selected / denom
+    return lumi, lumi * math.sqrt(1.0 / n_selected + var / denom**2)
+
+
 def run_qa_from_outputs(
     exp: int,
     run: int,
@@ -818,12 +1059,14 @@ def run_qa_from_outputs(
     Parameters
     ----------
     outputs
-        Histograms per skim (``hlt_mumu_2trk``, ``hlt_bhabha``, ``hlt_hadron``, ``cosmic``),
+        Histograms per skim (``hlt_mumu_2trk``, ``hlt_bhabha``, ``hlt_gamma_gamma``,
+        ``hlt_hadron``, ``cosmic``),
         as the collectors of this module fill them; missing skims give no variables.
     ecms_nominal_gev
-        The run's nominal collision energy (the pull's reference and the mass-fit window).
+        The run's nominal collision energy (the pull's reference, the mass-fit window and the
+        energy of the luminosity's visible cross sections; None: no luminosity).
     prescales
-        Per process (``hadron``, ``bhabha``), from the files' metadata; None or missing: 1.
+        Per process (``hadron``, ``bhabha``, ...), from the files' metadata; None or missing: 1.
     """
     key = f"run ({exp}, {run})"
     values: list[MonitoringValue] = []
@@ -875,6 +1118,23 @@ def run_qa_from_outputs(
             values.append(_value("hadron_bhabha_ratio", r, r * math.sqrt(1 / nh + 1 / nb)))
         else:
             notes.append(f"{key}: {nh:.0f} hadron and {nb:.0f} Bhabha events: no ratio")
+    for method, (skim, count) in (
+        ("bhabha", ("hlt_bhabha", "events")),
+        ("gamma_gamma", ("hlt_gamma_gamma", "lumi_events")),
+    ):
+        ch = outputs.get(skim, {}).get(count)
+        if ch is None:
+            continue
+        if not ecms_nominal_gev:
+            notes.append(f"{key}: no nominal collision energy: no {method} luminosity")
+            continue
+        lumi = lumi_from_count(
+            method, _mean_of(ch)[2], prescales=prescales, ecms_gev=ecms_nominal_gev
+        )
+        if lumi is None:
+            notes.append(f"{key}: no {method} luminosity events")
+        else:
+            values.append(_value(f"{method}.lumi_pb", *lumi))
     for skim, prefix in (("hlt_hadron", "hadron"), ("cosmic", "cosmic")):
         pixels = outputs.get(skim, {}).get("pxd_pixels")
         if pixels is not None and "events" in outputs[skim]:
@@ -894,6 +1154,7 @@ def run_qa_from_outputs(
 _COLLECTORS: dict[str, type[Collector]] = {
     "hlt_mumu_2trk": MuMuCollector,
     "hlt_bhabha": BhabhaCollector,
+    "hlt_gamma_gamma": GammaGammaCollector,
     "hlt_hadron": OccupancyCollector,
     "cosmic": OccupancyCollector,
 }
