@@ -540,8 +540,10 @@ def test_visible_cross_sections_rederived_on_another_seed() -> None:
     """The committed visible cross sections agree, within the statistical errors, with those
     measured on an independent sample (other seed: other detector conditions), at the Y(4S)
     energy and at the continuum energy (the latter scaled as :func:`lumi_from_count` does)."""
-    sizes = {"bhabha": 60_000, "gamma_gamma": 60_000, "tautau": 30_000, "mumu": 5_000}
-    for ecms in (VISIBLE_CROSS_SECTION_ECMS, 10.52):
+    for ecms, sizes in (
+        (VISIBLE_CROSS_SECTION_ECMS, {"bhabha": 60_000, "gamma_gamma": 60_000, "tautau": 40_000}),
+        (10.52, {"bhabha": 60_000, "gamma_gamma": 60_000, "mumu": 5_000}),
+    ):
         new = measure_visible_cross_sections(sizes, seed=777, ecms_gev=ecms)
         assert set(new) == set(VISIBLE_CROSS_SECTIONS_NB)
         for method, table in VISIBLE_CROSS_SECTIONS_NB.items():
@@ -561,8 +563,10 @@ def test_visible_cross_sections_rederived_on_another_seed() -> None:
 
 @pytest.mark.slow
 def test_luminosity_closure_over_many_runs(tmp_path: Path) -> None:
-    """200 physics runs (30 % continuum): the measured luminosities against the registry's.
-    Pull mean within 0.1 and width 0.85-1.15 for both methods."""
+    """200 physics runs (30 % continuum) of ~240 Bhabha and ~210 gamma-gamma events each: the
+    measured luminosities against the registry's (true) ones. Pull mean within 0.1 and width
+    0.85-1.15 for both methods (measured: -0.02 and 0.99 for Bhabha, 0.03 and 1.00 for
+    gamma-gamma)."""
     cfg = SimConfig(
         exp=3,
         n_runs=200,
@@ -578,6 +582,7 @@ def test_luminosity_closure_over_many_runs(tmp_path: Path) -> None:
             "hadron": 0.0,
         },
         skims=["hlt_bhabha", "hlt_gamma_gamma"],
+        detectors=["ECL"],  # the tracks and the ECL are all the counts need
     )
     assert prescales(cfg)["hadron"] == 0.0
     result = simulate(cfg, tmp_path, jobs=2)

@@ -897,14 +897,14 @@ VISIBLE_CROSS_SECTION_SEED = 20190
 #: process that passes its selection: (value, binomial error of the efficiency times the
 #: cross section), at :data:`VISIBLE_CROSS_SECTION_ECMS`. Regenerate with
 #: ``measure_visible_cross_sections(seed=VISIBLE_CROSS_SECTION_SEED)`` (default sample sizes:
-#: bhabha 400k, gamma_gamma 200k, tautau 200k, mumu 50k, hadron 50k events; ~2 minutes).
+#: bhabha 1M, gamma_gamma 500k, tautau 400k, mumu 100k, hadron 100k events; ~1 minute).
 #: Processes without a selected event are left out: mumu and hadron pass neither selection,
-#: tautau and bhabha not the gamma-gamma one (0 of 200k / 400k).
+#: tautau and bhabha not the gamma-gamma one (0 of 400k / 1M).
 VISIBLE_CROSS_SECTIONS_NB: dict[str, dict[str, tuple[float, float]]] = {
-    # efficiency 0.9638 of 14.753 nb; tau pairs: 0.85 % of 0.667 nb
-    "bhabha": {"bhabha": (14.2184, 0.0044), "tautau": (0.00569, 0.00014)},
-    # efficiency 0.9162 of 1.935 nb
-    "gamma_gamma": {"gamma_gamma": (1.7728, 0.0012)},
+    # efficiency 0.9640 of 14.753 nb; tau pairs: 0.88 % of 0.667 nb
+    "bhabha": {"bhabha": (14.2223, 0.0027), "tautau": (0.00584, 0.00010)},
+    # efficiency 0.9171 of 1.935 nb
+    "gamma_gamma": {"gamma_gamma": (1.77458, 0.00075)},
 }
 
 
@@ -927,15 +927,16 @@ def measure_visible_cross_sections(
     The "MC" sample is independent of any data run: the detector conditions are those of run 1
     of a one-run experiment 0 simulated with ``seed``; the events of each process are
     generated at the nominal energy ``ecms_gev`` (with the simulator's beam-energy spread),
-    passed through the detector response and the software trigger (with the nominal beam
-    energy, as the HLT does) and counted with :data:`LUMI_SELECTIONS`. The simulation truth
-    used is that of this sample alone (which process each event is).
+    passed through the track reconstruction, the ECL response (the software trigger reads
+    nothing else, so the other detectors are not simulated) and the software trigger (with the
+    nominal beam energy, as the HLT does) and counted with :data:`LUMI_SELECTIONS`. The
+    simulation truth used is that of this sample alone (which process each event is).
 
     Parameters
     ----------
     n_events
-        Events to simulate per process (default: bhabha 400k, gamma_gamma 200k, tautau 200k,
-        mumu 50k, hadron 50k). Processes left out are not measured.
+        Events to simulate per process (default: bhabha 1M, gamma_gamma 500k, tautau 400k,
+        mumu 100k, hadron 100k). Processes left out are not measured.
     seed
         Seed of the conditions and of the events.
     ecms_gev
@@ -960,11 +961,11 @@ def measure_visible_cross_sections(
         n_events
         if n_events is not None
         else {
-            "bhabha": 400_000,
-            "gamma_gamma": 200_000,
-            "tautau": 200_000,
-            "mumu": 50_000,
-            "hadron": 50_000,
+            "bhabha": 1_000_000,
+            "gamma_gamma": 500_000,
+            "tautau": 400_000,
+            "mumu": 100_000,
+            "hadron": 100_000,
         }
     )
     cfg = SimConfig(
@@ -989,7 +990,8 @@ def measure_visible_cross_sections(
                 rng, process, m, beam, np.tile(cond.beamspot, (m, 1)), cond.beamspot_size
             )
             t_coll = (rng.integers(-8, 9, m) * top.RF_PERIOD_NS).astype(np.float64)
-            resp = simulate_response(rng, parts, m, t_coll, cond, True, DETECTORS)
+            # the trigger reads the tracks and the ECL clusters (always simulated) only
+            resp = simulate_response(rng, parts, m, t_coll, cond, True, ("ECL",))
             trig = trigger_variables(
                 resp.collections["TrackFitResults"], resp.collections["ECLClusters"], m, nominal
             )
@@ -1019,7 +1021,7 @@ def lumi_from_count(
     ``E`` by the ratio ``cross_section_nb(p, E) / cross_section_nb(p, E0)`` of the generator's
     cross sections (the efficiency is taken as independent of the energy: the selections cut on
     energies relative to the beam energy). The error combines, in quadrature, the Poisson error
-    of ``N`` with the error of the visible cross sections (relative 0.03 % for Bhabha, 0.07 %
+    of ``N`` with the error of the visible cross sections (relative 0.02 % for Bhabha, 0.04 %
     for gamma-gamma: negligible next to the counting). None when ``N`` is 0 (no measurement).
     Prescales missing from ``prescales`` (or None) are 1.
     """
