@@ -118,7 +118,7 @@ def test_bad_users_are_refused(db: QADatabase, args: tuple, message: str) -> Non
 def test_flags_keep_every_change(db: QADatabase) -> None:
     db.set_flag(3, 2, "CDC", "BAD", user=CARL, comment="HV trip")
     db.set_flag(3, 2, "CDC", "RECOVERABLE", user=CARL, comment="recalibrate")
-    db.set_flag(3, 2, "ECL", "GOOD", user=MONA, comment="")
+    db.set_flag(3, 2, "ECL", "GOOD", user=MONA, comment="shift")
     db.set_flag(3, 2, "CDC", "GOOD", user=MONA, comment="  fixed by the new x-t  ")
     history = db.flag_history(3, 2, "CDC")
     assert [(e.flag, e.author, e.comment) for e in history] == [
@@ -137,7 +137,7 @@ def test_flags_keep_every_change(db: QADatabase) -> None:
 
 
 def test_history_is_append_only_in_the_database_itself(db: QADatabase) -> None:
-    db.set_flag(3, 1, "CDC", "BAD", user=CARL, comment="")
+    db.set_flag(3, 1, "CDC", "BAD", user=CARL, comment="shift")
     db.set_run_state(3, 1, "SIGNOFF", user=CARL)
     for sql in (
         "UPDATE qa_flags SET flag = 'GOOD'",
@@ -153,27 +153,27 @@ def test_history_is_append_only_in_the_database_itself(db: QADatabase) -> None:
 
 def test_who_may_flag(db: QADatabase) -> None:
     with pytest.raises(PermissionDenied, match=r"vera \(viewer\) may not set the CDC flag"):
-        db.set_flag(3, 1, "CDC", "GOOD", user=VERA, comment="")
+        db.set_flag(3, 1, "CDC", "GOOD", user=VERA, comment="shift")
     with pytest.raises(PermissionDenied, match=r"carl \(expert of CDC, ECL\) may not set the TOP"):
-        db.set_flag(3, 1, "TOP", "GOOD", user=CARL, comment="")
-    db.set_flag(3, 1, "TOP", "GOOD", user=MONA, comment="")
-    db.set_flag(3, 1, "PXD", "GOOD", user=PIA, comment="")
+        db.set_flag(3, 1, "TOP", "GOOD", user=CARL, comment="shift")
+    db.set_flag(3, 1, "TOP", "GOOD", user=MONA, comment="shift")
+    db.set_flag(3, 1, "PXD", "GOOD", user=PIA, comment="shift")
     # a user who claims rights they no longer have (a stale session) writes nothing
     db.remove_user("pia")
     with pytest.raises(PermissionDenied, match="not a current user"):
-        db.set_flag(3, 1, "PXD", "BAD", user=PIA, comment="")
+        db.set_flag(3, 1, "PXD", "BAD", user=PIA, comment="shift")
     with pytest.raises(PermissionDenied, match="not a current user"):
-        db.set_flag(3, 1, "CDC", "BAD", user=User("carl", "manager"), comment="")
+        db.set_flag(3, 1, "CDC", "BAD", user=User("carl", "manager"), comment="shift")
     assert {d: e.flag for d, e in db.flags(3, 1).items()} == {"TOP": "GOOD", "PXD": "GOOD"}
 
 
 def test_bad_flag_requests_name_what_is_wrong(db: QADatabase) -> None:
     with pytest.raises(QAError, match="unknown flag 'FINE'"):
-        db.set_flag(3, 1, "CDC", "FINE", user=MONA, comment="")
+        db.set_flag(3, 1, "CDC", "FINE", user=MONA, comment="shift")
     with pytest.raises(QAError, match="unknown detector 'BKLM'"):
-        db.set_flag(3, 1, "BKLM", "GOOD", user=MONA, comment="")
+        db.set_flag(3, 1, "BKLM", "GOOD", user=MONA, comment="shift")
     with pytest.raises(RunNotFoundError, match=r"run \(3, 99\)"):
-        db.set_flag(3, 99, "CDC", "GOOD", user=MONA, comment="")
+        db.set_flag(3, 99, "CDC", "GOOD", user=MONA, comment="shift")
     assert db.flag_history(3, 1) == []
 
 
@@ -202,10 +202,10 @@ def test_run_sign_off_workflow(db: QADatabase) -> None:
 
 def test_the_registry_feeds_calibration_filters(db: QADatabase) -> None:
     for det in DETS:
-        db.set_flag(3, 1, det, "GOOD", user=MONA, comment="")
-        db.set_flag(3, 2, det, "GOOD", user=MONA, comment="")
-        db.set_flag(3, 3, det, "GOOD" if det != "PXD" else "BAD", user=MONA, comment="")
-    db.set_flag(3, 2, "TOP", "RECOVERABLE", user=MONA, comment="")
+        db.set_flag(3, 1, det, "GOOD", user=MONA, comment="shift")
+        db.set_flag(3, 2, det, "GOOD", user=MONA, comment="shift")
+        db.set_flag(3, 3, det, "GOOD" if det != "PXD" else "BAD", user=MONA, comment="shift")
+    db.set_flag(3, 2, "TOP", "RECOVERABLE", user=MONA, comment="shift")
     reg = db.registry(exp=3)
     assert isinstance(reg, RunRegistry)
     assert len(reg) == 9
@@ -215,7 +215,7 @@ def test_the_registry_feeds_calibration_filters(db: QADatabase) -> None:
 
 
 def test_runs_import_updates_metadata_not_flags(db: QADatabase) -> None:
-    db.set_flag(3, 1, "CDC", "BAD", user=MONA, comment="")
+    db.set_flag(3, 1, "CDC", "BAD", user=MONA, comment="shift")
     runs = _runs()
     changed = Run.from_dict({**runs[0].to_dict(), "lumi_pb": 55.0, "dq": {"CDC": "GOOD"}})
     assert db.import_runs([changed]) == 1
@@ -322,7 +322,12 @@ def test_good_run_lists_are_versioned_and_match_the_flags(db: QADatabase) -> Non
     for run in range(1, 9):
         for det in db.run(3, run).detectors:
             db.set_flag(
-                3, run, det, "BAD" if (run, det) == (3, "ECL") else "GOOD", user=MONA, comment=""
+                3,
+                run,
+                det,
+                "BAD" if (run, det) == (3, "ECL") else "GOOD",
+                user=MONA,
+                comment="shift",
             )
     with pytest.raises(PermissionDenied, match="managers only"):
         db.make_grl("physics", "all == GOOD", user=CARL)
@@ -360,9 +365,17 @@ def test_several_flags_are_all_or_nothing(db: QADatabase) -> None:
     db.set_run_state(3, 2, "SIGNOFF", user=MONA)
     db.set_run_state(3, 2, "COMPLETED", user=MONA)
     with pytest.raises(PermissionDenied, match=r"run \(3, 2\) is COMPLETED"):
-        db.set_flags([(3, 1, "ECL", "GOOD"), (3, 2, "ECL", "GOOD")], user=MONA, comment="")
+        db.set_flags([(3, 1, "ECL", "GOOD"), (3, 2, "ECL", "GOOD")], user=MONA, comment="shift")
     with pytest.raises(QAError, match=r"PXD did not take data in run \(3, 4\)"):
-        db.set_flags([(3, 1, "ECL", "GOOD"), (3, 4, "PXD", "GOOD")], user=MONA, comment="")
+        db.set_flags([(3, 1, "ECL", "GOOD"), (3, 4, "PXD", "GOOD")], user=MONA, comment="shift")
     with pytest.raises(PermissionDenied, match="may not set the TOP flag"):
-        db.set_flags([(3, 1, "CDC", "BAD"), (3, 1, "TOP", "BAD")], user=CARL, comment="")
+        db.set_flags([(3, 1, "CDC", "BAD"), (3, 1, "TOP", "BAD")], user=CARL, comment="shift")
     assert len(db.flag_history(3, 1)) == 1  # nothing of the refused batches was written
+
+
+def test_a_flag_other_than_good_says_why(db: QADatabase) -> None:
+    db.set_flag(3, 1, "CDC", "GOOD", user=CARL, comment="")
+    for flag in ("BAD", "RECOVERABLE", "EXCLUDED", "NOTSET"):
+        with pytest.raises(QAError, match=rf"say why CDC of run \(3, 1\) is {flag}"):
+            db.set_flag(3, 1, "CDC", flag, user=CARL, comment="  ")
+    assert [e.flag for e in db.flag_history(3, 1)] == ["GOOD"]

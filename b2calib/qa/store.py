@@ -907,13 +907,19 @@ class QADatabase(SqlDatabase):
         """Certify several (exp, run, detector, flag) at once, with one comment: all are
         recorded or, if any is refused, none.
 
-        A detector the run did not include can only be EXCLUDED.
+        Every flag but GOOD needs a comment saying why; a detector the run did not include can
+        only be EXCLUDED.
         """
         wanted = list(changes)
         for exp, run, detector, flag in wanted:
             _check_detector(detector)
             if flag not in DQ_FLAGS:
                 raise QAError(f"unknown flag {flag!r}; known: {', '.join(DQ_FLAGS)}")
+            if flag != "GOOD" and not comment.strip():
+                raise QAError(
+                    f"say why {detector} of run ({exp}, {run}) is {flag}: a comment is required "
+                    "for every flag but GOOD"
+                )
             if not user.can_flag(detector):
                 raise PermissionDenied(
                     f"{user} may not set the {detector} flag of run ({exp}, {run})"
