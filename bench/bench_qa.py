@@ -19,7 +19,6 @@ import argparse
 import json
 import sys
 import time
-from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -28,6 +27,7 @@ import sqlalchemy as sa
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
+from bench_engine import timed  # noqa: E402
 from bench_sim import machine  # noqa: E402
 
 from b2calib.qa.monitoring import collect_qa  # noqa: E402
@@ -47,16 +47,6 @@ def source() -> Path:
         cfg = SimConfig(**tomllib.loads(CONFIG.read_text())["simulation"])
         simulate(cfg, out, jobs=2)
     return out
-
-
-def timed(fn: Callable[[], object], repeat: int = 3) -> tuple[float, object]:
-    """Best wall time of ``repeat`` calls."""
-    best, result = float("inf"), None
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        result = fn()
-        best = min(best, time.perf_counter() - t0)
-    return best, result
 
 
 def main() -> None:

@@ -287,14 +287,7 @@ class SqlDatabase:
 class ConditionsDB(SqlDatabase):
     """A conditions database: payloads, global tags, IoVs, lookup and history.
 
-    Parameters
-    ----------
-    url
-        SQLAlchemy URL (``sqlite:///path.sqlite``, ``postgresql+psycopg://...``) or a path to an
-        SQLite file; default :func:`default_url`.
-    author
-        Recorded as the author of every change made through this object (default: the
-        ``B2CALIB_USER`` environment variable, else the login name).
+    Opened with a URL or an SQLite path and an author, as :class:`SqlDatabase`.
     """
 
     # -- payloads ----------------------------------------------------------------------------

@@ -25,7 +25,7 @@ import secrets
 import zlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import hist
@@ -36,7 +36,7 @@ from sqlalchemy.engine import Connection
 from uhi.io import json as uhi_json
 
 from b2calib.conditions import schema as s
-from b2calib.conditions.database import SqlDatabase
+from b2calib.conditions.database import SqlDatabase, _now, _utc
 from b2calib.exceptions import ConfigError, PermissionDenied, QAError, RunNotFoundError
 from b2calib.geometry import DETECTORS
 from b2calib.qa.compare import Comparison, Method, QAStatus, Thresholds, compare
@@ -77,14 +77,6 @@ VARIABLE_ERROR_SIGMA = 5.0
 
 # scrypt parameters (RFC 7914's interactive setting: ~16 MB, tens of ms per check)
 _SCRYPT_N, _SCRYPT_R, _SCRYPT_P = 2**14, 8, 1
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
-
-
-def _utc(t: datetime) -> datetime:
-    return t.replace(tzinfo=UTC) if t.tzinfo is None else t.astimezone(UTC)
 
 
 # -- users -----------------------------------------------------------------------------------
