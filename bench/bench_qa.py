@@ -148,7 +148,8 @@ def main() -> None:
         f"{len(names)} variables' trends + stored comparisons |",
         f"| flag grid, every run | {ms(t_grid_flags)} | newest flag per (run, detector) |",
         f"| run registry with flags | {ms(t_registry)} | feeds the calibration dq filters |",
-        f"| good-run list over every run | {ms(t_grl)} | {len(grl)} runs, versioned, stored |",
+        f"| good-run list over every run | {ms(t_grl)} | {len(grl)} runs in it (those certified "
+        "GOOD), versioned, stored |",
         f"| import {n} runs' metadata | {ms(t_import)} | one transaction |",
         f"| store one run's QA | {ms(t_store)} | one transaction, mean of {n} |",
         f"| evaluate every run against its references | {t_eval_all:.1f} s | "
