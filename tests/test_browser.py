@@ -159,6 +159,60 @@ def test_login_required_and_wrong_password_refused(page: Page, server: Server) -
     expect(page).to_have_url(re.compile(r"/login\?next="))
 
 
+def test_login_post_needs_the_form_token_and_failures_are_throttled(
+    page: Page, db_url: str
+) -> None:
+    # its own server: the failures below lock this client's address out for a while
+    with Server(db_url) as own:
+        login_url = own.base + "/login"
+        page.goto(login_url)
+        xsrf = [c for c in page.context.cookies() if c["name"] == "_xsrf"]
+        assert len(xsrf) == 1
+        assert xsrf[0]["httpOnly"]
+        assert xsrf[0]["sameSite"] == "Lax"
+        token = page.locator('input[name="_xsrf"]').get_attribute("value")
+        assert token
+        right: dict[str, str | float | bool] = {"username": "alice", "password": USERS["alice"][0]}
+        no_token = [
+            right,
+            {**right, "_xsrf": "2|00000000|" + "0" * 32 + "|0"},
+        ]
+        for form in no_token:  # the right password without the token, or with a wrong one
+            refused = page.request.post(login_url, form=form, max_redirects=0)
+            assert refused.status == 403
+            assert "came from another site" in refused.text()
+            assert not [c for c in page.context.cookies() if c["name"] == "user"]
+        # another site's page posting the form, even with this page's token, is refused: its
+        # POST does not carry the Lax cookie the token must match
+        forged = (
+            f'<form id="f" method="post" action="{login_url}">'
+            + "".join(f'<input name="{k}" value="{v}">' for k, v in right.items())
+            + f'<input name="_xsrf" value="{token}"></form>'
+            + '<script>document.getElementById("f").submit()</script>'
+        )
+        with page.expect_navigation(url=login_url):
+            page.goto("data:text/html," + forged)
+        expect(page.locator("#login-error")).to_contain_text("came from another site")
+        assert not [c for c in page.context.cookies() if c["name"] == "user"]
+        # the form itself logs in
+        login(page, own, "alice", path="/")
+        # five failures from this address: then even the right password is refused, unchecked
+        page.context.clear_cookies()
+        page.goto(login_url)
+        for _ in range(5):
+            page.fill("#username", "nobody")
+            page.fill("#password", "guess-what")
+            page.click("#login-submit")
+            expect(page.locator("#login-error")).to_have_text("Wrong user name or password.")
+        page.fill("#username", "alice")
+        page.fill("#password", USERS["alice"][0])
+        page.click("#login-submit")
+        expect(page.locator("#login-error")).to_have_text(
+            "Too many failed logins: please try again in 30 s."
+        )
+        assert not [c for c in page.context.cookies() if c["name"] == "user"]
+
+
 # ------------------------------------------------------------- flags, history, restart
 def test_expert_sets_flag_seen_in_grid_history_and_after_restart(
     browser: Browser, db_url: str
