@@ -99,6 +99,7 @@ def calibrate(
 
     Exits with status 1 when a calibration did not succeed (FAILED, NOT_ENOUGH_DATA or SKIPPED);
     nothing is staged for a failed calibration. Re-running with the same inputs does nothing.
+    Data-quality filters read the flags certified in the database (for the runs it knows).
     """
     from b2calib.calibration import calibrations, run_calibrations
     from b2calib.conditions import ConditionsDB
@@ -114,7 +115,16 @@ def calibrate(
         raise click.UsageError("name at least one calibration (see --list)")
     if data is None:
         raise click.UsageError("--data is required")
+    from b2calib.qa.store import QADatabase
+    from b2calib.runs import RunRegistry
+
     db = ConditionsDB(url, author=author)
+    # the calibrations' data-quality filters read the flags certified in this database
+    qdb = QADatabase(db.url)
+    try:
+        registry = qdb.with_certified_flags(RunRegistry.load(Path(data) / "runs.json"))
+    finally:
+        qdb.close()
     try:
         reports = run_calibrations(
             list(names),
@@ -131,6 +141,7 @@ def calibrate(
             cache=not no_cache,
             on_bad_file="stop" if stop_on_bad_file else "skip",
             progress=not quiet,
+            registry=registry,
         )
     finally:
         db.close()

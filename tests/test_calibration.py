@@ -524,3 +524,32 @@ def test_installed_calibrations_survive_a_replaced_registry(
     with pytest.raises(ConfigError, match="a calibration named 'cdc-t0' is already registered"):
         declaration.register(dataclasses.replace(installed))
     assert declaration.register(installed) is installed
+
+
+def test_dq_filters_read_the_flags_certified_in_the_database(
+    data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from click.testing import CliRunner
+
+    from b2calib.calibration import declaration
+    from b2calib.cli import cli
+    from b2calib.qa.store import QADatabase
+    from b2calib.runs import RunRegistry
+
+    monkeypatch.setattr(declaration, "_REGISTRY", {})
+    declaration.register(offset_calibration(dq="Good"))
+    url = str(tmp_path / "dq.sqlite")
+    base = ["calibrate", "test-offset", "--data", str(data), "--db", url, "--exp", "1"]
+    base += ["--executor", "inprocess", "--quiet"]
+    # nothing certified yet (runs.json carries no flags): no run passes the filter
+    before = CliRunner().invoke(cli, [*base, "--staging", "before"])
+    assert "test-offset: NOT_ENOUGH_DATA" in before.output
+    assert "no input run" in before.output
+    qdb = QADatabase(url)
+    qdb.import_runs(RunRegistry.load(data / "runs.json"))
+    dqm = qdb.add_user("dqm", "secret", "manager")
+    qdb.set_flags([(1, r, "CDC", "GOOD") for r in (2, 4, 6, 7)], user=dqm, comment="")
+    qdb.set_flags([(1, 7, "CDC", "BAD")], user=dqm, comment="HV trip")
+    qdb.close()
+    after = CliRunner().invoke(cli, [*base, "--staging", "after"])
+    assert "runs 3 (1.2..1.6)" in after.output, after.output

@@ -163,6 +163,7 @@ def run_calibrations(
     cache: bool | str | os.PathLike[str] = True,
     on_bad_file: Literal["skip", "stop"] = "skip",
     progress: bool = False,
+    registry: RunRegistry | None = None,
 ) -> dict[str, CalibrationReport]:
     """Run calibrations (by name or declaration) in dependency order.
 
@@ -183,6 +184,11 @@ def run_calibrations(
         must have completed earlier into the same staging tag.
     executor, workers, cache, on_bad_file, progress
         Passed to :func:`b2calib.engine.collect`.
+    registry
+        The runs with their data-quality flags, which the calibrations' ``dq`` filters read
+        (default: the folder's ``runs.json``); give
+        :meth:`b2calib.qa.QADatabase.with_certified_flags` of it to select by the flags the
+        shifters certified.
     """
     if isinstance(calibrations, str | Calibration):
         calibrations = [calibrations]
@@ -215,7 +221,8 @@ def run_calibrations(
             done_before[dep] = jobs[-1].key
     order = dependency_order(selected.values(), completed=done_before)
     folder = Path(data)
-    registry = RunRegistry.load(folder / "runs.json")
+    if registry is None:
+        registry = RunRegistry.load(folder / "runs.json")
     everything = Dataset.from_files(find_skim_files(folder))  # metadata read once
     reports: dict[str, CalibrationReport] = {}
     for cal in order:

@@ -24,7 +24,7 @@ import json
 import secrets
 import zlib
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -505,6 +505,13 @@ class QADatabase(SqlDatabase):
         """The run registry with the certified flags: what calibration input filters read
         (``RunRegistry.select(dq="Good")``)."""
         return RunRegistry(self.runs(exp=exp, first=first, last=last, run_type=run_type))
+
+    def with_certified_flags(self, registry: Iterable[Run]) -> RunRegistry:
+        """``registry`` with each run's flags replaced by those certified here, for the runs
+        this database knows (the others keep theirs): what calibration input filters
+        (``dq="Good"``) should read."""
+        certified = {r.key: r.dq for r in self.runs()}
+        return RunRegistry(replace(r, dq=certified.get(r.key, r.dq)) for r in registry)
 
     def _require_run(self, conn: Connection, exp: int, run: int) -> None:
         t = s.qa_runs
