@@ -37,7 +37,11 @@ def _flags_text(run: Any) -> str:
 
 
 def _detectors_text(detectors: tuple[str, ...]) -> str:
-    """'all 7' when every detector took data, else the list of those that did."""
+    """'all 7' when every detector took data, 'all but PXD' when one was missing, else the
+    list of those that did."""
+    missing = [d for d in DETECTORS if d not in detectors]
+    if len(missing) == 1:
+        return f"all but {missing[0]}"
     if set(DETECTORS) <= set(detectors):
         return f"all {len(DETECTORS)}"
     return " ".join(detectors) or "none"

@@ -32,6 +32,7 @@ from apps._common import (
     session_user,
 )
 from b2calib.exceptions import B2CalibError, PermissionDenied
+from b2calib.geometry import DETECTORS
 from b2calib.qa.grl import PRESETS
 from b2calib.runs import DQ_FLAGS, RUN_TYPES
 
@@ -84,9 +85,9 @@ class SignOff(pn.viewable.Viewer):
         if exps and self.exp not in exps:
             with param.discard_events(self):
                 self.exp = exps[-1]
-        self._detectors: list[str] = []
-        for r in runs:
-            self._detectors += [d for d in r.detectors if d not in self._detectors]
+        # the detectors any run included, in the geometry's order (PXD first)
+        included = {d for r in runs for d in r.detectors}
+        self._detectors: list[str] = [d for d in DETECTORS if d in included]
 
         self.grid = pn.widgets.Tabulator(
             self._grid_frame(),
