@@ -87,10 +87,13 @@ class QAM(pn.viewable.Viewer):
 
     @param.depends("exp", "first", "last", "run_type", watch=True)
     def _update_runs(self) -> None:
-        numbers = [r.run for r in self._selected_runs()]
+        runs = self._selected_runs()
+        numbers = [r.run for r in runs]
         self.param.run.objects = numbers
         if numbers and self.run not in numbers:
-            self.run = numbers[-1]
+            # the latest collision run: cosmic runs have no QA histograms
+            physics = [r.run for r in runs if r.run_type == "physics"]
+            self.run = (physics or numbers)[-1]
 
     @param.depends("detector", "exp", watch=True)
     def _update_variables(self) -> None:
