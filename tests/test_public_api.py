@@ -303,6 +303,7 @@ def test_app_names() -> None:
         "ANONYMOUS",
         "COOKIE_MAX_AGE_DAYS",
         "DatabaseAuthProvider",
+        "LoginThrottle",
         "login_name",
     ]
     assert set(apps.serve.APPS) == {"", "qam", "signoff", "runsummary"}
