@@ -66,11 +66,7 @@ def session_user(db: Any) -> Any:
 
 def describe_user(user: Any) -> str:
     """'alice (expert of CDC, ECL)' / 'anonymous (read only)'."""
-    if user is None:
-        return "anonymous (read only)"
-    if user.role == "expert":
-        return f"{user.name} (expert of {', '.join(user.detectors) or 'no detector'})"
-    return f"{user.name} ({user.role})"
+    return "anonymous (read only)" if user is None else str(user)
 
 
 def header(title: str, user: Any) -> pn.viewable.Viewable:
@@ -122,19 +118,6 @@ def histogram_pair(key: str, exp: int, run: int, detector: str, name: str) -> di
             out["ref_values"] = rv * (total / rtotal) if rtotal > 0 else rv
             out["ref_run"] = (ref.exp, ref.run)
     return out
-
-
-def comparison_text(stored: Any) -> str:
-    """'chi2 UU: 41.2 / 48, p = 0.75 -> GOOD (ref. 12/1)'."""
-    c = stored.comparison
-    ndf = "" if c.ndf is None else f" / {c.ndf}"
-    p = "n/a" if c.p_value is None or math.isnan(c.p_value) else f"{c.p_value:.3g}"
-    stat = "n/a" if math.isnan(c.statistic) else f"{c.statistic:.4g}"
-    status = getattr(c.status, "name", str(c.status))
-    return (
-        f"{c.method} {c.options}: {stat}{ndf}, p = {p} -> {status} "
-        f"(ref. {stored.reference_exp}/{stored.reference_run})"
-    )
 
 
 def histogram_plot(

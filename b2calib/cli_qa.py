@@ -166,6 +166,7 @@ def qa_collect(
         data,
         exp=exp,
         runs=parse_runs(runs_text) if runs_text else None,
+        registry=registry,  # read once, here
         executor=executor,
         cache=not no_cache,
         on_error="stop" if stop_on_bad_file else "skip",
@@ -232,11 +233,9 @@ def qa_reference_set(
         keys = qdb.histogram_keys(exp, run)
         if not keys:
             raise click.ClickException(f"run ({exp}, {run}) has no QA histograms stored")
-    from b2calib.qa.monitoring import QA_HISTOGRAMS
-
     for det, hname in keys:
-        definition = QA_HISTOGRAMS.get((det, hname))
-        floor = getattr(definition, "min_entries", 100.0) if min_entries is None else min_entries
+        _, _, defaults = qdb.reference_defaults(det, hname)
+        floor = defaults.min_entries if min_entries is None else min_entries
         ref = qdb.set_reference(
             det,
             hname,

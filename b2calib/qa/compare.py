@@ -124,6 +124,21 @@ class Comparison:
             "message": self.message,
         }
 
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Comparison:
+        """Inverse of :meth:`as_dict` (the residuals are not kept)."""
+        return cls(
+            method=d["method"],
+            options=d["options"],
+            statistic=float(d["statistic"]),
+            ndf=d["ndf"],
+            p_value=float(d["p_value"]),
+            status=QAStatus[d["status"]],
+            entries=float(d["entries"]),
+            reference_entries=float(d["reference_entries"]),
+            message=d.get("message", ""),
+        )
+
 
 # -------------------------------------------------------------------------------- inputs
 def _contents(h: hist.Hist, under: bool, over: bool) -> tuple[F, F]:

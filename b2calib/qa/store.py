@@ -303,25 +303,6 @@ def _hist_from_bytes(data: bytes, where: str) -> hist.Hist:
         raise QAError(f"{where}: stored histogram is unreadable ({err})") from err
 
 
-def _comparison_json(c: Comparison) -> str:
-    return json.dumps(c.as_dict(), sort_keys=True)
-
-
-def _comparison(text: str) -> Comparison:
-    d = json.loads(text)
-    return Comparison(
-        method=d["method"],
-        options=d["options"],
-        statistic=float(d["statistic"]),
-        ndf=d["ndf"],
-        p_value=float(d["p_value"]),
-        status=QAStatus[d["status"]],
-        entries=float(d["entries"]),
-        reference_entries=float(d["reference_entries"]),
-        message=d.get("message", ""),
-    )
-
-
 # -- the database ----------------------------------------------------------------------------
 
 
@@ -682,13 +663,12 @@ class QADatabase(SqlDatabase):
         definition (see :data:`b2calib.qa.monitoring.QA_HISTOGRAMS`), else chi2 UU and
         :class:`~b2calib.qa.Thresholds`' defaults.
         """
-        from b2calib.qa.monitoring import QA_HISTOGRAMS
-
-        definition = QA_HISTOGRAMS.get((detector, name))
-        method = method or (definition.method if definition else "chi2")
-        options = options or (definition.options if definition else "UU")
-        if thresholds is None:
-            thresholds = Thresholds(min_entries=getattr(definition, "min_entries", 100.0))
+        default_method, default_options, default_thresholds = self.reference_defaults(
+            detector, name
+        )
+        method = method or default_method
+        options = options or default_options
+        thresholds = thresholds or default_thresholds
         t = s.qa_references
         row = dict(
             exp=exp,
@@ -711,6 +691,18 @@ class QADatabase(SqlDatabase):
                 conn.execute(t.insert().values(detector=detector, name=name, **row))
             self._log(conn, "set_reference", None, histogram=f"{detector}/{name}", reference=row)
         return Reference(detector, name, exp, run, method, options, thresholds)
+
+    @staticmethod
+    def reference_defaults(detector: str, name: str) -> tuple[str, str, Thresholds]:
+        """Method, options and thresholds of QA histogram ``detector/name`` as defined in
+        :data:`b2calib.qa.monitoring.QA_HISTOGRAMS` (its minimum entry count), else chi2 UU
+        and :class:`~b2calib.qa.Thresholds`' defaults."""
+        from b2calib.qa.monitoring import QA_HISTOGRAMS
+
+        d = QA_HISTOGRAMS.get((detector, name))
+        if d is None:
+            return "chi2", "UU", Thresholds()
+        return d.method, d.options, Thresholds(min_entries=d.min_entries)
 
     def reference(self, detector: str, name: str) -> Reference | None:
         """The reference of QA histogram ``detector/name``, if one is set."""
@@ -783,7 +775,7 @@ class QADatabase(SqlDatabase):
                             name=name,
                             reference_exp=ref.exp,
                             reference_run=ref.run,
-                            result=_comparison_json(c),
+                            result=json.dumps(c.as_dict(), sort_keys=True),
                             status=c.status.name,
                             evaluated=_now(),
                         )
@@ -808,7 +800,7 @@ class QADatabase(SqlDatabase):
                 r.name,
                 r.reference_exp,
                 r.reference_run,
-                _comparison(r.result),
+                Comparison.from_dict(json.loads(r.result)),
             )
             for r in rows
         ]
@@ -931,21 +923,25 @@ class QADatabase(SqlDatabase):
         t = s.qa_runs
         with self._write() as conn:
             self._require_user(conn, user)
+            included: dict[tuple[int, int], list[str]] = {}  # each run checked once
             for e in entries:
-                row = conn.execute(
-                    sa.select(t.c.detectors).where(t.c.exp == e.exp, t.c.run == e.run)
-                ).first()
-                if row is None:
-                    raise RunNotFoundError(e.exp, e.run)
-                if e.detector not in row.detectors.split(",") and e.flag != "EXCLUDED":
+                key = (e.exp, e.run)
+                if key not in included:
+                    row = conn.execute(
+                        sa.select(t.c.detectors).where(t.c.exp == e.exp, t.c.run == e.run)
+                    ).first()
+                    if row is None:
+                        raise RunNotFoundError(e.exp, e.run)
+                    if self._state(conn, e.exp, e.run).state == "COMPLETED":
+                        raise PermissionDenied(
+                            f"run ({e.exp}, {e.run}) is COMPLETED: a manager must reopen it "
+                            f"before its {e.detector} flag changes"
+                        )
+                    included[key] = row.detectors.split(",")
+                if e.detector not in included[key] and e.flag != "EXCLUDED":
                     raise QAError(
                         f"{e.detector} did not take data in run ({e.exp}, {e.run}): it can only "
                         "be EXCLUDED"
-                    )
-                if self._state(conn, e.exp, e.run).state == "COMPLETED":
-                    raise PermissionDenied(
-                        f"run ({e.exp}, {e.run}) is COMPLETED: a manager must reopen it before "
-                        f"its {e.detector} flag changes"
                     )
             if entries:
                 conn.execute(
