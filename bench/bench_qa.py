@@ -8,7 +8,8 @@ simulated sample (data-samples/qa.toml, its physics runs repeated), and times, s
 - the automatic status grid of every run and detector, the flag grid, the run registry;
 - storing a run's QA, evaluating a run against its references, certifying a flag;
 - a good-run list over every run;
-and reports what the QAM dashboard sends to the browser for a trend and for a histogram overlay.
+and computes the size of the data behind a QAM trend and a histogram overlay (counted from the
+arrays, not captured on the websocket).
 
 Usage: python bench/bench_qa.py [--runs 3000]
 """
@@ -158,9 +159,10 @@ def main() -> None:
         "that run's status from the trends |",
         f"| certify one flag | {ms(t_flag)} | append-only, permission checked |",
         "",
-        f"The QAM trend sends {trend_bytes / 1024:.0f} kB for {n} runs (one point per run); a "
-        f"histogram overlay {hist_bytes / 1024:.1f} kB (bin contents of the run and its "
-        "reference), whatever the number of events.",
+        f"The data behind a QAM trend is {trend_bytes / 1024:.0f} kB for {n} runs (exp, run, "
+        f"value, error and a status per run, as 8-byte numbers); a histogram overlay "
+        f"{hist_bytes / 1024:.1f} kB (bin contents of the run and its reference), whatever the "
+        "number of events. Computed from the arrays, not captured on the websocket.",
         "",
     ]
     out = HERE / "RESULTS_qa.md"
