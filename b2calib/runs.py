@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from b2calib.dq import DQ_FLAGS, dq_tag
 from b2calib.exceptions import ConfigError, RunNotFoundError
 
 __all__ = [
@@ -28,7 +29,6 @@ __all__ = [
 
 RUN_TYPES = ("physics", "cosmic", "beam", "debug")
 BEAM_ENERGIES = ("4S", "Continuum", "Scan", "No Beam")
-DQ_FLAGS = ("GOOD", "BAD", "RECOVERABLE", "NOTSET", "EXCLUDED")
 
 
 @dataclass(frozen=True)
@@ -90,25 +90,10 @@ class Run:
         return self.dq.get(detector, "NOTSET")
 
     def has_dq(self, tag: str) -> bool:
-        """Whether the run satisfies a data-quality tag of the calibration input filters.
-
-        Known tags: ``Good`` (every included detector GOOD), ``Good Or Recoverable``,
-        ``Good For PXD`` (every included detector but PXD GOOD), ``>=30 Minute Run``.
-        """
-        flags = [self.flag(d) for d in self.detectors]
-        if tag == "Good":
-            return bool(flags) and all(f == "GOOD" for f in flags)
-        if tag == "Good Or Recoverable":
-            return bool(flags) and all(f in ("GOOD", "RECOVERABLE") for f in flags)
-        if tag == "Good For PXD":
-            others = [self.flag(d) for d in self.detectors if d != "PXD"]
-            return bool(others) and all(f == "GOOD" for f in others)
-        if tag == ">=30 Minute Run":
-            return self.duration_s >= 1800
-        raise ConfigError(
-            f"unknown data-quality tag {tag!r}; known: Good, Good Or Recoverable, "
-            "Good For PXD, >=30 Minute Run"
-        )
+        """Whether the run satisfies a data-quality tag of the calibration input filters
+        (:data:`b2calib.dq.DQ_TAGS`: ``Good``, ``Good Or Recoverable``, ``Good For PXD``,
+        ``>=30 Minute Run``)."""
+        return dq_tag(tag).accepts({d: self.flag(d) for d in self.detectors}, self.duration_s)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-friendly dict."""

@@ -163,6 +163,7 @@ def test_detector_names() -> None:
     import importlib
 
     expected = {
+        "b2calib.detectors": ["calibrations", "packages"],
         "b2calib.detectors.ecl": ["calibrations"],
         "b2calib.detectors.ecl.energy": [
             "EE5X5_PAYLOAD", "GG_PAYLOAD", "MERGED_PAYLOAD", "MUMU_PAYLOAD", "ECLEnergyAlgorithm",
@@ -176,7 +177,7 @@ def test_detector_names() -> None:
         "b2calib.detectors.cdc": ["calibrations"],
         "b2calib.detectors.cdc.tracking": [
             "T0_PAYLOAD", "XT_PAYLOAD", "T0Algorithm", "T0ResidualCollector", "XtAlgorithm",
-            "XtCollector", "mean_view", "t0_calibration", "xt_calibration", "xt_covariance",
+            "XtCollector", "t0_calibration", "xt_calibration", "xt_covariance",
             "xt_inverse", "xt_rows",
         ],
         "b2calib.detectors.cdc.dedx": [

@@ -38,7 +38,7 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 
-from b2calib.runs import DQ_FLAGS
+from b2calib.dq import DQ_FLAGS
 
 __all__ = [
     "ALLOWED_MOVES",

@@ -90,9 +90,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, ClassVar, Literal
 
+from b2calib.dq import DQ_FLAGS, DQ_TAGS
 from b2calib.exceptions import ConfigError
 from b2calib.geometry import DETECTORS
-from b2calib.runs import BEAM_ENERGIES, DQ_FLAGS, RUN_TYPES, Run
+from b2calib.runs import BEAM_ENERGIES, RUN_TYPES, Run
 
 __all__ = [
     "DQ_TAG_PRESETS",
@@ -114,10 +115,7 @@ def __dir__() -> list[str]:
 #: Named expressions; a preset name may be used inside an expression and as :func:`evaluate`'s
 #: argument.
 PRESETS: dict[str, str] = {
-    "all_good": "all == GOOD",
-    "good_or_recoverable": "all in (GOOD, RECOVERABLE)",
-    "good_for_pxd": "all except (PXD) == GOOD",
-    "min_30_minutes": "duration >= 1800",
+    **{t.preset: t.expression for t in DQ_TAGS.values()},
     "physics_good": "run_type == physics and all == GOOD",
     "physics_4s_good": "run_type == physics and beam_energy == 4S and all == GOOD",
     "physics_4s_good_or_recoverable": (
@@ -128,13 +126,8 @@ PRESETS: dict[str, str] = {
     "physics_continuum_good": "run_type == physics and beam_energy == Continuum and all == GOOD",
 }
 
-#: The data-quality tags of :meth:`b2calib.runs.Run.has_dq` and the presets equal to them.
-DQ_TAG_PRESETS: dict[str, str] = {
-    "Good": "all_good",
-    "Good Or Recoverable": "good_or_recoverable",
-    "Good For PXD": "good_for_pxd",
-    ">=30 Minute Run": "min_30_minutes",
-}
+#: The data-quality tags of :data:`b2calib.dq.DQ_TAGS` and the presets equal to them.
+DQ_TAG_PRESETS: dict[str, str] = {t.name: t.preset for t in DQ_TAGS.values()}
 
 
 class ExpressionError(ConfigError):

@@ -106,6 +106,7 @@ from scipy import special
 from b2calib.engine import Collector, Dataset, SkippedFile, collect
 from b2calib.engine.fill import fill_1d
 from b2calib.exceptions import ConfigError, FileFormatError, QAError
+from b2calib.fit.histstats import mean_of, sigma68
 from b2calib.geometry import B_FIELD_T, DETECTOR_ID, DETECTORS, klm, vxd
 from b2calib.io import METADATA_KEY, FileMetadata
 from b2calib.runs import RunRegistry
@@ -157,7 +158,6 @@ GOOD_MUON_MATCH = 0.8
 HOT_PIXEL_OCCUPANCY = 0.01
 #: Fewer events than this (per run and skim) do not look for hot pixels.
 MIN_HOT_PIXEL_EVENTS = 200
-_P16, _P84 = 0.5 - 0.682689492 / 2, 0.5 + 0.682689492 / 2
 _BFACTOR = 0.0029979246 * B_FIELD_T  # 1/R[cm] = factor / pt[GeV]
 _MUON_MASS = 0.1056583755
 _NOMINAL_4S = 10.5794
@@ -743,50 +743,6 @@ class GammaGammaCollector(Collector):
 
 
 # ----------------------------------------------------------------------------- the numbers
-def _quantile(h: hist.Hist, p: float) -> float:
-    """The ``p`` quantile of a 1-D histogram (in-range entries, linear within a bin)."""
-    c = np.asarray(h.values(), dtype=np.float64)
-    edges = h.axes[0].edges
-    cum = np.concatenate([[0.0], np.cumsum(c)])
-    target = p * cum[-1]
-    i = int(np.searchsorted(cum, target, side="left"))
-    i = min(max(i, 1), len(c))
-    lo, hi = cum[i - 1], cum[i]
-    frac = 0.0 if hi == lo else (target - lo) / (hi - lo)
-    return float(edges[i - 1] + frac * (edges[i] - edges[i - 1]))
-
-
-def sigma68(h: hist.Hist, min_entries: int = 20) -> tuple[float, float]:
-    """Half-width of the central 68.27 % interval of a 1-D histogram, and its error.
-
-    The error is the asymptotic variance of the two sample quantiles (see the module
-    docstring), the densities at the quantiles from the quantile function's slope between
-    ``p - 0.05`` and ``p + 0.05``. Fewer than ``min_entries`` in-range entries: (nan, nan).
-    """
-    n = float(np.asarray(h.values()).sum())
-    if n < min_entries:
-        return math.nan, math.nan
-    q1, q2 = _quantile(h, _P16), _quantile(h, _P84)
-    dq1 = (_quantile(h, _P16 + 0.05) - _quantile(h, _P16 - 0.05)) / 0.1  # 1 / f1
-    dq2 = (_quantile(h, _P84 + 0.05) - _quantile(h, _P84 - 0.05)) / 0.1
-    var = (
-        _P16 * (1 - _P16) * dq1**2 + _P84 * (1 - _P84) * dq2**2 - 2 * _P16 * (1 - _P84) * dq1 * dq2
-    ) / (4.0 * n)
-    return 0.5 * (q2 - q1), math.sqrt(max(var, 0.0))
-
-
-def _mean_of(h: hist.Hist) -> tuple[float, float, float]:
-    """(mean, error of the mean, count) of a Mean-storage histogram."""
-    v = h.view()[0]
-    n = float(v["count"])
-    if n < 1:
-        return math.nan, math.nan, 0.0
-    if n < 2:
-        return float(v["value"]), math.nan, n
-    var = float(v["_sum_of_deltas_squared"]) / (n - 1) / n
-    return float(v["value"]), math.sqrt(var), n
-
-
 def _value(name: str, value: float, error: float) -> MonitoringValue:
     d = VARIABLES[name]
     return MonitoringValue(name, d.detector, float(value), float(error), d.unit)
@@ -1089,7 +1045,7 @@ def run_qa_from_outputs(
     ):
         mh = mumu.get(f"mean/{det}")
         if mh is not None:
-            m, e, n = _mean_of(mh)
+            m, e, n = mean_of(mh)
             if n > 1:
                 values.append(_value(var, m, e))
     if "mean/good_muon" in mumu:
@@ -1109,11 +1065,11 @@ def run_qa_from_outputs(
         values += _mass_fit(mumu["BEAM/dimuon_mass"], ecms_nominal_gev, notes, key)
     bhabha, hadron = outputs.get("hlt_bhabha", {}), outputs.get("hlt_hadron", {})
     if "mean/e_over_p" in bhabha:
-        m, e, n = _mean_of(bhabha["mean/e_over_p"])
+        m, e, n = mean_of(bhabha["mean/e_over_p"])
         if n > 1:
             values.append(_value("bhabha.ecl_e_over_p", m, e))
     if "events" in bhabha and "events" in hadron:
-        nb, nh = _mean_of(bhabha["events"])[2], _mean_of(hadron["events"])[2]
+        nb, nh = mean_of(bhabha["events"])[2], mean_of(hadron["events"])[2]
         ps = prescales or {}
         if nb > 0 and nh > 0:
             r = (nh / ps.get("hadron", 1.0)) / (nb / ps.get("bhabha", 1.0))
@@ -1131,7 +1087,7 @@ def run_qa_from_outputs(
             notes.append(f"{key}: no nominal collision energy: no {method} luminosity")
             continue
         lumi = lumi_from_count(
-            method, _mean_of(ch)[2], prescales=prescales, ecms_gev=ecms_nominal_gev
+            method, mean_of(ch)[2], prescales=prescales, ecms_gev=ecms_nominal_gev
         )
         if lumi is None:
             notes.append(f"{key}: no {method} luminosity events")
@@ -1140,11 +1096,11 @@ def run_qa_from_outputs(
     for skim, prefix in (("hlt_hadron", "hadron"), ("cosmic", "cosmic")):
         pixels = outputs.get(skim, {}).get("pxd_pixels")
         if pixels is not None and "events" in outputs[skim]:
-            values += _hot_pixels(pixels, _mean_of(outputs[skim]["events"])[2], prefix, notes, key)
+            values += _hot_pixels(pixels, mean_of(outputs[skim]["events"])[2], prefix, notes, key)
         for det in DETECTORS:
             oh = outputs.get(skim, {}).get(f"occupancy/{det}")
             if oh is not None:
-                m, e, n = _mean_of(oh)
+                m, e, n = mean_of(oh)
                 if n > 1:
                     values.append(_value(f"{prefix}.{_OCC_NAME[det]}_per_event", m, e))
     order = list(VARIABLES)

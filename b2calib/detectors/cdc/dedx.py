@@ -56,10 +56,10 @@ from b2calib.calibration import (
 )
 from b2calib.conditions import ChannelStatus, Payload
 from b2calib.conditions.iov import RunKey
-from b2calib.detectors.cdc.tracking import mean_view
 from b2calib.engine import Collector, RunOutput
 from b2calib.engine.fill import fill_1d, fill_2d
 from b2calib.fit import ChannelFits, fit_channels
+from b2calib.fit.histstats import mean_sums, mean_view
 from b2calib.fit.truncated_mean import truncated_means
 from b2calib.geometry import cdc
 
@@ -315,12 +315,6 @@ def _scale(
     return mu / mean, float(rel)
 
 
-def _mean_moments(h: hist.Hist) -> tuple[F, F, F]:
-    """(sum, sum of squares, count) per bin of a mean-storage histogram."""
-    n, mean, var = mean_view(h)
-    return n * mean, n * (np.nan_to_num(var) * np.maximum(n - 1, 0) / np.maximum(n, 1) + mean**2), n
-
-
 def _k_factor(per_run: RunOutput, min_tracks: int, window: float) -> tuple[float, float]:
     """K (Gaussian-fitted truncated mean / mean hit dE/dx) and its relative uncertainty: the
     weighted mean of the per-run ratios over every input run with ``min_tracks`` tracks (per run,
@@ -358,7 +352,7 @@ def _k_factor(per_run: RunOutput, min_tracks: int, window: float) -> tuple[float
         result = (k, float(1.0 / np.sqrt(w.sum()) / k))
     else:
         pooled = per_run.merged()
-        s, s2, nh = _mean_moments(pooled["dedx_run_hit"])
+        s, s2, nh = mean_sums(pooled["dedx_run_hit"])
         result = _scale(pooled["dedx_run_track"], float(s[0]), float(s2[0]), float(nh[0]), window)
     if len(_K_CACHE) > 16:
         _K_CACHE.clear()

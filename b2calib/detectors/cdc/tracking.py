@@ -68,6 +68,7 @@ from b2calib.engine import Collector
 from b2calib.engine.fill import fill_2d
 from b2calib.exceptions import CalibrationError
 from b2calib.fit import fit_channels
+from b2calib.fit.histstats import mean_view
 from b2calib.fit.xt_relation import fit_xt, xt_slope
 from b2calib.geometry import cdc
 
@@ -78,7 +79,6 @@ __all__ = [
     "T0ResidualCollector",
     "XtAlgorithm",
     "XtCollector",
-    "mean_view",
     "t0_calibration",
     "xt_calibration",
     "xt_covariance",
@@ -485,16 +485,6 @@ def xt_collector(constants: Constants, runs: Sequence[RunKey]) -> XtCollector:
         constants.require(T0_PAYLOAD, e, r)
     rows, sets = _current_t0(constants, runs)
     return XtCollector(rows, sets)
-
-
-def mean_view(h: hist.Hist) -> tuple[F, F, F]:
-    """(count, mean, sample variance) per bin of a mean-storage histogram."""
-    v: Any = h.view()
-    return (
-        np.asarray(v["count"], dtype=np.float64),
-        np.asarray(v["value"], dtype=np.float64),
-        np.asarray(v.variance, dtype=np.float64),
-    )
 
 
 def xt_points(ht: hist.Hist, hx: hist.Hist, sigma_x: float, min_bin: int) -> dict[str, F]:

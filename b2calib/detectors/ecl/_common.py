@@ -14,6 +14,7 @@ import numpy.typing as npt
 
 from b2calib.calibration import AlgorithmInput, Constants
 from b2calib.conditions.iov import RunKey
+from b2calib.fit.histstats import group_means
 from b2calib.geometry import ecl
 
 F = npt.NDArray[np.float64]
@@ -223,25 +224,6 @@ def find_steps(
     return sorted(found)
 
 
-def hist_mean(h: hist.Hist) -> tuple[F, F]:
-    """Mean along the last axis of a (groups, values) histogram, and its error from the RMS of
-    all groups together (a few entries per group give no usable RMS of their own); NaN for an
-    empty group."""
-    counts = h.values()
-    x = h.axes[-1].centers
-    n = counts.sum(axis=-1)
-    total = counts.sum(axis=0)
-    n_all = total.sum()
-    if n_all < 2:
-        return np.full(n.shape, np.nan), np.full(n.shape, np.nan)
-    mean_all = (total * x).sum() / n_all
-    rms = float(np.sqrt((total * (x - mean_all) ** 2).sum() / n_all))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        m = np.where(n > 0, (counts * x).sum(axis=-1) / n, np.nan)
-        err = np.where(n > 0, rms / np.sqrt(n), np.nan)
-    return m, err
-
-
 def config_boundaries(config: Mapping[str, Any]) -> list[RunKey]:
     """The ``payload_boundaries`` of an expert config as (exp, run) pairs."""
     return [(int(e), int(r)) for e, r in config.get("payload_boundaries", [])]
@@ -259,7 +241,7 @@ def crate_step_boundaries(data: AlgorithmInput, histogram: str) -> list[RunKey]:
             h = data.per_run[run].get(histogram)
             if h is None:
                 continue
-            m, e = hist_mean(h)
+            m, e = group_means(h)
             rows.append((run, m, e))
         found |= set(
             find_steps(rows, min_step=cfg["step_min"], min_significance=cfg["step_significance"])
