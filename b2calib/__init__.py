@@ -5,6 +5,8 @@ The library is layered, each layer using only those below it:
 ===================  ==========================================================
 ``geometry``         channel maps of the sub-detectors
 ``io``               reading skim files (checks, metadata, columnar reads)
+``db``               the database layer: engines (SQLite, PostgreSQL), the writers' lock,
+                     transactions, clock, audit log, the Alembic migrations of every domain
 ``conditions``       payloads, IoVs, global tags and the conditions database (SQLite,
                      PostgreSQL), basf2 local databases
 ``skims``            HLT calibration skims as named cuts on trigger variables

@@ -23,8 +23,8 @@ from b2calib.calibration import (
     run_calibrations,
 )
 from b2calib.calibration.algorithm import Algorithm, AlgorithmInput
+from b2calib.calibration.jobs import JobStore
 from b2calib.conditions import ConditionsDB, Payload
-from b2calib.conditions.jobs import JobStore
 from b2calib.exceptions import CalibrationError, ConfigError
 from tests.example_calibration import (
     PAYLOAD,

@@ -94,10 +94,10 @@ def schema_head() -> str:
     from alembic.config import Config
     from alembic.script import ScriptDirectory
 
-    import b2calib.conditions.database as database
+    from b2calib.db import MIGRATIONS
 
     cfg = Config()
-    cfg.set_main_option("script_location", str(Path(database.__file__).parent / "migrations"))
+    cfg.set_main_option("script_location", str(MIGRATIONS))
     head = ScriptDirectory.from_config(cfg).get_current_head()
     assert head is not None
     return head

@@ -34,7 +34,6 @@ from b2calib.conditions import (
     LocalDatabase,
     Payload,
 )
-from b2calib.conditions import schema as s
 from b2calib.conditions.payload import ChannelStatus, bytes_md5, file_md5
 from b2calib.exceptions import ConditionsError, PayloadError
 from b2calib.io import METADATA_KEY, TREE_NAME, FileMetadata, read_metadata
@@ -242,21 +241,32 @@ def test_postgres_server_is_private_and_running(postgres_server: PostgresServer)
 
 
 def test_schema_matches_migrations(db: ConditionsDB) -> None:
+    """The tables of every domain (on the shared MetaData) are what the migrations create."""
     from alembic.autogenerate import compare_metadata
     from alembic.config import Config
     from alembic.runtime.migration import MigrationContext
     from alembic.script import ScriptDirectory
 
+    import b2calib.calibration.jobs
+    import b2calib.conditions.tables
+    import b2calib.qa.store.tables
+    from b2calib.db import MIGRATIONS, metadata
+
+    domains = (b2calib.conditions.tables, b2calib.calibration.jobs, b2calib.qa.store.tables)
+    tables = {"history"} | {
+        t.name for d in domains for t in vars(d).values() if isinstance(t, sa.Table)
+    }
+    assert set(metadata.tables) == tables
     cfg = Config()
-    cfg.set_main_option("script_location", str(Path(s.__file__).parent / "migrations"))
+    cfg.set_main_option("script_location", str(MIGRATIONS))
     head = ScriptDirectory.from_config(cfg).get_current_head()
     with db.engine.connect() as conn:
         ctx = MigrationContext.configure(conn)
         assert ctx.get_current_revision() == head
-        assert compare_metadata(ctx, s.metadata) == []
+        assert compare_metadata(ctx, metadata) == []
         # the comparison does see a difference when there is one
         changed = sa.MetaData()
-        for table in s.metadata.tables.values():
+        for table in metadata.tables.values():
             table.to_metadata(changed)
         sa.Table("extra", changed, sa.Column("id", sa.Integer, primary_key=True))
         assert [d[0] for d in compare_metadata(ctx, changed)] == ["add_table"]
@@ -367,7 +377,7 @@ def test_published_and_invalid_tags_are_immutable_in_the_database(
     # the library reports the database's refusal as a rule violation
     with (
         pytest.raises(ConditionsError, match="refused by the database: the global tag is PUB"),
-        db._write() as conn,
+        db.write() as conn,
     ):
         conn.execute(sa.text(f"DELETE FROM iovs WHERE globaltag_id = {gid}"))
     assert db.set_state("P", "INVALID").state == "INVALID"

@@ -111,7 +111,6 @@ def test_conditions_names() -> None:
     assert b2calib.conditions.__all__ == [
         "ALLOWED_MOVES",
         "ALL_RUNS",
-        "DB_ENV",
         "STATES",
         "ChannelStatus",
         "ConditionsDB",
@@ -124,7 +123,26 @@ def test_conditions_names() -> None:
         "LocalDbEntry",
         "Payload",
         "PayloadInfo",
+    ]
+
+
+def test_db_names() -> None:
+    import b2calib.db
+
+    assert sorted(dir(b2calib.db)) == sorted(b2calib.db.__all__)
+    assert b2calib.db.__all__ == [
+        "DB_ENV",
+        "MIGRATIONS",
+        "UTC_TIME",
+        "Database",
+        "as_utc",
         "default_url",
+        "history",
+        "make_engine",
+        "metadata",
+        "now",
+        "upgrade",
+        "writing",
     ]
 
 

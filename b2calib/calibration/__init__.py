@@ -7,6 +7,8 @@
 ``constants``      :class:`Constants`: payloads valid for a run (previous iteration, then tags)
 ``declaration``    :class:`Calibration` declarations, expert config, registry, dependency order
 ``runner``         :func:`run_calibrations`: collect, execute, iterate, checkpoint, stage
+``jobs``           the calibration job tables and :class:`~b2calib.calibration.jobs.JobStore`:
+                   each execution checkpointed, the final payloads staged in one transaction
 =================  ===========================================================================
 """
 

@@ -40,10 +40,10 @@ from b2calib.calibration.algorithm import (
 )
 from b2calib.calibration.constants import Constants
 from b2calib.calibration.declaration import Calibration, dependency_order, get_calibration
+from b2calib.calibration.jobs import Job, JobStore, StepRecord
 from b2calib.calibration.strategies import Execution
 from b2calib.conditions.database import ConditionsDB, IovEntry
 from b2calib.conditions.iov import IoV, RunKey
-from b2calib.conditions.jobs import Job, JobStore, StepRecord
 from b2calib.conditions.payload import Payload
 from b2calib.engine import Dataset, RunOutput, SkippedFile, collect
 from b2calib.exceptions import B2CalibError, CalibrationError

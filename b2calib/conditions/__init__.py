@@ -5,33 +5,26 @@
 ``iov``                intervals of validity and their algebra
 ``localdb``            basf2 local databases (``database.txt`` + payload files)
 ``tagops``             priority layering of tags, lookup of many runs, diff
-``schema``             the database tables (created and upgraded by Alembic migrations)
+``tables``             the conditions tables (created and upgraded by the migrations of
+                       :mod:`b2calib.db`)
 ``database``           :class:`ConditionsDB`: payloads, global tags with states and rules, IoVs,
-                       lookup, running update, snapshot, merge, diff, history, interchange
+                       lookup, running update, snapshot, merge, diff, history, interchange, and
+                       staging inside a caller's transaction
 =====================  =======================================================================
 """
 
 from __future__ import annotations
 
-from b2calib.conditions.database import (
-    DB_ENV,
-    ConditionsDB,
-    GlobalTag,
-    HistoryEntry,
-    IovEntry,
-    PayloadInfo,
-    default_url,
-)
+from b2calib.conditions.database import ConditionsDB, GlobalTag, HistoryEntry, IovEntry, PayloadInfo
 from b2calib.conditions.iov import ALL_RUNS, IoV
 from b2calib.conditions.localdb import LocalDatabase, LocalDbEntry
 from b2calib.conditions.payload import ChannelStatus, Payload
-from b2calib.conditions.schema import ALLOWED_MOVES, STATES
+from b2calib.conditions.tables import ALLOWED_MOVES, STATES
 from b2calib.conditions.tagops import Diff
 
 __all__ = [
     "ALLOWED_MOVES",
     "ALL_RUNS",
-    "DB_ENV",
     "STATES",
     "ChannelStatus",
     "ConditionsDB",
@@ -44,7 +37,6 @@ __all__ = [
     "LocalDbEntry",
     "Payload",
     "PayloadInfo",
-    "default_url",
 ]
 
 

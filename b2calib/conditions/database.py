@@ -1,10 +1,10 @@
 """The conditions database: payloads, global tags, IoVs, lookup and history.
 
-Storage is SQLAlchemy: an embedded SQLite file by default (WAL journal, a busy timeout and
-``BEGIN IMMEDIATE`` write transactions, so several processes can write at once), or PostgreSQL
-for a shared server (``postgresql+psycopg://user@host/db``; writes take a transaction-scoped
-advisory lock). Every public write is one transaction: it happens completely or not at all.
-The schema is created and upgraded by Alembic on first use.
+Storage is the b2calib database (:mod:`b2calib.db`): an embedded SQLite file by default (WAL
+journal, a busy timeout and ``BEGIN IMMEDIATE`` write transactions, so several processes can
+write at once), or PostgreSQL for a shared server (``postgresql+psycopg://user@host/db``; writes
+take a transaction-scoped advisory lock). Every public write is one transaction: it happens
+completely or not at all. The schema is created and upgraded by Alembic on first use.
 
 Payload files are stored in the database itself, with their MD5 checksum, and verified on every
 read. Uploading a payload whose content is already stored under the same name returns the
@@ -13,65 +13,34 @@ existing revision, so re-running a calibration does not multiply payloads.
 
 from __future__ import annotations
 
-import getpass
 import json
 import os
 import re
-import sqlite3
-import time
-from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy import event
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine import Connection
 
-from b2calib.conditions import schema as s
+from b2calib.conditions import tables as s
 from b2calib.conditions.iov import IoV, RunKey, uncovered
 from b2calib.conditions.localdb import LocalDatabase, LocalDbEntry
 from b2calib.conditions.payload import Payload, bytes_md5, verify_checksum
 from b2calib.conditions.tagops import Diff, diff, layer, resolve
-from b2calib.exceptions import B2CalibError, ConditionsError, PayloadError
+from b2calib.db import Database, as_utc, history, now
+from b2calib.exceptions import ConditionsError, PayloadError
 
 __all__ = [
-    "DB_ENV",
     "ConditionsDB",
     "GlobalTag",
     "HistoryEntry",
     "IovEntry",
+    "PayloadFile",
     "PayloadInfo",
-    "default_url",
-    "upgrade",
 ]
-
-DB_ENV = "B2CALIB_DB"
-_MIGRATIONS = Path(__file__).parent / "migrations"
-_PG_LOCK = 0x6232_6361_6C69  # "b2cali": one advisory lock serialises writers
-
-
-def default_url() -> str:
-    """The database used when none is given: ``$B2CALIB_DB``, else an SQLite file in the
-    user's data directory (``~/.local/share/b2calib/conditions.sqlite`` on Linux)."""
-    url = os.environ.get(DB_ENV)
-    if url:
-        return url
-    import platformdirs
-
-    folder = Path(platformdirs.user_data_dir("b2calib", appauthor=False))
-    folder.mkdir(parents=True, exist_ok=True)
-    return f"sqlite:///{folder / 'conditions.sqlite'}"
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
-
-
-def _utc(t: datetime) -> datetime:
-    return t.replace(tzinfo=UTC) if t.tzinfo is None else t.astimezone(UTC)
 
 
 @dataclass(frozen=True)
@@ -132,163 +101,36 @@ class HistoryEntry:
     details: dict[str, Any] = field(compare=False, hash=False)
 
 
-def upgrade(engine: Engine) -> None:
-    """Create or upgrade the schema to the newest Alembic revision (safe to call concurrently:
-    it runs inside the writers' lock)."""
-    from alembic import command
-    from alembic.config import Config
-    from alembic.runtime.migration import MigrationContext
-    from alembic.script import ScriptDirectory
+@dataclass(frozen=True)
+class PayloadFile:
+    """A payload with the bytes of its file and their MD5 checksum: what the database stores.
 
-    cfg = Config()
-    cfg.set_main_option("script_location", str(_MIGRATIONS))
-    head = ScriptDirectory.from_config(cfg).get_current_head()
-    with engine.connect() as conn:
-        if MigrationContext.configure(conn).get_current_revision() == head:
-            return
-    with _writing(engine) as conn:
-        if MigrationContext.configure(conn).get_current_revision() != head:
-            cfg.attributes["connection"] = conn
-            command.upgrade(cfg, "head")
-
-
-@contextmanager
-def _writing(engine: Engine) -> Iterator[Connection]:
-    with engine.connect().execution_options(b2calib_write=True) as conn, conn.begin():
-        if conn.dialect.name == "postgresql":
-            conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_LOCK})
-        yield conn
-
-
-def _make_engine(url: str) -> Engine:
-    if url.startswith("sqlite"):
-        engine = sa.create_engine(url, connect_args={"timeout": 120})
-
-        @event.listens_for(engine, "connect")
-        def _on_connect(dbapi_conn: Any, _record: Any) -> None:
-            dbapi_conn.isolation_level = None  # transactions are begun below, not by pysqlite
-            cur = dbapi_conn.cursor()
-            cur.execute("PRAGMA busy_timeout = 120000")
-            _wal(cur)
-            cur.execute("PRAGMA foreign_keys = ON")
-            cur.close()
-
-        @event.listens_for(engine, "begin")
-        def _on_begin(conn: Connection) -> None:
-            write = conn.get_execution_options().get("b2calib_write", False)
-            conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
-
-        return engine
-    return sa.create_engine(url, pool_pre_ping=True)
-
-
-def _wal(cursor: Any, timeout: float = 120) -> None:
-    """Switch an SQLite database to WAL. SQLite answers "database is locked" at once, without
-    waiting for the busy timeout, while another process is creating or switching the same new
-    file, so retry until ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            cursor.execute("PRAGMA journal_mode = WAL")
-            return
-        except sqlite3.OperationalError as err:
-            if "locked" not in str(err) or time.monotonic() > deadline:
-                raise
-            time.sleep(0.02)
-
-
-_RULE = re.compile(r"b2calib: ([^\n\"']+)")
-
-
-class SqlDatabase:
-    """The b2calib database: its connection, schema upgrade and transactions (the base of
-    :class:`ConditionsDB` and of the quality-assurance database).
-
-    Errors are raised as :attr:`error` (a subclass of it for each kind of database).
-
-    Parameters
-    ----------
-    url
-        SQLAlchemy URL (``sqlite:///path.sqlite``, ``postgresql+psycopg://...``) or a path to an
-        SQLite file; default :func:`default_url`.
-    author
-        Recorded as the author of every change made through this object (default: the
-        ``B2CALIB_USER`` environment variable, else the login name).
+    Made before a write transaction (writing a payload's ROOT file takes time), stored inside
+    it (:meth:`ConditionsDB.stage`).
     """
 
-    error: type[B2CalibError] = ConditionsError
+    payload: Payload
+    data: bytes = field(repr=False)
+    checksum: str
 
-    def __init__(self, url: str | os.PathLike[str] | None = None, *, author: str | None = None):
-        if url is None:
-            url = default_url()
-        url = str(url)
-        if "://" not in url:
-            url = f"sqlite:///{Path(url).expanduser().resolve()}"
-        self.url = url
-        self.author = author or os.environ.get("B2CALIB_USER") or getpass.getuser()
-        try:
-            self.engine = _make_engine(url)
-            upgrade(self.engine)
-        except sa.exc.SQLAlchemyError as err:
-            raise self.error(
-                f"{self._where()}: cannot open the conditions database ({_one_line(err)})"
-            ) from err
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}({self._where()!r})"
-
-    def _where(self) -> str:
-        return sa.engine.make_url(self.url).render_as_string(hide_password=True)
-
-    def close(self) -> None:
-        """Release the connections."""
-        self.engine.dispose()
-
-    # -- transactions ------------------------------------------------------------------------
-
-    @contextmanager
-    def _write(self) -> Iterator[Connection]:
-        try:
-            with _writing(self.engine) as conn:
-                yield conn
-        except sa.exc.DBAPIError as err:
-            m = _RULE.search(str(err.orig))
-            if m:
-                raise self.error(f"refused by the database: {m.group(1).strip()}") from err
-            raise self.error(
-                f"{self._where()}: write failed, nothing was changed ({_one_line(err)})"
-            ) from err
-
-    @contextmanager
-    def _read(self) -> Iterator[Connection]:
-        with self.engine.connect() as conn, conn.begin():
-            yield conn
-
-    def _log(
-        self,
-        conn: Connection,
-        action: str,
-        tag: str | None,
-        *,
-        author: str | None = None,
-        **details: Any,
-    ) -> None:
-        conn.execute(
-            s.history.insert().values(
-                time=_now(),
-                author=author or self.author,
-                action=action,
-                globaltag=tag,
-                details=json.dumps(details, sort_keys=True, default=str),
-            )
-        )
+    @classmethod
+    def of(cls, item: Payload | str | os.PathLike[str]) -> PayloadFile:
+        """A payload's file, written now; or a payload file as it is (its bytes and MD5 kept)."""
+        if isinstance(item, Payload):
+            return cls(item, *item.to_bytes())
+        data = Path(item).read_bytes()
+        return cls(Payload.from_bytes(data, source=str(item)), data, bytes_md5(data))
 
 
-class ConditionsDB(SqlDatabase):
+class ConditionsDB(Database):
     """A conditions database: payloads, global tags, IoVs, lookup and history.
 
-    Opened with a URL or an SQLite path and an author, as :class:`SqlDatabase`.
+    Opened with a URL or an SQLite path and an author, as :class:`~b2calib.db.Database`; its
+    errors are :class:`~b2calib.exceptions.ConditionsError`.
     """
+
+    error = ConditionsError
+    label = "conditions database"
 
     # -- payloads ----------------------------------------------------------------------------
 
@@ -310,26 +152,22 @@ class ConditionsDB(SqlDatabase):
     def _upload(
         self, item: Payload | str | os.PathLike[str], provenance: dict[str, Any] | None
     ) -> PayloadInfo:
-        payload, data, checksum = _payload_bytes(item)
-        with self._write() as conn:
-            return self._store(conn, payload, data, checksum, provenance)
+        file = PayloadFile.of(item)
+        with self.write() as conn:
+            return self._store(conn, file, provenance)
 
     def find_payload(self, payload: Payload) -> PayloadInfo | None:
         """The stored revision with the same content as ``payload``, if any."""
-        with self._read() as conn:
+        with self.read() as conn:
             return _find(conn, payload.name, payload.content_hash())
 
     def _store(
-        self,
-        conn: Connection,
-        payload: Payload,
-        data: bytes,
-        checksum: str,
-        provenance: dict[str, Any] | None = None,
+        self, conn: Connection, file: PayloadFile, provenance: dict[str, Any] | None = None
     ) -> PayloadInfo:
-        """Store a payload's file (``data`` with MD5 ``checksum``) as the next revision of its
-        name, or return the revision already holding the same content. ``provenance``
-        defaults to the payload's ``metadata["provenance"]``."""
+        """Store a payload's file as the next revision of its name, or return the revision
+        already holding the same content. ``provenance`` defaults to the payload's
+        ``metadata["provenance"]``."""
+        payload, data, checksum = file.payload, file.data, file.checksum
         name, content_hash = payload.name, payload.content_hash()
         existing = _find(conn, name, content_hash)
         if existing is not None:
@@ -346,13 +184,13 @@ class ConditionsDB(SqlDatabase):
             checksum=checksum,
             content_hash=content_hash,
             size=len(data),
-            created=_now(),
+            created=now(),
             author=self.author,
             provenance=json.dumps(provenance, sort_keys=True, default=str),
         )
         pid = conn.execute(p.insert().values(**row).returning(p.c.id)).scalar_one()
         conn.execute(s.payload_files.insert().values(payload_id=pid, content=data))
-        self._log(conn, "upload", None, payload=name, revision=revision, checksum=checksum)
+        self.log(conn, "upload", None, payload=name, revision=revision, checksum=checksum)
         return _payload_info(conn.execute(sa.select(p).where(p.c.id == pid)).one())
 
     def payloads(self, name: str | None = None) -> list[PayloadInfo]:
@@ -361,12 +199,12 @@ class ConditionsDB(SqlDatabase):
         q = sa.select(p).order_by(p.c.name, p.c.revision)
         if name is not None:
             q = q.where(p.c.name == name)
-        with self._read() as conn:
+        with self.read() as conn:
             return [_payload_info(r) for r in conn.execute(q)]
 
     def payload_info(self, name: str, revision: int | None = None) -> PayloadInfo:
         """The record of payload ``name`` at ``revision`` (the newest when ``None``)."""
-        with self._read() as conn:
+        with self.read() as conn:
             return self._payload_info(conn, name, revision)
 
     def _payload_info(self, conn: Connection, name: str, revision: int | None) -> PayloadInfo:
@@ -380,12 +218,12 @@ class ConditionsDB(SqlDatabase):
         row = conn.execute(q.limit(1)).first()
         if row is None:
             what = f"payload {name!r}" + ("" if revision is None else f" revision {revision}")
-            raise ConditionsError(f"{what} is not in {self._where()}")
+            raise ConditionsError(f"{what} is not in {self.safe_url}")
         return _payload_info(row)
 
     def payload_bytes(self, info: PayloadInfo) -> bytes:
         """The stored file of a payload revision, verified against its checksum."""
-        with self._read() as conn:
+        with self.read() as conn:
             data = conn.execute(
                 sa.select(s.payload_files.c.content).where(s.payload_files.c.payload_id == info.id)
             ).scalar()
@@ -408,23 +246,23 @@ class ConditionsDB(SqlDatabase):
         q = sa.select(g).order_by(g.c.name)
         if state is not None:
             q = q.where(g.c.state == _check_state(state))
-        with self._read() as conn:
+        with self.read() as conn:
             return [_tag(r) for r in conn.execute(q)]
 
     def tag(self, name: str) -> GlobalTag:
         """The record of global tag ``name``."""
-        with self._read() as conn:
+        with self.read() as conn:
             return _tag(self._tag_row(conn, name))
 
     def _tag_row(self, conn: Connection, name: str) -> Any:
         row = conn.execute(sa.select(s.globaltags).where(s.globaltags.c.name == name)).first()
         if row is None:
-            raise ConditionsError(f"global tag {name!r} does not exist in {self._where()}")
+            raise ConditionsError(f"global tag {name!r} does not exist in {self.safe_url}")
         return row
 
     def create_tag(self, name: str, *, type: str = "DEV", description: str = "") -> GlobalTag:
         """Create an empty OPEN global tag."""
-        with self._write() as conn:
+        with self.write() as conn:
             return self._create_tag(conn, name, type, description)
 
     def _create_tag(self, conn: Connection, name: str, type: str, description: str) -> GlobalTag:
@@ -435,26 +273,26 @@ class ConditionsDB(SqlDatabase):
         exists = conn.execute(sa.select(s.globaltags.c.id).where(s.globaltags.c.name == name))
         if exists.first() is not None:
             raise ConditionsError(f"global tag {name!r} already exists")
-        now = _now()
+        when = now()
         conn.execute(
             s.globaltags.insert().values(
                 name=name,
                 type=type,
                 state="OPEN",
                 description=description,
-                created=now,
-                modified=now,
+                created=when,
+                modified=when,
                 author=self.author,
             )
         )
-        self._log(conn, "create", name, type=type, description=description)
+        self.log(conn, "create", name, type=type, description=description)
         return _tag(self._tag_row(conn, name))
 
     def modify_tag(
         self, name: str, *, description: str | None = None, type: str | None = None
     ) -> GlobalTag:
         """Change a tag's description or type (not allowed once PUBLISHED)."""
-        with self._write() as conn:
+        with self.write() as conn:
             row = self._tag_row(conn, name)
             if row.state in s.FROZEN_STATES:
                 raise ConditionsError(f"global tag {name} is {row.state}: it cannot be modified")
@@ -469,15 +307,15 @@ class ConditionsDB(SqlDatabase):
                 conn.execute(
                     s.globaltags.update()
                     .where(s.globaltags.c.id == row.id)
-                    .values(modified=_now(), **values)
+                    .values(modified=now(), **values)
                 )
-                self._log(conn, "modify", name, **values)
+                self.log(conn, "modify", name, **values)
             return _tag(self._tag_row(conn, name))
 
     def set_state(self, name: str, state: str) -> GlobalTag:
         """Move a tag to ``state`` by an allowed move (:data:`b2calib.conditions.ALLOWED_MOVES`)."""
         state = _check_state(state)
-        with self._write() as conn:
+        with self.write() as conn:
             row = self._tag_row(conn, name)
             if state != row.state:
                 allowed = s.ALLOWED_MOVES[row.state]
@@ -490,20 +328,20 @@ class ConditionsDB(SqlDatabase):
                 conn.execute(
                     s.globaltags.update()
                     .where(s.globaltags.c.id == row.id)
-                    .values(state=state, modified=_now())
+                    .values(state=state, modified=now())
                 )
-                self._log(conn, "state", name, old=row.state, new=state)
+                self.log(conn, "state", name, old=row.state, new=state)
             return _tag(self._tag_row(conn, name))
 
     def clone_tag(self, source: str, name: str, *, description: str | None = None) -> GlobalTag:
         """A new OPEN tag with the same IoVs as ``source`` (any state)."""
-        with self._write() as conn:
+        with self.write() as conn:
             src = self._tag_row(conn, source)
             desc = description if description is not None else f"clone of {source}"
             tag = self._create_tag(conn, name, src.type, desc)
             entries = self._entries(conn, source)
             self._insert_iovs(conn, name, [(e.iov, e.payload) for e in entries])
-            self._log(conn, "clone", name, source=source, iovs=len(entries))
+            self.log(conn, "clone", name, source=source, iovs=len(entries))
             return tag
 
     # -- IoVs --------------------------------------------------------------------------------
@@ -512,7 +350,7 @@ class ConditionsDB(SqlDatabase):
         """Make a payload revision valid for ``iov`` in an OPEN tag; an overlap with another IoV
         of the same payload name in the tag is refused."""
         iov = IoV.parse(iov) if isinstance(iov, str) else iov
-        with self._write() as conn:
+        with self.write() as conn:
             info = (
                 payload
                 if isinstance(payload, PayloadInfo)
@@ -531,25 +369,57 @@ class ConditionsDB(SqlDatabase):
     ) -> list[IovEntry]:
         """Upload payloads (objects, or files stored byte for byte) and add them to an OPEN
         tag, all in one transaction."""
-        staged = [(_payload_bytes(p), iov) for p, iov in payloads]
-        with self._write() as conn:
+        staged = [(PayloadFile.of(p), iov) for p, iov in payloads]
+        with self.write() as conn:
             self._require_open(conn, tag)
-            items = [
-                (iov, self._store(conn, p, data, checksum, provenance))
-                for (p, data, checksum), iov in staged
-            ]
+            items = [(iov, self._store(conn, file, provenance)) for file, iov in staged]
             return self._insert_iovs(conn, tag, items)
 
     def remove_iov(self, tag: str, name: str, iov: IoV | str) -> None:
         """Remove the IoV ``iov`` (exactly) of payload ``name`` from an OPEN tag."""
         iov = IoV.parse(iov) if isinstance(iov, str) else iov
-        with self._write() as conn:
+        with self.write() as conn:
             self._require_open(conn, tag)
             hits = [e for e in self._entries(conn, tag, name) if e.iov == iov]
             if not hits:
                 raise ConditionsError(f"global tag {tag} has no IoV {iov} of payload {name}")
             self._delete_iov(conn, tag, hits[0])
-            self._log(conn, "remove_iov", tag, payload=name, iov=str(iov))
+            self.log(conn, "remove_iov", tag, payload=name, iov=str(iov))
+
+    def stage(
+        self,
+        conn: Connection,
+        tag: str,
+        items: Sequence[tuple[IoV, PayloadFile]],
+        *,
+        description: str,
+        **details: Any,
+    ) -> list[IovEntry]:
+        """Store payloads and add them to a staging tag, replacing the IoVs they overlap; inside
+        a :meth:`write` transaction of this database, so that the caller's own records change
+        in the same transaction (the calibration job store marks its job completed in it).
+
+        ``tag`` is created (OPEN, with ``description``) when missing and must be OPEN. IoVs
+        already in it for the same payload names that overlap the new ones are removed, each
+        recorded in the tag's history as ``replace_iov`` with ``details``. Content already
+        stored under the same name is not stored again.
+
+        Returns the IoVs added.
+        """
+        self._open_tag(conn, tag, description)
+        staged = [(iov, self._store(conn, file)) for iov, file in items]
+        for old in self._entries(conn, tag):
+            if any(old.iov.overlaps(iov) for iov, i in staged if i.name == old.name):
+                self._delete_iov(conn, tag, old)
+                self.log(
+                    conn,
+                    "replace_iov",
+                    tag,
+                    payload=str(old.payload),
+                    iov=str(old.iov),
+                    **details,
+                )
+        return self._insert_iovs(conn, tag, staged)
 
     def _delete_iov(self, conn: Connection, tag: str, entry: IovEntry) -> None:
         t = s.iovs
@@ -591,7 +461,7 @@ class ConditionsDB(SqlDatabase):
         for e in self._entries(conn, tag):
             if e.name in present:
                 present[e.name].append(e.iov)
-        now = _now()
+        when = now()
         out = []
         for iov, info in items:
             clash = next((o for o in present[info.name] if o.overlaps(iov)), None)
@@ -601,18 +471,18 @@ class ConditionsDB(SqlDatabase):
                     f"payload {info.name} already in the tag"
                 )
             present[info.name].append(iov)
-            self._insert_row(conn, gid, iov, info, now)
+            self._insert_row(conn, gid, iov, info, when)
             out.append(IovEntry(tag, info, iov))
-        conn.execute(s.globaltags.update().where(s.globaltags.c.id == gid).values(modified=now))
+        conn.execute(s.globaltags.update().where(s.globaltags.c.id == gid).values(modified=when))
         for iov, info in items:
-            self._log(conn, "add_iov", tag, payload=info.name, revision=info.revision, iov=str(iov))
+            self.log(conn, "add_iov", tag, payload=info.name, revision=info.revision, iov=str(iov))
         return out
 
     def iovs(
         self, tag: str, name: str | None = None, *, run: RunKey | None = None
     ) -> list[IovEntry]:
         """The IoVs of a tag (of one payload name, or valid for one run), by name and start."""
-        with self._read() as conn:
+        with self.read() as conn:
             entries = self._entries(conn, tag, name)
         if run is not None:
             entries = [e for e in entries if e.iov.contains(*run)]
@@ -650,7 +520,7 @@ class ConditionsDB(SqlDatabase):
             tags = [tags]
         wanted = set(names) if names is not None else None
         run_list = [(int(e), int(r)) for e, r in runs]
-        with self._read() as conn:
+        with self.read() as conn:
             layers = [
                 [
                     (e.name, e.iov, e)
@@ -685,19 +555,19 @@ class ConditionsDB(SqlDatabase):
     ) -> GlobalTag:
         """A new OPEN tag combining ``sources`` by priority (first wins): a lower tag only fills
         runs the higher ones leave without a payload of that name."""
-        with self._write() as conn:
+        with self.write() as conn:
             first = self._tag_row(conn, sources[0])
             layers = [[(e.name, e.iov, e.payload) for e in self._entries(conn, t)] for t in sources]
             tag = self._create_tag(
                 conn, name, first.type, description or f"merge of {', '.join(sources)}"
             )
             self._insert_iovs(conn, name, [(iov, info) for _, iov, info in layer(layers)])
-            self._log(conn, "merge", name, sources=list(sources))
+            self.log(conn, "merge", name, sources=list(sources))
             return tag
 
     def diff(self, a: str, b: str) -> Diff[PayloadInfo]:
         """Payload IoVs added, removed and changed from tag ``a`` to tag ``b``."""
-        with self._read() as conn:
+        with self.read() as conn:
             ea = [(e.name, e.iov, e.payload) for e in self._entries(conn, a)]
             eb = [(e.name, e.iov, e.payload) for e in self._entries(conn, b)]
         return diff(ea, eb)
@@ -725,7 +595,7 @@ class ConditionsDB(SqlDatabase):
 
         Returns the IoVs added to the running tag.
         """
-        with self._write() as conn:
+        with self.write() as conn:
             r_row, st_row = self._tag_row(conn, running), self._tag_row(conn, staging)
             if r_row.state != "RUNNING":
                 raise ConditionsError(f"running update: {running} is {r_row.state}, not RUNNING")
@@ -804,8 +674,8 @@ class ConditionsDB(SqlDatabase):
                     closed = e.iov.close_before(*first)
                     self._delete_iov(conn, running, e)
                     if closed is not None:
-                        self._insert_row(conn, r_row.id, closed, e.payload, _now())
-                    self._log(
+                        self._insert_row(conn, r_row.id, closed, e.payload, now())
+                    self.log(
                         conn,
                         "close_iov",
                         running,
@@ -814,7 +684,7 @@ class ConditionsDB(SqlDatabase):
                         new=str(closed),
                     )
             added = self._insert_iovs(conn, running, moved)
-            self._log(
+            self.log(
                 conn,
                 "running_update",
                 running,
@@ -826,7 +696,7 @@ class ConditionsDB(SqlDatabase):
 
     def _snapshot_until(self, conn: Connection, running: str) -> RunKey | None:
         """The last run frozen by a snapshot of ``running``, if any."""
-        h = s.history
+        h = history
         rows = conn.execute(sa.select(h.c.details).where(h.c.action == "snapshot"))
         ends = [
             (int(d["until"][0]), int(d["until"][1]))
@@ -859,7 +729,7 @@ class ConditionsDB(SqlDatabase):
         running updates can only close them after ``until``, so the snapshot answers every run
         up to ``until`` exactly as the running tag did when those runs were processed.
         """
-        with self._write() as conn:
+        with self.write() as conn:
             r_row = self._tag_row(conn, running)
             if r_row.state != "RUNNING":
                 raise ConditionsError(f"snapshot: {running} is {r_row.state}, not RUNNING")
@@ -882,23 +752,23 @@ class ConditionsDB(SqlDatabase):
                 conn.execute(
                     s.globaltags.update().where(s.globaltags.c.id == gid).values(state=new)
                 )
-                self._log(conn, "state", name, old=old, new=new)
-            self._log(conn, "snapshot", name, source=running, until=list(until), iovs=len(items))
+                self.log(conn, "state", name, old=old, new=new)
+            self.log(conn, "snapshot", name, source=running, until=list(until), iovs=len(items))
             return _tag(self._tag_row(conn, name))
 
     def history(self, tag: str | None = None, *, limit: int | None = None) -> list[HistoryEntry]:
         """Recorded changes, oldest first (of one tag when given; uploads have no tag)."""
-        h = s.history
+        h = history
         q = sa.select(h).order_by(h.c.id)
         if tag is not None:
             q = q.where(h.c.globaltag == tag)
         if limit is not None:
             q = q.order_by(None).order_by(h.c.id.desc()).limit(limit)
-        with self._read() as conn:
+        with self.read() as conn:
             rows = list(conn.execute(q))
         rows.sort(key=lambda r: r.id)
         return [
-            HistoryEntry(_utc(r.time), r.author, r.action, r.globaltag, json.loads(r.details))
+            HistoryEntry(as_utc(r.time), r.author, r.action, r.globaltag, json.loads(r.details))
             for r in rows
         ]
 
@@ -913,7 +783,7 @@ class ConditionsDB(SqlDatabase):
         The payload files are written byte for byte as stored, so their checksums are kept.
         """
         tags = [tags] if isinstance(tags, str) else list(tags)
-        with self._read() as conn:
+        with self.read() as conn:
             layers = [[(e.name, e.iov, e.payload) for e in self._entries(conn, t)] for t in tags]
         items = layer(layers)
         if runs is not None:
@@ -945,18 +815,20 @@ class ConditionsDB(SqlDatabase):
             path = source.folder / entry.filename
             if not path.exists():
                 raise PayloadError(f"{path}: payload file of line '{entry.line()}' is missing")
-            payload, data, checksum = _payload_bytes(path)
-            if payload.name != entry.name:
-                raise PayloadError(f"{path}: holds payload {payload.name!r}, not {entry.name!r}")
-            loaded.append((entry, payload, data, checksum))
-        with self._write() as conn:
+            file = PayloadFile.of(path)
+            if file.payload.name != entry.name:
+                raise PayloadError(
+                    f"{path}: holds payload {file.payload.name!r}, not {entry.name!r}"
+                )
+            loaded.append((entry, file))
+        with self.write() as conn:
             self._open_tag(conn, tag, description or f"imported from {source.folder}")
-            stored = [  # revisions follow the file's order
-                self._store(conn, payload, data, checksum) for _, payload, data, checksum in loaded
-            ]
+            stored = [
+                self._store(conn, file) for _, file in loaded
+            ]  # revisions follow the file's order
             taken: dict[str, list[IoV]] = {}
             items: list[tuple[IoV, PayloadInfo]] = []
-            for (entry, *_), info in reversed(
+            for (entry, _), info in reversed(
                 list(zip(loaded, stored, strict=True))
             ):  # later lines win
                 for piece in uncovered(entry.iov, taken.get(entry.name, [])):
@@ -964,16 +836,8 @@ class ConditionsDB(SqlDatabase):
                 taken.setdefault(entry.name, []).append(entry.iov)
             items.sort(key=lambda it: (it[1].name, it[0].start))
             added = self._insert_iovs(conn, tag, items)
-            self._log(conn, "import_local", tag, folder=str(source.folder), iovs=len(added))
+            self.log(conn, "import_local", tag, folder=str(source.folder), iovs=len(added))
             return added
-
-
-def _payload_bytes(item: Payload | str | os.PathLike[str]) -> tuple[Payload, bytes, str]:
-    """A payload, its file's bytes and their MD5 (a file is kept as it is)."""
-    if isinstance(item, Payload):
-        return (item, *item.to_bytes())
-    data = Path(item).read_bytes()
-    return Payload.from_bytes(data, source=str(item)), data, bytes_md5(data)
 
 
 def _find(conn: Connection, name: str, content_hash: str) -> PayloadInfo | None:
@@ -983,12 +847,6 @@ def _find(conn: Connection, name: str, content_hash: str) -> PayloadInfo | None:
         sa.select(p).where(p.c.name == name, p.c.content_hash == content_hash)
     ).first()
     return None if row is None else _payload_info(row)
-
-
-def _one_line(err: BaseException) -> str:
-    """The driver's message of a database error, on one line."""
-    text = str(getattr(err, "orig", None) or err).split("(Background on this error")[0]
-    return " ".join(text.split())
 
 
 def _check_state(state: str) -> str:
@@ -1005,7 +863,7 @@ def _payload_info(row: Any) -> PayloadInfo:
         revision=row.revision,
         checksum=row.checksum,
         size=row.size,
-        created=_utc(row.created),
+        created=as_utc(row.created),
         author=row.author,
         provenance=json.loads(row.provenance),
     )
@@ -1017,7 +875,7 @@ def _tag(row: Any) -> GlobalTag:
         type=row.type,
         state=row.state,
         description=row.description,
-        created=_utc(row.created),
-        modified=_utc(row.modified),
+        created=as_utc(row.created),
+        modified=as_utc(row.modified),
         author=row.author,
     )

@@ -13,8 +13,8 @@ import numpy as np
 import numpy.typing as npt
 
 from b2calib.calibration import CalibrationReport, Diagnostics
+from b2calib.calibration.jobs import JobStore
 from b2calib.conditions import ChannelStatus, ConditionsDB, Payload
-from b2calib.conditions.jobs import JobStore
 from b2calib.detectors.cdc.tracking import N_ROWS, xt_covariance, xt_rows
 from b2calib.fit.xt_relation import xt_gradient, xt_value
 

@@ -1,4 +1,5 @@
-"""Checkpoints of calibration jobs, kept in the conditions database.
+"""Checkpoints of calibration jobs, kept in the conditions database: their tables and
+:class:`JobStore`.
 
 A job is one calibration over one set of inputs (runs, files, configuration, input tags,
 staging tag), identified by a hash of them. Every algorithm execution is recorded as a step with
@@ -16,14 +17,83 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy import (
+    Column,
+    ForeignKey,
+    Integer,
+    LargeBinary,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
 
-from b2calib.conditions import schema as s
-from b2calib.conditions.database import ConditionsDB, IovEntry, PayloadInfo, _now, _utc
+from b2calib.conditions.database import ConditionsDB, IovEntry, PayloadFile
 from b2calib.conditions.iov import IoV, RunKey
 from b2calib.conditions.payload import Payload
+from b2calib.db import UTC_TIME, as_utc, metadata, now
 from b2calib.exceptions import ConditionsError
 
-__all__ = ["Job", "JobStore", "StepRecord"]
+__all__ = [
+    "Job",
+    "JobStore",
+    "StepRecord",
+    "calibration_jobs",
+    "calibration_steps",
+    "step_diagnostics",
+    "step_payloads",
+]
+
+# -- tables (created by the migrations of b2calib.db) ------------------------------------------
+
+calibration_jobs = Table(
+    "calibration_jobs",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("key", String(64), nullable=False, unique=True),
+    Column("calibration", String(200), nullable=False),
+    Column("staging_tag", String(200), nullable=False),
+    Column("state", String(20), nullable=False),
+    Column("created", UTC_TIME, nullable=False),
+    Column("updated", UTC_TIME, nullable=False),
+    Column("inputs", Text, nullable=False),
+    Column("summary", Text, nullable=False),
+)
+
+calibration_steps = Table(
+    "calibration_steps",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("job_id", Integer, ForeignKey("calibration_jobs.id"), nullable=False),
+    Column("iteration", Integer, nullable=False),
+    Column("algorithm", String(200), nullable=False),
+    Column("runs", Text, nullable=False),
+    Column("first_exp", Integer, nullable=False),
+    Column("first_run", Integer, nullable=False),
+    Column("final_exp", Integer, nullable=False),
+    Column("final_run", Integer, nullable=False),
+    Column("status", String(20), nullable=False),
+    Column("message", Text, nullable=False),
+    Column("created", UTC_TIME, nullable=False),
+    UniqueConstraint("job_id", "iteration", "algorithm", "runs", name="uq_step"),
+)
+
+step_payloads = Table(
+    "step_payloads",
+    metadata,
+    Column("step_id", Integer, ForeignKey("calibration_steps.id"), primary_key=True),
+    Column("position", Integer, primary_key=True),
+    Column("checksum", String(32), nullable=False),
+    Column("content", LargeBinary, nullable=False),
+)
+
+#: The table ``diagnostics``: the diagnostics file of a step.
+step_diagnostics = Table(
+    "diagnostics",
+    metadata,
+    Column("step_id", Integer, ForeignKey("calibration_steps.id"), primary_key=True),
+    Column("content", LargeBinary, nullable=False),
+)
 
 
 @dataclass(frozen=True)
@@ -64,19 +134,19 @@ class JobStore:
 
     def open(self, key: str, calibration: str, staging_tag: str, inputs: dict[str, Any]) -> Job:
         """The job with this key, created (state ``init``) when new."""
-        j = s.calibration_jobs
-        with self.db._write() as conn:
+        j = calibration_jobs
+        with self.db.write() as conn:
             row = conn.execute(sa.select(j).where(j.c.key == key)).first()
             if row is None:
-                now = _now()
+                when = now()
                 conn.execute(
                     j.insert().values(
                         key=key,
                         calibration=calibration,
                         staging_tag=staging_tag,
                         state="init",
-                        created=now,
-                        updated=now,
+                        created=when,
+                        updated=when,
                         inputs=json.dumps(inputs, sort_keys=True, default=str),
                         summary="{}",
                     )
@@ -86,28 +156,28 @@ class JobStore:
 
     def jobs(self, calibration: str | None = None) -> list[Job]:
         """Recorded jobs (of one calibration), oldest first."""
-        j = s.calibration_jobs
+        j = calibration_jobs
         q = sa.select(j).order_by(j.c.id)
         if calibration is not None:
             q = q.where(j.c.calibration == calibration)
-        with self.db._read() as conn:
+        with self.db.read() as conn:
             return [_job(r) for r in conn.execute(q)]
 
     def set_state(self, job: Job, state: str, summary: dict[str, Any] | None = None) -> None:
         """Record the job's progress (``collected:<iteration>``, ``failed`` ...)."""
-        j = s.calibration_jobs
-        values: dict[str, Any] = {"state": state, "updated": _now()}
+        j = calibration_jobs
+        values: dict[str, Any] = {"state": state, "updated": now()}
         if summary is not None:
             values["summary"] = json.dumps(summary, sort_keys=True, default=str)
-        with self.db._write() as conn:
+        with self.db.write() as conn:
             conn.execute(j.update().where(j.c.id == job.id).values(**values))
 
     def step(
         self, job: Job, iteration: int, algorithm: str, runs: list[RunKey]
     ) -> StepRecord | None:
         """The recorded execution of ``algorithm`` on ``runs`` in this iteration, if any."""
-        t = s.calibration_steps
-        with self.db._read() as conn:
+        t = calibration_steps
+        with self.db.read() as conn:
             row = conn.execute(
                 sa.select(t).where(
                     t.c.job_id == job.id,
@@ -120,13 +190,13 @@ class JobStore:
 
     def steps(self, job: Job) -> list[StepRecord]:
         """All recorded executions of a job, in order."""
-        t = s.calibration_steps
-        with self.db._read() as conn:
+        t = calibration_steps
+        with self.db.read() as conn:
             rows = list(conn.execute(sa.select(t).where(t.c.job_id == job.id).order_by(t.c.id)))
             return [self._step(conn, r) for r in rows]
 
     def _step(self, conn: Any, row: Any) -> StepRecord:
-        sp = s.step_payloads
+        sp = step_payloads
         stored = conn.execute(
             sa.select(sp.c.checksum, sp.c.content)
             .where(sp.c.step_id == row.id)
@@ -160,8 +230,8 @@ class JobStore:
         """Record an execution with its payloads and diagnostics (one transaction); return the
         step's id."""
         files = [p.to_bytes() for p in payloads]
-        t = s.calibration_steps
-        with self.db._write() as conn:
+        t = calibration_steps
+        with self.db.write() as conn:
             step_id = conn.execute(
                 t.insert()
                 .values(
@@ -175,24 +245,24 @@ class JobStore:
                     final_run=runs[-1][1],
                     status=status,
                     message=message,
-                    created=_now(),
+                    created=now(),
                 )
                 .returning(t.c.id)
             ).scalar_one()
             for position, (data, checksum) in enumerate(files):
                 conn.execute(
-                    s.step_payloads.insert().values(
+                    step_payloads.insert().values(
                         step_id=step_id, position=position, checksum=checksum, content=data
                     )
                 )
             if diagnostics is not None:
-                conn.execute(s.diagnostics.insert().values(step_id=step_id, content=diagnostics))
+                conn.execute(step_diagnostics.insert().values(step_id=step_id, content=diagnostics))
             return int(step_id)
 
     def diagnostics(self, step: StepRecord) -> bytes | None:
         """The stored diagnostics file of a step."""
-        d = s.diagnostics
-        with self.db._read() as conn:
+        d = step_diagnostics
+        with self.db.read() as conn:
             data = conn.execute(sa.select(d.c.content).where(d.c.step_id == step.id)).scalar()
         return None if data is None else bytes(data)
 
@@ -211,29 +281,19 @@ class JobStore:
         same name is not uploaded again.
         """
         db, tag = self.db, job.staging_tag
-        files = [(iov, p, *p.to_bytes()) for iov, p in items]
-        with db._write() as conn:
-            j = s.calibration_jobs
+        files = [(iov, PayloadFile.of(p)) for iov, p in items]
+        with db.write() as conn:
+            j = calibration_jobs
             state = conn.execute(sa.select(j.c.state).where(j.c.id == job.id)).scalar()
             if state == "completed":
                 raise ConditionsError(f"calibration job {job.key[:12]} was completed concurrently")
-            db._open_tag(conn, tag, f"staging tag of calibration jobs ({job.calibration})")
-            staged: list[tuple[IoV, PayloadInfo]] = [
-                (iov, db._store(conn, payload, data, checksum))
-                for iov, payload, data, checksum in files
-            ]
-            for old in db._entries(conn, tag):
-                if any(old.iov.overlaps(iov) for iov, i in staged if i.name == old.name):
-                    db._delete_iov(conn, tag, old)
-                    db._log(
-                        conn,
-                        "replace_iov",
-                        tag,
-                        payload=str(old.payload),
-                        iov=str(old.iov),
-                        calibration=job.calibration,
-                    )
-            added = db._insert_iovs(conn, tag, staged)
+            added = db.stage(
+                conn,
+                tag,
+                files,
+                description=f"staging tag of calibration jobs ({job.calibration})",
+                calibration=job.calibration,
+            )
             summary = {
                 **summary,
                 "staged": [[e.name, e.payload.revision, str(e.iov)] for e in added],
@@ -243,11 +303,11 @@ class JobStore:
                 .where(j.c.id == job.id)
                 .values(
                     state="completed",
-                    updated=_now(),
+                    updated=now(),
                     summary=json.dumps(summary, sort_keys=True, default=str),
                 )
             )
-            db._log(
+            db.log(
                 conn, "calibration", tag, calibration=job.calibration, job=job.key, iovs=len(added)
             )
             return added
@@ -260,6 +320,6 @@ def _job(row: Any) -> Job:
         calibration=row.calibration,
         staging_tag=row.staging_tag,
         state=row.state,
-        created=_utc(row.created),
+        created=as_utc(row.created),
         summary=json.loads(row.summary),
     )

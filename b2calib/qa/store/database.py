@@ -35,12 +35,13 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 from uhi.io import json as uhi_json
 
-from b2calib.conditions import schema as s
-from b2calib.conditions.database import SqlDatabase, _now, _utc
+from b2calib.db import Database, as_utc, now
+from b2calib.dq import DQ_FLAGS
 from b2calib.exceptions import ConfigError, PermissionDenied, QAError, RunNotFoundError
 from b2calib.geometry import DETECTORS
 from b2calib.qa.compare import Comparison, Method, QAStatus, Thresholds, compare
-from b2calib.runs import DQ_FLAGS, Run, RunRegistry
+from b2calib.qa.store import tables as s
+from b2calib.runs import Run, RunRegistry
 
 if TYPE_CHECKING:
     from b2calib.qa.grl import GoodRunList
@@ -325,7 +326,7 @@ def _run_filter(
     return where
 
 
-class QADatabase(SqlDatabase):
+class QADatabase(Database):
     """The quality-assurance records of a b2calib database.
 
     Parameters
@@ -338,13 +339,14 @@ class QADatabase(SqlDatabase):
     """
 
     error = QAError
+    label = "conditions database"  # the QA tables live in it (same URL, same file)
 
     # -- users -------------------------------------------------------------------------------
 
     def add_user(self, name: str, password: str, role: str, detectors: Sequence[str] = ()) -> User:
         """Add a user with a hashed password; ``detectors`` are an expert's detectors."""
         user = self._new_user(name, role, detectors)
-        with self._write() as conn:
+        with self.write() as conn:
             if conn.execute(sa.select(s.qa_users.c.name).where(s.qa_users.c.name == name)).first():
                 raise QAError(f"user {name!r} exists already")
             conn.execute(
@@ -353,11 +355,11 @@ class QADatabase(SqlDatabase):
                     role=role,
                     detectors=",".join(user.detectors),
                     password=hash_password(password),
-                    created=_now(),
+                    created=now(),
                     author=self.author,
                 )
             )
-            self._log(conn, "add_user", None, user=name, role=role, detectors=user.detectors)
+            self.log(conn, "add_user", None, user=name, role=role, detectors=user.detectors)
         return user
 
     @staticmethod
@@ -375,7 +377,7 @@ class QADatabase(SqlDatabase):
 
     def set_password(self, name: str, password: str) -> None:
         """Replace a user's password."""
-        with self._write() as conn:
+        with self.write() as conn:
             done = conn.execute(
                 s.qa_users.update()
                 .where(s.qa_users.c.name == name)
@@ -383,18 +385,18 @@ class QADatabase(SqlDatabase):
             ).rowcount
             if not done:
                 raise QAError(f"no user {name!r}")
-            self._log(conn, "set_password", None, user=name)
+            self.log(conn, "set_password", None, user=name)
 
     def remove_user(self, name: str) -> None:
         """Remove a user (what they certified stays, under their name)."""
-        with self._write() as conn:
+        with self.write() as conn:
             if not conn.execute(s.qa_users.delete().where(s.qa_users.c.name == name)).rowcount:
                 raise QAError(f"no user {name!r}")
-            self._log(conn, "remove_user", None, user=name)
+            self.log(conn, "remove_user", None, user=name)
 
     def authenticate(self, name: str, password: str) -> User | None:
         """The user if ``password`` is theirs, else ``None`` (same work for unknown names)."""
-        with self._read() as conn:
+        with self.read() as conn:
             row = conn.execute(sa.select(s.qa_users).where(s.qa_users.c.name == name)).first()
         if row is None:
             verify_password(password, _dummy_hash())
@@ -403,7 +405,7 @@ class QADatabase(SqlDatabase):
 
     def user(self, name: str) -> User:
         """The user called ``name``."""
-        with self._read() as conn:
+        with self.read() as conn:
             row = conn.execute(sa.select(s.qa_users).where(s.qa_users.c.name == name)).first()
         if row is None:
             raise QAError(f"no user {name!r}")
@@ -411,7 +413,7 @@ class QADatabase(SqlDatabase):
 
     def users(self) -> list[User]:
         """Every user, by name."""
-        with self._read() as conn:
+        with self.read() as conn:
             rows = conn.execute(sa.select(s.qa_users).order_by(s.qa_users.c.name)).all()
         return [_user(r) for r in rows]
 
@@ -438,14 +440,14 @@ class QADatabase(SqlDatabase):
             for r in registry
         ]
         t = s.qa_runs
-        with self._write() as conn:
+        with self.write() as conn:
             for row in rows:
                 key = (t.c.exp == row["exp"]) & (t.c.run == row["run"])
                 if conn.execute(sa.select(t.c.run).where(key)).first():
                     conn.execute(t.update().where(key).values(**row))
                 else:
                     conn.execute(t.insert().values(**row))
-            self._log(conn, "import_runs", None, runs=len(rows))
+            self.log(conn, "import_runs", None, runs=len(rows))
         return len(rows)
 
     def runs(
@@ -461,7 +463,7 @@ class QADatabase(SqlDatabase):
         where = _run_filter(t, exp, first, last)
         if run_type is not None:
             where.append(t.c.run_type == run_type)
-        with self._read() as conn:
+        with self.read() as conn:
             rows = conn.execute(sa.select(t).where(*where).order_by(t.c.exp, t.c.run)).all()
             flags = self._grid(conn, exp, first, last)
         return [
@@ -504,7 +506,7 @@ class QADatabase(SqlDatabase):
     def store_run_qa(self, qa: RunQA) -> None:
         """Store one run's monitoring variables and QA histograms, replacing the ones that run
         had (its earlier comparisons are dropped: evaluate it again)."""
-        now = _now()
+        when = now()
         variables = [
             dict(
                 exp=qa.exp,
@@ -514,7 +516,7 @@ class QADatabase(SqlDatabase):
                 value=float(v.value),
                 error=float(v.error),
                 unit=v.unit,
-                computed=now,
+                computed=when,
             )
             for v in qa.variables
         ]
@@ -526,11 +528,11 @@ class QADatabase(SqlDatabase):
                 name=name,
                 entries=float(np.sum(h.values(flow=True))),
                 content=_hist_bytes(h),
-                computed=now,
+                computed=when,
             )
             for (det, name), h in qa.histograms.items()
         ]
-        with self._write() as conn:
+        with self.write() as conn:
             self._require_run(conn, qa.exp, qa.run)
             for t in (s.qa_variables, s.qa_histograms, s.qa_comparisons):
                 conn.execute(t.delete().where(t.c.exp == qa.exp, t.c.run == qa.run))
@@ -542,7 +544,7 @@ class QADatabase(SqlDatabase):
     def variable_names(self) -> list[str]:
         """Names of the stored monitoring variables."""
         t = s.qa_variables
-        with self._read() as conn:
+        with self.read() as conn:
             return list(conn.execute(sa.select(t.c.name).distinct().order_by(t.c.name)).scalars())
 
     def variables(self, exp: int, run: int) -> list[MonitoringValue]:
@@ -550,7 +552,7 @@ class QADatabase(SqlDatabase):
         from b2calib.qa.monitoring import MonitoringValue
 
         t = s.qa_variables
-        with self._read() as conn:
+        with self.read() as conn:
             rows = conn.execute(
                 sa.select(t).where(t.c.exp == exp, t.c.run == run).order_by(t.c.name)
             ).all()
@@ -593,7 +595,7 @@ class QADatabase(SqlDatabase):
             .where(*where)
             .order_by(v.c.exp, v.c.run)
         )
-        with self._read() as conn:
+        with self.read() as conn:
             rows = conn.execute(query).all()
         if strict and not rows and name not in VARIABLES:
             raise QAError(f"no monitoring variable {name!r} is stored")
@@ -619,7 +621,7 @@ class QADatabase(SqlDatabase):
     def histogram_keys(self, exp: int, run: int) -> list[tuple[str, str]]:
         """(detector, name) of one run's QA histograms."""
         t = s.qa_histograms
-        with self._read() as conn:
+        with self.read() as conn:
             rows = conn.execute(
                 sa.select(t.c.detector, t.c.name)
                 .where(t.c.exp == exp, t.c.run == run)
@@ -629,7 +631,7 @@ class QADatabase(SqlDatabase):
 
     def histogram(self, exp: int, run: int, detector: str, name: str) -> hist.Hist:
         """One run's QA histogram."""
-        with self._read() as conn:
+        with self.read() as conn:
             return self._histogram(conn, exp, run, detector, name)
 
     def _histogram(self, conn: Connection, exp: int, run: int, det: str, name: str) -> hist.Hist:
@@ -679,9 +681,9 @@ class QADatabase(SqlDatabase):
             p_warning=thresholds.p_warning,
             p_error=thresholds.p_error,
             author=self.author,
-            time=_now(),
+            time=now(),
         )
-        with self._write() as conn:
+        with self.write() as conn:
             h = self._histogram(conn, exp, run, detector, name)
             compare(h, h, _method(method), options, thresholds)  # refuses bad options now
             key = (t.c.detector == detector) & (t.c.name == name)
@@ -689,7 +691,7 @@ class QADatabase(SqlDatabase):
                 conn.execute(t.update().where(key).values(**row))
             else:
                 conn.execute(t.insert().values(detector=detector, name=name, **row))
-            self._log(conn, "set_reference", None, histogram=f"{detector}/{name}", reference=row)
+            self.log(conn, "set_reference", None, histogram=f"{detector}/{name}", reference=row)
         return Reference(detector, name, exp, run, method, options, thresholds)
 
     @staticmethod
@@ -710,14 +712,14 @@ class QADatabase(SqlDatabase):
 
     def references(self) -> dict[tuple[str, str], Reference]:
         """Every QA histogram's reference."""
-        with self._read() as conn:
+        with self.read() as conn:
             rows = conn.execute(sa.select(s.qa_references)).all()
         return {(r.detector, r.name): _reference(r) for r in rows}
 
     def evaluate(self, exp: int, run: int) -> dict[str, str]:
         """Compare each QA histogram of a run with its reference, store the results and
         return the run's automatic status per detector (see :meth:`auto_status`)."""
-        with self._read() as conn:
+        with self.read() as conn:
             self._require_run(conn, exp, run)
         self._compare_runs([(exp, run)])
         return self.auto_status(exp, run)
@@ -728,7 +730,7 @@ class QADatabase(SqlDatabase):
         """:meth:`evaluate` every run selected that has QA histograms; returns the automatic
         status grid of the runs selected."""
         t = s.qa_histograms
-        with self._read() as conn:
+        with self.read() as conn:
             keys = conn.execute(
                 sa.select(t.c.exp, t.c.run)
                 .where(*_run_filter(t, exp, first, last))
@@ -746,7 +748,7 @@ class QADatabase(SqlDatabase):
         t = s.qa_comparisons
         for exp, run in keys:
             results = []
-            with self._read() as conn:
+            with self.read() as conn:
                 for det, name in self.histogram_keys(exp, run):
                     ref = refs.get((det, name))
                     if ref is None:
@@ -777,10 +779,10 @@ class QADatabase(SqlDatabase):
                             reference_run=ref.run,
                             result=json.dumps(c.as_dict(), sort_keys=True),
                             status=c.status.name,
-                            evaluated=_now(),
+                            evaluated=now(),
                         )
                     )
-            with self._write() as conn:
+            with self.write() as conn:
                 conn.execute(t.delete().where(t.c.exp == exp, t.c.run == run))
                 if results:
                     conn.execute(t.insert(), results)
@@ -788,7 +790,7 @@ class QADatabase(SqlDatabase):
     def comparisons(self, exp: int, run: int) -> list[StoredComparison]:
         """One run's stored comparisons, by detector and histogram."""
         t = s.qa_comparisons
-        with self._read() as conn:
+        with self.read() as conn:
             rows = conn.execute(
                 sa.select(t).where(t.c.exp == exp, t.c.run == run).order_by(t.c.detector, t.c.name)
             ).all()
@@ -831,7 +833,7 @@ class QADatabase(SqlDatabase):
         for r in runs:
             evidence[r.key] = {d: [] for d in DETECTORS}
         c = s.qa_comparisons
-        with self._read() as conn:
+        with self.read() as conn:
             for row in conn.execute(
                 sa.select(c.c.exp, c.c.run, c.c.detector, c.c.status).where(
                     *_run_filter(c, exp, first, last)
@@ -864,7 +866,7 @@ class QADatabase(SqlDatabase):
             .order_by(v.c.name, v.c.exp, r.c.run_type, v.c.run)
         )
         groups: dict[tuple[str, int, str], list[Any]] = {}
-        with self._read() as conn:
+        with self.read() as conn:
             for row in conn.execute(query):
                 groups.setdefault((row.name, row.exp, row.run_type), []).append(row)
         out = {}
@@ -915,13 +917,13 @@ class QADatabase(SqlDatabase):
                 raise PermissionDenied(
                     f"{user} may not set the {detector} flag of run ({exp}, {run})"
                 )
-        now = _now()
+        when = now()
         entries = [
-            FlagEntry(exp, run, det, flag, comment.strip(), user.name, now)
+            FlagEntry(exp, run, det, flag, comment.strip(), user.name, when)
             for exp, run, det, flag in wanted
         ]
         t = s.qa_runs
-        with self._write() as conn:
+        with self.write() as conn:
             self._require_user(conn, user)
             included: dict[tuple[int, int], list[str]] = {}  # each run checked once
             for e in entries:
@@ -970,7 +972,7 @@ class QADatabase(SqlDatabase):
 
     def flags(self, exp: int, run: int) -> dict[str, FlagEntry]:
         """Current flag of each certified detector of a run (absent: NOTSET)."""
-        with self._read() as conn:
+        with self.read() as conn:
             return self._grid(conn, exp, run, run).get((exp, run), {})
 
     def flag_history(self, exp: int, run: int, detector: str | None = None) -> list[FlagEntry]:
@@ -979,7 +981,7 @@ class QADatabase(SqlDatabase):
         where = [t.c.exp == exp, t.c.run == run]
         if detector is not None:
             where.append(t.c.detector == detector)
-        with self._read() as conn:
+        with self.read() as conn:
             rows = conn.execute(sa.select(t).where(*where).order_by(t.c.id)).all()
         return [_flag(r) for r in rows]
 
@@ -1010,7 +1012,7 @@ class QADatabase(SqlDatabase):
 
     def run_state(self, exp: int, run: int) -> RunState:
         """A run's current sign-off state (OPEN when never changed)."""
-        with self._read() as conn:
+        with self.read() as conn:
             self._require_run(conn, exp, run)
             return self._state(conn, exp, run)
 
@@ -1024,7 +1026,7 @@ class QADatabase(SqlDatabase):
             .where(*_run_filter(t, exp, first, last))
             .group_by(t.c.exp, t.c.run)
         )
-        with self._read() as conn:
+        with self.read() as conn:
             changed = {
                 (r.exp, r.run): r.state
                 for r in conn.execute(sa.select(t).where(t.c.id.in_(newest)))
@@ -1048,7 +1050,7 @@ class QADatabase(SqlDatabase):
         """Move a run along OPEN -> SIGNOFF -> COMPLETED (a manager completes and reopens)."""
         if state not in RUN_STATES:
             raise QAError(f"unknown run state {state!r}; known: {', '.join(RUN_STATES)}")
-        with self._write() as conn:
+        with self.write() as conn:
             self._require_run(conn, exp, run)
             self._require_user(conn, user)
             current = self._state(conn, exp, run).state
@@ -1060,7 +1062,7 @@ class QADatabase(SqlDatabase):
                     f"{user} may not move run ({exp}, {run}) from {current} to {state} "
                     f"(allowed: {', '.join(allowed)})"
                 )
-            entry = RunState(exp, run, state, comment.strip(), user.name, _now())
+            entry = RunState(exp, run, state, comment.strip(), user.name, now())
             conn.execute(
                 s.qa_run_states.insert().values(
                     exp=exp,
@@ -1076,7 +1078,7 @@ class QADatabase(SqlDatabase):
     def run_state_history(self, exp: int, run: int) -> list[RunState]:
         """Every sign-off state change of a run, oldest first."""
         t = s.qa_run_states
-        with self._read() as conn:
+        with self.read() as conn:
             rows = conn.execute(
                 sa.select(t).where(t.c.exp == exp, t.c.run == run).order_by(t.c.id)
             ).all()
@@ -1104,7 +1106,7 @@ class QADatabase(SqlDatabase):
         if not name or any(c.isspace() for c in name):
             raise QAError(f"bad good-run-list name {name!r}")
         expr = g.parse(expression)
-        with self._write() as conn:
+        with self.write() as conn:
             self._require_user(conn, user)
             rows = conn.execute(
                 sa.select(s.qa_runs)
@@ -1126,7 +1128,7 @@ class QADatabase(SqlDatabase):
                 expression=str(expr),
                 runs=made.runs,
                 version=version,
-                created=_now(),
+                created=now(),
                 author=user.name,
                 description=description,
             )
@@ -1154,7 +1156,7 @@ class QADatabase(SqlDatabase):
             if version is not None
             else query.order_by(t.c.version.desc()).limit(1)
         )
-        with self._read() as conn:
+        with self.read() as conn:
             row = conn.execute(query).first()
         if row is None:
             what = f"version {version} of " if version is not None else ""
@@ -1167,7 +1169,7 @@ class QADatabase(SqlDatabase):
 
         t = s.qa_grls
         newest = sa.select(sa.func.max(t.c.id)).group_by(t.c.name)
-        with self._read() as conn:
+        with self.read() as conn:
             rows = conn.execute(sa.select(t).where(t.c.id.in_(newest)).order_by(t.c.name)).all()
         return [GoodRunList.from_json(json.loads(r.content)) for r in rows]
 
@@ -1176,7 +1178,7 @@ class QADatabase(SqlDatabase):
         from b2calib.qa.grl import GoodRunList
 
         t = s.qa_grls
-        with self._read() as conn:
+        with self.read() as conn:
             rows = conn.execute(sa.select(t).where(t.c.name == name).order_by(t.c.version)).all()
         if not rows:
             raise QAError(f"no good-run list {name!r}")
@@ -1189,12 +1191,12 @@ def _user(row: Any) -> User:
 
 def _flag(row: Any) -> FlagEntry:
     return FlagEntry(
-        row.exp, row.run, row.detector, row.flag, row.comment, row.author, _utc(row.time)
+        row.exp, row.run, row.detector, row.flag, row.comment, row.author, as_utc(row.time)
     )
 
 
 def _state(row: Any) -> RunState:
-    return RunState(row.exp, row.run, row.state, row.comment, row.author, _utc(row.time))
+    return RunState(row.exp, row.run, row.state, row.comment, row.author, as_utc(row.time))
 
 
 def _reference(row: Any) -> Reference:

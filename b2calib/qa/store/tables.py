@@ -1,0 +1,180 @@
+"""Tables of the quality-assurance records (prefix ``qa_``), on the shared
+:data:`b2calib.db.metadata`: the run registry, the monitoring variables and QA histograms per
+run, the reference of each histogram, the comparisons' results, the certification flags and run
+states with their history, the good-run lists and the dashboard users.
+
+The schema is created and evolved by the Alembic migrations of :mod:`b2calib.db`. The
+certification records (flags, run states, good-run lists) are append-only: every change is a
+new row, and the database itself refuses to update or delete one (triggers).
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    Column,
+    Float,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+from b2calib.db import UTC_TIME, metadata
+from b2calib.dq import DQ_FLAGS
+
+__all__ = [
+    "ROLES",
+    "RUN_STATES",
+    "qa_comparisons",
+    "qa_flags",
+    "qa_grls",
+    "qa_histograms",
+    "qa_references",
+    "qa_run_states",
+    "qa_runs",
+    "qa_users",
+    "qa_variables",
+]
+
+#: Sign-off states of a run.
+RUN_STATES = ("OPEN", "SIGNOFF", "COMPLETED")
+#: Roles of the dashboard users.
+ROLES = ("viewer", "expert", "manager")
+
+qa_runs = Table(
+    "qa_runs",
+    metadata,
+    Column("exp", Integer, primary_key=True),
+    Column("run", Integer, primary_key=True),
+    Column("run_type", String(20), nullable=False),
+    Column("beam_energy", String(20), nullable=False),
+    Column("start", Float, nullable=False),
+    Column("stop", Float, nullable=False),
+    Column("lumi_pb", Float, nullable=False),
+    Column("l1_triggers", BigInteger, nullable=False),
+    Column("detectors", String(200), nullable=False),
+    Column("magnet_on", Boolean, nullable=False),
+    Column("ecms_nominal_gev", Float, nullable=False),
+    Column("notes", Text, nullable=False),
+)
+
+qa_variables = Table(
+    "qa_variables",
+    metadata,
+    Column("exp", Integer, primary_key=True),
+    Column("run", Integer, primary_key=True),
+    Column("name", String(200), primary_key=True),
+    Column("detector", String(20), nullable=False),
+    Column("value", Float, nullable=False),
+    Column("error", Float, nullable=False),
+    Column("unit", String(40), nullable=False),
+    Column("computed", UTC_TIME, nullable=False),
+    Index("ix_qa_variable_name", "name", "exp", "run"),
+)
+
+qa_histograms = Table(
+    "qa_histograms",
+    metadata,
+    Column("exp", Integer, primary_key=True),
+    Column("run", Integer, primary_key=True),
+    Column("detector", String(20), primary_key=True),
+    Column("name", String(200), primary_key=True),
+    Column("entries", Float, nullable=False),
+    Column("content", LargeBinary, nullable=False),
+    Column("computed", UTC_TIME, nullable=False),
+)
+
+qa_references = Table(
+    "qa_references",
+    metadata,
+    Column("detector", String(20), primary_key=True),
+    Column("name", String(200), primary_key=True),
+    Column("exp", Integer, nullable=False),
+    Column("run", Integer, nullable=False),
+    Column("method", String(8), nullable=False),
+    Column("options", String(20), nullable=False),
+    Column("min_entries", Float, nullable=False),
+    Column("p_warning", Float, nullable=False),
+    Column("p_error", Float, nullable=False),
+    Column("author", String(200), nullable=False),
+    Column("time", UTC_TIME, nullable=False),
+)
+
+qa_comparisons = Table(
+    "qa_comparisons",
+    metadata,
+    Column("exp", Integer, primary_key=True),
+    Column("run", Integer, primary_key=True),
+    Column("detector", String(20), primary_key=True),
+    Column("name", String(200), primary_key=True),
+    Column("reference_exp", Integer, nullable=False),
+    Column("reference_run", Integer, nullable=False),
+    Column("result", Text, nullable=False),
+    Column("status", String(10), nullable=False),
+    Column("evaluated", UTC_TIME, nullable=False),
+)
+
+qa_flags = Table(
+    "qa_flags",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("exp", Integer, nullable=False),
+    Column("run", Integer, nullable=False),
+    Column("detector", String(20), nullable=False),
+    Column("flag", String(12), nullable=False),
+    Column("comment", Text, nullable=False),
+    Column("author", String(200), nullable=False),
+    Column("time", UTC_TIME, nullable=False),
+    CheckConstraint(f"flag IN {DQ_FLAGS!r}", name="ck_qa_flag"),
+    Index("ix_qa_flags_run", "exp", "run", "detector"),
+)
+
+qa_run_states = Table(
+    "qa_run_states",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("exp", Integer, nullable=False),
+    Column("run", Integer, nullable=False),
+    Column("state", String(12), nullable=False),
+    Column("comment", Text, nullable=False),
+    Column("author", String(200), nullable=False),
+    Column("time", UTC_TIME, nullable=False),
+    CheckConstraint(f"state IN {RUN_STATES!r}", name="ck_qa_run_state"),
+    Index("ix_qa_run_states_run", "exp", "run"),
+)
+
+qa_grls = Table(
+    "qa_grls",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("name", String(200), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("expression", Text, nullable=False),
+    Column("description", Text, nullable=False),
+    Column("content", Text, nullable=False),
+    Column("author", String(200), nullable=False),
+    Column("created", UTC_TIME, nullable=False),
+    UniqueConstraint("name", "version", name="uq_qa_grl_version"),
+)
+
+qa_users = Table(
+    "qa_users",
+    metadata,
+    Column("name", String(200), primary_key=True),
+    Column("role", String(12), nullable=False),
+    Column("detectors", String(200), nullable=False),
+    Column("password", String(300), nullable=False),
+    Column("created", UTC_TIME, nullable=False),
+    Column("author", String(200), nullable=False),
+    CheckConstraint(f"role IN {ROLES!r}", name="ck_qa_user_role"),
+)
+
+
+def __dir__() -> list[str]:
+    return __all__
