@@ -13,7 +13,7 @@
 
 The apps only lay out and plot what the :mod:`b2calib` library answers; the library never
 imports Panel. Each app is a ``pn.viewable.Viewer`` constructible in a plain Python process, e.g.
-``SignOff(db=QADatabase(url), user=db.user("alice"))``.
+``SignOff(db=QADatabase(url), user=db.users.get("alice"))``.
 """
 
 from __future__ import annotations

@@ -59,7 +59,7 @@ def session_user(db: Any) -> Any:
     if name is None:
         return None
     try:
-        return db.user(name)
+        return db.users.get(name)
     except B2CalibError:
         return None
 
@@ -98,7 +98,7 @@ def histogram_pair(key: str, exp: int, run: int, detector: str, name: str) -> di
     """Bin edges and contents of a run's QA histogram and of its reference (scaled to the run's
     entries); only these aggregates reach the browser."""
     db = _DATABASES[key]
-    h = db.histogram(exp, run, detector, name)
+    h = db.histograms.get(exp, run, detector, name)
     out: dict[str, Any] = {
         "edges": [np.asarray(ax.edges) for ax in h.axes],
         "label": [str(ax.label or ax.name or "") for ax in h.axes],
@@ -106,10 +106,10 @@ def histogram_pair(key: str, exp: int, run: int, detector: str, name: str) -> di
         "ref_values": None,
         "ref_run": None,
     }
-    ref = db.reference(detector, name)
+    ref = db.histograms.reference(detector, name)
     if ref is not None:
         try:
-            rh = db.histogram(ref.exp, ref.run, detector, name)
+            rh = db.histograms.get(ref.exp, ref.run, detector, name)
         except B2CalibError:
             rh = None
         if rh is not None:

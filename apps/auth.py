@@ -1,7 +1,7 @@
 """Login against the QA database: a Bokeh/Panel auth provider with hashed passwords.
 
 Panel's ``--basic-auth`` compares plain-text passwords; this provider instead checks a login with
-:meth:`b2calib.qa.store.QADatabase.authenticate` (scrypt hashes compared in constant time) and
+:meth:`b2calib.qa.store.Users.authenticate` (scrypt hashes compared in constant time) and
 keeps the login in a cookie signed with the server's cookie secret (``pn.state.user`` then
 returns it). With ``allow_anonymous`` a visitor who has not logged in may read every app as
 *anonymous*; anonymous users never write.
@@ -285,7 +285,7 @@ class DatabaseAuthProvider(AuthProvider):
     Parameters
     ----------
     authenticate
-        ``(name, password) -> User | None``, normally ``QADatabase.authenticate``.
+        ``(name, password) -> User | None``, normally ``QADatabase.users.authenticate``.
     cookie_secret
         Secret signing the login cookie (the server's ``cookie_secret``).
     allow_anonymous

@@ -35,11 +35,11 @@ class Index(pn.viewable.Viewer):
 
     def summary(self) -> str:
         """'12 runs in exp 12; run states: 10 OPEN, 2 SIGNOFF; ...' (markdown)."""
-        runs = list(self.db.runs())
+        runs = list(self.db.runs.select())
         if not runs:
             return "The database holds no runs yet (`b2calib qa import-runs`)."
         exps = sorted({r.exp for r in runs})
-        states = Counter(self.db.run_states().values())
+        states = Counter(self.db.certification.states().values())
         lumi = sum(r.lumi_pb for r in runs) / 1000.0
         state_text = ", ".join(f"{n} {s}" for s, n in sorted(states.items()))
         return (

@@ -65,7 +65,7 @@ class QAM(pn.viewable.Viewer):
             raise TypeError("QAM needs db=QADatabase(...)")
         self._key = db_key(self.db)
         self.user = session_user(self.db)
-        runs = self.db.runs()
+        runs = self.db.runs.select()
         exps = sorted({r.exp for r in runs})
         self.param.exp.objects = exps
         dets: list[str] = []
@@ -83,7 +83,9 @@ class QAM(pn.viewable.Viewer):
     # --------------------------------------------------------------------- options
     def _selected_runs(self) -> list[Any]:
         run_type = None if self.run_type == ALL else self.run_type
-        return list(self.db.runs(exp=self.exp, first=self.first, last=self.last, run_type=run_type))
+        return list(
+            self.db.runs.select(exp=self.exp, first=self.first, last=self.last, run_type=run_type)
+        )
 
     @param.depends("exp", "first", "last", "run_type", watch=True)
     def _update_runs(self) -> None:
@@ -98,7 +100,7 @@ class QAM(pn.viewable.Viewer):
     @param.depends("detector", "exp", watch=True)
     def _update_variables(self) -> None:
         order = {name: i for i, name in enumerate(VARIABLES)}  # physics (mumu) ones first
-        names = sorted(self.db.variable_names(), key=lambda n: (order.get(n, len(order)), n))
+        names = sorted(self.db.runs.variable_names(), key=lambda n: (order.get(n, len(order)), n))
         if self.detector != ALL:
             names = [n for n in names if self._variable_detector.get(n) == self.detector]
         self.param.variable.objects = names
@@ -112,7 +114,7 @@ class QAM(pn.viewable.Viewer):
         if not self.variable:
             return pn.pane.Markdown("No monitoring variables in the database yet.")
         run_type = None if self.run_type == ALL else self.run_type
-        t = self.db.trend(
+        t = self.db.runs.trend(
             self.variable, exp=self.exp, first=self.first, last=self.last, run_type=run_type
         )
         df = pd.DataFrame(
@@ -171,10 +173,12 @@ class QAM(pn.viewable.Viewer):
         """The QA histograms of the chosen run over their references, worst first."""
         if self.run is None:
             return pn.pane.Markdown("No run selected.")
-        keys = list(self.db.histogram_keys(self.exp, self.run))
+        keys = list(self.db.histograms.keys(self.exp, self.run))
         if self.detector != ALL:
             keys = [k for k in keys if k[0] == self.detector]
-        stored = {(s.detector, s.name): s for s in self.db.comparisons(self.exp, self.run)}
+        stored = {
+            (s.detector, s.name): s for s in self.db.histograms.comparisons(self.exp, self.run)
+        }
 
         def severity(k: tuple[str, str]) -> int:
             s = stored.get(k)
@@ -212,7 +216,7 @@ class QAM(pn.viewable.Viewer):
                 "error": v.error,
                 "unit": getattr(v, "unit", ""),
             }
-            for v in self.db.variables(self.exp, self.run)
+            for v in self.db.runs.variables(self.exp, self.run)
             if self.detector == ALL or getattr(v, "detector", "") == self.detector
         ]
         df = pd.DataFrame(rows, columns=["detector", "variable", "value", "error", "unit"])

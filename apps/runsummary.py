@@ -67,7 +67,7 @@ class RunSummary(pn.viewable.Viewer):
         if self.db is None:
             raise TypeError("RunSummary needs db=QADatabase(...)")
         self.user = session_user(self.db)
-        self.param.exp.objects = [ALL, *sorted({r.exp for r in self.db.runs()})]
+        self.param.exp.objects = [ALL, *sorted({r.exp for r in self.db.runs.select()})]
         self.table = pn.widgets.Tabulator(
             self.frame(),
             show_index=False,
@@ -91,9 +91,9 @@ class RunSummary(pn.viewable.Viewer):
     def _lumi(
         self, name: str, exp: int | None, run_type: str | None
     ) -> dict[tuple[int, int], float]:
-        if name not in set(self.db.variable_names()):
+        if name not in set(self.db.runs.variable_names()):
             return {}
-        t = self.db.trend(name, exp=exp, run_type=run_type)
+        t = self.db.runs.trend(name, exp=exp, run_type=run_type)
         return {
             (int(e), int(r)): float(v)
             for e, r, v in zip(t.exp, t.run, t.value, strict=True)
@@ -104,7 +104,7 @@ class RunSummary(pn.viewable.Viewer):
         """The table of the runs selected by the filters."""
         exp = None if self.exp == ALL else int(self.exp)
         run_type = None if self.run_type == ALL else self.run_type
-        runs = list(self.db.runs(exp=exp, run_type=run_type))
+        runs = list(self.db.runs.select(exp=exp, run_type=run_type))
         bhabha = self._lumi(LUMI_VARIABLES["bhabha"], exp, run_type)
         gg = self._lumi(LUMI_VARIABLES["gamma_gamma"], exp, run_type)
         rows = []

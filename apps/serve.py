@@ -80,7 +80,7 @@ def make_server(
         raise ConfigError("--cookie-secret must have at least 16 characters")
     secret = cookie_secret or secrets.token_urlsafe(32)
     _SERVED["db"] = db
-    provider = DatabaseAuthProvider(db.authenticate, secret, allow_anonymous=allow_anonymous)
+    provider = DatabaseAuthProvider(db.users.authenticate, secret, allow_anonymous=allow_anonymous)
     pages = {path or "/": _page(module) for path, (_, module) in APPS.items()}
     titles = {path or "/": title for path, (title, _) in APPS.items()}
     origins = {f"{host}:{port}" for host in (address, "localhost", "127.0.0.1")}

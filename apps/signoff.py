@@ -79,7 +79,7 @@ class SignOff(pn.viewable.Viewer):
         if pn.state.curdoc is not None and pn.state.curdoc.session_context is not None:
             self.user = session_user(self.db)  # served: the login decides, nothing else
         self._key = db_key(self.db)
-        runs = list(self.db.runs())
+        runs = list(self.db.runs.select())
         exps = sorted({r.exp for r in runs})
         self.param.exp.objects = exps
         if exps and self.exp not in exps:
@@ -183,14 +183,16 @@ class SignOff(pn.viewable.Viewer):
     # --------------------------------------------------------------------------- grid
     def _grid_runs(self) -> list[Any]:
         run_type = None if self.run_type == ALL else self.run_type
-        return list(self.db.runs(exp=self.exp, first=self.first, last=self.last, run_type=run_type))
+        return list(
+            self.db.runs.select(exp=self.exp, first=self.first, last=self.last, run_type=run_type)
+        )
 
     def _grid_frame(self) -> pd.DataFrame:
         """One row per run: exp, run, type, then the current flag of each detector."""
         runs = self._grid_runs()
-        flags = self.db.flag_grid(exp=self.exp, first=self.first, last=self.last)
-        self._auto = self.db.auto_status_grid(exp=self.exp, first=self.first, last=self.last)
-        states = self.db.run_states(exp=self.exp, first=self.first, last=self.last)
+        flags = self.db.certification.flag_grid(exp=self.exp, first=self.first, last=self.last)
+        self._auto = self.db.status.grid(exp=self.exp, first=self.first, last=self.last)
+        states = self.db.certification.states(exp=self.exp, first=self.first, last=self.last)
         rows = []
         for r in runs:
             f = flags.get((r.exp, r.run), {})
@@ -250,7 +252,7 @@ class SignOff(pn.viewable.Viewer):
             return "Read only: log in to set flags."
         if not self.user.can_flag(det):
             return f"{describe_user(self.user)} may not flag {det}."
-        if self.db.run_state(exp, run).state == "COMPLETED":
+        if self.db.certification.state(exp, run).state == "COMPLETED":
             return f"Run {exp}/{run} is COMPLETED: a manager must reopen it first."
         return None
 
@@ -261,11 +263,11 @@ class SignOff(pn.viewable.Viewer):
             w.disabled = refusal is not None
         if self.selected is not None:
             exp, run, det = self.selected
-            current = self.db.flags(exp, run).get(det)
+            current = self.db.certification.flags(exp, run).get(det)
             self.flag_select.value = current.flag if current is not None else "NOTSET"
             if refusal is not None:
                 self._say(refusal, "secondary")
-        state = self.db.run_state(*self.selected[:2]).state if self.selected else None
+        state = self.db.certification.state(*self.selected[:2]).state if self.selected else None
         u = self.user
         can_move = u is not None and u.role in ("expert", "manager")
         manager = u is not None and u.is_manager
@@ -286,7 +288,9 @@ class SignOff(pn.viewable.Viewer):
             self._say("Read only: log in to set flags.", "danger")
             return
         try:
-            entry = self.db.set_flag(exp, run, det, flag, user=self.user, comment=comment)
+            entry = self.db.certification.set_flag(
+                exp, run, det, flag, user=self.user, comment=comment
+            )
         except PermissionDenied as err:
             self._say(f"Refused: {err}", "danger")
             return
@@ -310,7 +314,7 @@ class SignOff(pn.viewable.Viewer):
             return
         exp, run, _ = self.selected
         try:
-            self.db.set_run_state(
+            self.db.certification.set_state(
                 exp, run, state, user=self.user, comment=(self.workflow_comment.value or "").strip()
             )
         except PermissionDenied as err:
@@ -331,11 +335,11 @@ class SignOff(pn.viewable.Viewer):
         if self.selected is None:
             return pn.pane.Markdown("Click a detector cell of the grid to see its evidence.")
         exp, run, det = self.selected
-        auto = self.db.auto_status(exp, run).get(det, "NONE")
+        auto = self.db.status.get(exp, run).get(det, "NONE")
         colour = STATUS_COLORS.get(auto, STATUS_COLORS["NONE"])
-        current = self.db.flags(exp, run).get(det)
+        current = self.db.certification.flags(exp, run).get(det)
         flag = current.flag if current is not None else "NOTSET"
-        state = self.db.run_state(exp, run)
+        state = self.db.certification.state(exp, run)
         head = pn.pane.HTML(
             f'<div id="evidence-head"><b style="font-size:1.2em">Run {exp}/{run}, {det}</b>'
             f' &nbsp; flag <span id="current-flag" style="{_flag_style(flag)};padding:2px 6px">'
@@ -344,7 +348,7 @@ class SignOff(pn.viewable.Viewer):
             f' &nbsp; run state <b id="run-state">{state.state}</b></div>',
             sizing_mode="stretch_width",
         )
-        stored = [s for s in self.db.comparisons(exp, run) if s.detector == det]
+        stored = [s for s in self.db.histograms.comparisons(exp, run) if s.detector == det]
         plots = [
             pn.pane.HoloViews(histogram_plot(self._key, exp, run, det, s.name, s))
             for s in stored[:6]
@@ -357,7 +361,7 @@ class SignOff(pn.viewable.Viewer):
                     "error": v.error,
                     "unit": getattr(v, "unit", ""),
                 }
-                for v in self.db.variables(exp, run)
+                for v in self.db.runs.variables(exp, run)
                 if getattr(v, "detector", None) == det
             ],
             columns=["variable", "value", "error", "unit"],
@@ -370,7 +374,7 @@ class SignOff(pn.viewable.Viewer):
                     "author": e.author,
                     "comment": e.comment,
                 }
-                for e in self.db.flag_history(exp, run, det)
+                for e in self.db.certification.flag_history(exp, run, det)
             ],
             columns=["time", "flag", "author", "comment"],
         )
@@ -382,7 +386,7 @@ class SignOff(pn.viewable.Viewer):
                     "author": s.author,
                     "comment": s.comment,
                 }
-                for s in self.db.run_state_history(exp, run)
+                for s in self.db.certification.state_history(exp, run)
             ],
             columns=["time", "state", "author", "comment"],
         )
@@ -410,7 +414,7 @@ class SignOff(pn.viewable.Viewer):
 
     # -------------------------------------------------------------------- good-run lists
     def _refresh_grls(self) -> None:
-        names = [g.name for g in self.db.grls()]
+        names = [g.name for g in self.db.grls.latest()]
         self.grl_select.options = names
         if names and self.grl_select.value not in names:
             self.grl_select.value = names[-1]
@@ -419,7 +423,7 @@ class SignOff(pn.viewable.Viewer):
     def _current_grl(self) -> Any:
         if not self.grl_select.value:
             return None
-        return self.db.grl(self.grl_select.value)
+        return self.db.grls.get(self.grl_select.value)
 
     def _show_grl(self) -> None:
         g = self._current_grl()
@@ -460,7 +464,7 @@ class SignOff(pn.viewable.Viewer):
             self._grl_say("Read only: log in as a manager to make good-run lists.", "danger")
             return
         try:
-            g = self.db.make_grl(
+            g = self.db.grls.make(
                 name,
                 self.grl_expression.value,
                 user=self.user,

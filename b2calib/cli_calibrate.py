@@ -122,7 +122,7 @@ def calibrate(
     # the calibrations' data-quality filters read the flags certified in this database
     qdb = QADatabase(db.url)
     try:
-        registry = qdb.with_certified_flags(RunRegistry.load(Path(data) / "runs.json"))
+        registry = qdb.runs.with_certified_flags(RunRegistry.load(Path(data) / "runs.json"))
     finally:
         qdb.close()
     try:

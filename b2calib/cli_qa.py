@@ -97,7 +97,7 @@ def _authenticate(qdb: QADatabase, user_name: str | None) -> User:
     if not user_name:
         raise click.UsageError("this command writes: give --user (or set $B2CALIB_USER)")
     password = os.environ.get("B2CALIB_PASSWORD") or _read_password(twice=False)
-    user = qdb.authenticate(user_name, password)
+    user = qdb.users.authenticate(user_name, password)
     if user is None:
         raise click.ClickException(f"user {user_name!r}: wrong name or password")
     return user
@@ -161,7 +161,7 @@ def qa_collect(
     from b2calib.runs import RunRegistry
 
     registry = RunRegistry.load(data / "runs.json")
-    qdb.import_runs(registry)
+    qdb.runs.import_runs(registry)
     results = collect_qa(
         data,
         exp=exp,
@@ -172,11 +172,11 @@ def qa_collect(
         on_error="stop" if stop_on_bad_file else "skip",
     )
     for rq in results:
-        qdb.store_run_qa(rq)
+        qdb.histograms.store_run(rq)
     grid: dict[tuple[int, int], dict[str, str]] = {}
-    if results and qdb.references():
+    if results and qdb.histograms.references():
         first, last = min(rq.run for rq in results), max(rq.run for rq in results)
-        grid = qdb.evaluate_all(exp=exp, first=first, last=last)
+        grid = qdb.status.evaluate_all(exp=exp, first=first, last=last)
     rows = []
     for rq in results:
         status = grid.get((rq.exp, rq.run), {})
@@ -230,13 +230,13 @@ def qa_reference_set(
             raise click.BadParameter(f"{h!r} is not DETECTOR/NAME", param_hint="HISTOGRAMS")
         keys.append((det, hname))
     if all_:
-        keys = qdb.histogram_keys(exp, run)
+        keys = qdb.histograms.keys(exp, run)
         if not keys:
             raise click.ClickException(f"run ({exp}, {run}) has no QA histograms stored")
     for det, hname in keys:
-        _, _, defaults = qdb.reference_defaults(det, hname)
+        _, _, defaults = qdb.histograms.reference_defaults(det, hname)
         floor = defaults.min_entries if min_entries is None else min_entries
-        ref = qdb.set_reference(
+        ref = qdb.histograms.set_reference(
             det,
             hname,
             exp,
@@ -263,7 +263,7 @@ def qa_reference_list(qdb: QADatabase) -> None:
             r.thresholds.p_warning,
             r.thresholds.p_error,
         ]
-        for r in qdb.references().values()
+        for r in qdb.histograms.references().values()
     ]
     header = ["histogram", "exp", "run", "method", "options", "min entries", "p warn", "p err"]
     click.echo(_table(header, sorted(rows)) if rows else "no references")
@@ -276,7 +276,7 @@ def qa_reference_list(qdb: QADatabase) -> None:
 def qa_evaluate(qdb: QADatabase, exp: int | None, runs_text: str | None) -> None:
     """Compare the runs' QA histograms with their references and show the automatic status."""
     first, last = _runs_range(runs_text)
-    qdb.evaluate_all(exp=exp, first=first, last=last)
+    qdb.status.evaluate_all(exp=exp, first=first, last=last)
     _status_table(qdb, exp, first, last)
 
 
@@ -293,10 +293,10 @@ def qa_status(qdb: QADatabase, exp: int | None, runs_text: str | None) -> None:
 def _status_table(qdb: QADatabase, exp: int | None, first: int | None, last: int | None) -> None:
     from b2calib.geometry import DETECTORS
 
-    auto = qdb.auto_status_grid(exp=exp, first=first, last=last)
-    states = qdb.run_states(exp=exp, first=first, last=last)
+    auto = qdb.status.grid(exp=exp, first=first, last=last)
+    states = qdb.certification.states(exp=exp, first=first, last=last)
     rows = []
-    for r in qdb.runs(exp=exp, first=first, last=last):
+    for r in qdb.runs.select(exp=exp, first=first, last=last):
         cells = [f"{auto[r.key][d]}/{r.flag(d)}" if d in r.detectors else "-" for d in DETECTORS]
         rows.append([r.exp, r.run, r.run_type, states[r.key], *cells])
     click.echo("automatic status / certified flag")
@@ -309,7 +309,7 @@ def _status_table(qdb: QADatabase, exp: int | None, first: int | None, last: int
 @_uses_db
 def qa_trend(qdb: QADatabase, name: str, exp: int | None) -> None:
     """A monitoring variable per physics run, with its band and each run's status."""
-    tr = qdb.trend(name, exp=exp)
+    tr = qdb.runs.trend(name, exp=exp)
     lo, hi = tr.band
     unit = f" [{tr.unit}]" if tr.unit else ""
     click.echo(f"{tr.name}{unit} ({tr.detector}): band {lo:.6g} .. {hi:.6g}")
@@ -351,7 +351,9 @@ def signoff_flag(
     from b2calib.exceptions import RunNotFoundError
 
     wanted = set(parse_runs(runs_text))
-    runs = [r for r in qdb.runs(exp=exp, first=min(wanted), last=max(wanted)) if r.run in wanted]
+    runs = [
+        r for r in qdb.runs.select(exp=exp, first=min(wanted), last=max(wanted)) if r.run in wanted
+    ]
     if len(wanted) == 1 and not runs:
         raise RunNotFoundError(exp, min(wanted))
     if not runs:
@@ -365,7 +367,7 @@ def signoff_flag(
         changes += [(exp, r.run, d, value.upper()) for d in dets]
     if not changes:
         raise click.ClickException(f"{user} may flag none of these detectors")
-    entries = qdb.set_flags(changes, user=user, comment=comment)
+    entries = qdb.certification.set_flags(changes, user=user, comment=comment)
     for run_number in sorted({e.run for e in entries}):
         names = ",".join(e.detector for e in entries if e.run == run_number)
         click.echo(f"run ({exp}, {run_number}) {names}: {value.upper()} by {user.name}")
@@ -380,7 +382,7 @@ def signoff_history(qdb: QADatabase, exp: int, run_number: int, detector: str | 
     """Every flag set for run EXP RUN (or one DETECTOR), oldest first."""
     rows = [
         [e.time, e.detector, e.flag, e.author, e.comment or "-"]
-        for e in qdb.flag_history(exp, run_number, detector)
+        for e in qdb.certification.flag_history(exp, run_number, detector)
     ]
     click.echo(
         _table(["time", "detector", "flag", "author", "comment"], rows)
@@ -413,9 +415,9 @@ def signoff_state(
     COMPLETED: a manager completes and reopens)."""
     if state is not None:
         user = _authenticate(qdb, user_name)
-        qdb.set_run_state(exp, run_number, state.upper(), user=user, comment=comment)
-    history = qdb.run_state_history(exp, run_number)
-    current = qdb.run_state(exp, run_number)
+        qdb.certification.set_state(exp, run_number, state.upper(), user=user, comment=comment)
+    history = qdb.certification.state_history(exp, run_number)
+    current = qdb.certification.state(exp, run_number)
     click.echo(f"run ({exp}, {run_number}): {current.state}")
     if history:
         rows = [[h.time, h.state, h.author, h.comment or "-"] for h in history]
@@ -452,7 +454,7 @@ def grl_make(
     from b2calib.qa.grl import PRESETS
 
     first, last = _runs_range(runs_text)
-    g = qdb.make_grl(
+    g = qdb.grls.make(
         name,
         PRESETS.get(expression, expression),
         user=user,
@@ -473,7 +475,8 @@ def _summary(g: GoodRunList) -> str:
 def grl_list(qdb: QADatabase) -> None:
     """The newest version of every good-run list."""
     rows = [
-        [g.name, g.version, len(g), round(g.lumi_pb, 3), g.author, g.expression] for g in qdb.grls()
+        [g.name, g.version, len(g), round(g.lumi_pb, 3), g.author, g.expression]
+        for g in qdb.grls.latest()
     ]
     header = ["name", "version", "runs", "lumi/pb^-1", "author", "expression"]
     click.echo(_table(header, rows) if rows else "no good-run lists")
@@ -493,7 +496,7 @@ def grl_presets() -> None:
 @_uses_db
 def grl_show(qdb: QADatabase, name: str, version: int | None) -> None:
     """A good-run list's record and its runs (as ranges per experiment)."""
-    g = qdb.grl(name, version)
+    g = qdb.grls.get(name, version)
     ranges = g.to_cms_json()
     click.echo(
         _record(
@@ -563,7 +566,7 @@ def grl_export(
     qdb: QADatabase, name: str, version: int | None, fmt: str, output: Path | None
 ) -> None:
     """Export a good-run list as JSON, CMS-style JSON or CSV."""
-    _write(_export(qdb.grl(name, version), fmt), output)
+    _write(_export(qdb.grls.get(name, version), fmt), output)
 
 
 @grl.command("combine")
@@ -578,7 +581,7 @@ def grl_combine(qdb: QADatabase, a: str, op: str, b: str, fmt: str, output: Path
 
     def get(spec: str) -> GoodRunList:
         name, _, version = spec.partition("@")
-        return qdb.grl(name, int(version) if version else None)
+        return qdb.grls.get(name, int(version) if version else None)
 
     ga, gb = get(a), get(b)
     result = {"and": ga & gb, "or": ga | gb, "minus": ga - gb}[op]
@@ -608,7 +611,7 @@ def user() -> None:
 def user_add(qdb: QADatabase, name: str, role: str, detectors: str) -> None:
     """Add user NAME (the password is asked for twice, or read from standard input)."""
     dets = [d.strip().upper() for d in detectors.split(",") if d.strip()]
-    u = qdb.add_user(name, _read_password(twice=True), role, dets)
+    u = qdb.users.add(name, _read_password(twice=True), role, dets)
     click.echo(f"added {u}")
 
 
@@ -616,7 +619,7 @@ def user_add(qdb: QADatabase, name: str, role: str, detectors: str) -> None:
 @_uses_db
 def user_list(qdb: QADatabase) -> None:
     """Every user with role and detectors."""
-    rows = [[u.name, u.role, ",".join(u.detectors) or "-"] for u in qdb.users()]
+    rows = [[u.name, u.role, ",".join(u.detectors) or "-"] for u in qdb.users.all()]
     click.echo(_table(["name", "role", "detectors"], rows) if rows else "no users")
 
 
@@ -625,7 +628,7 @@ def user_list(qdb: QADatabase) -> None:
 @_uses_db
 def user_remove(qdb: QADatabase, name: str) -> None:
     """Remove user NAME (what they certified stays under their name)."""
-    qdb.remove_user(name)
+    qdb.users.remove(name)
     click.echo(f"removed {name}")
 
 
@@ -634,5 +637,5 @@ def user_remove(qdb: QADatabase, name: str) -> None:
 @_uses_db
 def user_password(qdb: QADatabase, name: str) -> None:
     """Set user NAME's password (asked for twice, or read from standard input)."""
-    qdb.set_password(name, _read_password(twice=True))
+    qdb.users.set_password(name, _read_password(twice=True))
     click.echo(f"password of {name} changed")

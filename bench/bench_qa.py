@@ -75,26 +75,26 @@ def main() -> None:
         runs.append(replace(r, exp=30, run=k + 1, start=start, stop=start + r.duration_s, dq={}))
         sources.append(q)
     t0 = time.perf_counter()
-    db.import_runs(runs)
+    db.runs.import_runs(runs)
     t_import = time.perf_counter() - t0
 
     t0 = time.perf_counter()
     for k, q in enumerate(sources):
-        db.store_run_qa(replace(q, exp=30, run=k + 1))
+        db.histograms.store_run(replace(q, exp=30, run=k + 1))
     t_store = (time.perf_counter() - t0) / n
 
-    db.add_user("mgr", "bench-password", "manager")
+    db.users.add("mgr", "bench-password", "manager")
     mgr = User("mgr", "manager")
-    for det, name in db.histogram_keys(30, 1):
-        db.set_reference(det, name, 30, 1)
+    for det, name in db.histograms.keys(30, 1):
+        db.histograms.set_reference(det, name, 30, 1)
     t0 = time.perf_counter()
-    db.evaluate_all(exp=30)
+    db.status.evaluate_all(exp=30)
     t_eval_all = time.perf_counter() - t0
-    t_eval_one, _ = timed(lambda: db.evaluate(30, 2))
+    t_eval_one, _ = timed(lambda: db.status.evaluate(30, 2))
 
-    names = db.variable_names()
+    names = db.runs.variable_names()
     name = "mumu.cdc_hits_per_track" if "mumu.cdc_hits_per_track" in names else names[0]
-    t_trend, trend = timed(lambda: db.trend(name, exp=30))
+    t_trend, trend = timed(lambda: db.runs.trend(name, exp=30))
     bare_sql = sa.text(
         "SELECT v.exp, v.run, v.value, v.error FROM qa_variables v JOIN qa_runs r "
         "ON r.exp = v.exp AND r.run = v.run WHERE v.name = :n AND v.exp = 30 "
@@ -107,21 +107,21 @@ def main() -> None:
 
     t_bare, rows = timed(bare)
     assert len(rows) == len(trend.run) == n  # type: ignore[arg-type]
-    t_grid_auto, grid = timed(lambda: db.auto_status_grid(exp=30), repeat=1)
+    t_grid_auto, grid = timed(lambda: db.status.grid(exp=30), repeat=1)
     assert len(grid) == n  # type: ignore[arg-type]
 
     t0 = time.perf_counter()
     sample_flags = range(1, min(n, 100) + 1)
     for run in sample_flags:
         for det in runs[run - 1].detectors:
-            db.set_flag(30, run, det, "GOOD", user=mgr, comment="bench")
+            db.certification.set_flag(30, run, det, "GOOD", user=mgr, comment="bench")
     t_flag = (time.perf_counter() - t0) / sum(len(runs[r - 1].detectors) for r in sample_flags)
-    t_grid_flags, _ = timed(lambda: db.flag_grid(exp=30))
-    t_registry, _ = timed(lambda: db.registry(exp=30))
-    t_grl, grl = timed(lambda: db.make_grl("bench", "all == GOOD", user=mgr), repeat=1)
+    t_grid_flags, _ = timed(lambda: db.certification.flag_grid(exp=30))
+    t_registry, _ = timed(lambda: db.runs.registry(exp=30))
+    t_grl, grl = timed(lambda: db.grls.make("bench", "all == GOOD", user=mgr), repeat=1)
 
-    det, hname = db.histogram_keys(30, 2)[0]
-    h = db.histogram(30, 2, det, hname)
+    det, hname = db.histograms.keys(30, 2)[0]
+    h = db.histograms.get(30, 2, det, hname)
     trend_bytes = len(trend.run) * (8 * 4 + 8)  # exp, run, value, error + a status code
     hist_bytes = 2 * h.values().size * 8
     size_mb = db_path.stat().st_size / 2**20

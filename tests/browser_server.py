@@ -33,15 +33,17 @@ def prepare_database(sample: Path, path: Path) -> str:
     url = f"sqlite:///{path}"
     db = QADatabase(url)
     registry = RunRegistry.load(sample / "runs.json")
-    db.import_runs(registry)
+    db.runs.import_runs(registry)
     for qa in collect_qa(sample, registry=registry):
-        db.store_run_qa(qa)
-    for det, name in db.histogram_keys(*REFERENCE_RUN):
-        db.set_reference(det, name, *REFERENCE_RUN, thresholds=Thresholds(min_entries=10))
+        db.histograms.store_run(qa)
+    for det, name in db.histograms.keys(*REFERENCE_RUN):
+        db.histograms.set_reference(
+            det, name, *REFERENCE_RUN, thresholds=Thresholds(min_entries=10)
+        )
     for r in registry:
-        db.evaluate(r.exp, r.run)
+        db.status.evaluate(r.exp, r.run)
     for name, (password, role, dets) in USERS.items():
-        db.add_user(name, password, role, dets)
+        db.users.add(name, password, role, dets)
     return url
 
 

@@ -181,7 +181,7 @@ def test_inconsistent_settings_refused(kw: dict[str, Any]) -> None:
 
 # ------------------------------------------------------------------------ login handler
 class Authenticate:
-    """A stand-in for ``QADatabase.authenticate`` that records its calls."""
+    """A stand-in for ``QADatabase.users.authenticate`` that records its calls."""
 
     def __init__(self) -> None:
         self.calls: list[str] = []

@@ -114,9 +114,9 @@ def test_viewers_build_without_server_and_library_refusals_are_shown(db_url: str
         assert doc.roots
     # outside a server nobody is logged in unless the caller says who writes
     assert SignOff(db=db).user is None
-    alice = db.user("alice")
+    alice = db.users.get("alice")
     s = SignOff(db=db, user=alice)
-    before = db.flag_history(12, 10, "ECL")
+    before = db.certification.flag_history(12, 10, "ECL")
     s.selected = (12, 10, "ECL")
     assert s.set_button.disabled
     # a click that reaches the server anyway is refused by the library, and said so
@@ -125,13 +125,13 @@ def test_viewers_build_without_server_and_library_refusals_are_shown(db_url: str
     s.set_button.clicks += 1
     assert s.message.object.startswith("Refused: ")
     assert s.message.alert_type == "danger"
-    assert db.flag_history(12, 10, "ECL") == before
+    assert db.certification.flag_history(12, 10, "ECL") == before
     # her own detector: written, with her as the author
     s.selected = (12, 10, "CDC")
     s.flag_select.value = "RECOVERABLE"
     s.comment.value = "recoverable after the CDC t0 recalibration"
     s.set_button.clicks += 1
-    entry = db.flags(12, 10)["CDC"]
+    entry = db.certification.flags(12, 10)["CDC"]
     assert (entry.flag, entry.author) == ("RECOVERABLE", "alice")
     assert s.grid.value.set_index("run").at[10, "CDC"] == "RECOVERABLE"
 
@@ -236,7 +236,7 @@ def test_expert_sets_flag_seen_in_grid_history_and_after_restart(
         expect(page.locator("#current-flag")).to_have_text("BAD")
         context.close()
     # the library recorded it with the logged-in author
-    entry = db.flags(12, 3)["CDC"]
+    entry = db.certification.flags(12, 3)["CDC"]
     assert (entry.flag, entry.author, entry.comment) == ("BAD", "alice", comment)
     with Server(db_url) as second:  # a new server process (new cookie secret: log in again)
         context = browser.new_context(viewport={"width": 1400, "height": 1000})
@@ -263,7 +263,7 @@ def test_expert_refused_on_another_detector(page: Page, server: Server, db_url: 
     # her own detector of the same run is open to her
     open_cell(page, 4, "CDC")
     expect(page.locator(".set-flag button")).to_be_enabled()
-    assert db.flag_history(12, 4, "ECL") == []
+    assert db.certification.flag_history(12, 4, "ECL") == []
     # logging out ends the login
     page.locator("#logout-link").click()
     expect(page.locator("#logged-out")).to_be_visible()
@@ -273,7 +273,7 @@ def test_expert_refused_on_another_detector(page: Page, server: Server, db_url: 
 
 def test_anonymous_reads_but_never_writes(page: Page, db_url: str) -> None:
     db = QADatabase(db_url)
-    before = db.flag_history(12, 5)
+    before = db.certification.flag_history(12, 5)
     with Server(db_url, "--allow-anonymous") as anon:
         page.goto(anon.base + "/signoff")
         expect(page).to_have_url(anon.base + "/signoff")
@@ -290,7 +290,7 @@ def test_anonymous_reads_but_never_writes(page: Page, db_url: str) -> None:
         # Panel's unsigned guest cookie does not turn a visitor into a user called "guest"
         page.goto(anon.base + "/login")
         expect(page.locator("#anonymous-link")).to_be_visible()
-    assert db.flag_history(12, 5) == before
+    assert db.certification.flag_history(12, 5) == before
 
 
 def test_manager_moves_run_through_workflow(page: Page, server: Server, db_url: str) -> None:
@@ -303,7 +303,7 @@ def test_manager_moves_run_through_workflow(page: Page, server: Server, db_url: 
     page.locator(".complete-run button").click()
     expect(page.locator("#run-state")).to_have_text("COMPLETED")
     expect(grid_cell(page, 9, "state")).to_have_text("COMPLETED")
-    state = db.run_state(12, 9)
+    state = db.certification.state(12, 9)
     assert (state.state, state.author) == ("COMPLETED", "boss")
     # a completed run takes no flag, from anybody, until a manager reopens it
     open_cell(page, 9, "ECL")
@@ -312,22 +312,26 @@ def test_manager_moves_run_through_workflow(page: Page, server: Server, db_url: 
     page.locator(".reopen-run button").click()
     expect(page.locator("#run-state")).to_have_text("OPEN")
     expect(page.locator(".set-flag button")).to_be_enabled()
-    assert [s.state for s in db.run_state_history(12, 9)] == ["SIGNOFF", "COMPLETED", "OPEN"]
+    assert [s.state for s in db.certification.state_history(12, 9)] == [
+        "SIGNOFF",
+        "COMPLETED",
+        "OPEN",
+    ]
 
 
 # ---------------------------------------------------------------------- good-run lists
 def test_manager_makes_and_exports_good_run_list(page: Page, server: Server, db_url: str) -> None:
     db = QADatabase(db_url)
-    boss = db.user("boss")
-    for r in db.runs():
+    boss = db.users.get("boss")
+    for r in db.runs.select():
         for det in r.detectors:
             bad = (r.run, det) == (7, "TOP")
-            if det not in db.flags(r.exp, r.run):
-                db.set_flag(r.exp, r.run, det, "BAD" if bad else "GOOD", user=boss,
+            if det not in db.certification.flags(r.exp, r.run):
+                db.certification.set_flag(r.exp, r.run, det, "BAD" if bad else "GOOD", user=boss,
                             comment="test: bulk certification")  # fmt: skip
     expected = {
         r.key
-        for r in db.runs()
+        for r in db.runs.select()
         if r.run_type == "physics"
         and r.beam_energy == "4S"
         and all(r.flag(d) == "GOOD" for d in r.detectors)
@@ -341,12 +345,12 @@ def test_manager_makes_and_exports_good_run_list(page: Page, server: Server, db_
     page.locator(".grl-preset select").select_option("physics_4s_good")
     page.locator(".grl-make button").click()
     expect(page.locator(".grl-message")).to_contain_text("Made golden version 1")
-    grl = db.grl("golden")
+    grl = db.grls.get("golden")
     assert grl.author == "boss"
     assert grl.version == 1
     assert {r.key for r in grl.runs} == expected
     expect(page.locator("#grl-lumi")).to_have_text(f"{grl.lumi_pb / 1000.0:.4f}")
-    lumi = sum(r.lumi_pb for r in db.runs() if r.key in expected)
+    lumi = sum(r.lumi_pb for r in db.runs.select() if r.key in expected)
     assert grl.lumi_pb == pytest.approx(lumi, rel=1e-12)
 
     files = {}
@@ -387,7 +391,7 @@ def test_screenshots_of_every_app(page: Page, server: Server, db_url: str) -> No
     type_filter = page.locator('.run-summary .tabulator-col[tabulator-field="type"] input')
     type_filter.fill("cosmic")
     type_filter.press("Enter")
-    cosmic = {r.run for r in QADatabase(db_url).runs(run_type="cosmic")}
+    cosmic = {r.run for r in QADatabase(db_url).runs.select(run_type="cosmic")}
     expect(page.locator(".run-summary .tabulator-row")).to_have_count(len(cosmic))
     with page.expect_download() as download:
         page.locator(".download-csv").click()

@@ -546,10 +546,10 @@ def test_dq_filters_read_the_flags_certified_in_the_database(
     assert "test-offset: NOT_ENOUGH_DATA" in before.output
     assert "no input run" in before.output
     qdb = QADatabase(url)
-    qdb.import_runs(RunRegistry.load(data / "runs.json"))
-    dqm = qdb.add_user("dqm", "secret", "manager")
-    qdb.set_flags([(1, r, "CDC", "GOOD") for r in (2, 4, 6, 7)], user=dqm, comment="")
-    qdb.set_flags([(1, 7, "CDC", "BAD")], user=dqm, comment="HV trip")
+    qdb.runs.import_runs(RunRegistry.load(data / "runs.json"))
+    dqm = qdb.users.add("dqm", "secret", "manager")
+    qdb.certification.set_flags([(1, r, "CDC", "GOOD") for r in (2, 4, 6, 7)], user=dqm, comment="")
+    qdb.certification.set_flags([(1, 7, "CDC", "BAD")], user=dqm, comment="HV trip")
     qdb.close()
     after = CliRunner().invoke(cli, [*base, "--staging", "after"])
     assert "runs 3 (1.2..1.6)" in after.output, after.output

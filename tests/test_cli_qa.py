@@ -68,9 +68,9 @@ def test_collect_evaluate_status_trend(collected: dict[str, str]) -> None:
     assert run2["CDC"] == "GOOD/NOTSET"  # compared with itself
     assert all(r[3] == "OPEN" for r in rows)
     qdb = QADatabase(env["B2CALIB_DB"])
-    name = qdb.variable_names()[0]
+    name = qdb.runs.variable_names()[0]
     trend = table(run(env, "qa", "trend", name, "--exp", 12))
-    assert len(trend) == len(qdb.trend(name, exp=12)) > 5
+    assert len(trend) == len(qdb.runs.trend(name, exp=12)) > 5
     assert [r[1] for r in table(run(env, "qa", "status", "--runs", "3-4"))] == ["3", "4"]
     one = run(env, "qa", "reference", "set", 12, 3, "CDC/hits_per_track", "--method", "ks")
     assert one.strip() == "CDC/hits_per_track: reference run (12, 3), ks UU"
@@ -139,7 +139,7 @@ def test_good_run_lists_from_the_command_line(collected: dict[str, str], tmp_pat
     env = collected
     mona = as_user(env, "mona", "mona-pw")
     qdb = QADatabase(env["B2CALIB_DB"])
-    physics = [r for r in qdb.runs(exp=12) if r.run_type == "physics"]
+    physics = [r for r in qdb.runs.select(exp=12) if r.run_type == "physics"]
     for r in physics:
         for det in r.detectors:
             flag = "BAD" if (r.run, det) == (5, "TOP") else "GOOD"

@@ -30,11 +30,11 @@ def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[QADatabase]:
     else:
         url = str(request.getfixturevalue("postgres_url"))
     qa = QADatabase(url, author="admin")
-    qa.import_runs(_runs())
-    qa.add_user("mona", "m-secret", "manager")
-    qa.add_user("carl", "c-secret", "expert", ["CDC", "ECL"])
-    qa.add_user("vera", "v-secret", "viewer")
-    qa.add_user("pia", "p-secret", "expert", ["PXD"])
+    qa.runs.import_runs(_runs())
+    qa.users.add("mona", "m-secret", "manager")
+    qa.users.add("carl", "c-secret", "expert", ["CDC", "ECL"])
+    qa.users.add("vera", "v-secret", "viewer")
+    qa.users.add("pia", "p-secret", "expert", ["PXD"])
     yield qa
     qa.close()
 
@@ -85,13 +85,13 @@ def test_passwords_are_salted_hashes_never_plain_text(db: QADatabase) -> None:
 
 
 def test_authenticate(db: QADatabase) -> None:
-    assert db.authenticate("carl", "c-secret") == CARL
-    assert db.authenticate("carl", "m-secret") is None
-    assert db.authenticate("nobody", "c-secret") is None
-    assert db.users() == [CARL, MONA, PIA, VERA]
-    db.set_password("carl", "new one")
-    assert db.authenticate("carl", "c-secret") is None
-    assert db.authenticate("carl", "new one") == CARL
+    assert db.users.authenticate("carl", "c-secret") == CARL
+    assert db.users.authenticate("carl", "m-secret") is None
+    assert db.users.authenticate("nobody", "c-secret") is None
+    assert db.users.all() == [CARL, MONA, PIA, VERA]
+    db.users.set_password("carl", "new one")
+    assert db.users.authenticate("carl", "c-secret") is None
+    assert db.users.authenticate("carl", "new one") == CARL
 
 
 @pytest.mark.parametrize(
@@ -108,37 +108,40 @@ def test_authenticate(db: QADatabase) -> None:
 )
 def test_bad_users_are_refused(db: QADatabase, args: tuple, message: str) -> None:
     with pytest.raises((QAError, ValueError), match=message):
-        db.add_user(*args)
-    assert len(db.users()) == 4
+        db.users.add(*args)
+    assert len(db.users.all()) == 4
 
 
 # -- certification ---------------------------------------------------------------------------
 
 
 def test_flags_keep_every_change(db: QADatabase) -> None:
-    db.set_flag(3, 2, "CDC", "BAD", user=CARL, comment="HV trip")
-    db.set_flag(3, 2, "CDC", "RECOVERABLE", user=CARL, comment="recalibrate")
-    db.set_flag(3, 2, "ECL", "GOOD", user=MONA, comment="shift")
-    db.set_flag(3, 2, "CDC", "GOOD", user=MONA, comment="  fixed by the new x-t  ")
-    history = db.flag_history(3, 2, "CDC")
+    db.certification.set_flag(3, 2, "CDC", "BAD", user=CARL, comment="HV trip")
+    db.certification.set_flag(3, 2, "CDC", "RECOVERABLE", user=CARL, comment="recalibrate")
+    db.certification.set_flag(3, 2, "ECL", "GOOD", user=MONA, comment="shift")
+    db.certification.set_flag(3, 2, "CDC", "GOOD", user=MONA, comment="  fixed by the new x-t  ")
+    history = db.certification.flag_history(3, 2, "CDC")
     assert [(e.flag, e.author, e.comment) for e in history] == [
         ("BAD", "carl", "HV trip"),
         ("RECOVERABLE", "carl", "recalibrate"),
         ("GOOD", "mona", "fixed by the new x-t"),
     ]
     assert all(a.time <= b.time for a, b in itertools.pairwise(history))
-    assert len(db.flag_history(3, 2)) == 4
-    assert {d: e.flag for d, e in db.flags(3, 2).items()} == {"CDC": "GOOD", "ECL": "GOOD"}
-    grid = db.flag_grid(exp=3)
+    assert len(db.certification.flag_history(3, 2)) == 4
+    assert {d: e.flag for d, e in db.certification.flags(3, 2).items()} == {
+        "CDC": "GOOD",
+        "ECL": "GOOD",
+    }
+    grid = db.certification.flag_grid(exp=3)
     assert grid[(3, 2)]["CDC"] == "GOOD"
     assert grid[(3, 2)]["PXD"] == "NOTSET"
     assert "PXD" not in grid[(3, 4)]  # not included in run 4
-    assert db.run(3, 2).dq == {"CDC": "GOOD", "ECL": "GOOD"}
+    assert db.runs.get(3, 2).dq == {"CDC": "GOOD", "ECL": "GOOD"}
 
 
 def test_history_is_append_only_in_the_database_itself(db: QADatabase) -> None:
-    db.set_flag(3, 1, "CDC", "BAD", user=CARL, comment="shift")
-    db.set_run_state(3, 1, "SIGNOFF", user=CARL)
+    db.certification.set_flag(3, 1, "CDC", "BAD", user=CARL, comment="shift")
+    db.certification.set_state(3, 1, "SIGNOFF", user=CARL)
     for sql in (
         "UPDATE qa_flags SET flag = 'GOOD'",
         "DELETE FROM qa_flags",
@@ -147,66 +150,71 @@ def test_history_is_append_only_in_the_database_itself(db: QADatabase) -> None:
     ):
         with pytest.raises(sa.exc.DBAPIError, match="append-only"), db.engine.begin() as conn:
             conn.execute(sa.text(sql))
-    assert db.flags(3, 1)["CDC"].flag == "BAD"
-    assert db.run_state(3, 1).state == "SIGNOFF"
+    assert db.certification.flags(3, 1)["CDC"].flag == "BAD"
+    assert db.certification.state(3, 1).state == "SIGNOFF"
 
 
 def test_who_may_flag(db: QADatabase) -> None:
     with pytest.raises(PermissionDenied, match=r"vera \(viewer\) may not set the CDC flag"):
-        db.set_flag(3, 1, "CDC", "GOOD", user=VERA, comment="shift")
+        db.certification.set_flag(3, 1, "CDC", "GOOD", user=VERA, comment="shift")
     with pytest.raises(PermissionDenied, match=r"carl \(expert of CDC, ECL\) may not set the TOP"):
-        db.set_flag(3, 1, "TOP", "GOOD", user=CARL, comment="shift")
-    db.set_flag(3, 1, "TOP", "GOOD", user=MONA, comment="shift")
-    db.set_flag(3, 1, "PXD", "GOOD", user=PIA, comment="shift")
+        db.certification.set_flag(3, 1, "TOP", "GOOD", user=CARL, comment="shift")
+    db.certification.set_flag(3, 1, "TOP", "GOOD", user=MONA, comment="shift")
+    db.certification.set_flag(3, 1, "PXD", "GOOD", user=PIA, comment="shift")
     # a user who claims rights they no longer have (a stale session) writes nothing
-    db.remove_user("pia")
+    db.users.remove("pia")
     with pytest.raises(PermissionDenied, match="not a current user"):
-        db.set_flag(3, 1, "PXD", "BAD", user=PIA, comment="shift")
+        db.certification.set_flag(3, 1, "PXD", "BAD", user=PIA, comment="shift")
     with pytest.raises(PermissionDenied, match="not a current user"):
-        db.set_flag(3, 1, "CDC", "BAD", user=User("carl", "manager"), comment="shift")
-    assert {d: e.flag for d, e in db.flags(3, 1).items()} == {"TOP": "GOOD", "PXD": "GOOD"}
+        db.certification.set_flag(3, 1, "CDC", "BAD", user=User("carl", "manager"), comment="shift")
+    assert {d: e.flag for d, e in db.certification.flags(3, 1).items()} == {
+        "TOP": "GOOD",
+        "PXD": "GOOD",
+    }
 
 
 def test_bad_flag_requests_name_what_is_wrong(db: QADatabase) -> None:
     with pytest.raises(QAError, match="unknown flag 'FINE'"):
-        db.set_flag(3, 1, "CDC", "FINE", user=MONA, comment="shift")
+        db.certification.set_flag(3, 1, "CDC", "FINE", user=MONA, comment="shift")
     with pytest.raises(QAError, match="unknown detector 'BKLM'"):
-        db.set_flag(3, 1, "BKLM", "GOOD", user=MONA, comment="shift")
+        db.certification.set_flag(3, 1, "BKLM", "GOOD", user=MONA, comment="shift")
     with pytest.raises(RunNotFoundError, match=r"run \(3, 99\)"):
-        db.set_flag(3, 99, "CDC", "GOOD", user=MONA, comment="shift")
-    assert db.flag_history(3, 1) == []
+        db.certification.set_flag(3, 99, "CDC", "GOOD", user=MONA, comment="shift")
+    assert db.certification.flag_history(3, 1) == []
 
 
 def test_run_sign_off_workflow(db: QADatabase) -> None:
-    assert db.run_state(3, 1).state == "OPEN"
+    assert db.certification.state(3, 1).state == "OPEN"
     with pytest.raises(PermissionDenied, match="vera"):
-        db.set_run_state(3, 1, "SIGNOFF", user=VERA)
+        db.certification.set_state(3, 1, "SIGNOFF", user=VERA)
     with pytest.raises(QAError, match="cannot move from OPEN to COMPLETED"):
-        db.set_run_state(3, 1, "COMPLETED", user=MONA)
-    db.set_run_state(3, 1, "SIGNOFF", user=CARL, comment="all flags set")
+        db.certification.set_state(3, 1, "COMPLETED", user=MONA)
+    db.certification.set_state(3, 1, "SIGNOFF", user=CARL, comment="all flags set")
     with pytest.raises(PermissionDenied, match=r"may not move run \(3, 1\) from SIGNOFF to COMP"):
-        db.set_run_state(3, 1, "COMPLETED", user=CARL)
-    db.set_run_state(3, 1, "COMPLETED", user=MONA)
+        db.certification.set_state(3, 1, "COMPLETED", user=CARL)
+    db.certification.set_state(3, 1, "COMPLETED", user=MONA)
     with pytest.raises(PermissionDenied, match="COMPLETED: a manager must reopen it"):
-        db.set_flag(3, 1, "CDC", "BAD", user=MONA, comment="late")
-    db.set_run_state(3, 1, "OPEN", user=MONA, comment="reprocessing")
-    db.set_flag(3, 1, "CDC", "BAD", user=CARL, comment="late")
-    assert [(s.state, s.author) for s in db.run_state_history(3, 1)] == [
+        db.certification.set_flag(3, 1, "CDC", "BAD", user=MONA, comment="late")
+    db.certification.set_state(3, 1, "OPEN", user=MONA, comment="reprocessing")
+    db.certification.set_flag(3, 1, "CDC", "BAD", user=CARL, comment="late")
+    assert [(s.state, s.author) for s in db.certification.state_history(3, 1)] == [
         ("SIGNOFF", "carl"),
         ("COMPLETED", "mona"),
         ("OPEN", "mona"),
     ]
-    assert db.run_states(exp=3)[(3, 1)] == "OPEN"
-    assert db.run_states(exp=3)[(3, 2)] == "OPEN"
+    assert db.certification.states(exp=3)[(3, 1)] == "OPEN"
+    assert db.certification.states(exp=3)[(3, 2)] == "OPEN"
 
 
 def test_the_registry_feeds_calibration_filters(db: QADatabase) -> None:
     for det in DETS:
-        db.set_flag(3, 1, det, "GOOD", user=MONA, comment="shift")
-        db.set_flag(3, 2, det, "GOOD", user=MONA, comment="shift")
-        db.set_flag(3, 3, det, "GOOD" if det != "PXD" else "BAD", user=MONA, comment="shift")
-    db.set_flag(3, 2, "TOP", "RECOVERABLE", user=MONA, comment="shift")
-    reg = db.registry(exp=3)
+        db.certification.set_flag(3, 1, det, "GOOD", user=MONA, comment="shift")
+        db.certification.set_flag(3, 2, det, "GOOD", user=MONA, comment="shift")
+        db.certification.set_flag(
+            3, 3, det, "GOOD" if det != "PXD" else "BAD", user=MONA, comment="shift"
+        )
+    db.certification.set_flag(3, 2, "TOP", "RECOVERABLE", user=MONA, comment="shift")
+    reg = db.runs.registry(exp=3)
     assert isinstance(reg, RunRegistry)
     assert len(reg) == 9
     assert [r.run for r in reg.select(dq="Good")] == [1]
@@ -215,14 +223,14 @@ def test_the_registry_feeds_calibration_filters(db: QADatabase) -> None:
 
 
 def test_runs_import_updates_metadata_not_flags(db: QADatabase) -> None:
-    db.set_flag(3, 1, "CDC", "BAD", user=MONA, comment="shift")
+    db.certification.set_flag(3, 1, "CDC", "BAD", user=MONA, comment="shift")
     runs = _runs()
     changed = Run.from_dict({**runs[0].to_dict(), "lumi_pb": 55.0, "dq": {"CDC": "GOOD"}})
-    assert db.import_runs([changed]) == 1
-    assert db.run(3, 1).lumi_pb == 55.0
-    assert db.run(3, 1).dq == {"CDC": "BAD"}
-    assert [r.run for r in db.runs(exp=3, first=3, last=5)] == [3, 4, 5]
-    assert [r.run for r in db.runs(run_type="cosmic")] == [9]
+    assert db.runs.import_runs([changed]) == 1
+    assert db.runs.get(3, 1).lumi_pb == 55.0
+    assert db.runs.get(3, 1).dq == {"CDC": "BAD"}
+    assert [r.run for r in db.runs.select(exp=3, first=3, last=5)] == [3, 4, 5]
+    assert [r.run for r in db.runs.select(run_type="cosmic")] == [9]
 
 
 # -- histograms, references, automatic status ------------------------------------------------
@@ -236,7 +244,7 @@ def _hist(rng: np.random.Generator, n: int, shift: float = 0.0) -> hist.Hist:
 
 def _store(db: QADatabase, run: int, n: int = 5000, shift: float = 0.0, seed: int = 0) -> None:
     rng = np.random.default_rng(seed + run)
-    db.store_run_qa(
+    db.histograms.store_run(
         RunQA(
             exp=3,
             run=run,
@@ -254,52 +262,52 @@ def test_histograms_round_trip_exactly(db: QADatabase) -> None:
     h = _hist(rng, 1000)
     w = hist.Hist.new.Reg(10, 0, 1, name="y").Var([0, 1, 5], name="z").Weight()
     w.fill(rng.random(100), rng.random(100) * 5, weight=rng.random(100))
-    db.store_run_qa(RunQA(3, 1, [], {("CDC", "a"): h, ("ECL", "w"): w}))
-    assert db.histogram_keys(3, 1) == [("CDC", "a"), ("ECL", "w")]
-    assert db.histogram(3, 1, "CDC", "a") == h
-    back = db.histogram(3, 1, "ECL", "w")
+    db.histograms.store_run(RunQA(3, 1, [], {("CDC", "a"): h, ("ECL", "w"): w}))
+    assert db.histograms.keys(3, 1) == [("CDC", "a"), ("ECL", "w")]
+    assert db.histograms.get(3, 1, "CDC", "a") == h
+    back = db.histograms.get(3, 1, "ECL", "w")
     np.testing.assert_array_equal(back.variances(flow=True), w.variances(flow=True))
     assert back == w
     with pytest.raises(QAError, match=r"QA histogram CDC/b of run \(3, 1\) is not stored"):
-        db.histogram(3, 1, "CDC", "b")
+        db.histograms.get(3, 1, "CDC", "b")
     with pytest.raises(RunNotFoundError, match=r"run \(3, 77\)"):
-        db.store_run_qa(RunQA(3, 77, [], {("CDC", "a"): h}))
+        db.histograms.store_run(RunQA(3, 77, [], {("CDC", "a"): h}))
 
 
 def test_evaluate_compares_with_the_references(db: QADatabase) -> None:
     for run in range(1, 9):
         _store(db, run, shift=0.4 if run == 6 else 0.0, n=50 if run == 7 else 5000)
-    db.set_reference("CDC", "residual", 3, 1)
-    db.set_reference("ECL", "e", 3, 1, method="ks", options="")
+    db.histograms.set_reference("CDC", "residual", 3, 1)
+    db.histograms.set_reference("ECL", "e", 3, 1, method="ks", options="")
     with pytest.raises(QAError, match="unknown comparison method 'kl'"):
-        db.set_reference("ECL", "e", 3, 1, method="kl")
-    status = db.evaluate_all(exp=3)
+        db.histograms.set_reference("ECL", "e", 3, 1, method="kl")
+    status = db.status.evaluate_all(exp=3)
     assert status[(3, 1)]["CDC"] == "GOOD"  # the reference itself
     assert status[(3, 6)]["CDC"] == "ERROR"
     assert status[(3, 6)]["ECL"] == "ERROR"
     assert status[(3, 7)]["CDC"] in ("TOO_FEW", "GOOD", "WARNING")  # variables still judged
     assert status[(3, 9)] == dict.fromkeys(DETS, "NONE")  # no evidence at all
     assert status[(3, 2)]["TOP"] == "NONE"
-    (c6,) = [c for c in db.comparisons(3, 6) if c.detector == "CDC"]
+    (c6,) = [c for c in db.histograms.comparisons(3, 6) if c.detector == "CDC"]
     assert (c6.reference_exp, c6.reference_run, c6.comparison.method) == (3, 1, "chi2")
     assert c6.comparison.p_value < 1e-6
     assert c6.status == "ERROR"
-    (c7,) = [c for c in db.comparisons(3, 7) if c.detector == "CDC"]
+    (c7,) = [c for c in db.histograms.comparisons(3, 7) if c.detector == "CDC"]
     assert c7.status == "TOO_FEW"
-    (e2,) = [c for c in db.comparisons(3, 2) if c.detector == "ECL"]
+    (e2,) = [c for c in db.histograms.comparisons(3, 2) if c.detector == "ECL"]
     assert e2.comparison.method == "ks"
     goods = [status[(3, r)]["CDC"] for r in (2, 3, 4, 5, 8)]
     assert goods.count("GOOD") >= 4
     # storing the run again drops its comparisons (they described the old histograms)
     _store(db, 6)
-    assert db.comparisons(3, 6) == []
-    assert db.evaluate(3, 6)["CDC"] == "GOOD"
+    assert db.histograms.comparisons(3, 6) == []
+    assert db.status.evaluate(3, 6)["CDC"] == "GOOD"
 
 
 def test_trend_has_a_band_and_statuses(db: QADatabase) -> None:
     for run in range(1, 9):
         _store(db, run, shift=0.5 if run == 6 else 0.0)
-    tr = db.trend("test.ecl_energy", exp=3)
+    tr = db.runs.trend("test.ecl_energy", exp=3)
     assert list(tr.run) == list(range(1, 9))
     assert tr.unit == "GeV"
     assert tr.detector == "ECL"
@@ -308,11 +316,11 @@ def test_trend_has_a_band_and_statuses(db: QADatabase) -> None:
     assert tr.status_of(3, 9) == "NONE"  # cosmic runs are not in the physics trend
     assert tr.centre == pytest.approx(1.0)
     assert tr.band[0] < 1.0 < tr.band[1]
-    assert db.auto_status(3, 6)["ECL"] == "ERROR"
-    assert db.variable_names() == ["test.cdc_hits", "test.ecl_energy"]
-    assert [v.name for v in db.variables(3, 6)] == ["test.cdc_hits", "test.ecl_energy"]
+    assert db.status.get(3, 6)["ECL"] == "ERROR"
+    assert db.runs.variable_names() == ["test.cdc_hits", "test.ecl_energy"]
+    assert [v.name for v in db.runs.variables(3, 6)] == ["test.cdc_hits", "test.ecl_energy"]
     with pytest.raises(QAError, match="no monitoring variable 'nope'"):
-        db.trend("nope")
+        db.runs.trend("nope")
 
 
 # -- good-run lists --------------------------------------------------------------------------
@@ -320,8 +328,8 @@ def test_trend_has_a_band_and_statuses(db: QADatabase) -> None:
 
 def test_good_run_lists_are_versioned_and_match_the_flags(db: QADatabase) -> None:
     for run in range(1, 9):
-        for det in db.run(3, run).detectors:
-            db.set_flag(
+        for det in db.runs.get(3, run).detectors:
+            db.certification.set_flag(
                 3,
                 run,
                 det,
@@ -330,29 +338,29 @@ def test_good_run_lists_are_versioned_and_match_the_flags(db: QADatabase) -> Non
                 comment="shift",
             )
     with pytest.raises(PermissionDenied, match="managers only"):
-        db.make_grl("physics", "all == GOOD", user=CARL)
-    v1 = db.make_grl("physics", "all == GOOD and run_type == physics", user=MONA)
+        db.grls.make("physics", "all == GOOD", user=CARL)
+    v1 = db.grls.make("physics", "all == GOOD and run_type == physics", user=MONA)
     assert v1.version == 1
     assert v1.author == "mona"
     assert [r.run for r in v1.runs] == [1, 2, 4, 5, 6, 7, 8]
     assert v1.lumi_pb == pytest.approx(sum(100.0 + r for r in (1, 2, 4, 5, 6, 7, 8)))
-    db.set_flag(3, 3, "ECL", "GOOD", user=CARL, comment="recovered")
-    v2 = db.make_grl("physics", "all == GOOD and run_type == physics", user=MONA)
+    db.certification.set_flag(3, 3, "ECL", "GOOD", user=CARL, comment="recovered")
+    v2 = db.grls.make("physics", "all == GOOD and run_type == physics", user=MONA)
     assert v2.version == 2
     assert [r.run for r in v2.runs] == list(range(1, 9))
-    assert db.grl("physics") == v2
-    assert db.grl("physics", 1) == v1
-    assert [g.version for g in db.grl_versions("physics")] == [1, 2]
-    assert db.grls() == [v2]
+    assert db.grls.get("physics") == v2
+    assert db.grls.get("physics", 1) == v1
+    assert [g.version for g in db.grls.versions("physics")] == [1, 2]
+    assert db.grls.latest() == [v2]
     with pytest.raises(QAError, match="no version 7 of good-run list 'physics'"):
-        db.grl("physics", 7)
+        db.grls.get("physics", 7)
     with pytest.raises(Exception, match="ECLX"):
-        db.make_grl("bad", "ECLX == GOOD", user=MONA)
-    assert db.grls() == [v2]
+        db.grls.make("bad", "ECLX == GOOD", user=MONA)
+    assert db.grls.latest() == [v2]
 
 
 def test_several_flags_are_all_or_nothing(db: QADatabase) -> None:
-    entries = db.set_flags(
+    entries = db.certification.set_flags(
         [(3, 1, "CDC", "GOOD"), (3, 2, "CDC", "GOOD"), (3, 4, "PXD", "EXCLUDED")],
         user=MONA,
         comment="shift summary",
@@ -362,20 +370,28 @@ def test_several_flags_are_all_or_nothing(db: QADatabase) -> None:
         (3, 2, "CDC", "GOOD")[1:],
         (3, 4, "PXD", "EXCLUDED")[1:],
     ]
-    db.set_run_state(3, 2, "SIGNOFF", user=MONA)
-    db.set_run_state(3, 2, "COMPLETED", user=MONA)
+    db.certification.set_state(3, 2, "SIGNOFF", user=MONA)
+    db.certification.set_state(3, 2, "COMPLETED", user=MONA)
     with pytest.raises(PermissionDenied, match=r"run \(3, 2\) is COMPLETED"):
-        db.set_flags([(3, 1, "ECL", "GOOD"), (3, 2, "ECL", "GOOD")], user=MONA, comment="shift")
+        db.certification.set_flags(
+            [(3, 1, "ECL", "GOOD"), (3, 2, "ECL", "GOOD")], user=MONA, comment="shift"
+        )
     with pytest.raises(QAError, match=r"PXD did not take data in run \(3, 4\)"):
-        db.set_flags([(3, 1, "ECL", "GOOD"), (3, 4, "PXD", "GOOD")], user=MONA, comment="shift")
+        db.certification.set_flags(
+            [(3, 1, "ECL", "GOOD"), (3, 4, "PXD", "GOOD")], user=MONA, comment="shift"
+        )
     with pytest.raises(PermissionDenied, match="may not set the TOP flag"):
-        db.set_flags([(3, 1, "CDC", "BAD"), (3, 1, "TOP", "BAD")], user=CARL, comment="shift")
-    assert len(db.flag_history(3, 1)) == 1  # nothing of the refused batches was written
+        db.certification.set_flags(
+            [(3, 1, "CDC", "BAD"), (3, 1, "TOP", "BAD")], user=CARL, comment="shift"
+        )
+    assert (
+        len(db.certification.flag_history(3, 1)) == 1
+    )  # nothing of the refused batches was written
 
 
 def test_a_flag_other_than_good_says_why(db: QADatabase) -> None:
-    db.set_flag(3, 1, "CDC", "GOOD", user=CARL, comment="")
+    db.certification.set_flag(3, 1, "CDC", "GOOD", user=CARL, comment="")
     for flag in ("BAD", "RECOVERABLE", "EXCLUDED", "NOTSET"):
         with pytest.raises(QAError, match=rf"say why CDC of run \(3, 1\) is {flag}"):
-            db.set_flag(3, 1, "CDC", flag, user=CARL, comment="  ")
-    assert [e.flag for e in db.flag_history(3, 1)] == ["GOOD"]
+            db.certification.set_flag(3, 1, "CDC", flag, user=CARL, comment="  ")
+    assert [e.flag for e in db.certification.flag_history(3, 1)] == ["GOOD"]

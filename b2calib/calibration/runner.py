@@ -186,8 +186,8 @@ def run_calibrations(
         Passed to :func:`b2calib.engine.collect`.
     registry
         The runs with their data-quality flags, which the calibrations' ``dq`` filters read
-        (default: the folder's ``runs.json``); give
-        :meth:`b2calib.qa.QADatabase.with_certified_flags` of it to select by the flags the
+        (default: the folder's ``runs.json``); give ``QADatabase(url).runs.with_certified_flags``
+        of it (:meth:`b2calib.qa.store.Runs.with_certified_flags`) to select by the flags the
         shifters certified.
     """
     if isinstance(calibrations, str | Calibration):

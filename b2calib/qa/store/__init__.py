@@ -1,38 +1,54 @@
-"""The quality-assurance database: runs, monitoring variables, QA histograms and their
-references, certification flags, run sign-off, good-run lists and the users who write them.
+"""The quality-assurance database, by concept: :class:`QADatabase` builds one part per concept
+on one :class:`~b2calib.db.Database` and exposes them as attributes (``qa.users.add(...)``,
+``qa.certification.set_flags(...)``).
 
-=============  ===================================================================================
-``tables``     the ``qa_`` tables (created by the migrations of :mod:`b2calib.db`)
-``database``   :class:`QADatabase`
-=============  ===================================================================================
+=================  ===============================================================================
+``tables``         the ``qa_`` tables (created by the migrations of :mod:`b2calib.db`)
+``users``          :class:`Users` (``qa.users``): users, roles and salted password hashes
+``runs``           :class:`Runs` (``qa.runs``): the run registry with the certified flags, the
+                   monitoring variables and their :class:`Trend`
+``histograms``     :class:`Histograms` (``qa.histograms``): QA histograms per run, their
+                   :class:`Reference` and the :class:`StoredComparison` with it
+``status``         :class:`AutoStatus` (``qa.status``): the automatic status of a (run,
+                   detector), evidence for the shifter, never a flag
+``certification``  :class:`Certification` (``qa.certification``): append-only flags
+                   (:class:`FlagEntry`) and the run sign-off workflow (:class:`RunState`)
+``grls``           :class:`GoodRunLists` (``qa.grls``): versioned good-run lists
+``database``       :class:`QADatabase`, the entry point
+=================  ===============================================================================
+
+Each part takes the database and the lower parts it needs: users and runs at the bottom, then
+histograms (storing a run's QA with its variables), the automatic status, certification and
+good-run lists.
 """
 
 from __future__ import annotations
 
-from b2calib.qa.store.database import (
-    ROLES,
-    RUN_STATES,
-    FlagEntry,
-    QADatabase,
-    Reference,
-    RunState,
-    StoredComparison,
-    Trend,
-    User,
-    hash_password,
-    verify_password,
-)
+from b2calib.qa.store.certification import Certification, FlagEntry, RunState
+from b2calib.qa.store.database import QADatabase
+from b2calib.qa.store.grls import GoodRunLists
+from b2calib.qa.store.histograms import Histograms, Reference, StoredComparison
+from b2calib.qa.store.runs import Runs, Trend
+from b2calib.qa.store.status import AutoStatus
+from b2calib.qa.store.tables import ROLES, RUN_STATES
+from b2calib.qa.store.users import User, Users, hash_password, verify_password
 
 __all__ = [
     "ROLES",
     "RUN_STATES",
+    "AutoStatus",
+    "Certification",
     "FlagEntry",
+    "GoodRunLists",
+    "Histograms",
     "QADatabase",
     "Reference",
     "RunState",
+    "Runs",
     "StoredComparison",
     "Trend",
     "User",
+    "Users",
     "hash_password",
     "verify_password",
 ]

@@ -10,6 +10,7 @@ new row, and the database itself refuses to update or delete one (triggers).
 
 from __future__ import annotations
 
+import sqlalchemy as sa
 from sqlalchemy import (
     BigInteger,
     Boolean,
@@ -40,6 +41,7 @@ __all__ = [
     "qa_runs",
     "qa_users",
     "qa_variables",
+    "run_range",
 ]
 
 #: Sign-off states of a run.
@@ -174,6 +176,21 @@ qa_users = Table(
     Column("author", String(200), nullable=False),
     CheckConstraint(f"role IN {ROLES!r}", name="ck_qa_user_role"),
 )
+
+
+def run_range(
+    table: sa.Table, exp: int | None, first: int | None, last: int | None
+) -> list[sa.ColumnElement[bool]]:
+    """The conditions selecting the rows of a ``qa_`` table (one with ``exp`` and ``run``
+    columns) of experiment ``exp`` and runs ``first`` to ``last`` (``None``: no limit)."""
+    where: list[sa.ColumnElement[bool]] = []
+    if exp is not None:
+        where.append(table.c.exp == exp)
+    if first is not None:
+        where.append(table.c.run >= first)
+    if last is not None:
+        where.append(table.c.run <= last)
+    return where
 
 
 def __dir__() -> list[str]:

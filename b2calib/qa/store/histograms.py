@@ -1,0 +1,345 @@
+"""QA histograms per run and detector, the reference run of each, and the comparisons of a
+run's histograms with their references.
+
+Histograms are stored as compressed UHI JSON (exact: storage type, axes, flow bins and
+variances come back as they were). A comparison is evidence for the automatic status
+(:mod:`b2calib.qa.store.status`); storing a run's histograms again drops its comparisons.
+"""
+
+from __future__ import annotations
+
+import json
+import zlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import hist
+import numpy as np
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+from uhi.io import json as uhi_json
+
+from b2calib.db import Database, now
+from b2calib.exceptions import ConfigError, QAError
+from b2calib.qa.compare import Comparison, Method, Thresholds, compare
+from b2calib.qa.store.runs import Runs
+from b2calib.qa.store.tables import (
+    qa_comparisons,
+    qa_histograms,
+    qa_references,
+    run_range,
+)
+
+if TYPE_CHECKING:
+    from b2calib.qa.monitoring import RunQA
+
+__all__ = ["Histograms", "Reference", "StoredComparison"]
+
+
+@dataclass(frozen=True)
+class Reference:
+    """The reference run of a QA histogram and how it is compared."""
+
+    detector: str
+    name: str
+    exp: int
+    run: int
+    method: str
+    options: str
+    thresholds: Thresholds
+
+
+@dataclass(frozen=True)
+class StoredComparison:
+    """A histogram's comparison with its reference, as last evaluated."""
+
+    exp: int
+    run: int
+    detector: str
+    name: str
+    reference_exp: int
+    reference_run: int
+    comparison: Comparison
+
+    @property
+    def status(self) -> str:
+        """The comparison's status name."""
+        return self.comparison.status.name
+
+
+def _method(method: str) -> Method:
+    if method not in ("chi2", "ks", "ad"):
+        raise QAError(f"unknown comparison method {method!r}; known: chi2, ks, ad")
+    return method  # type: ignore[return-value]
+
+
+def _hist_bytes(h: hist.Hist) -> bytes:
+    from hist.serialization import to_uhi
+
+    text = json.dumps(to_uhi(h), default=uhi_json.default, sort_keys=True)
+    return zlib.compress(text.encode(), 6)
+
+
+def _hist_from_bytes(data: bytes, where: str) -> hist.Hist:
+    from hist.serialization import from_uhi
+
+    try:
+        d = json.loads(zlib.decompress(data), object_hook=uhi_json.object_hook)
+        return hist.Hist(from_uhi(d))
+    except (zlib.error, ValueError, KeyError, TypeError) as err:
+        raise QAError(f"{where}: stored histogram is unreadable ({err})") from err
+
+
+class Histograms:
+    """The QA histograms of a QA database with their references and comparisons
+    (``QADatabase.histograms``).
+
+    Parameters
+    ----------
+    db
+        The database; its author is recorded for references.
+    runs
+        The runs' part, which keeps the monitoring variables stored with the histograms.
+    """
+
+    def __init__(self, db: Database, runs: Runs) -> None:
+        self.db = db
+        self.runs = runs
+
+    def store_run(self, qa: RunQA) -> None:
+        """Store one run's QA: its QA histograms and, through :attr:`runs`, its monitoring
+        variables, replacing the ones that run had, in one transaction (its earlier
+        comparisons are dropped: evaluate it again)."""
+        when = now()
+        histograms = [
+            dict(
+                exp=qa.exp,
+                run=qa.run,
+                detector=det,
+                name=name,
+                entries=float(np.sum(h.values(flow=True))),
+                content=_hist_bytes(h),
+                computed=when,
+            )
+            for (det, name), h in qa.histograms.items()
+        ]
+        with self.db.write() as conn:
+            self.runs.require(conn, qa.exp, qa.run)
+            self.runs.replace_variables(conn, qa.exp, qa.run, qa.variables, computed=when)
+            for t in (qa_histograms, qa_comparisons):
+                conn.execute(t.delete().where(t.c.exp == qa.exp, t.c.run == qa.run))
+            if histograms:
+                conn.execute(qa_histograms.insert(), histograms)
+
+    def keys(self, exp: int, run: int) -> list[tuple[str, str]]:
+        """(detector, name) of one run's QA histograms."""
+        t = qa_histograms
+        with self.db.read() as conn:
+            rows = conn.execute(
+                sa.select(t.c.detector, t.c.name)
+                .where(t.c.exp == exp, t.c.run == run)
+                .order_by(t.c.detector, t.c.name)
+            ).all()
+        return [(r.detector, r.name) for r in rows]
+
+    def stored_runs(
+        self, *, exp: int | None = None, first: int | None = None, last: int | None = None
+    ) -> list[tuple[int, int]]:
+        """(exp, run) of the runs selected that have QA histograms, in order."""
+        t = qa_histograms
+        with self.db.read() as conn:
+            keys = conn.execute(
+                sa.select(t.c.exp, t.c.run)
+                .where(*run_range(t, exp, first, last))
+                .distinct()
+                .order_by(t.c.exp, t.c.run)
+            ).all()
+        return [(k.exp, k.run) for k in keys]
+
+    def get(self, exp: int, run: int, detector: str, name: str) -> hist.Hist:
+        """One run's QA histogram."""
+        with self.db.read() as conn:
+            return self._histogram(conn, exp, run, detector, name)
+
+    def _histogram(self, conn: Connection, exp: int, run: int, det: str, name: str) -> hist.Hist:
+        t = qa_histograms
+        data = conn.execute(
+            sa.select(t.c.content).where(
+                t.c.exp == exp, t.c.run == run, t.c.detector == det, t.c.name == name
+            )
+        ).scalar()
+        where = f"QA histogram {det}/{name} of run ({exp}, {run})"
+        if data is None:
+            raise QAError(f"{where} is not stored")
+        return _hist_from_bytes(data, where)
+
+    # -- references --------------------------------------------------------------------------
+
+    def set_reference(
+        self,
+        detector: str,
+        name: str,
+        exp: int,
+        run: int,
+        *,
+        method: str | None = None,
+        options: str | None = None,
+        thresholds: Thresholds | None = None,
+    ) -> Reference:
+        """Make run (exp, run) the reference of QA histogram ``detector/name``.
+
+        ``method``, ``options`` and the minimum entry count default to the histogram's
+        definition (see :data:`b2calib.qa.monitoring.QA_HISTOGRAMS`), else chi2 UU and
+        :class:`~b2calib.qa.Thresholds`' defaults.
+        """
+        default_method, default_options, default_thresholds = self.reference_defaults(
+            detector, name
+        )
+        method = method or default_method
+        options = options or default_options
+        thresholds = thresholds or default_thresholds
+        t = qa_references
+        row = dict(
+            exp=exp,
+            run=run,
+            method=method,
+            options=options,
+            min_entries=thresholds.min_entries,
+            p_warning=thresholds.p_warning,
+            p_error=thresholds.p_error,
+            author=self.db.author,
+            time=now(),
+        )
+        with self.db.write() as conn:
+            h = self._histogram(conn, exp, run, detector, name)
+            compare(h, h, _method(method), options, thresholds)  # refuses bad options now
+            key = (t.c.detector == detector) & (t.c.name == name)
+            if conn.execute(sa.select(t.c.name).where(key)).first():
+                conn.execute(t.update().where(key).values(**row))
+            else:
+                conn.execute(t.insert().values(detector=detector, name=name, **row))
+            self.db.log(conn, "set_reference", None, histogram=f"{detector}/{name}", reference=row)
+        return Reference(detector, name, exp, run, method, options, thresholds)
+
+    @staticmethod
+    def reference_defaults(detector: str, name: str) -> tuple[str, str, Thresholds]:
+        """Method, options and thresholds of QA histogram ``detector/name`` as defined in
+        :data:`b2calib.qa.monitoring.QA_HISTOGRAMS` (its minimum entry count), else chi2 UU
+        and :class:`~b2calib.qa.Thresholds`' defaults."""
+        from b2calib.qa.monitoring import QA_HISTOGRAMS
+
+        d = QA_HISTOGRAMS.get((detector, name))
+        if d is None:
+            return "chi2", "UU", Thresholds()
+        return d.method, d.options, Thresholds(min_entries=d.min_entries)
+
+    def reference(self, detector: str, name: str) -> Reference | None:
+        """The reference of QA histogram ``detector/name``, if one is set."""
+        return self.references().get((detector, name))
+
+    def references(self) -> dict[tuple[str, str], Reference]:
+        """Every QA histogram's reference."""
+        with self.db.read() as conn:
+            rows = conn.execute(sa.select(qa_references)).all()
+        return {(r.detector, r.name): _reference(r) for r in rows}
+
+    # -- comparisons -------------------------------------------------------------------------
+
+    def compare(self, keys: Sequence[tuple[int, int]]) -> None:
+        """Compare the QA histograms of runs ``keys`` (exp, run) with their references (each
+        reference decoded once) and replace each run's stored comparisons, one transaction
+        per run."""
+        refs = self.references()
+        ref_hists: dict[tuple[str, str], hist.Hist] = {}
+        t = qa_comparisons
+        for exp, run in keys:
+            results = []
+            with self.db.read() as conn:
+                for det, name in self.keys(exp, run):
+                    ref = refs.get((det, name))
+                    if ref is None:
+                        continue
+                    h = self._histogram(conn, exp, run, det, name)
+                    if (det, name) not in ref_hists:
+                        ref_hists[(det, name)] = self._histogram(conn, ref.exp, ref.run, det, name)
+                    try:
+                        c = compare(
+                            h,
+                            ref_hists[(det, name)],
+                            _method(ref.method),
+                            ref.options,
+                            ref.thresholds,
+                        )
+                    except ConfigError as err:
+                        raise QAError(
+                            f"QA histogram {det}/{name} of run ({exp}, {run}) cannot be "
+                            f"compared with its reference run ({ref.exp}, {ref.run}): {err}"
+                        ) from err
+                    results.append(
+                        dict(
+                            exp=exp,
+                            run=run,
+                            detector=det,
+                            name=name,
+                            reference_exp=ref.exp,
+                            reference_run=ref.run,
+                            result=json.dumps(c.as_dict(), sort_keys=True),
+                            status=c.status.name,
+                            evaluated=now(),
+                        )
+                    )
+            with self.db.write() as conn:
+                conn.execute(t.delete().where(t.c.exp == exp, t.c.run == run))
+                if results:
+                    conn.execute(t.insert(), results)
+
+    def comparisons(self, exp: int, run: int) -> list[StoredComparison]:
+        """One run's stored comparisons, by detector and histogram."""
+        t = qa_comparisons
+        with self.db.read() as conn:
+            rows = conn.execute(
+                sa.select(t).where(t.c.exp == exp, t.c.run == run).order_by(t.c.detector, t.c.name)
+            ).all()
+        return [
+            StoredComparison(
+                r.exp,
+                r.run,
+                r.detector,
+                r.name,
+                r.reference_exp,
+                r.reference_run,
+                Comparison.from_dict(json.loads(r.result)),
+            )
+            for r in rows
+        ]
+
+    def comparison_statuses(
+        self, *, exp: int | None = None, first: int | None = None, last: int | None = None
+    ) -> list[tuple[int, int, str, str]]:
+        """(exp, run, detector, status name) of every stored comparison of the runs
+        selected."""
+        c = qa_comparisons
+        with self.db.read() as conn:
+            rows = conn.execute(
+                sa.select(c.c.exp, c.c.run, c.c.detector, c.c.status).where(
+                    *run_range(c, exp, first, last)
+                )
+            ).all()
+        return [(r.exp, r.run, r.detector, r.status) for r in rows]
+
+
+def _reference(row: Any) -> Reference:
+    return Reference(
+        row.detector,
+        row.name,
+        row.exp,
+        row.run,
+        row.method,
+        row.options,
+        Thresholds(row.min_entries, row.p_warning, row.p_error),
+    )
+
+
+def __dir__() -> list[str]:
+    return __all__
