@@ -34,6 +34,7 @@ from b2calib.conditions import (
     LocalDatabase,
     Payload,
 )
+from b2calib.conditions.database import PayloadFile
 from b2calib.conditions.payload import ChannelStatus, bytes_md5, file_md5
 from b2calib.exceptions import ConditionsError, PayloadError
 from b2calib.io import METADATA_KEY, TREE_NAME, FileMetadata, read_metadata
@@ -476,6 +477,38 @@ def test_overlapping_iovs_are_refused(db: ConditionsDB) -> None:
         db.upload_and_add("B", [(payload(4), IoV(0, 0, 3, -1)), (payload(5), IoV(3, 7, 3, 7))])
     assert database_state(db) == before
     assert [p.revision for p in db.payloads("X")] == [1, 2]
+
+
+def test_stage_inside_the_caller_s_transaction(db: ConditionsDB) -> None:
+    """What the calibration job store does in one transaction: stage payloads into a tag
+    (created when missing), replacing the IoVs they overlap; a failure keeps nothing."""
+    first = [
+        (IoV.parse("1,0,1,-1"), PayloadFile.of(payload(1))),
+        (IoV.parse("2,0,2,-1"), PayloadFile.of(payload(2))),
+    ]
+    later = [(IoV.parse("2,5,3,-1"), PayloadFile.of(payload(3)))]
+    with db.write() as conn:
+        added = db.stage(conn, "staging", first, description="calibration staging", job="a")
+    assert [str(e.iov) for e in added] == ["1,0,1,-1", "2,0,2,-1"]
+    assert db.tag("staging").description == "calibration staging"
+
+    def stage_then_fail() -> None:
+        with db.write() as conn:
+            db.stage(conn, "staging", later, description="", job="b")
+            raise RuntimeError("the caller fails after staging")
+
+    before = database_state(db)
+    with pytest.raises(RuntimeError, match="after staging"):
+        stage_then_fail()
+    assert database_state(db) == before
+    with db.write() as conn:
+        db.stage(conn, "staging", later, description="", job="b")
+    assert content(db, "staging") == [("X", "1,0,1,-1", 1), ("X", "2,5,3,-1", 3)]
+    replaced = [h for h in db.history("staging") if h.action == "replace_iov"]
+    assert [h.details for h in replaced] == [{"payload": "X rev 2", "iov": "2,0,2,-1", "job": "b"}]
+    db.set_state("staging", "TESTING")
+    with pytest.raises(ConditionsError, match="staging is TESTING"), db.write() as conn:
+        db.stage(conn, "staging", first, description="")
 
 
 def test_tag_names_types_and_duplicates(db: ConditionsDB) -> None:
