@@ -33,8 +33,8 @@ from b2calib.conditions import (
     IovEntry,
     LocalDatabase,
     Payload,
+    PayloadFile,
 )
-from b2calib.conditions.database import PayloadFile
 from b2calib.conditions.payload import ChannelStatus, bytes_md5, file_md5
 from b2calib.exceptions import ConditionsError, PayloadError
 from b2calib.io import METADATA_KEY, TREE_NAME, FileMetadata, read_metadata

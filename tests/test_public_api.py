@@ -122,6 +122,7 @@ def test_conditions_names() -> None:
         "LocalDatabase",
         "LocalDbEntry",
         "Payload",
+        "PayloadFile",
         "PayloadInfo",
     ]
 

@@ -15,7 +15,14 @@
 
 from __future__ import annotations
 
-from b2calib.conditions.database import ConditionsDB, GlobalTag, HistoryEntry, IovEntry, PayloadInfo
+from b2calib.conditions.database import (
+    ConditionsDB,
+    GlobalTag,
+    HistoryEntry,
+    IovEntry,
+    PayloadFile,
+    PayloadInfo,
+)
 from b2calib.conditions.iov import ALL_RUNS, IoV
 from b2calib.conditions.localdb import LocalDatabase, LocalDbEntry
 from b2calib.conditions.payload import ChannelStatus, Payload
@@ -36,6 +43,7 @@ __all__ = [
     "LocalDatabase",
     "LocalDbEntry",
     "Payload",
+    "PayloadFile",
     "PayloadInfo",
 ]
 
