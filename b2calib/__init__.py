@@ -1,7 +1,7 @@
 """b2calib: calibration and data-quality workbench for a Belle II-like experiment.
 
-The library is layered: a package imports only the packages of the layers below it (the
-second column), never one above; ``tests/test_layers.py`` checks every import against this map.
+The library is layered: a package imports only the packages of the layers below it (the last
+column), never one above; ``tests/test_layers.py`` checks every import against this map.
 
 =================  ===========================================  =================================
 package            what it holds                                imports (besides exceptions)
