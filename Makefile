@@ -11,7 +11,7 @@ DEB_TEST_PACKAGES ?= postgresql chromium
 
 .PHONY: demo test lint typecheck install system-deps sample bench clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml hatch_build.py
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[test]'
@@ -25,7 +25,12 @@ system-deps:
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages:$$missing"; \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq $$missing; \
+	  APT="$$SUDO apt-get -o DPkg::Lock::Timeout=900"; \
+	  for try in $$(seq 40); do \
+	    $$APT update -qq && $$APT install -y -qq $$missing && break; \
+	    echo "apt-get failed (another apt or dpkg holding its lock?): again in 20 s"; sleep 20; \
+	  done; \
+	  for p in $$missing; do dpkg -s $$p >/dev/null 2>&1 || { echo "could not install $$p"; exit 1; }; done; \
 	fi
 
 lint: $(STAMP)
@@ -35,8 +40,10 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
+# every test (-m "" lifts the fast selection a bare `pytest` makes), one test file per core
+PYTEST_WORKERS ?= 2
 test: $(STAMP) system-deps lint typecheck
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -m "" -n $(PYTEST_WORKERS) --dist loadfile
 
 # The sample bucket is committed; this regenerates it identically.
 sample: $(STAMP)

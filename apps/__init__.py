@@ -1,15 +1,18 @@
 """The served dashboards of b2calib (Panel); ``b2calib serve`` serves them all on one port.
 
-==============  =================================================================================
-``qam``         :class:`~apps.qam.QAM`: monitoring-variable trends with reference bands, QA
+In the repository they live in ``apps/``; installed, they are the package ``b2calib_apps`` (a
+name of the project's own, see ``hatch_build.py``), an extra: ``pip install 'b2calib[dashboards]'``.
+
+==============  ==============================================================================
+``qam``         :class:`~.qam.QAM`: monitoring-variable trends with reference bands, QA
                 histograms over their references with the test results
-``signoff``     :class:`~apps.signoff.SignOff`: runs x detectors certification grid, evidence,
-                flags and their history, run workflow, good-run lists
-``runsummary``  :class:`~apps.runsummary.RunSummary`: the run table (CSV download)
-``index``       :class:`~apps.index.Index`: the landing page
-``auth``        :class:`~apps.auth.DatabaseAuthProvider`: login against the QA database
-``serve``       :func:`~apps.serve.make_server`: all of the above behind the login
-==============  =================================================================================
+``signoff``     :class:`~.signoff.SignOff`: runs x detectors certification grid, evidence, flags
+                and their history, run workflow, good-run lists
+``runsummary``  :class:`~.runsummary.RunSummary`: the run table (CSV download)
+``index``       :class:`~.index.Index`: the landing page
+``auth``        :class:`~.auth.DatabaseAuthProvider`: login against the QA database
+``serve``       :func:`~.serve.make_server`: all of the above behind the login
+==============  ==============================================================================
 
 The apps only lay out and plot what the :mod:`b2calib` library answers; the library never
 imports Panel. Each app is a ``pn.viewable.Viewer`` constructible in a plain Python process, e.g.

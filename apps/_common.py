@@ -49,9 +49,9 @@ def session_user(db: Any) -> Any:
     """The logged-in :class:`~b2calib.qa.store.User` of the current served session, or None.
 
     None outside a server, for anonymous visitors, and for a login the database no longer
-    knows. The name comes from the signed login cookie (see :mod:`apps.auth`).
+    knows. The name comes from the signed login cookie (see :mod:`b2calib_apps.auth`).
     """
-    from apps.auth import login_name
+    from .auth import login_name
 
     if not pn.state.curdoc or not pn.state.curdoc.session_context:
         return None

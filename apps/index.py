@@ -8,7 +8,7 @@ from typing import Any
 import panel as pn
 import param
 
-from apps._common import describe_user, header, session_user
+from ._common import describe_user, header, session_user
 
 __all__ = ["Index"]
 
@@ -81,7 +81,7 @@ class Index(pn.viewable.Viewer):
 
 def app() -> pn.viewable.Viewer:
     """The served page against the server's database."""
-    from apps.serve import current_database
+    from .serve import current_database
 
     return Index(db=current_database())
 

@@ -17,7 +17,10 @@ import pandas as pd
 import panel as pn
 import param
 
-from apps._common import (
+from b2calib.qa.monitoring import SYSTEMS, VARIABLES
+from b2calib.runs import RUN_TYPES
+
+from ._common import (
     ALL,
     STATUS_COLORS,
     comparisons_frame,
@@ -27,8 +30,6 @@ from apps._common import (
     session_user,
     status_style,
 )
-from b2calib.qa.monitoring import SYSTEMS, VARIABLES
-from b2calib.runs import RUN_TYPES
 
 __all__ = ["MAX_HISTOGRAMS", "QAM"]
 
@@ -282,7 +283,7 @@ def _comparisons_table(df: pd.DataFrame) -> pn.widgets.Tabulator:
 
 def app() -> pn.viewable.Viewer:
     """The served page (one per session) against the server's database."""
-    from apps.serve import current_database
+    from .serve import current_database
 
     return QAM(db=current_database())
 

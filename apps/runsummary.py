@@ -17,9 +17,10 @@ import pandas as pd
 import panel as pn
 import param
 
-from apps._common import ALL, header, session_user
 from b2calib.geometry import DETECTORS
 from b2calib.runs import RUN_TYPES
+
+from ._common import ALL, header, session_user
 
 __all__ = ["LUMI_VARIABLES", "RunSummary"]
 
@@ -179,7 +180,7 @@ class RunSummary(pn.viewable.Viewer):
 
 def app() -> pn.viewable.Viewer:
     """The served page against the server's database."""
-    from apps.serve import current_database
+    from .serve import current_database
 
     return RunSummary(db=current_database())
 

@@ -12,17 +12,18 @@ from typing import Any
 
 import panel as pn
 
-from apps.auth import DatabaseAuthProvider
 from b2calib.exceptions import ConfigError
+
+from .auth import DatabaseAuthProvider
 
 __all__ = ["APPS", "current_database", "make_server"]
 
 #: URL path -> (title, module) of the served apps ("" is the index).
 APPS: dict[str, tuple[str, str]] = {
-    "": ("b2calib data quality", "apps.index"),
-    "qam": ("b2calib QAM", "apps.qam"),
-    "signoff": ("b2calib sign-off", "apps.signoff"),
-    "runsummary": ("b2calib run summary", "apps.runsummary"),
+    "": ("b2calib data quality", "b2calib_apps.index"),
+    "qam": ("b2calib QAM", "b2calib_apps.qam"),
+    "signoff": ("b2calib sign-off", "b2calib_apps.signoff"),
+    "runsummary": ("b2calib run summary", "b2calib_apps.runsummary"),
 }
 
 _SERVED: dict[str, Any] = {"db": None}

@@ -20,7 +20,12 @@ import pandas as pd
 import panel as pn
 import param
 
-from apps._common import (
+from b2calib.exceptions import B2CalibError, PermissionDenied
+from b2calib.geometry import DETECTORS
+from b2calib.qa.grl import PRESETS
+from b2calib.runs import DQ_FLAGS, RUN_TYPES
+
+from ._common import (
     ALL,
     FLAG_COLORS,
     STATUS_COLORS,
@@ -31,10 +36,6 @@ from apps._common import (
     histogram_plot,
     session_user,
 )
-from b2calib.exceptions import B2CalibError, PermissionDenied
-from b2calib.geometry import DETECTORS
-from b2calib.qa.grl import PRESETS
-from b2calib.runs import DQ_FLAGS, RUN_TYPES
 
 __all__ = ["SignOff"]
 
@@ -549,7 +550,7 @@ class SignOff(pn.viewable.Viewer):
 
 def app() -> pn.viewable.Viewer:
     """The served page against the server's database."""
-    from apps.serve import current_database
+    from .serve import current_database
 
     return SignOff(db=current_database())
 

@@ -53,8 +53,11 @@ def serve(
     origins: tuple[str, ...],
 ) -> None:
     """Serve the QA dashboards; login required (accounts: `b2calib user add`)."""
-    from apps.serve import make_server
+    from b2calib._extras import require
     from b2calib.qa.store import QADatabase
+
+    require("panel", "b2calib serve")  # the dashboards extra, before anything imports Panel
+    make_server = require("b2calib_apps.serve", "b2calib serve").make_server
 
     db = QADatabase(url)
     server = make_server(

@@ -17,6 +17,7 @@ __all__ = [
     "ConfigError",
     "FileFormatError",
     "MissingBranchError",
+    "MissingExtraError",
     "PayloadError",
     "PermissionDenied",
     "QAError",
@@ -77,6 +78,11 @@ class MissingBranchError(B2CalibError, KeyError):
 
     def __str__(self) -> str:
         return self.message
+
+
+class MissingExtraError(B2CalibError, ImportError):
+    """A feature needs an optional dependency that is not installed; the message names the
+    extra that installs it (``pip install 'b2calib[dashboards]'``)."""
 
 
 class PayloadError(B2CalibError, ValueError):

@@ -14,6 +14,31 @@ from b2calib.sim import SimConfig, SimulationResult, simulate
 from tests.postgres import postgres_server, postgres_url  # noqa: F401
 
 REPO = Path(__file__).resolve().parent.parent
+#: What a bare `pytest` leaves out (pyproject's addopts); `make test` runs everything (-m "").
+FAST = "not slow and not ui and not postgres and not root"
+#: Fixtures that make a test need ROOT or a PostgreSQL server, and the marker that says so.
+_NEEDS = {"root": "root", "postgres_server": "postgres", "postgres_url": "postgres"}
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test by what its fixtures need (before -m selects), so no test that needs
+    ROOT or PostgreSQL can be left unmarked."""
+    for item in items:
+        for fixture in getattr(item, "fixturenames", ()):
+            if fixture in _NEEDS:
+                item.add_marker(_NEEDS[fixture])
+
+
+def pytest_report_header(config: pytest.Config) -> str | None:
+    if config.option.markexpr == FAST:
+        return (
+            "fast suite: slow, ui, postgres and root tests are deselected "
+            "(`make test` or `pytest -m ''` runs every test)"
+        )
+    return None
+
+
 SAMPLE = REPO / "data-samples" / "bucket"
 
 

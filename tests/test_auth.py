@@ -1,6 +1,6 @@
-"""The login's guards (:mod:`apps.auth`): the throttle of failed logins with a clock the tests
-drive (nothing sleeps), and the login handler's XSRF check and throttling in a Tornado server of
-this process with a stand-in for the database's ``authenticate``."""
+"""The login's guards (:mod:`b2calib_apps.auth`): the throttle of failed logins with a clock the
+tests drive (nothing sleeps), and the login handler's XSRF check and throttling in a Tornado server
+of this process with a stand-in for the database's ``authenticate``."""
 
 from __future__ import annotations
 
@@ -18,8 +18,8 @@ from tornado.httpserver import HTTPServer
 from tornado.testing import bind_unused_port
 from tornado.web import Application
 
-from apps.auth import DatabaseAuthProvider, LoginThrottle, login_name
 from b2calib.exceptions import B2CalibError
+from b2calib_apps.auth import DatabaseAuthProvider, LoginThrottle, login_name
 
 SECRET = "test-cookie-secret-0123456789"
 RIGHT = ("alice", "alice-secret-1")

@@ -101,10 +101,10 @@ def test_viewers_build_without_server_and_library_refusals_are_shown(db_url: str
     import panel as pn
     from bokeh.document import Document
 
-    from apps.index import Index
-    from apps.qam import QAM
-    from apps.runsummary import RunSummary
-    from apps.signoff import SignOff
+    from b2calib_apps.index import Index
+    from b2calib_apps.qam import QAM
+    from b2calib_apps.runsummary import RunSummary
+    from b2calib_apps.signoff import SignOff
 
     db = QADatabase(db_url)
     for cls in (Index, QAM, SignOff, RunSummary):

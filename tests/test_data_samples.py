@@ -6,6 +6,7 @@ import tomllib
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from b2calib.conditions.localdb import LocalDatabase
 from b2calib.conditions.payload import Payload
@@ -25,6 +26,7 @@ def test_sample_is_one_complete_bucket(sample: Path) -> None:
     assert size < 12e6, f"data-samples/ is {size / 1e6:.1f} MB"
 
 
+@pytest.mark.slow
 def test_regenerating_gives_identical_content(sample: Path, tmp_path: Path) -> None:
     cfg_file = REPO / "data-samples" / "bucket.toml"
     assert "b2calib simulate --config data-samples/bucket.toml --out data-samples/bucket" in (

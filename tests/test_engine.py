@@ -87,6 +87,7 @@ def test_work_items_cover_every_entry(bhabha: Dataset) -> None:
     assert [i.index for i in items] == list(range(len(items)))
 
 
+@pytest.mark.slow
 @pytest.mark.dask
 def test_identical_results_under_every_executor(bhabha: Dataset, tmp_path: Path) -> None:
     from distributed import LocalCluster

@@ -32,6 +32,7 @@ def execute(name: str, data: Path) -> dict[str, object]:
     return json.loads(text.strip().splitlines()[-1])
 
 
+@pytest.mark.slow
 @pytest.mark.notebooks
 def test_explore_sample(sample: Path) -> None:
     numbers = execute("explore_sample.ipynb", sample)

@@ -313,23 +313,23 @@ def test_qa_names() -> None:
 
 def test_app_names() -> None:
     """The dashboards' modules: Viewer classes importable without a server."""
-    import apps.auth
-    import apps.index
-    import apps.qam
-    import apps.runsummary
-    import apps.serve
-    import apps.signoff
+    import b2calib_apps.auth
+    import b2calib_apps.index
+    import b2calib_apps.qam
+    import b2calib_apps.runsummary
+    import b2calib_apps.serve
+    import b2calib_apps.signoff
 
-    assert apps.qam.__all__ == ["MAX_HISTOGRAMS", "QAM"]
-    assert apps.signoff.__all__ == ["SignOff"]
-    assert apps.runsummary.__all__ == ["LUMI_VARIABLES", "RunSummary"]
-    assert apps.index.__all__ == ["Index"]
-    assert apps.serve.__all__ == ["APPS", "current_database", "make_server"]
-    assert apps.auth.__all__ == [
+    assert b2calib_apps.qam.__all__ == ["MAX_HISTOGRAMS", "QAM"]
+    assert b2calib_apps.signoff.__all__ == ["SignOff"]
+    assert b2calib_apps.runsummary.__all__ == ["LUMI_VARIABLES", "RunSummary"]
+    assert b2calib_apps.index.__all__ == ["Index"]
+    assert b2calib_apps.serve.__all__ == ["APPS", "current_database", "make_server"]
+    assert b2calib_apps.auth.__all__ == [
         "ANONYMOUS",
         "COOKIE_MAX_AGE_DAYS",
         "DatabaseAuthProvider",
         "LoginThrottle",
         "login_name",
     ]
-    assert set(apps.serve.APPS) == {"", "qam", "signoff", "runsummary"}
+    assert set(b2calib_apps.serve.APPS) == {"", "qam", "signoff", "runsummary"}

@@ -42,7 +42,12 @@ def test_readme_has_examples() -> None:
     assert len(PYTHON) >= 2
 
 
-@pytest.mark.parametrize("session", SESSIONS, ids=[s[0][:40] for s in SESSIONS])
+@pytest.mark.parametrize(
+    "session",
+    # the data-quality session simulates and collects 30 runs (a minute): slow
+    [pytest.param(s, marks=pytest.mark.slow) if "qa collect" in str(s) else s for s in SESSIONS],
+    ids=[s[0][:40] for s in SESSIONS],
+)
 def test_console_session(session: list[str], workdir: Path) -> None:
     env = {
         **os.environ,
@@ -61,7 +66,11 @@ def test_console_session(session: list[str], workdir: Path) -> None:
             assert (out / "truth" / "database.txt").exists()
 
 
-@pytest.mark.parametrize("snippet", PYTHON)
+@pytest.mark.parametrize(
+    "snippet",
+    # a snippet that opens ROOT needs the `root` package (marked like every ROOT test)
+    [pytest.param(p, marks=pytest.mark.root) if "import ROOT" in p else p for p in PYTHON],
+)
 def test_python_example(snippet: str, workdir: Path) -> None:
     done = subprocess.run(
         [sys.executable, "-W", "ignore", "-c", snippet],

@@ -45,6 +45,7 @@ def read_all(folder: Path) -> dict[str, dict[str, np.ndarray]]:
     return out
 
 
+@pytest.mark.slow
 def test_same_seed_same_data_whatever_the_jobs(tmp_path: Path) -> None:
     cfg = SimConfig(exp=3, n_runs=3, events_per_run=300, seed=99)
     simulate(cfg, tmp_path / "a", jobs=1)

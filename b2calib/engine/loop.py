@@ -28,6 +28,7 @@ from typing import Any, Literal
 
 import uproot
 
+from b2calib._extras import require
 from b2calib.engine.collector import Collector, Histograms, RunOutput
 from b2calib.engine.dataset import Dataset, SkippedFile, _skipped
 from b2calib.exceptions import B2CalibError, ConfigError, FileFormatError
@@ -183,7 +184,7 @@ def _run_pool(
 def _dask_client(executor: Any) -> tuple[Any, bool]:
     """A distributed Client for a Client, a scheduler address or a cluster, and whether the
     engine owns it (and closes it)."""
-    from distributed import Client
+    Client = require("distributed", "the Dask executor").Client
 
     if isinstance(executor, Client):
         return executor, False
@@ -197,9 +198,9 @@ def _dask_client(executor: Any) -> tuple[Any, bool]:
 def _run_dask(
     fn: Callable[..., Any], items: Sequence[WorkItem], executor: Any
 ) -> Iterator[tuple[int, Any, bool]]:
+    client, owned = _dask_client(executor)
     from distributed import as_completed as dask_completed
 
-    client, owned = _dask_client(executor)
     try:
         futures = client.map(fn, items, pure=False)
         try:

@@ -1,7 +1,7 @@
 """HoloViews views of a fit: data with errors, the model, its components, and the pulls.
 
-The returned objects display in notebooks and embed in Panel apps; holoviews is imported only
-when a plot is made.
+The returned objects display in notebooks and embed in Panel apps; holoviews (the
+``dashboards`` extra) is imported only when a plot is made.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from typing import Any
 import hist
 import numpy as np
 
+from b2calib._extras import require
 from b2calib.exceptions import ConfigError
 from b2calib.fit.fitting import FitResult
 from b2calib.fit.models import Shape, Sum
@@ -23,10 +24,9 @@ def plot_fit(h: hist.Hist, model: Shape | Sum, result: FitResult, *, points: int
 
     The model is drawn as expected entries per bin on the model's range.
     """
-    import holoviews as hv
-
+    hv = require("holoviews", "plot_fit")
     if not hv.Store.renderers:  # styling needs a backend; bokeh is what Panel apps use
-        import holoviews.plotting.bokeh
+        require("holoviews.plotting.bokeh", "plot_fit")
 
         hv.Store.set_current_backend("bokeh")
     if h.ndim != 1:
