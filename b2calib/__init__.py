@@ -79,7 +79,8 @@ from b2calib._version import __version__
 if TYPE_CHECKING:
     from b2calib import geometry
     from b2calib.conditions.localdb import LocalDatabase
-    from b2calib.conditions.payload import ChannelStatus, Payload
+    from b2calib.conditions.payload import Payload
+    from b2calib.conditions.status import ChannelStatus
     from b2calib.exceptions import (
         B2CalibError,
         FileFormatError,
@@ -119,7 +120,8 @@ __getattr__ = attach(
     {
         "": ["geometry"],
         "conditions.localdb": ["LocalDatabase"],
-        "conditions.payload": ["ChannelStatus", "Payload"],
+        "conditions.payload": ["Payload"],
+        "conditions.status": ["ChannelStatus"],
         "exceptions": ["B2CalibError", "FileFormatError", "MissingBranchError", "PayloadError"],
         "io": ["FileMetadata", "SkimFile", "open_skim", "read_metadata"],
         "runs": ["Bucket", "Run", "RunRegistry", "make_buckets"],

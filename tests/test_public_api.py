@@ -1,5 +1,7 @@
 """The public API is deliberate: adding or removing a name must change this test."""
 
+import pytest
+
 import b2calib
 import b2calib.sim
 
@@ -333,3 +335,38 @@ def test_app_names() -> None:
         "login_name",
     ]
     assert set(b2calib_apps.serve.APPS) == {"", "qam", "signoff", "runsummary"}
+
+
+def _lazy_packages() -> list[str]:
+    """Packages whose names are imported on first use (b2calib._lazy.attach)."""
+    from pathlib import Path
+
+    root = Path(b2calib.__file__).parent
+    return sorted(
+        ".".join(["b2calib", *p.parent.relative_to(root).parts])
+        for p in root.rglob("__init__.py")
+        if "attach(" in p.read_text()
+    )
+
+
+@pytest.mark.parametrize("name", _lazy_packages())
+def test_lazy_names_resolve_and_are_typed(name: str) -> None:
+    """A package with lazy names lists each once in __all__, in its attach() table and in its
+    TYPE_CHECKING imports (what type checkers see), and every one resolves."""
+    import ast
+    import importlib
+    from pathlib import Path
+
+    module = importlib.import_module(name)
+    tree = ast.parse(Path(str(module.__file__)).read_text())
+    typed = {
+        alias.asname or alias.name
+        for node in tree.body
+        if isinstance(node, ast.If) and ast.unparse(node.test) == "TYPE_CHECKING"
+        for imp in node.body
+        if isinstance(imp, ast.ImportFrom)
+        for alias in imp.names
+    }
+    assert typed == set(module.__all__) - {"__version__"}
+    for public in module.__all__:
+        assert getattr(module, public) is not None, public

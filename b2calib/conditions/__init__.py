@@ -2,6 +2,7 @@
 
 =====================  =======================================================================
 ``payload``            the payload file format (ROOT, one TTree per payload, MD5 checksum)
+``status``             :class:`ChannelStatus`, the status column of a payload
 ``iov``                intervals of validity and their algebra
 ``localdb``            basf2 local databases (``database.txt`` + payload files)
 ``tagops``             priority layering of tags, lookup of many runs, diff
@@ -15,19 +16,25 @@
 
 from __future__ import annotations
 
-from b2calib.conditions.database import (
-    ConditionsDB,
-    GlobalTag,
-    HistoryEntry,
-    IovEntry,
-    PayloadFile,
-    PayloadInfo,
-)
-from b2calib.conditions.iov import ALL_RUNS, IoV
-from b2calib.conditions.localdb import LocalDatabase, LocalDbEntry
-from b2calib.conditions.payload import ChannelStatus, Payload
-from b2calib.conditions.tables import ALLOWED_MOVES, STATES
-from b2calib.conditions.tagops import Diff
+from typing import TYPE_CHECKING
+
+from b2calib._lazy import attach
+
+if TYPE_CHECKING:
+    from b2calib.conditions.database import (
+        ConditionsDB,
+        GlobalTag,
+        HistoryEntry,
+        IovEntry,
+        PayloadFile,
+        PayloadInfo,
+    )
+    from b2calib.conditions.iov import ALL_RUNS, IoV
+    from b2calib.conditions.localdb import LocalDatabase, LocalDbEntry
+    from b2calib.conditions.payload import Payload
+    from b2calib.conditions.status import ChannelStatus
+    from b2calib.conditions.tables import ALLOWED_MOVES, STATES
+    from b2calib.conditions.tagops import Diff
 
 __all__ = [
     "ALLOWED_MOVES",
@@ -46,6 +53,28 @@ __all__ = [
     "PayloadFile",
     "PayloadInfo",
 ]
+
+# names are imported on first use: `from b2calib.conditions import ChannelStatus` loads neither
+# the database (SQLAlchemy) nor the ROOT I/O
+__getattr__ = attach(
+    __name__,
+    {
+        "database": [
+            "ConditionsDB",
+            "GlobalTag",
+            "HistoryEntry",
+            "IovEntry",
+            "PayloadFile",
+            "PayloadInfo",
+        ],
+        "iov": ["ALL_RUNS", "IoV"],
+        "localdb": ["LocalDatabase", "LocalDbEntry"],
+        "payload": ["Payload"],
+        "status": ["ChannelStatus"],
+        "tables": ["ALLOWED_MOVES", "STATES"],
+        "tagops": ["Diff"],
+    },
+)
 
 
 def __dir__() -> list[str]:

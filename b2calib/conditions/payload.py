@@ -14,7 +14,6 @@ The checksum of a payload is the MD5 of its file, as in basf2.
 
 from __future__ import annotations
 
-import enum
 import hashlib
 import io
 import json
@@ -28,22 +27,13 @@ import numpy as np
 import numpy.typing as npt
 import uproot
 
+from b2calib.conditions.status import ChannelStatus
 from b2calib.exceptions import FileFormatError, PayloadError
 from b2calib.io import check_root_bytes
 
 __all__ = ["ChannelStatus", "Payload", "bytes_md5", "file_md5", "verify_checksum"]
 
 FORMAT_VERSION = 1
-
-
-class ChannelStatus(enum.IntEnum):
-    """Status of one channel in a payload."""
-
-    OK = 0
-    NOT_ENOUGH_DATA = 1
-    FAILED = 2
-    DEAD = 3
-    HOT = 4
 
 
 def file_md5(path: str | os.PathLike[str]) -> str:

@@ -21,7 +21,7 @@ import numpy.typing as npt
 from iminuit import Minuit, cost
 from scipy import special
 
-from b2calib.conditions.payload import ChannelStatus
+from b2calib.conditions.status import ChannelStatus
 from b2calib.exceptions import ConfigError
 from b2calib.fit._lm import LMResult, channel_table, fisher, minimize, poisson_lm
 from b2calib.fit._lm import errors as lm_errors

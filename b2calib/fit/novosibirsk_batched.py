@@ -23,7 +23,7 @@ import hist
 import numpy as np
 import numpy.typing as npt
 
-from b2calib.conditions.payload import ChannelStatus
+from b2calib.conditions.status import ChannelStatus
 from b2calib.exceptions import ConfigError
 from b2calib.fit._lm import channel_table, fisher, poisson_lm
 from b2calib.fit._lm import errors as lm_errors

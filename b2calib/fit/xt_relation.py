@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from b2calib.conditions.payload import ChannelStatus
+from b2calib.conditions.status import ChannelStatus
 from b2calib.exceptions import ConfigError
 
 __all__ = ["XtFits", "fit_xt", "xt_gradient", "xt_slope", "xt_value"]
