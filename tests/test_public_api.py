@@ -39,7 +39,6 @@ def test_sim_names() -> None:
         "SimConfig",
         "SimulationResult",
         "conditions_for_run",
-        "cross_section_nb",
         "generate_runs",
         "prescales",
         "simulate",
@@ -48,6 +47,21 @@ def test_sim_names() -> None:
     ]
     for name in b2calib.sim.__all__:
         assert hasattr(b2calib.sim, name)
+
+
+def test_physics_names() -> None:
+    import b2calib.physics
+
+    assert sorted(dir(b2calib.physics)) == sorted(b2calib.physics.__all__)
+    assert b2calib.physics.__all__ == [
+        "ALPHA",
+        "COS_MAX",
+        "Y4S_ECMS_GEV",
+        "cross_section_nb",
+        "dsigma_dcos_nb",
+        "mass",
+        "masses",
+    ]
 
 
 def test_typed_package_marker() -> None:

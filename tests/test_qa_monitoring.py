@@ -18,6 +18,7 @@ from scipy import stats
 from b2calib.engine import Dataset
 from b2calib.exceptions import ConfigError, FileFormatError, QAError
 from b2calib.geometry import DETECTOR_ID, cdc, top
+from b2calib.physics import cross_section_nb
 from b2calib.qa.compare import QAStatus, Thresholds, compare
 from b2calib.qa.monitoring import (
     QA_HISTOGRAMS,
@@ -38,7 +39,6 @@ from b2calib.sim import (
     PROCESS_ID,
     SimConfig,
     conditions_for_run,
-    cross_section_nb,
     generate_runs,
     prescales,
     simulate,

@@ -908,9 +908,10 @@ def measure_visible_cross_sections(
         processes with ``k = 0`` are left out.
     """
     from b2calib.geometry import top
+    from b2calib.physics import cross_section_nb
     from b2calib.sim import SimConfig, conditions_for_run, generate_runs
     from b2calib.sim.detector import simulate_response
-    from b2calib.sim.physics import PROCESS_ID, Beam, cross_section_nb, generate
+    from b2calib.sim.physics import PROCESS_ID, Beam, generate
     from b2calib.sim.trigger import trigger_variables
 
     sizes = dict(
@@ -981,7 +982,7 @@ def lumi_from_count(
     for gamma-gamma: negligible next to the counting). None when ``N`` is 0 (no measurement).
     Prescales missing from ``prescales`` (or None) are 1.
     """
-    from b2calib.sim.physics import cross_section_nb
+    from b2calib.physics import cross_section_nb
 
     if method not in LUMI_SELECTIONS:
         raise QAError(f"unknown luminosity method {method!r}; known: {', '.join(LUMI_SELECTIONS)}")
