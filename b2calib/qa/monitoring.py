@@ -67,14 +67,14 @@ Definitions (what the numbers mean)
   with a binomial error.
 * ``bhabha.lumi_pb``, ``gamma_gamma.lumi_pb`` (system ``BEAM``, pb^-1): the run's integrated
   luminosity ``N / sum_p(prescale_p sigma_vis,p)`` (:func:`lumi_from_count`) from the events
-  ``N`` of the selection of :data:`LUMI_SELECTIONS`: every ``hlt_bhabha`` event
+  ``N`` of the selection of :data:`b2calib.skims.LUMI_SELECTIONS`: every ``hlt_bhabha`` event
   (``Bhabha2Trk``), and the ``hlt_gamma_gamma`` events with the ``GG`` flag. The simulator's
   prescales (files' metadata) are fractions of the produced events kept, so ``N`` is divided by
   them; the sum runs over every process that passes the selection (tau pairs make 0.2 % of the
   Bhabha count). The visible cross sections ``sigma_vis,p`` (cross section x selection
   efficiency) are *not* taken from the run's simulation truth: they were measured once on an
-  independent simulated sample (:func:`measure_visible_cross_sections`, seed
-  :data:`VISIBLE_CROSS_SECTION_SEED`) at the Y(4S) energy and are committed as
+  independent simulated sample (:mod:`b2calib.sim.luminosity`, seed
+  20190) at the Y(4S) energy and are committed as
   :data:`VISIBLE_CROSS_SECTIONS_NB`; other nominal energies (continuum) scale them with the
   generator's ``cross_section_nb(p, E) / cross_section_nb(p, E_4S)`` (the selections cut on
   energies relative to the beam energy: the efficiency does not depend on it). The error is
@@ -109,12 +109,13 @@ from b2calib.exceptions import ConfigError, FileFormatError, QAError
 from b2calib.fit.histstats import mean_of, sigma68
 from b2calib.geometry import B_FIELD_T, DETECTOR_ID, DETECTORS, klm, vxd
 from b2calib.io import METADATA_KEY, FileMetadata
+from b2calib.physics import Y4S_ECMS_GEV
 from b2calib.runs import RunRegistry
+from b2calib.skims import LUMI_SELECTIONS
 
 __all__ = [
     "GOOD_MUON_MATCH",
     "HOT_PIXEL_OCCUPANCY",
-    "LUMI_SELECTIONS",
     "MIN_BEAMSPOT_TRACKS",
     "MIN_HOT_PIXEL_EVENTS",
     "MIN_KLM_CROSSINGS",
@@ -123,7 +124,6 @@ __all__ = [
     "VARIABLES",
     "VISIBLE_CROSS_SECTIONS_NB",
     "VISIBLE_CROSS_SECTION_ECMS",
-    "VISIBLE_CROSS_SECTION_SEED",
     "BhabhaCollector",
     "GammaGammaCollector",
     "HistogramDef",
@@ -134,7 +134,6 @@ __all__ = [
     "VariableDef",
     "collect_qa",
     "lumi_from_count",
-    "measure_visible_cross_sections",
     "run_qa_from_outputs",
     "sigma68",
 ]
@@ -839,21 +838,14 @@ def _mass_fit(
 
 
 # ------------------------------------------------------------------------------ luminosity
-#: Luminosity methods: the skim counted and the selection applied to it (in the cut language
-#: of :mod:`b2calib.skims`); the skim's own cut is applied too.
-LUMI_SELECTIONS: dict[str, tuple[str, str]] = {
-    "bhabha": ("hlt_bhabha", "[Bhabha2Trk == 1]"),
-    "gamma_gamma": ("hlt_gamma_gamma", "[GG == 1]"),
-}
 #: Collision energy (GeV) at which :data:`VISIBLE_CROSS_SECTIONS_NB` were measured.
-VISIBLE_CROSS_SECTION_ECMS = _NOMINAL_4S
-#: Seed of the simulated sample :data:`VISIBLE_CROSS_SECTIONS_NB` were measured on.
-VISIBLE_CROSS_SECTION_SEED = 20190
-#: Visible cross sections (nb) of each luminosity method (:data:`LUMI_SELECTIONS`) for each
-#: process that passes its selection: (value, binomial error of the efficiency times the
-#: cross section), at :data:`VISIBLE_CROSS_SECTION_ECMS`. Regenerate with
-#: ``measure_visible_cross_sections(seed=VISIBLE_CROSS_SECTION_SEED)`` (default sample sizes:
-#: bhabha 1M, gamma_gamma 500k, tautau 400k, mumu 100k, hadron 100k events; ~1 minute).
+VISIBLE_CROSS_SECTION_ECMS = Y4S_ECMS_GEV
+#: Visible cross sections (nb) of each luminosity method (:data:`b2calib.skims.LUMI_SELECTIONS`)
+#: for each process that passes its selection: (value, binomial error of the efficiency times
+#: the cross section), at :data:`VISIBLE_CROSS_SECTION_ECMS`, as measured by
+#: :func:`b2calib.sim.luminosity.measure_visible_cross_sections` on its default sample (seed
+#: 20190; bhabha 1M, gamma_gamma 500k, tautau 400k, mumu 100k, hadron 100k events). Regenerate
+#: with ``python -m b2calib.sim.luminosity`` (~1 minute), which prints this table.
 #: Processes without a selected event are left out: mumu and hadron pass neither selection,
 #: tautau and bhabha not the gamma-gamma one (0 of 400k / 1M).
 VISIBLE_CROSS_SECTIONS_NB: dict[str, dict[str, tuple[float, float]]] = {
@@ -862,103 +854,6 @@ VISIBLE_CROSS_SECTIONS_NB: dict[str, dict[str, tuple[float, float]]] = {
     # efficiency 0.9171 of 1.935 nb
     "gamma_gamma": {"gamma_gamma": (1.77458, 0.00075)},
 }
-
-
-def _lumi_mask(method: str, trig: Mapping[str, npt.ArrayLike]) -> npt.NDArray[np.bool_]:
-    from b2calib.skims import SKIMS, Cut
-
-    skim, cut = LUMI_SELECTIONS[method]
-    return SKIMS[skim].select(trig) & Cut(cut)(trig)
-
-
-def measure_visible_cross_sections(
-    n_events: Mapping[str, int] | None = None,
-    *,
-    seed: int = VISIBLE_CROSS_SECTION_SEED,
-    ecms_gev: float = VISIBLE_CROSS_SECTION_ECMS,
-    chunk: int = 50_000,
-) -> dict[str, dict[str, tuple[float, float]]]:
-    """Measure the visible cross sections of the luminosity selections on a simulated sample.
-
-    The "MC" sample is independent of any data run: the detector conditions are those of run 1
-    of a one-run experiment 0 simulated with ``seed``; the events of each process are
-    generated at the nominal energy ``ecms_gev`` (with the simulator's beam-energy spread),
-    passed through the track reconstruction, the ECL response (the software trigger reads
-    nothing else, so the other detectors are not simulated) and the software trigger (with the
-    nominal beam energy, as the HLT does) and counted with :data:`LUMI_SELECTIONS`. The
-    simulation truth used is that of this sample alone (which process each event is).
-
-    Parameters
-    ----------
-    n_events
-        Events to simulate per process (default: bhabha 1M, gamma_gamma 500k, tautau 400k,
-        mumu 100k, hadron 100k). Processes left out are not measured.
-    seed
-        Seed of the conditions and of the events.
-    ecms_gev
-        Nominal collision energy.
-    chunk
-        Events simulated at once (memory).
-
-    Returns
-    -------
-    dict
-        ``{method: {process: (sigma_vis_nb, error_nb)}}`` with ``sigma_vis = sigma(ecms) k / n``
-        (``k`` of ``n`` events selected) and the binomial error ``sigma sqrt(k (n - k) / n) / n``;
-        processes with ``k = 0`` are left out.
-    """
-    from b2calib.geometry import top
-    from b2calib.physics import cross_section_nb
-    from b2calib.sim import SimConfig, conditions_for_run, generate_runs
-    from b2calib.sim.detector import simulate_response
-    from b2calib.sim.physics import PROCESS_ID, Beam, generate
-    from b2calib.sim.trigger import trigger_variables
-
-    sizes = dict(
-        n_events
-        if n_events is not None
-        else {
-            "bhabha": 1_000_000,
-            "gamma_gamma": 500_000,
-            "tautau": 400_000,
-            "mumu": 100_000,
-            "hadron": 100_000,
-        }
-    )
-    cfg = SimConfig(
-        exp=0,
-        n_runs=1,
-        seed=seed,
-        run_types={"physics": 1.0, "cosmic": 0.0, "beam": 0.0, "debug": 0.0},
-        continuum_fraction=0.0,
-    )
-    (run,) = generate_runs(cfg)
-    cond = conditions_for_run(cfg, run)
-    beam, nominal = Beam(ecms_gev, cond.ecms_spread), Beam(ecms_gev, 0.0)
-    out: dict[str, dict[str, tuple[float, float]]] = {m: {} for m in LUMI_SELECTIONS}
-    for process, n in sizes.items():
-        if n < 1:
-            raise ConfigError(f"n_events[{process!r}] must be at least 1, not {n}")
-        rng = np.random.default_rng(np.random.SeedSequence([seed, PROCESS_ID[process]]))
-        k = dict.fromkeys(LUMI_SELECTIONS, 0)
-        for first in range(0, n, chunk):
-            m = min(chunk, n - first)
-            parts = generate(
-                rng, process, m, beam, np.tile(cond.beamspot, (m, 1)), cond.beamspot_size
-            )
-            t_coll = (rng.integers(-8, 9, m) * top.RF_PERIOD_NS).astype(np.float64)
-            # the trigger reads the tracks and the ECL clusters (always simulated) only
-            resp = simulate_response(rng, parts, m, t_coll, cond, True, ("ECL",))
-            trig = trigger_variables(
-                resp.collections["TrackFitResults"], resp.collections["ECLClusters"], m, nominal
-            )
-            for method in LUMI_SELECTIONS:
-                k[method] += int(_lumi_mask(method, trig).sum())
-        sigma = cross_section_nb(process, ecms_gev)
-        for method, kk in k.items():
-            if kk:
-                out[method][process] = (sigma * kk / n, sigma * math.sqrt(kk * (n - kk) / n) / n)
-    return out
 
 
 def lumi_from_count(
