@@ -317,3 +317,7 @@ def retention(
     n = len(np.asarray(next(iter(data.values()))))
     names = skims if skims is not None else list(SKIMS)
     return {s: (float(get_skim(s).select(data).sum()) / n if n else 0.0) for s in names}
+
+
+def __dir__() -> list[str]:
+    return __all__

@@ -18,6 +18,7 @@ from scipy import stats
 
 from b2calib.engine import Dataset
 from b2calib.exceptions import ConfigError, FileFormatError, QAError
+from b2calib.fit.histstats import sigma68
 from b2calib.geometry import DETECTOR_ID, cdc, top
 from b2calib.physics import cross_section_nb
 from b2calib.qa.compare import QAStatus, Thresholds, compare
@@ -32,7 +33,6 @@ from b2calib.qa.monitoring import (
     collect_qa,
     lumi_from_count,
     run_qa_from_outputs,
-    sigma68,
 )
 from b2calib.runs import RunRegistry
 from b2calib.sim import (
