@@ -40,7 +40,6 @@ from b2calib.qa.monitoring.parts import (
     RunHistograms,
     SkimEvents,
     flat,
-    listing_order,
     mean_histogram,
 )
 from b2calib.sim import SimConfig, simulate, skim_path
@@ -55,7 +54,6 @@ class SVDOnTrackFraction(QAPart[DimuonEvents]):
 
     detector = "SVD"
     skim = "hlt_mumu_2trk"
-    order = listing_order("hlt_mumu_2trk", "SVD")
     variables = (VariableDef("mumu.svd_on_track_fraction", "SVD", "", "SVD clusters on tracks"),)
     histograms = (
         HistogramDef("SVD", "clusters_per_event", "SVD clusters per event", bins=(40, 0, 40)),

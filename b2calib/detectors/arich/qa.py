@@ -20,7 +20,6 @@ from b2calib.qa.monitoring.parts import (
     DimuonEvents,
     Histograms,
     RunHistograms,
-    listing_order,
     mean_histogram,
     occupancy,
 )
@@ -45,7 +44,6 @@ class ARICHDimuonQA(QAPart[DimuonEvents]):
 
     detector = "ARICH"
     skim = "hlt_mumu_2trk"
-    order = listing_order("hlt_mumu_2trk", "ARICH")
     variables = (
         VariableDef("mumu.arich_photons_per_track", "ARICH", "", "ARICH digits per forward track"),
     )

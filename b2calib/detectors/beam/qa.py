@@ -65,7 +65,6 @@ class DimuonMassQA(QAPart[DimuonEvents]):
 
     detector = "BEAM"
     skim = "hlt_mumu_2trk"
-    order = listing_order("hlt_mumu_2trk", "BEAM")
     variables = (
         VariableDef(
             "mumu.invariant_mass",
@@ -126,7 +125,6 @@ class HadronBhabhaRatio(QAPart[SkimEvents]):
     """Hadron over Bhabha events, prescales removed (from the event counts of both skims)."""
 
     detector = "BEAM"
-    order = listing_order("run", "BEAM")
     variables = (
         VariableDef(
             "hadron_bhabha_ratio", "BEAM", "", "hlt_hadron / hlt_bhabha events, prescales removed"
@@ -152,7 +150,7 @@ class Luminosity(QAPart[SkimEvents]):
     :class:`BhabhaLuminosity` and :class:`GammaGammaLuminosity`)."""
 
     detector = "BEAM"
-    order = listing_order("run", "BEAM")
+    order = listing_order("run", "BEAM")  # with the ratio, not in the block of its skim
     method: ClassVar[str]
     count: ClassVar[str]
     description: ClassVar[str]

@@ -22,7 +22,6 @@ from b2calib.qa.monitoring.parts import (
     SkimEvents,
     event_index,
     flat,
-    listing_order,
     mean_histogram,
     occupancy,
 )
@@ -49,7 +48,6 @@ class ECLBhabhaQA(QAPart[SkimEvents]):
 
     detector = "ECL"
     skim = "hlt_bhabha"
-    order = listing_order("hlt_bhabha", "ECL")
     variables = (
         VariableDef(
             "bhabha.ecl_e_over_p", "ECL", "", "mean E/p of Bhabha tracks with 0.5 < E/p < 1.5"

@@ -27,7 +27,6 @@ from b2calib.qa.monitoring.parts import (
     RunHistograms,
     event_index,
     flat,
-    listing_order,
     mean_histogram,
     occupancy,
 )
@@ -77,7 +76,6 @@ class KLMDimuonQA(QAPart[DimuonEvents]):
 
     detector = "KLM"
     skim = "hlt_mumu_2trk"
-    order = listing_order("hlt_mumu_2trk", "KLM")
     variables = (
         VariableDef(
             "mumu.good_muon_fraction",

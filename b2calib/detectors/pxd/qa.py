@@ -61,7 +61,6 @@ class PXDDigitCharge(QAPart[DimuonEvents]):
 
     detector = "PXD"
     skim = "hlt_mumu_2trk"
-    order = listing_order("hlt_mumu_2trk", "PXD")
     histograms = (DIGIT_CHARGE,)
 
     def branches(self) -> dict[str, str]:

@@ -18,7 +18,6 @@ from b2calib.qa.monitoring.parts import (
     Histograms,
     TrackHits,
     flat,
-    listing_order,
     occupancy,
 )
 
@@ -36,7 +35,6 @@ class SVDClusterCharge(QAPart[DimuonEvents]):
 
     detector = "SVD"
     skim = "hlt_mumu_2trk"
-    order = listing_order("hlt_mumu_2trk", "SVD")
     histograms = (CLUSTER_CHARGE,)
 
     def branches(self) -> dict[str, str]:

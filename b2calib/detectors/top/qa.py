@@ -24,7 +24,6 @@ from b2calib.qa.monitoring.parts import (
     RunHistograms,
     event_index,
     flat,
-    listing_order,
     mean_histogram,
     occupancy,
 )
@@ -51,7 +50,6 @@ class TOPDimuonQA(QAPart[DimuonEvents]):
 
     detector = "TOP"
     skim = "hlt_mumu_2trk"
-    order = listing_order("hlt_mumu_2trk", "TOP")
     variables = (
         VariableDef(
             "mumu.top_digits_per_track", "TOP", "", "TOP digits in the module of the track"

@@ -27,7 +27,6 @@ from b2calib.qa.monitoring.parts import (
     Histograms,
     RunHistograms,
     count_histogram,
-    listing_order,
 )
 
 __all__ = ["D0_BINS", "MIN_BEAMSPOT_TRACKS", "Z0_BINS", "ImpactParameterQA", "qa_parts"]
@@ -46,7 +45,6 @@ class ImpactParameterQA(QAPart[DimuonEvents]):
 
     detector = "TRACKING"
     skim = "hlt_mumu_2trk"
-    order = listing_order("hlt_mumu_2trk", "TRACKING")
     variables = (
         VariableDef("mumu.d0_resolution", "TRACKING", "um", "sigma68 of d0, from dimuon pairs"),
         VariableDef("mumu.z0_resolution", "TRACKING", "um", "sigma68 of z0, from dimuon pairs"),

@@ -4,8 +4,8 @@ The monitoring of a skim is composed of parts. A part belongs to one detector (o
 declares
 
 * ``detector``; ``skim``, the skim whose collector runs its :meth:`~QAPart.fill` (None: the
-  part only computes, from what the skims' collectors and other parts fill); ``order``, where
-  its variables are listed (:func:`listing_order`);
+  part only computes, from what the skims' collectors and other parts fill); where its variables
+  are listed, ``order``, has a default (:attr:`~QAPart.order`);
 * ``variables`` and ``histograms``: its :class:`~b2calib.qa.monitoring.VariableDef` and
   :class:`~b2calib.qa.monitoring.HistogramDef` (QA histograms are filled under their
   :attr:`~b2calib.qa.monitoring.HistogramDef.output_name` in the output of their skim);
@@ -32,13 +32,36 @@ histogram, nor fill the same histogram name in one skim.
 
 Listing order
 -------------
-Variables are listed (:data:`~b2calib.qa.monitoring.VARIABLES`, :attr:`RunQA.variables`, the
-QAM) by the ``order`` of their parts, parts of equal order in the order they were registered
-(a package's in the order of its list), and a part's variables as it declares them. The listing
-is cut into blocks (:data:`LISTING_BLOCKS`): one per skim, and ``"run"`` for variables of
-several skims after the dimuon block; within a block the parts go in detector order
-(:data:`LISTING`): ``listing_order(block, detector)``; ``listing_order(block)`` comes after every
-detector's part of the block (the PXD hot pixels follow the occupancies of every detector).
+Variables are listed (:data:`~b2calib.qa.monitoring.VARIABLES`,
+:attr:`~b2calib.qa.monitoring.RunQA.variables`, the QAM) by the ``order`` of their parts, parts
+of equal order in the order they were registered (a package's in the order of its list), and a
+part's variables as it declares them. The listing is cut into blocks (:data:`LISTING_BLOCKS`):
+one per skim, and ``"run"`` for variables of several skims after the dimuon block; within a
+block the parts go in detector order (:data:`LISTING`): ``listing_order(block, detector)``;
+``listing_order(block)`` comes after every detector's part of the block (the PXD hot pixels
+follow the occupancies of every detector).
+
+Example
+-------
+The share of the SVD clusters of dimuon events that are on a track, as
+``b2calib/detectors/svd/qa.py`` would declare it (and list it in its ``qa_parts()``)::
+
+    @dataclass(frozen=True)
+    class SVDOnTrackFraction(QAPart[DimuonEvents]):
+        detector = "SVD"
+        skim = "hlt_mumu_2trk"
+        variables = (VariableDef("mumu.svd_on_track_fraction", "SVD", "", "on-track clusters"),)
+
+        def branches(self) -> dict[str, str]:
+            return {"SVDClusters_m_trackIndex": "var * int16"}
+
+        def fill(self, events: DimuonEvents) -> Histograms:
+            on = flat(events.events, "SVDClusters_m_trackIndex", np.int64) >= 0
+            return {"mean/svd_on_track": mean_histogram(on)}
+
+        def compute(self, run: RunHistograms) -> list[MonitoringValue]:
+            name = "mumu.svd_on_track_fraction"
+            return self.mean_value(run, self.skim, "mean/svd_on_track", name)
 """
 
 from __future__ import annotations
@@ -268,9 +291,11 @@ class QAPart(abc.ABC, Generic[EventsT]):
     version: ClassVar[int] = 1
 
     @property
-    @abc.abstractmethod
     def order(self) -> float:
-        """Where the part's variables are listed (:func:`listing_order`)."""
+        """Where the part's variables are listed: by default in the block of its skim (the
+        ``"run"`` block without a skim) at its detector's place (:func:`listing_order`); a part
+        of a skim without a block of its own declares it."""
+        return listing_order(self.skim or "run", self.detector)
 
     @property
     def variables(self) -> tuple[VariableDef, ...]:
@@ -366,10 +391,6 @@ class Occupancy(QAPart[SkimEvents]):
             )
 
     @property
-    def order(self) -> float:
-        return listing_order(self.skim, self.detector)
-
-    @property
     def variables(self) -> tuple[VariableDef, ...]:
         prefix = SKIM_PREFIX[self.skim]
         return (
@@ -423,10 +444,6 @@ class TrackHits(QAPart[DimuonEvents]):
     bins: tuple[int, float, float]
     description: str = ""
     skim = "hlt_mumu_2trk"
-
-    @property
-    def order(self) -> float:
-        return listing_order("hlt_mumu_2trk", self.detector)
 
     @property
     def variables(self) -> tuple[VariableDef, ...]:
