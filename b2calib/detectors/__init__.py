@@ -25,8 +25,8 @@ entry point (other packages add theirs the same way), so ``b2calib calibrate ecl
 :func:`b2calib.calibration.get_calibration` find them without importing this package first.
 
 A package that monitors its detector has a module ``qa`` with a ``qa_parts()`` function
-returning its :class:`~b2calib.qa.monitoring.QAPart` s; :func:`qa_parts` collects them
-(importing only the ``qa`` modules' imports), and the QA registry loads them through the
+returning its :class:`~b2calib.qa.monitoring.QAPart` s; :func:`qa_parts` collects them (it
+imports each package's ``qa`` module), and the QA registry loads them through the
 ``b2calib.qa`` entry point (:func:`b2calib.qa.monitoring.qa_parts`): a new detector's QA is a
 new ``qa.py``, with no switch to edit in the collectors.
 """
