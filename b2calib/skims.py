@@ -23,7 +23,15 @@ import numpy.typing as npt
 
 from b2calib.exceptions import SkimDefinitionError
 
-__all__ = ["SKIMS", "TRIGGER_VARIABLES", "Cut", "Skim", "get_skim", "retention"]
+__all__ = [
+    "LUMI_SELECTIONS",
+    "SKIMS",
+    "TRIGGER_VARIABLES",
+    "Cut",
+    "Skim",
+    "get_skim",
+    "retention",
+]
 
 #: Software-trigger variables computed per event (``SoftwareTriggerVariables_<name>``).
 TRIGGER_VARIABLES: dict[str, str] = {
@@ -282,6 +290,15 @@ SKIMS: dict[str, Skim] = {
     )
 }
 
+#: Luminosity methods: the skim counted and the selection applied to it (in the cut language
+#: of this module); the skim's own cut is applied too. The simulator measures their visible
+#: cross sections (:mod:`b2calib.sim.luminosity`), the QA counts them
+#: (:func:`b2calib.qa.monitoring.lumi_from_count`).
+LUMI_SELECTIONS: dict[str, tuple[str, str]] = {
+    "bhabha": ("hlt_bhabha", "[Bhabha2Trk == 1]"),
+    "gamma_gamma": ("hlt_gamma_gamma", "[GG == 1]"),
+}
+
 
 def get_skim(name: str) -> Skim:
     """The skim called ``name``."""
@@ -300,3 +317,7 @@ def retention(
     n = len(np.asarray(next(iter(data.values()))))
     names = skims if skims is not None else list(SKIMS)
     return {s: (float(get_skim(s).select(data).sum()) / n if n else 0.0) for s in names}
+
+
+def __dir__() -> list[str]:
+    return __all__

@@ -41,7 +41,6 @@ def test_sim_names() -> None:
         "SimConfig",
         "SimulationResult",
         "conditions_for_run",
-        "cross_section_nb",
         "generate_runs",
         "prescales",
         "simulate",
@@ -50,6 +49,21 @@ def test_sim_names() -> None:
     ]
     for name in b2calib.sim.__all__:
         assert hasattr(b2calib.sim, name)
+
+
+def test_physics_names() -> None:
+    import b2calib.physics
+
+    assert sorted(dir(b2calib.physics)) == sorted(b2calib.physics.__all__)
+    assert b2calib.physics.__all__ == [
+        "ALPHA",
+        "COS_MAX",
+        "Y4S_ECMS_GEV",
+        "cross_section_nb",
+        "dsigma_dcos_nb",
+        "mass",
+        "masses",
+    ]
 
 
 def test_typed_package_marker() -> None:
@@ -184,7 +198,7 @@ def test_detector_names() -> None:
     import importlib
 
     expected = {
-        "b2calib.detectors": ["calibrations", "packages"],
+        "b2calib.detectors": ["calibrations", "packages", "qa_parts"],
         "b2calib.detectors.ecl": ["calibrations"],
         "b2calib.detectors.ecl.energy": [
             "EE5X5_PAYLOAD", "GG_PAYLOAD", "MERGED_PAYLOAD", "MUMU_PAYLOAD", "ECLEnergyAlgorithm",
@@ -311,6 +325,94 @@ def test_qa_names() -> None:
     ]
     for module in (b2calib.qa.store, b2calib.qa.grl, b2calib.qa.monitoring):
         assert sorted(dir(module)) == sorted(module.__all__)
+
+
+def test_qa_module_names() -> None:
+    """The modules of the monitoring and good-run-list packages, and the luminosity's
+    measurement next to the simulator."""
+    import importlib
+
+    expected = {
+        "b2calib.qa.monitoring": [
+            "QA_HISTOGRAMS", "SYSTEMS", "VARIABLES", "VISIBLE_CROSS_SECTIONS_NB",
+            "VISIBLE_CROSS_SECTION_ECMS", "BhabhaCollector", "GammaGammaCollector",
+            "HistogramDef", "MonitoringValue", "MuMuCollector", "OccupancyCollector", "QAPart",
+            "RunQA", "SkimCollector", "VariableDef", "collect_qa", "lumi_from_count",
+            "qa_parts", "register", "run_qa_from_outputs", "unregister",
+        ],
+        "b2calib.qa.monitoring.definitions": [
+            "SKIM_PREFIX", "SYSTEMS", "HistogramDef", "MonitoringValue", "RunQA", "VariableDef",
+        ],
+        "b2calib.qa.monitoring.parts": [
+            "B_FACTOR", "EXT_HIT_BRANCHES", "LISTING", "LISTING_BLOCKS", "OCCUPANCY_SKIMS",
+            "DimuonEvents", "ExtHits", "Histograms", "Occupancy", "QAPart", "RunHistograms",
+            "SkimEvents", "TrackHits", "count_histogram", "event_index", "flat",
+            "listing_order", "mean_histogram", "occupancy",
+        ],
+        "b2calib.qa.monitoring.registry": [
+            "ENTRY_POINT_GROUP", "QA_HISTOGRAMS", "VARIABLES", "qa_parts", "register",
+            "unregister",
+        ],
+        "b2calib.qa.monitoring.collectors": [
+            "COLLECTORS", "BhabhaCollector", "GammaGammaCollector", "MuMuCollector",
+            "OccupancyCollector", "SkimCollector", "collector_for", "qa_skims",
+        ],
+        "b2calib.qa.monitoring.massfit": [
+            "MASS_WINDOW_GEV", "MIN_DIMUONS", "DimuonMassFit", "fit_dimuon_mass",
+        ],
+        "b2calib.qa.monitoring.luminosity": [
+            "VISIBLE_CROSS_SECTIONS_NB", "VISIBLE_CROSS_SECTION_ECMS", "lumi_from_count",
+        ],
+        "b2calib.qa.monitoring.collect": ["collect_qa", "run_qa_from_outputs"],
+        "b2calib.qa.grl.expression": [
+            "DQ_TAG_PRESETS", "PRESETS", "Expression", "ExpressionError", "parse",
+        ],
+        "b2calib.qa.grl.goodrunlist": ["GRLRun", "GoodRunList", "evaluate", "runs_expression"],
+        "b2calib.sim.luminosity": [
+            "VISIBLE_CROSS_SECTION_SEED", "main", "measure_visible_cross_sections",
+        ],
+        "b2calib.skims": [
+            "LUMI_SELECTIONS", "SKIMS", "TRIGGER_VARIABLES", "Cut", "Skim", "get_skim",
+            "retention",
+        ],
+    }  # fmt: skip
+    for name, names in expected.items():
+        module = importlib.import_module(name)
+        assert module.__all__ == names, name
+        assert sorted(dir(module)) == sorted(names), name
+
+
+def test_detector_qa_names() -> None:
+    """Each detector (and system) package declares its QA in a ``qa`` module whose
+    ``qa_parts()`` the ``b2calib.qa`` entry point collects."""
+    import importlib
+
+    expected = {
+        "pxd": [
+            "DIGIT_CHARGE", "HOT_PIXEL_OCCUPANCY", "MIN_HOT_PIXEL_EVENTS", "PXDDigitCharge",
+            "PXDHotPixels", "qa_parts",
+        ],
+        "svd": ["CLUSTER_CHARGE", "SVDClusterCharge", "qa_parts"],
+        "cdc": ["qa_parts"],
+        "top": ["DIGITS_PER_TRACK", "TRACK_TIME", "TOPDimuonQA", "qa_parts"],
+        "arich": ["PHOTONS_PER_TRACK", "ARICHDimuonQA", "qa_parts"],
+        "ecl": ["CLUSTER_ENERGY", "E_OVER_P", "ECLBhabhaQA", "qa_parts"],
+        "klm": [
+            "DIGITS_PER_EVENT", "DIGIT_LAYER", "GOOD_MUON_MATCH", "MATCHED_FRACTION",
+            "MIN_KLM_CROSSINGS", "KLMDimuonQA", "qa_parts",
+        ],
+        "beam": [
+            "DIMUON_MASS", "BhabhaLuminosity", "DimuonMassQA", "GammaGammaLuminosity",
+            "HadronBhabhaRatio", "Luminosity", "qa_parts",
+        ],
+        "tracking": ["D0_BINS", "MIN_BEAMSPOT_TRACKS", "Z0_BINS", "ImpactParameterQA", "qa_parts"],
+    }  # fmt: skip
+    for det, names in expected.items():
+        module = importlib.import_module(f"b2calib.detectors.{det}.qa")
+        assert module.__all__ == names, det
+        assert sorted(dir(module)) == sorted(names), det
+    for det in ("pxd", "svd", "arich", "klm", "beam", "tracking"):  # QA only, for now
+        assert importlib.import_module(f"b2calib.detectors.{det}").__all__ == []
 
 
 def test_app_names() -> None:

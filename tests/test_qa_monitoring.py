@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import json
 import math
@@ -17,7 +18,9 @@ from scipy import stats
 
 from b2calib.engine import Dataset
 from b2calib.exceptions import ConfigError, FileFormatError, QAError
+from b2calib.fit.histstats import sigma68
 from b2calib.geometry import DETECTOR_ID, cdc, top
+from b2calib.physics import cross_section_nb
 from b2calib.qa.compare import QAStatus, Thresholds, compare
 from b2calib.qa.monitoring import (
     QA_HISTOGRAMS,
@@ -29,21 +32,20 @@ from b2calib.qa.monitoring import (
     RunQA,
     collect_qa,
     lumi_from_count,
-    measure_visible_cross_sections,
     run_qa_from_outputs,
-    sigma68,
 )
 from b2calib.runs import RunRegistry
 from b2calib.sim import (
     PROCESS_ID,
     SimConfig,
     conditions_for_run,
-    cross_section_nb,
     generate_runs,
     prescales,
     simulate,
     skim_path,
 )
+from b2calib.sim.luminosity import main as luminosity_main
+from b2calib.sim.luminosity import measure_visible_cross_sections
 
 BASE = dict(
     exp=9,
@@ -559,6 +561,25 @@ def test_visible_cross_sections_rederived_on_another_seed() -> None:
                 assert abs(got - sigma * scale) < tol, (ecms, method, process, got, sigma)
     with pytest.raises(ConfigError, match="at least 1"):
         measure_visible_cross_sections({"bhabha": 0})
+
+
+def test_the_visible_cross_section_command_prints_a_table_like_the_committed_one(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """``python -m b2calib.sim.luminosity`` prints a table of the committed layout (here of a
+    small sample: values with their errors rounded to two significant digits)."""
+    luminosity_main(["--events", "bhabha=4000", "--events", "gamma_gamma=2000"])
+    header, table_text = capsys.readouterr().out.split("\n", 1)
+    assert header == f"# seed 20190, collision energy {VISIBLE_CROSS_SECTION_ECMS} GeV"
+    table = ast.literal_eval(table_text)
+    assert set(table) == set(VISIBLE_CROSS_SECTIONS_NB)
+    for method, processes in table.items():
+        for process, (sigma, err) in processes.items():
+            committed, committed_err = VISIBLE_CROSS_SECTIONS_NB[method][process]
+            assert abs(sigma - committed) < 4 * math.hypot(err, committed_err)
+            assert len(f"{err:.3e}".split("e")[0].replace(".", "").rstrip("0")) <= 2
+    with pytest.raises(SystemExit):
+        luminosity_main(["--events", "bhabha"])
 
 
 @pytest.mark.slow

@@ -16,13 +16,13 @@ from b2calib.conditions.localdb import LocalDatabase
 from b2calib.exceptions import ConfigError
 from b2calib.geometry import arich, cdc, ecl, klm, top, vxd
 from b2calib.io import open_skim, read_metadata
+from b2calib.physics import cross_section_nb
 from b2calib.runs import RunRegistry
 from b2calib.sim import (
     PROCESS_ID,
     SimConfig,
     SimulationResult,
     conditions_for_run,
-    cross_section_nb,
     prescales,
     simulate,
     truth_payloads,

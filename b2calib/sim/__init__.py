@@ -10,7 +10,7 @@ true constants (as a basf2 local database of payloads), all deterministic in the
 
 from b2calib.sim.conditions import INTERVENTIONS, Conditions, conditions_for_run, truth_payloads
 from b2calib.sim.config import PROCESSES, SimConfig
-from b2calib.sim.physics import PROCESS_ID, cross_section_nb
+from b2calib.sim.physics import PROCESS_ID
 from b2calib.sim.runs import generate_runs
 from b2calib.sim.simulate import SimulationResult, prescales, simulate, skim_path
 
@@ -22,7 +22,6 @@ __all__ = [
     "SimConfig",
     "SimulationResult",
     "conditions_for_run",
-    "cross_section_nb",
     "generate_runs",
     "prescales",
     "simulate",

@@ -32,8 +32,9 @@ import numpy as np
 import numpy.typing as npt
 
 from b2calib.geometry import DETECTOR_ID, arich, cdc, ecl, klm, top, vxd
+from b2calib.physics import masses
 from b2calib.sim.conditions import COS_EDGES, SVD_RAW_RANGE, Conditions, xt_position
-from b2calib.sim.physics import C_CM_PER_NS, Particles, masses
+from b2calib.sim.physics import C_CM_PER_NS, Particles
 
 __all__ = ["Response", "simulate_response"]
 

@@ -1,58 +1,31 @@
-"""Event generation: beams, visible cross sections and the final-state particles of each process.
+"""Event generation: beams and the final-state particles of each process.
 
 Kinematics are generated in the centre-of-mass frame with initial-state radiation (ISR) and
 boosted to the lab with the SuperKEKB beam energies (7 GeV e-, 4 GeV e+, 83 mrad crossing).
-Masses come from the PDG via the ``particle`` package. Units: GeV, cm, ns.
+Masses and the cross sections (their angular distributions, and the event counts of
+:mod:`b2calib.sim.simulate`) come from :mod:`b2calib.physics`. Units: GeV, cm, ns.
 
-Cross sections are tree-level QED in the generation acceptance ``|cos theta*| < COS_MAX``
-(hadrons: the measured e+e- -> hadrons values at the Y(4S)). Process ``p`` is generated with
-``N ~ Poisson(L * sigma_p * prescale_p)`` events in a run of luminosity ``L``; the prescales are
-documented in every file's metadata, so the luminosity can be measured back from the Bhabha and
-gamma-gamma counts.
+Process ``p`` is generated with ``N ~ Poisson(L * sigma_p * prescale_p)`` events in a run of
+luminosity ``L``; the prescales are documented in every file's metadata, so the luminosity can be
+measured back from the Bhabha and gamma-gamma counts.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import cache
 
 import numpy as np
 import numpy.typing as npt
-from particle import Particle
 
-__all__ = [
-    "COS_MAX",
-    "PROCESS_ID",
-    "Beam",
-    "Particles",
-    "cross_section_nb",
-    "generate",
-    "mass",
-    "masses",
-]
+from b2calib.physics import ALPHA, COS_MAX, dsigma_dcos_nb, mass, masses
+
+__all__ = ["PROCESS_ID", "Beam", "Particles", "generate"]
 
 F = npt.NDArray[np.float64]
 #: Process ids stored in ``SimTruth_m_process``.
 PROCESS_ID = {"bhabha": 1, "gamma_gamma": 2, "mumu": 3, "hadron": 4, "tautau": 5, "cosmic": 6}
-#: Generation acceptance in the CMS polar angle.
-COS_MAX = {"bhabha": 0.80, "gamma_gamma": 0.85, "mumu": 0.90, "tautau": 0.90}
-ALPHA = 1 / 137.035999
-HBARC2_NB = 0.3893794e6  # (hbar c)^2 in nb GeV^2
 E_HER, E_LER, HALF_CROSSING = 7.004, 4.002, 0.0415
 C_CM_PER_NS = 29.9792458
-
-
-@cache
-def mass(pdg: int) -> float:
-    """PDG mass in GeV of a particle id (absolute value used)."""
-    m = Particle.from_pdgid(abs(pdg)).mass
-    return 0.0 if m is None else m / 1000.0
-
-
-def masses(pdg: npt.ArrayLike) -> F:
-    """PDG masses (GeV) of an array of particle ids."""
-    codes, inverse = np.unique(np.abs(np.asarray(pdg, dtype=np.int64)), return_inverse=True)
-    return np.array([mass(int(c)) for c in codes])[inverse.reshape(-1)]
 
 
 @dataclass(frozen=True)
@@ -90,44 +63,10 @@ def boost(p4: F, beta: F) -> F:
     return out
 
 
-# ----------------------------------------------------------------------------- cross sections
-def _dsigma_dcos(process: str, c: F, s: float) -> F:
-    """Tree-level dsigma/dcos(theta*) in nb."""
-    if process == "bhabha":
-        return 2 * np.pi * ALPHA**2 / (4 * s) * ((3 + c**2) / (1 - c)) ** 2 * HBARC2_NB
-    if process == "gamma_gamma":
-        return 2 * np.pi * ALPHA**2 / s * (1 + c**2) / (1 - c**2) * HBARC2_NB / 2
-    if process in ("mumu", "tautau"):
-        m = mass(13 if process == "mumu" else 15)
-        beta = np.sqrt(max(0.0, 1 - 4 * m**2 / s))
-        return (
-            2
-            * np.pi
-            * ALPHA**2
-            / (4 * s)
-            * beta
-            * (1 + c**2 + (1 - beta**2) * (1 - c**2))
-            * HBARC2_NB
-        )
-    raise ValueError(process)
-
-
-def cross_section_nb(process: str, ecms: float) -> float:
-    """Visible cross section (nb) of a process in the generation acceptance at ``ecms``."""
-    s = ecms**2
-    if process == "hadron":
-        on_peak = abs(ecms - 10.5794) < 0.015
-        return 3.69 * (10.58**2 / s) + (1.05 if on_peak else 0.0)
-    if process == "cosmic":
-        return 0.0
-    c = np.linspace(-COS_MAX[process], COS_MAX[process], 4001)
-    y = _dsigma_dcos(process, c, s)
-    return float(np.sum(0.5 * (y[1:] + y[:-1]) * np.diff(c)))
-
-
+# ----------------------------------------------------------------------------- angles
 def _sample_cos(rng: np.random.Generator, process: str, n: int) -> F:
     c = np.linspace(-COS_MAX[process], COS_MAX[process], 2001)
-    y = _dsigma_dcos(process, c, 10.58**2)
+    y = dsigma_dcos_nb(process, c, 10.58**2)
     cdf = np.concatenate([[0.0], np.cumsum(0.5 * (y[1:] + y[:-1]) * np.diff(c))])
     return np.interp(rng.random(n) * cdf[-1], cdf, c)
 

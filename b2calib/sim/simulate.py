@@ -32,12 +32,13 @@ from b2calib.conditions.payload import Payload
 from b2calib.exceptions import ConfigError
 from b2calib.geometry import top
 from b2calib.io import METADATA_KEY, TREE_NAME, FileMetadata
+from b2calib.physics import cross_section_nb
 from b2calib.runs import Run, RunRegistry
 from b2calib.sim.conditions import INTERVENTIONS, conditions_for_run, truth_payloads
 from b2calib.sim.config import PROCESSES, SimConfig
 from b2calib.sim.detector import Collection, simulate_response
 from b2calib.sim.faults import apply_faults
-from b2calib.sim.physics import PROCESS_ID, Beam, Particles, cross_section_nb, generate
+from b2calib.sim.physics import PROCESS_ID, Beam, Particles, generate
 from b2calib.sim.runs import NOMINAL_ECMS, generate_runs, run_rng
 from b2calib.sim.trigger import trigger_variables
 from b2calib.skims import SKIMS

@@ -7,8 +7,9 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from b2calib.physics import mass
 from b2calib.sim.detector import Collection
-from b2calib.sim.physics import Beam, boost, mass
+from b2calib.sim.physics import Beam, boost
 
 __all__ = ["trigger_variables"]
 

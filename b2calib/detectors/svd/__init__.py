@@ -1,0 +1,9 @@
+"""The SVD: its monitoring (:mod:`b2calib.detectors.svd.qa`); its calibrations come later."""
+
+from __future__ import annotations
+
+__all__: list[str] = []
+
+
+def __dir__() -> list[str]:
+    return __all__

@@ -1,0 +1,41 @@
+"""Good-run lists: a logic expression over data-quality flags and run properties, evaluated on runs.
+
+A good-run list (GRL) is the set of runs (exp, run) that data analyses may use, with the luminosity
+they contain: the runs of the registry for which an :class:`Expression` is true with their current
+flags (:func:`evaluate`), combined by set operations and exported as JSON, CMS "golden JSON" and
+CSV.
+
+==============  ===============================================================================
+``expression``  the expression language (grammar, names, canonical text): tokenizer, parser,
+                syntax tree and its evaluation on a run; :data:`PRESETS`
+``goodrunlist`` the list as a value: :class:`GRLRun`, :class:`GoodRunList` (set operations,
+                exports and their inverses), :func:`evaluate`, :func:`runs_expression`
+==============  ===============================================================================
+"""
+
+from __future__ import annotations
+
+from b2calib.qa.grl.expression import (
+    DQ_TAG_PRESETS,
+    PRESETS,
+    Expression,
+    ExpressionError,
+    parse,
+)
+from b2calib.qa.grl.goodrunlist import GoodRunList, GRLRun, evaluate, runs_expression
+
+__all__ = [
+    "DQ_TAG_PRESETS",
+    "PRESETS",
+    "Expression",
+    "ExpressionError",
+    "GRLRun",
+    "GoodRunList",
+    "evaluate",
+    "parse",
+    "runs_expression",
+]
+
+
+def __dir__() -> list[str]:
+    return __all__
