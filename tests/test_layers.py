@@ -53,11 +53,10 @@ TOP |= {"skims"}
 
 
 def _package(module: str) -> str:
-    """The layer of a module: ``b2calib.qa.store`` -> ``qa``, ``b2calib.cli_qa`` -> ``cli``."""
+    """The layer of a module: ``b2calib.qa.store`` -> ``qa``."""
     if module == "b2calib_apps" or module.startswith("b2calib_apps."):
         return "b2calib_apps"
-    part = module.split(".")[1] if module.startswith("b2calib.") else ""
-    return "cli" if part.startswith("cli") else part
+    return module.split(".")[1] if module.startswith("b2calib.") else ""
 
 
 def _modules() -> list[tuple[str, Path]]:

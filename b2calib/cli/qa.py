@@ -43,8 +43,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from b2calib.cli_calibrate import parse_runs
-from b2calib.cli_conditions import _DB_HELP, _record, _table
+from b2calib.cli.output import DB_HELP, parse_runs, record, table
 
 if TYPE_CHECKING:
     from b2calib.qa.grl import GoodRunList
@@ -73,7 +72,7 @@ def _uses_db(f: Callable[..., Any]) -> Callable[..., Any]:
             return f(qdb, **kwargs)
 
     return click.option(
-        "--db", "db_url", metavar="URL", envvar="B2CALIB_DB", show_envvar=True, help=_DB_HELP
+        "--db", "db_url", metavar="URL", envvar="B2CALIB_DB", show_envvar=True, help=DB_HELP
     )(command)
 
 
@@ -186,7 +185,7 @@ def qa_collect(
             [rq.exp, rq.run, len(rq.variables), len(rq.histograms), " ".join(bad) or "-", skipped]
         )
     header = ["exp", "run", "variables", "histograms", "warning/error", "skipped files"]
-    click.echo(_table(header, rows))
+    click.echo(table(header, rows))
 
 
 @qa.group("reference")
@@ -266,7 +265,7 @@ def qa_reference_list(qdb: QADatabase) -> None:
         for r in qdb.histograms.references().values()
     ]
     header = ["histogram", "exp", "run", "method", "options", "min entries", "p warn", "p err"]
-    click.echo(_table(header, sorted(rows)) if rows else "no references")
+    click.echo(table(header, sorted(rows)) if rows else "no references")
 
 
 @qa.command("evaluate")
@@ -300,7 +299,7 @@ def _status_table(qdb: QADatabase, exp: int | None, first: int | None, last: int
         cells = [f"{auto[r.key][d]}/{r.flag(d)}" if d in r.detectors else "-" for d in DETECTORS]
         rows.append([r.exp, r.run, r.run_type, states[r.key], *cells])
     click.echo("automatic status / certified flag")
-    click.echo(_table(["exp", "run", "type", "state", *DETECTORS], rows))
+    click.echo(table(["exp", "run", "type", "state", *DETECTORS], rows))
 
 
 @qa.command("trend")
@@ -317,7 +316,7 @@ def qa_trend(qdb: QADatabase, name: str, exp: int | None) -> None:
         [int(e), int(r), f"{v:.6g}", f"{err:.2g}", str(s)]
         for e, r, v, err, s in zip(tr.exp, tr.run, tr.value, tr.error, tr.status, strict=True)
     ]
-    click.echo(_table(["exp", "run", "value", "error", "status"], rows, [True] * 4 + [False]))
+    click.echo(table(["exp", "run", "value", "error", "status"], rows, [True] * 4 + [False]))
 
 
 # -- signoff -----------------------------------------------------------------------------------
@@ -385,7 +384,7 @@ def signoff_history(qdb: QADatabase, exp: int, run_number: int, detector: str | 
         for e in qdb.certification.flag_history(exp, run_number, detector)
     ]
     click.echo(
-        _table(["time", "detector", "flag", "author", "comment"], rows)
+        table(["time", "detector", "flag", "author", "comment"], rows)
         if rows
         else f"run ({exp}, {run_number}): no flags set"
     )
@@ -421,7 +420,7 @@ def signoff_state(
     click.echo(f"run ({exp}, {run_number}): {current.state}")
     if history:
         rows = [[h.time, h.state, h.author, h.comment or "-"] for h in history]
-        click.echo(_table(["time", "state", "author", "comment"], rows))
+        click.echo(table(["time", "state", "author", "comment"], rows))
 
 
 # -- grl ---------------------------------------------------------------------------------------
@@ -479,7 +478,7 @@ def grl_list(qdb: QADatabase) -> None:
         for g in qdb.grls.latest()
     ]
     header = ["name", "version", "runs", "lumi/pb^-1", "author", "expression"]
-    click.echo(_table(header, rows) if rows else "no good-run lists")
+    click.echo(table(header, rows) if rows else "no good-run lists")
 
 
 @grl.command("presets")
@@ -487,7 +486,7 @@ def grl_presets() -> None:
     """The named expressions ``grl make`` accepts."""
     from b2calib.qa.grl import PRESETS
 
-    click.echo(_record(sorted(PRESETS.items())))
+    click.echo(record(sorted(PRESETS.items())))
 
 
 @grl.command("show")
@@ -499,7 +498,7 @@ def grl_show(qdb: QADatabase, name: str, version: int | None) -> None:
     g = qdb.grls.get(name, version)
     ranges = g.to_cms_json()
     click.echo(
-        _record(
+        record(
             [
                 ("name", g.name),
                 ("version", g.version),
@@ -620,7 +619,7 @@ def user_add(qdb: QADatabase, name: str, role: str, detectors: str) -> None:
 def user_list(qdb: QADatabase) -> None:
     """Every user with role and detectors."""
     rows = [[u.name, u.role, ",".join(u.detectors) or "-"] for u in qdb.users.all()]
-    click.echo(_table(["name", "role", "detectors"], rows) if rows else "no users")
+    click.echo(table(["name", "role", "detectors"], rows) if rows else "no users")
 
 
 @user.command("remove")

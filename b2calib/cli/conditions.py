@@ -42,76 +42,19 @@ import re
 import sqlite3
 import tempfile
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
 
+from b2calib.cli.output import DB_HELP, cell, record, table
+
 if TYPE_CHECKING:
     from b2calib.conditions import ConditionsDB, Diff, IoV, IovEntry, PayloadInfo
 
 __all__ = ["db", "gt", "iov", "lookup", "payload"]
-
-_DB_HELP = (
-    "Conditions database: SQLAlchemy URL or SQLite file "
-    "(default: $B2CALIB_DB, else conditions.sqlite in the user's data directory)."
-)
-
-
-# -- output helpers ----------------------------------------------------------------------------
-
-
-def _cell(value: object) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, datetime):
-        return value.strftime("%Y-%m-%d %H:%M:%S")
-    return str(value)
-
-
-def _table(
-    header: Sequence[str] | None,
-    rows: Iterable[Sequence[object]],
-    right: Sequence[bool] | None = None,
-) -> str:
-    """Aligned plain-text table. Columns are right-aligned where ``right`` says so, by default
-    those holding only numbers."""
-    raw = [list(r) for r in rows]
-    ncol = len(header) if header is not None else max((len(r) for r in raw), default=0)
-    if right is None:
-        right = [
-            bool(raw)
-            and all(
-                isinstance(r[i], int | float) and not isinstance(r[i], bool)
-                for r in raw
-                if r[i] is not None
-            )
-            for i in range(ncol)
-        ]
-    text = [[_cell(v) for v in r] for r in raw]
-    head = list(header) if header is not None else []
-    width = [max([len(r[i]) for r in text] + [len(head[i]) if head else 0]) for i in range(ncol)]
-
-    def line(cells: Sequence[str]) -> str:
-        parts = [
-            c.rjust(w) if r else c.ljust(w) for c, w, r in zip(cells, width, right, strict=True)
-        ]
-        return "  ".join(parts).rstrip()
-
-    out = []
-    if head:
-        out += [line(head), line(["-" * w for w in width])]
-    out += [line(r) for r in text]
-    return "\n".join(out)
-
-
-def _record(pairs: Sequence[tuple[str, object]]) -> str:
-    """``key  value`` lines with the values aligned."""
-    width = max(len(k) for k, _ in pairs)
-    return "\n".join(f"{k.ljust(width)}  {_cell(v)}".rstrip() for k, v in pairs)
 
 
 def _iov_rows(entries: Iterable[IovEntry], *, tag: bool = False) -> list[list[object]]:
@@ -173,7 +116,7 @@ def _uses_db(*, writes: bool = False) -> Callable[[Callable[..., Any]], Callable
                 help="Author recorded for the change (default: $B2CALIB_USER, else the login).",
             )(command)
         return click.option(
-            "--db", "db_url", metavar="URL", envvar="B2CALIB_DB", show_envvar=True, help=_DB_HELP
+            "--db", "db_url", metavar="URL", envvar="B2CALIB_DB", show_envvar=True, help=DB_HELP
         )(command)
 
     return decorate
@@ -221,7 +164,7 @@ def gt_list(cdb: ConditionsDB, state: str | None, regex: str | None) -> None:
         click.echo("no global tags")
         return
     rows = [[t.name, t.type, t.state, t.modified, t.description] for t in tags]
-    click.echo(_table(["name", "type", "state", "modified (UTC)", "description"], rows))
+    click.echo(table(["name", "type", "state", "modified (UTC)", "description"], rows))
 
 
 @gt.command("show")
@@ -232,20 +175,20 @@ def gt_show(cdb: ConditionsDB, name: str) -> None:
     t = cdb.tag(name)
     entries = cdb.iovs(name)
     click.echo(
-        _record(
+        record(
             [
                 ("name", t.name),
                 ("type", t.type),
                 ("state", t.state),
                 ("description", t.description),
-                ("created", f"{_cell(t.created)} UTC by {t.author}"),
-                ("modified", f"{_cell(t.modified)} UTC"),
+                ("created", f"{cell(t.created)} UTC by {t.author}"),
+                ("modified", f"{cell(t.modified)} UTC"),
                 ("IoVs", len(entries)),
             ]
         )
     )
     if entries:
-        click.echo("\n" + _table(_IOV_HEADER, _iov_rows(entries)))
+        click.echo("\n" + table(_IOV_HEADER, _iov_rows(entries)))
 
 
 @gt.command("create")
@@ -309,7 +252,7 @@ def gt_merge(
     entries = cdb.iovs(name)
     click.echo(f"created {t.name} ({t.state}) from {', '.join(sources)}: {len(entries)} IoVs")
     if entries:
-        click.echo(_table(_IOV_HEADER, _iov_rows(entries)))
+        click.echo(table(_IOV_HEADER, _iov_rows(entries)))
 
 
 @gt.command("diff")
@@ -322,7 +265,7 @@ def gt_diff(cdb: ConditionsDB, a: str, b: str) -> None:
     The exit status is 0 whether or not the tags differ."""
     d = cdb.diff(a, b)
     if d:
-        click.echo(_table(None, _diff_lines(d)))
+        click.echo(table(None, _diff_lines(d)))
         click.echo(f"{a} -> {b}: {_diff_counts(d)}")
     else:
         click.echo(f"{a} and {b} hold the same payload IoVs")
@@ -363,7 +306,7 @@ def gt_runningupdate(
         d = _running_update(cdb, running, staging, valid_from, allow_closed)
         prefix = ""
     if d:
-        click.echo(_table(None, _diff_lines(d)))
+        click.echo(table(None, _diff_lines(d)))
     click.echo(
         f"{prefix}running update of {running} from {staging}: "
         f"{len(d.added)} IoVs added, {len(d.changed)} closed"
@@ -445,7 +388,7 @@ def gt_history(cdb: ConditionsDB, name: str | None, limit: int | None) -> None:
         ]
         for h in entries
     ]
-    click.echo(_table(["time (UTC)", "author", "action", "global tag", "details"], rows))
+    click.echo(table(["time (UTC)", "author", "action", "global tag", "details"], rows))
 
 
 # -- iov -----------------------------------------------------------------------------------------
@@ -481,7 +424,7 @@ def iov_list(cdb: ConditionsDB, tag: str, name: str | None, run: tuple[int, int]
     if not entries:
         click.echo(f"no IoVs in {tag} match")
         return
-    click.echo(_table(_IOV_HEADER, _iov_rows(entries)))
+    click.echo(table(_IOV_HEADER, _iov_rows(entries)))
 
 
 @iov.command("add")
@@ -533,7 +476,7 @@ def lookup(
         click.echo(f"no payload valid for run {exp},{run} in {', '.join(tags)}")
         return
     rows = _iov_rows([found[n] for n in sorted(found)], tag=True)
-    click.echo(_table([*_IOV_HEADER, "global tag"], rows))
+    click.echo(table([*_IOV_HEADER, "global tag"], rows))
 
 
 # -- payload -------------------------------------------------------------------------------------
@@ -581,7 +524,7 @@ def payload_list(cdb: ConditionsDB, name: str | None) -> None:
         click.echo("no payloads")
         return
     rows = [[i.name, i.revision, i.checksum, i.size, i.created, i.author] for i in infos]
-    click.echo(_table(["payload", "rev", "checksum", "bytes", "created (UTC)", "author"], rows))
+    click.echo(table(["payload", "rev", "checksum", "bytes", "created (UTC)", "author"], rows))
 
 
 @payload.command("show")
@@ -597,13 +540,13 @@ def payload_show(cdb: ConditionsDB, name: str, revision: int | None) -> None:
     info = cdb.payload_info(name, revision)
     p = cdb.payload(info)
     click.echo(
-        _record(
+        record(
             [
                 ("payload", info.name),
                 ("revision", info.revision),
                 ("checksum", info.checksum),
                 ("size", f"{info.size} bytes"),
-                ("created", f"{_cell(info.created)} UTC by {info.author}"),
+                ("created", f"{cell(info.created)} UTC by {info.author}"),
                 ("description", p.metadata.get("description")),
                 ("rows", len(p)),
                 ("provenance", json.dumps(info.provenance, sort_keys=True)),
@@ -621,10 +564,10 @@ def payload_show(cdb: ConditionsDB, name: str, revision: int | None) -> None:
     for col, arr in p.columns.items():
         lo, hi = (str(arr.min()), str(arr.max())) if len(arr) else (None, None)
         rows.append([col, kinds[col], str(arr.dtype), units.get(col), lo, hi])
-    table = _table(
+    columns = table(
         ["column", "kind", "type", "unit", "min", "max"], rows, right=[False] * 4 + [True] * 2
     )
-    click.echo("\n" + table)
+    click.echo("\n" + columns)
     if p.status is not None:
         codes, counts = np.unique(p.status, return_counts=True)
         parts = []
@@ -659,7 +602,7 @@ def payload_dump(
         click.echo(buf.getvalue(), nl=False)
         return
     right = [a.dtype.kind in "iuf" for a in cols.values()]
-    click.echo(_table(list(cols), rows, right=right))
+    click.echo(table(list(cols), rows, right=right))
     if n < len(p):
         click.echo(f"... {len(p) - n} more rows")
 
@@ -703,7 +646,7 @@ def db_import_local(cdb: ConditionsDB, folder: Path, tag: str, description: str)
     """Upload the basf2 local database in FOLDER into global tag --gt."""
     added = cdb.import_local(folder, tag, description=description)
     click.echo(f"imported {len(added)} IoVs from {folder} into {tag}")
-    click.echo(_table(_IOV_HEADER, _iov_rows(added)))
+    click.echo(table(_IOV_HEADER, _iov_rows(added)))
 
 
 @db.command("info")
@@ -721,7 +664,7 @@ def db_info(cdb: ConditionsDB) -> None:
     url = sa.engine.make_url(cdb.url).render_as_string(hide_password=True)
     size = sum(i.size for i in infos)
     click.echo(
-        _record(
+        record(
             [
                 ("database", url),
                 ("schema", revision),

@@ -1,7 +1,21 @@
 """The ``b2calib`` command line.
 
 Every subcommand reports a bad input as one line naming the file, run or option at fault and
-exits with a non-zero status.
+exits with a non-zero status. This module holds the main group and the commands on simulated
+data (``simulate``, ``summary``, ``runs``, ``buckets``, ``retention``, ``size-report``); the
+others are grouped by what they work on:
+
+===============  ================================================================================
+``conditions``   ``gt``, ``iov``, ``lookup``, ``payload``, ``db``: the conditions database, as
+                 ``b2conditionsdb``
+``calibrate``    ``calibrate``: run registered calibrations into a staging tag
+``qa``           ``qa``, ``signoff``, ``grl``, ``user``: monitoring, certification, good-run
+                 lists, users
+``serve``        ``serve``: the dashboards (the ``dashboards`` extra)
+``output``       what they share: run lists, plain-text tables
+===============  ================================================================================
+
+The modules import the library inside the commands, so ``b2calib --help`` starts at once.
 """
 
 from __future__ import annotations
@@ -152,7 +166,7 @@ def summary(data: Path, min_lumi: float) -> None:
     click.echo("\n== skim retention\n" + retention_table(skim_counts(find_skim_files(data))))
 
 
-from b2calib.cli_conditions import db, gt, iov, lookup, payload  # noqa: E402
+from b2calib.cli.conditions import db, gt, iov, lookup, payload  # noqa: E402
 
 cli.add_command(gt)
 cli.add_command(iov)
@@ -160,18 +174,18 @@ cli.add_command(lookup)
 cli.add_command(payload)
 cli.add_command(db)
 
-from b2calib.cli_calibrate import calibrate  # noqa: E402
+from b2calib.cli.calibrate import calibrate  # noqa: E402
 
 cli.add_command(calibrate)
 
-from b2calib.cli_qa import grl, qa, signoff, user  # noqa: E402
+from b2calib.cli.qa import grl, qa, signoff, user  # noqa: E402
 
 cli.add_command(qa)
 cli.add_command(signoff)
 cli.add_command(grl)
 cli.add_command(user)
 
-from b2calib.cli_serve import serve  # noqa: E402
+from b2calib.cli.serve import serve  # noqa: E402
 
 cli.add_command(serve)
 

@@ -2,29 +2,15 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Any
 
 import click
 
+from b2calib.cli.output import parse_runs
 from b2calib.exceptions import ConfigError
 
-__all__ = ["calibrate", "parse_runs"]
-
-
-def parse_runs(text: str) -> list[int]:
-    """Run numbers from ``"1-11"``, ``"3,5,7-9"``."""
-    out: list[int] = []
-    for part in text.split(","):
-        m = re.fullmatch(r"\s*(\d+)\s*(?:-\s*(\d+)\s*)?", part)
-        if m is None:
-            raise ConfigError(f"--runs {text!r}: expected runs like '1-11' or '3,5,7-9'")
-        first, last = int(m[1]), int(m[2] or m[1])
-        if last < first:
-            raise ConfigError(f"--runs {text!r}: range {first}-{last} ends before it starts")
-        out += range(first, last + 1)
-    return sorted(set(out))
+__all__ = ["calibrate"]
 
 
 def _overrides(values: tuple[str, ...], names: list[str]) -> dict[str, Any]:
