@@ -155,6 +155,19 @@ def test_calibration_names() -> None:
         "register",
         "run_calibrations",
     ]
+    import b2calib.calibration.toolkit
+
+    assert sorted(dir(b2calib.calibration.toolkit)) == sorted(b2calib.calibration.toolkit.__all__)
+    assert b2calib.calibration.toolkit.__all__ == [
+        "NotEnoughData",
+        "SplitTest",
+        "channel_payload",
+        "find_steps",
+        "guarded",
+        "require",
+        "status_counts",
+        "weighted_mean_split",
+    ]
 
 
 def test_detector_names() -> None:
