@@ -202,13 +202,30 @@ def test_detector_names() -> None:
             "compare", "final_diagnostics", "plot_board_fits", "plot_extreme_wires",
             "plot_run_fits", "plot_xt_rows", "status_counts", "xt_difference",
         ],
-        "b2calib.detectors.top": [
-            "CHANNEL_MASK", "CHANNEL_T0", "COMMON_T0", "MODULE_T0", "ChannelHitCollector",
-            "ChannelMaskAlgorithm", "ChannelT0Algorithm", "ChannelTimeCollector",
-            "CommonT0Algorithm", "CommonT0Collector", "ModuleT0Algorithm", "ModuleT0Collector",
-            "PhotonPDF", "boardstack_of", "calibrations", "clipped_mean", "common_t0_collector",
-            "mask_channels", "match_photons", "module_t0_collector", "phase_boundaries",
-            "solve_module_t0",
+        "b2calib.detectors.top": ["calibrations"],
+        "b2calib.detectors.top.photons": [
+            "PDF_CONFIG", "Z_BINS", "PhotonPDF", "Photons", "circular_centre", "match_photons",
+            "phase_boundaries", "rf_window",
+        ],
+        "b2calib.detectors.top.collectors": [
+            "CHANNEL_TIME_BINS", "COMMON_TIME_BINS", "DIFF_BINS", "ChannelHitCollector",
+            "ChannelTimeCollector", "CommonT0Collector", "ModuleT0Collector", "RunTables",
+            "run_tables",
+        ],
+        "b2calib.detectors.top.channel_mask": [
+            "CHANNEL_KEYS", "CHANNEL_MASK", "N_BOARDSTACKS", "ChannelMaskAlgorithm",
+            "boardstack_of", "channel_mask_calibration", "clipped_mean", "dead_channels",
+            "mask_channels",
+        ],
+        "b2calib.detectors.top.channel_t0": [
+            "CHANNEL_T0", "ChannelT0Algorithm", "applied_channel_t0", "channel_t0_calibration",
+        ],
+        "b2calib.detectors.top.module_t0": [
+            "MODULE_T0", "ModuleT0Algorithm", "applied_module_t0", "module_t0_calibration",
+            "module_t0_collector", "solve_module_t0",
+        ],
+        "b2calib.detectors.top.common_t0": [
+            "COMMON_T0", "CommonT0Algorithm", "common_t0_calibration", "common_t0_collector",
         ],
         "b2calib.fit.novosibirsk_batched": ["fit_novosibirsk_channels", "novosibirsk_density"],
         "b2calib.fit.template_shift": ["fit_template_shift", "template_density"],
