@@ -179,9 +179,19 @@ def test_detector_names() -> None:
         "b2calib.detectors": ["calibrations", "packages"],
         "b2calib.detectors.ecl": ["calibrations"],
         "b2calib.detectors.ecl.energy": [
-            "EE5X5_PAYLOAD", "GG_PAYLOAD", "MERGED_PAYLOAD", "MUMU_PAYLOAD", "ECLEnergyAlgorithm",
-            "ECLPeakCollector", "ECLee5x5Collector", "energy_calibration",
-            "expected_photon_energy", "fit_peaks", "solve_ee5x5", "solve_peaks",
+            "DEFAULT_CONFIG", "ECLEnergyAlgorithm", "energy_calibration",
+        ],
+        "b2calib.detectors.ecl.ee5x5": [
+            "CRATE_RATIO_BINS", "EE5X5_PAYLOAD", "ECLee5x5Collector", "solve_ee5x5",
+        ],
+        "b2calib.detectors.ecl.peaks": [
+            "BEAM_PAYLOAD", "ECMS_4S", "GG_BINS", "GG_FIT_RANGE", "GG_PAYLOAD", "MUMU_BINS",
+            "MUMU_PAYLOAD", "RING", "ECLPeakCollector", "expected_photon_energy", "fit_peaks",
+            "peak_collector", "peak_constants", "solve_peaks",
+        ],
+        "b2calib.detectors.ecl.merge": [
+            "MERGED_PAYLOAD", "METHOD_BITS", "applied_constants", "applied_errors",
+            "merge_methods",
         ],
         "b2calib.detectors.ecl.time": [
             "CRATE_PAYLOAD", "CRYSTAL_PAYLOAD", "ECLTimeAlgorithm", "ECLTimeCollector",

@@ -217,7 +217,7 @@ def channel_payload(
     status: npt.ArrayLike | None = None,
     *,
     units: str | Mapping[str, str],
-    description: str,
+    description: str | None = None,
     flagged: float | None = None,
     **metadata: Any,
 ) -> Payload:
@@ -240,7 +240,7 @@ def channel_payload(
     units
         The unit of ``value``, or the unit of each value column.
     description
-        What the payload holds, for humans.
+        What the payload holds, for humans (none: no ``description`` entry).
     flagged
         When given, the value and error of every channel whose status is not OK.
     **metadata
@@ -259,7 +259,7 @@ def channel_payload(
         status=None if status is None else np.asarray(status, dtype=np.int8),
         metadata={
             "units": {"value": units} if isinstance(units, str) else dict(units),
-            "description": description,
+            **({} if description is None else {"description": description}),
             **metadata,
         },
     )
