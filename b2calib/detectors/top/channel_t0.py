@@ -39,6 +39,7 @@ from b2calib.conditions.iov import RunKey
 from b2calib.detectors.top.channel_mask import CHANNEL_KEYS, dead_channels
 from b2calib.detectors.top.collectors import ChannelTimeCollector
 from b2calib.detectors.top.photons import (
+    BOUNDARY_CONFIG,
     PDF_CONFIG,
     PhotonPDF,
     circular_centre,
@@ -186,8 +187,7 @@ def channel_t0_calibration() -> Calibration:
             "min_entries": 50,
             "min_channels_per_module": 64,
             "min_calibrated_fraction": 0.5,
-            "boundary_pvalue": 1e-6,
-            "boundary_min_shift_ns": 0.1,
+            **BOUNDARY_CONFIG,
             **PDF_CONFIG,
         },
         open_end=True,

@@ -27,7 +27,7 @@ from b2calib.calibration.toolkit import NotEnoughData, channel_payload, guarded,
 from b2calib.conditions.iov import RunKey
 from b2calib.detectors.top.channel_t0 import applied_channel_t0
 from b2calib.detectors.top.collectors import ModuleT0Collector, run_tables
-from b2calib.detectors.top.photons import phase_boundaries
+from b2calib.detectors.top.photons import BOUNDARY_CONFIG, phase_boundaries
 from b2calib.exceptions import CalibrationError
 from b2calib.fit import ChannelFits, fit_channels
 from b2calib.geometry import top
@@ -214,8 +214,7 @@ def module_t0_calibration() -> Calibration:
         depends_on=("top-channel-t0",),
         expert_config={
             "min_pair_entries": 20,
-            "boundary_pvalue": 1e-6,
-            "boundary_min_shift_ns": 0.1,
+            **BOUNDARY_CONFIG,
         },
         open_end=True,
         description="TOP module T0 (TOPCalModuleT0): Gaussian fits of the track time "

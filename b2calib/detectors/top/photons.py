@@ -34,6 +34,7 @@ from b2calib.exceptions import CalibrationError
 from b2calib.geometry import DETECTOR_ID, top
 
 __all__ = [
+    "BOUNDARY_CONFIG",
     "PDF_CONFIG",
     "Z_BINS",
     "PhotonPDF",
@@ -190,6 +191,10 @@ def rf_window(counts: F, centre: F) -> tuple[F, I64]:
     first = np.rint(centre / bw).astype(np.int64) - nb // 2
     idx = (first[:, None] + np.arange(nb)[None, :]) % nb
     return np.take_along_axis(counts, idx, axis=1), first
+
+
+#: The expert_config entries of :func:`phase_boundaries`, at their defaults.
+BOUNDARY_CONFIG = {"boundary_pvalue": 1e-6, "boundary_min_shift_ns": 0.1}
 
 
 def phase_boundaries(
