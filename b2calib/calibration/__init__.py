@@ -7,6 +7,8 @@
 ``constants``      :class:`Constants`: payloads valid for a run (previous iteration, then tags)
 ``declaration``    :class:`Calibration` declarations, expert config, registry, dependency order
 ``runner``         :func:`run_calibrations`: collect, execute, iterate, checkpoint, stage
+``toolkit``        what the detectors' algorithms share: the input guard (NOT_ENOUGH_DATA), the
+                   payload-boundary search, the per-channel payload
 =================  ===========================================================================
 """
 
