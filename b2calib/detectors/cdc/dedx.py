@@ -589,3 +589,7 @@ def wire_gain_calibration() -> Calibration:
         description="dE/dx wire gain: 5-75 % truncated mean of the Bhabha electrons' hit dE/dx "
         "per wire over run gain and cosine correction, normalised to average 1 over live wires.",
     )
+
+
+def __dir__() -> list[str]:
+    return __all__

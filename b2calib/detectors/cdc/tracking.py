@@ -662,3 +662,7 @@ def xt_calibration() -> Calibration:
         "of the track-fit drift length with the T0 of cdc-t0, fifth-order polynomial with a "
         "linear tail; unphysical fits are flagged and keep the previous relation.",
     )
+
+
+def __dir__() -> list[str]:
+    return __all__

@@ -160,3 +160,7 @@ def plot_extreme_wires(diag: Diagnostics, payload: Payload, count: int = 3) -> A
             plot.opts(title=f"wire {w}: gain {gains[w]:.3f}", xlabel="hit dE/dx", width=320)
         )
     return hv.Layout(panels).cols(len(panels))
+
+
+def __dir__() -> list[str]:
+    return __all__

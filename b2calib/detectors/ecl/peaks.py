@@ -18,7 +18,7 @@ its constants.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
 import awkward as ak
@@ -203,7 +203,7 @@ def _leading_photons(cl: dict[str, Any]) -> IA:
     return idx[(rank < 2) & (count >= 2)]
 
 
-def peak_collector(mode: str) -> Any:
+def peak_collector(mode: str) -> Callable[[Constants, Sequence[RunKey]], ECLPeakCollector]:
     """The collector factory of a peak method (``"gamma_gamma"`` or ``"mumu"``): an
     :class:`ECLPeakCollector` with the ECLCrystalEnergy of each run applied and, for
     gamma-gamma, the runs' collision energies (CollisionInvariantMass) where known."""

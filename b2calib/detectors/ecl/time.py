@@ -360,3 +360,7 @@ def time_calibration() -> Calibration:
             "payload where a crate's timing steps."
         ),
     )
+
+
+def __dir__() -> list[str]:
+    return __all__
