@@ -21,12 +21,16 @@ import scipy.sparse
 from click.testing import CliRunner
 
 from b2calib.calibration import Constants
+from b2calib.calibration.toolkit import find_steps, weighted_mean_split
 from b2calib.cli import cli
 from b2calib.conditions import ChannelStatus, ConditionsDB
 from b2calib.conditions.iov import IoV
 from b2calib.detectors.ecl import _common as C
 from b2calib.detectors.ecl import calibrations
+from b2calib.detectors.ecl import ee5x5 as B
 from b2calib.detectors.ecl import energy as E
+from b2calib.detectors.ecl import merge as M
+from b2calib.detectors.ecl import peaks as P
 from b2calib.detectors.ecl import time as T
 from b2calib.detectors.ecl._linalg import solve_with_variances
 from b2calib.engine import Dataset, collect
@@ -134,7 +138,7 @@ def test_ee5x5_linear_system_on_toy_electrons() -> None:
         "n": hist.Hist(C.cell_axis()),
         "syy": hist.Hist(C.cell_axis()),
     }
-    E._fill_normal(
+    B._fill_normal(
         hs["q"].view(),
         hs["r"].view(),
         hs["n"].view(),
@@ -145,7 +149,7 @@ def test_ee5x5_linear_system_on_toy_electrons() -> None:
         C.PAIR_A.astype(np.int64),
         C.PAIR_B.astype(np.int64),
     )
-    value, error, status, summary = E.solve_ee5x5(
+    value, error, status, summary = B.solve_ee5x5(
         hs["q"], hs["r"], hs["n"], hs["syy"], expected=0.94, expected_error=0.0, min_entries=10
     )
     ok = status == OK
@@ -170,7 +174,7 @@ def test_peak_system_recovers_constants() -> None:
     xn = np.where(nbr > 0, x[np.maximum(nbr, 1) - 1], 1.0)
     xn = np.where(ok[np.maximum(nbr, 1) - 1] & (nbr > 0), xn, 1.0)
     peak = 0.95 * (frac * xn).sum(axis=1)
-    value, error, solved = E.solve_peaks(
+    value, error, solved = P.solve_peaks(
         peak, np.full(ecl.N_CRYSTALS, 1e-3), frac, applied, ok, expected=0.95, expected_error=0.0
     )
     assert np.array_equal(solved, ok)
@@ -187,7 +191,7 @@ def test_merge_is_inverse_variance_with_provenance() -> None:
     b[2][:10] = NED
     c[2][5] = ChannelStatus.FAILED
     a[2][:10] = NED
-    value, error, status, mask = E.merge_methods({"ee5x5": a, "gamma_gamma": b, "mumu": c})
+    value, error, status, mask = M.merge_methods({"ee5x5": a, "gamma_gamma": b, "mumu": c})
     assert value[20] == pytest.approx((1.0 / 0.02**2 + 1.1 / 0.01**2) / (1 / 0.02**2 + 1 / 0.01**2))
     assert error[20] == pytest.approx(1.0 / np.hypot(1 / 0.02, 1 / 0.01))
     assert mask[20] == 3
@@ -213,14 +217,19 @@ def test_crate_crystal_split_convention() -> None:
 
 
 def test_find_steps() -> None:
+    def steps(rows: list[tuple[tuple[int, int], np.ndarray, np.ndarray]]) -> list[tuple[int, int]]:
+        runs, values, errors = zip(*rows, strict=True)
+        test = weighted_mean_split(values, errors, min_step=0.02, min_significance=5.0)
+        return find_steps(runs, test)
+
     rng = np.random.default_rng(9)
     runs = [(12, r) for r in range(1, 12)]
     values = rng.normal(0.94, 0.002, (11, 52))
     values[6:, 16] += 0.04
     rows = [(r, values[i], np.full(52, 0.002)) for i, r in enumerate(runs)]
-    assert C.find_steps(rows, min_step=0.02, min_significance=5.0) == [(12, 7)]
+    assert steps(rows) == [(12, 7)]
     rows = [(r, values[0] + rng.normal(0, 0.002, 52), np.full(52, 0.002)) for r in runs]
-    assert C.find_steps(rows, min_step=0.02, min_significance=5.0) == []
+    assert steps(rows) == []
 
 
 def test_expected_photon_energy_is_two_body_kinematics() -> None:
@@ -228,8 +237,8 @@ def test_expected_photon_energy_is_two_body_kinematics() -> None:
     n = 1000
     cos = rng.uniform(-0.8, 0.8, n)
     phi = rng.uniform(-np.pi, np.pi, n)
-    beam = Beam(E.ECMS_4S, 0.0)
-    half = E.ECMS_4S / 2
+    beam = Beam(P.ECMS_4S, 0.0)
+    half = P.ECMS_4S / 2
     sin = np.sqrt(1 - cos**2)
     p1 = np.stack(
         [half * sin * np.cos(phi), half * sin * np.sin(phi), half * cos, np.full(n, half)], 1
@@ -237,7 +246,7 @@ def test_expected_photon_energy_is_two_body_kinematics() -> None:
     p2 = p1 * np.array([-1, -1, -1, 1])
     for p in (boost(p1, beam.boost), boost(p2, beam.boost)):
         theta = np.arccos(p[:, 2] / p[:, 3])
-        expected = E.expected_photon_energy(theta, np.arctan2(p[:, 1], p[:, 0]))
+        expected = P.expected_photon_energy(theta, np.arctan2(p[:, 1], p[:, 0]))
         assert np.allclose(expected, p[:, 3], rtol=1e-9)
 
 
@@ -525,20 +534,20 @@ def test_expected_energies_match_truth_applied_simulation(
     constants = Constants(None, [], [(IoV(0, 0, -1, -1), p) for p in payloads])
     opts = {"executor": "inprocess", "progress": False, "cache": False}
     for mode, skim, hname, key, tail, vrange in (
-        ("gamma_gamma", "hlt_gamma_gamma", "gg_ratio", "gg", 0.2, E.GG_FIT_RANGE),
+        ("gamma_gamma", "hlt_gamma_gamma", "gg_ratio", "gg", 0.2, P.GG_FIT_RANGE),
         ("mumu", "hlt_mumu_2trk", "mumu_energy", "mumu", -0.2, None),
     ):
-        collector = E._peak_factory(mode)(constants, [(cfg.exp, 1)])
+        collector = P.peak_collector(mode)(constants, [(cfg.exp, 1)])
         dataset = Dataset.select(data, skims=skim)
         h = collect(collector, dataset, **opts).output.merged()[hname]  # type: ignore[arg-type]
-        fits, _ = E.fit_peaks(h, min_entries=30, tail=tail, value_range=vrange)
+        fits, _ = P.fit_peaks(h, min_entries=30, tail=tail, value_range=vrange)
         peak, err = fits.values["peak"], fits.errors["peak"]
         spread = cfg_default[f"{key}_expected_peak_spread"]
         default = np.asarray(cfg_default[f"{key}_expected_peak"])
         default_err = np.asarray(cfg_default[f"{key}_expected_peak_error"])
         d, e = [], []
         for r in range(ecl.N_RINGS):
-            sel = fits.ok & (r == E.RING)
+            sel = fits.ok & (r == P.RING)
             if sel.sum() < 10 or default[r] == 0:
                 continue
             w = 1.0 / (err[sel] ** 2 + (spread * peak[sel]) ** 2)
@@ -561,8 +570,8 @@ def test_expected_energies_match_truth_applied_simulation(
     data, cfg, reg = bhabha_sample
     truth_const = _truth(cfg, reg, 1).ecl_energy_const
     dataset = Dataset.select(data, skims="hlt_bhabha", runs=[1])
-    hs = collect(E.ECLee5x5Collector(), dataset, **opts).output.merged()  # type: ignore[arg-type]
-    value, error, status, _ = E.solve_ee5x5(
+    hs = collect(B.ECLee5x5Collector(), dataset, **opts).output.merged()  # type: ignore[arg-type]
+    value, error, status, _ = B.solve_ee5x5(
         hs["ee5x5_q"],
         hs["ee5x5_r"],
         hs["ee5x5_n"],

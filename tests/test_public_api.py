@@ -190,6 +190,19 @@ def test_calibration_names() -> None:
         "register",
         "run_calibrations",
     ]
+    import b2calib.calibration.toolkit
+
+    assert sorted(dir(b2calib.calibration.toolkit)) == sorted(b2calib.calibration.toolkit.__all__)
+    assert b2calib.calibration.toolkit.__all__ == [
+        "NotEnoughData",
+        "SplitTest",
+        "channel_payload",
+        "find_steps",
+        "guarded",
+        "require",
+        "status_counts",
+        "weighted_mean_split",
+    ]
 
 
 def test_detector_names() -> None:
@@ -201,9 +214,19 @@ def test_detector_names() -> None:
         "b2calib.detectors": ["calibrations", "packages", "qa_parts"],
         "b2calib.detectors.ecl": ["calibrations"],
         "b2calib.detectors.ecl.energy": [
-            "EE5X5_PAYLOAD", "GG_PAYLOAD", "MERGED_PAYLOAD", "MUMU_PAYLOAD", "ECLEnergyAlgorithm",
-            "ECLPeakCollector", "ECLee5x5Collector", "energy_calibration",
-            "expected_photon_energy", "fit_peaks", "solve_ee5x5", "solve_peaks",
+            "DEFAULT_CONFIG", "ECLEnergyAlgorithm", "energy_calibration",
+        ],
+        "b2calib.detectors.ecl.ee5x5": [
+            "CRATE_RATIO_BINS", "EE5X5_PAYLOAD", "ECLee5x5Collector", "solve_ee5x5",
+        ],
+        "b2calib.detectors.ecl.peaks": [
+            "BEAM_PAYLOAD", "ECMS_4S", "GG_BINS", "GG_FIT_RANGE", "GG_PAYLOAD", "MUMU_BINS",
+            "MUMU_PAYLOAD", "RING", "ECLPeakCollector", "expected_photon_energy", "fit_peaks",
+            "peak_collector", "peak_constants", "solve_peaks",
+        ],
+        "b2calib.detectors.ecl.merge": [
+            "MERGED_PAYLOAD", "METHOD_BITS", "applied_constants", "applied_errors",
+            "merge_methods",
         ],
         "b2calib.detectors.ecl.time": [
             "CRATE_PAYLOAD", "CRYSTAL_PAYLOAD", "ECLTimeAlgorithm", "ECLTimeCollector",
@@ -224,13 +247,30 @@ def test_detector_names() -> None:
             "compare", "final_diagnostics", "plot_board_fits", "plot_extreme_wires",
             "plot_run_fits", "plot_xt_rows", "status_counts", "xt_difference",
         ],
-        "b2calib.detectors.top": [
-            "CHANNEL_MASK", "CHANNEL_T0", "COMMON_T0", "MODULE_T0", "ChannelHitCollector",
-            "ChannelMaskAlgorithm", "ChannelT0Algorithm", "ChannelTimeCollector",
-            "CommonT0Algorithm", "CommonT0Collector", "ModuleT0Algorithm", "ModuleT0Collector",
-            "PhotonPDF", "boardstack_of", "calibrations", "clipped_mean", "common_t0_collector",
-            "mask_channels", "match_photons", "module_t0_collector", "phase_boundaries",
-            "solve_module_t0",
+        "b2calib.detectors.top": ["calibrations"],
+        "b2calib.detectors.top.photons": [
+            "BOUNDARY_CONFIG", "PDF_CONFIG", "Z_BINS", "PhotonPDF", "Photons", "circular_centre",
+            "match_photons", "phase_boundaries", "rf_window",
+        ],
+        "b2calib.detectors.top.collectors": [
+            "CHANNEL_TIME_BINS", "COMMON_TIME_BINS", "DIFF_BINS", "ChannelHitCollector",
+            "ChannelTimeCollector", "CommonT0Collector", "ModuleT0Collector", "RunTables",
+            "run_tables",
+        ],
+        "b2calib.detectors.top.channel_mask": [
+            "CHANNEL_KEYS", "CHANNEL_MASK", "N_BOARDSTACKS", "ChannelMaskAlgorithm",
+            "boardstack_of", "channel_mask_calibration", "clipped_mean", "dead_channels",
+            "mask_channels",
+        ],
+        "b2calib.detectors.top.channel_t0": [
+            "CHANNEL_T0", "ChannelT0Algorithm", "applied_channel_t0", "channel_t0_calibration",
+        ],
+        "b2calib.detectors.top.module_t0": [
+            "MODULE_T0", "ModuleT0Algorithm", "applied_module_t0", "module_t0_calibration",
+            "module_t0_collector", "solve_module_t0",
+        ],
+        "b2calib.detectors.top.common_t0": [
+            "COMMON_T0", "CommonT0Algorithm", "common_t0_calibration", "common_t0_collector",
         ],
         "b2calib.fit.novosibirsk_batched": ["fit_novosibirsk_channels", "novosibirsk_density"],
         "b2calib.fit.template_shift": ["fit_template_shift", "template_density"],

@@ -28,6 +28,7 @@ from b2calib.cli import cli
 from b2calib.conditions import ChannelStatus, ConditionsDB, Payload
 from b2calib.conditions.iov import IoV
 from b2calib.detectors import top as T
+from b2calib.detectors.top import channel_mask, collectors, common_t0, module_t0, photons
 from b2calib.engine import Dataset, RunOutput, collect, plan
 from b2calib.fit.template_shift import fit_template_shift
 from b2calib.geometry import top as geo
@@ -173,7 +174,7 @@ def test_module_t0_boundary_and_closure(timing: tuple[Path, ConditionsDB]) -> No
     runs = [(12, r) for r in range(1, 201)]
     constants = Constants(db, ["staging"])
     result = collect(
-        T.module_t0_collector(constants, runs),
+        module_t0.module_t0_collector(constants, runs),
         Dataset.from_paths(str(out / "data" / "e0012" / "*" / "*.root")),
         executor="inprocess",
         cache=out / "cache",
@@ -184,7 +185,7 @@ def test_module_t0_boundary_and_closure(timing: tuple[Path, ConditionsDB]) -> No
     for block in range(10):
         sel = runs[block * 20 : (block + 1) * 20]
         data = AlgorithmInput(sel, result.output.merged(sel), result.output, constants, config)
-        res = T.ModuleT0Algorithm().run(data)
+        res = module_t0.ModuleT0Algorithm().run(data)
         assert res.status is AlgorithmStatus.OK, res.message
         table = res.diagnostics.tables["module_t0"]
         cov = np.stack([table[f"cov_{j}"] for j in range(1, 17)], axis=1)
@@ -224,7 +225,7 @@ def _common_t0_file(
     payloads = {p.name: p for p in truth_payloads(truth)}
     overlay = [(every, payloads[n]) for n in ("TOPCalChannelT0", "TOPCalModuleT0")]
     constants = Constants(None, overlay=[*overlay, (every, previous)])
-    collector = T.common_t0_collector(constants, [(cfg.exp, run.run)])
+    collector = common_t0.common_t0_collector(constants, [(cfg.exp, run.run)])
     config = CALS["top-common-t0"].configure({"min_photons": min_photons})
     items = plan(Dataset.from_paths(path), step_size=step)
     with open_skim(path) as f:
@@ -235,7 +236,7 @@ def _common_t0_file(
         key = (item.exp, item.run * 1000 + item.entry_start // step)
         per_run = RunOutput({key: collector.collect(events[item.entry_start : item.entry_stop])})
         data = AlgorithmInput([key], per_run[key], per_run, constants, config)
-        result = T.CommonT0Algorithm().run(data)
+        result = common_t0.CommonT0Algorithm().run(data)
         if result.status is AlgorithmStatus.NOT_ENOUGH_DATA:
             skipped += 1  # the short last work item of a file
             continue
@@ -254,7 +255,7 @@ def _common_t0_samples(cfg: SimConfig, out: Path, step: int, min_photons: int) -
     simulate(cfg, out, jobs=2)
     first = next(r for r in generate_runs(cfg) if r.run == cfg.first_run)
     previous = next(
-        p for p in truth_payloads(conditions_for_run(cfg, first)) if p.name == T.COMMON_T0
+        p for p in truth_payloads(conditions_for_run(cfg, first)) if p.name == common_t0.COMMON_T0
     )
     files = list(Dataset.from_paths(out))
     task = functools.partial(_common_t0_file, cfg, step, min_photons, previous)
@@ -290,19 +291,21 @@ def test_clipped_mean_and_masks() -> None:
     hits[[10, 2000]] = [19.0, 20.0]  # <= mean / 5 is dead; 19 and 20 are
     hits[[11, 3000]] = [260.0, 201.0]  # > max(2 mean, mean + 6 rms) = 2 mean is hot
     hits[12] = 195.0  # below 2 mean: not hot
-    status, mean, rms = T.mask_channels(hits, T.boardstack_of(np.arange(8192)))
+    status, mean, rms = channel_mask.mask_channels(
+        hits, channel_mask.boardstack_of(np.arange(8192))
+    )
     assert np.allclose(mean, 100.0, atol=3.0)
     assert np.allclose(rms, 10.0, atol=1.5)
     assert set(np.flatnonzero(status == ChannelStatus.DEAD)) == {5, 700, 4000, 10, 2000}
     assert set(np.flatnonzero(status == ChannelStatus.HOT)) == {11, 3000}
     # 2 is clipped once 1000 is gone (rms 0.22): the ones remain
-    m, r = T.clipped_mean(np.array([[1.0] * 18 + [2.0, 1000.0]]))
+    m, r = channel_mask.clipped_mean(np.array([[1.0] * 18 + [2.0, 1000.0]]))
     assert m[0] == pytest.approx(1.0)
     assert r[0] == pytest.approx(0.0)
 
 
 def test_boardstacks() -> None:
-    g = T.boardstack_of(np.arange(8192))
+    g = channel_mask.boardstack_of(np.arange(8192))
     assert np.all(np.bincount(g) == 128)
     assert g[0] == 0
     assert g[15] == 0
@@ -322,7 +325,7 @@ def test_solve_module_t0_constraint_and_covariance() -> None:
     pulls_all = []
     for _ in range(300):
         y = true[a - 1] - true[b - 1] + rng.normal(0, 0.01, len(a))
-        t0, cov, _chi2, ndf = T.solve_module_t0(a, b, y, sigma)
+        t0, cov, _chi2, ndf = module_t0.solve_module_t0(a, b, y, sigma)
         assert abs(t0.sum()) < 1e-12
         assert ndf == len(a) - 15
         np.testing.assert_allclose(cov.sum(axis=0), 0.0, atol=1e-9)  # no freedom along 1
@@ -331,7 +334,7 @@ def test_solve_module_t0_constraint_and_covariance() -> None:
     assert abs(p.mean()) < 0.05
     assert 0.95 < p.std() < 1.05
     with pytest.raises(Exception, match="do not connect"):
-        T.solve_module_t0([1, 2], [2, 3], [0.1, 0.1], [0.01, 0.01])
+        module_t0.solve_module_t0([1, 2], [2, 3], [0.1, 0.1], [0.01, 0.01])
 
 
 def test_phase_boundaries_find_a_module_step_not_a_drift() -> None:
@@ -339,7 +342,7 @@ def test_phase_boundaries_find_a_module_step_not_a_drift() -> None:
     common T0, a 0.4 ns step of one module at run 6 is a boundary."""
     rng = np.random.default_rng(4)
     config = CALS["top-module-t0"].configure()
-    edges = np.linspace(0.0, geo.RF_PERIOD_NS, T.CHANNEL_TIME_BINS + 1)
+    edges = np.linspace(0.0, geo.RF_PERIOD_NS, collectors.CHANNEL_TIME_BINS + 1)
     base = rng.uniform(0.3, 1.5, 16)
     runs = [(1, r) for r in range(1, 11)]
 
@@ -352,14 +355,14 @@ def test_phase_boundaries_find_a_module_step_not_a_drift() -> None:
             out.append(np.stack([np.histogram(np.mod(v, geo.RF_PERIOD_NS), edges)[0] for v in x]))
         return out
 
-    assert T.phase_boundaries(runs, sample(0.4), config) == [(1, 6)]
-    assert T.phase_boundaries(runs, sample(0.0), config) == []
+    assert photons.phase_boundaries(runs, sample(0.4), config) == [(1, 6)]
+    assert photons.phase_boundaries(runs, sample(0.0), config) == []
 
 
 def test_template_shift_fit_pulls_and_flags() -> None:
     """Toy channels drawn from the photon PDF: the fitted shifts have unit pulls."""
     rng = np.random.default_rng(3)
-    pdf = T.PhotonPDF()
+    pdf = photons.PhotonPDF()
     nch = 400
     zw = np.ones(13)
     pf = geo.path_factor(rng.integers(1, 513, nch))
@@ -393,7 +396,7 @@ def test_match_photons_drops_ambiguous_modules() -> None:
             "TOPDigits_m_time": [[20.0, 21.0, 22.0, 9.0], [30.0]],
         }
     )
-    p = T.match_photons(events)
+    p = photons.match_photons(events)
     # event 1 has two tracks in module 7: ambiguous, left out; the digit in module 3 has no track
     np.testing.assert_array_equal(p.trk_module, [2, 10])
     np.testing.assert_array_equal(p.ph_trk, [0, 0, 1])

@@ -9,6 +9,8 @@
 ``runner``         :func:`run_calibrations`: collect, execute, iterate, checkpoint, stage
 ``jobs``           the calibration job tables and :class:`~b2calib.calibration.jobs.JobStore`:
                    each execution checkpointed, the final payloads staged in one transaction
+``toolkit``        what the detectors' algorithms share: the input guard (NOT_ENOUGH_DATA), the
+                   payload-boundary search, the per-channel payload
 =================  ===========================================================================
 """
 

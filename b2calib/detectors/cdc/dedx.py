@@ -54,7 +54,14 @@ from b2calib.calibration import (
     SequentialRunByRun,
     SingleIOV,
 )
-from b2calib.conditions import ChannelStatus, Payload
+from b2calib.calibration.toolkit import (
+    NotEnoughData,
+    channel_payload,
+    guarded,
+    require,
+    status_counts,
+)
+from b2calib.conditions import ChannelStatus
 from b2calib.conditions.iov import RunKey
 from b2calib.engine import Collector, RunOutput
 from b2calib.engine.fill import fill_1d, fill_2d
@@ -370,14 +377,10 @@ class RunGainAlgorithm(Algorithm):
     name = "cdc_dedx_run_gain"
     payloads = (RUN_GAIN_PAYLOAD,)
 
+    @guarded
     def run(self, data: AlgorithmInput) -> AlgorithmResult:
         cfg = data.config
-        h = data.histograms.get("dedx_run_track")
-        if h is None or h.sum() < cfg["min_tracks"]:
-            n = 0 if h is None else int(h.sum())
-            return AlgorithmResult(
-                AlgorithmStatus.NOT_ENOUGH_DATA, message=f"{n} tracks < {cfg['min_tracks']}"
-            )
+        (h,) = require(data, "dedx_run_track", min_entries=cfg["min_tracks"], counted="tracks")
         window = cfg["fit_window_sigma"]
         k, k_rel = _k_factor(data.per_run, cfg["min_tracks"], window)
         fits = _peak(h, cfg["min_tracks"], window)
@@ -392,19 +395,18 @@ class RunGainAlgorithm(Algorithm):
         error = gain * float(np.hypot(err / mu, k_rel))
         diagnostics = Diagnostics(histograms={"track_truncated_mean": h})
         diagnostics.add_fits("run_fit", fits, np.arange(1))
-        payload = Payload(
+        payload = channel_payload(
             RUN_GAIN_PAYLOAD,
-            values={"value": np.array([gain])},
-            errors={"value": np.array([error])},
-            metadata={
-                "units": {"value": "1"},
-                "description": "run gain of the dE/dx scale",
-                "provenance": {
-                    "method": "Gaussian fit of Bhabha track truncated means / K",
-                    "K": k,
-                    "K_rel_error": k_rel,
-                    "tracks": float(h.sum()),
-                },
+            {},
+            np.array([gain]),
+            np.array([error]),
+            units="1",
+            description="run gain of the dE/dx scale",
+            provenance={
+                "method": "Gaussian fit of Bhabha track truncated means / K",
+                "K": k,
+                "K_rel_error": k_rel,
+                "tracks": float(h.sum()),
             },
         )
         return AlgorithmResult(
@@ -440,22 +442,20 @@ class CosineAlgorithm(Algorithm):
     name = "cdc_dedx_cosine"
     payloads = (COSINE_PAYLOAD,)
 
+    @guarded
     def run(self, data: AlgorithmInput) -> AlgorithmResult:
         cfg = data.config
-        h = data.histograms.get("dedx_cos_track")
-        hh = data.histograms.get("dedx_cos_hit")
-        if h is None or hh is None:
-            return AlgorithmResult(AlgorithmStatus.NOT_ENOUGH_DATA, message="no hits")
+        h, hh = require(data, "dedx_cos_track", "dedx_cos_hit", message="no hits")
         n, mean, var = mean_view(hh)
         if n.sum() < cfg["min_hits_per_bin"] * N_COS / 4:
-            return AlgorithmResult(AlgorithmStatus.NOT_ENOUGH_DATA, message="too few hits")
+            raise NotEnoughData("too few hits")
         ok = n >= cfg["min_hits_per_bin"]
         with np.errstate(invalid="ignore", divide="ignore"):
             value = np.where(ok, mean, np.nan)
             error = np.where(ok, np.sqrt(var / n), np.nan)
         status = np.where(ok, ChannelStatus.OK, ChannelStatus.NOT_ENOUGH_DATA).astype(np.int8)
         if ok.sum() < 2:
-            return AlgorithmResult(AlgorithmStatus.NOT_ENOUGH_DATA, message="< 2 bins filled")
+            raise NotEnoughData("< 2 bins filled")
         fits = fit_channels(h, min_entries=cfg["min_hits_per_bin"] // 20)
         diagnostics = Diagnostics(histograms={"cos_truncated_mean": h})
         diagnostics.add_fits("truncated_mean_fits", fits, np.arange(N_COS))
@@ -466,17 +466,15 @@ class CosineAlgorithm(Algorithm):
             "error": error,
             "status": status,
         }
-        payload = Payload(
+        payload = channel_payload(
             COSINE_PAYLOAD,
-            keys={"bin": np.arange(N_COS, dtype=np.int16)},
-            values={"cos_lo": COS_EDGES[:-1], "cos_hi": COS_EDGES[1:], "value": value},
-            errors={"value": error},
-            status=status,
-            metadata={
-                "units": {"value": "1"},
-                "description": "dE/dx correction in bins of cos(theta)",
-                "provenance": {"method": "mean hit dE/dx / (run gain * wire gain) per bin"},
-            },
+            {"bin": np.arange(N_COS, dtype=np.int16)},
+            {"cos_lo": COS_EDGES[:-1], "cos_hi": COS_EDGES[1:], "value": value},
+            error,
+            status,
+            units="1",
+            description="dE/dx correction in bins of cos(theta)",
+            provenance={"method": "mean hit dE/dx / (run gain * wire gain) per bin"},
         )
         return AlgorithmResult(
             AlgorithmStatus.OK, [payload], diagnostics, f"{int(ok.sum())}/{N_COS} bins filled"
@@ -505,11 +503,15 @@ class WireGainAlgorithm(Algorithm):
     name = "cdc_dedx_wire_gain"
     payloads = (WIRE_GAIN_PAYLOAD,)
 
+    @guarded
     def run(self, data: AlgorithmInput) -> AlgorithmResult:
         cfg = data.config
-        h = data.histograms.get("dedx_wire_hit")
-        if h is None or h.sum() < cfg["min_hits"] * cdc.N_WIRES / 4:
-            return AlgorithmResult(AlgorithmStatus.NOT_ENOUGH_DATA, message="too few hits")
+        (h,) = require(
+            data,
+            "dedx_wire_hit",
+            min_entries=cfg["min_hits"] * cdc.N_WIRES / 4,
+            message="too few hits",
+        )
         counts = h.values().astype(np.float64)
         above = h.view(flow=True)[1:-1, -1].astype(np.float64)
         lo, hi = cfg["truncation"]
@@ -519,7 +521,7 @@ class WireGainAlgorithm(Algorithm):
         dead = (n == 0) & (layer_mean[layer] >= cfg["dead_layer_mean"])
         ok = (n >= cfg["min_hits"]) & np.isfinite(tm) & (tm > 0)
         if ok.sum() < 2:
-            return AlgorithmResult(AlgorithmStatus.NOT_ENOUGH_DATA, message="< 2 wires with hits")
+            raise NotEnoughData("< 2 wires with hits")
         norm = float(np.mean(tm[ok]))
         norm_err = float(np.std(tm[ok]) / np.sqrt(ok.sum()))
         value = tm / norm
@@ -551,24 +553,20 @@ class WireGainAlgorithm(Algorithm):
                 },
             },
         )
-        payload = Payload(
+        payload = channel_payload(
             WIRE_GAIN_PAYLOAD,
-            keys={"wire": np.arange(cdc.N_WIRES, dtype=np.int32)},
-            values={"value": value},
-            errors={"value": error},
-            status=status,
-            metadata={
-                "units": {"value": "1"},
-                "description": "relative wire gain: raw dE/dx = true * wire * run * cosine; "
-                "0 = dead",
-                "provenance": {
-                    "method": f"{lo:.0%}-{hi:.0%} truncated mean per wire / mean over wires",
-                    "normalisation": norm,
-                },
+            {"wire": np.arange(cdc.N_WIRES, dtype=np.int32)},
+            value,
+            error,
+            status,
+            units="1",
+            description="relative wire gain: raw dE/dx = true * wire * run * cosine; 0 = dead",
+            provenance={
+                "method": f"{lo:.0%}-{hi:.0%} truncated mean per wire / mean over wires",
+                "normalisation": norm,
             },
         )
-        summary = {s.name: int(np.sum(status == s)) for s in ChannelStatus}
-        msg = ", ".join(f"{k} {v}" for k, v in summary.items() if v)
+        msg = ", ".join(f"{k} {v}" for k, v in status_counts(status).items())
         return AlgorithmResult(AlgorithmStatus.OK, [payload], diagnostics, msg)
 
 
@@ -591,3 +589,7 @@ def wire_gain_calibration() -> Calibration:
         description="dE/dx wire gain: 5-75 % truncated mean of the Bhabha electrons' hit dE/dx "
         "per wire over run gain and cosine correction, normalised to average 1 over live wires.",
     )
+
+
+def __dir__() -> list[str]:
+    return __all__

@@ -42,6 +42,7 @@ Order and starting point (the two depend on each other, as in basf2)
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
@@ -61,6 +62,13 @@ from b2calib.calibration import (
     Diagnostics,
     SequentialBoundaries,
     SingleIOV,
+)
+from b2calib.calibration.toolkit import (
+    channel_payload,
+    find_steps,
+    guarded,
+    require,
+    status_counts,
 )
 from b2calib.conditions import ChannelStatus, Payload
 from b2calib.conditions.iov import RunKey
@@ -272,15 +280,12 @@ class T0Algorithm(Algorithm):
     name = "cdc_t0"
     payloads = (T0_PAYLOAD,)
 
+    @guarded
     def run(self, data: AlgorithmInput) -> AlgorithmResult:
         cfg = data.config
-        h = data.histograms.get("cdc_t0_residual")
-        if h is None or h.sum() < cfg["min_total_entries"]:
-            n = 0 if h is None else int(h.sum())
-            return AlgorithmResult(
-                AlgorithmStatus.NOT_ENOUGH_DATA,
-                message=f"{n} residuals < {cfg['min_total_entries']}",
-            )
+        (h,) = require(
+            data, "cdc_t0_residual", min_entries=cfg["min_total_entries"], counted="residuals"
+        )
         window = (-cfg["fit_window_ns"], cfg["fit_window_ns"])
         fits = fit_channels(h, value_range=window, min_entries=cfg["min_entries"])
         counts = h.values().astype(np.float64)
@@ -337,26 +342,23 @@ class T0Algorithm(Algorithm):
         diagnostics = Diagnostics(histograms={"board_residual": board_h})
         diagnostics.add_fits("wire_fits", fits, np.arange(cdc.N_WIRES))
         diagnostics.add_fits("board_fits", bfits, np.arange(cdc.N_BOARDS))
-        payload = Payload(
+        payload = channel_payload(
             T0_PAYLOAD,
-            keys={"wire": np.arange(cdc.N_WIRES, dtype=np.int32)},
-            values={"value": value},
-            errors={"value": error},
-            status=status,
-            metadata={
-                "units": {"value": "ns"},
-                "description": "wire T0: t_drift = t_raw - T0 - event T0; NOT_ENOUGH_DATA "
-                "wires carry their board's T0",
-                "provenance": {
-                    "method": "per-wire Gaussian fit of t - t_fit, board fallback",
-                    "iteration": data.iteration,
-                    "board_spread_ns": float(np.sqrt(spread2)),
-                },
+            {"wire": np.arange(cdc.N_WIRES, dtype=np.int32)},
+            value,
+            error,
+            status,
+            units="ns",
+            description="wire T0: t_drift = t_raw - T0 - event T0; NOT_ENOUGH_DATA wires carry "
+            "their board's T0",
+            provenance={
+                "method": "per-wire Gaussian fit of t - t_fit, board fallback",
+                "iteration": data.iteration,
+                "board_spread_ns": float(np.sqrt(spread2)),
             },
         )
-        summary = {s.name: int(np.sum(status == s)) for s in ChannelStatus}
         message = f"max board shift {max_shift:.3f} ns; " + ", ".join(
-            f"{k} {v}" for k, v in summary.items() if v
+            f"{k} {v}" for k, v in status_counts(status).items()
         )
         status_code = AlgorithmStatus.OK if converged else AlgorithmStatus.ITERATE
         return AlgorithmResult(status_code, [payload], diagnostics, message)
@@ -366,7 +368,10 @@ class T0Algorithm(Algorithm):
 
         A jump is significant between two runs where the board has ``min_entries`` hits;
         runs in between with fewer hits are assigned to the level before or after the jump
-        from the pooled residuals of all boards that jumped.
+        from the pooled residuals of all boards that jumped. The search is
+        :func:`~b2calib.calibration.toolkit.find_steps` with a test of each run against the
+        previous run with enough hits on each board (so it finds every such jump), the largest
+        jump first.
         """
         cfg = data.config
         lo, hi = -cfg["fit_window_ns"], cfg["fit_window_ns"]
@@ -387,32 +392,44 @@ class T0Algorithm(Algorithm):
             ns.append(n)
             means.append(m + cur)
             errs.append(np.sqrt(np.maximum(v, 0.0) / np.maximum(n, 1)))
-        n_arr, m_arr = np.array(ns), np.array(means)
-        out: list[RunKey] = []
+        n_arr, m_arr, e_arr = np.array(ns), np.array(means), np.array(errs)
         enough = n_arr >= cfg["min_entries"]
-        last_i = np.where(enough[0], 0, -1)
+        every = np.arange(cdc.N_BOARDS)
+        # per run and board: the last run up to it with enough hits on the board (-1: none)
+        last = np.maximum.accumulate(
+            np.where(enough, np.arange(len(data.runs))[:, None], -1), axis=0
+        )
+        jumps = {}  # run index -> (boards that jumped, their previous run, the jump)
         for i in range(1, len(data.runs)):
-            known = last_i >= 0
-            prev = np.where(known, last_i, 0)
-            d = m_arr[i] - m_arr[prev, np.arange(cdc.N_BOARDS)]
-            sig = np.hypot(errs[i], np.array(errs)[prev, np.arange(cdc.N_BOARDS)])
+            known = last[i - 1] >= 0
+            prev = np.where(known, last[i - 1], 0)
+            d = m_arr[i] - m_arr[prev, every]
+            sig = np.hypot(e_arr[i], e_arr[prev, every])
             jump = known & enough[i] & (np.abs(d) > cfg["boundary_jump_ns"]) & (np.abs(d) > 5 * sig)
             if np.any(jump):
-                # runs between the last good one and this one: before or after the jump?
-                first = int(prev[jump].min()) + 1
-                start = i
-                for j in range(first, i):
-                    w = n_arr[j, jump]
-                    if w.sum() == 0:
-                        continue
-                    dev = m_arr[j, jump] - m_arr[prev[jump], np.flatnonzero(jump)]
-                    pooled = float((w * dev * np.sign(d[jump])).sum() / w.sum())
-                    if pooled > 0.5 * float(np.mean(np.abs(d[jump]))):
-                        start = j
-                        break
-                out.append(data.runs[start])
-            last_i = np.where(enough[i], i, last_i)
-        return sorted(set(out))
+                jumps[i] = (jump, prev, d)
+
+        def split(_lo: int, k: int, _hi: int) -> tuple[float, bool]:
+            if k not in jumps:
+                return -math.inf, False
+            jump, _, d = jumps[k]
+            return float(np.max(np.abs(d[jump]))), True
+
+        def start(i: int) -> int:
+            """Runs between the last good one and this one: before or after the jump?"""
+            jump, prev, d = jumps[i]
+            first = int(prev[jump].min()) + 1
+            for j in range(first, i):
+                w = n_arr[j, jump]
+                if w.sum() == 0:
+                    continue
+                dev = m_arr[j, jump] - m_arr[prev[jump], np.flatnonzero(jump)]
+                pooled = float((w * dev * np.sign(d[jump])).sum() / w.sum())
+                if pooled > 0.5 * float(np.mean(np.abs(d[jump]))):
+                    return j
+            return i
+
+        return find_steps(data.runs, split, start=start)
 
 
 def t0_calibration() -> Calibration:
@@ -521,11 +538,10 @@ class XtAlgorithm(Algorithm):
     name = "cdc_xt"
     payloads = (XT_PAYLOAD,)
 
+    @guarded
     def run(self, data: AlgorithmInput) -> AlgorithmResult:
         cfg = data.config
-        ht, hx = data.histograms.get("cdc_xt_time"), data.histograms.get("cdc_xt_length")
-        if ht is None or hx is None:
-            return AlgorithmResult(AlgorithmStatus.NOT_ENOUGH_DATA, message="no hits")
+        ht, hx = require(data, "cdc_xt_time", "cdc_xt_length", message="no hits")
         pts = xt_points(ht, hx, cfg["drift_length_resolution_cm"], cfg["min_bin_entries"])
         u_lo, u_hi = cfg["u_range"]
         centers = ht.axes[1].centers
@@ -646,3 +662,7 @@ def xt_calibration() -> Calibration:
         "of the track-fit drift length with the T0 of cdc-t0, fifth-order polynomial with a "
         "linear tail; unphysical fits are flagged and keep the previous relation.",
     )
+
+
+def __dir__() -> list[str]:
+    return __all__

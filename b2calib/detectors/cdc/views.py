@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from b2calib.calibration import CalibrationReport, Diagnostics
+from b2calib.calibration import CalibrationReport, Diagnostics, toolkit
 from b2calib.calibration.jobs import JobStore
 from b2calib.conditions import ChannelStatus, ConditionsDB, Payload
 from b2calib.detectors.cdc.tracking import N_ROWS, xt_covariance, xt_rows
@@ -45,9 +45,9 @@ def final_diagnostics(db: ConditionsDB, report: CalibrationReport) -> list[Diagn
 
 
 def status_counts(payload: Payload) -> dict[str, int]:
-    """Channels per :class:`ChannelStatus` of a payload."""
+    """Channels per :class:`ChannelStatus` of a payload (all OK when it has no status)."""
     status = np.zeros(len(payload), np.int8) if payload.status is None else payload.status
-    return {s.name: int(np.sum(status == s)) for s in ChannelStatus if np.any(status == s)}
+    return toolkit.status_counts(status)
 
 
 def compare(new: Payload, previous: Payload, column: str = "value") -> dict[str, F]:
@@ -160,3 +160,7 @@ def plot_extreme_wires(diag: Diagnostics, payload: Payload, count: int = 3) -> A
             plot.opts(title=f"wire {w}: gain {gains[w]:.3f}", xlabel="hit dE/dx", width=320)
         )
     return hv.Layout(panels).cols(len(panels))
+
+
+def __dir__() -> list[str]:
+    return __all__

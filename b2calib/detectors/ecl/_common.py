@@ -1,9 +1,10 @@
-"""Pieces shared by the ECL calibrations: 5x5 windows, per-run constants, step finding."""
+"""Pieces shared by the ECL calibrations: clusters and their tracks, 5x5 windows, per-run
+constants, payload boundaries where a crate steps."""
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 import awkward as ak
@@ -13,6 +14,7 @@ import numpy as np
 import numpy.typing as npt
 
 from b2calib.calibration import AlgorithmInput, Constants
+from b2calib.calibration.toolkit import find_steps, weighted_mean_split
 from b2calib.conditions.iov import RunKey
 from b2calib.fit.histstats import group_means
 from b2calib.geometry import ecl
@@ -87,6 +89,32 @@ def track_momentum(events: ak.Array) -> tuple[F, IA]:
         pt = np.where(omega != 0, _BFIELD_FACTOR * B_FIELD_T / np.abs(omega), 0.0)
     p = pt * np.sqrt(1.0 + tanl**2)
     return p, offsets_of(ak.num(events["TrackFitResults_m_omega"]))
+
+
+def flat_clusters(events: ak.Array) -> dict[str, Any]:
+    """The clusters of a chunk as flat arrays: their event (``evt``), the offsets of each
+    event's clusters and the cluster branches (``energy``, ``theta``, ``phi``, ``maxCellId``,
+    ``isTrack``, ``trackIndex``)."""
+    num = ak.num(events["ECLClusters_m_energy"])
+    out: dict[str, Any] = {
+        "evt": np.repeat(np.arange(len(events)), ak.to_numpy(num)),
+        "offsets": offsets_of(num),
+    }
+    for key in ("energy", "theta", "phi", "maxCellId", "isTrack", "trackIndex"):
+        out[key] = ak.to_numpy(ak.flatten(events[f"ECLClusters_m_{key}"]))
+    return out
+
+
+def track_matched(events: ak.Array, cl: dict[str, Any]) -> tuple[IA, F]:
+    """Indices of track-matched clusters (of :func:`flat_clusters`) in the calorimeter and
+    their track momenta."""
+    p, toff = track_momentum(events)
+    ti = cl["trackIndex"].astype(np.int64)
+    ntrk = np.diff(toff)[cl["evt"]]
+    cell = cl["maxCellId"].astype(np.int64)
+    sel = (cl["isTrack"] == 1) & (ti >= 0) & (ti < ntrk) & (cell >= 1) & (cell <= ecl.N_CRYSTALS)
+    idx = np.flatnonzero(sel)
+    return idx, p[toff[cl["evt"][idx]] + ti[idx]]
 
 
 @numba.njit(cache=True, nogil=True)
@@ -174,56 +202,6 @@ def applied_column(
     return np.where(finite, values, fill)
 
 
-def find_steps(
-    per_run: Sequence[tuple[RunKey, F, F]],
-    *,
-    min_step: float,
-    min_significance: float,
-) -> list[RunKey]:
-    """Runs where a per-group quantity steps, by recursive binary segmentation.
-
-    ``per_run`` holds, per run in order, a value and its error for each group (e.g. the mean
-    energy ratio of each crate). A split before run k is accepted when, for some group, the
-    means of the runs before and after it differ by more than ``min_step`` and by more than
-    ``min_significance`` standard deviations; the most significant split is taken first and
-    each side is searched again.
-    """
-    runs = [r for r, _, _ in per_run]
-    values = np.array([v for _, v, _ in per_run], dtype=np.float64)
-    errors = np.array([e for _, _, e in per_run], dtype=np.float64)
-
-    def mean(sl: slice) -> tuple[F, F]:
-        e = errors[sl]
-        good = np.isfinite(e) & (e > 0)
-        w = np.where(good, 1.0 / np.where(good, e, 1.0) ** 2, 0.0)
-        sw = w.sum(axis=0)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            m = np.where(sw > 0, (w * np.nan_to_num(values[sl])).sum(axis=0) / sw, np.nan)
-            e = np.where(sw > 0, 1.0 / np.sqrt(sw), np.nan)
-        return m, e
-
-    found: list[RunKey] = []
-
-    def search(lo: int, hi: int) -> None:
-        best, best_k = 0.0, -1
-        for k in range(lo + 1, hi):
-            m1, e1 = mean(slice(lo, k))
-            m2, e2 = mean(slice(k, hi))
-            diff = np.abs(m2 - m1)
-            with np.errstate(invalid="ignore"):
-                z = diff / np.hypot(e1, e2)
-            ok = np.isfinite(z) & (diff > min_step) & (z > min_significance)
-            if ok.any() and float(z[ok].max()) > best:
-                best, best_k = float(z[ok].max()), k
-        if best_k > 0:
-            found.append(runs[best_k])
-            search(lo, best_k)
-            search(best_k, hi)
-
-    search(0, len(runs))
-    return sorted(found)
-
-
 def config_boundaries(config: Mapping[str, Any]) -> list[RunKey]:
     """The ``payload_boundaries`` of an expert config as (exp, run) pairs."""
     return [(int(e), int(r)) for e, r in config.get("payload_boundaries", [])]
@@ -232,18 +210,22 @@ def config_boundaries(config: Mapping[str, Any]) -> list[RunKey]:
 def crate_step_boundaries(data: AlgorithmInput, histogram: str) -> list[RunKey]:
     """Payload boundaries of an ECL calibration: those of its expert config, plus, with
     ``find_boundaries``, the runs where a crate's mean of the per-run ``histogram`` (crates x
-    values) steps by ``step_min`` at ``step_significance``."""
+    values) steps by ``step_min`` at ``step_significance``
+    (:func:`~b2calib.calibration.toolkit.weighted_mean_split`)."""
     cfg = data.config
     found = set(config_boundaries(cfg))
     if cfg["find_boundaries"]:
-        rows = []
+        runs, means, errors = [], [], []
         for run in data.runs:
             h = data.per_run[run].get(histogram)
             if h is None:
                 continue
             m, e = group_means(h)
-            rows.append((run, m, e))
-        found |= set(
-            find_steps(rows, min_step=cfg["step_min"], min_significance=cfg["step_significance"])
+            runs.append(run)
+            means.append(m)
+            errors.append(e)
+        test = weighted_mean_split(
+            means, errors, min_step=cfg["step_min"], min_significance=cfg["step_significance"]
         )
+        found |= set(find_steps(runs, test))
     return sorted(found)

@@ -50,7 +50,8 @@ from b2calib.calibration import (
     Diagnostics,
     SequentialBoundaries,
 )
-from b2calib.conditions import ChannelStatus, Payload
+from b2calib.calibration.toolkit import NotEnoughData, channel_payload, guarded, require
+from b2calib.conditions import ChannelStatus
 from b2calib.conditions.iov import RunKey
 from b2calib.detectors.ecl._common import (
     CLUSTER_BRANCHES,
@@ -256,12 +257,13 @@ class ECLTimeAlgorithm(Algorithm):
     name = "ecl_time"
     payloads = (CRYSTAL_PAYLOAD, CRATE_PAYLOAD)
 
+    @guarded
     def run(self, data: AlgorithmInput) -> AlgorithmResult:
         cfg = data.config
-        h = data.histograms.get("time_crystal")
-        hc = data.histograms.get("time_crate")
-        if h is None or hc is None or h.sum() == 0:
-            return AlgorithmResult(AlgorithmStatus.NOT_ENOUGH_DATA, message="no Bhabha electrons")
+        # the entries are counts of electrons: fewer than one is none
+        h, hc = require(
+            data, "time_crystal", "time_crate", min_entries=1, message="no Bhabha electrons"
+        )
         a_cryst, a_crate = _applied(data.constants, data.runs[0])
         fits = fit_channels(h, min_entries=cfg["min_entries"])
         ok = fits.status == ChannelStatus.OK
@@ -276,10 +278,7 @@ class ECLTimeAlgorithm(Algorithm):
         crate_err = np.where(level, np.hypot(crate_fits.errors["mu"], spread), crate_err)
         crate_ok = np.isfinite(crate) & np.isfinite(crate_err)
         if not crate_ok.any():
-            return AlgorithmResult(
-                AlgorithmStatus.NOT_ENOUGH_DATA,
-                message=f"no crate with {cfg['crate_min_entries']} entries",
-            )
+            raise NotEnoughData(f"no crate with {cfg['crate_min_entries']} entries")
         crystal_status = fits.status.copy()
         crate_status = np.where(
             crate_ok,
@@ -301,30 +300,30 @@ class ECLTimeAlgorithm(Algorithm):
         diag = Diagnostics(histograms={"time_crystal": h, "time_crate": hc})
         diag.add_fits("crystal_fits", fits, np.arange(1, ecl.N_CRYSTALS + 1))
         diag.add_fits("crate_fits", crate_fits, np.arange(1, ecl.N_CRATES + 1))
-        meta = {
+        meta: dict[str, Any] = {
             "method": "basf2 eclBhabhaTAlgorithm: crystal Gaussian fits, crate and crystal steps",
             "convention": "t = t_raw - crystal - crate; the OK crystals of each crate average "
             "to zero",
             "iteration": data.iteration,
         }
-        crystal_payload = Payload(
+        crystal_payload = channel_payload(
             CRYSTAL_PAYLOAD,
-            keys={"cellID": np.arange(1, ecl.N_CRYSTALS + 1, dtype=np.int32)},
-            values={"value": crystal},
-            errors={"value": crystal_err},
-            status=crystal_status,
-            metadata=meta | {"units": {"value": "ns"}},
+            {"cellID": np.arange(1, ecl.N_CRYSTALS + 1, dtype=np.int32)},
+            crystal,
+            crystal_err,
+            crystal_status,
+            units="ns",
+            **meta,
         )
-        crate_payload = Payload(
+        crate_payload = channel_payload(  # a crate not OK has neither value nor error
             CRATE_PAYLOAD,
-            keys={"crate": np.arange(1, ecl.N_CRATES + 1, dtype=np.int16)},
-            values={
-                "value": np.where(crate_ok, crate, np.nan),
-                "crate_level": level.astype(np.int8),
-            },
-            errors={"value": np.where(crate_ok, crate_err, np.nan)},
-            status=crate_status,
-            metadata=meta | {"units": {"value": "ns", "crate_level": "1"}},
+            {"crate": np.arange(1, ecl.N_CRATES + 1, dtype=np.int16)},
+            {"value": crate, "crate_level": level.astype(np.int8)},
+            crate_err,
+            crate_status,
+            units={"value": "ns", "crate_level": "1"},
+            flagged=np.nan,
+            **meta,
         )
         message = (
             f"{int(ok.sum())} crystals, {int(crate_ok.sum())} crates "
@@ -339,6 +338,8 @@ class ECLTimeAlgorithm(Algorithm):
         )
 
     def boundaries(self, data: AlgorithmInput) -> list[RunKey]:
+        """Runs where a crate's mean residual steps (see
+        :func:`~b2calib.detectors.ecl._common.crate_step_boundaries`)."""
         return crate_step_boundaries(data, "time_crate")
 
 
@@ -359,3 +360,7 @@ def time_calibration() -> Calibration:
             "payload where a crate's timing steps."
         ),
     )
+
+
+def __dir__() -> list[str]:
+    return __all__

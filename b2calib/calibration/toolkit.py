@@ -1,0 +1,276 @@
+"""What the detectors' calibration algorithms share: the input guard, the payload-boundary search
+and the per-channel payload.
+
+Input guard
+    An algorithm decorates its :meth:`~b2calib.calibration.Algorithm.run` with :func:`guarded`
+    and takes its histograms with :func:`require`, which raises :class:`NotEnoughData` when one
+    is missing or the first holds fewer than a minimum of entries; :func:`guarded` turns that
+    (and any :class:`NotEnoughData` the algorithm raises later, with its diagnostics) into the
+    NOT_ENOUGH_DATA result.
+
+Payload boundaries
+    :func:`find_steps` is the one search for the runs where a new payload must start (for
+    :meth:`~b2calib.calibration.Algorithm.boundaries`): binary segmentation of the run sequence
+    with the detector's own test of a split (:data:`SplitTest`).
+    :func:`weighted_mean_split` is the test of per-group values with errors (e.g. the mean
+    energy ratio of each ECL crate per run): a step when, for some group, the weighted means
+    before and after differ by more than a minimum and a number of standard deviations.
+
+Per-channel payloads
+    :func:`channel_payload`: a value, its error and a :class:`~b2calib.conditions.ChannelStatus`
+    per channel, with units and a description; :func:`status_counts` summarises the statuses.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TypeVar
+
+import hist
+import numpy as np
+import numpy.typing as npt
+
+from b2calib.calibration.algorithm import (
+    Algorithm,
+    AlgorithmInput,
+    AlgorithmResult,
+    AlgorithmStatus,
+    Diagnostics,
+)
+from b2calib.conditions.iov import RunKey
+from b2calib.conditions.payload import ChannelStatus, Payload
+from b2calib.exceptions import CalibrationError
+
+__all__ = [
+    "NotEnoughData",
+    "SplitTest",
+    "channel_payload",
+    "find_steps",
+    "guarded",
+    "require",
+    "status_counts",
+    "weighted_mean_split",
+]
+
+F = npt.NDArray[np.float64]
+A = TypeVar("A", bound=Algorithm)
+Run = Callable[[A, AlgorithmInput], AlgorithmResult]
+
+#: ``split(lo, k, hi) -> (score, accepted)``: the test of a new payload starting at run ``k``
+#: for the runs ``lo .. hi - 1`` (indices into the run sequence); the higher the score the
+#: clearer the step.
+SplitTest = Callable[[int, int, int], tuple[float, bool]]
+
+
+# ------------------------------------------------------------------------------ input guard
+class NotEnoughData(CalibrationError):
+    """The input of an algorithm execution cannot give a result: the NOT_ENOUGH_DATA status.
+
+    Raised inside a :func:`guarded` ``run`` (by :func:`require` or by the algorithm), which
+    returns it as the result, with ``diagnostics`` when given.
+    """
+
+    def __init__(self, message: str, diagnostics: Diagnostics | None = None) -> None:
+        super().__init__(message)
+        self.diagnostics = diagnostics
+
+
+def guarded(run: Run[A]) -> Run[A]:
+    """Decorator of :meth:`Algorithm.run <b2calib.calibration.Algorithm.run>`: a
+    :class:`NotEnoughData` raised inside becomes the NOT_ENOUGH_DATA result (its message and
+    diagnostics)."""
+
+    @functools.wraps(run)
+    def checked(self: A, data: AlgorithmInput) -> AlgorithmResult:
+        try:
+            return run(self, data)
+        except NotEnoughData as short:
+            return AlgorithmResult(
+                AlgorithmStatus.NOT_ENOUGH_DATA,
+                diagnostics=Diagnostics() if short.diagnostics is None else short.diagnostics,
+                message=str(short),
+            )
+
+    return checked
+
+
+def _entries(h: hist.Hist) -> float:
+    """Entries of a histogram: the counts of a ``Mean`` storage, else the sum of its values."""
+    if h.storage_type is hist.storage.Mean:
+        view: Any = h.view()
+        return float(np.sum(view["count"]))
+    return float(np.sum(h.values()))
+
+
+def require(
+    data: AlgorithmInput,
+    *names: str,
+    min_entries: float = 0,
+    counted: str = "entries",
+    message: str | None = None,
+) -> tuple[hist.Hist, ...]:
+    """The histograms ``names`` of an execution's input (merged over its runs).
+
+    Raises
+    ------
+    NotEnoughData
+        When one is missing, or the first has fewer than ``min_entries`` entries (counts of a
+        ``Mean`` storage); its message is ``message``, by default
+        ``"{entries} {counted} < {min_entries}"``.
+    """
+    found = [data.histograms.get(name) for name in names]
+    first = found[0]
+    n = 0.0 if first is None or min_entries <= 0 else _entries(first)
+    present = [h for h in found if h is not None]
+    if len(present) < len(names) or n < min_entries:
+        raise NotEnoughData(message or f"{int(n)} {counted} < {min_entries}")
+    return tuple(present)
+
+
+# -------------------------------------------------------------------------- step search
+def find_steps(
+    runs: Sequence[RunKey],
+    split: SplitTest,
+    *,
+    start: Callable[[int], int] | None = None,
+) -> list[RunKey]:
+    """Runs where a new payload must start, by binary segmentation of ``runs``.
+
+    For the runs ``lo .. hi - 1`` (at first all of them), every split ``k`` between them is
+    tested (``split(lo, k, hi)``); the split of the highest score (the first of equal ones) is
+    kept when the test accepts it, and both sides are searched again. The payload starts at run
+    ``start(k)`` (default ``k``: the detector may place it earlier, e.g. on runs too short to
+    tell before the step). A test that looks only at run ``k`` and its neighbours, whatever
+    ``lo`` and ``hi``, makes the search return every run it accepts.
+
+    Returns the starting runs, sorted, each once.
+    """
+    found: set[RunKey] = set()
+
+    def search(lo: int, hi: int) -> None:
+        if hi - lo < 2:
+            return
+        scores = [split(lo, k, hi) for k in range(lo + 1, hi)]
+        best = int(np.argmax([score for score, _ in scores]))
+        if not scores[best][1]:
+            return
+        k = lo + 1 + best
+        found.add(runs[k if start is None else start(k)])
+        search(lo, k)
+        search(k, hi)
+
+    search(0, len(runs))
+    return sorted(found)
+
+
+def weighted_mean_split(
+    values: npt.ArrayLike,
+    errors: npt.ArrayLike,
+    *,
+    min_step: float,
+    min_significance: float,
+) -> SplitTest:
+    """The split test of per-run, per-group values with errors, for :func:`find_steps`.
+
+    ``values`` and ``errors`` are (runs, groups), e.g. the mean energy ratio of each crate per
+    run; values with a non-finite or non-positive error do not count. A split before run ``k``
+    is accepted when, for some group, the inverse-variance weighted means of the runs before
+    and after it differ by more than ``min_step`` and by more than ``min_significance``
+    standard deviations; its score is the largest such significance.
+    """
+    v = np.asarray(values, dtype=np.float64)
+    err = np.asarray(errors, dtype=np.float64)
+
+    def mean(sl: slice) -> tuple[F, F]:
+        e = err[sl]
+        good = np.isfinite(e) & (e > 0)
+        w = np.where(good, 1.0 / np.where(good, e, 1.0) ** 2, 0.0)
+        sw = w.sum(axis=0)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            m = np.where(sw > 0, (w * np.nan_to_num(v[sl])).sum(axis=0) / sw, np.nan)
+            e = np.where(sw > 0, 1.0 / np.sqrt(sw), np.nan)
+        return m, e
+
+    def split(lo: int, k: int, hi: int) -> tuple[float, bool]:
+        m1, e1 = mean(slice(lo, k))
+        m2, e2 = mean(slice(k, hi))
+        diff = np.abs(m2 - m1)
+        with np.errstate(invalid="ignore"):
+            z = diff / np.hypot(e1, e2)
+        ok = np.isfinite(z) & (diff > min_step) & (z > min_significance)
+        if not ok.any():
+            return -math.inf, False
+        score = float(z[ok].max())
+        return score, score > 0.0
+
+    return split
+
+
+# ------------------------------------------------------------------- per-channel payloads
+def channel_payload(
+    name: str,
+    keys: Mapping[str, npt.ArrayLike],
+    value: npt.ArrayLike | Mapping[str, npt.ArrayLike],
+    error: npt.ArrayLike,
+    status: npt.ArrayLike | None = None,
+    *,
+    units: str | Mapping[str, str],
+    description: str | None = None,
+    flagged: float | None = None,
+    **metadata: Any,
+) -> Payload:
+    """A payload of one value per channel with its error and status.
+
+    Parameters
+    ----------
+    name
+        Payload name.
+    keys
+        Key columns (channel identifiers); empty for a single value.
+    value
+        The ``value`` column, or every value column by name (one of them ``value``, in file
+        order).
+    error
+        The error of ``value``.
+    status
+        Per-channel :class:`~b2calib.conditions.ChannelStatus`, or ``None`` when channels
+        cannot fail.
+    units
+        The unit of ``value``, or the unit of each value column.
+    description
+        What the payload holds, for humans (none: no ``description`` entry).
+    flagged
+        When given, the value and error of every channel whose status is not OK.
+    **metadata
+        More metadata (method, provenance ...).
+    """
+    columns = dict(value) if isinstance(value, Mapping) else {"value": value}
+    if flagged is not None:
+        bad = np.asarray(status) != ChannelStatus.OK
+        columns["value"] = np.where(bad, flagged, columns["value"])
+        error = np.where(bad, flagged, error)
+    return Payload(
+        name,
+        keys={k: np.asarray(v) for k, v in keys.items()},
+        values={k: np.asarray(v) for k, v in columns.items()},
+        errors={"value": np.asarray(error)},
+        status=None if status is None else np.asarray(status, dtype=np.int8),
+        metadata={
+            "units": {"value": units} if isinstance(units, str) else dict(units),
+            **({} if description is None else {"description": description}),
+            **metadata,
+        },
+    )
+
+
+def status_counts(status: npt.ArrayLike) -> dict[str, int]:
+    """Channels per :class:`~b2calib.conditions.ChannelStatus` name (those with any), in the
+    order of the statuses."""
+    s = np.asarray(status)
+    return {x.name: int(np.sum(s == x)) for x in ChannelStatus if np.any(s == x)}
+
+
+def __dir__() -> list[str]:
+    return __all__

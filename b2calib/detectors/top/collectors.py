@@ -1,0 +1,256 @@
+"""TOP collectors: hits per channel, folded photon times per channel, track-time differences of
+slot pairs, folded photon residuals with the channel and module T0 applied.
+
+The collectors that apply constants carry them as :class:`RunTables` (distinct per-channel
+tables and the table of each run), made by the calibrations' collector factories
+(:func:`~b2calib.detectors.top.module_t0.module_t0_collector`,
+:func:`~b2calib.detectors.top.common_t0.common_t0_collector`) with :func:`run_tables`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar, cast
+
+import awkward as ak
+import hist
+import numpy as np
+import numpy.typing as npt
+
+from b2calib.conditions.iov import RunKey
+from b2calib.detectors.top.photons import Z_BINS, Photons, match_photons
+from b2calib.engine import Collector
+from b2calib.engine.fill import fill_1d, fill_2d
+from b2calib.exceptions import CalibrationError
+from b2calib.geometry import top
+
+__all__ = [
+    "CHANNEL_TIME_BINS",
+    "COMMON_TIME_BINS",
+    "DIFF_BINS",
+    "ChannelHitCollector",
+    "ChannelTimeCollector",
+    "CommonT0Collector",
+    "ModuleT0Collector",
+    "RunTables",
+    "run_tables",
+]
+
+F = npt.NDArray[np.float64]
+I64 = npt.NDArray[np.int64]
+
+_NM, _NP, _NC = top.N_MODULES, top.N_PIXELS, top.N_CHANNELS
+_RF = top.RF_PERIOD_NS
+#: Folded time axis (ns): one RF period.
+CHANNEL_TIME_BINS = 48
+COMMON_TIME_BINS = 128
+#: Track time differences between two slots (ns).
+DIFF_BINS = (160, -2.0, 2.0)
+_EVENT_BRANCHES = {"EventMetaData_m_experiment": "int32", "EventMetaData_m_run": "int32"}
+_PHOTON_BRANCHES = {
+    "TOPDigits_m_moduleID": "var * int8",
+    "TOPDigits_m_pixelID": "var * int16",
+    "TOPDigits_m_time": "var * float32",
+    "ExtHits_m_detectorID": "var * int8",
+    "ExtHits_m_copyID": "var * int32",
+    "ExtHits_m_posZ": "var * float32",
+    "ExtHits_m_tof": "var * float32",
+}
+
+
+def _flat(events: ak.Array, branch: str, dtype: Any) -> npt.NDArray[Any]:
+    return np.asarray(ak.to_numpy(ak.flatten(events[branch])), dtype=dtype)
+
+
+def _run_of(events: ak.Array) -> RunKey:
+    exp = np.unique(ak.to_numpy(events["EventMetaData_m_experiment"]))
+    run = np.unique(ak.to_numpy(events["EventMetaData_m_run"]))
+    if len(exp) != 1 or len(run) != 1:
+        raise CalibrationError(f"a chunk of events spans several runs: exp {exp}, run {run}")
+    return int(exp[0]), int(run[0])
+
+
+def _hist(*axes: tuple[int, float, float], names: Sequence[str]) -> hist.Hist:
+    return hist.Hist(
+        *(
+            hist.axis.Regular(n, lo, hi, name=nm)
+            for (n, lo, hi), nm in zip(axes, names, strict=True)
+        ),
+        storage=hist.storage.Int64(),
+    )
+
+
+def _view(h: hist.Hist) -> I64:
+    """The int64 storage of ``h`` with flow bins (filled in place)."""
+    return cast(I64, h.view(flow=True))
+
+
+_CH_AXIS = (_NC, -0.5, _NC - 0.5)
+_MOD_AXIS = (_NM, 0.5, _NM + 0.5)
+
+
+def _z_hist(p: Photons) -> hist.Hist:
+    h = _hist(_MOD_AXIS, Z_BINS, names=("module", "z"))
+    fill_2d(_view(h), p.trk_module[p.ph_trk], p.trk_z[p.ph_trk], _MOD_AXIS, Z_BINS)
+    return h
+
+
+@dataclasses.dataclass(frozen=True)
+class RunTables:
+    """Per-channel offsets valid for each run: distinct tables and a run -> table index."""
+
+    tables: tuple[tuple[float, ...], ...] = ()
+    runs: tuple[tuple[int, int, int], ...] = ()
+
+    def table(self, run: RunKey) -> F:
+        """The offsets of ``run``; raises CalibrationError for a run without a table."""
+        for e, r, i in self.runs:
+            if (e, r) == run:
+                return np.asarray(self.tables[i], dtype=np.float64)
+        raise CalibrationError(f"no TOP constants prepared for run {run[0]}.{run[1]}")
+
+
+def run_tables(per_run: Mapping[RunKey, F]) -> RunTables:
+    """The :class:`RunTables` of per-run offsets (runs with equal offsets share a table)."""
+    tables: list[tuple[float, ...]] = []
+    runs = []
+    for run, arr in sorted(per_run.items()):
+        t = tuple(float(x) for x in arr)
+        if t not in tables:
+            tables.append(t)
+        runs.append((run[0], run[1], tables.index(t)))
+    return RunTables(tuple(tables), tuple(runs))
+
+
+@dataclasses.dataclass(frozen=True)
+class ChannelHitCollector(Collector):
+    """Hits per channel (all digits) and the number of events: the channel-mask input."""
+
+    version: ClassVar[int] = 1
+
+    @property
+    def branches(self) -> dict[str, str]:
+        return {
+            "EventMetaData_m_run": "int32",
+            "TOPDigits_m_moduleID": "var * int8",
+            "TOPDigits_m_pixelID": "var * int16",
+        }
+
+    def collect(self, events: ak.Array) -> dict[str, hist.Hist]:
+        mod = _flat(events, "TOPDigits_m_moduleID", np.int64)
+        pix = _flat(events, "TOPDigits_m_pixelID", np.int64)
+        hits = _hist(_CH_AXIS, names=("channel",))
+        fill_1d(_view(hits), top.channel_index(mod, pix), _CH_AXIS)
+        n = _hist((1, 0.0, 1.0), names=("events",))
+        n.view(flow=True)[1] = len(events)
+        return {"hits": hits, "events": n}
+
+
+@dataclasses.dataclass(frozen=True)
+class ChannelTimeCollector(Collector):
+    """Per channel: photon time minus expected time, folded modulo the RF period; and the
+    photon-weighted z of the track crossings per module (for the chromatic smearing)."""
+
+    version: ClassVar[int] = 1
+
+    @property
+    def branches(self) -> dict[str, str]:
+        return dict(_PHOTON_BRANCHES)
+
+    def collect(self, events: ak.Array) -> dict[str, hist.Hist]:
+        p = match_photons(events)
+        axis = (CHANNEL_TIME_BINS, 0.0, _RF)
+        h = _hist(_CH_AXIS, axis, names=("channel", "time"))
+        fill_2d(_view(h), p.ph_channel, np.mod(p.ph_resid, _RF), _CH_AXIS, axis)
+        return {"channel_time": h, "z": _z_hist(p)}
+
+
+def _track_times(p: Photons, offsets: F, min_photons: int) -> tuple[F, npt.NDArray[np.bool_]]:
+    """Median over each track's photons of (residual - channel offset); tracks with fewer than
+    ``min_photons`` photons are not usable."""
+    r = p.ph_resid - offsets[p.ph_channel]
+    o = np.lexsort((r, p.ph_trk))
+    trk_s, r_s = p.ph_trk[o], r[o]
+    n_trk = len(p.trk_evt)
+    cnt = np.bincount(trk_s, minlength=n_trk)
+    first = np.concatenate([[0], np.cumsum(cnt)[:-1]]).astype(np.int64)
+    ok = cnt >= max(min_photons, 1)
+    med = np.full(n_trk, np.nan)
+    lo = r_s[first[ok] + (cnt[ok] - 1) // 2]
+    hi = r_s[first[ok] + cnt[ok] // 2]
+    med[ok] = 0.5 * (lo + hi)
+    return med, ok
+
+
+def _pair_index(a: npt.ArrayLike, b: npt.ArrayLike) -> I64:
+    """Histogram index of the slot pair (a < b), modules 1..16."""
+    return (np.asarray(a, dtype=np.int64) - 1) * _NM + np.asarray(b, dtype=np.int64) - 1
+
+
+@dataclasses.dataclass(frozen=True)
+class ModuleT0Collector(Collector):
+    """Events with exactly two usable tracks in two modules a < b: the difference of the track
+    times (median photon time minus expected, channel T0 applied), per slot pair; and per
+    module the photon times folded modulo the RF period (to locate module timing steps)."""
+
+    channel_t0: RunTables = RunTables()
+    min_photons: int = 5
+    version: ClassVar[int] = 2
+
+    @property
+    def branches(self) -> dict[str, str]:
+        return _EVENT_BRANCHES | _PHOTON_BRANCHES
+
+    def collect(self, events: ak.Array) -> dict[str, hist.Hist]:
+        h = _hist((_NM * _NM, -0.5, _NM * _NM - 0.5), DIFF_BINS, names=("pair", "diff"))
+        axis = (CHANNEL_TIME_BINS, 0.0, _RF)
+        phase = _hist(_MOD_AXIS, axis, names=("module", "time"))
+        if len(events):
+            p = match_photons(events)
+            offsets = self.channel_t0.table(_run_of(events))
+            folded = np.mod(p.ph_resid - offsets[p.ph_channel], _RF)
+            fill_2d(_view(phase), p.ph_channel // _NP + 1, folded, _MOD_AXIS, axis)
+            med, ok = _track_times(p, offsets, self.min_photons)
+            evt, mod, t = p.trk_evt[ok], p.trk_module[ok], med[ok]
+            n = np.bincount(evt, minlength=len(events))
+            two = n[evt] == 2
+            evt, mod, t = evt[two], mod[two], t[two]
+            # tracks are sorted by (event, module): pairs are consecutive, lower module first
+            a, b = slice(0, None, 2), slice(1, None, 2)
+            pair = _pair_index(mod[a], mod[b])
+            fill_2d(_view(h), pair, t[a] - t[b], (_NM * _NM, -0.5, _NM * _NM - 0.5), DIFF_BINS)
+        return {"pair_diff": h, "module_phase": phase}
+
+
+@dataclasses.dataclass(frozen=True)
+class CommonT0Collector(Collector):
+    """Photon time minus expected time with channel and module T0 applied, folded modulo the
+    RF period (the bunch-finder residual at photon level); pixel and z of the photons."""
+
+    offsets: RunTables = RunTables()
+    version: ClassVar[int] = 1
+
+    @property
+    def branches(self) -> dict[str, str]:
+        return _EVENT_BRANCHES | _PHOTON_BRANCHES
+
+    def collect(self, events: ak.Array) -> dict[str, hist.Hist]:
+        axis = (COMMON_TIME_BINS, 0.0, _RF)
+        h = _hist(axis, names=("time",))
+        pixels = _hist((_NP, 0.5, _NP + 0.5), names=("pixel",))
+        if not len(events):
+            return {
+                "folded": h,
+                "pixel": pixels,
+                "z": _hist(_MOD_AXIS, Z_BINS, names=("module", "z")),
+            }
+        p = match_photons(events)
+        off = self.offsets.table(_run_of(events))
+        fill_1d(_view(h), np.mod(p.ph_resid - off[p.ph_channel], _RF), axis)
+        fill_1d(_view(pixels), p.ph_pixel, (_NP, 0.5, _NP + 0.5))
+        return {"folded": h, "pixel": pixels, "z": _z_hist(p)}
+
+
+def __dir__() -> list[str]:
+    return __all__
