@@ -87,6 +87,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/bench_engine.py
 	$(BIN)/python bench/bench_calibrations.py
 	$(BIN)/python bench/bench_qa.py
+	$(BIN)/python bench/bench_imports.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build

@@ -34,6 +34,13 @@ def attach(package: str, names: Mapping[str, Sequence[str]]) -> Callable[[str], 
         for module, exported in names.items()
         for name in exported
     }
+    for module, exported in names.items():
+        if module in exported:
+            # a name that is also its module's name (``qa.compare``, the function of the
+            # module ``qa/compare.py``) is imported now: importing the module later would set
+            # the package's attribute to the module, and __getattr__ would never be asked
+            imported = importlib.import_module(f"{package}.{module}")
+            setattr(sys.modules[package], module, getattr(imported, module))
 
     def __getattr__(name: str) -> Any:
         try:

@@ -494,21 +494,32 @@ def _lazy_packages() -> list[str]:
 @pytest.mark.parametrize("name", _lazy_packages())
 def test_lazy_names_resolve_and_are_typed(name: str) -> None:
     """A package with lazy names lists each once in __all__, in its attach() table and in its
-    TYPE_CHECKING imports (what type checkers see), and every one resolves."""
+    TYPE_CHECKING imports (what type checkers see), and every one resolves to what those
+    imports name: a submodule only where one is imported (``from b2calib import geometry``),
+    never a submodule in the place of the function of the same name (``b2calib.qa.compare``)."""
     import ast
     import importlib
+    import importlib.util
+    import types
     from pathlib import Path
 
     module = importlib.import_module(name)
     tree = ast.parse(Path(str(module.__file__)).read_text())
+
+    def is_submodule(parent: str, child: str) -> bool:
+        package = importlib.import_module(parent)
+        return hasattr(package, "__path__") and (
+            importlib.util.find_spec(f"{parent}.{child}") is not None
+        )
+
     typed = {
-        alias.asname or alias.name
+        alias.asname or alias.name: is_submodule(imp.module, alias.name)
         for node in tree.body
         if isinstance(node, ast.If) and ast.unparse(node.test) == "TYPE_CHECKING"
         for imp in node.body
-        if isinstance(imp, ast.ImportFrom)
+        if isinstance(imp, ast.ImportFrom) and imp.module is not None
         for alias in imp.names
     }
-    assert typed == set(module.__all__) - {"__version__"}
-    for public in module.__all__:
-        assert getattr(module, public) is not None, public
+    assert set(typed) == set(module.__all__) - {"__version__"}
+    for public, is_module in typed.items():
+        assert isinstance(getattr(module, public), types.ModuleType) == is_module, public

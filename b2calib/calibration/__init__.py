@@ -16,31 +16,36 @@
 
 from __future__ import annotations
 
-from b2calib.calibration.algorithm import (
-    Algorithm,
-    AlgorithmInput,
-    AlgorithmResult,
-    AlgorithmStatus,
-    Diagnostics,
-)
-from b2calib.calibration.constants import Constants
-from b2calib.calibration.declaration import (
-    Calibration,
-    CollectorInput,
-    calibrations,
-    dependency_order,
-    get_calibration,
-    register,
-)
-from b2calib.calibration.runner import CalibrationReport, ExecutionReport, run_calibrations
-from b2calib.calibration.strategies import (
-    Execution,
-    SequentialBoundaries,
-    SequentialRunByRun,
-    SimpleRunByRun,
-    SingleIOV,
-    Strategy,
-)
+from typing import TYPE_CHECKING
+
+from b2calib._lazy import attach
+
+if TYPE_CHECKING:
+    from b2calib.calibration.algorithm import (
+        Algorithm,
+        AlgorithmInput,
+        AlgorithmResult,
+        AlgorithmStatus,
+        Diagnostics,
+    )
+    from b2calib.calibration.constants import Constants
+    from b2calib.calibration.declaration import (
+        Calibration,
+        CollectorInput,
+        calibrations,
+        dependency_order,
+        get_calibration,
+        register,
+    )
+    from b2calib.calibration.runner import CalibrationReport, ExecutionReport, run_calibrations
+    from b2calib.calibration.strategies import (
+        Execution,
+        SequentialBoundaries,
+        SequentialRunByRun,
+        SimpleRunByRun,
+        SingleIOV,
+        Strategy,
+    )
 
 __all__ = [
     "Algorithm",
@@ -65,6 +70,38 @@ __all__ = [
     "register",
     "run_calibrations",
 ]
+
+# names are imported on first use (b2calib._lazy)
+__getattr__ = attach(
+    __name__,
+    {
+        "algorithm": [
+            "Algorithm",
+            "AlgorithmInput",
+            "AlgorithmResult",
+            "AlgorithmStatus",
+            "Diagnostics",
+        ],
+        "constants": ["Constants"],
+        "declaration": [
+            "Calibration",
+            "CollectorInput",
+            "calibrations",
+            "dependency_order",
+            "get_calibration",
+            "register",
+        ],
+        "runner": ["CalibrationReport", "ExecutionReport", "run_calibrations"],
+        "strategies": [
+            "Execution",
+            "SequentialBoundaries",
+            "SequentialRunByRun",
+            "SimpleRunByRun",
+            "SingleIOV",
+            "Strategy",
+        ],
+    },
+)
 
 
 def __dir__() -> list[str]:

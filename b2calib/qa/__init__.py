@@ -16,27 +16,32 @@
 
 from __future__ import annotations
 
-from b2calib.qa.compare import (
-    Comparison,
-    QAStatus,
-    Thresholds,
-    ad_test,
-    chi2_test,
-    compare,
-    kolmogorov_prob,
-    ks_test,
-)
-from b2calib.qa.grl import PRESETS, GoodRunList
-from b2calib.qa.monitoring import QA_HISTOGRAMS, VARIABLES, MonitoringValue, RunQA, collect_qa
-from b2calib.qa.store import (
-    FlagEntry,
-    QADatabase,
-    Reference,
-    RunState,
-    StoredComparison,
-    Trend,
-    User,
-)
+from typing import TYPE_CHECKING
+
+from b2calib._lazy import attach
+
+if TYPE_CHECKING:
+    from b2calib.qa.compare import (
+        Comparison,
+        QAStatus,
+        Thresholds,
+        ad_test,
+        chi2_test,
+        compare,
+        kolmogorov_prob,
+        ks_test,
+    )
+    from b2calib.qa.grl import PRESETS, GoodRunList
+    from b2calib.qa.monitoring import QA_HISTOGRAMS, VARIABLES, MonitoringValue, RunQA, collect_qa
+    from b2calib.qa.store import (
+        FlagEntry,
+        QADatabase,
+        Reference,
+        RunState,
+        StoredComparison,
+        Trend,
+        User,
+    )
 
 __all__ = [
     "PRESETS",
@@ -62,6 +67,34 @@ __all__ = [
     "kolmogorov_prob",
     "ks_test",
 ]
+
+# names are imported on first use (b2calib._lazy)
+__getattr__ = attach(
+    __name__,
+    {
+        "compare": [
+            "Comparison",
+            "QAStatus",
+            "Thresholds",
+            "ad_test",
+            "chi2_test",
+            "compare",
+            "kolmogorov_prob",
+            "ks_test",
+        ],
+        "grl": ["PRESETS", "GoodRunList"],
+        "monitoring": ["QA_HISTOGRAMS", "VARIABLES", "MonitoringValue", "RunQA", "collect_qa"],
+        "store": [
+            "FlagEntry",
+            "QADatabase",
+            "Reference",
+            "RunState",
+            "StoredComparison",
+            "Trend",
+            "User",
+        ],
+    },
+)
 
 
 def __dir__() -> list[str]:
