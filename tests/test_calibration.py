@@ -553,3 +553,40 @@ def test_dq_filters_read_the_flags_certified_in_the_database(
     qdb.close()
     after = CliRunner().invoke(cli, [*base, "--staging", "after"])
     assert "runs 3 (1.2..1.6)" in after.output, after.output
+
+
+def test_a_new_detector_package_is_found_without_reinstalling(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The installed entry points name b2calib.detectors as a whole: a detector package added
+    to it (here in a folder of the test, joined to the package's path) brings its calibrations
+    and its QA parts with no reinstall and no edit elsewhere."""
+    from importlib.metadata import entry_points
+
+    import b2calib.detectors
+
+    package = tmp_path / "zz_newdet"
+    package.mkdir()
+    (package / "__init__.py").write_text(
+        "import dataclasses\n"
+        "from b2calib.detectors.cdc.dedx import run_gain_calibration\n\n"
+        "def calibrations():\n"
+        "    return [dataclasses.replace(run_gain_calibration(), name='zz-new-gain')]\n"
+    )
+    (package / "qa.py").write_text(
+        "from b2calib.qa.monitoring.parts import occupancy\n\n"
+        "def qa_parts():\n"
+        "    return list(occupancy('CDC', 'nCDCHits', 'zz_hits', 'ZZ hits'))\n"
+    )
+    monkeypatch.setattr(b2calib.detectors, "__path__", [*b2calib.detectors.__path__, str(tmp_path)])
+    found = {
+        ep.group: ep.load()
+        for group in ("b2calib.calibrations", "b2calib.qa")
+        for ep in entry_points(group=group)
+        if ep.value.startswith("b2calib.detectors:")
+    }
+    names = [c.name for c in found["b2calib.calibrations"]()]
+    assert "zz-new-gain" in names
+    assert {"ecl-energy", "cdc-t0", "top-common-t0"} <= set(names)
+    variables = {v.name for p in found["b2calib.qa"]() for v in p.variables}
+    assert {"hadron.zz_hits_per_event", "mumu.cdc_hits_per_track"} <= variables
