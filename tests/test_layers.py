@@ -235,6 +235,10 @@ def test_core_works_without_the_extras_and_names_them(tmp_path: Path) -> None:
         db.import_local(sample + "/truth", "sim_truth")
         print("lookup", len(db.lookup(12, 7, ["sim_truth"])))
         QADatabase("conditions.sqlite")
+        try:
+            ConditionsDB("postgresql+psycopg://nobody@localhost/none")
+        except MissingExtraError as err:
+            print("postgres:", err)
 
         from b2calib.cli import main
         import sys

@@ -21,6 +21,8 @@ import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine
 
+from b2calib._extras import require
+
 __all__ = ["DB_ENV", "MIGRATIONS", "default_url", "make_engine", "upgrade", "writing"]
 
 #: The environment variable naming the database used when none is given.
@@ -96,6 +98,8 @@ def make_engine(url: str) -> Engine:
             conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
 
         return engine
+    if sa.engine.make_url(url).get_driver_name() == "psycopg":
+        require("psycopg", "a PostgreSQL database")  # the postgres extra
     return sa.create_engine(url, pool_pre_ping=True)
 
 
