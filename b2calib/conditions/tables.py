@@ -9,9 +9,13 @@ Rules the database enforces itself, whatever client writes to it (triggers creat
 migrations, for SQLite and PostgreSQL alike):
 
 * a PUBLISHED or INVALID global tag is immutable: no IoV of it can be inserted, updated or
-  deleted, and the tag itself can only move from PUBLISHED to INVALID;
-* a global tag changes state only by the allowed moves (:data:`ALLOWED_MOVES`);
-* a stored payload (its record and its file) is never updated.
+  deleted, and the tag itself changes only by the move from PUBLISHED to INVALID (which
+  records its time in ``modified``);
+* a global tag changes state only by the allowed moves (:data:`ALLOWED_MOVES`) and never
+  changes its id or name;
+* a stored payload (its record and its file) is never updated or deleted;
+* no row of these tables is ever replaced (SQLite's ``INSERT OR REPLACE`` is refused) and,
+  on PostgreSQL, none of them can be truncated (revision 0003).
 """
 
 from __future__ import annotations

@@ -8,7 +8,9 @@ these modules; ``tests/test_conditions_db.py`` checks that the tables and the mi
 
 The audit log (:data:`history`) records who changed what and when, for every domain: written
 through :meth:`b2calib.db.Database.log`, read by the conditions database's history (its
-``globaltag`` column is the subject of an entry: a global tag, or none).
+``globaltag`` column is the subject of an entry: a global tag, or none). It is append-only: the
+database refuses to update, delete, replace or truncate an entry (it keeps the manifest of each
+published global tag, which ``b2calib db verify`` checks).
 """
 
 from __future__ import annotations

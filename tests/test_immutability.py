@@ -1,0 +1,378 @@
+"""Immutability that holds (issue 13): every attack of the issue's "Immutability" section,
+replayed through a plain DB-API connection beside the library (``sqlite3`` / ``psycopg``, as
+an attacker or a careless user would), on SQLite and on PostgreSQL.
+
+The database itself must refuse each one with a ``b2calib: ...`` rule message. On PostgreSQL
+the raw connection is the server's superuser, which passes every privilege check: what stops it
+here is the triggers, not the privileges (``tests/test_db_roles.py`` tests the roles). SQLite's
+``INSERT OR REPLACE`` is PostgreSQL's ``INSERT ... ON CONFLICT DO UPDATE``; SQLite's ``DELETE``
+of every row is PostgreSQL's ``TRUNCATE``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import sqlalchemy as sa
+from click.testing import CliRunner
+
+from b2calib.cli import cli
+from b2calib.conditions import ConditionsDB, IoV, Payload, PayloadFile
+from b2calib.exceptions import ConditionsError, QAError
+from b2calib.qa.store import QADatabase, User
+from b2calib.runs import Run
+from tests.test_conditions_db import BACKENDS, Raw, make_tag, payload
+
+DETS = ("PXD", "SVD", "CDC", "TOP", "ARICH", "ECL", "KLM")
+MONA = User("mona", "manager")
+LATER = datetime(2031, 1, 1, tzinfo=UTC)
+
+
+@pytest.fixture(params=BACKENDS)
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """URL of a new, empty b2calib database (SQLite file or PostgreSQL database)."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'b2calib.sqlite'}"
+    return str(request.getfixturevalue("postgres_url"))
+
+
+@pytest.fixture
+def db(db_url: str) -> Iterator[ConditionsDB]:
+    conditions = ConditionsDB(db_url, author="alice")
+    yield conditions
+    conditions.close()
+
+
+@pytest.fixture
+def qa(db: ConditionsDB) -> Iterator[QADatabase]:
+    """The QA records of the same database: runs 1-3 of experiment 3 and a manager."""
+    store = QADatabase(db.url, author="admin")
+    store.runs.import_runs(
+        Run(3, r, "physics", "4S", 1.7e9 + 3600 * r, 1.7e9 + 3600 * (r + 1), 100.0, 10, DETS, True)
+        for r in (1, 2, 3)
+    )
+    store.users.add("mona", "m-secret", "manager")
+    yield store
+    store.close()
+
+
+@pytest.fixture
+def raw(db: ConditionsDB) -> Iterator[Raw]:
+    connection = Raw(db.url)
+    yield connection
+    connection.close()
+
+
+def row(raw: Raw, sql: str, params: Sequence[Any] = ()) -> dict[str, Any]:
+    """The one row ``sql`` selects, as a dict by column name."""
+    if raw.backend != "sqlite":
+        sql = sql.replace("?", "%s")
+    cur = raw.conn.execute(sql, tuple(params))
+    names = [d[0] for d in cur.description]
+    (values,) = cur.fetchall()
+    return dict(zip(names, values, strict=True))
+
+
+def replace(raw: Raw, table: str, values: dict[str, Any], key: Sequence[str] = ("id",)) -> str:
+    """Assert the database refuses to replace the row of ``table`` holding ``key``: SQLite's
+    ``INSERT OR REPLACE``, PostgreSQL's ``INSERT ... ON CONFLICT (key) DO UPDATE``."""
+    cols = list(values)
+    marks = ", ".join("?" for _ in cols)
+    sql = f"INTO {table} ({', '.join(cols)}) VALUES ({marks})"
+    if raw.backend == "sqlite":
+        sql = f"INSERT OR REPLACE {sql}"
+    else:
+        sets = ", ".join(f"{c} = EXCLUDED.{c}" for c in cols if c not in key)
+        sql = f"INSERT {sql} ON CONFLICT ({', '.join(key)}) DO UPDATE SET {sets}"
+    return raw.refused(sql, list(values.values()))
+
+
+def cli_error(url: str, *args: str) -> str:
+    """The one-line error of a failing ``b2calib`` command on database ``url``."""
+    result = CliRunner(env={"B2CALIB_USER": "mallory"}).invoke(cli, [*args, "--db", url])
+    assert result.exit_code == 1, result.output
+    (line,) = result.output.strip().splitlines()
+    return line
+
+
+def published(db: ConditionsDB) -> tuple[int, int]:
+    """ECLCrystalEnergy rev 1 and rev 2 (mean 1.0009) in PUBLISHED tag ``P``, rev 1 in OPEN tag
+    ``D``; returns the ids of ``P`` and ``D``."""
+    make_tag(db, "P", [(energy(0.9), "0,0,0,-1"), (energy(1.0009), "1,0,-1,-1")], "PUBLISHED")
+    db.create_tag("D")
+    db.add_iov("D", ("ECLCrystalEnergy", 1), "0,0,-1,-1")
+    with db.read() as conn:
+        ids = dict(conn.exec_driver_sql("SELECT name, id FROM globaltags").all())
+    return ids["P"], ids["D"]
+
+
+def energy(mean: float) -> Payload:
+    return Payload(
+        "ECLCrystalEnergy",
+        keys={"cellID": np.arange(1, 41, dtype=np.int32)},
+        values={"value": np.full(40, mean)},
+    )
+
+
+def p_content(db: ConditionsDB) -> list[tuple[str, int, str, str]]:
+    return [(e.name, e.payload.revision, e.payload.checksum, str(e.iov)) for e in db.iovs("P")]
+
+
+# -- SQLite INSERT OR REPLACE (PostgreSQL: INSERT ... ON CONFLICT DO UPDATE) --------------------
+
+
+def test_insert_or_replace_moves_a_published_tag_back_to_open_then_edited_through_the_cli(
+    db: ConditionsDB, raw: Raw
+) -> None:
+    gid, _ = published(db)
+    before = p_content(db)
+    tag = row(raw, "SELECT * FROM globaltags WHERE id = ?", [gid])
+    replace(raw, "globaltags", {**tag, "state": "OPEN"})
+    # a new id with the published tag's name replaces it just as well in SQLite
+    replace(raw, "globaltags", {**tag, "id": gid + 100, "state": "OPEN"}, key=("name",))
+    assert db.tag("P").state == "PUBLISHED"
+    assert "is PUBLISHED: it cannot be modified" in cli_error(
+        db.url, "gt", "modify", "P", "--description", "edited"
+    )
+    assert "is PUBLISHED: only OPEN tags can be modified" in cli_error(
+        db.url, "iov", "add", "P", "ECLCrystalEnergy", "1", "1,0,1,5"
+    )
+    assert p_content(db) == before
+
+
+def test_insert_or_replace_swaps_a_published_payload_row_and_its_file(
+    db: ConditionsDB, raw: Raw
+) -> None:
+    """ECLCrystalEnergy rev 2 of a PUBLISHED tag: mean 1.0009 must not become 1.2345."""
+    published(db)
+    info = db.payload_info("ECLCrystalEnergy", 2)
+    fake = PayloadFile.of(energy(1.2345))
+    record = row(raw, "SELECT * FROM payloads WHERE id = ?", [info.id])
+    forged = {
+        **record,
+        "checksum": fake.checksum,
+        "content_hash": fake.payload.content_hash(),
+        "size": len(fake.data),
+    }
+    replace(raw, "payloads", forged)
+    replace(raw, "payloads", {**forged, "id": info.id + 100}, key=("name", "revision"))
+    replace(raw, "payload_files", {"payload_id": info.id, "content": fake.data}, ("payload_id",))
+    assert db.payload_info("ECLCrystalEnergy", 2) == info
+    assert db.payload(info).value().mean() == pytest.approx(1.0009)
+
+
+def test_insert_or_replace_rewrites_the_iovs_of_a_frozen_tag(db: ConditionsDB, raw: Raw) -> None:
+    gid, did = published(db)
+    before = p_content(db)
+    iov = row(raw, "SELECT * FROM iovs WHERE globaltag_id = ? AND first_exp = 1", [gid])
+    replace(raw, "iovs", {**iov, "final_exp": 1, "final_run": 5})
+    # replaced by an IoV of an OPEN tag: the published tag would lose it
+    replace(raw, "iovs", {**iov, "globaltag_id": did, "first_exp": 9, "final_exp": 9})
+    assert p_content(db) == before
+    db.set_state("P", "INVALID")
+    replace(raw, "iovs", {**iov, "payload_id": iov["payload_id"] - 1})
+    assert p_content(db) == before
+
+
+def test_insert_or_replace_turns_a_bad_cdc_flag_good(qa: QADatabase, raw: Raw) -> None:
+    qa.certification.set_flag(3, 1, "CDC", "BAD", user=MONA, comment="30 % of the wires dead")
+    flag = row(raw, "SELECT * FROM qa_flags WHERE detector = 'CDC'")
+    replace(raw, "qa_flags", {**flag, "flag": "GOOD", "comment": ""})
+    assert qa.certification.flags(3, 1)["CDC"].flag == "BAD"
+    assert [f.flag for f in qa.certification.flag_history(3, 1, "CDC")] == ["BAD"]
+
+
+def test_insert_or_replace_rewrites_run_states(qa: QADatabase, raw: Raw) -> None:
+    qa.certification.set_state(3, 1, "SIGNOFF", user=MONA)
+    qa.certification.set_state(3, 1, "COMPLETED", user=MONA, comment="signed off")
+    state = row(raw, "SELECT * FROM qa_run_states WHERE state = 'COMPLETED'")
+    replace(raw, "qa_run_states", {**state, "state": "OPEN", "comment": ""})
+    assert qa.certification.state(3, 1).state == "COMPLETED"
+    assert [s.state for s in qa.certification.state_history(3, 1)] == ["SIGNOFF", "COMPLETED"]
+
+
+def test_insert_or_replace_rewrites_good_run_lists(qa: QADatabase, raw: Raw) -> None:
+    qa.certification.set_flags([(3, r, "CDC", "GOOD") for r in (1, 2, 3)], user=MONA, comment="")
+    made = qa.grls.make("golden", "CDC == GOOD", user=MONA)
+    grl = row(raw, "SELECT * FROM qa_grls WHERE name = 'golden'")
+    content = json.loads(grl["content"])
+    content["experiments"]["3"]["runs"].append(9)
+    forged = {**grl, "content": json.dumps(content, sort_keys=True)}
+    replace(raw, "qa_grls", forged)
+    replace(raw, "qa_grls", {**forged, "id": grl["id"] + 100}, key=("name", "version"))
+    assert qa.grls.get("golden").runs == made.runs
+
+
+def test_insert_or_replace_rewrites_the_history(db: ConditionsDB, raw: Raw) -> None:
+    """The history keeps each published tag's manifest: it is append-only too."""
+    published(db)
+    entry = row(raw, "SELECT * FROM history WHERE globaltag = 'P' ORDER BY id DESC LIMIT 1")
+    replace(raw, "history", {**entry, "author": "mallory"})
+    raw.refused(f"UPDATE history SET details = '{{}}' WHERE id = {entry['id']}")
+    raw.refused(f"DELETE FROM history WHERE id = {entry['id']}")
+    assert {h.author for h in db.history("P")} == {"alice"}
+
+
+# -- key columns and the published tag's own columns ---------------------------------------------
+
+
+def test_update_globaltags_set_id_with_foreign_keys_off_detaches_a_published_tag(
+    db: ConditionsDB, raw: Raw
+) -> None:
+    gid, did = published(db)
+    before = p_content(db)
+    if raw.backend == "sqlite":
+        raw.execute("PRAGMA foreign_keys = OFF")
+    raw.refused(f"UPDATE globaltags SET id = 99 WHERE id = {gid}")
+    raw.refused(f"UPDATE globaltags SET id = 98 WHERE id = {did}")  # an OPEN tag's too
+    raw.refused("UPDATE iovs SET id = id + 1000")
+    if raw.backend == "sqlite":  # a rename onto the published tag replaces it
+        raw.refused("UPDATE OR REPLACE globaltags SET name = 'P' WHERE name = 'D'")
+    else:
+        raw.refused("UPDATE globaltags SET name = 'P' WHERE name = 'D'")
+    assert p_content(db) == before
+    assert [(t.name, t.state) for t in db.tags()] == [("D", "OPEN"), ("P", "PUBLISHED")]
+
+
+def test_update_globaltags_set_modified_of_a_published_tag(db: ConditionsDB, raw: Raw) -> None:
+    gid, _ = published(db)
+    was = db.tag("P")
+    raw.refused("UPDATE globaltags SET modified = ? WHERE name = 'P'", [LATER])
+    raw.refused("UPDATE globaltags SET modified = ?, state = state WHERE id = ?", [LATER, gid])
+    assert db.tag("P") == was
+    # the one allowed move, PUBLISHED -> INVALID, records when it happened
+    invalid = db.set_state("P", "INVALID")
+    assert invalid.modified > was.modified
+    raw.refused("UPDATE globaltags SET modified = ? WHERE name = 'P'", [LATER])
+    raw.refused("UPDATE globaltags SET author = 'mallory' WHERE name = 'P'")
+    raw.refused("UPDATE globaltags SET created = ? WHERE name = 'P'", [LATER])
+    assert db.tag("P") == invalid
+    # a raw client may make the allowed move too, with its time
+    make_tag(db, "Q", [], "PUBLISHED")
+    raw.execute("UPDATE globaltags SET state = 'INVALID', modified = ? WHERE name = 'Q'", [LATER])
+    assert (db.tag("Q").state, db.tag("Q").modified) == ("INVALID", LATER)
+
+
+# -- PostgreSQL TRUNCATE (SQLite: DELETE of every row) --------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "table",
+    [
+        "iovs",
+        "qa_flags",
+        "payload_files CASCADE",
+        "payloads CASCADE",
+        "globaltags CASCADE",
+        "qa_run_states",
+        "qa_grls",
+        "history",
+    ],
+)
+def test_truncate_iovs_qa_flags_payload_files_cascade(
+    db: ConditionsDB, qa: QADatabase, raw: Raw, table: str
+) -> None:
+    published(db)
+    qa.certification.set_flag(3, 1, "CDC", "BAD", user=MONA, comment="dead wires")
+    qa.certification.set_state(3, 1, "SIGNOFF", user=MONA)
+    qa.grls.make("golden", "CDC == GOOD", user=MONA)
+    counts = {
+        t: raw.scalar(f"SELECT count(*) FROM {t}")
+        for t in ("iovs", "qa_flags", "payload_files", "payloads", "globaltags", "history")
+    }
+    if raw.backend == "sqlite":
+        raw.refused(f"DELETE FROM {table.split()[0]}")
+    else:
+        raw.refused(f"TRUNCATE {table}")
+    assert counts == {t: raw.scalar(f"SELECT count(*) FROM {t}") for t in counts}
+    assert len(db.iovs("P")) == 2
+    assert db.tag("P").state == "PUBLISHED"
+
+
+# -- what the library says ----------------------------------------------------------------------
+
+
+def test_refusals_reach_the_library_as_one_line_rule_violations(
+    db: ConditionsDB, qa: QADatabase
+) -> None:
+    gid, _ = published(db)
+    for sql, owner in (
+        (f"UPDATE globaltags SET id = 99 WHERE id = {gid}", db),
+        ("UPDATE globaltags SET modified = :t WHERE name = 'P'", db),
+        ("DELETE FROM history", qa),
+    ):
+        error = QAError if owner is qa else ConditionsError
+        with pytest.raises(error, match=r"^refused by the database: [^\n]+$"), owner.write() as c:
+            c.execute(sa.text(sql), {"t": LATER})
+    assert db.tag("P").state == "PUBLISHED"
+
+
+def test_the_library_still_writes_every_protected_table(db: ConditionsDB, qa: QADatabase) -> None:
+    """The new guards refuse replacements, not the library's own inserts."""
+    published(db)
+    db.upload_and_add("D", [(payload(1.1, name="Z"), IoV(2, 0, 2, -1))])
+    db.remove_iov("D", "Z", "2,0,2,-1")
+    db.modify_tag("D", description="edited")
+    db.set_state("D", "TESTING")
+    db.set_state("D", "OPEN")
+    db.clone_tag("P", "C")
+    qa.certification.set_flag(3, 2, "ECL", "GOOD", user=MONA, comment="")
+    qa.certification.set_flag(3, 2, "ECL", "BAD", user=MONA, comment="hot crystals")
+    qa.certification.set_state(3, 2, "SIGNOFF", user=MONA)
+    qa.grls.make("golden", "ECL == GOOD", user=MONA)
+    qa.grls.make("golden", "ECL == GOOD", user=MONA)
+    assert [g.version for g in qa.grls.versions("golden")] == [1, 2]
+    assert qa.certification.flags(3, 2)["ECL"].flag == "BAD"
+    assert [e.payload.revision for e in db.iovs("C")] == [1, 2]
+
+
+# -- the migration ------------------------------------------------------------------------------
+
+
+def migrate(url: str, target: str, *, down: bool = False) -> None:
+    """Run the migrations to ``target`` on ``url`` (as b2calib runs them: in the writers' lock)."""
+    from alembic import command
+    from alembic.config import Config
+
+    from b2calib.db import MIGRATIONS, make_engine, writing
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    engine = make_engine(url)
+    try:
+        with writing(engine) as conn:
+            cfg.attributes["connection"] = conn
+            (command.downgrade if down else command.upgrade)(cfg, target)
+    finally:
+        engine.dispose()
+
+
+def guards(raw: Raw) -> set[str]:
+    if raw.backend == "sqlite":
+        return {r[0] for r in raw.execute("SELECT name FROM sqlite_master WHERE type='trigger'")}
+    return {r[0] for r in raw.execute("SELECT tgname FROM pg_trigger WHERE NOT tgisinternal")}
+
+
+def test_migration_0003_upgrades_a_filled_database_and_downgrades(
+    db: ConditionsDB, raw: Raw
+) -> None:
+    published(db)
+    at_head = guards(raw)
+    new = {"history_append_only", "iovs_no_truncate", "payloads_no_truncate"}
+    if raw.backend == "sqlite":
+        new = {"globaltags_never_replaced", "globaltags_keys", "history_append_only_delete"}
+    assert new <= at_head
+    db.close()
+    migrate(db.url, "0002", down=True)
+    assert not new & guards(raw)
+    raw.execute("UPDATE globaltags SET modified = ? WHERE name = 'P'", [LATER])  # 0002's hole
+    migrate(db.url, "head")
+    assert guards(raw) == at_head
+    raw.refused("UPDATE globaltags SET modified = ? WHERE name = 'P'", [datetime.now(UTC)])
+    assert [e.payload.revision for e in db.iovs("P")] == [1, 2]
