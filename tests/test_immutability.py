@@ -12,7 +12,9 @@ of every row is PostgreSQL's ``TRUNCATE``.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -24,7 +26,8 @@ from click.testing import CliRunner
 
 from b2calib.cli import cli
 from b2calib.conditions import ConditionsDB, IoV, Payload, PayloadFile
-from b2calib.exceptions import ConditionsError, QAError
+from b2calib.conditions.payload import bytes_md5
+from b2calib.exceptions import ConditionsError, PayloadError, QAError
 from b2calib.qa.store import QADatabase, User
 from b2calib.runs import Run
 from tests.test_conditions_db import BACKENDS, Raw, make_tag, payload
@@ -376,3 +379,258 @@ def test_migration_0003_upgrades_a_filled_database_and_downgrades(
     assert guards(raw) == at_head
     raw.refused("UPDATE globaltags SET modified = ? WHERE name = 'P'", [datetime.now(UTC)])
     assert [e.payload.revision for e in db.iovs("P")] == [1, 2]
+
+
+# -- db verify: what gets past the database (its superuser, the SQLite file's owner) ------------
+
+
+@contextmanager
+def bypassing_the_guards(raw: Raw) -> Iterator[None]:
+    """What only the database's superuser or the SQLite file's owner can do: write with every
+    trigger (and foreign key) off."""
+    if raw.backend == "sqlite":
+        triggers = raw.execute("SELECT name, sql FROM sqlite_master WHERE type = 'trigger'")
+        for name, _ in triggers:
+            raw.execute(f"DROP TRIGGER {name}")
+        try:
+            yield
+        finally:
+            for _, sql in triggers:
+                raw.execute(sql)
+    else:
+        raw.execute("SET session_replication_role = replica")
+        try:
+            yield
+        finally:
+            raw.execute("RESET session_replication_role")
+
+
+def verify_cli(url: str, code: int) -> list[str]:
+    result = CliRunner().invoke(cli, ["db", "verify", "--db", url])
+    assert result.exit_code == code, result.output
+    return result.output.strip().splitlines()
+
+
+def test_db_verify_on_a_clean_database_says_what_it_checked(db: ConditionsDB) -> None:
+    published(db)
+    make_tag(db, "V", [(payload(1), "0,0,-1,-1")], "VALIDATED")
+    report = db.verify()
+    assert report.ok
+    assert (report.payloads, report.tags, report.unsealed, report.problems) == (3, ("P",), (), ())
+    assert verify_cli(db.url, 0) == [
+        "checked 3 stored payload files against their checksums and 1 PUBLISHED or INVALID "
+        "global tag against the manifest recorded when it was published: no mismatch"
+    ]
+    db.set_state("P", "INVALID")  # an invalidated tag keeps its manifest
+    assert db.verify().tags == ("P",)
+    if db.url.startswith("sqlite"):
+        empty = ConditionsDB(db.url.replace("b2calib.sqlite", "empty.sqlite"), author="x")
+        assert empty.verify().ok
+        assert "checked 0 stored payload files" in verify_cli(empty.url, 0)[0]
+        empty.close()
+
+
+def test_publishing_records_the_manifest_in_the_history(db: ConditionsDB) -> None:
+    published(db)
+    actions = [h.action for h in db.history("P")]
+    assert actions[-2:] == ["manifest", "state"]
+    manifest = db.history("P")[-2].details
+    assert set(manifest) == {"version", "digest", "iovs", "payloads"}
+    assert (manifest["version"], manifest["iovs"], list(manifest["payloads"])) == (
+        1,
+        2,
+        ["ECLCrystalEnergy"],
+    )
+    assert re.fullmatch("[0-9a-f]{64}", manifest["digest"])
+    # a clone with the same content has the same digest
+    db.clone_tag("P", "C")
+    for state in ("TESTING", "VALIDATED", "PUBLISHED"):
+        db.set_state("C", state)
+    assert db.history("C")[-2].details == manifest
+    # a snapshot of a running tag is published with its manifest too
+    make_tag(db, "R", [(payload(5), "0,0,-1,-1")], "RUNNING")
+    db.snapshot("R", "S", until=(3, 7))
+    assert [h.action for h in db.history("S")][-5:] == [
+        "manifest",
+        "state",
+        "state",
+        "state",
+        "snapshot",
+    ]
+    assert db.verify().tags == ("C", "P", "S")
+
+
+def test_publishing_refuses_a_corrupted_payload(db: ConditionsDB, raw: Raw) -> None:
+    make_tag(db, "V", [(payload(1), "0,0,-1,-1")], "VALIDATED")
+    with bypassing_the_guards(raw):
+        raw.execute("UPDATE payload_files SET content = ?", [b"junk"])
+    with pytest.raises(PayloadError, match=r"payload X rev 1: checksum mismatch"):
+        db.set_state("V", "PUBLISHED")
+    assert db.tag("V").state == "VALIDATED"
+
+
+def test_db_verify_reports_a_published_payload_row_and_file_swapped(
+    db: ConditionsDB, raw: Raw
+) -> None:
+    """The issue's swap (mean 1.0009 -> 1.2345), done past the database's guards: the row's
+    checksum matches the new file, so reading it raises nothing; verify names tag and payload."""
+    published(db)
+    info = db.payload_info("ECLCrystalEnergy", 2)
+    fake = PayloadFile.of(energy(1.2345))
+    with bypassing_the_guards(raw):
+        raw.execute(
+            "UPDATE payloads SET checksum = ?, size = ? WHERE id = ?",
+            [fake.checksum, len(fake.data), info.id],
+        )
+        raw.execute(
+            "UPDATE payload_files SET content = ? WHERE payload_id = ?", [fake.data, info.id]
+        )
+    assert db.payload("ECLCrystalEnergy", 2).value().mean() == pytest.approx(1.2345)
+    report = db.verify()
+    assert not report.ok
+    (problem,) = report.problems
+    assert problem.startswith(
+        "global tag P: its content differs from the manifest recorded when it was published ("
+    )
+    assert problem.endswith("): payload ECLCrystalEnergy changed")
+    lines = verify_cli(db.url, 1)
+    assert lines[0] == problem
+    assert lines[-1].startswith("1 mismatch: checked 2 stored payload files")
+
+
+def test_db_verify_reports_a_corrupted_payload_file(db: ConditionsDB, raw: Raw) -> None:
+    published(db)
+    info, rev2 = db.payloads("ECLCrystalEnergy")
+    data = bytearray(db.payload_bytes(info))
+    data[len(data) // 2] ^= 0x01
+    with bypassing_the_guards(raw):
+        raw.execute(
+            "UPDATE payload_files SET content = ? WHERE payload_id = ?", [bytes(data), info.id]
+        )
+        raw.execute("DELETE FROM payload_files WHERE payload_id = ?", [rev2.id])
+    problems = db.verify().problems
+    assert problems[0] == (
+        f"payload ECLCrystalEnergy rev 1: checksum mismatch (recorded {info.checksum}, "
+        f"the stored file has {bytes_md5(bytes(data))})"
+    )
+    assert problems[1] == "payload ECLCrystalEnergy rev 2: its file is missing"
+    assert problems[2].startswith("global tag P: its content differs from the manifest")
+    assert problems[2].endswith(": payload ECLCrystalEnergy changed")
+    assert len(problems) == 3
+    assert verify_cli(db.url, 1)[-1].startswith("3 mismatches: ")
+
+
+def test_db_verify_reports_rewritten_iovs_of_a_published_tag(db: ConditionsDB, raw: Raw) -> None:
+    gid, _ = published(db)
+    db.upload_and_add("D", [(payload(3, name="Y"), IoV(0, 0))])
+    with bypassing_the_guards(raw):
+        raw.execute(f"UPDATE iovs SET final_run = 5 WHERE globaltag_id = {gid} AND first_exp = 0")
+        y = raw.scalar("SELECT id FROM payloads WHERE name = 'Y'")
+        raw.execute(
+            "INSERT INTO iovs (globaltag_id, payload_id, first_exp, first_run, final_exp, "
+            "final_run, created, author) VALUES (?, ?, 0, 0, -1, -1, ?, 'mallory')",
+            [gid, y, LATER],
+        )
+    (problem,) = db.verify().problems
+    assert problem.endswith("): 2 IoVs recorded, 3 now; payloads ECLCrystalEnergy, Y changed")
+    with bypassing_the_guards(raw):
+        raw.execute("DELETE FROM iovs" if raw.backend == "sqlite" else "TRUNCATE iovs")
+    (problem,) = db.verify().problems
+    assert problem.endswith(": 2 IoVs recorded, 0 now; payload ECLCrystalEnergy changed")
+
+
+def test_db_verify_reports_a_published_tag_detached_from_its_iovs(
+    db: ConditionsDB, raw: Raw
+) -> None:
+    """``UPDATE globaltags SET id = 99`` with foreign keys (and triggers) off."""
+    gid, _ = published(db)
+    with bypassing_the_guards(raw):
+        raw.execute(f"UPDATE globaltags SET id = 99 WHERE id = {gid}")
+    assert db.verify().problems == (
+        f"2 IoVs belong to global tag id {gid}, which does not exist",
+        "global tag P: its content differs from the manifest recorded when it was published "
+        f"({_published_at(db, 'P')}): 2 IoVs recorded, 0 now; payload ECLCrystalEnergy changed",
+    )
+
+
+def _published_at(db: ConditionsDB, tag: str) -> str:
+    (entry,) = [h for h in db.history(tag) if h.action == "manifest"]
+    return f"{entry.time:%Y-%m-%d %H:%M:%S} UTC"
+
+
+def test_db_verify_reports_a_published_tag_moved_back_to_open(db: ConditionsDB, raw: Raw) -> None:
+    published(db)
+    with bypassing_the_guards(raw):
+        raw.execute("UPDATE globaltags SET state = 'OPEN' WHERE name = 'P'")
+    assert db.verify().problems == (
+        "global tag P is OPEN, but it was PUBLISHED (manifest recorded "
+        f"{_published_at(db, 'P')}): only the move to INVALID may follow",
+    )
+    with bypassing_the_guards(raw):
+        raw.execute("DELETE FROM globaltags WHERE name = 'P'")
+    problems = db.verify().problems
+    assert problems[-1] == (
+        f"global tag P is gone, but it was PUBLISHED (manifest recorded {_published_at(db, 'P')})"
+    )
+
+
+def test_db_verify_reports_a_forged_manifest(db: ConditionsDB, raw: Raw) -> None:
+    """The history is append-only, but a raw client may add an entry: a manifest that does not
+    match the tag is reported, whoever wrote it."""
+    published(db)
+    raw.execute(
+        "INSERT INTO history (time, author, action, globaltag, details) "
+        "VALUES (?, 'mallory', 'manifest', 'P', ?)",
+        [LATER, json.dumps({"version": 1, "digest": "0" * 64, "iovs": 2, "payloads": {}})],
+    )
+    (problem,) = db.verify().problems
+    assert problem == (
+        "global tag P: its content differs from the manifest recorded when it was published "
+        "(2031-01-01 00:00:00 UTC): payload ECLCrystalEnergy changed"
+    )
+
+
+def test_db_verify_says_which_published_tags_predate_manifests(db_url: str) -> None:
+    """A tag published before revision 0003 has no manifest: verify says so and passes."""
+    migrate(db_url, "0002")
+    raw = Raw(db_url)
+    try:
+        file = PayloadFile.of(payload(1))
+        when = datetime(2026, 6, 1, tzinfo=UTC)
+        raw.execute(
+            "INSERT INTO payloads (name, revision, checksum, content_hash, size, created, "
+            "author, provenance) VALUES ('X', 1, ?, ?, ?, ?, 'old', '{}')",
+            [file.checksum, file.payload.content_hash(), len(file.data), when],
+        )
+        raw.execute("INSERT INTO payload_files (payload_id, content) VALUES (1, ?)", [file.data])
+        raw.execute(
+            "INSERT INTO globaltags (name, type, state, description, created, modified, author) "
+            "VALUES ('old_tag', 'DEV', 'OPEN', '', ?, ?, 'old')",
+            [when, when],
+        )
+        raw.execute(
+            "INSERT INTO iovs (globaltag_id, payload_id, first_exp, first_run, final_exp, "
+            "final_run, created, author) VALUES (1, 1, 0, 0, -1, -1, ?, 'old')",
+            [when],
+        )
+        for state in ("TESTING", "VALIDATED", "PUBLISHED"):
+            raw.execute(f"UPDATE globaltags SET state = '{state}'")
+    finally:
+        raw.close()
+    db = ConditionsDB(db_url)  # migrates to 0003
+    try:
+        report = db.verify()
+        assert (report.ok, report.payloads, report.tags, report.unsealed) == (
+            True,
+            1,
+            (),
+            ("old_tag",),
+        )
+        assert verify_cli(db_url, 0) == [
+            "checked 1 stored payload file against its checksum and 0 PUBLISHED or INVALID "
+            "global tags against the manifest recorded when they were published: no mismatch",
+            "1 PUBLISHED or INVALID global tag has no manifest (published before b2calib "
+            "recorded manifests, or by another client): old_tag; its payload files were checked",
+        ]
+    finally:
+        db.close()

@@ -140,6 +140,7 @@ def test_conditions_names() -> None:
         "Payload",
         "PayloadFile",
         "PayloadInfo",
+        "Verification",
     ]
 
 

@@ -24,6 +24,7 @@
     b2calib db export-local FOLDER --gt A [--gt B ...] [--runs IOV]
     b2calib db import-local FOLDER --gt TAG [--description D]
     b2calib db info
+    b2calib db verify                              payload checksums, published tags' manifests
 
 Every command takes ``--db URL`` (default ``$B2CALIB_DB``, else the SQLite file in the user's
 data directory); commands that write take ``--author`` (default ``$B2CALIB_USER``, else the
@@ -384,11 +385,18 @@ def gt_history(cdb: ConditionsDB, name: str | None, limit: int | None) -> None:
             h.author,
             h.action,
             h.globaltag,
-            ", ".join(f"{k}={v}" for k, v in h.details.items()),
+            _details(h.action, h.details),
         ]
         for h in entries
     ]
     click.echo(table(["time (UTC)", "author", "action", "global tag", "details"], rows))
+
+
+def _details(action: str, details: dict[str, Any]) -> str:
+    """A history entry's details on one line (a manifest: its digest and counts)."""
+    if action == "manifest" and isinstance(details.get("payloads"), dict):
+        details = {**details, "payloads": f"{len(details['payloads'])} names"}
+    return ", ".join(f"{k}={v}" for k, v in details.items())
 
 
 # -- iov -----------------------------------------------------------------------------------------
@@ -612,7 +620,7 @@ def payload_dump(
 
 @click.group()
 def db() -> None:
-    """The database as a whole: basf2 local-database export and import, info."""
+    """The database as a whole: basf2 local-database export and import, info, verify."""
 
 
 @db.command("export-local")
@@ -674,3 +682,20 @@ def db_info(cdb: ConditionsDB) -> None:
             ]
         )
     )
+
+
+@db.command("verify")
+@_uses_db()
+@click.pass_context
+def db_verify(ctx: click.Context, cdb: ConditionsDB) -> None:
+    """Recompute the checksum of every stored payload file and compare each PUBLISHED or
+    INVALID global tag with the manifest recorded when it was published.
+
+    Prints one line per mismatch (naming the payload or tag), then what was checked; exit
+    status 1 on any mismatch. Tags published before b2calib recorded manifests are listed,
+    not counted as mismatches."""
+    report = cdb.verify()
+    for line in (*report.problems, *report.summary()):
+        click.echo(line)
+    if not report.ok:
+        ctx.exit(1)

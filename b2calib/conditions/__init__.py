@@ -9,8 +9,9 @@
 ``tables``             the conditions tables (created and upgraded by the migrations of
                        :mod:`b2calib.db`)
 ``database``           :class:`ConditionsDB`: payloads, global tags with states and rules, IoVs,
-                       lookup, running update, snapshot, merge, diff, history, interchange, and
-                       staging inside a caller's transaction
+                       lookup, running update, snapshot, merge, diff, history, interchange,
+                       staging inside a caller's transaction, and :class:`Verification` of
+                       payload checksums and published tags' manifests
 =====================  =======================================================================
 """
 
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
         IovEntry,
         PayloadFile,
         PayloadInfo,
+        Verification,
     )
     from b2calib.conditions.iov import ALL_RUNS, IoV
     from b2calib.conditions.localdb import LocalDatabase, LocalDbEntry
@@ -52,6 +54,7 @@ __all__ = [
     "Payload",
     "PayloadFile",
     "PayloadInfo",
+    "Verification",
 ]
 
 # names are imported on first use: `from b2calib.conditions import ChannelStatus` loads neither
@@ -66,6 +69,7 @@ __getattr__ = attach(
             "IovEntry",
             "PayloadFile",
             "PayloadInfo",
+            "Verification",
         ],
         "iov": ["ALL_RUNS", "IoV"],
         "localdb": ["LocalDatabase", "LocalDbEntry"],

@@ -9,14 +9,24 @@ completely or not at all. The schema is created and upgraded by Alembic on first
 Payload files are stored in the database itself, with their MD5 checksum, and verified on every
 read. Uploading a payload whose content is already stored under the same name returns the
 existing revision, so re-running a calibration does not multiply payloads.
+
+Publishing a global tag records its *manifest* in the history: a SHA-256 digest of every IoV
+with its payload's name, revision, MD5 and the SHA-256 of its file, and one digest per payload
+name. The database refuses to change a published tag, a stored payload or the history (the
+migrations' triggers); :meth:`ConditionsDB.verify` checks what gets past it (the database's
+superuser, the SQLite file's owner): every stored file against its checksum and every
+PUBLISHED or INVALID tag against its manifest.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
-from collections.abc import Iterable, Sequence
+from collections import Counter
+from collections.abc import Generator, Iterable, Sequence
+from contextlib import closing
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -40,7 +50,11 @@ __all__ = [
     "IovEntry",
     "PayloadFile",
     "PayloadInfo",
+    "Verification",
 ]
+
+#: Version of the manifest a published tag records (its ``details["version"]`` in the history).
+MANIFEST_VERSION = 1
 
 
 @dataclass(frozen=True)
@@ -99,6 +113,60 @@ class HistoryEntry:
     action: str
     globaltag: str | None
     details: dict[str, Any] = field(compare=False, hash=False)
+
+
+@dataclass(frozen=True)
+class Verification:
+    """What :meth:`ConditionsDB.verify` checked and what it found.
+
+    Attributes
+    ----------
+    payloads
+        Number of stored payload files whose MD5 was recomputed.
+    tags
+        PUBLISHED or INVALID global tags compared with the manifest recorded when they were
+        published, by name.
+    unsealed
+        PUBLISHED or INVALID global tags without a manifest (published before b2calib recorded
+        manifests, or by a client other than b2calib): not compared, not a mismatch.
+    problems
+        One line per mismatch, naming the payload or global tag at fault.
+    """
+
+    payloads: int
+    tags: tuple[str, ...]
+    unsealed: tuple[str, ...]
+    problems: tuple[str, ...]
+
+    @property
+    def ok(self) -> bool:
+        """No mismatch."""
+        return not self.problems
+
+    def summary(self) -> list[str]:
+        """What was checked and the outcome, as ``b2calib db verify`` ends its report."""
+        n, m = self.payloads, len(self.tags)
+        checked = (
+            f"checked {n} stored payload file{_s(n)} against "
+            + ("its checksum" if n == 1 else "their checksums")
+            + f" and {m} PUBLISHED or INVALID global tag{_s(m)} against the manifest recorded "
+            + ("when it was published" if m == 1 else "when they were published")
+        )
+        k = len(self.problems)
+        lines = [
+            f"{k} mismatch{'es' if k != 1 else ''}: {checked}" if k else f"{checked}: no mismatch"
+        ]
+        if self.unsealed:
+            u = len(self.unsealed)
+            lines.append(
+                f"{u} PUBLISHED or INVALID global tag{_s(u)} "
+                + ("has" if u == 1 else "have")
+                + " no manifest (published before b2calib recorded manifests, or by another "
+                + f"client): {', '.join(self.unsealed)}; "
+                + ("its" if u == 1 else "their")
+                + " payload files were checked"
+            )
+        return lines
 
 
 @dataclass(frozen=True)
@@ -325,6 +393,8 @@ class ConditionsDB(Database):
                         f"global tag {name}: cannot move from {row.state} to {state}; "
                         f"allowed: {moves}"
                     )
+                if state == "PUBLISHED":
+                    self.log(conn, "manifest", name, **_manifest(self._sealed_lines(conn, row.id)))
                 conn.execute(
                     s.globaltags.update()
                     .where(s.globaltags.c.id == row.id)
@@ -744,6 +814,7 @@ class ConditionsDB(Database):
             )
             self._insert_iovs(conn, name, items)
             gid = self._tag_row(conn, name).id
+            self.log(conn, "manifest", name, **_manifest(self._sealed_lines(conn, gid)))
             for old, new in (
                 ("OPEN", "TESTING"),
                 ("TESTING", "VALIDATED"),
@@ -771,6 +842,78 @@ class ConditionsDB(Database):
             HistoryEntry(as_utc(r.time), r.author, r.action, r.globaltag, json.loads(r.details))
             for r in rows
         ]
+
+    # -- manifests and verification ----------------------------------------------------------
+
+    def _sealed_lines(self, conn: Connection, tag_id: int) -> list[_Line]:
+        """The manifest lines of a tag being published, each payload file verified against
+        its checksum (a corrupted payload is not published)."""
+        rows = self._manifest_rows(conn, tag_id)
+        by_id = {r.payload_id: r for r in rows}
+        digests: dict[int, str] = {}
+        with closing(_files(conn, set(by_id))) as files:
+            for pid, data in files:
+                r = by_id[pid]
+                verify_checksum(data, r.checksum, f"payload {r.name} rev {r.revision}")
+                digests[pid] = hashlib.sha256(data).hexdigest()
+        for pid, r in by_id.items():
+            if r.name is None:
+                raise PayloadError(f"an IoV names payload id {pid}, which is not stored")
+            if pid not in digests:
+                raise PayloadError(
+                    f"payload {r.name} rev {r.revision}: its file is missing from the database"
+                )
+        return [_line(r, digests[r.payload_id]) for r in rows]
+
+    @staticmethod
+    def _manifest_rows(conn: Connection, tag_id: int | None = None) -> list[Any]:
+        t, p = s.iovs, s.payloads
+        q = sa.select(
+            t.c.globaltag_id,
+            t.c.payload_id,
+            t.c.first_exp,
+            t.c.first_run,
+            t.c.final_exp,
+            t.c.final_run,
+            p.c.name,
+            p.c.revision,
+            p.c.checksum,
+        ).join(p, p.c.id == t.c.payload_id, isouter=True)
+        if tag_id is not None:
+            q = q.where(t.c.globaltag_id == tag_id)
+        return list(conn.execute(q))
+
+    def verify(self) -> Verification:
+        """Check the database against what it recorded: recompute the MD5 of every stored
+        payload file (and its size) and compare each PUBLISHED or INVALID global tag with the
+        manifest recorded in the history when it was published.
+
+        A rewrite that got past the database's own guards (its superuser, the SQLite file's
+        owner) shows as a mismatch naming the payload or the tag and its payloads: a changed
+        file, a payload row and file swapped together, IoVs changed, added or removed, a tag
+        detached from its IoVs, moved out of PUBLISHED or deleted. A tag published before
+        manifests were recorded is listed in :attr:`Verification.unsealed`, not a mismatch.
+        Reads in one transaction; writes nothing.
+        """
+        p, g, h = s.payloads, s.globaltags, history
+        with self.read() as conn:
+            payloads = {r.id: r for r in conn.execute(sa.select(p))}
+            with closing(_files(conn)) as files:
+                digests, problems = _check_files(payloads, files)
+            tags = {r.id: r for r in conn.execute(sa.select(g.c.id, g.c.name, g.c.state))}
+            rows = self._manifest_rows(conn)
+            manifests: dict[str, list[tuple[datetime, Any]]] = {}
+            for entry in conn.execute(
+                sa.select(h.c.time, h.c.globaltag, h.c.details)
+                .where(h.c.action == "manifest")
+                .order_by(h.c.id)
+            ):
+                manifests.setdefault(str(entry.globaltag), []).append(
+                    (as_utc(entry.time), _json_or_none(entry.details))
+                )
+        lines, dangling = _tag_lines(tags, rows, digests)
+        checked, unsealed, mismatches = _check_tags(tags, lines, manifests)
+        return Verification(len(digests), checked, unsealed, (*problems, *dangling, *mismatches))
 
     # -- basf2 local databases ---------------------------------------------------------------
 
@@ -838,6 +981,184 @@ class ConditionsDB(Database):
             added = self._insert_iovs(conn, tag, items)
             self.log(conn, "import_local", tag, folder=str(source.folder), iovs=len(added))
             return added
+
+
+#: One line of a manifest: (payload name, IoV start and end, revision, MD5, SHA-256 of the file).
+_Line = tuple[str, int, int, int, int, int, str, str]
+
+
+def _line(row: Any, sha256: str) -> _Line:
+    return (
+        row.name,
+        row.first_exp,
+        row.first_run,
+        row.final_exp,
+        row.final_run,
+        row.revision,
+        row.checksum,
+        sha256,
+    )
+
+
+def _manifest(lines: Iterable[_Line]) -> dict[str, Any]:
+    """A tag's manifest: the SHA-256 of its sorted IoV lines, their number, and one SHA-256
+    per payload name (so that a mismatch can name the payloads that changed)."""
+    text: dict[str, list[str]] = {}
+    ordered = sorted(lines)
+    for name, e1, r1, e2, r2, revision, md5, sha in ordered:
+        text.setdefault(name, []).append(f"{name}\t{revision}\t{e1},{r1},{e2},{r2}\t{md5}\t{sha}")
+    every = [f"b2calib manifest {MANIFEST_VERSION}", *(t for ts in text.values() for t in ts)]
+    return {
+        "version": MANIFEST_VERSION,
+        "digest": _sha256("\n".join(every)),
+        "iovs": len(ordered),
+        "payloads": {name: _sha256("\n".join(ts)) for name, ts in text.items()},
+    }
+
+
+def _check_files(
+    payloads: dict[int, Any], files: Iterable[tuple[int, bytes]]
+) -> tuple[dict[int, str], list[str]]:
+    """The SHA-256 of each stored file by payload id, and the files' problems: a checksum or
+    size that is not the recorded one, a missing file (by payload name and revision), a file
+    of no payload."""
+    digests: dict[int, str] = {}
+    found: list[tuple[tuple[str, int], str]] = []
+    strays: list[str] = []
+    for pid, data in files:
+        r = payloads.get(pid)
+        if r is None:
+            strays.append(f"a stored file names payload id {pid}, which does not exist")
+            continue
+        digests[pid] = hashlib.sha256(data).hexdigest()
+        md5, what = bytes_md5(data), f"payload {r.name} rev {r.revision}"
+        if md5 != r.checksum:
+            why = f"checksum mismatch (recorded {r.checksum}, the stored file has {md5})"
+        elif len(data) != r.size:
+            why = f"size mismatch (recorded {r.size} bytes, the stored file has {len(data)})"
+        else:
+            continue
+        found.append(((r.name, r.revision), f"{what}: {why}"))
+    for pid in payloads.keys() - digests.keys():
+        r = payloads[pid]
+        found.append(
+            ((r.name, r.revision), f"payload {r.name} rev {r.revision}: its file is missing")
+        )
+    return digests, [m for _, m in sorted(found)] + strays
+
+
+def _tag_lines(
+    tags: dict[int, Any], rows: Iterable[Any], digests: dict[int, str]
+) -> tuple[dict[int, list[_Line]], list[str]]:
+    """Every tag's manifest lines now, by tag id, and the IoVs that name no tag or no
+    payload."""
+    lines: dict[int, list[_Line]] = {}
+    orphans: Counter[int] = Counter()
+    problems = []
+    for r in rows:
+        if r.globaltag_id not in tags:
+            orphans[r.globaltag_id] += 1
+        elif r.name is None:
+            problems.append(
+                f"an IoV of global tag {tags[r.globaltag_id].name} names payload id "
+                f"{r.payload_id}, which does not exist"
+            )
+        else:
+            lines.setdefault(r.globaltag_id, []).append(_line(r, digests.get(r.payload_id, "-")))
+    for tid, n in sorted(orphans.items()):
+        verb = "belongs" if n == 1 else "belong"
+        problems.insert(0, f"{n} IoV{_s(n)} {verb} to global tag id {tid}, which does not exist")
+    return lines, problems
+
+
+def _check_tags(
+    tags: dict[int, Any],
+    lines: dict[int, list[_Line]],
+    manifests: dict[str, list[tuple[datetime, Any]]],
+) -> tuple[tuple[str, ...], tuple[str, ...], list[str]]:
+    """Compare every PUBLISHED or INVALID tag, and every tag a manifest was recorded for, with
+    its manifests: the tags checked, the frozen tags without a manifest, the mismatches."""
+    by_name = {t.name: t for t in tags.values()}
+    frozen = {t.name for t in tags.values() if t.state in s.FROZEN_STATES}
+    checked: list[str] = []
+    unsealed: list[str] = []
+    problems: list[str] = []
+    for name in sorted(frozen | manifests.keys()):
+        tag, recorded = by_name.get(name), manifests.get(name, [])
+        if not recorded:
+            unsealed.append(name)
+            continue
+        was = f"it was PUBLISHED (manifest recorded {_when(recorded[0][0])})"
+        if tag is None:
+            problems.append(f"global tag {name} is gone, but {was}")
+            continue
+        if tag.state not in s.FROZEN_STATES:
+            problems.append(
+                f"global tag {name} is {tag.state}, but {was}: only the move to INVALID may follow"
+            )
+        checked.append(name)
+        current = _manifest(lines.get(tag.id, []))
+        for time, details in recorded:
+            mismatch = _compare(details, current)
+            if mismatch:
+                problems.append(
+                    f"global tag {name}: its content differs from the manifest recorded when it "
+                    f"was published ({_when(time)}): {mismatch}"
+                )
+    return tuple(checked), tuple(unsealed), problems
+
+
+def _compare(recorded: Any, current: dict[str, Any]) -> str:
+    """How a tag's content differs from a recorded manifest ("" when it does not)."""
+    if not isinstance(recorded, dict) or recorded.get("version") != MANIFEST_VERSION:
+        return "the recorded manifest is not one this b2calib writes"
+    if recorded.get("digest") == current["digest"]:
+        return ""
+    parts = []
+    if recorded.get("iovs") != current["iovs"]:
+        parts.append(f"{recorded.get('iovs')} IoVs recorded, {current['iovs']} now")
+    before = recorded.get("payloads")
+    before = before if isinstance(before, dict) else {}
+    now_ = current["payloads"]
+    changed = sorted(n for n in before.keys() | now_.keys() if before.get(n) != now_.get(n))
+    if changed:
+        parts.append(f"payload{_s(len(changed))} {', '.join(changed)} changed")
+    return "; ".join(parts) or "its digest differs"
+
+
+def _files(
+    conn: Connection, ids: set[int] | None = None
+) -> Generator[tuple[int, bytes], None, None]:
+    """Stored payload files (of payloads ``ids``), by payload id, a few at a time."""
+    f = s.payload_files
+    q = sa.select(f.c.payload_id, f.c.content).order_by(f.c.payload_id)
+    if ids is not None:
+        q = q.where(f.c.payload_id.in_(sorted(ids)))
+    result = conn.execute(q.execution_options(yield_per=16))
+    try:
+        for row in result:
+            yield int(row.payload_id), bytes(row.content)
+    finally:
+        result.close()  # a server-side cursor on PostgreSQL, when the caller stops early
+
+
+def _json_or_none(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError:
+        return None
+
+
+def _sha256(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _s(n: int) -> str:
+    return "" if n == 1 else "s"
+
+
+def _when(t: datetime) -> str:
+    return f"{t:%Y-%m-%d %H:%M:%S} UTC"
 
 
 def _find(conn: Connection, name: str, content_hash: str) -> PayloadInfo | None:
