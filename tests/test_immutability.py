@@ -634,3 +634,13 @@ def test_db_verify_says_which_published_tags_predate_manifests(db_url: str) -> N
         ]
     finally:
         db.close()
+
+
+def test_a_schema_newer_than_this_b2calib_is_one_line(db: ConditionsDB, raw: Raw) -> None:
+    raw.execute("UPDATE alembic_version SET version_num = '0099'")
+    with pytest.raises(ConditionsError) as info:
+        ConditionsDB(db.url)
+    assert str(info.value).endswith(
+        ": the database schema is at revision 0099, which this b2calib does not know (its "
+        "newest is 0003): upgrade b2calib"
+    )

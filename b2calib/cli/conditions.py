@@ -25,6 +25,8 @@
     b2calib db import-local FOLDER --gt TAG [--description D]
     b2calib db info
     b2calib db verify                              payload checksums, published tags' manifests
+    b2calib db upgrade                             create or migrate the schema (the owner)
+    b2calib db grant ROLE                          PostgreSQL: the application role's privileges
 
 Every command takes ``--db URL`` (default ``$B2CALIB_DB``, else the SQLite file in the user's
 data directory); commands that write take ``--author`` (default ``$B2CALIB_USER``, else the
@@ -51,6 +53,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from b2calib.cli.output import DB_HELP, cell, record, table
+from b2calib.exceptions import B2CalibError
 
 if TYPE_CHECKING:
     from b2calib.conditions import ConditionsDB, Diff, IoV, IovEntry, PayloadInfo
@@ -620,7 +623,8 @@ def payload_dump(
 
 @click.group()
 def db() -> None:
-    """The database as a whole: basf2 local-database export and import, info, verify."""
+    """The database as a whole: basf2 local-database export and import, info, verify, and
+    (PostgreSQL, as the owner role) upgrade and grant."""
 
 
 @db.command("export-local")
@@ -662,10 +666,8 @@ def db_import_local(cdb: ConditionsDB, folder: Path, tag: str, description: str)
 def db_info(cdb: ConditionsDB) -> None:
     """Where the database is, its schema revision, and what it holds."""
     import sqlalchemy as sa
-    from alembic.runtime.migration import MigrationContext
 
-    with cdb.engine.connect() as conn:
-        revision = MigrationContext.configure(conn).get_current_revision()
+    revision = cdb.revision()
     tags = cdb.tags()
     infos = cdb.payloads()
     by_state = ", ".join(f"{s} {n}" for s, n in sorted(Counter(t.state for t in tags).items()))
@@ -699,3 +701,33 @@ def db_verify(ctx: click.Context, cdb: ConditionsDB) -> None:
         click.echo(line)
     if not report.ok:
         ctx.exit(1)
+
+
+@db.command("upgrade")
+@_uses_db()
+def db_upgrade(cdb: ConditionsDB) -> None:
+    """Create or migrate the database's schema to this b2calib's newest revision.
+
+    Any command migrates the database it opens; on PostgreSQL only the owner role may, and
+    runs this after installing a new b2calib, then grants the application role again
+    (``b2calib db grant ROLE``)."""
+    # opening the database migrated it
+    click.echo(f"{cdb.safe_url} is at revision {cdb.revision()}")
+
+
+@db.command("grant")
+@click.argument("role")
+@_uses_db()
+def db_grant(cdb: ConditionsDB, role: str) -> None:
+    """PostgreSQL: give application role ROLE what the application needs on the b2calib
+    tables, and nothing more (no TRUNCATE, no DDL); run as the owner role, after every
+    upgrade. ROLE must exist, own nothing and be neither a superuser nor a member of the
+    owner."""
+    from b2calib.db.roles import grant
+
+    try:
+        lines = grant(cdb.engine, role)
+    except B2CalibError as err:
+        raise click.ClickException(f"{cdb.safe_url}: {err}") from err
+    for line in lines:
+        click.echo(line)

@@ -10,10 +10,13 @@ the audit log and the migrations, for every domain above it.
 ``clock``     :func:`now` and :func:`as_utc`: recorded times are timezone-aware UTC
 ``tables``    :data:`metadata`, the one MetaData each domain adds its tables to, and the audit
               log table :data:`history`
+``roles``     PostgreSQL: :func:`~b2calib.db.roles.grant` gives the application role (which owns
+              nothing) what the application needs, run by the owner role that migrates
 ============  ====================================================================================
 
 ``migrations/`` holds the Alembic revisions: frozen history, which never imports the domains'
-table modules. b2calib migrates a database when it opens it. A developer writes a schema change
+table modules. b2calib migrates a database when it opens it (on PostgreSQL only the owner role
+may; an application role is told that the owner must migrate). A developer writes a schema change
 in the domain's table module, then generates the revision from the repository's root (the
 ``[tool.alembic]`` section of ``pyproject.toml``), naming the table modules to compare with::
 

@@ -64,7 +64,11 @@ class Database:
         self.author = author or os.environ.get("B2CALIB_USER") or getpass.getuser()
         try:
             self.engine = make_engine(url)
-            upgrade(self.engine)
+            try:
+                upgrade(self.engine)
+            except B2CalibError as err:  # the schema: who must migrate or grant
+                self.engine.dispose()
+                raise self.error(f"{self.safe_url}: {err}") from err
         except sa.exc.SQLAlchemyError as err:
             raise self.error(
                 f"{self.safe_url}: cannot open the {self.label} ({_one_line(err)})"
@@ -77,6 +81,13 @@ class Database:
     def safe_url(self) -> str:
         """The URL with its password hidden, as messages show it."""
         return sa.engine.make_url(self.url).render_as_string(hide_password=True)
+
+    def revision(self) -> str | None:
+        """The Alembic revision the database's schema is at (the newest, once opened)."""
+        from alembic.runtime.migration import MigrationContext
+
+        with self.engine.connect() as conn:
+            return MigrationContext.configure(conn).get_current_revision()
 
     def close(self) -> None:
         """Release the connections."""

@@ -22,6 +22,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine
 
 from b2calib._extras import require
+from b2calib.exceptions import B2CalibError
 
 __all__ = ["DB_ENV", "MIGRATIONS", "default_url", "make_engine", "upgrade", "writing"]
 
@@ -47,7 +48,13 @@ def default_url() -> str:
 
 def upgrade(engine: Engine) -> None:
     """Create or upgrade the schema to the newest Alembic revision (safe to call concurrently:
-    it runs inside the writers' lock)."""
+    it runs inside the writers' lock).
+
+    On PostgreSQL, a role that may not migrate (an application role, which owns nothing) gets
+    a :class:`~b2calib.exceptions.B2CalibError` saying the owner must migrate, and one that
+    may not read the tables (an application role not granted yet) one saying the owner must
+    grant; a schema newer than this b2calib knows one saying so.
+    """
     from alembic import command
     from alembic.config import Config
     from alembic.runtime.migration import MigrationContext
@@ -55,14 +62,104 @@ def upgrade(engine: Engine) -> None:
 
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS))
-    head = ScriptDirectory.from_config(cfg).get_current_head()
+    script = ScriptDirectory.from_config(cfg)
+    head = script.get_current_head()
+    postgres = engine.dialect.name == "postgresql"
     with engine.connect() as conn:
-        if MigrationContext.configure(conn).get_current_revision() == head:
+        user = str(conn.execute(sa.text("SELECT current_user")).scalar()) if postgres else ""
+        try:
+            current = MigrationContext.configure(conn).get_current_revision()
+        except sa.exc.ProgrammingError as err:
+            if postgres and _insufficient_privilege(err):
+                raise B2CalibError(_must_grant(user)) from err
+            raise
+        if current == head:
+            if postgres and not _readable(conn):
+                raise B2CalibError(_must_grant(user))
             return
+        _require_known(script, current, head)
+        if postgres and not _may_migrate(conn):
+            raise B2CalibError(_must_migrate(user, current, head))
     with writing(engine) as conn:
         if MigrationContext.configure(conn).get_current_revision() != head:
             cfg.attributes["connection"] = conn
-            command.upgrade(cfg, "head")
+            try:
+                command.upgrade(cfg, "head")
+            except sa.exc.ProgrammingError as err:
+                if postgres and _insufficient_privilege(err):
+                    raise B2CalibError(_must_migrate(user, current, head)) from err
+                raise
+
+
+_OWNER_URL = "--db <the owner's URL>"
+
+
+def _insufficient_privilege(err: sa.exc.DBAPIError) -> bool:
+    return getattr(err.orig, "sqlstate", None) == "42501"
+
+
+def _must_grant(user: str) -> str:
+    return (
+        f"role {user} may not read the b2calib tables: the owner role must grant it what the "
+        f"application needs: b2calib db grant {user} {_OWNER_URL}"
+    )
+
+
+def _must_migrate(user: str, current: str | None, head: str | None) -> str:
+    if current is None:
+        return (
+            f"the database has no b2calib schema yet and role {user} may not create it (an "
+            "application role owns nothing): the owner role must migrate it first: "
+            f"b2calib db upgrade {_OWNER_URL}"
+        )
+    return (
+        f"the database schema is at revision {current}, this b2calib needs {head}, and role "
+        f"{user} may not migrate it (an application role owns nothing): the owner role must "
+        f"migrate it: b2calib db upgrade {_OWNER_URL}"
+    )
+
+
+def _may_migrate(conn: Connection) -> bool:
+    """Whether the connected PostgreSQL role may migrate: it may create in the schema and owns
+    the schema's b2calib tables (if there are any yet)."""
+    row = conn.execute(
+        sa.text(
+            "SELECT coalesce(has_schema_privilege(current_schema(), 'CREATE'), false), "
+            "(SELECT pg_has_role(tableowner, 'USAGE') FROM pg_tables "
+            " WHERE schemaname = current_schema() AND tablename = 'alembic_version')"
+        )
+    ).one()
+    return bool(row[0]) and row[1] is not False
+
+
+def _readable(conn: Connection) -> bool:
+    """Whether the connected PostgreSQL role may read every table of the b2calib schema (not
+    when a later migration added a table the owner has not granted yet)."""
+    unreadable = conn.execute(
+        sa.text(
+            "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE n.nspname = current_schema() AND c.relkind = 'r' "
+            "AND c.relowner = "
+            "(SELECT relowner FROM pg_class WHERE oid = 'alembic_version'::regclass) "
+            "AND NOT has_table_privilege(c.oid, 'SELECT')"
+        )
+    ).first()
+    return unreadable is None
+
+
+def _require_known(script: Any, current: str | None, head: str | None) -> None:
+    """Refuse a schema newer than this b2calib's migrations."""
+    from alembic.util import CommandError
+
+    if current is None:
+        return
+    try:
+        script.get_revision(current)
+    except CommandError:
+        raise B2CalibError(
+            f"the database schema is at revision {current}, which this b2calib does not know "
+            f"(its newest is {head}): upgrade b2calib"
+        ) from None
 
 
 @contextmanager
