@@ -442,6 +442,9 @@ def test_publishing_records_the_manifest_in_the_history(db: ConditionsDB) -> Non
         ["ECLCrystalEnergy"],
     )
     assert re.fullmatch("[0-9a-f]{64}", manifest["digest"])
+    shown = CliRunner().invoke(cli, ["gt", "history", "P", "--db", db.url]).output
+    (line,) = [x for x in shown.splitlines() if " manifest " in x]
+    assert line.endswith(f"digest={manifest['digest']}, iovs=2, payloads=1 names, version=1")
     # a clone with the same content has the same digest
     db.clone_tag("P", "C")
     for state in ("TESTING", "VALIDATED", "PUBLISHED"):
