@@ -30,7 +30,7 @@ from b2calib.qa.store import QADatabase, User
 from b2calib.runs import Run
 from tests.conftest import SAMPLE
 from tests.postgres import PostgresServer
-from tests.test_immutability import migrate
+from tests.test_immutability import HEAD, migrate
 
 pytestmark = pytest.mark.postgres
 
@@ -101,7 +101,7 @@ def b2calib(*args: str, code: int = 0) -> list[str]:
 
 def set_up(r: Roles) -> None:
     """What the README says the owner does: migrate, then grant the application role."""
-    assert "is at revision 0003" in b2calib("db", "upgrade", "--db", r.owner_url)[-1]
+    assert f"is at revision {HEAD}" in b2calib("db", "upgrade", "--db", r.owner_url)[-1]
     lines = b2calib("db", "grant", r.app, "--db", r.owner_url)
     assert lines[0] == f"granted role {r.app} what the application needs in {r.database}:"
 
@@ -395,7 +395,7 @@ def test_the_application_role_on_an_out_of_date_database_says_the_owner_must_mig
         ConditionsDB(roles.app_url)
     assert str(info.value) == (
         f"{shown(roles.app_url)}: the database schema is at revision 0002, this b2calib "
-        f"needs 0003, and role {roles.app} may not migrate it (an application role owns "
+        f"needs {HEAD}, and role {roles.app} may not migrate it (an application role owns "
         "nothing): the owner role must migrate it: b2calib db upgrade --db <the owner's URL>"
     )
     set_up(roles)
@@ -496,6 +496,14 @@ def test_trigger_functions_resolve_tables_in_their_own_schema(roles: Roles) -> N
         rows = conn.execute(
             "SELECT proname, proconfig FROM pg_proc WHERE proname LIKE 'b2calib%'"
         ).fetchall()
-    assert len(rows) == 7
-    for name, config in rows:
-        assert config == ["search_path=public, pg_temp"], name
+    config = dict(rows)
+    for name in (
+        "b2calib_guard_iovs",
+        "b2calib_guard_globaltags",
+        "b2calib_immutable",
+        "b2calib_born_open",
+        "b2calib_append_only",
+        "b2calib_history_append_only",
+        "b2calib_no_truncate",
+    ):
+        assert config[name] == ["search_path=public, pg_temp"], name
