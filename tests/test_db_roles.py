@@ -306,18 +306,25 @@ FORBIDDEN = (
 )
 
 
+def published_as_app(roles: Roles) -> ConditionsDB:
+    """Set up the roles; as the application role, publish tag ``P`` with one IoV; return the
+    application's database."""
+    set_up(roles)
+    db = ConditionsDB(roles.app_url, author="app")
+    db.create_tag("P")
+    db.upload_and_add("P", [(value(1), IoV(0, 0))])
+    for state in ("TESTING", "VALIDATED", "PUBLISHED"):
+        db.set_state("P", state)
+    return db
+
+
 def test_the_application_role_cannot_truncate_drop_alter_or_disable_triggers(
     roles: Roles,
 ) -> None:
     import psycopg
 
-    set_up(roles)
-    db = ConditionsDB(roles.app_url, author="app")
+    db = published_as_app(roles)
     try:
-        db.create_tag("P")
-        db.upload_and_add("P", [(value(1), IoV(0, 0))])
-        for state in ("TESTING", "VALIDATED", "PUBLISHED"):
-            db.set_state("P", state)
         before = (db.iovs("P"), db.payloads(), db.history())
         with roles.raw(roles.app) as conn:
             for sql in FORBIDDEN:
@@ -333,15 +340,7 @@ def test_the_application_role_meets_the_triggers_where_it_may_write(roles: Roles
     guard the published tag."""
     import psycopg
 
-    set_up(roles)
-    db = ConditionsDB(roles.app_url, author="app")
-    try:
-        db.create_tag("P")
-        db.upload_and_add("P", [(value(1), IoV(0, 0))])
-        for state in ("TESTING", "VALIDATED", "PUBLISHED"):
-            db.set_state("P", state)
-    finally:
-        db.close()
+    published_as_app(roles).close()
     with roles.raw(roles.app) as conn:
         for sql in (
             "DELETE FROM iovs",
