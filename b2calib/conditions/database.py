@@ -28,6 +28,7 @@ from b2calib.conditions.iov import IoV, RunKey, uncovered
 from b2calib.conditions.localdb import LocalDatabase, LocalDbEntry
 from b2calib.conditions.names import check_globaltag_name
 from b2calib.conditions.payload import Payload, bytes_md5, read_payload_file, verify_checksum
+from b2calib.conditions.payloadtypes import check_payload
 from b2calib.conditions.tagops import Diff, diff, layer, resolve
 from b2calib.db import Database, as_utc, history, now
 from b2calib.exceptions import ConditionsError, PayloadError
@@ -105,13 +106,19 @@ class PayloadFile:
     """A payload with the bytes of its file and their MD5 checksum: what the database stores.
 
     Made before a write transaction (writing a payload's ROOT file takes time), stored inside
-    it (:meth:`ConditionsDB.stage`). ``source`` names the file it was read from.
+    it (:meth:`ConditionsDB.stage`). Every payload on its way into the database is one: it is
+    checked when made (:func:`~b2calib.conditions.payloadtypes.check_payload`: keys, rows,
+    finite values), and a payload that fails the checks is refused with
+    :class:`~b2calib.exceptions.PayloadError` naming ``source`` (a file) and the payload.
     """
 
     payload: Payload
     data: bytes = field(repr=False)
     checksum: str
     source: str = field(default="", compare=False)
+
+    def __post_init__(self) -> None:
+        check_payload(self.payload, self.source or None)
 
     @classmethod
     def of(cls, item: Payload | str | os.PathLike[str]) -> PayloadFile:
