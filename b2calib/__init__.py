@@ -35,8 +35,9 @@ package            what it holds                                imports (besides
 ``db``             the database: engine (SQLite, PostgreSQL),   -
                    writers' lock, transactions, clock, audit
                    log, Alembic migrations
-``conditions``     payloads, IoVs, global tags with their       io, db
-                   rules, the conditions database, basf2 local
+``conditions``     payloads and the checks of each payload      geometry, io, db
+                   type, IoVs, global tags with their rules,
+                   the conditions database, basf2 local
                    databases
 ``sim``            the seeded simulator of a Belle II-like      geometry, physics, io, skims,
                    experiment                                   runs, dq, conditions

@@ -499,7 +499,7 @@ def test_errors_are_one_line(env: dict[str, str], files: dict[str, Path], tmp_pa
     )
     assert error(env, "gt", "create", "staging") == "global tag 'staging' already exists"
     assert error(env, "gt", "create", "bad name") == (
-        "global tag name 'bad name': use letters, digits and _ . + - only"
+        "global tag name 'bad name': use letters, digits and _ . + - : only (ASCII)"
     )
     assert error(env, "gt", "create", "x", "--type", "PROD") == (
         "global tag x: type 'PROD' is not one of ('DEV', 'RELEASE')"

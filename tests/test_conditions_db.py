@@ -165,14 +165,16 @@ def payload(value: float, name: str = "X", n: int = 3) -> Payload:
 
 
 def rich_payload(seed: int) -> Payload:
-    """A payload with every kind of column and provenance metadata."""
+    """A payload with every kind of column and provenance metadata: one row per ECL crystal, as
+    the database takes an ECLCrystalEnergy payload (b2calib.conditions.payloadtypes)."""
     rng = np.random.default_rng(seed)
+    n = 8736
     return Payload(
         "ECLCrystalEnergy",
-        keys={"cellID": np.arange(1, 41, dtype=np.int32)},
-        values={"value": rng.normal(1, 0.03, 40)},
-        errors={"value": np.full(40, 0.01)},
-        status=np.where(np.arange(40) % 7 == 0, ChannelStatus.DEAD, ChannelStatus.OK),
+        keys={"cellID": np.arange(1, n + 1, dtype=np.int32)},
+        values={"value": rng.normal(1, 0.03, n)},
+        errors={"value": np.full(n, 0.01)},
+        status=np.where(np.arange(n) % 7 == 0, ChannelStatus.DEAD, ChannelStatus.OK),
         metadata={"units": {"value": "1"}, "provenance": {"runs": [seed, seed + 1]}},
     )
 

@@ -30,7 +30,7 @@ LAYERS: dict[str, set[str]] = {
     "skims": {"exceptions", "io"},
     "runs": {"exceptions", "dq"},
     "db": {"exceptions", "_extras"},
-    "conditions": {"exceptions", "_lazy", "io", "db"},
+    "conditions": {"exceptions", "_lazy", "geometry", "io", "db"},
     "sim": _BASE | {"geometry", "physics", "io", "skims", "runs", "dq", "conditions"},
     "engine": {"exceptions", "_extras", "io", "runs"},
     "fit": {"exceptions", "_extras", "conditions"},

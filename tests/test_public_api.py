@@ -127,6 +127,7 @@ def test_conditions_names() -> None:
     assert b2calib.conditions.__all__ == [
         "ALLOWED_MOVES",
         "ALL_RUNS",
+        "PAYLOAD_TYPES",
         "STATES",
         "ChannelStatus",
         "ConditionsDB",
@@ -140,8 +141,22 @@ def test_conditions_names() -> None:
         "Payload",
         "PayloadFile",
         "PayloadInfo",
+        "PayloadType",
         "Verification",
+        "check_payload",
     ]
+    import b2calib.conditions.names
+    import b2calib.conditions.payloadtypes
+
+    for module, names in (
+        (b2calib.conditions.names, ["NAME_LENGTH", "check_globaltag_name", "check_payload_name"]),
+        (
+            b2calib.conditions.payloadtypes,
+            ["DEDX_COS_BINS", "PAYLOAD_TYPES", "PayloadType", "check_payload"],
+        ),
+    ):
+        assert sorted(dir(module)) == sorted(module.__all__)
+        assert module.__all__ == names
 
 
 def test_db_names() -> None:

@@ -112,6 +112,44 @@ def test_bad_users_are_refused(db: QADatabase, args: tuple, message: str) -> Non
     assert len(db.users.all()) == 4
 
 
+def test_user_names_are_printable_and_fit_the_column(db: QADatabase) -> None:
+    """Issue 13: names with a newline, a tab or 5000 characters were accepted. A name is at
+    most 64 characters (the column holds 200) without control, format or line-separator
+    characters; letters of any script and inner spaces are fine."""
+    for bad in [
+        "eve\nmallory",
+        "eve\tmallory",
+        "eve\rx",
+        "eve\x00",
+        "eve\x1b[31m",
+        "eve\u200bx",  # zero-width space
+        "eve\u2028x",  # line separator
+        "eve\x85x",  # next line
+        "e" * 65,
+        "e" * 5000,
+        "",
+        "   ",
+        "eve:x",
+    ]:
+        with pytest.raises(QAError, match=r"bad user name") as info:
+            db.users.add(bad, "x", "viewer")
+        assert "\n" not in str(info.value)
+        assert len(str(info.value)) < 300
+        assert db.users.authenticate(bad, "x") is None  # no database error on any backend
+        with pytest.raises(QAError, match="no user") as info:
+            db.users.get(bad)
+        assert len(str(info.value)) < 300
+        with pytest.raises(QAError, match="no user"):
+            db.users.remove(bad)
+        with pytest.raises(QAError, match="no user"):
+            db.users.set_password(bad, "y")
+    assert len(db.users.all()) == 4
+    for good in ["e" * 64, "Zoë Łukasz", "ヤマダ", "o'brien-2"]:
+        db.users.add(good, "pw", "viewer")
+        assert db.users.authenticate(good, "pw") == User(good, "viewer")
+    assert len(db.users.all()) == 8
+
+
 # -- certification ---------------------------------------------------------------------------
 
 

@@ -499,7 +499,8 @@ def payload() -> None:
 
 
 @payload.command("upload")
-@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+# a directory is refused by the library, in one line naming it (not as a usage error)
+@click.argument("file", type=click.Path(exists=True, path_type=Path))
 @click.option("--gt", "tag", help="Also make the payload valid for --iov in this OPEN tag.")
 @click.option("--iov", "iov_text", metavar="IOV", help="e1,r1,e2,r2 (with --gt).")
 @_uses_db(writes=True)

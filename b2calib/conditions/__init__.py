@@ -1,7 +1,10 @@
 """Conditions: payloads, intervals of validity, global tags and the conditions database.
 
 =====================  =======================================================================
+``names``              what a payload and a global tag may be called (basf2, the columns)
 ``payload``            the payload file format (ROOT, one TTree per payload, MD5 checksum)
+``payloadtypes``       what a payload must hold, per payload type (keys in their detector's
+                       range, rows, finite values): checked on the way into the database
 ``status``             :class:`ChannelStatus`, the status column of a payload
 ``iov``                intervals of validity and their algebra
 ``localdb``            basf2 local databases (``database.txt`` + payload files)
@@ -34,6 +37,7 @@ if TYPE_CHECKING:
     from b2calib.conditions.iov import ALL_RUNS, IoV
     from b2calib.conditions.localdb import LocalDatabase, LocalDbEntry
     from b2calib.conditions.payload import Payload
+    from b2calib.conditions.payloadtypes import PAYLOAD_TYPES, PayloadType, check_payload
     from b2calib.conditions.status import ChannelStatus
     from b2calib.conditions.tables import ALLOWED_MOVES, STATES
     from b2calib.conditions.tagops import Diff
@@ -41,6 +45,7 @@ if TYPE_CHECKING:
 __all__ = [
     "ALLOWED_MOVES",
     "ALL_RUNS",
+    "PAYLOAD_TYPES",
     "STATES",
     "ChannelStatus",
     "ConditionsDB",
@@ -54,7 +59,9 @@ __all__ = [
     "Payload",
     "PayloadFile",
     "PayloadInfo",
+    "PayloadType",
     "Verification",
+    "check_payload",
 ]
 
 # names are imported on first use: `from b2calib.conditions import ChannelStatus` loads neither
@@ -74,6 +81,7 @@ __getattr__ = attach(
         "iov": ["ALL_RUNS", "IoV"],
         "localdb": ["LocalDatabase", "LocalDbEntry"],
         "payload": ["Payload"],
+        "payloadtypes": ["PAYLOAD_TYPES", "PayloadType", "check_payload"],
         "status": ["ChannelStatus"],
         "tables": ["ALLOWED_MOVES", "STATES"],
         "tagops": ["Diff"],

@@ -23,13 +23,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 from collections import Counter
 from collections.abc import Generator, Iterable, Sequence
 from contextlib import closing
 from dataclasses import dataclass, field
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
@@ -38,7 +36,9 @@ from sqlalchemy.engine import Connection
 from b2calib.conditions import tables as s
 from b2calib.conditions.iov import IoV, RunKey, uncovered
 from b2calib.conditions.localdb import LocalDatabase, LocalDbEntry
-from b2calib.conditions.payload import Payload, bytes_md5, verify_checksum
+from b2calib.conditions.names import check_globaltag_name
+from b2calib.conditions.payload import Payload, bytes_md5, read_payload_file, verify_checksum
+from b2calib.conditions.payloadtypes import check_payload
 from b2calib.conditions.tagops import Diff, diff, layer, resolve
 from b2calib.db import Database, as_utc, history, now
 from b2calib.exceptions import ConditionsError, PayloadError
@@ -174,20 +174,28 @@ class PayloadFile:
     """A payload with the bytes of its file and their MD5 checksum: what the database stores.
 
     Made before a write transaction (writing a payload's ROOT file takes time), stored inside
-    it (:meth:`ConditionsDB.stage`).
+    it (:meth:`ConditionsDB.stage`). Every payload on its way into the database is one: it is
+    checked when made (:func:`~b2calib.conditions.payloadtypes.check_payload`: keys, rows,
+    finite values), and a payload that fails the checks is refused with
+    :class:`~b2calib.exceptions.PayloadError` naming ``source`` (a file) and the payload.
     """
 
     payload: Payload
     data: bytes = field(repr=False)
     checksum: str
+    source: str = field(default="", compare=False)
+
+    def __post_init__(self) -> None:
+        check_payload(self.payload, self.source or None)
 
     @classmethod
     def of(cls, item: Payload | str | os.PathLike[str]) -> PayloadFile:
         """A payload's file, written now; or a payload file as it is (its bytes and MD5 kept)."""
         if isinstance(item, Payload):
             return cls(item, *item.to_bytes())
-        data = Path(item).read_bytes()
-        return cls(Payload.from_bytes(data, source=str(item)), data, bytes_md5(data))
+        data = read_payload_file(item)
+        payload = Payload.from_bytes(data, source=str(item))
+        return cls(payload, data, bytes_md5(data), str(item))
 
 
 class ConditionsDB(Database):
@@ -334,8 +342,7 @@ class ConditionsDB(Database):
             return self._create_tag(conn, name, type, description)
 
     def _create_tag(self, conn: Connection, name: str, type: str, description: str) -> GlobalTag:
-        if not re.fullmatch(r"[A-Za-z0-9_.+-]+", name):
-            raise ConditionsError(f"global tag name {name!r}: use letters, digits and _ . + - only")
+        check_globaltag_name(name)
         if type not in s.TYPES:
             raise ConditionsError(f"global tag {name}: type {type!r} is not one of {s.TYPES}")
         exists = conn.execute(sa.select(s.globaltags.c.id).where(s.globaltags.c.name == name))

@@ -21,6 +21,8 @@ __all__ = ["ALL_RUNS", "IoV", "RunKey"]
 
 RunKey = tuple[int, int]
 _OPEN = 1 << 62  # stands for -1 (open) in the ordering
+#: The largest experiment or run number: the databases store them as 32-bit integers.
+MAX_NUMBER = 2**31 - 1
 _TEXT = re.compile(r"^\s*(-?\d+)\s*,\s*(-?\d+)\s*,\s*(-?\d+)\s*,\s*(-?\d+)\s*$")
 
 
@@ -31,7 +33,8 @@ class IoV:
     Parameters
     ----------
     first_exp, first_run
-        First run covered (both >= 0).
+        First run covered (both >= 0). Every number is at most ``2**31 - 1``, as the databases
+        store them.
     final_exp, final_run
         Last run covered; ``final_run = -1`` is the end of ``final_exp``, ``final_exp = -1`` is
         open-ended (``final_run`` must then be -1).
@@ -47,6 +50,10 @@ class IoV:
             raise ConfigError(f"IoV {self}: first experiment and run must be >= 0")
         if self.final_exp < -1 or self.final_run < -1:
             raise ConfigError(f"IoV {self}: final experiment and run must be >= -1")
+        if max(self.first_exp, self.first_run, self.final_exp, self.final_run) > MAX_NUMBER:
+            raise ConfigError(
+                f"IoV {self}: experiment and run numbers must be at most {MAX_NUMBER}"
+            )
         if self.final_exp == -1 and self.final_run != -1:
             raise ConfigError(f"IoV {self}: an open final experiment needs final run -1")
         if self.end < self.start:

@@ -13,14 +13,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from b2calib.conditions.iov import IoV
+from b2calib.conditions.names import check_payload_name
 from b2calib.conditions.payload import Payload
 from b2calib.exceptions import ConfigError, PayloadError
 
 __all__ = ["LocalDatabase", "LocalDbEntry"]
 
 _LINE = re.compile(
-    r"^dbstore/(?P<name>\w+)\s+(?P<rev>\d+)\s+"
-    r"(?P<e1>-?\d+),(?P<r1>-?\d+),(?P<e2>-?\d+),(?P<r2>-?\d+)\s*$"
+    r"^dbstore/(?P<name>\S+)\s+(?P<rev>\d+)\s+"
+    r"(?P<e1>-?\d+),(?P<r1>-?\d+),(?P<e2>-?\d+),(?P<r2>-?\d+)\s*$",
+    re.ASCII,
 )
 
 
@@ -60,11 +62,16 @@ class LocalDatabase:
         self.index = self.folder / "database.txt"
 
     def entries(self) -> list[LocalDbEntry]:
-        """All entries, in file order."""
+        """All entries, in file order.
+
+        A line that is not an entry, names a payload basf2 could not store or gives a wrong IoV,
+        and a ``database.txt`` that cannot be read or is not UTF-8 text raise
+        :class:`PayloadError` naming the file (and the line).
+        """
         if not self.index.exists():
             return []
         out = []
-        for n, raw in enumerate(self.index.read_text().splitlines(), start=1):
+        for n, raw in enumerate(self._text().splitlines(), start=1):
             text = raw.split("#", 1)[0].strip()
             if not text:
                 continue
@@ -72,11 +79,29 @@ class LocalDatabase:
             if m is None:
                 raise PayloadError(f"{self.index}:{n}: not a database.txt line: {raw!r}")
             try:
+                name = check_payload_name(m["name"])
                 iov = IoV(int(m["e1"]), int(m["r1"]), int(m["e2"]), int(m["r2"]))
-            except ConfigError as err:
+            except (ConfigError, PayloadError) as err:
                 raise PayloadError(f"{self.index}:{n}: {err}") from None
-            out.append(LocalDbEntry(m["name"], int(m["rev"]), iov))
+            out.append(LocalDbEntry(name, int(m["rev"]), iov))
         return out
+
+    def _text(self) -> str:
+        """The text of ``database.txt``."""
+        try:
+            data = self.index.read_bytes()
+        except OSError as err:
+            raise PayloadError(
+                f"{self.index}: cannot read ({err.strerror or type(err).__name__})"
+            ) from err
+        try:
+            return data.decode("utf-8")
+        except UnicodeDecodeError as err:
+            line = data[: err.start].count(b"\n") + 1
+            raise PayloadError(
+                f"{self.index}:{line}: not UTF-8 text (byte 0x{data[err.start]:02x}); "
+                "a database.txt holds lines 'dbstore/<name> <revision> <iov>'"
+            ) from None
 
     def add(self, payload: Payload, iov: IoV | tuple[int, int, int, int]) -> LocalDbEntry:
         """Write ``payload`` as the next revision of its name, valid for ``iov``."""

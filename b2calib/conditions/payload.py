@@ -27,11 +27,19 @@ import numpy as np
 import numpy.typing as npt
 import uproot
 
+from b2calib.conditions.names import check_payload_name
 from b2calib.conditions.status import ChannelStatus
 from b2calib.exceptions import FileFormatError, PayloadError
 from b2calib.io import check_root_bytes
 
-__all__ = ["ChannelStatus", "Payload", "bytes_md5", "file_md5", "verify_checksum"]
+__all__ = [
+    "ChannelStatus",
+    "Payload",
+    "bytes_md5",
+    "file_md5",
+    "read_payload_file",
+    "verify_checksum",
+]
 
 FORMAT_VERSION = 1
 
@@ -48,6 +56,17 @@ def file_md5(path: str | os.PathLike[str]) -> str:
 def bytes_md5(data: bytes) -> str:
     """MD5 hex digest of a payload file's bytes."""
     return hashlib.md5(data).hexdigest()
+
+
+def read_payload_file(path: str | os.PathLike[str]) -> bytes:
+    """The bytes of a payload file; :class:`PayloadError` naming it when it cannot be read
+    (missing, a directory, not permitted)."""
+    try:
+        return Path(path).read_bytes()
+    except OSError as err:
+        raise PayloadError(
+            f"{path}: cannot read payload file ({err.strerror or type(err).__name__})"
+        ) from err
 
 
 def verify_checksum(data: bytes, expected: str, label: str) -> None:
@@ -67,7 +86,9 @@ class Payload:
     Parameters
     ----------
     name
-        Payload name, e.g. ``"ECLCrystalEnergy"``; also the TTree name.
+        Payload name, e.g. ``"ECLCrystalEnergy"``; also the TTree name. An ASCII identifier of
+        at most 200 characters, as basf2 and the conditions database take it
+        (:mod:`b2calib.conditions.names`).
     keys
         Key columns (channel identifiers), all of one length.
     values
@@ -88,8 +109,7 @@ class Payload:
     metadata: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if not self.name.isidentifier():
-            raise PayloadError(f"payload name {self.name!r} is not a valid identifier")
+        check_payload_name(self.name)
         if not self.values:
             raise PayloadError(f"payload {self.name}: no value columns")
         self.keys = {k: np.asarray(v) for k, v in self.keys.items()}
@@ -208,11 +228,7 @@ class Payload:
             Expected MD5; when given, a mismatch raises :class:`PayloadError` before anything
             is parsed, so a corrupted payload never yields constants.
         """
-        try:
-            data = Path(path).read_bytes()
-        except OSError as err:
-            raise PayloadError(f"{path}: cannot read payload file ({err.strerror})") from err
-        return cls.from_bytes(data, checksum, str(path))
+        return cls.from_bytes(read_payload_file(path), checksum, str(path))
 
     @classmethod
     def from_bytes(
@@ -237,24 +253,59 @@ class Payload:
         try:
             with uproot.open(source) as f:
                 meta = json.loads(f["metadata"])
-                name = meta["name"]
+                name, columns = _schema(meta, label)
                 arrays = f[name].arrays(library="np")
+        except PayloadError:
+            raise
         except Exception as err:  # uproot raises many types for damaged files
-            raise PayloadError(f"{label}: not a readable b2calib payload ({err})") from err
-        if meta.get("format") != "b2calib-payload":
-            raise PayloadError(f"{label}: metadata does not describe a b2calib payload")
+            detail = " ".join(str(err).split())  # uproot's messages span lines
+            raise PayloadError(f"{label}: not a readable b2calib payload ({detail})") from err
         extra = {k: v for k, v in meta.items() if k not in _SCHEMA_KEYS}
         try:
             return cls(
                 name=name,
-                keys={k: arrays[k] for k in meta["keys"]},
-                values={k: arrays[k] for k in meta["values"]},
-                errors={k: arrays[f"{k}_err"] for k in meta["errors"]},
+                keys={k: arrays[k] for k in columns["keys"]},
+                values={k: arrays[k] for k in columns["values"]},
+                errors={k: arrays[f"{k}_err"] for k in columns["errors"]},
                 status=arrays["status"] if meta["status"] else None,
                 metadata=extra,
             )
         except KeyError as err:
             raise PayloadError(f"{label}: column {err} named in metadata is missing") from err
+        except PayloadError as err:
+            raise PayloadError(f"{label}: {err}") from err
 
 
 _SCHEMA_KEYS = frozenset({"format", "format_version", "name", "keys", "values", "errors", "status"})
+
+
+def _schema(meta: Any, label: str) -> tuple[str, dict[str, list[str]]]:
+    """The payload name and the key, value and error column names of a file's metadata,
+    checked: :class:`PayloadError` naming ``label`` for a malformed entry."""
+    if not isinstance(meta, dict):
+        raise PayloadError(
+            f"{label}: not a readable b2calib payload (its metadata is a JSON "
+            f"{type(meta).__name__}, not an object)"
+        )
+    if meta.get("format") != "b2calib-payload":
+        raise PayloadError(f"{label}: metadata does not describe a b2calib payload")
+    name = meta.get("name")
+    if not isinstance(name, str):
+        raise PayloadError(f"{label}: metadata 'name' must be a string, not {name!r}")
+    try:
+        check_payload_name(name)
+    except PayloadError as err:
+        raise PayloadError(f"{label}: {err}") from None
+    columns: dict[str, list[str]] = {}
+    for kind in ("keys", "values", "errors"):
+        names = meta.get(kind)
+        if not isinstance(names, list) or not all(isinstance(c, str) for c in names):
+            raise PayloadError(
+                f"{label}: metadata {kind!r} must be a list of column names, not {names!r}"
+            )
+        columns[kind] = names
+    if not isinstance(meta.get("status"), bool):
+        raise PayloadError(
+            f"{label}: metadata 'status' must be true or false, not {meta.get('status')!r}"
+        )
+    return name, columns

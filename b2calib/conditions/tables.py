@@ -34,6 +34,7 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 
+from b2calib.conditions.names import NAME_LENGTH
 from b2calib.db import UTC_TIME, metadata
 
 __all__ = [
@@ -64,7 +65,7 @@ payloads = Table(
     "payloads",
     metadata,
     Column("id", Integer, primary_key=True),
-    Column("name", String(200), nullable=False),
+    Column("name", String(NAME_LENGTH), nullable=False),
     Column("revision", Integer, nullable=False),
     Column("checksum", String(32), nullable=False),
     Column("content_hash", String(64), nullable=False),
@@ -87,7 +88,7 @@ globaltags = Table(
     "globaltags",
     metadata,
     Column("id", Integer, primary_key=True),
-    Column("name", String(200), nullable=False, unique=True),
+    Column("name", String(NAME_LENGTH), nullable=False, unique=True),
     Column("type", String(16), nullable=False),
     Column("state", String(16), nullable=False),
     Column("description", Text, nullable=False),

@@ -8,6 +8,7 @@ import functools
 import hashlib
 import hmac
 import secrets
+import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -24,6 +25,8 @@ __all__ = ["User", "Users", "check_detector", "hash_password", "verify_password"
 
 # scrypt parameters (RFC 7914's interactive setting: ~16 MB, tens of ms per check)
 _SCRYPT_N, _SCRYPT_R, _SCRYPT_P = 2**14, 8, 1
+#: The longest user name (well within the 200 characters of the name and author columns).
+_NAME_LENGTH = 64
 
 
 def hash_password(password: str) -> str:
@@ -129,6 +132,8 @@ class Users:
 
     def set_password(self, name: str, password: str) -> None:
         """Replace a user's password."""
+        if not _known_name(name):
+            raise QAError(f"no user {_shown(name)}")
         with self.db.write() as conn:
             done = conn.execute(
                 qa_users.update()
@@ -141,6 +146,8 @@ class Users:
 
     def remove(self, name: str) -> None:
         """Remove a user (what they certified stays, under their name)."""
+        if not _known_name(name):
+            raise QAError(f"no user {_shown(name)}")
         with self.db.write() as conn:
             if not conn.execute(qa_users.delete().where(qa_users.c.name == name)).rowcount:
                 raise QAError(f"no user {name!r}")
@@ -148,8 +155,10 @@ class Users:
 
     def authenticate(self, name: str, password: str) -> User | None:
         """The user if ``password`` is theirs, else ``None`` (same work for unknown names)."""
-        with self.db.read() as conn:
-            row = conn.execute(sa.select(qa_users).where(qa_users.c.name == name)).first()
+        row = None
+        if _known_name(name):
+            with self.db.read() as conn:
+                row = conn.execute(sa.select(qa_users).where(qa_users.c.name == name)).first()
         if row is None:
             verify_password(password, _dummy_hash())
             return None
@@ -157,6 +166,8 @@ class Users:
 
     def get(self, name: str) -> User:
         """The user called ``name``."""
+        if not _known_name(name):
+            raise QAError(f"no user {_shown(name)}")
         with self.db.read() as conn:
             row = conn.execute(sa.select(qa_users).where(qa_users.c.name == name)).first()
         if row is None:
@@ -178,9 +189,38 @@ class Users:
             raise PermissionDenied(f"{user} is not a current user with these rights")
 
 
+def _name_fault(name: str) -> str | None:
+    """Why ``name`` cannot be a user name, or ``None``: at most 64 characters, no spaces around
+    it, no ':', nothing but printable characters and plain spaces (no control, format or
+    line-separator character: a name is shown in pages, logs and one-line messages)."""
+    if not name.strip():
+        return "empty"
+    if name != name.strip():
+        return "no spaces around it"
+    if len(name) > _NAME_LENGTH:
+        return f"{len(name)} characters; at most {_NAME_LENGTH}"
+    if ":" in name:
+        return "no ':'"
+    for c in name:
+        if c != " " and (c.isspace() or unicodedata.category(c)[0] in "CZ"):
+            return f"no control or separator character such as U+{ord(c):04X}"
+    return None
+
+
+def _shown(name: str) -> str:
+    return repr(name) if len(name) <= 40 else f"{name[:40]!r}... ({len(name)} characters)"
+
+
+def _known_name(name: str) -> bool:
+    """Whether ``name`` can be a user's name (else no query is made for it: PostgreSQL refuses
+    a NUL character in a parameter)."""
+    return isinstance(name, str) and _name_fault(name) is None
+
+
 def _new_user(name: str, role: str, detectors: Sequence[str]) -> User:
-    if not name or not name.strip() or name != name.strip() or ":" in name:
-        raise QAError(f"bad user name {name!r} (no spaces around it, no ':')")
+    fault = _name_fault(name)
+    if fault is not None:
+        raise QAError(f"bad user name {_shown(name)} ({fault})")
     if role not in ROLES:
         raise QAError(f"unknown role {role!r}; known: {', '.join(ROLES)}")
     dets = tuple(check_detector(d) for d in detectors)
