@@ -133,8 +133,8 @@ def published(db: ConditionsDB) -> tuple[int, int]:
 def energy(mean: float) -> Payload:
     return Payload(
         "ECLCrystalEnergy",
-        keys={"cellID": np.arange(1, 41, dtype=np.int32)},
-        values={"value": np.full(40, mean)},
+        keys={"cellID": np.arange(1, 8737, dtype=np.int32)},  # one row per crystal
+        values={"value": np.full(8736, mean)},
     )
 
 
