@@ -598,8 +598,7 @@ def test_a_new_detector_package_is_found_without_reinstalling(
 
 
 def _break(data: Path, run: RunKey, damage: str) -> None:
-    """Break the example's file of ``run``: without its value branch, an empty tree whose
-    metadata says so, or deleted."""
+    """Break the example's file of ``run`` (see :data:`WHY`)."""
     path = skim_path(data, *run, SKIM)
     if damage == "missing-branch":
         rewrite_skim(path, drop=["x"])
@@ -609,6 +608,8 @@ def _break(data: Path, run: RunKey, damage: str) -> None:
         rewrite_skim(path, empty=True)
     elif damage == "empty-file":
         rewrite_skim(path, empty=True, n_events=0)
+    elif damage == "truncated":  # not even its metadata can be read
+        path.write_bytes(path.read_bytes()[:2000])
     else:
         path.unlink()
 
@@ -618,6 +619,7 @@ WHY = {
     "wrong-type": "cdst_hlt_mumu_2trk_e0001_r00006.root skipped (wrong-type)",
     "empty-tree": "cdst_hlt_mumu_2trk_e0001_r00006.root skipped (truncated)",
     "empty-file": "cdst_hlt_mumu_2trk_e0001_r00006.root has no events",
+    "truncated": "cdst_hlt_mumu_2trk_e0001_r00006.root skipped (truncated)",
     "absent": "no file of skim hlt_mumu_2trk",
 }
 

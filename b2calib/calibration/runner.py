@@ -188,6 +188,7 @@ def _no_data_reasons(
             }.items()
         )
         reasons = []
+        found = {ref.skim for _, ref in refs}
         for path, ref in refs:
             name = Path(path).name
             if path in skipped_by_path:
@@ -196,14 +197,15 @@ def _no_data_reasons(
                 reasons.append(f"{name} has no events")
             else:
                 reasons.append(f"{name} gave no histograms")
-        # files whose metadata could not be read name their run only in their (basf2) file name
+        # a file whose metadata could not be read names its run only in its (basf2) file name
         for skim in cal.skims:
             name = f"cdst_{skim}_e{run[0]:04d}_r{run[1]:05d}.root"
-            if name in problems and not any(Path(p).name == name for p, _ in refs):
+            if skim not in found and name in problems:
+                found.add(skim)
                 reasons.append(f"{name} skipped ({problems[name].reason})")
-        if not reasons:
-            skims = cal.skims
-            reasons.append(f"no file of skim{'s' if len(skims) > 1 else ''} {', '.join(skims)}")
+        missing = [s for s in cal.skims if s not in found]
+        if missing:
+            reasons.append(f"no file of skim{'s' if len(missing) > 1 else ''} {', '.join(missing)}")
         out[run] = "; ".join(reasons)
     return out
 
