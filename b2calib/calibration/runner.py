@@ -313,22 +313,7 @@ def run_calibrations(
                 progress=progress,
             ),
         )
-        datasets = {
-            name: Dataset.select(
-                folder,
-                registry=registry,
-                exp=exp,
-                runs=runs,
-                skims=inp.skims,
-                run_type=cal.run_type,
-                beam_energy=cal.beam_energy,
-                magnet_on=cal.magnet_on,
-                dq=cal.dq,
-                within=everything,
-            )
-            for name, inp in cal.inputs.items()
-        }
-        registered = registry.select(
+        filters: dict[str, Any] = dict(
             exp=exp,
             runs=runs,
             run_type=cal.run_type,
@@ -336,6 +321,13 @@ def run_calibrations(
             magnet_on=cal.magnet_on,
             dq=cal.dq,
         )
+        datasets = {
+            name: Dataset.select(
+                folder, registry=registry, skims=inp.skims, within=everything, **filters
+            )
+            for name, inp in cal.inputs.items()
+        }
+        registered = registry.select(**filters)  # with or without files
         overrides = (config or {}).get(cal.name)
         reports[cal.name] = runner.run(
             datasets, [r.key for r in registered], cal.configure(overrides), dep_jobs
