@@ -26,6 +26,8 @@ from b2calib.calibration.algorithm import Algorithm, AlgorithmInput
 from b2calib.calibration.jobs import JobStore
 from b2calib.conditions import ConditionsDB, Payload
 from b2calib.exceptions import CalibrationError, ConfigError
+from b2calib.sim.simulate import skim_path
+from tests.broken_runs import rewrite_skim
 from tests.example_calibration import (
     PAYLOAD,
     SKIM,
@@ -590,3 +592,106 @@ def test_a_new_detector_package_is_found_without_reinstalling(
     assert {"ecl-energy", "cdc-t0", "top-common-t0"} <= set(names)
     variables = {v.name for p in found["b2calib.qa"]() for v in p.variables}
     assert {"hadron.zz_hits_per_event", "mumu.cdc_hits_per_track"} <= variables
+
+
+# -- runs without usable data (issue 13) ---------------------------------------------------------
+
+
+def _break(data: Path, run: RunKey, damage: str) -> None:
+    """Break the example's file of ``run`` (see :data:`WHY`)."""
+    path = skim_path(data, *run, SKIM)
+    if damage == "missing-branch":
+        rewrite_skim(path, drop=["x"])
+    elif damage == "wrong-type":
+        rewrite_skim(path, retype={"x": "float64"})
+    elif damage == "empty-tree":
+        rewrite_skim(path, empty=True)
+    elif damage == "empty-file":
+        rewrite_skim(path, empty=True, n_events=0)
+    elif damage == "truncated":  # not even its metadata can be read
+        path.write_bytes(path.read_bytes()[:2000])
+    else:
+        path.unlink()
+
+
+WHY = {
+    "missing-branch": "cdst_hlt_mumu_2trk_e0001_r00006.root skipped (missing-branch)",
+    "wrong-type": "cdst_hlt_mumu_2trk_e0001_r00006.root skipped (wrong-type)",
+    "empty-tree": "cdst_hlt_mumu_2trk_e0001_r00006.root skipped (truncated)",
+    "empty-file": "cdst_hlt_mumu_2trk_e0001_r00006.root has no events",
+    "truncated": "cdst_hlt_mumu_2trk_e0001_r00006.root skipped (truncated)",
+    "absent": "no file of skim hlt_mumu_2trk",
+}
+
+
+@pytest.mark.parametrize("damage", list(WHY))
+def test_a_run_without_usable_data_is_merged(
+    damage: str, data: Path, db: ConditionsDB, tmp_path: Path
+) -> None:
+    """Regression (issue 13): a run whose only file was skipped, is empty or absent reached the
+    algorithms as a run without collector output (the example's boundary request, like
+    ecl-time's, raised KeyError). The algorithms see only runs with data; the strategy merges
+    the run as any run lacking data; the report and the job summary say which run and why."""
+    _break(data, (1, 6), damage)
+    alg = OffsetAlgorithm()
+    report = run(offset_calibration(algorithm=alg), data, db, tmp_path)["test-offset"]
+    assert report.status == "OK", report
+    assert (1, 6) in report.runs
+    assert report.runs_without_data == {(1, 6): WHY[damage]}
+    assert all((1, 6) not in runs for runs in alg.calls)  # never handed to the algorithm
+    staged = staged_values(db, "staging")
+    assert [iov for iov, _, _ in staged] == ["1,1,1,4", "1,5,1,8", "2,1,2,3"]  # run 6 merged
+    assert staged[1][1] == pytest.approx(3.0, abs=0.1)
+    p = db.payload(db.iovs("staging", PAYLOAD)[1].payload)
+    assert p.metadata["provenance"]["runs"] == [[1, 5], [1, 7], [1, 8]]  # the data it used
+    assert not any("r00006" in f for f in p.metadata["provenance"]["files"])
+    assert f"run 1.6: no usable data: {WHY[damage]}" in str(report)
+    assert "runs without usable data: 1.6" in report.message
+    (job,) = JobStore(db).jobs("test-offset")
+    assert job.summary["runs_without_data"] == [[1, 6, WHY[damage]]]
+    again = run(offset_calibration(), data, db, tmp_path)["test-offset"]
+    assert again.already_done
+    assert again.runs_without_data == report.runs_without_data
+
+
+def test_a_run_without_usable_data_run_by_run(data: Path, db: ConditionsDB, tmp_path: Path) -> None:
+    """SimpleRunByRun: the run without data is NOT_ENOUGH_DATA, saying why; the others stage."""
+    _break(data, (1, 6), "missing-branch")
+    cal = offset_calibration(SimpleRunByRun(), name="by-run")
+    report = run(cal, data, db, tmp_path, exp=1)["by-run"]
+    assert report.status == "OK", report
+    lacking = [e for e in report.executions if e.iov is None]
+    # run 3 holds too few events, run 6 none
+    assert [(e.runs, e.status) for e in lacking] == [([(1, 3)], NED), ([(1, 6)], NED)]
+    assert lacking[1].message == f"no usable data in run 1.6: {WHY['missing-branch']}"
+    iovs = [iov for iov, _, _ in staged_values(db, "staging")]
+    assert iovs == ["1,1,1,1", "1,2,1,2", "1,4,1,4", "1,5,1,5", "1,7,1,7", "1,8,1,8"]
+    assert "runs without payload: 1.3..1.3 (NOT_ENOUGH_DATA), 1.6..1.6" in report.message
+
+
+class Careless(OffsetAlgorithm):
+    """Returns a payload whatever its input (a nominal offset when it has no histogram)."""
+
+    def run(self, data: AlgorithmInput) -> AlgorithmResult:
+        if "residual" in data.histograms:
+            return super().run(data)
+        nominal = Payload(PAYLOAD, values={"offset": np.array([0.0])})
+        return AlgorithmResult(OK, [nominal], message="nominal")
+
+
+def test_no_payload_is_staged_from_nothing(data: Path, db: ConditionsDB, tmp_path: Path) -> None:
+    """Regression (issue 13): runs without data reached the algorithm, which could return a
+    payload made of nothing; now such an execution is NOT_ENOUGH_DATA before any algorithm
+    runs, and a calibration none of whose runs has data stages nothing."""
+    damages = {(2, 1): "missing-branch", (2, 2): "empty-file", (2, 3): "absent"}
+    for run_key, damage in damages.items():
+        _break(data, run_key, damage)
+    for strategy in (SingleIOV(), SequentialRunByRun(), SimpleRunByRun(), SequentialBoundaries()):
+        name = f"careless-{type(strategy).__name__}"
+        cal = offset_calibration(strategy, algorithm=Careless(), name=name)
+        report = run(cal, data, db, tmp_path, exp=2)[name]
+        assert report.status == "NOT_ENOUGH_DATA", report
+        assert "nothing staged" in report.message
+        assert sorted(report.runs_without_data) == [(2, 1), (2, 2), (2, 3)]
+        assert all(e.status is NED for e in report.executions)
+    assert db.payloads() == []

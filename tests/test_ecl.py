@@ -40,6 +40,7 @@ from b2calib.runs import RunRegistry
 from b2calib.sim import SimConfig, simulate
 from b2calib.sim.conditions import conditions_for_run, truth_payloads
 from b2calib.sim.physics import Beam, boost
+from tests.broken_runs import broken_copy
 from tests.closure import assert_closure, calibrate, pulls, staged
 from tests.conftest import SAMPLE
 from tests.test_notebooks import execute
@@ -628,6 +629,59 @@ def test_cli_on_the_sample_bucket(tmp_path: Path) -> None:
         assert np.all(np.isnan(payload.value("value")[~ok]))
     crates = staged(database, "low", "ECLCrateTimeOffset")
     assert all((p.status == OK).sum() >= 30 for _, p in crates)
+
+
+# ------------------------------------------------------------------- broken runs (issue 13)
+#: Runs 1-5 of the sample bucket; run 3 is broken in the copies. The bucket's few Bhabha
+#: electrons need lower crate thresholds.
+BROKEN_RUNS = range(1, 6)
+LOW_TIME = {"ecl-time": {"crate_min_entries": 5}}
+
+
+@pytest.fixture(scope="module")
+def time_without_run_3(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list]:
+    """ecl-time on the sample bucket's runs 1, 2, 4, 5: what a broken run 3 must not change."""
+    tmp = tmp_path_factory.mktemp("ecl-time-reference")
+    _, db = calibrate("ecl-time", SAMPLE, tmp / "c.sqlite", runs=[1, 2, 4, 5], config=LOW_TIME)
+    return {name: staged(db, "staging", name) for name in (T.CRYSTAL_PAYLOAD, T.CRATE_PAYLOAD)}
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        "missing-branch",
+        pytest.param("wrong-type", marks=pytest.mark.slow),
+        pytest.param("empty-tree", marks=pytest.mark.slow),
+    ],
+)
+def test_time_survives_a_skipped_run(
+    damage: str, tmp_path: Path, time_without_run_3: dict[str, list]
+) -> None:
+    """Regression (issue 13): with run 3's files skipped (a missing or mistyped branch, an empty
+    tree) ecl-time raised ``KeyError: (12, 3)`` in crate_step_boundaries. Now run 3 is merged
+    into its neighbours' payload, reported with the reason, and the constants are those of
+    the runs with data."""
+    data = broken_copy(SAMPLE, tmp_path / "data", 12, 3, damage)
+    reports, db = calibrate(
+        "ecl-time", data, tmp_path / "c.sqlite", runs=BROKEN_RUNS, config=LOW_TIME
+    )
+    report = reports["ecl-time"]
+    assert report.status == "OK", report
+    reason = {"empty-tree": "truncated"}.get(damage, damage)
+    assert report.runs_without_data == {
+        (12, 3): f"cdst_hlt_bhabha_e0012_r00003.root skipped ({reason})"
+    }
+    for name, reference in time_without_run_3.items():
+        got = staged(db, "staging", name)
+        assert [str(e.iov) for e, _ in got] == ["12,1,12,5"]  # run 3 is covered
+        assert [p.metadata["provenance"]["runs"] for _, p in got] == [
+            [[12, 1], [12, 2], [12, 4], [12, 5]]
+        ]
+        for (_, p), (_, ref) in zip(got, reference, strict=True):
+            for column in p.values:
+                np.testing.assert_array_equal(p.value(column), ref.value(column))
+            np.testing.assert_array_equal(p.errors["value"], ref.errors["value"])
+            np.testing.assert_array_equal(p.status, ref.status)
 
 
 # ---------------------------------------------------------------------------- notebooks

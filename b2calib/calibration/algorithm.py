@@ -109,12 +109,15 @@ class AlgorithmInput:
     Attributes
     ----------
     runs
-        The runs of this execution, in order.
+        The runs of this execution that have collector output, in order: a run whose files
+        were all skipped, are empty or absent is never among them (the runner merges it or
+        leaves it without payload as the IoV strategy says, and reports it), so
+        ``per_run[run]`` exists for each.
     histograms
         Collector histograms summed over :attr:`runs`.
     per_run
-        The collector output of every input run (for algorithms that look at single runs, e.g.
-        to request payload boundaries).
+        The collector output of every input run with data (for algorithms that look at single
+        runs, e.g. to request payload boundaries).
     constants
         Payloads currently valid: those of the algorithms before this one in this pass, then
         this calibration's previous iteration, then the staging tag (dependencies), then the
@@ -171,5 +174,5 @@ class Algorithm(abc.ABC):
     def boundaries(self, data: AlgorithmInput) -> Sequence[RunKey]:
         """Runs at which a new payload must start (for
         :class:`~b2calib.calibration.SequentialBoundaries` without given boundaries); ``data``
-        holds every input run. The default requests none."""
+        holds every input run with collector output. The default requests none."""
         return ()

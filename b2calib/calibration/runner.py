@@ -16,6 +16,16 @@ For each one:
 4. while an algorithm says ITERATE, collection and execution repeat (up to ``max_iterations``).
 5. unless an execution said FAILURE, the payloads are staged in the staging tag and the job is
    marked completed, in one transaction. For a FAILURE nothing is staged.
+
+Runs without usable data
+    The input runs are those of the run registry that pass the calibration's filters, whether
+    or not their files could be read. A run whose files were all skipped (unreadable, missing
+    or mistyped branches), hold no events, or are absent has no collector output: the
+    algorithms never see it (every run of an :class:`AlgorithmInput` has output), and an
+    execution none of whose runs has output is NOT_ENOUGH_DATA without running the algorithm
+    (no payload is made of nothing). The IoV strategy treats it as any run lacking data: merged
+    with its neighbours, or without payload (SimpleRunByRun). The report and the job summary
+    list each such run and why (:attr:`CalibrationReport.runs_without_data`).
 """
 
 from __future__ import annotations
@@ -98,6 +108,7 @@ class CalibrationReport:
     reused_steps: int = 0
     already_done: bool = False
     message: str = ""
+    runs_without_data: dict[RunKey, str] = field(default_factory=dict)
 
     def summary(self) -> dict[str, Any]:
         """JSON-ready summary (stored with the job)."""
@@ -109,6 +120,7 @@ class CalibrationReport:
             "executions": [e.as_dict() for e in self.executions],
             "staged": [[e.name, e.payload.revision, str(e.iov)] for e in self.staged],
             "skipped_files": [s.path for s in self.skipped_files],
+            "runs_without_data": [[*r, why] for r, why in self.runs_without_data.items()],
             "message": self.message,
         }
 
@@ -131,6 +143,8 @@ class CalibrationReport:
                 f"  {e.algorithm} runs {_run_text(e.runs[0])}..{_run_text(e.runs[-1])}: "
                 f"{e.status.value} {iov}" + (f" ({e.message})" if e.message else "")
             )
+        for r, why in self.runs_without_data.items():
+            lines.append(f"  run {_run_text(r)}: no usable data: {why}")
         for s in self.staged:
             lines.append(f"  staged {s.payload} [{s.iov}] in {s.globaltag}")
         for f in self.skipped_files:
@@ -142,9 +156,58 @@ def _run_text(r: RunKey) -> str:
     return f"{r[0]}.{r[1]}"
 
 
+def _runs_text(runs: Sequence[RunKey]) -> str:
+    return ", ".join(_run_text(r) for r in runs)
+
+
 def _merged(output: RunOutput, runs: Sequence[RunKey]) -> dict[str, hist.Hist]:
     present = [r for r in runs if r in output]
     return output.merged(present) if present else {}
+
+
+def _with_output(output: RunOutput, runs: Iterable[RunKey]) -> list[RunKey]:
+    """The runs of ``runs`` for which the collectors produced histograms."""
+    return [r for r in runs if output.get(r)]
+
+
+def _no_data_reasons(
+    cal: Calibration,
+    runs: Iterable[RunKey],
+    datasets: Mapping[str, Dataset],
+    skipped: Sequence[SkippedFile],
+) -> dict[RunKey, str]:
+    """Why each of ``runs`` (runs without collector output) has no usable data: its files that
+    were skipped (and why), that hold no events, or that are absent."""
+    skipped_by_path = {s.path: s for s in skipped}
+    problems = {Path(s.path).name: s for ds in datasets.values() for s in ds.problems}
+    out: dict[RunKey, str] = {}
+    for run in runs:
+        refs = sorted(
+            {
+                f.path: f for ds in datasets.values() for f in ds.files if (f.exp, f.run) == run
+            }.items()
+        )
+        reasons = []
+        found = {ref.skim for _, ref in refs}
+        for path, ref in refs:
+            name = Path(path).name
+            if path in skipped_by_path:
+                reasons.append(f"{name} skipped ({skipped_by_path[path].reason})")
+            elif ref.n_events == 0:
+                reasons.append(f"{name} has no events")
+            else:
+                reasons.append(f"{name} gave no histograms")
+        # a file whose metadata could not be read names its run only in its (basf2) file name
+        for skim in cal.skims:
+            name = f"cdst_{skim}_e{run[0]:04d}_r{run[1]:05d}.root"
+            if skim not in found and name in problems:
+                found.add(skim)
+                reasons.append(f"{name} skipped ({problems[name].reason})")
+        missing = [s for s in cal.skims if s not in found]
+        if missing:
+            reasons.append(f"no file of skim{'s' if len(missing) > 1 else ''} {', '.join(missing)}")
+        out[run] = "; ".join(reasons)
+    return out
 
 
 def run_calibrations(
@@ -250,23 +313,25 @@ def run_calibrations(
                 progress=progress,
             ),
         )
+        filters: dict[str, Any] = dict(
+            exp=exp,
+            runs=runs,
+            run_type=cal.run_type,
+            beam_energy=cal.beam_energy,
+            magnet_on=cal.magnet_on,
+            dq=cal.dq,
+        )
         datasets = {
             name: Dataset.select(
-                folder,
-                registry=registry,
-                exp=exp,
-                runs=runs,
-                skims=inp.skims,
-                run_type=cal.run_type,
-                beam_energy=cal.beam_energy,
-                magnet_on=cal.magnet_on,
-                dq=cal.dq,
-                within=everything,
+                folder, registry=registry, skims=inp.skims, within=everything, **filters
             )
             for name, inp in cal.inputs.items()
         }
+        registered = registry.select(**filters)  # with or without files
         overrides = (config or {}).get(cal.name)
-        reports[cal.name] = runner.run(datasets, cal.configure(overrides), dep_jobs)
+        reports[cal.name] = runner.run(
+            datasets, [r.key for r in registered], cal.configure(overrides), dep_jobs
+        )
     return reports
 
 
@@ -282,7 +347,7 @@ class _Pass:
     report: CalibrationReport
 
     def input(self, runs: list[RunKey]) -> AlgorithmInput:
-        """The algorithm input for ``runs``."""
+        """The algorithm input for ``runs`` (runs with collector output)."""
         merged = _merged(self.output, runs)
         return AlgorithmInput(
             runs, merged, self.output, self.constants, self.config, self.iteration
@@ -308,15 +373,27 @@ class _Runner:
         self.requested: dict[str, list[RunKey]] = {}
 
     def run(
-        self, datasets: dict[str, Dataset], config: dict[str, Any], dep_jobs: dict[str, str]
+        self,
+        datasets: dict[str, Dataset],
+        registered: Sequence[RunKey],
+        config: dict[str, Any],
+        dep_jobs: dict[str, str],
     ) -> CalibrationReport:
+        """Run the calibration on the ``registered`` runs (those of the registry that pass its
+        filters) with the files of ``datasets``."""
         cal = self.cal
         report = CalibrationReport(cal.name, "OK", self.staging_tag)
-        runs = sorted({r for ds in datasets.values() for r in ds.runs})
+        with_files = {r for ds in datasets.values() for r in ds.runs}
+        runs = sorted(with_files | set(registered))
         report.runs = runs
         if not runs:
             report.status = "NOT_ENOUGH_DATA"
             report.message = "no input run passes the calibration's filters"
+            return report
+        if not with_files:
+            report.status = "NOT_ENOUGH_DATA"
+            report.runs_without_data = _no_data_reasons(cal, runs, datasets, [])
+            report.message = f"no input run has a file of {', '.join(cal.skims)}; nothing staged"
             return report
         files = sorted({f.path for ds in datasets.values() for f in ds.files})
         inputs = {
@@ -348,7 +425,9 @@ class _Runner:
         self.files_by_run: dict[RunKey, list[str]] = {}
         for ds in datasets.values():
             for f in ds.files:
-                self.files_by_run.setdefault((f.exp, f.run), []).append(Path(f.path).name)
+                self.files_by_run.setdefault((f.exp, f.run), []).append(f.path)
+        self.with_data: set[RunKey] = set()
+        self.skipped_paths: set[str] = set()
         overlay: list[tuple[IoV, Payload]] = []
         executions: list[tuple[Algorithm, Execution]] = []
         for iteration in range(cal.max_iterations):
@@ -359,6 +438,11 @@ class _Runner:
                 result = collect(inp.build(constants, runs), datasets[name], **self.engine_options)
                 report.skipped_files += [s for s in result.skipped if s not in report.skipped_files]
                 _add_output(output, result.output, name)
+            self.with_data = set(_with_output(output, runs))
+            self.skipped_paths = {s.path for s in report.skipped_files}
+            report.runs_without_data = _no_data_reasons(
+                cal, [r for r in runs if r not in self.with_data], datasets, report.skipped_files
+            )
             self.store.set_state(job, f"collected:{iteration}")
             executions = self._algorithms(
                 _Pass(job, iteration, output, constants, config, report), runs
@@ -377,29 +461,44 @@ class _Runner:
         report.executions = [self._exec_report(alg, e, iteration) for alg, e in executions]
         failures = [r for r in report.executions if r.status is AlgorithmStatus.FAILURE]
         successes = [r for r in report.executions if r.iov is not None]
+        no_data = (
+            f"runs without usable data: {_runs_text(list(report.runs_without_data))}"
+            if report.runs_without_data
+            else ""
+        )
         if failures:
             report.status = "FAILED"
-            report.message = (
-                "; ".join(
-                    f"{f.algorithm} failed on runs {_run_text(f.runs[0])}..{_run_text(f.runs[-1])}"
-                    + (f": {f.message}" if f.message else "")
-                    for f in failures
-                )
-                + "; nothing staged"
+            report.message = "; ".join(
+                [
+                    *(
+                        f"{f.algorithm} failed on runs {_run_text(f.runs[0])}.."
+                        f"{_run_text(f.runs[-1])}" + (f": {f.message}" if f.message else "")
+                        for f in failures
+                    ),
+                    "nothing staged",
+                    *([no_data] if no_data else []),
+                ]
             )
             self.store.set_state(job, "failed", report.summary())
             return report
         if not successes:
             report.status = "NOT_ENOUGH_DATA"
-            report.message = "no execution had enough data; nothing staged"
+            report.message = "; ".join(
+                ["no execution had enough data", "nothing staged", *([no_data] if no_data else [])]
+            )
             self.store.set_state(job, "not_enough_data", report.summary())
             return report
         lacking = [r for r in report.executions if r.iov is None]
+        notes = [no_data] if no_data else []
         if lacking:
-            report.message = "runs without payload: " + ", ".join(
-                f"{_run_text(r.runs[0])}..{_run_text(r.runs[-1])} ({r.status.value})"
-                for r in lacking
+            notes.append(
+                "runs without payload: "
+                + ", ".join(
+                    f"{_run_text(r.runs[0])}..{_run_text(r.runs[-1])} ({r.status.value})"
+                    for r in lacking
+                )
             )
+        report.message = "; ".join(notes)
         if not report.converged:
             report.message = (
                 f"still asked to ITERATE after {cal.max_iterations} iterations; "
@@ -428,11 +527,12 @@ class _Runner:
         return executions
 
     def _boundaries(self, p: _Pass, alg: Algorithm, runs: list[RunKey]) -> list[RunKey]:
-        """Boundaries the algorithm requests, asked once per job (in the first iteration) so
-        that the payload IoVs stay the same while iterating."""
+        """Boundaries the algorithm requests from the runs with data, asked once per job (in
+        the first iteration) so that the payload IoVs stay the same while iterating."""
         if alg.name not in self.requested:
-            data = p.input(runs)
-            self.requested[alg.name] = sorted((int(e), int(r)) for e, r in alg.boundaries(data))
+            present = [r for r in runs if r in self.with_data]
+            found = alg.boundaries(p.input(present)) if present else ()
+            self.requested[alg.name] = sorted((int(e), int(r)) for e, r in found)
         return self.requested[alg.name]
 
     def _execute(self, p: _Pass, alg: Algorithm, runs: list[RunKey]) -> AlgorithmResult:
@@ -442,13 +542,19 @@ class _Runner:
         if record is not None:
             report.reused_steps += 1
             return self._from_record(record, key)
-        data = p.input(runs)
-        try:
-            result = alg.run(data)
-        except B2CalibError as err:
+        present = [r for r in runs if r in self.with_data]
+        if not present:  # nothing to calibrate on: the algorithm is not asked
             result = AlgorithmResult(
-                AlgorithmStatus.FAILURE, message=f"{type(err).__name__}: {err}"
+                AlgorithmStatus.NOT_ENOUGH_DATA,
+                message=_no_data_message(runs, report.runs_without_data),
             )
+        else:
+            try:
+                result = alg.run(p.input(present))
+            except B2CalibError as err:
+                result = AlgorithmResult(
+                    AlgorithmStatus.FAILURE, message=f"{type(err).__name__}: {err}"
+                )
         unexpected = [q.name for q in result.payloads if q.name not in alg.payloads]
         if unexpected:
             raise CalibrationError(
@@ -461,9 +567,18 @@ class _Runner:
                 **self.provenance,
                 "algorithm": alg.name,
                 "iteration": iteration,
-                "runs": [list(r) for r in runs],
-                "files": sorted(f for r in runs for f in self.files_by_run.get(r, [])),
+                "runs": [list(r) for r in present],  # the runs whose data it was made of
+                "files": sorted(
+                    Path(f).name
+                    for r in present
+                    for f in self.files_by_run.get(r, [])
+                    if f not in self.skipped_paths
+                ),
             }
+            if len(present) < len(runs):
+                payload.metadata["provenance"]["runs_without_data"] = [
+                    list(r) for r in runs if r not in self.with_data
+                ]
         diag = result.diagnostics
         blob = diag.to_bytes() if (diag.histograms or diag.tables) else None
         self.steps[key] = self.store.record_step(
@@ -506,6 +621,9 @@ class _Runner:
         report.iterations = s["iterations"]
         report.converged = s["converged"]
         report.message = s["message"]
+        report.runs_without_data = {
+            (int(e), int(r)): str(why) for e, r, why in s.get("runs_without_data", [])
+        }
         report.staged = [
             IovEntry(self.staging_tag, self.db.payload_info(name, rev), IoV.parse(iov))
             for name, rev, iov in s["staged"]
@@ -523,6 +641,15 @@ class _Runner:
             for e in s["executions"]
         ]
         return report
+
+
+def _no_data_message(runs: Sequence[RunKey], why: Mapping[RunKey, str]) -> str:
+    """The message of an execution none of whose ``runs`` has data."""
+    if len(runs) == 1:
+        return f"no usable data in run {_run_text(runs[0])}: {why.get(runs[0], 'no histograms')}"
+    return f"no usable data in runs {_run_text(runs[0])}..{_run_text(runs[-1])}: " + "; ".join(
+        f"{_run_text(r)}: {why.get(r, 'no histograms')}" for r in runs
+    )
 
 
 def _file_identity(path: str) -> list[Any]:
