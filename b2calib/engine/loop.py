@@ -29,6 +29,7 @@ from typing import Any, Literal
 import uproot
 
 from b2calib._extras import require
+from b2calib._workers import exit_with_parent
 from b2calib.engine.collector import Collector, Histograms, RunOutput
 from b2calib.engine.dataset import Dataset, SkippedFile, _skipped
 from b2calib.exceptions import B2CalibError, ConfigError, FileFormatError
@@ -170,8 +171,14 @@ def _process(
 def _run_pool(
     fn: Callable[..., Any], items: Sequence[WorkItem], workers: int, threads: bool
 ) -> Iterator[tuple[int, Any, bool]]:
-    kind = ThreadPoolExecutor if threads else ProcessPoolExecutor
-    with kind(max_workers=workers) as pool:
+    pool: ThreadPoolExecutor | ProcessPoolExecutor
+    if threads:
+        pool = ThreadPoolExecutor(max_workers=workers)
+    else:  # workers end with this process, even when it is killed
+        pool = ProcessPoolExecutor(
+            max_workers=workers, initializer=exit_with_parent, initargs=(os.getpid(),)
+        )
+    with pool:
         futures = [pool.submit(fn, it) for it in items]
         try:
             for fut in as_completed(futures):
@@ -232,7 +239,8 @@ def collect(
         ``"inprocess"``; ``"threads"`` (a local thread pool: best when the collector spends its
         time in code that releases the GIL, as the compiled fills and uproot's decompression
         do, since no histogram has to be sent between processes); ``"processes"`` (a local
-        pool of ``workers`` processes, default all cores); or Dask: a ``distributed.Client``,
+        pool of ``workers`` processes, default all cores, which end when this process does);
+        or Dask: a ``distributed.Client``,
         a scheduler address (``"tcp://host:8786"``) or a cluster object (``LocalCluster``,
         or a dask-jobqueue ``SLURMCluster``, ``LSFCluster``, ``HTCondorCluster`` ... for
         batch farms).

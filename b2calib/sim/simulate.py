@@ -27,6 +27,7 @@ import numpy.typing as npt
 import uproot
 
 from b2calib._version import __version__
+from b2calib._workers import exit_with_parent
 from b2calib.conditions.localdb import LocalDatabase
 from b2calib.conditions.payload import Payload
 from b2calib.exceptions import ConfigError
@@ -339,7 +340,9 @@ def simulate(
             if progress:
                 progress(done)
     else:
-        with ProcessPoolExecutor(max_workers=jobs) as pool:
+        with ProcessPoolExecutor(  # workers end with this process, even when it is killed
+            max_workers=jobs, initializer=exit_with_parent, initargs=(os.getpid(),)
+        ) as pool:
             futures = [pool.submit(simulate_run, cfg, r, outp) for r in runs]
             results = []
             for f in futures:
