@@ -28,7 +28,23 @@ __all__ = [
 
 
 class B2CalibError(Exception):
-    """Base class of every error b2calib raises on purpose."""
+    """Base class of every error b2calib raises on purpose.
+
+    Every one pickles with its message and attributes, whatever its constructor takes, so that
+    it crosses process boundaries (pool workers, Dask) as itself.
+    """
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (_rebuild, (type(self), self.args, dict(self.__dict__)))
+
+
+def _rebuild(
+    cls: type[B2CalibError], args: tuple[object, ...], state: dict[str, object]
+) -> B2CalibError:
+    err = cls.__new__(cls)
+    Exception.__init__(err, *args)
+    err.__dict__.update(state)
+    return err
 
 
 class CalibrationError(B2CalibError, RuntimeError):

@@ -317,3 +317,21 @@ def test_nonfinite_values_are_counted_per_run_and_branch(bucket: Path) -> None:
     assert sorted(skipped.output) == [(12, 1), (12, 3)]
     with pytest.raises(ConfigError, match="max_nonfinite"):
         collect(ECL, ds, max_nonfinite=2.0, **QUIET)
+
+
+def test_errors_cross_process_boundaries() -> None:
+    """A b2calib error raised in a pool worker reaches the parent as itself (it used to break
+    the pool: FileFormatError could not be unpickled)."""
+    import pickle
+
+    from b2calib.exceptions import InconsistentDataError, MissingBranchError
+
+    for err in (
+        FileFormatError("a.root", "checksum", "adler32 is 0, the catalogue recorded 1"),
+        InconsistentDataError(["a.root", "b.root"], "duplicate-events", "run (1, 2): twice"),
+        MissingBranchError("a.root", "x", ["y"]),
+    ):
+        back = pickle.loads(pickle.dumps(err))
+        assert type(back) is type(err)
+        assert str(back) == str(err)
+        assert back.__dict__ == err.__dict__
