@@ -218,7 +218,7 @@ class Dataset:
             for p in ds.problems
             if p.run is None or (p.run in keep and (wanted is None or p.skim in wanted))
         ]
-        where = getattr(registry, "source", None) or folder / "runs.json"
+        where = registry.source or folder / "runs.json"
         unlisted: dict[tuple[int, int], list[str]] = {}
         for f in ds.files:
             if f.key not in registry and asked(f.key, f.skim):
