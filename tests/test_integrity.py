@@ -20,9 +20,8 @@ import pytest
 from click.testing import CliRunner
 
 from b2calib.cli import cli
-from b2calib.engine import ChannelValueCollector, Dataset, ValueCollector, collect
+from b2calib.engine import Dataset, ValueCollector, collect
 from b2calib.exceptions import ConfigError, FileFormatError
-from b2calib.geometry import ecl
 from b2calib.runs import RunRegistry
 from tests.skimfiles import (
     adler32,
@@ -38,14 +37,8 @@ from tests.skimfiles import (
     twice,
     with_nonfinite,
 )
+from tests.test_engine import ECL
 
-ECL = ChannelValueCollector(
-    "ECLCalDigits_m_CellId",
-    "ECLCalDigits_m_Energy",
-    ecl.N_CRYSTALS,
-    (100, 0.0, 6.0),
-    first_channel=1,
-)
 QUIET = dict(executor="inprocess", cache=False, progress=False)
 
 
