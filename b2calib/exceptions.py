@@ -8,7 +8,7 @@ Every error derives from :class:`B2CalibError` and, where it fits, from the matc
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 __all__ = [
     "B2CalibError",
@@ -16,6 +16,7 @@ __all__ = [
     "ConditionsError",
     "ConfigError",
     "FileFormatError",
+    "InconsistentDataError",
     "MissingBranchError",
     "MissingExtraError",
     "PayloadError",
@@ -27,7 +28,23 @@ __all__ = [
 
 
 class B2CalibError(Exception):
-    """Base class of every error b2calib raises on purpose."""
+    """Base class of every error b2calib raises on purpose.
+
+    Every one pickles with its message and attributes, whatever its constructor takes, so that
+    it crosses process boundaries (pool workers, Dask) as itself.
+    """
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (_rebuild, (type(self), self.args, dict(self.__dict__)))
+
+
+def _rebuild(
+    cls: type[B2CalibError], args: tuple[object, ...], state: dict[str, object]
+) -> B2CalibError:
+    err = cls.__new__(cls)
+    Exception.__init__(err, *args)
+    err.__dict__.update(state)
+    return err
 
 
 class CalibrationError(B2CalibError, RuntimeError):
@@ -52,16 +69,38 @@ class FileFormatError(B2CalibError, OSError):
         The file at fault.
     reason
         A short machine-readable reason: ``"not-root"``, ``"truncated"``, ``"missing-tree"``,
-        ``"missing-metadata"``, ``"wrong-type"`` or ``"unreadable"``.
+        ``"missing-metadata"``, ``"wrong-type"``, ``"unreadable"`` or ``"checksum"`` (the
+        file's size or checksum is not what the file catalogue recorded when it was written).
     detail
         Human-readable explanation.
+    message
+        The whole message, when it was composed already (an error recorded earlier and raised
+        now); by default ``"<path>: <detail> [<reason>]"``.
     """
 
-    def __init__(self, path: str, reason: str, detail: str) -> None:
+    def __init__(self, path: str, reason: str, detail: str, *, message: str | None = None) -> None:
         self.path = str(path)
         self.reason = reason
         self.detail = detail
-        super().__init__(f"{self.path}: {detail} [{reason}]")
+        super().__init__(message if message is not None else f"{self.path}: {detail} [{reason}]")
+
+
+class InconsistentDataError(FileFormatError):
+    """Skim files that are readable but contradict each other, their paths or the run registry:
+    the same events twice in a run (``"duplicate-events"``), a file whose path and metadata name
+    different runs (``"path-mismatch"``), files of a run the registry does not list
+    (``"not-in-registry"``) or lists more than once (``"registry-duplicate"``), more NaN or Inf
+    values in a run than allowed (``"non-finite"``).
+
+    ``paths`` are every file involved (``path`` is the first); the message names them all.
+    """
+
+    def __init__(
+        self, paths: Sequence[str], reason: str, detail: str, *, message: str | None = None
+    ) -> None:
+        self.paths = [str(p) for p in paths]
+        super().__init__(", ".join(self.paths), reason, detail, message=message)
+        self.path = self.paths[0] if self.paths else ""
 
 
 class MissingBranchError(B2CalibError, KeyError):

@@ -4,13 +4,20 @@ A skim file is a ROOT file with a TTree ``tree`` (one entry per event, branches 
 ``<basf2 object>_<member>`` with a counter ``n<object>`` for per-event collections) and a
 ``TObjString`` ``FileMetaData`` holding a JSON object (exp, run, skim, global tag, release,
 event count, seed ...).
+
+A file cannot carry its own checksum: as Belle II's file catalogue does, a
+:class:`FileCatalogue` (``catalogue.json`` at the top of a data folder, written by whoever
+writes the files) records each file's size and Adler-32 checksum, which a reader compares with
+the file before trusting its bytes (:func:`verify_file`).
 """
 
 from __future__ import annotations
 
 import json
 import os
-from collections.abc import Sequence
+import re
+import zlib
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,19 +25,32 @@ from typing import Any
 import awkward as ak
 import uproot
 
-from b2calib.exceptions import FileFormatError, MissingBranchError
+from b2calib.exceptions import ConfigError, FileFormatError, MissingBranchError
 
 __all__ = [
+    "CATALOGUE_NAME",
+    "CatalogueEntry",
+    "FileCatalogue",
     "FileMetadata",
     "SkimFile",
     "check_root_file",
+    "file_checksum",
+    "find_catalogue",
     "find_skim_files",
     "open_skim",
+    "path_mismatch",
     "read_metadata",
+    "verify_file",
 ]
 
 TREE_NAME = "tree"
 METADATA_KEY = "FileMetaData"
+#: The file catalogue of a data folder, beside its ``runs.json``.
+CATALOGUE_NAME = "catalogue.json"
+CATALOGUE_FORMAT = "b2calib-file-catalogue-1"
+#: How many folders above a file its catalogue may be (``<folder>/e0012/r00001/<file>``: 3).
+CATALOGUE_DEPTH = 3
+_CHUNK = 8 << 20
 
 
 def check_root_file(path: str | os.PathLike[str]) -> int:
@@ -188,6 +208,190 @@ class SkimFile:
         self.close()
 
 
+def file_checksum(path: str | os.PathLike[str]) -> str:
+    """The Adler-32 checksum of a file, as 8 hex digits (what Belle II's file catalogue and
+    its transfers record and check)."""
+    value = 1
+    try:
+        with open(path, "rb", buffering=0) as f:
+            buf = bytearray(min(_CHUNK, max(os.fstat(f.fileno()).st_size, 1)))
+            view = memoryview(buf)
+            while n := f.readinto(buf):
+                value = zlib.adler32(view[:n], value)
+    except OSError as err:
+        raise FileFormatError(
+            str(path), "unreadable", f"cannot read file ({err.strerror})"
+        ) from err
+    return f"{value & 0xFFFFFFFF:08x}"
+
+
+@dataclass(frozen=True)
+class CatalogueEntry:
+    """What the catalogue recorded about one file when it was written."""
+
+    size: int
+    adler32: str
+
+
+class FileCatalogue(Mapping[str, CatalogueEntry]):
+    """The files of a data folder with the size and Adler-32 checksum recorded when each was
+    written, keyed by their path relative to the folder (``e0012/r00001/cdst_...root``).
+
+    Stored as ``<folder>/catalogue.json``; a mapping of relative path to
+    :class:`CatalogueEntry`.
+    """
+
+    def __init__(
+        self, folder: str | os.PathLike[str], entries: Mapping[str, CatalogueEntry] | None = None
+    ) -> None:
+        self.folder = Path(folder)
+        self._entries: dict[str, CatalogueEntry] = dict(entries or {})
+
+    def __getitem__(self, key: str) -> CatalogueEntry:
+        return self._entries[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(sorted(self._entries))
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    @property
+    def path(self) -> Path:
+        """The catalogue's file."""
+        return self.folder / CATALOGUE_NAME
+
+    def key(self, path: str | os.PathLike[str]) -> str | None:
+        """``path`` relative to the folder (None when it is not below it)."""
+        p, folder = Path(os.path.abspath(path)), Path(os.path.abspath(self.folder))
+        try:
+            return p.relative_to(folder).as_posix()
+        except ValueError:
+            return None
+
+    def entry(self, path: str | os.PathLike[str]) -> CatalogueEntry | None:
+        """The entry of a file (None when the catalogue does not list it)."""
+        key = self.key(path)
+        return None if key is None else self._entries.get(key)
+
+    def record(self, path: str | os.PathLike[str], checksum: str | None = None) -> CatalogueEntry:
+        """Record a file as it is now (its checksum computed unless given)."""
+        key = self.key(path)
+        if key is None:
+            raise ConfigError(f"{path} is not below the catalogue's folder {self.folder}")
+        entry = CatalogueEntry(os.stat(path).st_size, checksum or file_checksum(path))
+        self._entries[key] = entry
+        return entry
+
+    def save(self) -> None:
+        """Write ``catalogue.json`` (atomically)."""
+        data = {
+            "format": CATALOGUE_FORMAT,
+            "checksum": "adler32",
+            "files": {
+                k: {"size": e.size, "adler32": e.adler32} for k, e in sorted(self._entries.items())
+            },
+        }
+        tmp = self.path.with_name(self.path.name + ".part")
+        tmp.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
+        os.replace(tmp, self.path)
+
+    @classmethod
+    def load(cls, folder: str | os.PathLike[str]) -> FileCatalogue:
+        """Read ``<folder>/catalogue.json``; :class:`ConfigError` (one line) when it is not a
+        file catalogue."""
+        folder = Path(folder)
+        path = folder / CATALOGUE_NAME
+        try:
+            data = json.loads(path.read_text())
+            if data.get("checksum", "adler32") != "adler32":
+                raise ValueError(f"unknown checksum {data['checksum']!r}")
+            entries = {
+                str(k): CatalogueEntry(int(v["size"]), _hex8(v["adler32"]))
+                for k, v in data["files"].items()
+            }
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
+            detail = err.strerror if isinstance(err, OSError) else str(err)
+            raise ConfigError(f"{path}: not a file catalogue ({detail})") from err
+        return cls(folder, entries)
+
+
+def _hex8(value: object) -> str:
+    if not isinstance(value, str) or not re.fullmatch(r"[0-9a-f]{8}", value):
+        raise ValueError(f"adler32 must be 8 hex digits, not {value!r}")
+    return value
+
+
+def find_catalogue(path: str | os.PathLike[str]) -> Path | None:
+    """The folder whose ``catalogue.json`` is the catalogue of a file: the nearest of the
+    :data:`CATALOGUE_DEPTH` folders above it that has one (None: none has)."""
+    p = Path(os.path.abspath(path))
+    for folder in p.parents[:CATALOGUE_DEPTH]:
+        if (folder / CATALOGUE_NAME).is_file():
+            return folder
+    return None
+
+
+def verify_file(
+    path: str | os.PathLike[str], entry: CatalogueEntry, catalogue: str, checksum: str | None = None
+) -> None:
+    """Compare a file with its catalogue entry (its checksum computed unless given).
+
+    Raises
+    ------
+    FileFormatError
+        ``checksum``: the size or the checksum differs from what ``catalogue`` recorded.
+    """
+    size = os.stat(path).st_size
+    if size != entry.size:
+        raise FileFormatError(
+            str(path),
+            "checksum",
+            f"{size} bytes on disk, the catalogue {catalogue} recorded {entry.size}: "
+            "the file changed after it was written",
+        )
+    actual = checksum or file_checksum(path)
+    if actual != entry.adler32:
+        raise FileFormatError(
+            str(path),
+            "checksum",
+            f"adler32 is {actual}, the catalogue {catalogue} recorded {entry.adler32}: "
+            "the file is corrupt",
+        )
+
+
+_NAME = re.compile(r"^cdst_(?P<skim>.+)_e(?P<exp>\d+)_r(?P<run>\d+)(?:\b|_|\.)")
+
+
+def path_mismatch(path: str | os.PathLike[str], meta: FileMetadata) -> str | None:
+    """What a file's path says that its metadata contradicts (None: nothing).
+
+    The path is read as the simulator and Belle II lay data out: an ``e<exp>`` and an
+    ``r<run>`` folder above the file, a name ``cdst_<skim>_e<exp>_r<run>...``; parts of the path
+    that do not follow that layout say nothing.
+    """
+    p = Path(path)
+    said: list[str] = []
+    run_dir, exp_dir = p.parent.name, p.parent.parent.name
+    if re.fullmatch(r"r\d+", run_dir) and int(run_dir[1:]) != meta.run:
+        said.append(f"folder {run_dir} (run {int(run_dir[1:])})")
+    if re.fullmatch(r"e\d+", exp_dir) and int(exp_dir[1:]) != meta.exp:
+        said.append(f"folder {exp_dir} (experiment {int(exp_dir[1:])})")
+    m = _NAME.match(p.name)
+    if m is not None and (int(m["exp"]), int(m["run"]), m["skim"]) != (
+        meta.exp,
+        meta.run,
+        meta.skim,
+    ):
+        said.append(f"name (exp {int(m['exp'])}, run {int(m['run'])}, skim {m['skim']})")
+    if not said:
+        return None
+    return (
+        f"path says {', '.join(said)}, its metadata says exp {meta.exp}, run {meta.run}, "
+        f"skim {meta.skim}"
+    )
+
+
 def find_skim_files(folder: str | os.PathLike[str]) -> list[Path]:
     """All skim files (``cdst_*.root``) below ``folder``, sorted."""
     return sorted(Path(folder).rglob("cdst_*.root"))
@@ -202,3 +406,7 @@ def read_metadata(path: str | os.PathLike[str]) -> FileMetadata:
     """Read only the ``FileMetaData`` of a skim file."""
     with open_skim(path) as f:
         return f.metadata
+
+
+def __dir__() -> list[str]:
+    return __all__

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from b2calib.dq import DQ_FLAGS, dq_tag
 from b2calib.exceptions import ConfigError, RunNotFoundError
@@ -171,11 +171,29 @@ def make_buckets(runs: Iterable[Run], min_lumi_fb: float = 9.0) -> list[Bucket]:
 
 
 class RunRegistry:
-    """An ordered collection of runs with queries; loads from and saves to JSON."""
+    """An ordered collection of runs with queries; loads from and saves to JSON.
 
-    def __init__(self, runs: Iterable[Run] = ()) -> None:
+    Attributes
+    ----------
+    duplicates
+        Runs the registry's file listed more than once, with how many times (loaded with
+        ``on_duplicate="drop"``: those runs are left out, since no entry is to be trusted more
+        than the other).
+    source
+        The file the registry was loaded from (None: built in memory).
+    """
+
+    def __init__(
+        self,
+        runs: Iterable[Run] = (),
+        *,
+        duplicates: Mapping[tuple[int, int], int] | None = None,
+        source: str | os.PathLike[str] | None = None,
+    ) -> None:
         self._runs: dict[tuple[int, int], Run] = {r.key: r for r in runs}
         self._runs = dict(sorted(self._runs.items()))
+        self.duplicates: dict[tuple[int, int], int] = dict(duplicates or {})
+        self.source = None if source is None else Path(source)
 
     def add(self, run: Run) -> None:
         """Add or replace a run."""
@@ -270,11 +288,53 @@ class RunRegistry:
         Path(path).write_text(json.dumps({"runs": [r.to_dict() for r in self]}, indent=1) + "\n")
 
     @classmethod
-    def load(cls, path: str | os.PathLike[str]) -> RunRegistry:
-        """Read a registry written by :meth:`save`."""
+    def load(
+        cls, path: str | os.PathLike[str], *, on_duplicate: Literal["raise", "drop"] = "raise"
+    ) -> RunRegistry:
+        """Read a registry written by :meth:`save`.
+
+        A run listed more than once is an error (:class:`ConfigError` naming the run and its
+        entries); with ``on_duplicate="drop"`` such runs are left out and recorded in
+        :attr:`duplicates` (the event loop then stops on their files, or skips them).
+        """
+        if on_duplicate not in ("raise", "drop"):
+            raise ConfigError(f"on_duplicate must be 'raise' or 'drop', not {on_duplicate!r}")
         p = Path(path)
         try:
             data = json.loads(p.read_text())
-            return cls(Run.from_dict(d) for d in data["runs"])
+            entries = data["runs"]
+            if not isinstance(entries, list):
+                raise TypeError("'runs' is not a list")
         except (OSError, ValueError, KeyError, TypeError) as err:
             raise ConfigError(f"{p}: not a run registry ({err})") from err
+        runs: list[Run] = []
+        for i, d in enumerate(entries, 1):
+            try:
+                runs.append(Run.from_dict(d))
+            except ConfigError as err:
+                raise ConfigError(f"{p}: entry {i}: {err}") from err
+            except (KeyError, TypeError, AttributeError) as err:
+                raise ConfigError(
+                    f"{p}: entry {i} is not a run ({type(err).__name__}: {err})"
+                ) from err
+        where: dict[tuple[int, int], list[int]] = {}
+        for i, r in enumerate(runs, 1):
+            where.setdefault(r.key, []).append(i)
+        twice = {k: v for k, v in where.items() if len(v) > 1}
+        if twice and on_duplicate == "raise":
+            key, at = min(twice.items())
+            more = f" (and {len(twice) - 1} more runs)" if len(twice) > 1 else ""
+            raise ConfigError(
+                f"{p}: run ({key[0]}, {key[1]}) is listed {len(at)} times (entries "
+                f"{', '.join(map(str, at[:-1]))} and {at[-1]}){more}; a run registry lists "
+                "each run once"
+            )
+        return cls(
+            (r for r in runs if r.key not in twice),
+            duplicates={k: len(v) for k, v in twice.items()},
+            source=p,
+        )
+
+
+def __dir__() -> list[str]:
+    return __all__

@@ -1,15 +1,26 @@
-"""Per-branch and per-object size of skim files, like the cDST size table of the 2019 seed."""
+"""Per-branch and per-object size of skim files, like the cDST size table of the 2019 seed.
+
+The report also reads every basket of the event tree, to say which cannot be decompressed, and
+compares the file with its catalogue entry where it has one.
+"""
 
 from __future__ import annotations
 
 import os
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import uproot
 
-from b2calib.exceptions import FileFormatError
-from b2calib.io import TREE_NAME, check_root_file
+from b2calib.exceptions import ConfigError, FileFormatError
+from b2calib.io import (
+    TREE_NAME,
+    FileCatalogue,
+    check_root_file,
+    find_catalogue,
+    verify_file,
+)
 
 __all__ = ["BranchSize", "SizeReport", "size_report"]
 
@@ -33,12 +44,18 @@ def object_of(branch: str, collections: set[str]) -> str:
 
 @dataclass
 class SizeReport:
-    """Sizes of the event tree of one file."""
+    """Sizes of the event tree of one file.
+
+    ``problems`` are one line each: a basket that cannot be decompressed (its branch, number,
+    entries and place in the file), a size or checksum that is not what the file catalogue
+    recorded. The sizes come from the tree's own records and are reported all the same.
+    """
 
     path: str
     file_bytes: int
     n_events: int
     branches: list[BranchSize]
+    problems: list[str] = field(default_factory=list)
 
     def by_object(self) -> list[BranchSize]:
         """Sizes summed per basf2 object, largest first."""
@@ -76,8 +93,55 @@ class SizeReport:
         return "\n".join(lines)
 
 
-def size_report(path: str | os.PathLike[str]) -> SizeReport:
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {text[0] if text else ''}".rstrip(": ")
+
+
+def _basket_problems(branch: Any) -> list[str]:
+    """Every basket of a branch that cannot be read and decompressed, one line each."""
+    out = []
+    for i in range(branch.num_baskets):
+        try:
+            branch.basket(i)
+        except Exception as err:  # uproot and the codecs raise many types for damaged data
+            start, stop = (int(x) for x in branch.basket_entry_start_stop(i))
+            where = ""
+            if i < branch._num_normal_baskets:
+                seek = int(branch.member("fBasketSeek")[i])
+                where = f", {int(branch.member('fBasketBytes')[i])} bytes at byte {seek}"
+            out.append(
+                f"branch {branch.name} basket {i} (entries {start}-{stop}{where}) cannot be "
+                f"decompressed ({_first_line(err)})"
+            )
+    return out
+
+
+def _catalogue_problem(path: str) -> str | None:
+    """The file's size or checksum not being what its catalogue recorded (None: it is, or no
+    catalogue lists the file)."""
+    folder = find_catalogue(path)
+    if folder is None:
+        return None
+    try:
+        catalogue = FileCatalogue.load(folder)
+    except ConfigError as err:
+        return str(err)
+    entry = catalogue.entry(path)
+    if entry is None:
+        return None
+    try:
+        verify_file(path, entry, str(catalogue.path))
+    except FileFormatError as err:
+        return f"{err.detail} [{err.reason}]"
+    return None
+
+
+def size_report(path: str | os.PathLike[str], *, check: bool = True) -> SizeReport:
     """Measure the branches of the event tree of a skim file.
+
+    With ``check`` (the default) every basket is read and decompressed once, and the file is
+    compared with its catalogue entry: what fails is in :attr:`SizeReport.problems`.
 
     Raises
     ------
@@ -86,6 +150,7 @@ def size_report(path: str | os.PathLike[str]) -> SizeReport:
     """
     path = str(path)
     size = check_root_file(path)
+    problems: list[str] = []
     try:
         with uproot.open(path) as f:
             if TREE_NAME not in f:
@@ -96,8 +161,21 @@ def size_report(path: str | os.PathLike[str]) -> SizeReport:
                 for b in tree.branches
             ]
             n = int(tree.num_entries)
+            if check:
+                for b in tree.branches:
+                    problems += _basket_problems(b)
     except FileFormatError:
         raise
     except Exception as err:
-        raise FileFormatError(path, "unreadable", f"cannot read the event tree ({err})") from err
-    return SizeReport(path, size, n, branches)
+        raise FileFormatError(
+            path, "unreadable", f"cannot read the event tree ({_first_line(err)})"
+        ) from err
+    if check:
+        mismatch = _catalogue_problem(path)
+        if mismatch is not None:
+            problems.insert(0, mismatch)
+    return SizeReport(path, size, n, branches, problems)
+
+
+def __dir__() -> list[str]:
+    return __all__

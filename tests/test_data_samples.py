@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import tomllib
 from pathlib import Path
 
@@ -13,7 +14,12 @@ from b2calib.conditions.payload import Payload
 from b2calib.runs import RunRegistry
 from b2calib.sim import SimConfig, simulate
 from tests.conftest import REPO
+from tests.skimfiles import adler32
 from tests.test_sim import read_all
+
+
+def catalogue(folder: Path) -> dict[str, dict[str, object]]:
+    return json.loads((folder / "catalogue.json").read_text())["files"]
 
 
 def test_sample_is_one_complete_bucket(sample: Path) -> None:
@@ -24,6 +30,15 @@ def test_sample_is_one_complete_bucket(sample: Path) -> None:
     assert reg.select(run_type="cosmic")
     size = sum(f.stat().st_size for f in (REPO / "data-samples").rglob("*") if f.is_file())
     assert size < 12e6, f"data-samples/ is {size / 1e6:.1f} MB"
+
+
+def test_sample_has_its_file_catalogue(sample: Path) -> None:
+    """Every skim file of the sample is in its catalogue, with its size and Adler-32."""
+    files = catalogue(sample)
+    assert set(files) == {f.relative_to(sample).as_posix() for f in sample.rglob("cdst_*.root")}
+    for rel, entry in files.items():
+        path = sample / rel
+        assert entry == {"size": path.stat().st_size, "adler32": adler32(path)}, rel
 
 
 @pytest.mark.slow
@@ -49,3 +64,11 @@ def test_regenerating_gives_identical_content(sample: Path, tmp_path: Path) -> N
         == RunRegistry.load(sample / "runs.json").select()
     )
     assert tomllib.loads(cfg_file.read_text())["simulation"]["seed"] == 2
+    # the same files in the catalogue, of the same sizes; ROOT's headers hold the time of
+    # writing and a random UUID, so the checksums are those of the new bytes
+    new_files, old_files = catalogue(tmp_path), catalogue(sample)
+    assert {k: v["size"] for k, v in new_files.items()} == {
+        k: v["size"] for k, v in old_files.items()
+    }
+    for rel, entry in new_files.items():
+        assert entry["adler32"] == adler32(tmp_path / rel), rel

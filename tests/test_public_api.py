@@ -81,6 +81,7 @@ def test_engine_names() -> None:
         "Collector",
         "Dataset",
         "FileRef",
+        "NonFiniteCounts",
         "RunOutput",
         "SkippedFile",
         "ValueCollector",

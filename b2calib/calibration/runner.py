@@ -55,7 +55,8 @@ from b2calib.calibration.strategies import Execution
 from b2calib.conditions.database import ConditionsDB, IovEntry
 from b2calib.conditions.iov import IoV, RunKey
 from b2calib.conditions.payload import Payload
-from b2calib.engine import Dataset, RunOutput, SkippedFile, collect
+from b2calib.engine import Dataset, NonFiniteCounts, RunOutput, SkippedFile, collect
+from b2calib.engine.loop import DEFAULT_MAX_NONFINITE
 from b2calib.exceptions import B2CalibError, CalibrationError
 from b2calib.io import find_skim_files
 from b2calib.runs import RunRegistry
@@ -109,9 +110,13 @@ class CalibrationReport:
     already_done: bool = False
     message: str = ""
     runs_without_data: dict[RunKey, str] = field(default_factory=dict)
+    nonfinite: NonFiniteCounts = field(default_factory=NonFiniteCounts)
+    unverified_files: list[str] = field(default_factory=list)
 
     def summary(self) -> dict[str, Any]:
-        """JSON-ready summary (stored with the job)."""
+        """JSON-ready summary (stored with the job): also the NaN / Inf values met per run and
+        branch (``[exp, run, branch, non-finite, values]``, where there were any) and the files
+        read without a checksum to compare with."""
         return {
             "status": self.status,
             "runs": [list(r) for r in self.runs],
@@ -121,6 +126,8 @@ class CalibrationReport:
             "staged": [[e.name, e.payload.revision, str(e.iov)] for e in self.staged],
             "skipped_files": [s.path for s in self.skipped_files],
             "runs_without_data": [[*r, why] for r, why in self.runs_without_data.items()],
+            "nonfinite": [list(row) for row in self.nonfinite.rows()],
+            "unverified_files": list(self.unverified_files),
             "message": self.message,
         }
 
@@ -148,8 +155,27 @@ class CalibrationReport:
         for s in self.staged:
             lines.append(f"  staged {s.payload} [{s.iov}] in {s.globaltag}")
         for f in self.skipped_files:
-            lines.append(f"  skipped file {f.path}: {f.message}")
+            lines.append(f"  skipped file {f.path}: {_detail(f)}")
+        for exp, run, branch, bad, total in self.nonfinite.rows():
+            lines.append(
+                f"  non-finite values in run {exp}.{run}: {branch} {bad} of {total} are NaN or "
+                f"Inf ({100.0 * bad / total:.2g} %)"
+            )
+        if self.unverified_files:
+            n = len(self.unverified_files)
+            lines.append(
+                f"  {n} input file{'s' if n > 1 else ''} read without checksum verification "
+                "(no catalogue entry)"
+            )
         return "\n".join(lines)
+
+
+def _detail(f: SkippedFile) -> str:
+    """A skipped file's message without the file names it starts with."""
+    for prefix in (", ".join(f.paths), f.path):
+        if prefix and f.message.startswith(prefix + ": "):
+            return f.message[len(prefix) + 2 :]
+    return f.message
 
 
 def _run_text(r: RunKey) -> str:
@@ -224,9 +250,11 @@ def run_calibrations(
     executor: Any = "inprocess",
     workers: int | None = None,
     cache: bool | str | os.PathLike[str] = True,
-    on_bad_file: Literal["skip", "stop"] = "skip",
+    on_bad_file: Literal["skip", "stop"] | None = None,
     progress: bool = False,
     registry: RunRegistry | None = None,
+    verify: bool = True,
+    max_nonfinite: float = DEFAULT_MAX_NONFINITE,
 ) -> dict[str, CalibrationReport]:
     """Run calibrations (by name or declaration) in dependency order.
 
@@ -245,8 +273,10 @@ def run_calibrations(
     with_dependencies
         Also run the calibrations the selected ones depend on. Without it, each dependency
         must have completed earlier into the same staging tag.
-    executor, workers, cache, on_bad_file, progress
-        Passed to :func:`b2calib.engine.collect`.
+    executor, workers, cache, on_bad_file, progress, verify, max_nonfinite
+        Passed to :func:`b2calib.engine.collect` (the bad-file policy: by default unreadable
+        and corrupt files are left out and listed, inconsistent data stops the job). A job run
+        without verification is another job than one with it.
     registry
         The runs with their data-quality flags, which the calibrations' ``dq`` filters read
         (default: the folder's ``runs.json``); give ``QADatabase(url).runs.with_certified_flags``
@@ -285,7 +315,7 @@ def run_calibrations(
     order = dependency_order(selected.values(), completed=done_before)
     folder = Path(data)
     if registry is None:
-        registry = RunRegistry.load(folder / "runs.json")
+        registry = RunRegistry.load(folder / "runs.json", on_duplicate="drop")
     everything = Dataset.from_files(find_skim_files(folder))  # metadata read once
     reports: dict[str, CalibrationReport] = {}
     for cal in order:
@@ -311,6 +341,8 @@ def run_calibrations(
                 cache=cache,
                 on_bad_file=on_bad_file,
                 progress=progress,
+                verify=verify,
+                max_nonfinite=max_nonfinite,
             ),
         )
         filters: dict[str, Any] = dict(
@@ -409,6 +441,8 @@ class _Runner:
             "max_iterations": cal.max_iterations,
             "open_end": cal.open_end,
         }
+        if not self.engine_options.get("verify", True):
+            inputs["unverified"] = True  # not the job that verified its input
         key = hashlib.sha256(json.dumps(inputs, sort_keys=True, default=str).encode()).hexdigest()
         job = self.store.open(key, cal.name, self.staging_tag, inputs)
         report.job = key
@@ -437,6 +471,9 @@ class _Runner:
             for name, inp in cal.inputs.items():
                 result = collect(inp.build(constants, runs), datasets[name], **self.engine_options)
                 report.skipped_files += [s for s in result.skipped if s not in report.skipped_files]
+                if iteration == 0:  # the same files each iteration
+                    report.nonfinite += result.nonfinite
+                    report.unverified_files = sorted({*report.unverified_files, *result.unverified})
                 _add_output(output, result.output, name)
             self.with_data = set(_with_output(output, runs))
             self.skipped_paths = {s.path for s in report.skipped_files}
@@ -624,6 +661,9 @@ class _Runner:
         report.runs_without_data = {
             (int(e), int(r)): str(why) for e, r, why in s.get("runs_without_data", [])
         }
+        for exp, run, branch, bad, total in s.get("nonfinite", []):
+            report.nonfinite.add((exp, run), {branch: (bad, total)})
+        report.unverified_files = list(s.get("unverified_files", []))
         report.staged = [
             IovEntry(self.staging_tag, self.db.payload_info(name, rev), IoV.parse(iov))
             for name, rev, iov in s["staged"]

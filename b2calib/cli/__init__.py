@@ -107,16 +107,26 @@ def simulate(
 @click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--by", type=click.Choice(["object", "branch"]), default="object", show_default=True)
 def size_report_cmd(files: tuple[Path, ...], by: str) -> None:
-    """Bytes per branch or per basf2 object, share of the file and bytes per event."""
+    """Bytes per branch or per basf2 object, share of the file and bytes per event.
+
+    Every basket is read once: one that cannot be decompressed is an error line (the table is
+    printed all the same), as is a file whose size or checksum is not what its catalogue
+    recorded. Exits with status 1 when a file has an error.
+    """
     from b2calib.sizereport import size_report
 
     failed = 0
     for f in files:
         try:
-            click.echo(size_report(f).format(by=by))
+            report = size_report(f)
         except B2CalibError as err:
             click.echo(f"error: {err}", err=True)
             failed += 1
+            continue
+        click.echo(report.format(by=by))
+        for problem in report.problems:
+            click.echo(f"error: {f}: {problem}", err=True)
+        failed += bool(report.problems)
     if failed:
         raise SystemExit(1)
 

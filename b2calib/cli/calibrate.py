@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from b2calib.cli.output import parse_runs
+from b2calib.cli.output import bad_file_policy, input_options, parse_runs
 from b2calib.exceptions import ConfigError
 
 __all__ = ["calibrate"]
@@ -53,7 +53,7 @@ def _overrides(values: tuple[str, ...], names: list[str]) -> dict[str, Any]:
 )
 @click.option("--workers", type=int, help="Local workers (default: all cores).")
 @click.option("--no-cache", is_flag=True, help="Do not use the collector cache.")
-@click.option("--stop-on-bad-file", is_flag=True, help="Stop at the first unreadable file.")
+@input_options
 @click.option("--list", "list_only", is_flag=True, help="List the registered calibrations.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @click.option(
@@ -75,7 +75,10 @@ def calibrate(
     executor: str,
     workers: int | None,
     no_cache: bool,
+    on_bad_file: str | None,
     stop_on_bad_file: bool,
+    no_verify: bool,
+    max_nonfinite: float,
     list_only: bool,
     quiet: bool,
     url: str | None,
@@ -86,6 +89,8 @@ def calibrate(
     Exits with status 1 when a calibration did not succeed (FAILED, NOT_ENOUGH_DATA or SKIPPED);
     nothing is staged for a failed calibration. Re-running with the same inputs does nothing.
     Data-quality filters read the flags certified in the database (for the runs it knows).
+    Every file is compared with its catalogue's checksum before it is read (--no-verify: not);
+    NaN and Inf values met are reported per run and branch.
     """
     from b2calib.calibration import calibrations, run_calibrations
     from b2calib.conditions import ConditionsDB
@@ -104,11 +109,18 @@ def calibrate(
     from b2calib.qa.store import QADatabase
     from b2calib.runs import RunRegistry
 
+    policy = bad_file_policy(on_bad_file, stop_on_bad_file)
+    # a run listed twice stops the job (or leaves the run out) as the policy says, below
+    loaded = RunRegistry.load(Path(data) / "runs.json", on_duplicate="drop")
     db = ConditionsDB(url, author=author)
     # the calibrations' data-quality filters read the flags certified in this database
     qdb = QADatabase(db.url)
     try:
-        registry = qdb.runs.with_certified_flags(RunRegistry.load(Path(data) / "runs.json"))
+        registry = RunRegistry(
+            qdb.runs.with_certified_flags(loaded),
+            duplicates=loaded.duplicates,
+            source=loaded.source,
+        )
     finally:
         qdb.close()
     try:
@@ -125,9 +137,11 @@ def calibrate(
             executor=executor,
             workers=workers,
             cache=not no_cache,
-            on_bad_file="stop" if stop_on_bad_file else "skip",
+            on_bad_file=policy,
             progress=not quiet,
             registry=registry,
+            verify=not no_verify,
+            max_nonfinite=max_nonfinite,
         )
     finally:
         db.close()

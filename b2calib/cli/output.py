@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
+from typing import Any, Literal, TypeVar
+
+import click
 
 from b2calib.exceptions import ConfigError
 
-__all__ = ["DB_HELP", "cell", "parse_runs", "record", "table"]
+F = TypeVar("F", bound=Callable[..., Any])
+
+__all__ = ["DB_HELP", "bad_file_policy", "cell", "input_options", "parse_runs", "record", "table"]
 
 DB_HELP = (
     "Conditions database: SQLAlchemy URL or SQLite file "
@@ -79,6 +84,53 @@ def parse_runs(text: str) -> list[int]:
             raise ConfigError(f"--runs {text!r}: range {first}-{last} ends before it starts")
         out += range(first, last + 1)
     return sorted(set(out))
+
+
+def input_options(fn: F) -> F:
+    """The options of the commands that read skim files: the bad-file policy, checksum
+    verification and the NaN / Inf limit (``on_bad_file``, ``verify`` and ``max_nonfinite`` of
+    :func:`b2calib.engine.collect`)."""
+    options = [
+        click.option(
+            "--on-bad-file",
+            type=click.Choice(["skip", "stop"]),
+            help="skip: leave out and list every bad file; stop: stop at the first. Default: "
+            "leave out unreadable or corrupt files, stop on inconsistent data (duplicate "
+            "events, a path that names another run than the metadata, a run the registry "
+            "lacks or lists twice, too many NaN or Inf values).",
+        ),
+        click.option(
+            "--stop-on-bad-file",
+            is_flag=True,
+            help="Stop at the first bad file (--on-bad-file stop).",
+        ),
+        click.option(
+            "--no-verify",
+            is_flag=True,
+            help="Do not compare the files with their catalogue's checksums before reading them.",
+        ),
+        click.option(
+            "--max-nonfinite",
+            type=click.FloatRange(0.0, 1.0),
+            default=1e-3,  # engine.loop.DEFAULT_MAX_NONFINITE (not imported: --help stays fast)
+            show_default=True,
+            help="Largest fraction of NaN or Inf values allowed in a run's branch.",
+        ),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+def bad_file_policy(
+    on_bad_file: str | None, stop_on_bad_file: bool
+) -> Literal["skip", "stop"] | None:
+    """The ``on_bad_file`` of the engine from the two options."""
+    if stop_on_bad_file:
+        if on_bad_file == "skip":
+            raise ConfigError("--stop-on-bad-file and --on-bad-file skip contradict each other")
+        return "stop"
+    return "skip" if on_bad_file == "skip" else "stop" if on_bad_file == "stop" else None
 
 
 def __dir__() -> list[str]:

@@ -43,7 +43,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from b2calib.cli.output import DB_HELP, parse_runs, record, table
+from b2calib.cli.output import DB_HELP, bad_file_policy, input_options, parse_runs, record, table
 
 if TYPE_CHECKING:
     from b2calib.qa.grl import GoodRunList
@@ -143,7 +143,7 @@ def qa() -> None:
     help="inprocess, threads, processes, or a Dask scheduler address.",
 )
 @click.option("--no-cache", is_flag=True, help="Do not use the collector cache.")
-@click.option("--stop-on-bad-file", is_flag=True, help="Stop at the first unreadable file.")
+@input_options
 @_uses_db
 def qa_collect(
     qdb: QADatabase,
@@ -152,15 +152,20 @@ def qa_collect(
     runs_text: str | None,
     executor: str,
     no_cache: bool,
+    on_bad_file: str | None,
     stop_on_bad_file: bool,
+    no_verify: bool,
+    max_nonfinite: float,
 ) -> None:
     """Register the runs of DATA (its runs.json) and store each run's monitoring variables and
-    QA histograms; runs with references are evaluated."""
+    QA histograms; runs with references are evaluated. Every file is compared with its
+    catalogue's checksum before it is read (--no-verify: not)."""
     from b2calib.qa.monitoring import collect_qa
     from b2calib.runs import RunRegistry
 
-    registry = RunRegistry.load(data / "runs.json")
-    qdb.runs.import_runs(registry)
+    policy = bad_file_policy(on_bad_file, stop_on_bad_file)
+    # a run listed twice stops the collection (or leaves the run out) as the policy says
+    registry = RunRegistry.load(data / "runs.json", on_duplicate="drop")
     results = collect_qa(
         data,
         exp=exp,
@@ -168,8 +173,11 @@ def qa_collect(
         registry=registry,  # read once, here
         executor=executor,
         cache=not no_cache,
-        on_error="stop" if stop_on_bad_file else "skip",
+        on_error=policy,
+        verify=not no_verify,
+        max_nonfinite=max_nonfinite,
     )
+    qdb.runs.import_runs(registry)
     for rq in results:
         qdb.histograms.store_run(rq)
     grid: dict[tuple[int, int], dict[str, str]] = {}

@@ -1,4 +1,9 @@
-"""Datasets: the skim files an event loop runs over, selected by run properties or by paths."""
+"""Datasets: the skim files an event loop runs over, selected by run properties or by paths.
+
+Where the metadata already tells, a dataset finds the files that contradict their paths or the
+run registry (:data:`INCONSISTENT`): they are its :attr:`Dataset.problems`, to which the event
+loop applies its bad-file policy.
+"""
 
 from __future__ import annotations
 
@@ -8,11 +13,17 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from b2calib.exceptions import B2CalibError, ConfigError, FileFormatError
-from b2calib.io import find_skim_files, read_metadata
+from b2calib.exceptions import B2CalibError, ConfigError, FileFormatError, InconsistentDataError
+from b2calib.io import find_skim_files, path_mismatch, read_metadata
 from b2calib.runs import RunRegistry
 
-__all__ = ["Dataset", "FileRef", "SkippedFile"]
+__all__ = ["INCONSISTENT", "Dataset", "FileRef", "SkippedFile"]
+
+#: Reasons of files that are readable but inconsistent: the event loop stops on them unless
+#: told to skip them (``on_bad_file="skip"``).
+INCONSISTENT = frozenset(
+    {"duplicate-events", "path-mismatch", "not-in-registry", "registry-duplicate", "non-finite"}
+)
 
 
 @dataclass(frozen=True)
@@ -25,23 +36,61 @@ class FileRef:
     skim: str
     n_events: int
 
+    @property
+    def key(self) -> tuple[int, int]:
+        """(exp, run)."""
+        return (self.exp, self.run)
+
 
 @dataclass(frozen=True)
 class SkippedFile:
     """A file left out of an event loop, and why.
 
     ``reason`` is one of ``not-root``, ``truncated``, ``missing-tree``, ``missing-metadata``,
-    ``unreadable``, ``missing-branch``, ``wrong-type``.
+    ``unreadable``, ``missing-branch``, ``wrong-type``, ``checksum`` (the file is not what its
+    catalogue recorded), or, for readable files that contradict each other, their paths or the
+    run registry (:data:`INCONSISTENT`), ``duplicate-events``, ``path-mismatch``,
+    ``not-in-registry``, ``registry-duplicate``, ``non-finite``. ``message`` is one line naming
+    the file (and every other file involved, ``paths``); ``run`` and ``skim`` are the run and
+    skim the file's metadata names, where known.
     """
 
     path: str
     reason: str
     message: str
+    paths: tuple[str, ...] = ()
+    run: tuple[int, int] | None = None
+    skim: str | None = None
+
+    @property
+    def inconsistent(self) -> bool:
+        """Whether the file is readable but inconsistent (:data:`INCONSISTENT`)."""
+        return self.reason in INCONSISTENT
+
+    def error(self) -> FileFormatError:
+        """The error to stop a job with: the same one line."""
+        if self.inconsistent:
+            return InconsistentDataError(
+                self.paths or (self.path,), self.reason, self.message, message=self.message
+            )
+        return FileFormatError(self.path, self.reason, self.message, message=self.message)
 
 
 def _skipped(path: str, err: B2CalibError) -> SkippedFile:
     reason = err.reason if isinstance(err, FileFormatError) else "missing-branch"
     return SkippedFile(str(path), reason, str(err))
+
+
+def _inconsistent(
+    paths: Sequence[str],
+    reason: str,
+    detail: str,
+    run: tuple[int, int] | None = None,
+    skim: str | None = None,
+) -> list[SkippedFile]:
+    """One problem per file of an inconsistency, each naming every file involved."""
+    message = str(InconsistentDataError(paths, reason, detail))
+    return [SkippedFile(p, reason, message, tuple(paths), run, skim) for p in paths]
 
 
 @dataclass
@@ -76,13 +125,18 @@ class Dataset:
 
     @classmethod
     def from_files(cls, paths: Iterable[str | os.PathLike[str]]) -> Dataset:
-        """A dataset of the given files (their metadata is read; unreadable ones are problems)."""
+        """A dataset of the given files (their metadata is read; unreadable ones are problems,
+        and so are files whose path names another run than their metadata)."""
         files, problems = [], []
         for p in paths:
             try:
                 m = read_metadata(p)
             except B2CalibError as err:
                 problems.append(_skipped(str(p), err))
+                continue
+            wrong = path_mismatch(p, m)
+            if wrong is not None:
+                problems += _inconsistent([str(p)], "path-mismatch", wrong, (m.exp, m.run), m.skim)
                 continue
             files.append(FileRef(str(p), m.exp, m.run, m.skim, m.n_events))
         return cls(files, problems)
@@ -123,10 +177,16 @@ class Dataset:
         :meth:`b2calib.runs.RunRegistry.select`; ``skims`` keeps only those skims. ``within``
         (every file of ``folder``, read once) saves reading the files' metadata again when
         selecting several times from one folder.
+
+        Among the problems are, besides unreadable files, the files of the selection that
+        contradict the registry: files of a run it does not list (``not-in-registry``, for the
+        ``exp``, ``runs`` and ``skims`` asked for) or lists more than once
+        (``registry-duplicate``), and files whose path names another run than their metadata
+        (``path-mismatch``).
         """
         folder = Path(folder)
         if registry is None:
-            registry = RunRegistry.load(folder / "runs.json")
+            registry = RunRegistry.load(folder / "runs.json", on_duplicate="drop")
         keep = {
             r.key
             for r in registry.select(
@@ -140,7 +200,35 @@ class Dataset:
         }
         wanted = {skims} if isinstance(skims, str) else set(skims) if skims is not None else None
         ds = within if within is not None else cls.from_files(find_skim_files(folder))
+        run_set = set(runs) if runs is not None else None
+
+        def asked(key: tuple[int, int], skim: str | None) -> bool:
+            """In the selection as far as the registry cannot tell (exp, runs, skims)."""
+            return (
+                (exp is None or key[0] == exp)
+                and (run_set is None or key[1] in run_set)
+                and (wanted is None or skim in wanted)
+            )
+
         files = [
             f for f in ds.files if (f.exp, f.run) in keep and (wanted is None or f.skim in wanted)
         ]
-        return cls(files, ds.problems)
+        problems = [
+            p
+            for p in ds.problems
+            if p.run is None or (p.run in keep and (wanted is None or p.skim in wanted))
+        ]
+        where = registry.source or folder / "runs.json"
+        unlisted: dict[tuple[int, int], list[str]] = {}
+        for f in ds.files:
+            if f.key not in registry and asked(f.key, f.skim):
+                unlisted.setdefault(f.key, []).append(f.path)
+        for key, paths in sorted(unlisted.items()):
+            times = registry.duplicates.get(key)
+            if times:
+                detail = f"{where} lists run ({key[0]}, {key[1]}) {times} times"
+                problems += _inconsistent(paths, "registry-duplicate", detail, key)
+            else:
+                detail = f"run ({key[0]}, {key[1]}) is not in the run registry {where}"
+                problems += _inconsistent(paths, "not-in-registry", detail, key)
+        return cls(files, problems)

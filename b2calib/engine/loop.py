@@ -11,6 +11,12 @@ Work items are (file, tree, entry range) slices of at most ``step_size`` events,
 the files' metadata; one file belongs to one run, so every item's histograms are that run's.
 Results are merged in item order, whatever order the executor finishes them in: the same
 collector on the same data gives identical histograms under every executor.
+
+The input's integrity is checked on the way (:mod:`b2calib.engine.integrity`): every file is
+compared with its catalogue entry before its items are sent out; every item reads the event
+numbers beside the collector's branches and counts the NaN and Inf values of its
+floating-point branches, so that a run's duplicate events and non-finite values are known when
+its items are merged, without a second pass over the data.
 """
 
 from __future__ import annotations
@@ -26,18 +32,41 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+import awkward as ak
+import numpy as np
+import numpy.typing as npt
 import uproot
 
 from b2calib._extras import require
+from b2calib._workers import exit_with_parent
 from b2calib.engine.collector import Collector, Histograms, RunOutput
-from b2calib.engine.dataset import Dataset, SkippedFile, _skipped
+from b2calib.engine.dataset import Dataset, FileRef, SkippedFile, _inconsistent, _skipped
+from b2calib.engine.integrity import (
+    EVENT_BRANCH,
+    NonFiniteCounts,
+    check_fraction,
+    count_nonfinite,
+    duplicate_detail,
+    duplicate_events,
+    nonfinite_detail,
+    verify_files,
+)
 from b2calib.exceptions import B2CalibError, ConfigError, FileFormatError
 from b2calib.io import TREE_NAME, open_skim
 
-__all__ = ["CollectResult", "WorkItem", "collect", "default_cache_dir", "plan"]
+__all__ = [
+    "DEFAULT_MAX_NONFINITE",
+    "CollectResult",
+    "WorkItem",
+    "collect",
+    "default_cache_dir",
+    "plan",
+]
 
 Policy = Literal["skip", "stop"]
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2
+#: The largest fraction of NaN or Inf values a run's branch may hold by default (0.1 %).
+DEFAULT_MAX_NONFINITE = 1e-3
 
 
 @dataclass(frozen=True)
@@ -51,17 +80,32 @@ class WorkItem:
     entry_start: int
     entry_stop: int
     tree: str = TREE_NAME
+    skim: str = ""
 
 
 @dataclass
 class CollectResult:
-    """What an event loop produced."""
+    """What an event loop produced.
+
+    Attributes
+    ----------
+    skipped
+        Files left out, with why (unreadable, corrupt, or inconsistent under
+        ``on_bad_file="skip"``).
+    unverified
+        Files read without a checksum to compare with (no catalogue lists them).
+    nonfinite
+        NaN and Inf values per run and branch among the floating-point branches the collector
+        read (runs left out included).
+    """
 
     output: RunOutput
     skipped: list[SkippedFile] = field(default_factory=list)
     n_items: int = 0
     n_events: int = 0
     cache_hits: int = 0
+    unverified: list[str] = field(default_factory=list)
+    nonfinite: NonFiniteCounts = field(default_factory=NonFiniteCounts)
 
     @property
     def ok(self) -> bool:
@@ -108,7 +152,9 @@ def plan(dataset: Dataset, step_size: int = 500_000) -> list[WorkItem]:
     for ref in dataset:
         for start in range(0, ref.n_events, step_size):
             stop = min(ref.n_events, start + step_size)
-            items.append(WorkItem(len(items), ref.path, ref.exp, ref.run, start, stop))
+            items.append(
+                WorkItem(len(items), ref.path, ref.exp, ref.run, start, stop, skim=ref.skim)
+            )
     return items
 
 
@@ -129,9 +175,27 @@ def _cache_key(collector: Collector, item: WorkItem) -> str:
     return hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()
 
 
+@dataclass
+class _ItemOutput:
+    """What one work item gives: the collector's histograms, the event numbers it read (None:
+    the file has none) and its NaN / Inf counts per floating-point branch."""
+
+    histograms: Histograms
+    events: npt.NDArray[np.integer] | None
+    nonfinite: dict[str, tuple[int, int]]
+
+
+def _event_numbers(tree: Any) -> bool:
+    """Whether the tree has flat integer event numbers to check for duplicates."""
+    if EVENT_BRANCH not in tree:
+        return False
+    interp = tree[EVENT_BRANCH].interpretation
+    return isinstance(interp, uproot.AsDtype) and interp.to_dtype.kind in "iu"
+
+
 def _process(
     collector: Collector, item: WorkItem, cache_dir: str | None
-) -> tuple[int, Histograms | SkippedFile, bool]:
+) -> tuple[int, _ItemOutput | SkippedFile, bool]:
     """Run the collector on one item (in any process). Returns (index, result, cache hit)."""
     path = None
     if cache_dir is not None:
@@ -140,13 +204,16 @@ def _process(
         if path.exists():
             try:
                 with path.open("rb") as fh:
-                    return item.index, pickle.load(fh), True
-            except (OSError, pickle.UnpicklingError, EOFError):
+                    cached = pickle.load(fh)
+                if isinstance(cached, _ItemOutput):
+                    return item.index, cached, True
+            except (OSError, pickle.UnpicklingError, EOFError, AttributeError, ImportError):
                 pass  # a damaged cache entry is recomputed
     try:
         with open_skim(item.path) as f:
             branches = collector.branches
-            f.check_branches(list(branches))
+            names = list(branches)
+            f.check_branches(names)
             _check_types(item.path, f.tree, branches)
             if f.num_entries < item.entry_stop:
                 raise FileFormatError(
@@ -154,24 +221,34 @@ def _process(
                     "truncated",
                     f"tree has {f.num_entries} entries, its metadata promised {item.entry_stop}",
                 )
-            events = f.arrays(list(branches), item.entry_start, item.entry_stop)
+            numbered = _event_numbers(f.tree)
+            extra = [EVENT_BRANCH] if numbered and EVENT_BRANCH not in branches else []
+            arrays = f.arrays(names + extra, item.entry_start, item.entry_stop)
     except B2CalibError as err:
         return item.index, _skipped(item.path, err), False
-    hists = collector.collect(events)
+    events = arrays[names] if extra else arrays  # the collector sees what it asked for
+    numbers = ak.to_numpy(arrays[EVENT_BRANCH]) if numbered else None
+    out = _ItemOutput(collector.collect(events), numbers, count_nonfinite(events, branches))
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".part")
         with os.fdopen(fd, "wb") as fh:
-            pickle.dump(hists, fh, protocol=pickle.HIGHEST_PROTOCOL)
+            pickle.dump(out, fh, protocol=pickle.HIGHEST_PROTOCOL)
         os.replace(tmp, path)
-    return item.index, hists, False
+    return item.index, out, False
 
 
 def _run_pool(
     fn: Callable[..., Any], items: Sequence[WorkItem], workers: int, threads: bool
 ) -> Iterator[tuple[int, Any, bool]]:
-    kind = ThreadPoolExecutor if threads else ProcessPoolExecutor
-    with kind(max_workers=workers) as pool:
+    pool: ThreadPoolExecutor | ProcessPoolExecutor
+    if threads:
+        pool = ThreadPoolExecutor(max_workers=workers)
+    else:  # workers end with this process, even when it is killed
+        pool = ProcessPoolExecutor(
+            max_workers=workers, initializer=exit_with_parent, initargs=(os.getpid(),)
+        )
+    with pool:
         futures = [pool.submit(fn, it) for it in items]
         try:
             for fut in as_completed(futures):
@@ -219,10 +296,12 @@ def collect(
     *,
     executor: str | Any = "processes",
     workers: int | None = None,
-    on_bad_file: Policy = "skip",
+    on_bad_file: Policy | None = None,
     cache: bool | str | os.PathLike[str] = True,
     progress: bool = True,
     step_size: int = 500_000,
+    verify: bool = True,
+    max_nonfinite: float = DEFAULT_MAX_NONFINITE,
 ) -> CollectResult:
     """Run ``collector`` over ``dataset`` and return its histograms per run.
 
@@ -232,14 +311,23 @@ def collect(
         ``"inprocess"``; ``"threads"`` (a local thread pool: best when the collector spends its
         time in code that releases the GIL, as the compiled fills and uproot's decompression
         do, since no histogram has to be sent between processes); ``"processes"`` (a local
-        pool of ``workers`` processes, default all cores); or Dask: a ``distributed.Client``,
-        a scheduler address (``"tcp://host:8786"``) or a cluster object (``LocalCluster``,
-        or a dask-jobqueue ``SLURMCluster``, ``LSFCluster``, ``HTCondorCluster`` ... for
-        batch farms).
+        pool of ``workers`` processes, default all cores, which end when this process does);
+        or Dask: a ``distributed.Client``, a scheduler address (``"tcp://host:8786"``) or a
+        cluster object (``LocalCluster``, or a dask-jobqueue ``SLURMCluster``, ``LSFCluster``,
+        ``HTCondorCluster`` ... for batch farms).
     on_bad_file
-        ``"skip"``: leave out unreadable files (truncated, not ROOT, missing or mistyped
-        branches) and list them in :attr:`CollectResult.skipped`; ``"stop"``: raise the first
-        such error before any result is returned.
+        What to do with a bad file. Files are bad when they are unreadable (truncated, not
+        ROOT, missing or mistyped branches), corrupt (size or checksum not what the catalogue
+        recorded) or inconsistent (:data:`~b2calib.engine.dataset.INCONSISTENT`: the same
+        events twice in a run, a path that names another run than the metadata, a run the
+        registry does not list or lists twice, more NaN or Inf values than ``max_nonfinite``).
+        ``None`` (the default): leave out unreadable and corrupt files and list them in
+        :attr:`CollectResult.skipped`, stop on inconsistent ones (the result would be wrong in
+        a way leaving out one file cannot be trusted to mend); ``"skip"``: leave out and list
+        every bad file (for duplicate events the run's files of that skim, for too many
+        non-finite values the run's files); ``"stop"``: raise the first bad file's error.
+        The error is one line naming the files (:class:`~b2calib.exceptions.FileFormatError`,
+        :class:`~b2calib.exceptions.InconsistentDataError` for inconsistent data).
     cache
         ``True`` (the default folder, :func:`default_cache_dir`), a folder, or ``False``.
         Entries are keyed by the collector's class, version and configuration and by the
@@ -250,18 +338,33 @@ def collect(
     step_size
         Events per work item at most (a file smaller than that is one item): large enough that
         a task runs well above the executor's overhead, small enough to bound memory.
+    verify
+        Compare each file with its file-catalogue entry (size, Adler-32) before reading it
+        (:func:`~b2calib.engine.integrity.verify_files`: once per file and process); files no
+        catalogue lists are read, and said so once.
+    max_nonfinite
+        The largest fraction of NaN or Inf values allowed per run in each floating-point
+        branch the collector reads (default 0.1 %); more is inconsistent data. The counts are
+        in :attr:`CollectResult.nonfinite` whatever the limit.
     """
-    if on_bad_file not in ("skip", "stop"):
-        raise ConfigError(f"on_bad_file must be 'skip' or 'stop', not {on_bad_file!r}")
-    items = plan(dataset, step_size)
-    skipped = list(dataset.problems)
-    if skipped and on_bad_file == "stop":
-        first = skipped[0]
-        raise FileFormatError(first.path, first.reason, first.message)
+    if on_bad_file not in (None, "skip", "stop"):
+        raise ConfigError(f"on_bad_file must be 'skip' or 'stop' (or None), not {on_bad_file!r}")
+    max_nonfinite = check_fraction(max_nonfinite)
+    result = CollectResult(RunOutput())
+    for problem in dataset.problems:
+        _bad_file(result, problem, on_bad_file)
+    files = list(dataset.files)
+    if verify:
+        corrupt, result.unverified = verify_files([f.path for f in files], workers)
+        for problem in corrupt:
+            _bad_file(result, problem, on_bad_file)
+        left_out = {s.path for s in corrupt}
+        files = [f for f in files if f.path not in left_out]
+    items = plan(Dataset(files), step_size)
+    result.n_items = len(items)
     cache_dir: str | None = None
     if cache is not False:
         cache_dir = str(default_cache_dir() if cache is True else Path(cache))
-    result = CollectResult(RunOutput(), skipped, n_items=len(items))
     fn = _Task(collector, cache_dir)
     if executor == "inprocess":
         stream: Iterator[tuple[int, Any, bool]] = (fn(it) for it in items)
@@ -275,6 +378,7 @@ def collect(
         stream = _run_dask(fn, items, executor)
     from tqdm.auto import tqdm
 
+    merge = _RunMerge(result, on_bad_file, max_nonfinite, files)
     pending: dict[int, Any] = {}
     next_index = 0
     by_index = {it.index: it for it in items}
@@ -282,21 +386,112 @@ def collect(
         for index, payload, hit in stream:
             bar.update(1)
             if isinstance(payload, SkippedFile):
-                if on_bad_file == "stop":
-                    raise FileFormatError(payload.path, payload.reason, payload.message)
-                if payload.path not in {s.path for s in result.skipped}:
-                    result.skipped.append(payload)
+                _bad_file(result, payload, on_bad_file)
             result.cache_hits += int(hit)
             pending[index] = payload
             while next_index in pending:  # merge in item order: deterministic sums
-                done = pending.pop(next_index)
-                it = by_index[next_index]
-                if not isinstance(done, SkippedFile):
-                    result.output.add((it.exp, it.run), done, copy=False)
-                    result.n_events += it.entry_stop - it.entry_start
+                merge.add(by_index[next_index], pending.pop(next_index))
                 next_index += 1
+    merge.close_run()
     result.skipped.sort(key=lambda s: s.path)  # the same report whatever finished first
     return result
+
+
+def _bad_file(result: CollectResult, problem: SkippedFile, policy: Policy | None) -> None:
+    """Raise the problem's error, or list the file as skipped, as the policy says."""
+    if policy == "stop" or (policy is None and problem.inconsistent):
+        raise problem.error()
+    if problem.path not in {s.path for s in result.skipped}:
+        result.skipped.append(problem)
+
+
+@dataclass
+class _Group:
+    """The merged items of one run and skim, held until the run's items are all merged."""
+
+    histograms: Histograms = field(default_factory=dict)
+    events: list[tuple[str, npt.NDArray[np.integer]]] = field(default_factory=list)
+    paths: list[str] = field(default_factory=list)
+    n_events: int = 0
+
+
+class _RunMerge:
+    """Merges work items in order and checks each run when its last item is in: duplicate
+    events per skim, NaN and Inf per branch. A run passes into the result only then."""
+
+    def __init__(
+        self,
+        result: CollectResult,
+        policy: Policy | None,
+        max_nonfinite: float,
+        files: Sequence[FileRef],
+    ) -> None:
+        self.result, self.policy, self.max_nonfinite = result, policy, max_nonfinite
+        self.files_of: dict[tuple[int, int], list[str]] = {}
+        for f in files:
+            self.files_of.setdefault(f.key, []).append(f.path)
+        self.run: tuple[int, int] | None = None
+        self.groups: dict[str, _Group] = {}
+        self.nonfinite = NonFiniteCounts()
+
+    def add(self, item: WorkItem, payload: _ItemOutput | SkippedFile) -> None:
+        key = (item.exp, item.run)
+        if key != self.run:
+            self.close_run()
+            self.run = key
+        if isinstance(payload, SkippedFile):
+            return
+        group = self.groups.setdefault(item.skim, _Group())
+        if item.path not in group.paths:
+            group.paths.append(item.path)
+        for name, h in payload.histograms.items():
+            if name in group.histograms:
+                group.histograms[name] += h
+            else:
+                group.histograms[name] = h
+        if payload.events is not None:
+            group.events.append((item.path, payload.events))
+        group.n_events += item.entry_stop - item.entry_start
+        self.nonfinite.add(key, payload.nonfinite)
+
+    def close_run(self) -> None:
+        """Check the run whose items are all merged, and pass it into the result."""
+        key, groups, counts = self.run, self.groups, self.nonfinite
+        self.run, self.groups, self.nonfinite = None, {}, NonFiniteCounts()
+        if key is None:
+            return
+        self.result.nonfinite += counts
+        over = counts.over(key, self.max_nonfinite)
+        if over:
+            paths = self.files_of.get(key, [])
+            detail = nonfinite_detail(key, over, self.max_nonfinite)
+            self._reject(_inconsistent(paths, "non-finite", detail, key))
+            return
+        for skim, group in groups.items():
+            repeated, involved = duplicate_events(group.events)
+            if involved:
+                detail = duplicate_detail(key, skim, repeated, involved)
+                problems = _inconsistent(involved, "duplicate-events", detail, key, skim)
+                for path in group.paths:  # the files of the run and skim all left out
+                    if path not in involved:
+                        problems.append(
+                            SkippedFile(
+                                path,
+                                "duplicate-events",
+                                problems[0].message,
+                                tuple(involved),
+                                key,
+                                skim,
+                            )
+                        )
+                self._reject(problems)
+                continue
+            self.result.output.add(key, group.histograms, copy=False)
+            self.result.n_events += group.n_events
+
+    def _reject(self, problems: list[SkippedFile]) -> None:
+        for problem in problems:
+            _bad_file(self.result, problem, self.policy)
 
 
 @dataclass(frozen=True)
@@ -306,5 +501,5 @@ class _Task:
     collector: Collector
     cache_dir: str | None
 
-    def __call__(self, item: WorkItem) -> tuple[int, Histograms | SkippedFile, bool]:
+    def __call__(self, item: WorkItem) -> tuple[int, _ItemOutput | SkippedFile, bool]:
         return _process(self.collector, item, self.cache_dir)

@@ -3,6 +3,8 @@
 Output layout under ``out``::
 
     runs.json                     run registry
+    catalogue.json                file catalogue: size and Adler-32 of every skim file, recorded
+                                  as each file is written (:class:`b2calib.io.FileCatalogue`)
     simulation.json               configuration, prescales, cross sections, interventions,
                                   generated events per run and process, events per skim
     truth/database.txt            true constants as a basf2 local database (payload files beside)
@@ -27,11 +29,12 @@ import numpy.typing as npt
 import uproot
 
 from b2calib._version import __version__
+from b2calib._workers import exit_with_parent
 from b2calib.conditions.localdb import LocalDatabase
 from b2calib.conditions.payload import Payload
 from b2calib.exceptions import ConfigError
 from b2calib.geometry import top
-from b2calib.io import METADATA_KEY, TREE_NAME, FileMetadata
+from b2calib.io import METADATA_KEY, TREE_NAME, FileCatalogue, FileMetadata, file_checksum
 from b2calib.physics import cross_section_nb
 from b2calib.runs import Run, RunRegistry
 from b2calib.sim.conditions import INTERVENTIONS, conditions_for_run, truth_payloads
@@ -109,10 +112,14 @@ class _SkimWriter:
         self.file[TREE_NAME].extend(data)
         self.n += len(next(iter(data.values())))
 
-    def close(self, meta: FileMetadata) -> None:
+    def close(self, meta: FileMetadata) -> str:
+        """Write the metadata, close the file and return its Adler-32 (of the bytes written,
+        before the file takes its name)."""
         self.file[METADATA_KEY] = meta.to_json()
         self.file.close()
+        checksum = file_checksum(self.tmp)
         os.replace(self.tmp, self.path)
+        return checksum
 
 
 def _jagged(c: Collection, n_events: int) -> ak.Array:
@@ -160,8 +167,9 @@ def _run_counts(
 
 def simulate_run(
     cfg: SimConfig, run: Run, out: Path
-) -> tuple[int, dict[str, int], dict[str, int], list[str]]:
-    """Simulate one run; returns (run, generated per process, events per skim, files)."""
+) -> tuple[int, dict[str, int], dict[str, int], dict[str, str]]:
+    """Simulate one run; returns (run, generated per process, events per skim, the files
+    written with their Adler-32 checksums)."""
     cond = conditions_for_run(cfg, run)
     rng = run_rng(cfg, run.run, 1)
     ps = prescales(cfg)
@@ -169,7 +177,7 @@ def simulate_run(
     total = sum(counts.values())
     skims = [s for s in (cfg.skims or list(SKIMS)) if run.run_type in SKIMS[s].run_types]
     if not counts or not skims:
-        return run.run, counts, {}, []
+        return run.run, counts, {}, {}
     nchunks = max(1, math.ceil(total / cfg.chunk_size))
     split = {p: rng.multinomial(n, [1.0 / nchunks] * nchunks) for p, n in counts.items()}
     writers = {
@@ -247,7 +255,7 @@ def simulate_run(
             w.extend(_select(data, masks[s]))
         first_event += n
     skim_events = {}
-    files = []
+    files = {}
     for s, w in writers.items():
         meta = FileMetadata(
             exp=run.exp,
@@ -267,9 +275,8 @@ def simulate_run(
                 "generated_events": counts,
             },
         )
-        w.close(meta)
+        files[str(w.path)] = w.close(meta)
         skim_events[s] = w.n
-        files.append(str(w.path))
     return run.run, counts, skim_events, files
 
 
@@ -339,7 +346,9 @@ def simulate(
             if progress:
                 progress(done)
     else:
-        with ProcessPoolExecutor(max_workers=jobs) as pool:
+        with ProcessPoolExecutor(  # workers end with this process, even when it is killed
+            max_workers=jobs, initializer=exit_with_parent, initargs=(os.getpid(),)
+        ) as pool:
             futures = [pool.submit(simulate_run, cfg, r, outp) for r in runs]
             results = []
             for f in futures:
@@ -347,12 +356,16 @@ def simulate(
                 done += 1
                 if progress:
                     progress(done)
+    catalogue = FileCatalogue(outp)
     for run_number, gen, sk, files in results:
         result.generated[run_number] = gen
         result.skim_events[run_number] = sk
         result.files.extend(Path(f) for f in files)
+        for written, checksum in files.items():
+            catalogue.record(written, checksum)
     _write_truth(cfg, runs, outp)
     registry.save(outp / "runs.json")
+    catalogue.save()
     summary = {
         "config": cfg.to_dict(),
         "release": RELEASE,

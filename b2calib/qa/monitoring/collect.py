@@ -21,6 +21,7 @@ import hist
 import uproot
 
 from b2calib.engine import Dataset, SkippedFile, collect
+from b2calib.engine.loop import DEFAULT_MAX_NONFINITE
 from b2calib.exceptions import ConfigError, FileFormatError, QAError
 from b2calib.geometry import DETECTORS
 from b2calib.io import METADATA_KEY, FileMetadata
@@ -85,8 +86,10 @@ def collect_qa(
     executor: str | Any | None = None,
     workers: int | None = None,
     cache: bool | str | os.PathLike[str] = False,
-    on_error: Literal["skip", "stop"] = "skip",
+    on_error: Literal["skip", "stop"] | None = None,
     progress: bool = False,
+    verify: bool = True,
+    max_nonfinite: float = DEFAULT_MAX_NONFINITE,
 ) -> list[RunQA]:
     """Monitoring variables and QA histograms of every run with data.
 
@@ -101,15 +104,23 @@ def collect_qa(
         As :func:`b2calib.engine.collect` (the same results under every executor); None is
         ``"inprocess"``. ``cache`` is off by default.
     on_error
-        ``"skip"``: leave out unreadable files (listed in the run's :attr:`RunQA.skipped`;
-        files that cannot be attributed to a run are logged); ``"stop"``: raise the first
-        :class:`~b2calib.exceptions.FileFormatError`, which names the file.
+        The bad-file policy of :func:`b2calib.engine.collect` (its ``on_bad_file``): ``None``
+        (the default) leaves out unreadable and corrupt files and stops on inconsistent data
+        (duplicate events, a path that names another run than the metadata, a run the registry
+        does not list or lists twice, too many NaN or Inf values); ``"skip"`` leaves out every
+        bad file; ``"stop"`` raises the first bad file's
+        :class:`~b2calib.exceptions.FileFormatError`, which names the file. Files left out are
+        listed in their run's :attr:`RunQA.skipped` (files that cannot be attributed to a run
+        are logged).
+    verify, max_nonfinite
+        As :func:`b2calib.engine.collect`: compare each file with its catalogue entry before
+        reading it; the fraction of NaN or Inf values a run's branch may hold.
 
     Runs without any file of the skims the monitoring reads (:func:`qa_skims`) are left out;
     cosmic runs have occupancies only.
     """
-    if on_error not in ("skip", "stop"):
-        raise ConfigError(f"on_error must be 'skip' or 'stop', not {on_error!r}")
+    if on_error not in (None, "skip", "stop"):
+        raise ConfigError(f"on_error must be 'skip' or 'stop' (or None), not {on_error!r}")
     if isinstance(data, Dataset):
         ds = data
         files = [f for f in ds if (exp is None or f.exp == exp)]
@@ -123,13 +134,15 @@ def collect_qa(
                 raise QAError(f"{folder}: no runs.json; pass registry= or a Dataset")
             registry = RunRegistry.load(folder / "runs.json")
         ds = Dataset.select(folder, registry=registry, exp=exp, runs=runs)
-    if ds.problems and on_error == "stop":
-        p = ds.problems[0]
-        raise FileFormatError(p.path, p.reason, p.message)
-    for p in ds.problems:
-        log.warning("QA: file left out (%s): %s", p.reason, p.message)
     per_run: dict[RunKey, dict[str, Histograms]] = {}
     skipped: dict[RunKey, list[SkippedFile]] = {}
+    for p in ds.problems:
+        if on_error == "stop" or (on_error is None and p.inconsistent):
+            raise p.error()
+        if p.run is not None:
+            skipped.setdefault(p.run, []).append(p)
+        else:
+            log.warning("QA: file left out (%s): %s", p.reason, p.message)
     prescales: dict[RunKey, dict[str, float]] = {}
     by_path = {f.path: (f.exp, f.run) for f in ds}
     for skim in qa_skims():
@@ -153,6 +166,8 @@ def collect_qa(
             on_bad_file=on_error,
             cache=cache,
             progress=progress,
+            verify=verify,
+            max_nonfinite=max_nonfinite,
         )
         for s in result.skipped:
             skipped.setdefault(by_path[s.path], []).append(s)
