@@ -345,11 +345,14 @@ def test_qa_names() -> None:
         "Reference",
         "RunState",
         "Runs",
+        "Session",
+        "Sessions",
         "StoredComparison",
         "Trend",
         "User",
         "Users",
         "hash_password",
+        "session_id",
         "verify_password",
     ]
     assert b2calib.qa.grl.__all__ == [
