@@ -475,9 +475,13 @@ def test_app_names() -> None:
     assert b2calib_apps.auth.__all__ == [
         "ANONYMOUS",
         "COOKIE_MAX_AGE_DAYS",
+        "SESSION_COOKIE",
+        "SESSION_HEADER",
         "DatabaseAuthProvider",
         "LoginThrottle",
-        "login_name",
+        "SessionStore",
+        "safe_next",
+        "session_token",
     ]
     assert set(b2calib_apps.serve.APPS) == {"", "qam", "signoff", "runsummary"}
 
