@@ -555,10 +555,15 @@ class _Guarded(RequestHandler):
         if self._finished:
             return
         self.current_user = self.provider.visitor(self)
-        if self.current_user is None:
-            self._refuse()
+        reason = self._refusal()
+        if reason is not None:
+            self._refuse(reason)
 
-    def _refuse(self) -> None:
+    def _refusal(self) -> str | None:
+        """Why the request may not go on, or None."""
+        return "no login" if self.current_user is None else None
+
+    def _refuse(self, reason: str) -> None:
         if self.request.method in ("GET", "HEAD"):
             back = urllib.parse.urlencode({"next": safe_next(self.request.uri)})
             self.redirect(f"{self.provider.login_url}?{back}")
@@ -583,39 +588,35 @@ class _GuardedComponents(_Guarded):
         return path
 
 
-class _GuardedSocket(WebSocketHandler):
+class _GuardedSocket(_Guarded, WebSocketHandler):
     """A page's websocket: opens only with the session its page was made for, to a Bokeh
     session of this process; checks the session before every message it receives."""
 
-    provider: DatabaseAuthProvider
     _b2calib_sid: str | None = None
 
     async def prepare(self) -> None:
-        pending = super().prepare()
-        if pending is not None:
-            await pending
-        if self._finished:
-            return
-        self.current_user = self.provider.visitor(self)
+        await super().prepare()
         session = getattr(self, "_b2calib_session", None)
-        reason = None
+        if not self._finished and session is not None:
+            self._b2calib_sid = session.id
+
+    def _refusal(self) -> str | None:
         if self.current_user is None:
-            reason = "no login"
-        else:
-            token = _bokeh_token(self.request.headers.get("Sec-WebSocket-Protocol", ""))
-            expected = None if session is None else session.id
-            if token is None:
-                reason = "no session token"
-            elif _token_session(token) != expected:
-                reason = "a session token of another login"
-            elif not self._known(token):
-                reason = "a session of another server process (a page of before a restart?)"
-        if reason is not None:
-            log.info("refused the websocket of %s: %s", self.request.path, reason)
-            self.set_status(403)
-            self.finish()
-            return
-        self._b2calib_sid = None if session is None else session.id
+            return "no login"
+        session = getattr(self, "_b2calib_session", None)
+        token = _bokeh_token(self.request.headers.get("Sec-WebSocket-Protocol", ""))
+        if token is None:
+            return "no session token"
+        if _token_session(token) != (None if session is None else session.id):
+            return "a session token of another login"
+        if not self._known(token):
+            return "a session of another server process (a page of before a restart?)"
+        return None
+
+    def _refuse(self, reason: str) -> None:
+        log.info("refused the websocket of %s: %s", self.request.path, reason)
+        self.set_status(403)
+        self.finish()
 
     def _known(self, token: str) -> bool:
         """Whether the token's Bokeh session was made by this server process."""

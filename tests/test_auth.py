@@ -1006,9 +1006,19 @@ async def ws_open(port: int, app: str, client: Client, token: str) -> Any:
         for _ in range(2):
             await asyncio.wait_for(conn.read_message(), 30)
     except BaseException:
-        conn.close()
+        await ws_close(conn)
         raise
     return conn
+
+
+async def ws_close(conn: Any) -> None:
+    """Close a websocket and, unless it was closed already, wait until the server answered
+    (then the socket is closed, and no ResourceWarning follows)."""
+    protocol = conn.protocol
+    conn.close()
+    if protocol is not None and not protocol.stream.closed():
+        while await asyncio.wait_for(conn.read_message(), 30) is not None:
+            pass
 
 
 async def ws_ask(conn: Any) -> str | None:
@@ -1043,7 +1053,7 @@ def test_websocket_checks_the_session_on_every_message(app_server: AppServer) ->
         assert elsewhere.get("/logout").status == 200
         after = await ws_ask(conn)
         code = conn.close_code
-        conn.close()
+        await ws_close(conn)
         return before, after, code
 
     before, after, code = asyncio.run(scenario())
@@ -1068,7 +1078,7 @@ def test_websocket_refused_without_the_page_s_session(app_server: AppServer) -> 
         except (HTTPClientError, WebSocketError, AssertionError):
             return True
         answer = await ws_ask(conn)
-        conn.close()
+        await ws_close(conn)
         return answer is None
 
     assert asyncio.run(refused(boss, token))
@@ -1106,7 +1116,7 @@ def test_open_pages_closed_soon_after_the_session_ends(app_db: QADatabase) -> No
                 app_db.users.remove("carol")
                 start = time.monotonic()
                 closed = await asyncio.wait_for(conn.read_message(), 20)
-                conn.close()
+                await ws_close(conn)
                 return closed, time.monotonic() - start
 
             closed, waited = asyncio.run(scenario())
