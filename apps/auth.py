@@ -16,10 +16,11 @@ handler of its route table but the login and logout pages, the favicon and the s
 (Bokeh's and Panel's JavaScript and CSS, public library files) is replaced by a subclass that
 looks the request's session up before anything else runs: without a live session a page
 (``GET``) is sent to the login page, anything else is refused (403), a websocket before its
-handshake. Nothing is reachable by omission: a handler added by a later Panel or Bokeh is
-guarded too. Panel's component-resource handler (``/components/...``) is also kept from
-importing anything: it serves only resources of modules already loaded, of Panel, Bokeh,
-HoloViews and these apps, and answers 404 for anything else (never a traceback).
+handshake. Nothing is reachable by omission: a handler a later Panel or Bokeh registers, or one
+added to the running application, is guarded too. Panel's component-resource handler
+(``/components/...``) is also kept from importing anything: it serves only resources of modules
+already loaded, of Panel, Bokeh, HoloViews and these apps, and answers 404 for anything else
+(never a traceback).
 
 **Sessions end** at logout, after :data:`COOKIE_MAX_AGE_DAYS`, and when their user is removed or
 their password, role or detectors change (see :mod:`b2calib.qa.store.sessions`), for every server
@@ -87,6 +88,7 @@ from bokeh.server.views.ico_handler import IcoHandler
 from bokeh.server.views.multi_root_static_handler import MultiRootStaticHandler
 from bokeh.server.views.static_handler import StaticHandler
 from bokeh.util.token import get_session_id, get_token_payload
+from tornado.routing import RuleRouter
 from tornado.web import Application, HTTPError, RequestHandler, decode_signed_value
 from tornado.websocket import WebSocketHandler
 
@@ -515,14 +517,32 @@ class DatabaseAuthProvider(AuthProvider):
         """Put every route of ``application`` but the public ones behind the session check
         (see the module's description); the guarded handlers' names.
 
-        A route whose target is not a request handler cannot be guarded: it is refused
+        Every router of the application is walked (nested ones too), and routes added later
+        through ``application.add_handlers`` are guarded as they come. A route whose target is
+        neither a request handler nor a router cannot be guarded: it is refused
         (:class:`~b2calib.exceptions.B2CalibError`) rather than left open.
         """
+        guarded: list[str] = []
+        self._guard_router(application.default_router, guarded)
+        if not getattr(application, "_b2calib_guard", None):
+            add_handlers = application.add_handlers
+
+            def add_and_guard(host_pattern: str, host_handlers: Any) -> None:
+                add_handlers(host_pattern, host_handlers)
+                self.guard(application)
+
+            application.add_handlers = add_and_guard  # type: ignore[method-assign]
+            application._b2calib_guard = self  # type: ignore[attr-defined]
+        return guarded
+
+    def _guard_router(self, router: RuleRouter, guarded: list[str]) -> None:
         from panel.io.server import ComponentResourceHandler
 
-        guarded = []
-        for rule in application.wildcard_router.rules:
+        for rule in router.rules:
             target = rule.target
+            if isinstance(target, RuleRouter):
+                self._guard_router(target, guarded)
+                continue
             if not (isinstance(target, type) and issubclass(target, RequestHandler)):
                 raise B2CalibError(f"cannot guard the route {rule.matcher!r} ({target!r})")
             if self.is_public(target) or issubclass(target, _Guarded):
@@ -535,7 +555,6 @@ class DatabaseAuthProvider(AuthProvider):
                 mixin = _Guarded
             rule.target = type(target.__name__, (mixin, target), {"provider": self})
             guarded.append(target.__name__)
-        return guarded
 
 
 #: Packages whose loaded modules' component resources ``/components/...`` may serve.

@@ -27,7 +27,7 @@ import pytest
 import sqlalchemy as sa
 from tornado.httpserver import HTTPServer
 from tornado.testing import bind_unused_port
-from tornado.web import Application
+from tornado.web import Application, RequestHandler
 
 import b2calib.qa.store as store
 import b2calib_apps.auth as auth
@@ -910,6 +910,31 @@ def test_routes_with_a_session_import_nothing_and_never_fail(app_server: AppServ
     assert set(pages.values()) == {200}, pages
     assert "this" not in sys.modules
     assert log.errors() == []
+
+
+@APP_WARNINGS
+def test_routes_added_later_are_guarded(app_db: QADatabase) -> None:
+    """A handler added to the running server (``add_handlers``: a nested router) needs a
+    session too."""
+
+    class Late(RequestHandler):
+        def get(self) -> None:
+            self.write("late")
+
+    with AppServer(app_db, session_check=3600.0) as server:
+        added = threading.Event()
+
+        def add() -> None:
+            server.server._tornado.add_handlers(r".*", [(r"/late", Late)])
+            added.set()
+
+        server.server.io_loop.add_callback(add)
+        assert added.wait(timeout=30)
+        refused = Client(server.port).get("/late")
+        assert refused.status == 302
+        assert refused.headers["Location"] == "/login?next=%2Flate"
+        answered = _login(server, "vic").get("/late")
+        assert (answered.status, answered.body) == (200, "late")
 
 
 def _login(server: AppServer, name: str) -> Client:
