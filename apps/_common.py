@@ -1,4 +1,5 @@
-"""What the apps share: colours, the logged-in user, cached reads and histogram plots.
+"""What the apps share: colours, the logged-in user, the page's reaction to a lost connection,
+cached reads and histogram plots.
 
 Nothing here computes physics: it asks the QA database and lays out what it answers.
 """
@@ -13,6 +14,8 @@ import holoviews.plotting.bokeh  # registers the Bokeh backend for .opts
 import numpy as np
 import pandas as pd
 import panel as pn
+from bokeh.document import Document
+from bokeh.models import CustomJS
 
 from b2calib.exceptions import B2CalibError
 
@@ -45,23 +48,81 @@ def db_key(db: Any) -> str:
     return key
 
 
+def served() -> bool:
+    """Whether the code runs for a page of a server (a Bokeh session), not in plain Python."""
+    return bool(pn.state.curdoc and pn.state.curdoc.session_context)
+
+
 def session_user(db: Any) -> Any:
-    """The logged-in :class:`~b2calib.qa.store.User` of the current served session, or None.
+    """The logged-in :class:`~b2calib.qa.store.User` of the current served page, or None.
 
-    None outside a server, for anonymous visitors, and for a login the database no longer
-    knows. The name comes from the signed login cookie (see :mod:`b2calib_apps.auth`).
+    None outside a server, for anonymous visitors, and once the page's login session has
+    ended (logout, expiry, the user removed or changed). The page knows its session by the id
+    the server's guard put in its request (:data:`b2calib_apps.auth.SESSION_HEADER`; the
+    cookie never reaches the page), and each call asks the database whether it is still live.
     """
-    from .auth import login_name
+    from .auth import SESSION_HEADER
 
-    if not pn.state.curdoc or not pn.state.curdoc.session_context:
+    if not served():
         return None
-    name = login_name(pn.state.cookies, pn.config.cookie_secret)
-    if name is None:
+    sid = pn.state.headers.get(SESSION_HEADER)
+    if not sid:
         return None
     try:
-        return db.users.get(name)
+        session = db.sessions.get(sid)
     except B2CalibError:
         return None
+    return None if session is None else session.user
+
+
+#: What a page does when its connection to the server is lost (server stopped or restarted,
+#: login ended): cover the page with a message that says so and a button to reload, and make
+#: everything under it inert (no click or key reaches a control). Bokeh does not reconnect a
+#: Panel page, and the server would refuse an old page's session anyway.
+_DISCONNECTED_JS = """
+const id = "b2calib-disconnected"
+if (document.getElementById(id) == null) {
+  for (const el of Array.from(document.body.children)) {
+    el.inert = true
+    el.setAttribute("aria-hidden", "true")
+  }
+  const cover = document.createElement("div")
+  cover.id = id
+  cover.setAttribute("role", "alertdialog")
+  cover.setAttribute("aria-modal", "true")
+  cover.setAttribute("aria-labelledby", "b2calib-disconnected-title")
+  cover.style.cssText = "position:fixed;inset:0;z-index:2147483647;display:flex;" +
+    "align-items:center;justify-content:center;background:rgba(20,24,31,0.55);" +
+    "font-family:system-ui,sans-serif"
+  cover.innerHTML =
+    '<div style="background:#fff;max-width:32rem;padding:1.4rem 2rem;border-radius:8px;' +
+    'border-top:6px solid #b00020;box-shadow:0 4px 24px rgba(0,0,0,.35);color:#222">' +
+    '<h2 id="b2calib-disconnected-title" style="margin:0 0 .6rem;color:#b00020;' +
+    'font-size:1.3rem">Disconnected from the server</h2>' +
+    '<p>This page has lost its connection to the b2calib server: the server was stopped or ' +
+    'restarted, or your login ended. <b>Nothing you do on this page is saved any more.</b></p>' +
+    '<p>Reload the page to continue (you may have to log in again).</p>' +
+    '<button id="b2calib-reload" style="padding:.5rem 1.2rem;font-size:1rem;border:0;' +
+    'border-radius:4px;background:#1f4e8c;color:#fff;cursor:pointer">Reload the page</button>' +
+    "</div>"
+  document.body.appendChild(cover)
+  const reload = cover.querySelector("#b2calib-reload")
+  reload.addEventListener("click", () => window.location.reload())
+  reload.focus()
+  document.title = "Disconnected: " + document.title
+}
+"""
+
+
+def block_when_disconnected(doc: Document | None) -> None:
+    """Make a served page show its lost connection and block its controls until reloaded.
+
+    Panel's own ``disconnect_notification`` only shows a toast that can be dismissed and leaves
+    every control live, so a click after a restart would look as if it worked; this covers the
+    page instead (on Bokeh's ``connection_lost`` event of the document).
+    """
+    if doc is not None:
+        doc.js_on_event("connection_lost", CustomJS(code=_DISCONNECTED_JS))
 
 
 def describe_user(user: Any) -> str:

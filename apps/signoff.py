@@ -7,7 +7,9 @@ never replacing it. Clicking a cell shows that detector's evidence for the run (
 status, histograms over their references with the test results, monitoring variables, flag
 history) and, for a user allowed to, the controls to set its flag. Every write goes through the
 library with the logged-in user, which refuses what the user's role does not allow
-(:class:`~b2calib.exceptions.PermissionDenied`, shown as a message).
+(:class:`~b2calib.exceptions.PermissionDenied`, shown as a message). A served page asks again
+before every write whether its login is still live: one ended since the page was opened
+(logged out, the user removed or changed) writes nothing.
 """
 
 from __future__ import annotations
@@ -34,12 +36,14 @@ from ._common import (
     describe_user,
     header,
     histogram_plot,
+    served,
     session_user,
 )
 
 __all__ = ["SignOff"]
 
 _PAGE_SIZE = 25
+_ENDED = "Your login has ended (logged out, or your account changed): reload the page."
 AlertKind = Literal["primary", "secondary", "success", "danger", "warning", "info", "light"]
 
 
@@ -77,7 +81,7 @@ class SignOff(pn.viewable.Viewer):
         super().__init__(**params)
         if self.db is None:
             raise TypeError("SignOff needs db=QADatabase(...)")
-        if pn.state.curdoc is not None and pn.state.curdoc.session_context is not None:
+        if served():
             self.user = session_user(self.db)  # served: the login decides, nothing else
         self._key = db_key(self.db)
         runs = list(self.db.runs.select())
@@ -244,6 +248,21 @@ class SignOff(pn.viewable.Viewer):
         self.message.alert_type = kind
         self.message.visible = True
 
+    def _writer(self, say: Any, read_only: str) -> Any:
+        """Who writes now, or None (after ``say`` told why, ``read_only`` to a visitor without
+        login): the page's user, and in a served page only while its login is live (looked up
+        again: it may have ended since the page was opened)."""
+        if self.user is None:
+            say(read_only, "danger")
+            return None
+        if not served():
+            return self.user
+        user = session_user(self.db)
+        if user != self.user:
+            say(_ENDED, "danger")
+            return None
+        return user
+
     def _refusal(self) -> str | None:
         """Why the current user may not flag the selected cell, or None."""
         if self.selected is None:
@@ -285,13 +304,11 @@ class SignOff(pn.viewable.Viewer):
         if flag != "GOOD" and not comment:
             self._say(f"Say why {det} of run {exp}/{run} is {flag}: a comment is required.")
             return
-        if self.user is None:
-            self._say("Read only: log in to set flags.", "danger")
+        user = self._writer(self._say, "Read only: log in to set flags.")
+        if user is None:
             return
         try:
-            entry = self.db.certification.set_flag(
-                exp, run, det, flag, user=self.user, comment=comment
-            )
+            entry = self.db.certification.set_flag(exp, run, det, flag, user=user, comment=comment)
         except PermissionDenied as err:
             self._say(f"Refused: {err}", "danger")
             return
@@ -310,13 +327,15 @@ class SignOff(pn.viewable.Viewer):
             self.grid.patch({column: [(int(hit[0]), value)]})
 
     def _move(self, state: str) -> None:
-        if self.selected is None or self.user is None:
-            self._say("Read only: log in to change run states.", "danger")
+        if self.selected is None:
+            return
+        user = self._writer(self._say, "Read only: log in to change run states.")
+        if user is None:
             return
         exp, run, _ = self.selected
         try:
             self.db.certification.set_state(
-                exp, run, state, user=self.user, comment=(self.workflow_comment.value or "").strip()
+                exp, run, state, user=user, comment=(self.workflow_comment.value or "").strip()
             )
         except PermissionDenied as err:
             self._say(f"Refused: {err}", "danger")
@@ -461,14 +480,14 @@ class SignOff(pn.viewable.Viewer):
         if not name:
             self._grl_say("Give the list a name.", "warning")
             return
-        if self.user is None:
-            self._grl_say("Read only: log in as a manager to make good-run lists.", "danger")
+        user = self._writer(self._grl_say, "Read only: log in as a manager to make good-run lists.")
+        if user is None:
             return
         try:
             g = self.db.grls.make(
                 name,
                 self.grl_expression.value,
-                user=self.user,
+                user=user,
                 description=self.grl_description.value,
                 exp=self.exp,
             )

@@ -59,16 +59,23 @@ class Server:
     """``b2calib serve`` in a subprocess; ``with Server(url) as s: s.base`` is its address.
 
     Entering waits until the command prints that it serves (a blocking read of its output, no
-    polling); leaving terminates it and checks it stopped.
+    polling); leaving terminates it and checks it stopped. ``port`` serves on a given port (a
+    restart of a server on the same address); a free one when not given.
     """
 
-    def __init__(self, url: str, *options: str) -> None:
+    def __init__(self, url: str, *options: str, port: int | None = None) -> None:
         self.url = url
         self.options: Sequence[str] = options
-        self.port = free_port()
+        self.port = free_port() if port is None else port
         self.base = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen[str] | None = None
         self.output: list[str] = []
+
+    @property
+    def pid(self) -> int:
+        """The server's process id (while it runs)."""
+        assert self.proc is not None
+        return self.proc.pid
 
     def __enter__(self) -> Server:
         cmd = [

@@ -362,11 +362,14 @@ def test_qa_names() -> None:
         "Reference",
         "RunState",
         "Runs",
+        "Session",
+        "Sessions",
         "StoredComparison",
         "Trend",
         "User",
         "Users",
         "hash_password",
+        "session_id",
         "verify_password",
     ]
     assert b2calib.qa.grl.__all__ == [
@@ -489,9 +492,13 @@ def test_app_names() -> None:
     assert b2calib_apps.auth.__all__ == [
         "ANONYMOUS",
         "COOKIE_MAX_AGE_DAYS",
+        "SESSION_COOKIE",
+        "SESSION_HEADER",
         "DatabaseAuthProvider",
         "LoginThrottle",
-        "login_name",
+        "SessionStore",
+        "safe_next",
+        "session_token",
     ]
     assert set(b2calib_apps.serve.APPS) == {"", "qam", "signoff", "runsummary"}
 

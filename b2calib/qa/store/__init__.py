@@ -5,6 +5,8 @@ on one :class:`~b2calib.db.Database` and exposes them as attributes (``qa.users.
 =================  ===============================================================================
 ``tables``         the ``qa_`` tables (created by the migrations of :mod:`b2calib.db`)
 ``users``          :class:`Users` (``qa.users``): users, roles and salted password hashes
+``sessions``       :class:`Sessions` (``qa.sessions``): the dashboards' login sessions, ended
+                   by logout, expiry or a change of their user
 ``runs``           :class:`Runs` (``qa.runs``): the run registry with the certified flags, the
                    monitoring variables and their :class:`Trend`
 ``histograms``     :class:`Histograms` (``qa.histograms``): QA histograms per run, their
@@ -17,9 +19,9 @@ on one :class:`~b2calib.db.Database` and exposes them as attributes (``qa.users.
 ``database``       :class:`QADatabase`, the entry point
 =================  ===============================================================================
 
-Each part takes the database and the lower parts it needs: users and runs at the bottom, then
-histograms (storing a run's QA with its variables), the automatic status, certification and
-good-run lists.
+Each part takes the database and the lower parts it needs: users, sessions and runs at the
+bottom, then histograms (storing a run's QA with its variables), the automatic status,
+certification and good-run lists.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from b2calib.qa.store.database import QADatabase
 from b2calib.qa.store.grls import GoodRunLists
 from b2calib.qa.store.histograms import Histograms, Reference, StoredComparison
 from b2calib.qa.store.runs import Runs, Trend
+from b2calib.qa.store.sessions import Session, Sessions, session_id
 from b2calib.qa.store.status import AutoStatus
 from b2calib.qa.store.tables import ROLES, RUN_STATES
 from b2calib.qa.store.users import User, Users, hash_password, verify_password
@@ -45,11 +48,14 @@ __all__ = [
     "Reference",
     "RunState",
     "Runs",
+    "Session",
+    "Sessions",
     "StoredComparison",
     "Trend",
     "User",
     "Users",
     "hash_password",
+    "session_id",
     "verify_password",
 ]
 

@@ -13,6 +13,7 @@ from b2calib.qa.store.certification import Certification
 from b2calib.qa.store.grls import GoodRunLists
 from b2calib.qa.store.histograms import Histograms
 from b2calib.qa.store.runs import Runs
+from b2calib.qa.store.sessions import Sessions
 from b2calib.qa.store.status import AutoStatus
 from b2calib.qa.store.users import Users
 
@@ -41,6 +42,9 @@ class QADatabase(Database):
     users : Users
         Users and roles: ``add``, ``authenticate``, ``get``, ``all``, ``set_password``,
         ``remove``.
+    sessions : Sessions
+        The dashboards' login sessions: ``open``, ``find``, ``get``, ``alive``, ``close``,
+        ``close_all``, ``purge``.
     runs : Runs
         The run registry with the certified flags and the monitoring variables: ``import_runs``,
         ``select``, ``get``, ``registry``, ``with_certified_flags``, ``variable_names``,
@@ -65,6 +69,7 @@ class QADatabase(Database):
     ) -> None:
         super().__init__(url, author=author)
         self.users = Users(self)
+        self.sessions = Sessions(self)
         self.runs = Runs(self)
         self.histograms = Histograms(self, self.runs)
         self.status = AutoStatus(self, self.runs, self.histograms)

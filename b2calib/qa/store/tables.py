@@ -1,7 +1,7 @@
 """Tables of the quality-assurance records (prefix ``qa_``), on the shared
 :data:`b2calib.db.metadata`: the run registry, the monitoring variables and QA histograms per
 run, the reference of each histogram, the comparisons' results, the certification flags and run
-states with their history, the good-run lists and the dashboard users.
+states with their history, the good-run lists, the dashboard users and their login sessions.
 
 The schema is created and evolved by the Alembic migrations of :mod:`b2calib.db`. The
 certification records (flags, run states, good-run lists) are append-only: every change is a
@@ -17,6 +17,7 @@ from sqlalchemy import (
     CheckConstraint,
     Column,
     Float,
+    ForeignKey,
     Index,
     Integer,
     LargeBinary,
@@ -39,6 +40,7 @@ __all__ = [
     "qa_references",
     "qa_run_states",
     "qa_runs",
+    "qa_sessions",
     "qa_users",
     "qa_variables",
     "run_range",
@@ -175,6 +177,25 @@ qa_users = Table(
     Column("created", UTC_TIME, nullable=False),
     Column("author", String(200), nullable=False),
     CheckConstraint(f"role IN {ROLES!r}", name="ck_qa_user_role"),
+)
+
+#: One row per dashboard login (see :mod:`b2calib.qa.store.sessions`): ``id`` is the SHA-256 of
+#: the token the browser holds (never the token), ``stamp`` a digest of the user's role,
+#: detectors and password hash when the session began (a change of any ends the session).
+qa_sessions = Table(
+    "qa_sessions",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column(
+        "user_name",
+        String(200),
+        ForeignKey("qa_users.name", name="fk_qa_sessions_user", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    Column("stamp", String(64), nullable=False),
+    Column("created", UTC_TIME, nullable=False),
+    Column("expires", UTC_TIME, nullable=False),
+    Index("ix_qa_sessions_user", "user_name"),
 )
 
 

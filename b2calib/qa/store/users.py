@@ -19,7 +19,7 @@ from sqlalchemy.engine import Connection
 from b2calib.db import Database, now
 from b2calib.exceptions import ConfigError, PermissionDenied, QAError
 from b2calib.geometry import DETECTORS
-from b2calib.qa.store.tables import ROLES, qa_users
+from b2calib.qa.store.tables import ROLES, qa_sessions, qa_users
 
 __all__ = ["User", "Users", "check_detector", "hash_password", "verify_password"]
 
@@ -131,7 +131,7 @@ class Users:
         return user
 
     def set_password(self, name: str, password: str) -> None:
-        """Replace a user's password."""
+        """Replace a user's password; their login sessions end."""
         if not _known_name(name):
             raise QAError(f"no user {_shown(name)}")
         with self.db.write() as conn:
@@ -142,13 +142,16 @@ class Users:
             ).rowcount
             if not done:
                 raise QAError(f"no user {name!r}")
+            conn.execute(qa_sessions.delete().where(qa_sessions.c.user_name == name))
             self.db.log(conn, "set_password", None, user=name)
 
     def remove(self, name: str) -> None:
-        """Remove a user (what they certified stays, under their name)."""
+        """Remove a user (what they certified stays, under their name); their login sessions
+        end."""
         if not _known_name(name):
             raise QAError(f"no user {_shown(name)}")
         with self.db.write() as conn:
+            conn.execute(qa_sessions.delete().where(qa_sessions.c.user_name == name))
             if not conn.execute(qa_users.delete().where(qa_users.c.name == name)).rowcount:
                 raise QAError(f"no user {name!r}")
             self.db.log(conn, "remove_user", None, user=name)

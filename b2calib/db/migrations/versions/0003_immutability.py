@@ -4,7 +4,7 @@ history is append-only, and (PostgreSQL) no protected table can be truncated.
 
 Revision ID: 0003
 Revises: 0002
-Create Date: 2027-01-18
+Create Date: 2026-12-03
 
 The protected tables are the conditions' (``payloads``, ``payload_files``, ``globaltags``,
 ``iovs``), the audit log (``history``, which keeps each published tag's manifest) and the
