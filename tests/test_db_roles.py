@@ -413,15 +413,15 @@ def test_an_application_role_without_its_grants_says_the_owner_must_grant(roles:
     set_up(roles)
     # a table a later migration adds is unreadable until the owner grants again
     with roles.raw(roles.owner) as conn:
-        conn.execute("CREATE TABLE qa_sessions (id serial PRIMARY KEY, token text)")
+        conn.execute("CREATE TABLE qa_added_later (id serial PRIMARY KEY, token text)")
     with pytest.raises(ConditionsError, match=f"role {roles.app} may not read the b2calib tables"):
         ConditionsDB(roles.app_url)
     b2calib("db", "grant", roles.app, "--db", roles.owner_url)
-    assert privileges(roles)["qa_sessions"] == {"SELECT", "INSERT", "UPDATE", "DELETE"}
+    assert privileges(roles)["qa_added_later"] == {"SELECT", "INSERT", "UPDATE", "DELETE"}
     db = ConditionsDB(roles.app_url)
     try:
         with db.write() as conn:
-            conn.execute(sa.text("INSERT INTO qa_sessions (token) VALUES ('t')"))
+            conn.execute(sa.text("INSERT INTO qa_added_later (token) VALUES ('t')"))
     finally:
         db.close()
 
