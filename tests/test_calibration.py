@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -299,6 +299,40 @@ def test_failure_stages_nothing_and_skips_dependents(
     assert reports["after-bad"].status == "SKIPPED"
     assert db.payloads() == []
     assert "staging" not in [t.name for t in db.tags()]
+
+
+class NaNOffsetAlgorithm(OffsetAlgorithm):
+    """The offset algorithm, returning a NaN offset (unflagged) for the runs ``nan_on``."""
+
+    def __init__(self, nan_on: Sequence[RunKey]) -> None:
+        super().__init__()
+        self.nan_on = set(nan_on)
+
+    def run(self, data: AlgorithmInput) -> AlgorithmResult:
+        result = super().run(data)
+        if self.nan_on & set(data.runs):
+            for p in result.payloads:
+                p.values["offset"][:] = np.nan
+        return result
+
+
+def test_an_invalid_payload_fails_the_job_and_stages_nothing(
+    data: Path, db: ConditionsDB, tmp_path: Path
+) -> None:
+    """An algorithm's payload that the database would refuse (here an unflagged NaN) is a
+    FAILURE of that execution, named in the report: the job is marked failed, nothing is staged,
+    and running it again says the same instead of retrying the staging."""
+    bad = offset_calibration(algorithm=NaNOffsetAlgorithm(nan_on=[(1, 6)]), name="nan")
+    for _ in range(2):
+        report = run_calibrations([bad], data, db=db, staging_tag="staging", cache=tmp_path / "c")[
+            "nan"
+        ]
+        assert report.status == "FAILED"
+        assert f"payload {PAYLOAD}: no value is finite" in report.message
+        assert db.payloads() == []
+        assert "staging" not in [t.name for t in db.tags()]
+    (job,) = JobStore(db).jobs("nan")
+    assert job.state == "failed"
 
 
 class ScaleAlgorithm(Algorithm):

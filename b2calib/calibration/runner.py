@@ -55,9 +55,10 @@ from b2calib.calibration.strategies import Execution
 from b2calib.conditions.database import ConditionsDB, IovEntry
 from b2calib.conditions.iov import IoV, RunKey
 from b2calib.conditions.payload import Payload
+from b2calib.conditions.payloadtypes import check_payload
 from b2calib.engine import Dataset, NonFiniteCounts, RunOutput, SkippedFile, collect
 from b2calib.engine.loop import DEFAULT_MAX_NONFINITE
-from b2calib.exceptions import B2CalibError, CalibrationError
+from b2calib.exceptions import B2CalibError, CalibrationError, PayloadError
 from b2calib.io import find_skim_files
 from b2calib.runs import RunRegistry
 
@@ -598,6 +599,7 @@ class _Runner:
                 f"algorithm {alg.name} of {self.cal.name} returned payloads {unexpected} it does "
                 f"not declare (declared: {', '.join(alg.payloads)})"
             )
+        result = _refused_payloads(result)
         for payload in result.payloads:
             payload.metadata["provenance"] = {
                 **payload.metadata.get("provenance", {}),
@@ -681,6 +683,23 @@ class _Runner:
             for e in s["executions"]
         ]
         return report
+
+
+def _refused_payloads(result: AlgorithmResult) -> AlgorithmResult:
+    """``result``, or a FAILURE naming the first of its payloads the database would refuse
+    (:func:`~b2calib.conditions.payloadtypes.check_payload`), so that an algorithm's invalid
+    payload fails its job like any failed fit instead of stopping the staging."""
+    for payload in result.payloads:
+        try:
+            check_payload(payload)
+        except PayloadError as err:
+            return AlgorithmResult(
+                AlgorithmStatus.FAILURE,
+                diagnostics=result.diagnostics,
+                message=f"{err} (the algorithm said {result.status.value}"
+                + (f": {result.message})" if result.message else ")"),
+            )
+    return result
 
 
 def _no_data_message(runs: Sequence[RunKey], why: Mapping[RunKey, str]) -> str:
