@@ -13,6 +13,7 @@ import numpy as np
 import uproot
 
 from b2calib.io import METADATA_KEY, TREE_NAME
+from tests.skimfiles import CATALOGUE, recatalogue
 
 #: How a run can be broken (see :func:`break_run`).
 DAMAGES = ("missing-branch", "wrong-type", "empty-tree", "empty-file", "absent")
@@ -68,6 +69,12 @@ def rewrite_skim(
         out[TREE_NAME].extend(data)
         out[METADATA_KEY] = json.dumps(meta, sort_keys=True)
     tmp.replace(path)
+    # written by its producer: the file catalogue above it holds the new file's checksum (a
+    # corrupt file is another test's business)
+    for folder in path.parents:
+        if (folder / CATALOGUE).exists():
+            recatalogue(folder, path)
+            break
 
 
 def _cast(a: ak.Array, dtype: str | None) -> ak.Array:
