@@ -57,6 +57,20 @@ def small_config(**kw: object) -> SimConfig:
     return SimConfig(**base)  # type: ignore[arg-type]
 
 
+#: The database backends of the tests that take ``db_url``; the PostgreSQL ones are marked
+#: ``postgres`` (a private server, tests/postgres.py).
+BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+
+
+@pytest.fixture(params=BACKENDS)
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """URL of a new, empty b2calib database: an SQLite file, or a PostgreSQL database of the
+    tests' private server. A test taking it runs on both backends."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'b2calib.sqlite'}"
+    return str(request.getfixturevalue("postgres_url"))
+
+
 @pytest.fixture(scope="session")
 def experiment(tmp_path_factory: pytest.TempPathFactory) -> tuple[SimConfig, SimulationResult]:
     """A simulated experiment shared by the read-only tests."""

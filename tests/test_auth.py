@@ -37,8 +37,6 @@ from b2calib.runs import RunRegistry
 from b2calib_apps.auth import DatabaseAuthProvider, LoginThrottle
 from tests.browser_server import USERS, Server, free_port
 
-BACKENDS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
-
 SECRET = "test-cookie-secret-0123456789"
 RIGHT = ("alice", "alice-secret-1")
 
@@ -560,14 +558,10 @@ def test_login_never_redirects_off_site(
 
 
 # ------------------------------------------------------------- sessions in the database
-@pytest.fixture(params=BACKENDS)
-def qa(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[QADatabase]:
+@pytest.fixture
+def qa(db_url: str) -> Iterator[QADatabase]:
     """A new QA database (SQLite or PostgreSQL) with alice (expert of CDC) and boss."""
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'qa.sqlite'}"
-    else:
-        url = str(request.getfixturevalue("postgres_url"))
-    db = QADatabase(url, author="admin")
+    db = QADatabase(db_url, author="admin")
     db.users.add("alice", "alice-secret-1", "expert", ["CDC"])
     db.users.add("boss", "boss-secret-1", "manager")
     yield db
@@ -1154,17 +1148,11 @@ def test_open_pages_closed_soon_after_the_session_ends(app_db: QADatabase) -> No
 
 # ----------------------------------------------------- several server processes, one database
 @pytest.mark.slow
-@pytest.mark.parametrize("backend", BACKENDS)
-def test_sessions_end_across_server_processes(
-    backend: str, request: pytest.FixtureRequest, tmp_path: Path, sample: Path
-) -> None:
+def test_sessions_end_across_server_processes(db_url: str, sample: Path) -> None:
     """Two ``b2calib serve`` processes sharing the database and the cookie secret (behind one
     load balancer): a login made on one opens pages on the other; its logout on one ends it on
     both at once; removing a user ends their logins everywhere."""
-    if backend == "sqlite":
-        url = f"sqlite:///{tmp_path / 'qa.sqlite'}"
-    else:
-        url = str(request.getfixturevalue("postgres_url"))
+    url = db_url
     db = QADatabase(url, author="admin")
     db.runs.import_runs(RunRegistry.load(sample / "runs.json"))
     for name, (password, role, dets) in USERS.items():

@@ -40,8 +40,6 @@ from b2calib.exceptions import ConditionsError, PayloadError
 from b2calib.io import METADATA_KEY, TREE_NAME, FileMetadata, read_metadata
 from tests.postgres import PostgresMissing, PostgresServer, find_pg_bin
 
-BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
-
 # The state machine of the issue, written out independently of the code.
 EXPECTED_MOVES = {
     ("OPEN", "TESTING"),
@@ -66,14 +64,6 @@ GRID = [(e, r) for e in range(5) for r in [*range(13), 1000]]
 
 
 # -- fixtures and helpers --------------------------------------------------------------------
-
-
-@pytest.fixture(params=BACKENDS)
-def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """URL of a new, empty conditions database (SQLite file or PostgreSQL database)."""
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'conditions.sqlite'}"
-    return str(request.getfixturevalue("postgres_url"))
 
 
 @pytest.fixture

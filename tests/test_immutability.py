@@ -16,7 +16,6 @@ import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -30,7 +29,7 @@ from b2calib.conditions.payload import bytes_md5
 from b2calib.exceptions import ConditionsError, PayloadError, QAError
 from b2calib.qa.store import QADatabase, User
 from b2calib.runs import Run
-from tests.test_conditions_db import BACKENDS, Raw, make_tag, payload
+from tests.test_conditions_db import Raw, make_tag, payload
 
 DETS = ("PXD", "SVD", "CDC", "TOP", "ARICH", "ECL", "KLM")
 MONA = User("mona", "manager")
@@ -50,14 +49,6 @@ def _head() -> str:
 
 #: The newest revision (0003 here; a later revision may follow it).
 HEAD = _head()
-
-
-@pytest.fixture(params=BACKENDS)
-def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """URL of a new, empty b2calib database (SQLite file or PostgreSQL database)."""
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'b2calib.sqlite'}"
-    return str(request.getfixturevalue("postgres_url"))
 
 
 @pytest.fixture

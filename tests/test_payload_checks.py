@@ -24,7 +24,7 @@ from b2calib.conditions import ConditionsDB, IoV, LocalDatabase, Payload, Payloa
 from b2calib.conditions.payload import ChannelStatus
 from b2calib.exceptions import ConditionsError, ConfigError, PayloadError
 from tests.test_cli_conditions import error, run
-from tests.test_conditions_db import db, db_url  # noqa: F401  (fixtures: both backends)
+from tests.test_conditions_db import db  # noqa: F401  (fixture: both backends)
 
 NAN = float("nan")
 
@@ -50,7 +50,7 @@ def parses(data: bytes) -> bool:
     return True
 
 
-def cli_env(db_url: str) -> dict[str, str]:  # noqa: F811
+def cli_env(db_url: str) -> dict[str, str]:
     return {"B2CALIB_DB": db_url, "B2CALIB_USER": "tester"}
 
 
@@ -91,7 +91,7 @@ def test_attacked_payload_file_is_refused_by_upload(
 
 
 def test_attacked_payload_is_refused_by_the_command_line(
-    db_url: str,  # noqa: F811
+    db_url: str,
     sample: Path,
     tmp_path: Path,
 ) -> None:
@@ -401,7 +401,7 @@ def test_metadata_that_is_no_object_is_one_line(tmp_path: Path) -> None:
         Payload.read(path)
 
 
-def test_non_utf8_database_txt_is_one_line(db_url: str, tmp_path: Path) -> None:  # noqa: F811
+def test_non_utf8_database_txt_is_one_line(db_url: str, tmp_path: Path) -> None:
     folder = tmp_path / "localdb"
     folder.mkdir()
     index = folder / "database.txt"
@@ -415,7 +415,7 @@ def test_non_utf8_database_txt_is_one_line(db_url: str, tmp_path: Path) -> None:
 
 def test_payload_path_that_is_a_directory_is_one_line(
     db: ConditionsDB,  # noqa: F811
-    db_url: str,  # noqa: F811
+    db_url: str,
     tmp_path: Path,
 ) -> None:
     folder = tmp_path / "localdb"

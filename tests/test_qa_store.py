@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterator
-from pathlib import Path
 
 import hist
 import numpy as np
@@ -18,18 +17,13 @@ from b2calib.qa.monitoring import MonitoringValue, RunQA
 from b2calib.qa.store import QADatabase, User, hash_password, verify_password
 from b2calib.runs import Run, RunRegistry
 
-BACKENDS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
 DETS = ("PXD", "SVD", "CDC", "TOP", "ARICH", "ECL", "KLM")
 
 
-@pytest.fixture(params=BACKENDS)
-def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[QADatabase]:
+@pytest.fixture
+def db(db_url: str) -> Iterator[QADatabase]:
     """A new database with 8 physics runs and 1 cosmic run of experiment 3, and four users."""
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'qa.sqlite'}"
-    else:
-        url = str(request.getfixturevalue("postgres_url"))
-    qa = QADatabase(url, author="admin")
+    qa = QADatabase(db_url, author="admin")
     qa.runs.import_runs(_runs())
     qa.users.add("mona", "m-secret", "manager")
     qa.users.add("carl", "c-secret", "expert", ["CDC", "ECL"])
