@@ -546,13 +546,15 @@ SOAK_LOADS, SOAK_WARMUP, SOAK_SECONDS = 200, 60, 900.0
 def test_memory_stays_flat_over_many_page_loads(browser: Browser, db_url: str) -> None:
     """A bounded soak on loopback: page loads of every app in turn, as one logged-in browser.
     The server's resident memory, sampled every 10 loads from load 60, grows by less than 50
-    MB in all, and over the second half of the loads it does not grow with them: the robust
-    (Theil-Sen) slope of those samples is below 0.05 MB a page (a leak of 0.1 MB a page is
-    twice that). A robust slope, because the allocator grows in steps: a single step of 18 MB
-    between loads 180 and 200, flat before, failed a test that compared the last sample with
-    the middle one. The issue measured 254 -> 395 MB over the first 50 loads, then flat
-    through 200; measured here: 378 MB after 60 loads, 389 MB after 80, 392 MB from 100 to
-    180."""
+    MB in all, and over the second half of the loads its robust (Theil-Sen) slope is below
+    0.2 MB a page: a leak of 0.25 MB a page or more fails (the issue's growth was 2.8 MB a
+    page). No finer: how many Bokeh sessions are alive at a sample depends on how fast pages
+    load (an unused session is discarded after about 15 s) and the allocator keeps its
+    high-water mark, so on a loaded machine the memory rises in steps of 10-20 MB now and then
+    (measured: 392 MB from load 60 to 100, 403 MB to 140, 412 MB to 200; in another run 378,
+    then 389-392, then 410 MB at load 200; in a third 420 MB throughout; over 325 loads on a
+    loaded machine 339-341 MB from load 25 on). The issue measured 254 ->
+    395 MB over the first 50 loads, then flat through 200."""
     with Server(db_url) as s:
         server = psutil.Process(s.pid)
         context = browser.new_context(viewport={"width": 1400, "height": 1000})
@@ -572,5 +574,5 @@ def test_memory_stays_flat_over_many_page_loads(browser: Browser, db_url: str) -
     print(f"server RSS (MB) after {SOAK_WARMUP} loads, then every 10:", [round(x) for x in rss])
     late = rss[(SOAK_LOADS // 2 - SOAK_WARMUP) // 10 :]  # the second half of the loads
     slope = scipy.stats.theilslopes(late, 10.0 * np.arange(len(late))).slope
-    assert slope < 0.05, (slope, rss)
+    assert slope < 0.2, (slope, rss)
     assert max(rss) - rss[0] < 50.0, rss
