@@ -265,8 +265,8 @@ def _quartile_pull_means(pull: np.ndarray, key: np.ndarray) -> list[tuple[float,
 def test_wire_gain_pulls_unbiased_across_errors() -> None:
     """Regression (issue 14): each wire's error came from the spread of its own hits, which is
     correlated with its truncated mean (a skewed distribution: a sample that fluctuated low has
-    a smaller spread too), so pulls were biased (-0.04 overall, -0.2 to +0.15 in quartiles of
-    the quoted error). Known gains, three samples of 14 300 wires: the pull mean pooled over
+    a smaller spread too), so pulls were biased (here -0.05 overall, -0.31 to +0.22 in quartiles
+    of the quoted error). Known gains, three samples of 14 300 wires: the pull mean pooled over
     them within 0.02 (standard error 0.005), and in every error quartile within four standard
     errors of zero."""
     all_pulls = []
