@@ -7,7 +7,9 @@ Wire T0
     The collector histograms, per wire, ``t_meas - event T0 - T0_current - t_xt(x_fit)`` where
     ``t_xt`` inverts the current x-t relation of the hit's (layer, left/right). The algorithm fits
     a Gaussian per wire (batched), adds the fitted mean to the current T0, and asks to ITERATE
-    until the board-averaged shifts are below ``tolerance_ns``. Wires with fewer than
+    until the board-averaged shifts are below ``tolerance_ns``. A fitted wire's uncertainty is
+    its layer's residual width over the square root of its hits (not the width fitted to its own
+    few dozen hits, whose fluctuation gave the pulls tails). Wires with fewer than
     ``min_entries`` hits, a failed fit or an error above ``max_error_ns`` fall back to the T0 of
     their front-end board (the board fit of the summed residuals) and are flagged
     NOT_ENOUGH_DATA; their quoted uncertainty is the board's error combined with the measured
@@ -75,7 +77,7 @@ from b2calib.conditions.iov import RunKey
 from b2calib.engine import Collector
 from b2calib.engine.fill import fill_2d
 from b2calib.exceptions import CalibrationError
-from b2calib.fit import fit_channels
+from b2calib.fit import ChannelFits, fit_channels
 from b2calib.fit.histstats import mean_view
 from b2calib.fit.xt_relation import fit_xt, xt_slope
 from b2calib.geometry import cdc
@@ -274,6 +276,32 @@ def _board_sum(counts: F) -> F:
     return out
 
 
+def _expected_errors(fits: ChannelFits, layer: npt.NDArray[np.int64], min_wires: int) -> F:
+    """Uncertainty of each wire's fitted mean residual from its layer's residual width,
+    ``sigma_layer / sqrt(n)`` (``n``: the wire's entries in the fit window).
+
+    The Gaussian fit's own error, ``sigma_wire / sqrt(n)``, takes the width fitted to the same
+    few dozen hits: its fluctuation (``1 / sqrt(2 n)``, 8 to 16 % at 80 to 20 hits) makes the
+    pulls a Student-like distribution (wires whose width came out low quote small errors and
+    give the tails beyond 3 sigma; binned by the quoted error, the smallest-error quartile is the
+    widest). The residual width is a property of the layer (drift velocity, cell size), so it is
+    pooled over the layer's fitted wires: ``sigma_layer^2 = sum n sigma^2 / sum (n - 1)`` (the
+    fitted width is the maximum-likelihood one, low by ``(n - 1) / n`` in the variance). Layers
+    with fewer than ``min_wires`` fitted wires take the pooled width of all layers.
+    """
+    ok = fits.ok
+    n = fits.entries
+    s2n = np.where(ok, n * fits.values["sigma"] ** 2, 0.0)
+    dof = np.where(ok, n - 1.0, 0.0)
+    num = np.bincount(layer, weights=s2n, minlength=cdc.N_LAYERS)
+    den = np.bincount(layer, weights=dof, minlength=cdc.N_LAYERS)
+    wires = np.bincount(layer[ok], minlength=cdc.N_LAYERS)
+    pooled = num.sum() / den.sum() if den.sum() > 0 else np.nan
+    with np.errstate(invalid="ignore", divide="ignore"):
+        var = np.where(wires >= min_wires, num / den, pooled)
+        return np.where(ok, np.sqrt(var[layer] / n), np.nan)
+
+
 class T0Algorithm(Algorithm):
     """Per-wire Gaussian fits of the residual, board fallback, ITERATE until converged."""
 
@@ -299,7 +327,9 @@ class T0Algorithm(Algorithm):
         _, sets = _current_t0(data.constants, data.runs[:1])
         current = np.asarray(sets[0])
         boards = cdc.board_of(np.arange(cdc.N_WIRES))
-        mu, err = fits.values["mu"], fits.errors["mu"]
+        mu = fits.values["mu"]
+        layer = cdc.layer_of(np.arange(cdc.N_WIRES))
+        err = _expected_errors(fits, layer, cfg["min_wires_for_width"])
         good = fits.ok & (err <= cfg["max_error_ns"])
         entries = counts.sum(axis=1)
         # the board's absolute T0: its fitted mean residual plus the hit-weighted current T0
@@ -313,7 +343,6 @@ class T0Algorithm(Algorithm):
             spread2 = max(float(np.var(dev) - np.mean(var_stat)), 0.0)
         else:  # too few fitted wires to measure it: the spread of earlier calibrations
             spread2 = cfg["board_spread_ns"] ** 2
-        layer = cdc.layer_of(np.arange(cdc.N_WIRES))
         layer_mean = np.bincount(layer, weights=entries) / cdc.LAYER_NWIRES
         dead = (entries == 0) & (layer_mean[layer] >= cfg["dead_layer_mean"])
         status = np.where(good, ChannelStatus.OK, ChannelStatus.NOT_ENOUGH_DATA).astype(np.int8)
@@ -352,7 +381,8 @@ class T0Algorithm(Algorithm):
             description="wire T0: t_drift = t_raw - T0 - event T0; NOT_ENOUGH_DATA wires carry "
             "their board's T0",
             provenance={
-                "method": "per-wire Gaussian fit of t - t_fit, board fallback",
+                "method": "per-wire Gaussian fit of t - t_fit (error from the layer's residual "
+                "width), board fallback",
                 "iteration": data.iteration,
                 "board_spread_ns": float(np.sqrt(spread2)),
             },
@@ -450,6 +480,7 @@ def t0_calibration() -> Calibration:
             "dead_layer_mean": 10.0,
             "boundary_jump_ns": 1.0,
             "min_wires_for_spread": 200,
+            "min_wires_for_width": 50,
             "board_spread_ns": 0.5,
         },
         max_iterations=4,
