@@ -482,7 +482,9 @@ def test_declarations() -> None:
 LOW_STATS = {
     "top-channel-mask": {"min_mean_hits": 5.0},
     "top-channel-t0": {"min_calibrated_fraction": 0.0},
-    "top-module-t0": {"min_pair_entries": 5},
+    # neither side of the module-5 step at run 7 has the slot pairs to connect all modules,
+    # and a boundary is never merged over: one payload over the step, asked for
+    "top-module-t0": {"min_pair_entries": 5, "find_boundaries": False},
 }
 
 
