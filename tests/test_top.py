@@ -421,8 +421,12 @@ def test_phase_boundaries_find_a_module_step_not_a_drift() -> None:
             out.append(np.stack([np.histogram(np.mod(v, geo.RF_PERIOD_NS), edges)[0] for v in x]))
         return out
 
-    assert photons.phase_boundaries(runs, sample(0.4), config) == [(1, 6)]
+    stepped = sample(0.4)
+    assert photons.phase_boundaries(runs, stepped, config) == [(1, 6)]
     assert photons.phase_boundaries(runs, sample(0.0), config) == []
+    # the expert may switch the search off (one payload over a step, on a starved sample)
+    off = CALS["top-module-t0"].configure({"find_boundaries": False})
+    assert photons.phase_boundaries(runs, stepped, off) == []
 
 
 def test_template_shift_fit_pulls_and_flags() -> None:
