@@ -7,6 +7,9 @@ Closure samples (generated here, ECL only):
   5x5 energy method, the time offsets and the payload split at the intervention.
 * ``photon_sample``: 1 run x 800k events (45 % gamma-gamma, 45 % mu-mu): the peak methods and
   the merge.
+* ``crate_blocks_sample``: 24 runs x 30k Bhabha events, a payload per run: the crate offsets,
+  the crate-level fallback and the crystals alone in their crate.
+* per test, 1 run x 80k Bhabha events on each of three seeds: the crystal offsets.
 """
 
 from __future__ import annotations
