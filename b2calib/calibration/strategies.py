@@ -197,8 +197,9 @@ class SequentialBoundaries(Strategy):
 
     basf2's ``SequentialBoundaries`` instead merges a segment without enough data with the next
     one (and the last with the previous success), dropping the boundary between them: the
-    merged payload then averages constants that differ across that boundary. Boundaries that
-    may be dropped belong in :class:`SequentialRunByRun` with merging, not here.
+    merged payload then averages constants that differ across that boundary. Where one payload
+    over a boundary is wanted (a sample too small on either side), the boundary is not requested
+    (for the ECL and TOP algorithms, ``find_boundaries`` false in the expert config).
     """
 
     def __init__(self, boundaries: Sequence[RunKey] | None = None) -> None:
