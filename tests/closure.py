@@ -2,7 +2,9 @@
 
 The project's standard for a calibration test: over the channels that came out OK, the pulls
 ``(fitted - true) / quoted uncertainty`` have a mean within 0.1 of zero and a standard deviation
-between 0.85 and 1.15; channels the simulator made dead or starved come out flagged.
+between 0.85 and 1.15; channels the simulator made dead or starved come out flagged. A channel
+handed over as calibrated must have a finite value and a finite, positive uncertainty: the
+helpers refuse any other (:class:`ClosureError`, naming the channels) before computing a pull.
 """
 
 from __future__ import annotations
@@ -15,11 +17,61 @@ import numpy as np
 import numpy.typing as npt
 
 from b2calib.calibration import Calibration, CalibrationReport, run_calibrations
-from b2calib.conditions import ConditionsDB, Payload
+from b2calib.conditions import ChannelStatus, ConditionsDB, Payload
 from b2calib.conditions.database import IovEntry
 
 PULL_MEAN_MAX = 0.1
 PULL_WIDTH = (0.85, 1.15)
+
+
+class ClosureError(AssertionError):
+    """Constants a closure test cannot judge: a channel handed over as calibrated (OK) without
+    a finite value or with an uncertainty that is not finite and positive."""
+
+
+def check_quoted(
+    fitted: npt.ArrayLike,
+    errors: npt.ArrayLike,
+    label: str = "",
+    channels: npt.ArrayLike | None = None,
+) -> None:
+    """Raise :class:`ClosureError` unless every value is finite and every uncertainty finite
+    and positive: an OK channel always has a positive uncertainty (one of 0 would make its pull
+    infinite, or 0/0 where the value is fixed by a convention). ``channels`` names the channels
+    in the message (default: their positions)."""
+    f = np.asarray(fitted, dtype=np.float64)
+    e = np.asarray(errors, dtype=np.float64)
+    names = np.arange(len(f)) if channels is None else np.asarray(channels)
+    where = f"{label}: " if label else ""
+    for bad, what in (
+        (~np.isfinite(f), "a value that is not finite"),
+        (~np.isfinite(e), "an uncertainty that is not finite"),
+        (np.isfinite(e) & (e <= 0), "an uncertainty <= 0"),
+    ):
+        if bad.any():
+            shown = ", ".join(
+                f"{n} (value {v:g}, error {u:g})"
+                for n, v, u in zip(names[bad][:5], f[bad][:5], e[bad][:5], strict=True)
+            )
+            raise ClosureError(
+                f"{where}{int(bad.sum())} channel(s) handed over as calibrated with {what}: "
+                f"{shown}{' ...' if bad.sum() > 5 else ''}"
+            )
+
+
+def ok_channels(payload: Payload, label: str = "", column: str = "value") -> npt.NDArray[np.bool_]:
+    """The channels of ``payload`` whose status is OK, after :func:`check_quoted` on them
+    (named by the payload's first key column)."""
+    assert payload.status is not None, f"{label}: {payload.name} has no status column"
+    ok = payload.status == ChannelStatus.OK
+    names = next(iter(payload.keys.values()), np.arange(len(ok)))
+    check_quoted(
+        payload.value(column)[ok],
+        payload.errors[column][ok],
+        label or payload.name,
+        np.asarray(names)[ok],
+    )
+    return np.asarray(ok)
 
 
 @dataclass(frozen=True)
@@ -36,13 +88,12 @@ class Pulls:
 
 
 def pulls(fitted: npt.ArrayLike, errors: npt.ArrayLike, truth: npt.ArrayLike) -> Pulls:
-    """Pull statistics of ``fitted +- errors`` against ``truth`` (all finite, errors > 0)."""
+    """Pull statistics of ``fitted +- errors`` against ``truth`` (values finite, errors finite and
+    positive: :func:`check_quoted`)."""
     f, e, t = (np.asarray(a, dtype=np.float64) for a in (fitted, errors, truth))
     assert f.shape == e.shape == t.shape, (f.shape, e.shape, t.shape)
     assert len(f) >= 2, "need at least two channels for a pull distribution"
-    assert np.all(np.isfinite(f)), "non-finite constant"
-    assert np.all(np.isfinite(e)), "non-finite uncertainty"
-    assert np.all(e > 0), "a quoted uncertainty is not positive"
+    check_quoted(f, e)
     p = (f - t) / e
     return Pulls(float(p.mean()), float(p.std(ddof=1)), len(p), float(np.abs(p).max()))
 
@@ -51,6 +102,7 @@ def assert_closure(
     fitted: npt.ArrayLike, errors: npt.ArrayLike, truth: npt.ArrayLike, label: str
 ) -> Pulls:
     """Assert the project's pull standard; return the statistics (for the notes)."""
+    check_quoted(fitted, errors, label)
     s = pulls(fitted, errors, truth)
     assert abs(s.mean) < PULL_MEAN_MAX, f"{label}: {s}"
     assert PULL_WIDTH[0] <= s.width <= PULL_WIDTH[1], f"{label}: {s}"

@@ -163,11 +163,52 @@ def test_sequential_boundaries() -> None:
         ([(1, 9)], "1,9,1,9", "OK"),
         ([(2, 1)], "2,1,2,1", "OK"),
     ]
-    # requested by the algorithm when none are given; a segment without enough data is merged
+    # requested by the algorithm when none are given; the last segment without enough data is
+    # not merged back over the boundary at 9: its run has no payload
     events[(1, 9)] = 2
     execute, _ = fake(events, need=10)
     out = SequentialBoundaries().run(sorted(events), execute, lambda: [(1, 5), (1, 9)])
-    assert summary(out)[1] == ([(1, 5), (1, 6), (1, 9)], "1,5,1,9", "OK")
+    assert summary(out) == [
+        ([(1, 1), (1, 2), (1, 3)], "1,1,1,4", "OK"),
+        ([(1, 5), (1, 6)], "1,5,1,8", "OK"),
+        ([(2, 1)], "2,1,2,1", "OK"),
+        ([(1, 9)], None, "NOT_ENOUGH_DATA"),
+    ]
+
+
+def crosses(runs: list[RunKey], boundaries: list[RunKey]) -> bool:
+    return any(runs[0] < b <= runs[-1] for b in boundaries)
+
+
+@pytest.mark.parametrize("requested", [False, True], ids=["configured", "requested"])
+def test_sequential_boundaries_never_merge_across_a_boundary(requested: bool) -> None:
+    """Issue 14: a small first run before a hardware boundary was merged forward with the
+    runs after it, so that one payload averaged constants that differ across the boundary.
+    A segment without enough data gets no payload; its neighbours keep their own IoVs."""
+    events = {(1, 1): 3, (1, 2): 10, (1, 3): 10, (1, 4): 4, (1, 5): 2, (1, 7): 12, (1, 8): 1}
+    bounds = [(1, 2), (1, 4), (1, 7)]
+    execute, calls = fake(events, need=10)
+    strategy = SequentialBoundaries(None if requested else bounds)
+    out = strategy.run(sorted(events), execute, lambda: bounds)
+    assert summary(out) == [
+        ([(1, 2), (1, 3)], "1,2,1,3", "OK"),
+        ([(1, 7), (1, 8)], "1,7,1,8", "OK"),
+        ([(1, 1)], None, "NOT_ENOUGH_DATA"),
+        ([(1, 4), (1, 5)], None, "NOT_ENOUGH_DATA"),
+    ]
+    assert calls == [[(1, 1)], [(1, 2), (1, 3)], [(1, 4), (1, 5)], [(1, 7), (1, 8)]]
+    assert not any(crosses(c, bounds) for c in calls)
+    # two boundaries between runs with data (runs 4-5 absent): the payload before them ends at
+    # the first, the next starts at the last
+    events = {(1, 1): 10, (1, 3): 10, (1, 6): 10}
+    execute, calls = fake(events, need=10)
+    out = SequentialBoundaries([(1, 4), (1, 5)]).run(sorted(events), execute, no_boundaries)
+    assert summary(out) == [([(1, 1), (1, 3)], "1,1,1,3", "OK"), ([(1, 6)], "1,5,1,6", "OK")]
+    # a FAILURE still stops at once
+    execute, calls = fake(dict.fromkeys(sorted(events), 10), need=10, fail={(1, 3)})
+    out = SequentialBoundaries([(1, 3)]).run(sorted(events), execute, no_boundaries)
+    assert summary(out) == [([(1, 1)], "1,1,1,2", "OK"), ([(1, 3), (1, 6)], None, "FAILURE")]
+    assert len(calls) == 2
 
 
 # -- the framework on files --------------------------------------------------------------------

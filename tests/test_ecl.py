@@ -7,6 +7,9 @@ Closure samples (generated here, ECL only):
   5x5 energy method, the time offsets and the payload split at the intervention.
 * ``photon_sample``: 1 run x 800k events (45 % gamma-gamma, 45 % mu-mu): the peak methods and
   the merge.
+* ``crate_blocks_sample``: 24 runs x 30k Bhabha events, a payload per run: the crate offsets,
+  the crate-level fallback and the crystals alone in their crate.
+* per test, 1 run x 80k Bhabha events on each of three seeds: the crystal offsets.
 """
 
 from __future__ import annotations
@@ -41,7 +44,7 @@ from b2calib.sim import SimConfig, simulate
 from b2calib.sim.conditions import conditions_for_run, truth_payloads
 from b2calib.sim.physics import Beam, boost
 from tests.broken_runs import broken_copy
-from tests.closure import assert_closure, calibrate, pulls, staged
+from tests.closure import assert_closure, calibrate, ok_channels, pulls, staged
 from tests.conftest import SAMPLE
 from tests.test_notebooks import execute
 
@@ -215,6 +218,35 @@ def test_crate_crystal_split_convention() -> None:
     assert np.all(np.isnan(cx[~ok]))
     assert np.allclose(cke, 0.5 / np.sqrt(n))
     assert np.all(cxe[ok] < 0.5)  # the crystal's share of its crate mean is subtracted
+    assert np.all(cxe[ok] > 0)
+
+
+def test_crystal_alone_in_its_crate_is_left_to_the_crate() -> None:
+    """Issue 14: the only measured crystal of a crate came out with offset 0 and error exactly
+    0. Its whole measurement is the crate's (with its error); its own offset is the
+    constraint's 0, with no uncertainty (the algorithm flags it NOT_ENOUGH_DATA)."""
+    rng = np.random.default_rng(14)
+    total = rng.normal(0, 4.0, ecl.N_CRYSTALS)
+    err = rng.uniform(0.2, 0.6, ecl.N_CRYSTALS)
+    ok = np.ones(ecl.N_CRYSTALS, bool)
+    ok[C.CRATE == 45] = False
+    ok[7793] = True  # cell 7794, alone in crate 45
+    crate3 = np.flatnonzero(C.CRATE == 3)  # and one in the barrel's crate 3
+    ok[crate3] = False
+    ok[crate3[10]] = True
+    other = int(crate3[10]) + 1
+    cx, cxe, ck, cke, n = T.split_offsets(total, err, ok)
+    assert C.CRATE[7793] == 45
+    assert n[44] == n[2] == 1
+    for cell, crate in ((7794, 45), (other, 3)):
+        assert cx[cell - 1] == 0.0
+        assert np.isnan(cxe[cell - 1])
+        assert ck[crate - 1] == total[cell - 1]
+        assert cke[crate - 1] == err[cell - 1]
+    assert np.all(cxe[ok & (n[C.CRATE - 1] > 1)] > 0)
+    # the measured crystals of a payload are those of finite value: the alone one included
+    value = np.where(ok, cx, np.nan)
+    np.testing.assert_array_equal(T.measured_crystals(value), ok)
 
 
 def test_find_steps() -> None:
@@ -363,9 +395,10 @@ def test_time_closure_and_intervention_split(
     results = []
     for (entry, cx), (_, ck) in zip(crystals, crates, strict=True):
         truth = _truth(cfg, reg, entry.iov.first_run)
-        ok = cx.status == OK
+        ok = ok_channels(cx, f"crystal t0 {entry.iov}")
         assert ok.sum() > 1500
-        tx, _ = T.reexpress(truth.ecl_crystal_t0, truth.ecl_crate_t0, ok)
+        measured = T.measured_crystals(cx.value("value"))
+        tx, _ = T.reexpress(truth.ecl_crystal_t0, truth.ecl_crate_t0, measured)
         assert_closure(
             cx.value("value")[ok], cx.errors["value"][ok], tx[ok], f"crystal t0 {entry.iov}"
         )
@@ -421,6 +454,10 @@ def test_time_crate_closure_in_blocks(
     1.52 +- 0.30). Payloads (runs) share no events, so over N crate values the pull mean
     scatters by sqrt(1.5 / N), at most 0.042 at N >= 850: 0.1 is 2.4 of its standard
     deviations or more.
+
+    The short runs also leave crates with a single measured crystal (issue 14: it came out OK
+    with value 0 and error 0): it is NOT_ENOUGH_DATA with the constraint's 0 and no error, its
+    measurement in the crate offset, whose pulls are among those above.
     """
     data, cfg, reg = crate_blocks_sample
     bounds = [[cfg.exp, r] for r in range(2, CRATE_BLOCKS + 1)]
@@ -436,12 +473,20 @@ def test_time_crate_closure_in_blocks(
     level_fit: list[float] = []
     level_err: list[float] = []
     level_true: list[float] = []
+    n_alone = 0
     for (entry, cx), (_, ck) in zip(crystals, crates, strict=True):
         truth = _truth(cfg, reg, entry.iov.first_run)
-        ok = cx.status == OK
-        n_ok = np.bincount(C.CRATE - 1, weights=ok, minlength=ecl.N_CRATES)
+        ok_channels(cx, f"crystal t0 {entry.iov}")
+        measured = T.measured_crystals(cx.value("value"))
+        n_ok = np.bincount(C.CRATE - 1, weights=measured, minlength=ecl.N_CRATES)
         # the truth in the fit's convention, over exactly the crystals the fit averaged
-        _, tk = T.reexpress(truth.ecl_crystal_t0, truth.ecl_crate_t0, ok)
+        _, tk = T.reexpress(truth.ecl_crystal_t0, truth.ecl_crate_t0, measured)
+        alone = measured & (cx.status != OK)
+        n_alone += int(alone.sum())
+        assert np.all(cx.status[alone] == NED)
+        assert np.all(cx.value("value")[alone] == 0.0)
+        assert np.all(np.isnan(cx.errors["value"][alone]))
+        assert np.all(n_ok[C.CRATE[alone] - 1] == 1)
         kok = ck.status == OK
         level = ck.value("crate_level") == 1
         assert np.all(n_ok[kok & ~level] > 0)
@@ -460,6 +505,8 @@ def test_time_crate_closure_in_blocks(
         level_true.extend(truth.ecl_crate_t0[lv] + mean_crystal[lv])
     n = sum(len(f) for f in fit)
     assert n >= 850, n
+    print(f"crystals alone in their crate: {n_alone}")
+    assert n_alone >= 20, n_alone
     assert_closure(np.concatenate(fit), np.concatenate(err), np.concatenate(true), "crate t0")
     # the short runs leave crates without a measured crystal: the crate-level fit follows the
     # true crate offsets (spread 4 ns) to a fraction of a nanosecond
@@ -474,6 +521,44 @@ def test_time_crate_closure_in_blocks(
     print(f"crate-level pulls: {p}")
     assert 0.85 <= p.width <= 1.15, p
     assert abs(p.mean) < 0.25, p
+
+
+#: Seeds of the crystal time closure (issue 14: three seeds per calibration).
+CRYSTAL_SEEDS = (13, 14, 15)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", CRYSTAL_SEEDS)
+def test_time_crystal_closure_over_seeds(seed: int, tmp_path: Path) -> None:
+    """The crystal offsets meet the pull standard on each of three seeds: one run of ~80k
+    Bhabha events, one payload of 2000-2900 crystals with their 20 entries or more, most with
+    fewer than 45 (a Gaussian fit of so few entries quotes its error a few % small: widths
+    1.03-1.05; at 60k events, 1400-2100 crystals, mostly at 20-30 entries, 1.04-1.08). A
+    crystal alone in its crate is left to the crate (NOT_ENOUGH_DATA, value 0, no error)."""
+    cfg, reg = _simulate(
+        tmp_path / "data",
+        processes=["bhabha"],
+        skims=["hlt_bhabha"],
+        n_runs=1,
+        events_per_run=80_000.0,
+        process_fractions=_fractions(1.0, 0.0, 0.0),
+        seed=seed,
+    )
+    reports, db = calibrate("ecl-time", tmp_path / "data", tmp_path / "db.sqlite")
+    report = reports["ecl-time"]
+    assert report.status == "OK", report.message
+    assert report.converged
+    ((entry, cx),) = staged(db, "staging", T.CRYSTAL_PAYLOAD)
+    ok = ok_channels(cx, f"crystal t0 seed {seed}")
+    assert ok.sum() > 1800
+    measured = T.measured_crystals(cx.value("value"))
+    alone = measured & ~ok
+    assert np.all(cx.status[alone] == NED)
+    assert np.all(cx.value("value")[alone] == 0.0)
+    assert np.all(np.isnan(cx.errors["value"][alone]))
+    truth = _truth(cfg, reg, entry.iov.first_run)
+    tx, _ = T.reexpress(truth.ecl_crystal_t0, truth.ecl_crate_t0, measured)
+    assert_closure(cx.value("value")[ok], cx.errors["value"][ok], tx[ok], f"crystal t0 seed {seed}")
 
 
 @pytest.mark.slow

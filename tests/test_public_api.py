@@ -247,7 +247,7 @@ def test_detector_names() -> None:
         ],
         "b2calib.detectors.ecl.time": [
             "CRATE_PAYLOAD", "CRYSTAL_PAYLOAD", "ECLTimeAlgorithm", "ECLTimeCollector",
-            "reexpress", "split_offsets", "time_calibration",
+            "measured_crystals", "reexpress", "split_offsets", "time_calibration",
         ],
         "b2calib.detectors.cdc": ["calibrations"],
         "b2calib.detectors.cdc.tracking": [

@@ -8,9 +8,10 @@ The strategies of basf2's CAF:
   next runs are added and the execution repeated; runs left over at the end are merged into the
   previous success; never across an experiment; IoVs are extended so that no gap remains
   between consecutive payloads;
-* :class:`SequentialBoundaries`: like SequentialRunByRun, but runs are only split at given
-  (exp, run) boundaries (or where the algorithm requests one), and each payload starts at its
-  boundary.
+* :class:`SequentialBoundaries`: one execution per segment of runs between given (exp, run)
+  boundaries (or those the algorithm requests) and experiment changes; each payload starts at
+  its boundary and ends before the next one. Unlike basf2's, a segment without enough data is
+  never merged with a neighbour: its runs get no payload (see the class).
 
 A strategy never looks at histograms: it calls ``execute(runs)`` and reads the status, so it is
 tested on its own. A FAILURE stops the strategy at once.
@@ -179,9 +180,27 @@ class SequentialRunByRun(Strategy):
 
 
 class SequentialBoundaries(Strategy):
-    """Payloads split only at ``boundaries`` (or where the algorithm requests them when
-    ``None``) and at experiment changes; NOT_ENOUGH_DATA merges with the next segment and a
-    leftover with the previous one. Each payload starts at its boundary run."""
+    """One execution per segment: the runs from a boundary (or an experiment's first run) up to
+    the next boundary or experiment change. Boundaries are ``boundaries`` when given, else
+    those the algorithm requests (:meth:`~b2calib.calibration.Algorithm.boundaries`, asked
+    once over all runs with data).
+
+    A boundary is a run where the constants change (a hardware intervention, a step the
+    algorithm found), so no payload and no execution spans one:
+
+    * each payload's IoV starts at its segment's boundary (the experiment's first run for the
+      first segment) and ends at the run before the next boundary, covering the runs of its
+      segment absent from the input; the experiment's last payload ends at its last run;
+    * a segment whose execution lacks data (NOT_ENOUGH_DATA) is not merged with the segment
+      after it nor with the one before: its runs get no payload (they are reported), and the
+      neighbours' IoVs stay within their own segments.
+
+    basf2's ``SequentialBoundaries`` instead merges a segment without enough data with the next
+    one (and the last with the previous success), dropping the boundary between them: the
+    merged payload then averages constants that differ across that boundary. Where one payload
+    over a boundary is wanted (a sample too small on either side), the boundary is not requested
+    (for the ECL and TOP algorithms, ``find_boundaries`` false in the expert config).
+    """
 
     def __init__(self, boundaries: Sequence[RunKey] | None = None) -> None:
         self.boundaries = (
@@ -196,18 +215,41 @@ class SequentialBoundaries(Strategy):
             marks = sorted({(int(e), int(r)) for e, r in boundaries()})
         out: list[Execution] = []
         for exp_runs in _by_experiment(runs):
-            chunks: list[list[RunKey]] = []
-            starts: list[RunKey] = []
-            for r in exp_runs:
-                if not chunks:
-                    chunks.append([])
-                    starts.append(r)
-                elif crossed := [b for b in marks if starts[-1] < b <= r]:
-                    chunks.append([])
-                    starts.append(max(crossed))  # the payload starts at the boundary itself
-                chunks[-1].append(r)
-            executions, failed = _sequential(chunks, starts, execute)
-            out += executions
+            failed = False
+            for segment, start, end in _segments(exp_runs, marks):
+                result = execute(segment)
+                ok = result.status in _SUCCESS
+                iov = None
+                if ok:
+                    iov = (
+                        IoV(*start, *segment[-1]) if end is None else IoV(*start).close_before(*end)
+                    )
+                out.append(Execution(segment, result, iov))
+                if result.status is AlgorithmStatus.FAILURE:
+                    failed = True
+                    break
             if failed:
                 break
         return _successes_first(out)
+
+
+def _segments(
+    exp_runs: list[RunKey], marks: Sequence[RunKey]
+) -> list[tuple[list[RunKey], RunKey, RunKey | None]]:
+    """The runs of one experiment cut at the boundaries ``marks``: each segment's runs, where
+    its payload starts (its boundary, or its first run for the first segment) and the boundary
+    before which it ends (``None`` for the last segment)."""
+    out: list[tuple[list[RunKey], RunKey, RunKey | None]] = []
+    for r in exp_runs:
+        if not out:
+            out.append(([r], r, None))
+            continue
+        runs, start, _ = out[-1]
+        crossed = [b for b in marks if runs[-1] < b <= r]
+        if crossed:
+            # the previous payload ends before the first boundary, the next starts at the last
+            out[-1] = (runs, start, min(crossed))
+            out.append(([r], max(crossed), None))
+        else:
+            runs.append(r)
+    return out

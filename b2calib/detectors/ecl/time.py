@@ -17,7 +17,13 @@ fitted mean. Crate and crystal are then split:
 
 Only the sum crystal + crate is measurable; the split is fixed by the convention that the
 measured crystals of each crate average to zero (the truth must be re-expressed the same way
-to be compared, see :func:`reexpress`). A crate none of whose crystals has enough entries gets
+to be compared, see :func:`reexpress`; the measured crystals are those of finite value in the
+crystal payload, :func:`measured_crystals`). A crate with a single measured crystal has no
+crystal offset to measure: the crate offset absorbs that crystal's whole measurement (with its
+uncertainty) and the constraint fixes the crystal's offset to 0, a convention, not a
+measurement. That crystal is NOT_ENOUGH_DATA with value 0 (the constraint's, which a collector
+applies) and no uncertainty: a status OK with an error of 0 would claim an exact measurement.
+A crate none of whose crystals has enough entries gets
 its offset from the Gaussian fit of all its hits (a crate-level constant, flagged in the
 ``crate_level`` column; its uncertainty includes the unknown spread of the crystal offsets
 around the crate: the fit measures the hit-weighted mean of its crystals, the constant stands
@@ -38,6 +44,7 @@ import awkward as ak
 import hist
 import numba
 import numpy as np
+import numpy.typing as npt
 
 from b2calib.calibration import (
     Algorithm,
@@ -79,6 +86,7 @@ __all__ = [
     "CRYSTAL_PAYLOAD",
     "ECLTimeAlgorithm",
     "ECLTimeCollector",
+    "measured_crystals",
     "reexpress",
     "split_offsets",
     "time_calibration",
@@ -206,8 +214,22 @@ def split_offsets(total: F, total_err: F, ok: np.ndarray) -> tuple[F, F, F, F, n
     """Split per-crystal total offsets into crate and crystal parts.
 
     Crate = mean total of its OK crystals; crystal = total - crate. Uncertainties account for
-    the crystal's own share of its crate mean. Returns crystal, crystal error, crate, crate
-    error and the number of OK crystals per crate.
+    the crystal's own share of its crate mean.
+
+    Parameters
+    ----------
+    total, total_err
+        Total offset (crystal + crate, ns) of every crystal and its uncertainty.
+    ok
+        The crystals measured (their totals enter their crates' means).
+
+    Returns
+    -------
+    crystal, crystal_err, crate, crate_err, n
+        Crystal offsets and uncertainties (NaN where not ``ok``), crate offsets and
+        uncertainties (NaN for a crate without an ``ok`` crystal) and the number of ``ok``
+        crystals per crate. The only ``ok`` crystal of a crate has offset 0 and uncertainty
+        NaN: the constraint fixes it, its measurement is all in the crate's offset.
     """
     k = CRATE - 1
     n = np.bincount(k, weights=ok.astype(float), minlength=ecl.N_CRATES)
@@ -219,13 +241,34 @@ def split_offsets(total: F, total_err: F, ok: np.ndarray) -> tuple[F, F, F, F, n
         nk = n[k]
         var = total_err**2 * (1.0 - 2.0 / nk) + v[k] / nk**2
         crystal = np.where(ok, total - crate[k], np.nan)
-        crystal_err = np.where(ok, np.sqrt(np.maximum(var, 0.0)), np.nan)
+        crystal_err = np.where(ok & (nk > 1), np.sqrt(np.maximum(var, 0.0)), np.nan)
+    crystal = np.where(ok & (nk == 1), 0.0, crystal)  # exactly, whatever the rounding
     return crystal, crystal_err, crate, crate_err, n
 
 
+def measured_crystals(value: npt.ArrayLike) -> npt.NDArray[np.bool_]:
+    """The crystals whose totals entered their crates' offsets: those of finite value in an
+    ECLCrystalTimeOffset payload (the OK ones and a crate's single measured crystal, which is
+    NOT_ENOUGH_DATA with value 0). The mask to re-express true offsets with
+    (:func:`reexpress`).
+
+    Parameters
+    ----------
+    value
+        The ``value`` column of the crystal payload (8736, by cellID).
+
+    Returns
+    -------
+    numpy.ndarray
+        Boolean mask over crystals.
+    """
+    return np.isfinite(np.asarray(value, dtype=np.float64))
+
+
 def reexpress(crystal: F, crate: F, ok: np.ndarray) -> tuple[F, F]:
-    """True offsets in the calibration's convention: the OK crystals of each crate average to
-    zero (``ok`` as in the calibrated payload), the crate takes their mean."""
+    """True offsets in the calibration's convention: the measured crystals of each crate
+    average to zero (``ok``: :func:`measured_crystals` of the calibrated payload), the crate
+    takes their mean."""
     k = CRATE - 1
     n = np.bincount(k, weights=ok.astype(float), minlength=ecl.N_CRATES)
     s = np.bincount(k, weights=np.where(ok, crystal, 0.0), minlength=ecl.N_CRATES)
@@ -280,6 +323,9 @@ class ECLTimeAlgorithm(Algorithm):
         if not crate_ok.any():
             raise NotEnoughData(f"no crate with {cfg['crate_min_entries']} entries")
         crystal_status = fits.status.copy()
+        # alone in its crate: the crate carries its measurement, the constraint its offset (0)
+        alone = ok & (n_ok[CRATE - 1] == 1)
+        crystal_status[alone] = ChannelStatus.NOT_ENOUGH_DATA
         crate_status = np.where(
             crate_ok,
             ChannelStatus.OK,
@@ -302,8 +348,9 @@ class ECLTimeAlgorithm(Algorithm):
         diag.add_fits("crate_fits", crate_fits, np.arange(1, ecl.N_CRATES + 1))
         meta: dict[str, Any] = {
             "method": "basf2 eclBhabhaTAlgorithm: crystal Gaussian fits, crate and crystal steps",
-            "convention": "t = t_raw - crystal - crate; the OK crystals of each crate average "
-            "to zero",
+            "convention": "t = t_raw - crystal - crate; the measured crystals (finite value) of "
+            "each crate average to zero; a crate's only measured crystal is NOT_ENOUGH_DATA with "
+            "value 0, its measurement in the crate offset",
             "iteration": data.iteration,
         }
         crystal_payload = channel_payload(
@@ -326,7 +373,8 @@ class ECLTimeAlgorithm(Algorithm):
             **meta,
         )
         message = (
-            f"{int(ok.sum())} crystals, {int(crate_ok.sum())} crates "
+            f"{int(ok.sum() - alone.sum())} crystals ({int(alone.sum())} more alone in their "
+            f"crate), {int(crate_ok.sum())} crates "
             f"({int(level.sum())} crate-level); max shift {max_shift:.3g} sigma, "
             f"rms {rms_shift:.3g}"
         )

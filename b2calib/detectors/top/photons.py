@@ -194,7 +194,11 @@ def rf_window(counts: F, centre: F) -> tuple[F, I64]:
 
 
 #: The expert_config entries of :func:`phase_boundaries`, at their defaults.
-BOUNDARY_CONFIG = {"boundary_pvalue": 1e-6, "boundary_min_shift_ns": 0.1}
+BOUNDARY_CONFIG: dict[str, Any] = {
+    "find_boundaries": True,
+    "boundary_pvalue": 1e-6,
+    "boundary_min_shift_ns": 0.1,
+}
 
 
 def phase_boundaries(
@@ -208,9 +212,11 @@ def phase_boundaries(
     shift removed (the common T0 drifts: not a module step), chi2 over the modules, scored by
     ``(chi2 - ndf) / sqrt(2 ndf)``; the best split is kept when its p-value is below
     ``boundary_pvalue`` and a module moved by more than ``boundary_min_shift_ns``, and both
-    sides are searched again.
+    sides are searched again. With ``find_boundaries`` false, none is searched: the expert's
+    choice of one payload over a step when neither side has data enough for one (the
+    :class:`~b2calib.calibration.SequentialBoundaries` strategy never merges over a boundary).
     """
-    if len(runs) < 2:
+    if len(runs) < 2 or not config.get("find_boundaries", True):
         return []
     stack = np.stack([np.asarray(c, dtype=np.float64) for c in module_counts])
     cum = np.concatenate([np.zeros_like(stack[:1]), np.cumsum(stack, axis=0)])
