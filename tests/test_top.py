@@ -11,6 +11,7 @@ and algorithm: 200 runs leave the pull mean a seed-to-seed scatter of ~0.07).
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import sqlite3
@@ -283,7 +284,144 @@ def test_common_t0_pulls_many_samples(tmp_path: Path) -> None:
     assert_closure(fitted, errors, true, "common T0, many samples")
 
 
+#: Issue 14: seed 19's common T0 drifts from 0.69 ns across the edge of the window [-RF/2, RF/2)
+#: that the first TOP common T0 used without a previous payload (the last 10 of 40 runs of 12 h
+#: are above RF/2 = 0.983 ns; on the issue's 300 runs of 1 h, 79 runs staged 1.965 ns low).
+WRAP = _config(n_runs=40, events_per_run=150, mean_run_hours=12.0, intervention_run=21, seed=19)
+
+
+def _common_t0_with_true_constants(cfg: SimConfig, out: Path) -> list[tuple[Any, Payload]]:
+    """``cfg`` simulated and calibrated by top-common-t0 alone, through the runner, with the
+    true channel and module T0 in the input tag and no previous common T0 (the first bucket of
+    a prompt loop)."""
+    simulate(cfg, out / "data", jobs=2)
+    db = ConditionsDB(out / "db.sqlite", author="closure-test")
+    db.create_tag("truth")
+    items = []
+    for run in generate_runs(cfg):
+        for p in truth_payloads(conditions_for_run(cfg, run)):
+            if p.name in ("TOPCalChannelT0", "TOPCalModuleT0"):
+                items.append((p, IoV(cfg.exp, run.run, cfg.exp, run.run)))
+    db.upload_and_add("truth", items)
+    alone = dataclasses.replace(CALS["top-common-t0"], depends_on=())
+    reports = run_calibrations(
+        alone, out / "data", db=db, staging_tag="staging", input_tags=["truth"], cache=False
+    )
+    assert reports["top-common-t0"].status == "OK", reports["top-common-t0"].message
+    return staged(db, "staging", common_t0.COMMON_T0)
+
+
+@pytest.mark.slow
+def test_common_t0_drifting_across_the_window_edge_is_not_wrapped(tmp_path: Path) -> None:
+    """Regression (issue 14): without a previous payload, the runs whose common T0 had drifted
+    past RF/2 were staged one RF period (1.965 ns) low with nothing flagged. The period is now
+    placed by continuity along the runs: every run within 5 sigma of the truth, none flagged."""
+    entries = _common_t0_with_true_constants(WRAP, tmp_path)
+    assert len(entries) == WRAP.n_runs
+    true = np.array([_truth(WRAP, e.iov.first_run).top_common_t0 for e, _ in entries])
+    assert (true > geo.RF_PERIOD_NS / 2).sum() == 10  # the scenario: 10 runs past the edge
+    fitted = np.array([p.value("value")[0] for _, p in entries])
+    errors = np.array([p.errors["value"][0] for _, p in entries])
+    pull = (fitted - true) / errors
+    assert np.all(np.abs(pull) < 5), np.round(fitted - true, 3)
+    for _, p in entries:
+        assert p.status is not None
+        assert p.status[0] == ChannelStatus.OK
+        # the true constants applied: no error from them
+        assert p.metadata["correlated_error"] == 0.0
+        assert p.metadata["unfolding"]["anchored"] is False
+    print("common T0, window edge", pulls(fitted, errors, true))
+
+
 # ------------------------------------------------------------------- algorithm pieces
+def test_unfold_period_places_a_drift_across_the_window_edge() -> None:
+    """The issue-14 drift (0.69 -> 1.08 ns over 300 runs, 3 ps each) given in [-RF/2, RF/2):
+    placed by continuity, with or without an anchor; an anchor one period away moves it all."""
+    rf = geo.RF_PERIOD_NS
+    rng = np.random.default_rng(14)
+    true = np.linspace(0.69, 1.08, 300)
+    errors = np.full(300, 0.003)
+    measured = true + rng.normal(0.0, errors)
+    folded = np.mod(measured + rf / 2, rf) - rf / 2
+    assert (folded < 0).sum() > 50  # what the fixed window gave
+    for anchor in (None, (0.68, 0.003)):
+        u = common_t0.unfold_period(folded, errors, rf, anchor=anchor)
+        np.testing.assert_allclose(u.values, measured, atol=1e-12)
+        assert not u.ambiguous.any()
+    u = common_t0.unfold_period(folded, errors, rf, anchor=(0.68 - rf, 0.003))
+    np.testing.assert_allclose(u.values, measured - rf, atol=1e-12)
+    # without anchor the sequence's median is placed within RF/2 of the reference
+    u = common_t0.unfold_period(folded, errors, rf, reference=2.0)
+    np.testing.assert_allclose(u.values, measured + rf, atol=1e-12)
+
+
+def test_unfold_period_flags_what_it_cannot_place() -> None:
+    """A value about half a period from its neighbours' prediction, or too uncertain to tell, is
+    flagged and left out of the predictions: the runs after it are placed as before."""
+    rf = geo.RF_PERIOD_NS
+    values = np.full(20, 0.5) + 0.002 * np.arange(20)
+    errors = np.full(20, 0.003)
+    values[7] += rf / 2 - 0.05  # 0.93 ns from its neighbours: either image is a huge step
+    errors[12] = 0.3  # 5 sigma covers half a period
+    u = common_t0.unfold_period(values, errors, rf, anchor=(0.5, 0.003))
+    assert np.flatnonzero(u.ambiguous).tolist() == [7, 12]
+    keep = ~u.ambiguous
+    np.testing.assert_allclose(u.values[keep], values[keep], atol=1e-12)
+    assert u.predicted[8] == pytest.approx(np.mean(values[2:7] + 0.002), abs=0.003)
+    # a step of 0.4 ns (e.g. a hardware change) is placed, not flagged
+    step = 0.5 + 0.002 * np.arange(20)
+    step[10:] += 0.4
+    u = common_t0.unfold_period(step, np.full(20, 0.003), rf)
+    assert not u.ambiguous.any()
+    np.testing.assert_allclose(u.values, step, atol=1e-12)
+
+
+def test_common_t0_combine_flags_and_anchors() -> None:
+    """CommonT0Algorithm.combine on payloads as its executions make them: anchored on the
+    previous common T0 (status OK) valid for the first run; an ambiguous run is flagged UNUSABLE
+    (its payload passes the payload checks); a previous payload flagged UNUSABLE is no anchor."""
+    from b2calib.calibration import AlgorithmResult, Execution
+    from b2calib.conditions.payloadtypes import check_payload
+
+    rf = geo.RF_PERIOD_NS
+    config = CALS["top-common-t0"].configure()
+    alg = common_t0.CommonT0Algorithm()
+    true = 0.9 + 0.01 * np.arange(8)
+    given = np.mod(true + rf / 2, rf) - rf / 2  # the last ones wrapped
+    given[4] += 0.95  # ambiguous
+    executions = []
+    for r, v in enumerate(given, start=1):
+        p = common_t0._payload(
+            float(v), 0.003, 0.001, ChannelStatus.OK, correlated_with={}, signal_photons=1e4
+        )
+        result = AlgorithmResult(AlgorithmStatus.OK, [p], message="fit")
+        executions.append(Execution([(12, r)], result, IoV.run(12, r)))
+
+    def previous(value: float, status: ChannelStatus) -> Constants:
+        p = common_t0._payload(value, 0.003, 0.0, status)
+        return Constants(None, overlay=[(IoV(12, 0, 12, -1), p)])
+
+    for constants, shift in (
+        (previous(0.89, ChannelStatus.OK), 0.0),
+        (previous(0.89 + rf, ChannelStatus.OK), rf),
+        (previous(0.89 + rf, ChannelStatus.UNUSABLE), 0.0),  # no anchor: median near 0
+        (Constants(None), 0.0),
+    ):
+        out = alg.combine(executions, constants, config)
+        payloads = [r.payloads[0] for r in out]
+        for p in payloads:
+            check_payload(p)
+        status = np.array([p.status[0] for p in payloads])  # type: ignore[index]
+        assert np.flatnonzero(status != ChannelStatus.OK).tolist() == [4]
+        assert status[4] == ChannelStatus.UNUSABLE
+        assert out[4].message.startswith("RF period ambiguous")
+        ok = status == ChannelStatus.OK
+        values = np.array([p.value("value")[0] for p in payloads])
+        np.testing.assert_allclose(values[ok], true[ok] + shift, atol=1e-9)
+        errors = np.array([p.errors["value"][0] for p in payloads])
+        np.testing.assert_allclose(errors, np.hypot(0.003, 0.001))
+
+
 def test_clipped_mean_and_masks() -> None:
     rng = np.random.default_rng(1)
     hits = rng.poisson(100.0, 8192).astype(float)
