@@ -770,3 +770,66 @@ def test_no_payload_is_staged_from_nothing(data: Path, db: ConditionsDB, tmp_pat
         assert sorted(report.runs_without_data) == [(2, 1), (2, 2), (2, 3)]
         assert all(e.status is NED for e in report.executions)
     assert db.payloads() == []
+
+
+class CombinedOffsetAlgorithm(OffsetAlgorithm):
+    """The offset algorithm whose results are revised together: every payload also carries the
+    mean offset of all executions (or, with ``nan``, an unflagged NaN offset)."""
+
+    def __init__(self, nan: bool = False) -> None:
+        super().__init__()
+        self.nan = nan
+
+    def combine(self, executions, constants, config):  # type: ignore[no-untyped-def]
+        offsets = [e.result.payloads[0].value("offset")[0] for e in executions]
+        out = []
+        for e in executions:
+            (p,) = e.result.payloads
+            value = np.nan if self.nan else p.value("offset")[0]
+            revised = Payload(
+                p.name,
+                values={"offset": np.array([value]), "mean": np.array([np.mean(offsets)])},
+                errors=p.errors,
+                metadata={"units": {"offset": "a.u.", "mean": "a.u."}},
+            )
+            out.append(AlgorithmResult(e.result.status, [revised], message="combined"))
+        return out
+
+
+def test_combine_revises_the_staged_payloads_together(
+    data: Path, db: ConditionsDB, tmp_path: Path
+) -> None:
+    """Algorithm.combine sees the successful executions of the strategy in run order; what it
+    returns is staged (with the runner's provenance) and the step records keep each execution's
+    own result."""
+    cal = offset_calibration(
+        strategy=SequentialBoundaries([(1, 5)]), algorithm=CombinedOffsetAlgorithm()
+    )
+    report = run(cal, data, db, tmp_path, exp=1)["test-offset"]
+    assert report.status == "OK"
+    assert [e.message for e in report.executions] == ["combined", "combined"]
+    staged = [db.payload(e.payload) for e in db.iovs("staging", PAYLOAD)]
+    offsets = [p.value("offset")[0] for p in staged]
+    assert offsets == pytest.approx([1.0, 3.0], abs=0.05)
+    assert [p.value("mean")[0] for p in staged] == pytest.approx([np.mean(offsets)] * 2)
+    assert all(p.metadata["provenance"]["calibration"] == "test-offset" for p in staged)
+    (job,) = JobStore(db).jobs("test-offset")
+    last = [s for s in JobStore(db).steps(job) if s.iteration == report.iterations - 1]
+    assert all(list(s.payloads[0].values) == ["offset"] for s in last)  # the executions' own
+    # a new job (another config) reusing nothing: combined the same way, nothing else staged
+    again = run(cal, data, db, tmp_path, exp=1, config={"test-offset": {"tolerance": 0.021}})
+    assert again["test-offset"].status == "OK"
+    revised = [db.payload(e.payload) for e in db.iovs("staging", PAYLOAD)]
+    assert [p.value("mean")[0] for p in revised] == pytest.approx([np.mean(offsets)] * 2, abs=0.01)
+
+
+def test_a_combine_giving_an_invalid_payload_fails_the_job(
+    data: Path, db: ConditionsDB, tmp_path: Path
+) -> None:
+    cal = offset_calibration(
+        strategy=SequentialBoundaries([(1, 5)]), algorithm=CombinedOffsetAlgorithm(nan=True)
+    )
+    report = run(cal, data, db, tmp_path, exp=1)["test-offset"]
+    assert report.status == "FAILED"
+    assert f"payload {PAYLOAD}: offset is nan" in report.message
+    assert db.payloads() == []

@@ -287,7 +287,8 @@ def test_detector_names() -> None:
             "module_t0_collector", "solve_module_t0",
         ],
         "b2calib.detectors.top.common_t0": [
-            "COMMON_T0", "CommonT0Algorithm", "common_t0_calibration", "common_t0_collector",
+            "COMMON_T0", "CommonT0Algorithm", "Unfolded", "common_t0_calibration",
+            "common_t0_collector", "unfold_period",
         ],
         "b2calib.fit.novosibirsk_batched": ["fit_novosibirsk_channels", "novosibirsk_density"],
         "b2calib.fit.template_shift": ["fit_template_shift", "template_density"],

@@ -30,6 +30,7 @@ from b2calib.exceptions import CalibrationError
 
 if TYPE_CHECKING:
     from b2calib.calibration.constants import Constants
+    from b2calib.calibration.strategies import Execution
     from b2calib.engine import RunOutput
     from b2calib.fit import ChannelFits
 
@@ -161,7 +162,9 @@ class Algorithm(abc.ABC):
     """Base class of calibration algorithms.
 
     Subclasses set :attr:`name` and :attr:`payloads` (the payload names they produce) and
-    implement :meth:`run`. Algorithms must not keep state between executions.
+    implement :meth:`run`. Algorithms must not keep state between executions; what needs the
+    results of all executions together (a value defined modulo a period, placed by continuity
+    along the runs) goes in :meth:`combine`.
     """
 
     name: str = ""
@@ -176,3 +179,33 @@ class Algorithm(abc.ABC):
         :class:`~b2calib.calibration.SequentialBoundaries` without given boundaries); ``data``
         holds every input run with collector output. The default requests none."""
         return ()
+
+    def combine(
+        self,
+        executions: Sequence[Execution],
+        constants: Constants,
+        config: Mapping[str, Any],
+    ) -> list[AlgorithmResult]:
+        """The results of the successful executions, revised together once the IoV strategy
+        has run.
+
+        Parameters
+        ----------
+        executions
+            The executions that produced payloads (OK or ITERATE), in run order, with their
+            IoVs.
+        constants
+            The constants the executions saw (for an anchor before the first run).
+        config
+            The validated expert configuration.
+
+        Returns
+        -------
+        list of AlgorithmResult
+            One result per execution, in the same order, with payloads of the same names. They
+            are what is staged and what later algorithms and iterations see; the job's step
+            records keep each execution's own result, from which :meth:`combine` is repeated
+            when a job resumes (so it must depend on nothing else). The default returns the
+            results unchanged.
+        """
+        return [e.result for e in executions]

@@ -555,6 +555,8 @@ class _Runner:
             execute = functools.partial(self._execute, p, alg)
             boundaries = functools.partial(self._boundaries, p, alg, runs)
             done = self.cal.strategy.run(runs, execute, boundaries)
+            if not any(e.result.status is AlgorithmStatus.FAILURE for e in done):
+                self._combine(p, alg, done)
             executions += [(alg, e) for e in done]
             if any(e.result.status is AlgorithmStatus.FAILURE for e in done):
                 break
@@ -563,6 +565,39 @@ class _Runner:
                 (e.iov, payload) for e in done if e.iov is not None for payload in e.result.payloads
             ]
         return executions
+
+    def _combine(self, p: _Pass, alg: Algorithm, done: list[Execution]) -> None:
+        """Replace the results of the successful executions of ``done`` by those
+        :meth:`Algorithm.combine` revises together (the step records keep the executions' own
+        results). A revision that raises, changes the number of results or their payloads' names,
+        or holds a payload the database would refuse, makes the executions FAILURE."""
+        ok = [e for e in done if e.ok]
+        if not ok:
+            return
+        try:
+            revised = alg.combine(ok, p.constants, p.config)
+            if len(revised) != len(ok):
+                raise CalibrationError(
+                    f"combine returned {len(revised)} results for {len(ok)} executions"
+                )
+            for e, r in zip(ok, revised, strict=True):
+                names = ([q.name for q in r.payloads], [q.name for q in e.result.payloads])
+                if names[0] != names[1] or r.status is not e.result.status:
+                    raise CalibrationError(
+                        f"combine turned {e.result.status.value} {names[1]} of runs "
+                        f"{_run_text(e.runs[0])}..{_run_text(e.runs[-1])} into "
+                        f"{r.status.value} {names[0]}"
+                    )
+        except B2CalibError as err:
+            message = f"{alg.name} combining its results: {type(err).__name__}: {err}"
+            for e in ok:
+                e.result = AlgorithmResult(AlgorithmStatus.FAILURE, message=message)
+            return
+        for e, r in zip(ok, revised, strict=True):
+            for new, old in zip(r.payloads, e.result.payloads, strict=True):
+                if "provenance" in old.metadata:  # the runner's record of where it came from
+                    new.metadata.setdefault("provenance", old.metadata["provenance"])
+            e.result = _refused_payloads(r)
 
     def _boundaries(self, p: _Pass, alg: Algorithm, runs: list[RunKey]) -> list[RunKey]:
         """Boundaries the algorithm requests from the runs with data, asked once per job (in
