@@ -569,10 +569,9 @@ def test_energy_realistic_fractions_merge_is_what_was_measured(
         print(f"{key}: entries per crystal max {fits['entries'].max():.0f}")
         assert np.all(payload.status[starved] == NED)
         assert np.all(np.isnan(payload.value("value")[starved]))
-        ok = payload.status == OK
-        peak_ok |= ok
-        if ok.sum() >= 2:  # crystals with enough entries: their closure
-            assert_closure(payload.value("value")[ok], payload.errors["value"][ok], truth[ok], key)
+        peak_ok |= payload.status == OK
+        # at this size no crystal has the entries (their closure: bench/RESULTS_ecl_realistic.md)
+        assert starved.all()
     merged, ee = payloads[M.MERGED_PAYLOAD], payloads[B.EE5X5_PAYLOAD]
     methods = merged.value("methods")
     mok, eok = merged.status == OK, ee.status == OK
