@@ -15,6 +15,16 @@ execution, each method in its module:
            crystal, with a bit mask of which did
 =========  ========================================================================================
 
+The statistics each method needs
+    The peak methods need ``gg_min_entries`` photons and ``mumu_min_entries`` muons (150, as
+    basf2) per crystal; crystals with fewer are NOT_ENOUGH_DATA for that method and the merge
+    uses the methods that have a constant (the ``methods`` mask says which). The photons and
+    muons come with the luminosity: with the mu-mu skim unprescaled and the gamma-gamma one
+    at a 5 %/5 % share (a real bucket's fractions), a crystal collects a median of ~150 muons
+    and ~130 photons per fb^-1, so the peaks set most crystals from ~2 fb^-1 on (including
+    the endcap rings no Bhabha reaches; bench/RESULTS_ecl_realistic.md). On a bucket of a
+    fraction of that, as on a test-sized sample, they set none: the merge is the 5x5 alone.
+
 The Monte-Carlo expectations
     basf2 reads them from payloads made on MC with nominal constants. The simulator has no
     nominal-constant mode, so they are expert-config numbers: the 5x5 fraction ``rho`` is the
