@@ -175,7 +175,10 @@ def unfold_period(
             x = np.array([val for val, _ in recent])
             p, pe = float(np.sum(w * x) / np.sum(w)), float(np.sqrt(1.0 / np.sum(w)))
             d = float(wrap(v[i] - p))
-            out[i], pred[i], pred_err[i] = p + d, p, pe
+            # the image itself, v + k period (k whole), not p + d: a value that needs no move
+            # stays bitwise what was measured, whatever the prediction
+            out[i] = v[i] + period * round((p + d - v[i]) / period)
+            pred[i], pred_err[i] = p, pe
             if abs(d) > half - sigmas * np.hypot(e[i], pe) - margin:
                 flag[i] = True
             else:
@@ -195,7 +198,7 @@ def unfold_period(
     order = np.argsort(out[ok])
     cum = np.cumsum(w[ok][order])
     median = out[ok][order][np.searchsorted(cum, cum[-1] / 2)]
-    shift = median - (reference + float(wrap(median - reference)))
+    shift = period * round((median - (reference + float(wrap(median - reference)))) / period)
     out -= shift
     pred -= shift
     return Unfolded(out, flag, pred, pred_err)
