@@ -181,14 +181,17 @@ def test_xt_without_hits_is_not_enough_data() -> None:
     assert XtAlgorithm().run(data).status == AlgorithmStatus.NOT_ENOUGH_DATA
 
 
-def _residuals(shift: np.ndarray, hits: np.ndarray, rng: np.random.Generator) -> hist.Hist:
+def _residuals(
+    shift: np.ndarray, hits: np.ndarray, rng: np.random.Generator, width: float = 2.5
+) -> hist.Hist:
+    """Per-wire histograms of ``hits`` Gaussian residuals of mean ``shift`` and ``width`` ns."""
     h = hist.Hist(
         hist.axis.Regular(cdc.N_WIRES, -0.5, cdc.N_WIRES - 0.5),
         hist.axis.Regular(60, -15.0, 15.0),
         storage=hist.storage.Int64(),
     )
     wires = np.repeat(np.arange(cdc.N_WIRES), hits)
-    h.fill(wires, rng.normal(shift[wires], 2.5))
+    h.fill(wires, rng.normal(shift[wires], width))
     return h
 
 
@@ -303,13 +306,7 @@ def test_t0_errors_do_not_follow_the_fitted_width() -> None:
     true = rng.normal(0.0, 1.0, cdc.N_WIRES)
     layer = cdc.layer_of(np.arange(cdc.N_WIRES))
     hits = rng.poisson(np.linspace(80.0, 20.0, cdc.N_LAYERS)[layer])
-    h = hist.Hist(
-        hist.axis.Regular(cdc.N_WIRES, -0.5, cdc.N_WIRES - 0.5),
-        hist.axis.Regular(60, -15.0, 15.0),
-        storage=hist.storage.Int64(),
-    )
-    wires = np.repeat(np.arange(cdc.N_WIRES), hits)
-    h.fill(wires, rng.normal(true[wires], 2.7))
+    h = _residuals(true, hits, rng, width=2.7)
     from b2calib.detectors.cdc.tracking import T0Algorithm
 
     cfg = t0_calibration().configure()
