@@ -465,6 +465,7 @@ def test_expert_config_is_validated(tmp_path: Path) -> None:
         (dict(name="bad name"), "name must be"),
         (dict(expert=""), "expert contact"),
         (dict(input_format="mdst"), "input_format"),
+        (dict(stage="reco"), "stage must be one of"),
         (dict(run_type="collisions"), "unknown run type"),
         (dict(max_iterations=0), "max_iterations"),
         (dict(depends_on=("test-offset",)), "depends on itself"),

@@ -41,6 +41,10 @@ __all__ = [
 
 CollectorFactory = Callable[[Constants, Sequence[RunKey]], Collector]
 INPUT_FORMATS = ("cdst", "raw")
+#: Stages of prompt processing, in the order they run: ``local`` (no collision data: local
+#: runs, cosmics, pulser), ``raw`` (raw-data based: before reconstruction, e.g. PXD hot pixels,
+#: SVD hot strips), ``post-tracking`` (on cDST skims after tracking, the usual case).
+STAGES = ("local", "raw", "post-tracking")
 ENTRY_POINT_GROUP = "b2calib.calibrations"
 
 
@@ -88,6 +92,9 @@ class Calibration:
         IoV strategy (default :class:`SingleIOV`).
     input_format
         ``"cdst"`` or ``"raw"``.
+    stage
+        Prompt-processing stage, one of :data:`STAGES` (``"post-tracking"`` by default): the
+        prompt loop runs the stages in that order.
     run_type, beam_energy, magnet_on, dq
         Input run filters (see :meth:`b2calib.runs.RunRegistry.select`).
     depends_on
@@ -108,6 +115,7 @@ class Calibration:
     algorithms: Sequence[Algorithm]
     strategy: Strategy = field(default_factory=SingleIOV)
     input_format: str = "cdst"
+    stage: str = "post-tracking"
     run_type: str | tuple[str, ...] | None = None
     beam_energy: str | tuple[str, ...] | None = None
     magnet_on: bool | None = None
@@ -126,6 +134,8 @@ class Calibration:
             raise ConfigError(f"{where}: name an expert contact")
         if self.input_format not in INPUT_FORMATS:
             raise ConfigError(f"{where}: input_format must be one of {INPUT_FORMATS}")
+        if self.stage not in STAGES:
+            raise ConfigError(f"{where}: stage must be one of {STAGES}, not {self.stage!r}")
         if not self.inputs:
             raise ConfigError(f"{where}: needs at least one collector input")
         if not self.algorithms:

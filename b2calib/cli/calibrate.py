@@ -98,7 +98,7 @@ def calibrate(
     if list_only:
         for name, cal in calibrations().items():
             deps = f" (after {', '.join(cal.depends_on)})" if cal.depends_on else ""
-            click.echo(f"{name}: {cal.expert}; skims {', '.join(cal.skims)}{deps}")
+            click.echo(f"{name}: {cal.stage}; {cal.expert}; skims {', '.join(cal.skims)}{deps}")
             if cal.description:
                 click.echo(f"    {cal.description}")
         return

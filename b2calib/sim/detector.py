@@ -36,7 +36,7 @@ from b2calib.physics import masses
 from b2calib.sim.conditions import COS_EDGES, SVD_RAW_RANGE, Conditions, xt_position
 from b2calib.sim.physics import C_CM_PER_NS, Particles
 
-__all__ = ["Response", "simulate_response"]
+__all__ = ["Response", "side_rng", "simulate_response"]
 
 # the simulator mixes integer and float arrays freely: internal arrays are typed loosely
 F = npt.NDArray[Any]
@@ -75,6 +75,15 @@ class Tracks:
     cdc_inside: npt.NDArray[np.bool_]  # (tracks, 56): layer crossed inside the chamber
     cdc_phi: F  # (tracks, 56): azimuth at each layer
     cdc_alpha: F  # (tracks, 56): entrance angle at each layer
+
+
+def side_rng(rng: np.random.Generator, key: int) -> np.random.Generator:
+    """An independent generator for ``key`` derived from ``rng``'s seed, without drawing from
+    ``rng``: what a detector response adds (a new branch, a new effect) draws from its own
+    side stream, so that the values of every other branch stay as they were."""
+    seq = rng.bit_generator.seed_seq
+    entropy = np.atleast_1d(np.asarray(seq.entropy, dtype=object)).tolist()
+    return np.random.default_rng(np.random.SeedSequence([*entropy, *seq.spawn_key, key]))
 
 
 def quantize(x: npt.ArrayLike, bits: int) -> npt.NDArray[np.float32]:
