@@ -82,7 +82,10 @@ def side_rng(rng: np.random.Generator, key: int) -> np.random.Generator:
     ``rng``: what a detector response adds (a new branch, a new effect) draws from its own
     side stream, so that the values of every other branch stay as they were."""
     seq = rng.bit_generator.seed_seq
-    entropy = np.atleast_1d(np.asarray(seq.entropy, dtype=object)).tolist()
+    if not isinstance(seq, np.random.SeedSequence) or seq.entropy is None:
+        raise TypeError("side_rng needs a generator seeded from a SeedSequence")
+    ent = seq.entropy
+    entropy = [int(e) for e in ent] if isinstance(ent, list | tuple | np.ndarray) else [int(ent)]
     return np.random.default_rng(np.random.SeedSequence([*entropy, *seq.spawn_key, key]))
 
 
