@@ -432,7 +432,6 @@ def pxd_response(
         )
         n = len(ti)
         up, vp = _pxd_slopes(trk, ti, phi[ti], alpha[ti], nlad)
-        vloc = z[ti] - zlo - (sensor[ti] - 0.5) * length
         total = 40.0 * np.sqrt(1 + up**2 + vp**2) * np.maximum(1 + 0.15 * _moyal(rng, n), 0.3)
         extra_v = rng.random(n) < 0.5
         extra_u = rng.random(n) < 0.3
@@ -451,7 +450,6 @@ def pxd_response(
             charge = np.clip(np.rint(total[mask] * frac[mask] * gain), 1, 255)
             out.append({"evt": trk.evt[ti[mask]], "sidx": ss, "u": uu, "v": vv, "q": charge})
             out[-1] |= {"trk": ti[mask], "up": up[mask], "vp": vp[mask]}
-            out[-1] |= {"cu": uloc[ti][mask], "cv": vloc[mask]}
         np.add.at(npxd, ti, 1)
     hot_evt, hot_i = _bernoulli_hits(rng, cond.pxd_hot_rate, n_events)
     out.append(
@@ -504,7 +502,7 @@ def _pxd_slopes(trk: Tracks, ti: IA, phi: F, alpha: F, nlad: int) -> tuple[F, F]
 def _no_track(n: int) -> dict[str, npt.NDArray[Any]]:
     """The track columns of PXD digits that belong to no track (hot pixels, noise)."""
     nan = np.full(n, np.nan)
-    return {"trk": np.full(n, -1, np.int64), "up": nan, "vp": nan, "cu": nan, "cv": nan}
+    return {"trk": np.full(n, -1, np.int64), "up": nan, "vp": nan}
 
 
 def pxd_track_clusters(
@@ -514,7 +512,7 @@ def pxd_track_clusters(
 
     A cluster is the alive digits of one track on one sensor (charge their sum, seed the
     pixel of most charge, size their number); an intercept is every crossing of a sensor by a
-    track, with its local position (cm) and direction ``u' = du/dw``, ``v' = dv/dw``. Both
+    track, with its direction in the sensor's frame ``u' = du/dw``, ``v' = dv/dw``. Both
     carry the track's index in its event (``m_trackIndex``), as basf2 relates them to their
     RecoTrack. Digits of hot pixels and noise are not clustered.
     """
@@ -527,8 +525,6 @@ def pxd_track_clusters(
     intercepts: Collection = {
         "evt": d["evt"][rows],
         "m_sensorID": vxd.PXD_IDS[d["sidx"][rows]].astype(np.int32),
-        "m_coorU": quantize(d["cu"][rows], 12),
-        "m_coorV": quantize(d["cv"][rows], 12),
         "m_coorUprime": quantize(d["up"][rows], 12),
         "m_coorVprime": quantize(d["vp"][rows], 12),
         "m_trackIndex": trk.index[d["trk"][rows]].astype(np.int16),
@@ -548,7 +544,6 @@ def pxd_track_clusters(
         "m_uCellID": d["u"][seed].astype(np.int16),
         "m_vCellID": d["v"][seed].astype(np.int16),
         "m_charge": charge.astype(np.int16),
-        "m_seedCharge": d["q"][seed].astype(np.int16),
         "m_size": size.astype(np.int8),
         "m_trackIndex": trk.index[d["trk"][seed]].astype(np.int16),
     }
