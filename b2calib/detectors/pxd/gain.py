@@ -28,9 +28,11 @@ left out: Bhabha electrons are on the plateau.
 
 Algorithm: per bin with >= ``min_clusters`` clusters, ``gain = median(ratio) x current gain``
 (the current gain averaged over the input runs, as basf2 averages its ``dbtree``); the median
-is interpolated in the ratio histogram and its error is the distribution-free interval of the
-median from order statistics (the ranks of a binomial(n, 1/2) central 68.27 % interval, half
-its width), times the current gain. A bin with fewer clusters falls back to the mean of the
+is interpolated in the ratio histogram and its error is the asymptotic error of a median,
+``1 / (2 f sqrt(n))``, the density ``f`` at the median from the 40 % and 60 % quantiles (order
+statistics; ``1.2533 sigma / sqrt(n)`` for a Gaussian; a wider window below 100 clusters),
+times the current gain. A bin with enough clusters but no valid median (no spread) is FAILED,
+with the fallback value. A bin with fewer clusters falls back to the mean of the
 measured bins of its sensor's v row (status NOT_ENOUGH_DATA, ``fallback`` = 1, error the spread
 of those bins), else to 1.0 (NOT_ENOUGH_DATA, ``fallback`` = 2, no error). The execution is
 NOT_ENOUGH_DATA when no bin is measured or when the clusters number fewer than
@@ -95,7 +97,8 @@ RATIO_BINS = (400, 0.0, 4.0)
 #: Median cluster charge (ADU) of a MIP crossing a sensor perpendicularly at gain 1: the Landau
 #: MPV 32.38 ADU times the median-to-MPV ratio 1.1460 of the simulated charge distribution.
 MIP_MEDIAN_ADU = 37.103
-#: Half the quantile window of the density at the median (the 40 % and 60 % quantiles).
+#: Half the quantile window of the density at the median from 100 entries on (the 40 % and
+#: 60 % quantiles).
 _H = 0.1
 
 DEFAULT_CONFIG: dict[str, Any] = {
@@ -233,10 +236,12 @@ def histogram_median(counts: npt.ArrayLike, edges: npt.ArrayLike) -> tuple[F, F]
     """Median of each row of a histogram (interpolated within its bin) and its error.
 
     The error is the asymptotic one of a sample median, ``1 / (2 f sqrt(n))``, with the density
-    ``f`` at the median estimated from the 40 % and 60 % quantiles (the order statistics around
-    the median: Siddiqui's sparsity estimate, ``1 / f = (q60 - q40) / 0.2``); for a Gaussian it
-    is ``1.2533 sigma / sqrt(n)``. Overflow counts (last column of ``counts`` when it has one
-    more column than bins) count in n.
+    ``f`` at the median estimated from the quantiles ``0.5 +- h`` (the order statistics around
+    the median: Siddiqui's sparsity estimate, ``1 / f = (q(0.5 + h) - q(0.5 - h)) / 2h``),
+    ``h = 0.1`` from 100 entries on, ``1 / sqrt(n)`` below (at most 0.4: fewer entries need a
+    wider window); for a Gaussian it is ``1.2533 sigma / sqrt(n)``. Unit pulls from ~20
+    entries on, slightly conservative below. Overflow counts (last column of ``counts`` when it
+    has one more column than bins) count in n.
 
     Parameters
     ----------
@@ -255,19 +260,30 @@ def histogram_median(counts: npt.ArrayLike, edges: npt.ArrayLike) -> tuple[F, F]
     nb = len(e) - 1
     n = c.sum(axis=1)
     median = _quantile(c[:, :nb], e, n * 0.5)
-    spread = _quantile(c[:, :nb], e, n * (0.5 + _H)) - _quantile(c[:, :nb], e, n * (0.5 - _H))
-    empty = n <= 0
     with np.errstate(invalid="ignore", divide="ignore"):
-        error = spread / (4.0 * _H * np.sqrt(n))
+        h = np.clip(1.0 / np.sqrt(n), _H, 0.4)
+        spread = _quantile(c[:, :nb], e, n * (0.5 + h)) - _quantile(c[:, :nb], e, n * (0.5 - h))
+        error = spread / (4.0 * h * np.sqrt(n))
+    empty = n <= 0
     return np.where(empty, np.nan, median), np.where(empty, np.nan, error)
 
 
 def _quantile(counts: F, edges: F, rank: F) -> F:
-    """The value below which ``rank`` entries of each row lie (linear within a bin)."""
-    cum = np.cumsum(counts, axis=1)
+    """The value below which ``rank`` entries of each row lie, the entries of a bin spread
+    evenly over it. A rank that falls between two bins' entries (the cumulative count equals
+    it at an edge, e.g. the median of an even number of entries) takes the middle of the gap
+    between the last entry below and the first above, as a sample median does."""
     rank = np.asarray(rank, dtype=np.float64)
-    # first bin whose cumulative count reaches the rank
-    i = np.minimum((cum < rank[:, None]).sum(axis=1), counts.shape[1] - 1)
+    below = _interpolated(counts, edges, rank, after=False)
+    above = _interpolated(counts, edges, rank, after=True)
+    return np.asarray(0.5 * (below + above))
+
+
+def _interpolated(counts: F, edges: F, rank: F, *, after: bool) -> F:
+    cum = np.cumsum(counts, axis=1)
+    # first bin whose cumulative count reaches (after: exceeds) the rank
+    reach = cum <= rank[:, None] if after else cum < rank[:, None]
+    i = np.minimum(reach.sum(axis=1), counts.shape[1] - 1)
     rows = np.arange(len(counts))
     before = np.where(i > 0, cum[rows, np.maximum(i - 1, 0)], 0.0)
     inside = counts[rows, i]
@@ -315,9 +331,15 @@ class PXDGainAlgorithm(Algorithm):
         ratio_counts = h_r.values(flow=True)[:, 1:]  # bins and overflow
         median, median_err = histogram_median(ratio_counts, h_r.axes[1].edges)
         current = np.mean([current_gains(data.constants, r) for r in data.runs], axis=0)
-        measured = counts >= cfg["min_clusters"]
+        enough = counts >= cfg["min_clusters"]
+        valid = np.isfinite(median) & (median > 0) & np.isfinite(median_err) & (median_err > 0)
+        measured = enough & valid
         gain, error, code = fill_fallbacks(median * current, median_err * current, measured)
-        status = np.where(measured, ChannelStatus.OK, ChannelStatus.NOT_ENOUGH_DATA).astype(np.int8)
+        status = np.where(
+            measured,
+            ChannelStatus.OK,
+            np.where(enough, ChannelStatus.FAILED, ChannelStatus.NOT_ENOUGH_DATA),
+        ).astype(np.int8)
         keys = bin_keys()
         diag = Diagnostics(
             histograms={"clusters": h_n, "charge_ratio": h_r},
@@ -354,7 +376,8 @@ class PXDGainAlgorithm(Algorithm):
             status,
             units={"value": "1", "fallback": "1"},
             description="charge gain per (sensor, u bin, v bin): raw = true * gain; fallback "
-            "1: mean of the sensor's v row, 2: default 1.0 (both NOT_ENOUGH_DATA)",
+            "1: mean of the sensor's v row, 2: default 1.0 (status NOT_ENOUGH_DATA, or FAILED "
+            "for a bin with enough clusters but no valid median)",
             method="basf2 PXDAnalyticGainCalibrationAlgorithm (median strategy): median of "
             "cluster charge / expected charge x current gain",
         )
