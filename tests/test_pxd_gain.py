@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import awkward as ak
 import hist
 import numpy as np
 import pytest
@@ -26,6 +27,11 @@ from b2calib.sim.runs import generate_runs
 from tests.closure import assert_closure, calibrate, ok_channels, pulls, staged
 from tests.conftest import SAMPLE
 from tests.test_notebooks import execute
+
+
+def ak_flat(x: ak.Array) -> np.ndarray:
+    return np.asarray(ak.to_numpy(ak.flatten(x)))
+
 
 BHABHA_ONLY = {"bhabha": 1.0, "gamma_gamma": 0.0, "mumu": 0.0, "hadron": 0.0, "tautau": 0.0}
 
@@ -186,6 +192,65 @@ def test_declaration() -> None:
     from b2calib.calibration import get_calibration
 
     assert get_calibration("pxd-gain").payloads == cal.payloads
+
+
+# ------------------------------------------------------------------------------ simulator
+def test_simulated_track_clusters(tmp_path: Path) -> None:
+    """PXDClusters are their track's digits (seed among the event's digits, charge >= seed's),
+    each with its track's intercept; a dead gate group (fault) loses the clusters seeded in it;
+    the charge per unit path length has the expected median."""
+    cfg = _config(
+        n_runs=2,
+        events_per_run=1500,
+        faults=[{"run": 1, "detector": "PXD", "kind": "dead_fraction", "value": 0.5}],
+    )
+    simulate(cfg, tmp_path, jobs=1)
+    from b2calib.io import open_skim
+    from b2calib.sim.faults import _PXD_BANDS, _dead_channels
+
+    per_run = {}
+    for run in (1, 2):
+        path = tmp_path / "e0012" / f"r{run:05d}" / f"cdst_hlt_bhabha_e0012_r{run:05d}.root"
+        with open_skim(path) as f:
+            a = f.arrays([b for b in f.branches if b.startswith(("PXD", "nPXD"))])
+        cl = {k[12:]: np.asarray(ak_flat(a[k])) for k in a.fields if k.startswith("PXDClusters_")}
+        dg = {k[10:]: np.asarray(ak_flat(a[k])) for k in a.fields if k.startswith("PXDDigits_")}
+        ic = {k[14:]: np.asarray(ak_flat(a[k])) for k in a.fields if k.startswith("PXDIntercepts_")}
+        cl_evt = np.repeat(np.arange(len(a)), np.asarray(a["nPXDClusters"]))
+        dg_evt = np.repeat(np.arange(len(a)), np.asarray(a["nPXDDigits"]))
+        ic_evt = np.repeat(np.arange(len(a)), np.asarray(a["nPXDIntercepts"]))
+
+        def key(e, s, u, v):  # type: ignore[no-untyped-def]
+            return ((e * 100000 + s) * 250 + u) * 768 + v
+
+        digit = dict(
+            zip(
+                key(dg_evt, dg["m_sensorID"], dg["m_uCellID"], dg["m_vCellID"]),
+                dg["m_charge"],
+                strict=False,
+            )
+        )
+        seed = key(cl_evt, cl["m_sensorID"], cl["m_uCellID"], cl["m_vCellID"])
+        assert all(k in digit for k in seed)
+        assert np.all(cl["m_charge"] >= np.array([digit[k] for k in seed]))
+        track = set(zip(ic_evt, ic["m_trackIndex"], ic["m_sensorID"], strict=True))
+        assert all(
+            t in track for t in zip(cl_evt, cl["m_trackIndex"], cl["m_sensorID"], strict=True)
+        )
+        per_run[run] = (cl, ic, len(track))
+    # run 1: half the gate groups dead, none of them seeds a cluster
+    cl, ic, n_crossings = per_run[1]
+    dead = _dead_channels(cfg.seed, 12, 1, "PXD", _PXD_BANDS * vxd.N_PXD_SENSORS, 0.5)
+    band = (
+        vxd.sensor_index(cl["m_sensorID"], "PXD") * _PXD_BANDS
+        + cl["m_vCellID"] * _PXD_BANDS // vxd.PXD_NV
+    )
+    assert not dead[band].any()
+    assert 0.3 < len(cl["m_charge"]) / n_crossings < 0.7
+    cl, ic, n_crossings = per_run[2]
+    assert len(cl["m_charge"]) / n_crossings > 0.99  # only dead pixels (0.1 %) lose one
+    # charge per path length: the median of a MIP times the gains (~1)
+    assert np.median(cl["m_charge"]) > G.MIP_MEDIAN_ADU
 
 
 # ------------------------------------------------------------------------------ bad input

@@ -44,6 +44,7 @@ gain retunes), else one payload.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
@@ -66,8 +67,8 @@ from b2calib.calibration import (
 from b2calib.calibration.toolkit import NotEnoughData, channel_payload, guarded, require
 from b2calib.conditions import ChannelStatus
 from b2calib.conditions.iov import RunKey
-from b2calib.detectors.ecl._common import applied_column, digest, per_run_sets, run_of
 from b2calib.engine import Collector
+from b2calib.exceptions import CalibrationError
 from b2calib.geometry import vxd
 
 __all__ = [
@@ -173,7 +174,7 @@ class PXDGainCollector(Collector):
         return np.ones(N_BINS)
 
     def collect(self, events: ak.Array) -> dict[str, hist.Hist]:
-        gains = self._gains(run_of(events))
+        gains = self._gains(_run_of(events))
         ncl = ak.to_numpy(ak.num(events["PXDClusters_m_sensorID"]))
         nic = ak.to_numpy(ak.num(events["PXDIntercepts_m_sensorID"]))
         cl_evt = np.repeat(np.arange(len(events), dtype=np.int64), ncl)
@@ -221,15 +222,39 @@ def _match_key(evt: IA, track: IA, sensor_id: IA) -> IA:
     return (evt * 4096 + track) * 65536 + (sensor_id & 0xFFFF)
 
 
+def _run_of(events: ak.Array) -> RunKey:
+    """(exp, run) of a chunk (the engine gives one file, so one run, per call)."""
+    if len(events) == 0:
+        return (0, 0)
+    return (int(events["EventMetaData_m_experiment"][0]), int(events["EventMetaData_m_run"][0]))
+
+
 def current_gains(constants: Constants, run: RunKey) -> F:
-    """The gains valid for ``run`` (PXDGainMapPar, bin order): 1 without a payload."""
-    return applied_column(constants, GAIN_PAYLOAD, run, 1.0, N_BINS)
+    """The gains valid for ``run`` (PXDGainMapPar, bin order), as the collector applies them:
+    1 without a payload; a bin without a positive finite value, 1."""
+    payload = constants.get(GAIN_PAYLOAD, *run)
+    if payload is None:
+        return np.ones(N_BINS)
+    values = np.asarray(payload.value("value"), dtype=np.float64)
+    if len(values) != N_BINS:
+        raise CalibrationError(
+            f"payload {GAIN_PAYLOAD} for run {run}: {len(values)} rows, expected {N_BINS}"
+        )
+    return np.where(np.isfinite(values) & (values > 0), values, 1.0)
 
 
 def _gain_factory(constants: Constants, runs: Sequence[RunKey]) -> PXDGainCollector:
-    index, sets = per_run_sets({r: (current_gains(constants, r),) for r in runs})
-    gains = tuple(s[0] for s in sets)
-    return PXDGainCollector(index, gains, digest(*gains) if gains else "")
+    """The collector with each run's current gains (runs sharing a payload share a set)."""
+    sets: list[F] = []
+    index: list[tuple[int, int, int]] = []
+    for exp, run in sorted(runs):
+        g = current_gains(constants, (exp, run))
+        same = [i for i, s in enumerate(sets) if np.array_equal(s, g)]
+        if not same:
+            sets.append(g)
+        index.append((exp, run, same[0] if same else len(sets) - 1))
+    key = hashlib.sha256(b"".join(np.ascontiguousarray(s).tobytes() for s in sets)).hexdigest()
+    return PXDGainCollector(tuple(index), tuple(sets), key if sets else "")
 
 
 def histogram_median(counts: npt.ArrayLike, edges: npt.ArrayLike) -> tuple[F, F]:
