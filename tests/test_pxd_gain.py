@@ -263,8 +263,11 @@ def test_sample_without_pxd_is_not_enough_data(tmp_path: Path) -> None:
     reports, _ = calibrate(
         G.gain_calibration(), tmp_path / "no", tmp_path / "no.sqlite", config={"pxd-gain": LOW}
     )
-    assert reports["pxd-gain"].status == "NOT_ENOUGH_DATA", reports["pxd-gain"]
-    assert not reports["pxd-gain"].staged
+    report = reports["pxd-gain"]
+    assert report.status == "NOT_ENOUGH_DATA", report
+    assert not report.staged
+    assert "missing-branch" in report.runs_without_data[(12, 1)]
+    assert "PXDClusters" in report.skipped_files[0].message
     simulate(_config(n_runs=1, events_per_run=300), tmp_path / "small", jobs=1)
     reports, _db = calibrate(G.gain_calibration(), tmp_path / "small", tmp_path / "small.sqlite")
     report = reports["pxd-gain"]
