@@ -8,12 +8,12 @@ bins of every sensor; PXDGainMapPar keyed by (sensorID, ubin, vbin), ``ubin = u 
 
 Method
 ------
-Collector: every PXD cluster on a track (``PXDClusters`` with ``m_trackIndex``) with charge
->= 8 ADU and size 1-10 pixels (basf2's cuts; the collector's ``min_charge``, ``min_size``,
-``max_size``) is matched to its track's intercept with the sensor (``PXDIntercepts``: same
-event, track and sensor), which gives the path length in the sensor,
-``thickness * sqrt(1 + u'^2 + v'^2)`` (basf2: ``thickness / cos(theta_local)``). The expected
-charge of the cluster is
+Collector: every PXD cluster on a track of p >= 1 GeV/c (``PXDClusters`` with
+``m_trackIndex``; basf2's ``e+:gain`` list) with charge >= 8 ADU and size 1-10 pixels (basf2's
+cuts; the collector's ``min_momentum``, ``min_charge``, ``min_size``, ``max_size``) is matched
+to its track's intercept with the sensor (``PXDIntercepts``: same event, track and sensor),
+which gives the path length in the sensor, ``thickness * sqrt(1 + u'^2 + v'^2)`` (basf2:
+``thickness / cos(theta_local)``). The expected charge of the cluster is
 
     ``expected = MIP_MEDIAN_ADU * path / thickness * current gain of its bin``
 
@@ -76,7 +76,7 @@ from b2calib.conditions import ChannelStatus
 from b2calib.conditions.iov import RunKey
 from b2calib.engine import Collector
 from b2calib.exceptions import CalibrationError
-from b2calib.geometry import vxd
+from b2calib.geometry import B_FIELD_T, vxd
 
 __all__ = [
     "GAIN_PAYLOAD",
@@ -105,6 +105,8 @@ RATIO_BINS = (400, 0.0, 4.0)
 #: Median cluster charge (ADU) of a MIP crossing a sensor perpendicularly at gain 1: the Landau
 #: MPV 32.38 ADU times the median-to-MPV ratio 1.1460 of the simulated charge distribution.
 MIP_MEDIAN_ADU = 37.103
+#: 1/R[cm] = factor * B[T] / pt[GeV]
+_BFIELD_FACTOR = 0.0029979246
 #: Half the quantile window of the density at the median from 100 entries on (the 40 % and
 #: 60 % quantiles).
 _H = 0.1
@@ -128,6 +130,8 @@ CLUSTER_BRANCHES = {
     "PXDIntercepts_m_coorUprime": "var * float32",
     "PXDIntercepts_m_coorVprime": "var * float32",
     "PXDIntercepts_m_trackIndex": "var * int16",
+    "TrackFitResults_m_omega": "var * float32",
+    "TrackFitResults_m_tanLambda": "var * float32",
 }
 
 
@@ -168,7 +172,8 @@ class PXDGainCollector(Collector):
     min_charge: int = 8
     min_size: int = 1
     max_size: int = 10
-    version: ClassVar[int] = 1
+    min_momentum: float = 1.0
+    version: ClassVar[int] = 2
 
     @property
     def branches(self) -> dict[str, str]:
@@ -192,6 +197,17 @@ class PXDGainCollector(Collector):
         track = _flat(events, "PXDClusters_m_trackIndex").astype(np.int64)
         sel = (track >= 0) & (charge >= self.min_charge)
         sel &= (size >= self.min_size) & (size <= self.max_size)
+        # the track's momentum (basf2's e+:gain list, p > 1 GeV/c; no field: not measured)
+        ntrk = ak.to_numpy(ak.num(events["TrackFitResults_m_omega"]))
+        first = np.concatenate([[0], np.cumsum(ntrk)])[cl_evt]
+        on = sel & (track < ntrk[cl_evt])
+        omega = _flat(events, "TrackFitResults_m_omega").astype(np.float64)
+        tanl = _flat(events, "TrackFitResults_m_tanLambda").astype(np.float64)
+        t = np.where(on, first + track, 0)
+        with np.errstate(divide="ignore"):
+            pt = np.where(omega != 0, _BFIELD_FACTOR * B_FIELD_T / np.abs(omega), np.inf)
+        momentum = (pt * np.sqrt(1.0 + tanl**2))[t] if len(omega) else np.zeros(len(t))
+        sel = on & (momentum >= self.min_momentum)
         # the track's intercept with the cluster's sensor: same event, track and sensor
         ic_key = _match_key(
             ic_evt,
