@@ -264,6 +264,12 @@ def test_detector_names() -> None:
             "compare", "final_diagnostics", "plot_board_fits", "plot_extreme_wires",
             "plot_run_fits", "plot_xt_rows", "status_counts", "xt_difference",
         ],
+        "b2calib.detectors.pxd": ["calibrations"],
+        "b2calib.detectors.pxd.gain": [
+            "GAIN_PAYLOAD", "MIP_MEDIAN_ADU", "N_BINS", "RATIO_BINS", "PXDGainAlgorithm",
+            "PXDGainCollector", "bin_keys", "bin_of", "current_gains", "fill_fallbacks",
+            "gain_calibration", "histogram_median",
+        ],
         "b2calib.detectors.top": ["calibrations"],
         "b2calib.detectors.top.photons": [
             "BOUNDARY_CONFIG", "PDF_CONFIG", "Z_BINS", "PhotonPDF", "Photons", "circular_centre",
@@ -317,6 +323,7 @@ def test_registered_calibrations() -> None:
         "top-channel-t0",
         "top-module-t0",
         "top-common-t0",
+        "pxd-gain",
     }
 
 
@@ -472,7 +479,7 @@ def test_detector_qa_names() -> None:
         module = importlib.import_module(f"b2calib.detectors.{det}.qa")
         assert module.__all__ == names, det
         assert sorted(dir(module)) == sorted(names), det
-    for det in ("pxd", "svd", "arich", "klm", "beam", "tracking"):  # QA only, for now
+    for det in ("svd", "arich", "klm", "beam", "tracking"):  # QA only, for now
         assert importlib.import_module(f"b2calib.detectors.{det}").__all__ == []
 
 

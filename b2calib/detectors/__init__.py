@@ -2,7 +2,7 @@
 what it monitors.
 
 ============  =================================================================================
-``pxd``       monitoring: hits per track, digit charge, occupancy, hot pixels
+``pxd``       gain map; monitoring: hits per track, digit charge, occupancy, hot pixels
 ``svd``       monitoring: clusters per track, cluster charge, occupancy
 ``cdc``       wire T0, x-t relations, dE/dx run gain, wire gain and cos(theta) correction;
               monitoring: hits per track, occupancy

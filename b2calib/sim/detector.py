@@ -412,14 +412,17 @@ def _svd_raw_time(coef: F, t: F) -> F:
 
 def pxd_response(
     rng: np.random.Generator, trk: Tracks, cond: Conditions, n_events: int
-) -> tuple[Collection, IA]:
-    """PXDDigits: 1-3 pixel clusters of tracks, gains applied, dead pixels removed, hot pixels."""
+) -> tuple[Collection, IA, dict[str, Collection]]:
+    """PXDDigits: 1-3 pixel clusters of tracks, gains applied, dead pixels removed, hot pixels;
+    the PXDClusters and PXDIntercepts of the tracks (:func:`pxd_track_clusters`).
+
+    A track's charge scales with its path length in the sensor (:func:`_pxd_path`)."""
     out = []
     npxd = np.zeros(len(trk.p), dtype=np.int64)
     dead = np.sort(_pxd_flat(cond.pxd_dead[:, 0], cond.pxd_dead[:, 1], cond.pxd_dead[:, 2]))
     for layer, r in vxd.PXD_RADIUS.items():
         nlad, length = vxd.PXD_LADDERS[layer], vxd.PXD_SENSOR_LENGTH[layer]
-        reached, phi, z, _, _ = _cross(trk, r)
+        reached, phi, z, _, alpha = _cross(trk, r)
         ladder, uloc, width = _ladder_local(phi, r, nlad)
         zlo = -0.9 * length
         sensor = np.floor((z - zlo) / length).astype(np.int64) + 1
@@ -431,7 +434,8 @@ def pxd_response(
             np.int64
         )
         n = len(ti)
-        total = 40.0 * np.maximum(1 + 0.15 * _moyal(rng, n), 0.3)
+        up, vp = _pxd_slopes(trk, ti, phi[ti], alpha[ti], nlad)
+        total = 40.0 * np.sqrt(1 + up**2 + vp**2) * np.maximum(1 + 0.15 * _moyal(rng, n), 0.3)
         extra_v = rng.random(n) < 0.5
         extra_u = rng.random(n) < 0.3
         share = np.where(extra_v | extra_u, rng.uniform(0.6, 0.9, n), 1.0)
@@ -448,6 +452,7 @@ def pxd_response(
             ]
             charge = np.clip(np.rint(total[mask] * frac[mask] * gain), 1, 255)
             out.append({"evt": trk.evt[ti[mask]], "sidx": ss, "u": uu, "v": vv, "q": charge})
+            out[-1] |= {"trk": ti[mask], "up": up[mask], "vp": vp[mask]}
         np.add.at(npxd, ti, 1)
     hot_evt, hot_i = _bernoulli_hits(rng, cond.pxd_hot_rate, n_events)
     out.append(
@@ -458,6 +463,7 @@ def pxd_response(
             "v": cond.pxd_hot[hot_i, 2],
             "q": rng.integers(5, 60, len(hot_evt)),
         }
+        | _no_track(len(hot_evt))
     )
     nr = rng.poisson(2.0, n_events)
     ne = int(nr.sum())
@@ -469,6 +475,7 @@ def pxd_response(
             "v": rng.integers(0, vxd.PXD_NV, ne),
             "q": rng.integers(3, 30, ne),
         }
+        | _no_track(ne)
     )
     d = _concat_sorted(out)
     flat = _pxd_flat(d["sidx"], d["u"], d["v"])
@@ -481,7 +488,69 @@ def pxd_response(
         "m_vCellID": d["v"][alive].astype(np.int16),
         "m_charge": d["q"][alive].astype(np.int16),
     }
-    return digits, npxd
+    return digits, npxd, pxd_track_clusters(trk, d, alive)
+
+
+def _pxd_slopes(trk: Tracks, ti: IA, phi: F, alpha: F, nlad: int) -> tuple[F, F]:
+    """The direction of tracks ``ti`` crossing a PXD ladder at azimuth ``phi`` with entrance
+    angle ``alpha`` (to the radial direction) in the sensor's frame: ``u' = du/dw`` and
+    ``v' = dv/dw`` (w along the ladder's normal), as a PXDIntercept holds them. The path
+    length in the sensor is ``thickness * sqrt(1 + u'^2 + v'^2)``. Deterministic: no draws."""
+    ladder, _, _ = _ladder_local(phi, 1.0, nlad)
+    beta = _wrap(alpha + _wrap(phi - (ladder - 1) * 2 * np.pi / nlad))
+    cos_b = np.maximum(np.abs(np.cos(beta)), 1e-3)
+    return np.tan(beta), trk.tanl[ti] / cos_b
+
+
+def _no_track(n: int) -> dict[str, npt.NDArray[Any]]:
+    """The track columns of PXD digits that belong to no track (hot pixels, noise)."""
+    nan = np.full(n, np.nan)
+    return {"trk": np.full(n, -1, np.int64), "up": nan, "vp": nan}
+
+
+def pxd_track_clusters(
+    trk: Tracks, d: dict[str, npt.NDArray[Any]], alive: IA
+) -> dict[str, Collection]:
+    """PXDClusters and PXDIntercepts of the tracks, deterministic from their digits.
+
+    A cluster is the alive digits of one track on one sensor (charge their sum, seed the
+    pixel of most charge, size their number); an intercept is every crossing of a sensor by a
+    track, with its direction in the sensor's frame ``u' = du/dw``, ``v' = dv/dw``. Both
+    carry the track's index in its event (``m_trackIndex``), as basf2 relates them to their
+    RecoTrack. Digits of hot pixels and noise are not clustered.
+    """
+    own = d["trk"] >= 0
+    key = d["trk"] * vxd.N_PXD_SENSORS + d["sidx"]
+    _, first = np.unique(key[own], return_index=True)
+    rows = np.flatnonzero(own)[first]
+    crossing = np.argsort(d["evt"][rows], kind="stable")
+    rows = rows[crossing]
+    intercepts: Collection = {
+        "evt": d["evt"][rows],
+        "m_sensorID": vxd.PXD_IDS[d["sidx"][rows]].astype(np.int32),
+        "m_coorUprime": quantize(d["up"][rows], 12),
+        "m_coorVprime": quantize(d["vp"][rows], 12),
+        "m_trackIndex": trk.index[d["trk"][rows]].astype(np.int16),
+    }
+    sel = np.flatnonzero(own & alive)
+    # seed first within each cluster: by key, then by decreasing charge
+    sel = sel[np.lexsort((-d["q"][sel], key[sel]))]
+    ukey, start, inverse = np.unique(key[sel], return_index=True, return_inverse=True)
+    charge = np.bincount(inverse, weights=d["q"][sel], minlength=len(ukey))
+    size = np.bincount(inverse, minlength=len(ukey))
+    seed = sel[start]
+    order = np.argsort(d["evt"][seed], kind="stable")
+    seed, charge, size = seed[order], charge[order], size[order]
+    clusters: Collection = {
+        "evt": d["evt"][seed],
+        "m_sensorID": vxd.PXD_IDS[d["sidx"][seed]].astype(np.int32),
+        "m_uCellID": d["u"][seed].astype(np.int16),
+        "m_vCellID": d["v"][seed].astype(np.int16),
+        "m_charge": charge.astype(np.int16),
+        "m_size": size.astype(np.int8),
+        "m_trackIndex": trk.index[d["trk"][seed]].astype(np.int16),
+    }
+    return {"PXDClusters": clusters, "PXDIntercepts": intercepts}
 
 
 def _pxd_flat(s: npt.ArrayLike, u: npt.ArrayLike, v: npt.ArrayLike) -> IA:
@@ -1028,7 +1097,8 @@ def simulate_response(
     if "SVD" in detectors:
         resp.collections["SVDClusters"], nsvd = svd_response(rng, trk, t_coll, cond, n_events)
     if "PXD" in detectors:
-        resp.collections["PXDDigits"], npxd = pxd_response(rng, trk, cond, n_events)
+        resp.collections["PXDDigits"], npxd, pxd_tracks = pxd_response(rng, trk, cond, n_events)
+        resp.collections.update(pxd_tracks)
     fit["m_nCDCHits"] = ncdc.astype(np.int16)
     fit["m_nSVDHits"] = nsvd.astype(np.int16)
     fit["m_nPXDHits"] = npxd.astype(np.int16)

@@ -11,8 +11,9 @@ applied only to that run and detector, after the detector response and before th
 ``dead_fraction``
     A fraction ``value`` of the detector's readout channels is dead for the whole run (chosen
     from the seed, the run and the detector): their hits are removed. Channels are CDC wires,
-    SVD sensor sides, PXD gate groups (sensor x 16 bands of 48 rows), TOP and ARICH pixels, ECL
-    crystals (a cluster whose central crystal is dead is lost) and KLM strips. The per-track hit
+    SVD sensor sides, PXD gate groups (sensor x 16 bands of 48 rows; a track's PXD cluster whose
+    seed pixel is dead is lost), TOP and ARICH pixels, ECL crystals (a cluster whose central
+    crystal is dead is lost) and KLM strips. The per-track hit
     counts of the tracks (``TrackFitResults_m_nCDCHits``, ``m_nSVDHits``) are recounted; the
     PXD hit count of a track counts sensor crossings and is left as it is.
 ``time_shift``
@@ -230,6 +231,10 @@ def apply_faults(
                 _recount(collections["TrackFitResults"], collections[name], "m_nCDCHits")
             elif det == "SVD":
                 _recount(collections["TrackFitResults"], collections[name], "m_nSVDHits")
+            elif det == "PXD" and "PXDClusters" in collections:
+                # a track's cluster is lost with its seed pixel's gate group
+                cl = collections["PXDClusters"]
+                collections["PXDClusters"] = _keep(cl, ~dead[_channels(det, cl)[0]])
             elif det == "ECL":
                 cl = collections["ECLClusters"]
                 alive = ~dead[cl["m_maxCellId"].astype(np.int64) - 1]
