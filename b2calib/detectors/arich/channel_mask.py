@@ -46,6 +46,7 @@ from b2calib.geometry import arich
 __all__ = [
     "CHANNEL_KEYS",
     "CHANNEL_MASK",
+    "CHANNEL_RING",
     "N_WINDOWS",
     "SIGNAL_WINDOWS",
     "ChannelMaskAlgorithm",
