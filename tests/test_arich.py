@@ -310,6 +310,7 @@ def test_sample_without_the_arich(tmp_path: Path) -> None:
     report = reports[CAL.name]
     assert report.status == "NOT_ENOUGH_DATA", str(report)
     assert "nothing staged" in str(report)
+    assert "no branch 'ARICHDigits_m_modID'" in str(report)  # the reason, per file
 
 
 @pytest.mark.slow
