@@ -3,8 +3,8 @@ and notebook.
 
 The closure needs statistics a full simulation cannot give in a test's time: the basf2 rule
 (signal below 0.3 x the ring average) keeps every live channel only when the weakest ring has
-~130 signal hits per channel (its noise windows then hold ~70 hits: a live channel sits > 5
-standard deviations above the cut), i.e. ~1.6 M collision events, ~7 CPU-minutes of `simulate`.
+~130 signal hits per channel (its noise windows then hold ~60 hits: a live channel sits > 5
+standard deviations above the cut), i.e. ~1.6 M collision events, ~5 CPU-minutes of `simulate`.
 :func:`_high_statistics` therefore runs the simulator's own generator, tracking and ARICH
 response (:func:`b2calib.sim.detector.arich_response`, with the run's true masks and hot rates)
 on 100 000 collision events and draws the ARICH response of those tracks 24 times with
