@@ -276,6 +276,49 @@ def test_not_enough_data_below_30_hits_in_the_outer_ring() -> None:
     assert result.status == AlgorithmStatus.NOT_ENOUGH_DATA
 
 
+def test_a_starved_ring_is_not_enough_data_not_masked() -> None:
+    """A ring below ``min_outer_ring_hits`` signal hits per channel (here the innermost, as
+    in the simulation where no Bhabha reaches rings 0-2) while the outer ring has enough:
+    the payload is made, the starved ring's live and dead channels are NOT_ENOUGH_DATA (never
+    masked for lack of statistics), a channel hot by its noise alone is still HOT there, and
+    the other rings are masked as before."""
+    rng = np.random.default_rng(15)
+    n_events = 2e5
+    ring = cm.CHANNEL_RING
+    signal = np.where(ring == 0, 8.0, 60.0)  # ring 0 starved (< 30), the others adequate
+    lam = np.empty((geo.N_CHANNELS, 4))
+    lam[:] = 5.0  # noise per window
+    lam[:, 1] += signal / 2
+    lam[:, 2] += signal / 2
+    first = geo.RING_FIRST * 144
+    lam[first[0]] = 0.0  # dead in the starved ring
+    lam[first[0] + 1] = 300.0  # hot in the starved ring: noise only, 60 x the ring's
+    lam[first[6]] = 0.0  # dead in the outer ring
+    lam[first[6] + 1] = 300.0  # hot in the outer ring
+    w = rng.poisson(lam).astype(np.float64)
+    inner = ring == 0
+    # the fluctuations alone put live channels of the starved ring below 0.3 x its average
+    ring0 = w[inner][:, 1:3].sum(axis=1) - w[inner][:, [0, 3]].sum(axis=1)
+    assert (ring0 < 0.3 * 8.0).sum() > 100
+    result = cm.ChannelMaskAlgorithm().run(_input(w, n_events))
+    assert result.status == AlgorithmStatus.OK, result.message
+    assert "1 of 7 HAPD rings below 30 signal hits per channel" in result.message
+    (mask,) = result.payloads
+    st = mask.status
+    assert st is not None
+    live0 = inner.copy()
+    live0[[first[0], first[0] + 1]] = False
+    assert np.all(st[live0] == ChannelStatus.NOT_ENOUGH_DATA)
+    assert st[first[0]] == ChannelStatus.NOT_ENOUGH_DATA  # no statistics to call it dead
+    assert st[first[0] + 1] == ChannelStatus.HOT  # its noise is seen without the signal
+    assert st[first[6]] == ChannelStatus.DEAD
+    assert st[first[6] + 1] == ChannelStatus.HOT
+    assert np.all(st[~inner & ~np.isin(np.arange(geo.N_CHANNELS), first[6] + [0, 1])] == 0)
+    rings = result.diagnostics.tables["rings"]
+    np.testing.assert_array_equal(rings["starved"], [1, 0, 0, 0, 0, 0, 0])
+    assert rings["signal_per_channel"][0] < 30 < rings["signal_per_channel"][1:].min()
+
+
 def test_declaration() -> None:
     assert [c.name for c in A.calibrations()] == ["arich-channel-mask"]
     assert CAL.payloads == ("ARICHChannelMask",)

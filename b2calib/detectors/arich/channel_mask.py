@@ -14,6 +14,12 @@ averages the signal per HAPD ring (7 rings) over the channels that are not hot, 
 channel whose signal is below ``min_fraction`` (0.3) x its ring average or whose signal to noise
 is below ``min_s2n`` (0.1). NOT_ENOUGH_DATA when the outer ring averages fewer than
 ``min_outer_ring_hits`` (30) signal hits per channel.
+
+basf2 checks the outer ring only: in the real detector it is the least illuminated one. In the
+simulation the inner rings get fewer photons than the outer one (the simulated Bhabhas never
+reach rings 0-2), so a ring can average fewer signal hits than the threshold while the outer
+ring has enough. Such a starved ring is not masked for lack of statistics: its channels get
+NOT_ENOUGH_DATA, except those HOT by their noise alone (see :func:`mask_channels`).
 """
 
 from __future__ import annotations
@@ -139,6 +145,7 @@ class ChannelMaskResult:
     ring_noise: F
     ring_channels: I64
     left_out: npt.NDArray[np.bool_]
+    starved: npt.NDArray[np.bool_]
 
 
 def mask_channels(
@@ -149,8 +156,10 @@ def mask_channels(
     min_s2n: float = 0.1,
     max_signal_occupancy: float = 0.02,
     hot_p_value: float = 1e-6,
+    min_ring_signal: float = 0.0,
 ) -> ChannelMaskResult:
-    """Status (OK, DEAD, HOT) of every channel from its single-bit digits per time window.
+    """Status (OK, DEAD, HOT, NOT_ENOUGH_DATA) of every channel from its single-bit digits per
+    time window.
 
     Parameters
     ----------
@@ -167,6 +176,15 @@ def mask_channels(
     hot_p_value
         A masked channel is HOT when its noise (digits in windows 0 and 3) is above its ring's
         average with a Poisson p-value below this, else DEAD (no signal without excess noise).
+    min_ring_signal
+        A ring averaging fewer signal hits per channel is starved: the cut at ``min_fraction``
+        x its average is then within the Poisson fluctuations of a live channel's signal, so
+        its channels are NOT_ENOUGH_DATA, neither DEAD nor HOT, except a channel that is hot
+        by both tests that need no signal statistics: its signal to noise below ``min_s2n``
+        and its noise above the ring's with a p-value below ``hot_p_value``. Both together
+        never call a live channel hot (S/N < 0.1 alone can, when the signal is a few hits).
+        A dead channel of a starved ring stays NOT_ENOUGH_DATA too: basf2 calls a channel dead
+        by the ring-average cut only, which a starved ring cannot apply.
 
     Notes
     -----
@@ -191,15 +209,21 @@ def mask_channels(
     excess = stats.poisson.sf(noise - 1.0, ring_noise[CHANNEL_RING]) < hot_p_value
     status = np.full(_NC, ChannelStatus.OK, dtype=np.int8)
     status[masked] = np.where(excess[masked], ChannelStatus.HOT, ChannelStatus.DEAD)
+    starved = ring_signal < min_ring_signal
+    in_starved = starved[CHANNEL_RING]
+    status[in_starved] = np.where(
+        noisy[in_starved] & excess[in_starved], ChannelStatus.HOT, ChannelStatus.NOT_ENOUGH_DATA
+    )
     return ChannelMaskResult(
-        status, signal, s2n, noise, ring_signal, ring_noise, ring_channels, left_out
+        status, signal, s2n, noise, ring_signal, ring_noise, ring_channels, left_out, starved
     )
 
 
 class ChannelMaskAlgorithm(Algorithm):
     """Dead and hot channels from the signal and signal to noise per channel (see
     :func:`mask_channels`); NOT_ENOUGH_DATA when the outer ring averages fewer than
-    ``min_outer_ring_hits`` signal hits per channel.
+    ``min_outer_ring_hits`` signal hits per channel, and the channels of any other ring
+    averaging fewer NOT_ENOUGH_DATA (not masked; hot ones still HOT).
 
     Hot channels get value = noise hits per event ``-ln(1 - p)``, ``p`` their occupancy in
     noise beyond their ring's (the noise windows 0 and 3 see half of it), with its binomial
@@ -216,6 +240,7 @@ class ChannelMaskAlgorithm(Algorithm):
         windows = windows_h.values().astype(np.float64)
         n_events = float(ev_h.values().sum())
         cfg = data.config
+        need = float(cfg["min_outer_ring_hits"])
         res = mask_channels(
             windows,
             n_events,
@@ -223,6 +248,7 @@ class ChannelMaskAlgorithm(Algorithm):
             min_s2n=float(cfg["min_s2n"]),
             max_signal_occupancy=float(cfg["max_signal_occupancy"]),
             hot_p_value=float(cfg["hot_p_value"]),
+            min_ring_signal=need,
         )
         diag = Diagnostics(
             histograms={k: h for k, h in data.histograms.items() if k in ("windows", "bitmap")},
@@ -243,10 +269,11 @@ class ChannelMaskAlgorithm(Algorithm):
                     "signal_per_channel": res.ring_signal,
                     "noise_per_channel": res.ring_noise,
                     "channels_averaged": res.ring_channels,
+                    "starved": res.starved.astype(np.int8),
                 },
             },
         )
-        outer, need = float(res.ring_signal[6]), float(cfg["min_outer_ring_hits"])
+        outer = float(res.ring_signal[6])
         if not outer >= need:
             raise NotEnoughData(
                 f"outer HAPD ring: {outer:.1f} signal hits per channel < {need:g} "
@@ -272,13 +299,18 @@ class ChannelMaskAlgorithm(Algorithm):
             description="channel mask: status DEAD or HOT; value = noise hits per event",
         )
         n_dead = int((res.status == ChannelStatus.DEAD).sum())
-        return AlgorithmResult(
-            AlgorithmStatus.OK,
-            [payload],
-            diag,
+        message = (
             f"{n_events:.0f} events, outer ring {outer:.0f} signal hits per channel; "
-            f"{n_dead} dead, {int(hot.sum())} hot",
+            f"{n_dead} dead, {int(hot.sum())} hot"
         )
+        if res.starved.any():
+            rings = ", ".join(str(r) for r in np.flatnonzero(res.starved))
+            n_low = int((res.status == ChannelStatus.NOT_ENOUGH_DATA).sum())
+            message += (
+                f"; {int(res.starved.sum())} of 7 HAPD rings below {need:g} signal hits per "
+                f"channel (rings {rings}): {n_low} channels NOT_ENOUGH_DATA, not masked"
+            )
+        return AlgorithmResult(AlgorithmStatus.OK, [payload], diag, message)
 
 
 def channel_mask_calibration() -> Calibration:
@@ -307,7 +339,8 @@ def channel_mask_calibration() -> Calibration:
         description="ARICH dead and hot channels (ARICHChannelMask) from the hit bitmap: "
         "signal = hits in the in-time windows 1+2 minus the noise windows 0+3; a channel is "
         "masked below 0.3 x its HAPD ring's average signal or with signal/noise < 0.1; "
-        "NOT_ENOUGH_DATA below 30 signal hits per channel in the outer ring.",
+        "NOT_ENOUGH_DATA below 30 signal hits per channel in the outer ring; the channels of "
+        "any other ring below 30 are NOT_ENOUGH_DATA, not masked (hot ones still HOT).",
     )
 
 
