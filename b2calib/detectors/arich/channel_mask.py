@@ -304,11 +304,12 @@ class ChannelMaskAlgorithm(Algorithm):
             f"{n_dead} dead, {int(hot.sum())} hot"
         )
         if res.starved.any():
-            rings = ", ".join(str(r) for r in np.flatnonzero(res.starved))
+            starved = np.flatnonzero(res.starved)
+            rings = ("ring " if starved.size == 1 else "rings ") + ", ".join(map(str, starved))
             n_low = int((res.status == ChannelStatus.NOT_ENOUGH_DATA).sum())
             message += (
-                f"; {int(res.starved.sum())} of 7 HAPD rings below {need:g} signal hits per "
-                f"channel (rings {rings}): {n_low} channels NOT_ENOUGH_DATA, not masked"
+                f"; {starved.size} of 7 HAPD rings below {need:g} signal hits per channel "
+                f"({rings}): {n_low} channels NOT_ENOUGH_DATA, not masked"
             )
         return AlgorithmResult(AlgorithmStatus.OK, [payload], diag, message)
 
