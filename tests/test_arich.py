@@ -412,5 +412,8 @@ def test_arich_notebook(sample: Path) -> None:
     assert numbers["hot_false"] == 0
     assert numbers["dead_missed"] == 0
     assert numbers["live_masked"] > 40_000  # type: ignore[operator]
+    # forced through at a minimum of 0: every ring of the merged bucket averages a positive
+    # signal, none is starved (a starved ring's channels would be NOT_ENOUGH_DATA, not masked)
+    assert numbers["starved_rings"] == 0
     # photons in the in-time windows: (S + 2n) / (S + 4n) of a live channel's digits
     assert float(numbers["in_time_fraction_live"]) > 0.6  # type: ignore[arg-type]
