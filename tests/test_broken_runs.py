@@ -49,6 +49,8 @@ LOW: dict[str, dict[str, Any]] = {
     # neither side of the bucket's module-5 step (run 7) connects all modules, and a boundary is
     # never merged over: one module T0 over the step, asked for (as tests/test_top.py does)
     "top-module-t0": {"min_pair_entries": 5, "find_boundaries": False},
+    # the bucket has < 1 signal hit per channel: forced through, a payload per run
+    "arich-channel-mask": {"min_outer_ring_hits": 0.0},
 }
 #: (a) a missing branch, (b) an empty tree, (c) an absent file.
 DAMAGES = ["missing-branch", "empty-tree", "absent"]

@@ -296,6 +296,12 @@ def test_detector_names() -> None:
             "COMMON_T0", "CommonT0Algorithm", "Unfolded", "common_t0_calibration",
             "common_t0_collector", "unfold_period",
         ],
+        "b2calib.detectors.arich": ["calibrations"],
+        "b2calib.detectors.arich.channel_mask": [
+            "CHANNEL_KEYS", "CHANNEL_MASK", "CHANNEL_RING", "N_WINDOWS", "SIGNAL_WINDOWS",
+            "ChannelMaskAlgorithm", "ChannelMaskCollector", "ChannelMaskResult",
+            "channel_mask_calibration", "mask_channels",
+        ],
         "b2calib.fit.novosibirsk_batched": ["fit_novosibirsk_channels", "novosibirsk_density"],
         "b2calib.fit.template_shift": ["fit_template_shift", "template_density"],
         "b2calib.fit.xt_relation": ["XtFits", "fit_xt", "xt_gradient", "xt_slope", "xt_value"],
@@ -324,6 +330,7 @@ def test_registered_calibrations() -> None:
         "top-module-t0",
         "top-common-t0",
         "pxd-gain",
+        "arich-channel-mask",
     }
 
 
@@ -479,7 +486,7 @@ def test_detector_qa_names() -> None:
         module = importlib.import_module(f"b2calib.detectors.{det}.qa")
         assert module.__all__ == names, det
         assert sorted(dir(module)) == sorted(names), det
-    for det in ("svd", "arich", "klm", "beam", "tracking"):  # QA only, for now
+    for det in ("svd", "klm", "beam", "tracking"):  # QA only, for now
         assert importlib.import_module(f"b2calib.detectors.{det}").__all__ == []
 
 

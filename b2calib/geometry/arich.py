@@ -36,3 +36,10 @@ def channel_index(module: npt.ArrayLike, channel: npt.ArrayLike) -> npt.NDArray[
     return (np.asarray(module, np.int64) - 1) * N_CHANNELS_PER_MODULE + np.asarray(
         channel, np.int64
     )
+
+
+def ring_of(module: npt.ArrayLike) -> npt.NDArray[np.int64]:
+    """HAPD ring 0..6 (inner to outer) of modules 1..420; -1 for any other number."""
+    m = np.asarray(module, dtype=np.int64)
+    ring = np.searchsorted(RING_FIRST + RING_NMODULES, m - 1, side="right")
+    return np.where((m >= 1) & (m <= N_MODULES), ring, -1)

@@ -669,10 +669,22 @@ def top_response(
 
 
 # ------------------------------------------------------------------------------------- ARICH
+#: The side random stream of the ARICH response (:func:`side_rng`): the photons' time windows.
+ARICH_SIDE_KEY = 0x41524900
+
+
 def arich_response(
     rng: np.random.Generator, trk: Tracks, cond: Conditions, n_events: int
 ) -> tuple[Collection, Collection]:
-    """ARICHDigits (Cherenkov rings of forward tracks, noise) and ARICH ExtHits."""
+    """ARICHDigits (Cherenkov rings of forward tracks, noise) and ARICH ExtHits.
+
+    The hit bitmap (``m_bitmap``) holds the discriminator output sampled in four consecutive
+    time windows around the trigger (bit ``i``: window ``i``). Cherenkov photons are in time:
+    one bit of the two signal windows (1 or 2); noise and beam-background hits fall in any of
+    the four with equal probability. A channel with a photon and a noise hit in the same event
+    has both bits set (one, when they share a window). The signal window of each photon comes
+    from the side stream :data:`ARICH_SIDE_KEY`.
+    """
     fwd = (trk.tanl > 0) & np.isfinite(trk.tanl)
     arc = np.where(
         fwd, (arich.Z_DETECTOR_CM - trk.vertex[:, 2]) / np.where(fwd, trk.tanl, 1.0), np.inf
@@ -712,15 +724,25 @@ def arich_response(
         ]
     )
     evt = np.concatenate([trk.evt[pt_][sig], hot_evt, bkg_evt])
-    key = np.unique(evt * arich.N_CHANNELS + ch)  # one digit per channel and event
+    every = evt * arich.N_CHANNELS + ch
+    n_sig = int(sig.sum())
+    # one digit per channel and event (sorting, as return_inverse does, beats hashing here)
+    key, inverse = np.unique(every, return_inverse=True)
+    # what fired each digit: a photon (the first n_sig entries), noise (the rest), or both
+    has_signal = np.bincount(inverse[:n_sig], minlength=len(key)) > 0
+    has_noise = np.bincount(inverse[n_sig:], minlength=len(key)) > 0
     evt, ch = key // arich.N_CHANNELS, key % arich.N_CHANNELS
     alive = cond.arich_status[ch] != 1
     evt, ch = evt[alive], ch[alive]
+    has_signal, has_noise = has_signal[alive], has_noise[alive]
+    noise_bit = 1 << rng.integers(0, 4, len(ch))
+    signal_bit = 1 << (1 + side_rng(rng, ARICH_SIDE_KEY).integers(0, 2, len(ch)))
+    bitmap = np.where(has_noise, noise_bit, 0) | np.where(has_signal, signal_bit, 0)
     digits: Collection = {
         "evt": evt,
         "m_modID": (ch // 144 + 1).astype(np.int16),
         "m_channelID": (ch % 144).astype(np.int16),
-        "m_bitmap": (1 << rng.integers(0, 4, len(ch))).astype(np.uint8),
+        "m_bitmap": bitmap.astype(np.uint8),
     }
     return digits, ext
 
