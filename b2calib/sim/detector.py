@@ -326,6 +326,10 @@ def _ladder_local(phi: F, r: float, nlad: int) -> tuple[IA, F, float]:
     return ladder + 1, r * np.tan(_wrap(phi - centre)), width
 
 
+#: side_rng key of the SVD noise strips on the 512-strip V sides (range 0x53564400-0x535644FF).
+_SVD_NOISE_STRIP_KEY = 0x53564400
+
+
 def svd_response(
     rng: np.random.Generator, trk: Tracks, t_coll: F, cond: Conditions, n_events: int
 ) -> tuple[Collection, IA]:
@@ -345,8 +349,10 @@ def svd_response(
         sidx = vxd.sensor_index(vid, "SVD")
         ustrip = np.floor((uloc[ti] / width + 0.5) * vxd.SVD_STRIPS).astype(np.int64)
         vloc = z[ti] - (zlo + (sensor[ti] - 1) * length)
-        vstrip = np.floor(vloc / length * vxd.SVD_STRIPS).astype(np.int64)
+        nv = vxd.SVD_STRIPS_V[layer]
+        vstrip = np.floor(vloc / length * nv).astype(np.int64)
         for side, strip, pos in ((1, ustrip, uloc[ti]), (0, vstrip, vloc - length / 2)):
+            nstrips = vxd.SVD_STRIPS if side == 1 else nv
             eff = rng.random(len(ti)) < 0.99
             n = int(eff.sum())
             t_true = t_coll[trk.evt[ti[eff]]] + rng.normal(0, 2.5, n)
@@ -363,7 +369,7 @@ def svd_response(
                     ).astype(np.float32),
                     "m_clsTime": quantize(raw, 12),
                     "m_clsSize": size.astype(np.int8),
-                    "m_firstStrip": np.clip(strip[eff] - size // 2, 0, vxd.SVD_STRIPS - 1).astype(
+                    "m_firstStrip": np.clip(strip[eff] - size // 2, 0, nstrips - 1).astype(
                         np.int16
                     ),
                     "m_trackIndex": trk.index[ti[eff]].astype(np.int16),
@@ -380,12 +386,20 @@ def svd_response(
     strip = np.concatenate([cond.svd_hot[hot_i, 2], rng.integers(0, vxd.SVD_STRIPS, nr)])
     evt = np.concatenate([hot_evt, rand_evt])
     n = len(evt)
+    # the V sides of layers 4-6 have 512 strips: their random noise strips are drawn again from
+    # the SVD's side stream (the draw above is kept, so that no other branch changes)
+    nstrips = vxd.SVD_SIDE_STRIPS[2 * sens + nside]
+    redraw = np.flatnonzero(nstrips != vxd.SVD_STRIPS)
+    redraw = redraw[redraw >= len(hot_evt)]
+    strip[redraw] = side_rng(rng, _SVD_NOISE_STRIP_KEY).integers(
+        0, vxd.SVD_STRIPS_V[4], len(redraw)
+    )
     out.append(
         {
             "evt": evt,
             "m_sensorID": vxd.SVD_IDS[sens].astype(np.int32),
             "m_isUCluster": nside.astype(np.int8),
-            "m_position": quantize((strip + 0.5) / vxd.SVD_STRIPS * 4.0 - 2.0, 12),
+            "m_position": quantize((strip + 0.5) / nstrips * 4.0 - 2.0, 12),
             "m_clsCharge": np.rint(rng.uniform(6000, 12000, n)).astype(np.float32),
             "m_clsTime": quantize(rng.uniform(*SVD_RAW_RANGE, n), 12),
             "m_clsSize": np.ones(n, np.int8),
