@@ -107,7 +107,7 @@ class Conditions:
     arich_hot_rate: F
     svd_time: F  # (172, 2, 4): T(raw) = a0 + a1 r + a2 r^2 + a3 r^3
     svd_hot: IA  # (n, 3): sensor index, side (1 = u), strip
-    svd_hot_rate: F
+    svd_hot_rate: F  # per-event probability that a hot strip fires (its noise occupancy)
     pxd_dead: IA  # (n, 3): sensor index, u, v
     pxd_hot: IA  # (n, 3)
     pxd_hot_rate: F
@@ -408,7 +408,7 @@ def svd_hot_strip_index(c: Conditions) -> IA:
 
 
 def _svd_hot_strips(c: Conditions) -> Payload:
-    """Hot-strip flag per strip (basf2's bitmap), with the true noise rate of the hot ones."""
+    """Hot-strip flag per strip (basf2's bitmap), with the true noise occupancy of the hot ones."""
     flat = svd_hot_strip_index(c)
     flag = np.zeros(vxd.N_SVD_STRIPS)
     flag[flat] = 1.0
@@ -417,11 +417,11 @@ def _svd_hot_strips(c: Conditions) -> Payload:
     status = np.where(flag > 0, ChannelStatus.HOT, ChannelStatus.OK).astype(np.int8)
     return _p(
         "SVDHotStripsCalibrations",
-        "hot-strip flag per strip (1 = hot); rate = noise hits per event of a hot strip (a "
-        "strip fires at most once per event: occupancy 1 - exp(-rate))",
-        {"value": "1", "rate": "1/event"},
+        "hot-strip flag per strip (1 = hot); occupancy = that of a hot strip (the probability that "
+        "it fires in an event, besides its hits from tracks)",
+        {"value": "1", "occupancy": "1"},
         keys=svd_strip_keys(),
-        values={"value": flag, "rate": rate},
+        values={"value": flag, "occupancy": rate},
         status=status,
     )
 
