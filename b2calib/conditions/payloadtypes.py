@@ -142,6 +142,13 @@ PAYLOAD_TYPES: dict[str, PayloadType] = {
         "hot SVD strip",
         (_SVD_SENSORS,),
     ),
+    "SVDOccupancyCalibrations": PayloadType(
+        "SVD",
+        {**_SVD_SENSOR, "side": (0, 1), "strip": (0, vxd.SVD_STRIPS - 1)},
+        vxd.N_SVD_STRIPS,
+        "SVD strip",
+        (_SVD_SENSORS,),
+    ),
     "PXDMaskedPixelPar": PayloadType("PXD", _PXD_PIXEL, None, "hot PXD pixel", (_PXD_SENSORS,)),
     "PXDDeadPixelPar": PayloadType("PXD", _PXD_PIXEL, None, "dead PXD pixel", (_PXD_SENSORS,)),
     "PXDGainMapPar": PayloadType(
