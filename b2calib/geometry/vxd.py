@@ -16,6 +16,9 @@ SVD_LADDERS = {3: 7, 4: 10, 5: 12, 6: 16}
 SVD_SENSORS = {3: 2, 4: 3, 5: 4, 6: 5}
 SVD_RADIUS = {3: 3.9, 4: 8.0, 5: 10.4, 6: 13.5}
 SVD_STRIPS = 768
+#: SVD raw CoG time range (ns) the readout gives and over which the time calibration polynomial
+#: must be monotonic.
+SVD_RAW_RANGE = (-80.0, 120.0)
 #: Strips of the V side (side 0) per layer.
 SVD_STRIPS_V = {3: 768, 4: 512, 5: 512, 6: 512}
 SVD_SENSOR_LENGTH = 12.3  # cm along z

@@ -75,7 +75,7 @@ INTERVENTIONS: tuple[dict[str, str], ...] = (
 #: Visible dE/dx: cos(theta) bin edges of the CDC cosine correction.
 COS_EDGES = np.linspace(-0.87, 0.96, 101)
 #: SVD raw-time range over which the time calibration polynomial is monotonic (ns).
-SVD_RAW_RANGE = (-80.0, 120.0)
+SVD_RAW_RANGE = vxd.SVD_RAW_RANGE
 #: The SVD intervention: the raw CoG time of every sensor side moves by this much (ns).
 SVD_RAW_SHIFT = 4.0
 

@@ -412,9 +412,7 @@ def svd_response(
             "m_clsCharge": np.concatenate(
                 [np.rint(side.uniform(6000, 12000, nh)), np.rint(charge)]
             ).astype(np.float32),
-            "m_clsTime": quantize(
-                np.concatenate([side.uniform(*SVD_RAW_RANGE, nh), time]), 12
-            ),
+            "m_clsTime": quantize(np.concatenate([side.uniform(*SVD_RAW_RANGE, nh), time]), 12),
             "m_clsSize": np.ones(n, np.int8),
             "m_firstStrip": strip.astype(np.int16),
             "m_trackIndex": np.full(n, -1, np.int16),

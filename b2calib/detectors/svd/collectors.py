@@ -92,12 +92,9 @@ class ClusterTimeCollector(Collector):
             storage=hist.storage.Int64(),
         )
         if len(events):
-            t0 = ak.broadcast_arrays(events["EventT0_m_eventT0"], events["SVDClusters_m_clsTime"])[0]
-            has = ak.broadcast_arrays(
-                events["EventT0_m_hasEventT0"], events["SVDClusters_m_clsTime"]
-            )[0]
-            t0f = np.asarray(ak.to_numpy(ak.flatten(t0)), dtype=np.float64)
-            hasf = np.asarray(ak.to_numpy(ak.flatten(has))) == 1
+            n_cls = ak.to_numpy(ak.num(events["SVDClusters_m_clsTime"]))
+            t0f = np.repeat(ak.to_numpy(events["EventT0_m_eventT0"]).astype(np.float64), n_cls)
+            hasf = np.repeat(ak.to_numpy(events["EventT0_m_hasEventT0"]) == 1, n_cls)
             raw = _flat(events, "SVDClusters_m_clsTime", np.float64)
             on = (_flat(events, "SVDClusters_m_trackIndex", np.int64) >= 0) & hasf
             on &= (raw >= lo) & (raw < hi)
@@ -144,8 +141,9 @@ class StripHitCollector(Collector):
             strip = first[k] + (np.arange(len(k)) - np.repeat(np.cumsum(size) - size, size))
             ok = (strip >= 0) & (strip < vxd.SVD_SIDE_STRIPS[side[k]])
             flat = vxd.SVD_SIDE_FIRST[side[k][ok]] + strip[ok]
-            # one digit per strip and event
-            key = np.unique(evt[k][ok] * vxd.N_SVD_STRIPS + flat)
+            # one digit per strip and event (a sort: numpy's hash-based unique is slower here)
+            key = np.sort(evt[k][ok] * vxd.N_SVD_STRIPS + flat)
+            key = key[np.concatenate([[True], key[1:] != key[:-1]])]
             fill_1d(_view(hits), key % vxd.N_SVD_STRIPS, axis)
         return {"strip_hits": hits, "events": n}
 

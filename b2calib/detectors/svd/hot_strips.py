@@ -49,8 +49,8 @@ from b2calib.geometry import vxd
 __all__ = [
     "HOT_STRIPS",
     "OCCUPANCY",
-    "HotStripsAlgorithm",
     "STRIP_KEYS",
+    "HotStripsAlgorithm",
     "binomial_interval",
     "find_hot_strips",
     "hot_strips_calibration",
@@ -76,12 +76,17 @@ _CL = 0.6827
 
 def binomial_interval(k: npt.ArrayLike, n: float, cl: float = _CL) -> tuple[F, F]:
     """Central Clopper-Pearson interval of the proportion ``k / n`` at confidence ``cl``."""
-    kk = np.asarray(k, dtype=np.float64)
+    # counts take few distinct values: the quantiles once per value
+    kk, inverse = np.unique(np.asarray(k, dtype=np.float64), return_inverse=True)
     a = 0.5 * (1.0 - cl)
     with np.errstate(invalid="ignore"):
         lo = np.where(kk > 0, stats.beta.ppf(a, kk, n - kk + 1), 0.0)
         hi = np.where(kk < n, stats.beta.ppf(1 - a, kk + 1, n - kk), 1.0)
-    return np.asarray(lo, dtype=np.float64), np.asarray(hi, dtype=np.float64)
+    shape = np.shape(k)
+    return (
+        np.asarray(lo, dtype=np.float64)[inverse].reshape(shape),
+        np.asarray(hi, dtype=np.float64)[inverse].reshape(shape),
+    )
 
 
 def _side_mean(values: F, keep: npt.NDArray[np.bool_]) -> F:

@@ -4,18 +4,22 @@ polynomial ``t = a0 + a1 r + a2 r^2 + a3 r^3`` of the raw CoG time ``r`` (basf2
 
 Per sensor side, the 2-D histogram of the event T0 against the raw time of the clusters on
 tracks; cells with fewer than ``max(2, 0.1 % of the side's entries)`` entries are zeroed (out-of-
-time tails, stray pile-up); the profile in raw-time bins (mean event T0 and its error, spread /
-sqrt(n), bins with at least ``min_profile_entries``) is fitted with the cubic (weighted linear
-least squares: exact, with its covariance). A side's fit must be monotonic over the raw times it
-was fitted on, else FAILED; ``monotonic_full_range`` in the diagnostics tells whether it is over
-the whole raw range too (:data:`~b2calib.sim.conditions.SVD_RAW_RANGE`: an extrapolation).
+time tails, stray pile-up); the profile in 1 ns raw-time bins (mean event T0, error the side's
+pooled spread / sqrt(n), bins with at least ``min_profile_entries``) is fitted with the cubic
+(weighted linear least squares: exact, with its covariance). A side's fit must be monotonic over
+the raw times it was fitted on, else FAILED; ``monotonic_full_range`` in the diagnostics tells
+whether it is over the whole raw range (-80, 120) ns too: there the cubic is an extrapolation
+several times the fitted range, which ``a3`` (known to about half its size) does not constrain.
 
-What the profile measures: the mean event T0 of the clusters of a raw time, ``E[T0 | r]``. The
-cluster time resolution (~2.5 ns) smears the raw time against the collision time, so the
-profile is a regression of the collision time on the cluster time, flatter than the true
-``t(r)`` by about ``var(T0) / (var(T0) + sigma_cluster^2)`` (the collision times of SuperKEKB
-spread over ~+-16 ns: ~0.94). basf2's method has this property; the closure tests quantify it
-(tests/test_svd.py) rather than hide it.
+What the profile measures is the mean event T0 of the clusters of a raw time, ``E[T0 | r]``. It
+equals the true ``t(r)`` where the collision times are spread evenly around ``t(r)`` over several
+cluster-time resolutions (2.5 ns); near the ends of the collision-time range (the outermost
+bunches, +-16 ns) it flattens towards the inside. The fit therefore uses the raw bins whose mean
+event T0 is inside the event T0 distribution (its ``fit_t0_quantile`` quantiles) by
+``fit_margin_spread`` times the profile's spread. The zeroing of low cells truncates each raw
+bin's event T0 distribution (by whole bunches: the T0 bins are the RF buckets), which scatters
+the profile points beyond their statistical errors: the fit errors are scaled by
+``sqrt(chi2 / ndf)`` when it exceeds 1 (the PDG scale factor).
 
 NOT_ENOUGH_DATA when a layer-3 sensor side has fewer than ``min_entries_layer3`` (10 000)
 entries; a side of another layer with fewer than ``min_entries_side`` entries or fewer than
@@ -56,8 +60,8 @@ from b2calib.geometry import vxd
 __all__ = [
     "COG_TIME",
     "SIDE_KEYS",
-    "TimeCurves",
     "TimeCalibrationAlgorithm",
+    "TimeCurves",
     "fit_time_curves",
     "layer3_v_raw_mean",
     "raw_time_boundaries",
@@ -65,12 +69,9 @@ __all__ = [
 ]
 
 F = npt.NDArray[np.float64]
-import os
-ZERO = float(os.environ.get("ZERO", "1"))
 
 COG_TIME = "SVDCoGTimeCalibrations"
-#: Raw range over which the polynomial should be monotonic (ns), as the simulator's truth.
-RAW_RANGE = (-80.0, 120.0)
+RAW_RANGE = vxd.SVD_RAW_RANGE
 _rows = np.repeat(np.arange(vxd.N_SVD_SENSORS), 2)
 #: Key columns of the per-side payload (sensor sides in order, side 0 = V, 1 = U).
 SIDE_KEYS = {
@@ -107,7 +108,7 @@ class TimeCurves:
     raw_lo, raw_hi
         The raw times the fit covers (edges of the first and last profile bins used).
     monotonic_full_range
-        Whether the derivative is positive over :data:`RAW_RANGE` too.
+        Whether the derivative is positive over :data:`~b2calib.geometry.vxd.SVD_RAW_RANGE` too.
     """
 
     coef: F
@@ -150,7 +151,7 @@ def fit_time_curves(counts: npt.ArrayLike, config: Mapping[str, Any]) -> TimeCur
     c = np.asarray(counts, dtype=np.float64).copy()
     ns = c.shape[0]
     entries = c.sum(axis=(1, 2))
-    thr = np.maximum(2.0, 1e-3 * entries) * ZERO
+    thr = np.maximum(2.0, 1e-3 * entries)
     c[c < thr[:, None, None]] = 0.0
     y = _centres(T0_AXIS)
     x = _centres(RAW_AXIS)
@@ -369,7 +370,7 @@ def time_calibration() -> Calibration:
             "min_profile_entries": 10,
             "min_profile_bins": 8,
             "fit_t0_quantile": 0.01,
-            "fit_margin_spread": 2.5,
+            "fit_margin_spread": 3.5,
             "find_boundaries": True,
             "boundary_shift_ns": 2.0,
             "boundary_min_significance": 3.0,
