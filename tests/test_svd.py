@@ -143,11 +143,13 @@ def test_time_closure(hadron: tuple[Path, ConditionsDB]) -> None:
         errors.append(err.ravel())
         truth.append(t_true.ravel())
     assert_closure(np.concatenate(fitted), np.concatenate(errors), np.concatenate(truth), "t(raw)")
-    # the method's bias (the profile is E[T0 | raw], see b2calib.detectors.svd.time): the
-    # calibrated time within 0.1 ns of the true one over the fitted ranges
-    diff = np.concatenate(fitted) - np.concatenate(truth)
-    print(f"t(raw) - true: mean {diff.mean():+.4f} ns, max |.| {np.abs(diff).max():.3f} ns")
-    assert np.abs(diff).max() < 0.1
+    # the method's bias: the calibrated time follows the true one to 0.07 ns on average at
+    # every point of the fitted ranges (the zeroing of low cells truncates each raw bin's event
+    # T0 distribution by whole bunches: a bias of ~0.03 ns periodic in t)
+    diff = (np.concatenate(fitted) - np.concatenate(truth)).reshape(-1, 5)
+    print(f"t(raw) - true: mean {diff.mean():+.4f} ns, per point {diff.mean(axis=0).round(3)}")
+    assert np.all(np.abs(diff.mean(axis=0)) < 0.07)
+    assert abs(diff.mean()) < 0.02
 
 
 @pytest.mark.slow
@@ -381,47 +383,39 @@ def test_sample_without_the_svd(tmp_path: Path) -> None:
 
 
 # --------------------------------------------------------------------------- CLI, notebook
-#: The bucket's hadron skim is ~150 events a run: the expert configuration for it.
-LOW_STATS = {
-    "svd-time": {
-        "min_entries_layer3": 100,
-        "min_entries_side": 100,
-        "min_profile_bins": 6,
-        "min_profile_entries": 5,
-    },
-    "svd-hot-strips": {"min_events": 100},
-}
-
-
 @pytest.mark.slow
 def test_cli_on_the_sample_bucket(tmp_path: Path) -> None:
     db = tmp_path / "cal.sqlite"
     base = ["calibrate", "--data", str(SAMPLE), "--runs", "1-11", "--db", str(db), "--quiet"]
+    # the bucket's hadron skim (~10 events a run) is far from the 10 000 layer-3 clusters
     result = CliRunner().invoke(cli, [*base, "svd-time", "--staging", "strict"])
     assert "NOT_ENOUGH_DATA" in result.output
     assert "< 10000" in result.output
-    configs = []
-    for name, cfg in LOW_STATS.items():
-        path = tmp_path / f"{name}.json"
-        path.write_text(json.dumps(cfg))
-        configs += ["--config", f"{name}={path}"]
+    # the hot strips need 100 events at least: the runs merge until they have them
+    path = tmp_path / "hot.json"
+    path.write_text(json.dumps({"min_events": 100}))
     result = CliRunner().invoke(
-        cli, [*base, "svd-time", "svd-hot-strips", "--staging", "low", *configs]
+        cli, [*base, "svd-hot-strips", "--staging", "low", "--config", f"svd-hot-strips={path}"]
     )
     assert result.exit_code == 0, result.output
     database = ConditionsDB(db)
-    names = {e.name for e in database.iovs("low")}
-    assert names == {
-        "SVDCoGTimeCalibrations",
+    assert {e.name for e in database.iovs("low")} == {
         "SVDHotStripsCalibrations",
         "SVDOccupancyCalibrations",
     }
-    # the raw-time move at run 7 splits the time payloads
-    iovs = [
-        (e.iov.first_run, e.iov.final_run)
-        for e, _ in staged(database, "low", "SVDCoGTimeCalibrations")
-    ]
-    assert iovs == [(1, 6), (7, -1)]
+    hot = svd_hot_strip_index(_truth(_bucket_config(), 1))
+    for _, flags in staged(database, "low", "SVDHotStripsCalibrations"):
+        assert flags.status is not None
+        np.testing.assert_array_equal(
+            np.flatnonzero(flags.status == ChannelStatus.HOT), np.sort(hot)
+        )
+
+
+def _bucket_config() -> SimConfig:
+    import tomllib
+
+    with open(SAMPLE.parent / "bucket.toml", "rb") as f:
+        return SimConfig(**tomllib.load(f)["simulation"])
 
 
 @pytest.mark.notebooks

@@ -3,7 +3,8 @@ polynomial ``t = a0 + a1 r + a2 r^2 + a3 r^3`` of the raw CoG time ``r`` (basf2
 ``SVDCoGTimeCalibrationAlgorithm``).
 
 Per sensor side, the 2-D histogram of the event T0 against the raw time of the clusters on
-tracks; cells with fewer than ``max(2, 0.1 % of the side's entries)`` entries are zeroed (out-of-
+tracks; cells with fewer than ``max(2, 0.1 % of the side's entries)`` entries are zeroed
+(``zero_min_entries``, ``zero_fraction``; out-of-
 time tails, stray pile-up); the profile in 1 ns raw-time bins (mean event T0, error the side's
 pooled spread / sqrt(n), bins with at least ``min_profile_entries``) is fitted with the cubic
 (weighted linear least squares: exact, with its covariance). A side's fit must be monotonic over
@@ -146,12 +147,13 @@ def fit_time_curves(counts: npt.ArrayLike, config: Mapping[str, Any]) -> TimeCur
     """Fit the cubic of every sensor side from the (sides, raw bins, T0 bins) counts.
 
     See the module documentation for the method and the flags; ``config`` holds
-    ``min_profile_entries``, ``min_profile_bins`` and ``min_entries_side``.
+    ``zero_min_entries``, ``zero_fraction``, ``min_profile_entries``, ``min_profile_bins``,
+    ``min_entries_side``, ``fit_t0_quantile`` and ``fit_margin_spread``.
     """
     c = np.asarray(counts, dtype=np.float64).copy()
     ns = c.shape[0]
     entries = c.sum(axis=(1, 2))
-    thr = np.maximum(2.0, 1e-3 * entries)
+    thr = np.maximum(float(config["zero_min_entries"]), float(config["zero_fraction"]) * entries)
     c[c < thr[:, None, None]] = 0.0
     y = _centres(T0_AXIS)
     x = _centres(RAW_AXIS)
@@ -366,6 +368,8 @@ def time_calibration() -> Calibration:
         magnet_on=True,
         expert_config={
             "min_entries_layer3": 10000,
+            "zero_min_entries": 2,
+            "zero_fraction": 0.001,
             "min_entries_side": 1000,
             "min_profile_entries": 10,
             "min_profile_bins": 8,
