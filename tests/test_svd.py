@@ -422,12 +422,16 @@ def _bucket_config() -> SimConfig:
 @pytest.mark.slow
 def test_svd_notebook(sample: Path) -> None:
     numbers = execute("svd.ipynb", sample)
-    assert numbers["time_payloads"] == 2
-    assert numbers["time_boundary_run"] == 7
-    assert int(numbers["time_sides_ok"]) > 100  # type: ignore[call-overload]
-    assert abs(float(numbers["time_mean_diff_ns"])) < 0.5  # type: ignore[arg-type]
+    # hot strips: every injected one found in every IoV, none false
     assert numbers["hot_found"] == numbers["hot_true"] == 20
     assert numbers["hot_false"] == 0
+    assert abs(float(numbers["hot_occupancy_mean_pull"])) < 1.0  # type: ignore[arg-type]
+    # cluster time: NOT_ENOUGH_DATA at the defaults; the intervention found; a few sides
+    assert numbers["time_default_status"] == "NOT_ENOUGH_DATA"
+    assert numbers["time_boundary_run"] == 7
+    assert numbers["time_payloads"] == 2
+    assert int(numbers["time_sides_ok"]) >= 5  # type: ignore[call-overload]
+    assert abs(float(numbers["time_mean_diff_ns"])) < 0.5  # type: ignore[arg-type]
     assert numbers["staged"] == sorted(
         ["SVDCoGTimeCalibrations", "SVDHotStripsCalibrations", "SVDOccupancyCalibrations"]
     )
