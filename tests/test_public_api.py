@@ -290,6 +290,19 @@ def test_detector_names() -> None:
             "COMMON_T0", "CommonT0Algorithm", "Unfolded", "common_t0_calibration",
             "common_t0_collector", "unfold_period",
         ],
+        "b2calib.detectors.svd": ["calibrations"],
+        "b2calib.detectors.svd.collectors": [
+            "N_SIDES", "RAW_AXIS", "T0_AXIS", "ClusterTimeCollector", "StripHitCollector",
+            "side_index",
+        ],
+        "b2calib.detectors.svd.time": [
+            "COG_TIME", "SIDE_KEYS", "TimeCalibrationAlgorithm", "TimeCurves", "fit_time_curves",
+            "layer3_v_raw_mean", "raw_time_boundaries", "time_calibration",
+        ],
+        "b2calib.detectors.svd.hot_strips": [
+            "HOT_STRIPS", "OCCUPANCY", "STRIP_KEYS", "HotStripsAlgorithm", "binomial_interval",
+            "find_hot_strips", "hot_strips_calibration",
+        ],
         "b2calib.fit.novosibirsk_batched": ["fit_novosibirsk_channels", "novosibirsk_density"],
         "b2calib.fit.template_shift": ["fit_template_shift", "template_density"],
         "b2calib.fit.xt_relation": ["XtFits", "fit_xt", "xt_gradient", "xt_slope", "xt_value"],
@@ -317,6 +330,8 @@ def test_registered_calibrations() -> None:
         "top-channel-t0",
         "top-module-t0",
         "top-common-t0",
+        "svd-hot-strips",
+        "svd-time",
     }
 
 

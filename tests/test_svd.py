@@ -382,6 +382,50 @@ def test_sample_without_the_svd(tmp_path: Path) -> None:
         assert "runs without usable data: 12.1, 12.2" in report.message
 
 
+def test_no_svd_clusters_is_not_enough_data() -> None:
+    """Files with the SVD branches but no cluster (the SVD off in those events): both
+    algorithms say NOT_ENOUGH_DATA with the reason, no payload of NaN."""
+    import awkward as ak
+
+    n = 600
+    events = ak.Array(
+        {
+            "EventT0_m_eventT0": np.zeros(n, np.float32),
+            "EventT0_m_hasEventT0": np.ones(n, np.int8),
+            **{
+                b: ak.Array([[]] * n, with_name=None)
+                for b in (
+                    "SVDClusters_m_sensorID",
+                    "SVDClusters_m_isUCluster",
+                    "SVDClusters_m_clsTime",
+                    "SVDClusters_m_trackIndex",
+                    "SVDClusters_m_firstStrip",
+                    "SVDClusters_m_clsSize",
+                )
+            },
+        }
+    )
+    hists = {
+        **collectors.ClusterTimeCollector().collect(events),
+        **collectors.StripHitCollector().collect(events),
+    }
+    for alg, name in (
+        (time.TimeCalibrationAlgorithm(), "svd-time"),
+        (hot_strips.HotStripsAlgorithm(), "svd-hot-strips"),
+    ):
+        data = AlgorithmInput(
+            [(12, 1)],
+            hists,
+            {},
+            Constants(None, []),
+            CALS[name].configure(),  # type: ignore[arg-type]
+        )
+        res = alg.run(data)
+        assert res.status is AlgorithmStatus.NOT_ENOUGH_DATA, (name, res.message)
+        assert not res.payloads
+        print(name, res.message)
+
+
 # --------------------------------------------------------------------------- CLI, notebook
 @pytest.mark.slow
 def test_cli_on_the_sample_bucket(tmp_path: Path) -> None:

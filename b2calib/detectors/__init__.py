@@ -3,7 +3,8 @@ what it monitors.
 
 ============  =================================================================================
 ``pxd``       monitoring: hits per track, digit charge, occupancy, hot pixels
-``svd``       monitoring: clusters per track, cluster charge, occupancy
+``svd``       hot strips and strip occupancy, cluster time (CoG); monitoring: clusters per track,
+              cluster charge, occupancy
 ``cdc``       wire T0, x-t relations, dE/dx run gain, wire gain and cos(theta) correction;
               monitoring: hits per track, occupancy
 ``top``       channel masks, module T0, common T0, channel T0; monitoring: digits and their

@@ -14,11 +14,13 @@ from typing import Any, ClassVar, cast
 
 import awkward as ak
 import hist
+import numba
 import numpy as np
 import numpy.typing as npt
 
 from b2calib.engine import Collector
-from b2calib.engine.fill import fill_1d, fill_2d
+from b2calib.engine.fill import fill_2d
+from b2calib.exceptions import CalibrationError
 from b2calib.geometry import top, vxd
 
 __all__ = [
@@ -50,11 +52,43 @@ def _flat(events: ak.Array, branch: str, dtype: Any) -> npt.NDArray[Any]:
     return np.asarray(ak.to_numpy(ak.flatten(events[branch])), dtype=dtype)
 
 
+#: Sensor index by VxdID (-1: no SVD sensor), a lookup table.
+_SENSOR_OF_ID = np.full(int(vxd.SVD_IDS.max()) + 1, -1, dtype=np.int64)
+_SENSOR_OF_ID[vxd.SVD_IDS] = np.arange(vxd.N_SVD_SENSORS)
+
+
 def side_index(sensor_id: npt.ArrayLike, is_u: npt.ArrayLike) -> I64:
-    """Sensor-side index ``2 * sensor index + side`` of clusters (VxdID, side 1 = U)."""
-    return np.asarray(
-        2 * vxd.sensor_index(sensor_id, "SVD") + np.asarray(is_u, dtype=np.int64), dtype=np.int64
-    )
+    """Sensor-side index ``2 * sensor index + side`` of clusters (VxdID, side 1 = U).
+
+    Raises
+    ------
+    CalibrationError
+        For a VxdID that is no SVD sensor.
+    """
+    vid = np.asarray(sensor_id, dtype=np.int64)
+    inside = (vid >= 0) & (vid < len(_SENSOR_OF_ID))
+    sensor = np.where(inside, _SENSOR_OF_ID[np.where(inside, vid, 0)], -1)
+    if np.any(sensor < 0):
+        bad = np.unique(vid[sensor < 0])[:5].tolist()
+        raise CalibrationError(f"SVD clusters with VxdIDs of no SVD sensor: {bad}")
+    return np.asarray(2 * sensor + np.asarray(is_u, dtype=np.int64), dtype=np.int64)
+
+
+@numba.njit(cache=True, nogil=True)
+def _fill_strips(out, last, evt, side, first, size, side_first, side_n):  # type: ignore[no-untyped-def]
+    """Add one hit per strip and event to ``out`` (flow bins: strip k at k + 1) for clusters
+    of contiguous events; ``last`` (strips) holds the last event that hit each strip."""
+    for i in range(evt.shape[0]):
+        f0 = side_first[side[i]]
+        n = side_n[side[i]]
+        for j in range(max(size[i], 1)):
+            st = first[i] + j
+            if st < 0 or st >= n:
+                continue
+            k = f0 + st
+            if last[k] != evt[i]:
+                last[k] = evt[i]
+                out[k + 1] += 1
 
 
 def _view(h: hist.Hist) -> I64:
@@ -71,7 +105,7 @@ class ClusterTimeCollector(Collector):
     event T0 on :data:`T0_AXIS`.
     """
 
-    version: ClassVar[int] = 1
+    version: ClassVar[int] = 2
 
     @property
     def branches(self) -> dict[str, str]:
@@ -113,7 +147,7 @@ class StripHitCollector(Collector):
     SVD strip gives one digit per event) and the number of events (basf2
     ``SVDOccupancyCalibrationsCollector``)."""
 
-    version: ClassVar[int] = 1
+    version: ClassVar[int] = 2
 
     @property
     def branches(self) -> dict[str, str]:
@@ -136,15 +170,11 @@ class StripHitCollector(Collector):
                 _flat(events, "SVDClusters_m_isUCluster", np.int64),
             )
             first = _flat(events, "SVDClusters_m_firstStrip", np.int64)
-            size = np.maximum(_flat(events, "SVDClusters_m_clsSize", np.int64), 1)
-            k = np.repeat(np.arange(len(side)), size)
-            strip = first[k] + (np.arange(len(k)) - np.repeat(np.cumsum(size) - size, size))
-            ok = (strip >= 0) & (strip < vxd.SVD_SIDE_STRIPS[side[k]])
-            flat = vxd.SVD_SIDE_FIRST[side[k][ok]] + strip[ok]
-            # one digit per strip and event (a sort: numpy's hash-based unique is slower here)
-            key = np.sort(evt[k][ok] * vxd.N_SVD_STRIPS + flat)
-            key = key[np.concatenate([[True], key[1:] != key[:-1]])]
-            fill_1d(_view(hits), key % vxd.N_SVD_STRIPS, axis)
+            size = _flat(events, "SVDClusters_m_clsSize", np.int64)
+            last = np.full(vxd.N_SVD_STRIPS, -1, dtype=np.int64)
+            _fill_strips(
+                _view(hits), last, evt, side, first, size, vxd.SVD_SIDE_FIRST, vxd.SVD_SIDE_STRIPS
+            )
         return {"strip_hits": hits, "events": n}
 
 
