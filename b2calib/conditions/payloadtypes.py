@@ -265,9 +265,8 @@ def _unique_rows(
 def _duplicates(keys: Mapping[str, npt.NDArray[Any]]) -> str | None:
     rows = np.column_stack([a.astype(np.int64) for a in keys.values()])
     packed = _packed(rows)
-    if packed is not None:
-        if not np.any(np.diff(np.sort(packed)) == 0):
-            return None
+    if packed is not None and not np.any(np.diff(np.sort(packed)) == 0):
+        return None
     ordered = rows[np.lexsort(rows.T[::-1])]
     again = np.all(ordered[1:] == ordered[:-1], axis=1)
     if not again.any():

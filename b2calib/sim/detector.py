@@ -390,12 +390,12 @@ def svd_response(
     n_old = len(old_hot_evt) + nr
     charge = rng.uniform(6000, 12000, n_old)[len(old_hot_evt) :]
     time = rng.uniform(*SVD_RAW_RANGE, n_old)[len(old_hot_evt) :]
-    side = side_rng(rng, _SVD_NOISE_KEY)
+    noise = side_rng(rng, _SVD_NOISE_KEY)
     # the V sides of layers 4-6 have 512 strips: their random noise strips are drawn again
     r_n = vxd.SVD_SIDE_STRIPS[2 * r_sens + r_side]
     short = np.flatnonzero(r_n != vxd.SVD_STRIPS)
-    r_strip[short] = side.integers(0, vxd.SVD_STRIPS_V[4], len(short))
-    fires = side.random((len(cond.svd_hot_rate), n_events)) < cond.svd_hot_rate[:, None]
+    r_strip[short] = noise.integers(0, vxd.SVD_STRIPS_V[4], len(short))
+    fires = noise.random((len(cond.svd_hot_rate), n_events)) < cond.svd_hot_rate[:, None]
     hot_i, hot_evt = np.nonzero(fires)
     nh = len(hot_evt)
     sens = np.concatenate([cond.svd_hot[hot_i, 0], r_sens])
@@ -410,9 +410,9 @@ def svd_response(
             "m_isUCluster": nside.astype(np.int8),
             "m_position": quantize((strip + 0.5) / nstrips * 4.0 - 2.0, 12),
             "m_clsCharge": np.concatenate(
-                [np.rint(side.uniform(6000, 12000, nh)), np.rint(charge)]
+                [np.rint(noise.uniform(6000, 12000, nh)), np.rint(charge)]
             ).astype(np.float32),
-            "m_clsTime": quantize(np.concatenate([side.uniform(*SVD_RAW_RANGE, nh), time]), 12),
+            "m_clsTime": quantize(np.concatenate([noise.uniform(*SVD_RAW_RANGE, nh), time]), 12),
             "m_clsSize": np.ones(n, np.int8),
             "m_firstStrip": strip.astype(np.int16),
             "m_trackIndex": np.full(n, -1, np.int16),

@@ -75,7 +75,7 @@ def side_index(sensor_id: npt.ArrayLike, is_u: npt.ArrayLike) -> I64:
 
 
 @numba.njit(cache=True, nogil=True)
-def _fill_strips(out, last, evt, side, first, size, side_first, side_n):  # type: ignore[no-untyped-def]
+def _fill_strips(out, last, evt, side, first, size, side_first, side_n):  # type: ignore[no-untyped-def,unused-ignore]
     """Add one hit per strip and event to ``out`` (flow bins: strip k at k + 1) for clusters
     of contiguous events; ``last`` (strips) holds the last event that hit each strip."""
     for i in range(evt.shape[0]):

@@ -27,6 +27,8 @@ writes clusters only, so the strips of every cluster (on tracks or not) stand fo
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import numpy.typing as npt
 from scipy import stats
@@ -64,7 +66,7 @@ OCCUPANCY = "SVDOccupancyCalibrations"
 _SIDE = np.repeat(np.arange(N_SIDES), vxd.SVD_SIDE_STRIPS)
 _SENSOR = vxd.SVD_SENSOR_TABLE[_SIDE // 2]
 #: Key columns of the per-strip payloads (sensor sides in order, side 0 = V before 1 = U).
-STRIP_KEYS = {
+STRIP_KEYS: dict[str, npt.NDArray[Any]] = {
     "layer": _SENSOR[:, 0].astype(np.int8),
     "ladder": _SENSOR[:, 1].astype(np.int8),
     "sensor": _SENSOR[:, 2].astype(np.int8),

@@ -204,11 +204,11 @@ def fit_time_curves(counts: npt.ArrayLike, config: Mapping[str, Any]) -> TimeCur
         x0, sc = 0.5 * (xs.min() + xs.max()), max(0.5 * (xs.max() - xs.min()), 1.0)
         z = (xs - x0) / sc
         design = z[:, None] ** np.arange(4)[None, :] / es[:, None]
-        q, rr = np.linalg.qr(design)
+        qmat, rr = np.linalg.qr(design)
         if np.linalg.matrix_rank(rr) < 4:
             status[s] = ChannelStatus.FAILED
             continue
-        b = np.linalg.solve(rr, q.T @ (ys / es))
+        b = np.linalg.solve(rr, qmat.T @ (ys / es))
         rinv = np.linalg.inv(rr)
         cz = rinv @ rinv.T
         # z^k = ((r - x0) / sc)^k: the map from the z-coefficients to the r-coefficients
