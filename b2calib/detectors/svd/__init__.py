@@ -9,7 +9,8 @@
                                                                 mean raw time moves by > 2 ns
 ``svd-hot-strips``  SVDHotStripsCalibrations,                   strip occupancy with
                     SVDOccupancyCalibrations                    Clopper-Pearson errors; hot above
-                                                                20 %, then repeatedly above 5 x
+                                                                20 %, then repeatedly (Poisson-
+                                                                significantly) above 5 x
                                                                 the side mean of the others
 ==================  ==========================================  ==================================
 
