@@ -301,6 +301,18 @@ def test_detector_names() -> None:
             "CHANNEL_KEYS", "CHANNEL_MASK", "CHANNEL_RING", "N_WINDOWS", "SIGNAL_WINDOWS",
             "ChannelMaskAlgorithm", "ChannelMaskCollector", "ChannelMaskResult",
             "channel_mask_calibration", "mask_channels",
+        "b2calib.detectors.svd": ["calibrations"],
+        "b2calib.detectors.svd.collectors": [
+            "N_SIDES", "RAW_AXIS", "T0_AXIS", "ClusterTimeCollector", "StripHitCollector",
+            "side_index",
+        ],
+        "b2calib.detectors.svd.time": [
+            "COG_TIME", "SIDE_KEYS", "TimeCalibrationAlgorithm", "TimeCurves", "fit_time_curves",
+            "layer3_v_raw_mean", "raw_time_boundaries", "time_calibration",
+        ],
+        "b2calib.detectors.svd.hot_strips": [
+            "HOT_STRIPS", "OCCUPANCY", "STRIP_KEYS", "HotStripsAlgorithm", "binomial_interval",
+            "find_hot_strips", "hot_strips_calibration",
         ],
         "b2calib.fit.novosibirsk_batched": ["fit_novosibirsk_channels", "novosibirsk_density"],
         "b2calib.fit.template_shift": ["fit_template_shift", "template_density"],
@@ -331,6 +343,8 @@ def test_registered_calibrations() -> None:
         "top-common-t0",
         "pxd-gain",
         "arich-channel-mask",
+        "svd-hot-strips",
+        "svd-time",
     }
 
 
@@ -486,7 +500,7 @@ def test_detector_qa_names() -> None:
         module = importlib.import_module(f"b2calib.detectors.{det}.qa")
         assert module.__all__ == names, det
         assert sorted(dir(module)) == sorted(names), det
-    for det in ("svd", "klm", "beam", "tracking"):  # QA only, for now
+    for det in ("klm", "beam", "tracking"):  # QA only, for now
         assert importlib.import_module(f"b2calib.detectors.{det}").__all__ == []
 
 

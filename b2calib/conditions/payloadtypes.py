@@ -142,6 +142,13 @@ PAYLOAD_TYPES: dict[str, PayloadType] = {
         "hot SVD strip",
         (_SVD_SENSORS,),
     ),
+    "SVDOccupancyCalibrations": PayloadType(
+        "SVD",
+        {**_SVD_SENSOR, "side": (0, 1), "strip": (0, vxd.SVD_STRIPS - 1)},
+        vxd.N_SVD_STRIPS,
+        "SVD strip",
+        (_SVD_SENSORS,),
+    ),
     "PXDMaskedPixelPar": PayloadType("PXD", _PXD_PIXEL, None, "hot PXD pixel", (_PXD_SENSORS,)),
     "PXDDeadPixelPar": PayloadType("PXD", _PXD_PIXEL, None, "dead PXD pixel", (_PXD_SENSORS,)),
     "PXDGainMapPar": PayloadType(
@@ -218,19 +225,48 @@ def _type_problem(payload: Payload, kind: PayloadType) -> str | None:
                 f"(e.g. {seen})"
             )
     for cols, allowed, what in kind.members:
-        combos, inverse = np.unique(
-            np.column_stack([keys[c].astype(np.int64) for c in cols]), axis=0, return_inverse=True
-        )
+        combos, inverse = _unique_rows(np.column_stack([keys[c].astype(np.int64) for c in cols]))
         unknown = np.array([tuple(r) not in allowed for r in combos.tolist()], dtype=bool)
         if unknown.any():
-            n = int(unknown[inverse.ravel()].sum())
+            n = int(unknown[inverse].sum())
             example = dict(zip(cols, combos[unknown][0].tolist(), strict=True))
             return f"{n} rows' ({', '.join(cols)}) are not {what} (e.g. {_text(example)})"
     return None
 
 
+def _packed(rows: npt.NDArray[np.int64]) -> npt.NDArray[np.int64] | None:
+    """The rows of integer keys as one int64 each, in the rows' lexicographic order (``None``
+    when their ranges do not fit in 62 bits): sorting one column is ~10 times faster than a
+    lexsort or a row-wise unique of 10^5-10^6 rows (per-strip, per-pixel payloads)."""
+    if len(rows) == 0:
+        return None
+    lo = rows.min(axis=0)
+    span = rows.max(axis=0) - lo + 1
+    if float(np.prod(span.astype(np.float64))) >= 2.0**62:
+        return None
+    packed = np.zeros(len(rows), dtype=np.int64)
+    for j in range(rows.shape[1]):
+        packed = packed * span[j] + (rows[:, j] - lo[j])
+    return packed
+
+
+def _unique_rows(
+    rows: npt.NDArray[np.int64],
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    """``np.unique(rows, axis=0, return_inverse=True)``, through :func:`_packed` when it can."""
+    packed = _packed(rows)
+    if packed is None:
+        combos, inverse = np.unique(rows, axis=0, return_inverse=True)
+        return combos, inverse.ravel()
+    _, first, inverse = np.unique(packed, return_index=True, return_inverse=True)
+    return rows[first], inverse.ravel()
+
+
 def _duplicates(keys: Mapping[str, npt.NDArray[Any]]) -> str | None:
     rows = np.column_stack([a.astype(np.int64) for a in keys.values()])
+    packed = _packed(rows)
+    if packed is not None and not np.any(np.diff(np.sort(packed)) == 0):
+        return None
     ordered = rows[np.lexsort(rows.T[::-1])]
     again = np.all(ordered[1:] == ordered[:-1], axis=1)
     if not again.any():

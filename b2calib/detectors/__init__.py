@@ -2,16 +2,19 @@
 what it monitors.
 
 ============  =================================================================================
-``pxd``       gain map; monitoring: hits per track, digit charge, occupancy, hot pixels
-``svd``       monitoring: clusters per track, cluster charge, occupancy
+``pxd``       hot, dead and occupancy masks of every pixel, gain map; monitoring: hits per
+              track, digit charge, occupancy, hot pixels
+``svd``       hot strips and strip occupancy, cluster time (CoG); monitoring: clusters per track,
+              cluster charge, occupancy
 ``cdc``       wire T0, x-t relations, dE/dx run gain, wire gain and cos(theta) correction;
               monitoring: hits per track, occupancy
 ``top``       channel masks, module T0, common T0, channel T0; monitoring: digits and their
               time per track, occupancy
-``arich``     monitoring: photons per track, occupancy
+``arich``     channel mask (dead and hot channels); monitoring: photons per track, occupancy
 ``ecl``       crystal energy (Bhabha linear system, gamma-gamma and mu-mu peaks, merged), crystal
               and crate time offsets; monitoring: E/p, cluster energies, occupancy
-``klm``       monitoring: good-muon fraction, digits, occupancy
+``klm``       strip efficiency, time constants and cable delays; monitoring: good-muon fraction,
+              digits, occupancy
 ``tracking``  (a system) monitoring: impact-parameter resolutions
 ``beam``      (a system) monitoring: collision energy from the dimuon mass, luminosity,
               hadron/Bhabha ratio

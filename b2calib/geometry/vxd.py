@@ -10,11 +10,17 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
-#: SVD: ladders and sensors per ladder for layers 3..6; 768 strips per sensor side.
+#: SVD: ladders and sensors per ladder for layers 3..6; 768 strips per sensor side, except the
+#: V side (side 0, strips along z) of the sensors of layers 4-6: 512 (:data:`SVD_STRIPS_V`).
 SVD_LADDERS = {3: 7, 4: 10, 5: 12, 6: 16}
 SVD_SENSORS = {3: 2, 4: 3, 5: 4, 6: 5}
 SVD_RADIUS = {3: 3.9, 4: 8.0, 5: 10.4, 6: 13.5}
 SVD_STRIPS = 768
+#: SVD raw CoG time range (ns) the readout gives and over which the time calibration polynomial
+#: must be monotonic.
+SVD_RAW_RANGE = (-80.0, 120.0)
+#: Strips of the V side (side 0) per layer.
+SVD_STRIPS_V = {3: 768, 4: 512, 5: 512, 6: 512}
 SVD_SENSOR_LENGTH = 12.3  # cm along z
 #: PXD: ladders and sensors per ladder for layers 1..2; 250 (u) x 768 (v) pixels per sensor.
 PXD_LADDERS = {1: 8, 2: 12}
@@ -61,6 +67,21 @@ N_PXD_SENSORS = len(PXD_SENSOR_TABLE)
 N_PXD_PIXELS = N_PXD_SENSORS * PXD_NU * PXD_NV
 SVD_IDS = vxd_id(*SVD_SENSOR_TABLE.T)
 PXD_IDS = vxd_id(*PXD_SENSOR_TABLE.T)
+
+
+def svd_strips(layer: npt.ArrayLike, side: npt.ArrayLike) -> npt.NDArray[np.int64]:
+    """Strips of SVD sensor sides (side 1 = U: 768; side 0 = V: 768 in layer 3, else 512)."""
+    lay = np.asarray(layer, np.int64)
+    v = np.where(lay == 3, SVD_STRIPS_V[3], SVD_STRIPS_V[4])
+    return np.asarray(np.where(np.asarray(side) == 1, SVD_STRIPS, v), dtype=np.int64)
+
+
+#: Strips of each SVD sensor side, index ``2 * sensor index + side`` (side 1 = U).
+SVD_SIDE_STRIPS = svd_strips(np.repeat(SVD_SENSOR_TABLE[:, 0], 2), np.tile([0, 1], N_SVD_SENSORS))
+#: First strip of each sensor side in the flat strip numbering (sensor sides in order).
+SVD_SIDE_FIRST = np.concatenate([[0], np.cumsum(SVD_SIDE_STRIPS)[:-1]]).astype(np.int64)
+#: All SVD strips (223 744).
+N_SVD_STRIPS = int(SVD_SIDE_STRIPS.sum())
 
 
 def sensor_index(vid: npt.ArrayLike, detector: str) -> npt.NDArray[np.int64]:

@@ -23,7 +23,15 @@ from b2calib.runs import Run
 from b2calib.sim.config import SimConfig
 from b2calib.sim.runs import NOMINAL_ECMS, run_rng
 
-__all__ = ["INTERVENTIONS", "Conditions", "conditions_for_run", "truth_payloads"]
+__all__ = [
+    "INTERVENTIONS",
+    "SVD_RAW_SHIFT",
+    "Conditions",
+    "conditions_for_run",
+    "svd_hot_strip_index",
+    "svd_strip_keys",
+    "truth_payloads",
+]
 
 F = npt.NDArray[np.float64]
 IA = npt.NDArray[np.int64]
@@ -53,6 +61,12 @@ INTERVENTIONS: tuple[dict[str, str], ...] = (
         "description": "BKLM forward sector 3 layer 8 high-voltage trip: strip efficiency x0.6",
     },
     {
+        "detector": "SVD",
+        "payloads": "SVDCoGTimeCalibrations",
+        "description": "APV25 trigger latency changed: the raw CoG time of every sensor side "
+        "+4 ns (t = p(raw - 4 ns): the calibration polynomial moves)",
+    },
+    {
         "detector": "Beam",
         "payloads": "CollisionInvariantMass",
         "description": "HER energy adjustment: collision energy -2.0 MeV",
@@ -61,7 +75,9 @@ INTERVENTIONS: tuple[dict[str, str], ...] = (
 #: Visible dE/dx: cos(theta) bin edges of the CDC cosine correction.
 COS_EDGES = np.linspace(-0.87, 0.96, 101)
 #: SVD raw-time range over which the time calibration polynomial is monotonic (ns).
-SVD_RAW_RANGE = (-80.0, 120.0)
+SVD_RAW_RANGE = vxd.SVD_RAW_RANGE
+#: The SVD intervention: the raw CoG time of every sensor side moves by this much (ns).
+SVD_RAW_SHIFT = 4.0
 
 
 @dataclass
@@ -91,7 +107,7 @@ class Conditions:
     arich_hot_rate: F
     svd_time: F  # (172, 2, 4): T(raw) = a0 + a1 r + a2 r^2 + a3 r^3
     svd_hot: IA  # (n, 3): sensor index, side (1 = u), strip
-    svd_hot_rate: F
+    svd_hot_rate: F  # per-event probability that a hot strip fires (its noise occupancy)
     pxd_dead: IA  # (n, 3): sensor index, u, v
     pxd_hot: IA  # (n, 3)
     pxd_hot_rate: F
@@ -152,6 +168,21 @@ def _svd_time(rng: np.random.Generator) -> F:
     return coef
 
 
+def _shift_raw(coef: F, d: float) -> F:
+    """Coefficients of ``t = p(r - d)`` for ``t = p(r)`` (cubic in the last axis): the raw time
+    moved by ``d``."""
+    a0, a1, a2, a3 = np.moveaxis(coef, -1, 0)
+    return np.stack(
+        [
+            a0 - a1 * d + a2 * d**2 - a3 * d**3,
+            a1 - 2 * a2 * d + 3 * a3 * d**2,
+            a2 - 3 * a3 * d,
+            a3,
+        ],
+        axis=-1,
+    )
+
+
 def _q16(x: F) -> F:
     """Constants are float32 with 12 mantissa bits (relative 2.4e-4); the truth is exactly that."""
     a = np.ascontiguousarray(x, dtype=np.float32)
@@ -210,6 +241,10 @@ def _static(seed: int, exp: int) -> dict[str, Any]:
         axis=1,
     )
     s["svd_hot_rate"] = rng.uniform(0.25, 0.6, nhot)
+    # the V sides (side 0) of layers 4-6 have 512 strips: their hot strips are mapped onto them
+    hot = s["svd_hot"]
+    short = (hot[:, 1] == 0) & (vxd.SVD_SENSOR_TABLE[hot[:, 0], 0] >= 4)
+    hot[short, 2] = hot[short, 2] * vxd.SVD_STRIPS_V[4] // vxd.SVD_STRIPS
     ndead, nhotp = int(0.001 * vxd.N_PXD_PIXELS), 200
     flat = rng.choice(vxd.N_PXD_PIXELS, ndead + nhotp, replace=False)
     sensor, rest = np.divmod(flat, vxd.PXD_NU * vxd.PXD_NV)
@@ -246,7 +281,9 @@ def conditions_for_run(cfg: SimConfig, run: Run) -> Conditions:
     module_t0 = s["top_module_t0"].copy()
     common = s["top_common_t0_base"] + 0.02 * days + rng.normal(0.0, 0.01)
     klm_eff = s["klm_efficiency"].copy()
+    svd_time = s["svd_time"]
     if after:
+        svd_time = _q16(_shift_raw(svd_time, SVD_RAW_SHIFT))
         crate17 = ecl.crate_of(np.arange(1, ecl.N_CRYSTALS + 1)) == 17
         ecl_const[crate17] /= 1.04
         crate_t0[16] += 3.0
@@ -297,7 +334,7 @@ def conditions_for_run(cfg: SimConfig, run: Run) -> Conditions:
         klm_delay=s["klm_delay"],
         arich_status=s["arich_status"],
         arich_hot_rate=s["arich_hot_rate"],
-        svd_time=s["svd_time"],
+        svd_time=svd_time,
         svd_hot=s["svd_hot"],
         svd_hot_rate=s["svd_hot_rate"],
         pxd_dead=s["pxd_dead"],
@@ -348,6 +385,44 @@ def _pixel_list(
         },
         values={"value": value},
         status=np.full(len(cells), status, np.int8),
+    )
+
+
+def svd_strip_keys() -> dict[str, npt.NDArray[Any]]:
+    """Key columns (layer, ladder, sensor, side, strip) of every SVD strip, sensor sides in
+    order (side 0 = V before side 1 = U), as the per-strip SVD payloads hold them."""
+    side_idx = np.repeat(np.arange(2 * vxd.N_SVD_SENSORS), vxd.SVD_SIDE_STRIPS)
+    sensor = vxd.SVD_SENSOR_TABLE[side_idx // 2]
+    return {
+        "layer": sensor[:, 0].astype(np.int8),
+        "ladder": sensor[:, 1].astype(np.int8),
+        "sensor": sensor[:, 2].astype(np.int8),
+        "side": (side_idx % 2).astype(np.int8),
+        "strip": (np.arange(vxd.N_SVD_STRIPS) - vxd.SVD_SIDE_FIRST[side_idx]).astype(np.int16),
+    }
+
+
+def svd_hot_strip_index(c: Conditions) -> IA:
+    """Flat strip indices (:func:`svd_strip_keys` order) of the true hot strips."""
+    return vxd.SVD_SIDE_FIRST[2 * c.svd_hot[:, 0] + c.svd_hot[:, 1]] + c.svd_hot[:, 2]
+
+
+def _svd_hot_strips(c: Conditions) -> Payload:
+    """Hot-strip flag per strip (basf2's bitmap), with the true noise occupancy of the hot ones."""
+    flat = svd_hot_strip_index(c)
+    flag = np.zeros(vxd.N_SVD_STRIPS)
+    flag[flat] = 1.0
+    rate = np.zeros(vxd.N_SVD_STRIPS)
+    np.add.at(rate, flat, c.svd_hot_rate)
+    status = np.where(flag > 0, ChannelStatus.HOT, ChannelStatus.OK).astype(np.int8)
+    return _p(
+        "SVDHotStripsCalibrations",
+        "hot-strip flag per strip (1 = hot); occupancy = that of a hot strip (the probability that "
+        "it fires in an event, besides its hits from tracks)",
+        {"value": "1", "occupancy": "1"},
+        keys=svd_strip_keys(),
+        values={"value": flag, "occupancy": rate},
+        status=status,
     )
 
 
@@ -490,20 +565,7 @@ def truth_payloads(c: Conditions) -> list[Payload]:
             },
             values={f"a{i}": c.svd_time[:, :, i].ravel() for i in range(4)},
         ),
-        _p(
-            "SVDHotStripsCalibrations",
-            "hot strips; value = occupancy",
-            {"value": "1/event"},
-            keys={
-                "layer": svd[c.svd_hot[:, 0], 0].astype(np.int8),
-                "ladder": svd[c.svd_hot[:, 0], 1].astype(np.int8),
-                "sensor": svd[c.svd_hot[:, 0], 2].astype(np.int8),
-                "side": c.svd_hot[:, 1].astype(np.int8),
-                "strip": c.svd_hot[:, 2].astype(np.int16),
-            },
-            values={"value": c.svd_hot_rate},
-            status=np.full(len(c.svd_hot), ChannelStatus.HOT, np.int8),
-        ),
+        _svd_hot_strips(c),
         _pixel_list(
             "PXDMaskedPixelPar",
             "hot pixels; value = occupancy",

@@ -329,6 +329,10 @@ def _ladder_local(phi: F, r: float, nlad: int) -> tuple[IA, F, float]:
     return ladder + 1, r * np.tan(_wrap(phi - centre)), width
 
 
+#: side_rng key of the SVD's noise (hot strips, the random strips of the 512-strip V sides).
+_SVD_NOISE_KEY = 0x53564400
+
+
 def svd_response(
     rng: np.random.Generator, trk: Tracks, t_coll: F, cond: Conditions, n_events: int
 ) -> tuple[Collection, IA]:
@@ -348,8 +352,10 @@ def svd_response(
         sidx = vxd.sensor_index(vid, "SVD")
         ustrip = np.floor((uloc[ti] / width + 0.5) * vxd.SVD_STRIPS).astype(np.int64)
         vloc = z[ti] - (zlo + (sensor[ti] - 1) * length)
-        vstrip = np.floor(vloc / length * vxd.SVD_STRIPS).astype(np.int64)
+        nv = vxd.SVD_STRIPS_V[layer]
+        vstrip = np.floor(vloc / length * nv).astype(np.int64)
         for side, strip, pos in ((1, ustrip, uloc[ti]), (0, vstrip, vloc - length / 2)):
+            nstrips = vxd.SVD_STRIPS if side == 1 else nv
             eff = rng.random(len(ti)) < 0.99
             n = int(eff.sum())
             t_true = t_coll[trk.evt[ti[eff]]] + rng.normal(0, 2.5, n)
@@ -366,31 +372,50 @@ def svd_response(
                     ).astype(np.float32),
                     "m_clsTime": quantize(raw, 12),
                     "m_clsSize": size.astype(np.int8),
-                    "m_firstStrip": np.clip(strip[eff] - size // 2, 0, vxd.SVD_STRIPS - 1).astype(
+                    "m_firstStrip": np.clip(strip[eff] - size // 2, 0, nstrips - 1).astype(
                         np.int16
                     ),
                     "m_trackIndex": trk.index[ti[eff]].astype(np.int16),
                 }
             )
             np.add.at(nsvd, ti[eff], 1)
-    # hot strips and random noise clusters
-    hot_evt, hot_i = _bernoulli_hits(rng, cond.svd_hot_rate, n_events)
+    # hot strips and random noise clusters. A hot strip fires in an event with probability
+    # its rate (its occupancy), from the SVD's side stream; the draws of the shared generator
+    # that the first version made for them are still made, in the same order and sizes, so that
+    # no other branch changes
+    old_hot_evt, _ = _bernoulli_hits(rng, cond.svd_hot_rate, n_events)
     nrand = rng.poisson(2.0, n_events)
     rand_evt = np.repeat(np.arange(n_events), nrand)
     nr = len(rand_evt)
-    sens = np.concatenate([cond.svd_hot[hot_i, 0], rng.integers(0, vxd.N_SVD_SENSORS, nr)])
-    nside = np.concatenate([cond.svd_hot[hot_i, 1], rng.integers(0, 2, nr)])
-    strip = np.concatenate([cond.svd_hot[hot_i, 2], rng.integers(0, vxd.SVD_STRIPS, nr)])
-    evt = np.concatenate([hot_evt, rand_evt])
-    n = len(evt)
+    r_sens = rng.integers(0, vxd.N_SVD_SENSORS, nr)
+    r_side = rng.integers(0, 2, nr)
+    r_strip = rng.integers(0, vxd.SVD_STRIPS, nr)
+    n_old = len(old_hot_evt) + nr
+    charge = rng.uniform(6000, 12000, n_old)[len(old_hot_evt) :]
+    time = rng.uniform(*SVD_RAW_RANGE, n_old)[len(old_hot_evt) :]
+    noise = side_rng(rng, _SVD_NOISE_KEY)
+    # the V sides of layers 4-6 have 512 strips: their random noise strips are drawn again
+    r_n = vxd.SVD_SIDE_STRIPS[2 * r_sens + r_side]
+    short = np.flatnonzero(r_n != vxd.SVD_STRIPS)
+    r_strip[short] = noise.integers(0, vxd.SVD_STRIPS_V[4], len(short))
+    fires = noise.random((len(cond.svd_hot_rate), n_events)) < cond.svd_hot_rate[:, None]
+    hot_i, hot_evt = np.nonzero(fires)
+    nh = len(hot_evt)
+    sens = np.concatenate([cond.svd_hot[hot_i, 0], r_sens])
+    nside = np.concatenate([cond.svd_hot[hot_i, 1], r_side])
+    strip = np.concatenate([cond.svd_hot[hot_i, 2], r_strip])
+    nstrips = vxd.SVD_SIDE_STRIPS[2 * sens + nside]
+    n = nh + nr
     out.append(
         {
-            "evt": evt,
+            "evt": np.concatenate([hot_evt, rand_evt]),
             "m_sensorID": vxd.SVD_IDS[sens].astype(np.int32),
             "m_isUCluster": nside.astype(np.int8),
-            "m_position": quantize((strip + 0.5) / vxd.SVD_STRIPS * 4.0 - 2.0, 12),
-            "m_clsCharge": np.rint(rng.uniform(6000, 12000, n)).astype(np.float32),
-            "m_clsTime": quantize(rng.uniform(*SVD_RAW_RANGE, n), 12),
+            "m_position": quantize((strip + 0.5) / nstrips * 4.0 - 2.0, 12),
+            "m_clsCharge": np.concatenate(
+                [np.rint(noise.uniform(6000, 12000, nh)), np.rint(charge)]
+            ).astype(np.float32),
+            "m_clsTime": quantize(np.concatenate([noise.uniform(*SVD_RAW_RANGE, nh), time]), 12),
             "m_clsSize": np.ones(n, np.int8),
             "m_firstStrip": strip.astype(np.int16),
             "m_trackIndex": np.full(n, -1, np.int16),

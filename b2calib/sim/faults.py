@@ -159,11 +159,16 @@ def _noise(rng: np.random.Generator, detector: str, evt: npt.NDArray[np.int64]) 
         }
     if detector == "SVD":
         strip = rng.integers(0, vxd.SVD_STRIPS, n)
+        sensor = rng.integers(0, vxd.N_SVD_SENSORS, n)
+        side = rng.integers(0, 2, n)
+        # the 512-strip V sides (layers 4-6): the strip mapped onto them (no other draw)
+        nstrips = vxd.SVD_SIDE_STRIPS[2 * sensor + side]
+        strip = strip * nstrips // vxd.SVD_STRIPS
         return {
             "evt": evt,
-            "m_sensorID": vxd.SVD_IDS[rng.integers(0, vxd.N_SVD_SENSORS, n)].astype(np.int32),
-            "m_isUCluster": rng.integers(0, 2, n).astype(np.int8),
-            "m_position": quantize((strip + 0.5) / vxd.SVD_STRIPS * 4.0 - 2.0, 12),
+            "m_sensorID": vxd.SVD_IDS[sensor].astype(np.int32),
+            "m_isUCluster": side.astype(np.int8),
+            "m_position": quantize((strip + 0.5) / nstrips * 4.0 - 2.0, 12),
             "m_clsCharge": np.rint(rng.uniform(6000, 12000, n)).astype(np.float32),
             "m_clsTime": quantize(rng.uniform(*SVD_RAW_RANGE, n), 12),
             "m_clsSize": np.ones(n, np.int8),
