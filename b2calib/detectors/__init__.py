@@ -11,7 +11,8 @@ what it monitors.
 ``arich``     monitoring: photons per track, occupancy
 ``ecl``       crystal energy (Bhabha linear system, gamma-gamma and mu-mu peaks, merged), crystal
               and crate time offsets; monitoring: E/p, cluster energies, occupancy
-``klm``       monitoring: good-muon fraction, digits, occupancy
+``klm``       strip efficiency, time (propagation delays, cable delays); monitoring:
+              good-muon fraction, digits, occupancy
 ``tracking``  (a system) monitoring: impact-parameter resolutions
 ``beam``      (a system) monitoring: collision energy from the dimuon mass, luminosity,
               hadron/Bhabha ratio
