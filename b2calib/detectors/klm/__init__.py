@@ -35,8 +35,9 @@ __all__ = ["calibrations"]
 def calibrations() -> list[Calibration]:
     """The KLM calibration declarations."""
     from b2calib.detectors.klm.strip_efficiency import strip_efficiency_calibration
+    from b2calib.detectors.klm.time import time_calibration
 
-    return [strip_efficiency_calibration()]
+    return [strip_efficiency_calibration(), time_calibration()]
 
 
 def __dir__() -> list[str]:

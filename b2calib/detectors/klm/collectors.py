@@ -22,6 +22,8 @@ from b2calib.geometry import DETECTOR_ID, klm
 __all__ = [
     "DISTANCE_BINS",
     "MOMENTS",
+    "REFERENCE_DELAY",
+    "TIME_WINDOWS",
     "Crossings",
     "StripEfficiencyCollector",
     "TimeCollector",
@@ -40,6 +42,20 @@ _B_TESLA = 1.5
 _STRIP_KEY = 128  # > the most strips of a plane
 #: Per-channel sums filled by :class:`TimeCollector` (time t, propagation distance d).
 MOMENTS = ("n", "t", "tt", "d", "dd", "td")
+#: Time windows (ns) of ``digit time - flight time - event T0`` per KLMTimeConstants type
+#: (EKLM scintillator, BKLM scintillator, RPC phi, RPC z), in the simulation's time frame: the
+#: cable delays (a few ns) plus the propagation along the longest strips (EKLM 34 ns, BKLM 16 ns)
+#: with margins of several resolutions on either side.
+TIME_WINDOWS: tuple[tuple[float, float], ...] = (
+    (-20.0, 55.0),
+    (-20.0, 40.0),
+    (-20.0, 40.0),
+    (-20.0, 40.0),
+)
+#: The propagation delay (ns/cm) taken out of the times of the per-type histograms
+#: (``time_<type>`` holds ``t - REFERENCE_DELAY x d``): a nominal value near the true ones, so
+#: that the spread of distances within a distance bin hardly widens the time distributions.
+REFERENCE_DELAY = 0.06
 #: Bins of the propagation distance along each strip (fractions of its longest distance).
 DISTANCE_BINS = 4
 _DIGIT_BRANCHES = {
@@ -292,12 +308,12 @@ class TimeCollector(Collector):
 
     Fills, per channel and per bin of ``d`` (:data:`DISTANCE_BINS` along the strip), the sums
     :data:`MOMENTS` (``moments``), and per KLMTimeConstants type the histogram of ``t`` against
-    the distance bin (``time_<type>``), for the likelihood fit of the scintillators and the
-    plots.
+    the distance bin (``time_<type>``, times less :data:`REFERENCE_DELAY` x ``d``), for the
+    likelihood fit of the scintillators and the plots.
     """
 
-    windows: tuple[tuple[float, float], ...] = ((-20.0, 60.0),) * 4
-    time_bins: int = 160
+    windows: tuple[tuple[float, float], ...] = TIME_WINDOWS
+    bin_width: float = 1.0
     version: ClassVar[int] = 1
 
     @property
@@ -333,17 +349,32 @@ class TimeCollector(Collector):
         for k, w in enumerate((np.ones_like(t), t, t * t, d, d * d, t * d)):
             view[:, k] = np.bincount(cell, weights=w, minlength=ncell)
         out = {"moments": mom}
-        for k, (wlo, whi) in enumerate(self.windows, start=1):
+        for k, axis in enumerate(self.time_axes(), start=1):
             h = _hist(
-                (self.time_bins, wlo, whi),
+                axis,
                 (DISTANCE_BINS, -0.5, DISTANCE_BINS - 0.5),
                 names=("time", "distance_bin"),
                 storage=hist.storage.Int64(),
             )
             s = typ == k
-            h.fill(time=t[s], distance_bin=dbin[s])
+            h.fill(time=t[s] - REFERENCE_DELAY * d[s], distance_bin=dbin[s])
             out[f"time_{k}"] = h
         return out
+
+    def time_axes(self) -> list[tuple[int, float, float]]:
+        """The axis of ``t - REFERENCE_DELAY x d`` per type: the window, extended below by the
+        reference propagation time of the longest strip."""
+        longest = {
+            klm.EKLM_SCINT: 1.5 * klm.EKLM_RMAX,
+            klm.BKLM_SCINT: klm.BKLM_ZMAX - klm.BKLM_ZSPLIT,
+            klm.RPC_PHI: klm.BKLM_ZMAX - klm.BKLM_ZSPLIT,
+            klm.RPC_Z: 2 * (klm.BKLM_R0 + klm.BKLM_DR * klm.BKLM_LAYERS) * np.tan(np.pi / 8),
+        }
+        axes = []
+        for k, (wlo, whi) in enumerate(self.windows, start=1):
+            lo = wlo - self.bin_width * np.ceil(REFERENCE_DELAY * longest[k] / self.bin_width)
+            axes.append((round((whi - lo) / self.bin_width), float(lo), whi))
+        return axes
 
 
 def __dir__() -> list[str]:
