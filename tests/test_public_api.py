@@ -290,6 +290,20 @@ def test_detector_names() -> None:
             "COMMON_T0", "CommonT0Algorithm", "Unfolded", "common_t0_calibration",
             "common_t0_collector", "unfold_period",
         ],
+        "b2calib.detectors.klm": ["calibrations"],
+        "b2calib.detectors.klm.collectors": [
+            "DISTANCE_BINS", "MOMENTS", "REFERENCE_DELAY", "TIME_WINDOWS", "Crossings",
+            "StripEfficiencyCollector", "TimeCollector", "crossings", "extrapolation_layer",
+            "selected_for_efficiency", "strip_length",
+        ],
+        "b2calib.detectors.klm.strip_efficiency": [
+            "STRIP_EFFICIENCY", "StripEfficiencyAlgorithm", "StripEfficiencyRunByRun",
+            "binomial_interval", "strip_efficiency_calibration",
+        ],
+        "b2calib.detectors.klm.time": [
+            "CABLE_DELAY", "TIME_CONSTANTS", "DelayFit", "TimeAlgorithm", "channel_sums",
+            "fit_rpc_delay", "fit_scintillator_delay", "time_calibration",
+        ],
         "b2calib.fit.novosibirsk_batched": ["fit_novosibirsk_channels", "novosibirsk_density"],
         "b2calib.fit.template_shift": ["fit_template_shift", "template_density"],
         "b2calib.fit.xt_relation": ["XtFits", "fit_xt", "xt_gradient", "xt_slope", "xt_value"],
@@ -317,6 +331,8 @@ def test_registered_calibrations() -> None:
         "top-channel-t0",
         "top-module-t0",
         "top-common-t0",
+        "klm-strip-efficiency",
+        "klm-time",
     }
 
 

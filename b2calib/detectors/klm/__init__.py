@@ -2,7 +2,7 @@
 
 ==========================  =====================  =============================================
 ``klm-strip-efficiency``    KLMStripEfficiency     matched digits / extrapolated crossings per
-                                                   strip plane (basf2 collector cuts), Wilson
+                                                   strip plane (basf2 collector cuts), Jeffreys
                                                    interval; run by run, low-statistics runs
                                                    merged into a neighbouring good run
 ``klm-time``                KLMTimeConstants,      per-channel time shift, propagation delay per

@@ -30,6 +30,7 @@ __all__ = [
     "crossings",
     "extrapolation_layer",
     "selected_for_efficiency",
+    "strip_length",
 ]
 
 F = npt.NDArray[np.float64]

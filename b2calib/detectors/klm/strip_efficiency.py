@@ -4,9 +4,8 @@ Per strip plane, the efficiency is the number of selected crossings (extrapolate
 KLM ExtHits) with a matched digit over the number of selected crossings, with the cuts of
 basf2's ``KLMStripEfficiencyCollector`` (:func:`~b2calib.detectors.klm.collectors.
 selected_for_efficiency`); every strip of a plane gets its plane's value, as in basf2. The
-uncertainty is the half-width of the 68.27 % Wilson score interval
-(``scipy.stats.binomtest(...).proportion_ci``), which stays positive and inside [0, 1] at 0 and 1
-where the normal approximation gives zero.
+uncertainty is the half-width of the 68.27 % Jeffreys interval (:func:`binomial_interval`), which
+stays positive and inside [0, 1] at 0 and 1 where the normal approximation gives zero.
 
 NOT_ENOUGH_DATA (basf2 ``KLMStripEfficiencyAlgorithm``): a plane with 0 < crossings <
 ``min_crossings`` (10), or an efficiency error above ``requested_precision`` (0.02). Planes
@@ -60,15 +59,23 @@ _CL = 0.682689492137086  # one standard deviation
 
 
 def binomial_interval(k: npt.ArrayLike, n: npt.ArrayLike) -> tuple[F, F]:
-    """The 68.27 % Wilson score interval of ``k`` successes in ``n`` trials (NaN where n = 0)."""
-    kk = np.asarray(k, dtype=np.int64)
-    nn = np.asarray(n, dtype=np.int64)
-    lo = np.full(kk.shape, np.nan)
-    hi = np.full(kk.shape, np.nan)
-    for i in np.flatnonzero(nn > 0):
-        ci = stats.binomtest(int(kk[i]), int(nn[i])).proportion_ci(_CL, method="wilson")
-        lo[i], hi[i] = ci.low, ci.high
-    return lo, hi
+    """The 68.27 % Jeffreys interval of ``k`` successes in ``n`` trials (NaN where n = 0).
+
+    The equal-tailed interval of the Beta(k + 1/2, n - k + 1/2) posterior
+    (``scipy.stats.beta``), closed at 0 when k = 0 and at 1 when k = n (Brown, Cai and
+    DasGupta 2001): coverage close to nominal for any n and efficiency, unlike the normal
+    approximation, which has no width at 0 and 1.
+    """
+    kk = np.asarray(k, dtype=np.float64)
+    nn = np.asarray(n, dtype=np.float64)
+    alpha = 1.0 - _CL
+    with np.errstate(invalid="ignore", divide="ignore"):
+        lo = stats.beta.ppf(alpha / 2, kk + 0.5, nn - kk + 0.5)
+        hi = stats.beta.ppf(1 - alpha / 2, kk + 0.5, nn - kk + 0.5)
+    lo = np.where(kk == 0, 0.0, lo)
+    hi = np.where(kk == nn, 1.0, hi)
+    empty = nn <= 0
+    return np.where(empty, np.nan, lo), np.where(empty, np.nan, hi)
 
 
 class StripEfficiencyAlgorithm(Algorithm):
@@ -133,7 +140,7 @@ class StripEfficiencyAlgorithm(Algorithm):
             units="1",
             description="strip efficiency (every strip of a plane with its plane's value)",
             method="matched digits / selected extrapolated crossings per plane, 68.27 % "
-            "Wilson interval half-width",
+            "Jeffreys interval half-width",
         )
         measured = int((n > 0).sum())
         return AlgorithmResult(
@@ -250,7 +257,7 @@ def strip_efficiency_calibration() -> Calibration:
         open_end=True,
         description="KLM strip efficiency (KLMStripEfficiency): matched digits / extrapolated "
         "crossings per plane with the basf2 collector cuts (14 matching digits, 4 in outer "
-        "layers, 4 GeV/c without outer layers), Wilson interval; run by run, runs lacking data "
+        "layers, 4 GeV/c without outer layers), Jeffreys interval; run by run, runs lacking data "
         "merged into a neighbouring good run when they add no newly measured plane.",
     )
 
