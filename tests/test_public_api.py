@@ -488,7 +488,7 @@ def test_detector_qa_names() -> None:
         module = importlib.import_module(f"b2calib.detectors.{det}.qa")
         assert module.__all__ == names, det
         assert sorted(dir(module)) == sorted(names), det
-    for det in ("pxd", "svd", "arich", "klm", "beam", "tracking"):  # QA only, for now
+    for det in ("pxd", "svd", "arich", "beam", "tracking"):  # QA only, for now
         assert importlib.import_module(f"b2calib.detectors.{det}").__all__ == []
 
 
