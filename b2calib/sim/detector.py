@@ -17,6 +17,9 @@ Resolution model (documented so tests can rely on it)
   muons and 70 % of hadrons deposit a MIP (~190 MeV); noise 0.3 MeV, 1 MeV digit threshold;
   time resolution sqrt((0.25 ns GeV / E)^2 + (0.8 ns)^2).
 * TOP: ~22 photons per track, transit-time spread 80 ps with a 20 % second peak at +350 ps.
+* KLM: strip efficiency per strip; digit time resolution 1 ns (scintillators), 1.5 ns (RPCs);
+  signal propagation to the strip's readout end with the delay of its type (EKLM / BKLM
+  scintillator, RPC phi / z: ``KLM_PROPAGATION_DELAY``) plus a cable delay per strip.
 
 Digitisation: stored floats keep a documented number of mantissa bits (:func:`quantize`), as a
 digitiser would, e.g. 12 bits for CDC times (0.05 ns at 200 ns), 14 bits for TOP times, 12 bits for
