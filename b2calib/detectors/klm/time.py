@@ -23,7 +23,8 @@ crossing to the strip's readout end. The algorithm:
 3. Cable delay per channel: ``mean(t) - delay x mean(d)``, error
    ``sqrt(s^2 / n + mean(d)^2 sigma_delay^2)`` with ``s`` the type's residual scatter.
    Channels with fewer than ``min_hits`` (50) hits take the mean of their nearest calibrated
-   strips in the same plane, flagged NOT_ENOUGH_DATA, with the spread of the plane's delays as
+   strips in the same plane, flagged NOT_ENOUGH_DATA, with the spread of the plane's calibrated
+   delays (of the type's, for a plane with fewer than two) x ``sqrt(1 + 1/strips averaged)`` as
    error.
 
 NOT_ENOUGH_DATA when a type's fit has fewer than ``min_hits_per_type`` hits or fewer than
@@ -223,9 +224,10 @@ def fit_scintillator_delay(
 
 
 def _neighbour_values(value: F, ok: B, spread_of_plane: F) -> tuple[F, F, B]:
-    """For every channel not ``ok``: the mean of the nearest ``ok`` strips of its plane (both
-    sides at the smallest distance), with the spread of the plane's ok values as error; NaN
-    where the plane has none."""
+    """For every channel not ``ok``: the mean of the ``m`` nearest ``ok`` strips of its plane
+    (both sides at the smallest distance), with error ``spread x sqrt(1 + 1/m)`` (a strip's own
+    delay scatters about its neighbours' by the spread of the plane's ok values); NaN where the
+    plane has none."""
     out_v = np.full(_NC, np.nan)
     out_e = np.full(_NC, np.nan)
     found = np.zeros(_NC, bool)
@@ -240,8 +242,9 @@ def _neighbour_values(value: F, ok: B, spread_of_plane: F) -> tuple[F, F, B]:
         dist = np.abs(need[:, None] - good[None, :])
         nearest = dist == dist.min(axis=1, keepdims=True)
         vals = value[sl][good]
-        out_v[first + need] = (nearest * vals[None, :]).sum(axis=1) / nearest.sum(axis=1)
-        out_e[first + need] = spread_of_plane[p]
+        m = nearest.sum(axis=1)
+        out_v[first + need] = (nearest * vals[None, :]).sum(axis=1) / m
+        out_e[first + need] = spread_of_plane[p] * np.sqrt(1.0 + 1.0 / m)
         found[first + need] = True
     return out_v, out_e, found
 
@@ -316,7 +319,17 @@ class TimeAlgorithm(Algorithm):
                 for f, m in zip(klm.PLANE_FIRST, klm.PLANES[:, 5], strict=True)
             ]
         )
+        # planes with fewer than two calibrated strips: the spread of their type
+        type_spread = np.array(
+            [
+                np.std(cable[ok & (typ == k)]) if (ok & (typ == k)).sum() >= 2 else np.nan
+                for k in _TYPES
+            ]
+        )
+        plane_type = typ[klm.PLANE_FIRST - 1]
+        spread = np.where(np.isfinite(spread), spread, type_spread[plane_type - 1])
         nv, ne, found = _neighbour_values(cable, ok, spread)
+        found &= np.isfinite(ne)
         borrowed = found & ~ok & fit_ok
         value = np.where(ok, cable, np.where(borrowed, nv, np.nan))
         error = np.where(ok, err, np.where(borrowed, ne, np.nan))
