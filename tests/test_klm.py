@@ -361,7 +361,7 @@ def test_time_closure(timing: tuple[Path, ConditionsDB]) -> None:
     b = pulls(cable.value()[borrowed], cable.errors["value"][borrowed], truth[borrowed])
     print("from neighbours:", b)
     assert abs(b.mean) < 0.1
-    assert 0.5 < b.width < 2.0
+    assert 0.8 < b.width < 1.3
 
 
 # ---------------------------------------------------------------------------------- bad input
