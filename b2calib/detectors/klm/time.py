@@ -27,6 +27,9 @@ crossing to the strip's readout end. The algorithm:
    delays (of the type's, for a plane with fewer than two) x ``sqrt(1 + 1/strips averaged)`` as
    error.
 
+The scintillator likelihood runs on the time histograms in bins of ``fit_bin_width`` (2 ns,
+against the 1.3 ns resolution: 2 % wider errors than 1 ns bins, four times faster).
+
 NOT_ENOUGH_DATA when a type's fit has fewer than ``min_hits_per_type`` hits or fewer than
 ``min_calibrated_fraction`` of the channels are calibrated; the strategy is
 ``SequentialRunByRun`` (runs merged until that is reached).
@@ -35,6 +38,7 @@ NOT_ENOUGH_DATA when a type's fit has fewer than ``min_hits_per_type`` hits or f
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -151,6 +155,7 @@ def fit_scintillator_delay(
     use: B,
     window: tuple[float, float],
     reference: float = REFERENCE_DELAY,
+    start: tuple[float, float] | None = None,
 ) -> DelayFit:
     """Binned Poisson likelihood fit of the delay over the channels ``use`` of one type.
 
@@ -166,6 +171,9 @@ def fit_scintillator_delay(
         The window of ``t`` the hits were selected in.
     reference
         The delay taken out of the histogrammed times.
+    start
+        Starting delay and resolution (the straight-line fit's, :func:`fit_rpc_delay`: the
+        minimisation then needs few steps); by default ``reference`` and 1 ns.
     use
         Channels entering the model (the others' hits are removed from ``counts``' total by
         leaving them out of the model: pass every channel with hits).
@@ -211,7 +219,10 @@ def fit_scintillator_delay(
     if nch < 2 or hits < 10:
         return DelayFit(math.nan, math.nan, math.nan, hits, nch, False, "too few hits")
     cost = ExtendedBinnedNLL(flat_counts, flat_edges, scaled_cdf)
-    m = Minuit(cost, delay=reference, sigma=1.0)
+    v0, s0 = start if start is not None and all(map(math.isfinite, start)) else (reference, 1.0)
+    m = Minuit(cost, delay=v0, sigma=s0)
+    m.errors["delay"] = 1e-3
+    m.errors["sigma"] = 0.05
     m.limits["delay"] = (0.0, 0.3)
     m.limits["sigma"] = (0.05, 20.0)
     m.migrad()
@@ -221,6 +232,16 @@ def fit_scintillator_delay(
     scatter = float(m.values["sigma"])
     msg = "" if valid else f"fit not valid (fmin: {m.fmin})"
     return DelayFit(v, e, scatter, hits, nch, valid, msg)
+
+
+def _rebinned(h: Any, width: float) -> tuple[F, F]:
+    """The counts (time x distance bin) and time edges of ``h`` in bins of about ``width``
+    (whole numbers of its bins, the last one possibly narrower)."""
+    counts = np.asarray(h.values(), dtype=np.float64)
+    edges = np.asarray(h.axes[0].edges, dtype=np.float64)
+    step = max(1, round(width / float(edges[1] - edges[0])))
+    first = np.arange(0, len(edges) - 1, step)
+    return np.add.reduceat(counts, first, axis=0), np.append(edges[first], edges[-1])
 
 
 def _neighbour_values(value: F, ok: B, spread_of_plane: F) -> tuple[F, F, B]:
@@ -283,9 +304,11 @@ class TimeAlgorithm(Algorithm):
             use = (typ == k) & (n >= 1)
             if k in _SCINT:
                 h = hists[1 + _TYPES.index(k)]
-                counts = np.asarray(h.values(), dtype=np.float64)
-                edges = np.asarray(h.axes[0].edges, dtype=np.float64)
-                fits[k] = fit_scintillator_delay(cells, counts, edges, use, TIME_WINDOWS[k - 1])
+                counts, edges = _rebinned(h, float(cfg["fit_bin_width"]))
+                line = fit_rpc_delay(s, use)
+                fits[k] = fit_scintillator_delay(
+                    cells, counts, edges, use, TIME_WINDOWS[k - 1], start=(line.value, line.scatter)
+                )
                 if fits[k].valid:  # the scatter about the fitted line, for the cable delays
                     fits[k].scatter = _residual_scatter(s, use, fits[k].value)
             else:
@@ -425,6 +448,7 @@ def time_calibration() -> Calibration:
             "min_hits": 50,
             "min_hits_per_type": 1000,
             "min_calibrated_fraction": 0.25,
+            "fit_bin_width": 2.0,
         },
         open_end=True,
         description="KLM time (KLMTimeConstants, KLMTimeCableDelay): digit time minus flight "
