@@ -38,7 +38,7 @@ NOT_ENOUGH_DATA when a type's fit has fewer than ``min_hits_per_type`` hits or f
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -208,11 +208,8 @@ def fit_scintillator_delay(
             sw = np.sqrt(sigma**2 + delay**2 * vck[i, k])
             a, b = ndtr((lo - m) / sw), ndtr((hi - m) / sw)
             norm = n_ck[i, k] / np.maximum(b - a, 1e-300)
-            sel = slice(0, nb + 1) if k == 0 else slice(k * nb + 1, (k + 1) * nb + 1)
-            t = flat_edges[sel] - k * width
-            z = (t[:, None] - mr[None, :]) / sd[None, :]
-            f = (ndtr(z) - ndtr((x0 - mr) / sd)[None, :]) @ norm
-            out[sel] = total + f
+            f = _window_cdf(edges, mr, sd, norm)
+            out[0 if k == 0 else k * nb + 1 : (k + 1) * nb + 1] = total + f[0 if k == 0 else 1 :]
             total += float(n_ck[i, k].sum())
         return out
 
@@ -232,6 +229,26 @@ def fit_scintillator_delay(
     scatter = float(m.values["sigma"])
     msg = "" if valid else f"fit not valid (fmin: {m.fmin})"
     return DelayFit(v, e, scatter, hits, nch, valid, msg)
+
+
+def _window_cdf(edges: F, mean: F, sd: F, weight: F) -> F:
+    """``sum_i weight_i (Phi((edge - mean_i) / sd_i) - Phi((edges[0] - mean_i) / sd_i))`` at
+    every edge, each Gaussian evaluated only within 6 standard deviations of its mean (0 below,
+    its full weight above): a few edges per Gaussian instead of all of them."""
+    nb = len(edges) - 1
+    bw = float(edges[1] - edges[0])
+    w = int(np.ceil(6.0 * float(sd.max(initial=0.0)) / bw)) + 1
+    c = np.floor((mean - edges[0]) / bw).astype(np.int64)
+    idx = c[:, None] + np.arange(-w, w + 2)[None, :]
+    inside = (idx >= 0) & (idx <= nb)
+    at = np.clip(idx, 0, nb)
+    phi = ndtr((edges[at] - mean[:, None]) / sd[:, None]) * weight[:, None]
+    cdf = np.bincount(at[inside], weights=phi[inside], minlength=nb + 1)
+    beyond = c + w + 2  # the first edge past a Gaussian's window: its whole weight from there
+    reached = beyond <= nb
+    step = np.bincount(np.maximum(beyond[reached], 0), weights=weight[reached], minlength=nb + 1)
+    base = float(np.sum(weight * ndtr((edges[0] - mean) / sd)))
+    return cast(F, cdf + np.cumsum(step) - base)
 
 
 def _rebinned(h: Any, width: float) -> tuple[F, F]:
