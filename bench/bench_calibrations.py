@@ -10,7 +10,9 @@ gives it the statistics of a real bucket (``sim``: SimConfig settings), expert-c
 - ``b2calib calibrate``: collectors on 2 local processes, the algorithms, iterations and
   staging into a conditions database (SQLite), with the calibration's dependencies run before
   (not timed). A case with ``"previous": "truth"`` starts, as prompt processing does, from the
-  previous calibration: the sample's true constants imported as input tag ``previous``.
+  previous calibration: the sample's true constants imported as input tag ``previous``. A case
+  with ``"certified": True`` reads every run as certified GOOD for each detector it included
+  (for calibrations that select runs by data quality; the simulated runs are not certified).
 
 Samples are generated once into bench/out/ (not committed) and reused.
 
@@ -20,6 +22,7 @@ Usage: python bench/bench_calibrations.py [NAME ...]
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import json
 import runpy
@@ -106,6 +109,10 @@ def bench_one(name: str, case: dict[str, Any]) -> dict[str, Any]:
     folder = sample(case["sim"])
     runs = parse_runs(case.get("runs", f"1-{case['sim'].get('n_runs', 1)}"))
     registry = RunRegistry.load(folder / "runs.json")
+    if case.get("certified"):
+        registry = RunRegistry(
+            dataclasses.replace(r, dq=dict.fromkeys(r.detectors, "GOOD")) for r in registry
+        )
     with tempfile.TemporaryDirectory(prefix="b2calib-bench-") as tmp:
         db = ConditionsDB(Path(tmp) / "bench.sqlite", author="bench")
         input_tags: list[str] = []
@@ -115,7 +122,12 @@ def bench_one(name: str, case: dict[str, Any]) -> dict[str, Any]:
             input_tags = ["previous"]
         config = {name: case["config"]} if case.get("config") else None
         common: dict[str, Any] = dict(
-            db=db, staging_tag="bench", input_tags=input_tags, runs=runs, cache=False
+            db=db,
+            staging_tag="bench",
+            input_tags=input_tags,
+            runs=runs,
+            cache=False,
+            registry=registry,
         )
         if cal.depends_on:
             deps = run_calibrations(

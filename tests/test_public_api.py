@@ -301,6 +301,7 @@ def test_detector_names() -> None:
             "CHANNEL_KEYS", "CHANNEL_MASK", "CHANNEL_RING", "N_WINDOWS", "SIGNAL_WINDOWS",
             "ChannelMaskAlgorithm", "ChannelMaskCollector", "ChannelMaskResult",
             "channel_mask_calibration", "mask_channels",
+        ],
         "b2calib.detectors.svd": ["calibrations"],
         "b2calib.detectors.svd.collectors": [
             "N_SIDES", "RAW_AXIS", "T0_AXIS", "ClusterTimeCollector", "StripHitCollector",
@@ -313,6 +314,20 @@ def test_detector_names() -> None:
         "b2calib.detectors.svd.hot_strips": [
             "HOT_STRIPS", "OCCUPANCY", "STRIP_KEYS", "HotStripsAlgorithm", "binomial_interval",
             "find_hot_strips", "hot_strips_calibration",
+        ],
+        "b2calib.detectors.klm": ["calibrations"],
+        "b2calib.detectors.klm.collectors": [
+            "DISTANCE_BINS", "MOMENTS", "REFERENCE_DELAY", "TIME_WINDOWS", "Crossings",
+            "StripEfficiencyCollector", "TimeCollector", "crossings", "extrapolation_layer",
+            "selected_for_efficiency", "strip_length",
+        ],
+        "b2calib.detectors.klm.strip_efficiency": [
+            "STRIP_EFFICIENCY", "StripEfficiencyAlgorithm", "StripEfficiencyRunByRun",
+            "binomial_interval", "strip_efficiency_calibration",
+        ],
+        "b2calib.detectors.klm.time": [
+            "CABLE_DELAY", "TIME_CONSTANTS", "DelayFit", "TimeAlgorithm", "channel_sums",
+            "fit_rpc_delay", "fit_scintillator_delay", "time_calibration",
         ],
         "b2calib.fit.novosibirsk_batched": ["fit_novosibirsk_channels", "novosibirsk_density"],
         "b2calib.fit.template_shift": ["fit_template_shift", "template_density"],
@@ -345,6 +360,8 @@ def test_registered_calibrations() -> None:
         "arich-channel-mask",
         "svd-hot-strips",
         "svd-time",
+        "klm-strip-efficiency",
+        "klm-time",
     }
 
 
@@ -500,7 +517,7 @@ def test_detector_qa_names() -> None:
         module = importlib.import_module(f"b2calib.detectors.{det}.qa")
         assert module.__all__ == names, det
         assert sorted(dir(module)) == sorted(names), det
-    for det in ("klm", "beam", "tracking"):  # QA only, for now
+    for det in ("beam", "tracking"):  # QA only, for now
         assert importlib.import_module(f"b2calib.detectors.{det}").__all__ == []
 
 

@@ -122,6 +122,9 @@ PAYLOAD_TYPES: dict[str, PayloadType] = {
     "TOPCalCommonT0": PayloadType("TOP", {}, 1, "run"),
     "KLMStripEfficiency": PayloadType("KLM", _KLM_CHANNEL, klm.N_CHANNELS, "KLM strip"),
     "KLMTimeCableDelay": PayloadType("KLM", _KLM_CHANNEL, klm.N_CHANNELS, "KLM strip"),
+    "KLMTimeConstants": PayloadType(
+        "KLM", {"type": (1, len(klm.TIME_TYPES))}, len(klm.TIME_TYPES), "KLM strip type"
+    ),
     "ARICHChannelMask": PayloadType(
         "ARICH",
         {"module": (1, arich.N_MODULES), "channel": (0, arich.N_CHANNELS_PER_MODULE - 1)},

@@ -4,6 +4,12 @@ forward 14 layers x 4 sectors), each layer with two orthogonal strip planes.
 Every strip has one global channel number ``1..N_CHANNELS`` (the payload key), decoded by
 :func:`decode`. Strip counts: BKLM scintillator layers 1-2 have 42 phi and 54 z strips, RPC
 layers 3-15 have 48 and 48; EKLM planes have 75 strips.
+
+The signal of a strip is read out at one end: :func:`propagation_distance` is the distance from
+a crossing point to the readout end, along the strip (BKLM z strips run along phi and are read
+out at the sector edge at negative local x; BKLM phi strips run along z and are read out at the
+section's outer end; EKLM strips are read out at the plane edge). :func:`strip_type` gives the
+four types of the KLMTimeConstants payload.
 """
 
 from __future__ import annotations
@@ -24,6 +30,19 @@ BKLM_ZMIN, BKLM_ZSPLIT, BKLM_ZMAX = -190.0, 40.0, 270.0
 EKLM_Z0 = {1: 195.0, 2: 280.0}
 EKLM_DZ = 4.0
 EKLM_RMIN, EKLM_RMAX = 130.0, 330.0
+
+
+#: KLMTimeConstants types (basf2 ``KLMTimeConstants``): EKLM scintillator, BKLM scintillator,
+#: RPC phi strips, RPC z strips.
+EKLM_SCINT, BKLM_SCINT, RPC_PHI, RPC_Z = 1, 2, 3, 4
+TIME_TYPES = {
+    EKLM_SCINT: "EKLM scintillator",
+    BKLM_SCINT: "BKLM scintillator",
+    RPC_PHI: "RPC phi",
+    RPC_Z: "RPC z",
+}
+#: BKLM scintillator layers (the others are RPCs).
+BKLM_SCINT_LAYERS = 2
 
 
 def bklm_nstrips(layer: int, plane: int) -> int:
@@ -101,3 +120,36 @@ def decode(ch: npt.ArrayLike) -> dict[str, npt.NDArray[np.int64]]:
     out = {name: PLANES[i, k] for k, name in enumerate(names)}
     out["strip"] = ch - PLANE_FIRST[i] + 1
     return out
+
+
+def strip_type(ch: npt.ArrayLike) -> npt.NDArray[np.int64]:
+    """KLMTimeConstants type of channels: :data:`EKLM_SCINT`, :data:`BKLM_SCINT`, :data:`RPC_PHI`
+    (BKLM plane 1, layers 3-15) or :data:`RPC_Z` (BKLM plane 0, layers 3-15)."""
+    d = decode(ch)
+    rpc_type = np.where(d["plane"] == 1, RPC_PHI, RPC_Z)
+    bklm_type = np.where(d["layer"] <= BKLM_SCINT_LAYERS, BKLM_SCINT, rpc_type)
+    return np.where(d["subdetector"] == EKLM, EKLM_SCINT, bklm_type).astype(np.int64)
+
+
+def propagation_distance(
+    ch: npt.ArrayLike, x: npt.ArrayLike, y: npt.ArrayLike, z: npt.ArrayLike
+) -> npt.NDArray[np.float64]:
+    """Distance (cm) along the strip from the crossing point ``(x, y, z)`` to the readout end.
+
+    BKLM z strips (plane 0): local x across the sector (``r tan(phi - sector centre)``) plus
+    half the sector width; BKLM phi strips (plane 1): along z to the backward end (section 0)
+    or from the section split (section 1); EKLM: ``|x|`` (plane 1) or ``|y|`` (plane 2) plus
+    half the plane's outer radius.
+    """
+    d = decode(ch)
+    x, y, z = (np.asarray(a, dtype=np.float64) for a in (x, y, z))
+    r = np.hypot(x, y)
+    phi = np.arctan2(y, x)
+    centre = (d["sector"] - 1) * np.pi / 4
+    local = r * np.tan(np.mod(phi - centre + np.pi, 2 * np.pi) - np.pi)
+    width = 2 * r * np.tan(np.pi / 8)
+    bklm_z = local + width / 2
+    bklm_phi = np.where(d["section"] == 1, z - BKLM_ZSPLIT, BKLM_ZSPLIT - z)
+    bklm = np.where(d["plane"] == 0, bklm_z, bklm_phi)
+    eklm = np.where(d["plane"] == 1, np.abs(x), np.abs(y)) + EKLM_RMAX / 2
+    return np.where(d["subdetector"] == EKLM, eklm, bklm)

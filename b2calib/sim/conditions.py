@@ -25,6 +25,7 @@ from b2calib.sim.runs import NOMINAL_ECMS, run_rng
 
 __all__ = [
     "INTERVENTIONS",
+    "KLM_PROPAGATION_DELAY",
     "SVD_RAW_SHIFT",
     "Conditions",
     "conditions_for_run",
@@ -72,6 +73,9 @@ INTERVENTIONS: tuple[dict[str, str], ...] = (
         "description": "HER energy adjustment: collision energy -2.0 MeV",
     },
 )
+#: KLM signal propagation delay along the strips (ns/cm) per KLMTimeConstants type (index
+#: type - 1: EKLM scintillator, BKLM scintillator, RPC phi, RPC z); the same in every run.
+KLM_PROPAGATION_DELAY = np.array([0.0680, 0.0670, 0.0550, 0.0570])
 #: Visible dE/dx: cos(theta) bin edges of the CDC cosine correction.
 COS_EDGES = np.linspace(-0.87, 0.96, 101)
 #: SVD raw-time range over which the time calibration polynomial is monotonic (ns).
@@ -541,6 +545,14 @@ def truth_payloads(c: Conditions) -> list[Payload]:
             {"value": "ns"},
             keys={"channel": np.arange(1, klm.N_CHANNELS + 1, dtype=np.int32)},
             values={"value": c.klm_delay},
+        ),
+        _p(
+            "KLMTimeConstants",
+            "signal propagation delay along the strips per type (1 EKLM scintillator, 2 BKLM "
+            "scintillator, 3 RPC phi, 4 RPC z)",
+            {"value": "ns/cm"},
+            keys={"type": np.arange(1, 5, dtype=np.int8)},
+            values={"value": KLM_PROPAGATION_DELAY.copy()},
         ),
         _p(
             "ARICHChannelMask",

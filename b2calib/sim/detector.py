@@ -17,6 +17,9 @@ Resolution model (documented so tests can rely on it)
   muons and 70 % of hadrons deposit a MIP (~190 MeV); noise 0.3 MeV, 1 MeV digit threshold;
   time resolution sqrt((0.25 ns GeV / E)^2 + (0.8 ns)^2).
 * TOP: ~22 photons per track, transit-time spread 80 ps with a 20 % second peak at +350 ps.
+* KLM: strip efficiency per strip; digit time resolution 1 ns (scintillators), 1.5 ns (RPCs);
+  signal propagation to the strip's readout end with the delay of its type (EKLM / BKLM
+  scintillator, RPC phi / z: ``KLM_PROPAGATION_DELAY``) plus a cable delay per strip.
 
 Digitisation: stored floats keep a documented number of mantissa bits (:func:`quantize`), as a
 digitiser would, e.g. 12 bits for CDC times (0.05 ns at 200 ns), 14 bits for TOP times, 12 bits for
@@ -33,7 +36,13 @@ import numpy.typing as npt
 
 from b2calib.geometry import DETECTOR_ID, arich, cdc, ecl, klm, top, vxd
 from b2calib.physics import masses
-from b2calib.sim.conditions import COS_EDGES, SVD_RAW_RANGE, Conditions, xt_position
+from b2calib.sim.conditions import (
+    COS_EDGES,
+    KLM_PROPAGATION_DELAY,
+    SVD_RAW_RANGE,
+    Conditions,
+    xt_position,
+)
 from b2calib.sim.physics import C_CM_PER_NS, Particles
 
 __all__ = ["Response", "side_rng", "simulate_response"]
@@ -920,7 +929,13 @@ def ecl_response(
 def klm_response(
     rng: np.random.Generator, trk: Tracks, t_coll: F, cond: Conditions, n_events: int
 ) -> tuple[Collection, Collection]:
-    """KLMDigits and the expected strip crossings (KLM ExtHits) of penetrating tracks."""
+    """KLMDigits and the expected strip crossings (KLM ExtHits) of penetrating tracks.
+
+    A crossed strip fires with its efficiency; its time is ``collision time + flight time +
+    propagation distance to the readout end (``klm.propagation_distance``) x the delay of its
+    type (``KLM_PROPAGATION_DELAY``) + cable delay + resolution`` (1 ns scintillators, 1.5 ns
+    RPCs). The ExtHits carry the crossing point and the flight time.
+    """
     pdg = np.abs(trk.pdg)
     punch = np.isin(pdg, (211, 321)) & (trk.p > 1.0) & (rng.random(len(pdg)) < 0.1)
     mu_like = ((pdg == 13) | punch) & (trk.p > 0.6)
@@ -1048,7 +1063,7 @@ def klm_response(
     t = (
         t_coll[evt]
         + tof
-        + dist / 17.0
+        + dist * KLM_PROPAGATION_DELAY[klm.strip_type(ch) - 1]
         + cond.klm_delay[ch - 1]
         + rng.standard_normal(len(ch)) * res
     )

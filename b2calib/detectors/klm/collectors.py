@@ -1,0 +1,382 @@
+"""KLM collectors: matched digits and extrapolated crossings per strip plane (strip efficiency),
+and the digit times of matched crossings with their propagation distances (time calibration).
+
+Both start from :func:`crossings`: the KLM ExtHits of each track (one per strip plane, as basf2's
+``KLMStripEfficiencyCollector`` keeps one hit per plane), each with the KLM digit that matches
+it, the track's momentum and the crossing point.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, ClassVar, cast
+
+import awkward as ak
+import hist
+import numpy as np
+import numpy.typing as npt
+
+from b2calib.engine import Collector
+from b2calib.geometry import DETECTOR_ID, klm
+
+__all__ = [
+    "DISTANCE_BINS",
+    "MOMENTS",
+    "REFERENCE_DELAY",
+    "TIME_WINDOWS",
+    "Crossings",
+    "StripEfficiencyCollector",
+    "TimeCollector",
+    "crossings",
+    "extrapolation_layer",
+    "selected_for_efficiency",
+    "strip_length",
+]
+
+F = npt.NDArray[np.float64]
+I64 = npt.NDArray[np.int64]
+B = npt.NDArray[np.bool_]
+
+_NPL = len(klm.PLANES)
+_BFIELD_FACTOR = 0.0029979246  # pt [GeV] = factor * B [T] / |omega| [1/cm]
+_B_TESLA = 1.5
+_STRIP_KEY = 128  # > the most strips of a plane
+#: Per-channel sums filled by :class:`TimeCollector` (time t, propagation distance d).
+MOMENTS = ("n", "t", "tt", "d", "dd", "td")
+#: Time windows (ns) of ``digit time - flight time - event T0`` per KLMTimeConstants type
+#: (EKLM scintillator, BKLM scintillator, RPC phi, RPC z), in the simulation's time frame: the
+#: cable delays (a few ns) plus the propagation along the longest strips (EKLM 34 ns, BKLM 16 ns)
+#: with margins of several resolutions on either side.
+TIME_WINDOWS: tuple[tuple[float, float], ...] = (
+    (-20.0, 55.0),
+    (-20.0, 40.0),
+    (-20.0, 40.0),
+    (-20.0, 40.0),
+)
+#: The propagation delay (ns/cm) taken out of the times of the per-type histograms
+#: (``time_<type>`` holds ``t - REFERENCE_DELAY x d``): a nominal value near the true ones, so
+#: that the spread of distances within a distance bin hardly widens the time distributions.
+REFERENCE_DELAY = 0.06
+#: Bins of the propagation distance along each strip (fractions of its longest distance).
+DISTANCE_BINS = 4
+_DIGIT_BRANCHES = {
+    "KLMDigits_m_subdetector": "var * int8",
+    "KLMDigits_m_section": "var * int8",
+    "KLMDigits_m_sector": "var * int8",
+    "KLMDigits_m_layer": "var * int8",
+    "KLMDigits_m_plane": "var * int8",
+    "KLMDigits_m_strip": "var * int16",
+    "KLMDigits_m_time": "var * float32",
+}
+_EXT_BRANCHES = {
+    "ExtHits_m_detectorID": "var * int8",
+    "ExtHits_m_copyID": "var * int32",
+    "ExtHits_m_trackIndex": "var * int16",
+    "ExtHits_m_posX": "var * float32",
+    "ExtHits_m_posY": "var * float32",
+    "ExtHits_m_posZ": "var * float32",
+    "ExtHits_m_tof": "var * float32",
+}
+_TRACK_BRANCHES = {
+    "TrackFitResults_m_omega": "var * float32",
+    "TrackFitResults_m_tanLambda": "var * float32",
+}
+_BRANCHES = _DIGIT_BRANCHES | _EXT_BRANCHES | _TRACK_BRANCHES
+
+
+def _flat(events: ak.Array, branch: str, dtype: Any) -> npt.NDArray[Any]:
+    return np.asarray(ak.to_numpy(ak.flatten(events[branch])), dtype=dtype)
+
+
+def _event_of(events: ak.Array, branch: str) -> I64:
+    n = ak.to_numpy(ak.num(events[branch])).astype(np.int64)
+    return np.repeat(np.arange(len(n), dtype=np.int64), n)
+
+
+def extrapolation_layer(ch: npt.ArrayLike) -> I64:
+    """basf2's extrapolation layer of channels: BKLM layers 1-15, EKLM layers 16-29."""
+    d = klm.decode(ch)
+    return np.where(d["subdetector"] == klm.EKLM, klm.BKLM_LAYERS, 0) + d["layer"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Crossings:
+    """The KLM crossings of one chunk of events, one per (track, strip plane).
+
+    Attributes
+    ----------
+    event, track
+        Event index in the chunk and track index in its event.
+    channel, plane
+        Crossed strip (global channel number) and its row in :data:`klm.PLANES`.
+    layer
+        Extrapolation layer (:func:`extrapolation_layer`).
+    matched
+        A digit in the same plane within the allowed strip distance.
+    time
+        Time of the digit of the crossed strip itself (NaN when that strip has none).
+    momentum
+        Track momentum (GeV/c; infinite for straight tracks).
+    x, y, z, tof
+        Crossing point (cm) and flight time (ns) from the ExtHit.
+    """
+
+    event: I64
+    track: I64
+    channel: I64
+    plane: I64
+    layer: I64
+    matched: B
+    time: F
+    momentum: F
+    x: F
+    y: F
+    z: F
+    tof: F
+
+
+def crossings(events: ak.Array, allowed_distance: int) -> Crossings:
+    """The KLM crossings of ``events`` (branches of :data:`_BRANCHES`) matched to digits.
+
+    A crossing is matched when a digit of the same plane is less than ``allowed_distance``
+    strips away (basf2 ``AllowedDistance1D``, 8); a track keeps the first of its ExtHits in each
+    plane.
+    """
+    det = _flat(events, "ExtHits_m_detectorID", np.int64)
+    keep = det == DETECTOR_ID["KLM"]
+    evt = _event_of(events, "ExtHits_m_detectorID")[keep]
+    trk = _flat(events, "ExtHits_m_trackIndex", np.int64)[keep]
+    ch = _flat(events, "ExtHits_m_copyID", np.int64)[keep]
+    x, y, z, tof = (
+        _flat(events, f"ExtHits_m_{k}", np.float64)[keep] for k in ("posX", "posY", "posZ", "tof")
+    )
+    plane = np.searchsorted(klm.PLANE_FIRST, ch, side="right") - 1
+    strip = ch - klm.PLANE_FIRST[plane] + 1
+    # one hit per (track, plane): the first
+    key = (evt * 64 + trk) * _NPL + plane
+    _, first = np.unique(key, return_index=True)
+    first = np.sort(first)
+    evt, trk, ch, plane, strip, x, y, z, tof = (
+        a[first] for a in (evt, trk, ch, plane, strip, x, y, z, tof)
+    )
+    # digits, sorted by (event, plane, strip)
+    cols = [
+        _flat(events, f"KLMDigits_m_{k}", np.int64)
+        for k in ("subdetector", "section", "sector", "layer", "plane", "strip")
+    ]
+    d_evt = _event_of(events, "KLMDigits_m_strip")
+    d_time = _flat(events, "KLMDigits_m_time", np.float64)
+    d_ch = klm.channel(*cols) if len(d_evt) else np.zeros(0, np.int64)
+    d_plane = np.searchsorted(klm.PLANE_FIRST, d_ch, side="right") - 1
+    d_key = (d_evt * _NPL + d_plane) * _STRIP_KEY + cols[5]
+    order = np.argsort(d_key, kind="stable")
+    d_key, d_time = d_key[order], d_time[order]
+    base = (evt * _NPL + plane) * _STRIP_KEY
+    span = int(allowed_distance) - 1
+    lo = np.searchsorted(d_key, base + np.maximum(strip - span, 0), side="left")
+    hi = np.searchsorted(d_key, base + strip + span, side="right")
+    matched = hi > lo
+    at = np.searchsorted(d_key, base + strip, side="left")
+    exact = at < len(d_key)
+    exact[exact] = d_key[at[exact]] == (base + strip)[exact]
+    time = np.full(len(ch), np.nan)
+    time[exact] = d_time[at[exact]]
+    # track momentum from the fit (helix omega and tan lambda)
+    omega = _flat(events, "TrackFitResults_m_omega", np.float64)
+    tanl = _flat(events, "TrackFitResults_m_tanLambda", np.float64)
+    n_trk = ak.to_numpy(ak.num(events["TrackFitResults_m_omega"])).astype(np.int64)
+    offset = np.concatenate([[0], np.cumsum(n_trk)[:-1]]).astype(np.int64)
+    row = offset[evt] + trk if len(evt) else np.zeros(0, np.int64)
+    valid = (trk >= 0) & (trk < n_trk[evt]) if len(evt) else np.zeros(0, bool)
+    with np.errstate(divide="ignore"):
+        pt = np.where(np.abs(omega) > 0, _BFIELD_FACTOR * _B_TESLA / np.abs(omega), np.inf)
+    p = np.full(len(evt), np.nan)
+    p[valid] = pt[row[valid]] * np.sqrt(1.0 + tanl[row[valid]] ** 2)
+    return Crossings(
+        event=evt,
+        track=trk,
+        channel=ch,
+        plane=plane,
+        layer=extrapolation_layer(ch) if len(ch) else np.zeros(0, np.int64),
+        matched=matched,
+        time=time,
+        momentum=p,
+        x=x,
+        y=y,
+        z=z,
+        tof=tof,
+    )
+
+
+def selected_for_efficiency(
+    c: Crossings,
+    min_matching_digits: int,
+    min_matching_digits_outer: int,
+    min_momentum_no_outer: float,
+) -> B:
+    """The crossings that enter the efficiency, with the cuts of basf2's
+    ``KLMStripEfficiencyCollector``: the track has at least ``min_matching_digits`` matched
+    crossings, and so do the layers other than the crossing's; fewer than
+    ``min_matching_digits_outer`` matched crossings in the outer layers are accepted only when
+    the track has fewer crossings than that in the outer layers and a momentum of at least
+    ``min_momentum_no_outer`` (it would not be absorbed).
+    """
+    if not len(c.channel):
+        return np.zeros(0, bool)
+    tk = c.event * 64 + c.track
+    ids, inv = np.unique(tk, return_inverse=True)
+    nl = 30  # extrapolation layers 1..29
+    digits = np.zeros((len(ids), nl))
+    hits = np.zeros((len(ids), nl))
+    np.add.at(digits, (inv, c.layer), c.matched)
+    np.add.at(hits, (inv, c.layer), 1.0)
+    total = digits.sum(axis=1)
+    other = total[inv] - digits[inv, c.layer]
+    outer_digits = np.cumsum(digits[:, ::-1], axis=1)[:, ::-1]  # layers >= l
+    outer_hits = np.cumsum(hits[:, ::-1], axis=1)[:, ::-1]
+    nxt = np.minimum(c.layer + 1, nl - 1)
+    beyond = c.layer + 1 < nl
+    m_outer = np.where(beyond, outer_digits[inv, nxt], 0.0)
+    h_outer = np.where(beyond, outer_hits[inv, nxt], 0.0)
+    ok = (total[inv] >= min_matching_digits) & (other >= min_matching_digits)
+    few_outer = m_outer < min_matching_digits_outer
+    rescued = (h_outer < min_matching_digits_outer) & (c.momentum >= min_momentum_no_outer)
+    return cast(B, ok & (~few_outer | rescued))
+
+
+def _hist(*axes: tuple[int, float, float], names: tuple[str, ...], storage: Any) -> hist.Hist:
+    return hist.Hist(
+        *(
+            hist.axis.Regular(n, lo, hi, name=nm)
+            for (n, lo, hi), nm in zip(axes, names, strict=True)
+        ),
+        storage=storage,
+    )
+
+
+_PLANE_AXIS = (_NPL, -0.5, _NPL - 0.5)
+
+
+@dataclasses.dataclass(frozen=True)
+class StripEfficiencyCollector(Collector):
+    """Per strip plane: the selected crossings and those with a matched digit (basf2
+    ``matchedDigitsInPlane`` and ``allExtHitsInPlane``)."""
+
+    allowed_distance: int = 8
+    min_matching_digits: int = 14
+    min_matching_digits_outer: int = 4
+    min_momentum_no_outer: float = 4.0
+    version: ClassVar[int] = 1
+
+    @property
+    def branches(self) -> dict[str, str]:
+        return dict(_BRANCHES)
+
+    def collect(self, events: ak.Array) -> dict[str, hist.Hist]:
+        c = crossings(events, self.allowed_distance)
+        sel = selected_for_efficiency(
+            c,
+            self.min_matching_digits,
+            self.min_matching_digits_outer,
+            self.min_momentum_no_outer,
+        )
+        n = np.bincount(c.plane[sel], minlength=_NPL)
+        k = np.bincount(c.plane[sel & c.matched], minlength=_NPL)
+        out = {}
+        for name, counts in (("crossings", n), ("matched", k)):
+            h = _hist(_PLANE_AXIS, names=("plane",), storage=hist.storage.Int64())
+            h.view()[...] = counts
+            out[name] = h
+        return out
+
+
+def strip_length() -> F:
+    """The longest propagation distance of each channel's strip (cm), index channel - 1."""
+    d = klm.decode(np.arange(1, klm.N_CHANNELS + 1))
+    r_out = klm.BKLM_R0 + klm.BKLM_DR * (d["layer"] - 1)
+    bklm_z = 2 * r_out * np.tan(np.pi / 8)
+    bklm_phi = np.where(
+        d["section"] == 1, klm.BKLM_ZMAX - klm.BKLM_ZSPLIT, klm.BKLM_ZSPLIT - klm.BKLM_ZMIN
+    )
+    bklm = np.where(d["plane"] == 0, bklm_z, bklm_phi)
+    return np.where(d["subdetector"] == klm.EKLM, 1.5 * klm.EKLM_RMAX, bklm).astype(np.float64)
+
+
+@dataclasses.dataclass(frozen=True)
+class TimeCollector(Collector):
+    """Digit times of the crossed strips, ``t = digit time - flight time - event T0``, inside
+    the window of the strip's subsystem, with the propagation distance ``d`` to the readout end.
+
+    Fills, per channel and per bin of ``d`` (:data:`DISTANCE_BINS` along the strip), the sums
+    :data:`MOMENTS` (``moments``), and per KLMTimeConstants type the histogram of ``t`` against
+    the distance bin (``time_<type>``, times less :data:`REFERENCE_DELAY` x ``d``), for the
+    likelihood fit of the scintillators and the plots.
+    """
+
+    windows: tuple[tuple[float, float], ...] = TIME_WINDOWS
+    bin_width: float = 1.0
+    version: ClassVar[int] = 1
+
+    @property
+    def branches(self) -> dict[str, str]:
+        return _BRANCHES | {
+            "EventT0_m_eventT0": "float32",
+            "EventT0_m_hasEventT0": "int8",
+        }
+
+    def collect(self, events: ak.Array) -> dict[str, hist.Hist]:
+        c = crossings(events, 1)
+        t0 = ak.to_numpy(events["EventT0_m_eventT0"]).astype(np.float64)
+        has = ak.to_numpy(events["EventT0_m_hasEventT0"]) > 0
+        ok = np.isfinite(c.time) & has[c.event]
+        ch = c.channel[ok]
+        t = c.time[ok] - c.tof[ok] - t0[c.event[ok]]
+        d = klm.propagation_distance(ch, c.x[ok], c.y[ok], c.z[ok])
+        typ = klm.strip_type(ch) if len(ch) else np.zeros(0, np.int64)
+        lo = np.array([w[0] for w in self.windows])[typ - 1]
+        hi = np.array([w[1] for w in self.windows])[typ - 1]
+        inside = (t >= lo) & (t < hi)
+        ch, t, d, typ = ch[inside], t[inside], d[inside], typ[inside]
+        length = strip_length()
+        dbin = np.clip((d / length[ch - 1] * DISTANCE_BINS).astype(np.int64), 0, DISTANCE_BINS - 1)
+        cell = (ch - 1) * DISTANCE_BINS + dbin
+        ncell = klm.N_CHANNELS * DISTANCE_BINS
+        mom = hist.Hist(
+            hist.axis.Regular(ncell, -0.5, ncell - 0.5, name="cell"),
+            hist.axis.Regular(len(MOMENTS), -0.5, len(MOMENTS) - 0.5, name="moment"),
+            storage=hist.storage.Double(),
+        )
+        view = mom.view()
+        for k, w in enumerate((np.ones_like(t), t, t * t, d, d * d, t * d)):
+            view[:, k] = np.bincount(cell, weights=w, minlength=ncell)
+        out = {"moments": mom}
+        for k, axis in enumerate(self.time_axes(), start=1):
+            h = _hist(
+                axis,
+                (DISTANCE_BINS, -0.5, DISTANCE_BINS - 0.5),
+                names=("time", "distance_bin"),
+                storage=hist.storage.Int64(),
+            )
+            s = typ == k
+            h.fill(time=t[s] - REFERENCE_DELAY * d[s], distance_bin=dbin[s])
+            out[f"time_{k}"] = h
+        return out
+
+    def time_axes(self) -> list[tuple[int, float, float]]:
+        """The axis of ``t - REFERENCE_DELAY x d`` per type: the window, extended below by the
+        reference propagation time of the longest strip."""
+        longest = {
+            klm.EKLM_SCINT: 1.5 * klm.EKLM_RMAX,
+            klm.BKLM_SCINT: klm.BKLM_ZMAX - klm.BKLM_ZSPLIT,
+            klm.RPC_PHI: klm.BKLM_ZMAX - klm.BKLM_ZSPLIT,
+            klm.RPC_Z: 2 * (klm.BKLM_R0 + klm.BKLM_DR * klm.BKLM_LAYERS) * np.tan(np.pi / 8),
+        }
+        axes = []
+        for k, (wlo, whi) in enumerate(self.windows, start=1):
+            lo = wlo - self.bin_width * np.ceil(REFERENCE_DELAY * longest[k] / self.bin_width)
+            axes.append((round((whi - lo) / self.bin_width), float(lo), whi))
+        return axes
+
+
+def __dir__() -> list[str]:
+    return __all__

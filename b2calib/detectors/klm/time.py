@@ -1,0 +1,479 @@
+"""KLM time calibration (``klm-time``): KLMTimeConstants (propagation delay along the strips,
+ns/cm, per type: EKLM scintillator, BKLM scintillator, RPC phi, RPC z) and KLMTimeCableDelay
+(per channel), as basf2's ``KLMTimeAlgorithm``.
+
+The time of a crossed strip is ``t = digit time - flight time - event T0`` in the window of its
+subsystem (:class:`~b2calib.detectors.klm.collectors.TimeCollector`), and
+``t = cable delay + propagation delay x d + resolution`` with ``d`` the distance from the
+crossing to the strip's readout end. The algorithm:
+
+1. Preliminary per-channel shift: the Gaussian maximum-likelihood estimate of each channel's
+   times (mean and standard deviation, from the per-channel sums).
+2. Propagation delay per type from time against distance with each channel's shift removed:
+
+   * RPCs (phi, z): the straight-line least-squares fit of ``t - shift`` against ``d`` with one
+     intercept per channel (closed form from the sums), error from the residual scatter;
+   * scintillators (EKLM, BKLM): a binned Poisson likelihood (``iminuit.cost.
+     ExtendedBinnedNLL``) of the time histogram in four bins of distance along the strip,
+     summed over every channel of the type; each channel contributes a Gaussian per distance
+     bin centred on ``shift + delay x (its mean distance there - its mean distance)``, of
+     width ``sqrt(resolution^2 + delay^2 var(d))``, normalised in the window. Free: the delay and
+     the resolution.
+
+3. Cable delay per channel: ``mean(t) - delay x mean(d)``, error
+   ``sqrt(s^2 / n + mean(d)^2 sigma_delay^2)`` with ``s`` the type's residual scatter.
+   Channels with fewer than ``min_hits`` (50) hits take the mean of their nearest calibrated
+   strips in the same plane, flagged NOT_ENOUGH_DATA, with the spread of the plane's calibrated
+   delays (of the type's, for a plane with fewer than two) x ``sqrt(1 + 1/strips averaged)`` as
+   error.
+
+The scintillator likelihood runs on the time histograms in bins of ``fit_bin_width`` (2 ns,
+against the 1.3 ns resolution: 2 % wider errors than 1 ns bins, four times faster).
+
+NOT_ENOUGH_DATA when a type's fit has fewer than ``min_hits_per_type`` hits or fewer than
+``min_calibrated_fraction`` of the channels are calibrated; the strategy is
+``SequentialRunByRun`` (runs merged until that is reached).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, cast
+
+import numpy as np
+import numpy.typing as npt
+from iminuit import Minuit
+from iminuit.cost import ExtendedBinnedNLL
+from scipy.special import ndtr
+
+from b2calib.calibration import (
+    Algorithm,
+    AlgorithmInput,
+    AlgorithmResult,
+    AlgorithmStatus,
+    Calibration,
+    CollectorInput,
+    Diagnostics,
+    SequentialRunByRun,
+)
+from b2calib.calibration.toolkit import (
+    NotEnoughData,
+    channel_payload,
+    guarded,
+    require,
+    status_counts,
+)
+from b2calib.conditions import ChannelStatus
+from b2calib.detectors.klm.collectors import (
+    DISTANCE_BINS,
+    MOMENTS,
+    REFERENCE_DELAY,
+    TIME_WINDOWS,
+    TimeCollector,
+)
+from b2calib.geometry import klm
+
+__all__ = [
+    "CABLE_DELAY",
+    "TIME_CONSTANTS",
+    "DelayFit",
+    "TimeAlgorithm",
+    "channel_sums",
+    "fit_rpc_delay",
+    "fit_scintillator_delay",
+    "time_calibration",
+]
+
+F = npt.NDArray[np.float64]
+B = npt.NDArray[np.bool_]
+
+TIME_CONSTANTS = "KLMTimeConstants"
+CABLE_DELAY = "KLMTimeCableDelay"
+_NC = klm.N_CHANNELS
+_TYPES = tuple(klm.TIME_TYPES)
+_SCINT = (klm.EKLM_SCINT, klm.BKLM_SCINT)
+
+
+def channel_sums(moments: F) -> dict[str, F]:
+    """Per-channel sums (``n, t, tt, d, dd, td``) from the per-cell ``moments`` view
+    (channel x distance bin, :data:`MOMENTS`)."""
+    cells = moments.reshape(_NC, DISTANCE_BINS, len(MOMENTS))
+    return {m: cells[:, :, k].sum(axis=1) for k, m in enumerate(MOMENTS)}
+
+
+def _centred(s: dict[str, F]) -> tuple[F, F, F]:
+    """Within-channel sums of squares and products: Sxx (d), Sxy (t, d), Syy (t)."""
+    n = np.maximum(s["n"], 1.0)
+    sxx = s["dd"] - s["d"] ** 2 / n
+    sxy = s["td"] - s["t"] * s["d"] / n
+    syy = s["tt"] - s["t"] ** 2 / n
+    return sxx, sxy, syy
+
+
+class DelayFit:
+    """A propagation-delay fit: value and error (ns/cm), the residual time scatter ``s`` (ns),
+    hits and channels used, validity and a message."""
+
+    def __init__(
+        self,
+        value: float,
+        error: float,
+        scatter: float,
+        hits: int,
+        channels: int,
+        valid: bool,
+        message: str = "",
+    ) -> None:
+        self.value, self.error, self.scatter = value, error, scatter
+        self.hits, self.channels, self.valid, self.message = hits, channels, valid, message
+
+
+def _residual_scatter(s: dict[str, F], use: B, delay: float) -> float:
+    sxx, sxy, syy = _centred(s)
+    rss = float(np.sum((syy - 2 * delay * sxy + delay**2 * sxx)[use]))
+    dof = float(s["n"][use].sum()) - int(use.sum()) - 1
+    return math.sqrt(max(rss, 0.0) / max(dof, 1.0))
+
+
+def fit_rpc_delay(s: dict[str, F], use: B) -> DelayFit:
+    """Straight-line least-squares fit of time against distance, one intercept per channel of
+    ``use``: the slope ``sum Sxy / sum Sxx`` over the channels, error ``s / sqrt(sum Sxx)``."""
+    sxx, sxy, _ = _centred(s)
+    hits, nch = int(s["n"][use].sum()), int(use.sum())
+    den = float(sxx[use].sum())
+    if nch < 2 or den <= 0:
+        return DelayFit(math.nan, math.nan, math.nan, hits, nch, False, "no distance lever arm")
+    v = float(sxy[use].sum()) / den
+    scatter = _residual_scatter(s, use, v)
+    return DelayFit(v, scatter / math.sqrt(den), scatter, hits, nch, True)
+
+
+def fit_scintillator_delay(
+    cells: F,
+    counts: F,
+    edges: F,
+    use: B,
+    window: tuple[float, float],
+    reference: float = REFERENCE_DELAY,
+    start: tuple[float, float] | None = None,
+) -> DelayFit:
+    """Binned Poisson likelihood fit of the delay over the channels ``use`` of one type.
+
+    Parameters
+    ----------
+    cells
+        Per-cell sums (channel x distance bin x :data:`MOMENTS`).
+    counts
+        The type's histogram of ``t - reference x d`` (bins of ``edges``) x distance bin.
+    edges
+        Its time bin edges.
+    window
+        The window of ``t`` the hits were selected in.
+    reference
+        The delay taken out of the histogrammed times.
+    start
+        Starting delay and resolution (the straight-line fit's, :func:`fit_rpc_delay`: the
+        minimisation then needs few steps); by default ``reference`` and 1 ns.
+    use
+        Channels entering the model (the others' hits are removed from ``counts``' total by
+        leaving them out of the model: pass every channel with hits).
+    """
+    c = cells[use]
+    n_ck = c[:, :, 0]
+    hits, nch = int(n_ck.sum()), int(use.sum())
+    n_c = np.maximum(n_ck.sum(axis=1), 1.0)
+    tbar = c[:, :, 1].sum(axis=1) / n_c
+    dbar = c[:, :, 3].sum(axis=1) / n_c
+    with np.errstate(invalid="ignore", divide="ignore"):
+        dck = np.where(n_ck > 0, c[:, :, 3] / n_ck, 0.0)
+        vck = np.where(n_ck > 0, np.maximum(c[:, :, 4] / n_ck - dck**2, 0.0), 0.0)
+    lo, hi = window
+    x0, x1 = float(edges[0]), float(edges[-1])
+    width = x1 - x0
+    nb = len(edges) - 1
+    # the distance bins laid end to end on one axis: bin k's times shifted by k x width
+    flat_edges = np.concatenate([[lo], *[edges[1:] + k * width for k in range(DISTANCE_BINS)]])
+    flat_counts = counts.T.reshape(-1)
+    live = [np.flatnonzero(n_ck[:, k] > 0) for k in range(DISTANCE_BINS)]
+
+    def scaled_cdf(x: F, delay: float, sigma: float) -> F:
+        out = np.empty(len(x))
+        total = 0.0
+        for k in range(DISTANCE_BINS):
+            i = live[k]
+            # raw time of the cell (for the window) and its time less the reference delay
+            m = tbar[i] + delay * (dck[i, k] - dbar[i])
+            mr = m - reference * dck[i, k]
+            sd = np.sqrt(sigma**2 + (delay - reference) ** 2 * vck[i, k])
+            sw = np.sqrt(sigma**2 + delay**2 * vck[i, k])
+            a, b = ndtr((lo - m) / sw), ndtr((hi - m) / sw)
+            norm = n_ck[i, k] / np.maximum(b - a, 1e-300)
+            f = _window_cdf(edges, mr, sd, norm)
+            out[0 if k == 0 else k * nb + 1 : (k + 1) * nb + 1] = total + f[0 if k == 0 else 1 :]
+            total += float(n_ck[i, k].sum())
+        return out
+
+    if nch < 2 or hits < 10:
+        return DelayFit(math.nan, math.nan, math.nan, hits, nch, False, "too few hits")
+    cost = ExtendedBinnedNLL(flat_counts, flat_edges, scaled_cdf)
+    v0, s0 = start if start is not None and all(map(math.isfinite, start)) else (reference, 1.0)
+    m = Minuit(cost, delay=v0, sigma=s0)
+    m.errors["delay"] = 1e-3
+    m.errors["sigma"] = 0.05
+    m.limits["delay"] = (0.0, 0.3)
+    m.limits["sigma"] = (0.05, 20.0)
+    m.migrad()
+    m.hesse()
+    valid = bool(m.valid and m.accurate)
+    v, e = float(m.values["delay"]), float(m.errors["delay"])
+    scatter = float(m.values["sigma"])
+    msg = "" if valid else f"fit not valid (fmin: {m.fmin})"
+    return DelayFit(v, e, scatter, hits, nch, valid, msg)
+
+
+def _window_cdf(edges: F, mean: F, sd: F, weight: F) -> F:
+    """``sum_i weight_i (Phi((edge - mean_i) / sd_i) - Phi((edges[0] - mean_i) / sd_i))`` at
+    every edge, each Gaussian evaluated only within 6 standard deviations of its mean (0 below,
+    its full weight above): a few edges per Gaussian instead of all of them."""
+    nb = len(edges) - 1
+    bw = float(edges[1] - edges[0])
+    w = int(np.ceil(6.0 * float(sd.max(initial=0.0)) / bw)) + 1
+    c = np.floor((mean - edges[0]) / bw).astype(np.int64)
+    idx = c[:, None] + np.arange(-w, w + 2)[None, :]
+    inside = (idx >= 0) & (idx <= nb)
+    at = np.clip(idx, 0, nb)
+    phi = ndtr((edges[at] - mean[:, None]) / sd[:, None]) * weight[:, None]
+    cdf = np.bincount(at[inside], weights=phi[inside], minlength=nb + 1)
+    beyond = c + w + 2  # the first edge past a Gaussian's window: its whole weight from there
+    reached = beyond <= nb
+    step = np.bincount(np.maximum(beyond[reached], 0), weights=weight[reached], minlength=nb + 1)
+    base = float(np.sum(weight * ndtr((edges[0] - mean) / sd)))
+    return cast(F, cdf + np.cumsum(step) - base)
+
+
+def _rebinned(h: Any, width: float) -> tuple[F, F]:
+    """The counts (time x distance bin) and time edges of ``h`` in bins of about ``width``
+    (whole numbers of its bins, the last one possibly narrower)."""
+    counts = np.asarray(h.values(), dtype=np.float64)
+    edges = np.asarray(h.axes[0].edges, dtype=np.float64)
+    step = max(1, round(width / float(edges[1] - edges[0])))
+    first = np.arange(0, len(edges) - 1, step)
+    return np.add.reduceat(counts, first, axis=0), np.append(edges[first], edges[-1])
+
+
+def _neighbour_values(value: F, ok: B, spread_of_plane: F) -> tuple[F, F, B]:
+    """For every channel not ``ok``: the mean of the ``m`` nearest ``ok`` strips of its plane
+    (both sides at the smallest distance), with error ``spread x sqrt(1 + 1/m)`` (a strip's own
+    delay scatters about its neighbours' by the spread of the plane's ok values); NaN where the
+    plane has none."""
+    out_v = np.full(_NC, np.nan)
+    out_e = np.full(_NC, np.nan)
+    found = np.zeros(_NC, bool)
+    for p, (first, n) in enumerate(zip(klm.PLANE_FIRST - 1, klm.PLANES[:, 5], strict=True)):
+        sl = slice(first, first + n)
+        good = np.flatnonzero(ok[sl])
+        if not len(good):
+            continue
+        need = np.flatnonzero(~ok[sl])
+        if not len(need):
+            continue
+        dist = np.abs(need[:, None] - good[None, :])
+        nearest = dist == dist.min(axis=1, keepdims=True)
+        vals = value[sl][good]
+        m = nearest.sum(axis=1)
+        out_v[first + need] = (nearest * vals[None, :]).sum(axis=1) / m
+        out_e[first + need] = spread_of_plane[p] * np.sqrt(1.0 + 1.0 / m)
+        found[first + need] = True
+    return out_v, out_e, found
+
+
+class TimeAlgorithm(Algorithm):
+    """Propagation delays per type and cable delays per channel (see the module documentation).
+
+    Diagnostics: table ``channels`` (hits, preliminary shift and width, mean distance, cable
+    delay, error, status, ``from_neighbours``), table ``types`` (delay, error, scatter, hits,
+    channels, valid), the per-type time histograms.
+    """
+
+    name = "time"
+    payloads = (TIME_CONSTANTS, CABLE_DELAY)
+
+    @guarded
+    def run(self, data: AlgorithmInput) -> AlgorithmResult:
+        cfg = data.config
+        names = ("moments", *(f"time_{k}" for k in _TYPES))
+        hists = require(data, *names, message="no KLM digit times (KLM excluded?)")
+        cells = np.asarray(hists[0].values(), dtype=np.float64).reshape(
+            _NC, DISTANCE_BINS, len(MOMENTS)
+        )
+        s = {m: cells[:, :, k].sum(axis=1) for k, m in enumerate(MOMENTS)}
+        n = s["n"]
+        if n.sum() == 0:
+            raise NotEnoughData("no KLM digit times in the windows (KLM excluded?)")
+        typ = klm.strip_type(np.arange(1, _NC + 1))
+        min_hits = int(cfg["min_hits"])
+        with np.errstate(invalid="ignore", divide="ignore"):
+            shift = s["t"] / n
+            width = np.sqrt(np.maximum(s["tt"] / n - shift**2, 0.0))
+            dbar = s["d"] / n
+        fits: dict[int, DelayFit] = {}
+        for k in _TYPES:
+            use = (typ == k) & (n >= 1)
+            if k in _SCINT:
+                h = hists[1 + _TYPES.index(k)]
+                counts, edges = _rebinned(h, float(cfg["fit_bin_width"]))
+                line = fit_rpc_delay(s, use)
+                fits[k] = fit_scintillator_delay(
+                    cells, counts, edges, use, TIME_WINDOWS[k - 1], start=(line.value, line.scatter)
+                )
+                if fits[k].valid:  # the scatter about the fitted line, for the cable delays
+                    fits[k].scatter = _residual_scatter(s, use, fits[k].value)
+            else:
+                fits[k] = fit_rpc_delay(s, use)
+        delay = np.array([fits[k].value for k in _TYPES])
+        delay_err = np.array([fits[k].error for k in _TYPES])
+        type_table = {
+            "type": np.array(_TYPES, dtype=np.int8),
+            "delay": delay,
+            "error": delay_err,
+            "scatter": np.array([fits[k].scatter for k in _TYPES]),
+            "hits": np.array([fits[k].hits for k in _TYPES], dtype=np.int64),
+            "channels": np.array([fits[k].channels for k in _TYPES], dtype=np.int64),
+            "valid": np.array([fits[k].valid for k in _TYPES], dtype=np.int8),
+        }
+        v_c = delay[typ - 1]
+        cable = shift - v_c * dbar
+        err = np.sqrt(
+            np.array([fits[k].scatter for k in _TYPES])[typ - 1] ** 2 / np.maximum(n, 1)
+            + dbar**2 * delay_err[typ - 1] ** 2
+        )
+        fit_ok = np.array([fits[k].valid for k in _TYPES])[typ - 1]
+        ok = (n >= min_hits) & fit_ok & np.isfinite(cable) & np.isfinite(err) & (err > 0)
+        status = np.where(ok, ChannelStatus.OK, ChannelStatus.NOT_ENOUGH_DATA).astype(np.int8)
+        status[(n >= min_hits) & ~fit_ok] = ChannelStatus.FAILED
+        spread = np.array(
+            [
+                np.std(cable[f - 1 : f - 1 + m][ok[f - 1 : f - 1 + m]])
+                if ok[f - 1 : f - 1 + m].sum() >= 2
+                else np.nan
+                for f, m in zip(klm.PLANE_FIRST, klm.PLANES[:, 5], strict=True)
+            ]
+        )
+        # planes with fewer than two calibrated strips: the spread of their type
+        type_spread = np.array(
+            [
+                np.std(cable[ok & (typ == k)]) if (ok & (typ == k)).sum() >= 2 else np.nan
+                for k in _TYPES
+            ]
+        )
+        plane_type = typ[klm.PLANE_FIRST - 1]
+        spread = np.where(np.isfinite(spread), spread, type_spread[plane_type - 1])
+        nv, ne, found = _neighbour_values(cable, ok, spread)
+        found &= np.isfinite(ne)
+        borrowed = found & ~ok & fit_ok
+        value = np.where(ok, cable, np.where(borrowed, nv, np.nan))
+        error = np.where(ok, err, np.where(borrowed, ne, np.nan))
+        channel_table = {
+            "channel": np.arange(1, _NC + 1, dtype=np.int32),
+            "type": typ.astype(np.int8),
+            "hits": n,
+            "shift": shift,
+            "width": width,
+            "mean_distance": dbar,
+            "cable_delay": value,
+            "error": error,
+            "status": status,
+            "from_neighbours": borrowed.astype(np.int8),
+        }
+        diag = Diagnostics(
+            histograms={f"time_{k}": hists[1 + i] for i, k in enumerate(_TYPES)},
+            tables={"channels": channel_table, "types": type_table},
+        )
+        short = [
+            klm.TIME_TYPES[k]
+            for k in _TYPES
+            if fits[k].hits < int(cfg["min_hits_per_type"]) and fits[k].hits > 0
+        ]
+        if short:
+            raise NotEnoughData(
+                f"fewer than {cfg['min_hits_per_type']} hits for {', '.join(short)}", diag
+            )
+        crossed_types = [k for k in _TYPES if fits[k].hits > 0]
+        if not crossed_types:
+            raise NotEnoughData("no KLM digit times", diag)
+        bad = [
+            klm.TIME_TYPES[k] + f" ({fits[k].message})" for k in crossed_types if not fits[k].valid
+        ]
+        if bad:
+            return AlgorithmResult(
+                AlgorithmStatus.FAILURE,
+                diagnostics=diag,
+                message=f"propagation-delay fit failed: {', '.join(bad)}",
+            )
+        frac = float(ok.mean())
+        summary = status_counts(status)
+        if frac < float(cfg["min_calibrated_fraction"]):
+            raise NotEnoughData(
+                f"{frac:.1%} of the channels have >= {min_hits} hits: {summary}", diag
+            )
+        constants = channel_payload(
+            TIME_CONSTANTS,
+            {"type": np.array(_TYPES, dtype=np.int8)},
+            delay,
+            delay_err,
+            np.where(np.isfinite(delay), ChannelStatus.OK, ChannelStatus.NOT_ENOUGH_DATA),
+            units="ns/cm",
+            description="signal propagation delay along the strips per type (1 EKLM "
+            "scintillator, 2 BKLM scintillator, 3 RPC phi, 4 RPC z)",
+            method="RPC: straight line of time vs distance, one intercept per channel; "
+            "scintillators: binned Poisson likelihood over the type's channels",
+        )
+        payload = channel_payload(
+            CABLE_DELAY,
+            {"channel": np.arange(1, _NC + 1, dtype=np.int32)},
+            value,
+            error,
+            status,
+            units="ns",
+            description="strip time offset: t = t_raw - delay",
+            method=f"mean time minus propagation; < {min_hits} hits: nearest calibrated "
+            "strips of the plane (NOT_ENOUGH_DATA)",
+            from_neighbours=int(borrowed.sum()),
+        )
+        delays = ", ".join(f"{klm.TIME_TYPES[k]} {fits[k].value:.4f}" for k in _TYPES)
+        return AlgorithmResult(
+            AlgorithmStatus.OK,
+            [constants, payload],
+            diag,
+            f"delays (ns/cm) {delays}; {summary}, {int(borrowed.sum())} from neighbours",
+        )
+
+
+def time_calibration() -> Calibration:
+    """``klm-time``: KLMTimeConstants and KLMTimeCableDelay from mu-mu events."""
+    return Calibration(
+        name="klm-time",
+        expert="klm-calibration@b2calib.example",
+        inputs={"times": CollectorInput(TimeCollector(), ("hlt_mumu_2trk",))},
+        algorithms=[TimeAlgorithm()],
+        strategy=SequentialRunByRun(),
+        stage="post-tracking",
+        input_format="cdst",
+        run_type="physics",
+        magnet_on=True,
+        expert_config={
+            "min_hits": 50,
+            "min_hits_per_type": 1000,
+            "min_calibrated_fraction": 0.25,
+            "fit_bin_width": 2.0,
+        },
+        open_end=True,
+        description="KLM time (KLMTimeConstants, KLMTimeCableDelay): digit time minus flight "
+        "time and event T0 in the subsystem windows; per-channel Gaussian shift; propagation "
+        "delay per type (straight line for RPCs, binned Poisson likelihood for scintillators); "
+        "cable delay per channel, < 50 hits from the neighbouring strips (flagged).",
+    )
+
+
+def __dir__() -> list[str]:
+    return __all__
