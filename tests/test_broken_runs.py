@@ -13,6 +13,7 @@ neighbour's IoV (the sequential strategies and SingleIOV) or leave it without pa
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,7 @@ from b2calib.calibration import (
 )
 from b2calib.calibration.jobs import JobStore
 from b2calib.conditions import ConditionsDB, Payload
+from b2calib.runs import RunRegistry
 from tests.broken_runs import broken_copy
 from tests.conftest import SAMPLE
 
@@ -73,6 +75,12 @@ class Bucket:
         self.data = data
         self.db = ConditionsDB(folder / "conditions.sqlite", author="broken-runs")
         self.db.import_local(SAMPLE / "truth", "previous")
+        # every run certified GOOD, for the calibrations that select runs by data quality
+        # (klm-strip-efficiency: Good Or Recoverable); the simulated runs are uncertified
+        self.registry = RunRegistry(
+            dataclasses.replace(r, dq=dict.fromkeys(r.detectors, "GOOD"))
+            for r in RunRegistry.load(data / "runs.json")
+        )
         self.cache = folder / "cache"
         self.reports: dict[str, CalibrationReport] = {}
 
@@ -85,6 +93,7 @@ class Bucket:
                 staging_tag="staging",
                 input_tags=["previous"],
                 runs=runs,
+                registry=self.registry,
                 config=LOW,
                 with_dependencies=True,
                 cache=self.cache,

@@ -81,7 +81,9 @@ _TRACK_BRANCHES = {
     "TrackFitResults_m_omega": "var * float32",
     "TrackFitResults_m_tanLambda": "var * float32",
 }
-_BRANCHES = _DIGIT_BRANCHES | _EXT_BRANCHES | _TRACK_BRANCHES
+#: Every collector reads the run number: a file without it is broken, not a file without KLM.
+_EVENT_BRANCHES = {"EventMetaData_m_run": "int32"}
+_BRANCHES = _EVENT_BRANCHES | _DIGIT_BRANCHES | _EXT_BRANCHES | _TRACK_BRANCHES
 
 
 def _flat(events: ak.Array, branch: str, dtype: Any) -> npt.NDArray[Any]:

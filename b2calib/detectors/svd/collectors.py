@@ -105,11 +105,12 @@ class ClusterTimeCollector(Collector):
     event T0 on :data:`T0_AXIS`.
     """
 
-    version: ClassVar[int] = 2
+    version: ClassVar[int] = 3
 
     @property
     def branches(self) -> dict[str, str]:
         return {
+            "EventMetaData_m_run": "int32",
             "EventT0_m_eventT0": "float32",
             "EventT0_m_hasEventT0": "int8",
             **_CLUSTERS,
@@ -147,11 +148,12 @@ class StripHitCollector(Collector):
     SVD strip gives one digit per event) and the number of events (basf2
     ``SVDOccupancyCalibrationsCollector``)."""
 
-    version: ClassVar[int] = 2
+    version: ClassVar[int] = 3
 
     @property
     def branches(self) -> dict[str, str]:
         return {
+            "EventMetaData_m_run": "int32",
             **_CLUSTERS,
             "SVDClusters_m_firstStrip": "var * int16",
             "SVDClusters_m_clsSize": "var * int8",
