@@ -491,7 +491,14 @@ def pxd_sensor_occupancy(occupancy: float) -> F:
     """Background occupancy (fired fraction of the pixels per event) of each PXD sensor for a
     mean ``occupancy``: the inner layer 1.5 times the outer, the same within a sensor."""
     w = np.array([_PXD_LAYER_WEIGHT[int(layer)] for layer in vxd.PXD_SENSOR_TABLE[:, 0]])
-    return occupancy * w / w.mean()
+    return np.asarray(occupancy * w / w.mean())
+
+
+def _pxd_background_units() -> IA:
+    """Sensor of each of the equal "units" a background hit is drawn over: 3 units per inner
+    sensor, 2 per outer one (the 1.5 : 1 of :data:`_PXD_LAYER_WEIGHT`)."""
+    units = np.array([_PXD_LAYER_WEIGHT[int(layer)] * 2 for layer in vxd.PXD_SENSOR_TABLE[:, 0]])
+    return np.repeat(np.arange(vxd.N_PXD_SENSORS), units.astype(np.int64))
 
 
 def pxd_background(
@@ -505,21 +512,20 @@ def pxd_background(
     number of hits, mean ``occupancy`` x 7.68 M pixels, spread over the sensors as
     :func:`pxd_sensor_occupancy` says and uniformly within each, charge 3-29 ADU; hits on
     dead pixels are removed. ``rng`` is the side stream :data:`PXD_BACKGROUND_KEY` (a pixel
-    may fire twice in an event, with a chance ~ n^2 / 2N per event for n hits: negligible)."""
+    may fire twice in an event, with a chance ~ n^2 / 2N per event for n hits: negligible).
+    """
     if occupancy <= 0 or n_events == 0:
         return digits
-    per_sensor = pxd_sensor_occupancy(occupancy)
     counts = rng.poisson(occupancy * vxd.N_PXD_PIXELS, n_events)
     n = int(counts.sum())
-    cdf = np.cumsum(per_sensor) / per_sensor.sum()
-    sidx = np.minimum(np.searchsorted(cdf, rng.random(n), side="right"), vxd.N_PXD_SENSORS - 1)
+    units = _pxd_background_units()
+    sidx = units[rng.integers(0, len(units), n, dtype=np.int16)]
     u = rng.integers(0, vxd.PXD_NU, n, dtype=np.int16)
     v = rng.integers(0, vxd.PXD_NV, n, dtype=np.int16)
     q = rng.integers(3, 30, n, dtype=np.int16)
-    dead = np.sort(_pxd_flat(cond.pxd_dead[:, 0], cond.pxd_dead[:, 1], cond.pxd_dead[:, 2]))
-    flat = _pxd_flat(sidx, u, v)
-    pos = np.clip(np.searchsorted(dead, flat), 0, max(len(dead) - 1, 0))
-    alive = dead[pos] != flat if len(dead) else np.ones(n, bool)
+    dead = np.zeros(vxd.N_PXD_PIXELS, dtype=bool)
+    dead[_pxd_flat(cond.pxd_dead[:, 0], cond.pxd_dead[:, 1], cond.pxd_dead[:, 2])] = True
+    alive = ~dead[_pxd_flat(sidx, u, v)]
     evt = np.repeat(np.arange(n_events, dtype=np.int64), counts)[alive]
     extra: Collection = {
         "evt": evt,
