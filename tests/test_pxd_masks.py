@@ -95,7 +95,9 @@ def test_pixel_index_and_collector() -> None:
         M.pixel_index(s, u, v), [0, NPIX - 1, NPIX - 1, (5 * 250 + 10) * 768 + 3]
     )
     counts = M.pixel_hits(s, u, v)
-    assert counts.shape == (NPIX,) and counts[NPIX - 1] == 2 and counts.sum() == 4
+    assert counts.shape == (NPIX,)
+    assert counts[NPIX - 1] == 2
+    assert counts.sum() == 4
     events = ak.Array(
         {
             "PXDDigits_m_sensorID": [[int(s[0]), int(s[1])], [], [int(s[2]), int(s[3])]],
@@ -140,13 +142,16 @@ def test_sensor_medians_match_numpy() -> None:
 def test_checks_need_15_hits_per_pixel_and_per_sensor_median() -> None:
     c = _poisson_counts(14.0)
     ok, why, _, _ = M.check_statistics(c, 15.0)
-    assert not ok and "per pixel" in why
+    assert not ok
+    assert "per pixel" in why
     with pytest.raises(M.NotEnoughData, match="15 per pixel"):
         M.find_masks(c)
     c = _poisson_counts(30.0)
     c[7] //= 3  # one sensor with a median of 10: short, though the total passes
     ok, why, median, _ = M.check_statistics(c, 15.0)
-    assert not ok and "1 sensors (1.4.2)" in why and median[7] == 10
+    assert not ok
+    assert "1 sensors (1.4.2)" in why
+    assert median[7] == 10
     # a sensor without a single hit is dead, not short of statistics
     c = _poisson_counts(30.0)
     c[7] = 0
@@ -168,8 +173,10 @@ def test_dead_sensor_row_drain_pixel_and_hot_pixel() -> None:
         "dead pixel": 1,
         "hot pixel": 1,
     }
-    assert np.all(m.dead[3] == 1) and np.all(m.dead[5, :, 100] == 2)
-    assert np.all(m.dead[7, 10, 1::4] == 3) and m.dead[9, 3, 7] == 4
+    assert np.all(m.dead[3] == 1)
+    assert np.all(m.dead[5, :, 100] == 2)
+    assert np.all(m.dead[7, 10, 1::4] == 3)
+    assert m.dead[9, 3, 7] == 4
     assert m.hot[11, 20, 30] == 1
     np.testing.assert_array_equal(M.drain_of([10, 0], [5, 4]), [41, 0])
 
@@ -184,7 +191,8 @@ def test_hot_drains_and_rows_need_their_own_multiplier() -> None:
     assert M.find_masks(c).summary() == {}
     m = M.find_masks(c, M.MaskConfig(drain_multiplier=3.0, row_multiplier=3.0))
     assert m.summary() == {"hot drain": 192, "hot row": 250}
-    assert np.all(m.hot[12, 40, 2::4] == 2) and np.all(m.hot[13, :, 500] == 3)
+    assert np.all(m.hot[12, 40, 2::4] == 2)
+    assert np.all(m.hot[13, :, 500] == 3)
     # hot pixels first, then drains and rows over what is left unmasked
     c[14, 5, 5] += 1000
     m = M.find_masks(c, M.MaskConfig(drain_multiplier=3.0, row_multiplier=3.0, mask_rows=False))
@@ -199,7 +207,8 @@ def test_forced_through_masks_hot_pixels_only_where_statistics_are_short() -> No
     m = M.find_masks(c, M.MaskConfig(force_continue_masking=True))
     assert not m.enough
     assert m.summary() == {"hot pixel": 2}  # above 7 x max(median, 1); nothing called dead
-    assert not m.dead_checked.any() and not m.dead_sensor_checked
+    assert not m.dead_checked.any()
+    assert not m.dead_sensor_checked
 
 
 def test_false_dead_and_hot_thresholds() -> None:
@@ -234,7 +243,8 @@ def test_algorithm_payloads_pass_the_payload_checks() -> None:
         "PXDDeadPixelPar",
         "PXDOccupancyInfoPar",
     )
-    assert len(hot) == 1 and len(dead) == 192_000
+    assert len(hot) == 1
+    assert len(dead) == 192_000
     # noise rate (5025 - 25) / 1e5 with its binomial error
     assert hot.value()[0] == pytest.approx(0.05, rel=0.01)
     assert 0 < hot.errors["value"][0] < 1e-3
@@ -248,11 +258,13 @@ def test_declarations() -> None:
     assert names[:2] == ["pxd-hot-dead", "pxd-hot-dead-cosmic"]
     physics, cosmic = (get_calibration(n) for n in names[:2])
     for cal in (physics, cosmic):
-        assert cal.stage == "raw" and cal.input_format == "raw"
+        assert cal.stage == "raw"
+        assert cal.input_format == "raw"
         assert cal.payloads == ("PXDMaskedPixelPar", "PXDDeadPixelPar", "PXDOccupancyInfoPar")
     assert isinstance(physics.strategy, SequentialRunByRun)
     assert isinstance(cosmic.strategy, SimpleRunByRun)
-    assert physics.skims == M.PHYSICS_SKIMS and cosmic.skims == ("cosmic",)
+    assert physics.skims == M.PHYSICS_SKIMS
+    assert cosmic.skims == ("cosmic",)
     assert physics.configure()["force_continue_masking"] is False
     assert cosmic.configure()["force_continue_masking"] is True
     assert physics.configure()["min_hits"] == 15.0
@@ -289,10 +301,14 @@ def test_background_occupancy_dead_pixels_and_order() -> None:
 def test_dead_part_faults() -> None:
     assert len(pxd_dead_pixels("dead_sensor", 17)) == 192_000
     row = pxd_dead_pixels("dead_row", 3 * 768 + 400)
-    assert len(row) == 250 and np.all(row % 768 == 400) and np.all(row // 192_000 == 3)
+    assert len(row) == 250
+    assert np.all(row % 768 == 400)
+    assert np.all(row // 192_000 == 3)
     drain = pxd_dead_pixels("dead_drain", 30 * 1000 + 310)
     u, v = (drain % 192_000) // 768, drain % 768
-    assert len(drain) == 192 and np.all(u == 77) and np.all(v % 4 == 2)
+    assert len(drain) == 192
+    assert np.all(u == 77)
+    assert np.all(v % 4 == 2)
     for bad in (
         {"run": 1, "detector": "PXD", "kind": "dead_row", "value": 40 * 768},
         {"run": 1, "detector": "PXD", "kind": "dead_drain", "value": 1.5},
@@ -318,7 +334,7 @@ def test_background_leaves_every_other_branch_bit_identical(tmp_path: Path) -> N
         fb = tmp_path / "b" / fa.relative_to(tmp_path / "a")
         ta, tb = uproot.open(fa)["tree"], uproot.open(fb)["tree"]
         assert set(ta.keys()) == set(tb.keys())
-        for k in ta.keys():
+        for k in ta:
             a, b = ta[k].array(), tb[k].array()
             if not ak.array_equal(a, b):
                 changed.add((fa.name.split("_e0")[0], k))
@@ -386,7 +402,8 @@ def test_closure_every_dead_and_hot_pixel_found_no_live_one_masked(closure) -> N
     got = np.argsort(_payload_flat(hot))
     pull = (hot.value()[got] - hot_rate[order]) / hot.errors["value"][got]
     print(f"hot-rate pulls: mean {pull.mean():+.2f}, width {pull.std():.2f}")
-    assert abs(pull.mean()) < 0.3 and 0.7 < pull.std() < 1.3
+    assert abs(pull.mean()) < 0.3
+    assert 0.7 < pull.std() < 1.3
     # the occupancy info: the simulated background per layer (+ track hits, a few %)
     assert occ.status[17] == ChannelStatus.DEAD
     live = occ.status == ChannelStatus.OK
@@ -428,7 +445,8 @@ def test_cli_on_the_sample_bucket(tmp_path: Path) -> None:
     truth_cfg = SimConfig.from_file(SAMPLE.parent / "bucket.toml")
     cond = conditions_for_run(truth_cfg, generate_runs(truth_cfg)[5])
     true_hot = set(_flat(cond.pxd_hot[:, 0], cond.pxd_hot[:, 1], cond.pxd_hot[:, 2]).tolist())
-    assert len(hot) > 10 and set(_payload_flat(hot).tolist()) <= true_hot
+    assert len(hot) > 10
+    assert set(_payload_flat(hot).tolist()) <= true_hot
     cfg = tmp_path / "force.json"
     cfg.write_text(json.dumps({"force_continue_masking": True}))
     result = CliRunner().invoke(
@@ -455,5 +473,7 @@ def test_pxd_masks_notebook(sample: Path) -> None:
     assert numbers["cosmic_status"] == "OK"
     assert numbers["cosmic_hot_found"] >= 10
     assert numbers["cosmic_hot_false"] == 0
-    assert numbers["toy_dead_missed"] == 0 and numbers["toy_live_called_dead"] == 0
-    assert numbers["toy_hot_missed"] == 0 and numbers["toy_good_called_hot"] == 0
+    assert numbers["toy_dead_missed"] == 0
+    assert numbers["toy_live_called_dead"] == 0
+    assert numbers["toy_hot_missed"] == 0
+    assert numbers["toy_good_called_hot"] == 0
