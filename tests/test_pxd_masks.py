@@ -105,13 +105,18 @@ def test_pixel_index_and_collector() -> None:
             "PXDDigits_m_vCellID": [[0, 767], [], [767, 3]],
         }
     )
+    many = M.pixel_hits(np.full(1000, s[3]), np.full(1000, 10), np.full(1000, 3))
+    assert many[(5 * 250 + 10) * 768 + 3] == 1000  # past the one-byte counter's 255
     out = M.PixelHitCollector().collect(events)
     np.testing.assert_array_equal(out["pixel_hits"].view(), counts)
     assert out["events"].sum() == 3
-    with pytest.raises(CalibrationError, match="no PXD sensor"):
-        M.pixel_index(vxd.SVD_IDS[:1], [0], [0])
-    with pytest.raises(CalibrationError, match="off it"):
-        M.pixel_index(s[:1], [250], [0])
+    for bad in ((vxd.SVD_IDS[:1], [0], [0]), (s[:1], [250], [0]), ([s[0] + 1], [0], [0])):
+        with pytest.raises(CalibrationError, match="no PXD sensor"):
+            M.pixel_index(*bad)
+        before = counts.copy()
+        with pytest.raises(CalibrationError, match="1 PXD digits with a sensor ID"):
+            M.add_pixel_hits(counts, np.append(s, bad[0]), [*u, *bad[1]], [*v, *bad[2]])
+        np.testing.assert_array_equal(counts, before)  # nothing added
 
 
 def test_pixel_hits_pickle_compactly_and_add() -> None:
