@@ -25,8 +25,9 @@ loop over pixels) and the number of events. Then (:func:`find_masks`):
 Payloads: the two pixel lists keyed (sensorID, u, v) as the simulator's truth; a dead sensor,
 row or drain is listed pixel by pixel (how each pixel was found is in the diagnostics' table
 ``masked`` and the payload metadata). Hot pixels have value = their noise rate per event
-``(p - b) / (1 - b)`` from their firing fraction ``p`` and the sensor's median background
-``b``, with the 68 % Clopper-Pearson half-width of ``p``. PXDOccupancyInfoPar: per sensor the
+``lambda = -ln((1 - p) / (1 - b))`` (noise pulses; a pixel fires at most once an event) from
+their firing fraction ``p`` and the sensor's median background ``b``, with the 68 %
+Clopper-Pearson half-width of ``p`` (over ``1 - p``). PXDOccupancyInfoPar: per sensor the
 mean occupancy (hits per pixel per event) of its pixels left unmasked, with its Poisson error;
 DEAD for a dead sensor, NOT_ENOUGH_DATA for one below the median check.
 """
@@ -458,12 +459,16 @@ def _payloads(c: I64, m: PixelMasks, n_events: float) -> list[Any]:
     p = k / n_events
     lo = np.where(k > 0, scipy.stats.beta.ppf(0.15865, k, n_events - k + 1), 0.0)
     hi = np.where(k < n_events, scipy.stats.beta.ppf(0.84135, k + 1, n_events - k), 1.0)
-    rate = np.clip((p - b) / (1.0 - b), 0.0, 1.0)
-    rate_err = 0.5 * (hi - lo) / (1.0 - b)
+    # a pixel fires at most once an event: noise pulses of rate lambda per event on top of the
+    # background make it fire with probability p = 1 - (1 - b) exp(-lambda)
+    q = np.clip((1.0 - p) / (1.0 - b), 1e-12, 1.0)
+    rate = -np.log(q)
+    rate_err = 0.5 * (hi - lo) / np.maximum(1.0 - p, 1e-12)
     summary = m.summary()
     hot = _pixel_list(
         MASKED_PIXELS,
-        "hot pixels (pixel, drain or row above 7 x the sensor median); value = noise rate",
+        "hot pixels (pixel, drain or row above 7 x the sensor median); value = noise pulses "
+        "per event",
         "1/event",
         hot_at,
         rate,
