@@ -340,14 +340,14 @@ def test_background_leaves_every_other_branch_bit_identical(tmp_path: Path) -> N
         fb = tmp_path / "b" / fa.relative_to(tmp_path / "a")
         ta, tb = uproot.open(fa)["tree"], uproot.open(fb)["tree"]
         assert set(ta.keys()) == set(tb.keys())
-        for k in ta:
+        for k in ta.keys():  # noqa: SIM118 (iterating a TTree gives branches)
             a, b = ta[k].array(), tb[k].array()
             if not ak.array_equal(a, b):
                 changed.add((fa.name.split("_e0")[0], k))
                 if k.startswith("PXDDigits_"):
                     n = ak.num(a)
                     kept = ak.Array([x[:m] for x, m in zip(b.tolist(), n.tolist(), strict=True)])
-                    assert ak.array_equal(kept, a)
+                    assert ak.array_equal(kept, a, dtype_exact=False)
     assert changed, "the background changed nothing"
     assert all(k.startswith(("PXDDigits_", "nPXDDigits")) for _, k in changed), changed
     assert not any(f.startswith("cdst_cosmic") for f, _ in changed)
