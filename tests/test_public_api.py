@@ -290,6 +290,15 @@ def test_detector_names() -> None:
             "COMMON_T0", "CommonT0Algorithm", "Unfolded", "common_t0_calibration",
             "common_t0_collector", "unfold_period",
         ],
+        "b2calib.detectors.pxd": ["calibrations"],
+        "b2calib.detectors.pxd.masks": [
+            "DEAD_LEVELS", "DEAD_PIXELS", "HOT_LEVELS", "MASKED_PIXELS", "N_DRAINS",
+            "OCCUPANCY_INFO", "PHYSICS_SKIMS", "MaskConfig", "PixelHitCollector", "PixelHits",
+            "PixelMaskAlgorithm", "PixelMasks", "add_pixel_hits", "check_statistics",
+            "cosmic_masks_calibration", "drain_of", "false_dead_rate", "find_masks",
+            "hot_dead_calibration", "hot_rate_threshold", "pixel_hits", "pixel_index",
+            "sensor_medians",
+        ],
         "b2calib.fit.novosibirsk_batched": ["fit_novosibirsk_channels", "novosibirsk_density"],
         "b2calib.fit.template_shift": ["fit_template_shift", "template_density"],
         "b2calib.fit.xt_relation": ["XtFits", "fit_xt", "xt_gradient", "xt_slope", "xt_value"],
@@ -317,6 +326,8 @@ def test_registered_calibrations() -> None:
         "top-channel-t0",
         "top-module-t0",
         "top-common-t0",
+        "pxd-hot-dead",
+        "pxd-hot-dead-cosmic",
     }
 
 
@@ -472,7 +483,7 @@ def test_detector_qa_names() -> None:
         module = importlib.import_module(f"b2calib.detectors.{det}.qa")
         assert module.__all__ == names, det
         assert sorted(dir(module)) == sorted(names), det
-    for det in ("pxd", "svd", "arich", "klm", "beam", "tracking"):  # QA only, for now
+    for det in ("svd", "arich", "klm", "beam", "tracking"):  # QA only, for now
         assert importlib.import_module(f"b2calib.detectors.{det}").__all__ == []
 
 
