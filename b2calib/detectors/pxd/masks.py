@@ -35,7 +35,7 @@ DEAD for a dead sensor, NOT_ENOUGH_DATA for one below the median check.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 import awkward as ak
 import hist
@@ -284,7 +284,7 @@ class PixelHitCollector(Collector):
     def collect(self, events: ak.Array) -> dict[str, hist.Hist]:
         hits = PixelHits(_pixel_axis(), storage=hist.storage.Int64())
         add_pixel_hits(
-            hits.view(),
+            cast(I64, hits.view()),
             _flat(events, "PXDDigits_m_sensorID"),
             _flat(events, "PXDDigits_m_uCellID"),
             _flat(events, "PXDDigits_m_vCellID"),
