@@ -47,7 +47,7 @@ from b2calib.detectors.pxd import masks as M  # noqa: E402
 from b2calib.engine import Dataset, collect  # noqa: E402
 from b2calib.engine.loop import plan  # noqa: E402
 
-BRANCHES = list(M.PixelHitCollector().branches)
+BRANCHES = [b for b in M.PixelHitCollector().branches if b.startswith("PXDDigits_")]
 BUDGET_S = 2.0
 
 

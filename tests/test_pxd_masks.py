@@ -100,6 +100,7 @@ def test_pixel_index_and_collector() -> None:
     assert counts.sum() == 4
     events = ak.Array(
         {
+            "EventMetaData_m_run": [1, 1, 1],
             "PXDDigits_m_sensorID": [[int(s[0]), int(s[1])], [], [int(s[2]), int(s[3])]],
             "PXDDigits_m_uCellID": [[0, 249], [], [249, 10]],
             "PXDDigits_m_vCellID": [[0, 767], [], [767, 3]],

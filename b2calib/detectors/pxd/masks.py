@@ -276,6 +276,7 @@ class PixelHitCollector(Collector):
     @property
     def branches(self) -> dict[str, str]:
         return {
+            "EventMetaData_m_run": "int32",
             "PXDDigits_m_sensorID": "var * int32",
             "PXDDigits_m_uCellID": "var * int16",
             "PXDDigits_m_vCellID": "var * int16",
