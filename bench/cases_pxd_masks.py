@@ -10,7 +10,8 @@ statistics the 15-hits-per-pixel check asks for, with a margin. (Real PXD occupa
 scales with the digits, 10^6 events at a real occupancy would be 1e10 digits.) At this
 background the method sees hot pixels down to a noise rate of ~1.5e-4 per event (6 x the
 background), below the truth's lowest (1e-3): every injected hot pixel is visible. A live
-pixel is wrongly called dead with a chance exp(-20) = 2e-9 (0.02 of 7.68 M pixels).
+pixel is wrongly called dead with a chance exp(-median): 0.004 expected of the 7.68 M pixels at
+the measured medians (21 outer, 31 inner; bench/RESULTS_pxd_masks.md).
 """
 
 _PXD_RAW = {
