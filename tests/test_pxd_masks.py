@@ -2,9 +2,10 @@
 
 The closure sample (slow): two collision runs of the PXD alone with a beam background of 8e-5 of
 the pixels per event (inner layer 1e-4, outer 6.7e-5), ~1.6e5 written events each: each run alone
-has ~11 hits per outer pixel (NOT_ENOUGH_DATA), the two merged (SequentialRunByRun) ~23 on the
-outer and ~34 on the inner layer. A live pixel is then called dead with a chance exp(-23) =
-1e-10 (expected 5e-4 of the 7.68 M pixels: the "no live pixel masked" claim holds), and a pixel
+has ~11 hits per outer pixel (NOT_ENOUGH_DATA), the two merged (SequentialRunByRun, 3.3e5
+events, 2.0e8 digits) ~22 on the outer and ~33 on the inner layer. A live pixel is then called
+dead with a chance exp(-22) = 3e-10 (1e-3 expected of the 7.68 M pixels: the "no live pixel
+masked" claim holds; at the check's 15 it would be ~2), and a pixel
 is seen hot above a noise rate 6 x the background, 4e-4 (outer) and 6e-4 (inner) per event,
 below the truth's lowest (1e-3): every injected hot pixel must be found. Both runs also have a
 dead sensor, a dead row and a dead drain (faults), which must come out at their level.
