@@ -60,8 +60,23 @@ DAMAGES = ["missing-branch", "empty-tree", "absent"]
 #: (SequentialRunByRun and SingleIOV) with a missing branch; ``test_ecl`` keeps ecl-time
 #: (SequentialBoundaries) there too. The rest run in `make test`.
 FAST = {("cdc-dedx-run-gain", "missing-branch"), ("cdc-dedx-cosine", "missing-branch")}
+
+
+def _reads_run_1(name: str) -> bool:
+    """Whether the calibration's run-type filter takes run 1 (a physics run) at all."""
+    run_type = get_calibration(name).run_type
+    return run_type is None or "physics" in ((run_type,) if isinstance(run_type, str) else run_type)
+
+
 CASES = [
-    pytest.param(name, damage, marks=() if (name, damage) in FAST else pytest.mark.slow)
+    pytest.param(
+        name,
+        damage,
+        marks=[
+            *(() if (name, damage) in FAST else (pytest.mark.slow,)),
+            *(() if _reads_run_1(name) else (pytest.mark.skip(reason="reads no physics run"),)),
+        ],
+    )
     for name in calibrations()
     for damage in DAMAGES
 ]

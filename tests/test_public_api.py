@@ -329,6 +329,14 @@ def test_detector_names() -> None:
             "CABLE_DELAY", "TIME_CONSTANTS", "DelayFit", "TimeAlgorithm", "channel_sums",
             "fit_rpc_delay", "fit_scintillator_delay", "time_calibration",
         ],
+        "b2calib.detectors.pxd.masks": [
+            "DEAD_LEVELS", "DEAD_PIXELS", "HOT_LEVELS", "MASKED_PIXELS", "N_DRAINS",
+            "OCCUPANCY_INFO", "PHYSICS_SKIMS", "MaskConfig", "PixelHitCollector", "PixelHits",
+            "PixelMaskAlgorithm", "PixelMasks", "add_pixel_hits", "check_statistics",
+            "cosmic_masks_calibration", "drain_of", "false_dead_rate", "find_masks",
+            "hot_dead_calibration", "hot_rate_threshold", "pixel_hits", "pixel_index",
+            "sensor_medians",
+        ],
         "b2calib.fit.novosibirsk_batched": ["fit_novosibirsk_channels", "novosibirsk_density"],
         "b2calib.fit.template_shift": ["fit_template_shift", "template_density"],
         "b2calib.fit.xt_relation": ["XtFits", "fit_xt", "xt_gradient", "xt_slope", "xt_value"],
@@ -362,6 +370,8 @@ def test_registered_calibrations() -> None:
         "svd-time",
         "klm-strip-efficiency",
         "klm-time",
+        "pxd-hot-dead",
+        "pxd-hot-dead-cosmic",
     }
 
 

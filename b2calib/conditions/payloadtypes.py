@@ -154,6 +154,9 @@ PAYLOAD_TYPES: dict[str, PayloadType] = {
     ),
     "PXDMaskedPixelPar": PayloadType("PXD", _PXD_PIXEL, None, "hot PXD pixel", (_PXD_SENSORS,)),
     "PXDDeadPixelPar": PayloadType("PXD", _PXD_PIXEL, None, "dead PXD pixel", (_PXD_SENSORS,)),
+    "PXDOccupancyInfoPar": PayloadType(
+        "PXD", _PXD_ID, vxd.N_PXD_SENSORS, "PXD sensor", (_PXD_SENSORS,)
+    ),
     "PXDGainMapPar": PayloadType(
         "PXD",
         {**_PXD_ID, "ubin": (0, vxd.PXD_GAIN_BINS_U - 1), "vbin": (0, vxd.PXD_GAIN_BINS_V - 1)},

@@ -56,6 +56,13 @@ class SimConfig:
         Detector faults injected into single runs (:mod:`b2calib.sim.faults`), e.g.
         ``{"run": 7, "detector": "CDC", "kind": "dead_fraction", "value": 0.3}``. Empty by
         default (and then left out of :meth:`to_dict`).
+    pxd_occupancy
+        Mean beam-background occupancy of the PXD: the fraction of its pixels that fire in an
+        event of a collision run (inner layer 1.5 times the outer, uniform within a sensor;
+        none in cosmic runs), the background the PXD hot/dead-pixel masks are made from. Real
+        PXD occupancies are 0.1-1 %. 0 by default (no background hits: the samples made before
+        it existed are unchanged), and then left out of :meth:`to_dict`. Drawn from its own
+        random stream: every other branch keeps its values.
     """
 
     exp: int = 12
@@ -88,6 +95,7 @@ class SimConfig:
     globaltag: str = "b2calib_sim_nominal"
     compression_level: int = 5
     faults: list[dict[str, Any]] = field(default_factory=list)
+    pxd_occupancy: float = 0.0
 
     def __post_init__(self) -> None:
         self.validate()
@@ -129,6 +137,11 @@ class SimConfig:
                 f"intervention_run {self.intervention_run} is outside the simulated runs "
                 f"{self.first_run}..{self.first_run + self.n_runs - 1}"
             )
+        if not 0.0 <= self.pxd_occupancy <= 0.05:
+            raise ConfigError(
+                f"pxd_occupancy must be a fraction of the pixels in [0, 0.05], "
+                f"got {self.pxd_occupancy}"
+            )
         if self.chunk_size < 1000:
             raise ConfigError("chunk_size must be at least 1000")
         if self.faults:
@@ -156,10 +169,13 @@ class SimConfig:
         return self.first_run + self.n_runs // 2
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-friendly dict (what files and the truth record); ``faults`` only when set."""
+        """JSON-friendly dict (what files and the truth record); ``faults`` and
+        ``pxd_occupancy`` only when set."""
         d = asdict(self)
         if not self.faults:
             del d["faults"]
+        if not self.pxd_occupancy:
+            del d["pxd_occupancy"]
         return d
 
     @classmethod

@@ -93,8 +93,7 @@ def side_rng(rng: np.random.Generator, key: int) -> np.random.Generator:
     seq = rng.bit_generator.seed_seq
     if not isinstance(seq, np.random.SeedSequence) or seq.entropy is None:
         raise TypeError("side_rng needs a generator seeded from a SeedSequence")
-    ent = seq.entropy
-    entropy = [int(e) for e in ent] if isinstance(ent, list | tuple | np.ndarray) else [int(ent)]
+    entropy = np.atleast_1d(np.asarray(seq.entropy, dtype=object)).tolist()
     return np.random.default_rng(np.random.SeedSequence([*entropy, *seq.spawn_key, key]))
 
 
@@ -585,6 +584,64 @@ def pxd_track_clusters(
         "m_trackIndex": trk.index[d["trk"][seed]].astype(np.int16),
     }
     return {"PXDClusters": clusters, "PXDIntercepts": intercepts}
+
+
+#: side_rng key of the PXD beam background (:func:`pxd_background`).
+PXD_BACKGROUND_KEY = 0x50584D01
+#: Background occupancy of each PXD layer relative to the mean (inner layer 1.5 x outer).
+_PXD_LAYER_WEIGHT = {1: 1.5, 2: 1.0}
+
+
+def pxd_sensor_occupancy(occupancy: float) -> F:
+    """Background occupancy (fired fraction of the pixels per event) of each PXD sensor for a
+    mean ``occupancy``: the inner layer 1.5 times the outer, the same within a sensor."""
+    w = np.array([_PXD_LAYER_WEIGHT[int(layer)] for layer in vxd.PXD_SENSOR_TABLE[:, 0]])
+    return np.asarray(occupancy * w / w.mean())
+
+
+def _pxd_background_units() -> IA:
+    """Sensor of each of the equal "units" a background hit is drawn over: 3 units per inner
+    sensor, 2 per outer one (the 1.5 : 1 of :data:`_PXD_LAYER_WEIGHT`)."""
+    units = np.array([_PXD_LAYER_WEIGHT[int(layer)] * 2 for layer in vxd.PXD_SENSOR_TABLE[:, 0]])
+    return np.repeat(np.arange(vxd.N_PXD_SENSORS), units.astype(np.int64))
+
+
+def pxd_background(
+    rng: np.random.Generator,
+    digits: Collection,
+    cond: Conditions,
+    n_events: int,
+    occupancy: float,
+) -> Collection:
+    """``digits`` (sorted by event) with the PXD beam background added: per event a Poisson
+    number of hits, mean ``occupancy`` x 7.68 M pixels, spread over the sensors as
+    :func:`pxd_sensor_occupancy` says and uniformly within each, charge 3-29 ADU; hits on
+    dead pixels are removed. ``rng`` is the side stream :data:`PXD_BACKGROUND_KEY` (a pixel
+    may fire twice in an event, with a chance ~ n^2 / 2N per event for n hits: negligible).
+    """
+    if occupancy <= 0 or n_events == 0:
+        return digits
+    counts = rng.poisson(occupancy * vxd.N_PXD_PIXELS, n_events)
+    n = int(counts.sum())
+    units = _pxd_background_units()
+    sidx = units[rng.integers(0, len(units), n, dtype=np.int16)]
+    u = rng.integers(0, vxd.PXD_NU, n, dtype=np.int16)
+    v = rng.integers(0, vxd.PXD_NV, n, dtype=np.int16)
+    q = rng.integers(3, 30, n, dtype=np.int16)
+    dead = np.zeros(vxd.N_PXD_PIXELS, dtype=bool)
+    dead[_pxd_flat(cond.pxd_dead[:, 0], cond.pxd_dead[:, 1], cond.pxd_dead[:, 2])] = True
+    alive = ~dead[_pxd_flat(sidx, u, v)]
+    evt = np.repeat(np.arange(n_events, dtype=np.int64), counts)[alive]
+    extra: Collection = {
+        "evt": evt,
+        "m_sensorID": vxd.PXD_IDS[sidx[alive]].astype(np.int32),
+        "m_uCellID": u[alive],
+        "m_vCellID": v[alive],
+        "m_charge": q[alive],
+    }
+    # both are sorted by event: a stable sort of the two runs keeps the track hits first
+    order = np.argsort(np.concatenate([digits["evt"], evt]), kind="stable")
+    return {k: np.concatenate([digits[k], extra[k].astype(digits[k].dtype)])[order] for k in digits}
 
 
 def _pxd_flat(s: npt.ArrayLike, u: npt.ArrayLike, v: npt.ArrayLike) -> IA:
@@ -1137,8 +1194,11 @@ def simulate_response(
     cond: Conditions,
     magnet_on: bool,
     detectors: tuple[str, ...],
+    *,
+    pxd_occupancy: float = 0.0,
 ) -> Response:
-    """Run every requested detector on the particles of ``n_events`` events."""
+    """Run every requested detector on the particles of ``n_events`` events (with a PXD beam
+    background of mean occupancy ``pxd_occupancy``: :func:`pxd_background`)."""
     resp = Response()
     trk, fit = reconstruct_tracks(rng, parts, 1.5 if magnet_on else 0.0)
     nevt_trk = np.bincount(trk.evt, minlength=n_events)
@@ -1161,6 +1221,14 @@ def simulate_response(
     if "PXD" in detectors:
         resp.collections["PXDDigits"], npxd, pxd_tracks = pxd_response(rng, trk, cond, n_events)
         resp.collections.update(pxd_tracks)
+        if pxd_occupancy > 0:
+            resp.collections["PXDDigits"] = pxd_background(
+                side_rng(rng, PXD_BACKGROUND_KEY),
+                resp.collections["PXDDigits"],
+                cond,
+                n_events,
+                pxd_occupancy,
+            )
     fit["m_nCDCHits"] = ncdc.astype(np.int16)
     fit["m_nSVDHits"] = nsvd.astype(np.int16)
     fit["m_nPXDHits"] = npxd.astype(np.int16)

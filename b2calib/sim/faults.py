@@ -23,6 +23,12 @@ applied only to that run and detector, after the detector response and before th
     On average ``value`` extra hits per event (Poisson) on random channels, out of time, as
     the detector's own random noise is simulated (PXD digits, SVD clusters, TOP, ARICH and KLM
     digits); they belong to no track.
+``dead_sensor``, ``dead_row``, ``dead_drain`` (PXD)
+    One PXD sensor, gate row or drain line is dead for the whole run: its digits are removed.
+    ``value`` names it: the sensor index ``s`` (0-39, the order of
+    :data:`b2calib.geometry.vxd.PXD_IDS`); a row ``s * 768 + v``; a drain ``s * 1000 + d``
+    with ``d = u * 4 + v % 4`` (the four drains of a column read every fourth row, as basf2
+    numbers them). (:func:`pxd_dead_pixels` gives the pixels.)
 
 Without faults the simulator's output is bit-identical to one without this module: faults
 draw from their own random streams.
@@ -38,13 +44,23 @@ import numpy.typing as npt
 from b2calib.exceptions import ConfigError
 from b2calib.geometry import DETECTORS, arich, cdc, ecl, klm, top, vxd
 
-__all__ = ["FAULT_KINDS", "apply_faults", "validate_faults"]
+__all__ = ["FAULT_KINDS", "PXD_DRAINS", "apply_faults", "pxd_dead_pixels", "validate_faults"]
 
 #: Known fault kinds and the detectors each applies to.
 FAULT_KINDS: dict[str, tuple[str, ...]] = {
     "dead_fraction": DETECTORS,
     "time_shift": ("SVD", "CDC", "TOP", "ECL", "KLM"),
     "noise": ("PXD", "SVD", "TOP", "ARICH", "KLM"),
+    "dead_sensor": ("PXD",),
+    "dead_row": ("PXD",),
+    "dead_drain": ("PXD",),
+}
+#: Drain lines per PXD sensor (``drain = u * 4 + v % 4``).
+PXD_DRAINS = vxd.PXD_NU * 4
+_PXD_UNITS = {
+    "dead_sensor": vxd.N_PXD_SENSORS,
+    "dead_row": vxd.N_PXD_SENSORS * vxd.PXD_NV,
+    "dead_drain": vxd.N_PXD_SENSORS * PXD_DRAINS,
 }
 _PXD_BANDS = 16
 Collection = dict[str, npt.NDArray[Any]]
@@ -75,6 +91,28 @@ def validate_faults(faults: list[dict[str, Any]], first_run: int, last_run: int)
             raise ConfigError(f"{where}: dead_fraction must be in [0, 1], got {value}")
         if kind == "noise" and not value >= 0.0:
             raise ConfigError(f"{where}: noise (hits per event) must not be negative, got {value}")
+        if kind in _PXD_UNITS and not (value == int(value) and 0 <= value < _PXD_UNITS[kind]):
+            raise ConfigError(
+                f"{where}: {kind} needs an index in [0, {_PXD_UNITS[kind]}), got {value}"
+            )
+
+
+def pxd_dead_pixels(kind: str, value: int) -> npt.NDArray[np.int64]:
+    """Flat pixel numbers ``(sensor * 250 + u) * 768 + v`` of the PXD sensor, row or drain a
+    ``dead_sensor``, ``dead_row`` or ``dead_drain`` fault with ``value`` kills."""
+    n_sensor = vxd.PXD_NU * vxd.PXD_NV
+    u, v = np.divmod(np.arange(n_sensor, dtype=np.int64), vxd.PXD_NV)
+    if kind == "dead_sensor":
+        return int(value) * n_sensor + np.arange(n_sensor, dtype=np.int64)
+    if kind == "dead_row":
+        s, row = divmod(int(value), vxd.PXD_NV)
+        on = v == row
+    elif kind == "dead_drain":
+        s, drain = divmod(int(value), PXD_DRAINS)
+        on = u * 4 + v % 4 == drain
+    else:
+        raise ValueError(f"not a PXD dead-part fault: {kind!r}")
+    return s * n_sensor + np.flatnonzero(on)
 
 
 def _dead_channels(
@@ -254,6 +292,13 @@ def apply_faults(
             both = {k: np.concatenate([c[k], extra[k].astype(c[k].dtype)]) for k in c}
             order = np.argsort(both["evt"], kind="stable")
             collections[name] = {k: v[order] for k, v in both.items()}
+        elif kind in _PXD_UNITS:
+            c = collections[name]
+            s = vxd.sensor_index(c["m_sensorID"], "PXD")
+            flat = (s * vxd.PXD_NU + c["m_uCellID"].astype(np.int64)) * vxd.PXD_NV + c[
+                "m_vCellID"
+            ].astype(np.int64)
+            collections[name] = _keep(c, ~np.isin(flat, pxd_dead_pixels(kind, int(value))))
         elif kind == "time_shift":
             for coll, column, bits in _TIMES[det]:
                 if coll not in collections:

@@ -224,7 +224,16 @@ def simulate_run(
         else:
             t_coll = (crng.integers(-8, 9, n) * top.RF_PERIOD_NS).astype(np.float64)
         ecms_evt = np.full(n, cond.ecms) if not cosmic else np.zeros(n)
-        resp = simulate_response(crng, allp, n, t_coll, cond, run.magnet_on, detectors)
+        resp = simulate_response(
+            crng,
+            allp,
+            n,
+            t_coll,
+            cond,
+            run.magnet_on,
+            detectors,
+            pxd_occupancy=0.0 if cosmic else cfg.pxd_occupancy,
+        )
         if faults:
             apply_faults(
                 resp.collections,
