@@ -35,6 +35,10 @@ _PXD_RAW = {
     "chunk_size": 20_000,
 }
 
+#: The issue's case at its least: 10^6 events with the 1.15e8 digits (15 x 7.68 M pixels) the
+#: total-hits check asks for at the minimum (the background scaled by 1.15e8 / 2.0e8).
+MIN_STATS = {**_PXD_RAW, "pxd_occupancy": 1.37e-5}
+
 CASES = {
     "pxd-hot-dead": {"sim": _PXD_RAW, "config": {}, "runs": "1"},
 }

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
+from typing import ClassVar
 
 import awkward as ak
 import numpy as np
@@ -22,6 +24,7 @@ from b2calib.engine import (
     collect,
     plan,
 )
+from b2calib.engine.loop import TAIL_FRACTION
 from b2calib.exceptions import ConfigError, FileFormatError
 from b2calib.geometry import ecl
 from b2calib.runs import RunRegistry
@@ -85,6 +88,43 @@ def test_work_items_cover_every_entry(bhabha: Dataset) -> None:
         assert ranges[-1][1] == f.n_events
         assert all(a[1] == b[0] for a, b in itertools.pairwise(ranges))
     assert [i.index for i in items] == list(range(len(items)))
+    for i in items:  # at most step_size events, a file's last item up to a tenth more
+        assert 0 < i.entry_stop - i.entry_start <= 25 + 25 // TAIL_FRACTION
+
+
+def test_no_sliver_work_item(bhabha: Dataset) -> None:
+    """A file's remainder below a tenth of step_size goes into its last item, not a task of its
+    own (the 10^6 events of a PXD run were 500k + 500k + a 4k sliver, which cost as much as a
+    full item's start and hand-over)."""
+    f = next(iter(bhabha))
+    n = f.n_events
+    one = Dataset([f])
+    assert [(i.entry_start, i.entry_stop) for i in plan(one, step_size=n - 1)] == [(0, n)]
+    step = max(1, (n - 1) // 2)
+    sizes = [i.entry_stop - i.entry_start for i in plan(one, step_size=step)]
+    assert sum(sizes) == n
+    assert sizes[0] == step
+    short = n - step * (n // step)  # what a plain cut would leave at the end
+    assert len(sizes) == n // step + (short >= step // TAIL_FRACTION)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Prepared(ValueCollector):
+    """Counts the prepare() calls of the process that runs collect()."""
+
+    calls: ClassVar[list[int]] = []
+
+    def prepare(self) -> None:
+        self.calls.append(os.getpid())
+
+
+@pytest.mark.parametrize("executor", ["inprocess", "threads", "processes"])
+def test_prepare_runs_once_before_local_workers(bhabha: Dataset, executor: str) -> None:
+    col = _Prepared("ECLCalDigits_m_Energy", (10, 0.0, 6.0))
+    _Prepared.calls.clear()
+    out = collect(col, bhabha, executor=executor, workers=2, cache=False, progress=False)
+    assert _Prepared.calls == [os.getpid()]
+    assert out.n_events == sum(f.n_events for f in bhabha)
 
 
 @pytest.mark.slow

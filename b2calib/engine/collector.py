@@ -46,6 +46,13 @@ class Collector(abc.ABC):
     def collect(self, events: ak.Array) -> Histograms:
         """Histograms of one chunk of events (a record array with :attr:`branches`)."""
 
+    def prepare(self) -> None:
+        """Load what every chunk needs and is costly to load, e.g. compiled kernels (nothing
+        by default). The engine calls it once per :func:`~b2calib.engine.collect`, in the
+        calling process, before local workers start: forked worker processes inherit what it
+        loaded instead of each loading it again, threads share it. Must be idempotent."""
+        return None
+
     def identity(self) -> dict[str, Any]:
         """What identifies the collector's output: class, version and configuration."""
         cls = type(self)

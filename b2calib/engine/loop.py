@@ -143,18 +143,31 @@ def _check_types(path: str, tree: Any, branches: dict[str, str]) -> None:
             raise FileFormatError(path, "wrong-type", f"branch {name!r} is {have}, expected {spec}")
 
 
+#: A file's last work item takes the file's remaining events when they are fewer than
+#: ``step_size // TAIL_FRACTION``: a sliver of a few events is not worth a task of its own (its
+#: fixed costs, opening the file and handing a collector's histograms over, are those of a full
+#: item, and it lengthens the loop by a task when the items are as many as the workers).
+TAIL_FRACTION = 10
+
+
 def plan(dataset: Dataset, step_size: int = 500_000) -> list[WorkItem]:
-    """Cut the files into work items of at most ``step_size`` events (from the files' metadata;
-    nothing is opened here: each task checks its own file's branches and types)."""
+    """Cut the files into work items of at most ``step_size`` events, a file's last item up to
+    ``step_size // TAIL_FRACTION`` more (from the files' metadata; nothing is opened here: each
+    task checks its own file's branches and types)."""
     if step_size < 1:
         raise ConfigError("step_size must be at least 1")
+    tail = step_size // TAIL_FRACTION
     items: list[WorkItem] = []
     for ref in dataset:
-        for start in range(0, ref.n_events, step_size):
+        start = 0
+        while start < ref.n_events:
             stop = min(ref.n_events, start + step_size)
+            if ref.n_events - stop < tail:
+                stop = ref.n_events
             items.append(
                 WorkItem(len(items), ref.path, ref.exp, ref.run, start, stop, skim=ref.skim)
             )
+            start = stop
     return items
 
 
@@ -336,8 +349,9 @@ def collect(
     progress
         Show a progress bar (terminal or notebook).
     step_size
-        Events per work item at most (a file smaller than that is one item): large enough that
-        a task runs well above the executor's overhead, small enough to bound memory.
+        Events per work item at most (a file smaller than that is one item; a file's last item
+        takes a remainder below a tenth of it, :data:`TAIL_FRACTION`): large enough that a task
+        runs well above the executor's overhead, small enough to bound memory.
     verify
         Compare each file with its file-catalogue entry (size, Adler-32) before reading it
         (:func:`~b2calib.engine.integrity.verify_files`: once per file and process); files no
@@ -366,6 +380,8 @@ def collect(
     if cache is not False:
         cache_dir = str(default_cache_dir() if cache is True else Path(cache))
     fn = _Task(collector, cache_dir)
+    if executor in ("inprocess", "threads", "processes") and items:
+        collector.prepare()  # before the local workers fork: they inherit what it loads
     if executor == "inprocess":
         stream: Iterator[tuple[int, Any, bool]] = (fn(it) for it in items)
     elif executor in ("processes", "threads"):

@@ -232,15 +232,18 @@ def _restore_hits(
 ) -> PixelHits:
     h = cls(_pixel_axis(), storage=hist.storage.Int64())
     view = h.view()
-    if len(where) == 0 and len(counts) == _NPIX:  # dense: uint16 ...
+    if len(where) == 0 and len(counts) == _NPIX:  # dense: uint8 (or uint16) ...
         view[:] = counts
-    else:  # ... or sparse: (pixel, hits); both add the pixels above 65535 hits
+    else:  # ... or sparse: (pixel, hits); both add the rest of the hottest pixels
         view[where] += counts
     return h
 
 
 def _dense_then_sparse(
-    cls: type[PixelHits], dense: npt.NDArray[np.uint16], where: npt.NDArray[Any], extra: I64
+    cls: type[PixelHits],
+    dense: npt.NDArray[np.unsignedinteger[Any]],
+    where: npt.NDArray[Any],
+    extra: I64,
 ) -> PixelHits:
     h = _restore_hits(cls, np.zeros(0, np.int64), dense)
     h.view()[where] += extra
@@ -251,20 +254,20 @@ class PixelHits(hist.Hist, family=hist):
     """The digits of each of the 7.68 M PXD pixels: a plain ``hist.Hist`` (Int64, 61 MB in
     memory, merged with ``+``) that pickles compactly, for the engine's process pool and disk
     cache: the fired pixels and their hits when fewer than a third of the pixels fired (a few
-    kB for a short run), else every pixel's hits as uint16 (15 MB) plus the pixels above 65535
-    hits. (A plain 61 MB pickle per work item made the 11 short runs of the sample bucket take
-    39 s and 2.6 GB of cache.)"""
+    kB for a short run), else the low byte of every pixel's hits (7.7 MB) plus the rest of the
+    pixels with 256 hits or more (the hot ones). (A plain 61 MB pickle per work item made the 11
+    short runs of the sample bucket take 39 s and 2.6 GB of cache; the low byte costs half the
+    time of a uint16 copy on both ends: bench/RESULTS_pxd_masks.md.)"""
 
     def __reduce__(self) -> tuple[Any, ...]:
         view = np.asarray(self.view())
-        where = np.flatnonzero(view)
         cls = type(self)
-        if len(where) < _NPIX // 3:
-            index = where.astype(np.int32)
-            return (_restore_hits, (cls, index, view[where]))
-        big = np.flatnonzero(view > 0xFFFF)
-        dense = np.minimum(view, 0xFFFF).astype(np.uint16)
-        return (_dense_then_sparse, (cls, dense, big.astype(np.int32), view[big] - 0xFFFF))
+        if np.count_nonzero(view) < _NPIX // 3:
+            where = np.flatnonzero(view)
+            return (_restore_hits, (cls, where.astype(np.int32), view[where]))
+        low = view.astype(np.uint8)  # wraps: the hits modulo 256
+        big = np.flatnonzero(view > 0xFF)
+        return (_dense_then_sparse, (cls, low, big.astype(np.int32), view[big] - low[big]))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -281,6 +284,14 @@ class PixelHitCollector(Collector):
             "PXDDigits_m_uCellID": "var * int16",
             "PXDDigits_m_vCellID": "var * int16",
         }
+
+    def prepare(self) -> None:
+        """Load the compiled count (~0.4 s in a fresh process) once, before the engine's
+        workers fork, instead of once in each worker."""
+        one = np.zeros(1, dtype=np.int16)
+        _count_pixels(
+            np.zeros(1, np.uint8), np.zeros(1, np.int64), np.zeros(0, np.int32), one, one, _LUT
+        )
 
     def collect(self, events: ak.Array) -> dict[str, hist.Hist]:
         hits = PixelHits(_pixel_axis(), storage=hist.storage.Int64())
