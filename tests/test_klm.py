@@ -34,6 +34,7 @@ from b2calib.calibration import (
     SequentialRunByRun,
     run_calibrations,
 )
+from b2calib.calibration.toolkit import binomial_interval
 from b2calib.cli import cli
 from b2calib.conditions import ChannelStatus, ConditionsDB, Payload
 from b2calib.detectors import klm as K
@@ -121,7 +122,7 @@ def test_geometry_types_and_distances() -> None:
 
 # ------------------------------------------------------------------------- strip efficiency
 def test_binomial_interval_behaves_at_zero_and_one() -> None:
-    lo, hi = strip_efficiency.binomial_interval([0, 20, 20, 0], [20, 20, 40, 0])
+    lo, hi = binomial_interval([0, 20, 20, 0], [20, 20, 40, 0], method="jeffreys")
     assert lo[0] == 0.0
     assert 0.0 < hi[0] < 0.1
     assert 0.9 < lo[1] < 1.0
@@ -129,6 +130,8 @@ def test_binomial_interval_behaves_at_zero_and_one() -> None:
     assert lo[2] < 0.5 < hi[2]
     assert np.isnan(lo[3])
     assert np.isnan(hi[3])
+    with pytest.raises(ValueError, match="method must be"):
+        binomial_interval(1, 2, method="wald")
 
 
 def _eff_input(n: np.ndarray, k: np.ndarray) -> AlgorithmInput:

@@ -213,6 +213,7 @@ def test_calibration_names() -> None:
     assert b2calib.calibration.toolkit.__all__ == [
         "NotEnoughData",
         "SplitTest",
+        "binomial_interval",
         "channel_payload",
         "find_steps",
         "guarded",
@@ -312,7 +313,7 @@ def test_detector_names() -> None:
             "layer3_v_raw_mean", "raw_time_boundaries", "time_calibration",
         ],
         "b2calib.detectors.svd.hot_strips": [
-            "HOT_STRIPS", "OCCUPANCY", "STRIP_KEYS", "HotStripsAlgorithm", "binomial_interval",
+            "HOT_STRIPS", "OCCUPANCY", "STRIP_KEYS", "HotStripsAlgorithm",
             "find_hot_strips", "hot_strips_calibration",
         ],
         "b2calib.detectors.klm": ["calibrations"],
@@ -323,7 +324,7 @@ def test_detector_names() -> None:
         ],
         "b2calib.detectors.klm.strip_efficiency": [
             "STRIP_EFFICIENCY", "StripEfficiencyAlgorithm", "StripEfficiencyRunByRun",
-            "binomial_interval", "strip_efficiency_calibration",
+            "strip_efficiency_calibration",
         ],
         "b2calib.detectors.klm.time": [
             "CABLE_DELAY", "TIME_CONSTANTS", "DelayFit", "TimeAlgorithm", "channel_sums",

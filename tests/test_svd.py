@@ -18,6 +18,7 @@ from click.testing import CliRunner
 from scipy import stats
 
 from b2calib.calibration import AlgorithmInput, AlgorithmStatus, Constants
+from b2calib.calibration.toolkit import binomial_interval
 from b2calib.cli import cli
 from b2calib.conditions import ChannelStatus, ConditionsDB
 from b2calib.conditions.payloadtypes import check_payload
@@ -233,7 +234,7 @@ def test_strip_geometry_and_truth() -> None:
 
 def test_binomial_interval_is_clopper_pearson() -> None:
     k = np.array([0, 1, 7, 50, 100])
-    lo, hi = hot_strips.binomial_interval(k, 100)
+    lo, hi = binomial_interval(k, 100, cl=0.6827)
     for i, kk in enumerate(k):
         ci = stats.binomtest(int(kk), 100).proportion_ci(confidence_level=0.6827, method="exact")
         assert lo[i] == pytest.approx(ci.low, abs=1e-9)

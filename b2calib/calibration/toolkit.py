@@ -46,6 +46,7 @@ from b2calib.exceptions import CalibrationError
 __all__ = [
     "NotEnoughData",
     "SplitTest",
+    "binomial_interval",
     "channel_payload",
     "find_steps",
     "guarded",
@@ -270,6 +271,46 @@ def status_counts(status: npt.ArrayLike) -> dict[str, int]:
     order of the statuses."""
     s = np.asarray(status)
     return {x.name: int(np.sum(s == x)) for x in ChannelStatus if np.any(s == x)}
+
+
+def binomial_interval(
+    k: npt.ArrayLike,
+    n: npt.ArrayLike,
+    *,
+    cl: float = 0.682689492137086,
+    method: str = "clopper-pearson",
+) -> tuple[F, F]:
+    """Central interval of the proportion ``k / n`` at confidence ``cl`` (one standard
+    deviation by default; NaN where n <= 0).
+
+    ``method`` is ``"clopper-pearson"`` (exact: the Beta quantiles ``(k, n - k + 1)`` and
+    ``(k + 1, n - k)``, never below nominal coverage) or ``"jeffreys"`` (the equal-tailed
+    interval of the Beta(k + 1/2, n - k + 1/2) posterior, coverage close to nominal on
+    average; Brown, Cai and DasGupta 2001). Both close at 0 when ``k = 0`` and at 1 when
+    ``k = n``, unlike the normal approximation, which has no width there. Counts take few
+    distinct values: the quantiles are computed once per distinct ``(k, n)``.
+    """
+    if method not in ("clopper-pearson", "jeffreys"):
+        raise ValueError(f"method must be 'clopper-pearson' or 'jeffreys', not {method!r}")
+    kk, nn = np.broadcast_arrays(np.asarray(k, np.float64), np.asarray(n, np.float64))
+    pairs, inverse = np.unique(np.stack([kk.ravel(), nn.ravel()]), axis=1, return_inverse=True)
+    uk, un = pairs
+    a = 0.5 * (1.0 - cl)
+    from scipy import stats  # only here: the core imports without loading scipy.stats
+
+    with np.errstate(invalid="ignore", divide="ignore"):
+        if method == "jeffreys":
+            lo = stats.beta.ppf(a, uk + 0.5, un - uk + 0.5)
+            hi = stats.beta.ppf(1.0 - a, uk + 0.5, un - uk + 0.5)
+        else:
+            lo = stats.beta.ppf(a, uk, un - uk + 1.0)
+            hi = stats.beta.ppf(1.0 - a, uk + 1.0, un - uk)
+    lo = np.where(uk <= 0, 0.0, lo)
+    hi = np.where(uk >= un, 1.0, hi)
+    empty = un <= 0
+    lo, hi = np.where(empty, np.nan, lo), np.where(empty, np.nan, hi)
+    inv = np.asarray(inverse).ravel()
+    return lo[inv].reshape(kk.shape), hi[inv].reshape(kk.shape)
 
 
 def __dir__() -> list[str]:

@@ -4,7 +4,8 @@ Per strip plane, the efficiency is the number of selected crossings (extrapolate
 KLM ExtHits) with a matched digit over the number of selected crossings, with the cuts of
 basf2's ``KLMStripEfficiencyCollector`` (:func:`~b2calib.detectors.klm.collectors.
 selected_for_efficiency`); every strip of a plane gets its plane's value, as in basf2. The
-uncertainty is the half-width of the 68.27 % Jeffreys interval (:func:`binomial_interval`), which
+uncertainty is the half-width of the 68.27 % Jeffreys interval
+(:func:`b2calib.calibration.toolkit.binomial_interval`), which
 stays positive and inside [0, 1] at 0 and 1 where the normal approximation gives zero.
 
 NOT_ENOUGH_DATA (basf2 ``KLMStripEfficiencyAlgorithm``): a plane with 0 < crossings <
@@ -25,7 +26,6 @@ from collections.abc import Sequence
 
 import numpy as np
 import numpy.typing as npt
-from scipy import stats
 
 from b2calib.calibration import (
     Algorithm,
@@ -37,7 +37,13 @@ from b2calib.calibration import (
     Diagnostics,
 )
 from b2calib.calibration.strategies import Execute, Execution, RequestBoundaries, Strategy
-from b2calib.calibration.toolkit import NotEnoughData, channel_payload, guarded, require
+from b2calib.calibration.toolkit import (
+    NotEnoughData,
+    binomial_interval,
+    channel_payload,
+    guarded,
+    require,
+)
 from b2calib.conditions import ChannelStatus
 from b2calib.conditions.iov import IoV, RunKey
 from b2calib.detectors.klm.collectors import StripEfficiencyCollector
@@ -47,7 +53,6 @@ __all__ = [
     "STRIP_EFFICIENCY",
     "StripEfficiencyAlgorithm",
     "StripEfficiencyRunByRun",
-    "binomial_interval",
     "strip_efficiency_calibration",
 ]
 
@@ -55,27 +60,6 @@ F = npt.NDArray[np.float64]
 
 STRIP_EFFICIENCY = "KLMStripEfficiency"
 _NPL = len(klm.PLANES)
-_CL = 0.682689492137086  # one standard deviation
-
-
-def binomial_interval(k: npt.ArrayLike, n: npt.ArrayLike) -> tuple[F, F]:
-    """The 68.27 % Jeffreys interval of ``k`` successes in ``n`` trials (NaN where n = 0).
-
-    The equal-tailed interval of the Beta(k + 1/2, n - k + 1/2) posterior
-    (``scipy.stats.beta``), closed at 0 when k = 0 and at 1 when k = n (Brown, Cai and
-    DasGupta 2001): coverage close to nominal for any n and efficiency, unlike the normal
-    approximation, which has no width at 0 and 1.
-    """
-    kk = np.asarray(k, dtype=np.float64)
-    nn = np.asarray(n, dtype=np.float64)
-    alpha = 1.0 - _CL
-    with np.errstate(invalid="ignore", divide="ignore"):
-        lo = stats.beta.ppf(alpha / 2, kk + 0.5, nn - kk + 0.5)
-        hi = stats.beta.ppf(1 - alpha / 2, kk + 0.5, nn - kk + 0.5)
-    lo = np.where(kk == 0, 0.0, lo)
-    hi = np.where(kk == nn, 1.0, hi)
-    empty = nn <= 0
-    return np.where(empty, np.nan, lo), np.where(empty, np.nan, hi)
 
 
 class StripEfficiencyAlgorithm(Algorithm):
@@ -93,7 +77,7 @@ class StripEfficiencyAlgorithm(Algorithm):
         n = np.rint(hn.values()).astype(np.int64)
         k = np.rint(hk.values()).astype(np.int64)
         eff = np.divide(k, n, out=np.full(_NPL, np.nan), where=n > 0)
-        lo, hi = binomial_interval(k, n)
+        lo, hi = binomial_interval(k, n, method="jeffreys")
         err = 0.5 * (hi - lo)
         min_n = int(cfg["min_crossings"])
         precision = float(cfg["requested_precision"])

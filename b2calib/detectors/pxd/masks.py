@@ -42,7 +42,6 @@ import hist
 import numba
 import numpy as np
 import numpy.typing as npt
-import scipy.stats
 
 from b2calib.calibration import (
     Algorithm,
@@ -55,7 +54,13 @@ from b2calib.calibration import (
     SequentialRunByRun,
     SimpleRunByRun,
 )
-from b2calib.calibration.toolkit import NotEnoughData, channel_payload, guarded, require
+from b2calib.calibration.toolkit import (
+    NotEnoughData,
+    binomial_interval,
+    channel_payload,
+    guarded,
+    require,
+)
 from b2calib.conditions import ChannelStatus
 from b2calib.engine import Collector
 from b2calib.exceptions import CalibrationError
@@ -469,8 +474,7 @@ def _payloads(c: I64, m: PixelMasks, n_events: float) -> list[Any]:
     b = np.minimum(m.median[sensor] / n_events, 1.0 - 1e-12)
     k = flat_c[hot_at]
     p = k / n_events
-    lo = np.where(k > 0, scipy.stats.beta.ppf(0.15865, k, n_events - k + 1), 0.0)
-    hi = np.where(k < n_events, scipy.stats.beta.ppf(0.84135, k + 1, n_events - k), 1.0)
+    lo, hi = binomial_interval(k, n_events)
     # a pixel fires at most once an event: noise pulses of rate lambda per event on top of the
     # background make it fire with probability p = 1 - (1 - b) exp(-lambda)
     q = np.clip((1.0 - p) / (1.0 - b), 1e-12, 1.0)

@@ -43,7 +43,13 @@ from b2calib.calibration import (
     Diagnostics,
     SequentialRunByRun,
 )
-from b2calib.calibration.toolkit import NotEnoughData, guarded, require, status_counts
+from b2calib.calibration.toolkit import (
+    NotEnoughData,
+    binomial_interval,
+    guarded,
+    require,
+    status_counts,
+)
 from b2calib.conditions import ChannelStatus, Payload
 from b2calib.detectors.svd.collectors import N_SIDES, StripHitCollector
 from b2calib.geometry import vxd
@@ -53,7 +59,6 @@ __all__ = [
     "OCCUPANCY",
     "STRIP_KEYS",
     "HotStripsAlgorithm",
-    "binomial_interval",
     "find_hot_strips",
     "hot_strips_calibration",
 ]
@@ -73,22 +78,6 @@ STRIP_KEYS: dict[str, npt.NDArray[Any]] = {
     "side": (_SIDE % 2).astype(np.int8),
     "strip": (np.arange(vxd.N_SVD_STRIPS) - vxd.SVD_SIDE_FIRST[_SIDE]).astype(np.int16),
 }
-_CL = 0.6827
-
-
-def binomial_interval(k: npt.ArrayLike, n: float, cl: float = _CL) -> tuple[F, F]:
-    """Central Clopper-Pearson interval of the proportion ``k / n`` at confidence ``cl``."""
-    # counts take few distinct values: the quantiles once per value
-    kk, inverse = np.unique(np.asarray(k, dtype=np.float64), return_inverse=True)
-    a = 0.5 * (1.0 - cl)
-    with np.errstate(invalid="ignore"):
-        lo = np.where(kk > 0, stats.beta.ppf(a, kk, n - kk + 1), 0.0)
-        hi = np.where(kk < n, stats.beta.ppf(1 - a, kk + 1, n - kk), 1.0)
-    shape = np.shape(k)
-    return (
-        np.asarray(lo, dtype=np.float64)[inverse].reshape(shape),
-        np.asarray(hi, dtype=np.float64)[inverse].reshape(shape),
-    )
 
 
 def _side_mean(values: F, keep: npt.NDArray[np.bool_]) -> F:
