@@ -84,13 +84,29 @@ SVD_SIDE_FIRST = np.concatenate([[0], np.cumsum(SVD_SIDE_STRIPS)[:-1]]).astype(n
 N_SVD_STRIPS = int(SVD_SIDE_STRIPS.sum())
 
 
+def _index_table(ids: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
+    table = np.full(int(ids.max()) + 1, -1, dtype=np.int64)
+    table[ids] = np.arange(len(ids))
+    return table
+
+
+#: Sensor index by VxdID (-1: no such sensor), one lookup per hit.
+_INDEX = {"SVD": _index_table(SVD_IDS), "PXD": _index_table(PXD_IDS)}
+
+
 def sensor_index(vid: npt.ArrayLike, detector: str) -> npt.NDArray[np.int64]:
-    """Position of VxdIDs in :data:`SVD_IDS` or :data:`PXD_IDS` (``detector`` "SVD"/"PXD")."""
-    ids = SVD_IDS if detector == "SVD" else PXD_IDS
-    order = np.argsort(ids)
-    pos = np.searchsorted(ids[order], np.asarray(vid, np.int64))
-    pos = np.clip(pos, 0, len(ids) - 1)
-    found = ids[order][pos] == np.asarray(vid, np.int64)
-    if not np.all(found):
-        raise ValueError(f"unknown {detector} VxdID")
-    return order[pos]
+    """Position of VxdIDs in :data:`SVD_IDS` or :data:`PXD_IDS` (``detector`` "SVD"/"PXD").
+
+    Raises
+    ------
+    ValueError
+        For a VxdID that is no sensor of ``detector``, naming (up to five of) them.
+    """
+    table = _INDEX["SVD" if detector == "SVD" else "PXD"]
+    v = np.asarray(vid, dtype=np.int64)
+    inside = (v >= 0) & (v < len(table))
+    pos = np.where(inside, table[np.where(inside, v, 0)], -1)
+    if np.any(pos < 0):
+        bad = np.unique(v[pos < 0])[:5].tolist()
+        raise ValueError(f"unknown {detector} VxdID: {bad}")
+    return np.asarray(pos, dtype=np.int64)

@@ -52,11 +52,6 @@ def _flat(events: ak.Array, branch: str, dtype: Any) -> npt.NDArray[Any]:
     return np.asarray(ak.to_numpy(ak.flatten(events[branch])), dtype=dtype)
 
 
-#: Sensor index by VxdID (-1: no SVD sensor), a lookup table.
-_SENSOR_OF_ID = np.full(int(vxd.SVD_IDS.max()) + 1, -1, dtype=np.int64)
-_SENSOR_OF_ID[vxd.SVD_IDS] = np.arange(vxd.N_SVD_SENSORS)
-
-
 def side_index(sensor_id: npt.ArrayLike, is_u: npt.ArrayLike) -> I64:
     """Sensor-side index ``2 * sensor index + side`` of clusters (VxdID, side 1 = U).
 
@@ -65,12 +60,10 @@ def side_index(sensor_id: npt.ArrayLike, is_u: npt.ArrayLike) -> I64:
     CalibrationError
         For a VxdID that is no SVD sensor.
     """
-    vid = np.asarray(sensor_id, dtype=np.int64)
-    inside = (vid >= 0) & (vid < len(_SENSOR_OF_ID))
-    sensor = np.where(inside, _SENSOR_OF_ID[np.where(inside, vid, 0)], -1)
-    if np.any(sensor < 0):
-        bad = np.unique(vid[sensor < 0])[:5].tolist()
-        raise CalibrationError(f"SVD clusters with VxdIDs of no SVD sensor: {bad}")
+    try:
+        sensor = vxd.sensor_index(sensor_id, "SVD")
+    except ValueError as err:
+        raise CalibrationError(f"SVD clusters with {err}") from None
     return np.asarray(2 * sensor + np.asarray(is_u, dtype=np.int64), dtype=np.int64)
 
 
