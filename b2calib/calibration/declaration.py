@@ -43,8 +43,10 @@ CollectorFactory = Callable[[Constants, Sequence[RunKey]], Collector]
 INPUT_FORMATS = ("cdst", "raw")
 #: Stages of prompt processing, in the order they run: ``local`` (no collision data: local
 #: runs, cosmics, pulser), ``raw`` (raw-data based: before reconstruction, e.g. PXD hot pixels,
-#: SVD hot strips), ``post-tracking`` (on cDST skims after tracking, the usual case).
-STAGES = ("local", "raw", "post-tracking")
+#: SVD hot strips), ``alignment`` (tracker alignment), ``post-tracking`` (on cDST skims after
+#: tracking, the usual case), ``analysis`` (analysis-based: beam spot, boost, collision energy).
+#: These are the five stages of Belle II's prompt calibration.
+STAGES = ("local", "raw", "alignment", "post-tracking", "analysis")
 ENTRY_POINT_GROUP = "b2calib.calibrations"
 
 
