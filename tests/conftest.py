@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
 import warnings
 from pathlib import Path
 from types import ModuleType
@@ -28,6 +31,27 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         for fixture in getattr(item, "fixturenames", ()):
             if fixture in _NEEDS:
                 item.add_marker(_NEEDS[fixture])
+
+
+_CACHE_ENV = "B2CALIB_CACHE_DIR"
+_CACHE_KEY = pytest.StashKey[str]()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Point the engine's collector-output cache at a directory of this test session (removed
+    at its end), unless the caller chose one: the tests must not fill the user's cache
+    (``~/.cache/b2calib``); it had grown to 35 GB over many test sessions."""
+    if _CACHE_ENV not in os.environ:
+        path = tempfile.mkdtemp(prefix="b2calib-test-cache-")
+        os.environ[_CACHE_ENV] = path
+        config.stash[_CACHE_KEY] = path
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    path = config.stash.get(_CACHE_KEY, None)
+    if path is not None:
+        shutil.rmtree(path, ignore_errors=True)
+        os.environ.pop(_CACHE_ENV, None)
 
 
 def pytest_report_header(config: pytest.Config) -> str | None:
