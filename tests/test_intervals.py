@@ -37,6 +37,7 @@ from b2calib.calibration.intervals import (
     fill_atom_times,
     fill_from_neighbours,
     interval_variables,
+    per_atom,
     split,
     sum_atoms,
 )
@@ -311,6 +312,26 @@ def test_short_run_joins_the_nearest_interval() -> None:
     assert outers[1].loss == pytest.approx(float(loss(**interval_variables(atoms, run3))))
 
 
+def test_per_atom() -> None:
+    h = hist.Hist(atom_axis(), hist.axis.Integer(0, 2, name="k", flow=False))
+    h.fill(atom=[9, 7, 7], k=[0, 1, 1], weight=[1.0, 2.0, 3.0])
+    atoms = [Atom(1, 1, 7, 0, 1, 2), Atom(1, 1, 8, 1, 2, 0), Atom(1, 1, 9, 2, 3, 1)]
+    atoms.append(Atom(1, 2, 7, 5, 6, 1))  # a run without the histogram
+    got = per_atom({(1, 1): {"m": h}, (1, 2): {}}, "m", atoms)
+    assert got.tolist() == [[0.0, 5.0], [0.0, 0.0], [1.0, 0.0], [0.0, 0.0]]
+
+
+def test_short_runs_stay_in_their_experiment() -> None:
+    rng = np.random.default_rng(8)
+    runs = {
+        (1, 1): _times(T0, 2.0, 800.0, rng),
+        (2, 1): np.linspace(T0 + 2.0 * H + 60, T0 + 2.0 * H + 100, 40),  # short, 1 min later
+        (3, 1): _times(T0 + 3.0 * H, 2.0, 800.0, rng),
+    }
+    outers = split(_run_atoms(runs), BEAMSPOT_OUTER_LOSS, BEAMSPOT_INNER_LOSS)
+    assert [o.runs for o in outers] == [((1, 1),), ((3, 1),)]  # experiment 2 is left out
+
+
 def test_too_few_events() -> None:
     atoms = atoms_from_counts(1, 1, [10, 11, 12], [5, 4, 5])
     with pytest.raises(NotEnoughData, match="14 events < 15"):
@@ -417,14 +438,9 @@ class ToyMean(IntervalAlgorithm):
     def atom_series(self, data: AlgorithmInput, atoms: Sequence[Atom]) -> Any:
         if not self.search:
             return None
-        values = np.full(len(atoms), np.nan)
-        errors = np.full(len(atoms), np.nan)
-        for i, a in enumerate(atoms):
-            h = sum_atoms(data.per_run, "moments", [a])
-            n, sx, _ = h.values() if h is not None else (0.0, 0.0, 0.0)
-            if n > 0:
-                values[i], errors[i] = sx / n, 1.0 / math.sqrt(n)
-        return values, errors
+        m = per_atom(data.per_run, "moments", atoms)
+        n = np.maximum(m[:, 0], 1.0)
+        return m[:, 1] / n, np.where(m[:, 0] > 0, 1.0 / np.sqrt(n), np.nan)
 
 
 def _input(per_run: dict[tuple[int, int], Any], runs: Any = None, **config: Any) -> AlgorithmInput:

@@ -253,6 +253,7 @@ def test_calibration_names() -> None:
         "fill_atom_times",
         "fill_from_neighbours",
         "interval_variables",
+        "per_atom",
         "split",
         "sum_atoms",
     ]

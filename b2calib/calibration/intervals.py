@@ -10,8 +10,9 @@ measured per interval of time, as basf2's ``Splitter`` (tracking/calibration, R.
    started; an atom cut by a run boundary exists once per run (collector outputs are per run).
    A collector fills :func:`atom_times_hist` with :func:`fill_atom_times` (events per atom and
    when in the atom they came), and its moments with an :func:`atom_axis`;
-   :func:`atoms_from_hist` turns the per-run histograms into :class:`Atom` s and
-   :func:`sum_atoms` sums any such histogram over the atoms of an interval.
+   :func:`atoms_from_hist` turns the per-run histograms into :class:`Atom` s,
+   :func:`sum_atoms` sums any such histogram over the atoms of an interval and
+   :func:`per_atom` gives its values atom by atom.
 2. **Loss.** An interval of consecutive atoms has a loss, an expert_config expression
    (:class:`LossExpression`, parsed safely, never ``eval``) of ``rawTime`` (h, from its first
    atom's start to its last atom's end, gaps included), ``netTime`` (h, the summed atom
@@ -22,7 +23,10 @@ measured per interval of time, as basf2's ``Splitter`` (tracking/calibration, R.
    loss). The beam spot shares one size over an outer interval and has a position per
    sub-interval. Sub-intervals with fewer than 50 events merge into a neighbour, a run shorter
    than 2 minutes joins the nearest sub-interval, fewer than 15 events in total is
-   NOT_ENOUGH_DATA.
+   NOT_ENOUGH_DATA. The split sees only times and event counts; where the constants step inside
+   a run, :class:`IntervalAlgorithm` finds the step in a per-atom series and forces a
+   sub-interval to start at its atom (``breaks``), so that a step is placed to within one atom,
+   not to within a sub-interval.
 4. **Fits** (:class:`IntervalAlgorithm`): per outer interval the shared quantities, per
    sub-interval its own; a failed sub-interval copies its nearest good neighbour
    (:func:`fill_from_neighbours`) and is flagged; one time-dependent payload row per
@@ -44,9 +48,14 @@ Differences from basf2
 * **Merging of small sub-intervals** is repeated until none has fewer than ``min_sub_events``
   events (basf2 stops after 10 merges); as in basf2, the smallest one merges into its neighbour
   with fewer events (the earlier on a tie, the only one at an end), within its outer interval.
-* **Short runs** join the nearest sub-interval in time when the split is made (basf2 adds them
-  to the nearest *calibrated* interval after the fits and does not use their events); here
-  their events are fit with that sub-interval.
+* **Short runs** join the nearest sub-interval in time of their experiment when the split is
+  made (basf2 adds them to the nearest *calibrated* interval after the fits and does not use
+  their events); here their events are fit with that sub-interval.
+* **Steps** (forced sub-interval starts found in the data) are an addition: basf2's split is
+  blind to the constants.
+* **Payload rows** meet: a row ends where the next starts (basf2's ``EventDependency`` has
+  only the break points, placed at events); the lookup extends the first row to minus infinity
+  and the last to plus infinity within the payload's IoV.
 * **Failed intervals** copy the nearest good sub-interval (the smaller time distance between
   interval edges, the earlier on a tie) as basf2's ``extrapolateCalibration`` does, but within
   one algorithm execution, and are flagged in the payload's status column (basf2 does not flag
@@ -125,6 +134,7 @@ __all__ = [
     "fill_atom_times",
     "fill_from_neighbours",
     "interval_variables",
+    "per_atom",
     "split",
     "sum_atoms",
 ]
@@ -578,6 +588,36 @@ def sum_atoms(
     return total
 
 
+def per_atom(
+    per_run: Mapping[RunKey, Mapping[str, hist.Hist]],
+    name: str,
+    atoms: Sequence[Atom],
+    axis: str = "atom",
+) -> F:
+    """The values of histogram ``name`` for each atom: an array ``(len(atoms), *rest)`` with
+    ``rest`` the shape of its other axes (no flow bins), zeros for an atom (or a run) without
+    entries. For the per-atom series of a step search (:meth:`IntervalAlgorithm.atom_series`):
+    e.g. the sums of weights, of x and of x^2 per atom give each atom's mean and its error."""
+    out: F | None = None
+    by_run: dict[RunKey, list[int]] = {}
+    for i, a in enumerate(atoms):
+        by_run.setdefault(a.key, []).append(i)
+    for key, rows in by_run.items():
+        h = per_run[key].get(name) if key in per_run else None
+        if h is None:
+            continue
+        dim = [x.name for x in h.axes].index(axis)
+        values = np.moveaxis(np.asarray(h.values(), dtype=np.float64), dim, 0)
+        if out is None:
+            out = np.zeros((len(atoms), *values.shape[1:]))
+        where = {int(c): i for i, c in enumerate(h.axes[axis])}
+        found = [(r, where[atoms[r].index]) for r in rows if atoms[r].index in where]
+        if found:
+            r_idx, c_idx = (list(x) for x in zip(*found, strict=True))
+            out[r_idx] = values[c_idx]
+    return np.zeros((len(atoms),)) if out is None else out
+
+
 # ============================================================================= the split
 @dataclass(frozen=True)
 class SubInterval:
@@ -775,7 +815,8 @@ def split(
         Sub-intervals with fewer events merge into a neighbour within their outer interval.
     min_run_seconds
         Runs lasting this long or less (first atom's start to last atom's end) take no part in
-        the split and then join the nearest sub-interval in time (the earlier on a tie).
+        the split and then join the nearest sub-interval in time of their experiment (the
+        earlier on a tie); those of an experiment without a longer run are left out.
     min_events
         Fewer events in total raise :class:`~b2calib.calibration.toolkit.NotEnoughData`.
     breaks
@@ -860,16 +901,19 @@ def split(
         )
         groups.append((o_runs, subs))
 
-    # ---- short runs join the nearest sub-interval
+    # ---- short runs join the nearest sub-interval of their experiment
     for r in (r for r, s in zip(runs, short, strict=True) if s):
         r0, r1 = float(at0[by_run[r][0]]), float(at1[by_run[r][-1]])
         best: tuple[float, int, int] | None = None
-        for g, (_, subs) in enumerate(groups):
+        for g, (o_runs, subs) in enumerate(groups):
+            if o_runs[0][0] != r[0]:
+                continue
             for k, sub in enumerate(subs):
                 d = _distance(r0, r1, float(at0[sub].min()), float(at1[sub].max()))
                 if best is None or d < best[0]:
                     best = (d, g, k)
-        assert best is not None  # there is a long run, so a sub-interval
+        if best is None:  # an experiment of short runs only: left out
+            continue
         _, g, k = best
         o_runs, subs = groups[g]
         subs[k] = sorted(subs[k] + by_run[r], key=lambda i: (at0[i], atoms[i].key))
