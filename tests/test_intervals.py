@@ -43,7 +43,8 @@ from b2calib.calibration.intervals import (
 )
 from b2calib.calibration.strategies import SequentialBoundaries
 from b2calib.calibration.toolkit import NotEnoughData
-from b2calib.conditions.payload import ChannelStatus
+from b2calib.conditions.payload import ChannelStatus, Payload
+from b2calib.conditions.payloadtypes import check_payload
 from b2calib.engine import RunOutput
 from b2calib.exceptions import ConfigError
 
@@ -331,12 +332,24 @@ def test_short_run_joins_the_nearest_interval() -> None:
 
 
 def test_per_atom() -> None:
-    h = hist.Hist(atom_axis(), hist.axis.Integer(0, 2, name="k", flow=False))
+    h: hist.Hist = hist.Hist(atom_axis(), hist.axis.Integer(0, 2, name="k", flow=False))
     h.fill(atom=[9, 7, 7], k=[0, 1, 1], weight=[1.0, 2.0, 3.0])
     atoms = [Atom(1, 1, 7, 0, 1, 2), Atom(1, 1, 8, 1, 2, 0), Atom(1, 1, 9, 2, 3, 1)]
     atoms.append(Atom(1, 2, 7, 5, 6, 1))  # a run without the histogram
     got = per_atom({(1, 1): {"m": h}, (1, 2): {}}, "m", atoms)
     assert got.tolist() == [[0.0, 5.0], [0.0, 0.0], [1.0, 0.0], [0.0, 0.0]]
+
+
+def test_groups_of_runs_stay_apart() -> None:
+    rng = np.random.default_rng(9)
+    runs = {(1, k + 1): _times(T0 + k * 0.55 * H, 0.5, 1000.0, rng) for k in range(4)}
+    runs[(1, 5)] = np.linspace(T0 + 2.2 * H + 30, T0 + 2.2 * H + 90, 30)  # short, after run 4
+    atoms = _run_atoms(runs)
+    together = split(atoms, BEAMSPOT_OUTER_LOSS, BEAMSPOT_INNER_LOSS)
+    assert [o.runs for o in together] == [tuple(sorted(runs))]
+    labels = {(1, 1): "4S", (1, 2): "4S", (1, 3): "off", (1, 4): "off", (1, 5): "4S"}
+    apart = split(atoms, BEAMSPOT_OUTER_LOSS, BEAMSPOT_INNER_LOSS, groups=labels)
+    assert [o.runs for o in apart] == [((1, 1), (1, 2), (1, 5)), ((1, 3), (1, 4))]
 
 
 def test_short_runs_stay_in_their_experiment() -> None:
@@ -515,6 +528,8 @@ def test_failed_sub_interval_copies_its_neighbour() -> None:
     assert [c["row"] for c in copied] == failed.tolist()
     assert {c["from"] for c in copied} == {int(good)}
     assert copied[0]["reason"] == "toy failure"
+    check_payload(p)
+    assert Payload.from_bytes(p.to_bytes()[0]).same_content(p)
     table = result.diagnostics.tables["intervals"]
     assert table["copied_from"][failed].tolist() == [good] * len(failed)
     Diagnostics.from_bytes(result.diagnostics.to_bytes())  # the partition is stored

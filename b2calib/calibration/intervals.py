@@ -84,7 +84,7 @@ import abc
 import math
 import re
 import warnings
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -801,6 +801,7 @@ def split(
     min_run_seconds: float = MIN_RUN_SECONDS,
     min_events: float = MIN_EVENTS,
     breaks: Iterable[int] = (),
+    groups: Mapping[RunKey, Hashable] | None = None,
 ) -> list[OuterInterval]:
     """Outer intervals of whole runs, each cut into sub-intervals, of minimal summed loss.
 
@@ -824,6 +825,10 @@ def split(
         constants step (:meth:`IntervalAlgorithm.atom_series`): no sub-interval spans one, and
         a sub-interval with too few events merges across one only when it has no neighbour on
         its side. (An extension: basf2's split looks at times and event counts only.)
+    groups
+        A label per run (e.g. the beam energy: 4S or off-resonance): an outer interval only
+        joins runs of one label and experiment, and a short run joins a sub-interval of its
+        own; runs absent from it share a label.
 
     Returns
     -------
@@ -878,13 +883,18 @@ def split(
     u_net = np.array([float(np.sum(at1[by_run[r]] - at0[by_run[r]])) for r in long_runs])
     u_ev = np.array([float(aev[by_run[r]].sum()) for r in long_runs])
     u_gap = np.array([inner_max_gap(by_run[r]) for r in long_runs])
-    exps = np.array([r[0] for r in long_runs], dtype=np.int64)
-    outer_segments = _partition(u_t0, u_t1, u_net, u_ev, u_gap, outer, exps)
+    labels: dict[tuple[int, Hashable], int] = {}
+
+    def label(r: RunKey) -> int:
+        return labels.setdefault((r[0], None if groups is None else groups.get(r)), len(labels))
+
+    kinds = np.array([label(r) for r in long_runs], dtype=np.int64)
+    outer_segments = _partition(u_t0, u_t1, u_net, u_ev, u_gap, outer, kinds)
 
     # ---- inner split of each outer interval over its atoms, then merging of small ones
     forced = np.zeros(len(atoms), dtype=bool)
     forced[[int(b) for b in breaks]] = True
-    groups: list[tuple[list[RunKey], list[list[int]]]] = []
+    pieces: list[tuple[list[RunKey], list[list[int]]]] = []
     for s, e in outer_segments:
         o_runs = long_runs[s : e + 1]
         idx = [i for r in o_runs for i in by_run[r]]
@@ -899,14 +909,14 @@ def split(
             min_sub_events,
             [int(piece[a]) for a, _ in segs],
         )
-        groups.append((o_runs, subs))
+        pieces.append((o_runs, subs))
 
     # ---- short runs join the nearest sub-interval of their experiment
     for r in (r for r, s in zip(runs, short, strict=True) if s):
         r0, r1 = float(at0[by_run[r][0]]), float(at1[by_run[r][-1]])
         best: tuple[float, int, int] | None = None
-        for g, (o_runs, subs) in enumerate(groups):
-            if o_runs[0][0] != r[0]:
+        for g, (o_runs, subs) in enumerate(pieces):
+            if label(o_runs[0]) != label(r):
                 continue
             for k, sub in enumerate(subs):
                 d = _distance(r0, r1, float(at0[sub].min()), float(at1[sub].max()))
@@ -915,12 +925,12 @@ def split(
         if best is None:  # an experiment of short runs only: left out
             continue
         _, g, k = best
-        o_runs, subs = groups[g]
+        o_runs, subs = pieces[g]
         subs[k] = sorted(subs[k] + by_run[r], key=lambda i: (at0[i], atoms[i].key))
         o_runs.append(r)
 
     out = []
-    for (s, e), (o_runs, subs) in zip(outer_segments, groups, strict=True):
+    for (s, e), (o_runs, subs) in zip(outer_segments, pieces, strict=True):
         made = []
         for sub in subs:
             made.append(
@@ -1086,6 +1096,11 @@ class IntervalAlgorithm(Algorithm):
         non-finite value, or a raised :class:`~b2calib.calibration.toolkit.NotEnoughData` is a
         failure."""
 
+    def run_groups(self, data: AlgorithmInput) -> Mapping[RunKey, Hashable] | None:
+        """A label per run that outer intervals must not mix (e.g. 4S and off-resonance runs
+        for the collision energy), or ``None`` (the default): see :func:`split`."""
+        return None
+
     def atom_series(self, data: AlgorithmInput, atoms: Sequence[Atom]) -> tuple[F, F] | None:
         """Per-atom values and errors, ``(len(atoms), k)`` arrays (NaN or a non-positive error
         where an atom tells nothing), in which :meth:`steps` searches for steps inside runs;
@@ -1146,6 +1161,7 @@ class IntervalAlgorithm(Algorithm):
             min_run_seconds=self.min_run_seconds,
             min_events=self.min_events,
             breaks=self.steps(data, atoms) if atoms else (),
+            groups=self.run_groups(data),
         )
         return atoms, outers
 
