@@ -495,7 +495,7 @@ def test_step_found_at_the_right_atom(steps: bool) -> None:
     assert p.metadata["event_dependency"] == "time"
     t0, t1 = p.keys["t_start"], p.keys["t_end"]
     assert t0.dtype == np.int64
-    assert np.all(t1[:-1] == t0[1:])
+    assert np.all(t1[:-1] == t0[1:])  # one run: the rows meet
     assert np.all(t1 > t0)
     assert p.status is not None
     assert np.all(p.status == ChannelStatus.OK)
@@ -511,6 +511,33 @@ def test_step_found_at_the_right_atom(steps: bool) -> None:
         assert np.all(np.abs(pulls[~inside]) < 4.5)
     else:  # the loss alone places boundaries every half hour, blind to the step
         assert nearest > ATOM_SECONDS
+
+
+@pytest.mark.parametrize("gap_seconds", [180.0, 1.0])
+def test_rows_across_a_gap_between_runs(gap_seconds: float) -> None:
+    rng = np.random.default_rng(14)
+    t1 = np.concatenate([_times(T0, 1.0, 1500.0, rng), [T0 + H - 0.5]])
+    t2 = np.concatenate(
+        [[T0 + H - 0.5 + gap_seconds], _times(T0 + H + gap_seconds, 1.0, 1500.0, rng)]
+    )
+    per_run = {(1, 1): _toy_run(t1, np.zeros_like(t1), rng)}
+    per_run[(1, 2)] = _toy_run(t2, np.zeros_like(t2), rng)
+
+    class RunStart(ToyMean):  # a sub-interval starts with run 2
+        def steps(self, data: AlgorithmInput, atoms: Sequence[Atom]) -> list[int]:
+            return [min(i for i, a in enumerate(atoms) if a.key == (1, 2))]
+
+    result = RunStart(steps=False).run(_input(per_run))
+    (p,) = result.payloads
+    check_payload(p)  # sorted, never overlapping, t_end > t_start
+    start, end = p.keys["t_start"] / 1e9, p.keys["t_end"] / 1e9
+    k = int(np.flatnonzero(start >= T0 + H - 1)[0])  # the first row of run 2
+    assert start[k] == pytest.approx(t2[0], abs=10.0)
+    if gap_seconds > 10:  # the row before ends with run 1's data, not at run 2's start
+        assert end[k - 1] == pytest.approx(t1[-1], abs=10.0)
+        assert end[k - 1] < start[k]
+    else:  # the same 10 s bin: clipped to the next row's start
+        assert end[k - 1] == start[k]
 
 
 def test_failed_sub_interval_copies_its_neighbour() -> None:

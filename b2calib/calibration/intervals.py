@@ -53,9 +53,11 @@ Differences from basf2
   their events); here their events are fit with that sub-interval.
 * **Steps** (forced sub-interval starts found in the data) are an addition: basf2's split is
   blind to the constants.
-* **Payload rows** meet: a row ends where the next starts (basf2's ``EventDependency`` has
-  only the break points, placed at events); the lookup extends the first row to minus infinity
-  and the last to plus infinity within the payload's IoV.
+* **Payload rows** hold each sub-interval's start and end (its first atom's start, its last
+  atom's end; an end never after the next row's start), where basf2's ``EventDependency`` has
+  only the break points, placed at events; the lookup (:mod:`b2calib.conditions.eventdep`)
+  uses the starts, extending the first row to minus infinity, each row up to the next row's
+  start and the last row to plus infinity within the payload's IoV.
 * **Failed intervals** copy the nearest good sub-interval (the smaller time distance between
   interval edges, the earlier on a tie) as basf2's ``extrapolateCalibration`` does, but within
   one algorithm execution, and are flagged in the payload's status column (basf2 does not flag
@@ -1042,9 +1044,10 @@ class IntervalAlgorithm(Algorithm):
       FAILED (NOT_ENOUGH_DATA when it lacked events). No sub-interval with a result, or fewer
       than :attr:`min_events` events: NOT_ENOUGH_DATA.
 
-    The payload has one row per sub-interval, keys ``t_start`` and ``t_end`` (int64 UNIX ns;
-    consecutive rows meet: a row ends where the next starts, the first starts at its first atom
-    and the last ends at its last), ``metadata["event_dependency"] = "time"`` and, in
+    The payload has one row per sub-interval, keys ``t_start`` and ``t_end`` (int64 UNIX ns:
+    the start of its first atom and the end of its last, clipped to the next row's start, so
+    rows within a run meet and rows on either side of a gap between runs do not),
+    ``metadata["event_dependency"] = "time"`` and, in
     ``metadata["intervals"]``, the losses, the outer interval of each row and the copies.
     The diagnostics hold the partition: tables ``atoms`` (one row per atom with its outer and
     sub-interval) and ``intervals`` (one row per sub-interval with its values and status).
@@ -1247,7 +1250,7 @@ class IntervalAlgorithm(Algorithm):
         n = len(subs)
         starts = np.array([round(s.t_start * 1e9) for _, _, s in subs], dtype=np.int64)
         ends = np.array([round(s.t_end * 1e9) for _, _, s in subs], dtype=np.int64)
-        ends[:-1] = starts[1:]  # consecutive rows meet
+        ends[:-1] = np.minimum(ends[:-1], starts[1:])  # never overlapping the next row
         columns = list(dict.fromkeys(c for f in fits if f is not None for c in f.values))
         err_columns = list(dict.fromkeys(c for f in fits if f is not None for c in f.errors))
         values = {c: np.full(n, np.nan) for c in columns}
