@@ -516,9 +516,9 @@ def test_step_found_at_the_right_atom(steps: bool) -> None:
 @pytest.mark.parametrize("gap_seconds", [180.0, 1.0])
 def test_rows_across_a_gap_between_runs(gap_seconds: float) -> None:
     rng = np.random.default_rng(14)
-    t1 = np.concatenate([_times(T0, 1.0, 1500.0, rng), [T0 + H - 0.5]])
+    t1 = np.concatenate([_times(T0, 1.0, 1500.0, rng), [T0 + H + 2.0]])
     t2 = np.concatenate(
-        [[T0 + H - 0.5 + gap_seconds], _times(T0 + H + gap_seconds, 1.0, 1500.0, rng)]
+        [[T0 + H + 2.0 + gap_seconds], _times(T0 + H + 10 + gap_seconds, 1.0, 1500.0, rng)]
     )
     per_run = {(1, 1): _toy_run(t1, np.zeros_like(t1), rng)}
     per_run[(1, 2)] = _toy_run(t2, np.zeros_like(t2), rng)
