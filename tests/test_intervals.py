@@ -502,8 +502,11 @@ def test_step_found_at_the_right_atom(steps: bool) -> None:
     assert np.all(p.values["width"] == 1.0)
     assert alg.shared_calls == 1
     nearest = np.min(np.abs(t0[1:] / 1e9 - STEP_AT))
+    table = result.diagnostics.tables["intervals"]
+    assert table["step"].sum() == (1 if steps else 0)
     if steps:
         assert nearest <= ATOM_SECONDS
+        assert abs(t0[table["step"] == 1][0] / 1e9 - STEP_AT) <= ATOM_SECONDS
         # every row that does not hold the step measures its own side's mean
         inside = (t0 / 1e9 < STEP_AT) & (t1 / 1e9 > STEP_AT)
         truth = np.where(t1 / 1e9 <= STEP_AT, 0.0, 0.5)

@@ -637,6 +637,9 @@ class SubInterval:
         The runs it has atoms of, in order.
     loss
         Its inner loss.
+    step
+        Whether it starts at a forced break (``breaks`` of :func:`split`: a step found in the
+        data).
     """
 
     atoms: tuple[int, ...]
@@ -645,6 +648,7 @@ class SubInterval:
     n_events: float
     runs: tuple[RunKey, ...]
     loss: float = math.nan
+    step: bool = False
 
 
 @dataclass(frozen=True)
@@ -943,6 +947,7 @@ def split(
                     n_events=float(aev[sub].sum()),
                     runs=tuple(sorted({atoms[i].key for i in sub})),
                     loss=float(inner(**interval_variables(atoms, sub))),
+                    step=bool(forced[sub[0]]),
                 )
             )
         made.sort(key=lambda x: x.t_start)
@@ -1049,6 +1054,7 @@ class IntervalAlgorithm(Algorithm):
     rows within a run meet and rows on either side of a gap between runs do not),
     ``metadata["event_dependency"] = "time"`` and, in
     ``metadata["intervals"]``, the losses, the outer interval of each row and the copies.
+    Outer intervals never mix experiments, nor runs of different :meth:`run_groups` labels.
     The diagnostics hold the partition: tables ``atoms`` (one row per atom with its outer and
     sub-interval) and ``intervals`` (one row per sub-interval with its values and status).
     """
@@ -1316,6 +1322,7 @@ class IntervalAlgorithm(Algorithm):
                 "n_events",
                 "n_atoms",
                 "loss",
+                "step",
                 "outer_loss",
                 "first_exp",
                 "first_run",
@@ -1334,13 +1341,14 @@ class IntervalAlgorithm(Algorithm):
                 rows["n_events"].append(s.n_events)
                 rows["n_atoms"].append(len(s.atoms))
                 rows["loss"].append(s.loss)
+                rows["step"].append(s.step)
                 rows["outer_loss"].append(o.loss)
                 rows["first_exp"].append(s.runs[0][0])
                 rows["first_run"].append(s.runs[0][1])
                 rows["last_exp"].append(s.runs[-1][0])
                 rows["last_run"].append(s.runs[-1][1])
                 i += 1
-        ints = {"outer", "n_atoms", "first_exp", "first_run", "last_exp", "last_run"}
+        ints = {"outer", "n_atoms", "step", "first_exp", "first_run", "last_exp", "last_run"}
         table = {
             k: np.asarray(v, dtype=np.int64 if k in ints else np.float64) for k, v in rows.items()
         }
