@@ -350,6 +350,10 @@ def test_groups_of_runs_stay_apart() -> None:
     labels = {(1, 1): "4S", (1, 2): "4S", (1, 3): "off", (1, 4): "off", (1, 5): "4S"}
     apart = split(atoms, BEAMSPOT_OUTER_LOSS, BEAMSPOT_INNER_LOSS, groups=labels)
     assert [o.runs for o in apart] == [((1, 1), (1, 2), (1, 5)), ((1, 3), (1, 4))]
+    # alternating labels: no outer interval jumps over a run of the other label
+    labels = {(1, 1): "4S", (1, 2): "off", (1, 3): "4S", (1, 4): "4S", (1, 5): "4S"}
+    apart = split(atoms, BEAMSPOT_OUTER_LOSS, BEAMSPOT_INNER_LOSS, groups=labels)
+    assert [o.runs for o in apart] == [((1, 1),), ((1, 2),), ((1, 3), (1, 4), (1, 5))]
 
 
 def test_short_runs_stay_in_their_experiment() -> None:

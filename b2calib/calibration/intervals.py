@@ -719,7 +719,8 @@ def _partition(
     A unit is a run of atoms (outer split) or one atom (inner split): ``t0``/``t1`` its first
     atom's start and last atom's end (s), ``net`` its summed atom durations (s), ``nev`` its
     events, ``inner_gap`` its largest gap between its own atoms (s). Segments never join units of
-    different ``group``. Returns (first, last) unit of each segment, inclusive.
+    different ``group`` (nor a unit of another group between them). Returns (first, last) unit
+    of each segment, inclusive.
 
     Dynamic programming as basf2's ``Splitter::getMinLoss``: ``best[e + 1]`` is the least loss of
     units ``0 .. e``, the minimum over the start ``s`` of the last segment of ``best[s] +
@@ -733,6 +734,11 @@ def _partition(
     best = np.empty(n + 1)
     best[0] = 0.0
     start = np.zeros(n + 1, dtype=np.int64)
+    # the earliest start of a segment ending at e: where the run of equal groups begins
+    first = np.zeros(n, dtype=np.int64)
+    if group is not None:
+        for u in range(1, n):
+            first[u] = first[u - 1] if group[u] == group[u - 1] else u
     for e in range(n):
         # largest gap of units s..e: max(inner_gap[s..e], before[s+1..e])
         arr = inner_gap[: e + 1].copy()
@@ -747,8 +753,7 @@ def _partition(
         )
         total = best[: e + 1] + np.broadcast_to(values, (e + 1,))
         total = np.where(np.isnan(total), np.inf, total)
-        if group is not None:
-            total = np.where(group[: e + 1] == group[e], total, np.inf)
+        total[: first[e]] = np.inf
         s = int(np.argmin(total))
         if not np.isfinite(total[s]):
             raise ConfigError(
@@ -1150,8 +1155,8 @@ class IntervalAlgorithm(Algorithm):
     def losses(self, config: Mapping[str, Any]) -> tuple[LossExpression, LossExpression]:
         """The outer and inner losses of an expert configuration (defaults where absent)."""
         return (
-            LossExpression(str(config.get(self.outer_loss_key, self.default_outer_loss))),
-            LossExpression(str(config.get(self.inner_loss_key, self.default_inner_loss))),
+            LossExpression(config.get(self.outer_loss_key, self.default_outer_loss)),
+            LossExpression(config.get(self.inner_loss_key, self.default_inner_loss)),
         )
 
     def atoms(self, data: AlgorithmInput) -> list[Atom]:
