@@ -178,6 +178,14 @@ def test_atoms_from_hist_times_counts_and_chunks() -> None:
         assert all(a.t_end - a.t_start <= ATOM_SECONDS for a in atoms)
 
 
+def test_atoms_from_hist_axes_by_name() -> None:
+    t_ns = (np.array([T0 + 5.0, T0 + 400.0, T0 + 900.0]) * 1e9).astype(np.int64)
+    usual = fill_atom_times(atom_times_hist(), t_ns)
+    swapped: hist.Hist = hist.Hist(usual.axes[1], usual.axes[0])
+    swapped.fill(sub=(t_ns % ATOM_NS) // (ATOM_NS // 36), atom=atom_index(t_ns))
+    assert atoms_from_hist({(1, 1): swapped}) == atoms_from_hist({(1, 1): usual})
+
+
 def test_atoms_from_counts() -> None:
     atoms = atoms_from_counts(1, 2, [12, 10, 10, 13], [3, 1, 1, 0], t_first=10 * 360 + 50)
     assert [(a.index, a.n_events) for a in atoms] == [(10, 2.0), (11, 0.0), (12, 3.0)]

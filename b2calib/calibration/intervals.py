@@ -529,10 +529,13 @@ def atoms_from_hist(
         h = entry.get(name) if isinstance(entry, Mapping) else entry
         if h is None:
             continue
-        cats = np.asarray(list(h.axes[0]), dtype=np.int64)
+        names = [ax.name for ax in h.axes]
+        cats = np.asarray(list(h.axes["atom"]), dtype=np.int64)
         if not len(cats):
             continue
         v = np.asarray(h.values(), dtype=np.float64)
+        if names != ["atom", "sub"]:  # by name, whatever the order of the axes
+            v = v.transpose(names.index("atom"), names.index("sub"))
         n = v.sum(axis=1)
         nonzero = np.flatnonzero(n > 0)
         if not len(nonzero):
