@@ -375,6 +375,31 @@ def test_short_runs_stay_in_their_experiment() -> None:
     assert [o.runs for o in outers] == [((1, 1),), ((3, 1),)]  # experiment 2 is left out
 
 
+@pytest.mark.parametrize("seed", range(5))
+def test_dynamic_programming_finds_the_least_loss(seed: int) -> None:
+    """Against every partition of 9 atoms with gaps (2^8 of them): the split's summed inner loss
+    is the least one."""
+    rng = np.random.default_rng(seed)
+    cells = np.sort(rng.choice(30, size=9, replace=False)) + 4_722_000  # gaps between some
+    counts = rng.integers(0, 200, size=9)  # some atoms without events
+    atoms = [
+        Atom(1, 1, int(c), c * 360.0, c * 360.0 + 360.0, float(k))
+        for c, k in zip(cells, counts, strict=True)
+    ]
+    loss = LossExpression("pow(rawTime - 0.35, 2) + 10 * pow(maxGap, 2) + 0.01 * netTime")
+    n = len(atoms)
+    best = math.inf
+    for mask in range(2 ** (n - 1)):
+        cuts = [0, *(k + 1 for k in range(n - 1) if mask >> k & 1), n]
+        total = sum(
+            float(loss(**interval_variables(atoms, range(a, b))))
+            for a, b in itertools.pairwise(cuts)
+        )
+        best = min(best, total)
+    (outer,) = split(atoms, BEAMSPOT_OUTER_LOSS, loss, min_sub_events=0, min_events=0)
+    assert sum(s.loss for s in outer.subs) == pytest.approx(best, rel=1e-9)
+
+
 def test_too_few_events() -> None:
     atoms = atoms_from_counts(1, 1, [10, 11, 12], [5, 4, 5])
     with pytest.raises(NotEnoughData, match="14 events < 15"):
