@@ -192,6 +192,13 @@ def test_atoms_from_counts() -> None:
     assert atoms[0].t_start == 10 * 360 + 50
     assert atoms[-1].t_end == 13 * 360
     assert atoms_from_counts(1, 2, [], []) == []
+    # the loss variables (hours); no events count as 0.1 (basf2), so that 1./nEv stays finite
+    v = interval_variables(atoms, [0, 1, 2])
+    assert v["rawTime"] == pytest.approx((13 * 360 - 10 * 360 - 50) / 3600)
+    assert v["netTime"] == pytest.approx(v["rawTime"])
+    assert v["maxGap"] == 0.0
+    assert v["nEv"] == 5.0
+    assert interval_variables(atoms, [1])["nEv"] == 0.1
 
 
 @pytest.mark.parametrize("storage", [hist.storage.Double, hist.storage.Weight, hist.storage.Mean])
