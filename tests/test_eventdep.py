@@ -350,3 +350,30 @@ def test_closure_truth_is_averaged_over_the_events_of_each_sub_interval() -> Non
     [bs2] = [p for p in truth_payloads(conditions_for_run(cfg, other)) if p.name == "BeamSpot"]
     both = truth_over_events([bs2, bs], [run.start * 1e9 + 1, other.start * 1e9 + 1e9], ["x"])
     assert both["x"][0] == pytest.approx((bs.value("x")[0] + bs2.value("x")[0]) / 2)
+
+
+def test_command_line_lookup_at_a_time(tmp_path: Path) -> None:
+    from tests.test_cli_conditions import run, table
+
+    env = {"B2CALIB_DB": str(tmp_path / "db.sqlite"), "B2CALIB_USER": "tester"}
+    db = ConditionsDB(tmp_path / "db.sqlite", author="alice")
+    db.create_tag("beam")
+    run_level = Payload("XRunLevel", values={"v": np.array([7.0])})
+    db.upload_and_add("beam", [(beamspot(), IoV(12, 5, 12, 5)), (run_level, IoV(12, 0, 12, -1))])
+    db.close()
+    listing = run(env, "lookup", "12", "5", "--gt", "beam")
+    assert [r[0] for r in table(listing)] == ["BeamSpot", "XRunLevel"]
+    # 2026-04-01 01:30 UTC lies in the second interval, in each of its spellings
+    for when in ("2026-04-01T01:30:00", "2026-04-01 03:30:00+02:00", "1775007000", "1775007000s"):
+        out = run(env, "lookup", "12", "5", "--gt", "beam", "--time", when)
+        assert [r[-1] for r in table(out.split("\n\n")[0])] == ["2/3", "run-level"], when
+        head = "BeamSpot rev 1 at 2026-04-01 01:30:00 UTC: interval 2 of 3, 2026-04-01 01:00:00"
+        assert head in out
+        values = {r[0]: r[1:] for r in table(out.split("\n\n")[1])}
+        assert values["x"] == ["0.02", "0.0002"]
+        assert values["status"] == ["OK"]
+    out = run(env, "lookup", "12", "5", "--gt", "beam", "--time", "1775007000000000001ns")
+    assert "at 2026-04-01 01:30:00.000000001 UTC" in out
+    assert "Invalid value for --time: 'yesterday' is neither an ISO time" in run(
+        env, "lookup", "12", "5", "--gt", "beam", "--time", "yesterday", code=2
+    )
