@@ -377,3 +377,21 @@ def test_command_line_lookup_at_a_time(tmp_path: Path) -> None:
     assert "Invalid value for --time: 'yesterday' is neither an ISO time" in run(
         env, "lookup", "12", "5", "--gt", "beam", "--time", "yesterday", code=2
     )
+
+
+def test_the_ecl_peaks_take_the_runs_time_averaged_collision_energy() -> None:
+    """The one consumer that needs one collision energy per run asks for the time average."""
+    from b2calib.detectors.ecl import peaks
+
+    mass = ed.time_dependent(
+        "CollisionInvariantMass",
+        [0, 3600 * NS],
+        [3600 * NS, 4 * 3600 * NS],
+        values={"mass": [10.580, 10.576], "spread": [5.4e-3, 5.4e-3]},
+    )
+    constants = Constants(None, overlay=[(IoV(12, 1, 12, 1), mass)])
+    with pytest.raises(TimeDependentPayloadError):
+        constants.get(peaks.BEAM_PAYLOAD, 12, 1)
+    collector = peaks.peak_collector("gamma_gamma")(constants, [(12, 1), (12, 2)])
+    assert collector.ecms == ((12, 1, pytest.approx(10.577)),)  # 1 h at 10.580, 3 h at 10.576
+    assert peaks.run_ecms(ed.at_time(mass, 0)) == pytest.approx(10.580)
