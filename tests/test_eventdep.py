@@ -395,3 +395,58 @@ def test_the_ecl_peaks_take_the_runs_time_averaged_collision_energy() -> None:
     collector = peaks.peak_collector("gamma_gamma")(constants, [(12, 1), (12, 2)])
     assert collector.ecms == ((12, 1, pytest.approx(10.577)),)  # 1 h at 10.580, 3 h at 10.576
     assert peaks.run_ecms(ed.at_time(mass, 0)) == pytest.approx(10.580)
+
+
+TIME_AND_ECMS = ("EventMetaData_m_time", "SimTruth_m_ecms")
+D0_PHI0 = ("TrackFitResults_m_d0", "TrackFitResults_m_phi0")
+
+
+def test_simulated_events_follow_the_beam_step(tmp_path: Path) -> None:
+    """In the step run, the tracks come from the stepped beam spot and the events carry the
+    stepped collision energy from the step's time on."""
+    import awkward as ak
+
+    from b2calib.io import open_skim
+    from b2calib.sim import simulate
+
+    cfg = SimConfig(
+        exp=3,
+        n_runs=1,
+        seed=4,
+        events_per_run=1500,
+        beam_step_run=1,
+        skims=["hlt_mumu_2trk"],
+        process_fractions={
+            "bhabha": 0.1,
+            "gamma_gamma": 0.05,
+            "mumu": 0.8,
+            "hadron": 0.03,
+            "tautau": 0.02,
+        },
+        run_types={"physics": 1.0, "cosmic": 0.0, "beam": 0.0, "debug": 0.0},
+        continuum_fraction=0.0,
+    )
+    result = simulate(cfg, tmp_path, jobs=1)
+    [run] = list(result.registry)
+    cond = conditions_for_run(cfg, run)
+    assert cond.step_time is not None
+    with open_skim(result.files[0]) as fh:
+        a = fh.arrays([*TIME_AND_ECMS, "TrackFitResults_m_z0", *D0_PHI0])
+    after = a["EventMetaData_m_time"].to_numpy() / 1e9 >= cond.step_time
+    assert after.sum() > 300
+    assert (~after).sum() > 200
+    ecms = a["SimTruth_m_ecms"].to_numpy()
+    np.testing.assert_allclose(ecms[~after], cond.ecms, rtol=1e-7)
+    np.testing.assert_allclose(ecms[after], cond.ecms - 3e-3, rtol=1e-7)
+    z = ak.mean(a["TrackFitResults_m_z0"], axis=1).to_numpy()  # one vertex per event
+    err = cond.beamspot_size[2] * np.sqrt(1 / after.sum() + 1 / (~after).sum())
+    true = cond.beamspot_at([cond.step_time + 1])[0] - cond.beamspot_at([cond.step_time - 1])[0]
+    assert z[after].mean() - z[~after].mean() == pytest.approx(true[2], abs=4 * err + 1e-3)
+
+    def x_of(sel: np.ndarray) -> float:
+        d0 = ak.to_numpy(ak.flatten(a["TrackFitResults_m_d0"][sel])).astype(float)
+        phi = ak.to_numpy(ak.flatten(a["TrackFitResults_m_phi0"][sel])).astype(float)
+        design = np.column_stack([np.sin(phi), -np.cos(phi)])
+        return float(np.linalg.lstsq(design, d0, rcond=None)[0][0])
+
+    assert x_of(after) - x_of(~after) == pytest.approx(true[0], abs=4e-4)  # 8 um step, 4 um
