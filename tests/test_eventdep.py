@@ -5,6 +5,7 @@ beam step and its time-dependent truth."""
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -450,3 +451,22 @@ def test_simulated_events_follow_the_beam_step(tmp_path: Path) -> None:
         return float(np.linalg.lstsq(design, d0, rcond=None)[0][0])
 
     assert x_of(after) - x_of(~after) == pytest.approx(true[0], abs=4e-4)  # 8 um step, 4 um
+
+
+def test_command_line_simulation_with_a_beam_step(tmp_path: Path) -> None:
+    from tests.test_cli import run
+
+    code, out = run("simulate", "--out", str(tmp_path), "--runs", "2", "--beam-step-run", "5")
+    assert code == 1
+    assert out.strip().splitlines() == ["Error: beam_step_run 5 is outside the simulated runs 1..2"]
+    code, out = run(
+        *("simulate", "--out", str(tmp_path), "--runs", "1", "--events-per-run", "100"),
+        *("--beam-step-run", "1", "--beam-step-hours", "0.5", "--skims", "hlt_mumu_2trk"),
+        *("--quiet", "--jobs", "1"),
+    )
+    assert code == 0, out
+    config = json.loads((tmp_path / "simulation.json").read_text())["config"]
+    assert (config["beam_step_run"], config["beam_step_hours"]) == (1, 0.5)
+    truth = LocalDatabase(tmp_path / "truth")
+    mass = truth.read(truth.find("CollisionInvariantMass", 12, 1))
+    assert len(mass) == 2
