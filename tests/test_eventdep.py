@@ -260,6 +260,9 @@ def test_truth_of_the_beam_step() -> None:
         assert ed.intervals(payloads[name])[1][-1] == int(run.stop * 1e9)
     bs = payloads["BeamSpot"]
     assert len(bs) == 50  # 5 h of 0.1 h atoms, the step on an atom boundary
+    motion = bs.metadata["beam_motion"]
+    assert motion["step"]["t_ns"] == int(cond.step_time * 1e9)
+    np.testing.assert_allclose(motion["drift_cm_per_hour"], cond.beamspot_slope)
     t_ns = np.array([before, after]) * 1e9
     np.testing.assert_allclose(
         ed.values_at(bs, "z", t_ns),
