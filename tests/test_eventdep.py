@@ -376,6 +376,8 @@ def test_command_line_lookup_at_a_time(tmp_path: Path) -> None:
         values = {r[0]: r[1:] for r in table(out.split("\n\n")[1])}
         assert values["x"] == ["0.02", "0.0002"]
         assert values["status"] == ["OK"]
+    show = run(env, "payload", "show", "BeamSpot")
+    assert "time intervals  3 from 2026-04-01 00:00:00 to 2026-04-01 04:00:00 UTC" in show
     out = run(env, "lookup", "12", "5", "--gt", "beam", "--time", "1775007000000000001ns")
     assert "at 2026-04-01 01:30:00.000000001 UTC" in out
     assert "Invalid value for --time: 'yesterday' is neither an ISO time" in run(
