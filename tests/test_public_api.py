@@ -146,10 +146,27 @@ def test_conditions_names() -> None:
         "Verification",
         "check_payload",
     ]
+    import b2calib.conditions.eventdep
     import b2calib.conditions.names
     import b2calib.conditions.payloadtypes
 
     for module, names in (
+        (
+            b2calib.conditions.eventdep,
+            [
+                "EVENT_DEPENDENCY",
+                "TIME_KEYS",
+                "TimeDependentPayloadError",
+                "at_time",
+                "interval_index",
+                "intervals",
+                "is_time_dependent",
+                "run_level_error",
+                "run_mean",
+                "time_dependent",
+                "values_at",
+            ],
+        ),
         (b2calib.conditions.names, ["NAME_LENGTH", "check_globaltag_name", "check_payload_name"]),
         (
             b2calib.conditions.payloadtypes,
@@ -276,7 +293,7 @@ def test_detector_names() -> None:
         "b2calib.detectors.ecl.peaks": [
             "BEAM_PAYLOAD", "ECMS_4S", "GG_BINS", "GG_FIT_RANGE", "GG_PAYLOAD", "MUMU_BINS",
             "MUMU_PAYLOAD", "RING", "ECLPeakCollector", "expected_photon_energy", "fit_peaks",
-            "peak_collector", "peak_constants", "solve_peaks",
+            "peak_collector", "peak_constants", "run_ecms", "solve_peaks",
         ],
         "b2calib.detectors.ecl.merge": [
             "MERGED_PAYLOAD", "METHOD_BITS", "applied_constants", "applied_errors",
