@@ -51,6 +51,7 @@ values ``x, y, z`` (cm) with errors, ``cov_xx .. cov_zz`` (cm^2), ``size_xx .. s
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -97,9 +98,11 @@ __all__ = [
     "SizeFit",
     "beamspot_calibration",
     "beamspot_collector",
+    "find_steps",
     "fit_position",
     "fit_size",
     "reference_spots",
+    "step_statistic",
 ]
 
 F = npt.NDArray[np.float64]
@@ -259,6 +262,7 @@ def fit_size(
     n_tot = 0.0
     sy = sy2 = 0.0
     zbias = 0.0
+    terms: list[tuple[F, F]] = []
     for m_, fit in zip(moments, positions, strict=True):
         if not fit.ok:
             continue
@@ -270,7 +274,18 @@ def fit_size(
         c = np.array([fit.cov[0, 0], fit.cov[1, 1], fit.cov[0, 1]])
         ff += ffk
         rhs += fy + ffk @ c
-        yy += float(moment(m, "yy"))
+        terms.append((m, c))
+        # sum of y^2 around this position: y = y0 - v.d + d^T P d
+        vd = moment(m, "yv") @ d
+        q = np.einsum("jk,j,k->", moment(m, "yP"), d, d)
+        yy += float(
+            moment(m, "yy")
+            + np.einsum("jk,j,k->", moment(m, "vv"), d, d)
+            + np.einsum("jklm,j,k,l,m->", moment(m, "PP"), d, d, d, d)
+            - 2 * vd
+            + 2 * q
+            - 2 * np.einsum("jlm,j,l,m->", moment(m, "vP"), d, d, d)
+        )
         dz = fit.position[2] - fit.reference[2]
         z12, zbar = float(moment(m, "z12")), float(moment(m, "zbar"))
         sy += z12 - 2 * dz * zbar + n * dz**2
@@ -290,8 +305,18 @@ def fit_size(
         raise NotEnoughData(f"{n_tot:g} events: no size fit")
     ffinv = np.linalg.inv(ff)
     s = ffinv @ rhs
-    rss = max(yy - 2 * s @ rhs + s @ ff @ s, 0.0)
-    cov_s = ffinv * rss / (n_tot - 3)
+    # sandwich covariance (the products' variance depends on the track directions); the
+    # residuals around each sub-interval's expectation f.(S - C_k), y taken around the
+    # reference (the algorithm iterates until the two agree)
+    meat = np.zeros((3, 3))
+    for m_, c in terms:
+        sk = s - c
+        meat += (
+            moment(m_, "ffyy")
+            - 2 * np.einsum("jkl,l->jk", moment(m_, "ffyf"), sk)
+            + np.einsum("jklm,l,m->jk", moment(m_, "ffff"), sk, sk)
+        )
+    cov_s = _sym(ffinv @ meat @ ffinv) * n_tot / (n_tot - 3)
     es = np.sqrt(np.diag(cov_s))
     szz = (sy + zbias) / n_tot
     var_y = max(sy2 - sy**2 / n_tot, 0.0) / (n_tot - 1)
@@ -353,6 +378,28 @@ class BeamSpotAlgorithm(IntervalAlgorithm):
             return 0, every, fits, False
         clean = [self._moments(data, a, 1) for a in subs]
         return 1, clean, [fit_position(m) for m in clean], True
+
+    # ------------------------------------------------------------------ steps
+    def partition(self, data: AlgorithmInput) -> tuple[list[Atom], list[OuterInterval]]:
+        """The split by the losses, then a sub-interval boundary at every step of the
+        position found in the data (:func:`find_steps`; ``step_threshold`` <= 0: none, as
+        basf2)."""
+        atoms, outers = super().partition(data)
+        threshold = float(data.config["step_threshold"])
+        if threshold <= 0:
+            return atoms, outers
+        window = int(data.config["step_window_atoms"])
+        moments = _atom_moments(data.per_run, atoms)
+        out = []
+        for o in outers:
+            order = list(o.atoms)
+            runs = [atoms[i].key for i in order]
+            steps = find_steps(moments[order], runs, threshold=threshold, window=window)
+            subs = list(o.subs)
+            for k in steps:
+                subs = _cut(subs, order[k], atoms, self.min_sub_events)
+            out.append(dataclasses.replace(o, subs=tuple(subs)))
+        return atoms, out
 
     # ------------------------------------------------------------------ interval fits
     def fit_outer(
@@ -439,6 +486,118 @@ def _size_metadata(size: SizeFit, sel: int, converged: bool) -> dict[str, Any]:
     }
 
 
+# ------------------------------------------------------------------------------ steps
+def _atom_moments(
+    per_run: Mapping[RunKey, Mapping[str, Any]], atoms: Sequence[Atom], sel: int = 0
+) -> F:
+    """The moments ``(len(atoms), N_MOMENTS)`` of every atom (selection ``sel``)."""
+    out = np.zeros((len(atoms), N_MOMENTS))
+    cache: dict[RunKey, tuple[dict[int, int], F]] = {}
+    for i, a in enumerate(atoms):
+        if a.key not in cache:
+            h = per_run.get(a.key, {}).get(_MOMENTS)
+            if h is None:
+                cache[a.key] = ({}, np.zeros((0, 2, N_MOMENTS)))
+            else:
+                where = {int(c): j for j, c in enumerate(h.axes[0])}
+                cache[a.key] = (where, np.asarray(h.values(), dtype=np.float64))
+        where, vals = cache[a.key]
+        if a.index in where:
+            out[i] = vals[where[a.index], sel]
+    return out
+
+
+def step_statistic(moments: npt.ArrayLike, runs: Sequence[RunKey], window: int) -> F:
+    """For each atom ``k`` (in time order, with its run), the Wald chi2 (3 dof) of the
+    difference between the positions fitted to the ``window`` atoms before ``k`` and the
+    ``window`` atoms from ``k`` on, within ``k``'s run (0 where either side cannot be fitted
+    or at a run's first atom)."""
+    m = np.asarray(moments, dtype=np.float64)
+    n = len(m)
+    cum = np.vstack([np.zeros(N_MOMENTS), np.cumsum(m, axis=0)])
+    stat = np.zeros(n)
+    first = 0
+    for k in range(1, n + 1):
+        if k < n and runs[k] == runs[first]:
+            continue
+        for j in range(first + 1, k):
+            lo, hi = max(first, j - window), min(k, j + window)
+            left = fit_position(cum[j] - cum[lo], min_events=10)
+            right = fit_position(cum[hi] - cum[j], min_events=10)
+            if not (left.ok and right.ok):
+                continue
+            d = left.position - right.position
+            c = left.cov + right.cov
+            try:
+                stat[j] = float(d @ np.linalg.solve(c, d))
+            except np.linalg.LinAlgError:
+                continue
+        first = k
+    return stat
+
+
+def find_steps(
+    moments: npt.ArrayLike, runs: Sequence[RunKey], *, threshold: float, window: int
+) -> list[int]:
+    """Atoms (indices, in time order) where the position steps: the largest
+    :func:`step_statistic` above ``threshold``, then the next largest at least ``window``
+    atoms away, and so on."""
+    stat = step_statistic(moments, runs, window)
+    found: list[int] = []
+    for k in np.argsort(-stat, kind="stable"):
+        if stat[k] <= threshold:
+            break
+        if all(abs(int(k) - f) >= window for f in found):
+            found.append(int(k))
+    return sorted(found)
+
+
+def _cut(
+    subs: list[SubInterval], atom: int, atoms: Sequence[Atom], min_events: float
+) -> list[SubInterval]:
+    """``subs`` with a boundary before atom ``atom`` (an index into ``atoms``): the
+    sub-interval holding it is cut there; a piece with fewer than ``min_events`` events joins
+    its neighbour on its own side of the cut."""
+    groups = [list(s.atoms) for s in subs]
+    losses = [s.loss for s in subs]
+
+    def events(x: list[int]) -> float:
+        return float(sum(atoms[i].n_events for i in x))
+
+    for g, idx in enumerate(groups):
+        if atom not in idx or idx.index(atom) == 0:
+            continue
+        pos = idx.index(atom)
+        left, right = idx[:pos], idx[pos:]
+        before, after = groups[:g], groups[g + 1 :]
+        lb, la = losses[:g], losses[g + 1 :]
+        if events(left) < min_events and before:
+            before[-1] = before[-1] + left
+            lb[-1] = math.nan
+            left = []
+        if events(right) < min_events and after:
+            after[0] = right + after[0]
+            la[0] = math.nan
+            right = []
+        mid = [x for x in (left, right) if x]
+        groups = [*before, *mid, *after]
+        losses = [*lb, *([math.nan] * len(mid)), *la]
+        break
+    return [_sub(x, atoms, loss) for x, loss in zip(groups, losses, strict=True)]
+
+
+def _sub(idx: list[int], atoms: Sequence[Atom], loss: float) -> SubInterval:
+    sel = [atoms[i] for i in idx]
+    return SubInterval(
+        atoms=tuple(idx),
+        t_start=min(a.t_start for a in sel),
+        t_end=max(a.t_end for a in sel),
+        n_events=float(sum(a.n_events for a in sel)),
+        runs=tuple(sorted({a.key for a in sel})),
+        loss=loss,
+    )
+
+
 # ------------------------------------------------------------------------ declaration
 EXPERT_CONFIG: Mapping[str, Any] = {
     "outerLoss": BEAMSPOT_OUTER_LOSS,
@@ -446,6 +605,8 @@ EXPERT_CONFIG: Mapping[str, Any] = {
     "reference_tolerance_um": [2.0, 2.0, 50.0],
     "resolved_sigmas": 2.0,
     "max_passes": 3,
+    "step_threshold": 30.0,
+    "step_window_atoms": 5,
 }
 
 

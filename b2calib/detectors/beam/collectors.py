@@ -38,7 +38,15 @@ the nominal size projection):
 ``fy``            3     ``f d'_1 d'_2``
 ``fd``            6     ``f (x) (d'_1 a_2 + d'_2 a_1)``
 ``faa``           12    ``f (x) a_1 (x) a_2``
-``yy``            1     ``(d'_1 d'_2)^2``
+``yy``            1     ``y^2``, ``y = d'_1 d'_2``
+``yv``            2     ``y v``, ``v = d'_1 a_2 + d'_2 a_1``  (size residuals around any position)
+``vv``            4     ``v v^T``
+``yP``            4     ``y P``, ``P = a_1 a_2^T``
+``vP``            8     ``v (x) P``
+``PP``            16    ``P (x) P``
+``ffyy``          9     ``f f^T y^2``                      (size sandwich, around the reference)
+``ffyf``          27    ``f f^T y (x) f``
+``ffff``          81    ``f f^T (x) f f^T``
 ================  ====  ============================================================
 """
 
@@ -105,6 +113,14 @@ MOMENTS: dict[str, tuple[int, ...]] = {
     "fd": (3, 2),
     "faa": (3, 2, 2),
     "yy": (),
+    "yv": (2,),
+    "vv": (2, 2),
+    "yP": (2, 2),
+    "vP": (2, 2, 2),
+    "PP": (2, 2, 2, 2),
+    "ffyy": (3, 3),
+    "ffyf": (3, 3, 3),
+    "ffff": (3, 3, 3, 3),
 }
 _SLICES: dict[str, tuple[slice, tuple[int, ...]]] = {}
 _pos = 0
@@ -170,9 +186,13 @@ def reference_rows(
 
 def _outer(*arrs: F) -> F:
     """Per-event outer product of per-event vectors/tensors, flattened after the event axis."""
-    out = arrs[0].reshape(len(arrs[0]), -1)
+
+    def flat(a: F) -> F:
+        return a.reshape(len(a), int(np.prod(a.shape[1:])))
+
+    out = flat(arrs[0])
     for a in arrs[1:]:
-        out = (out[:, :, None] * a.reshape(len(a), -1)[:, None, :]).reshape(len(a), -1)
+        out = flat(out[:, :, None] * flat(a)[:, None, :])
     return out
 
 
@@ -196,6 +216,7 @@ def event_moments(mu: Dimuons, ref: F, *, nominal_size: tuple[float, float] = (1
     )
     y0 = dprime[:, 0] * dprime[:, 1]
     dmix = dprime[:, 0, None] * a[:, 1] + dprime[:, 1, None] * a[:, 0]
+    pmat = a[:, 0, :, None] * a[:, 1, None, :]
     parts = {
         "n": np.ones(n),
         "A": A,
@@ -219,10 +240,18 @@ def event_moments(mu: Dimuons, ref: F, *, nominal_size: tuple[float, float] = (1
         "fd": _outer(f, dmix),
         "faa": _outer(f, a[:, 0], a[:, 1]),
         "yy": y0**2,
+        "yv": y0[:, None] * dmix,
+        "vv": _outer(dmix, dmix),
+        "yP": y0[:, None] * pmat.reshape(n, 4),
+        "vP": _outer(dmix, pmat),
+        "PP": _outer(pmat, pmat),
+        "ffyy": _outer(f, f) * (y0**2)[:, None],
+        "ffyf": _outer(f, f, f * y0[:, None]),
+        "ffff": _outer(f, f, f, f),
     }
     out = np.empty((n, N_MOMENTS))
     for name, (sl, _) in _SLICES.items():
-        out[:, sl] = parts[name].reshape(n, -1)
+        out[:, sl] = parts[name].reshape(n, sl.stop - sl.start)
     return out
 
 
