@@ -274,7 +274,7 @@ def test_algorithm_finds_a_step_within_an_atom_and_iterates_once() -> None:
     n = 4000
     start = T0_NS + 1234 * 10**9  # not on the grid
     t = start + np.sort(rng.uniform(0, hours * 3.6e12, n)).astype(np.int64)
-    t_step = start + int(2.03 * 3.6e12)
+    t_step = start + int(2.21 * 3.6e12)  # between two boundaries of the losses alone
     jump = np.array([8e-4, 0.5e-4, 150e-4])
     ev = toy_events(rng, n, t, _stepped(t_step, jump))
     per_run = _per_run({(12, 1): ev})
@@ -301,9 +301,10 @@ def test_algorithm_finds_a_step_within_an_atom_and_iterates_once() -> None:
     assert q.metadata["size"][0]["outlier_cuts"] is True
     np.testing.assert_array_equal(q.keys["t_start"], p.keys["t_start"])
     assert np.all(q.status == ChannelStatus.OK)
-    # without the step search (basf2) the rows are those of the losses alone
-    plain = B.BeamSpotAlgorithm().run(_input(per_run, step_threshold=0.0)).payloads[0]
-    assert len(plain) < len(p)
+    # without the step the rows are those of the losses alone: none starts near that time
+    flat = toy_events(np.random.default_rng(21), n, t, constant(POS))
+    plain = B.BeamSpotAlgorithm().run(_input(_per_run({(12, 1): flat}))).payloads[0]
+    assert np.min(np.abs(plain.keys["t_start"][1:] - t_step)) > ATOM_NS
 
 
 def test_algorithm_not_enough_data() -> None:
@@ -357,7 +358,8 @@ def test_declaration() -> None:
 # ------------------------------------------------------------------ closure on the simulator
 MUMU_ONLY = {"bhabha": 0.0, "gamma_gamma": 0.0, "mumu": 1.0, "hadron": 0.0, "tautau": 0.0}
 #: 48 physics runs of ~4 h with ~1100 selected dimuons each (~8 sub-intervals of 0.5 h per run,
-#: ~380 in all); CDC and SVD for the tracks' hit counts.
+#: ~440 in all), the beams stepping inside run 5 (the simulator's default step: 8, 0.5, 150 um);
+#: CDC and SVD for the tracks' hit counts.
 CLOSURE = SimConfig(
     exp=12,
     seed=16,
@@ -370,6 +372,8 @@ CLOSURE = SimConfig(
     detectors=["CDC", "SVD"],
     run_types={"physics": 1.0},
     continuum_fraction=0.0,
+    beam_step_run=5,  # 4.0 h long: the step 2.0 h after its start
+    beam_step_hours=2.0,
 )
 
 
@@ -451,13 +455,20 @@ def test_closure_positions_and_sizes(closure: tuple[Path, ConditionsDB, Any]) ->
         assert p.values["size_yy"][0] == 0.0
         assert p.metadata["size"][0]["upper_limit"]["yy"] > 0
     assert report.iterations == 2
+    # the step: a row of run 5 starts within one atom of it
+    run5 = next(r for r in generate_runs(CLOSURE) if r.run == 5)
+    t_step = int((run5.start + 2.0 * 3600) * 1e9)
+    starts = np.concatenate([p.keys["t_start"][1:] for p, i, *_ in rows if i == 0])
+    assert np.min(np.abs(starts - t_step)) <= ATOM_NS
 
 
 @pytest.mark.slow
 def test_runs_without_the_skim_or_events(tmp_path: Path) -> None:
     """A run without the dimuon skim, and runs with too few events: NOT_ENOUGH_DATA, nothing
     staged, no crash."""
-    cfg = dataclasses.replace(CLOSURE, n_runs=2, events_per_run=20, mean_run_hours=0.5)
+    cfg = dataclasses.replace(
+        CLOSURE, n_runs=2, events_per_run=20, mean_run_hours=0.5, beam_step_run=None
+    )
     simulate(
         dataclasses.replace(cfg, skims=["hlt_bhabha"], processes=["bhabha", "mumu"]), tmp_path / "a"
     )
