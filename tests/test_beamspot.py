@@ -19,9 +19,12 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 import uproot
+from click.testing import CliRunner
 
 from b2calib.calibration import AlgorithmInput, AlgorithmStatus, Constants
 from b2calib.calibration.intervals import ATOM_NS
+from b2calib.calibration.jobs import JobStore
+from b2calib.cli import cli
 from b2calib.conditions import ChannelStatus, ConditionsDB
 from b2calib.detectors import calibrations as all_calibrations
 from b2calib.detectors.beam import beamspot as B
@@ -479,3 +482,36 @@ def test_runs_without_the_skim_or_events(tmp_path: Path) -> None:
     reports, db = calibrate(cal, tmp_path / "b", tmp_path / "b.sqlite")
     assert reports["beamspot"].status == "NOT_ENOUGH_DATA", reports["beamspot"]
     assert "staging" not in {t.name for t in db.tags()} or not db.iovs("staging", "BeamSpot")
+
+
+# ---------------------------------------------------------------------------- command line
+@pytest.mark.slow
+def test_cli_calibrate_beamspot(tmp_path: Path) -> None:
+    """``b2calib calibrate beamspot``: listed in the analysis stage after its dependencies;
+    refused while they have not completed into the staging tag; then staged, time-dependent."""
+    cfg = dataclasses.replace(CLOSURE, n_runs=2, events_per_run=3000, beam_step_run=None)
+    simulate(cfg, tmp_path / "data")
+    listing = CliRunner().invoke(cli, ["calibrate", "--list"])
+    line = next(x for x in listing.output.splitlines() if x.startswith("beamspot:"))
+    assert "analysis" in line
+    assert "hlt_mumu_2trk" in line
+    assert "after cdc-dedx-run-gain" in line
+    db_path = tmp_path / "cal.sqlite"
+    args = ["calibrate", "beamspot", "--data", str(tmp_path / "data"), "--db", str(db_path)]
+    args += ["--staging", "s", "--executor", "inprocess", "--no-cache", "--quiet"]
+    refused = CliRunner().invoke(cli, args)
+    assert refused.exit_code != 0
+    assert "depends on cdc-dedx-run-gain, which has not completed" in refused.output
+    # the dependencies completed earlier into the tag (stand-ins: the beam spot reads none of
+    # their payloads, it runs after them in the prompt order)
+    store = JobStore(ConditionsDB(db_path))
+    for dep in B.DEPENDS_ON:
+        store.set_state(store.open(f"stand-in-{dep}", dep, "s", {}), "completed")
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    assert "beamspot: OK" in result.output
+    entries = staged(ConditionsDB(db_path), "s", "BeamSpot")
+    assert [e.iov.first_run for e, _ in entries] == [1, 2]
+    for _, p in entries:
+        assert p.metadata["event_dependency"] == "time"
+        assert len(p) >= 3

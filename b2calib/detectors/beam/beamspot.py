@@ -154,9 +154,8 @@ def reference_spots(constants: Constants, runs: Sequence[RunKey]) -> ReferenceSp
     """The BeamSpot payloads valid for ``runs`` as the collector's reference (whole, all time
     intervals); runs without one have none."""
     rows = []
-    stored = getattr(constants, "stored", None)
     for e, r in runs:
-        p = stored(BEAMSPOT, e, r) if stored is not None else constants.get(BEAMSPOT, e, r)
+        p = constants.stored(BEAMSPOT, e, r)
         if p is None:
             continue
         for it in _rows_of(p):
@@ -526,7 +525,7 @@ def _size_metadata(size: SizeFit, sel: int, converged: bool) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------------ declaration
-EXPERT_CONFIG: Mapping[str, Any] = {
+_EXPERT_CONFIG: Mapping[str, Any] = {
     "outerLoss": BEAMSPOT_OUTER_LOSS,
     "innerLoss": BEAMSPOT_INNER_LOSS,
     "reference_tolerance_um": [2.0, 2.0, 50.0],
@@ -548,7 +547,7 @@ def beamspot_calibration() -> Calibration:
         run_type="physics",
         magnet_on=True,
         depends_on=DEPENDS_ON,
-        expert_config=dict(EXPERT_CONFIG),
+        expert_config=dict(_EXPERT_CONFIG),
         max_iterations=3,
         open_end=True,
         description="Beam spot (BeamSpot) per time interval: IP position per sub-interval "
