@@ -369,7 +369,19 @@ class BeamSpotAlgorithm(IntervalAlgorithm):
         self, data: AlgorithmInput, outer: OuterInterval, atoms: Sequence[Atom]
     ) -> tuple[int, list[F], list[PositionFit], bool]:
         """The selection used (0 all, 1 within the cuts), the moments and positions of every
-        sub-interval, and whether the reference agreed with the fit (converged)."""
+        sub-interval, and whether the reference agreed with the fit (converged); computed once
+        per execution (:meth:`run` clears the memo)."""
+        memo = self.__dict__.get("_memo")
+        if memo is None:  # outside run()
+            return self._compute_fits(data, outer, atoms)
+        key = ("fits", id(data), tuple(s.atoms for s in outer.subs))
+        if key not in memo:
+            memo[key] = self._compute_fits(data, outer, atoms)
+        return memo[key]  # type: ignore[no-any-return]
+
+    def _compute_fits(
+        self, data: AlgorithmInput, outer: OuterInterval, atoms: Sequence[Atom]
+    ) -> tuple[int, list[F], list[PositionFit], bool]:
         subs = [[atoms[i] for i in s.atoms] for s in outer.subs]
         tol = np.asarray(data.config["reference_tolerance_um"], dtype=np.float64) * 1e-4
         every = [self._moments(data, a, 0) for a in subs]
@@ -382,6 +394,16 @@ class BeamSpotAlgorithm(IntervalAlgorithm):
         return 1, clean, [fit_position(m) for m in clean], True
 
     # ------------------------------------------------------------------ steps
+    def partition(self, data: AlgorithmInput) -> tuple[list[Atom], list[OuterInterval]]:
+        """The framework's partition (computed once per execution inside :meth:`run`)."""
+        memo = self.__dict__.get("_memo")
+        if memo is None:
+            return super().partition(data)
+        key = ("partition", id(data))
+        if key not in memo:
+            memo[key] = super().partition(data)
+        return memo[key]  # type: ignore[no-any-return]
+
     def atom_series(self, data: AlgorithmInput, atoms: Sequence[Atom]) -> tuple[F, F]:
         """The position (x, y, z) fitted to each atom alone, with its errors (NaN for an atom
         of fewer than ``min_atom_events`` events): the series in which the framework
@@ -478,6 +500,13 @@ class BeamSpotAlgorithm(IntervalAlgorithm):
 
     # ------------------------------------------------------------------ the execution
     def run(self, data: AlgorithmInput) -> AlgorithmResult:
+        self.__dict__["_memo"] = {}
+        try:
+            return self._run(data)
+        finally:
+            self.__dict__["_memo"] = None
+
+    def _run(self, data: AlgorithmInput) -> AlgorithmResult:
         result = super().run(data)
         if result.status is not AlgorithmStatus.OK:
             return result
