@@ -240,6 +240,18 @@ def test_size_closure_x_resolved_y_not() -> None:
     assert stored[0, 1] == 0.0
 
 
+def test_size_bias_of_the_fitted_positions_is_removed() -> None:
+    """Residuals around each sub-interval's own fitted position are smaller than around the
+    true centre (the n - 1 of a variance): 1200 sub-intervals of 50 events bias the sizes by
+    the variance of the fitted positions, -2 % in z (3.5 standard deviations here) and -5 um^2 in
+    x (5 standard deviations), unless corrected."""
+    rng = np.random.default_rng(13)
+    (fit,) = _size_samples(rng, SIZE, 1, 1200, 50)
+    for k in (0, 2):
+        pull = (fit.matrix[k, k] - SIZE[k] ** 2) / fit.errors[k, k]
+        assert abs(pull) < 2.5, (k, pull)
+
+
 def test_size_of_a_point_like_x_is_not_resolved() -> None:
     rng = np.random.default_rng(12)
     fits = _size_samples(rng, np.array([0.1e-4, 0.2e-4, 350e-4]), 40, 4, 200)
