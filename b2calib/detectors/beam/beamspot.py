@@ -60,7 +60,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import numpy.typing as npt
@@ -160,7 +160,7 @@ def reference_spots(constants: Constants, runs: Sequence[RunKey]) -> ReferenceSp
             continue
         for it in _rows_of(p):
             rows.append((int(e), int(r), *it))
-    return ReferenceSpots(tuple(rows))  # type: ignore[arg-type]
+    return ReferenceSpots(tuple(rows))
 
 
 def beamspot_collector(constants: Constants, runs: Sequence[RunKey]) -> BeamSpotCollector:
@@ -345,7 +345,7 @@ class BeamSpotAlgorithm(IntervalAlgorithm):
     payloads = (BEAMSPOT,)
     default_outer_loss = BEAMSPOT_OUTER_LOSS
     default_inner_loss = BEAMSPOT_INNER_LOSS
-    units: Mapping[str, str] = MappingProxyType(
+    units: ClassVar[Mapping[str, str]] = MappingProxyType(
         {
             **dict.fromkeys(_XYZ, "cm"),
             **{f"cov_{p}": "cm^2" for p in _PAIRS},
@@ -377,7 +377,7 @@ class BeamSpotAlgorithm(IntervalAlgorithm):
         key = ("fits", id(data), tuple(s.atoms for s in outer.subs))
         if key not in memo:
             memo[key] = self._compute_fits(data, outer, atoms)
-        return memo[key]  # type: ignore[no-any-return]
+        return memo[key]
 
     def _compute_fits(
         self, data: AlgorithmInput, outer: OuterInterval, atoms: Sequence[Atom]
@@ -402,7 +402,7 @@ class BeamSpotAlgorithm(IntervalAlgorithm):
         key = ("partition", id(data))
         if key not in memo:
             memo[key] = super().partition(data)
-        return memo[key]  # type: ignore[no-any-return]
+        return memo[key]
 
     def atom_series(self, data: AlgorithmInput, atoms: Sequence[Atom]) -> tuple[F, F]:
         """The position (x, y, z) fitted to each atom alone, with its errors (NaN for an atom
