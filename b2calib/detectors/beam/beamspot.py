@@ -25,7 +25,9 @@ BELLE2-NOTE-TE-2019-018; the collector's moments are described in
   over all events of the outer interval (each around its own sub-interval's position), and
   ``<z'_1 z'_2> = Szz``. Better than basf2: the bias from the fitted positions (of order
   ``1/n`` of a sub-interval, the ``n - 1`` of a variance) is removed (``E = S - C_pos``); the
-  errors are those of the least squares (residual variance) and of a mean.
+  xy errors are sandwich errors (the products' variance depends on the track directions; the
+  products taken around the reference, which the iteration brings onto the fit), the z error
+  that of a mean. basf2 takes the residual variance.
 * **Resolved or not**: a diagonal element is resolved when it exceeds ``resolved_sigmas``
   (expert_config, 2) of its error. An unresolved one is stored as 0 (its off-diagonal
   elements too) and named in ``metadata["size"]["not_resolved"]`` with its fit and upper
@@ -44,8 +46,9 @@ BELLE2-NOTE-TE-2019-018; the collector's moments are described in
 * **Steps inside a run** (not in basf2, whose split sees only times and event counts): the
   position fitted to each atom alone is the series in which
   :class:`~b2calib.calibration.intervals.IntervalAlgorithm` searches each run for steps (binary
-  segmentation, 5 standard deviations); a sub-interval starts at a step's atom, so that a beam
-  step is placed to within one atom.
+  segmentation, 5 standard deviations in one coordinate); each step found is then moved, by
+  at most two atoms, to where the three coordinates together differ most, and a sub-interval
+  starts at its atom, so that a beam step is placed to within one atom.
 * A sub-interval that fails copies its nearest good neighbour, flagged (FAILED or
   NOT_ENOUGH_DATA); fewer than 15 events in all is NOT_ENOUGH_DATA.
 
