@@ -36,6 +36,7 @@ from b2calib.detectors.beam.dimuons import (
     z0_resolution,
 )
 from b2calib.engine import RunOutput
+from b2calib.exceptions import TimeDependentPayloadError
 from b2calib.qa.monitoring.parts import B_FACTOR
 from b2calib.sim import SimConfig, simulate
 from b2calib.sim.conditions import conditions_for_run
@@ -527,3 +528,13 @@ def test_cli_calibrate_beamspot(tmp_path: Path) -> None:
     for _, p in entries:
         assert p.metadata["event_dependency"] == "time"
         assert len(p) >= 3
+    # looked up at a time inside run 1: that row's constants; without a time: refused
+    p = entries[0][1]
+    constants = Constants(ConditionsDB(db_path), ["s"])
+    t = int((p.keys["t_start"][1] + p.keys["t_end"][1]) // 2)
+    row = constants.get("BeamSpot", 12, 1, time=t)
+    assert row is not None
+    assert len(row) == 1
+    assert row.values["x"][0] == p.values["x"][1]
+    with pytest.raises(TimeDependentPayloadError, match="BeamSpot"):
+        constants.get("BeamSpot", 12, 1)
