@@ -30,9 +30,10 @@ BELLE2-NOTE-TE-2019-018; the collector's moments are described in
   that of a mean. basf2 takes the residual variance.
 * **Resolved or not**: a diagonal element is resolved when it exceeds ``resolved_sigmas``
   (expert_config, 2) of its error. An unresolved one is stored as 0 (its off-diagonal
-  elements too) and named in ``metadata["size"]["not_resolved"]`` with its fit and upper
-  limit (value + 2 errors): the vertical size (0.2 um, against a 12 um d0 resolution) always is;
-  the horizontal one (~10 um) is with a few thousand events. basf2 instead constrains the
+  elements too) and named in ``metadata["size"][k]["not_resolved"]`` (``k`` the outer interval
+  in the payload) with its fit and upper limit (value + 2 errors): the vertical size (0.2 um,
+  against a 12 um d0 resolution) always is; the horizontal one (~10 um) is with a few thousand
+  events. basf2 instead constrains the
   smallest eigen-size of the xy size matrix to 0.05 um (its ``linearFitPos``) and rotates the
   matrix by the fitted beam tilts (kX, kY); the simulator has no tilt, this algorithm fits none
   (``size_xz = size_yz = 0``, and the x-z, y-z position covariance comes from the sandwich).
@@ -50,7 +51,9 @@ BELLE2-NOTE-TE-2019-018; the collector's moments are described in
   at most two atoms, to where the three coordinates together differ most, and a sub-interval
   starts at its atom, so that a beam step is placed to within one atom.
 * A sub-interval that fails copies its nearest good neighbour, flagged (FAILED or
-  NOT_ENOUGH_DATA); fewer than 15 events in all is NOT_ENOUGH_DATA.
+  NOT_ENOUGH_DATA); fewer than 15 events in all is NOT_ENOUGH_DATA. An outer interval of fewer
+  than 50 events joins the payload of its neighbours (:meth:`BeamSpotAlgorithm.boundaries`) and
+  copies their rows, flagged, so that no run is left without a payload.
 
 Payload (time-dependent, one row per sub-interval): keys ``t_start``, ``t_end`` (UNIX ns),
 values ``x, y, z`` (cm) with errors, ``cov_xx .. cov_zz`` (cm^2), ``size_xx .. size_zz``
@@ -407,6 +410,26 @@ class BeamSpotAlgorithm(IntervalAlgorithm):
             memo[key] = super().partition(data)
         return memo[key]
 
+    def boundaries(self, data: AlgorithmInput) -> Sequence[RunKey]:
+        """Where a payload starts: at an outer interval, unless it or the outer intervals
+        since the last start lack events (fewer than ``min_sub_events``): a starved outer
+        interval joins its neighbours' payload, whose rows it then copies (flagged), so that
+        no run is left without a payload (basf2 extrapolates failed intervals from their
+        neighbours). The first outer interval starts the first payload anyway (no boundary:
+        a run before it without data is covered too)."""
+        try:
+            _, outers = self.partition(data)
+        except NotEnoughData:
+            return ()
+        out: list[RunKey] = []
+        fitted = False  # the current payload has an outer interval with enough events
+        for o in outers:
+            enough = o.n_events >= self.min_sub_events
+            if enough and fitted:
+                out.append(o.runs[0])
+            fitted |= enough
+        return out
+
     def atom_series(self, data: AlgorithmInput, atoms: Sequence[Atom]) -> tuple[F, F]:
         """The position (x, y, z) fitted to each atom alone, with its errors (NaN for an atom
         of fewer than ``min_atom_events`` events): the series in which the framework
@@ -516,14 +539,18 @@ class BeamSpotAlgorithm(IntervalAlgorithm):
         atoms, outers = self.partition(data)
         sizes: list[dict[str, Any]] = []
         converged = True
-        for o in outers:
+        for k, o in enumerate(outers):
+            if o.n_events < self.min_sub_events:
+                sizes.append({"outer": k, "fitted": None, "not_resolved": ["xx", "yy", "zz"]})
+                continue
             sel, moments, fits, conv = self._fits(data, o, atoms)
             converged &= conv
             try:
                 size = fit_size(moments, fits, sigmas=float(data.config["resolved_sigmas"]))
             except NotEnoughData:
+                sizes.append({"outer": k, "fitted": None, "not_resolved": ["xx", "yy", "zz"]})
                 continue
-            sizes.append(_size_metadata(size, sel, conv))
+            sizes.append({"outer": k, **_size_metadata(size, sel, conv)})
         (payload,) = result.payloads
         payload.metadata["size"] = sizes
         payload.metadata["reference_converged"] = converged
