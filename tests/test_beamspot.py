@@ -338,6 +338,30 @@ def test_algorithm_not_enough_data() -> None:
     assert result.status is AlgorithmStatus.NOT_ENOUGH_DATA
 
 
+def test_a_starved_run_joins_its_neighbour_and_copies_its_rows() -> None:
+    """Run 2 with 20 events: no payload boundary before it (its own would be NOT_ENOUGH_DATA,
+    leaving it without a payload); its rows copy run 1's last, flagged NOT_ENOUGH_DATA."""
+    rng = np.random.default_rng(4)
+    t1 = T0_NS + np.sort(rng.integers(0, int(3 * 3.6e12), 1500))
+    t2 = T0_NS + int(4 * 3.6e12) + np.sort(rng.integers(0, int(2 * 3.6e12), 20))
+    per_run = _per_run(
+        {
+            (12, 1): toy_events(rng, 1500, t1, constant(POS), run=1),
+            (12, 2): toy_events(rng, 20, t2, constant(POS), run=2),
+        }
+    )
+    data = _input(per_run)
+    alg = B.BeamSpotAlgorithm()
+    assert list(alg.boundaries(data)) == []
+    (p,) = alg.run(data).payloads
+    last = p.keys["t_start"] >= t2[0] - ATOM_NS
+    assert last.any()
+    assert np.all(p.status[last] == ChannelStatus.NOT_ENOUGH_DATA)
+    assert np.all(p.status[~last] == ChannelStatus.OK)
+    assert np.all(p.values["x"][last] == p.values["x"][~last][-1])
+    assert p.metadata["size"][1]["fitted"] is None
+
+
 def test_collector_sums_are_the_moments_and_cuts_remove_outliers() -> None:
     rng = np.random.default_rng(5)
     n = 600
