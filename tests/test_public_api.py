@@ -342,6 +342,10 @@ def test_detector_names() -> None:
         "b2calib.fit.template_shift": ["fit_template_shift", "template_density"],
         "b2calib.fit.xt_relation": ["XtFits", "fit_xt", "xt_gradient", "xt_slope", "xt_value"],
         "b2calib.fit.truncated_mean": ["truncated_means"],
+        "b2calib.fit.isr": [
+            "ISR_X_MAX", "MASS_WINDOW_GEV", "MIN_DIMUONS", "IsrMassFit", "fit_isr_mass", "isr_beta",
+            "isr_mass_cdf",
+        ],
     }  # fmt: skip
     for name, names in expected.items():
         module = importlib.import_module(name)
