@@ -189,6 +189,7 @@ def fit_isr_mass(
     m.migrad()
     m.hesse()
     valid = bool(m.valid and m.accurate)
+    why = f"dimuon mass fit did not converge (valid={m.valid}, accurate covariance={m.accurate})"
     return IsrMassFit(
         float(m.values["ecms"]),
         float(m.errors["ecms"]),
@@ -196,9 +197,7 @@ def fit_isr_mass(
         float(m.errors[par]),
         float(n.sum()),
         valid,
-        ""
-        if valid
-        else f"dimuon mass fit did not converge (valid={m.valid}, accurate covariance={m.accurate})",
+        "" if valid else why,
     )
 
 

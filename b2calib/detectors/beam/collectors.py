@@ -1,0 +1,271 @@
+"""Collectors of the boost-vector and collision-energy calibrations: tight dimuon events
+(``hlt_mumu_2trk``), filled per time atom so that any time interval is a sum over atoms.
+
+Atoms are 0.1 h slices of a global time grid: atom ``a = floor(t / ATOM_SECONDS)`` for the
+event time ``t`` (UNIX seconds, ``EventMetaData_m_time``), so a collector needs no run start;
+its output is per run, so an atom cut by a run boundary exists once per run. Every histogram
+has the atom as its first axis (an integer category that grows as atoms are met; histograms
+of the same run add, whatever atoms each chunk saw).
+
+The dimuon selection is the tight one of Belle II's beam calibrations: exactly two tracks of
+opposite charge, each with ``p > 1 GeV/c``, ``|z0| < 2 cm``, ``|d0| < 0.5 cm`` (``dz``, ``dr``
+at the nominal IP), ``>= 8`` SVD and ``>= 20`` CDC hits; muon mass assumed.
+
+* :class:`BoostCollector`: per atom and dimuon-mass bin (50 MeV), the additive moments of the
+  pair velocity ``beta = (p1 + p2) / (E1 + E2)``: ``n``, ``sum beta_i``, ``sum beta_i beta_j``
+  (histogram ``boost_moments``, axes atom x mass x moment, :data:`MOMENTS` names the moments).
+* :class:`MassCollector`: per atom the dimuon mass (7.5 MeV bins, 10.0-10.9 GeV) x the event's
+  mass resolution (3 MeV bins up to 120 MeV), histogram ``mass``. The resolution is propagated
+  from the tracks' helix parameters with the tracking resolution documented by the simulator
+  (:mod:`b2calib.sim.detector`: ``sigma(pt)/pt = 0.1 % pt (+) 0.3 %``, ``sigma(phi0) = 0.5
+  mrad``, ``sigma(tanLambda) = 1e-3``), the collector's fields: the simulated tracks carry no
+  covariance; on real data the track covariance would take their place.
+* Both fill ``atom_time``: selected events per atom in 36 slices of 10 s, which gives each
+  atom's first and last event to 10 s.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, ClassVar
+
+import awkward as ak
+import hist
+import numpy as np
+import numpy.typing as npt
+
+from b2calib.engine import Collector
+from b2calib.geometry import B_FIELD_T
+
+__all__ = [
+    "ATOM_SECONDS",
+    "ATOM_SLICES",
+    "BOOST_MASS_BINS",
+    "MASS_BINS",
+    "MOMENTS",
+    "RESOLUTION_BINS",
+    "BoostCollector",
+    "Dimuons",
+    "MassCollector",
+    "select_dimuons",
+]
+
+F = npt.NDArray[np.float64]
+
+#: Atom length (s): 0.1 h, as Belle II's beam calibrations.
+ATOM_SECONDS = 360.0
+#: Slices of an atom in ``atom_time`` (10 s each).
+ATOM_SLICES = 36
+#: The dimuon-mass axis of the boost moments (bins, low, high; GeV).
+BOOST_MASS_BINS = (44, 9.5, 11.7)
+#: The dimuon-mass axis of the mass histogram (GeV).
+MASS_BINS = (120, 10.0, 10.9)
+#: The mass-resolution axis of the mass histogram (GeV).
+RESOLUTION_BINS = (40, 0.0, 0.12)
+#: The moments of :class:`BoostCollector`, in the order of its moment axis.
+MOMENTS = ("n", "bx", "by", "bz", "bxbx", "bxby", "bxbz", "byby", "bybz", "bzbz")
+
+_MUON_MASS = 0.1056583755  # GeV (PDG)
+_B_FACTOR = 0.0029979246 * B_FIELD_T  # pt (GeV) = _B_FACTOR / |omega (1/cm)|
+_TRACK_BRANCHES = {
+    f"TrackFitResults_m_{k}": f"var * {t}"
+    for k, t in (
+        ("d0", "float32"),
+        ("phi0", "float32"),
+        ("omega", "float32"),
+        ("z0", "float32"),
+        ("tanLambda", "float32"),
+        ("charge", "int8"),
+        ("nCDCHits", "int16"),
+        ("nSVDHits", "int16"),
+    )
+}
+_BRANCHES = {"EventMetaData_m_time": "uint64"} | _TRACK_BRANCHES
+
+
+@dataclasses.dataclass(frozen=True)
+class Dimuons:
+    """Selected dimuon events: time (UNIX s), both muons' momenta ``(n, 2, 3)`` and energies
+    ``(n, 2)`` (GeV), helix ``pt``, ``phi0``, ``tanLambda`` ``(n, 2)``."""
+
+    t: F
+    p: F
+    e: F
+    pt: F
+    phi0: F
+    tanl: F
+
+    @property
+    def atom(self) -> npt.NDArray[np.int64]:
+        """The global atom index of each event."""
+        return np.floor(self.t / ATOM_SECONDS).astype(np.int64)
+
+    @property
+    def mass(self) -> F:
+        """The dimuon invariant mass."""
+        s = self.p.sum(axis=1)
+        m2 = self.e.sum(axis=1) ** 2 - np.einsum("ij,ij->i", s, s)
+        return np.sqrt(np.maximum(m2, 0.0))
+
+    @property
+    def beta(self) -> F:
+        """The pair velocity ``(p1 + p2) / (E1 + E2)``, ``(n, 3)``."""
+        return self.p.sum(axis=1) / self.e.sum(axis=1)[:, None]
+
+    def mass_resolution(self, pt_res: tuple[float, float], phi0_res: float, tanl_res: float) -> F:
+        """Each event's mass resolution from the helix-parameter resolutions (``sigma(pt)/pt =
+        pt_res[0] pt (+) pt_res[1]``), uncorrelated, linear propagation."""
+        m = self.mass
+        p, e, pt, phi = self.p, self.e, self.pt, self.phi0
+        var = np.zeros(len(m))
+        for i, j in ((0, 1), (1, 0)):
+            pi, pj, ei, ej = p[:, i], p[:, j], e[:, i], e[:, j]
+            pp = np.einsum("ij,ij->i", pi, pj)
+            p2 = np.einsum("ij,ij->i", pi, pi)
+            # d(M^2 / 2) = d(Ei Ej - pi . pj) for each helix parameter of track i
+            d_pt = (ej * p2 / ei - pp) / pt[:, i]
+            dp_dphi = pt[:, i, None] * np.column_stack(
+                [-np.sin(phi[:, i]), np.cos(phi[:, i]), np.zeros(len(m))]
+            )
+            d_phi = -np.einsum("ij,ij->i", dp_dphi, pj)
+            d_tl = ej * pt[:, i] * pi[:, 2] / ei - pt[:, i] * pj[:, 2]
+            s_pt = pt[:, i] * np.hypot(pt_res[0] * pt[:, i], pt_res[1])
+            var += (d_pt * s_pt) ** 2 + (d_phi * phi0_res) ** 2 + (d_tl * tanl_res) ** 2
+        return np.sqrt(var) / np.maximum(m, 1e-9)
+
+
+def _flat2(events: ak.Array, name: str) -> F:
+    return np.asarray(
+        ak.to_numpy(ak.flatten(events[f"TrackFitResults_m_{name}"])), dtype=np.float64
+    ).reshape(-1, 2)
+
+
+def select_dimuons(
+    events: ak.Array,
+    *,
+    min_p: float = 1.0,
+    max_dz: float = 2.0,
+    max_dr: float = 0.5,
+    min_svd_hits: int = 8,
+    min_cdc_hits: int = 20,
+) -> Dimuons:
+    """The tight dimuon events of a chunk (see the module)."""
+    if not len(events):
+        z = np.zeros((0, 2))
+        return Dimuons(np.zeros(0), np.zeros((0, 2, 3)), z, z, z, z)
+    ntrk = np.asarray(ak.to_numpy(ak.num(events["TrackFitResults_m_d0"])), dtype=np.int64)
+    ev = events[ntrk == 2]
+    q = _flat2(ev, "charge")
+    omega = _flat2(ev, "omega")
+    with np.errstate(divide="ignore", invalid="ignore"):
+        pt = np.abs(_B_FACTOR / omega)
+    phi, tl = _flat2(ev, "phi0"), _flat2(ev, "tanLambda")
+    p3 = np.stack([pt * np.cos(phi), pt * np.sin(phi), pt * tl], axis=2)
+    pmag = pt * np.sqrt(1.0 + tl**2)
+    good = np.isfinite(pt) & (pmag > min_p)
+    good &= (np.abs(_flat2(ev, "z0")) < max_dz) & (np.abs(_flat2(ev, "d0")) < max_dr)
+    good &= (_flat2(ev, "nSVDHits") >= min_svd_hits) & (_flat2(ev, "nCDCHits") >= min_cdc_hits)
+    use = good.all(axis=1) & (q[:, 0] * q[:, 1] < 0)
+    t = np.asarray(ak.to_numpy(ev["EventMetaData_m_time"]), dtype=np.float64)[use] * 1e-9
+    p3, pt, phi, tl = p3[use], pt[use], phi[use], tl[use]
+    e = np.sqrt(np.einsum("ijk,ijk->ij", p3, p3) + _MUON_MASS**2)
+    return Dimuons(t, p3, e, pt, phi, tl)
+
+
+def _atom_axis() -> hist.axis.IntCategory:
+    return hist.axis.IntCategory([], growth=True, name="atom", label="atom (floor(t / 360 s))")
+
+
+def _regular(spec: tuple[int, float, float], name: str, label: str) -> hist.axis.Regular:
+    return hist.axis.Regular(*spec, name=name, label=label, underflow=False, overflow=False)
+
+
+def _atom_time(d: Dimuons) -> hist.Hist:
+    h = hist.Hist(
+        _atom_axis(),
+        _regular((ATOM_SLICES, 0.0, 1.0), "slice", "time within the atom (fraction)"),
+        storage=hist.storage.Double(),
+    )
+    if len(d.t):
+        frac = np.clip(d.t / ATOM_SECONDS - d.atom, 0.0, 1.0 - 1e-9)
+        h.fill(atom=d.atom, slice=frac)
+    return h
+
+
+@dataclasses.dataclass(frozen=True)
+class _DimuonCollector(Collector):
+    min_p: float = 1.0
+    max_dz: float = 2.0
+    max_dr: float = 0.5
+    min_svd_hits: int = 8
+    min_cdc_hits: int = 20
+
+    @property
+    def branches(self) -> dict[str, str]:
+        return dict(_BRANCHES)
+
+    def _select(self, events: ak.Array) -> Dimuons:
+        return select_dimuons(
+            events,
+            min_p=self.min_p,
+            max_dz=self.max_dz,
+            max_dr=self.max_dr,
+            min_svd_hits=self.min_svd_hits,
+            min_cdc_hits=self.min_cdc_hits,
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class BoostCollector(_DimuonCollector):
+    """Additive moments of the dimuon velocity per atom and mass bin (``boost_moments``) and
+    the atoms' event times (``atom_time``)."""
+
+    version: ClassVar[int] = 1
+
+    def collect(self, events: ak.Array) -> dict[str, Any]:
+        d = self._select(events)
+        h = hist.Hist(
+            _atom_axis(),
+            _regular(BOOST_MASS_BINS, "mass", "dimuon mass (GeV)"),
+            hist.axis.Integer(0, len(MOMENTS), name="moment", underflow=False, overflow=False),
+            storage=hist.storage.Double(),
+        )
+        if len(d.t):
+            b = d.beta
+            cols = [np.ones(len(b)), b[:, 0], b[:, 1], b[:, 2]]
+            cols += [b[:, i] * b[:, j] for i in range(3) for j in range(i, 3)]
+            m = np.clip(d.mass, BOOST_MASS_BINS[1], BOOST_MASS_BINS[2] - 1e-9)
+            for k, w in enumerate(cols):
+                h.fill(atom=d.atom, mass=m, moment=np.full(len(b), k), weight=w)
+        return {"boost_moments": h, "atom_time": _atom_time(d)}
+
+
+@dataclasses.dataclass(frozen=True)
+class MassCollector(_DimuonCollector):
+    """The dimuon mass x its resolution per atom (``mass``) and the atoms' event times
+    (``atom_time``). The resolution model's parameters are fields (see the module)."""
+
+    pt_resolution: tuple[float, float] = (1e-3, 3e-3)
+    phi0_resolution: float = 5e-4
+    tanlambda_resolution: float = 1e-3
+    version: ClassVar[int] = 1
+
+    def collect(self, events: ak.Array) -> dict[str, Any]:
+        d = self._select(events)
+        h = hist.Hist(
+            _atom_axis(),
+            _regular(MASS_BINS, "mass", "dimuon mass (GeV)"),
+            _regular(RESOLUTION_BINS, "resolution", "dimuon mass resolution (GeV)"),
+            storage=hist.storage.Double(),
+        )
+        if len(d.t):
+            r = d.mass_resolution(
+                self.pt_resolution, self.phi0_resolution, self.tanlambda_resolution
+            )
+            r = np.clip(r, RESOLUTION_BINS[1], RESOLUTION_BINS[2] - 1e-9)
+            h.fill(atom=d.atom, mass=d.mass, resolution=r)
+        return {"mass": h, "atom_time": _atom_time(d)}
+
+
+def __dir__() -> list[str]:
+    return __all__
