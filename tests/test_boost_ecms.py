@@ -1,0 +1,209 @@
+"""The boost-vector and collision-energy calibrations (b2calib.detectors.beam.boost, .ecms):
+their collectors, the shared ISR line shape, the steps, and closure on simulated dimuons."""
+
+from __future__ import annotations
+
+import awkward as ak
+import hist
+import numpy as np
+import pytest
+
+from b2calib.calibration import AlgorithmInput, AlgorithmStatus, Constants
+from b2calib.detectors.beam.boost import BoostVectorAlgorithm, boost_from_moments
+from b2calib.detectors.beam.collectors import (
+    ATOM_SECONDS,
+    MASS_BINS,
+    RESOLUTION_BINS,
+    BoostCollector,
+    Dimuons,
+    MassCollector,
+)
+from b2calib.detectors.beam.ecms import EcmsAlgorithm, fit_ecms
+from b2calib.detectors.beam.timeline import find_steps
+from b2calib.engine import RunOutput
+from b2calib.fit.isr import ISR_X_MAX, fit_isr_mass, isr_beta
+from b2calib.qa.monitoring.massfit import fit_dimuon_mass
+
+MU = 0.1056583755
+B_FACTOR = 0.0029979246 * 1.5
+
+
+def _isr_masses(rng: np.random.Generator, n: int, ecms: float, spread: float) -> np.ndarray:
+    x = ISR_X_MAX * rng.random(n) ** (1.0 / isr_beta(ecms))
+    return (ecms + rng.normal(0.0, spread, n)) * np.sqrt(1.0 - x)
+
+
+def _mass_hist(masses: np.ndarray, res: np.ndarray) -> np.ndarray:
+    h = hist.Hist(hist.axis.Regular(*MASS_BINS), hist.axis.Regular(*RESOLUTION_BINS))
+    h.fill(masses, res)
+    return np.asarray(h.values())
+
+
+def test_qa_mass_fit_is_the_fit_layers() -> None:
+    """One ISR model: the QA's dimuon-mass fit is the fit layer's, number for number."""
+    rng = np.random.default_rng(1)
+    m = _isr_masses(rng, 4000, 10.58, 0.005) + rng.normal(0.0, 0.04, 4000)
+    h = hist.Hist(hist.axis.Regular(100, 10.0, 11.0))
+    h.fill(m)
+    qa = fit_dimuon_mass(h, 10.58)
+    direct = fit_isr_mass(h.values(), h.axes[0].edges, 10.58)
+    assert (qa.ecms, qa.ecms_error, qa.width) == (direct.ecms, direct.ecms_error, direct.width)
+    assert qa.ecms == pytest.approx(10.58, abs=4 * qa.ecms_error)
+    assert qa.width == pytest.approx(np.hypot(0.04, 0.005), abs=4 * qa.width_error)
+
+
+@pytest.mark.parametrize(("spread", "resolved"), [(0.03, True), (0.0, False)])
+def test_fit_ecms_separates_spread_and_resolution(spread: float, resolved: bool) -> None:
+    """Events of known resolutions (20-60 MeV): the spread comes out of the Gaussian width,
+    resolved when it is there, flagged unresolved when it is not."""
+    rng = np.random.default_rng(2)
+    n = 20000
+    res = rng.uniform(0.02, 0.06, n)
+    m = _isr_masses(rng, n, 10.58, spread) + rng.normal(0.0, 1.0, n) * res
+    fit = fit_ecms(_mass_hist(m, res), 10.58)
+    assert fit.valid
+    assert fit.mass == pytest.approx(10.58, abs=3.5 * fit.mass_error)
+    assert fit.resolved is resolved
+    assert fit.s2 == pytest.approx(spread**2, abs=3.5 * fit.s2_error)
+    if resolved:
+        assert fit.spread == pytest.approx(spread, abs=3.5 * fit.spread_error)
+
+
+def test_fit_ecms_too_few() -> None:
+    with pytest.raises(ValueError, match="dimuon candidates"):
+        fit_ecms(_mass_hist(np.full(10, 10.58), np.full(10, 0.04)), 10.58)
+
+
+def test_boost_from_moments() -> None:
+    """Mean and covariance of the mean from the additive moments."""
+    rng = np.random.default_rng(3)
+    truth = np.array([0.0415, 0.0, 0.2725])
+    b = truth + rng.normal(0.0, [0.003, 0.002, 0.006], (5000, 3))
+    mom = np.concatenate(
+        [
+            [len(b)],
+            b.sum(axis=0),
+            [np.sum(b[:, i] * b[:, j]) for i in range(3) for j in range(i, 3)],
+        ]
+    )
+    fit = boost_from_moments(mom[None, :], np.ones(1))
+    assert fit.ok
+    assert np.allclose(fit.beta, b.mean(axis=0))
+    assert np.allclose(fit.cov, np.cov(b.T) / len(b))
+
+
+def test_find_steps() -> None:
+    """A jump of the per-atom mean is found at its atom; none where there is none."""
+    rng = np.random.default_rng(4)
+    n = np.full(40, 300.0)
+    mean = np.where(np.arange(40) >= 17, 0.012, 0.0)
+    x = [rng.normal(mu, 0.04, int(k)) for mu, k in zip(mean, n, strict=True)]
+    s1 = np.array([v.sum() for v in x])
+    s2 = np.array([(v**2).sum() for v in x])
+    assert find_steps(n, s1, s2) == [17]
+    flat = [rng.normal(0.0, 0.04, int(k)) for k in n]
+    assert find_steps(n, [v.sum() for v in flat], [(v**2).sum() for v in flat]) == []
+
+
+def _events(rng: np.random.Generator, n: int, t0: float) -> ak.Array:
+    """Back-to-back muon pairs boosted along z, two tracks per event (helix branches)."""
+    cos = rng.uniform(-0.7, 0.7, n)
+    phi = rng.uniform(-np.pi, np.pi, n)
+    p = 5.29
+    sin = np.sqrt(1 - cos**2)
+    g, bz = 1.0 / np.sqrt(1 - 0.27**2), 0.27
+    e = np.hypot(p, MU)
+    trk = []
+    for sign in (1.0, -1.0):
+        px, py, pz = sign * p * sin * np.cos(phi), sign * p * sin * np.sin(phi), sign * p * cos
+        pzl = g * (pz + bz * e)
+        pt = np.hypot(px, py)
+        trk.append((np.arctan2(py, px), pt, pzl / pt))
+    q = np.stack([np.ones(n), -np.ones(n)], axis=1)
+
+    def two(a: np.ndarray, b: np.ndarray) -> ak.Array:
+        return ak.Array(np.stack([a, b], axis=1).tolist())
+
+    return ak.Array(
+        {
+            "EventMetaData_m_time": (t0 + np.sort(rng.uniform(0, 3 * ATOM_SECONDS, n))) * 1e9,
+            "TrackFitResults_m_d0": two(np.zeros(n), np.zeros(n)),
+            "TrackFitResults_m_z0": two(np.zeros(n), np.zeros(n)),
+            "TrackFitResults_m_phi0": two(trk[0][0], trk[1][0]),
+            "TrackFitResults_m_omega": two(
+                B_FACTOR / trk[0][1] * q[:, 0], B_FACTOR / trk[1][1] * q[:, 1]
+            ),
+            "TrackFitResults_m_tanLambda": two(trk[0][2], trk[1][2]),
+            "TrackFitResults_m_charge": two(q[:, 0], q[:, 1]),
+            "TrackFitResults_m_nCDCHits": two(np.full(n, 40), np.full(n, 40)),
+            "TrackFitResults_m_nSVDHits": two(np.full(n, 8), np.full(n, 8)),
+        }
+    )
+
+
+def test_collectors_fill_atoms_and_add() -> None:
+    """Atoms on the global grid; two chunks add whatever atoms each saw; the velocity of pairs
+    at rest in a frame moving with beta_z = 0.27 is 0.27."""
+    rng = np.random.default_rng(5)
+    t0 = 1_775_000_000.0
+    a, b = _events(rng, 200, t0), _events(rng, 200, t0 + 10 * ATOM_SECONDS)
+    ha, hb = BoostCollector().collect(a), BoostCollector().collect(b)
+    total = ha["boost_moments"] + hb["boost_moments"]
+    atoms = sorted(int(c) for c in total.axes[0])
+    first = int(np.floor(t0 / ATOM_SECONDS))
+    assert atoms[0] in (first, first + 1)
+    assert atoms[-1] >= first + 10
+    assert total.values()[..., 0].sum() == 400
+    fit = boost_from_moments(total.values().sum(axis=0), np.ones(total.values().shape[1]))
+    assert fit.beta == pytest.approx([0.0, 0.0, 0.27], abs=1e-6)
+    m = MassCollector().collect(a)["mass"].values()
+    assert m.sum() == 200
+
+
+def test_mass_resolution_matches_smearing() -> None:
+    """The propagated per-event mass resolution agrees with smearing the helix parameters."""
+    rng = np.random.default_rng(6)
+    ev = _events(rng, 1, 1_775_000_000.0)
+    from b2calib.detectors.beam.collectors import select_dimuons
+
+    d = select_dimuons(ev)
+    sigma = d.mass_resolution((1e-3, 3e-3), 5e-4, 1e-3)[0]
+    k = 20000
+    pt = d.pt[0] * (1 + rng.standard_normal((k, 2)) * np.hypot(1e-3 * d.pt[0], 3e-3))
+    phi = d.phi0[0] + rng.normal(0, 5e-4, (k, 2))
+    tl = d.tanl[0] + rng.normal(0, 1e-3, (k, 2))
+    p = np.stack([pt * np.cos(phi), pt * np.sin(phi), pt * tl], axis=2)
+    e = np.sqrt((p**2).sum(axis=2) + MU**2)
+    smeared = Dimuons(np.zeros(k), p, e, pt, phi, tl).mass
+    assert np.std(smeared) == pytest.approx(sigma, rel=0.03)
+
+
+def _input(hists: dict[str, hist.Hist]) -> AlgorithmInput:
+    run = (1, 1)
+    config = {
+        "outer_loss": "pow(rawTime - 8.0, 2) + 10 * pow(maxGap, 2)",
+        "inner_loss": "pow(rawTime - 8.0, 2) + 10 * pow(maxGap, 2)",
+        "min_sub_events": 50,
+        "min_events": 15,
+        "peak_half_width_gev": 0.25,
+        "step_threshold": 30.0,
+        "spread_resolved_sigmas": 2.0,
+    }
+    return AlgorithmInput([run], hists, RunOutput({run: hists}), Constants([]), config)
+
+
+@pytest.mark.parametrize("n", [0, 5, 30])
+def test_too_few_dimuons_is_not_enough_data(n: int) -> None:
+    """A handful of dimuons: NOT_ENOUGH_DATA from both algorithms, never a crash."""
+    ev = (
+        _events(np.random.default_rng(7), n, 1_775_000_000.0)
+        if n
+        else _events(np.random.default_rng(7), 1, 1_775_000_000.0)[:0]
+    )
+    for alg, coll in (
+        (BoostVectorAlgorithm(), BoostCollector()),
+        (EcmsAlgorithm(), MassCollector()),
+    ):
+        result = alg.run(_input(coll.collect(ev)))
+        assert result.status is AlgorithmStatus.NOT_ENOUGH_DATA, result.message
+        assert not result.payloads
