@@ -75,21 +75,24 @@ def test_fit_ecms_too_few() -> None:
 
 
 def test_boost_from_moments() -> None:
-    """Mean and covariance of the mean from the additive moments."""
+    """The ratio of sums and its delta-method covariance from the additive moments, against
+    the same from the events (and against a bootstrap)."""
     rng = np.random.default_rng(3)
-    truth = np.array([0.0415, 0.0, 0.2725])
-    b = truth + rng.normal(0.0, [0.003, 0.002, 0.006], (5000, 3))
+    n = 5000
+    e = rng.normal(11.0, 0.1, n)
+    p = e[:, None] * (np.array([0.0415, 0.0, 0.2725]) + rng.normal(0.0, [3e-3, 2e-3, 6e-3], (n, 3)))
+    v = np.column_stack([e, p])
     mom = np.concatenate(
-        [
-            [len(b)],
-            b.sum(axis=0),
-            [np.sum(b[:, i] * b[:, j]) for i in range(3) for j in range(i, 3)],
-        ]
+        [[n], v.sum(axis=0), [np.sum(v[:, i] * v[:, j]) for i in range(4) for j in range(i, 4)]]
     )
     fit = boost_from_moments(mom[None, :], np.ones(1))
     assert fit.ok
-    assert np.allclose(fit.beta, b.mean(axis=0))
-    assert np.allclose(fit.cov, np.cov(b.T) / len(b))
+    assert np.allclose(fit.beta, p.sum(axis=0) / e.sum())
+    boot = []
+    for _ in range(300):
+        k = rng.integers(0, n, n)
+        boot.append(p[k].sum(axis=0) / e[k].sum())
+    assert np.sqrt(np.diag(fit.cov)) == pytest.approx(np.std(boot, axis=0), rel=0.15)
 
 
 def test_find_steps() -> None:

@@ -2,15 +2,17 @@
 frame in the lab, per time interval, from tight dimuon events.
 
 Method. In the centre-of-mass frame an ``e+e- -> mu+mu-`` pair without radiation is at rest,
-so its lab velocity ``beta = (p1 + p2) / (E1 + E2)`` is the boost. Initial-state radiation
-gives the pair a velocity along the beam axis in the CMS, of either sign with equal
-probability: to first order it averages out, its second-order pull towards small velocities
-(``- beta (1 - beta^2) <u^2>``) is kept below the statistical error by using only pairs whose
-mass lies within 0.25 GeV of the mass peak (the mode of the interval's mass distribution, in
-50 MeV bins: ``|u| <~ 0.01``). The boost of a sub-interval is the mean of ``beta`` over its
-events and its covariance the sample covariance over ``n``: both come from the additive
-moments of :class:`~b2calib.detectors.beam.collectors.BoostCollector` summed over the
-sub-interval's atoms. (basf2's ``BoostVectorAlgorithm``, R. Zlebcik, instead fits the
+so its lab four-momentum ``(E, p) = (E1 + E2, p1 + p2)`` gives the boost ``p / E``.
+Initial-state radiation gives the pair a momentum along the beam axis in the CMS, of either
+sign with equal probability, so the sum of the CMS four-momenta of many pairs has no momentum:
+the boost is the ratio of sums ``beta = sum p / sum E`` (a Lorentz transformation is linear,
+so this holds to all orders; the mean of the per-event velocities ``p / E`` would be pulled by
+``- beta (1 - beta^2) <u^2>`` by the radiative recoil ``u``, as much as its statistical error
+here). Its covariance is the delta method's, ``cov(p - beta E) / (n E_mean^2)``. Only pairs
+whose mass lies within 0.25 GeV of the mass peak (the mode of the interval's mass
+distribution, in 50 MeV bins) are used: the far radiative tail only adds noise. Every sum is
+an additive moment of :class:`~b2calib.detectors.beam.collectors.BoostCollector`, summed over
+the sub-interval's atoms. (basf2's ``BoostVectorAlgorithm``, R. Zlebcik, instead fits the
 direction as the median plane normal and the rapidity as a median of the unbinned events,
 errors by bootstrap; here the moments keep sub-intervals sums of atoms.)
 
@@ -68,6 +70,8 @@ BOOST_VECTOR = "CollisionBoostVector"
 PEAK_HALF_WIDTH_GEV = 0.25
 _COV = ("cov_xx", "cov_xy", "cov_xz", "cov_yy", "cov_yz", "cov_zz")
 _PAIRS = ((0, 0), (0, 1), (0, 2), (1, 1), (1, 2), (2, 2))
+#: positions of the sums of products in the moment axis (E, px, py, pz: 0..3)
+_PRODUCT = {(i, j): 5 + k for k, (i, j) in enumerate((i, j) for i in range(4) for j in range(i, 4))}
 
 
 @dataclass(frozen=True)
@@ -98,18 +102,22 @@ def peak_bins(moments: npt.ArrayLike, half_width: float = PEAK_HALF_WIDTH_GEV) -
 
 
 def boost_from_moments(moments: npt.ArrayLike, mask: npt.ArrayLike) -> BoostFit:
-    """Mean velocity and its covariance from moments ``(mass, moment)`` (summed over atoms)
-    in the mass bins of ``mask``."""
+    """The boost ``sum p / sum E`` and its covariance from moments ``(mass, moment)`` (summed
+    over atoms) in the mass bins of ``mask``."""
     s = np.asarray(mask, dtype=np.float64) @ np.asarray(moments, dtype=np.float64)
     n = float(s[0])
     if n < 2:
         return BoostFit(np.full(3, np.nan), np.full((3, 3), np.nan), n)
-    mean = s[1:4] / n
-    second = np.zeros((3, 3))
-    for k, (i, j) in enumerate(_PAIRS):
-        second[i, j] = second[j, i] = s[4 + k]
-    cov = (second - n * np.outer(mean, mean)) / (n * (n - 1))
-    return BoostFit(mean, cov, n)
+    sum_e, sum_p = s[1], s[2:5]
+    beta = sum_p / sum_e
+    second = np.empty((4, 4))
+    for (i, j), k in _PRODUCT.items():
+        second[i, j] = second[j, i] = s[k]
+    mean = s[1:5] / n
+    cov4 = (second - n * np.outer(mean, mean)) / (n - 1)  # sample covariance of (E, p)
+    jac = np.column_stack([-beta, np.eye(3)])  # d = p - beta E
+    cov = jac @ cov4 @ jac.T / (n * mean[0] ** 2)
+    return BoostFit(beta, cov, n)
 
 
 class BoostVectorAlgorithm(Algorithm):
@@ -130,10 +138,11 @@ class BoostVectorAlgorithm(Algorithm):
         moments = per_atom(data, "boost_moments", iv)  # (atoms, mass, moment)
         mask = peak_bins(moments, float(config["peak_half_width_gev"]))
         sel = np.einsum("m,amk->ak", mask, moments)  # per atom: n, sums, sums of products
+        # the steps of the mean momentum: a boost step moves it as much as the velocity's
         steps = iv.find_steps(
             sel[:, 0],
-            sel[:, 1:4],
-            sel[:, [4, 7, 9]],
+            sel[:, 2:5],
+            sel[:, [_PRODUCT[1, 1], _PRODUCT[2, 2], _PRODUCT[3, 3]]],
             threshold=float(config["step_threshold"]),
         )
         subs = iv.subintervals(steps)

@@ -12,8 +12,9 @@ opposite charge, each with ``p > 1 GeV/c``, ``|z0| < 2 cm``, ``|d0| < 0.5 cm`` (
 at the nominal IP), ``>= 8`` SVD and ``>= 20`` CDC hits; muon mass assumed.
 
 * :class:`BoostCollector`: per atom and dimuon-mass bin (50 MeV), the additive moments of the
-  pair velocity ``beta = (p1 + p2) / (E1 + E2)``: ``n``, ``sum beta_i``, ``sum beta_i beta_j``
-  (histogram ``boost_moments``, axes atom x mass x moment, :data:`MOMENTS` names the moments).
+  pair four-momentum ``(E, p) = (E1 + E2, p1 + p2)``: ``n``, the sums of ``E``, ``p_i`` and of
+  their products (histogram ``boost_moments``, axes atom x mass x moment, :data:`MOMENTS`
+  names the moments).
 * :class:`MassCollector`: per atom the dimuon mass (7.5 MeV bins, 10.0-10.9 GeV) x the event's
   mass resolution (3 MeV bins up to 120 MeV), histogram ``mass``. The resolution is propagated
   from the tracks' helix parameters with the tracking resolution documented by the simulator
@@ -62,8 +63,12 @@ BOOST_MASS_BINS = (44, 9.5, 11.7)
 MASS_BINS = (120, 10.0, 10.9)
 #: The mass-resolution axis of the mass histogram (GeV).
 RESOLUTION_BINS = (40, 0.0, 0.12)
-#: The moments of :class:`BoostCollector`, in the order of its moment axis.
-MOMENTS = ("n", "bx", "by", "bz", "bxbx", "bxby", "bxbz", "byby", "bybz", "bzbz")
+#: The moments of :class:`BoostCollector` (pair energy ``e`` and momentum ``x, y, z``), in the
+#: order of its moment axis.
+MOMENTS = (
+    "n", "e", "x", "y", "z",
+    "ee", "ex", "ey", "ez", "xx", "xy", "xz", "yy", "yz", "zz",
+)  # fmt: skip
 
 _MUON_MASS = 0.1056583755  # GeV (PDG)
 _B_FACTOR = 0.0029979246 * B_FIELD_T  # pt (GeV) = _B_FACTOR / |omega (1/cm)|
@@ -217,10 +222,10 @@ class _DimuonCollector(Collector):
 
 @dataclasses.dataclass(frozen=True)
 class BoostCollector(_DimuonCollector):
-    """Additive moments of the dimuon velocity per atom and mass bin (``boost_moments``) and
-    the atoms' event times (``atom_time``)."""
+    """Additive moments of the dimuon four-momentum per atom and mass bin (``boost_moments``)
+    and the atoms' event times (``atom_time``)."""
 
-    version: ClassVar[int] = 1
+    version: ClassVar[int] = 2
 
     def collect(self, events: ak.Array) -> dict[str, Any]:
         d = self._select(events)
@@ -231,12 +236,12 @@ class BoostCollector(_DimuonCollector):
             storage=hist.storage.Double(),
         )
         if len(d.t):
-            b = d.beta
-            cols = [np.ones(len(b)), b[:, 0], b[:, 1], b[:, 2]]
-            cols += [b[:, i] * b[:, j] for i in range(3) for j in range(i, 3)]
+            v = np.column_stack([d.e.sum(axis=1), d.p.sum(axis=1)])  # E, px, py, pz
+            cols = [np.ones(len(v)), *v.T]
+            cols += [v[:, i] * v[:, j] for i in range(4) for j in range(i, 4)]
             m = np.clip(d.mass, BOOST_MASS_BINS[1], BOOST_MASS_BINS[2] - 1e-9)
             for k, w in enumerate(cols):
-                h.fill(atom=d.atom, mass=m, moment=np.full(len(b), k), weight=w)
+                h.fill(atom=d.atom, mass=m, moment=np.full(len(v), k), weight=w)
         return {"boost_moments": h, "atom_time": _atom_time(d)}
 
 
