@@ -221,6 +221,42 @@ def test_calibration_names() -> None:
         "status_counts",
         "weighted_mean_split",
     ]
+    import b2calib.calibration.intervals as intervals
+
+    assert sorted(dir(intervals)) == sorted(intervals.__all__)
+    assert intervals.__all__ == [
+        "ATOMS_HISTOGRAM",
+        "ATOM_NS",
+        "ATOM_SECONDS",
+        "ATOM_SUBBINS",
+        "BEAMSPOT_INNER_LOSS",
+        "BEAMSPOT_OUTER_LOSS",
+        "BOOSTVECTOR_INNER_LOSS",
+        "BOOSTVECTOR_OUTER_LOSS",
+        "ECMS_INNER_LOSS",
+        "ECMS_OUTER_LOSS",
+        "LOSS_VARIABLES",
+        "MIN_EVENTS",
+        "MIN_RUN_SECONDS",
+        "MIN_SUB_EVENTS",
+        "Atom",
+        "IntervalAlgorithm",
+        "IntervalFit",
+        "LossExpression",
+        "OuterInterval",
+        "SubInterval",
+        "atom_axis",
+        "atom_index",
+        "atom_times_hist",
+        "atoms_from_counts",
+        "atoms_from_hist",
+        "fill_atom_times",
+        "fill_from_neighbours",
+        "interval_variables",
+        "per_atom",
+        "split",
+        "sum_atoms",
+    ]
 
 
 def test_detector_names() -> None:

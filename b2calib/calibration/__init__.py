@@ -11,6 +11,10 @@
                    each execution checkpointed, the final payloads staged in one transaction
 ``toolkit``        what the detectors' algorithms share: the input guard (NOT_ENOUGH_DATA), the
                    payload-boundary search, the per-channel payload
+``intervals``      calibration intervals in time (basf2's Splitter): atoms, loss expressions,
+                   the split into outer intervals and sub-intervals, and
+                   :class:`~b2calib.calibration.intervals.IntervalAlgorithm`, the base of the
+                   beam calibrations (time-dependent payloads)
 =================  ===========================================================================
 """
 
