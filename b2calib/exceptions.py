@@ -24,6 +24,7 @@ __all__ = [
     "QAError",
     "RunNotFoundError",
     "SkimDefinitionError",
+    "TimeDependentPayloadError",
 ]
 
 
@@ -54,6 +55,38 @@ class CalibrationError(B2CalibError, RuntimeError):
 class ConditionsError(B2CalibError, ValueError):
     """A conditions-database operation breaks a rule (global-tag state, overlap, immutability),
     or names a global tag, payload or revision that does not exist."""
+
+
+class TimeDependentPayloadError(ConditionsError):
+    """A run-level request (no time) of a payload that holds constants per time interval inside
+    the run (:mod:`b2calib.conditions.eventdep`). The message names the payload, its revision,
+    where it was found, the run and the number of intervals, and says how to ask.
+
+    Attributes
+    ----------
+    payload, revision, source, exp, run, intervals
+        The payload name, its revision (``None`` when unknown), the global tag or local database
+        it was found in, the run asked for and the payload's number of time intervals.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        payload: str = "",
+        revision: int | None = None,
+        source: str = "",
+        exp: int = -1,
+        run: int = -1,
+        intervals: int = 0,
+    ) -> None:
+        super().__init__(message)
+        self.payload = payload
+        self.revision = revision
+        self.source = source
+        self.exp = exp
+        self.run = run
+        self.intervals = intervals
 
 
 class ConfigError(B2CalibError, ValueError):

@@ -21,6 +21,7 @@ import pytest
 import uproot
 
 from b2calib.conditions import ConditionsDB, IoV, LocalDatabase, Payload, PayloadFile
+from b2calib.conditions.eventdep import time_dependent
 from b2calib.conditions.payload import ChannelStatus
 from b2calib.exceptions import ConditionsError, ConfigError, PayloadError
 from tests.test_cli_conditions import error, run
@@ -255,8 +256,19 @@ REFUSED: list[tuple[str, Callable[[], Payload], str]] = [
     ),
     (
         "a single-row payload with two rows",
-        lambda: Payload("BeamSpot", values={"x": np.zeros(2)}),
+        lambda: Payload("CDCDedxRunGain", values={"value": np.ones(2)}),
         r"2 rows, expected 1 \(one per run\)",
+    ),
+    (
+        "time intervals that overlap",
+        lambda: time_dependent(
+            "CollisionInvariantMass",
+            [0, 5 * 10**9],
+            [6 * 10**9, 9 * 10**9],
+            values={"mass": [10.58, 10.579], "spread": [5e-3, 5e-3]},
+        ),
+        r"1 time intervals overlap the previous one, e\.g\. \[0, 6000000000\) and "
+        r"\[5000000000, 9000000000\) ns",
     ),
     (
         "an SVD sensor that does not exist",

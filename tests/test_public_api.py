@@ -276,7 +276,7 @@ def test_detector_names() -> None:
         "b2calib.detectors.ecl.peaks": [
             "BEAM_PAYLOAD", "ECMS_4S", "GG_BINS", "GG_FIT_RANGE", "GG_PAYLOAD", "MUMU_BINS",
             "MUMU_PAYLOAD", "RING", "ECLPeakCollector", "expected_photon_energy", "fit_peaks",
-            "peak_collector", "peak_constants", "solve_peaks",
+            "peak_collector", "peak_constants", "run_ecms", "solve_peaks",
         ],
         "b2calib.detectors.ecl.merge": [
             "MERGED_PAYLOAD", "METHOD_BITS", "applied_constants", "applied_errors",

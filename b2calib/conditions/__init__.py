@@ -6,6 +6,8 @@
 ``payloadtypes``       what a payload must hold, per payload type (keys in their detector's
                        range, rows, finite values): checked on the way into the database
 ``status``             :class:`ChannelStatus`, the status column of a payload
+``eventdep``           time-dependent payloads (basf2's EventDependency by time): constants per
+                       time interval inside a run, looked up at a time
 ``iov``                intervals of validity and their algebra
 ``localdb``            basf2 local databases (``database.txt`` + payload files)
 ``tagops``             priority layering of tags, lookup of many runs, diff

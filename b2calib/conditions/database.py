@@ -609,10 +609,40 @@ class ConditionsDB(Database):
         return resolve(run_list, layers)
 
     def payloads_for(
-        self, exp: int, run: int, tags: Sequence[str], names: Iterable[str] | None = None
+        self,
+        exp: int,
+        run: int,
+        tags: Sequence[str],
+        names: Iterable[str] | None = None,
+        *,
+        time: int | None = None,
     ) -> dict[str, Payload]:
-        """The payload contents valid for a run through ``tags`` (verified)."""
-        return {n: self.payload(e.payload) for n, e in self.lookup(exp, run, tags, names).items()}
+        """The payload contents valid for a run through ``tags`` (verified).
+
+        ``time`` (UNIX nanoseconds, as ``EventMetaData_m_time``) picks, in a time-dependent
+        payload (:mod:`b2calib.conditions.eventdep`), the constants of the interval holding it;
+        run-level payloads are the same at every time. Without a time, a time-dependent
+        payload raises :class:`~b2calib.exceptions.TimeDependentPayloadError` naming it, its
+        revision, tag, the run and its number of intervals: ask with a time, or take the
+        payload as stored (:meth:`lookup` then :meth:`payload`) and iterate its intervals.
+        """
+        from b2calib.conditions import eventdep
+
+        out = {}
+        for n, e in self.lookup(exp, run, tags, names).items():
+            payload = self.payload(e.payload)
+            if eventdep.is_time_dependent(payload):
+                if time is None:
+                    raise eventdep.run_level_error(
+                        payload,
+                        exp=exp,
+                        run=run,
+                        source=f"global tag {e.globaltag}",
+                        revision=e.payload.revision,
+                    )
+                payload = eventdep.at_time(payload, time)
+            out[n] = payload
+        return out
 
     def replay(self, path: str | os.PathLike[str]) -> dict[RunKey, dict[str, IovEntry]]:
         """The payloads a processed file used: its recorded global tags (highest priority

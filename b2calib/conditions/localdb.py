@@ -138,9 +138,35 @@ class LocalDatabase:
         """The payload of an entry."""
         return Payload.read(self.folder / entry.filename)
 
-    def lookup(self, name: str, exp: int, run: int) -> Payload:
-        """The payload ``name`` valid for (exp, run); the last matching line wins, as in basf2."""
+    def find(self, name: str, exp: int, run: int) -> LocalDbEntry:
+        """The entry of payload ``name`` valid for (exp, run); the last matching line wins, as
+        in basf2."""
         hits = [e for e in self.entries() if e.name == name and e.contains(exp, run)]
         if not hits:
             raise PayloadError(f"{self.index}: no payload {name!r} valid for run ({exp}, {run})")
-        return self.read(hits[-1])
+        return hits[-1]
+
+    def lookup(self, name: str, exp: int, run: int, time: int | None = None) -> Payload:
+        """The payload ``name`` valid for (exp, run); the last matching line wins, as in basf2.
+
+        ``time`` (UNIX nanoseconds, as ``EventMetaData_m_time``) picks, in a time-dependent
+        payload (:mod:`b2calib.conditions.eventdep`), the constants of the interval holding it.
+        Without a time, a time-dependent payload raises
+        :class:`~b2calib.exceptions.TimeDependentPayloadError`; ``read(find(...))`` gives the
+        payload as stored.
+        """
+        from b2calib.conditions import eventdep
+
+        entry = self.find(name, exp, run)
+        payload = self.read(entry)
+        if not eventdep.is_time_dependent(payload):
+            return payload
+        if time is None:
+            raise eventdep.run_level_error(
+                payload,
+                exp=exp,
+                run=run,
+                source=f"local database {self.index}",
+                revision=entry.revision,
+            )
+        return eventdep.at_time(payload, time)

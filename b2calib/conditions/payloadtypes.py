@@ -15,7 +15,14 @@ number for a list of some channels such as hot pixels).
   has no status), and a payload of NaN (no finite value at all, unless the status flags every
   channel: a calibration that found no channel it could calibrate says so);
 * for a payload type of the table, besides: other key columns, another number of rows, keys
-  outside their detector's range, key combinations that name no part of the detector.
+  outside their detector's range, key combinations that name no part of the detector, missing
+  value columns;
+* for a time-dependent payload (:mod:`b2calib.conditions.eventdep`: the beam payloads
+  ``BeamSpot``, ``CollisionBoostVector``, ``CollisionInvariantMass``, whose rows are time
+  intervals, and any payload marked ``event_dependency = "time"``): a type that must be
+  time-dependent and is not marked so, interval keys ``t_start``/``t_end`` missing or not
+  integers, an interval with ``t_end <= t_start``, rows not sorted by ``t_start``, and two
+  intervals that overlap.
 
 A payload name outside the table gets the checks of every payload only. The conditions database
 checks every payload it stores (:class:`~b2calib.conditions.PayloadFile`: uploads, local
@@ -62,6 +69,11 @@ class PayloadType:
     members
         (key columns, the combinations of their values that exist, what those are): e.g. the
         (layer, ladder, sensor) of every SVD sensor.
+    values
+        Value columns the payload must have (others may be added).
+    time_dependent
+        The rows are time intervals (keys ``t_start``, ``t_end`` in UNIX ns; metadata
+        ``event_dependency = "time"``, :mod:`b2calib.conditions.eventdep`).
     """
 
     detector: str
@@ -71,6 +83,8 @@ class PayloadType:
     members: tuple[tuple[tuple[str, ...], frozenset[tuple[int, ...]], str], ...] = field(
         default=(), repr=False
     )
+    values: tuple[str, ...] = ()
+    time_dependent: bool = False
 
 
 def _rows(table: npt.NDArray[Any]) -> frozenset[tuple[int, ...]]:
@@ -90,6 +104,16 @@ _SVD_SENSORS = (("layer", "ladder", "sensor"), _rows(vxd.SVD_SENSOR_TABLE), "SVD
 _PXD_ID = {"sensorID": (int(vxd.PXD_IDS.min()), int(vxd.PXD_IDS.max()))}
 _PXD_SENSORS = (("sensorID",), _rows(vxd.PXD_IDS[:, None]), "PXD sensors (VxdID)")
 _PXD_PIXEL = {**_PXD_ID, "u": (0, vxd.PXD_NU - 1), "v": (0, vxd.PXD_NV - 1)}
+#: Interval keys of a time-dependent payload: UNIX nanoseconds (EventMetaData_m_time).
+_TIME = {"t_start": (0, 2**63 - 1), "t_end": (0, 2**63 - 1)}
+_COV = ("cov_xx", "cov_xy", "cov_xz", "cov_yy", "cov_yz", "cov_zz")
+_SIZE = ("size_xx", "size_xy", "size_xz", "size_yy", "size_yz", "size_zz")
+
+
+def _beam(values: tuple[str, ...]) -> PayloadType:
+    """A beam payload: one row per time interval."""
+    return PayloadType("beam", _TIME, None, "time interval", values=values, time_dependent=True)
+
 
 #: The payload types the simulator's truth and the calibrations write, by payload name.
 PAYLOAD_TYPES: dict[str, PayloadType] = {
@@ -164,8 +188,9 @@ PAYLOAD_TYPES: dict[str, PayloadType] = {
         "(PXD sensor, u bin, v bin)",
         (_PXD_SENSORS,),
     ),
-    "BeamSpot": PayloadType("beam", {}, 1, "run"),
-    "CollisionInvariantMass": PayloadType("beam", {}, 1, "run"),
+    "BeamSpot": _beam(("x", "y", "z", *_COV, *_SIZE)),
+    "CollisionBoostVector": _beam(("bx", "by", "bz", *_COV)),
+    "CollisionInvariantMass": _beam(("mass", "spread")),
 }
 
 
@@ -208,6 +233,10 @@ def _problem(payload: Payload, kind: PayloadType | None) -> str | None:
         problem = _type_problem(payload, kind)
         if problem is not None:
             return problem
+    if (kind is not None and kind.time_dependent) or _marked_time(payload):
+        problem = _time_problem(payload, kind)
+        if problem is not None:
+            return problem
     if keys:
         problem = _duplicates(keys)
         if problem is not None:
@@ -221,6 +250,9 @@ def _type_problem(payload: Payload, kind: PayloadType) -> str | None:
         return f"key columns {list(keys)}, expected {list(kind.keys)}"
     if kind.rows is not None and len(payload) != kind.rows:
         return f"{len(payload)} rows, expected {kind.rows} (one per {kind.channel})"
+    missing = [v for v in kind.values if v not in payload.values]
+    if missing:
+        return f"no value column {', '.join(missing)} (a {payload.name} holds {_list(kind)})"
     for col, (lo, hi) in kind.keys.items():
         arr = keys[col]
         out = (arr < lo) | (arr > hi)
@@ -237,6 +269,49 @@ def _type_problem(payload: Payload, kind: PayloadType) -> str | None:
             n = int(unknown[inverse].sum())
             example = dict(zip(cols, combos[unknown][0].tolist(), strict=True))
             return f"{n} rows' ({', '.join(cols)}) are not {what} (e.g. {_text(example)})"
+    return None
+
+
+def _marked_time(payload: Payload) -> bool:
+    return payload.metadata.get("event_dependency") == "time"
+
+
+def _time_problem(payload: Payload, kind: PayloadType | None) -> str | None:
+    """What is wrong with the time intervals of a time-dependent payload, or ``None``."""
+    if not _marked_time(payload):
+        return (
+            "is not marked time-dependent (metadata event_dependency = 'time'): its rows are "
+            "time intervals (b2calib.conditions.eventdep.time_dependent builds one)"
+        )
+    keys = payload.keys
+    missing = [k for k in ("t_start", "t_end") if k not in keys]
+    if missing:
+        return f"time-dependent, but has no interval key column {' or '.join(missing)}"
+    if len(payload) == 0:
+        return "time-dependent, but holds no time interval"
+    t0, t1 = (keys[k].astype(np.int64) for k in ("t_start", "t_end"))
+    bad = np.flatnonzero(t1 <= t0)
+    if len(bad):
+        i = int(bad[0])
+        return (
+            f"{len(bad)} time intervals end before they start (t_end <= t_start), e.g. row {i}: "
+            f"t_start={t0[i]}, t_end={t1[i]} ns"
+        )
+    back = np.flatnonzero(np.diff(t0) < 0)
+    if len(back):
+        i = int(back[0])
+        return (
+            f"rows are not sorted by t_start (row {i + 1} starts at {t0[i + 1]} ns, before row "
+            f"{i} at {t0[i]} ns)"
+        )
+    pairs = np.unique(np.column_stack([t0, t1]), axis=0)
+    over = np.flatnonzero(pairs[1:, 0] < pairs[:-1, 1])
+    if len(over):
+        i = int(over[0])
+        return (
+            f"{len(over)} time intervals overlap the previous one, e.g. "
+            f"[{pairs[i, 0]}, {pairs[i, 1]}) and [{pairs[i + 1, 0]}, {pairs[i + 1, 1]}) ns"
+        )
     return None
 
 
@@ -303,6 +378,10 @@ def _nonfinite(payload: Payload, numbers: Mapping[str, npt.NDArray[Any]]) -> str
                 "only a channel flagged in the status column may have no value"
             )
     return None
+
+
+def _list(kind: PayloadType) -> str:
+    return ", ".join(kind.values)
 
 
 def _text(values: Mapping[str, Any]) -> str:

@@ -6,27 +6,57 @@ quantities drift with time (CDC dE/dx run gain, TOP common T0, beam spot, collis
 :func:`conditions_for_run` gives the truth of one run and :func:`truth_payloads` writes it in the
 payload format calibrations produce, with the calibration convention of each payload in its
 description.
+
+The beams
+    The beam spot (luminous-region centre) follows a slow sinusoidal drift over days (periods of
+    3 days, amplitudes 5, 3, 20 um in x, y, z): each run starts on it and drifts linearly inside
+    the run along its tangent (``beamspot_slope``, < 1 um per hour in x). The luminous-region
+    size (10 um, 0.2 um, 350 um) is drawn per run (5 % spread). The collision energy follows a
+    5-day sinusoid of 1.5 MeV amplitude plus 0.3 MeV per run, -2.0 MeV from the intervention run
+    on (an energy change that scales both beams: the boost is unchanged); its spread is
+    5.4 MeV. The boost vector is that of the beam energies and the 83 mrad crossing angle
+    (:class:`b2calib.sim.physics.Beam`), the one the generator applies to every event.
+
+    With ``SimConfig.beam_step_run`` set, the beams step once inside that run, at
+    ``beam_step_hours`` after its start: the beam-spot position by ``beam_step_um`` and the
+    collision energy by ``beam_step_ecms_mev`` through the HER energy alone (so the boost steps
+    too). Events before the step are generated with the beams before it, events after with the
+    beams after it; the other runs are unchanged (and so is every run when the step is off).
+
+    The beam payloads of the truth are time-dependent (:mod:`b2calib.conditions.eventdep`,
+    keys ``t_start``, ``t_end`` in UNIX ns): ``BeamSpot`` has one row per 0.1 h atom of the
+    global grid ``floor(t / 360 s)`` that the run covers (the calibrations' atoms), cut at the
+    step, each holding the position at the middle of its time span (its mean over uniformly
+    spread events, the drift being linear) and the size; ``CollisionBoostVector`` and
+    ``CollisionInvariantMass`` have one row per span of constant beams (two in the step run).
+    The truth averaged over a set of events is the mean over the events of the row holding each
+    (``eventdep.values_at``); :meth:`Conditions.beamspot_at`, :meth:`Conditions.ecms_at` and
+    :meth:`Conditions.boost_at` give it per event exactly.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import itertools
+from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
+from b2calib.conditions.eventdep import time_dependent
 from b2calib.conditions.payload import ChannelStatus, Payload
 from b2calib.geometry import arich, cdc, ecl, klm, top, vxd
 from b2calib.runs import Run
 from b2calib.sim.config import SimConfig
+from b2calib.sim.physics import Beam
 from b2calib.sim.runs import NOMINAL_ECMS, run_rng
 
 __all__ = [
     "INTERVENTIONS",
     "KLM_PROPAGATION_DELAY",
     "SVD_RAW_SHIFT",
+    "TRUTH_ATOM_SECONDS",
     "Conditions",
     "conditions_for_run",
     "svd_hot_strip_index",
@@ -78,6 +108,8 @@ INTERVENTIONS: tuple[dict[str, str], ...] = (
 KLM_PROPAGATION_DELAY = np.array([0.0680, 0.0670, 0.0550, 0.0570])
 #: Visible dE/dx: cos(theta) bin edges of the CDC cosine correction.
 COS_EDGES = np.linspace(-0.87, 0.96, 101)
+#: The time grid of the beam-spot truth rows: the calibrations' 0.1 h atoms, ``floor(t / 360 s)``.
+TRUTH_ATOM_SECONDS = 360.0
 #: SVD raw-time range over which the time calibration polynomial is monotonic (ns).
 SVD_RAW_RANGE = vxd.SVD_RAW_RANGE
 #: The SVD intervention: the raw CoG time of every sensor side moves by this much (ns).
@@ -119,13 +151,60 @@ class Conditions:
     beamspot: F  # x, y, z (cm) at run start
     beamspot_slope: F  # dx/dt, dy/dt, dz/dt (cm per hour)
     beamspot_size: F  # sigma x, y, z (cm)
-    ecms: float  # GeV
+    ecms: float  # GeV, at run start (before a step)
     ecms_spread: float  # GeV
+    step_time: float | None = None  # UNIX s of the beam step inside the run (None: no step)
+    beamspot_step: F = field(default_factory=lambda: np.zeros(3))  # cm, from step_time on
+    ecms_step: float = 0.0  # GeV, from step_time on (by the HER energy)
+
+    def _after(self, t: npt.ArrayLike) -> npt.NDArray[np.bool_]:
+        t = np.asarray(t, dtype=np.float64)
+        if self.step_time is None:
+            return np.zeros(t.shape, dtype=bool)
+        return t >= self.step_time
 
     def beamspot_at(self, t: npt.ArrayLike) -> F:
-        """Beam-spot position (n, 3) at UNIX times ``t`` (linear drift within the run)."""
+        """Beam-spot position (n, 3) at UNIX times ``t`` (linear drift within the run, plus
+        the step from ``step_time`` on)."""
         hours = (np.asarray(t, dtype=np.float64) - self.start) / 3600.0
-        return self.beamspot[None, :] + hours[:, None] * self.beamspot_slope[None, :]
+        pos = self.beamspot[None, :] + hours[:, None] * self.beamspot_slope[None, :]
+        if self.step_time is None:
+            return pos
+        return pos + self._after(t)[:, None] * self.beamspot_step[None, :]
+
+    @property
+    def beams(self) -> tuple[Beam, ...]:
+        """The beams of the run: one, or the beams before and after the step."""
+        first = Beam(self.ecms, self.ecms_spread)
+        if self.step_time is None:
+            return (first,)
+        return first, first.with_her_energy(self.ecms + self.ecms_step)
+
+    def segments(self) -> list[tuple[float, float]]:
+        """The spans of constant beams (UNIX s): the run, or before and after the step."""
+        if self.step_time is None:
+            return [(self.start, self.stop)]
+        return [(self.start, self.step_time), (self.step_time, self.stop)]
+
+    def ecms_at(self, t: npt.ArrayLike) -> F:
+        """Collision energy (GeV) at UNIX times ``t``."""
+        return np.where(self._after(t), self.ecms + self.ecms_step, self.ecms)
+
+    def boost_at(self, t: npt.ArrayLike) -> F:
+        """Boost vector (n, 3) of the centre-of-mass frame at UNIX times ``t``."""
+        boosts = np.stack([b.boost for b in self.beams])
+        return boosts[np.minimum(self._after(t).astype(np.intp), len(boosts) - 1)]
+
+    def atoms(self) -> list[tuple[float, float]]:
+        """The run cut on the 0.1 h atom grid (``floor(t / TRUTH_ATOM_SECONDS)``) and at the
+        step: the time spans (UNIX s) of the beam-spot truth rows."""
+        a = TRUTH_ATOM_SECONDS
+        cuts = {self.start, self.stop}
+        cuts.update(k * a for k in range(int(self.start // a) + 1, int(np.ceil(self.stop / a))))
+        if self.step_time is not None:
+            cuts.add(self.step_time)
+        edges = sorted(c for c in cuts if self.start <= c <= self.stop)
+        return [(t0, t1) for t0, t1 in itertools.pairwise(edges) if t1 > t0]
 
 
 def _xt_table(rng: np.random.Generator) -> F:
@@ -315,6 +394,11 @@ def conditions_for_run(cfg: SimConfig, run: Run) -> Conditions:
     ecms = nominal + 1.5e-3 * np.sin(2 * np.pi * days / 5.0 + ph[4]) + rng.normal(0.0, 3e-4)
     if after:
         ecms -= 2.0e-3
+    step: dict[str, Any] = {}
+    if cfg.beam_step_run == run.run:
+        step["step_time"] = run.start + cfg.beam_step_hours * 3600.0
+        step["beamspot_step"] = np.asarray(cfg.beam_step_um, dtype=np.float64) * 1e-4
+        step["ecms_step"] = cfg.beam_step_ecms_mev * 1e-3
 
     return Conditions(
         exp=run.exp,
@@ -350,6 +434,7 @@ def conditions_for_run(cfg: SimConfig, run: Run) -> Conditions:
         beamspot_size=size,
         ecms=float(ecms),
         ecms_spread=5.4e-3,
+        **step,
     )
 
 
@@ -428,6 +513,82 @@ def _svd_hot_strips(c: Conditions) -> Payload:
         values={"value": flag, "occupancy": rate},
         status=status,
     )
+
+
+def _ns(t: float) -> int:
+    """UNIX seconds as the nanoseconds of ``EventMetaData_m_time`` (truncated, as events)."""
+    return int(np.float64(t) * 1e9)
+
+
+def _time_payload(
+    name: str, description: str, units: dict[str, str], spans: list[tuple[float, float]], **kw: Any
+) -> Payload:
+    """A time-dependent truth payload, one row per time span."""
+    t0 = np.array([_ns(a) for a, _ in spans], dtype=np.int64)
+    t1 = np.array([_ns(b) for _, b in spans], dtype=np.int64)
+    meta = {
+        "description": description,
+        "units": units | {"t_start": "ns", "t_end": "ns"},
+        "provenance": {"source": "b2calib.sim truth"},
+    }
+    return time_dependent(name, t0, t1, values=kw["values"], metadata=meta)
+
+
+_COV = ("cov_xx", "cov_xy", "cov_xz", "cov_yy", "cov_yz", "cov_zz")
+
+
+def _beam_payloads(c: Conditions) -> list[Payload]:
+    """BeamSpot (per atom), CollisionBoostVector and CollisionInvariantMass (per span of
+    constant beams), time-dependent."""
+    atoms = c.atoms()
+    mid = np.array([(a + b) / 2 for a, b in atoms])
+    pos = c.beamspot_at(mid)
+    n = len(atoms)
+    zero = np.zeros(n)
+    size2 = c.beamspot_size**2
+    size = {
+        "size_xx": np.full(n, size2[0]),
+        "size_xy": zero,
+        "size_xz": zero,
+        "size_yy": np.full(n, size2[1]),
+        "size_yz": zero,
+        "size_zz": np.full(n, size2[2]),
+    }
+    spans = c.segments()
+    beams = c.beams
+    boost = np.stack([b.boost for b in beams])
+    return [
+        _time_payload(
+            "BeamSpot",
+            "luminous-region centre (x, y, z) per 0.1 h atom (the position at the middle of the "
+            "atom: linear drift, plus the step of the step run), its covariance (0: the truth), "
+            "and the luminous-region size covariance (diagonal: sigma_x^2, sigma_y^2, sigma_z^2)",
+            dict.fromkeys(("x", "y", "z"), "cm") | dict.fromkeys((*_COV, *size), "cm^2"),
+            atoms,
+            values={"x": pos[:, 0], "y": pos[:, 1], "z": pos[:, 2]}
+            | dict.fromkeys(_COV, zero)
+            | size,
+        ),
+        _time_payload(
+            "CollisionBoostVector",
+            "boost vector beta of the centre-of-mass frame in the lab (the one the generator "
+            "applied), per span of constant beams, and its covariance (0: the truth)",
+            dict.fromkeys(("bx", "by", "bz", *_COV), "1"),
+            spans,
+            values={"bx": boost[:, 0], "by": boost[:, 1], "bz": boost[:, 2]}
+            | dict.fromkeys(_COV, np.zeros(len(spans))),
+        ),
+        _time_payload(
+            "CollisionInvariantMass",
+            "collision energy sqrt(s) (mass) and its spread, per span of constant beams",
+            {"mass": "GeV", "spread": "GeV"},
+            spans,
+            values={
+                "mass": np.array([b.ecms for b in beams]),
+                "spread": np.array([b.spread for b in beams]),
+            },
+        ),
+    ]
 
 
 def truth_payloads(c: Conditions) -> list[Payload]:
@@ -605,28 +766,6 @@ def truth_payloads(c: Conditions) -> list[Payload]:
             },
             values={"value": c.pxd_gain.ravel()},
         ),
-        _p(
-            "BeamSpot",
-            "IP position at run start, its drift, and the luminous-region size",
-            dict.fromkeys(("x", "y", "z", "size_x", "size_y", "size_z"), "cm")
-            | dict.fromkeys(("dxdt", "dydt", "dzdt"), "cm/h"),
-            values={
-                "x": c.beamspot[:1],
-                "y": c.beamspot[1:2],
-                "z": c.beamspot[2:],
-                "dxdt": c.beamspot_slope[:1],
-                "dydt": c.beamspot_slope[1:2],
-                "dzdt": c.beamspot_slope[2:],
-                "size_x": c.beamspot_size[:1],
-                "size_y": c.beamspot_size[1:2],
-                "size_z": c.beamspot_size[2:],
-            },
-        ),
-        _p(
-            "CollisionInvariantMass",
-            "collision energy sqrt(s) and its spread",
-            {"value": "GeV", "spread": "GeV"},
-            values={"value": np.array([c.ecms]), "spread": np.array([c.ecms_spread])},
-        ),
+        *_beam_payloads(c),
     ]
     return out

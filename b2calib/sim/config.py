@@ -63,6 +63,24 @@ class SimConfig:
         PXD occupancies are 0.1-1 %. 0 by default (no background hits: the samples made before
         it existed are unchanged), and then left out of :meth:`to_dict`. Drawn from its own
         random stream: every other branch keeps its values.
+    beam_step_run
+        The run in which the beams step once during the run (``None``, the default: no step, and
+        the ``beam_step_*`` settings are left out of :meth:`to_dict`). It must be a physics run
+        longer than ``beam_step_hours``. Within every run the beam spot drifts linearly (see
+        :mod:`b2calib.sim.conditions`); the step adds, at one documented time, what the beam
+        calibrations must resolve inside a run: the interval splitting of the beam spot, boost
+        vector and collision energy is proven on it.
+    beam_step_hours
+        Time of the step after the run's start (hours, default 2.0).
+    beam_step_um
+        Step of the beam-spot position (x, y, z) in micrometres, default (+8, +0.5, +150): a
+        few times the position resolution of a sub-interval of ~100 dimuon events in x and z
+        (the luminous region is ~10 um wide in x, 0.2 um in y and 350 um long in z; a y step of
+        0.5 um is not resolved by tracks, as at Belle II, and is there so that y is not
+        trivially constant).
+    beam_step_ecms_mev
+        Step of the collision energy (MeV, default -3.0), made by the HER energy alone (the LER
+        energy kept), so that the boost vector steps with it (by ~2.6e-4 in beta_z for -3 MeV).
     """
 
     exp: int = 12
@@ -96,6 +114,10 @@ class SimConfig:
     compression_level: int = 5
     faults: list[dict[str, Any]] = field(default_factory=list)
     pxd_occupancy: float = 0.0
+    beam_step_run: int | None = None
+    beam_step_hours: float = 2.0
+    beam_step_um: list[float] = field(default_factory=lambda: [8.0, 0.5, 150.0])
+    beam_step_ecms_mev: float = -3.0
 
     def __post_init__(self) -> None:
         self.validate()
@@ -142,6 +164,24 @@ class SimConfig:
                 f"pxd_occupancy must be a fraction of the pixels in [0, 0.05], "
                 f"got {self.pxd_occupancy}"
             )
+        if self.beam_step_run is not None and not (
+            self.first_run <= self.beam_step_run <= self.last_run
+        ):
+            raise ConfigError(
+                f"beam_step_run {self.beam_step_run} is outside the simulated runs "
+                f"{self.first_run}..{self.last_run}"
+            )
+        if not self.beam_step_hours > 0:
+            raise ConfigError(f"beam_step_hours must be positive, got {self.beam_step_hours}")
+        if len(self.beam_step_um) != 3 or not all(abs(v) < 1e4 for v in self.beam_step_um):
+            raise ConfigError(
+                f"beam_step_um must be three steps (x, y, z) of less than 1 cm, got "
+                f"{self.beam_step_um}"
+            )
+        if not abs(self.beam_step_ecms_mev) <= 100.0:
+            raise ConfigError(
+                f"beam_step_ecms_mev must be within +-100 MeV, got {self.beam_step_ecms_mev}"
+            )
         if self.chunk_size < 1000:
             raise ConfigError("chunk_size must be at least 1000")
         if self.faults:
@@ -169,9 +209,12 @@ class SimConfig:
         return self.first_run + self.n_runs // 2
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-friendly dict (what files and the truth record); ``faults`` and
-        ``pxd_occupancy`` only when set."""
+        """JSON-friendly dict (what files and the truth record); ``faults``,
+        ``pxd_occupancy`` and the ``beam_step_*`` settings only when set."""
         d = asdict(self)
+        if self.beam_step_run is None:
+            for k in ("beam_step_run", "beam_step_hours", "beam_step_um", "beam_step_ecms_mev"):
+                del d[k]
         if not self.faults:
             del d["faults"]
         if not self.pxd_occupancy:

@@ -30,21 +30,47 @@ C_CM_PER_NS = 29.9792458
 
 @dataclass(frozen=True)
 class Beam:
-    """Beam conditions of a run: CMS energy, its spread and the CMS->lab boost."""
+    """Beam conditions: CMS energy, its spread and the CMS->lab boost.
+
+    The HER and LER energies are the nominal ones (7.004, 4.002 GeV) scaled by one factor to
+    give ``ecms``, unless ``lab`` gives them (:meth:`with_her_energy`: a change of the HER energy
+    alone, which moves the boost as well as the collision energy).
+    """
 
     ecms: float
     spread: float
+    lab: tuple[float, float] | None = None
+
+    def __post_init__(self) -> None:
+        if self.lab is not None:
+            eh, el = self.lab
+            ecms = 2 * np.sqrt(eh * el) * np.cos(HALF_CROSSING)
+            if not np.isclose(ecms, self.ecms, rtol=1e-12, atol=0.0):
+                raise ValueError(
+                    f"beam energies {eh}, {el} GeV give a collision energy of {ecms} GeV, "
+                    f"not {self.ecms} GeV"
+                )
 
     @property
     def energies(self) -> tuple[float, float]:
-        """HER and LER energies scaled to give ``ecms``."""
+        """HER and LER energies (GeV): ``lab``, or the nominal ones scaled to give ``ecms``."""
+        if self.lab is not None:
+            return self.lab
         nominal = 2 * np.sqrt(E_HER * E_LER) * np.cos(HALF_CROSSING)
         k = self.ecms / nominal
         return E_HER * k, E_LER * k
 
+    def with_her_energy(self, ecms: float) -> Beam:
+        """The beam after the HER energy changed (the LER one kept) to give collision energy
+        ``ecms``: ``E_HER' = E_HER (ecms / self.ecms)^2``; the boost changes with it."""
+        eh, el = self.energies
+        return Beam(ecms, self.spread, (eh * (ecms / self.ecms) ** 2, el))
+
     @property
     def boost(self) -> F:
-        """Velocity of the CMS in the lab (beta vector)."""
+        """Velocity of the CMS in the lab (beta vector): the beams' momentum sum over their
+        energy sum (electron masses neglected), the HER along +z tilted by the half crossing
+        angle towards +x, the LER against it."""
         eh, el = self.energies
         p = np.array([(eh + el) * np.sin(HALF_CROSSING), 0.0, (eh - el) * np.cos(HALF_CROSSING)])
         return p / (eh + el)

@@ -203,10 +203,22 @@ def simulate_run(
         for p, k in n_p.items():
             if k == 0:
                 continue
-            bs = cond.beamspot_at(times_old[offset : offset + k])
-            part = generate(crng, p, k, beam, bs, cond.beamspot_size)
-            part.evt = part.evt + offset
-            parts.append(part)
+            t_p = times_old[offset : offset + k]
+            if cond.step_time is None:
+                bs = cond.beamspot_at(t_p)
+                part = generate(crng, p, k, beam, bs, cond.beamspot_size)
+                part.evt = part.evt + offset
+                parts.append(part)
+            else:  # the beams step inside this run: each span's events with its beams
+                after = t_p >= cond.step_time
+                for seg_beam, sel in zip(cond.beams, (~after, after), strict=True):
+                    idx = np.flatnonzero(sel)
+                    if len(idx) == 0:
+                        continue
+                    bs = cond.beamspot_at(t_p[idx])
+                    part = generate(crng, p, len(idx), seg_beam, bs, cond.beamspot_size)
+                    part.evt = idx[part.evt] + offset
+                    parts.append(part)
             offset += k
         allp = Particles.concat(parts)
         allp.evt = perm[allp.evt]
@@ -223,7 +235,12 @@ def simulate_run(
             t_coll = crng.uniform(-10.0, 10.0, n)
         else:
             t_coll = (crng.integers(-8, 9, n) * top.RF_PERIOD_NS).astype(np.float64)
-        ecms_evt = np.full(n, cond.ecms) if not cosmic else np.zeros(n)
+        if cosmic:
+            ecms_evt = np.zeros(n)
+        elif cond.step_time is None:
+            ecms_evt = np.full(n, cond.ecms)
+        else:
+            ecms_evt = cond.ecms_at(times_sorted)
         resp = simulate_response(
             crng,
             allp,
@@ -318,6 +335,19 @@ def _write_truth(cfg: SimConfig, runs: list[Run], out: Path) -> None:
             flush(name)
 
 
+def _check_beam_step(cfg: SimConfig, runs: list[Run]) -> None:
+    """The beam step's run must be a physics run lasting longer than ``beam_step_hours``."""
+    if cfg.beam_step_run is None:
+        return
+    [run] = [r for r in runs if r.run == cfg.beam_step_run]
+    hours = run.duration_s / 3600.0
+    if run.run_type != "physics" or hours <= cfg.beam_step_hours:
+        raise ConfigError(
+            f"beam_step_run {run.run} is a {run.run_type} run of {hours:.2f} h: the beam step "
+            f"needs a physics run longer than beam_step_hours = {cfg.beam_step_hours}"
+        )
+
+
 def simulate(
     cfg: SimConfig,
     out: str | os.PathLike[str],
@@ -341,6 +371,7 @@ def simulate(
     outp = Path(out)
     outp.mkdir(parents=True, exist_ok=True)
     runs = generate_runs(cfg)
+    _check_beam_step(cfg, runs)
     registry = RunRegistry(runs)
     result = SimulationResult(outp, registry)
     jobs = jobs or os.cpu_count() or 1

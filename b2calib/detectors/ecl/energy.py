@@ -31,7 +31,8 @@ The Monte-Carlo expectations
     factor that makes the 5x5 solution unbiased on simulation with the constants known (it
     absorbs the small errors-in-variables bias of the method), the peaks are the fitted peaks on
     simulation with the true constants applied (equivalent to nominal-constant MC). The
-    expected photon energy uses the run's CollisionInvariantMass when the input tags have it,
+    expected photon energy uses the run's CollisionInvariantMass when the input tags have it
+    (its time average over the run, as the beam calibration writes it per time interval),
     else the nominal Upsilon(4S) energy (the calibration selects 4S runs), which the real one can
     miss by a few MeV: the 0.03 % uncertainty of the gamma-gamma expectation, a common scale.
     basf2 keeps one expectation per crystal; here the peaks are expected per theta ring (the

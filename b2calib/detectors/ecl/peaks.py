@@ -28,8 +28,9 @@ import scipy.sparse
 import scipy.sparse.linalg
 
 from b2calib.calibration import Constants
-from b2calib.conditions import ChannelStatus
+from b2calib.conditions import ChannelStatus, eventdep
 from b2calib.conditions.iov import RunKey
+from b2calib.conditions.payload import Payload
 from b2calib.detectors.ecl._common import (
     CLUSTER_BRANCHES,
     DIGIT_BRANCHES,
@@ -66,6 +67,7 @@ __all__ = [
     "fit_peaks",
     "peak_collector",
     "peak_constants",
+    "run_ecms",
     "solve_peaks",
 ]
 
@@ -115,7 +117,7 @@ class ECLPeakCollector(Collector):
     (``mumu_energy``). ``runs`` maps each (exp, run) to the index of its constants in
     ``gains`` (the ECLCrystalEnergy applied); ``key`` is their digest (the cache key).
     ``ecms`` gives the collision energy of runs for which a CollisionInvariantMass payload is
-    known (the nominal 4S energy otherwise).
+    known (its time average over the run, :func:`run_ecms`; the nominal 4S energy otherwise).
     """
 
     mode: str
@@ -203,6 +205,17 @@ def _leading_photons(cl: dict[str, Any]) -> IA:
     return idx[(rank < 2) & (count >= 2)]
 
 
+def run_ecms(beam: Payload) -> float:
+    """The collision energy (GeV) of a run from its CollisionInvariantMass: the mass of a
+    run-level payload, or the time average (:func:`~b2calib.conditions.eventdep.run_mean`,
+    weighted by the intervals' durations) of a time-dependent one, which the beam calibration
+    writes per time interval. Within a run it changes by a few MeV at most: 0.03 % of the
+    gamma-gamma expectation, the size of its uncertainty."""
+    if eventdep.is_time_dependent(beam):
+        beam = eventdep.run_mean(beam, columns=("mass",))
+    return float(beam.value("mass")[0])
+
+
 def peak_collector(mode: str) -> Callable[[Constants, Sequence[RunKey]], ECLPeakCollector]:
     """The collector factory of a peak method (``"gamma_gamma"`` or ``"mumu"``): an
     :class:`ECLPeakCollector` with the ECLCrystalEnergy of each run applied and, for
@@ -214,9 +227,9 @@ def peak_collector(mode: str) -> Callable[[Constants, Sequence[RunKey]], ECLPeak
         ecms = []
         if mode == "gamma_gamma":
             for exp, run in runs:
-                beam = constants.get(BEAM_PAYLOAD, exp, run)
+                beam = constants.stored(BEAM_PAYLOAD, exp, run)
                 if beam is not None:
-                    ecms.append((exp, run, float(beam.value("value")[0])))
+                    ecms.append((exp, run, run_ecms(beam)))
         return ECLPeakCollector(mode, index, gains, digest(*gains) if gains else "", tuple(ecms))
 
     factory.__name__ = f"ecl_{mode}_collector"
