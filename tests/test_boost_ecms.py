@@ -9,9 +9,16 @@ import numpy as np
 import pytest
 
 from b2calib.calibration import AlgorithmInput, AlgorithmStatus, Constants
+from b2calib.calibration.intervals import (
+    ATOM_SECONDS,
+    ATOMS_HISTOGRAM,
+    atom_axis,
+    atom_times_hist,
+    atoms_from_hist,
+    fill_atom_times,
+)
 from b2calib.detectors.beam.boost import BoostVectorAlgorithm, boost_from_moments
 from b2calib.detectors.beam.collectors import (
-    ATOM_SECONDS,
     MASS_BINS,
     RESOLUTION_BINS,
     BoostCollector,
@@ -19,7 +26,6 @@ from b2calib.detectors.beam.collectors import (
     MassCollector,
 )
 from b2calib.detectors.beam.ecms import EcmsAlgorithm, fit_ecms
-from b2calib.detectors.beam.timeline import find_steps
 from b2calib.engine import RunOutput
 from b2calib.fit.isr import ISR_X_MAX, fit_isr_mass, isr_beta
 from b2calib.qa.monitoring.massfit import fit_dimuon_mass
@@ -95,17 +101,44 @@ def test_boost_from_moments() -> None:
     assert np.sqrt(np.diag(fit.cov)) == pytest.approx(np.std(boot, axis=0), rel=0.15)
 
 
-def test_find_steps() -> None:
-    """A jump of the per-atom mean is found at its atom; none where there is none."""
+def _input(hists: dict[str, hist.Hist], info: dict | None = None) -> AlgorithmInput:
+    run = (1, 1)
+    config = {
+        "peak_half_width_gev": 0.25,
+        "spread_resolved_sigmas": 2.0,
+    }
+    return AlgorithmInput(
+        [run], hists, RunOutput({run: hists}), Constants(None), config, 0, info or {}
+    )
+
+
+def test_ecms_step_found_at_its_atom() -> None:
+    """A 10 MeV jump of the collision energy at atom 17 of a run: the step search of the
+    per-atom core mass places a sub-interval start within one atom of it (the atom before
+    holds a 2.5 sigma fluctuation towards the new value, this seed finds 16); none without the
+    jump."""
     rng = np.random.default_rng(4)
-    n = np.full(40, 300.0)
-    mean = np.where(np.arange(40) >= 17, 0.012, 0.0)
-    x = [rng.normal(mu, 0.04, int(k)) for mu, k in zip(mean, n, strict=True)]
-    s1 = np.array([v.sum() for v in x])
-    s2 = np.array([(v**2).sum() for v in x])
-    assert find_steps(n, s1, s2) == [17]
-    flat = [rng.normal(0.0, 0.04, int(k)) for k in n]
-    assert find_steps(n, [v.sum() for v in flat], [(v**2).sum() for v in flat]) == []
+    t0 = 1_775_000_000 * 10**9
+    for jump, expected in ((0.010, [17]), (0.0, [])):
+        h = hist.Hist(
+            atom_axis(),
+            hist.axis.Regular(*MASS_BINS, name="mass"),
+            hist.axis.Regular(*RESOLUTION_BINS, name="resolution"),
+        )
+        times = t0 + np.arange(40 * 600) * (40 * int(ATOM_SECONDS * 1e9) // (40 * 600))
+        atom = times // int(ATOM_SECONDS * 1e9)
+        e = 10.58 + jump * (atom - atom[0] >= 17)
+        m = _isr_masses(rng, len(times), 10.58, 0.0055) + (e - 10.58)
+        m += rng.normal(0.0, 0.04, len(times))
+        h.fill(atom=atom, mass=m, resolution=np.full(len(m), 0.04))
+        hists = {"mass": h, ATOMS_HISTOGRAM: fill_atom_times(atom_times_hist(), times)}
+        data = _input(hists)
+        atoms = atoms_from_hist(data.per_run, ATOMS_HISTOGRAM, data.runs)
+        first = min(a.index for a in atoms)
+        steps = EcmsAlgorithm().steps(data, atoms)
+        found = [atoms[i].index - first for i in steps]
+        assert len(found) == len(expected)
+        assert all(abs(f - x) <= 1 for f, x in zip(found, expected, strict=True))
 
 
 def _events(rng: np.random.Generator, n: int, t0: float) -> ak.Array:
@@ -129,7 +162,9 @@ def _events(rng: np.random.Generator, n: int, t0: float) -> ak.Array:
 
     return ak.Array(
         {
-            "EventMetaData_m_time": (t0 + np.sort(rng.uniform(0, 3 * ATOM_SECONDS, n))) * 1e9,
+            "EventMetaData_m_time": (
+                (t0 + np.sort(rng.uniform(0, 3 * ATOM_SECONDS, n))) * 1e9
+            ).astype(np.uint64),
             "TrackFitResults_m_d0": two(np.zeros(n), np.zeros(n)),
             "TrackFitResults_m_z0": two(np.zeros(n), np.zeros(n)),
             "TrackFitResults_m_phi0": two(trk[0][0], trk[1][0]),
@@ -177,22 +212,8 @@ def test_mass_resolution_matches_smearing() -> None:
     tl = d.tanl[0] + rng.normal(0, 1e-3, (k, 2))
     p = np.stack([pt * np.cos(phi), pt * np.sin(phi), pt * tl], axis=2)
     e = np.sqrt((p**2).sum(axis=2) + MU**2)
-    smeared = Dimuons(np.zeros(k), p, e, pt, phi, tl).mass
+    smeared = Dimuons(np.zeros(k, np.int64), p, e, pt, phi, tl).mass
     assert np.std(smeared) == pytest.approx(sigma, rel=0.03)
-
-
-def _input(hists: dict[str, hist.Hist]) -> AlgorithmInput:
-    run = (1, 1)
-    config = {
-        "outer_loss": "pow(rawTime - 8.0, 2) + 10 * pow(maxGap, 2)",
-        "inner_loss": "pow(rawTime - 8.0, 2) + 10 * pow(maxGap, 2)",
-        "min_sub_events": 50,
-        "min_events": 15,
-        "peak_half_width_gev": 0.25,
-        "step_threshold": 30.0,
-        "spread_resolved_sigmas": 2.0,
-    }
-    return AlgorithmInput([run], hists, RunOutput({run: hists}), Constants([]), config)
 
 
 @pytest.mark.parametrize("n", [0, 5, 30])

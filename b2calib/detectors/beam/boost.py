@@ -18,40 +18,36 @@ errors by bootstrap; here the moments keep sub-intervals sums of atoms.)
 
 Time intervals: the atoms are partitioned as Belle II does, outer intervals (whole runs, one
 payload each) and inner sub-intervals, each minimising its loss, by default basf2's
-``pow(rawTime - 8.0, 2) + 10 * pow(maxGap, 2)`` for both (``outer_loss``, ``inner_loss`` in the
-expert config); then the sub-intervals are cut where the boost steps
-(:func:`~b2calib.detectors.beam.timeline.find_steps` on the per-atom ``beta``). A sub-interval
-with too few events or a failed estimate copies its nearest good neighbour, flagged
-(``NOT_ENOUGH_DATA`` / ``FAILED``).
+``pow(rawTime - 8.0, 2) + 10 * pow(maxGap, 2)`` for both (the expert config's ``outerLoss``
+and ``innerLoss``, basf2's names), and a sub-interval is made to start wherever the
+per-atom boost steps inside a run (:class:`~b2calib.calibration.intervals.IntervalAlgorithm`
+does the split, the fits and the fallbacks). A sub-interval with too few events or a failed
+estimate copies its nearest good neighbour, flagged (``NOT_ENOUGH_DATA`` / ``FAILED``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 import numpy.typing as npt
 
-from b2calib.calibration import (
-    Algorithm,
-    AlgorithmInput,
-    AlgorithmResult,
-    AlgorithmStatus,
-    Calibration,
-    CollectorInput,
-    Diagnostics,
-    SequentialBoundaries,
-)
-from b2calib.conditions import ChannelStatus
-from b2calib.conditions.iov import RunKey
-from b2calib.detectors.beam.collectors import BOOST_MASS_BINS, BoostCollector
-from b2calib.detectors.beam.timeline import (
-    beam_intervals,
-    outer_boundaries,
+from b2calib.calibration import AlgorithmInput, Calibration, CollectorInput, SequentialBoundaries
+from b2calib.calibration.intervals import (
+    BOOSTVECTOR_INNER_LOSS,
+    BOOSTVECTOR_OUTER_LOSS,
+    Atom,
+    IntervalAlgorithm,
+    IntervalFit,
+    OuterInterval,
+    SubInterval,
     per_atom,
-    time_payload,
+    sum_atoms,
 )
+from b2calib.calibration.toolkit import NotEnoughData
+from b2calib.detectors.beam.collectors import BOOST_MASS_BINS, BoostCollector
 
 __all__ = [
     "BOOST_VECTOR",
@@ -120,84 +116,63 @@ def boost_from_moments(moments: npt.ArrayLike, mask: npt.ArrayLike) -> BoostFit:
     return BoostFit(beta, cov, n)
 
 
-class BoostVectorAlgorithm(Algorithm):
-    """CollisionBoostVector per sub-interval from the dimuon velocity moments (see the
-    module)."""
+class BoostVectorAlgorithm(IntervalAlgorithm):
+    """CollisionBoostVector per sub-interval from the dimuon four-momentum moments (see the
+    module); the step search follows the per-atom boost."""
 
     name = "boostvector"
+    payload = BOOST_VECTOR
     payloads = (BOOST_VECTOR,)
+    default_outer_loss = BOOSTVECTOR_OUTER_LOSS
+    default_inner_loss = BOOSTVECTOR_INNER_LOSS
+    units: ClassVar[Mapping[str, str]] = {
+        **{f"b{c}": "" for c in "xyz"},
+        **dict.fromkeys(_COV, ""),
+    }
+    description = (
+        "velocity of the centre-of-mass frame in the lab (beta vector) per time interval, from "
+        "the dimuon four-momentum sum near the mass peak"
+    )
 
-    def boundaries(self, data: AlgorithmInput) -> Sequence[RunKey]:
-        return outer_boundaries(data, "atom_time", data.config)
+    @staticmethod
+    def _mask(data: AlgorithmInput) -> F:
+        h = data.histograms["boost_moments"]
+        return peak_bins(
+            np.asarray(h.values()).sum(axis=0), float(data.config["peak_half_width_gev"])
+        )
 
-    def run(self, data: AlgorithmInput) -> AlgorithmResult:
-        config = dict(data.config)
-        iv = beam_intervals(data, "atom_time", config)
-        if isinstance(iv, AlgorithmResult):
-            return iv
-        moments = per_atom(data, "boost_moments", iv)  # (atoms, mass, moment)
-        mask = peak_bins(moments, float(config["peak_half_width_gev"]))
-        sel = np.einsum("m,amk->ak", mask, moments)  # per atom: n, sums, sums of products
-        # the steps of the mean momentum: a boost step moves it as much as the velocity's
-        steps = iv.find_steps(
-            sel[:, 0],
-            sel[:, 2:5],
-            sel[:, [_PRODUCT[1, 1], _PRODUCT[2, 2], _PRODUCT[3, 3]]],
-            threshold=float(config["step_threshold"]),
-        )
-        subs = iv.subintervals(steps)
-        fits = [boost_from_moments(moments[lo:hi].sum(axis=0), mask) for lo, hi in subs]
-        min_sub = float(config["min_sub_events"])
-        status = np.array(
-            [
-                ChannelStatus.OK
-                if f.n >= min_sub and f.ok
-                else (ChannelStatus.NOT_ENOUGH_DATA if f.n < min_sub else ChannelStatus.FAILED)
-                for f in fits
-            ],
-            dtype=np.int8,
-        )
-        if not np.any(status == ChannelStatus.OK):
-            return AlgorithmResult(
-                AlgorithmStatus.NOT_ENOUGH_DATA,
-                message=f"no sub-interval has {min_sub:.0f} dimuons near the mass peak "
-                f"({sum(f.n for f in fits):.0f} in total)",
+    def fit_sub(
+        self,
+        data: AlgorithmInput,
+        outer: OuterInterval,
+        sub: SubInterval,
+        atoms: Sequence[Atom],
+        shared: IntervalFit | None,
+    ) -> IntervalFit | None:
+        h = sum_atoms(data.per_run, "boost_moments", [atoms[i] for i in sub.atoms])
+        if h is None:
+            raise NotEnoughData("no dimuon in the sub-interval")
+        fit = boost_from_moments(np.asarray(h.values()), self._mask(data))
+        if fit.n < self.min_sub_events:
+            raise NotEnoughData(
+                f"{fit.n:.0f} dimuons near the mass peak, {self.min_sub_events:g} needed"
             )
-        source = iv.fallback(status == ChannelStatus.OK)
-        values = {c: np.array([fits[s].beta[i] for s in source]) for i, c in enumerate("xyz")}
-        errors = {
-            f"b{c}": np.sqrt([fits[s].cov[i, i] for s in source]) for i, c in enumerate("xyz")
-        }
-        columns = {f"b{c}": values[c] for c in "xyz"}
-        for name, (i, j) in zip(_COV, _PAIRS, strict=True):
-            columns[name] = np.array([fits[s].cov[i, j] for s in source])
-        payload = time_payload(
-            BOOST_VECTOR,
-            iv,
-            subs,
-            columns,
-            errors,
-            status,
-            units={**{f"b{c}": "" for c in "xyz"}, **dict.fromkeys(_COV, "")},
-            description="velocity of the centre-of-mass frame in the lab (beta vector) per "
-            "time interval, from the dimuon momentum sum",
-            method="mean dimuon velocity near the mass peak, additive moments per 0.1 h atom",
-            fallback_from=[int(s) if s != i else -1 for i, s in enumerate(source)],
-            events=[f.n for f in fits],
-            steps=[float(iv.t_start[j]) for j in steps],
-        )
-        diag = Diagnostics(
-            tables={
-                "subintervals": {
-                    "t_start": np.array([iv.t_start[lo] for lo, _ in subs]),
-                    "t_end": np.array([iv.t_end[hi - 1] for _, hi in subs]),
-                    "n": np.array([f.n for f in fits]),
-                    **dict(columns.items()),
-                    "status": status,
-                }
-            }
-        )
-        return AlgorithmResult(AlgorithmStatus.OK, [payload], diag)
+        values = {f"b{c}": float(fit.beta[i]) for i, c in enumerate("xyz")}
+        values |= {c: float(fit.cov[i, j]) for c, (i, j) in zip(_COV, _PAIRS, strict=True)}
+        errors = {f"b{c}": float(np.sqrt(max(fit.cov[i, i], 0.0))) for i, c in enumerate("xyz")}
+        return IntervalFit(values, errors, fit.ok, "" if fit.ok else "covariance not positive")
+
+    def atom_series(self, data: AlgorithmInput, atoms: Sequence[Atom]) -> tuple[F, F] | None:
+        moments = per_atom(data.per_run, "boost_moments", atoms)  # (atoms, mass, moment)
+        mask = self._mask(data)
+        values = np.full((len(atoms), 3), np.nan)
+        errors = np.full((len(atoms), 3), np.nan)
+        for k in range(len(atoms)):
+            fit = boost_from_moments(moments[k], mask)
+            if fit.n >= 10 and fit.ok:
+                values[k] = fit.beta
+                errors[k] = np.sqrt(np.diag(fit.cov))
+        return values, errors
 
 
 def boostvector_calibration() -> Calibration:
@@ -213,12 +188,9 @@ def boostvector_calibration() -> Calibration:
         magnet_on=True,
         depends_on=("beamspot",),
         expert_config={
-            "outer_loss": "pow(rawTime - 8.0, 2) + 10 * pow(maxGap, 2)",
-            "inner_loss": "pow(rawTime - 8.0, 2) + 10 * pow(maxGap, 2)",
-            "min_sub_events": 50,
-            "min_events": 15,
+            "outerLoss": BOOSTVECTOR_OUTER_LOSS,
+            "innerLoss": BOOSTVECTOR_INNER_LOSS,
             "peak_half_width_gev": PEAK_HALF_WIDTH_GEV,
-            "step_threshold": 30.0,
         },
         description="CollisionBoostVector per time interval from the velocity of tight dimuon "
         "pairs near the mass peak (Belle II's BoostVectorAlgorithm intervals: 0.1 h atoms, "

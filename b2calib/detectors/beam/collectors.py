@@ -1,11 +1,12 @@
 """Collectors of the boost-vector and collision-energy calibrations: tight dimuon events
 (``hlt_mumu_2trk``), filled per time atom so that any time interval is a sum over atoms.
 
-Atoms are 0.1 h slices of a global time grid: atom ``a = floor(t / ATOM_SECONDS)`` for the
-event time ``t`` (UNIX seconds, ``EventMetaData_m_time``), so a collector needs no run start;
-its output is per run, so an atom cut by a run boundary exists once per run. Every histogram
-has the atom as its first axis (an integer category that grows as atoms are met; histograms
-of the same run add, whatever atoms each chunk saw).
+Atoms are the 0.1 h cells of the global time grid of :mod:`b2calib.calibration.intervals`
+(atom ``floor(t / 360 s)`` of the event time ``EventMetaData_m_time``), so a collector needs no
+run start; its output is per run, so an atom cut by a run boundary exists once per run. Every
+histogram has the atom as its first axis (:func:`~b2calib.calibration.intervals.atom_axis`,
+an integer category that grows as atoms are met: histograms of the same run add, whatever atoms
+each chunk saw).
 
 The dimuon selection is the tight one of Belle II's beam calibrations: exactly two tracks of
 opposite charge, each with ``p > 1 GeV/c``, ``|z0| < 2 cm``, ``|d0| < 0.5 cm`` (``dz``, ``dr``
@@ -21,8 +22,8 @@ at the nominal IP), ``>= 8`` SVD and ``>= 20`` CDC hits; muon mass assumed.
   (:mod:`b2calib.sim.detector`: ``sigma(pt)/pt = 0.1 % pt (+) 0.3 %``, ``sigma(phi0) = 0.5
   mrad``, ``sigma(tanLambda) = 1e-3``), the collector's fields: the simulated tracks carry no
   covariance; on real data the track covariance would take their place.
-* Both fill ``atom_time``: selected events per atom in 36 slices of 10 s, which gives each
-  atom's first and last event to 10 s.
+* Both fill ``atoms`` (:func:`~b2calib.calibration.intervals.atom_times_hist`): selected
+  events per atom in 36 slices of 10 s, from which the intervals are made.
 """
 
 from __future__ import annotations
@@ -35,12 +36,17 @@ import hist
 import numpy as np
 import numpy.typing as npt
 
+from b2calib.calibration.intervals import (
+    ATOM_SECONDS,
+    ATOMS_HISTOGRAM,
+    atom_axis,
+    atom_times_hist,
+    fill_atom_times,
+)
 from b2calib.engine import Collector
 from b2calib.geometry import B_FIELD_T
 
 __all__ = [
-    "ATOM_SECONDS",
-    "ATOM_SLICES",
     "BOOST_MASS_BINS",
     "MASS_BINS",
     "MOMENTS",
@@ -53,10 +59,6 @@ __all__ = [
 
 F = npt.NDArray[np.float64]
 
-#: Atom length (s): 0.1 h, as Belle II's beam calibrations.
-ATOM_SECONDS = 360.0
-#: Slices of an atom in ``atom_time`` (10 s each).
-ATOM_SLICES = 36
 #: The dimuon-mass axis of the boost moments (bins, low, high; GeV).
 BOOST_MASS_BINS = (44, 9.5, 11.7)
 #: The dimuon-mass axis of the mass histogram (GeV).
@@ -90,10 +92,10 @@ _BRANCHES = {"EventMetaData_m_time": "uint64"} | _TRACK_BRANCHES
 
 @dataclasses.dataclass(frozen=True)
 class Dimuons:
-    """Selected dimuon events: time (UNIX s), both muons' momenta ``(n, 2, 3)`` and energies
+    """Selected dimuon events: time (UNIX ns), both muons' momenta ``(n, 2, 3)`` and energies
     ``(n, 2)`` (GeV), helix ``pt``, ``phi0``, ``tanLambda`` ``(n, 2)``."""
 
-    t: F
+    t_ns: npt.NDArray[np.int64]
     p: F
     e: F
     pt: F
@@ -103,7 +105,7 @@ class Dimuons:
     @property
     def atom(self) -> npt.NDArray[np.int64]:
         """The global atom index of each event."""
-        return np.floor(self.t / ATOM_SECONDS).astype(np.int64)
+        return np.floor(self.t_ns * 1e-9 / ATOM_SECONDS).astype(np.int64)
 
     @property
     def mass(self) -> F:
@@ -157,7 +159,7 @@ def select_dimuons(
     """The tight dimuon events of a chunk (see the module)."""
     if not len(events):
         z = np.zeros((0, 2))
-        return Dimuons(np.zeros(0), np.zeros((0, 2, 3)), z, z, z, z)
+        return Dimuons(np.zeros(0, np.int64), np.zeros((0, 2, 3)), z, z, z, z)
     ntrk = np.asarray(ak.to_numpy(ak.num(events["TrackFitResults_m_d0"])), dtype=np.int64)
     ev = events[ntrk == 2]
     q = _flat2(ev, "charge")
@@ -171,30 +173,14 @@ def select_dimuons(
     good &= (np.abs(_flat2(ev, "z0")) < max_dz) & (np.abs(_flat2(ev, "d0")) < max_dr)
     good &= (_flat2(ev, "nSVDHits") >= min_svd_hits) & (_flat2(ev, "nCDCHits") >= min_cdc_hits)
     use = good.all(axis=1) & (q[:, 0] * q[:, 1] < 0)
-    t = np.asarray(ak.to_numpy(ev["EventMetaData_m_time"]), dtype=np.float64)[use] * 1e-9
+    t = np.asarray(ak.to_numpy(ev["EventMetaData_m_time"])).astype(np.int64)[use]
     p3, pt, phi, tl = p3[use], pt[use], phi[use], tl[use]
     e = np.sqrt(np.einsum("ijk,ijk->ij", p3, p3) + _MUON_MASS**2)
     return Dimuons(t, p3, e, pt, phi, tl)
 
 
-def _atom_axis() -> hist.axis.IntCategory:
-    return hist.axis.IntCategory([], growth=True, name="atom", label="atom (floor(t / 360 s))")
-
-
 def _regular(spec: tuple[int, float, float], name: str, label: str) -> hist.axis.Regular:
     return hist.axis.Regular(*spec, name=name, label=label, underflow=False, overflow=False)
-
-
-def _atom_time(d: Dimuons) -> hist.Hist:
-    h = hist.Hist(
-        _atom_axis(),
-        _regular((ATOM_SLICES, 0.0, 1.0), "slice", "time within the atom (fraction)"),
-        storage=hist.storage.Double(),
-    )
-    if len(d.t):
-        frac = np.clip(d.t / ATOM_SECONDS - d.atom, 0.0, 1.0 - 1e-9)
-        h.fill(atom=d.atom, slice=frac)
-    return h
 
 
 @dataclasses.dataclass(frozen=True)
@@ -223,53 +209,53 @@ class _DimuonCollector(Collector):
 @dataclasses.dataclass(frozen=True)
 class BoostCollector(_DimuonCollector):
     """Additive moments of the dimuon four-momentum per atom and mass bin (``boost_moments``)
-    and the atoms' event times (``atom_time``)."""
+    and the atoms' events (``atoms``)."""
 
-    version: ClassVar[int] = 2
+    version: ClassVar[int] = 3
 
     def collect(self, events: ak.Array) -> dict[str, Any]:
         d = self._select(events)
         h = hist.Hist(
-            _atom_axis(),
+            atom_axis(),
             _regular(BOOST_MASS_BINS, "mass", "dimuon mass (GeV)"),
             hist.axis.Integer(0, len(MOMENTS), name="moment", underflow=False, overflow=False),
             storage=hist.storage.Double(),
         )
-        if len(d.t):
+        if len(d.t_ns):
             v = np.column_stack([d.e.sum(axis=1), d.p.sum(axis=1)])  # E, px, py, pz
             cols = [np.ones(len(v)), *v.T]
             cols += [v[:, i] * v[:, j] for i in range(4) for j in range(i, 4)]
             m = np.clip(d.mass, BOOST_MASS_BINS[1], BOOST_MASS_BINS[2] - 1e-9)
             for k, w in enumerate(cols):
                 h.fill(atom=d.atom, mass=m, moment=np.full(len(v), k), weight=w)
-        return {"boost_moments": h, "atom_time": _atom_time(d)}
+        return {"boost_moments": h, ATOMS_HISTOGRAM: fill_atom_times(atom_times_hist(), d.t_ns)}
 
 
 @dataclasses.dataclass(frozen=True)
 class MassCollector(_DimuonCollector):
-    """The dimuon mass x its resolution per atom (``mass``) and the atoms' event times
-    (``atom_time``). The resolution model's parameters are fields (see the module)."""
+    """The dimuon mass x its resolution per atom (``mass``) and the atoms' events
+    (``atoms``). The resolution model's parameters are fields (see the module)."""
 
     pt_resolution: tuple[float, float] = (1e-3, 3e-3)
     phi0_resolution: float = 5e-4
     tanlambda_resolution: float = 1e-3
-    version: ClassVar[int] = 1
+    version: ClassVar[int] = 2
 
     def collect(self, events: ak.Array) -> dict[str, Any]:
         d = self._select(events)
         h = hist.Hist(
-            _atom_axis(),
+            atom_axis(),
             _regular(MASS_BINS, "mass", "dimuon mass (GeV)"),
             _regular(RESOLUTION_BINS, "resolution", "dimuon mass resolution (GeV)"),
             storage=hist.storage.Double(),
         )
-        if len(d.t):
+        if len(d.t_ns):
             r = d.mass_resolution(
                 self.pt_resolution, self.phi0_resolution, self.tanlambda_resolution
             )
             r = np.clip(r, RESOLUTION_BINS[1], RESOLUTION_BINS[2] - 1e-9)
             h.fill(atom=d.atom, mass=d.mass, resolution=r)
-        return {"mass": h, "atom_time": _atom_time(d)}
+        return {"mass": h, ATOMS_HISTOGRAM: fill_atom_times(atom_times_hist(), d.t_ns)}
 
 
 def __dir__() -> list[str]:

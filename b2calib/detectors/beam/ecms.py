@@ -10,9 +10,10 @@ simulator documents, see the collector), so the Gaussian of an event of resoluti
 width ``sqrt(spread^2 + r^2)`` with the beam-energy ``spread`` the one free width (fitted as
 ``spread^2``, which may come out negative when it is not resolved). The spread is quoted
 ``sqrt(max(s2, 0))`` with the half-width of the image of ``s2 +- error`` as its error; it is
-*resolved* when ``s2`` exceeds ``spread_resolved_sigmas`` (2) errors, and the payload's
-metadata lists which rows are (``spread_resolved``): the dimuon mass resolution (~40 MeV)
-dwarfs the spread (~5 MeV), so a sub-interval needs some 10^4 dimuons to resolve it. (basf2's
+*resolved* when ``s2`` exceeds ``spread_resolved_sigmas`` (2) errors, and the payload says
+which rows are (column ``spread_resolved``, 1 or 0, next to ``spread_squared`` and its
+error): the dimuon mass resolution (~40 MeV) dwarfs the spread (~5 MeV), so a sub-interval
+needs some 10^4 dimuons to resolve it. (basf2's
 dimuon part of ``InvariantMassAlgorithm`` fixes the spread to 5.2 MeV instead.)
 
 4S and off-resonance runs are kept apart (``beam_energy`` classes of the run registry): a new
@@ -20,37 +21,42 @@ payload starts wherever the class changes, so no interval spans both. Time inter
 boost vector's, with the losses of basf2's eCMS calibration (``caf_ecms.py``, R. Zlebcik):
 ``pow(0.000020e0*rawTime, 2) + 1./nEv`` outer and ``pow(0.000120e0*rawTime, 2) + 1./nEv``
 inner; with dimuons alone (basf2 adds hadronic B decays) they give long intervals, which are
-then cut where the energy steps (:func:`~b2calib.detectors.beam.timeline.find_steps` on the
-per-atom mean mass in the peak's core).
+made to start wherever the energy steps inside a run (the per-atom mean mass of the peak's core,
+:class:`~b2calib.calibration.intervals.IntervalAlgorithm`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import itertools
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 import numpy.typing as npt
 
 from b2calib.calibration import (
-    Algorithm,
     AlgorithmInput,
     AlgorithmResult,
     AlgorithmStatus,
     Calibration,
     CollectorInput,
-    Diagnostics,
     SequentialBoundaries,
 )
-from b2calib.conditions import ChannelStatus
+from b2calib.calibration.intervals import (
+    ECMS_INNER_LOSS,
+    ECMS_OUTER_LOSS,
+    Atom,
+    IntervalAlgorithm,
+    IntervalFit,
+    OuterInterval,
+    SubInterval,
+    per_atom,
+    sum_atoms,
+)
+from b2calib.calibration.toolkit import NotEnoughData
 from b2calib.conditions.iov import RunKey
 from b2calib.detectors.beam.collectors import MASS_BINS, RESOLUTION_BINS, MassCollector
-from b2calib.detectors.beam.timeline import (
-    beam_intervals,
-    outer_boundaries,
-    per_atom,
-    time_payload,
-)
 from b2calib.fit.isr import MASS_WINDOW_GEV, MIN_DIMUONS, fit_isr_mass
 
 __all__ = [
@@ -145,21 +151,40 @@ def fit_ecms(
     )
 
 
-class EcmsAlgorithm(Algorithm):
+class EcmsAlgorithm(IntervalAlgorithm):
     """CollisionInvariantMass per sub-interval from the dimuon mass line shape (see the
-    module)."""
+    module); the step search follows the per-atom mean mass of the peak's core."""
 
     name = "ecms"
+    payload = COLLISION_MASS
     payloads = (COLLISION_MASS,)
+    default_outer_loss = ECMS_OUTER_LOSS
+    default_inner_loss = ECMS_INNER_LOSS
+    units: ClassVar[Mapping[str, str]] = {
+        "mass": "GeV",
+        "spread": "GeV",
+        "spread_squared": "GeV^2",
+        "spread_resolved": "",
+    }
+    description = (
+        "collision energy sqrt(s) (mass) and the beam-energy spread per time interval, from "
+        "the dimuon invariant mass (ISR line shape, per-event mass resolution); "
+        "spread_resolved = 1 where spread_squared is resolved from 0"
+    )
 
     def boundaries(self, data: AlgorithmInput) -> Sequence[RunKey]:
+        """The outer intervals' first runs, and every run whose beam energy (4S,
+        off-resonance) differs from the run before: no payload spans both."""
         info = data.run_info
-        return outer_boundaries(
-            data, "atom_time", data.config, kind=lambda r: info[r].beam_energy if r in info else ""
-        )
+        runs = sorted(data.runs)
+        changes = {
+            b
+            for a, b in itertools.pairwise(runs)
+            if a in info and b in info and info[a].beam_energy != info[b].beam_energy
+        }
+        return sorted(set(super().boundaries(data)) | changes)
 
     def run(self, data: AlgorithmInput) -> AlgorithmResult:
-        config = dict(data.config)
         classes = {data.run_info[r].beam_energy for r in data.runs if r in data.run_info}
         if len(classes) > 1:
             return AlgorithmResult(
@@ -167,111 +192,62 @@ class EcmsAlgorithm(Algorithm):
                 message=f"runs {data.runs[0]}..{data.runs[-1]} mix beam energies "
                 f"{sorted(classes)}: an interval never spans 4S and off-resonance runs",
             )
-        iv = beam_intervals(data, "atom_time", config)
-        if isinstance(iv, AlgorithmResult):
-            return iv
+        return super().run(data)
+
+    @staticmethod
+    def _nominal(data: AlgorithmInput) -> float | None:
         nominals = [
             data.run_info[r].ecms_nominal_gev
             for r in data.runs
             if r in data.run_info and data.run_info[r].ecms_nominal_gev
         ]
-        nominal = float(np.median(nominals)) if nominals else None
-        hists = per_atom(data, "mass", iv)  # (atoms, mass, resolution)
-        mass_atoms = hists.sum(axis=2)
-        mid = _centres(MASS_BINS)
-        mode = float(mid[int(np.argmax(mass_atoms.sum(axis=0)))])
-        core = np.abs(mid - mode) <= CORE_HALF_WIDTH_GEV
-        n_core = mass_atoms[:, core].sum(axis=1)
-        s1 = mass_atoms[:, core] @ (mid[core] - mode)
-        s2 = mass_atoms[:, core] @ (mid[core] - mode) ** 2
-        steps = iv.find_steps(n_core, s1, s2, threshold=float(config["step_threshold"]))
-        subs = iv.subintervals(steps)
-        fits: list[EcmsFit | None] = []
-        messages: list[str] = []
-        for lo, hi in subs:
-            try:
-                fit = fit_ecms(
-                    hists[lo:hi].sum(axis=0),
-                    nominal,
-                    resolved_sigmas=float(config["spread_resolved_sigmas"]),
-                    min_events=int(config["min_sub_events"]),
-                )
-            except ValueError as err:
-                fits.append(None)
-                messages.append(str(err))
-            else:
-                fits.append(fit)
-                messages.append(fit.message)
-        status = np.array(
-            [
-                ChannelStatus.NOT_ENOUGH_DATA
-                if f is None
-                else (ChannelStatus.OK if f.valid else ChannelStatus.FAILED)
-                for f in fits
-            ],
-            dtype=np.int8,
-        )
-        ok = status == ChannelStatus.OK
-        if not ok.any():
-            return AlgorithmResult(
-                AlgorithmStatus.NOT_ENOUGH_DATA
-                if all(f is None for f in fits)
-                else AlgorithmStatus.FAILURE,
-                message="no sub-interval could be fitted: " + "; ".join(sorted(set(messages))),
+        return float(np.median(nominals)) if nominals else None
+
+    def fit_sub(
+        self,
+        data: AlgorithmInput,
+        outer: OuterInterval,
+        sub: SubInterval,
+        atoms: Sequence[Atom],
+        shared: IntervalFit | None,
+    ) -> IntervalFit | None:
+        h = sum_atoms(data.per_run, "mass", [atoms[i] for i in sub.atoms])
+        if h is None:
+            raise NotEnoughData("no dimuon in the sub-interval")
+        try:
+            fit = fit_ecms(
+                np.asarray(h.values()),
+                self._nominal(data),
+                resolved_sigmas=float(data.config["spread_resolved_sigmas"]),
+                min_events=int(self.min_sub_events),
             )
-        source = iv.fallback(ok)
-        good = [fits[s] for s in source]
-        values = {
-            "mass": np.array([f.mass for f in good if f]),
-            "spread": np.array([f.spread for f in good if f]),
-        }
-        errors = {
-            "mass": np.array([f.mass_error for f in good if f]),
-            "spread": np.array([f.spread_error for f in good if f]),
-        }
-        payload = time_payload(
-            COLLISION_MASS,
-            iv,
-            subs,
-            values,
-            errors,
-            status,
-            units={"mass": "GeV", "spread": "GeV"},
-            description="collision energy sqrt(s) and the beam-energy spread per time "
-            "interval, from the dimuon invariant mass (ISR line shape)",
-            method="binned ISR line-shape fit of the dimuon mass, per-event mass resolution "
-            "from the documented tracking resolution, beam-energy spread fitted",
-            beam_energy=sorted(classes)[0] if classes else "",
-            spread_resolved=[bool(f.resolved) for f in good if f],
-            spread_squared=[float(f.s2) for f in good if f],
-            spread_squared_error=[float(f.s2_error) for f in good if f],
-            fallback_from=[int(s) if s != i else -1 for i, s in enumerate(source)],
-            events=[float(f.n) if f else 0.0 for f in fits],
-            steps=[float(iv.t_start[j]) for j in steps],
-            notes=[m for m in messages if m],
+        except ValueError as err:
+            raise NotEnoughData(str(err)) from None
+        return IntervalFit(
+            {
+                "mass": fit.mass,
+                "spread": fit.spread,
+                "spread_squared": fit.s2,
+                "spread_resolved": float(fit.resolved),
+            },
+            {"mass": fit.mass_error, "spread": fit.spread_error, "spread_squared": fit.s2_error},
+            fit.valid,
+            fit.message,
         )
-        diag = Diagnostics(
-            tables={
-                "subintervals": {
-                    "t_start": np.array([iv.t_start[lo] for lo, _ in subs]),
-                    "t_end": np.array([iv.t_end[hi - 1] for _, hi in subs]),
-                    **values,
-                    "mass_err": errors["mass"],
-                    "spread_err": errors["spread"],
-                    "status": status,
-                }
-            }
-        )
-        diag.histograms["mass"] = _mass_hist(hists.sum(axis=(0, 2)))
-        return AlgorithmResult(AlgorithmStatus.OK, [payload], diag)
 
-
-def _mass_hist(counts: F) -> object:
-    import hist
-
-    h = hist.Hist(hist.axis.Regular(*MASS_BINS, name="mass", label="dimuon mass (GeV)"))
-    h.view()[...] = counts
-    return h
+    def atom_series(self, data: AlgorithmInput, atoms: Sequence[Atom]) -> tuple[F, F] | None:
+        mass = per_atom(data.per_run, "mass", atoms).sum(axis=2)  # (atoms, mass)
+        mid = _centres(MASS_BINS)
+        mode = float(mid[int(np.argmax(mass.sum(axis=0)))])
+        core = np.abs(mid - mode) <= CORE_HALF_WIDTH_GEV
+        n = mass[:, core].sum(axis=1)
+        x = mid[core] - mode
+        with np.errstate(divide="ignore", invalid="ignore"):
+            mean = mass[:, core] @ x / n
+            var = mass[:, core] @ x**2 / n - mean**2
+            err = np.sqrt(var / (n - 1))
+        bad = n < 10
+        return np.where(bad, np.nan, mean)[:, None], np.where(bad, np.nan, err)[:, None]
 
 
 def ecms_calibration() -> Calibration:
@@ -288,11 +264,8 @@ def ecms_calibration() -> Calibration:
         magnet_on=True,
         depends_on=("boostvector",),
         expert_config={
-            "outer_loss": "pow(0.000020e0*rawTime, 2) +  1./nEv",
-            "inner_loss": "pow(0.000120e0*rawTime, 2) +  1./nEv",
-            "min_sub_events": 50,
-            "min_events": 15,
-            "step_threshold": 30.0,
+            "outerLoss": ECMS_OUTER_LOSS,
+            "innerLoss": ECMS_INNER_LOSS,
             "spread_resolved_sigmas": 2.0,
         },
         description="CollisionInvariantMass (Ecms and the beam-energy spread) per time "
