@@ -9,6 +9,7 @@ helpers refuse any other (:class:`ClosureError`, naming the channels) before com
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -129,3 +130,45 @@ def calibrate(
 def staged(db: ConditionsDB, tag: str, name: str) -> list[tuple[IovEntry, Payload]]:
     """The IoVs of payload ``name`` in ``tag`` (in run order) with their payloads."""
     return [(e, db.payload(e.payload)) for e in db.iovs(tag, name)]
+
+
+def truth_over_events(
+    truth: Payload | Sequence[Payload],
+    times_ns: npt.ArrayLike,
+    columns: Sequence[str] | None = None,
+    *,
+    intervals_of: Payload | None = None,
+) -> dict[str, npt.NDArray[np.float64]]:
+    """The simulator's time-dependent truth (``BeamSpot``, ``CollisionBoostVector``,
+    ``CollisionInvariantMass``, one payload per run or several) averaged over events.
+
+    Each event at ``times_ns`` (UNIX ns, ``EventMetaData_m_time``) takes the truth row holding
+    it (the rows of all ``truth`` payloads together, basf2's lookup semantics,
+    :mod:`b2calib.conditions.eventdep`); the average is over events. With ``intervals_of`` (a
+    fitted time-dependent payload, one row per sub-interval) the events are grouped by the
+    sub-interval holding each: one average per sub-interval, NaN where none has events; without
+    it, one average over all events. This is what a closure test compares a fitted
+    sub-interval with: the truth averaged over that sub-interval's events.
+    """
+    from b2calib.conditions import eventdep
+
+    parts = [truth] if isinstance(truth, Payload) else list(truth)
+    t0 = np.concatenate([p.keys["t_start"].astype(np.int64) for p in parts])
+    order = np.argsort(t0, kind="stable")
+    t0 = t0[order]
+    cols = list(columns) if columns is not None else list(parts[0].values)
+    values = {c: np.concatenate([p.value(c) for p in parts])[order] for c in cols}
+    t = np.asarray(times_ns, dtype=np.int64)
+    row = np.clip(np.searchsorted(t0, t, side="right") - 1, 0, len(t0) - 1)
+    if intervals_of is None:
+        group, n_groups = np.zeros(len(t), dtype=np.intp), 1
+    else:
+        group = eventdep.interval_index(intervals_of, t)
+        n_groups = len(eventdep.intervals(intervals_of)[0])
+    counts = np.bincount(group, minlength=n_groups).astype(np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return {
+            c: np.bincount(group, weights=values[c][row].astype(np.float64), minlength=n_groups)
+            / counts
+            for c in cols
+        }

@@ -25,14 +25,15 @@ from b2calib.detectors.beam.boost import (
     boost_from_moments,
     boostvector_calibration,
 )
-from b2calib.detectors.beam.collectors import (
+from b2calib.detectors.beam.ecms import EcmsAlgorithm, ecms_calibration, fit_ecms
+from b2calib.detectors.beam.energy_collectors import (
     MASS_BINS,
     RESOLUTION_BINS,
     BoostCollector,
-    Dimuons,
     MassCollector,
+    PairKinematics,
+    pair_kinematics,
 )
-from b2calib.detectors.beam.ecms import EcmsAlgorithm, ecms_calibration, fit_ecms
 from b2calib.engine import RunOutput
 from b2calib.fit.isr import ISR_X_MAX, fit_isr_mass, isr_beta
 from b2calib.qa.monitoring.massfit import fit_dimuon_mass
@@ -213,9 +214,7 @@ def test_mass_resolution_matches_smearing() -> None:
     """The propagated per-event mass resolution agrees with smearing the helix parameters."""
     rng = np.random.default_rng(6)
     ev = _events(rng, 1, 1_775_000_000.0)
-    from b2calib.detectors.beam.collectors import select_dimuons
-
-    d = select_dimuons(ev)
+    d = pair_kinematics(ev)
     sigma = d.mass_resolution((1e-3, 3e-3), 5e-4, 1e-3)[0]
     k = 20000
     pt = d.pt[0] * (1 + rng.standard_normal((k, 2)) * np.hypot(1e-3 * d.pt[0], 3e-3))
@@ -223,7 +222,7 @@ def test_mass_resolution_matches_smearing() -> None:
     tl = d.tanl[0] + rng.normal(0, 1e-3, (k, 2))
     p = np.stack([pt * np.cos(phi), pt * np.sin(phi), pt * tl], axis=2)
     e = np.sqrt((p**2).sum(axis=2) + MU**2)
-    smeared = Dimuons(np.zeros(k, np.int64), p, e, pt, phi, tl).mass
+    smeared = PairKinematics(np.zeros(k, np.int64), p, e, pt, phi, tl).mass
     assert np.std(smeared) == pytest.approx(sigma, rel=0.03)
 
 

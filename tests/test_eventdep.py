@@ -324,3 +324,56 @@ def test_the_boost_truth_is_the_boost_of_the_generated_events() -> None:
         measured.append(beta.mean(axis=0))
     step = measured[1][2] - measured[0][2]
     assert step == pytest.approx(cond.beams[1].boost[2] - cond.beams[0].boost[2], rel=0.05)
+
+
+def test_closure_truth_is_averaged_over_the_events_of_each_sub_interval() -> None:
+    from tests.closure import truth_over_events
+
+    cfg, run = _step_run()
+    cond = conditions_for_run(cfg, run)
+    [bs] = [p for p in truth_payloads(cond) if p.name == "BeamSpot"]
+    times = np.sort(np.random.default_rng(1).uniform(run.start, run.stop, 2000))
+    exact = cond.beamspot_at(times)
+    # fitted sub-intervals: 0-1.5 h, 1.5-2.5 h (holding the step), 2.5-5 h
+    edges = run.start + np.array([0.0, 1.5, 2.5, 5.0]) * 3600
+    fitted = ed.time_dependent(
+        "BeamSpot", edges[:-1] * 1e9, edges[1:] * 1e9, values={"x": np.zeros(3), "z": np.zeros(3)}
+    )
+    got = truth_over_events(bs, times * 1e9, ["x", "z"], intervals_of=fitted)
+    which = np.searchsorted(edges, times, side="right") - 1
+    for i in range(3):
+        np.testing.assert_allclose(got["z"][i], exact[which == i, 2].mean(), atol=1e-6)
+    # the middle sub-interval's truth lies between the two sides of the step
+    assert got["z"][0] < got["z"][1] - 0.004 < got["z"][2] - 0.008
+    # two runs' truth payloads together
+    other = Run(12, 2, "physics", "4S", run.stop + 600, run.stop + 4200, 1.0, 1, ("CDC",), True)
+    [bs2] = [p for p in truth_payloads(conditions_for_run(cfg, other)) if p.name == "BeamSpot"]
+    both = truth_over_events([bs2, bs], [run.start * 1e9 + 1, other.start * 1e9 + 1e9], ["x"])
+    assert both["x"][0] == pytest.approx((bs.value("x")[0] + bs2.value("x")[0]) / 2)
+
+
+def test_command_line_lookup_at_a_time(tmp_path: Path) -> None:
+    from tests.test_cli_conditions import run, table
+
+    env = {"B2CALIB_DB": str(tmp_path / "db.sqlite"), "B2CALIB_USER": "tester"}
+    db = ConditionsDB(tmp_path / "db.sqlite", author="alice")
+    db.create_tag("beam")
+    run_level = Payload("XRunLevel", values={"v": np.array([7.0])})
+    db.upload_and_add("beam", [(beamspot(), IoV(12, 5, 12, 5)), (run_level, IoV(12, 0, 12, -1))])
+    db.close()
+    listing = run(env, "lookup", "12", "5", "--gt", "beam")
+    assert [r[0] for r in table(listing)] == ["BeamSpot", "XRunLevel"]
+    # 2026-04-01 01:30 UTC lies in the second interval, in each of its spellings
+    for when in ("2026-04-01T01:30:00", "2026-04-01 03:30:00+02:00", "1775007000", "1775007000s"):
+        out = run(env, "lookup", "12", "5", "--gt", "beam", "--time", when)
+        assert [r[-1] for r in table(out.split("\n\n")[0])] == ["2/3", "run-level"], when
+        head = "BeamSpot rev 1 at 2026-04-01 01:30:00 UTC: interval 2 of 3, 2026-04-01 01:00:00"
+        assert head in out
+        values = {r[0]: r[1:] for r in table(out.split("\n\n")[1])}
+        assert values["x"] == ["0.02", "0.0002"]
+        assert values["status"] == ["OK"]
+    out = run(env, "lookup", "12", "5", "--gt", "beam", "--time", "1775007000000000001ns")
+    assert "at 2026-04-01 01:30:00.000000001 UTC" in out
+    assert "Invalid value for --time: 'yesterday' is neither an ISO time" in run(
+        env, "lookup", "12", "5", "--gt", "beam", "--time", "yesterday", code=2
+    )

@@ -290,6 +290,24 @@ def test_small_sub_intervals_merge() -> None:
     assert unmerged.subs[-1].n_events < 50
 
 
+@pytest.mark.parametrize(
+    ("counts", "breaks", "expected"),
+    [
+        ([100, 100, 30, 60, 100], [], [100, 100, 90, 100]),  # into the neighbour with fewer
+        ([100, 30, 100], [], [130, 100]),  # a tie: into the earlier
+        ([30, 100, 100], [], [130, 100]),  # at an end: into the only neighbour
+        ([20, 20, 20], [], [60]),  # until none is small (basf2 stops after 10 merges)
+        # a neighbour on its side of a step first, across it only when alone
+        ([100, 80, 30, 40, 100], [3], [100, 110, 140]),
+    ],
+)
+def test_merging_rule(counts: list[float], breaks: list[int], expected: list[float]) -> None:
+    atoms = atoms_from_counts(1, 1, np.arange(100, 100 + len(counts)), counts)
+    # an inner loss that makes every atom a sub-interval of its own
+    (outer,) = split(atoms, BEAMSPOT_OUTER_LOSS, "pow(rawTime - 0.1, 2)", breaks=breaks)
+    assert [s.n_events for s in outer.subs] == expected
+
+
 def test_short_run_joins_the_nearest_interval() -> None:
     rng = np.random.default_rng(7)
     runs = {

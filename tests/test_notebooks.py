@@ -48,3 +48,25 @@ def test_explore_sample(sample: Path) -> None:
     )
     assert numbers["bhabha_events_run"] == meta.n_events
     assert numbers["skim_files"] == len(list(sample.rglob("cdst_*.root")))
+
+
+@pytest.mark.slow
+@pytest.mark.notebooks
+def test_beam(sample: Path) -> None:
+    """The beam notebook: its own mu-mu sample with the beam step (the bucket has ~50 dimuons per
+    run), the beam spot per time interval against the truth."""
+    numbers = execute("beam.ipynb", sample)
+    assert float(numbers["bucket_dimuons_per_run"]) < 100  # type: ignore[arg-type]
+    assert numbers["status"] == "OK"
+    assert numbers["iterations"] == 2
+    assert numbers["payloads"] == 3
+    assert numbers["rows"] == numbers["rows_ok"]
+    assert int(numbers["rows"]) >= 25  # type: ignore[call-overload]
+    # ~32 rows: the pull statistics scatter by ~0.2
+    for mean, width in zip(numbers["pull_mean"], numbers["pull_width"], strict=True):  # type: ignore[call-overload]
+        assert abs(mean) < 0.5
+        assert 0.6 < width < 1.4
+    assert float(numbers["step_distance_s"]) <= 360.0  # type: ignore[arg-type]
+    for pull in [*numbers["size_x_pull"], *numbers["size_z_pull"]]:  # type: ignore[misc]
+        assert abs(pull) < 3.5
+    assert numbers["y_not_resolved"] is True

@@ -333,6 +333,20 @@ def test_detector_names() -> None:
             "COMMON_T0", "CommonT0Algorithm", "Unfolded", "common_t0_calibration",
             "common_t0_collector", "unfold_period",
         ],
+        "b2calib.detectors.beam": ["calibrations"],
+        "b2calib.detectors.beam.dimuons": [
+            "DIMUON_BRANCHES", "MUON_MASS", "SELECTION", "Dimuons", "d0_resolution",
+            "select_dimuons", "z0_resolution",
+        ],
+        "b2calib.detectors.beam.collectors": [
+            "CUTS", "MOMENTS", "N_MOMENTS", "BeamSpotCollector", "ReferenceSpots", "event_moments",
+            "moment", "reference_rows",
+        ],
+        "b2calib.detectors.beam.beamspot": [
+            "BEAMSPOT", "DEPENDS_ON", "BeamSpotAlgorithm", "PositionFit", "SizeFit",
+            "beamspot_calibration", "beamspot_collector", "fit_position", "fit_size",
+            "reference_spots",
+        ],
         "b2calib.detectors.arich": ["calibrations"],
         "b2calib.detectors.arich.channel_mask": [
             "CHANNEL_KEYS", "CHANNEL_MASK", "CHANNEL_RING", "N_WINDOWS", "SIGNAL_WINDOWS",
@@ -413,6 +427,7 @@ def test_registered_calibrations() -> None:
         "klm-time",
         "pxd-hot-dead",
         "pxd-hot-dead-cosmic",
+        "beamspot",
     }
 
 
@@ -568,7 +583,7 @@ def test_detector_qa_names() -> None:
         module = importlib.import_module(f"b2calib.detectors.{det}.qa")
         assert module.__all__ == names, det
         assert sorted(dir(module)) == sorted(names), det
-    for det in ("beam", "tracking"):  # QA only, for now
+    for det in ("tracking",):  # QA only, for now
         assert importlib.import_module(f"b2calib.detectors.{det}").__all__ == []
 
 

@@ -16,7 +16,7 @@
     b2calib iov [list] TAG [--name P] [--run EXP RUN]   ``iov TAG`` is short for ``iov list TAG``
     b2calib iov add TAG PAYLOAD REVISION IOV
     b2calib iov remove TAG PAYLOAD IOV
-    b2calib lookup EXP RUN --gt A [--gt B ...] [--name P]
+    b2calib lookup EXP RUN --gt A [--gt B ...] [--name P] [--time T]
     b2calib payload upload FILE [--gt TAG --iov IOV]
     b2calib payload list [NAME]
     b2calib payload show NAME [--revision N]
@@ -465,6 +465,47 @@ def iov_remove(cdb: ConditionsDB, tag: str, name: str, iov_text: str) -> None:
 # -- lookup --------------------------------------------------------------------------------------
 
 
+_NS = 10**9
+_UNIX_NUMBER = re.compile(r"^\s*(\d+(?:\.\d*)?)\s*(ns|s)?\s*$")
+
+
+def _parse_time(text: str) -> int:
+    """``--time``: an ISO 8601 time (UTC unless it gives an offset), or UNIX seconds (decimals
+    allowed; suffix ``s`` optional), or UNIX nanoseconds with the suffix ``ns``; as UNIX ns."""
+    from datetime import UTC, datetime
+    from decimal import Decimal
+
+    m = _UNIX_NUMBER.match(text)
+    if m is not None:
+        if m[2] == "ns":
+            if "." in m[1]:
+                raise click.BadParameter(
+                    f"{text!r}: nanoseconds are whole numbers", param_hint="--time"
+                )
+            return int(m[1])
+        return int(Decimal(m[1]) * _NS)
+    try:
+        when = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise click.BadParameter(
+            f"{text!r} is neither an ISO time (2026-04-01T02:03:00, UTC unless an offset is "
+            "given) nor UNIX seconds (1775009000.5) nor UNIX nanoseconds (1775009000500000000ns)",
+            param_hint="--time",
+        ) from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    delta = when - datetime(1970, 1, 1, tzinfo=UTC)
+    return (delta.days * 86400 + delta.seconds) * _NS + delta.microseconds * 1000
+
+
+def _utc(t_ns: int) -> str:
+    from datetime import UTC, datetime
+
+    when = datetime.fromtimestamp(t_ns // _NS, UTC)
+    frac = t_ns % _NS
+    return when.strftime("%Y-%m-%d %H:%M:%S") + (f".{frac:09d}".rstrip("0") if frac else "")
+
+
 @click.command()
 @click.argument("exp", type=int)
 @click.argument("run", type=int)
@@ -476,18 +517,87 @@ def iov_remove(cdb: ConditionsDB, tag: str, name: str, iov_text: str) -> None:
     help="Global tag; repeat for several, highest priority first.",
 )
 @click.option("--name", "names", multiple=True, help="Only this payload (repeatable).")
+@click.option(
+    "--time",
+    "time_text",
+    metavar="TIME",
+    help="A time inside the run: ISO 8601 (UTC unless an offset is given, e.g. "
+    "2026-04-01T02:03:00), UNIX seconds (1775009000.5) or UNIX nanoseconds with the suffix ns. "
+    "Shows which interval of each time-dependent payload holds it, and its constants.",
+)
 @_uses_db()
 def lookup(
-    cdb: ConditionsDB, exp: int, run: int, tags: tuple[str, ...], names: tuple[str, ...]
+    cdb: ConditionsDB,
+    exp: int,
+    run: int,
+    tags: tuple[str, ...],
+    names: tuple[str, ...],
+    time_text: str | None,
 ) -> None:
     """The payloads valid for run EXP RUN through the global tags (the first tag that has a
-    payload wins)."""
+    payload wins).
+
+    A time-dependent payload (constants per time interval inside the run, such as BeamSpot)
+    has no single value for a run: with --time, the listing says which of its intervals holds
+    the time and prints that interval's constants."""
+    t_ns = None if time_text is None else _parse_time(time_text)
     found = cdb.lookup(exp, run, list(tags), list(names) or None)
     if not found:
         click.echo(f"no payload valid for run {exp},{run} in {', '.join(tags)}")
         return
-    rows = _iov_rows([found[n] for n in sorted(found)], tag=True)
-    click.echo(table([*_IOV_HEADER, "global tag"], rows))
+    entries = [found[n] for n in sorted(found)]
+    rows = _iov_rows(entries, tag=True)
+    if t_ns is None:
+        click.echo(table([*_IOV_HEADER, "global tag"], rows))
+        return
+    from b2calib.conditions import eventdep
+
+    shown = []
+    for entry, row in zip(entries, rows, strict=True):
+        payload = cdb.payload(entry.payload)
+        if not eventdep.is_time_dependent(payload):
+            row.append("run-level")
+            continue
+        at = eventdep.at_time(payload, t_ns)
+        interval = at.metadata["interval"]
+        row.append(f"{interval['index'] + 1}/{interval['intervals']}")
+        shown.append((entry, at))
+    click.echo(table([*_IOV_HEADER, "global tag", "interval"], rows))
+    for entry, at in shown:
+        interval = at.metadata["interval"]
+        click.echo(
+            f"\n{entry.payload} at {_utc(t_ns)} UTC: interval {interval['index'] + 1} of "
+            f"{interval['intervals']}, {_utc(interval['t_start'])} to {_utc(interval['t_end'])} "
+            "UTC (the first interval holds earlier times, the last later ones)"
+        )
+        if len(at) != 1:
+            click.echo(
+                f"{len(at)} rows: b2calib payload dump {entry.name} --revision "
+                f"{entry.payload.revision}"
+            )
+            continue
+        units = at.metadata.get("units", {})
+        value_rows = [
+            [
+                c,
+                f"{float(v[0]):.6g}",
+                f"{float(at.errors[c][0]):.3g}" if c in at.errors else "-",
+                units.get(c, "") if isinstance(units, dict) else "",
+            ]
+            for c, v in at.values.items()
+        ]
+        if at.status is not None:
+            value_rows.append(["status", _status_name(int(at.status[0])), "", ""])
+        click.echo(table(["column", "value", "error", "unit"], value_rows))
+
+
+def _status_name(code: int) -> str:
+    from b2calib.conditions import ChannelStatus
+
+    try:
+        return ChannelStatus(code).name
+    except ValueError:
+        return str(code)
 
 
 # -- payload -------------------------------------------------------------------------------------

@@ -16,8 +16,8 @@ what it monitors.
 ``klm``       strip efficiency, time constants and cable delays; monitoring: good-muon fraction,
               digits, occupancy
 ``tracking``  (a system) monitoring: impact-parameter resolutions
-``beam``      (a system) monitoring: collision energy from the dimuon mass, luminosity,
-              hadron/Bhabha ratio
+``beam``      (a system) beam spot per time interval; monitoring: collision energy from the
+              dimuon mass, luminosity, hadron/Bhabha ratio
 ============  =================================================================================
 
 A detector package has a ``calibrations()`` function returning its

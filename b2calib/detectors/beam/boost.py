@@ -11,7 +11,7 @@ so this holds to all orders; the mean of the per-event velocities ``p / E`` woul
 here). Its covariance is the delta method's, ``cov(p - beta E) / (n E_mean^2)``. Only pairs
 whose mass lies within 0.25 GeV of the mass peak (the mode of the interval's mass
 distribution, in 50 MeV bins) are used: the far radiative tail only adds noise. Every sum is
-an additive moment of :class:`~b2calib.detectors.beam.collectors.BoostCollector`, summed over
+an additive moment of :class:`~b2calib.detectors.beam.energy_collectors.BoostCollector`, summed over
 the sub-interval's atoms. (basf2's ``BoostVectorAlgorithm``, R. Zlebcik, instead fits the
 direction as the median plane normal and the rapidity as a median of the unbinned events,
 errors by bootstrap; here the moments keep sub-intervals sums of atoms.)
@@ -47,7 +47,7 @@ from b2calib.calibration.intervals import (
     sum_atoms,
 )
 from b2calib.calibration.toolkit import NotEnoughData
-from b2calib.detectors.beam.collectors import BOOST_MASS_BINS, BoostCollector
+from b2calib.detectors.beam.energy_collectors import BOOST_MASS_BINS, BoostCollector
 
 __all__ = [
     "BOOST_VECTOR",

@@ -1,41 +1,60 @@
-"""Collectors of the boost-vector and collision-energy calibrations: tight dimuon events
-(``hlt_mumu_2trk``), filled per time atom so that any time interval is a sum over atoms.
+"""The beam-spot collector: additive moments of the tight dimuon events per time atom.
 
-Atoms are the 0.1 h cells of the global time grid of :mod:`b2calib.calibration.intervals`
-(atom ``floor(t / 360 s)`` of the event time ``EventMetaData_m_time``), so a collector needs no
-run start; its output is per run, so an atom cut by a run boundary exists once per run. Every
-histogram has the atom as its first axis (:func:`~b2calib.calibration.intervals.atom_axis`,
-an integer category that grows as atoms are met: histograms of the same run add, whatever atoms
-each chunk saw).
+The beam spot is fitted by least squares whose normal equations, covariance (sandwich) and size
+estimators are sums over events. :class:`BeamSpotCollector` fills, per run, the histogram
+``beamspot_moments`` (axes: the global atom index, ``floor(t / 360 s)``, a category grown as
+events come; the moment :data:`MOMENTS`; the selection: 0 every event, 1 the events within
+basf2's residual cuts around the reference beam spot), ``Double`` storage: any sub-interval
+of a run is the sum of its atoms. ``atoms`` counts the selected events in 10 s bins of
+each atom (:func:`b2calib.calibration.intervals.atom_times_hist`, named ``atoms``: the first and
+last event times of a run to 10 s, for the interval splitting).
 
-The dimuon selection is the tight one of Belle II's beam calibrations: exactly two tracks of
-opposite charge, each with ``p > 1 GeV/c``, ``|z0| < 2 cm``, ``|d0| < 0.5 cm`` (``dz``, ``dr``
-at the nominal IP), ``>= 8`` SVD and ``>= 20`` CDC hits; muon mass assumed.
+Every track quantity is taken relative to the reference beam spot of the event's time (the
+``BeamSpot`` payload the collector is built with, :class:`ReferenceSpots`; zero without one):
+``d' = d0 - (x_ref sin(phi0) - y_ref cos(phi0))``, ``z' = z0 - z_ref``. The moments (per event
+``e``, tracks ``i = 1, 2`` with ``a_i = (sin phi0_i, -cos phi0_i)`` and weight
+``w_i = 1 / (sigma_d0,i^2 + sx^2 sin^2 phi0_i + sy^2 cos^2 phi0_i)``, the track resolution and
+the nominal size projection):
 
-* :class:`BoostCollector`: the pairs whose muons both lie within ``|cos theta*| < 0.75`` in the
-  nominal centre-of-mass frame (SuperKEKB's design boost, :data:`NOMINAL_BOOST`): a fiducial
-  region symmetric under the CMS reflection ``z* -> -z*`` and inside the acceptance of the
-  tight selection (which ends at ``|cos theta*| ~ 0.8``), so that the radiative recoil of
-  either sign is accepted alike, as the ratio-of-sums boost of
-  :mod:`~b2calib.detectors.beam.boost` assumes (without it, a bias was not seen within the
-  closure's precision, but nothing guaranteed its absence); per atom and dimuon-mass bin
-  (50 MeV), the additive moments of the pair four-momentum ``(E, p) = (E1 + E2, p1 + p2)``:
-  ``n``, the sums of ``E``, ``p_i`` and of their products (histogram ``boost_moments``, axes
-  atom x mass x moment, :data:`MOMENTS` names the moments).
-* :class:`MassCollector`: per atom the dimuon mass (7.5 MeV bins, 10.0-10.9 GeV) x the event's
-  mass resolution (3 MeV bins up to 120 MeV), histogram ``mass``. The resolution is propagated
-  from the tracks' helix parameters with the tracking resolution documented by the simulator
-  (:mod:`b2calib.sim.detector`: ``sigma(pt)/pt = 0.1 % pt (+) 0.3 %``, ``sigma(phi0) = 0.5
-  mrad``, ``sigma(tanLambda) = 1e-3``), the collector's fields: the simulated tracks carry no
-  covariance; on real data the track covariance would take their place.
-* Both fill ``atoms`` (:func:`~b2calib.calibration.intervals.atom_times_hist`): selected
-  events per atom in 36 slices of 10 s, from which the intervals are made.
+================  ====  ============================================================
+``n``             1     events
+``A``             4     ``A_e = sum_i w_i a_i a_i^T`` (the position normal matrix)
+``b``             2     ``b_e = sum_i w_i a_i d'_i``
+``bb``            4     ``b_e b_e^T``                      (sandwich, clustered by event)
+``bA``            8     ``b_e (x) A_e``
+``AA``            16    ``A_e (x) A_e``
+``wdd``           1     ``sum_i w_i d'_i^2``               (chi2)
+``Aref``          2     ``A_e p_ref``                      (the reference, exactly added back)
+``zbar``          1     ``(z'_1 + z'_2) / 2``               (z position)
+``zbar2``         1     its square
+``zref``          1     ``z_ref``
+``bz``            2     ``b_e zbar``                       (x-z, y-z covariance)
+``Az``            4     ``A_e zbar``
+``z12``           1     ``z'_1 z'_2``                      (z size)
+``z12sq``         1     ``(z'_1 z'_2)^2``
+``z12sum``        1     ``z'_1 z'_2 (z'_1 + z'_2)``
+``zsq``           1     ``z'_1^2 + z'_2^2``
+``ff``            9     ``f f^T``, ``f = (s1 s2, c1 c2, -(s1 c2 + c1 s2))``  (xy size)
+``fy``            3     ``f d'_1 d'_2``
+``fd``            6     ``f (x) (d'_1 a_2 + d'_2 a_1)``
+``faa``           12    ``f (x) a_1 (x) a_2``
+``yy``            1     ``y^2``, ``y = d'_1 d'_2``
+``yv``            2     ``y v``, ``v = d'_1 a_2 + d'_2 a_1``  (size residuals around any position)
+``vv``            4     ``v v^T``
+``yP``            4     ``y P``, ``P = a_1 a_2^T``
+``vP``            8     ``v (x) P``
+``PP``            16    ``P (x) P``
+``ffyy``          9     ``f f^T y^2``                      (size sandwich, around the reference)
+``ffyf``          27    ``f f^T y (x) f``
+``ffff``          81    ``f f^T (x) f f^T``
+================  ====  ============================================================
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, ClassVar
+from collections.abc import Mapping, Sequence
+from typing import ClassVar
 
 import awkward as ak
 import hist
@@ -43,246 +62,272 @@ import numpy as np
 import numpy.typing as npt
 
 from b2calib.calibration.intervals import (
-    ATOM_SECONDS,
     ATOMS_HISTOGRAM,
     atom_axis,
     atom_times_hist,
     fill_atom_times,
 )
+from b2calib.conditions.iov import RunKey
+from b2calib.detectors.beam.dimuons import (
+    DIMUON_BRANCHES,
+    Dimuons,
+    d0_resolution,
+    select_dimuons,
+)
 from b2calib.engine import Collector
-from b2calib.geometry import B_FIELD_T
 
 __all__ = [
-    "BOOST_MASS_BINS",
-    "MASS_BINS",
+    "CUTS",
     "MOMENTS",
-    "NOMINAL_BOOST",
-    "RESOLUTION_BINS",
-    "BoostCollector",
-    "Dimuons",
-    "MassCollector",
-    "select_dimuons",
+    "N_MOMENTS",
+    "BeamSpotCollector",
+    "ReferenceSpots",
+    "event_moments",
+    "moment",
+    "reference_rows",
 ]
 
 F = npt.NDArray[np.float64]
 
-#: The dimuon-mass axis of the boost moments (bins, low, high; GeV).
-BOOST_MASS_BINS = (44, 9.5, 11.7)
-#: The dimuon-mass axis of the mass histogram (GeV).
-MASS_BINS = (120, 10.0, 10.9)
-#: The mass-resolution axis of the mass histogram (GeV).
-RESOLUTION_BINS = (40, 0.0, 0.12)
-#: SuperKEKB's design boost of the centre-of-mass frame (7.004 GeV e-, 4.002 GeV e+, 83 mrad
-#: crossing angle), the frame of :class:`BoostCollector`'s fiducial cut.
-NOMINAL_BOOST = (0.041488, 0.0, 0.272525)
-#: The moments of :class:`BoostCollector` (pair energy ``e`` and momentum ``x, y, z``), in the
-#: order of its moment axis.
-MOMENTS = (
-    "n", "e", "x", "y", "z",
-    "ee", "ex", "ey", "ez", "xx", "xy", "xz", "yy", "yz", "zz",
-)  # fmt: skip
-
-_MUON_MASS = 0.1056583755  # GeV (PDG)
-_B_FACTOR = 0.0029979246 * B_FIELD_T  # pt (GeV) = _B_FACTOR / |omega (1/cm)|
-_TRACK_BRANCHES = {
-    f"TrackFitResults_m_{k}": f"var * {t}"
-    for k, t in (
-        ("d0", "float32"),
-        ("phi0", "float32"),
-        ("omega", "float32"),
-        ("z0", "float32"),
-        ("tanLambda", "float32"),
-        ("charge", "int8"),
-        ("nCDCHits", "int16"),
-        ("nSVDHits", "int16"),
-    )
+#: Moment name -> shape (see the module docstring).
+MOMENTS: dict[str, tuple[int, ...]] = {
+    "n": (),
+    "A": (2, 2),
+    "b": (2,),
+    "bb": (2, 2),
+    "bA": (2, 2, 2),
+    "AA": (2, 2, 2, 2),
+    "wdd": (),
+    "Aref": (2,),
+    "zbar": (),
+    "zbar2": (),
+    "zref": (),
+    "bz": (2,),
+    "Az": (2, 2),
+    "z12": (),
+    "z12sq": (),
+    "z12sum": (),
+    "zsq": (),
+    "ff": (3, 3),
+    "fy": (3,),
+    "fd": (3, 2),
+    "faa": (3, 2, 2),
+    "yy": (),
+    "yv": (2,),
+    "vv": (2, 2),
+    "yP": (2, 2),
+    "vP": (2, 2, 2),
+    "PP": (2, 2, 2, 2),
+    "ffyy": (3, 3),
+    "ffyf": (3, 3, 3),
+    "ffff": (3, 3, 3, 3),
 }
-_BRANCHES = {"EventMetaData_m_time": "uint64"} | _TRACK_BRANCHES
+_SLICES: dict[str, tuple[slice, tuple[int, ...]]] = {}
+_pos = 0
+for _name, _shape in MOMENTS.items():
+    _size = int(np.prod(_shape)) if _shape else 1
+    _SLICES[_name] = (slice(_pos, _pos + _size), _shape)
+    _pos += _size
+#: Length of the moment vector.
+N_MOMENTS = _pos
+#: basf2's outlier cuts (cm, cm^2): |d0 residual| < 70 um, |z0 residual| < 1200 um,
+#: |d'_1 d'_2 - expected| < 1600 um^2 (the xy-size cut, when the reference has a size).
+CUTS = {"d0": 70e-4, "z0": 1200e-4, "dd": 1600e-8}
+
+
+def moment(m: npt.ArrayLike, name: str) -> F:
+    """The moment ``name`` of moment vectors ``m`` (last axis :data:`N_MOMENTS`), in its shape."""
+    arr = np.asarray(m, dtype=np.float64)
+    sl, shape = _SLICES[name]
+    return arr[..., sl].reshape(arr.shape[:-1] + shape)
 
 
 @dataclasses.dataclass(frozen=True)
-class Dimuons:
-    """Selected dimuon events: time (UNIX ns), both muons' momenta ``(n, 2, 3)`` and energies
-    ``(n, 2)`` (GeV), helix ``pt``, ``phi0``, ``tanLambda`` ``(n, 2)``."""
+class ReferenceSpots:
+    """Reference beam spots per run: rows ``(exp, run, t_start_ns, t_end_ns, x, y, z, sxx,
+    syy, sxy)`` (cm, cm^2; a size of 0 when unknown), as a time-dependent BeamSpot payload
+    holds them. Within a run the first row extends to -infinity and the last to +infinity (the
+    EventDependency lookup); a run without rows has the reference 0."""
 
-    t_ns: npt.NDArray[np.int64]
-    p: F
-    e: F
-    pt: F
-    phi0: F
-    tanl: F
+    rows: tuple[tuple[int, int, int, int, float, float, float, float, float, float], ...] = ()
 
-    @property
-    def atom(self) -> npt.NDArray[np.int64]:
-        """The global atom index of each event."""
-        return np.floor(self.t_ns * 1e-9 / ATOM_SECONDS).astype(np.int64)
+    def of_run(self, run: RunKey) -> tuple[npt.NDArray[np.int64], F] | None:
+        """``(t_start_ns, values (n, 6))`` of the run's rows in time order, or None."""
+        mine = sorted(r for r in self.rows if (r[0], r[1]) == run)
+        if not mine:
+            return None
+        t = np.array([r[2] for r in mine], dtype=np.int64)
+        v = np.array([r[4:] for r in mine], dtype=np.float64)
+        return t, v
 
-    @property
-    def mass(self) -> F:
-        """The dimuon invariant mass."""
-        s = self.p.sum(axis=1)
-        m2 = self.e.sum(axis=1) ** 2 - np.einsum("ij,ij->i", s, s)
-        return np.sqrt(np.maximum(m2, 0.0))
-
-    def cos_theta_cms(self, beta: tuple[float, float, float]) -> F:
-        """Each muon's ``cos theta`` in the frame moving with velocity ``beta``, ``(n, 2)``."""
-        b = np.asarray(beta, dtype=np.float64)
-        b2 = float(b @ b)
-        gamma = 1.0 / np.sqrt(1.0 - b2)
-        bp = self.p @ b  # (n, 2)
-        # Lorentz transformation to the frame: p* = p + ((gamma - 1) bp / b2 - gamma E) b
-        coef = (gamma - 1.0) * bp / b2 - gamma * self.e
-        pstar = self.p + coef[..., None] * b
-        return pstar[..., 2] / np.linalg.norm(pstar, axis=2)
-
-    @property
-    def beta(self) -> F:
-        """The pair velocity ``(p1 + p2) / (E1 + E2)``, ``(n, 3)``."""
-        return self.p.sum(axis=1) / self.e.sum(axis=1)[:, None]
-
-    def mass_resolution(self, pt_res: tuple[float, float], phi0_res: float, tanl_res: float) -> F:
-        """Each event's mass resolution from the helix-parameter resolutions (``sigma(pt)/pt =
-        pt_res[0] pt (+) pt_res[1]``), uncorrelated, linear propagation."""
-        m = self.mass
-        p, e, pt, phi = self.p, self.e, self.pt, self.phi0
-        var = np.zeros(len(m))
-        for i, j in ((0, 1), (1, 0)):
-            pi, pj, ei, ej = p[:, i], p[:, j], e[:, i], e[:, j]
-            pp = np.einsum("ij,ij->i", pi, pj)
-            p2 = np.einsum("ij,ij->i", pi, pi)
-            # d(M^2 / 2) = d(Ei Ej - pi . pj) for each helix parameter of track i
-            d_pt = (ej * p2 / ei - pp) / pt[:, i]
-            dp_dphi = pt[:, i, None] * np.column_stack(
-                [-np.sin(phi[:, i]), np.cos(phi[:, i]), np.zeros(len(m))]
-            )
-            d_phi = -np.einsum("ij,ij->i", dp_dphi, pj)
-            d_tl = ej * pt[:, i] * pi[:, 2] / ei - pt[:, i] * pj[:, 2]
-            s_pt = pt[:, i] * np.hypot(pt_res[0] * pt[:, i], pt_res[1])
-            var += (d_pt * s_pt) ** 2 + (d_phi * phi0_res) ** 2 + (d_tl * tanl_res) ** 2
-        return np.sqrt(var) / np.maximum(m, 1e-9)
+    def at(self, run: RunKey, t_ns: npt.ArrayLike) -> tuple[F, bool]:
+        """The reference ``(n, 6)`` at the times ``t_ns`` of run ``run``, and whether the run
+        has one."""
+        t = np.asarray(t_ns, dtype=np.int64)
+        table = self.of_run(run)
+        if table is None:
+            return np.zeros((len(t), 6)), False
+        starts, vals = table
+        idx = np.clip(np.searchsorted(starts, t, side="right") - 1, 0, len(starts) - 1)
+        return vals[idx], True
 
 
-def _flat2(events: ak.Array, name: str) -> F:
-    return np.asarray(
-        ak.to_numpy(ak.flatten(events[f"TrackFitResults_m_{name}"])), dtype=np.float64
-    ).reshape(-1, 2)
+def reference_rows(
+    per_run: Mapping[RunKey, Sequence[tuple[int, int, float, float, float, float, float, float]]],
+) -> ReferenceSpots:
+    """:class:`ReferenceSpots` from per-run rows ``(t_start_ns, t_end_ns, x, y, z, sxx, syy,
+    sxy)``."""
+    rows = []
+    for (e, r), items in sorted(per_run.items()):
+        for it in items:
+            rows.append((int(e), int(r), int(it[0]), int(it[1]), *(float(v) for v in it[2:])))
+    return ReferenceSpots(tuple(rows))  # type: ignore[arg-type]
 
 
-def select_dimuons(
-    events: ak.Array,
-    *,
-    min_p: float = 1.0,
-    max_dz: float = 2.0,
-    max_dr: float = 0.5,
-    min_svd_hits: int = 8,
-    min_cdc_hits: int = 20,
-) -> Dimuons:
-    """The tight dimuon events of a chunk (see the module)."""
-    if not len(events):
-        z = np.zeros((0, 2))
-        return Dimuons(np.zeros(0, np.int64), np.zeros((0, 2, 3)), z, z, z, z)
-    ntrk = np.asarray(ak.to_numpy(ak.num(events["TrackFitResults_m_d0"])), dtype=np.int64)
-    ev = events[ntrk == 2]
-    q = _flat2(ev, "charge")
-    omega = _flat2(ev, "omega")
-    with np.errstate(divide="ignore", invalid="ignore"):
-        pt = np.abs(_B_FACTOR / omega)
-    phi, tl = _flat2(ev, "phi0"), _flat2(ev, "tanLambda")
-    p3 = np.stack([pt * np.cos(phi), pt * np.sin(phi), pt * tl], axis=2)
-    pmag = pt * np.sqrt(1.0 + tl**2)
-    good = np.isfinite(pt) & (pmag > min_p)
-    good &= (np.abs(_flat2(ev, "z0")) < max_dz) & (np.abs(_flat2(ev, "d0")) < max_dr)
-    good &= (_flat2(ev, "nSVDHits") >= min_svd_hits) & (_flat2(ev, "nCDCHits") >= min_cdc_hits)
-    use = good.all(axis=1) & (q[:, 0] * q[:, 1] < 0)
-    t = np.asarray(ak.to_numpy(ev["EventMetaData_m_time"])).astype(np.int64)[use]
-    p3, pt, phi, tl = p3[use], pt[use], phi[use], tl[use]
-    e = np.sqrt(np.einsum("ijk,ijk->ij", p3, p3) + _MUON_MASS**2)
-    return Dimuons(t, p3, e, pt, phi, tl)
+def _outer(*arrs: F) -> F:
+    """Per-event outer product of per-event vectors/tensors, flattened after the event axis."""
+
+    def flat(a: F) -> F:
+        return a.reshape(len(a), int(np.prod(a.shape[1:])))
+
+    out = flat(arrs[0])
+    for a in arrs[1:]:
+        out = flat(out[:, :, None] * flat(a)[:, None, :])
+    return out
 
 
-def _regular(spec: tuple[int, float, float], name: str, label: str) -> hist.axis.Regular:
-    return hist.axis.Regular(*spec, name=name, label=label, underflow=False, overflow=False)
+def event_moments(mu: Dimuons, ref: F, *, nominal_size: tuple[float, float] = (10e-4, 0.0)) -> F:
+    """The moment vectors ``(n, N_MOMENTS)`` of the events ``mu`` relative to the reference
+    ``ref`` ``(n, 6)`` (x, y, z, sxx, syy, sxy at each event's time)."""
+    n = len(mu)
+    s, c = np.sin(mu.phi0), np.cos(mu.phi0)
+    a = np.stack([s, -c], axis=-1)  # (n, 2 tracks, 2)
+    dprime = mu.d0 - (ref[:, None, 0] * s - ref[:, None, 1] * c)
+    zprime = mu.z0 - ref[:, None, 2]
+    sig2 = d0_resolution(mu.p, mu.tan_lambda) ** 2
+    w = 1.0 / (sig2 + (nominal_size[0] * s) ** 2 + (nominal_size[1] * c) ** 2)
+    A = np.einsum("et,eti,etj->eij", w, a, a)
+    b = np.einsum("et,eti,et->ei", w, a, dprime)
+    zbar = zprime.mean(axis=1)
+    z1, z2 = zprime[:, 0], zprime[:, 1]
+    z12 = z1 * z2
+    f = np.stack(
+        [s[:, 0] * s[:, 1], c[:, 0] * c[:, 1], -(s[:, 0] * c[:, 1] + c[:, 0] * s[:, 1])], 1
+    )
+    y0 = dprime[:, 0] * dprime[:, 1]
+    dmix = dprime[:, 0, None] * a[:, 1] + dprime[:, 1, None] * a[:, 0]
+    pmat = a[:, 0, :, None] * a[:, 1, None, :]
+    parts = {
+        "n": np.ones(n),
+        "A": A,
+        "b": b,
+        "bb": _outer(b, b),
+        "bA": _outer(b, A),
+        "AA": _outer(A, A),
+        "wdd": np.einsum("et,et->e", w, dprime**2),
+        "Aref": np.einsum("eij,ej->ei", A, ref[:, :2]),
+        "zbar": zbar,
+        "zbar2": zbar**2,
+        "zref": ref[:, 2],
+        "bz": b * zbar[:, None],
+        "Az": A * zbar[:, None, None],
+        "z12": z12,
+        "z12sq": z12**2,
+        "z12sum": z12 * (z1 + z2),
+        "zsq": z1**2 + z2**2,
+        "ff": _outer(f, f),
+        "fy": f * y0[:, None],
+        "fd": _outer(f, dmix),
+        "faa": _outer(f, a[:, 0], a[:, 1]),
+        "yy": y0**2,
+        "yv": y0[:, None] * dmix,
+        "vv": _outer(dmix, dmix),
+        "yP": y0[:, None] * pmat.reshape(n, 4),
+        "vP": _outer(dmix, pmat),
+        "PP": _outer(pmat, pmat),
+        "ffyy": _outer(f, f) * (y0**2)[:, None],
+        "ffyf": _outer(f, f, f * y0[:, None]),
+        "ffff": _outer(f, f, f, f),
+    }
+    out = np.empty((n, N_MOMENTS))
+    for name, (sl, _) in _SLICES.items():
+        out[:, sl] = parts[name].reshape(n, sl.stop - sl.start)
+    return out
+
+
+def _clean(mu: Dimuons, ref: F) -> npt.NDArray[np.bool_]:
+    """basf2's residual cuts around the reference (every event passes the size cut when the
+    reference has no size)."""
+    s, c = np.sin(mu.phi0), np.cos(mu.phi0)
+    d = mu.d0 - (ref[:, None, 0] * s - ref[:, None, 1] * c)
+    z = mu.z0 - ref[:, None, 2]
+    ok = (np.abs(d) < CUTS["d0"]).all(1) & (np.abs(z) < CUTS["z0"]).all(1)
+    f = np.stack(
+        [s[:, 0] * s[:, 1], c[:, 0] * c[:, 1], -(s[:, 0] * c[:, 1] + c[:, 0] * s[:, 1])], 1
+    )
+    expected = np.einsum("ej,ej->e", f, ref[:, 3:6])
+    has_size = (ref[:, 3] > 0) | (ref[:, 4] > 0)
+    return ok & (~has_size | (np.abs(d[:, 0] * d[:, 1] - expected) < CUTS["dd"]))
+
+
+def _per_atom(atoms: npt.NDArray[np.int64], values: F) -> tuple[npt.NDArray[np.int64], F]:
+    """Distinct atoms (sorted) and the sums of ``values`` rows over each."""
+    uniq, inv = np.unique(atoms, return_inverse=True)
+    sums = np.zeros((len(uniq), *values.shape[1:]))
+    np.add.at(sums, inv, values)
+    return uniq, sums
 
 
 @dataclasses.dataclass(frozen=True)
-class _DimuonCollector(Collector):
-    min_p: float = 1.0
-    max_dz: float = 2.0
-    max_dr: float = 0.5
-    min_svd_hits: int = 8
-    min_cdc_hits: int = 20
+class BeamSpotCollector(Collector):
+    """Moments of the tight dimuon events per atom (see the module docstring).
+
+    Attributes
+    ----------
+    reference
+        The reference beam spots (from the ``BeamSpot`` payloads valid for the runs).
+    nominal_size_x, nominal_size_y
+        Beam-spot size (cm) in the track weights (efficiency only: the errors are sandwich
+        errors, right with any weights).
+    """
+
+    reference: ReferenceSpots = ReferenceSpots()
+    nominal_size_x: float = 10e-4
+    nominal_size_y: float = 0.0
+    version: ClassVar[int] = 1
 
     @property
     def branches(self) -> dict[str, str]:
-        return dict(_BRANCHES)
+        return dict(DIMUON_BRANCHES)
 
-    def _select(self, events: ak.Array) -> Dimuons:
-        return select_dimuons(
-            events,
-            min_p=self.min_p,
-            max_dz=self.max_dz,
-            max_dr=self.max_dr,
-            min_svd_hits=self.min_svd_hits,
-            min_cdc_hits=self.min_cdc_hits,
-        )
-
-
-@dataclasses.dataclass(frozen=True)
-class BoostCollector(_DimuonCollector):
-    """Additive moments of the dimuon four-momentum per atom and mass bin (``boost_moments``)
-    and the atoms' events (``atoms``), pairs in the CMS fiducial region ``|cos theta*| <
-    max_cos_cms`` (both muons, in the frame of ``nominal_boost``)."""
-
-    max_cos_cms: float = 0.75
-    nominal_boost: tuple[float, float, float] = NOMINAL_BOOST
-    version: ClassVar[int] = 4
-
-    def collect(self, events: ak.Array) -> dict[str, Any]:
-        d = self._select(events)
-        if len(d.t_ns):
-            keep = np.all(np.abs(d.cos_theta_cms(self.nominal_boost)) < self.max_cos_cms, axis=1)
-            d = Dimuons(*(getattr(d, f.name)[keep] for f in dataclasses.fields(d)))
+    def collect(self, events: ak.Array) -> dict[str, hist.Hist]:
+        mu = select_dimuons(events)
+        if len(mu):
+            exp = np.asarray(ak.to_numpy(events["EventMetaData_m_experiment"]))
+            run = np.asarray(ak.to_numpy(events["EventMetaData_m_run"]))
+            key = (int(exp[0]), int(run[0]))
+        else:
+            key = (0, 0)
+        ref, _ = self.reference.at(key, mu.time_ns)
+        m = event_moments(mu, ref, nominal_size=(self.nominal_size_x, self.nominal_size_y))
+        clean = _clean(mu, ref)
+        sel = np.stack([m, m * clean[:, None]], axis=1)  # (n, 2, N)
+        atoms, sums = _per_atom(mu.atom, sel)
         h = hist.Hist(
             atom_axis(),
-            _regular(BOOST_MASS_BINS, "mass", "dimuon mass (GeV)"),
-            hist.axis.Integer(0, len(MOMENTS), name="moment", underflow=False, overflow=False),
+            hist.axis.Integer(0, 2, name="selection", underflow=False, overflow=False),
+            hist.axis.Integer(0, N_MOMENTS, name="moment", underflow=False, overflow=False),
             storage=hist.storage.Double(),
         )
-        if len(d.t_ns):
-            v = np.column_stack([d.e.sum(axis=1), d.p.sum(axis=1)])  # E, px, py, pz
-            cols = [np.ones(len(v)), *v.T]
-            cols += [v[:, i] * v[:, j] for i in range(4) for j in range(i, 4)]
-            m = np.clip(d.mass, BOOST_MASS_BINS[1], BOOST_MASS_BINS[2] - 1e-9)
-            for k, w in enumerate(cols):
-                h.fill(atom=d.atom, mass=m, moment=np.full(len(v), k), weight=w)
-        return {"boost_moments": h, ATOMS_HISTOGRAM: fill_atom_times(atom_times_hist(), d.t_ns)}
-
-
-@dataclasses.dataclass(frozen=True)
-class MassCollector(_DimuonCollector):
-    """The dimuon mass x its resolution per atom (``mass``) and the atoms' events
-    (``atoms``). The resolution model's parameters are fields (see the module)."""
-
-    pt_resolution: tuple[float, float] = (1e-3, 3e-3)
-    phi0_resolution: float = 5e-4
-    tanlambda_resolution: float = 1e-3
-    version: ClassVar[int] = 2
-
-    def collect(self, events: ak.Array) -> dict[str, Any]:
-        d = self._select(events)
-        h = hist.Hist(
-            atom_axis(),
-            _regular(MASS_BINS, "mass", "dimuon mass (GeV)"),
-            _regular(RESOLUTION_BINS, "resolution", "dimuon mass resolution (GeV)"),
-            storage=hist.storage.Double(),
-        )
-        if len(d.t_ns):
-            r = d.mass_resolution(
-                self.pt_resolution, self.phi0_resolution, self.tanlambda_resolution
+        if len(atoms):
+            h.fill(
+                atom=np.repeat(atoms, 2 * N_MOMENTS),
+                selection=np.tile(np.repeat([0, 1], N_MOMENTS), len(atoms)),
+                moment=np.tile(np.arange(N_MOMENTS), 2 * len(atoms)),
+                weight=sums.ravel(),
             )
-            r = np.clip(r, RESOLUTION_BINS[1], RESOLUTION_BINS[2] - 1e-9)
-            h.fill(atom=d.atom, mass=d.mass, resolution=r)
-        return {"mass": h, ATOMS_HISTOGRAM: fill_atom_times(atom_times_hist(), d.t_ns)}
+        times = fill_atom_times(atom_times_hist(), mu.time_ns)
+        return {"beamspot_moments": h, ATOMS_HISTOGRAM: times}
 
 
 def __dir__() -> list[str]:

@@ -2,8 +2,8 @@
 uncertainty and the beam-energy spread per time interval, from the dimuon invariant mass.
 
 Method. The dimuon mass of a sub-interval (the mass x mass-resolution histograms of
-:class:`~b2calib.detectors.beam.collectors.MassCollector` summed over its atoms) is fitted with
-the ISR line shape the QA monitoring uses (:mod:`b2calib.fit.isr`, the one model): the mass
+:class:`~b2calib.detectors.beam.energy_collectors.MassCollector` summed over its atoms) is
+fitted with the ISR line shape the QA monitoring uses (:mod:`b2calib.fit.isr`, the one model): the mass
 before radiation, ``Ecms``, is the payload's ``mass``. Its Gaussian part separates the two
 widths: each event's mass resolution is known (propagated from the tracking resolution the
 simulator documents, see the collector), so the Gaussian of an event of resolution ``r`` has
@@ -56,7 +56,7 @@ from b2calib.calibration.intervals import (
 )
 from b2calib.calibration.toolkit import NotEnoughData
 from b2calib.conditions.iov import RunKey
-from b2calib.detectors.beam.collectors import MASS_BINS, RESOLUTION_BINS, MassCollector
+from b2calib.detectors.beam.energy_collectors import MASS_BINS, RESOLUTION_BINS, MassCollector
 from b2calib.fit.isr import MASS_WINDOW_GEV, MIN_DIMUONS, fit_isr_mass
 
 __all__ = [
@@ -111,8 +111,8 @@ def fit_ecms(
     min_events: int = MIN_DIMUONS,
 ) -> EcmsFit:
     """Fit Ecms and the beam-energy spread to a mass x resolution histogram
-    (:data:`~b2calib.detectors.beam.collectors.MASS_BINS` x
-    :data:`~b2calib.detectors.beam.collectors.RESOLUTION_BINS`).
+    (:data:`~b2calib.detectors.beam.energy_collectors.MASS_BINS` x
+    :data:`~b2calib.detectors.beam.energy_collectors.RESOLUTION_BINS`).
 
     Raises
     ------

@@ -1,0 +1,170 @@
+"""The tight dimuon selection of the beam calibrations (Belle II's beam-spot selection).
+
+An event of the ``hlt_mumu_2trk`` skim is kept when it has exactly two tracks, of opposite
+charge, each with ``p > 1 GeV/c``, ``|z0| < 2 cm``, ``|d0| < 0.5 cm``, at least 8 SVD and 20 CDC
+hits, and the pair's invariant mass (muon hypothesis) is within 9.5-11.5 GeV.
+:func:`select_dimuons` returns the two tracks of every kept event side by side
+(:class:`Dimuons`), with the event time (``EventMetaData_m_time``, UNIX ns) and its global time
+atom (:func:`b2calib.calibration.intervals.atom_index`).
+
+Conventions of the simulated tracks (``b2calib.sim.detector``): ``d0 = x sin(phi0) -
+y cos(phi0)`` of the production vertex ``(x, y, z)``, ``z0`` is the vertex ``z`` (the perigee
+is the production point: no ``tanLambda (x cos(phi0) + y sin(phi0))`` term), ``phi0`` the
+momentum direction there, ``omega`` the signed curvature (``pt = |B_FACTOR / omega|``). The
+files carry no track covariance: the d0 and z0 errors are the tracking resolution
+parametrisation :func:`d0_resolution` / :func:`z0_resolution` (the simulator's documented model,
+as basf2's TrackFitResult covariance would give them).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import awkward as ak
+import numpy as np
+import numpy.typing as npt
+
+from b2calib.calibration.intervals import atom_index
+from b2calib.qa.monitoring.parts import B_FACTOR
+
+__all__ = [
+    "DIMUON_BRANCHES",
+    "MUON_MASS",
+    "SELECTION",
+    "Dimuons",
+    "d0_resolution",
+    "select_dimuons",
+    "z0_resolution",
+]
+
+F = npt.NDArray[np.float64]
+I64 = npt.NDArray[np.int64]
+
+MUON_MASS = 0.1056583755  # GeV (PDG)
+#: The cuts (GeV, cm, hits), as Belle II's beam-spot selection.
+SELECTION = {
+    "p_min": 1.0,
+    "z0_max": 2.0,
+    "d0_max": 0.5,
+    "svd_hits_min": 8,
+    "cdc_hits_min": 20,
+    "mass_min": 9.5,
+    "mass_max": 11.5,
+}
+_TRACK_BRANCHES = {
+    f"TrackFitResults_m_{k}": f"var * {t}"
+    for k, t in (
+        ("d0", "float32"),
+        ("phi0", "float32"),
+        ("omega", "float32"),
+        ("z0", "float32"),
+        ("tanLambda", "float32"),
+        ("charge", "int8"),
+        ("nSVDHits", "int16"),
+        ("nCDCHits", "int16"),
+    )
+}
+#: What :func:`select_dimuons` reads.
+DIMUON_BRANCHES: dict[str, str] = {
+    "EventMetaData_m_experiment": "int32",
+    "EventMetaData_m_run": "int32",
+    "EventMetaData_m_time": "uint64",
+    **_TRACK_BRANCHES,
+}
+
+
+def d0_resolution(p: npt.ArrayLike, tan_lambda: npt.ArrayLike) -> F:
+    """d0 resolution (cm): ``12 um (+) 20 um / (p sin^1.5 theta)``."""
+    sin = 1.0 / np.sqrt(1.0 + np.asarray(tan_lambda, dtype=np.float64) ** 2)
+    return np.hypot(12e-4, 20e-4 / (np.asarray(p, dtype=np.float64) * sin**1.5))
+
+
+def z0_resolution(p: npt.ArrayLike, tan_lambda: npt.ArrayLike) -> F:
+    """z0 resolution (cm): ``20 um (+) 30 um / (p sin^1.5 theta)``."""
+    sin = 1.0 / np.sqrt(1.0 + np.asarray(tan_lambda, dtype=np.float64) ** 2)
+    return np.hypot(20e-4, 30e-4 / (np.asarray(p, dtype=np.float64) * sin**1.5))
+
+
+@dataclass(frozen=True)
+class Dimuons:
+    """The selected events: per-track arrays of shape ``(n, 2)`` (the two tracks of each event,
+    the positive one first), the event time (UNIX ns) and its atom."""
+
+    d0: F
+    z0: F
+    phi0: F
+    tan_lambda: F
+    p: F
+    px: F
+    py: F
+    pz: F
+    mass: F
+    time_ns: npt.NDArray[np.int64]
+    atom: I64
+
+    def __len__(self) -> int:
+        return len(self.mass)
+
+
+def _flat(events: ak.Array, branch: str) -> F:
+    return np.asarray(ak.to_numpy(ak.flatten(events[branch])), dtype=np.float64)
+
+
+def select_dimuons(events: ak.Array) -> Dimuons:
+    """The events passing the tight dimuon selection (:data:`SELECTION`)."""
+    n_trk = np.asarray(ak.to_numpy(ak.num(events["TrackFitResults_m_d0"])), dtype=np.int64)
+    two = n_trk == 2
+    ev = events[two]
+    cols = {k: _flat(ev, f"TrackFitResults_m_{k}").reshape(-1, 2) for k in _TRACK_BRANCHES_SHORT}
+    with np.errstate(divide="ignore", invalid="ignore"):
+        pt = np.abs(B_FACTOR / cols["omega"])
+    px, py = pt * np.cos(cols["phi0"]), pt * np.sin(cols["phi0"])
+    pz = pt * cols["tanLambda"]
+    p = np.sqrt(px**2 + py**2 + pz**2)
+    e = np.sqrt(p**2 + MUON_MASS**2)
+    m2 = e.sum(1) ** 2 - px.sum(1) ** 2 - py.sum(1) ** 2 - pz.sum(1) ** 2
+    mass = np.sqrt(np.maximum(m2, 0.0))
+    s = SELECTION
+    with np.errstate(invalid="ignore"):
+        track_ok = (
+            np.isfinite(p)
+            & (p > s["p_min"])
+            & (np.abs(cols["z0"]) < s["z0_max"])
+            & (np.abs(cols["d0"]) < s["d0_max"])
+            & (cols["nSVDHits"] >= s["svd_hits_min"])
+            & (cols["nCDCHits"] >= s["cdc_hits_min"])
+        )
+        ok = (
+            track_ok.all(1)
+            & (cols["charge"][:, 0] * cols["charge"][:, 1] < 0)
+            & (mass > s["mass_min"])
+            & (mass < s["mass_max"])
+        )
+    # the positive track first
+    swap = cols["charge"][:, 0] < 0
+    order = np.where(swap[:, None], [1, 0], [0, 1])[ok]
+
+    def pick(a: F) -> F:
+        return np.take_along_axis(a[ok], order, axis=1)
+
+    t = np.asarray(ak.to_numpy(ev["EventMetaData_m_time"]), dtype=np.uint64)[ok].astype(np.int64)
+    return Dimuons(
+        d0=pick(cols["d0"]),
+        z0=pick(cols["z0"]),
+        phi0=pick(cols["phi0"]),
+        tan_lambda=pick(cols["tanLambda"]),
+        p=pick(p),
+        px=pick(px),
+        py=pick(py),
+        pz=pick(pz),
+        mass=mass[ok],
+        time_ns=t,
+        atom=atom_index(t),
+    )
+
+
+_TRACK_BRANCHES_SHORT = tuple(k.removeprefix("TrackFitResults_m_") for k in _TRACK_BRANCHES)
+
+
+def __dir__() -> list[str]:
+    return __all__
