@@ -3,8 +3,8 @@ uncertainty and the beam-energy spread per time interval, from the dimuon invari
 
 Method. The dimuon mass of a sub-interval (the mass x mass-resolution histograms of
 :class:`~b2calib.detectors.beam.energy_collectors.MassCollector` summed over its atoms) is
-fitted with the ISR line shape the QA monitoring uses (:mod:`b2calib.fit.isr`, the one model): the mass
-before radiation, ``Ecms``, is the payload's ``mass``. Its Gaussian part separates the two
+fitted with the ISR line shape the QA monitoring uses (:mod:`b2calib.fit.isr`, the one
+model): the mass before radiation, ``Ecms``, is the payload's ``mass``. Its Gaussian part separates the two
 widths: each event's mass resolution is known (propagated from the tracking resolution the
 simulator documents, see the collector), so the Gaussian of an event of resolution ``r`` has
 width ``sqrt(spread^2 + r^2)`` with the beam-energy ``spread`` the one free width (fitted as
