@@ -342,6 +342,18 @@ def test_detector_names() -> None:
             "CUTS", "MOMENTS", "N_MOMENTS", "BeamSpotCollector", "ReferenceSpots", "event_moments",
             "moment", "reference_rows",
         ],
+        "b2calib.detectors.beam.energy_collectors": [
+            "BOOST_MASS_BINS", "MASS_BINS", "MOMENTS", "NOMINAL_BOOST", "RESOLUTION_BINS",
+            "BoostCollector", "MassCollector", "PairKinematics", "pair_kinematics",
+        ],
+        "b2calib.detectors.beam.boost": [
+            "BOOST_VECTOR", "PEAK_HALF_WIDTH_GEV", "BoostFit", "BoostVectorAlgorithm",
+            "boost_from_moments", "boostvector_calibration", "peak_bins",
+        ],
+        "b2calib.detectors.beam.ecms": [
+            "COLLISION_MASS", "CORE_HALF_WIDTH_GEV", "EcmsAlgorithm", "EcmsFit", "ecms_calibration",
+            "fit_ecms",
+        ],
         "b2calib.detectors.beam.beamspot": [
             "BEAMSPOT", "DEPENDS_ON", "BeamSpotAlgorithm", "PositionFit", "SizeFit",
             "beamspot_calibration", "beamspot_collector", "fit_position", "fit_size",

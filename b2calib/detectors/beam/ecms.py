@@ -3,18 +3,18 @@ uncertainty and the beam-energy spread per time interval, from the dimuon invari
 
 Method. The dimuon mass of a sub-interval (the mass x mass-resolution histograms of
 :class:`~b2calib.detectors.beam.energy_collectors.MassCollector` summed over its atoms) is
-fitted with the ISR line shape the QA monitoring uses (:mod:`b2calib.fit.isr`, the one
-model): the mass before radiation, ``Ecms``, is the payload's ``mass``. Its Gaussian part separates the two
-widths: each event's mass resolution is known (propagated from the tracking resolution the
+fitted with the ISR line shape the QA monitoring uses (:mod:`b2calib.fit.isr`, the one model):
+the mass before radiation, ``Ecms``, is the payload's ``mass``. Its Gaussian part separates the
+two widths: each event's mass resolution is known (propagated from the tracking resolution the
 simulator documents, see the collector), so the Gaussian of an event of resolution ``r`` has
 width ``sqrt(spread^2 + r^2)`` with the beam-energy ``spread`` the one free width (fitted as
 ``spread^2``, which may come out negative when it is not resolved). The spread is quoted
 ``sqrt(max(s2, 0))`` with the half-width of the image of ``s2 +- error`` as its error; it is
-*resolved* when ``s2`` exceeds ``spread_resolved_sigmas`` (2) errors, and the payload says
-which rows are (column ``spread_resolved``, 1 or 0, next to ``spread_squared`` and its
-error): the dimuon mass resolution (~40 MeV) dwarfs the spread (~5 MeV), so a sub-interval
-needs some 10^4 dimuons to resolve it. (basf2's
-dimuon part of ``InvariantMassAlgorithm`` fixes the spread to 5.2 MeV instead.)
+*resolved* when ``s2`` exceeds ``spread_resolved_sigmas`` (2) errors, and the payload says which
+rows are (column ``spread_resolved``, 1 or 0, next to ``spread_squared`` and its error): the
+dimuon mass resolution (~40 MeV) dwarfs the spread (~5 MeV), so a sub-interval needs some 10^4
+dimuons to resolve it. (basf2's dimuon part of ``InvariantMassAlgorithm`` fixes the spread to
+5.2 MeV instead.)
 
 4S and off-resonance runs are kept apart (``beam_energy`` classes of the run registry): a new
 payload starts wherever the class changes, so no interval spans both. Time intervals as the
