@@ -37,7 +37,7 @@ from b2calib.detectors.beam.energy_collectors import (
 from b2calib.engine import RunOutput
 from b2calib.fit.isr import ISR_X_MAX, fit_isr_mass, isr_beta
 from b2calib.qa.monitoring.massfit import fit_dimuon_mass
-from b2calib.runs import RunRegistry
+from b2calib.runs import Run, RunRegistry
 from b2calib.sim import SimConfig, simulate
 from b2calib.sim.conditions import conditions_for_run
 from tests.closure import assert_closure, calibrate, ok_channels, staged
@@ -378,3 +378,30 @@ def test_boost_ecms_closure(
     assert len(m) > 150
     assert_closure(m, me, mt, "Ecms")
     assert_closure(s2, s2e, s2t, "Ecms spread^2")
+
+
+def test_ecms_keeps_4s_and_off_resonance_apart() -> None:
+    """A payload starts where the beam energy changes (from the run registry's records the
+    runner hands the algorithm); an execution given both kinds refuses (FAILURE)."""
+    rng = np.random.default_rng(8)
+    t0 = 1_775_000_000.0
+    per_run = {}
+    info = {}
+    for k, kind in enumerate(["4S", "4S", "Continuum", "4S"]):
+        run = (1, k + 1)
+        ev = _events(rng, 300, t0 + k * 20 * ATOM_SECONDS)
+        per_run[run] = MassCollector().collect(ev)
+        start = t0 + k * 20 * ATOM_SECONDS
+        info[run] = Run(
+            1, k + 1, "physics", kind, start, start + 3 * ATOM_SECONDS, 1.0, 1, (), True
+        )
+    runs = sorted(per_run)
+    out = RunOutput(per_run)
+    config = {"spread_resolved_sigmas": 2.0}
+    data = AlgorithmInput(runs, out.merged(), out, Constants(None), config, 0, info)
+    marks = EcmsAlgorithm().boundaries(data)
+    assert (1, 3) in marks
+    assert (1, 4) in marks
+    result = EcmsAlgorithm().run(data)
+    assert result.status is AlgorithmStatus.FAILURE
+    assert "4S" in result.message
