@@ -179,7 +179,7 @@ def boostvector_calibration() -> Calibration:
     """The ``boostvector`` declaration (stage ``analysis``, after ``beamspot``)."""
     return Calibration(
         name="boostvector",
-        expert="beam-calibration expert",
+        expert="beam-calibration@b2calib.example",
         inputs={"dimuons": CollectorInput(BoostCollector(), ("hlt_mumu_2trk",))},
         algorithms=[BoostVectorAlgorithm()],
         strategy=SequentialBoundaries(),
@@ -192,8 +192,8 @@ def boostvector_calibration() -> Calibration:
             "innerLoss": BOOSTVECTOR_INNER_LOSS,
             "peak_half_width_gev": PEAK_HALF_WIDTH_GEV,
         },
-        description="CollisionBoostVector per time interval from the velocity of tight dimuon "
-        "pairs near the mass peak (Belle II's BoostVectorAlgorithm intervals: 0.1 h atoms, "
+        description="CollisionBoostVector per time interval from the four-momentum sum of tight "
+        "dimuon pairs near the mass peak (Belle II's BoostVectorAlgorithm intervals: 0.1 h atoms, "
         "outer and inner losses), sub-intervals also cut where the boost steps.",
     )
 

@@ -275,7 +275,7 @@ def ecms_calibration() -> Calibration:
     """The ``ecms`` declaration (stage ``analysis``, after ``boostvector``)."""
     return Calibration(
         name="ecms",
-        expert="beam-calibration expert",
+        expert="beam-calibration@b2calib.example",
         inputs={"dimuons": CollectorInput(MassCollector(), ("hlt_mumu_2trk",))},
         algorithms=[EcmsAlgorithm()],
         strategy=SequentialBoundaries(),
