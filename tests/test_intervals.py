@@ -43,7 +43,8 @@ from b2calib.calibration.intervals import (
 )
 from b2calib.calibration.strategies import SequentialBoundaries
 from b2calib.calibration.toolkit import NotEnoughData
-from b2calib.conditions.payload import ChannelStatus
+from b2calib.conditions.payload import ChannelStatus, Payload
+from b2calib.conditions.payloadtypes import check_payload
 from b2calib.engine import RunOutput
 from b2calib.exceptions import ConfigError
 
@@ -177,12 +178,27 @@ def test_atoms_from_hist_times_counts_and_chunks() -> None:
         assert all(a.t_end - a.t_start <= ATOM_SECONDS for a in atoms)
 
 
+def test_atoms_from_hist_axes_by_name() -> None:
+    t_ns = (np.array([T0 + 5.0, T0 + 400.0, T0 + 900.0]) * 1e9).astype(np.int64)
+    usual = fill_atom_times(atom_times_hist(), t_ns)
+    swapped: hist.Hist = hist.Hist(usual.axes[1], usual.axes[0])
+    swapped.fill(sub=(t_ns % ATOM_NS) // (ATOM_NS // 36), atom=atom_index(t_ns))
+    assert atoms_from_hist({(1, 1): swapped}) == atoms_from_hist({(1, 1): usual})
+
+
 def test_atoms_from_counts() -> None:
     atoms = atoms_from_counts(1, 2, [12, 10, 10, 13], [3, 1, 1, 0], t_first=10 * 360 + 50)
     assert [(a.index, a.n_events) for a in atoms] == [(10, 2.0), (11, 0.0), (12, 3.0)]
     assert atoms[0].t_start == 10 * 360 + 50
     assert atoms[-1].t_end == 13 * 360
     assert atoms_from_counts(1, 2, [], []) == []
+    # the loss variables (hours); no events count as 0.1 (basf2), so that 1./nEv stays finite
+    v = interval_variables(atoms, [0, 1, 2])
+    assert v["rawTime"] == pytest.approx((13 * 360 - 10 * 360 - 50) / 3600)
+    assert v["netTime"] == pytest.approx(v["rawTime"])
+    assert v["maxGap"] == 0.0
+    assert v["nEv"] == 5.0
+    assert interval_variables(atoms, [1])["nEv"] == 0.1
 
 
 @pytest.mark.parametrize("storage", [hist.storage.Double, hist.storage.Weight, hist.storage.Mean])
@@ -331,12 +347,28 @@ def test_short_run_joins_the_nearest_interval() -> None:
 
 
 def test_per_atom() -> None:
-    h = hist.Hist(atom_axis(), hist.axis.Integer(0, 2, name="k", flow=False))
+    h: hist.Hist = hist.Hist(atom_axis(), hist.axis.Integer(0, 2, name="k", flow=False))
     h.fill(atom=[9, 7, 7], k=[0, 1, 1], weight=[1.0, 2.0, 3.0])
     atoms = [Atom(1, 1, 7, 0, 1, 2), Atom(1, 1, 8, 1, 2, 0), Atom(1, 1, 9, 2, 3, 1)]
     atoms.append(Atom(1, 2, 7, 5, 6, 1))  # a run without the histogram
     got = per_atom({(1, 1): {"m": h}, (1, 2): {}}, "m", atoms)
     assert got.tolist() == [[0.0, 5.0], [0.0, 0.0], [1.0, 0.0], [0.0, 0.0]]
+
+
+def test_groups_of_runs_stay_apart() -> None:
+    rng = np.random.default_rng(9)
+    runs = {(1, k + 1): _times(T0 + k * 0.55 * H, 0.5, 1000.0, rng) for k in range(4)}
+    runs[(1, 5)] = np.linspace(T0 + 2.2 * H + 30, T0 + 2.2 * H + 90, 30)  # short, after run 4
+    atoms = _run_atoms(runs)
+    together = split(atoms, BEAMSPOT_OUTER_LOSS, BEAMSPOT_INNER_LOSS)
+    assert [o.runs for o in together] == [tuple(sorted(runs))]
+    labels = {(1, 1): "4S", (1, 2): "4S", (1, 3): "off", (1, 4): "off", (1, 5): "4S"}
+    apart = split(atoms, BEAMSPOT_OUTER_LOSS, BEAMSPOT_INNER_LOSS, groups=labels)
+    assert [o.runs for o in apart] == [((1, 1), (1, 2), (1, 5)), ((1, 3), (1, 4))]
+    # alternating labels: no outer interval jumps over a run of the other label
+    labels = {(1, 1): "4S", (1, 2): "off", (1, 3): "4S", (1, 4): "4S", (1, 5): "4S"}
+    apart = split(atoms, BEAMSPOT_OUTER_LOSS, BEAMSPOT_INNER_LOSS, groups=labels)
+    assert [o.runs for o in apart] == [((1, 1),), ((1, 2),), ((1, 3), (1, 4), (1, 5))]
 
 
 def test_short_runs_stay_in_their_experiment() -> None:
@@ -348,6 +380,31 @@ def test_short_runs_stay_in_their_experiment() -> None:
     }
     outers = split(_run_atoms(runs), BEAMSPOT_OUTER_LOSS, BEAMSPOT_INNER_LOSS)
     assert [o.runs for o in outers] == [((1, 1),), ((3, 1),)]  # experiment 2 is left out
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_dynamic_programming_finds_the_least_loss(seed: int) -> None:
+    """Against every partition of 9 atoms with gaps (2^8 of them): the split's summed inner loss
+    is the least one."""
+    rng = np.random.default_rng(seed)
+    cells = np.sort(rng.choice(30, size=9, replace=False)) + 4_722_000  # gaps between some
+    counts = rng.integers(0, 200, size=9)  # some atoms without events
+    atoms = [
+        Atom(1, 1, int(c), c * 360.0, c * 360.0 + 360.0, float(k))
+        for c, k in zip(cells, counts, strict=True)
+    ]
+    loss = LossExpression("pow(rawTime - 0.35, 2) + 10 * pow(maxGap, 2) + 0.01 * netTime")
+    n = len(atoms)
+    best = math.inf
+    for mask in range(2 ** (n - 1)):
+        cuts = [0, *(k + 1 for k in range(n - 1) if mask >> k & 1), n]
+        total = sum(
+            float(loss(**interval_variables(atoms, range(a, b))))
+            for a, b in itertools.pairwise(cuts)
+        )
+        best = min(best, total)
+    (outer,) = split(atoms, BEAMSPOT_OUTER_LOSS, loss, min_sub_events=0, min_events=0)
+    assert sum(s.loss for s in outer.subs) == pytest.approx(best, rel=1e-9)
 
 
 def test_too_few_events() -> None:
@@ -482,15 +539,18 @@ def test_step_found_at_the_right_atom(steps: bool) -> None:
     assert p.metadata["event_dependency"] == "time"
     t0, t1 = p.keys["t_start"], p.keys["t_end"]
     assert t0.dtype == np.int64
-    assert np.all(t1[:-1] == t0[1:])
+    assert np.all(t1[:-1] == t0[1:])  # one run: the rows meet
     assert np.all(t1 > t0)
     assert p.status is not None
     assert np.all(p.status == ChannelStatus.OK)
     assert np.all(p.values["width"] == 1.0)
     assert alg.shared_calls == 1
     nearest = np.min(np.abs(t0[1:] / 1e9 - STEP_AT))
+    table = result.diagnostics.tables["intervals"]
+    assert table["step"].sum() == (1 if steps else 0)
     if steps:
         assert nearest <= ATOM_SECONDS
+        assert abs(t0[table["step"] == 1][0] / 1e9 - STEP_AT) <= ATOM_SECONDS
         # every row that does not hold the step measures its own side's mean
         inside = (t0 / 1e9 < STEP_AT) & (t1 / 1e9 > STEP_AT)
         truth = np.where(t1 / 1e9 <= STEP_AT, 0.0, 0.5)
@@ -498,6 +558,33 @@ def test_step_found_at_the_right_atom(steps: bool) -> None:
         assert np.all(np.abs(pulls[~inside]) < 4.5)
     else:  # the loss alone places boundaries every half hour, blind to the step
         assert nearest > ATOM_SECONDS
+
+
+@pytest.mark.parametrize("gap_seconds", [180.0, 1.0])
+def test_rows_across_a_gap_between_runs(gap_seconds: float) -> None:
+    rng = np.random.default_rng(14)
+    t1 = np.concatenate([_times(T0, 1.0, 1500.0, rng), [T0 + H + 2.0]])
+    t2 = np.concatenate(
+        [[T0 + H + 2.0 + gap_seconds], _times(T0 + H + 10 + gap_seconds, 1.0, 1500.0, rng)]
+    )
+    per_run = {(1, 1): _toy_run(t1, np.zeros_like(t1), rng)}
+    per_run[(1, 2)] = _toy_run(t2, np.zeros_like(t2), rng)
+
+    class RunStart(ToyMean):  # a sub-interval starts with run 2
+        def steps(self, data: AlgorithmInput, atoms: Sequence[Atom]) -> list[int]:
+            return [min(i for i, a in enumerate(atoms) if a.key == (1, 2))]
+
+    result = RunStart(steps=False).run(_input(per_run))
+    (p,) = result.payloads
+    check_payload(p)  # sorted, never overlapping, t_end > t_start
+    start, end = p.keys["t_start"] / 1e9, p.keys["t_end"] / 1e9
+    k = int(np.flatnonzero(start >= T0 + H - 1)[0])  # the first row of run 2
+    assert start[k] == pytest.approx(t2[0], abs=10.0)
+    if gap_seconds > 10:  # the row before ends with run 1's data, not at run 2's start
+        assert end[k - 1] == pytest.approx(t1[-1], abs=10.0)
+        assert end[k - 1] < start[k]
+    else:  # the same 10 s bin: clipped to the next row's start
+        assert end[k - 1] == start[k]
 
 
 def test_failed_sub_interval_copies_its_neighbour() -> None:
@@ -515,6 +602,8 @@ def test_failed_sub_interval_copies_its_neighbour() -> None:
     assert [c["row"] for c in copied] == failed.tolist()
     assert {c["from"] for c in copied} == {int(good)}
     assert copied[0]["reason"] == "toy failure"
+    check_payload(p)
+    assert Payload.from_bytes(p.to_bytes()[0]).same_content(p)
     table = result.diagnostics.tables["intervals"]
     assert table["copied_from"][failed].tolist() == [good] * len(failed)
     Diagnostics.from_bytes(result.diagnostics.to_bytes())  # the partition is stored

@@ -53,9 +53,11 @@ Differences from basf2
   their events); here their events are fit with that sub-interval.
 * **Steps** (forced sub-interval starts found in the data) are an addition: basf2's split is
   blind to the constants.
-* **Payload rows** meet: a row ends where the next starts (basf2's ``EventDependency`` has
-  only the break points, placed at events); the lookup extends the first row to minus infinity
-  and the last to plus infinity within the payload's IoV.
+* **Payload rows** hold each sub-interval's start and end (its first atom's start, its last
+  atom's end; an end never after the next row's start), where basf2's ``EventDependency`` has
+  only the break points, placed at events; the lookup (:mod:`b2calib.conditions.eventdep`)
+  uses the starts, extending the first row to minus infinity, each row up to the next row's
+  start and the last row to plus infinity within the payload's IoV.
 * **Failed intervals** copy the nearest good sub-interval (the smaller time distance between
   interval edges, the earlier on a tie) as basf2's ``extrapolateCalibration`` does, but within
   one algorithm execution, and are flagged in the payload's status column (basf2 does not flag
@@ -84,7 +86,7 @@ import abc
 import math
 import re
 import warnings
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -527,10 +529,13 @@ def atoms_from_hist(
         h = entry.get(name) if isinstance(entry, Mapping) else entry
         if h is None:
             continue
-        cats = np.asarray(list(h.axes[0]), dtype=np.int64)
+        names = [ax.name for ax in h.axes]
+        cats = np.asarray(list(h.axes["atom"]), dtype=np.int64)
         if not len(cats):
             continue
         v = np.asarray(h.values(), dtype=np.float64)
+        if names != ["atom", "sub"]:  # by name, whatever the order of the axes
+            v = v.transpose(names.index("atom"), names.index("sub"))
         n = v.sum(axis=1)
         nonzero = np.flatnonzero(n > 0)
         if not len(nonzero):
@@ -635,6 +640,9 @@ class SubInterval:
         The runs it has atoms of, in order.
     loss
         Its inner loss.
+    step
+        Whether it starts at a forced break (``breaks`` of :func:`split`: a step found in the
+        data).
     """
 
     atoms: tuple[int, ...]
@@ -643,6 +651,7 @@ class SubInterval:
     n_events: float
     runs: tuple[RunKey, ...]
     loss: float = math.nan
+    step: bool = False
 
 
 @dataclass(frozen=True)
@@ -713,7 +722,8 @@ def _partition(
     A unit is a run of atoms (outer split) or one atom (inner split): ``t0``/``t1`` its first
     atom's start and last atom's end (s), ``net`` its summed atom durations (s), ``nev`` its
     events, ``inner_gap`` its largest gap between its own atoms (s). Segments never join units of
-    different ``group``. Returns (first, last) unit of each segment, inclusive.
+    different ``group`` (nor a unit of another group between them). Returns (first, last) unit
+    of each segment, inclusive.
 
     Dynamic programming as basf2's ``Splitter::getMinLoss``: ``best[e + 1]`` is the least loss of
     units ``0 .. e``, the minimum over the start ``s`` of the last segment of ``best[s] +
@@ -727,6 +737,11 @@ def _partition(
     best = np.empty(n + 1)
     best[0] = 0.0
     start = np.zeros(n + 1, dtype=np.int64)
+    # the earliest start of a segment ending at e: where the run of equal groups begins
+    first = np.zeros(n, dtype=np.int64)
+    if group is not None:
+        for u in range(1, n):
+            first[u] = first[u - 1] if group[u] == group[u - 1] else u
     for e in range(n):
         # largest gap of units s..e: max(inner_gap[s..e], before[s+1..e])
         arr = inner_gap[: e + 1].copy()
@@ -741,8 +756,7 @@ def _partition(
         )
         total = best[: e + 1] + np.broadcast_to(values, (e + 1,))
         total = np.where(np.isnan(total), np.inf, total)
-        if group is not None:
-            total = np.where(group[: e + 1] == group[e], total, np.inf)
+        total[: first[e]] = np.inf
         s = int(np.argmin(total))
         if not np.isfinite(total[s]):
             raise ConfigError(
@@ -801,6 +815,7 @@ def split(
     min_run_seconds: float = MIN_RUN_SECONDS,
     min_events: float = MIN_EVENTS,
     breaks: Iterable[int] = (),
+    groups: Mapping[RunKey, Hashable] | None = None,
 ) -> list[OuterInterval]:
     """Outer intervals of whole runs, each cut into sub-intervals, of minimal summed loss.
 
@@ -824,6 +839,10 @@ def split(
         constants step (:meth:`IntervalAlgorithm.atom_series`): no sub-interval spans one, and
         a sub-interval with too few events merges across one only when it has no neighbour on
         its side. (An extension: basf2's split looks at times and event counts only.)
+    groups
+        A label per run (e.g. the beam energy: 4S or off-resonance): an outer interval only
+        joins runs of one label and experiment, and a short run joins a sub-interval of its
+        own; runs absent from it share a label.
 
     Returns
     -------
@@ -878,13 +897,18 @@ def split(
     u_net = np.array([float(np.sum(at1[by_run[r]] - at0[by_run[r]])) for r in long_runs])
     u_ev = np.array([float(aev[by_run[r]].sum()) for r in long_runs])
     u_gap = np.array([inner_max_gap(by_run[r]) for r in long_runs])
-    exps = np.array([r[0] for r in long_runs], dtype=np.int64)
-    outer_segments = _partition(u_t0, u_t1, u_net, u_ev, u_gap, outer, exps)
+    labels: dict[tuple[int, Hashable], int] = {}
+
+    def label(r: RunKey) -> int:
+        return labels.setdefault((r[0], None if groups is None else groups.get(r)), len(labels))
+
+    kinds = np.array([label(r) for r in long_runs], dtype=np.int64)
+    outer_segments = _partition(u_t0, u_t1, u_net, u_ev, u_gap, outer, kinds)
 
     # ---- inner split of each outer interval over its atoms, then merging of small ones
     forced = np.zeros(len(atoms), dtype=bool)
     forced[[int(b) for b in breaks]] = True
-    groups: list[tuple[list[RunKey], list[list[int]]]] = []
+    pieces: list[tuple[list[RunKey], list[list[int]]]] = []
     for s, e in outer_segments:
         o_runs = long_runs[s : e + 1]
         idx = [i for r in o_runs for i in by_run[r]]
@@ -899,14 +923,14 @@ def split(
             min_sub_events,
             [int(piece[a]) for a, _ in segs],
         )
-        groups.append((o_runs, subs))
+        pieces.append((o_runs, subs))
 
     # ---- short runs join the nearest sub-interval of their experiment
     for r in (r for r, s in zip(runs, short, strict=True) if s):
         r0, r1 = float(at0[by_run[r][0]]), float(at1[by_run[r][-1]])
         best: tuple[float, int, int] | None = None
-        for g, (o_runs, subs) in enumerate(groups):
-            if o_runs[0][0] != r[0]:
+        for g, (o_runs, subs) in enumerate(pieces):
+            if label(o_runs[0]) != label(r):
                 continue
             for k, sub in enumerate(subs):
                 d = _distance(r0, r1, float(at0[sub].min()), float(at1[sub].max()))
@@ -915,12 +939,12 @@ def split(
         if best is None:  # an experiment of short runs only: left out
             continue
         _, g, k = best
-        o_runs, subs = groups[g]
+        o_runs, subs = pieces[g]
         subs[k] = sorted(subs[k] + by_run[r], key=lambda i: (at0[i], atoms[i].key))
         o_runs.append(r)
 
     out = []
-    for (s, e), (o_runs, subs) in zip(outer_segments, groups, strict=True):
+    for (s, e), (o_runs, subs) in zip(outer_segments, pieces, strict=True):
         made = []
         for sub in subs:
             made.append(
@@ -931,6 +955,7 @@ def split(
                     n_events=float(aev[sub].sum()),
                     runs=tuple(sorted({atoms[i].key for i in sub})),
                     loss=float(inner(**interval_variables(atoms, sub))),
+                    step=bool(forced[sub[0]]),
                 )
             )
         made.sort(key=lambda x: x.t_start)
@@ -1032,10 +1057,12 @@ class IntervalAlgorithm(Algorithm):
       FAILED (NOT_ENOUGH_DATA when it lacked events). No sub-interval with a result, or fewer
       than :attr:`min_events` events: NOT_ENOUGH_DATA.
 
-    The payload has one row per sub-interval, keys ``t_start`` and ``t_end`` (int64 UNIX ns;
-    consecutive rows meet: a row ends where the next starts, the first starts at its first atom
-    and the last ends at its last), ``metadata["event_dependency"] = "time"`` and, in
+    The payload has one row per sub-interval, keys ``t_start`` and ``t_end`` (int64 UNIX ns:
+    the start of its first atom and the end of its last, clipped to the next row's start, so
+    rows within a run meet and rows on either side of a gap between runs do not),
+    ``metadata["event_dependency"] = "time"`` and, in
     ``metadata["intervals"]``, the losses, the outer interval of each row and the copies.
+    Outer intervals never mix experiments, nor runs of different :meth:`run_groups` labels.
     The diagnostics hold the partition: tables ``atoms`` (one row per atom with its outer and
     sub-interval) and ``intervals`` (one row per sub-interval with its values and status).
     """
@@ -1086,6 +1113,11 @@ class IntervalAlgorithm(Algorithm):
         non-finite value, or a raised :class:`~b2calib.calibration.toolkit.NotEnoughData` is a
         failure."""
 
+    def run_groups(self, data: AlgorithmInput) -> Mapping[RunKey, Hashable] | None:
+        """A label per run that outer intervals must not mix (e.g. 4S and off-resonance runs
+        for the collision energy), or ``None`` (the default): see :func:`split`."""
+        return None
+
     def atom_series(self, data: AlgorithmInput, atoms: Sequence[Atom]) -> tuple[F, F] | None:
         """Per-atom values and errors, ``(len(atoms), k)`` arrays (NaN or a non-positive error
         where an atom tells nothing), in which :meth:`steps` searches for steps inside runs;
@@ -1126,8 +1158,8 @@ class IntervalAlgorithm(Algorithm):
     def losses(self, config: Mapping[str, Any]) -> tuple[LossExpression, LossExpression]:
         """The outer and inner losses of an expert configuration (defaults where absent)."""
         return (
-            LossExpression(str(config.get(self.outer_loss_key, self.default_outer_loss))),
-            LossExpression(str(config.get(self.inner_loss_key, self.default_inner_loss))),
+            LossExpression(config.get(self.outer_loss_key, self.default_outer_loss)),
+            LossExpression(config.get(self.inner_loss_key, self.default_inner_loss)),
         )
 
     def atoms(self, data: AlgorithmInput) -> list[Atom]:
@@ -1146,6 +1178,7 @@ class IntervalAlgorithm(Algorithm):
             min_run_seconds=self.min_run_seconds,
             min_events=self.min_events,
             breaks=self.steps(data, atoms) if atoms else (),
+            groups=self.run_groups(data),
         )
         return atoms, outers
 
@@ -1231,7 +1264,7 @@ class IntervalAlgorithm(Algorithm):
         n = len(subs)
         starts = np.array([round(s.t_start * 1e9) for _, _, s in subs], dtype=np.int64)
         ends = np.array([round(s.t_end * 1e9) for _, _, s in subs], dtype=np.int64)
-        ends[:-1] = starts[1:]  # consecutive rows meet
+        ends[:-1] = np.minimum(ends[:-1], starts[1:])  # never overlapping the next row
         columns = list(dict.fromkeys(c for f in fits if f is not None for c in f.values))
         err_columns = list(dict.fromkeys(c for f in fits if f is not None for c in f.errors))
         values = {c: np.full(n, np.nan) for c in columns}
@@ -1297,6 +1330,7 @@ class IntervalAlgorithm(Algorithm):
                 "n_events",
                 "n_atoms",
                 "loss",
+                "step",
                 "outer_loss",
                 "first_exp",
                 "first_run",
@@ -1315,13 +1349,14 @@ class IntervalAlgorithm(Algorithm):
                 rows["n_events"].append(s.n_events)
                 rows["n_atoms"].append(len(s.atoms))
                 rows["loss"].append(s.loss)
+                rows["step"].append(s.step)
                 rows["outer_loss"].append(o.loss)
                 rows["first_exp"].append(s.runs[0][0])
                 rows["first_run"].append(s.runs[0][1])
                 rows["last_exp"].append(s.runs[-1][0])
                 rows["last_run"].append(s.runs[-1][1])
                 i += 1
-        ints = {"outer", "n_atoms", "first_exp", "first_run", "last_exp", "last_run"}
+        ints = {"outer", "n_atoms", "step", "first_exp", "first_run", "last_exp", "last_run"}
         table = {
             k: np.asarray(v, dtype=np.int64 if k in ints else np.float64) for k, v in rows.items()
         }
