@@ -5,6 +5,7 @@ beam step and its time-dependent truth."""
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -259,6 +260,9 @@ def test_truth_of_the_beam_step() -> None:
         assert ed.intervals(payloads[name])[1][-1] == int(run.stop * 1e9)
     bs = payloads["BeamSpot"]
     assert len(bs) == 50  # 5 h of 0.1 h atoms, the step on an atom boundary
+    motion = bs.metadata["beam_motion"]
+    assert motion["step"]["t_ns"] == int(cond.step_time * 1e9)
+    np.testing.assert_allclose(motion["drift_cm_per_hour"], cond.beamspot_slope)
     t_ns = np.array([before, after]) * 1e9
     np.testing.assert_allclose(
         ed.values_at(bs, "z", t_ns),
@@ -372,8 +376,102 @@ def test_command_line_lookup_at_a_time(tmp_path: Path) -> None:
         values = {r[0]: r[1:] for r in table(out.split("\n\n")[1])}
         assert values["x"] == ["0.02", "0.0002"]
         assert values["status"] == ["OK"]
+    show = run(env, "payload", "show", "BeamSpot")
+    assert "time intervals  3 from 2026-04-01 00:00:00 to 2026-04-01 04:00:00 UTC" in show
     out = run(env, "lookup", "12", "5", "--gt", "beam", "--time", "1775007000000000001ns")
     assert "at 2026-04-01 01:30:00.000000001 UTC" in out
     assert "Invalid value for --time: 'yesterday' is neither an ISO time" in run(
         env, "lookup", "12", "5", "--gt", "beam", "--time", "yesterday", code=2
     )
+
+
+def test_the_ecl_peaks_take_the_runs_time_averaged_collision_energy() -> None:
+    """The one consumer that needs one collision energy per run asks for the time average."""
+    from b2calib.detectors.ecl import peaks
+
+    mass = ed.time_dependent(
+        "CollisionInvariantMass",
+        [0, 3600 * NS],
+        [3600 * NS, 4 * 3600 * NS],
+        values={"mass": [10.580, 10.576], "spread": [5.4e-3, 5.4e-3]},
+    )
+    constants = Constants(None, overlay=[(IoV(12, 1, 12, 1), mass)])
+    with pytest.raises(TimeDependentPayloadError):
+        constants.get(peaks.BEAM_PAYLOAD, 12, 1)
+    collector = peaks.peak_collector("gamma_gamma")(constants, [(12, 1), (12, 2)])
+    assert collector.ecms == ((12, 1, pytest.approx(10.577)),)  # 1 h at 10.580, 3 h at 10.576
+    assert peaks.run_ecms(ed.at_time(mass, 0)) == pytest.approx(10.580)
+
+
+TIME_AND_ECMS = ("EventMetaData_m_time", "SimTruth_m_ecms")
+D0_PHI0 = ("TrackFitResults_m_d0", "TrackFitResults_m_phi0")
+
+
+def test_simulated_events_follow_the_beam_step(tmp_path: Path) -> None:
+    """In the step run, the tracks come from the stepped beam spot and the events carry the
+    stepped collision energy from the step's time on."""
+    import awkward as ak
+
+    from b2calib.io import open_skim
+    from b2calib.sim import simulate
+
+    cfg = SimConfig(
+        exp=3,
+        n_runs=1,
+        seed=4,
+        events_per_run=1500,
+        beam_step_run=1,
+        skims=["hlt_mumu_2trk"],
+        process_fractions={
+            "bhabha": 0.1,
+            "gamma_gamma": 0.05,
+            "mumu": 0.8,
+            "hadron": 0.03,
+            "tautau": 0.02,
+        },
+        run_types={"physics": 1.0, "cosmic": 0.0, "beam": 0.0, "debug": 0.0},
+        continuum_fraction=0.0,
+    )
+    result = simulate(cfg, tmp_path, jobs=1)
+    [run] = list(result.registry)
+    cond = conditions_for_run(cfg, run)
+    assert cond.step_time is not None
+    with open_skim(result.files[0]) as fh:
+        a = fh.arrays([*TIME_AND_ECMS, "TrackFitResults_m_z0", *D0_PHI0])
+    after = a["EventMetaData_m_time"].to_numpy() / 1e9 >= cond.step_time
+    assert after.sum() > 300
+    assert (~after).sum() > 200
+    ecms = a["SimTruth_m_ecms"].to_numpy()
+    np.testing.assert_allclose(ecms[~after], cond.ecms, rtol=1e-7)
+    np.testing.assert_allclose(ecms[after], cond.ecms - 3e-3, rtol=1e-7)
+    z = ak.mean(a["TrackFitResults_m_z0"], axis=1).to_numpy()  # one vertex per event
+    err = cond.beamspot_size[2] * np.sqrt(1 / after.sum() + 1 / (~after).sum())
+    true = cond.beamspot_at([cond.step_time + 1])[0] - cond.beamspot_at([cond.step_time - 1])[0]
+    assert z[after].mean() - z[~after].mean() == pytest.approx(true[2], abs=4 * err + 1e-3)
+
+    def x_of(sel: np.ndarray) -> float:
+        d0 = ak.to_numpy(ak.flatten(a["TrackFitResults_m_d0"][sel])).astype(float)
+        phi = ak.to_numpy(ak.flatten(a["TrackFitResults_m_phi0"][sel])).astype(float)
+        design = np.column_stack([np.sin(phi), -np.cos(phi)])
+        return float(np.linalg.lstsq(design, d0, rcond=None)[0][0])
+
+    assert x_of(after) - x_of(~after) == pytest.approx(true[0], abs=4e-4)  # 8 um step, 4 um
+
+
+def test_command_line_simulation_with_a_beam_step(tmp_path: Path) -> None:
+    from tests.test_cli import run
+
+    code, out = run("simulate", "--out", str(tmp_path), "--runs", "2", "--beam-step-run", "5")
+    assert code == 1
+    assert out.strip().splitlines() == ["Error: beam_step_run 5 is outside the simulated runs 1..2"]
+    code, out = run(
+        *("simulate", "--out", str(tmp_path), "--runs", "1", "--events-per-run", "100"),
+        *("--beam-step-run", "1", "--beam-step-hours", "0.5", "--skims", "hlt_mumu_2trk"),
+        *("--quiet", "--jobs", "1"),
+    )
+    assert code == 0, out
+    config = json.loads((tmp_path / "simulation.json").read_text())["config"]
+    assert (config["beam_step_run"], config["beam_step_hours"]) == (1, 0.5)
+    truth = LocalDatabase(tmp_path / "truth")
+    mass = truth.read(truth.find("CollisionInvariantMass", 12, 1))
+    assert len(mass) == 2

@@ -146,10 +146,27 @@ def test_conditions_names() -> None:
         "Verification",
         "check_payload",
     ]
+    import b2calib.conditions.eventdep
     import b2calib.conditions.names
     import b2calib.conditions.payloadtypes
 
     for module, names in (
+        (
+            b2calib.conditions.eventdep,
+            [
+                "EVENT_DEPENDENCY",
+                "TIME_KEYS",
+                "TimeDependentPayloadError",
+                "at_time",
+                "interval_index",
+                "intervals",
+                "is_time_dependent",
+                "run_level_error",
+                "run_mean",
+                "time_dependent",
+                "values_at",
+            ],
+        ),
         (b2calib.conditions.names, ["NAME_LENGTH", "check_globaltag_name", "check_payload_name"]),
         (
             b2calib.conditions.payloadtypes,

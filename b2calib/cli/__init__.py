@@ -78,6 +78,13 @@ def cli() -> None:
 @click.option("--processes", help="Comma-separated processes to generate (default: all).")
 @click.option("--intervention-run", type=int, help="Run of the documented hardware interventions.")
 @click.option(
+    "--beam-step-run",
+    type=int,
+    help="Run in which the beam spot and the collision energy step once (default: none); "
+    "--beam-step-hours after its start.",
+)
+@click.option("--beam-step-hours", type=float, help="Time of the beam step after the run start.")
+@click.option(
     "--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Output folder."
 )
 @click.option("--jobs", type=int, default=None, help="Worker processes (default: all cores).")

@@ -657,24 +657,32 @@ def payload_show(cdb: ConditionsDB, name: str, revision: int | None) -> None:
     """A payload revision's record and a summary of its columns."""
     import numpy as np
 
-    from b2calib.conditions import ChannelStatus
+    from b2calib.conditions import ChannelStatus, eventdep
 
     info = cdb.payload_info(name, revision)
     p = cdb.payload(info)
-    click.echo(
-        record(
-            [
-                ("payload", info.name),
-                ("revision", info.revision),
-                ("checksum", info.checksum),
-                ("size", f"{info.size} bytes"),
-                ("created", f"{cell(info.created)} UTC by {info.author}"),
-                ("description", p.metadata.get("description")),
-                ("rows", len(p)),
-                ("provenance", json.dumps(info.provenance, sort_keys=True)),
-            ]
+    pairs: list[tuple[str, object]] = [
+        ("payload", info.name),
+        ("revision", info.revision),
+        ("checksum", info.checksum),
+        ("size", f"{info.size} bytes"),
+        ("created", f"{cell(info.created)} UTC by {info.author}"),
+        ("description", p.metadata.get("description")),
+        ("rows", len(p)),
+    ]
+    if eventdep.is_time_dependent(p):
+        starts, ends = eventdep.intervals(p)
+        pairs.append(
+            (
+                "time intervals",
+                f"{len(starts)} from {_utc(int(starts[0]))} to {_utc(int(ends[-1]))} UTC "
+                "(time-dependent: look it up with a time, b2calib lookup --time)"
+                if len(starts)
+                else "none",
+            )
         )
-    )
+    pairs.append(("provenance", json.dumps(info.provenance, sort_keys=True)))
+    click.echo(record(pairs))
     units = p.metadata.get("units", {})
     kinds = {
         **dict.fromkeys(p.keys, "key"),

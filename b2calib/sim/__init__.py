@@ -6,6 +6,15 @@
 
 It writes cDST-like skim files (one per experiment, run and skim), the run registry and the
 true constants (as a basf2 local database of payloads), all deterministic in the seed.
+
+Constants change at documented times: drifts from run to run, hardware interventions at
+``intervention_run`` (:data:`INTERVENTIONS`), the beam spot's linear drift inside each run and,
+when ``SimConfig.beam_step_run`` is set (off by default), a step of the beams inside that run at
+``beam_step_hours`` after its start: the beam-spot position by ``beam_step_um`` (default +8,
++0.5, +150 um in x, y, z) and the collision energy by ``beam_step_ecms_mev`` (default -3 MeV,
+through the HER energy, so the boost vector steps by -2.6e-4 in beta_z). The beam truth
+(``BeamSpot``, ``CollisionBoostVector``, ``CollisionInvariantMass``) is time-dependent
+(:mod:`b2calib.conditions.eventdep`); see :mod:`b2calib.sim.conditions`.
 """
 
 from b2calib.sim.conditions import INTERVENTIONS, Conditions, conditions_for_run, truth_payloads

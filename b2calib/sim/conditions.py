@@ -530,8 +530,26 @@ def _time_payload(
         "description": description,
         "units": units | {"t_start": "ns", "t_end": "ns"},
         "provenance": {"source": "b2calib.sim truth"},
+        **kw.get("extra", {}),
     }
     return time_dependent(name, t0, t1, values=kw["values"], metadata=meta)
+
+
+def _beam_motion(c: Conditions) -> dict[str, Any]:
+    """The beam spot's motion in the run, recorded in the truth's metadata: the position at the
+    run start, the linear drift and the step (time, size), the atoms' values being their
+    consequence."""
+    motion: dict[str, Any] = {
+        "start_cm": [float(v) for v in c.beamspot],
+        "drift_cm_per_hour": [float(v) for v in c.beamspot_slope],
+    }
+    if c.step_time is not None:
+        motion["step"] = {
+            "t_ns": _ns(c.step_time),
+            "position_cm": [float(v) for v in c.beamspot_step],
+            "ecms_gev": c.ecms_step,
+        }
+    return {"beam_motion": motion}
 
 
 _COV = ("cov_xx", "cov_xy", "cov_xz", "cov_yy", "cov_yz", "cov_zz")
@@ -560,11 +578,13 @@ def _beam_payloads(c: Conditions) -> list[Payload]:
     return [
         _time_payload(
             "BeamSpot",
-            "luminous-region centre (x, y, z) per 0.1 h atom (the position at the middle of the "
-            "atom: linear drift, plus the step of the step run), its covariance (0: the truth), "
-            "and the luminous-region size covariance (diagonal: sigma_x^2, sigma_y^2, sigma_z^2)",
+            "luminous-region centre (x, y, z) per 0.1 h atom: the position at the middle of the "
+            "atom (the run-start position drifting linearly in the run, plus the step of the step "
+            "run: metadata beam_motion), its covariance (0: the truth), and the luminous-region "
+            "size covariance (diagonal: sigma_x^2, sigma_y^2, sigma_z^2)",
             dict.fromkeys(("x", "y", "z"), "cm") | dict.fromkeys((*_COV, *size), "cm^2"),
             atoms,
+            extra=_beam_motion(c),
             values={"x": pos[:, 0], "y": pos[:, 1], "z": pos[:, 2]}
             | dict.fromkeys(_COV, zero)
             | size,
