@@ -36,6 +36,7 @@ from b2calib.detectors.beam.dimuons import (
     z0_resolution,
 )
 from b2calib.engine import RunOutput
+from b2calib.exceptions import TimeDependentPayloadError
 from b2calib.qa.monitoring.parts import B_FACTOR
 from b2calib.sim import SimConfig, simulate
 from b2calib.sim.conditions import conditions_for_run
@@ -238,6 +239,18 @@ def test_size_closure_x_resolved_y_not() -> None:
     assert not fits[0].resolved["yy"]
     assert stored[1, 1] == 0.0
     assert stored[0, 1] == 0.0
+
+
+def test_size_bias_of_the_fitted_positions_is_removed() -> None:
+    """Residuals around each sub-interval's own fitted position are smaller than around the
+    true centre (the n - 1 of a variance): 1200 sub-intervals of 50 events bias the sizes by
+    the variance of the fitted positions, -2 % in z (3.5 standard deviations here) and -5 um^2 in
+    x (5 standard deviations), unless corrected."""
+    rng = np.random.default_rng(13)
+    (fit,) = _size_samples(rng, SIZE, 1, 1200, 50)
+    for k in (0, 2):
+        pull = (fit.matrix[k, k] - SIZE[k] ** 2) / fit.errors[k, k]
+        assert abs(pull) < 2.5, (k, pull)
 
 
 def test_size_of_a_point_like_x_is_not_resolved() -> None:
@@ -515,3 +528,13 @@ def test_cli_calibrate_beamspot(tmp_path: Path) -> None:
     for _, p in entries:
         assert p.metadata["event_dependency"] == "time"
         assert len(p) >= 3
+    # looked up at a time inside run 1: that row's constants; without a time: refused
+    p = entries[0][1]
+    constants = Constants(ConditionsDB(db_path), ["s"])
+    t = int((p.keys["t_start"][1] + p.keys["t_end"][1]) // 2)
+    row = constants.get("BeamSpot", 12, 1, time=t)
+    assert row is not None
+    assert len(row) == 1
+    assert row.values["x"][0] == p.values["x"][1]
+    with pytest.raises(TimeDependentPayloadError, match="BeamSpot"):
+        constants.get("BeamSpot", 12, 1)

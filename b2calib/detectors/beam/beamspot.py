@@ -25,7 +25,9 @@ BELLE2-NOTE-TE-2019-018; the collector's moments are described in
   over all events of the outer interval (each around its own sub-interval's position), and
   ``<z'_1 z'_2> = Szz``. Better than basf2: the bias from the fitted positions (of order
   ``1/n`` of a sub-interval, the ``n - 1`` of a variance) is removed (``E = S - C_pos``); the
-  errors are those of the least squares (residual variance) and of a mean.
+  xy errors are sandwich errors (the products' variance depends on the track directions; the
+  products taken around the reference, which the iteration brings onto the fit), the z error
+  that of a mean. basf2 takes the residual variance.
 * **Resolved or not**: a diagonal element is resolved when it exceeds ``resolved_sigmas``
   (expert_config, 2) of its error. An unresolved one is stored as 0 (its off-diagonal
   elements too) and named in ``metadata["size"]["not_resolved"]`` with its fit and upper
@@ -44,8 +46,9 @@ BELLE2-NOTE-TE-2019-018; the collector's moments are described in
 * **Steps inside a run** (not in basf2, whose split sees only times and event counts): the
   position fitted to each atom alone is the series in which
   :class:`~b2calib.calibration.intervals.IntervalAlgorithm` searches each run for steps (binary
-  segmentation, 5 standard deviations); a sub-interval starts at a step's atom, so that a beam
-  step is placed to within one atom.
+  segmentation, 5 standard deviations in one coordinate); each step found is then moved, by
+  at most two atoms, to where the three coordinates together differ most, and a sub-interval
+  starts at its atom, so that a beam step is placed to within one atom.
 * A sub-interval that fails copies its nearest good neighbour, flagged (FAILED or
   NOT_ENOUGH_DATA); fewer than 15 events in all is NOT_ENOUGH_DATA.
 
@@ -60,7 +63,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import numpy.typing as npt
@@ -160,7 +163,7 @@ def reference_spots(constants: Constants, runs: Sequence[RunKey]) -> ReferenceSp
             continue
         for it in _rows_of(p):
             rows.append((int(e), int(r), *it))
-    return ReferenceSpots(tuple(rows))  # type: ignore[arg-type]
+    return ReferenceSpots(tuple(rows))
 
 
 def beamspot_collector(constants: Constants, runs: Sequence[RunKey]) -> BeamSpotCollector:
@@ -345,7 +348,7 @@ class BeamSpotAlgorithm(IntervalAlgorithm):
     payloads = (BEAMSPOT,)
     default_outer_loss = BEAMSPOT_OUTER_LOSS
     default_inner_loss = BEAMSPOT_INNER_LOSS
-    units: Mapping[str, str] = MappingProxyType(
+    units: ClassVar[Mapping[str, str]] = MappingProxyType(
         {
             **dict.fromkeys(_XYZ, "cm"),
             **{f"cov_{p}": "cm^2" for p in _PAIRS},
@@ -369,7 +372,19 @@ class BeamSpotAlgorithm(IntervalAlgorithm):
         self, data: AlgorithmInput, outer: OuterInterval, atoms: Sequence[Atom]
     ) -> tuple[int, list[F], list[PositionFit], bool]:
         """The selection used (0 all, 1 within the cuts), the moments and positions of every
-        sub-interval, and whether the reference agreed with the fit (converged)."""
+        sub-interval, and whether the reference agreed with the fit (converged); computed once
+        per execution (:meth:`run` clears the memo)."""
+        memo = self.__dict__.get("_memo")
+        if memo is None:  # outside run()
+            return self._compute_fits(data, outer, atoms)
+        key = ("fits", id(data), tuple(s.atoms for s in outer.subs))
+        if key not in memo:
+            memo[key] = self._compute_fits(data, outer, atoms)
+        return memo[key]
+
+    def _compute_fits(
+        self, data: AlgorithmInput, outer: OuterInterval, atoms: Sequence[Atom]
+    ) -> tuple[int, list[F], list[PositionFit], bool]:
         subs = [[atoms[i] for i in s.atoms] for s in outer.subs]
         tol = np.asarray(data.config["reference_tolerance_um"], dtype=np.float64) * 1e-4
         every = [self._moments(data, a, 0) for a in subs]
@@ -382,6 +397,16 @@ class BeamSpotAlgorithm(IntervalAlgorithm):
         return 1, clean, [fit_position(m) for m in clean], True
 
     # ------------------------------------------------------------------ steps
+    def partition(self, data: AlgorithmInput) -> tuple[list[Atom], list[OuterInterval]]:
+        """The framework's partition (computed once per execution inside :meth:`run`)."""
+        memo = self.__dict__.get("_memo")
+        if memo is None:
+            return super().partition(data)
+        key = ("partition", id(data))
+        if key not in memo:
+            memo[key] = super().partition(data)
+        return memo[key]
+
     def atom_series(self, data: AlgorithmInput, atoms: Sequence[Atom]) -> tuple[F, F]:
         """The position (x, y, z) fitted to each atom alone, with its errors (NaN for an atom
         of fewer than ``min_atom_events`` events): the series in which the framework
@@ -478,6 +503,13 @@ class BeamSpotAlgorithm(IntervalAlgorithm):
 
     # ------------------------------------------------------------------ the execution
     def run(self, data: AlgorithmInput) -> AlgorithmResult:
+        self.__dict__["_memo"] = {}
+        try:
+            return self._run(data)
+        finally:
+            self.__dict__["_memo"] = None
+
+    def _run(self, data: AlgorithmInput) -> AlgorithmResult:
         result = super().run(data)
         if result.status is not AlgorithmStatus.OK:
             return result

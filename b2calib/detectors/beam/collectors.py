@@ -270,14 +270,6 @@ def _clean(mu: Dimuons, ref: F) -> npt.NDArray[np.bool_]:
     return ok & (~has_size | (np.abs(d[:, 0] * d[:, 1] - expected) < CUTS["dd"]))
 
 
-def _per_atom(atoms: npt.NDArray[np.int64], values: F) -> tuple[npt.NDArray[np.int64], F]:
-    """Distinct atoms (sorted) and the sums of ``values`` rows over each."""
-    uniq, inv = np.unique(atoms, return_inverse=True)
-    sums = np.zeros((len(uniq), *values.shape[1:]))
-    np.add.at(sums, inv, values)
-    return uniq, sums
-
-
 @dataclasses.dataclass(frozen=True)
 class BeamSpotCollector(Collector):
     """Moments of the tight dimuon events per atom (see the module docstring).
@@ -311,8 +303,13 @@ class BeamSpotCollector(Collector):
         ref, _ = self.reference.at(key, mu.time_ns)
         m = event_moments(mu, ref, nominal_size=(self.nominal_size_x, self.nominal_size_y))
         clean = _clean(mu, ref)
-        sel = np.stack([m, m * clean[:, None]], axis=1)  # (n, 2, N)
-        atoms, sums = _per_atom(mu.atom, sel)
+        order = np.argsort(mu.atom, kind="stable")
+        atoms, first = np.unique(mu.atom[order], return_index=True)
+        sums = np.zeros((len(atoms), 2, N_MOMENTS))
+        if len(atoms):
+            m = m[order]
+            sums[:, 0] = np.add.reduceat(m, first, axis=0)
+            sums[:, 1] = np.add.reduceat(m * clean[order, None], first, axis=0)
         h = hist.Hist(
             atom_axis(),
             hist.axis.Integer(0, 2, name="selection", underflow=False, overflow=False),
