@@ -37,8 +37,7 @@ made to start wherever the energy steps inside a run (the per-atom mean mass of 
 
 from __future__ import annotations
 
-import itertools
-from collections.abc import Mapping, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -182,17 +181,10 @@ class EcmsAlgorithm(IntervalAlgorithm):
         "spread_resolved = 1 where spread_squared is resolved from 0"
     )
 
-    def boundaries(self, data: AlgorithmInput) -> Sequence[RunKey]:
-        """The outer intervals' first runs, and every run whose beam energy (4S,
-        off-resonance) differs from the run before: no payload spans both."""
-        info = data.run_info
-        runs = sorted(data.runs)
-        changes = {
-            b
-            for a, b in itertools.pairwise(runs)
-            if a in info and b in info and info[a].beam_energy != info[b].beam_energy
-        }
-        return sorted(set(super().boundaries(data)) | changes)
+    def run_groups(self, data: AlgorithmInput) -> Mapping[RunKey, Hashable] | None:
+        """The beam energy of each run (the run registry's 4S, Continuum ...): outer intervals,
+        hence payloads, never mix them (:meth:`boundaries` starts one where it changes)."""
+        return {r: info.beam_energy for r, info in data.run_info.items()}
 
     def run(self, data: AlgorithmInput) -> AlgorithmResult:
         classes = {data.run_info[r].beam_energy for r in data.runs if r in data.run_info}
