@@ -405,3 +405,37 @@ def test_ecms_keeps_4s_and_off_resonance_apart() -> None:
     result = EcmsAlgorithm().run(data)
     assert result.status is AlgorithmStatus.FAILURE
     assert "4S" in result.message
+
+
+def test_resolution_ignores_the_measured_momenta() -> None:
+    """The collector's resolution is that of the nominal kinematics of the directions: the
+    momenta implied for a non-radiative pair are its true ones, and scaling the measured
+    momenta (same directions) leaves the resolution unchanged."""
+    from b2calib.detectors.beam.energy_collectors import NOMINAL_BOOST, RESOLUTION_ECMS
+    from b2calib.sim.physics import boost
+
+    rng = np.random.default_rng(11)
+    n = 50
+    c, phi = rng.uniform(-0.8, 0.8, n), rng.uniform(0, 2 * np.pi, n)
+    s = np.sqrt(1 - c**2)
+    ps = np.sqrt((RESOLUTION_ECMS / 2) ** 2 - MU**2)
+    u = np.column_stack([s * np.cos(phi), s * np.sin(phi), c]) * ps
+    e = np.full(n, RESOLUTION_ECMS / 2)
+    lab = [boost(np.column_stack([q, e]), np.asarray(NOMINAL_BOOST)) for q in (u, -u)]
+    p = np.stack([lab[0][:, :3], lab[1][:, :3]], axis=1)
+    pt = np.hypot(p[..., 0], p[..., 1])
+    kin = PairKinematics(
+        np.zeros(n, np.int64),
+        p,
+        np.stack([lab[0][:, 3], lab[1][:, 3]], axis=1),
+        pt,
+        np.arctan2(p[..., 1], p[..., 0]),
+        p[..., 2] / pt,
+    )
+    nominal = kin.nominal(RESOLUTION_ECMS, NOMINAL_BOOST)
+    np.testing.assert_allclose(nominal.p, kin.p, rtol=1e-9)
+    r = nominal.mass_resolution((1e-3, 3e-3), 5e-4, 1e-3)
+    up = dataclasses.replace(kin, p=kin.p * 1.01, pt=kin.pt * 1.01)
+    r_up = up.nominal(RESOLUTION_ECMS, NOMINAL_BOOST).mass_resolution((1e-3, 3e-3), 5e-4, 1e-3)
+    np.testing.assert_allclose(r_up, r, rtol=1e-9)
+    assert not np.allclose(up.mass_resolution((1e-3, 3e-3), 5e-4, 1e-3), r, rtol=1e-3)

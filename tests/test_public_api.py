@@ -361,7 +361,8 @@ def test_detector_names() -> None:
         ],
         "b2calib.detectors.beam.energy_collectors": [
             "BOOST_MASS_BINS", "MASS_BINS", "MOMENTS", "NOMINAL_BOOST", "RESOLUTION_BINS",
-            "BoostCollector", "MassCollector", "PairKinematics", "pair_kinematics",
+            "RESOLUTION_ECMS", "BoostCollector", "MassCollector", "PairKinematics",
+            "pair_kinematics",
         ],
         "b2calib.detectors.beam.boost": [
             "BOOST_VECTOR", "PEAK_HALF_WIDTH_GEV", "BoostFit", "BoostVectorAlgorithm",
@@ -369,7 +370,7 @@ def test_detector_names() -> None:
         ],
         "b2calib.detectors.beam.ecms": [
             "COLLISION_MASS", "CORE_HALF_WIDTH_GEV", "EcmsAlgorithm", "EcmsFit", "ecms_calibration",
-            "fit_ecms",
+            "fit_ecms", "resolution_scale",
         ],
         "b2calib.detectors.beam.beamspot": [
             "BEAMSPOT", "DEPENDS_ON", "BeamSpotAlgorithm", "PositionFit", "SizeFit",

@@ -69,12 +69,18 @@ def isr_mass_cdf(
     sigma: float | npt.ArrayLike,
     beta: float,
     weights: npt.ArrayLike | None = None,
+    shifts: npt.ArrayLike | None = None,
+    power: float = 0.0,
 ) -> F:
     """CDF of the dimuon mass: ``ecms sqrt(1 - x)`` with the ISR fraction ``x`` (density
     ``beta x^(beta-1)`` on (0, 0.25)), folded with a Gaussian of width ``sigma``.
 
     ``sigma`` may be an array of widths with ``weights`` (summing to 1): the CDF is then the
-    weighted mixture (events of different mass resolutions).
+    weighted mixture (events of different mass resolutions), each Gaussian displaced by
+    ``shifts`` (GeV, one per width; none by default). With ``power``, the widths and shifts are
+    those of the non-radiative pairs and shrink with the radiation: a pair of mass
+    ``ecms sqrt(1 - x)`` has the width ``sigma (1 - x)^(power / 2)`` and the shift
+    ``shifts (1 - x)^((power - 1) / 2)``.
     """
     w = np.diff((_X_EDGES / ISR_X_MAX) ** beta)
     centre = ecms * np.sqrt(1.0 - _X_MID)
@@ -83,10 +89,13 @@ def isr_mass_cdf(
     if s.size == 1 and weights is None:
         return np.asarray(special.ndtr(x / s[0]) @ w, dtype=np.float64)
     k = np.ones(1) if weights is None else np.asarray(weights, dtype=np.float64)
+    d = np.zeros(len(s)) if shifts is None else np.asarray(shifts, dtype=np.float64)
+    g = (1.0 - _X_MID) ** (0.5 * power)  # the width factor of each ISR slice
+    h = g**2 / np.sqrt(1.0 - _X_MID)  # the shift factor
     out = np.zeros(x.shape[0])
-    for sk, wk in zip(s, k, strict=True):
+    for sk, wk, dk in zip(s, k, d, strict=True):
         if wk > 0:
-            out += wk * (special.ndtr(x / sk) @ w)
+            out += wk * (special.ndtr((x - dk * h) / (sk * g)) @ w)
     return out
 
 
@@ -125,6 +134,9 @@ def fit_isr_mass(
     *,
     resolutions: npt.ArrayLike | None = None,
     resolution_weights: npt.ArrayLike | None = None,
+    resolution_shift: float = 0.0,
+    resolution_power: float = 0.0,
+    s2_error_at: float | None = None,
     min_events: int = MIN_DIMUONS,
 ) -> IsrMassFit:
     """Binned maximum-likelihood fit of the ISR mass model to a dimuon mass histogram.
@@ -139,6 +151,21 @@ def fit_isr_mass(
         Without: one Gaussian width is fitted. With: the events' mass resolutions (GeV) and
         their shares; the Gaussian of a resolution ``r`` has width ``sqrt(s2 + r^2)`` and the
         spread's square ``s2`` is fitted (reported as ``width``).
+    resolution_shift
+        With resolutions: the Gaussian of a resolution ``r`` is centred
+        ``resolution_shift * r^2 / E`` from the radiated mass (the second-order displacement of
+        a mass computed from smeared momenta; ``-1/2`` for momenta smeared with a Gaussian
+        relative error, as the simulator does, see :mod:`b2calib.detectors.beam.ecms`).
+    resolution_power
+        With resolutions: they are those of non-radiative pairs; a pair that radiated a
+        fraction ``x`` has the width ``sqrt(s2 + r^2) (1 - x)^(resolution_power / 2)`` (its
+        momenta are lower; ``power`` of :func:`isr_mass_cdf`, 0 by default).
+    s2_error_at
+        With resolutions: the error of ``s2`` is the Hesse error at ``s2 = s2_error_at`` (and
+        the fitted energy) rather than at the fitted ``s2``: the curvature at the minimum grows
+        with the fitted width, so that a fluctuation up gets a larger error than one down and
+        the pulls of a short interval lean negative (-0.07 at 1300 pairs); the curvature at a
+        fixed reference does not follow the fluctuation. None: at the fitted value.
     min_events
         Fewer candidates (in total or in the window) raise ValueError.
 
@@ -176,12 +203,16 @@ def fit_isr_mass(
         keep = rw > 0
         r2, rw = r2[keep], rw[keep] / rw[keep].sum()
         floor = float(np.min(r2)) if len(r2) else 0.0
+        shifts = resolution_shift * r2 / centre
 
         def cdf_spread(x: F, ecms: float, s2: float) -> F:
-            f = isr_mass_cdf(x, ecms, np.sqrt(np.maximum(s2 + r2, 1e-12)), beta, rw)
+            f = isr_mass_cdf(
+                x, ecms, np.sqrt(np.maximum(s2 + r2, 1e-12)), beta, rw, shifts, resolution_power
+            )
             return (f - f[0]) / (f[-1] - f[0])
 
-        m = Minuit(cost.BinnedNLL(n, xe, cdf_spread), ecms=centre, s2=5e-3**2)
+        nll = cost.BinnedNLL(n, xe, cdf_spread)
+        m = Minuit(nll, ecms=centre, s2=5e-3**2)
         m.limits["s2"] = (-0.9 * floor, 0.3**2)
         m.errors["s2"] = 1e-4
         par = "s2"
@@ -190,11 +221,18 @@ def fit_isr_mass(
     m.hesse()
     valid = bool(m.valid and m.accurate)
     why = f"dimuon mass fit did not converge (valid={m.valid}, accurate covariance={m.accurate})"
+    width_error = float(m.errors[par])
+    if resolutions is not None and s2_error_at is not None and valid:
+        at = Minuit(nll, ecms=m.values["ecms"], s2=s2_error_at)
+        at.errors["s2"] = 1e-4
+        at.hesse()
+        if at.accurate and np.isfinite(at.errors["s2"]):
+            width_error = float(at.errors["s2"])
     return IsrMassFit(
         float(m.values["ecms"]),
         float(m.errors["ecms"]),
         float(m.values[par]),
-        float(m.errors[par]),
+        width_error,
         float(n.sum()),
         valid,
         "" if valid else why,

@@ -16,15 +16,20 @@ dimuon mass resolution (~40 MeV) dwarfs the spread (~5 MeV), so a sub-interval n
 dimuons to resolve it. (basf2's dimuon part of ``InvariantMassAlgorithm`` fixes the spread to
 5.2 MeV instead.)
 
-Known bias. The per-event resolution is computed from the measured momenta, so a pair whose
-mass fluctuated up is given a slightly larger resolution (through the ``0.1 % pt`` term) and
-weighs less in the fit: Ecms is pulled down by ~0.15 MeV (1.5e-5). Measured on the bench sample,
-7 whole runs without the step: -0.17 +- 0.09 MeV. That is ~0.1 of the error of a one-atom
-interval (closure pull mean -0.08 over 226 intervals) but half the error of a run of ~50k pairs.
-Smearing the simulator's tracks shifts the mean mass by +0.04 +- 0.06 MeV only, so the bias is
-the conditioning on measured resolutions, not the mass itself; evaluating the resolution at
-kinematics constrained to the nominal energy would remove it (not done: a 1 % error of the
-resolution scale moves the fitted spread^2 by its whole value).
+The resolutions. Each event's resolution is evaluated at the nominal kinematics of its
+measured directions (see the collector), not at its measured momenta, which gave the
+resolutions of the fluctuated momenta and a spread^2 ~11 MeV^2 too large (8.7M toy pairs, the
+simulator's generator and smearing: 40.7 +- 1.1 MeV^2 for a true 29.2). They are scaled from the
+collector's reference energy to the run's nominal one (:func:`resolution_scale`), and a bin
+stands for the mean ``r^2`` of its events (``resolution_r2``), not its centre (6.6 MeV^2 off).
+The Gaussian of resolution ``r`` is centred ``-r^2 / (2 E)`` from the radiated mass (a mass
+computed from momenta smeared with a Gaussian relative error is displaced so to second order,
+~-0.08 MeV: the bias of -0.17 +- 0.10 MeV on the 7 whole runs of the bench sample without the
+step, -0.094 +- 0.017 MeV on the toy pairs) and narrows as ``(1 - x)^0.85`` with the radiated
+fraction ``x`` (lower momenta). On the toy pairs: Ecms +0.008 +- 0.017 MeV, spread^2 28.7 +-
+1.1 MeV^2 for 29.2; on the bench sample -0.07 +- 0.10 MeV. The error of spread^2 is the Hesse
+error at spread = 5.2 MeV (see :func:`~b2calib.fit.isr.fit_isr_mass`, ``s2_error_at``): at the
+fitted value it grows with the fluctuation and the pulls of one-atom intervals leaned negative.
 
 4S and off-resonance runs are kept apart (``beam_energy`` classes of the run registry): a new
 payload starts wherever the class changes, so no interval spans both. Time intervals as the
@@ -65,7 +70,12 @@ from b2calib.calibration.intervals import (
 )
 from b2calib.calibration.toolkit import NotEnoughData
 from b2calib.conditions.iov import RunKey
-from b2calib.detectors.beam.energy_collectors import MASS_BINS, RESOLUTION_BINS, MassCollector
+from b2calib.detectors.beam.energy_collectors import (
+    MASS_BINS,
+    RESOLUTION_BINS,
+    RESOLUTION_ECMS,
+    MassCollector,
+)
 from b2calib.fit.isr import MASS_WINDOW_GEV, MIN_DIMUONS, fit_isr_mass
 
 __all__ = [
@@ -75,6 +85,7 @@ __all__ = [
     "EcmsFit",
     "ecms_calibration",
     "fit_ecms",
+    "resolution_scale",
 ]
 
 F = npt.NDArray[np.float64]
@@ -82,6 +93,27 @@ F = npt.NDArray[np.float64]
 COLLISION_MASS = "CollisionInvariantMass"
 #: The peak core whose per-atom mean mass the step finder follows (GeV around the mode).
 CORE_HALF_WIDTH_GEV = 0.08
+#: The displacement of the Gaussian of resolution ``r`` from the radiated mass, in ``r^2 / E``:
+#: a mass computed from momenta with a Gaussian relative error ``eps`` goes as ``sqrt(1 + eps)``
+#: per track, hence ``E[M] = M (1 - r^2 / (2 M^2))`` (the simulator smears pt so; a Gaussian
+#: curvature error would give ``+3/2``).
+_RESOLUTION_SHIFT = -0.5
+#: The share of the squared mass resolution from the ``0.1 % pt`` term (dimuons of the
+#: simulator: 0.69, the event-to-event spread of the rescaling below is 4e-4).
+_PT_LINEAR_SHARE = 0.69
+#: The spread^2 at which the error of the fitted spread^2 is evaluated (GeV^2): (5.2 MeV)^2,
+#: the spread basf2's dimuon eCMS fit fixes (see :func:`~b2calib.fit.isr.fit_isr_mass`).
+_S2_ERROR_AT = 5.2e-3**2
+
+
+def resolution_scale(ecms: float | None, reference: float = RESOLUTION_ECMS) -> float:
+    """The factor from the resolutions the collector evaluated at ``reference`` to those at a
+    run's nominal ``ecms``: the momenta scale as ``k = ecms / reference``, the mass resolution
+    as ``k sqrt(1 + (k^2 - 1) f)`` with ``f`` the share of the ``pt``-proportional term."""
+    if not ecms:
+        return 1.0
+    k = ecms / reference
+    return float(k * np.sqrt(1.0 + (k * k - 1.0) * _PT_LINEAR_SHARE))
 
 
 def _centres(spec: tuple[int, float, float]) -> F:
@@ -118,10 +150,15 @@ def fit_ecms(
     *,
     resolved_sigmas: float = 2.0,
     min_events: int = MIN_DIMUONS,
+    scale: float = 1.0,
+    r2_sums: npt.ArrayLike | None = None,
 ) -> EcmsFit:
     """Fit Ecms and the beam-energy spread to a mass x resolution histogram
     (:data:`~b2calib.detectors.beam.energy_collectors.MASS_BINS` x
-    :data:`~b2calib.detectors.beam.energy_collectors.RESOLUTION_BINS`).
+    :data:`~b2calib.detectors.beam.energy_collectors.RESOLUTION_BINS`); the resolutions are
+    multiplied by ``scale`` (:func:`resolution_scale`). With ``r2_sums`` (the sum of the
+    events' squared resolutions per resolution bin, over the histogram's mass range), each
+    bin's resolution is ``sqrt(mean r^2)`` rather than its centre.
 
     Raises
     ------
@@ -135,12 +172,20 @@ def fit_ecms(
     centre = nominal if nominal else float(mid[int(np.argmax(mass))])
     inside = (mid > centre + MASS_WINDOW_GEV[0]) & (mid < centre + MASS_WINDOW_GEV[1])
     weights = c[inside].sum(axis=0)
+    res = _centres(RESOLUTION_BINS)
+    if r2_sums is not None:
+        n_r = c.sum(axis=0)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            res = np.where(n_r > 0, np.sqrt(np.asarray(r2_sums, dtype=np.float64) / n_r), res)
     fit = fit_isr_mass(
         mass,
         edges,
         centre,
-        resolutions=_centres(RESOLUTION_BINS),
+        resolutions=scale * res,
         resolution_weights=weights,
+        resolution_shift=_RESOLUTION_SHIFT,
+        resolution_power=1.0 + _PT_LINEAR_SHARE,
+        s2_error_at=_S2_ERROR_AT,
         min_events=min_events,
     )
     s2, e = fit.width, fit.width_error
@@ -213,15 +258,20 @@ class EcmsAlgorithm(IntervalAlgorithm):
         atoms: Sequence[Atom],
         shared: IntervalFit | None,
     ) -> IntervalFit | None:
-        h = sum_atoms(data.per_run, "mass", [atoms[i] for i in sub.atoms])
+        chosen = [atoms[i] for i in sub.atoms]
+        h = sum_atoms(data.per_run, "mass", chosen)
         if h is None:
             raise NotEnoughData("no dimuon in the sub-interval")
+        r2 = sum_atoms(data.per_run, "resolution_r2", chosen)
         try:
+            nominal = self._nominal(data)
             fit = fit_ecms(
                 np.asarray(h.values()),
-                self._nominal(data),
+                nominal,
                 resolved_sigmas=float(data.config["spread_resolved_sigmas"]),
                 min_events=int(self.min_sub_events),
+                scale=resolution_scale(nominal),
+                r2_sums=None if r2 is None else np.asarray(r2.values()),
             )
         except ValueError as err:
             raise NotEnoughData(str(err)) from None
