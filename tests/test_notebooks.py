@@ -70,3 +70,13 @@ def test_beam(sample: Path) -> None:
     for pull in [*numbers["size_x_pull"], *numbers["size_z_pull"]]:  # type: ignore[misc]
         assert abs(pull) < 3.5
     assert numbers["y_not_resolved"] is True
+    # boost vector and collision energy on the notebook's second sample (4S, 4S, off-resonance,
+    # 4S; ~15k pairs per run): few rows, loose statistical bounds
+    assert numbers["energy_status"] == {"boostvector": "OK", "ecms": "OK"}
+    assert int(numbers["boost_rows"]) >= 3  # type: ignore[call-overload]
+    assert abs(float(numbers["boost_pull_mean"])) < 1.0  # type: ignore[arg-type]
+    assert 0.3 < float(numbers["boost_pull_width"]) < 2.0  # type: ignore[arg-type]
+    # 4S and off-resonance runs never share an Ecms payload
+    assert numbers["ecms_payload_beam_energies"] == [["4S"], ["Continuum"], ["4S"]]
+    assert numbers["ecms_rows_ok"] == len(numbers["ecms_pulls"])  # type: ignore[arg-type]
+    assert all(abs(p) < 3.5 for p in numbers["ecms_pulls"])  # type: ignore[attr-defined]

@@ -359,6 +359,19 @@ def test_detector_names() -> None:
             "CUTS", "MOMENTS", "N_MOMENTS", "BeamSpotCollector", "ReferenceSpots", "event_moments",
             "moment", "reference_rows",
         ],
+        "b2calib.detectors.beam.energy_collectors": [
+            "BOOST_MASS_BINS", "MASS_BINS", "MOMENTS", "NOMINAL_BOOST", "RESOLUTION_BINS",
+            "RESOLUTION_ECMS", "BoostCollector", "MassCollector", "PairKinematics",
+            "pair_kinematics",
+        ],
+        "b2calib.detectors.beam.boost": [
+            "BOOST_VECTOR", "PEAK_HALF_WIDTH_GEV", "BoostFit", "BoostVectorAlgorithm",
+            "boost_from_moments", "boostvector_calibration", "peak_bins",
+        ],
+        "b2calib.detectors.beam.ecms": [
+            "COLLISION_MASS", "CORE_HALF_WIDTH_GEV", "EcmsAlgorithm", "EcmsFit", "ecms_calibration",
+            "fit_ecms", "resolution_scale",
+        ],
         "b2calib.detectors.beam.beamspot": [
             "BEAMSPOT", "DEPENDS_ON", "BeamSpotAlgorithm", "PositionFit", "SizeFit",
             "beamspot_calibration", "beamspot_collector", "fit_position", "fit_size",
@@ -409,6 +422,10 @@ def test_detector_names() -> None:
         "b2calib.fit.template_shift": ["fit_template_shift", "template_density"],
         "b2calib.fit.xt_relation": ["XtFits", "fit_xt", "xt_gradient", "xt_slope", "xt_value"],
         "b2calib.fit.truncated_mean": ["truncated_means"],
+        "b2calib.fit.isr": [
+            "ISR_X_MAX", "MASS_WINDOW_GEV", "MIN_DIMUONS", "IsrMassFit", "fit_isr_mass", "isr_beta",
+            "isr_mass_cdf",
+        ],
     }  # fmt: skip
     for name, names in expected.items():
         module = importlib.import_module(name)

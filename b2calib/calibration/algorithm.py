@@ -27,6 +27,7 @@ import uproot
 from b2calib.conditions.iov import RunKey
 from b2calib.conditions.payload import Payload
 from b2calib.exceptions import CalibrationError
+from b2calib.runs import Run
 
 if TYPE_CHECKING:
     from b2calib.calibration.constants import Constants
@@ -127,6 +128,10 @@ class AlgorithmInput:
         The validated expert configuration.
     iteration
         0 for the first pass, then 1, 2 ... while an algorithm asks to ITERATE.
+    run_info
+        The run registry's record of each run of :attr:`runs` (run type, beam energy, start
+        and stop ...), for algorithms that must keep runs of different kinds apart (the
+        collision energy of 4S and off-resonance runs); empty when not known.
     """
 
     runs: list[RunKey]
@@ -135,6 +140,7 @@ class AlgorithmInput:
     constants: Constants
     config: Mapping[str, Any]
     iteration: int = 0
+    run_info: Mapping[RunKey, Run] = field(default_factory=dict)
 
 
 @dataclass

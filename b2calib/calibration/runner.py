@@ -60,7 +60,7 @@ from b2calib.engine import Dataset, NonFiniteCounts, RunOutput, SkippedFile, col
 from b2calib.engine.loop import DEFAULT_MAX_NONFINITE
 from b2calib.exceptions import B2CalibError, CalibrationError, PayloadError
 from b2calib.io import find_skim_files
-from b2calib.runs import RunRegistry
+from b2calib.runs import Run, RunRegistry
 
 __all__ = ["CalibrationReport", "ExecutionReport", "run_calibrations"]
 
@@ -362,6 +362,7 @@ def run_calibrations(
         }
         registered = registry.select(**filters)  # with or without files
         overrides = (config or {}).get(cal.name)
+        runner.run_info = {r.key: r for r in registered}
         reports[cal.name] = runner.run(
             datasets, [r.key for r in registered], cal.configure(overrides), dep_jobs
         )
@@ -378,12 +379,19 @@ class _Pass:
     constants: Constants
     config: dict[str, Any]
     report: CalibrationReport
+    run_info: Mapping[RunKey, Run] = field(default_factory=dict)
 
     def input(self, runs: list[RunKey]) -> AlgorithmInput:
         """The algorithm input for ``runs`` (runs with collector output)."""
         merged = _merged(self.output, runs)
         return AlgorithmInput(
-            runs, merged, self.output, self.constants, self.config, self.iteration
+            runs,
+            merged,
+            self.output,
+            self.constants,
+            self.config,
+            self.iteration,
+            {r: self.run_info[r] for r in runs if r in self.run_info},
         )
 
 
@@ -404,6 +412,7 @@ class _Runner:
         self.engine_options = engine_options
         self.steps: dict[tuple[str, int, tuple[RunKey, ...]], int] = {}
         self.requested: dict[str, list[RunKey]] = {}
+        self.run_info: dict[RunKey, Run] = {}
 
     def run(
         self,
@@ -483,7 +492,7 @@ class _Runner:
             )
             self.store.set_state(job, f"collected:{iteration}")
             executions = self._algorithms(
-                _Pass(job, iteration, output, constants, config, report), runs
+                _Pass(job, iteration, output, constants, config, report, self.run_info), runs
             )
             statuses = {e.result.status for _, e in executions}
             if AlgorithmStatus.FAILURE in statuses:

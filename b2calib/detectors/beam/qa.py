@@ -1,9 +1,10 @@
 """Beam monitoring: the collision energy, the luminosity and the hadron/Bhabha ratio.
 
 * ``mumu.invariant_mass``: the collision energy fitted to the dimuon mass
-  (:func:`b2calib.qa.monitoring.massfit.fit_dimuon_mass`: the mass after initial-state
-  radiation folded with a Gaussian resolution, in a window around the run's nominal collision
-  energy ``E``, the histogram's mode when unknown); ``mumu.invariant_mass_width``: the
+  (:func:`b2calib.qa.monitoring.massfit.fit_dimuon_mass`, its model shared with the ``ecms``
+  calibration in :mod:`b2calib.fit.isr`: the mass after initial-state radiation folded with a
+  Gaussian resolution, in a window around the run's nominal collision energy ``E``, the
+  histogram's mode when unknown); ``mumu.invariant_mass_width``: the
   Gaussian width (tracking and beam-energy spread); ``mumu.invariant_mass_pull``:
   ``(mass - E) / error``. QA histogram: the dimuon mass.
 * ``hadron_bhabha_ratio``: events of the ``hlt_hadron`` skim over events of ``hlt_bhabha``,

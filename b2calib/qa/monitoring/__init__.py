@@ -33,7 +33,7 @@ entry-point group); the collector of each skim is composed of the parts of its s
                  run's histograms, histogram builders, the generic :class:`~parts.Occupancy`)
 ``registry``     :func:`register`, :func:`qa_parts`, :data:`VARIABLES`, :data:`QA_HISTOGRAMS`
 ``collectors``   the skims' collectors, composed of the registered parts
-``massfit``      the collision energy fitted to the dimuon mass with initial-state radiation
+``massfit``      the collision energy fitted to the dimuon mass (the model: :mod:`b2calib.fit.isr`)
 ``luminosity``   the luminosity from the events of a luminosity selection
 ``collect``      :func:`collect_qa`, :func:`run_qa_from_outputs`
 ===============  ==================================================================================
