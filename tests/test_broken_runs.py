@@ -56,7 +56,7 @@ LOW: dict[str, dict[str, Any]] = {
 }
 #: Calibrations that read none of their dependencies' payloads (ordered after them only): their
 #: dependencies are recorded as completed stand-ins instead of run (the bucket starves KLM).
-INDEPENDENT = {"beamspot"}
+INDEPENDENT = {"beamspot", "boostvector", "ecms"}
 #: (a) a missing branch, (b) an empty tree, (c) an absent file.
 DAMAGES = ["missing-branch", "empty-tree", "absent"]
 #: Cheap enough for the fast suite (a few seconds each, the reference included): the dE/dx chain

@@ -43,6 +43,7 @@ from b2calib.calibration.intervals import (
 )
 from b2calib.calibration.strategies import SequentialBoundaries
 from b2calib.calibration.toolkit import NotEnoughData
+from b2calib.conditions.iov import RunKey
 from b2calib.conditions.payload import ChannelStatus, Payload
 from b2calib.conditions.payloadtypes import check_payload
 from b2calib.engine import RunOutput
@@ -636,7 +637,8 @@ def test_boundaries_drive_sequential_boundaries() -> None:
     everything = _input(per_run)
     marks = alg.boundaries(everything)
     _, outers = alg.partition(everything)
-    assert list(marks) == [o.runs[0] for o in outers]
+    # every outer interval but the first starts a payload (the first starts at the first run)
+    assert list(marks) == [o.runs[0] for o in outers[1:]]
     assert len(outers) >= 3
     executions = SequentialBoundaries().run(
         sorted(per_run), lambda runs: alg.run(_input(per_run, runs)), lambda: marks
@@ -647,3 +649,38 @@ def test_boundaries_drive_sequential_boundaries() -> None:
         assert len(p.keys["t_start"]) == len(o.subs)  # the segment is one outer interval
         assert e.iov is not None
         assert (e.iov.first_exp, e.iov.first_run) == o.runs[0]
+
+
+class _Outers(ToyMean):
+    """ToyMean with a given partition and run groups (to test :meth:`boundaries` alone)."""
+
+    def __init__(self, outers: list[OuterInterval], groups: dict[RunKey, str] | None) -> None:
+        super().__init__(steps=False)
+        self.given = outers
+        self.groups = groups
+
+    def partition(self, data: AlgorithmInput) -> tuple[list[Atom], list[OuterInterval]]:
+        return [], self.given
+
+    def run_groups(self, data: AlgorithmInput) -> dict[RunKey, str] | None:
+        return self.groups
+
+
+def _outer(run: int, n_events: float) -> OuterInterval:
+    sub = SubInterval((run,), run * H, (run + 1) * H, n_events, runs=((1, run),))
+    return OuterInterval(runs=((1, run),), subs=(sub,))
+
+
+def test_starved_outer_intervals_join_a_neighbours_payload() -> None:
+    """No run is left without a payload: a starved outer interval (< 50 events) starts no
+    payload, nor does the outer interval after a starved start; a change of run group always
+    starts one (ecms: 4S and off-resonance never share a payload). Fails with a boundary at
+    every outer interval, the rule this replaced."""
+    data = _input(_step_sample())
+    outers = [_outer(1, 10), _outer(2, 500), _outer(3, 20), _outer(4, 500), _outer(5, 500)]
+    # run 1 (starved) joins run 2's payload; run 3 (starved) joins run 2's too; 4 and 5 start
+    assert list(_Outers(outers, None).boundaries(data)) == [(1, 4), (1, 5)]
+    groups = {(1, 1): "4S", (1, 2): "4S", (1, 3): "off", (1, 4): "off", (1, 5): "off"}
+    # the group change at run 3 starts a payload even though run 3 is starved; run 4 then
+    # joins it (it is the first outer interval of that payload with enough events)
+    assert list(_Outers(outers, groups).boundaries(data)) == [(1, 3), (1, 5)]

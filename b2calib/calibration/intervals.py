@@ -1183,12 +1183,33 @@ class IntervalAlgorithm(Algorithm):
         return atoms, outers
 
     def boundaries(self, data: AlgorithmInput) -> Sequence[RunKey]:
-        """The first run of every outer interval (none when there is not enough data)."""
+        """Where a payload starts (none when there is not enough data): at each outer interval,
+        unless it or the outer intervals since the last start lack events (fewer than
+        ``min_sub_events``): a starved outer interval joins its neighbours' payload, whose rows
+        it then copies (flagged), so that no run is left without a payload (basf2 extrapolates
+        failed intervals from their neighbours). The first outer interval starts the first
+        payload anyway (no boundary: a run before it without data is covered too). Where the
+        :meth:`run_groups` label changes, a payload always starts (payloads never mix groups)."""
         try:
             _, outers = self.partition(data)
         except NotEnoughData:
             return ()
-        return [o.runs[0] for o in outers]
+        groups = self.run_groups(data) or {}
+        out: list[RunKey] = []
+        fitted = False  # the current payload has an outer interval with enough events
+        label: Hashable = None
+        for k, o in enumerate(outers):
+            enough = o.n_events >= self.min_sub_events
+            group = groups.get(o.runs[0])
+            if k and group != label:
+                out.append(o.runs[0])
+                fitted = enough
+            else:
+                if enough and fitted:
+                    out.append(o.runs[0])
+                fitted |= enough
+            label = group
+        return out
 
     @guarded
     def run(self, data: AlgorithmInput) -> AlgorithmResult:

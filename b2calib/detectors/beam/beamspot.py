@@ -410,26 +410,6 @@ class BeamSpotAlgorithm(IntervalAlgorithm):
             memo[key] = super().partition(data)
         return memo[key]
 
-    def boundaries(self, data: AlgorithmInput) -> Sequence[RunKey]:
-        """Where a payload starts: at an outer interval, unless it or the outer intervals
-        since the last start lack events (fewer than ``min_sub_events``): a starved outer
-        interval joins its neighbours' payload, whose rows it then copies (flagged), so that
-        no run is left without a payload (basf2 extrapolates failed intervals from their
-        neighbours). The first outer interval starts the first payload anyway (no boundary:
-        a run before it without data is covered too)."""
-        try:
-            _, outers = self.partition(data)
-        except NotEnoughData:
-            return ()
-        out: list[RunKey] = []
-        fitted = False  # the current payload has an outer interval with enough events
-        for o in outers:
-            enough = o.n_events >= self.min_sub_events
-            if enough and fitted:
-                out.append(o.runs[0])
-            fitted |= enough
-        return out
-
     def atom_series(self, data: AlgorithmInput, atoms: Sequence[Atom]) -> tuple[F, F]:
         """The position (x, y, z) fitted to each atom alone, with its errors (NaN for an atom
         of fewer than ``min_atom_events`` events): the series in which the framework
