@@ -252,8 +252,12 @@ def _read_numeric(branch: Any, start: int, stop: int) -> ak.contents.Content | N
     edges = np.asarray(branch.entry_offsets, dtype=np.int64)
     first = int(np.searchsorted(edges, start, side="right")) - 1
     last = int(np.searchsorted(edges, stop, side="left"))
-    pieces: list[npt.NDArray[np.uint8]] = []
+    # room for the baskets' whole uncompressed bytes (TKey headers and entry offsets too): an
+    # upper bound read from the keys alone; pages past the content are never touched
+    bound = sum(int(branch.basket_uncompressed_bytes(i)) for i in range(first, last))
+    out = np.empty(bound // size + 1, dtype=native)
     counts: list[npt.NDArray[np.int64]] = []
+    k = 0
     for i in range(first, last):
         basket = branch.basket(i)
         b0, b1 = int(edges[i]), int(edges[i + 1])
@@ -271,19 +275,19 @@ def _read_numeric(branch: Any, start: int, stop: int) -> ak.contents.Content | N
                 or np.any(step % size)
             ):
                 raise ValueError(f"basket {i} of {branch.name} has bad byte offsets")
-            pieces.append(data[offsets[lo] : offsets[hi]])
+            piece = data[offsets[lo] : offsets[hi]]
             counts.append(step // size)
         else:
             if len(data) < hi * size:
                 raise ValueError(f"basket {i} of {branch.name} is short")
-            pieces.append(data[lo * size : hi * size])
-    out = np.empty(sum(len(p) for p in pieces) // size, dtype=native)
-    k = 0
-    for j, piece in enumerate(pieces):
+            piece = data[lo * size : hi * size]
         m = len(piece) // size
+        if k + m > len(out):
+            raise ValueError(f"basket {i} of {branch.name} is larger than its key says")
+        # one basket at a time: its bytes are copied (and swapped) and then let go
         np.copyto(out[k : k + m], piece.view(source))
-        pieces[j] = piece[:0]  # the basket's bytes can go
         k += m
+    out = out[:k]
     content = ak.contents.NumpyArray(out)
     if not jagged:
         return content
