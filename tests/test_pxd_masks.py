@@ -286,7 +286,7 @@ def test_background_occupancy_dead_pixels_and_order() -> None:
     cond = conditions_for_run(cfg, generate_runs(cfg)[0])
     digits = {
         "evt": np.array([0, 0, 2]),
-        "m_sensorID": vxd.PXD_IDS[[1, 2, 3]].astype(np.int32),
+        "m_sensorID": vxd.PXD_IDS[[1, 2, 3]].astype(np.uint16),
         "m_uCellID": np.array([1, 2, 3], np.int16),
         "m_vCellID": np.array([1, 2, 3], np.int16),
         "m_charge": np.array([50, 60, 70], np.int16),

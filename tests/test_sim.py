@@ -389,6 +389,27 @@ def test_config_validation(tmp_path: Path) -> None:
         SimConfig.from_file(bad)
 
 
+def test_compression_is_a_per_file_choice(tmp_path: Path) -> None:
+    """zstd by default (and then not in to_dict: older samples keep their record), lz4 or
+    zlib on request, as basf2's RootOutput compressionAlgorithm; the content is the same."""
+    with pytest.raises(ConfigError, match="compression must be one of"):
+        SimConfig(compression="lzma")
+    assert "compression" not in SimConfig().to_dict()
+    assert SimConfig(compression="lz4").to_dict()["compression"] == "lz4"
+    files = {}
+    for algo in ("zstd", "lz4"):
+        cfg = small_config(
+            n_runs=1, events_per_run=200, detectors=["PXD"], skims=["hlt_bhabha"], compression=algo
+        )
+        files[algo] = simulate(cfg, tmp_path / algo, jobs=1).files[0]
+    for algo, want in (("zstd", uproot.ZSTD(5)), ("lz4", uproot.LZ4(5))):
+        with uproot.open(files[algo]) as fh:
+            assert fh.file.compression == want
+    with open_skim(files["zstd"]) as z, open_skim(files["lz4"]) as lz:
+        a, b = z.arrays(z.branches), lz.arrays(lz.branches)
+        assert all(ak.array_equal(a[k], b[k]) for k in z.branches)
+
+
 def test_detector_subset_writes_only_those_branches(tmp_path: Path) -> None:
     cfg = small_config(n_runs=1, events_per_run=200, detectors=["ECL"], skims=["hlt_bhabha"])
     result = simulate(cfg, tmp_path, jobs=1)

@@ -20,6 +20,8 @@ __all__ = ["PROCESSES", "SimConfig"]
 
 #: Physics processes the simulator generates in collision runs.
 PROCESSES = ("bhabha", "gamma_gamma", "mumu", "hadron", "tautau")
+#: Compression algorithms of the skim files (:attr:`SimConfig.compression`).
+COMPRESSIONS = ("zstd", "lz4", "zlib")
 
 
 @dataclass
@@ -52,6 +54,12 @@ class SimConfig:
         Run at which the documented hardware interventions happen (default: the middle run).
     chunk_size
         Events generated and written at a time (memory bound).
+    compression, compression_level
+        The skim files' compression: ``"zstd"`` (the default), ``"lz4"`` or ``"zlib"``, as
+        basf2's RootOutput ``compressionAlgorithm`` chooses it for a file (its default leaves
+        it to ROOT, zlib, at level 1; LZ4 is the fast-read choice it names), and the level.
+        Anything but zstd is recorded by :meth:`to_dict`. The content is the same whatever
+        the choice.
     faults
         Detector faults injected into single runs (:mod:`b2calib.sim.faults`), e.g.
         ``{"run": 7, "detector": "CDC", "kind": "dead_fraction", "value": 0.3}``. Empty by
@@ -112,6 +120,7 @@ class SimConfig:
     chunk_size: int = 100_000
     globaltag: str = "b2calib_sim_nominal"
     compression_level: int = 5
+    compression: str = "zstd"
     faults: list[dict[str, Any]] = field(default_factory=list)
     pxd_occupancy: float = 0.0
     beam_step_run: int | None = None
@@ -184,6 +193,10 @@ class SimConfig:
             )
         if self.chunk_size < 1000:
             raise ConfigError("chunk_size must be at least 1000")
+        if self.compression not in COMPRESSIONS:
+            raise ConfigError(
+                f"compression must be one of {sorted(COMPRESSIONS)}, got {self.compression!r}"
+            )
         if self.faults:
             from b2calib.sim.faults import validate_faults
 
@@ -210,11 +223,13 @@ class SimConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-friendly dict (what files and the truth record); ``faults``,
-        ``pxd_occupancy`` and the ``beam_step_*`` settings only when set."""
+        ``pxd_occupancy``, ``compression`` and the ``beam_step_*`` settings only when set."""
         d = asdict(self)
         if self.beam_step_run is None:
             for k in ("beam_step_run", "beam_step_hours", "beam_step_um", "beam_step_ecms_mev"):
                 del d[k]
+        if self.compression == "zstd":
+            del d["compression"]
         if not self.faults:
             del d["faults"]
         if not self.pxd_occupancy:

@@ -516,7 +516,7 @@ def pxd_response(
     alive = dead[pos] != flat if len(dead) else np.ones(len(flat), bool)
     digits: Collection = {
         "evt": d["evt"][alive],
-        "m_sensorID": vxd.PXD_IDS[d["sidx"][alive]].astype(np.int32),
+        "m_sensorID": vxd.PXD_IDS[d["sidx"][alive]].astype(np.uint16),
         "m_uCellID": d["u"][alive].astype(np.int16),
         "m_vCellID": d["v"][alive].astype(np.int16),
         "m_charge": d["q"][alive].astype(np.int16),
@@ -560,7 +560,7 @@ def pxd_track_clusters(
     rows = rows[crossing]
     intercepts: Collection = {
         "evt": d["evt"][rows],
-        "m_sensorID": vxd.PXD_IDS[d["sidx"][rows]].astype(np.int32),
+        "m_sensorID": vxd.PXD_IDS[d["sidx"][rows]].astype(np.uint16),
         "m_coorUprime": quantize(d["up"][rows], 12),
         "m_coorVprime": quantize(d["vp"][rows], 12),
         "m_trackIndex": trk.index[d["trk"][rows]].astype(np.int16),
@@ -576,7 +576,7 @@ def pxd_track_clusters(
     seed, charge, size = seed[order], charge[order], size[order]
     clusters: Collection = {
         "evt": d["evt"][seed],
-        "m_sensorID": vxd.PXD_IDS[d["sidx"][seed]].astype(np.int32),
+        "m_sensorID": vxd.PXD_IDS[d["sidx"][seed]].astype(np.uint16),
         "m_uCellID": d["u"][seed].astype(np.int16),
         "m_vCellID": d["v"][seed].astype(np.int16),
         "m_charge": charge.astype(np.int16),
@@ -634,7 +634,7 @@ def pxd_background(
     evt = np.repeat(np.arange(n_events, dtype=np.int64), counts)[alive]
     extra: Collection = {
         "evt": evt,
-        "m_sensorID": vxd.PXD_IDS[sidx[alive]].astype(np.int32),
+        "m_sensorID": vxd.PXD_IDS[sidx[alive]].astype(np.uint16),
         "m_uCellID": u[alive],
         "m_vCellID": v[alive],
         "m_charge": q[alive],

@@ -190,7 +190,7 @@ def _noise(rng: np.random.Generator, detector: str, evt: npt.NDArray[np.int64]) 
     if detector == "PXD":
         return {
             "evt": evt,
-            "m_sensorID": vxd.PXD_IDS[rng.integers(0, vxd.N_PXD_SENSORS, n)].astype(np.int32),
+            "m_sensorID": vxd.PXD_IDS[rng.integers(0, vxd.N_PXD_SENSORS, n)].astype(np.uint16),
             "m_uCellID": rng.integers(0, vxd.PXD_NU, n).astype(np.int16),
             "m_vCellID": rng.integers(0, vxd.PXD_NV, n).astype(np.int16),
             "m_charge": rng.integers(3, 30, n).astype(np.int16),

@@ -91,13 +91,15 @@ class SimulationResult:
 class _SkimWriter:
     """Appends chunks of events to one skim file, written atomically on close."""
 
-    def __init__(self, path: Path, compression: int, chunks: int) -> None:
+    def __init__(
+        self, path: Path, compression: uproot.compression.Compression, chunks: int
+    ) -> None:
         self.path = path
         # room for one basket per chunk: a full basket index makes uproot relocate the tree
         self.capacity = chunks + 1
         self.tmp = path.with_name(path.name + ".part")
         path.parent.mkdir(parents=True, exist_ok=True)
-        self.file = uproot.recreate(self.tmp, compression=uproot.ZSTD(compression))
+        self.file = uproot.recreate(self.tmp, compression=compression)
         # a TObjString before the tree: FileMetaData (written last) then adds no new class, so
         # uproot does not rewrite the streamer record and leave its old copy as dead space
         self.file["Software"] = json.dumps({"release": RELEASE, "generator": "b2calib.sim"})
@@ -180,9 +182,11 @@ def simulate_run(
         return run.run, counts, {}, {}
     nchunks = max(1, math.ceil(total / cfg.chunk_size))
     split = {p: rng.multinomial(n, [1.0 / nchunks] * nchunks) for p, n in counts.items()}
+    compression = {"zstd": uproot.ZSTD, "lz4": uproot.LZ4, "zlib": uproot.ZLIB}[cfg.compression](
+        cfg.compression_level
+    )
     writers = {
-        s: _SkimWriter(skim_path(out, run.exp, run.run, s), cfg.compression_level, nchunks)
-        for s in skims
+        s: _SkimWriter(skim_path(out, run.exp, run.run, s), compression, nchunks) for s in skims
     }
     nominal = Beam(run.ecms_nominal_gev or NOMINAL_ECMS["4S"], 0.0)
     beam = Beam(cond.ecms, cond.ecms_spread)

@@ -285,7 +285,7 @@ class PixelHitCollector(Collector):
     def branches(self) -> dict[str, str]:
         return {
             "EventMetaData_m_run": "int32",
-            "PXDDigits_m_sensorID": "var * int32",
+            "PXDDigits_m_sensorID": "var * uint16",
             "PXDDigits_m_uCellID": "var * int16",
             "PXDDigits_m_vCellID": "var * int16",
         }
@@ -295,7 +295,7 @@ class PixelHitCollector(Collector):
         workers fork, instead of once in each worker."""
         one = np.zeros(1, dtype=np.int16)
         _count_pixels(
-            np.zeros(1, np.uint8), np.zeros(1, np.int64), np.zeros(0, np.int32), one, one, _LUT
+            np.zeros(1, np.uint8), np.zeros(1, np.int64), np.zeros(0, np.uint16), one, one, _LUT
         )
 
     def collect(self, events: ak.Array) -> dict[str, hist.Hist]:

@@ -107,7 +107,7 @@ class PXDHotPixels(QAPart[SkimEvents]):
 
     def branches(self) -> dict[str, str]:
         return {
-            "PXDDigits_m_sensorID": "var * int32",
+            "PXDDigits_m_sensorID": "var * uint16",
             "PXDDigits_m_uCellID": "var * int16",
             "PXDDigits_m_vCellID": "var * int16",
         }
