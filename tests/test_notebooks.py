@@ -14,6 +14,14 @@ from b2calib.runs import RunRegistry
 from tests.conftest import REPO
 
 
+@pytest.fixture(autouse=True)
+def _kernel_tmpdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The notebooks' kernels make their scratch folders (``tempfile.mkdtemp``: conditions
+    databases, staged payloads) under the test's own temporary folder, which pytest prunes,
+    instead of leaving one in /tmp per notebook and test run."""
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+
+
 def execute(name: str, data: Path) -> dict[str, object]:
     """Run a notebook with its ``parameters`` cell pointed at ``data``; return the JSON that its
     last cell prints."""

@@ -292,10 +292,27 @@ class PixelHitCollector(Collector):
 
     def prepare(self) -> None:
         """Load the compiled count (~0.4 s in a fresh process) once, before the engine's
-        workers fork, instead of once in each worker."""
+        workers fork, instead of once in each worker; and the compiled mask steps the
+        algorithm runs."""
         one = np.zeros(1, dtype=np.int16)
         _count_pixels(
             np.zeros(1, np.uint8), np.zeros(1, np.int64), np.zeros(0, np.uint16), one, one, _LUT
+        )
+        # and the masks' steps, which the algorithm runs in this (the calling) process
+        tiny = np.zeros((1, 1, 4), dtype=np.int8)
+        yes = np.ones(1, dtype=np.bool_)
+        _mask_steps(
+            np.zeros((1, 1, 4), np.int64),
+            np.ones(1),
+            yes,
+            ~yes,
+            7.0,
+            7.0,
+            7.0,
+            True,
+            True,
+            tiny,
+            tiny.copy(),
         )
 
     def collect(self, events: ak.Array) -> dict[str, hist.Hist]:
@@ -400,9 +417,78 @@ def check_statistics(counts: npt.ArrayLike, min_hits: float) -> tuple[bool, str,
     return True, "", median, total
 
 
+@numba.njit(cache=True, nogil=True)
+def _mask_steps(  # type: ignore[no-untyped-def,unused-ignore]
+    c, med, checked, dead_sensor, k_pixel, k_drain, k_row, drains, rows, dead, hot
+):
+    """The dead and hot steps of :func:`find_masks` on counts ``c`` (40, 250, 768), writing
+    the levels into ``dead`` and ``hot`` (zeros on entry): the numpy formulation (one pass
+    over the 7.68 M pixels per step and condition, 0.25 s) as one compiled pass per step and
+    sensor (~0.03 s); the same comparisons in the same float64 arithmetic."""
+    ns, nu, nv = c.shape
+    for s in range(ns):
+        if dead_sensor[s]:
+            dead[s, :, :] = 1
+            continue  # a dead sensor has no live pixel to call hot
+        if checked[s]:
+            for v in range(nv):  # dead rows (a v column of the matrix: every u)
+                total = 0
+                for u in range(nu):
+                    total += c[s, u, v]
+                if total == 0:
+                    for u in range(nu):
+                        dead[s, u, v] = 2
+            for u in range(nu):  # dead drains: (u, v % 4)
+                for k in range(4):
+                    total = 0
+                    for v in range(k, nv, 4):
+                        total += c[s, u, v]
+                    if total == 0:
+                        for v in range(k, nv, 4):
+                            if dead[s, u, v] == 0:
+                                dead[s, u, v] = 3
+            for u in range(nu):  # dead pixels
+                for v in range(nv):
+                    if c[s, u, v] == 0 and dead[s, u, v] == 0:
+                        dead[s, u, v] = 4
+        cut = k_pixel * med[s]
+        for u in range(nu):  # hot pixels
+            for v in range(nv):
+                if dead[s, u, v] == 0 and c[s, u, v] > cut:
+                    hot[s, u, v] = 1
+        if drains:
+            cut = k_drain * med[s]
+            for u in range(nu):
+                for k in range(4):
+                    n = 0
+                    h = 0
+                    for v in range(k, nv, 4):
+                        if dead[s, u, v] == 0 and hot[s, u, v] == 0:
+                            n += 1
+                            h += c[s, u, v]
+                    if n > 0 and h / n > cut:
+                        for v in range(k, nv, 4):
+                            if dead[s, u, v] == 0 and hot[s, u, v] == 0:
+                                hot[s, u, v] = 2
+        if rows:
+            cut = k_row * med[s]
+            for v in range(nv):
+                n = 0
+                h = 0
+                for u in range(nu):
+                    if dead[s, u, v] == 0 and hot[s, u, v] == 0:
+                        n += 1
+                        h += c[s, u, v]
+                if n > 0 and h / n > cut:
+                    for u in range(nu):
+                        if dead[s, u, v] == 0 and hot[s, u, v] == 0:
+                            hot[s, u, v] = 3
+
+
 def find_masks(counts: npt.ArrayLike, config: MaskConfig = MaskConfig()) -> PixelMasks:
     """Dead and hot pixels from the hits of every pixel (shape (40, 250, 768) or flat), by the
-    steps of the module docstring. Vectorised over all pixels (no loop over them)."""
+    steps of the module docstring: the checks vectorised, the steps compiled (no Python loop
+    over pixels)."""
     c = np.asarray(counts, dtype=np.int64).reshape(_NS, _NU, _NV)
     enough, message, median, total = check_statistics(c, config.min_hits)
     if not enough and not config.force_continue_masking:
@@ -411,37 +497,24 @@ def find_masks(counts: npt.ArrayLike, config: MaskConfig = MaskConfig()) -> Pixe
     hot = np.zeros(c.shape, dtype=np.int8)
     sensor_hits = c.reshape(_NS, -1).sum(axis=1)
     # dead: whole sensors (when the total passes), then rows, drains and single pixels of the
-    # sensors whose median passes
+    # sensors whose median passes; hot: pixels above k x median, then drains and rows by their
+    # mean over the pixels not yet masked (one compiled pass per step and sensor)
     sensor_checked = total >= config.min_hits * _NS * _NU * _NV
     dead_sensor = (sensor_hits == 0) & sensor_checked
-    dead[dead_sensor] = 1
     checked = (median >= config.min_hits) & ~dead_sensor
-    rows = (c.sum(axis=1) == 0) & checked[:, None]  # (sensor, v)
-    dead[np.broadcast_to(rows[:, None, :], c.shape) & (dead == 0)] = 2
-    drains = (c.reshape(_NS, _NU, _NV // 4, 4).sum(axis=2) == 0) & checked[:, None, None]
-    in_dead_drain = np.broadcast_to(drains[:, :, None, :], (_NS, _NU, _NV // 4, 4)).reshape(c.shape)
-    dead[in_dead_drain & (dead == 0)] = 3
-    dead[(c == 0) & checked[:, None, None] & (dead == 0)] = 4
-    # hot: pixels above k x median, then drains and rows by their mean over unmasked pixels
-    med = np.maximum(median, 1.0)[:, None, None]
-    live = ~dead_sensor[:, None, None]
-    hot[(c > config.pixel_multiplier * med) & (dead == 0) & live] = 1
-    if config.mask_drains:
-        free = (dead == 0) & (hot == 0)
-        s4 = (_NS, _NU, _NV // 4, 4)
-        n = free.reshape(s4).sum(axis=2)
-        h = np.where(free, c, 0).reshape(s4).sum(axis=2)
-        mean = h / np.maximum(n, 1)
-        loud = (n > 0) & (mean > config.drain_multiplier * med[:, :, :1]) & live[:, :, :1]
-        on = np.broadcast_to(loud[:, :, None, :], s4).reshape(c.shape)
-        hot[on & free] = 2
-    if config.mask_rows:
-        free = (dead == 0) & (hot == 0)
-        n = free.sum(axis=1)
-        h = np.where(free, c, 0).sum(axis=1)
-        mean = h / np.maximum(n, 1)
-        loud = (n > 0) & (mean > config.row_multiplier * med[:, 0, :1]) & live[:, 0, :1]
-        hot[loud[:, None, :] & free] = 3
+    _mask_steps(
+        c,
+        np.maximum(median, 1.0),
+        checked,
+        dead_sensor,
+        float(config.pixel_multiplier),
+        float(config.drain_multiplier),
+        float(config.row_multiplier),
+        bool(config.mask_drains),
+        bool(config.mask_rows),
+        dead,
+        hot,
+    )
     return PixelMasks(dead, hot, median, total, enough, message, checked, bool(sensor_checked))
 
 
