@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import nbformat
@@ -14,14 +17,6 @@ from b2calib.runs import RunRegistry
 from tests.conftest import REPO
 
 
-@pytest.fixture(autouse=True)
-def _kernel_tmpdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The notebooks' kernels make their scratch folders (``tempfile.mkdtemp``: conditions
-    databases, staged payloads) under the test's own temporary folder, which pytest prunes,
-    instead of leaving one in /tmp per notebook and test run."""
-    monkeypatch.setenv("TMPDIR", str(tmp_path))
-
-
 def execute(name: str, data: Path) -> dict[str, object]:
     """Run a notebook with its ``parameters`` cell pointed at ``data``; return the JSON that its
     last cell prints."""
@@ -30,12 +25,24 @@ def execute(name: str, data: Path) -> dict[str, object]:
         assert not cell.get("outputs"), f"{name} is committed with outputs"
         if "parameters" in cell.metadata.get("tags", []):
             cell.source = f"DATA = {str(data)!r}"
-    NotebookClient(
-        nb,
-        timeout=300,
-        kernel_name="python3",
-        resources={"metadata": {"path": str(REPO / "notebooks")}},
-    ).execute()
+    # the kernel makes its scratch folders (tempfile.mkdtemp: conditions databases, staged
+    # payloads) in a folder removed afterwards, not one left in /tmp per notebook and test run
+    scratch = tempfile.mkdtemp(prefix="b2calib-notebook-")
+    before = os.environ.get("TMPDIR")
+    os.environ["TMPDIR"] = scratch
+    try:
+        NotebookClient(
+            nb,
+            timeout=300,
+            kernel_name="python3",
+            resources={"metadata": {"path": str(REPO / "notebooks")}},
+        ).execute()
+    finally:
+        if before is None:
+            os.environ.pop("TMPDIR", None)
+        else:
+            os.environ["TMPDIR"] = before
+        shutil.rmtree(scratch, ignore_errors=True)
     text = "".join(o.get("text", "") for o in nb.cells[-1].outputs if o.output_type == "stream")
     return json.loads(text.strip().splitlines()[-1])
 
