@@ -57,6 +57,12 @@ DEMO_QA ?= build/demo/qa-data
 DEMO_PORT ?= 5006
 DEMO_CALIBRATIONS ?= cdc-dedx-run-gain cdc-t0 ecl-time
 
+# The data-quality runs are simulated again when the simulator or their configuration changed
+# since (a demo folder from an older checkout may hold branches of another type).
+$(DEMO_QA)/runs.json: $(wildcard b2calib/sim/*.py) data-samples/qa.toml | $(STAMP)
+	rm -rf $(DEMO_QA)
+	$(BIN)/b2calib simulate --config data-samples/qa.toml --out $(DEMO_QA) 2>/dev/null
+
 demo: $(STAMP)
 	@test -f $(SAMPLE)/runs.json || $(MAKE) sample
 	$(BIN)/b2calib summary $(SAMPLE)
@@ -69,8 +75,7 @@ demo: $(STAMP)
 	$(BIN)/b2calib calibrate $(DEMO_CALIBRATIONS) --data $(SAMPLE) --runs 1-11 --gt sim_truth \
 	  --staging prompt_e12 --quiet --db $(DEMO_DB)
 	@echo "== data quality: 30 simulated runs with faults injected in runs 9 (CDC), 15 (TOP), 23 (ECL)"
-	@test -f $(DEMO_QA)/runs.json || $(BIN)/b2calib simulate --config data-samples/qa.toml \
-	  --out $(DEMO_QA) 2>/dev/null
+	@$(MAKE) --no-print-directory $(DEMO_QA)/runs.json
 	$(BIN)/b2calib qa collect $(DEMO_QA) --db $(DEMO_DB)
 	$(BIN)/b2calib qa reference set 14 2 --all --db $(DEMO_DB) > /dev/null
 	$(BIN)/b2calib qa evaluate --exp 14 --db $(DEMO_DB)
