@@ -8,6 +8,7 @@ not computed by the code under test.
 from __future__ import annotations
 
 import dataclasses
+import sqlite3
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -20,6 +21,7 @@ import sqlalchemy as sa
 from click.testing import CliRunner
 
 from b2calib.cli import cli
+from b2calib.cli.conditions import _MODES
 from b2calib.conditions import (
     RUNNING_UPDATE_MODES,
     ConditionsDB,
@@ -28,9 +30,11 @@ from b2calib.conditions import (
     Payload,
     PayloadInfo,
     RunningUpdate,
+    runningupdate,
 )
 from b2calib.conditions.runningupdate import plan
 from b2calib.db import history
+from b2calib.db.engine import _PG_LOCK
 from b2calib.exceptions import ConditionsError
 
 # -- the scenario ----------------------------------------------------------------------------
@@ -358,6 +362,23 @@ def test_overlaps_are_listed() -> None:
     ]
 
 
+def test_full_replacement_by_an_empty_staging_tag_closes_every_open_iov(
+    db: ConditionsDB,
+) -> None:
+    scenario(db)
+    make_tag(db, "empty", [], VALIDATED)
+    assert not db.running_update("R", "empty", valid_from=(2, 0), dry_run=True)
+    u = db.running_update("R", "empty", valid_from=(2, 0), mode="full_replacement")
+    assert lines(u) == [
+        "~ A rev 1 0,0,-1,-1 -> 0,0,1,-1",
+        "~ B rev 2 1,5,-1,-1 -> 1,5,1,-1",
+        "~ D rev 1 0,0,-1,-1 -> 0,0,1,-1",
+        "~ E rev 1 0,0,-1,-1 -> 0,0,1,-1",
+        "~ G rev 1 0,0,-1,-1 -> 0,0,1,-1",
+    ]
+    assert db.lookup(2, 0, ["R"]) == {}
+
+
 def test_arguments(db: ConditionsDB) -> None:
     scenario(db)
     with pytest.raises(TypeError, match="valid_from"):
@@ -438,6 +459,49 @@ def test_a_failing_update_writes_nothing(db: ConditionsDB, monkeypatch: pytest.M
     with pytest.raises(ConditionsError, match="disk full"):
         db.running_update("R", "S", valid_from=(2, 0), mode="allow_closed")
     assert everything(db) == before
+
+
+def test_a_dry_run_holds_the_writers_lock(
+    db: ConditionsDB, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Inside a dry run's transaction another writer cannot begin: the same lock as a write
+    (BEGIN IMMEDIATE on SQLite, the advisory lock on PostgreSQL)."""
+    scenario(db)
+    seen: list[bool] = []
+    real_plan = runningupdate.plan
+
+    def probing_plan(*args: Any, **kwargs: Any) -> Any:
+        seen.append(other_writer_can_begin(db.url))
+        return real_plan(*args, **kwargs)
+
+    monkeypatch.setattr(runningupdate, "plan", probing_plan)
+    db.running_update("R", "S", valid_from=(2, 0), mode="allow_closed", dry_run=True)
+    assert seen == [False]
+    assert other_writer_can_begin(db.url)
+
+
+def other_writer_can_begin(url: str) -> bool:
+    """Whether a writer outside the library could take the writers' lock at once."""
+    u = sa.engine.make_url(url)
+    if u.get_backend_name() == "sqlite":
+        conn = sqlite3.connect(str(u.database), timeout=0, isolation_level=None)
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            conn.execute("ROLLBACK")
+            return True
+        except sqlite3.OperationalError as err:
+            if "locked" not in str(err):
+                raise
+            return False
+        finally:
+            conn.close()
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as conn, conn.begin():
+            got = conn.execute(sa.text("SELECT pg_try_advisory_xact_lock(:k)"), {"k": _PG_LOCK})
+            return bool(got.scalar())
+    finally:
+        engine.dispose()
 
 
 def test_rolled_back_write(db: ConditionsDB) -> None:
@@ -526,6 +590,7 @@ def test_command_line(tmp_path: Path) -> None:
         env, "gt", "runningupdate", "R", "S", "-r", 2, 0, "--fix-closed", "--mode", "simple", code=2
     )
     assert "give one mode, not --fix-closed, --mode simple" in out
+    assert _MODES == RUNNING_UPDATE_MODES  # the command line's copy of the library's modes
     assert "'lax' is not one of" in cli_run(
         env, "gt", "runningupdate", "R", "S", "-r", 2, 0, "--mode", "lax", code=2
     )

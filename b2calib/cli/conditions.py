@@ -34,7 +34,7 @@ Every command takes ``--db URL`` (default ``$B2CALIB_DB``, else the SQLite file 
 data directory); commands that write take ``--author`` (default ``$B2CALIB_USER``, else the
 login name). An IoV is written ``first_exp,first_run,final_exp,final_run`` (-1 = open).
 Errors are one line naming the tag, payload or IoV at fault, with exit status 1 (2 for a
-command-line usage error).
+command-line usage error); a refused running update lists its problems, one a line, below it.
 """
 
 from __future__ import annotations
