@@ -228,6 +228,45 @@ def test_each_mode_s_resulting_iovs(db: ConditionsDB) -> None:
     assert "F rev 1 2,0,-1,-1" in fix.details["created"]
 
 
+GRID = [(e, r) for e in range(6) for r in [*range(25), 1000]]
+
+
+@pytest.mark.parametrize("mode", ["allow_closed", "full_replacement"])
+def test_every_run_answers_as_the_rules_say(db: ConditionsDB, mode: str) -> None:
+    """Run by run, against a model of the rules written from the tags' lookups: before the
+    first valid run the running tag answers as before; from it on, a payload of the staging
+    tag as the staging tag does (the running one until the staging's first IoV starts, none
+    after a closed end), any other payload as before (none in full_replacement)."""
+    scenario(db)
+    vf = (2, 0)
+    old = {run: revisions(answers) for run, answers in db.lookup_many(GRID, ["R"]).items()}
+    staged = {run: revisions(answers) for run, answers in db.lookup_many(GRID, ["S"]).items()}
+    starts: dict[str, tuple[int, int]] = {}
+    for e in db.iovs("S"):
+        starts[e.name] = min(starts.get(e.name, e.iov.start), e.iov.start)
+    db.running_update("R", "S", valid_from=vf, mode=mode)
+    new = {run: revisions(answers) for run, answers in db.lookup_many(GRID, ["R"]).items()}
+    for run in GRID:
+        if run < vf:
+            assert new[run] == old[run], run
+            continue
+        expected = {}
+        for name in {*old[run], *starts}:
+            if name in staged[run]:
+                expected[name] = staged[run][name]
+                continue
+            # the running payload is kept until the staging's begins, or for good if the
+            # staging tag lacks it (but in full_replacement)
+            keep = run < max(starts[name], vf) if name in starts else mode != "full_replacement"
+            if keep and name in old[run]:
+                expected[name] = old[run][name]
+        assert new[run] == expected, run
+
+
+def revisions(answers: dict[str, IovEntry]) -> dict[str, int]:
+    return {name: e.payload.revision for name, e in answers.items()}
+
+
 def test_simple_mode(db: ConditionsDB) -> None:
     make_tag(db, "R", RUNNING, ["RUNNING"])
     make_tag(db, "S", [("A", 2, "0,0,-1,-1"), ("G", 1, "0,0,-1,-1")], VALIDATED)
@@ -377,6 +416,22 @@ def test_full_replacement_by_an_empty_staging_tag_closes_every_open_iov(
         "~ G rev 1 0,0,-1,-1 -> 0,0,1,-1",
     ]
     assert db.lookup(2, 0, ["R"]) == {}
+
+
+def test_a_staging_iov_ending_before_the_first_valid_run(db: ConditionsDB) -> None:
+    """Clipped to nothing: not added, with a warning; the running IoV is still closed (basf2's
+    tool fails on such an IoV with an exception, b2calib retires the payload)."""
+    scenario(db)
+    make_tag(db, "old", [("A", 2, "0,0,1,-1")], VALIDATED)
+    assert refusal(db, "R", "old", valid_from=(2, 0))[1:] == [
+        "  closed payloads: A rev 2 [0,0,1,-1]: the last IoV of A in old is not open"
+    ]
+    u = db.running_update("R", "old", valid_from=(2, 0), mode="allow_closed")
+    assert lines(u) == ["~ A rev 1 0,0,-1,-1 -> 0,0,1,-1"]
+    assert u.warnings[1:] == [
+        "A rev 2 [0,0,1,-1] ends before the first valid run 2,0: not added to R"
+    ]
+    assert "A" not in db.lookup(2, 0, ["R"])
 
 
 def test_arguments(db: ConditionsDB) -> None:
