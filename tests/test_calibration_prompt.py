@@ -270,3 +270,34 @@ def test_channel_counts() -> None:
     )
     assert not no_ok_channel(channel_counts([hot]))
     assert not no_ok_channel(channel_counts([]))
+
+
+def test_planning_again_reads_no_metadata(
+    data: Path, db: ConditionsDB, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """plan_jobs (a workflow's complete(), asked per task) reads each file's metadata once per
+    process and file version: again, nothing is opened; a changed file is read again."""
+    import os
+
+    from b2calib.engine import dataset
+
+    read: list[str] = []
+
+    def counting(path: str) -> object:
+        read.append(str(path))
+        return real(path)
+
+    real = dataset.read_metadata
+    monkeypatch.setattr(dataset, "read_metadata", counting)
+    monkeypatch.setattr(dataset, "_METADATA", {})
+    first = plan_jobs(offset_calibration(), data, db=db, staging_tag="s")["test-offset"]
+    assert len(read) == len(TRUE)
+    again = plan_jobs(offset_calibration(), data, db=db, staging_tag="s")["test-offset"]
+    assert len(read) == len(TRUE)
+    assert again.key == first.key
+    touched = Path(read[0])
+    st = touched.stat()
+    os.utime(touched, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
+    changed = plan_jobs(offset_calibration(), data, db=db, staging_tag="s")["test-offset"]
+    assert read[len(TRUE) :] == [str(touched)]
+    assert changed.key != first.key  # the file's identity is part of the job's inputs
