@@ -220,6 +220,12 @@ def test_job_summary_times_stage_and_channels(data: Path, db: ConditionsDB, tmp_
     assert s["channels"] == {"OK": 1, "fallback": 0, "NOT_ENOUGH_DATA": 0, "FAILED": 0, "masked": 0}
     assert report.summary()["channels"] == s["channels"]
     assert not report.no_ok_channel
+    assert "  channels: 1 OK\n" in str(report)
+    report.channels = {"OK": 0, "fallback": 3, "NOT_ENOUGH_DATA": 1, "FAILED": 0, "masked": 0}
+    assert report.no_ok_channel
+    assert "channels: 3 fallback, 1 NOT_ENOUGH_DATA: no OK channel, every one fell back" in str(
+        report
+    )
     again = run_calibrations(
         offset_calibration(), data, db=db, staging_tag="s", cache=tmp_path / "c", exp=2
     )["test-offset"]
