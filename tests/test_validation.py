@@ -284,6 +284,9 @@ def test_validate_job_and_record_round_trip(
     for statement in (v.update().values(verdict="GOOD"), v.delete()):
         with pytest.raises(ConditionsError, match="append-only"), db.write() as conn:
             conn.execute(statement)
+    if db.engine.dialect.name == "postgresql":
+        with pytest.raises(ConditionsError, match="protected"), db.write() as conn:
+            conn.execute(sa.text("TRUNCATE calibration_validations"))
     with db.read() as conn:
         assert conn.execute(sa.select(sa.func.count()).select_from(v)).scalar() == 2
     # the staging tag is not a previous tag; a job not completed is not validated
