@@ -307,3 +307,32 @@ def test_planning_again_reads_no_metadata(
     changed = plan_jobs(offset_calibration(), data, db=db, staging_tag="s")["test-offset"]
     assert read[len(TRUE) :] == [str(touched)]
     assert changed.key != first.key  # the file's identity is part of the job's inputs
+
+
+def test_collecting_counts_the_items_of_every_input(
+    data: Path, db: ConditionsDB, tmp_path: Path
+) -> None:
+    """A calibration with two collector inputs: one collecting count over both (the second's
+    items planned from the files' metadata while the first runs)."""
+    from b2calib.calibration import CollectorInput
+
+    cal = offset_calibration(
+        name="two-inputs",
+        inputs={
+            "a": CollectorInput(ResidualCollector(name="residual"), (SKIM,)),
+            "b": CollectorInput(ResidualCollector(name="other"), (SKIM,)),
+        },
+        max_iterations=1,
+    )
+    events: list[ProgressEvent] = []
+    run_calibrations(
+        cal,
+        data,
+        db=db,
+        staging_tag="s",
+        cache=tmp_path / "c",
+        exp=2,
+        on_event=events.append,
+    )
+    seen = [(e.done, e.total) for e in events if e.phase == "collecting"]
+    assert seen == [(0, 6), (1, 6), (2, 6), (3, 6), (3, 6), (4, 6), (5, 6), (6, 6)]

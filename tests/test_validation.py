@@ -312,6 +312,11 @@ def test_validate_job_against_a_shifted_previous(
     assert result.verdict is Verdict.ERROR
     assert result.payloads[0].outliers == 1
     assert "TestOffset" in result.reason
+    # a declaration not registered is given; another calibration's is refused
+    given = validate_job(db, job, ["previous"], calibration=cal)
+    assert given.verdict is Verdict.ERROR
+    with pytest.raises(CalibrationError, match="is of test-offset-shifted, not of other"):
+        validate_job(db, job, ["previous"], calibration=offset_calibration(name="other"))
     # no previous tag: WARNING, said so
     none = validate_job(db, job, [])
     assert none.verdict is Verdict.WARNING

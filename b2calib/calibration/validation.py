@@ -74,6 +74,7 @@ from b2calib.conditions.status import ChannelStatus
 from b2calib.exceptions import CalibrationError
 
 if TYPE_CHECKING:
+    from b2calib.calibration.declaration import Calibration
     from b2calib.calibration.jobs import Job
     from b2calib.conditions.database import ConditionsDB
 
@@ -344,7 +345,7 @@ class PayloadComparison:
     error_new_flagged_fraction: float = 0.05
     columns: tuple[str, ...] | None = None
     max_abs_change: float | None = None
-    per_payload: Mapping[str, PayloadComparison] = field(default_factory=dict)
+    per_payload: Mapping[str, PayloadComparison] = field(default_factory=dict, hash=False)
 
     def __post_init__(self) -> None:
         for what in (
@@ -789,15 +790,27 @@ def previous_payloads(
     return out, sources
 
 
-def validate_job(db: ConditionsDB, job: Job, previous_tags: Sequence[str]) -> ValidationResult:
+def validate_job(
+    db: ConditionsDB,
+    job: Job,
+    previous_tags: Sequence[str],
+    *,
+    calibration: Calibration | None = None,
+) -> ValidationResult:
     """Run the calibration's validator on a completed job's staged payloads, against the
     payloads valid before in ``previous_tags`` (highest priority first; the job's input tags,
     not its staging tag).
 
+    ``calibration`` is the job's declaration when it is not registered (by default the
+    registered calibration of the job's name).
+
     Raises
     ------
     CalibrationError
-        The job has not completed, or its calibration is not registered.
+        The job has not completed, the previous tags include its staging tag, or
+        ``calibration`` is another calibration than the job's.
+    ConfigError
+        No calibration of the job's name is registered.
     """
     from b2calib.calibration.declaration import get_calibration
 
@@ -811,7 +824,11 @@ def validate_job(db: ConditionsDB, job: Job, previous_tags: Sequence[str]) -> Va
             f"validating {job.calibration}: the previous tags must not include the staging tag "
             f"{job.staging_tag} that holds the new payloads"
         )
-    cal = get_calibration(job.calibration)
+    cal = calibration if calibration is not None else get_calibration(job.calibration)
+    if cal.name != job.calibration:
+        raise CalibrationError(
+            f"calibration job {job.key[:12]} is of {job.calibration}, not of {cal.name}"
+        )
     items: dict[str, list[tuple[IoV, Payload]]] = {}
     for name, rev, iov in job.summary.get("staged", []):
         items.setdefault(name, []).append((IoV.parse(iov), db.payload(name, int(rev))))
