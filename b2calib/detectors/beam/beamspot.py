@@ -78,6 +78,7 @@ from b2calib.calibration import (
     Calibration,
     CollectorInput,
     Constants,
+    PayloadComparison,
     SequentialBoundaries,
 )
 from b2calib.calibration.intervals import (
@@ -103,7 +104,7 @@ from b2calib.detectors.beam.collectors import (
 
 __all__ = [
     "BEAMSPOT",
-    "DEPENDS_ON",
+    "RUNS_AFTER",
     "BeamSpotAlgorithm",
     "PositionFit",
     "SizeFit",
@@ -117,8 +118,9 @@ __all__ = [
 F = npt.NDArray[np.float64]
 
 BEAMSPOT = "BeamSpot"
-#: The calibrations the beam spot runs after (Belle II's prompt script order).
-DEPENDS_ON = (
+#: The calibrations the beam spot runs after when they are scheduled (Belle II's prompt script
+#: order); it reads none of their payloads, so they are ordering only (``after``).
+RUNS_AFTER = (
     "cdc-dedx-run-gain",
     "cdc-dedx-cosine",
     "cdc-dedx-wire-gain",
@@ -578,6 +580,12 @@ def beamspot_calibration() -> Calibration:
     """``beamspot``: BeamSpot per time interval from tight dimuon events."""
     return Calibration(
         name="beamspot",
+        validation=PayloadComparison(
+            columns=("x", "y", "z"),
+            max_pull=None,
+            max_abs_change=0.01,
+            error_outlier_fraction=1.0,
+        ),  # per interval (cm): 100 um is a jump; the beams move: a warning at most
         expert="beam-calibration@b2calib.example",
         inputs={"dimuons": CollectorInput(beamspot_collector, ("hlt_mumu_2trk",))},
         algorithms=[BeamSpotAlgorithm()],
@@ -585,7 +593,7 @@ def beamspot_calibration() -> Calibration:
         stage="analysis",
         run_type="physics",
         magnet_on=True,
-        depends_on=DEPENDS_ON,
+        after=RUNS_AFTER,
         expert_config=dict(_EXPERT_CONFIG),
         max_iterations=3,
         open_end=True,

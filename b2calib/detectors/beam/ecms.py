@@ -55,6 +55,7 @@ from b2calib.calibration import (
     AlgorithmStatus,
     Calibration,
     CollectorInput,
+    PayloadComparison,
     SequentialBoundaries,
 )
 from b2calib.calibration.intervals import (
@@ -317,6 +318,12 @@ def ecms_calibration() -> Calibration:
     """The ``ecms`` declaration (stage ``analysis``, after ``boostvector``)."""
     return Calibration(
         name="ecms",
+        validation=PayloadComparison(
+            columns=("mass",),
+            max_pull=None,
+            max_abs_change=0.0015,
+            error_outlier_fraction=1.0,
+        ),  # per interval (GeV); the energy is tuned by MeV: a warning at most
         expert="beam-calibration@b2calib.example",
         inputs={"dimuons": CollectorInput(MassCollector(), ("hlt_mumu_2trk",))},
         algorithms=[EcmsAlgorithm()],
@@ -325,7 +332,7 @@ def ecms_calibration() -> Calibration:
         run_type="physics",
         beam_energy=("4S", "Continuum"),
         magnet_on=True,
-        depends_on=("boostvector",),
+        after=("boostvector",),  # Belle II's order; reads no boost payload (ordering only)
         expert_config={
             "outerLoss": ECMS_OUTER_LOSS,
             "innerLoss": ECMS_INNER_LOSS,
