@@ -3,9 +3,16 @@ its result, failures and skips, resumption after SIGKILL, the end of the loop.""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
@@ -17,6 +24,8 @@ from b2calib.conditions import ConditionsDB
 from b2calib.exceptions import ConfigError
 from b2calib.prompt import PromptStore, run_prompt
 from tests import prompt_calibrations
+from tests.conftest import REPO
+from tests.prompt_calibrations import HOLD_DIR_ENV, HOLD_ENV
 
 pytest.importorskip("b2luigi")
 
@@ -46,8 +55,21 @@ def db(tmp_path: Path) -> Iterator[ConditionsDB]:
 
 
 def staged(db: ConditionsDB, tag: str) -> list[tuple[str, int, str, str]]:
-    """The content of a tag: payload name, revision, IoV, checksum."""
-    return [(e.name, e.payload.revision, str(e.iov), e.payload.checksum) for e in db.iovs(tag)]
+    """The content of a tag: payload name, revision, IoV and the payload's content (its
+    columns and metadata; a payload file's bytes hold the time it was written, so two runs'
+    checksums differ however equal their payloads are)."""
+    out = []
+    for e in db.iovs(tag):
+        p = db.payload(e.payload)
+        columns = {
+            f"{kind}:{k}": v.tolist()
+            for kind, cols in (("key", p.keys), ("value", p.values), ("error", p.errors))
+            for k, v in cols.items()
+        }
+        columns["status"] = None if p.status is None else p.status.tolist()
+        content = json.dumps([columns, p.metadata], sort_keys=True)
+        out.append((e.name, e.payload.revision, str(e.iov), content))
+    return out
 
 
 def test_loop_stages_every_calibration_in_dependency_order(bucket: Path, db: ConditionsDB) -> None:
@@ -146,3 +168,109 @@ def test_unknown_bucket_lists_the_buckets(bucket: Path, db: ConditionsDB) -> Non
 def _cli(*args: str) -> tuple[int, str]:
     result = CliRunner().invoke(cli, ["prompt", "--min-lumi", "0.003", *args])
     return result.exit_code, result.output
+
+
+# -- killed and resumed ---------------------------------------------------------------------
+
+KILLED = ["tp-base", "tp-dep", "tp-indep"]
+
+
+def _loop_command(bucket: Path, url: str) -> list[str]:
+    cmd = [sys.executable, "-m", "tests.prompt_calibrations", "prompt", "--data", str(bucket)]
+    cmd += ["--exp", "1", "--runs", "1-4", "--only", ",".join(KILLED), "--workers", "2"]
+    return [*cmd, "--db", url, "--quiet"]
+
+
+def _run_loop(bucket: Path, url: str, tmp_path: Path, hold: str = "") -> subprocess.Popen[bytes]:
+    """The loop in a subprocess of its own process group (held at ``hold``)."""
+    env = {**os.environ, HOLD_ENV: hold, HOLD_DIR_ENV: str(tmp_path)}
+    env["B2CALIB_CACHE_DIR"] = str(tmp_path / "cache")  # the collectors run (no cached output)
+    with (tmp_path / "loop.log").open("ab") as log:
+        return subprocess.Popen(
+            _loop_command(bucket, url),
+            cwd=REPO,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+
+def _kill_when_held(job: subprocess.Popen[bytes], marker: Path, log: Path) -> None:
+    """SIGKILL the loop's whole process group once it is held at ``marker``."""
+    try:
+        deadline = time.monotonic() + 60
+        while not marker.exists():
+            assert job.poll() is None, f"the loop ended before {marker.name}:\n{log.read_text()}"
+            assert time.monotonic() < deadline, f"the loop never reached {marker.name}"
+            time.sleep(0.02)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(job.pid, signal.SIGKILL)  # the loop's own group: it and its workers
+        job.wait(10)
+
+
+def _state(db: ConditionsDB) -> dict[str, str]:
+    return {j.calibration: j.state for j in JobStore(db).jobs()}
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(bucket: Path, tmp_path_factory: pytest.TempPathFactory) -> list[tuple[Any, ...]]:
+    """The staging tag of an uninterrupted loop (its own database)."""
+    prompt_calibrations.register()
+    db = ConditionsDB(tmp_path_factory.mktemp("reference") / "ref.sqlite")
+    try:
+        summary = run_prompt(
+            bucket, db=db, exp=1, runs=range(1, 5), calibrations=KILLED, progress=False
+        )
+        assert summary.ok
+        return staged(db, summary.staging_tag)
+    finally:
+        db.close()
+
+
+# (where the loop is held when killed, what the database shows then)
+MOMENTS = {
+    "first calibration collecting": ("tp-base:collect", {"tp-base": "init"}),
+    "between two calibrations": ("tp-dep:collect", {"tp-base": "completed", "tp-dep": "init"}),
+    "the last calibration fitting": (
+        "tp-dep:fit",
+        {"tp-base": "completed", "tp-indep": "completed", "tp-dep": "collected:0"},
+    ),
+}
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="process groups")
+@pytest.mark.parametrize("moment", list(MOMENTS))
+def test_killed_loop_resumes_to_the_same_staging_tag(
+    moment: str, bucket: Path, tmp_path: Path, uninterrupted: list[tuple[Any, ...]]
+) -> None:
+    """Done-when of issue 17: SIGKILL at a moment, re-run: the staging tag is the uninterrupted
+    run's (IoVs, payload names, revisions and contents), no payload revision twice."""
+    hold, expected = MOMENTS[moment]
+    url = f"sqlite:///{tmp_path / 'killed.sqlite'}"
+    name, phase = hold.split(":")
+    job = _run_loop(bucket, url, tmp_path, hold)
+    _kill_when_held(job, tmp_path / f"{name}-{phase}", tmp_path / "loop.log")
+    db = ConditionsDB(url)
+    try:
+        at_kill = _state(db)
+        assert {k: at_kill.get(k) for k in expected} == expected
+        assert all(o.outcome == "OK" for o in PromptStore(db).outcomes(1).values())
+        steps_before = {j.calibration: len(JobStore(db).steps(j)) for j in JobStore(db).jobs()}
+        again = _run_loop(bucket, url, tmp_path)
+        assert again.wait(120) == 0, (tmp_path / "loop.log").read_text()
+        tag = "prompt_e1_r1-4"
+        assert staged(db, tag) == uninterrupted
+        for payload in ("TPBase", "TPDep", "TPIndep"):
+            assert [p.revision for p in db.payloads(payload)] == [1]
+        assert _state(db) == dict.fromkeys(KILLED, "completed")
+        # what was completed before the kill was not redone
+        store = JobStore(db)
+        for cal, n in steps_before.items():
+            if at_kill[cal] == "completed":
+                job_of = next(j for j in store.jobs(cal))
+                assert len(store.steps(job_of)) == n
+        assert db.tag(tag).state == "TESTING"
+    finally:
+        db.close()
