@@ -12,10 +12,9 @@ gives it the statistics of a real bucket (``sim``: SimConfig settings), expert-c
   (not timed). A case with ``"previous": "truth"`` starts, as prompt processing does, from the
   previous calibration: the sample's true constants imported as input tag ``previous``. A case
   with ``"certified": True`` reads every run as certified GOOD for each detector it included
-  (for calibrations that select runs by data quality; the simulated runs are not certified). A case
-with ``"dependencies": False`` is one whose calibration reads none of its dependencies' payloads
-(the beam spot, after CDC, TOP and KLM in the prompt order only): their jobs are recorded as
-completed stand-ins instead of being run.
+  (for calibrations that select runs by data quality; the simulated runs are not certified).
+  The calibrations a calibration only runs ``after`` (the beam spot after CDC, TOP and KLM in
+  the prompt order: it reads none of their payloads) are not run.
 
 Samples are generated once into bench/out/ (not committed) and reused.
 
@@ -45,7 +44,6 @@ sys.path.insert(0, str(HERE))
 from bench_sim import machine  # noqa: E402
 
 from b2calib.calibration import Constants, get_calibration, run_calibrations  # noqa: E402
-from b2calib.calibration.jobs import JobStore  # noqa: E402
 from b2calib.conditions import ConditionsDB  # noqa: E402
 from b2calib.engine import Dataset  # noqa: E402
 from b2calib.runs import RunRegistry  # noqa: E402
@@ -133,13 +131,7 @@ def bench_one(name: str, case: dict[str, Any]) -> dict[str, Any]:
             cache=False,
             registry=registry,
         )
-        if cal.depends_on and not case.get("dependencies", True):
-            # the calibration reads none of its dependencies' payloads (ordered after them
-            # only): their jobs are recorded as completed stand-ins
-            store = JobStore(db)
-            for dep in cal.depends_on:
-                store.set_state(store.open(f"stand-in-{dep}", dep, "bench", {}), "completed")
-        elif cal.depends_on:
+        if cal.depends_on:
             deps = run_calibrations(
                 list(cal.depends_on),
                 folder,

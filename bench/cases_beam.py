@@ -3,8 +3,8 @@
 The beam spot: 12 physics runs of ~40k generated mu-mu events (~29k selected dimuons per run,
 ~350k in all; a Belle II bucket of ~10 fb^-1 holds a few hundred thousand tight dimuons after the
 skim's prescale), ~5 h each, the beams stepping 2 h into run 6. Only the CDC and SVD are
-simulated (the selection reads the tracks' hit counts). The beam spot reads none of its
-dependencies' payloads: they are not run (``"dependencies": False``).
+simulated (the selection reads the tracks' hit counts). The calibrations the beam spot runs
+after (ordering only: it reads none of their payloads) are not run.
 """
 
 _MUMU = {
@@ -29,5 +29,5 @@ _MUMU = {
 }
 
 CASES = {
-    "beamspot": {"sim": _MUMU, "config": {}, "runs": "1-12", "dependencies": False},
+    "beamspot": {"sim": _MUMU, "config": {}, "runs": "1-12"},
 }

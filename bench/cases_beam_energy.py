@@ -5,9 +5,9 @@ One dimuon sample serves both: 8 physics runs (4S and off-resonance, seed 17: 4S
 off-resonance, 4S ...) of ~50k mu-mu events, ~300k tight pairs in ~45 h: a few days of Belle
 II's tight dimuons at the luminosity the simulator assumes, with the documented beam step 2 h
 into run 2 (-3 MeV by the HER energy, the boost steps with it). Only the tracking detectors
-the selection reads (CDC, SVD) are simulated. Neither reads its dependency's payloads
-(``beamspot`` before ``boostvector`` before ``ecms`` is the prompt order only): their jobs are
-recorded as completed stand-ins (``"dependencies": False``).
+the selection reads (CDC, SVD) are simulated. Neither reads the payloads of the calibration it
+runs after (``beamspot`` before ``boostvector`` before ``ecms`` is the prompt order only,
+``after``): those are not run.
 """
 
 _DIMUONS = {
@@ -31,6 +31,6 @@ _DIMUONS = {
 }
 
 CASES = {
-    "boostvector": {"sim": _DIMUONS, "config": {}, "runs": "1-8", "dependencies": False},
-    "ecms": {"sim": _DIMUONS, "config": {}, "runs": "1-8", "dependencies": False},
+    "boostvector": {"sim": _DIMUONS, "config": {}, "runs": "1-8"},
+    "ecms": {"sim": _DIMUONS, "config": {}, "runs": "1-8"},
 }

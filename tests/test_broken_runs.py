@@ -54,9 +54,6 @@ LOW: dict[str, dict[str, Any]] = {
     # the bucket has < 1 signal hit per channel: forced through, a payload per run
     "arich-channel-mask": {"min_outer_ring_hits": 0.0},
 }
-#: Calibrations that read none of their dependencies' payloads (ordered after them only): their
-#: dependencies are recorded as completed stand-ins instead of run (the bucket starves KLM).
-INDEPENDENT = {"beamspot", "boostvector", "ecms"}
 #: (a) a missing branch, (b) an empty tree, (c) an absent file.
 DAMAGES = ["missing-branch", "empty-tree", "absent"]
 #: Cheap enough for the fast suite (a few seconds each, the reference included): the dE/dx chain
@@ -104,11 +101,6 @@ class Bucket:
 
     def report(self, name: str, runs: list[int]) -> CalibrationReport:
         if name not in self.reports:
-            if name in INDEPENDENT:
-                store = JobStore(self.db)
-                for dep in get_calibration(name).depends_on:
-                    job = store.open(f"stand-in-{dep}", dep, "staging", {})
-                    store.set_state(job, "completed")
             self.reports |= run_calibrations(
                 name,
                 self.data,
@@ -118,7 +110,7 @@ class Bucket:
                 runs=runs,
                 registry=self.registry,
                 config=LOW,
-                with_dependencies=name not in INDEPENDENT,
+                with_dependencies=True,
                 cache=self.cache,
             )
         return self.reports[name]

@@ -509,7 +509,7 @@ def test_command_line(data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     base = ["calibrate", "--data", str(data), "--db", url, "--executor", "inprocess", "--quiet"]
     listed = runner.invoke(cli, ["calibrate", "--list"])
     assert listed.exit_code == 0
-    line = "test-scale: post-tracking; test@example.org; skims hlt_mumu_2trk (after test-offset)"
+    line = "test-scale: post-tracking; test@example.org; skims hlt_mumu_2trk (needs test-offset)"
     assert line in listed.output
     # the dependency has not run into this staging tag: one clear line, exit status 1
     result = runner.invoke(cli, [*base, "test-scale", "--staging", "s1", "--runs", "1-8"])

@@ -6,9 +6,13 @@
                    SequentialBoundaries
 ``constants``      :class:`Constants`: payloads valid for a run (previous iteration, then tags)
 ``declaration``    :class:`Calibration` declarations, expert config, registry, dependency order
-``runner``         :func:`run_calibrations`: collect, execute, iterate, checkpoint, stage
-``jobs``           the calibration job tables and :class:`~b2calib.calibration.jobs.JobStore`:
-                   each execution checkpointed, the final payloads staged in one transaction
+                   (``depends_on``, and ``after`` for ordering only)
+``runner``         :func:`run_calibrations`: collect, execute, iterate, checkpoint, stage;
+                   progress events; :func:`plan_jobs`: the job keys without collecting
+``jobs``           the calibration job tables and :class:`JobStore`: each execution
+                   checkpointed, the final payloads staged in one transaction, validations
+``validation``     the validation of new payloads against the previous ones (verdict, reason,
+                   diagnostics) and the channel counts of a job's summary
 ``toolkit``        what the detectors' algorithms share: the input guard (NOT_ENOUGH_DATA), the
                    payload-boundary search, the per-channel payload
 ``intervals``      calibration intervals in time (basf2's Splitter): atoms, loss expressions,
@@ -41,7 +45,15 @@ if TYPE_CHECKING:
         get_calibration,
         register,
     )
-    from b2calib.calibration.runner import CalibrationReport, ExecutionReport, run_calibrations
+    from b2calib.calibration.jobs import Job, JobStore, ValidationRecord
+    from b2calib.calibration.runner import (
+        CalibrationReport,
+        ExecutionReport,
+        JobPlan,
+        ProgressEvent,
+        plan_jobs,
+        run_calibrations,
+    )
     from b2calib.calibration.strategies import (
         Execution,
         SequentialBoundaries,
@@ -49,6 +61,17 @@ if TYPE_CHECKING:
         SimpleRunByRun,
         SingleIOV,
         Strategy,
+    )
+    from b2calib.calibration.validation import (
+        PayloadComparison,
+        PayloadValidation,
+        ValidationContext,
+        ValidationResult,
+        Validator,
+        Verdict,
+        channel_counts,
+        no_ok_channel,
+        validate_job,
     )
 
 __all__ = [
@@ -63,16 +86,31 @@ __all__ = [
     "Diagnostics",
     "Execution",
     "ExecutionReport",
+    "Job",
+    "JobPlan",
+    "JobStore",
+    "PayloadComparison",
+    "PayloadValidation",
+    "ProgressEvent",
     "SequentialBoundaries",
     "SequentialRunByRun",
     "SimpleRunByRun",
     "SingleIOV",
     "Strategy",
+    "ValidationContext",
+    "ValidationRecord",
+    "ValidationResult",
+    "Validator",
+    "Verdict",
     "calibrations",
+    "channel_counts",
     "dependency_order",
     "get_calibration",
+    "no_ok_channel",
+    "plan_jobs",
     "register",
     "run_calibrations",
+    "validate_job",
 ]
 
 # names are imported on first use (b2calib._lazy)
@@ -95,7 +133,15 @@ __getattr__ = attach(
             "get_calibration",
             "register",
         ],
-        "runner": ["CalibrationReport", "ExecutionReport", "run_calibrations"],
+        "jobs": ["Job", "JobStore", "ValidationRecord"],
+        "runner": [
+            "CalibrationReport",
+            "ExecutionReport",
+            "JobPlan",
+            "ProgressEvent",
+            "plan_jobs",
+            "run_calibrations",
+        ],
         "strategies": [
             "Execution",
             "SequentialBoundaries",
@@ -103,6 +149,17 @@ __getattr__ = attach(
             "SimpleRunByRun",
             "SingleIOV",
             "Strategy",
+        ],
+        "validation": [
+            "PayloadComparison",
+            "PayloadValidation",
+            "ValidationContext",
+            "ValidationResult",
+            "Validator",
+            "Verdict",
+            "channel_counts",
+            "no_ok_channel",
+            "validate_job",
         ],
     },
 )

@@ -1,9 +1,11 @@
 """Declaring calibrations, as the real prompt scripts do, and ordering them by dependency.
 
 A :class:`Calibration` names its expert, its inputs (collectors over skims), input filters on
-runs (type, beam energy, magnet, data-quality tag), the calibrations it depends on, its
-algorithms and IoV strategy, and an ``expert_config`` of tunables with defaults that a user can
-override (validated: unknown keys and wrong types are errors).
+runs (type, beam energy, magnet, data-quality tag), the calibrations it depends on (whose
+payloads it reads: ``depends_on``) and those it merely runs after when both are scheduled
+(``after``), its algorithms and IoV strategy, the validation of its new payloads against the
+previous ones, and an ``expert_config`` of tunables with defaults that a user can override
+(validated: unknown keys and wrong types are errors).
 
 Calibrations are found by name in a registry: :func:`register` adds one; packages add theirs
 through the ``b2calib.calibrations`` entry-point group (each entry point is a Calibration, or a
@@ -24,6 +26,7 @@ from typing import Any
 from b2calib.calibration.algorithm import Algorithm
 from b2calib.calibration.constants import Constants
 from b2calib.calibration.strategies import SingleIOV, Strategy
+from b2calib.calibration.validation import PayloadComparison, Validator
 from b2calib.conditions.iov import RunKey
 from b2calib.engine import Collector
 from b2calib.exceptions import CalibrationError, ConfigError
@@ -100,7 +103,17 @@ class Calibration:
     run_type, beam_energy, magnet_on, dq
         Input run filters (see :meth:`b2calib.runs.RunRegistry.select`).
     depends_on
-        Names of calibrations whose payloads this one needs.
+        Names of calibrations whose payloads this one needs: they must have completed into the
+        staging tag (or run with it), and when one fails this one is skipped.
+    after
+        Names of calibrations this one runs after when they are scheduled in the same run
+        (ordering only: they are never required nor pulled in, their jobs are not part of this
+        one's job key, and a failure of one does not skip this one).
+    validation
+        Compares the new payloads with the previous ones after a job
+        (:func:`~b2calib.calibration.validation.validate_job`); default
+        :class:`~b2calib.calibration.validation.PayloadComparison` with its default thresholds;
+        ``None``: not validated.
     expert_config
         Tunables with their defaults (JSON values).
     max_iterations
@@ -123,6 +136,8 @@ class Calibration:
     magnet_on: bool | None = None
     dq: str | None = None
     depends_on: tuple[str, ...] = ()
+    after: tuple[str, ...] = ()
+    validation: Validator | None = field(default_factory=PayloadComparison)
     expert_config: Mapping[str, Any] = field(default_factory=dict)
     max_iterations: int = 5
     open_end: bool = False
@@ -160,6 +175,22 @@ class Calibration:
         self.depends_on = tuple(self.depends_on)
         if self.name in self.depends_on:
             raise ConfigError(f"{where}: depends on itself")
+        if isinstance(self.after, str):
+            self.after = (self.after,)
+        self.after = tuple(self.after)
+        if self.name in self.after:
+            raise ConfigError(f"{where}: runs after itself")
+        both = sorted(set(self.after) & set(self.depends_on))
+        if both:
+            raise ConfigError(
+                f"{where}: {', '.join(both)} both in depends_on and in after; depends_on "
+                "already orders them"
+            )
+        if self.validation is not None and not callable(self.validation):
+            raise ConfigError(
+                f"{where}: validation must be a Validator (a callable of new payloads, previous "
+                f"payloads and context), not {self.validation!r}"
+            )
         try:
             json.dumps(dict(self.expert_config))
         except TypeError as err:
@@ -284,10 +315,12 @@ def get_calibration(name: str) -> Calibration:
 def dependency_order(
     selected: Iterable[Calibration], *, completed: Iterable[str] = ()
 ) -> list[Calibration]:
-    """``selected`` in an order where every calibration follows those it depends on.
+    """``selected`` in an order where every calibration follows those it depends on and those
+    of its ``after`` that are selected.
 
-    Every dependency must be among ``selected`` or in ``completed`` (done earlier); a cycle is
-    an error naming it.
+    Every dependency (``depends_on``) must be among ``selected`` or in ``completed`` (done
+    earlier); an ``after`` calibration not selected is ignored. A cycle, through either kind of
+    edge, is an error naming it.
     """
     by_name = {c.name: c for c in selected}
     done = set(completed)
@@ -297,7 +330,7 @@ def dependency_order(
             raise CalibrationError(
                 f"calibration {c.name} depends on {', '.join(missing)}, which is not scheduled"
             )
-    graph = {n: [d for d in c.depends_on if d in by_name] for n, c in by_name.items()}
+    graph = {n: [d for d in (*c.depends_on, *c.after) if d in by_name] for n, c in by_name.items()}
     try:
         order = list(graphlib.TopologicalSorter(graph).static_order())
     except graphlib.CycleError as err:

@@ -7,6 +7,9 @@ its status, its payload files and its diagnostics, so an interrupted job resumes
 completed steps, and a job that completed is not run again. Step payloads are checkpoints, not
 payload revisions: only the final ones become revisions, when they are staged. Uploading them,
 adding their IoVs to the staging tag and marking the job completed is one transaction.
+
+The validations of a job's staged payloads (:mod:`b2calib.calibration.validation`) are kept in
+``calibration_validations``, append-only: a validation run again adds a row, the latest wins.
 """
 
 from __future__ import annotations
@@ -14,12 +17,14 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 from sqlalchemy import (
+    CheckConstraint,
     Column,
     ForeignKey,
+    Index,
     Integer,
     LargeBinary,
     String,
@@ -34,12 +39,17 @@ from b2calib.conditions.payload import Payload
 from b2calib.db import UTC_TIME, as_utc, metadata, now
 from b2calib.exceptions import ConditionsError
 
+if TYPE_CHECKING:
+    from b2calib.calibration.validation import ValidationResult, Verdict
+
 __all__ = [
     "Job",
     "JobStore",
     "StepRecord",
+    "ValidationRecord",
     "calibration_jobs",
     "calibration_steps",
+    "calibration_validations",
     "step_diagnostics",
     "step_payloads",
 ]
@@ -94,6 +104,35 @@ step_diagnostics = Table(
     Column("step_id", Integer, ForeignKey("calibration_steps.id"), primary_key=True),
     Column("content", LargeBinary, nullable=False),
 )
+
+#: The table ``calibration_validations``: each validation of a job's staged payloads, with its
+#: verdict, reason, per-payload summary (JSON) and diagnostics file; append-only.
+calibration_validations = Table(
+    "calibration_validations",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("job_id", Integer, ForeignKey("calibration_jobs.id"), nullable=False),
+    Column("verdict", String(10), nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("summary", Text, nullable=False),
+    Column("diagnostics", LargeBinary),
+    Column("created", UTC_TIME, nullable=False),
+    CheckConstraint("verdict IN ('GOOD', 'WARNING', 'ERROR')", name="ck_validation_verdict"),
+    Index("ix_calibration_validations_job", "job_id", "id"),
+)
+
+
+@dataclass(frozen=True)
+class ValidationRecord:
+    """A stored validation of a job: its verdict, reason, per-payload summaries (the JSON of
+    :meth:`~b2calib.calibration.validation.PayloadValidation.as_dict`) and time."""
+
+    id: int
+    job: str
+    verdict: Verdict
+    reason: str
+    summary: list[dict[str, Any]]
+    created: datetime
 
 
 @dataclass(frozen=True)
@@ -153,6 +192,14 @@ class JobStore:
                 )
                 row = conn.execute(sa.select(j).where(j.c.key == key)).one()
             return _job(row)
+
+    def job(self, key: str) -> Job | None:
+        """The job with this key (see :func:`~b2calib.calibration.runner.plan_jobs`), or
+        ``None`` when there is none."""
+        j = calibration_jobs
+        with self.db.read() as conn:
+            row = conn.execute(sa.select(j).where(j.c.key == key)).first()
+        return None if row is None else _job(row)
 
     def jobs(self, calibration: str | None = None) -> list[Job]:
         """Recorded jobs (of one calibration), oldest first."""
@@ -311,6 +358,75 @@ class JobStore:
                 conn, "calibration", tag, calibration=job.calibration, job=job.key, iovs=len(added)
             )
             return added
+
+    def record_validation(self, job: Job, result: ValidationResult) -> None:
+        """Keep a validation of ``job`` (verdict, reason, per-payload summary, diagnostics file)
+        in one transaction; an earlier validation of the job stays, the latest is
+        :meth:`validation`."""
+        diag = result.diagnostics
+        blob = diag.to_bytes() if (diag.histograms or diag.tables) else None
+        summary = json.dumps(result.summary(), sort_keys=True, default=str)
+        v = calibration_validations
+        with self.db.write() as conn:
+            exists = conn.execute(
+                sa.select(calibration_jobs.c.id).where(calibration_jobs.c.id == job.id)
+            ).scalar()
+            if exists is None:
+                raise ConditionsError(
+                    f"no calibration job {job.key[:12]} ({job.calibration}) to record a "
+                    "validation of"
+                )
+            conn.execute(
+                v.insert().values(
+                    job_id=job.id,
+                    verdict=result.verdict.value,
+                    reason=result.reason,
+                    summary=summary,
+                    diagnostics=blob,
+                    created=now(),
+                )
+            )
+            self.db.log(
+                conn,
+                "validation",
+                job.staging_tag,
+                calibration=job.calibration,
+                job=job.key,
+                verdict=result.verdict.value,
+            )
+
+    def _latest_validation(self, job: Job, *columns: Any) -> Any:
+        v = calibration_validations
+        with self.db.read() as conn:
+            return conn.execute(
+                sa.select(*columns).where(v.c.job_id == job.id).order_by(v.c.id.desc()).limit(1)
+            ).first()
+
+    def validation(self, job: Job) -> ValidationRecord | None:
+        """The latest validation of ``job``, or ``None`` when it was never validated."""
+        from b2calib.calibration.validation import Verdict
+
+        v = calibration_validations
+        row = self._latest_validation(
+            job, v.c.id, v.c.verdict, v.c.reason, v.c.summary, v.c.created
+        )
+        if row is None:
+            return None
+        return ValidationRecord(
+            id=row.id,
+            job=job.key,
+            verdict=Verdict(row.verdict),
+            reason=row.reason,
+            summary=json.loads(row.summary),
+            created=as_utc(row.created),
+        )
+
+    def diagnostics_of_validation(self, job: Job) -> bytes | None:
+        """The diagnostics file (:class:`~b2calib.calibration.Diagnostics` bytes) of the latest
+        validation of ``job``, or ``None`` (never validated, or nothing to show)."""
+        v = calibration_validations
+        row = self._latest_validation(job, v.c.diagnostics)
+        return None if row is None or row.diagnostics is None else bytes(row.diagnostics)
 
 
 def _job(row: Any) -> Job:

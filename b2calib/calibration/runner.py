@@ -34,7 +34,8 @@ import functools
 import hashlib
 import json
 import os
-from collections.abc import Iterable, Mapping, Sequence
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -52,19 +53,124 @@ from b2calib.calibration.constants import Constants
 from b2calib.calibration.declaration import Calibration, dependency_order, get_calibration
 from b2calib.calibration.jobs import Job, JobStore, StepRecord
 from b2calib.calibration.strategies import Execution
+from b2calib.calibration.validation import channel_counts, no_ok_channel
 from b2calib.conditions.database import ConditionsDB, IovEntry
 from b2calib.conditions.iov import IoV, RunKey
 from b2calib.conditions.payload import Payload
 from b2calib.conditions.payloadtypes import check_payload
-from b2calib.engine import Dataset, NonFiniteCounts, RunOutput, SkippedFile, collect
+from b2calib.db import now
+from b2calib.engine import Dataset, NonFiniteCounts, RunOutput, SkippedFile, collect, plan
 from b2calib.engine.loop import DEFAULT_MAX_NONFINITE
 from b2calib.exceptions import B2CalibError, CalibrationError, PayloadError
 from b2calib.io import find_skim_files
 from b2calib.runs import Run, RunRegistry
 
-__all__ = ["CalibrationReport", "ExecutionReport", "run_calibrations"]
+__all__ = [
+    "PHASES",
+    "CalibrationReport",
+    "ExecutionReport",
+    "JobPlan",
+    "ProgressEvent",
+    "plan_jobs",
+    "run_calibrations",
+]
 
 Status = Literal["OK", "FAILED", "NOT_ENOUGH_DATA", "SKIPPED"]
+#: The phases of :class:`ProgressEvent`, in the order a calibration goes through them.
+PHASES = ("queued", "collecting", "fitting", "staging", "done")
+
+
+@dataclass(frozen=True)
+class ProgressEvent:
+    """Where a calibration is (:func:`run_calibrations`'s ``on_event``).
+
+    Attributes
+    ----------
+    calibration
+        The calibration's name.
+    phase
+        One of :data:`PHASES`: ``queued`` (scheduled), ``collecting`` (``done`` of ``total``
+        work items of the iteration's collector pass, over all its collector inputs),
+        ``fitting`` (the algorithms of the iteration), ``staging`` (the payloads go into the
+        staging tag), ``done`` (``message``: the report's status).
+    done, total
+        Work items collected and to collect (``collecting``).
+    iteration
+        The collector pass, from 0 (``done``: the number of passes).
+    message
+        The status, for ``done``.
+    """
+
+    calibration: str
+    phase: str
+    done: int = 0
+    total: int = 0
+    iteration: int = 0
+    message: str = ""
+
+
+@dataclass(frozen=True)
+class JobPlan:
+    """The job a calibration would run (:func:`plan_jobs`).
+
+    Attributes
+    ----------
+    calibration
+        The calibration's name.
+    key
+        The job key (``JobStore.job(key)`` finds its record); ``""`` when the runner would
+        open no job (``message`` says why).
+    inputs
+        What the key is the hash of (calibration, version, expert config, runs, files with
+        size and modification time, input tags, staging tag, the jobs of its dependencies ...).
+    runs
+        The input runs.
+    message
+        Why there is no job, when ``key`` is empty.
+    """
+
+    calibration: str
+    key: str
+    inputs: dict[str, Any]
+    runs: list[RunKey]
+    message: str = ""
+
+
+class _Progress:
+    """Turns the engine's per-collect ``(done, total)`` into ``collecting`` events over all
+    the collector inputs of one pass (the totals of the inputs not collected yet are planned
+    from the files' metadata)."""
+
+    def __init__(
+        self,
+        emit: Callable[[ProgressEvent], None],
+        calibration: str,
+        iteration: int,
+        datasets: Mapping[str, Dataset],
+    ) -> None:
+        self.emit, self.calibration, self.iteration = emit, calibration, iteration
+        self.planned = {name: len(plan(ds)) for name, ds in datasets.items()}
+        self.actual: dict[str, int] = {}
+
+    def of(self, name: str) -> Callable[[int, int], None] | None:
+        if self.emit is _ignore:
+            return None
+
+        def report(done: int, total: int) -> None:
+            self.actual[name] = total
+            before = sum(self.actual[n] for n in self.actual if n != name)
+            later = sum(t for n, t in self.planned.items() if n not in self.actual)
+            self.emit(
+                ProgressEvent(
+                    self.calibration,
+                    "collecting",
+                    before + done,
+                    before + total + later,
+                    self.iteration,
+                )
+            )
+
+        return report
 
 
 @dataclass
@@ -113,13 +219,33 @@ class CalibrationReport:
     runs_without_data: dict[RunKey, str] = field(default_factory=dict)
     nonfinite: NonFiniteCounts = field(default_factory=NonFiniteCounts)
     unverified_files: list[str] = field(default_factory=list)
+    stage: str = ""
+    started: str = ""
+    finished: str = ""
+    wall_time: float = 0.0
+    channels: dict[str, int] = field(default_factory=lambda: channel_counts(()))
+
+    @property
+    def no_ok_channel(self) -> bool:
+        """Whether the staged payloads have no OK channel while some fell back or failed
+        (:func:`~b2calib.calibration.validation.no_ok_channel`): such a calibration must not
+        read as a plain OK."""
+        return no_ok_channel(self.channels)
 
     def summary(self) -> dict[str, Any]:
         """JSON-ready summary (stored with the job): also the NaN / Inf values met per run and
-        branch (``[exp, run, branch, non-finite, values]``, where there were any) and the files
-        read without a checksum to compare with."""
+        branch (``[exp, run, branch, non-finite, values]``, where there were any), the files
+        read without a checksum to compare with, the calibration's stage, when the job's
+        execution started and finished (ISO 8601, UTC) and its wall time (s, up to the staging),
+        and the channels of the staged payloads by status
+        (:func:`~b2calib.calibration.validation.channel_counts`)."""
         return {
             "status": self.status,
+            "stage": self.stage,
+            "started": self.started,
+            "finished": self.finished,
+            "wall_time": self.wall_time,
+            "channels": dict(self.channels),
             "runs": [list(r) for r in self.runs],
             "iterations": self.iterations,
             "converged": self.converged,
@@ -237,6 +363,205 @@ def _no_data_reasons(
     return out
 
 
+def _selected(
+    calibrations: Calibration | str | Iterable[Calibration | str], with_dependencies: bool
+) -> dict[str, Calibration]:
+    """The calibrations by name, with the ones they depend on (``depends_on``, recursively, not
+    ``after``) when ``with_dependencies``."""
+    if isinstance(calibrations, str | Calibration):
+        calibrations = [calibrations]
+    selected = {
+        c.name: c for c in (get_calibration(x) if isinstance(x, str) else x for x in calibrations)
+    }
+    if with_dependencies:
+        todo = list(selected.values())
+        while todo:
+            for dep in todo.pop().depends_on:
+                if dep not in selected:
+                    selected[dep] = get_calibration(dep)
+                    todo.append(selected[dep])
+    return selected
+
+
+def _completed_before(
+    selected: Mapping[str, Calibration], store: JobStore, staging_tag: str
+) -> tuple[dict[str, str], dict[str, list[str]]]:
+    """The job key of each dependency not selected that completed into ``staging_tag`` (its
+    latest completed job), and per calibration the dependencies that did not."""
+    done: dict[str, str] = {}
+    missing: dict[str, list[str]] = {}
+    for c in selected.values():
+        for dep in c.depends_on:
+            if dep in selected or dep in done:
+                continue
+            jobs = [
+                j
+                for j in store.jobs(dep)
+                if j.staging_tag == staging_tag and j.state == "completed"
+            ]
+            if jobs:
+                done[dep] = jobs[-1].key
+            else:
+                missing.setdefault(c.name, []).append(dep)
+    return done, missing
+
+
+@dataclass
+class _Inputs:
+    """What one calibration runs on: the files per collector input, the registered runs that
+    pass its filters, their records, and its expert configuration."""
+
+    datasets: dict[str, Dataset]
+    registered: list[RunKey]
+    run_info: dict[RunKey, Run]
+    config: dict[str, Any]
+
+
+class _Data:
+    """A data folder's run registry and file metadata, read once for every calibration."""
+
+    def __init__(self, data: str | os.PathLike[str], registry: RunRegistry | None = None) -> None:
+        self.folder = Path(data)
+        self.registry = (
+            registry
+            if registry is not None
+            else RunRegistry.load(self.folder / "runs.json", on_duplicate="drop")
+        )
+        self.everything = Dataset.from_files(find_skim_files(self.folder))  # metadata read once
+
+    def inputs(
+        self,
+        cal: Calibration,
+        exp: int | None,
+        runs: Sequence[int] | range | None,
+        config: Mapping[str, Mapping[str, Any] | str | os.PathLike[str]] | None,
+    ) -> _Inputs:
+        filters: dict[str, Any] = dict(
+            exp=exp,
+            runs=runs,
+            run_type=cal.run_type,
+            beam_energy=cal.beam_energy,
+            magnet_on=cal.magnet_on,
+            dq=cal.dq,
+        )
+        datasets = {
+            name: Dataset.select(
+                self.folder,
+                registry=self.registry,
+                skims=inp.skims,
+                within=self.everything,
+                **filters,
+            )
+            for name, inp in cal.inputs.items()
+        }
+        registered = self.registry.select(**filters)  # with or without files
+        return _Inputs(
+            datasets,
+            [r.key for r in registered],
+            {r.key: r for r in registered},
+            cal.configure((config or {}).get(cal.name)),
+        )
+
+
+def _job_plan(
+    cal: Calibration,
+    inputs: _Inputs,
+    *,
+    staging_tag: str,
+    input_tags: Sequence[str],
+    dep_jobs: Mapping[str, str],
+    verify: bool,
+) -> JobPlan:
+    """The job's inputs and key (see :func:`plan_jobs`)."""
+    with_files = {r for ds in inputs.datasets.values() for r in ds.runs}
+    runs = sorted(with_files | set(inputs.registered))
+    if not runs:
+        return JobPlan(cal.name, "", {}, runs, "no input run passes the calibration's filters")
+    if not with_files:
+        return JobPlan(
+            cal.name,
+            "",
+            {},
+            runs,
+            f"no input run has a file of {', '.join(cal.skims)}; nothing staged",
+        )
+    files = sorted({f.path for ds in inputs.datasets.values() for f in ds.files})
+    job_inputs: dict[str, Any] = {
+        "calibration": cal.name,
+        "b2calib": __version__,
+        "config": inputs.config,
+        "runs": [list(r) for r in runs],
+        "files": [_file_identity(p) for p in files],
+        "input_tags": list(input_tags),
+        "staging_tag": staging_tag,
+        "dependencies": {d: dep_jobs[d] for d in cal.depends_on},
+        "strategy": cal.strategy.describe(),
+        "max_iterations": cal.max_iterations,
+        "open_end": cal.open_end,
+    }
+    if not verify:
+        job_inputs["unverified"] = True  # not the job that verified its input
+    key = hashlib.sha256(json.dumps(job_inputs, sort_keys=True, default=str).encode()).hexdigest()
+    return JobPlan(cal.name, key, job_inputs, runs)
+
+
+def plan_jobs(
+    calibrations: Calibration | str | Iterable[Calibration | str],
+    data: str | os.PathLike[str],
+    *,
+    db: ConditionsDB,
+    staging_tag: str,
+    input_tags: Sequence[str] = (),
+    exp: int | None = None,
+    runs: Sequence[int] | range | None = None,
+    config: Mapping[str, Mapping[str, Any] | str | os.PathLike[str]] | None = None,
+    with_dependencies: bool = False,
+    registry: RunRegistry | None = None,
+    verify: bool = True,
+) -> dict[str, JobPlan]:
+    """The job each calibration would run with :func:`run_calibrations` and the same arguments,
+    without collecting anything: its key, inputs and runs, by calibration name (in the order
+    they would run).
+
+    The key is the runner's own (the same function computes it); whether that job completed
+    is ``JobStore(db).job(plan.key)`` (state ``"completed"``). The data folder's file metadata
+    is read once for all the calibrations, so one call for a whole graph is cheap.
+
+    A dependency among the calibrations enters a key with its planned job's key; one that is
+    not, with its latest job completed into ``staging_tag``. A calibration for which the
+    runner would open no job (no input run; no run with a file; a dependency neither planned
+    nor completed) has key ``""`` and :attr:`JobPlan.message` says why.
+    """
+    selected = _selected(calibrations, with_dependencies)
+    store = JobStore(db)
+    done_before, missing = _completed_before(selected, store, staging_tag)
+    every_dep = {d for c in selected.values() for d in c.depends_on}
+    order = dependency_order(selected.values(), completed=every_dep)
+    folder = _Data(data, registry)
+    plans: dict[str, JobPlan] = {}
+    for cal in order:
+        if cal.name in missing:
+            plans[cal.name] = JobPlan(
+                cal.name,
+                "",
+                {},
+                [],
+                f"depends on {', '.join(missing[cal.name])}, which has not completed into "
+                f"staging tag {staging_tag}",
+            )
+            continue
+        dep_jobs = {d: plans[d].key if d in plans else done_before[d] for d in cal.depends_on}
+        plans[cal.name] = _job_plan(
+            cal,
+            folder.inputs(cal, exp, runs, config),
+            staging_tag=staging_tag,
+            input_tags=input_tags,
+            dep_jobs=dep_jobs,
+            verify=verify,
+        )
+    return plans
+
+
 def run_calibrations(
     calibrations: Calibration | str | Iterable[Calibration | str],
     data: str | os.PathLike[str],
@@ -256,6 +581,7 @@ def run_calibrations(
     registry: RunRegistry | None = None,
     verify: bool = True,
     max_nonfinite: float = DEFAULT_MAX_NONFINITE,
+    on_event: Callable[[ProgressEvent], None] | None = None,
 ) -> dict[str, CalibrationReport]:
     """Run calibrations (by name or declaration) in dependency order.
 
@@ -272,8 +598,9 @@ def run_calibrations(
     config
         Expert-config overrides per calibration name (mapping or JSON file).
     with_dependencies
-        Also run the calibrations the selected ones depend on. Without it, each dependency
-        must have completed earlier into the same staging tag.
+        Also run the calibrations the selected ones depend on (``depends_on``; never those
+        they only run ``after``). Without it, each dependency must have completed earlier into
+        the same staging tag.
     executor, workers, cache, on_bad_file, progress, verify, max_nonfinite
         Passed to :func:`b2calib.engine.collect` (the bad-file policy: by default unreadable
         and corrupt files are left out and listed, inconsistent data stops the job). A job run
@@ -283,51 +610,44 @@ def run_calibrations(
         (default: the folder's ``runs.json``); give ``QADatabase(url).runs.with_certified_flags``
         of it (:meth:`b2calib.qa.store.Runs.with_certified_flags`) to select by the flags the
         shifters certified.
+    on_event
+        Called in this process with a :class:`ProgressEvent` as the calibrations go: each
+        ``queued`` first (in the order they will run), then per calibration ``collecting``
+        (items done of all, per iteration, as they complete), ``fitting`` (per iteration),
+        ``staging``, and ``done`` (message: the report's status), also for a calibration
+        skipped or completed before.
+
+    Calibrations that only run ``after`` others are ordered after them when both are
+    selected; they are not skipped when those fail.
     """
-    if isinstance(calibrations, str | Calibration):
-        calibrations = [calibrations]
-    selected = {
-        c.name: c for c in (get_calibration(x) if isinstance(x, str) else x for x in calibrations)
-    }
-    if with_dependencies:
-        todo = list(selected.values())
-        while todo:
-            for dep in todo.pop().depends_on:
-                if dep not in selected:
-                    selected[dep] = get_calibration(dep)
-                    todo.append(selected[dep])
+    selected = _selected(calibrations, with_dependencies)
     store = JobStore(db)
-    done_before: dict[str, str] = {}
-    for c in selected.values():
-        for dep in c.depends_on:
-            if dep in selected:
-                continue
-            jobs = [
-                j
-                for j in store.jobs(dep)
-                if j.staging_tag == staging_tag and j.state == "completed"
-            ]
-            if not jobs:
-                raise CalibrationError(
-                    f"calibration {c.name} depends on {dep}, which has not completed into "
-                    f"staging tag {staging_tag}: run it first, or run with its dependencies"
-                )
-            done_before[dep] = jobs[-1].key
+    done_before, missing = _completed_before(selected, store, staging_tag)
+    for name, deps in missing.items():
+        raise CalibrationError(
+            f"calibration {name} depends on {deps[0]}, which has not completed into "
+            f"staging tag {staging_tag}: run it first, or run with its dependencies"
+        )
     order = dependency_order(selected.values(), completed=done_before)
-    folder = Path(data)
-    if registry is None:
-        registry = RunRegistry.load(folder / "runs.json", on_duplicate="drop")
-    everything = Dataset.from_files(find_skim_files(folder))  # metadata read once
+    folder = _Data(data, registry)
+    emit = on_event if on_event is not None else _ignore
+    for cal in order:
+        emit(ProgressEvent(cal.name, "queued"))
     reports: dict[str, CalibrationReport] = {}
     for cal in order:
         failed_deps = [d for d in cal.depends_on if d in reports and reports[d].status != "OK"]
         if failed_deps:
+            when = _now_text()
             reports[cal.name] = CalibrationReport(
                 cal.name,
                 "SKIPPED",
                 staging_tag,
                 message=f"dependencies did not succeed: {', '.join(failed_deps)}",
+                stage=cal.stage,
+                started=when,
+                finished=when,
             )
+            emit(ProgressEvent(cal.name, "done", message="SKIPPED"))
             continue
         dep_jobs = {d: reports[d].job if d in reports else done_before[d] for d in cal.depends_on}
         runner = _Runner(
@@ -345,28 +665,29 @@ def run_calibrations(
                 verify=verify,
                 max_nonfinite=max_nonfinite,
             ),
+            emit,
         )
-        filters: dict[str, Any] = dict(
-            exp=exp,
-            runs=runs,
-            run_type=cal.run_type,
-            beam_energy=cal.beam_energy,
-            magnet_on=cal.magnet_on,
-            dq=cal.dq,
+        inputs = folder.inputs(cal, exp, runs, config)
+        plan = _job_plan(
+            cal,
+            inputs,
+            staging_tag=staging_tag,
+            input_tags=input_tags,
+            dep_jobs=dep_jobs,
+            verify=verify,
         )
-        datasets = {
-            name: Dataset.select(
-                folder, registry=registry, skims=inp.skims, within=everything, **filters
-            )
-            for name, inp in cal.inputs.items()
-        }
-        registered = registry.select(**filters)  # with or without files
-        overrides = (config or {}).get(cal.name)
-        runner.run_info = {r.key: r for r in registered}
-        reports[cal.name] = runner.run(
-            datasets, [r.key for r in registered], cal.configure(overrides), dep_jobs
-        )
+        runner.run_info = inputs.run_info
+        reports[cal.name] = report = runner.run(plan, inputs)
+        emit(ProgressEvent(cal.name, "done", iteration=report.iterations, message=report.status))
     return reports
+
+
+def _ignore(event: ProgressEvent) -> None:
+    """The default :class:`ProgressEvent` receiver: nothing."""
+
+
+def _now_text() -> str:
+    return now().isoformat()
 
 
 @dataclass
@@ -406,55 +727,36 @@ class _Runner:
         staging_tag: str,
         input_tags: list[str],
         engine_options: dict[str, Any],
+        emit: Callable[[ProgressEvent], None] = _ignore,
     ) -> None:
         self.cal, self.db, self.store = cal, db, store
+        self.emit = emit
+        self.started = time.perf_counter()
         self.staging_tag, self.input_tags = staging_tag, input_tags
         self.engine_options = engine_options
         self.steps: dict[tuple[str, int, tuple[RunKey, ...]], int] = {}
         self.requested: dict[str, list[RunKey]] = {}
         self.run_info: dict[RunKey, Run] = {}
 
-    def run(
-        self,
-        datasets: dict[str, Dataset],
-        registered: Sequence[RunKey],
-        config: dict[str, Any],
-        dep_jobs: dict[str, str],
-    ) -> CalibrationReport:
-        """Run the calibration on the ``registered`` runs (those of the registry that pass its
-        filters) with the files of ``datasets``."""
-        cal = self.cal
-        report = CalibrationReport(cal.name, "OK", self.staging_tag)
-        with_files = {r for ds in datasets.values() for r in ds.runs}
-        runs = sorted(with_files | set(registered))
+    def run(self, plan: JobPlan, inputs: _Inputs) -> CalibrationReport:
+        """Run the calibration's planned job on ``inputs`` (the files of its collector inputs,
+        the runs of the registry that pass its filters)."""
+        cal, datasets, config = self.cal, inputs.datasets, inputs.config
+        self.started = time.perf_counter()
+        report = CalibrationReport(
+            cal.name, "OK", self.staging_tag, stage=cal.stage, started=_now_text()
+        )
+        runs = plan.runs
         report.runs = runs
-        if not runs:
+        if not plan.key:
             report.status = "NOT_ENOUGH_DATA"
-            report.message = "no input run passes the calibration's filters"
+            report.message = plan.message
+            if runs:
+                report.runs_without_data = _no_data_reasons(cal, runs, datasets, [])
+            self._finished(report)
             return report
-        if not with_files:
-            report.status = "NOT_ENOUGH_DATA"
-            report.runs_without_data = _no_data_reasons(cal, runs, datasets, [])
-            report.message = f"no input run has a file of {', '.join(cal.skims)}; nothing staged"
-            return report
-        files = sorted({f.path for ds in datasets.values() for f in ds.files})
-        inputs = {
-            "calibration": cal.name,
-            "b2calib": __version__,
-            "config": config,
-            "runs": [list(r) for r in runs],
-            "files": [_file_identity(p) for p in files],
-            "input_tags": self.input_tags,
-            "staging_tag": self.staging_tag,
-            "dependencies": dep_jobs,
-            "strategy": cal.strategy.describe(),
-            "max_iterations": cal.max_iterations,
-            "open_end": cal.open_end,
-        }
-        if not self.engine_options.get("verify", True):
-            inputs["unverified"] = True  # not the job that verified its input
-        key = hashlib.sha256(json.dumps(inputs, sort_keys=True, default=str).encode()).hexdigest()
-        job = self.store.open(key, cal.name, self.staging_tag, inputs)
+        key, job_inputs = plan.key, plan.inputs
+        job = self.store.open(key, cal.name, self.staging_tag, job_inputs)
         report.job = key
         if job.state == "completed":
             return self._from_summary(report, job)
@@ -478,8 +780,14 @@ class _Runner:
             report.iterations = iteration + 1
             constants = Constants(self.db, [self.staging_tag, *self.input_tags], overlay)
             output = RunOutput()
+            progress = _Progress(self.emit, cal.name, iteration, datasets)
             for name, inp in cal.inputs.items():
-                result = collect(inp.build(constants, runs), datasets[name], **self.engine_options)
+                result = collect(
+                    inp.build(constants, runs),
+                    datasets[name],
+                    on_progress=progress.of(name),
+                    **self.engine_options,
+                )
                 report.skipped_files += [s for s in result.skipped if s not in report.skipped_files]
                 if iteration == 0:  # the same files each iteration
                     report.nonfinite += result.nonfinite
@@ -491,6 +799,7 @@ class _Runner:
                 cal, [r for r in runs if r not in self.with_data], datasets, report.skipped_files
             )
             self.store.set_state(job, f"collected:{iteration}")
+            self.emit(ProgressEvent(cal.name, "fitting", iteration=iteration))
             executions = self._algorithms(
                 _Pass(job, iteration, output, constants, config, report, self.run_info), runs
             )
@@ -526,6 +835,7 @@ class _Runner:
                     *([no_data] if no_data else []),
                 ]
             )
+            self._finished(report)
             self.store.set_state(job, "failed", report.summary())
             return report
         if not successes:
@@ -533,6 +843,7 @@ class _Runner:
             report.message = "; ".join(
                 ["no execution had enough data", "nothing staged", *([no_data] if no_data else [])]
             )
+            self._finished(report)
             self.store.set_state(job, "not_enough_data", report.summary())
             return report
         lacking = [r for r in report.executions if r.iov is None]
@@ -554,8 +865,17 @@ class _Runner:
         items = [(e.iov, p) for _, e in executions if e.iov is not None for p in e.result.payloads]
         if cal.open_end:
             items = _open_last(items)
+        report.channels = channel_counts(p for _, p in items)
+        self.emit(ProgressEvent(cal.name, "staging", iteration=iteration))
+        self._finished(report)
         report.staged = self.store.complete(job, items, report.summary())
         return report
+
+    def _finished(self, report: CalibrationReport) -> None:
+        """Record the end of the job's execution in its report (before its summary is
+        stored)."""
+        report.finished = _now_text()
+        report.wall_time = round(time.perf_counter() - self.started, 3)
 
     def _algorithms(self, p: _Pass, runs: list[RunKey]) -> list[tuple[Algorithm, Execution]]:
         """Every algorithm executed by the strategy, stopping at the first FAILURE."""
@@ -710,6 +1030,11 @@ class _Runner:
         for exp, run, branch, bad, total in s.get("nonfinite", []):
             report.nonfinite.add((exp, run), {branch: (bad, total)})
         report.unverified_files = list(s.get("unverified_files", []))
+        # recorded by the execution that completed it (absent from older summaries)
+        report.started = str(s.get("started", ""))
+        report.finished = str(s.get("finished", ""))
+        report.wall_time = float(s.get("wall_time", 0.0))
+        report.channels = {k: int(v) for k, v in s.get("channels", {}).items()}
         report.staged = [
             IovEntry(self.staging_tag, self.db.payload_info(name, rev), IoV.parse(iov))
             for name, rev, iov in s["staged"]

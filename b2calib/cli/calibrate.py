@@ -97,7 +97,9 @@ def calibrate(
 
     if list_only:
         for name, cal in calibrations().items():
-            deps = f" (after {', '.join(cal.depends_on)})" if cal.depends_on else ""
+            order = [f"needs {', '.join(cal.depends_on)}"] if cal.depends_on else []
+            order += [f"after {', '.join(cal.after)}"] if cal.after else []
+            deps = f" ({'; '.join(order)})" if order else ""
             click.echo(f"{name}: {cal.stage}; {cal.expert}; skims {', '.join(cal.skims)}{deps}")
             if cal.description:
                 click.echo(f"    {cal.description}")

@@ -11,7 +11,8 @@ is reachable once granted). A database administrator creates both roles and the 
 the README's PostgreSQL section has the statements.
 
 The privileges (:data:`APPLICATION_PRIVILEGES`): the protected tables, whose rows are never
-changed (payloads and their files, the history, the append-only quality-assurance records),
+changed (payloads and their files, the history, the append-only quality-assurance records and
+calibration validations),
 get ``SELECT`` and ``INSERT``; IoVs also ``DELETE`` (an OPEN tag's IoVs are removed); global
 tags ``UPDATE`` of their state, time of change, description and type only; every other table
 of the owner's (:data:`OTHER_TABLES`: QA runs, variables, histograms, references, comparisons,
@@ -42,6 +43,7 @@ APPLICATION_PRIVILEGES: dict[str, tuple[str, ...]] = {
     "qa_flags": ("SELECT", "INSERT"),
     "qa_run_states": ("SELECT", "INSERT"),
     "qa_grls": ("SELECT", "INSERT"),
+    "calibration_validations": ("SELECT", "INSERT"),
     "alembic_version": ("SELECT",),
 }
 #: The privileges on every other table the owner owns in the schema.

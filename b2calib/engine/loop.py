@@ -315,6 +315,7 @@ def collect(
     step_size: int = 500_000,
     verify: bool = True,
     max_nonfinite: float = DEFAULT_MAX_NONFINITE,
+    on_progress: Callable[[int, int], None] | None = None,
 ) -> CollectResult:
     """Run ``collector`` over ``dataset`` and return its histograms per run.
 
@@ -360,6 +361,10 @@ def collect(
         The largest fraction of NaN or Inf values allowed per run in each floating-point
         branch the collector reads (default 0.1 %); more is inconsistent data. The counts are
         in :attr:`CollectResult.nonfinite` whatever the limit.
+    on_progress
+        Called in the calling process with ``(items done, items in all)``: once with 0 done
+        when the items are planned, then as each item completes, whatever the executor (for a
+        caller's own progress display; an exception it raises stops the loop).
     """
     if on_bad_file not in (None, "skip", "stop"):
         raise ConfigError(f"on_bad_file must be 'skip' or 'stop' (or None), not {on_bad_file!r}")
@@ -398,9 +403,13 @@ def collect(
     pending: dict[int, Any] = {}
     next_index = 0
     by_index = {it.index: it for it in items}
+    if on_progress is not None:
+        on_progress(0, len(items))
     with tqdm(total=len(items), unit="item", disable=not progress, desc="collect") as bar:
-        for index, payload, hit in stream:
+        for done, (index, payload, hit) in enumerate(stream, start=1):
             bar.update(1)
+            if on_progress is not None:
+                on_progress(done, len(items))
             if isinstance(payload, SkippedFile):
                 _bad_file(result, payload, on_bad_file)
             result.cache_hits += int(hit)

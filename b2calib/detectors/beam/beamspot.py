@@ -103,7 +103,7 @@ from b2calib.detectors.beam.collectors import (
 
 __all__ = [
     "BEAMSPOT",
-    "DEPENDS_ON",
+    "RUNS_AFTER",
     "BeamSpotAlgorithm",
     "PositionFit",
     "SizeFit",
@@ -117,8 +117,9 @@ __all__ = [
 F = npt.NDArray[np.float64]
 
 BEAMSPOT = "BeamSpot"
-#: The calibrations the beam spot runs after (Belle II's prompt script order).
-DEPENDS_ON = (
+#: The calibrations the beam spot runs after when they are scheduled (Belle II's prompt script
+#: order); it reads none of their payloads, so they are ordering only (``after``).
+RUNS_AFTER = (
     "cdc-dedx-run-gain",
     "cdc-dedx-cosine",
     "cdc-dedx-wire-gain",
@@ -585,7 +586,7 @@ def beamspot_calibration() -> Calibration:
         stage="analysis",
         run_type="physics",
         magnet_on=True,
-        depends_on=DEPENDS_ON,
+        after=RUNS_AFTER,
         expert_config=dict(_EXPERT_CONFIG),
         max_iterations=3,
         open_end=True,

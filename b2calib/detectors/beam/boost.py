@@ -186,7 +186,7 @@ def boostvector_calibration() -> Calibration:
         stage="analysis",
         run_type="physics",
         magnet_on=True,
-        depends_on=("beamspot",),
+        after=("beamspot",),  # Belle II's order; reads no BeamSpot (ordering only)
         expert_config={
             "outerLoss": BOOSTVECTOR_OUTER_LOSS,
             "innerLoss": BOOSTVECTOR_INNER_LOSS,

@@ -325,7 +325,7 @@ def ecms_calibration() -> Calibration:
         run_type="physics",
         beam_energy=("4S", "Continuum"),
         magnet_on=True,
-        depends_on=("boostvector",),
+        after=("boostvector",),  # Belle II's order; reads no boost payload (ordering only)
         expert_config={
             "outerLoss": ECMS_OUTER_LOSS,
             "innerLoss": ECMS_INNER_LOSS,

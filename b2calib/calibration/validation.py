@@ -1,0 +1,807 @@
+"""Validation of a calibration's new payloads against the previous ones (Belle II's prompt
+validation step), and the channel counts of a job's summary.
+
+After a calibration job has staged its payloads, :func:`validate_job` runs the calibration's
+validator (:attr:`Calibration.validation <b2calib.calibration.Calibration>`, by default
+:class:`PayloadComparison`) on them. The validator compares each new payload with the payload
+of the same name that was valid before, per channel, and returns a :class:`ValidationResult`:
+a :class:`Verdict` (GOOD, WARNING, ERROR) with its reason, a summary per payload name
+(:class:`PayloadValidation`) and :class:`~b2calib.calibration.Diagnostics` (a table per payload
+and the histograms of the pulls) for the payload-validation dashboard.
+:meth:`JobStore.record_validation <b2calib.calibration.jobs.JobStore.record_validation>` keeps
+it with the job.
+
+The previous payloads
+    For each staged IoV, the payload of the same name valid at the IoV's first run through the
+    previous tags: the job's input tags (in the prompt loop the previous bucket's staging tag,
+    then the base global tags), never the staging tag that now holds the new payloads.
+
+The comparison (:class:`PayloadComparison`)
+    * Rows are joined on the key columns. For every value column compared, per channel: the
+      difference new - old, the relative difference (new - old) / abs(old) and, where both
+      payloads give an error, the pull (new - old) / sqrt(err_new^2 + err_old^2). A channel is an
+      outlier when abs(pull) > ``max_pull``, or, where there is no pull (no errors, or
+      ``max_pull=None``), when the relative difference exceeds ``max_rel_change`` or the
+      absolute one ``max_abs_change`` (none of them given: channels without errors are not
+      judged). Only channels OK in both payloads (or payloads without status) are compared.
+    * Channels newly flagged (OK before, not OK now) and recovered (the reverse).
+    * A list payload (rows = the flagged channels, e.g. hot pixels or dead pixels: a type of
+      :data:`~b2calib.conditions.payloadtypes.PAYLOAD_TYPES` without a fixed number of rows):
+      rows added and removed; the added rows, as a fraction of the new list, are its newly
+      flagged channels.
+    * A time-dependent payload (:mod:`b2calib.conditions.eventdep`): each new interval is
+      compared with the previous payload's constants at the interval's start time (basf2's
+      lookup: the previous bucket's last interval holds up to +infinity), i.e. with the
+      constants the data would have been processed with had the calibration not run; a
+      run-level previous payload is compared with every interval.
+    * Verdict per payload: ERROR when no channel is OK and some fell back or failed
+      (:func:`no_ok_channel`), or when the outliers or the newly flagged channels exceed the
+      error fractions; WARNING beyond the warning fractions, or when there is no previous
+      payload; GOOD otherwise. The result's verdict is the worst, its reason the reasons of the
+      payloads that are not GOOD (payload, numbers, worst channels).
+
+Channel counts (:func:`channel_counts`)
+    Over payloads: each row of a payload with a status column counts once: OK as ``OK``;
+    NOT_ENOUGH_DATA and FAILED rows that carry a finite value (a substitute was written: a
+    neighbour's constants, a board or sensor mean, a default) as ``fallback``, those without as
+    their status; DEAD, HOT and UNUSABLE as ``masked``. Payloads without status count their
+    rows as OK. A list payload's rows are the channels it lists, with their status: hot and
+    dead pixel lists count as ``masked`` (the channels they do not list are not counted). A
+    time-dependent payload counts a row per interval (and channel): a fallen-back interval
+    counts as ``fallback``. A channel flagged with a placeholder value (e.g. 0.0, as
+    :func:`~b2calib.calibration.toolkit.channel_payload` writes with ``flagged=``) is finite,
+    so it counts as ``fallback``.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+import hist
+import numpy as np
+import numpy.typing as npt
+
+from b2calib.calibration.algorithm import Diagnostics
+from b2calib.conditions import eventdep
+from b2calib.conditions.iov import IoV
+from b2calib.conditions.payload import Payload
+from b2calib.conditions.payloadtypes import PAYLOAD_TYPES
+from b2calib.conditions.status import ChannelStatus
+from b2calib.exceptions import CalibrationError
+
+if TYPE_CHECKING:
+    from b2calib.calibration.jobs import Job
+    from b2calib.conditions.database import ConditionsDB
+
+__all__ = [
+    "CHANNEL_KEYS",
+    "PayloadComparison",
+    "PayloadValidation",
+    "ValidationContext",
+    "ValidationResult",
+    "Validator",
+    "Verdict",
+    "channel_counts",
+    "no_ok_channel",
+    "previous_payloads",
+    "validate_job",
+]
+
+F = npt.NDArray[np.float64]
+I64 = npt.NDArray[np.int64]
+Items = Mapping[str, list[tuple[IoV, Payload]]]
+#: Per payload name, per new IoV (same position): the previous payload with its IoV, or None.
+Previous = Mapping[str, list[tuple[IoV, Payload] | None]]
+
+#: The keys of :func:`channel_counts`, in the order a summary shows them.
+CHANNEL_KEYS = ("OK", "fallback", "NOT_ENOUGH_DATA", "FAILED", "masked")
+_MASKED = (ChannelStatus.DEAD, ChannelStatus.HOT, ChannelStatus.UNUSABLE)
+#: Bins of the pull histograms (pulls beyond the range fall in the flow bins).
+PULL_BINS = (50, -10.0, 10.0)
+#: Channels named in a reason at most.
+WORST = 5
+
+
+class Verdict(enum.Enum):
+    """The outcome of a validation, worst last."""
+
+    GOOD = "GOOD"
+    WARNING = "WARNING"
+    ERROR = "ERROR"
+
+    @property
+    def rank(self) -> int:
+        """0 GOOD, 1 WARNING, 2 ERROR."""
+        return _RANK[self]
+
+
+_RANK = {Verdict.GOOD: 0, Verdict.WARNING: 1, Verdict.ERROR: 2}
+
+
+def _worst(verdicts: Iterable[Verdict]) -> Verdict:
+    return max(verdicts, key=lambda v: v.rank, default=Verdict.GOOD)
+
+
+# ----------------------------------------------------------------------------- channel counts
+def _finite_rows(payload: Payload) -> npt.NDArray[np.bool_]:
+    """Rows with a finite value in every value column."""
+    ok = np.ones(len(payload), dtype=bool)
+    for col in payload.values.values():
+        if col.dtype.kind in "fc":
+            ok &= np.isfinite(col)
+    return ok
+
+
+def channel_counts(payloads: Iterable[Payload]) -> dict[str, int]:
+    """Rows of ``payloads`` by what they hold: ``OK``, ``fallback``, ``NOT_ENOUGH_DATA``,
+    ``FAILED``, ``masked`` (see the module's description: a NOT_ENOUGH_DATA or FAILED row with
+    a finite value is a fallback; DEAD, HOT and UNUSABLE rows are masked; a payload without
+    status counts its rows as OK; list and time-dependent payloads count their rows)."""
+    counts = dict.fromkeys(CHANNEL_KEYS, 0)
+    for p in payloads:
+        if p.status is None:
+            counts["OK"] += len(p)
+            continue
+        s = p.status
+        finite = _finite_rows(p)
+        lacking = (s == ChannelStatus.NOT_ENOUGH_DATA) | (s == ChannelStatus.FAILED)
+        counts["OK"] += int(np.sum(s == ChannelStatus.OK))
+        counts["fallback"] += int(np.sum(lacking & finite))
+        counts["NOT_ENOUGH_DATA"] += int(np.sum((s == ChannelStatus.NOT_ENOUGH_DATA) & ~finite))
+        counts["FAILED"] += int(np.sum((s == ChannelStatus.FAILED) & ~finite))
+        counts["masked"] += int(np.isin(s, np.array(_MASKED, dtype=np.int8)).sum())
+    return counts
+
+
+def no_ok_channel(counts: Mapping[str, int]) -> bool:
+    """Whether counts of :func:`channel_counts` (e.g. a job summary's ``"channels"``) have no
+    OK channel while some channel fell back or failed: every channel the calibration was to
+    determine is a substitute or missing, so the calibration must not read as a plain OK. Masks
+    only (lists of hot or dead channels) and no channel at all are not such a case."""
+    lacking = sum(int(counts.get(k, 0)) for k in ("fallback", "NOT_ENOUGH_DATA", "FAILED"))
+    return int(counts.get("OK", 0)) == 0 and lacking > 0
+
+
+# ------------------------------------------------------------------------------ results
+@dataclass
+class PayloadValidation:
+    """The comparison of one payload name's new revisions with the previous ones.
+
+    Attributes
+    ----------
+    name
+        The payload name.
+    verdict, reason
+        This payload's verdict and why (empty reason when GOOD with nothing to say).
+    iovs
+        The new IoVs compared.
+    previous
+        The previous payloads compared with (``"name rev N in TAG"``), empty when none.
+    compared
+        Channels compared (OK in both), over the IoVs (and intervals).
+    outliers
+        Compared channels beyond the thresholds.
+    newly_flagged, recovered
+        Channels OK before and not now, and the reverse (list payloads: rows added).
+    added, removed
+        Rows only in the new payload, only in the previous one.
+    max_abs_pull
+        The largest absolute pull (NaN when no pull could be computed).
+    channels
+        :func:`channel_counts` of the new payloads.
+    worst
+        The worst channels: ``{"keys": {...}, "column", "new", "old", "diff", "pull"}``.
+    """
+
+    name: str
+    verdict: Verdict
+    reason: str = ""
+    iovs: list[str] = field(default_factory=list)
+    previous: list[str] = field(default_factory=list)
+    compared: int = 0
+    outliers: int = 0
+    newly_flagged: int = 0
+    recovered: int = 0
+    added: int = 0
+    removed: int = 0
+    max_abs_pull: float = math.nan
+    channels: dict[str, int] = field(default_factory=dict)
+    worst: list[dict[str, Any]] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready form (the stored per-payload summary)."""
+        return {
+            "name": self.name,
+            "verdict": self.verdict.value,
+            "reason": self.reason,
+            "iovs": list(self.iovs),
+            "previous": list(self.previous),
+            "compared": self.compared,
+            "outliers": self.outliers,
+            "newly_flagged": self.newly_flagged,
+            "recovered": self.recovered,
+            "added": self.added,
+            "removed": self.removed,
+            "max_abs_pull": None if math.isnan(self.max_abs_pull) else self.max_abs_pull,
+            "channels": dict(self.channels),
+            "worst": list(self.worst),
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> PayloadValidation:
+        """Read :meth:`as_dict`'s form."""
+        pull = d.get("max_abs_pull")
+        return cls(
+            name=str(d["name"]),
+            verdict=Verdict(d["verdict"]),
+            reason=str(d.get("reason", "")),
+            iovs=list(d.get("iovs", [])),
+            previous=list(d.get("previous", [])),
+            compared=int(d.get("compared", 0)),
+            outliers=int(d.get("outliers", 0)),
+            newly_flagged=int(d.get("newly_flagged", 0)),
+            recovered=int(d.get("recovered", 0)),
+            added=int(d.get("added", 0)),
+            removed=int(d.get("removed", 0)),
+            max_abs_pull=math.nan if pull is None else float(pull),
+            channels={str(k): int(v) for k, v in d.get("channels", {}).items()},
+            worst=list(d.get("worst", [])),
+        )
+
+
+@dataclass
+class ValidationResult:
+    """A validation's verdict, its reason, the per-payload summaries and the diagnostics
+    (tables and histograms for the dashboards)."""
+
+    verdict: Verdict
+    reason: str
+    payloads: list[PayloadValidation] = field(default_factory=list)
+    diagnostics: Diagnostics = field(default_factory=Diagnostics)
+
+    def summary(self) -> list[dict[str, Any]]:
+        """The per-payload summaries, JSON-ready."""
+        return [p.as_dict() for p in self.payloads]
+
+
+@dataclass(frozen=True)
+class ValidationContext:
+    """What a validator knows besides the payloads: the calibration, its job key, the staging
+    tag, the previous tags compared with, and where each previous payload was found
+    (``sources[name][i]``: ``"name rev N in TAG"`` for the ``i``-th new IoV, empty when none)."""
+
+    calibration: str
+    job: str = ""
+    staging_tag: str = ""
+    previous_tags: tuple[str, ...] = ()
+    sources: Mapping[str, list[str]] = field(default_factory=dict)
+
+
+@runtime_checkable
+class Validator(Protocol):
+    """Compares a calibration's new payloads with the previous ones.
+
+    ``new`` maps each payload name to its staged ``(IoV, payload)`` pairs; ``previous`` to one
+    entry per new IoV (same position): the ``(IoV, payload)`` valid before at the IoV's first
+    run, or ``None`` when there was none (a name absent from ``previous``: none for any IoV).
+    """
+
+    def __call__(
+        self, new: Items, previous: Previous, context: ValidationContext
+    ) -> ValidationResult: ...
+
+
+# --------------------------------------------------------------------------- the comparison
+def _fraction(value: float | None, what: str) -> float | None:
+    if value is None:
+        return None
+    if not 0.0 <= value <= 1.0:
+        raise CalibrationError(
+            f"PayloadComparison: {what} must be a fraction in [0, 1], not {value}"
+        )
+    return float(value)
+
+
+@dataclass(frozen=True)
+class PayloadComparison:
+    """The default validator: per-channel comparison with the previous payloads (see the
+    module's description).
+
+    Parameters
+    ----------
+    max_pull
+        A channel whose abs(pull) exceeds it is an outlier; ``None``: pulls are not judged
+        (constants expected to move by more than their errors, e.g. per-run values).
+    max_rel_change
+        For channels without a pull: abs((new - old) / old) beyond it is an outlier.
+    max_abs_change
+        For channels without a pull: abs(new - old) beyond it is an outlier (constants
+        whose scale is absolute: time offsets in ns, positions in cm).
+    warn_outlier_fraction, error_outlier_fraction
+        Fractions of the compared channels beyond which outliers give WARNING, ERROR (a
+        fraction of 0 warns at the first outlier).
+    warn_new_flagged_fraction, error_new_flagged_fraction
+        The same for channels newly flagged (OK before, not OK now; list payloads: rows added,
+        as a fraction of the new list).
+    columns
+        The value columns to compare (default: every numeric value column both payloads
+        have); a column neither has is an error.
+    always_pull
+        Judge by pull even where the relative or absolute change is given.
+    """
+
+    max_pull: float | None = 5.0
+    max_rel_change: float | None = None
+    warn_outlier_fraction: float = 0.0
+    error_outlier_fraction: float = 0.05
+    warn_new_flagged_fraction: float = 0.001
+    error_new_flagged_fraction: float = 0.05
+    columns: tuple[str, ...] | None = None
+    max_abs_change: float | None = None
+
+    def __post_init__(self) -> None:
+        for what in (
+            "warn_outlier_fraction",
+            "error_outlier_fraction",
+            "warn_new_flagged_fraction",
+            "error_new_flagged_fraction",
+        ):
+            _fraction(getattr(self, what), what)
+        for what in ("max_pull", "max_rel_change", "max_abs_change"):
+            v = getattr(self, what)
+            if v is not None and not v > 0:
+                raise CalibrationError(f"PayloadComparison: {what} must be positive, not {v}")
+        if self.warn_outlier_fraction > self.error_outlier_fraction:
+            raise CalibrationError(
+                "PayloadComparison: warn_outlier_fraction > error_outlier_fraction"
+            )
+        if self.warn_new_flagged_fraction > self.error_new_flagged_fraction:
+            raise CalibrationError(
+                "PayloadComparison: warn_new_flagged_fraction > error_new_flagged_fraction"
+            )
+        if self.columns is not None:
+            object.__setattr__(self, "columns", tuple(self.columns))
+
+    def __call__(
+        self, new: Items, previous: Previous, context: ValidationContext
+    ) -> ValidationResult:
+        """Compare every payload name of ``new`` with ``previous``."""
+        diagnostics = Diagnostics()
+        results = [
+            self._name(
+                name,
+                items,
+                list(previous.get(name, [])),
+                list(context.sources.get(name, [])),
+                diagnostics,
+            )
+            for name, items in sorted(new.items())
+        ]
+        verdict = _worst(r.verdict for r in results)
+        if not results:
+            return ValidationResult(
+                Verdict.WARNING, f"{context.calibration}: no payload was staged to validate"
+            )
+        bad = [r for r in results if r.verdict is not Verdict.GOOD]
+        reason = "; ".join(f"{r.name}: {r.reason}" for r in bad) or (
+            f"{', '.join(r.name for r in results)}: within thresholds ("
+            + ", ".join(f"{r.compared} channels compared" for r in results)
+            + ")"
+        )
+        return ValidationResult(verdict, reason, results, diagnostics)
+
+    # -- one payload name ------------------------------------------------------------------
+    def _name(
+        self,
+        name: str,
+        items: list[tuple[IoV, Payload]],
+        previous: list[tuple[IoV, Payload] | None],
+        sources: list[str],
+        diagnostics: Diagnostics,
+    ) -> PayloadValidation:
+        pv = PayloadValidation(name, Verdict.GOOD, iovs=[str(iov) for iov, _ in items])
+        pv.channels = channel_counts(p for _, p in items)
+        tables: list[dict[str, npt.NDArray[Any]]] = []
+        pulls: dict[str, list[F]] = {}
+        worst: list[tuple[float, dict[str, Any]]] = []
+        missing: list[str] = []
+        is_list = _is_list(name)
+        new_list_rows = 0
+        for i, (iov, p) in enumerate(items):
+            found = previous[i] if i < len(previous) else None
+            if found is None:
+                missing.append(str(iov))
+                continue
+            old_iov, old = found
+            source = sources[i] if i < len(sources) and sources[i] else f"{name} [{old_iov}]"
+            if source not in pv.previous:
+                pv.previous.append(source)
+            for new_part, old_part in _pairs(p, old):
+                c = self._compare(new_part, old_part, is_list)
+                pv.compared += c.compared
+                pv.outliers += c.outliers
+                pv.newly_flagged += c.newly_flagged
+                pv.recovered += c.recovered
+                pv.added += c.added
+                pv.removed += c.removed
+                new_list_rows += len(new_part)
+                tables.append(c.table)
+                for col, arr in c.pulls.items():
+                    pulls.setdefault(col, []).append(arr)
+                worst += c.worst
+        if tables:
+            diagnostics.tables[name] = _concat(tables)
+        all_pulls = []
+        for col, parts in pulls.items():
+            arr = np.concatenate(parts)
+            arr = arr[np.isfinite(arr)]
+            all_pulls.append(arr)
+            h: hist.Hist = hist.Hist(
+                hist.axis.Regular(*PULL_BINS, name="pull", label=f"{name} {col} pull")
+            )
+            h.fill(arr)
+            diagnostics.histograms[f"{name}_{col}_pull"] = h
+        finite = np.concatenate(all_pulls) if all_pulls else np.zeros(0)
+        pv.max_abs_pull = float(np.max(np.abs(finite))) if len(finite) else math.nan
+        worst.sort(key=lambda t: -t[0])
+        pv.worst = [w for _, w in worst[:WORST]]
+        self._judge(pv, missing, is_list, new_list_rows)
+        return pv
+
+    def _judge(self, pv: PayloadValidation, missing: list[str], is_list: bool, listed: int) -> None:
+        verdicts: list[Verdict] = []
+        reasons: list[str] = []
+        if no_ok_channel(pv.channels):
+            ch = pv.channels
+            verdicts.append(Verdict.ERROR)
+            reasons.append(
+                f"no OK channel: {ch['fallback']} fell back, {ch['NOT_ENOUGH_DATA']} "
+                f"NOT_ENOUGH_DATA, {ch['FAILED']} FAILED without a value"
+            )
+        if missing:
+            verdicts.append(Verdict.WARNING)
+            reasons.append(
+                "no previous payload to compare with for IoV"
+                + ("s " if len(missing) > 1 else " ")
+                + ", ".join(missing)
+            )
+        if pv.compared:
+            frac = pv.outliers / pv.compared
+            level = self._level(
+                frac, pv.outliers, self.warn_outlier_fraction, self.error_outlier_fraction
+            )
+            if level is not Verdict.GOOD:
+                verdicts.append(level)
+                reasons.append(
+                    f"{pv.outliers} of {pv.compared} channels ({100 * frac:.3g} %) are outliers"
+                    f" ({self._limits()}; largest |pull| {pv.max_abs_pull:.3g}); worst: "
+                    + _worst_text(pv.worst)
+                )
+        elif not missing and not is_list and pv.channels.get("OK", 0):
+            verdicts.append(Verdict.WARNING)
+            reasons.append("no channel OK in both the new and the previous payload to compare")
+        base = listed if is_list else pv.compared + pv.newly_flagged
+        if pv.newly_flagged and base:
+            frac = pv.newly_flagged / base
+            level = self._level(
+                frac,
+                pv.newly_flagged,
+                self.warn_new_flagged_fraction,
+                self.error_new_flagged_fraction,
+            )
+            what = "rows added to the list" if is_list else "channels newly flagged"
+            if level is not Verdict.GOOD:
+                verdicts.append(level)
+                reasons.append(f"{pv.newly_flagged} {what} ({100 * frac:.3g} % of {base})")
+        if is_list and pv.removed:
+            reasons.append(f"{pv.removed} rows removed from the list")
+        if pv.recovered and verdicts:
+            reasons.append(f"{pv.recovered} channels recovered")
+        pv.verdict = _worst(verdicts)
+        pv.reason = "; ".join(reasons)
+
+    @staticmethod
+    def _level(frac: float, n: int, warn: float, error: float) -> Verdict:
+        if n and frac > error:
+            return Verdict.ERROR
+        if n and frac > warn:
+            return Verdict.WARNING
+        return Verdict.GOOD
+
+    def _limits(self) -> str:
+        out = []
+        if self.max_pull is not None:
+            out.append(f"|pull| > {self.max_pull:g}")
+        if self.max_rel_change is not None:
+            out.append(f"|relative change| > {self.max_rel_change:g}")
+        if self.max_abs_change is not None:
+            out.append(f"|change| > {self.max_abs_change:g}")
+        return " or ".join(out)
+
+    # -- one pair of payloads --------------------------------------------------------------
+    def _compare(self, new: Payload, old: Payload, is_list: bool) -> _Comparison:
+        key_cols = [k for k in new.keys if k not in eventdep.TIME_KEYS or k in old.keys]
+        if [k for k in key_cols if k not in old.keys]:
+            raise CalibrationError(
+                f"payload {new.name}: the previous payload has key columns {list(old.keys)}, the "
+                f"new one {list(new.keys)}: they cannot be compared channel by channel"
+            )
+        ni, oi, only_new, only_old = _join(
+            [new.keys[k] for k in key_cols], [old.keys[k] for k in key_cols], len(new), len(old)
+        )
+        c = _Comparison()
+        c.added, c.removed = len(only_new), len(only_old)
+        s_new = _status(new)[ni]
+        s_old = _status(old)[oi]
+        both_ok = (s_new == ChannelStatus.OK) & (s_old == ChannelStatus.OK)
+        if is_list:
+            c.newly_flagged = len(only_new)
+            c.recovered = len(only_old)
+        else:
+            c.newly_flagged = int(np.sum((s_old == ChannelStatus.OK) & (s_new != ChannelStatus.OK)))
+            c.recovered = int(np.sum((s_old != ChannelStatus.OK) & (s_new == ChannelStatus.OK)))
+        table: dict[str, npt.NDArray[Any]] = {
+            k: np.concatenate([new.keys[k][ni], new.keys[k][only_new], old.keys[k][only_old]])
+            for k in key_cols
+        }
+        if eventdep.is_time_dependent(new):
+            for k in eventdep.TIME_KEYS:
+                if k not in table:
+                    table[k] = np.concatenate(
+                        [new.keys[k][ni], new.keys[k][only_new], np.zeros(len(only_old), np.int64)]
+                    )
+        n_rows = len(ni) + len(only_new) + len(only_old)
+        outlier = np.zeros(len(ni), dtype=bool)
+        for col in self._columns(new, old):
+            vn = new.values[col][ni].astype(np.float64)
+            vo = old.values[col][oi].astype(np.float64)
+            diff = vn - vo
+            with np.errstate(divide="ignore", invalid="ignore"):
+                rel = np.where(vo != 0, diff / np.abs(vo), np.where(diff == 0, 0.0, np.inf))
+            pull = np.full(len(ni), np.nan)
+            if col in new.errors and col in old.errors:
+                en = new.errors[col][ni].astype(np.float64)
+                eo = old.errors[col][oi].astype(np.float64)
+                sigma = np.sqrt(en**2 + eo**2)
+                with np.errstate(divide="ignore", invalid="ignore"):
+                    pull = np.where(np.isfinite(sigma) & (sigma > 0), diff / sigma, np.nan)
+            out = np.zeros(len(ni), dtype=bool)
+            rest = both_ok.copy()
+            if self.max_pull is not None:
+                judged = np.isfinite(pull) & both_ok
+                out |= judged & (np.abs(pull) > self.max_pull)
+                rest &= ~judged
+            if self.max_rel_change is not None:
+                out |= rest & (np.abs(rel) > self.max_rel_change)
+            if self.max_abs_change is not None:
+                out |= rest & (np.abs(diff) > self.max_abs_change)
+            outlier |= out
+            c.pulls[col] = pull[both_ok]
+            pad = np.full(len(only_new) + len(only_old), np.nan)
+            vn_all = np.concatenate(
+                [vn, new.values[col][only_new].astype(np.float64), pad[len(only_new) :]]
+            )
+            vo_all = np.concatenate(
+                [vo, pad[: len(only_new)], old.values[col][only_old].astype(np.float64)]
+            )
+            table[f"{col}_new"] = vn_all
+            table[f"{col}_old"] = vo_all
+            table[f"{col}_diff"] = np.concatenate([diff, pad])
+            table[f"{col}_pull"] = np.concatenate([pull, pad])
+            score = np.where(np.isfinite(pull), np.abs(pull), np.abs(rel))
+            for i in np.flatnonzero(out):
+                c.worst.append(
+                    (
+                        float(score[i]),
+                        {
+                            "keys": {k: int(new.keys[k][ni[i]]) for k in new.keys},
+                            "column": col,
+                            "new": float(vn[i]),
+                            "old": float(vo[i]),
+                            "diff": float(diff[i]),
+                            "pull": None if not np.isfinite(pull[i]) else float(pull[i]),
+                        },
+                    )
+                )
+        c.compared = int(both_ok.sum())
+        c.outliers = int(outlier.sum())
+        c.worst.sort(key=lambda t: -t[0])
+        del c.worst[WORST:]
+        table["status_new"] = np.concatenate(
+            [s_new, _status(new)[only_new], np.full(len(only_old), -1, np.int8)]
+        ).astype(np.int8)
+        table["status_old"] = np.concatenate(
+            [s_old, np.full(len(only_new), -1, np.int8), _status(old)[only_old]]
+        ).astype(np.int8)
+        change = np.zeros(n_rows, dtype=np.int8)
+        change[len(ni) : len(ni) + len(only_new)] = 1
+        change[len(ni) + len(only_new) :] = -1
+        table["change"] = change
+        table["outlier"] = np.concatenate([outlier, np.zeros(n_rows - len(ni), bool)]).astype(
+            np.int8
+        )
+        c.table = table
+        return c
+
+    def _columns(self, new: Payload, old: Payload) -> list[str]:
+        if self.columns is not None:
+            unknown = [c for c in self.columns if c not in new.values or c not in old.values]
+            if unknown:
+                raise CalibrationError(
+                    f"payload {new.name}: PayloadComparison columns {unknown} are not value "
+                    f"columns of both the new ({list(new.values)}) and the previous "
+                    f"({list(old.values)}) payload"
+                )
+            return list(self.columns)
+        return [
+            c
+            for c, v in new.values.items()
+            if c in old.values and v.dtype.kind in "biuf" and old.values[c].dtype.kind in "biuf"
+        ]
+
+
+@dataclass
+class _Comparison:
+    compared: int = 0
+    outliers: int = 0
+    newly_flagged: int = 0
+    recovered: int = 0
+    added: int = 0
+    removed: int = 0
+    pulls: dict[str, F] = field(default_factory=dict)
+    worst: list[tuple[float, dict[str, Any]]] = field(default_factory=list)
+    table: dict[str, npt.NDArray[Any]] = field(default_factory=dict)
+
+
+def _worst_text(worst: list[dict[str, Any]]) -> str:
+    out = []
+    for w in worst[:WORST]:
+        keys = ",".join(f"{k}={v}" for k, v in w["keys"].items())
+        pull = "" if w["pull"] is None else f", pull {w['pull']:.3g}"
+        out.append(f"{keys} {w['column']} {w['old']:.6g} -> {w['new']:.6g}{pull}")
+    return "; ".join(out)
+
+
+def _is_list(name: str) -> bool:
+    kind = PAYLOAD_TYPES.get(name)
+    return kind is not None and kind.rows is None and not kind.time_dependent
+
+
+def _status(p: Payload) -> npt.NDArray[np.int8]:
+    if p.status is None:
+        return np.zeros(len(p), dtype=np.int8)
+    return p.status
+
+
+def _pairs(new: Payload, old: Payload) -> list[tuple[Payload, Payload]]:
+    """The (new, previous) payloads to compare row by row: a time-dependent new payload per
+    interval with the previous constants at the interval's start; else the payloads."""
+    if not eventdep.is_time_dependent(new):
+        if eventdep.is_time_dependent(old):
+            raise CalibrationError(
+                f"payload {new.name}: the new payload is run-level, the previous one "
+                "time-dependent: they cannot be compared channel by channel"
+            )
+        return [(new, old)]
+    starts, _ = eventdep.intervals(new)
+    out = []
+    for t in starts.tolist():
+        sel = new.keys["t_start"] == t
+        part = Payload(
+            new.name,
+            keys={k: v[sel] for k, v in new.keys.items()},
+            values={k: v[sel] for k, v in new.values.items()},
+            errors={k: v[sel] for k, v in new.errors.items()},
+            status=None if new.status is None else new.status[sel],
+            metadata=dict(new.metadata),
+        )
+        prev = eventdep.at_time(old, int(t)) if eventdep.is_time_dependent(old) else old
+        out.append((part, prev))
+    return out
+
+
+def _row_ids(columns: list[npt.NDArray[Any]], n: int) -> I64:
+    """One int64 per row identifying its key combination (the same combination, the same id,
+    across the arrays concatenated in ``columns``)."""
+    if not columns:
+        return np.zeros(n, dtype=np.int64)
+    rows = np.column_stack([c.astype(np.int64) for c in columns])
+    _, inverse = np.unique(rows, axis=0, return_inverse=True)
+    return np.asarray(inverse, dtype=np.int64).ravel()
+
+
+def _join(
+    new_keys: list[npt.NDArray[Any]], old_keys: list[npt.NDArray[Any]], n_new: int, n_old: int
+) -> tuple[I64, I64, I64, I64]:
+    """Indices of the rows of the new and old payloads with the same keys (in new order), and
+    of the rows only in the new, only in the old one."""
+    ids = _row_ids(
+        [np.concatenate([a, b]) for a, b in zip(new_keys, old_keys, strict=True)], n_new + n_old
+    )
+    a, b = ids[:n_new], ids[n_new:]
+    order = np.argsort(b, kind="stable")
+    pos = np.searchsorted(b[order], a)
+    pos = np.clip(pos, 0, max(len(b) - 1, 0))
+    hit = (b[order][pos] == a) if len(b) else np.zeros(len(a), dtype=bool)
+    ni = np.flatnonzero(hit)
+    oi = order[pos[hit]] if len(b) else np.zeros(0, dtype=np.int64)
+    only_old = np.setdiff1d(np.arange(n_old), oi, assume_unique=False)
+    return ni, np.asarray(oi, np.int64), np.flatnonzero(~hit), only_old
+
+
+def _concat(tables: list[dict[str, npt.NDArray[Any]]]) -> dict[str, npt.NDArray[Any]]:
+    cols = list(tables[0])
+    return {c: np.concatenate([t[c] for t in tables if c in t]) for c in cols}
+
+
+# ------------------------------------------------------------------------------ running it
+def previous_payloads(
+    db: ConditionsDB, items: Items, tags: Sequence[str]
+) -> tuple[dict[str, list[tuple[IoV, Payload] | None]], dict[str, list[str]]]:
+    """For each IoV of ``items``, the payload of the same name valid at its first run through
+    ``tags`` (highest priority first) with its IoV there, or ``None``; and where each was found
+    (``"name rev N in TAG"``). One query per tag, each revision read once."""
+    runs = sorted({iov.start for pairs in items.values() for iov, _ in pairs})
+    found = db.lookup_many(runs, list(tags), names=list(items)) if tags and runs else {}
+    cache: dict[tuple[str, int], Payload] = {}
+    out: dict[str, list[tuple[IoV, Payload] | None]] = {}
+    sources: dict[str, list[str]] = {}
+    for name, pairs in items.items():
+        out[name], sources[name] = [], []
+        for iov, _ in pairs:
+            entry = found.get(iov.start, {}).get(name)
+            if entry is None:
+                out[name].append(None)
+                sources[name].append("")
+                continue
+            k = (name, entry.payload.revision)
+            if k not in cache:
+                cache[k] = db.payload(entry.payload)
+            out[name].append((entry.iov, cache[k]))
+            sources[name].append(f"{name} rev {entry.payload.revision} in {entry.globaltag}")
+    return out, sources
+
+
+def validate_job(db: ConditionsDB, job: Job, previous_tags: Sequence[str]) -> ValidationResult:
+    """Run the calibration's validator on a completed job's staged payloads, against the
+    payloads valid before in ``previous_tags`` (highest priority first; the job's input tags,
+    not its staging tag).
+
+    Raises
+    ------
+    CalibrationError
+        The job has not completed, or its calibration is not registered.
+    """
+    from b2calib.calibration.declaration import get_calibration
+
+    if job.state != "completed":
+        raise CalibrationError(
+            f"calibration job {job.key[:12]} of {job.calibration} is {job.state}, not completed: "
+            "only staged payloads are validated"
+        )
+    if job.staging_tag in previous_tags:
+        raise CalibrationError(
+            f"validating {job.calibration}: the previous tags must not include the staging tag "
+            f"{job.staging_tag} that holds the new payloads"
+        )
+    cal = get_calibration(job.calibration)
+    items: dict[str, list[tuple[IoV, Payload]]] = {}
+    for name, rev, iov in job.summary.get("staged", []):
+        items.setdefault(name, []).append((IoV.parse(iov), db.payload(name, int(rev))))
+    if cal.validation is None:
+        return ValidationResult(
+            Verdict.GOOD, f"{job.calibration} declares no validation", [], Diagnostics()
+        )
+    previous, sources = previous_payloads(db, items, previous_tags)
+    context = ValidationContext(
+        job.calibration, job.key, job.staging_tag, tuple(previous_tags), sources
+    )
+    return cal.validation(items, previous, context)
+
+
+def __dir__() -> list[str]:
+    return __all__

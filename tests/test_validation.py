@@ -1,0 +1,324 @@
+"""Validation of new payloads against the previous ones (issue 17): the default comparison,
+its verdicts, and the validations kept with the jobs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from b2calib.calibration import (
+    Diagnostics,
+    JobStore,
+    PayloadComparison,
+    ValidationContext,
+    ValidationResult,
+    Verdict,
+    declaration,
+    run_calibrations,
+    validate_job,
+)
+from b2calib.conditions import ChannelStatus, ConditionsDB, Payload
+from b2calib.conditions.eventdep import time_dependent
+from b2calib.conditions.iov import IoV
+from b2calib.exceptions import CalibrationError, ConditionsError
+from tests.example_calibration import PAYLOAD, offset_calibration, write_runs
+
+OK, NED, FAILED, HOT, DEAD = (
+    ChannelStatus.OK,
+    ChannelStatus.NOT_ENOUGH_DATA,
+    ChannelStatus.FAILED,
+    ChannelStatus.HOT,
+    ChannelStatus.DEAD,
+)
+IOV = IoV(1, 1, 1, 10)
+CTX = ValidationContext("test")
+N = 1000
+
+
+def gains(
+    value: np.ndarray | None = None,
+    status: np.ndarray | None = None,
+    error: float = 0.01,
+    name: str = "TestGain",
+) -> Payload:
+    rng = np.random.default_rng(3)
+    v = 1.0 + rng.normal(0, 0.001, N) if value is None else value
+    return Payload(
+        name,
+        keys={"channel": np.arange(1, N + 1)},
+        values={"gain": v},
+        errors={"gain": np.full(N, error)},
+        status=np.full(N, OK, np.int8) if status is None else status,
+    )
+
+
+def compare(new: Payload, old: Payload | None, check: PayloadComparison | None = None):
+    check = check or PayloadComparison()
+    previous = {new.name: [None if old is None else (IoV(1, 0, 1, 0), old)]}
+    return check({new.name: [(IOV, new)]}, previous, CTX)
+
+
+def test_identical_payloads_are_good() -> None:
+    p = gains()
+    result = compare(p, gains())
+    assert result.verdict is Verdict.GOOD, result.reason
+    (pv,) = result.payloads
+    assert (pv.compared, pv.outliers, pv.newly_flagged) == (N, 0, 0)
+    assert pv.max_abs_pull == 0.0
+    table = result.diagnostics.tables["TestGain"]
+    assert set(table) >= {"channel", "gain_new", "gain_old", "gain_diff", "gain_pull"}
+    assert set(table) >= {"status_new", "status_old"}
+    assert result.diagnostics.histograms["TestGain_gain_pull"].sum() == N
+
+
+def test_a_planted_outlier_is_found_with_its_pull() -> None:
+    old = gains()
+    value = old.values["gain"].copy()
+    value[41] += 0.1  # channel 42: 0.1 / sqrt(2) / 0.01 = 7.07 sigma
+    result = compare(gains(value), old)
+    assert result.verdict is Verdict.WARNING
+    (pv,) = result.payloads
+    assert pv.outliers == 1
+    assert pv.max_abs_pull == pytest.approx(0.1 / np.sqrt(2) / 0.01)
+    assert pv.worst[0]["keys"] == {"channel": 42}
+    assert pv.worst[0]["pull"] == pytest.approx(7.071, abs=1e-3)
+    assert "TestGain" in result.reason
+    assert "channel=42" in result.reason
+    assert "1 of 1000 channels" in result.reason
+    # beyond the error fraction: ERROR
+    value[:100] += 0.1
+    assert compare(gains(value), old).verdict is Verdict.ERROR
+    # a relative threshold for constants judged without errors
+    no_err = Payload("TestGain", keys={"channel": np.arange(1, N + 1)}, values={"gain": value})
+    old_no_err = Payload(
+        "TestGain", keys={"channel": np.arange(1, N + 1)}, values={"gain": old.values["gain"]}
+    )
+    assert compare(no_err, old_no_err).verdict is Verdict.GOOD  # nothing to judge by
+    judged = compare(no_err, old_no_err, PayloadComparison(max_rel_change=0.05))
+    assert judged.verdict is Verdict.ERROR
+    assert judged.payloads[0].outliers == 100
+
+
+def test_every_channel_fallen_back_is_an_error() -> None:
+    status = np.full(N, NED, np.int8)
+    status[::2] = FAILED
+    result = compare(gains(status=status), gains())
+    assert result.verdict is Verdict.ERROR
+    assert "no OK channel" in result.reason
+    assert "1000 fell back" in result.reason
+    assert result.payloads[0].channels["fallback"] == N
+
+
+def test_newly_flagged_channels_by_fraction() -> None:
+    old = gains()
+    status = np.full(N, OK, np.int8)
+    status[5] = DEAD  # 0.1 %: not beyond the warning fraction
+    assert compare(gains(status=status), old).verdict is Verdict.GOOD
+    status[10:20] = NED  # 1.1 %: WARNING
+    result = compare(gains(status=status), old)
+    assert result.verdict is Verdict.WARNING
+    assert result.payloads[0].newly_flagged == 11
+    assert "11 channels newly flagged" in result.reason
+    status[100:200] = DEAD  # 11 %: ERROR
+    assert compare(gains(status=status), old).verdict is Verdict.ERROR
+    # recovered: flagged before, OK now
+    back = compare(old, gains(status=status))
+    assert back.payloads[0].recovered == 111
+    assert back.payloads[0].newly_flagged == 0
+
+
+def pixels(where: list[int]) -> Payload:
+    a = np.asarray(where)
+    return Payload(
+        "PXDMaskedPixelPar",
+        keys={
+            "sensorID": np.full(len(a), 8480, np.int32),
+            "u": (a // 768).astype(np.int16),
+            "v": (a % 768).astype(np.int16),
+        },
+        values={"value": np.full(len(a), 0.01)},
+        errors={"value": np.full(len(a), 0.001)},
+        status=np.full(len(a), HOT, np.int8),
+    )
+
+
+def test_a_mask_list_with_rows_added_and_removed() -> None:
+    old = pixels(list(range(100)))
+    new = pixels([*range(3, 100), 5000, 6000])
+    result = compare(new, old)
+    (pv,) = result.payloads
+    assert (pv.added, pv.removed) == (2, 3)
+    assert pv.newly_flagged == 2
+    assert result.verdict is Verdict.WARNING  # 2 of 99 listed are new: beyond 0.1 %
+    assert "2 rows added to the list" in result.reason
+    assert "3 rows removed from the list" in result.reason
+    table = result.diagnostics.tables["PXDMaskedPixelPar"]
+    assert sorted(table["change"].tolist()).count(1) == 2
+    assert sorted(table["change"].tolist()).count(-1) == 3
+    # a list is masks, not failures
+    assert pv.channels["masked"] == 99
+    loose = PayloadComparison(warn_new_flagged_fraction=0.05, error_new_flagged_fraction=0.5)
+    assert compare(new, old, loose).verdict is Verdict.GOOD
+
+
+HOUR = 3_600_000_000_000
+
+
+def spots(t0: list[int], x: list[float], status: list[int] | None = None) -> Payload:
+    n = len(t0)
+    return time_dependent(
+        "CollisionInvariantMass",
+        t0,
+        [t + HOUR for t in t0],
+        values={"mass": np.asarray(x), "spread": np.full(n, 5.4e-3)},
+        errors={"mass": np.full(n, 1e-4)},
+        status=None if status is None else np.asarray(status, np.int8),
+    )
+
+
+def test_a_time_dependent_payload_interval_by_interval() -> None:
+    """Each new interval against the previous payload at its start time: the previous
+    bucket's last interval for intervals after it."""
+    old = spots([0, HOUR, 2 * HOUR], [10.570, 10.579, 10.580])
+    new = spots([3 * HOUR, 4 * HOUR, 5 * HOUR], [10.5801, 10.5802, 10.590])
+    result = compare(new, old)
+    (pv,) = result.payloads
+    assert pv.compared == 3
+    assert pv.outliers == 1  # the third interval, 10 MeV away: 70 sigma
+    assert pv.worst[0]["keys"]["t_start"] == 5 * HOUR
+    assert pv.worst[0]["old"] == pytest.approx(10.580)
+    assert result.verdict is Verdict.ERROR  # 1 of 3 intervals
+    table = result.diagnostics.tables["CollisionInvariantMass"]
+    assert table["t_start"].tolist() == [3 * HOUR, 4 * HOUR, 5 * HOUR]
+    assert table["mass_old"].tolist() == pytest.approx([10.580] * 3)
+    # within the previous payload's time range: the interval holding each start
+    inside = compare(spots([HOUR // 2, 3 * HOUR // 2], [10.570, 10.579]), old)
+    assert inside.payloads[0].outliers == 0
+    assert inside.diagnostics.tables["CollisionInvariantMass"]["mass_old"].tolist() == (
+        pytest.approx([10.570, 10.579])
+    )
+    # a fallen-back interval (a neighbour's value, flagged) counts as fallback, not compared
+    fb = compare(spots([3 * HOUR, 4 * HOUR], [10.5801, 10.5801], [OK, NED]), old)
+    assert fb.payloads[0].channels["fallback"] == 1
+    assert fb.payloads[0].compared == 1
+
+
+def test_no_previous_payload_is_a_warning() -> None:
+    result = compare(gains(), None)
+    assert result.verdict is Verdict.WARNING
+    assert "no previous payload to compare with for IoV 1,1,1,10" in result.reason
+
+
+def test_thresholds_are_checked() -> None:
+    with pytest.raises(CalibrationError, match="fraction"):
+        PayloadComparison(error_outlier_fraction=2.0)
+    with pytest.raises(CalibrationError, match="max_pull must be positive"):
+        PayloadComparison(max_pull=0.0)
+    with pytest.raises(CalibrationError, match="not value columns"):
+        compare(gains(), gains(), PayloadComparison(columns=("nope",)))
+
+
+# ---------------------------------------------------------------- jobs and their validations
+@pytest.fixture
+def data(tmp_path: Path) -> Path:
+    truth = {(1, r): 1.0 for r in range(1, 5)}
+    write_runs(tmp_path / "data", truth, dict.fromkeys(truth, 1000))
+    return tmp_path / "data"
+
+
+def previous_offset(db: ConditionsDB, value: float, error: float) -> None:
+    db.create_tag("previous")
+    payload = Payload(PAYLOAD, values={"offset": np.array([value])}, errors={"offset": [error]})
+    db.upload_and_add("previous", [(payload, IoV(1, 0, -1, -1))])
+
+
+@pytest.mark.parametrize(
+    "backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+)
+def test_validate_job_and_record_round_trip(
+    backend: str,
+    data: Path,
+    tmp_path: Path,
+    request: pytest.FixtureRequest,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    url = (
+        f"sqlite:///{tmp_path / 'db.sqlite'}"
+        if backend == "sqlite"
+        else str(request.getfixturevalue("postgres_url"))
+    )
+    db = ConditionsDB(url)
+    previous_offset(db, 1.0, 0.05)
+    cal = offset_calibration(name="test-offset-valid")
+    monkeypatch.setitem(declaration._REGISTRY, cal.name, cal)
+    report = run_calibrations(
+        cal, data, db=db, staging_tag="staging", input_tags=["previous"], cache=tmp_path / "c"
+    )[cal.name]
+    assert report.status == "OK", report
+    store = JobStore(db)
+    job = store.job(report.job)
+    assert job is not None
+    assert store.validation(job) is None
+    result = validate_job(db, job, ["previous"])
+    assert result.verdict is Verdict.GOOD, result.reason
+    (pv,) = result.payloads
+    assert pv.previous == [f"{PAYLOAD} rev 1 in previous"]
+    assert pv.compared == 1
+    store.record_validation(job, result)
+    record = store.validation(job)
+    assert record is not None
+    assert record.verdict is Verdict.GOOD
+    assert record.reason == result.reason
+    assert record.summary == result.summary()
+    blob = store.diagnostics_of_validation(job)
+    assert blob is not None
+    diag = Diagnostics.from_bytes(blob)
+    assert diag.tables[PAYLOAD]["offset_new"].tolist() == pytest.approx(
+        [db.payload(report.staged[0].payload).value("offset")[0]]
+    )
+    # validated again (a planted verdict): the latest wins, the earlier stays
+    store.record_validation(job, ValidationResult(Verdict.ERROR, "by hand"))
+    latest = store.validation(job)
+    assert latest is not None
+    assert (latest.verdict, latest.reason) == (Verdict.ERROR, "by hand")
+    assert latest.id > record.id
+    assert store.diagnostics_of_validation(job) is None
+    # append-only: the database refuses to change or delete a validation
+    import sqlalchemy as sa
+
+    from b2calib.calibration.jobs import calibration_validations as v
+
+    for statement in (v.update().values(verdict="GOOD"), v.delete()):
+        with pytest.raises(ConditionsError, match="append-only"), db.write() as conn:
+            conn.execute(statement)
+    with db.read() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(v)).scalar() == 2
+    # the staging tag is not a previous tag; a job not completed is not validated
+    with pytest.raises(CalibrationError, match="staging tag staging"):
+        validate_job(db, job, ["staging"])
+    db.close()
+
+
+def test_validate_job_against_a_shifted_previous(
+    data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A previous offset 1 away (errors ~0.03 each): the new payload is an outlier, ERROR."""
+    db = ConditionsDB(tmp_path / "db.sqlite")
+    previous_offset(db, 2.0, 0.001)
+    cal = offset_calibration(name="test-offset-shifted")
+    monkeypatch.setitem(declaration._REGISTRY, cal.name, cal)
+    report = run_calibrations(
+        cal, data, db=db, staging_tag="staging", input_tags=["previous"], cache=tmp_path / "c"
+    )[cal.name]
+    job = JobStore(db).job(report.job)
+    assert job is not None
+    result = validate_job(db, job, ["previous"])
+    assert result.verdict is Verdict.ERROR
+    assert result.payloads[0].outliers == 1
+    assert "TestOffset" in result.reason
+    # no previous tag: WARNING, said so
+    none = validate_job(db, job, [])
+    assert none.verdict is Verdict.WARNING
+    assert "no previous payload" in none.reason
