@@ -446,3 +446,41 @@ def test_command_line_exit_status_and_json(bucket: Path, tmp_path: Path) -> None
     result = CliRunner().invoke(cli, ["prompt", "--help"])
     assert "b2luigi" in result.output
     assert "--update-running" in result.output
+
+
+def test_detector_calibrations_on_the_sample_bucket(
+    sample: Path, db: ConditionsDB, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Two real calibrations (dE/dx run gain, then the cosine correction that depends on it) on
+    the committed sample's first bucket, with the progress lines."""
+    db.import_local(sample / "truth", "sim_truth")
+    summary = run_prompt(
+        sample,
+        db=db,
+        bucket=1,
+        input_tags=["sim_truth"],
+        calibrations=["cdc-dedx-cosine", "cdc-dedx-run-gain"],
+        workers=1,  # tasks in this process: its output is captured
+    )
+    assert summary.staging_tag == "prompt_bucket1"
+    assert summary.runs == list(range(1, 12))
+    assert [(r.calibration, r.status) for r in summary.rows] == [
+        ("cdc-dedx-run-gain", "OK"),
+        ("cdc-dedx-cosine", "OK"),
+    ]
+    gain = summary.row("cdc-dedx-run-gain")
+    assert gain.iovs == gain.payloads == len(db.iovs("prompt_bucket1", "CDCDedxRunGain")) > 1
+    assert gain.verdict in ("GOOD", "WARNING", "ERROR")
+    lines = capsys.readouterr().out.splitlines()
+    events = [line.split(None, 2)[1:] for line in lines if line[:2].isdigit()]
+    mine = [text for name, text in events if name == "cdc-dedx-run-gain"]
+    assert mine[0] == "queued"
+    assert mine[1] == "started"
+    assert any(t.startswith("collecting ") and t.endswith(" items (pass 1)") for t in mine)
+    assert mine[-4:-2] == ["job OK", "validating"]
+    assert mine[-2].startswith(f"validation {gain.verdict}")
+    assert mine[-1] == "done: OK"
+    assert [name for name, text in events if text == "done: OK"] == [
+        "cdc-dedx-run-gain",
+        "cdc-dedx-cosine",
+    ]

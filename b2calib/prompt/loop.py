@@ -279,7 +279,7 @@ class _Plan:
 _PLANS: dict[tuple[str, int], _Plan] = {}
 _DBS: dict[tuple[int, str, str], ConditionsDB] = {}
 _REGISTRIES: dict[tuple[int, str, int], RunRegistry] = {}
-_KEYS: dict[tuple[int, str, int], dict[str, str]] = {}
+_KEYS: dict[tuple[str, int], dict[str, str]] = {}
 
 
 def _db(url: str, author: str) -> ConditionsDB:
@@ -367,7 +367,7 @@ def _job_key(plan: _Plan, db: ConditionsDB, calibration: str) -> str | None:
     without collecting, by :func:`~b2calib.calibration.plan_jobs` for every calibration of the
     invocation at once: a dependency enters with its planned job, which is the job its task
     completes), or ``None`` when the runner would open no job."""
-    key = (os.getpid(), plan.url, plan.run.id)
+    key = (plan.url, plan.run.id)  # computed before the workers fork, valid in them too
     if key not in _KEYS:
         plans = plan_jobs(
             list(plan.calibrations),
@@ -502,7 +502,12 @@ def summarize(db: ConditionsDB, run_id: int, *, plan: _Plan | None = None) -> Pr
     plan = plan or _plan(db.url, run_id)
     store = PromptStore(db)
     outcomes = store.outcomes(run_id)
-    rows = [_row(plan, db, name, outcomes.get(name)) for name in plan.calibrations]
+    # by stage, and in the order they were scheduled within a stage
+    names = sorted(
+        plan.calibrations,
+        key=lambda n: (STAGES.index(get_calibration(n).stage), plan.calibrations.index(n)),
+    )
+    rows = [_row(plan, db, name, outcomes.get(name)) for name in names]
     return PromptSummary(
         prompt_run=run_id,
         staging_tag=plan.run.staging_tag,
