@@ -183,6 +183,9 @@ def test_unknown_bucket_lists_the_buckets(bucket: Path, db: ConditionsDB) -> Non
     assert "no bucket 3" in out
     assert "buckets: 1: exp 1 runs 1-3; 2: exp 1 run 4 (open)" in out
     assert PromptStore(db).runs() == []
+    with pytest.raises(ConfigError, match=r"batch system 'pbs': b2luigi knows .*slurm"):
+        run_prompt(bucket, db=db, exp=1, batch_system="pbs", progress=False)
+    assert PromptStore(db).runs() == []  # nothing recorded
 
 
 def _cli(*args: str) -> tuple[int, str]:
@@ -422,6 +425,19 @@ def test_auto_validate_then_running_update_and_snapshot(bucket: Path, db: Condit
     assert [h for h in db.history("running") if h.action == "running_update"] == updates
     assert any("was done before" in a for a in third.actions)
     assert "snapshot running_bucket1 of running exists already" in third.actions
+    # the next bucket starts from this one's staging tag, and goes on in the running tag
+    options["bucket"] = 2
+    nxt = run_prompt(bucket, auto_validate=True, **options)  # type: ignore[arg-type]
+    assert nxt.input_tags == ["prompt_bucket1", "prev"]
+    assert nxt.runs == [4]
+    assert nxt.state == "VALIDATED"
+    assert [(e.name, e.payload.revision, str(e.iov)) for e in db.iovs("running")] == [
+        ("TPBase", 2, "1,1,1,3"),
+        ("TPBase", 3, "1,4,-1,-1"),
+        ("TPDep", 2, "1,1,1,3"),
+        ("TPDep", 3, "1,4,-1,-1"),
+    ]
+    assert db.tag("running_bucket2").state == "PUBLISHED"
 
 
 def test_command_line_exit_status_and_json(bucket: Path, tmp_path: Path) -> None:

@@ -109,8 +109,9 @@ def run_prompt(
         use the cores).
     batch_system
         b2luigi's ``batch_system`` setting for the tasks: ``"local"`` (default), ``"lsf"``,
-        ``"htcondor"``, ``"slurm"``, ``"auto"`` (b2luigi's own back ends; only local is
-        tested here). On a batch system each task runs in a job of its own, which re-creates
+        ``"htcondor"``, ``"slurm"``, ``"auto"`` (the first of them found), ``"gbasf2"`` (a
+        b2luigi plug-in for basf2 jobs on the grid): b2luigi's own back ends, of which only
+        local is tested here. On a batch system each task runs in a job of its own, which re-creates
         it from its parameters (database URL, invocation, calibration) and reads the rest
         from the database: the database must be reachable from the batch nodes.
     update_running, mode
@@ -134,9 +135,11 @@ def run_prompt(
     PromptSummary
         Built from the database's records: a re-run with nothing to do gives the same rows.
     """
-    from b2calib.prompt.tasks import build, task_class
+    from b2calib.prompt.tasks import batch_systems, build
 
-    task_class()  # b2luigi (the prompt extra) before anything is recorded
+    systems = batch_systems()  # b2luigi (the prompt extra), before anything is recorded
+    if batch_system is not None and batch_system not in systems:
+        raise ConfigError(f"batch system {batch_system!r}: b2luigi knows {', '.join(systems)}")
     folder = Path(data)
     registry = RunRegistry.load(folder / "runs.json", on_duplicate="drop")
     previous: str | None = None
