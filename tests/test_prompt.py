@@ -149,7 +149,7 @@ def test_failure_skips_dependents_and_independent_ones_run(bucket: Path, db: Con
         bucket,
         db=db,
         exp=1,
-        calibrations=["tp-after-fail", "tp-fail", "tp-fail-dep", "tp-indep"],
+        calibrations=["tp-after-fail", "tp-fail", "tp-fail-dep", "tp-indep", "tp-crash"],
         workers=1,
         progress=False,
     )
@@ -167,12 +167,23 @@ def test_failure_skips_dependents_and_independent_ones_run(bucket: Path, db: Con
         f"dependency tp-fail FAILED: {status['tp-fail'][1]}",
     )
     assert status["tp-indep"] == ("OK", "")
+    # a bug in a calibration is its failure, with where it was raised; the loop goes on
+    assert status["tp-crash"] == (
+        "FAILED",
+        "ZeroDivisionError: a bug in the algorithm (at prompt_calibrations.py:"
+        f"{_line_of('raise ZeroDivisionError')} in run)",
+    )
     assert not summary.ok
     assert [e.name for e in db.iovs(summary.staging_tag)] == ["TPAfterFail", "TPIndep"]
     assert db.tag(summary.staging_tag).state == "OPEN"
     table = summary.table()
     assert f"tp-fail-dep: SKIPPED: dependency tp-fail FAILED: {status['tp-fail'][1]}" in table
-    assert "stays OPEN: 2 calibrations did not succeed (tp-fail, tp-fail-dep)" in table
+    assert "stays OPEN: 3 calibrations did not succeed (tp-crash, tp-fail, tp-fail-dep)" in table
+
+
+def _line_of(text: str) -> int:
+    lines = Path(prompt_calibrations.__file__).read_text().splitlines()
+    return next(i for i, line in enumerate(lines, 1) if text in line)
 
 
 def test_unknown_bucket_lists_the_buckets(bucket: Path, db: ConditionsDB) -> None:
@@ -334,7 +345,7 @@ def test_second_run_does_nothing_and_prints_the_same_summary(
 ) -> None:
     prev = prompt_calibrations.previous_tag(db)
     options = dict(exp=1, input_tags=[prev], progress=False)
-    names = ["tp-base", "tp-dep", "tp-after", "tp-indep"]
+    names = ["tp-base", "tp-dep", "tp-after"]
     first = run_prompt(bucket, db=db, calibrations=names, **options)  # type: ignore[arg-type]
     assert first.ok
     before = _counts(db)
@@ -346,6 +357,15 @@ def test_second_run_does_nothing_and_prints_the_same_summary(
     table = first.table().split("\n\n")
     assert second.table().split("\n\n")[:2] == table[:2]  # the rows and the times
     assert second.to_json()["rows"] == first.to_json()["rows"]
+    assert second.actions == []  # the staging tag stays TESTING
+    # one more calibration: the staging tag changes, so it goes back to OPEN, then TESTING
+    third = run_prompt(bucket, db=db, calibrations=[*names, "tp-indep"], **options)  # type: ignore[arg-type]
+    assert list(PromptStore(db).outcomes(third.prompt_run)) == ["tp-indep"]
+    assert third.actions[:2] == [
+        "staging tag prompt_e1_r1-4 moved back from TESTING to OPEN: tp-indep to run",
+        "staging tag prompt_e1_r1-4 moved to TESTING: ready for the manager's approval",
+    ]
+    assert third.state == "TESTING"
 
 
 def test_fallback_is_not_ok_and_blocks_auto_validation(bucket: Path, db: ConditionsDB) -> None:
@@ -438,6 +458,10 @@ def test_auto_validate_then_running_update_and_snapshot(bucket: Path, db: Condit
         ("TPDep", 3, "1,4,-1,-1"),
     ]
     assert db.tag("running_bucket2").state == "PUBLISHED"
+    # the loop never reopens a VALIDATED staging tag
+    options["calibrations"] = ["tp-base", "tp-dep", "tp-indep"]
+    with pytest.raises(ConfigError, match="prompt_bucket2 is VALIDATED and tp-indep would ch"):
+        run_prompt(bucket, **options)  # type: ignore[arg-type]
 
 
 def test_command_line_exit_status_and_json(bucket: Path, tmp_path: Path) -> None:
