@@ -226,16 +226,27 @@ def run_prompt(
         },
     )
     plan = _plan(db.url, prun.id)
+    # this process's tasks use the caller's connection and what was read above
+    cached = (os.getpid(), db.url, prun.id)
+    _DBS[(os.getpid(), db.url, db.author)] = db
     _KEYS[(db.url, prun.id)] = keys
-    _REGISTRIES[(os.getpid(), db.url, prun.id)] = runs_now
-    if progress:
-        for action in actions:
-            _say("prompt", action)
-        for name in names:
-            _say(name, "done before (job completed and validated)" if name in done else "queued")
-    build(db.url, prun.id, names, workers=workers, batch_system=batch_system or "local")
-    store.finish(prun.id)
-    summary = summarize(db, prun.id, plan=plan)
+    _REGISTRIES[cached] = runs_now
+    try:
+        if progress:
+            for action in actions:
+                _say("prompt", action)
+            for name in names:
+                _say(
+                    name, "done before (job completed and validated)" if name in done else "queued"
+                )
+        build(db.url, prun.id, names, workers=workers, batch_system=batch_system or "local")
+        store.finish(prun.id)
+        summary = summarize(db, prun.id, plan=plan)
+    finally:
+        _DBS.pop((os.getpid(), db.url, db.author), None)
+        _KEYS.pop((db.url, prun.id), None)
+        _REGISTRIES.pop(cached, None)
+        _PLANS.pop((db.url, prun.id), None)
     summary.actions += actions
     summary.actions += _promote(db, summary, auto_validate)
     if update_running is not None:
