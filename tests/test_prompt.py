@@ -486,6 +486,11 @@ def test_command_line_exit_status_and_json(bucket: Path, tmp_path: Path) -> None
     result = CliRunner().invoke(cli, ["prompt", "--help"])
     assert "b2luigi" in result.output
     assert "--update-running" in result.output
+    from b2calib.cli.prompt import prompt
+    from b2calib.conditions import RUNNING_UPDATE_MODES
+
+    mode = next(p for p in prompt.params if p.name == "mode")
+    assert tuple(mode.type.choices) == RUNNING_UPDATE_MODES  # type: ignore[attr-defined]
 
 
 def test_detector_calibrations_on_the_sample_bucket(

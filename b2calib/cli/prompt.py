@@ -128,7 +128,7 @@ def prompt(
     \b
     A calibration that FAILED or had NOT_ENOUGH_DATA is reported with its reason; the
     calibrations that depend on it are SKIPPED; the others still run. The summary table
-    lists each calibration's status (FALLBACK: every channel fell back or failed),
+    lists each calibration's status (FALLBACK: no channel OK, each fell back or failed),
     channels, payloads, IoVs, validation verdict and wall time, per-stage times, and the
     reasons of what is not OK.
 
@@ -142,7 +142,8 @@ def prompt(
     approval (b2calib gt state TAG VALIDATED); --auto-validate does it when everything is
     OK and GOOD. --update-running TAG then appends the VALIDATED staging tag to the running
     tag TAG and snapshots it as TAG_bucketN; before approval it says what to do, and the
-    same command run again after approval does only the update.
+    same command run again after approval does only the update. A TESTING staging tag goes
+    back to OPEN when the loop has calibrations to run; a VALIDATED one is never reopened.
 
     Exits with status 1 when a calibration is not OK.
     """
