@@ -54,6 +54,14 @@ def db(tmp_path: Path) -> Iterator[ConditionsDB]:
     d.close()
 
 
+@pytest.fixture
+def any_db(db_url: str) -> Iterator[ConditionsDB]:
+    """A new database on SQLite, and on PostgreSQL (marked ``postgres``)."""
+    d = ConditionsDB(db_url, author="manager")
+    yield d
+    d.close()
+
+
 def staged(db: ConditionsDB, tag: str) -> list[tuple[str, int, str, str]]:
     """The content of a tag: payload name, revision, IoV and the payload's content (its
     columns and metadata; a payload file's bytes hold the time it was written, so two runs'
@@ -72,7 +80,10 @@ def staged(db: ConditionsDB, tag: str) -> list[tuple[str, int, str, str]]:
     return out
 
 
-def test_loop_stages_every_calibration_in_dependency_order(bucket: Path, db: ConditionsDB) -> None:
+def test_loop_stages_every_calibration_in_dependency_order(
+    bucket: Path, any_db: ConditionsDB
+) -> None:
+    db = any_db
     prev = prompt_calibrations.previous_tag(db)
     summary = run_prompt(
         bucket,
@@ -144,7 +155,10 @@ def _inputs(db: ConditionsDB, key: str) -> str:
         )
 
 
-def test_failure_skips_dependents_and_independent_ones_run(bucket: Path, db: ConditionsDB) -> None:
+def test_failure_skips_dependents_and_independent_ones_run(
+    bucket: Path, any_db: ConditionsDB
+) -> None:
+    db = any_db
     summary = run_prompt(
         bucket,
         db=db,
