@@ -98,7 +98,9 @@ def run_prompt(
         bucket, when it exists, comes before them.
     staging_tag
         Default ``prompt_bucket{N}``, or ``prompt_e{E}_r{A}-{B}`` for ``exp`` and ``runs``;
-        created OPEN when missing.
+        created OPEN when missing; moved back from TESTING to OPEN when a calibration is to
+        run (the content the manager tests changes). When every calibration succeeded it goes
+        to TESTING.
     calibrations
         Names of registered calibrations (default: every registered one). A dependency that is
         not among them must have completed into the staging tag before.
@@ -134,6 +136,15 @@ def run_prompt(
     -------
     PromptSummary
         Built from the database's records: a re-run with nothing to do gives the same rows.
+
+    Raises
+    ------
+    ConfigError
+        An unknown bucket (the message lists the buckets), run, calibration or batch system;
+        a staging tag VALIDATED (or later) that a calibration to run would change. Nothing is
+        recorded then.
+    MissingExtraError
+        b2luigi is not installed (the ``prompt`` extra).
     """
     from b2calib.prompt.tasks import batch_systems, build
 
