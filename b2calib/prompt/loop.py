@@ -238,7 +238,7 @@ def run_prompt(
     )
     plan = _plan(db.url, prun.id)
     # this process's tasks use the caller's connection and what was read above
-    cached = (os.getpid(), db.url, prun.id)
+    cached = (db.url, prun.id)
     _DBS[(os.getpid(), db.url, db.author)] = db
     _KEYS[(db.url, prun.id)] = keys
     _REGISTRIES[cached] = runs_now
@@ -362,7 +362,7 @@ class _Plan:
 
 _PLANS: dict[tuple[str, int], _Plan] = {}
 _DBS: dict[tuple[int, str, str], ConditionsDB] = {}
-_REGISTRIES: dict[tuple[int, str, int], RunRegistry] = {}
+_REGISTRIES: dict[tuple[str, int], RunRegistry] = {}
 _KEYS: dict[tuple[str, int], dict[str, str]] = {}
 
 
@@ -395,8 +395,9 @@ def _plan(url: str, run_id: int) -> _Plan:
 
 
 def _registry(plan: _Plan) -> RunRegistry:
-    """The invocation's run registry (:func:`_load_registry`), read once per process."""
-    key = (os.getpid(), plan.url, plan.run.id)
+    """The invocation's run registry (:func:`_load_registry`), read once (before the workers
+    fork: they have it too)."""
+    key = (plan.url, plan.run.id)
     if key not in _REGISTRIES:
         _REGISTRIES[key] = _load_registry(plan.url, plan.data)
     return _REGISTRIES[key]
