@@ -26,6 +26,7 @@ from b2calib.prompt import PromptStore, run_prompt
 from tests import prompt_calibrations
 from tests.conftest import REPO
 from tests.prompt_calibrations import HOLD_DIR_ENV, HOLD_ENV
+from tests.test_db_roles import Roles, roles, set_up  # noqa: F401 (roles: the fixture)
 
 pytest.importorskip("b2luigi")
 
@@ -543,3 +544,38 @@ def test_detector_calibrations_on_the_sample_bucket(
         "cdc-dedx-run-gain",
         "cdc-dedx-cosine",
     ]
+
+
+def test_the_loop_as_the_application_role(bucket: Path, roles: Roles) -> None:  # noqa: F811
+    """On a shared PostgreSQL server the loop runs as the application role, which may finish an
+    invocation and add task outcomes but not rewrite them."""
+    import psycopg
+
+    set_up(roles)
+    db = ConditionsDB(roles.app_url, author="app")
+    try:
+        prev = prompt_calibrations.previous_tag(db)
+        summary = run_prompt(
+            bucket,
+            db=db,
+            exp=1,
+            input_tags=[prev],
+            calibrations=["tp-base", "tp-dep", "tp-fail"],
+            progress=False,
+        )
+        assert [(r.calibration, r.status) for r in summary.rows] == [
+            ("tp-base", "OK"),
+            ("tp-fail", "FAILED"),
+            ("tp-dep", "OK"),
+        ]
+        assert PromptStore(db).run(summary.prompt_run).finished is not None
+    finally:
+        db.close()
+    with roles.raw(roles.app) as conn:
+        for sql in (
+            "UPDATE prompt_tasks SET outcome = 'OK'",
+            "DELETE FROM prompt_tasks",
+            "UPDATE prompt_runs SET options = '{}'",
+        ):
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                conn.execute(sql)

@@ -44,6 +44,9 @@ APPLICATION_PRIVILEGES: dict[str, tuple[str, ...]] = {
     "qa_run_states": ("SELECT", "INSERT"),
     "qa_grls": ("SELECT", "INSERT"),
     "calibration_validations": ("SELECT", "INSERT"),
+    # the prompt loop's records: an invocation is only ever finished, a task outcome only added
+    "prompt_runs": ("SELECT", "INSERT", "UPDATE (finished)"),
+    "prompt_tasks": ("SELECT", "INSERT"),
     "alembic_version": ("SELECT",),
 }
 #: The privileges on every other table the owner owns in the schema.
