@@ -57,6 +57,10 @@ package            what it holds                                imports (besides
 ``detectors``      one package per detector and system: its     every package above but sim
                    calibrations and its QA (plug-ins found
                    through entry points)
+``prompt``         the prompt calibration loop over a bucket:   geometry, dq, io, skims, runs,
+                   one b2luigi graph of the calibrations,       db, conditions, engine, fit,
+                   resumable, validated, summarised; its        calibration, qa (b2luigi: the
+                   records in the database                      ``prompt`` extra)
 ``sizereport``,    file-size tables and text summaries          io, runs
 ``summary``
 ``cli``            the ``b2calib`` command line                 everything; the dashboards in

@@ -28,6 +28,8 @@ EXTRAS: dict[str, str] = {
     "dask": "dask",
     "dask_jobqueue": "dask",
     "psycopg": "postgres",
+    "b2luigi": "prompt",
+    "luigi": "prompt",
 }
 
 

@@ -242,10 +242,16 @@ def test_schema_matches_migrations(db: ConditionsDB) -> None:
 
     import b2calib.calibration.jobs
     import b2calib.conditions.tables
+    import b2calib.prompt.tables
     import b2calib.qa.store.tables
     from b2calib.db import MIGRATIONS, metadata
 
-    domains = (b2calib.conditions.tables, b2calib.calibration.jobs, b2calib.qa.store.tables)
+    domains = (
+        b2calib.conditions.tables,
+        b2calib.calibration.jobs,
+        b2calib.qa.store.tables,
+        b2calib.prompt.tables,
+    )
     tables = {"history"} | {
         t.name for d in domains for t in vars(d).values() if isinstance(t, sa.Table)
     }

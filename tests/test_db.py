@@ -18,7 +18,12 @@ from b2calib.exceptions import B2CalibError, QAError
 from b2calib.qa.store import QADatabase
 from tests.conftest import REPO
 
-TABLE_MODULES = ("b2calib.conditions.tables", "b2calib.calibration.jobs", "b2calib.qa.store.tables")
+TABLE_MODULES = (
+    "b2calib.conditions.tables",
+    "b2calib.calibration.jobs",
+    "b2calib.qa.store.tables",
+    "b2calib.prompt.tables",
+)
 
 
 class _Error(B2CalibError):

@@ -43,6 +43,9 @@ LAYERS: dict[str, set[str]] = {
     "detectors": _BASE
     | {"_lazy", "_extras", "geometry", "dq", "physics", "io", "skims", "runs", "db"}
     | {"conditions", "engine", "fit", "calibration", "qa"},
+    "prompt": _BASE
+    | {"_lazy", "_extras", "geometry", "dq", "io", "skims", "runs", "db", "conditions"}
+    | {"engine", "fit", "calibration", "qa"},
     "sizereport": {"exceptions", "io"},
     "summary": {"exceptions", "io", "runs"},
 }
@@ -138,6 +141,8 @@ OPTIONAL = (
     "ROOT",
     "playwright",
     "matplotlib",
+    "b2luigi",
+    "luigi",
 )
 
 _HIDE = f"""
@@ -241,7 +246,8 @@ def test_core_works_without_the_extras_and_names_them(tmp_path: Path) -> None:
         for args in (["calibrate", "cdc-dedx-run-gain", "--data", sample, "--runs", "1-11",
                       "--gt", "sim_truth", "--staging", "s", "--quiet",
                       "--db", "conditions.sqlite"],
-                     ["serve", "--db", "conditions.sqlite"]):
+                     ["serve", "--db", "conditions.sqlite"],
+                     ["prompt", "--data", sample, "--bucket", "1", "--db", "conditions.sqlite"]):
             sys.argv = ["b2calib", *args]
             try:
                 main()
@@ -261,6 +267,10 @@ def test_core_works_without_the_extras_and_names_them(tmp_path: Path) -> None:
     assert "lookup " in out
     assert "calibrate exit 0" in out
     assert "serve exit 1" in out
+    assert "prompt exit 1" in out
+    assert (
+        "b2calib prompt needs b2luigi, which is not installed: pip install 'b2calib[prompt]'" in out
+    )
     assert (
         "b2calib serve needs panel, which is not installed: pip install 'b2calib[dashboards]'"
         in out

@@ -9,6 +9,7 @@ others are grouped by what they work on:
 ``conditions``   ``gt``, ``iov``, ``lookup``, ``payload``, ``db``: the conditions database, as
                  ``b2conditionsdb``
 ``calibrate``    ``calibrate``: run registered calibrations into a staging tag
+``prompt``       ``prompt``: the prompt calibration loop over a bucket (the ``prompt`` extra)
 ``qa``           ``qa``, ``signoff``, ``grl``, ``user``: monitoring, certification, good-run
                  lists, users
 ``serve``        ``serve``: the dashboards (the ``dashboards`` extra)
@@ -194,6 +195,10 @@ cli.add_command(db)
 from b2calib.cli.calibrate import calibrate  # noqa: E402
 
 cli.add_command(calibrate)
+
+from b2calib.cli.prompt import prompt  # noqa: E402
+
+cli.add_command(prompt)
 
 from b2calib.cli.qa import grl, qa, signoff, user  # noqa: E402
 

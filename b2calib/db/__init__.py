@@ -21,8 +21,8 @@ in the domain's table module, then generates the revision from the repository's 
 ``[tool.alembic]`` section of ``pyproject.toml``), naming the table modules to compare with::
 
     alembic -x url=sqlite:///dev.sqlite upgrade head
-    alembic -x url=sqlite:///dev.sqlite \
-        -x tables=b2calib.conditions.tables,b2calib.calibration.jobs,b2calib.qa.store.tables \
+    TABLES=b2calib.conditions.tables,b2calib.calibration.jobs,b2calib.qa.store.tables
+    alembic -x url=sqlite:///dev.sqlite -x tables=$TABLES,b2calib.prompt.tables \
         revision --autogenerate -m "..."
 """
 

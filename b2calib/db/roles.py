@@ -11,10 +11,11 @@ is reachable once granted). A database administrator creates both roles and the 
 the README's PostgreSQL section has the statements.
 
 The privileges (:data:`APPLICATION_PRIVILEGES`): the protected tables, whose rows are never
-changed (payloads and their files, the history, the append-only quality-assurance records and
-calibration validations),
-get ``SELECT`` and ``INSERT``; IoVs also ``DELETE`` (an OPEN tag's IoVs are removed); global
-tags ``UPDATE`` of their state, time of change, description and type only; every other table
+changed (payloads and their files, the history, the append-only quality-assurance records,
+calibration validations and the prompt loop's task outcomes), get ``SELECT`` and ``INSERT``;
+IoVs also ``DELETE`` (an OPEN tag's IoVs are removed); global tags ``UPDATE`` of their state,
+time of change, description and type only; the prompt loop's invocations ``UPDATE`` of their
+end only; every other table
 of the owner's (:data:`OTHER_TABLES`: QA runs, variables, histograms, references, comparisons,
 users, calibration checkpoints, and tables later migrations add) ``SELECT``, ``INSERT``,
 ``UPDATE`` and ``DELETE``; the schema's sequences ``USAGE``. The triggers of the migrations
@@ -44,6 +45,9 @@ APPLICATION_PRIVILEGES: dict[str, tuple[str, ...]] = {
     "qa_run_states": ("SELECT", "INSERT"),
     "qa_grls": ("SELECT", "INSERT"),
     "calibration_validations": ("SELECT", "INSERT"),
+    # the prompt loop's records: an invocation is only ever finished, a task outcome only added
+    "prompt_runs": ("SELECT", "INSERT", "UPDATE (finished)"),
+    "prompt_tasks": ("SELECT", "INSERT"),
     "alembic_version": ("SELECT",),
 }
 #: The privileges on every other table the owner owns in the schema.

@@ -2,9 +2,10 @@
 column type of recorded times, and the audit log.
 
 Each domain defines its own tables on :data:`metadata` (``b2calib.conditions.tables``,
-``b2calib.calibration.jobs``, ``b2calib.qa.store.tables``); the Alembic migrations in
-``migrations/`` create and evolve them all. The migrations are frozen history and never import
-these modules; ``tests/test_conditions_db.py`` checks that the tables and the migrations agree.
+``b2calib.calibration.jobs``, ``b2calib.qa.store.tables``, ``b2calib.prompt.tables``); the
+Alembic migrations in ``migrations/`` create and evolve them all. The migrations are frozen
+history and never import these modules; ``tests/test_conditions_db.py`` checks that the tables
+and the migrations agree.
 
 The audit log (:data:`history`) records who changed what and when, for every domain: written
 through :meth:`b2calib.db.Database.log`, read by the conditions database's history (its

@@ -8,7 +8,8 @@ nor this file import a domain's tables. On the command line (``[tool.alembic]`` 
 to the shared :data:`b2calib.db.metadata`)::
 
     -x url=sqlite:///dev.sqlite
-    -x tables=b2calib.conditions.tables,b2calib.calibration.jobs,b2calib.qa.store.tables
+    -x tables=b2calib.conditions.tables,b2calib.calibration.jobs,b2calib.qa.store.tables,\
+b2calib.prompt.tables
 """
 
 from __future__ import annotations
