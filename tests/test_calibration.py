@@ -415,9 +415,14 @@ def test_dependencies_see_payloads_of_their_dependencies(
     scales = [db.payload(e.payload).value("scale")[0] for e in db.iovs("staging", "TestScale")]
     offsets = [v for _, v, _ in staged_values(db, "staging")]
     assert scales == pytest.approx([2 * o for o in offsets])
-    # run alone later: the dependency completed into this staging tag before
-    again = run(scale_calibration("test-scale-2"), data, db, tmp_path, exp=1)
+    # run alone later: the dependency completed into this staging tag before; it writes the
+    # payload name test-scale wrote, for the same runs, so it must say that it prevails
+    second = scale_calibration("test-scale-2")
+    second.prevails_over = ("test-scale",)
+    again = run(second, data, db, tmp_path, exp=1)
     assert again["test-scale-2"].status == "OK"
+    made_by = {e.payload.provenance["calibration"] for e in db.iovs("staging", "TestScale")}
+    assert made_by == {"test-scale-2"}
 
 
 def test_dependency_cycles_are_rejected() -> None:

@@ -104,7 +104,9 @@ def test_after_is_not_part_of_the_job_key(data: Path, db: ConditionsDB, tmp_path
     """The jobs of `after` calibrations do not enter the key: the job is the same whether or
     not they ran before."""
     first = offset_calibration(name="first")
+    # both write TestOffset for the same runs into one staging tag: the later one prevails
     later = offset_calibration(name="later", after=("first",))
+    later.prevails_over = ("first",)
     alone = run_calibrations(later, data, db=db, staging_tag="s", cache=tmp_path / "c", exp=2)
     both = run_calibrations(
         [first, later], data, db=db, staging_tag="s", cache=tmp_path / "c", exp=2

@@ -109,6 +109,12 @@ class Calibration:
         Names of calibrations this one runs after when they are scheduled in the same run
         (ordering only: they are never required nor pulled in, their jobs are not part of this
         one's job key, and a failure of one does not skip this one).
+    prevails_over
+        Calibrations writing payloads of the same names (e.g. the PXD masks of the physics
+        runs, for the masks of the cosmic runs) whose IoVs this one's replace in a staging tag,
+        on the runs its own IoVs cover: theirs are cut around this one's, in whichever order
+        the two are staged. Two calibrations writing a payload name for overlapping runs of one
+        staging tag must say which prevails; otherwise staging the second is refused.
     validation
         Compares the new payloads with the previous ones after a job
         (:func:`~b2calib.calibration.validation.validate_job`); default
@@ -137,6 +143,7 @@ class Calibration:
     dq: str | None = None
     depends_on: tuple[str, ...] = ()
     after: tuple[str, ...] = ()
+    prevails_over: tuple[str, ...] = ()
     validation: Validator | None = field(default_factory=PayloadComparison)
     expert_config: Mapping[str, Any] = field(default_factory=dict)
     max_iterations: int = 5
@@ -180,6 +187,11 @@ class Calibration:
         self.after = tuple(self.after)
         if self.name in self.after:
             raise ConfigError(f"{where}: runs after itself")
+        if isinstance(self.prevails_over, str):
+            self.prevails_over = (self.prevails_over,)
+        self.prevails_over = tuple(self.prevails_over)
+        if self.name in self.prevails_over:
+            raise ConfigError(f"{where}: prevails over itself")
         both = sorted(set(self.after) & set(self.depends_on))
         if both:
             raise ConfigError(

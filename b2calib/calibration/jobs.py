@@ -15,6 +15,7 @@ The validations of a job's staged payloads (:mod:`b2calib.calibration.validation
 from __future__ import annotations
 
 import json
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -318,13 +319,19 @@ class JobStore:
         job: Job,
         items: list[tuple[IoV, Payload]],
         summary: dict[str, Any],
+        *,
+        prevails_over: Collection[str] = (),
+        yields_to: Collection[str] = (),
     ) -> list[IovEntry]:
         """Upload the job's final payloads, add them to its staging tag and mark the job
         completed, atomically.
 
         The staging tag is created (OPEN) when missing. IoVs already in it for the same payload
-        names that overlap the new ones (from an earlier job of this calibration) are replaced;
-        the replacement is recorded in the tag's history. Content already stored under the
+        names that overlap the new ones from an earlier job of this calibration are replaced
+        (recorded in the tag's history); those of another calibration are cut around the new
+        ones when this one prevails over it, the new ones around them when it prevails over
+        this one, and otherwise the staging is refused
+        (:meth:`~b2calib.conditions.ConditionsDB.stage`). Content already stored under the
         same name is not uploaded again.
         """
         db, tag = self.db, job.staging_tag
@@ -339,6 +346,9 @@ class JobStore:
                 tag,
                 files,
                 description=f"staging tag of calibration jobs ({job.calibration})",
+                owner=job.calibration,
+                prevails_over=prevails_over,
+                yields_to=yields_to,
                 calibration=job.calibration,
             )
             summary = {

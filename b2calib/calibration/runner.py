@@ -51,6 +51,7 @@ from b2calib.calibration.algorithm import (
 )
 from b2calib.calibration.constants import Constants
 from b2calib.calibration.declaration import Calibration, dependency_order, get_calibration
+from b2calib.calibration.declaration import calibrations as registered_calibrations
 from b2calib.calibration.jobs import Job, JobStore, StepRecord
 from b2calib.calibration.strategies import Execution
 from b2calib.calibration.validation import channel_counts, no_ok_channel
@@ -640,6 +641,8 @@ def run_calibrations(
     for cal in order:
         emit(ProgressEvent(cal.name, "queued"))
     reports: dict[str, CalibrationReport] = {}
+    # who prevails over whom in the staging tag: the registered calibrations and these
+    known = [*registered_calibrations().values(), *order]
     for cal in order:
         failed_deps = [d for d in cal.depends_on if d in reports and reports[d].status != "OK"]
         if failed_deps:
@@ -673,6 +676,7 @@ def run_calibrations(
             ),
             emit,
         )
+        runner.yields_to = {c.name for c in known if cal.name in c.prevails_over}
         inputs = folder.inputs(cal, exp, runs, config)
         plan = _job_plan(
             cal,
@@ -743,6 +747,8 @@ class _Runner:
         self.steps: dict[tuple[str, int, tuple[RunKey, ...]], int] = {}
         self.requested: dict[str, list[RunKey]] = {}
         self.run_info: dict[RunKey, Run] = {}
+        #: the calibrations that prevail over this one in the staging tag
+        self.yields_to: set[str] = set()
 
     def run(self, plan: JobPlan, inputs: _Inputs) -> CalibrationReport:
         """Run the calibration's planned job on ``inputs`` (the files of its collector inputs,
@@ -874,7 +880,13 @@ class _Runner:
         report.channels = channel_counts(p for _, p in items)
         self.emit(ProgressEvent(cal.name, "staging", iteration=iteration))
         self._finished(report)
-        report.staged = self.store.complete(job, items, report.summary())
+        report.staged = self.store.complete(
+            job,
+            items,
+            report.summary(),
+            prevails_over=cal.prevails_over,
+            yields_to=self.yields_to,
+        )
         return report
 
     def _finished(self, report: CalibrationReport) -> None:

@@ -24,7 +24,7 @@ import hashlib
 import json
 import os
 from collections import Counter
-from collections.abc import Generator, Iterable, Sequence
+from collections.abc import Collection, Generator, Iterable, Sequence
 from contextlib import closing
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -473,32 +473,73 @@ class ConditionsDB(Database):
         items: Sequence[tuple[IoV, PayloadFile]],
         *,
         description: str,
+        owner: str | None = None,
+        prevails_over: Collection[str] = (),
+        yields_to: Collection[str] = (),
         **details: Any,
     ) -> list[IovEntry]:
         """Store payloads and add them to a staging tag, replacing the IoVs they overlap; inside
         a :meth:`write` transaction of this database, so that the caller's own records change
         in the same transaction (the calibration job store marks its job completed in it).
 
-        ``tag`` is created (OPEN, with ``description``) when missing and must be OPEN. IoVs
-        already in it for the same payload names that overlap the new ones are removed, each
-        recorded in the tag's history as ``replace_iov`` with ``details``. Content already
-        stored under the same name is not stored again.
+        ``tag`` is created (OPEN, with ``description``) when missing and must be OPEN. An IoV
+        already in it for the same payload name that overlaps the new ones is
 
-        Returns the IoVs added.
+        * removed when it was made by ``owner`` (the calibration staging, as recorded in its
+          payload's provenance; an earlier job of it), by no recorded calibration, or when
+          ``owner`` is not given: recorded in the tag's history as ``replace_iov`` with
+          ``details``;
+        * cut around the new ones when made by a calibration of ``prevails_over``
+          (``carve_iov``);
+        * left alone when made by a calibration of ``yields_to``: the new IoVs are cut around
+          it instead;
+        * otherwise a :class:`ConditionsError` naming both calibrations: two calibrations
+          writing one payload name for the same runs must say which prevails.
+
+        Content already stored under the same name is not stored again. Returns the IoVs added.
         """
         self._open_tag(conn, tag, description)
         staged = [(iov, self._store(conn, file)) for iov, file in items]
+        gid = self._tag_row(conn, tag).id
+        kept: dict[str, list[IoV]] = {}
         for old in self._entries(conn, tag):
-            if any(old.iov.overlaps(iov) for iov, i in staged if i.name == old.name):
+            hits = [iov for iov, i in staged if i.name == old.name and old.iov.overlaps(iov)]
+            if not hits:
+                continue
+            made_by = (old.payload.provenance or {}).get("calibration")
+            if owner is None or made_by is None or made_by == owner:
                 self._delete_iov(conn, tag, old)
                 self.log(
+                    conn, "replace_iov", tag, payload=str(old.payload), iov=str(old.iov), **details
+                )
+            elif made_by in prevails_over:
+                self._delete_iov(conn, tag, old)
+                pieces = uncovered(old.iov, hits)
+                for piece in pieces:
+                    self._insert_row(conn, gid, piece, old.payload, now())
+                self.log(
                     conn,
-                    "replace_iov",
+                    "carve_iov",
                     tag,
                     payload=str(old.payload),
                     iov=str(old.iov),
-                    **details,
+                    kept=[str(p) for p in pieces],
+                    by=owner,
                 )
+            elif made_by in yields_to:
+                kept.setdefault(old.name, []).append(old.iov)
+            else:
+                raise ConditionsError(
+                    f"global tag {tag}: calibration {owner} stages {old.name} for runs "
+                    f"{hits[0]}, where IoV {old.iov} of calibration {made_by} is; declare which "
+                    f"of the two prevails (Calibration.prevails_over)"
+                )
+        if kept:
+            staged = [
+                (piece, info)
+                for iov, info in staged
+                for piece in uncovered(iov, kept.get(info.name, []))
+            ]
         return self._insert_iovs(conn, tag, staged)
 
     def _delete_iov(self, conn: Connection, tag: str, entry: IovEntry) -> None:

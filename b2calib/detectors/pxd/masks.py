@@ -738,6 +738,9 @@ def cosmic_masks_calibration() -> Calibration:
         input_format="raw",
         stage="raw",
         run_type="cosmic",
+        # its masks are those of the cosmic runs, which the physics runs' open-ended masks of
+        # pxd-hot-dead cover too: in a staging tag the cosmic runs keep these
+        prevails_over=("pxd-hot-dead",),
         expert_config={**_EXPERT_CONFIG, "force_continue_masking": True},
         description="PXD hot and dead pixels of cosmic runs, run by run, forced through: hot "
         "pixels whatever the statistics, dead ones where the median allows it.",
