@@ -314,9 +314,8 @@ def test_running_update_and_snapshot(env: dict[str, str], files: dict[str, Path]
     run(env, "gt", "create", "update1")
     run(env, "iov", "add", "update1", "ECLGain", "2", "1,10,-1,-1")
     run(env, "iov", "add", "update1", "CDCT0", "1", "0,0,-1,-1")
-    assert error(env, "gt", "runningupdate", "prompt", "update1") == (
-        "running update: staging tag update1 is OPEN, not VALIDATED"
-    )
+    update = ("gt", "runningupdate", "prompt", "update1", "--run", "1", "10")
+    assert error(env, *update) == ("running update: staging tag update1 is OPEN, not VALIDATED")
     run(env, "gt", "state", "update1", "TESTING")
     run(env, "gt", "state", "update1", "VALIDATED")
     before = run(env, "iov", "prompt")
@@ -326,28 +325,28 @@ def test_running_update_and_snapshot(env: dict[str, str], files: dict[str, Path]
         "~  ECLGain  rev 1  0,0,-1,-1 -> 0,0,1,9",
         "+  ECLGain  rev 2  1,10,-1,-1",
     ]
-    out = run(env, "gt", "runningupdate", "prompt", "update1", "--dry-run")
-    assert out.splitlines() == [
-        *expected,
-        "dry run, nothing written: running update of prompt from update1: 2 IoVs added, 1 closed",
-    ]
+    summary = (
+        "running update of prompt from update1 at run 1,10 (strict): "
+        "2 IoVs created, 1 closed, 0 extended"
+    )
+    out = run(env, *update, "--dry-run")
+    assert out.splitlines() == [*expected, f"dry run, nothing written: {summary}"]
     assert run(env, "iov", "prompt") == before
     assert "running_update" not in run(env, "gt", "history", "prompt")
 
-    out = run(env, "gt", "runningupdate", "prompt", "update1")
-    assert out.splitlines() == [
-        *expected,
-        "running update of prompt from update1: 2 IoVs added, 1 closed",
-    ]
+    out = run(env, *update)
+    assert out.splitlines() == [*expected, summary]
     assert [r[:3] for r in table(run(env, "iov", "prompt"))] == [
         ["CDCT0", "1", "1,10,-1,-1"],
         ["ECLGain", "1", "0,0,1,9"],
         ["ECLGain", "2", "1,10,-1,-1"],
     ]
-    assert error(env, "gt", "runningupdate", "prompt", "update1", "--run", "1", "10") == (
-        "running update: it must start after every IoV start already in prompt; "
-        "the latest starts at (1, 10), the update at (1, 10)"
-    )
+    assert run(env, *update, code=1).splitlines() == [
+        "Error: running update of prompt from update1 at run 1,10 (strict) refused, 2 problems "
+        "(running IoVs start at or after the first valid run: 2)",
+        "  running IoVs start at or after the first valid run: CDCT0 rev 1 [1,10,-1,-1]",
+        "  running IoVs start at or after the first valid run: ECLGain rev 2 [1,10,-1,-1]",
+    ]
 
     out = run(env, "gt", "snapshot", "prompt", "snap", "--until", "1", "20")
     assert out == "created snap (PUBLISHED): prompt up to run 1,20, 3 IoVs\n"

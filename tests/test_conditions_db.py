@@ -863,131 +863,7 @@ def staging(
     make_tag(db, name, items, state=state)
 
 
-def test_running_update(db: ConditionsDB) -> None:
-    running_setup(db)
-    staging(db, "S1", [(payload(2), "0,0,-1,-1")])
-    added = db.running_update("R", "S1", valid_from=(1, 10))
-    assert [(e.globaltag, e.name, str(e.iov), e.payload.revision) for e in added] == [
-        ("R", "X", "1,10,-1,-1", 2)
-    ]
-    assert content(db, "R") == [("X", "0,0,1,9", 1), ("X", "1,10,-1,-1", 2), ("Y", "0,0,-1,-1", 1)]
-    assert revisions(db, (1, 9), ["R"]) == {"X": 1, "Y": 1}
-    assert revisions(db, (1, 10), ["R"]) == {"X": 2, "Y": 1}
-    assert revisions(db, (0, 0), ["R"]) == {"X": 1, "Y": 1}
-    assert revisions(db, (50, 0), ["R"]) == {"X": 2, "Y": 1}
-    assert db.tag("R").state == "RUNNING"
-    # default first run: the earliest explicit start of the staging tag; (0,0) IoVs move there
-    staging(db, "S2", [(payload(3), "0,0,-1,-1"), (payload(101, name="Y"), "3,4,-1,-1")])
-    db.running_update("R", "S2")
-    assert content(db, "R") == [
-        ("X", "0,0,1,9", 1),
-        ("X", "1,10,3,3", 2),
-        ("X", "3,4,-1,-1", 3),
-        ("Y", "0,0,3,3", 1),
-        ("Y", "3,4,-1,-1", 2),
-    ]
-    # several staging IoVs of one name, without gaps; at an experiment boundary
-    staging(db, "S3", [(payload(4), "5,0,5,-1"), (payload(5), "6,0,-1,-1")])
-    db.running_update("R", "S3")
-    assert content(db, "R")[2:4] == [("X", "3,4,4,-1", 3), ("X", "5,0,5,-1", 4)]
-    assert revisions(db, (4, 10**6), ["R"])["X"] == 3
-    assert revisions(db, (6, 0), ["R"])["X"] == 5
-    last = db.history("R")[-1]
-    assert (last.action, last.details) == (
-        "running_update",
-        {"staging": "S3", "valid_from": [5, 0], "iovs": 2},
-    )
-    assert any(h.action == "close_iov" for h in db.history("R"))
-
-
-def test_running_update_refusals(db: ConditionsDB) -> None:
-    running_setup(db)
-    staging(db, "S1", [(payload(2), "0,0,-1,-1")])
-    db.running_update("R", "S1", valid_from=(2, 0))
-    x3, y9 = payload(3), payload(9, name="Y")
-    cases: list[tuple[str, list[tuple[Payload, str]], str, dict[str, Any], str]] = [
-        ("open", [(x3, "0,0,-1,-1")], "OPEN", {}, "staging tag open is OPEN, not VALIDATED"),
-        ("testing", [(x3, "0,0,-1,-1")], "TESTING", {}, "testing is TESTING, not VALIDATED"),
-        ("same", [(x3, "0,0,-1,-1")], "VALIDATED", {"valid_from": (2, 0)}, "must start after"),
-        (
-            "earlier",
-            [(x3, "0,0,-1,-1")],
-            "VALIDATED",
-            {"valid_from": (1, 5)},
-            r"the latest starts at \(2, 0\), the update at \(1, 5\)",
-        ),
-        (
-            "before",
-            [(x3, "3,0,-1,-1"), (y9, "4,0,-1,-1")],
-            "VALIDATED",
-            {"valid_from": (3, 5)},
-            r"staging IoV 3,0,-1,-1 of X rev 3 starts before the update's first run \(3, 5\)",
-        ),
-        ("closed", [(x3, "3,0,4,-1")], "VALIDATED", {}, "last IoV 3,0,4,-1 of X in closed is"),
-        (
-            "closed_y",
-            [(x3, "3,0,-1,-1"), (y9, "3,0,3,5")],
-            "VALIDATED",
-            {},
-            "the last IoV 3,0,3,5 of Y",
-        ),
-        ("zero", [(x3, "0,0,-1,-1")], "VALIDATED", {}, r"starts at \(0, 0\); give the first run"),
-        ("empty", [], "VALIDATED", {"valid_from": (5, 0)}, "staging tag empty is empty"),
-        (
-            "negative",
-            [(x3, "0,0,-1,-1")],
-            "VALIDATED",
-            {"valid_from": (3, -1)},
-            r"first run \(3, -1\) must be an \(experiment, run\) >= 0",
-        ),
-        (
-            "gap",
-            [(x3, "3,0,3,5"), (payload(4), "4,0,-1,-1")],
-            "VALIDATED",
-            {},
-            "gap",
-        ),
-        (
-            "zero_ends_before",
-            [(x3, "0,0,2,-1"), (payload(4), "3,0,-1,-1")],
-            "VALIDATED",
-            {"valid_from": (3, 0)},
-            "ends before the update's first run",
-        ),
-    ]
-    for name, items, state, options, message in cases:
-        staging(db, name, items, state=state)
-        before = database_state(db)
-        with pytest.raises(ConditionsError, match=message):
-            db.running_update("R", name, **options)
-        assert database_state(db) == before, name
-    with pytest.raises(ConditionsError, match="running update: S1 is VALIDATED, not RUNNING"):
-        db.running_update("S1", "S1")
-    assert content(db, "R") == [("X", "0,0,1,-1", 1), ("X", "2,0,-1,-1", 2), ("Y", "0,0,-1,-1", 1)]
-
-
-def test_running_update_allow_closed_and_closed_running_iovs(db: ConditionsDB) -> None:
-    make_tag(db, "R", [(payload(1), "0,0,-1,-1"), (payload(100, name="Z"), "0,0,2,-1")])
-    db.set_state("R", "RUNNING")
-    staging(db, "S1", [(payload(2), "3,0,4,-1")])
-    db.running_update("R", "S1", allow_closed=True)
-    assert content(db, "R") == [("X", "0,0,2,-1", 1), ("X", "3,0,4,-1", 2), ("Z", "0,0,2,-1", 1)]
-    assert revisions(db, (5, 0), ["R"]) == {}  # what allow_closed means
-    # a closed IoV of the running tag ending before the update is left as it is
-    staging(db, "S2", [(payload(102, name="Z"), "0,0,-1,-1")])
-    db.running_update("R", "S2", valid_from=(4, 0))
-    assert content(db, "R")[-2:] == [("Z", "0,0,2,-1", 1), ("Z", "4,0,-1,-1", 2)]
-    assert revisions(db, (3, 0), ["R"]) == {"X": 2}
-
-
-def test_running_update_refuses_closed_running_iov_reaching_past(db: ConditionsDB) -> None:
-    make_tag(db, "R", [(payload(1), "0,0,5,-1")])
-    db.set_state("R", "RUNNING")
-    staging(db, "S", [(payload(2), "3,0,-1,-1")])
-    before = database_state(db)
-    with pytest.raises(ConditionsError, match="closed IoV 0,0,5,-1 of X rev 1 in R reaches past"):
-        db.running_update("R", "S")
-    assert database_state(db) == before
+# the running update's rules and modes: tests/test_running_update.py
 
 
 def test_snapshot(db: ConditionsDB) -> None:
@@ -1008,7 +884,7 @@ def test_snapshot(db: ConditionsDB) -> None:
     assert [h.action for h in db.history("snap")][-4:] == ["state", "state", "state", "snapshot"]
     # an update reaching into the frozen runs would make the snapshot lie: refused
     staging(db, "S0", [(payload(3), "0,0,-1,-1")])
-    with pytest.raises(ConditionsError, match=r"snapshot up to run \(2, 3\); an update must"):
+    with pytest.raises(ConditionsError, match="R was snapshot up to run 2,3: an update must"):
         db.running_update("R", "S0", valid_from=(2, 3))
     # later running updates change neither the snapshot nor the runs it covers
     staging(db, "S2", [(payload(3), "0,0,-1,-1"), (payload(101, name="Y"), "0,0,-1,-1")])

@@ -129,6 +129,7 @@ def test_conditions_names() -> None:
         "ALLOWED_MOVES",
         "ALL_RUNS",
         "PAYLOAD_TYPES",
+        "RUNNING_UPDATE_MODES",
         "STATES",
         "ChannelStatus",
         "ConditionsDB",
@@ -143,12 +144,14 @@ def test_conditions_names() -> None:
         "PayloadFile",
         "PayloadInfo",
         "PayloadType",
+        "RunningUpdate",
         "Verification",
         "check_payload",
     ]
     import b2calib.conditions.eventdep
     import b2calib.conditions.names
     import b2calib.conditions.payloadtypes
+    import b2calib.conditions.runningupdate
 
     for module, names in (
         (
@@ -171,6 +174,10 @@ def test_conditions_names() -> None:
         (
             b2calib.conditions.payloadtypes,
             ["DEDX_COS_BINS", "PAYLOAD_TYPES", "PayloadType", "check_payload"],
+        ),
+        (
+            b2calib.conditions.runningupdate,
+            ["RUNNING_UPDATE_MODES", "Plan", "RunningUpdate", "check_mode", "plan"],
         ),
     ):
         assert sorted(dir(module)) == sorted(module.__all__)

@@ -10,7 +10,9 @@
     b2calib gt state NAME STATE                    prints OLD -> NEW
     b2calib gt merge NEW SOURCE... [--description D]   first source wins
     b2calib gt diff A B                            + added, - removed, ~ changed
-    b2calib gt runningupdate RUNNING STAGING [--run EXP RUN] [--allow-closed] [--dry-run]
+    b2calib gt runningupdate RUNNING STAGING --run EXP RUN [--mode M] [--dry-run]
+                                                   M: strict, allow-closed, fix-closed,
+                                                   simple, full-replacement
     b2calib gt snapshot RUNNING NAME --until EXP RUN
     b2calib gt history [NAME] [--limit N]
     b2calib iov [list] TAG [--name P] [--run EXP RUN]   ``iov TAG`` is short for ``iov list TAG``
@@ -32,7 +34,7 @@ Every command takes ``--db URL`` (default ``$B2CALIB_DB``, else the SQLite file 
 data directory); commands that write take ``--author`` (default ``$B2CALIB_USER``, else the
 login name). An IoV is written ``first_exp,first_run,final_exp,final_run`` (-1 = open).
 Errors are one line naming the tag, payload or IoV at fault, with exit status 1 (2 for a
-command-line usage error).
+command-line usage error); a refused running update lists its problems, one a line, below it.
 """
 
 from __future__ import annotations
@@ -42,8 +44,6 @@ import functools
 import io
 import json
 import re
-import sqlite3
-import tempfile
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -59,6 +59,9 @@ if TYPE_CHECKING:
     from b2calib.conditions import ConditionsDB, Diff, IoV, IovEntry, PayloadInfo
 
 __all__ = ["db", "gt", "iov", "lookup", "payload"]
+
+#: The running-update modes (b2calib.conditions.RUNNING_UPDATE_MODES, without loading it).
+_MODES = ("strict", "allow_closed", "fix_closed", "simple", "full_replacement")
 
 
 def _iov_rows(entries: Iterable[IovEntry], *, tag: bool = False) -> list[list[object]]:
@@ -275,85 +278,88 @@ def gt_diff(cdb: ConditionsDB, a: str, b: str) -> None:
         click.echo(f"{a} and {b} hold the same payload IoVs")
 
 
+_MODE_FLAGS = {  # basf2's b2conditionsdb flags for the modes
+    "allow_closed": "--allow-closed",
+    "fix_closed": "--fix-closed",
+    "simple": "--simple-mode",
+    "full_replacement": "--full-replacement",
+}
+
+
 @gt.command("runningupdate")
 @click.argument("running")
 @click.argument("staging")
-@_run_option(
-    "--run",
-    "valid_from",
-    help="First run of the update (default: the earliest start in STAGING other than 0,0).",
+@_run_option("-r", "--run", "valid_from", required=True, help="First valid run of the update.")
+@click.option(
+    "--mode",
+    type=click.Choice([m.replace("_", "-") for m in _MODES]),
+    help="strict (the default): staging IoVs free of gaps and overlaps, ending open; "
+    "allow-closed: they may end closed; fix-closed: the last one of each payload is opened; "
+    "simple: one 0,0,-1,-1 IoV per payload; full-replacement: as allow-closed, and the open "
+    "payloads of RUNNING absent from STAGING are closed before the first valid run.",
 )
-@click.option("--allow-closed", is_flag=True, help="Accept staging IoVs that do not end open.")
+@click.option("--allow-closed", is_flag=True, help="Same as --mode allow-closed.")
+@click.option("--fix-closed", is_flag=True, help="Same as --mode fix-closed.")
+@click.option("--simple-mode", "simple", is_flag=True, help="Same as --mode simple.")
+@click.option("--full-replacement", is_flag=True, help="Same as --mode full-replacement.")
 @click.option(
     "--dry-run",
     is_flag=True,
-    help="Run the update on a scratch copy of the (SQLite) database and show what it would do.",
+    help="Do the update in a transaction that is rolled back: show it, write nothing.",
 )
 @_uses_db(writes=True)
 def gt_runningupdate(
     cdb: ConditionsDB,
     running: str,
     staging: str,
-    valid_from: tuple[int, int] | None,
-    allow_closed: bool,
+    valid_from: tuple[int, int],
+    mode: str | None,
     dry_run: bool,
+    **flags: bool,
 ) -> None:
-    """Append VALIDATED tag STAGING to RUNNING tag RUNNING (prompt-processing rules).
+    """Append VALIDATED tag STAGING to RUNNING tag RUNNING from run --run EXP RUN, with the
+    rules and modes of basf2's ``b2conditionsdb tag runningupdate``.
 
-    Prints the changes to RUNNING: added IoVs (+) and open IoVs closed before the update (~).
+    Prints the operations, by payload: open IoVs of RUNNING closed (~), IoVs created (+), and
+    IoVs of RUNNING extended (=) because STAGING's first IoV of their payload has the same
+    revision; then any warning, and a last line with the counts. Every problem that makes the
+    update impossible is listed at once and nothing is written.
     """
-    if dry_run:
-        with _scratch_copy(cdb) as scratch:
-            d = _running_update(scratch, running, staging, valid_from, allow_closed)
-        prefix = "dry run, nothing written: "
-    else:
-        d = _running_update(cdb, running, staging, valid_from, allow_closed)
-        prefix = ""
-    if d:
-        click.echo(table(None, _diff_lines(d)))
-    click.echo(
-        f"{prefix}running update of {running} from {staging}: "
-        f"{len(d.added)} IoVs added, {len(d.changed)} closed"
+    chosen = {m: _MODE_FLAGS[m] for m, flag in flags.items() if flag}
+    if mode is not None:
+        chosen.setdefault(mode.replace("-", "_"), f"--mode {mode}")
+    if len(chosen) > 1:
+        raise click.UsageError(f"give one mode, not {', '.join(chosen.values())}")
+    key = _run_key(valid_from)
+    assert key is not None
+    u = cdb.running_update(
+        running, staging, valid_from=key, mode=next(iter(chosen), "strict"), dry_run=dry_run
     )
-
-
-def _running_update(
-    cdb: ConditionsDB,
-    running: str,
-    staging: str,
-    valid_from: tuple[int, int] | None,
-    allow_closed: bool,
-) -> Diff[PayloadInfo]:
-    from b2calib.conditions.tagops import diff
-
-    before = cdb.iovs(running)
-    cdb.running_update(running, staging, valid_from=_run_key(valid_from), allow_closed=allow_closed)
-    after = cdb.iovs(running)
-    return diff(
-        [(e.name, e.iov, e.payload) for e in before], [(e.name, e.iov, e.payload) for e in after]
-    )
-
-
-@contextmanager
-def _scratch_copy(cdb: ConditionsDB) -> Iterator[ConditionsDB]:
-    """A private copy of an SQLite conditions database, deleted afterwards."""
-    import sqlalchemy as sa
-
-    url = sa.engine.make_url(cdb.url)
-    path = url.database
-    if url.get_backend_name() != "sqlite" or not path or path == ":memory:":
-        raise click.ClickException("--dry-run needs an SQLite database file")
-    with tempfile.TemporaryDirectory(prefix="b2calib-dryrun-") as tmp:
-        copy = Path(tmp) / "conditions.sqlite"
-        src = sqlite3.connect(Path(path).resolve().as_uri() + "?mode=ro", uri=True)
-        dst = sqlite3.connect(copy)
-        try:
-            src.backup(dst)
-        finally:
-            dst.close()
-            src.close()
-        with _open(str(copy), cdb.author) as scratch:
-            yield scratch
+    if not u:
+        raise click.ClickException(
+            f"running update of {running} from {staging}: nothing to do, check the tags given"
+        )
+    extended = {(e.name, e.payload.revision): e for e in u.extended}
+    rows: list[tuple[tuple[str, tuple[int, int]], list[object]]] = []
+    for old, new in u.closed:
+        sign = "=" if (old.name, old.payload.revision) in extended else "~"
+        rows.append(
+            (
+                (old.name, old.iov.start),
+                [sign, old.name, f"rev {old.payload.revision}", f"{old.iov} -> {new}"],
+            )
+        )
+    for e in u.extended:
+        if e.iov.is_open:  # extended and left open: not among the closed ones
+            rows.append(
+                ((e.name, e.iov.start), ["=", e.name, f"rev {e.payload.revision}", f"{e.iov}"])
+            )
+    for e in u.created:
+        rows.append(((e.name, e.iov.start), ["+", e.name, f"rev {e.payload.revision}", str(e.iov)]))
+    click.echo(table(None, [r for _, r in sorted(rows, key=lambda r: r[0])]))
+    for w in u.warnings:
+        click.echo(f"warning: {w}")
+    click.echo(u.summary())
 
 
 @gt.command("snapshot")

@@ -13,6 +13,8 @@
 ``tagops``             priority layering of tags, lookup of many runs, diff
 ``tables``             the conditions tables (created and upgraded by the migrations of
                        :mod:`b2calib.db`)
+``runningupdate``      the running update's rules and modes (basf2's ``b2conditionsdb tag
+                       runningupdate``) and its result, :class:`RunningUpdate`
 ``database``           :class:`ConditionsDB`: payloads, global tags with states and rules, IoVs,
                        lookup, running update, snapshot, merge, diff, history, interchange,
                        staging inside a caller's transaction, and :class:`Verification` of
@@ -40,6 +42,7 @@ if TYPE_CHECKING:
     from b2calib.conditions.localdb import LocalDatabase, LocalDbEntry
     from b2calib.conditions.payload import Payload
     from b2calib.conditions.payloadtypes import PAYLOAD_TYPES, PayloadType, check_payload
+    from b2calib.conditions.runningupdate import RUNNING_UPDATE_MODES, RunningUpdate
     from b2calib.conditions.status import ChannelStatus
     from b2calib.conditions.tables import ALLOWED_MOVES, STATES
     from b2calib.conditions.tagops import Diff
@@ -48,6 +51,7 @@ __all__ = [
     "ALLOWED_MOVES",
     "ALL_RUNS",
     "PAYLOAD_TYPES",
+    "RUNNING_UPDATE_MODES",
     "STATES",
     "ChannelStatus",
     "ConditionsDB",
@@ -62,6 +66,7 @@ __all__ = [
     "PayloadFile",
     "PayloadInfo",
     "PayloadType",
+    "RunningUpdate",
     "Verification",
     "check_payload",
 ]
@@ -84,6 +89,7 @@ __getattr__ = attach(
         "localdb": ["LocalDatabase", "LocalDbEntry"],
         "payload": ["Payload"],
         "payloadtypes": ["PAYLOAD_TYPES", "PayloadType", "check_payload"],
+        "runningupdate": ["RUNNING_UPDATE_MODES", "RunningUpdate"],
         "status": ["ChannelStatus"],
         "tables": ["ALLOWED_MOVES", "STATES"],
         "tagops": ["Diff"],

@@ -28,7 +28,7 @@ from collections.abc import Generator, Iterable, Sequence
 from contextlib import closing
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
@@ -42,6 +42,9 @@ from b2calib.conditions.payloadtypes import check_payload
 from b2calib.conditions.tagops import Diff, diff, layer, resolve
 from b2calib.db import Database, as_utc, history, now
 from b2calib.exceptions import ConditionsError, PayloadError
+
+if TYPE_CHECKING:
+    from b2calib.conditions.runningupdate import RunningUpdate
 
 __all__ = [
     "ConditionsDB",
@@ -684,122 +687,116 @@ class ConditionsDB(Database):
         running: str,
         staging: str,
         *,
-        valid_from: RunKey | None = None,
-        allow_closed: bool = False,
-    ) -> list[IovEntry]:
-        """Append a VALIDATED staging tag to a RUNNING tag, by the prompt-processing rules.
+        valid_from: RunKey,
+        mode: str = "strict",
+        dry_run: bool = False,
+    ) -> RunningUpdate:
+        """Append VALIDATED tag ``staging`` to RUNNING tag ``running`` from run ``valid_from``.
 
-        * the update starts at ``valid_from`` (default: the earliest start in the staging tag
-          other than (0, 0)), which must be after every IoV start already in the running tag:
-          a running tag only grows forward;
-        * staging IoVs starting at (0, 0) are moved to ``valid_from``; any other staging IoV
-          starting before it is refused;
-        * per payload name the staging IoVs must leave no gap between them and the last one must
-          end open (unless ``allow_closed``), so that the running tag always has a payload for
-          future runs;
-        * open IoVs of the running tag for the updated payloads are closed at the run before
-          the first staging IoV of that payload; a closed one reaching past it is refused.
+        The rules and modes are those of basf2's ``b2conditionsdb tag runningupdate``
+        (:mod:`b2calib.conditions.runningupdate`): every IoV of the running tag must start
+        before ``valid_from`` and every closed one end before it (and ``valid_from`` must be
+        after the runs frozen by a :meth:`snapshot`); the staging tag must be free of overlaps
+        and gaps per payload name, start at (0,0) or at/after ``valid_from`` and end open
+        (``mode`` "strict"), or may end closed ("allow_closed"), have its last IoVs opened
+        ("fix_closed"), hold only one (0,0,-1,-1) IoV per name ("simple"), or replace every
+        open payload of the running tag ("full_replacement": open IoVs of names it lacks are
+        closed at the run before ``valid_from``). Open running IoVs of the updated names are
+        closed before the staging IoVs, which are clipped to start at ``valid_from`` at the
+        earliest; a staging tag's first IoV with the running IoV's revision extends it instead.
 
-        Returns the IoVs added to the running tag.
+        The update is one transaction, recorded in the history (each IoV closed and added, and
+        a ``running_update`` entry with the mode, first run and operations). With ``dry_run``
+        the same transaction runs and is rolled back: nothing is written, the result is what
+        the update would do, and the tags' states are only warned about (as basf2 does).
+
+        Raises
+        ------
+        ConditionsError
+            For an unknown tag or mode, a tag in the wrong state, or, listing every problem
+            at once, IoVs of either tag that the rules refuse.
         """
-        with self.write() as conn:
+        from b2calib.conditions.runningupdate import RunningUpdate, check_mode, plan
+
+        mode = check_mode(mode)
+        try:
+            vf = (int(valid_from[0]), int(valid_from[1]))
+            if len(valid_from) != 2:
+                raise ValueError
+        except (TypeError, ValueError, IndexError):
+            raise ConditionsError(
+                f"running update: the first valid run must be (experiment, run), not {valid_from!r}"
+            ) from None
+        if min(vf) < 0:
+            raise ConditionsError(
+                f"running update: the first valid run {vf} must be an (experiment, run) >= 0"
+            )
+        if running == staging:
+            raise ConditionsError(f"running update: {running} cannot update itself")
+        warnings: list[str] = []
+        with self.write(rollback=dry_run) as conn:
             r_row, st_row = self._tag_row(conn, running), self._tag_row(conn, staging)
-            if r_row.state != "RUNNING":
-                raise ConditionsError(f"running update: {running} is {r_row.state}, not RUNNING")
-            if st_row.state != "VALIDATED":
-                raise ConditionsError(
-                    f"running update: staging tag {staging} is {st_row.state}, not VALIDATED"
-                )
-            stage = self._entries(conn, staging)
-            if not stage:
-                raise ConditionsError(f"running update: staging tag {staging} is empty")
-            if valid_from is None:
-                starts = [e.iov.start for e in stage if e.iov.start != (0, 0)]
-                if not starts:
-                    raise ConditionsError(
-                        f"running update: every IoV of {staging} starts at (0, 0); "
-                        "give the first run of the update (valid_from)"
-                    )
-                valid_from = min(starts)
-            valid_from = (int(valid_from[0]), int(valid_from[1]))
-            if min(valid_from) < 0:
-                raise ConditionsError(
-                    f"running update: first run {valid_from} must be an (experiment, run) >= 0"
-                )
-            frozen = self._snapshot_until(conn, running)
-            if frozen is not None and not valid_from > frozen:
-                raise ConditionsError(
-                    f"running update: {running} was snapshot up to run {frozen}; an update must "
-                    f"start after it, not at {valid_from}"
-                )
+            for role, tag, row, wanted in (
+                ("running", running, r_row, "RUNNING"),
+                ("staging", staging, st_row, "VALIDATED"),
+            ):
+                if row.state != wanted:
+                    what = f"{role} tag {tag} is {row.state}, not {wanted}"
+                    if not dry_run:
+                        raise ConditionsError(f"running update: {what}")
+                    warnings.append(f"{what} (a dry run goes on)")
             current = self._entries(conn, running)
-            latest = max((e.iov.start for e in current), default=None)
-            if latest is not None and not valid_from > latest:
-                raise ConditionsError(
-                    f"running update: it must start after every IoV start already in {running}; "
-                    f"the latest starts at {latest}, the update at {valid_from}"
-                )
-            moved: list[tuple[IoV, PayloadInfo]] = []
-            for e in stage:
-                if e.iov.start == (0, 0) and e.iov.end < valid_from:
-                    raise ConditionsError(
-                        f"running update: staging IoV {e.iov} of {e.payload} ends before the "
-                        f"update's first run {valid_from}"
-                    )
-                iov = e.iov.starting_at(*valid_from) if e.iov.start == (0, 0) else e.iov
-                if iov.start < valid_from:
-                    raise ConditionsError(
-                        f"running update: staging IoV {e.iov} of {e.payload} starts before the "
-                        f"update's first run {valid_from}"
-                    )
-                moved.append((iov, e.payload))
-            by_name: dict[str, list[IoV]] = {}
-            for iov, info in moved:
-                by_name.setdefault(info.name, []).append(iov)
-            for name, ivs in by_name.items():
-                last = max(ivs, key=lambda i: i.start)
-                if not allow_closed and not last.is_open:
-                    raise ConditionsError(
-                        f"running update: the last IoV {last} of {name} in {staging} is closed; "
-                        "the running tag would have no payload after it (allow_closed to force)"
-                    )
-                first = min(i.start for i in ivs)
-                gaps = uncovered(IoV.from_keys(first, last.end), ivs)
-                if gaps:
-                    raise ConditionsError(
-                        f"running update: the IoVs of {name} in {staging} leave a gap ({gaps[0]}); "
-                        "the running tag would have no payload there"
-                    )
-                for e in current:
-                    if e.name != name or e.iov.end < first:
-                        continue
-                    if not e.iov.is_open:
-                        raise ConditionsError(
-                            f"running update: closed IoV {e.iov} of {e.payload} in {running} "
-                            f"reaches past the update's first run {first} of {name}"
-                        )
-                    closed = e.iov.close_before(*first)
-                    self._delete_iov(conn, running, e)
-                    if closed is not None:
-                        self._insert_row(conn, r_row.id, closed, e.payload, now())
+            p = plan(
+                running,
+                staging,
+                current,
+                self._entries(conn, staging),
+                valid_from=vf,
+                mode=mode,
+                frozen_until=self._snapshot_until(conn, running),
+            )
+            warnings += p.warnings
+            created: list[IovEntry] = []
+            if p.closed or p.created:
+                for old, new in p.closed:
+                    self._delete_iov(conn, running, old)
+                    if new is not None:
+                        self._insert_row(conn, r_row.id, new, old.payload, now())
                     self.log(
                         conn,
                         "close_iov",
                         running,
-                        payload=str(e.payload),
-                        old=str(e.iov),
-                        new=str(closed),
+                        payload=str(old.payload),
+                        old=str(old.iov),
+                        new=str(new),
                     )
-            added = self._insert_iovs(conn, running, moved)
-            self.log(
-                conn,
-                "running_update",
-                running,
+                created = self._insert_iovs(
+                    conn, running, [(iov, e.payload) for iov, e in p.created]
+                )
+                self.log(
+                    conn,
+                    "running_update",
+                    running,
+                    staging=staging,
+                    valid_from=list(vf),
+                    mode=mode,
+                    closed=[f"{old.payload} {old.iov} -> {new}" for old, new in p.closed],
+                    created=[f"{e.payload} {e.iov}" for e in created],
+                    extended=[f"{e.payload} {e.iov}" for e in p.extended],
+                )
+            else:
+                warnings.append(f"nothing to do: {staging} changes nothing in {running}")
+            return RunningUpdate(
+                running=running,
                 staging=staging,
-                valid_from=list(valid_from),
-                iovs=len(added),
+                valid_from=vf,
+                mode=mode,
+                dry_run=dry_run,
+                closed=p.closed,
+                created=created,
+                extended=p.extended,
+                warnings=warnings,
             )
-            return added
 
     def _snapshot_until(self, conn: Connection, running: str) -> RunKey | None:
         """The last run frozen by a snapshot of ``running``, if any."""

@@ -94,14 +94,16 @@ class Database:
         self.engine.dispose()
 
     @contextmanager
-    def write(self) -> Iterator[Connection]:
+    def write(self, *, rollback: bool = False) -> Iterator[Connection]:
         """A write transaction holding the writers' lock (see :func:`~b2calib.db.writing`).
 
         A rule the database enforces itself (a ``b2calib: ...`` refusal of a trigger) and any
-        other database error raise :attr:`error`; nothing of the transaction is kept.
+        other database error raise :attr:`error`; nothing of the transaction is kept. With
+        ``rollback`` the transaction is rolled back when the block ends, even without an error:
+        a dry run that sees its own writes (and the database's refusals) and keeps none.
         """
         try:
-            with writing(self.engine) as conn:
+            with writing(self.engine, rollback=rollback) as conn:
                 yield conn
         except sa.exc.DBAPIError as err:
             m = _RULE.search(str(err.orig))

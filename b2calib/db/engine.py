@@ -163,14 +163,17 @@ def _require_known(script: Any, current: str | None, head: str | None) -> None:
 
 
 @contextmanager
-def writing(engine: Engine) -> Iterator[Connection]:
+def writing(engine: Engine, *, rollback: bool = False) -> Iterator[Connection]:
     """A write transaction holding the writers' lock: ``BEGIN IMMEDIATE`` on SQLite (with an
     engine of :func:`make_engine`), a transaction-scoped advisory lock on PostgreSQL. It
-    commits when the block ends and rolls back when it raises."""
-    with engine.connect().execution_options(b2calib_write=True) as conn, conn.begin():
+    commits when the block ends and rolls back when it raises; with ``rollback`` it rolls back
+    in both cases (a dry run: every statement runs, under the same lock, and nothing is kept)."""
+    with engine.connect().execution_options(b2calib_write=True) as conn, conn.begin() as trans:
         if conn.dialect.name == "postgresql":
             conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_LOCK})
         yield conn
+        if rollback:
+            trans.rollback()
 
 
 def make_engine(url: str) -> Engine:
