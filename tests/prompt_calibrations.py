@@ -5,8 +5,9 @@ be held (made to wait) at a phase, so that a test can kill the loop there.
 Run as ``python -m tests.prompt_calibrations prompt ...`` from the repository: it registers the
 calibrations and runs the ``b2calib`` command line. ``B2CALIB_TEST_HOLD=NAME:PHASE[,...]`` with
 ``B2CALIB_TEST_HOLD_DIR=FOLDER`` holds calibration NAME at PHASE (``collect``: in its
-collector; ``fit``: in its algorithm): it writes ``FOLDER/NAME-PHASE`` and sleeps, far longer
-than any test waits. Test scaffolding, not detector calibrations.
+collector; ``fit``: in its algorithm; ``validate``: in its validation): it writes
+``FOLDER/NAME-PHASE`` and sleeps, far longer than any test waits. Test scaffolding, not
+detector calibrations.
 """
 
 from __future__ import annotations
@@ -28,8 +29,9 @@ from b2calib.calibration import (
     CollectorInput,
     declaration,
 )
+from b2calib.calibration.validation import PayloadComparison, ValidationResult
 from b2calib.conditions import Payload
-from b2calib.conditions.iov import RunKey
+from b2calib.conditions.iov import IoV, RunKey
 from tests.example_calibration import SKIM, OffsetAlgorithm, ResidualCollector, write_runs
 
 HOLD_ENV = "B2CALIB_TEST_HOLD"
@@ -57,6 +59,18 @@ class HeldCollector(ResidualCollector):
     def collect(self, events: ak.Array) -> dict[str, hist.Hist]:
         hold(self.calibration, "collect")
         return super().collect(events)
+
+
+class HeldComparison(PayloadComparison):
+    """The default validation, held at ``validate`` for calibration ``calibration``."""
+
+    def __init__(self, calibration: str) -> None:
+        super().__init__()
+        self.calibration = calibration
+
+    def __call__(self, new: Any, previous: Any, context: Any) -> ValidationResult:
+        hold(self.calibration, "validate")
+        return super().__call__(new, previous, context)
 
 
 class NamedOffset(OffsetAlgorithm):
@@ -98,22 +112,28 @@ def make_calibration(
         expert="test@example.org",
         inputs={"mumu": CollectorInput(HeldCollector(calibration=name), (SKIM,))},
         algorithms=[NamedOffset(name, payload, fail, status)],
+        validation=HeldComparison(name),
         run_type="physics",
         expert_config={"min_entries": 100, "tolerance": 100.0},
+        open_end=True,  # as prompt calibrations are: the running tag goes on from them
         **kw,
     )
 
 
 def calibrations() -> list[Calibration]:
-    """``tp-base``; ``tp-dep`` depends on it; ``tp-indep``; ``tp-fail`` always fails and
-    ``tp-fail-dep`` depends on it; ``tp-fallback``'s one channel FAILED."""
+    """``tp-base``; ``tp-dep`` depends on it, ``tp-after`` comes after it; ``tp-indep``;
+    ``tp-fail`` always fails, ``tp-fail-dep`` depends on it, ``tp-after-fail`` comes after
+    it; ``tp-fallback``'s one channel FAILED (a fallback value)."""
+    p = PAYLOADS
     return [
-        make_calibration("tp-base", "TPBase"),
-        make_calibration("tp-dep", "TPDep", depends_on=("tp-base",)),
-        make_calibration("tp-indep", "TPIndep"),
-        make_calibration("tp-fail", "TPFail", fail=True),
-        make_calibration("tp-fail-dep", "TPFailDep", depends_on=("tp-fail",)),
-        make_calibration("tp-fallback", "TPFallback", status=2),
+        make_calibration("tp-base", p["tp-base"]),
+        make_calibration("tp-dep", p["tp-dep"], depends_on=("tp-base",)),
+        make_calibration("tp-after", p["tp-after"], after=("tp-base",)),
+        make_calibration("tp-indep", p["tp-indep"]),
+        make_calibration("tp-fail", p["tp-fail"], fail=True),
+        make_calibration("tp-fail-dep", p["tp-fail-dep"], depends_on=("tp-fail",)),
+        make_calibration("tp-after-fail", p["tp-after-fail"], after=("tp-fail",)),
+        make_calibration("tp-fallback", p["tp-fallback"], status=2),
     ]
 
 
@@ -121,6 +141,39 @@ def register() -> None:
     """Register the prompt-test calibrations (again: replacing earlier ones)."""
     for cal in calibrations():
         declaration.register(cal, replace=True)
+
+
+#: The payload of each prompt-test calibration.
+PAYLOADS = {
+    "tp-base": "TPBase",
+    "tp-dep": "TPDep",
+    "tp-after": "TPAfter",
+    "tp-indep": "TPIndep",
+    "tp-fail": "TPFail",
+    "tp-fail-dep": "TPFailDep",
+    "tp-after-fail": "TPAfterFail",
+    "tp-fallback": "TPFallback",
+}
+
+
+def previous_tag(db: Any, tag: str = "prev") -> str:
+    """An input tag with the payloads the calibrations measure again (offset 0.27 +- 0.05,
+    open-ended from run 1.0): their validations compare with these (GOOD)."""
+    db.create_tag(tag)
+    items = [
+        (
+            Payload(
+                name,
+                keys={"channel": np.array([0])},
+                values={"offset": np.array([0.27])},
+                errors={"offset": np.array([0.05])},
+            ),
+            IoV(1, 0, -1, -1),
+        )
+        for name in PAYLOADS.values()
+    ]
+    db.upload_and_add(tag, items)
+    return tag
 
 
 def write_bucket(folder: Path, seed: int = 1) -> None:

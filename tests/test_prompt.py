@@ -73,25 +73,39 @@ def staged(db: ConditionsDB, tag: str) -> list[tuple[str, int, str, str]]:
 
 
 def test_loop_stages_every_calibration_in_dependency_order(bucket: Path, db: ConditionsDB) -> None:
+    prev = prompt_calibrations.previous_tag(db)
     summary = run_prompt(
         bucket,
         db=db,
         exp=1,
         runs=range(1, 5),
+        input_tags=[prev],
         calibrations=["tp-dep", "tp-base", "tp-indep"],
         workers=2,
         progress=False,
     )
     assert summary.staging_tag == "prompt_e1_r1-4"
+    assert summary.input_tags == ["prev"]
     assert [r.calibration for r in summary.rows] == ["tp-base", "tp-indep", "tp-dep"]
     assert [r.status for r in summary.rows] == ["OK", "OK", "OK"]
     assert summary.ok
     assert all(r.iovs == 1 and r.payloads == 1 for r in summary.rows)
+    one_ok = {"OK": 1, "fallback": 0, "NOT_ENOUGH_DATA": 0, "FAILED": 0, "masked": 0}
+    assert all(r.channels == one_ok for r in summary.rows)
+    # each validated against the input tag, the verdict in its job record
+    assert [(r.verdict, r.verdict_reason) for r in summary.rows] == [
+        ("GOOD", f"{name}: within thresholds (1 channels compared)")
+        for name in ("TPBase", "TPIndep", "TPDep")
+    ]
+    store = JobStore(db)
+    assert {j.calibration: store.validation(j).verdict.value for j in store.jobs()} == (
+        dict.fromkeys(["tp-base", "tp-indep", "tp-dep"], "GOOD")
+    )
     content = staged(db, "prompt_e1_r1-4")
     assert [(name, rev, iov) for name, rev, iov, _ in content] == [
-        ("TPBase", 1, "1,1,1,4"),
-        ("TPDep", 1, "1,1,1,4"),
-        ("TPIndep", 1, "1,1,1,4"),
+        ("TPBase", 2, "1,1,-1,-1"),  # revision 1 is the input tag's
+        ("TPDep", 2, "1,1,-1,-1"),
+        ("TPIndep", 2, "1,1,-1,-1"),
     ]
     # tp-dep ran after tp-base completed: its job names tp-base's job as its dependency
     jobs = {j.calibration: j for j in JobStore(db).jobs()}
@@ -135,11 +149,17 @@ def test_failure_skips_dependents_and_independent_ones_run(bucket: Path, db: Con
         bucket,
         db=db,
         exp=1,
-        calibrations=["tp-fail", "tp-fail-dep", "tp-indep"],
+        calibrations=["tp-after-fail", "tp-fail", "tp-fail-dep", "tp-indep"],
         workers=1,
         progress=False,
     )
     status = {r.calibration: (r.status, r.reason) for r in summary.rows}
+    # ordered by depends_on and after: tp-after-fail waited for tp-fail, but ran
+    order = [r.calibration for r in summary.rows]
+    assert order.index("tp-fail") < order.index("tp-after-fail")
+    assert status["tp-after-fail"] == ("OK", "")
+    outcomes = PromptStore(db).outcomes(summary.prompt_run)
+    assert outcomes["tp-after-fail"].started >= outcomes["tp-fail"].finished
     assert status["tp-fail"][0] == "FAILED"
     assert "residual fit did not converge" in status["tp-fail"][1]
     assert status["tp-fail-dep"] == (
@@ -148,7 +168,7 @@ def test_failure_skips_dependents_and_independent_ones_run(bucket: Path, db: Con
     )
     assert status["tp-indep"] == ("OK", "")
     assert not summary.ok
-    assert [e.name for e in db.iovs(summary.staging_tag)] == ["TPIndep"]
+    assert [e.name for e in db.iovs(summary.staging_tag)] == ["TPAfterFail", "TPIndep"]
     assert db.tag(summary.staging_tag).state == "OPEN"
     table = summary.table()
     assert f"tp-fail-dep: SKIPPED: dependency tp-fail FAILED: {status['tp-fail'][1]}" in table
@@ -178,6 +198,7 @@ KILLED = ["tp-base", "tp-dep", "tp-indep"]
 def _loop_command(bucket: Path, url: str) -> list[str]:
     cmd = [sys.executable, "-m", "tests.prompt_calibrations", "prompt", "--data", str(bucket)]
     cmd += ["--exp", "1", "--runs", "1-4", "--only", ",".join(KILLED), "--workers", "2"]
+    cmd += ["--gt", "prev"]
     return [*cmd, "--db", url, "--quiet"]
 
 
@@ -220,8 +241,15 @@ def uninterrupted(bucket: Path, tmp_path_factory: pytest.TempPathFactory) -> lis
     prompt_calibrations.register()
     db = ConditionsDB(tmp_path_factory.mktemp("reference") / "ref.sqlite")
     try:
+        prev = prompt_calibrations.previous_tag(db)
         summary = run_prompt(
-            bucket, db=db, exp=1, runs=range(1, 5), calibrations=KILLED, progress=False
+            bucket,
+            db=db,
+            exp=1,
+            runs=range(1, 5),
+            input_tags=[prev],
+            calibrations=KILLED,
+            progress=False,
         )
         assert summary.ok
         return staged(db, summary.staging_tag)
@@ -229,13 +257,15 @@ def uninterrupted(bucket: Path, tmp_path_factory: pytest.TempPathFactory) -> lis
         db.close()
 
 
-# (where the loop is held when killed, what the database shows then)
-MOMENTS = {
-    "first calibration collecting": ("tp-base:collect", {"tp-base": "init"}),
-    "between two calibrations": ("tp-dep:collect", {"tp-base": "completed", "tp-dep": "init"}),
+# where the loop is held when killed; the jobs' states and the validated calibrations then
+MOMENTS: dict[str, tuple[str, dict[str, str], set[str]]] = {
+    "first calibration collecting": ("tp-base:collect", {"tp-base": "init"}, set()),
+    # its job completed (payloads staged), its validation not recorded yet
+    "first calibration validating": ("tp-base:validate", {"tp-base": "completed"}, set()),
     "the last calibration fitting": (
         "tp-dep:fit",
-        {"tp-base": "completed", "tp-indep": "completed", "tp-dep": "collected:0"},
+        {"tp-base": "completed", "tp-dep": "collected:0"},
+        {"tp-base", "tp-indep"},
     ),
 }
 
@@ -247,15 +277,21 @@ def test_killed_loop_resumes_to_the_same_staging_tag(
 ) -> None:
     """Done-when of issue 17: SIGKILL at a moment, re-run: the staging tag is the uninterrupted
     run's (IoVs, payload names, revisions and contents), no payload revision twice."""
-    hold, expected = MOMENTS[moment]
+    hold, expected, validated_then = MOMENTS[moment]
     url = f"sqlite:///{tmp_path / 'killed.sqlite'}"
     name, phase = hold.split(":")
+    seed = ConditionsDB(url)
+    prompt_calibrations.previous_tag(seed)
+    seed.close()
     job = _run_loop(bucket, url, tmp_path, hold)
     _kill_when_held(job, tmp_path / f"{name}-{phase}", tmp_path / "loop.log")
     db = ConditionsDB(url)
     try:
         at_kill = _state(db)
         assert {k: at_kill.get(k) for k in expected} == expected
+        jobs = JobStore(db)
+        validated = {j.calibration for j in jobs.jobs() if jobs.validation(j) is not None}
+        assert validated - {"tp-indep"} == validated_then - {"tp-indep"}  # tp-indep: a race
         assert all(o.outcome == "OK" for o in PromptStore(db).outcomes(1).values())
         steps_before = {j.calibration: len(JobStore(db).steps(j)) for j in JobStore(db).jobs()}
         again = _run_loop(bucket, url, tmp_path)
@@ -263,7 +299,7 @@ def test_killed_loop_resumes_to_the_same_staging_tag(
         tag = "prompt_e1_r1-4"
         assert staged(db, tag) == uninterrupted
         for payload in ("TPBase", "TPDep", "TPIndep"):
-            assert [p.revision for p in db.payloads(payload)] == [1]
+            assert [p.revision for p in db.payloads(payload)] == [1, 2]  # prev's, the loop's
         assert _state(db) == dict.fromkeys(KILLED, "completed")
         # what was completed before the kill was not redone
         store = JobStore(db)
@@ -272,5 +308,141 @@ def test_killed_loop_resumes_to_the_same_staging_tag(
                 job_of = next(j for j in store.jobs(cal))
                 assert len(store.steps(job_of)) == n
         assert db.tag(tag).state == "TESTING"
+        assert {j.calibration: jobs.validation(j).verdict.value for j in jobs.jobs()} == (
+            dict.fromkeys(KILLED, "GOOD")
+        )
     finally:
         db.close()
+
+
+# -- a second run, FALLBACK, the end of the loop, the command line ----------------------------
+
+
+def _counts(db: ConditionsDB) -> tuple[int, int, int]:
+    """Jobs, algorithm steps and payload revisions recorded."""
+    store = JobStore(db)
+    jobs = store.jobs()
+    revisions = sum(len(db.payloads(n)) for n in prompt_calibrations.PAYLOADS.values())
+    return len(jobs), sum(len(store.steps(j)) for j in jobs), revisions
+
+
+def test_second_run_does_nothing_and_prints_the_same_summary(
+    bucket: Path, db: ConditionsDB
+) -> None:
+    prev = prompt_calibrations.previous_tag(db)
+    options = dict(exp=1, input_tags=[prev], progress=False)
+    names = ["tp-base", "tp-dep", "tp-after", "tp-indep"]
+    first = run_prompt(bucket, db=db, calibrations=names, **options)  # type: ignore[arg-type]
+    assert first.ok
+    before = _counts(db)
+    second = run_prompt(bucket, db=db, calibrations=names, **options)  # type: ignore[arg-type]
+    assert _counts(db) == before
+    assert PromptStore(db).outcomes(second.prompt_run) == {}  # no task ran
+    assert [r.as_dict() for r in second.rows] == [r.as_dict() for r in first.rows]
+    assert second.stage_times() == first.stage_times()
+    table = first.table().split("\n\n")
+    assert second.table().split("\n\n")[:2] == table[:2]  # the rows and the times
+    assert second.to_json()["rows"] == first.to_json()["rows"]
+
+
+def test_fallback_is_not_ok_and_blocks_auto_validation(bucket: Path, db: ConditionsDB) -> None:
+    prev = prompt_calibrations.previous_tag(db)
+    summary = run_prompt(
+        bucket,
+        db=db,
+        exp=1,
+        input_tags=[prev],
+        calibrations=["tp-fallback", "tp-indep"],
+        auto_validate=True,
+        progress=False,
+    )
+    row = summary.row("tp-fallback")
+    assert row.status == "FALLBACK"
+    assert row.channels["fallback"] == 1
+    assert row.channels["OK"] == 0
+    assert row.iovs == 1  # it completed and staged its (fallback) payload
+    assert not summary.ok
+    assert summary.succeeded
+    table = summary.table()
+    assert "tp-fallback  post-tracking  FALLBACK" in table
+    assert "tp-fallback: FALLBACK: no channel of its payloads is OK" in table
+    assert summary.state == "TESTING"
+    assert any(
+        a.startswith(
+            "--auto-validate: staging tag prompt_e1_r1-4 not validated: tp-fallback is FALLBACK"
+        )
+        for a in summary.actions
+    )
+
+
+def test_auto_validate_then_running_update_and_snapshot(bucket: Path, db: ConditionsDB) -> None:
+    prev = prompt_calibrations.previous_tag(db)
+    db.create_tag("running")
+    db.set_state("running", "RUNNING")
+    options = dict(
+        db=db,
+        bucket=1,
+        min_lumi_fb=0.003,
+        input_tags=[prev],
+        calibrations=["tp-base", "tp-dep"],
+        update_running="running",
+        progress=False,
+    )
+    first = run_prompt(bucket, **options)  # type: ignore[arg-type]
+    assert first.staging_tag == "prompt_bucket1"
+    assert first.runs == [1, 2, 3]
+    assert first.ok
+    assert first.state == "TESTING"
+    assert (
+        "running update of running not done: staging tag prompt_bucket1 is TESTING, not "
+        "VALIDATED. Approve it (b2calib gt state prompt_bucket1 VALIDATED), then run the same "
+        "command again" in "\n".join(first.actions)
+    )
+    assert db.iovs("running") == []
+    # --auto-validate: every calibration OK, every verdict GOOD
+    second = run_prompt(bucket, auto_validate=True, **options)  # type: ignore[arg-type]
+    assert second.state == "VALIDATED"
+    change = [h for h in db.history("prompt_bucket1") if h.action == "state"][-1]
+    assert (change.details["old"], change.details["new"]) == ("TESTING", "VALIDATED")
+    assert change.details["reason"].startswith("auto-validated by the prompt loop")
+    assert [(e.name, str(e.iov)) for e in db.iovs("running")] == [
+        ("TPBase", "1,1,-1,-1"),
+        ("TPDep", "1,1,-1,-1"),
+    ]
+    snap = db.tag("running_bucket1")
+    assert snap.state == "PUBLISHED"
+    assert [(e.name, str(e.iov)) for e in db.iovs("running_bucket1")] == [
+        ("TPBase", "1,1,1,3"),
+        ("TPDep", "1,1,1,3"),
+    ]
+    assert {e.payload.revision for e in db.iovs("running_bucket1")} == {2}
+    # a third run does not update twice
+    updates = [h for h in db.history("running") if h.action == "running_update"]
+    third = run_prompt(bucket, auto_validate=True, **options)  # type: ignore[arg-type]
+    assert [h for h in db.history("running") if h.action == "running_update"] == updates
+    assert any("was done before" in a for a in third.actions)
+    assert "snapshot running_bucket1 of running exists already" in third.actions
+
+
+def test_command_line_exit_status_and_json(bucket: Path, tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'cli.sqlite'}"
+    out_json = tmp_path / "summary.json"
+    args = ["--data", str(bucket), "--exp", "1", "--runs", "1-4", "--db", url, "--workers", "1"]
+    code, out = _cli(*args, "--only", "tp-fail,tp-fail-dep,tp-indep", "--json", str(out_json))
+    assert code == 1, out
+    assert "tp-fail-dep: SKIPPED: dependency tp-fail FAILED" in out
+    data = json.loads(out_json.read_text())
+    assert [(r["calibration"], r["status"]) for r in data["rows"]] == [
+        ("tp-fail", "FAILED"),
+        ("tp-indep", "OK"),
+        ("tp-fail-dep", "SKIPPED"),
+    ]
+    code, out = _cli(*args, "--only", "tp-indep", "--staging", "other")
+    assert code == 0, out
+    assert "into other (TESTING)" in out
+    code, out = _cli(*args[:2])
+    assert code == 2
+    assert "give --bucket N, or --exp E" in out
+    result = CliRunner().invoke(cli, ["prompt", "--help"])
+    assert "b2luigi" in result.output
+    assert "--update-running" in result.output

@@ -29,7 +29,8 @@ from typing import Any
 
 from b2calib.calibration.declaration import STAGES, Calibration, calibrations, get_calibration
 from b2calib.calibration.jobs import Job, JobStore
-from b2calib.calibration.runner import run_calibrations
+from b2calib.calibration.runner import ProgressEvent, plan_jobs, run_calibrations
+from b2calib.calibration.validation import no_ok_channel, validate_job
 from b2calib.conditions import ConditionsDB
 from b2calib.db import now
 from b2calib.exceptions import B2CalibError, CalibrationError, ConfigError
@@ -256,8 +257,7 @@ def _schedule(selected: Sequence[str] | None) -> list[str]:
 
 def _predecessors(cal: Calibration, scheduled: Mapping[str, Any]) -> list[str]:
     """The scheduled calibrations ``cal`` depends on or comes after."""
-    after = tuple(getattr(cal, "after", ()))
-    return [d for d in dict.fromkeys([*cal.depends_on, *after]) if d in scheduled]
+    return [d for d in dict.fromkeys([*cal.depends_on, *cal.after]) if d in scheduled]
 
 
 # -- the tasks' side (any process) -------------------------------------------------------------
@@ -279,6 +279,7 @@ class _Plan:
 _PLANS: dict[tuple[str, int], _Plan] = {}
 _DBS: dict[tuple[int, str, str], ConditionsDB] = {}
 _REGISTRIES: dict[tuple[int, str, int], RunRegistry] = {}
+_KEYS: dict[tuple[int, str, int], dict[str, str]] = {}
 
 
 def _db(url: str, author: str) -> ConditionsDB:
@@ -362,19 +363,33 @@ def _current_job(plan: _Plan, db: ConditionsDB, calibration: str) -> Job | None:
 
 
 def _job_key(plan: _Plan, db: ConditionsDB, calibration: str) -> str | None:
-    """The key of the job ``run_calibrations`` would run now (without collecting)."""
-    return None
+    """The key of the job ``run_calibrations`` would run now for ``calibration`` (computed
+    without collecting, by :func:`~b2calib.calibration.plan_jobs` for every calibration of the
+    invocation at once: a dependency enters with its planned job, which is the job its task
+    completes), or ``None`` when the runner would open no job."""
+    key = (os.getpid(), plan.url, plan.run.id)
+    if key not in _KEYS:
+        plans = plan_jobs(
+            list(plan.calibrations),
+            plan.data,
+            db=db,
+            staging_tag=plan.run.staging_tag,
+            input_tags=plan.run.input_tags,
+            exp=plan.run.exp,
+            runs=plan.run.runs,
+            config=plan.config,
+            registry=_registry(plan),
+        )
+        _KEYS[key] = {name: p.key for name, p in plans.items()}
+    return _KEYS[key].get(calibration) or None
 
 
 def _job_by_key(db: ConditionsDB, key: str) -> Job | None:
-    for job in JobStore(db).jobs():
-        if job.key == key:
-            return job
-    return None
+    return JobStore(db).job(key)
 
 
 def _validated(db: ConditionsDB, job: Job) -> bool:
-    return True
+    return JobStore(db).validation(job) is not None
 
 
 def task_run(url: str, run_id: int, calibration: str) -> None:
@@ -425,10 +440,19 @@ def _run_one(plan: _Plan, db: ConditionsDB, name: str, say: _Reporter) -> tuple[
         executor=plan.executor,
         progress=False,
         registry=_registry(plan),
+        on_event=say.event,
     )
     report = reports[name]
     if report.status != "OK":
         return report.status, report.message, report.job
+    job = jobs.job(report.job)
+    if job is None:  # pragma: no cover - the runner has just completed it
+        raise CalibrationError(f"calibration {name}: job {report.job[:12]} is not recorded")
+    if jobs.validation(job) is None:
+        say.line("validating")
+        result = validate_job(db, job, plan.run.input_tags)
+        jobs.record_validation(job, result)
+        say.line(f"validation {result.verdict.value}: {result.reason}")
     return "OK", report.message, report.job
 
 
@@ -445,11 +469,22 @@ class _Reporter:
         if self.enabled:
             _say(self.calibration, text)
 
-    def collecting(self, done: int, total: int) -> None:
-        t = time.monotonic()
-        if done == total or t - self.last >= self.every_s:
-            self.last = t
-            self.line(f"collecting {done}/{total} items")
+    def event(self, e: ProgressEvent) -> None:
+        """A progress event of the runner, as a line (collection: every ``every_s`` and at
+        its end)."""
+        if e.phase == "collecting":
+            t = time.monotonic()
+            if e.done == e.total or t - self.last >= self.every_s:
+                self.last = t
+                self.line(f"collecting {e.done}/{e.total} items (pass {e.iteration + 1})")
+        elif e.phase == "queued":
+            self.line("started")
+        elif e.phase == "fitting":
+            self.line(f"fitting (pass {e.iteration + 1})")
+        elif e.phase == "staging":
+            self.line("staging")
+        elif e.phase == "done":
+            self.line(f"job {e.message}")
 
 
 def _say(calibration: str, text: str) -> None:
@@ -512,15 +547,13 @@ def _row(plan: _Plan, db: ConditionsDB, name: str, outcome: TaskOutcome | None) 
         staged = s.get("staged", [])
         row.iovs = len(staged)
         row.payloads = len({(n, r) for n, r, _ in staged})
-        if _all_fallback(row.channels):
+        if no_ok_channel(row.channels):
             row.status = "FALLBACK"
-            row.reason = "every channel of its payloads fell back or failed"
+            row.reason = "no channel of its payloads is OK: every one fell back or failed"
+        record = JobStore(db).validation(job)
+        if record is not None:
+            row.verdict, row.verdict_reason = record.verdict.value, record.reason
     return row
-
-
-def _all_fallback(channels: Mapping[str, int]) -> bool:
-    counted = sum(channels.get(k, 0) for k in ("OK", "fallback", "NOT_ENOUGH_DATA", "FAILED"))
-    return counted > 0 and channels.get("fallback", 0) + channels.get("FAILED", 0) == counted
 
 
 def _time(text: str | None) -> datetime | None:
@@ -603,17 +636,11 @@ def _update_running(db: ConditionsDB, summary: PromptSummary, running: str, mode
             f"({done[-1].time:%Y-%m-%d %H:%M} UTC)"
         )
     else:
-        if mode not in ("strict", "allow_closed"):
-            raise ConfigError(
-                f"running update mode {mode!r}: this b2calib has the modes strict and "
-                "allow_closed only (the others come with the running-update modes)"
-            )
-        added = db.running_update(
-            running, staging, valid_from=first, allow_closed=mode == "allow_closed"
-        )
+        update = db.running_update(running, staging, valid_from=first, mode=mode)
         actions.append(
             f"running update of {running} with {staging} from run {first[0]}.{first[1]} "
-            f"({mode}): {len(added)} IoVs added"
+            f"({mode}): {len(update.created)} IoVs added, {len(update.closed)} closed, "
+            f"{len(update.extended)} extended" + "".join(f"; {w}" for w in update.warnings)
         )
     if summary.bucket is not None:
         name = f"{running}_bucket{summary.bucket}"
