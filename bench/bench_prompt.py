@@ -155,14 +155,18 @@ def write_results(
         f"| critical path ({' -> '.join(chain)}) | {length:.0f} s | |",
         f"| calibrations OK | {ok} of {len(rows)} | all |",
         "",
+        f"The loop is bound by {'the work' if total / workers > length else 'the graph'}: the "
+        f"calibrations' wall times summed over {workers} workers give {total / workers:.0f} s, "
+        f"the critical path {length:.0f} s; the loop took {loop_s:.0f} s.",
+        "",
         "## Per calibration",
         "",
         "Channels: counts over the staged payloads (b2calib.calibration.channel_counts as the "
         "loop reports them). Wall time: the calibration's task, from its start to its finish.",
         "",
         "| calibration | stage | status | channels OK | fallback | NOT_ENOUGH_DATA | FAILED "
-        "| masked | payloads | IoVs | wall time | reason |",
-        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+        "| masked | payloads | IoVs | wall time | validation | reason |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---|",
     ]
     for r in sorted(rows, key=lambda r: -times[r.calibration]):
         c = r.channels
@@ -170,6 +174,7 @@ def write_results(
             f"| {r.calibration} | {r.stage} | {r.status} | {c.get('OK', 0):,} | "
             f"{c.get('fallback', 0):,} | {c.get('NOT_ENOUGH_DATA', 0):,} | {c.get('FAILED', 0):,} "
             f"| {c.get('masked', 0):,} | {r.payloads} | {r.iovs} | {times[r.calibration]:.1f} s "
+            f"| {r.verdict or '-'}{': ' + r.verdict_reason if r.verdict_reason else ''} "
             f"| {r.reason} |"
         )
     lines += [
