@@ -78,9 +78,15 @@ class NamedOffset(OffsetAlgorithm):
     with ``status`` get a status column of that code for their one channel."""
 
     def __init__(
-        self, calibration: str, payload: str, fail: bool = False, status: int | None = None
+        self,
+        calibration: str,
+        payload: str,
+        fail: bool = False,
+        status: int | None = None,
+        crash: bool = False,
     ) -> None:
         super().__init__(fail_on=RUNS if fail else ())
+        self.crash = crash
         self.calibration = calibration
         self.payloads = (payload,)
         self.name = f"{calibration}-offset"
@@ -88,6 +94,8 @@ class NamedOffset(OffsetAlgorithm):
 
     def run(self, data: AlgorithmInput) -> AlgorithmResult:
         hold(self.calibration, "fit")
+        if self.crash:
+            raise ZeroDivisionError("a bug in the algorithm")
         result = super().run(data)
         result.payloads = [
             Payload(
@@ -104,14 +112,20 @@ class NamedOffset(OffsetAlgorithm):
 
 
 def make_calibration(
-    name: str, payload: str, *, fail: bool = False, status: int | None = None, **kw: Any
+    name: str,
+    payload: str,
+    *,
+    fail: bool = False,
+    status: int | None = None,
+    crash: bool = False,
+    **kw: Any,
 ) -> Calibration:
     """A prompt-test calibration: the example offset measurement, converging at once."""
     return Calibration(
         name=name,
         expert="test@example.org",
         inputs={"mumu": CollectorInput(HeldCollector(calibration=name), (SKIM,))},
-        algorithms=[NamedOffset(name, payload, fail, status)],
+        algorithms=[NamedOffset(name, payload, fail, status, crash)],
         validation=HeldComparison(name),
         run_type="physics",
         expert_config={"min_entries": 100, "tolerance": 100.0},
@@ -123,7 +137,8 @@ def make_calibration(
 def calibrations() -> list[Calibration]:
     """``tp-base``; ``tp-dep`` depends on it, ``tp-after`` comes after it; ``tp-indep``;
     ``tp-fail`` always fails, ``tp-fail-dep`` depends on it, ``tp-after-fail`` comes after
-    it; ``tp-fallback``'s one channel FAILED (a fallback value)."""
+    it; ``tp-fallback``'s one channel FAILED (a fallback value); ``tp-crash`` has a bug (its
+    algorithm raises ZeroDivisionError)."""
     p = PAYLOADS
     return [
         make_calibration("tp-base", p["tp-base"]),
@@ -134,6 +149,7 @@ def calibrations() -> list[Calibration]:
         make_calibration("tp-fail-dep", p["tp-fail-dep"], depends_on=("tp-fail",)),
         make_calibration("tp-after-fail", p["tp-after-fail"], after=("tp-fail",)),
         make_calibration("tp-fallback", p["tp-fallback"], status=2),
+        make_calibration("tp-crash", p["tp-crash"], crash=True),
     ]
 
 
@@ -153,6 +169,7 @@ PAYLOADS = {
     "tp-fail-dep": "TPFailDep",
     "tp-after-fail": "TPAfterFail",
     "tp-fallback": "TPFallback",
+    "tp-crash": "TPCrash",
 }
 
 

@@ -435,7 +435,7 @@ def selected_events(data: Path) -> dict[tuple[int, int], npt.NDArray[np.int64]]:
 def closure(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, ConditionsDB, Any]:
     out = tmp_path_factory.mktemp("beamspot")
     simulate(CLOSURE, out / "data", jobs=2)
-    cal = dataclasses.replace(B.beamspot_calibration(), depends_on=())
+    cal = B.beamspot_calibration()
     reports, db = calibrate(cal, out / "data", out / "db.sqlite")
     return out, db, reports["beamspot"]
 
@@ -513,7 +513,7 @@ def test_runs_without_the_skim_or_events(tmp_path: Path) -> None:
     simulate(
         dataclasses.replace(cfg, skims=["hlt_bhabha"], processes=["bhabha", "mumu"]), tmp_path / "a"
     )
-    cal = dataclasses.replace(B.beamspot_calibration(), depends_on=())
+    cal = B.beamspot_calibration()
     reports, db = calibrate(cal, tmp_path / "a", tmp_path / "a.sqlite")
     assert reports["beamspot"].status == "NOT_ENOUGH_DATA"
     simulate(cfg, tmp_path / "b")

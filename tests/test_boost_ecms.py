@@ -293,8 +293,11 @@ def _truth_mean(conds: list, t0: float, t1: float, what: str) -> tuple[np.ndarra
 
 
 def _calibrate(data: Path, db: Path, config: dict | None = None):  # type: ignore[no-untyped-def]
-    # the closure of these two alone: the beam spot they follow is not needed by their method
-    cals = [dataclasses.replace(boostvector_calibration(), depends_on=()), ecms_calibration()]
+    # the closure of these two alone: they run after the beam spot (ordering only), whose
+    # payloads their methods do not read
+    cals = [boostvector_calibration(), ecms_calibration()]
+    assert (cals[0].depends_on, cals[0].after) == ((), ("beamspot",))
+    assert (cals[1].depends_on, cals[1].after) == ((), ("boostvector",))
     reports, cdb = calibrate(cals, data, db, config=config)
     for r in reports.values():
         assert r.status == "OK", r.message

@@ -220,6 +220,12 @@ def test_job_summary_times_stage_and_channels(data: Path, db: ConditionsDB, tmp_
     assert s["channels"] == {"OK": 1, "fallback": 0, "NOT_ENOUGH_DATA": 0, "FAILED": 0, "masked": 0}
     assert report.summary()["channels"] == s["channels"]
     assert not report.no_ok_channel
+    assert "  channels: 1 OK\n" in str(report)
+    report.channels = {"OK": 0, "fallback": 3, "NOT_ENOUGH_DATA": 1, "FAILED": 0, "masked": 0}
+    assert report.no_ok_channel
+    assert "channels: 3 fallback, 1 NOT_ENOUGH_DATA: no OK channel, every one fell back" in str(
+        report
+    )
     again = run_calibrations(
         offset_calibration(), data, db=db, staging_tag="s", cache=tmp_path / "c", exp=2
     )["test-offset"]
@@ -270,3 +276,63 @@ def test_channel_counts() -> None:
     )
     assert not no_ok_channel(channel_counts([hot]))
     assert not no_ok_channel(channel_counts([]))
+
+
+def test_planning_again_reads_no_metadata(
+    data: Path, db: ConditionsDB, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """plan_jobs (a workflow's complete(), asked per task) reads each file's metadata once per
+    process and file version: again, nothing is opened; a changed file is read again."""
+    import os
+
+    from b2calib.engine import dataset
+
+    read: list[str] = []
+
+    def counting(path: str) -> object:
+        read.append(str(path))
+        return real(path)
+
+    real = dataset.read_metadata
+    monkeypatch.setattr(dataset, "read_metadata", counting)
+    monkeypatch.setattr(dataset, "_METADATA", {})
+    first = plan_jobs(offset_calibration(), data, db=db, staging_tag="s")["test-offset"]
+    assert len(read) == len(TRUE)
+    again = plan_jobs(offset_calibration(), data, db=db, staging_tag="s")["test-offset"]
+    assert len(read) == len(TRUE)
+    assert again.key == first.key
+    touched = Path(read[0])
+    st = touched.stat()
+    os.utime(touched, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
+    changed = plan_jobs(offset_calibration(), data, db=db, staging_tag="s")["test-offset"]
+    assert read[len(TRUE) :] == [str(touched)]
+    assert changed.key != first.key  # the file's identity is part of the job's inputs
+
+
+def test_collecting_counts_the_items_of_every_input(
+    data: Path, db: ConditionsDB, tmp_path: Path
+) -> None:
+    """A calibration with two collector inputs: one collecting count over both (the second's
+    items planned from the files' metadata while the first runs)."""
+    from b2calib.calibration import CollectorInput
+
+    cal = offset_calibration(
+        name="two-inputs",
+        inputs={
+            "a": CollectorInput(ResidualCollector(name="residual"), (SKIM,)),
+            "b": CollectorInput(ResidualCollector(name="other"), (SKIM,)),
+        },
+        max_iterations=1,
+    )
+    events: list[ProgressEvent] = []
+    run_calibrations(
+        cal,
+        data,
+        db=db,
+        staging_tag="s",
+        cache=tmp_path / "c",
+        exp=2,
+        on_event=events.append,
+    )
+    seen = [(e.done, e.total) for e in events if e.phase == "collecting"]
+    assert seen == [(0, 6), (1, 6), (2, 6), (3, 6), (3, 6), (4, 6), (5, 6), (6, 6)]

@@ -93,10 +93,10 @@ def test_loop_stages_every_calibration_in_dependency_order(bucket: Path, db: Con
     one_ok = {"OK": 1, "fallback": 0, "NOT_ENOUGH_DATA": 0, "FAILED": 0, "masked": 0}
     assert all(r.channels == one_ok for r in summary.rows)
     # each validated against the input tag, the verdict in its job record
-    assert [(r.verdict, r.verdict_reason) for r in summary.rows] == [
-        ("GOOD", f"{name}: within thresholds (1 channels compared)")
-        for name in ("TPBase", "TPIndep", "TPDep")
-    ]
+    assert [r.verdict for r in summary.rows] == ["GOOD"] * 3
+    for r, name in zip(summary.rows, ("TPBase", "TPIndep", "TPDep"), strict=True):
+        assert name in r.verdict_reason
+        assert "within thresholds" in r.verdict_reason
     store = JobStore(db)
     assert {j.calibration: store.validation(j).verdict.value for j in store.jobs()} == (
         dict.fromkeys(["tp-base", "tp-indep", "tp-dep"], "GOOD")
@@ -149,7 +149,7 @@ def test_failure_skips_dependents_and_independent_ones_run(bucket: Path, db: Con
         bucket,
         db=db,
         exp=1,
-        calibrations=["tp-after-fail", "tp-fail", "tp-fail-dep", "tp-indep"],
+        calibrations=["tp-after-fail", "tp-fail", "tp-fail-dep", "tp-indep", "tp-crash"],
         workers=1,
         progress=False,
     )
@@ -167,12 +167,23 @@ def test_failure_skips_dependents_and_independent_ones_run(bucket: Path, db: Con
         f"dependency tp-fail FAILED: {status['tp-fail'][1]}",
     )
     assert status["tp-indep"] == ("OK", "")
+    # a bug in a calibration is its failure, with where it was raised; the loop goes on
+    assert status["tp-crash"] == (
+        "FAILED",
+        "ZeroDivisionError: a bug in the algorithm (at prompt_calibrations.py:"
+        f"{_line_of('raise ZeroDivisionError')} in run)",
+    )
     assert not summary.ok
     assert [e.name for e in db.iovs(summary.staging_tag)] == ["TPAfterFail", "TPIndep"]
     assert db.tag(summary.staging_tag).state == "OPEN"
     table = summary.table()
     assert f"tp-fail-dep: SKIPPED: dependency tp-fail FAILED: {status['tp-fail'][1]}" in table
-    assert "stays OPEN: 2 calibrations did not succeed (tp-fail, tp-fail-dep)" in table
+    assert "stays OPEN: 3 calibrations did not succeed (tp-crash, tp-fail, tp-fail-dep)" in table
+
+
+def _line_of(text: str) -> int:
+    lines = Path(prompt_calibrations.__file__).read_text().splitlines()
+    return next(i for i, line in enumerate(lines, 1) if text in line)
 
 
 def test_unknown_bucket_lists_the_buckets(bucket: Path, db: ConditionsDB) -> None:
@@ -183,6 +194,9 @@ def test_unknown_bucket_lists_the_buckets(bucket: Path, db: ConditionsDB) -> Non
     assert "no bucket 3" in out
     assert "buckets: 1: exp 1 runs 1-3; 2: exp 1 run 4 (open)" in out
     assert PromptStore(db).runs() == []
+    with pytest.raises(ConfigError, match=r"batch system 'pbs': b2luigi knows .*slurm"):
+        run_prompt(bucket, db=db, exp=1, batch_system="pbs", progress=False)
+    assert PromptStore(db).runs() == []  # nothing recorded
 
 
 def _cli(*args: str) -> tuple[int, str]:
@@ -331,7 +345,7 @@ def test_second_run_does_nothing_and_prints_the_same_summary(
 ) -> None:
     prev = prompt_calibrations.previous_tag(db)
     options = dict(exp=1, input_tags=[prev], progress=False)
-    names = ["tp-base", "tp-dep", "tp-after", "tp-indep"]
+    names = ["tp-base", "tp-dep", "tp-after"]
     first = run_prompt(bucket, db=db, calibrations=names, **options)  # type: ignore[arg-type]
     assert first.ok
     before = _counts(db)
@@ -343,6 +357,15 @@ def test_second_run_does_nothing_and_prints_the_same_summary(
     table = first.table().split("\n\n")
     assert second.table().split("\n\n")[:2] == table[:2]  # the rows and the times
     assert second.to_json()["rows"] == first.to_json()["rows"]
+    assert second.actions == []  # the staging tag stays TESTING
+    # one more calibration: the staging tag changes, so it goes back to OPEN, then TESTING
+    third = run_prompt(bucket, db=db, calibrations=[*names, "tp-indep"], **options)  # type: ignore[arg-type]
+    assert list(PromptStore(db).outcomes(third.prompt_run)) == ["tp-indep"]
+    assert third.actions[:2] == [
+        "staging tag prompt_e1_r1-4 moved back from TESTING to OPEN: tp-indep to run",
+        "staging tag prompt_e1_r1-4 moved to TESTING: ready for the manager's approval",
+    ]
+    assert third.state == "TESTING"
 
 
 def test_fallback_is_not_ok_and_blocks_auto_validation(bucket: Path, db: ConditionsDB) -> None:
@@ -422,6 +445,23 @@ def test_auto_validate_then_running_update_and_snapshot(bucket: Path, db: Condit
     assert [h for h in db.history("running") if h.action == "running_update"] == updates
     assert any("was done before" in a for a in third.actions)
     assert "snapshot running_bucket1 of running exists already" in third.actions
+    # the next bucket starts from this one's staging tag, and goes on in the running tag
+    options["bucket"] = 2
+    nxt = run_prompt(bucket, auto_validate=True, **options)  # type: ignore[arg-type]
+    assert nxt.input_tags == ["prompt_bucket1", "prev"]
+    assert nxt.runs == [4]
+    assert nxt.state == "VALIDATED"
+    assert [(e.name, e.payload.revision, str(e.iov)) for e in db.iovs("running")] == [
+        ("TPBase", 2, "1,1,1,3"),
+        ("TPBase", 3, "1,4,-1,-1"),
+        ("TPDep", 2, "1,1,1,3"),
+        ("TPDep", 3, "1,4,-1,-1"),
+    ]
+    assert db.tag("running_bucket2").state == "PUBLISHED"
+    # the loop never reopens a VALIDATED staging tag
+    options["calibrations"] = ["tp-base", "tp-dep", "tp-indep"]
+    with pytest.raises(ConfigError, match="prompt_bucket2 is VALIDATED and tp-indep would ch"):
+        run_prompt(bucket, **options)  # type: ignore[arg-type]
 
 
 def test_command_line_exit_status_and_json(bucket: Path, tmp_path: Path) -> None:
@@ -446,3 +486,41 @@ def test_command_line_exit_status_and_json(bucket: Path, tmp_path: Path) -> None
     result = CliRunner().invoke(cli, ["prompt", "--help"])
     assert "b2luigi" in result.output
     assert "--update-running" in result.output
+
+
+def test_detector_calibrations_on_the_sample_bucket(
+    sample: Path, db: ConditionsDB, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Two real calibrations (dE/dx run gain, then the cosine correction that depends on it) on
+    the committed sample's first bucket, with the progress lines."""
+    db.import_local(sample / "truth", "sim_truth")
+    summary = run_prompt(
+        sample,
+        db=db,
+        bucket=1,
+        input_tags=["sim_truth"],
+        calibrations=["cdc-dedx-cosine", "cdc-dedx-run-gain"],
+        workers=1,  # tasks in this process: its output is captured
+    )
+    assert summary.staging_tag == "prompt_bucket1"
+    assert summary.runs == list(range(1, 12))
+    assert [(r.calibration, r.status) for r in summary.rows] == [
+        ("cdc-dedx-run-gain", "OK"),
+        ("cdc-dedx-cosine", "OK"),
+    ]
+    gain = summary.row("cdc-dedx-run-gain")
+    assert gain.iovs == gain.payloads == len(db.iovs("prompt_bucket1", "CDCDedxRunGain")) > 1
+    assert gain.verdict in ("GOOD", "WARNING", "ERROR")
+    lines = capsys.readouterr().out.splitlines()
+    events = [line.split(None, 2)[1:] for line in lines if line[:2].isdigit()]
+    mine = [text for name, text in events if name == "cdc-dedx-run-gain"]
+    assert mine[0] == "queued"
+    assert mine[1] == "started"
+    assert any(t.startswith("collecting ") and t.endswith(" items (pass 1)") for t in mine)
+    assert mine[-4:-2] == ["job OK", "validating"]
+    assert mine[-2].startswith(f"validation {gain.verdict}")
+    assert mine[-1] == "done: OK"
+    assert [name for name, text in events if text == "done: OK"] == [
+        "cdc-dedx-run-gain",
+        "cdc-dedx-cosine",
+    ]

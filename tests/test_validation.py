@@ -4,6 +4,7 @@ its verdicts, and the validations kept with the jobs."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -216,7 +217,7 @@ def test_thresholds_are_checked() -> None:
         PayloadComparison(error_outlier_fraction=2.0)
     with pytest.raises(CalibrationError, match="max_pull must be positive"):
         PayloadComparison(max_pull=0.0)
-    with pytest.raises(CalibrationError, match="not value columns"):
+    with pytest.raises(CalibrationError, match="are not value columns of the new payload"):
         compare(gains(), gains(), PayloadComparison(columns=("nope",)))
 
 
@@ -234,22 +235,12 @@ def previous_offset(db: ConditionsDB, value: float, error: float) -> None:
     db.upload_and_add("previous", [(payload, IoV(1, 0, -1, -1))])
 
 
-@pytest.mark.parametrize(
-    "backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
-)
 def test_validate_job_and_record_round_trip(
-    backend: str,
-    data: Path,
-    tmp_path: Path,
-    request: pytest.FixtureRequest,
-    monkeypatch: pytest.MonkeyPatch,
+    db_url: str, data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    url = (
-        f"sqlite:///{tmp_path / 'db.sqlite'}"
-        if backend == "sqlite"
-        else str(request.getfixturevalue("postgres_url"))
-    )
-    db = ConditionsDB(url)
+    """validate_job on a completed job, its record read back as stored (the verdict and the
+    diagnostics the dashboard reads), append-only, on both backends (BACKENDS)."""
+    db = ConditionsDB(db_url)
     previous_offset(db, 1.0, 0.05)
     cal = offset_calibration(name="test-offset-valid")
     monkeypatch.setitem(declaration._REGISTRY, cal.name, cal)
@@ -293,6 +284,9 @@ def test_validate_job_and_record_round_trip(
     for statement in (v.update().values(verdict="GOOD"), v.delete()):
         with pytest.raises(ConditionsError, match="append-only"), db.write() as conn:
             conn.execute(statement)
+    if db.engine.dialect.name == "postgresql":
+        with pytest.raises(ConditionsError, match="protected"), db.write() as conn:
+            conn.execute(sa.text("TRUNCATE calibration_validations"))
     with db.read() as conn:
         assert conn.execute(sa.select(sa.func.count()).select_from(v)).scalar() == 2
     # the staging tag is not a previous tag; a job not completed is not validated
@@ -318,7 +312,66 @@ def test_validate_job_against_a_shifted_previous(
     assert result.verdict is Verdict.ERROR
     assert result.payloads[0].outliers == 1
     assert "TestOffset" in result.reason
+    # a declaration not registered is given; another calibration's is refused
+    given = validate_job(db, job, ["previous"], calibration=cal)
+    assert given.verdict is Verdict.ERROR
+    with pytest.raises(CalibrationError, match="is of test-offset-shifted, not of other"):
+        validate_job(db, job, ["previous"], calibration=offset_calibration(name="other"))
     # no previous tag: WARNING, said so
     none = validate_job(db, job, [])
     assert none.verdict is Verdict.WARNING
     assert "no previous payload" in none.reason
+
+
+# ------------------------------------------------- every detector's thresholds on the truth
+TRUTH: Any = None
+
+
+def truth(name: str, run: int) -> tuple[IoV, Payload] | None:
+    """The simulator's true payload ``name`` of the sample bucket's run ``run``."""
+    from b2calib.conditions import LocalDatabase
+    from tests.conftest import SAMPLE
+
+    global TRUTH
+    if TRUTH is None:
+        TRUTH = LocalDatabase(SAMPLE / "truth")
+    found = [e for e in TRUTH.entries() if e.name == name and e.iov.contains(12, run)]
+    return (found[-1].iov, TRUTH.read(found[-1])) if found else None
+
+
+#: What each calibration's validator says of the sample bucket's truth of run 12 against run 1:
+#: the hardware interventions of run 7 (b2calib.sim.conditions.INTERVENTIONS) are found.
+INTERVENTIONS = {
+    "cdc-t0": (Verdict.WARNING, "192 of 14336 channels"),  # boards 120-123: T0 +2.5 ns
+    "ecl-time": (Verdict.WARNING, "crate=17"),  # crate 17 +3 ns
+    "ecms": (Verdict.WARNING, "mass 10.5788 -> 10.5764"),  # the HER energy
+    "klm-strip-efficiency": (Verdict.WARNING, "96 of 38640 channels"),  # HV trip: x0.6
+    "svd-time": (Verdict.ERROR, "344 of 344 channels"),  # every side's latency
+    "top-module-t0": (Verdict.WARNING, "module=5"),  # firmware: +0.4 ns
+}
+
+
+def test_each_calibration_validates_the_truth() -> None:
+    """Each registered calibration's validator on real payload schemas: identical payloads
+    GOOD; run 12 against run 1 finds exactly the documented interventions."""
+    from b2calib.calibration import calibrations
+
+    checked = 0
+    for name, cal in calibrations().items():
+        assert cal.validation is not None
+        new: dict[str, list[tuple[IoV, Payload]]] = {}
+        old: dict[str, list[tuple[IoV, Payload] | None]] = {}
+        for payload in cal.payloads:
+            a, b = truth(payload, 12), truth(payload, 1)
+            if a is not None and b is not None:
+                new[payload], old[payload] = [a], [b]
+        if not new:
+            continue
+        checked += 1
+        same = cal.validation(new, {k: [v[0]] for k, v in new.items()}, ValidationContext(name))
+        assert same.verdict is Verdict.GOOD, (name, same.reason)
+        result = cal.validation(new, old, ValidationContext(name))
+        verdict, text = INTERVENTIONS.get(name, (Verdict.GOOD, "within thresholds"))
+        assert result.verdict is verdict, (name, result.reason)
+        assert text in result.reason, (name, result.reason)
+    assert checked >= 20

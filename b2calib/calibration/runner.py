@@ -279,6 +279,12 @@ class CalibrationReport:
             )
         for r, why in self.runs_without_data.items():
             lines.append(f"  run {_run_text(r)}: no usable data: {why}")
+        if self.staged:
+            counts = ", ".join(f"{n} {k}" for k, n in self.channels.items() if n)
+            lines.append(
+                f"  channels: {counts or 'none'}"
+                + (": no OK channel, every one fell back or failed" if self.no_ok_channel else "")
+            )
         for s in self.staged:
             lines.append(f"  staged {s.payload} [{s.iov}] in {s.globaltag}")
         for f in self.skipped_files:

@@ -74,6 +74,7 @@ from b2calib.conditions.status import ChannelStatus
 from b2calib.exceptions import CalibrationError
 
 if TYPE_CHECKING:
+    from b2calib.calibration.declaration import Calibration
     from b2calib.calibration.jobs import Job
     from b2calib.conditions.database import ConditionsDB
 
@@ -329,9 +330,11 @@ class PayloadComparison:
         as a fraction of the new list).
     columns
         The value columns to compare (default: every numeric value column both payloads
-        have); a column neither has is an error.
-    always_pull
-        Judge by pull even where the relative or absolute change is given.
+        have; ``()``: none, only the flags and rows); each must be a column of the new payloads
+        (a previous payload without it, e.g. a simulator's truth, is not compared on it).
+    per_payload
+        Payload name -> the comparison for it, for a calibration whose payloads need other
+        thresholds (a gain and a time offset); the other names get this one.
     """
 
     max_pull: float | None = 5.0
@@ -342,6 +345,7 @@ class PayloadComparison:
     error_new_flagged_fraction: float = 0.05
     columns: tuple[str, ...] | None = None
     max_abs_change: float | None = None
+    per_payload: Mapping[str, PayloadComparison] = field(default_factory=dict, hash=False)
 
     def __post_init__(self) -> None:
         for what in (
@@ -372,7 +376,7 @@ class PayloadComparison:
         """Compare every payload name of ``new`` with ``previous``."""
         diagnostics = Diagnostics()
         results = [
-            self._name(
+            self.per_payload.get(name, self)._name(
                 name,
                 items,
                 list(previous.get(name, [])),
@@ -388,9 +392,7 @@ class PayloadComparison:
             )
         bad = [r for r in results if r.verdict is not Verdict.GOOD]
         reason = "; ".join(f"{r.name}: {r.reason}" for r in bad) or (
-            f"{', '.join(r.name for r in results)}: within thresholds ("
-            + ", ".join(f"{r.compared} channels compared" for r in results)
-            + ")"
+            "within thresholds: " + ", ".join(f"{r.name} {_compared_text(r)}" for r in results)
         )
         return ValidationResult(verdict, reason, results, diagnostics)
 
@@ -410,7 +412,7 @@ class PayloadComparison:
         worst: list[tuple[float, dict[str, Any]]] = []
         missing: list[str] = []
         is_list = _is_list(name)
-        new_list_rows = 0
+        rows = 0
         for i, (iov, p) in enumerate(items):
             found = previous[i] if i < len(previous) else None
             if found is None:
@@ -421,14 +423,14 @@ class PayloadComparison:
             if source not in pv.previous:
                 pv.previous.append(source)
             for new_part, old_part in _pairs(p, old):
-                c = self._compare(new_part, old_part, is_list)
+                c = self._compare(new_part, old_part)
                 pv.compared += c.compared
                 pv.outliers += c.outliers
                 pv.newly_flagged += c.newly_flagged
                 pv.recovered += c.recovered
                 pv.added += c.added
                 pv.removed += c.removed
-                new_list_rows += len(new_part)
+                rows += len(new_part)
                 tables.append(c.table)
                 for col, arr in c.pulls.items():
                     pulls.setdefault(col, []).append(arr)
@@ -449,10 +451,10 @@ class PayloadComparison:
         pv.max_abs_pull = float(np.max(np.abs(finite))) if len(finite) else math.nan
         worst.sort(key=lambda t: -t[0])
         pv.worst = [w for _, w in worst[:WORST]]
-        self._judge(pv, missing, is_list, new_list_rows)
+        self._judge(pv, missing, is_list, rows)
         return pv
 
-    def _judge(self, pv: PayloadValidation, missing: list[str], is_list: bool, listed: int) -> None:
+    def _judge(self, pv: PayloadValidation, missing: list[str], is_list: bool, rows: int) -> None:
         verdicts: list[Verdict] = []
         reasons: list[str] = []
         if no_ok_channel(pv.channels):
@@ -484,7 +486,7 @@ class PayloadComparison:
         elif not missing and not is_list and pv.channels.get("OK", 0):
             verdicts.append(Verdict.WARNING)
             reasons.append("no channel OK in both the new and the previous payload to compare")
-        base = listed if is_list else pv.compared + pv.newly_flagged
+        base = rows  # the new payloads' channels (a list's: the channels it lists)
         if pv.newly_flagged and base:
             frac = pv.newly_flagged / base
             level = self._level(
@@ -497,7 +499,7 @@ class PayloadComparison:
             if level is not Verdict.GOOD:
                 verdicts.append(level)
                 reasons.append(f"{pv.newly_flagged} {what} ({100 * frac:.3g} % of {base})")
-        if is_list and pv.removed:
+        if is_list and pv.removed and verdicts:
             reasons.append(f"{pv.removed} rows removed from the list")
         if pv.recovered and verdicts:
             reasons.append(f"{pv.recovered} channels recovered")
@@ -523,7 +525,7 @@ class PayloadComparison:
         return " or ".join(out)
 
     # -- one pair of payloads --------------------------------------------------------------
-    def _compare(self, new: Payload, old: Payload, is_list: bool) -> _Comparison:
+    def _compare(self, new: Payload, old: Payload) -> _Comparison:
         key_cols = [k for k in new.keys if k not in eventdep.TIME_KEYS or k in old.keys]
         if [k for k in key_cols if k not in old.keys]:
             raise CalibrationError(
@@ -538,12 +540,13 @@ class PayloadComparison:
         s_new = _status(new)[ni]
         s_old = _status(old)[oi]
         both_ok = (s_new == ChannelStatus.OK) & (s_old == ChannelStatus.OK)
-        if is_list:
-            c.newly_flagged = len(only_new)
-            c.recovered = len(only_old)
-        else:
-            c.newly_flagged = int(np.sum((s_old == ChannelStatus.OK) & (s_new != ChannelStatus.OK)))
-            c.recovered = int(np.sum((s_old != ChannelStatus.OK) & (s_new == ChannelStatus.OK)))
+        # flagged now and OK before (or not listed before: a list's rows are flagged), and the
+        # reverse
+        was_ok = np.concatenate([s_old == ChannelStatus.OK, np.ones(len(only_new), dtype=bool)])
+        is_ok = np.concatenate([s_new == ChannelStatus.OK, _status(new)[only_new] == 0])
+        c.newly_flagged = int(np.sum(was_ok & ~is_ok))
+        c.recovered = int(np.sum((s_old != ChannelStatus.OK) & (s_new == ChannelStatus.OK)))
+        c.recovered += int(np.sum(_status(old)[only_old] != ChannelStatus.OK))
         table: dict[str, npt.NDArray[Any]] = {
             k: np.concatenate([new.keys[k][ni], new.keys[k][only_new], old.keys[k][only_old]])
             for k in key_cols
@@ -593,7 +596,10 @@ class PayloadComparison:
             table[f"{col}_diff"] = np.concatenate([diff, pad])
             table[f"{col}_pull"] = np.concatenate([pull, pad])
             score = np.where(np.isfinite(pull), np.abs(pull), np.abs(rel))
-            for i in np.flatnonzero(out):
+            flagged = np.flatnonzero(out)
+            if len(flagged) > WORST:  # only the worst few are named
+                flagged = flagged[np.argsort(-score[flagged], kind="stable")[:WORST]]
+            for i in flagged:
                 c.worst.append(
                     (
                         float(score[i]),
@@ -628,15 +634,17 @@ class PayloadComparison:
         return c
 
     def _columns(self, new: Payload, old: Payload) -> list[str]:
+        """The value columns compared: those asked for (each a column of the new payload; one
+        the previous payload lacks, e.g. a simulator's truth, is not compared), or every
+        numeric one both have."""
         if self.columns is not None:
-            unknown = [c for c in self.columns if c not in new.values or c not in old.values]
+            unknown = [c for c in self.columns if c not in new.values]
             if unknown:
                 raise CalibrationError(
                     f"payload {new.name}: PayloadComparison columns {unknown} are not value "
-                    f"columns of both the new ({list(new.values)}) and the previous "
-                    f"({list(old.values)}) payload"
+                    f"columns of the new payload ({', '.join(new.values)})"
                 )
-            return list(self.columns)
+            return [c for c in self.columns if c in old.values]
         return [
             c
             for c, v in new.values.items()
@@ -655,6 +663,13 @@ class _Comparison:
     pulls: dict[str, F] = field(default_factory=dict)
     worst: list[tuple[float, dict[str, Any]]] = field(default_factory=list)
     table: dict[str, npt.NDArray[Any]] = field(default_factory=dict)
+
+
+def _compared_text(pv: PayloadValidation) -> str:
+    if _is_list(pv.name):
+        listed = sum(pv.channels.values())
+        return f"({listed} listed, {pv.added} added, {pv.removed} removed)"
+    return f"({pv.compared} channels compared)"
 
 
 def _worst_text(worst: list[dict[str, Any]]) -> str:
@@ -706,11 +721,19 @@ def _pairs(new: Payload, old: Payload) -> list[tuple[Payload, Payload]]:
 
 def _row_ids(columns: list[npt.NDArray[Any]], n: int) -> I64:
     """One int64 per row identifying its key combination (the same combination, the same id,
-    across the arrays concatenated in ``columns``)."""
-    if not columns:
+    across the arrays concatenated in ``columns``): the keys packed into one integer when their
+    ranges allow (10^5-10^6 rows of strips or pixels), else their rank."""
+    if not columns or n == 0:
         return np.zeros(n, dtype=np.int64)
-    rows = np.column_stack([c.astype(np.int64) for c in columns])
-    _, inverse = np.unique(rows, axis=0, return_inverse=True)
+    rows = [c.astype(np.int64) for c in columns]
+    lo = [int(c.min()) for c in rows]
+    span = [int(c.max()) - a + 1 for c, a in zip(rows, lo, strict=True)]
+    if float(np.prod(np.array(span, dtype=np.float64))) < 2.0**62:
+        packed = np.zeros(n, dtype=np.int64)
+        for c, a, w in zip(rows, lo, span, strict=True):
+            packed = packed * w + (c - a)
+        return packed
+    _, inverse = np.unique(np.column_stack(rows), axis=0, return_inverse=True)
     return np.asarray(inverse, dtype=np.int64).ravel()
 
 
@@ -734,8 +757,9 @@ def _join(
 
 
 def _concat(tables: list[dict[str, npt.NDArray[Any]]]) -> dict[str, npt.NDArray[Any]]:
-    cols = list(tables[0])
-    return {c: np.concatenate([t[c] for t in tables if c in t]) for c in cols}
+    """The tables of several IoVs (intervals) as one: the columns they all have."""
+    cols = [c for c in tables[0] if all(c in t for t in tables)]
+    return {c: np.concatenate([t[c] for t in tables]) for c in cols}
 
 
 # ------------------------------------------------------------------------------ running it
@@ -766,15 +790,27 @@ def previous_payloads(
     return out, sources
 
 
-def validate_job(db: ConditionsDB, job: Job, previous_tags: Sequence[str]) -> ValidationResult:
+def validate_job(
+    db: ConditionsDB,
+    job: Job,
+    previous_tags: Sequence[str],
+    *,
+    calibration: Calibration | None = None,
+) -> ValidationResult:
     """Run the calibration's validator on a completed job's staged payloads, against the
     payloads valid before in ``previous_tags`` (highest priority first; the job's input tags,
     not its staging tag).
 
+    ``calibration`` is the job's declaration when it is not registered (by default the
+    registered calibration of the job's name).
+
     Raises
     ------
     CalibrationError
-        The job has not completed, or its calibration is not registered.
+        The job has not completed, the previous tags include its staging tag, or
+        ``calibration`` is another calibration than the job's.
+    ConfigError
+        No calibration of the job's name is registered.
     """
     from b2calib.calibration.declaration import get_calibration
 
@@ -788,7 +824,11 @@ def validate_job(db: ConditionsDB, job: Job, previous_tags: Sequence[str]) -> Va
             f"validating {job.calibration}: the previous tags must not include the staging tag "
             f"{job.staging_tag} that holds the new payloads"
         )
-    cal = get_calibration(job.calibration)
+    cal = calibration if calibration is not None else get_calibration(job.calibration)
+    if cal.name != job.calibration:
+        raise CalibrationError(
+            f"calibration job {job.key[:12]} is of {job.calibration}, not of {cal.name}"
+        )
     items: dict[str, list[tuple[IoV, Payload]]] = {}
     for name, rev, iov in job.summary.get("staged", []):
         items.setdefault(name, []).append((IoV.parse(iov), db.payload(name, int(rev))))

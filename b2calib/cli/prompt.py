@@ -57,8 +57,8 @@ __all__ = ["prompt"]
     "--batch-system",
     default="local",
     show_default=True,
-    help="b2luigi's batch_system: local, lsf, htcondor, slurm, auto (only local is tested "
-    "here; batch jobs must reach the database).",
+    help="b2luigi's batch_system: local, lsf, htcondor, slurm, auto, gbasf2 (b2luigi's back "
+    "ends; only local is tested here; batch jobs must reach the database).",
 )
 @click.option(
     "--json",

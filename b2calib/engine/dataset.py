@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from b2calib.exceptions import B2CalibError, ConfigError, FileFormatError, InconsistentDataError
-from b2calib.io import find_skim_files, path_mismatch, read_metadata
+from b2calib.io import FileMetadata, find_skim_files, path_mismatch, read_metadata
 from b2calib.runs import RunRegistry
 
 __all__ = ["INCONSISTENT", "Dataset", "FileRef", "SkippedFile"]
@@ -93,6 +93,24 @@ def _inconsistent(
     return [SkippedFile(p, reason, message, tuple(paths), run, skim) for p in paths]
 
 
+#: The metadata of the files read in this process, by file version (see :func:`_metadata`).
+_METADATA: dict[tuple[str, int, int, int], FileMetadata] = {}
+
+
+def _metadata(path: str | os.PathLike[str]) -> FileMetadata:
+    """:func:`~b2calib.io.read_metadata`, once per file version (absolute path, size,
+    modification time in ns, inode); a file that cannot be read is tried again each time."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return read_metadata(path)  # raises the error naming the file
+    key = (os.path.abspath(path), st.st_size, st.st_mtime_ns, st.st_ino)
+    found = _METADATA.get(key)
+    if found is None:
+        found = _METADATA[key] = read_metadata(path)
+    return found
+
+
 @dataclass
 class Dataset:
     """An ordered set of skim files (sorted by experiment, run, skim, path).
@@ -126,11 +144,16 @@ class Dataset:
     @classmethod
     def from_files(cls, paths: Iterable[str | os.PathLike[str]]) -> Dataset:
         """A dataset of the given files (their metadata is read; unreadable ones are problems,
-        and so are files whose path names another run than their metadata)."""
+        and so are files whose path names another run than their metadata).
+
+        A file's metadata is read once per process and version of the file (its path, size,
+        modification time and inode, as the engine's cache keys): planning the same folder
+        again (a workflow asking each task whether its job completed) costs a ``stat`` per
+        file."""
         files, problems = [], []
         for p in paths:
             try:
-                m = read_metadata(p)
+                m = _metadata(p)
             except B2CalibError as err:
                 problems.append(_skipped(str(p), err))
                 continue

@@ -109,8 +109,9 @@ def run_prompt(
         use the cores).
     batch_system
         b2luigi's ``batch_system`` setting for the tasks: ``"local"`` (default), ``"lsf"``,
-        ``"htcondor"``, ``"slurm"``, ``"auto"`` (b2luigi's own back ends; only local is
-        tested here). On a batch system each task runs in a job of its own, which re-creates
+        ``"htcondor"``, ``"slurm"``, ``"auto"`` (the first of them found), ``"gbasf2"`` (a
+        b2luigi plug-in for basf2 jobs on the grid): b2luigi's own back ends, of which only
+        local is tested here. On a batch system each task runs in a job of its own, which re-creates
         it from its parameters (database URL, invocation, calibration) and reads the rest
         from the database: the database must be reachable from the batch nodes.
     update_running, mode
@@ -134,9 +135,11 @@ def run_prompt(
     PromptSummary
         Built from the database's records: a re-run with nothing to do gives the same rows.
     """
-    from b2calib.prompt.tasks import build, task_class
+    from b2calib.prompt.tasks import batch_systems, build
 
-    task_class()  # b2luigi (the prompt extra) before anything is recorded
+    systems = batch_systems()  # b2luigi (the prompt extra), before anything is recorded
+    if batch_system is not None and batch_system not in systems:
+        raise ConfigError(f"batch system {batch_system!r}: b2luigi knows {', '.join(systems)}")
     folder = Path(data)
     registry = RunRegistry.load(folder / "runs.json", on_duplicate="drop")
     previous: str | None = None
@@ -183,10 +186,26 @@ def run_prompt(
         name: (dict(value) if isinstance(value, Mapping) else str(value))
         for name, value in (config or {}).items()
     }
+    # what is done already: the job each calibration would run now completed and validated
+    runs_now = _load_registry(db.url, folder)
+    keys = {
+        name: p.key
+        for name, p in plan_jobs(
+            names,
+            folder,
+            db=db,
+            staging_tag=staging,
+            input_tags=tags,
+            exp=exp,
+            runs=run_list,
+            config=overrides,
+            registry=runs_now,
+        ).items()
+    }
+    done = {n for n in names if _done(db, keys.get(n, ""))}
+    pending = [n for n in names if n not in done]
+    actions = _open_staging(db, staging, pending, bucket, exp, run_list)
     store = PromptStore(db)
-    if staging not in {t.name for t in db.tags()}:
-        where = f"bucket {bucket}" if bucket is not None else f"exp {exp} runs {run_list}"
-        db.create_tag(staging, description=f"prompt calibration of {where}")
     prun = store.start(
         bucket=bucket,
         exp=exp,
@@ -207,18 +226,72 @@ def run_prompt(
         },
     )
     plan = _plan(db.url, prun.id)
-    if progress:
-        for name in names:
-            done = task_complete(db.url, prun.id, name)
-            _say(name, "done before (job completed and validated)" if done else "queued")
-    build(db.url, prun.id, names, workers=workers, batch_system=batch_system or "local")
-    store.finish(prun.id)
-    summary = summarize(db, prun.id, plan=plan)
+    # this process's tasks use the caller's connection and what was read above
+    cached = (os.getpid(), db.url, prun.id)
+    _DBS[(os.getpid(), db.url, db.author)] = db
+    _KEYS[(db.url, prun.id)] = keys
+    _REGISTRIES[cached] = runs_now
+    try:
+        if progress:
+            for action in actions:
+                _say("prompt", action)
+            for name in names:
+                _say(
+                    name, "done before (job completed and validated)" if name in done else "queued"
+                )
+        build(db.url, prun.id, names, workers=workers, batch_system=batch_system or "local")
+        store.finish(prun.id)
+        summary = summarize(db, prun.id, plan=plan)
+    finally:
+        _DBS.pop((os.getpid(), db.url, db.author), None)
+        _KEYS.pop((db.url, prun.id), None)
+        _REGISTRIES.pop(cached, None)
+        _PLANS.pop((db.url, prun.id), None)
+    summary.actions += actions
     summary.actions += _promote(db, summary, auto_validate)
     if update_running is not None:
         summary.actions += _update_running(db, summary, update_running, mode)
     summary.state = db.tag(staging).state
     return summary
+
+
+def _done(db: ConditionsDB, key: str) -> bool:
+    """Whether job ``key`` completed and its validation is recorded."""
+    job = JobStore(db).job(key) if key else None
+    return job is not None and job.state == "completed" and _validated(db, job)
+
+
+def _open_staging(
+    db: ConditionsDB,
+    staging: str,
+    pending: Sequence[str],
+    bucket: int | None,
+    exp: int,
+    runs: Sequence[int],
+) -> list[str]:
+    """Make the staging tag ready for the ``pending`` calibrations: created OPEN when missing;
+    moved back from TESTING to OPEN when there is something to run (what the manager tests
+    changes); a VALIDATED (or later) tag is never reopened by the loop: refused."""
+    state = {t.name: t.state for t in db.tags()}.get(staging)
+    if state is None:
+        where = f"bucket {bucket}" if bucket is not None else f"exp {exp} runs {_runs_text(runs)}"
+        db.create_tag(staging, description=f"prompt calibration of {where}")
+        return []
+    if not pending or state == "OPEN":
+        return []
+    if state == "TESTING":
+        db.set_state(staging, "OPEN")
+        return [
+            f"staging tag {staging} moved back from TESTING to OPEN: {', '.join(pending)} to run"
+        ]
+    raise ConfigError(
+        f"staging tag {staging} is {state} and {', '.join(pending)} would change it: move it "
+        f"back to OPEN (b2calib gt state {staging} OPEN) or give another staging tag"
+    )
+
+
+def _runs_text(runs: Sequence[int]) -> str:
+    return f"{runs[0]}-{runs[-1]}" if len(runs) > 1 else str(runs[0])
 
 
 def _previous_staging(db: ConditionsDB, bucket: int, exp: int) -> str | None:
@@ -279,7 +352,7 @@ class _Plan:
 _PLANS: dict[tuple[str, int], _Plan] = {}
 _DBS: dict[tuple[int, str, str], ConditionsDB] = {}
 _REGISTRIES: dict[tuple[int, str, int], RunRegistry] = {}
-_KEYS: dict[tuple[int, str, int], dict[str, str]] = {}
+_KEYS: dict[tuple[str, int], dict[str, str]] = {}
 
 
 def _db(url: str, author: str) -> ConditionsDB:
@@ -311,23 +384,28 @@ def _plan(url: str, run_id: int) -> _Plan:
 
 
 def _registry(plan: _Plan) -> RunRegistry:
-    """The folder's runs with the data-quality flags certified in the database (what the
-    calibrations' ``dq`` filters read), as ``b2calib calibrate`` does."""
+    """The invocation's run registry (:func:`_load_registry`), read once per process."""
     key = (os.getpid(), plan.url, plan.run.id)
     if key not in _REGISTRIES:
-        from b2calib.qa.store import QADatabase
-
-        loaded = RunRegistry.load(plan.data / "runs.json", on_duplicate="drop")
-        qdb = QADatabase(plan.url)
-        try:
-            _REGISTRIES[key] = RunRegistry(
-                qdb.runs.with_certified_flags(loaded),
-                duplicates=loaded.duplicates,
-                source=loaded.source,
-            )
-        finally:
-            qdb.close()
+        _REGISTRIES[key] = _load_registry(plan.url, plan.data)
     return _REGISTRIES[key]
+
+
+def _load_registry(url: str, data: Path) -> RunRegistry:
+    """The folder's runs with the data-quality flags certified in the database (what the
+    calibrations' ``dq`` filters read), as ``b2calib calibrate`` does."""
+    from b2calib.qa.store import QADatabase
+
+    loaded = RunRegistry.load(data / "runs.json", on_duplicate="drop")
+    qdb = QADatabase(url)
+    try:
+        return RunRegistry(
+            qdb.runs.with_certified_flags(loaded),
+            duplicates=loaded.duplicates,
+            source=loaded.source,
+        )
+    finally:
+        qdb.close()
 
 
 def task_priority(calibration: str) -> int:
@@ -367,7 +445,7 @@ def _job_key(plan: _Plan, db: ConditionsDB, calibration: str) -> str | None:
     without collecting, by :func:`~b2calib.calibration.plan_jobs` for every calibration of the
     invocation at once: a dependency enters with its planned job, which is the job its task
     completes), or ``None`` when the runner would open no job."""
-    key = (os.getpid(), plan.url, plan.run.id)
+    key = (plan.url, plan.run.id)  # computed before the workers fork, valid in them too
     if key not in _KEYS:
         plans = plan_jobs(
             list(plan.calibrations),
@@ -405,8 +483,9 @@ def task_run(url: str, run_id: int, calibration: str) -> None:
     except Exception as err:  # recorded as the task's failure: the loop goes on
         outcome, key = "FAILED", ""
         reason = f"{type(err).__name__}: {err}"
-        if not isinstance(err, B2CalibError):
-            reason += " (" + traceback.format_exc(limit=-3).strip().splitlines()[-3].strip() + ")"
+        if not isinstance(err, B2CalibError):  # a bug: where it was raised
+            where = traceback.extract_tb(err.__traceback__)[-1]
+            reason += f" (at {Path(where.filename).name}:{where.lineno} in {where.name})"
     say.line(f"done: {outcome}" + (f" - {reason}" if reason and outcome != "OK" else ""))
     store.record(run_id, calibration, outcome, reason, key, started)
 
@@ -502,7 +581,12 @@ def summarize(db: ConditionsDB, run_id: int, *, plan: _Plan | None = None) -> Pr
     plan = plan or _plan(db.url, run_id)
     store = PromptStore(db)
     outcomes = store.outcomes(run_id)
-    rows = [_row(plan, db, name, outcomes.get(name)) for name in plan.calibrations]
+    # by stage, and in the order they were scheduled within a stage
+    names = sorted(
+        plan.calibrations,
+        key=lambda n: (STAGES.index(get_calibration(n).stage), plan.calibrations.index(n)),
+    )
+    rows = [_row(plan, db, name, outcomes.get(name)) for name in names]
     return PromptSummary(
         prompt_run=run_id,
         staging_tag=plan.run.staging_tag,

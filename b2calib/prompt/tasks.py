@@ -20,7 +20,7 @@ from typing import Any
 
 from b2calib._extras import require
 
-__all__ = ["CalibrationTask", "build", "task_class"]  # noqa: F822 (CalibrationTask: made on first use)
+__all__ = ["CalibrationTask", "batch_systems", "build", "task_class"]  # noqa: F822 (CalibrationTask: made on first use)
 
 FEATURE = "b2calib prompt"
 
@@ -70,6 +70,16 @@ def __getattr__(name: str) -> Any:
     if name == "CalibrationTask":
         return task_class()
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def batch_systems() -> list[str]:
+    """The batch systems b2luigi knows (its ``batch_system`` setting): ``local``, ``auto``,
+    ``lsf``, ``htcondor``, ``slurm``, ``gbasf2`` (a plug-in of b2luigi for basf2 jobs on the
+    grid) ..."""
+    task_class()  # b2luigi (the prompt extra)
+    from b2luigi.batch.workers import BatchSystems
+
+    return [str(b.value) for b in BatchSystems if b.value not in ("test", "custom")]
 
 
 def build(

@@ -41,6 +41,7 @@ from b2calib.calibration import (
     Calibration,
     CollectorInput,
     Diagnostics,
+    PayloadComparison,
     SequentialRunByRun,
 )
 from b2calib.calibration.toolkit import NotEnoughData, channel_payload, guarded, require
@@ -318,6 +319,9 @@ def channel_mask_calibration() -> Calibration:
     """``arich-channel-mask``: ARICHChannelMask from the time windows of the hits."""
     return Calibration(
         name="arich-channel-mask",
+        validation=PayloadComparison(
+            columns=(), warn_new_flagged_fraction=0.01, error_new_flagged_fraction=0.1
+        ),  # a mask: the channels flagged (hit rates follow the luminosity)
         expert="arich-calibration@b2calib.example",
         inputs={
             "digits": CollectorInput(

@@ -78,6 +78,7 @@ from b2calib.calibration import (
     Calibration,
     CollectorInput,
     Constants,
+    PayloadComparison,
     SequentialBoundaries,
 )
 from b2calib.calibration.intervals import (
@@ -579,6 +580,12 @@ def beamspot_calibration() -> Calibration:
     """``beamspot``: BeamSpot per time interval from tight dimuon events."""
     return Calibration(
         name="beamspot",
+        validation=PayloadComparison(
+            columns=("x", "y", "z"),
+            max_pull=None,
+            max_abs_change=0.01,
+            error_outlier_fraction=1.0,
+        ),  # per interval (cm): 100 um is a jump; the beams move: a warning at most
         expert="beam-calibration@b2calib.example",
         inputs={"dimuons": CollectorInput(beamspot_collector, ("hlt_mumu_2trk",))},
         algorithms=[BeamSpotAlgorithm()],

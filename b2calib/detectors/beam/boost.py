@@ -34,7 +34,13 @@ from typing import ClassVar
 import numpy as np
 import numpy.typing as npt
 
-from b2calib.calibration import AlgorithmInput, Calibration, CollectorInput, SequentialBoundaries
+from b2calib.calibration import (
+    AlgorithmInput,
+    Calibration,
+    CollectorInput,
+    PayloadComparison,
+    SequentialBoundaries,
+)
 from b2calib.calibration.intervals import (
     BOOSTVECTOR_INNER_LOSS,
     BOOSTVECTOR_OUTER_LOSS,
@@ -179,6 +185,12 @@ def boostvector_calibration() -> Calibration:
     """The ``boostvector`` declaration (stage ``analysis``, after ``beamspot``)."""
     return Calibration(
         name="boostvector",
+        validation=PayloadComparison(
+            columns=("bx", "by", "bz"),
+            max_pull=None,
+            max_abs_change=0.002,
+            error_outlier_fraction=1.0,
+        ),  # per interval; the beams move beyond its errors: a warning at most
         expert="beam-calibration@b2calib.example",
         inputs={"dimuons": CollectorInput(BoostCollector(), ("hlt_mumu_2trk",))},
         algorithms=[BoostVectorAlgorithm()],

@@ -55,6 +55,7 @@ from b2calib.calibration import (
     AlgorithmStatus,
     Calibration,
     CollectorInput,
+    PayloadComparison,
     SequentialBoundaries,
 )
 from b2calib.calibration.intervals import (
@@ -317,6 +318,12 @@ def ecms_calibration() -> Calibration:
     """The ``ecms`` declaration (stage ``analysis``, after ``boostvector``)."""
     return Calibration(
         name="ecms",
+        validation=PayloadComparison(
+            columns=("mass",),
+            max_pull=None,
+            max_abs_change=0.0015,
+            error_outlier_fraction=1.0,
+        ),  # per interval (GeV); the energy is tuned by MeV: a warning at most
         expert="beam-calibration@b2calib.example",
         inputs={"dimuons": CollectorInput(MassCollector(), ("hlt_mumu_2trk",))},
         algorithms=[EcmsAlgorithm()],

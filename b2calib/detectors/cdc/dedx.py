@@ -51,6 +51,7 @@ from b2calib.calibration import (
     CollectorInput,
     Constants,
     Diagnostics,
+    PayloadComparison,
     SequentialRunByRun,
     SingleIOV,
 )
@@ -418,6 +419,9 @@ def run_gain_calibration() -> Calibration:
     """``cdc-dedx-run-gain``: CDCDedxRunGain per run (runs merged when short of tracks)."""
     return Calibration(
         name="cdc-dedx-run-gain",
+        validation=PayloadComparison(
+            max_pull=None, max_rel_change=0.1, error_outlier_fraction=1.0
+        ),  # one gain per run, which moves by design: a warning at most
         expert="cdc-dedx@b2calib.example",
         inputs={"bhabha": CollectorInput(run_collector, ("hlt_bhabha",))},
         algorithms=[RunGainAlgorithm()],
@@ -485,6 +489,7 @@ def cosine_calibration() -> Calibration:
     """``cdc-dedx-cosine``: CDCDedxCosineCor in 100 bins of cos(theta), after the run gain."""
     return Calibration(
         name="cdc-dedx-cosine",
+        validation=PayloadComparison(columns=("value",), max_rel_change=0.05),
         expert="cdc-dedx@b2calib.example",
         inputs={"bhabha": CollectorInput(cosine_collector, ("hlt_bhabha",))},
         algorithms=[CosineAlgorithm()],
@@ -621,6 +626,9 @@ def wire_gain_calibration() -> Calibration:
     """``cdc-dedx-wire-gain``: CDCDedxWireGain per wire, after run gain and cosine."""
     return Calibration(
         name="cdc-dedx-wire-gain",
+        validation=PayloadComparison(
+            columns=("value",), max_rel_change=0.2
+        ),  # wire gains ~1, a few hundred hits a wire
         expert="cdc-dedx@b2calib.example",
         inputs={"bhabha": CollectorInput(wire_collector, ("hlt_bhabha",))},
         algorithms=[WireGainAlgorithm()],

@@ -62,6 +62,7 @@ from b2calib.calibration import (
     CollectorInput,
     Constants,
     Diagnostics,
+    PayloadComparison,
     SequentialBoundaries,
     SingleIOV,
 )
@@ -466,6 +467,7 @@ def t0_calibration() -> Calibration:
     """``cdc-t0``: CDCTimeZeros per wire, split where boards were replaced."""
     return Calibration(
         name="cdc-t0",
+        validation=PayloadComparison(max_abs_change=1.0),  # wire T0 (ns)
         expert="cdc-calibration@b2calib.example",
         inputs={"tracks": CollectorInput(t0_collector, TRACK_SKIMS)},
         algorithms=[T0Algorithm()],
@@ -676,6 +678,9 @@ def xt_calibration() -> Calibration:
     """``cdc-xt``: CDCXtRelations per layer and left/right, after ``cdc-t0``."""
     return Calibration(
         name="cdc-xt",
+        validation=PayloadComparison(
+            columns=("p1",), max_pull=None, max_rel_change=0.1, error_outlier_fraction=0.2
+        ),  # the correlated polynomial by its linear term (drift speed)
         expert="cdc-calibration@b2calib.example",
         inputs={"tracks": CollectorInput(xt_collector, TRACK_SKIMS)},
         algorithms=[XtAlgorithm()],

@@ -58,6 +58,7 @@ from b2calib.calibration import (
     Calibration,
     CollectorInput,
     Diagnostics,
+    PayloadComparison,
     SequentialBoundaries,
 )
 from b2calib.calibration.toolkit import NotEnoughData, channel_payload, guarded
@@ -535,6 +536,7 @@ def energy_calibration() -> Calibration:
     """The ``ecl-energy`` calibration declaration."""
     return Calibration(
         name="ecl-energy",
+        validation=PayloadComparison(max_rel_change=0.05),  # gains ~1: relative
         expert="ecl-calibration@b2calib.example",
         inputs={
             "bhabha": CollectorInput(ECLee5x5Collector(), ("hlt_bhabha",)),

@@ -55,6 +55,7 @@ from b2calib.calibration import (
     CollectorInput,
     Constants,
     Diagnostics,
+    PayloadComparison,
     SequentialBoundaries,
 )
 from b2calib.calibration.toolkit import NotEnoughData, channel_payload, guarded, require
@@ -395,6 +396,16 @@ def time_calibration() -> Calibration:
     """The ``ecl-time`` calibration declaration."""
     return Calibration(
         name="ecl-time",
+        validation=PayloadComparison(
+            per_payload={
+                # crystal time offsets (ns): a few ns is a real move
+                "ECLCrystalTimeOffset": PayloadComparison(max_abs_change=2.0),
+                # crate offsets (ns): fewer, better measured
+                "ECLCrateTimeOffset": PayloadComparison(
+                    max_abs_change=1.0, error_outlier_fraction=0.2
+                ),
+            }
+        ),
         expert="ecl-calibration@b2calib.example",
         inputs={"bhabha": CollectorInput(_time_factory, ("hlt_bhabha",))},
         algorithms=[ECLTimeAlgorithm()],

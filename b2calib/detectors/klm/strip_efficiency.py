@@ -35,6 +35,7 @@ from b2calib.calibration import (
     Calibration,
     CollectorInput,
     Diagnostics,
+    PayloadComparison,
 )
 from b2calib.calibration.strategies import Execute, Execution, RequestBoundaries, Strategy
 from b2calib.calibration.toolkit import (
@@ -229,6 +230,9 @@ def strip_efficiency_calibration() -> Calibration:
     """``klm-strip-efficiency``: KLMStripEfficiency from tight mu-mu events."""
     return Calibration(
         name="klm-strip-efficiency",
+        validation=PayloadComparison(
+            max_abs_change=0.1, error_new_flagged_fraction=0.1
+        ),  # efficiencies in [0, 1]: absolute
         expert="klm-calibration@b2calib.example",
         inputs={"crossings": CollectorInput(StripEfficiencyCollector(), ("hlt_mumu_2trk",))},
         algorithms=[StripEfficiencyAlgorithm()],

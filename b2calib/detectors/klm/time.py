@@ -54,6 +54,7 @@ from b2calib.calibration import (
     Calibration,
     CollectorInput,
     Diagnostics,
+    PayloadComparison,
     SequentialRunByRun,
 )
 from b2calib.calibration.toolkit import (
@@ -453,6 +454,14 @@ def time_calibration() -> Calibration:
     """``klm-time``: KLMTimeConstants and KLMTimeCableDelay from mu-mu events."""
     return Calibration(
         name="klm-time",
+        validation=PayloadComparison(
+            per_payload={
+                "KLMTimeConstants": PayloadComparison(
+                    max_rel_change=0.1, error_outlier_fraction=0.5
+                ),  # 4 propagation speeds (ns/cm)
+                "KLMTimeCableDelay": PayloadComparison(max_abs_change=2.0),  # ns per strip
+            }
+        ),
         expert="klm-calibration@b2calib.example",
         inputs={"times": CollectorInput(TimeCollector(), ("hlt_mumu_2trk",))},
         algorithms=[TimeAlgorithm()],

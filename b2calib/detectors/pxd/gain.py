@@ -69,6 +69,7 @@ from b2calib.calibration import (
     CollectorInput,
     Constants,
     Diagnostics,
+    PayloadComparison,
     SequentialBoundaries,
 )
 from b2calib.calibration.toolkit import NotEnoughData, channel_payload, guarded, require
@@ -445,6 +446,7 @@ def gain_calibration() -> Calibration:
     """The ``pxd-gain`` calibration declaration."""
     return Calibration(
         name="pxd-gain",
+        validation=PayloadComparison(columns=("value",), max_rel_change=0.1),  # gains ~1
         expert="pxd-calibration@b2calib.example",
         inputs={"bhabha": CollectorInput(_gain_factory, ("hlt_bhabha",))},
         algorithms=[PXDGainAlgorithm()],

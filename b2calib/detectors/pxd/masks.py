@@ -51,6 +51,7 @@ from b2calib.calibration import (
     Calibration,
     CollectorInput,
     Diagnostics,
+    PayloadComparison,
     SequentialRunByRun,
     SimpleRunByRun,
 )
@@ -683,11 +684,31 @@ _EXPERT_CONFIG = {
 }
 
 
+#: The masks' validation: hot-pixel lists change from run to run (noisy pixels come and go):
+#: a tenth of the list new is a warning, half an error; dead pixels are stable: a percent new
+#: is a warning, a tenth an error; the sensors' occupancy follows the beam background.
+_MASKS_VALIDATION = PayloadComparison(
+    columns=(),
+    per_payload={
+        MASKED_PIXELS: PayloadComparison(
+            columns=(), warn_new_flagged_fraction=0.1, error_new_flagged_fraction=0.5
+        ),
+        DEAD_PIXELS: PayloadComparison(
+            columns=(), warn_new_flagged_fraction=0.01, error_new_flagged_fraction=0.1
+        ),
+        OCCUPANCY_INFO: PayloadComparison(
+            max_pull=None, max_rel_change=0.5, error_outlier_fraction=0.25
+        ),
+    },
+)
+
+
 def hot_dead_calibration() -> Calibration:
     """``pxd-hot-dead``: the PXD masks of collision runs, run by run (a run short of hits is
     merged with the next, SequentialRunByRun)."""
     return Calibration(
         name="pxd-hot-dead",
+        validation=_MASKS_VALIDATION,
         expert="pxd-calibration@b2calib.example",
         inputs={"pixels": CollectorInput(PixelHitCollector(), PHYSICS_SKIMS)},
         algorithms=[PixelMaskAlgorithm()],
@@ -709,6 +730,7 @@ def cosmic_masks_calibration() -> Calibration:
     (SimpleRunByRun), forced through however few hits there are."""
     return Calibration(
         name="pxd-hot-dead-cosmic",
+        validation=_MASKS_VALIDATION,
         expert="pxd-calibration@b2calib.example",
         inputs={"pixels": CollectorInput(PixelHitCollector(), ("cosmic",))},
         algorithms=[PixelMaskAlgorithm()],

@@ -41,6 +41,7 @@ from b2calib.calibration import (
     Calibration,
     CollectorInput,
     Diagnostics,
+    PayloadComparison,
     SequentialRunByRun,
 )
 from b2calib.calibration.toolkit import (
@@ -190,6 +191,18 @@ def hot_strips_calibration() -> Calibration:
     """``svd-hot-strips``: SVDHotStripsCalibrations and SVDOccupancyCalibrations."""
     return Calibration(
         name="svd-hot-strips",
+        validation=PayloadComparison(
+            per_payload={
+                # hot strips flagged (the flag column is the status)
+                "SVDHotStripsCalibrations": PayloadComparison(
+                    columns=(), warn_new_flagged_fraction=0.0005, error_new_flagged_fraction=0.01
+                ),
+                # occupancies follow the beam background: absolute, per event
+                "SVDOccupancyCalibrations": PayloadComparison(
+                    columns=("value",), max_pull=None, max_abs_change=0.02
+                ),
+            }
+        ),
         expert="svd-calibration@b2calib.example",
         inputs={"strips": CollectorInput(StripHitCollector(), ("hlt_hadron",))},
         algorithms=[HotStripsAlgorithm()],

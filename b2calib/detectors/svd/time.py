@@ -50,6 +50,7 @@ from b2calib.calibration import (
     Calibration,
     CollectorInput,
     Diagnostics,
+    PayloadComparison,
     SequentialBoundaries,
 )
 from b2calib.calibration.toolkit import NotEnoughData, guarded, require, status_counts
@@ -357,6 +358,9 @@ def time_calibration() -> Calibration:
     """``svd-time``: SVDCoGTimeCalibrations from hadron events."""
     return Calibration(
         name="svd-time",
+        validation=PayloadComparison(
+            columns=("a0",), max_abs_change=1.0
+        ),  # the cubic's correlated coefficients: its constant term (ns)
         expert="svd-calibration@b2calib.example",
         inputs={"clusters": CollectorInput(ClusterTimeCollector(), ("hlt_hadron",))},
         algorithms=[TimeCalibrationAlgorithm()],

@@ -21,6 +21,7 @@ from b2calib.calibration import (
     CollectorInput,
     Constants,
     Diagnostics,
+    PayloadComparison,
     SingleIOV,
 )
 from b2calib.calibration.toolkit import (
@@ -176,6 +177,9 @@ def channel_mask_calibration() -> Calibration:
     """``top-channel-mask``: TOPCalChannelMask from the hits per channel."""
     return Calibration(
         name="top-channel-mask",
+        validation=PayloadComparison(
+            columns=(), warn_new_flagged_fraction=0.01, error_new_flagged_fraction=0.1
+        ),  # a mask: the channels flagged (hit rates follow the luminosity)
         expert="top-calibration@b2calib.example",
         inputs={
             "digits": CollectorInput(

@@ -25,6 +25,7 @@ from b2calib.calibration import (
     CollectorInput,
     Constants,
     Diagnostics,
+    PayloadComparison,
     SequentialBoundaries,
 )
 from b2calib.calibration.toolkit import (
@@ -205,6 +206,7 @@ def channel_t0_calibration() -> Calibration:
     """``top-channel-t0``: TOPCalChannelT0 from collision mu-mu photons, after the masks."""
     return Calibration(
         name="top-channel-t0",
+        validation=PayloadComparison(max_abs_change=0.2),  # channel offsets (ns)
         expert="top-calibration@b2calib.example",
         inputs={"photons": CollectorInput(ChannelTimeCollector(), ("hlt_mumu_2trk",))},
         algorithms=[ChannelT0Algorithm()],

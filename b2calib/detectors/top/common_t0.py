@@ -29,6 +29,7 @@ from b2calib.calibration import (
     Constants,
     Diagnostics,
     Execution,
+    PayloadComparison,
     SequentialRunByRun,
 )
 from b2calib.calibration.toolkit import channel_payload, guarded, require
@@ -439,6 +440,9 @@ def common_t0_calibration() -> Calibration:
     """``top-common-t0``: TOPCalCommonT0 per run, after the channel and module T0."""
     return Calibration(
         name="top-common-t0",
+        validation=PayloadComparison(
+            max_pull=None, max_abs_change=0.5, error_outlier_fraction=1.0
+        ),  # one value per run that follows the accelerator's timing: a warning at most
         expert="top-calibration@b2calib.example",
         inputs={"photons": CollectorInput(common_t0_collector, ("hlt_mumu_2trk",))},
         algorithms=[CommonT0Algorithm()],

@@ -21,6 +21,7 @@ from b2calib.calibration import (
     CollectorInput,
     Constants,
     Diagnostics,
+    PayloadComparison,
     SequentialBoundaries,
 )
 from b2calib.calibration.toolkit import NotEnoughData, channel_payload, guarded, require
@@ -205,6 +206,9 @@ def module_t0_calibration() -> Calibration:
     """``top-module-t0``: TOPCalModuleT0 from mu-mu track pairs, after the channel T0."""
     return Calibration(
         name="top-module-t0",
+        validation=PayloadComparison(
+            max_abs_change=0.2, error_outlier_fraction=0.25
+        ),  # 16 module offsets (ns): one module moving is a warning
         expert="top-calibration@b2calib.example",
         inputs={"pairs": CollectorInput(module_t0_collector, ("hlt_mumu_2trk",))},
         algorithms=[ModuleT0Algorithm()],
