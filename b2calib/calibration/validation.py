@@ -24,7 +24,11 @@ The comparison (:class:`PayloadComparison`)
       ``max_pull=None``), when the relative difference exceeds ``max_rel_change`` or the
       absolute one ``max_abs_change`` (none of them given: channels without errors are not
       judged). Only channels OK in both payloads (or payloads without status) are compared.
-    * Channels newly flagged (OK before, not OK now) and recovered (the reverse).
+    * Channels newly flagged (OK before, not OK now) and recovered (the reverse). A channel
+      newly NOT_ENOUGH_DATA is statistics-limited in this data (not calibrated: a fallback or
+      no value), counted apart from the channels newly DEAD, HOT, UNUSABLE or FAILED (gone
+      bad). A previous payload without status (a simulator's truth, a payload type without
+      flags) counts its channels as OK, and the reason says so.
     * A list payload (rows = the flagged channels, e.g. hot pixels or dead pixels: a type of
       :data:`~b2calib.conditions.payloadtypes.PAYLOAD_TYPES` without a fixed number of rows):
       rows added and removed; the added rows, as a fraction of the new list, are its newly
@@ -35,10 +39,13 @@ The comparison (:class:`PayloadComparison`)
       constants the data would have been processed with had the calibration not run; a
       run-level previous payload is compared with every interval.
     * Verdict per payload: ERROR when no channel is OK and some fell back or failed
-      (:func:`no_ok_channel`), or when the outliers or the newly flagged channels exceed the
-      error fractions; WARNING beyond the warning fractions, or when there is no previous
-      payload; GOOD otherwise. The result's verdict is the worst, its reason the reasons of the
-      payloads that are not GOOD (payload, numbers, worst channels).
+      (:func:`no_ok_channel`; WARNING for a payload declared ``intermediate``), when the
+      outliers or the channels newly DEAD, HOT or FAILED exceed the error fractions, or the
+      statistics-limited ones ``error_limited_fraction``; WARNING beyond the warning
+      fractions, or when there is no previous payload (not judged for an intermediate
+      payload); GOOD otherwise. The result's verdict is the worst, its reason the reasons of
+      the payloads that are not GOOD (payload, numbers, worst channels: each channel once,
+      with its IoV; "no pull" and why when no errors allowed one).
 
 Channel counts (:func:`channel_counts`)
     Over payloads: each row of a payload with a status column counts once: OK as ``OK``;
@@ -188,6 +195,15 @@ class PayloadValidation:
         Compared channels beyond the thresholds.
     newly_flagged, recovered
         Channels OK before and not now, and the reverse (list payloads: rows added).
+    newly_limited
+        Of ``newly_flagged``, the channels NOT_ENOUGH_DATA now: statistics-limited in this
+        data (with or without a fallback value), not channels that went DEAD, HOT or FAILED.
+    newly_by_status
+        ``newly_flagged`` by their new status name (``{"DEAD": 39, "NOT_ENOUGH_DATA": 8}``).
+    previous_without_status
+        Whether a previous payload compared carries no channel status (e.g. a simulator's truth
+        or a payload type without flags): its channels all count as OK before, so a channel
+        flagged now (a known dead wire) counts as newly flagged.
     added, removed
         Rows only in the new payload, only in the previous one.
     max_abs_pull
@@ -195,7 +211,12 @@ class PayloadValidation:
     channels
         :func:`channel_counts` of the new payloads.
     worst
-        The worst channels: ``{"keys": {...}, "column", "new", "old", "diff", "pull"}``.
+        The worst channels, each channel (and column) once: ``{"keys": {...}, "column", "new",
+        "old", "diff", "pull", "iov", "n_iovs"}`` (``iov``: the new IoV or interval of its
+        worst value; ``n_iovs``: in how many IoVs or intervals it is an outlier).
+    pulls_missing
+        Why no pull was computed, when none was (``""`` otherwise): the outliers were then
+        judged by the change thresholds.
     """
 
     name: str
@@ -212,6 +233,10 @@ class PayloadValidation:
     max_abs_pull: float = math.nan
     channels: dict[str, int] = field(default_factory=dict)
     worst: list[dict[str, Any]] = field(default_factory=list)
+    newly_limited: int = 0
+    newly_by_status: dict[str, int] = field(default_factory=dict)
+    previous_without_status: bool = False
+    pulls_missing: str = ""
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready form (the stored per-payload summary)."""
@@ -230,6 +255,10 @@ class PayloadValidation:
             "max_abs_pull": None if math.isnan(self.max_abs_pull) else self.max_abs_pull,
             "channels": dict(self.channels),
             "worst": list(self.worst),
+            "newly_limited": self.newly_limited,
+            "newly_by_status": dict(self.newly_by_status),
+            "previous_without_status": self.previous_without_status,
+            "pulls_missing": self.pulls_missing,
         }
 
     @classmethod
@@ -251,6 +280,10 @@ class PayloadValidation:
             max_abs_pull=math.nan if pull is None else float(pull),
             channels={str(k): int(v) for k, v in d.get("channels", {}).items()},
             worst=list(d.get("worst", [])),
+            newly_limited=int(d.get("newly_limited", 0)),
+            newly_by_status={str(k): int(v) for k, v in d.get("newly_by_status", {}).items()},
+            previous_without_status=bool(d.get("previous_without_status", False)),
+            pulls_missing=str(d.get("pulls_missing", "")),
         )
 
 
@@ -326,8 +359,17 @@ class PayloadComparison:
         Fractions of the compared channels beyond which outliers give WARNING, ERROR (a
         fraction of 0 warns at the first outlier).
     warn_new_flagged_fraction, error_new_flagged_fraction
-        The same for channels newly flagged (OK before, not OK now; list payloads: rows added,
-        as a fraction of the new list).
+        The same for channels newly flagged DEAD, HOT, UNUSABLE or FAILED (OK before, not OK
+        now; list payloads: rows added, as a fraction of the new list).
+    error_limited_fraction
+        Channels newly NOT_ENOUGH_DATA (statistics-limited in this data: the calibration kept
+        a fallback or no value, the channel did not go bad) give WARNING beyond
+        ``warn_new_flagged_fraction`` and ERROR only beyond this fraction (default 0.5: most of
+        the channels were not calibrated by this data).
+    intermediate
+        The payload is an intermediate result that the calibration combines into another of
+        its payloads (e.g. one method's ECL crystal energies): having no OK channel is a
+        WARNING, not an ERROR, and having no previous payload is not judged (it is reported).
     columns
         The value columns to compare (default: every numeric value column both payloads
         have; ``()``: none, only the flags and rows); each must be a column of the new payloads
@@ -346,6 +388,8 @@ class PayloadComparison:
     columns: tuple[str, ...] | None = None
     max_abs_change: float | None = None
     per_payload: Mapping[str, PayloadComparison] = field(default_factory=dict, hash=False)
+    error_limited_fraction: float = 0.5
+    intermediate: bool = False
 
     def __post_init__(self) -> None:
         for what in (
@@ -353,6 +397,7 @@ class PayloadComparison:
             "error_outlier_fraction",
             "warn_new_flagged_fraction",
             "error_new_flagged_fraction",
+            "error_limited_fraction",
         ):
             _fraction(getattr(self, what), what)
         for what in ("max_pull", "max_rel_change", "max_abs_change"):
@@ -366,6 +411,10 @@ class PayloadComparison:
         if self.warn_new_flagged_fraction > self.error_new_flagged_fraction:
             raise CalibrationError(
                 "PayloadComparison: warn_new_flagged_fraction > error_new_flagged_fraction"
+            )
+        if self.warn_new_flagged_fraction > self.error_limited_fraction:
+            raise CalibrationError(
+                "PayloadComparison: warn_new_flagged_fraction > error_limited_fraction"
             )
         if self.columns is not None:
             object.__setattr__(self, "columns", tuple(self.columns))
@@ -411,6 +460,7 @@ class PayloadComparison:
         pulls: dict[str, list[F]] = {}
         worst: list[tuple[float, dict[str, Any]]] = []
         missing: list[str] = []
+        missing_pulls: set[str] = set()
         is_list = _is_list(name)
         rows = 0
         for i, (iov, p) in enumerate(items):
@@ -427,6 +477,12 @@ class PayloadComparison:
                 pv.compared += c.compared
                 pv.outliers += c.outliers
                 pv.newly_flagged += c.newly_flagged
+                pv.newly_limited += c.newly_limited
+                for k, n in c.newly_by_status.items():
+                    pv.newly_by_status[k] = pv.newly_by_status.get(k, 0) + n
+                pv.previous_without_status |= c.previous_without_status
+                if c.pulls_missing:
+                    missing_pulls.add(c.pulls_missing)
                 pv.recovered += c.recovered
                 pv.added += c.added
                 pv.removed += c.removed
@@ -434,7 +490,7 @@ class PayloadComparison:
                 tables.append(c.table)
                 for col, arr in c.pulls.items():
                     pulls.setdefault(col, []).append(arr)
-                worst += c.worst
+                worst += [(score, w | {"iov": str(iov)}) for score, w in c.worst]
         if tables:
             diagnostics.tables[name] = _concat(tables)
         all_pulls = []
@@ -449,8 +505,9 @@ class PayloadComparison:
             diagnostics.histograms[f"{name}_{col}_pull"] = h
         finite = np.concatenate(all_pulls) if all_pulls else np.zeros(0)
         pv.max_abs_pull = float(np.max(np.abs(finite))) if len(finite) else math.nan
-        worst.sort(key=lambda t: -t[0])
-        pv.worst = [w for _, w in worst[:WORST]]
+        if not len(finite) and missing_pulls:
+            pv.pulls_missing = " or ".join(sorted(missing_pulls))
+        pv.worst = _worst_channels(worst)
         self._judge(pv, missing, is_list, rows)
         return pv
 
@@ -459,13 +516,15 @@ class PayloadComparison:
         reasons: list[str] = []
         if no_ok_channel(pv.channels):
             ch = pv.channels
-            verdicts.append(Verdict.ERROR)
+            verdicts.append(Verdict.WARNING if self.intermediate else Verdict.ERROR)
             reasons.append(
-                f"no OK channel: {ch['fallback']} fell back, {ch['NOT_ENOUGH_DATA']} "
+                ("intermediate payload with " if self.intermediate else "")
+                + f"no OK channel: {ch['fallback']} fell back, {ch['NOT_ENOUGH_DATA']} "
                 f"NOT_ENOUGH_DATA, {ch['FAILED']} FAILED without a value"
             )
         if missing:
-            verdicts.append(Verdict.WARNING)
+            if not self.intermediate:
+                verdicts.append(Verdict.WARNING)
             reasons.append(
                 "no previous payload to compare with for IoV"
                 + ("s " if len(missing) > 1 else " ")
@@ -477,28 +536,52 @@ class PayloadComparison:
                 frac, pv.outliers, self.warn_outlier_fraction, self.error_outlier_fraction
             )
             if level is not Verdict.GOOD:
+                pulls = (
+                    f"largest |pull| {pv.max_abs_pull:.3g}"
+                    if math.isfinite(pv.max_abs_pull)
+                    else f"no pull: {pv.pulls_missing or 'no errors'}"
+                )
                 verdicts.append(level)
                 reasons.append(
                     f"{pv.outliers} of {pv.compared} channels ({100 * frac:.3g} %) are outliers"
-                    f" ({self._limits()}; largest |pull| {pv.max_abs_pull:.3g}); worst: "
-                    + _worst_text(pv.worst)
+                    f" ({self._limits()}; {pulls}); worst: " + _worst_text(pv.worst)
                 )
         elif not missing and not is_list and pv.channels.get("OK", 0):
             verdicts.append(Verdict.WARNING)
             reasons.append("no channel OK in both the new and the previous payload to compare")
         base = rows  # the new payloads' channels (a list's: the channels it lists)
-        if pv.newly_flagged and base:
-            frac = pv.newly_flagged / base
+        unknown = " (the previous payload has no channel status)" * pv.previous_without_status
+        bad = pv.newly_flagged - pv.newly_limited
+        if bad and base:
+            frac = bad / base
             level = self._level(
-                frac,
-                pv.newly_flagged,
-                self.warn_new_flagged_fraction,
-                self.error_new_flagged_fraction,
+                frac, bad, self.warn_new_flagged_fraction, self.error_new_flagged_fraction
             )
-            what = "rows added to the list" if is_list else "channels newly flagged"
             if level is not Verdict.GOOD:
                 verdicts.append(level)
-                reasons.append(f"{pv.newly_flagged} {what} ({100 * frac:.3g} % of {base})")
+                if is_list:
+                    reasons.append(f"{bad} rows added to the list ({100 * frac:.3g} % of {base})")
+                else:
+                    which = ", ".join(
+                        f"{n} {k}"
+                        for k, n in sorted(pv.newly_by_status.items())
+                        if k != ChannelStatus.NOT_ENOUGH_DATA.name
+                    )
+                    reasons.append(
+                        f"{bad} channels newly flagged ({which}; {100 * frac:.3g} % of {base})"
+                        + unknown
+                    )
+        if pv.newly_limited and base:
+            frac = pv.newly_limited / base
+            level = self._level(
+                frac, pv.newly_limited, self.warn_new_flagged_fraction, self.error_limited_fraction
+            )
+            if level is not Verdict.GOOD:
+                verdicts.append(level)
+                reasons.append(
+                    f"{pv.newly_limited} channels statistics-limited in this data (newly "
+                    f"NOT_ENOUGH_DATA: not calibrated, {100 * frac:.3g} % of {base})" + unknown
+                )
         if is_list and pv.removed and verdicts:
             reasons.append(f"{pv.removed} rows removed from the list")
         if pv.recovered and verdicts:
@@ -544,7 +627,13 @@ class PayloadComparison:
         # reverse
         was_ok = np.concatenate([s_old == ChannelStatus.OK, np.ones(len(only_new), dtype=bool)])
         is_ok = np.concatenate([s_new == ChannelStatus.OK, _status(new)[only_new] == 0])
-        c.newly_flagged = int(np.sum(was_ok & ~is_ok))
+        newly = was_ok & ~is_ok
+        c.newly_flagged = int(np.sum(newly))
+        s_now = np.concatenate([s_new, _status(new)[only_new]])[newly]
+        for code, n in zip(*np.unique(s_now, return_counts=True), strict=True):
+            c.newly_by_status[ChannelStatus(int(code)).name] = int(n)
+        c.newly_limited = c.newly_by_status.get(ChannelStatus.NOT_ENOUGH_DATA.name, 0)
+        c.previous_without_status = old.status is None
         c.recovered = int(np.sum((s_old != ChannelStatus.OK) & (s_new == ChannelStatus.OK)))
         c.recovered += int(np.sum(_status(old)[only_old] != ChannelStatus.OK))
         table: dict[str, npt.NDArray[Any]] = {
@@ -566,6 +655,10 @@ class PayloadComparison:
             with np.errstate(divide="ignore", invalid="ignore"):
                 rel = np.where(vo != 0, diff / np.abs(vo), np.where(diff == 0, 0.0, np.inf))
             pull = np.full(len(ni), np.nan)
+            if col not in old.errors:
+                c.pulls_missing = "the previous payload has no errors"
+            elif col not in new.errors:
+                c.pulls_missing = "the new payload has no errors"
             if col in new.errors and col in old.errors:
                 en = new.errors[col][ni].astype(np.float64)
                 eo = old.errors[col][oi].astype(np.float64)
@@ -657,6 +750,10 @@ class _Comparison:
     compared: int = 0
     outliers: int = 0
     newly_flagged: int = 0
+    newly_limited: int = 0
+    newly_by_status: dict[str, int] = field(default_factory=dict)
+    previous_without_status: bool = False
+    pulls_missing: str = ""
     recovered: int = 0
     added: int = 0
     removed: int = 0
@@ -677,8 +774,26 @@ def _worst_text(worst: list[dict[str, Any]]) -> str:
     for w in worst[:WORST]:
         keys = ",".join(f"{k}={v}" for k, v in w["keys"].items())
         pull = "" if w["pull"] is None else f", pull {w['pull']:.3g}"
-        out.append(f"{keys} {w['column']} {w['old']:.6g} -> {w['new']:.6g}{pull}")
+        n = int(w.get("n_iovs", 1))
+        where = f" (IoV {w['iov']}" if "iov" in w else ""
+        if where and n > 1:
+            where += f"; an outlier in {n} IoVs"
+        where += ")" if where else ""
+        out.append(f"{keys} {w['column']} {w['old']:.6g} -> {w['new']:.6g}{pull}{where}")
     return "; ".join(out)
+
+
+def _worst_channels(worst: list[tuple[float, dict[str, Any]]]) -> list[dict[str, Any]]:
+    """The ``WORST`` worst entries, each channel and column once (its worst value, with the
+    number of IoVs or intervals in which it is among the outliers)."""
+    seen: dict[tuple[Any, ...], dict[str, Any]] = {}
+    for _, w in sorted(worst, key=lambda t: -t[0]):
+        k = (tuple(sorted(w["keys"].items())), w["column"])
+        if k in seen:
+            seen[k]["n_iovs"] += 1
+        else:
+            seen[k] = w | {"n_iovs": 1}
+    return list(seen.values())[:WORST]
 
 
 def _is_list(name: str) -> bool:
