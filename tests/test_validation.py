@@ -216,6 +216,27 @@ def test_a_channel_outlying_in_several_iovs_is_named_once() -> None:
     assert "(IoV 1,2,1,2; an outlier in 3 IoVs)" in result.reason
 
 
+def test_channels_gone_bad_in_one_iov_are_judged_in_that_iov() -> None:
+    """Issue 17's demo: ARICHChannelMask's 1014 channels newly DEAD in IoV 16,8,-1,-1 (1.7 % of
+    its channels, beyond the 1 % warning fraction) were diluted by the IoV before (0.86 % of
+    both) and not reported at all."""
+    old = gains()
+    status = np.full(N, OK, np.int8)
+    status[:15] = DEAD  # 1.5 % of the second IoV, 0.75 % of both
+    check = PayloadComparison(warn_new_flagged_fraction=0.01, error_new_flagged_fraction=0.1)
+    iovs = [IoV(1, 1, 1, 7), IoV(1, 8, -1, -1)]
+    result = check(
+        {"TestGain": [(iovs[0], gains()), (iovs[1], gains(status=status))]},
+        {"TestGain": [(IoV(1, 0, -1, -1), old)] * 2},
+        CTX,
+    )
+    assert result.verdict is Verdict.WARNING, result.reason
+    assert (
+        "15 channels newly flagged (15 DEAD; 0.75 % of 2000, 15 in IoV 1,8,-1,-1 (1.5 % of 1000))"
+        in (result.reason)
+    )
+
+
 def test_an_intermediate_payload_without_ok_channel_is_a_warning() -> None:
     """Issue 17's demo: ECLCrystalEnergyGammaGamma / MuMu (one method's constants, combined by
     the calibration into ECLCrystalEnergy) had no OK channel at the demo's statistics and no

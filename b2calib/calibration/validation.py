@@ -461,6 +461,7 @@ class PayloadComparison:
         worst: list[tuple[float, dict[str, Any]]] = []
         missing: list[str] = []
         missing_pulls: set[str] = set()
+        per_iov: dict[str, tuple[int, int]] = {}  # IoV -> channels newly bad, channels
         is_list = _is_list(name)
         rows = 0
         for i, (iov, p) in enumerate(items):
@@ -487,6 +488,11 @@ class PayloadComparison:
                 pv.added += c.added
                 pv.removed += c.removed
                 rows += len(new_part)
+                n_bad, n_rows = per_iov.get(str(iov), (0, 0))
+                per_iov[str(iov)] = (
+                    n_bad + c.newly_flagged - c.newly_limited,
+                    n_rows + len(new_part),
+                )
                 tables.append(c.table)
                 for col, arr in c.pulls.items():
                     pulls.setdefault(col, []).append(arr)
@@ -508,10 +514,17 @@ class PayloadComparison:
         if not len(finite) and missing_pulls:
             pv.pulls_missing = " or ".join(sorted(missing_pulls))
         pv.worst = _worst_channels(worst)
-        self._judge(pv, missing, is_list, rows)
+        self._judge(pv, missing, is_list, rows, per_iov)
         return pv
 
-    def _judge(self, pv: PayloadValidation, missing: list[str], is_list: bool, rows: int) -> None:
+    def _judge(
+        self,
+        pv: PayloadValidation,
+        missing: list[str],
+        is_list: bool,
+        rows: int,
+        per_iov: Mapping[str, tuple[int, int]],
+    ) -> None:
         verdicts: list[Verdict] = []
         reasons: list[str] = []
         if no_ok_channel(pv.channels):
@@ -554,13 +567,29 @@ class PayloadComparison:
         bad = pv.newly_flagged - pv.newly_limited
         if bad and base:
             frac = bad / base
+            # judged in the IoV where most went bad: a dead region from one IoV on is not
+            # diluted by the IoVs before it
+            iov, (n_iov, rows_iov) = max(
+                per_iov.items(), key=lambda kv: kv[1][0] / max(kv[1][1], 1)
+            )
+            frac_iov = n_iov / max(rows_iov, 1)
             level = self._level(
-                frac, bad, self.warn_new_flagged_fraction, self.error_new_flagged_fraction
+                max(frac, frac_iov),
+                bad,
+                self.warn_new_flagged_fraction,
+                self.error_new_flagged_fraction,
+            )
+            in_iov = (
+                f", {n_iov} in IoV {iov} ({100 * frac_iov:.3g} % of {rows_iov})"
+                if len(per_iov) > 1 and frac_iov > frac
+                else ""
             )
             if level is not Verdict.GOOD:
                 verdicts.append(level)
                 if is_list:
-                    reasons.append(f"{bad} rows added to the list ({100 * frac:.3g} % of {base})")
+                    reasons.append(
+                        f"{bad} rows added to the list ({100 * frac:.3g} % of {base}{in_iov})"
+                    )
                 else:
                     which = ", ".join(
                         f"{n} {k}"
@@ -568,8 +597,8 @@ class PayloadComparison:
                         if k != ChannelStatus.NOT_ENOUGH_DATA.name
                     )
                     reasons.append(
-                        f"{bad} channels newly flagged ({which}; {100 * frac:.3g} % of {base})"
-                        + unknown
+                        f"{bad} channels newly flagged ({which}; {100 * frac:.3g} % of {base}"
+                        f"{in_iov})" + unknown
                     )
         if pv.newly_limited and base:
             frac = pv.newly_limited / base
