@@ -450,6 +450,46 @@ def test_validate_job_against_a_shifted_previous(
     assert "no previous payload" in none.reason
 
 
+def test_a_new_iov_spanning_a_change_of_the_previous_constants_is_compared_with_each(
+    data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 17's demo: ECLCrateTimeOffset's one new IoV 16,1,16,12 (crate 17: 5.75 ns) was
+    compared with the truth of runs 1-6 only (3.83 ns), not with that of runs 7-12 (6.83 ns,
+    the crate replaced at run 7): a previous payload starting inside a new IoV is compared too,
+    and the reason says the IoV spans a change."""
+    db = ConditionsDB(tmp_path / "db.sqlite")
+    db.create_tag("previous")
+    ones = [
+        (
+            Payload(
+                PAYLOAD, values={"offset": np.array([v])}, errors={"offset": np.array([0.001])}
+            ),
+            i,
+        )
+        for v, i in ((1.0, IoV(1, 0, 1, 2)), (2.0, IoV(1, 3, -1, -1)))
+    ]
+    db.upload_and_add("previous", ones)
+    cal = offset_calibration(name="test-offset-spanning")
+    monkeypatch.setitem(declaration._REGISTRY, cal.name, cal)
+    report = run_calibrations(
+        cal, data, db=db, staging_tag="staging", input_tags=["previous"], cache=tmp_path / "c"
+    )[cal.name]
+    job = JobStore(db).job(report.job)
+    assert job is not None
+    assert [iov for _, _, iov in job.summary["staged"]] == ["1,1,1,4"]
+    result = validate_job(db, job, ["previous"])
+    (pv,) = result.payloads
+    assert pv.outliers == 1  # against the offset 2.0 of runs 3 on, not against 1.0
+    assert result.verdict is not Verdict.GOOD
+    assert pv.previous == [f"{PAYLOAD} rev 1 in previous"]
+    assert (
+        f"IoV 1,1,1,4 spans a change of the previous constants "
+        f"({PAYLOAD} rev 2 in previous from run 3)" in result.reason
+    )
+    assert pv.worst[0]["old"] == 2.0
+    assert pv.worst[0]["previous"] == f"{PAYLOAD} rev 2 in previous"
+
+
 # ------------------------------------------------- every detector's thresholds on the truth
 TRUTH: Any = None
 

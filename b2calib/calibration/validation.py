@@ -14,7 +14,10 @@ it with the job.
 The previous payloads
     For each staged IoV, the payload of the same name valid at the IoV's first run through the
     previous tags: the job's input tags (in the prompt loop the previous bucket's staging tag,
-    then the base global tags), never the staging tag that now holds the new payloads.
+    then the base global tags), never the staging tag that now holds the new payloads. When the
+    previous constants change inside a new IoV (a previous IoV starts in it), the new payload is
+    compared with each of them too, and the reason says that the IoV spans the change: the runs
+    after it were processed with the other constants.
 
 The comparison (:class:`PayloadComparison`)
     * Rows are joined on the key columns. For every value column compared, per channel: the
@@ -212,8 +215,10 @@ class PayloadValidation:
         :func:`channel_counts` of the new payloads.
     worst
         The worst channels, each channel (and column) once: ``{"keys": {...}, "column", "new",
-        "old", "diff", "pull", "iov", "n_iovs"}`` (``iov``: the new IoV or interval of its
-        worst value; ``n_iovs``: in how many IoVs or intervals it is an outlier).
+        "old", "diff", "pull", "iov", "previous", "n_iovs", "n_previous"}`` (``iov`` and
+        ``previous``: the new IoV and the previous payload of its worst value; ``n_iovs``,
+        ``n_previous``: in how many new IoVs, against how many previous payloads it is an
+        outlier).
     pulls_missing
         Why no pull was computed, when none was (``""`` otherwise): the outliers were then
         judged by the change thresholds.
@@ -305,14 +310,19 @@ class ValidationResult:
 @dataclass(frozen=True)
 class ValidationContext:
     """What a validator knows besides the payloads: the calibration, its job key, the staging
-    tag, the previous tags compared with, and where each previous payload was found
-    (``sources[name][i]``: ``"name rev N in TAG"`` for the ``i``-th new IoV, empty when none)."""
+    tag, the previous tags compared with, where each previous payload was found
+    (``sources[name][i]``: ``"name rev N in TAG"`` for the ``i``-th new IoV, empty when none)
+    and the previous payloads that start inside a new IoV (``later``)."""
 
     calibration: str
     job: str = ""
     staging_tag: str = ""
     previous_tags: tuple[str, ...] = ()
     sources: Mapping[str, list[str]] = field(default_factory=dict)
+    #: ``later[name][i]``: the other previous payloads valid inside the ``i``-th new IoV
+    #: (the previous constants changed inside it), with their IoV and source; each is compared
+    #: too (the data of those runs would have been processed with them).
+    later: Mapping[str, list[list[tuple[IoV, Payload, str]]]] = field(default_factory=dict)
 
 
 @runtime_checkable
@@ -431,6 +441,7 @@ class PayloadComparison:
                 list(previous.get(name, [])),
                 list(context.sources.get(name, [])),
                 diagnostics,
+                list(context.later.get(name, [])),
             )
             for name, items in sorted(new.items())
         ]
@@ -453,6 +464,7 @@ class PayloadComparison:
         previous: list[tuple[IoV, Payload] | None],
         sources: list[str],
         diagnostics: Diagnostics,
+        later: list[list[tuple[IoV, Payload, str]]] | None = None,
     ) -> PayloadValidation:
         pv = PayloadValidation(name, Verdict.GOOD, iovs=[str(iov) for iov, _ in items])
         pv.channels = channel_counts(p for _, p in items)
@@ -461,6 +473,7 @@ class PayloadComparison:
         worst: list[tuple[float, dict[str, Any]]] = []
         missing: list[str] = []
         missing_pulls: set[str] = set()
+        spans: list[str] = []
         per_iov: dict[str, tuple[int, int]] = {}  # IoV -> channels newly bad, channels
         is_list = _is_list(name)
         rows = 0
@@ -473,7 +486,19 @@ class PayloadComparison:
             source = sources[i] if i < len(sources) and sources[i] else f"{name} [{old_iov}]"
             if source not in pv.previous:
                 pv.previous.append(source)
-            for new_part, old_part in _pairs(p, old):
+            others = later[i] if later and i < len(later) else []
+            if others:
+                spans.append(
+                    f"IoV {iov} spans a change of the previous constants ("
+                    + ", ".join(
+                        f"{src or name} from run {o_iov.first_run}" for o_iov, _, src in others
+                    )
+                    + "): compared with each"
+                )
+            olds = [(old, source)] + [(o, src or name) for _, o, src in others]
+            for new_part, old_part, src in (
+                (*pair, src) for o, src in olds for pair in _pairs(p, o)
+            ):
                 c = self._compare(new_part, old_part)
                 pv.compared += c.compared
                 pv.outliers += c.outliers
@@ -496,7 +521,7 @@ class PayloadComparison:
                 tables.append(c.table)
                 for col, arr in c.pulls.items():
                     pulls.setdefault(col, []).append(arr)
-                worst += [(score, w | {"iov": str(iov)}) for score, w in c.worst]
+                worst += [(score, w | {"iov": str(iov), "previous": src}) for score, w in c.worst]
         if tables:
             diagnostics.tables[name] = _concat(tables)
         all_pulls = []
@@ -515,6 +540,8 @@ class PayloadComparison:
             pv.pulls_missing = " or ".join(sorted(missing_pulls))
         pv.worst = _worst_channels(worst)
         self._judge(pv, missing, is_list, rows, per_iov)
+        if spans:
+            pv.reason = "; ".join([pv.reason, *spans] if pv.reason else spans)
         return pv
 
     def _judge(
@@ -803,10 +830,12 @@ def _worst_text(worst: list[dict[str, Any]]) -> str:
     for w in worst[:WORST]:
         keys = ",".join(f"{k}={v}" for k, v in w["keys"].items())
         pull = "" if w["pull"] is None else f", pull {w['pull']:.3g}"
-        n = int(w.get("n_iovs", 1))
+        n, n_prev = int(w.get("n_iovs", 1)), int(w.get("n_previous", 1))
         where = f" (IoV {w['iov']}" if "iov" in w else ""
         if where and n > 1:
             where += f"; an outlier in {n} IoVs"
+        if where and n == 1 and n_prev > 1:
+            where += f"; an outlier against {n_prev} previous payloads"
         where += ")" if where else ""
         out.append(f"{keys} {w['column']} {w['old']:.6g} -> {w['new']:.6g}{pull}{where}")
     return "; ".join(out)
@@ -816,12 +845,15 @@ def _worst_channels(worst: list[tuple[float, dict[str, Any]]]) -> list[dict[str,
     """The ``WORST`` worst entries, each channel and column once (its worst value, with the
     number of IoVs or intervals in which it is among the outliers)."""
     seen: dict[tuple[Any, ...], dict[str, Any]] = {}
+    where: dict[tuple[Any, ...], tuple[set[str], set[str]]] = {}
     for _, w in sorted(worst, key=lambda t: -t[0]):
         k = (tuple(sorted(w["keys"].items())), w["column"])
-        if k in seen:
-            seen[k]["n_iovs"] += 1
-        else:
-            seen[k] = w | {"n_iovs": 1}
+        seen.setdefault(k, dict(w))
+        iovs, previous = where.setdefault(k, (set(), set()))
+        iovs.add(str(w.get("iov", "")))
+        previous.add(str(w.get("previous", "")))
+    for k, w in seen.items():
+        w["n_iovs"], w["n_previous"] = len(where[k][0]), len(where[k][1])
     return list(seen.values())[:WORST]
 
 
@@ -934,6 +966,37 @@ def previous_payloads(
     return out, sources
 
 
+def _later_payloads(
+    db: ConditionsDB, items: Items, tags: Sequence[str], sources: Mapping[str, list[str]]
+) -> dict[str, list[list[tuple[IoV, Payload, str]]]]:
+    """Per payload name and new IoV: the previous payloads (through ``tags``, highest priority
+    first) valid at the runs where a previous IoV starts inside the new IoV, other than the one
+    valid at its first run, with their IoV and source."""
+    out: dict[str, list[list[tuple[IoV, Payload, str]]]] = {}
+    for name, pairs in items.items():
+        starts = {e.iov.start for tag in tags for e in db.iovs(tag, name)}
+        inside = [
+            sorted(r for r in starts if iov.contains(*r) and r != iov.start) for iov, _ in pairs
+        ]
+        runs = sorted({r for rs in inside for r in rs})
+        found = db.lookup_many(runs, list(tags), names=[name]) if runs else {}
+        out[name] = []
+        for i, rs in enumerate(inside):
+            seen = {sources.get(name, [""] * len(pairs))[i]}
+            here: list[tuple[IoV, Payload, str]] = []
+            for r in rs:
+                entry = found.get(r, {}).get(name)
+                if entry is None:
+                    continue
+                src = f"{name} rev {entry.payload.revision} in {entry.globaltag}"
+                if src in seen:
+                    continue
+                seen.add(src)
+                here.append((entry.iov, db.payload(entry.payload), src))
+            out[name].append(here)
+    return out
+
+
 def validate_job(
     db: ConditionsDB,
     job: Job,
@@ -982,7 +1045,12 @@ def validate_job(
         )
     previous, sources = previous_payloads(db, items, previous_tags)
     context = ValidationContext(
-        job.calibration, job.key, job.staging_tag, tuple(previous_tags), sources
+        job.calibration,
+        job.key,
+        job.staging_tag,
+        tuple(previous_tags),
+        sources,
+        _later_payloads(db, items, previous_tags, sources),
     )
     return cal.validation(items, previous, context)
 
