@@ -331,6 +331,41 @@ def test_a_time_dependent_payload_interval_by_interval() -> None:
     assert fb.payloads[0].compared == 1
 
 
+def test_a_later_previous_payload_is_compared_with_the_intervals_it_overlaps_only() -> None:
+    """A new IoV of two runs whose intervals cover the first run only (the second a cosmic
+    run): the second run's previous constants are not compared with the first run's data (the
+    demo's BeamSpot turned WARNING so); a new interval across both runs is compared with
+    each run's constants from where they start."""
+    run1 = spots([0, HOUR], [10.570, 10.571])
+    run2 = spots([5 * HOUR], [10.590])  # 20 MeV away
+    later = {"CollisionInvariantMass": [[(IoV(1, 2, 1, 2), run2, "rev 2")]]}
+    check = PayloadComparison(columns=("mass",), max_pull=None, max_abs_change=0.0015)
+    inside = spots([0, HOUR], [10.5701, 10.5711])
+    result = check(
+        {"CollisionInvariantMass": [(IoV(1, 1, 1, 2), inside)]},
+        {"CollisionInvariantMass": [(IoV(1, 1, 1, 1), run1)]},
+        ValidationContext("test", later=later),
+    )
+    assert result.verdict is Verdict.GOOD, result.reason
+    assert result.payloads[0].compared == 2
+    across = time_dependent(
+        "CollisionInvariantMass",
+        [0],
+        [6 * HOUR],
+        values={"mass": np.array([10.5705])},
+        errors={"mass": np.array([1e-4])},
+    )
+    result = check(
+        {"CollisionInvariantMass": [(IoV(1, 1, 1, 2), across)]},
+        {"CollisionInvariantMass": [(IoV(1, 1, 1, 1), run1)]},
+        ValidationContext("test", later=later),
+    )
+    (pv,) = result.payloads
+    assert (pv.compared, pv.outliers) == (2, 1)
+    assert pv.worst[0]["old"] == pytest.approx(10.590)
+    assert "IoV 1,1,1,2 spans 1 change of the previous constants (from run 1,2)" in result.reason
+
+
 def test_no_previous_payload_is_a_warning() -> None:
     result = compare(gains(), None)
     assert result.verdict is Verdict.WARNING
@@ -483,8 +518,8 @@ def test_a_new_iov_spanning_a_change_of_the_previous_constants_is_compared_with_
     assert result.verdict is not Verdict.GOOD
     assert pv.previous == [f"{PAYLOAD} rev 1 in previous"]
     assert (
-        f"IoV 1,1,1,4 spans a change of the previous constants "
-        f"({PAYLOAD} rev 2 in previous from run 3)" in result.reason
+        "IoV 1,1,1,4 spans 1 change of the previous constants (from run 1,3): compared with each"
+        in result.reason
     )
     assert pv.worst[0]["old"] == 2.0
     assert pv.worst[0]["previous"] == f"{PAYLOAD} rev 2 in previous"

@@ -487,18 +487,22 @@ class PayloadComparison:
             if source not in pv.previous:
                 pv.previous.append(source)
             others = later[i] if later and i < len(later) else []
-            if others:
+            todo = [(*pair, source) for pair in _pairs(p, old)]
+            changes = []  # the later previous payloads compared (a time overlap for intervals)
+            for o_iov, o, src in others:
+                pairs = _pairs(p, o, later=True)
+                todo += [(*pair, src or name) for pair in pairs]
+                if pairs:
+                    changes.append(f"{o_iov.first_exp},{o_iov.first_run}")
+            if changes:
                 spans.append(
-                    f"IoV {iov} spans a change of the previous constants ("
-                    + ", ".join(
-                        f"{src or name} from run {o_iov.first_run}" for o_iov, _, src in others
-                    )
+                    f"IoV {iov} spans {len(changes)} change"
+                    + ("s" if len(changes) > 1 else "")
+                    + " of the previous constants (from run "
+                    + ", ".join(changes)
                     + "): compared with each"
                 )
-            olds = [(old, source)] + [(o, src or name) for _, o, src in others]
-            for new_part, old_part, src in (
-                (*pair, src) for o, src in olds for pair in _pairs(p, o)
-            ):
+            for new_part, old_part, src in todo:
                 c = self._compare(new_part, old_part)
                 pv.compared += c.compared
                 pv.outliers += c.outliers
@@ -868,9 +872,12 @@ def _status(p: Payload) -> npt.NDArray[np.int8]:
     return p.status
 
 
-def _pairs(new: Payload, old: Payload) -> list[tuple[Payload, Payload]]:
+def _pairs(new: Payload, old: Payload, later: bool = False) -> list[tuple[Payload, Payload]]:
     """The (new, previous) payloads to compare row by row: a time-dependent new payload per
-    interval with the previous constants at the interval's start; else the payloads."""
+    interval with the previous constants at the interval's start; else the payloads. ``later``:
+    ``old`` is a previous payload starting inside the new IoV: a time-dependent new payload's
+    intervals are compared with it only where their times overlap (a run's constants are not
+    compared with another run's data), at the later of the two starts."""
     if not eventdep.is_time_dependent(new):
         if eventdep.is_time_dependent(old):
             raise CalibrationError(
@@ -878,9 +885,15 @@ def _pairs(new: Payload, old: Payload) -> list[tuple[Payload, Payload]]:
                 "time-dependent: they cannot be compared channel by channel"
             )
         return [(new, old)]
-    starts, _ = eventdep.intervals(new)
+    starts, ends = eventdep.intervals(new)
+    span = eventdep.intervals(old) if eventdep.is_time_dependent(old) else None
     out = []
-    for t in starts.tolist():
+    for t, t_end in zip(starts.tolist(), ends.tolist(), strict=True):
+        at = t  # the time at which the previous constants are taken
+        if later and span is not None:
+            if not (int(span[0].min()) < t_end and t < int(span[1].max())):
+                continue
+            at = max(t, int(span[0].min()))
         sel = new.keys["t_start"] == t
         part = Payload(
             new.name,
@@ -890,7 +903,7 @@ def _pairs(new: Payload, old: Payload) -> list[tuple[Payload, Payload]]:
             status=None if new.status is None else new.status[sel],
             metadata=dict(new.metadata),
         )
-        prev = eventdep.at_time(old, int(t)) if eventdep.is_time_dependent(old) else old
+        prev = eventdep.at_time(old, int(at)) if span is not None else old
         out.append((part, prev))
     return out
 
