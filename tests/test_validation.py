@@ -168,6 +168,37 @@ def test_statistics_limited_channels_are_a_warning_below_the_limited_fraction() 
         )
 
 
+def test_statistics_limited_channels_are_judged_in_their_worst_iov() -> None:
+    """Issue 17's demo: KLMTimeCableDelay had 72 % of its channels NOT_ENOUGH_DATA in IoV
+    16,1,16,4 (2016 of them NaN, no fallback) and 22 % in the next: 47 % of both read as a
+    WARNING; the IoV in use with most channels uncalibrated is an ERROR, and the channels
+    without any value are counted."""
+    old = gains()
+    first = np.full(N, OK, np.int8)
+    first[:700] = NED
+    value = old.values["gain"].copy()
+    value[:50] = np.nan  # no fallback
+    second = np.full(N, OK, np.int8)
+    second[:200] = NED
+    result = PayloadComparison()(
+        {
+            "TestGain": [
+                (IoV(1, 1, 1, 4), gains(value, first)),
+                (IoV(1, 5, -1, -1), gains(status=second)),
+            ]
+        },
+        {"TestGain": [(IoV(1, 0, -1, -1), old)] * 2},
+        CTX,
+    )
+    assert result.verdict is Verdict.ERROR, result.reason
+    assert (
+        "900 channels statistics-limited in this data (newly NOT_ENOUGH_DATA: not calibrated, "
+        "45 % of 2000, 700 in IoV 1,1,1,4 (70 % of 1000); 50 of them without a value, no "
+        "fallback)" in result.reason
+    )
+    assert result.payloads[0].newly_limited_without_value == 50
+
+
 def test_a_previous_payload_without_errors_or_status_is_said_so() -> None:
     """Issue 17's demo: "largest |pull| nan" when the previous payload (the simulator's truth)
     has no errors, and channels flagged DEAD now counted as newly flagged against a previous

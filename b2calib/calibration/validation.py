@@ -201,6 +201,8 @@ class PayloadValidation:
     newly_limited
         Of ``newly_flagged``, the channels NOT_ENOUGH_DATA now: statistics-limited in this
         data (with or without a fallback value), not channels that went DEAD, HOT or FAILED.
+    newly_limited_without_value
+        Of ``newly_limited``, those without a finite value (no fallback was written).
     newly_by_status
         ``newly_flagged`` by their new status name (``{"DEAD": 39, "NOT_ENOUGH_DATA": 8}``).
     previous_without_status
@@ -242,6 +244,7 @@ class PayloadValidation:
     newly_by_status: dict[str, int] = field(default_factory=dict)
     previous_without_status: bool = False
     pulls_missing: str = ""
+    newly_limited_without_value: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready form (the stored per-payload summary)."""
@@ -264,6 +267,7 @@ class PayloadValidation:
             "newly_by_status": dict(self.newly_by_status),
             "previous_without_status": self.previous_without_status,
             "pulls_missing": self.pulls_missing,
+            "newly_limited_without_value": self.newly_limited_without_value,
         }
 
     @classmethod
@@ -289,6 +293,7 @@ class PayloadValidation:
             newly_by_status={str(k): int(v) for k, v in d.get("newly_by_status", {}).items()},
             previous_without_status=bool(d.get("previous_without_status", False)),
             pulls_missing=str(d.get("pulls_missing", "")),
+            newly_limited_without_value=int(d.get("newly_limited_without_value", 0)),
         )
 
 
@@ -474,7 +479,7 @@ class PayloadComparison:
         missing: list[str] = []
         missing_pulls: set[str] = set()
         spans: list[str] = []
-        per_iov: dict[str, tuple[int, int]] = {}  # IoV -> channels newly bad, channels
+        per_iov: dict[str, tuple[int, int, int]] = {}  # IoV -> newly bad, limited, rows
         is_list = _is_list(name)
         rows = 0
         for i, (iov, p) in enumerate(items):
@@ -517,11 +522,13 @@ class PayloadComparison:
                 pv.added += c.added
                 pv.removed += c.removed
                 rows += len(new_part)
-                n_bad, n_rows = per_iov.get(str(iov), (0, 0))
+                n_bad, n_lim, n_rows = per_iov.get(str(iov), (0, 0, 0))
                 per_iov[str(iov)] = (
                     n_bad + c.newly_flagged - c.newly_limited,
+                    n_lim + c.newly_limited,
                     n_rows + len(new_part),
                 )
+                pv.newly_limited_without_value += c.newly_limited_without_value
                 tables.append(c.table)
                 for col, arr in c.pulls.items():
                     pulls.setdefault(col, []).append(arr)
@@ -554,7 +561,7 @@ class PayloadComparison:
         missing: list[str],
         is_list: bool,
         rows: int,
-        per_iov: Mapping[str, tuple[int, int]],
+        per_iov: Mapping[str, tuple[int, int, int]],
     ) -> None:
         verdicts: list[Verdict] = []
         reasons: list[str] = []
@@ -600,8 +607,8 @@ class PayloadComparison:
             frac = bad / base
             # judged in the IoV where most went bad: a dead region from one IoV on is not
             # diluted by the IoVs before it
-            iov, (n_iov, rows_iov) = max(
-                per_iov.items(), key=lambda kv: kv[1][0] / max(kv[1][1], 1)
+            iov, (n_iov, _, rows_iov) = max(
+                per_iov.items(), key=lambda kv: kv[1][0] / max(kv[1][2], 1)
             )
             frac_iov = n_iov / max(rows_iov, 1)
             level = self._level(
@@ -633,14 +640,30 @@ class PayloadComparison:
                     )
         if pv.newly_limited and base:
             frac = pv.newly_limited / base
+            iov, (_, n_iov, rows_iov) = max(
+                per_iov.items(), key=lambda kv: kv[1][1] / max(kv[1][2], 1)
+            )
+            frac_iov = n_iov / max(rows_iov, 1)
             level = self._level(
-                frac, pv.newly_limited, self.warn_new_flagged_fraction, self.error_limited_fraction
+                max(frac, frac_iov),
+                pv.newly_limited,
+                self.warn_new_flagged_fraction,
+                self.error_limited_fraction,
             )
             if level is not Verdict.GOOD:
                 verdicts.append(level)
+                in_iov = (
+                    f", {n_iov} in IoV {iov} ({100 * frac_iov:.3g} % of {rows_iov})"
+                    if len(per_iov) > 1 and frac_iov > frac
+                    else ""
+                )
+                nan = pv.newly_limited_without_value
                 reasons.append(
                     f"{pv.newly_limited} channels statistics-limited in this data (newly "
-                    f"NOT_ENOUGH_DATA: not calibrated, {100 * frac:.3g} % of {base})" + unknown
+                    f"NOT_ENOUGH_DATA: not calibrated, {100 * frac:.3g} % of {base}{in_iov}"
+                    + (f"; {nan} of them without a value, no fallback" if nan else "")
+                    + ")"
+                    + unknown
                 )
         if is_list and pv.removed and verdicts:
             reasons.append(f"{pv.removed} rows removed from the list")
@@ -693,6 +716,10 @@ class PayloadComparison:
         for code, n in zip(*np.unique(s_now, return_counts=True), strict=True):
             c.newly_by_status[ChannelStatus(int(code)).name] = int(n)
         c.newly_limited = c.newly_by_status.get(ChannelStatus.NOT_ENOUGH_DATA.name, 0)
+        finite_now = np.concatenate([_finite_rows(new)[ni], _finite_rows(new)[only_new]])[newly]
+        c.newly_limited_without_value = int(
+            np.sum((s_now == ChannelStatus.NOT_ENOUGH_DATA) & ~finite_now)
+        )
         c.previous_without_status = old.status is None
         c.recovered = int(np.sum((s_old != ChannelStatus.OK) & (s_new == ChannelStatus.OK)))
         c.recovered += int(np.sum(_status(old)[only_old] != ChannelStatus.OK))
@@ -814,6 +841,7 @@ class _Comparison:
     newly_by_status: dict[str, int] = field(default_factory=dict)
     previous_without_status: bool = False
     pulls_missing: str = ""
+    newly_limited_without_value: int = 0
     recovered: int = 0
     added: int = 0
     removed: int = 0
