@@ -9,7 +9,7 @@ SAMPLE := data-samples/bucket
 # (the browser tests drive Debian's chromium, the PostgreSQL tests start a postgresql server)
 DEB_TEST_PACKAGES ?= postgresql chromium
 
-.PHONY: demo test lint typecheck install system-deps sample bench clean
+.PHONY: demo prompt-bucket test lint typecheck install system-deps sample bench clean
 
 $(STAMP): pyproject.toml hatch_build.py
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -62,6 +62,15 @@ DEMO_CALIBRATIONS ?= cdc-dedx-run-gain cdc-t0 ecl-time
 $(DEMO_QA)/runs.json: $(wildcard b2calib/sim/*.py) data-samples/qa.toml | $(STAMP)
 	rm -rf $(DEMO_QA)
 	$(BIN)/b2calib simulate --config data-samples/qa.toml --out $(DEMO_QA) 2>/dev/null
+
+# The demo bucket of the prompt loop (data-samples/prompt.toml: every calibration converges on
+# it), simulated again when the simulator or its configuration changed since; not committed.
+DEMO_PROMPT ?= build/demo/prompt-bucket
+$(DEMO_PROMPT)/runs.json: $(wildcard b2calib/sim/*.py) data-samples/prompt.toml | $(STAMP)
+	rm -rf $(DEMO_PROMPT)
+	$(BIN)/b2calib simulate --config data-samples/prompt.toml --out $(DEMO_PROMPT) --quiet
+
+prompt-bucket: $(DEMO_PROMPT)/runs.json
 
 demo: $(STAMP)
 	@test -f $(SAMPLE)/runs.json || $(MAKE) sample

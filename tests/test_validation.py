@@ -3,6 +3,7 @@ its verdicts, and the validations kept with the jobs."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,7 @@ from b2calib.calibration import (
     Diagnostics,
     JobStore,
     PayloadComparison,
+    PayloadValidation,
     ValidationContext,
     ValidationResult,
     Verdict,
@@ -117,17 +119,171 @@ def test_newly_flagged_channels_by_fraction() -> None:
     status = np.full(N, OK, np.int8)
     status[5] = DEAD  # 0.1 %: not beyond the warning fraction
     assert compare(gains(status=status), old).verdict is Verdict.GOOD
-    status[10:20] = NED  # 1.1 %: WARNING
+    status[10:20] = NED  # 1 % statistics-limited: WARNING
     result = compare(gains(status=status), old)
     assert result.verdict is Verdict.WARNING
-    assert result.payloads[0].newly_flagged == 11
-    assert "11 channels newly flagged" in result.reason
-    status[100:200] = DEAD  # 11 %: ERROR
-    assert compare(gains(status=status), old).verdict is Verdict.ERROR
+    (pv,) = result.payloads
+    assert (pv.newly_flagged, pv.newly_limited) == (11, 10)
+    assert pv.newly_by_status == {"DEAD": 1, "NOT_ENOUGH_DATA": 10}
+    assert "10 channels statistics-limited" in result.reason
+    assert "newly flagged" not in result.reason  # 1 DEAD: 0.1 %, within the warning fraction
+    status[100:200] = DEAD  # 10.1 % newly DEAD: ERROR
+    result = compare(gains(status=status), old)
+    assert result.verdict is Verdict.ERROR
+    assert "101 channels newly flagged (101 DEAD; 10.1 % of 1000)" in result.reason
     # recovered: flagged before, OK now
     back = compare(old, gains(status=status))
     assert back.payloads[0].recovered == 111
     assert back.payloads[0].newly_flagged == 0
+
+
+def test_statistics_limited_channels_are_a_warning_below_the_limited_fraction() -> None:
+    """Issue 17's demo: 47 % of the KLM cable delays, 43 % of the PXD gains fell back for lack
+    of statistics in the bucket: channels not calibrated, not channels gone bad (a WARNING with
+    their own count); ERROR beyond ``error_limited_fraction``, and for channels newly FAILED,
+    DEAD or HOT beyond ``error_new_flagged_fraction`` whatever the statistics-limited ones."""
+    old = gains()
+    status = np.full(N, OK, np.int8)
+    status[:450] = NED  # 45 %, with a fallback value (the previous constants)
+    result = compare(gains(status=status), old)
+    assert result.verdict is Verdict.WARNING, result.reason
+    assert result.payloads[0].channels["fallback"] == 450
+    assert "450 channels statistics-limited in this data" in result.reason
+    assert "45 % of 1000" in result.reason
+    status[:600] = NED  # most channels not calibrated: ERROR
+    assert compare(gains(status=status), old).verdict is Verdict.ERROR
+    strict = PayloadComparison(error_limited_fraction=0.2)
+    status[:] = OK
+    status[:450] = NED
+    assert compare(gains(status=status), old, strict).verdict is Verdict.ERROR
+    status[450:520] = FAILED  # 7 % FAILED beside 45 % statistics-limited: ERROR
+    result = compare(gains(status=status), old)
+    assert result.verdict is Verdict.ERROR
+    assert "70 channels newly flagged (70 FAILED; 7 % of 1000)" in result.reason
+    with pytest.raises(CalibrationError, match="error_limited_fraction"):
+        PayloadComparison(
+            warn_new_flagged_fraction=0.3,
+            error_new_flagged_fraction=0.5,
+            error_limited_fraction=0.2,
+        )
+
+
+def test_statistics_limited_channels_are_judged_in_their_worst_iov() -> None:
+    """Issue 17's demo: KLMTimeCableDelay had 72 % of its channels NOT_ENOUGH_DATA in IoV
+    16,1,16,4 (2016 of them NaN, no fallback) and 22 % in the next: 47 % of both read as a
+    WARNING; the IoV in use with most channels uncalibrated is an ERROR, and the channels
+    without any value are counted."""
+    old = gains()
+    first = np.full(N, OK, np.int8)
+    first[:700] = NED
+    value = old.values["gain"].copy()
+    value[:50] = np.nan  # no fallback
+    second = np.full(N, OK, np.int8)
+    second[:200] = NED
+    result = PayloadComparison()(
+        {
+            "TestGain": [
+                (IoV(1, 1, 1, 4), gains(value, first)),
+                (IoV(1, 5, -1, -1), gains(status=second)),
+            ]
+        },
+        {"TestGain": [(IoV(1, 0, -1, -1), old)] * 2},
+        CTX,
+    )
+    assert result.verdict is Verdict.ERROR, result.reason
+    assert (
+        "900 channels statistics-limited in this data (newly NOT_ENOUGH_DATA: not calibrated, "
+        "45 % of 2000, 700 in IoV 1,1,1,4 (70 % of 1000); 50 of them without a value, no "
+        "fallback)" in result.reason
+    )
+    assert result.payloads[0].newly_limited_without_value == 50
+
+
+def test_a_previous_payload_without_errors_or_status_is_said_so() -> None:
+    """Issue 17's demo: "largest |pull| nan" when the previous payload (the simulator's truth)
+    has no errors, and channels flagged DEAD now counted as newly flagged against a previous
+    payload without status: the reason says both plainly."""
+    old = Payload("TestGain", keys={"channel": np.arange(1, N + 1)}, values={"gain": np.ones(N)})
+    value = np.ones(N)
+    value[7] = 1.5
+    status = np.full(N, OK, np.int8)
+    status[20:40] = DEAD
+    result = compare(gains(value, status), old, PayloadComparison(max_rel_change=0.1))
+    assert result.verdict is Verdict.WARNING
+    assert "nan" not in result.reason
+    assert "no pull: the previous payload has no errors" in result.reason
+    assert "20 channels newly flagged (20 DEAD; 2 % of 1000)" in result.reason
+    assert "(the previous payload has no channel status)" in result.reason
+    (pv,) = result.payloads
+    assert pv.previous_without_status
+    assert pv.pulls_missing == "the previous payload has no errors"
+    assert math.isnan(pv.max_abs_pull)
+    assert PayloadValidation.from_dict(pv.as_dict()).as_dict() == pv.as_dict()
+
+
+def test_a_channel_outlying_in_several_iovs_is_named_once() -> None:
+    """Issue 17's demo: KLMStripEfficiency's "worst" named channel 31905 three times (one per
+    run-level IoV compared with the same previous payload): once, with its worst IoV and how
+    many IoVs it is an outlier in."""
+    old = gains()
+    iovs = [IoV(1, r, 1, r) for r in (1, 2, 3)]
+    news = []
+    for shift in (0.20, 0.30, 0.25):
+        v = old.values["gain"].copy()
+        v[41] += shift  # channel 42 in all three
+        v[99] += 0.1 if shift == 0.30 else 0.0  # channel 100 in IoV 1,2 only
+        news.append(gains(v))
+    check = PayloadComparison()
+    result = check(
+        {"TestGain": list(zip(iovs, news, strict=True))},
+        {"TestGain": [(IoV(1, 0, 1, 0), old)] * 3},
+        CTX,
+    )
+    (pv,) = result.payloads
+    assert pv.outliers == 4
+    assert [w["keys"] for w in pv.worst] == [{"channel": 42}, {"channel": 100}]
+    assert (pv.worst[0]["iov"], pv.worst[0]["n_iovs"]) == ("1,2,1,2", 3)
+    assert result.reason.count("channel=42") == 1
+    assert "(IoV 1,2,1,2; an outlier in 3 IoVs)" in result.reason
+
+
+def test_channels_gone_bad_in_one_iov_are_judged_in_that_iov() -> None:
+    """Issue 17's demo: ARICHChannelMask's 1014 channels newly DEAD in IoV 16,8,-1,-1 (1.7 % of
+    its channels, beyond the 1 % warning fraction) were diluted by the IoV before (0.86 % of
+    both) and not reported at all."""
+    old = gains()
+    status = np.full(N, OK, np.int8)
+    status[:15] = DEAD  # 1.5 % of the second IoV, 0.75 % of both
+    check = PayloadComparison(warn_new_flagged_fraction=0.01, error_new_flagged_fraction=0.1)
+    iovs = [IoV(1, 1, 1, 7), IoV(1, 8, -1, -1)]
+    result = check(
+        {"TestGain": [(iovs[0], gains()), (iovs[1], gains(status=status))]},
+        {"TestGain": [(IoV(1, 0, -1, -1), old)] * 2},
+        CTX,
+    )
+    assert result.verdict is Verdict.WARNING, result.reason
+    assert (
+        "15 channels newly flagged (15 DEAD; 0.75 % of 2000, 15 in IoV 1,8,-1,-1 (1.5 % of 1000))"
+        in (result.reason)
+    )
+
+
+def test_an_intermediate_payload_without_ok_channel_is_a_warning() -> None:
+    """Issue 17's demo: ECLCrystalEnergyGammaGamma / MuMu (one method's constants, combined by
+    the calibration into ECLCrystalEnergy) had no OK channel at the demo's statistics and no
+    previous payload: an ERROR although the combined payload is what physics uses."""
+    none_ok = gains(status=np.full(N, NED, np.int8), name="TestGainMethod")
+    combined = gains()
+    check = PayloadComparison(per_payload={"TestGainMethod": PayloadComparison(intermediate=True)})
+    result = check(
+        {"TestGain": [(IOV, combined)], "TestGainMethod": [(IOV, none_ok)]},
+        {"TestGain": [(IoV(1, 0, 1, 0), gains())]},
+        CTX,
+    )
+    assert result.verdict is Verdict.WARNING, result.reason
+    assert "TestGainMethod: intermediate payload with no OK channel" in result.reason
+    assert "no previous payload to compare with" in result.reason  # reported, not judged
+    assert compare(none_ok, None).verdict is Verdict.ERROR  # not declared intermediate
 
 
 def pixels(where: list[int]) -> Payload:
@@ -206,6 +362,41 @@ def test_a_time_dependent_payload_interval_by_interval() -> None:
     assert fb.payloads[0].compared == 1
 
 
+def test_a_later_previous_payload_is_compared_with_the_intervals_it_overlaps_only() -> None:
+    """A new IoV of two runs whose intervals cover the first run only (the second a cosmic
+    run): the second run's previous constants are not compared with the first run's data (the
+    demo's BeamSpot turned WARNING so); a new interval across both runs is compared with
+    each run's constants from where they start."""
+    run1 = spots([0, HOUR], [10.570, 10.571])
+    run2 = spots([5 * HOUR], [10.590])  # 20 MeV away
+    later = {"CollisionInvariantMass": [[(IoV(1, 2, 1, 2), run2, "rev 2")]]}
+    check = PayloadComparison(columns=("mass",), max_pull=None, max_abs_change=0.0015)
+    inside = spots([0, HOUR], [10.5701, 10.5711])
+    result = check(
+        {"CollisionInvariantMass": [(IoV(1, 1, 1, 2), inside)]},
+        {"CollisionInvariantMass": [(IoV(1, 1, 1, 1), run1)]},
+        ValidationContext("test", later=later),
+    )
+    assert result.verdict is Verdict.GOOD, result.reason
+    assert result.payloads[0].compared == 2
+    across = time_dependent(
+        "CollisionInvariantMass",
+        [0],
+        [6 * HOUR],
+        values={"mass": np.array([10.5705])},
+        errors={"mass": np.array([1e-4])},
+    )
+    result = check(
+        {"CollisionInvariantMass": [(IoV(1, 1, 1, 2), across)]},
+        {"CollisionInvariantMass": [(IoV(1, 1, 1, 1), run1)]},
+        ValidationContext("test", later=later),
+    )
+    (pv,) = result.payloads
+    assert (pv.compared, pv.outliers) == (2, 1)
+    assert pv.worst[0]["old"] == pytest.approx(10.590)
+    assert "IoV 1,1,1,2 spans 1 change of the previous constants (from run 1,2)" in result.reason
+
+
 def test_no_previous_payload_is_a_warning() -> None:
     result = compare(gains(), None)
     assert result.verdict is Verdict.WARNING
@@ -231,7 +422,9 @@ def data(tmp_path: Path) -> Path:
 
 def previous_offset(db: ConditionsDB, value: float, error: float) -> None:
     db.create_tag("previous")
-    payload = Payload(PAYLOAD, values={"offset": np.array([value])}, errors={"offset": [error]})
+    payload = Payload(
+        PAYLOAD, values={"offset": np.array([value])}, errors={"offset": np.array([error])}
+    )
     db.upload_and_add("previous", [(payload, IoV(1, 0, -1, -1))])
 
 
@@ -321,6 +514,46 @@ def test_validate_job_against_a_shifted_previous(
     none = validate_job(db, job, [])
     assert none.verdict is Verdict.WARNING
     assert "no previous payload" in none.reason
+
+
+def test_a_new_iov_spanning_a_change_of_the_previous_constants_is_compared_with_each(
+    data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 17's demo: ECLCrateTimeOffset's one new IoV 16,1,16,12 (crate 17: 5.75 ns) was
+    compared with the truth of runs 1-6 only (3.83 ns), not with that of runs 7-12 (6.83 ns,
+    the crate replaced at run 7): a previous payload starting inside a new IoV is compared too,
+    and the reason says the IoV spans a change."""
+    db = ConditionsDB(tmp_path / "db.sqlite")
+    db.create_tag("previous")
+    ones = [
+        (
+            Payload(
+                PAYLOAD, values={"offset": np.array([v])}, errors={"offset": np.array([0.001])}
+            ),
+            i,
+        )
+        for v, i in ((1.0, IoV(1, 0, 1, 2)), (2.0, IoV(1, 3, -1, -1)))
+    ]
+    db.upload_and_add("previous", ones)
+    cal = offset_calibration(name="test-offset-spanning")
+    monkeypatch.setitem(declaration._REGISTRY, cal.name, cal)
+    report = run_calibrations(
+        cal, data, db=db, staging_tag="staging", input_tags=["previous"], cache=tmp_path / "c"
+    )[cal.name]
+    job = JobStore(db).job(report.job)
+    assert job is not None
+    assert [iov for _, _, iov in job.summary["staged"]] == ["1,1,1,4"]
+    result = validate_job(db, job, ["previous"])
+    (pv,) = result.payloads
+    assert pv.outliers == 1  # against the offset 2.0 of runs 3 on, not against 1.0
+    assert result.verdict is not Verdict.GOOD
+    assert pv.previous == [f"{PAYLOAD} rev 1 in previous"]
+    assert (
+        "IoV 1,1,1,4 spans 1 change of the previous constants (from run 1,3): compared with each"
+        in result.reason
+    )
+    assert pv.worst[0]["old"] == 2.0
+    assert pv.worst[0]["previous"] == f"{PAYLOAD} rev 2 in previous"
 
 
 # ------------------------------------------------- every detector's thresholds on the truth

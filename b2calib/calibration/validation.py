@@ -14,7 +14,10 @@ it with the job.
 The previous payloads
     For each staged IoV, the payload of the same name valid at the IoV's first run through the
     previous tags: the job's input tags (in the prompt loop the previous bucket's staging tag,
-    then the base global tags), never the staging tag that now holds the new payloads.
+    then the base global tags), never the staging tag that now holds the new payloads. When the
+    previous constants change inside a new IoV (a previous IoV starts in it), the new payload is
+    compared with each of them too, and the reason says that the IoV spans the change: the runs
+    after it were processed with the other constants.
 
 The comparison (:class:`PayloadComparison`)
     * Rows are joined on the key columns. For every value column compared, per channel: the
@@ -24,7 +27,11 @@ The comparison (:class:`PayloadComparison`)
       ``max_pull=None``), when the relative difference exceeds ``max_rel_change`` or the
       absolute one ``max_abs_change`` (none of them given: channels without errors are not
       judged). Only channels OK in both payloads (or payloads without status) are compared.
-    * Channels newly flagged (OK before, not OK now) and recovered (the reverse).
+    * Channels newly flagged (OK before, not OK now) and recovered (the reverse). A channel
+      newly NOT_ENOUGH_DATA is statistics-limited in this data (not calibrated: a fallback or
+      no value), counted apart from the channels newly DEAD, HOT, UNUSABLE or FAILED (gone
+      bad). A previous payload without status (a simulator's truth, a payload type without
+      flags) counts its channels as OK, and the reason says so.
     * A list payload (rows = the flagged channels, e.g. hot pixels or dead pixels: a type of
       :data:`~b2calib.conditions.payloadtypes.PAYLOAD_TYPES` without a fixed number of rows):
       rows added and removed; the added rows, as a fraction of the new list, are its newly
@@ -35,10 +42,13 @@ The comparison (:class:`PayloadComparison`)
       constants the data would have been processed with had the calibration not run; a
       run-level previous payload is compared with every interval.
     * Verdict per payload: ERROR when no channel is OK and some fell back or failed
-      (:func:`no_ok_channel`), or when the outliers or the newly flagged channels exceed the
-      error fractions; WARNING beyond the warning fractions, or when there is no previous
-      payload; GOOD otherwise. The result's verdict is the worst, its reason the reasons of the
-      payloads that are not GOOD (payload, numbers, worst channels).
+      (:func:`no_ok_channel`; WARNING for a payload declared ``intermediate``), when the
+      outliers or the channels newly DEAD, HOT or FAILED exceed the error fractions, or the
+      statistics-limited ones ``error_limited_fraction``; WARNING beyond the warning
+      fractions, or when there is no previous payload (not judged for an intermediate
+      payload); GOOD otherwise. The result's verdict is the worst, its reason the reasons of
+      the payloads that are not GOOD (payload, numbers, worst channels: each channel once,
+      with its IoV; "no pull" and why when no errors allowed one).
 
 Channel counts (:func:`channel_counts`)
     Over payloads: each row of a payload with a status column counts once: OK as ``OK``;
@@ -188,6 +198,17 @@ class PayloadValidation:
         Compared channels beyond the thresholds.
     newly_flagged, recovered
         Channels OK before and not now, and the reverse (list payloads: rows added).
+    newly_limited
+        Of ``newly_flagged``, the channels NOT_ENOUGH_DATA now: statistics-limited in this
+        data (with or without a fallback value), not channels that went DEAD, HOT or FAILED.
+    newly_limited_without_value
+        Of ``newly_limited``, those without a finite value (no fallback was written).
+    newly_by_status
+        ``newly_flagged`` by their new status name (``{"DEAD": 39, "NOT_ENOUGH_DATA": 8}``).
+    previous_without_status
+        Whether a previous payload compared carries no channel status (e.g. a simulator's truth
+        or a payload type without flags): its channels all count as OK before, so a channel
+        flagged now (a known dead wire) counts as newly flagged.
     added, removed
         Rows only in the new payload, only in the previous one.
     max_abs_pull
@@ -195,7 +216,14 @@ class PayloadValidation:
     channels
         :func:`channel_counts` of the new payloads.
     worst
-        The worst channels: ``{"keys": {...}, "column", "new", "old", "diff", "pull"}``.
+        The worst channels, each channel (and column) once: ``{"keys": {...}, "column", "new",
+        "old", "diff", "pull", "iov", "previous", "n_iovs", "n_previous"}`` (``iov`` and
+        ``previous``: the new IoV and the previous payload of its worst value; ``n_iovs``,
+        ``n_previous``: in how many new IoVs, against how many previous payloads it is an
+        outlier).
+    pulls_missing
+        Why no pull was computed, when none was (``""`` otherwise): the outliers were then
+        judged by the change thresholds.
     """
 
     name: str
@@ -212,6 +240,11 @@ class PayloadValidation:
     max_abs_pull: float = math.nan
     channels: dict[str, int] = field(default_factory=dict)
     worst: list[dict[str, Any]] = field(default_factory=list)
+    newly_limited: int = 0
+    newly_by_status: dict[str, int] = field(default_factory=dict)
+    previous_without_status: bool = False
+    pulls_missing: str = ""
+    newly_limited_without_value: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready form (the stored per-payload summary)."""
@@ -230,6 +263,11 @@ class PayloadValidation:
             "max_abs_pull": None if math.isnan(self.max_abs_pull) else self.max_abs_pull,
             "channels": dict(self.channels),
             "worst": list(self.worst),
+            "newly_limited": self.newly_limited,
+            "newly_by_status": dict(self.newly_by_status),
+            "previous_without_status": self.previous_without_status,
+            "pulls_missing": self.pulls_missing,
+            "newly_limited_without_value": self.newly_limited_without_value,
         }
 
     @classmethod
@@ -251,6 +289,11 @@ class PayloadValidation:
             max_abs_pull=math.nan if pull is None else float(pull),
             channels={str(k): int(v) for k, v in d.get("channels", {}).items()},
             worst=list(d.get("worst", [])),
+            newly_limited=int(d.get("newly_limited", 0)),
+            newly_by_status={str(k): int(v) for k, v in d.get("newly_by_status", {}).items()},
+            previous_without_status=bool(d.get("previous_without_status", False)),
+            pulls_missing=str(d.get("pulls_missing", "")),
+            newly_limited_without_value=int(d.get("newly_limited_without_value", 0)),
         )
 
 
@@ -272,14 +315,19 @@ class ValidationResult:
 @dataclass(frozen=True)
 class ValidationContext:
     """What a validator knows besides the payloads: the calibration, its job key, the staging
-    tag, the previous tags compared with, and where each previous payload was found
-    (``sources[name][i]``: ``"name rev N in TAG"`` for the ``i``-th new IoV, empty when none)."""
+    tag, the previous tags compared with, where each previous payload was found
+    (``sources[name][i]``: ``"name rev N in TAG"`` for the ``i``-th new IoV, empty when none)
+    and the previous payloads that start inside a new IoV (``later``)."""
 
     calibration: str
     job: str = ""
     staging_tag: str = ""
     previous_tags: tuple[str, ...] = ()
     sources: Mapping[str, list[str]] = field(default_factory=dict)
+    #: ``later[name][i]``: the other previous payloads valid inside the ``i``-th new IoV
+    #: (the previous constants changed inside it), with their IoV and source; each is compared
+    #: too (the data of those runs would have been processed with them).
+    later: Mapping[str, list[list[tuple[IoV, Payload, str]]]] = field(default_factory=dict)
 
 
 @runtime_checkable
@@ -326,8 +374,17 @@ class PayloadComparison:
         Fractions of the compared channels beyond which outliers give WARNING, ERROR (a
         fraction of 0 warns at the first outlier).
     warn_new_flagged_fraction, error_new_flagged_fraction
-        The same for channels newly flagged (OK before, not OK now; list payloads: rows added,
-        as a fraction of the new list).
+        The same for channels newly flagged DEAD, HOT, UNUSABLE or FAILED (OK before, not OK
+        now; list payloads: rows added, as a fraction of the new list).
+    error_limited_fraction
+        Channels newly NOT_ENOUGH_DATA (statistics-limited in this data: the calibration kept
+        a fallback or no value, the channel did not go bad) give WARNING beyond
+        ``warn_new_flagged_fraction`` and ERROR only beyond this fraction (default 0.5: most of
+        the channels were not calibrated by this data).
+    intermediate
+        The payload is an intermediate result that the calibration combines into another of
+        its payloads (e.g. one method's ECL crystal energies): having no OK channel is a
+        WARNING, not an ERROR, and having no previous payload is not judged (it is reported).
     columns
         The value columns to compare (default: every numeric value column both payloads
         have; ``()``: none, only the flags and rows); each must be a column of the new payloads
@@ -346,6 +403,8 @@ class PayloadComparison:
     columns: tuple[str, ...] | None = None
     max_abs_change: float | None = None
     per_payload: Mapping[str, PayloadComparison] = field(default_factory=dict, hash=False)
+    error_limited_fraction: float = 0.5
+    intermediate: bool = False
 
     def __post_init__(self) -> None:
         for what in (
@@ -353,6 +412,7 @@ class PayloadComparison:
             "error_outlier_fraction",
             "warn_new_flagged_fraction",
             "error_new_flagged_fraction",
+            "error_limited_fraction",
         ):
             _fraction(getattr(self, what), what)
         for what in ("max_pull", "max_rel_change", "max_abs_change"):
@@ -366,6 +426,10 @@ class PayloadComparison:
         if self.warn_new_flagged_fraction > self.error_new_flagged_fraction:
             raise CalibrationError(
                 "PayloadComparison: warn_new_flagged_fraction > error_new_flagged_fraction"
+            )
+        if self.warn_new_flagged_fraction > self.error_limited_fraction:
+            raise CalibrationError(
+                "PayloadComparison: warn_new_flagged_fraction > error_limited_fraction"
             )
         if self.columns is not None:
             object.__setattr__(self, "columns", tuple(self.columns))
@@ -382,6 +446,7 @@ class PayloadComparison:
                 list(previous.get(name, [])),
                 list(context.sources.get(name, [])),
                 diagnostics,
+                list(context.later.get(name, [])),
             )
             for name, items in sorted(new.items())
         ]
@@ -404,6 +469,7 @@ class PayloadComparison:
         previous: list[tuple[IoV, Payload] | None],
         sources: list[str],
         diagnostics: Diagnostics,
+        later: list[list[tuple[IoV, Payload, str]]] | None = None,
     ) -> PayloadValidation:
         pv = PayloadValidation(name, Verdict.GOOD, iovs=[str(iov) for iov, _ in items])
         pv.channels = channel_counts(p for _, p in items)
@@ -411,6 +477,9 @@ class PayloadComparison:
         pulls: dict[str, list[F]] = {}
         worst: list[tuple[float, dict[str, Any]]] = []
         missing: list[str] = []
+        missing_pulls: set[str] = set()
+        spans: list[str] = []
+        per_iov: dict[str, tuple[int, int, int]] = {}  # IoV -> newly bad, limited, rows
         is_list = _is_list(name)
         rows = 0
         for i, (iov, p) in enumerate(items):
@@ -422,19 +491,48 @@ class PayloadComparison:
             source = sources[i] if i < len(sources) and sources[i] else f"{name} [{old_iov}]"
             if source not in pv.previous:
                 pv.previous.append(source)
-            for new_part, old_part in _pairs(p, old):
+            others = later[i] if later and i < len(later) else []
+            todo = [(*pair, source) for pair in _pairs(p, old)]
+            changes = []  # the later previous payloads compared (a time overlap for intervals)
+            for o_iov, o, src in others:
+                pairs = _pairs(p, o, later=True)
+                todo += [(*pair, src or name) for pair in pairs]
+                if pairs:
+                    changes.append(f"{o_iov.first_exp},{o_iov.first_run}")
+            if changes:
+                spans.append(
+                    f"IoV {iov} spans {len(changes)} change"
+                    + ("s" if len(changes) > 1 else "")
+                    + " of the previous constants (from run "
+                    + ", ".join(changes)
+                    + "): compared with each"
+                )
+            for new_part, old_part, src in todo:
                 c = self._compare(new_part, old_part)
                 pv.compared += c.compared
                 pv.outliers += c.outliers
                 pv.newly_flagged += c.newly_flagged
+                pv.newly_limited += c.newly_limited
+                for k, n in c.newly_by_status.items():
+                    pv.newly_by_status[k] = pv.newly_by_status.get(k, 0) + n
+                pv.previous_without_status |= c.previous_without_status
+                if c.pulls_missing:
+                    missing_pulls.add(c.pulls_missing)
                 pv.recovered += c.recovered
                 pv.added += c.added
                 pv.removed += c.removed
                 rows += len(new_part)
+                n_bad, n_lim, n_rows = per_iov.get(str(iov), (0, 0, 0))
+                per_iov[str(iov)] = (
+                    n_bad + c.newly_flagged - c.newly_limited,
+                    n_lim + c.newly_limited,
+                    n_rows + len(new_part),
+                )
+                pv.newly_limited_without_value += c.newly_limited_without_value
                 tables.append(c.table)
                 for col, arr in c.pulls.items():
                     pulls.setdefault(col, []).append(arr)
-                worst += c.worst
+                worst += [(score, w | {"iov": str(iov), "previous": src}) for score, w in c.worst]
         if tables:
             diagnostics.tables[name] = _concat(tables)
         all_pulls = []
@@ -449,23 +547,35 @@ class PayloadComparison:
             diagnostics.histograms[f"{name}_{col}_pull"] = h
         finite = np.concatenate(all_pulls) if all_pulls else np.zeros(0)
         pv.max_abs_pull = float(np.max(np.abs(finite))) if len(finite) else math.nan
-        worst.sort(key=lambda t: -t[0])
-        pv.worst = [w for _, w in worst[:WORST]]
-        self._judge(pv, missing, is_list, rows)
+        if not len(finite) and missing_pulls:
+            pv.pulls_missing = " or ".join(sorted(missing_pulls))
+        pv.worst = _worst_channels(worst)
+        self._judge(pv, missing, is_list, rows, per_iov)
+        if spans:
+            pv.reason = "; ".join([pv.reason, *spans] if pv.reason else spans)
         return pv
 
-    def _judge(self, pv: PayloadValidation, missing: list[str], is_list: bool, rows: int) -> None:
+    def _judge(
+        self,
+        pv: PayloadValidation,
+        missing: list[str],
+        is_list: bool,
+        rows: int,
+        per_iov: Mapping[str, tuple[int, int, int]],
+    ) -> None:
         verdicts: list[Verdict] = []
         reasons: list[str] = []
         if no_ok_channel(pv.channels):
             ch = pv.channels
-            verdicts.append(Verdict.ERROR)
+            verdicts.append(Verdict.WARNING if self.intermediate else Verdict.ERROR)
             reasons.append(
-                f"no OK channel: {ch['fallback']} fell back, {ch['NOT_ENOUGH_DATA']} "
+                ("intermediate payload with " if self.intermediate else "")
+                + f"no OK channel: {ch['fallback']} fell back, {ch['NOT_ENOUGH_DATA']} "
                 f"NOT_ENOUGH_DATA, {ch['FAILED']} FAILED without a value"
             )
         if missing:
-            verdicts.append(Verdict.WARNING)
+            if not self.intermediate:
+                verdicts.append(Verdict.WARNING)
             reasons.append(
                 "no previous payload to compare with for IoV"
                 + ("s " if len(missing) > 1 else " ")
@@ -477,28 +587,84 @@ class PayloadComparison:
                 frac, pv.outliers, self.warn_outlier_fraction, self.error_outlier_fraction
             )
             if level is not Verdict.GOOD:
+                pulls = (
+                    f"largest |pull| {pv.max_abs_pull:.3g}"
+                    if math.isfinite(pv.max_abs_pull)
+                    else f"no pull: {pv.pulls_missing or 'no errors'}"
+                )
                 verdicts.append(level)
                 reasons.append(
                     f"{pv.outliers} of {pv.compared} channels ({100 * frac:.3g} %) are outliers"
-                    f" ({self._limits()}; largest |pull| {pv.max_abs_pull:.3g}); worst: "
-                    + _worst_text(pv.worst)
+                    f" ({self._limits()}; {pulls}); worst: " + _worst_text(pv.worst)
                 )
         elif not missing and not is_list and pv.channels.get("OK", 0):
             verdicts.append(Verdict.WARNING)
             reasons.append("no channel OK in both the new and the previous payload to compare")
         base = rows  # the new payloads' channels (a list's: the channels it lists)
-        if pv.newly_flagged and base:
-            frac = pv.newly_flagged / base
+        unknown = " (the previous payload has no channel status)" * pv.previous_without_status
+        bad = pv.newly_flagged - pv.newly_limited
+        if bad and base:
+            frac = bad / base
+            # judged in the IoV where most went bad: a dead region from one IoV on is not
+            # diluted by the IoVs before it
+            iov, (n_iov, _, rows_iov) = max(
+                per_iov.items(), key=lambda kv: kv[1][0] / max(kv[1][2], 1)
+            )
+            frac_iov = n_iov / max(rows_iov, 1)
             level = self._level(
-                frac,
-                pv.newly_flagged,
+                max(frac, frac_iov),
+                bad,
                 self.warn_new_flagged_fraction,
                 self.error_new_flagged_fraction,
             )
-            what = "rows added to the list" if is_list else "channels newly flagged"
+            in_iov = (
+                f", {n_iov} in IoV {iov} ({100 * frac_iov:.3g} % of {rows_iov})"
+                if len(per_iov) > 1 and frac_iov > frac
+                else ""
+            )
             if level is not Verdict.GOOD:
                 verdicts.append(level)
-                reasons.append(f"{pv.newly_flagged} {what} ({100 * frac:.3g} % of {base})")
+                if is_list:
+                    reasons.append(
+                        f"{bad} rows added to the list ({100 * frac:.3g} % of {base}{in_iov})"
+                    )
+                else:
+                    which = ", ".join(
+                        f"{n} {k}"
+                        for k, n in sorted(pv.newly_by_status.items())
+                        if k != ChannelStatus.NOT_ENOUGH_DATA.name
+                    )
+                    reasons.append(
+                        f"{bad} channels newly flagged ({which}; {100 * frac:.3g} % of {base}"
+                        f"{in_iov})" + unknown
+                    )
+        if pv.newly_limited and base:
+            frac = pv.newly_limited / base
+            iov, (_, n_iov, rows_iov) = max(
+                per_iov.items(), key=lambda kv: kv[1][1] / max(kv[1][2], 1)
+            )
+            frac_iov = n_iov / max(rows_iov, 1)
+            level = self._level(
+                max(frac, frac_iov),
+                pv.newly_limited,
+                self.warn_new_flagged_fraction,
+                self.error_limited_fraction,
+            )
+            if level is not Verdict.GOOD:
+                verdicts.append(level)
+                in_iov = (
+                    f", {n_iov} in IoV {iov} ({100 * frac_iov:.3g} % of {rows_iov})"
+                    if len(per_iov) > 1 and frac_iov > frac
+                    else ""
+                )
+                nan = pv.newly_limited_without_value
+                reasons.append(
+                    f"{pv.newly_limited} channels statistics-limited in this data (newly "
+                    f"NOT_ENOUGH_DATA: not calibrated, {100 * frac:.3g} % of {base}{in_iov}"
+                    + (f"; {nan} of them without a value, no fallback" if nan else "")
+                    + ")"
+                    + unknown
+                )
         if is_list and pv.removed and verdicts:
             reasons.append(f"{pv.removed} rows removed from the list")
         if pv.recovered and verdicts:
@@ -544,7 +710,17 @@ class PayloadComparison:
         # reverse
         was_ok = np.concatenate([s_old == ChannelStatus.OK, np.ones(len(only_new), dtype=bool)])
         is_ok = np.concatenate([s_new == ChannelStatus.OK, _status(new)[only_new] == 0])
-        c.newly_flagged = int(np.sum(was_ok & ~is_ok))
+        newly = was_ok & ~is_ok
+        c.newly_flagged = int(np.sum(newly))
+        s_now = np.concatenate([s_new, _status(new)[only_new]])[newly]
+        for code, n in zip(*np.unique(s_now, return_counts=True), strict=True):
+            c.newly_by_status[ChannelStatus(int(code)).name] = int(n)
+        c.newly_limited = c.newly_by_status.get(ChannelStatus.NOT_ENOUGH_DATA.name, 0)
+        finite_now = np.concatenate([_finite_rows(new)[ni], _finite_rows(new)[only_new]])[newly]
+        c.newly_limited_without_value = int(
+            np.sum((s_now == ChannelStatus.NOT_ENOUGH_DATA) & ~finite_now)
+        )
+        c.previous_without_status = old.status is None
         c.recovered = int(np.sum((s_old != ChannelStatus.OK) & (s_new == ChannelStatus.OK)))
         c.recovered += int(np.sum(_status(old)[only_old] != ChannelStatus.OK))
         table: dict[str, npt.NDArray[Any]] = {
@@ -566,6 +742,10 @@ class PayloadComparison:
             with np.errstate(divide="ignore", invalid="ignore"):
                 rel = np.where(vo != 0, diff / np.abs(vo), np.where(diff == 0, 0.0, np.inf))
             pull = np.full(len(ni), np.nan)
+            if col not in old.errors:
+                c.pulls_missing = "the previous payload has no errors"
+            elif col not in new.errors:
+                c.pulls_missing = "the new payload has no errors"
             if col in new.errors and col in old.errors:
                 en = new.errors[col][ni].astype(np.float64)
                 eo = old.errors[col][oi].astype(np.float64)
@@ -657,6 +837,11 @@ class _Comparison:
     compared: int = 0
     outliers: int = 0
     newly_flagged: int = 0
+    newly_limited: int = 0
+    newly_by_status: dict[str, int] = field(default_factory=dict)
+    previous_without_status: bool = False
+    pulls_missing: str = ""
+    newly_limited_without_value: int = 0
     recovered: int = 0
     added: int = 0
     removed: int = 0
@@ -677,8 +862,31 @@ def _worst_text(worst: list[dict[str, Any]]) -> str:
     for w in worst[:WORST]:
         keys = ",".join(f"{k}={v}" for k, v in w["keys"].items())
         pull = "" if w["pull"] is None else f", pull {w['pull']:.3g}"
-        out.append(f"{keys} {w['column']} {w['old']:.6g} -> {w['new']:.6g}{pull}")
+        n, n_prev = int(w.get("n_iovs", 1)), int(w.get("n_previous", 1))
+        where = f" (IoV {w['iov']}" if "iov" in w else ""
+        if where and n > 1:
+            where += f"; an outlier in {n} IoVs"
+        if where and n == 1 and n_prev > 1:
+            where += f"; an outlier against {n_prev} previous payloads"
+        where += ")" if where else ""
+        out.append(f"{keys} {w['column']} {w['old']:.6g} -> {w['new']:.6g}{pull}{where}")
     return "; ".join(out)
+
+
+def _worst_channels(worst: list[tuple[float, dict[str, Any]]]) -> list[dict[str, Any]]:
+    """The ``WORST`` worst entries, each channel and column once (its worst value, with the
+    number of IoVs or intervals in which it is among the outliers)."""
+    seen: dict[tuple[Any, ...], dict[str, Any]] = {}
+    where: dict[tuple[Any, ...], tuple[set[str], set[str]]] = {}
+    for _, w in sorted(worst, key=lambda t: -t[0]):
+        k = (tuple(sorted(w["keys"].items())), w["column"])
+        seen.setdefault(k, dict(w))
+        iovs, previous = where.setdefault(k, (set(), set()))
+        iovs.add(str(w.get("iov", "")))
+        previous.add(str(w.get("previous", "")))
+    for k, w in seen.items():
+        w["n_iovs"], w["n_previous"] = len(where[k][0]), len(where[k][1])
+    return list(seen.values())[:WORST]
 
 
 def _is_list(name: str) -> bool:
@@ -692,9 +900,12 @@ def _status(p: Payload) -> npt.NDArray[np.int8]:
     return p.status
 
 
-def _pairs(new: Payload, old: Payload) -> list[tuple[Payload, Payload]]:
+def _pairs(new: Payload, old: Payload, later: bool = False) -> list[tuple[Payload, Payload]]:
     """The (new, previous) payloads to compare row by row: a time-dependent new payload per
-    interval with the previous constants at the interval's start; else the payloads."""
+    interval with the previous constants at the interval's start; else the payloads. ``later``:
+    ``old`` is a previous payload starting inside the new IoV: a time-dependent new payload's
+    intervals are compared with it only where their times overlap (a run's constants are not
+    compared with another run's data), at the later of the two starts."""
     if not eventdep.is_time_dependent(new):
         if eventdep.is_time_dependent(old):
             raise CalibrationError(
@@ -702,9 +913,15 @@ def _pairs(new: Payload, old: Payload) -> list[tuple[Payload, Payload]]:
                 "time-dependent: they cannot be compared channel by channel"
             )
         return [(new, old)]
-    starts, _ = eventdep.intervals(new)
+    starts, ends = eventdep.intervals(new)
+    span = eventdep.intervals(old) if eventdep.is_time_dependent(old) else None
     out = []
-    for t in starts.tolist():
+    for t, t_end in zip(starts.tolist(), ends.tolist(), strict=True):
+        at = t  # the time at which the previous constants are taken
+        if later and span is not None:
+            if not (int(span[0].min()) < t_end and t < int(span[1].max())):
+                continue
+            at = max(t, int(span[0].min()))
         sel = new.keys["t_start"] == t
         part = Payload(
             new.name,
@@ -714,7 +931,7 @@ def _pairs(new: Payload, old: Payload) -> list[tuple[Payload, Payload]]:
             status=None if new.status is None else new.status[sel],
             metadata=dict(new.metadata),
         )
-        prev = eventdep.at_time(old, int(t)) if eventdep.is_time_dependent(old) else old
+        prev = eventdep.at_time(old, int(at)) if span is not None else old
         out.append((part, prev))
     return out
 
@@ -790,6 +1007,37 @@ def previous_payloads(
     return out, sources
 
 
+def _later_payloads(
+    db: ConditionsDB, items: Items, tags: Sequence[str], sources: Mapping[str, list[str]]
+) -> dict[str, list[list[tuple[IoV, Payload, str]]]]:
+    """Per payload name and new IoV: the previous payloads (through ``tags``, highest priority
+    first) valid at the runs where a previous IoV starts inside the new IoV, other than the one
+    valid at its first run, with their IoV and source."""
+    out: dict[str, list[list[tuple[IoV, Payload, str]]]] = {}
+    for name, pairs in items.items():
+        starts = {e.iov.start for tag in tags for e in db.iovs(tag, name)}
+        inside = [
+            sorted(r for r in starts if iov.contains(*r) and r != iov.start) for iov, _ in pairs
+        ]
+        runs = sorted({r for rs in inside for r in rs})
+        found = db.lookup_many(runs, list(tags), names=[name]) if runs else {}
+        out[name] = []
+        for i, rs in enumerate(inside):
+            seen = {sources.get(name, [""] * len(pairs))[i]}
+            here: list[tuple[IoV, Payload, str]] = []
+            for r in rs:
+                entry = found.get(r, {}).get(name)
+                if entry is None:
+                    continue
+                src = f"{name} rev {entry.payload.revision} in {entry.globaltag}"
+                if src in seen:
+                    continue
+                seen.add(src)
+                here.append((entry.iov, db.payload(entry.payload), src))
+            out[name].append(here)
+    return out
+
+
 def validate_job(
     db: ConditionsDB,
     job: Job,
@@ -838,7 +1086,12 @@ def validate_job(
         )
     previous, sources = previous_payloads(db, items, previous_tags)
     context = ValidationContext(
-        job.calibration, job.key, job.staging_tag, tuple(previous_tags), sources
+        job.calibration,
+        job.key,
+        job.staging_tag,
+        tuple(previous_tags),
+        sources,
+        _later_payloads(db, items, previous_tags, sources),
     )
     return cal.validation(items, previous, context)
 
