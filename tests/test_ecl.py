@@ -25,7 +25,7 @@ import pytest
 import scipy.sparse
 from click.testing import CliRunner
 
-from b2calib.calibration import Constants
+from b2calib.calibration import Constants, run_calibrations
 from b2calib.calibration.toolkit import find_steps, weighted_mean_split
 from b2calib.cli import cli
 from b2calib.conditions import ChannelStatus, ConditionsDB
@@ -887,3 +887,26 @@ def test_ecl_time_notebook(sample: Path) -> None:
     assert abs(step - 3.0) < 3 * err
     assert step > 0
     assert numbers["staged"] == ["ECLCrateTimeOffset", "ECLCrystalTimeOffset"]
+
+
+def test_time_payloads_never_span_a_change_of_the_applied_offsets(tmp_path: Path) -> None:
+    """With an input tag whose crate offsets change at the crate-17 replacement (the sample
+    bucket's truth, run 7), the payloads split there: the collector applied each run's offsets,
+    and one payload over both would add the residuals of runs 7-11 to the offsets of run 1
+    (regression: the demo bucket's crate 17 came out 5.75 ns against a truth of 3.83 / 6.83)."""
+    db = ConditionsDB(tmp_path / "c.sqlite")
+    db.import_local(SAMPLE / "truth", "sim_truth")
+    truth = {str(e.iov) for e in db.iovs("sim_truth", T.CRATE_PAYLOAD)}
+    assert any(i.startswith("12,7,") for i in truth), truth  # the truth changes at run 7
+    report = run_calibrations(
+        "ecl-time",
+        SAMPLE,
+        db=db,
+        staging_tag="staging",
+        input_tags=["sim_truth"],
+        runs=range(1, 12),
+        cache=tmp_path / "cache",
+    )["ecl-time"]
+    assert report.status == "OK", report.message
+    starts = sorted(e.iov.start for e in db.iovs("staging", T.CRATE_PAYLOAD))
+    assert (12, 7) in starts, starts

@@ -4,7 +4,7 @@ constants, payload boundaries where a crate steps."""
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import awkward as ak
@@ -207,13 +207,32 @@ def config_boundaries(config: Mapping[str, Any]) -> list[RunKey]:
     return [(int(e), int(r)) for e, r in config.get("payload_boundaries", [])]
 
 
-def crate_step_boundaries(data: AlgorithmInput, histogram: str) -> list[RunKey]:
-    """Payload boundaries of an ECL calibration: those of its expert config, plus, with
-    ``find_boundaries``, the runs where a crate's mean of the per-run ``histogram`` (crates x
-    values) steps by ``step_min`` at ``step_significance``
+def applied_changes(data: AlgorithmInput, applied: Callable[[RunKey], F]) -> list[RunKey]:
+    """The runs of ``data`` where the constants its collectors applied (``applied(run)``)
+    differ from those of the run before: a payload cannot span one, because its algorithm adds
+    the residuals of all its runs to one run's applied constants (e.g. an input tag whose
+    ECLCrateTimeOffset changes at a crate replacement)."""
+    out, last = [], None
+    for run in data.runs:
+        now = applied(run)
+        if last is not None and not np.array_equal(now, last, equal_nan=True):
+            out.append(run)
+        last = now
+    return out
+
+
+def crate_step_boundaries(
+    data: AlgorithmInput, histogram: str, applied: Callable[[RunKey], F] | None = None
+) -> list[RunKey]:
+    """Payload boundaries of an ECL calibration: those of its expert config, the runs where
+    the constants its collectors applied change (:func:`applied_changes`, with ``applied``),
+    plus, with ``find_boundaries``, the runs where a crate's mean of the per-run ``histogram``
+    (crates x values) steps by ``step_min`` at ``step_significance``
     (:func:`~b2calib.calibration.toolkit.weighted_mean_split`)."""
     cfg = data.config
     found = set(config_boundaries(cfg))
+    if applied is not None:
+        found |= set(applied_changes(data, applied))
     if cfg["find_boundaries"]:
         runs, means, errors = [], [], []
         for run in data.runs:

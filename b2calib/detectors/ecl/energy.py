@@ -527,9 +527,12 @@ class ECLEnergyAlgorithm(Algorithm):
         return AlgorithmResult(status_code, payloads, diag, message)
 
     def boundaries(self, data: AlgorithmInput) -> list[RunKey]:
-        """Runs where a crate's mean raw 5x5 energy fraction steps (see
+        """Runs where a crate's mean raw 5x5 energy fraction steps, and where the constants
+        the collectors applied change (see
         :func:`~b2calib.detectors.ecl._common.crate_step_boundaries`)."""
-        return crate_step_boundaries(data, "ee5x5_crate_ratio")
+        return crate_step_boundaries(
+            data, "ee5x5_crate_ratio", lambda run: applied_constants(data.constants, run)
+        )
 
 
 def energy_calibration() -> Calibration:

@@ -387,9 +387,14 @@ class ECLTimeAlgorithm(Algorithm):
         )
 
     def boundaries(self, data: AlgorithmInput) -> list[RunKey]:
-        """Runs where a crate's mean residual steps (see
-        :func:`~b2calib.detectors.ecl._common.crate_step_boundaries`)."""
-        return crate_step_boundaries(data, "time_crate")
+        """Runs where a crate's mean residual steps, and where the offsets the collector
+        applied change (see :func:`~b2calib.detectors.ecl._common.crate_step_boundaries`)."""
+
+        def applied(run: RunKey) -> F:
+            crystal, crate = _applied(data.constants, run)
+            return crystal + crate[CRATE - 1]
+
+        return crate_step_boundaries(data, "time_crate", applied)
 
 
 def time_calibration() -> Calibration:
