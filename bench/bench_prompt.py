@@ -46,6 +46,8 @@ CONFIG = ROOT / "data-samples" / "prompt.toml"
 #: The issue's budgets (2 cores): generation and the whole loop.
 GENERATION_BUDGET_S = 300.0
 LOOP_BUDGET_S = 180.0
+#: The heading of the hand-written part of the results file, kept when the bench runs again.
+FINDINGS = "## Findings"
 
 
 def generate(out: Path, reuse: bool) -> float | None:
@@ -187,7 +189,13 @@ def write_results(
     for stage, st in summary.stage_times().items():
         lines.append(f"| {stage} | {st.calibrations} | {st.wall_time:.0f} s | {st.elapsed:.0f} s |")
     lines += ["", "## The loop's summary table", "", "```", summary.table(), "```", ""]
-    path.write_text("\n".join(lines))
+    # the findings written by hand below the measured part are kept when it is measured again
+    kept = ""
+    if path.exists():
+        old = path.read_text()
+        if FINDINGS in old:
+            kept = old[old.index(FINDINGS) :]
+    path.write_text("\n".join(lines) + ("\n" + kept if kept else ""))
 
 
 def main() -> None:

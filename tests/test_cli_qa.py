@@ -12,6 +12,7 @@ from click.testing import CliRunner
 
 from b2calib.cli import cli
 from b2calib.qa.store import QADatabase
+from b2calib.runs import RunRegistry
 from tests.test_cli_conditions import record, table
 
 
@@ -175,3 +176,33 @@ def test_good_run_lists_from_the_command_line(collected: dict[str, str], tmp_pat
     assert "XYZ" in error(mona, "grl", "make", "x", "XYZ == GOOD")
     assert [r[0] for r in table(run(env, "grl", "list"))] == ["good", "recoverable"]
     qdb.close()
+
+
+def test_collect_register_only_lets_shifters_certify_without_reading_events(
+    env: dict[str, str], sample: Path
+) -> None:
+    """`qa collect --register-only` registers the runs (the selected ones only) and stores no
+    monitoring; the shifters can then certify them, e.g. before the prompt calibration, whose
+    data-quality filters read the certified flags."""
+    out = run(env, "qa", "collect", sample, "--register-only", "--runs", "1-5")
+    assert out.strip() == f"registered 5 runs of {sample} (no event read)"
+    qdb = QADatabase(env["B2CALIB_DB"])
+    try:
+        assert [r.run for r in qdb.runs.select()] == [1, 2, 3, 4, 5]
+        assert not qdb.histograms.stored_runs()
+    finally:
+        qdb.close()
+    run(env, "user", "add", "mona", "--role", "manager", input="mona-pw\n")
+    mona = as_user(env, "mona", "mona-pw")
+    out = run(mona, "signoff", "flag", 12, "1-5", "all", "GOOD", "--comment", "demo")
+    lines = out.splitlines()
+    assert len(lines) == 5
+    assert all("KLM" in line and line.endswith(": GOOD by mona") for line in lines)
+    assert "(12, 7)" in error(mona, "signoff", "flag", 12, 7, "KLM", "GOOD", "--comment", "x")
+    # what klm-strip-efficiency's filter selects: the certified runs, and only those
+    qdb = QADatabase(env["B2CALIB_DB"])
+    try:
+        registry = qdb.runs.with_certified_flags(RunRegistry.load(sample / "runs.json"))
+    finally:
+        qdb.close()
+    assert [r.run for r in registry.select(dq="Good Or Recoverable")] == [1, 2, 3, 4, 5]

@@ -143,6 +143,11 @@ def qa() -> None:
     help="inprocess, threads, processes, or a Dask scheduler address.",
 )
 @click.option("--no-cache", is_flag=True, help="Do not use the collector cache.")
+@click.option(
+    "--register-only",
+    is_flag=True,
+    help="Only register the runs (what certifying them needs), reading no event.",
+)
 @input_options
 @_uses_db
 def qa_collect(
@@ -152,6 +157,7 @@ def qa_collect(
     runs_text: str | None,
     executor: str,
     no_cache: bool,
+    register_only: bool,
     on_bad_file: str | None,
     stop_on_bad_file: bool,
     no_verify: bool,
@@ -159,13 +165,25 @@ def qa_collect(
 ) -> None:
     """Register the runs of DATA (its runs.json) and store each run's monitoring variables and
     QA histograms; runs with references are evaluated. Every file is compared with its
-    catalogue's checksum before it is read (--no-verify: not)."""
+    catalogue's checksum before it is read (--no-verify: not). --register-only: the runs
+    alone, so that shifters can certify them (e.g. for the calibrations' data-quality
+    filters) before or without the collection."""
     from b2calib.qa.monitoring import collect_qa
     from b2calib.runs import RunRegistry
 
     policy = bad_file_policy(on_bad_file, stop_on_bad_file)
     # a run listed twice stops the collection (or leaves the run out) as the policy says
     registry = RunRegistry.load(data / "runs.json", on_duplicate="drop")
+    if register_only:
+        chosen = parse_runs(runs_text) if runs_text else None
+        selected = [
+            r
+            for r in registry
+            if (exp is None or r.exp == exp) and (chosen is None or r.run in chosen)
+        ]
+        n = qdb.runs.import_runs(selected)
+        click.echo(f"registered {n} runs of {data} (no event read)")
+        return
     results = collect_qa(
         data,
         exp=exp,
