@@ -383,6 +383,23 @@ def test_second_run_does_nothing_and_prints_the_same_summary(
     assert third.state == "TESTING"
 
 
+def test_a_relative_data_folder_is_the_same_loop(
+    bucket: Path, db: ConditionsDB, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The data folder given relative to the working directory names the same jobs as given
+    absolute (regression: `make demo`'s second invocation, with `--data build/...`, found every
+    calibration to do again and refused the VALIDATED staging tag)."""
+    prev = prompt_calibrations.previous_tag(db)
+    options = dict(exp=1, input_tags=[prev], progress=False, calibrations=["tp-base", "tp-dep"])
+    monkeypatch.chdir(bucket.parent)
+    first = run_prompt(Path(bucket.name), db=db, **options)  # type: ignore[arg-type]
+    assert first.ok
+    second = run_prompt(Path(bucket.name), db=db, **options)  # type: ignore[arg-type]
+    assert PromptStore(db).outcomes(second.prompt_run) == {}  # no task ran
+    third = run_prompt(bucket.resolve(), db=db, **options)  # type: ignore[arg-type]
+    assert PromptStore(db).outcomes(third.prompt_run) == {}
+
+
 def test_fallback_is_not_ok_and_blocks_auto_validation(bucket: Path, db: ConditionsDB) -> None:
     prev = prompt_calibrations.previous_tag(db)
     summary = run_prompt(

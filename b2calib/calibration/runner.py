@@ -1099,8 +1099,10 @@ def _no_data_message(runs: Sequence[RunKey], why: Mapping[RunKey, str]) -> str:
 
 
 def _file_identity(path: str) -> list[Any]:
+    """A file in a job's inputs: its absolute path (a folder given as a relative path is the
+    same job), size and modification time."""
     st = os.stat(path)
-    return [path, st.st_size, st.st_mtime_ns]
+    return [os.path.abspath(path), st.st_size, st.st_mtime_ns]
 
 
 def _add_output(total: RunOutput, part: RunOutput, input_name: str) -> None:

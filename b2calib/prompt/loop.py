@@ -151,7 +151,7 @@ def run_prompt(
     systems = batch_systems()  # b2luigi (the prompt extra), before anything is recorded
     if batch_system is not None and batch_system not in systems:
         raise ConfigError(f"batch system {batch_system!r}: b2luigi knows {', '.join(systems)}")
-    folder = Path(data)
+    folder = Path(data).resolve()  # the tasks' folder: the same job keys from any directory
     registry = RunRegistry.load(folder / "runs.json", on_duplicate="drop")
     previous: str | None = None
     if bucket is not None:
