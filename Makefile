@@ -55,7 +55,6 @@ sample: $(STAMP)
 DEMO_DB ?= build/demo/conditions.sqlite
 DEMO_QA ?= build/demo/qa-data
 DEMO_PORT ?= 5006
-DEMO_CALIBRATIONS ?= cdc-dedx-run-gain cdc-t0 ecl-time
 
 # The data-quality runs are simulated again when the simulator or their configuration changed
 # since (a demo folder from an older checkout may hold branches of another type).
@@ -82,18 +81,33 @@ demo: $(STAMP)
 	$(BIN)/b2calib db import-local $(SAMPLE)/truth --gt sim_truth --db $(DEMO_DB) > /dev/null
 	$(BIN)/b2calib gt list --db $(DEMO_DB)
 	$(BIN)/b2calib lookup 12 7 --gt sim_truth --db $(DEMO_DB)
-	@echo "== prompt calibration of the sample bucket (runs 1-11) into staging tag prompt_e12"
-	$(BIN)/b2calib calibrate $(DEMO_CALIBRATIONS) --data $(SAMPLE) --runs 1-11 --gt sim_truth \
-	  --staging prompt_e12 --quiet --db $(DEMO_DB)
+	@echo demo-manager | $(BIN)/b2calib user add manager --role manager --db $(DEMO_DB)
+	@echo demo-expert | $(BIN)/b2calib user add cdc-expert --role expert --detectors CDC,ECL \
+	  --db $(DEMO_DB)
+	@echo demo-shifter | $(BIN)/b2calib user add shifter --role viewer --db $(DEMO_DB)
+	@$(MAKE) --no-print-directory $(DEMO_PROMPT)/runs.json
+	@echo "== the prompt loop over bucket 1 of experiment 16 (12 runs, 9.1 fb^-1); the constants"
+	@echo "   before it (input tag previous_e16) are the simulator's truth of that bucket"
+	$(BIN)/b2calib summary $(DEMO_PROMPT)
+	$(BIN)/b2calib db import-local $(DEMO_PROMPT)/truth --gt previous_e16 --db $(DEMO_DB) > /dev/null
+	@# klm-strip-efficiency reads the runs certified Good or Recoverable: a shifter signs them off
+	$(BIN)/b2calib qa collect $(DEMO_PROMPT) --register-only --db $(DEMO_DB)
+	B2CALIB_PASSWORD=demo-manager $(BIN)/b2calib signoff flag 16 1-12 all GOOD --user manager \
+	  --comment "demo: every detector good" --db $(DEMO_DB) > /dev/null
+	$(BIN)/b2calib prompt --data $(DEMO_PROMPT) --bucket 1 --gt previous_e16 \
+	  --json build/demo/prompt-summary.json --db $(DEMO_DB) \
+	  || echo "(the prompt loop exits with 1 when a calibration is not OK: see the table above)"
+	@echo "== the manager approves the staging tag; it goes into the running tag demo_running"
+	-$(BIN)/b2calib gt create demo_running --description "demo running tag" --db $(DEMO_DB)
+	-$(BIN)/b2calib gt state demo_running RUNNING --db $(DEMO_DB)
+	-$(BIN)/b2calib gt state prompt_bucket1 VALIDATED --author manager --db $(DEMO_DB)
+	$(BIN)/b2calib prompt --data $(DEMO_PROMPT) --bucket 1 --gt previous_e16 --quiet \
+	  --update-running demo_running --mode fix_closed --db $(DEMO_DB) | sed -n '/^running update/,$$p'
 	@echo "== data quality: 30 simulated runs with faults injected in runs 9 (CDC), 15 (TOP), 23 (ECL)"
 	@$(MAKE) --no-print-directory $(DEMO_QA)/runs.json
 	$(BIN)/b2calib qa collect $(DEMO_QA) --db $(DEMO_DB)
 	$(BIN)/b2calib qa reference set 14 2 --all --db $(DEMO_DB) > /dev/null
 	$(BIN)/b2calib qa evaluate --exp 14 --db $(DEMO_DB)
-	@echo demo-manager | $(BIN)/b2calib user add manager --role manager --db $(DEMO_DB)
-	@echo demo-expert | $(BIN)/b2calib user add cdc-expert --role expert --detectors CDC,ECL \
-	  --db $(DEMO_DB)
-	@echo demo-shifter | $(BIN)/b2calib user add shifter --role viewer --db $(DEMO_DB)
 	@echo "== dashboards: log in as manager/demo-manager, cdc-expert/demo-expert or"
 	@echo "   shifter/demo-shifter (anonymous visitors may read)"
 	$(BIN)/b2calib serve --db $(DEMO_DB) --port $(DEMO_PORT) --allow-anonymous
@@ -104,6 +118,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/bench_calibrations.py
 	$(BIN)/python bench/bench_qa.py
 	$(BIN)/python bench/bench_imports.py
+	$(BIN)/python bench/bench_prompt.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build

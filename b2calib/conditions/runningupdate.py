@@ -207,7 +207,9 @@ def plan(
                 problems.append(("gaps", f"{name} has no IoV for runs {gap}"))
             if not reach.iov.is_open:
                 what = f"{reach}: the last IoV of {name} in {staging} is not open"
-                if mode in _CLOSED_ALLOWED:
+                if mode == "fix_closed":
+                    pass  # opened below, which says so
+                elif mode in _CLOSED_ALLOWED:
                     warnings.append(f"{what}: accepted in mode {mode}")
                 else:
                     problems.append(("closed payloads", what))

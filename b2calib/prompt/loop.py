@@ -736,8 +736,9 @@ def _update_running(db: ConditionsDB, summary: PromptSummary, running: str, mode
         actions.append(
             f"running update of {running} with {staging} from run {first[0]}.{first[1]} "
             f"({mode}): {len(update.created)} IoVs added, {len(update.closed)} closed, "
-            f"{len(update.extended)} extended" + "".join(f"; {w}" for w in update.warnings)
+            f"{len(update.extended)} extended"
         )
+        actions += [f"  {w}" for w in update.warnings]
     if summary.bucket is not None:
         name = f"{running}_bucket{summary.bucket}"
     else:
