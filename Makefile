@@ -102,7 +102,7 @@ demo: $(STAMP)
 	-$(BIN)/b2calib gt state demo_running RUNNING --db $(DEMO_DB)
 	-$(BIN)/b2calib gt state prompt_bucket1 VALIDATED --author manager --db $(DEMO_DB)
 	$(BIN)/b2calib prompt --data $(DEMO_PROMPT) --bucket 1 --gt previous_e16 --quiet \
-	  --update-running demo_running --mode fix_closed --db $(DEMO_DB) | sed -n '/^running update/,$$p'
+	  --update-running demo_running --mode fix-closed --db $(DEMO_DB) | sed -n '/^running update/,$$p'
 	@echo "== data quality: 30 simulated runs with faults injected in runs 9 (CDC), 15 (TOP), 23 (ECL)"
 	@$(MAKE) --no-print-directory $(DEMO_QA)/runs.json
 	$(BIN)/b2calib qa collect $(DEMO_QA) --db $(DEMO_DB)

@@ -292,7 +292,8 @@ _MODE_FLAGS = {  # basf2's b2conditionsdb flags for the modes
 @_run_option("-r", "--run", "valid_from", required=True, help="First valid run of the update.")
 @click.option(
     "--mode",
-    type=click.Choice([m.replace("_", "-") for m in _MODES]),
+    # the command line's spelling and the library's (b2calib prompt --mode takes both too)
+    type=click.Choice([*(m.replace("_", "-") for m in _MODES), *(m for m in _MODES if "_" in m)]),
     help="strict (the default): staging IoVs free of gaps and overlaps, ending open; "
     "allow-closed: they may end closed; fix-closed: the last one of each payload is opened; "
     "simple: one 0,0,-1,-1 IoV per payload; full-replacement: as allow-closed, and the open "

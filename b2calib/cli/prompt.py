@@ -80,7 +80,12 @@ __all__ = ["prompt"]
 )
 @click.option(
     "--mode",
-    type=click.Choice(["strict", "allow_closed", "fix_closed", "simple", "full_replacement"]),
+    type=click.Choice(
+        [
+            *("strict", "allow-closed", "fix-closed", "simple", "full-replacement"),
+            *("allow_closed", "fix_closed", "full_replacement"),
+        ]
+    ),
     default="strict",
     show_default=True,
     help="Mode of the running update.",
@@ -177,7 +182,7 @@ def prompt(
             executor=executor,
             batch_system=batch_system,
             update_running=update_running,
-            mode=mode,
+            mode=mode.replace("-", "_"),
             auto_validate=auto_validate,
             config=config,
             progress=not quiet,
