@@ -224,7 +224,7 @@ def run_prompt(
         staging_tag=staging,
         input_tags=tags,
         options={
-            "data": str(folder.resolve()),
+            "data": str(folder),
             "calibrations": names,
             "executor": executor,
             "config": overrides,
@@ -268,8 +268,9 @@ def run_prompt(
 
 def _done(db: ConditionsDB, key: str) -> bool:
     """Whether job ``key`` completed and its validation is recorded."""
-    job = JobStore(db).job(key) if key else None
-    return job is not None and job.state == "completed" and _validated(db, job)
+    store = JobStore(db)
+    job = store.job(key) if key else None
+    return job is not None and job.state == "completed" and store.validation(job) is not None
 
 
 def _open_staging(
@@ -439,17 +440,7 @@ def task_complete(url: str, run_id: int, calibration: str) -> bool:
     db = _db(url, plan.run.author)
     if PromptStore(db).outcome(run_id, calibration) is not None:
         return True
-    job = _current_job(plan, db, calibration)
-    return job is not None and job.state == "completed" and _validated(db, job)
-
-
-def _current_job(plan: _Plan, db: ConditionsDB, calibration: str) -> Job | None:
-    """The recorded job that ``run_calibrations`` would run now for ``calibration`` (None when
-    none is recorded or its key cannot be computed yet)."""
-    key = _job_key(plan, db, calibration)
-    if key is None:
-        return None
-    return _job_by_key(db, key)
+    return _done(db, _job_key(plan, db, calibration) or "")
 
 
 def _job_key(plan: _Plan, db: ConditionsDB, calibration: str) -> str | None:
@@ -472,14 +463,6 @@ def _job_key(plan: _Plan, db: ConditionsDB, calibration: str) -> str | None:
         )
         _KEYS[key] = {name: p.key for name, p in plans.items()}
     return _KEYS[key].get(calibration) or None
-
-
-def _job_by_key(db: ConditionsDB, key: str) -> Job | None:
-    return JobStore(db).job(key)
-
-
-def _validated(db: ConditionsDB, job: Job) -> bool:
-    return JobStore(db).validation(job) is not None
 
 
 def task_run(url: str, run_id: int, calibration: str) -> None:
@@ -620,9 +603,10 @@ def _row(plan: _Plan, db: ConditionsDB, name: str, outcome: TaskOutcome | None) 
         row.status, row.reason, row.job = outcome.outcome, outcome.reason, outcome.job_key
         row.this_run = True
         if outcome.job_key:
-            job = _job_by_key(db, outcome.job_key)
+            job = JobStore(db).job(outcome.job_key)
     else:
-        job = _current_job(plan, db, name)
+        key = _job_key(plan, db, name)
+        job = JobStore(db).job(key) if key else None
         if job is not None and job.state == "completed":
             row.status, row.job = "OK", job.key
             timing = PromptStore(db).last_success(job.key)
