@@ -67,7 +67,7 @@ $(DEMO_QA)/runs.json: $(wildcard b2calib/sim/*.py) data-samples/qa.toml | $(STAM
 DEMO_PROMPT ?= build/demo/prompt-bucket
 $(DEMO_PROMPT)/runs.json: $(wildcard b2calib/sim/*.py) data-samples/prompt.toml | $(STAMP)
 	@echo "== simulating the demo bucket of the prompt loop (data-samples/prompt.toml, ~1M events:"
-	@echo "   about 4 minutes on 2 cores, once; kept in $(DEMO_PROMPT))"
+	@echo "   3.7 GB, about 2 minutes on 2 cores, once; kept in $(DEMO_PROMPT))"
 	rm -rf $(DEMO_PROMPT)
 	$(BIN)/b2calib simulate --config data-samples/prompt.toml --out $(DEMO_PROMPT)
 
