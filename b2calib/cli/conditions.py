@@ -267,8 +267,8 @@ def _review_command(action: str) -> Callable[..., Any]:
                 raise click.ClickException(f"user {user_name!r}: wrong name or password")
             review = (approve if action == "approve" else reject)(cdb, name, user, comment)
         click.echo(
-            f"{name}: {review.state_from} -> {review.state_to} ({action}d by {review.user}, "
-            f"{review.role})"
+            f"{name}: {review.state_from} -> {review.state_to} ({action.rstrip('e')}ed by "
+            f"{review.user}, {review.role})"
         )
 
     return run
