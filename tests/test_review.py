@@ -266,7 +266,8 @@ def test_comparison_numbers_are_the_hand_computed_ones(tmp_path: Path) -> None:
     np.testing.assert_allclose(c.diff, new_v - old_v)
     np.testing.assert_allclose(c.pull, (new_v - old_v) / np.sqrt(new_e**2 + old_e**2))
     np.testing.assert_allclose(c.new_error, new_e)
-    assert c.status_new[10] == 6 and c.status_names[6] == "fallback"
+    assert c.status_new[10] == 6
+    assert c.status_names[6] == "fallback"
     assert c.status_new[11] == DEAD
     assert c.status_counts() == {"OK": n - 2, "DEAD": 1, "fallback": 1}
     out = c.outliers()
@@ -277,7 +278,8 @@ def test_comparison_numbers_are_the_hand_computed_ones(tmp_path: Path) -> None:
     }
     assert len(c.outliers(threshold=20.0)["row"]) == 1
     counts, edges = c.pull_histogram(bins=20, range=(-10, 10))
-    assert len(edges) == 21 and counts.sum() == n - 2  # the fallback and the dead are left out
+    assert len(edges) == 21
+    assert counts.sum() == n - 2
     assert counts[-1] >= 1  # the planted outlier is counted in the last bin
     # against a tag: the payload valid there at the IoV's first run
     by_tag = compare_payload(db, "Gains", 2, previous="prev", tag="stage")
@@ -285,12 +287,14 @@ def test_comparison_numbers_are_the_hand_computed_ones(tmp_path: Path) -> None:
     np.testing.assert_allclose(by_tag.pull, c.pull)
     # nothing to compare with: the first revision has no previous
     first = compare_payload(db, "Gains", 1, tag="prev")
-    assert first.previous is None and first.previous_source == ""
-    assert np.isnan(first.old_value).all() and (first.status_old == -1).all()
+    assert first.previous is None
+    assert first.previous_source == ""
+    assert np.isnan(first.old_value).all()
+    assert (first.status_old == -1).all()
     # the errors name what is missing
     with pytest.raises(ReviewError, match="payload Gains has no revision 9"):
         compare_payload(db, "Gains", 9, tag="stage")
-    with pytest.raises(ReviewError, match="payload Gains revision 2 in tag prev: .*no IoV"):
+    with pytest.raises(ReviewError, match=r"payload Gains revision 2 in tag prev: .*no IoV"):
         compare_payload(db, "Gains", 2, tag="prev")
     with pytest.raises(ReviewError, match="no value column 'gain'"):
         compare_payload(db, "Gains", 2, tag="stage", column="gain")
@@ -328,7 +332,8 @@ def test_comparison_of_multi_iov_list_and_time_dependent_payloads(tmp_path: Path
         ],
     )
     two = compare_payload(db, "Gains", 2, tag="stage", previous="prev")
-    assert two.iovs == ("1,1,1,5", "1,10,1,12") and two.iov == "1,1,1,5"  # no outlier: first
+    assert two.iovs == ("1,1,1,5", "1,10,1,12")
+    assert two.iov == "1,1,1,5"
     assert compare_payload(db, "Gains", 2, tag="stage", iov="1,10,1,12").iov == "1,10,1,12"
     bad = compare_payload(db, "Gains", 3, tag="stage", previous="prev")
     assert bad.outliers()["channel"].tolist() == [4, 5, 6]
@@ -382,7 +387,8 @@ def test_the_default_previous_is_what_the_validation_compared_with(world: World)
         np.testing.assert_allclose(c.new_value, new.values["value"])
         np.testing.assert_allclose(c.old_value, truth.values["value"])
         m = detector_map(c)
-        assert m is not None and m.detector == "ECL"
+        assert m is not None
+        assert m.detector == "ECL"
         np.testing.assert_array_equal(m.y, ecl.ring_of(c.channel))
         np.testing.assert_array_equal(m.x, ecl.iphi_of(c.channel))
         assert len(set(zip(m.x.tolist(), m.y.tolist(), strict=True))) == len(c)
@@ -404,7 +410,8 @@ def test_history_values_are_the_payloads(tmp_path: Path) -> None:
     h = history(db, "t", "Gains", channels=[1, 7, 30, 99])
     assert h.first_run.tolist() == [0, 10, 20, 30, 40]
     assert h.last_run.tolist() == [9, 19, 29, 39, 49]
-    assert h.time is None and h.revision.tolist() == [1, 2, 3, 4, 5]
+    assert h.time is None
+    assert h.revision.tolist() == [1, 2, 3, 4, 5]
     assert h.values.shape == (5, 4)
     for i, p in enumerate(payloads):
         np.testing.assert_array_equal(h.values[i, :3], p.values["value"][[0, 6, 29]])
@@ -412,7 +419,8 @@ def test_history_values_are_the_payloads(tmp_path: Path) -> None:
         assert h.mean[i] == pytest.approx(p.values["value"][ok].mean())
         assert h.spread[i] == pytest.approx(p.values["value"][ok].std())
         assert h.n_ok[i] == 29
-    assert np.isnan(h.values[:, 3]).all() and (h.status[:, 3] == -1).all()
+    assert np.isnan(h.values[:, 3]).all()
+    assert (h.status[:, 3] == -1).all()
     assert h.status[0, 0] == FAILED
     # time-dependent: one point per interval, at its start
     hour = 3_600_000_000_000
@@ -421,7 +429,8 @@ def test_history_values_are_the_payloads(tmp_path: Path) -> None:
     )
     db.upload_and_add("t", [(spot, IoV(2, 0, -1, -1))])
     hs = history(db, "t", "Spot", channels=[0])
-    assert hs.time is not None and hs.time.tolist() == [0.0, 3600.0, 7200.0]
+    assert hs.time is not None
+    assert hs.time.tolist() == [0.0, 3600.0, 7200.0]
     assert hs.values[:, 0].tolist() == [1.0, 2.0, 3.0]
     with pytest.raises(ReviewError, match="global tag t has no payload Nope"):
         history(db, "t", "Nope")
@@ -436,15 +445,19 @@ def test_detector_maps_by_key_columns() -> None:
 
     wires = np.array([0, 159, 160, 14335])
     m = map_of_keys("CDCTimeZeros", {"wire": wires})
-    assert m is not None and m.detector == "CDC"
+    assert m is not None
+    assert m.detector == "CDC"
     assert m.y.tolist() == cdc.layer_of(wires).tolist() == [0, 0, 1, 55]
     assert m.x.tolist() == [0, 159, 0, 383]
     top = map_of_keys("TOPCalChannelT0", {"module": np.array([1, 16]), "pixel": np.array([1, 512])})
-    assert top is not None and (top.x.tolist(), top.y.tolist()) == ([1, 512], [1, 16])
+    assert top is not None
+    assert (top.x.tolist(), top.y.tolist()) == ([1, 512], [1, 16])
     klm = map_of_keys("KLMStripEfficiency", {"channel": np.arange(1, 200)})
-    assert klm is not None and klm.shared
+    assert klm is not None
+    assert klm.shared
     arich = map_of_keys("ARICHChannelMask", {"module": np.array([1, 43]), "channel": [0, 143]})
-    assert arich is not None and (arich.x.tolist(), arich.y.tolist()) == ([0, 11], [0, 23])
+    assert arich is not None
+    assert (arich.x.tolist(), arich.y.tolist()) == ([0, 11], [0, 23])
     assert map_of_keys("ECLCrateTimeOffset", {"crate": np.arange(1, 53)}) is None
     assert map_of_keys("ECLCrystalEnergy", {"cellID": np.array([0, 5])}) is None  # not a cell
 
@@ -458,7 +471,10 @@ def test_approve_and_reject_record_reviews(world: World) -> None:
     assert may_review(u["cdc"], s) == (True, "")
     assert may_review(u["boss"], s) == (True, "")
     allowed, why = may_review(u["ecl"], s)
-    assert not allowed and "ecl" in why and "r_cdc" in why and "CDC" in why
+    assert not allowed
+    assert "ecl" in why
+    assert "r_cdc" in why
+    assert "CDC" in why
     review = approve(db, tag, u["cdc"], "dE/dx gains look fine")
     assert (review.action, review.user, review.role, review.detectors) == (
         "approve",
@@ -473,7 +489,8 @@ def test_approve_and_reject_record_reviews(world: World) -> None:
     assert stored.time == review.time.replace(microsecond=stored.time.microsecond)
     assert tag_summary(db, tag).reviews == (stored,)
     moved = [h for h in db.history(tag) if h.action == "state"][-1]
-    assert moved.details["new"] == "VALIDATED" and moved.details["user"] == "cdc"
+    assert moved.details["new"] == "VALIDATED"
+    assert moved.details["user"] == "cdc"
     assert moved.details["comment"] == "dE/dx gains look fine"
     # back to TESTING, then the manager rejects it (a comment is required)
     db.set_state(tag, "OPEN")
@@ -582,16 +599,20 @@ def test_gt_approve_and_reject_on_the_command_line(world: World) -> None:
     assert runner.invoke(cli, ["gt", "state", tag, "OPEN"]).exit_code == 0
     assert runner.invoke(cli, ["gt", "state", tag, "TESTING"]).exit_code == 0
     usage = runner.invoke(cli, ["gt", "reject", tag, "--user", "boss"])
-    assert usage.exit_code == 2 and "--comment" in usage.output
+    assert usage.exit_code == 2
+    assert "--comment" in usage.output
     wrong = CliRunner(env={**env, "B2CALIB_PASSWORD": "bad"}).invoke(
         cli, ["gt", "reject", tag, "--user", "boss", "--comment", "x"]
     )
-    assert wrong.exit_code == 1 and "wrong name or password" in wrong.output
+    assert wrong.exit_code == 1
+    assert "wrong name or password" in wrong.output
     out = runner.invoke(cli, ["gt", "reject", tag, "--user", "boss", "--comment", "redo"])
-    assert out.exit_code == 0 and "TESTING -> OPEN (rejected by boss, manager)" in out.output
+    assert out.exit_code == 0
+    assert "TESTING -> OPEN (rejected by boss, manager)" in out.output
     assert [r.action for r in reviews(db, tag)] == ["approve", "reject"]
     helptext = runner.invoke(cli, ["gt", "--help"]).output
-    assert "approve" in helptext and "reject" in helptext
+    assert "approve" in helptext
+    assert "reject" in helptext
 
 
 # ------------------------------------------------------------------------------ export
