@@ -281,6 +281,28 @@ def test_comparison_numbers_are_the_hand_computed_ones(tmp_path: Path) -> None:
     assert len(edges) == 21
     assert counts.sum() == n - 2
     assert counts[-1] >= 1  # the planted outlier is counted in the last bin
+    # without errors: judged by the change thresholds, ranked by how far beyond them
+    offsets = Payload(
+        "Offsets", keys={"crate": np.arange(1, 5)}, values={"value": [0.001, 5.0, -6.0, 2.0]}
+    )
+    moved = Payload(
+        "Offsets", keys={"crate": np.arange(1, 5)}, values={"value": [0.05, 8.0, -2.0, 2.1]}
+    )
+    db.upload_and_add("prev", [(offsets, IoV(1, 0, -1, -1))])
+    db.upload_and_add("stage", [(moved, IoV(1, 1, -1, -1))])
+    o = compare_payload(db, "Offsets", 2, tag="stage", previous="prev")
+    assert np.isnan(o.pull).all()
+    assert len(o.outliers()["row"]) == 0  # the default comparison judges pulls only
+    by_change = o.outliers(max_abs_change=1.0)
+    assert by_change["crate"].tolist() == [
+        3,
+        2,
+    ]  # crate 1 moved by 0.049 only: rel 49 is no outlier
+    np.testing.assert_allclose(by_change["score"], [4.0, 3.0])
+    np.testing.assert_allclose(by_change["diff"], [4.0, 3.0])
+    by_rel = o.outliers(max_rel_change=0.5)
+    assert by_rel["crate"].tolist() == [1, 3, 2]
+    np.testing.assert_allclose(by_rel["score"], [49.0 / 0.5, (4 / 6) / 0.5, 0.6 / 0.5])
     # against a tag: the payload valid there at the IoV's first run
     by_tag = compare_payload(db, "Gains", 2, previous="prev", tag="stage")
     assert by_tag.previous_source == "prev [1,0,-1,-1]"

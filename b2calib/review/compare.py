@@ -178,7 +178,10 @@ class ChannelComparison:
         threshold: rows without a pull are not judged). The columns: ``row`` (index in this
         comparison), the key columns, ``channel`` (a key column named ``channel`` is the
         channel id), ``new``, ``old``, ``diff``, ``pull``,
-        ``rel``, ``score`` (abs(pull), else abs(rel)), ``status_new``, ``status_old``.
+        ``rel``, ``score`` (how many times its threshold the row is beyond: abs(pull) /
+        threshold, else the larger of abs(rel) / ``max_rel_change`` and abs(diff) /
+        ``max_abs_change``: a time offset near 0 is judged by its change in ns, not by a
+        relative change), ``status_new``, ``status_old``.
         """
         thr = self.max_pull if threshold is None else threshold
         rel_thr = self.max_rel_change if max_rel_change is None else max_rel_change
@@ -198,7 +201,17 @@ class ChannelComparison:
             if abs_thr is not None:
                 out |= rest & (np.abs(self.diff) > abs_thr)
         rows = np.flatnonzero(out)
-        score = np.where(has_pull, np.abs(self.pull), np.abs(rel))[rows]
+        # how far beyond its threshold each row is: comparable across the criteria
+        by_pull = has_pull[rows] & (thr is not None)
+        score = np.zeros(len(rows))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            if thr is not None:
+                score = np.where(by_pull, np.abs(self.pull[rows]) / thr, 0.0)
+            if rel_thr is not None:
+                score = np.where(by_pull, score, np.maximum(score, np.abs(rel[rows]) / rel_thr))
+            if abs_thr is not None:
+                change = np.abs(self.diff[rows]) / abs_thr
+                score = np.where(by_pull, score, np.maximum(score, change))
         order = np.argsort(-score, kind="stable")
         rows, score = rows[order], score[order]
         table: dict[str, npt.NDArray[Any]] = {"row": rows}
