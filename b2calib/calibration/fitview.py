@@ -588,8 +588,9 @@ class HistogramFit(ChannelView):
         pulls = np.full(len(counts), np.nan)
         model_x = np.zeros(0)
         model: dict[str, F] = {}
-        values = {p: v for p, (v, _) in fit.parameters.items()}
+        shown = self.parameters_for(context, fit)
         peak = self.model_for(context, fit)
+        values = {p: shown[p][0] for p in peak.parameters if p in shown}
         has_model = fit.ok and all(p in values for p in peak.parameters)
         has_model = has_model and all(np.isfinite(v) for v in values.values())
         has_model = has_model and len(fit_edges) > 1
@@ -621,7 +622,7 @@ class HistogramFit(ChannelView):
             pulls=pulls,
             status=context.status,
             message=message,
-            parameters=self.parameters_for(context, fit),
+            parameters=shown,
             entries=entries,
             kind="fit",
             iov=context.iov,
