@@ -44,6 +44,7 @@ from b2calib.calibration import (
     PayloadComparison,
     SequentialRunByRun,
 )
+from b2calib.calibration.fitview import NoChannelFit
 from b2calib.calibration.toolkit import NotEnoughData, channel_payload, guarded, require
 from b2calib.conditions import ChannelStatus
 from b2calib.engine import Collector
@@ -315,6 +316,13 @@ class ChannelMaskAlgorithm(Algorithm):
         return AlgorithmResult(AlgorithmStatus.OK, [payload], diag, message)
 
 
+_VIEW = NoChannelFit(
+    "this calibration counts hits in time windows (signal over noise per channel, diagnostics "
+    "windows, channels)",
+    lambda c: c.step_message,
+)
+
+
 def channel_mask_calibration() -> Calibration:
     """``arich-channel-mask``: ARICHChannelMask from the time windows of the hits."""
     return Calibration(
@@ -346,6 +354,7 @@ def channel_mask_calibration() -> Calibration:
         "masked below 0.3 x its HAPD ring's average signal or with signal/noise < 0.1; "
         "NOT_ENOUGH_DATA below 30 signal hits per channel in the outer ring; the channels of "
         "any other ring below 30 are NOT_ENOUGH_DATA, not masked (hot ones still HOT).",
+        fit_views={CHANNEL_MASK: _VIEW},
     )
 
 

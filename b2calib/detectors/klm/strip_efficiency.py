@@ -37,6 +37,7 @@ from b2calib.calibration import (
     Diagnostics,
     PayloadComparison,
 )
+from b2calib.calibration.fitview import NoChannelFit, ViewContext
 from b2calib.calibration.strategies import Execute, Execution, RequestBoundaries, Strategy
 from b2calib.calibration.toolkit import (
     NotEnoughData,
@@ -226,6 +227,22 @@ class StripEfficiencyRunByRun(Strategy):
         return out
 
 
+def _plane_detail(context: ViewContext) -> str:
+    t = context.table("planes")
+    i = np.flatnonzero(t["plane"] == context.channel)
+    if i.size == 0:
+        return ""
+    k = int(i[0])
+    return (
+        f"{int(t['matched'][k])} of {int(t['crossings'][k])} track crossings matched: "
+        f"efficiency {float(t['efficiency'][k]):.3f} "
+        f"[{float(t['interval_low'][k]):.3f}, {float(t['interval_high'][k]):.3f}]"
+    )
+
+
+_VIEW = NoChannelFit("this calibration counts matched track crossings per plane", _plane_detail)
+
+
 def strip_efficiency_calibration() -> Calibration:
     """``klm-strip-efficiency``: KLMStripEfficiency from tight mu-mu events."""
     return Calibration(
@@ -247,6 +264,7 @@ def strip_efficiency_calibration() -> Calibration:
         "crossings per plane with the basf2 collector cuts (14 matching digits, 4 in outer "
         "layers, 4 GeV/c without outer layers), Jeffreys interval; run by run, runs lacking data "
         "merged into a neighbouring good run when they add no newly measured plane.",
+        fit_views={STRIP_EFFICIENCY: _VIEW},
     )
 
 

@@ -55,6 +55,7 @@ from b2calib.calibration import (
     SequentialRunByRun,
     SimpleRunByRun,
 )
+from b2calib.calibration.fitview import NoChannelFit
 from b2calib.calibration.toolkit import (
     NotEnoughData,
     binomial_interval,
@@ -703,6 +704,14 @@ _MASKS_VALIDATION = PayloadComparison(
 )
 
 
+_VIEW = NoChannelFit(
+    "this calibration counts hits per pixel against its sensor's median (diagnostics "
+    "hits_per_pixel, sensors)",
+    lambda c: c.step_message,
+)
+_VIEWS = {MASKED_PIXELS: _VIEW, DEAD_PIXELS: _VIEW, OCCUPANCY_INFO: _VIEW}
+
+
 def hot_dead_calibration() -> Calibration:
     """``pxd-hot-dead``: the PXD masks of collision runs, run by run (a run short of hits is
     merged with the next, SequentialRunByRun)."""
@@ -722,6 +731,7 @@ def hot_dead_calibration() -> Calibration:
         "PXDOccupancyInfoPar) from the digits of every pixel: NOT_ENOUGH_DATA below 15 hits "
         "per pixel; dead sensors, rows, drains, pixels without hits; hot pixels, drains and "
         "rows above 7 x the sensor median.",
+        fit_views=_VIEWS,
     )
 
 
@@ -744,6 +754,7 @@ def cosmic_masks_calibration() -> Calibration:
         expert_config={**_EXPERT_CONFIG, "force_continue_masking": True},
         description="PXD hot and dead pixels of cosmic runs, run by run, forced through: hot "
         "pixels whatever the statistics, dead ones where the median allows it.",
+        fit_views=_VIEWS,
     )
 
 

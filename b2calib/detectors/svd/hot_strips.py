@@ -44,6 +44,7 @@ from b2calib.calibration import (
     PayloadComparison,
     SequentialRunByRun,
 )
+from b2calib.calibration.fitview import NoChannelFit
 from b2calib.calibration.toolkit import (
     NotEnoughData,
     binomial_interval,
@@ -187,6 +188,13 @@ class HotStripsAlgorithm(Algorithm):
         )
 
 
+_VIEW = NoChannelFit(
+    "this calibration counts hits: a strip is hot when its occupancy exceeds its side's "
+    "mean by the configured factor",
+    lambda c: c.step_message,
+)
+
+
 def hot_strips_calibration() -> Calibration:
     """``svd-hot-strips``: SVDHotStripsCalibrations and SVDOccupancyCalibrations."""
     return Calibration(
@@ -220,6 +228,7 @@ def hot_strips_calibration() -> Calibration:
         description="SVD hot strips (SVDHotStripsCalibrations, a flag per strip) and strip "
         "occupancy (SVDOccupancyCalibrations): strips above 20 % occupancy, then repeatedly "
         "above 5 x the sensor-side mean of the others until none is added.",
+        fit_views={HOT_STRIPS: _VIEW, OCCUPANCY: _VIEW},
     )
 
 

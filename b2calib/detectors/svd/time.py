@@ -53,6 +53,7 @@ from b2calib.calibration import (
     PayloadComparison,
     SequentialBoundaries,
 )
+from b2calib.calibration.fitview import NoChannelFit
 from b2calib.calibration.toolkit import NotEnoughData, guarded, require, status_counts
 from b2calib.conditions import ChannelStatus, Payload
 from b2calib.conditions.iov import RunKey
@@ -354,6 +355,13 @@ def _table(c: TimeCurves) -> dict[str, npt.NDArray[Any]]:
     return t
 
 
+_VIEW = NoChannelFit(
+    "the cubic t(raw) of a sensor side is fitted to the profile of the event T0 in raw-time "
+    "bins (2-D histogram t0_vs_raw), not to a 1-D histogram",
+    lambda c: c.step_message,
+)
+
+
 def time_calibration() -> Calibration:
     """``svd-time``: SVDCoGTimeCalibrations from hadron events."""
     return Calibration(
@@ -389,6 +397,7 @@ def time_calibration() -> Calibration:
         "against the raw CoG time of the clusters on tracks, cells below max(2, 0.1 % of the "
         "entries) zeroed, profile, third-order polynomial; a new payload where the layer-3 "
         "V-side mean raw time moves by more than 2 ns.",
+        fit_views={COG_TIME: _VIEW},
     )
 
 
