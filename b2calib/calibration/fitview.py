@@ -25,6 +25,7 @@ declaration, and builds the view.
 from __future__ import annotations
 
 import abc
+import dataclasses
 import json
 import math
 import threading
@@ -121,6 +122,9 @@ class FitView:
         What the histogram's y axis is (``"entries"`` for a fit).
     fit_range
         The x range the model was fitted on (``None`` without a fit).
+    expected
+        The model's expected counts per bin as the fit computed them (NaN outside the fit
+        range and without a model): for a fit with a free yield it adds up to the entries.
     """
 
     calibration: str
@@ -142,6 +146,7 @@ class FitView:
     value: tuple[float, float] = (math.nan, math.nan)
     y_label: str = "entries"
     fit_range: tuple[float, float] | None = None
+    expected: F = field(default_factory=lambda: np.zeros(0))
 
 
 @dataclass(frozen=True)
@@ -586,6 +591,7 @@ class HistogramFit(ChannelView):
         sl = _fit_slice(edges, fit_range)
         fit_edges = edges[sl.start : sl.stop + 1]
         pulls = np.full(len(counts), np.nan)
+        expected = np.full(len(counts), np.nan)
         model_x = np.zeros(0)
         model: dict[str, F] = {}
         shown = self.parameters_for(context, fit)
@@ -596,6 +602,7 @@ class HistogramFit(ChannelView):
         has_model = has_model and len(fit_edges) > 1
         if has_model:
             lam = peak.expected(values, fit_edges)
+            expected[sl] = lam
             err = errors[sl].copy()
             err = np.where(err > 0, err, np.sqrt(np.maximum(lam, 0.0)))
             with np.errstate(invalid="ignore", divide="ignore"):
@@ -608,7 +615,7 @@ class HistogramFit(ChannelView):
             parts = {k: v * per_bin for k, v in curves.items()}
             model = {"total": np.sum(list(parts.values()), axis=0), **parts}
         entries = float(counts[sl].sum())
-        message = self._message(context, fit)
+        message = self._message(context, dataclasses.replace(fit, parameters=shown))
         return FitView(
             calibration=context.calibration,
             payload=context.name,
@@ -628,6 +635,7 @@ class HistogramFit(ChannelView):
             iov=context.iov,
             value=context.value,
             fit_range=None if not has_model else (float(fit_edges[0]), float(fit_edges[-1])),
+            expected=expected,
         )
 
     def row_data(self, context: ViewContext, fit: ChannelFit) -> tuple[F, F, F, str]:
@@ -688,7 +696,8 @@ class CountingView(ChannelView):
     table
         The diagnostics table with one row per channel.
     channel_column
-        The table's column of the payload channel.
+        The table's column of the payload channel; ``None``: the table's rows are the
+        payload's.
     describe
         ``describe(context, row) -> message``: the decision with its numbers, e.g.
         ``"DEAD: 0 hits, expected 57 +- 8"``; ``row`` is the table row.
@@ -696,6 +705,9 @@ class CountingView(ChannelView):
         A diagnostics histogram to show: a row of a 2-D one (the table's row) or a 1-D one
         per channel (its bin of the channel is shown in the message; the histogram is not a
         per-channel distribution, so only its bins around the channel are given).
+    histogram_row
+        ``histogram_row(context, row) -> index``: the row of a 2-D histogram (default: the
+        table row), e.g. a pixel's sensor.
     x_label, y_label
         Axis labels.
     channel_map
@@ -705,9 +717,10 @@ class CountingView(ChannelView):
     """
 
     table: str
-    channel_column: str
+    channel_column: str | None
     describe: Callable[[ViewContext, int], str]
     histogram: str | None = None
+    histogram_row: Callable[[ViewContext, int], int] | None = None
     x_label: str | None = None
     y_label: str = "entries"
     channel_map: Callable[[ViewContext], int] | None = None
@@ -717,15 +730,21 @@ class CountingView(ChannelView):
     def view(self, context: ViewContext) -> FitView:
         table = context.table(self.table)
         wanted = context.channel if self.channel_map is None else self.channel_map(context)
-        row = _row_index(
-            table[self.channel_column], wanted, f"table {self.table!r}", context.where()
-        )
+        if self.channel_column is None:
+            row = context.row if self.channel_map is None else wanted
+            if not 0 <= row < len(next(iter(table.values()), ())):
+                raise FitViewError(f"{context.where()}: no row {row} in table {self.table!r}")
+        else:
+            row = _row_index(
+                table[self.channel_column], wanted, f"table {self.table!r}", context.where()
+            )
         edges = counts = errors = np.zeros(0)
         label = ""
         if self.histogram is not None:
             h = context.histogram(self.histogram)
             if h.ndim == 2:
-                edges, counts, errors, label = _hist_row(h, row, context.where(), self.histogram)
+                hrow = row if self.histogram_row is None else self.histogram_row(context, row)
+                edges, counts, errors, label = _hist_row(h, hrow, context.where(), self.histogram)
             else:
                 e, c, err, label = _hist_row(h, 0, context.where(), self.histogram)
                 lo = max(row - self.neighbours, 0)

@@ -44,7 +44,7 @@ from b2calib.calibration import (
     PayloadComparison,
     SequentialRunByRun,
 )
-from b2calib.calibration.fitview import NoChannelFit
+from b2calib.calibration.fitview import CountingView, ViewContext
 from b2calib.calibration.toolkit import NotEnoughData, channel_payload, guarded, require
 from b2calib.conditions import ChannelStatus
 from b2calib.engine import Collector
@@ -316,10 +316,28 @@ class ChannelMaskAlgorithm(Algorithm):
         return AlgorithmResult(AlgorithmStatus.OK, [payload], diag, message)
 
 
-_VIEW = NoChannelFit(
-    "this calibration counts hits in time windows (signal over noise per channel, diagnostics "
-    "windows, channels)",
-    lambda c: c.step_message,
+def _describe(context: ViewContext, row: int) -> str:
+    """The decision on an ARICH channel with its numbers."""
+    t = context.table("channels")
+    cfg = context.config
+    signal, s2n = float(t["signal"][row]), float(t["s2n"][row])
+    ring, ring_signal = int(t["ring"][row]), float(t["ring_signal"][row])
+    why = {
+        "DEAD": f"signal below {cfg.get('min_fraction')} x its ring's",
+        "HOT": f"signal to noise below {cfg.get('min_s2n')}",
+        "NOT_ENOUGH_DATA": f"its HAPD ring has fewer than {cfg.get('min_outer_ring_hits')} "
+        "signal hits per channel: not masked",
+    }.get(ChannelStatus(int(t["status"][row])).name, "")
+    return (
+        f"{context.status}: no per-channel fit: this calibration counts hits in 4 time "
+        f"windows; signal {signal:.1f} hits (ring {ring}: {ring_signal:.1f} per channel), "
+        f"signal to noise {s2n:.2f}" + (f"; {why}" if why else "")
+    )
+
+
+#: The hits of the channel in the 4 time windows (signal, noise) and the decision.
+_VIEW = CountingView(
+    "channels", None, _describe, histogram="windows", x_label="time window", y_label="hits"
 )
 
 

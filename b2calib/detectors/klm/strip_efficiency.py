@@ -37,7 +37,7 @@ from b2calib.calibration import (
     Diagnostics,
     PayloadComparison,
 )
-from b2calib.calibration.fitview import NoChannelFit, ViewContext
+from b2calib.calibration.fitview import CountingView, ViewContext
 from b2calib.calibration.strategies import Execute, Execution, RequestBoundaries, Strategy
 from b2calib.calibration.toolkit import (
     NotEnoughData,
@@ -227,20 +227,36 @@ class StripEfficiencyRunByRun(Strategy):
         return out
 
 
-def _plane_detail(context: ViewContext) -> str:
+def _plane(context: ViewContext) -> int:
+    """The plane (0-based) of a strip."""
+    return int(np.searchsorted(klm.PLANE_FIRST, context.channel, side="right") - 1)
+
+
+def _describe(context: ViewContext, row: int) -> str:
     t = context.table("planes")
-    i = np.flatnonzero(t["plane"] == context.channel)
-    if i.size == 0:
-        return ""
-    k = int(i[0])
-    return (
-        f"{int(t['matched'][k])} of {int(t['crossings'][k])} track crossings matched: "
-        f"efficiency {float(t['efficiency'][k]):.3f} "
-        f"[{float(t['interval_low'][k]):.3f}, {float(t['interval_high'][k]):.3f}]"
+    n, k = int(t["crossings"][row]), int(t["matched"][row])
+    cfg = context.config
+    text = (
+        f"{context.status}: no per-channel fit: this calibration counts matched track crossings "
+        f"per plane; plane {row}: {k} of {n} matched, efficiency "
+        f"{float(t['efficiency'][row]):.3f} [{float(t['interval_low'][row]):.3f}, "
+        f"{float(t['interval_high'][row]):.3f}]; every strip of the plane has its value"
     )
+    if context.status != "OK":
+        text += (
+            f" (needs {cfg.get('min_crossings')} crossings and an error below "
+            f"{cfg.get('requested_precision')})"
+        )
+    return text
 
 
-_VIEW = NoChannelFit("this calibration counts matched track crossings per plane", _plane_detail)
+_VIEW = CountingView(
+    "planes",
+    "plane",
+    _describe,
+    channel_map=_plane,
+    parameters={"efficiency": ("efficiency", "error"), "crossings": ("crossings", None)},
+)
 
 
 def strip_efficiency_calibration() -> Calibration:

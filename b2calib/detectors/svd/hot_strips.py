@@ -44,7 +44,7 @@ from b2calib.calibration import (
     PayloadComparison,
     SequentialRunByRun,
 )
-from b2calib.calibration.fitview import NoChannelFit
+from b2calib.calibration.fitview import CountingView, ViewContext
 from b2calib.calibration.toolkit import (
     NotEnoughData,
     binomial_interval,
@@ -188,10 +188,33 @@ class HotStripsAlgorithm(Algorithm):
         )
 
 
-_VIEW = NoChannelFit(
-    "this calibration counts hits: a strip is hot when its occupancy exceeds its side's "
-    "mean by the configured factor",
-    lambda c: c.step_message,
+def _describe(context: ViewContext, row: int) -> str:
+    """The decision on a strip with its numbers."""
+    t = context.table("strips")
+    hits, mean = float(t["hits"][row]), float(t["side_mean_hits"][row])
+    cfg = context.config
+    text = (
+        f"{context.status}: no per-channel fit: this calibration counts hits; {hits:.0f} hits, "
+        f"its side's mean {mean:.2f} per strip"
+    )
+    if context.status == "HOT":
+        text += (
+            f" (hot: occupancy above {cfg.get('absolute_occupancy')}, or above "
+            f"{cfg.get('relative_occupancy')} x the side's mean with a p-value below "
+            f"{cfg.get('relative_pvalue')})"
+        )
+    return text
+
+
+#: The strip's hits among its neighbours', and the decision.
+_VIEW = CountingView(
+    "strips",
+    None,
+    _describe,
+    histogram="strip_hits",
+    x_label="strip index",
+    y_label="hits",
+    neighbours=64,
 )
 
 
