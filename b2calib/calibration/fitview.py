@@ -658,16 +658,20 @@ class HistogramFit(ChannelView):
         if self.head is not None:
             return self.head(context, fit)
         status = context.status
+        # a masked channel (DEAD, HOT, UNUSABLE) says so before its fit's status
+        masked = status not in ("OK", "fallback", fit.status_name)
         if fit.status == ChannelStatus.NOT_ENOUGH_DATA:
             need = self._min_entries(context)
             head = f"NOT_ENOUGH_DATA: {fit.entries:.0f} entries" + (
                 f" < {need} required" if need is not None else ""
             )
+            head = f"{status}: fit {head}" if masked else head
         elif fit.status == ChannelStatus.FAILED:
             head = (
                 f"FAILED: the fit of {fit.entries:.0f} entries gave no valid result (no "
                 "convergence, or a peak or width outside the fit range)"
             )
+            head = f"{status}: fit {head}" if masked else head
         elif fit.ok:
             p = fit.parameters.get(self.value_parameter)
             head = f"fit OK: {fit.entries:.0f} entries" + (

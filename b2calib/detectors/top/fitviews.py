@@ -64,16 +64,22 @@ class _ChannelT0View(HistogramFit):
 
 
 def _channel_explain(context: ViewContext, fit: ChannelFit) -> str | None:
-    runs = len(context.runs)
+    if context.status == "DEAD":
+        return "masked DEAD by the channel mask (top-channel-mask): no T0"
+    if not fit.ok:
+        return None
     text = "value = mu minus the mean mu of the module's calibrated channels (zero mean per module)"
+    runs = len(context.runs)
     if runs > 1:
         text += (
             f"; the histogram is the sum of {runs} runs as collected (the fit summed them "
             "aligned on each run's common phase)"
         )
-    if fit.ok and context.status != "OK":
-        text += f"; fewer than {context.config.get('min_channels_per_module')} calibrated "
-        text += "channels in the module: NOT_ENOUGH_DATA"
+    if context.status != "OK":
+        text += (
+            f"; fewer than {context.config.get('min_channels_per_module')} calibrated "
+            "channels in the module"
+        )
     return text
 
 
@@ -142,9 +148,14 @@ COMMON_T0_VIEW = NoChannelFit(
 def _mask_describe(context: ViewContext, row: int) -> str:
     t = context.table("channels")
     hits, mean, rms = (float(t[k][row]) for k in ("hits", "group_mean", "group_rms"))
+    rule = {
+        "DEAD": f": dead, {hits:.0f} <= mean / 5 = {mean / 5:.1f}",
+        "HOT": f": hot, {hits:.0f} > max(2 mean, mean + 6 rms) = "
+        f"{max(2 * mean, mean + 6 * rms):.1f}",
+    }.get(context.status, "")
     return (
         f"{context.status}: no per-channel fit: this calibration counts hits; {hits:.0f} hits, "
-        f"its boardstack's channels {mean:.1f} +- {rms:.1f}"
+        f"its boardstack's channels {mean:.1f} +- {rms:.1f} (3-sigma clipped){rule}"
     )
 
 
