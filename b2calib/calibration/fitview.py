@@ -947,20 +947,13 @@ def _load_diagnostics(db: ConditionsDB, step: int) -> Diagnostics:
 
 
 def channel_ids(payload: Payload) -> npt.NDArray[np.int64]:
-    """One int64 channel id per row of a payload, as the payload validation numbers them: the
-    key column (time keys left out), several packed in decimal, each column after the first
-    taking max(3, its number of digits) digits (TOP module 3 pixel 17 -> 3017), or the row's
-    position when there is no key column."""
-    from b2calib.conditions.eventdep import TIME_KEYS
+    """One int64 channel id per row of a payload, as the payload validation numbers them
+    (:func:`b2calib.conditions.eventdep.payload_channel_ids`): the key column (time keys left
+    out), several packed in decimal (TOP module 3 pixel 17 -> 3017), or the row's position
+    (in its interval) when there is no key column."""
+    from b2calib.conditions.eventdep import payload_channel_ids
 
-    cols = [np.asarray(v).astype(np.int64) for k, v in payload.keys.items() if k not in TIME_KEYS]
-    if not cols:
-        return np.arange(len(payload), dtype=np.int64)
-    out = cols[0].copy()
-    for c in cols[1:]:
-        top = int(np.abs(c).max()) if len(c) else 0
-        out = out * 10 ** max(3, len(str(top))) + c
-    return out
+    return payload_channel_ids(payload)
 
 
 def _payload_row(payload: Payload, channel: int, where: str) -> int:

@@ -15,11 +15,11 @@ import numpy.typing as npt
 
 from b2calib.conditions import eventdep
 from b2calib.conditions.database import ConditionsDB
+from b2calib.conditions.eventdep import payload_channel_ids
 from b2calib.conditions.payload import Payload
 from b2calib.conditions.status import ChannelStatus
 from b2calib.exceptions import ConditionsError, ReviewError
 from b2calib.review._cache import cached_payload
-from b2calib.review.compare import channel_ids
 
 __all__ = ["History", "history"]
 
@@ -44,7 +44,7 @@ class History:
     revision
         The payload revision of each point.
     channels
-        The channel ids asked for (:func:`~b2calib.review.compare.channel_ids`).
+        The channel ids asked for (:func:`~b2calib.conditions.eventdep.channel_ids`).
     values, errors
         Shape (points, channels); NaN where the channel is absent or has no error.
     status
@@ -133,10 +133,9 @@ def history(
         v_all = p.values[col].astype(np.float64, copy=False)
         err_all = p.errors[col].astype(np.float64, copy=False) if col in p.errors else None
         s_all = p.status if p.status is not None else np.zeros(len(p), dtype=np.int8)
-        keys = {k: v for k, v in p.keys.items() if k not in eventdep.TIME_KEYS}
-        ids_all = channel_ids(keys)
+        ids_all = payload_channel_ids(p)
         for t, rows in _points(p):
-            ids = ids_all[rows] if ids_all is not None else np.arange(len(rows), dtype=np.int64)
+            ids = ids_all[rows]
             v, s = v_all[rows], s_all[rows]
             ok = (s == ChannelStatus.OK) & np.isfinite(v)
             n = int(ok.sum())
