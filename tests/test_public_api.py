@@ -464,6 +464,8 @@ def test_review_names() -> None:
     assert b2calib.review.__all__ == [
         "ChannelComparison",
         "DetectorMap",
+        "FitView",
+        "FitViewError",
         "History",
         "PayloadRow",
         "Review",
@@ -473,6 +475,7 @@ def test_review_names() -> None:
         "compare_payload",
         "detector_map",
         "export_zip",
+        "fit_view",
         "history",
         "may_review",
         "reject",

@@ -663,3 +663,25 @@ def test_export_zip_is_the_tag_as_a_local_database(world: World, tmp_path: Path)
     db.create_tag("r_empty")
     with pytest.raises(ReviewError, match="r_empty holds no payload"):
         export_zip(db, "r_empty")
+
+
+# ------------------------------------------------------------------------------ drill-down
+def test_a_compared_channel_opens_its_fit(world: World) -> None:
+    """The channel ids of the comparison are those of the drill-down: the crate compared is
+    the crate whose fit is shown, with the payload's value; a missing channel is a
+    ReviewError naming it."""
+    from b2calib.review import fit_view
+
+    db = world.db
+    entry = db.iovs("s_ecl", "ECLCrateTimeOffset")[0]
+    c = compare_payload(db, entry.name, entry.payload.revision, tag="s_ecl")
+    row = int(np.flatnonzero(c.status_new == OK)[0])
+    view = fit_view(db, "s_ecl", entry.name, int(c.channel[row]), iov=c.iov)
+    assert (view.calibration, view.payload, view.channel) == (
+        "ecl-time",
+        "ECLCrateTimeOffset",
+        int(c.channel[row]),
+    )
+    assert view.value[0] == pytest.approx(c.new_value[row])
+    with pytest.raises(ReviewError, match=r"ECLCrateTimeOffset .*no channel 999"):
+        fit_view(db, "s_ecl", entry.name, 999, iov=c.iov)

@@ -39,7 +39,7 @@ import numpy.typing as npt
 
 from b2calib.conditions.iov import IoV
 from b2calib.conditions.status import ChannelStatus
-from b2calib.exceptions import ConditionsError, ConfigError
+from b2calib.exceptions import ConditionsError, ConfigError, ReviewError
 
 if TYPE_CHECKING:
     from b2calib.calibration.algorithm import Diagnostics
@@ -73,9 +73,10 @@ _MODEL_POINTS = 400
 _LACKING = (ChannelStatus.NOT_ENOUGH_DATA, ChannelStatus.FAILED)
 
 
-class FitViewError(ConditionsError):
+class FitViewError(ReviewError, ConditionsError):
     """A fit view cannot be built: the message names the tag, payload, revision, channel or
-    diagnostics at fault."""
+    diagnostics at fault (a :class:`~b2calib.exceptions.ReviewError`, as every error of the
+    payload-review views)."""
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,8 @@ records, and the approval of a staging tag.
 ``approval``     :func:`approve`, :func:`reject`: TESTING -> VALIDATED or OPEN with a
                  :class:`Review` in one transaction; who may (:func:`may_review`); the reviews
 ``export``       :func:`export_zip`: a tag as a zipped basf2 local database
+``fitview``      :func:`fit_view`: a channel's fit from its calibration's diagnostics
+                 (:mod:`b2calib.calibration.fitview`)
 ``tables``       the table ``tag_reviews`` (append-only)
 ===============  ===================================================================================
 """
@@ -37,6 +39,7 @@ if TYPE_CHECKING:
     )
     from b2calib.review.compare import ChannelComparison, channel_ids, compare_payload
     from b2calib.review.export import export_zip
+    from b2calib.review.fitview import FitView, FitViewError, fit_view
     from b2calib.review.history import History, history
     from b2calib.review.maps import DetectorMap, detector_map
     from b2calib.review.summary import PayloadRow, TagSummary, tag_summary
@@ -44,6 +47,8 @@ if TYPE_CHECKING:
 __all__ = [
     "ChannelComparison",
     "DetectorMap",
+    "FitView",
+    "FitViewError",
     "History",
     "PayloadRow",
     "Review",
@@ -53,6 +58,7 @@ __all__ = [
     "compare_payload",
     "detector_map",
     "export_zip",
+    "fit_view",
     "history",
     "may_review",
     "reject",
@@ -67,6 +73,7 @@ __getattr__ = attach(
         "approval": ["Review", "approve", "may_review", "reject", "reviews", "tag_detectors"],
         "compare": ["ChannelComparison", "channel_ids", "compare_payload"],
         "export": ["export_zip"],
+        "fitview": ["FitView", "FitViewError", "fit_view"],
         "history": ["History", "history"],
         "maps": ["DetectorMap", "detector_map"],
         "summary": ["PayloadRow", "TagSummary", "tag_summary"],
