@@ -27,7 +27,7 @@ from b2calib.conditions.eventdep import time_dependent
 from b2calib.conditions.iov import IoV
 from b2calib.detectors import detector_of
 from b2calib.exceptions import ConditionsError, PermissionDenied, ReviewError
-from b2calib.geometry import cdc, ecl
+from b2calib.geometry import cdc, ecl, vxd
 from b2calib.prompt.store import PromptStore
 from b2calib.qa.store.users import User, Users
 from b2calib.review import (
@@ -480,6 +480,28 @@ def test_detector_maps_by_key_columns() -> None:
     arich = map_of_keys("ARICHChannelMask", {"module": np.array([1, 43]), "channel": [0, 143]})
     assert arich is not None
     assert (arich.x.tolist(), arich.y.tolist()) == ([0, 11], [0, 23])
+    svd = map_of_keys(
+        "SVDCoGTimeCalibrations",
+        {"layer": [3, 3, 6], "ladder": [1, 1, 16], "sensor": [1, 2, 5], "side": [0, 1, 1]},
+    )
+    assert svd is not None
+    # ladders of layers 3, 4, 5, 6 stacked (7 + 10 + 12 + 16 rows); sensor x side columns
+    assert (svd.x.tolist(), svd.y.tolist()) == ([0, 3, 9], [0, 0, 44])
+    assert svd.y_labels[44] == "L6.16"
+    strips = map_of_keys(
+        "SVDHotStripsCalibrations",
+        {"layer": [4], "ladder": [2], "sensor": [1], "side": [1], "strip": [5]},
+    )
+    assert strips is not None
+    assert (strips.x.tolist(), strips.y.tolist()) == ([768 + 5], [8])
+    sensor = int(vxd.PXD_IDS[3])
+    pixels = map_of_keys("PXDMaskedPixelPar", {"sensorID": [sensor], "u": [12], "v": [700]})
+    assert pixels is not None
+    assert (pixels.x.tolist(), pixels.y.tolist()) == ([700], [3 * vxd.PXD_NU + 12])
+    occupancy = map_of_keys("PXDOccupancyInfoPar", {"sensorID": vxd.PXD_IDS})
+    assert occupancy is not None
+    assert occupancy.x.tolist() == list(range(vxd.N_PXD_SENSORS))
+    assert map_of_keys("PXDOccupancyInfoPar", {"sensorID": [12345]}) is None  # no sensor
     assert map_of_keys("ECLCrateTimeOffset", {"crate": np.arange(1, 53)}) is None
     assert map_of_keys("ECLCrystalEnergy", {"cellID": np.array([0, 5])}) is None  # not a cell
 
