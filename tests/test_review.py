@@ -397,8 +397,12 @@ def test_the_default_previous_is_what_the_validation_compared_with(world: World)
     db = world.db
     job = JobStore(db).job(world.jobs["ecl-time"])
     assert job is not None
+    validated = validate_job(db, job, ["sim_truth"])
+    (pv,) = [p for p in validated.payloads if p.name == "ECLCrystalTimeOffset"]
     for entry in db.iovs("s_ecl", "ECLCrystalTimeOffset"):
         c = compare_payload(db, entry.name, entry.payload.revision, tag="s_ecl")
+        assert c.previous is not None
+        assert f"{entry.name} rev {c.previous.revision} in sim_truth" in pv.previous
         start = entry.iov.start
         was = db.lookup(start[0], start[1], ["sim_truth"], names=[entry.name])[entry.name]
         assert c.previous == was.payload

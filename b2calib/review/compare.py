@@ -51,7 +51,6 @@ from b2calib.calibration.validation import (
     PayloadComparison,
     finite_rows,
     pairs,
-    previous_payloads,
 )
 from b2calib.conditions import tables as ct
 from b2calib.conditions.database import ConditionsDB, IovEntry, PayloadInfo
@@ -414,12 +413,11 @@ def _previous(
             )
         return cached_payload(db, hit.payload), hit.payload, f"{previous} [{hit.iov}]"
     if input_tags:
-        new = cached_payload(db, info)
-        found, _ = previous_payloads(db, {name: [(entry.iov, new)]}, list(input_tags))
-        hit_iov = found[name][0]
-        if hit_iov is not None:
-            at = db.lookup(start[0], start[1], list(input_tags), names=[name])[name]
-            return hit_iov[1], at.payload, f"{at.globaltag} [{at.iov}]"
+        # the rule of the validation (previous_payloads): valid at the IoV's first run through
+        # the job's input tags, highest priority first
+        at = db.lookup(start[0], start[1], list(input_tags), names=[name]).get(name)
+        if at is not None:
+            return cached_payload(db, at.payload), at.payload, f"{at.globaltag} [{at.iov}]"
     older = [p for p in db.payloads(name) if p.revision < info.revision]
     if older:
         old_info = older[-1]
