@@ -251,7 +251,7 @@ class Payload:
     @classmethod
     def _parse(cls, source: io.BytesIO, label: str) -> Payload:
         try:
-            with uproot.open(source) as f:
+            with uproot.open(source, **_SERIAL) as f:
                 meta = json.loads(f["metadata"])
                 name, columns = _schema(meta, label)
                 arrays = f[name].arrays(library="np")
@@ -275,6 +275,13 @@ class Payload:
         except PayloadError as err:
             raise PayloadError(f"{label}: {err}") from err
 
+
+#: A payload file is small and read whole: decompressed and interpreted in the calling thread
+#: (uproot's thread pools cost more than they save here, and wait on a loaded machine).
+_SERIAL = {
+    "decompression_executor": uproot.TrivialExecutor(),
+    "interpretation_executor": uproot.TrivialExecutor(),
+}
 
 _SCHEMA_KEYS = frozenset({"format", "format_version", "name", "keys", "values", "errors", "status"})
 

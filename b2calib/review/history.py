@@ -19,7 +19,7 @@ from b2calib.conditions.eventdep import payload_channel_ids
 from b2calib.conditions.payload import Payload
 from b2calib.conditions.status import ChannelStatus
 from b2calib.exceptions import ConditionsError, ReviewError
-from b2calib.review._cache import cached_payload
+from b2calib.review._cache import cached_payloads
 
 __all__ = ["History", "history"]
 
@@ -119,8 +119,7 @@ def history(
     spread: list[float] = []
     n_ok: list[int] = []
     col = column
-    for e in entries:
-        p = cached_payload(db, e.payload)
+    for e, p in zip(entries, cached_payloads(db, [e.payload for e in entries]), strict=True):
         if col is None:
             col = next((c for c, v in p.values.items() if v.dtype.kind in "biuf"), None)
             if col is None:
