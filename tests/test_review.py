@@ -207,6 +207,29 @@ def test_summary_lights_follow_the_verdicts_and_the_prompt_outcomes(world: World
     assert {(r.status, r.light) for r in s.rows} == {("NOT_ENOUGH_DATA", "red")}
     assert all("too few" in r.reason for r in s.rows)
     assert s.rows[0].wall_time == pytest.approx(task.wall_time)
+    assert s.unstaged == ()
+    # a calibration of the loop that staged nothing is listed, red
+    failed = prompt.record(run.id, "cdc-t0", "FAILED", "no wire converged", "", job.created)
+    s = tag_summary(db, "s_ecl")
+    (u,) = s.unstaged
+    assert (u.calibration, u.detector, u.status, u.reason, u.light) == (
+        "cdc-t0",
+        "CDC",
+        "FAILED",
+        "no wire converged",
+        "red",
+    )
+    assert u.wall_time == pytest.approx(failed.wall_time)
+    assert s.light == "red"
+    # a job into the tag that did not complete (no prompt loop): FAILED with its state
+    broken = store.open("0" * 64, "klm-time", "s_ecl", {"input_tags": ["sim_truth"]})
+    store.set_state(broken, "failed", {"message": "cable delays diverged"})
+    assert [
+        (u.calibration, u.detector, u.status, u.reason) for u in tag_summary(db, "s_ecl").unstaged
+    ] == [
+        ("cdc-t0", "CDC", "FAILED", "no wire converged"),
+        ("klm-time", "KLM", "FAILED", "its job is failed: cable delays diverged"),
+    ]
 
     # a payload uploaded by hand into a copy: no calibration, grey; worst first
     db.clone_tag("s_ecl", "s_ecl_hand")
