@@ -470,6 +470,7 @@ def test_review_names() -> None:
         "PayloadRow",
         "Review",
         "TagSummary",
+        "Unstaged",
         "approve",
         "channel_ids",
         "compare_payload",

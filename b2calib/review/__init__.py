@@ -42,7 +42,7 @@ if TYPE_CHECKING:
     from b2calib.review.fitview import FitView, FitViewError, fit_view
     from b2calib.review.history import History, history
     from b2calib.review.maps import DetectorMap, detector_map
-    from b2calib.review.summary import PayloadRow, TagSummary, tag_summary
+    from b2calib.review.summary import PayloadRow, TagSummary, Unstaged, tag_summary
 
 __all__ = [
     "ChannelComparison",
@@ -53,6 +53,7 @@ __all__ = [
     "PayloadRow",
     "Review",
     "TagSummary",
+    "Unstaged",
     "approve",
     "channel_ids",
     "compare_payload",
@@ -76,7 +77,7 @@ __getattr__ = attach(
         "fitview": ["FitView", "FitViewError", "fit_view"],
         "history": ["History", "history"],
         "maps": ["DetectorMap", "detector_map"],
-        "summary": ["PayloadRow", "TagSummary", "tag_summary"],
+        "summary": ["PayloadRow", "TagSummary", "Unstaged", "tag_summary"],
     },
 )
 
