@@ -55,7 +55,7 @@ from b2calib.conditions import eventdep
 from b2calib.conditions import tables as ct
 from b2calib.conditions.database import ConditionsDB, IovEntry, PayloadInfo
 from b2calib.conditions.iov import IoV
-from b2calib.conditions.payload import Payload
+from b2calib.conditions.payload import Payload, channel_ids
 from b2calib.conditions.status import ChannelStatus
 from b2calib.exceptions import CalibrationError, ConditionsError, ConfigError, ReviewError
 from b2calib.review._cache import cached_payload
@@ -250,21 +250,6 @@ class ChannelComparison:
         s = self.status_new if which == "new" else self.status_old
         codes, n = np.unique(s, return_counts=True)
         return {self.status_names[int(c)]: int(k) for c, k in zip(codes, n, strict=True)}
-
-
-def channel_ids(keys: Mapping[str, npt.NDArray[Any]]) -> npt.NDArray[np.int64] | None:
-    """One int64 channel id per row from a payload's key columns (time keys left out by the
-    caller): the key column itself when there is one; several packed in decimal, each column
-    after the first taking max(3, its number of digits) digits (TOP module 3 pixel 17 ->
-    3017, PXD sensor 8480 u 12 v 700 -> 8480012700); ``None`` without key columns."""
-    cols = [np.asarray(v).astype(np.int64) for v in keys.values()]
-    if not cols:
-        return None
-    out = cols[0].copy()
-    for c in cols[1:]:
-        top = int(np.abs(c).max()) if len(c) else 0
-        out = out * 10 ** max(3, len(str(top))) + c
-    return out
 
 
 # ----------------------------------------------------------------------------- lookups
