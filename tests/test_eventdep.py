@@ -475,18 +475,3 @@ def test_command_line_simulation_with_a_beam_step(tmp_path: Path) -> None:
     truth = LocalDatabase(tmp_path / "truth")
     mass = truth.read(truth.find("CollisionInvariantMass", 12, 1))
     assert len(mass) == 2
-
-
-def test_channel_ids_of_the_payload_views() -> None:
-    """The channel numbering shared by the payload validation and its drill-down: a key
-    column, several packed in decimal, time keys left out, else the position in the interval."""
-    from b2calib.conditions.eventdep import channel_ids, payload_channel_ids
-
-    assert channel_ids({"cellID": np.array([1, 8736])}).tolist() == [1, 8736]
-    top = channel_ids({"module": np.array([3, 16]), "pixel": np.array([17, 512])})
-    assert top.tolist() == [3017, 16512]
-    pxd = {"sensorID": np.array([8480]), "u": np.array([12]), "v": np.array([700])}
-    assert channel_ids(pxd).tolist() == [8480012700]
-    assert channel_ids({"t_start": np.array([0]), "t_end": np.array([1])}) is None
-    spot = ed.time_dependent("Spot", [0, 0, 5, 5], [5, 5, 9, 9], values={"x": [1.0, 2.0, 3.0, 4.0]})
-    assert payload_channel_ids(spot).tolist() == [0, 1, 0, 1]

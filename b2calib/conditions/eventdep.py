@@ -48,11 +48,9 @@ __all__ = [
     "TIME_KEYS",
     "TimeDependentPayloadError",
     "at_time",
-    "channel_ids",
     "interval_index",
     "intervals",
     "is_time_dependent",
-    "payload_channel_ids",
     "run_level_error",
     "run_mean",
     "time_dependent",
@@ -72,42 +70,6 @@ def is_time_dependent(payload: Payload) -> bool:
     """Whether ``payload`` holds constants per time interval (``metadata["event_dependency"]``
     is ``"time"``)."""
     return payload.metadata.get(EVENT_DEPENDENCY) == "time"
-
-
-def channel_ids(keys: Mapping[str, npt.ArrayLike]) -> I64 | None:
-    """One int64 channel id per row from a payload's key columns, the time keys
-    (:data:`TIME_KEYS`) left out: the key column itself when there is one; several packed in
-    decimal, each column after the first taking max(3, its number of digits) digits (TOP module
-    3 pixel 17 -> 3017, PXD sensor 8480 u 12 v 700 -> 8480012700); ``None`` without key
-    columns. The channel numbering of the payload-validation views and drill-downs."""
-    cols = [np.asarray(v).astype(np.int64) for k, v in keys.items() if k not in TIME_KEYS]
-    if not cols:
-        return None
-    out = cols[0].copy()
-    for c in cols[1:]:
-        top = int(np.abs(c).max()) if len(c) else 0
-        out = out * 10 ** max(3, len(str(top))) + c
-    return out
-
-
-def payload_channel_ids(payload: Payload) -> I64:
-    """:func:`channel_ids` of every row of ``payload``; without key columns, the row's position
-    in its interval (a time-dependent payload: the same channel across the intervals) or in the
-    payload."""
-    ids = channel_ids(payload.keys)
-    if ids is not None:
-        return ids
-    n = len(payload)
-    if not is_time_dependent(payload) or "t_start" not in payload.keys or n == 0:
-        return np.arange(n, dtype=np.int64)
-    _, inverse = np.unique(payload.keys["t_start"], return_inverse=True)
-    order = np.argsort(inverse, kind="stable")
-    grouped = inverse[order]
-    starts = np.concatenate([[0], np.flatnonzero(np.diff(grouped)) + 1])
-    counts = np.diff(np.concatenate([starts, [n]]))
-    pos = np.empty(n, dtype=np.int64)
-    pos[order] = np.arange(n) - np.repeat(starts, counts)
-    return pos
 
 
 def _require(payload: Payload) -> tuple[I64, I64]:

@@ -23,7 +23,7 @@ What is compared
 Rows and channels
     One row per joined channel (per interval), then the added, then the removed rows.
     ``channel`` is the payload's key column that is not a time key (int64), several packed in
-    decimal (:func:`~b2calib.conditions.eventdep.channel_ids`: TOP module 3 pixel 17 -> 3017),
+    decimal (:func:`~b2calib.conditions.payload.channel_ids`: TOP module 3 pixel 17 -> 3017),
     or the row's position in its interval when there is none (a run-level constant, a beam
     spot per interval): the numbering of the drill-down
     (:func:`~b2calib.calibration.fitview.fit_view`).
@@ -52,11 +52,11 @@ from b2calib.calibration.validation import (
     finite_rows,
     pairs,
 )
+from b2calib.conditions import eventdep
 from b2calib.conditions import tables as ct
 from b2calib.conditions.database import ConditionsDB, IovEntry, PayloadInfo
-from b2calib.conditions.eventdep import channel_ids
 from b2calib.conditions.iov import IoV
-from b2calib.conditions.payload import Payload
+from b2calib.conditions.payload import Payload, channel_ids
 from b2calib.conditions.status import ChannelStatus
 from b2calib.exceptions import CalibrationError, ConditionsError, ConfigError, ReviewError
 from b2calib.review._cache import cached_payload
@@ -459,7 +459,7 @@ def _compare(
         parts.append(_part(comparison, new_part, old_part, col, what, source))
     cols = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
     keys = {k[4:]: v for k, v in cols.items() if k.startswith("key:")}
-    ids = channel_ids(keys)
+    ids = channel_ids({k: v for k, v in keys.items() if k not in eventdep.TIME_KEYS})
     channel = (
         ids
         if ids is not None

@@ -15,8 +15,7 @@ import numpy.typing as npt
 
 from b2calib.conditions import eventdep
 from b2calib.conditions.database import ConditionsDB
-from b2calib.conditions.eventdep import payload_channel_ids
-from b2calib.conditions.payload import Payload
+from b2calib.conditions.payload import Payload, channel_ids
 from b2calib.conditions.status import ChannelStatus
 from b2calib.exceptions import ConditionsError, ReviewError
 from b2calib.review._cache import cached_payloads
@@ -44,7 +43,8 @@ class History:
     revision
         The payload revision of each point.
     channels
-        The channel ids asked for (:func:`~b2calib.conditions.eventdep.channel_ids`).
+        The channel ids asked for, as :attr:`ChannelComparison.channel
+        <b2calib.review.compare.ChannelComparison>` numbers them.
     values, errors
         Shape (points, channels); NaN where the channel is absent or has no error.
     status
@@ -132,9 +132,10 @@ def history(
         v_all = p.values[col].astype(np.float64, copy=False)
         err_all = p.errors[col].astype(np.float64, copy=False) if col in p.errors else None
         s_all = p.status if p.status is not None else np.zeros(len(p), dtype=np.int8)
-        ids_all = payload_channel_ids(p)
+        ids_all = channel_ids({k: v for k, v in p.keys.items() if k not in eventdep.TIME_KEYS})
         for t, rows in _points(p):
-            ids = ids_all[rows]
+            # without key columns: the row's position in its interval (as the comparison)
+            ids = ids_all[rows] if ids_all is not None else np.arange(len(rows), dtype=np.int64)
             v, s = v_all[rows], s_all[rows]
             ok = (s == ChannelStatus.OK) & np.isfinite(v)
             n = int(ok.sum())
