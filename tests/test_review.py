@@ -734,3 +734,20 @@ def test_a_compared_channel_opens_its_fit(world: World) -> None:
     assert view.value[0] == pytest.approx(c.new_value[row])
     with pytest.raises(ReviewError, match=r"ECLCrateTimeOffset .*no channel 999"):
         fit_view(db, "s_ecl", entry.name, 999, iov=c.iov)
+
+
+def test_history_of_a_staged_payload(world: World) -> None:
+    """The history over a staging tag's IoVs, on both backends: the payloads' values, and the
+    mean and spread of their OK channels."""
+    db = world.db
+    entries = db.iovs("s_ecl", "ECLCrystalTimeOffset")
+    h = history(db, "s_ecl", "ECLCrystalTimeOffset", channels=[1, 4242, 8736])
+    assert h.revision.tolist() == [e.payload.revision for e in entries]
+    assert h.first_run.tolist() == [e.iov.first_run for e in entries]
+    for i, e in enumerate(entries):
+        p = db.payload(e.payload)
+        np.testing.assert_array_equal(h.values[i], p.values["value"][[0, 4241, 8735]])
+        ok = (p.status == OK) & np.isfinite(p.values["value"])
+        assert h.n_ok[i] == int(ok.sum())
+        if ok.any():
+            assert h.mean[i] == pytest.approx(p.values["value"][ok].mean())
