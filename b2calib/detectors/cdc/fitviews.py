@@ -17,7 +17,6 @@ from b2calib.calibration.fitview import (
     HistogramFit,
     NoChannelFit,
     ViewContext,
-    range_of_entries,
 )
 from b2calib.conditions import ChannelStatus
 from b2calib.geometry import cdc
@@ -81,12 +80,25 @@ T0_VIEW = HistogramFit(
     head=_t0_head,
 )
 
+
+def _run_gain_window(
+    context: ViewContext, fit: ChannelFit, edges: object, counts: object
+) -> tuple[float, float] | None:
+    """The window of the run-gain fit: the algorithm's first fit of the stored histogram
+    (:func:`~b2calib.detectors.cdc.dedx.peak_window`, deterministic) gives it."""
+    from b2calib.detectors.cdc.dedx import peak_window
+
+    h = context.histogram("track_truncated_mean")
+    cfg = context.config
+    return peak_window(h, int(cfg["min_tracks"]), float(cfg["fit_window_sigma"]))[1]
+
+
 #: CDCDedxRunGain: the run's truncated-mean histogram and its Gaussian core fit.
 RUN_GAIN_VIEW = HistogramFit(
     "track_truncated_mean",
     "run_fit",
     GaussPeak(),
-    fit_range=range_of_entries,
+    fit_range=_run_gain_window,
     min_entries="min_tracks",
     relation="gain = mu / K (K: the fitted truncated mean over the mean hit dE/dx of the "
     "pooled runs)",
