@@ -858,7 +858,7 @@ class _LRU:
 
 #: Decoded diagnostics per (database, step id): decoding a ROOT file takes 5-130 ms.
 _DIAGNOSTICS = _LRU(16)
-#: Decoded payloads per (database, name, revision).
+#: Decoded payloads and their channel ids per (database, name, revision).
 _PAYLOADS = _LRU(64)
 #: The job execution of a staged payload per (database, tag, name, revision, IoV).
 _SOURCES = _LRU(1024)
@@ -963,8 +963,7 @@ def channel_ids(payload: Payload) -> npt.NDArray[np.int64]:
     return out
 
 
-def _payload_row(payload: Payload, channel: int, where: str) -> int:
-    ids = channel_ids(payload)
+def _payload_row(payload: Payload, ids: npt.NDArray[np.int64], channel: int, where: str) -> int:
     hits = np.flatnonzero(ids == channel)
     if hits.size == 0:
         keys = ", ".join(payload.keys) or "row"
@@ -1047,8 +1046,13 @@ def fit_view(
             f"{where}: calibration {source.calibration} declares no fit view of {name} "
             f"(declared: {declared})"
         )
-    payload: Payload = _PAYLOADS.get((key, name, revision), lambda: db.payload(name, revision))
-    row = _payload_row(payload, int(channel), where)
+
+    def load() -> tuple[Payload, npt.NDArray[np.int64]]:
+        p = db.payload(name, revision)
+        return p, channel_ids(p)
+
+    payload, ids = _PAYLOADS.get((key, name, revision), load)
+    row = _payload_row(payload, ids, int(channel), where)
     diagnostics: Diagnostics = _DIAGNOSTICS.get(
         (key, source.step), lambda: _load_diagnostics(db, source.step)
     )
