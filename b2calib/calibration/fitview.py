@@ -527,10 +527,12 @@ class HistogramFit(ChannelView):
     head
         ``head(context, fit) -> message``: the whole message, for a view whose histogram is
         not the channel's own (e.g. a wire shown with its board's fit).
+    requires
+        Further diagnostics tables the view needs (e.g. a stored template).
     absent
         When the diagnostics hold neither the fit table nor the histogram (a method that did
-        not run in this execution): the message of a view without histogram; ``None``: an
-        error.
+        not run in this execution), or one of :attr:`requires`: the message of a view
+        without histogram; ``None``: an error.
     """
 
     histogram: str
@@ -547,6 +549,7 @@ class HistogramFit(ChannelView):
     status_column: str = "status"
     absent: str | None = None
     head: Callable[[ViewContext, ChannelFit], str] | None = None
+    requires: tuple[str, ...] = ()
 
     def _range(
         self, context: ViewContext, fit: ChannelFit, edges: F, counts: F
@@ -581,9 +584,9 @@ class HistogramFit(ChannelView):
 
     def view(self, context: ViewContext) -> FitView:
         diag = context.diagnostics
-        if self.absent is not None and (
-            self.fits not in diag.tables or self.histogram not in diag.histograms
-        ):
+        missing = self.fits not in diag.tables or self.histogram not in diag.histograms
+        missing = missing or any(t not in diag.tables for t in self.requires)
+        if self.absent is not None and missing:
             return NoChannelFit(self.absent).view(context)
         fit = self.channel_fit(context)
         edges, counts, errors, label = self.row_data(context, fit)
