@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from b2calib.calibration import run_calibrations
+from b2calib.calibration import Diagnostics, JobStore, run_calibrations
 from b2calib.calibration.fitview import FitView, FitViewError, channel_ids, fit_view
 from b2calib.conditions import ChannelStatus, ConditionsDB, Payload
 from b2calib.conditions.iov import IoV
@@ -53,8 +53,8 @@ def cdc_db(tmp_path_factory: pytest.TempPathFactory) -> ConditionsDB:
 
 @pytest.fixture(scope="module")
 def top_db(tmp_path_factory: pytest.TempPathFactory) -> ConditionsDB:
-    """TOP masks, channel, module and common T0 on one simulated run of 7k mu-mu events (channel
-    T0 from 30 photons)."""
+    """TOP masks, channel, module and common T0 on two simulated runs of 5k mu-mu events
+    (channel T0 from 30 photons, one payload over both runs)."""
     out = tmp_path_factory.mktemp("fitview-top")
     cfg = SimConfig(
         exp=12,
@@ -65,12 +65,13 @@ def top_db(tmp_path_factory: pytest.TempPathFactory) -> ConditionsDB:
         detectors=["TOP"],
         run_types={"physics": 1.0},
         continuum_fraction=0.0,
-        n_runs=1,
-        events_per_run=7_000,
+        n_runs=2,
+        events_per_run=5_000,
     )
     simulate(cfg, out / "data", jobs=2)
     names = ["top-channel-mask", "top-channel-t0", "top-module-t0", "top-common-t0"]
-    config = {"top-channel-t0": {"min_entries": 30}}
+    # one channel-T0 payload over both runs: their histograms summed aligned on their phase
+    config = {"top-channel-t0": {"min_entries": 30, "find_boundaries": False}}
     reports, db = calibrate(names, out / "data", out / "c.sqlite", config=config)
     assert {k: r.status for k, r in reports.items()} == dict.fromkeys(names, "OK")
     return db
@@ -109,6 +110,28 @@ def _rows(payload: Payload, status: ChannelStatus) -> np.ndarray:
     return np.flatnonzero(payload.status == status)
 
 
+def _stored_fits(db: ConditionsDB, name: str, table: str) -> dict[str, np.ndarray]:
+    """The fit table of the execution that produced the first IoV of ``name`` in the tag."""
+    store = JobStore(db)
+    revision = db.iovs(TAG, name)[0].payload.revision
+    for job in store.jobs():
+        if [name, revision] in [s[:2] for s in job.summary.get("staged", [])]:
+            step = next(e["step"] for e in job.summary["executions"] if name in e["payloads"])
+            record = next(s for s in store.steps(job) if s.id == step)
+            data = store.diagnostics(record)
+            assert data is not None
+            return Diagnostics.from_bytes(data).tables[table]
+    raise AssertionError(f"no job staged {name}")
+
+
+def _nll(v: FitView) -> float:
+    """The fit's Poisson negative log-likelihood (as the batched fits compute it) of the
+    histogram shown and the model redrawn."""
+    inside = np.isfinite(v.expected)
+    lam = np.maximum(v.expected[inside], 1e-12)
+    return float(np.sum(lam - v.counts[inside] * np.log(lam)))
+
+
 def _assert_model_is_the_fit(v: FitView) -> None:
     """An extended fit with a free yield has expected counts adding up to its entries: the
     model redrawn from the stored parameters (shape, normalisation, fit range) is the fitted
@@ -125,11 +148,13 @@ def _assert_model_is_the_fit(v: FitView) -> None:
 
 # ------------------------------------------------------------------------- fitted views
 def test_ecl_time_crate_fits(sample_db: ConditionsDB) -> None:
-    """OK crates (the sample's crystals are too few to fit alone): the Gaussian redrawn is the
-    fitted one, the message says where the crate offset comes from."""
+    """OK crates (the sample's crystals are too few to fit alone): the histogram shown and the
+    Gaussian redrawn give the likelihood the fit reached, the message says where the crate
+    offset comes from."""
     payload = _payload(sample_db, "ECLCrateTimeOffset")
     ok = _rows(payload, ChannelStatus.OK)
     assert ok.size > 20
+    stored = _stored_fits(sample_db, "ECLCrateTimeOffset", "crate_fits")
     for crate in channel_ids(payload)[ok].tolist():
         v = fit_view(sample_db, TAG, "ECLCrateTimeOffset", crate)
         assert v.status == "OK"
@@ -137,6 +162,8 @@ def test_ecl_time_crate_fits(sample_db: ConditionsDB) -> None:
         assert v.message.startswith("fit OK:")
         assert "crate" in v.message
         _assert_model_is_the_fit(v)
+        i = int(np.flatnonzero(stored["channel"] == crate)[0])
+        assert _nll(v) == pytest.approx(float(stored["nll"][i]), abs=1e-3)
         n, sigma = v.parameters["n"][0], v.parameters["sigma"][0]
         assert sigma > 0
         width = float(np.diff(v.edges)[0])
@@ -214,6 +241,13 @@ def test_top_channel_t0_template_fits_give_the_payload(top_db: ConditionsDB) -> 
         for v in views[::50]:
             _assert_model_is_the_fit(v)
             assert set(v.model) == {"total", "signal", "background"}
+            assert "sum of 2 runs aligned on their common phase, as fitted" in v.message
+        # the histogram shown (the runs' aligned sum) and the template redrawn give the
+        # likelihood the fit reached (iminuit fallbacks keep another constant: most, not all)
+        nll = _stored_fits(top_db, "TOPCalChannelT0", "channel_fits")["nll"]
+        index = (ids[rows] // 1000 - 1) * 512 + ids[rows] % 1000 - 1
+        same = [abs(_nll(v) - nll[i]) < 1e-3 for v, i in zip(views, index, strict=True)]
+        assert np.mean(same) > 0.95
         mu = np.array([v.parameters["mu"][0] for v in views])
         value = np.array([v.value[0] for v in views])
         np.testing.assert_allclose(value, mu - mu.mean(), atol=1e-9)
@@ -244,14 +278,16 @@ def test_top_common_t0_redraws_the_stored_template(top_db: ConditionsDB) -> None
     """The run's folded photon times over the fit's window (found again from the stored
     histogram) with the template stored with the fit: the fitted one; the payload value is the
     fitted mu placed modulo the RF period."""
-    (entry,) = top_db.iovs(TAG, "TOPCalCommonT0")
-    v = fit_view(top_db, TAG, "TOPCalCommonT0", 0, iov=str(entry.iov))
-    _assert_model_is_the_fit(v)
-    assert set(v.model) == {"total", "signal", "background"}
-    assert v.edges[-1] - v.edges[0] == pytest.approx(top.RF_PERIOD_NS)
-    turns = (v.value[0] - v.parameters["mu"][0]) / top.RF_PERIOD_NS
-    assert turns == pytest.approx(round(turns), abs=1e-9)
-    assert "placed by continuity" in v.message
+    entries = top_db.iovs(TAG, "TOPCalCommonT0")
+    assert len(entries) == 2  # one per run
+    for entry in entries:
+        v = fit_view(top_db, TAG, "TOPCalCommonT0", 0, iov=str(entry.iov))
+        _assert_model_is_the_fit(v)
+        assert set(v.model) == {"total", "signal", "background"}
+        assert v.edges[-1] - v.edges[0] == pytest.approx(top.RF_PERIOD_NS)
+        turns = (v.value[0] - v.parameters["mu"][0]) / top.RF_PERIOD_NS
+        assert turns == pytest.approx(round(turns), abs=1e-9)
+        assert "placed by continuity" in v.message
 
 
 def test_ecl_peak_views_redraw_the_novosibirsk_fits(ecl_db: ConditionsDB) -> None:

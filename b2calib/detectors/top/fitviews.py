@@ -69,10 +69,17 @@ def _channel_explain(context: ViewContext, fit: ChannelFit) -> str | None:
         return None
     text = "value = mu minus the mean mu of the module's calibrated channels (zero mean per module)"
     runs = len(context.runs)
-    if runs > 1:
+    aligned = context.diagnostics.tables.get("alignment")
+    if aligned is not None and len(aligned["run"]) > 1:
+        moved = int(np.count_nonzero(aligned["shift_bins"]))
+        text += (
+            f"; the histogram is the sum of {len(aligned['run'])} runs aligned on their common "
+            f"phase, as fitted ({moved} rolled)"
+        )
+    elif aligned is None and runs > 1:
         text += (
             f"; the histogram is the sum of {runs} runs as collected (the fit summed them "
-            "aligned on each run's common phase)"
+            "aligned on each run's common phase; these diagnostics predate keeping that sum)"
         )
     if context.status != "OK":
         text += (
