@@ -24,7 +24,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from bench_sim import machine  # noqa: E402
 
-from b2calib.calibration.fitview import channel_ids, clear_cache, fit_view  # noqa: E402
+from b2calib.calibration.fitview import clear_cache, fit_view, payload_channels  # noqa: E402
 from b2calib.conditions import ConditionsDB  # noqa: E402
 
 CHANNELS = 40
@@ -33,7 +33,7 @@ CHANNELS = 40
 def measure(db: ConditionsDB, tag: str, name: str) -> dict[str, object]:
     """Kinds of view, first call (caches empty) and further calls (ms) of one payload name."""
     entry = db.iovs(tag, name)[0]
-    ids = channel_ids(db.payload(name, entry.payload.revision))
+    ids = payload_channels(db.payload(name, entry.payload.revision))
     picked = ids[:: max(1, len(ids) // CHANNELS)][:CHANNELS].tolist()
     clear_cache()
     kinds: dict[str, int] = {}
@@ -66,7 +66,7 @@ def main() -> None:
     db = ConditionsDB(f"sqlite:///{Path(args.database).resolve()}")
     names = sorted({e.name for e in db.iovs(args.tag)})
     t = time.perf_counter()
-    fit_view(db, args.tag, names[0], int(channel_ids(db.payload(names[0]))[0]))
+    fit_view(db, args.tag, names[0], int(payload_channels(db.payload(names[0]))[0]))
     imports = time.perf_counter() - t  # the calibration registry and the detectors imported
     rows = [measure(db, args.tag, n) for n in names]
     lines = [

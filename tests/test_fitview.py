@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from b2calib.calibration import Diagnostics, JobStore, run_calibrations
-from b2calib.calibration.fitview import FitView, FitViewError, channel_ids, fit_view
+from b2calib.calibration.fitview import FitView, FitViewError, fit_view, payload_channels
 from b2calib.conditions import ChannelStatus, ConditionsDB, Payload
 from b2calib.conditions.iov import IoV
 from b2calib.detectors.ecl.peaks import GG_FIT_RANGE
@@ -155,7 +155,7 @@ def test_ecl_time_crate_fits(sample_db: ConditionsDB) -> None:
     ok = _rows(payload, ChannelStatus.OK)
     assert ok.size > 20
     stored = _stored_fits(sample_db, "ECLCrateTimeOffset", "crate_fits")
-    for crate in channel_ids(payload)[ok].tolist():
+    for crate in payload_channels(payload)[ok].tolist():
         v = fit_view(sample_db, TAG, "ECLCrateTimeOffset", crate)
         assert v.status == "OK"
         assert v.calibration == "ecl-time"
@@ -175,7 +175,7 @@ def test_ecl_time_not_enough_data_says_why(sample_db: ConditionsDB) -> None:
     starved = _rows(payload, ChannelStatus.NOT_ENOUGH_DATA)
     starved = starved[~np.isfinite(payload.value()[starved])]
     assert starved.size
-    v = fit_view(sample_db, TAG, "ECLCrystalTimeOffset", int(channel_ids(payload)[starved[0]]))
+    v = fit_view(sample_db, TAG, "ECLCrystalTimeOffset", int(payload_channels(payload)[starved[0]]))
     assert v.status == "NOT_ENOUGH_DATA"
     assert v.message.startswith(f"NOT_ENOUGH_DATA: {v.entries:.0f} entries < 20 required")
     assert v.entries < 20
@@ -190,7 +190,7 @@ def test_cdc_t0_board_fit_pulls_are_standard_normal(cdc_db: ConditionsDB) -> Non
     Over one wire of every board, the pulls of bins expecting >= 10 entries are standard
     normal (the bins' own errors: a bias of -0.1 at 10 entries)."""
     payload = _payload(cdc_db, "CDCTimeZeros")
-    ids = channel_ids(payload)
+    ids = payload_channels(payload)
     first = np.unique(cdc.board_of(ids), return_index=True)[1]
     pulls: list[float] = []
     for wire in ids[first].tolist():
@@ -223,7 +223,7 @@ def test_run_gain_fit_gives_the_payload_value(sample_db: ConditionsDB) -> None:
 def test_cosine_view_says_the_value_is_not_the_fit(sample_db: ConditionsDB) -> None:
     payload = _payload(sample_db, "CDCDedxCosineCor")
     ok = _rows(payload, ChannelStatus.OK)
-    v = fit_view(sample_db, TAG, "CDCDedxCosineCor", int(channel_ids(payload)[ok[0]]))
+    v = fit_view(sample_db, TAG, "CDCDedxCosineCor", int(payload_channels(payload)[ok[0]]))
     assert "mean hit dE/dx" in v.message
     assert "not the value" in v.message
     assert v.value[0] == pytest.approx(float(payload.value("value")[ok[0]]))
@@ -233,7 +233,7 @@ def test_top_channel_t0_template_fits_give_the_payload(top_db: ConditionsDB) -> 
     """The photon-PDF template redrawn per channel is the fitted one; the payload value of a
     channel is its fitted mu minus the mean mu of its module's calibrated channels."""
     payload = _payload(top_db, "TOPCalChannelT0")
-    ids = channel_ids(payload)
+    ids = payload_channels(payload)
     for module in (3,):
         rows = np.flatnonzero((payload.status == ChannelStatus.OK) & (ids // 1000 == module))
         assert rows.size > 400
@@ -298,7 +298,7 @@ def test_ecl_peak_views_redraw_the_novosibirsk_fits(ecl_db: ConditionsDB) -> Non
         ("ECLCrystalEnergyMuMu", None),
     ):
         payload = _payload(ecl_db, name)
-        ids = channel_ids(payload)
+        ids = payload_channels(payload)
         ok = _rows(payload, ChannelStatus.OK)
         assert ok.size
         for r in ok[:10]:
@@ -320,7 +320,7 @@ def test_ecl_peak_views_redraw_the_novosibirsk_fits(ecl_db: ConditionsDB) -> Non
 # ----------------------------------------------------------------------- counting views
 def test_top_mask_counting_view_gives_the_rule(top_db: ConditionsDB) -> None:
     payload = _payload(top_db, "TOPCalChannelMask")
-    ids = channel_ids(payload)
+    ids = payload_channels(payload)
     for status, word in ((ChannelStatus.DEAD, "<= mean / 5"), (ChannelStatus.HOT, "> max(2 mean")):
         rows = _rows(payload, status)
         assert rows.size
