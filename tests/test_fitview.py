@@ -149,8 +149,8 @@ def _assert_model_is_the_fit(v: FitView) -> None:
 # ------------------------------------------------------------------------- fitted views
 def test_ecl_time_crate_fits(sample_db: ConditionsDB) -> None:
     """OK crates (the sample's crystals are too few to fit alone): the histogram shown and the
-    Gaussian redrawn give the likelihood the fit reached, the message says where the crate
-    offset comes from."""
+    Gaussian redrawn give the likelihood the fit reached, the payload value is the offset
+    applied plus the fitted mean, the message says where the crate offset comes from."""
     payload = _payload(sample_db, "ECLCrateTimeOffset")
     ok = _rows(payload, ChannelStatus.OK)
     assert ok.size > 20
@@ -166,6 +166,12 @@ def test_ecl_time_crate_fits(sample_db: ConditionsDB) -> None:
         assert _nll(v) == pytest.approx(float(stored["nll"][i]), abs=1e-3)
         n, sigma = v.parameters["n"][0], v.parameters["sigma"][0]
         assert sigma > 0
+        # no crystal of the sample's crates is measured: every OK crate is a crate-level
+        # constant, the offset applied (the previous iteration's) plus the fitted mean
+        assert "crate-level constant" in v.message
+        applied, mu = v.parameters["applied"][0], v.parameters["mu"][0]
+        assert v.parameters["total"][0] == pytest.approx(applied + mu, abs=1e-12)
+        assert v.value[0] == pytest.approx(applied + mu, abs=1e-9)
         width = float(np.diff(v.edges)[0])
         assert np.trapezoid(v.model["signal"], v.model_x) / width == pytest.approx(n, rel=0.02)
 
