@@ -257,6 +257,11 @@ def test_top_channel_t0_template_fits_give_the_payload(top_db: ConditionsDB) -> 
         mu = np.array([v.parameters["mu"][0] for v in views])
         value = np.array([v.value[0] for v in views])
         np.testing.assert_allclose(value, mu - mu.mean(), atol=1e-9)
+        # the view gives the module's zero it subtracted
+        zero = np.array([v.parameters["module mean"][0] for v in views])
+        np.testing.assert_allclose(zero, mu.mean(), atol=1e-9)
+        assert views[0].message.startswith("fit OK:")
+        assert "the module's mean mu" in views[0].message
     dead = _rows(payload, ChannelStatus.DEAD)
     assert dead.size
     v = fit_view(top_db, TAG, "TOPCalChannelT0", int(ids[dead[0]]))

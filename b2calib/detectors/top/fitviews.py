@@ -3,6 +3,8 @@ its photon-PDF template fit, module T0 from its slot-pair fits, common T0, chann
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from b2calib.calibration.fitview import (
@@ -52,6 +54,12 @@ class _ChannelT0View(HistogramFit):
         if "mu" in p:  # the fit's window coordinates -> the shown time axis
             nb = context.histogram(self.histogram).axes[1].size
             p["mu"] = (p["mu"][0] + self._first(context, fit) * _RF / nb, p["mu"][1])
+            if context.status == "OK":  # the module's zero: the mean mu of its calibrated
+                t = context.table(self.fits)
+                module = slice(fit.index - fit.index % _NP, fit.index - fit.index % _NP + _NP)
+                ok = t["final_status"][module] == 0
+                mus = t["mu"][module][ok] + t["window_first_bin"][module][ok] * _RF / nb
+                p["module mean"] = (float(np.mean(mus)), math.nan)
         return p
 
     def model_for(self, context: ViewContext, fit: ChannelFit) -> PeakModel:
@@ -68,6 +76,10 @@ def _channel_explain(context: ViewContext, fit: ChannelFit) -> str | None:
     if not fit.ok:
         return None
     text = "value = mu minus the mean mu of the module's calibrated channels (zero mean per module)"
+    mean = fit.parameters.get("module mean")
+    if mean is not None:
+        mu = fit.parameters["mu"][0]
+        text = f"value = mu {mu:.4f} - the module's mean mu {mean[0]:.4f} = {mu - mean[0]:.4f} ns"
     runs = len(context.runs)
     aligned = context.diagnostics.tables.get("alignment")
     if aligned is not None and len(aligned["run"]) > 1:
