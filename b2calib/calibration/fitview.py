@@ -172,6 +172,14 @@ class ViewContext:
         The execution's status and message.
     runs
         The execution's runs (exp, run).
+    execution_payloads
+        ``execution_payloads()``: every payload this execution produced, by name (its own
+        result, before a calibration's ``combine``), e.g. the crate offsets of a crystal's
+        execution.
+    previous_payloads
+        ``previous_payloads()``: the payloads of the previous iteration's execution holding
+        the first run, by name: the constants the collector applied when this execution
+        iterated (empty for a first iteration, whose constants came from the tags).
     """
 
     calibration: str
@@ -185,6 +193,8 @@ class ViewContext:
     step_status: str = ""
     step_message: str = ""
     runs: tuple[tuple[int, int], ...] = ()
+    execution_payloads: Callable[[], Mapping[str, Payload]] = dict
+    previous_payloads: Callable[[], Mapping[str, Payload]] = dict
 
     @property
     def status(self) -> str:
@@ -528,10 +538,12 @@ class HistogramFit(ChannelView):
     head
         ``head(context, fit) -> message``: the whole message, for a view whose histogram is
         not the channel's own (e.g. a wire shown with its board's fit).
+    requires
+        Further diagnostics tables the view needs (e.g. a stored template).
     absent
         When the diagnostics hold neither the fit table nor the histogram (a method that did
-        not run in this execution): the message of a view without histogram; ``None``: an
-        error.
+        not run in this execution), or one of :attr:`requires`: the message of a view
+        without histogram; ``None``: an error.
     """
 
     histogram: str
@@ -548,6 +560,7 @@ class HistogramFit(ChannelView):
     status_column: str = "status"
     absent: str | None = None
     head: Callable[[ViewContext, ChannelFit], str] | None = None
+    requires: tuple[str, ...] = ()
 
     def _range(
         self, context: ViewContext, fit: ChannelFit, edges: F, counts: F
@@ -582,9 +595,9 @@ class HistogramFit(ChannelView):
 
     def view(self, context: ViewContext) -> FitView:
         diag = context.diagnostics
-        if self.absent is not None and (
-            self.fits not in diag.tables or self.histogram not in diag.histograms
-        ):
+        missing = self.fits not in diag.tables or self.histogram not in diag.histograms
+        missing = missing or any(t not in diag.tables for t in self.requires)
+        if self.absent is not None and missing:
             return NoChannelFit(self.absent).view(context)
         fit = self.channel_fit(context)
         edges, counts, errors, label = self.row_data(context, fit)
@@ -859,7 +872,7 @@ class _LRU:
 
 #: Decoded diagnostics per (database, step id): decoding a ROOT file takes 5-130 ms.
 _DIAGNOSTICS = _LRU(16)
-#: Decoded payloads per (database, name, revision).
+#: Decoded payloads and their channel ids per (database, name, revision).
 _PAYLOADS = _LRU(64)
 #: The job execution of a staged payload per (database, tag, name, revision, IoV).
 _SOURCES = _LRU(1024)
@@ -868,7 +881,7 @@ _SOURCES = _LRU(1024)
 def clear_cache() -> None:
     """Forget the decoded diagnostics, payloads and job look-ups (e.g. after a database was
     replaced under the same URL)."""
-    for c in (_DIAGNOSTICS, _PAYLOADS, _SOURCES):
+    for c in (_DIAGNOSTICS, _PAYLOADS, _SOURCES, _STEP_PAYLOADS):
         c.clear()
 
 
@@ -957,8 +970,59 @@ def payload_channels(payload: Payload) -> npt.NDArray[np.int64]:
     return np.arange(len(payload), dtype=np.int64) if ids is None else ids
 
 
-def _payload_row(payload: Payload, channel: int, where: str) -> int:
-    ids = payload_channels(payload)
+#: The payloads of an execution (step checkpoints), per (database, step id).
+_STEP_PAYLOADS = _LRU(32)
+
+
+def _step_payloads(db: ConditionsDB, step: int) -> dict[str, Payload]:
+    """The payloads recorded with a step, by name."""
+    import sqlalchemy as sa
+
+    from b2calib.calibration.jobs import step_payloads as sp
+    from b2calib.conditions.payload import Payload
+
+    with db.read() as conn:
+        rows = list(
+            conn.execute(
+                sa.select(sp.c.checksum, sp.c.content)
+                .where(sp.c.step_id == step)
+                .order_by(sp.c.position)
+            )
+        )
+    out = {}
+    for r in rows:
+        p = Payload.from_bytes(bytes(r.content), r.checksum, f"checkpoint of step {step}")
+        out[p.name] = p
+    return out
+
+
+def _previous_step(db: ConditionsDB, step: int) -> int | None:
+    """The step of the previous iteration of the same job and algorithm whose runs hold this
+    step's first run (``None`` for a first iteration)."""
+    import sqlalchemy as sa
+
+    from b2calib.calibration.jobs import calibration_steps as t
+
+    with db.read() as conn:
+        row = conn.execute(sa.select(t).where(t.c.id == step)).first()
+        if row is None or row.iteration == 0:
+            return None
+        first = tuple(json.loads(row.runs)[0])
+        for r in conn.execute(
+            sa.select(t.c.id, t.c.runs)
+            .where(
+                t.c.job_id == row.job_id,
+                t.c.algorithm == row.algorithm,
+                t.c.iteration == row.iteration - 1,
+            )
+            .order_by(t.c.id.desc())
+        ):
+            if first in [tuple(x) for x in json.loads(r.runs)]:
+                return int(r.id)
+    return None
+
+
+def _payload_row(payload: Payload, ids: npt.NDArray[np.int64], channel: int, where: str) -> int:
     hits = np.flatnonzero(ids == channel)
     if hits.size == 0:
         keys = ", ".join(payload.keys) or "row"
@@ -1041,8 +1105,13 @@ def fit_view(
             f"{where}: calibration {source.calibration} declares no fit view of {name} "
             f"(declared: {declared})"
         )
-    payload: Payload = _PAYLOADS.get((key, name, revision), lambda: db.payload(name, revision))
-    row = _payload_row(payload, int(channel), where)
+
+    def load() -> tuple[Payload, npt.NDArray[np.int64]]:
+        p = db.payload(name, revision)
+        return p, payload_channels(p)
+
+    payload, ids = _PAYLOADS.get((key, name, revision), load)
+    row = _payload_row(payload, ids, int(channel), where)
     diagnostics: Diagnostics = _DIAGNOSTICS.get(
         (key, source.step), lambda: _load_diagnostics(db, source.step)
     )
@@ -1058,8 +1127,22 @@ def fit_view(
         step_status=source.status,
         step_message=source.message,
         runs=source.runs,
+        execution_payloads=lambda: _STEP_PAYLOADS.get(
+            (key, source.step), lambda: _step_payloads(db, source.step)
+        ),
+        previous_payloads=lambda: _previous_payloads(db, key, source.step),
     )
     return spec.view(context)
+
+
+def _previous_payloads(db: ConditionsDB, key: str, step: int) -> Mapping[str, Payload]:
+    previous = _SOURCES.get((key, "previous step", step), lambda: _previous_step(db, step))
+    if previous is None:
+        return {}
+    found: Mapping[str, Payload] = _STEP_PAYLOADS.get(
+        (key, previous), lambda: _step_payloads(db, previous)
+    )
+    return found
 
 
 def __dir__() -> list[str]:

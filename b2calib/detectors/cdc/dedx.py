@@ -293,22 +293,37 @@ def wire_collector(constants: Constants, runs: Sequence[RunKey]) -> DedxCollecto
     return DedxCollector("wire", _run_gains(constants, runs), cos, ())
 
 
-def _peak(h: hist.Hist, min_entries: int, window: float) -> ChannelFits:
-    """Gaussian fit of a 1-D histogram: on the whole axis (at least ``min_entries``), then within
-    ``window`` fitted widths of the peak (the tails of the truncated-mean distribution are not
-    Gaussian)."""
+def peak_window(
+    h: hist.Hist, min_entries: int, window: float
+) -> tuple[ChannelFits, tuple[float, float] | None]:
+    """The first step of :func:`_peak`: the Gaussian fit of a 1-D histogram on its whole axis
+    (at least ``min_entries``) and the bin range within ``window`` fitted widths of its peak
+    (``None`` when the fit failed). Deterministic: the drill-down finds the window of a stored
+    histogram with it."""
     h2: hist.Hist = hist.Hist(hist.axis.Regular(1, -0.5, 0.5), h.axes[0])
     h2.view()[...] = h.values().reshape(1, -1)
     fits = fit_channels(h2, min_entries=min_entries)
     if not fits.ok[0]:
-        return fits
+        return fits, None
     mu, sigma = float(fits.values["mu"][0]), float(fits.values["sigma"][0])
     edges = h.axes[0].edges
     lo = edges[max(int(np.searchsorted(edges, mu - window * sigma)) - 1, 0)]
     hi = edges[min(int(np.searchsorted(edges, mu + window * sigma)), len(edges) - 1)]
+    return fits, (float(lo), float(hi))
+
+
+def _peak(h: hist.Hist, min_entries: int, window: float) -> ChannelFits:
+    """Gaussian fit of a 1-D histogram: on the whole axis (at least ``min_entries``), then within
+    ``window`` fitted widths of the peak (the tails of the truncated-mean distribution are not
+    Gaussian)."""
+    fits, fit_range = peak_window(h, min_entries, window)
+    if fit_range is None:
+        return fits
+    h2: hist.Hist = hist.Hist(hist.axis.Regular(1, -0.5, 0.5), h.axes[0])
+    h2.view()[...] = h.values().reshape(1, -1)
     # the threshold applies to the sample (checked by the first fit), not to its core within
     # the window: re-applying it failed samples just above the threshold instead of fitting them
-    return fit_channels(h2, value_range=(lo, hi), min_entries=0)
+    return fit_channels(h2, value_range=fit_range, min_entries=0)
 
 
 def _scale(

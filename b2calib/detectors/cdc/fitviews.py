@@ -17,7 +17,6 @@ from b2calib.calibration.fitview import (
     HistogramFit,
     NoChannelFit,
     ViewContext,
-    range_of_entries,
 )
 from b2calib.conditions import ChannelStatus
 from b2calib.geometry import cdc
@@ -49,6 +48,9 @@ def _t0_head(context: ViewContext, fit: ChannelFit) -> str:
         what = f"DEAD: no hit on wire {w} while its layer has hits"
     elif own == "OK" and status == "OK":
         what = f"OK: wire fit of {n:.0f} entries, mean residual {mu:.3f} +- {err:.3f} ns"
+        applied = fit.parameters.get("applied")
+        if applied is not None:
+            what += f"; T0 = applied {applied[0]:.3f} + {mu:.3f} = {applied[0] + mu:.3f} ns"
     elif own == "OK":
         what = (
             f"{status}: the wire fit ({n:.0f} entries, {mu:.3f} ns) has an error above "
@@ -71,8 +73,29 @@ def _t0_head(context: ViewContext, fit: ChannelFit) -> str:
     )
 
 
+class _T0View(HistogramFit):
+    """The board's residuals and fit, with the wire's own fit and the T0 applied (the
+    previous iteration's) among the parameters."""
+
+    def parameters_for(
+        self, context: ViewContext, fit: ChannelFit
+    ) -> dict[str, tuple[float, float]]:
+        p = dict(fit.parameters)
+        wires = context.table("wire_fits")
+        i = int(np.flatnonzero(wires["channel"] == context.channel)[0])
+        p["wire mu"] = (float(wires["mu"][i]), float(wires["mu_err"][i]))
+        p["wire entries"] = (float(wires["entries"][i]), math.nan)
+        previous = context.previous_payloads().get("CDCTimeZeros")
+        if previous is not None:
+            from b2calib.detectors.cdc.tracking import _t0_values
+
+            applied = np.nan_to_num(_t0_values(previous), nan=0.0)
+            p["applied"] = (float(applied[context.channel]), math.nan)
+        return p
+
+
 #: CDCTimeZeros: the wire's board residuals and Gaussian fit, with the wire's own fit in words.
-T0_VIEW = HistogramFit(
+T0_VIEW = _T0View(
     "board_residual",
     "board_fits",
     GaussPeak(),
@@ -81,12 +104,25 @@ T0_VIEW = HistogramFit(
     head=_t0_head,
 )
 
+
+def _run_gain_window(
+    context: ViewContext, fit: ChannelFit, edges: object, counts: object
+) -> tuple[float, float] | None:
+    """The window of the run-gain fit: the algorithm's first fit of the stored histogram
+    (:func:`~b2calib.detectors.cdc.dedx.peak_window`, deterministic) gives it."""
+    from b2calib.detectors.cdc.dedx import peak_window
+
+    h = context.histogram("track_truncated_mean")
+    cfg = context.config
+    return peak_window(h, int(cfg["min_tracks"]), float(cfg["fit_window_sigma"]))[1]
+
+
 #: CDCDedxRunGain: the run's truncated-mean histogram and its Gaussian core fit.
 RUN_GAIN_VIEW = HistogramFit(
     "track_truncated_mean",
     "run_fit",
     GaussPeak(),
-    fit_range=range_of_entries,
+    fit_range=_run_gain_window,
     min_entries="min_tracks",
     relation="gain = mu / K (K: the fitted truncated mean over the mean hit dE/dx of the "
     "pooled runs)",

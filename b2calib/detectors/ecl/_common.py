@@ -197,9 +197,16 @@ def applied_column(
     values = np.asarray(payload.value(column), dtype=np.float64)
     if len(values) != n:
         raise ValueError(f"payload {name} for run {run}: {len(values)} rows, expected {n}")
-    finite = np.isfinite(values)
-    fill = float(np.median(values[finite])) if finite.any() else nominal
-    return np.where(finite, values, fill)
+    return dense_column(values, nominal)
+
+
+def dense_column(values: npt.ArrayLike, nominal: float) -> F:
+    """A payload column as a collector applies it (:func:`applied_column`): flagged (NaN)
+    channels take the median of the measured ones, ``nominal`` when none is measured."""
+    v = np.asarray(values, dtype=np.float64)
+    finite = np.isfinite(v)
+    fill = float(np.median(v[finite])) if finite.any() else nominal
+    return np.where(finite, v, fill)
 
 
 def config_boundaries(config: Mapping[str, Any]) -> list[RunKey]:

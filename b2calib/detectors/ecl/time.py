@@ -37,6 +37,7 @@ crate's mean residual steps between runs.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
@@ -73,6 +74,7 @@ from b2calib.detectors.ecl._common import (
     cell_axis,
     crate_axis,
     crate_step_boundaries,
+    dense_column,
     digest,
     offsets_of,
     per_run_sets,
@@ -431,19 +433,79 @@ def _explain_crate(context: ViewContext, fit: ChannelFit) -> str | None:
     return "no measured crystal and no crate-level fit: no offset"
 
 
+def _applied_offsets(context: ViewContext) -> tuple[F, F] | None:
+    """The crystal and crate offsets the collector applied in this execution: the previous
+    iteration's (``None`` for a first iteration, whose offsets came from the tags)."""
+    previous = context.previous_payloads()
+    if CRYSTAL_PAYLOAD not in previous or CRATE_PAYLOAD not in previous:
+        return None
+    crystal = dense_column(previous[CRYSTAL_PAYLOAD].value("value"), 0.0)
+    crate = dense_column(previous[CRATE_PAYLOAD].value("value"), 0.0)
+    return crystal, crate
+
+
+class _TimeFit(HistogramFit):
+    """The residual fit of a crystal or a crate, with the numbers its offset is made of: the
+    offsets applied (the previous iteration's), the total (applied + mu) and, for a crystal,
+    its crate's offset."""
+
+    def parameters_for(
+        self, context: ViewContext, fit: ChannelFit
+    ) -> dict[str, tuple[float, float]]:
+        p = dict(fit.parameters)
+        applied = _applied_offsets(context) if fit.ok else None
+        if applied is None:
+            return p
+        crystal, crate = applied
+        mu, mu_err = p["mu"]
+        if self.fits == "crystal_fits":
+            k = int(CRATE[context.channel - 1]) - 1
+            total = float(crystal[context.channel - 1] + crate[k])
+            own = context.execution_payloads().get(CRATE_PAYLOAD)
+            p["applied"] = (total, math.nan)
+            p["total"] = (total + mu, mu_err)
+            if own is not None:
+                p["crate offset"] = (
+                    float(own.value("value")[k]),
+                    float(own.errors["value"][k]),
+                )
+        else:
+            a = float(crate[context.channel - 1])
+            p["applied"] = (a, math.nan)
+            p["total"] = (a + mu, mu_err)
+        return p
+
+
+def _crystal_relation(context: ViewContext, fit: ChannelFit) -> str | None:
+    p = fit.parameters
+    if not fit.ok or "total" not in p or "crate offset" not in p:
+        return None
+    a, mu, c = p["applied"][0], p["mu"][0], p["crate offset"][0]
+    return f"offset = applied {a:.4f} + mu {mu:.4f} - crate offset {c:.4f} = {a + mu - c:.4f} ns"
+
+
+def _explain_crystal_all(context: ViewContext, fit: ChannelFit) -> str | None:
+    relation = _crystal_relation(context, fit)
+    if relation is None and fit.ok:  # a first iteration: the applied offsets came from tags
+        relation = (
+            "offset = crystal + crate offsets applied + mu, minus the crate's offset (the mean "
+            "of its measured crystals)"
+        )
+    parts = [relation, _explain_crystal(context, fit)]
+    return "; ".join(x for x in parts if x) or None
+
+
 #: The drill-down of the two payloads: the crystal and crate residual histograms with the
 #: Gaussian fits the algorithm made (:func:`b2calib.fit.fit_channels`, no background).
 FIT_VIEWS = {
-    CRYSTAL_PAYLOAD: HistogramFit(
+    CRYSTAL_PAYLOAD: _TimeFit(
         "time_crystal",
         "crystal_fits",
         GaussPeak(),
         min_entries="min_entries",
-        relation="offset = crystal + crate offsets applied + mu, minus the crate's offset "
-        "(the mean of its measured crystals)",
-        explain=_explain_crystal,
+        explain=_explain_crystal_all,
     ),
-    CRATE_PAYLOAD: HistogramFit(
+    CRATE_PAYLOAD: _TimeFit(
         "time_crate",
         "crate_fits",
         GaussPeak(),

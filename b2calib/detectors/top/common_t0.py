@@ -300,6 +300,9 @@ class CommonT0Algorithm(Algorithm):
         )
         diag = Diagnostics(histograms={k: data.histograms[k] for k in ("folded", "pixel", "z")})
         diag.add_fits("fit", fits, np.array([0]))
+        # the template fitted (its components depend on the constants: the drill-down redraws
+        # the fit from these)
+        diag.tables["template"] = {"weight": w[0], "offset": m[0], "width": s[0]}
         if fits.status[0] != ChannelStatus.OK:
             return AlgorithmResult(
                 AlgorithmStatus.FAILURE,

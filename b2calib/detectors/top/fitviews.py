@@ -3,6 +3,8 @@ its photon-PDF template fit, module T0 from its slot-pair fits, common T0, chann
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from b2calib.calibration.fitview import (
@@ -10,12 +12,11 @@ from b2calib.calibration.fitview import (
     CountingView,
     GaussPeak,
     HistogramFit,
-    NoChannelFit,
     PeakModel,
     TemplatePeak,
     ViewContext,
 )
-from b2calib.detectors.top.photons import PhotonPDF
+from b2calib.detectors.top.photons import PhotonPDF, circular_centre, rf_window
 from b2calib.geometry import top
 
 __all__ = ["CHANNEL_T0_VIEW", "COMMON_T0_VIEW", "MASK_VIEW", "MODULE_T0_VIEW"]
@@ -53,6 +54,12 @@ class _ChannelT0View(HistogramFit):
         if "mu" in p:  # the fit's window coordinates -> the shown time axis
             nb = context.histogram(self.histogram).axes[1].size
             p["mu"] = (p["mu"][0] + self._first(context, fit) * _RF / nb, p["mu"][1])
+            if context.status == "OK":  # the module's zero: the mean mu of its calibrated
+                t = context.table(self.fits)
+                module = slice(fit.index - fit.index % _NP, fit.index - fit.index % _NP + _NP)
+                ok = t["final_status"][module] == 0
+                mus = t["mu"][module][ok] + t["window_first_bin"][module][ok] * _RF / nb
+                p["module mean"] = (float(np.mean(mus)), math.nan)
         return p
 
     def model_for(self, context: ViewContext, fit: ChannelFit) -> PeakModel:
@@ -69,11 +76,22 @@ def _channel_explain(context: ViewContext, fit: ChannelFit) -> str | None:
     if not fit.ok:
         return None
     text = "value = mu minus the mean mu of the module's calibrated channels (zero mean per module)"
+    mean = fit.parameters.get("module mean")
+    if mean is not None:
+        mu = fit.parameters["mu"][0]
+        text = f"value = mu {mu:.4f} - the module's mean mu {mean[0]:.4f} = {mu - mean[0]:.4f} ns"
     runs = len(context.runs)
-    if runs > 1:
+    aligned = context.diagnostics.tables.get("alignment")
+    if aligned is not None and len(aligned["run"]) > 1:
+        moved = int(np.count_nonzero(aligned["shift_bins"]))
+        text += (
+            f"; the histogram is the sum of {len(aligned['run'])} runs aligned on their common "
+            f"phase, as fitted ({moved} rolled)"
+        )
+    elif aligned is None and runs > 1:
         text += (
             f"; the histogram is the sum of {runs} runs as collected (the fit summed them "
-            "aligned on each run's common phase)"
+            "aligned on each run's common phase; these diagnostics predate keeping that sum)"
         )
     if context.status != "OK":
         text += (
@@ -128,20 +146,62 @@ MODULE_T0_VIEW = HistogramFit(
 )
 
 
-def _common_detail(context: ViewContext) -> str:
-    t = context.table("fit")
+class _CommonT0View(_ChannelT0View):
+    """The run's photon times folded modulo the RF period, over the period around their
+    phase (the window the fit used, found again from the stored histogram), with the template
+    the algorithm fitted (stored with it)."""
+
+    def _first(self, context: ViewContext, fit: ChannelFit) -> int:
+        counts = np.asarray(context.histogram(self.histogram).values(), dtype=np.float64)
+        return int(rf_window(counts[None, :], circular_centre(counts[None, :], _RF))[1][0])
+
+    def row_data(self, context: ViewContext, fit: ChannelFit) -> tuple[F, F, F, str]:
+        h = context.histogram(self.histogram)
+        counts = np.asarray(h.values(), dtype=np.float64)
+        nb = len(counts)
+        first = self._first(context, fit)
+        idx = (first + np.arange(nb)) % nb
+        window = (first + np.arange(nb + 1)) * (_RF / nb)
+        return window, counts[idx], np.sqrt(counts[idx]), "photon time - expected, folded (ns)"
+
+    def parameters_for(
+        self, context: ViewContext, fit: ChannelFit
+    ) -> dict[str, tuple[float, float]]:
+        p = dict(fit.parameters)
+        if "mu" in p:
+            nb = context.histogram(self.histogram).axes[0].size
+            p["mu"] = (p["mu"][0] + self._first(context, fit) * _RF / nb, p["mu"][1])
+        return p
+
+    def model_for(self, context: ViewContext, fit: ChannelFit) -> PeakModel:
+        t = context.table("template")
+        return TemplatePeak(
+            tuple(t["weight"].tolist()),
+            tuple(t["offset"].tolist()),
+            tuple(t["width"].tolist()),
+            period=_RF,
+        )
+
+
+def _common_explain(context: ViewContext, fit: ChannelFit) -> str | None:
+    if not fit.ok:
+        return None
     return (
-        f"template fit of {float(t['entries'][0]):.0f} photons: n {float(t['n'][0]):.0f}, "
-        f"mu (window) {float(t['mu'][0]):.4f} +- {float(t['mu_err'][0]):.4f} ns; the template "
-        "depends on the fraction of uncalibrated channels in the constants, which the "
-        "diagnostics do not keep, so it is not redrawn"
+        "value = mu placed by continuity along the runs (modulo the RF period); its error "
+        "adds the channel and module T0s' in quadrature"
     )
 
 
-COMMON_T0_VIEW = NoChannelFit(
-    "one template fit of all photons of the run folded modulo the RF period (histogram "
-    "'folded' of the diagnostics); the value is placed by continuity along the runs",
-    _common_detail,
+COMMON_T0_VIEW = _CommonT0View(
+    "folded",
+    "fit",
+    TemplatePeak((1.0,), (0.0,), (1.0,)),
+    min_entries="min_photons",
+    channel_map=lambda c: 0,
+    explain=_common_explain,
+    requires=("template",),
+    absent="the diagnostics of this execution do not hold the template fitted (an earlier "
+    "version): one template fit of all photons of the run folded modulo the RF period",
 )
 
 
