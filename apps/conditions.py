@@ -20,6 +20,7 @@ The page's state is in its URL: ``/conditions?tag=T&exp=16&run=3&stack=a,b&diff=
 from __future__ import annotations
 
 import json
+from html import escape
 from typing import Any
 from urllib.parse import urlencode
 
@@ -27,15 +28,8 @@ import numpy as np
 import pandas as pd
 import panel as pn
 import param
-from bokeh.models import (
-    ColumnDataSource,
-    FactorRange,
-    FixedTicker,
-    HoverTool,
-    LabelSet,
-    Range1d,
-    Span,
-)
+from bokeh.models import ColumnDataSource, FactorRange, FixedTicker, HoverTool, Range1d
+from bokeh.models.annotations import LabelSet, Span
 from bokeh.palettes import Category10_10
 from bokeh.plotting import figure
 from panel.io.document import unlocked
@@ -44,7 +38,7 @@ from b2calib.exceptions import B2CalibError
 
 from ._common import header, served, session_user
 
-__all__ = ["Conditions", "payloads_link"]
+__all__ = ["Conditions", "html_table", "payloads_link"]
 
 #: Colours of the tag states in the tags table.
 STATE_COLORS = {
@@ -57,6 +51,45 @@ STATE_COLORS = {
 }
 _ROW_PX = 20  # height of one payload row of the IoV chart
 _EXP_ROW = "experiment"  # the chart's top row: the experiments' names
+
+
+#: Style of the HTML tables (lookup, diff): compact, striped, a fixed header, scrolling.
+_TABLE_CSS = (
+    "<style>.ctable-box{max-height:560px;overflow:auto;border:1px solid #c8d3e0}"
+    ".ctable{border-collapse:collapse;width:100%;font-size:13px}"
+    ".ctable th{position:sticky;top:0;background:#e9eff7;text-align:left;padding:4px 8px;"
+    "border-bottom:1px solid #c8d3e0}"
+    ".ctable td{padding:3px 8px;border-bottom:1px solid #eef1f5;white-space:nowrap}"
+    ".ctable tr:nth-child(even) td{background:#f7f9fc}"
+    ".ctable td.c-changed{color:#b35c00;font-weight:600}"
+    ".ctable td.c-added{color:#2e7d32;font-weight:600}"
+    ".ctable td.c-removed{color:#c62828;font-weight:600}</style>"
+)
+
+
+def html_table(
+    rows: list[dict[str, Any]],
+    columns: list[str],
+    css: str,
+    *,
+    raw: frozenset[str] | set[str] = frozenset(),
+) -> str:
+    """``rows`` as an HTML table of class ``css``: a cell per column, ``data-field`` its column
+    (text escaped, but for the ``raw`` columns, which hold HTML made here)."""
+    head = "".join(f"<th>{escape(c)}</th>" for c in columns)
+    body = []
+    for r in rows:
+        cells = []
+        for c in columns:
+            v = r.get(c, "")
+            text = str(v) if c in raw else escape(str(v))
+            kind = f' class="c-{escape(str(v))}"' if c == "change" else ""
+            cells.append(f'<td data-field="{escape(c)}"{kind}>{text}</td>')
+        body.append(f"<tr>{''.join(cells)}</tr>")
+    return (
+        f'{_TABLE_CSS}<div class="ctable-box"><table class="ctable {css}">'
+        f"<thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table></div>"
+    )
 
 
 def payloads_link(tag: str, payload: str, previous: str) -> str:
@@ -124,7 +157,7 @@ class Conditions(pn.viewable.Viewer):
             css_classes=["tags-table"],
             max_height=260,
         )
-        self.tags_table.style.map(_state_style, subset=["state"])
+        self.tags_table.style.map(_state_style, subset=["state"])  # type: ignore[union-attr]
         self.tag_title = pn.pane.HTML("", sizing_mode="stretch_width", css_classes=["tag-title"])
         self._fig = self._figure()
         self.chart = pn.pane.Bokeh(
@@ -155,15 +188,9 @@ class Conditions(pn.viewable.Viewer):
         self.lookup_head = pn.pane.HTML(
             "", css_classes=["lookup-head"], sizing_mode="stretch_width"
         )
-        self.lookup_table = pn.widgets.Tabulator(
-            pd.DataFrame(),
-            show_index=False,
-            disabled=True,
-            sizing_mode="stretch_width",
-            css_classes=["lookup-table"],
-            pagination="local",
-            page_size=40,
-        )
+        # the lookup and the diff are plain HTML tables: a page draws them much faster than
+        # further Tabulators (the page's first render must stay within 1.5 s)
+        self.lookup_table = pn.pane.HTML("", sizing_mode="stretch_width")
         self.diff_a = pn.widgets.Select(
             name="From tag (A)", options=["", *names], width=260, css_classes=["diff-a"]
         )
@@ -171,16 +198,7 @@ class Conditions(pn.viewable.Viewer):
             name="To tag (B)", options=["", *names], width=260, css_classes=["diff-b"]
         )
         self.diff_head = pn.pane.HTML("", css_classes=["diff-head"], sizing_mode="stretch_width")
-        self.diff_table = pn.widgets.Tabulator(
-            pd.DataFrame(),
-            show_index=False,
-            disabled=True,
-            sizing_mode="stretch_width",
-            css_classes=["diff-table"],
-            pagination="local",
-            page_size=40,
-            formatters={"validation": {"type": "html"}},
-        )
+        self.diff_table = pn.pane.HTML("", sizing_mode="stretch_width")
         # -- the state: defaults, then the URL's
         if served() and pn.state.location is not None:
             pn.state.location.sync(
@@ -207,9 +225,12 @@ class Conditions(pn.viewable.Viewer):
 
     def _show_state(self) -> None:
         """Put the state chosen by default (the tag, its last run) in the page's URL too."""
-        state = {"tag": self.tag, "exp": self.exp, "run": self.run}
-        state.update({k: v for k, v in (("stack", self.stack), ("diff", self.diff)) if v})
-        pn.state.location.update_query(**{k: v for k, v in state.items() if v not in ("", None)})
+        location = pn.state.location
+        if location is None:
+            return
+        state: dict[str, Any] = {"tag": self.tag, "exp": self.exp, "run": self.run}
+        state.update(stack=self.stack, diff=self.diff)
+        location.update_query(**{k: v for k, v in state.items() if v not in ("", None)})
 
     # -- state changes -----------------------------------------------------------------------
 
@@ -227,7 +248,7 @@ class Conditions(pn.viewable.Viewer):
             self._set(tag=name)
 
     def _fail(self, err: Exception) -> None:
-        self.message.object = f"{err}"
+        self.message.object = escape(str(err))
         self.message.visible = True
 
     def _widgets(self) -> None:
@@ -273,7 +294,7 @@ class Conditions(pn.viewable.Viewer):
             f'<h3 id="tag-title" style="margin:4px 0">{info.name} '
             f'<span style="font-weight:normal">({info.type}, {info.state}: {len(table)} IoVs '
             f"of {len(table.names)} payloads)</span></h3>"
-            f"<div>{info.description}</div>"
+            f"<div>{escape(info.description)}</div>"
         )
         self._table = table
         self.chart.visible = True
@@ -300,14 +321,14 @@ class Conditions(pn.viewable.Viewer):
         self._widgets()
         if self.exp is None or self.run is None or not stack:
             self.lookup_head.object = "<p>Choose an experiment, a run and a stack of tags.</p>"
-            self.lookup_table.value = pd.DataFrame()
+            self.lookup_table.object = ""
             return
         try:
             found = self.db.lookup_stack(self.exp, self.run, stack)
         except B2CalibError as err:
             self._fail(err)
-            self.lookup_head.object = f"<p>Lookup failed: {err}</p>"
-            self.lookup_table.value = pd.DataFrame()
+            self.lookup_head.object = f"<p>Lookup failed: {escape(str(err))}</p>"
+            self.lookup_table.object = ""
             return
         rows = []
         for name, entries in found.items():
@@ -327,12 +348,12 @@ class Conditions(pn.viewable.Viewer):
         per_tag = {t: sum(r["from tag"] == t for r in rows) for t in stack}
         self.lookup_head.object = (
             f'<p id="lookup-summary">Run <b>{self.exp}/{self.run}</b> through '
-            f"<b>{' &rarr; '.join(stack)}</b>: {len(rows)} payloads ("
-            + ", ".join(f"{n} from {t}" for t, n in per_tag.items())
+            f"<b>{' &rarr; '.join(map(escape, stack))}</b>: {len(rows)} payloads ("
+            + ", ".join(f"{n} from {escape(t)}" for t, n in per_tag.items())
             + ").</p>"
         )
-        self.lookup_table.value = pd.DataFrame(
-            rows, columns=["payload", "revision", "IoV", "from tag", "checksum", "shadowed"]
+        self.lookup_table.object = html_table(
+            rows, ["payload", "revision", "IoV", "from tag", "checksum", "shadowed"], "lookup-table"
         )
 
     def _on_diff(self, *_: Any) -> None:
@@ -341,42 +362,46 @@ class Conditions(pn.viewable.Viewer):
         a, sep, b = self.diff.partition("..")
         if not (sep and a and b):
             self.diff_head.object = "<p>Choose two tags to compare.</p>"
-            self.diff_table.value = pd.DataFrame()
+            self.diff_table.object = ""
             return
         try:
             d = self.db.diff(a, b)
         except B2CalibError as err:
             self._fail(err)
-            self.diff_head.object = f"<p>Diff failed: {err}</p>"
-            self.diff_table.value = pd.DataFrame()
+            self.diff_head.object = f"<p>Diff failed: {escape(str(err))}</p>"
+            self.diff_table.object = ""
             return
-        rows = []
+        rows: list[dict[str, Any]] = []
         for name, iov, info in d.added:
-            rows.append(("added", name, "", "", str(iov), info.revision, ""))
+            rows.append({"change": "added", "payload": name, "IoV in B": iov, "rev B": info})
         for name, iov, info in d.removed:
-            rows.append(("removed", name, str(iov), info.revision, "", "", ""))
+            rows.append({"change": "removed", "payload": name, "IoV in A": iov, "rev A": info})
         for (name, iov_a, info_a), (_, iov_b, info_b) in d.changed:
-            link = payloads_link(b, name, a)
+            link = escape(payloads_link(b, name, a))
             rows.append(
-                (
-                    "changed",
-                    name,
-                    str(iov_a),
-                    info_a.revision,
-                    str(iov_b),
-                    info_b.revision,
-                    f'<a class="validation-link" href="{link}">compare</a>',
-                )
+                {
+                    "change": "changed",
+                    "payload": name,
+                    "IoV in A": iov_a,
+                    "rev A": info_a,
+                    "IoV in B": iov_b,
+                    "rev B": info_b,
+                    "validation": f'<a class="validation-link" href="{link}">compare</a>',
+                }
             )
+        for r in rows:
+            for k in ("IoV in A", "IoV in B"):
+                r[k] = str(r[k]) if k in r else ""
+            for k in ("rev A", "rev B"):
+                r[k] = r[k].revision if k in r else ""
+        rows.sort(key=lambda r: (r["payload"], r["change"]))
         columns = ["change", "payload", "IoV in A", "rev A", "IoV in B", "rev B", "validation"]
-        frame = pd.DataFrame(rows, columns=columns)
-        frame = frame.sort_values(["payload", "change"], kind="stable").reset_index(drop=True)
         self.diff_head.object = (
-            f'<p id="diff-summary">From <b>{a}</b> to <b>{b}</b>: {len(d.added)} IoVs added, '
-            f"{len(d.removed)} removed, {len(d.changed)} changed "
-            f"({len({r[1] for r in rows})} payloads).</p>"
+            f'<p id="diff-summary">From <b>{escape(a)}</b> to <b>{escape(b)}</b>: '
+            f"{len(d.added)} IoVs added, {len(d.removed)} removed, {len(d.changed)} changed "
+            f"({len({r['payload'] for r in rows})} payloads).</p>"
         )
-        self.diff_table.value = frame
+        self.diff_table.object = html_table(rows, columns, "diff-table", raw={"validation"})
 
     # -- tables and chart --------------------------------------------------------------------
 
@@ -411,7 +436,7 @@ class Conditions(pn.viewable.Viewer):
         self._exps = ColumnDataSource({"x": [], "row": [], "label": []})
         p = figure(
             y_range=FactorRange(),
-            x_range=Range1d(0.0, 1.0),
+            x_range=Range1d(start=0.0, end=1.0),
             height=200,
             sizing_mode="stretch_width",
             toolbar_location="above",
@@ -531,6 +556,7 @@ class Conditions(pn.viewable.Viewer):
                 ("IoVs on the run axis", self.chart),
                 ("History", self.history_table),
                 sizing_mode="stretch_width",
+                dynamic=True,  # the history is drawn when its tab is opened
             ),
             section("What applies at a run", "lookup"),
             pn.Row(self.exp_input, self.run_input, self.stack_choice),

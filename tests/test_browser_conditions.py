@@ -167,6 +167,15 @@ def add_to_stack(page: Page, tag: str) -> None:
     page.keyboard.press("Escape")
 
 
+def html_rows(page: Page, css: str) -> list[dict[str, str]]:
+    """The rows of one of the page's HTML tables (lookup, diff), field -> text."""
+    rows: list[dict[str, str]] = page.locator(f"table.{css}").evaluate(
+        """t => Array.from(t.querySelectorAll("tbody tr")).map(tr => Object.fromEntries(
+             Array.from(tr.querySelectorAll("td")).map(td => [td.dataset.field, td.innerText])))"""
+    )
+    return rows
+
+
 def query(page: Page) -> dict[str, str]:
     return {k: v[0] for k, v in parse_qs(urlparse(page.url).query).items()}
 
@@ -269,8 +278,8 @@ def test_lookup_through_a_stack_names_the_tag_each_payload_comes_from(
     expect(summary).to_contain_text("Run 12/9 through prompt_test → sim_truth")
     want = conditions.lookup(12, 9, ["prompt_test", "sim_truth"])
     expect(summary).to_contain_text(f"{len(want)} payloads (1 from prompt_test,")
-    expect(page.locator(".lookup-table .tabulator-row")).to_have_count(len(want))
-    rows = {r["payload"]: r for r in table_rows(page, ".lookup-table")}
+    expect(page.locator("table.lookup-table tbody tr")).to_have_count(len(want))
+    rows = {r["payload"]: r for r in html_rows(page, "lookup-table")}
     assert set(rows) == set(want)
     new = rows[CHANGED]
     assert new["from tag"] == "prompt_test"
@@ -288,9 +297,9 @@ def test_lookup_through_a_stack_names_the_tag_each_payload_comes_from(
     page.locator(".run-input input").press("Enter")
     expect(summary).to_contain_text("Run 12/3 through prompt_test → sim_truth")
     expect(summary).to_contain_text("0 from prompt_test")
-    row = page.locator(".lookup-table .tabulator-row").filter(has_text=CHANGED)
-    expect(row.locator('[tabulator-field="from tag"]')).to_have_text("sim_truth")
-    rows = {r["payload"]: r for r in table_rows(page, ".lookup-table")}
+    row = page.locator("table.lookup-table tbody tr").filter(has_text=CHANGED)
+    expect(row.locator('[data-field="from tag"]')).to_have_text("sim_truth")
+    rows = {r["payload"]: r for r in html_rows(page, "lookup-table")}
     assert (rows[CHANGED]["from tag"], rows[CHANGED]["revision"]) == ("sim_truth", "1")
 
 
@@ -306,12 +315,12 @@ def test_diff_of_two_tags_links_a_changed_payload_to_its_validation(
     assert [(a[0], str(a[1]), a[2].revision, b[2].revision) for a, b in d.changed] == [
         (CHANGED, "12,7,12,12", 2, 3)
     ]
-    expect(page.locator(".diff-table .tabulator-row")).to_have_count(1)
-    rows = table_rows(page, ".diff-table")
+    expect(page.locator("table.diff-table tbody tr")).to_have_count(1)
+    rows = html_rows(page, "diff-table")
     assert [(r["change"], r["payload"], r["rev A"], r["rev B"]) for r in rows] == [
         ("changed", CHANGED, "2", "3")
     ]
-    link = page.locator(".diff-table a.validation-link")
+    link = page.locator("table.diff-table a.validation-link")
     expect(link).to_have_count(1)
     assert link.get_attribute("href") == (
         f"/payloads?tag=candidate&payload={CHANGED}&previous=sim_truth"
