@@ -146,7 +146,7 @@ class Conditions(pn.viewable.Viewer):
         self.message = pn.pane.Alert("", alert_type="danger", visible=False)
         # -- widgets
         self.tag_select = pn.widgets.Select(
-            name="Global tag", options=names, width=260, css_classes=["tag-select"]
+            label="Global tag", options=names, width=260, css_classes=["tag-select"]
         )
         self.tags_table = pn.widgets.Tabulator(
             self._tags_frame(),
@@ -174,13 +174,13 @@ class Conditions(pn.viewable.Viewer):
             widths={"details": 600},
         )
         self.exp_input = pn.widgets.IntInput(
-            name="Experiment", start=0, width=110, css_classes=["exp-input"]
+            label="Experiment", start=0, width=110, placeholder="exp", css_classes=["exp-input"]
         )
         self.run_input = pn.widgets.IntInput(
-            name="Run", start=0, width=110, css_classes=["run-input"]
+            label="Run", start=0, width=110, placeholder="run", css_classes=["run-input"]
         )
         self.stack_choice = pn.widgets.MultiChoice(
-            name="Stack of tags (first wins)",
+            label="Stack of tags (first wins)",
             options=names,
             width=520,
             css_classes=["stack-choice"],
@@ -192,10 +192,10 @@ class Conditions(pn.viewable.Viewer):
         # further Tabulators (the page's first render must stay within 1.5 s)
         self.lookup_table = pn.pane.HTML("", sizing_mode="stretch_width")
         self.diff_a = pn.widgets.Select(
-            name="From tag (A)", options=["", *names], width=260, css_classes=["diff-a"]
+            label="From tag (A)", options=["", *names], width=260, css_classes=["diff-a"]
         )
         self.diff_b = pn.widgets.Select(
-            name="To tag (B)", options=["", *names], width=260, css_classes=["diff-b"]
+            label="To tag (B)", options=["", *names], width=260, css_classes=["diff-b"]
         )
         self.diff_head = pn.pane.HTML("", css_classes=["diff-head"], sizing_mode="stretch_width")
         self.diff_table = pn.pane.HTML("", sizing_mode="stretch_width")
@@ -220,17 +220,6 @@ class Conditions(pn.viewable.Viewer):
         self.param.watch(self._on_diff, "diff")
         self._on_diff()
         self._on_tag()
-        if served() and pn.state.location is not None:
-            pn.state.onload(self._show_state)
-
-    def _show_state(self) -> None:
-        """Put the state chosen by default (the tag, its last run) in the page's URL too."""
-        location = pn.state.location
-        if location is None:
-            return
-        state: dict[str, Any] = {"tag": self.tag, "exp": self.exp, "run": self.run}
-        state.update(stack=self.stack, diff=self.diff)
-        location.update_query(**{k: v for k, v in state.items() if v not in ("", None)})
 
     # -- state changes -----------------------------------------------------------------------
 
@@ -306,12 +295,7 @@ class Conditions(pn.viewable.Viewer):
                 "details": [json.dumps(h.details, sort_keys=True) for h in history],
             }
         )
-        axis = table.run_axis()
-        if (self.exp is None or self.run is None) and len(axis.experiments):
-            # no run asked yet: the tag's last run (the change looks it up)
-            self.param.update(exp=int(axis.experiments[-1]), run=int(axis.last[-1]))
-        else:
-            self._on_lookup()
+        self._on_lookup()
 
     def _on_lookup(self, *_: Any) -> None:
         self.message.visible = False
@@ -320,7 +304,10 @@ class Conditions(pn.viewable.Viewer):
         stack = self._stack()
         self._widgets()
         if self.exp is None or self.run is None or not stack:
-            self.lookup_head.object = "<p>Choose an experiment, a run and a stack of tags.</p>"
+            self.lookup_head.object = (
+                '<p id="lookup-summary">Choose an experiment and a run: the payloads the '
+                "stack of tags gives for it are listed here, each with the tag it comes from.</p>"
+            )
             self.lookup_table.object = ""
             return
         try:

@@ -40,9 +40,9 @@ def _card(path: str, name: str, text: str) -> str:
     return (
         f'<a class="app-card" id="card-{path}" href="/{path}" style="display:block;'
         f"text-decoration:none;color:inherit;border:1px solid #c8d3e0;border-radius:8px;"
-        f'padding:10px 14px;width:270px;height:136px;background:#f7f9fc">'
-        f'<div style="font-size:1.15em;font-weight:600;color:#1f4e8c">{name}</div>'
-        f'<div style="font-size:0.92em">{text}</div></a>'
+        f'padding:10px 12px;width:176px;height:150px;background:#f7f9fc">'
+        f'<div style="font-size:1.15em;font-weight:600;color:#1f4e8c;margin-bottom:4px">'
+        f'{name}</div><div style="font-size:0.9em;line-height:1.35">{text}</div></a>'
     )
 
 
@@ -66,28 +66,28 @@ class Index(pn.viewable.Viewer):
         self.user = session_user(self.db)
 
     def summary(self) -> str:
-        """'12 runs in exp 12; run states: 10 OPEN, 2 SIGNOFF; ...' (markdown)."""
+        """'12 runs in exp 12; run states: 10 OPEN, 2 SIGNOFF; ...' (HTML)."""
         runs = list(self.db.runs.select())
         if not runs:
-            return "The database holds no runs yet (`b2calib qa import-runs`)."
+            return "The database holds no runs yet (<code>b2calib qa import-runs</code>)."
         exps = sorted({r.exp for r in runs})
         states = Counter(self.db.certification.states().values())
         lumi = sum(r.lumi_pb for r in runs) / 1000.0
         state_text = ", ".join(f"{n} {s}" for s, n in sorted(states.items()))
         return (
-            f"**{_link('runsummary', f'{len(runs)} runs')}** in "
+            f"<b>{_link('runsummary', f'{len(runs)} runs')}</b> in "
             f"experiment{'s' if len(exps) > 1 else ''} "
-            f"{', '.join(map(str, exps))}, {lumi:.2f} fb<sup>-1</sup> recorded; "
+            f"{', '.join(map(str, exps))}, {lumi:.2f} fb<sup>-1</sup> recorded;<br>"
             f"run states: {_link('signoff', state_text)}."
         )
 
     def conditions_summary(self) -> str:
-        """'5 global tags; waiting for review (TESTING): ...; running: ...' (markdown)."""
+        """'5 global tags; waiting for review (TESTING): ...; running: ...' (HTML)."""
         if self.conditions is None:
             return "No conditions database."
         tags = self.conditions.tags()
         if not tags:
-            return "The database holds no global tag yet (`b2calib db import-local`)."
+            return "The database holds no global tag yet (<code>b2calib db import-local</code>)."
         by_state: dict[str, list[str]] = {}
         for t in tags:
             by_state.setdefault(t.state, []).append(t.name)
@@ -95,15 +95,15 @@ class Index(pn.viewable.Viewer):
         running = by_state.get("RUNNING", [])
         review = ", ".join(_link("payloads", n, tag=n) for n in testing) if testing else "none"
         parts = [
-            f"**{_link('conditions', f'{len(tags)} global tags')}**",
-            f"waiting for review (TESTING): **{review}**",
+            f"<b>{_link('conditions', f'{len(tags)} global tags')}</b>",
+            f"waiting for review (TESTING): <b>{review}</b>",
             "running: "
             + (", ".join(_link("conditions", n, tag=n) for n in running) if running else "none"),
         ]
         validated = by_state.get("VALIDATED", [])
         if validated:
             parts.append("validated: " + ", ".join(_link("payloads", n, tag=n) for n in validated))
-        return "; ".join(parts) + "."
+        return parts[0] + ";<br>" + "; ".join(parts[1:]) + "."
 
     def __panel__(self) -> pn.viewable.Viewable:
         role = (
@@ -120,25 +120,27 @@ class Index(pn.viewable.Viewer):
         summaries = (self.summary(), self.conditions_summary())
         stages = []
         for (title, cards), text in zip(_STAGES, summaries, strict=True):
+            kind = "qa" if title == "Data quality" else "cond"
             stages.append(
-                pn.Column(
-                    pn.pane.HTML(
-                        f'<h2 style="margin:6px 0 2px;color:#1f4e8c;font-size:1.15em">{title}</h2>',
-                        sizing_mode="stretch_width",
-                    ),
-                    pn.pane.Markdown(
-                        text,
-                        css_classes=[f"summary-{'qa' if title == 'Data quality' else 'cond'}"],
-                        sizing_mode="stretch_width",
-                    ),
-                    pn.Row(*(pn.pane.HTML(_card(*c), width=300) for c in cards)),
-                    sizing_mode="stretch_width",
+                pn.pane.HTML(
+                    f'<h2 style="margin:4px 0 0;color:#1f4e8c;font-size:1.15em">{title}</h2>'
+                    f'<p class="summary-{kind}" style="margin:6px 0 10px;min-height:4.2em">'
+                    f'{text}</p><div style="display:flex;gap:12px">'
+                    + "".join(_card(*c) for c in cards)
+                    + "</div>",
+                    width=610 if kind == "qa" else 440,
+                    margin=(5, 20, 5, 10),
                 )
             )
         return pn.Column(
             header("b2calib workbench", self.user),
-            pn.pane.Markdown(f"Logged in as **{describe_user(self.user)}**. {role}"),
-            *stages,
+            pn.pane.HTML(
+                f"<p>Logged in as <b>{describe_user(self.user)}</b>. {role} A run is monitored "
+                "and certified (data quality), then calibrated: its new payloads are validated "
+                "in a staging tag, which goes into the conditions.</p>",
+                sizing_mode="stretch_width",
+            ),
+            pn.Row(*stages),
             sizing_mode="stretch_width",
         )
 

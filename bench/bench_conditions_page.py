@@ -18,6 +18,7 @@ Usage: python bench/bench_conditions_page.py [--db PATH] [--repeat 5]
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import statistics
 import sys
@@ -80,6 +81,7 @@ def main() -> None:
     n_lookup = len(db.lookup(exp, run, stack.split(",")))
     d = db.diff(inputs[0], staging)
     db.close()
+    load_before = os.getloadavg()[0]
     path = f"/conditions?tag={staging}&exp={exp}&run={run}&stack={stack}&diff={diff}"
     first: list[float] = []
     retag: list[float] = []
@@ -116,6 +118,7 @@ def main() -> None:
                 rerun.append(t_run)
                 index.append(t_index)
         browser.close()
+    load = (load_before + os.getloadavg()[0]) / 2
 
     def row(name: str, values: list[float], limit: str) -> str:
         return (
@@ -127,7 +130,9 @@ def main() -> None:
         "# The conditions browser in a real browser",
         "",
         f"`python bench/bench_conditions_page.py` on {machine()}; headless Chromium, "
-        f"{args.repeat} loads after one warm-up; times in seconds (median, min, max).",
+        f"{args.repeat} loads after one warm-up; times in seconds (median, min, max); "
+        f"load average of the machine about {load:.1f} while measured (other processes "
+        "share its cores: the times of an idle machine are lower).",
         "",
         f"Database: a copy of `{args.db}`. Page: `{path}`: tag {staging} "
         f"({sizes[staging].iovs} IoVs of {sizes[staging].payloads} payloads), the lookup of "

@@ -51,8 +51,8 @@ def db_url(sample: Path, tmp_path_factory: pytest.TempPathFactory) -> str:
     # the truth through the command line, as the demo does
     subprocess.run(
         [sys.executable, "-c", "from b2calib.cli import main; main()", "db", "import-local",
-         str(sample / "truth"), "--gt", "sim_truth", "--db", url],
-        check=True, capture_output=True,
+         str((sample / "truth").relative_to(REPO)), "--gt", "sim_truth", "--db", url],
+        check=True, capture_output=True, cwd=REPO,
     )  # fmt: skip
     db = ConditionsDB(url, author="test")
     old = db.payload(CHANGED, 2)
@@ -358,3 +358,36 @@ def test_the_url_carries_the_state(page: Page, server: Server) -> None:
     # a tag that does not exist is named, not a broken page
     page.goto(server.base + "/conditions?tag=nope")
     expect(page.get_by_text("global tag 'nope' does not exist")).to_be_visible()
+
+
+# ------------------------------------------------------------------ the viewer, no server
+# Bokeh's ColumnDataSource.from_df calls reset_index(inplace=True), deprecated by pandas 3.1
+@pytest.mark.filterwarnings("ignore:The inplace keyword:pandas.errors.Pandas4Warning")
+def test_viewer_without_server_names_what_is_missing(db_url: str) -> None:
+    import panel as pn
+    from bokeh.document import Document
+
+    from b2calib_apps.conditions import Conditions
+    from b2calib_apps.index import Index
+
+    db = ConditionsDB(db_url)
+    viewer = Conditions(db=db, tag="sim_truth", exp=12, run=9, stack="prompt_test,sim_truth")
+    doc = Document()
+    doc.add_root(pn.Column(viewer).get_root(doc))
+    assert "24 payloads (1 from prompt_test, 23 from sim_truth)" in viewer.lookup_head.object
+    assert 'data-field="from tag">prompt_test</td>' in viewer.lookup_table.object
+    # a stack naming a tag that does not exist: said, nothing listed
+    viewer.stack = "prompt_test,<b>nope</b>"
+    assert viewer.message.visible
+    assert "global tag &#x27;&lt;b&gt;nope&lt;/b&gt;&#x27; does not exist" in viewer.message.object
+    assert viewer.lookup_table.object == ""
+    viewer.diff = "sim_truth..candidate"
+    assert not viewer.message.visible
+    assert viewer.diff_table.object.count('class="validation-link"') == 1
+    from b2calib.qa.store import QADatabase
+
+    index = Index(db=QADatabase(db_url), conditions=db)
+    assert 'waiting for review (TESTING): <b><a href="/payloads?tag=prompt_test">' in (
+        index.conditions_summary()
+    )
+    db.close()
