@@ -27,7 +27,7 @@ CHOSEN = {
     "qam": ["qam.png"],
     "signoff": ["signoff.png"],
     "runsummary": ["runsummary.png"],
-    "payloads": ["payloads.png", "payloads-*.png"],
+    "payloads": ["payloads.png", "payloads-payload.png", "payloads-*.png"],
     "conditions": ["conditions.png"],
 }
 
