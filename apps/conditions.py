@@ -92,9 +92,14 @@ def html_table(
     )
 
 
-def payloads_link(tag: str, payload: str, previous: str) -> str:
-    """The payload-validation view of ``payload`` in ``tag`` against the one in ``previous``."""
-    return "/payloads?" + urlencode({"tag": tag, "payload": payload, "previous": previous})
+def payloads_link(tag: str, payload: str, previous: str, iov: str = "") -> str:
+    """The payload-validation view of ``payload`` in ``tag`` (its IoV ``iov``, the latest when
+    not given) against the payload of that name valid in tag ``previous``."""
+    state = {"tag": tag, "payload": payload}
+    if iov:
+        state["iov"] = iov
+    state["previous"] = f"tag:{previous}"
+    return "/payloads?" + urlencode(state)
 
 
 def _state_style(value: Any) -> str:
@@ -364,7 +369,7 @@ class Conditions(pn.viewable.Viewer):
         for name, iov, info in d.removed:
             rows.append({"change": "removed", "payload": name, "IoV in A": iov, "rev A": info})
         for (name, iov_a, info_a), (_, iov_b, info_b) in d.changed:
-            link = escape(payloads_link(b, name, a))
+            link = escape(payloads_link(b, name, a, str(iov_b)))
             rows.append(
                 {
                     "change": "changed",

@@ -322,8 +322,9 @@ def test_diff_of_two_tags_links_a_changed_payload_to_its_validation(
     ]
     link = page.locator("table.diff-table a.validation-link")
     expect(link).to_have_count(1)
+    # the validation view of the new revision's IoV against the first tag's payload
     assert link.get_attribute("href") == (
-        f"/payloads?tag=candidate&payload={CHANGED}&previous=sim_truth"
+        f"/payloads?tag=candidate&payload={CHANGED}&iov=12%2C7%2C12%2C12&previous=tag%3Asim_truth"
     )
     assert query(page)["diff"] == "sim_truth..candidate"
     shoot(page, "conditions-diff", full_page=True)
