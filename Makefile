@@ -129,6 +129,9 @@ bench: $(STAMP)
 	$(BIN)/python bench/bench_qa.py
 	$(BIN)/python bench/bench_imports.py
 	$(BIN)/python bench/bench_prompt.py
+	@# the conditions page in Chromium, on the database `make demo` leaves
+	@if [ -f $(DEMO_DB) ]; then $(BIN)/python bench/bench_conditions_page.py --db $(DEMO_DB); \
+	else echo "bench_conditions_page.py skipped: no $(DEMO_DB) (make demo makes it)"; fi
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build
