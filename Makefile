@@ -9,7 +9,7 @@ SAMPLE := data-samples/bucket
 # (the browser tests drive Debian's chromium, the PostgreSQL tests start a postgresql server)
 DEB_TEST_PACKAGES ?= postgresql chromium
 
-.PHONY: demo prompt-bucket test lint typecheck install system-deps sample bench clean
+.PHONY: demo prompt-bucket test lint typecheck install system-deps sample bench screenshots clean
 
 $(STAMP): pyproject.toml hatch_build.py
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -112,6 +112,16 @@ demo: $(STAMP)
 	@echo "   shifter/demo-shifter (anonymous visitors may read)"
 	$(BIN)/b2calib serve --db $(DEMO_DB) --port $(DEMO_PORT) --allow-anonymous
 
+# The README's screenshots: the browser tests that take them (the first shoots QAM, sign-off and
+# run summary; the others the index, the conditions browser and the payload validation), then
+# docs/screenshots.py copies the chosen ones to docs/screenshots at 1280x800, optimised.
+SCREENSHOT_TESTS ?= tests/test_browser.py::test_screenshots_of_every_app \
+  $(wildcard tests/test_browser_payloads.py) tests/test_browser_conditions.py
+screenshots: $(STAMP) system-deps
+	rm -rf build/test-artifacts/screenshots
+	$(BIN)/python -m pytest -m "" -q -p no:cacheprovider $(SCREENSHOT_TESTS)
+	$(BIN)/python docs/screenshots.py
+
 bench: $(STAMP)
 	$(BIN)/python bench/bench_sim.py
 	$(BIN)/python bench/bench_engine.py
@@ -119,6 +129,9 @@ bench: $(STAMP)
 	$(BIN)/python bench/bench_qa.py
 	$(BIN)/python bench/bench_imports.py
 	$(BIN)/python bench/bench_prompt.py
+	@# the conditions page in Chromium, on the database `make demo` leaves
+	@if [ -f $(DEMO_DB) ]; then $(BIN)/python bench/bench_conditions_page.py --db $(DEMO_DB); \
+	else echo "bench_conditions_page.py skipped: no $(DEMO_DB) (make demo makes it)"; fi
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build

@@ -9,7 +9,10 @@ name of the project's own, see ``hatch_build.py``), an extra: ``pip install 'b2c
 ``signoff``     :class:`~.signoff.SignOff`: runs x detectors certification grid, evidence, flags
                 and their history, run workflow, good-run lists
 ``runsummary``  :class:`~.runsummary.RunSummary`: the run table (CSV download)
-``index``       :class:`~.index.Index`: the landing page
+``payloads``    payload validation of a staging tag (approve, reject, export)
+``conditions``  :class:`~.conditions.Conditions`: global tags, a tag's IoVs on a run axis,
+                lookup through a stack of tags, the diff of two tags
+``index``       :class:`~.index.Index`: the workbench's landing page
 ``auth``        :class:`~.auth.DatabaseAuthProvider`: login against the QA database
 ``serve``       :func:`~.serve.make_server`: all of the above behind the login
 ==============  ==============================================================================

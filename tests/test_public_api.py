@@ -138,13 +138,17 @@ def test_conditions_names() -> None:
         "HistoryEntry",
         "IoV",
         "IovEntry",
+        "IovTable",
         "LocalDatabase",
         "LocalDbEntry",
         "Payload",
         "PayloadFile",
         "PayloadInfo",
         "PayloadType",
+        "RunAxis",
         "RunningUpdate",
+        "StackEntry",
+        "TagSize",
         "Verification",
         "check_payload",
     ]
@@ -681,6 +685,7 @@ def test_detector_qa_names() -> None:
 def test_app_names() -> None:
     """The dashboards' modules: Viewer classes importable without a server."""
     import b2calib_apps.auth
+    import b2calib_apps.conditions
     import b2calib_apps.index
     import b2calib_apps.qam
     import b2calib_apps.runsummary
@@ -691,7 +696,13 @@ def test_app_names() -> None:
     assert b2calib_apps.signoff.__all__ == ["SignOff"]
     assert b2calib_apps.runsummary.__all__ == ["LUMI_VARIABLES", "RunSummary"]
     assert b2calib_apps.index.__all__ == ["Index"]
-    assert b2calib_apps.serve.__all__ == ["APPS", "current_database", "make_server"]
+    assert b2calib_apps.conditions.__all__ == ["Conditions", "html_table", "payloads_link"]
+    assert b2calib_apps.serve.__all__ == [
+        "APPS",
+        "current_conditions",
+        "current_database",
+        "make_server",
+    ]
     assert b2calib_apps.auth.__all__ == [
         "ANONYMOUS",
         "COOKIE_MAX_AGE_DAYS",
@@ -703,7 +714,14 @@ def test_app_names() -> None:
         "safe_next",
         "session_token",
     ]
-    assert set(b2calib_apps.serve.APPS) == {"", "qam", "signoff", "runsummary"}
+    assert set(b2calib_apps.serve.APPS) == {
+        "",
+        "qam",
+        "signoff",
+        "runsummary",
+        "payloads",
+        "conditions",
+    }
 
 
 def _lazy_packages() -> list[str]:
