@@ -16,8 +16,8 @@ from b2calib.conditions.localdb import LocalDatabase
 from b2calib.conditions.payload import Payload
 from b2calib.exceptions import ConfigError
 from b2calib.qa.store import QADatabase
-from b2calib.sim import SimConfig, simulate
-from b2calib.sim.planted import planted_channels
+from b2calib.sim import SimConfig, conditions_for_run, generate_runs, simulate, truth_payloads
+from b2calib.sim.planted import check_planted, plant, planted_channels
 from tests.conftest import REPO
 from tests.review_fixture import (
     CALIBRATIONS,
@@ -218,3 +218,21 @@ def test_the_planted_channel_does_not_depend_on_the_previous_value(
         return float(p.values["value"][p.keys["crate"] == PLANTED["channel"]][0])
 
     assert crate(db, "from_truth") == pytest.approx(crate(with_previous, STAGING_TAG), abs=0.01)
+
+
+def test_the_demo_bucket_plants_an_ecl_crystal_time_offset() -> None:
+    """data-samples/prompt.toml plants in an 8736-channel ECL payload (the payload view's speed
+    budget and the ECL map use it); the channel is one of its truth (checked without events)."""
+    cfg = SimConfig.from_file(REPO / "data-samples" / "prompt.toml")
+    [planted] = planted_channels(cfg.planted)
+    assert (planted.payload, planted.channel, planted.shift) == ("ECLCrystalTimeOffset", 1234, 4.0)
+    truth = truth_payloads(conditions_for_run(cfg, generate_runs(cfg)[0]))
+    check_planted([planted], truth)
+    [payload] = [p for p in truth if p.name == planted.payload]
+    assert len(payload) == 8736
+    old = plant(payload, [planted])
+    changed = np.flatnonzero(old.values["value"] != payload.values["value"])
+    assert payload.keys["cellID"][changed].tolist() == [1234]
+    assert float(payload.values["value"][changed[0]] - old.values["value"][changed[0]]) == (
+        pytest.approx(4.0)
+    )
