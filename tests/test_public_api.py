@@ -215,14 +215,22 @@ def test_calibration_names() -> None:
         "AlgorithmStatus",
         "Calibration",
         "CalibrationReport",
+        "ChannelView",
         "CollectorInput",
         "Constants",
+        "CountingView",
         "Diagnostics",
         "Execution",
         "ExecutionReport",
+        "FitView",
+        "FitViewError",
+        "GaussPeak",
+        "HistogramFit",
         "Job",
         "JobPlan",
         "JobStore",
+        "NoChannelFit",
+        "NovosibirskPeak",
         "PayloadComparison",
         "PayloadValidation",
         "ProgressEvent",
@@ -236,9 +244,11 @@ def test_calibration_names() -> None:
         "ValidationResult",
         "Validator",
         "Verdict",
+        "ViewContext",
         "calibrations",
         "channel_counts",
         "dependency_order",
+        "fit_view",
         "get_calibration",
         "no_ok_channel",
         "plan_jobs",
@@ -304,7 +314,7 @@ def test_detector_names() -> None:
     import importlib
 
     expected = {
-        "b2calib.detectors": ["calibrations", "packages", "qa_parts"],
+        "b2calib.detectors": ["SYSTEMS", "calibrations", "detector_of", "packages", "qa_parts"],
         "b2calib.detectors.ecl": ["calibrations"],
         "b2calib.detectors.ecl.energy": [
             "DEFAULT_CONFIG", "ECLEnergyAlgorithm", "energy_calibration",
@@ -412,7 +422,7 @@ def test_detector_names() -> None:
         ],
         "b2calib.detectors.svd.time": [
             "COG_TIME", "SIDE_KEYS", "TimeCalibrationAlgorithm", "TimeCurves", "fit_time_curves",
-            "layer3_v_raw_mean", "raw_time_boundaries", "time_calibration",
+            "layer3_v_raw_mean", "raw_time_boundaries", "time_calibration", "time_profiles",
         ],
         "b2calib.detectors.svd.hot_strips": [
             "HOT_STRIPS", "OCCUPANCY", "STRIP_KEYS", "HotStripsAlgorithm",
@@ -454,6 +464,31 @@ def test_detector_names() -> None:
         assert module.__all__ == names, name
         for attr in names:
             assert hasattr(module, attr), (name, attr)
+
+
+def test_review_names() -> None:
+    import b2calib.review
+
+    assert b2calib.review.__all__ == [
+        "ChannelComparison",
+        "DetectorMap",
+        "History",
+        "PayloadRow",
+        "Review",
+        "TagSummary",
+        "approve",
+        "channel_ids",
+        "compare_payload",
+        "detector_map",
+        "export_zip",
+        "history",
+        "may_review",
+        "reject",
+        "reviews",
+        "tag_detectors",
+        "tag_summary",
+    ]
+    assert callable(b2calib.review.history)  # the function, not its module
 
 
 def test_registered_calibrations() -> None:
