@@ -105,7 +105,8 @@ demo: $(STAMP)
 	@echo "== the manager approves the staging tag; it goes into the running tag demo_running"
 	-$(BIN)/b2calib gt create demo_running --description "demo running tag" --db $(DEMO_DB)
 	-$(BIN)/b2calib gt state demo_running RUNNING --db $(DEMO_DB)
-	-$(BIN)/b2calib gt state prompt_bucket1 VALIDATED --author manager --db $(DEMO_DB)
+	-B2CALIB_PASSWORD=demo-manager $(BIN)/b2calib gt approve prompt_bucket1 --user manager \
+	  --comment "demo: the prompt loop's constants checked" --db $(DEMO_DB)
 	$(BIN)/b2calib prompt --data $(DEMO_PROMPT) --bucket 1 --gt previous_e16 --quiet \
 	  --update-running demo_running --mode fix-closed --db $(DEMO_DB) | sed -n '/^running update/,$$p'
 	@echo "== a tag left to review in the payload-validation page: ecl-time alone over bucket 1"

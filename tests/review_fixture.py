@@ -31,6 +31,8 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from b2calib.conditions import ConditionsDB
 from b2calib.prompt import run_prompt
 from b2calib.qa.store import QADatabase
@@ -123,3 +125,10 @@ def prepare_review_database(path: str | os.PathLike[str]) -> str:
     target = Path(path)
     shutil.copyfile(cached, target)
     return f"sqlite:///{target.resolve()}"
+
+
+@pytest.fixture
+def review_db(tmp_path: Path) -> str:
+    """URL of a copy of the review database for one test (import it into a test module:
+    ``from tests.review_fixture import review_db  # noqa: F401``)."""
+    return prepare_review_database(tmp_path / "review.sqlite")
