@@ -130,6 +130,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/bench_qa.py
 	$(BIN)/python bench/bench_imports.py
 	$(BIN)/python bench/bench_prompt.py
+	$(BIN)/python bench/bench_qa_collect.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build
