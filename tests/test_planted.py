@@ -45,6 +45,11 @@ def test_a_bad_planted_entry_names_itself(entry: dict[str, object], message: str
     assert message in str(err.value)
 
 
+def test_a_planted_entry_must_be_a_table() -> None:
+    with pytest.raises(ConfigError, match=r"planted\[0\]: a table with payload, channel and shift"):
+        SimConfig(planted=["ECLCrateTimeOffset 28"])  # type: ignore[list-item]
+
+
 def test_a_channel_planted_twice_is_refused() -> None:
     e = {"payload": "ECLCrateTimeOffset", "channel": 28, "shift": 1.0}
     with pytest.raises(ConfigError, match=r"planted\[1\].*channel 28 of ECLCrateTimeOffset"):

@@ -79,9 +79,9 @@ def planted_channels(entries: Iterable[Mapping[str, Any]]) -> list[PlantedChanne
     """
     out: list[PlantedChannel] = []
     for i, e in enumerate(entries):
-        where = f"planted[{i}] {dict(e)}"
         if not isinstance(e, Mapping):
             raise ConfigError(f"planted[{i}]: a table with payload, channel and shift, got {e!r}")
+        where = f"planted[{i}] {dict(e)}"
         unknown = set(e) - _FIELDS
         missing = {"payload", "channel", "shift"} - set(e)
         if unknown or missing:
