@@ -2,7 +2,7 @@
 writes bench/RESULTS_fitview.md.
 
 On a conditions database holding calibration jobs (by default the one the last ``make demo``
-left, copied to build/demo-conditions.sqlite), for every payload name of a tag: the kind of view
+left, build/demo/conditions.sqlite), for every payload name of a tag: the kind of view
 its calibration declares (fit, counting, none), the first call after the caches were emptied
 (the job look-up, the payload's and the diagnostics' decoding: what the first click on a
 payload costs) and the following calls on other channels of the same payload (what every
@@ -59,7 +59,7 @@ def measure(db: ConditionsDB, tag: str, name: str) -> dict[str, object]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("database", nargs="?", default="build/demo-conditions.sqlite")
+    parser.add_argument("database", nargs="?", default="build/demo/conditions.sqlite")
     parser.add_argument("--tag", default="prompt_bucket1")
     parser.add_argument("--out", default=str(HERE / "RESULTS_fitview.md"))
     args = parser.parse_args()
