@@ -24,7 +24,7 @@ from b2calib.exceptions import ConfigError
 from ._common import block_when_disconnected
 from .auth import DatabaseAuthProvider
 
-__all__ = ["APPS", "current_database", "make_server"]
+__all__ = ["APPS", "current_conditions", "current_database", "make_server"]
 
 #: URL path -> (title, module) of the served apps ("" is the index).
 APPS: dict[str, tuple[str, str]] = {
@@ -32,9 +32,10 @@ APPS: dict[str, tuple[str, str]] = {
     "qam": ("b2calib QAM", "b2calib_apps.qam"),
     "signoff": ("b2calib sign-off", "b2calib_apps.signoff"),
     "runsummary": ("b2calib run summary", "b2calib_apps.runsummary"),
+    "payloads": ("b2calib payload validation", "b2calib_apps.payloads"),
 }
 
-_SERVED: dict[str, Any] = {"db": None}
+_SERVED: dict[str, Any] = {"db": None, "conditions": None}
 
 
 def current_database() -> Any:
@@ -44,6 +45,16 @@ def current_database() -> Any:
 
         _SERVED["db"] = QADatabase()
     return _SERVED["db"]
+
+
+def current_conditions() -> Any:
+    """The conditions database on the same URL as :func:`current_database`."""
+    db = current_database()
+    if _SERVED["conditions"] is None or _SERVED["conditions"].url != db.url:
+        from b2calib.conditions import ConditionsDB
+
+        _SERVED["conditions"] = ConditionsDB(db.url, author=db.author)
+    return _SERVED["conditions"]
 
 
 def _page(module: str) -> Callable[[], pn.viewable.Viewable]:
