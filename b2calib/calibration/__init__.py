@@ -13,6 +13,10 @@
                    checkpointed, the final payloads staged in one transaction, validations
 ``validation``     the validation of new payloads against the previous ones (verdict, reason,
                    diagnostics) and the channel counts of a job's summary
+``fitview``        the drill-down of a payload channel: :func:`fit_view` gives the histogram it
+                   was fitted from, the model, its components and pulls, and its status
+                   (:class:`FitView`), from the diagnostics stored with the job and the
+                   calibration's ``fit_views``
 ``toolkit``        what the detectors' algorithms share: the input guard (NOT_ENOUGH_DATA), the
                    payload-boundary search, the per-channel payload
 ``intervals``      calibration intervals in time (basf2's Splitter): atoms, loss expressions,
@@ -44,6 +48,18 @@ if TYPE_CHECKING:
         dependency_order,
         get_calibration,
         register,
+    )
+    from b2calib.calibration.fitview import (
+        ChannelView,
+        CountingView,
+        FitView,
+        FitViewError,
+        GaussPeak,
+        HistogramFit,
+        NoChannelFit,
+        NovosibirskPeak,
+        ViewContext,
+        fit_view,
     )
     from b2calib.calibration.jobs import Job, JobStore, ValidationRecord
     from b2calib.calibration.runner import (
@@ -81,14 +97,22 @@ __all__ = [
     "AlgorithmStatus",
     "Calibration",
     "CalibrationReport",
+    "ChannelView",
     "CollectorInput",
     "Constants",
+    "CountingView",
     "Diagnostics",
     "Execution",
     "ExecutionReport",
+    "FitView",
+    "FitViewError",
+    "GaussPeak",
+    "HistogramFit",
     "Job",
     "JobPlan",
     "JobStore",
+    "NoChannelFit",
+    "NovosibirskPeak",
     "PayloadComparison",
     "PayloadValidation",
     "ProgressEvent",
@@ -102,9 +126,11 @@ __all__ = [
     "ValidationResult",
     "Validator",
     "Verdict",
+    "ViewContext",
     "calibrations",
     "channel_counts",
     "dependency_order",
+    "fit_view",
     "get_calibration",
     "no_ok_channel",
     "plan_jobs",
@@ -132,6 +158,18 @@ __getattr__ = attach(
             "dependency_order",
             "get_calibration",
             "register",
+        ],
+        "fitview": [
+            "ChannelView",
+            "CountingView",
+            "FitView",
+            "FitViewError",
+            "GaussPeak",
+            "HistogramFit",
+            "NoChannelFit",
+            "NovosibirskPeak",
+            "ViewContext",
+            "fit_view",
         ],
         "jobs": ["Job", "JobStore", "ValidationRecord"],
         "runner": [

@@ -25,6 +25,7 @@ from typing import Any
 
 from b2calib.calibration.algorithm import Algorithm
 from b2calib.calibration.constants import Constants
+from b2calib.calibration.fitview import ChannelView
 from b2calib.calibration.strategies import SingleIOV, Strategy
 from b2calib.calibration.validation import PayloadComparison, Validator
 from b2calib.conditions.iov import RunKey
@@ -128,6 +129,11 @@ class Calibration:
         Make the last payload of each name open-ended (prompt processing).
     description
         One paragraph for humans.
+    fit_views
+        How each payload's channels are shown from the stored diagnostics (the drill-down of
+        :func:`~b2calib.calibration.fitview.fit_view`): payload name -> a
+        :class:`~b2calib.calibration.fitview.ChannelView` (the histogram and fitted model, the
+        counting a mask was decided from, or why a channel has no fit of its own).
     """
 
     name: str
@@ -149,6 +155,7 @@ class Calibration:
     max_iterations: int = 5
     open_end: bool = False
     description: str = ""
+    fit_views: Mapping[str, ChannelView] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         where = f"calibration {self.name!r}"
@@ -170,6 +177,15 @@ class Calibration:
         produced = [p for a in self.algorithms for p in a.payloads]
         if len(set(produced)) != len(produced):
             raise ConfigError(f"{where}: two algorithms produce the same payload: {produced}")
+        unknown_views = sorted(set(self.fit_views) - set(produced))
+        if unknown_views:
+            raise ConfigError(
+                f"{where}: fit_views of payloads it does not produce: {unknown_views}; "
+                f"it produces {produced}"
+            )
+        bad_views = [n for n, v in self.fit_views.items() if not isinstance(v, ChannelView)]
+        if bad_views:
+            raise ConfigError(f"{where}: fit_views of {bad_views} must be ChannelView objects")
         if self.max_iterations < 1:
             raise ConfigError(f"{where}: max_iterations must be >= 1")
         for value, allowed, what in (

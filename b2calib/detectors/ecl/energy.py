@@ -61,6 +61,13 @@ from b2calib.calibration import (
     PayloadComparison,
     SequentialBoundaries,
 )
+from b2calib.calibration.fitview import (
+    ChannelFit,
+    HistogramFit,
+    NoChannelFit,
+    NovosibirskPeak,
+    ViewContext,
+)
 from b2calib.calibration.toolkit import NotEnoughData, channel_payload, guarded
 from b2calib.conditions import ChannelStatus
 from b2calib.conditions.iov import RunKey
@@ -535,6 +542,92 @@ class ECLEnergyAlgorithm(Algorithm):
         )
 
 
+def _crystal_row(context: ViewContext) -> dict[str, Any]:
+    """The ``crystals`` diagnostics row of the context's crystal."""
+    table = context.table("crystals")
+    i = int(np.flatnonzero(table["cellID"] == context.channel)[0])
+    return {k: v[i] for k, v in table.items()}
+
+
+def _method_values(context: ViewContext) -> str:
+    """Each method's constant of the crystal and whether the merge used it."""
+    row = _crystal_row(context)
+    parts = []
+    for method, bit in METHOD_BITS.items():
+        v, e = float(row[f"{method}_value"]), float(row[f"{method}_error"])
+        used = " (used)" if int(row["methods"]) & bit else ""
+        parts.append(f"{method} {v:.4f} +- {e:.4f}{used}" if np.isfinite(v) else f"{method} -")
+    return f"constant applied {float(row['applied']):.4f}; per method: " + ", ".join(parts)
+
+
+def _ee5x5_detail(context: ViewContext) -> str:
+    n = context.diagnostics.histograms.get("ee5x5_n")
+    need = context.config.get("ee5x5_min_entries")
+    if n is None:
+        return "no Bhabha electrons in this execution"
+    count = float(np.asarray(n.values())[context.channel - 1])
+    return f"central crystal of {count:.0f} Bhabha electrons ({need} required)"
+
+
+def _explain_peak(key: str) -> Any:
+    def explain(context: ViewContext, fit: ChannelFit) -> str | None:
+        ring = int(RING[context.channel - 1])
+        expected = float(np.asarray(context.config.get(f"{key}_expected_peak", [0.0] * 69))[ring])
+        need = context.config.get(f"{key}_min_entries")
+        if fit.ok and context.status != "OK":
+            if not expected > 0:
+                return f"no Monte-Carlo expectation for theta ring {ring}"
+            return "the solution over the crystals' energy sharing failed for this crystal"
+        if fit.status == ChannelStatus.NOT_ENOUGH_DATA and need and fit.entries >= int(need):
+            return (
+                f"the shape (width, tail) of theta ring {ring} could not be measured (ring sum "
+                "< 200 entries, or its fit failed)"
+            )
+        if fit.ok:
+            return (
+                "the constants of all crystals are solved together from their peaks and the 5x5 "
+                f"energy sharing (expected peak {expected:.4g}); width and tail are those of "
+                f"theta ring {ring}"
+            )
+        return None
+
+    return explain
+
+
+#: The drill-down: the peak methods' per-crystal histograms with their Novosibirsk + constant
+#: fits; the Bhabha 5x5 method and the merge have no per-crystal histogram.
+FIT_VIEWS = {
+    GG_PAYLOAD: HistogramFit(
+        "gg_ratio",
+        "gg",
+        NovosibirskPeak(),
+        fit_range=GG_FIT_RANGE,
+        min_entries="gg_min_entries",
+        value_parameter="peak",
+        explain=_explain_peak("gg"),
+        absent="the gamma-gamma method collected no photons in this execution",
+    ),
+    MUMU_PAYLOAD: HistogramFit(
+        "mumu_energy",
+        "mumu",
+        NovosibirskPeak(),
+        min_entries="mumu_min_entries",
+        value_parameter="peak",
+        explain=_explain_peak("mumu"),
+        absent="the mu-mu method collected no muons in this execution",
+    ),
+    EE5X5_PAYLOAD: NoChannelFit(
+        "the Bhabha 5x5 method solves one linear system over all crystals from the "
+        "electrons' 5x5 energies and track momenta",
+        _ee5x5_detail,
+    ),
+    MERGED_PAYLOAD: NoChannelFit(
+        "the inverse-variance average of the methods that measured the crystal",
+        _method_values,
+    ),
+}
+
+
 def energy_calibration() -> Calibration:
     """The ``ecl-energy`` calibration declaration."""
     return Calibration(
@@ -565,6 +658,7 @@ def energy_calibration() -> Calibration:
         beam_energy="4S",
         expert_config=dict(DEFAULT_CONFIG),
         max_iterations=5,
+        fit_views=FIT_VIEWS,
         description=(
             "ECL crystal energy constants (E = const * E_raw): Bhabha 5x5 linear system, "
             "gamma-gamma and mu-mu Novosibirsk peak fits, merged by inverse variance into "

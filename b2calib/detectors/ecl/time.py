@@ -58,6 +58,7 @@ from b2calib.calibration import (
     PayloadComparison,
     SequentialBoundaries,
 )
+from b2calib.calibration.fitview import ChannelFit, GaussPeak, HistogramFit, ViewContext
 from b2calib.calibration.toolkit import NotEnoughData, channel_payload, guarded, require
 from b2calib.conditions import ChannelStatus
 from b2calib.conditions.iov import RunKey
@@ -397,6 +398,61 @@ class ECLTimeAlgorithm(Algorithm):
         return crate_step_boundaries(data, "time_crate", applied)
 
 
+def _explain_crystal(context: ViewContext, fit: ChannelFit) -> str | None:
+    """Why a crystal's payload status differs from its fit's, and what stands for it."""
+    crate = int(CRATE[context.channel - 1])
+    if fit.ok and context.status != "OK":
+        return (
+            f"the only measured crystal of crate {crate}: its measurement is in the crate "
+            "offset, its own offset is 0 by the convention (a constraint, not a measurement)"
+        )
+    if not fit.ok:
+        return f"the offset of crate {crate} applies to this crystal alone"
+    return None
+
+
+def _explain_crate(context: ViewContext, fit: ChannelFit) -> str | None:
+    """Where a crate's offset comes from: its crystals, or its own fit."""
+    crate = context.channel
+    crystals = context.table("crystal_fits")
+    measured = int(np.sum((crystals["status"] == ChannelStatus.OK) & (crate == CRATE)))
+    level = int(context.payload.values["crate_level"][context.row])
+    if level:
+        return (
+            f"crate-level constant: none of its crystals has {context.config.get('min_entries')}"
+            " entries, the offset is applied + mu of this fit, its error includes the "
+            "unknown spread of the crystals around the crate"
+        )
+    if measured:
+        return (
+            f"the offset is the mean total offset of its {measured} measured crystals; this "
+            "fit of all its hits is used only for a crate without a measured crystal"
+        )
+    return "no measured crystal and no crate-level fit: no offset"
+
+
+#: The drill-down of the two payloads: the crystal and crate residual histograms with the
+#: Gaussian fits the algorithm made (:func:`b2calib.fit.fit_channels`, no background).
+FIT_VIEWS = {
+    CRYSTAL_PAYLOAD: HistogramFit(
+        "time_crystal",
+        "crystal_fits",
+        GaussPeak(),
+        min_entries="min_entries",
+        relation="offset = crystal + crate offsets applied + mu, minus the crate's offset "
+        "(the mean of its measured crystals)",
+        explain=_explain_crystal,
+    ),
+    CRATE_PAYLOAD: HistogramFit(
+        "time_crate",
+        "crate_fits",
+        GaussPeak(),
+        min_entries="crate_min_entries",
+        explain=_explain_crate,
+    ),
+}
+
+
 def time_calibration() -> Calibration:
     """The ``ecl-time`` calibration declaration."""
     return Calibration(
@@ -418,6 +474,7 @@ def time_calibration() -> Calibration:
         run_type="physics",
         expert_config=dict(DEFAULT_CONFIG),
         max_iterations=5,
+        fit_views=FIT_VIEWS,
         description=(
             "ECL crystal and crate time offsets (t = t_raw - crystal - crate) from Bhabha "
             "electrons: per-crystal Gaussian fits, crate and crystal steps, iterated; a new "
