@@ -87,11 +87,13 @@ _PLOT_W, _SIDE_W, _PLOT_H, _TABLE_W = 560, 400, 220, 380
 AlertKind = Literal["primary", "secondary", "success", "danger", "warning", "info", "light"]
 
 #: Marks the page once the browser has drawn new data of a source (double animation frame):
-#: ``document.body.dataset[key]`` counts the draws; tests and the bench wait for it.
+#: ``document.body.dataset[key]`` counts the draws and ``[key + "At"]`` holds the time of the
+#: last (``performance.now()``); tests and the bench wait for them.
 _DRAWN_JS = """
 requestAnimationFrame(() => requestAnimationFrame(() => {
   const n = Number(document.body.dataset[key] || 0) + 1
   document.body.dataset[key] = String(n)
+  document.body.dataset[key + "At"] = String(performance.now())
 }))
 """
 
@@ -170,6 +172,7 @@ class Payloads(pn.viewable.Viewer):
         if served():
             self.user = session_user(self.db)  # served: the login decides, nothing else
         self._busy = False
+        self._history_key: Any = None
         self._shown: dict[str, Any] = {}
         self._summary: Any = None
         self._comparison: Any = None
@@ -809,7 +812,7 @@ class Payloads(pn.viewable.Viewer):
         self._shown["channel"] = key
         if self.channel is None:
             self._clear_channel()
-            self._show_history(None)
+            self._history_later()
             return
         rows = np.flatnonzero(np.asarray(comp.channel) == self.channel)
         if rows.size == 0:
@@ -818,7 +821,24 @@ class Payloads(pn.viewable.Viewer):
             return
         self.source.selected.indices = [int(rows[0])]
         self._show_fit(comp, int(rows[0]))
-        self._show_history(self.channel)
+        self._history_later()
+
+    def _history_later(self) -> None:
+        """Draw the history once what was asked for is on its way: in a served page on the
+        next tick of the server's loop (the payload or the drill-down reach the browser first,
+        without waiting for the IoVs of the tag), at once outside a server."""
+        key = (self._shown.get("payload"), self.channel)
+        self._history_key = key
+
+        def draw() -> None:
+            if self._history_key == key and self._comparison is not None:
+                self._show_history(self.channel)
+
+        doc = pn.state.curdoc
+        if served() and doc is not None:
+            doc.add_next_tick_callback(draw)
+        else:
+            draw()
 
     def _show_fit(self, comp: Any, row: int) -> None:
         ch = self.channel

@@ -1,0 +1,233 @@
+"""The payload validation page in a real browser; writes its section of bench/RESULTS.md.
+
+Budgets of issue 18 (2 cores): the first render of a payload view at 8736 channels <= 1.5 s,
+a channel drill-down <= 200 ms, the history over 100 IoVs <= 1 s.
+
+The database is self-contained and synthetic (:mod:`tests.review_sample`, made in
+``bench/out/review``): an ECL-like staging tag of one calibration job (``ecl-time``) holding
+ECLCrystalTimeOffset for 8736 crystals in 100 IoVs (one a run) with the job's diagnostics (the
+crystal-time histogram and the per-crystal Gaussian fits the drill-down shows), the tag it
+replaces (one IoV), and a manager. ``--db PATH`` measures another database instead (a copy
+of ``make demo``'s, for instance), with ``--tag`` and ``--payload``.
+
+A real ``b2calib serve`` runs in a subprocess and headless Chromium (Debian's) opens the page.
+Times are taken in the browser (``performance.now()``): from the click (or the navigation) to
+the second animation frame after the new data reached its figure (the page marks it,
+``document.body.dataset``), so they hold the server's work, the websocket and the drawing.
+
+* first render: clicking the payload's row of the tag's summary until its channel plots, map
+  and pull distribution are drawn (the page open on the tag); and a cold page load of the
+  payload's URL (the whole page: Bokeh and Panel's JavaScript, the session, the payload);
+* drill-down: clicking an outlier of the table until the channel's fit is drawn;
+* history: the same click until the channel's history over the IoVs of the tag (and the mean
+  and spread of all channels) is drawn; the first is cold (every revision decoded), the others
+  use the library's cache.
+
+Usage: python bench/bench_review.py [--repeat 7] [--db PATH --tag T --payload P]
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import shutil
+import statistics
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(REPO))
+from bench_sim import machine  # noqa: E402
+
+from b2calib.qa.store import QADatabase  # noqa: E402
+from tests.review_sample import (  # noqa: E402
+    N_CRYSTALS,
+    N_IOVS,
+    NAME,
+    PREVIOUS,
+    TAG,
+    USERS,
+    build_database,
+)
+
+USER = "boss"
+PASSWORD = USERS[USER][0]
+BUDGETS = {"first render": 1.5, "drill-down": 0.2, "history": 1.0}
+CHROMIUM = "/usr/bin/chromium"
+
+
+def _login(page: Any, base: str, path: str) -> None:
+    page.goto(base + path)
+    page.fill("#username", USER)
+    page.fill("#password", PASSWORD)
+    page.click("#login-submit")
+    page.wait_for_url(re.compile(re.escape(base + path.split("?")[0])))
+
+
+def _drawn(page: Any, key: str) -> int:
+    return int(page.evaluate(f"Number(document.body.dataset.{key} || 0)"))
+
+
+def _wait_drawn(page: Any, key: str, before: int, timeout: float = 60.0) -> float:
+    """Wait until ``key`` was drawn after ``before`` draws; the browser time of the draw (ms)."""
+    page.wait_for_function(
+        f"Number(document.body.dataset.{key} || 0) > {before}", timeout=timeout * 1000
+    )
+    return float(page.evaluate(f"Number(document.body.dataset.{key}At)"))
+
+
+def _click(page: Any, selector: str, index: int = 0) -> float:
+    """Click the ``index``-th element matching ``selector`` from the page's script; the time."""
+    return float(
+        page.evaluate(
+            """([sel, i]) => { const el = document.querySelectorAll(sel)[i];
+               const t = performance.now(); el.click(); return t }""",
+            [selector, index],
+        )
+    )
+
+
+def measure(url: str, tag: str, payload: str, repeat: int) -> dict[str, list[float]]:
+    """Seconds per case (see the module's description)."""
+    from playwright.sync_api import sync_playwright
+
+    from tests.browser_server import Server
+
+    out: dict[str, list[float]] = {k: [] for k in
+                                   ("first render", "page load", "drill-down", "history",
+                                    "history (cold)")}  # fmt: skip
+    with Server(url) as server, sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        context = browser.new_context(viewport={"width": 1400, "height": 1000})
+        page = context.new_page()
+        _login(page, server.base, f"/payloads?tag={tag}")
+        row = '.payloads-summary .tabulator-cell[tabulator-field="payload"]'
+        page.wait_for_selector(row)
+        # first render, the page open on the tag: click the payload's row
+        for i in range(repeat):
+            page.goto(f"{server.base}/payloads?tag={tag}")
+            page.wait_for_selector(row)
+            page.wait_for_timeout(500)
+            names = page.locator(row).all_inner_texts()
+            before = _drawn(page, "payloadDrawn")
+            t0 = _click(page, row, names.index(payload))
+            out["first render"].append((_wait_drawn(page, "payloadDrawn", before) - t0) / 1e3)
+            if i == 0:
+                # drill-down and history: click outliers one after the other
+                cell = (
+                    '.payloads-outliers .tabulator-row .tabulator-cell[tabulator-field="channel"]'
+                )
+                page.wait_for_selector(cell)
+                for j in range(repeat + 1):
+                    fit_before = _drawn(page, "fitDrawn")
+                    hist_before = _drawn(page, "historyDrawn")
+                    t0 = _click(page, cell, j % 12)
+                    fit_at = _wait_drawn(page, "fitDrawn", fit_before)
+                    hist_at = _wait_drawn(page, "historyDrawn", hist_before)
+                    if j == 0:
+                        out["history (cold)"].append((hist_at - t0) / 1e3)
+                        continue
+                    out["drill-down"].append((fit_at - t0) / 1e3)
+                    out["history"].append((hist_at - t0) / 1e3)
+                    page.wait_for_timeout(200)
+        # a cold load of the payload's URL (everything, JavaScript included)
+        for _ in range(max(2, repeat // 2)):
+            page.goto("about:blank")
+            page.goto(f"{server.base}/payloads?tag={tag}&payload={payload}")
+            at = _wait_drawn(page, "payloadDrawn", 0)
+            out["page load"].append(at / 1e3)  # performance.now() counts from the navigation
+        browser.close()
+    return out
+
+
+def write_section(results: dict[str, list[float]], setup: str, command: str) -> str:
+    """The section of bench/RESULTS.md; replaces an earlier one, keeps the other sections."""
+    when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    head = "## Payload validation page (real browser)"
+    lines = [
+        head,
+        "",
+        f"- date: {when}",
+        f"- machine: {machine()}",
+        f"- command: `{command}`",
+        f"- data: {setup}",
+        "",
+        "| case | runs | median | best | worst | budget | median / budget |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    budget_of = {
+        "first render": BUDGETS["first render"],
+        "page load": None,
+        "drill-down": BUDGETS["drill-down"],
+        "history": BUDGETS["history"],
+        "history (cold)": BUDGETS["history"],
+    }
+    for case, values in results.items():
+        if not values:
+            continue
+        med = statistics.median(values)
+        budget = budget_of[case]
+        ratio = "" if budget is None else f"{med / budget:.2f}"
+        lines.append(
+            f"| {case} | {len(values)} | {med * 1e3:.0f} ms | {min(values) * 1e3:.0f} ms | "
+            f"{max(values) * 1e3:.0f} ms | {'' if budget is None else f'{budget:g} s'} | "
+            f"{ratio} |"
+        )
+    lines += [
+        "",
+        "Times in the browser from the click (first render: the payload's row of the summary; "
+        "drill-down and history: an outlier's row) to the second animation frame after the "
+        "new data reached its figure; page load: from the navigation to a URL with the payload "
+        "until its plots are drawn (JavaScript, session and data). The history is drawn on "
+        "the server's next tick after the drill-down (it does not delay it); history (cold): "
+        "the first one, every revision decoded.",
+        "",
+    ]
+    section = "\n".join(lines)
+    path = HERE / "RESULTS.md"
+    text = path.read_text() if path.exists() else "# Benchmark results\n\n"
+    start = text.find(head)
+    if start >= 0:
+        end = text.find("\n## ", start + len(head))
+        text = text[:start] + section + ("" if end < 0 else text[end + 1 :])
+    else:
+        text = text.rstrip("\n") + "\n\n" + section
+    path.write_text(text.rstrip("\n") + "\n")
+    return section
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--repeat", type=int, default=7)
+    ap.add_argument("--db", help="measure this database (copied first) instead of the synthetic")
+    ap.add_argument("--tag", default=TAG)
+    ap.add_argument("--payload", default=NAME)
+    args = ap.parse_args()
+    out = HERE / "out" / "review"
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+    t0 = time.perf_counter()
+    if args.db:
+        shutil.copy(args.db, out / "review.sqlite")
+        url = f"sqlite:///{out / 'review.sqlite'}"
+        QADatabase(url).users.add(USER, PASSWORD, "manager")
+        setup = f"a copy of {args.db}: tag {args.tag}, payload {args.payload}"
+    else:
+        url = build_database(out / "review.sqlite")
+        setup = (
+            f"synthetic (built in {time.perf_counter() - t0:.0f} s): {NAME}, {N_CRYSTALS} "
+            f"crystals, {N_IOVS} IoVs in staging tag {TAG} from one ecl-time job with its "
+            f"diagnostics, compared with {PREVIOUS}"
+        )
+    results = measure(url, args.tag, args.payload, args.repeat)
+    command = "python bench/bench_review.py" + " ".join(sys.argv[1:])
+    print(write_section(results, setup, command))
+
+
+if __name__ == "__main__":
+    main()
