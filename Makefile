@@ -119,6 +119,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/bench_qa.py
 	$(BIN)/python bench/bench_imports.py
 	$(BIN)/python bench/bench_prompt.py
+	$(BIN)/python bench/bench_review.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build

@@ -53,6 +53,7 @@ from bokeh.models import (
     FixedTicker,
     HoverTool,
     LinearColorMapper,
+    Range1d,
     Scatter,
     TapTool,
 )
@@ -82,8 +83,10 @@ URL_STATE = {
     "iov": "iov",
 }
 
+#: Canvas, not WebGL: faster in a browser without a GPU (measured in bench/bench_review.py).
+_BACKEND = "canvas"
 _ENDED = "Your login has ended (logged out, or your account changed): reload the page."
-_PLOT_W, _SIDE_W, _PLOT_H, _TABLE_W = 560, 400, 220, 380
+_PLOT_W, _SIDE_W, _PLOT_H, _TABLE_W, _PULLS_H = 560, 400, 220, 380, 140
 AlertKind = Literal["primary", "secondary", "success", "danger", "warning", "info", "light"]
 
 #: Marks the page once the browser has drawn new data of a source (double animation frame):
@@ -187,6 +190,11 @@ class Payloads(pn.viewable.Viewer):
         self.param.watch(self._recolour_map, ["map_column"])
         if served():
             pn.state.location.sync(self, URL_STATE)
+            # what the page opened with counts as drawn once the document is
+            doc = pn.state.curdoc
+            if doc is not None:
+                for key in ("payloadDrawn", "fitDrawn", "historyDrawn"):
+                    doc.js_on_event("document_ready", CustomJS(args={"key": key}, code=_DRAWN_JS))
         if not self.tag:
             staging = self._staging_tags()
             with param.discard_events(self):
@@ -343,6 +351,9 @@ class Payloads(pn.viewable.Viewer):
         }  # fmt: skip
         self.source = ColumnDataSource(empty, name="channels")
         _mark_drawn(self.source, "payloadDrawn")
+        self.source.selected.js_on_change(
+            "indices", CustomJS(args={"key": "selectionDrawn"}, code=_DRAWN_JS)
+        )
         tools = "pan,box_zoom,wheel_zoom,reset,tap,save"
         hover = HoverTool(
             tooltips=[("channel", "@channel"), ("new", "@new"), ("previous", "@old"),
@@ -350,9 +361,11 @@ class Payloads(pn.viewable.Viewer):
         )  # fmt: skip
 
         def channel_figure(title: str, y: str) -> Any:
+            # explicit ranges, set with the data: no range computed in the browser and sent back
             f = figure(
                 width=_PLOT_W, height=_PLOT_H, title=title, tools=tools,
-                output_backend="webgl", y_axis_label=y,
+                output_backend=_BACKEND, y_axis_label=y, x_range=Range1d(0, 1),
+                y_range=Range1d(0, 1),
             )  # fmt: skip
             f.add_tools(hover.clone())
             return f
@@ -363,17 +376,21 @@ class Payloads(pn.viewable.Viewer):
         self.diff_fig.x_range = self.value_fig.x_range
         self.pull_fig.x_range = self.value_fig.x_range
         common = dict(source=self.source, nonselection_alpha=0.7)
+        # cheap glyphs (8736 channels): filled squares without outline, plain error segments
         self.value_fig.segment("x", "old_lo", "x", "old_hi", source=self.source,
                                color="#999999", alpha=0.5)  # fmt: skip
         self.value_fig.segment("x", "new_lo", "x", "new_hi", source=self.source,
                                color="#1f4e8c", alpha=0.5)  # fmt: skip
-        self.value_fig.scatter("x", "old", size=3, color="#999999", legend_label="previous",
-                               **common)  # fmt: skip
-        self.value_fig.scatter("x", "new", size=3, color="#1f4e8c", legend_label="new", **common)
+        self.value_fig.scatter("x", "old", size=3, marker="square", line_color=None,
+                               fill_color="#999999", legend_label="previous", **common)  # fmt: skip
+        self.value_fig.scatter("x", "new", size=3, marker="square", line_color=None,
+                               fill_color="#1f4e8c", legend_label="new", **common)  # fmt: skip
         self.value_fig.legend.location = "top_right"
         self.value_fig.legend.click_policy = "hide"
-        self.diff_fig.scatter("x", "diff", size=3, color="#6a3d9a", **common)
-        self.pull_fig.scatter("x", "pull", size=3, color="#e6550d", **common)
+        self.diff_fig.scatter("x", "diff", size=3, marker="square", line_color=None,
+                              fill_color="#6a3d9a", **common)  # fmt: skip
+        self.pull_fig.scatter("x", "pull", size=3, marker="square", line_color=None,
+                              fill_color="#e6550d", **common)  # fmt: skip
         # the selected channel stands out in every channel plot (and as a framed map cell)
         for f in (self.value_fig, self.diff_fig, self.pull_fig):
             for r in f.renderers:
@@ -400,8 +417,9 @@ class Payloads(pn.viewable.Viewer):
         self.mapper = LinearColorMapper(palette=list(reversed(RdBu11)), low=-5, high=5,
                                         nan_color="#eeeeee")  # fmt: skip
         self.map_fig = figure(
-            width=_SIDE_W, height=_PLOT_H + 40, title="detector map", tools="tap,hover,reset",
-            toolbar_location=None, output_backend="webgl",
+            width=_SIDE_W, height=_PLOT_H, title="detector map", tools="tap,hover,reset",
+            toolbar_location=None, output_backend=_BACKEND, x_range=Range1d(0, 1),
+            y_range=Range1d(0, 1),
             tooltips=[("channel", "@channel"), ("cell", "@mx, @my"), ("pull", "@pull"),
                       ("new", "@new")],
         )  # fmt: skip
@@ -411,6 +429,7 @@ class Payloads(pn.viewable.Viewer):
             nonselection_fill_alpha=1.0, selection_line_color="black", selection_line_width=2,
         )  # fmt: skip
         self.map_fig.add_layout(ColorBar(color_mapper=self.mapper, width=8), "right")
+        self._map_ranges = (self.map_fig.x_range, self.map_fig.y_range)
         self.map_fig.grid.visible = False
 
         # drill-down: the histogram a channel was fitted from, its model and pulls
@@ -420,8 +439,10 @@ class Payloads(pn.viewable.Viewer):
                                            "width": []})  # fmt: skip
         self.fit_pulls = ColumnDataSource({"x": [], "pull": [], "width": []})
         _mark_drawn(self.fit_model, "fitDrawn")
-        self.fit_fig = figure(width=_SIDE_W, height=_PLOT_H, title="channel fit",
-                              tools="pan,wheel_zoom,box_zoom,reset")  # fmt: skip
+        self.fit_fig = figure(
+            width=_SIDE_W, height=_PLOT_H, tools="pan,wheel_zoom,box_zoom,reset",
+            title="the channel's fit: histogram, model and components",
+        )  # fmt: skip
         self.fit_fig.quad(left="left", right="right", top="top", bottom=0, source=self.fit_hist,
                           color="#9ecae1", line_color="#6baed6")  # fmt: skip
         self.fit_fig.segment("x", "lo", "x", "hi", source=self.fit_hist, color="black")
@@ -429,7 +450,7 @@ class Payloads(pn.viewable.Viewer):
                                 line_width="width", legend_field="label")  # fmt: skip
         self.fit_fig.legend.location = "top_right"
         self.fit_fig.legend.label_text_font_size = "8pt"
-        self.fitpull_fig = figure(width=_SIDE_W, height=140, title="fit pulls",
+        self.fitpull_fig = figure(width=_SIDE_W, height=_PULLS_H, title="fit pulls",
                                   x_range=self.fit_fig.x_range, tools="")  # fmt: skip
         self.fitpull_fig.vbar(x="x", top="pull", width="width", source=self.fit_pulls,
                               color="#756bb1")  # fmt: skip
@@ -439,9 +460,11 @@ class Payloads(pn.viewable.Viewer):
         self.hist_chan = ColumnDataSource({"x": [], "value": [], "lo": [], "hi": [],
                                            "label": []})  # fmt: skip
         _mark_drawn(self.hist_band, "historyDrawn")
-        self.history_fig = figure(width=_PLOT_W, height=_PLOT_H, title="history",
-                                  tools="pan,wheel_zoom,box_zoom,reset,hover",
-                                  tooltips=[("IoV", "@label"), ("value", "$y")])  # fmt: skip
+        self.history_fig = figure(
+            width=_PLOT_W, height=_PLOT_H, title="history over the IoVs of the tag",
+            tools="pan,wheel_zoom,box_zoom,reset,hover",
+            tooltips=[("IoV", "@label"), ("value", "$y")],
+        )  # fmt: skip
         self.history_fig.varea("x", "lo", "hi", source=self.hist_band, color="#bbbbbb",
                                alpha=0.5, legend_label="mean ± spread")  # fmt: skip
         self.history_fig.line("x", "mean", source=self.hist_band, color="#555555",
@@ -456,14 +479,15 @@ class Payloads(pn.viewable.Viewer):
             for tap in f.select(type=TapTool):
                 tap.behavior = "select"
         self.source.selected.on_change("indices", self._on_tap)
-        # one toolbar for the page
+        # one toolbar for the payload's plots, one for the channel's: a change of the channel
+        # lays out and paints the channel's plots only, never the payload's 8736-point ones
         self.grid = gridplot(
-            [
-                [self.value_fig, self.map_fig],
-                [self.diff_fig, self.hist_fig],
-                [self.pull_fig, self.fit_fig],
-                [self.history_fig, self.fitpull_fig],
-            ],
+            [[self.value_fig, self.map_fig], [self.diff_fig, self.hist_fig], [self.pull_fig, None]],
+            merge_tools=True,
+            toolbar_location="left",
+        )
+        self.channel_grid = gridplot(
+            [[self.fit_fig, self.history_fig], [self.fitpull_fig, None]],
             merge_tools=True,
             toolbar_location="left",
         )
@@ -517,6 +541,7 @@ class Payloads(pn.viewable.Viewer):
             return
         self._tags[self.tag] = self._summary.tag
         self.summary_table.value = self._summary_frame()
+        self.summary_table.height = min(320, 40 + 31 * len(self.summary_table.value))
         if self.summary_table.style is not None:
             self.summary_table.style.map(_light_style, subset=["light"])
         s = self._summary
@@ -678,6 +703,7 @@ class Payloads(pn.viewable.Viewer):
         }
         self.source.selected.indices = []
         self.source.data = data
+        self._set_ranges(data)
         self._set_map_range()
         key = next(iter(comp.keys), "row") if unique else "row"
         for f in (self.value_fig, self.diff_fig, self.pull_fig):
@@ -706,6 +732,29 @@ class Payloads(pn.viewable.Viewer):
             + ("" if prev is not None else " (nothing to compare with)")
             + "</p>"
         )
+
+    def _set_ranges(self, data: Mapping[str, np.ndarray]) -> None:
+        """The plots' ranges from the data (no range computed in the browser)."""
+
+        def span(*columns: np.ndarray, pad: float = 0.05) -> tuple[float, float]:
+            values = np.concatenate([np.asarray(c, float).ravel() for c in columns])
+            values = values[np.isfinite(values)]
+            if not values.size:
+                return (0.0, 1.0)
+            lo, hi = float(values.min()), float(values.max())
+            margin = (hi - lo) * pad or max(abs(lo) * 0.05, 0.5)
+            return (lo - margin, hi + margin)
+
+        for rng, columns in (
+            (self.value_fig.x_range, (data["x"],)),
+            (self.value_fig.y_range, (data["new"], data["old"])),
+            (self.diff_fig.y_range, (data["diff"],)),
+            (self.pull_fig.y_range, (data["pull"], np.array([-self.threshold, self.threshold]))),
+            (self.map_fig.x_range, (data["mx"] - 0.5, data["mx"] + 0.5)),
+            (self.map_fig.y_range, (data["my"] - 0.5, data["my"] + 0.5)),
+        ):
+            start, end = span(*columns, pad=0.0 if rng in self._map_ranges else 0.05)
+            rng.update(start=start, end=end, reset_start=start, reset_end=end)
 
     def _map_colour(self, comp: Any) -> np.ndarray:
         column = {"pull": comp.pull, "value": comp.new_value, "diff": comp.diff}[self.map_column]
@@ -819,26 +868,39 @@ class Payloads(pn.viewable.Viewer):
             self._say(f"{comp.name} has no channel {self.channel}.", "danger")
             self._clear_channel()
             return
-        self.source.selected.indices = [int(rows[0])]
         self._show_fit(comp, int(rows[0]))
-        self._history_later()
+        self._history_later(int(rows[0]))
 
-    def _history_later(self) -> None:
-        """Draw the history once what was asked for is on its way: in a served page on the
-        next tick of the server's loop (the payload or the drill-down reach the browser first,
-        without waiting for the IoVs of the tag), at once outside a server."""
+    def _history_later(self, row: int | None = None) -> None:
+        """Draw the history, and mark the channel's ``row`` in the payload's plots, once what
+        was asked for is on its way: in a served page on the next ticks of the server's loop
+        (the payload or the channel's fit reach the browser first, without waiting for the IoVs
+        of the tag nor for the repaint of the payload's plots), at once outside a server."""
         key = (self._shown.get("payload"), self.channel)
         self._history_key = key
 
         def draw() -> None:
             if self._history_key == key and self._comparison is not None:
                 self._show_history(self.channel)
+                later(select)
+
+        def select() -> None:
+            if self._history_key == key and row is not None:
+                busy, self._busy = self._busy, True
+                try:
+                    self.source.selected.indices = [row]
+                finally:
+                    self._busy = busy
 
         doc = pn.state.curdoc
-        if served() and doc is not None:
-            doc.add_next_tick_callback(draw)
-        else:
-            draw()
+
+        def later(fn: Any) -> None:
+            if served() and doc is not None:
+                doc.add_next_tick_callback(fn)
+            else:
+                fn()
+
+        later(draw)
 
     def _show_fit(self, comp: Any, row: int) -> None:
         ch = self.channel
@@ -889,8 +951,8 @@ class Payloads(pn.viewable.Viewer):
             "pull": np.asarray(fv.pulls, float),
             "width": np.diff(edges) * 0.9,
         }
-        self.fit_fig.title.text = f"{fv.calibration}: {fv.payload} channel {fv.channel}"
-        self.fit_fig.xaxis.axis_label = fv.x_label
+        if self.fit_fig.xaxis[0].axis_label != fv.x_label:
+            self.fit_fig.xaxis.axis_label = fv.x_label
         parameters = "".join(
             f"<tr><td>{html.escape(k)}</td><td>{_fmt(v)}</td><td>± {_fmt(e)}</td></tr>"
             for k, (v, e) in fv.parameters.items()
@@ -946,8 +1008,11 @@ class Payloads(pn.viewable.Viewer):
         else:
             self.hist_chan.data = {k: [] for k in self.hist_chan.data}
             what = "all channels"
-        self.history_fig.title.text = f"{h.name}.{h.column} over the {n} IoVs of {h.tag}: {what}"
-        self.history_info.object = f'<p id="history-head">{n} IoVs of {html.escape(h.tag)}</p>'
+        self.history_info.object = (
+            f'<p id="history-head"><b>History</b>: {html.escape(h.name)}.{html.escape(h.column)} '
+            f"over the {n} IoVs of {html.escape(h.tag)}, {what} (grey: mean ± spread of the "
+            "channels OK in each IoV)</p>"
+        )
 
     # ------------------------------------------------------------------- review
     def _update_review(self) -> None:
@@ -1092,14 +1157,14 @@ class Payloads(pn.viewable.Viewer):
                 self.map_select,
             ),
             pn.Row(
-                pn.pane.Bokeh(self.grid),
-                pn.Column(
-                    self.status_counts,
-                    self.outlier_info,
-                    self.outlier_table,
-                    self.fit_info,
-                    self.history_info,
+                pn.pane.Bokeh(self.grid, height=3 * _PLOT_H + 10, width=_PLOT_W + _SIDE_W + 40),
+                pn.Column(self.status_counts, self.outlier_info, self.outlier_table),
+            ),
+            pn.Row(
+                pn.pane.Bokeh(
+                    self.channel_grid, height=_PLOT_H + _PULLS_H + 10, width=_PLOT_W + _SIDE_W + 40
                 ),
+                pn.Column(self.fit_info, self.history_info, width=_TABLE_W),
             ),
             sizing_mode="stretch_width",
         )
