@@ -61,6 +61,11 @@ package            what it holds                                imports (besides
                    one b2luigi graph of the calibrations,       db, conditions, engine, fit,
                    resumable, validated, summarised; its        calibration, qa (b2luigi: the
                    records in the database                      ``prompt`` extra)
+``review``         payload review: a staging tag's traffic-     geometry, db, conditions,
+                   light summary, a payload against the one     calibration, qa, prompt,
+                   it replaces, histories, detector maps, the   detectors
+                   approval of a tag, its export as a basf2
+                   local database
 ``sizereport``,    file-size tables and text summaries          io, runs
 ``summary``
 ``cli``            the ``b2calib`` command line                 everything; the dashboards in

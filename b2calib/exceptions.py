@@ -22,6 +22,7 @@ __all__ = [
     "PayloadError",
     "PermissionDenied",
     "QAError",
+    "ReviewError",
     "RunNotFoundError",
     "SkimDefinitionError",
     "TimeDependentPayloadError",
@@ -168,6 +169,11 @@ class QAError(B2CalibError, ValueError):
 
 class PermissionDenied(QAError):
     """The user may not make this change (role, detector or run state forbids it)."""
+
+
+class ReviewError(B2CalibError, ValueError):
+    """A payload review cannot be made: the tag, payload, revision, IoV, column or channel asked
+    for is not there (the message names which)."""
 
 
 class RunNotFoundError(B2CalibError, KeyError):

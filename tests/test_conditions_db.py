@@ -244,6 +244,7 @@ def test_schema_matches_migrations(db: ConditionsDB) -> None:
     import b2calib.conditions.tables
     import b2calib.prompt.tables
     import b2calib.qa.store.tables
+    import b2calib.review.tables
     from b2calib.db import MIGRATIONS, metadata
 
     domains = (
@@ -251,6 +252,7 @@ def test_schema_matches_migrations(db: ConditionsDB) -> None:
         b2calib.calibration.jobs,
         b2calib.qa.store.tables,
         b2calib.prompt.tables,
+        b2calib.review.tables,
     )
     tables = {"history"} | {
         t.name for d in domains for t in vars(d).values() if isinstance(t, sa.Table)

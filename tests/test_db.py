@@ -23,6 +23,7 @@ TABLE_MODULES = (
     "b2calib.calibration.jobs",
     "b2calib.qa.store.tables",
     "b2calib.prompt.tables",
+    "b2calib.review.tables",
 )
 
 

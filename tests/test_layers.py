@@ -46,6 +46,8 @@ LAYERS: dict[str, set[str]] = {
     "prompt": _BASE
     | {"_lazy", "_extras", "geometry", "dq", "io", "skims", "runs", "db", "conditions"}
     | {"engine", "fit", "calibration", "qa"},
+    "review": {"exceptions", "_lazy", "_extras", "geometry", "db", "conditions", "calibration"}
+    | {"qa", "prompt", "detectors"},
     "sizereport": {"exceptions", "io"},
     "summary": {"exceptions", "io", "runs"},
 }

@@ -304,7 +304,7 @@ def test_detector_names() -> None:
     import importlib
 
     expected = {
-        "b2calib.detectors": ["calibrations", "packages", "qa_parts"],
+        "b2calib.detectors": ["SYSTEMS", "calibrations", "detector_of", "packages", "qa_parts"],
         "b2calib.detectors.ecl": ["calibrations"],
         "b2calib.detectors.ecl.energy": [
             "DEFAULT_CONFIG", "ECLEnergyAlgorithm", "energy_calibration",
@@ -454,6 +454,31 @@ def test_detector_names() -> None:
         assert module.__all__ == names, name
         for attr in names:
             assert hasattr(module, attr), (name, attr)
+
+
+def test_review_names() -> None:
+    import b2calib.review
+
+    assert b2calib.review.__all__ == [
+        "ChannelComparison",
+        "DetectorMap",
+        "History",
+        "PayloadRow",
+        "Review",
+        "TagSummary",
+        "approve",
+        "channel_ids",
+        "compare_payload",
+        "detector_map",
+        "export_zip",
+        "history",
+        "may_review",
+        "reject",
+        "reviews",
+        "tag_detectors",
+        "tag_summary",
+    ]
+    assert callable(b2calib.review.history)  # the function, not its module
 
 
 def test_registered_calibrations() -> None:

@@ -25,6 +25,7 @@ declaration, and builds the view.
 from __future__ import annotations
 
 import abc
+import dataclasses
 import json
 import math
 import threading
@@ -46,6 +47,7 @@ if TYPE_CHECKING:
     from b2calib.conditions.payload import Payload
 
 __all__ = [
+    "ChannelFit",
     "ChannelView",
     "CountingView",
     "FitView",
@@ -55,10 +57,13 @@ __all__ = [
     "NoChannelFit",
     "NovosibirskPeak",
     "PeakModel",
+    "TemplatePeak",
     "ViewContext",
+    "channel_ids",
     "channel_status",
     "clear_cache",
     "fit_view",
+    "range_of_entries",
 ]
 
 F = npt.NDArray[np.float64]
@@ -80,8 +85,9 @@ class FitView:
     Attributes
     ----------
     calibration, payload, channel
-        The calibration that staged the payload, the payload name and the channel (the value
-        of the payload's first key column, or the row index of a payload without keys).
+        The calibration that staged the payload, the payload name and the channel
+        (:func:`channel_ids`: the key column, several packed, or the row of a payload
+        without keys).
     x_label
         What the histogram's x axis is.
     edges, counts, errors
@@ -116,6 +122,9 @@ class FitView:
         What the histogram's y axis is (``"entries"`` for a fit).
     fit_range
         The x range the model was fitted on (``None`` without a fit).
+    expected
+        The model's expected counts per bin as the fit computed them (NaN outside the fit
+        range and without a model): for a fit with a free yield it adds up to the entries.
     """
 
     calibration: str
@@ -137,6 +146,7 @@ class FitView:
     value: tuple[float, float] = (math.nan, math.nan)
     y_label: str = "entries"
     fit_range: tuple[float, float] | None = None
+    expected: F = field(default_factory=lambda: np.zeros(0))
 
 
 @dataclass(frozen=True)
@@ -159,6 +169,8 @@ class ViewContext:
         The payload's IoV in the tag.
     step_status, step_message
         The execution's status and message.
+    runs
+        The execution's runs (exp, run).
     """
 
     calibration: str
@@ -171,6 +183,7 @@ class ViewContext:
     iov: str = ""
     step_status: str = ""
     step_message: str = ""
+    runs: tuple[tuple[int, int], ...] = ()
 
     @property
     def status(self) -> str:
@@ -179,8 +192,9 @@ class ViewContext:
 
     @property
     def value(self) -> tuple[float, float]:
-        """The channel's value in the payload's first value column, and its error."""
-        col = next(iter(self.payload.values), None)
+        """The channel's value in the payload's ``value`` column (else its first value
+        column), and its error."""
+        col = "value" if "value" in self.payload.values else next(iter(self.payload.values), None)
         if col is None:
             return (math.nan, math.nan)
         v = self.payload.values[col][self.row]
@@ -335,6 +349,36 @@ class NovosibirskPeak(PeakModel):
         return np.asarray(p["n"] * shape + p["b"] * widths, dtype=np.float64)
 
 
+@dataclass(frozen=True)
+class TemplatePeak(PeakModel):
+    """A fixed Gaussian-mixture template shifted by ``mu`` (yield ``n``, flat background ``b``)
+    of :func:`b2calib.fit.template_shift.fit_template_shift`: components ``weights``,
+    ``offsets`` and ``widths`` (one channel's), repeating with ``period`` when given."""
+
+    weights: tuple[float, ...]
+    offsets: tuple[float, ...]
+    widths: tuple[float, ...]
+    period: float | None = None
+    parameters: tuple[str, ...] = ("n", "mu", "b")
+
+    def _density(self, x: F, mu: float) -> F:
+        from b2calib.fit.template_shift import template_density
+
+        w = np.asarray(self.weights, dtype=np.float64)
+        w = w / w.sum() if w.sum() > 0 else w
+        return template_density(x, mu, w, self.offsets, self.widths, self.period)
+
+    def curves(self, p: Mapping[str, float], x: F, edges: F) -> dict[str, F]:
+        return {
+            "signal": p["n"] * self._density(x, p["mu"]),
+            "background": np.full_like(x, p["b"]),
+        }
+
+    def expected(self, p: Mapping[str, float], edges: F) -> F:
+        lam = _bin_integrals(lambda x: p["n"] * self._density(x, p["mu"]), edges)
+        return lam + p["b"] * np.diff(edges)
+
+
 # ------------------------------------------------------------------------------ helpers
 def _row_index(ids: npt.NDArray[Any], channel: int, what: str, where: str) -> int:
     hits = np.flatnonzero(np.asarray(ids) == channel)
@@ -398,6 +442,32 @@ def _fallback_text(context: ViewContext, fallback: str) -> str:
 Explain = Callable[[ViewContext, "ChannelFit"], "str | None"]
 
 
+#: ``fit_range(context, fit, edges, counts) -> (low, high) | None``.
+RangeOf = Callable[[ViewContext, "ChannelFit", F, F], "tuple[float, float] | None"]
+
+
+def range_of_entries(
+    context: ViewContext, fit: ChannelFit, edges: F, counts: F
+) -> tuple[float, float] | None:
+    """The fit range of a fit whose range the diagnostics do not record (a window around the
+    peak of a first fit): the contiguous bins nearest the fitted ``mu`` whose counts add up to
+    the fit table's entries, the narrowest such window."""
+    mu = fit.parameters.get("mu", (math.nan, math.nan))[0]
+    if not np.isfinite(mu) or len(counts) == 0:
+        return None
+    cum = np.concatenate([[0.0], np.cumsum(counts)])
+    i, j = np.nonzero(np.isclose(cum[None, :] - cum[:, None], fit.entries, rtol=0, atol=0.5))
+    keep = j > i
+    if not keep.any():
+        return None
+    i, j = i[keep], j[keep]
+    inside = (edges[i] <= mu) & (edges[j] >= mu)
+    if inside.any():
+        i, j = i[inside], j[inside]
+    k = int(np.argmin(j - i))
+    return (float(edges[i[k]]), float(edges[j[k]]))
+
+
 @dataclass(frozen=True)
 class ChannelFit:
     """One row of a fit table: status code, entries and parameters (value, error)."""
@@ -436,8 +506,9 @@ class HistogramFit(ChannelView):
     x_label
         The x axis label (default: the histogram's).
     fit_range
-        The x range fitted (``None``: the whole axis), or the name of an expert-config key
-        holding it.
+        The x range fitted (``None``: the whole axis), the name of an expert-config key
+        holding it, or ``fit_range(context, fit, edges, counts) -> (low, high) | None``
+        (e.g. :func:`range_of_entries`).
     min_entries
         The expert-config key of the minimum entries of a fit (for the NOT_ENOUGH_DATA
         message), or a number.
@@ -453,6 +524,9 @@ class HistogramFit(ChannelView):
         A calibration's own words on a channel, appended to the message.
     status_column
         The fit table's column of the fit status.
+    head
+        ``head(context, fit) -> message``: the whole message, for a view whose histogram is
+        not the channel's own (e.g. a wire shown with its board's fit).
     absent
         When the diagnostics hold neither the fit table nor the histogram (a method that did
         not run in this execution): the message of a view without histogram; ``None``: an
@@ -463,7 +537,7 @@ class HistogramFit(ChannelView):
     fits: str
     model: PeakModel
     x_label: str | None = None
-    fit_range: tuple[float, float] | str | None = None
+    fit_range: tuple[float, float] | str | RangeOf | None = None
     min_entries: str | int | None = "min_entries"
     channel_map: Callable[[ViewContext], int] | None = None
     value_parameter: str = "mu"
@@ -472,11 +546,16 @@ class HistogramFit(ChannelView):
     explain: Explain | None = None
     status_column: str = "status"
     absent: str | None = None
+    head: Callable[[ViewContext, ChannelFit], str] | None = None
 
-    def _range(self, context: ViewContext) -> tuple[float, float] | None:
-        r = self.fit_range
+    def _range(
+        self, context: ViewContext, fit: ChannelFit, edges: F, counts: F
+    ) -> tuple[float, float] | None:
+        r: Any = self.fit_range
         if isinstance(r, str):
             r = context.config.get(r)
+        elif callable(r):
+            r = r(context, fit, edges, counts)
         if r is None:
             return None
         lo, hi = r
@@ -496,7 +575,7 @@ class HistogramFit(ChannelView):
         params = {
             p: (float(table[p][i]), float(table[f"{p}_err"][i]))
             for p in self.model.parameters
-            if p in table
+            if p in table and f"{p}_err" in table
         }
         return ChannelFit(int(table[self.status_column][i]), float(table["entries"][i]), params, i)
 
@@ -507,19 +586,23 @@ class HistogramFit(ChannelView):
         ):
             return NoChannelFit(self.absent).view(context)
         fit = self.channel_fit(context)
-        h = context.histogram(self.histogram)
-        edges, counts, errors, label = _hist_row(h, fit.index, context.where(), self.histogram)
-        fit_range = self._range(context)
+        edges, counts, errors, label = self.row_data(context, fit)
+        fit_range = self._range(context, fit, edges, counts)
         sl = _fit_slice(edges, fit_range)
         fit_edges = edges[sl.start : sl.stop + 1]
         pulls = np.full(len(counts), np.nan)
+        expected = np.full(len(counts), np.nan)
         model_x = np.zeros(0)
         model: dict[str, F] = {}
-        values = {p: v for p, (v, _) in fit.parameters.items()}
-        has_model = fit.ok and len(values) == len(self.model.parameters)
+        shown = self.parameters_for(context, fit)
+        peak = self.model_for(context, fit)
+        values = {p: shown[p][0] for p in peak.parameters if p in shown}
+        has_model = fit.ok and all(p in values for p in peak.parameters)
         has_model = has_model and all(np.isfinite(v) for v in values.values())
-        if has_model and len(fit_edges) > 1:
-            lam = self.model.expected(values, fit_edges)
+        has_model = has_model and len(fit_edges) > 1
+        if has_model:
+            lam = peak.expected(values, fit_edges)
+            expected[sl] = lam
             err = errors[sl].copy()
             err = np.where(err > 0, err, np.sqrt(np.maximum(lam, 0.0)))
             with np.errstate(invalid="ignore", divide="ignore"):
@@ -528,11 +611,11 @@ class HistogramFit(ChannelView):
             width = np.diff(fit_edges)
             bin_of = np.searchsorted(fit_edges, model_x, side="right") - 1
             per_bin = width[np.clip(bin_of, 0, len(width) - 1)]
-            curves = self.model.curves(values, model_x, fit_edges)
+            curves = peak.curves(values, model_x, fit_edges)
             parts = {k: v * per_bin for k, v in curves.items()}
             model = {"total": np.sum(list(parts.values()), axis=0), **parts}
         entries = float(counts[sl].sum())
-        message = self._message(context, fit)
+        message = self._message(context, dataclasses.replace(fit, parameters=shown))
         return FitView(
             calibration=context.calibration,
             payload=context.name,
@@ -546,26 +629,49 @@ class HistogramFit(ChannelView):
             pulls=pulls,
             status=context.status,
             message=message,
-            parameters=dict(fit.parameters),
+            parameters=shown,
             entries=entries,
             kind="fit",
             iov=context.iov,
             value=context.value,
             fit_range=None if not has_model else (float(fit_edges[0]), float(fit_edges[-1])),
+            expected=expected,
         )
 
+    def row_data(self, context: ViewContext, fit: ChannelFit) -> tuple[F, F, F, str]:
+        """Edges, counts, errors and x label of the histogram row the channel was fitted
+        from (subclasses: the same coordinates as the fit table's parameters)."""
+        h = context.histogram(self.histogram)
+        return _hist_row(h, fit.index, context.where(), self.histogram)
+
+    def model_for(self, context: ViewContext, fit: ChannelFit) -> PeakModel:
+        """The model of this channel's fit (subclasses: a per-channel template)."""
+        return self.model
+
+    def parameters_for(
+        self, context: ViewContext, fit: ChannelFit
+    ) -> dict[str, tuple[float, float]]:
+        """The parameters shown: the fit's, and derived numbers (subclasses)."""
+        return dict(fit.parameters)
+
     def _message(self, context: ViewContext, fit: ChannelFit) -> str:
+        if self.head is not None:
+            return self.head(context, fit)
         status = context.status
+        # a masked channel (DEAD, HOT, UNUSABLE) says so before its fit's status
+        masked = status not in ("OK", "fallback", fit.status_name)
         if fit.status == ChannelStatus.NOT_ENOUGH_DATA:
             need = self._min_entries(context)
             head = f"NOT_ENOUGH_DATA: {fit.entries:.0f} entries" + (
                 f" < {need} required" if need is not None else ""
             )
+            head = f"{status}: fit {head}" if masked else head
         elif fit.status == ChannelStatus.FAILED:
             head = (
                 f"FAILED: the fit of {fit.entries:.0f} entries gave no valid result (no "
                 "convergence, or a peak or width outside the fit range)"
             )
+            head = f"{status}: fit {head}" if masked else head
         elif fit.ok:
             p = fit.parameters.get(self.value_parameter)
             head = f"fit OK: {fit.entries:.0f} entries" + (
@@ -594,7 +700,8 @@ class CountingView(ChannelView):
     table
         The diagnostics table with one row per channel.
     channel_column
-        The table's column of the payload channel.
+        The table's column of the payload channel; ``None``: the table's rows are the
+        payload's.
     describe
         ``describe(context, row) -> message``: the decision with its numbers, e.g.
         ``"DEAD: 0 hits, expected 57 +- 8"``; ``row`` is the table row.
@@ -602,6 +709,9 @@ class CountingView(ChannelView):
         A diagnostics histogram to show: a row of a 2-D one (the table's row) or a 1-D one
         per channel (its bin of the channel is shown in the message; the histogram is not a
         per-channel distribution, so only its bins around the channel are given).
+    histogram_row
+        ``histogram_row(context, row) -> index``: the row of a 2-D histogram (default: the
+        table row), e.g. a pixel's sensor.
     x_label, y_label
         Axis labels.
     channel_map
@@ -611,9 +721,10 @@ class CountingView(ChannelView):
     """
 
     table: str
-    channel_column: str
+    channel_column: str | None
     describe: Callable[[ViewContext, int], str]
     histogram: str | None = None
+    histogram_row: Callable[[ViewContext, int], int] | None = None
     x_label: str | None = None
     y_label: str = "entries"
     channel_map: Callable[[ViewContext], int] | None = None
@@ -623,15 +734,21 @@ class CountingView(ChannelView):
     def view(self, context: ViewContext) -> FitView:
         table = context.table(self.table)
         wanted = context.channel if self.channel_map is None else self.channel_map(context)
-        row = _row_index(
-            table[self.channel_column], wanted, f"table {self.table!r}", context.where()
-        )
+        if self.channel_column is None:
+            row = context.row if self.channel_map is None else wanted
+            if not 0 <= row < len(next(iter(table.values()), ())):
+                raise FitViewError(f"{context.where()}: no row {row} in table {self.table!r}")
+        else:
+            row = _row_index(
+                table[self.channel_column], wanted, f"table {self.table!r}", context.where()
+            )
         edges = counts = errors = np.zeros(0)
         label = ""
         if self.histogram is not None:
             h = context.histogram(self.histogram)
             if h.ndim == 2:
-                edges, counts, errors, label = _hist_row(h, row, context.where(), self.histogram)
+                hrow = row if self.histogram_row is None else self.histogram_row(context, row)
+                edges, counts, errors, label = _hist_row(h, hrow, context.where(), self.histogram)
             else:
                 e, c, err, label = _hist_row(h, 0, context.where(), self.histogram)
                 lo = max(row - self.neighbours, 0)
@@ -764,6 +881,7 @@ class _Source:
     status: str
     message: str
     config: Mapping[str, Any]
+    runs: tuple[tuple[int, int], ...] = ()
 
 
 def _db_key(db: ConditionsDB) -> str:
@@ -804,6 +922,7 @@ def _find_source(db: ConditionsDB, tag: str, name: str, revision: int, iov: IoV)
                     str(e.get("status", "")),
                     str(e.get("message", "")),
                     dict(inputs.get("config", {})),
+                    tuple((int(a), int(b)) for a, b in e.get("runs", [])),
                 )
         raise FitViewError(
             f"payload {name} rev {revision} [{iov}] in tag {tag}: job {r.key[:12]} of "
@@ -827,19 +946,33 @@ def _load_diagnostics(db: ConditionsDB, step: int) -> Diagnostics:
     return Diagnostics() if data is None else Diagnostics.from_bytes(bytes(data))
 
 
+def channel_ids(payload: Payload) -> npt.NDArray[np.int64]:
+    """One int64 channel id per row of a payload, as the payload validation numbers them: the
+    key column (time keys left out), several packed in decimal, each column after the first
+    taking max(3, its number of digits) digits (TOP module 3 pixel 17 -> 3017), or the row's
+    position when there is no key column."""
+    from b2calib.conditions.eventdep import TIME_KEYS
+
+    cols = [np.asarray(v).astype(np.int64) for k, v in payload.keys.items() if k not in TIME_KEYS]
+    if not cols:
+        return np.arange(len(payload), dtype=np.int64)
+    out = cols[0].copy()
+    for c in cols[1:]:
+        top = int(np.abs(c).max()) if len(c) else 0
+        out = out * 10 ** max(3, len(str(top))) + c
+    return out
+
+
 def _payload_row(payload: Payload, channel: int, where: str) -> int:
-    if payload.keys:
-        key, ids = next(iter(payload.keys.items()))
-        hits = np.flatnonzero(np.asarray(ids) == channel)
-        if hits.size == 0:
-            lo, hi = (int(np.min(ids)), int(np.max(ids))) if len(ids) else (0, -1)
-            raise FitViewError(
-                f"{where}: no channel {channel} ({key} runs {lo}..{hi}, {len(ids)} rows)"
-            )
-        return int(hits[0])
-    if not 0 <= channel < len(payload):
-        raise FitViewError(f"{where}: no channel {channel} (rows 0..{len(payload) - 1})")
-    return int(channel)
+    ids = channel_ids(payload)
+    hits = np.flatnonzero(ids == channel)
+    if hits.size == 0:
+        keys = ", ".join(payload.keys) or "row"
+        lo, hi = (int(ids.min()), int(ids.max())) if len(ids) else (0, -1)
+        raise FitViewError(
+            f"{where}: no channel {channel} (channels by {keys}: {lo}..{hi}, {len(ids)} rows)"
+        )
+    return int(hits[0])
 
 
 def fit_view(
@@ -856,8 +989,9 @@ def fit_view(
     name
         The payload name.
     channel
-        The channel: the value of the payload's first key column (e.g. the cellID), or the
-        row of a payload without keys.
+        The channel as the payload validation numbers it (:func:`channel_ids`): the key
+        column (e.g. the cellID), several packed (TOP module 3 pixel 17 -> 3017), or the row
+        of a payload without keys.
     iov
         The IoV of the payload revision (``"16,1,16,6"``); default the first IoV of the name
         in the tag.
@@ -929,6 +1063,7 @@ def fit_view(
         iov=str(entry.iov),
         step_status=source.status,
         step_message=source.message,
+        runs=source.runs,
     )
     return spec.view(context)
 

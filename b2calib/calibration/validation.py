@@ -90,6 +90,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CHANNEL_KEYS",
+    "PairComparison",
     "PayloadComparison",
     "PayloadValidation",
     "ValidationContext",
@@ -97,7 +98,9 @@ __all__ = [
     "Validator",
     "Verdict",
     "channel_counts",
+    "finite_rows",
     "no_ok_channel",
+    "pairs",
     "previous_payloads",
     "validate_job",
 ]
@@ -138,7 +141,7 @@ def _worst(verdicts: Iterable[Verdict]) -> Verdict:
 
 
 # ----------------------------------------------------------------------------- channel counts
-def _finite_rows(payload: Payload) -> npt.NDArray[np.bool_]:
+def finite_rows(payload: Payload) -> npt.NDArray[np.bool_]:
     """Rows with a finite value in every value column."""
     ok = np.ones(len(payload), dtype=bool)
     for col in payload.values.values():
@@ -158,7 +161,7 @@ def channel_counts(payloads: Iterable[Payload]) -> dict[str, int]:
             counts["OK"] += len(p)
             continue
         s = p.status
-        finite = _finite_rows(p)
+        finite = finite_rows(p)
         lacking = (s == ChannelStatus.NOT_ENOUGH_DATA) | (s == ChannelStatus.FAILED)
         counts["OK"] += int(np.sum(s == ChannelStatus.OK))
         counts["fallback"] += int(np.sum(lacking & finite))
@@ -492,12 +495,12 @@ class PayloadComparison:
             if source not in pv.previous:
                 pv.previous.append(source)
             others = later[i] if later and i < len(later) else []
-            todo = [(*pair, source) for pair in _pairs(p, old)]
+            todo = [(*pair, source) for pair in pairs(p, old)]
             changes = []  # the later previous payloads compared (a time overlap for intervals)
             for o_iov, o, src in others:
-                pairs = _pairs(p, o, later=True)
-                todo += [(*pair, src or name) for pair in pairs]
-                if pairs:
+                overlapping = pairs(p, o, later=True)
+                todo += [(*pair, src or name) for pair in overlapping]
+                if overlapping:
                     changes.append(f"{o_iov.first_exp},{o_iov.first_run}")
             if changes:
                 spans.append(
@@ -508,7 +511,7 @@ class PayloadComparison:
                     + "): compared with each"
                 )
             for new_part, old_part, src in todo:
-                c = self._compare(new_part, old_part)
+                c = self.compare(new_part, old_part)
                 pv.compared += c.compared
                 pv.outliers += c.outliers
                 pv.newly_flagged += c.newly_flagged
@@ -691,7 +694,26 @@ class PayloadComparison:
         return " or ".join(out)
 
     # -- one pair of payloads --------------------------------------------------------------
-    def _compare(self, new: Payload, old: Payload) -> _Comparison:
+    def compare(self, new: Payload, old: Payload) -> PairComparison:
+        """Compare two payloads of one name row by row (one IoV, or one interval of a
+        time-dependent payload with the previous constants at its start: see :func:`pairs`).
+
+        Rows are joined on the key columns (a time-dependent payload's time keys only when
+        both have them); every value column of :meth:`_columns` is compared. The returned
+        :class:`PairComparison` holds the counts (compared, outliers, newly flagged ...) and
+        its ``table``: one row per joined channel (the rows of both first, in the new
+        payload's order), then the rows only in the new payload, then those only in the old
+        one, with the key columns, ``<col>_new``, ``<col>_old``, ``<col>_diff``,
+        ``<col>_pull`` (NaN where not defined), ``status_new``, ``status_old`` (-1 where the
+        row is absent), ``change`` (0 joined, 1 added, -1 removed) and ``outlier``; and
+        ``new_rows`` / ``old_rows``: the index of each table row in the new / old payload
+        (-1 where absent), to read more of the payloads (their errors) in the table's order.
+
+        Raises
+        ------
+        CalibrationError
+            The two payloads have different key columns.
+        """
         key_cols = [k for k in new.keys if k not in eventdep.TIME_KEYS or k in old.keys]
         if [k for k in key_cols if k not in old.keys]:
             raise CalibrationError(
@@ -701,7 +723,7 @@ class PayloadComparison:
         ni, oi, only_new, only_old = _join(
             [new.keys[k] for k in key_cols], [old.keys[k] for k in key_cols], len(new), len(old)
         )
-        c = _Comparison()
+        c = PairComparison()
         c.added, c.removed = len(only_new), len(only_old)
         s_new = _status(new)[ni]
         s_old = _status(old)[oi]
@@ -716,7 +738,7 @@ class PayloadComparison:
         for code, n in zip(*np.unique(s_now, return_counts=True), strict=True):
             c.newly_by_status[ChannelStatus(int(code)).name] = int(n)
         c.newly_limited = c.newly_by_status.get(ChannelStatus.NOT_ENOUGH_DATA.name, 0)
-        finite_now = np.concatenate([_finite_rows(new)[ni], _finite_rows(new)[only_new]])[newly]
+        finite_now = np.concatenate([finite_rows(new)[ni], finite_rows(new)[only_new]])[newly]
         c.newly_limited_without_value = int(
             np.sum((s_now == ChannelStatus.NOT_ENOUGH_DATA) & ~finite_now)
         )
@@ -811,6 +833,11 @@ class PayloadComparison:
             np.int8
         )
         c.table = table
+        none = np.full(len(only_old), -1, np.int64)
+        c.new_rows = np.concatenate([ni, only_new, none]).astype(np.int64)
+        c.old_rows = np.concatenate([oi, np.full(len(only_new), -1, np.int64), only_old]).astype(
+            np.int64
+        )
         return c
 
     def _columns(self, new: Payload, old: Payload) -> list[str]:
@@ -833,7 +860,17 @@ class PayloadComparison:
 
 
 @dataclass
-class _Comparison:
+class PairComparison:
+    """The comparison of two payloads of one name (:meth:`PayloadComparison.compare`).
+
+    ``compared`` channels OK in both, ``outliers`` among them, ``newly_flagged`` (of them
+    ``newly_limited`` NOT_ENOUGH_DATA, ``newly_by_status`` by status name), ``recovered``,
+    ``added`` and ``removed`` rows, ``pulls`` per column (of the channels OK in both),
+    ``worst`` (score, description) of the outliers, ``table`` (see
+    :meth:`PayloadComparison.compare`) and ``new_rows`` / ``old_rows`` (each table row's
+    index in the new / old payload, -1 where absent).
+    """
+
     compared: int = 0
     outliers: int = 0
     newly_flagged: int = 0
@@ -848,6 +885,8 @@ class _Comparison:
     pulls: dict[str, F] = field(default_factory=dict)
     worst: list[tuple[float, dict[str, Any]]] = field(default_factory=list)
     table: dict[str, npt.NDArray[Any]] = field(default_factory=dict)
+    new_rows: I64 = field(default_factory=lambda: np.zeros(0, np.int64))
+    old_rows: I64 = field(default_factory=lambda: np.zeros(0, np.int64))
 
 
 def _compared_text(pv: PayloadValidation) -> str:
@@ -900,7 +939,7 @@ def _status(p: Payload) -> npt.NDArray[np.int8]:
     return p.status
 
 
-def _pairs(new: Payload, old: Payload, later: bool = False) -> list[tuple[Payload, Payload]]:
+def pairs(new: Payload, old: Payload, later: bool = False) -> list[tuple[Payload, Payload]]:
     """The (new, previous) payloads to compare row by row: a time-dependent new payload per
     interval with the previous constants at the interval's start; else the payloads. ``later``:
     ``old`` is a previous payload starting inside the new IoV: a time-dependent new payload's

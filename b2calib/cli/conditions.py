@@ -8,6 +8,8 @@
     b2calib gt clone SOURCE NAME [--description D]
     b2calib gt modify NAME [--description D] [--type T]
     b2calib gt state NAME STATE                    prints OLD -> NEW
+    b2calib gt approve NAME --user U [--comment C] TESTING -> VALIDATED, recorded as a review
+    b2calib gt reject NAME --user U --comment C    TESTING -> OPEN, recorded as a review
     b2calib gt merge NEW SOURCE... [--description D]   first source wins
     b2calib gt diff A B                            + added, - removed, ~ changed
     b2calib gt runningupdate RUNNING STAGING --run EXP RUN [--mode M] [--dry-run]
@@ -32,7 +34,11 @@
 
 Every command takes ``--db URL`` (default ``$B2CALIB_DB``, else the SQLite file in the user's
 data directory); commands that write take ``--author`` (default ``$B2CALIB_USER``, else the
-login name). An IoV is written ``first_exp,first_run,final_exp,final_run`` (-1 = open).
+login name). ``gt approve`` and ``gt reject`` authenticate as ``b2calib signoff flag`` does
+(``--user``, default ``$B2CALIB_USER``; the password from ``$B2CALIB_PASSWORD``, else standard
+input when it is not a terminal, else asked for) and record the user as the author; a manager
+reviews any tag, a detector's expert only a tag of that detector's calibrations alone. An IoV
+is written ``first_exp,first_run,final_exp,final_run`` (-1 = open).
 Errors are one line naming the tag, payload or IoV at fault, with exit status 1 (2 for a
 command-line usage error); a refused running update lists its problems, one a line, below it.
 """
@@ -43,6 +49,7 @@ import csv
 import functools
 import io
 import json
+import os
 import re
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
@@ -152,8 +159,8 @@ def _run_option(*decls: str, help: str, required: bool = False) -> Callable[[Any
 
 @click.group()
 def gt() -> None:
-    """Global tags: list, show, create, clone, modify, state, merge, diff, running update,
-    snapshot, history."""
+    """Global tags: list, show, create, clone, modify, state, approve, reject, merge, diff,
+    running update, snapshot, history."""
 
 
 @gt.command("list")
@@ -243,6 +250,63 @@ def gt_state(cdb: ConditionsDB, name: str, state: str) -> None:
     old = cdb.tag(name).state
     new = cdb.set_state(name, state).state
     click.echo(f"{name}: {old} -> {new}" if old != new else f"{name}: already {new}")
+
+
+def _review_command(action: str) -> Callable[..., Any]:
+    def run(name: str, user_name: str | None, comment: str, db_url: str | None) -> None:
+        from b2calib.cli.qa import _read_password
+        from b2calib.qa.store.users import Users
+        from b2calib.review import approve, reject
+
+        if not user_name:
+            raise click.UsageError(f"gt {action} writes: give --user (or set $B2CALIB_USER)")
+        with _open(db_url, user_name) as cdb:
+            password = os.environ.get("B2CALIB_PASSWORD") or _read_password(twice=False)
+            user = Users(cdb).authenticate(user_name, password)
+            if user is None:
+                raise click.ClickException(f"user {user_name!r}: wrong name or password")
+            review = (approve if action == "approve" else reject)(cdb, name, user, comment)
+        click.echo(
+            f"{name}: {review.state_from} -> {review.state_to} ({action.rstrip('e')}ed by "
+            f"{review.user}, {review.role})"
+        )
+
+    return run
+
+
+_REVIEW_USER = click.option(
+    "--user",
+    "user_name",
+    envvar="B2CALIB_USER",
+    help="Your b2calib user name (default $B2CALIB_USER); the password is read from "
+    "$B2CALIB_PASSWORD, else from standard input when it is not a terminal, else asked for.",
+)
+_REVIEW_DB = click.option(
+    "--db", "db_url", metavar="URL", envvar="B2CALIB_DB", show_envvar=True, help=DB_HELP
+)
+
+
+@gt.command("approve")
+@click.argument("name")
+@_REVIEW_USER
+@click.option("--comment", default="", help="Why it is approved (recorded with the review).")
+@_REVIEW_DB
+def gt_approve(name: str, user_name: str | None, comment: str, db_url: str | None) -> None:
+    """Approve staging tag NAME: TESTING -> VALIDATED, recorded with the user, role and comment
+    in the tag's reviews. A manager approves any tag; a detector's expert only a tag whose
+    payloads all come from that detector's calibrations."""
+    _review_command("approve")(name, user_name, comment, db_url)
+
+
+@gt.command("reject")
+@click.argument("name")
+@_REVIEW_USER
+@click.option("--comment", required=True, help="Why it is rejected (required).")
+@_REVIEW_DB
+def gt_reject(name: str, user_name: str | None, comment: str, db_url: str | None) -> None:
+    """Reject staging tag NAME: TESTING -> OPEN (its calibrations may stage again), recorded
+    with the user, role and comment in the tag's reviews; who may: as for ``gt approve``."""
+    _review_command("reject")(name, user_name, comment, db_url)
 
 
 @gt.command("merge")

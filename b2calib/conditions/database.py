@@ -392,26 +392,45 @@ class ConditionsDB(Database):
 
     def set_state(self, name: str, state: str) -> GlobalTag:
         """Move a tag to ``state`` by an allowed move (:data:`b2calib.conditions.ALLOWED_MOVES`)."""
-        state = _check_state(state)
         with self.write() as conn:
-            row = self._tag_row(conn, name)
-            if state != row.state:
-                allowed = s.ALLOWED_MOVES[row.state]
-                if state not in allowed:
-                    moves = ", ".join(allowed) or "none (final state)"
-                    raise ConditionsError(
-                        f"global tag {name}: cannot move from {row.state} to {state}; "
-                        f"allowed: {moves}"
-                    )
-                if state == "PUBLISHED":
-                    self.log(conn, "manifest", name, **_manifest(self._sealed_lines(conn, row.id)))
-                conn.execute(
-                    s.globaltags.update()
-                    .where(s.globaltags.c.id == row.id)
-                    .values(state=state, modified=now())
+            return self.move_state(conn, name, state)
+
+    def move_state(
+        self,
+        conn: Connection,
+        name: str,
+        state: str,
+        *,
+        expect: str | None = None,
+        **details: Any,
+    ) -> GlobalTag:
+        """:meth:`set_state` inside a :meth:`write` transaction of this database, so that the
+        caller's own records change in the same transaction (a review of the tag is written
+        with its move). ``expect``: refuse unless the tag is in that state now; ``details``
+        are recorded with the move in the tag's history."""
+        state = _check_state(state)
+        row = self._tag_row(conn, name)
+        if expect is not None and row.state != _check_state(expect):
+            raise ConditionsError(
+                f"global tag {name} is {row.state}, not {expect}: it cannot be moved to {state}"
+                " this way"
+            )
+        if state != row.state:
+            allowed = s.ALLOWED_MOVES[row.state]
+            if state not in allowed:
+                moves = ", ".join(allowed) or "none (final state)"
+                raise ConditionsError(
+                    f"global tag {name}: cannot move from {row.state} to {state}; allowed: {moves}"
                 )
-                self.log(conn, "state", name, old=row.state, new=state)
-            return _tag(self._tag_row(conn, name))
+            if state == "PUBLISHED":
+                self.log(conn, "manifest", name, **_manifest(self._sealed_lines(conn, row.id)))
+            conn.execute(
+                s.globaltags.update()
+                .where(s.globaltags.c.id == row.id)
+                .values(state=state, modified=now())
+            )
+            self.log(conn, "state", name, old=row.state, new=state, **details)
+        return _tag(self._tag_row(conn, name))
 
     def clone_tag(self, source: str, name: str, *, description: str | None = None) -> GlobalTag:
         """A new OPEN tag with the same IoVs as ``source`` (any state)."""

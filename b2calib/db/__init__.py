@@ -22,7 +22,8 @@ in the domain's table module, then generates the revision from the repository's 
 
     alembic -x url=sqlite:///dev.sqlite upgrade head
     TABLES=b2calib.conditions.tables,b2calib.calibration.jobs,b2calib.qa.store.tables
-    alembic -x url=sqlite:///dev.sqlite -x tables=$TABLES,b2calib.prompt.tables \
+    TABLES=$TABLES,b2calib.prompt.tables,b2calib.review.tables
+    alembic -x url=sqlite:///dev.sqlite -x tables=$TABLES \
         revision --autogenerate -m "..."
 """
 

@@ -2,7 +2,8 @@
 column type of recorded times, and the audit log.
 
 Each domain defines its own tables on :data:`metadata` (``b2calib.conditions.tables``,
-``b2calib.calibration.jobs``, ``b2calib.qa.store.tables``, ``b2calib.prompt.tables``); the
+``b2calib.calibration.jobs``, ``b2calib.qa.store.tables``, ``b2calib.prompt.tables``,
+``b2calib.review.tables``); the
 Alembic migrations in ``migrations/`` create and evolve them all. The migrations are frozen
 history and never import these modules; ``tests/test_conditions_db.py`` checks that the tables
 and the migrations agree.

@@ -36,6 +36,7 @@ new ``qa.py``, with no switch to edit in the collectors.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import importlib.util
 import pkgutil
@@ -46,7 +47,11 @@ if TYPE_CHECKING:
     from b2calib.calibration import Calibration
     from b2calib.qa.monitoring import QAPart
 
-__all__ = ["calibrations", "packages", "qa_parts"]
+__all__ = ["SYSTEMS", "calibrations", "detector_of", "packages", "qa_parts"]
+
+#: The packages that are systems, not detectors: their calibrations have no detector (and no
+#: detector expert reviews them alone).
+SYSTEMS = ("beam", "tracking")
 
 
 def packages() -> list[ModuleType]:
@@ -61,6 +66,27 @@ def packages() -> list[ModuleType]:
 def calibrations() -> list[Calibration]:
     """The calibration declarations of every detector package, package by package."""
     return [c for p in packages() if hasattr(p, "calibrations") for c in p.calibrations()]
+
+
+@functools.cache
+def _detector_by_calibration() -> dict[str, str | None]:
+    out: dict[str, str | None] = {}
+    for p in packages():
+        if not hasattr(p, "calibrations"):
+            continue
+        package = p.__name__.rsplit(".", 1)[-1]
+        detector = None if package in SYSTEMS else package.upper()
+        for c in p.calibrations():
+            out[c.name] = detector
+    return out
+
+
+def detector_of(calibration: str) -> str | None:
+    """The detector (``"ECL"``, ``"CDC"`` ... as :data:`b2calib.geometry.DETECTORS`) whose
+    package here declares the calibration named ``calibration``; ``None`` for a calibration of
+    a system (:data:`SYSTEMS`: the beam spot, the collision energy) or one no package here
+    declares (registered by another package or a test)."""
+    return _detector_by_calibration().get(calibration)
 
 
 def qa_parts() -> list[QAPart[Any]]:

@@ -9,7 +9,7 @@ to the shared :data:`b2calib.db.metadata`)::
 
     -x url=sqlite:///dev.sqlite
     -x tables=b2calib.conditions.tables,b2calib.calibration.jobs,b2calib.qa.store.tables,\
-b2calib.prompt.tables
+b2calib.prompt.tables,b2calib.review.tables
 """
 
 from __future__ import annotations

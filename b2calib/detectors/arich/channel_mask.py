@@ -44,6 +44,7 @@ from b2calib.calibration import (
     PayloadComparison,
     SequentialRunByRun,
 )
+from b2calib.calibration.fitview import CountingView, ViewContext
 from b2calib.calibration.toolkit import NotEnoughData, channel_payload, guarded, require
 from b2calib.conditions import ChannelStatus
 from b2calib.engine import Collector
@@ -315,6 +316,31 @@ class ChannelMaskAlgorithm(Algorithm):
         return AlgorithmResult(AlgorithmStatus.OK, [payload], diag, message)
 
 
+def _describe(context: ViewContext, row: int) -> str:
+    """The decision on an ARICH channel with its numbers."""
+    t = context.table("channels")
+    cfg = context.config
+    signal, s2n = float(t["signal"][row]), float(t["s2n"][row])
+    ring, ring_signal = int(t["ring"][row]), float(t["ring_signal"][row])
+    why = {
+        "DEAD": f"signal below {cfg.get('min_fraction')} x its ring's",
+        "HOT": f"signal to noise below {cfg.get('min_s2n')}",
+        "NOT_ENOUGH_DATA": f"its HAPD ring has fewer than {cfg.get('min_outer_ring_hits')} "
+        "signal hits per channel: not masked",
+    }.get(ChannelStatus(int(t["status"][row])).name, "")
+    return (
+        f"{context.status}: no per-channel fit: this calibration counts hits in 4 time "
+        f"windows; signal {signal:.1f} hits (ring {ring}: {ring_signal:.1f} per channel), "
+        f"signal to noise {s2n:.2f}" + (f"; {why}" if why else "")
+    )
+
+
+#: The hits of the channel in the 4 time windows (signal, noise) and the decision.
+_VIEW = CountingView(
+    "channels", None, _describe, histogram="windows", x_label="time window", y_label="hits"
+)
+
+
 def channel_mask_calibration() -> Calibration:
     """``arich-channel-mask``: ARICHChannelMask from the time windows of the hits."""
     return Calibration(
@@ -346,6 +372,7 @@ def channel_mask_calibration() -> Calibration:
         "masked below 0.3 x its HAPD ring's average signal or with signal/noise < 0.1; "
         "NOT_ENOUGH_DATA below 30 signal hits per channel in the outer ring; the channels of "
         "any other ring below 30 are NOT_ENOUGH_DATA, not masked (hot ones still HOT).",
+        fit_views={CHANNEL_MASK: _VIEW},
     )
 
 

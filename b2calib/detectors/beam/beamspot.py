@@ -81,6 +81,7 @@ from b2calib.calibration import (
     PayloadComparison,
     SequentialBoundaries,
 )
+from b2calib.calibration.fitview import NoChannelFit
 from b2calib.calibration.intervals import (
     BEAMSPOT_INNER_LOSS,
     BEAMSPOT_OUTER_LOSS,
@@ -576,6 +577,13 @@ _EXPERT_CONFIG: Mapping[str, Any] = {
 }
 
 
+_VIEW = NoChannelFit(
+    "a time-dependent beam payload: one fit per time interval of all its events, not per "
+    "channel (diagnostics intervals, atoms)",
+    lambda c: c.step_message,
+)
+
+
 def beamspot_calibration() -> Calibration:
     """``beamspot``: BeamSpot per time interval from tight dimuon events."""
     return Calibration(
@@ -601,6 +609,7 @@ def beamspot_calibration() -> Calibration:
         "from the d0/z0 of tight dimuon tracks (sandwich covariance), luminous-region size per "
         "outer interval from the products of the two tracks' residuals (unresolved elements "
         "flagged); basf2's residual cuts in a second collector pass.",
+        fit_views={BEAMSPOT: _VIEW},
     )
 
 

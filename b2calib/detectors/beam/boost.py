@@ -41,6 +41,7 @@ from b2calib.calibration import (
     PayloadComparison,
     SequentialBoundaries,
 )
+from b2calib.calibration.fitview import NoChannelFit
 from b2calib.calibration.intervals import (
     BOOSTVECTOR_INNER_LOSS,
     BOOSTVECTOR_OUTER_LOSS,
@@ -181,6 +182,13 @@ class BoostVectorAlgorithm(IntervalAlgorithm):
         return values, errors
 
 
+_VIEW = NoChannelFit(
+    "a time-dependent beam payload: one fit per time interval of all its events, not per "
+    "channel (diagnostics intervals, atoms)",
+    lambda c: c.step_message,
+)
+
+
 def boostvector_calibration() -> Calibration:
     """The ``boostvector`` declaration (stage ``analysis``, after ``beamspot``)."""
     return Calibration(
@@ -207,6 +215,7 @@ def boostvector_calibration() -> Calibration:
         description="CollisionBoostVector per time interval from the four-momentum sum of tight "
         "dimuon pairs near the mass peak (Belle II's BoostVectorAlgorithm intervals: 0.1 h atoms, "
         "outer and inner losses), sub-intervals also cut where the boost steps.",
+        fit_views={BOOST_VECTOR: _VIEW},
     )
 
 

@@ -58,6 +58,7 @@ from b2calib.calibration import (
     PayloadComparison,
     SequentialBoundaries,
 )
+from b2calib.calibration.fitview import NoChannelFit
 from b2calib.calibration.intervals import (
     ECMS_INNER_LOSS,
     ECMS_OUTER_LOSS,
@@ -314,6 +315,13 @@ class EcmsAlgorithm(IntervalAlgorithm):
         return np.where(bad, np.nan, mean)[:, None], np.where(bad, np.nan, err)[:, None]
 
 
+_VIEW = NoChannelFit(
+    "a time-dependent beam payload: one fit per time interval of all its events, not per "
+    "channel (diagnostics intervals, atoms)",
+    lambda c: c.step_message,
+)
+
+
 def ecms_calibration() -> Calibration:
     """The ``ecms`` declaration (stage ``analysis``, after ``boostvector``)."""
     return Calibration(
@@ -341,6 +349,7 @@ def ecms_calibration() -> Calibration:
         description="CollisionInvariantMass (Ecms and the beam-energy spread) per time "
         "interval from the dimuon mass line shape (ISR, per-event resolution, spread), 4S and "
         "off-resonance runs apart; intervals with basf2's eCMS losses, cut where Ecms steps.",
+        fit_views={COLLISION_MASS: _VIEW},
     )
 
 

@@ -64,6 +64,7 @@ from b2calib.calibration.toolkit import (
 )
 from b2calib.conditions import ChannelStatus
 from b2calib.conditions.iov import RunKey
+from b2calib.detectors.cdc import fitviews
 from b2calib.engine import Collector, RunOutput
 from b2calib.engine.fill import fill_1d, fill_2d
 from b2calib.fit import ChannelFits, fit_channels
@@ -431,6 +432,7 @@ def run_gain_calibration() -> Calibration:
         description="dE/dx run gain: Gaussian fit per run of the Bhabha electrons' truncated "
         "means with the previous cosine correction; absolute scale from the mean hit dE/dx; "
         "runs with too few tracks are merged with the next.",
+        fit_views={RUN_GAIN_PAYLOAD: fitviews.RUN_GAIN_VIEW},
     )
 
 
@@ -499,6 +501,7 @@ def cosine_calibration() -> Calibration:
         expert_config={"min_hits_per_bin": 2000},
         description="dE/dx cos(theta) correction in 100 bins: mean hit dE/dx of Bhabha "
         "electrons over run gain and wire gain (absolute: the hit fluctuation has mean 1).",
+        fit_views={COSINE_PAYLOAD: fitviews.COSINE_VIEW},
     )
 
 
@@ -643,6 +646,7 @@ def wire_gain_calibration() -> Calibration:
         },
         description="dE/dx wire gain: 5-75 % truncated mean of the Bhabha electrons' hit dE/dx "
         "per wire over run gain and cosine correction, normalised to average 1 over live wires.",
+        fit_views={WIRE_GAIN_PAYLOAD: fitviews.WIRE_GAIN_VIEW},
     )
 
 

@@ -75,6 +75,7 @@ from b2calib.calibration.toolkit import (
 )
 from b2calib.conditions import ChannelStatus, Payload
 from b2calib.conditions.iov import RunKey
+from b2calib.detectors.cdc import fitviews
 from b2calib.engine import Collector
 from b2calib.engine.fill import fill_2d
 from b2calib.exceptions import CalibrationError
@@ -490,6 +491,7 @@ def t0_calibration() -> Calibration:
         "x-t relation (input tag); wires with few hits or errors > 2 ns take their front-end "
         "board's T0; iterates until the board shifts are below tolerance_ns; payloads split "
         "where a board's T0 jumps.",
+        fit_views={T0_PAYLOAD: fitviews.T0_VIEW},
     )
 
 
@@ -697,6 +699,7 @@ def xt_calibration() -> Calibration:
         description="x-t relation per layer and left/right: profile of the drift time in bins "
         "of the track-fit drift length with the T0 of cdc-t0, fifth-order polynomial with a "
         "linear tail; unphysical fits are flagged and keep the previous relation.",
+        fit_views={XT_PAYLOAD: fitviews.XT_VIEW},
     )
 
 

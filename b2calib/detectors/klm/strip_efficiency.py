@@ -37,6 +37,7 @@ from b2calib.calibration import (
     Diagnostics,
     PayloadComparison,
 )
+from b2calib.calibration.fitview import CountingView, ViewContext
 from b2calib.calibration.strategies import Execute, Execution, RequestBoundaries, Strategy
 from b2calib.calibration.toolkit import (
     NotEnoughData,
@@ -226,6 +227,38 @@ class StripEfficiencyRunByRun(Strategy):
         return out
 
 
+def _plane(context: ViewContext) -> int:
+    """The plane (0-based) of a strip."""
+    return int(np.searchsorted(klm.PLANE_FIRST, context.channel, side="right") - 1)
+
+
+def _describe(context: ViewContext, row: int) -> str:
+    t = context.table("planes")
+    n, k = int(t["crossings"][row]), int(t["matched"][row])
+    cfg = context.config
+    text = (
+        f"{context.status}: no per-channel fit: this calibration counts matched track crossings "
+        f"per plane; plane {row}: {k} of {n} matched, efficiency "
+        f"{float(t['efficiency'][row]):.3f} [{float(t['interval_low'][row]):.3f}, "
+        f"{float(t['interval_high'][row]):.3f}]; every strip of the plane has its value"
+    )
+    if context.status != "OK":
+        text += (
+            f" (needs {cfg.get('min_crossings')} crossings and an error below "
+            f"{cfg.get('requested_precision')})"
+        )
+    return text
+
+
+_VIEW = CountingView(
+    "planes",
+    "plane",
+    _describe,
+    channel_map=_plane,
+    parameters={"efficiency": ("efficiency", "error"), "crossings": ("crossings", None)},
+)
+
+
 def strip_efficiency_calibration() -> Calibration:
     """``klm-strip-efficiency``: KLMStripEfficiency from tight mu-mu events."""
     return Calibration(
@@ -247,6 +280,7 @@ def strip_efficiency_calibration() -> Calibration:
         "crossings per plane with the basf2 collector cuts (14 matching digits, 4 in outer "
         "layers, 4 GeV/c without outer layers), Jeffreys interval; run by run, runs lacking data "
         "merged into a neighbouring good run when they add no newly measured plane.",
+        fit_views={STRIP_EFFICIENCY: _VIEW},
     )
 
 

@@ -57,6 +57,7 @@ from b2calib.calibration import (
     PayloadComparison,
     SequentialRunByRun,
 )
+from b2calib.calibration.fitview import NoChannelFit, ViewContext
 from b2calib.calibration.toolkit import (
     NotEnoughData,
     channel_payload,
@@ -450,6 +451,31 @@ class TimeAlgorithm(Algorithm):
         )
 
 
+def _channel_detail(context: ViewContext) -> str:
+    t = context.table("channels")
+    i = int(np.flatnonzero(t["channel"] == context.channel)[0])
+    text = (
+        f"{float(t['hits'][i]):.0f} hits ({context.config.get('min_hits')} required), mean time "
+        f"{float(t['shift'][i]):.3f} ns, width {float(t['width'][i]):.3f} ns, mean distance "
+        f"{float(t['mean_distance'][i]):.1f} cm"
+    )
+    if int(t["from_neighbours"][i]):
+        text += "; value taken from its neighbours"
+    return text
+
+
+_CHANNEL_VIEW = NoChannelFit(
+    "the cable delay is the channel's mean hit time minus its type's fitted propagation delay "
+    "times its mean distance (the per-type time x distance histograms time_1..4 are fitted, not "
+    "the channels)",
+    _channel_detail,
+)
+_TYPE_VIEW = NoChannelFit(
+    "the propagation delay of each strip type is fitted on its time x distance histogram "
+    "(diagnostics time_1..4), a 2-D fit the drill-down does not draw"
+)
+
+
 def time_calibration() -> Calibration:
     """``klm-time``: KLMTimeConstants and KLMTimeCableDelay from mu-mu events."""
     return Calibration(
@@ -481,6 +507,7 @@ def time_calibration() -> Calibration:
         "time and event T0 in the subsystem windows; per-channel Gaussian shift; propagation "
         "delay per type (straight line for RPCs, binned Poisson likelihood for scintillators); "
         "cable delay per channel, < 50 hits from the neighbouring strips (flagged).",
+        fit_views={TIME_CONSTANTS: _TYPE_VIEW, CABLE_DELAY: _CHANNEL_VIEW},
     )
 
 

@@ -72,6 +72,7 @@ from b2calib.calibration import (
     PayloadComparison,
     SequentialBoundaries,
 )
+from b2calib.calibration.fitview import NoChannelFit
 from b2calib.calibration.toolkit import NotEnoughData, channel_payload, guarded, require
 from b2calib.conditions import ChannelStatus
 from b2calib.conditions.iov import RunKey
@@ -442,6 +443,13 @@ class PXDGainAlgorithm(Algorithm):
         return [(int(e), int(r)) for e, r in data.config.get("payload_boundaries", [])]
 
 
+_VIEW = NoChannelFit(
+    "a gain bin's value is the median charge ratio of its clusters (diagnostics "
+    "charge_ratio, bins), not a fit",
+    lambda c: c.step_message,
+)
+
+
 def gain_calibration() -> Calibration:
     """The ``pxd-gain`` calibration declaration."""
     return Calibration(
@@ -462,6 +470,7 @@ def gain_calibration() -> Calibration:
             "gain) x current gain; bins with < 200 clusters take their v row's mean, else 1.0; "
             "new payloads at the payload_boundaries of the expert config."
         ),
+        fit_views={GAIN_PAYLOAD: _VIEW},
     )
 
 

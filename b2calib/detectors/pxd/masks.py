@@ -55,6 +55,7 @@ from b2calib.calibration import (
     SequentialRunByRun,
     SimpleRunByRun,
 )
+from b2calib.calibration.fitview import CountingView, ViewContext
 from b2calib.calibration.toolkit import (
     NotEnoughData,
     binomial_interval,
@@ -703,6 +704,74 @@ _MASKS_VALIDATION = PayloadComparison(
 )
 
 
+def _sensor_index(context: ViewContext) -> int:
+    sensors = context.table("sensors")
+    sensor_id = int(context.payload.keys["sensorID"][context.row])
+    return int(np.flatnonzero(sensors["sensorID"] == sensor_id)[0])
+
+
+def _pixel_row(context: ViewContext) -> int:
+    """The ``masked`` table's row of the context's pixel."""
+    t = context.table("masked")
+    s = _sensor_index(context)
+    u, v = (int(context.payload.keys[k][context.row]) for k in ("u", "v"))
+    hit = np.flatnonzero((t["sensor"] == s) & (t["u"] == u) & (t["v"] == v))
+    return int(hit[0]) if hit.size else -1
+
+
+def _describe_pixel(context: ViewContext, row: int) -> str:
+    """A masked pixel: its hits against its sensor's median, and at which level it was found."""
+    t, sensors = context.table("masked"), context.table("sensors")
+    s = _sensor_index(context)
+    median = float(sensors["median"][s])
+    if row < 0:
+        return f"{context.status}: no per-channel fit: this calibration counts hits per pixel"
+    hits = int(t["hits"][row])
+    dead, hot = int(t["dead_level"][row]), int(t["hot_level"][row])
+    how = (
+        f"dead, found as a dead {DEAD_LEVELS.get(dead, dead)}"
+        if dead
+        else f"hot, found as a hot {HOT_LEVELS.get(hot, hot)} (above "
+        f"{context.config.get('pixel_multiplier')} x the median)"
+    )
+    return (
+        f"{context.status}: no per-channel fit: this calibration counts hits per pixel; "
+        f"{hits} hits, its sensor's median {median:g} per pixel: {how}; shown: the sensor's "
+        "distribution of hits per pixel"
+    )
+
+
+def _describe_sensor(context: ViewContext, row: int) -> str:
+    sensors = context.table("sensors")
+    return (
+        f"{context.status}: no per-channel fit: the sensor's mean occupancy of its unmasked "
+        f"pixels; {int(sensors['hits'][row])} hits, median {float(sensors['median'][row]):g} "
+        f"per pixel, {int(sensors['dead'][row])} dead and {int(sensors['hot'][row])} hot "
+        "pixels; shown: its distribution of hits per pixel"
+    )
+
+
+_PIXEL_VIEW = CountingView(
+    "masked",
+    None,
+    _describe_pixel,
+    histogram="hits_per_pixel",
+    histogram_row=lambda c, r: _sensor_index(c),
+    channel_map=_pixel_row,
+    x_label="hits per pixel",
+    y_label="pixels",
+)
+_SENSOR_VIEW = CountingView(
+    "sensors",
+    "sensorID",
+    _describe_sensor,
+    histogram="hits_per_pixel",
+    x_label="hits per pixel",
+    y_label="pixels",
+)
+_VIEWS = {MASKED_PIXELS: _PIXEL_VIEW, DEAD_PIXELS: _PIXEL_VIEW, OCCUPANCY_INFO: _SENSOR_VIEW}
+
+
 def hot_dead_calibration() -> Calibration:
     """``pxd-hot-dead``: the PXD masks of collision runs, run by run (a run short of hits is
     merged with the next, SequentialRunByRun)."""
@@ -722,6 +791,7 @@ def hot_dead_calibration() -> Calibration:
         "PXDOccupancyInfoPar) from the digits of every pixel: NOT_ENOUGH_DATA below 15 hits "
         "per pixel; dead sensors, rows, drains, pixels without hits; hot pixels, drains and "
         "rows above 7 x the sensor median.",
+        fit_views=_VIEWS,
     )
 
 
@@ -744,6 +814,7 @@ def cosmic_masks_calibration() -> Calibration:
         expert_config={**_EXPERT_CONFIG, "force_continue_masking": True},
         description="PXD hot and dead pixels of cosmic runs, run by run, forced through: hot "
         "pixels whatever the statistics, dead ones where the median allows it.",
+        fit_views=_VIEWS,
     )
 
 

@@ -44,6 +44,7 @@ from b2calib.calibration import (
     PayloadComparison,
     SequentialRunByRun,
 )
+from b2calib.calibration.fitview import CountingView, ViewContext
 from b2calib.calibration.toolkit import (
     NotEnoughData,
     binomial_interval,
@@ -187,6 +188,36 @@ class HotStripsAlgorithm(Algorithm):
         )
 
 
+def _describe(context: ViewContext, row: int) -> str:
+    """The decision on a strip with its numbers."""
+    t = context.table("strips")
+    hits, mean = float(t["hits"][row]), float(t["side_mean_hits"][row])
+    cfg = context.config
+    text = (
+        f"{context.status}: no per-channel fit: this calibration counts hits; {hits:.0f} hits, "
+        f"its side's mean {mean:.2f} per strip"
+    )
+    if context.status == "HOT":
+        text += (
+            f" (hot: occupancy above {cfg.get('absolute_occupancy')}, or above "
+            f"{cfg.get('relative_occupancy')} x the side's mean with a p-value below "
+            f"{cfg.get('relative_pvalue')})"
+        )
+    return text
+
+
+#: The strip's hits among its neighbours', and the decision.
+_VIEW = CountingView(
+    "strips",
+    None,
+    _describe,
+    histogram="strip_hits",
+    x_label="strip index",
+    y_label="hits",
+    neighbours=64,
+)
+
+
 def hot_strips_calibration() -> Calibration:
     """``svd-hot-strips``: SVDHotStripsCalibrations and SVDOccupancyCalibrations."""
     return Calibration(
@@ -220,6 +251,7 @@ def hot_strips_calibration() -> Calibration:
         description="SVD hot strips (SVDHotStripsCalibrations, a flag per strip) and strip "
         "occupancy (SVDOccupancyCalibrations): strips above 20 % occupancy, then repeatedly "
         "above 5 x the sensor-side mean of the others until none is added.",
+        fit_views={HOT_STRIPS: _VIEW, OCCUPANCY: _VIEW},
     )
 
 

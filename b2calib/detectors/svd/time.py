@@ -53,6 +53,7 @@ from b2calib.calibration import (
     PayloadComparison,
     SequentialBoundaries,
 )
+from b2calib.calibration.fitview import ChannelView, FitView, ViewContext
 from b2calib.calibration.toolkit import NotEnoughData, guarded, require, status_counts
 from b2calib.conditions import ChannelStatus, Payload
 from b2calib.conditions.iov import RunKey
@@ -68,6 +69,7 @@ __all__ = [
     "layer3_v_raw_mean",
     "raw_time_boundaries",
     "time_calibration",
+    "time_profiles",
 ]
 
 F = npt.NDArray[np.float64]
@@ -144,21 +146,27 @@ def _monotonic(coef: F, lo: F, hi: F, n: int = 201) -> npt.NDArray[np.bool_]:
     return np.asarray(np.all(d > 0, axis=1))
 
 
-def fit_time_curves(counts: npt.ArrayLike, config: Mapping[str, Any]) -> TimeCurves:
-    """Fit the cubic of every sensor side from the (sides, raw bins, T0 bins) counts.
+def time_profiles(
+    counts: npt.ArrayLike, config: Mapping[str, Any]
+) -> tuple[F, F, F, npt.NDArray[np.bool_], F]:
+    """The profiles :func:`fit_time_curves` fits: per sensor side and raw-time bin the mean
+    event T0 and its error (the side's pooled spread over the square root of the bin's
+    entries), after zeroing the cells below ``max(zero_min_entries, zero_fraction x
+    entries)``.
 
-    See the module documentation for the method and the flags; ``config`` holds
-    ``zero_min_entries``, ``zero_fraction``, ``min_profile_entries``, ``min_profile_bins``,
-    ``min_entries_side``, ``fit_t0_quantile`` and ``fit_margin_spread``.
+    Returns
+    -------
+    x, mean, err, use, entries
+        Raw-time bin centres, means and errors (sides, raw bins), the bins fitted (enough
+        entries, the mean inside the event-T0 distribution by the configured margin) and the
+        entries of each side.
     """
     c = np.asarray(counts, dtype=np.float64).copy()
-    ns = c.shape[0]
     entries = c.sum(axis=(1, 2))
     thr = np.maximum(float(config["zero_min_entries"]), float(config["zero_fraction"]) * entries)
     c[c < thr[:, None, None]] = 0.0
     y = _centres(T0_AXIS)
     x = _centres(RAW_AXIS)
-    half = 0.5 * (RAW_AXIS[2] - RAW_AXIS[1]) / RAW_AXIS[0]
     n = c.sum(axis=2)
     with np.errstate(invalid="ignore", divide="ignore"):
         mean = (c * y).sum(axis=2) / n
@@ -188,6 +196,19 @@ def fit_time_curves(counts: npt.ArrayLike, config: Mapping[str, Any]) -> TimeCur
             np.sum(np.where(use, var * n, 0.0), axis=1) / np.sum(np.where(use, n, 0.0), axis=1)
         )
         err = spread[:, None] / np.sqrt(n)
+    return x, mean, err, use, entries
+
+
+def fit_time_curves(counts: npt.ArrayLike, config: Mapping[str, Any]) -> TimeCurves:
+    """Fit the cubic of every sensor side from the (sides, raw bins, T0 bins) counts.
+
+    See the module documentation for the method and the flags; ``config`` holds
+    ``zero_min_entries``, ``zero_fraction``, ``min_profile_entries``, ``min_profile_bins``,
+    ``min_entries_side``, ``fit_t0_quantile`` and ``fit_margin_spread``.
+    """
+    x, mean, err, use, entries = time_profiles(counts, config)
+    ns = mean.shape[0]
+    half = 0.5 * (RAW_AXIS[2] - RAW_AXIS[1]) / RAW_AXIS[0]
     coef = np.full((ns, 4), np.nan)
     cov = np.full((ns, 4, 4), np.nan)
     chi2 = np.full(ns, np.nan)
@@ -354,6 +375,80 @@ def _table(c: TimeCurves) -> dict[str, npt.NDArray[Any]]:
     return t
 
 
+class _ProfileView(ChannelView):
+    """A sensor side's profile of the event T0 in raw-time bins (the points the cubic was
+    fitted to, :func:`time_profiles` of the stored ``t0_vs_raw``), the cubic and the pulls of
+    the fitted points."""
+
+    def view(self, context: ViewContext) -> FitView:
+        side = context.row
+        table = context.table("fits")
+        h = context.histogram("t0_vs_raw")
+        x, mean, err, use, entries = time_profiles(_counts(h)[side : side + 1], context.config)
+        x, mean, err, use = x, mean[0], err[0], use[0]
+        n, lo, hi = RAW_AXIS
+        edges = np.linspace(lo, hi, n + 1)
+        status = ChannelStatus(int(table["status"][side])).name
+        coef = np.array([float(table[f"a{i}"][side]) for i in range(4)])
+        params = {
+            f"a{i}": (float(coef[i]), float(np.sqrt(max(float(table[f"cov{i}{i}"][side]), 0.0))))
+            for i in range(4)
+        }
+        pulls = np.full(len(x), np.nan)
+        expected = np.full(len(x), np.nan)
+        model: dict[str, F] = {}
+        model_x = np.zeros(0)
+        fit_range = None
+        if np.all(np.isfinite(coef)):
+            curve = np.polynomial.polynomial.polyval(x, coef)
+            expected[use] = curve[use]
+            with np.errstate(invalid="ignore", divide="ignore"):
+                pulls[use] = (mean[use] - curve[use]) / err[use]
+            r_lo, r_hi = float(table["raw_lo"][side]), float(table["raw_hi"][side])
+            model_x = np.linspace(r_lo, r_hi, 200)
+            model = {"total": np.polynomial.polynomial.polyval(model_x, coef)}
+            fit_range = (r_lo, r_hi)
+        chi2, ndf = float(table["chi2"][side]), float(table["ndf"][side])
+        need = context.config.get("min_entries_side")
+        if status == "OK":
+            head = f"fit OK: cubic t(raw) through {int(use.sum())} profile points"
+            head += f", chi2/ndf {chi2:.1f}/{ndf:.0f}" if ndf > 0 else ""
+        elif status == "NOT_ENOUGH_DATA":
+            head = (
+                f"NOT_ENOUGH_DATA: {float(entries[0]):.0f} clusters ({need} required) and "
+                f"{int(use.sum())} profile points ({context.config.get('min_profile_bins')} "
+                "required)"
+            )
+        else:
+            head = f"{status}: the cubic is singular or not monotonic over the fitted range"
+        return FitView(
+            calibration=context.calibration,
+            payload=context.name,
+            channel=context.channel,
+            x_label="raw CoG time (ns)",
+            edges=edges,
+            counts=np.where(use, mean, np.nan),
+            errors=np.where(use, err, np.nan),
+            model_x=model_x,
+            model=model,
+            pulls=pulls,
+            status=context.status,
+            message=f"{head}; the points are the mean event T0 in raw-time bins, not counts",
+            parameters=params,
+            entries=float(entries[0]),
+            kind="fit",
+            iov=context.iov,
+            value=(params["a0"][0], params["a0"][1]),
+            y_label="mean event T0 (ns)",
+            fit_range=fit_range,
+            expected=expected,
+        )
+
+
+#: The profile and cubic of a sensor side.
+_VIEW = _ProfileView()
+
+
 def time_calibration() -> Calibration:
     """``svd-time``: SVDCoGTimeCalibrations from hadron events."""
     return Calibration(
@@ -389,6 +484,7 @@ def time_calibration() -> Calibration:
         "against the raw CoG time of the clusters on tracks, cells below max(2, 0.1 % of the "
         "entries) zeroed, profile, third-order polynomial; a new payload where the layer-3 "
         "V-side mean raw time moves by more than 2 ns.",
+        fit_views={COG_TIME: _VIEW},
     )
 
 

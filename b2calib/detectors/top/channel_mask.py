@@ -33,6 +33,7 @@ from b2calib.calibration.toolkit import (
 )
 from b2calib.conditions import ChannelStatus
 from b2calib.conditions.iov import RunKey
+from b2calib.detectors.top import fitviews
 from b2calib.detectors.top.collectors import ChannelHitCollector
 from b2calib.exceptions import CalibrationError
 from b2calib.geometry import top
@@ -194,6 +195,7 @@ def channel_mask_calibration() -> Calibration:
         description="TOP dead and hot channels (TOPCalChannelMask) from the hits per channel "
         "in collision events: dead if hits <= mean/5, hot if hits > max(2 mean, mean + 6 "
         "rms), mean and rms from 3-sigma clipping per board stack.",
+        fit_views={CHANNEL_MASK: fitviews.MASK_VIEW},
     )
 
 

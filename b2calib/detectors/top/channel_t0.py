@@ -37,6 +37,7 @@ from b2calib.calibration.toolkit import (
 )
 from b2calib.conditions import ChannelStatus
 from b2calib.conditions.iov import RunKey
+from b2calib.detectors.top import fitviews
 from b2calib.detectors.top.channel_mask import CHANNEL_KEYS, dead_channels
 from b2calib.detectors.top.collectors import ChannelTimeCollector
 from b2calib.detectors.top.photons import (
@@ -225,6 +226,7 @@ def channel_t0_calibration() -> Calibration:
         description="TOP channel T0 (TOPCalChannelT0) from collision mu-mu photons folded "
         "modulo the RF period (basf2 uses laser runs; the simulation has none), photon PDF "
         "fit per channel, zero mean per module.",
+        fit_views={CHANNEL_T0: fitviews.CHANNEL_T0_VIEW},
     )
 
 

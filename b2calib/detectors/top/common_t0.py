@@ -35,6 +35,7 @@ from b2calib.calibration import (
 from b2calib.calibration.toolkit import channel_payload, guarded, require
 from b2calib.conditions import ChannelStatus, Payload
 from b2calib.conditions.iov import RunKey
+from b2calib.detectors.top import fitviews
 from b2calib.detectors.top.channel_t0 import CHANNEL_T0, applied_channel_t0
 from b2calib.detectors.top.collectors import CommonT0Collector, run_tables
 from b2calib.detectors.top.module_t0 import MODULE_T0, applied_module_t0
@@ -465,6 +466,7 @@ def common_t0_calibration() -> Calibration:
         "the RF period placed by continuity along the runs (ambiguous runs flagged UNUSABLE); "
         "error with the channel and module T0 uncertainty; runs with too few photons merge "
         "with the next.",
+        fit_views={COMMON_T0: fitviews.COMMON_T0_VIEW},
     )
 
 

@@ -26,6 +26,7 @@ from b2calib.calibration import (
 )
 from b2calib.calibration.toolkit import NotEnoughData, channel_payload, guarded, require
 from b2calib.conditions.iov import RunKey
+from b2calib.detectors.top import fitviews
 from b2calib.detectors.top.channel_t0 import applied_channel_t0
 from b2calib.detectors.top.collectors import ModuleT0Collector, run_tables
 from b2calib.detectors.top.photons import BOUNDARY_CONFIG, phase_boundaries
@@ -224,6 +225,7 @@ def module_t0_calibration() -> Calibration:
         description="TOP module T0 (TOPCalModuleT0): Gaussian fits of the track time "
         "difference of slot pairs in mu-mu events, weighted least squares with sum = 0; "
         "payloads split where the module T0s change.",
+        fit_views={MODULE_T0: fitviews.MODULE_T0_VIEW},
     )
 
 
