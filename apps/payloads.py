@@ -108,6 +108,15 @@ def _review() -> Any:
     return review
 
 
+def _fit_view(*args: Any, **kwargs: Any) -> Any:
+    """The library's drill-down of a channel (:func:`b2calib.calibration.fitview.fit_view`)."""
+    review = _review()
+    fit_view = getattr(review, "fit_view", None)
+    if fit_view is None:
+        from b2calib.calibration.fitview import fit_view
+    return fit_view(*args, **kwargs)
+
+
 def _light_style(value: Any) -> str:
     colour = LIGHT_COLORS.get(str(value))
     if colour is None:
@@ -158,7 +167,10 @@ class Payloads(pn.viewable.Viewer):
         doc="What the payload is compared with: '' what it replaces, 'rev:N' revision N of the "
         "same name, 'tag:NAME' the payload valid in tag NAME.",
     )
-    threshold = param.Number(default=5.0, bounds=(0.0, None), doc="Outlier threshold (|pull|).")
+    threshold = param.Number(
+        default=5.0, bounds=(0.0, None), inclusive_bounds=(False, True),
+        doc="Outlier threshold (|pull|).",
+    )  # fmt: skip
     channel = param.Integer(default=None, allow_None=True, doc="The channel drilled into.")
     map_column: param.Selector[Any] = param.Selector(
         objects=list(MAP_COLUMNS), default="pull", doc="What the detector map's colour shows."
@@ -221,7 +233,7 @@ class Payloads(pn.viewable.Viewer):
     def _build_widgets(self) -> None:
         groups = self._tag_groups()
         self.tag_select = pn.widgets.Select(
-            name="Global tag", groups=groups or {"": {"(no tags)": ""}}, width=320,
+            label="Global tag", groups=groups or {"": {"(no tags)": ""}}, width=320,
             css_classes=["payloads-tag"],
         )  # fmt: skip
         self.tag_select.param.watch(lambda e: setattr(self, "tag", e.new or ""), "value")
@@ -245,17 +257,17 @@ class Payloads(pn.viewable.Viewer):
             css_classes=["payload-title"],
             sizing_mode="stretch_width",
         )
-        self.iov_select = pn.widgets.Select(name="IoV", options=[], width=150)
-        self.column_select = pn.widgets.Select(name="Column", options=[], width=150)
+        self.iov_select = pn.widgets.Select(label="IoV", options=[], width=150)
+        self.column_select = pn.widgets.Select(label="Column", options=[], width=150)
         self.previous_select = pn.widgets.Select(
-            name="Compared with", options={}, width=300, css_classes=["previous-select"]
+            label="Compared with", options={}, width=300, css_classes=["previous-select"]
         )
         self.threshold_input = pn.widgets.FloatInput(
-            name="Outlier threshold (|pull|)", value=self.threshold, start=0.0, step=0.5,
+            label="Outlier threshold (|pull|)", value=self.threshold, start=0.1, step=0.5,
             width=170, css_classes=["outlier-threshold"],
         )  # fmt: skip
         self.map_select = pn.widgets.Select.from_param(
-            self.param.map_column, name="Map shows", width=130
+            self.param.map_column, label="Map shows", width=130
         )
         for widget, name in (
             (self.iov_select, "iov"),
@@ -285,15 +297,15 @@ class Payloads(pn.viewable.Viewer):
             "", css_classes=["review-note"], sizing_mode="stretch_width"
         )
         self.review_comment = pn.widgets.TextAreaInput(
-            name="Comment", placeholder="why (required to reject)", height=70, width=420,
+            label="Comment", placeholder="why (required to reject)", height=70, width=420,
             css_classes=["review-comment"],
         )  # fmt: skip
         self.approve_button = pn.widgets.Button(
-            name="Approve (TESTING → VALIDATED)", button_type="success", width=240,
+            label="Approve (TESTING → VALIDATED)", color="success", width=240,
             css_classes=["approve-tag"],
         )  # fmt: skip
         self.reject_button = pn.widgets.Button(
-            name="Reject (back to OPEN)", button_type="danger", width=200,
+            label="Reject (back to OPEN)", color="danger", width=200,
             css_classes=["reject-tag"],
         )  # fmt: skip
         self.approve_button.on_click(lambda _e: self._review_tag("approve"))
@@ -313,7 +325,7 @@ class Payloads(pn.viewable.Viewer):
             callback=self._export,
             filename="tag.zip",
             label="Download local database (zip)",
-            button_type="primary",
+            color="primary",
             width=280,
             css_classes=["download-zip"],
         )
@@ -637,6 +649,7 @@ class Payloads(pn.viewable.Viewer):
             self.column = comp.column
         self._shown["payload"] = (self.tag, self.payload, self.iov, self.column, self.previous)
         self._set_widget(self.iov_select, comp.iov, list(row.iovs))
+        self._set_widget(self.threshold_input, self.threshold)
         self._set_widget(self.column_select, comp.column, list(comp.columns))
         self._set_widget(self.previous_select, self.previous, self._previous_options(row, comp))
         self._fill_channels(comp)
@@ -810,16 +823,21 @@ class Payloads(pn.viewable.Viewer):
             return
         self._shown["outliers"] = key
         self._set_widget(self.threshold_input, self.threshold)
-        out = comp.outliers(self.threshold)
-        frame = pd.DataFrame({k: np.asarray(v) for k, v in out.items()})
-        for c in frame.columns:
-            if frame[c].dtype.kind == "f":
-                frame[c] = frame[c].round(5)
+        try:
+            out = comp.outliers(self.threshold)
+        except B2CalibError as err:
+            self._say(f"Outliers of {comp.name}: {err}", "danger")
+            out = {}
+        frame = self._outlier_frame(comp, out)
         self.outlier_table.value = frame
+        limits = [f"|pull| > {self.threshold:g}"]
+        if comp.max_abs_change is not None:
+            limits.append(f"|change| > {comp.max_abs_change:g}")
+        if comp.max_rel_change is not None:
+            limits.append(f"|relative change| > {comp.max_rel_change:g}")
         self.outlier_info.object = (
-            f'<p><b id="outlier-count">{len(frame)}</b> outliers beyond |pull| > '
-            f"{self.threshold:g} (or the relative change where there is no pull); "
-            "click one to open its fit.</p>"
+            f'<p><b id="outlier-count">{len(frame)}</b> outliers among the channels OK in both: '
+            f"{' or, without a pull, '.join(limits)}; click one to open its fit.</p>"
         )
         data = self.threshold_source.data
         self.threshold_source.data = {
@@ -829,6 +847,26 @@ class Payloads(pn.viewable.Viewer):
         }
         if self.map_column == "pull":
             self._set_map_range()
+
+    @staticmethod
+    def _outlier_frame(comp: Any, out: Mapping[str, np.ndarray]) -> pd.DataFrame:
+        """The outlier table: channel, its keys (when more than the channel), new, old,
+        difference, pull, relative change, statuses by name; worst first (the library's
+        order)."""
+        if not out:
+            return pd.DataFrame(columns=["channel", "new", "old", "diff", "pull", "rel"])
+        keys = [k for k in comp.keys if k in out and k != "channel"]
+        shown_keys = keys if len(keys) > 1 or (keys and comp.channel.dtype.kind != "i") else []
+        columns = ["channel", *shown_keys, "new", "old", "diff", "pull", "rel"]
+        frame = pd.DataFrame({c: np.asarray(out[c]) for c in columns if c in out})
+        for c in ("new", "old", "diff", "pull", "rel"):
+            if c in frame:
+                frame[c] = frame[c].astype(float).round(5)
+        names = dict(comp.status_names)
+        for c in ("status_new", "status_old"):
+            if c in out:
+                frame[c.replace("_", " ")] = [names.get(int(v), str(v)) for v in out[c]]
+        return frame
 
     def _on_outlier_click(self, event: Any) -> None:
         if event.row is None or "channel" not in self.outlier_table.value:
@@ -913,7 +951,7 @@ class Payloads(pn.viewable.Viewer):
             f"{_fmt(comp.pull[row], 3)}; channel status {html.escape(status_name)}</p>"
         )
         try:
-            fv = _review().fit_view(self.conditions, self.tag, comp.name, ch, iov=comp.iov)
+            fv = _fit_view(self.conditions, self.tag, comp.name, ch, iov=comp.iov)
         except B2CalibError as err:
             for s in (self.fit_hist, self.fit_model, self.fit_pulls):
                 s.data = {k: [] for k in s.data}

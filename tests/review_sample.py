@@ -2,7 +2,7 @@
 ``ecl-time`` calibration job staged ECLCrystalTimeOffset for the 8736 ECL crystals in 100 IoVs
 (one a run) with its diagnostics (the crystal-time histogram and the per-crystal Gaussian fits
 the drill-down shows), it replaces the one IoV of tag ``review_previous``, and crystal
-:data:`PLANTED` of the last IoV is an outlier planted 10 ns off."""
+:data:`PLANTED` is an outlier planted 10 ns off (in its fitted histogram, so in every IoV)."""
 
 from __future__ import annotations
 
@@ -64,7 +64,8 @@ def build_database(path: Path, seed: int = 18) -> str:
     edges = np.linspace(lo, hi, n + 1)
     entries = rng.poisson(400.0, N_CRYSTALS).astype(float)
     entries[:40] = rng.integers(0, 15, 40)  # too few to fit
-    mu = rng.normal(0.0, 0.3, N_CRYSTALS)
+    mu = rng.normal(0.0, 0.02, N_CRYSTALS)  # converged: small residuals of the applied offsets
+    mu[PLANTED - 1] += 10.0  # but this crystal's timing jumped
     sigma = np.full(N_CRYSTALS, 1.5)
     from scipy.special import ndtr
 
@@ -109,8 +110,6 @@ def build_database(path: Path, seed: int = 18) -> str:
         drift = 0.02 * np.sin(r / 9.0)
         values = offsets + mu + drift + rng.normal(0.0, 0.01, N_CRYSTALS)
         values[status != 0] = offsets[status != 0]
-        if r == N_IOVS:
-            values[PLANTED - 1] += 10.0
         items.append((IoV(EXP, r, EXP, r), _payload(values, errs, status, f"run {r}")))
     iov = f"{EXP},1,{EXP},{N_IOVS}"
     summary = {
