@@ -54,7 +54,6 @@ from bokeh.models import (
     HoverTool,
     LinearColorMapper,
     Range1d,
-    Scatter,
     TapTool,
 )
 from bokeh.palettes import RdBu11, Viridis256
@@ -363,9 +362,6 @@ class Payloads(pn.viewable.Viewer):
         }  # fmt: skip
         self.source = ColumnDataSource(empty, name="channels")
         _mark_drawn(self.source, "payloadDrawn")
-        self.source.selected.js_on_change(
-            "indices", CustomJS(args={"key": "selectionDrawn"}, code=_DRAWN_JS)
-        )
         tools = "pan,box_zoom,wheel_zoom,reset,tap,save"
         hover = HoverTool(
             tooltips=[("channel", "@channel"), ("new", "@new"), ("previous", "@old"),
@@ -387,7 +383,7 @@ class Payloads(pn.viewable.Viewer):
         self.pull_fig = channel_figure("pull vs channel", "pull")
         self.diff_fig.x_range = self.value_fig.x_range
         self.pull_fig.x_range = self.value_fig.x_range
-        common = dict(source=self.source, nonselection_alpha=0.7)
+        common = dict(source=self.source, nonselection_alpha=1.0)
         # cheap glyphs (8736 channels): filled squares without outline, plain error segments
         self.value_fig.segment("x", "old_lo", "x", "old_hi", source=self.source,
                                color="#999999", alpha=0.5)  # fmt: skip
@@ -403,13 +399,17 @@ class Payloads(pn.viewable.Viewer):
                               fill_color="#6a3d9a", **common)  # fmt: skip
         self.pull_fig.scatter("x", "pull", size=3, marker="square", line_color=None,
                               fill_color="#e6550d", **common)  # fmt: skip
-        # the selected channel stands out in every channel plot (and as a framed map cell)
-        for f in (self.value_fig, self.diff_fig, self.pull_fig):
-            for r in f.renderers:
-                if isinstance(r.glyph, Scatter):
-                    r.selection_glyph = Scatter(
-                        marker="diamond", size=13, fill_color="#d62728", line_color="black"
-                    )
+        # the channel drilled into stands out in every plot of the payload: a one-row source of
+        # its own (a tap selects in the browser, and the selection looks like the rest)
+        self.mark = ColumnDataSource(
+            {k: [] for k in ("x", "new", "old", "diff", "pull", "mx", "my")}, name="mark"
+        )
+        _mark_drawn(self.mark, "selectionDrawn")
+        for f, y in ((self.value_fig, "new"), (self.diff_fig, "diff"), (self.pull_fig, "pull")):
+            f.scatter("x", y, source=self.mark, marker="diamond", size=14, fill_color="#ffd700",
+                      line_color="black", line_width=1.5)  # fmt: skip
+        self.value_fig.scatter("x", "old", source=self.mark, marker="circle", size=9,
+                               fill_color=None, line_color="black")  # fmt: skip
         self.threshold_source = ColumnDataSource({"x": [0.0, 1.0], "hi": [5.0, 5.0],
                                                   "lo": [-5.0, -5.0]})  # fmt: skip
         for col in ("hi", "lo"):
@@ -438,10 +438,12 @@ class Payloads(pn.viewable.Viewer):
         self.map_fig.rect(
             "mx", "my", width=1, height=1, source=self.source,
             fill_color={"field": "colour", "transform": self.mapper}, line_color=None,
-            nonselection_fill_alpha=1.0, selection_line_color="black", selection_line_width=2,
+            nonselection_fill_alpha=1.0,
         )  # fmt: skip
         self.map_fig.add_layout(ColorBar(color_mapper=self.mapper, width=8), "right")
         self._map_ranges = (self.map_fig.x_range, self.map_fig.y_range)
+        self.map_fig.rect("mx", "my", width=1, height=1, source=self.mark, fill_color=None,
+                          line_color="black", line_width=2.5)  # fmt: skip
         self.map_fig.grid.visible = False
 
         # drill-down: the histogram a channel was fitted from, its model and pulls
@@ -715,6 +717,7 @@ class Payloads(pn.viewable.Viewer):
             "status": np.asarray(comp.status_new, dtype=np.int8),
         }
         self.source.selected.indices = []
+        self._mark_row(None)
         self.source.data = data
         self._set_ranges(data)
         self._set_map_range()
@@ -883,6 +886,8 @@ class Payloads(pn.viewable.Viewer):
             self.channel = int(channels[row])
 
     def _clear_channel(self) -> None:
+        if len(self.mark.data["x"]):
+            self._mark_row(None)
         self.fit_hist.data = {k: [] for k in self.fit_hist.data}
         self.fit_model.data = {k: [] for k in self.fit_model.data}
         self.fit_pulls.data = {k: [] for k in self.fit_pulls.data}
@@ -909,6 +914,15 @@ class Payloads(pn.viewable.Viewer):
         self._show_fit(comp, int(rows[0]))
         self._history_later(int(rows[0]))
 
+    def _mark_row(self, row: int | None) -> None:
+        """Mark the payload's ``row`` (None: no mark) in the payload's plots."""
+        data = self.source.data
+        keys = ("x", "new", "old", "diff", "pull", "mx", "my")
+        if row is None or row >= len(data["x"]):
+            self.mark.data = {k: [] for k in keys}
+        else:
+            self.mark.data = {k: [float(data[k][row])] for k in keys}
+
     def _history_later(self, row: int | None = None) -> None:
         """Draw the history, and mark the channel's ``row`` in the payload's plots, once what
         was asked for is on its way: in a served page on the next ticks of the server's loop
@@ -923,12 +937,8 @@ class Payloads(pn.viewable.Viewer):
                 later(select)
 
         def select() -> None:
-            if self._history_key == key and row is not None:
-                busy, self._busy = self._busy, True
-                try:
-                    self.source.selected.indices = [row]
-                finally:
-                    self._busy = busy
+            if self._history_key == key:
+                self._mark_row(row)
 
         doc = pn.state.curdoc
 

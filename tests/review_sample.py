@@ -119,7 +119,13 @@ def build_database(path: Path, seed: int = 18) -> str:
         ],
         "channels": {"OK": int((status == 0).sum()), "NOT_ENOUGH_DATA": int((status != 0).sum())},
     }  # fmt: skip
+    summary["runs"] = runs
+    summary["wall_time"] = 95.0
     store.complete(job, items, summary)
+    from b2calib.calibration.validation import ValidationResult, Verdict
+
+    reason = f"{NAME}: 1 of {N_CRYSTALS} crystals beyond 5 sigma (cellID {PLANTED}, +10 ns)"
+    store.record_validation(job, ValidationResult(Verdict.WARNING, reason))
     db.set_state(TAG, "TESTING")
     users = QADatabase(url).users
     for name, (password, role, detectors) in USERS.items():

@@ -141,7 +141,7 @@ def test_manager_finds_planted_outlier_opens_fit_approves_and_downloads(
     conditions = ConditionsDB(db_url)
     login(page, server, "boss")
     # the staging tag comes first, with its traffic light
-    expect(page.locator(".payloads-tag select")).to_have_value(TAG)
+    expect(page.locator(".payloads-tag select")).to_have_value(f"{TAG} (TESTING)")
     expect(page.locator("#tag-state")).to_have_text("TESTING")
     row = summary_row(page, NAME)
     expect(row).to_have_count(1)
