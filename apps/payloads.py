@@ -46,6 +46,7 @@ import param
 from bokeh.events import Tap
 from bokeh.layouts import gridplot
 from bokeh.models import (
+    BasicTickFormatter,
     ColorBar,
     ColumnDataSource,
     CustomJS,
@@ -105,6 +106,12 @@ def _review() -> Any:
     import b2calib.review as review
 
     return review
+
+
+def _set(model: Any, name: str, value: Any) -> None:
+    """Set a Bokeh property only when it changes (a title or label change lays out again)."""
+    if getattr(model, name) != value:
+        setattr(model, name, value)
 
 
 def _fit_view(*args: Any, **kwargs: Any) -> Any:
@@ -188,6 +195,7 @@ class Payloads(pn.viewable.Viewer):
         self._busy = False
         self._history_key: Any = None
         self._x = np.zeros(0)
+        self._map_title = "detector map"
         self._shown: dict[str, Any] = {}
         self._summary: Any = None
         self._comparison: Any = None
@@ -381,7 +389,7 @@ class Payloads(pn.viewable.Viewer):
             f.on_event(Tap, self._on_plot_tap)
             return f
 
-        self.value_fig = channel_figure("value vs channel", "value")
+        self.value_fig = channel_figure("new and previous value vs channel", "value")
         self.diff_fig = channel_figure("difference (new - previous) vs channel", "new - previous")
         self.pull_fig = channel_figure("pull vs channel", "pull")
         self.diff_fig.x_range = self.value_fig.x_range
@@ -687,15 +695,16 @@ class Payloads(pn.viewable.Viewer):
         dmap = _review().detector_map(comp)
         if dmap is not None:
             mx, my = np.asarray(dmap.x, float), np.asarray(dmap.y, float)
-            self.map_fig.title.text = dmap.title
-            self.map_fig.xaxis.axis_label = dmap.x_label
-            self.map_fig.yaxis.axis_label = dmap.y_label
+            self._map_title = dmap.title
+            _set(self.map_fig.xaxis[0], "axis_label", dmap.x_label)
+            _set(self.map_fig.yaxis[0], "axis_label", dmap.y_label)
             self.map_fig.xaxis.major_label_overrides = {int(k): v for k, v in dmap.x_labels.items()}
             self.map_fig.yaxis.major_label_overrides = {int(k): v for k, v in dmap.y_labels.items()}
         else:
             mx = my = np.full(n, np.nan)
-            self.map_fig.title.text = "no detector map for this payload's keys"
-            self.map_fig.xaxis.axis_label = self.map_fig.yaxis.axis_label = ""
+            self._map_title = "no detector map for this payload's keys"
+            _set(self.map_fig.xaxis[0], "axis_label", "")
+            _set(self.map_fig.yaxis[0], "axis_label", "")
             self.map_fig.xaxis.major_label_overrides = {}
             self.map_fig.yaxis.major_label_overrides = {}
         self._map_xy = (mx, my)
@@ -735,10 +744,10 @@ class Payloads(pn.viewable.Viewer):
         self._set_ranges(data)
         self._set_map_range()
         key = next(iter(comp.keys), "row") if unique else "row"
+        # titles and labels change only when they must: a change lays the plots out again
         for f in (self.value_fig, self.diff_fig, self.pull_fig):
-            f.xaxis.axis_label = key
-        self.value_fig.yaxis.axis_label = comp.column
-        self.value_fig.title.text = f"{comp.name}.{comp.column} vs {key}"
+            _set(f.xaxis[0], "axis_label", key)
+        _set(self.value_fig.yaxis[0], "axis_label", comp.column)
         counts, edges = comp.pull_histogram()
         self.hist_source.data = {
             "left": np.asarray(edges[:-1], float),
@@ -804,9 +813,7 @@ class Payloads(pn.viewable.Viewer):
                 self.mapper.palette = list(reversed(RdBu11))
                 lo, hi = -bound, bound
             self.mapper.low, self.mapper.high = float(lo), float(hi) if hi > lo else float(lo) + 1
-        self.map_fig.title.text = (
-            self.map_fig.title.text.split(": ")[0] + f": {MAP_COLUMNS[self.map_column]}"
-        )
+        _set(self.map_fig.title, "text", f"{self._map_title}: {MAP_COLUMNS[self.map_column]}")
 
     def _recolour_map(self, *_events: Any) -> None:
         if self._comparison is None:
@@ -1038,8 +1045,7 @@ class Payloads(pn.viewable.Viewer):
             "pull": np.asarray(fv.pulls, float),
             "width": np.diff(edges) * 0.9,
         }
-        if self.fit_fig.xaxis[0].axis_label != fv.x_label:
-            self.fit_fig.xaxis.axis_label = fv.x_label
+        _set(self.fit_fig.xaxis[0], "axis_label", fv.x_label)
         parameters = "".join(
             f"<tr><td>{html.escape(k)}</td><td>{_fmt(v)}</td><td>± {_fmt(e)}</td></tr>"
             for k, (v, e) in fv.parameters.items()
@@ -1069,17 +1075,24 @@ class Payloads(pn.viewable.Viewer):
             for e, a, b in zip(h.exp.tolist(), h.first_run.tolist(), h.last_run.tolist(),
                                strict=True)
         ]  # fmt: skip
+        axis = self.history_fig.xaxis[0]
         if h.time is not None:
             x = np.asarray(h.time, float) * 1000.0
-            self.history_fig.xaxis.formatter = DatetimeTickFormatter()
-            self.history_fig.xaxis.ticker = DatetimeTicker()
-            self.history_fig.xaxis.axis_label = "time"
+            if not isinstance(axis.ticker, DatetimeTicker):
+                axis.formatter = DatetimeTickFormatter()
+                axis.ticker = DatetimeTicker()
+            _set(axis, "axis_label", "time")
         else:
             x = np.arange(n, dtype=float)
             step = max(1, int(np.ceil(n / 10)))
-            self.history_fig.xaxis.ticker = FixedTicker(ticks=list(range(0, n, step)))
-            self.history_fig.xaxis.major_label_overrides = dict(enumerate(labels))
-            self.history_fig.xaxis.axis_label = "IoV (exp/runs)"
+            ticks = list(range(0, n, step))
+            if isinstance(axis.ticker, FixedTicker):
+                _set(axis.ticker, "ticks", ticks)
+            else:
+                axis.ticker = FixedTicker(ticks=ticks)
+                axis.formatter = BasicTickFormatter()
+            _set(axis, "major_label_overrides", dict(enumerate(labels)))
+            _set(axis, "axis_label", "IoV (exp/runs)")
         mean, spread = np.asarray(h.mean, float), np.asarray(h.spread, float)
         self.hist_band.data = {
             "x": x,

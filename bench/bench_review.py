@@ -29,6 +29,7 @@ Usage: python bench/bench_review.py [--repeat 7] [--db PATH --tag T --payload P]
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import shutil
 import statistics
@@ -158,6 +159,8 @@ def write_section(results: dict[str, list[float]], setup: str, command: str) -> 
         "",
         f"- date: {when}",
         f"- machine: {machine()}",
+        f"- load average when it ended (1, 5, 15 min; the machine is shared): "
+        f"{', '.join(f'{x:.1f}' for x in os.getloadavg())}",
         f"- command: `{command}`",
         f"- data: {setup}",
         "",
