@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from b2calib.calibration.fitview import FitViewError, channel_ids, fit_view
+from b2calib.calibration.fitview import FitViewError, fit_view, payload_channels
 from b2calib.conditions import ChannelStatus, ConditionsDB
 from tests.closure import calibrate
 from tests.conftest import SAMPLE
@@ -38,7 +38,7 @@ def test_ecl_time_crate_fits(db: ConditionsDB) -> None:
     payload = _payload(db, "ECLCrateTimeOffset")
     ok = np.flatnonzero(payload.status == ChannelStatus.OK)
     assert ok.size > 20
-    cells = channel_ids(payload)[ok]
+    cells = payload_channels(payload)[ok]
     checked = 0
     for cell in cells.tolist():
         v = fit_view(db, TAG, "ECLCrateTimeOffset", cell)
@@ -66,7 +66,7 @@ def test_ecl_time_crate_fits(db: ConditionsDB) -> None:
 
 def test_ecl_time_not_enough_data_says_why(db: ConditionsDB) -> None:
     payload = _payload(db, "ECLCrystalTimeOffset")
-    ids = channel_ids(payload)
+    ids = payload_channels(payload)
     starved = np.flatnonzero(
         (payload.status == ChannelStatus.NOT_ENOUGH_DATA) & ~np.isfinite(payload.value())
     )
@@ -102,7 +102,7 @@ def test_run_gain_fit_gives_the_payload_value(db: ConditionsDB) -> None:
 def test_cosine_view_says_the_value_is_not_the_fit(db: ConditionsDB) -> None:
     payload = _payload(db, "CDCDedxCosineCor")
     ok = np.flatnonzero(payload.status == ChannelStatus.OK)
-    v = fit_view(db, TAG, "CDCDedxCosineCor", int(channel_ids(payload)[ok[0]]))
+    v = fit_view(db, TAG, "CDCDedxCosineCor", int(payload_channels(payload)[ok[0]]))
     assert "mean hit dE/dx" in v.message
     assert "not the value" in v.message
     assert v.value[0] == pytest.approx(float(payload.value("value")[ok[0]]))

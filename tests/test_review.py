@@ -27,7 +27,7 @@ from b2calib.conditions.eventdep import time_dependent
 from b2calib.conditions.iov import IoV
 from b2calib.detectors import detector_of
 from b2calib.exceptions import ConditionsError, PermissionDenied, ReviewError
-from b2calib.geometry import cdc, ecl
+from b2calib.geometry import cdc, ecl, vxd
 from b2calib.prompt.store import PromptStore
 from b2calib.qa.store.users import User, Users
 from b2calib.review import (
@@ -207,6 +207,29 @@ def test_summary_lights_follow_the_verdicts_and_the_prompt_outcomes(world: World
     assert {(r.status, r.light) for r in s.rows} == {("NOT_ENOUGH_DATA", "red")}
     assert all("too few" in r.reason for r in s.rows)
     assert s.rows[0].wall_time == pytest.approx(task.wall_time)
+    assert s.unstaged == ()
+    # a calibration of the loop that staged nothing is listed, red
+    failed = prompt.record(run.id, "cdc-t0", "FAILED", "no wire converged", "", job.created)
+    s = tag_summary(db, "s_ecl")
+    (u,) = s.unstaged
+    assert (u.calibration, u.detector, u.status, u.reason, u.light) == (
+        "cdc-t0",
+        "CDC",
+        "FAILED",
+        "no wire converged",
+        "red",
+    )
+    assert u.wall_time == pytest.approx(failed.wall_time)
+    assert s.light == "red"
+    # a job into the tag that did not complete (no prompt loop): FAILED with its state
+    broken = store.open("0" * 64, "klm-time", "s_ecl", {"input_tags": ["sim_truth"]})
+    store.set_state(broken, "failed", {"message": "cable delays diverged"})
+    assert [
+        (u.calibration, u.detector, u.status, u.reason) for u in tag_summary(db, "s_ecl").unstaged
+    ] == [
+        ("cdc-t0", "CDC", "FAILED", "no wire converged"),
+        ("klm-time", "KLM", "FAILED", "its job is failed: cable delays diverged"),
+    ]
 
     # a payload uploaded by hand into a copy: no calibration, grey; worst first
     db.clone_tag("s_ecl", "s_ecl_hand")
@@ -397,8 +420,12 @@ def test_the_default_previous_is_what_the_validation_compared_with(world: World)
     db = world.db
     job = JobStore(db).job(world.jobs["ecl-time"])
     assert job is not None
+    validated = validate_job(db, job, ["sim_truth"])
+    (pv,) = [p for p in validated.payloads if p.name == "ECLCrystalTimeOffset"]
     for entry in db.iovs("s_ecl", "ECLCrystalTimeOffset"):
         c = compare_payload(db, entry.name, entry.payload.revision, tag="s_ecl")
+        assert c.previous is not None
+        assert f"{entry.name} rev {c.previous.revision} in sim_truth" in pv.previous
         start = entry.iov.start
         was = db.lookup(start[0], start[1], ["sim_truth"], names=[entry.name])[entry.name]
         assert c.previous == was.payload
@@ -480,6 +507,28 @@ def test_detector_maps_by_key_columns() -> None:
     arich = map_of_keys("ARICHChannelMask", {"module": np.array([1, 43]), "channel": [0, 143]})
     assert arich is not None
     assert (arich.x.tolist(), arich.y.tolist()) == ([0, 11], [0, 23])
+    svd = map_of_keys(
+        "SVDCoGTimeCalibrations",
+        {"layer": [3, 3, 6], "ladder": [1, 1, 16], "sensor": [1, 2, 5], "side": [0, 1, 1]},
+    )
+    assert svd is not None
+    # ladders of layers 3, 4, 5, 6 stacked (7 + 10 + 12 + 16 rows); sensor x side columns
+    assert (svd.x.tolist(), svd.y.tolist()) == ([0, 3, 9], [0, 0, 44])
+    assert svd.y_labels[44] == "L6.16"
+    strips = map_of_keys(
+        "SVDHotStripsCalibrations",
+        {"layer": [4], "ladder": [2], "sensor": [1], "side": [1], "strip": [5]},
+    )
+    assert strips is not None
+    assert (strips.x.tolist(), strips.y.tolist()) == ([768 + 5], [8])
+    sensor = int(vxd.PXD_IDS[3])
+    pixels = map_of_keys("PXDMaskedPixelPar", {"sensorID": [sensor], "u": [12], "v": [700]})
+    assert pixels is not None
+    assert (pixels.x.tolist(), pixels.y.tolist()) == ([700], [3 * vxd.PXD_NU + 12])
+    occupancy = map_of_keys("PXDOccupancyInfoPar", {"sensorID": vxd.PXD_IDS})
+    assert occupancy is not None
+    assert occupancy.x.tolist() == list(range(vxd.N_PXD_SENSORS))
+    assert map_of_keys("PXDOccupancyInfoPar", {"sensorID": [12345]}) is None  # no sensor
     assert map_of_keys("ECLCrateTimeOffset", {"crate": np.arange(1, 53)}) is None
     assert map_of_keys("ECLCrystalEnergy", {"cellID": np.array([0, 5])}) is None  # not a cell
 
@@ -663,3 +712,42 @@ def test_export_zip_is_the_tag_as_a_local_database(world: World, tmp_path: Path)
     db.create_tag("r_empty")
     with pytest.raises(ReviewError, match="r_empty holds no payload"):
         export_zip(db, "r_empty")
+
+
+# ------------------------------------------------------------------------------ drill-down
+def test_a_compared_channel_opens_its_fit(world: World) -> None:
+    """The channel ids of the comparison are those of the drill-down: the crate compared is
+    the crate whose fit is shown, with the payload's value; a missing channel is a
+    ReviewError naming it."""
+    from b2calib.review import fit_view
+
+    db = world.db
+    entry = db.iovs("s_ecl", "ECLCrateTimeOffset")[0]
+    c = compare_payload(db, entry.name, entry.payload.revision, tag="s_ecl")
+    row = int(np.flatnonzero(c.status_new == OK)[0])
+    view = fit_view(db, "s_ecl", entry.name, int(c.channel[row]), iov=c.iov)
+    assert (view.calibration, view.payload, view.channel) == (
+        "ecl-time",
+        "ECLCrateTimeOffset",
+        int(c.channel[row]),
+    )
+    assert view.value[0] == pytest.approx(c.new_value[row])
+    with pytest.raises(ReviewError, match=r"ECLCrateTimeOffset .*no channel 999"):
+        fit_view(db, "s_ecl", entry.name, 999, iov=c.iov)
+
+
+def test_history_of_a_staged_payload(world: World) -> None:
+    """The history over a staging tag's IoVs, on both backends: the payloads' values, and the
+    mean and spread of their OK channels."""
+    db = world.db
+    entries = db.iovs("s_ecl", "ECLCrystalTimeOffset")
+    h = history(db, "s_ecl", "ECLCrystalTimeOffset", channels=[1, 4242, 8736])
+    assert h.revision.tolist() == [e.payload.revision for e in entries]
+    assert h.first_run.tolist() == [e.iov.first_run for e in entries]
+    for i, e in enumerate(entries):
+        p = db.payload(e.payload)
+        np.testing.assert_array_equal(h.values[i], p.values["value"][[0, 4241, 8735]])
+        ok = (p.status == OK) & np.isfinite(p.values["value"])
+        assert h.n_ok[i] == int(ok.sum())
+        if ok.any():
+            assert h.mean[i] == pytest.approx(p.values["value"][ok].mean())

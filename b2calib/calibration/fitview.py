@@ -38,8 +38,9 @@ import numpy as np
 import numpy.typing as npt
 
 from b2calib.conditions.iov import IoV
+from b2calib.conditions.payload import channel_ids
 from b2calib.conditions.status import ChannelStatus
-from b2calib.exceptions import ConditionsError, ConfigError
+from b2calib.exceptions import ConditionsError, ConfigError, ReviewError
 
 if TYPE_CHECKING:
     from b2calib.calibration.algorithm import Diagnostics
@@ -59,10 +60,10 @@ __all__ = [
     "PeakModel",
     "TemplatePeak",
     "ViewContext",
-    "channel_ids",
     "channel_status",
     "clear_cache",
     "fit_view",
+    "payload_channels",
     "range_of_entries",
 ]
 
@@ -73,9 +74,9 @@ _MODEL_POINTS = 400
 _LACKING = (ChannelStatus.NOT_ENOUGH_DATA, ChannelStatus.FAILED)
 
 
-class FitViewError(ConditionsError):
+class FitViewError(ReviewError):
     """A fit view cannot be built: the message names the tag, payload, revision, channel or
-    diagnostics at fault."""
+    diagnostics at fault (a :class:`~b2calib.exceptions.ReviewError`)."""
 
 
 @dataclass(frozen=True)
@@ -86,7 +87,7 @@ class FitView:
     ----------
     calibration, payload, channel
         The calibration that staged the payload, the payload name and the channel
-        (:func:`channel_ids`: the key column, several packed, or the row of a payload
+        (:func:`payload_channels`: the key column, several packed, or the row of a payload
         without keys).
     x_label
         What the histogram's x axis is.
@@ -946,25 +947,18 @@ def _load_diagnostics(db: ConditionsDB, step: int) -> Diagnostics:
     return Diagnostics() if data is None else Diagnostics.from_bytes(bytes(data))
 
 
-def channel_ids(payload: Payload) -> npt.NDArray[np.int64]:
-    """One int64 channel id per row of a payload, as the payload validation numbers them: the
-    key column (time keys left out), several packed in decimal, each column after the first
-    taking max(3, its number of digits) digits (TOP module 3 pixel 17 -> 3017), or the row's
-    position when there is no key column."""
+def payload_channels(payload: Payload) -> npt.NDArray[np.int64]:
+    """One int64 channel id per row of a payload, as the payload validation numbers them
+    (:func:`~b2calib.conditions.payload.channel_ids` of its key columns, time keys left out),
+    or the row's position when there is no key column."""
     from b2calib.conditions.eventdep import TIME_KEYS
 
-    cols = [np.asarray(v).astype(np.int64) for k, v in payload.keys.items() if k not in TIME_KEYS]
-    if not cols:
-        return np.arange(len(payload), dtype=np.int64)
-    out = cols[0].copy()
-    for c in cols[1:]:
-        top = int(np.abs(c).max()) if len(c) else 0
-        out = out * 10 ** max(3, len(str(top))) + c
-    return out
+    ids = channel_ids({k: v for k, v in payload.keys.items() if k not in TIME_KEYS})
+    return np.arange(len(payload), dtype=np.int64) if ids is None else ids
 
 
 def _payload_row(payload: Payload, channel: int, where: str) -> int:
-    ids = channel_ids(payload)
+    ids = payload_channels(payload)
     hits = np.flatnonzero(ids == channel)
     if hits.size == 0:
         keys = ", ".join(payload.keys) or "row"
@@ -989,7 +983,7 @@ def fit_view(
     name
         The payload name.
     channel
-        The channel as the payload validation numbers it (:func:`channel_ids`): the key
+        The channel as the payload validation numbers it (:func:`payload_channels`): the key
         column (e.g. the cellID), several packed (TOP module 3 pixel 17 -> 3017), or the row
         of a payload without keys.
     iov

@@ -19,6 +19,7 @@ import io
 import json
 import os
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,12 +37,28 @@ __all__ = [
     "ChannelStatus",
     "Payload",
     "bytes_md5",
+    "channel_ids",
     "file_md5",
     "read_payload_file",
     "verify_checksum",
 ]
 
 FORMAT_VERSION = 1
+
+
+def channel_ids(keys: Mapping[str, npt.NDArray[Any]]) -> npt.NDArray[np.int64] | None:
+    """One int64 channel id per row from a payload's key columns (time keys left out by the
+    caller): the key column itself when there is one; several packed in decimal, each column
+    after the first taking max(3, its number of digits) digits (TOP module 3 pixel 17 ->
+    3017, PXD sensor 8480 u 12 v 700 -> 8480012700); ``None`` without key columns."""
+    cols = [np.asarray(v).astype(np.int64) for v in keys.values()]
+    if not cols:
+        return None
+    out = cols[0].copy()
+    for c in cols[1:]:
+        top = int(np.abs(c).max()) if len(c) else 0
+        out = out * 10 ** max(3, len(str(top))) + c
+    return out
 
 
 def file_md5(path: str | os.PathLike[str]) -> str:
@@ -251,7 +268,7 @@ class Payload:
     @classmethod
     def _parse(cls, source: io.BytesIO, label: str) -> Payload:
         try:
-            with uproot.open(source) as f:
+            with uproot.open(source, **_SERIAL) as f:
                 meta = json.loads(f["metadata"])
                 name, columns = _schema(meta, label)
                 arrays = f[name].arrays(library="np")
@@ -275,6 +292,13 @@ class Payload:
         except PayloadError as err:
             raise PayloadError(f"{label}: {err}") from err
 
+
+#: A payload file is small and read whole: decompressed and interpreted in the calling thread
+#: (uproot's thread pools cost more than they save here, and wait on a loaded machine).
+_SERIAL = {
+    "decompression_executor": uproot.TrivialExecutor(),
+    "interpretation_executor": uproot.TrivialExecutor(),
+}
 
 _SCHEMA_KEYS = frozenset({"format", "format_version", "name", "keys", "values", "errors", "status"})
 

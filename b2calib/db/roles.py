@@ -12,7 +12,8 @@ the README's PostgreSQL section has the statements.
 
 The privileges (:data:`APPLICATION_PRIVILEGES`): the protected tables, whose rows are never
 changed (payloads and their files, the history, the append-only quality-assurance records,
-calibration validations and the prompt loop's task outcomes), get ``SELECT`` and ``INSERT``;
+calibration validations, the prompt loop's task outcomes and the reviews of staging tags), get
+``SELECT`` and ``INSERT``;
 IoVs also ``DELETE`` (an OPEN tag's IoVs are removed); global tags ``UPDATE`` of their state,
 time of change, description and type only; the prompt loop's invocations ``UPDATE`` of their
 end only; every other table
@@ -48,6 +49,8 @@ APPLICATION_PRIVILEGES: dict[str, tuple[str, ...]] = {
     # the prompt loop's records: an invocation is only ever finished, a task outcome only added
     "prompt_runs": ("SELECT", "INSERT", "UPDATE (finished)"),
     "prompt_tasks": ("SELECT", "INSERT"),
+    # the reviews of staging tags: append-only
+    "tag_reviews": ("SELECT", "INSERT"),
     "alembic_version": ("SELECT",),
 }
 #: The privileges on every other table the owner owns in the schema.

@@ -16,6 +16,8 @@ records, and the approval of a staging tag.
 ``approval``     :func:`approve`, :func:`reject`: TESTING -> VALIDATED or OPEN with a
                  :class:`Review` in one transaction; who may (:func:`may_review`); the reviews
 ``export``       :func:`export_zip`: a tag as a zipped basf2 local database
+``fitview``      :func:`fit_view`: a channel's fit from its calibration's diagnostics
+                 (:mod:`b2calib.calibration.fitview`)
 ``tables``       the table ``tag_reviews`` (append-only)
 ===============  ===================================================================================
 """
@@ -37,22 +39,27 @@ if TYPE_CHECKING:
     )
     from b2calib.review.compare import ChannelComparison, channel_ids, compare_payload
     from b2calib.review.export import export_zip
+    from b2calib.review.fitview import FitView, FitViewError, fit_view
     from b2calib.review.history import History, history
     from b2calib.review.maps import DetectorMap, detector_map
-    from b2calib.review.summary import PayloadRow, TagSummary, tag_summary
+    from b2calib.review.summary import PayloadRow, TagSummary, Unstaged, tag_summary
 
 __all__ = [
     "ChannelComparison",
     "DetectorMap",
+    "FitView",
+    "FitViewError",
     "History",
     "PayloadRow",
     "Review",
     "TagSummary",
+    "Unstaged",
     "approve",
     "channel_ids",
     "compare_payload",
     "detector_map",
     "export_zip",
+    "fit_view",
     "history",
     "may_review",
     "reject",
@@ -67,9 +74,10 @@ __getattr__ = attach(
         "approval": ["Review", "approve", "may_review", "reject", "reviews", "tag_detectors"],
         "compare": ["ChannelComparison", "channel_ids", "compare_payload"],
         "export": ["export_zip"],
+        "fitview": ["FitView", "FitViewError", "fit_view"],
         "history": ["History", "history"],
         "maps": ["DetectorMap", "detector_map"],
-        "summary": ["PayloadRow", "TagSummary", "tag_summary"],
+        "summary": ["PayloadRow", "TagSummary", "Unstaged", "tag_summary"],
     },
 )
 

@@ -23,8 +23,10 @@ What is compared
 Rows and channels
     One row per joined channel (per interval), then the added, then the removed rows.
     ``channel`` is the payload's key column that is not a time key (int64), several packed in
-    decimal (:func:`channel_ids`: TOP module 3 pixel 17 -> 3017), or the row's position in
-    its interval when there is none (a run-level constant, a beam spot per interval).
+    decimal (:func:`~b2calib.conditions.payload.channel_ids`: TOP module 3 pixel 17 -> 3017),
+    or the row's position in its interval when there is none (a run-level constant, a beam
+    spot per interval): the numbering of the drill-down
+    (:func:`~b2calib.calibration.fitview.fit_view`).
 
 Statuses
     The payloads' :class:`~b2calib.conditions.ChannelStatus` codes, with ``fallback``
@@ -49,13 +51,12 @@ from b2calib.calibration.validation import (
     PayloadComparison,
     finite_rows,
     pairs,
-    previous_payloads,
 )
 from b2calib.conditions import eventdep
 from b2calib.conditions import tables as ct
 from b2calib.conditions.database import ConditionsDB, IovEntry, PayloadInfo
 from b2calib.conditions.iov import IoV
-from b2calib.conditions.payload import Payload
+from b2calib.conditions.payload import Payload, channel_ids
 from b2calib.conditions.status import ChannelStatus
 from b2calib.exceptions import CalibrationError, ConditionsError, ConfigError, ReviewError
 from b2calib.review._cache import cached_payload
@@ -252,21 +253,6 @@ class ChannelComparison:
         return {self.status_names[int(c)]: int(k) for c, k in zip(codes, n, strict=True)}
 
 
-def channel_ids(keys: Mapping[str, npt.NDArray[Any]]) -> npt.NDArray[np.int64] | None:
-    """One int64 channel id per row from a payload's key columns (time keys left out by the
-    caller): the key column itself when there is one; several packed in decimal, each column
-    after the first taking max(3, its number of digits) digits (TOP module 3 pixel 17 ->
-    3017, PXD sensor 8480 u 12 v 700 -> 8480012700); ``None`` without key columns."""
-    cols = [np.asarray(v).astype(np.int64) for v in keys.values()]
-    if not cols:
-        return None
-    out = cols[0].copy()
-    for c in cols[1:]:
-        top = int(np.abs(c).max()) if len(c) else 0
-        out = out * 10 ** max(3, len(str(top))) + c
-    return out
-
-
 # ----------------------------------------------------------------------------- lookups
 def _info(db: ConditionsDB, name: str, revision: int, what: str) -> PayloadInfo:
     try:
@@ -427,12 +413,11 @@ def _previous(
             )
         return cached_payload(db, hit.payload), hit.payload, f"{previous} [{hit.iov}]"
     if input_tags:
-        new = cached_payload(db, info)
-        found, _ = previous_payloads(db, {name: [(entry.iov, new)]}, list(input_tags))
-        hit_iov = found[name][0]
-        if hit_iov is not None:
-            at = db.lookup(start[0], start[1], list(input_tags), names=[name])[name]
-            return hit_iov[1], at.payload, f"{at.globaltag} [{at.iov}]"
+        # the rule of the validation (previous_payloads): valid at the IoV's first run through
+        # the job's input tags, highest priority first
+        at = db.lookup(start[0], start[1], list(input_tags), names=[name]).get(name)
+        if at is not None:
+            return cached_payload(db, at.payload), at.payload, f"{at.globaltag} [{at.iov}]"
     older = [p for p in db.payloads(name) if p.revision < info.revision]
     if older:
         old_info = older[-1]
@@ -474,8 +459,7 @@ def _compare(
         parts.append(_part(comparison, new_part, old_part, col, what, source))
     cols = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
     keys = {k[4:]: v for k, v in cols.items() if k.startswith("key:")}
-    time_keys = [k for k in eventdep.TIME_KEYS if k in keys]
-    ids = channel_ids({k: v for k, v in keys.items() if k not in time_keys})
+    ids = channel_ids({k: v for k, v in keys.items() if k not in eventdep.TIME_KEYS})
     channel = (
         ids
         if ids is not None

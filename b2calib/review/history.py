@@ -15,11 +15,10 @@ import numpy.typing as npt
 
 from b2calib.conditions import eventdep
 from b2calib.conditions.database import ConditionsDB
-from b2calib.conditions.payload import Payload
+from b2calib.conditions.payload import Payload, channel_ids
 from b2calib.conditions.status import ChannelStatus
 from b2calib.exceptions import ConditionsError, ReviewError
-from b2calib.review._cache import cached_payload
-from b2calib.review.compare import channel_ids
+from b2calib.review._cache import cached_payloads
 
 __all__ = ["History", "history"]
 
@@ -44,7 +43,8 @@ class History:
     revision
         The payload revision of each point.
     channels
-        The channel ids asked for (:func:`~b2calib.review.compare.channel_ids`).
+        The channel ids asked for, as :attr:`ChannelComparison.channel
+        <b2calib.review.compare.ChannelComparison>` numbers them.
     values, errors
         Shape (points, channels); NaN where the channel is absent or has no error.
     status
@@ -119,8 +119,7 @@ def history(
     spread: list[float] = []
     n_ok: list[int] = []
     col = column
-    for e in entries:
-        p = cached_payload(db, e.payload)
+    for e, p in zip(entries, cached_payloads(db, [e.payload for e in entries]), strict=True):
         if col is None:
             col = next((c for c, v in p.values.items() if v.dtype.kind in "biuf"), None)
             if col is None:
@@ -133,9 +132,9 @@ def history(
         v_all = p.values[col].astype(np.float64, copy=False)
         err_all = p.errors[col].astype(np.float64, copy=False) if col in p.errors else None
         s_all = p.status if p.status is not None else np.zeros(len(p), dtype=np.int8)
-        keys = {k: v for k, v in p.keys.items() if k not in eventdep.TIME_KEYS}
-        ids_all = channel_ids(keys)
+        ids_all = channel_ids({k: v for k, v in p.keys.items() if k not in eventdep.TIME_KEYS})
         for t, rows in _points(p):
+            # without key columns: the row's position in its interval (as the comparison)
             ids = ids_all[rows] if ids_all is not None else np.arange(len(rows), dtype=np.int64)
             v, s = v_all[rows], s_all[rows]
             ok = (s == ChannelStatus.OK) & np.isfinite(v)

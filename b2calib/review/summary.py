@@ -48,7 +48,7 @@ from b2calib.review._cache import cached_payload
 if TYPE_CHECKING:
     from b2calib.review.approval import Review
 
-__all__ = ["LIGHTS", "PayloadRow", "TagSummary", "light_of", "tag_summary"]
+__all__ = ["LIGHTS", "PayloadRow", "TagSummary", "Unstaged", "light_of", "tag_summary"]
 
 #: The lights, worst first.
 LIGHTS = ("red", "amber", "grey", "green")
@@ -115,6 +115,22 @@ class PayloadRow:
 
 
 @dataclass(frozen=True)
+class Unstaged:
+    """A calibration that ran for the tag (a prompt task or a job into it) and staged nothing
+    in it: FAILED, NOT_ENOUGH_DATA, SKIPPED, or a job that did not complete. Its light is
+    red."""
+
+    calibration: str
+    detector: str | None
+    expert: str | None
+    status: str
+    reason: str
+    wall_time: float | None
+    job: str
+    light: str = "red"
+
+
+@dataclass(frozen=True)
 class TagSummary:
     """The summary of a staging tag.
 
@@ -137,6 +153,9 @@ class TagSummary:
         Payload names of no detector's calibration (a system's such as the beam spot,
         uploaded by hand, or of an unknown calibration): only a manager reviews a tag with
         them.
+    unstaged
+        The calibrations that ran for the tag and staged nothing in it (their latest prompt
+        task or job), by name; each is red, and counts in the tag's light.
     """
 
     tag: GlobalTag
@@ -146,6 +165,7 @@ class TagSummary:
     light: str
     detectors: frozenset[str]
     unowned: tuple[str, ...] = field(default=())
+    unstaged: tuple[Unstaged, ...] = field(default=())
 
     def row(self, name: str) -> PayloadRow:
         """The row of payload ``name``; :class:`ReviewError` when the tag has none."""
@@ -349,15 +369,60 @@ def tag_summary(db: ConditionsDB, tag: str) -> TagSummary:
                 inputs.append(t)
     detectors = frozenset(r.detector for r in rows if r.detector is not None)
     unowned = tuple(sorted({r.name for r in rows if _unowned(r)}))
+    staged = {c for r in rows for c in r.calibrations}
+    unstaged = _unstaged(db, tag, staged, [job for job, _ in jobs])
+    lights = [r.light for r in rows] + [u.light for u in unstaged]
     return TagSummary(
         tag=record,
         rows=tuple(rows),
         inputs=tuple(inputs),
         reviews=tuple(reviews(db, tag)),
-        light=min((r.light for r in rows), key=LIGHTS.index, default="grey"),
+        light=min(lights, key=LIGHTS.index, default="grey"),
         detectors=detectors,
         unowned=unowned,
+        unstaged=unstaged,
     )
+
+
+def _unstaged(
+    db: ConditionsDB, tag: str, staged: set[str], jobs: Sequence[Job]
+) -> tuple[Unstaged, ...]:
+    """The calibrations that ran for ``tag`` (latest prompt task, else latest job) and staged
+    nothing in it."""
+    from b2calib.prompt.tables import prompt_runs as r
+    from b2calib.prompt.tables import prompt_tasks as t
+
+    out: dict[str, Unstaged] = {}
+    with db.read() as conn:
+        rows = conn.execute(
+            sa.select(t)
+            .join(r, r.c.id == t.c.run_id)
+            .where(r.c.staging_tag == tag)
+            .order_by(t.c.id)
+        )
+        latest = {row.calibration: row for row in rows}
+    for name, row in latest.items():
+        if name in staged or row.outcome == "OK":
+            continue
+        wall = (as_utc(row.finished) - as_utc(row.started)).total_seconds()
+        out[name] = Unstaged(
+            name, _detector(name), _expert(name), row.outcome, row.reason, wall, row.job_key
+        )
+    for job in jobs:  # latest first
+        name = job.calibration
+        if name in staged or name in out or name in latest or job.state == "completed":
+            continue
+        message = job.summary.get("message") or ""
+        out[name] = Unstaged(
+            name,
+            _detector(name),
+            _expert(name),
+            "FAILED",
+            f"its job is {job.state}" + (f": {message}" if message else ""),
+            job.summary.get("wall_time"),
+            job.key,
+        )
+    return tuple(out[n] for n in sorted(out))
 
 
 def _unowned(row: PayloadRow) -> bool:
