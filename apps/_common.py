@@ -141,12 +141,14 @@ def header(title: str, user: Any) -> pn.viewable.Viewable:
     links = " | ".join(
         f'<a href="/{path}">{name}</a>'
         for path, name in (("", "index"), ("qam", "QAM"), ("signoff", "sign-off"),
-                           ("runsummary", "run summary"))
+                           ("runsummary", "run summary"), ("payloads", "payloads"),
+                           ("conditions", "conditions"))
     )  # fmt: skip
     return pn.pane.HTML(
         f'<div style="display:flex;justify-content:space-between;align-items:baseline;'
         f'width:100%;border-bottom:2px solid #1f4e8c;padding-bottom:4px">'
-        f'<span style="font-size:1.4em;font-weight:600;color:#1f4e8c">{title}</span>'
+        f'<a href="/" title="b2calib workbench: all the apps" style="text-decoration:none">'
+        f'<span style="font-size:1.4em;font-weight:600;color:#1f4e8c">{title}</span></a>'
         f"<span>{links}</span>"
         f'<span id="whoami">{who} &nbsp; {auth}</span></div>',
         sizing_mode="stretch_width",

@@ -1,9 +1,11 @@
-"""The index page: what each app is for, who is logged in, a summary of the database."""
+"""The index page, "b2calib workbench": every app in the order a run goes through them, who is
+logged in, and a summary of the database's runs and of its conditions."""
 
 from __future__ import annotations
 
 from collections import Counter
 from typing import Any
+from urllib.parse import urlencode
 
 import panel as pn
 import param
@@ -12,20 +14,50 @@ from ._common import describe_user, header, session_user
 
 __all__ = ["Index"]
 
-_CARDS = (
-    ("qam", "QAM", "Trends of the monitoring variables vs run against their reference bands; "
-     "each QA histogram of a run over its reference with the test result."),
-    ("signoff", "Sign-off", "Runs x detectors certification grid: the evidence of a run, "
-     "flags with comments and their history, the run workflow and the good-run lists."),
-    ("runsummary", "Run summary", "Every run with its type, times, triggers, detectors, "
-     "luminosity (Bhabha, gamma-gamma) and flags; sortable, filterable, as CSV."),
+#: The apps by stage: (route, name, what it is for). A run is monitored and certified (data
+#: quality), then calibrated: its payloads validated in a staging tag, which goes into the
+#: conditions.
+_STAGES = (
+    ("Data quality", (
+        ("qam", "QAM", "Trends of the monitoring variables vs run against their reference "
+         "bands; each QA histogram of a run over its reference with the test result."),
+        ("signoff", "Sign-off", "Runs x detectors certification grid: the evidence of a run, "
+         "flags with comments and their history, the run workflow and the good-run lists."),
+        ("runsummary", "Run summary", "Every run with its type, times, triggers, detectors, "
+         "luminosity (Bhabha, gamma-gamma) and flags; sortable, filterable, as CSV."),
+    )),
+    ("Calibration and conditions", (
+        ("payloads", "Payload validation", "A staging tag's payloads with their verdicts; "
+         "each against the one it replaces, channel by channel, with detector maps, history "
+         "and fits; approve or reject the tag, download it as a local database."),
+        ("conditions", "Conditions", "Global tags with type, state and history; a tag's "
+         "IoVs on the run axis; what a stack of tags gives for a run; the diff of two tags."),
+    )),
 )  # fmt: skip
 
 
+def _card(path: str, name: str, text: str) -> str:
+    return (
+        f'<a class="app-card" id="card-{path}" href="/{path}" style="display:block;'
+        f"text-decoration:none;color:inherit;border:1px solid #c8d3e0;border-radius:8px;"
+        f'padding:10px 14px;width:270px;height:136px;background:#f7f9fc">'
+        f'<div style="font-size:1.15em;font-weight:600;color:#1f4e8c">{name}</div>'
+        f'<div style="font-size:0.92em">{text}</div></a>'
+    )
+
+
+def _link(path: str, text: str, **state: str) -> str:
+    query = f"?{urlencode(state)}" if state else ""
+    return f'<a href="/{path}{query}">{text}</a>'
+
+
 class Index(pn.viewable.Viewer):
-    """Landing page with links to the apps and a summary of the database's runs."""
+    """Landing page: links to the apps, a summary of the runs and of the conditions."""
 
     db = param.Parameter(doc="The QA database (b2calib.qa.store.QADatabase).")
+    conditions = param.Parameter(
+        default=None, doc="The conditions database (b2calib.conditions.ConditionsDB)."
+    )
 
     def __init__(self, **params: Any) -> None:
         super().__init__(**params)
@@ -43,47 +75,79 @@ class Index(pn.viewable.Viewer):
         lumi = sum(r.lumi_pb for r in runs) / 1000.0
         state_text = ", ".join(f"{n} {s}" for s, n in sorted(states.items()))
         return (
-            f"**{len(runs)} runs** in experiment{'s' if len(exps) > 1 else ''} "
+            f"**{_link('runsummary', f'{len(runs)} runs')}** in "
+            f"experiment{'s' if len(exps) > 1 else ''} "
             f"{', '.join(map(str, exps))}, {lumi:.2f} fb<sup>-1</sup> recorded; "
-            f"run states: {state_text}."
+            f"run states: {_link('signoff', state_text)}."
         )
 
-    def __panel__(self) -> pn.viewable.Viewable:
-        cards = [
-            pn.pane.HTML(
-                f'<a class="app-card" id="card-{path}" href="/{path}" style="display:block;'
-                f"text-decoration:none;color:inherit;border:1px solid #c8d3e0;border-radius:8px;"
-                f'padding:12px 16px;width:300px;height:120px;background:#f7f9fc">'
-                f'<div style="font-size:1.2em;font-weight:600;color:#1f4e8c">{name}</div>'
-                f"<div>{text}</div></a>",
-                width=340,
-            )
-            for path, name, text in _CARDS
+    def conditions_summary(self) -> str:
+        """'5 global tags; waiting for review (TESTING): ...; running: ...' (markdown)."""
+        if self.conditions is None:
+            return "No conditions database."
+        tags = self.conditions.tags()
+        if not tags:
+            return "The database holds no global tag yet (`b2calib db import-local`)."
+        by_state: dict[str, list[str]] = {}
+        for t in tags:
+            by_state.setdefault(t.state, []).append(t.name)
+        testing = by_state.get("TESTING", [])
+        running = by_state.get("RUNNING", [])
+        review = ", ".join(_link("payloads", n, tag=n) for n in testing) if testing else "none"
+        parts = [
+            f"**{_link('conditions', f'{len(tags)} global tags')}**",
+            f"waiting for review (TESTING): **{review}**",
+            "running: "
+            + (", ".join(_link("conditions", n, tag=n) for n in running) if running else "none"),
         ]
+        validated = by_state.get("VALIDATED", [])
+        if validated:
+            parts.append("validated: " + ", ".join(_link("payloads", n, tag=n) for n in validated))
+        return "; ".join(parts) + "."
+
+    def __panel__(self) -> pn.viewable.Viewable:
         role = (
-            "You may read everything; log in to certify runs."
+            "You may read everything; log in to certify runs or review tags."
             if self.user is None
             else {
                 "viewer": "You may read everything (viewer: no writes).",
-                "expert": "You may flag the detectors you are expert of.",
-                "manager": "You may flag every detector, complete runs and make good-run lists.",
+                "expert": "You may flag the detectors you are expert of and review their "
+                "calibrations' tags.",
+                "manager": "You may flag every detector, complete runs, make good-run lists "
+                "and approve tags.",
             }.get(self.user.role, "")
         )
+        summaries = (self.summary(), self.conditions_summary())
+        stages = []
+        for (title, cards), text in zip(_STAGES, summaries, strict=True):
+            stages.append(
+                pn.Column(
+                    pn.pane.HTML(
+                        f'<h2 style="margin:6px 0 2px;color:#1f4e8c;font-size:1.15em">{title}</h2>',
+                        sizing_mode="stretch_width",
+                    ),
+                    pn.pane.Markdown(
+                        text,
+                        css_classes=[f"summary-{'qa' if title == 'Data quality' else 'cond'}"],
+                        sizing_mode="stretch_width",
+                    ),
+                    pn.Row(*(pn.pane.HTML(_card(*c), width=300) for c in cards)),
+                    sizing_mode="stretch_width",
+                )
+            )
         return pn.Column(
-            header("b2calib data quality", self.user),
-            pn.pane.Markdown(
-                f"Logged in as **{describe_user(self.user)}**. {role}\n\n{self.summary()}"
-            ),
-            pn.Row(*cards),
+            header("b2calib workbench", self.user),
+            pn.pane.Markdown(f"Logged in as **{describe_user(self.user)}**. {role}"),
+            *stages,
             sizing_mode="stretch_width",
         )
 
 
 def app() -> pn.viewable.Viewer:
     """The served page against the server's database."""
-    from .serve import current_database
+    from .serve import current_conditions, current_database
 
-    return Index(db=current_database())
+    return Index(db=current_database(), conditions=current_conditions())
 
 
 def __dir__() -> list[str]:
@@ -91,4 +155,4 @@ def __dir__() -> list[str]:
 
 
 if pn.state.served:
-    app().servable(title="b2calib data quality")
+    app().servable(title="b2calib workbench")

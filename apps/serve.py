@@ -5,7 +5,8 @@ the login page and the static assets needs a live session (:mod:`b2calib_apps.au
 pages' websockets are checked against the database on every message and every few seconds, and
 a page whose connection is lost says so and blocks its controls until it is reloaded
 (:func:`b2calib_apps._common.block_when_disconnected`). :func:`current_database` is how a page
-finds the database the server was started with.
+finds the database the server was started with, :func:`current_conditions` the conditions
+database of the same URL.
 """
 
 from __future__ import annotations
@@ -28,11 +29,12 @@ __all__ = ["APPS", "current_conditions", "current_database", "make_server"]
 
 #: URL path -> (title, module) of the served apps ("" is the index).
 APPS: dict[str, tuple[str, str]] = {
-    "": ("b2calib data quality", "b2calib_apps.index"),
+    "": ("b2calib workbench", "b2calib_apps.index"),
     "qam": ("b2calib QAM", "b2calib_apps.qam"),
     "signoff": ("b2calib sign-off", "b2calib_apps.signoff"),
     "runsummary": ("b2calib run summary", "b2calib_apps.runsummary"),
     "payloads": ("b2calib payload validation", "b2calib_apps.payloads"),
+    "conditions": ("b2calib conditions", "b2calib_apps.conditions"),
 }
 
 _SERVED: dict[str, Any] = {"db": None, "conditions": None}
@@ -48,12 +50,12 @@ def current_database() -> Any:
 
 
 def current_conditions() -> Any:
-    """The conditions database on the same URL as :func:`current_database`."""
-    db = current_database()
-    if _SERVED["conditions"] is None or _SERVED["conditions"].url != db.url:
+    """The conditions database of this server: a ConditionsDB on the URL of
+    :func:`current_database` (made once, shared by the pages)."""
+    if _SERVED["conditions"] is None:
         from b2calib.conditions import ConditionsDB
 
-        _SERVED["conditions"] = ConditionsDB(db.url, author=db.author)
+        _SERVED["conditions"] = ConditionsDB(current_database().url)
     return _SERVED["conditions"]
 
 
@@ -116,6 +118,7 @@ def make_server(
         )
     secret = cookie_secret or secrets.token_urlsafe(32)
     _SERVED["db"] = db
+    _SERVED["conditions"] = None
     provider = DatabaseAuthProvider(
         db.users.authenticate, db.sessions, secret, allow_anonymous=allow_anonymous
     )

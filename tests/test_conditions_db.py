@@ -681,6 +681,120 @@ def test_lookup_many_equals_lookup(db: ConditionsDB) -> None:
     assert all(set(v) <= {"Y"} for v in only_y.values())
 
 
+# -- browsing --------------------------------------------------------------------------------
+
+
+def test_tag_sizes_count_names_iovs_and_revisions(db: ConditionsDB) -> None:
+    make_tag(
+        db,
+        "A",
+        [(payload(1), "1,0,1,4"), (payload(2), "1,5,1,-1"), (payload(3, name="Y"), "0,0,-1,-1")],
+    )
+    db.create_tag("empty")
+    db.clone_tag("A", "B")
+    db.add_iov("B", ("X", 1), "2,0,2,9")  # a revision already in the tag, a second IoV
+    sizes = db.tag_sizes()
+    assert list(sizes) == ["A", "B", "empty"]
+    assert (sizes["A"].payloads, sizes["A"].iovs, sizes["A"].revisions) == (2, 3, 3)
+    assert (sizes["B"].payloads, sizes["B"].iovs, sizes["B"].revisions) == (2, 4, 3)
+    assert (sizes["empty"].payloads, sizes["empty"].iovs, sizes["empty"].revisions) == (0, 0, 0)
+    for tag, size in sizes.items():
+        entries = db.iovs(tag)
+        assert size.iovs == len(entries)
+        assert size.payloads == len({e.name for e in entries})
+        assert size.revisions == len({e.payload.id for e in entries})
+
+
+def test_iov_table_columns_and_run_axis(db: ConditionsDB) -> None:
+    make_tag(
+        db,
+        "T",
+        [
+            (payload(1), "12,1,12,3"),
+            (payload(2), "12,4,12,-1"),  # to the end of experiment 12
+            (payload(3), "14,2,14,6"),
+            (payload(4), "16,1,-1,-1"),  # for ever
+            (payload(5, name="Y"), "12,2,16,3"),  # across experiments
+        ],
+    )
+    table = db.iov_table("T")
+    entries = db.iovs("T")
+    assert len(table) == len(entries) == 5
+    assert table.tag == "T"
+    assert table.names == ("X", "Y")
+    assert table.name.tolist() == [e.name for e in entries]
+    assert table.revision.tolist() == [e.payload.revision for e in entries]
+    assert table.checksum.tolist() == [e.payload.checksum for e in entries]
+    assert table.iov_text == [str(e.iov) for e in entries]
+    assert table.open_end.tolist() == [False, True, False, True, False]
+    # the axis shows each experiment from its lowest to its highest explicit bound
+    axis = table.run_axis()
+    assert axis.experiments.tolist() == [12, 14, 16]
+    assert axis.first.tolist() == [1, 2, 1]
+    assert axis.last.tolist() == [4, 6, 3]
+    assert axis.starts.tolist() == [0.0, 4.0, 9.0]
+    assert axis.end == 12.0
+    assert axis.position(14, 2) == 4.0
+    assert axis.position(16, 3) == 11.0
+    x0, x1 = table.bars(axis)
+    assert x0.tolist() == [0.0, 3.0, 4.0, 9.0, 1.0]
+    # 12,1-3 ends after run 3; 12,4,12,-1 at the end of exp 12; for ever at the axis' end
+    assert x1.tolist() == [3.0, 4.0, 9.0, 12.0, 12.0]
+    # runs a user asks about widen the axis, a new experiment among the others
+    wider = table.run_axis([(12, 30), (15, 7)])
+    assert wider.experiments.tolist() == [12, 14, 15, 16]
+    assert wider.last.tolist() == [30, 6, 7, 3]
+    assert wider.position(15, 7) == 35.0
+    with pytest.raises(KeyError, match="experiment 13 is not on the run axis"):
+        axis.position(13, 1)
+    with pytest.raises(ConditionsError, match="global tag 'nope' does not exist"):
+        db.iov_table("nope")
+    db.create_tag("empty")
+    empty = db.iov_table("empty")
+    assert len(empty) == 0
+    assert empty.names == ()
+    assert empty.run_axis().end == 0.0
+
+
+def test_lookup_stack_names_the_tag_that_answers_and_the_shadowed(db: ConditionsDB) -> None:
+    make_tag(db, "high", [(payload(10), "1,5,1,10")])
+    make_tag(db, "mid", [(payload(20), "1,0,1,-1"), (payload(21, name="Y"), "0,0,-1,-1")])
+    make_tag(db, "low", [(payload(30), "0,0,-1,-1"), (payload(31, name="Z"), "2,0,-1,-1")])
+    tags = ["high", "mid", "low"]
+    stack = db.lookup_stack(1, 7, tags)
+    assert list(stack) == ["X", "Y"]
+    assert [(e.globaltag, e.priority, str(e.iov), e.applies) for e in stack["X"]] == [
+        ("high", 0, "1,5,1,10", True),
+        ("mid", 1, "1,0,1,-1", False),
+        ("low", 2, "0,0,-1,-1", False),
+    ]
+    assert [(e.globaltag, e.applies) for e in stack["Y"]] == [("mid", True)]
+    # on every run of a grid: the first entry is what lookup gives, the others are every
+    # other tag holding the name at that run, in the stack's order
+    for order in (tags, ["low", "high"], ["mid"]):
+        for run in GRID:
+            got = db.lookup_stack(*run, order)
+            want = db.lookup(*run, order)
+            assert set(got) == set(want), run
+            for name, entries in got.items():
+                first = entries[0]
+                e = want[name]
+                assert first.applies
+                assert not any(x.applies for x in entries[1:])
+                assert (first.globaltag, first.revision, first.checksum, first.iov) == (
+                    e.globaltag,
+                    e.payload.revision,
+                    e.payload.checksum,
+                    e.iov,
+                )
+                holding = [t for t in order if any(x.name == name for x in db.iovs(t, run=run))]
+                assert [x.globaltag for x in entries] == holding
+    assert list(db.lookup_stack(1, 7, tags, names=["Y", "Q"])) == ["Y"]
+    assert list(db.lookup_stack(1, 7, "mid")) == ["X", "Y"]
+    with pytest.raises(ConditionsError, match="global tag 'nope' does not exist"):
+        db.lookup_stack(0, 0, ["high", "nope"])
+
+
 def write_skim(path: Path, globaltag: str, exp: int = 3, run: int = 7) -> Path:
     """A skim-like ROOT file recording the global tags it was processed with."""
     meta = FileMetadata(

@@ -19,6 +19,9 @@
                        lookup, running update, snapshot, merge, diff, history, interchange,
                        staging inside a caller's transaction, and :class:`Verification` of
                        payload checksums and published tags' manifests
+``browse``             what a conditions browser shows: tags' sizes (:class:`TagSize`), a tag's
+                       IoVs as columns on a run axis (:class:`IovTable`, :class:`RunAxis`),
+                       the entries of a stack of tags at a run (:class:`StackEntry`)
 =====================  =======================================================================
 """
 
@@ -29,6 +32,7 @@ from typing import TYPE_CHECKING
 from b2calib._lazy import attach
 
 if TYPE_CHECKING:
+    from b2calib.conditions.browse import IovTable, RunAxis, StackEntry, TagSize
     from b2calib.conditions.database import (
         ConditionsDB,
         GlobalTag,
@@ -60,13 +64,17 @@ __all__ = [
     "HistoryEntry",
     "IoV",
     "IovEntry",
+    "IovTable",
     "LocalDatabase",
     "LocalDbEntry",
     "Payload",
     "PayloadFile",
     "PayloadInfo",
     "PayloadType",
+    "RunAxis",
     "RunningUpdate",
+    "StackEntry",
+    "TagSize",
     "Verification",
     "check_payload",
 ]
@@ -76,6 +84,7 @@ __all__ = [
 __getattr__ = attach(
     __name__,
     {
+        "browse": ["IovTable", "RunAxis", "StackEntry", "TagSize"],
         "database": [
             "ConditionsDB",
             "GlobalTag",

@@ -34,6 +34,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from b2calib.conditions import tables as s
+from b2calib.conditions.browse import IovTable, StackEntry, TagSize, iov_table, stack_entries
 from b2calib.conditions.iov import IoV, RunKey, uncovered
 from b2calib.conditions.localdb import LocalDatabase, LocalDbEntry
 from b2calib.conditions.names import check_globaltag_name
@@ -741,6 +742,92 @@ class ConditionsDB(Database):
             ea = [(e.name, e.iov, e.payload) for e in self._entries(conn, a)]
             eb = [(e.name, e.iov, e.payload) for e in self._entries(conn, b)]
         return diff(ea, eb)
+
+    # -- browsing ----------------------------------------------------------------------------
+
+    def tag_sizes(self) -> dict[str, TagSize]:
+        """Every global tag's number of payload names, IoVs and payload revisions, by tag name
+        (one query; an empty tag counts zeros)."""
+        g, t, p = s.globaltags, s.iovs, s.payloads
+        q = (
+            sa.select(
+                g.c.name,
+                sa.func.count(sa.distinct(p.c.name)),
+                sa.func.count(t.c.id),
+                sa.func.count(sa.distinct(t.c.payload_id)),
+            )
+            .select_from(
+                g.outerjoin(t, t.c.globaltag_id == g.c.id).outerjoin(p, p.c.id == t.c.payload_id)
+            )
+            .group_by(g.c.name)
+            .order_by(g.c.name)
+        )
+        with self.read() as conn:
+            return {r[0]: TagSize(int(r[1]), int(r[2]), int(r[3])) for r in conn.execute(q)}
+
+    def iov_table(self, tag: str) -> IovTable:
+        """The IoVs of ``tag`` as columns (name, revision, checksum, IoV bounds), by payload
+        name then start: what a chart of the tag on a run axis draws
+        (:meth:`IovTable.run_axis`, :meth:`IovTable.bars`). One query, no payload record
+        decoded."""
+        t, p = s.iovs, s.payloads
+        with self.read() as conn:
+            gid = self._tag_row(conn, tag).id
+            q = (
+                sa.select(
+                    p.c.name,
+                    p.c.revision,
+                    p.c.checksum,
+                    t.c.first_exp,
+                    t.c.first_run,
+                    t.c.final_exp,
+                    t.c.final_run,
+                )
+                .join(p, p.c.id == t.c.payload_id)
+                .where(t.c.globaltag_id == gid)
+            )
+            rows = [
+                (
+                    r.name,
+                    r.revision,
+                    r.checksum,
+                    IoV(r.first_exp, r.first_run, r.final_exp, r.final_run),
+                )
+                for r in conn.execute(q)
+            ]
+        return iov_table(tag, rows)
+
+    def lookup_stack(
+        self, exp: int, run: int, tags: Sequence[str], names: Iterable[str] | None = None
+    ) -> dict[str, list[StackEntry]]:
+        """What each tag of a stack holds for run (exp, run), per payload name.
+
+        ``tags`` in priority order (first wins, as :meth:`lookup`). For each payload name valid
+        at the run in any of them: one :class:`StackEntry` per tag holding it, in priority
+        order; the first (``applies``) is what :meth:`lookup` returns, the others are shadowed
+        by it. Names sorted.
+
+        Raises
+        ------
+        ConditionsError
+            Naming a tag of the stack that does not exist.
+        """
+        if isinstance(tags, str):
+            tags = [tags]
+        wanted = set(names) if names is not None else None
+        with self.read() as conn:
+            layers = [
+                (
+                    tag,
+                    [
+                        (e.name, e.payload.revision, e.payload.checksum, e.iov)
+                        for e in self._entries(conn, tag)
+                        if (wanted is None or e.name in wanted) and e.iov.contains(exp, run)
+                    ],
+                )
+                for tag in tags
+            ]
+        return stack_entries((int(exp), int(run)), layers)
 
     def running_update(
         self,
