@@ -86,29 +86,40 @@ demo: $(STAMP)
 	  --db $(DEMO_DB)
 	@echo demo-shifter | $(BIN)/b2calib user add shifter --role viewer --db $(DEMO_DB)
 	@$(MAKE) --no-print-directory $(DEMO_PROMPT)/runs.json
-	@echo "== the prompt loop over bucket 1 of experiment 16 (12 runs, 9.1 fb^-1); the constants"
-	@echo "   before it (input tag previous_e16) are the simulator's truth of that bucket"
+	@echo "== the demo bucket of the prompt loop: bucket 1 of experiment 16 (12 runs, 9.1 fb^-1); the"
+	@echo "   constants before it (input tag previous_e16) are its truth but for one planted outlier:"
+	@echo "   ECL crystal 1234's time offset moved by +4 ns since (data-samples/prompt.toml)"
 	$(BIN)/b2calib summary $(DEMO_PROMPT)
-	$(BIN)/b2calib db import-local $(DEMO_PROMPT)/truth --gt previous_e16 --db $(DEMO_DB) > /dev/null
-	@# klm-strip-efficiency reads the runs certified Good or Recoverable: a shifter signs them off
-	$(BIN)/b2calib qa collect $(DEMO_PROMPT) --register-only --db $(DEMO_DB)
+	$(BIN)/b2calib db import-local $(DEMO_PROMPT)/previous --gt previous_e16 --db $(DEMO_DB) > /dev/null
+	@echo "== its data quality: the 12 runs collected (about 40 s), references run 16/2, evaluated"
+	$(BIN)/b2calib qa collect $(DEMO_PROMPT) --db $(DEMO_DB)
+	$(BIN)/b2calib qa reference set 16 2 --all --db $(DEMO_DB) > /dev/null
+	$(BIN)/b2calib qa evaluate --exp 16 --db $(DEMO_DB)
+	@# klm-strip-efficiency reads the runs certified Good or Recoverable: the manager signs them off
 	B2CALIB_PASSWORD=demo-manager $(BIN)/b2calib signoff flag 16 1-12 all GOOD --user manager \
 	  --comment "demo: every detector good" --db $(DEMO_DB) > /dev/null
+	@echo "== the prompt loop over bucket 1: every registered calibration (about 2 minutes)"
 	$(BIN)/b2calib prompt --data $(DEMO_PROMPT) --bucket 1 --gt previous_e16 \
 	  --json build/demo/prompt-summary.json --db $(DEMO_DB) \
 	  || echo "(the prompt loop exits with 1 when a calibration is not OK: see the table above)"
 	@echo "== the manager approves the staging tag; it goes into the running tag demo_running"
 	-$(BIN)/b2calib gt create demo_running --description "demo running tag" --db $(DEMO_DB)
 	-$(BIN)/b2calib gt state demo_running RUNNING --db $(DEMO_DB)
-	-$(BIN)/b2calib gt state prompt_bucket1 VALIDATED --author manager --db $(DEMO_DB)
+	-B2CALIB_PASSWORD=demo-manager $(BIN)/b2calib gt approve prompt_bucket1 --user manager \
+	  --comment "demo: the prompt loop's constants checked" --db $(DEMO_DB)
 	$(BIN)/b2calib prompt --data $(DEMO_PROMPT) --bucket 1 --gt previous_e16 --quiet \
 	  --update-running demo_running --mode fix-closed --db $(DEMO_DB) | sed -n '/^running update/,$$p'
+	@echo "== a tag left to review in the payload-validation page: ecl-time alone over bucket 1"
+	@echo "   into prompt_bucket1_ecl (TESTING; an ECL-only tag: the ECL expert may approve it)"
+	$(BIN)/b2calib prompt --data $(DEMO_PROMPT) --bucket 1 --gt previous_e16 --only ecl-time \
+	  --staging prompt_bucket1_ecl --quiet --db $(DEMO_DB) \
+	  || echo "(the prompt loop exits with 1 when a calibration is not OK: see the table above)"
 	@echo "== data quality: 30 simulated runs with faults injected in runs 9 (CDC), 15 (TOP), 23 (ECL)"
 	@$(MAKE) --no-print-directory $(DEMO_QA)/runs.json
 	$(BIN)/b2calib qa collect $(DEMO_QA) --db $(DEMO_DB)
 	$(BIN)/b2calib qa reference set 14 2 --all --db $(DEMO_DB) > /dev/null
 	$(BIN)/b2calib qa evaluate --exp 14 --db $(DEMO_DB)
-	@echo "== dashboards: log in as manager/demo-manager, cdc-expert/demo-expert or"
+	@echo "== dashboards: log in as manager/demo-manager, cdc-expert/demo-expert (CDC and ECL) or"
 	@echo "   shifter/demo-shifter (anonymous visitors may read)"
 	$(BIN)/b2calib serve --db $(DEMO_DB) --port $(DEMO_PORT) --allow-anonymous
 

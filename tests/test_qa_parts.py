@@ -219,3 +219,51 @@ def test_clashes_are_refused() -> None:
         collector.collect(events)
     with pytest.raises(ConfigError, match="not its parts"):
         GammaGammaCollector(parts=(Declares(skim="hlt_bhabha"),))
+
+
+def test_pxd_hot_pixels_count_every_pixel_across_merged_chunks() -> None:
+    """The digits per PXD pixel (a dense histogram of the 7.68M pixels) of two chunks merged
+    with ``+`` and pickled are the digits counted directly; the hot pixels are those firing in
+    more than 1 % of the events (and 3 times)."""
+    from b2calib.detectors.pxd.qa import PXDHotPixels
+    from b2calib.geometry import vxd
+
+    rng = np.random.default_rng(4)
+    n_events = 300
+    hot = {(3, 10, 700): 10, (39, 249, 0): 4, (0, 0, 0): 3}  # (sensor, u, v) -> events fired
+    rows: list[list[tuple[int, int, int]]] = [[] for _ in range(n_events)]
+    for pixel, n in hot.items():
+        for e in rng.choice(n_events, n, replace=False):
+            rows[e].append(pixel)
+    for e in range(n_events):  # background: distinct random pixels, once each
+        rows[e] += [
+            (int(rng.integers(40)), int(rng.integers(1, 249)), int(rng.integers(1, 768)))
+            for _ in range(int(rng.integers(0, 30)))
+        ]
+    events = ak.Array(
+        {
+            "PXDDigits_m_sensorID": [[int(vxd.PXD_IDS[s]) for s, _, _ in r] for r in rows],
+            "PXDDigits_m_uCellID": [[u for _, u, _ in r] for r in rows],
+            "PXDDigits_m_vCellID": [[v for _, _, v in r] for r in rows],
+        }
+    )
+    part = PXDHotPixels("hlt_hadron")
+    h = (
+        part.fill(SkimEvents(events[:150]))["pxd_pixels"]
+        + part.fill(SkimEvents(events[150:]))["pxd_pixels"]
+    )
+    h = pickle.loads(pickle.dumps(h))
+    ids = np.array([(s * vxd.PXD_NU + u) * vxd.PXD_NV + v for r in rows for s, u, v in r])
+    expected = np.bincount(ids, minlength=vxd.N_PXD_PIXELS)
+    assert np.array_equal(h.values(), expected)
+    run = RunHistograms(
+        1,
+        1,
+        {"hlt_hadron": {"events": mean_histogram(np.ones(n_events)), "pxd_pixels": h}},
+        None,
+        {},
+    )
+    values = {v.name: v.value for v in part.compute(run)}
+    background = len(ids) - sum(hot.values())
+    assert values["hadron.pxd_hot_pixels"] == 2  # (0,0,0) fires 3 times: not more than 1 %
+    assert values["hadron.pxd_hot_pixel_fraction"] == pytest.approx(14 / (14 + 3 + background))

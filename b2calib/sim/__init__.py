@@ -15,6 +15,11 @@ when ``SimConfig.beam_step_run`` is set (off by default), a step of the beams in
 through the HER energy, so the boost vector steps by -2.6e-4 in beta_z). The beam truth
 (``BeamSpot``, ``CollisionBoostVector``, ``CollisionInvariantMass``) is time-dependent
 (:mod:`b2calib.conditions.eventdep`); see :mod:`b2calib.sim.conditions`.
+
+Planted outliers (``SimConfig.planted``, :mod:`b2calib.sim.planted`): channels whose constants
+changed between the previous bucket and the simulated one. The data follow the truth; a second
+local database, ``previous/``, holds the truth with those channels at their previous values:
+the input tag against which a calibration's validation finds them.
 """
 
 from b2calib.sim.conditions import INTERVENTIONS, Conditions, conditions_for_run, truth_payloads

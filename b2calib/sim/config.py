@@ -89,6 +89,13 @@ class SimConfig:
     beam_step_ecms_mev
         Step of the collision energy (MeV, default -3.0), made by the HER energy alone (the LER
         energy kept), so that the boost vector steps with it (by ~2.6e-4 in beta_z for -3 MeV).
+    planted
+        Planted outliers (:mod:`b2calib.sim.planted`): channels whose constants changed between
+        the previous bucket and this one, e.g. ``{"payload": "ECLCrystalTimeOffset", "channel":
+        1234, "shift": 4.0}``. The data follow the truth; the simulator writes ``previous/``
+        beside ``truth/``: the truth with these channels at ``truth - shift``, the constants a
+        calibration replaces. Empty by default (no ``previous/``, left out of :meth:`to_dict`);
+        the events do not depend on it.
     """
 
     exp: int = 12
@@ -127,6 +134,7 @@ class SimConfig:
     beam_step_hours: float = 2.0
     beam_step_um: list[float] = field(default_factory=lambda: [8.0, 0.5, 150.0])
     beam_step_ecms_mev: float = -3.0
+    planted: list[dict[str, Any]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.validate()
@@ -201,6 +209,10 @@ class SimConfig:
             from b2calib.sim.faults import validate_faults
 
             validate_faults(self.faults, self.first_run, self.last_run)
+        if self.planted:
+            from b2calib.sim.planted import planted_channels
+
+            planted_channels(self.planted)
 
     @property
     def start_timestamp(self) -> float:
@@ -222,7 +234,7 @@ class SimConfig:
         return self.first_run + self.n_runs // 2
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-friendly dict (what files and the truth record); ``faults``,
+        """JSON-friendly dict (what files and the truth record); ``faults``, ``planted``,
         ``pxd_occupancy``, ``compression`` and the ``beam_step_*`` settings only when set."""
         d = asdict(self)
         if self.beam_step_run is None:
@@ -232,6 +244,8 @@ class SimConfig:
             del d["compression"]
         if not self.faults:
             del d["faults"]
+        if not self.planted:
+            del d["planted"]
         if not self.pxd_occupancy:
             del d["pxd_occupancy"]
         return d

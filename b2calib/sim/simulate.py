@@ -8,6 +8,9 @@ Output layout under ``out``::
     simulation.json               configuration, prescales, cross sections, interventions,
                                   generated events per run and process, events per skim
     truth/database.txt            true constants as a basf2 local database (payload files beside)
+    previous/database.txt         with planted outliers (``SimConfig.planted``): the truth with
+                                  the planted channels at their previous values
+                                  (:mod:`b2calib.sim.planted`)
     e0012/r00001/cdst_hlt_bhabha_e0012_r00001.root   one file per (exp, run, skim)
 """
 
@@ -42,6 +45,7 @@ from b2calib.sim.config import PROCESSES, SimConfig
 from b2calib.sim.detector import Collection, simulate_response
 from b2calib.sim.faults import apply_faults
 from b2calib.sim.physics import PROCESS_ID, Beam, Particles, generate
+from b2calib.sim.planted import check_planted, planted_channels, write_previous
 from b2calib.sim.runs import NOMINAL_ECMS, generate_runs, run_rng
 from b2calib.sim.trigger import trigger_variables
 from b2calib.skims import SKIMS
@@ -311,10 +315,14 @@ def simulate_run(
 
 
 def _write_truth(cfg: SimConfig, runs: list[Run], out: Path) -> None:
-    """True constants as a basf2 local database, one IoV per stretch of identical content."""
+    """True constants as a basf2 local database, one IoV per stretch of identical content, and,
+    with planted channels, ``previous/``: the same IoVs with the planted channels at their
+    previous values (:func:`~b2calib.sim.planted.plant`)."""
     folder = out / "truth"
     if folder.exists():
         shutil.rmtree(folder)
+    if (out / "previous").exists():
+        shutil.rmtree(out / "previous")
     db = LocalDatabase(folder)
     current: dict[str, tuple[Payload, int, int]] = {}
     order: list[str] = []
@@ -337,6 +345,8 @@ def _write_truth(cfg: SimConfig, runs: list[Run], out: Path) -> None:
     for name in order:
         if name in current:
             flush(name)
+    if cfg.planted:
+        write_previous(folder, out / "previous", planted_channels(cfg.planted))
 
 
 def _check_beam_step(cfg: SimConfig, runs: list[Run]) -> None:
@@ -373,9 +383,13 @@ def simulate(
     """
     cfg.validate()
     outp = Path(out)
-    outp.mkdir(parents=True, exist_ok=True)
     runs = generate_runs(cfg)
     _check_beam_step(cfg, runs)
+    if cfg.planted:  # before the events: a planted channel the truth lacks is a config error
+        check_planted(
+            planted_channels(cfg.planted), truth_payloads(conditions_for_run(cfg, runs[0]))
+        )
+    outp.mkdir(parents=True, exist_ok=True)
     registry = RunRegistry(runs)
     result = SimulationResult(outp, registry)
     jobs = jobs or os.cpu_count() or 1
