@@ -245,3 +245,67 @@ def test_expert_of_another_detector_viewer_and_anonymous_cannot_approve(
             expect(refusal).not_to_be_empty()
         context.close()
     assert conditions.tag(TAG).state == state
+
+
+# ------------------------------ the committed sample's prompt loop (its planted outlier)
+@pytest.fixture(scope="module")
+def sample_url(tmp_path_factory: pytest.TempPathFactory) -> str:
+    from tests.review_fixture import prepare_review_database
+
+    return prepare_review_database(tmp_path_factory.mktemp("sample") / "review.sqlite")
+
+
+def test_sample_prompt_loop_planted_crate_found_and_approved(
+    browser: Browser, sample_url: str
+) -> None:
+    """The prompt loop over the committed sample staged prompt_bucket1 (CDC and ECL): the
+    crate the simulator planted 4 ns off is the outlier of ECLCrateTimeOffset, its fit opens;
+    the ECL expert may not approve a tag with CDC payloads, the manager does, and downloads it."""
+    from tests.review_fixture import PLANTED, REVIEW_USERS, STAGING_TAG
+
+    conditions = ConditionsDB(sample_url)
+    assert conditions.tag(STAGING_TAG).state == "TESTING"
+    name, crate, iov = PLANTED["payload"], PLANTED["channel"], PLANTED["iov"]
+    with Server(sample_url) as server:
+        context = browser.new_context(
+            viewport={"width": 1400, "height": 1000}, accept_downloads=True
+        )
+        page = context.new_page()
+        path = f"/payloads?tag={STAGING_TAG}&payload={name}&iov={iov}"
+
+        def log_in(user: str) -> None:
+            page.goto(server.base + "/login?next=" + path.replace("?", "%3F").replace("&", "%26"))
+            page.fill("#username", user)
+            page.fill("#password", REVIEW_USERS[user][0])
+            page.click("#login-submit")
+            expect(page.locator("#whoami")).to_contain_text(user)
+
+        log_in("erin")  # ECL expert: the tag holds CDC payloads too
+        expect(page.locator("#payload-title")).to_contain_text(f"{name} revision")
+        expect(page.locator(".approve-tag button")).to_be_disabled()
+        expect(page.locator("#review-refusal")).to_contain_text("CDC")
+        first = page.locator(".payloads-outliers .tabulator-row").first
+        expect(first.locator('.tabulator-cell[tabulator-field="channel"]')).to_have_text(str(crate))
+        first.locator('.tabulator-cell[tabulator-field="channel"]').click()
+        expect(page.locator("#channel-head")).to_contain_text(f"{name} channel {crate}")
+        expect(page.locator("#fit-status")).not_to_be_empty()
+        shoot(page, "sample-planted-crate")
+        page.context.clear_cookies()
+        log_in("boss")
+        expect(summary_row(page, name)).to_have_count(1)
+        page.locator(".review-comment textarea").fill("crate 28 understood (test)")
+        page.locator(".review-comment textarea").press("Tab")
+        page.locator(".approve-tag button").click()
+        expect(page.locator("#tag-state")).to_have_text("VALIDATED")
+        with page.expect_download() as download:
+            page.locator(".download-zip button").click()
+        with zipfile.ZipFile(download.value.path()) as zf:
+            listed = zf.read("database.txt").decode()
+            names = set(zf.namelist())
+        context.close()
+    entries = conditions.iovs(STAGING_TAG)
+    assert names == {"database.txt"} | {
+        f"dbstore_{e.name}_rev_{e.payload.revision}.root" for e in entries
+    }
+    assert len([line for line in listed.splitlines() if line.strip()]) == len(entries)
+    assert conditions.tag(STAGING_TAG).state == "VALIDATED"
