@@ -47,7 +47,6 @@ from bokeh.events import Tap
 from bokeh.layouts import gridplot
 from bokeh.models import (
     BasicTickFormatter,
-    ColorBar,
     ColumnDataSource,
     CustomJS,
     DatetimeTicker,
@@ -57,6 +56,7 @@ from bokeh.models import (
     Range1d,
     TapTool,
 )
+from bokeh.models.annotations import ColorBar
 from bokeh.palettes import RdBu11, Viridis256
 from bokeh.plotting import figure
 
@@ -84,7 +84,7 @@ URL_STATE = {
 }
 
 #: Canvas, not WebGL: faster in a browser without a GPU (measured in bench/bench_review.py).
-_BACKEND = "canvas"
+_BACKEND: Literal["canvas", "svg", "webgl"] = "canvas"
 _ENDED = "Your login has ended (logged out, or your account changed): reload the page."
 _PLOT_W, _SIDE_W, _PLOT_H, _TABLE_W, _PULLS_H = 560, 400, 220, 380, 140
 AlertKind = Literal["primary", "secondary", "success", "danger", "warning", "info", "light"]
@@ -115,12 +115,8 @@ def _set(model: Any, name: str, value: Any) -> None:
 
 
 def _fit_view(*args: Any, **kwargs: Any) -> Any:
-    """The library's drill-down of a channel (:func:`b2calib.calibration.fitview.fit_view`)."""
-    review = _review()
-    fit_view = getattr(review, "fit_view", None)
-    if fit_view is None:
-        from b2calib.calibration.fitview import fit_view
-    return fit_view(*args, **kwargs)
+    """The library's drill-down of a channel (:func:`b2calib.review.fit_view`)."""
+    return _review().fit_view(*args, **kwargs)
 
 
 def _light_style(value: Any) -> str:
@@ -209,7 +205,8 @@ class Payloads(pn.viewable.Viewer):
         )
         self.param.watch(self._recolour_map, ["map_column"])
         if served():
-            pn.state.location.sync(self, URL_STATE)
+            if pn.state.location is not None:
+                pn.state.location.sync(self, URL_STATE)
             # what the page opened with counts as drawn once the document is
             doc = pn.state.curdoc
             if doc is not None:
@@ -383,8 +380,8 @@ class Payloads(pn.viewable.Viewer):
             # explicit ranges, set with the data: no range computed in the browser and sent back
             f = figure(
                 width=_PLOT_W, height=_PLOT_H, title=title, tools=tools,
-                output_backend=_BACKEND, y_axis_label=y, x_range=Range1d(0, 1),
-                y_range=Range1d(0, 1),
+                output_backend=_BACKEND, y_axis_label=y, x_range=Range1d(start=0, end=1),
+                y_range=Range1d(start=0, end=1),
             )  # fmt: skip
             f.on_event(Tap, self._on_plot_tap)
             return f
@@ -433,8 +430,8 @@ class Payloads(pn.viewable.Viewer):
                                         nan_color="#eeeeee")  # fmt: skip
         self.map_fig = figure(
             width=_SIDE_W, height=_PLOT_H, title="detector map", tools="tap,hover,reset",
-            toolbar_location=None, output_backend=_BACKEND, x_range=Range1d(0, 1),
-            y_range=Range1d(0, 1),
+            toolbar_location=None, output_backend=_BACKEND, x_range=Range1d(start=0, end=1),
+            y_range=Range1d(start=0, end=1),
             tooltips=[("channel", "@channel"), ("cell", "@mx, @my"), ("pull", "@pull"),
                       ("new", "@new")],
         )  # fmt: skip
@@ -458,7 +455,7 @@ class Payloads(pn.viewable.Viewer):
         _mark_drawn(self.fit_model, "fitDrawn")
         self.fit_fig = figure(
             width=_SIDE_W, height=_PLOT_H, tools="pan,wheel_zoom,box_zoom,reset",
-            x_range=Range1d(0, 1),
+            x_range=Range1d(start=0, end=1),
             title="the channel's fit: histogram, model and components",
         )  # fmt: skip
         self.fit_fig.quad(left="left", right="right", top="top", bottom=0, source=self.fit_hist,
@@ -494,7 +491,7 @@ class Payloads(pn.viewable.Viewer):
         self.history_fig.legend.label_text_font_size = "8pt"
 
         for tap in self.map_fig.select(type=TapTool):
-            tap.behavior = "select"
+            tap.behavior = "select"  # type: ignore[attr-defined]
         self.source.selected.on_change("indices", self._on_tap)
         # one toolbar for the payload's plots, one for the channel's: a change of the channel
         # lays out and paints the channel's plots only, never the payload's 8736-point ones
