@@ -1011,10 +1011,10 @@ class Payloads(pn.viewable.Viewer):
         edges = np.asarray(fv.edges, float)
         counts = np.asarray(fv.counts, float)
         errors = np.asarray(fv.errors, float)
-        centres = 0.5 * (edges[:-1] + edges[1:])
+        centres = 0.5 * (edges[:-1] + edges[1:]) if edges.size else np.zeros(0)
         self.fit_hist.data = {
-            "left": edges[:-1],
-            "right": edges[1:],
+            "left": edges[:-1] if edges.size else np.zeros(0),
+            "right": edges[1:] if edges.size else np.zeros(0),
             "top": counts,
             "x": centres,
             "lo": counts - errors,
@@ -1034,9 +1034,14 @@ class Payloads(pn.viewable.Viewer):
         }
         # the x range: the bins with entries (a histogram's axis is wide)
         filled = np.flatnonzero(counts > 0)
-        lo, hi = (edges[filled[0]], edges[filled[-1] + 1]) if filled.size else (edges[0], edges[-1])
-        pad = 0.05 * (hi - lo)
-        self.fit_fig.x_range.update(start=float(lo - pad), end=float(hi + pad))
+        if filled.size:
+            lo, hi = float(edges[filled[0]]), float(edges[filled[-1] + 1])
+        elif edges.size:
+            lo, hi = float(edges[0]), float(edges[-1])
+        else:  # no histogram for this channel (the message says why)
+            lo, hi = 0.0, 1.0
+        pad = 0.05 * (hi - lo) or 0.5
+        self.fit_fig.x_range.update(start=lo - pad, end=hi + pad)
         self.fit_pulls.data = {
             "x": centres,
             "pull": np.asarray(fv.pulls, float),
