@@ -208,15 +208,38 @@ def test_manager_finds_planted_outlier_opens_fit_approves_and_downloads(
         assert (out / e.filename).read_bytes() == stored
 
 
-def test_link_reopens_the_same_view(page: Page, server: Server) -> None:
-    path = f"/payloads?tag={TAG}&payload={NAME}&channel=17&threshold=8&iov=20,50,20,50"
+def test_link_reopens_the_same_view_and_clicks_pick_channels(page: Page, server: Server) -> None:
+    path = (
+        f"/payloads?tag={TAG}&payload={NAME}&channel=17&threshold=8&iov=20,50,20,50&previous=rev:50"
+    )
     page.goto(server.base + path)
-    expect(page.locator("#payload-title")).to_contain_text("[20,50,20,50]")
+    expect(page.locator("#payload-title")).to_contain_text("revision 51 [20,50,20,50]")
+    expect(page.locator("#previous-source")).to_have_text("revision 50")
     expect(page.locator("#channel-head")).to_contain_text("channel 17")
     expect(page.locator(".outlier-threshold input")).to_have_value("8")
     expect(page.locator(".outlier-info")).to_contain_text("|pull| > 8")
     q = query(page)
     assert (q["tag"], q["payload"], q["channel"], q["iov"]) == (TAG, NAME, "17", "20,50,20,50")
+    assert q["previous"] == "rev:50"
+    # compared with another tag instead: the one it replaces, picked by name
+    page.locator(".previous-select select").select_option(label="tag review_previous")
+    expect(page.locator("#previous-source")).to_contain_text("review_previous [20,0,-1,-1]")
+    expect(page).to_have_url(
+        re.compile("previous=tag%3Areview_previous|previous=tag:review_previous")
+    )
+    # a click on the detector map (its middle) or on the value plot opens that channel's fit
+    canvases = page.locator(".bk-Canvas")
+    box = canvases.nth(1).bounding_box()
+    assert box is not None
+    page.mouse.click(box["x"] + box["width"] * 0.45, box["y"] + box["height"] * 0.5)
+    expect(page.locator("#channel-head")).not_to_contain_text("channel 17")
+    mapped = page.locator("#channel-head").inner_text()
+    box = canvases.nth(0).bounding_box()
+    assert box is not None
+    page.mouse.click(box["x"] + box["width"] * 0.3, box["y"] + box["height"] * 0.5)
+    expect(page.locator("#channel-head")).not_to_have_text(mapped)
+    expect(page.locator("#channel-head")).to_contain_text(f"{NAME} channel ")
+    assert query(page)["channel"] != "17"
 
 
 def test_expert_of_another_detector_viewer_and_anonymous_cannot_approve(
