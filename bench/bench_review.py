@@ -216,10 +216,11 @@ def write_section(
     section = "\n".join(lines)
     path = HERE / "RESULTS.md"
     text = path.read_text() if path.exists() else "# Benchmark results\n\n"
-    start = text.find(head)
+    start = text.find(head + "\n")
     if start >= 0:
         end = text.find("\n## ", start + len(head))
-        text = text[:start] + section + ("" if end < 0 else text[end + 1 :])
+        rest = "" if end < 0 else "\n" + text[end + 1 :]
+        text = text[:start] + section + rest
     else:
         text = text.rstrip("\n") + "\n\n" + section
     path.write_text(text.rstrip("\n") + "\n")
