@@ -190,6 +190,7 @@ class Payloads(pn.viewable.Viewer):
             self.user = session_user(self.db)  # served: the login decides, nothing else
         self._busy = False
         self._history_key: Any = None
+        self._other_tag = False
         self._x = np.zeros(0)
         self._map_title = "detector map"
         self._shown: dict[str, Any] = {}
@@ -199,6 +200,27 @@ class Payloads(pn.viewable.Viewer):
 
         self._build_widgets()
         self._build_figures()
+        # one payload's view: shown once a payload is
+        self.payload_view = pn.Column(
+            pn.Row(
+                self.iov_select,
+                self.column_select,
+                self.previous_select,
+                self.threshold_input,
+                self.map_select,
+            ),
+            pn.Row(
+                pn.pane.Bokeh(self.grid, height=3 * _PLOT_H + 10, width=_PLOT_W + _SIDE_W + 40),
+                pn.Column(self.status_counts, self.outlier_info, self.outlier_table),
+            ),
+            pn.Row(
+                pn.pane.Bokeh(
+                    self.channel_grid, height=_PLOT_H + _PULLS_H + 10, width=_PLOT_W + _SIDE_W + 40
+                ),
+                pn.Column(self.fit_info, self.history_info, width=_TABLE_W),
+            ),
+            sizing_mode="stretch_width",
+        )
         self.param.watch(
             self._reconcile,
             ["tag", "payload", "iov", "column", "previous", "threshold", "channel"],
@@ -529,6 +551,7 @@ class Payloads(pn.viewable.Viewer):
     def _show_tag(self) -> None:
         if self._shown.get("tag") == self.tag and self._summary is not None:
             return
+        self._other_tag = self._shown.get("tag") is not None
         self._shown = {"tag": self.tag}
         self._summary = None
         self._comparison = None
@@ -554,6 +577,13 @@ class Payloads(pn.viewable.Viewer):
             self._update_review()
             return
         self._tags[self.tag] = self._summary.tag
+        names = {r.name for r in self._summary.rows}
+        moved = self._other_tag and self.payload not in names  # picked another tag
+        if self._summary.rows and (not self.payload or moved):
+            # the worst payload first (inside _reconcile: no watcher acts on these)
+            self.param.update(
+                payload=self._summary.rows[0].name, iov="", column="", previous="", channel=None
+            )
         self.summary_table.value = self._summary_frame()
         self.summary_table.height = min(320, 40 + 31 * len(self.summary_table.value))
         if self.summary_table.style is not None:
@@ -644,6 +674,7 @@ class Payloads(pn.viewable.Viewer):
             self._clear_payload()
             return
         self._comparison = comp
+        _set(self.payload_view, "visible", True)
         self._say("")
         # the parameters say what is shown (the library's choice where they said nothing)
         with param.discard_events(self):
@@ -672,6 +703,9 @@ class Payloads(pn.viewable.Viewer):
         return options
 
     def _clear_payload(self) -> None:
+        # hidden only while there is nothing to show (a tag opens on its worst payload): showing
+        # it again lays the page out anew, which a change of payload need not
+        _set(self.payload_view, "visible", False)
         self.source.data = {k: np.zeros(0) for k in self.source.data}
         self.lines.data = {k: np.zeros(0) for k in self.lines.data}
         self._x = np.zeros(0)
@@ -1251,23 +1285,7 @@ class Payloads(pn.viewable.Viewer):
             self.summary_table,
             review_card,
             self.title,
-            pn.Row(
-                self.iov_select,
-                self.column_select,
-                self.previous_select,
-                self.threshold_input,
-                self.map_select,
-            ),
-            pn.Row(
-                pn.pane.Bokeh(self.grid, height=3 * _PLOT_H + 10, width=_PLOT_W + _SIDE_W + 40),
-                pn.Column(self.status_counts, self.outlier_info, self.outlier_table),
-            ),
-            pn.Row(
-                pn.pane.Bokeh(
-                    self.channel_grid, height=_PLOT_H + _PULLS_H + 10, width=_PLOT_W + _SIDE_W + 40
-                ),
-                pn.Column(self.fit_info, self.history_info, width=_TABLE_W),
-            ),
+            self.payload_view,
             sizing_mode="stretch_width",
         )
 

@@ -16,8 +16,9 @@ the second animation frame after the new data reached its figure (the page marks
 ``document.body.dataset``), so they hold the server's work, the websocket and the drawing.
 
 * first render: clicking the payload's row of the tag's summary until its channel plots, map
-  and pull distribution are drawn (the page open on the tag); and a cold page load of the
-  payload's URL (the whole page: Bokeh and Panel's JavaScript, the session, the payload);
+  and pull distribution are drawn (the page open on the tag showing another of its payloads,
+  as a reviewer goes from one to the next); and a cold page load of the payload's URL (the
+  whole page: Bokeh and Panel's JavaScript, the session, the payload);
 * drill-down: clicking an outlier of the table until the channel's fit is drawn;
 * history: the same click until the channel's history over the IoVs of the tag (and the mean
   and spread of all channels) is drawn; the first is cold (every revision decoded), the others
@@ -115,7 +116,14 @@ def measure(url: str, tag: str, payload: str, repeat: int) -> dict[str, list[flo
         context = browser.new_context(viewport={"width": 1400, "height": 1000})
         page = context.new_page()
         # a low outlier threshold: hundreds of outliers to click through (and a full table)
+        # the page opens on another payload of the tag; the click switches to the one measured
+        from b2calib.conditions import ConditionsDB
+        from b2calib.review import tag_summary
+
+        others = [r.name for r in tag_summary(ConditionsDB(url), tag).rows if r.name != payload]
         opened = f"{server.base}/payloads?tag={tag}&threshold={THRESHOLD}"
+        if others:
+            opened += f"&payload={others[0]}"
         _login(page, server.base, f"/payloads?tag={tag}")
         row = '.payloads-summary .tabulator-cell[tabulator-field="payload"]'
         page.wait_for_selector(row)
@@ -203,7 +211,8 @@ def write_section(
         )
     lines += [
         "",
-        "Times in the browser from the click (first render: the payload's row of the summary; "
+        "Times in the browser from the click (first render: the payload's row of the summary, "
+        "the page showing another payload of the tag; "
         "drill-down and history: an outlier's row, the outlier threshold at "
         f"{THRESHOLD} for hundreds of them, or, with fewer outliers than clicks, a point of "
         "the value plot) to the second animation frame after the "

@@ -1,8 +1,9 @@
 """A synthetic staging tag for the payload validation page (browser tests and bench): one
 ``ecl-time`` calibration job staged ECLCrystalTimeOffset for the 8736 ECL crystals in 100 IoVs
-(one a run) with its diagnostics (the crystal-time histogram and the per-crystal Gaussian fits
-the drill-down shows), it replaces the one IoV of tag ``review_previous``, and crystal
-:data:`PLANTED` is an outlier planted 10 ns off (in its fitted histogram, so in every IoV)."""
+(one a run), and ECLCrateTimeOffset for its 52 crates in one IoV, with its diagnostics (the
+crystal-time histogram and the per-crystal Gaussian fits the drill-down shows); the crystals'
+offsets replace the one IoV of tag ``review_previous``, and crystal :data:`PLANTED` is an
+outlier planted 10 ns off (in its fitted histogram, so in every IoV)."""
 
 from __future__ import annotations
 
@@ -21,6 +22,8 @@ N_CRYSTALS = 8736
 N_IOVS = 100
 EXP = 20
 TAG, PREVIOUS, NAME = "review_staging", "review_previous", "ECLCrystalTimeOffset"
+#: The tag's other payload name (first in its summary: the page opens on it).
+CRATE_NAME, N_CRATES = "ECLCrateTimeOffset", 52
 #: The crystal planted 10 ns off in the last IoV (the worst outlier by far).
 PLANTED = 4242
 #: Users: name -> (password, role, detectors).
@@ -111,11 +114,21 @@ def build_database(path: Path, seed: int = 18) -> str:
         values = offsets + mu + drift + rng.normal(0.0, 0.01, N_CRYSTALS)
         values[status != 0] = offsets[status != 0]
         items.append((IoV(EXP, r, EXP, r), _payload(values, errs, status, f"run {r}")))
+    # the crates' offsets: one payload for the whole job (the tag's second payload name)
+    crates = Payload(
+        CRATE_NAME,
+        keys={"crate": np.arange(1, N_CRATES + 1, dtype=np.int32)},
+        values={"value": rng.normal(0.0, 0.05, N_CRATES)},
+        errors={"value": np.full(N_CRATES, 0.05)},
+        status=np.zeros(N_CRATES, np.int8),
+        metadata={"units": {"value": "ns"}, "description": "review sample: crate offsets"},
+    )
+    items.append((IoV(EXP, 1, EXP, N_IOVS), crates))
     iov = f"{EXP},1,{EXP},{N_IOVS}"
     summary = {
         "executions": [
-            {"algorithm": "ecl_time", "iov": iov, "message": "bench", "payloads": [NAME],
-             "runs": runs, "status": "OK", "step": step}
+            {"algorithm": "ecl_time", "iov": iov, "message": "review sample",
+             "payloads": [NAME, CRATE_NAME], "runs": runs, "status": "OK", "step": step}
         ],
         "channels": {"OK": int((status == 0).sum()), "NOT_ENOUGH_DATA": int((status != 0).sum())},
     }  # fmt: skip

@@ -22,7 +22,7 @@ from playwright.sync_api import Browser, Page, expect, sync_playwright
 from b2calib.conditions import ConditionsDB, LocalDatabase
 from b2calib.qa.store import QADatabase
 from tests.browser_server import Server
-from tests.review_sample import NAME, PLANTED, TAG, USERS, build_database
+from tests.review_sample import CRATE_NAME, NAME, PLANTED, TAG, USERS, build_database
 
 pytestmark = [
     pytest.mark.ui,
@@ -109,7 +109,10 @@ def test_page_builds_without_server_and_library_refusals_are_shown(db_url: str) 
     doc = Document()
     doc.add_root(pn.Column(page).get_root(doc))
     assert page.tag == TAG  # the staging tag is the page's first choice
-    assert page.summary_table.value["payload"].tolist() == [NAME]
+    # both payload names of the tag, the page open on the first (the worst, then by name)
+    assert page.summary_table.value["payload"].tolist() == [CRATE_NAME, NAME]
+    assert page.payload == CRATE_NAME
+    assert len(page.source.data["channel"]) == 52
     assert page.approve_button.disabled  # nobody logged in
     page.param.update(payload=NAME)
     assert page.outlier_table.value["channel"].iloc[0] == PLANTED
@@ -251,16 +254,17 @@ def test_expert_of_another_detector_viewer_and_anonymous_cannot_approve(
         context = browser.new_context(viewport={"width": 1400, "height": 1000})
         page = context.new_page()
         if who is None:
-            page.goto(server.base + "/payloads")
+            page.goto(server.base + f"/payloads?tag={TAG}")
             expect(page.locator("#whoami")).to_contain_text("anonymous")
         else:
-            login(page, server, who)
+            login(page, server, who, path=f"/payloads?tag={TAG}")
+        expect(page.locator(".payloads-tag select")).to_have_value(re.compile(f"^{TAG} "))
         expect(page.locator(".approve-tag button")).to_be_disabled()
         expect(page.locator(".reject-tag button")).to_be_disabled()
         refusal = page.locator("#review-refusal")
         if who == "alice":
             expect(refusal).to_contain_text("alice")
-            expect(refusal).to_contain_text("ECL")
+            expect(refusal).to_contain_text("detectors: ECL")
             shoot(page, "refused", full_page=False)
         elif who is None:
             expect(refusal).to_contain_text("Read only")
