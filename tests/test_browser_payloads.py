@@ -135,6 +135,18 @@ def test_page_builds_without_server_and_library_refusals_are_shown(db_url: str) 
     assert p.review_message.object.startswith("Refused: ")
     assert conditions.tag(TAG).state == "TESTING"
     assert reviews(conditions, TAG) == []
+    # the manager rejects (a comment is required): back to OPEN, recorded
+    boss = Payloads(db=db, user=db.users.get("boss"), tag=TAG)
+    assert not boss.reject_button.disabled
+    boss._review_tag("reject")
+    assert "comment is required" in boss.review_message.object
+    boss.review_comment.value = "crystal 4242 first (test)"
+    boss._review_tag("reject")
+    assert boss.review_message.object.endswith("reject by boss (manager), TESTING → OPEN.")
+    assert conditions.tag(TAG).state == "OPEN"
+    assert boss.reviews_table.value["action"].tolist() == ["reject"]
+    assert boss.approve_button.disabled  # OPEN: nothing to approve
+    conditions.set_state(TAG, "TESTING")  # staged again, for the tests below
 
 
 # ----------------------------------------------------------- the reviewer's walk through
@@ -181,12 +193,13 @@ def test_manager_finds_planted_outlier_opens_fit_approves_and_downloads(
     page.locator(".approve-tag button").click()
     expect(page.locator(".review-message")).to_contain_text("approve by boss (manager)")
     expect(page.locator("#tag-state")).to_have_text("VALIDATED")
-    expect(page.locator(".reviews-table .tabulator-row")).to_have_count(1)
+    expect(page.locator(".reviews-table .tabulator-row")).to_have_count(2)  # reject, approve
     expect(page.locator(".reviews-table")).to_contain_text("planted outlier understood (test)")
     assert conditions.tag(TAG).state == "VALIDATED"
     from b2calib.review import reviews
 
-    (r,) = reviews(conditions, TAG)
+    rejected, r = reviews(conditions, TAG)
+    assert rejected.action == "reject"
     assert (r.user, r.role, r.action, r.state_from, r.state_to) == (
         "boss", "manager", "approve", "TESTING", "VALIDATED",
     )  # fmt: skip
