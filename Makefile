@@ -140,6 +140,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/bench_qa.py
 	$(BIN)/python bench/bench_imports.py
 	$(BIN)/python bench/bench_prompt.py
+	$(BIN)/python bench/bench_review.py
 	$(BIN)/python bench/bench_qa_collect.py
 	@# the drill-down and the conditions page (in Chromium), on the database `make demo` leaves
 	@if [ -f $(DEMO_DB) ]; then $(BIN)/python bench/bench_fitview.py $(DEMO_DB) && \
