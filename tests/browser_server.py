@@ -8,10 +8,13 @@ import socket
 import subprocess
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
 from typing import Any
+
+import pytest
 
 from b2calib.qa import Thresholds
 from b2calib.qa.monitoring import collect_qa
@@ -25,6 +28,24 @@ USERS = {
     "vic": ("vic-secret-1", "viewer", ()),
 }
 REFERENCE_RUN = (12, 1)
+#: The browser the tests drive: Debian's chromium (`make system-deps` installs it).
+CHROMIUM = Path("/usr/bin/chromium")
+
+
+@contextmanager
+def chromium() -> Iterator[Any]:
+    """A headless :data:`CHROMIUM` driven by Playwright (a ``playwright.sync_api.Browser``),
+    closed on exit; the test fails, saying how to install it, when it is missing."""
+    from playwright.sync_api import sync_playwright
+
+    if not CHROMIUM.exists():
+        pytest.fail("Debian's chromium is missing: `make system-deps` installs it")
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=str(CHROMIUM), headless=True)
+        try:
+            yield b
+        finally:
+            b.close()
 
 
 def prepare_database(sample: Path, path: Path) -> str:

@@ -19,18 +19,17 @@ import numpy as np
 import psutil
 import pytest
 import scipy.stats
-from playwright.sync_api import Browser, Locator, Page, Route, expect, sync_playwright
+from playwright.sync_api import Browser, Locator, Page, Route, expect
 from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
 from b2calib.qa.store import QADatabase
 from b2calib_apps.auth import SESSION_COOKIE
-from tests.browser_server import USERS, Server, prepare_database
+from tests.browser_server import USERS, Server, chromium, prepare_database
 
 pytestmark = pytest.mark.ui
 
 REPO = Path(__file__).resolve().parent.parent
 SCREENSHOTS = REPO / "build" / "test-artifacts" / "screenshots"
-CHROMIUM = Path("/usr/bin/chromium")
 TIMEOUT_MS = 30_000
 
 expect.set_options(timeout=TIMEOUT_MS)
@@ -43,12 +42,8 @@ def db_url(sample: Path, tmp_path_factory: pytest.TempPathFactory) -> str:
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    if not CHROMIUM.exists():
-        pytest.fail("Debian's chromium is missing: `make system-deps` installs it")
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=str(CHROMIUM), headless=True)
+    with chromium() as b:
         yield b
-        b.close()
 
 
 @pytest.fixture(scope="module")

@@ -24,18 +24,17 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlencode, urlparse
 
 import pytest
-from playwright.sync_api import Browser, Locator, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Locator, Page, expect
 from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
 from b2calib.conditions import ConditionsDB, IoV
 from b2calib_apps.serve import APPS
-from tests.browser_server import Server, prepare_database
+from tests.browser_server import Server, chromium, prepare_database
 
 pytestmark = pytest.mark.ui
 
 REPO = Path(__file__).resolve().parent.parent
 SCREENSHOTS = REPO / "build" / "test-artifacts" / "screenshots"
-CHROMIUM = Path("/usr/bin/chromium")
 TIMEOUT_MS = 30_000
 #: The README's screenshots: a laptop's window.
 README_VIEWPORT = {"width": 1280, "height": 800}
@@ -74,12 +73,8 @@ def conditions(db_url: str) -> Iterator[ConditionsDB]:
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    if not CHROMIUM.exists():
-        pytest.fail("Debian's chromium is missing: `make system-deps` installs it")
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=str(CHROMIUM), headless=True)
+    with chromium() as b:
         yield b
-        b.close()
 
 
 @pytest.fixture(scope="module")

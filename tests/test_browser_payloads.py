@@ -17,11 +17,11 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlparse
 
 import pytest
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, expect
 
 from b2calib.conditions import ConditionsDB, LocalDatabase
 from b2calib.qa.store import QADatabase
-from tests.browser_server import Server
+from tests.browser_server import Server, chromium
 from tests.review_sample import CRATE_NAME, NAME, PLANTED, TAG, USERS, build_database
 
 pytestmark = [
@@ -32,7 +32,6 @@ pytestmark = [
 
 REPO = Path(__file__).resolve().parent.parent
 SCREENSHOTS = REPO / "build" / "test-artifacts" / "screenshots"
-CHROMIUM = Path("/usr/bin/chromium")
 TIMEOUT_MS = 60_000
 
 expect.set_options(timeout=TIMEOUT_MS)
@@ -45,12 +44,8 @@ def db_url(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    if not CHROMIUM.exists():
-        pytest.fail("Debian's chromium is missing: `make system-deps` installs it")
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=str(CHROMIUM), headless=True)
+    with chromium() as b:
         yield b
-        b.close()
 
 
 @pytest.fixture(scope="module")
