@@ -134,6 +134,13 @@ def _fmt(x: Any, digits: int = 4) -> str:
     return "" if not np.isfinite(v) else f"{v:.{digits}g}"
 
 
+def _pm(value: Any, error: Any) -> str:
+    """``value ± error``; the value alone when there is no error (a payload without
+    uncertainties), "none" when there is no value."""
+    v, e = _fmt(value), _fmt(error)
+    return (f"{v} ± {e}" if e else v) if v else "none"
+
+
 def _counts_text(counts: Mapping[str, int]) -> str:
     return ", ".join(f"{k} {v}" for k, v in counts.items() if v)
 
@@ -825,26 +832,43 @@ class Payloads(pn.viewable.Viewer):
             start, end = span(*columns, pad=0.0 if rng in self._map_ranges else 0.05)
             rng.update(start=start, end=end, reset_start=start, reset_end=end)
 
+    def _map_shown(self, comp: Any) -> str:
+        """The column the map colours: the one asked for, but the difference when a pull is
+        asked for and no channel has one (a payload without uncertainties): a grey map would
+        hide its outliers."""
+        if (
+            self.map_column == "pull"
+            and comp is not None
+            and not np.isfinite(np.asarray(comp.pull, float)).any()
+        ):
+            return "diff"
+        return self.map_column
+
     def _map_colour(self, comp: Any) -> np.ndarray:
-        column = {"pull": comp.pull, "value": comp.new_value, "diff": comp.diff}[self.map_column]
+        shown = self._map_shown(comp)
+        column = {"pull": comp.pull, "value": comp.new_value, "diff": comp.diff}[shown]
         return np.asarray(column, dtype=np.float64)
 
     def _set_map_range(self) -> None:
         colour = np.asarray(self.source.data["colour"], float)
         finite = colour[np.isfinite(colour)]
-        if self.map_column == "pull":
+        shown = self._map_shown(self._comparison)
+        if shown == "pull":
             self.mapper.palette = list(reversed(RdBu11))
             bound = max(self.threshold, 1.0)
             self.mapper.low, self.mapper.high = -bound, bound
         elif finite.size:
             self.mapper.palette = Viridis256
             lo, hi = np.percentile(finite, [1.0, 99.0])
-            if self.map_column == "diff":
+            if shown == "diff":
                 bound = max(abs(lo), abs(hi)) or 1.0
                 self.mapper.palette = list(reversed(RdBu11))
                 lo, hi = -bound, bound
             self.mapper.low, self.mapper.high = float(lo), float(hi) if hi > lo else float(lo) + 1
-        _set(self.map_fig.title, "text", f"{self._map_title}: {MAP_COLUMNS[self.map_column]}")
+        title = f"{self._map_title}: {MAP_COLUMNS[shown]}"
+        if shown != self.map_column:
+            title += " (no pulls)"
+        _set(self.map_fig.title, "text", title)
 
     def _recolour_map(self, *_events: Any) -> None:
         if self._comparison is None:
@@ -1028,9 +1052,10 @@ class Payloads(pn.viewable.Viewer):
         status_name = dict(comp.status_names).get(int(comp.status_new[row]), "?")
         head = (
             f'<h4 id="channel-head" style="margin:2px 0">{html.escape(comp.name)} channel {ch}'
-            f"</h4><p>new {_fmt(comp.new_value[row])} ± {_fmt(comp.new_error[row])}, previous "
-            f"{_fmt(comp.old_value[row])} ± {_fmt(comp.old_error[row])}, pull "
-            f"{_fmt(comp.pull[row], 3)}; channel status {html.escape(status_name)}</p>"
+            f"</h4><p>new {_pm(comp.new_value[row], comp.new_error[row])}, previous "
+            f"{_pm(comp.old_value[row], comp.old_error[row])}, pull "
+            f"{_fmt(comp.pull[row], 3) or 'none (no uncertainty)'}; channel status "
+            f"{html.escape(status_name)}</p>"
         )
         try:
             fv = _fit_view(self.conditions, self.tag, comp.name, ch, iov=comp.iov)
@@ -1083,7 +1108,8 @@ class Payloads(pn.viewable.Viewer):
         }
         _set(self.fit_fig.xaxis[0], "axis_label", fv.x_label)
         parameters = "".join(
-            f"<tr><td>{html.escape(k)}</td><td>{_fmt(v)}</td><td>± {_fmt(e)}</td></tr>"
+            f"<tr><td>{html.escape(k)}</td><td>{_fmt(v)}</td>"
+            f"<td>{'± ' + _fmt(e) if _fmt(e) else ''}</td></tr>"
             for k, (v, e) in fv.parameters.items()
         )
         self.fit_info.object = (
