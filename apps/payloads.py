@@ -280,6 +280,8 @@ class Payloads(pn.viewable.Viewer):
             pagination=None,
             height=300,
             sizing_mode="stretch_width",
+            # a long reason is cut in its cell: the whole text on hover (and under the payload)
+            configuration={"columnDefaults": {"tooltip": True}},
             css_classes=["payloads-summary"],
         )
         self.summary_table.on_click(self._on_summary_click)
@@ -413,6 +415,9 @@ class Payloads(pn.viewable.Viewer):
                 y_range=Range1d(start=0, end=1),
             )  # fmt: skip
             f.on_event(Tap, self._on_plot_tap)
+            # channel numbers as numbers up to a million (ARICH's 4e5 read 4.000e+5); PXD's
+            # 2e10 (sensor ID, u, v in one number) stays short in scientific notation
+            f.xaxis[0].formatter = BasicTickFormatter(power_limit_high=6)
             return f
 
         self.value_fig = channel_figure("new and previous value vs channel", "value")
@@ -781,7 +786,13 @@ class Payloads(pn.viewable.Viewer):
         }
         self._set_ranges(data)
         self._set_map_range()
-        key = next(iter(comp.keys), "row") if unique else "row"
+        keys = list(comp.keys)
+        if not unique:
+            key = "row"
+        elif len(keys) == 1:
+            key = keys[0]
+        else:  # a channel number combining the keys (the outlier table shows them apart)
+            key = f"channel ({', '.join(keys)})"
         # titles and labels change only when they must: a change lays the plots out again
         for f in (self.value_fig, self.diff_fig, self.pull_fig):
             _set(f.xaxis[0], "axis_label", key)
@@ -807,6 +818,20 @@ class Payloads(pn.viewable.Viewer):
             f'<span id="previous-source">{html.escape(comp.previous_source)}</span>'
             + ("" if prev is not None else " (nothing to compare with)")
             + "</p>"
+            + self._verdict_html()
+        )
+
+    def _verdict_html(self) -> str:
+        """The payload's light, verdict and whole reason (cut short in the summary table)."""
+        row = self._row()
+        if row is None:
+            return ""
+        job = f"; job status {html.escape(row.status)}" if row.status else ""
+        reason = f": {html.escape(row.reason)}" if row.reason else ""
+        return (
+            f'<p id="payload-verdict"><span style="{_light_style(row.light)};padding:1px 6px">'
+            f"{row.light}</span> verdict <b>{html.escape(row.verdict or 'not validated')}</b>"
+            f"{job}{reason}</p>"
         )
 
     def _set_ranges(self, data: Mapping[str, np.ndarray]) -> None:
