@@ -467,8 +467,10 @@ class Payloads(pn.viewable.Viewer):
             toolbar_location=None, output_backend=_BACKEND, x_range=Range1d(start=0, end=1),
             y_range=Range1d(start=0, end=1),
             tooltips=[("channel", "@channel"), ("cell", "@mx, @my"), ("pull", "@pull"),
-                      ("new", "@new")],
+                      ("difference", "@diff"), ("new", "@new")],
         )  # fmt: skip
+        # its title names the payload, the map and what the colour shows: smaller, to fit
+        self.map_fig.title.text_font_size = "11px"
         self.map_fig.rect(
             "mx", "my", width=1, height=1, source=self.source,
             fill_color={"field": "colour", "transform": self.mapper}, line_color=None,
