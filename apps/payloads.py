@@ -501,8 +501,10 @@ class Payloads(pn.viewable.Viewer):
                                 line_width="width", legend_field="label")  # fmt: skip
         self.fit_fig.legend.location = "top_right"
         self.fit_fig.legend.label_text_font_size = "8pt"
-        self.fitpull_fig = figure(width=_SIDE_W, height=_PULLS_H, title="fit pulls",
-                                  x_range=self.fit_fig.x_range, tools="")  # fmt: skip
+        self.fitpull_fig = figure(width=_SIDE_W, height=_PULLS_H,
+                                  title="fit pulls per bin: (data - model) / error",
+                                  y_axis_label="pull", x_range=self.fit_fig.x_range,
+                                  tools="")  # fmt: skip
         self.fitpull_fig.vbar(x="x", top="pull", width="width", source=self.fit_pulls,
                               color="#756bb1")  # fmt: skip
 
