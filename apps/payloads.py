@@ -525,8 +525,12 @@ class Payloads(pn.viewable.Viewer):
         self.history_fig.segment("x", "lo", "x", "hi", source=self.hist_chan, color="#1f4e8c")
         self.history_fig.scatter("x", "value", source=self.hist_chan, size=6, color="#1f4e8c",
                                  legend_label="channel")  # fmt: skip
-        self.history_fig.legend.location = "top_left"
-        self.history_fig.legend.label_text_font_size = "8pt"
+        # the legend below the plot: inside, it hid the channel's first IoV (x = 0, y ~ 0)
+        legend = self.history_fig.legend[0]
+        legend.orientation = "horizontal"
+        legend.label_text_font_size = "8pt"
+        legend.padding = legend.margin = 2
+        self.history_fig.add_layout(legend, "below")
 
         for tap in self.map_fig.select(type=TapTool):
             tap.behavior = "select"  # type: ignore[attr-defined]
@@ -1184,6 +1188,7 @@ class Payloads(pn.viewable.Viewer):
                 axis.formatter = BasicTickFormatter()
             _set(axis, "major_label_overrides", dict(enumerate(labels)))
             _set(axis, "axis_label", "IoV (exp/runs)")
+        _set(self.history_fig.yaxis[0], "axis_label", comp.column)
         mean, spread = np.asarray(h.mean, float), np.asarray(h.spread, float)
         self.hist_band.data = {
             "x": x,
