@@ -795,8 +795,8 @@ class Payloads(pn.viewable.Viewer):
         self._set_ranges(data)
         self._set_map_range()
         keys = list(comp.keys)
-        if not unique:
-            key = "row"
+        if not unique:  # e.g. a beam spot's time intervals: rows in the payload's order
+            key = f"row ({', '.join(keys)})" if keys else "row"
         elif len(keys) == 1:
             key = keys[0]
         else:  # a channel number combining the keys (the outlier table shows them apart)
@@ -899,7 +899,10 @@ class Payloads(pn.viewable.Viewer):
                 lo, hi = -bound, bound
             self.mapper.low, self.mapper.high = float(lo), float(hi) if hi > lo else float(lo) + 1
         title = f"{self._map_title}: {MAP_COLUMNS[shown]}"
-        if shown != self.map_column:
+        map_x = getattr(self, "_map_xy", (np.zeros(0),))[0]
+        if len(map_x) and np.isnan(map_x).all():  # no map drawn: its colour is no question
+            title = self._map_title
+        elif shown != self.map_column:
             title += " (no pulls)"
         _set(self.map_fig.title, "text", title)
 
