@@ -7,6 +7,7 @@ Nothing here computes physics: it asks the QA database and lays out what it answ
 from __future__ import annotations
 
 import math
+from types import SimpleNamespace
 from typing import Any
 
 import holoviews as hv
@@ -157,9 +158,13 @@ def header(title: str, user: Any) -> pn.viewable.Viewable:
 
 # ------------------------------------------------------------------------ cached reads
 @pn.cache(max_items=2000, ttl=60)
-def histogram_pair(key: str, exp: int, run: int, detector: str, name: str) -> dict[str, Any]:
+def histogram_pair(
+    key: str, exp: int, run: int, detector: str, name: str,
+    ref_exp: int | None = None, ref_run: int | None = None,
+) -> dict[str, Any]:  # fmt: skip
     """Bin edges and contents of a run's QA histogram and of its reference (scaled to the run's
-    entries); only these aggregates reach the browser."""
+    entries): run ``ref_exp/ref_run`` when given (the one its stored test used), else the
+    histogram's reference now; only these aggregates reach the browser."""
     db = _DATABASES[key]
     h = db.histograms.get(exp, run, detector, name)
     out: dict[str, Any] = {
@@ -169,7 +174,9 @@ def histogram_pair(key: str, exp: int, run: int, detector: str, name: str) -> di
         "ref_values": None,
         "ref_run": None,
     }
-    ref = db.histograms.reference(detector, name)
+    ref: Any = db.histograms.reference(detector, name)
+    if ref_exp is not None and ref_run is not None:
+        ref = SimpleNamespace(exp=ref_exp, run=ref_run)
     if ref is not None:
         try:
             rh = db.histograms.get(ref.exp, ref.run, detector, name)
@@ -187,7 +194,11 @@ def histogram_plot(
     key: str, exp: int, run: int, detector: str, name: str, stored: Any = None
 ) -> hv.Element | hv.Overlay:
     """One QA histogram of a run overlaid on its (scaled) reference, titled with the test."""
-    data = histogram_pair(key, exp, run, detector, name)
+    # the reference the stored test was computed with (the histogram's reference may have
+    # changed since: the curve drawn is then the one the statistic and p-value are about)
+    ref_exp = getattr(stored, "reference_exp", None)
+    ref_run = getattr(stored, "reference_run", None)
+    data = histogram_pair(key, exp, run, detector, name, ref_exp, ref_run)
     status = getattr(getattr(stored, "comparison", None), "status", None)
     status_name = getattr(status, "name", "NONE")
     colour = STATUS_COLORS.get(status_name, STATUS_COLORS["NONE"])

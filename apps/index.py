@@ -46,6 +46,12 @@ def _card(path: str, name: str, text: str) -> str:
     )
 
 
+def _and(items: list[int]) -> str:
+    """'14', '14 and 16', '12, 14 and 16'."""
+    words = [str(i) for i in items]
+    return words[0] if len(words) == 1 else f"{', '.join(words[:-1])} and {words[-1]}"
+
+
 def _link(path: str, text: str, **state: str) -> str:
     query = f"?{urlencode(state)}" if state else ""
     return f'<a href="/{path}{query}">{text}</a>'
@@ -77,7 +83,7 @@ class Index(pn.viewable.Viewer):
         return (
             f"<b>{_link('runsummary', f'{len(runs)} runs')}</b> in "
             f"experiment{'s' if len(exps) > 1 else ''} "
-            f"{', '.join(map(str, exps))}, {lumi:.2f} fb<sup>-1</sup> recorded;<br>"
+            f"{_and(exps)}; {lumi:.2f} fb<sup>-1</sup> recorded (run registry);<br>"
             f"run states: {_link('signoff', state_text)}."
         )
 

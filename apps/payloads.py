@@ -134,6 +134,13 @@ def _fmt(x: Any, digits: int = 4) -> str:
     return "" if not np.isfinite(v) else f"{v:.{digits}g}"
 
 
+def _pm(value: Any, error: Any) -> str:
+    """``value ± error``; the value alone when there is no error (a payload without
+    uncertainties), "none" when there is no value."""
+    v, e = _fmt(value), _fmt(error)
+    return (f"{v} ± {e}" if e else v) if v else "none"
+
+
 def _counts_text(counts: Mapping[str, int]) -> str:
     return ", ".join(f"{k} {v}" for k, v in counts.items() if v)
 
@@ -273,6 +280,8 @@ class Payloads(pn.viewable.Viewer):
             pagination=None,
             height=300,
             sizing_mode="stretch_width",
+            # a long reason is cut in its cell: the whole text on hover (and under the payload)
+            configuration={"columnDefaults": {"tooltip": True}},
             css_classes=["payloads-summary"],
         )
         self.summary_table.on_click(self._on_summary_click)
@@ -406,6 +415,9 @@ class Payloads(pn.viewable.Viewer):
                 y_range=Range1d(start=0, end=1),
             )  # fmt: skip
             f.on_event(Tap, self._on_plot_tap)
+            # channel numbers as numbers up to a million (ARICH's 4e5 read 4.000e+5); PXD's
+            # 2e10 (sensor ID, u, v in one number) stays short in scientific notation
+            f.xaxis[0].formatter = BasicTickFormatter(power_limit_high=6)
             return f
 
         self.value_fig = channel_figure("new and previous value vs channel", "value")
@@ -455,8 +467,10 @@ class Payloads(pn.viewable.Viewer):
             toolbar_location=None, output_backend=_BACKEND, x_range=Range1d(start=0, end=1),
             y_range=Range1d(start=0, end=1),
             tooltips=[("channel", "@channel"), ("cell", "@mx, @my"), ("pull", "@pull"),
-                      ("new", "@new")],
+                      ("difference", "@diff"), ("new", "@new")],
         )  # fmt: skip
+        # its title names the payload, the map and what the colour shows: smaller, to fit
+        self.map_fig.title.text_font_size = "11px"
         self.map_fig.rect(
             "mx", "my", width=1, height=1, source=self.source,
             fill_color={"field": "colour", "transform": self.mapper}, line_color=None,
@@ -487,8 +501,10 @@ class Payloads(pn.viewable.Viewer):
                                 line_width="width", legend_field="label")  # fmt: skip
         self.fit_fig.legend.location = "top_right"
         self.fit_fig.legend.label_text_font_size = "8pt"
-        self.fitpull_fig = figure(width=_SIDE_W, height=_PULLS_H, title="fit pulls",
-                                  x_range=self.fit_fig.x_range, tools="")  # fmt: skip
+        self.fitpull_fig = figure(width=_SIDE_W, height=_PULLS_H,
+                                  title="fit pulls per bin: (data - model) / error",
+                                  y_axis_label="pull", x_range=self.fit_fig.x_range,
+                                  tools="")  # fmt: skip
         self.fitpull_fig.vbar(x="x", top="pull", width="width", source=self.fit_pulls,
                               color="#756bb1")  # fmt: skip
 
@@ -509,8 +525,12 @@ class Payloads(pn.viewable.Viewer):
         self.history_fig.segment("x", "lo", "x", "hi", source=self.hist_chan, color="#1f4e8c")
         self.history_fig.scatter("x", "value", source=self.hist_chan, size=6, color="#1f4e8c",
                                  legend_label="channel")  # fmt: skip
-        self.history_fig.legend.location = "top_left"
-        self.history_fig.legend.label_text_font_size = "8pt"
+        # the legend below the plot: inside, it hid the channel's first IoV (x = 0, y ~ 0)
+        legend = self.history_fig.legend[0]
+        legend.orientation = "horizontal"
+        legend.label_text_font_size = "8pt"
+        legend.padding = legend.margin = 2
+        self.history_fig.add_layout(legend, "below")
 
         for tap in self.map_fig.select(type=TapTool):
             tap.behavior = "select"  # type: ignore[attr-defined]
@@ -774,7 +794,13 @@ class Payloads(pn.viewable.Viewer):
         }
         self._set_ranges(data)
         self._set_map_range()
-        key = next(iter(comp.keys), "row") if unique else "row"
+        keys = list(comp.keys)
+        if not unique:  # e.g. a beam spot's time intervals: rows in the payload's order
+            key = f"row ({', '.join(keys)})" if keys else "row"
+        elif len(keys) == 1:
+            key = keys[0]
+        else:  # a channel number combining the keys (the outlier table shows them apart)
+            key = f"channel ({', '.join(keys)})"
         # titles and labels change only when they must: a change lays the plots out again
         for f in (self.value_fig, self.diff_fig, self.pull_fig):
             _set(f.xaxis[0], "axis_label", key)
@@ -800,6 +826,20 @@ class Payloads(pn.viewable.Viewer):
             f'<span id="previous-source">{html.escape(comp.previous_source)}</span>'
             + ("" if prev is not None else " (nothing to compare with)")
             + "</p>"
+            + self._verdict_html()
+        )
+
+    def _verdict_html(self) -> str:
+        """The payload's light, verdict and whole reason (cut short in the summary table)."""
+        row = self._row()
+        if row is None:
+            return ""
+        job = f"; job status {html.escape(row.status)}" if row.status else ""
+        reason = f": {html.escape(row.reason)}" if row.reason else ""
+        return (
+            f'<p id="payload-verdict"><span style="{_light_style(row.light)};padding:1px 6px">'
+            f"{row.light}</span> verdict <b>{html.escape(row.verdict or 'not validated')}</b>"
+            f"{job}{reason}</p>"
         )
 
     def _set_ranges(self, data: Mapping[str, np.ndarray]) -> None:
@@ -825,26 +865,46 @@ class Payloads(pn.viewable.Viewer):
             start, end = span(*columns, pad=0.0 if rng in self._map_ranges else 0.05)
             rng.update(start=start, end=end, reset_start=start, reset_end=end)
 
+    def _map_shown(self, comp: Any) -> str:
+        """The column the map colours: the one asked for, but the difference when a pull is
+        asked for and no channel has one (a payload without uncertainties): a grey map would
+        hide its outliers."""
+        if (
+            self.map_column == "pull"
+            and comp is not None
+            and not np.isfinite(np.asarray(comp.pull, float)).any()
+        ):
+            return "diff"
+        return self.map_column
+
     def _map_colour(self, comp: Any) -> np.ndarray:
-        column = {"pull": comp.pull, "value": comp.new_value, "diff": comp.diff}[self.map_column]
+        shown = self._map_shown(comp)
+        column = {"pull": comp.pull, "value": comp.new_value, "diff": comp.diff}[shown]
         return np.asarray(column, dtype=np.float64)
 
     def _set_map_range(self) -> None:
         colour = np.asarray(self.source.data["colour"], float)
         finite = colour[np.isfinite(colour)]
-        if self.map_column == "pull":
+        shown = self._map_shown(self._comparison)
+        if shown == "pull":
             self.mapper.palette = list(reversed(RdBu11))
             bound = max(self.threshold, 1.0)
             self.mapper.low, self.mapper.high = -bound, bound
         elif finite.size:
             self.mapper.palette = Viridis256
             lo, hi = np.percentile(finite, [1.0, 99.0])
-            if self.map_column == "diff":
+            if shown == "diff":
                 bound = max(abs(lo), abs(hi)) or 1.0
                 self.mapper.palette = list(reversed(RdBu11))
                 lo, hi = -bound, bound
             self.mapper.low, self.mapper.high = float(lo), float(hi) if hi > lo else float(lo) + 1
-        _set(self.map_fig.title, "text", f"{self._map_title}: {MAP_COLUMNS[self.map_column]}")
+        title = f"{self._map_title}: {MAP_COLUMNS[shown]}"
+        map_x = getattr(self, "_map_xy", (np.zeros(0),))[0]
+        if len(map_x) and np.isnan(map_x).all():  # no map drawn: its colour is no question
+            title = self._map_title
+        elif shown != self.map_column:
+            title += " (no pulls)"
+        _set(self.map_fig.title, "text", title)
 
     def _recolour_map(self, *_events: Any) -> None:
         if self._comparison is None:
@@ -1028,9 +1088,10 @@ class Payloads(pn.viewable.Viewer):
         status_name = dict(comp.status_names).get(int(comp.status_new[row]), "?")
         head = (
             f'<h4 id="channel-head" style="margin:2px 0">{html.escape(comp.name)} channel {ch}'
-            f"</h4><p>new {_fmt(comp.new_value[row])} ± {_fmt(comp.new_error[row])}, previous "
-            f"{_fmt(comp.old_value[row])} ± {_fmt(comp.old_error[row])}, pull "
-            f"{_fmt(comp.pull[row], 3)}; channel status {html.escape(status_name)}</p>"
+            f"</h4><p>new {_pm(comp.new_value[row], comp.new_error[row])}, previous "
+            f"{_pm(comp.old_value[row], comp.old_error[row])}, pull "
+            f"{_fmt(comp.pull[row], 3) or 'none (no uncertainty)'}; channel status "
+            f"{html.escape(status_name)}</p>"
         )
         try:
             fv = _fit_view(self.conditions, self.tag, comp.name, ch, iov=comp.iov)
@@ -1083,7 +1144,8 @@ class Payloads(pn.viewable.Viewer):
         }
         _set(self.fit_fig.xaxis[0], "axis_label", fv.x_label)
         parameters = "".join(
-            f"<tr><td>{html.escape(k)}</td><td>{_fmt(v)}</td><td>± {_fmt(e)}</td></tr>"
+            f"<tr><td>{html.escape(k)}</td><td>{_fmt(v)}</td>"
+            f"<td>{'± ' + _fmt(e) if _fmt(e) else ''}</td></tr>"
             for k, (v, e) in fv.parameters.items()
         )
         self.fit_info.object = (
@@ -1129,6 +1191,7 @@ class Payloads(pn.viewable.Viewer):
                 axis.formatter = BasicTickFormatter()
             _set(axis, "major_label_overrides", dict(enumerate(labels)))
             _set(axis, "axis_label", "IoV (exp/runs)")
+        _set(self.history_fig.yaxis[0], "axis_label", comp.column)
         mean, spread = np.asarray(h.mean, float), np.asarray(h.spread, float)
         self.hist_band.data = {
             "x": x,
