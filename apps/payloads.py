@@ -56,7 +56,7 @@ from bokeh.models import (
     Range1d,
     TapTool,
 )
-from bokeh.models.annotations import ColorBar
+from bokeh.models.annotations import ColorBar, Title
 from bokeh.palettes import RdBu11, Viridis256
 from bokeh.plotting import figure
 
@@ -470,7 +470,9 @@ class Payloads(pn.viewable.Viewer):
                       ("difference", "@diff"), ("new", "@new")],
         )  # fmt: skip
         # its title names the payload, the map and what the colour shows: smaller, to fit
-        self.map_fig.title.text_font_size = "11px"
+        title = self.map_fig.title
+        if isinstance(title, Title):
+            title.text_font_size = "11px"
         self.map_fig.rect(
             "mx", "my", width=1, height=1, source=self.source,
             fill_color={"field": "colour", "transform": self.mapper}, line_color=None,
@@ -529,7 +531,7 @@ class Payloads(pn.viewable.Viewer):
         legend = self.history_fig.legend[0]
         legend.orientation = "horizontal"
         legend.label_text_font_size = "8pt"
-        legend.padding = legend.margin = 2
+        legend.update(padding=2, margin=2)
         self.history_fig.add_layout(legend, "below")
 
         for tap in self.map_fig.select(type=TapTool):
