@@ -171,11 +171,18 @@ def test_status_thresholds() -> None:
     big = _hist(rng, 3000, 10, False, 0.0)
     few = compare(small, big, thresholds=th)
     assert few.status is QAStatus.TOO_FEW
-    assert np.isnan(few.p_value)
     assert "30 entries, at least 50 needed" in few.message
-    assert compare(big, hist.Hist(big.axes[0], storage=hist.storage.Int64())).status is (
-        QAStatus.TOO_FEW
-    )
+    # no verdict, but the numbers are computed and shown (issue 19: they were NaN): the same
+    # as the test without the minimum
+    full = compare(small, big, thresholds=Thresholds(min_entries=0))
+    assert (few.statistic, few.ndf, few.p_value) == (full.statistic, full.ndf, full.p_value)
+    assert np.isfinite(few.p_value)
+    assert np.isfinite(few.statistic)
+    assert few.message.startswith(full.message)
+    empty = compare(big, hist.Hist(big.axes[0], storage=hist.storage.Int64()))
+    assert empty.status is QAStatus.TOO_FEW
+    assert np.isnan(empty.p_value)
+    assert "the reference is empty" in empty.message
     with pytest.raises(ConfigError, match="p_error <= p_warning"):
         Thresholds(p_warning=0.01, p_error=0.05)
 

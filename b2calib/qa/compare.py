@@ -23,6 +23,7 @@ thresholds (:class:`Thresholds`): TOO_FEW below the minimum number of entries, E
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import math
 from dataclasses import dataclass, field
@@ -492,27 +493,24 @@ def compare(
     thresholds
         Minimum entries and p-value thresholds of this histogram (default :class:`Thresholds`).
 
-    Histograms with too few entries (either of them) are TOO_FEW without running the test, and
-    so is an empty one; so is a chi2 test with no degree of freedom (fewer than two populated
-    bins), whose p-value ROOT gives as 0 even for identical histograms.
+    Histograms with too few entries (either of them) are TOO_FEW: no verdict, but the test is
+    run and its statistic and p-value are given (a shifter still sees how far off a short run
+    is), and the message says why there is no verdict. An empty histogram is TOO_FEW without a
+    test (there is nothing to compare: statistic and p-value NaN); so is a chi2 test with no
+    degree of freedom (fewer than two populated bins), whose p-value ROOT gives as 0 even for
+    identical histograms.
     """
     th = thresholds or Thresholds()
     _check_pair(h, reference)
     n = float(np.asarray(h.values()).sum())
     n_ref = float(np.asarray(reference.values()).sum())
     entries = min(n, n_ref)
-    if entries < th.min_entries or n <= 0 or n_ref <= 0:
+    few = f"{entries:.0f} entries, at least {th.min_entries:.0f} needed"
+    if n <= 0 or n_ref <= 0:
         return Comparison(
-            method,
-            options,
-            math.nan,
-            None,
-            math.nan,
-            QAStatus.TOO_FEW,
-            n,
-            n_ref,
-            f"{entries:.0f} entries, at least {th.min_entries:.0f} needed",
-        )
+            method, options, math.nan, None, math.nan, QAStatus.TOO_FEW, n, n_ref,
+            f"{few}: {'the histogram' if n <= 0 else 'the reference'} is empty",
+        )  # fmt: skip
     if method == "chi2":
         r = chi2_test(h, reference, options)
         message = f"chi2/ndf = {r.chi2:.1f}/{r.ndf}"
@@ -522,21 +520,25 @@ def compare(
             # the test cannot tell a difference of shape, so it gives no verdict
             status = QAStatus.TOO_FEW
             message += ": fewer than two populated bins, no shape to compare"
-        return Comparison(
+        result = Comparison(
             method, options, r.chi2, r.ndf, r.p_value, status, n, n_ref, message, r.residuals,
         )  # fmt: skip
-    if method == "ks":
+    elif method == "ks":
         k = ks_test(h, reference, "" if options.upper() == "UU" else options)
         message = f"max distance {k.distance:.4f}"
-        return Comparison(
+        result = Comparison(
             method, options, k.distance, None, k.p_value, th.status(k.p_value, entries), n,
             n_ref, message,
         )  # fmt: skip
-    if method == "ad":
+    elif method == "ad":
         a = ad_test(h, reference)
         message = f"standardised A2 = {a.statistic:.2f}"
-        return Comparison(
+        result = Comparison(
             method, "", a.statistic, None, a.p_value, th.status(a.p_value, entries), n, n_ref,
             message,
         )  # fmt: skip
-    raise ConfigError(f"unknown comparison method {method!r}; use chi2, ks or ad")
+    else:
+        raise ConfigError(f"unknown comparison method {method!r}; use chi2, ks or ad")
+    if entries < th.min_entries:
+        return dataclasses.replace(result, message=f"{result.message}; {few}: no verdict")
+    return result
