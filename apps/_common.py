@@ -248,7 +248,8 @@ def comparisons_frame(stored: list[Any]) -> pd.DataFrame:
                 "p-value": _number(c.p_value),
                 "status": getattr(c.status, "name", str(c.status)),
                 "entries": c.entries,
-                "reference": f"{s.reference_exp}/{s.reference_run}",
+                "reference": f"{s.reference_exp}/{s.reference_run}"
+                + (" (this run)" if (s.exp, s.run) == (s.reference_exp, s.reference_run) else ""),
             }
         )
     columns = ["detector", "histogram", "method", "statistic", "ndf", "p-value", "status",

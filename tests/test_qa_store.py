@@ -315,6 +315,12 @@ def test_evaluate_compares_with_the_references(db: QADatabase) -> None:
         db.histograms.set_reference("ECL", "e", 3, 1, method="kl")
     status = db.status.evaluate_all(exp=3)
     assert status[(3, 1)]["CDC"] == "GOOD"  # the reference itself
+    # ... which is not compared with itself (statistic 0, p = 1 said nothing): it says so
+    (ref,) = [c for c in db.histograms.comparisons(3, 1) if c.detector == "CDC"]
+    assert ref.status == "GOOD"
+    assert "run (3, 1) is the reference of this histogram" in ref.comparison.message
+    assert np.isnan(ref.comparison.p_value)
+    assert ref.comparison.entries == 5000
     assert status[(3, 6)]["CDC"] == "ERROR"
     assert status[(3, 6)]["ECL"] == "ERROR"
     assert status[(3, 7)]["CDC"] in ("TOO_FEW", "GOOD", "WARNING")  # variables still judged

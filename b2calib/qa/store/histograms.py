@@ -9,6 +9,7 @@ variances come back as they were). A comparison is evidence for the automatic st
 from __future__ import annotations
 
 import json
+import math
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -22,7 +23,7 @@ from uhi.io import json as uhi_json
 
 from b2calib.db import Database, now
 from b2calib.exceptions import ConfigError, QAError
-from b2calib.qa.compare import Comparison, Method, Thresholds, compare
+from b2calib.qa.compare import Comparison, Method, QAStatus, Thresholds, compare
 from b2calib.qa.store.runs import Runs
 from b2calib.qa.store.tables import (
     qa_comparisons,
@@ -66,6 +67,17 @@ class StoredComparison:
     def status(self) -> str:
         """The comparison's status name."""
         return self.comparison.status.name
+
+
+def _the_reference(h: hist.Hist, ref: Reference) -> Comparison:
+    """The comparison stored for the reference run itself: GOOD (it was chosen as the good
+    run), no test statistic (a run compared with itself says nothing: statistic 0, p = 1), and
+    a message saying it is the reference."""
+    n = float(np.asarray(h.values()).sum())
+    return Comparison(
+        ref.method, ref.options, math.nan, None, math.nan, QAStatus.GOOD, n, n,
+        f"run ({ref.exp}, {ref.run}) is the reference of this histogram: not compared with itself",
+    )  # fmt: skip
 
 
 def _method(method: str) -> Method:
@@ -264,13 +276,16 @@ class Histograms:
                     if (det, name) not in ref_hists:
                         ref_hists[(det, name)] = self._histogram(conn, ref.exp, ref.run, det, name)
                     try:
-                        c = compare(
-                            h,
-                            ref_hists[(det, name)],
-                            _method(ref.method),
-                            ref.options,
-                            ref.thresholds,
-                        )
+                        if (exp, run) == (ref.exp, ref.run):
+                            c = _the_reference(h, ref)
+                        else:
+                            c = compare(
+                                h,
+                                ref_hists[(det, name)],
+                                _method(ref.method),
+                                ref.options,
+                                ref.thresholds,
+                            )
                     except ConfigError as err:
                         raise QAError(
                             f"QA histogram {det}/{name} of run ({exp}, {run}) cannot be "
