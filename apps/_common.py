@@ -174,7 +174,7 @@ def histogram_pair(
         "ref_values": None,
         "ref_run": None,
     }
-    ref: Any = db.histograms.reference(detector, name)
+    ref: Any = db.histograms.reference_of(exp, run, detector, name)
     if ref_exp is not None and ref_run is not None:
         ref = SimpleNamespace(exp=ref_exp, run=ref_run)
     if ref is not None:

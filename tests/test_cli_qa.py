@@ -59,7 +59,7 @@ def test_collect_evaluate_status_trend(collected: dict[str, str]) -> None:
     env = collected
     refs = table(run(env, "qa", "reference", "list"))
     assert refs
-    assert all(r[1:3] == ["12", "2"] for r in refs)
+    assert all(r[1:5] == ["physics", "4S", "12", "2"] for r in refs)
     out = run(env, "qa", "evaluate", "--exp", 12)
     rows = table(out)
     assert [r[1] for r in rows] == [str(r) for r in range(1, 13)]

@@ -653,3 +653,38 @@ def test_a_schema_newer_than_this_b2calib_is_one_line(db: ConditionsDB, raw: Raw
         ": the database schema is at revision 0099, which this b2calib does not know (its "
         f"newest is {HEAD}): upgrade b2calib"
     )
+
+
+def test_migration_0008_gives_references_a_run_class_and_keeps_the_history_append_only(
+    db: ConditionsDB, qa: QADatabase, raw: Raw
+) -> None:
+    """0008 keys a QA reference by run class (the one set before takes its reference run's
+    class) and adds ``confirmed`` to the flags and run states without rewriting them; the
+    append-only guards still hold; down again, one reference per histogram is kept."""
+    url = db.url
+    qa.close()
+    db.close()
+    migrate(url, "0007", down=True)
+    when = "2026-12-04 10:00:00+00:00"
+    raw.execute(
+        "INSERT INTO qa_references (detector, name, exp, run, method, options, min_entries, "
+        "p_warning, p_error, author, time) VALUES ('CDC', 'h', 3, 2, 'chi2', 'UU', 100, 0.01, "
+        f"0.0001, 'a', '{when}')"
+    )
+    raw.execute(
+        "INSERT INTO qa_flags (exp, run, detector, flag, comment, author, time) "
+        f"VALUES (3, 1, 'CDC', 'BAD', 'dead', 'mona', '{when}')"
+    )
+    migrate(url, "head")
+    ref = row(raw, "SELECT run_type, beam_energy, exp, run FROM qa_references")
+    assert ref == {"run_type": "physics", "beam_energy": "4S", "exp": 3, "run": 2}
+    assert row(raw, "SELECT flag, confirmed FROM qa_flags") == {"flag": "BAD", "confirmed": ""}
+    raw.refused("UPDATE qa_flags SET confirmed = 'x'")
+    raw.execute(
+        "INSERT INTO qa_references (detector, name, run_type, beam_energy, exp, run, method, "
+        "options, min_entries, p_warning, p_error, author, time) VALUES ('CDC', 'h', "
+        f"'physics', 'Continuum', 3, 3, 'chi2', 'UU', 100, 0.01, 0.0001, 'a', '{when}')"
+    )
+    migrate(url, "0007", down=True)
+    assert row(raw, "SELECT exp, run FROM qa_references") == {"exp": 3, "run": 2}
+    migrate(url, "head")

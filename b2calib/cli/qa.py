@@ -270,16 +270,21 @@ def qa_reference_set(
             options=options,
             thresholds=Thresholds(floor, p_warning, p_error),
         )
-        click.echo(f"{det}/{hname}: reference run ({exp}, {run}), {ref.method} {ref.options}")
+        click.echo(
+            f"{det}/{hname}: reference run ({exp}, {run}) of the {ref.run_type} "
+            f"{ref.beam_energy} runs, {ref.method} {ref.options}"
+        )
 
 
 @qa_reference.command("list")
 @_uses_db
 def qa_reference_list(qdb: QADatabase) -> None:
-    """Every QA histogram's reference and test."""
+    """Every QA histogram's references (one per class of runs: run type and beam energy) and
+    test."""
     rows = [
         [
             f"{r.detector}/{r.name}",
+            f"{r.run_type} {r.beam_energy}",
             r.exp,
             r.run,
             r.method,
@@ -290,7 +295,17 @@ def qa_reference_list(qdb: QADatabase) -> None:
         ]
         for r in qdb.histograms.references().values()
     ]
-    header = ["histogram", "exp", "run", "method", "options", "min entries", "p warn", "p err"]
+    header = [
+        "histogram",
+        "runs",
+        "exp",
+        "run",
+        "method",
+        "options",
+        "min entries",
+        "p warn",
+        "p err",
+    ]
     click.echo(table(header, sorted(rows)) if rows else "no references")
 
 

@@ -35,12 +35,18 @@ from b2calib.qa.store.tables import (
 if TYPE_CHECKING:
     from b2calib.qa.monitoring import RunQA
 
-__all__ = ["Histograms", "Reference", "StoredComparison"]
+__all__ = ["Histograms", "Reference", "RunClass", "StoredComparison"]
+
+
+#: The class of a run a reference is chosen for: (run type, beam energy).
+RunClass = tuple[str, str]
 
 
 @dataclass(frozen=True)
 class Reference:
-    """The reference run of a QA histogram and how it is compared."""
+    """The reference run of a QA histogram for one class of runs (run type and beam energy:
+    4S physics runs are compared with a 4S physics run, Continuum with Continuum, cosmics with
+    a cosmic run) and how it is compared."""
 
     detector: str
     name: str
@@ -49,6 +55,13 @@ class Reference:
     method: str
     options: str
     thresholds: Thresholds
+    run_type: str = "physics"
+    beam_energy: str = "4S"
+
+    @property
+    def run_class(self) -> RunClass:
+        """(run type, beam energy) of the runs this reference is for."""
+        return (self.run_type, self.beam_energy)
 
 
 @dataclass(frozen=True)
@@ -199,7 +212,8 @@ class Histograms:
         options: str | None = None,
         thresholds: Thresholds | None = None,
     ) -> Reference:
-        """Make run (exp, run) the reference of QA histogram ``detector/name``.
+        """Make run (exp, run) the reference of QA histogram ``detector/name`` for the runs of
+        its class (its run type and beam energy), replacing that class's reference.
 
         ``method``, ``options`` and the minimum entry count default to the histogram's
         definition (see :data:`b2calib.qa.monitoring.QA_HISTOGRAMS`), else chi2 UU and
@@ -224,15 +238,38 @@ class Histograms:
             time=now(),
         )
         with self.db.write() as conn:
+            run_type, beam_energy = self.runs.run_class(conn, exp, run)
             h = self._histogram(conn, exp, run, detector, name)
             compare(h, h, _method(method), options, thresholds)  # refuses bad options now
-            key = (t.c.detector == detector) & (t.c.name == name)
+            key = (
+                (t.c.detector == detector)
+                & (t.c.name == name)
+                & (t.c.run_type == run_type)
+                & (t.c.beam_energy == beam_energy)
+            )
             if conn.execute(sa.select(t.c.name).where(key)).first():
                 conn.execute(t.update().where(key).values(**row))
             else:
-                conn.execute(t.insert().values(detector=detector, name=name, **row))
-            self.db.log(conn, "set_reference", None, histogram=f"{detector}/{name}", reference=row)
-        return Reference(detector, name, exp, run, method, options, thresholds)
+                conn.execute(
+                    t.insert().values(
+                        detector=detector,
+                        name=name,
+                        run_type=run_type,
+                        beam_energy=beam_energy,
+                        **row,
+                    )
+                )
+            self.db.log(
+                conn,
+                "set_reference",
+                None,
+                histogram=f"{detector}/{name}",
+                run_class=f"{run_type} {beam_energy}",
+                reference=row,
+            )
+        return Reference(
+            detector, name, exp, run, method, options, thresholds, run_type, beam_energy
+        )
 
     @staticmethod
     def reference_defaults(detector: str, name: str) -> tuple[str, str, Thresholds]:
@@ -246,42 +283,55 @@ class Histograms:
             return "chi2", "UU", Thresholds()
         return d.method, d.options, Thresholds(min_entries=d.min_entries)
 
-    def reference(self, detector: str, name: str) -> Reference | None:
-        """The reference of QA histogram ``detector/name``, if one is set."""
-        return self.references().get((detector, name))
+    def reference(
+        self, detector: str, name: str, run_class: RunClass = ("physics", "4S")
+    ) -> Reference | None:
+        """The reference of QA histogram ``detector/name`` for the runs of ``run_class``
+        (run type, beam energy), if one is set."""
+        return self.references().get((detector, name, *run_class))
 
-    def references(self) -> dict[tuple[str, str], Reference]:
-        """Every QA histogram's reference."""
+    def reference_of(self, exp: int, run: int, detector: str, name: str) -> Reference | None:
+        """The reference run (exp, run)'s histogram ``detector/name`` is compared with: the
+        one of the run's class, if one is set."""
+        with self.db.read() as conn:
+            run_class = self.runs.run_class(conn, exp, run)
+        return self.reference(detector, name, run_class)
+
+    def references(self) -> dict[tuple[str, str, str, str], Reference]:
+        """Every QA histogram's references: {(detector, name, run type, beam energy): ...}."""
         with self.db.read() as conn:
             rows = conn.execute(sa.select(qa_references)).all()
-        return {(r.detector, r.name): _reference(r) for r in rows}
+        return {(r.detector, r.name, r.run_type, r.beam_energy): _reference(r) for r in rows}
 
     # -- comparisons -------------------------------------------------------------------------
 
     def compare(self, keys: Sequence[tuple[int, int]]) -> None:
-        """Compare the QA histograms of runs ``keys`` (exp, run) with their references (each
-        reference decoded once) and replace each run's stored comparisons, one transaction
-        per run."""
+        """Compare the QA histograms of runs ``keys`` (exp, run) with the references of their
+        class (each reference decoded once) and replace each run's stored comparisons, one
+        transaction per run. A histogram with no reference for its run's class is not
+        compared."""
         refs = self.references()
-        ref_hists: dict[tuple[str, str], hist.Hist] = {}
+        ref_hists: dict[tuple[int, int, str, str], hist.Hist] = {}
         t = qa_comparisons
         for exp, run in keys:
             results = []
             with self.db.read() as conn:
+                run_class = self.runs.run_class(conn, exp, run)
                 for det, name in self.keys(exp, run):
-                    ref = refs.get((det, name))
+                    ref = refs.get((det, name, *run_class))
                     if ref is None:
                         continue
                     h = self._histogram(conn, exp, run, det, name)
-                    if (det, name) not in ref_hists:
-                        ref_hists[(det, name)] = self._histogram(conn, ref.exp, ref.run, det, name)
+                    where = (ref.exp, ref.run, det, name)
+                    if where not in ref_hists:
+                        ref_hists[where] = self._histogram(conn, ref.exp, ref.run, det, name)
                     try:
                         if (exp, run) == (ref.exp, ref.run):
                             c = _the_reference(h, ref)
                         else:
                             c = compare(
                                 h,
-                                ref_hists[(det, name)],
+                                ref_hists[where],
                                 _method(ref.method),
                                 ref.options,
                                 ref.thresholds,
@@ -353,6 +403,8 @@ def _reference(row: Any) -> Reference:
         row.method,
         row.options,
         Thresholds(row.min_entries, row.p_warning, row.p_error),
+        row.run_type,
+        row.beam_energy,
     )
 
 

@@ -229,6 +229,18 @@ class Runs:
             raise RunNotFoundError(exp, run)
         return tuple(d for d in row.detectors.split(",") if d)
 
+    def run_class(self, conn: Connection, exp: int, run: int) -> tuple[str, str]:
+        """Inside a transaction of this database: (run type, beam energy) of run (exp, run),
+        the class its QA is judged in; :class:`~b2calib.exceptions.RunNotFoundError` when the
+        run is not registered."""
+        t = qa_runs
+        row = conn.execute(
+            sa.select(t.c.run_type, t.c.beam_energy).where(t.c.exp == exp, t.c.run == run)
+        ).first()
+        if row is None:
+            raise RunNotFoundError(exp, run)
+        return (row.run_type, row.beam_energy)
+
     # -- monitoring variables ----------------------------------------------------------------
 
     def replace_variables(

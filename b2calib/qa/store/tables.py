@@ -99,6 +99,8 @@ qa_references = Table(
     metadata,
     Column("detector", String(20), primary_key=True),
     Column("name", String(200), primary_key=True),
+    Column("run_type", String(20), primary_key=True),
+    Column("beam_energy", String(20), primary_key=True),
     Column("exp", Integer, nullable=False),
     Column("run", Integer, nullable=False),
     Column("method", String(8), nullable=False),
@@ -135,6 +137,7 @@ qa_flags = Table(
     Column("comment", Text, nullable=False),
     Column("author", String(200), nullable=False),
     Column("time", UTC_TIME, nullable=False),
+    Column("confirmed", Text, nullable=False, server_default=""),
     CheckConstraint(f"flag IN {DQ_FLAGS!r}", name="ck_qa_flag"),
     Index("ix_qa_flags_run", "exp", "run", "detector"),
 )
@@ -149,6 +152,7 @@ qa_run_states = Table(
     Column("comment", Text, nullable=False),
     Column("author", String(200), nullable=False),
     Column("time", UTC_TIME, nullable=False),
+    Column("confirmed", Text, nullable=False, server_default=""),
     CheckConstraint(f"state IN {RUN_STATES!r}", name="ck_qa_run_state"),
     Index("ix_qa_run_states_run", "exp", "run"),
 )
