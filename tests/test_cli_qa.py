@@ -74,7 +74,7 @@ def test_collect_evaluate_status_trend(collected: dict[str, str]) -> None:
     assert len(trend) == len(qdb.runs.trend(name, exp=12)) > 5
     assert [r[1] for r in table(run(env, "qa", "status", "--runs", "3-4"))] == ["3", "4"]
     one = run(env, "qa", "reference", "set", 12, 3, "CDC/hits_per_track", "--method", "ks")
-    assert one.strip() == "CDC/hits_per_track: reference run (12, 3), ks UU"
+    assert one.strip() == "CDC/hits_per_track: reference run (12, 3) of the physics 4S runs, ks UU"
     assert "not DETECTOR/NAME" in run(env, "qa", "reference", "set", 12, 3, "CDC", code=2)
     assert "or give --all" in run(env, "qa", "reference", "set", 12, 3, code=2)
     qdb.close()
