@@ -7,6 +7,8 @@ Nothing here computes physics: it asks the QA database and lays out what it answ
 from __future__ import annotations
 
 import math
+import threading
+import time
 from types import SimpleNamespace
 from typing import Any
 
@@ -264,3 +266,55 @@ def status_style(value: Any, colours: dict[str, str] = STATUS_COLORS) -> str:
         return ""
     text = "white" if value in ("ERROR", "BAD", "GOOD", "EXCLUDED") else "black"
     return f"background-color: {colour}; color: {text}"
+
+
+# ------------------------------------------------------- the shared automatic-status grids
+#: Seconds after which a page's read of an automatic-status grid starts a new read in the
+#: background (the old grid is shown until it ends).
+STATUS_GRID_MAX_AGE = 120.0
+_STATUS_GRIDS: dict[
+    tuple[str, int | None], tuple[float, dict[tuple[int, int], dict[str, str]]]
+] = {}
+_STATUS_READING: set[tuple[str, int | None]] = set()
+_STATUS_LOCK = threading.Lock()
+
+
+def shared_status_grid(
+    db: Any, exp: int | None, *, fresh: bool = False, max_age: float = STATUS_GRID_MAX_AGE
+) -> dict[tuple[int, int], dict[str, str]]:
+    """``db.status.grid(exp=exp)``, read once for all the pages of a server.
+
+    The automatic statuses change only when runs are evaluated, and reading the grid of every
+    run takes seconds at thousands of runs: the first page to ask reads it; later pages get
+    that copy at once; a copy older than ``max_age`` seconds (or any, when ``fresh``) is read
+    again in a background thread, and the pages get the new one at their next read.
+    """
+    key = (db_key(db), exp)
+    with _STATUS_LOCK:
+        held = _STATUS_GRIDS.get(key)
+    if held is None:
+        grid = db.status.grid(exp=exp)
+        with _STATUS_LOCK:
+            _STATUS_GRIDS[key] = (time.monotonic(), grid)
+        return grid
+    when, grid = held
+    if fresh or time.monotonic() - when > max_age:
+        with _STATUS_LOCK:
+            start = key not in _STATUS_READING
+            _STATUS_READING.add(key)
+        if start:
+            threading.Thread(
+                target=_read_status_grid, args=(db, exp, key), daemon=True,
+                name=f"status-grid-{exp}",
+            ).start()  # fmt: skip
+    return grid
+
+
+def _read_status_grid(db: Any, exp: int | None, key: tuple[str, int | None]) -> None:
+    try:
+        grid = db.status.grid(exp=exp)
+        with _STATUS_LOCK:
+            _STATUS_GRIDS[key] = (time.monotonic(), grid)
+    finally:
+        with _STATUS_LOCK:
+            _STATUS_READING.discard(key)

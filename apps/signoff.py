@@ -1,62 +1,194 @@
 """Sign-off: the runs x detectors certification grid, the evidence of a cell, flags with
-comments and their history, the run workflow, and the good-run lists.
+comments and their history, bulk sign-off, the run workflow, and the good-run lists.
 
-The grid shows each detector's current flag as the cell's colour and text, and the automatic
-status of the last evaluation as a stripe on its left: evidence next to the human decision,
-never replacing it. Clicking a cell shows that detector's evidence for the run (automatic
-status, histograms over their references with the test results, monitoring variables, flag
-history) and, for a user allowed to, the controls to set its flag. Every write goes through the
-library with the logged-in user, which refuses what the user's role does not allow
-(:class:`~b2calib.exceptions.PermissionDenied`, shown as a message). A served page asks again
-before every write whether its login is still live: one ended since the page was opened
-(logged out, the user removed or changed) writes nothing.
+The grid holds every run of the selection (virtual scrolling: the browser draws the rows in
+view). Each detector cell shows the detector's current flag and, as a badge of its own colour,
+the automatic status of the last evaluation ("GOOD · auto ERROR"), with a mark (⚠) where the
+two disagree; the systems (BEAM, TRACKING) have an automatic status only. The columns are in
+:data:`~b2calib.qa.store.status.STATUS_COLUMNS` order, as on every page. The grid re-reads the
+flags and run states every :data:`POLL_SECONDS` (and on its refresh button), so a flag set by
+someone else appears without a reload.
+
+Clicking a cell shows everything that feeds that detector's automatic status, worst first,
+each with its own status (``QADatabase.status.evidence``), its flag history and the run's
+state, then its histograms over their references. ``/signoff?exp=30&run=23&detector=ECL``
+opens that cell. Ticking rows (or typing runs) and choosing detectors signs off many cells in
+one all-or-nothing write.
+
+Every write goes through the library with the logged-in user, which refuses what the user's
+role does not allow (:class:`~b2calib.exceptions.PermissionDenied`, shown as a message). A write
+the library wants confirmed (another person's flag overridden, GOOD over an automatic ERROR, a
+run completed with detectors NOTSET) opens a dialog listing each confirmation; only after the
+user confirms is it written, with ``force=True``, and the history records what was confirmed.
+A served page asks again before every write whether its login is still live: one ended since
+the page was opened (logged out, the user removed or changed) writes nothing.
 """
 
 from __future__ import annotations
 
+import html
 import io
 import json
+import re
+import time
+from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
 import pandas as pd
 import panel as pn
 import param
+from bokeh.models.widgets.tables import HTMLTemplateFormatter
 
-from b2calib.exceptions import B2CalibError, PermissionDenied
+from b2calib.exceptions import B2CalibError, ConfirmationNeeded, PermissionDenied
 from b2calib.geometry import DETECTORS
 from b2calib.qa.grl import PRESETS
+from b2calib.qa.monitoring import SYSTEMS
 from b2calib.runs import DQ_FLAGS, RUN_TYPES
 
 from ._common import (
     ALL,
     FLAG_COLORS,
     STATUS_COLORS,
-    comparisons_frame,
     db_key,
     describe_user,
     header,
     histogram_plot,
     served,
     session_user,
+    shared_status_grid,
 )
 
-__all__ = ["SignOff"]
+__all__ = ["POLL_SECONDS", "SignOff"]
 
-_PAGE_SIZE = 25
+STATUS_COLUMNS = (*DETECTORS, *SYSTEMS)  # until i19-status: b2calib.qa.store.status
+
+#: Seconds between two re-reads of the grid's flags and run states in a served page.
+POLL_SECONDS = 20
 _ENDED = "Your login has ended (logged out, or your account changed): reload the page."
 AlertKind = Literal["primary", "secondary", "success", "danger", "warning", "info", "light"]
+_NOT_INCLUDED = "-"
+#: a flag that disagrees with the automatic status: GOOD over a WARNING or ERROR, BAD or
+#: RECOVERABLE over GOOD
+_DISAGREE = {("GOOD", "ERROR"), ("GOOD", "WARNING"), ("BAD", "GOOD"), ("RECOVERABLE", "GOOD")}
+_RUNS_TEXT = re.compile(r"\s*(\d+)\s*(?:-\s*(\d+)\s*)?")
+
+# A grid cell holds a short code (3000 runs x 9 columns stay a small payload) that the browser
+# draws: the flag's letter ("_" for a system, which has none), the automatic status's letter,
+# "!" where they disagree; "-" for a detector the run did not include.
+_FLAG_CODE = {"GOOD": "G", "BAD": "B", "RECOVERABLE": "R", "NOTSET": "N", "EXCLUDED": "X"}
+_STATUS_CODE = {"GOOD": "G", "WARNING": "W", "ERROR": "E", "TOO_FEW": "T", "NONE": "0"}
+assert set(_FLAG_CODE) == set(DQ_FLAGS), "a flag without its code in the sign-off grid"
+assert set(_STATUS_CODE) == set(STATUS_COLORS), "a status without its code in the grid"
+_FLAG_OF = {c: f for f, c in _FLAG_CODE.items()}
+_STATUS_OF = {c: s for s, c in _STATUS_CODE.items()}
+_CELL_TEMPLATE = (
+    f"<% var F = {json.dumps(_FLAG_OF)}, S = {json.dumps(_STATUS_OF)}, v = String(value); %>"
+    '<% if (v.length < 2) { %><span class="so-none">-</span><% } else {'
+    " var f = F[v[0]], s = S[v[1]]; %>"
+    '<% if (f) { %><span class="so-flag so-flag-<%= f %>"><%= f %></span><% } %>'
+    '<% if (v[2]) { %><span class="so-mark" title="the flag disagrees with the automatic '
+    'status">⚠</span><% } %><% if (f) { %><br><% } %>'
+    '<span class="so-auto so-auto-<%= s %>" title="automatic status">auto <%= s %></span>'
+    "<% } %>"
+)
+
+
+def _text_colour(name: str) -> str:
+    return "white" if name in ("GOOD", "BAD", "EXCLUDED", "ERROR") else "black"
+
+
+#: The page's own styles: the grid's flags and automatic-status badges in the shared colours,
+#: disabled buttons greyed with a not-allowed cursor, the confirmation dialog.
+STYLESHEET = "\n".join(
+    [
+        ".so-flag { display:inline-block; padding:0 4px; border-radius:3px; font-weight:600;"
+        " line-height:1.35; }",
+        *(
+            f".so-flag-{f} {{ background:{c}; color:{_text_colour(f)}; }}"
+            for f, c in FLAG_COLORS.items()
+        ),
+        ".so-auto { display:inline-block; margin-top:2px; padding:0 4px; border-radius:3px;"
+        " font-size:0.8em; line-height:1.3; }",
+        *(
+            f".so-auto-{s} {{ background:{c}; color:{_text_colour(s)}; }}"
+            for s, c in STATUS_COLORS.items()
+        ),
+        ".so-mark { margin-left:3px; color:#b00020; font-weight:700; }",
+        ".so-none { color:#999; }",
+    ]
+)
+BUTTON_STYLE = (
+    ":host(.bk-disabled) .bk-btn, .bk-btn[disabled] { opacity: 0.45; cursor: not-allowed;"
+    " filter: grayscale(1); }"
+)
 
 
 def _flag_style(value: Any) -> str:
     colour = FLAG_COLORS.get(str(value).split(" ")[0])
     if colour is None:
         return ""
-    text = "white" if str(value).startswith(("GOOD", "BAD", "EXCLUDED")) else "black"
-    return f"background-color: {colour}; color: {text}"
+    return f"background-color: {colour}; color: {_text_colour(str(value).split(' ')[0])}"
+
+
+def _badge(name: str, colours: dict[str, str] = STATUS_COLORS) -> str:
+    colour = colours.get(name, STATUS_COLORS["NONE"])
+    return (
+        f'<span style="background:{colour};color:{_text_colour(name)};padding:1px 6px;'
+        f'border-radius:3px">{html.escape(name)}</span>'
+    )
+
+
+def cell_value(flag: str | None, auto: str) -> str:
+    """What a grid cell holds (see ``_CELL_TEMPLATE``) for a detector's ``flag`` (None: a
+    system, which has no flag) and automatic status ``auto``."""
+    disagree = "!" if (flag, auto) in _DISAGREE else ""
+    return ("_" if flag is None else _FLAG_CODE[flag]) + _STATUS_CODE[auto] + disagree
+
+
+def cell_parts(value: str) -> tuple[str | None, str, bool]:
+    """(flag or None, automatic status, whether they disagree) of a grid cell's value; a
+    detector the run did not include: (None, "NONE", False)."""
+    if len(value) < 2:
+        return None, "NONE", False
+    return _FLAG_OF.get(value[0]), _STATUS_OF[value[1]], value[2:] == "!"
+
+
+def cell_flag(value: str) -> str | None:
+    """The flag of a grid cell's value (None for a system or a detector not included)."""
+    return cell_parts(value)[0]
+
+
+def parse_runs(text: str) -> list[int]:
+    """Run numbers from ``"23"``, ``"3, 5, 7-9"`` (ValueError naming the part not understood)."""
+    out: set[int] = set()
+    for part in text.replace(";", ",").split(","):
+        if not part.strip():
+            continue
+        m = _RUNS_TEXT.fullmatch(part)
+        if m is None:
+            raise ValueError(f"{part.strip()!r} is not a run or a range like 7-9")
+        first, last = int(m[1]), int(m[2] or m[1])
+        if last < first:
+            raise ValueError(f"the range {first}-{last} ends before it starts")
+        out.update(range(first, last + 1))
+    return sorted(out)
+
+
+def runs_text(runs: Sequence[int]) -> str:
+    """``[3, 5, 6, 7]`` -> ``"3, 5-7"``."""
+    parts: list[str] = []
+    for r in sorted(set(runs)):
+        if parts and "-" not in parts[-1].split(",")[-1] and int(parts[-1]) == r - 1:
+            parts[-1] = f"{r - 1}-{r}"
+        elif parts and "-" in parts[-1] and int(parts[-1].split("-")[1]) == r - 1:
+            parts[-1] = f"{parts[-1].split('-')[0]}-{r}"
+        else:
+            parts.append(str(r))
+    return ", ".join(parts)
 
 
 class SignOff(pn.viewable.Viewer):
-    """Certification of runs by detector, run workflow and good-run lists.
+    """Certification of runs by detector, bulk sign-off, run workflow and good-run lists.
 
     Parameters
     ----------
@@ -76,6 +208,8 @@ class SignOff(pn.viewable.Viewer):
     first = param.Integer(default=None, allow_None=True, doc="First run of the grid.")
     last = param.Integer(default=None, allow_None=True, doc="Last run of the grid.")
     selected = param.Tuple(default=None, allow_None=True, length=3, doc="(exp, run, detector).")
+    run = param.Integer(default=None, allow_None=True, doc="The open cell's run (URL).")
+    detector = param.String(default=None, allow_None=True, doc="The open cell's detector (URL).")
 
     def __init__(self, **params: Any) -> None:
         super().__init__(**params)
@@ -84,169 +218,273 @@ class SignOff(pn.viewable.Viewer):
         if served():
             self.user = session_user(self.db)  # served: the login decides, nothing else
         self._key = db_key(self.db)
-        runs = list(self.db.runs.select())
+        runs = self.db.runs.select()
         exps = sorted({r.exp for r in runs})
         self.param.exp.objects = exps
         if exps and self.exp not in exps:
             with param.discard_events(self):
                 self.exp = exps[-1]
-        # the detectors any run included, in the geometry's order (PXD first)
+        # the detectors any run included, then the systems: STATUS_COLUMNS order
         included = {d for r in runs for d in r.detectors}
-        self._detectors: list[str] = [d for d in DETECTORS if d in included]
+        self._flaggable: list[str] = [d for d in STATUS_COLUMNS if d in included]
+        self._columns: list[str] = [d for d in STATUS_COLUMNS if d in included or d in SYSTEMS]
+        self._included: dict[tuple[int, int], tuple[str, ...]] = {}
+        self._auto: dict[tuple[int, int], dict[str, str]] = {}
+        self._all_runs: list[Any] | None = runs  # the first grid takes them from here
 
+        formatter = HTMLTemplateFormatter(template=_CELL_TEMPLATE)
         self.grid = pn.widgets.Tabulator(
-            self._grid_frame(),
+            self._grid_frame(full=False),
             show_index=False,
             disabled=True,
-            selectable=False,
-            pagination="remote",
-            page_size=_PAGE_SIZE,
+            selectable="checkbox",
+            pagination=None,
+            height=430,
             frozen_columns=["exp", "run"],
-            widths=dict.fromkeys(self._detectors, 118),
+            formatters=dict.fromkeys(self._columns, formatter),
+            widths={
+                **dict.fromkeys(self._columns, 112),
+                "exp": 58,
+                "run": 60,
+                "type": 72,
+                "state": 100,
+            },
+            header_align="center",
             sizing_mode="stretch_width",
             css_classes=["signoff-grid"],
+            stylesheets=[STYLESHEET],
         )
-        if self.grid.style is not None:
-            self.grid.style.apply(self._grid_style, axis=None)
         self.grid.on_click(self._on_cell)
+        self.grid.param.watch(self._on_rows_ticked, "selection")
+        self.refresh_button = pn.widgets.Button(
+            name="↻ Refresh", width=110, css_classes=["grid-refresh"], stylesheets=[BUTTON_STYLE]
+        )
+        self.refresh_button.on_click(lambda _e: self.refresh_grid(full=True))
+        self.refreshed = pn.pane.HTML("", css_classes=["grid-refreshed"])
+        self._stamp_refresh()
 
+        # -- one cell
         self.message = pn.pane.Alert(
             "", alert_type="light", visible=False, css_classes=["signoff-message"]
         )
         self.flag_select = pn.widgets.Select(
-            label="Flag", options=list(DQ_FLAGS), width=180, css_classes=["flag-select"]
+            name="Flag", options=list(DQ_FLAGS), width=180, css_classes=["flag-select"]
         )
         self.comment = pn.widgets.TextAreaInput(
-            label="Comment",
+            name="Comment",
             placeholder="why (required unless GOOD)",
-            height=80,
+            height=70,
             width=360,
             css_classes=["flag-comment"],
         )
-        self.set_button = pn.widgets.Button(
-            label="Set flag", color="primary", width=120, css_classes=["set-flag"]
-        )
+        self.set_button = self._button("Set flag", "primary", 120, "set-flag")
         self.set_button.on_click(self._set_flag)
-        self.workflow_comment = pn.widgets.TextInput(label="Workflow comment", width=300)
-        self.to_signoff = pn.widgets.Button(
-            label="Send to sign-off", width=150, css_classes=["to-signoff"]
-        )
-        self.complete = pn.widgets.Button(
-            label="Complete run", color="success", width=150, css_classes=["complete-run"]
-        )
-        self.reopen = pn.widgets.Button(
-            label="Reopen run", color="warning", width=150, css_classes=["reopen-run"]
-        )
+        self.workflow_comment = pn.widgets.TextInput(name="Workflow comment", width=300)
+        self.to_signoff = self._button("Send to sign-off", "default", 150, "to-signoff")
+        self.complete = self._button("Complete run", "success", 150, "complete-run")
+        self.reopen = self._button("Reopen run", "warning", 150, "reopen-run")
         self.to_signoff.on_click(lambda _e: self._move("SIGNOFF"))
         self.complete.on_click(lambda _e: self._move("COMPLETED"))
         self.reopen.on_click(lambda _e: self._move("OPEN"))
 
-        # good-run lists
-        self.grl_select = pn.widgets.Select(
-            label="Good-run list", width=260, css_classes=["grl-select"]
+        # -- bulk sign-off
+        self.bulk_runs = pn.widgets.TextInput(
+            name="Runs (tick rows in the grid, or type e.g. 23, 25-30)",
+            width=360,
+            css_classes=["bulk-runs"],
         )
-        self.grl_info = pn.pane.Markdown("", css_classes=["grl-info"])
-        self.grl_preset = pn.widgets.Select(
-            label="Preset", options=list(PRESETS), width=260, css_classes=["grl-preset"]
+        self.bulk_detectors = pn.widgets.CheckButtonGroup(
+            name="Detectors",
+            options=self._flaggable,
+            value=[],
+            button_type="default",
+            css_classes=["bulk-detectors"],
         )
-        self.grl_expression = pn.widgets.TextInput(
-            label="Expression", value=PRESETS[self.grl_preset.value], width=420
+        self.bulk_all = pn.widgets.Button(
+            name="all detectors", width=110, css_classes=["bulk-all-detectors"]
         )
-        self.grl_name = pn.widgets.TextInput(
-            label="Name", placeholder="e.g. golden", width=200, css_classes=["grl-name"]
+        self.bulk_all.on_click(lambda _e: setattr(self.bulk_detectors, "value", self._flaggable))
+        self.bulk_flag = pn.widgets.Select(
+            name="Flag", options=list(DQ_FLAGS), value="GOOD", width=160, css_classes=["bulk-flag"]
         )
-        self.grl_description = pn.widgets.TextInput(label="Description", width=420)
-        self.grl_make = pn.widgets.Button(
-            label="Make new version", color="primary", width=180, css_classes=["grl-make"]
+        self.bulk_comment = pn.widgets.TextInput(
+            name="Comment", placeholder="why (required unless GOOD)", width=360,
+            css_classes=["bulk-comment"],
+        )  # fmt: skip
+        self.bulk_set = self._button("Set flags", "primary", 130, "bulk-set")
+        self.bulk_set.on_click(self._bulk)
+        self.bulk_message = pn.pane.Alert(
+            "", alert_type="light", visible=False, css_classes=["bulk-message"]
         )
-        self.grl_message = pn.pane.Alert(
-            "", alert_type="light", visible=False, css_classes=["grl-message"]
+
+        # -- the confirmation dialog
+        self.confirm_text = pn.pane.HTML(
+            "", css_classes=["confirm-text"], sizing_mode="stretch_width"
         )
-        self.grl_preset.param.watch(
-            lambda e: setattr(self.grl_expression, "value", PRESETS[e.new]), "value"
+        self.confirm_button = self._button("Confirm and write", "danger", 170, "confirm-write")
+        self.cancel_button = self._button("Cancel", "default", 100, "cancel-write")
+        self.confirm_button.on_click(self._confirmed)
+        self.cancel_button.on_click(lambda _e: self._close_dialog("Nothing written."))
+        self.dialog = pn.Column(
+            self.confirm_text,
+            pn.Row(self.confirm_button, self.cancel_button),
+            visible=False,
+            css_classes=["confirm-dialog"],
+            styles={
+                "border": "3px solid #d62728",
+                "border-radius": "6px",
+                "padding": "6px 12px",
+                "background": "#fff6f6",
+            },
+            sizing_mode="stretch_width",
         )
-        self.grl_make.on_click(self._make_grl)
-        self.grl_select.param.watch(lambda _e: self._show_grl(), "value")
-        self.downloads = {
-            kind: pn.widgets.FileDownload(
-                callback=self._download_callback(kind),
-                filename=f"grl.{ext}",
-                label=label,
-                color="default",
-                width=170,
-                css_classes=[f"download-{kind}"],
-            )
-            for kind, ext, label in (
-                ("json", "json", "JSON"),
-                ("cms", "json", "CMS JSON"),
-                ("csv", "csv", "CSV"),
-            )
-        }
-        self._refresh_grls()
+        self._pending: tuple[Callable[[], list[Any]], Callable[[], None]] | None = None
+
+        # -- the evidence of the open cell
+        self.evidence_head = pn.pane.HTML(
+            "Click a detector cell of the grid to see its evidence.",
+            sizing_mode="stretch_width",
+            css_classes=["evidence-head"],
+        )
+        self.evidence_items = pn.pane.HTML("", sizing_mode="stretch_width")
+        self.history = pn.pane.HTML("", sizing_mode="stretch_width", css_classes=["flag-history"])
+        self.plots = pn.Column(sizing_mode="stretch_width")
+
+        self._build_grl_widgets()
+
+        # -- the state: defaults, then the URL's
+        if served() and pn.state.location is not None:
+            pn.state.location.sync(self, {"exp": "exp", "run": "run", "detector": "detector"})
+        self.param.watch(self._on_url_cell, ["run", "detector"])
+        self.param.watch(lambda _e: self._show_cell(), "selected")
+        self.param.watch(lambda _e: self.refresh_grid(full=True), ["exp", "first", "last",
+                                                                    "run_type"])  # fmt: skip
+        self._on_url_cell()
         self._update_controls()
+        if served():
+            pn.state.add_periodic_callback(self.refresh_grid, period=POLL_SECONDS * 1000)
+
+    @staticmethod
+    def _button(name: str, kind: str, width: int, css: str) -> pn.widgets.Button:
+        return pn.widgets.Button(
+            name=name, button_type=kind, width=width, css_classes=[css], stylesheets=[BUTTON_STYLE]
+        )
 
     # --------------------------------------------------------------------------- grid
-    def _grid_runs(self) -> list[Any]:
+    def _grid_frame(self, *, full: bool = False) -> pd.DataFrame:
+        """One row per run: exp, run, type, state, then one cell per column (see
+        :func:`cell_value`). ``full``: the automatic statuses re-read too (else the server's
+        shared copy, re-read in the background when old)."""
         run_type = None if self.run_type == ALL else self.run_type
-        return list(
-            self.db.runs.select(exp=self.exp, first=self.first, last=self.last, run_type=run_type)
-        )
-
-    def _grid_frame(self) -> pd.DataFrame:
-        """One row per run: exp, run, type, then the current flag of each detector."""
-        runs = self._grid_runs()
-        flags = self.db.certification.flag_grid(exp=self.exp, first=self.first, last=self.last)
-        self._auto = self.db.status.grid(exp=self.exp, first=self.first, last=self.last)
+        if self._all_runs is not None:  # the page's first grid: the runs __init__ read
+            runs = [
+                r for r in self._all_runs if r.exp == self.exp
+                and (self.first is None or r.run >= self.first)
+                and (self.last is None or r.run <= self.last)
+                and (run_type is None or r.run_type == run_type)
+            ]  # fmt: skip
+            self._all_runs = None
+        else:
+            runs = self.db.runs.select(exp=self.exp, first=self.first, last=self.last,
+                                       run_type=run_type)  # fmt: skip
         states = self.db.certification.states(exp=self.exp, first=self.first, last=self.last)
+        self._auto = shared_status_grid(self.db, self.exp, fresh=full)
+        none = "NONE"
         rows = []
+        self._included = {}
         for r in runs:
-            f = flags.get((r.exp, r.run), {})
+            auto = self._auto.get(r.key, {})
+            self._included[r.key] = r.detectors
             row: dict[str, Any] = {
                 "exp": r.exp,
                 "run": r.run,
                 "type": r.run_type,
-                "state": states.get((r.exp, r.run), "OPEN"),
+                "state": states.get(r.key, "OPEN"),
             }
-            for d in self._detectors:
-                row[d] = f.get(d, "NOTSET") if d in r.detectors else "-"
+            for d in self._columns:
+                if d not in self._flaggable:
+                    row[d] = cell_value(None, auto.get(d, none))
+                elif d in r.detectors:
+                    row[d] = cell_value(r.flag(d), auto.get(d, none))
+                else:
+                    row[d] = _NOT_INCLUDED
             rows.append(row)
-        return pd.DataFrame(rows, columns=["exp", "run", "type", "state", *self._detectors])
+        return pd.DataFrame(rows, columns=["exp", "run", "type", "state", *self._columns])
 
-    def _grid_style(self, df: pd.DataFrame) -> pd.DataFrame:
-        """Flag as background, automatic status as a left stripe."""
-        css = pd.DataFrame("", index=df.index, columns=df.columns)
-        keys = list(zip(df["exp"].astype(int), df["run"].astype(int), strict=True))
-        none = STATUS_COLORS["NONE"]
-        for d in self._detectors:
-            if d not in df.columns:
-                continue
-            stripes = [STATUS_COLORS.get(self._auto.get(k, {}).get(d, "NONE"), none) for k in keys]
-            css[d] = [
-                "" if flag == "-" else f"{_flag_style(flag)}; border-left: 7px solid {stripe}"
-                for flag, stripe in zip(df[d].tolist(), stripes, strict=True)
-            ]
-        return css
+    def refresh_grid(self, full: bool = False) -> None:
+        """Re-read the grid's flags and run states (and, ``full``, the automatic statuses) and
+        send only the cells that changed (the whole grid when its runs changed)."""
+        with pn.io.hold():
+            self._refresh_grid(full)
 
-    @param.depends("exp", "first", "last", "run_type", watch=True)
-    def refresh_grid(self) -> None:
-        """Re-read the flags of the runs in the grid."""
-        self.grid.value = self._grid_frame()
+    def _refresh_grid(self, full: bool) -> None:
+        new = self._grid_frame(full=full)
+        old = self.grid.value
+        if (
+            old is None
+            or len(old) != len(new)
+            or not (old["run"].to_numpy() == new["run"].to_numpy()).all()
+            or not (old["exp"].to_numpy() == new["exp"].to_numpy()).all()
+        ):
+            self.grid.value = new
+        else:
+            patch: dict[str, list[tuple[int, Any]]] = {}
+            for c in ["state", *self._columns]:
+                changed = (old[c].to_numpy() != new[c].to_numpy()).nonzero()[0]
+                if len(changed):
+                    patch[c] = [(int(i), new[c].iat[i]) for i in changed]
+            if patch:
+                self.grid.patch(patch, as_index=False)
+                if self.selected is not None and any(
+                    int(new["run"].iat[i]) == self.selected[1] for v in patch.values() for i, _ in v
+                ):
+                    self._show_cell()
+        self._stamp_refresh()
+
+    def _stamp_refresh(self) -> None:
+        self.refreshed.object = (
+            f'<span id="grid-refreshed" style="color:#555">{len(self.grid.value)} runs; read at '
+            f"{time.strftime('%H:%M:%S')} (re-read every {POLL_SECONDS} s)</span>"
+        )
+
+    def _row_of(self, exp: int, run: int) -> int | None:
+        df = self.grid.value
+        hit = ((df["exp"] == exp) & (df["run"] == run)).to_numpy().nonzero()[0]
+        return int(hit[0]) if len(hit) else None
 
     def _on_cell(self, event: Any) -> None:
-        if event.column not in self._detectors or event.row is None:
+        if event.column not in self._columns or event.row is None:
             return
         row = self.grid.value.iloc[event.row]
-        if row[event.column] == "-":
+        if row[event.column] == _NOT_INCLUDED:
             self._say(f"{event.column} was not included in run {row['exp']}/{row['run']}.")
             return
-        self.message.visible = False
-        self.selected = (int(row["exp"]), int(row["run"]), str(event.column))
+        with pn.io.hold():  # one message to the browser for everything the cell changes
+            self.message.visible = False
+            self.selected = (int(row["exp"]), int(row["run"]), str(event.column))
+
+    def _on_rows_ticked(self, event: Any) -> None:
+        df = self.grid.value
+        self.bulk_runs.value = runs_text([int(df["run"].iat[i]) for i in event.new])
+
+    def _on_url_cell(self, *_events: Any) -> None:
+        """The URL's run and detector open that cell."""
+        if self.run is None or not self.detector:
+            return
+        cell = (int(self.exp), int(self.run), str(self.detector))
+        if cell != self.selected:
+            self.selected = cell
 
     # ------------------------------------------------------------------------- writes
     def _say(self, text: str, kind: AlertKind = "warning") -> None:
         self.message.object = text
         self.message.alert_type = kind
         self.message.visible = True
+
+    def _bulk_say(self, text: str, kind: AlertKind = "warning") -> None:
+        self.bulk_message.object = text
+        self.bulk_message.alert_type = kind
+        self.bulk_message.visible = True
 
     def _writer(self, say: Any, read_only: str) -> Any:
         """Who writes now, or None (after ``say`` told why, ``read_only`` to a visitor without
@@ -270,24 +508,33 @@ class SignOff(pn.viewable.Viewer):
         exp, run, det = self.selected
         if self.user is None:
             return "Read only: log in to set flags."
+        if det not in self._flaggable:
+            return f"{det} has an automatic status only: it is not certified."
         if not self.user.can_flag(det):
             return f"{describe_user(self.user)} may not flag {det}."
-        if self.db.certification.state(exp, run).state == "COMPLETED":
+        if self._state_of(exp, run) == "COMPLETED":
             return f"Run {exp}/{run} is COMPLETED: a manager must reopen it first."
         return None
 
-    @param.depends("selected", watch=True)
+    def _state_of(self, exp: int, run: int) -> str:
+        i = self._row_of(exp, run)
+        if i is not None:
+            return str(self.grid.value["state"].iat[i])
+        return str(self.db.certification.state(exp, run).state)
+
     def _update_controls(self) -> None:
         refusal = self._refusal()
-        for w in (self.flag_select, self.comment, self.set_button):
+        cell: tuple[pn.widgets.Widget, ...] = (self.flag_select, self.comment, self.set_button)
+        for w in cell:
             w.disabled = refusal is not None
         if self.selected is not None:
             exp, run, det = self.selected
-            current = self.db.certification.flags(exp, run).get(det)
-            self.flag_select.value = current.flag if current is not None else "NOTSET"
+            i = self._row_of(exp, run)
+            if i is not None and det in self._flaggable:
+                self.flag_select.value = cell_flag(str(self.grid.value[det].iat[i])) or "NOTSET"
             if refusal is not None:
                 self._say(refusal, "secondary")
-        state = self.db.certification.state(*self.selected[:2]).state if self.selected else None
+        state = self._state_of(*self.selected[:2]) if self.selected else None
         u = self.user
         can_move = u is not None and u.role in ("expert", "manager")
         manager = u is not None and u.is_manager
@@ -295,6 +542,13 @@ class SignOff(pn.viewable.Viewer):
         self.complete.disabled = not (manager and state == "SIGNOFF")
         self.reopen.disabled = not (manager and state == "COMPLETED")
         self.grl_make.disabled = not manager
+        can_flag = u is not None and any(u.can_flag(d) for d in self._flaggable)
+        bulk: tuple[pn.widgets.Widget, ...] = (
+            self.bulk_set, self.bulk_flag, self.bulk_comment, self.bulk_all, self.bulk_detectors,
+            self.bulk_runs,
+        )  # fmt: skip
+        for b in bulk:
+            b.disabled = not can_flag
 
     def _set_flag(self, _event: Any = None) -> None:
         if self.selected is None:
@@ -304,27 +558,154 @@ class SignOff(pn.viewable.Viewer):
         if flag != "GOOD" and not comment:
             self._say(f"Say why {det} of run {exp}/{run} is {flag}: a comment is required.")
             return
-        user = self._writer(self._say, "Read only: log in to set flags.")
+
+        def done(entries: list[Any]) -> None:
+            e = entries[0]
+            self.comment.value = ""
+            self._say(f"{det} of run {exp}/{run} set to {e.flag} by {e.author}.", "success")
+
+        self._write_flags([(exp, run, det, flag)], comment, self._say, done)
+
+    def _bulk(self, _event: Any = None) -> None:
+        try:
+            runs = parse_runs(self.bulk_runs.value or "")
+        except ValueError as err:
+            self._bulk_say(f"Runs: {err}.")
+            return
+        dets = [d for d in self._flaggable if d in self.bulk_detectors.value]
+        if not runs or not dets:
+            self._bulk_say("Choose runs (tick rows or type them) and at least one detector.")
+            return
+        flag, comment = self.bulk_flag.value, (self.bulk_comment.value or "").strip()
+        exp = int(self.exp)
+        missing = [r for r in runs if (exp, r) not in self._included]
+        if missing:
+            self._bulk_say(
+                f"Run{'s' if len(missing) > 1 else ''} {runs_text(missing)} of experiment {exp} "
+                "not in the grid: widen its selection first."
+            )
+            return
+        changes = [(exp, r, d, flag) for r in runs for d in dets if d in self._included[(exp, r)]]
+        if not changes:
+            self._bulk_say("None of these detectors was included in these runs.")
+            return
+
+        def done(entries: list[Any]) -> None:
+            self.bulk_comment.value = ""
+            self._bulk_say(
+                f"{len(entries)} flags of {len(runs)} run{'s' if len(runs) > 1 else ''} "
+                f"({runs_text(runs)}; {', '.join(dets)}) set to {flag} by {entries[0].author}.",
+                "success",
+            )
+
+        self._write_flags(changes, comment, self._bulk_say, done)
+
+    def _write_flags(
+        self,
+        changes: list[tuple[int, int, str, str]],
+        comment: str,
+        say: Callable[[str, AlertKind], None],
+        done: Callable[[list[Any]], None],
+    ) -> None:
+        """Write ``changes`` in one all-or-nothing call; what the library wants confirmed goes
+        through the dialog first, and is then written with ``force=True``."""
+        user = self._writer(say, "Read only: log in to set flags.")
         if user is None:
             return
+        cert = self.db.certification
+
+        def needed() -> list[Any]:
+            return list(cert.confirmations(changes, user=user))
+
+        def write(force: bool) -> None:
+            try:
+                entries = cert.set_flags(changes, user=user, comment=comment, force=force)
+            except ConfirmationNeeded as err:
+                self._ask(err.confirmations, needed, lambda: write(True))
+                return
+            except PermissionDenied as err:
+                say(f"Refused: {err}", "danger")
+                return
+            except B2CalibError as err:
+                say(f"Not saved: {err}", "danger")
+                return
+            self._patch_flags(entries)
+            done(entries)
+
         try:
-            entry = self.db.certification.set_flag(exp, run, det, flag, user=user, comment=comment)
+            asked = needed()
         except PermissionDenied as err:
-            self._say(f"Refused: {err}", "danger")
+            say(f"Refused: {err}", "danger")
             return
         except B2CalibError as err:
-            self._say(f"Not saved: {err}", "danger")
+            say(f"Not saved: {err}", "danger")
             return
-        self.comment.value = ""
-        self._say(f"{det} of run {exp}/{run} set to {entry.flag} by {entry.author}.", "success")
-        self._patch_cell(exp, run, det, entry.flag)
-        self.param.trigger("selected")
+        if asked:
+            self._ask(asked, needed, lambda: write(True))
+        else:
+            write(False)
 
-    def _patch_cell(self, exp: int, run: int, column: str, value: str) -> None:
-        df = self.grid.value
-        hit = df.index[(df["exp"] == exp) & (df["run"] == run)]
-        if len(hit):
-            self.grid.patch({column: [(int(hit[0]), value)]})
+    def _ask(
+        self, confirmations: Sequence[Any], again: Callable[[], list[Any]],
+        write: Callable[[], None],
+    ) -> None:  # fmt: skip
+        """Show the dialog listing ``confirmations``; its button writes (``write``) when what
+        ``again`` finds to confirm then is still what was shown."""
+        items = "".join(
+            f"<li>run {c.exp}/{c.run}"
+            + (f" {html.escape(c.detector)}" if c.detector else "")
+            + f": {html.escape(c.reason)}</li>"
+            for c in confirmations
+        )
+        n = len(confirmations)
+        self.confirm_text.object = (
+            f'<div id="confirm-list"><b>This write needs {n} confirmation{"s" if n > 1 else ""}'
+            f"</b> (recorded in the history with it):<ul>{items}</ul></div>"
+        )
+        shown = sorted(map(repr, confirmations))
+
+        def checked() -> None:
+            now = list(again())
+            if sorted(map(repr, now)) != shown:  # something changed since it was shown
+                self._ask(now, again, write) if now else write()
+                return
+            self._close_dialog(None)
+            write()
+
+        self._pending = (again, checked)
+        self.dialog.visible = True
+
+    def _confirmed(self, _event: Any = None) -> None:
+        if self._pending is None:
+            return
+        _, go = self._pending
+        self._pending = None
+        go()
+
+    def _close_dialog(self, text: str | None) -> None:
+        self._pending = None
+        self.dialog.visible = False
+        if text:
+            self._say(text, "secondary")
+
+    def _patch_flags(self, entries: Sequence[Any]) -> None:
+        with pn.io.hold():
+            self._patch_flags_held(entries)
+
+    def _patch_flags_held(self, entries: Sequence[Any]) -> None:
+        patch: dict[str, list[tuple[int, Any]]] = {}
+        for e in entries:
+            i = self._row_of(e.exp, e.run)
+            if i is None or e.detector not in self._columns:
+                continue
+            auto = self._auto.get((e.exp, e.run), {}).get(e.detector, "NONE")
+            patch.setdefault(e.detector, []).append((i, cell_value(e.flag, auto)))
+        if patch:
+            self.grid.patch(patch, as_index=False)
+        if self.selected is not None and any(
+            (e.exp, e.run, e.detector) == self.selected for e in entries
+        ):
+            self._show_cell()
 
     def _move(self, state: str) -> None:
         if self.selected is None:
@@ -333,117 +714,161 @@ class SignOff(pn.viewable.Viewer):
         if user is None:
             return
         exp, run, _ = self.selected
-        try:
-            self.db.certification.set_state(
-                exp, run, state, user=user, comment=(self.workflow_comment.value or "").strip()
-            )
-        except PermissionDenied as err:
-            self._say(f"Refused: {err}", "danger")
-            return
-        except B2CalibError as err:
-            self._say(f"Not changed: {err}", "danger")
-            return
-        self.workflow_comment.value = ""
-        self._say(f"Run {exp}/{run} is now {state}.", "success")
-        self._patch_cell(exp, run, "state", state)
-        self.param.trigger("selected")
+        comment = (self.workflow_comment.value or "").strip()
+        cert = self.db.certification
+
+        def write(force: bool) -> None:
+            try:
+                cert.set_state(exp, run, state, user=user, comment=comment, force=force)
+            except ConfirmationNeeded as err:
+                asked = list(err.confirmations)
+                self._ask(asked, lambda: asked, lambda: write(True))
+                return
+            except PermissionDenied as err:
+                self._say(f"Refused: {err}", "danger")
+                return
+            except B2CalibError as err:
+                self._say(f"Not changed: {err}", "danger")
+                return
+            self.workflow_comment.value = ""
+            self._say(f"Run {exp}/{run} is now {state}.", "success")
+            i = self._row_of(exp, run)
+            if i is not None:
+                self.grid.patch({"state": [(i, state)]}, as_index=False)
+            self._show_cell()
+
+        write(False)
 
     # ---------------------------------------------------------------------- evidence
-    @param.depends("selected")
-    def evidence(self) -> pn.viewable.Viewable:
-        """Automatic status, histograms vs reference, variables and flag history of a cell."""
+    def _show_cell(self) -> None:
+        """The open cell's evidence, flag history and run state now; its histogram plots on
+        the next tick (the text reaches the browser first)."""
+        self._update_controls()
         if self.selected is None:
-            return pn.pane.Markdown("Click a detector cell of the grid to see its evidence.")
+            return
         exp, run, det = self.selected
-        auto = self.db.status.get(exp, run).get(det, "NONE")
-        colour = STATUS_COLORS.get(auto, STATUS_COLORS["NONE"])
-        current = self.db.certification.flags(exp, run).get(det)
-        flag = current.flag if current is not None else "NOTSET"
-        state = self.db.certification.state(exp, run)
-        head = pn.pane.HTML(
-            f'<div id="evidence-head"><b style="font-size:1.2em">Run {exp}/{run}, {det}</b>'
-            f' &nbsp; flag <span id="current-flag" style="{_flag_style(flag)};padding:2px 6px">'
-            f"{flag}</span> &nbsp; automatic status "
-            f'<span id="auto-status" style="background:{colour};padding:2px 6px">{auto}</span>'
-            f' &nbsp; run state <b id="run-state">{state.state}</b></div>',
-            sizing_mode="stretch_width",
+        if served() and pn.state.location is not None:
+            with param.discard_events(self):
+                self.param.update(run=run, detector=det)
+            pn.state.location.update_query(exp=exp, run=run, detector=det)
+        i = self._row_of(exp, run)
+        value = str(self.grid.value[det].iat[i]) if i is not None and det in self._columns else ""
+        flag, auto, _ = cell_parts(value)
+        state = self._state_of(exp, run)
+        items = self.db.status.evidence(exp, run, det)
+        worst_var = next((e.name for e in items if e.kind == "variable"), None)
+        qam = f"/qam?exp={exp}&run={run}&detector={det}" + (
+            f"&variable={worst_var}" if worst_var else ""
         )
+        flag_html = (
+            f' &nbsp; flag <span id="current-flag">{_badge(flag, FLAG_COLORS)}</span>'
+            if flag
+            else ""
+        )
+        self.evidence_head.object = (
+            f'<div id="evidence-head"><b style="font-size:1.2em">Run {exp}/{run}, {det}</b>'
+            f'{flag_html} &nbsp; automatic status <span id="auto-status">{_badge(auto)}</span>'
+            f' &nbsp; run state <b id="run-state">{state}</b> &nbsp; '
+            f'<a id="qam-link" href="{html.escape(qam)}">open in QAM</a></div>'
+        )
+        self.evidence_items.object = _evidence_table(items, det, auto)
+        if det in self._flaggable:
+            entries = self.db.certification.flag_history(exp, run, det)
+            self.history.object = _history_table(entries)
+        else:
+            self.history.object = ""
+        self.plots.objects = [pn.pane.Markdown("*drawing the histograms…*")]
+        if served() and pn.state.curdoc is not None:
+            cell = self.selected
+            pn.state.curdoc.add_next_tick_callback(lambda: self._draw_plots(cell))
+        else:
+            self._draw_plots(self.selected)
+
+    def _draw_plots(self, cell: tuple[int, int, str] | None) -> None:
+        if cell is None or cell != self.selected:
+            return
+        exp, run, det = cell
         stored = [s for s in self.db.histograms.comparisons(exp, run) if s.detector == det]
         plots = [
             pn.pane.HoloViews(histogram_plot(self._key, exp, run, det, s.name, s))
             for s in stored[:6]
         ]
-        variables = pd.DataFrame(
-            [
-                {
-                    "variable": v.name,
-                    "value": v.value,
-                    "error": v.error,
-                    "unit": getattr(v, "unit", ""),
-                }
-                for v in self.db.runs.variables(exp, run)
-                if getattr(v, "detector", None) == det
-            ],
-            columns=["variable", "value", "error", "unit"],
-        )
-        history = pd.DataFrame(
-            [
-                {
-                    "time": e.time.strftime("%Y-%m-%d %H:%M:%S"),
-                    "flag": e.flag,
-                    "author": e.author,
-                    "comment": e.comment,
-                }
-                for e in self.db.certification.flag_history(exp, run, det)
-            ],
-            columns=["time", "flag", "author", "comment"],
-        )
-        states = pd.DataFrame(
-            [
-                {
-                    "time": s.time.strftime("%Y-%m-%d %H:%M:%S"),
-                    "state": s.state,
-                    "author": s.author,
-                    "comment": s.comment,
-                }
-                for s in self.db.certification.state_history(exp, run)
-            ],
-            columns=["time", "state", "author", "comment"],
-        )
-        table_opts: dict[str, Any] = dict(show_index=False, disabled=True,
-                                          sizing_mode="stretch_width")  # fmt: skip
-        return pn.Column(
-            head,
-            pn.pane.Markdown("#### Flag history (oldest first)"),
-            pn.widgets.Tabulator(history, css_classes=["flag-history"], **table_opts),
-            pn.pane.Markdown(f"#### {det} histograms vs reference"),
-            pn.widgets.Tabulator(comparisons_frame(stored), **table_opts)
-            if stored
-            else pn.pane.Markdown("No comparisons stored for this detector and run."),
-            pn.GridBox(*plots, ncols=3) if plots else pn.Spacer(height=0),
-            pn.pane.Markdown(f"#### {det} monitoring variables"),
-            pn.widgets.Tabulator(variables, **table_opts)
-            if len(variables)
-            else pn.pane.Markdown("No monitoring variables of this detector."),
-            pn.pane.Markdown("#### Run state history"),
-            pn.widgets.Tabulator(states, **table_opts)
-            if len(states)
-            else pn.pane.Markdown("Never moved: OPEN."),
-            sizing_mode="stretch_width",
+        self.plots.objects = (
+            [pn.pane.Markdown(f"#### {det} histograms vs reference"), pn.GridBox(*plots, ncols=3)]
+            if plots
+            else []
         )
 
     # -------------------------------------------------------------------- good-run lists
+    def _build_grl_widgets(self) -> None:
+        self.grl_select = pn.widgets.Select(name="Good-run list", width=220,
+                                            css_classes=["grl-select"])  # fmt: skip
+        self.grl_version = pn.widgets.Select(name="Version", width=120,
+                                             css_classes=["grl-version"])  # fmt: skip
+        self.grl_compare = pn.widgets.Select(name="Compare with version", width=170,
+                                             css_classes=["grl-compare"])  # fmt: skip
+        self.grl_info = pn.pane.HTML("", css_classes=["grl-info"], sizing_mode="stretch_width")
+        self.grl_runs = pn.pane.HTML("", css_classes=["grl-runs"], sizing_mode="stretch_width")
+        self.grl_diff = pn.pane.HTML("", css_classes=["grl-diff"], sizing_mode="stretch_width")
+        self.grl_preset = pn.widgets.Select(
+            name="Preset", options=list(PRESETS), width=260, css_classes=["grl-preset"]
+        )
+        self.grl_expression = pn.widgets.TextInput(
+            name="Expression", value=PRESETS[self.grl_preset.value], width=420
+        )
+        self.grl_name = pn.widgets.TextInput(
+            name="Name", placeholder="e.g. golden", width=200, css_classes=["grl-name"]
+        )
+        self.grl_description = pn.widgets.TextInput(name="Description", width=420)
+        self.grl_make = self._button("Make new version", "primary", 180, "grl-make")
+        self.grl_message = pn.pane.Alert(
+            "", alert_type="light", visible=False, css_classes=["grl-message"]
+        )
+        self.grl_preset.param.watch(
+            lambda e: setattr(self.grl_expression, "value", PRESETS[e.new]), "value"
+        )
+        self.grl_make.on_click(self._make_grl)
+        self.grl_select.param.watch(lambda _e: self._grl_versions(), "value")
+        self.grl_version.param.watch(lambda _e: self._show_grl(), "value")
+        self.grl_compare.param.watch(lambda _e: self._show_diff(), "value")
+        self.downloads = {
+            kind: pn.widgets.FileDownload(
+                callback=self._download_callback(kind),
+                filename=f"grl.{ext}",
+                label=label,
+                button_type="default",
+                width=170,
+                css_classes=[f"download-{kind}"],
+                stylesheets=[BUTTON_STYLE],
+            )
+            for kind, ext, label in (
+                ("json", "json", "JSON"),
+                ("cms", "json", "CMS JSON"),
+                ("csv", "csv", "CSV"),
+            )
+        }
+        self._refresh_grls()
+
     def _refresh_grls(self) -> None:
         names = [g.name for g in self.db.grls.latest()]
         self.grl_select.options = names
         if names and self.grl_select.value not in names:
             self.grl_select.value = names[-1]
+        self._grl_versions()
+
+    def _grl_versions(self) -> None:
+        name = self.grl_select.value
+        self._versions = {g.version: g for g in self.db.grls.versions(name)} if name else {}
+        versions = sorted(self._versions, reverse=True)
+        with param.discard_events(self.grl_version):
+            self.grl_version.options = versions
+            self.grl_version.value = versions[0] if versions else None
+        self.grl_compare.options = [None, *versions]
+        self.grl_compare.value = None
         self._show_grl()
 
     def _current_grl(self) -> Any:
-        if not self.grl_select.value:
-            return None
-        return self.db.grls.get(self.grl_select.value)
+        return self._versions.get(self.grl_version.value) if self.grl_version.value else None
 
     def _show_grl(self) -> None:
         g = self._current_grl()
@@ -451,16 +876,59 @@ class SignOff(pn.viewable.Viewer):
             d.disabled = g is None
         if g is None:
             self.grl_info.object = "No good-run list yet."
+            self.grl_runs.object = ""
+            self._show_diff()
             return
         for kind, d in self.downloads.items():
             ext = "csv" if kind == "csv" else "json"
             suffix = "_cms" if kind == "cms" else ""
             d.filename = f"{g.name}_v{g.version}{suffix}.{ext}"
-        n_runs = len(g)
+        when = g.created.strftime("%Y-%m-%d %H:%M") if g.created else ""
+        warnings = getattr(g, "warnings", ()) or ()
+        warn = (
+            '<div class="grl-warnings" style="background:#fff3cd;border-left:5px solid '
+            f'{STATUS_COLORS["WARNING"]};padding:4px 8px;margin:4px 0"><b>Warning:</b><ul>'
+            + "".join(f"<li>{html.escape(str(w))}</li>" for w in warnings)
+            + "</ul></div>"
+            if warnings
+            else ""
+        )
         self.grl_info.object = (
-            f"**{g.name}** version {g.version}: `{g.expression}`; {n_runs} runs, "
+            f"<b>{html.escape(g.name)}</b> version {g.version} ({html.escape(when)}, "
+            f"{html.escape(g.author or '')}): <code>{html.escape(g.expression)}</code>"
+            + (f"<br>{html.escape(g.description)}" if g.description else "")
+            + f"<br>{len(g)} runs, luminosity {_LUMI_NAME} "
             f'<span id="grl-lumi">{g.lumi_pb / 1000.0:.4f}</span> fb<sup>-1</sup> '
-            f"({g.lumi_pb:.1f} pb<sup>-1</sup>)"
+            f"({g.lumi_pb:.1f} pb<sup>-1</sup>): the good-run list sums the recorded luminosity "
+            "of the run registry of its runs." + warn
+        )
+        rows = "".join(
+            f"<tr><td>{r.exp}</td><td>{r.run}</td><td style='text-align:right'>"
+            f"{r.lumi_pb:.2f}</td></tr>"
+            for r in g.runs
+        )
+        self.grl_runs.object = (
+            f"<details><summary>The {len(g)} runs of version {g.version}</summary>"
+            '<div style="max-height:240px;overflow-y:auto"><table class="grl-run-table">'
+            f"<tr><th>exp</th><th>run</th><th>{_LUMI_NAME} (pb<sup>-1</sup>)</th></tr>"
+            f"{rows}</table></div></details>"
+        )
+        self._show_diff()
+
+    def _show_diff(self) -> None:
+        name, a, b = self.grl_select.value, self.grl_compare.value, self.grl_version.value
+        if not name or a is None or b is None or a == b:
+            self.grl_diff.object = ""
+            return
+        d = self.db.grls.diff(name, a, b)
+
+        def runs(keys: Any) -> str:
+            return html.escape(", ".join(f"{k[0]}/{k[1]}" for k in _keys(keys))) or "none"
+
+        self.grl_diff.object = (
+            f'<div id="grl-diff-text"><b>{html.escape(name)} version {a} → {b}</b>: '
+            f"added {len(_keys(d.added))} runs ({runs(d.added)}); removed "
+            f"{len(_keys(d.removed))} runs ({runs(d.removed)}).</div>"
         )
 
     def _download_callback(self, kind: str) -> Any:
@@ -498,11 +966,12 @@ class SignOff(pn.viewable.Viewer):
             self._grl_say(f"Not made: {err}", "danger")
             return
         self._grl_say(
-            f"Made {g.name} version {g.version}: {g.lumi_pb / 1000.0:.4f} fb^-1.", "success"
+            f"Made {g.name} version {g.version}: {g.lumi_pb / 1000.0:.4f} fb^-1 ({_LUMI_NAME}).",
+            "success",
         )
         self._refresh_grls()
         self.grl_select.value = g.name
-        self._show_grl()
+        self._grl_versions()
 
     def _grl_say(self, text: str, kind: AlertKind) -> None:
         self.grl_message.object = text
@@ -522,19 +991,15 @@ class SignOff(pn.viewable.Viewer):
             default_layout=pn.Row,
         )
         legend = (
-            " ".join(
-                f'<span style="{_flag_style(f)};padding:1px 5px;margin-right:4px">{f}</span>'
-                for f in DQ_FLAGS
-            )
-            + " &nbsp; left stripe: automatic status "
-            + " ".join(
-                f'<span style="border-left:7px solid {c};padding-left:4px;margin-right:4px">{s}'
-                "</span>"
-                for s, c in STATUS_COLORS.items()
-            )
+            "flag: "
+            + " ".join(f'<span class="so-flag so-flag-{f}">{f}</span>' for f in DQ_FLAGS)
+            + " &nbsp; automatic status: "
+            + " ".join(f'<span class="so-auto so-auto-{s}">{s}</span>' for s in STATUS_COLORS)
+            + ' &nbsp; <span class="so-mark">⚠</span> the flag disagrees with the automatic '
+            "status; BEAM and TRACKING have an automatic status only."
         )
-        controls = pn.Column(
-            pn.pane.Markdown("### Certify"),
+        cell = pn.Column(
+            pn.pane.Markdown("### Certify the open cell"),
             self.message,
             pn.Row(self.flag_select, self.set_button),
             self.comment,
@@ -543,28 +1008,106 @@ class SignOff(pn.viewable.Viewer):
             pn.Row(self.to_signoff, self.complete, self.reopen),
             width=480,
         )
-        grl = pn.Card(
-            pn.Row(self.grl_select, pn.Column(self.grl_info)),
+        bulk = pn.Column(
+            pn.pane.Markdown(
+                "### Bulk sign-off: one flag for several runs and detectors, one write"
+            ),
+            pn.Row(self.bulk_runs, self.bulk_flag, self.bulk_comment),
+            pn.Row(self.bulk_detectors, self.bulk_all, self.bulk_set),
+            self.bulk_message,
+            sizing_mode="stretch_width",
+            css_classes=["bulk-card"],
+        )
+        evidence = pn.Column(
+            self.evidence_head,
+            self.evidence_items,
+            self.history,
+            self.plots,
+            sizing_mode="stretch_width",
+        )
+        certify = pn.Column(
+            pn.Row(filters, self.refresh_button, self.refreshed),
+            pn.pane.HTML(legend, stylesheets=[STYLESHEET], sizing_mode="stretch_width"),
+            self.grid,
+            bulk,
+            self.dialog,
+            pn.Row(cell, evidence),
+            sizing_mode="stretch_width",
+        )
+        grl = pn.Column(
+            pn.Row(self.grl_select, self.grl_version, self.grl_compare),
+            self.grl_info,
+            self.grl_diff,
             pn.Row(*self.downloads.values()),
+            self.grl_runs,
             pn.pane.Markdown("**New version** (manager)"),
             pn.Row(self.grl_name, self.grl_preset),
             self.grl_expression,
             self.grl_description,
             self.grl_make,
             self.grl_message,
-            title="Good-run lists",
-            collapsed=False,
             sizing_mode="stretch_width",
+        )
+        # dynamic: the browser gets a tab's models when it is opened (a faster first render)
+        tabs = pn.Tabs(
+            ("Certification", certify),
+            ("Good-run lists", grl),
+            dynamic=True,
+            sizing_mode="stretch_width",
+            css_classes=["signoff-tabs"],
         )
         return pn.Column(
             header("Sign-off: run certification", self.user),
-            filters,
-            pn.pane.HTML(legend),
-            self.grid,
-            pn.Row(controls, pn.Column(self.evidence, sizing_mode="stretch_width")),
-            grl,
+            tabs,
             sizing_mode="stretch_width",
         )
+
+
+def _keys(runs: Any) -> list[tuple[int, int]]:
+    return [getattr(r, "key", r) for r in runs]
+
+
+def _evidence_table(items: Sequence[Any], detector: str, auto: str) -> str:
+    """Everything that feeds a cell's automatic status, worst first, as an HTML table."""
+    if not items:
+        return (
+            f'<p id="evidence-items">Nothing feeds the automatic status of {html.escape(detector)}'
+            f" in this run ({html.escape(auto)}).</p>"
+        )
+    rows = "".join(
+        f'<tr class="evidence-row"><td>{_badge(e.status)}</td><td>{html.escape(e.kind)}</td>'
+        f"<td><code>{html.escape(e.name)}</code></td><td>{html.escape(e.message)}</td></tr>"
+        for e in items
+    )
+    return (
+        f"<h4>What the automatic status {_badge(auto)} of {html.escape(detector)} comes from "
+        "(worst first)</h4>"
+        '<table id="evidence-items" class="evidence-table" style="border-collapse:collapse">'
+        "<tr><th>status</th><th>kind</th><th>item</th><th>measured against expected</th></tr>"
+        f"{rows}</table>"
+    )
+
+
+def _history_table(entries: Sequence[Any]) -> str:
+    """A cell's flag history, oldest first, with what each write confirmed."""
+    if not entries:
+        return "<h4>Flag history</h4><p>Never flagged: NOTSET.</p>"
+    rows = "".join(
+        f"<tr><td>{e.time.strftime('%Y-%m-%d %H:%M:%S')}</td>"
+        f"<td>{_badge(e.flag, FLAG_COLORS)}</td><td>{html.escape(e.author)}</td>"
+        f"<td>{html.escape(e.comment)}</td>"
+        f"<td>{html.escape(getattr(e, 'confirmed', '') or '')}</td></tr>"
+        for e in entries
+    )
+    return (
+        "<h4>Flag history (oldest first)</h4><table class='history-table'>"
+        "<tr><th>time</th><th>flag</th><th>author</th><th>comment</th><th>confirmed</th></tr>"
+        f"{rows}</table>"
+    )
+
+
+#: The luminosity a good-run list sums (the library's name for it).
+_LUMI_NAME = "recorded (run registry)"
 
 
 def app() -> pn.viewable.Viewer:

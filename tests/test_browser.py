@@ -106,7 +106,7 @@ def test_viewers_build_without_server_and_library_refusals_are_shown(db_url: str
     from b2calib_apps.index import Index
     from b2calib_apps.qam import QAM
     from b2calib_apps.runsummary import RunSummary
-    from b2calib_apps.signoff import SignOff
+    from b2calib_apps.signoff import SignOff, cell_flag
 
     db = QADatabase(db_url)
     for cls in (Index, QAM, SignOff, RunSummary):
@@ -135,7 +135,7 @@ def test_viewers_build_without_server_and_library_refusals_are_shown(db_url: str
     s.set_button.clicks += 1
     entry = db.certification.flags(12, 10)["CDC"]
     assert (entry.flag, entry.author) == ("RECOVERABLE", "alice")
-    assert s.grid.value.set_index("run").at[10, "CDC"] == "RECOVERABLE"
+    assert cell_flag(s.grid.value.set_index("run").at[10, "CDC"]) == "RECOVERABLE"
 
 
 # ------------------------------------------------------------------------------- login
@@ -232,7 +232,7 @@ def test_expert_sets_flag_seen_in_grid_history_and_after_restart(
         expect(page.locator(".signoff-message")).to_contain_text(
             "CDC of run 12/3 set to BAD by alice"
         )
-        expect(grid_cell(page, 3, "CDC")).to_have_text("BAD")
+        expect(grid_cell(page, 3, "CDC").locator(".so-flag")).to_have_text("BAD")
         history = page.locator(".flag-history")
         expect(history).to_contain_text(comment)
         expect(history).to_contain_text("alice")
@@ -245,7 +245,7 @@ def test_expert_sets_flag_seen_in_grid_history_and_after_restart(
         context = browser.new_context(viewport={"width": 1400, "height": 1000})
         page = context.new_page()
         login(page, second, "vic")
-        expect(grid_cell(page, 3, "CDC")).to_have_text("BAD")
+        expect(grid_cell(page, 3, "CDC").locator(".so-flag")).to_have_text("BAD")
         open_cell(page, 3, "CDC")
         expect(page.locator(".flag-history")).to_contain_text(comment)
         expect(page.locator(".set-flag button")).to_be_disabled()  # a viewer never writes
@@ -262,7 +262,9 @@ def test_expert_refused_on_another_detector(page: Page, server: Server, db_url: 
         "alice (expert of CDC) may not flag ECL"
     )
     expect(page.locator(".complete-run button")).to_be_disabled()  # managers only
+    page.locator(".bk-tab", has_text="Good-run lists").click()
     expect(page.locator(".grl-make button")).to_be_disabled()
+    page.locator(".bk-tab", has_text="Certification").click()
     # her own detector of the same run is open to her
     open_cell(page, 4, "CDC")
     expect(page.locator(".set-flag button")).to_be_enabled()
@@ -284,8 +286,10 @@ def test_anonymous_reads_but_never_writes(page: Page, db_url: str) -> None:
         open_cell(page, 5, "CDC")
         expect(page.locator(".signoff-message")).to_contain_text("Read only: log in to set flags")
         for control in (".set-flag button", ".to-signoff button", ".complete-run button",
-                        ".reopen-run button", ".grl-make button"):  # fmt: skip
+                        ".reopen-run button", ".bulk-set button"):  # fmt: skip
             expect(page.locator(control)).to_be_disabled()
+        page.locator(".bk-tab", has_text="Good-run lists").click()
+        expect(page.locator(".grl-make button")).to_be_disabled()
         # reading works everywhere
         for path, ready in (("/qam", ".bk-Canvas"), ("/runsummary", ".run-summary")):
             page.goto(anon.base + path)
@@ -304,6 +308,9 @@ def test_manager_moves_run_through_workflow(page: Page, server: Server, db_url: 
     page.locator(".to-signoff button").click()
     expect(page.locator("#run-state")).to_have_text("SIGNOFF")
     page.locator(".complete-run button").click()
+    # its detectors are NOTSET: completing it needs the confirmation (issue 19)
+    expect(page.locator(".confirm-dialog")).to_contain_text("NOTSET")
+    page.locator(".confirm-write button").click()
     expect(page.locator("#run-state")).to_have_text("COMPLETED")
     expect(grid_cell(page, 9, "state")).to_have_text("COMPLETED")
     state = db.certification.state(12, 9)
@@ -343,6 +350,7 @@ def test_manager_makes_and_exports_good_run_list(page: Page, server: Server, db_
     assert (12, 7) not in expected
 
     login(page, server, "boss")
+    page.locator(".bk-tab", has_text="Good-run lists").click()
     page.locator(".grl-name input").fill("golden")
     page.locator(".grl-name input").press("Tab")
     page.locator(".grl-preset select").select_option("physics_4s_good")
