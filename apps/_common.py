@@ -318,3 +318,27 @@ def _read_status_grid(db: Any, exp: int | None, key: tuple[str, int | None]) -> 
     finally:
         with _STATUS_LOCK:
             _STATUS_READING.discard(key)
+
+
+_EVIDENCE: dict[tuple[str, int, int], tuple[float, list[Any]]] = {}
+_EVIDENCE_MAX = 4000
+
+
+def shared_evidence(db: Any, exp: int, run: int) -> list[Any]:
+    """``db.status.evidence(exp, run)`` (every detector and system of the run, worst first),
+    read once for all the pages of a server while the experiment's shared status grid (see
+    :func:`shared_status_grid`) is the same read: clicking the other detectors of a run, or a
+    cell someone else opened, costs nothing."""
+    key = (db_key(db), exp, run)
+    with _STATUS_LOCK:
+        grid = _STATUS_GRIDS.get((key[0], exp))
+        held = _EVIDENCE.get(key)
+    generation = grid[0] if grid is not None else -1.0
+    if held is not None and held[0] == generation:
+        return held[1]
+    items = list(db.status.evidence(exp, run))
+    with _STATUS_LOCK:
+        if len(_EVIDENCE) >= _EVIDENCE_MAX:
+            _EVIDENCE.clear()
+        _EVIDENCE[key] = (generation, items)
+    return items

@@ -40,9 +40,9 @@ import param
 from bokeh.models.widgets.tables import HTMLTemplateFormatter
 
 from b2calib.exceptions import B2CalibError, ConfirmationNeeded, PermissionDenied
-from b2calib.geometry import DETECTORS
 from b2calib.qa.grl import PRESETS
 from b2calib.qa.monitoring import SYSTEMS
+from b2calib.qa.store.status import STATUS_COLUMNS
 from b2calib.runs import DQ_FLAGS, RUN_TYPES
 
 from ._common import (
@@ -55,12 +55,11 @@ from ._common import (
     histogram_plot,
     served,
     session_user,
+    shared_evidence,
     shared_status_grid,
 )
 
 __all__ = ["POLL_SECONDS", "SignOff"]
-
-STATUS_COLUMNS = (*DETECTORS, *SYSTEMS)  # until i19-status: b2calib.qa.store.status
 
 #: Seconds between two re-reads of the grid's flags and run states in a served page.
 POLL_SECONDS = 20
@@ -244,7 +243,7 @@ class SignOff(pn.viewable.Viewer):
             formatters=dict.fromkeys(self._columns, formatter),
             widths={
                 **dict.fromkeys(self._columns, 112),
-                "exp": 58,
+                "exp": 66,
                 "run": 60,
                 "type": 72,
                 "state": 100,
@@ -755,7 +754,7 @@ class SignOff(pn.viewable.Viewer):
         value = str(self.grid.value[det].iat[i]) if i is not None and det in self._columns else ""
         flag, auto, _ = cell_parts(value)
         state = self._state_of(exp, run)
-        items = self.db.status.evidence(exp, run, det)
+        items = [e for e in shared_evidence(self.db, exp, run) if e.detector == det]
         worst_var = next((e.name for e in items if e.kind == "variable"), None)
         qam = f"/qam?exp={exp}&run={run}&detector={det}" + (
             f"&variable={worst_var}" if worst_var else ""
