@@ -12,6 +12,7 @@ from b2calib.exceptions import B2CalibError, QAError
 from b2calib.qa.store.certification import Certification
 from b2calib.qa.store.grls import GoodRunLists
 from b2calib.qa.store.histograms import Histograms
+from b2calib.qa.store.luminosity import Luminosity
 from b2calib.qa.store.runs import Runs
 from b2calib.qa.store.sessions import Sessions
 from b2calib.qa.store.status import AutoStatus
@@ -52,13 +53,18 @@ class QADatabase(Database):
     histograms : Histograms
         QA histograms, references and comparisons: ``store_run``, ``keys``, ``get``,
         ``set_reference``, ``reference``, ``references``, ``compare``, ``comparisons``.
+    luminosity : Luminosity
+        The runs' recorded, Bhabha and gamma-gamma luminosities side by side:
+        ``qa.luminosity(exp=None, first=None, last=None, run_type=None)`` gives a
+        :class:`~b2calib.qa.store.luminosity.LuminosityTable` (``totals()``, ``to_frame()``).
     status : AutoStatus
         The automatic status: ``evaluate``, ``evaluate_all``, ``get``, ``grid``.
     certification : Certification
-        Flags and run sign-off: ``set_flag``, ``set_flags``, ``flags``, ``flag_history``,
-        ``flag_grid``, ``state``, ``states``, ``set_state``, ``state_history``.
+        Flags and run sign-off: ``set_flag``, ``set_flags``, ``confirmations``, ``flags``,
+        ``flag_history``, ``flag_grid``, ``state``, ``states``, ``set_state``,
+        ``state_confirmations``, ``state_history``.
     grls : GoodRunLists
-        Versioned good-run lists: ``make``, ``get``, ``latest``, ``versions``.
+        Versioned good-run lists: ``make``, ``get``, ``latest``, ``versions``, ``diff``.
     """
 
     error: ClassVar[type[B2CalibError]] = QAError
@@ -71,9 +77,10 @@ class QADatabase(Database):
         self.users = Users(self)
         self.sessions = Sessions(self)
         self.runs = Runs(self)
+        self.luminosity = Luminosity(self)
         self.histograms = Histograms(self, self.runs)
         self.status = AutoStatus(self, self.runs, self.histograms)
-        self.certification = Certification(self, self.users, self.runs)
+        self.certification = Certification(self, self.users, self.runs, self.status)
         self.grls = GoodRunLists(self, self.users, self.runs)
 
 
