@@ -40,7 +40,7 @@ import param
 from bokeh.models.widgets.tables import HTMLTemplateFormatter
 
 from b2calib.exceptions import B2CalibError, ConfirmationNeeded, PermissionDenied
-from b2calib.qa.grl import PRESETS
+from b2calib.qa.grl import LUMINOSITY, PRESETS
 from b2calib.qa.monitoring import SYSTEMS
 from b2calib.qa.store.status import STATUS_COLUMNS
 from b2calib.runs import DQ_FLAGS, RUN_TYPES
@@ -716,12 +716,14 @@ class SignOff(pn.viewable.Viewer):
         comment = (self.workflow_comment.value or "").strip()
         cert = self.db.certification
 
+        def needed() -> list[Any]:
+            return list(cert.state_confirmations(exp, run, state, user=user))
+
         def write(force: bool) -> None:
             try:
                 cert.set_state(exp, run, state, user=user, comment=comment, force=force)
             except ConfirmationNeeded as err:
-                asked = list(err.confirmations)
-                self._ask(asked, lambda: asked, lambda: write(True))
+                self._ask(err.confirmations, needed, lambda: write(True))
                 return
             except PermissionDenied as err:
                 self._say(f"Refused: {err}", "danger")
@@ -736,7 +738,18 @@ class SignOff(pn.viewable.Viewer):
                 self.grid.patch({"state": [(i, state)]}, as_index=False)
             self._show_cell()
 
-        write(False)
+        try:
+            asked = needed()
+        except PermissionDenied as err:
+            self._say(f"Refused: {err}", "danger")
+            return
+        except B2CalibError as err:
+            self._say(f"Not changed: {err}", "danger")
+            return
+        if asked:
+            self._ask(asked, needed, lambda: write(True))
+        else:
+            write(False)
 
     # ---------------------------------------------------------------------- evidence
     def _show_cell(self) -> None:
@@ -771,11 +784,12 @@ class SignOff(pn.viewable.Viewer):
             f'<a id="qam-link" href="{html.escape(qam)}">open in QAM</a></div>'
         )
         self.evidence_items.object = _evidence_table(items, det, auto)
-        if det in self._flaggable:
-            entries = self.db.certification.flag_history(exp, run, det)
-            self.history.object = _history_table(entries)
-        else:
-            self.history.object = ""
+        flags = (
+            _history_table(self.db.certification.flag_history(exp, run, det))
+            if det in self._flaggable
+            else ""
+        )
+        self.history.object = flags + _state_table(self.db.certification.state_history(exp, run))
         self.plots.objects = [pn.pane.Markdown("*drawing the histograms…*")]
         if served() and pn.state.curdoc is not None:
             cell = self.selected
@@ -883,7 +897,7 @@ class SignOff(pn.viewable.Viewer):
             suffix = "_cms" if kind == "cms" else ""
             d.filename = f"{g.name}_v{g.version}{suffix}.{ext}"
         when = g.created.strftime("%Y-%m-%d %H:%M") if g.created else ""
-        warnings = getattr(g, "warnings", ()) or ()
+        warnings = g.warnings
         warn = (
             '<div class="grl-warnings" style="background:#fff3cd;border-left:5px solid '
             f'{STATUS_COLORS["WARNING"]};padding:4px 8px;margin:4px 0"><b>Warning:</b><ul>'
@@ -896,7 +910,7 @@ class SignOff(pn.viewable.Viewer):
             f"<b>{html.escape(g.name)}</b> version {g.version} ({html.escape(when)}, "
             f"{html.escape(g.author or '')}): <code>{html.escape(g.expression)}</code>"
             + (f"<br>{html.escape(g.description)}" if g.description else "")
-            + f"<br>{len(g)} runs, luminosity {_LUMI_NAME} "
+            + f"<br>{len(g)} runs, luminosity {LUMINOSITY} "
             f'<span id="grl-lumi">{g.lumi_pb / 1000.0:.4f}</span> fb<sup>-1</sup> '
             f"({g.lumi_pb:.1f} pb<sup>-1</sup>): the good-run list sums the recorded luminosity "
             "of the run registry of its runs." + warn
@@ -909,7 +923,7 @@ class SignOff(pn.viewable.Viewer):
         self.grl_runs.object = (
             f"<details><summary>The {len(g)} runs of version {g.version}</summary>"
             '<div style="max-height:240px;overflow-y:auto"><table class="grl-run-table">'
-            f"<tr><th>exp</th><th>run</th><th>{_LUMI_NAME} (pb<sup>-1</sup>)</th></tr>"
+            f"<tr><th>exp</th><th>run</th><th>{LUMINOSITY} (pb<sup>-1</sup>)</th></tr>"
             f"{rows}</table></div></details>"
         )
         self._show_diff()
@@ -921,13 +935,21 @@ class SignOff(pn.viewable.Viewer):
             return
         d = self.db.grls.diff(name, a, b)
 
-        def runs(keys: Any) -> str:
-            return html.escape(", ".join(f"{k[0]}/{k[1]}" for k in _keys(keys))) or "none"
+        def runs(grl_runs: Sequence[Any]) -> str:
+            return html.escape(", ".join(f"{r.exp}/{r.run}" for r in grl_runs)) or "none"
 
+        expression = (
+            f"; expression <code>{html.escape(d.old.expression)}</code> → "
+            f"<code>{html.escape(d.new.expression)}</code>"
+            if d.expression_changed
+            else ""
+        )
         self.grl_diff.object = (
             f'<div id="grl-diff-text"><b>{html.escape(name)} version {a} → {b}</b>: '
-            f"added {len(_keys(d.added))} runs ({runs(d.added)}); removed "
-            f"{len(_keys(d.removed))} runs ({runs(d.removed)}).</div>"
+            f"added {len(d.added)} runs ({runs(d.added)}, {d.lumi_added_pb:.1f} pb<sup>-1</sup>);"
+            f" removed {len(d.removed)} runs ({runs(d.removed)}, {d.lumi_removed_pb:.1f} "
+            f"pb<sup>-1</sup>); {len(d.changed)} with another luminosity; {LUMINOSITY} "
+            f"luminosity {d.lumi_change_pb:+.1f} pb<sup>-1</sup>{expression}.</div>"
         )
 
     def _download_callback(self, kind: str) -> Any:
@@ -965,7 +987,7 @@ class SignOff(pn.viewable.Viewer):
             self._grl_say(f"Not made: {err}", "danger")
             return
         self._grl_say(
-            f"Made {g.name} version {g.version}: {g.lumi_pb / 1000.0:.4f} fb^-1 ({_LUMI_NAME}).",
+            f"Made {g.name} version {g.version}: {g.lumi_pb / 1000.0:.4f} fb^-1 ({LUMINOSITY}).",
             "success",
         )
         self._refresh_grls()
@@ -1062,10 +1084,6 @@ class SignOff(pn.viewable.Viewer):
         )
 
 
-def _keys(runs: Any) -> list[tuple[int, int]]:
-    return [getattr(r, "key", r) for r in runs]
-
-
 def _evidence_table(items: Sequence[Any], detector: str, auto: str) -> str:
     """Everything that feeds a cell's automatic status, worst first, as an HTML table."""
     if not items:
@@ -1095,7 +1113,7 @@ def _history_table(entries: Sequence[Any]) -> str:
         f"<tr><td>{e.time.strftime('%Y-%m-%d %H:%M:%S')}</td>"
         f"<td>{_badge(e.flag, FLAG_COLORS)}</td><td>{html.escape(e.author)}</td>"
         f"<td>{html.escape(e.comment)}</td>"
-        f"<td>{html.escape(getattr(e, 'confirmed', '') or '')}</td></tr>"
+        f"<td>{html.escape(e.confirmed)}</td></tr>"
         for e in entries
     )
     return (
@@ -1105,8 +1123,21 @@ def _history_table(entries: Sequence[Any]) -> str:
     )
 
 
-#: The luminosity a good-run list sums (the library's name for it).
-_LUMI_NAME = "recorded (run registry)"
+def _state_table(states: Sequence[Any]) -> str:
+    """A run's state history, oldest first, with what each move confirmed."""
+    if not states:
+        return "<h4>Run state history</h4><p>Never moved: OPEN.</p>"
+    rows = "".join(
+        f"<tr><td>{s.time.strftime('%Y-%m-%d %H:%M:%S') if s.time else ''}</td>"
+        f"<td>{html.escape(s.state)}</td><td>{html.escape(s.author)}</td>"
+        f"<td>{html.escape(s.comment)}</td><td>{html.escape(s.confirmed)}</td></tr>"
+        for s in states
+    )
+    return (
+        "<h4>Run state history (oldest first)</h4><table class='state-history'>"
+        "<tr><th>time</th><th>state</th><th>author</th><th>comment</th><th>confirmed</th></tr>"
+        f"{rows}</table>"
+    )
 
 
 def app() -> pn.viewable.Viewer:
