@@ -114,6 +114,11 @@ STYLESHEET = "\n".join(
         ),
         ".so-mark { margin-left:3px; color:#b00020; font-weight:700; }",
         ".so-none { color:#999; }",
+        "table.evidence-table, table.history-table, table.state-history, table.grl-run-table"
+        " { border-collapse:collapse; margin:2px 0 8px; }",
+        ".evidence-table th, .evidence-table td, .history-table th, .history-table td,"
+        " .state-history th, .state-history td, .grl-run-table th, .grl-run-table td"
+        " { padding:2px 8px; border-bottom:1px solid #e4e4e4; text-align:left; }",
     ]
 )
 BUTTON_STYLE = (
@@ -256,7 +261,7 @@ class SignOff(pn.viewable.Viewer):
         self.grid.on_click(self._on_cell)
         self.grid.param.watch(self._on_rows_ticked, "selection")
         self.refresh_button = pn.widgets.Button(
-            name="↻ Refresh", width=110, css_classes=["grid-refresh"], stylesheets=[BUTTON_STYLE]
+            label="↻ Refresh", width=110, css_classes=["grid-refresh"], stylesheets=[BUTTON_STYLE]
         )
         self.refresh_button.on_click(lambda _e: self.refresh_grid(full=True))
         self.refreshed = pn.pane.HTML("", css_classes=["grid-refreshed"])
@@ -267,10 +272,10 @@ class SignOff(pn.viewable.Viewer):
             "", alert_type="light", visible=False, css_classes=["signoff-message"]
         )
         self.flag_select = pn.widgets.Select(
-            name="Flag", options=list(DQ_FLAGS), width=180, css_classes=["flag-select"]
+            label="Flag", options=list(DQ_FLAGS), width=180, css_classes=["flag-select"]
         )
         self.comment = pn.widgets.TextAreaInput(
-            name="Comment",
+            label="Comment",
             placeholder="why (required unless GOOD)",
             height=70,
             width=360,
@@ -278,7 +283,7 @@ class SignOff(pn.viewable.Viewer):
         )
         self.set_button = self._button("Set flag", "primary", 120, "set-flag")
         self.set_button.on_click(self._set_flag)
-        self.workflow_comment = pn.widgets.TextInput(name="Workflow comment", width=300)
+        self.workflow_comment = pn.widgets.TextInput(label="Workflow comment", width=300)
         self.to_signoff = self._button("Send to sign-off", "default", 150, "to-signoff")
         self.complete = self._button("Complete run", "success", 150, "complete-run")
         self.reopen = self._button("Reopen run", "warning", 150, "reopen-run")
@@ -288,26 +293,27 @@ class SignOff(pn.viewable.Viewer):
 
         # -- bulk sign-off
         self.bulk_runs = pn.widgets.TextInput(
-            name="Runs (tick rows in the grid, or type e.g. 23, 25-30)",
+            label="Runs (tick rows in the grid, or type e.g. 23, 25-30)",
             width=360,
             css_classes=["bulk-runs"],
         )
         self.bulk_detectors = pn.widgets.CheckButtonGroup(
-            name="Detectors",
+            label="Detectors",
             options=self._flaggable,
             value=[],
-            button_type="default",
+            color="primary",
+            variant="outline",
             css_classes=["bulk-detectors"],
         )
         self.bulk_all = pn.widgets.Button(
-            name="all detectors", width=110, css_classes=["bulk-all-detectors"]
+            label="all detectors", width=110, css_classes=["bulk-all-detectors"]
         )
         self.bulk_all.on_click(lambda _e: setattr(self.bulk_detectors, "value", self._flaggable))
         self.bulk_flag = pn.widgets.Select(
-            name="Flag", options=list(DQ_FLAGS), value="GOOD", width=160, css_classes=["bulk-flag"]
+            label="Flag", options=list(DQ_FLAGS), value="GOOD", width=160, css_classes=["bulk-flag"]
         )
         self.bulk_comment = pn.widgets.TextInput(
-            name="Comment", placeholder="why (required unless GOOD)", width=360,
+            label="Comment", placeholder="why (required unless GOOD)", width=360,
             css_classes=["bulk-comment"],
         )  # fmt: skip
         self.bulk_set = self._button("Set flags", "primary", 130, "bulk-set")
@@ -345,8 +351,12 @@ class SignOff(pn.viewable.Viewer):
             sizing_mode="stretch_width",
             css_classes=["evidence-head"],
         )
-        self.evidence_items = pn.pane.HTML("", sizing_mode="stretch_width")
-        self.history = pn.pane.HTML("", sizing_mode="stretch_width", css_classes=["flag-history"])
+        self.evidence_items = pn.pane.HTML(
+            "", sizing_mode="stretch_width", stylesheets=[STYLESHEET]
+        )
+        self.history = pn.pane.HTML(
+            "", sizing_mode="stretch_width", css_classes=["flag-history"], stylesheets=[STYLESHEET]
+        )
         self.plots = pn.Column(sizing_mode="stretch_width")
 
         self._build_grl_widgets()
@@ -366,7 +376,7 @@ class SignOff(pn.viewable.Viewer):
     @staticmethod
     def _button(name: str, kind: str, width: int, css: str) -> pn.widgets.Button:
         return pn.widgets.Button(
-            name=name, button_type=kind, width=width, css_classes=[css], stylesheets=[BUTTON_STYLE]
+            label=name, color=kind, width=width, css_classes=[css], stylesheets=[BUTTON_STYLE]
         )
 
     # --------------------------------------------------------------------------- grid
@@ -814,25 +824,27 @@ class SignOff(pn.viewable.Viewer):
 
     # -------------------------------------------------------------------- good-run lists
     def _build_grl_widgets(self) -> None:
-        self.grl_select = pn.widgets.Select(name="Good-run list", width=220,
+        self.grl_select = pn.widgets.Select(label="Good-run list", width=220,
                                             css_classes=["grl-select"])  # fmt: skip
-        self.grl_version = pn.widgets.Select(name="Version", width=120,
+        self.grl_version = pn.widgets.Select(label="Version", width=120,
                                              css_classes=["grl-version"])  # fmt: skip
-        self.grl_compare = pn.widgets.Select(name="Compare with version", width=170,
+        self.grl_compare = pn.widgets.Select(label="Compare with version", width=170,
                                              css_classes=["grl-compare"])  # fmt: skip
         self.grl_info = pn.pane.HTML("", css_classes=["grl-info"], sizing_mode="stretch_width")
-        self.grl_runs = pn.pane.HTML("", css_classes=["grl-runs"], sizing_mode="stretch_width")
+        self.grl_runs = pn.pane.HTML(
+            "", css_classes=["grl-runs"], sizing_mode="stretch_width", stylesheets=[STYLESHEET]
+        )
         self.grl_diff = pn.pane.HTML("", css_classes=["grl-diff"], sizing_mode="stretch_width")
         self.grl_preset = pn.widgets.Select(
-            name="Preset", options=list(PRESETS), width=260, css_classes=["grl-preset"]
+            label="Preset", options=list(PRESETS), width=260, css_classes=["grl-preset"]
         )
         self.grl_expression = pn.widgets.TextInput(
-            name="Expression", value=PRESETS[self.grl_preset.value], width=420
+            label="Expression", value=PRESETS[self.grl_preset.value], width=420
         )
         self.grl_name = pn.widgets.TextInput(
-            name="Name", placeholder="e.g. golden", width=200, css_classes=["grl-name"]
+            label="Name", placeholder="e.g. golden", width=200, css_classes=["grl-name"]
         )
-        self.grl_description = pn.widgets.TextInput(name="Description", width=420)
+        self.grl_description = pn.widgets.TextInput(label="Description", width=420)
         self.grl_make = self._button("Make new version", "primary", 180, "grl-make")
         self.grl_message = pn.pane.Alert(
             "", alert_type="light", visible=False, css_classes=["grl-message"]
@@ -849,7 +861,7 @@ class SignOff(pn.viewable.Viewer):
                 callback=self._download_callback(kind),
                 filename=f"grl.{ext}",
                 label=label,
-                button_type="default",
+                color="default",
                 width=170,
                 css_classes=[f"download-{kind}"],
                 stylesheets=[BUTTON_STYLE],
