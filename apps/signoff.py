@@ -329,7 +329,7 @@ class SignOff(pn.viewable.Viewer):
         self.confirm_button = self._button("Confirm and write", "danger", 170, "confirm-write")
         self.cancel_button = self._button("Cancel", "default", 100, "cancel-write")
         self.confirm_button.on_click(self._confirmed)
-        self.cancel_button.on_click(lambda _e: self._close_dialog("Nothing written."))
+        self.cancel_button.on_click(self._cancelled)
         self.dialog = pn.Column(
             self.confirm_text,
             pn.Row(self.confirm_button, self.cancel_button),
@@ -343,7 +343,7 @@ class SignOff(pn.viewable.Viewer):
             },
             sizing_mode="stretch_width",
         )
-        self._pending: tuple[Callable[[], list[Any]], Callable[[], None]] | None = None
+        self._pending: tuple[Callable[[], None], Callable[[str, AlertKind], None]] | None = None
 
         # -- the evidence of the open cell
         self.evidence_head = pn.pane.HTML(
@@ -630,7 +630,7 @@ class SignOff(pn.viewable.Viewer):
             try:
                 entries = cert.set_flags(changes, user=user, comment=comment, force=force)
             except ConfirmationNeeded as err:
-                self._ask(err.confirmations, needed, lambda: write(True))
+                self._ask(err.confirmations, needed, lambda: write(True), say)
                 return
             except PermissionDenied as err:
                 say(f"Refused: {err}", "danger")
@@ -650,16 +650,17 @@ class SignOff(pn.viewable.Viewer):
             say(f"Not saved: {err}", "danger")
             return
         if asked:
-            self._ask(asked, needed, lambda: write(True))
+            self._ask(asked, needed, lambda: write(True), say)
         else:
             write(False)
 
     def _ask(
         self, confirmations: Sequence[Any], again: Callable[[], list[Any]],
-        write: Callable[[], None],
+        write: Callable[[], None], say: Callable[[str, AlertKind], None],
     ) -> None:  # fmt: skip
         """Show the dialog listing ``confirmations``; its button writes (``write``) when what
-        ``again`` finds to confirm then is still what was shown."""
+        ``again`` finds to confirm then is still what was shown (else it shows the new list);
+        ``say`` tells what happened (cancelled, refused)."""
         items = "".join(
             f"<li>run {c.exp}/{c.run}"
             + (f" {html.escape(c.detector)}" if c.detector else "")
@@ -674,28 +675,37 @@ class SignOff(pn.viewable.Viewer):
         shown = sorted(map(repr, confirmations))
 
         def checked() -> None:
-            now = list(again())
-            if sorted(map(repr, now)) != shown:  # something changed since it was shown
-                self._ask(now, again, write) if now else write()
+            try:
+                now = list(again())
+            except B2CalibError as err:
+                self._close_dialog()
+                say(f"Not written: {err}", "danger")
                 return
-            self._close_dialog(None)
+            if now and sorted(map(repr, now)) != shown:  # changed since it was shown
+                self._ask(now, again, write, say)
+                return
+            self._close_dialog()
             write()
 
-        self._pending = (again, checked)
+        self._pending = (checked, say)
         self.dialog.visible = True
 
     def _confirmed(self, _event: Any = None) -> None:
         if self._pending is None:
             return
-        _, go = self._pending
+        go, _ = self._pending
         self._pending = None
-        go()
+        with pn.io.hold():
+            go()
 
-    def _close_dialog(self, text: str | None) -> None:
+    def _cancelled(self, _event: Any = None) -> None:
+        say = self._pending[1] if self._pending is not None else self._say
+        self._close_dialog()
+        say("Nothing written.", "secondary")
+
+    def _close_dialog(self) -> None:
         self._pending = None
         self.dialog.visible = False
-        if text:
-            self._say(text, "secondary")
 
     def _patch_flags(self, entries: Sequence[Any]) -> None:
         with pn.io.hold():
@@ -733,7 +743,7 @@ class SignOff(pn.viewable.Viewer):
             try:
                 cert.set_state(exp, run, state, user=user, comment=comment, force=force)
             except ConfirmationNeeded as err:
-                self._ask(err.confirmations, needed, lambda: write(True))
+                self._ask(err.confirmations, needed, lambda: write(True), self._say)
                 return
             except PermissionDenied as err:
                 self._say(f"Refused: {err}", "danger")
@@ -757,7 +767,7 @@ class SignOff(pn.viewable.Viewer):
             self._say(f"Not changed: {err}", "danger")
             return
         if asked:
-            self._ask(asked, needed, lambda: write(True))
+            self._ask(asked, needed, lambda: write(True), self._say)
         else:
             write(False)
 

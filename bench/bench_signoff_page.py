@@ -170,6 +170,7 @@ def main() -> None:
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
         for i in range(args.repeat + 1):  # the first load warms the server's imports up
             ctx = browser.new_context(viewport={"width": 1400, "height": 1000})
+            ctx.set_default_timeout(180_000)  # the first load: a cold server on busy cores
             page = ctx.new_page()
             got = Bytes(page)
             page.goto(server.base + "/signoff", wait_until="commit")
@@ -212,6 +213,7 @@ def main() -> None:
         if not args.no_write:
             for i in range(min(args.repeat, 3)):
                 ctx = browser.new_context(viewport={"width": 1400, "height": 1000})
+                ctx.set_default_timeout(180_000)
                 page = ctx.new_page()
                 login(page, server.base, "manager")
                 run = 2001 + i

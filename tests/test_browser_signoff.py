@@ -327,3 +327,37 @@ def test_good_run_list_versions_runs_diff_and_warning(
         page.locator(".download-csv button").click()
     assert download.value.suggested_filename == f"shift_v{v1.version}.csv"
     shoot(page, "signoff-grl")
+
+
+# Bokeh's ColumnDataSource.from_df calls reset_index(inplace=True), deprecated by pandas 3.1
+@pytest.mark.filterwarnings("ignore:The inplace keyword:pandas.errors.Pandas4Warning")
+def test_confirmation_is_asked_again_when_what_needs_it_changed(db_url: str) -> None:
+    """A dialog left open while someone else writes: confirming it writes nothing and lists
+    what needs confirming now (the new override among them)."""
+    from b2calib_apps.signoff import SignOff
+
+    db = QADatabase(db_url)
+    boss, carol = db.users.get("boss"), db.users.get("carol")
+    page = SignOff(db=db, user=boss)
+    db.certification.set_flags([(EXP, 14, "ECL", "BAD")], user=carol, comment="test: first")
+    before = db.certification.flag_history(EXP, 15)
+    page.bulk_runs.value = "14-15"
+    page.bulk_detectors.value = ["CDC", "ECL"]
+    page.bulk_flag.value = "GOOD"
+    page.bulk_set.clicks += 1
+    assert page.dialog.visible
+    assert "run 12/14 ECL: overrides BAD set by carol" in page.confirm_text.object
+    assert "run 12/15" not in page.confirm_text.object
+    # meanwhile carol flags run 15's CDC
+    db.certification.set_flags([(EXP, 15, "CDC", "BAD")], user=carol, comment="test: second")
+    page.confirm_button.clicks += 1
+    assert page.dialog.visible
+    assert "run 12/15 CDC: overrides BAD set by carol" in page.confirm_text.object
+    assert db.certification.flags(EXP, 14)["ECL"].flag == "BAD"
+    assert len(db.certification.flag_history(EXP, 15)) == len(before) + 1  # carol's only
+    # confirmed again: written, both confirmations recorded
+    page.confirm_button.clicks += 1
+    assert not page.dialog.visible
+    assert "4 flags of 2 runs" in page.bulk_message.object
+    assert "overrides BAD set by carol" in db.certification.flags(EXP, 15)["CDC"].confirmed
+    assert "overrides BAD set by carol" in db.certification.flags(EXP, 14)["ECL"].confirmed
