@@ -368,8 +368,12 @@ class SignOff(pn.viewable.Viewer):
         self.param.watch(lambda _e: self._show_cell(), "selected")
         self.param.watch(lambda _e: self.refresh_grid(full=True), ["exp", "first", "last",
                                                                     "run_type"])  # fmt: skip
-        self._on_url_cell()
         self._update_controls()
+        if served():
+            # the URL's cell opens once the page is shown (its grid is not kept waiting)
+            pn.state.onload(self._on_url_cell)
+        else:
+            self._on_url_cell()
         if served():
             pn.state.add_periodic_callback(self.refresh_grid, period=POLL_SECONDS * 1000)
 
