@@ -278,6 +278,17 @@ def main() -> None:
         "the automatic status of every run of the experiment (`AutoStatus.get` of one run reads "
         "every variable's trend), and a cell drew its plots before its text.",
         "",
+        "What the page does now: the automatic-status grid is read once per server and "
+        "shared by its pages (re-read in the background when two minutes old), and so is a "
+        "run's evidence; a grid cell is a 2-3 character code the browser draws (flag, "
+        "automatic status, ⚠ mark); the good-run lists are a tab built when opened; a click "
+        "sends the cell's text in one message and its histogram plots on the next tick. What "
+        "remains in the first render, on these shared cores: the server's build (the runs read "
+        "twice, once by the page and once inside `Certification.states`, building a `Run` per "
+        "row; about 120 Bokeh models) and the browser's Tabulator of every run. The bulk "
+        "sign-off's time is mostly the library's confirmations (a GOOD reads the automatic "
+        "status grid of the experiment, in the dry run and again in the forced write).",
+        "",
         "Server time of the same steps (this process, same database):",
         "",
         "| step | seconds |",
