@@ -30,11 +30,13 @@ from b2calib.qa.monitoring import (
     VISIBLE_CROSS_SECTIONS_NB,
     GammaGammaCollector,
     HistogramDef,
+    MonitoringValue,
     RunQA,
     collect_qa,
     lumi_from_count,
     run_qa_from_outputs,
 )
+from b2calib.qa.monitoring.parts import RunHistograms
 from b2calib.runs import RunRegistry
 from b2calib.sim import (
     PROCESS_ID,
@@ -746,3 +748,37 @@ def test_luminosity_closure_over_many_runs(tmp_path: Path) -> None:
         assert len(pulls) == 200
         assert abs(pulls.mean()) < 0.1, (name, pulls.mean())
         assert 0.85 < pulls.std(ddof=1) < 1.15, (name, pulls.std(ddof=1))
+
+
+def test_top_module_time_deviation_finds_one_module_moved() -> None:
+    """One TOP module 2 ns late against the others: its deviation from the mean of all tracks
+    (2 ns less its share of that mean) many sigma above what the healthy modules show."""
+    from b2calib.detectors.top.qa import MIN_MODULE_TRACKS, TOPDimuonQA
+
+    rng = np.random.default_rng(3)
+    part = TOPDimuonQA()
+
+    def outputs(shift: float, tracks: int) -> dict[str, dict[str, hist.Hist]]:
+        module = np.repeat(np.arange(1, 17), tracks)
+        t = rng.normal(0.5, 0.8, len(module)) + np.where(module == 5, shift, 0.0)
+        h = hist.Hist(hist.axis.Integer(1, 17), storage=hist.storage.Mean())
+        h.fill(module, sample=t)
+        return {"hlt_mumu_2trk": {"mean/top_module_time": h, "mean/top_time": _mean(list(t))}}
+
+    def deviation(shift: float) -> MonitoringValue:
+        values = part.compute(RunHistograms(3, 8, outputs(shift, 40)))
+        [v] = [v for v in values if v.name == "mumu.top_module_time_deviation"]
+        return v
+
+    moved = deviation(2.0)
+    assert moved.unit == "ns"
+    assert moved.value == pytest.approx(2.0 * 15 / 16, abs=4 * moved.error)
+    assert moved.error == pytest.approx(math.sqrt((0.8**2 + 2.0**2 * 15 / 256) / 40), rel=0.2)
+    assert moved.value / moved.error > 8
+    # the largest of 16 |normal| deviations: ~2 sigma
+    quiet = [deviation(0.0) for _ in range(50)]
+    assert np.median([v.value / v.error for v in quiet]) == pytest.approx(2.0, abs=0.4)
+    # modules with too few tracks do not count: no value, and why
+    run = RunHistograms(3, 8, outputs(2.0, MIN_MODULE_TRACKS - 1))
+    assert [v.name for v in part.compute(run)] == ["mumu.top_time"]
+    assert "no TOP module with" in run.notes[0]
