@@ -379,6 +379,16 @@ def test_cosmic_runs(experiment: Experiment) -> None:
 def test_config_validation(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="unknown detectors"):
         SimConfig(detectors=["ECL", "XYZ"])
+    with pytest.raises(ConfigError, match="pxd_excluded_fraction must be in"):
+        SimConfig(pxd_excluded_fraction=1.5)
+    # a run list without PXD-less runs: the same runs, all with the PXD
+    runs = generate_runs(SimConfig(n_runs=40, seed=3))
+    assert any("PXD" not in r.detectors for r in runs)
+    every = generate_runs(SimConfig(n_runs=40, seed=3, pxd_excluded_fraction=0.0))
+    assert all(set(r.detectors) == set(DETECTORS) for r in every)
+    assert [dataclasses.replace(r, detectors=DETECTORS) for r in runs] == every
+    assert "pxd_excluded_fraction" not in SimConfig().to_dict()
+    assert SimConfig(pxd_excluded_fraction=0.0).to_dict()["pxd_excluded_fraction"] == 0.0
     with pytest.raises(ConfigError, match="outside the simulated runs"):
         SimConfig(n_runs=3, intervention_run=10)
     with pytest.raises(ConfigError, match="unknown skims"):
