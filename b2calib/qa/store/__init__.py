@@ -45,7 +45,7 @@ from b2calib.qa.store.luminosity import (
 )
 from b2calib.qa.store.runs import Runs, Trend
 from b2calib.qa.store.sessions import Session, Sessions, session_id
-from b2calib.qa.store.status import AutoStatus
+from b2calib.qa.store.status import STATUS_COLUMNS, AutoStatus, Evidence
 from b2calib.qa.store.tables import ROLES, RUN_STATES
 from b2calib.qa.store.users import User, Users, hash_password, verify_password
 
@@ -53,9 +53,11 @@ __all__ = [
     "LUMINOSITY_COLUMNS",
     "ROLES",
     "RUN_STATES",
+    "STATUS_COLUMNS",
     "AutoStatus",
     "Certification",
     "Confirmation",
+    "Evidence",
     "FlagEntry",
     "GoodRunLists",
     "Histograms",
