@@ -97,8 +97,8 @@ demo: $(STAMP)
 	$(BIN)/b2calib qa reference set --exp 16 --auto --db $(DEMO_DB) > /dev/null
 	$(BIN)/b2calib qa evaluate --exp 16 --db $(DEMO_DB)
 	@echo "== klm-strip-efficiency reads the runs certified Good or Recoverable: for the demo the"
-	@echo "   manager certifies every detector of the 12 runs GOOD without a shift's review; --force"
-	@echo "   confirms GOOD over the automatic ERRORs, listed here and kept as such in the history"
+	@echo "   manager certifies every detector of the 12 runs GOOD without a shift's review: --force"
+	@echo "   confirms GOOD over any automatic ERROR (listed below), kept as such in the history"
 	B2CALIB_PASSWORD=demo-manager $(BIN)/b2calib signoff flag 16 1-12 all GOOD --user manager \
 	  --force --comment "demo: certified GOOD for the prompt loop, automatic status not reviewed" \
 	  --db $(DEMO_DB) > build/demo/signoff-e16.txt

@@ -683,9 +683,15 @@ def test_detector_qa_names() -> None:
         ],
         "svd": ["CLUSTER_CHARGE", "SVDClusterCharge", "qa_parts"],
         "cdc": ["qa_parts"],
-        "top": ["DIGITS_PER_TRACK", "TRACK_TIME", "TOPDimuonQA", "qa_parts"],
+        "top": [
+            "DIGITS_PER_TRACK", "MIN_MODULE_TRACKS", "MIN_PHOTONS", "TIME_RESIDUAL", "TRACK_TIME",
+            "TOPDimuonQA", "qa_parts",
+        ],
         "arich": ["PHOTONS_PER_TRACK", "ARICHDimuonQA", "qa_parts"],
-        "ecl": ["CLUSTER_ENERGY", "E_OVER_P", "ECLBhabhaQA", "qa_parts"],
+        "ecl": [
+            "CLUSTER_ENERGY", "CLUSTER_TIME", "E_OVER_P", "MIN_TIME_ENERGY", "ECLBhabhaQA",
+            "qa_parts",
+        ],
         "klm": [
             "DIGITS_PER_EVENT", "DIGIT_LAYER", "GOOD_MUON_MATCH", "MATCHED_FRACTION",
             "MIN_KLM_CROSSINGS", "KLMDimuonQA", "qa_parts",

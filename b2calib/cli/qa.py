@@ -411,12 +411,19 @@ def qa_trend(qdb: QADatabase, name: str, exp: int | None) -> None:
     tr = qdb.runs.trend(name, exp=exp)
     lo, hi = tr.band
     unit = f" [{tr.unit}]" if tr.unit else ""
-    click.echo(f"{tr.name}{unit} ({tr.detector}): band {lo:.6g} .. {hi:.6g}")
+    click.echo(
+        f"{tr.name}{unit} ({tr.detector}): band {lo:.6g} .. {hi:.6g} for a typical run; each "
+        "run is GOOD within its own limits (its class's centre +- 3 of its combined sigma)"
+    )
     rows = [
-        [int(e), int(r), f"{v:.6g}", f"{err:.2g}", str(s)]
-        for e, r, v, err, s in zip(tr.exp, tr.run, tr.value, tr.error, tr.status, strict=True)
-    ]
-    click.echo(table(["exp", "run", "value", "error", "status"], rows, [True] * 4 + [False]))
+        [int(e), int(r), f"{v:.6g}", f"{err:.2g}", f"{a:.6g}", f"{b:.6g}", str(s), str(c)]
+        for e, r, v, err, a, b, s, c in zip(
+            tr.exp, tr.run, tr.value, tr.error, tr.low, tr.high, tr.status, tr.run_class,
+            strict=True,
+        )
+    ]  # fmt: skip
+    header = ["exp", "run", "value", "error", "low", "high", "status", "runs"]
+    click.echo(table(header, rows, [True] * 6 + [False] * 2))
 
 
 # -- signoff -----------------------------------------------------------------------------------

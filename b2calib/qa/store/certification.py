@@ -29,11 +29,11 @@ from sqlalchemy.engine import Connection
 
 from b2calib.db import Database, as_utc, now
 from b2calib.dq import DQ_FLAGS
-from b2calib.exceptions import ConfirmationNeeded, PermissionDenied, QAError
+from b2calib.exceptions import ConfirmationNeeded, PermissionDenied, QAError, RunNotFoundError
 from b2calib.geometry import DETECTORS
 from b2calib.qa.store.runs import Runs
 from b2calib.qa.store.status import AutoStatus
-from b2calib.qa.store.tables import RUN_STATES, qa_flags, qa_run_states, run_range
+from b2calib.qa.store.tables import RUN_STATES, qa_flags, qa_run_states, qa_runs, run_range
 from b2calib.qa.store.users import User, Users, check_detector
 
 __all__ = ["RUN_MOVES", "Certification", "Confirmation", "FlagEntry", "RunState"]
@@ -275,22 +275,24 @@ class Certification:
         """Inside a transaction: check the runs of the changes (registered, not COMPLETED,
         detector included) and the user, and return the confirmations they need."""
         self.users.require(conn, user)
-        included: dict[tuple[int, int], tuple[str, ...]] = {}  # each run checked once
+        detectors, states = self._runs_of(conn, [(exp, run) for exp, run, _, _ in wanted])
+        checked: set[tuple[int, int]] = set()  # each run checked once
         for exp, run, det, flag in wanted:
             key = (exp, run)
-            if key not in included:
-                detectors = self.runs.require(conn, exp, run)
-                if self._state(conn, exp, run).state == "COMPLETED":
+            if key not in checked:
+                if key not in detectors:
+                    raise RunNotFoundError(exp, run)
+                if states.get(key) == "COMPLETED":
                     raise PermissionDenied(
                         f"run ({exp}, {run}) is COMPLETED: a manager must reopen it "
                         f"before its {det} flag changes"
                     )
-                included[key] = detectors
-            if det not in included[key] and flag != "EXCLUDED":
+                checked.add(key)
+            if det not in detectors[key] and flag != "EXCLUDED":
                 raise QAError(
                     f"{det} did not take data in run ({exp}, {run}): it can only be EXCLUDED"
                 )
-        current = self._current(conn, included)
+        current = self._current(conn, checked)
         needed = []
         for exp, run, det, flag in wanted:
             now_set = current.get((exp, run, det))
@@ -305,6 +307,35 @@ class Certification:
             if flag == "GOOD" and auto.get((exp, run), {}).get(det) == "ERROR":
                 needed.append(Confirmation(exp, run, det, "GOOD over automatic status ERROR"))
         return needed
+
+    def _runs_of(
+        self, conn: Connection, keys: Iterable[tuple[int, int]]
+    ) -> tuple[dict[tuple[int, int], tuple[str, ...]], dict[tuple[int, int], str]]:
+        """Inside a transaction: the detectors of each registered run of ``keys`` and the
+        state of those whose sign-off state ever changed (one query of each per experiment,
+        not per run: a bulk sign-off of 3000 runs)."""
+        by_exp: dict[int, set[int]] = {}
+        for exp, run in keys:
+            by_exp.setdefault(exp, set()).add(run)
+        r, t = qa_runs, qa_run_states
+        detectors: dict[tuple[int, int], tuple[str, ...]] = {}
+        states: dict[tuple[int, int], str] = {}
+        for exp, numbers in by_exp.items():
+            lo, hi = min(numbers), max(numbers)
+            for row in conn.execute(
+                sa.select(r.c.run, r.c.detectors).where(*run_range(r, exp, lo, hi))
+            ):
+                if row.run in numbers:
+                    detectors[(exp, row.run)] = tuple(d for d in row.detectors.split(",") if d)
+            newest = (
+                sa.select(sa.func.max(t.c.id))
+                .where(*run_range(t, exp, lo, hi))
+                .group_by(t.c.exp, t.c.run)
+            )
+            for row in conn.execute(sa.select(t.c.run, t.c.state).where(t.c.id.in_(newest))):
+                if row.run in numbers:
+                    states[(exp, row.run)] = row.state
+        return detectors, states
 
     def _current(
         self, conn: Connection, runs: Iterable[tuple[int, int]]

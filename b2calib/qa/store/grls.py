@@ -10,6 +10,7 @@ import json
 from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
+from sqlalchemy.engine import Connection
 
 from b2calib.db import Database, now
 from b2calib.exceptions import PermissionDenied, QAError
@@ -106,9 +107,14 @@ class GoodRunLists:
         )
         with self.db.read() as conn:
             row = conn.execute(query).first()
+            known = [] if row is not None else _versions(conn, name)
         if row is None:
-            what = f"version {version} of " if version is not None else ""
-            raise QAError(f"no {what}good-run list {name!r}")
+            if version is None or not known:
+                raise QAError(f"no good-run list {name!r}")
+            raise QAError(
+                f"no version {version} of good-run list {name!r} (its versions: "
+                f"{', '.join(map(str, known))})"
+            )
         return GoodRunList.from_json(json.loads(row.content))
 
     def latest(self) -> list[GoodRunList]:
@@ -144,6 +150,12 @@ class GoodRunLists:
         from b2calib.qa.grl import diff
 
         return diff(self.get(name, old), self.get(name, new))
+
+
+def _versions(conn: Connection, name: str) -> list[int]:
+    t = qa_grls
+    query = sa.select(t.c.version).where(t.c.name == name).order_by(t.c.version)
+    return list(conn.execute(query).scalars())
 
 
 def __dir__() -> list[str]:
