@@ -264,3 +264,20 @@ def status_style(value: Any, colours: dict[str, str] = STATUS_COLORS) -> str:
         return ""
     text = "white" if value in ("ERROR", "BAD", "GOOD", "EXCLUDED") else "black"
     return f"background-color: {colour}; color: {text}"
+
+
+def page_url(path: str, **state: Any) -> str:
+    """The address of a page with its state in the query: ``page_url("qam", exp=14, run=15)``
+    is ``/qam?exp=14&run=15`` (how the pages link a run to each other's views)."""
+    from urllib.parse import urlencode
+
+    query = urlencode({k: v for k, v in state.items() if v is not None})
+    return f"/{path}?{query}" if query else f"/{path}"
+
+
+class FileDownload(pn.widgets.FileDownload):
+    """Panel's ``FileDownload`` whose ``button_type`` reaches the browser: Panel 1.9 turns
+    ``button_type`` into its alias ``color`` and never sends that to the button, which stays
+    grey (``button_type="primary"`` for a page's primary action must look primary)."""
+
+    _rename = {**pn.widgets.FileDownload._rename, "color": "button_type"}  # noqa: RUF012
