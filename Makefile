@@ -91,9 +91,10 @@ demo: $(STAMP)
 	@echo "   ECL crystal 1234's time offset moved by +4 ns since (data-samples/prompt.toml)"
 	$(BIN)/b2calib summary $(DEMO_PROMPT)
 	$(BIN)/b2calib db import-local $(DEMO_PROMPT)/previous --gt previous_e16 --db $(DEMO_DB) > /dev/null
-	@echo "== its data quality: the 12 runs collected (about 40 s), references run 16/2, evaluated"
+	@echo "== its data quality: the 12 runs collected (about 40 s), a reference run per class of"
+	@echo "   runs (run type, beam energy) of experiment 16 chosen (--auto), evaluated"
 	$(BIN)/b2calib qa collect $(DEMO_PROMPT) --db $(DEMO_DB)
-	$(BIN)/b2calib qa reference set 16 2 --all --db $(DEMO_DB) > /dev/null
+	$(BIN)/b2calib qa reference set --exp 16 --auto --db $(DEMO_DB) > /dev/null
 	$(BIN)/b2calib qa evaluate --exp 16 --db $(DEMO_DB)
 	@# klm-strip-efficiency reads the runs certified Good or Recoverable: the manager signs them off
 	B2CALIB_PASSWORD=demo-manager $(BIN)/b2calib signoff flag 16 1-12 all GOOD --user manager \
@@ -117,7 +118,7 @@ demo: $(STAMP)
 	@echo "== data quality: 30 simulated runs with faults injected in runs 9 (CDC), 15 (TOP), 23 (ECL)"
 	@$(MAKE) --no-print-directory $(DEMO_QA)/runs.json
 	$(BIN)/b2calib qa collect $(DEMO_QA) --db $(DEMO_DB)
-	$(BIN)/b2calib qa reference set 14 2 --all --db $(DEMO_DB) > /dev/null
+	$(BIN)/b2calib qa reference set --exp 14 --auto --db $(DEMO_DB) > /dev/null
 	$(BIN)/b2calib qa evaluate --exp 14 --db $(DEMO_DB)
 	@echo "== dashboards: log in as manager/demo-manager, cdc-expert/demo-expert (CDC and ECL) or"
 	@echo "   shifter/demo-shifter (anonymous visitors may read)"

@@ -12,6 +12,7 @@ from click.testing import CliRunner
 
 from b2calib.cli import cli
 from b2calib.qa.store import QADatabase
+from b2calib.qa.store.status import STATUS_COLUMNS
 from b2calib.runs import RunRegistry
 from tests.test_cli_conditions import record, table
 
@@ -64,7 +65,9 @@ def test_collect_evaluate_status_trend(collected: dict[str, str]) -> None:
     rows = table(out)
     assert [r[1] for r in rows] == [str(r) for r in range(1, 13)]
     header = out.splitlines()[1].split()
-    assert header[:4] == ["exp", "run", "type", "state"]
+    assert header == ["exp", "run", "type", "state", *STATUS_COLUMNS]
+    assert header[-2:] == ["BEAM", "TRACKING"]  # the systems: columns of their own
+    assert {r[-2] for r in rows if r[2] == "physics"} <= {"GOOD", "WARNING", "TOO_FEW"}
     run2 = dict(zip(header, rows[1], strict=True))
     assert run2["CDC"] == "GOOD/NOTSET"  # compared with itself
     assert all(r[3] == "OPEN" for r in rows)
@@ -74,9 +77,30 @@ def test_collect_evaluate_status_trend(collected: dict[str, str]) -> None:
     assert len(trend) == len(qdb.runs.trend(name, exp=12)) > 5
     assert [r[1] for r in table(run(env, "qa", "status", "--runs", "3-4"))] == ["3", "4"]
     one = run(env, "qa", "reference", "set", 12, 3, "CDC/hits_per_track", "--method", "ks")
-    assert one.strip() == "CDC/hits_per_track: reference run (12, 3) of the physics 4S runs, ks UU"
+    assert one.strip() == (
+        "CDC/hits_per_track: reference run (12, 3) of the physics 4S runs of experiment 12, ks UU"
+    )
     assert "not DETECTOR/NAME" in run(env, "qa", "reference", "set", 12, 3, "CDC", code=2)
     assert "or give --all" in run(env, "qa", "reference", "set", 12, 3, code=2)
+    assert "--auto takes --exp E alone" in run(
+        env, "qa", "reference", "set", 12, 3, "--auto", code=2
+    )
+    # one reference per class of runs of the experiment, chosen
+    auto = run(env, "qa", "reference", "set", "--exp", 12, "--auto", "--min-entries", 20)
+    chosen = qdb.histograms.choose_references(12, min_entries=20)
+    four_s = chosen[("physics", "4S")]
+    assert qdb.runs.get(12, four_s).beam_energy == "4S"
+    for (run_type, beam), ref_run in chosen.items():
+        assert f"reference run (12, {ref_run}) of the {run_type} {beam} runs" in auto
+    # the evidence behind a status, worst first
+    assert "the reference is now run 12/" in run(env, "qa", "evidence", 12, 5)  # not evaluated
+    run(env, "qa", "evaluate", "--exp", 12)
+    evidence = run(env, "qa", "evidence", 12, 5)
+    assert evidence.splitlines()[0].split() == ["detector", "status", "kind", "evidence"]
+    assert f"vs reference run 12/{four_s} (physics 4S runs)" in evidence
+    assert [e.message for e in qdb.status.evidence(12, 5, "CDC")] == [
+        line.split(None, 3)[3] for line in run(env, "qa", "evidence", 12, 5, "cdc").splitlines()[2:]
+    ]
     qdb.close()
 
 

@@ -560,8 +560,10 @@ def test_qa_names() -> None:
     assert b2calib.qa.store.__all__ == [
         "ROLES",
         "RUN_STATES",
+        "STATUS_COLUMNS",
         "AutoStatus",
         "Certification",
+        "Evidence",
         "FlagEntry",
         "GoodRunLists",
         "Histograms",

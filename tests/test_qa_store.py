@@ -15,6 +15,7 @@ import sqlalchemy as sa
 from b2calib.exceptions import PermissionDenied, QAError, RunNotFoundError
 from b2calib.qa.monitoring import MonitoringValue, RunQA
 from b2calib.qa.store import QADatabase, User, hash_password, verify_password
+from b2calib.qa.store.status import STATUS_COLUMNS
 from b2calib.runs import Run, RunRegistry
 
 DETS = ("PXD", "SVD", "CDC", "TOP", "ARICH", "ECL", "KLM")
@@ -324,7 +325,7 @@ def test_evaluate_compares_with_the_references(db: QADatabase) -> None:
     assert status[(3, 6)]["CDC"] == "ERROR"
     assert status[(3, 6)]["ECL"] == "ERROR"
     assert status[(3, 7)]["CDC"] in ("TOO_FEW", "GOOD", "WARNING")  # variables still judged
-    assert status[(3, 9)] == dict.fromkeys(DETS, "NONE")  # no evidence at all
+    assert status[(3, 9)] == dict.fromkeys(STATUS_COLUMNS, "NONE")  # no evidence at all
     assert status[(3, 2)]["TOP"] == "NONE"
     (c6,) = [c for c in db.histograms.comparisons(3, 6) if c.detector == "CDC"]
     assert (c6.reference_exp, c6.reference_run, c6.comparison.method) == (3, 1, "chi2")

@@ -4,11 +4,13 @@ and dashboard users.
 ::
 
     b2calib qa collect DATA [--exp E] [--runs 1-11] [--executor X]   runs, variables, histograms
-    b2calib qa reference set EXP RUN DETECTOR/NAME... | --all  [--method M] [--options O]
+    b2calib qa reference set EXP RUNS DETECTOR/NAME... | --all  [--method M] [--options O]
                              [--min-entries N] [--p-warning P] [--p-error P]
+    b2calib qa reference set --exp E --auto      one reference run per class of runs of E
     b2calib qa reference list
     b2calib qa evaluate [--exp E] [--runs R]                  compare with the references
     b2calib qa status [--exp E] [--runs R]                    automatic status and flags
+    b2calib qa evidence EXP RUN [DETECTOR]                    what feeds it, worst first
     b2calib qa trend NAME [--exp E]                           a monitoring variable per run
     b2calib signoff flag EXP RUNS DETECTORS FLAG --comment C --user U   (RUNS 7 or 1-30,
                                                  DETECTORS CDC, CDC,ECL or all)
@@ -220,10 +222,18 @@ def qa_reference() -> None:
 
 
 @qa_reference.command("set")
-@click.argument("exp", type=int)
-@click.argument("run", type=int)
+@click.argument("exp", type=int, required=False)
+@click.argument("runs_text", metavar="RUNS", required=False)
 @click.argument("histograms", nargs=-1, metavar="[DETECTOR/NAME]...")
 @click.option("--all", "all_", is_flag=True, help="Every QA histogram stored for that run.")
+@click.option(
+    "--auto",
+    is_flag=True,
+    help="With --exp E: one reference run per class of runs (run type, beam energy) of "
+    "experiment E, every histogram: the first run of the class with enough entries in each "
+    "and no detector flagged BAD.",
+)
+@click.option("--exp", "auto_exp", type=int, help="The experiment of --auto.")
 @click.option("--method", type=click.Choice(["chi2", "ks", "ad"]), help="Default: as defined.")
 @click.option("--options", help="Test options (chi2: UU, UW, WW, UF, OF; ks: U, O, N).")
 @click.option("--min-entries", type=float, help="Fewer entries: TOO_FEW (default: as defined).")
@@ -232,10 +242,12 @@ def qa_reference() -> None:
 @_uses_db
 def qa_reference_set(
     qdb: QADatabase,
-    exp: int,
-    run: int,
+    exp: int | None,
+    runs_text: str | None,
     histograms: tuple[str, ...],
     all_: bool,
+    auto: bool,
+    auto_exp: int | None,
     method: str | None,
     options: str | None,
     min_entries: float | None,
@@ -243,37 +255,54 @@ def qa_reference_set(
     p_error: float,
 ) -> None:
     """Make run EXP RUN the reference of the histograms named DETECTOR/NAME (or of all of that
-    run's histograms, with --all)."""
+    run's histograms, with --all) for the runs of its experiment and class (run type, beam
+    energy: a 4S physics run for the 4S physics runs, a Continuum run for the Continuum runs,
+    a cosmic run for the cosmics). RUNS may name one run of each class: 2,29,12. With
+    --exp E --auto, b2calib proposes and sets one run per class."""
     from b2calib.qa.compare import Thresholds
 
-    if all_ == bool(histograms):
-        raise click.UsageError("name the histograms as DETECTOR/NAME, or give --all (not both)")
+    if auto:
+        if auto_exp is None or exp is not None or histograms or all_:
+            raise click.UsageError("--auto takes --exp E alone (no EXP RUNS, names or --all)")
+        chosen = qdb.histograms.choose_references(auto_exp, min_entries=min_entries)
+        if not chosen:
+            raise click.ClickException(f"experiment {auto_exp} has no QA histograms stored")
+        picks = [(auto_exp, run) for _, run in sorted(chosen.items(), key=lambda kv: kv[1])]
+        all_ = True
+    else:
+        if exp is None or runs_text is None:
+            raise click.UsageError("give EXP RUNS (or --exp E --auto)")
+        if auto_exp is not None:
+            raise click.UsageError("--exp goes with --auto; otherwise give EXP RUNS")
+        if all_ == bool(histograms):
+            raise click.UsageError("name the histograms as DETECTOR/NAME, or give --all (not both)")
+        picks = [(exp, run) for run in parse_runs(runs_text)]
     keys: list[tuple[str, str]] = []
     for h in histograms:
         det, sep, hname = h.partition("/")
         if not sep or not det or not hname:
             raise click.BadParameter(f"{h!r} is not DETECTOR/NAME", param_hint="HISTOGRAMS")
         keys.append((det, hname))
-    if all_:
-        keys = qdb.histograms.keys(exp, run)
-        if not keys:
-            raise click.ClickException(f"run ({exp}, {run}) has no QA histograms stored")
-    for det, hname in keys:
-        _, _, defaults = qdb.histograms.reference_defaults(det, hname)
-        floor = defaults.min_entries if min_entries is None else min_entries
-        ref = qdb.histograms.set_reference(
-            det,
-            hname,
-            exp,
-            run,
-            method=method,
-            options=options,
-            thresholds=Thresholds(floor, p_warning, p_error),
-        )
-        click.echo(
-            f"{det}/{hname}: reference run ({exp}, {run}) of the {ref.run_type} "
-            f"{ref.beam_energy} runs, {ref.method} {ref.options}"
-        )
+    for e, run in picks:
+        run_keys = qdb.histograms.keys(e, run) if all_ else keys
+        if all_ and not run_keys:
+            raise click.ClickException(f"run ({e}, {run}) has no QA histograms stored")
+        for det, hname in run_keys:
+            _, _, defaults = qdb.histograms.reference_defaults(det, hname)
+            floor = defaults.min_entries if min_entries is None else min_entries
+            ref = qdb.histograms.set_reference(
+                det,
+                hname,
+                e,
+                run,
+                method=method,
+                options=options,
+                thresholds=Thresholds(floor, p_warning, p_error),
+            )
+            click.echo(
+                f"{det}/{hname}: reference run ({e}, {run}) of the {ref.run_type} "
+                f"{ref.beam_energy} runs of experiment {e}, {ref.method} {ref.options}"
+            )
 
 
 @qa_reference.command("list")
@@ -332,15 +361,39 @@ def qa_status(qdb: QADatabase, exp: int | None, runs_text: str | None) -> None:
 
 def _status_table(qdb: QADatabase, exp: int | None, first: int | None, last: int | None) -> None:
     from b2calib.geometry import DETECTORS
+    from b2calib.qa.store.status import STATUS_COLUMNS
 
     auto = qdb.status.grid(exp=exp, first=first, last=last)
     states = qdb.certification.states(exp=exp, first=first, last=last)
+    systems = [c for c in STATUS_COLUMNS if c not in DETECTORS]
     rows = []
     for r in qdb.runs.select(exp=exp, first=first, last=last):
         cells = [f"{auto[r.key][d]}/{r.flag(d)}" if d in r.detectors else "-" for d in DETECTORS]
-        rows.append([r.exp, r.run, r.run_type, states[r.key], *cells])
-    click.echo("automatic status / certified flag")
-    click.echo(table(["exp", "run", "type", "state", *DETECTORS], rows))
+        rows.append(
+            [r.exp, r.run, r.run_type, states[r.key], *cells] + [auto[r.key][c] for c in systems]
+        )
+    click.echo(
+        "automatic status / certified flag of each detector; automatic status of the systems "
+        f"({', '.join(systems)})"
+    )
+    click.echo(table(["exp", "run", "type", "state", *STATUS_COLUMNS], rows))
+
+
+@qa.command("evidence")
+@click.argument("exp", type=int)
+@click.argument("run_number", metavar="RUN", type=int)
+@click.argument("detector", required=False)
+@_uses_db
+def qa_evidence(qdb: QADatabase, exp: int, run_number: int, detector: str | None) -> None:
+    """Every item that feeds the automatic status of run EXP RUN (of DETECTOR only: a detector,
+    BEAM or TRACKING), worst first: each histogram against its reference, each monitoring
+    variable against the trend of the run's class, each histogram without a reference."""
+    items = qdb.status.evidence(exp, run_number, detector.upper() if detector else None)
+    if not items:
+        click.echo(f"run ({exp}, {run_number}): no evidence (no histogram, no variable)")
+        return
+    rows = [[e.detector, e.status, e.kind, e.message] for e in items]
+    click.echo(table(["detector", "status", "kind", "evidence"], rows))
 
 
 @qa.command("trend")

@@ -45,7 +45,7 @@ from b2calib.sim.conditions import (
 )
 from b2calib.sim.physics import C_CM_PER_NS, Particles
 
-__all__ = ["Response", "side_rng", "simulate_response"]
+__all__ = ["DETECTOR_COLLECTIONS", "Response", "remove_detectors", "side_rng", "simulate_response"]
 
 # the simulator mixes integer and float arrays freely: internal arrays are typed loosely
 F = npt.NDArray[Any]
@@ -1255,3 +1255,43 @@ def simulate_response(
     if "ECL" in detectors:
         resp.collections["ECLCalDigits"] = digits
     return resp
+
+
+#: The collections each detector writes (what :func:`remove_detectors` empties); the tracks'
+#: extrapolations (``ExtHits``) follow the geometry and are kept.
+DETECTOR_COLLECTIONS: dict[str, tuple[str, ...]] = {
+    "PXD": ("PXDDigits", "PXDClusters", "PXDIntercepts"),
+    "SVD": ("SVDClusters",),
+    "CDC": ("CDCHits", "CDCDedxTracks"),
+    "TOP": ("TOPDigits",),
+    "ARICH": ("ARICHDigits",),
+    "ECL": ("ECLCalDigits", "ECLClusters"),
+    "KLM": ("KLMDigits",),
+}
+#: The tracks' hit count of each tracking detector (``TrackFitResults``).
+_HIT_COUNTS = {"PXD": "m_nPXDHits", "SVD": "m_nSVDHits", "CDC": "m_nCDCHits"}
+
+
+def remove_detectors(resp: Response, absent: tuple[str, ...] | list[str]) -> None:
+    """Empty, in place, what the detectors of ``absent`` (not in the run) would have written,
+    as basf2 writes a run without them: their collections stay (the reconstruction path
+    registers them) but hold nothing, the tracks count none of their hits, and without the TOP
+    the bunch finder reconstructs no bunch.
+
+    The response is simulated with every detector first and emptied afterwards, so that the
+    random numbers and every other detector's data are those of the run with all detectors;
+    the track parameters are those of the full detector (the resolution lost without the PXD
+    is not modelled).
+    """
+    for det in absent:
+        for name in DETECTOR_COLLECTIONS[det]:
+            c = resp.collections.get(name)
+            if c is not None:
+                resp.collections[name] = {k: v[:0] for k, v in c.items()}
+        fit = resp.collections.get("TrackFitResults")
+        if det in _HIT_COUNTS and fit is not None:
+            fit[_HIT_COUNTS[det]] = np.zeros_like(fit[_HIT_COUNTS[det]])
+        if det == "TOP":
+            for k, v in resp.event.items():
+                if k.startswith("TOPRecBunch_"):
+                    resp.event[k] = np.zeros_like(v)

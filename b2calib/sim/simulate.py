@@ -42,7 +42,7 @@ from b2calib.physics import cross_section_nb
 from b2calib.runs import Run, RunRegistry
 from b2calib.sim.conditions import INTERVENTIONS, conditions_for_run, truth_payloads
 from b2calib.sim.config import PROCESSES, SimConfig
-from b2calib.sim.detector import Collection, simulate_response
+from b2calib.sim.detector import Collection, remove_detectors, simulate_response
 from b2calib.sim.faults import apply_faults
 from b2calib.sim.physics import PROCESS_ID, Beam, Particles, generate
 from b2calib.sim.planted import check_planted, planted_channels, write_previous
@@ -195,6 +195,9 @@ def simulate_run(
     nominal = Beam(run.ecms_nominal_gev or NOMINAL_ECMS["4S"], 0.0)
     beam = Beam(cond.ecms, cond.ecms_spread)
     detectors = tuple(cfg.detectors)
+    # the run's detectors: the others are simulated (the same random numbers for every detector
+    # whatever the run includes) and emptied, as a run without them is written
+    absent = tuple(d for d in detectors if d not in run.detectors)
     first_event = 0
     span = run.duration_s / nchunks
     faults = [f for f in cfg.faults if f["run"] == run.run]
@@ -272,6 +275,8 @@ def simulate_run(
         trig = trigger_variables(
             resp.collections["TrackFitResults"], resp.collections["ECLClusters"], n, nominal
         )
+        if absent:  # after the trigger, which sees the simulated ECL clusters in any case
+            remove_detectors(resp, absent)
         data: dict[str, Any] = _event_columns(
             run, first_event, proc_new, times_sorted, t_coll, ecms_evt
         )
@@ -304,7 +309,7 @@ def simulate_run(
                 "beam_energy": run.beam_energy,
                 "lumi_pb": run.lumi_pb,
                 "prescales": ps,
-                "detectors": list(cfg.detectors),
+                "detectors": [d for d in cfg.detectors if d not in absent],
                 "generator": "b2calib.sim",
                 "generated_events": counts,
             },

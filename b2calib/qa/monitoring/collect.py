@@ -46,6 +46,7 @@ def run_qa_from_outputs(
     ecms_nominal_gev: float | None = None,
     prescales: Mapping[str, float] | None = None,
     skipped: Sequence[SkippedFile] = (),
+    detectors: Sequence[str] | None = None,
 ) -> RunQA:
     """Monitoring variables and QA histograms of one run from its collectors' histograms.
 
@@ -60,12 +61,30 @@ def run_qa_from_outputs(
         energy of the luminosity's visible cross sections; None: no luminosity).
     prescales
         Per process (``hadron``, ``bhabha``, ...), from the files' metadata; None or missing: 1.
+    detectors
+        The detectors the run included (the run registry's); None: every detector. A part of
+        another detector, or one that reads another detector's data
+        (:attr:`QAPart.requires`), gives no value and no QA histogram, whatever the outputs
+        hold: a detector the run did not include has no value.
 
     Every registered part computes its variables (:meth:`QAPart.compute`), in listing order; the
     QA histograms are those the parts declare, as their skims' outputs hold them.
     """
     histograms = RunHistograms(exp, run, outputs, ecms_nominal_gev, prescales or {})
     parts = qa_parts()
+    if detectors is not None:
+        unknown = sorted(set(detectors) - set(DETECTORS))
+        if unknown:
+            raise ConfigError(
+                f"run ({exp}, {run}): unknown detectors {unknown}; known: {', '.join(DETECTORS)}"
+            )
+        included = set(detectors)
+        parts = [
+            p
+            for p in parts
+            if (p.detector not in DETECTORS or p.detector in included)
+            and set(p.requires) <= included
+        ]
     values = [v for part in parts for v in part.compute(histograms)]
     hists: dict[tuple[str, str], hist.Hist] = {}
     for d in (d for part in parts for d in part.histograms):
@@ -145,39 +164,45 @@ def collect_qa(
             log.warning("QA: file left out (%s): %s", p.reason, p.message)
     prescales: dict[RunKey, dict[str, float]] = {}
     by_path = {f.path: (f.exp, f.run) for f in ds}
+    run_detectors: dict[RunKey, tuple[str, ...]] = {}
     for skim in qa_skims():
         files = [f for f in ds if f.skim == skim]
         if not files:
             continue
-        dets, bad = _detectors_of(files, prescales)
+        groups, bad = _detector_groups(files, prescales, registry)
         for s in bad:
             if on_error == "stop":
                 raise FileFormatError(s.path, s.reason, s.message)
             skipped.setdefault(by_path[s.path], []).append(s)
-        good = [f for f in files if f.path not in {s.path for s in bad}]
-        if not good:
-            continue
-        collector = collector_for(skim, dets)
-        result = collect(
-            collector,
-            Dataset(good),
-            executor="inprocess" if executor is None else executor,
-            workers=workers,
-            on_bad_file=on_error,
-            cache=cache,
-            progress=progress,
-            verify=verify,
-            max_nonfinite=max_nonfinite,
-        )
-        for s in result.skipped:
-            skipped.setdefault(by_path[s.path], []).append(s)
-        for key in result.output:
-            per_run.setdefault(key, {})[skim] = result.output[key]
+        # one collector per set of detectors: a run without a detector leaves it out of the
+        # collector of its files only
+        for dets, good in groups.items():
+            for f in good:
+                key = (f.exp, f.run)
+                run_detectors[key] = tuple(d for d in run_detectors.get(key, dets) if d in dets)
+            result = collect(
+                collector_for(skim, dets),
+                Dataset(good),
+                executor="inprocess" if executor is None else executor,
+                workers=workers,
+                on_bad_file=on_error,
+                cache=cache,
+                progress=progress,
+                verify=verify,
+                max_nonfinite=max_nonfinite,
+            )
+            for s in result.skipped:
+                skipped.setdefault(by_path[s.path], []).append(s)
+            for key in result.output:
+                per_run.setdefault(key, {})[skim] = result.output[key]
     out = []
     for key in sorted(set(per_run) | set(skipped)):
         nominal = None
+        included: tuple[str, ...] | None = run_detectors.get(key)
         if registry is not None and key in registry:
-            nominal = registry.get(*key).ecms_nominal_gev or None
+            entry = registry.get(*key)
+            nominal = entry.ecms_nominal_gev or None
+            included = tuple(d for d in (included or DETECTORS) if d in entry.detectors)
         out.append(
             run_qa_from_outputs(
                 key[0],
@@ -186,6 +211,7 @@ def collect_qa(
                 ecms_nominal_gev=nominal,
                 prescales=prescales.get(key),
                 skipped=sorted(skipped.get(key, []), key=lambda s: s.path),
+                detectors=included,
             )
         )
     return out
@@ -202,24 +228,36 @@ def _metadata(path: str) -> FileMetadata:
     return FileMetadata.from_json(text, path)
 
 
-def _detectors_of(
-    files: Sequence[Any], prescales: dict[RunKey, dict[str, float]]
-) -> tuple[tuple[str, ...], list[SkippedFile]]:
-    """Detectors every readable file has (from the metadata), each run's prescales, and the
-    files whose metadata cannot be read."""
-    common = set(DETECTORS)
-    bad = []
+def _detector_groups(
+    files: Sequence[Any],
+    prescales: dict[RunKey, dict[str, float]],
+    registry: RunRegistry | None,
+) -> tuple[dict[tuple[str, ...], list[Any]], list[SkippedFile]]:
+    """The readable files grouped by the detectors their runs have (those of the metadata, of
+    every file of the run, and of the run registry's entry when it lists the run), each run's
+    prescales, and the files whose metadata cannot be read."""
+    per_run: dict[RunKey, set[str]] = {}
+    good, bad = [], []
     for f in files:
         try:
             meta = _metadata(f.path)
         except FileFormatError as err:
             bad.append(SkippedFile(f.path, err.reason, str(err)))
             continue
-        common &= set(meta.extra.get("detectors", DETECTORS))
+        key = (f.exp, f.run)
+        dets = per_run.setdefault(key, set(DETECTORS))
+        dets &= set(meta.extra.get("detectors", DETECTORS))
+        if registry is not None and key in registry:
+            dets &= set(registry.get(*key).detectors)
         ps = meta.extra.get("prescales")
         if isinstance(ps, dict):
-            prescales.setdefault((f.exp, f.run), {}).update({k: float(v) for k, v in ps.items()})
-    return tuple(d for d in DETECTORS if d in common), bad
+            prescales.setdefault(key, {}).update({k: float(v) for k, v in ps.items()})
+        good.append(f)
+    groups: dict[tuple[str, ...], list[Any]] = {}
+    for f in good:
+        have = per_run[(f.exp, f.run)]
+        groups.setdefault(tuple(d for d in DETECTORS if d in have), []).append(f)
+    return groups, bad
 
 
 def __dir__() -> list[str]:

@@ -32,15 +32,17 @@ from b2calib.qa.store.grls import GoodRunLists
 from b2calib.qa.store.histograms import Histograms, Reference, StoredComparison
 from b2calib.qa.store.runs import Runs, Trend
 from b2calib.qa.store.sessions import Session, Sessions, session_id
-from b2calib.qa.store.status import AutoStatus
+from b2calib.qa.store.status import STATUS_COLUMNS, AutoStatus, Evidence
 from b2calib.qa.store.tables import ROLES, RUN_STATES
 from b2calib.qa.store.users import User, Users, hash_password, verify_password
 
 __all__ = [
     "ROLES",
     "RUN_STATES",
+    "STATUS_COLUMNS",
     "AutoStatus",
     "Certification",
+    "Evidence",
     "FlagEntry",
     "GoodRunLists",
     "Histograms",

@@ -48,12 +48,14 @@ class QADatabase(Database):
     runs : Runs
         The run registry with the certified flags and the monitoring variables: ``import_runs``,
         ``select``, ``get``, ``registry``, ``with_certified_flags``, ``variable_names``,
-        ``variables``, ``trend``.
+        ``variables``, ``trend``, ``judged``.
     histograms : Histograms
         QA histograms, references and comparisons: ``store_run``, ``keys``, ``get``,
-        ``set_reference``, ``reference``, ``references``, ``compare``, ``comparisons``.
+        ``set_reference``, ``choose_references``, ``reference``, ``reference_of``,
+        ``references``, ``compare``, ``comparisons``.
     status : AutoStatus
-        The automatic status: ``evaluate``, ``evaluate_all``, ``get``, ``grid``.
+        The automatic status per detector and system (``STATUS_COLUMNS``): ``evaluate``,
+        ``evaluate_all``, ``get``, ``grid``, ``evidence``, ``worst_variables``.
     certification : Certification
         Flags and run sign-off: ``set_flag``, ``set_flags``, ``flags``, ``flag_history``,
         ``flag_grid``, ``state``, ``states``, ``set_state``, ``state_history``.

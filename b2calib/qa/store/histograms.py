@@ -29,6 +29,7 @@ from b2calib.qa.store.tables import (
     qa_comparisons,
     qa_histograms,
     qa_references,
+    qa_runs,
     run_range,
 )
 
@@ -213,7 +214,8 @@ class Histograms:
         thresholds: Thresholds | None = None,
     ) -> Reference:
         """Make run (exp, run) the reference of QA histogram ``detector/name`` for the runs of
-        its class (its run type and beam energy), replacing that class's reference.
+        its experiment and class (its run type and beam energy), replacing the reference of
+        that experiment and class (the other experiments keep theirs).
 
         ``method``, ``options`` and the minimum entry count default to the histogram's
         definition (see :data:`b2calib.qa.monitoring.QA_HISTOGRAMS`), else chi2 UU and
@@ -244,6 +246,7 @@ class Histograms:
             key = (
                 (t.c.detector == detector)
                 & (t.c.name == name)
+                & (t.c.exp == exp)
                 & (t.c.run_type == run_type)
                 & (t.c.beam_energy == beam_energy)
             )
@@ -271,6 +274,49 @@ class Histograms:
             detector, name, exp, run, method, options, thresholds, run_type, beam_energy
         )
 
+    def choose_references(
+        self, exp: int, *, min_entries: float | None = None
+    ) -> dict[RunClass, int]:
+        """A reference run for each class of runs (run type, beam energy) of experiment ``exp``
+        that has QA histograms: the first run of the class, in run order, whose every QA
+        histogram (of those the class's runs have) has at least its minimum entry count and
+        with no detector flagged BAD; else the first with the most histograms above their
+        minimum (``min_entries`` when given, else each histogram's own). The choice is a
+        proposal for the demo and a new experiment's first shift:
+        look at the run before relying on it."""
+        h = qa_histograms
+        with self.db.read() as conn:
+            rows = conn.execute(
+                sa.select(h.c.run, h.c.detector, h.c.name, h.c.entries, qa_runs.c.run_type,
+                          qa_runs.c.beam_energy)
+                .join(qa_runs, (qa_runs.c.exp == h.c.exp) & (qa_runs.c.run == h.c.run))
+                .where(h.c.exp == exp)
+                .order_by(h.c.run)
+            ).all()  # fmt: skip
+        bad = {r.run for r in self.runs.select(exp=exp) if "BAD" in r.dq.values()}
+        per_class: dict[RunClass, dict[int, dict[tuple[str, str], float]]] = {}
+        for r in rows:
+            runs = per_class.setdefault((r.run_type, r.beam_energy), {})
+            runs.setdefault(r.run, {})[(r.detector, r.name)] = r.entries
+        floors: dict[tuple[str, str], float] = {}
+        chosen: dict[RunClass, int] = {}
+        for run_class, runs in per_class.items():
+            keys = sorted({k for hs in runs.values() for k in hs})
+            for k in keys:
+                if k not in floors:
+                    floors[k] = (
+                        self.reference_defaults(*k)[2].min_entries
+                        if min_entries is None
+                        else min_entries
+                    )
+
+            above = {
+                run: sum(hs.get(k, 0.0) >= floors[k] for k in keys) for run, hs in runs.items()
+            }
+            full = [run for run, n in above.items() if n == len(keys) and run not in bad]
+            chosen[run_class] = full[0] if full else max(above, key=lambda run: (above[run], -run))
+        return chosen
+
     @staticmethod
     def reference_defaults(detector: str, name: str) -> tuple[str, str, Thresholds]:
         """Method, options and thresholds of QA histogram ``detector/name`` as defined in
@@ -284,32 +330,45 @@ class Histograms:
         return d.method, d.options, Thresholds(min_entries=d.min_entries)
 
     def reference(
-        self, detector: str, name: str, run_class: RunClass = ("physics", "4S")
+        self,
+        detector: str,
+        name: str,
+        run_class: RunClass = ("physics", "4S"),
+        exp: int | None = None,
     ) -> Reference | None:
         """The reference of QA histogram ``detector/name`` for the runs of ``run_class``
-        (run type, beam energy), if one is set."""
-        return self.references().get((detector, name, *run_class))
+        (run type, beam energy) of experiment ``exp`` (None: the newest experiment that has
+        one), if one is set."""
+        found = [
+            r
+            for r in self.references(exp).values()
+            if (r.detector, r.name, r.run_class) == (detector, name, tuple(run_class))
+        ]
+        return max(found, key=lambda r: r.exp) if found else None
 
     def reference_of(self, exp: int, run: int, detector: str, name: str) -> Reference | None:
         """The reference run (exp, run)'s histogram ``detector/name`` is compared with: the
-        one of the run's class, if one is set."""
+        one of the run's experiment and class, if one is set."""
         with self.db.read() as conn:
             run_class = self.runs.run_class(conn, exp, run)
-        return self.reference(detector, name, run_class)
+        return self.reference(detector, name, run_class, exp)
 
-    def references(self) -> dict[tuple[str, str, str, str], Reference]:
-        """Every QA histogram's references: {(detector, name, run type, beam energy): ...}."""
+    def references(self, exp: int | None = None) -> dict[tuple[str, str, int, str, str], Reference]:
+        """The QA histograms' references of experiment ``exp`` (all when None): {(detector,
+        name, exp, run type, beam energy): ...}."""
+        t = qa_references
         with self.db.read() as conn:
-            rows = conn.execute(sa.select(qa_references)).all()
-        return {(r.detector, r.name, r.run_type, r.beam_energy): _reference(r) for r in rows}
+            rows = conn.execute(sa.select(t).where(*run_range(t, exp, None, None))).all()
+        return {(r.detector, r.name, r.exp, r.run_type, r.beam_energy): _reference(r) for r in rows}
 
     # -- comparisons -------------------------------------------------------------------------
 
     def compare(self, keys: Sequence[tuple[int, int]]) -> None:
         """Compare the QA histograms of runs ``keys`` (exp, run) with the references of their
-        class (each reference decoded once) and replace each run's stored comparisons, one
-        transaction per run. A histogram with no reference for its run's class is not
-        compared."""
+        experiment and class (each reference decoded once) and replace each run's stored
+        comparisons, one transaction per run. A histogram with no reference for its run's
+        experiment and class is not compared (:meth:`AutoStatus.evidence
+        <b2calib.qa.store.status.AutoStatus.evidence>` says so)."""
         refs = self.references()
         ref_hists: dict[tuple[int, int, str, str], hist.Hist] = {}
         t = qa_comparisons
@@ -318,7 +377,7 @@ class Histograms:
             with self.db.read() as conn:
                 run_class = self.runs.run_class(conn, exp, run)
                 for det, name in self.keys(exp, run):
-                    ref = refs.get((det, name, *run_class))
+                    ref = refs.get((det, name, exp, *run_class))
                     if ref is None:
                         continue
                     h = self._histogram(conn, exp, run, det, name)

@@ -22,6 +22,7 @@ from sqlalchemy.engine import Connection
 
 from b2calib.db import Database
 from b2calib.exceptions import QAError, RunNotFoundError
+from b2calib.geometry import DETECTORS
 from b2calib.qa.compare import QAStatus
 from b2calib.qa.store.tables import qa_flags, qa_runs, qa_variables, run_range
 from b2calib.runs import Run, RunRegistry
@@ -30,12 +31,16 @@ if TYPE_CHECKING:
     from b2calib.qa.monitoring import MonitoringValue
 
 __all__ = [
+    "MIN_TREND_RUNS",
     "NO_STATUS",
     "VARIABLE_ERROR_SIGMA",
     "VARIABLE_WARNING_SIGMA",
+    "JudgedRun",
+    "JudgedTable",
     "Runs",
     "Trend",
     "VariableStatuses",
+    "class_label",
 ]
 
 #: Status of a detector with neither comparisons nor variables.
@@ -44,20 +49,39 @@ NO_STATUS = "NONE"
 VARIABLE_WARNING_SIGMA = 3.0
 VARIABLE_ERROR_SIGMA = 5.0
 
-#: Trend statuses per (variable name, experiment, run type): (detector, run keys, statuses).
+#: Trend statuses per (variable name, experiment, run type, beam energy): (detector, run keys,
+#: statuses).
 VariableStatuses = dict[
-    tuple[str, int, str], tuple[str, list[tuple[int, int]], npt.NDArray[np.str_]]
+    tuple[str, int, str, str], tuple[str, list[tuple[int, int]], npt.NDArray[np.str_]]
 ]
+#: A class of runs with fewer runs than this, and no known value for the variable, has no
+#: trend to judge a run against (its median would be the run itself): its runs are NONE.
+MIN_TREND_RUNS = 3
+
+
+def class_label(run_type: str, beam_energy: str) -> str:
+    """A run class as the pages and messages write it: ``"physics 4S"``, ``"cosmic No Beam"``."""
+    return f"{run_type} {beam_energy}"
 
 
 @dataclass(frozen=True)
 class Trend:
-    """A monitoring variable against run, with its band and each run's status.
+    """A monitoring variable against run, with each run's GOOD limits and status.
 
-    ``centre`` is the variable's known reference value when it has one, else the median over
-    the runs shown; ``width`` is the expected scatter of one run around it (its median error
-    combined with the run-to-run spread the errors do not explain, from the median absolute
-    deviation). A run is WARNING beyond 3 and ERROR beyond 5 of its own combined sigma.
+    Each run is judged within its class, the runs of the same experiment, run type and beam
+    energy (a Continuum run against the Continuum runs, never against a 4S band), over the
+    whole experiment whatever range is shown, so a run's status does not depend on the
+    selection. The class's centre is the variable's known reference value when it has one,
+    else the median of the class; the expected scatter of one run around it is the run's own
+    error combined with the run-to-run spread the errors do not explain (from the median
+    absolute deviation). ``low[i] .. high[i]`` is the centre +- 3 of run ``i``'s combined
+    sigma: ``status[i]`` is GOOD exactly when ``low[i] <= value[i] <= high[i]``, WARNING up to
+    5 sigma, ERROR beyond; NONE without a finite value and error, or in a class too small to
+    have a trend (fewer than :data:`MIN_TREND_RUNS` runs and no known value).
+
+    ``centre`` and ``width`` (one run's typical sigma) are those of the class with the most runs
+    shown; :attr:`band` is that class's band for a typical run (a run with a larger error has
+    wider limits: draw ``low``/``high``).
     """
 
     name: str
@@ -71,13 +95,19 @@ class Trend:
     centre: float
     width: float
     reference: float | None
+    low: npt.NDArray[np.float64]
+    high: npt.NDArray[np.float64]
+    run_class: npt.NDArray[np.str_]
+    #: How many of its combined sigma each run is from its class's centre (signed, NaN when
+    #: the run is not judged).
+    pull: npt.NDArray[np.float64]
 
     def __len__(self) -> int:
         return len(self.run)
 
     @property
     def band(self) -> tuple[float, float]:
-        """The GOOD band, centre +- 3 widths."""
+        """The GOOD band of a typical run of the main class, centre +- 3 widths."""
         return (
             self.centre - VARIABLE_WARNING_SIGMA * self.width,
             self.centre + VARIABLE_WARNING_SIGMA * self.width,
@@ -89,33 +119,121 @@ class Trend:
         return str(self.status[hit[0]]) if len(hit) else NO_STATUS
 
 
-def _trend_status(
+@dataclass(frozen=True)
+class _Judged:
+    """One class's runs of one variable, judged (see :class:`Trend`)."""
+
+    centre: float
+    width: float
+    low: npt.NDArray[np.float64]
+    high: npt.NDArray[np.float64]
+    pull: npt.NDArray[np.float64]
+    status: npt.NDArray[np.str_]
+
+
+def _judge(
     value: npt.NDArray[np.float64], error: npt.NDArray[np.float64], reference: float | None
-) -> tuple[npt.NDArray[np.str_], float, float]:
+) -> _Judged:
+    """Judge the runs of one class of one variable: limits, pulls and statuses, the status
+    coming from the same limits that are returned (drawn)."""
+    n = len(value)
+    nan = np.full(n, np.nan)
     finite = np.isfinite(value) & np.isfinite(error)
-    if not finite.any():
-        return np.full(len(value), NO_STATUS), float("nan"), float("nan")
+    if not finite.any() or (reference is None and int(finite.sum()) < MIN_TREND_RUNS):
+        return _Judged(np.nan, np.nan, nan, nan, nan, np.full(n, NO_STATUS))
     v, e = value[finite], error[finite]
     centre = float(np.median(v)) if reference is None else float(reference)
     spread = 1.4826 * float(np.median(np.abs(v - np.median(v)))) if len(v) >= 5 else 0.0
     typical = float(np.median(e))
-    extra = np.sqrt(max(spread**2 - typical**2, 0.0))
-    sigma = np.sqrt(error**2 + extra**2)
+    extra = float(np.sqrt(max(spread**2 - typical**2, 0.0)))
+    sigma = np.where(finite, np.sqrt(np.where(finite, error, 0.0) ** 2 + extra**2), np.nan)
+    low = centre - VARIABLE_WARNING_SIGMA * sigma
+    high = centre + VARIABLE_WARNING_SIGMA * sigma
+    low_error = centre - VARIABLE_ERROR_SIGMA * sigma
+    high_error = centre + VARIABLE_ERROR_SIGMA * sigma
     with np.errstate(divide="ignore", invalid="ignore"):
-        # a value quoted without error: exactly on the centre is GOOD, off it ERROR
-        z = np.where(
-            sigma > 0, np.abs(value - centre) / sigma, np.where(value == centre, 0, np.inf)
-        )
+        # a value quoted without error: exactly on the centre is GOOD (pull 0), off it ERROR
+        pull = np.where(sigma > 0, (value - centre) / sigma, np.where(value == centre, 0.0, np.inf))
+    pull = np.where(finite, np.sign(value - centre) * np.abs(pull), np.nan)
     status = np.where(
-        ~(np.isfinite(value) & np.isfinite(error)),
+        ~finite,
         NO_STATUS,
         np.where(
-            z > VARIABLE_ERROR_SIGMA,
-            QAStatus.ERROR.name,
-            np.where(z > VARIABLE_WARNING_SIGMA, QAStatus.WARNING.name, QAStatus.GOOD.name),
+            (low <= value) & (value <= high),
+            QAStatus.GOOD.name,
+            np.where(
+                (low_error <= value) & (value <= high_error),
+                QAStatus.WARNING.name,
+                QAStatus.ERROR.name,
+            ),
         ),
     )
-    return status, centre, float(np.sqrt(typical**2 + extra**2))
+    return _Judged(centre, float(np.sqrt(typical**2 + extra**2)), low, high, pull, status)
+
+
+@dataclass(frozen=True)
+class JudgedRun:
+    """One run's value of a monitoring variable judged against its class's trend."""
+
+    name: str
+    detector: str
+    unit: str
+    exp: int
+    run: int
+    run_class: str
+    value: float
+    error: float
+    low: float
+    high: float
+    pull: float
+    status: str
+    #: runs in the class the trend was taken over
+    class_runs: int
+
+
+@dataclass(frozen=True)
+class JudgedTable:
+    """Monitoring variables' values judged against their class's trend, one row per (variable,
+    run), as columns (see :meth:`Runs.judged`); :meth:`rows` gives :class:`JudgedRun`."""
+
+    name: npt.NDArray[np.str_]
+    detector: npt.NDArray[np.str_]
+    unit: npt.NDArray[np.str_]
+    exp: npt.NDArray[np.int64]
+    run: npt.NDArray[np.int64]
+    run_class: npt.NDArray[np.str_]
+    value: npt.NDArray[np.float64]
+    error: npt.NDArray[np.float64]
+    low: npt.NDArray[np.float64]
+    high: npt.NDArray[np.float64]
+    pull: npt.NDArray[np.float64]
+    status: npt.NDArray[np.str_]
+    class_runs: npt.NDArray[np.int64]
+
+    def __len__(self) -> int:
+        return len(self.run)
+
+    def rows(self, mask: npt.NDArray[np.bool_] | None = None) -> list[JudgedRun]:
+        """The rows selected by ``mask`` (all when None) as :class:`JudgedRun`."""
+        idx = np.arange(len(self)) if mask is None else np.flatnonzero(mask)
+        return [
+            JudgedRun(
+                str(self.name[i]),
+                str(self.detector[i]),
+                str(self.unit[i]),
+                int(self.exp[i]),
+                int(self.run[i]),
+                str(self.run_class[i]),
+                float(self.value[i]),
+                float(self.error[i]),
+                float(self.low[i]),
+                float(self.high[i]),
+                float(self.pull[i]),
+                str(self.status[i]),
+                int(self.class_runs[i]),
+            )
+            for i in idx
+        ]
 
 
 class Runs:
@@ -306,72 +424,161 @@ class Runs:
         last: int | None = None,
         run_type: str | None = "physics",
     ) -> Trend:
-        """A monitoring variable against run, one point per run, with band and statuses.
+        """A monitoring variable against run, one point per run selected (by default the
+        physics runs), each with its GOOD limits and status.
 
-        The band is computed from the runs selected (by default the physics runs).
+        Each run is judged within its class (experiment, run type, beam energy) over the whole
+        experiment, whatever ``first``/``last`` select: the same judgement as the automatic
+        status (:meth:`variable_statuses`), see :class:`Trend`.
         """
         from b2calib.qa.monitoring import VARIABLES
 
-        v, r = qa_variables, qa_runs
-        where = [*run_range(v, exp, first, last), v.c.name == name]
+        table = self.judged(name=name, exp=exp)
+        keep = np.ones(len(table), dtype=bool)
+        if first is not None:
+            keep &= table.run >= first
+        if last is not None:
+            keep &= table.run <= last
         if run_type is not None:
-            where.append(r.c.run_type == run_type)
-        query = (
-            sa.select(v.c.exp, v.c.run, v.c.value, v.c.error, v.c.detector, v.c.unit)
-            .join(r, (r.c.exp == v.c.exp) & (r.c.run == v.c.run))
-            .where(*where)
-            .order_by(v.c.exp, v.c.run)
-        )
-        with self.db.read() as conn:
-            rows = conn.execute(query).all()
-        if not rows and name not in VARIABLES:
-            raise QAError(f"no monitoring variable {name!r} is stored")
+            keep &= np.char.startswith(table.run_class, f"{run_type} ")
+        judged = table.rows(keep)
         definition = VARIABLES.get(name)
+        if not judged and definition is None and name not in self.variable_names():
+            raise QAError(f"no monitoring variable {name!r} is stored")
         reference = definition.reference if definition is not None else None
-        value = np.array([x.value for x in rows], dtype=np.float64)
-        error = np.array([x.error for x in rows], dtype=np.float64)
-        status, centre, width = _trend_status(value, error, reference)
+        classes = [j.run_class for j in judged]
+        main = max(set(classes), key=lambda c: (classes.count(c), c)) if classes else ""
+        main_judged = [j for j in judged if j.run_class == main and np.isfinite(j.low)]
+        if main_judged:
+            sigma = np.array([(j.high - j.low) / (2 * VARIABLE_WARNING_SIGMA) for j in main_judged])
+            centre = (main_judged[0].high + main_judged[0].low) / 2
+            width = float(np.sqrt(np.median(sigma**2)))
+        else:
+            centre = width = float("nan")
         return Trend(
             name=name,
-            detector=rows[0].detector if rows else (definition.detector if definition else ""),
-            unit=rows[0].unit if rows else (definition.unit if definition else ""),
-            exp=np.array([x.exp for x in rows], dtype=np.int64),
-            run=np.array([x.run for x in rows], dtype=np.int64),
-            value=value,
-            error=error,
-            status=status,
-            centre=centre,
+            detector=judged[0].detector if judged else (definition.detector if definition else ""),
+            unit=judged[0].unit if judged else (definition.unit if definition else ""),
+            exp=np.array([j.exp for j in judged], dtype=np.int64),
+            run=np.array([j.run for j in judged], dtype=np.int64),
+            value=np.array([j.value for j in judged], dtype=np.float64),
+            error=np.array([j.error for j in judged], dtype=np.float64),
+            status=np.array([j.status for j in judged], dtype=np.str_),
+            centre=float(centre),
             width=width,
             reference=reference,
+            low=np.array([j.low for j in judged], dtype=np.float64),
+            high=np.array([j.high for j in judged], dtype=np.float64),
+            run_class=np.array(classes, dtype=np.str_),
+            pull=np.array([j.pull for j in judged], dtype=np.float64),
+        )
+
+    def judged(
+        self,
+        *,
+        name: str | None = None,
+        exp: int | Sequence[int] | None = None,
+        run_class: tuple[str, str] | None = None,
+    ) -> JudgedTable:
+        """Every stored value of monitoring variable ``name`` (all variables when None) in
+        experiment(s) ``exp`` (all when None) and runs of ``run_class`` (run type, beam energy;
+        all when None), each judged against the trend of its class (experiment, run type, beam
+        energy; see :class:`Trend`), in (name, exp, run) order; read in one query. A value of
+        a detector the run did not include is left out (it has no value)."""
+        from b2calib.qa.monitoring import VARIABLES
+
+        v, r = qa_variables, qa_runs
+        where = []
+        if name is not None:
+            where.append(v.c.name == name)
+        if isinstance(exp, int):
+            where.append(v.c.exp == exp)
+        elif exp is not None:
+            where.append(v.c.exp.in_(list(exp)))
+        if run_class is not None:
+            where += [r.c.run_type == run_class[0], r.c.beam_energy == run_class[1]]
+        query = (
+            sa.select(
+                v.c.name,
+                v.c.detector,
+                v.c.unit,
+                v.c.exp,
+                v.c.run,
+                v.c.value,
+                v.c.error,
+                r.c.run_type,
+                r.c.beam_energy,
+                r.c.detectors,
+            )
+            .join(r, (r.c.exp == v.c.exp) & (r.c.run == v.c.run))
+            .where(*where)
+            .order_by(v.c.name, v.c.exp, v.c.run)
+        )
+        with self.db.read() as conn:
+            rows = [
+                x
+                for x in conn.execute(query).all()
+                if x.detector not in DETECTORS or x.detector in x.detectors.split(",")
+            ]
+        n = len(rows)
+        cols = list(zip(*rows, strict=True)) if rows else [()] * 10
+        names = np.array(cols[0], dtype=np.str_)
+        exps = np.array(cols[3], dtype=np.int64)
+        classes = np.array(
+            [class_label(t, b) for t, b in zip(cols[7], cols[8], strict=True)], dtype=np.str_
+        )
+        value = np.array(cols[5], dtype=np.float64)
+        error = np.array(cols[6], dtype=np.float64)
+        low, high, pull = np.full(n, np.nan), np.full(n, np.nan), np.full(n, np.nan)
+        status = np.full(n, NO_STATUS, dtype="<U8")
+        class_runs = np.zeros(n, dtype=np.int64)
+        if n:
+            keys = np.char.add(np.char.add(names, "|"), np.char.add(exps.astype(str), classes))
+            _, group = np.unique(keys, return_inverse=True)
+            order = np.argsort(group, kind="stable")
+            bounds = np.flatnonzero(np.diff(group[order])) + 1
+            for idx in np.split(order, bounds):
+                definition = VARIABLES.get(str(names[idx[0]]))
+                j = _judge(value[idx], error[idx], definition.reference if definition else None)
+                low[idx], high[idx], pull[idx], status[idx] = j.low, j.high, j.pull, j.status
+                class_runs[idx] = len(idx)
+        return JudgedTable(
+            name=names,
+            detector=np.array(cols[1], dtype=np.str_),
+            unit=np.array(cols[2], dtype=np.str_),
+            exp=exps,
+            run=np.array(cols[4], dtype=np.int64),
+            run_class=classes,
+            value=value,
+            error=error,
+            low=low,
+            high=high,
+            pull=pull,
+            status=status.astype(np.str_),
+            class_runs=class_runs,
         )
 
     def variable_statuses(self, exps: Sequence[int]) -> VariableStatuses:
-        """Each variable's trend statuses per (name, exp, run type) of the experiments given,
-        read in one query: {(name, exp, run_type): (detector, run keys, statuses)}."""
-        from b2calib.qa.monitoring import VARIABLES
-
+        """Each variable's trend statuses per (name, exp, run type, beam energy) of the
+        experiments given, read in one query: {(name, exp, run_type, beam_energy): (detector,
+        run keys, statuses)} (the same judgement as :meth:`trend`)."""
         if not exps:
             return {}
-        v, r = qa_variables, qa_runs
-        query = (
-            sa.select(v.c.name, v.c.detector, v.c.exp, v.c.run, v.c.value, v.c.error, r.c.run_type)
-            .join(r, (r.c.exp == v.c.exp) & (r.c.run == v.c.run))
-            .where(v.c.exp.in_(list(exps)))
-            .order_by(v.c.name, v.c.exp, r.c.run_type, v.c.run)
-        )
-        groups: dict[tuple[str, int, str], list[Any]] = {}
-        with self.db.read() as conn:
-            for row in conn.execute(query):
-                groups.setdefault((row.name, row.exp, row.run_type), []).append(row)
-        out = {}
-        for (name, e, run_type), rows in groups.items():
-            definition = VARIABLES.get(name)
-            status, _, _ = _trend_status(
-                np.array([x.value for x in rows], dtype=np.float64),
-                np.array([x.error for x in rows], dtype=np.float64),
-                definition.reference if definition is not None else None,
+        t = self.judged(exp=exps)
+        out: VariableStatuses = {}
+        if not len(t):
+            return out
+        keys = np.char.add(np.char.add(t.name, "|"), np.char.add(t.exp.astype(str), t.run_class))
+        _, group = np.unique(keys, return_inverse=True)
+        order = np.argsort(group, kind="stable")
+        for idx in np.split(order, np.flatnonzero(np.diff(group[order])) + 1):
+            i = idx[0]
+            run_type, beam_energy = str(t.run_class[i]).split(" ", 1)
+            out[(str(t.name[i]), int(t.exp[i]), run_type, beam_energy)] = (
+                str(t.detector[i]),
+                list(zip(t.exp[idx].tolist(), t.run[idx].tolist(), strict=True)),
+                t.status[idx],
             )
-            out[(name, e, run_type)] = (rows[0].detector, [(e, x.run) for x in rows], status)
         return out
 
 

@@ -1,26 +1,117 @@
 """The automatic status of a (run, detector): evidence for the shifter, never a flag.
 
-It is the worst of the run's histogram comparisons with their references and of its monitoring
-variables' deviations from their trend (see :meth:`b2calib.qa.store.runs.Runs.trend`);
-:data:`~b2calib.qa.store.runs.NO_STATUS` when there is no evidence.
+It is the worst of the run's histogram comparisons with the references of its experiment and
+class and of its monitoring variables' deviations from the trend of its class (see
+:meth:`b2calib.qa.store.runs.Runs.trend`); :data:`~b2calib.qa.store.runs.NO_STATUS` when there
+is no evidence. The columns are the detectors and the two systems, BEAM and TRACKING
+(:data:`STATUS_COLUMNS`). :meth:`AutoStatus.evidence` lists every item that feeds a run's
+status, worst first, each with what was measured against what was expected.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
+from dataclasses import dataclass
+
+import numpy as np
 
 from b2calib.db import Database
 from b2calib.geometry import DETECTORS
 from b2calib.qa.compare import QAStatus
-from b2calib.qa.store.histograms import Histograms
-from b2calib.qa.store.runs import NO_STATUS, Runs
+from b2calib.qa.store.histograms import Histograms, Reference, StoredComparison
+from b2calib.qa.store.runs import (
+    NO_STATUS,
+    JudgedRun,
+    Runs,
+    class_label,
+)
 
-__all__ = ["AutoStatus"]
+__all__ = ["STATUS_COLUMNS", "AutoStatus", "Evidence"]
+
+#: The systems that are not detectors, :data:`b2calib.qa.monitoring.SYSTEMS` (written out here:
+#: the store does not import the monitoring and its array stack; a test keeps them equal).
+_SYSTEMS: tuple[str, ...] = ("BEAM", "TRACKING")
+#: The columns of the automatic status, in the order every page shows them: the detectors
+#: (:data:`b2calib.geometry.DETECTORS`), then the systems BEAM and TRACKING.
+STATUS_COLUMNS: tuple[str, ...] = (*DETECTORS, *_SYSTEMS)
+
+#: How bad a status is, for sorting evidence worst first: a missing verdict (NONE: no
+#: reference, no trend) ranks between TOO_FEW and GOOD.
+_RANK = {"ERROR": 4, "WARNING": 3, "TOO_FEW": 2, NO_STATUS: 1, "GOOD": 0}
 
 
 def _worst(statuses: Iterable[str]) -> str:
     ranked = [QAStatus[x] for x in statuses if x != NO_STATUS]
     return max(ranked).name if ranked else NO_STATUS
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """One item that feeds the automatic status of a (run, detector).
+
+    Attributes
+    ----------
+    kind
+        ``"histogram"`` (a QA histogram compared with its reference), ``"variable"`` (a
+        monitoring variable against the trend of its class) or ``"reference"`` (a histogram
+        with no reference for the run's experiment and class: not compared).
+    name
+        The histogram (``DETECTOR/NAME``) or variable name.
+    status
+        A :class:`~b2calib.qa.compare.QAStatus` name, or ``"NONE"`` (no verdict).
+    message
+        One line a shifter reads: what was measured against what was expected.
+    value
+        The variable's value, or the comparison's p-value; None when there is none.
+    expected
+        The variable's GOOD limits for this run, or the comparison's GOOD p-value range
+        (p-warning .. 1); None when unknown.
+    """
+
+    exp: int
+    run: int
+    detector: str
+    kind: str
+    name: str
+    status: str
+    message: str
+    value: float | None = None
+    expected: tuple[float, float] | None = None
+
+
+def _g(x: float) -> str:
+    return f"{x:.4g}"
+
+
+def _variable_evidence(j: JudgedRun) -> Evidence:
+    where = f"{j.run_class} runs of exp {j.exp}"
+    measured = f"{j.name} = {_g(j.value)} +- {j.error:.2g}"
+    if j.status == NO_STATUS:
+        if not (math.isfinite(j.value) and math.isfinite(j.error)):
+            why = "no value measured"
+        else:
+            n = j.class_runs
+            why = f"only {n} {'run' if n == 1 else 'runs'} among the {where}: no trend to judge"
+        value = j.value if math.isfinite(j.value) else None
+        message = f"{measured}: {why}"
+        return Evidence(j.exp, j.run, j.detector, "variable", j.name, NO_STATUS, message, value)
+    expected = f"expected {_g(j.low)} .. {_g(j.high)} ({where})"
+    if j.status == "GOOD":
+        verdict = f"within ({abs(j.pull):.1f} sigma)"
+    else:
+        verdict = f"{abs(j.pull):.1f} sigma {'above' if j.pull > 0 else 'below'}"
+    return Evidence(
+        j.exp,
+        j.run,
+        j.detector,
+        "variable",
+        j.name,
+        j.status,
+        f"{measured}, {expected}: {verdict}",
+        j.value,
+        (j.low, j.high),
+    )
 
 
 class AutoStatus:
@@ -43,7 +134,7 @@ class AutoStatus:
 
     def evaluate(self, exp: int, run: int) -> dict[str, str]:
         """Compare each QA histogram of a run with its reference, store the results and
-        return the run's automatic status per detector (see :meth:`get`)."""
+        return the run's automatic status per column (see :meth:`get`)."""
         with self.db.read() as conn:
             self.runs.require(conn, exp, run)
         self.histograms.compare([(exp, run)])
@@ -58,11 +149,12 @@ class AutoStatus:
         return self.grid(exp=exp, first=first, last=last)
 
     def get(self, exp: int, run: int) -> dict[str, str]:
-        """The automatic status of each detector of a run: the worst of its histograms'
-        comparisons and of its monitoring variables' trend statuses (the trend is taken over
-        the runs of its experiment and run type). :data:`NO_STATUS` when there is no evidence."""
+        """The automatic status of each detector and system (:data:`STATUS_COLUMNS`) of a run:
+        the worst of its histograms' comparisons and of its monitoring variables' trend
+        statuses (the trend is taken over the runs of its experiment, run type and beam
+        energy). :data:`NO_STATUS` when there is no evidence."""
         return self.grid(exp=exp, first=run, last=run).get(
-            (exp, run), dict.fromkeys(DETECTORS, NO_STATUS)
+            (exp, run), dict.fromkeys(STATUS_COLUMNS, NO_STATUS)
         )
 
     def grid(
@@ -72,30 +164,182 @@ class AutoStatus:
         first: int | None = None,
         last: int | None = None,
     ) -> dict[tuple[int, int], dict[str, str]]:
-        """Automatic status per detector of every run selected (see :meth:`get`).
+        """Automatic status per detector and system (:data:`STATUS_COLUMNS`, in that order) of
+        every run selected (see :meth:`get`).
 
-        A variable is judged against its trend over the runs of the same experiment and run
-        type (physics runs with physics runs, cosmics with cosmics), so a run's status does not
-        depend on the range selected.
+        A variable is judged against its trend over the runs of the same experiment, run
+        type and beam energy (physics 4S runs with physics 4S runs, Continuum with Continuum,
+        cosmics with cosmics), so a run's status does not depend on the range selected. A
+        detector the run did not include has no evidence (NONE).
         """
         evidence: dict[tuple[int, int], dict[str, list[str]]] = {}
         runs = self.runs.select(exp=exp, first=first, last=last)
         for r in runs:
-            evidence[r.key] = {d: [] for d in DETECTORS}
+            evidence[r.key] = {c: [] for c in STATUS_COLUMNS}
+        included = {r.key: set(r.detectors) | set(_SYSTEMS) for r in runs}
         for e, run, det, compared in self.histograms.comparison_statuses(
             exp=exp, first=first, last=last
         ):
-            if (e, run) in evidence and det in DETECTORS:
+            if det in included.get((e, run), ()):
                 evidence[(e, run)][det].append(compared)
-        for det, keys, status in self.runs.variable_statuses(
-            sorted({r.exp for r in runs})
-        ).values():
-            if det not in DETECTORS:
+        if runs:
+            t = self.runs.judged(exp=sorted({r.exp for r in runs}))
+            for e, run, det, st in zip(
+                t.exp.tolist(), t.run.tolist(), t.detector.tolist(), t.status.tolist(), strict=True
+            ):
+                if det in included.get((e, run), ()):
+                    evidence[(e, run)][det].append(st)
+        return {k: {c: _worst(v) for c, v in per.items()} for k, per in evidence.items()}
+
+    def evidence(self, exp: int, run: int, detector: str | None = None) -> list[Evidence]:
+        """Every item that feeds the automatic status of run (exp, run) (of ``detector`` only,
+        a name of :data:`STATUS_COLUMNS`, when given), worst first: each histogram's
+        comparison with its reference, each monitoring variable against the trend of the
+        run's class, and each histogram that has no reference for the run's experiment and
+        class (status NONE, saying how to set one). The worst item of a column is its status
+        in :meth:`grid`.
+
+        Raises
+        ------
+        RunNotFoundError
+            When the run is not registered.
+        QAError
+            When ``detector`` is not a name of :data:`STATUS_COLUMNS`.
+        """
+        from b2calib.exceptions import QAError
+
+        if detector is not None and detector not in STATUS_COLUMNS:
+            raise QAError(
+                f"{detector!r} is not a detector or system; known: {', '.join(STATUS_COLUMNS)}"
+            )
+        with self.db.read() as conn:
+            included = set(self.runs.require(conn, exp, run)) | set(_SYSTEMS)
+            run_type, beam_energy = self.runs.run_class(conn, exp, run)
+        where = f"{class_label(run_type, beam_energy)} runs"
+        wanted = included if detector is None else {detector} & included
+        items: list[Evidence] = []
+        # -- histograms: compared, not yet compared, or without a reference of the class
+        refs = self.histograms.references(exp)
+        compared = {(c.detector, c.name): c for c in self.histograms.comparisons(exp, run)}
+        for det, name in self.histograms.keys(exp, run):
+            if det not in wanted:
                 continue
-            for key, st in zip(keys, status, strict=True):
-                if key in evidence:
-                    evidence[key][det].append(str(st))
-        return {k: {d: _worst(v) for d, v in per.items()} for k, per in evidence.items()}
+            hname = f"{det}/{name}"
+            ref = refs.get((det, name, exp, run_type, beam_energy))
+            c = compared.get((det, name))
+            if c is not None:
+                items.append(self._histogram_evidence(c, ref, where, hname))
+            elif ref is None:
+                items.append(
+                    Evidence(
+                        exp,
+                        run,
+                        det,
+                        "reference",
+                        hname,
+                        NO_STATUS,
+                        f"{hname}: no reference for {where} of exp {exp}: set one with "
+                        f"`b2calib qa reference set {exp} RUN --all` (RUN one of those "
+                        "runs) or `b2calib qa reference set --exp "
+                        f"{exp} --auto`",
+                    )
+                )
+            else:
+                items.append(
+                    Evidence(
+                        exp,
+                        run,
+                        det,
+                        "histogram",
+                        hname,
+                        NO_STATUS,
+                        f"{hname}: not compared yet with reference run {ref.exp}/{ref.run} "
+                        f"({where}): run `b2calib qa evaluate --exp {exp}`",
+                    )
+                )
+        # -- monitoring variables against the trend of the run's class
+        t = self.runs.judged(exp=exp, run_class=(run_type, beam_energy))
+        for j in t.rows(t.run == run):
+            if j.detector in wanted:
+                items.append(_variable_evidence(j))
+        order = {c: i for i, c in enumerate(STATUS_COLUMNS)}
+        items.sort(key=lambda x: (-_RANK.get(x.status, 0), order.get(x.detector, 99), x.name))
+        return items
+
+    @staticmethod
+    def _histogram_evidence(
+        c: StoredComparison, ref: Reference | None, where: str, hname: str
+    ) -> Evidence:
+        cmp = c.comparison
+        status = cmp.status.name
+        p = cmp.p_value
+        expected = None
+        if ref is not None and (ref.exp, ref.run) == (c.reference_exp, c.reference_run):
+            expected = (ref.thresholds.p_warning, 1.0)
+        against = f"reference run {c.reference_exp}/{c.reference_run} ({where})"
+        if (c.exp, c.run) == (c.reference_exp, c.reference_run):
+            message = (
+                f"{hname}: this run is the reference of the {where} (not compared with itself)"
+            )
+            return Evidence(c.exp, c.run, c.detector, "histogram", hname, status, message)
+        numbers = f"{cmp.method} p = {p:.2g}" if math.isfinite(p) else f"{cmp.method} p = n/a"
+        message = f"{hname}: {numbers} ({cmp.entries:.0f} entries) vs {against}"
+        if status == "TOO_FEW":
+            need = ref.thresholds.min_entries if ref is not None else None
+            floor = f", fewer than the {need:.0f} needed" if need is not None else ""
+            message += (
+                f": too few entries for a verdict{floor} (reference {cmp.reference_entries:.0f})"
+            )
+        elif expected is not None:
+            message += f", expected p >= {expected[0]:.2g}"
+        if cmp.message and status in ("ERROR", "TOO_FEW"):
+            message += f" ({cmp.message})"
+        if ref is not None and expected is None:
+            message += (
+                f"; the reference is now run {ref.exp}/{ref.run}: evaluate again "
+                f"(`b2calib qa evaluate --exp {c.exp}`)"
+            )
+        return Evidence(
+            c.exp,
+            c.run,
+            c.detector,
+            "histogram",
+            hname,
+            status,
+            message,
+            p if math.isfinite(p) else None,
+            expected,
+        )
+
+    def worst_variables(
+        self,
+        exp: int,
+        run_type: str | None = None,
+        first: int | None = None,
+        last: int | None = None,
+    ) -> list[str]:
+        """The monitoring variables of experiment ``exp`` (runs of ``run_type``, ``first`` to
+        ``last``), worst first: most ERROR runs, then most WARNING runs, then by name. The
+        QA monitor opens on the first."""
+        t = self.runs.judged(exp=exp)
+        keep = np.ones(len(t), dtype=bool)
+        if first is not None:
+            keep &= t.run >= first
+        if last is not None:
+            keep &= t.run <= last
+        if run_type is not None:
+            keep &= np.char.startswith(t.run_class, f"{run_type} ")
+        counts: dict[str, list[int]] = {str(n): [0, 0] for n in np.unique(t.name)}
+        for name, st in zip(t.name[keep].tolist(), t.status[keep].tolist(), strict=True):
+            if st == "ERROR":
+                counts[name][0] += 1
+            elif st == "WARNING":
+                counts[name][1] += 1
+        present = set(t.name[keep].tolist())
+        return sorted(
+            (n for n in counts if n in present),
+            key=lambda n: (-counts[n][0], -counts[n][1], n),
+        )
 
 
 def __dir__() -> list[str]:

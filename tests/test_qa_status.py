@@ -1,0 +1,209 @@
+"""The automatic status: trends and references per class of runs, the evidence behind a status,
+the systems' columns, the worst variables; and on the demo's QA sample, its three injected
+faults found (and nothing else ERROR)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from b2calib.exceptions import QAError
+from b2calib.geometry import DETECTORS
+from b2calib.qa.monitoring import SYSTEMS, MonitoringValue, RunQA
+from b2calib.qa.store import QADatabase
+from b2calib.qa.store.status import STATUS_COLUMNS, Evidence
+from b2calib.runs import Run
+
+REPO = Path(__file__).resolve().parents[1]
+ALL = tuple(DETECTORS)
+
+
+def _run(exp: int, run: int, beam: str = "4S", kind: str = "physics", dets: tuple = ALL) -> Run:
+    return Run(exp, run, kind, beam, 1.7e9 + 3600 * run, 1.7e9 + 3600 * run + 1000, 100.0,
+               1000, dets, kind == "physics", 10.58 if beam == "4S" else 10.52)  # fmt: skip
+
+
+@pytest.fixture
+def db(db_url: str) -> Iterator[QADatabase]:
+    """Experiment 3: physics 4S runs 1-12 but run 10 (Continuum) and run 11 (cosmic), run 4
+    without PXD; experiment 4: physics 4S runs 1-3."""
+    qa = QADatabase(db_url, author="admin")
+    runs = [_run(3, r) for r in range(1, 13) if r not in (4, 10, 11)]
+    runs += [_run(3, 4, dets=ALL[1:]), _run(3, 10, "Continuum"), _run(3, 11, "No Beam", "cosmic")]
+    runs += [_run(4, r) for r in (1, 2, 3)]
+    qa.runs.import_runs(runs)
+    yield qa
+    qa.close()
+
+
+def _hist(rng: np.random.Generator, n: int, shift: float = 0.0) -> object:
+    import hist
+
+    h = hist.Hist.new.Reg(20, -3, 3, name="x").Int64()
+    h.fill(rng.normal(shift, 1.0, n))
+    return h
+
+
+def _store(db: QADatabase, exp: int, run: int, values: dict[str, tuple[str, float, float]],
+           shift: float = 0.0) -> None:  # fmt: skip
+    rng = np.random.default_rng(100 * exp + run)
+    db.histograms.store_run(
+        RunQA(
+            exp=exp,
+            run=run,
+            variables=[MonitoringValue(n, d, v, e, "") for n, (d, v, e) in values.items()],
+            histograms={("CDC", "residual"): _hist(rng, 5000, shift)},  # type: ignore[dict-item]
+        )
+    )
+
+
+def test_status_columns_are_the_detectors_then_the_systems() -> None:
+    assert (*DETECTORS, *SYSTEMS) == STATUS_COLUMNS
+    assert STATUS_COLUMNS[-2:] == ("BEAM", "TRACKING")
+
+
+def test_a_run_above_the_drawn_band_is_never_good_and_the_range_shown_changes_nothing(
+    db: QADatabase,
+) -> None:
+    """Issue 19: run 24 of the demo, above the band's top edge, was coloured GOOD: its status
+    came from its own (larger) error while the band was drawn with the typical one, and the
+    page took the band over the runs shown while the status took the whole experiment. Now
+    each run has its GOOD limits, low <= value <= high is exactly GOOD, and the range shown
+    changes no run's limits or status."""
+    rng = np.random.default_rng(5)
+    physics = [r for r in range(1, 13) if r not in (10, 11)]
+    for r in physics:
+        # one run (7) with 3x the typical error, 4.5 typical sigma above the centre
+        value, error = (1.0 + 0.045, 0.03) if r == 7 else (1.0 + 0.01 * rng.normal(), 0.01)
+        _store(db, 3, r, {"x.e": ("ECL", value, error)})
+    tr = db.runs.trend("x.e", exp=3)
+    assert list(tr.run) == physics
+    assert list(tr.run_class) == ["physics 4S"] * len(physics)
+    finite = np.isfinite(tr.value)
+    good = (tr.low <= tr.value) & (tr.value <= tr.high)
+    np.testing.assert_array_equal(tr.status[finite] == "GOOD", good[finite])
+    i = physics.index(7)
+    assert tr.value[i] > tr.band[1]  # above the typical run's band ...
+    assert tr.high[i] > tr.value[i]  # ... but within its own limits: GOOD, drawn so
+    assert tr.status[i] == "GOOD"
+    assert tr.high[i] - tr.low[i] > 2 * (tr.band[1] - tr.band[0])
+    # the first four runs alone: the same limits and statuses as in the whole experiment
+    part = db.runs.trend("x.e", exp=3, first=1, last=4)
+    assert list(part.run) == [1, 2, 3, 4]
+    np.testing.assert_array_equal(part.low, tr.low[:4])
+    np.testing.assert_array_equal(part.high, tr.high[:4])
+    np.testing.assert_array_equal(part.status, tr.status[:4])
+    assert db.status.get(3, 7)["ECL"] == "GOOD"
+
+
+def test_trends_are_per_class_and_a_detector_not_included_has_no_value(db: QADatabase) -> None:
+    """A Continuum run is judged with the Continuum runs, not against the 4S band (issue 19:
+    run 29 of the demo was ERROR); a class too small for a trend gives no verdict; a value of a
+    detector the run did not include (PXD in run 4) is no value."""
+    for r in [r for r in range(1, 13) if r != 11]:
+        mass = 10.52 if r == 10 else 10.58 + 0.001 * (r % 3)
+        _store(db, 3, r, {"m.mass": ("BEAM", mass, 0.002), "m.pxd": ("PXD", 1.0, 0.1)})
+    tr = db.runs.trend("m.mass", exp=3)
+    assert list(tr.run_class).count("physics Continuum") == 1
+    assert tr.status_of(3, 10) == "NONE"  # one Continuum run: nothing to judge it against
+    assert db.status.get(3, 10)["BEAM"] == "NONE"
+    assert {str(s) for s, c in zip(tr.status, tr.run_class, strict=True) if c.endswith("4S")} == {
+        "GOOD"
+    }
+    (item,) = [e for e in db.status.evidence(3, 10, "BEAM") if e.name == "m.mass"]
+    assert item.status == "NONE"
+    assert "only 1 run among the physics Continuum runs of exp 3: no trend" in item.message
+    # run 4 took no PXD data: its stored PXD value is no value
+    assert 4 not in db.runs.trend("m.pxd", exp=3).run
+    assert db.status.get(3, 4)["PXD"] == "NONE"
+    assert [e for e in db.status.evidence(3, 4) if e.detector == "PXD"] == []
+    assert db.status.get(3, 5)["PXD"] == "GOOD"
+
+
+def test_references_per_experiment_and_class_and_the_evidence(db: QADatabase) -> None:
+    base = {"h.clusters": ("ECL", 4.3, 0.1), "t.tracks": ("TRACKING", 2.0, 0.05)}
+    for r in [r for r in range(1, 13) if r != 11]:
+        values = dict(base)
+        if r == 8:
+            values["h.clusters"] = ("ECL", 3.1, 0.1)  # 12 sigma below
+        _store(db, 3, r, values, shift=0.5 if r == 9 else 0.0)
+    for r in (1, 2, 3):
+        _store(db, 4, r, base)
+    db.histograms.set_reference("CDC", "residual", 3, 2)
+    db.histograms.set_reference("CDC", "residual", 4, 1)  # does not replace experiment 3's
+    refs = db.histograms.references()
+    assert sorted((k[2], r.run) for k, r in refs.items()) == [(3, 2), (4, 1)]
+    assert db.histograms.reference_of(3, 5, "CDC", "residual").run == 2  # type: ignore[union-attr]
+    assert db.histograms.reference_of(4, 3, "CDC", "residual").run == 1  # type: ignore[union-attr]
+    assert db.histograms.reference_of(3, 10, "CDC", "residual") is None  # Continuum: none
+    grid = db.status.evaluate_all()
+    assert grid[(3, 9)]["CDC"] == "ERROR"
+    assert grid[(3, 8)]["ECL"] == "ERROR"
+    assert grid[(3, 5)]["TRACKING"] == "GOOD"
+    assert set(grid[(3, 5)]) == set(STATUS_COLUMNS)
+    assert list(grid[(3, 5)]) == list(STATUS_COLUMNS)
+    assert [c.reference_run for c in db.histograms.comparisons(4, 3)] == [1]
+    # the evidence of run 8: every item, worst first, each saying measured vs expected
+    items = db.status.evidence(3, 8)
+    assert all(isinstance(e, Evidence) for e in items)
+    assert items[0].status == "ERROR"
+    assert items[0].kind == "variable"
+    assert items[0].name == "h.clusters"
+    assert items[0].value == pytest.approx(3.1)
+    lo, hi = items[0].expected  # type: ignore[misc]
+    assert lo < 4.3 < hi
+    assert items[0].message.startswith("h.clusters = 3.1 +- 0.1, expected ")
+    assert items[0].message.endswith("(physics 4S runs of exp 3): 12.0 sigma below")
+    assert {(e.kind, e.name) for e in items} == {
+        ("variable", "h.clusters"),
+        ("variable", "t.tracks"),
+        ("histogram", "CDC/residual"),
+    }
+    (h,) = [e for e in items if e.kind == "histogram"]
+    assert h.status == "GOOD"
+    assert " entries) vs reference run 3/2 (physics 4S runs), expected p >= 0.05" in h.message
+    assert h.expected == (0.05, 1.0)
+    assert [e.detector for e in db.status.evidence(3, 8, "ECL")] == ["ECL"]
+    (me,) = [e for e in db.status.evidence(3, 2) if e.kind == "histogram"]
+    assert "this run is the reference of the physics 4S runs" in me.message
+    # the Continuum run has no reference of its class: it says so, and is not compared
+    (none,) = [e for e in db.status.evidence(3, 10) if e.kind == "reference"]
+    assert none.status == "NONE"
+    assert none.name == "CDC/residual"
+    assert none.message.startswith(
+        "CDC/residual: no reference for physics Continuum runs of exp 3: set one with "
+        "`b2calib qa reference set 3 RUN --all`"
+    )
+    assert db.histograms.comparisons(3, 10) == []
+    ranks = ["ERROR", "WARNING", "TOO_FEW", "NONE", "GOOD"]
+    for run in range(1, 13):
+        st = [ranks.index(e.status) for e in db.status.evidence(3, run)]
+        assert st == sorted(st), run
+    with pytest.raises(QAError, match="'XYZ' is not a detector or system"):
+        db.status.evidence(3, 8, "XYZ")
+
+
+def test_worst_variables_first(db: QADatabase) -> None:
+    rng = np.random.default_rng(2)
+    for r in [r for r in range(1, 13) if r not in (10, 11)]:
+        a = 1.0 + 0.01 * rng.normal() + (1.0 if r in (3, 5) else 0.0)  # 2 ERROR runs
+        b = 1.0 + 0.01 * rng.normal() + (0.04 if r == 6 else 0.0)  # 1 WARNING run
+        c = 1.0 + 0.01 * rng.normal() + (1.0 if r == 9 else 0.0)  # 1 ERROR run
+        d = 1.0 + 0.01 * rng.normal()
+        _store(db, 3, r, {n: ("CDC", v, 0.01) for n, v in zip("abcd", (a, b, c, d), strict=True)})
+    assert db.status.worst_variables(3)[:3] == ["a", "c", "b"]
+    assert db.status.worst_variables(3, first=7)[0] == "c"
+    assert db.status.worst_variables(3, run_type="cosmic") == []
+    assert set(db.status.worst_variables(3)) == {"a", "b", "c", "d"}
+
+
+def test_auto_references_pick_a_run_per_class(db: QADatabase) -> None:
+    for r in [r for r in range(1, 13) if r != 11]:
+        _store(db, 3, r, {})
+    assert db.histograms.choose_references(3) == {
+        ("physics", "4S"): 1,
+        ("physics", "Continuum"): 10,
+    }
