@@ -22,8 +22,7 @@ import param
 from bokeh.models.widgets.tables import HTMLTemplateFormatter, NumberFormatter
 
 from b2calib.geometry import DETECTORS
-from b2calib.qa.monitoring import SYSTEMS
-from b2calib.qa.store import LUMINOSITY_COLUMNS
+from b2calib.qa.store import LUMINOSITY_COLUMNS, STATUS_COLUMNS
 from b2calib.runs import RUN_TYPES
 
 from ._common import ALL, FileDownload, header, served, session_user
@@ -31,7 +30,7 @@ from ._common import ALL, FileDownload, header, served, session_user
 __all__ = ["RunSummary"]
 
 #: Order of the detectors and systems in the page (as on every page).
-_ORDER = {d: i for i, d in enumerate((*DETECTORS, *SYSTEMS))}
+_ORDER = {d: i for i, d in enumerate(STATUS_COLUMNS)}
 #: The run registry's luminosity (what a good-run list sums).
 RECORDED = LUMINOSITY_COLUMNS[0]
 #: The page's state in its URL (``/runsummary?exp=14&run_type=physics``).
