@@ -142,18 +142,36 @@ def test_sign_off_from_the_command_line(collected: dict[str, str]) -> None:
     assert "vera (viewer) may not" in error(
         vera, "signoff", "flag", 12, 3, "CDC", "GOOD", "--comment", "x"
     )
-    run(mona, "signoff", "flag", 12, 3, "CDC", "GOOD", "--comment", "recovered")
+    # replacing carl's BAD needs --force: without it nothing is written and the override named
+    assert error(mona, "signoff", "flag", 12, 3, "CDC", "GOOD", "--comment", "recovered") == (
+        "1 change needs an explicit confirmation (give --force to confirm them, which the "
+        "history records); nothing was written:\n  run (12, 3) CDC: overrides BAD set by carl"
+    )
+    assert len(table(run(env, "signoff", "history", 12, 3))) == 1
+    out = run(mona, "signoff", "flag", 12, 3, "CDC", "GOOD", "--comment", "recovered", "--force")
+    assert out.splitlines() == [
+        "run (12, 3) CDC: GOOD by mona",
+        "  CDC confirmed (--force): overrides BAD set by carl",
+    ]
     history = table(run(env, "signoff", "history", 12, 3))
-    assert [(r[3], r[4], r[5]) for r in history] == [
-        ("BAD", "carl", "HV"),
-        ("GOOD", "mona", "recovered"),
+    assert [(r[3], r[4], r[5], " ".join(r[6:])) for r in history] == [
+        ("BAD", "carl", "HV", "trip -"),
+        ("GOOD", "mona", "recovered", "overrides BAD set by carl"),
     ]
     run(carl, "signoff", "state", 12, 3, "signoff", "--comment", "flags set")
     assert "may not move run (12, 3) from SIGNOFF to COMPLETED" in error(
         carl, "signoff", "state", 12, 3, "COMPLETED"
     )
-    out = run(mona, "signoff", "state", 12, 3, "COMPLETED")
+    # completing with the detectors nobody certified needs --force too
+    assert error(mona, "signoff", "state", 12, 3, "COMPLETED").endswith(
+        "nothing was written:\n  run (12, 3): completes with PXD, SVD, TOP, ARICH, ECL, KLM NOTSET"
+    )
+    assert run(env, "signoff", "state", 12, 3).splitlines()[0] == "run (12, 3): SIGNOFF"
+    out = run(mona, "signoff", "state", 12, 3, "COMPLETED", "--force")
     assert out.splitlines()[0] == "run (12, 3): COMPLETED"
+    assert " ".join(table(out)[-1]).endswith(
+        "COMPLETED mona - completes with PXD, SVD, TOP, ARICH, ECL, KLM NOTSET"
+    )
     assert "COMPLETED: a manager must reopen it" in error(
         mona, "signoff", "flag", 12, 3, "CDC", "BAD", "--comment", "late"
     )
@@ -168,7 +186,8 @@ def test_good_run_lists_from_the_command_line(collected: dict[str, str], tmp_pat
     for r in physics:
         for det in r.detectors:
             flag = "BAD" if (r.run, det) == (5, "TOP") else "GOOD"
-            run(mona, "signoff", "flag", 12, r.run, det, flag, "--comment", "shift")
+            # the shift looked at the automatic ERRORs of the sample and confirms GOOD
+            run(mona, "signoff", "flag", 12, r.run, det, flag, "--comment", "shift", "--force")
     assert "managers only" in error(as_user(env, "carl", "c-pw"), "grl", "make", "good", "all_good")
     out = run(mona, "grl", "make", "good", "all == GOOD", "--description", "first")
     assert out.startswith("good v1: ")

@@ -748,7 +748,7 @@ def test_csv_reads_back_with_the_csv_module(registry: RunRegistry) -> None:
     grl = evaluate("physics_4s_good_or_recoverable", registry)
     assert len(grl) > 50
     rows = list(csv.reader(io.StringIO(grl.to_csv())))
-    assert rows[0] == ["exp", "run", "lumi_pb"]
+    assert rows[0] == ["exp", "run", "recorded_lumi_pb"]  # says which luminosity it sums
     assert all(len(row) == 3 for row in rows)
     body, total = rows[1:-1], rows[-1]
     assert [GRLRun(int(e), int(r), float(x)) for e, r, x in body] == list(grl.runs)
@@ -759,4 +759,4 @@ def test_csv_reads_back_with_the_csv_module(registry: RunRegistry) -> None:
     dict_rows = list(csv.DictReader(io.StringIO(grl.to_csv())))
     assert [row["exp"] for row in dict_rows].count("TOTAL") == 1
     empty = list(csv.reader(io.StringIO(GoodRunList("e", "false", ()).to_csv())))
-    assert empty == [["exp", "run", "lumi_pb"], ["TOTAL", "", "0.0"]]
+    assert empty == [["exp", "run", "recorded_lumi_pb"], ["TOTAL", "", "0.0"]]

@@ -1,5 +1,7 @@
 """Good-run lists: an expression over the runs' current flags and properties, evaluated and
-stored as the next version of a named list (managers only); every version is kept.
+stored as the next version of a named list (managers only); every version is kept, with the
+warnings it was made with (runs selected with uncertified detectors), and any two versions
+compare (:meth:`GoodRunLists.diff`). A list sums the recorded luminosity (run registry).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from b2calib.qa.store.tables import qa_grls
 from b2calib.qa.store.users import User, Users
 
 if TYPE_CHECKING:
-    from b2calib.qa.grl import GoodRunList
+    from b2calib.qa.grl import GoodRunList, GRLDiff
 
 __all__ = ["GoodRunLists"]
 
@@ -76,6 +78,7 @@ class GoodRunLists:
                 created=now(),
                 author=user.name,
                 description=description,
+                warnings=made.warnings,
             )
             conn.execute(
                 t.insert().values(
@@ -128,6 +131,19 @@ class GoodRunLists:
         if not rows:
             raise QAError(f"no good-run list {name!r}")
         return [GoodRunList.from_json(json.loads(r.content)) for r in rows]
+
+    def diff(self, name: str, old: int, new: int) -> GRLDiff:
+        """What changed from version ``old`` to version ``new`` of good-run list ``name``:
+        runs added, removed, and the recorded luminosity's change (:class:`GRLDiff`).
+
+        Raises
+        ------
+        QAError
+            No such list, or no such version of it.
+        """
+        from b2calib.qa.grl import diff
+
+        return diff(self.get(name, old), self.get(name, new))
 
 
 def __dir__() -> list[str]:
