@@ -281,3 +281,16 @@ class FileDownload(pn.widgets.FileDownload):
     grey (``button_type="primary"`` for a page's primary action must look primary)."""
 
     _rename = {**pn.widgets.FileDownload._rename, "color": "button_type"}  # noqa: RUF012
+
+
+def luminosity_total(total: Any, shown: int) -> str:
+    """A luminosity total of the library (:class:`b2calib.qa.store.LuminosityTotal`) as the
+    pages write it (HTML): 'Bhabha: **9.010 +- 0.012 fb-1** (11 of 12 runs)', the number of
+    runs summed given when not every one of the ``shown`` runs has that luminosity."""
+    if total.runs == 0:
+        value = "none"
+    else:
+        err = f" &plusmn; {total.error_pb / 1000.0:.3f}" if total.error_pb > 0 else ""
+        value = f"{total.lumi_fb:.3f}{err} fb<sup>-1</sup>"
+    where = "" if total.runs == shown else f" ({total.runs} of {shown} runs)"
+    return f'<span class="total-lumi">{total.column}: <b>{value}</b>{where}</span>'

@@ -12,7 +12,7 @@ import param
 
 from b2calib.qa.store import LUMINOSITY_COLUMNS
 
-from ._common import describe_user, header, session_user
+from ._common import describe_user, header, luminosity_total, session_user
 
 __all__ = ["Index"]
 
@@ -79,21 +79,16 @@ class Index(pn.viewable.Viewer):
         (:meth:`b2calib.qa.store.QADatabase.luminosity`), under the names the run summary
         shows them with."""
         lumi = self.db.luminosity()
-        if lumi.empty:
+        if not len(lumi):
             return "The database holds no runs yet (<code>b2calib qa import-runs</code>)."
-        exps = sorted({int(e) for e in lumi["exp"]})
+        exps = sorted({r.exp for r in lumi})
         states = Counter(self.db.certification.states().values())
         state_text = ", ".join(f"{n} {s}" for s, n in sorted(states.items()))
-        totals = []
-        for name in LUMINOSITY_COLUMNS:
-            values = lumi[name].dropna()
-            total = f"{values.sum() / 1000.0:.3f} fb<sup>-1</sup>" if len(values) else "none"
-            totals.append(f"{name}: {total}")
+        totals = "; ".join(luminosity_total(t, len(lumi)) for t in lumi.totals().values())
         return (
             f"<b>{_link('runsummary', f'{len(lumi)} runs')}</b> in "
             f"experiment{'s' if len(exps) > 1 else ''} {_and(exps)};<br>"
-            f"luminosity: {'; '.join(totals)} (the good-run lists sum the "
-            f"{LUMINOSITY_COLUMNS[0]});<br>"
+            f"luminosity: {totals} (the good-run lists sum the {LUMINOSITY_COLUMNS[0]});<br>"
             f"run states: {_link('signoff', state_text)}."
         )
 

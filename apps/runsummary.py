@@ -22,10 +22,14 @@ import param
 from bokeh.models.widgets.tables import HTMLTemplateFormatter, NumberFormatter
 
 from b2calib.geometry import DETECTORS
-from b2calib.qa.store import LUMINOSITY_COLUMNS, STATUS_COLUMNS
+from b2calib.qa.store import (
+    LUMINOSITY_COLUMNS,
+    STATUS_COLUMNS,
+    LuminosityTable,
+)
 from b2calib.runs import RUN_TYPES
 
-from ._common import ALL, FileDownload, header, served, session_user
+from ._common import ALL, FileDownload, header, luminosity_total, served, session_user
 
 __all__ = ["RunSummary"]
 
@@ -86,10 +90,6 @@ def _utc(seconds: np.ndarray) -> np.ndarray:
     return np.char.replace(text.astype(str), "T", " ")
 
 
-def _fb(pb: float) -> str:
-    return f"{pb / 1000.0:.3f} fb<sup>-1</sup>"
-
-
 class RunSummary(pn.viewable.Viewer):
     """The run table (sortable, filterable, downloadable) with the totals of the rows shown.
 
@@ -104,9 +104,9 @@ class RunSummary(pn.viewable.Viewer):
     run_type = param.String(default=ALL, doc="Run type shown (or 'all'); in the URL.")
 
     def __init__(self, **params: Any) -> None:
-        located = served() and pn.state.location is not None
-        if located:  # the URL's state: the page is built for it
-            query = pn.state.location.query_params
+        location = pn.state.location if served() else None
+        if location is not None:  # the URL's state: the page is built for it
+            query = location.query_params
             params.update({k: str(query[k]) for k in _URL_STATE if k in query})
         super().__init__(**params)
         if self.db is None:
@@ -164,8 +164,10 @@ class RunSummary(pn.viewable.Viewer):
         )
         self.table.param.watch(self._show_totals, ["value", "filters"])
         self._show_totals()
-        if located:  # a choice in the page goes into the URL (a number there is an int)
-            pn.state.location.sync(self, {k: k for k in _URL_STATE}, on_error=self._url_state)
+        if (
+            location is not None
+        ):  # a choice in the page goes into the URL (a number there is an int)
+            location.sync(self, {k: k for k in _URL_STATE}, on_error=self._url_state)
 
     # ------------------------------------------------------------------------ the state
     def _url_state(self, values: dict[str, Any]) -> None:
@@ -198,7 +200,7 @@ class RunSummary(pn.viewable.Viewer):
         exp = None if self.exp == ALL else int(self.exp)
         run_type = None if self.run_type == ALL else self.run_type
         runs = self.db.runs.select(exp=exp, run_type=run_type)
-        lumi = self.db.luminosity(exp=exp, run_type=run_type)
+        self.luminosity = self.db.luminosity(exp=exp, run_type=run_type)
         start = np.array([r.start for r in runs], dtype=float)
         stop = np.array([r.stop for r in runs], dtype=float)
         df = pd.DataFrame(
@@ -215,7 +217,7 @@ class RunSummary(pn.viewable.Viewer):
                 "flags": [_flags_text(r) for r in runs],
             }
         )
-        measured = lumi[["exp", "run", *LUMINOSITY_COLUMNS]]
+        measured = self.luminosity.to_frame()[["exp", "run", *LUMINOSITY_COLUMNS]]
         df = df.merge(measured, on=["exp", "run"], how="left", validate="one_to_one")
         for c in LUMINOSITY_COLUMNS:
             df[c] = df[c].astype(float).round(3)
@@ -236,7 +238,8 @@ class RunSummary(pn.viewable.Viewer):
         self.totals.object = self.totals_html()
 
     def totals_html(self) -> str:
-        """Runs, hours and the three luminosities of the rows shown, and what they are."""
+        """Runs, hours and the three luminosities (the library's totals) of the rows shown,
+        and what they are."""
         df, everything = self.shown(), self.table.value
         if everything.empty:
             return "No runs."
@@ -245,22 +248,18 @@ class RunSummary(pn.viewable.Viewer):
             f"<b>{len(df)} runs</b>"
         )  # fmt: skip
         hours = df["minutes"].sum() / 60.0
-        parts = []
-        for name in LUMINOSITY_COLUMNS:
-            values = df[name].dropna()
-            where = "" if len(values) == len(df) else f" ({len(values)} of {len(df)} runs)"
-            total = _fb(values.sum()) if len(values) else "none"
-            parts.append(f"{name}: <b>{total}</b>{where}")
         cosmic = int((df["type"] == "cosmic").sum())
+        keys = zip(df["exp"].tolist(), df["run"].tolist(), strict=True)
+        runs = (self.luminosity.get(e, r) for e, r in keys)
+        shown = LuminosityTable(tuple(r for r in runs if r is not None))
+        totals = " &middot; ".join(luminosity_total(t, len(df)) for t in shown.totals().values())
         which = "narrowed by the column filters" if filtered else "no column filter set"
         return (
             f"{head}, {hours:.1f} h"
-            + (f", {cosmic} cosmic (no luminosity)" if cosmic else "")
-            + ";<br>luminosity: "
-            + " &middot; ".join(f'<span class="total-lumi">{p}</span>' for p in parts)
-            + f".<br><i>Totals of the rows shown ({which}). A good-run list sums the "
-            f"{RECORDED} luminosity; Bhabha and gamma-gamma are measured from the runs' "
-            "events.</i>"
+            + (f", {cosmic} cosmic (no beams)" if cosmic else "")
+            + f";<br>luminosity: {totals}.<br><i>Totals of the rows shown ({which}). A good-run "
+            f"list sums the {RECORDED} luminosity; Bhabha and gamma-gamma are measured from "
+            "the runs' events (statistical errors).</i>"
         )
 
     def __panel__(self) -> pn.viewable.Viewable:
