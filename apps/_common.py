@@ -276,9 +276,9 @@ def page_url(path: str, **state: Any) -> str:
 
 
 class FileDownload(pn.widgets.FileDownload):
-    """Panel's ``FileDownload`` whose ``button_type`` reaches the browser: Panel 1.9 turns
+    """Panel's ``FileDownload`` whose colour reaches the browser: Panel 1.9 turns
     ``button_type`` into its alias ``color`` and never sends that to the button, which stays
-    grey (``button_type="primary"`` for a page's primary action must look primary)."""
+    grey (``color="primary"``, a page's primary action, must look primary)."""
 
     _rename = {**pn.widgets.FileDownload._rename, "color": "button_type"}  # noqa: RUF012
 

@@ -117,11 +117,11 @@ class RunSummary(pn.viewable.Viewer):
         with param.discard_events(self):  # the table is built below
             self._check_state()
         self.exp_select = pn.widgets.Select(
-            name="Experiment", options=[ALL, *self.experiments], value=self.exp, width=140,
+            label="Experiment", options=[ALL, *self.experiments], value=self.exp, width=140,
             css_classes=["summary-exp"],
         )  # fmt: skip
         self.type_select = pn.widgets.Select(
-            name="Run type", options=[ALL, *RUN_TYPES], value=self.run_type, width=140,
+            label="Run type", options=[ALL, *RUN_TYPES], value=self.run_type, width=140,
             css_classes=["summary-type"],
         )  # fmt: skip
         self.exp_select.link(self, value="exp", bidirectional=True)
@@ -158,7 +158,7 @@ class RunSummary(pn.viewable.Viewer):
             callback=self._csv,
             filename="runs.csv",
             label="Download CSV (the rows shown)",
-            button_type="primary",
+            color="primary",
             width=260,
             css_classes=["download-csv"],
         )
