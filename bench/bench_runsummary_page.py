@@ -125,7 +125,7 @@ def main() -> None:
             # another run type chosen in the page
             t0 = time.perf_counter()
             page.locator(".summary-type select").select_option("cosmic")
-            _totals(page, "cosmic (no luminosity)")
+            _totals(page, "cosmic (no beams)")
             t_type = time.perf_counter() - t0
             page.goto(server.base + "/", wait_until="commit")
             page.locator(".summary-qa").filter(has_text="luminosity").wait_for(timeout=60_000)
