@@ -8,7 +8,8 @@ name of the project's own, see ``hatch_build.py``), an extra: ``pip install 'b2c
                 histograms over their references with the test results
 ``signoff``     :class:`~.signoff.SignOff`: runs x detectors certification grid, evidence, flags
                 and their history, run workflow, good-run lists
-``runsummary``  :class:`~.runsummary.RunSummary`: the run table (CSV download)
+``runsummary``  :class:`~.runsummary.RunSummary`: the run table with the three luminosities,
+                links to each run's views, totals of the rows shown (CSV download)
 ``payloads``    payload validation of a staging tag (approve, reject, export)
 ``conditions``  :class:`~.conditions.Conditions`: global tags, a tag's IoVs on a run axis,
                 lookup through a stack of tags, the diff of two tags

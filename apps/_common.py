@@ -342,3 +342,33 @@ def shared_evidence(db: Any, exp: int, run: int) -> list[Any]:
             _EVIDENCE.clear()
         _EVIDENCE[key] = (generation, items)
     return items
+
+
+def page_url(path: str, **state: Any) -> str:
+    """The address of a page with its state in the query: ``page_url("qam", exp=14, run=15)``
+    is ``/qam?exp=14&run=15`` (how the pages link a run to each other's views)."""
+    from urllib.parse import urlencode
+
+    query = urlencode({k: v for k, v in state.items() if v is not None})
+    return f"/{path}?{query}" if query else f"/{path}"
+
+
+class FileDownload(pn.widgets.FileDownload):
+    """Panel's ``FileDownload`` whose colour reaches the browser: Panel 1.9 turns
+    ``button_type`` into its alias ``color`` and never sends that to the button, which stays
+    grey (``color="primary"``, a page's primary action, must look primary)."""
+
+    _rename = {**pn.widgets.FileDownload._rename, "color": "button_type"}  # noqa: RUF012
+
+
+def luminosity_total(total: Any, shown: int) -> str:
+    """A luminosity total of the library (:class:`b2calib.qa.store.LuminosityTotal`) as the
+    pages write it (HTML): 'Bhabha: **9.010 +- 0.012 fb-1** (11 of 12 runs)', the number of
+    runs summed given when not every one of the ``shown`` runs has that luminosity."""
+    if total.runs == 0:
+        value = "none"
+    else:
+        err = f" &plusmn; {total.error_pb / 1000.0:.3f}" if total.error_pb > 0 else ""
+        value = f"{total.lumi_fb:.3f}{err} fb<sup>-1</sup>"
+    where = "" if total.runs == shown else f" ({total.runs} of {shown} runs)"
+    return f'<span class="total-lumi">{total.column}: <b>{value}</b>{where}</span>'

@@ -10,7 +10,9 @@ from urllib.parse import urlencode
 import panel as pn
 import param
 
-from ._common import describe_user, header, session_user
+from b2calib.qa.store import LUMINOSITY_COLUMNS
+
+from ._common import describe_user, header, luminosity_total, session_user
 
 __all__ = ["Index"]
 
@@ -24,7 +26,7 @@ _STAGES = (
         ("signoff", "Sign-off", "Runs x detectors certification grid: the evidence of a run, "
          "flags with comments and their history, the run workflow and the good-run lists."),
         ("runsummary", "Run summary", "Every run with its type, times, triggers, detectors, "
-         "luminosity (Bhabha, gamma-gamma) and flags; sortable, filterable, as CSV."),
+         "flags and luminosities (recorded, Bhabha, gamma-gamma); filterable, as CSV."),
     )),
     ("Calibration and conditions", (
         ("payloads", "Payload validation", "A staging tag's payloads with their verdicts; "
@@ -72,18 +74,21 @@ class Index(pn.viewable.Viewer):
         self.user = session_user(self.db)
 
     def summary(self) -> str:
-        """'12 runs in exp 12; run states: 10 OPEN, 2 SIGNOFF; ...' (HTML)."""
-        runs = list(self.db.runs.select())
-        if not runs:
+        """'12 runs in experiment 12; luminosity: recorded (run registry) 9.108 fb-1 ...; run
+        states: 10 OPEN, 2 SIGNOFF' (HTML). The luminosities are the library's
+        (:meth:`b2calib.qa.store.QADatabase.luminosity`), under the names the run summary
+        shows them with."""
+        lumi = self.db.luminosity()
+        if not len(lumi):
             return "The database holds no runs yet (<code>b2calib qa import-runs</code>)."
-        exps = sorted({r.exp for r in runs})
+        exps = sorted({r.exp for r in lumi})
         states = Counter(self.db.certification.states().values())
-        lumi = sum(r.lumi_pb for r in runs) / 1000.0
         state_text = ", ".join(f"{n} {s}" for s, n in sorted(states.items()))
+        totals = "; ".join(luminosity_total(t, len(lumi)) for t in lumi.totals().values())
         return (
-            f"<b>{_link('runsummary', f'{len(runs)} runs')}</b> in "
-            f"experiment{'s' if len(exps) > 1 else ''} "
-            f"{_and(exps)}; {lumi:.2f} fb<sup>-1</sup> recorded (run registry);<br>"
+            f"<b>{_link('runsummary', f'{len(lumi)} runs')}</b> in "
+            f"experiment{'s' if len(exps) > 1 else ''} {_and(exps)};<br>"
+            f"luminosity: {totals} (the good-run lists sum the {LUMINOSITY_COLUMNS[0]});<br>"
             f"run states: {_link('signoff', state_text)}."
         )
 

@@ -34,7 +34,7 @@ LAYERS: dict[str, set[str]] = {
     "conditions": {"exceptions", "_lazy", "geometry", "io", "db"},
     "sim": _BASE | {"_workers", "geometry", "physics", "io", "skims", "runs", "dq", "conditions"},
     "engine": {"exceptions", "_extras", "_workers", "io", "runs"},
-    "fit": {"exceptions", "_extras", "conditions"},
+    "fit": {"exceptions", "_lazy", "_extras", "conditions"},
     "calibration": _BASE
     | {"_lazy", "geometry", "dq", "io", "skims", "runs", "db", "conditions", "engine", "fit"},
     "qa": _BASE

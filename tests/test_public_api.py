@@ -722,7 +722,7 @@ def test_app_names() -> None:
 
     assert b2calib_apps.qam.__all__ == ["MAX_HISTOGRAMS", "QAM"]
     assert b2calib_apps.signoff.__all__ == ["POLL_SECONDS", "SignOff"]
-    assert b2calib_apps.runsummary.__all__ == ["LUMI_VARIABLES", "RunSummary"]
+    assert b2calib_apps.runsummary.__all__ == ["RunSummary"]
     assert b2calib_apps.index.__all__ == ["Index"]
     assert b2calib_apps.conditions.__all__ == ["Conditions", "html_table", "payloads_link"]
     assert b2calib_apps.serve.__all__ == [

@@ -16,11 +16,15 @@ others are grouped by what they work on:
 ``output``       what they share: run lists, plain-text tables
 ===============  ================================================================================
 
-The modules import the library inside the commands, so ``b2calib --help`` starts at once.
+The modules import the library inside the commands, and this module imports a group's module
+only when one of its commands is looked up (:class:`_Group`, a lazy group), so ``b2calib --help``
+loads click and these small modules, never numpy, the database or a plotting stack
+(``tests/test_cli.py`` checks it; ``bench/bench_imports.py`` times it).
 """
 
 from __future__ import annotations
 
+import importlib
 import sys
 from pathlib import Path
 from typing import Any
@@ -29,19 +33,51 @@ import click
 
 from b2calib._version import __version__
 from b2calib.exceptions import B2CalibError
-from b2calib.geometry import DETECTORS
 
 __all__ = ["main"]
 
+#: The commands defined in the modules of this package: name -> module, imported when the
+#: command is looked up (run, or listed by ``b2calib --help``).
+_LAZY_COMMANDS = {
+    **dict.fromkeys(("gt", "iov", "lookup", "payload", "db"), "b2calib.cli.conditions"),
+    "calibrate": "b2calib.cli.calibrate",
+    "prompt": "b2calib.cli.prompt",
+    **dict.fromkeys(("qa", "signoff", "grl", "user"), "b2calib.cli.qa"),
+    "serve": "b2calib.cli.serve",
+}
+
 
 class _Group(click.Group):
-    """Turns b2calib errors into one clear line and exit status 1."""
+    """The main group: loads its commands' modules lazily (:data:`_LAZY_COMMANDS`) and turns
+    b2calib errors into one clear line and exit status 1."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *_LAZY_COMMANDS})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in _LAZY_COMMANDS and cmd_name not in self.commands:
+            command = getattr(importlib.import_module(_LAZY_COMMANDS[cmd_name]), cmd_name)
+            if not isinstance(command, click.Command) or command.name != cmd_name:
+                raise RuntimeError(f"{_LAZY_COMMANDS[cmd_name]}.{cmd_name} is not that command")
+            self.add_command(command)
+        return super().get_command(ctx, cmd_name)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
         except B2CalibError as err:
             raise click.ClickException(str(err)) from err
+
+
+class _DetectorsOption(click.Option):
+    """``--detectors`` of ``simulate``: its help names the detectors, read from
+    :mod:`b2calib.geometry` (numpy) only when that help is shown."""
+
+    def get_help_record(self, ctx: click.Context) -> tuple[str, str] | None:
+        from b2calib.geometry import DETECTORS
+
+        self.help = f"Comma-separated detectors to write (default: {','.join(DETECTORS)})."
+        return super().get_help_record(ctx)
 
 
 def _registry(path: Path) -> Any:
@@ -73,9 +109,7 @@ def cli() -> None:
 )
 @click.option("--seed", type=int, help="Master seed (same seed, same data).")
 @click.option("--skims", help="Comma-separated skims to write (default: all).")
-@click.option(
-    "--detectors", help=f"Comma-separated detectors to write (default: {','.join(DETECTORS)})."
-)
+@click.option("--detectors", cls=_DetectorsOption)
 @click.option("--processes", help="Comma-separated processes to generate (default: all).")
 @click.option("--intervention-run", type=int, help="Run of the documented hardware interventions.")
 @click.option(
@@ -182,34 +216,6 @@ def summary(data: Path, min_lumi: float) -> None:
     click.echo("== runs\n" + run_table(reg))
     click.echo("\n== buckets\n" + bucket_table(reg.buckets(min_lumi)))
     click.echo("\n== skim retention\n" + retention_table(skim_counts(find_skim_files(data))))
-
-
-from b2calib.cli.conditions import db, gt, iov, lookup, payload  # noqa: E402
-
-cli.add_command(gt)
-cli.add_command(iov)
-cli.add_command(lookup)
-cli.add_command(payload)
-cli.add_command(db)
-
-from b2calib.cli.calibrate import calibrate  # noqa: E402
-
-cli.add_command(calibrate)
-
-from b2calib.cli.prompt import prompt  # noqa: E402
-
-cli.add_command(prompt)
-
-from b2calib.cli.qa import grl, qa, signoff, user  # noqa: E402
-
-cli.add_command(qa)
-cli.add_command(signoff)
-cli.add_command(grl)
-cli.add_command(user)
-
-from b2calib.cli.serve import serve  # noqa: E402
-
-cli.add_command(serve)
 
 
 def main() -> None:

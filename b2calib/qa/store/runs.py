@@ -358,6 +358,12 @@ class Runs:
         certified = {r.key: r.dq for r in self.select()}
         return RunRegistry(replace(r, dq=certified.get(r.key, r.dq)) for r in registry)
 
+    def experiments(self) -> list[int]:
+        """The experiments with registered runs, in order."""
+        t = qa_runs
+        with self.db.read() as conn:
+            return list(conn.execute(sa.select(t.c.exp).distinct().order_by(t.c.exp)).scalars())
+
     def require(self, conn: Connection, exp: int, run: int) -> tuple[str, ...]:
         """Inside a transaction of this database: the detectors run (exp, run) included, or
         :class:`~b2calib.exceptions.RunNotFoundError` when the run is not registered."""
