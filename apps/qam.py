@@ -240,7 +240,7 @@ class QAM(pn.viewable.Viewer):
         self.run_head = pn.pane.HTML("", sizing_mode="stretch_width")
         self.evidence_table = pn.pane.HTML("", sizing_mode="stretch_width")
         self._hist_parts: dict[str, tuple[Any, Any, Any, Any]] = {}
-        self._hist_figs = [self._make_histogram() for _ in range(MAX_HISTOGRAMS)]
+        self._hist_figs = [self._make_histogram(i) for i in range(MAX_HISTOGRAMS)]
         self.hist_note = pn.pane.HTML("", sizing_mode="stretch_width")
         self.hist_pane = pn.GridBox(
             *(pn.pane.Bokeh(f) for f in self._hist_figs), ncols=3, css_classes=["qam-histograms"]
@@ -256,6 +256,9 @@ class QAM(pn.viewable.Viewer):
         self._show_widgets()
         self._draw_trend()
         self._draw_run()
+        if served() and pn.state.location is not None:
+            # the whole state in the URL once the page is shown (a view to share)
+            pn.state.onload(self._state_to_url)
         # -- widgets -> state -> views
         self.exp_select.param.watch(lambda e: self._set(exp=e.new), "value")
         self.detector_select.param.watch(lambda e: self._set(detector=e.new), "value")
@@ -281,6 +284,12 @@ class QAM(pn.viewable.Viewer):
             yield
         finally:
             self._busy = busy
+
+    def _state_to_url(self) -> None:
+        if pn.state.location is not None:
+            pn.state.location.update_query(
+                exp=self.exp, run=self.run, variable=self.variable, detector=self.detector
+            )
 
     def _set(self, **values: Any) -> None:
         if not self._busy:
@@ -465,7 +474,8 @@ class QAM(pn.viewable.Viewer):
             TapTool(renderers=[points]),
         )
         self._marker = Span(location=0, dimension="height", line_color="#1f4e8c",
-                            line_dash="dashed", line_width=1.5, visible=False)  # fmt: skip
+                            line_dash="dashed", line_width=1.5, visible=False,
+                            name="qam-run-marker")  # fmt: skip
         p.add_layout(self._marker)
         return p
 
@@ -536,11 +546,15 @@ class QAM(pn.viewable.Viewer):
 
     # -- the run -------------------------------------------------------------------------
 
-    def _make_histogram(self) -> Any:
-        run_source = ColumnDataSource({"left": [], "right": [], "top": []})
-        ref_source = ColumnDataSource({"x": [], "y": []})
+    def _make_histogram(self, i: int) -> Any:
+        """Histogram figure ``i``: the run's bins, filled in its status colour, and the
+        reference's (scaled to the run's entries) as a black line; both fit in its y-range."""
+        run_source = ColumnDataSource(
+            {"left": [], "right": [], "top": []}, name=f"qam-hist-run-{i}"
+        )
+        ref_source = ColumnDataSource({"x": [], "y": []}, name=f"qam-hist-ref-{i}")
         p = figure(
-            width=330, height=250, tools="xpan,xwheel_zoom,reset",
+            width=330, height=250, tools="xpan,xwheel_zoom,reset", name=f"qam-hist-{i}",
             y_range=DataRange1d(start=0.0), title="",
         )  # fmt: skip
         bars: Any = p.quad(left="left", right="right", top="top", bottom=0.0,
