@@ -287,9 +287,9 @@ class QAM(pn.viewable.Viewer):
 
     def _state_to_url(self) -> None:
         if pn.state.location is not None:
-            pn.state.location.update_query(
-                exp=self.exp, run=self.run, variable=self.variable, detector=self.detector
-            )
+            state: dict[str, Any] = {"exp": self.exp, "run": self.run,
+                                     "variable": self.variable, "detector": self.detector}  # fmt: skip
+            pn.state.location.update_query(**state)
 
     def _set(self, **values: Any) -> None:
         if not self._busy:
