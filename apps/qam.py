@@ -42,10 +42,9 @@ from bokeh.models import (
     Quad,
     ResetTool,
     TapTool,
-    Title,
     WheelZoomTool,
 )
-from bokeh.models.annotations import Legend, LegendItem, Span
+from bokeh.models.annotations import Legend, LegendItem, Span, Title
 from bokeh.plotting import figure
 from bokeh.transform import factor_mark
 from panel.io.document import unlocked
