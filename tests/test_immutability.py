@@ -688,3 +688,33 @@ def test_migration_0008_gives_references_a_run_class_and_keeps_the_history_appen
     migrate(url, "0007", down=True)
     assert row(raw, "SELECT exp, run FROM qa_references") == {"exp": 3, "run": 2}
     migrate(url, "head")
+
+
+def test_migration_0009_gives_references_an_experiment(
+    db: ConditionsDB, qa: QADatabase, raw: Raw
+) -> None:
+    """0009 keys a QA reference by experiment too (the one set before keeps its reference
+    run's experiment), so a second experiment's reference does not replace the first's; down
+    again, the newest experiment's reference of each class is kept."""
+    url = db.url
+    qa.close()
+    db.close()
+    migrate(url, "0008", down=True)
+    when = "2026-12-04 10:00:00+00:00"
+    columns = (
+        "detector, name, run_type, beam_energy, exp, run, method, options, min_entries, "
+        "p_warning, p_error, author, time"
+    )
+    raw.execute(
+        f"INSERT INTO qa_references ({columns}) VALUES ('CDC', 'h', 'physics', '4S', 3, 2, "
+        f"'chi2', 'UU', 100, 0.05, 0.01, 'a', '{when}')"
+    )
+    migrate(url, "head")
+    assert row(raw, "SELECT exp, run FROM qa_references") == {"exp": 3, "run": 2}
+    raw.execute(
+        f"INSERT INTO qa_references ({columns}) VALUES ('CDC', 'h', 'physics', '4S', 4, 7, "
+        f"'chi2', 'UU', 100, 0.05, 0.01, 'a', '{when}')"
+    )
+    migrate(url, "0008", down=True)
+    assert row(raw, "SELECT exp, run FROM qa_references") == {"exp": 4, "run": 7}
+    migrate(url, "head")

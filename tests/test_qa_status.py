@@ -207,3 +207,65 @@ def test_auto_references_pick_a_run_per_class(db: QADatabase) -> None:
         ("physics", "4S"): 1,
         ("physics", "Continuum"): 10,
     }
+
+
+# -- the demo's QA sample: its three faults found and explained, no other ERROR --------------
+
+#: data-samples/qa.toml: run 9 CDC 30 % dead, run 15 TOP +2 ns, run 23 ECL 25 % dead
+FAULTS = {(14, 9): "CDC", (14, 15): "TOP", (14, 23): "ECL"}
+
+
+@pytest.fixture(scope="module")
+def demo_qa(tmp_path_factory: pytest.TempPathFactory) -> Iterator[QADatabase]:
+    """The demo's QA sample simulated, collected, one reference per class chosen (--auto) and
+    evaluated, as `make demo` does."""
+    from click.testing import CliRunner
+
+    from b2calib.cli import cli
+
+    folder = tmp_path_factory.mktemp("demo_qa")
+    url = f"sqlite:///{folder / 'demo.sqlite'}"
+    for args in (
+        [
+            "simulate",
+            "--config",
+            str(REPO / "data-samples" / "qa.toml"),
+            "--out",
+            str(folder / "d"),
+        ],
+        ["qa", "collect", str(folder / "d"), "--db", url],
+        ["qa", "reference", "set", "--exp", "14", "--auto", "--db", url],
+        ["qa", "evaluate", "--exp", "14", "--db", url],
+    ):
+        result = CliRunner().invoke(cli, args)
+        assert result.exit_code == 0, (args, result.output, result.exception)
+    qa = QADatabase(url)
+    yield qa
+    qa.close()
+
+
+@pytest.mark.slow
+def test_the_demo_faults_are_found_and_explained_and_nothing_else_is_error(
+    demo_qa: QADatabase,
+) -> None:
+    db = demo_qa
+    refs = db.histograms.choose_references(14)
+    assert refs[("physics", "4S")] not in [run for _, run in FAULTS]
+    grid = db.status.grid(exp=14)
+    errors = {(key, col) for key, row in grid.items() for col, st in row.items() if st == "ERROR"}
+    assert errors == set(FAULTS.items())  # the three faults, nothing else
+    causes = {
+        (14, 9): "mumu.cdc_hits_per_track",
+        (14, 15): "mumu.top_time",
+        (14, 23): "hadron.ecl_clusters_per_event",
+    }
+    for (exp, run), det in FAULTS.items():
+        worst = db.status.evidence(exp, run, det)[0]
+        assert worst.status == "ERROR", worst
+        assert worst.detector == det
+        names = {e.name for e in db.status.evidence(exp, run, det) if e.status == "ERROR"}
+        assert causes[(exp, run)] in names, names
+    # the Continuum run is judged in its class: its dimuon mass is no error
+    assert grid[(14, 29)]["BEAM"] != "ERROR"
+    (run29,) = [e for e in db.status.evidence(14, 29, "BEAM") if e.name == "mumu.invariant_mass"]
+    assert "physics Continuum runs of exp 14" in run29.message

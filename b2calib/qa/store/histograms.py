@@ -452,6 +452,22 @@ class Histograms:
             ).all()
         return [(r.exp, r.run, r.detector, r.status) for r in rows]
 
+    def worst_comparisons(
+        self, *, exp: int | None = None, first: int | None = None, last: int | None = None
+    ) -> list[tuple[int, int, str, str]]:
+        """(exp, run, detector, worst status name) of each (run, detector) selected that has
+        stored comparisons, aggregated in the database (one row per run and detector)."""
+        c = qa_comparisons
+        rank = sa.case({s.name: int(s) for s in QAStatus}, value=c.c.status, else_=-1)
+        with self.db.read() as conn:
+            rows = conn.execute(
+                sa.select(c.c.exp, c.c.run, c.c.detector, sa.func.max(rank))
+                .where(*run_range(c, exp, first, last))
+                .group_by(c.c.exp, c.c.run, c.c.detector)
+            ).all()
+        names = {int(s): s.name for s in QAStatus}
+        return [(r[0], r[1], r[2], names[r[3]]) for r in rows if r[3] in names]
+
 
 def _reference(row: Any) -> Reference:
     return Reference(

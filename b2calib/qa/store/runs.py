@@ -10,6 +10,7 @@ type, with a band from their median and scatter (:class:`Trend`).
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -21,6 +22,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from b2calib.db import Database
+from b2calib.db.tables import history
 from b2calib.exceptions import QAError, RunNotFoundError
 from b2calib.geometry import DETECTORS
 from b2calib.qa.compare import QAStatus
@@ -213,6 +215,22 @@ class JudgedTable:
     def __len__(self) -> int:
         return len(self.run)
 
+    def take(self, which: npt.NDArray[np.bool_] | npt.NDArray[np.intp]) -> JudgedTable:
+        """The rows selected by a mask or indices, as a table."""
+        return JudgedTable(
+            **{f.name: getattr(self, f.name)[which] for f in dataclasses.fields(self)}
+        )
+
+    @staticmethod
+    def concat(tables: Sequence[JudgedTable]) -> JudgedTable:
+        """The tables' rows one after the other."""
+        if len(tables) == 1:
+            return tables[0]
+        fields = [f.name for f in dataclasses.fields(JudgedTable)]
+        if not tables:
+            return JudgedTable(**{f: np.array([]) for f in fields})
+        return JudgedTable(**{f: np.concatenate([getattr(t, f) for t in tables]) for f in fields})
+
     def rows(self, mask: npt.NDArray[np.bool_] | None = None) -> list[JudgedRun]:
         """The rows selected by ``mask`` (all when None) as :class:`JudgedRun`."""
         idx = np.arange(len(self)) if mask is None else np.flatnonzero(mask)
@@ -247,6 +265,8 @@ class Runs:
 
     def __init__(self, db: Database) -> None:
         self.db = db
+        #: {exp: (stamp of its stored values and of the registry, its judged table)}
+        self._judged_cache: dict[int, tuple[tuple[Any, ...], JudgedTable]] = {}
 
     # -- the run registry --------------------------------------------------------------------
 
@@ -477,26 +497,54 @@ class Runs:
         """Every stored value of monitoring variable ``name`` (all variables when None) in
         experiment(s) ``exp`` (all when None) and runs of ``run_class`` (run type, beam energy;
         all when None), each judged against the trend of its class (experiment, run type, beam
-        energy; see :class:`Trend`), in (name, exp, run) order; read in one query. A value of
-        a detector the run did not include is left out (it has no value)."""
+        energy; see :class:`Trend`), in (name, exp, run) order. A value of a detector the run
+        did not include is left out (it has no value).
+
+        An experiment's judgement is computed once and kept while its stored values and the
+        run registry are unchanged (checked by one short query), so that the pages' grid,
+        trends and evidence do not read every value of the experiment each time.
+        """
+        with self.db.read() as conn:
+            if isinstance(exp, int):
+                exps = [exp]
+            elif exp is not None:
+                exps = sorted(set(exp))
+            else:
+                exps = list(conn.execute(sa.select(qa_variables.c.exp).distinct()).scalars())
+            tables = [self._judged_exp(conn, e) for e in exps]
+        t = JudgedTable.concat(tables)
+        keep = np.ones(len(t), dtype=bool)
+        if name is not None:
+            keep &= t.name == name
+        if run_class is not None:
+            keep &= t.run_class == class_label(*run_class)
+        return t if keep.all() else t.take(keep)
+
+    def _judged_exp(self, conn: Connection, exp: int) -> JudgedTable:
+        """:meth:`judged` of one whole experiment, from the cache while it is up to date."""
+        v = qa_variables
+        stamp = (
+            conn.execute(sa.select(sa.func.max(history.c.id))).scalar(),
+            *conn.execute(
+                sa.select(sa.func.count(), sa.func.max(v.c.computed)).where(v.c.exp == exp)
+            ).one(),
+        )
+        cached = self._judged_cache.get(exp)
+        if cached is not None and cached[0] == stamp:
+            return cached[1]
+        table = self._judge_exp(conn, exp)
+        self._judged_cache[exp] = (stamp, table)
+        return table
+
+    def _judge_exp(self, conn: Connection, exp: int) -> JudgedTable:
         from b2calib.qa.monitoring import VARIABLES
 
         v, r = qa_variables, qa_runs
-        where = []
-        if name is not None:
-            where.append(v.c.name == name)
-        if isinstance(exp, int):
-            where.append(v.c.exp == exp)
-        elif exp is not None:
-            where.append(v.c.exp.in_(list(exp)))
-        if run_class is not None:
-            where += [r.c.run_type == run_class[0], r.c.beam_energy == run_class[1]]
         query = (
             sa.select(
                 v.c.name,
                 v.c.detector,
                 v.c.unit,
-                v.c.exp,
                 v.c.run,
                 v.c.value,
                 v.c.error,
@@ -505,43 +553,49 @@ class Runs:
                 r.c.detectors,
             )
             .join(r, (r.c.exp == v.c.exp) & (r.c.run == v.c.run))
-            .where(*where)
-            .order_by(v.c.name, v.c.exp, v.c.run)
+            .where(v.c.exp == exp)
+            .order_by(v.c.name, r.c.run_type, r.c.beam_energy, v.c.run)
         )
-        with self.db.read() as conn:
-            rows = [
-                x
-                for x in conn.execute(query).all()
-                if x.detector not in DETECTORS or x.detector in x.detectors.split(",")
-            ]
+        included: dict[str, frozenset[str]] = {}
+        labels: dict[tuple[str, str], str] = {}
+        rows = []
+        for x in conn.execute(query):
+            dets = included.get(x[8])
+            if dets is None:
+                dets = included[x[8]] = frozenset(x[8].split(","))
+            if x[1] in DETECTORS and x[1] not in dets:
+                continue  # the run did not include that detector: no value
+            label = labels.get((x[6], x[7]))
+            if label is None:
+                label = labels[(x[6], x[7])] = class_label(x[6], x[7])
+            rows.append((x[0], x[1], x[2], x[3], x[4], x[5], label))
         n = len(rows)
-        cols = list(zip(*rows, strict=True)) if rows else [()] * 10
+        cols: list[tuple[Any, ...]] = list(zip(*rows, strict=True)) if rows else [()] * 7
         names = np.array(cols[0], dtype=np.str_)
-        exps = np.array(cols[3], dtype=np.int64)
-        classes = np.array(
-            [class_label(t, b) for t, b in zip(cols[7], cols[8], strict=True)], dtype=np.str_
-        )
-        value = np.array(cols[5], dtype=np.float64)
-        error = np.array(cols[6], dtype=np.float64)
+        classes = np.array(cols[6], dtype=np.str_)
+        value = np.array(cols[4], dtype=np.float64)
+        error = np.array(cols[5], dtype=np.float64)
         low, high, pull = np.full(n, np.nan), np.full(n, np.nan), np.full(n, np.nan)
         status = np.full(n, NO_STATUS, dtype="<U8")
         class_runs = np.zeros(n, dtype=np.int64)
-        if n:
-            keys = np.char.add(np.char.add(names, "|"), np.char.add(exps.astype(str), classes))
-            _, group = np.unique(keys, return_inverse=True)
-            order = np.argsort(group, kind="stable")
-            bounds = np.flatnonzero(np.diff(group[order])) + 1
-            for idx in np.split(order, bounds):
-                definition = VARIABLES.get(str(names[idx[0]]))
-                j = _judge(value[idx], error[idx], definition.reference if definition else None)
-                low[idx], high[idx], pull[idx], status[idx] = j.low, j.high, j.pull, j.status
-                class_runs[idx] = len(idx)
-        return JudgedTable(
+        # the rows come grouped by (name, class): judge each group
+        start = 0
+        for i in range(1, n + 1):
+            if i < n and cols[0][i] == cols[0][start] and cols[6][i] == cols[6][start]:
+                continue
+            idx = slice(start, i)
+            definition = VARIABLES.get(cols[0][start])
+            j = _judge(value[idx], error[idx], definition.reference if definition else None)
+            low[idx], high[idx], pull[idx], status[idx] = j.low, j.high, j.pull, j.status
+            class_runs[idx] = i - start
+            start = i
+        runs = np.array(cols[3], dtype=np.int64)
+        table = JudgedTable(
             name=names,
             detector=np.array(cols[1], dtype=np.str_),
             unit=np.array(cols[2], dtype=np.str_),
-            exp=exps,
-            run=np.array(cols[4], dtype=np.int64),
+            exp=np.full(n, exp, dtype=np.int64),
+            run=runs,
             run_class=classes,
             value=value,
             error=error,
@@ -551,6 +605,8 @@ class Runs:
             status=status.astype(np.str_),
             class_runs=class_runs,
         )
+        order = np.lexsort((runs, names))
+        return table.take(order)
 
     def variable_statuses(self, exps: Sequence[int]) -> VariableStatuses:
         """Each variable's trend statuses per (name, exp, run type, beam energy) of the

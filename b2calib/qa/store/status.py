@@ -11,7 +11,6 @@ status, worst first, each with what was measured against what was expected.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -39,11 +38,6 @@ STATUS_COLUMNS: tuple[str, ...] = (*DETECTORS, *_SYSTEMS)
 #: How bad a status is, for sorting evidence worst first: a missing verdict (NONE: no
 #: reference, no trend) ranks between TOO_FEW and GOOD.
 _RANK = {"ERROR": 4, "WARNING": 3, "TOO_FEW": 2, NO_STATUS: 1, "GOOD": 0}
-
-
-def _worst(statuses: Iterable[str]) -> str:
-    ranked = [QAStatus[x] for x in statuses if x != NO_STATUS]
-    return max(ranked).name if ranked else NO_STATUS
 
 
 @dataclass(frozen=True)
@@ -172,24 +166,47 @@ class AutoStatus:
         cosmics with cosmics), so a run's status does not depend on the range selected. A
         detector the run did not include has no evidence (NONE).
         """
-        evidence: dict[tuple[int, int], dict[str, list[str]]] = {}
         runs = self.runs.select(exp=exp, first=first, last=last)
-        for r in runs:
-            evidence[r.key] = {c: [] for c in STATUS_COLUMNS}
-        included = {r.key: set(r.detectors) | set(_SYSTEMS) for r in runs}
-        for e, run, det, compared in self.histograms.comparison_statuses(
-            exp=exp, first=first, last=last
-        ):
-            if det in included.get((e, run), ()):
-                evidence[(e, run)][det].append(compared)
+        columns = {c: j for j, c in enumerate(STATUS_COLUMNS)}
+        # the worst status rank of each (run, column): -1 (no evidence) up to ERROR
+        worst = np.full((len(runs), len(STATUS_COLUMNS)), -1, dtype=np.int8)
+        included = np.zeros(worst.shape, dtype=bool)
+        included[:, len(DETECTORS) :] = True  # the systems
+        for i, r in enumerate(runs):
+            for d in r.detectors:
+                if d in columns:
+                    included[i, columns[d]] = True
+        row_of = {r.key: i for i, r in enumerate(runs)}
+        ranks = {s.name: int(s) for s in QAStatus}
+        hits = [
+            (ri, cj, ranks[st])
+            for e, run, det, st in self.histograms.worst_comparisons(
+                exp=exp, first=first, last=last
+            )
+            if (ri := row_of.get((e, run))) is not None and (cj := columns.get(det)) is not None
+        ]
+        if hits:
+            ii, jj, rr = (np.array(x, dtype=np.int64) for x in zip(*hits, strict=True))
+            np.maximum.at(worst, (ii, jj), rr.astype(np.int8))
         if runs:
             t = self.runs.judged(exp=sorted({r.exp for r in runs}))
-            for e, run, det, st in zip(
-                t.exp.tolist(), t.run.tolist(), t.detector.tolist(), t.status.tolist(), strict=True
-            ):
-                if det in included.get((e, run), ()):
-                    evidence[(e, run)][det].append(st)
-        return {k: {c: _worst(v) for c, v in per.items()} for k, per in evidence.items()}
+            keys = np.array([r.exp * 10**7 + r.run for r in runs], dtype=np.int64)
+            pos = np.searchsorted(keys, t.exp * 10**7 + t.run).clip(0, len(keys) - 1)
+            dets, det_idx = np.unique(t.detector, return_inverse=True)
+            det_col = np.array([columns.get(str(d), -1) for d in dets], dtype=np.int64)[det_idx]
+            sts, st_idx = np.unique(t.status, return_inverse=True)
+            rank = np.array([ranks.get(str(x), -1) for x in sts], dtype=np.int8)[st_idx]
+            ok = (keys[pos] == t.exp * 10**7 + t.run) & (det_col >= 0) & (rank >= 0)
+            np.maximum.at(worst, (pos[ok], det_col[ok]), rank[ok])
+        worst[~included] = -1
+        names = [s.name for s in sorted(QAStatus)]  # by rank
+        return {
+            r.key: {
+                c: names[k] if k >= 0 else NO_STATUS
+                for c, k in zip(STATUS_COLUMNS, worst[i].tolist(), strict=True)
+            }
+            for i, r in enumerate(runs)
+        }
 
     def evidence(self, exp: int, run: int, detector: str | None = None) -> list[Evidence]:
         """Every item that feeds the automatic status of run (exp, run) (of ``detector`` only,
