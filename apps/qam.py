@@ -16,9 +16,8 @@ numbers, not a new plot); reads are cached for a short while. The state is in th
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import fields
 from html import escape
 from typing import Any
 from urllib.parse import urlencode
@@ -50,8 +49,7 @@ from bokeh.transform import factor_mark
 from panel.io.document import unlocked
 
 from b2calib.qa.monitoring import VARIABLES
-from b2calib.qa.store.runs import JudgedTable, Runs, class_label
-from b2calib.qa.store.status import STATUS_COLUMNS, AutoStatus
+from b2calib.qa.store.status import STATUS_COLUMNS
 from b2calib.runs import RUN_TYPES
 
 from ._common import (
@@ -75,8 +73,9 @@ _SEVERITY = {"ERROR": 0, "WARNING": 1, "TOO_FEW": 2, "GOOD": 3, "NONE": 4}
 _CLASS_COLORS = ("#2e9e44", "#1f77b4", "#9467bd", "#8c564b", "#17becf", "#bcbd22")
 #: Markers of the run types on the trend (cosmic runs: triangles, also outlined).
 _MARKERS = {"physics": "circle", "cosmic": "triangle", "beam": "square", "debug": "diamond"}
-#: Seconds a cached read is reused: a re-evaluation or new runs show within this time.
-_TTL = 60
+#: Seconds a cached read is reused by the pages of a server (the library keeps the judged
+#: variables itself while they are unchanged): a re-evaluation shows within this time.
+_TTL = 30
 
 
 # ------------------------------------------------------------------------ cached reads
@@ -98,70 +97,23 @@ def _variable_names(key: str) -> list[str]:
     return list(_db(key).runs.variable_names())
 
 
-@pn.cache(max_items=8, ttl=_TTL)
-def _judged(key: str, exp: int) -> JudgedTable:
-    """Every monitoring variable of experiment ``exp`` judged against its class's trend
-    (:meth:`Runs.judged`): read once per :data:`_TTL` seconds, sliced by what the page asks."""
-    return _db(key).runs.judged(exp=exp)
-
-
-class _CachedRuns:
-    """``db.runs`` whose :meth:`judged` of one experiment slices the cached table of the whole
-    experiment (:func:`_judged`): the trends, the worst variables and each run's evidence are
-    then read from memory, not from a query of every variable of the experiment each."""
-
-    def __init__(self, key: str) -> None:
-        self._key = key
-        self._runs = _db(key).runs
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._runs, name)
-
-    def judged(
-        self,
-        *,
-        name: str | None = None,
-        exp: int | Sequence[int] | None = None,
-        run_class: tuple[str, str] | None = None,
-    ) -> JudgedTable:
-        if not isinstance(exp, int):
-            return self._runs.judged(name=name, exp=exp, run_class=run_class)
-        table = _judged(self._key, exp)
-        keep = np.ones(len(table), dtype=bool)
-        if name is not None:
-            keep &= table.name == name
-        if run_class is not None:
-            keep &= table.run_class == class_label(*run_class)
-        return JudgedTable(**{f.name: getattr(table, f.name)[keep] for f in fields(table)})
-
-
-def _cached(key: str) -> tuple[_CachedRuns, AutoStatus]:
-    """The runs and the automatic status of database ``key`` over the cached judged tables."""
-    runs = _CachedRuns(key)
-    db = _db(key)
-    return runs, AutoStatus(db, runs, db.histograms)  # type: ignore[arg-type]
-
-
 @pn.cache(max_items=200, ttl=_TTL)
 def _trend(
     key: str, name: str, exp: int, first: int | None, last: int | None, run_type: str | None
 ) -> Any:
-    runs, _ = _cached(key)
-    return Runs.trend(runs, name, exp=exp, first=first, last=last, run_type=run_type)  # type: ignore[arg-type]
+    return _db(key).runs.trend(name, exp=exp, first=first, last=last, run_type=run_type)
 
 
 @pn.cache(max_items=50, ttl=_TTL)
 def _worst(
     key: str, exp: int, run_type: str | None, first: int | None, last: int | None
 ) -> list[str]:
-    _, status = _cached(key)
-    return list(status.worst_variables(exp, run_type=run_type, first=first, last=last))
+    return list(_db(key).status.worst_variables(exp, run_type=run_type, first=first, last=last))
 
 
 @pn.cache(max_items=500, ttl=_TTL)
 def _evidence(key: str, exp: int, run: int) -> list[Any]:
-    _, status = _cached(key)
-    return list(status.evidence(exp, run))
+    return list(_db(key).status.evidence(exp, run))
 
 
 @pn.cache(max_items=500, ttl=_TTL)
