@@ -168,31 +168,31 @@ class QAM(pn.viewable.Viewer):
         self.message = pn.pane.Alert("", alert_type="warning", visible=False)
         # -- widgets
         self.exp_select = pn.widgets.Select(
-            name="Experiment", options=exps, width=200, css_classes=["qam-exp"]
+            label="Experiment", options=exps, width=200, css_classes=["qam-exp"]
         )
         self.detector_select = pn.widgets.Select(
-            name="Detector", options=[ALL, *STATUS_COLUMNS], width=200,
+            label="Detector", options=[ALL, *STATUS_COLUMNS], width=200,
             css_classes=["qam-detector"],
         )  # fmt: skip
         self.run_type_select = pn.widgets.Select(
-            name="Run type", options=[ALL, *RUN_TYPES], width=200, css_classes=["qam-run-type"]
+            label="Run type", options=[ALL, *RUN_TYPES], width=200, css_classes=["qam-run-type"]
         )
         self.first_input = pn.widgets.IntInput(
-            name="First run", placeholder="first run", width=200, css_classes=["qam-first"]
+            label="First run", placeholder="first run", width=200, css_classes=["qam-first"]
         )
         self.last_input = pn.widgets.IntInput(
-            name="Last run", placeholder="last run", width=200, css_classes=["qam-last"]
+            label="Last run", placeholder="last run", width=200, css_classes=["qam-last"]
         )
         self.variable_select = pn.widgets.Select(
-            name="Variable (worst first)", options=[], width=200, css_classes=["qam-variable"]
+            label="Variable (worst first)", options=[], width=200, css_classes=["qam-variable"]
         )
         self.run_input = pn.widgets.IntInput(
-            name="Run", placeholder="run", width=200, css_classes=["qam-run"]
+            label="Run", placeholder="run", width=200, css_classes=["qam-run"]
         )
         self.previous_button = pn.widgets.Button(
-            name="< previous", width=95, css_classes=["qam-previous"]
+            label="< previous", width=95, css_classes=["qam-previous"]
         )
-        self.next_button = pn.widgets.Button(name="next >", width=95, css_classes=["qam-next"])
+        self.next_button = pn.widgets.Button(label="next >", width=95, css_classes=["qam-next"])
         # -- the views, made once
         self.trend_title = pn.pane.HTML("", sizing_mode="stretch_width", margin=(0, 10))
         self._trend_fig = self._make_trend()
@@ -320,6 +320,9 @@ class QAM(pn.viewable.Viewer):
             self.variable_select.options = self._options
             self.variable_select.value = self.variable or None
             self.run_input.value = self.run
+            runs = sorted(self._runs())
+            self.previous_button.disabled = not runs or self.run == runs[0]
+            self.next_button.disabled = not runs or self.run == runs[-1]
 
     def _step(self, step: int) -> None:
         runs = sorted(self._runs())
@@ -397,6 +400,7 @@ class QAM(pn.viewable.Viewer):
             selection_line_color="black", nonselection_fill_alpha=1.0,
             nonselection_line_alpha=1.0,
         )  # fmt: skip
+        self._scatter = points
         points.selection_glyph.size = 13
         points.selection_glyph.line_width = 2.5
         # the picked run is the source's selection: the bands and errors do not show it
@@ -475,6 +479,7 @@ class QAM(pn.viewable.Viewer):
             "run_class": classes,
         }
         self._cosmic_item.visible = "cosmic" in run_type
+        self._scatter.glyph.size = 7 if len(run) < 500 else 4  # thousands of runs: smaller dots
         self._trend_fig.visible = len(run) > 0
         self._trend_fig.yaxis.axis_label = name + (f" [{t.unit}]" if t.unit else "")
         counts = {s: status.count(s) for s in ("ERROR", "WARNING")}
