@@ -96,9 +96,13 @@ demo: $(STAMP)
 	$(BIN)/b2calib qa collect $(DEMO_PROMPT) --db $(DEMO_DB)
 	$(BIN)/b2calib qa reference set --exp 16 --auto --db $(DEMO_DB) > /dev/null
 	$(BIN)/b2calib qa evaluate --exp 16 --db $(DEMO_DB)
-	@# klm-strip-efficiency reads the runs certified Good or Recoverable: the manager signs them off
+	@echo "== klm-strip-efficiency reads the runs certified Good or Recoverable: for the demo the"
+	@echo "   manager certifies every detector of the 12 runs GOOD without a shift's review: --force"
+	@echo "   confirms GOOD over any automatic ERROR (listed below), kept as such in the history"
 	B2CALIB_PASSWORD=demo-manager $(BIN)/b2calib signoff flag 16 1-12 all GOOD --user manager \
-	  --comment "demo: every detector good" --db $(DEMO_DB) > /dev/null
+	  --force --comment "demo: certified GOOD for the prompt loop, automatic status not reviewed" \
+	  --db $(DEMO_DB) > build/demo/signoff-e16.txt
+	@grep -- "confirmed (--force)" build/demo/signoff-e16.txt || echo "   (nothing needed confirming)"
 	@echo "== the prompt loop over bucket 1: every registered calibration (about 2 minutes)"
 	$(BIN)/b2calib prompt --data $(DEMO_PROMPT) --bucket 1 --gt previous_e16 \
 	  --json build/demo/prompt-summary.json --db $(DEMO_DB) \

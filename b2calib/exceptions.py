@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 __all__ = [
     "B2CalibError",
     "CalibrationError",
     "ConditionsError",
     "ConfigError",
+    "ConfirmationNeeded",
     "FileFormatError",
     "InconsistentDataError",
     "MissingBranchError",
@@ -169,6 +171,30 @@ class QAError(B2CalibError, ValueError):
 
 class PermissionDenied(QAError):
     """The user may not make this change (role, detector or run state forbids it)."""
+
+
+class ConfirmationNeeded(QAError):
+    """A certification write that needs an explicit confirmation: overriding another person's
+    flag, GOOD over an automatic ERROR, completing a run with NOTSET detectors. Nothing was
+    written; repeat the write with ``force=True`` (``--force`` on the command line) to confirm
+    every one, which the history records.
+
+    Attributes
+    ----------
+    confirmations : list[Confirmation]
+        Every (run, detector) that needs confirming and why
+        (:class:`~b2calib.qa.store.certification.Confirmation`), in the order of the changes.
+    """
+
+    def __init__(self, confirmations: Sequence[Any], *, hint: str = "force=True") -> None:
+        # Confirmation lives in b2calib.qa.store (the exceptions import nothing of b2calib)
+        self.confirmations: list[Any] = list(confirmations)
+        n = len(self.confirmations)
+        lines = "".join(f"\n  {c}" for c in self.confirmations)
+        super().__init__(
+            f"{n} change{'s' if n != 1 else ''} need{'s' if n == 1 else ''} an explicit "
+            f"confirmation ({hint}); nothing was written:{lines}"
+        )
 
 
 class ReviewError(B2CalibError, ValueError):

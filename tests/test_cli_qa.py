@@ -142,18 +142,36 @@ def test_sign_off_from_the_command_line(collected: dict[str, str]) -> None:
     assert "vera (viewer) may not" in error(
         vera, "signoff", "flag", 12, 3, "CDC", "GOOD", "--comment", "x"
     )
-    run(mona, "signoff", "flag", 12, 3, "CDC", "GOOD", "--comment", "recovered")
+    # replacing carl's BAD needs --force: without it nothing is written and the override named
+    assert error(mona, "signoff", "flag", 12, 3, "CDC", "GOOD", "--comment", "recovered") == (
+        "1 change needs an explicit confirmation (give --force to confirm them, which the "
+        "history records); nothing was written:\n  run (12, 3) CDC: overrides BAD set by carl"
+    )
+    assert len(table(run(env, "signoff", "history", 12, 3))) == 1
+    out = run(mona, "signoff", "flag", 12, 3, "CDC", "GOOD", "--comment", "recovered", "--force")
+    assert out.splitlines() == [
+        "run (12, 3) CDC: GOOD by mona",
+        "  CDC confirmed (--force): overrides BAD set by carl",
+    ]
     history = table(run(env, "signoff", "history", 12, 3))
-    assert [(r[3], r[4], r[5]) for r in history] == [
-        ("BAD", "carl", "HV"),
-        ("GOOD", "mona", "recovered"),
+    assert [(r[3], r[4], r[5], " ".join(r[6:])) for r in history] == [
+        ("BAD", "carl", "HV", "trip -"),
+        ("GOOD", "mona", "recovered", "overrides BAD set by carl"),
     ]
     run(carl, "signoff", "state", 12, 3, "signoff", "--comment", "flags set")
     assert "may not move run (12, 3) from SIGNOFF to COMPLETED" in error(
         carl, "signoff", "state", 12, 3, "COMPLETED"
     )
-    out = run(mona, "signoff", "state", 12, 3, "COMPLETED")
+    # completing with the detectors nobody certified needs --force too
+    assert error(mona, "signoff", "state", 12, 3, "COMPLETED").endswith(
+        "nothing was written:\n  run (12, 3): completes with PXD, SVD, TOP, ARICH, ECL, KLM NOTSET"
+    )
+    assert run(env, "signoff", "state", 12, 3).splitlines()[0] == "run (12, 3): SIGNOFF"
+    out = run(mona, "signoff", "state", 12, 3, "COMPLETED", "--force")
     assert out.splitlines()[0] == "run (12, 3): COMPLETED"
+    assert " ".join(table(out)[-1]).endswith(
+        "COMPLETED mona - completes with PXD, SVD, TOP, ARICH, ECL, KLM NOTSET"
+    )
     assert "COMPLETED: a manager must reopen it" in error(
         mona, "signoff", "flag", 12, 3, "CDC", "BAD", "--comment", "late"
     )
@@ -168,7 +186,8 @@ def test_good_run_lists_from_the_command_line(collected: dict[str, str], tmp_pat
     for r in physics:
         for det in r.detectors:
             flag = "BAD" if (r.run, det) == (5, "TOP") else "GOOD"
-            run(mona, "signoff", "flag", 12, r.run, det, flag, "--comment", "shift")
+            # the shift looked at the automatic ERRORs of the sample and confirms GOOD
+            run(mona, "signoff", "flag", 12, r.run, det, flag, "--comment", "shift", "--force")
     assert "managers only" in error(as_user(env, "carl", "c-pw"), "grl", "make", "good", "all_good")
     out = run(mona, "grl", "make", "good", "all == GOOD", "--description", "first")
     assert out.startswith("good v1: ")
@@ -230,3 +249,106 @@ def test_collect_register_only_lets_shifters_certify_without_reading_events(
     finally:
         qdb.close()
     assert [r.run for r in registry.select(dq="Good Or Recoverable")] == [1, 2, 3, 4, 5]
+
+
+@pytest.fixture
+def registered(env: dict[str, str], sample: Path) -> dict[str, str]:
+    """The sample's runs registered (no event read), CDC's automatic status ERROR in run 2
+    alone (its hits per event far below the other physics runs'), mona and carl added."""
+    from b2calib.qa.monitoring import MonitoringValue, RunQA
+
+    run(env, "qa", "collect", sample, "--register-only")
+    qdb = QADatabase(env["B2CALIB_DB"])
+    try:
+        for r in (1, 2, 3, 4, 5, 7, 8):
+            value = 20.0 if r == 2 else 50.0 + 0.1 * r
+            qdb.histograms.store_run(
+                RunQA(
+                    12, r, [MonitoringValue("hadron.cdc_hits_per_event", "CDC", value, 0.5, "")], {}
+                )
+            )
+        assert qdb.status.get(12, 2)["CDC"] == "ERROR"
+    finally:
+        qdb.close()
+    run(env, "user", "add", "mona", "--role", "manager", input="mona-pw\n")
+    run(env, "user", "add", "carl", "--role", "expert", "--detectors", "cdc,ecl", input="c-pw\n")
+    return env
+
+
+def test_bulk_sign_off_needs_force_for_what_needs_confirming(registered: dict[str, str]) -> None:
+    """`signoff flag 12 1-5 all GOOD` over carl's BAD and an automatic ERROR: refused with both
+    named and nothing written; with --force written, each confirmation in the history."""
+    env = registered
+    mona, carl = as_user(env, "mona", "mona-pw"), as_user(env, "carl", "c-pw")
+    run(carl, "signoff", "flag", 12, 3, "ECL", "BAD", "--comment", "hot crystals")
+    assert error(mona, "signoff", "flag", 12, "1-5", "all", "GOOD", "--comment", "shift") == (
+        "2 changes need an explicit confirmation (give --force to confirm them, which the "
+        "history records); nothing was written:\n"
+        "  run (12, 2) CDC: GOOD over automatic status ERROR\n"
+        "  run (12, 3) ECL: overrides BAD set by carl"
+    )
+    for r in (1, 2, 4, 5):  # not even the runs that needed no confirmation
+        assert run(env, "signoff", "history", 12, r).strip() == f"run (12, {r}): no flags set"
+    out = run(mona, "signoff", "flag", 12, "1-5", "all", "GOOD", "--comment", "shift", "--force")
+    assert out.splitlines() == [
+        "run (12, 1) PXD,SVD,CDC,TOP,ARICH,ECL,KLM: GOOD by mona",
+        "run (12, 2) PXD,SVD,CDC,TOP,ARICH,ECL,KLM: GOOD by mona",
+        "  CDC confirmed (--force): GOOD over automatic status ERROR",
+        "run (12, 3) PXD,SVD,CDC,TOP,ARICH,ECL,KLM: GOOD by mona",
+        "  ECL confirmed (--force): overrides BAD set by carl",
+        "run (12, 4) PXD,SVD,CDC,TOP,ARICH,ECL,KLM: GOOD by mona",
+        "run (12, 5) PXD,SVD,CDC,TOP,ARICH,ECL,KLM: GOOD by mona",
+    ]
+    history = table(run(env, "signoff", "history", 12, 2, "CDC"))
+    assert [" ".join(row[2:]) for row in history] == [
+        "CDC GOOD mona shift GOOD over automatic status ERROR"
+    ]
+    history = table(run(env, "signoff", "history", 12, 1))
+    assert all(row[-1] == "-" for row in history)  # nothing confirmed there
+    # the same write again: her own flags need nothing, but GOOD over the automatic ERROR is
+    # confirmed each time it is written
+    assert "run (12, 2) CDC: GOOD over automatic status ERROR" in error(
+        mona, "signoff", "flag", 12, "1-5", "all", "GOOD", "--comment", "again"
+    )
+
+
+def test_good_run_list_versions_and_diff_from_the_command_line(
+    registered: dict[str, str],
+) -> None:
+    env = registered
+    mona = as_user(env, "mona", "mona-pw")
+    run(mona, "signoff", "flag", 12, "1-4", "CDC", "GOOD", "--comment", "shift", "--force")
+    out = run(mona, "grl", "make", "cdc", "CDC == GOOD", "--description", "first")
+    assert out.splitlines()[0].startswith("cdc v1: 4 runs, 3198.84 pb^-1 recorded (run registry)")
+    run(mona, "signoff", "flag", 12, "2", "CDC", "BAD", "--comment", "HV trip")
+    run(mona, "signoff", "flag", 12, "7-8", "CDC", "GOOD", "--comment", "shift")
+    run(mona, "grl", "make", "cdc", "CDC == GOOD")
+    versions = table(run(env, "grl", "versions", "cdc"))
+    # version, created (date and time), author, runs, recorded lumi, warnings, description...
+    assert [(row[0], row[3], row[4], row[6], row[7]) for row in versions] == [
+        ("1", "mona", "4", "0", "first"),
+        ("2", "mona", "5", "0", "-"),
+    ]
+    assert [float(row[5]) for row in versions] == pytest.approx([3198.8365, 3587.6338], abs=1e-3)
+    diff = record(run(env, "grl", "diff", "cdc", 1, 2))
+    assert diff["versions"] == "1 -> 2"
+    assert diff["expression"] == "CDC == GOOD"
+    assert diff["added"] == "2 runs, 871.589 pb^-1: exp 12: 7-8"
+    assert diff["removed"] == "1 runs, 482.791 pb^-1: exp 12: 2"
+    assert diff["lumi"] == "3198.84 -> 3587.63 pb^-1 (+388.797), recorded (run registry)"
+    shown = record(run(env, "grl", "show", "cdc", "--version", 1).split("\nwarning")[0])
+    assert (shown["version"], shown["exp 12"]) == ("1", "1-4")
+    assert shown["lumi"] == "3198.84 pb^-1 recorded (run registry)"
+    # a list over whole runs selects detectors nobody certified: it says which
+    out = run(mona, "grl", "make", "all", "run_type == physics and run <= 2")
+    assert out.splitlines()[1:] == [
+        "warning: 2 runs selected with uncertified (NOTSET) detectors:",
+        "  run (12, 1): PXD, SVD, TOP, ARICH, ECL, KLM NOTSET (uncertified)",
+        "  run (12, 2): PXD, SVD, TOP, ARICH, ECL, KLM NOTSET (uncertified)",
+    ]
+    assert "warning: 2 runs selected" in run(env, "grl", "show", "all")
+    csv_text = CliRunner(env=env).invoke(cli, ["grl", "export", "all", "--format", "csv"]).stdout
+    assert csv_text.splitlines()[0] == "exp,run,recorded_lumi_pb"
+    assert "no version 3 of good-run list 'cdc' (its versions: 1, 2)" in error(
+        env, "grl", "diff", "cdc", 1, 3
+    )

@@ -199,7 +199,7 @@ def test_insert_or_replace_turns_a_bad_cdc_flag_good(qa: QADatabase, raw: Raw) -
 
 def test_insert_or_replace_rewrites_run_states(qa: QADatabase, raw: Raw) -> None:
     qa.certification.set_state(3, 1, "SIGNOFF", user=MONA)
-    qa.certification.set_state(3, 1, "COMPLETED", user=MONA, comment="signed off")
+    qa.certification.set_state(3, 1, "COMPLETED", user=MONA, comment="signed off", force=True)
     state = row(raw, "SELECT * FROM qa_run_states WHERE state = 'COMPLETED'")
     replace(raw, "qa_run_states", {**state, "state": "OPEN", "comment": ""})
     assert qa.certification.state(3, 1).state == "COMPLETED"

@@ -558,17 +558,23 @@ def test_qa_names() -> None:
         "ks_test",
     ]
     assert b2calib.qa.store.__all__ == [
+        "LUMINOSITY_COLUMNS",
         "ROLES",
         "RUN_STATES",
         "STATUS_COLUMNS",
         "AutoStatus",
         "Certification",
+        "Confirmation",
         "Evidence",
         "FlagEntry",
         "GoodRunLists",
         "Histograms",
+        "Luminosity",
+        "LuminosityTable",
+        "LuminosityTotal",
         "QADatabase",
         "Reference",
+        "RunLuminosity",
         "RunState",
         "Runs",
         "Session",
@@ -583,11 +589,15 @@ def test_qa_names() -> None:
     ]
     assert b2calib.qa.grl.__all__ == [
         "DQ_TAG_PRESETS",
+        "LUMINOSITY",
         "PRESETS",
         "Expression",
         "ExpressionError",
+        "GRLDiff",
         "GRLRun",
+        "GRLWarning",
         "GoodRunList",
+        "diff",
         "evaluate",
         "parse",
         "runs_expression",
@@ -636,7 +646,17 @@ def test_qa_module_names() -> None:
         "b2calib.qa.grl.expression": [
             "DQ_TAG_PRESETS", "PRESETS", "Expression", "ExpressionError", "parse",
         ],
-        "b2calib.qa.grl.goodrunlist": ["GRLRun", "GoodRunList", "evaluate", "runs_expression"],
+        "b2calib.qa.grl.goodrunlist": [
+            "LUMINOSITY", "GRLDiff", "GRLRun", "GRLWarning", "GoodRunList", "diff", "evaluate",
+            "runs_expression",
+        ],
+        "b2calib.qa.store.luminosity": [
+            "LUMINOSITY_COLUMNS", "LUMINOSITY_VARIABLES", "Luminosity", "LuminosityTable",
+            "LuminosityTotal", "RunLuminosity",
+        ],
+        "b2calib.qa.store.certification": [
+            "RUN_MOVES", "Certification", "Confirmation", "FlagEntry", "RunState",
+        ],
         "b2calib.sim.luminosity": [
             "VISIBLE_CROSS_SECTION_SEED", "main", "measure_visible_cross_sections",
         ],
@@ -663,9 +683,15 @@ def test_detector_qa_names() -> None:
         ],
         "svd": ["CLUSTER_CHARGE", "SVDClusterCharge", "qa_parts"],
         "cdc": ["qa_parts"],
-        "top": ["DIGITS_PER_TRACK", "TRACK_TIME", "TOPDimuonQA", "qa_parts"],
+        "top": [
+            "DIGITS_PER_TRACK", "MIN_MODULE_TRACKS", "MIN_PHOTONS", "TIME_RESIDUAL", "TRACK_TIME",
+            "TOPDimuonQA", "qa_parts",
+        ],
         "arich": ["PHOTONS_PER_TRACK", "ARICHDimuonQA", "qa_parts"],
-        "ecl": ["CLUSTER_ENERGY", "E_OVER_P", "ECLBhabhaQA", "qa_parts"],
+        "ecl": [
+            "CLUSTER_ENERGY", "CLUSTER_TIME", "E_OVER_P", "MIN_TIME_ENERGY", "ECLBhabhaQA",
+            "qa_parts",
+        ],
         "klm": [
             "DIGITS_PER_EVENT", "DIGIT_LAYER", "GOOD_MUON_MATCH", "MATCHED_FRACTION",
             "MIN_KLM_CROSSINGS", "KLMDimuonQA", "qa_parts",

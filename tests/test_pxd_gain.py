@@ -46,6 +46,7 @@ def _config(**kw: object) -> SimConfig:
         detectors=["PXD"],
         run_types={"physics": 1.0},
         continuum_fraction=0.0,
+        pxd_excluded_fraction=0.0,  # the PXD in every run
     )
     return SimConfig(**(base | kw))  # type: ignore[arg-type]
 

@@ -18,11 +18,14 @@ from b2calib.exceptions import ConfigError
 from b2calib.geometry import DETECTORS
 from b2calib.qa.grl import (
     DQ_TAG_PRESETS,
+    LUMINOSITY,
     PRESETS,
     Expression,
     ExpressionError,
     GoodRunList,
     GRLRun,
+    GRLWarning,
+    diff,
     evaluate,
     parse,
     runs_expression,
@@ -748,7 +751,7 @@ def test_csv_reads_back_with_the_csv_module(registry: RunRegistry) -> None:
     grl = evaluate("physics_4s_good_or_recoverable", registry)
     assert len(grl) > 50
     rows = list(csv.reader(io.StringIO(grl.to_csv())))
-    assert rows[0] == ["exp", "run", "lumi_pb"]
+    assert rows[0] == ["exp", "run", "recorded_lumi_pb"]  # says which luminosity it sums
     assert all(len(row) == 3 for row in rows)
     body, total = rows[1:-1], rows[-1]
     assert [GRLRun(int(e), int(r), float(x)) for e, r, x in body] == list(grl.runs)
@@ -759,4 +762,106 @@ def test_csv_reads_back_with_the_csv_module(registry: RunRegistry) -> None:
     dict_rows = list(csv.DictReader(io.StringIO(grl.to_csv())))
     assert [row["exp"] for row in dict_rows].count("TOTAL") == 1
     empty = list(csv.reader(io.StringIO(GoodRunList("e", "false", ()).to_csv())))
-    assert empty == [["exp", "run", "lumi_pb"], ["TOTAL", "", "0.0"]]
+    assert empty == [["exp", "run", "recorded_lumi_pb"], ["TOTAL", "", "0.0"]]
+
+
+# --------------------------------------------------------------------------------------------
+# warnings: runs selected with uncertified detectors (issue 19)
+
+ALL7 = tuple(DETECTORS)
+
+
+def test_an_expression_selecting_uncertified_runs_warns() -> None:
+    good = dict.fromkeys(ALL7, "GOOD")
+    runs = [
+        run(1, ALL7, good),
+        run(2, ALL7, {**good, "PXD": "NOTSET", "SVD": "NOTSET"}),
+        run(3, ALL7, {d: f for d, f in good.items() if d != "TOP"}),  # TOP never flagged
+        run(4, ALL7, {**good, "CDC": "BAD"}),
+        run(5, ALL7[1:], dict.fromkeys(ALL7[1:], "GOOD")),  # no PXD: nothing to certify
+        run(6, ALL7, {**good, "CDC": "NOTSET"}),
+    ]
+    # reads CDC only: CDC NOTSET would warn, the others are not its business
+    assert evaluate("CDC == GOOD", runs).warnings == ()
+    lenient = evaluate("CDC != BAD", runs)
+    assert [r.run for r in lenient] == [1, 2, 3, 5, 6]
+    assert lenient.warnings == (GRLWarning(12, 6, ("CDC",)),)
+    # reads no flag: vouches for whole runs, so every NOTSET detector of a selected run warns
+    whole = evaluate("run in 1..5", runs)
+    assert whole.warnings == (
+        GRLWarning(12, 2, ("PXD", "SVD")),
+        GRLWarning(12, 3, ("TOP",)),
+    )
+    assert [str(w) for w in whole.warnings] == [
+        "run (12, 2): PXD, SVD NOTSET (uncertified)",
+        "run (12, 3): TOP NOTSET (uncertified)",
+    ]
+    # `all except (PXD)` reads the others: run 2's SVD warns, its PXD does not
+    assert evaluate("all except (PXD) in (GOOD, NOTSET)", runs).warnings == (
+        GRLWarning(12, 2, ("SVD",)),
+        GRLWarning(12, 3, ("TOP",)),
+        GRLWarning(12, 6, ("CDC",)),
+    )
+    # a fully certified selection has none
+    assert evaluate("all == GOOD", runs).warnings == ()
+
+
+def test_warnings_survive_json_and_set_operations() -> None:
+    runs = [
+        run(1, ALL7, {"CDC": "GOOD"}),
+        run(2, ALL7, dict.fromkeys(ALL7, "GOOD")),
+        run(3, ALL7, {}),
+    ]
+    a = evaluate("run in 1..3", runs, name="a")
+    assert [w.run for w in a.warnings] == [1, 3]
+    doc = a.to_json()
+    assert doc["warnings"] == [
+        {"exp": 12, "run": 1, "detectors": [d for d in ALL7 if d != "CDC"]},
+        {"exp": 12, "run": 3, "detectors": list(ALL7)},
+    ]
+    assert GoodRunList.from_json(json.loads(json.dumps(doc))) == a
+    # a list stored before warnings existed reads back without any
+    old = {k: v for k, v in doc.items() if k not in ("warnings", "lumi")}
+    assert GoodRunList.from_json(old).warnings == ()
+    b = evaluate("run == 2", runs, name="b")
+    assert [w.run for w in (a - b).warnings] == [1, 3]
+    assert (a & b).warnings == ()
+    assert [w.run for w in (b | a).warnings] == [1, 3]
+
+
+def test_exports_say_the_luminosity_is_the_recorded_one() -> None:
+    grl = evaluate("true", [run(1, ALL7, {}, lumi_pb=2.5), run(2, ALL7, {}, lumi_pb=1.25)])
+    assert LUMINOSITY == "recorded (run registry)"
+    assert grl.to_json()["lumi"] == "recorded (run registry)"
+    assert grl.to_json()["lumi_pb"] == grl.lumi_pb == 3.75
+    assert grl.to_csv().splitlines()[0] == "exp,run,recorded_lumi_pb"
+
+
+# --------------------------------------------------------------------------------------------
+# diff
+
+
+def test_diff_of_two_lists() -> None:
+    old = GoodRunList("g", "run in 1..4", tuple(GRLRun(12, r, 10.0 * r) for r in (1, 2, 3, 4)))
+    new = GoodRunList(
+        "g",
+        "run in 2..6",
+        (GRLRun(12, 2, 20.0), GRLRun(12, 3, 33.0), *(GRLRun(12, r, 10.0 * r) for r in (4, 5, 6))),
+        version=2,
+    )
+    d = diff(old, new)
+    assert [r.run for r in d.added] == [5, 6]
+    assert [r.run for r in d.removed] == [1]
+    assert d.changed == ((GRLRun(12, 3, 30.0), GRLRun(12, 3, 33.0)),)
+    assert d.lumi_added_pb == 110.0
+    assert d.lumi_removed_pb == 10.0
+    assert d.lumi_change_pb == pytest.approx(new.lumi_pb - old.lumi_pb) == 103.0
+    assert d.expression_changed
+    assert d
+    assert str(d) == (
+        "g -> g v2: +2 runs (110 pb^-1), -1 runs (10 pb^-1), 1 with another luminosity; "
+        "recorded (run registry) luminosity 100 -> 203 pb^-1 (+103)"
+    )
+    same = diff(new, new)
+    assert not same
+    assert (same.added, same.removed, same.changed, same.lumi_change_pb) == ((), (), (), 0.0)

@@ -152,12 +152,14 @@ def test_flags_keep_every_change(db: QADatabase) -> None:
     db.certification.set_flag(3, 2, "CDC", "BAD", user=CARL, comment="HV trip")
     db.certification.set_flag(3, 2, "CDC", "RECOVERABLE", user=CARL, comment="recalibrate")
     db.certification.set_flag(3, 2, "ECL", "GOOD", user=MONA, comment="shift")
-    db.certification.set_flag(3, 2, "CDC", "GOOD", user=MONA, comment="  fixed by the new x-t  ")
+    db.certification.set_flag(
+        3, 2, "CDC", "GOOD", user=MONA, comment="  fixed by the new x-t  ", force=True
+    )  # overrides carl's flag: confirmed
     history = db.certification.flag_history(3, 2, "CDC")
-    assert [(e.flag, e.author, e.comment) for e in history] == [
-        ("BAD", "carl", "HV trip"),
-        ("RECOVERABLE", "carl", "recalibrate"),
-        ("GOOD", "mona", "fixed by the new x-t"),
+    assert [(e.flag, e.author, e.comment, e.confirmed) for e in history] == [
+        ("BAD", "carl", "HV trip", ""),
+        ("RECOVERABLE", "carl", "recalibrate", ""),  # his own flag: nothing to confirm
+        ("GOOD", "mona", "fixed by the new x-t", "overrides RECOVERABLE set by carl"),
     ]
     assert all(a.time <= b.time for a, b in itertools.pairwise(history))
     assert len(db.certification.flag_history(3, 2)) == 4
@@ -225,7 +227,7 @@ def test_run_sign_off_workflow(db: QADatabase) -> None:
     db.certification.set_state(3, 1, "SIGNOFF", user=CARL, comment="all flags set")
     with pytest.raises(PermissionDenied, match=r"may not move run \(3, 1\) from SIGNOFF to COMP"):
         db.certification.set_state(3, 1, "COMPLETED", user=CARL)
-    db.certification.set_state(3, 1, "COMPLETED", user=MONA)
+    db.certification.set_state(3, 1, "COMPLETED", user=MONA, force=True)  # 7 NOTSET
     with pytest.raises(PermissionDenied, match="COMPLETED: a manager must reopen it"):
         db.certification.set_flag(3, 1, "CDC", "BAD", user=MONA, comment="late")
     db.certification.set_state(3, 1, "OPEN", user=MONA, comment="reprocessing")
@@ -383,7 +385,7 @@ def test_good_run_lists_are_versioned_and_match_the_flags(db: QADatabase) -> Non
     assert v1.author == "mona"
     assert [r.run for r in v1.runs] == [1, 2, 4, 5, 6, 7, 8]
     assert v1.lumi_pb == pytest.approx(sum(100.0 + r for r in (1, 2, 4, 5, 6, 7, 8)))
-    db.certification.set_flag(3, 3, "ECL", "GOOD", user=CARL, comment="recovered")
+    db.certification.set_flag(3, 3, "ECL", "GOOD", user=CARL, comment="recovered", force=True)
     v2 = db.grls.make("physics", "all == GOOD and run_type == physics", user=MONA)
     assert v2.version == 2
     assert [r.run for r in v2.runs] == list(range(1, 9))
@@ -410,7 +412,7 @@ def test_several_flags_are_all_or_nothing(db: QADatabase) -> None:
         (3, 4, "PXD", "EXCLUDED")[1:],
     ]
     db.certification.set_state(3, 2, "SIGNOFF", user=MONA)
-    db.certification.set_state(3, 2, "COMPLETED", user=MONA)
+    db.certification.set_state(3, 2, "COMPLETED", user=MONA, force=True)
     with pytest.raises(PermissionDenied, match=r"run \(3, 2\) is COMPLETED"):
         db.certification.set_flags(
             [(3, 1, "ECL", "GOOD"), (3, 2, "ECL", "GOOD")], user=MONA, comment="shift"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections import defaultdict
 from pathlib import Path
@@ -14,7 +15,7 @@ from scipy import stats
 
 from b2calib.conditions.localdb import LocalDatabase
 from b2calib.exceptions import ConfigError
-from b2calib.geometry import arich, cdc, ecl, klm, top, vxd
+from b2calib.geometry import DETECTORS, arich, cdc, ecl, klm, top, vxd
 from b2calib.io import open_skim, read_metadata
 from b2calib.physics import cross_section_nb
 from b2calib.runs import RunRegistry
@@ -23,11 +24,13 @@ from b2calib.sim import (
     SimConfig,
     SimulationResult,
     conditions_for_run,
+    generate_runs,
     prescales,
     simulate,
     truth_payloads,
 )
 from b2calib.sim.detector import bethe_bloch
+from b2calib.sim.simulate import simulate_run
 from tests.conftest import small_config
 
 Experiment = tuple[SimConfig, SimulationResult]
@@ -376,6 +379,16 @@ def test_cosmic_runs(experiment: Experiment) -> None:
 def test_config_validation(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="unknown detectors"):
         SimConfig(detectors=["ECL", "XYZ"])
+    with pytest.raises(ConfigError, match="pxd_excluded_fraction must be in"):
+        SimConfig(pxd_excluded_fraction=1.5)
+    # a run list without PXD-less runs: the same runs, all with the PXD
+    runs = generate_runs(SimConfig(n_runs=40, seed=3))
+    assert any("PXD" not in r.detectors for r in runs)
+    every = generate_runs(SimConfig(n_runs=40, seed=3, pxd_excluded_fraction=0.0))
+    assert all(set(r.detectors) == set(DETECTORS) for r in every)
+    assert [dataclasses.replace(r, detectors=DETECTORS) for r in runs] == every
+    assert "pxd_excluded_fraction" not in SimConfig().to_dict()
+    assert SimConfig(pxd_excluded_fraction=0.0).to_dict()["pxd_excluded_fraction"] == 0.0
     with pytest.raises(ConfigError, match="outside the simulated runs"):
         SimConfig(n_runs=3, intervention_run=10)
     with pytest.raises(ConfigError, match="unknown skims"):
@@ -419,3 +432,35 @@ def test_detector_subset_writes_only_those_branches(tmp_path: Path) -> None:
     assert "ECLCalDigits" in objects
     assert "CDCHits" not in objects
     assert "TOPDigits" not in objects
+
+
+def test_a_run_without_the_pxd_has_no_pxd_data(tmp_path: Path) -> None:
+    """A run whose registry entry leaves out the PXD is written as basf2 writes it: the PXD
+    collections are there but empty, the tracks count no PXD hit, the metadata lists the run's
+    detectors; every other branch is that of the same run with the PXD (same random numbers)."""
+    cfg = small_config(n_runs=1, events_per_run=300, skims=["hlt_mumu_2trk", "hlt_hadron"])
+    [generated] = generate_runs(cfg)
+    run = dataclasses.replace(generated, detectors=DETECTORS)
+    without = dataclasses.replace(run, detectors=tuple(d for d in DETECTORS if d != "PXD"))
+    simulate_run(cfg, run, tmp_path / "with")
+    simulate_run(cfg, without, tmp_path / "without")
+    a, b = read_all(tmp_path / "with"), read_all(tmp_path / "without")
+    assert a.keys() == b.keys()
+    assert len(a) == 2
+    pxd = ("PXDDigits_", "PXDClusters_", "PXDIntercepts_", "nPXD")
+    for f in a:
+        assert a[f].keys() == b[f].keys()
+        assert len(a[f]["PXDDigits_m_charge"]) > 0
+        assert len(a[f]["PXDClusters_m_charge"]) > 0
+        assert a[f]["TrackFitResults_m_nPXDHits"].sum() > 0
+        for branch in a[f]:
+            if branch.startswith(pxd):
+                assert not np.any(b[f][branch]), (f, branch)  # empty (or zero counts)
+            elif branch == "TrackFitResults_m_nPXDHits":
+                assert len(b[f][branch]) == len(a[f][branch])
+                assert not np.any(b[f][branch])
+            else:
+                assert np.array_equal(a[f][branch], b[f][branch]), (f, branch)
+        meta = read_metadata(tmp_path / "without" / f)
+        assert meta.extra["detectors"] == list(without.detectors)
+        assert read_metadata(tmp_path / "with" / f).extra["detectors"] == list(DETECTORS)

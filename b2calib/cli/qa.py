@@ -12,13 +12,14 @@ and dashboard users.
     b2calib qa status [--exp E] [--runs R]                    automatic status and flags
     b2calib qa evidence EXP RUN [DETECTOR]                    what feeds it, worst first
     b2calib qa trend NAME [--exp E]                           a monitoring variable per run
-    b2calib signoff flag EXP RUNS DETECTORS FLAG --comment C --user U   (RUNS 7 or 1-30,
-                                                 DETECTORS CDC, CDC,ECL or all)
+    b2calib signoff flag EXP RUNS DETECTORS FLAG --comment C --user U [--force]
+                                                 (RUNS 7 or 1-30, DETECTORS CDC, CDC,ECL or all)
     b2calib signoff history EXP RUN [DETECTOR]                the flags' history
-    b2calib signoff state EXP RUN [STATE --user U [--comment C]]  show or move a run along
-                                                                  OPEN -> SIGNOFF -> COMPLETED
+    b2calib signoff state EXP RUN [STATE --user U [--comment C] [--force]]  show or move a run
+                                                       along OPEN -> SIGNOFF -> COMPLETED
     b2calib grl make NAME EXPRESSION --user U [--description D] [--exp E] [--runs R]
-    b2calib grl list | show NAME [--version N] | presets
+    b2calib grl list | versions NAME | show NAME [--version N] | presets
+    b2calib grl diff NAME V1 V2                               runs added, removed, luminosity
     b2calib grl export NAME [--version N] [--format json|cms|csv] [-o FILE]
     b2calib grl combine A OP B [-o FILE]                      OP: and, or, minus
     b2calib user add NAME --role viewer|expert|manager [--detectors CDC,ECL]
@@ -29,6 +30,11 @@ dashboards: ``--user`` (default ``$B2CALIB_USER``) and the password, read from
 ``$B2CALIB_PASSWORD`` (automation), else from standard input when it is not a terminal
 (``echo ... | b2calib ...``), else asked for. Managing users needs write access to the database
 itself, as managing global tags does; a new password is asked for twice, or read from stdin.
+
+Overriding another person's flag, GOOD over an automatic ERROR and completing a run with
+NOTSET detectors need ``--force``: without it the command lists every such change, writes
+nothing and exits with status 1; with it each one is recorded as confirmed in the history.
+Good-run lists sum the recorded luminosity (run registry), and say so.
 """
 
 from __future__ import annotations
@@ -405,15 +411,42 @@ def qa_trend(qdb: QADatabase, name: str, exp: int | None) -> None:
     tr = qdb.runs.trend(name, exp=exp)
     lo, hi = tr.band
     unit = f" [{tr.unit}]" if tr.unit else ""
-    click.echo(f"{tr.name}{unit} ({tr.detector}): band {lo:.6g} .. {hi:.6g}")
+    click.echo(
+        f"{tr.name}{unit} ({tr.detector}): band {lo:.6g} .. {hi:.6g} for a typical run; each "
+        "run is GOOD within its own limits (its class's centre +- 3 of its combined sigma)"
+    )
     rows = [
-        [int(e), int(r), f"{v:.6g}", f"{err:.2g}", str(s)]
-        for e, r, v, err, s in zip(tr.exp, tr.run, tr.value, tr.error, tr.status, strict=True)
-    ]
-    click.echo(table(["exp", "run", "value", "error", "status"], rows, [True] * 4 + [False]))
+        [int(e), int(r), f"{v:.6g}", f"{err:.2g}", f"{a:.6g}", f"{b:.6g}", str(s), str(c)]
+        for e, r, v, err, a, b, s, c in zip(
+            tr.exp, tr.run, tr.value, tr.error, tr.low, tr.high, tr.status, tr.run_class,
+            strict=True,
+        )
+    ]  # fmt: skip
+    header = ["exp", "run", "value", "error", "low", "high", "status", "runs"]
+    click.echo(table(header, rows, [True] * 6 + [False] * 2))
 
 
 # -- signoff -----------------------------------------------------------------------------------
+
+_FORCE = click.option(
+    "--force",
+    is_flag=True,
+    help="Confirm the changes that need it (overriding another person's flag, GOOD over an "
+    "automatic ERROR, completing a run with NOTSET detectors); recorded in the history.",
+)
+
+
+@contextmanager
+def _confirm_with_force() -> Iterator[None]:
+    """A write refused for want of confirmations says to give --force."""
+    from b2calib.exceptions import ConfirmationNeeded
+
+    try:
+        yield
+    except ConfirmationNeeded as err:
+        raise ConfirmationNeeded(
+            err.confirmations, hint="give --force to confirm them, which the history records"
+        ) from None
 
 
 @click.group()
@@ -427,6 +460,7 @@ def signoff() -> None:
 @click.argument("detectors", metavar="DETECTORS")
 @click.argument("value", metavar="FLAG")
 @click.option("--comment", required=True, help="Why (kept in the history).")
+@_FORCE
 @_uses_db
 @_login
 def signoff_flag(
@@ -437,10 +471,14 @@ def signoff_flag(
     detectors: str,
     value: str,
     comment: str,
+    force: bool,
 ) -> None:
     """Set the FLAG (GOOD, BAD, RECOVERABLE, NOTSET, EXCLUDED) of DETECTORS (CDC, or
     CDC,ECL, or 'all': every detector the run included that you may flag) in RUNS (7, or
-    1-30: the registered runs in that range). All are recorded, or none."""
+    1-30: the registered runs in that range). All are recorded, or none.
+
+    Overriding another person's flag and GOOD over an automatic ERROR need --force (without
+    it: every such change is listed, nothing is written, exit status 1)."""
     from b2calib.exceptions import RunNotFoundError
 
     wanted = set(parse_runs(runs_text))
@@ -460,10 +498,14 @@ def signoff_flag(
         changes += [(exp, r.run, d, value.upper()) for d in dets]
     if not changes:
         raise click.ClickException(f"{user} may flag none of these detectors")
-    entries = qdb.certification.set_flags(changes, user=user, comment=comment)
+    with _confirm_with_force():
+        entries = qdb.certification.set_flags(changes, user=user, comment=comment, force=force)
     for run_number in sorted({e.run for e in entries}):
         names = ",".join(e.detector for e in entries if e.run == run_number)
         click.echo(f"run ({exp}, {run_number}) {names}: {value.upper()} by {user.name}")
+        for e in entries:
+            if e.run == run_number and e.confirmed:
+                click.echo(f"  {e.detector} confirmed (--force): {e.confirmed}")
 
 
 @signoff.command("history")
@@ -472,13 +514,14 @@ def signoff_flag(
 @click.argument("detector", required=False)
 @_uses_db
 def signoff_history(qdb: QADatabase, exp: int, run_number: int, detector: str | None) -> None:
-    """Every flag set for run EXP RUN (or one DETECTOR), oldest first."""
+    """Every flag set for run EXP RUN (or one DETECTOR), oldest first, with what its author
+    confirmed (--force)."""
     rows = [
-        [e.time, e.detector, e.flag, e.author, e.comment or "-"]
+        [e.time, e.detector, e.flag, e.author, e.comment or "-", e.confirmed or "-"]
         for e in qdb.certification.flag_history(exp, run_number, detector)
     ]
     click.echo(
-        table(["time", "detector", "flag", "author", "comment"], rows)
+        table(["time", "detector", "flag", "author", "comment", "confirmed"], rows)
         if rows
         else f"run ({exp}, {run_number}): no flags set"
     )
@@ -495,6 +538,7 @@ def signoff_history(qdb: QADatabase, exp: int, run_number: int, detector: str | 
     envvar="B2CALIB_USER",
     help="Needed to change the state (password as for `signoff flag`).",
 )
+@_FORCE
 @_uses_db
 def signoff_state(
     qdb: QADatabase,
@@ -503,18 +547,23 @@ def signoff_state(
     state: str | None,
     comment: str,
     user_name: str | None,
+    force: bool,
 ) -> None:
     """Show the sign-off history of run EXP RUN, or move it to STATE (OPEN, SIGNOFF,
-    COMPLETED: a manager completes and reopens)."""
+    COMPLETED: a manager completes and reopens). Completing a run with NOTSET detectors needs
+    --force."""
     if state is not None:
         user = _authenticate(qdb, user_name)
-        qdb.certification.set_state(exp, run_number, state.upper(), user=user, comment=comment)
+        with _confirm_with_force():
+            qdb.certification.set_state(
+                exp, run_number, state.upper(), user=user, comment=comment, force=force
+            )
     history = qdb.certification.state_history(exp, run_number)
     current = qdb.certification.state(exp, run_number)
     click.echo(f"run ({exp}, {run_number}): {current.state}")
     if history:
-        rows = [[h.time, h.state, h.author, h.comment or "-"] for h in history]
-        click.echo(table(["time", "state", "author", "comment"], rows))
+        rows = [[h.time, h.state, h.author, h.comment or "-", h.confirmed or "-"] for h in history]
+        click.echo(table(["time", "state", "author", "comment", "confirmed"], rows))
 
 
 # -- grl ---------------------------------------------------------------------------------------
@@ -522,7 +571,8 @@ def signoff_state(
 
 @click.group()
 def grl() -> None:
-    """Good-run lists: make (versioned), list, show, export, combine."""
+    """Good-run lists: make (versioned), list, versions, show, diff, export, combine. A list
+    sums the recorded luminosity (run registry)."""
 
 
 @grl.command("make")
@@ -557,10 +607,27 @@ def grl_make(
         last=last,
     )
     click.echo(_summary(g))
+    _echo_warnings(g)
 
 
 def _summary(g: GoodRunList) -> str:
-    return f"{g.name} v{g.version}: {len(g)} runs, {g.lumi_pb:.6g} pb^-1 ({g.expression})"
+    from b2calib.qa.grl import LUMINOSITY
+
+    version = f" v{g.version}" if g.version is not None else ""
+    return f"{g.name}{version}: {len(g)} runs, {g.lumi_pb:.6g} pb^-1 {LUMINOSITY} ({g.expression})"
+
+
+def _echo_warnings(g: GoodRunList, *, err: bool = False) -> None:
+    """The runs the list selected with uncertified detectors, one a line."""
+    if g.warnings:
+        n = len(g.warnings)
+        click.echo(
+            f"warning: {n} run{'s' if n != 1 else ''} selected with uncertified (NOTSET) "
+            "detectors:",
+            err=err,
+        )
+        for w in g.warnings:
+            click.echo(f"  {w}", err=err)
 
 
 @grl.command("list")
@@ -568,11 +635,92 @@ def _summary(g: GoodRunList) -> str:
 def grl_list(qdb: QADatabase) -> None:
     """The newest version of every good-run list."""
     rows = [
-        [g.name, g.version, len(g), round(g.lumi_pb, 3), g.author, g.expression]
+        [g.name, g.version, len(g), round(g.lumi_pb, 3), len(g.warnings), g.author, g.expression]
         for g in qdb.grls.latest()
     ]
-    header = ["name", "version", "runs", "lumi/pb^-1", "author", "expression"]
-    click.echo(table(header, rows) if rows else "no good-run lists")
+    header = ["name", "version", "runs", "recorded lumi/pb^-1", "warnings", "author"]
+    click.echo(table([*header, "expression"], rows) if rows else "no good-run lists")
+
+
+@grl.command("versions")
+@click.argument("name")
+@_uses_db
+def grl_versions(qdb: QADatabase, name: str) -> None:
+    """Every version of good-run list NAME, oldest first (each one is kept: show, export and
+    diff take --version / V1 V2)."""
+    rows = [
+        [
+            g.version,
+            g.created,
+            g.author,
+            len(g),
+            round(g.lumi_pb, 3),
+            len(g.warnings),
+            g.description or "-",
+            g.expression,
+        ]
+        for g in qdb.grls.versions(name)
+    ]
+    header = ["version", "created", "author", "runs", "recorded lumi/pb^-1", "warnings"]
+    click.echo(table([*header, "description", "expression"], rows))
+
+
+@grl.command("diff")
+@click.argument("name")
+@click.argument("old", type=int, metavar="V1")
+@click.argument("new", type=int, metavar="V2")
+@_uses_db
+def grl_diff(qdb: QADatabase, name: str, old: int, new: int) -> None:
+    """What changed from version V1 to version V2 of good-run list NAME: the runs added and
+    removed (as ranges per experiment) and the recorded luminosity."""
+    from b2calib.qa.grl import LUMINOSITY
+
+    d = qdb.grls.diff(name, old, new)
+
+    def ranges(runs: tuple[Any, ...]) -> str:
+        from b2calib.qa.grl import GoodRunList
+
+        found = GoodRunList("", "", runs).to_cms_json()
+        if not found:
+            return "-"
+        return "; ".join(
+            f"exp {e}: " + ", ".join(f"{a}-{b}" if a != b else str(a) for a, b in rs)
+            for e, rs in found.items()
+        )
+
+    pairs = [
+        ("list", name),
+        ("versions", f"{old} -> {new}"),
+    ]
+    if d.expression_changed:
+        pairs += [
+            (f"expression v{old}", d.old.expression),
+            (f"expression v{new}", d.new.expression),
+        ]
+    else:
+        pairs.append(("expression", d.new.expression))
+    pairs += [
+        ("runs", f"{len(d.old)} -> {len(d.new)}"),
+        ("added", f"{len(d.added)} runs, {d.lumi_added_pb:.6g} pb^-1: {ranges(d.added)}"),
+        ("removed", f"{len(d.removed)} runs, {d.lumi_removed_pb:.6g} pb^-1: {ranges(d.removed)}"),
+    ]
+    if d.changed:
+        pairs.append(
+            (
+                "lumi changed",
+                ", ".join(
+                    f"({a.exp}, {a.run}) {a.lumi_pb:.6g} -> {b.lumi_pb:.6g}" for a, b in d.changed
+                ),
+            )
+        )
+    pairs.append(
+        (
+            "lumi",
+            f"{d.old.lumi_pb:.6g} -> {d.new.lumi_pb:.6g} pb^-1 ({d.lumi_change_pb:+.6g}), "
+            f"{LUMINOSITY}",
+        )
+    )
+    click.echo(record(pairs))
 
 
 @grl.command("presets")
@@ -588,7 +736,10 @@ def grl_presets() -> None:
 @click.option("--version", type=int, help="Default: the newest.")
 @_uses_db
 def grl_show(qdb: QADatabase, name: str, version: int | None) -> None:
-    """A good-run list's record and its runs (as ranges per experiment)."""
+    """A good-run list's record (a chosen --version, or the newest), its runs (as ranges per
+    experiment) and its warnings (runs selected with uncertified detectors)."""
+    from b2calib.qa.grl import LUMINOSITY
+
     g = qdb.grls.get(name, version)
     ranges = g.to_cms_json()
     click.echo(
@@ -601,7 +752,7 @@ def grl_show(qdb: QADatabase, name: str, version: int | None) -> None:
                 ("created", g.created),
                 ("author", g.author),
                 ("runs", len(g)),
-                ("lumi", f"{g.lumi_pb:.6g} pb^-1"),
+                ("lumi", f"{g.lumi_pb:.6g} pb^-1 {LUMINOSITY}"),
             ]
             + [
                 (f"exp {e}", ", ".join(f"{a}-{b}" if a != b else str(a) for a, b in rs))
@@ -609,6 +760,7 @@ def grl_show(qdb: QADatabase, name: str, version: int | None) -> None:
             ]
         )
     )
+    _echo_warnings(g)
 
 
 def _export(g: GoodRunList, fmt: str) -> str:
@@ -658,8 +810,12 @@ def _write(text: str, output: Path | None) -> None:
 def grl_export(
     qdb: QADatabase, name: str, version: int | None, fmt: str, output: Path | None
 ) -> None:
-    """Export a good-run list as JSON, CMS-style JSON or CSV."""
-    _write(_export(qdb.grls.get(name, version), fmt), output)
+    """Export a good-run list (a chosen --version, or the newest) as JSON, CMS-style JSON or
+    CSV; its luminosity is the recorded one (run registry). Its warnings go to standard
+    error."""
+    g = qdb.grls.get(name, version)
+    _echo_warnings(g, err=True)
+    _write(_export(g, fmt), output)
 
 
 @grl.command("combine")
@@ -679,6 +835,7 @@ def grl_combine(qdb: QADatabase, a: str, op: str, b: str, fmt: str, output: Path
     ga, gb = get(a), get(b)
     result = {"and": ga & gb, "or": ga | gb, "minus": ga - gb}[op]
     click.echo(_summary(result), err=True)
+    _echo_warnings(result, err=True)
     _write(_export(result, fmt), output)
 
 

@@ -22,6 +22,8 @@ __all__ = ["PROCESSES", "SimConfig"]
 PROCESSES = ("bhabha", "gamma_gamma", "mumu", "hadron", "tautau")
 #: Compression algorithms of the skim files (:attr:`SimConfig.compression`).
 COMPRESSIONS = ("zstd", "lz4", "zlib")
+#: The default share of physics runs taken without the PXD.
+_PXD_EXCLUDED_FRACTION = 0.1
 
 
 @dataclass
@@ -71,6 +73,12 @@ class SimConfig:
         PXD occupancies are 0.1-1 %. 0 by default (no background hits: the samples made before
         it existed are unchanged), and then left out of :meth:`to_dict`. Drawn from its own
         random stream: every other branch keeps its values.
+    pxd_excluded_fraction
+        The fraction of physics runs taken without the PXD (high background): the run
+        registry's detectors leave it out and those runs hold no PXD data
+        (:func:`b2calib.sim.detector.remove_detectors`). 0.1 by default (and then left out of
+        :meth:`to_dict`); 0 for samples that need the PXD in every run (the run list's other
+        random draws stay as they are).
     beam_step_run
         The run in which the beams step once during the run (``None``, the default: no step, and
         the ``beam_step_*`` settings are left out of :meth:`to_dict`). It must be a physics run
@@ -130,6 +138,7 @@ class SimConfig:
     compression: str = "zstd"
     faults: list[dict[str, Any]] = field(default_factory=list)
     pxd_occupancy: float = 0.0
+    pxd_excluded_fraction: float = _PXD_EXCLUDED_FRACTION
     beam_step_run: int | None = None
     beam_step_hours: float = 2.0
     beam_step_um: list[float] = field(default_factory=lambda: [8.0, 0.5, 150.0])
@@ -180,6 +189,10 @@ class SimConfig:
             raise ConfigError(
                 f"pxd_occupancy must be a fraction of the pixels in [0, 0.05], "
                 f"got {self.pxd_occupancy}"
+            )
+        if not 0.0 <= self.pxd_excluded_fraction <= 1.0:
+            raise ConfigError(
+                f"pxd_excluded_fraction must be in [0, 1], got {self.pxd_excluded_fraction}"
             )
         if self.beam_step_run is not None and not (
             self.first_run <= self.beam_step_run <= self.last_run
@@ -235,7 +248,8 @@ class SimConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-friendly dict (what files and the truth record); ``faults``, ``planted``,
-        ``pxd_occupancy``, ``compression`` and the ``beam_step_*`` settings only when set."""
+        ``pxd_occupancy``, ``compression`` and the ``beam_step_*`` settings only when set,
+        ``pxd_excluded_fraction`` only when not the default."""
         d = asdict(self)
         if self.beam_step_run is None:
             for k in ("beam_step_run", "beam_step_hours", "beam_step_um", "beam_step_ecms_mev"):
@@ -248,6 +262,8 @@ class SimConfig:
             del d["planted"]
         if not self.pxd_occupancy:
             del d["pxd_occupancy"]
+        if self.pxd_excluded_fraction == _PXD_EXCLUDED_FRACTION:
+            del d["pxd_excluded_fraction"]
         return d
 
     @classmethod

@@ -60,7 +60,7 @@ def generate_runs(cfg: SimConfig) -> list[Run]:
         elif energy in NOMINAL_ECMS:
             ecms = NOMINAL_ECMS[energy]
         dets = list(DETECTORS)
-        if rtype == "physics" and rng.random() < 0.1:
+        if rtype == "physics" and rng.random() < cfg.pxd_excluded_fraction:
             dets.remove("PXD")  # PXD sometimes excluded (high background)
         magnet = not (rtype == "cosmic" and rng.random() < 0.3)
         duration = hours * 3600.0

@@ -9,7 +9,9 @@ CSV.
 ``expression``  the expression language (grammar, names, canonical text): tokenizer, parser,
                 syntax tree and its evaluation on a run; :data:`PRESETS`
 ``goodrunlist`` the list as a value: :class:`GRLRun`, :class:`GoodRunList` (set operations,
-                exports and their inverses), :func:`evaluate`, :func:`runs_expression`
+                exports and their inverses, :class:`GRLWarning` for runs selected with
+                uncertified detectors), :func:`evaluate`, :func:`runs_expression`,
+                :func:`diff` (:class:`GRLDiff`); the luminosity summed (:data:`LUMINOSITY`)
 ==============  ===============================================================================
 """
 
@@ -22,15 +24,28 @@ from b2calib.qa.grl.expression import (
     ExpressionError,
     parse,
 )
-from b2calib.qa.grl.goodrunlist import GoodRunList, GRLRun, evaluate, runs_expression
+from b2calib.qa.grl.goodrunlist import (
+    LUMINOSITY,
+    GoodRunList,
+    GRLDiff,
+    GRLRun,
+    GRLWarning,
+    diff,
+    evaluate,
+    runs_expression,
+)
 
 __all__ = [
     "DQ_TAG_PRESETS",
+    "LUMINOSITY",
     "PRESETS",
     "Expression",
     "ExpressionError",
+    "GRLDiff",
     "GRLRun",
+    "GRLWarning",
     "GoodRunList",
+    "diff",
     "evaluate",
     "parse",
     "runs_expression",

@@ -8,17 +8,27 @@ experiment) and CSV.
 
 The expression language is :mod:`b2calib.qa.grl.expression`.
 
+The luminosity of a list is the **recorded** one, from the run registry (``Run.lumi_pb``,
+named ``"recorded (run registry)"`` as in :data:`b2calib.qa.store.LUMINOSITY_COLUMNS`), not
+the Bhabha or gamma-gamma measurement; its exports say so (:data:`LUMINOSITY`).
+
+A list made from flags carries ``warnings`` (:class:`GRLWarning`): the runs it selected with
+detectors still uncertified (NOTSET), among the detectors whose flags its expression reads
+(every detector when it reads none: an expression like ``run in 1..30`` vouches for whole
+runs). Two lists are compared with :func:`diff` (:class:`GRLDiff`).
+
 Exports
 -------
 ``to_json``: ``{"name", "expression", "version", "created" (ISO 8601), "author", "description",
-"lumi_pb", "experiments": {"<exp>": {"runs": [...], "run_lumi_pb": [...], "lumi_pb"}}}``; the
-per-run luminosities make :meth:`GoodRunList.from_json` exact.
+"lumi": "recorded (run registry)", "lumi_pb", "experiments": {"<exp>": {"runs": [...],
+"run_lumi_pb": [...], "lumi_pb"}}, "warnings": [{"exp", "run", "detectors": [...]}, ...]}``;
+the per-run luminosities make :meth:`GoodRunList.from_json` exact.
 ``to_cms_json``: ``{"<exp>": [[first, last], ...]}``, inclusive ranges of strictly consecutive
 run numbers (Belle II's (exp, run) in the place of CMS's (run, lumi section)).
-``to_csv``: header ``exp,run,lumi_pb``, one row per run, then a last row ``TOTAL,,<lumi_pb>``
-with the total integrated luminosity (an ordinary three-column row, so any csv reader reads it;
-drop the row whose ``exp`` is ``TOTAL`` to keep only runs). Luminosities are written with
-``repr`` so they read back exactly.
+``to_csv``: header ``exp,run,recorded_lumi_pb``, one row per run, then a last row
+``TOTAL,,<lumi_pb>`` with the total recorded luminosity (an ordinary three-column row, so any
+csv reader reads it; drop the row whose ``exp`` is ``TOTAL`` to keep only runs). Luminosities
+are written with ``repr`` so they read back exactly.
 """
 
 from __future__ import annotations
@@ -34,10 +44,23 @@ from datetime import datetime
 from typing import Any
 
 from b2calib.exceptions import ConfigError
+from b2calib.geometry import DETECTORS
 from b2calib.qa.grl.expression import PRESETS, Expression, parse
 from b2calib.runs import Run
 
-__all__ = ["GRLRun", "GoodRunList", "evaluate", "runs_expression"]
+__all__ = [
+    "LUMINOSITY",
+    "GRLDiff",
+    "GRLRun",
+    "GRLWarning",
+    "GoodRunList",
+    "diff",
+    "evaluate",
+    "runs_expression",
+]
+
+#: The luminosity a good-run list sums: the run registry's recorded one (its exports say so).
+LUMINOSITY = "recorded (run registry)"
 
 
 def __dir__() -> list[str]:
@@ -96,13 +119,32 @@ class GRLRun:
 
 
 @dataclass(frozen=True)
+class GRLWarning:
+    """A run a good-run list selected while some of its detectors were uncertified (NOTSET)."""
+
+    exp: int
+    run: int
+    detectors: tuple[str, ...]
+
+    @property
+    def key(self) -> tuple[int, int]:
+        """(exp, run)."""
+        return (self.exp, self.run)
+
+    def __str__(self) -> str:
+        return f"run ({self.exp}, {self.run}): {', '.join(self.detectors)} NOTSET (uncertified)"
+
+
+@dataclass(frozen=True)
 class GoodRunList:
     """A good-run list: runs sorted by (exp, run), each once, with the expression that made it.
 
-    ``version``, ``created`` and ``author`` are set when the list is stored. Set operations
-    ``a & b``, ``a | b`` and ``a - b`` give unversioned lists whose expression is ``(a) and (b)``,
-    ``(a) or (b)``, ``(a) and not (b)`` of the operands' expressions and whose runs keep the
-    luminosity they have in the left operand (in the right one for runs only there).
+    ``version``, ``created`` and ``author`` are set when the list is stored. ``warnings`` name
+    the runs selected with uncertified detectors (see the module documentation), by run. Set
+    operations ``a & b``, ``a | b`` and ``a - b`` give unversioned lists whose expression is
+    ``(a) and (b)``, ``(a) or (b)``, ``(a) and not (b)`` of the operands' expressions and whose
+    runs (and warnings) keep what they have in the left operand (in the right one for runs
+    only there). Its luminosity is the recorded one (:data:`LUMINOSITY`).
     """
 
     name: str
@@ -112,6 +154,7 @@ class GoodRunList:
     created: datetime | None = None
     author: str | None = None
     description: str = ""
+    warnings: tuple[GRLWarning, ...] = ()
 
     def __post_init__(self) -> None:
         runs = tuple(sorted(self.runs, key=lambda r: r.key))
@@ -119,10 +162,12 @@ class GoodRunList:
             if a.key == b.key:
                 raise ConfigError(f"good-run list {self.name!r}: run {a.key} appears twice")
         object.__setattr__(self, "runs", runs)
+        object.__setattr__(self, "warnings", tuple(sorted(self.warnings, key=lambda w: w.key)))
 
     @property
     def lumi_pb(self) -> float:
-        """Integrated luminosity of the runs, pb^-1 (an exactly rounded sum)."""
+        """Integrated **recorded** luminosity of the runs (the run registry's, see
+        :data:`LUMINOSITY`), pb^-1 (an exactly rounded sum)."""
         return math.fsum(r.lumi_pb for r in self.runs)
 
     @functools.cached_property
@@ -156,7 +201,9 @@ class GoodRunList:
             keys = mine.keys() - theirs.keys()
             expr = f"({self.expression}) and not ({other.expression})"
         runs = tuple(mine[k] if k in mine else theirs[k] for k in keys)
-        return GoodRunList(f"{self.name}{op}{other.name}", expr, runs)
+        warned = {w.key: w for w in other.warnings} | {w.key: w for w in self.warnings}
+        warnings = tuple(w for k, w in warned.items() if k in keys)
+        return GoodRunList(f"{self.name}{op}{other.name}", expr, runs, warnings=warnings)
 
     def __and__(self, other: GoodRunList) -> GoodRunList:
         return self._combine(other, "&")
@@ -184,8 +231,12 @@ class GoodRunList:
             "created": None if self.created is None else self.created.isoformat(),
             "author": self.author,
             "description": self.description,
+            "lumi": LUMINOSITY,
             "lumi_pb": self.lumi_pb,
             "experiments": experiments,
+            "warnings": [
+                {"exp": w.exp, "run": w.run, "detectors": list(w.detectors)} for w in self.warnings
+            ],
         }
 
     @classmethod
@@ -212,6 +263,10 @@ class GoodRunList:
                     GRLRun(exp, _as_int(n), float(x)) for n, x in zip(numbers, lumis, strict=True)
                 )
             created = d["created"]
+            warnings = tuple(
+                GRLWarning(_as_int(w["exp"]), _as_int(w["run"]), tuple(map(str, w["detectors"])))
+                for w in d.get("warnings", ())
+            )
             grl = cls(
                 name=str(d["name"]),
                 expression=str(d["expression"]),
@@ -220,6 +275,7 @@ class GoodRunList:
                 created=None if created is None else datetime.fromisoformat(created),
                 author=d["author"],
                 description=str(d.get("description", "")),
+                warnings=warnings,
             )
             total = float(d["lumi_pb"])
         except KeyError as err:
@@ -294,10 +350,11 @@ class GoodRunList:
         return cls(name, runs_expression(keys), tuple(runs), description=description)
 
     def to_csv(self) -> str:
-        """CSV: ``exp,run,lumi_pb`` per run, then ``TOTAL,,<total lumi_pb>`` as the last row."""
+        """CSV: ``exp,run,recorded_lumi_pb`` per run, then ``TOTAL,,<total>`` as the last
+        row (the recorded luminosity, :data:`LUMINOSITY`)."""
         out = io.StringIO()
         w = csv.writer(out, lineterminator="\n")
-        w.writerow(["exp", "run", "lumi_pb"])
+        w.writerow(["exp", "run", "recorded_lumi_pb"])
         for r in self.runs:
             w.writerow([r.exp, r.run, repr(float(r.lumi_pb))])
         w.writerow(["TOTAL", "", repr(self.lumi_pb)])
@@ -343,7 +400,9 @@ def evaluate(
     """
     preset = expression if isinstance(expression, str) and expression in PRESETS else None
     expr = parse(expression) if isinstance(expression, str) else expression
+    vouched = expr.detectors() or frozenset(DETECTORS)  # reads no flag: vouches for whole runs
     selected: dict[tuple[int, int], GRLRun] = {}
+    warnings: list[GRLWarning] = []
     seen: set[tuple[int, int]] = set()
     for r in runs:
         if r.key in seen:
@@ -351,10 +410,83 @@ def evaluate(
         seen.add(r.key)
         if expr(r):
             selected[r.key] = GRLRun(r.exp, r.run, r.lumi_pb)
+            notset = tuple(
+                d for d in DETECTORS if d in r.detectors and d in vouched and r.flag(d) == "NOTSET"
+            )
+            if notset:
+                warnings.append(GRLWarning(r.exp, r.run, notset))
     text = str(expr)
     return GoodRunList(
         name if name is not None else (preset or text),
         text,
         tuple(selected.values()),
         description=description,
+        warnings=tuple(warnings),
+    )
+
+
+@dataclass(frozen=True)
+class GRLDiff:
+    """What changed from one good-run list (``old``) to another (``new``), typically two
+    versions of one list (:func:`diff`).
+
+    ``added`` are the runs of ``new`` only, ``removed`` those of ``old`` only (as in that
+    list), ``changed`` the runs in both whose recorded luminosity differs, as (old, new).
+    Luminosities are the recorded ones (:data:`LUMINOSITY`), pb^-1.
+    """
+
+    old: GoodRunList
+    new: GoodRunList
+    added: tuple[GRLRun, ...]
+    removed: tuple[GRLRun, ...]
+    changed: tuple[tuple[GRLRun, GRLRun], ...]
+
+    @property
+    def lumi_added_pb(self) -> float:
+        """Recorded luminosity of the runs added."""
+        return math.fsum(r.lumi_pb for r in self.added)
+
+    @property
+    def lumi_removed_pb(self) -> float:
+        """Recorded luminosity of the runs removed."""
+        return math.fsum(r.lumi_pb for r in self.removed)
+
+    @property
+    def lumi_change_pb(self) -> float:
+        """``new.lumi_pb - old.lumi_pb``."""
+        return self.new.lumi_pb - self.old.lumi_pb
+
+    @property
+    def expression_changed(self) -> bool:
+        """Whether the two lists were made by different expressions."""
+        return self.old.expression != self.new.expression
+
+    def __bool__(self) -> bool:
+        return bool(self.added or self.removed or self.changed)
+
+    def __str__(self) -> str:
+        def label(g: GoodRunList) -> str:
+            return f"{g.name} v{g.version}" if g.version is not None else g.name
+
+        return (
+            f"{label(self.old)} -> {label(self.new)}: +{len(self.added)} runs "
+            f"({self.lumi_added_pb:.6g} pb^-1), -{len(self.removed)} runs "
+            f"({self.lumi_removed_pb:.6g} pb^-1), {len(self.changed)} with another luminosity; "
+            f"{LUMINOSITY} luminosity {self.old.lumi_pb:.6g} -> {self.new.lumi_pb:.6g} pb^-1 "
+            f"({self.lumi_change_pb:+.6g})"
+        )
+
+
+def diff(old: GoodRunList, new: GoodRunList) -> GRLDiff:
+    """What changed from good-run list ``old`` to ``new`` (:class:`GRLDiff`)."""
+    mine = {r.key: r for r in old.runs}
+    theirs = {r.key: r for r in new.runs}
+    return GRLDiff(
+        old=old,
+        new=new,
+        added=tuple(r for k, r in theirs.items() if k not in mine),
+        removed=tuple(r for k, r in mine.items() if k not in theirs),
+        changed=tuple(
+            (mine[k], r) for k, r in theirs.items() if k in mine and mine[k].lumi_pb != r.lumi_pb
+        ),
     )

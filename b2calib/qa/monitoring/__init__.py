@@ -10,12 +10,13 @@ entry-point group); the collector of each skim is composed of the parts of its s
 
 ===================  ======================================================================
 ``hlt_mumu_2trk``    :class:`MuMuCollector`: hits per track (PXD, SVD, CDC), TOP digits and
-                     ARICH photons per track, impact-parameter resolutions, good-muon
-                     fraction (KLM), dimuon mass; QA histograms of those and of digit
-                     charges, times and layers
+                     ARICH photons per track, the TOP time of the tracks (photon time
+                     minus expected time) and its largest module deviation,
+                     impact-parameter resolutions, good-muon fraction (KLM), dimuon mass;
+                     QA histograms of those and of digit charges, times and layers
 ``hlt_bhabha``       :class:`BhabhaCollector`: event count (Bhabha luminosity,
-                     hadron/Bhabha ratio), ECL E/p and cluster energy of the Bhabha
-                     electrons
+                     hadron/Bhabha ratio), ECL E/p, cluster energy and cluster time of
+                     the Bhabha electrons
 ``hlt_gamma_gamma``  :class:`GammaGammaCollector`: events with the ``GG`` flag
                      (gamma-gamma luminosity)
 ``hlt_hadron``,      :class:`OccupancyCollector`: event count and objects per event of every
@@ -49,6 +50,12 @@ Definitions (what the numbers mean)
   68.27 % interval, from the histogram's quantiles, with the asymptotic error of the quantiles.
 * QA histograms have one entry per independent object (track, event, cluster): the photons of
   one track share its time, so TOP timing is monitored by the mean digit time per track.
+* A detector the run did not include (the run registry's :attr:`~b2calib.runs.Run.detectors`,
+  the files' metadata) has no value and no QA histogram in that run, whatever its files hold.
+* Times are in ns against what they should be (event T0, flight time): ``mumu.top_time``,
+  ``bhabha.ecl_time`` follow a time shift of the TOP or the ECL; the raw times carry the
+  constants' offsets (the processing global tag is nominal), so healthy runs sit at a common
+  offset, not at 0, and follow its slow drift.
 * Each variable is defined where it is declared: ``b2calib.detectors.<detector>.qa``
   (``beam`` and ``tracking`` for the systems).
 """

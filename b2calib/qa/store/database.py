@@ -12,6 +12,7 @@ from b2calib.exceptions import B2CalibError, QAError
 from b2calib.qa.store.certification import Certification
 from b2calib.qa.store.grls import GoodRunLists
 from b2calib.qa.store.histograms import Histograms
+from b2calib.qa.store.luminosity import Luminosity
 from b2calib.qa.store.runs import Runs
 from b2calib.qa.store.sessions import Sessions
 from b2calib.qa.store.status import AutoStatus
@@ -53,14 +54,19 @@ class QADatabase(Database):
         QA histograms, references and comparisons: ``store_run``, ``keys``, ``get``,
         ``set_reference``, ``choose_references``, ``reference``, ``reference_of``,
         ``references``, ``compare``, ``comparisons``.
+    luminosity : Luminosity
+        The runs' recorded, Bhabha and gamma-gamma luminosities side by side:
+        ``qa.luminosity(exp=None, first=None, last=None, run_type=None)`` gives a
+        :class:`~b2calib.qa.store.luminosity.LuminosityTable` (``totals()``, ``to_frame()``).
     status : AutoStatus
         The automatic status per detector and system (``STATUS_COLUMNS``): ``evaluate``,
         ``evaluate_all``, ``get``, ``grid``, ``evidence``, ``worst_variables``.
     certification : Certification
-        Flags and run sign-off: ``set_flag``, ``set_flags``, ``flags``, ``flag_history``,
-        ``flag_grid``, ``state``, ``states``, ``set_state``, ``state_history``.
+        Flags and run sign-off: ``set_flag``, ``set_flags``, ``confirmations``, ``flags``,
+        ``flag_history``, ``flag_grid``, ``state``, ``states``, ``set_state``,
+        ``state_confirmations``, ``state_history``.
     grls : GoodRunLists
-        Versioned good-run lists: ``make``, ``get``, ``latest``, ``versions``.
+        Versioned good-run lists: ``make``, ``get``, ``latest``, ``versions``, ``diff``.
     """
 
     error: ClassVar[type[B2CalibError]] = QAError
@@ -73,9 +79,10 @@ class QADatabase(Database):
         self.users = Users(self)
         self.sessions = Sessions(self)
         self.runs = Runs(self)
+        self.luminosity = Luminosity(self)
         self.histograms = Histograms(self, self.runs)
         self.status = AutoStatus(self, self.runs, self.histograms)
-        self.certification = Certification(self, self.users, self.runs)
+        self.certification = Certification(self, self.users, self.runs, self.status)
         self.grls = GoodRunLists(self, self.users, self.runs)
 
 

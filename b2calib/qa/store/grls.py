@@ -1,5 +1,7 @@
 """Good-run lists: an expression over the runs' current flags and properties, evaluated and
-stored as the next version of a named list (managers only); every version is kept.
+stored as the next version of a named list (managers only); every version is kept, with the
+warnings it was made with (runs selected with uncertified detectors), and any two versions
+compare (:meth:`GoodRunLists.diff`). A list sums the recorded luminosity (run registry).
 """
 
 from __future__ import annotations
@@ -8,6 +10,7 @@ import json
 from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
+from sqlalchemy.engine import Connection
 
 from b2calib.db import Database, now
 from b2calib.exceptions import PermissionDenied, QAError
@@ -16,7 +19,7 @@ from b2calib.qa.store.tables import qa_grls
 from b2calib.qa.store.users import User, Users
 
 if TYPE_CHECKING:
-    from b2calib.qa.grl import GoodRunList
+    from b2calib.qa.grl import GoodRunList, GRLDiff
 
 __all__ = ["GoodRunLists"]
 
@@ -76,6 +79,7 @@ class GoodRunLists:
                 created=now(),
                 author=user.name,
                 description=description,
+                warnings=made.warnings,
             )
             conn.execute(
                 t.insert().values(
@@ -103,9 +107,14 @@ class GoodRunLists:
         )
         with self.db.read() as conn:
             row = conn.execute(query).first()
+            known = [] if row is not None else _versions(conn, name)
         if row is None:
-            what = f"version {version} of " if version is not None else ""
-            raise QAError(f"no {what}good-run list {name!r}")
+            if version is None or not known:
+                raise QAError(f"no good-run list {name!r}")
+            raise QAError(
+                f"no version {version} of good-run list {name!r} (its versions: "
+                f"{', '.join(map(str, known))})"
+            )
         return GoodRunList.from_json(json.loads(row.content))
 
     def latest(self) -> list[GoodRunList]:
@@ -128,6 +137,25 @@ class GoodRunLists:
         if not rows:
             raise QAError(f"no good-run list {name!r}")
         return [GoodRunList.from_json(json.loads(r.content)) for r in rows]
+
+    def diff(self, name: str, old: int, new: int) -> GRLDiff:
+        """What changed from version ``old`` to version ``new`` of good-run list ``name``:
+        runs added, removed, and the recorded luminosity's change (:class:`GRLDiff`).
+
+        Raises
+        ------
+        QAError
+            No such list, or no such version of it.
+        """
+        from b2calib.qa.grl import diff
+
+        return diff(self.get(name, old), self.get(name, new))
+
+
+def _versions(conn: Connection, name: str) -> list[int]:
+    t = qa_grls
+    query = sa.select(t.c.version).where(t.c.name == name).order_by(t.c.version)
+    return list(conn.execute(query).scalars())
 
 
 def __dir__() -> list[str]:
