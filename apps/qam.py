@@ -1,23 +1,55 @@
 """QAM: trends of the monitoring variables vs run and each QA histogram against its reference.
 
-The trend shows one point per run (value and error, coloured by its status against the
-reference band of that variable: mean +- 3 sigma of its reference runs); the histograms of the
-chosen run are drawn over their reference, scaled to the run's entries, with the stored test
-result (statistic, ndf, p-value, status). Only these aggregates are sent to the browser.
+The trend shows one point per run (value and error), coloured by its status, over the GOOD
+band of the run's class (run type and beam energy: 4S, Continuum and cosmic runs each have
+their own): colour and band come from the library's one comparison
+(:class:`b2calib.qa.store.Trend`). A point clicked picks its run. For the run picked the page
+lists the evidence of its automatic status, worst first (:meth:`QADatabase.status.evidence`),
+draws its worst histograms over the reference of its class (scaled to the run's entries), and
+tables its comparisons and monitoring variables, each with its status.
+
+The page is made once per session: one trend figure and a few histogram figures whose data
+sources are replaced in place when the run or the variable changes (a change sends the new
+numbers, not a new plot); reads are cached for a short while. The state is in the URL:
+``/qam?exp=14&run=15&variable=mumu.top_time&detector=TOP``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from html import escape
 from typing import Any
+from urllib.parse import urlencode
 
-import holoviews as hv
-import holoviews.plotting.bokeh  # registers the Bokeh backend for .opts
 import numpy as np
-import pandas as pd
 import panel as pn
 import param
+from bokeh.core.property.vectorization import field, value
+from bokeh.models import (
+    CategoricalColorMapper,
+    CDSView,
+    ColumnDataSource,
+    DataRange1d,
+    Grid,
+    GroupFilter,
+    HoverTool,
+    Line,
+    LinearAxis,
+    PanTool,
+    Plot,
+    Quad,
+    ResetTool,
+    TapTool,
+    WheelZoomTool,
+)
+from bokeh.models.annotations import Legend, LegendItem, Span, Title
+from bokeh.plotting import figure
+from bokeh.transform import factor_mark
+from panel.io.document import unlocked
 
-from b2calib.qa.monitoring import SYSTEMS, VARIABLES
+from b2calib.qa.monitoring import VARIABLES
+from b2calib.qa.store.status import STATUS_COLUMNS
 from b2calib.runs import RUN_TYPES
 
 from ._common import (
@@ -26,18 +58,81 @@ from ._common import (
     comparisons_frame,
     db_key,
     header,
-    histogram_plot,
+    histogram_pair,
+    served,
     session_user,
-    status_style,
+    status_table,
 )
 
 __all__ = ["MAX_HISTOGRAMS", "QAM"]
 
 #: Histograms drawn at once for one run (the worst statuses first); the table lists them all.
-MAX_HISTOGRAMS = 12
+MAX_HISTOGRAMS = 3
 _SEVERITY = {"ERROR": 0, "WARNING": 1, "TOO_FEW": 2, "GOOD": 3, "NONE": 4}
+#: Colours of the GOOD bands of the run classes, in the order the classes appear.
+_CLASS_COLORS = ("#2e9e44", "#1f77b4", "#9467bd", "#8c564b", "#17becf", "#bcbd22")
+#: Markers of the run types on the trend (cosmic runs: triangles, also outlined).
+_MARKERS = {"physics": "circle", "cosmic": "triangle", "beam": "square", "debug": "diamond"}
+#: Seconds a cached read is reused by the pages of a server (the library keeps the judged
+#: variables itself while they are unchanged): a re-evaluation shows within this time.
+_TTL = 30
 
 
+# ------------------------------------------------------------------------ cached reads
+def _db(key: str) -> Any:
+    from ._common import _DATABASES
+
+    return _DATABASES[key]
+
+
+@pn.cache(max_items=50, ttl=_TTL)
+def _runs(key: str, exp: int | None) -> dict[Any, Any]:
+    """The runs of an experiment by number (a :class:`b2calib.runs.Run` each); of every
+    experiment by (exp, run) when ``exp`` is None."""
+    return {(r.run if exp is not None else r.key): r for r in _db(key).runs.select(exp=exp)}
+
+
+@pn.cache(max_items=10, ttl=_TTL)
+def _variable_names(key: str) -> list[str]:
+    return list(_db(key).runs.variable_names())
+
+
+@pn.cache(max_items=200, ttl=_TTL)
+def _trend(
+    key: str, name: str, exp: int, first: int | None, last: int | None, run_type: str | None
+) -> Any:
+    return _db(key).runs.trend(name, exp=exp, first=first, last=last, run_type=run_type)
+
+
+@pn.cache(max_items=50, ttl=_TTL)
+def _worst(
+    key: str, exp: int, run_type: str | None, first: int | None, last: int | None
+) -> list[str]:
+    return list(_db(key).status.worst_variables(exp, run_type=run_type, first=first, last=last))
+
+
+@pn.cache(max_items=500, ttl=_TTL)
+def _evidence(key: str, exp: int, run: int) -> list[Any]:
+    return list(_db(key).status.evidence(exp, run))
+
+
+@pn.cache(max_items=500, ttl=_TTL)
+def _run_data(key: str, exp: int, run: int) -> tuple[list[Any], list[Any], list[Any]]:
+    """A run's stored comparisons, histogram keys and monitoring variables."""
+    db = _db(key)
+    return (
+        list(db.histograms.comparisons(exp, run)),
+        list(db.histograms.keys(exp, run)),
+        list(db.runs.variables(exp, run)),
+    )
+
+
+@pn.cache(max_items=10, ttl=_TTL)
+def _references(key: str) -> list[Any]:
+    return list(_db(key).histograms.references().values())
+
+
+# ------------------------------------------------------------------------------ page
 class QAM(pn.viewable.Viewer):
     """Quality-assurance monitor: trends and histograms with their references.
 
@@ -45,20 +140,21 @@ class QAM(pn.viewable.Viewer):
     ----------
     db
         A :class:`b2calib.qa.store.QADatabase`.
+    exp, run, variable, detector
+        The state (also the URL's): the experiment, the run shown, the variable of the trend
+        and the detector (or system) the variables and histograms are narrowed to (``"all"``).
+    run_type, first, last
+        The runs of the trend.
     """
 
     db = param.Parameter(doc="The QA database (b2calib.qa.store.QADatabase).")
-    exp: param.Selector[Any] = param.Selector(objects=[], doc="Experiment.")
-    run_type: param.Selector[Any] = param.Selector(
-        objects=[ALL, *RUN_TYPES], default=ALL, doc="Run type."
-    )
-    detector: param.Selector[Any] = param.Selector(objects=[ALL], default=ALL, doc="Detector.")
+    exp = param.Integer(default=None, allow_None=True, doc="Experiment.")
+    run = param.Integer(default=None, allow_None=True, doc="Run whose histograms are shown.")
+    variable = param.String(default="", doc="Monitoring variable of the trend.")
+    detector = param.String(default=ALL, doc="Detector or system ('all': every one).")
+    run_type = param.String(default=ALL, doc="Run type of the trend's runs ('all': every one).")
     first = param.Integer(default=None, allow_None=True, doc="First run shown.")
     last = param.Integer(default=None, allow_None=True, doc="Last run shown.")
-    variable: param.Selector[Any] = param.Selector(
-        objects=[], doc="Monitoring variable of the trend."
-    )
-    run: param.Selector[Any] = param.Selector(objects=[], doc="Run whose histograms are shown.")
 
     def __init__(self, **params: Any) -> None:
         super().__init__(**params)
@@ -66,197 +162,579 @@ class QAM(pn.viewable.Viewer):
             raise TypeError("QAM needs db=QADatabase(...)")
         self._key = db_key(self.db)
         self.user = session_user(self.db)
-        runs = self.db.runs.select()
-        exps = sorted({r.exp for r in runs})
-        self.param.exp.objects = exps
-        dets: list[str] = []
-        for r in runs:
-            dets += [d for d in r.detectors if d not in dets]
-        self.param.detector.objects = [ALL, *dets, *SYSTEMS]
-        if exps and self.exp not in exps:
-            with param.discard_events(self):
-                self.exp = exps[-1]
-        # a variable belongs to the detector (or system) its collector monitors
-        self._variable_detector = {name: v.detector for name, v in VARIABLES.items()}
-        self._update_runs()
-        self._update_variables()
-
-    # --------------------------------------------------------------------- options
-    def _selected_runs(self) -> list[Any]:
-        run_type = None if self.run_type == ALL else self.run_type
-        return list(
-            self.db.runs.select(exp=self.exp, first=self.first, last=self.last, run_type=run_type)
+        self._busy = False
+        exps = sorted({r.exp for r in _runs(self._key, None).values()})
+        self._exps = exps
+        self.message = pn.pane.Alert("", alert_type="warning", visible=False)
+        # -- widgets
+        self.exp_select = pn.widgets.Select(
+            label="Experiment", options=exps, width=200, css_classes=["qam-exp"]
         )
+        self.detector_select = pn.widgets.Select(
+            label="Detector", options=[ALL, *STATUS_COLUMNS], width=200,
+            css_classes=["qam-detector"],
+        )  # fmt: skip
+        self.run_type_select = pn.widgets.Select(
+            label="Run type", options=[ALL, *RUN_TYPES], width=200, css_classes=["qam-run-type"]
+        )
+        self.first_input = pn.widgets.IntInput(
+            label="First run", placeholder="first run", width=200, css_classes=["qam-first"]
+        )
+        self.last_input = pn.widgets.IntInput(
+            label="Last run", placeholder="last run", width=200, css_classes=["qam-last"]
+        )
+        self.variable_select = pn.widgets.Select(
+            label="Variable (worst first)", options=[], width=200, css_classes=["qam-variable"]
+        )
+        self.run_input = pn.widgets.IntInput(
+            label="Run", placeholder="run", width=200, css_classes=["qam-run"]
+        )
+        self.previous_button = pn.widgets.Button(
+            label="< previous", width=95, css_classes=["qam-previous"]
+        )
+        self.next_button = pn.widgets.Button(label="next >", width=95, css_classes=["qam-next"])
+        # -- the views, made once
+        self.trend_title = pn.pane.HTML("", sizing_mode="stretch_width", margin=(0, 10))
+        self._trend_fig = self._make_trend()
+        self.trend_pane = pn.pane.Bokeh(self._trend_fig, sizing_mode="stretch_width")
+        self.run_head = pn.pane.HTML("", sizing_mode="stretch_width")
+        self.evidence_table = pn.pane.HTML("", sizing_mode="stretch_width")
+        self._hist_parts: dict[str, tuple[Any, Any, Any, Any]] = {}
+        self._hist_figs = [self._make_histogram(i) for i in range(MAX_HISTOGRAMS)]
+        self.hist_note = pn.pane.HTML("", sizing_mode="stretch_width")
+        self.hist_pane = pn.GridBox(
+            *(pn.pane.Bokeh(f) for f in self._hist_figs), ncols=3, css_classes=["qam-histograms"]
+        )
+        self.comparisons_table = pn.pane.HTML("", sizing_mode="stretch_width")
+        self.variables_table = pn.pane.HTML("", sizing_mode="stretch_width")
+        # -- the state: the URL's, then defaults for what it does not give
+        if served() and pn.state.location is not None:
+            pn.state.location.sync(
+                self, {"exp": "exp", "run": "run", "variable": "variable", "detector": "detector"}
+            )
+        self._complete_state(say=True)
+        self._show_widgets()
+        self._draw_trend()
+        self._draw_run()
+        if served() and pn.state.location is not None:
+            # the whole state in the URL once the page is shown (a view to share)
+            pn.state.onload(self._state_to_url)
+        # -- widgets -> state -> views
+        self.exp_select.param.watch(lambda e: self._set(exp=e.new), "value")
+        self.detector_select.param.watch(lambda e: self._set(detector=e.new), "value")
+        self.run_type_select.param.watch(lambda e: self._set(run_type=e.new), "value")
+        self.first_input.param.watch(lambda e: self._set(first=e.new), "value")
+        self.last_input.param.watch(lambda e: self._set(last=e.new), "value")
+        self.variable_select.param.watch(lambda e: self._set(variable=e.new), "value")
+        self.run_input.param.watch(lambda e: self._set(run=e.new), "value")
+        self.previous_button.on_click(lambda _: self._step(-1))
+        self.next_button.on_click(lambda _: self._step(+1))
+        self._points.selected.on_change("indices", self._on_tap)
+        self.param.watch(self._on_scope, ["exp", "detector", "run_type", "first", "last"])
+        self.param.watch(self._on_variable, "variable")
+        self.param.watch(self._on_run, "run")
 
-    @param.depends("exp", "first", "last", "run_type", watch=True)
-    def _update_runs(self) -> None:
-        runs = self._selected_runs()
-        numbers = [r.run for r in runs]
-        self.param.run.objects = numbers
-        if numbers and self.run not in numbers:
-            # the latest collision run: cosmic runs have no QA histograms
-            physics = [r.run for r in runs if r.run_type == "physics"]
-            self.run = (physics or numbers)[-1]
+    # -- state ---------------------------------------------------------------------------
 
-    @param.depends("detector", "exp", watch=True)
-    def _update_variables(self) -> None:
-        order = {name: i for i, name in enumerate(VARIABLES)}  # physics (mumu) ones first
-        names = sorted(self.db.runs.variable_names(), key=lambda n: (order.get(n, len(order)), n))
+    @contextmanager
+    def _quiet(self) -> Iterator[None]:
+        """Changes made here (state, widgets, figures) do not echo back as user input."""
+        busy, self._busy = self._busy, True
+        try:
+            yield
+        finally:
+            self._busy = busy
+
+    def _state_to_url(self) -> None:
+        if pn.state.location is not None:
+            state: dict[str, Any] = {
+                "exp": self.exp, "run": self.run, "variable": self.variable,
+                "detector": self.detector,
+            }  # fmt: skip
+            pn.state.location.update_query(**state)
+
+    def _set(self, **values: Any) -> None:
+        if not self._busy:
+            self.param.update(**values)
+
+    def _run_type(self) -> str | None:
+        return None if self.run_type == ALL else self.run_type
+
+    def _runs(self) -> dict[int, Any]:
+        return _runs(self._key, self.exp)
+
+    def _variable_options(self) -> list[str]:
+        """The variables of the detector chosen, the worst first."""
+        if self.exp is None:
+            return []
+        worst = _worst(self._key, self.exp, self._run_type(), self.first, self.last)
+        names = [*worst, *(n for n in VARIABLES if n not in worst)]
+        stored = set(_variable_names(self._key))
+        names = [n for n in names if n in stored] + sorted(stored - set(names))
         if self.detector != ALL:
-            names = [n for n in names if self._variable_detector.get(n) == self.detector]
-        self.param.variable.objects = names
-        if names and self.variable not in names:
-            self.variable = names[0]
+            names = [n for n in names if _detector_of(n) == self.detector]
+        return names
 
-    # ------------------------------------------------------------------------ views
-    @param.depends("variable", "exp", "first", "last", "run_type")
-    def trend_plot(self) -> pn.viewable.Viewable:
-        """Trend of the chosen variable vs run with its reference band and status colours."""
-        if not self.variable:
-            return pn.pane.Markdown("No monitoring variables in the database yet.")
-        run_type = None if self.run_type == ALL else self.run_type
-        t = self.db.runs.trend(
-            self.variable, exp=self.exp, first=self.first, last=self.last, run_type=run_type
+    def _complete_state(self, *, say: bool = False) -> None:
+        """Defaults for what the state does not give (or gives wrong: said in the message when
+        ``say``, the URL's state)."""
+        notes: list[str] = []
+        with self._quiet():
+            if self.exp not in self._exps:
+                if self.exp is not None:
+                    notes.append(f"experiment {self.exp} has no runs in the database")
+                self.exp = self._exps[-1] if self._exps else None
+            if self.detector not in (ALL, *STATUS_COLUMNS):
+                notes.append(f"no detector or system {self.detector!r}")
+                self.detector = ALL
+            runs = self._runs()
+            if self.run not in runs:
+                if self.run is not None:
+                    notes.append(f"run {self.exp}/{self.run} is not in the database")
+                # the latest collision run: cosmic runs have no QA histograms
+                physics = [r for r, x in runs.items() if x.run_type == "physics"]
+                self.run = max(physics or runs or [None])  # type: ignore[type-var]
+            self._options = self._variable_options()
+            if self.variable not in self._options:
+                if self.variable:
+                    notes.append(
+                        f"no monitoring variable {self.variable!r}"
+                        + ("" if self.detector == ALL else f" of {self.detector}")
+                    )
+                self.variable = self._options[0] if self._options else ""
+        if say:
+            text = "; ".join(notes)
+            self.message.object = (
+                text[:1].upper() + text[1:] + ": shown is the default instead." if notes else ""
+            )
+            self.message.visible = bool(notes)
+
+    def _show_widgets(self) -> None:
+        """Show the state in the widgets (without echoing it back)."""
+        with self._quiet():
+            self.exp_select.value = self.exp
+            self.detector_select.value = self.detector
+            self.run_type_select.value = self.run_type
+            self.first_input.value = self.first
+            self.last_input.value = self.last
+            self.variable_select.options = self._options
+            self.variable_select.value = self.variable or None
+            self.run_input.value = self.run
+            runs = sorted(self._runs())
+            self.previous_button.disabled = not runs or self.run == runs[0]
+            self.next_button.disabled = not runs or self.run == runs[-1]
+
+    def _step(self, step: int) -> None:
+        runs = sorted(self._runs())
+        if self.run in runs:
+            i = runs.index(self.run) + step
+            if 0 <= i < len(runs):
+                self.run = runs[i]
+
+    def _on_scope(self, *_: Any) -> None:
+        if self._busy:
+            return
+        self._complete_state()
+        self._show_widgets()
+        self._draw_trend()
+        self._draw_run()
+
+    def _on_variable(self, *_: Any) -> None:
+        if self._busy:
+            return
+        self._complete_state()
+        self._show_widgets()
+        self._draw_trend()
+
+    def _on_run(self, *_: Any) -> None:
+        if self._busy:
+            return
+        self._complete_state()
+        self._show_widgets()
+        self._draw_run()
+
+    def _on_tap(self, attr: str, old: list[int], new: list[int]) -> None:
+        """A trend point clicked: its run is shown."""
+        if self._busy or not new:
+            return
+        runs = self._points.data["run"]
+        run = int(runs[new[0]])
+        if run != self.run:
+            self.run = run
+
+    # -- the trend -----------------------------------------------------------------------
+
+    def _make_trend(self) -> Any:
+        """The trend figure: GOOD bands per run class, points with errors, the run picked."""
+        self._status_map = CategoricalColorMapper(
+            factors=list(STATUS_COLORS), palette=list(STATUS_COLORS.values())
         )
-        df = pd.DataFrame(
-            {
-                "run": np.asarray(t.run, dtype=int),
-                "exp": np.asarray(t.exp, dtype=int),
-                "value": np.asarray(t.value, dtype=float),
-                "error": np.asarray(t.error, dtype=float),
-                "status": [str(s) for s in t.status],
-            }
+        self._class_map = CategoricalColorMapper(factors=[], palette=list(_CLASS_COLORS))
+        columns = ("run", "value", "error", "lower", "upper", "low", "high", "status",
+                   "run_type", "run_class")  # fmt: skip
+        self._points = ColumnDataSource({c: [] for c in columns}, name="qam-trend-points")
+        p = figure(
+            height=340,
+            sizing_mode="stretch_width",
+            tools="xpan,xwheel_zoom,box_zoom,reset",
+            toolbar_location="above",
+            x_axis_label="run",
+            y_range=DataRange1d(only_visible=True),
+            name="qam-trend",
         )
-        if df.empty:
-            return pn.pane.Markdown(f"No values of {self.variable} in the selected runs.")
-        parts: list[Any] = []
-        lo, hi = t.band
-        has_band = bool(np.isfinite(lo) and np.isfinite(hi))
-        if has_band:
-            parts.append(hv.HSpan(lo, hi).opts(color="#2e9e44", alpha=0.12))
-        if t.reference is not None:
-            parts.append(hv.HLine(t.reference).opts(color="#2e9e44", line_dash="dashed"))
-        parts.append(
-            hv.ErrorBars(df, "run", ["value", "error"]).opts(color="#555555", line_width=1)
+        # the GOOD band of each run (its class's centre +- 3 of its combined sigma)
+        bands: Any = p.vbar(
+            x="run", width=1.0, bottom="low", top="high", source=self._points,
+            fill_color={"field": "run_class", "transform": self._class_map}, fill_alpha=0.18,
+            line_color=None, name="qam-trend-bands",
+        )  # fmt: skip
+        errors: Any = p.segment(x0="run", y0="lower", x1="run", y1="upper", source=self._points,
+                           line_color="#666666", line_width=1)  # fmt: skip
+        markers = [_MARKERS.get(t, "circle") for t in RUN_TYPES]
+        points: Any = p.scatter(
+            x="run", y="value", source=self._points, size=7,
+            marker=factor_mark("run_type", markers, list(RUN_TYPES)),
+            fill_color={"field": "status", "transform": self._status_map},
+            line_color={"field": "status", "transform": self._status_map},
+            name="qam-trend-scatter",
+            selection_line_color="black", nonselection_fill_alpha=1.0,
+            nonselection_line_alpha=1.0,
+        )  # fmt: skip
+        self._scatter = points
+        points.selection_glyph.size = 13
+        points.selection_glyph.line_width = 2.5
+        # the picked run is the source's selection: the bands and errors do not show it
+        for r in (bands, errors):
+            r.selection_glyph = r.glyph
+            r.nonselection_glyph = r.glyph
+        cosmic: Any = p.scatter(
+            x="run", y="value", source=self._points, size=13, marker="triangle",
+            fill_color=None, line_color="black", line_width=1.5,
+            view=CDSView(filter=GroupFilter(column_name="run_type", group="cosmic")),
+        )  # fmt: skip
+        cosmic.nonselection_glyph = cosmic.glyph
+        self._cosmic_item = LegendItem(label=value("cosmic run"), renderers=[cosmic],
+                                       visible=False)  # fmt: skip
+        # legends outside the plot: the status colours (and the cosmic mark), the classes' bands
+        status_legend = Legend(
+            title="status", items=[LegendItem(label=field("status"), renderers=[points]),
+                                   self._cosmic_item],
+            label_text_font_size="11px", name="qam-status-legend",
+        )  # fmt: skip
+        band_legend = Legend(
+            title="GOOD band of", items=[LegendItem(label=field("run_class"), renderers=[bands])],
+            label_text_font_size="11px", name="qam-band-legend",
+        )  # fmt: skip
+        p.add_layout(status_legend, "right")
+        p.add_layout(band_legend, "right")
+        p.add_tools(
+            HoverTool(
+                renderers=[points],
+                tooltips=[
+                    ("run", "@run (@run_class)"),
+                    ("value", "@value{0.0000} ± @error{0.0000}"),
+                    ("GOOD band", "@low{0.0000} .. @high{0.0000}"),
+                    ("status", "@status"),
+                ],
+            ),
+            TapTool(renderers=[points]),
         )
-        points = hv.Scatter(df, "run", ["value", "exp", "error", "status"]).opts(
-            color="status",
-            cmap=STATUS_COLORS,
-            size=7 if len(df) < 500 else 4,
-            tools=["hover"],
-            show_legend=True,
-            legend_position="top_left",
-        )
-        parts.append(points)
-        unit = f" [{t.unit}]" if t.unit else ""
-        band = f"; GOOD band {lo:.4g} .. {hi:.4g}{unit}" if has_band else ""
-        counts = df["status"].value_counts()
-        worse = ", ".join(f"{counts[s]} {s}" for s in ("WARNING", "ERROR") if s in counts)
-        if worse:
+        self._marker = Span(location=0, dimension="height", line_color="#1f4e8c",
+                            line_dash="dashed", line_width=1.5, visible=False,
+                            name="qam-run-marker")  # fmt: skip
+        p.add_layout(self._marker)
+        return p
+
+    def _draw_trend(self) -> None:
+        with unlocked(), self._quiet():
+            self._draw_trend_models()
+
+    def _draw_trend_models(self) -> None:
+        name = self.variable
+        if not name or self.exp is None:
+            self.trend_title.object = "<p>No monitoring variables in the database yet.</p>"
+            self._points.data = {c: [] for c in self._points.data}
+            self._trend_fig.visible = False
+            return
+        t = _trend(self._key, name, self.exp, self.first, self.last, self._run_type())
+        runs = self._runs()
+        run = np.asarray(t.run, dtype=np.int32)
+        y = np.asarray(t.value, dtype=np.float64)
+        error = np.asarray(t.error, dtype=np.float64)
+        status = [str(s) for s in t.status]
+        classes = [str(c) for c in t.run_class]
+        run_type = [getattr(runs.get(r), "run_type", "") for r in run.tolist()]
+        self._class_map.factors = list(dict.fromkeys(classes))
+        # what only draws (errors, bands) as 4-byte numbers: the page gets less to read
+        self._points.data = {
+            "run": run,
+            "value": y,
+            "error": error.astype(np.float32),
+            "lower": (y - error).astype(np.float32),
+            "upper": (y + error).astype(np.float32),
+            "low": np.asarray(t.low, dtype=np.float32),
+            "high": np.asarray(t.high, dtype=np.float32),
+            "status": status,
+            "run_type": run_type,
+            "run_class": classes,
+        }
+        self._cosmic_item.visible = "cosmic" in run_type
+        self._scatter.glyph.size = 7 if len(run) < 500 else 4  # thousands of runs: smaller dots
+        self._trend_fig.visible = len(run) > 0
+        self._trend_fig.yaxis.axis_label = name + (f" [{t.unit}]" if t.unit else "")
+        counts = {s: status.count(s) for s in ("ERROR", "WARNING")}
+        worse = ", ".join(f"{n} {s}" for s, n in counts.items() if n)
+        if not run.size:
+            verdict = ""
+        elif worse:
             verdict = f" ({worse})"
-        elif set(counts.index) == {"GOOD"}:
+        elif set(status) == {"GOOD"}:
             verdict = ", all GOOD"
         else:
             verdict = ""
-        title = f"**{self.variable}** ({t.detector}), exp {self.exp}: {len(df)} runs{verdict}{band}"
-        plot = hv.Overlay(parts).opts(
-            ylabel=f"{self.variable}{unit}", xlabel="run", responsive=True, height=320
+        self.trend_title.object = (
+            f'<div id="qam-trend-title"><b>{escape(name)}</b> ({escape(t.detector)}), '
+            f"exp {self.exp}: {len(run)} runs{verdict}. Colour: the run's status against the "
+            f"GOOD band of its class (shaded); click a point to show its run.</div>"
+            if run.size
+            else f'<div id="qam-trend-title">No values of <b>{escape(name)}</b> in the '
+            "selected runs.</div>"
         )
-        return pn.Column(
-            pn.pane.Markdown(title, margin=(0, 10)),
-            pn.pane.HoloViews(plot, sizing_mode="stretch_width"),
-            css_classes=["qam-trend"],
-            sizing_mode="stretch_width",
-        )
+        self._mark_run()
 
-    @param.depends("run", "detector", "exp")
-    def histograms(self) -> pn.viewable.Viewable:
-        """The QA histograms of the chosen run over their references, worst first."""
-        if self.run is None:
-            return pn.pane.Markdown("No run selected.")
-        keys = list(self.db.histograms.keys(self.exp, self.run))
-        if self.detector != ALL:
-            keys = [k for k in keys if k[0] == self.detector]
-        stored = {
-            (s.detector, s.name): s for s in self.db.histograms.comparisons(self.exp, self.run)
-        }
+    def _mark_run(self) -> None:
+        """The run shown, marked on the trend (a dashed line, its point outlined)."""
+        runs = np.asarray(self._points.data["run"])
+        hit = np.flatnonzero(runs == self.run) if runs.size else np.array([], dtype=int)
+        self._marker.visible = self.run is not None
+        if self.run is not None:
+            self._marker.location = float(self.run)
+        self._points.selected.indices = [int(hit[0])] if hit.size else []
+
+    # -- the run -------------------------------------------------------------------------
+
+    def _make_histogram(self, i: int) -> Any:
+        """Histogram figure ``i``: the run's bins, filled in its status colour, and the
+        reference's (scaled to the run's entries) as a black line; both fit in its y-range."""
+        run_source = ColumnDataSource(
+            {"left": [], "right": [], "top": []}, name=f"qam-hist-run-{i}"
+        )
+        ref_source = ColumnDataSource({"x": [], "y": []}, name=f"qam-hist-ref-{i}")
+        # a bare Plot: a figure() costs twice its time to make, and the page makes three
+        p = Plot(
+            width=330, height=250, name=f"qam-hist-{i}", x_range=DataRange1d(),
+            y_range=DataRange1d(start=0.0), title=Title(text="", text_font_size="11px"),
+            toolbar_location="right", min_border_left=40,
+        )  # fmt: skip
+        xaxis = LinearAxis(axis_label_text_font_size="10px")
+        yaxis = LinearAxis()
+        p.add_layout(xaxis, "below")
+        p.add_layout(yaxis, "left")
+        p.add_layout(Grid(dimension=0, ticker=xaxis.ticker))
+        p.add_layout(Grid(dimension=1, ticker=yaxis.ticker))
+        p.add_tools(PanTool(dimensions="width"), WheelZoomTool(dimensions="width"), ResetTool())
+        p.toolbar.autohide = True
+        bars: Any = p.add_glyph(
+            run_source, Quad(left="left", right="right", top="top", bottom=0.0, fill_alpha=0.55)
+        )
+        ref: Any = p.add_glyph(ref_source, Line(x="x", y="y", line_color="black", line_width=1.5))
+        legend = Legend(
+            items=[LegendItem(label="run", renderers=[bars]),
+                   LegendItem(label="reference", renderers=[ref])],
+            orientation="horizontal", label_text_font_size="10px", spacing=6, margin=2,
+        )  # fmt: skip
+        legend.padding = 2  # type: ignore[assignment]
+        p.add_layout(legend, "below")
+        self._hist_parts[p.id] = (run_source, ref_source, bars, legend)
+        return p
+
+    def _draw_run(self) -> None:
+        with unlocked(), self._quiet():
+            self._draw_run_models()
+            self._mark_run()
+
+    def _draw_run_models(self) -> None:
+        exp, run = self.exp, self.run
+        if run is None or exp is None:
+            self.run_head.object = "<p>No run selected.</p>"
+            for f in self._hist_figs:
+                f.visible = False
+            return
+        info = self._runs().get(run)
+        det = self.detector
+        stored, keys, variables = _run_data(self._key, exp, run)
+        evidence = [e for e in _evidence(self._key, exp, run) if det in (ALL, e.detector)]
+        # -- what the run is, where it is signed off
+        run_class = f"{info.run_type} {info.beam_energy}" if info is not None else ""
+        cosmic = " (cosmic run)" if info is not None and info.run_type == "cosmic" else ""
+        signoff = "/signoff?" + urlencode({"exp": exp, "run": run})
+        summary = "/runsummary?" + urlencode(
+            {"exp": exp, **({"run_type": info.run_type} if info is not None else {})}
+        )
+        refs = [r for r in _references(self._key) if (r.exp, r.run) == (exp, run)]
+        notes = []
+        if refs:
+            notes.append(
+                f'<p class="qam-is-reference"><b>Run {exp}/{run} is the reference run</b> of '
+                f"{escape(run_class)} for {len(refs)} histograms: they are the reference, not "
+                "compared with themselves.</p>"
+            )
+        missing = [e for e in evidence if e.kind == "reference"]
+        for e in missing:
+            notes.append(f'<p class="qam-no-reference">{escape(e.message)}</p>')
+        detectors = ", ".join(info.detectors) if info is not None else ""
+        self.run_head.object = (
+            f'<h3 id="qam-run-head" style="margin:8px 0 2px">Run {exp}/{run}'
+            f"{escape(' - ' + run_class if run_class else '')}{cosmic}</h3>"
+            f'<p style="margin:2px 0">detectors: {escape(detectors)} &nbsp;|&nbsp; '
+            f'<a class="qam-signoff-link" href="{escape(signoff)}">sign-off of this run</a>'
+            f' &nbsp;|&nbsp; <a class="qam-summary-link" href="{escape(summary)}">'
+            f"run summary</a></p>{''.join(notes)}"
+        )
+        # -- the evidence of its automatic status, worst first
+        rows = [
+            {"status": e.status, "kind": e.kind, "detector": e.detector, "item": e.name,
+             "what was measured against what was expected": e.message}
+            for e in evidence
+        ]  # fmt: skip
+        self.evidence_table.object = (
+            f"<h3>Evidence of the automatic status{'' if det == ALL else ' of ' + det}, "
+            "worst first</h3>"
+            + (
+                status_table(rows, list(rows[0]) if rows else [], "qam-evidence")
+                if rows
+                else '<p class="qam-evidence">Nothing feeds the automatic status of this run'
+                + ("" if det == ALL else f" for {escape(det)}")
+                + ".</p>"
+            )
+        )
+        # -- its histograms over their references, worst first
+        by_key = {(s.detector, s.name): s for s in stored}
+        keys = [k for k in keys if det in (ALL, k[0])]
 
         def severity(k: tuple[str, str]) -> int:
-            s = stored.get(k)
+            s = by_key.get(k)
             return _SEVERITY.get(s.comparison.status.name if s else "NONE", 5)
 
         keys.sort(key=lambda k: (severity(k), k))
-        table = comparisons_frame([stored[k] for k in keys if k in stored])
         shown = keys[:MAX_HISTOGRAMS]
-        plots = [
-            pn.pane.HoloViews(
-                histogram_plot(self._key, self.exp, self.run, d, n, stored.get((d, n)))
-            )
-            for d, n in shown
-        ]
-        note = f"{len(keys)} histograms of run {self.exp}/{self.run}" + (
+        for i, fig in enumerate(self._hist_figs):
+            fig.visible = i < len(shown)
+            if i < len(shown):
+                self._draw_histogram(fig, exp, run, shown[i], by_key.get(shown[i]))
+        self.hist_pane.visible = bool(shown)
+        note = f"{len(keys)} histograms of run {exp}/{run}" + (
             f"; the {MAX_HISTOGRAMS} worst are drawn" if len(keys) > MAX_HISTOGRAMS else ""
         )
-        return pn.Column(
-            pn.pane.Markdown(f"### Histograms vs reference\n{note}"),
-            _comparisons_table(table),
-            pn.GridBox(*plots, ncols=3) if plots else pn.pane.Markdown("No QA histograms."),
-            sizing_mode="stretch_width",
+        if not keys:
+            note = f"Run {exp}/{run}{cosmic} has no QA histograms" + (
+                "" if det == ALL else f" of {escape(det)}"
+            )
+        self.hist_note.object = f"<h3>Histograms vs reference</h3><p>{note}.</p>"
+        table = comparisons_frame([by_key[k] for k in keys if k in by_key])
+        self.comparisons_table.object = (
+            status_table(table.to_dict("records"), list(table.columns), "qam-comparisons")
+            if len(table)
+            else ""
+        )
+        # -- its monitoring variables, each with its status against its trend
+        judged = {e.name: e for e in evidence if e.kind == "variable"}
+        vrows = []
+        for v in variables:
+            if det not in (ALL, v.detector):
+                continue
+            e = judged.get(v.name)
+            expected = getattr(e, "expected", None)
+            vrows.append(
+                {
+                    "detector": v.detector,
+                    "variable": v.name,
+                    "value": f"{v.value:.5g}",
+                    "error": f"{v.error:.2g}",
+                    "unit": v.unit,
+                    "GOOD band": "" if expected is None else "{:.5g} .. {:.5g}".format(*expected),
+                    "status": e.status if e is not None else "NONE",
+                }
+            )
+        self.variables_table.object = f"<h3>Monitoring variables of run {exp}/{run}</h3>" + (
+            status_table(vrows, list(vrows[0]), "qam-variables")
+            if vrows
+            else "<p>No monitoring variables.</p>"
         )
 
-    @param.depends("run", "detector", "exp")
-    def variables_table(self) -> pn.viewable.Viewable:
-        """The monitoring variables of the chosen run."""
-        if self.run is None:
-            return pn.pane.Markdown("")
-        rows = [
-            {
-                "detector": getattr(v, "detector", ""),
-                "variable": v.name,
-                "value": v.value,
-                "error": v.error,
-                "unit": getattr(v, "unit", ""),
+    def _draw_histogram(
+        self, fig: Any, exp: int, run: int, key: tuple[str, str], stored: Any
+    ) -> None:
+        detector, name = key
+        run_source, ref_source, bars, legend = self._hist_parts[fig.id]
+        data = histogram_pair(
+            self._key, exp, run, detector, name,
+            getattr(stored, "reference_exp", None), getattr(stored, "reference_run", None),
+        )  # fmt: skip
+        comparison = getattr(stored, "comparison", None)
+        status = getattr(getattr(comparison, "status", None), "name", "NONE")
+        colour = STATUS_COLORS.get(status, STATUS_COLORS["NONE"])
+        fig.visible = True
+        if len(data["edges"]) != 1:
+            fig.title.text = f"{detector} {name}: {len(data['edges'])}-D, see the table"
+            run_source.data = {"left": [], "right": [], "top": []}
+            ref_source.data = {"x": [], "y": []}
+            return
+        edges = np.asarray(data["edges"][0], dtype=float)
+        values = np.asarray(data["values"], dtype=float)
+        run_source.data = {"left": edges[:-1], "right": edges[1:], "top": values}
+        bars.glyph.fill_color = colour
+        bars.glyph.line_color = colour
+        p = getattr(comparison, "p_value", None)
+        p_text = "" if p is None or not np.isfinite(p) else f", p = {p:.3g}"
+        fig.title.text = f"{detector} {name}: {status}{p_text}"
+        fig.xaxis.axis_label = data["label"][0]
+        if data["ref_values"] is None:
+            ref_source.data = {"x": [], "y": []}
+            ref_label = "no reference"
+        else:
+            ref_source.data = {
+                "x": np.repeat(edges, 2)[1:-1],
+                "y": np.repeat(np.asarray(data["ref_values"], dtype=float), 2),
             }
-            for v in self.db.runs.variables(self.exp, self.run)
-            if self.detector == ALL or getattr(v, "detector", "") == self.detector
-        ]
-        df = pd.DataFrame(rows, columns=["detector", "variable", "value", "error", "unit"])
-        return pn.Column(
-            pn.pane.Markdown(f"### Monitoring variables of run {self.exp}/{self.run}"),
-            pn.widgets.Tabulator(
-                df,
-                show_index=False,
-                disabled=True,
-                pagination="local",
-                page_size=15,
-                sizing_mode="stretch_width",
-            ),
-            sizing_mode="stretch_width",
-        )
+            ref_label = f"reference {data['ref_run'][0]}/{data['ref_run'][1]}"
+            if tuple(data["ref_run"]) == (exp, run):
+                ref_label += " (this run)"
+        legend.items[0].label = value(f"run {exp}/{run}")
+        legend.items[1].label = value(ref_label)
+
+    # -- layout --------------------------------------------------------------------------
 
     def __panel__(self) -> pn.viewable.Viewable:
-        filters = pn.Param(
-            self.param,
-            parameters=["exp", "detector", "run_type", "first", "last", "variable", "run"],
-            widgets={
-                "exp": {"width": 200},
-                "detector": {"width": 200, "css_classes": ["qam-detector"]},
-                "run_type": {"width": 200},
-                "first": {"type": pn.widgets.IntInput, "placeholder": "first run", "width": 200},
-                "last": {"type": pn.widgets.IntInput, "placeholder": "last run", "width": 200},
-                "variable": {"width": 200},
-                "run": {"width": 200},
-            },
-            show_name=False,
-            width=220,
+        filters = pn.Column(
+            pn.pane.HTML("<h3>Filters</h3>"),
+            self.exp_select,
+            self.detector_select,
+            self.run_type_select,
+            self.first_input,
+            self.last_input,
+            self.variable_select,
+            self.run_input,
+            pn.Row(self.previous_button, self.next_button),
+            width=240,
         )
         return pn.Column(
             header("QAM: quality-assurance monitor", self.user),
+            self.message,
             pn.Row(
-                pn.Column(pn.pane.Markdown("### Filters"), filters, width=240),
+                filters,
                 pn.Column(
-                    self.trend_plot,
-                    self.histograms,
+                    pn.Column(
+                        self.trend_title,
+                        self.trend_pane,
+                        css_classes=["qam-trend"],
+                        sizing_mode="stretch_width",
+                    ),
+                    self.run_head,
+                    self.evidence_table,
+                    self.hist_note,
+                    self.hist_pane,
+                    self.comparisons_table,
                     self.variables_table,
                     sizing_mode="stretch_width",
                 ),
@@ -266,19 +744,10 @@ class QAM(pn.viewable.Viewer):
         )
 
 
-def _comparisons_table(df: pd.DataFrame) -> pn.widgets.Tabulator:
-    table = pn.widgets.Tabulator(
-        df,
-        show_index=False,
-        disabled=True,
-        pagination="local",
-        page_size=10,
-        sizing_mode="stretch_width",
-        formatters={"p-value": {"type": "plaintext"}},
-    )
-    if table.style is not None:
-        table.style.map(status_style, subset=["status"])
-    return table
+def _detector_of(name: str) -> str:
+    """The detector (or system) a monitoring variable belongs to ('' when unknown)."""
+    v = VARIABLES.get(name)
+    return v.detector if v is not None else ""
 
 
 def app() -> pn.viewable.Viewer:
