@@ -102,7 +102,8 @@ demo: $(STAMP)
 	B2CALIB_PASSWORD=demo-manager $(BIN)/b2calib signoff flag 16 1-12 all GOOD --user manager \
 	  --force --comment "demo: certified GOOD for the prompt loop, automatic status not reviewed" \
 	  --db $(DEMO_DB) > build/demo/signoff-e16.txt
-	@grep -- "confirmed (--force)" build/demo/signoff-e16.txt || echo "   (nothing needed confirming)"
+	@grep -E "^run |confirmed \(--force\)" build/demo/signoff-e16.txt | grep -B1 -- "confirmed (--force)" \
+	  | grep -v "^--$$" || echo "   (nothing needed confirming)"
 	@echo "== the prompt loop over bucket 1: every registered calibration (about 2 minutes)"
 	$(BIN)/b2calib prompt --data $(DEMO_PROMPT) --bucket 1 --gt previous_e16 \
 	  --json build/demo/prompt-summary.json --db $(DEMO_DB) \
