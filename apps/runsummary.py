@@ -50,12 +50,15 @@ _TYPE_TEMPLATE = (
 
 
 def _flags_text(run: Any) -> str:
-    """'all GOOD' ('all NOTSET' ...) or the detectors that are not GOOD with their flag, in the
-    detector order of every page."""
+    """'all GOOD' ('all NOTSET' ...) or each flag with its detectors, in the detector order of
+    every page: 'GOOD: CDC; NOTSET: PXD, SVD, TOP'."""
     flags = {d: run.flag(d) for d in sorted(run.detectors, key=lambda d: _ORDER.get(d, 99))}
     if flags and len(set(flags.values())) == 1:
         return f"all {next(iter(flags.values()))}"
-    return ", ".join(f"{d} {f}" for d, f in flags.items() if f != "GOOD")
+    by_flag: dict[str, list[str]] = {}
+    for d, f in flags.items():
+        by_flag.setdefault(f, []).append(d)
+    return "; ".join(f"{f}: {', '.join(ds)}" for f, ds in by_flag.items())
 
 
 def _detectors_text(detectors: tuple[str, ...]) -> str:

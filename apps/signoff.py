@@ -361,13 +361,14 @@ class SignOff(pn.viewable.Viewer):
 
         self._build_grl_widgets()
 
-        # -- the state: defaults, then the URL's
+        # -- the state: defaults, then the URL's (the grid follows an experiment the URL
+        # names: its watcher is set before the URL is read)
+        self.param.watch(lambda _e: self.refresh_grid(full=True), ["exp", "first", "last",
+                                                                    "run_type"])  # fmt: skip
         if served() and pn.state.location is not None:
             pn.state.location.sync(self, {"exp": "exp", "run": "run", "detector": "detector"})
         self.param.watch(self._on_url_cell, ["run", "detector"])
         self.param.watch(lambda _e: self._show_cell(), "selected")
-        self.param.watch(lambda _e: self.refresh_grid(full=True), ["exp", "first", "last",
-                                                                    "run_type"])  # fmt: skip
         self._update_controls()
         if served():
             # the URL's cell opens once the page is shown (its grid is not kept waiting)
@@ -868,7 +869,9 @@ class SignOff(pn.viewable.Viewer):
         )
         self.grl_make.on_click(self._make_grl)
         self.grl_select.param.watch(lambda _e: self._grl_versions(), "value")
-        self.grl_version.param.watch(lambda _e: self._show_grl(), "value")
+        self.grl_version.param.watch(
+            lambda _e: None if self._grl_loading else self._show_grl(), "value"
+        )
         self.grl_compare.param.watch(lambda _e: self._show_diff(), "value")
         self.downloads = {
             kind: pn.widgets.FileDownload(
@@ -895,13 +898,19 @@ class SignOff(pn.viewable.Viewer):
             self.grl_select.value = names[-1]
         self._grl_versions()
 
+    _grl_loading = False
+
     def _grl_versions(self) -> None:
         name = self.grl_select.value
         self._versions = {g.version: g for g in self.db.grls.versions(name)} if name else {}
         versions = sorted(self._versions, reverse=True)
-        with param.discard_events(self.grl_version):
+        # not under param.discard_events: that would keep the new options from the browser
+        self._grl_loading = True
+        try:
             self.grl_version.options = versions
             self.grl_version.value = versions[0] if versions else None
+        finally:
+            self._grl_loading = False
         self.grl_compare.options = [None, *versions]
         self.grl_compare.value = None
         self._show_grl()

@@ -361,3 +361,31 @@ def test_confirmation_is_asked_again_when_what_needs_it_changed(db_url: str) -> 
     assert "4 flags of 2 runs" in page.bulk_message.object
     assert "overrides BAD set by carol" in db.certification.flags(EXP, 15)["CDC"].confirmed
     assert "overrides BAD set by carol" in db.certification.flags(EXP, 14)["ECL"].confirmed
+
+
+def test_url_experiment_that_is_not_the_latest_shows_its_own_grid(
+    page: Page, db_url: str, tmp_path: Path
+) -> None:
+    """Regression (new-user walk): ``/signoff?exp=E`` for an experiment before the latest drew
+    the latest experiment's grid (the grid's watcher was set after the URL was read) and the
+    cell the URL opened said automatic status NONE."""
+    import sqlite3
+
+    path = tmp_path / "two-experiments.sqlite"
+    source, copy = sqlite3.connect(db_url.removeprefix("sqlite:///")), sqlite3.connect(path)
+    source.backup(copy)  # the WAL's pages too
+    source.close()
+    copy.close()
+    db = QADatabase(path)
+    later = [replace(r, exp=EXP + 1, dq={}) for r in db.runs.select(exp=EXP)[:3]]
+    db.runs.import_runs(later)
+    exp, run = PLANTED
+    auto = db.status.get(exp, run)["ECL"]
+    db.close()
+    with Server(f"sqlite:///{path}") as server:
+        login(page, server, "vic", path=f"/signoff?exp={exp}&run={run}&detector=ECL")
+        expect(page.locator("#evidence-head")).to_contain_text(f"Run {exp}/{run}, ECL")
+        expect(page.locator("#auto-status")).to_have_text(auto)
+        exps = page.locator('.signoff-grid .tabulator-cell[tabulator-field="exp"]')
+        expect(exps.first).to_have_text(str(exp))
+        assert set(exps.all_inner_texts()) == {str(exp)}
