@@ -276,14 +276,19 @@ class SignOff(pn.viewable.Viewer):
         )
         self.comment = pn.widgets.TextAreaInput(
             label="Comment",
-            placeholder="why (required unless GOOD)",
+            placeholder="why (required unless GOOD, and for what needs confirming)",
             height=70,
             width=360,
             css_classes=["flag-comment"],
         )
         self.set_button = self._button("Set flag", "primary", 120, "set-flag")
         self.set_button.on_click(self._set_flag)
-        self.workflow_comment = pn.widgets.TextInput(label="Workflow comment", width=300)
+        self.workflow_comment = pn.widgets.TextInput(
+            label="Workflow comment",
+            placeholder="why (required when completing with NOTSET)",
+            width=300,
+            css_classes=["workflow-comment"],
+        )
         self.to_signoff = self._button("Send to sign-off", "default", 150, "to-signoff")
         self.complete = self._button("Complete run", "success", 150, "complete-run")
         self.reopen = self._button("Reopen run", "warning", 150, "reopen-run")
@@ -313,8 +318,9 @@ class SignOff(pn.viewable.Viewer):
             label="Flag", options=list(DQ_FLAGS), value="GOOD", width=160, css_classes=["bulk-flag"]
         )
         self.bulk_comment = pn.widgets.TextInput(
-            label="Comment", placeholder="why (required unless GOOD)", width=360,
-            css_classes=["bulk-comment"],
+            label="Comment",
+            placeholder="why (required unless GOOD, and for what needs confirming)",
+            width=360, css_classes=["bulk-comment"],
         )  # fmt: skip
         self.bulk_set = self._button("Set flags", "primary", 130, "bulk-set")
         self.bulk_set.on_click(self._bulk)

@@ -152,7 +152,9 @@ def test_cell_shows_flag_automatic_status_and_disagreement(
     expect(beam).to_contain_text(f"auto {auto['BEAM']}")
     # GOOD over the automatic ERROR (confirmed): the cell marks the disagreement
     boss = db.users.get("boss")
-    db.certification.set_flags([(*PLANTED, "ECL", "GOOD")], user=boss, comment="", force=True)
+    db.certification.set_flags(
+        [(*PLANTED, "ECL", "GOOD")], user=boss, comment="test: read and accepted", force=True
+    )
     page.locator(".grid-refresh button").click()
     expect(cell).to_contain_text("GOOD")
     expect(cell).to_contain_text("auto ERROR")
@@ -182,6 +184,14 @@ def test_bulk_sign_off_asks_each_confirmation_then_writes_all_at_once(
     expect(dialog).to_be_hidden()
     assert {r: db.certification.flag_history(EXP, r) for r in runs} == before
     # confirmed: every cell in one write, the confirmation recorded where it applied
+    page.locator(".bulk-set button").click()
+    expect(dialog).to_be_visible()
+    page.locator(".confirm-write button").click()
+    # what needs confirming needs a reason too: refused without a comment, nothing written
+    expect(page.locator(".bulk-message")).to_contain_text("say why")
+    assert {r: db.certification.flag_history(EXP, r) for r in runs} == before
+    page.locator(".bulk-comment input").fill("carol's HV trip recovered (test)")
+    page.locator(".bulk-comment input").press("Tab")
     page.locator(".bulk-set button").click()
     expect(dialog).to_be_visible()
     page.locator(".confirm-write button").click()
@@ -221,6 +231,8 @@ def test_completing_a_run_with_notset_detectors_needs_the_dialog(
     db.certification.set_state(EXP, 10, "SIGNOFF", user=boss, comment="test")
     login(page, server, "boss", path=f"/signoff?exp={EXP}&run=10&detector=CDC")
     expect(page.locator("#evidence-head")).to_contain_text(f"Run {EXP}/10, CDC")
+    page.locator(".workflow-comment input").fill("completed for the test, detectors unread")
+    page.locator(".workflow-comment input").press("Tab")
     page.locator(".complete-run button").click()
     expect(page.locator(".confirm-dialog")).to_contain_text("NOTSET")
     assert db.certification.state(EXP, 10).state == "SIGNOFF"
@@ -344,6 +356,7 @@ def test_confirmation_is_asked_again_when_what_needs_it_changed(db_url: str) -> 
     page.bulk_runs.value = "14-15"
     page.bulk_detectors.value = ["CDC", "ECL"]
     page.bulk_flag.value = "GOOD"
+    page.bulk_comment.value = "test: carol's flags read"
     page.bulk_set.clicks += 1
     assert page.dialog.visible
     assert "run 12/14 ECL: overrides BAD set by carol" in page.confirm_text.object

@@ -167,10 +167,11 @@ def test_sign_off_from_the_command_line(collected: dict[str, str]) -> None:
         "nothing was written:\n  run (12, 3): completes with PXD, SVD, TOP, ARICH, ECL, KLM NOTSET"
     )
     assert run(env, "signoff", "state", 12, 3).splitlines()[0] == "run (12, 3): SIGNOFF"
-    out = run(mona, "signoff", "state", 12, 3, "COMPLETED", "--force")
+    assert "say why" in error(mona, "signoff", "state", 12, 3, "COMPLETED", "--force")
+    out = run(mona, "signoff", "state", 12, 3, "COMPLETED", "--force", "--comment", "shift")
     assert out.splitlines()[0] == "run (12, 3): COMPLETED"
     assert " ".join(table(out)[-1]).endswith(
-        "COMPLETED mona - completes with PXD, SVD, TOP, ARICH, ECL, KLM NOTSET"
+        "COMPLETED mona shift completes with PXD, SVD, TOP, ARICH, ECL, KLM NOTSET"
     )
     assert "COMPLETED: a manager must reopen it" in error(
         mona, "signoff", "flag", 12, 3, "CDC", "BAD", "--comment", "late"

@@ -98,7 +98,9 @@ def test_one_change_with_two_reasons_records_both(db: QADatabase) -> None:
         Confirmation(3, 3, "CDC", "overrides BAD set by carl"),
         Confirmation(3, 3, "CDC", "GOOD over automatic status ERROR"),
     ]
-    entry = db.certification.set_flag(3, 3, "CDC", "GOOD", user=MONA, comment="", force=True)
+    with pytest.raises(QAError, match=r"say why: run \(3, 3\) CDC overrides BAD set by carl"):
+        db.certification.set_flag(3, 3, "CDC", "GOOD", user=MONA, comment=" ", force=True)
+    entry = db.certification.set_flag(3, 3, "CDC", "GOOD", user=MONA, comment="ok", force=True)
     assert entry.confirmed == "overrides BAD set by carl; GOOD over automatic status ERROR"
 
 
@@ -184,9 +186,9 @@ def test_dry_runs_refuse_what_the_write_would(db: QADatabase) -> None:
 
 def test_the_confirmed_record_is_append_only(db: QADatabase) -> None:
     db.certification.set_flag(3, 1, "CDC", "BAD", user=CARL, comment="HV trip")
-    db.certification.set_flag(3, 1, "CDC", "GOOD", user=MONA, comment="", force=True)
+    db.certification.set_flag(3, 1, "CDC", "GOOD", user=MONA, comment="ok", force=True)
     db.certification.set_state(3, 1, "SIGNOFF", user=MONA)
-    db.certification.set_state(3, 1, "COMPLETED", user=MONA, force=True)
+    db.certification.set_state(3, 1, "COMPLETED", user=MONA, force=True, comment="ok")
     for sql in (
         "UPDATE qa_flags SET confirmed = ''",
         "UPDATE qa_run_states SET confirmed = ''",
@@ -213,7 +215,7 @@ def test_confirmation_needed_crosses_processes() -> None:
 def test_good_run_list_versions_diff_and_warnings(db: QADatabase) -> None:
     for run in (1, 2, 3):
         for det in db.runs.get(3, run).detectors:
-            db.certification.set_flag(3, run, det, "GOOD", user=MONA, comment="", force=True)
+            db.certification.set_flag(3, run, det, "GOOD", user=MONA, comment="ok", force=True)
     v1 = db.grls.make("cdc", "CDC == GOOD and run_type == physics", user=MONA)
     assert [r.run for r in v1] == [1, 2, 3]
     assert v1.warnings == ()

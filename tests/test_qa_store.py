@@ -227,7 +227,9 @@ def test_run_sign_off_workflow(db: QADatabase) -> None:
     db.certification.set_state(3, 1, "SIGNOFF", user=CARL, comment="all flags set")
     with pytest.raises(PermissionDenied, match=r"may not move run \(3, 1\) from SIGNOFF to COMP"):
         db.certification.set_state(3, 1, "COMPLETED", user=CARL)
-    db.certification.set_state(3, 1, "COMPLETED", user=MONA, force=True)  # 7 NOTSET
+    with pytest.raises(QAError, match=r"say why: run \(3, 1\) completes with"):
+        db.certification.set_state(3, 1, "COMPLETED", user=MONA, force=True)  # 7 NOTSET
+    db.certification.set_state(3, 1, "COMPLETED", user=MONA, force=True, comment="x")
     with pytest.raises(PermissionDenied, match="COMPLETED: a manager must reopen it"):
         db.certification.set_flag(3, 1, "CDC", "BAD", user=MONA, comment="late")
     db.certification.set_state(3, 1, "OPEN", user=MONA, comment="reprocessing")
@@ -412,7 +414,7 @@ def test_several_flags_are_all_or_nothing(db: QADatabase) -> None:
         (3, 4, "PXD", "EXCLUDED")[1:],
     ]
     db.certification.set_state(3, 2, "SIGNOFF", user=MONA)
-    db.certification.set_state(3, 2, "COMPLETED", user=MONA, force=True)
+    db.certification.set_state(3, 2, "COMPLETED", user=MONA, force=True, comment="all read")
     with pytest.raises(PermissionDenied, match=r"run \(3, 2\) is COMPLETED"):
         db.certification.set_flags(
             [(3, 1, "ECL", "GOOD"), (3, 2, "ECL", "GOOD")], user=MONA, comment="shift"

@@ -432,7 +432,8 @@ _FORCE = click.option(
     "--force",
     is_flag=True,
     help="Confirm the changes that need it (overriding another person's flag, GOOD over an "
-    "automatic ERROR, completing a run with NOTSET detectors); recorded in the history.",
+    "automatic ERROR, completing a run with NOTSET detectors), with a --comment saying why; "
+    "recorded in the history.",
 )
 
 

@@ -161,8 +161,8 @@ class Certification:
 
         Every flag but GOOD needs a comment saying why; a detector the run did not include can
         only be EXCLUDED. Overriding another person's flag and GOOD over an automatic ERROR
-        need ``force=True``; each entry then records what it confirmed in
-        :attr:`FlagEntry.confirmed`.
+        need ``force=True`` and a comment saying why; each entry then records what it confirmed
+        in :attr:`FlagEntry.confirmed`.
 
         Raises
         ------
@@ -182,6 +182,8 @@ class Certification:
             needed = self._flag_confirmations(conn, wanted, user, auto)
             if needed and not force:
                 raise ConfirmationNeeded(needed)
+            if needed and not comment.strip():
+                raise QAError(_why(needed))
             reasons: dict[tuple[int, int, str], list[str]] = {}
             for c in needed:
                 reasons.setdefault((c.exp, c.run, str(c.detector)), []).append(c.reason)
@@ -428,8 +430,8 @@ class Certification:
     ) -> RunState:
         """Move a run along OPEN -> SIGNOFF -> COMPLETED (a manager completes and reopens).
 
-        Completing a run with NOTSET detectors (of those it included) needs ``force=True``,
-        recorded in :attr:`RunState.confirmed`.
+        Completing a run with NOTSET detectors (of those it included) needs ``force=True`` and a
+        comment saying why, recorded in :attr:`RunState.confirmed`.
 
         Raises
         ------
@@ -444,6 +446,8 @@ class Certification:
             needed = self._state_confirmations(conn, exp, run, state, user)
             if needed and not force:
                 raise ConfirmationNeeded(needed)
+            if needed and not comment.strip():
+                raise QAError(_why(needed))
             entry = RunState(
                 exp,
                 run,
@@ -514,6 +518,17 @@ class Certification:
 
 def _detector_order(detector: str) -> int:
     return DETECTORS.index(detector) if detector in DETECTORS else len(DETECTORS)
+
+
+def _why(needed: list[Confirmation]) -> str:
+    """The refusal of a confirmed write without a comment: what it overrides needs a reason."""
+    first = needed[0]
+    where = f"run ({first.exp}, {first.run})" + (f" {first.detector}" if first.detector else "")
+    more = f" and {len(needed) - 1} more" if len(needed) > 1 else ""
+    return (
+        f"say why: {where} {first.reason}{more}; a write that needs a confirmation needs a "
+        "comment, kept in the history with what it confirmed"
+    )
 
 
 def _flag(row: Any) -> FlagEntry:
