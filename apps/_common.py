@@ -206,8 +206,9 @@ def histogram_plot(
     colour = STATUS_COLORS.get(status_name, STATUS_COLORS["NONE"])
     title = f"{detector} {name}"
     opts: dict[str, Any] = dict(
-        width=360, height=240, title=title, tools=["hover"], shared_axes=False, framewise=True
-    )
+        width=380, height=280, title=title, tools=["hover"], shared_axes=False, framewise=True,
+        fontsize={"xlabel": "8pt", "title": "10pt"},
+    )  # fmt: skip
     if len(data["edges"]) == 1:
         edges, values = data["edges"][0], data["values"]
         xlabel = data["label"][0] or "x"
@@ -219,8 +220,9 @@ def histogram_plot(
         ref_y = np.repeat(data["ref_values"], 2)
         ref_label = f"reference {data['ref_run'][0]}/{data['ref_run'][1]}"
         ref_c = hv.Curve((ref_x, ref_y), kdims=[xlabel], vdims=["entries"], label=ref_label)
+        # the legend below the plot: inside it covered the peaks of run or reference
         return (run_h * ref_c.opts(color="black", line_width=1.5)).opts(
-            legend_position="top_right", title=title, shared_axes=False
+            legend_position="bottom", legend_cols=2, title=title, shared_axes=False
         )
     if len(data["edges"]) == 2:
         xe, ye = data["edges"]

@@ -146,12 +146,15 @@ class RunSummary(pn.viewable.Viewer):
             formatters={
                 _VIEWS: {"type": "html"},
                 "type": HTMLTemplateFormatter(template=_TYPE_TEMPLATE),
+                "flags": {"type": "textarea"},
                 **{
                     c: NumberFormatter(format="0,0.000", nan_format="-", text_align="right")
                     for c in LUMINOSITY_COLUMNS
                 },
             },
             groups={"luminosity (pb-1)": list(LUMINOSITY_COLUMNS)},
+            # the flags wrap in a narrow column: the luminosities stay on the screen
+            widths={"flags": 200, "start (UTC)": 150},
             frozen_columns=["exp", "run"],
             sizing_mode="stretch_width",
             css_classes=["run-summary"],

@@ -833,6 +833,7 @@ class SignOff(pn.viewable.Viewer):
             return
         exp, run, det = cell
         stored = [s for s in self.db.histograms.comparisons(exp, run) if s.detector == det]
+        stored.sort(key=lambda s: -int(s.comparison.status))  # worst first, as the evidence
         plots = [
             pn.pane.HoloViews(histogram_plot(self._key, exp, run, det, s.name, s))
             for s in stored[:6]
