@@ -307,8 +307,10 @@ def test_manager_moves_run_through_workflow(page: Page, server: Server, db_url: 
     expect(page.locator(".complete-run button")).to_be_disabled()  # OPEN: not yet
     page.locator(".to-signoff button").click()
     expect(page.locator("#run-state")).to_have_text("SIGNOFF")
+    page.locator(".workflow-comment input").fill("completed for the test")
+    page.locator(".workflow-comment input").press("Tab")
     page.locator(".complete-run button").click()
-    # its detectors are NOTSET: completing it needs the confirmation (issue 19)
+    # its detectors are NOTSET: completing it needs the confirmation and a comment (issue 19)
     expect(page.locator(".confirm-dialog")).to_contain_text("NOTSET")
     page.locator(".confirm-write button").click()
     expect(page.locator("#run-state")).to_have_text("COMPLETED")
