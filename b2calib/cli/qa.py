@@ -6,8 +6,10 @@ and dashboard users.
     b2calib qa collect DATA [--exp E] [--runs 1-11] [--executor X]   runs, variables, histograms
     b2calib qa reference set EXP RUNS DETECTOR/NAME... | --all  [--method M] [--options O]
                              [--min-entries N] [--p-warning P] [--p-error P]
-    b2calib qa reference set --exp E --auto      one reference run per class of runs of E
+    b2calib qa reference set --exp E --auto      one reference run per class and period of E
     b2calib qa reference list
+    b2calib qa period add --exp E --from-run N --reason R     the detector changed from run N on
+    b2calib qa period list [--exp E] | remove --exp E --from-run N
     b2calib qa evaluate [--exp E] [--runs R]                  compare with the references
     b2calib qa status [--exp E] [--runs R]                    automatic status and flags
     b2calib qa evidence EXP RUN [DETECTOR]                    what feeds it, worst first
@@ -35,6 +37,10 @@ Overriding another person's flag, GOOD over an automatic ERROR and completing a 
 NOTSET detectors need ``--force``: without it the command lists every such change, writes
 nothing and exits with status 1; with it each one is recorded as confirmed in the history.
 Good-run lists sum the recorded luminosity (run registry), and say so.
+
+A QA period ("from run N of experiment E on, the detector changed") gives the runs from N on
+references and trend bands of their own, as a shift changes the references after an
+intervention; like the references, periods are set with write access to the database.
 """
 
 from __future__ import annotations
@@ -235,9 +241,9 @@ def qa_reference() -> None:
 @click.option(
     "--auto",
     is_flag=True,
-    help="With --exp E: one reference run per class of runs (run type, beam energy) of "
-    "experiment E, every histogram: the first run of the class with enough entries in each "
-    "and no detector flagged BAD.",
+    help="With --exp E: one reference run per class of runs (run type, beam energy) and QA "
+    "period of experiment E, every histogram: the first run of the class in the period with "
+    "enough entries in each and no detector flagged BAD.",
 )
 @click.option("--exp", "auto_exp", type=int, help="The experiment of --auto.")
 @click.option("--method", type=click.Choice(["chi2", "ks", "ad"]), help="Default: as defined.")
@@ -261,10 +267,11 @@ def qa_reference_set(
     p_error: float,
 ) -> None:
     """Make run EXP RUN the reference of the histograms named DETECTOR/NAME (or of all of that
-    run's histograms, with --all) for the runs of its experiment and class (run type, beam
+    run's histograms, with --all) for the runs of its experiment, class (run type, beam
     energy: a 4S physics run for the 4S physics runs, a Continuum run for the Continuum runs,
-    a cosmic run for the cosmics). RUNS may name one run of each class: 2,29,12. With
-    --exp E --auto, b2calib proposes and sets one run per class."""
+    a cosmic run for the cosmics) and QA period (see `qa period`). RUNS may name one run of
+    each class and period: 2,29,12. With --exp E --auto, b2calib proposes and sets one run per
+    class and period."""
     from b2calib.qa.compare import Thresholds
 
     if auto:
@@ -305,23 +312,34 @@ def qa_reference_set(
                 options=options,
                 thresholds=Thresholds(floor, p_warning, p_error),
             )
+            runs = qdb.periods.label(e, ref.period)
             click.echo(
                 f"{det}/{hname}: reference run ({e}, {run}) of the {ref.run_type} "
-                f"{ref.beam_energy} runs of experiment {e}, {ref.method} {ref.options}"
+                f"{ref.beam_energy} {runs} of experiment {e}, {ref.method} {ref.options}"
             )
 
 
 @qa_reference.command("list")
 @_uses_db
 def qa_reference_list(qdb: QADatabase) -> None:
-    """Every QA histogram's references (one per class of runs: run type and beam energy) and
-    test."""
+    """Every QA histogram's references (one per class of runs, run type and beam energy, and QA
+    period of its experiment: "all" when the experiment has one period, else its runs,
+    "-6", "7-11", "12-") and test."""
+    periods = {(p.exp, p.first_run): p for p in qdb.periods.all()}
+
+    def span(exp: int, first: int) -> str:
+        p = periods.get((exp, first))
+        if p is None or p.last_run is None:
+            return "all" if first == 0 else f"{first}-"
+        return f"{first}-{p.last_run}" if first else f"-{p.last_run}"
+
     rows = [
         [
             f"{r.detector}/{r.name}",
             f"{r.run_type} {r.beam_energy}",
             r.exp,
             r.run,
+            span(r.exp, r.period),
             r.method,
             r.options or "-",
             r.thresholds.min_entries,
@@ -335,6 +353,7 @@ def qa_reference_list(qdb: QADatabase) -> None:
         "runs",
         "exp",
         "run",
+        "period",
         "method",
         "options",
         "min entries",
@@ -342,6 +361,75 @@ def qa_reference_list(qdb: QADatabase) -> None:
         "p err",
     ]
     click.echo(table(header, sorted(rows)) if rows else "no references")
+
+
+@qa.group("period")
+def qa_period() -> None:
+    """QA periods: from a run on the detector changed (an intervention); the runs from it on
+    get references and trend bands of their own."""
+
+
+_FROM_RUN = click.option(
+    "--from-run", "first_run", type=int, required=True, help="The period's first run."
+)
+
+
+@qa_period.command("add")
+@click.option("--exp", type=int, required=True, help="The experiment.")
+@_FROM_RUN
+@click.option("--reason", required=True, help="What changed in the detector.")
+@_uses_db
+def qa_period_add(qdb: QADatabase, exp: int, first_run: int, reason: str) -> None:
+    """From run --from-run of experiment --exp on, the detector configuration changed
+    (--reason): a new QA period, until the next one. Its runs are judged against the trend of
+    their period at once; their histograms need references of the period, then evaluating."""
+    p = qdb.periods.add(exp, first_run, reason)
+    n = len(qdb.runs.select(exp=exp, first=first_run, last=p.last_run))
+    click.echo(
+        f"experiment {exp}: QA period from run {first_run} on ({p.label}, {n} registered "
+        f"{'run' if n == 1 else 'runs'}): {p.reason}"
+    )
+    click.echo(
+        "its runs' monitoring variables are judged against the trend of the period now; set "
+        f"the period's references (`b2calib qa reference set --exp {exp} --auto`, or "
+        f"`b2calib qa reference set {exp} RUN --all` with a run of the period), then run "
+        f"`b2calib qa evaluate --exp {exp}`"
+    )
+
+
+@qa_period.command("list")
+@_EXP
+@_uses_db
+def qa_period_list(qdb: QADatabase, exp: int | None) -> None:
+    """The QA periods of each experiment (of --exp only), each experiment's first included."""
+    rows = [
+        [
+            p.exp,
+            p.first_run,
+            "-" if p.last_run is None else p.last_run,
+            p.reason or "(the experiment's start)",
+            p.author or "-",
+            p.time.strftime("%Y-%m-%d %H:%M") if p.time else "-",
+        ]
+        for p in qdb.periods.all(exp)
+    ]
+    header = ["exp", "first run", "last run", "reason", "author", "time"]
+    click.echo(table(header, rows, [True] * 3 + [False] * 3) if rows else "no experiment")
+
+
+@qa_period.command("remove")
+@click.option("--exp", type=int, required=True, help="The experiment.")
+@_FROM_RUN
+@_uses_db
+def qa_period_remove(qdb: QADatabase, exp: int, first_run: int) -> None:
+    """Remove the QA period of --exp that starts at --from-run: its runs join the period
+    before, and its references are removed with it."""
+    dropped = qdb.periods.remove(exp, first_run)
+    click.echo(
+        f"experiment {exp}: the QA period from run {first_run} is removed, with its "
+        f"{dropped} {'reference' if dropped == 1 else 'references'}; run "
+        f"`b2calib qa evaluate --exp {exp}`"
+    )
 
 
 @qa.command("evaluate")

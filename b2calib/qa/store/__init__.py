@@ -9,6 +9,8 @@ on one :class:`~b2calib.db.Database` and exposes them as attributes (``qa.users.
                    by logout, expiry or a change of their user
 ``runs``           :class:`Runs` (``qa.runs``): the run registry with the certified flags, the
                    monitoring variables and their :class:`Trend`
+``periods``        :class:`Periods` (``qa.periods``): QA periods, a :class:`Period` from a
+                   detector change on, with references and trend bands of its own
 ``luminosity``     :class:`Luminosity` (``qa.luminosity(...)``): each run's recorded (run
                    registry), Bhabha and gamma-gamma luminosity (:data:`LUMINOSITY_COLUMNS`)
                    in a :class:`LuminosityTable` with totals
@@ -23,7 +25,7 @@ on one :class:`~b2calib.db.Database` and exposes them as attributes (``qa.users.
 ``database``       :class:`QADatabase`, the entry point
 =================  ===============================================================================
 
-Each part takes the database and the lower parts it needs: users, sessions, runs and
+Each part takes the database and the lower parts it needs: users, sessions, runs, periods and
 luminosity at the bottom, then histograms (storing a run's QA with its variables), the
 automatic status (on runs and histograms), certification (on users, runs and the automatic
 status: GOOD over an automatic ERROR needs a confirmation) and good-run lists (on users and
@@ -43,6 +45,7 @@ from b2calib.qa.store.luminosity import (
     LuminosityTotal,
     RunLuminosity,
 )
+from b2calib.qa.store.periods import Period, Periods
 from b2calib.qa.store.runs import Runs, Trend
 from b2calib.qa.store.sessions import Session, Sessions, session_id
 from b2calib.qa.store.status import STATUS_COLUMNS, AutoStatus, Evidence
@@ -64,6 +67,8 @@ __all__ = [
     "Luminosity",
     "LuminosityTable",
     "LuminosityTotal",
+    "Period",
+    "Periods",
     "QADatabase",
     "Reference",
     "RunLuminosity",

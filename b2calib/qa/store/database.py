@@ -13,6 +13,7 @@ from b2calib.qa.store.certification import Certification
 from b2calib.qa.store.grls import GoodRunLists
 from b2calib.qa.store.histograms import Histograms
 from b2calib.qa.store.luminosity import Luminosity
+from b2calib.qa.store.periods import Periods
 from b2calib.qa.store.runs import Runs
 from b2calib.qa.store.sessions import Sessions
 from b2calib.qa.store.status import AutoStatus
@@ -50,10 +51,14 @@ class QADatabase(Database):
         The run registry with the certified flags and the monitoring variables: ``import_runs``,
         ``select``, ``get``, ``registry``, ``with_certified_flags``, ``variable_names``,
         ``variables``, ``trend``, ``judged``.
+    periods : Periods
+        QA periods, "from run N of experiment E on, the detector changed (reason)", which
+        split the references and trend bands: ``add``, ``remove``, ``all``, ``starts``,
+        ``of``, ``label``.
     histograms : Histograms
-        QA histograms, references and comparisons: ``store_run``, ``keys``, ``get``,
-        ``set_reference``, ``choose_references``, ``reference``, ``reference_of``,
-        ``references``, ``compare``, ``comparisons``.
+        QA histograms, references (per class of runs and period) and comparisons:
+        ``store_run``, ``keys``, ``get``, ``set_reference``, ``choose_references``,
+        ``reference``, ``reference_of``, ``references``, ``compare``, ``comparisons``.
     luminosity : Luminosity
         The runs' recorded, Bhabha and gamma-gamma luminosities side by side:
         ``qa.luminosity(exp=None, first=None, last=None, run_type=None)`` gives a
@@ -79,6 +84,7 @@ class QADatabase(Database):
         self.users = Users(self)
         self.sessions = Sessions(self)
         self.runs = Runs(self)
+        self.periods = Periods(self)
         self.luminosity = Luminosity(self)
         self.histograms = Histograms(self, self.runs)
         self.status = AutoStatus(self, self.runs, self.histograms)

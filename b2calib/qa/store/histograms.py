@@ -1,5 +1,5 @@
-"""QA histograms per run and detector, the reference run of each, and the comparisons of a
-run's histograms with their references.
+"""QA histograms per run and detector, the reference run of each per experiment, class of runs
+and QA period, and the comparisons of a run's histograms with their references.
 
 Histograms are stored as compressed UHI JSON (exact: storage type, axes, flow bins and
 variances come back as they were). A comparison is evidence for the automatic status
@@ -24,6 +24,7 @@ from uhi.io import json as uhi_json
 from b2calib.db import Database, now
 from b2calib.exceptions import ConfigError, QAError
 from b2calib.qa.compare import Comparison, Method, QAStatus, Thresholds, compare
+from b2calib.qa.store.periods import FIRST_PERIOD, period_of, period_starts
 from b2calib.qa.store.runs import Runs
 from b2calib.qa.store.tables import (
     qa_comparisons,
@@ -36,18 +37,23 @@ from b2calib.qa.store.tables import (
 if TYPE_CHECKING:
     from b2calib.qa.monitoring import RunQA
 
-__all__ = ["Histograms", "Reference", "RunClass", "StoredComparison"]
+__all__ = ["Histograms", "Reference", "ReferenceKey", "RunClass", "StoredComparison"]
 
 
 #: The class of a run a reference is chosen for: (run type, beam energy).
 RunClass = tuple[str, str]
+#: What a reference is chosen for within an experiment: (run type, beam energy, first run of
+#: the QA period; 0 for the experiment's first period).
+ReferenceKey = tuple[str, str, int]
 
 
 @dataclass(frozen=True)
 class Reference:
     """The reference run of a QA histogram for one class of runs (run type and beam energy:
     4S physics runs are compared with a 4S physics run, Continuum with Continuum, cosmics with
-    a cosmic run) and how it is compared."""
+    a cosmic run) of one QA period of its experiment (``period``, the period's first run: 0
+    for the experiment's first period; see :mod:`b2calib.qa.store.periods`) and how it is
+    compared."""
 
     detector: str
     name: str
@@ -58,6 +64,7 @@ class Reference:
     thresholds: Thresholds
     run_type: str = "physics"
     beam_energy: str = "4S"
+    period: int = FIRST_PERIOD
 
     @property
     def run_class(self) -> RunClass:
@@ -214,8 +221,9 @@ class Histograms:
         thresholds: Thresholds | None = None,
     ) -> Reference:
         """Make run (exp, run) the reference of QA histogram ``detector/name`` for the runs of
-        its experiment and class (its run type and beam energy), replacing the reference of
-        that experiment and class (the other experiments keep theirs).
+        its experiment, class (its run type and beam energy) and QA period, replacing the
+        reference of that experiment, class and period (the other experiments and periods keep
+        theirs).
 
         ``method``, ``options`` and the minimum entry count default to the histogram's
         definition (see :data:`b2calib.qa.monitoring.QA_HISTOGRAMS`), else chi2 UU and
@@ -241,6 +249,7 @@ class Histograms:
         )
         with self.db.write() as conn:
             run_type, beam_energy = self.runs.run_class(conn, exp, run)
+            period = period_of(period_starts(conn, exp), run)
             h = self._histogram(conn, exp, run, detector, name)
             compare(h, h, _method(method), options, thresholds)  # refuses bad options now
             key = (
@@ -249,6 +258,7 @@ class Histograms:
                 & (t.c.exp == exp)
                 & (t.c.run_type == run_type)
                 & (t.c.beam_energy == beam_energy)
+                & (t.c.period == period)
             )
             if conn.execute(sa.select(t.c.name).where(key)).first():
                 conn.execute(t.update().where(key).values(**row))
@@ -259,6 +269,7 @@ class Histograms:
                         name=name,
                         run_type=run_type,
                         beam_energy=beam_energy,
+                        period=period,
                         **row,
                     )
                 )
@@ -268,21 +279,23 @@ class Histograms:
                 None,
                 histogram=f"{detector}/{name}",
                 run_class=f"{run_type} {beam_energy}",
+                period=period,
                 reference=row,
             )
         return Reference(
-            detector, name, exp, run, method, options, thresholds, run_type, beam_energy
+            detector, name, exp, run, method, options, thresholds, run_type, beam_energy, period
         )
 
     def choose_references(
         self, exp: int, *, min_entries: float | None = None
-    ) -> dict[RunClass, int]:
-        """A reference run for each class of runs (run type, beam energy) of experiment ``exp``
-        that has QA histograms: the first run of the class, in run order, whose every QA
-        histogram (of those the class's runs have) has at least its minimum entry count and
-        with no detector flagged BAD; else the first with the most histograms above their
-        minimum (``min_entries`` when given, else each histogram's own). The choice is a
-        proposal for the demo and a new experiment's first shift:
+    ) -> dict[ReferenceKey, int]:
+        """A reference run for each class of runs (run type, beam energy) and QA period of
+        experiment ``exp`` that has QA histograms, {(run type, beam energy, period's first
+        run): run}: the first run of the class in the period, in run order, whose every QA
+        histogram (of those the class's runs in the period have) has at least its minimum
+        entry count and with no detector flagged BAD; else the first with the most histograms
+        above their minimum (``min_entries`` when given, else each histogram's own). The
+        choice is a proposal for the demo, a new experiment's or period's first shift:
         look at the run before relying on it."""
         h = qa_histograms
         with self.db.read() as conn:
@@ -293,13 +306,15 @@ class Histograms:
                 .where(h.c.exp == exp)
                 .order_by(h.c.run)
             ).all()  # fmt: skip
+            starts = period_starts(conn, exp)
         bad = {r.run for r in self.runs.select(exp=exp) if "BAD" in r.dq.values()}
-        per_class: dict[RunClass, dict[int, dict[tuple[str, str], float]]] = {}
+        per_class: dict[ReferenceKey, dict[int, dict[tuple[str, str], float]]] = {}
         for r in rows:
-            runs = per_class.setdefault((r.run_type, r.beam_energy), {})
+            key = (r.run_type, r.beam_energy, period_of(starts, r.run))
+            runs = per_class.setdefault(key, {})
             runs.setdefault(r.run, {})[(r.detector, r.name)] = r.entries
         floors: dict[tuple[str, str], float] = {}
-        chosen: dict[RunClass, int] = {}
+        chosen: dict[ReferenceKey, int] = {}
         for run_class, runs in per_class.items():
             keys = sorted({k for hs in runs.values() for k in hs})
             for k in keys:
@@ -335,49 +350,63 @@ class Histograms:
         name: str,
         run_class: RunClass = ("physics", "4S"),
         exp: int | None = None,
+        period: int | None = None,
     ) -> Reference | None:
         """The reference of QA histogram ``detector/name`` for the runs of ``run_class``
         (run type, beam energy) of experiment ``exp`` (None: the newest experiment that has
+        one) and the QA period starting at run ``period`` (None: the latest period that has
         one), if one is set."""
         found = [
             r
             for r in self.references(exp).values()
             if (r.detector, r.name, r.run_class) == (detector, name, tuple(run_class))
+            and (period is None or r.period == period)
         ]
-        return max(found, key=lambda r: r.exp) if found else None
+        return max(found, key=lambda r: (r.exp, r.period)) if found else None
 
     def reference_of(self, exp: int, run: int, detector: str, name: str) -> Reference | None:
         """The reference run (exp, run)'s histogram ``detector/name`` is compared with: the
-        one of the run's experiment and class, if one is set."""
+        one of the run's experiment, class and QA period, if one is set."""
         with self.db.read() as conn:
             run_class = self.runs.run_class(conn, exp, run)
-        return self.reference(detector, name, run_class, exp)
+            period = period_of(period_starts(conn, exp), run)
+        return self.reference(detector, name, run_class, exp, period)
 
-    def references(self, exp: int | None = None) -> dict[tuple[str, str, int, str, str], Reference]:
+    def references(
+        self, exp: int | None = None
+    ) -> dict[tuple[str, str, int, str, str, int], Reference]:
         """The QA histograms' references of experiment ``exp`` (all when None): {(detector,
-        name, exp, run type, beam energy): ...}."""
+        name, exp, run type, beam energy, period): ...} (period: the first run of the QA
+        period, 0 for the experiment's first)."""
         t = qa_references
         with self.db.read() as conn:
             rows = conn.execute(sa.select(t).where(*run_range(t, exp, None, None))).all()
-        return {(r.detector, r.name, r.exp, r.run_type, r.beam_energy): _reference(r) for r in rows}
+        return {
+            (r.detector, r.name, r.exp, r.run_type, r.beam_energy, r.period): _reference(r)
+            for r in rows
+        }
 
     # -- comparisons -------------------------------------------------------------------------
 
     def compare(self, keys: Sequence[tuple[int, int]]) -> None:
         """Compare the QA histograms of runs ``keys`` (exp, run) with the references of their
-        experiment and class (each reference decoded once) and replace each run's stored
-        comparisons, one transaction per run. A histogram with no reference for its run's
-        experiment and class is not compared (:meth:`AutoStatus.evidence
+        experiment, class and QA period (each reference decoded once) and replace each run's
+        stored comparisons, one transaction per run. A histogram with no reference for its
+        run's experiment, class and period is not compared (:meth:`AutoStatus.evidence
         <b2calib.qa.store.status.AutoStatus.evidence>` says so)."""
         refs = self.references()
         ref_hists: dict[tuple[int, int, str, str], hist.Hist] = {}
+        starts: dict[int, list[int]] = {}
         t = qa_comparisons
         for exp, run in keys:
             results = []
             with self.db.read() as conn:
                 run_class = self.runs.run_class(conn, exp, run)
+                if exp not in starts:
+                    starts[exp] = period_starts(conn, exp)
+                period = period_of(starts[exp], run)
                 for det, name in self.keys(exp, run):
-                    ref = refs.get((det, name, exp, *run_class))
+                    ref = refs.get((det, name, exp, *run_class, period))
                     if ref is None:
                         continue
                     h = self._histogram(conn, exp, run, det, name)
@@ -480,6 +509,7 @@ def _reference(row: Any) -> Reference:
         Thresholds(row.min_entries, row.p_warning, row.p_error),
         row.run_type,
         row.beam_energy,
+        row.period,
     )
 
 

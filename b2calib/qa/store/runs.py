@@ -4,8 +4,9 @@ A run carries its current certification flags (:attr:`b2calib.runs.Run.dq`: the 
 of each detector), read here from the certification records, so that the calibrations' input
 filters and the good-run lists select by what was certified.
 
-A monitoring variable is judged against its trend: the runs of the same experiment and run
-type, with a band from their median and scatter (:class:`Trend`).
+A monitoring variable is judged against its trend: the runs of the same experiment, class (run
+type and beam energy) and QA period (:mod:`b2calib.qa.store.periods`), with a band from their
+median and scatter (:class:`Trend`).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from b2calib.db.tables import history
 from b2calib.exceptions import QAError, RunNotFoundError
 from b2calib.geometry import DETECTORS
 from b2calib.qa.compare import QAStatus
+from b2calib.qa.store.periods import period_starts
 from b2calib.qa.store.tables import qa_flags, qa_runs, qa_variables, run_range
 from b2calib.runs import Run, RunRegistry
 
@@ -70,9 +72,11 @@ def class_label(run_type: str, beam_energy: str) -> str:
 class Trend:
     """A monitoring variable against run, with each run's GOOD limits and status.
 
-    Each run is judged within its class, the runs of the same experiment, run type and beam
-    energy (a Continuum run against the Continuum runs, never against a 4S band), over the
-    whole experiment whatever range is shown, so a run's status does not depend on the
+    Each run is judged within its class and period, the runs of the same experiment, run type
+    and beam energy (a Continuum run against the Continuum runs, never against a 4S band) and
+    QA period (after a detector change, against the runs after it: ``period[i]`` is the first
+    run of run ``i``'s period, 0 for the experiment's first; the limits step where it changes),
+    over the whole period whatever range is shown, so a run's status does not depend on the
     selection. The class's centre is the variable's known reference value when it has one,
     else the median of the class; the expected scatter of one run around it is the run's own
     error combined with the run-to-run spread the errors do not explain (from the median
@@ -82,8 +86,8 @@ class Trend:
     have a trend (fewer than :data:`MIN_TREND_RUNS` runs and no known value).
 
     ``centre`` and ``width`` (one run's typical sigma) are those of the class with the most runs
-    shown; :attr:`band` is that class's band for a typical run (a run with a larger error has
-    wider limits: draw ``low``/``high``).
+    shown, in the period of its last run shown; :attr:`band` is that band for a typical run (a
+    run with a larger error has wider limits: draw ``low``/``high``).
     """
 
     name: str
@@ -103,6 +107,8 @@ class Trend:
     #: How many of its combined sigma each run is from its class's centre (signed, NaN when
     #: the run is not judged).
     pull: npt.NDArray[np.float64]
+    #: The first run of each run's QA period (0: the experiment's first period).
+    period: npt.NDArray[np.int64]
 
     def __len__(self) -> int:
         return len(self.run)
@@ -189,8 +195,10 @@ class JudgedRun:
     high: float
     pull: float
     status: str
-    #: runs in the class the trend was taken over
+    #: runs in the class (and period) the trend was taken over
     class_runs: int
+    #: the first run of the run's QA period (0: the experiment's first period)
+    period: int = 0
 
 
 @dataclass(frozen=True)
@@ -211,6 +219,7 @@ class JudgedTable:
     pull: npt.NDArray[np.float64]
     status: npt.NDArray[np.str_]
     class_runs: npt.NDArray[np.int64]
+    period: npt.NDArray[np.int64]
 
     def __len__(self) -> int:
         return len(self.run)
@@ -249,6 +258,7 @@ class JudgedTable:
                 float(self.pull[i]),
                 str(self.status[i]),
                 int(self.class_runs[i]),
+                int(self.period[i]),
             )
             for i in idx
         ]
@@ -447,9 +457,9 @@ class Runs:
         """A monitoring variable against run, one point per run selected (by default the
         physics runs), each with its GOOD limits and status.
 
-        Each run is judged within its class (experiment, run type, beam energy) over the whole
-        experiment, whatever ``first``/``last`` select: the same judgement as the automatic
-        status (:meth:`variable_statuses`), see :class:`Trend`.
+        Each run is judged within its class (experiment, run type, beam energy) and QA period
+        over the whole period, whatever ``first``/``last`` select: the same judgement as the
+        automatic status (:meth:`variable_statuses`), see :class:`Trend`.
         """
         from b2calib.qa.monitoring import VARIABLES
 
@@ -469,6 +479,8 @@ class Runs:
         classes = [j.run_class for j in judged]
         main = max(set(classes), key=lambda c: (classes.count(c), c)) if classes else ""
         main_judged = [j for j in judged if j.run_class == main and np.isfinite(j.low)]
+        if main_judged:  # the band of the main class now: in the period of its last run
+            main_judged = [j for j in main_judged if j.period == main_judged[-1].period]
         if main_judged:
             sigma = np.array([(j.high - j.low) / (2 * VARIABLE_WARNING_SIGMA) for j in main_judged])
             centre = (main_judged[0].high + main_judged[0].low) / 2
@@ -491,6 +503,7 @@ class Runs:
             high=np.array([j.high for j in judged], dtype=np.float64),
             run_class=np.array(classes, dtype=np.str_),
             pull=np.array([j.pull for j in judged], dtype=np.float64),
+            period=np.array([j.period for j in judged], dtype=np.int64),
         )
 
     def judged(
@@ -503,11 +516,12 @@ class Runs:
         """Every stored value of monitoring variable ``name`` (all variables when None) in
         experiment(s) ``exp`` (all when None) and runs of ``run_class`` (run type, beam energy;
         all when None), each judged against the trend of its class (experiment, run type, beam
-        energy; see :class:`Trend`), in (name, exp, run) order. A value of a detector the run
-        did not include is left out (it has no value).
+        energy) and QA period (see :class:`Trend`), in (name, exp, run) order. A value of a
+        detector the run did not include is left out (it has no value).
 
-        An experiment's judgement is computed once and kept while its stored values and the
-        run registry are unchanged (checked by one short query), so that the pages' grid,
+        An experiment's judgement is computed once and kept while its stored values, the run
+        registry and its periods are unchanged (checked by one short query: every import and
+        period change is in the history), so that the pages' grid,
         trends and evidence do not read every value of the experiment each time.
         """
         with self.db.read() as conn:
@@ -564,6 +578,7 @@ class Runs:
         )
         included: dict[str, frozenset[str]] = {}
         labels: dict[tuple[str, str], str] = {}
+        starts = period_starts(conn, exp)
         rows = []
         for x in conn.execute(query):
             dets = included.get(x[8])
@@ -584,10 +599,18 @@ class Runs:
         low, high, pull = np.full(n, np.nan), np.full(n, np.nan), np.full(n, np.nan)
         status = np.full(n, NO_STATUS, dtype="<U8")
         class_runs = np.zeros(n, dtype=np.int64)
-        # the rows come grouped by (name, class): judge each group
+        runs = np.array(cols[3], dtype=np.int64)
+        starts_a = np.array(starts, dtype=np.int64)
+        period = starts_a[(np.searchsorted(starts_a, runs, side="right") - 1).clip(0)]
+        # the rows come grouped by (name, class) in run order: judge each period of each group
         start = 0
         for i in range(1, n + 1):
-            if i < n and cols[0][i] == cols[0][start] and cols[6][i] == cols[6][start]:
+            if (
+                i < n
+                and cols[0][i] == cols[0][start]
+                and cols[6][i] == cols[6][start]
+                and period[i] == period[start]
+            ):
                 continue
             idx = slice(start, i)
             definition = VARIABLES.get(cols[0][start])
@@ -595,7 +618,6 @@ class Runs:
             low[idx], high[idx], pull[idx], status[idx] = j.low, j.high, j.pull, j.status
             class_runs[idx] = i - start
             start = i
-        runs = np.array(cols[3], dtype=np.int64)
         table = JudgedTable(
             name=names,
             detector=np.array(cols[1], dtype=np.str_),
@@ -610,6 +632,7 @@ class Runs:
             pull=pull,
             status=status.astype(np.str_),
             class_runs=class_runs,
+            period=period,
         )
         order = np.lexsort((runs, names))
         return table.take(order)

@@ -1,7 +1,8 @@
 """The automatic status of a (run, detector): evidence for the shifter, never a flag.
 
-It is the worst of the run's histogram comparisons with the references of its experiment and
-class and of its monitoring variables' deviations from the trend of its class (see
+It is the worst of the run's histogram comparisons with the references of its experiment,
+class and QA period and of its monitoring variables' deviations from the trend of its class
+and period (see
 :meth:`b2calib.qa.store.runs.Runs.trend`); :data:`~b2calib.qa.store.runs.NO_STATUS` when there
 is no evidence. The columns are the detectors and the two systems, BEAM and TRACKING
 (:data:`STATUS_COLUMNS`). :meth:`AutoStatus.evidence` lists every item that feeds a run's
@@ -19,6 +20,7 @@ from b2calib.db import Database
 from b2calib.geometry import DETECTORS
 from b2calib.qa.compare import QAStatus
 from b2calib.qa.store.histograms import Histograms, Reference, StoredComparison
+from b2calib.qa.store.periods import period_of, period_starts, runs_label
 from b2calib.qa.store.runs import (
     NO_STATUS,
     JudgedRun,
@@ -78,8 +80,9 @@ def _g(x: float) -> str:
     return f"{x:.4g}"
 
 
-def _variable_evidence(j: JudgedRun) -> Evidence:
-    where = f"{j.run_class} runs of exp {j.exp}"
+def _variable_evidence(j: JudgedRun, runs: str) -> Evidence:
+    """``runs``: the runs of ``j``'s period (:func:`~b2calib.qa.store.periods.runs_label`)."""
+    where = f"{j.run_class} {runs} of exp {j.exp}"
     measured = f"{j.name} = {_g(j.value)} +- {j.error:.2g}"
     if j.status == NO_STATUS:
         if not (math.isfinite(j.value) and math.isfinite(j.error)):
@@ -214,7 +217,8 @@ class AutoStatus:
         comparison with its reference, each monitoring variable against the trend of the
         run's class, and each histogram that has no reference for the run's experiment and
         class (status NONE, saying how to set one). The worst item of a column is its status
-        in :meth:`grid`.
+        in :meth:`grid`. With QA periods the messages name the runs of the run's period
+        ("physics 4S runs 7- of exp 16").
 
         Raises
         ------
@@ -232,7 +236,11 @@ class AutoStatus:
         with self.db.read() as conn:
             included = set(self.runs.require(conn, exp, run)) | set(_SYSTEMS)
             run_type, beam_energy = self.runs.run_class(conn, exp, run)
-        where = f"{class_label(run_type, beam_energy)} runs"
+            starts = period_starts(conn, exp)
+        period = period_of(starts, run)
+        i = starts.index(period)
+        runs = runs_label(period, starts[i + 1] if i + 1 < len(starts) else None)
+        where = f"{class_label(run_type, beam_energy)} {runs}"
         wanted = included if detector is None else {detector} & included
         items: list[Evidence] = []
         # -- histograms: compared, not yet compared, or without a reference of the class
@@ -242,7 +250,7 @@ class AutoStatus:
             if det not in wanted:
                 continue
             hname = f"{det}/{name}"
-            ref = refs.get((det, name, exp, run_type, beam_energy))
+            ref = refs.get((det, name, exp, run_type, beam_energy, period))
             c = compared.get((det, name))
             if c is not None:
                 items.append(self._histogram_evidence(c, ref, where, hname))
@@ -278,7 +286,7 @@ class AutoStatus:
         t = self.runs.judged(exp=exp, run_class=(run_type, beam_energy))
         for j in t.rows(t.run == run):
             if j.detector in wanted:
-                items.append(_variable_evidence(j))
+                items.append(_variable_evidence(j, runs))
         order = {c: i for i, c in enumerate(STATUS_COLUMNS)}
         items.sort(key=lambda x: (-_RANK.get(x.status, 0), order.get(x.detector, 99), x.name))
         return items
@@ -294,7 +302,7 @@ class AutoStatus:
         if ref is not None and (ref.exp, ref.run) == (c.reference_exp, c.reference_run):
             expected = (ref.thresholds.p_warning, 1.0)
         against = f"reference run {c.reference_exp}/{c.reference_run} ({where})"
-        if (c.exp, c.run) == (c.reference_exp, c.reference_run):
+        if (c.exp, c.run) == (c.reference_exp, c.reference_run) and expected is not None:
             message = (
                 f"{hname}: this run is the reference of the {where} (not compared with itself)"
             )
@@ -315,6 +323,11 @@ class AutoStatus:
             message += (
                 f"; the reference is now run {ref.exp}/{ref.run}: evaluate again "
                 f"(`b2calib qa evaluate --exp {c.exp}`)"
+            )
+        elif ref is None:  # compared before a QA period began at or before this run
+            message += (
+                f"; the {where} of exp {c.exp} have no reference now: set one (`b2calib qa "
+                f"reference set --exp {c.exp} --auto`) and evaluate again"
             )
         return Evidence(
             c.exp,

@@ -1,6 +1,7 @@
 """Tables of the quality-assurance records (prefix ``qa_``), on the shared
 :data:`b2calib.db.metadata`: the run registry, the monitoring variables and QA histograms per
-run, the reference of each histogram, the comparisons' results, the certification flags and run
+run, the QA periods of each experiment (a detector change from a run on), the reference of each
+histogram per class of runs and period, the comparisons' results, the certification flags and run
 states with their history, the good-run lists, the dashboard users and their login sessions.
 
 The schema is created and evolved by the Alembic migrations of :mod:`b2calib.db`. The
@@ -37,6 +38,7 @@ __all__ = [
     "qa_flags",
     "qa_grls",
     "qa_histograms",
+    "qa_periods",
     "qa_references",
     "qa_run_states",
     "qa_runs",
@@ -94,6 +96,21 @@ qa_histograms = Table(
     Column("computed", UTC_TIME, nullable=False),
 )
 
+#: A QA period: from run ``first_run`` of experiment ``exp`` on (until the next period's first
+#: run), the detector configuration changed (``reason``); references and trend bands are per
+#: period (:mod:`b2calib.qa.store.periods`). An experiment without a row here is one period.
+qa_periods = Table(
+    "qa_periods",
+    metadata,
+    Column("exp", Integer, primary_key=True),
+    Column("first_run", Integer, primary_key=True),
+    Column("reason", Text, nullable=False),
+    Column("author", String(200), nullable=False),
+    Column("time", UTC_TIME, nullable=False),
+)
+
+#: One reference per histogram, experiment, class of runs and period (``period``: the first run
+#: of the period, 0 for the experiment's first period).
 qa_references = Table(
     "qa_references",
     metadata,
@@ -102,6 +119,7 @@ qa_references = Table(
     Column("exp", Integer, primary_key=True),
     Column("run_type", String(20), primary_key=True),
     Column("beam_energy", String(20), primary_key=True),
+    Column("period", Integer, primary_key=True, server_default="0"),
     Column("run", Integer, nullable=False),
     Column("method", String(8), nullable=False),
     Column("options", String(20), nullable=False),
