@@ -88,9 +88,9 @@ def test_collect_evaluate_status_trend(collected: dict[str, str]) -> None:
     # one reference per class of runs of the experiment, chosen
     auto = run(env, "qa", "reference", "set", "--exp", 12, "--auto", "--min-entries", 20)
     chosen = qdb.histograms.choose_references(12, min_entries=20)
-    four_s = chosen[("physics", "4S")]
+    four_s = chosen[("physics", "4S", 0)]
     assert qdb.runs.get(12, four_s).beam_energy == "4S"
-    for (run_type, beam), ref_run in chosen.items():
+    for (run_type, beam, _), ref_run in chosen.items():
         assert f"reference run (12, {ref_run}) of the {run_type} {beam} runs" in auto
     # the evidence behind a status, worst first
     assert "the reference is now run 12/" in run(env, "qa", "evidence", 12, 5)  # not evaluated

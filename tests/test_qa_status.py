@@ -204,9 +204,128 @@ def test_auto_references_pick_a_run_per_class(db: QADatabase) -> None:
     for r in [r for r in range(1, 13) if r != 11]:
         _store(db, 3, r, {})
     assert db.histograms.choose_references(3) == {
-        ("physics", "4S"): 1,
-        ("physics", "Continuum"): 10,
+        ("physics", "4S", 0): 1,
+        ("physics", "Continuum", 0): 10,
     }
+
+
+def _last_logged(db: QADatabase) -> tuple[str, dict[str, object]]:
+    """The action and details of the newest history entry."""
+    import json
+
+    import sqlalchemy as sa
+
+    from b2calib.db.tables import history
+
+    with db.read() as conn:
+        row = conn.execute(sa.select(history).order_by(history.c.id.desc()).limit(1)).one()
+    return row.action, json.loads(row.details)
+
+
+def _stepped(db: QADatabase) -> None:
+    """Experiment 3 with a detector change at run 7: ECL's E/p 10 of its errors higher and the
+    CDC residual shifted by half its width from run 7 on (a crate's boards replaced)."""
+    rng = np.random.default_rng(7)
+    for r in [r for r in range(1, 13) if r != 11]:
+        after = r >= 7 and r != 10  # the Continuum run 10 keeps its own class
+        eop = 0.943 + (0.001 if after else 0.0) + 0.00005 * rng.normal()
+        _store(db, 3, r, {"b.eop": ("ECL", eop, 0.0001)}, shift=0.5 if after else 0.0)
+
+
+def test_a_qa_period_splits_references_and_trend_bands(db: QADatabase) -> None:
+    """Issue 19, exp 16 of the demo: a real detector change at run 7 made the runs on both
+    sides ERROR, because one band and one reference spanned it. From a QA period at run 7 on,
+    the runs after it have their own reference and band: no ERROR is left, and a run of the
+    second period is compared with the second period's reference."""
+    _stepped(db)
+    db.histograms.set_reference("CDC", "residual", 3, 1)
+    grid = db.status.evaluate_all(exp=3)
+    physics = [r for r in range(1, 13) if r not in (10, 11)]
+    assert {r for r in physics if grid[(3, r)]["CDC"] == "ERROR"} == {7, 8, 9, 12}
+    assert {r for r in physics if grid[(3, r)]["ECL"] == "ERROR"} == {7, 8, 9, 12}
+    before = db.runs.judged(exp=3, name="b.eop")  # the judgement is cached: a period renews it
+    assert set(before.period.tolist()) == {0}
+
+    period = db.periods.add(3, 7, " crate 17 shaper boards replaced ")
+    assert (period.exp, period.first_run, period.last_run) == (3, 7, None)
+    assert (period.reason, period.author, period.label) == (
+        "crate 17 shaper boards replaced",
+        "admin",
+        "runs 7-",
+    )
+    assert _last_logged(db) == (
+        "add_qa_period",
+        {"exp": 3, "first_run": 7, "reason": period.reason},
+    )
+    assert [(p.first_run, p.last_run) for p in db.periods.all(3)] == [(0, 6), (7, None)]
+    assert db.periods.of(3, 9).first_run == 7
+    assert db.periods.starts(4) == [0]
+    # the bands follow at once: one per class and period, the limits step at run 7
+    tr = db.runs.trend("b.eop", exp=3)
+    assert tr.run.tolist() == sorted([*physics, 10])  # 10: Continuum, a class of its own
+    assert tr.period.tolist() == [0 if r < 7 else 7 for r in tr.run]
+    assert set(tr.status[tr.run != 10].tolist()) == {"GOOD"}
+    assert tr.low[tr.run == 8][0] > tr.high[tr.run == 5][0]  # the second band above the first
+    assert tr.band[0] > 0.9435  # the band now: the second period's
+    # the histograms need references of the new period: the stale comparison says so
+    (stale,) = [e for e in db.status.evidence(3, 8, "CDC") if e.kind == "histogram"]
+    assert "the physics 4S runs 7- of exp 3 have no reference now" in stale.message
+    assert db.histograms.reference_of(3, 8, "CDC", "residual") is None
+    db.histograms.compare([(3, 8)])
+    (none,) = db.status.evidence(3, 8, "CDC")
+    assert none.message.startswith("CDC/residual: no reference for physics 4S runs 7- of exp 3")
+    # one reference per class and period
+    chosen = db.histograms.choose_references(3)
+    assert chosen == {
+        ("physics", "4S", 0): 1,
+        ("physics", "4S", 7): 7,
+        ("physics", "Continuum", 7): 10,
+    }
+    for run in chosen.values():
+        db.histograms.set_reference("CDC", "residual", 3, run)
+    ref = db.histograms.reference_of(3, 8, "CDC", "residual")
+    assert ref is not None
+    assert (ref.run, ref.period) == (7, 7)
+    assert db.histograms.reference_of(3, 5, "CDC", "residual").run == 1  # type: ignore[union-attr]
+    assert sorted(k[-1] for k in db.histograms.references(3)) == [0, 7, 7]
+    grid = db.status.evaluate_all(exp=3)
+    assert {grid[(3, r)]["ECL"] for r in physics} == {"GOOD"}
+    # CDC: GOOD but run 4, a WARNING by chance (p = 0.02 against run 1, before as now)
+    assert {r: grid[(3, r)]["CDC"] for r in physics if grid[(3, r)]["CDC"] != "GOOD"} == {
+        4: "WARNING"
+    }
+    assert [c.reference_run for c in db.histograms.comparisons(3, 8)] == [7]
+    assert [c.reference_run for c in db.histograms.comparisons(3, 5)] == [1]
+    ecl = {e.name: e for e in db.status.evidence(3, 8, "ECL")}
+    assert ecl["b.eop"].status == "GOOD"
+    assert "(physics 4S runs 7- of exp 3): within (" in ecl["b.eop"].message
+    (h,) = [e for e in db.status.evidence(3, 2) if e.kind == "histogram"]
+    assert "vs reference run 3/1 (physics 4S runs before 7)" in h.message
+
+    # removing the period removes its references: its runs are the first period's again
+    assert db.periods.remove(3, 7) == 2  # physics 4S and Continuum
+    assert _last_logged(db)[0] == "remove_qa_period"
+    assert _last_logged(db)[1]["references_removed"] == 2
+    assert sorted(k[-1] for k in db.histograms.references(3)) == [0]
+    assert db.status.get(3, 8)["ECL"] == "ERROR"
+
+
+def test_qa_period_errors_name_the_experiment_and_run(db: QADatabase) -> None:
+    with pytest.raises(QAError, match="QA period from run 0 of experiment 3: a period starts"):
+        db.periods.add(3, 0, "x")
+    with pytest.raises(QAError, match="from run 7 of experiment 3: give the reason"):
+        db.periods.add(3, 7, "  ")
+    with pytest.raises(QAError, match="experiment 9 has no registered run"):
+        db.periods.add(9, 7, "x")
+    db.periods.add(3, 7, "boards replaced")
+    with pytest.raises(QAError, match=r"from run 7 of experiment 3 exists already \(boards"):
+        db.periods.add(3, 7, "again")
+    with pytest.raises(QAError, match=r"experiment 3 has no QA period from run 5 \(its periods "):
+        db.periods.remove(3, 5)
+    assert [p.label for p in db.periods.all(3)] == ["runs before 7", "runs 7-"]
+    db.periods.add(3, 10, "later")
+    assert [p.label for p in db.periods.all(3)] == ["runs before 7", "runs 7-9", "runs 10-"]
+    assert [p.label for p in db.periods.all(4)] == ["runs"]
 
 
 # -- the demo's QA sample: its three faults found and explained, no other ERROR --------------
@@ -250,7 +369,7 @@ def test_the_demo_faults_are_found_and_explained_and_nothing_else_is_error(
 ) -> None:
     db = demo_qa
     refs = db.histograms.choose_references(14)
-    assert refs[("physics", "4S")] not in [run for _, run in FAULTS]
+    assert refs[("physics", "4S", 0)] not in [run for _, run in FAULTS]
     grid = db.status.grid(exp=14)
     errors = {(key, col) for key, row in grid.items() for col, st in row.items() if st == "ERROR"}
     assert errors == set(FAULTS.items())  # the three faults, nothing else
