@@ -353,3 +353,73 @@ def test_good_run_list_versions_and_diff_from_the_command_line(
     assert "no version 3 of good-run list 'cdc' (its versions: 1, 2)" in error(
         env, "grl", "diff", "cdc", 1, 3
     )
+
+
+def test_qa_periods_from_the_command_line(registered: dict[str, str]) -> None:
+    """`qa period add --exp 12 --from-run 7`: CDC's boards replaced at run 7 (its hits per event
+    10 higher, its residual shifted) made every run ERROR, those before it off the band and
+    those after it against reference run 1, as in exp 16 of the demo; with the period they
+    get a reference and a band of their own, and the period shows in `reference list`."""
+    import hist
+    import numpy as np
+
+    from b2calib.qa.monitoring import MonitoringValue, RunQA
+
+    env = registered
+    qdb = QADatabase(env["B2CALIB_DB"])
+    try:
+        for r in [r for r in range(1, 13) if r != 6]:  # 6: cosmic
+            h = hist.Hist.new.Reg(20, -3, 3, name="x").Int64()
+            h.fill(np.random.default_rng(1).normal(0.5 if r >= 7 else 0.0, 1.0, 5000))
+            value = (60.0 if r >= 7 else 50.0) + 0.1 * r
+            hits = MonitoringValue("hadron.cdc_hits_per_event", "CDC", value, 0.5, "")
+            qdb.histograms.store_run(RunQA(12, r, [hits], {("CDC", "residual"): h}))
+    finally:
+        qdb.close()
+
+    def cdc(out: str) -> dict[int, str]:
+        rows = table(out)
+        header = out.splitlines()[1].split()
+        return {int(r[1]): r[header.index("CDC")].split("/")[0] for r in rows if r[2] == "physics"}
+
+    run(env, "qa", "reference", "set", "--exp", 12, "--auto")
+    before = cdc(run(env, "qa", "evaluate", "--exp", 12))
+    # runs 1-5 off the band (the median is after the change), 7-12 off reference run 1
+    assert set(before.values()) == {"ERROR"}
+    assert "no registered run" in error(
+        env, "qa", "period", "add", "--exp", 99, "--from-run", 7, "--reason", "x"
+    )
+    out = run(env, "qa", "period", "add", "--exp", 12, "--from-run", 7, "--reason", "CDC FEBs")
+    assert out.splitlines()[0] == (
+        "experiment 12: QA period from run 7 on (runs 7-, 6 registered runs): CDC FEBs"
+    )
+    assert "`b2calib qa reference set --exp 12 --auto`" in out
+    assert "then run `b2calib qa evaluate --exp 12`" in out
+    assert error(env, "qa", "period", "add", "--exp", 12, "--from-run", 7, "--reason", "y") == (
+        "QA period from run 7 of experiment 12 exists already (CDC FEBs)"
+    )
+    periods = table(run(env, "qa", "period", "list", "--exp", 12))
+    assert [r[:3] for r in periods] == [["12", "0", "6"], ["12", "7", "-"]]
+    assert periods[1][3:5] == ["CDC", "FEBs"]
+    auto = run(env, "qa", "reference", "set", "--exp", 12, "--auto")
+    assert auto.splitlines() == [
+        "CDC/residual: reference run (12, 1) of the physics 4S runs before 7 of experiment 12, "
+        "chi2 UU",
+        "CDC/residual: reference run (12, 7) of the physics 4S runs 7- of experiment 12, chi2 UU",
+    ]
+    refs = table(run(env, "qa", "reference", "list"))
+    assert [r[1:6] for r in refs] == [
+        ["physics", "4S", "12", "1", "-6"],
+        ["physics", "4S", "12", "7", "7-"],
+    ]
+    after = cdc(run(env, "qa", "evaluate", "--exp", 12))
+    assert set(after.values()) == {"GOOD"}
+    evidence = run(env, "qa", "evidence", 12, 8, "CDC")
+    assert "vs reference run 12/7 (physics 4S runs 7-)" in evidence
+    assert "(physics 4S runs 7- of exp 12): within" in evidence
+    out = run(env, "qa", "period", "remove", "--exp", 12, "--from-run", 7)
+    assert out.strip() == (
+        "experiment 12: the QA period from run 7 is removed, with its 1 reference; run "
+        "`b2calib qa evaluate --exp 12`"
+    )
+    assert [r[1] for r in table(run(env, "qa", "period", "list", "--exp", 12))] == ["0"]

@@ -718,3 +718,47 @@ def test_migration_0009_gives_references_an_experiment(
     migrate(url, "0008", down=True)
     assert row(raw, "SELECT exp, run FROM qa_references") == {"exp": 4, "run": 7}
     migrate(url, "head")
+
+
+def test_migration_0010_gives_references_a_qa_period(
+    db: ConditionsDB, qa: QADatabase, raw: Raw
+) -> None:
+    """0010 adds the QA periods and keys a QA reference by period too: a reference set before
+    is its experiment's first period's (period 0), so the runs are compared as before; down
+    again, each experiment and class keeps its first period's reference, and the periods go."""
+    url = db.url
+    qa.close()
+    db.close()
+    migrate(url, "0009", down=True)
+    when = "2026-12-04 10:00:00+00:00"
+    columns = (
+        "detector, name, run_type, beam_energy, exp, run, method, options, min_entries, "
+        "p_warning, p_error, author, time"
+    )
+    raw.execute(
+        f"INSERT INTO qa_references ({columns}) VALUES ('CDC', 'h', 'physics', '4S', 3, 2, "
+        f"'chi2', 'UU', 100, 0.05, 0.01, 'a', '{when}')"
+    )
+    migrate(url, "head")
+    assert row(raw, "SELECT period, exp, run FROM qa_references") == {
+        "period": 0,
+        "exp": 3,
+        "run": 2,
+    }
+    store = QADatabase(url, author="admin")
+    try:
+        assert store.histograms.reference_of(3, 3, "CDC", "h").run == 2  # type: ignore[union-attr]
+        store.periods.add(3, 3, "CDC boards replaced")
+        assert store.histograms.reference_of(3, 3, "CDC", "h") is None  # none of its period yet
+        raw.execute(
+            f"INSERT INTO qa_references (period, {columns}) VALUES (3, 'CDC', 'h', 'physics', "
+            f"'4S', 3, 3, 'chi2', 'UU', 100, 0.05, 0.01, 'a', '{when}')"
+        )
+        assert store.histograms.reference_of(3, 3, "CDC", "h").run == 3  # type: ignore[union-attr]
+        assert store.histograms.reference_of(3, 1, "CDC", "h").run == 2  # type: ignore[union-attr]
+    finally:
+        store.close()
+    migrate(url, "0009", down=True)
+    assert row(raw, "SELECT exp, run FROM qa_references") == {"exp": 3, "run": 2}
+    migrate(url, "head")
+    assert row(raw, "SELECT COUNT(*) AS n FROM qa_periods") == {"n": 0}

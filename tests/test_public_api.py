@@ -572,6 +572,8 @@ def test_qa_names() -> None:
         "Luminosity",
         "LuminosityTable",
         "LuminosityTotal",
+        "Period",
+        "Periods",
         "QADatabase",
         "Reference",
         "RunLuminosity",
@@ -653,6 +655,9 @@ def test_qa_module_names() -> None:
         "b2calib.qa.store.luminosity": [
             "LUMINOSITY_COLUMNS", "LUMINOSITY_VARIABLES", "Luminosity", "LuminosityTable",
             "LuminosityTotal", "RunLuminosity",
+        ],
+        "b2calib.qa.store.periods": [
+            "FIRST_PERIOD", "Period", "Periods", "period_of", "period_starts", "runs_label",
         ],
         "b2calib.qa.store.certification": [
             "RUN_MOVES", "Certification", "Confirmation", "FlagEntry", "RunState",
