@@ -91,9 +91,15 @@ demo: $(STAMP)
 	@echo "   ECL crystal 1234's time offset moved by +4 ns since (data-samples/prompt.toml)"
 	$(BIN)/b2calib summary $(DEMO_PROMPT)
 	$(BIN)/b2calib db import-local $(DEMO_PROMPT)/previous --gt previous_e16 --db $(DEMO_DB) > /dev/null
-	@echo "== its data quality: the 12 runs collected (about 40 s), a reference run per class of"
-	@echo "   runs (run type, beam energy) of experiment 16 chosen (--auto), evaluated"
+	@echo "== its data quality: the 12 runs collected (about 40 s); the manager records the"
+	@echo "   detector change at the simulator's intervention run (simulation.json: ECL crate 17's"
+	@echo "   boards, CDC boards, TOP module 5, a KLM HV trip...) as a QA period, so that the runs"
+	@echo "   after it get references and trend bands of their own; a reference run per class of"
+	@echo "   runs (run type, beam energy) and period of experiment 16 chosen (--auto), evaluated"
 	$(BIN)/b2calib qa collect $(DEMO_PROMPT) --db $(DEMO_DB)
+	$(BIN)/b2calib qa period add --exp 16 --db $(DEMO_DB) --from-run $$($(BIN)/python -c \
+	  "import json; print(json.load(open('$(DEMO_PROMPT)/simulation.json'))['intervention_run'])") \
+	  --reason "ECL crate 17 boards, CDC boards 120-123, TOP module 5, BKLM HV trip, SVD, HER energy"
 	$(BIN)/b2calib qa reference set --exp 16 --auto --db $(DEMO_DB) > /dev/null
 	$(BIN)/b2calib qa evaluate --exp 16 --db $(DEMO_DB)
 	@echo "== klm-strip-efficiency reads the runs certified Good or Recoverable: for the demo the"

@@ -275,6 +275,8 @@ def qa_workload(qa: QADatabase) -> None:
     )  # 6 detectors NOTSET
     made = qa.grls.make("golden", "CDC == GOOD", user=mona)
     assert [r.run for r in made.runs] == [1, 3]
+    qa.periods.add(3, 3, "CDC boards replaced")  # a QA period, and its removal
+    assert qa.periods.remove(3, 3) == 0
 
 
 # -- what the application role cannot do -----------------------------------------------------------
