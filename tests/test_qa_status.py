@@ -239,6 +239,7 @@ def test_a_qa_period_splits_references_and_trend_bands(db: QADatabase) -> None:
     second period is compared with the second period's reference."""
     _stepped(db)
     db.histograms.set_reference("CDC", "residual", 3, 1)
+    db.histograms.set_reference("CDC", "residual", 3, 10)  # Continuum
     grid = db.status.evaluate_all(exp=3)
     physics = [r for r in range(1, 13) if r not in (10, 11)]
     assert {r for r in physics if grid[(3, r)]["CDC"] == "ERROR"} == {7, 8, 9, 12}
@@ -255,8 +256,13 @@ def test_a_qa_period_splits_references_and_trend_bands(db: QADatabase) -> None:
     )
     assert _last_logged(db) == (
         "add_qa_period",
-        {"exp": 3, "first_run": 7, "reason": period.reason},
+        {"exp": 3, "first_run": 7, "reason": period.reason, "references_moved": 1},
     )
+    # the Continuum reference, run 10, moved with its run: a reference is of its period
+    assert {k[3:]: r.run for k, r in db.histograms.references(3).items()} == {
+        ("physics", "4S", 0): 1,
+        ("physics", "Continuum", 7): 10,
+    }
     assert [(p.first_run, p.last_run) for p in db.periods.all(3)] == [(0, 6), (7, None)]
     assert db.periods.of(3, 9).first_run == 7
     assert db.periods.starts(4) == [0]

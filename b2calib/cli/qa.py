@@ -389,6 +389,12 @@ def qa_period_add(qdb: QADatabase, exp: int, first_run: int, reason: str) -> Non
         f"experiment {exp}: QA period from run {first_run} on ({p.label}, {n} registered "
         f"{'run' if n == 1 else 'runs'}): {p.reason}"
     )
+    moved = sum(k[-1] == first_run for k in qdb.histograms.references(exp))
+    if moved:
+        click.echo(
+            f"{moved} {'reference' if moved == 1 else 'references'} of the runs before, being "
+            f"runs from {first_run} on, moved to the new period"
+        )
     click.echo(
         "its runs' monitoring variables are judged against the trend of the period now; set "
         f"the period's references (`b2calib qa reference set --exp {exp} --auto`, or "

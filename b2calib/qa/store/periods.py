@@ -101,7 +101,9 @@ class Periods:
 
     def add(self, exp: int, first_run: int, reason: str) -> Period:
         """From run ``first_run`` of experiment ``exp`` on, the detector configuration changed
-        (``reason``): a new period, until the next period's first run.
+        (``reason``): a new period, until the next period's first run. A reference of the
+        period it splits whose run is in the new period moves with its run (a reference is
+        always one of its period's runs): the runs before then have none of that class.
 
         Raises
         ------
@@ -137,9 +139,22 @@ class Periods:
                     exp=exp, first_run=first_run, reason=reason, author=self.db.author, time=when
                 )
             )
-            self.db.log(conn, "add_qa_period", None, exp=exp, first_run=first_run, reason=reason)
             starts = period_starts(conn, exp)
-        i = starts.index(first_run)
+            i = starts.index(first_run)
+            r = qa_references
+            inside = (r.c.exp == exp) & (r.c.period == starts[i - 1]) & (r.c.run >= first_run)
+            if i + 1 < len(starts):
+                inside &= r.c.run < starts[i + 1]
+            moved = conn.execute(r.update().where(inside).values(period=first_run)).rowcount
+            self.db.log(
+                conn,
+                "add_qa_period",
+                None,
+                exp=exp,
+                first_run=first_run,
+                reason=reason,
+                references_moved=moved,
+            )
         last = starts[i + 1] - 1 if i + 1 < len(starts) else None
         return Period(exp, first_run, last, reason, self.db.author, when)
 
