@@ -113,6 +113,10 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--runs", type=int, default=3000)
     ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--port", type=int, default=None, help="serve on this port (default: free)")
+    ap.add_argument(
+        "--no-write", action="store_true", help="print the section, leave RESULTS_qa.md alone"
+    )
     args = ap.parse_args()
     source = qa_pages_database(args.runs)
     work = Path(tempfile.mkdtemp(prefix="bench-qam-"))
@@ -136,7 +140,7 @@ def main() -> None:
     keys = ("first", "url", "run", "tap", "variable")
     times: dict[str, list[float]] = {k: [] for k in keys}
     sent: dict[str, list[int]] = {k: [] for k in keys}
-    with Server(url, "--allow-anonymous") as server, sync_playwright() as p:
+    with Server(url, "--allow-anonymous", port=args.port) as server, sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
         for i in range(args.repeat + 1):  # the first load warms the server's imports up
             ctx = browser.new_context(viewport={"width": 1400, "height": 1000})
@@ -242,7 +246,8 @@ def main() -> None:
         text = pattern.sub(lambda _: section, text)
     else:
         text = text.rstrip("\n") + "\n\n" + section + "\n"
-    RESULTS.write_text(text)
+    if not args.no_write:
+        RESULTS.write_text(text)
     print(section)
     shutil.rmtree(work, ignore_errors=True)
 

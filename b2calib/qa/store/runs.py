@@ -79,7 +79,9 @@ class Trend:
     absolute deviation). ``low[i] .. high[i]`` is the centre +- 3 of run ``i``'s combined
     sigma: ``status[i]`` is GOOD exactly when ``low[i] <= value[i] <= high[i]``, WARNING up to
     5 sigma, ERROR beyond; NONE without a finite value and error, or in a class too small to
-    have a trend (fewer than :data:`MIN_TREND_RUNS` runs and no known value).
+    have a trend (fewer than :data:`MIN_TREND_RUNS` runs and no known value). A variable
+    declared not judged (:attr:`b2calib.qa.monitoring.VariableDef.judged` False: a run's
+    integrated luminosity) has no limits and every run NONE.
 
     ``centre`` and ``width`` (one run's typical sigma) are those of the class with the most runs
     shown; :attr:`band` is that class's band for a typical run (a run with a larger error has
@@ -461,36 +463,37 @@ class Runs:
             keep &= table.run <= last
         if run_type is not None:
             keep &= np.char.startswith(table.run_class, f"{run_type} ")
-        judged = table.rows(keep)
+        t = table if keep.all() else table.take(keep)  # columns: no object per run
         definition = VARIABLES.get(name)
-        if not judged and definition is None and name not in self.variable_names():
+        if not len(t) and definition is None and name not in self.variable_names():
             raise QAError(f"no monitoring variable {name!r} is stored")
         reference = definition.reference if definition is not None else None
-        classes = [j.run_class for j in judged]
-        main = max(set(classes), key=lambda c: (classes.count(c), c)) if classes else ""
-        main_judged = [j for j in judged if j.run_class == main and np.isfinite(j.low)]
-        if main_judged:
-            sigma = np.array([(j.high - j.low) / (2 * VARIABLE_WARNING_SIGMA) for j in main_judged])
-            centre = (main_judged[0].high + main_judged[0].low) / 2
+        classes, counts = np.unique(t.run_class, return_counts=True)
+        main = max(zip(counts.tolist(), classes.tolist()))[1] if len(classes) else ""
+        main_judged = np.flatnonzero((t.run_class == main) & np.isfinite(t.low))
+        if len(main_judged):
+            sigma = (t.high - t.low)[main_judged] / (2 * VARIABLE_WARNING_SIGMA)
+            first_run = main_judged[0]
+            centre = float((t.high[first_run] + t.low[first_run]) / 2)
             width = float(np.sqrt(np.median(sigma**2)))
         else:
             centre = width = float("nan")
         return Trend(
             name=name,
-            detector=judged[0].detector if judged else (definition.detector if definition else ""),
-            unit=judged[0].unit if judged else (definition.unit if definition else ""),
-            exp=np.array([j.exp for j in judged], dtype=np.int64),
-            run=np.array([j.run for j in judged], dtype=np.int64),
-            value=np.array([j.value for j in judged], dtype=np.float64),
-            error=np.array([j.error for j in judged], dtype=np.float64),
-            status=np.array([j.status for j in judged], dtype=np.str_),
-            centre=float(centre),
+            detector=str(t.detector[0]) if len(t) else (definition.detector if definition else ""),
+            unit=str(t.unit[0]) if len(t) else (definition.unit if definition else ""),
+            exp=t.exp.astype(np.int64),
+            run=t.run.astype(np.int64),
+            value=t.value.astype(np.float64),
+            error=t.error.astype(np.float64),
+            status=t.status.astype(np.str_),
+            centre=centre,
             width=width,
             reference=reference,
-            low=np.array([j.low for j in judged], dtype=np.float64),
-            high=np.array([j.high for j in judged], dtype=np.float64),
-            run_class=np.array(classes, dtype=np.str_),
-            pull=np.array([j.pull for j in judged], dtype=np.float64),
+            low=t.low.astype(np.float64),
+            high=t.high.astype(np.float64),
+            run_class=t.run_class.astype(np.str_),
+            pull=t.pull.astype(np.float64),
         )
 
     def judged(
@@ -591,10 +594,12 @@ class Runs:
                 continue
             idx = slice(start, i)
             definition = VARIABLES.get(cols[0][start])
-            j = _judge(value[idx], error[idx], definition.reference if definition else None)
-            low[idx], high[idx], pull[idx], status[idx] = j.low, j.high, j.pull, j.status
             class_runs[idx] = i - start
             start = i
+            if definition is not None and not definition.judged:
+                continue  # shown, never judged: no limits, NONE
+            j = _judge(value[idx], error[idx], definition.reference if definition else None)
+            low[idx], high[idx], pull[idx], status[idx] = j.low, j.high, j.pull, j.status
         runs = np.array(cols[3], dtype=np.int64)
         table = JudgedTable(
             name=names,
