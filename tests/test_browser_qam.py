@@ -116,6 +116,7 @@ def test_opens_on_the_worst_variable_and_puts_the_state_in_the_url(
     page.wait_for_function("() => location.search.includes('variable=')")
     assert url_state(page) == {
         "exp": str(EXP), "run": str(latest), "variable": worst[0], "detector": "all",
+        "run_type": "all",
     }  # fmt: skip
     # the detector choices in the order of every page (detectors, then the systems)
     from b2calib.qa.store.status import STATUS_COLUMNS
