@@ -309,12 +309,16 @@ class QAM(pn.viewable.Viewer):
             self.variable_select.options = self._options
             self.variable_select.value = self.variable or None
             self.run_input.value = self.run
-            runs = sorted(self._runs())
+            runs = self._stepped()
             self.previous_button.disabled = not runs or self.run == runs[0]
             self.next_button.disabled = not runs or self.run == runs[-1]
 
+    def _stepped(self) -> list[int]:
+        """The runs the previous/next buttons step through: those of the run type chosen."""
+        return sorted(r for r, x in self._runs().items() if self.run_type in (ALL, x.run_type))
+
     def _step(self, step: int) -> None:
-        runs = sorted(self._runs())
+        runs = self._stepped()
         if self.run in runs:
             i = runs.index(self.run) + step
             if 0 <= i < len(runs):

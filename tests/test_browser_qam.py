@@ -178,6 +178,9 @@ def test_the_url_state_round_trips(page: Page, server: Server) -> None:  # noqa:
     page.wait_for_function("() => location.search.includes('run_type=cosmic')")
     assert set(columns(page)["run_type"]) == {"cosmic"}
     expect(page.locator("#qam-run-head")).to_contain_text("(cosmic run)")
+    # previous/next step through the runs of the type chosen: the sample has one cosmic run
+    expect(page.locator(".qam-previous button")).to_be_disabled()
+    expect(page.locator(".qam-next button")).to_be_disabled()
     page.locator(".qam-run-type select").select_option("physics")
     page.wait_for_function("() => location.search.includes('run_type=physics')")
     expect(page.locator("#qam-run-head")).not_to_contain_text("(cosmic run)")

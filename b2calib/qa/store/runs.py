@@ -469,7 +469,8 @@ class Runs:
             raise QAError(f"no monitoring variable {name!r} is stored")
         reference = definition.reference if definition is not None else None
         classes, counts = np.unique(t.run_class, return_counts=True)
-        main = max(zip(counts.tolist(), classes.tolist()))[1] if len(classes) else ""
+        by_count = zip(counts.tolist(), classes.tolist(), strict=True)
+        main = max(by_count)[1] if len(classes) else ""
         main_judged = np.flatnonzero((t.run_class == main) & np.isfinite(t.low))
         if len(main_judged):
             sigma = (t.high - t.low)[main_judged] / (2 * VARIABLE_WARNING_SIGMA)
