@@ -662,19 +662,20 @@ def _current_flags(
 
 
 def _run(row: Any, dq: dict[str, str]) -> Run:
+    r = dict(zip(row._fields, row, strict=True))  # (a row's attributes are slow: runs by 1000s)
     return Run(
-        exp=row.exp,
-        run=row.run,
-        run_type=row.run_type,
-        beam_energy=row.beam_energy,
-        start=row.start,
-        stop=row.stop,
-        lumi_pb=row.lumi_pb,
-        l1_triggers=row.l1_triggers,
-        detectors=tuple(d for d in row.detectors.split(",") if d),
-        magnet_on=bool(row.magnet_on),
-        ecms_nominal_gev=row.ecms_nominal_gev,
-        notes=row.notes,
+        exp=r["exp"],
+        run=r["run"],
+        run_type=r["run_type"],
+        beam_energy=r["beam_energy"],
+        start=r["start"],
+        stop=r["stop"],
+        lumi_pb=r["lumi_pb"],
+        l1_triggers=r["l1_triggers"],
+        detectors=tuple(d for d in r["detectors"].split(",") if d),
+        magnet_on=bool(r["magnet_on"]),
+        ecms_nominal_gev=r["ecms_nominal_gev"],
+        notes=r["notes"],
         dq=dq,
     )
 
