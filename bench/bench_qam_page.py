@@ -14,7 +14,8 @@ Serves a copy of the 3000-run benchmark database (``bench/qa_pages_sample.py``) 
 
 and the bytes the server sent over the websocket for each (frames received by the page).
 
-Usage: python bench/bench_qam_page.py [--runs 3000] [--repeat 5]
+Usage: python bench/bench_qam_page.py [--runs 3000] [--repeat 5] [--port P] [--no-write]
+(``--no-write``: print the section without writing it, for a machine that is not quiet.)
 """
 
 from __future__ import annotations
