@@ -10,8 +10,13 @@ tables its comparisons and monitoring variables, each with its status.
 
 The page is made once per session: one trend figure and a few histogram figures whose data
 sources are replaced in place when the run or the variable changes (a change sends the new
-numbers, not a new plot); reads are cached for a short while. The state is in the URL:
-``/qam?exp=14&run=15&variable=mumu.top_time&detector=TOP``.
+numbers, not a new plot). Nothing is cached by time: every change reads the library, which
+keeps an experiment's judged variables while its stored values and run registry are unchanged
+(:meth:`b2calib.qa.store.runs.Runs.judged`), so a re-evaluation by another process shows at the
+next change; the page keeps only the experiment's run list (read again for a run not in it)
+and its variable list (read again when the experiment, detector, run type or range changes).
+The state is in the URL:
+``/qam?exp=14&run=15&variable=mumu.top_time&detector=TOP&run_type=physics``.
 """
 
 from __future__ import annotations
@@ -73,63 +78,10 @@ _SEVERITY = {"ERROR": 0, "WARNING": 1, "TOO_FEW": 2, "GOOD": 3, "NONE": 4}
 _CLASS_COLORS = ("#2e9e44", "#1f77b4", "#9467bd", "#8c564b", "#17becf", "#bcbd22")
 #: Markers of the run types on the trend (cosmic runs: triangles, also outlined).
 _MARKERS = {"physics": "circle", "cosmic": "triangle", "beam": "square", "debug": "diamond"}
-#: Seconds a cached read is reused by the pages of a server (the library keeps the judged
-#: variables itself while they are unchanged): a re-evaluation shows within this time.
-_TTL = 30
-
-
-# ------------------------------------------------------------------------ cached reads
-def _db(key: str) -> Any:
-    from ._common import _DATABASES
-
-    return _DATABASES[key]
-
-
-@pn.cache(max_items=50, ttl=_TTL)
-def _runs(key: str, exp: int | None) -> dict[Any, Any]:
-    """The runs of an experiment by number (a :class:`b2calib.runs.Run` each); of every
-    experiment by (exp, run) when ``exp`` is None."""
-    return {(r.run if exp is not None else r.key): r for r in _db(key).runs.select(exp=exp)}
-
-
-@pn.cache(max_items=10, ttl=_TTL)
-def _variable_names(key: str) -> list[str]:
-    return list(_db(key).runs.variable_names())
-
-
-@pn.cache(max_items=200, ttl=_TTL)
-def _trend(
-    key: str, name: str, exp: int, first: int | None, last: int | None, run_type: str | None
-) -> Any:
-    return _db(key).runs.trend(name, exp=exp, first=first, last=last, run_type=run_type)
-
-
-@pn.cache(max_items=50, ttl=_TTL)
-def _worst(
-    key: str, exp: int, run_type: str | None, first: int | None, last: int | None
-) -> list[str]:
-    return list(_db(key).status.worst_variables(exp, run_type=run_type, first=first, last=last))
-
-
-@pn.cache(max_items=500, ttl=_TTL)
-def _evidence(key: str, exp: int, run: int) -> list[Any]:
-    return list(_db(key).status.evidence(exp, run))
-
-
-@pn.cache(max_items=500, ttl=_TTL)
-def _run_data(key: str, exp: int, run: int) -> tuple[list[Any], list[Any], list[Any]]:
-    """A run's stored comparisons, histogram keys and monitoring variables."""
-    db = _db(key)
-    return (
-        list(db.histograms.comparisons(exp, run)),
-        list(db.histograms.keys(exp, run)),
-        list(db.runs.variables(exp, run)),
-    )
-
-
-@pn.cache(max_items=10, ttl=_TTL)
-def _references(key: str) -> list[Any]:
-    return list(_db(key).histograms.references().values())
+#: The state the URL carries (a view to share).
+_URL_STATE = ("exp", "run", "variable", "detector", "run_type")
+#: How bad a trend status is (the worst run of a variable is shown first).
+_RANK = {"ERROR": 2, "WARNING": 1}
 
 
 # ------------------------------------------------------------------------------ page
@@ -163,7 +115,12 @@ class QAM(pn.viewable.Viewer):
         self._key = db_key(self.db)
         self.user = session_user(self.db)
         self._busy = False
-        exps = sorted({r.exp for r in _runs(self._key, None).values()})
+        #: the runs of each experiment read by this page (read again for a run not in them)
+        self._run_lists: dict[int, dict[int, Any]] = {}
+        #: the variable options and the scope they were read for
+        self._options: list[str] = []
+        self._options_scope: tuple[Any, ...] | None = None
+        exps = self.db.runs.experiments()
         self._exps = exps
         self.message = pn.pane.Alert("", alert_type="warning", visible=False)
         # -- widgets
@@ -209,9 +166,7 @@ class QAM(pn.viewable.Viewer):
         self.variables_table = pn.pane.HTML("", sizing_mode="stretch_width")
         # -- the state: the URL's, then defaults for what it does not give
         if served() and pn.state.location is not None:
-            pn.state.location.sync(
-                self, {"exp": "exp", "run": "run", "variable": "variable", "detector": "detector"}
-            )
+            pn.state.location.sync(self, {k: k for k in _URL_STATE})
         self._complete_state(say=True)
         self._show_widgets()
         self._draw_trend()
@@ -247,11 +202,7 @@ class QAM(pn.viewable.Viewer):
 
     def _state_to_url(self) -> None:
         if pn.state.location is not None:
-            state: dict[str, Any] = {
-                "exp": self.exp, "run": self.run, "variable": self.variable,
-                "detector": self.detector,
-            }  # fmt: skip
-            pn.state.location.update_query(**state)
+            pn.state.location.update_query(**{k: getattr(self, k) for k in _URL_STATE})
 
     def _set(self, **values: Any) -> None:
         if not self._busy:
@@ -260,24 +211,58 @@ class QAM(pn.viewable.Viewer):
     def _run_type(self) -> str | None:
         return None if self.run_type == ALL else self.run_type
 
-    def _runs(self) -> dict[int, Any]:
-        return _runs(self._key, self.exp)
+    def _runs(self, *, having: int | None = None) -> dict[int, Any]:
+        """The runs of the experiment by number (a :class:`b2calib.runs.Run` each), as read
+        when the page opened or the experiment was chosen; read again when run ``having`` is
+        not among them (a run registered since)."""
+        if self.exp is None:
+            return {}
+        runs = self._run_lists.get(self.exp)
+        if runs is None or (having is not None and having not in runs):
+            runs = {r.run: r for r in self.db.runs.select(exp=self.exp)}
+            self._run_lists[self.exp] = runs
+        return runs
+
+    def _trend(self, name: str) -> Any:
+        return self.db.runs.trend(
+            name, exp=self.exp, first=self.first, last=self.last, run_type=self._run_type()
+        )
 
     def _variable_options(self) -> list[str]:
-        """The variables of the detector chosen, the worst first."""
+        """The variables with a value in the runs selected (experiment, run type, range) of
+        the detector chosen, the worst first."""
         if self.exp is None:
             return []
-        worst = _worst(self._key, self.exp, self._run_type(), self.first, self.last)
-        names = [*worst, *(n for n in VARIABLES if n not in worst)]
-        stored = set(_variable_names(self._key))
-        names = [n for n in names if n in stored] + sorted(stored - set(names))
+        names = self.db.status.worst_variables(
+            self.exp, run_type=self._run_type(), first=self.first, last=self.last
+        )
         if self.detector != ALL:
             names = [n for n in names if _detector_of(n) == self.detector]
         return names
 
-    def _complete_state(self, *, say: bool = False) -> None:
+    def _default_run(self, *, worst: bool) -> int | None:
+        """The run to show when the state gives none that fits. ``worst`` (another experiment
+        or run type chosen): the worst run of the variable among the runs selected (worst
+        status, then farthest from its band's centre), else the first of them. Otherwise, and
+        without a variable: the latest collision run of the run type (cosmic runs have no QA
+        histograms)."""
+        runs = self._runs()
+        if worst and self.variable and self.exp is not None:
+            t = self._trend(self.variable)
+            if len(t):
+                rank = np.array([_RANK.get(str(x), 0) for x in t.status])
+                pull = np.nan_to_num(np.abs(np.asarray(t.pull, dtype=float)), nan=0.0)
+                if rank.max() > 0:
+                    return int(t.run[np.lexsort((-pull, -rank))[0]])
+                return int(t.run[0])
+        chosen = [r for r, x in runs.items() if self.run_type in (ALL, x.run_type)]
+        physics = [r for r in chosen if runs[r].run_type == "physics"]
+        return max(physics or chosen or runs or [None])  # type: ignore[type-var]
+
+    def _complete_state(self, *, say: bool = False, worst_run: bool = False) -> None:
         """Defaults for what the state does not give (or gives wrong: said in the message when
-        ``say``, the URL's state)."""
+        ``say``, the URL's state); a run that does not fit is replaced by the worst run of the
+        variable when ``worst_run``, else by the latest (see :meth:`_default_run`)."""
         notes: list[str] = []
         with self._quiet():
             if self.exp not in self._exps:
@@ -287,21 +272,25 @@ class QAM(pn.viewable.Viewer):
             if self.detector not in (ALL, *STATUS_COLUMNS):
                 notes.append(f"no detector or system {self.detector!r}")
                 self.detector = ALL
-            runs = self._runs()
-            if self.run not in runs:
-                if self.run is not None:
-                    notes.append(f"run {self.exp}/{self.run} is not in the database")
-                # the latest collision run: cosmic runs have no QA histograms
-                physics = [r for r, x in runs.items() if x.run_type == "physics"]
-                self.run = max(physics or runs or [None])  # type: ignore[type-var]
-            self._options = self._variable_options()
+            if self.run_type not in (ALL, *RUN_TYPES):
+                notes.append(f"no run type {self.run_type!r}")
+                self.run_type = ALL
+            scope = (self.exp, self.detector, self.run_type, self.first, self.last)
+            if scope != self._options_scope:  # read once per scope, not on every change
+                self._options, self._options_scope = self._variable_options(), scope
             if self.variable not in self._options:
                 if self.variable:
                     notes.append(
                         f"no monitoring variable {self.variable!r}"
                         + ("" if self.detector == ALL else f" of {self.detector}")
+                        + ("" if self.run_type == ALL else f" in {self.run_type} runs")
                     )
                 self.variable = self._options[0] if self._options else ""
+            runs = self._runs(having=self.run)
+            if self.run not in runs:
+                if self.run is not None:
+                    notes.append(f"run {self.exp}/{self.run} is not in the database")
+                self.run = self._default_run(worst=worst_run)
         if say:
             text = "; ".join(notes)
             self.message.object = (
@@ -320,21 +309,37 @@ class QAM(pn.viewable.Viewer):
             self.variable_select.options = self._options
             self.variable_select.value = self.variable or None
             self.run_input.value = self.run
-            runs = sorted(self._runs())
+            runs = self._stepped()
             self.previous_button.disabled = not runs or self.run == runs[0]
             self.next_button.disabled = not runs or self.run == runs[-1]
 
+    def _stepped(self) -> list[int]:
+        """The runs the previous/next buttons step through: those of the run type chosen."""
+        return sorted(r for r, x in self._runs().items() if self.run_type in (ALL, x.run_type))
+
     def _step(self, step: int) -> None:
-        runs = sorted(self._runs())
+        runs = self._stepped()
         if self.run in runs:
             i = runs.index(self.run) + step
             if 0 <= i < len(runs):
                 self.run = runs[i]
 
-    def _on_scope(self, *_: Any) -> None:
+    def _on_scope(self, *events: Any) -> None:
         if self._busy:
             return
-        self._complete_state()
+        changed = {e.name for e in events}
+        runs = self._runs()
+        if "exp" in changed or (
+            "run_type" in changed
+            and self.run in runs
+            and self.run_type not in (ALL, runs[self.run].run_type)
+        ):
+            # a run number of another experiment is another run (and a run of another type
+            # is not in the trend): the worst run of the variable (kept when the experiment
+            # has it, else its worst) is shown
+            with self._quiet():
+                self.run = None
+        self._complete_state(worst_run=True)
         self._show_widgets()
         self._draw_trend()
         self._draw_run()
@@ -421,10 +426,13 @@ class QAM(pn.viewable.Viewer):
                                    self._cosmic_item],
             label_text_font_size="11px", name="qam-status-legend",
         )  # fmt: skip
+        # one entry per class whose band is drawn (set with the data: a class too small for a
+        # trend, or a variable not judged, has no band and no entry)
+        self._bands = bands
         band_legend = Legend(
-            title="GOOD band of", items=[LegendItem(label=field("run_class"), renderers=[bands])],
-            label_text_font_size="11px", name="qam-band-legend",
+            title="GOOD band of", items=[], label_text_font_size="11px", name="qam-band-legend",
         )  # fmt: skip
+        self._band_legend = band_legend
         p.add_layout(status_legend, "right")
         p.add_layout(band_legend, "right")
         p.add_tools(
@@ -456,7 +464,7 @@ class QAM(pn.viewable.Viewer):
             self._points.data = {c: [] for c in self._points.data}
             self._trend_fig.visible = False
             return
-        t = _trend(self._key, name, self.exp, self.first, self.last, self._run_type())
+        t = self._trend(name)
         runs = self._runs()
         run = np.asarray(t.run, dtype=np.int32)
         y = np.asarray(t.value, dtype=np.float64)
@@ -465,6 +473,16 @@ class QAM(pn.viewable.Viewer):
         classes = [str(c) for c in t.run_class]
         run_type = [getattr(runs.get(r), "run_type", "") for r in run.tolist()]
         self._class_map.factors = list(dict.fromkeys(classes))
+        drawn: dict[str, int] = {}  # the classes with a band, each at its first banded run
+        finite = np.isfinite(np.asarray(t.low, dtype=float)) & np.isfinite(
+            np.asarray(t.high, dtype=float)
+        )
+        for i in np.flatnonzero(finite).tolist():
+            drawn.setdefault(classes[i], i)
+        self._band_legend.items = [
+            LegendItem(label=value(c), renderers=[self._bands], index=i) for c, i in drawn.items()
+        ]
+        self._band_legend.visible = bool(drawn)
         # what only draws (errors, bands) as 4-byte numbers: the page gets less to read
         self._points.data = {
             "run": run,
@@ -492,10 +510,16 @@ class QAM(pn.viewable.Viewer):
             verdict = ", all GOOD"
         else:
             verdict = ""
+        definition = VARIABLES.get(name)
+        how = (
+            "Colour: the run's status against the GOOD band of its class (shaded)"
+            if definition is None or definition.judged
+            else f"Not judged (no band, status NONE): {definition.description}"
+        )
         self.trend_title.object = (
             f'<div id="qam-trend-title"><b>{escape(name)}</b> ({escape(t.detector)}), '
-            f"exp {self.exp}: {len(run)} runs{verdict}. Colour: the run's status against the "
-            f"GOOD band of its class (shaded); click a point to show its run.</div>"
+            f"exp {self.exp}: {len(run)} runs{verdict}. {escape(how)}; click a point to show "
+            "its run.</div>"
             if run.size
             else f'<div id="qam-trend-title">No values of <b>{escape(name)}</b> in the '
             "selected runs.</div>"
@@ -562,8 +586,11 @@ class QAM(pn.viewable.Viewer):
             return
         info = self._runs().get(run)
         det = self.detector
-        stored, keys, variables = _run_data(self._key, exp, run)
-        evidence = [e for e in _evidence(self._key, exp, run) if det in (ALL, e.detector)]
+        db = self.db
+        stored = db.histograms.comparisons(exp, run)
+        keys = db.histograms.keys(exp, run)
+        variables = db.runs.variables(exp, run)
+        evidence = [e for e in db.status.evidence(exp, run) if det in (ALL, e.detector)]
         # -- what the run is, where it is signed off
         run_class = f"{info.run_type} {info.beam_energy}" if info is not None else ""
         cosmic = " (cosmic run)" if info is not None and info.run_type == "cosmic" else ""
@@ -571,7 +598,7 @@ class QAM(pn.viewable.Viewer):
         summary = "/runsummary?" + urlencode(
             {"exp": exp, **({"run_type": info.run_type} if info is not None else {})}
         )
-        refs = [r for r in _references(self._key) if (r.exp, r.run) == (exp, run)]
+        refs = [r for r in db.histograms.references(exp).values() if (r.exp, r.run) == (exp, run)]
         notes = []
         if refs:
             notes.append(
@@ -645,6 +672,7 @@ class QAM(pn.viewable.Viewer):
                 continue
             e = judged.get(v.name)
             expected = getattr(e, "expected", None)
+            definition = VARIABLES.get(v.name)
             vrows.append(
                 {
                     "detector": v.detector,
@@ -653,7 +681,9 @@ class QAM(pn.viewable.Viewer):
                     "error": f"{v.error:.2g}",
                     "unit": v.unit,
                     "GOOD band": "" if expected is None else "{:.5g} .. {:.5g}".format(*expected),
-                    "status": e.status if e is not None else "NONE",
+                    "status": e.status
+                    if e is not None
+                    else ("NONE" if definition is None or definition.judged else "not judged"),
                 }
             )
         self.variables_table.object = f"<h3>Monitoring variables of run {exp}/{run}</h3>" + (

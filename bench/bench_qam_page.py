@@ -14,7 +14,8 @@ Serves a copy of the 3000-run benchmark database (``bench/qa_pages_sample.py``) 
 
 and the bytes the server sent over the websocket for each (frames received by the page).
 
-Usage: python bench/bench_qam_page.py [--runs 3000] [--repeat 5]
+Usage: python bench/bench_qam_page.py [--runs 3000] [--repeat 5] [--port P] [--no-write]
+(``--no-write``: print the section without writing it, for a machine that is not quiet.)
 """
 
 from __future__ import annotations
@@ -113,6 +114,10 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--runs", type=int, default=3000)
     ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--port", type=int, default=None, help="serve on this port (default: free)")
+    ap.add_argument(
+        "--no-write", action="store_true", help="print the section, leave RESULTS_qa.md alone"
+    )
     args = ap.parse_args()
     source = qa_pages_database(args.runs)
     work = Path(tempfile.mkdtemp(prefix="bench-qam-"))
@@ -136,7 +141,7 @@ def main() -> None:
     keys = ("first", "url", "run", "tap", "variable")
     times: dict[str, list[float]] = {k: [] for k in keys}
     sent: dict[str, list[int]] = {k: [] for k in keys}
-    with Server(url, "--allow-anonymous") as server, sync_playwright() as p:
+    with Server(url, "--allow-anonymous", port=args.port) as server, sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
         for i in range(args.repeat + 1):  # the first load warms the server's imports up
             ctx = browser.new_context(viewport={"width": 1400, "height": 1000})
@@ -242,7 +247,8 @@ def main() -> None:
         text = pattern.sub(lambda _: section, text)
     else:
         text = text.rstrip("\n") + "\n\n" + section + "\n"
-    RESULTS.write_text(text)
+    if not args.no_write:
+        RESULTS.write_text(text)
     print(section)
     shutil.rmtree(work, ignore_errors=True)
 

@@ -83,6 +83,15 @@ def columns(pg: Page, name: str = "qam-trend-points") -> dict[str, Any]:
     return got
 
 
+def band_labels(pg: Page) -> list[str]:
+    """The entries of the trend's legend of GOOD bands (none when it is hidden)."""
+    got: list[str] = pg.evaluate(
+        "() => { const l = Bokeh.documents[0].get_model_by_name('qam-band-legend');"
+        " return l.visible ? l.items.map(i => i.label.value) : [] }"
+    )
+    return got
+
+
 def url_state(pg: Page) -> dict[str, str]:
     """The page's URL query."""
     return {k: v[0] for k, v in parse_qs(urlparse(pg.url).query).items()}
@@ -107,6 +116,7 @@ def test_opens_on_the_worst_variable_and_puts_the_state_in_the_url(
     page.wait_for_function("() => location.search.includes('variable=')")
     assert url_state(page) == {
         "exp": str(EXP), "run": str(latest), "variable": worst[0], "detector": "all",
+        "run_type": "all",
     }  # fmt: skip
     # the detector choices in the order of every page (detectors, then the systems)
     from b2calib.qa.store.status import STATUS_COLUMNS
@@ -158,13 +168,34 @@ def test_the_url_state_round_trips(page: Page, server: Server) -> None:  # noqa:
     expect(page.locator("#qam-run-head")).to_contain_text(f"Run {EXP}/4")
     expect(page.locator(".qam-detector select")).to_have_value("CDC")
     expect(page.locator(".qam-variable select")).to_have_value(state["variable"])
+    # the run type filters the variables and is in the URL both ways (issue 19: it did not
+    # filter the variable list and was lost from the URL)
+    open_qam(page, server, f"exp={EXP}&run_type=cosmic")
+    expect(page.locator(".qam-run-type select")).to_have_value("cosmic")
+    options = page.locator(".qam-variable select option").all_text_contents()
+    assert options
+    assert all(o.startswith("cosmic.") for o in options), options
+    page.wait_for_function("() => location.search.includes('run_type=cosmic')")
+    assert set(columns(page)["run_type"]) == {"cosmic"}
+    expect(page.locator("#qam-run-head")).to_contain_text("(cosmic run)")
+    # previous/next step through the runs of the type chosen: the sample has one cosmic run
+    expect(page.locator(".qam-previous button")).to_be_disabled()
+    expect(page.locator(".qam-next button")).to_be_disabled()
+    page.locator(".qam-run-type select").select_option("physics")
+    page.wait_for_function("() => location.search.includes('run_type=physics')")
+    expect(page.locator("#qam-run-head")).not_to_contain_text("(cosmic run)")
+    options = page.locator(".qam-variable select option").all_text_contents()
+    assert options
+    assert not any(o.startswith("cosmic.") for o in options), options
+    assert set(columns(page)["run_type"]) == {"physics"}
     # a state the database does not have is said, not silently replaced
     open_qam(page, server, f"exp={EXP}&run=999")
     expect(page.locator(".alert")).to_contain_text(f"Run {EXP}/999 is not in the database")
 
 
 @pytest.mark.parametrize(
-    "variable", ["bhabha.ecl_e_over_p", "hadron.klm_digits_per_event", "mumu.top_time"]
+    "variable",
+    ["bhabha.ecl_e_over_p", "hadron.klm_digits_per_event", "mumu.top_time", "bhabha.lumi_pb"],
 )
 def test_each_point_is_coloured_by_its_status_from_the_band_of_its_class(
     page: Page,  # noqa: F811
@@ -195,6 +226,25 @@ def test_each_point_is_coloured_by_its_status_from_the_band_of_its_class(
     palette = page.evaluate(_MODEL, ["qam-trend-scatter", ["glyph", "fill_color", "transform",
                                                             "palette"]])  # fmt: skip
     assert dict(zip(factors, palette, strict=True)) == STATUS_COLORS
+    # a band legend entry for each class whose band is drawn, and for no other
+    drawn = [c for c, lo in zip(got["run_class"], low, strict=True) if np.isfinite(lo)]
+    assert band_labels(page) == list(dict.fromkeys(drawn))
+    if variable == "bhabha.lumi_pb":
+        # a run's integrated luminosity is not judged (issue 19: its band reached below 0)
+        assert set(got["status"]) == {"NONE"}
+        assert not drawn
+        expect(page.locator("#qam-trend-title")).to_contain_text("Not judged")
+        cell = page.locator('td[data-field="variable"]', has_text=re.compile(r"^bhabha\.lumi_pb$"))
+        row = page.locator(".qam-variables tbody tr").filter(has=cell)
+        expect(row.locator('td[data-field="status"]')).to_have_text("not judged")
+        # what is judged instead: the ratio to the recorded luminosity, with its band
+        cell = page.locator(
+            'td[data-field="variable"]', has_text=re.compile(r"^bhabha\.lumi_recorded_ratio$")
+        )
+        row = page.locator(".qam-variables tbody tr").filter(has=cell)
+        expect(row.locator('td[data-field="status"]')).to_have_text(re.compile("GOOD|WARNING"))
+    else:
+        assert drawn
 
 
 def test_the_evidence_of_a_run_is_listed_worst_first_with_each_status(
@@ -247,6 +297,10 @@ def test_cosmic_and_reference_runs_say_what_they_are(
         ".filter(i => i.visible).map(i => i.label.value ?? i.label.field)"
     )
     assert "cosmic run" in labels
+    # one cosmic run: no trend, no band drawn, and no band entry in the legend (issue 19: exp
+    # 14 listed a Continuum band it did not draw)
+    assert np.isnan(np.asarray(got["low"], dtype=float)).all()
+    assert band_labels(page) == []
     # the reference run: said, and its histograms' reference is itself
     open_qam(page, server, f"exp={EXP}&run={REFERENCE_RUN[1]}")
     expect(page.locator(".qam-is-reference")).to_contain_text(
@@ -261,3 +315,59 @@ def test_cosmic_and_reference_runs_say_what_they_are(
     expect(page.locator(".qam-summary-link")).to_have_attribute(
         "href", f"/runsummary?exp={EXP}&run_type=physics"
     )
+
+
+def test_another_experiment_shows_its_worst_run_of_the_variable(
+    db_url: str,  # noqa: F811
+    tmp_path: Any,
+) -> None:
+    """Issue 19: changing experiment kept the run number (a run of the old experiment). Now
+    the new experiment's worst run of the variable is shown (its first when none is worse than
+    GOOD), the variable kept when the experiment has it, else its worst. (The page's logic,
+    without a browser: the sample has one experiment, a copy gets a second.)"""
+    import dataclasses
+    import sqlite3
+
+    from b2calib.qa.monitoring import RunQA
+    from b2calib_apps.qam import QAM
+
+    path = tmp_path / "two.sqlite"
+    with sqlite3.connect(db_url.removeprefix("sqlite:///")) as src, sqlite3.connect(path) as dst:
+        src.backup(dst)  # (its write-ahead log included)
+    db = QADatabase(f"sqlite:///{path}")
+    other, kept, bad_run = EXP + 1, "hadron.klm_digits_per_event", 7
+    db.runs.import_runs([dataclasses.replace(r, exp=other) for r in db.runs.select(exp=EXP)])
+    for r in db.runs.select(exp=other):
+        values = [
+            dataclasses.replace(v, value=v.value * 100.0 if r.run == bad_run else v.value)
+            for v in db.runs.variables(EXP, r.run)
+            if v.name == kept
+        ]
+        db.histograms.store_run(RunQA(other, r.run, values, {}))
+    q = QAM(db=db, exp=EXP, run=3, variable="mumu.top_time")
+    assert (q.exp, q.run, q.variable) == (EXP, 3, "mumu.top_time")
+    q.exp_select.value = other  # the only variable of exp 13 is its worst
+    assert (q.exp, q.run, q.variable) == (other, bad_run, kept)
+    assert q.run_input.value == bad_run
+    assert q.variable_select.options == [kept]
+    assert f"Run {other}/{bad_run}" in q.run_head.object
+    q.exp_select.value = EXP  # the variable is kept, and the worst run of exp 12 shown
+    assert q.variable == kept
+    trend = db.runs.trend(kept, exp=EXP, run_type=None)
+    rank = {"ERROR": 2, "WARNING": 1}
+    worst = max(
+        zip(trend.run.tolist(), trend.status.tolist(), np.abs(trend.pull).tolist(), strict=True),
+        key=lambda x: (rank.get(x[1], 0), x[2]),
+    )
+    assert worst[1] == "ERROR"
+    assert q.run == worst[0]
+    # an experiment where no run is worse than GOOD: its first run
+    db.runs.import_runs([dataclasses.replace(r, exp=other + 1) for r in db.runs.select(exp=EXP)])
+    for r in db.runs.select(exp=other + 1):
+        good = [dataclasses.replace(v, value=1.0) for v in db.runs.variables(EXP, r.run)
+                if v.name == kept]  # fmt: skip
+        db.histograms.store_run(RunQA(other + 1, r.run, good, {}))
+    q = QAM(db=db, exp=EXP, run=worst[0], variable=kept)
+    q.exp_select.value = other + 1
+    assert set(db.runs.trend(kept, exp=other + 1, run_type=None).status) == {"GOOD"}
+    assert (q.run, q.variable) == (1, kept)

@@ -642,7 +642,8 @@ def test_qa_module_names() -> None:
             "MASS_WINDOW_GEV", "MIN_DIMUONS", "DimuonMassFit", "fit_dimuon_mass",
         ],
         "b2calib.qa.monitoring.luminosity": [
-            "VISIBLE_CROSS_SECTIONS_NB", "VISIBLE_CROSS_SECTION_ECMS", "lumi_from_count",
+            "VISIBLE_CROSS_SECTIONS_NB", "VISIBLE_CROSS_SECTION_ECMS", "expected_count",
+            "lumi_from_count",
         ],
         "b2calib.qa.monitoring.collect": ["collect_qa", "run_qa_from_outputs"],
         "b2calib.qa.grl.expression": [
@@ -703,7 +704,7 @@ def test_detector_qa_names() -> None:
         ],
         "beam": [
             "DIMUON_MASS", "BhabhaLuminosity", "DimuonMassQA", "GammaGammaLuminosity",
-            "HadronBhabhaRatio", "Luminosity", "qa_parts",
+            "HadronBhabhaRatio", "Luminosity", "LuminosityMethodsRatio", "qa_parts",
         ],
         "tracking": ["D0_BINS", "MIN_BEAMSPOT_TRACKS", "Z0_BINS", "ImpactParameterQA", "qa_parts"],
     }  # fmt: skip

@@ -36,6 +36,7 @@ from b2calib.qa.monitoring import (
     lumi_from_count,
     run_qa_from_outputs,
 )
+from b2calib.qa.monitoring.luminosity import expected_count
 from b2calib.qa.monitoring.parts import RunHistograms
 from b2calib.runs import RunRegistry
 from b2calib.sim import (
@@ -619,6 +620,55 @@ def test_luminosity_of_the_sample_runs(sample: Sample) -> None:
         assert np.all(np.abs(pulls) < 4), (name, pulls)
 
 
+def test_luminosity_ratios_of_the_sample_runs(sample: Sample) -> None:
+    """Each measured luminosity over the recorded one, and Bhabha over gamma-gamma, are 1 in
+    every physics run of the sample within their errors, whatever the run's length; a run whose
+    recorded luminosity is wrong by 25 % is many sigma off in both ratios to the recorded
+    one, and not in the ratio of the two methods. The integrated luminosities are not judged
+    (runs differ in length), the ratios are (against 1)."""
+    lengths = []
+    for r in sample.qa.values():
+        run = sample.registry.get(r.exp, r.run)
+        if run.run_type != "physics":
+            assert not any(v.name.endswith("lumi_recorded_ratio") for v in r.variables)
+            continue
+        lengths.append(run.duration_s)
+        for name in (
+            "bhabha.lumi_recorded_ratio",
+            "gamma_gamma.lumi_recorded_ratio",
+            "bhabha_gamma_gamma_lumi_ratio",
+        ):
+            v = r.variable(name)
+            assert v.detector == "BEAM"
+            assert abs(v.value - 1.0) < 4 * v.error, (r.run, name, v)
+    assert max(lengths) > 2 * min(lengths)  # short and long runs, none flagged
+    assert VARIABLES["bhabha.lumi_pb"].judged is False
+    assert VARIABLES["gamma_gamma.lumi_pb"].judged is False
+    for name in ("bhabha.lumi_recorded_ratio", "bhabha_gamma_gamma_lumi_ratio"):
+        assert VARIABLES[name].judged
+        assert VARIABLES[name].reference == 1.0
+    # the registry's recorded luminosity of one run 25 % too high: both ratios 25 % low
+    run = sample.healthy[0]
+    entry = sample.registry.get(sample.cfg.exp, run)
+    wrong = RunRegistry(
+        [dataclasses.replace(entry, lumi_pb=entry.lumi_pb * 1.25) if r.key == entry.key else r
+         for r in sample.registry.select()]
+    )  # fmt: skip
+    files = Dataset.select(sample.folder, registry=wrong, runs=[run])
+    lumi_files = Dataset([f for f in files if f.skim in ("hlt_bhabha", "hlt_gamma_gamma")])
+    (qa,) = collect_qa(lumi_files, registry=wrong)
+    right = sample.qa[run]
+    # flagged: ERROR (5 sigma) by the Bhabha count, at least WARNING (3) by the gamma-gamma one
+    for name, sigma in (("bhabha.lumi_recorded_ratio", 5), ("gamma_gamma.lumi_recorded_ratio", 3)):
+        v = qa.variable(name)
+        assert v.value == pytest.approx(right.variable(name).value / 1.25)
+        assert (1.0 - v.value) / v.error > sigma, (name, v)
+    assert qa.variable("bhabha_gamma_gamma_lumi_ratio") == right.variable(
+        "bhabha_gamma_gamma_lumi_ratio"
+    )
+    assert qa.variable("bhabha.lumi_pb") == right.variable("bhabha.lumi_pb")
+
+
 def test_luminosity_from_counts() -> None:
     """The formula, the prescales (fractions kept), the continuum scaling and no-event runs."""
     ps = {"bhabha": 0.25, "tautau": 0.5, "gamma_gamma": 0.1}
@@ -629,6 +679,8 @@ def test_luminosity_from_counts() -> None:
     rel = math.hypot(0.25 * eb, 0.5 * et) * 1000.0 / denom
     assert err == pytest.approx(lumi * math.sqrt(1 / 900 + rel**2))
     assert rel < 1e-3  # the visible cross sections' error is negligible next to the counting
+    # the count expected in a luminosity: the inverse
+    assert expected_count("bhabha", lumi, prescales=ps) == pytest.approx(900)
     # continuum: the generator's 1/s-like scaling of the cross sections
     cont = lumi_from_count("gamma_gamma", 400, prescales=ps, ecms_gev=10.52)
     on = lumi_from_count("gamma_gamma", 400, prescales=ps)

@@ -394,3 +394,69 @@ def test_the_demo_faults_are_found_and_explained_and_nothing_else_is_error(
     assert grid[(14, 29)]["BEAM"] != "ERROR"
     (run29,) = [e for e in db.status.evidence(14, 29, "BEAM") if e.name == "mumu.invariant_mass"]
     assert "physics Continuum runs of exp 14" in run29.message
+
+
+def test_luminosities_are_not_judged_their_ratios_are(db: QADatabase) -> None:
+    """Issue 19: the runs' integrated luminosities were judged with a band (centre +- 3 sigma
+    of runs of every length) that reached below zero. Now ``bhabha.lumi_pb`` and
+    ``gamma_gamma.lumi_pb`` are shown but not judged (no band, NONE, no evidence, not in
+    BEAM); the ratios to the recorded luminosity and of the two methods are judged against 1:
+    a Bhabha count 3 % high (run 5) and a recorded luminosity 5 % too high (run 7) are ERROR,
+    a run 500 times shorter than the others (run 2) is GOOD."""
+    import dataclasses
+
+    import hist
+
+    from b2calib.qa.monitoring import run_qa_from_outputs
+    from b2calib.qa.monitoring.luminosity import expected_count
+
+    rng = np.random.default_rng(19)
+    ps = {"bhabha": 0.01, "tautau": 0.01, "gamma_gamma": 0.1}
+    runs = {r.run: r for r in db.runs.select(exp=3) if r.beam_energy == "4S"}
+    true = {r: (2.0 if r == 2 else 1000.0 + 100.0 * r) for r in runs}
+    recorded = {r: lumi * (1.05 if r == 7 else 1.0) for r, lumi in true.items()}
+    db.runs.import_runs([dataclasses.replace(x, lumi_pb=recorded[r]) for r, x in runs.items()])
+
+    def count(n: int) -> hist.Hist:
+        h = hist.Hist(hist.axis.Integer(0, 1), storage=hist.storage.Mean())
+        h.fill(np.zeros(n, dtype=np.int64), sample=np.ones(n))
+        return h
+
+    for r in runs:
+        expected = {
+            m: expected_count(m, true[r], prescales=ps, ecms_gev=10.58)
+            for m in ("bhabha", "gamma_gamma")
+        }
+        off = 1.03 if r == 5 else 1.0  # the Bhabha method 3 % high in run 5
+        outputs = {
+            "hlt_bhabha": {"events": count(rng.poisson(expected["bhabha"] * off))},
+            "hlt_gamma_gamma": {"lumi_events": count(rng.poisson(expected["gamma_gamma"]))},
+        }
+        qa = run_qa_from_outputs(
+            3, r, outputs, prescales=ps, ecms_nominal_gev=10.58, recorded_lumi_pb=recorded[r]
+        )
+        db.histograms.store_run(qa)
+    for name in ("bhabha.lumi_pb", "gamma_gamma.lumi_pb"):
+        tr = db.runs.trend(name, exp=3)
+        assert sorted(tr.run.tolist()) == sorted(runs)
+        assert set(tr.status.tolist()) == {"NONE"}
+        assert np.isnan(tr.low).all()  # no band (it reached below zero)
+        assert np.isnan(tr.high).all()
+    beam = {r: db.status.get(3, r)["BEAM"] for r in runs}
+    assert beam == {r: "ERROR" if r in (5, 7) else "GOOD" for r in runs}
+    # the evidence names the ratios, never the luminosities themselves
+    for r in runs:
+        names = {e.name for e in db.status.evidence(3, r, "BEAM")}
+        assert not names & {"bhabha.lumi_pb", "gamma_gamma.lumi_pb"}
+        assert {"bhabha.lumi_recorded_ratio", "bhabha_gamma_gamma_lumi_ratio"} <= names
+    status = {e.name: e.status for e in db.status.evidence(3, 5, "BEAM")}
+    assert status["bhabha.lumi_recorded_ratio"] == "ERROR"
+    assert status["gamma_gamma.lumi_recorded_ratio"] == "GOOD"
+    assert status["bhabha_gamma_gamma_lumi_ratio"] == "ERROR"  # the methods disagree
+    status = {e.name: e.status for e in db.status.evidence(3, 7, "BEAM")}
+    assert status["bhabha.lumi_recorded_ratio"] == "ERROR"
+    assert status["gamma_gamma.lumi_recorded_ratio"] == "ERROR"
+    assert status["bhabha_gamma_gamma_lumi_ratio"] == "GOOD"  # they agree: the record is off
+    (short,) = [e for e in db.status.evidence(3, 2, "BEAM") if e.name.startswith("bhabha.lumi")]
+    assert short.status == "GOOD"
+    assert "expected" in short.message

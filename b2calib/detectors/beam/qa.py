@@ -17,7 +17,18 @@
   events of the selections of :data:`b2calib.skims.LUMI_SELECTIONS` (every ``hlt_bhabha``
   event; the ``hlt_gamma_gamma`` events with the ``GG`` flag), see
   :mod:`b2calib.qa.monitoring.luminosity`. No selected event, or no nominal collision energy:
-  no value (and a note), never 0 +- 0.
+  no value (and a note), never 0 +- 0. They are shown, plotted and summed (the luminosity
+  tables), but **not judged** (:attr:`VariableDef.judged`): runs differ in length, so a band
+  over the runs' integrated luminosities would flag long and short runs, not bad ones.
+* What a shifter checks instead, judged against 1: ``bhabha.lumi_recorded_ratio`` and
+  ``gamma_gamma.lumi_recorded_ratio``, each method's count over the count expected from the
+  luminosity the run registry recorded (:func:`~b2calib.qa.monitoring.luminosity.expected_count`;
+  the simulator draws its events from that luminosity, so 1 is the truth), with the Poisson
+  error of the expected count; and ``bhabha_gamma_gamma_lumi_ratio``, the Bhabha luminosity
+  over the gamma-gamma one, with the error of both counts expected from their common
+  luminosity. A ratio does not depend on the run's length (a short run has a larger error,
+  not another value): a wrong recorded luminosity, or a method off by a few per cent, is
+  flagged; a short run is not.
 """
 
 from __future__ import annotations
@@ -32,7 +43,7 @@ import numpy as np
 from b2calib.exceptions import QAError
 from b2calib.fit.histstats import mean_of
 from b2calib.qa.monitoring import HistogramDef, MonitoringValue, QAPart, VariableDef
-from b2calib.qa.monitoring.luminosity import lumi_from_count
+from b2calib.qa.monitoring.luminosity import expected_count, lumi_from_count
 from b2calib.qa.monitoring.massfit import fit_dimuon_mass
 from b2calib.qa.monitoring.parts import (
     B_FACTOR,
@@ -51,6 +62,7 @@ __all__ = [
     "GammaGammaLuminosity",
     "HadronBhabhaRatio",
     "Luminosity",
+    "LuminosityMethodsRatio",
     "qa_parts",
 ]
 
@@ -149,17 +161,30 @@ class HadronBhabhaRatio(QAPart[SkimEvents]):
 class Luminosity(QAPart[SkimEvents]):
     """The luminosity of a method of :data:`b2calib.skims.LUMI_SELECTIONS` from the events of
     its selection, counted in the histogram ``count`` of its skim (the base of
-    :class:`BhabhaLuminosity` and :class:`GammaGammaLuminosity`)."""
+    :class:`BhabhaLuminosity` and :class:`GammaGammaLuminosity`): ``<method>.lumi_pb`` (not
+    judged) and ``<method>.lumi_recorded_ratio``, the count over the count expected from the
+    run registry's recorded luminosity (judged against 1)."""
 
     detector = "BEAM"
     order = listing_order("run", "BEAM")  # with the ratio, not in the block of its skim
+    version: ClassVar[int] = 2
     method: ClassVar[str]
     count: ClassVar[str]
     description: ClassVar[str]
 
     @property
     def variables(self) -> tuple[VariableDef, ...]:
-        return (VariableDef(f"{self.method}.lumi_pb", "BEAM", "pb^-1", self.description),)
+        return (
+            VariableDef(f"{self.method}.lumi_pb", "BEAM", "pb^-1", self.description, judged=False),
+            VariableDef(
+                f"{self.method}.lumi_recorded_ratio",
+                "BEAM",
+                "",
+                f"{self.method} luminosity / recorded luminosity (run registry): the events "
+                "selected over those expected from the recorded luminosity",
+                1.0,
+            ),
+        )
 
     def compute(self, run: RunHistograms) -> list[MonitoringValue]:
         h = run.get(self.skim or "", self.count)
@@ -168,13 +193,25 @@ class Luminosity(QAPart[SkimEvents]):
         if not run.ecms_nominal_gev:
             run.note(f"no nominal collision energy: no {self.method} luminosity")
             return []
+        n = mean_of(h)[2]
+        out = []
         lumi = lumi_from_count(
-            self.method, mean_of(h)[2], prescales=run.prescales, ecms_gev=run.ecms_nominal_gev
+            self.method, n, prescales=run.prescales, ecms_gev=run.ecms_nominal_gev
         )
         if lumi is None:
             run.note(f"no {self.method} luminosity events")
-            return []
-        return [self.value(f"{self.method}.lumi_pb", *lumi)]
+        else:
+            out.append(self.value(f"{self.method}.lumi_pb", *lumi))
+        recorded = run.recorded_lumi_pb
+        if recorded is not None and recorded > 0:
+            expected = expected_count(
+                self.method, recorded, prescales=run.prescales, ecms_gev=run.ecms_nominal_gev
+            )
+            if expected > 0:
+                # N = 0 is a measurement here (no events where the registry says there were)
+                ratio = (f"{self.method}.lumi_recorded_ratio", n / expected, expected**-0.5)
+                out.append(self.value(*ratio))
+        return out
 
 
 @dataclass(frozen=True)
@@ -184,7 +221,10 @@ class BhabhaLuminosity(Luminosity):
     skim = "hlt_bhabha"
     method = "bhabha"
     count = "events"
-    description = "integrated luminosity from hlt_bhabha events"
+    description = (
+        "integrated luminosity from hlt_bhabha events (depends on the run's length: "
+        "bhabha.lumi_recorded_ratio is judged)"
+    )
 
 
 @dataclass(frozen=True)
@@ -195,7 +235,10 @@ class GammaGammaLuminosity(Luminosity):
     skim = "hlt_gamma_gamma"
     method = "gamma_gamma"
     count = "lumi_events"
-    description = "integrated luminosity from hlt_gamma_gamma events with the GG flag"
+    description = (
+        "integrated luminosity from hlt_gamma_gamma events with the GG flag (depends on the "
+        "run's length: gamma_gamma.lumi_recorded_ratio is judged)"
+    )
 
     def branches(self) -> dict[str, str]:
         return {"SoftwareTriggerVariables_GG": "float32"}
@@ -205,9 +248,52 @@ class GammaGammaLuminosity(Luminosity):
         return {"lumi_events": mean_histogram(np.ones(int(np.sum(gg == 1.0))))}
 
 
+@dataclass(frozen=True)
+class LuminosityMethodsRatio(QAPart[SkimEvents]):
+    """The Bhabha luminosity over the gamma-gamma one (``bhabha_gamma_gamma_lumi_ratio``,
+    judged against 1), from the counts of both selections (see :class:`Luminosity`); the error
+    is that of both counts expected from their common luminosity ``(N_b + N_g) / (d_b + d_g)``
+    (``d``: a method's count per pb^-1)."""
+
+    detector = "BEAM"
+    order = listing_order("run", "BEAM")
+    variables = (
+        VariableDef(
+            "bhabha_gamma_gamma_lumi_ratio",
+            "BEAM",
+            "",
+            "Bhabha luminosity / gamma-gamma luminosity",
+            1.0,
+        ),
+    )
+
+    def compute(self, run: RunHistograms) -> list[MonitoringValue]:
+        hb = run.get(BhabhaLuminosity.skim, BhabhaLuminosity.count)
+        hg = run.get(GammaGammaLuminosity.skim, GammaGammaLuminosity.count)
+        if hb is None or hg is None or not run.ecms_nominal_gev:
+            return []
+        nb, ng = mean_of(hb)[2], mean_of(hg)[2]
+        if nb <= 0 or ng <= 0:
+            return []  # the luminosity without events is noted by its part
+        db, dg = (
+            expected_count(m, 1.0, prescales=run.prescales, ecms_gev=run.ecms_nominal_gev)
+            for m in ("bhabha", "gamma_gamma")
+        )
+        common = (nb + ng) / (db + dg)
+        ratio = (nb / db) / (ng / dg)
+        error = ratio * math.sqrt(1.0 / (common * db) + 1.0 / (common * dg))
+        return [self.value("bhabha_gamma_gamma_lumi_ratio", ratio, error)]
+
+
 def qa_parts() -> list[QAPart[Any]]:
     """The beams' QA parts."""
-    return [DimuonMassQA(), HadronBhabhaRatio(), BhabhaLuminosity(), GammaGammaLuminosity()]
+    return [
+        DimuonMassQA(),
+        HadronBhabhaRatio(),
+        BhabhaLuminosity(),
+        GammaGammaLuminosity(),
+        LuminosityMethodsRatio(),
+    ]
 
 
 def __dir__() -> list[str]:

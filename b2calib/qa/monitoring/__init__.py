@@ -58,6 +58,12 @@ Definitions (what the numbers mean)
   offset, not at 0, and follow its slow drift.
 * Each variable is defined where it is declared: ``b2calib.detectors.<detector>.qa``
   (``beam`` and ``tracking`` for the systems).
+* A variable is judged against the trend of its class unless its definition says it is not
+  (:attr:`VariableDef.judged`): ``bhabha.lumi_pb`` and ``gamma_gamma.lumi_pb``, a run's
+  integrated luminosity, depend on its length and are shown only; what is judged is their
+  agreement with the recorded luminosity (``bhabha.lumi_recorded_ratio``,
+  ``gamma_gamma.lumi_recorded_ratio``) and with each other (``bhabha_gamma_gamma_lumi_ratio``),
+  each expected to be 1.
 """
 
 from __future__ import annotations

@@ -47,6 +47,7 @@ def run_qa_from_outputs(
     prescales: Mapping[str, float] | None = None,
     skipped: Sequence[SkippedFile] = (),
     detectors: Sequence[str] | None = None,
+    recorded_lumi_pb: float | None = None,
 ) -> RunQA:
     """Monitoring variables and QA histograms of one run from its collectors' histograms.
 
@@ -66,11 +67,17 @@ def run_qa_from_outputs(
         another detector, or one that reads another detector's data
         (:attr:`QAPart.requires`), gives no value and no QA histogram, whatever the outputs
         hold: a detector the run did not include has no value.
+    recorded_lumi_pb
+        The luminosity the run registry recorded for the run (pb^-1): what the measured
+        luminosities are compared with (``bhabha.lumi_recorded_ratio``, ...); None: unknown,
+        no such ratio.
 
     Every registered part computes its variables (:meth:`QAPart.compute`), in listing order; the
     QA histograms are those the parts declare, as their skims' outputs hold them.
     """
-    histograms = RunHistograms(exp, run, outputs, ecms_nominal_gev, prescales or {})
+    histograms = RunHistograms(
+        exp, run, outputs, ecms_nominal_gev, prescales or {}, recorded_lumi_pb=recorded_lumi_pb
+    )
     parts = qa_parts()
     if detectors is not None:
         unknown = sorted(set(detectors) - set(DETECTORS))
@@ -197,11 +204,12 @@ def collect_qa(
                 per_run.setdefault(key, {})[skim] = result.output[key]
     out = []
     for key in sorted(set(per_run) | set(skipped)):
-        nominal = None
+        nominal = recorded = None
         included: tuple[str, ...] | None = run_detectors.get(key)
         if registry is not None and key in registry:
             entry = registry.get(*key)
             nominal = entry.ecms_nominal_gev or None
+            recorded = entry.lumi_pb
             included = tuple(d for d in (included or DETECTORS) if d in entry.detectors)
         out.append(
             run_qa_from_outputs(
@@ -212,6 +220,7 @@ def collect_qa(
                 prescales=prescales.get(key),
                 skipped=sorted(skipped.get(key, []), key=lambda s: s.path),
                 detectors=included,
+                recorded_lumi_pb=recorded,
             )
         )
     return out

@@ -57,6 +57,14 @@ class VariableDef:
         A name of :data:`b2calib.geometry.DETECTORS` or of :data:`SYSTEMS`.
     reference
         The expected value where one is known, else None.
+    judged
+        Whether the variable is judged against the trend of its class (a GOOD band, a
+        status, part of its detector's automatic status). False for a number that is shown,
+        plotted and used, but whose run-to-run spread says nothing about the run's quality:
+        the integrated luminosity of a run (``bhabha.lumi_pb``) depends on how long the run
+        was; what is judged is its agreement with the recorded luminosity
+        (``bhabha.lumi_recorded_ratio``). A variable not judged has no band, the status NONE,
+        and no part in the automatic status or its evidence.
     """
 
     name: str
@@ -64,6 +72,7 @@ class VariableDef:
     unit: str
     description: str
     reference: float | None = None
+    judged: bool = True
 
 
 @dataclass(frozen=True)

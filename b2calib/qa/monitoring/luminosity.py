@@ -25,7 +25,12 @@ from b2calib.exceptions import QAError
 from b2calib.physics import Y4S_ECMS_GEV, cross_section_nb
 from b2calib.skims import LUMI_SELECTIONS
 
-__all__ = ["VISIBLE_CROSS_SECTIONS_NB", "VISIBLE_CROSS_SECTION_ECMS", "lumi_from_count"]
+__all__ = [
+    "VISIBLE_CROSS_SECTIONS_NB",
+    "VISIBLE_CROSS_SECTION_ECMS",
+    "expected_count",
+    "lumi_from_count",
+]
 
 #: Collision energy (GeV) at which :data:`VISIBLE_CROSS_SECTIONS_NB` were measured.
 VISIBLE_CROSS_SECTION_ECMS = Y4S_ECMS_GEV
@@ -66,10 +71,47 @@ def lumi_from_count(
     for gamma-gamma: negligible next to the counting). None when ``N`` is 0 (no measurement).
     Prescales missing from ``prescales`` (or None) are 1.
     """
+    if n_selected <= 0:
+        _check(method)
+        return None
+    denom, var = _visible_pb(method, prescales, ecms_gev, cross_sections)
+    if denom <= 0:
+        return None
+    lumi = n_selected / denom
+    return lumi, lumi * math.sqrt(1.0 / n_selected + var / denom**2)
+
+
+def expected_count(
+    method: str,
+    lumi_pb: float,
+    *,
+    prescales: Mapping[str, float] | None = None,
+    ecms_gev: float = Y4S_ECMS_GEV,
+    cross_sections: Mapping[str, Mapping[str, tuple[float, float]]] | None = None,
+) -> float:
+    """The number of events a luminosity method is expected to select (prescales applied) in
+    an integrated luminosity of ``lumi_pb`` pb^-1: ``lumi_pb sum_p(prescale_p sigma_vis,p(E))``,
+    the inverse of :func:`lumi_from_count` (same arguments). The luminosity monitoring
+    compares a method's count with this count for the run registry's recorded luminosity:
+    ``N / expected`` is the ratio measured / recorded, and ``1 / sqrt(expected)`` its error
+    when the recorded luminosity is right (the Poisson error of the expected count, which a
+    run with few events does not underestimate as ``sqrt(N)`` would)."""
+    return lumi_pb * _visible_pb(method, prescales, ecms_gev, cross_sections)[0]
+
+
+def _check(method: str) -> None:
     if method not in LUMI_SELECTIONS:
         raise QAError(f"unknown luminosity method {method!r}; known: {', '.join(LUMI_SELECTIONS)}")
-    if n_selected <= 0:
-        return None
+
+
+def _visible_pb(
+    method: str,
+    prescales: Mapping[str, float] | None,
+    ecms_gev: float,
+    cross_sections: Mapping[str, Mapping[str, tuple[float, float]]] | None,
+) -> tuple[float, float]:
+    """``sum_p(prescale_p sigma_vis,p(E))`` of a method in pb, and its variance."""
+    _check(method)
     table = (cross_sections if cross_sections is not None else VISIBLE_CROSS_SECTIONS_NB)[method]
     ps = prescales or {}
     denom, var = 0.0, 0.0
@@ -80,10 +122,7 @@ def lumi_from_count(
         w = ps.get(process, 1.0) * scale * 1000.0  # nb -> pb
         denom += w * sigma
         var += (w * err) ** 2
-    if denom <= 0:
-        return None
-    lumi = n_selected / denom
-    return lumi, lumi * math.sqrt(1.0 / n_selected + var / denom**2)
+    return denom, var
 
 
 def __dir__() -> list[str]:

@@ -240,6 +240,9 @@ class RunHistograms:
         Per process (``hadron``, ``bhabha``, ...), from the files' metadata; missing: 1.
     notes
         Why numbers are missing (:meth:`note`).
+    recorded_lumi_pb
+        The integrated luminosity the run registry recorded for the run (pb^-1,
+        :attr:`b2calib.runs.Run.lumi_pb`); None: unknown.
     """
 
     exp: int
@@ -248,6 +251,7 @@ class RunHistograms:
     ecms_nominal_gev: float | None = None
     prescales: Mapping[str, float] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    recorded_lumi_pb: float | None = None
 
     @property
     def key(self) -> str:

@@ -83,7 +83,9 @@ class Trend:
     absolute deviation). ``low[i] .. high[i]`` is the centre +- 3 of run ``i``'s combined
     sigma: ``status[i]`` is GOOD exactly when ``low[i] <= value[i] <= high[i]``, WARNING up to
     5 sigma, ERROR beyond; NONE without a finite value and error, or in a class too small to
-    have a trend (fewer than :data:`MIN_TREND_RUNS` runs and no known value).
+    have a trend (fewer than :data:`MIN_TREND_RUNS` runs and no known value). A variable
+    declared not judged (:attr:`b2calib.qa.monitoring.VariableDef.judged` False: a run's
+    integrated luminosity) has no limits and every run NONE.
 
     ``centre`` and ``width`` (one run's typical sigma) are those of the class with the most runs
     shown, in the period of its last run shown; :attr:`band` is that band for a typical run (a
@@ -471,39 +473,40 @@ class Runs:
             keep &= table.run <= last
         if run_type is not None:
             keep &= np.char.startswith(table.run_class, f"{run_type} ")
-        judged = table.rows(keep)
+        t = table if keep.all() else table.take(keep)  # columns: no object per run
         definition = VARIABLES.get(name)
-        if not judged and definition is None and name not in self.variable_names():
+        if not len(t) and definition is None and name not in self.variable_names():
             raise QAError(f"no monitoring variable {name!r} is stored")
         reference = definition.reference if definition is not None else None
-        classes = [j.run_class for j in judged]
-        main = max(set(classes), key=lambda c: (classes.count(c), c)) if classes else ""
-        main_judged = [j for j in judged if j.run_class == main and np.isfinite(j.low)]
-        if main_judged:  # the band of the main class now: in the period of its last run
-            main_judged = [j for j in main_judged if j.period == main_judged[-1].period]
-        if main_judged:
-            sigma = np.array([(j.high - j.low) / (2 * VARIABLE_WARNING_SIGMA) for j in main_judged])
-            centre = (main_judged[0].high + main_judged[0].low) / 2
+        classes, counts = np.unique(t.run_class, return_counts=True)
+        by_count = zip(counts.tolist(), classes.tolist(), strict=True)
+        main = max(by_count)[1] if len(classes) else ""
+        main_judged = np.flatnonzero((t.run_class == main) & np.isfinite(t.low))
+        if len(main_judged):  # the band of the main class now: in the period of its last run
+            main_judged = main_judged[t.period[main_judged] == t.period[main_judged[-1]]]
+            sigma = (t.high - t.low)[main_judged] / (2 * VARIABLE_WARNING_SIGMA)
+            first_run = main_judged[0]
+            centre = float((t.high[first_run] + t.low[first_run]) / 2)
             width = float(np.sqrt(np.median(sigma**2)))
         else:
             centre = width = float("nan")
         return Trend(
             name=name,
-            detector=judged[0].detector if judged else (definition.detector if definition else ""),
-            unit=judged[0].unit if judged else (definition.unit if definition else ""),
-            exp=np.array([j.exp for j in judged], dtype=np.int64),
-            run=np.array([j.run for j in judged], dtype=np.int64),
-            value=np.array([j.value for j in judged], dtype=np.float64),
-            error=np.array([j.error for j in judged], dtype=np.float64),
-            status=np.array([j.status for j in judged], dtype=np.str_),
-            centre=float(centre),
+            detector=str(t.detector[0]) if len(t) else (definition.detector if definition else ""),
+            unit=str(t.unit[0]) if len(t) else (definition.unit if definition else ""),
+            exp=t.exp.astype(np.int64),
+            run=t.run.astype(np.int64),
+            value=t.value.astype(np.float64),
+            error=t.error.astype(np.float64),
+            status=t.status.astype(np.str_),
+            centre=centre,
             width=width,
             reference=reference,
-            low=np.array([j.low for j in judged], dtype=np.float64),
-            high=np.array([j.high for j in judged], dtype=np.float64),
-            run_class=np.array(classes, dtype=np.str_),
-            pull=np.array([j.pull for j in judged], dtype=np.float64),
-            period=np.array([j.period for j in judged], dtype=np.int64),
+            low=t.low.astype(np.float64),
+            high=t.high.astype(np.float64),
+            run_class=t.run_class.astype(np.str_),
+            pull=t.pull.astype(np.float64),
+            period=t.period.astype(np.int64),
         )
 
     def judged(
@@ -614,10 +617,12 @@ class Runs:
                 continue
             idx = slice(start, i)
             definition = VARIABLES.get(cols[0][start])
-            j = _judge(value[idx], error[idx], definition.reference if definition else None)
-            low[idx], high[idx], pull[idx], status[idx] = j.low, j.high, j.pull, j.status
             class_runs[idx] = i - start
             start = i
+            if definition is not None and not definition.judged:
+                continue  # shown, never judged: no limits, NONE
+            j = _judge(value[idx], error[idx], definition.reference if definition else None)
+            low[idx], high[idx], pull[idx], status[idx] = j.low, j.high, j.pull, j.status
         table = JudgedTable(
             name=names,
             detector=np.array(cols[1], dtype=np.str_),
@@ -679,19 +684,20 @@ def _current_flags(
 
 
 def _run(row: Any, dq: dict[str, str]) -> Run:
+    r = dict(zip(row._fields, row, strict=True))  # (a row's attributes are slow: runs by 1000s)
     return Run(
-        exp=row.exp,
-        run=row.run,
-        run_type=row.run_type,
-        beam_energy=row.beam_energy,
-        start=row.start,
-        stop=row.stop,
-        lumi_pb=row.lumi_pb,
-        l1_triggers=row.l1_triggers,
-        detectors=tuple(d for d in row.detectors.split(",") if d),
-        magnet_on=bool(row.magnet_on),
-        ecms_nominal_gev=row.ecms_nominal_gev,
-        notes=row.notes,
+        exp=r["exp"],
+        run=r["run"],
+        run_type=r["run_type"],
+        beam_energy=r["beam_energy"],
+        start=r["start"],
+        stop=r["stop"],
+        lumi_pb=r["lumi_pb"],
+        l1_triggers=r["l1_triggers"],
+        detectors=tuple(d for d in r["detectors"].split(",") if d),
+        magnet_on=bool(r["magnet_on"]),
+        ecms_nominal_gev=r["ecms_nominal_gev"],
+        notes=r["notes"],
         dq=dq,
     )
 

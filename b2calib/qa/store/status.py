@@ -216,9 +216,10 @@ class AutoStatus:
         a name of :data:`STATUS_COLUMNS`, when given), worst first: each histogram's
         comparison with its reference, each monitoring variable against the trend of the
         run's class, and each histogram that has no reference for the run's experiment and
-        class (status NONE, saying how to set one). The worst item of a column is its status
-        in :meth:`grid`. With QA periods the messages name the runs of the run's period
-        ("physics 4S runs 7- of exp 16").
+        class (status NONE, saying how to set one). A variable declared not judged
+        (:attr:`b2calib.qa.monitoring.VariableDef.judged`) is no evidence. The worst item of a
+        column is its status in :meth:`grid`. With QA periods the messages name the runs of the
+        run's period ("physics 4S runs 7- of exp 16").
 
         Raises
         ------
@@ -282,10 +283,14 @@ class AutoStatus:
                         f"({where}): run `b2calib qa evaluate --exp {exp}`",
                     )
                 )
-        # -- monitoring variables against the trend of the run's class
+        # -- monitoring variables against the trend of the run's class (those not judged, a
+        # run's integrated luminosity, feed nothing)
+        from b2calib.qa.monitoring import VARIABLES
+
         t = self.runs.judged(exp=exp, run_class=(run_type, beam_energy))
         for j in t.rows(t.run == run):
-            if j.detector in wanted:
+            definition = VARIABLES.get(j.name)
+            if j.detector in wanted and (definition is None or definition.judged):
                 items.append(_variable_evidence(j, runs))
         order = {c: i for i, c in enumerate(STATUS_COLUMNS)}
         items.sort(key=lambda x: (-_RANK.get(x.status, 0), order.get(x.detector, 99), x.name))
@@ -359,17 +364,21 @@ class AutoStatus:
             keep &= t.run <= last
         if run_type is not None:
             keep &= np.char.startswith(t.run_class, f"{run_type} ")
-        counts: dict[str, list[int]] = {str(n): [0, 0] for n in np.unique(t.name)}
-        for name, st in zip(t.name[keep].tolist(), t.status[keep].tolist(), strict=True):
-            if st == "ERROR":
-                counts[name][0] += 1
-            elif st == "WARNING":
-                counts[name][1] += 1
-        present = set(t.name[keep].tolist())
-        return sorted(
-            (n for n in counts if n in present),
-            key=lambda n: (-counts[n][0], -counts[n][1], n),
+        names, status = t.name[keep], t.status[keep]
+        if not len(names):
+            return []
+        if (names[1:] < names[:-1]).any():  # (judged() gives them in (name, run) order)
+            by_name = np.argsort(names, kind="stable")
+            names, status = names[by_name], status[by_name]
+        # each name's rows are one block
+        starts = np.flatnonzero(np.r_[True, names[1:] != names[:-1]])
+        errors = np.add.reduceat((status == "ERROR").astype(np.int64), starts).tolist()
+        warnings = np.add.reduceat((status == "WARNING").astype(np.int64), starts).tolist()
+        order = sorted(
+            zip(names[starts].tolist(), errors, warnings, strict=True),
+            key=lambda x: (-x[1], -x[2], x[0]),
         )
+        return [str(n) for n, _, _ in order]
 
 
 def __dir__() -> list[str]:
