@@ -47,6 +47,11 @@ RUN_MOVES: dict[tuple[str, str], tuple[str, ...]] = {
 }
 
 
+#: The :attr:`Confirmation.reason` of GOOD set over an automatic ERROR (as kept in the
+#: history's ``confirmed``; a good-run list warns of the runs it selected with one).
+GOOD_OVER_ERROR = "GOOD over automatic status ERROR"
+
+
 @dataclass(frozen=True)
 class Confirmation:
     """A change that needs an explicit confirmation, and why.
@@ -307,7 +312,7 @@ class Certification:
                     Confirmation(exp, run, det, f"overrides {now_set.flag} set by {now_set.author}")
                 )
             if flag == "GOOD" and auto.get((exp, run), {}).get(det) == "ERROR":
-                needed.append(Confirmation(exp, run, det, "GOOD over automatic status ERROR"))
+                needed.append(Confirmation(exp, run, det, GOOD_OVER_ERROR))
         return needed
 
     def _runs_of(
@@ -514,6 +519,34 @@ class Certification:
                 sa.select(t).where(t.c.exp == exp, t.c.run == run).order_by(t.c.id)
             ).all()
         return [_state(r) for r in rows]
+
+
+def good_over_error(
+    conn: Connection, exp: int | None, first: int | None, last: int | None
+) -> dict[tuple[int, int], dict[str, str]]:
+    """Inside a transaction: the current flags of the runs selected that are GOOD set over an
+    automatic ERROR (confirmed), with the history's reason: ``{(exp, run): {detector: "GOOD
+    over automatic status ERROR, confirmed by carl at 2026-12-04 19:10 UTC: 'a calibration
+    artefact'"}}`` (what the history's ``confirmed`` says, who, when and their comment)."""
+    t = qa_flags
+    newest = (
+        sa.select(sa.func.max(t.c.id))
+        .where(*run_range(t, exp, first, last))
+        .group_by(t.c.exp, t.c.run, t.c.detector)
+    )
+    rows = conn.execute(
+        sa.select(t).where(
+            t.c.id.in_(newest), t.c.flag == "GOOD", t.c.confirmed.contains(GOOD_OVER_ERROR)
+        )
+    ).all()
+    out: dict[tuple[int, int], dict[str, str]] = {}
+    for row in rows:
+        e = _flag(row)
+        out.setdefault((e.exp, e.run), {})[e.detector] = (
+            f"{e.confirmed}, confirmed by {e.author} at {e.time:%Y-%m-%d %H:%M} UTC: "
+            f"{e.comment!r}"
+        )
+    return out
 
 
 def _detector_order(detector: str) -> int:
