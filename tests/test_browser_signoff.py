@@ -116,8 +116,32 @@ def shoot(page: Page, name: str) -> None:
 
 
 # ----------------------------------------------------------------------------- the grid
+#: A shift's window: the page fits its width and the grid shows this many runs at once.
+SHIFT_WINDOW = {"width": 1400, "height": 900}
+MIN_ROWS_SHOWN = 20
+
+
 def test_grid_holds_every_run_with_status_columns_in_order(page: Page, server: Server) -> None:
+    page.set_viewport_size(SHIFT_WINDOW)
     login(page, server, "vic")
+    # at 1400 x 900 the page fits the window's width (its refresh button on the screen) and
+    # the grid shows at least 20 runs before it scrolls
+    assert page.evaluate("document.documentElement.scrollWidth") <= SHIFT_WINDOW["width"]
+    refresh = page.locator(".grid-refresh button").bounding_box()
+    assert refresh is not None
+    assert refresh["x"] >= 0 and refresh["x"] + refresh["width"] <= SHIFT_WINDOW["width"]
+    assert refresh["y"] + refresh["height"] <= SHIFT_WINDOW["height"]
+    shown = page.locator(".signoff-grid").first.evaluate(
+        """el => {
+          const holder = el.shadowRoot.querySelector('.tabulator-tableholder')
+          const box = holder.getBoundingClientRect()
+          return [...el.shadowRoot.querySelectorAll('.tabulator-row')].filter(r => {
+            const b = r.getBoundingClientRect()
+            return b.top >= box.top - 1 && b.bottom <= Math.min(box.bottom, innerHeight) + 1
+          }).length
+        }"""
+    )
+    assert shown >= MIN_ROWS_SHOWN, f"the grid shows {shown} runs at 1400 x 900"
     # no pager: every run is in the one grid, the last ones reached by scrolling it
     expect(page.locator(".signoff-grid .tabulator-paginator")).to_have_count(0)
     expect(page.locator("#grid-refreshed")).to_contain_text(f"{N_RUNS} runs")

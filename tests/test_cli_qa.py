@@ -349,9 +349,9 @@ def test_good_run_list_versions_and_diff_from_the_command_line(
         "ERROR:",
         "  run (12, 2): CDC GOOD over automatic status ERROR, confirmed by mona at ",
     ]
-    assert [line[: len(w)] for line, w in zip(out.splitlines()[1:], warned)] == warned
-    assert out.splitlines()[2].endswith(" UTC: 'shift'")
-    assert len(out.splitlines()) == 3
+    lines = out.splitlines()[1:]
+    assert [line[: len(w)] for line, w in zip(lines, warned, strict=True)] == warned
+    assert lines[1].endswith(" UTC: 'shift'")
     run(mona, "signoff", "flag", 12, "2", "CDC", "BAD", "--comment", "HV trip")
     run(mona, "signoff", "flag", 12, "7-8", "CDC", "GOOD", "--comment", "shift")
     run(mona, "grl", "make", "cdc", "CDC == GOOD")

@@ -543,8 +543,7 @@ def good_over_error(
     for row in rows:
         e = _flag(row)
         out.setdefault((e.exp, e.run), {})[e.detector] = (
-            f"{e.confirmed}, confirmed by {e.author} at {e.time:%Y-%m-%d %H:%M} UTC: "
-            f"{e.comment!r}"
+            f"{e.confirmed}, confirmed by {e.author} at {e.time:%Y-%m-%d %H:%M} UTC: {e.comment!r}"
         )
     return out
 
