@@ -129,7 +129,8 @@ def test_grid_holds_every_run_with_status_columns_in_order(page: Page, server: S
     assert page.evaluate("document.documentElement.scrollWidth") <= SHIFT_WINDOW["width"]
     refresh = page.locator(".grid-refresh button").bounding_box()
     assert refresh is not None
-    assert refresh["x"] >= 0 and refresh["x"] + refresh["width"] <= SHIFT_WINDOW["width"]
+    assert refresh["x"] >= 0
+    assert refresh["x"] + refresh["width"] <= SHIFT_WINDOW["width"]
     assert refresh["y"] + refresh["height"] <= SHIFT_WINDOW["height"]
     shown = page.locator(".signoff-grid").first.evaluate(
         """el => {
