@@ -55,8 +55,6 @@ from ._common import (
     histogram_plot,
     served,
     session_user,
-    shared_evidence,
-    shared_status_grid,
     status_table,
 )
 
@@ -248,7 +246,7 @@ class SignOff(pn.viewable.Viewer):
 
         formatter = HTMLTemplateFormatter(template=_CELL_TEMPLATE)
         self.grid = pn.widgets.Tabulator(
-            self._grid_frame(full=False),
+            self._grid_frame(),
             show_index=False,
             disabled=True,
             selectable="checkbox",
@@ -273,7 +271,7 @@ class SignOff(pn.viewable.Viewer):
         self.refresh_button = pn.widgets.Button(
             label="↻ Refresh", width=110, css_classes=["grid-refresh"], stylesheets=[BUTTON_STYLE]
         )
-        self.refresh_button.on_click(lambda _e: self.refresh_grid(full=True))
+        self.refresh_button.on_click(lambda _e: self.refresh_grid())
         self.refreshed = pn.pane.HTML("", css_classes=["grid-refreshed"])
         self._stamp_refresh()
 
@@ -379,7 +377,7 @@ class SignOff(pn.viewable.Viewer):
 
         # -- the state: defaults, then the URL's (the grid follows an experiment the URL
         # names: its watcher is set before the URL is read)
-        self.param.watch(lambda _e: self.refresh_grid(full=True), ["exp", "first", "last",
+        self.param.watch(lambda _e: self.refresh_grid(), ["exp", "first", "last",
                                                                     "run_type"])  # fmt: skip
         if served() and pn.state.location is not None:
             pn.state.location.sync(self, {"exp": "exp", "run": "run", "detector": "detector"})
@@ -401,10 +399,10 @@ class SignOff(pn.viewable.Viewer):
         )
 
     # --------------------------------------------------------------------------- grid
-    def _grid_frame(self, *, full: bool = False) -> pd.DataFrame:
+    def _grid_frame(self) -> pd.DataFrame:
         """One row per run: exp, run, type, state, then one cell per column (see
-        :func:`cell_value`). ``full``: the automatic statuses re-read too (else the server's
-        shared copy, re-read in the background when old)."""
+        :func:`cell_value`); the automatic statuses as the library has them now (it keeps an
+        experiment's grid while what it is made of is unchanged)."""
         run_type = None if self.run_type == ALL else self.run_type
         if self._all_runs is not None:  # the page's first grid: the runs __init__ read
             runs = [
@@ -417,8 +415,10 @@ class SignOff(pn.viewable.Viewer):
         else:
             runs = self.db.runs.select(exp=self.exp, first=self.first, last=self.last,
                                        run_type=run_type)  # fmt: skip
-        states = self.db.certification.states(exp=self.exp, first=self.first, last=self.last)
-        self._auto = shared_status_grid(self.db, self.exp, fresh=full)
+        states = self.db.certification.states(
+            exp=self.exp, first=self.first, last=self.last, runs=runs
+        )
+        self._auto = self.db.status.grid(exp=self.exp)
         none = "NONE"
         rows = []
         self._included = {}
@@ -441,14 +441,14 @@ class SignOff(pn.viewable.Viewer):
             rows.append(row)
         return pd.DataFrame(rows, columns=["exp", "run", "type", "state", *self._columns])
 
-    def refresh_grid(self, full: bool = False) -> None:
-        """Re-read the grid's flags and run states (and, ``full``, the automatic statuses) and
-        send only the cells that changed (the whole grid when its runs changed)."""
+    def refresh_grid(self) -> None:
+        """Re-read the grid's flags, run states and automatic statuses and send only the cells
+        that changed (the whole grid when its runs changed)."""
         with pn.io.hold():
-            self._refresh_grid(full)
+            self._refresh_grid()
 
-    def _refresh_grid(self, full: bool) -> None:
-        new = self._grid_frame(full=full)
+    def _refresh_grid(self) -> None:
+        new = self._grid_frame()
         old = self.grid.value
         if (
             old is None
@@ -808,7 +808,7 @@ class SignOff(pn.viewable.Viewer):
         value = str(self.grid.value[det].iat[i]) if i is not None and det in self._columns else ""
         flag, auto, _ = cell_parts(value)
         state = self._state_of(exp, run)
-        items = [e for e in shared_evidence(self.db, exp, run) if e.detector == det]
+        items = self.db.status.evidence(exp, run, det)
         worst_var = next((e.name for e in items if e.kind == "variable"), None)
         qam = f"/qam?exp={exp}&run={run}&detector={det}" + (
             f"&variable={worst_var}" if worst_var else ""

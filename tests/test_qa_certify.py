@@ -4,6 +4,7 @@ over an automatic ERROR and completing a run with NOTSET detectors are refused w
 
 from __future__ import annotations
 
+import dataclasses
 import pickle
 from collections.abc import Iterator
 
@@ -40,6 +41,24 @@ def test_the_fixture_has_one_automatic_error(db: QADatabase) -> None:
     grid = db.status.grid(exp=3)
     errors = [(k, d) for k, per in grid.items() for d, s in per.items() if s == "ERROR"]
     assert errors == [((3, 3), "CDC")]
+
+
+def test_the_status_grid_follows_another_process_write_at_once(db: QADatabase, db_url: str) -> None:
+    """The library keeps an experiment's grid while what it is made of is unchanged: a write
+    by another process (another QADatabase) is seen by the next read, not minutes later."""
+    assert db.status.grid(exp=3)[(3, 3)]["CDC"] == "ERROR"
+    assert db.status.grid(exp=3, first=3, last=3) == {(3, 3): db.status.grid(exp=3)[(3, 3)]}
+    other = QADatabase(db_url, author="admin")
+    other.histograms.store_run(
+        RunQA(3, 3, [MonitoringValue(CDC_VARIABLE, "CDC", 50.3, 0.5, "")], {})
+    )
+    assert db.status.grid(exp=3)[(3, 3)]["CDC"] == "GOOD"
+    assert db.status.get(3, 3)["CDC"] == "GOOD"
+    # a run registered since is in the next grid
+    run9 = db.runs.get(3, 9)
+    other.runs.import_runs([dataclasses.replace(run9, run=10)])
+    assert (3, 10) in db.status.grid(exp=3)
+    other.close()
 
 
 def test_overriding_another_persons_flag_needs_confirmation(db: QADatabase) -> None:

@@ -35,6 +35,7 @@ from b2calib.qa.store.runs import Runs
 from b2calib.qa.store.status import AutoStatus
 from b2calib.qa.store.tables import RUN_STATES, qa_flags, qa_run_states, qa_runs, run_range
 from b2calib.qa.store.users import User, Users, check_detector
+from b2calib.runs import Run
 
 __all__ = ["RUN_MOVES", "Certification", "Confirmation", "FlagEntry", "RunState"]
 
@@ -395,9 +396,15 @@ class Certification:
             return self._state(conn, exp, run)
 
     def states(
-        self, *, exp: int | None = None, first: int | None = None, last: int | None = None
+        self,
+        *,
+        exp: int | None = None,
+        first: int | None = None,
+        last: int | None = None,
+        runs: Iterable[Run] | None = None,
     ) -> dict[tuple[int, int], str]:
-        """Current sign-off state of every run selected."""
+        """Current sign-off state of every run selected (of ``runs`` when given: the runs
+        the caller has already read, not read again)."""
         t = qa_run_states
         newest = (
             sa.select(sa.func.max(t.c.id))
@@ -409,10 +416,9 @@ class Certification:
                 (r.exp, r.run): r.state
                 for r in conn.execute(sa.select(t).where(t.c.id.in_(newest)))
             }
-        return {
-            r.key: changed.get(r.key, "OPEN")
-            for r in self.runs.select(exp=exp, first=first, last=last)
-        }
+        if runs is None:
+            runs = self.runs.select(exp=exp, first=first, last=last)
+        return {r.key: changed.get(r.key, "OPEN") for r in runs}
 
     def _state(self, conn: Connection, exp: int, run: int) -> RunState:
         t = qa_run_states
