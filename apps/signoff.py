@@ -253,6 +253,8 @@ class SignOff(pn.viewable.Viewer):
             pagination=None,
             height=430,
             frozen_columns=["exp", "run"],
+            # every column has its width: the browser does not measure 3000 rows' contents
+            layout="fit_columns",
             formatters=dict.fromkeys(self._columns, formatter),
             widths={
                 **dict.fromkeys(self._columns, 112),
