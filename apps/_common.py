@@ -1,5 +1,5 @@
 """What the apps share: colours, the logged-in user, the page's reaction to a lost connection,
-cached reads and histogram plots.
+the automatic-status reads and histogram plots.
 
 Nothing here computes physics: it asks the QA database and lays out what it answers.
 """
@@ -7,8 +7,6 @@ Nothing here computes physics: it asks the QA database and lays out what it answ
 from __future__ import annotations
 
 import math
-import threading
-import time
 from types import SimpleNamespace
 from typing import Any
 
@@ -270,80 +268,23 @@ def status_style(value: Any, colours: dict[str, str] = STATUS_COLORS) -> str:
     return f"background-color: {colour}; color: {text}"
 
 
-# ------------------------------------------------------- the shared automatic-status grids
-#: Seconds after which a page's read of an automatic-status grid starts a new read in the
-#: background (the old grid is shown until it ends).
-STATUS_GRID_MAX_AGE = 120.0
-_STATUS_GRIDS: dict[
-    tuple[str, int | None], tuple[float, dict[tuple[int, int], dict[str, str]]]
-] = {}
-_STATUS_READING: set[tuple[str, int | None]] = set()
-_STATUS_LOCK = threading.Lock()
-
-
+# ------------------------------------------------------------ the automatic-status reads
 def shared_status_grid(
-    db: Any, exp: int | None, *, fresh: bool = False, max_age: float = STATUS_GRID_MAX_AGE
+    db: Any, exp: int | None, *, fresh: bool = False, max_age: float | None = None
 ) -> dict[tuple[int, int], dict[str, str]]:
-    """``db.status.grid(exp=exp)``, read once for all the pages of a server.
-
-    The automatic statuses change only when runs are evaluated, and reading the grid of every
-    run takes seconds at thousands of runs: the first page to ask reads it; later pages get
-    that copy at once; a copy older than ``max_age`` seconds (or any, when ``fresh``) is read
-    again in a background thread, and the pages get the new one at their next read.
-    """
-    key = (db_key(db), exp)
-    with _STATUS_LOCK:
-        held = _STATUS_GRIDS.get(key)
-    if held is None:
-        grid = db.status.grid(exp=exp)
-        with _STATUS_LOCK:
-            _STATUS_GRIDS[key] = (time.monotonic(), grid)
-        return grid
-    when, grid = held
-    if fresh or time.monotonic() - when > max_age:
-        with _STATUS_LOCK:
-            start = key not in _STATUS_READING
-            _STATUS_READING.add(key)
-        if start:
-            threading.Thread(
-                target=_read_status_grid, args=(db, exp, key), daemon=True,
-                name=f"status-grid-{exp}",
-            ).start()  # fmt: skip
-    return grid
-
-
-def _read_status_grid(db: Any, exp: int | None, key: tuple[str, int | None]) -> None:
-    try:
-        grid = db.status.grid(exp=exp)
-        with _STATUS_LOCK:
-            _STATUS_GRIDS[key] = (time.monotonic(), grid)
-    finally:
-        with _STATUS_LOCK:
-            _STATUS_READING.discard(key)
-
-
-_EVIDENCE: dict[tuple[str, int, int], tuple[float, list[Any]]] = {}
-_EVIDENCE_MAX = 4000
+    """``db.status.grid(exp=exp)``: the library keeps an experiment's grid while what it is
+    made of is unchanged (one short query says so), so every read is current, also after a
+    write by another process, and costs the computation only after a change. ``fresh`` and
+    ``max_age`` are accepted for the pages written when this was a time-based copy; they
+    change nothing."""
+    del fresh, max_age
+    return db.status.grid(exp=exp)
 
 
 def shared_evidence(db: Any, exp: int, run: int) -> list[Any]:
     """``db.status.evidence(exp, run)`` (every detector and system of the run, worst first),
-    read once for all the pages of a server while the experiment's shared status grid (see
-    :func:`shared_status_grid`) is the same read: clicking the other detectors of a run, or a
-    cell someone else opened, costs nothing."""
-    key = (db_key(db), exp, run)
-    with _STATUS_LOCK:
-        grid = _STATUS_GRIDS.get((key[0], exp))
-        held = _EVIDENCE.get(key)
-    generation = grid[0] if grid is not None else -1.0
-    if held is not None and held[0] == generation:
-        return held[1]
-    items = list(db.status.evidence(exp, run))
-    with _STATUS_LOCK:
-        if len(_EVIDENCE) >= _EVIDENCE_MAX:
-            _EVIDENCE.clear()
-        _EVIDENCE[key] = (generation, items)
-    return items
+    read now (the library keeps the experiment's judged variables it is made of)."""
+    return db.status.evidence(exp, run)
 
 
 def page_url(path: str, **state: Any) -> str:

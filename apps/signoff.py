@@ -55,8 +55,7 @@ from ._common import (
     histogram_plot,
     served,
     session_user,
-    shared_evidence,
-    shared_status_grid,
+    status_table,
 )
 
 __all__ = ["POLL_SECONDS", "SignOff"]
@@ -83,12 +82,12 @@ _STATUS_OF = {c: s for s, c in _STATUS_CODE.items()}
 _CELL_TEMPLATE = (
     f"<% var F = {json.dumps(_FLAG_OF)}, S = {json.dumps(_STATUS_OF)}, v = String(value); %>"
     '<% if (v.length < 2) { %><span class="so-none">-</span><% } else {'
-    " var f = F[v[0]], s = S[v[1]]; %>"
+    ' var f = F[v[0]], s = S[v[1]]; %><div class="so-cell">'
     '<% if (f) { %><span class="so-flag so-flag-<%= f %>"><%= f %></span><% } %>'
     '<% if (v[2]) { %><span class="so-mark" title="the flag disagrees with the automatic '
-    'status">⚠</span><% } %><% if (f) { %><br><% } %>'
+    'status">⚠</span><% } %>'
     '<span class="so-auto so-auto-<%= s %>" title="automatic status">auto <%= s %></span>'
-    "<% } %>"
+    "</div><% } %>"
 )
 
 
@@ -101,25 +100,34 @@ def _text_colour(name: str) -> str:
 STYLESHEET = "\n".join(
     [
         ".so-flag { display:inline-block; padding:0 4px; border-radius:3px; font-weight:600;"
-        " line-height:1.35; }",
+        " font-size:11px; line-height:1.25; }",
         *(
             f".so-flag-{f} {{ background:{c}; color:{_text_colour(f)}; }}"
             for f, c in FLAG_COLORS.items()
         ),
-        ".so-auto { display:inline-block; margin-top:2px; padding:0 4px; border-radius:3px;"
-        " font-size:0.8em; line-height:1.3; }",
+        ".so-auto { display:inline-block; padding:0 4px; border-radius:3px;"
+        " font-size:10px; line-height:1.2; }",
         *(
             f".so-auto-{s} {{ background:{c}; color:{_text_colour(s)}; }}"
             for s, c in STATUS_COLORS.items()
         ),
+        ".so-cell { position:relative; display:flex; flex-direction:column;"
+        " align-items:flex-start; gap:1px; }",
         ".so-mark { margin-left:3px; color:#b00020; font-weight:700; }",
+        ".so-cell .so-mark { position:absolute; top:0; right:0; font-size:12px; line-height:1; }",
         ".so-none { color:#999; }",
-        "table.evidence-table, table.history-table, table.state-history, table.grl-run-table"
-        " { border-collapse:collapse; margin:2px 0 8px; }",
-        ".evidence-table th, .evidence-table td, .history-table th, .history-table td,"
-        " .state-history th, .state-history td, .grl-run-table th, .grl-run-table td"
+        "table.evidence-table, table.grl-run-table { border-collapse:collapse; margin:2px 0 8px; }",
+        ".evidence-table th, .evidence-table td, .grl-run-table th, .grl-run-table td"
         " { padding:2px 8px; border-bottom:1px solid #e4e4e4; text-align:left; }",
     ]
+)
+#: The grid: compact rows (a shift sees 20 runs and more at once) and as tall as the window
+#: leaves under the header, the filters and the legend (at least 300 px).
+GRID_STYLE = (
+    ":host { flex: 0 0 auto !important; height: max(300px, calc(100vh - 190px)) !important; }"
+    " .pnx-tabulator.tabulator { height: 100% !important; }"
+    " .tabulator-row .tabulator-cell { padding: 2px 4px !important; line-height: 1.2; }"
+    " .tabulator-col .tabulator-col-content { padding: 3px 4px !important; }"
 )
 BUTTON_STYLE = (
     ":host(.bk-disabled) .bk-btn, .bk-btn[disabled] { opacity: 0.45; cursor: not-allowed;"
@@ -238,13 +246,15 @@ class SignOff(pn.viewable.Viewer):
 
         formatter = HTMLTemplateFormatter(template=_CELL_TEMPLATE)
         self.grid = pn.widgets.Tabulator(
-            self._grid_frame(full=False),
+            self._grid_frame(),
             show_index=False,
             disabled=True,
             selectable="checkbox",
             pagination=None,
             height=430,
             frozen_columns=["exp", "run"],
+            # every column has its width: the browser does not measure 3000 rows' contents
+            layout="fit_columns",
             formatters=dict.fromkeys(self._columns, formatter),
             widths={
                 **dict.fromkeys(self._columns, 112),
@@ -256,14 +266,14 @@ class SignOff(pn.viewable.Viewer):
             header_align="center",
             sizing_mode="stretch_width",
             css_classes=["signoff-grid"],
-            stylesheets=[STYLESHEET],
+            stylesheets=[STYLESHEET, GRID_STYLE],
         )
         self.grid.on_click(self._on_cell)
         self.grid.param.watch(self._on_rows_ticked, "selection")
         self.refresh_button = pn.widgets.Button(
             label="↻ Refresh", width=110, css_classes=["grid-refresh"], stylesheets=[BUTTON_STYLE]
         )
-        self.refresh_button.on_click(lambda _e: self.refresh_grid(full=True))
+        self.refresh_button.on_click(lambda _e: self.refresh_grid())
         self.refreshed = pn.pane.HTML("", css_classes=["grid-refreshed"])
         self._stamp_refresh()
 
@@ -369,7 +379,7 @@ class SignOff(pn.viewable.Viewer):
 
         # -- the state: defaults, then the URL's (the grid follows an experiment the URL
         # names: its watcher is set before the URL is read)
-        self.param.watch(lambda _e: self.refresh_grid(full=True), ["exp", "first", "last",
+        self.param.watch(lambda _e: self.refresh_grid(), ["exp", "first", "last",
                                                                     "run_type"])  # fmt: skip
         if served() and pn.state.location is not None:
             pn.state.location.sync(self, {"exp": "exp", "run": "run", "detector": "detector"})
@@ -391,10 +401,10 @@ class SignOff(pn.viewable.Viewer):
         )
 
     # --------------------------------------------------------------------------- grid
-    def _grid_frame(self, *, full: bool = False) -> pd.DataFrame:
+    def _grid_frame(self) -> pd.DataFrame:
         """One row per run: exp, run, type, state, then one cell per column (see
-        :func:`cell_value`). ``full``: the automatic statuses re-read too (else the server's
-        shared copy, re-read in the background when old)."""
+        :func:`cell_value`); the automatic statuses as the library has them now (it keeps an
+        experiment's grid while what it is made of is unchanged)."""
         run_type = None if self.run_type == ALL else self.run_type
         if self._all_runs is not None:  # the page's first grid: the runs __init__ read
             runs = [
@@ -407,8 +417,10 @@ class SignOff(pn.viewable.Viewer):
         else:
             runs = self.db.runs.select(exp=self.exp, first=self.first, last=self.last,
                                        run_type=run_type)  # fmt: skip
-        states = self.db.certification.states(exp=self.exp, first=self.first, last=self.last)
-        self._auto = shared_status_grid(self.db, self.exp, fresh=full)
+        states = self.db.certification.states(
+            exp=self.exp, first=self.first, last=self.last, runs=runs
+        )
+        self._auto = self.db.status.grid(exp=self.exp)
         none = "NONE"
         rows = []
         self._included = {}
@@ -431,14 +443,14 @@ class SignOff(pn.viewable.Viewer):
             rows.append(row)
         return pd.DataFrame(rows, columns=["exp", "run", "type", "state", *self._columns])
 
-    def refresh_grid(self, full: bool = False) -> None:
-        """Re-read the grid's flags and run states (and, ``full``, the automatic statuses) and
-        send only the cells that changed (the whole grid when its runs changed)."""
+    def refresh_grid(self) -> None:
+        """Re-read the grid's flags, run states and automatic statuses and send only the cells
+        that changed (the whole grid when its runs changed)."""
         with pn.io.hold():
-            self._refresh_grid(full)
+            self._refresh_grid()
 
-    def _refresh_grid(self, full: bool) -> None:
-        new = self._grid_frame(full=full)
+    def _refresh_grid(self) -> None:
+        new = self._grid_frame()
         old = self.grid.value
         if (
             old is None
@@ -798,7 +810,7 @@ class SignOff(pn.viewable.Viewer):
         value = str(self.grid.value[det].iat[i]) if i is not None and det in self._columns else ""
         flag, auto, _ = cell_parts(value)
         state = self._state_of(exp, run)
-        items = [e for e in shared_evidence(self.db, exp, run) if e.detector == det]
+        items = self.db.status.evidence(exp, run, det)
         worst_var = next((e.name for e in items if e.kind == "variable"), None)
         qam = f"/qam?exp={exp}&run={run}&detector={det}" + (
             f"&variable={worst_var}" if worst_var else ""
@@ -876,9 +888,7 @@ class SignOff(pn.viewable.Viewer):
         )
         self.grl_make.on_click(self._make_grl)
         self.grl_select.param.watch(lambda _e: self._grl_versions(), "value")
-        self.grl_version.param.watch(
-            lambda _e: None if self._grl_loading else self._show_grl(), "value"
-        )
+        self.grl_version.param.watch(lambda _e: self._show_grl(), "value")
         self.grl_compare.param.watch(lambda _e: self._show_diff(), "value")
         self.downloads = {
             kind: pn.widgets.FileDownload(
@@ -898,29 +908,32 @@ class SignOff(pn.viewable.Viewer):
         }
         self._refresh_grls()
 
-    def _refresh_grls(self) -> None:
+    def _refresh_grls(self, choose: str | None = None) -> None:
+        """Re-read the lists' names; show list ``choose`` (else the one shown, else the
+        last) at its newest version."""
         names = [g.name for g in self.db.grls.latest()]
-        self.grl_select.options = names
-        if names and self.grl_select.value not in names:
-            self.grl_select.value = names[-1]
-        self._grl_versions()
-
-    _grl_loading = False
+        shown = self.grl_select.value
+        name = (
+            choose if choose in names else shown if shown in names else names[-1] if names else None
+        )
+        self.grl_select.param.update(options=names, value=name)
+        if name == shown:  # no value event: its versions are read here
+            self._grl_versions()
 
     def _grl_versions(self) -> None:
+        """The versions of the list chosen, the newest shown. Options and value of each
+        selector are set in one update (its watchers run once, with both set; the browser
+        gets both: param.discard_events would keep the options from it)."""
         name = self.grl_select.value
         self._versions = {g.version: g for g in self.db.grls.versions(name)} if name else {}
         versions = sorted(self._versions, reverse=True)
-        # not under param.discard_events: that would keep the new options from the browser
-        self._grl_loading = True
-        try:
-            self.grl_version.options = versions
-            self.grl_version.value = versions[0] if versions else None
-        finally:
-            self._grl_loading = False
-        self.grl_compare.options = [None, *versions]
-        self.grl_compare.value = None
-        self._show_grl()
+        newest = versions[0] if versions else None
+        shown = self.grl_version.value
+        with pn.io.hold():
+            self.grl_compare.param.update(options=[None, *versions], value=None)
+            self.grl_version.param.update(options=versions, value=newest)
+            if shown == newest:  # the same version number of another list: no value event
+                self._show_grl()
 
     def _current_grl(self) -> Any:
         return self._versions.get(self.grl_version.value) if self.grl_version.value else None
@@ -1032,9 +1045,7 @@ class SignOff(pn.viewable.Viewer):
             f"Made {g.name} version {g.version}: {g.lumi_pb / 1000.0:.4f} fb^-1 ({LUMINOSITY}).",
             "success",
         )
-        self._refresh_grls()
-        self.grl_select.value = g.name
-        self._grl_versions()
+        self._refresh_grls(choose=g.name)
 
     def _grl_say(self, text: str, kind: AlertKind) -> None:
         self.grl_message.object = text
@@ -1047,8 +1058,10 @@ class SignOff(pn.viewable.Viewer):
             self.param,
             parameters=["exp", "run_type", "first", "last"],
             widgets={
-                "first": {"type": pn.widgets.IntInput, "placeholder": "first run"},
-                "last": {"type": pn.widgets.IntInput, "placeholder": "last run"},
+                "exp": {"width": 90},
+                "run_type": {"width": 120},
+                "first": {"type": pn.widgets.IntInput, "placeholder": "first run", "width": 110},
+                "last": {"type": pn.widgets.IntInput, "placeholder": "last run", "width": 110},
             },
             show_name=False,
             default_layout=pn.Row,
@@ -1151,17 +1164,8 @@ def _history_table(entries: Sequence[Any]) -> str:
     """A cell's flag history, oldest first, with what each write confirmed."""
     if not entries:
         return "<h4>Flag history</h4><p>Never flagged: NOTSET.</p>"
-    rows = "".join(
-        f"<tr><td>{e.time.strftime('%Y-%m-%d %H:%M:%S')}</td>"
-        f"<td>{_badge(e.flag, FLAG_COLORS)}</td><td>{html.escape(e.author)}</td>"
-        f"<td>{html.escape(e.comment)}</td>"
-        f"<td>{html.escape(e.confirmed)}</td></tr>"
-        for e in entries
-    )
-    return (
-        "<h4>Flag history (oldest first)</h4><table class='history-table'>"
-        "<tr><th>time</th><th>flag</th><th>author</th><th>comment</th><th>confirmed</th></tr>"
-        f"{rows}</table>"
+    return "<h4>Flag history (oldest first)</h4>" + _changes_table(
+        entries, "flag", "history-table", FLAG_COLORS
     )
 
 
@@ -1169,17 +1173,26 @@ def _state_table(states: Sequence[Any]) -> str:
     """A run's state history, oldest first, with what each move confirmed."""
     if not states:
         return "<h4>Run state history</h4><p>Never moved: OPEN.</p>"
-    rows = "".join(
-        f"<tr><td>{s.time.strftime('%Y-%m-%d %H:%M:%S') if s.time else ''}</td>"
-        f"<td>{html.escape(s.state)}</td><td>{html.escape(s.author)}</td>"
-        f"<td>{html.escape(s.comment)}</td><td>{html.escape(s.confirmed)}</td></tr>"
-        for s in states
+    return "<h4>Run state history (oldest first)</h4>" + _changes_table(
+        states, "state", "state-history", {}
     )
-    return (
-        "<h4>Run state history (oldest first)</h4><table class='state-history'>"
-        "<tr><th>time</th><th>state</th><th>author</th><th>comment</th><th>confirmed</th></tr>"
-        f"{rows}</table>"
-    )
+
+
+def _changes_table(entries: Sequence[Any], what: str, css: str, colours: dict[str, str]) -> str:
+    """Rows of an append-only history (flags or run states: ``what`` is the attribute
+    holding the value) as the pages' status table."""
+    rows = [
+        {
+            "time": e.time.strftime("%Y-%m-%d %H:%M:%S") if e.time else "",
+            what: getattr(e, what),
+            "author": e.author,
+            "comment": e.comment,
+            "confirmed": e.confirmed,
+        }
+        for e in entries
+    ]
+    columns = ["time", what, "author", "comment", "confirmed"]
+    return status_table(rows, columns, css, status_columns=(what,), colours=colours)
 
 
 def app() -> pn.viewable.Viewer:

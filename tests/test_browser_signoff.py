@@ -12,10 +12,12 @@ below its trend (the issue's run 23: an ECL ERROR whose cause only a variable sh
 
 from __future__ import annotations
 
+import html
 import re
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 from playwright.sync_api import Browser, Locator, Page, expect
@@ -116,8 +118,33 @@ def shoot(page: Page, name: str) -> None:
 
 
 # ----------------------------------------------------------------------------- the grid
+#: A shift's window: the page fits its width and the grid shows this many runs at once.
+SHIFT_WINDOW = {"width": 1400, "height": 900}
+MIN_ROWS_SHOWN = 20
+
+
 def test_grid_holds_every_run_with_status_columns_in_order(page: Page, server: Server) -> None:
+    page.set_viewport_size(SHIFT_WINDOW)
     login(page, server, "vic")
+    # at 1400 x 900 the page fits the window's width (its refresh button on the screen) and
+    # the grid shows at least 20 runs before it scrolls
+    assert page.evaluate("document.documentElement.scrollWidth") <= SHIFT_WINDOW["width"]
+    refresh = page.locator(".grid-refresh button").bounding_box()
+    assert refresh is not None
+    assert refresh["x"] >= 0
+    assert refresh["x"] + refresh["width"] <= SHIFT_WINDOW["width"]
+    assert refresh["y"] + refresh["height"] <= SHIFT_WINDOW["height"]
+    shown = page.locator(".signoff-grid").first.evaluate(
+        """el => {
+          const holder = el.shadowRoot.querySelector('.tabulator-tableholder')
+          const box = holder.getBoundingClientRect()
+          return [...el.shadowRoot.querySelectorAll('.tabulator-row')].filter(r => {
+            const b = r.getBoundingClientRect()
+            return b.top >= box.top - 1 && b.bottom <= Math.min(box.bottom, innerHeight) + 1
+          }).length
+        }"""
+    )
+    assert shown >= MIN_ROWS_SHOWN, f"the grid shows {shown} runs at 1400 x 900"
     # no pager: every run is in the one grid, the last ones reached by scrolling it
     expect(page.locator(".signoff-grid .tabulator-paginator")).to_have_count(0)
     expect(page.locator("#grid-refreshed")).to_contain_text(f"{N_RUNS} runs")
@@ -402,3 +429,47 @@ def test_url_experiment_that_is_not_the_latest_shows_its_own_grid(
         exps = page.locator('.signoff-grid .tabulator-cell[tabulator-field="exp"]')
         expect(exps.first).to_have_text(str(exp))
         assert set(exps.all_inner_texts()) == {str(exp)}
+
+
+@pytest.mark.filterwarnings("ignore:The inplace keyword:pandas.errors.Pandas4Warning")
+def test_good_run_list_made_in_the_page_is_shown_and_warns_of_overrides(
+    db_url: str, tmp_path: Path
+) -> None:
+    """A version made in the page is selected and shown once (its selector's options and
+    value set together: the regression of the new-user walk, where it could not be selected),
+    and its warnings name a detector set GOOD over an automatic ERROR, with the reason."""
+    import sqlite3
+
+    from b2calib_apps.signoff import SignOff
+
+    path = tmp_path / "grl.sqlite"
+    source, copy = sqlite3.connect(db_url.removeprefix("sqlite:///")), sqlite3.connect(path)
+    source.backup(copy)
+    source.close()
+    copy.close()
+    db = QADatabase(path)
+    boss = db.users.get("boss")
+    exp, run = PLANTED
+    assert db.status.get(exp, run)["ECL"] == "ERROR"
+    db.certification.set_flag(
+        exp, run, "ECL", "GOOD", user=boss, comment="test: clusters fine offline", force=True
+    )
+    page = SignOff(db=db, user=boss)
+    shown: list[Any] = []
+    show = page._show_grl
+    page._show_grl = lambda: (shown.append(page.grl_version.value), show())  # type: ignore[method-assign]
+    page.grl_name.value = "walk"
+    page.grl_expression.value = f"run in {run}..{run + 1}"
+    for version in (1, 2):
+        shown.clear()
+        page.grl_make.clicks += 1
+        assert page.grl_select.value == "walk"
+        assert page.grl_version.options == list(range(version, 0, -1))
+        assert page.grl_version.value == version
+        assert shown == [version]  # drawn once, at the new version
+        assert f"version {version}" in page.grl_info.object
+    warnings = html.unescape(page.grl_info.object.split('class="grl-warnings"')[1])
+    (of_run,) = re.findall(rf"<li>run \({exp}, {run}\): (.*?)</li>", warnings)
+    assert "ECL GOOD over automatic status ERROR, confirmed by boss" in of_run
+    assert of_run.endswith("'test: clusters fine offline'")
+    db.close()

@@ -5,12 +5,14 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
 from b2calib.cli import cli
+from b2calib.geometry import DETECTORS
 from b2calib.qa.store import QADatabase
 from b2calib.qa.store.status import STATUS_COLUMNS
 from b2calib.runs import RunRegistry
@@ -195,20 +197,40 @@ def test_good_run_lists_from_the_command_line(collected: dict[str, str], tmp_pat
     run(mona, "grl", "make", "good", "all == GOOD")
     run(mona, "grl", "make", "recoverable", "all except (TOP) == GOOD")
     assert [r[:2] for r in table(run(env, "grl", "list"))] == [["good", "2"], ["recoverable", "1"]]
-    info = record(run(env, "grl", "show", "good", "--version", 1))
+    shown, warned = run(env, "grl", "show", "good", "--version", 1).split("\nwarning: ")
+    info = record(shown)
     assert info["version"] == "1"
     assert info["description"] == "first"
     expected = sorted(r.run for r in physics if r.run != 5)
+    # the list names every detector of its runs set GOOD over an automatic ERROR, with why
+    errors = {
+        (run_, det)
+        for (_, run_), per in qdb.status.grid(exp=12).items()
+        for det, status in per.items()
+        if status == "ERROR" and run_ in expected and det in DETECTORS
+    }
+    assert errors  # the sample has some
+    named = {
+        (int(m[1]), det)
+        for m in re.finditer(r"run \(12, (\d+)\): (.*)", warned)
+        for det in re.findall(r"(\w+) GOOD over automatic status ERROR, confirmed by mona", m[2])
+    }
+    assert named == errors
+    assert warned.count("'shift'") == len(errors)
     assert float(info["lumi"].split()[0]) == pytest.approx(
         sum(r.lumi_pb for r in physics if r.run != 5), rel=1e-5
     )
     run(env, "grl", "export", "good", "--format", "json", "-o", tmp_path / "good.json")
     doc = json.loads((tmp_path / "good.json").read_text())
     assert doc["experiments"]["12"]["runs"] == expected
-    cms = json.loads(run(env, "grl", "export", "good", "--format", "cms"))
+    # the export's warnings go to standard error: standard output is the list alone
+    exported = CliRunner(env=env).invoke(cli, ["grl", "export", "good", "--format", "cms"])
+    assert "GOOD over automatic status ERROR" in exported.stderr
+    cms = json.loads(exported.stdout)
     assert expected == [1, 2, 3, 4, 7, 8, 9, 10, 11, 12]  # run 6 is a cosmic run
     assert cms == {"12": [[1, 4], [7, 12]]}
-    rows = list(csv.reader(io.StringIO(run(env, "grl", "export", "good", "--format", "csv"))))
+    exported = CliRunner(env=env).invoke(cli, ["grl", "export", "good", "--format", "csv"])
+    rows = list(csv.reader(io.StringIO(exported.stdout)))
     assert [int(r[1]) for r in rows if r and r[0] == "12"] == expected
     minus = json.loads(
         CliRunner(env=env)
@@ -321,13 +343,22 @@ def test_good_run_list_versions_and_diff_from_the_command_line(
     run(mona, "signoff", "flag", 12, "1-4", "CDC", "GOOD", "--comment", "shift", "--force")
     out = run(mona, "grl", "make", "cdc", "CDC == GOOD", "--description", "first")
     assert out.splitlines()[0].startswith("cdc v1: 4 runs, 3198.84 pb^-1 recorded (run registry)")
+    # run 2's CDC was set GOOD over its automatic ERROR (--force): the list names it, why
+    warned = [
+        "warning: 1 run selected with uncertified (NOTSET) detectors or GOOD over an automatic "
+        "ERROR:",
+        "  run (12, 2): CDC GOOD over automatic status ERROR, confirmed by mona at ",
+    ]
+    lines = out.splitlines()[1:]
+    assert [line[: len(w)] for line, w in zip(lines, warned, strict=True)] == warned
+    assert lines[1].endswith(" UTC: 'shift'")
     run(mona, "signoff", "flag", 12, "2", "CDC", "BAD", "--comment", "HV trip")
     run(mona, "signoff", "flag", 12, "7-8", "CDC", "GOOD", "--comment", "shift")
     run(mona, "grl", "make", "cdc", "CDC == GOOD")
     versions = table(run(env, "grl", "versions", "cdc"))
     # version, created (date and time), author, runs, recorded lumi, warnings, description...
     assert [(row[0], row[3], row[4], row[6], row[7]) for row in versions] == [
-        ("1", "mona", "4", "0", "first"),
+        ("1", "mona", "4", "1", "first"),
         ("2", "mona", "5", "0", "-"),
     ]
     assert [float(row[5]) for row in versions] == pytest.approx([3198.8365, 3587.6338], abs=1e-3)
@@ -339,11 +370,14 @@ def test_good_run_list_versions_and_diff_from_the_command_line(
     assert diff["lumi"] == "3198.84 -> 3587.63 pb^-1 (+388.797), recorded (run registry)"
     shown = record(run(env, "grl", "show", "cdc", "--version", 1).split("\nwarning")[0])
     assert (shown["version"], shown["exp 12"]) == ("1", "1-4")
+    shown_lines = run(env, "grl", "show", "cdc", "--version", 1).splitlines()
+    assert shown_lines[-2:] == out.splitlines()[1:]  # the warnings of version 1, kept with it
     assert shown["lumi"] == "3198.84 pb^-1 recorded (run registry)"
     # a list over whole runs selects detectors nobody certified: it says which
     out = run(mona, "grl", "make", "all", "run_type == physics and run <= 2")
     assert out.splitlines()[1:] == [
-        "warning: 2 runs selected with uncertified (NOTSET) detectors:",
+        "warning: 2 runs selected with uncertified (NOTSET) detectors or GOOD over an "
+        "automatic ERROR:",
         "  run (12, 1): PXD, SVD, TOP, ARICH, ECL, KLM NOTSET (uncertified)",
         "  run (12, 2): PXD, SVD, TOP, ARICH, ECL, KLM NOTSET (uncertified)",
     ]

@@ -4,6 +4,7 @@ over an automatic ERROR and completing a run with NOTSET detectors are refused w
 
 from __future__ import annotations
 
+import dataclasses
 import pickle
 from collections.abc import Iterator
 
@@ -40,6 +41,24 @@ def test_the_fixture_has_one_automatic_error(db: QADatabase) -> None:
     grid = db.status.grid(exp=3)
     errors = [(k, d) for k, per in grid.items() for d, s in per.items() if s == "ERROR"]
     assert errors == [((3, 3), "CDC")]
+
+
+def test_the_status_grid_follows_another_process_write_at_once(db: QADatabase, db_url: str) -> None:
+    """The library keeps an experiment's grid while what it is made of is unchanged: a write
+    by another process (another QADatabase) is seen by the next read, not minutes later."""
+    assert db.status.grid(exp=3)[(3, 3)]["CDC"] == "ERROR"
+    assert db.status.grid(exp=3, first=3, last=3) == {(3, 3): db.status.grid(exp=3)[(3, 3)]}
+    other = QADatabase(db_url, author="admin")
+    other.histograms.store_run(
+        RunQA(3, 3, [MonitoringValue(CDC_VARIABLE, "CDC", 50.3, 0.5, "")], {})
+    )
+    assert db.status.grid(exp=3)[(3, 3)]["CDC"] == "GOOD"
+    assert db.status.get(3, 3)["CDC"] == "GOOD"
+    # a run registered since is in the next grid
+    run9 = db.runs.get(3, 9)
+    other.runs.import_runs([dataclasses.replace(run9, run=10)])
+    assert (3, 10) in db.status.grid(exp=3)
+    other.close()
 
 
 def test_overriding_another_persons_flag_needs_confirmation(db: QADatabase) -> None:
@@ -218,12 +237,26 @@ def test_good_run_list_versions_diff_and_warnings(db: QADatabase) -> None:
             db.certification.set_flag(3, run, det, "GOOD", user=MONA, comment="ok", force=True)
     v1 = db.grls.make("cdc", "CDC == GOOD and run_type == physics", user=MONA)
     assert [r.run for r in v1] == [1, 2, 3]
-    assert v1.warnings == ()
+    # run 3's CDC is GOOD over its automatic ERROR (confirmed): the list says so, with the
+    # reason the flag history keeps
+    (over,) = v1.warnings
+    assert (over.exp, over.run, over.detectors) == (3, 3, ())
+    ((det, reason),) = over.overrides
+    entry = db.certification.flags(3, 3)["CDC"]
+    assert det == "CDC"
+    assert reason == (
+        f"GOOD over automatic status ERROR, confirmed by mona at {entry.time:%Y-%m-%d %H:%M} "
+        "UTC: 'ok'"
+    )
+    assert str(over) == f"run (3, 3): CDC {reason}"
     db.certification.set_flag(3, 2, "CDC", "BAD", user=CARL, comment="HV trip", force=True)
     db.certification.set_flag(3, 4, "CDC", "GOOD", user=CARL, comment="")
     db.certification.set_flag(3, 5, "CDC", "GOOD", user=CARL, comment="")
     v2 = db.grls.make("cdc", "CDC == GOOD and run_type == physics", user=MONA)
     assert [r.run for r in v2] == [1, 3, 4, 5]
+    assert v2.warnings == v1.warnings
+    # an expression that does not read the CDC flag vouches for other detectors only
+    assert db.grls.make("ecl", "ECL == GOOD", user=MONA).warnings == ()
     d = db.grls.diff("cdc", 1, 2)
     assert [r.run for r in d.added] == [4, 5]
     assert [r.run for r in d.removed] == [2]
@@ -233,8 +266,9 @@ def test_good_run_list_versions_diff_and_warnings(db: QADatabase) -> None:
     assert db.grls.get("cdc", 1) == v1
     # a list over whole runs warns of every uncertified detector of the runs it selected
     loose = db.grls.make("loose", "run_type == physics and run <= 4", user=MONA)
-    assert [(w.run, w.detectors) for w in loose.warnings] == [
-        (4, ("SVD", "TOP", "ARICH", "ECL", "KLM"))  # run 4 has no PXD; its CDC is GOOD
+    assert [(w.run, w.detectors, [d for d, _ in w.overrides]) for w in loose.warnings] == [
+        (3, (), ["CDC"]),  # GOOD over the automatic ERROR
+        (4, ("SVD", "TOP", "ARICH", "ECL", "KLM"), []),  # no PXD in run 4; its CDC is GOOD
     ]
     # the warnings are those of the time the version was made, kept with it
     db.certification.set_flags(
@@ -243,6 +277,12 @@ def test_good_run_list_versions_diff_and_warnings(db: QADatabase) -> None:
         comment="",
     )
     assert db.grls.get("loose").warnings == loose.warnings
+    assert [w.run for w in db.grls.get("loose").warnings] == [3, 4]
+    assert db.grls.get("loose").warnings[0].overrides == over.overrides  # stored with it
+    again = db.grls.make("loose", "run_type == physics and run <= 4", user=MONA)
+    assert again.warnings == (over,)
+    # a BAD set since (a newer flag) is no override any more
+    db.certification.set_flag(3, 3, "CDC", "BAD", user=MONA, comment="after all")
     assert db.grls.make("loose", "run_type == physics and run <= 4", user=MONA).warnings == ()
     with pytest.raises(
         QAError, match=r"no version 9 of good-run list 'cdc' \(its versions: 1, 2\)"

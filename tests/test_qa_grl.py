@@ -806,6 +806,36 @@ def test_an_expression_selecting_uncertified_runs_warns() -> None:
     assert evaluate("all == GOOD", runs).warnings == ()
 
 
+def test_good_over_an_automatic_error_warns_with_its_reason() -> None:
+    """A detector certified GOOD over an automatic ERROR (a confirmed override) is named with
+    the reason from the history, for the detectors the expression vouches for, while GOOD."""
+    good = dict.fromkeys(ALL7, "GOOD")
+    runs = [
+        run(1, ALL7, good),
+        run(2, ALL7, {**good, "SVD": "NOTSET"}),
+        run(3, ALL7, {**good, "ECL": "BAD"}),  # overridden since: BAD now
+    ]
+    why = "GOOD over automatic status ERROR, confirmed by carl: 'noise'"
+    overrides = {(12, 1): {"ECL": why}, (12, 2): {"CDC": why}, (12, 3): {"ECL": why}}
+    whole = evaluate("run in 1..3", runs, overrides=overrides)
+    assert whole.warnings == (
+        GRLWarning(12, 1, (), (("ECL", why),)),
+        GRLWarning(12, 2, ("SVD",), (("CDC", why),)),
+    )
+    assert [str(w) for w in whole.warnings] == [
+        f"run (12, 1): ECL {why}",
+        f"run (12, 2): SVD NOTSET (uncertified); CDC {why}",
+    ]
+    # an expression reading the ECL flag only vouches for ECL
+    assert evaluate("ECL == GOOD", runs, overrides=overrides).warnings == (
+        GRLWarning(12, 1, (), (("ECL", why),)),
+    )
+    # kept through JSON (older lists, without overrides, read back as before)
+    doc = json.loads(json.dumps(whole.to_json()))
+    assert doc["warnings"][0] == {"exp": 12, "run": 1, "detectors": [], "overrides": [["ECL", why]]}
+    assert GoodRunList.from_json(doc).warnings == whole.warnings
+
+
 def test_warnings_survive_json_and_set_operations() -> None:
     runs = [
         run(1, ALL7, {"CDC": "GOOD"}),

@@ -713,12 +713,13 @@ def _summary(g: GoodRunList) -> str:
 
 
 def _echo_warnings(g: GoodRunList, *, err: bool = False) -> None:
-    """The runs the list selected with uncertified detectors, one a line."""
+    """The runs the list selected with uncertified detectors or detectors certified GOOD over
+    an automatic ERROR (with the reason from the flag history), one a line."""
     if g.warnings:
         n = len(g.warnings)
         click.echo(
             f"warning: {n} run{'s' if n != 1 else ''} selected with uncertified (NOTSET) "
-            "detectors:",
+            "detectors or GOOD over an automatic ERROR:",
             err=err,
         )
         for w in g.warnings:
@@ -832,7 +833,8 @@ def grl_presets() -> None:
 @_uses_db
 def grl_show(qdb: QADatabase, name: str, version: int | None) -> None:
     """A good-run list's record (a chosen --version, or the newest), its runs (as ranges per
-    experiment) and its warnings (runs selected with uncertified detectors)."""
+    experiment) and its warnings (runs selected with uncertified detectors, or with GOOD over
+    an automatic ERROR)."""
     from b2calib.qa.grl import LUMINOSITY
 
     g = qdb.grls.get(name, version)

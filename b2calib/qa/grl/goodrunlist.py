@@ -13,15 +13,17 @@ named ``"recorded (run registry)"`` as in :data:`b2calib.qa.store.LUMINOSITY_COL
 the Bhabha or gamma-gamma measurement; its exports say so (:data:`LUMINOSITY`).
 
 A list made from flags carries ``warnings`` (:class:`GRLWarning`): the runs it selected with
-detectors still uncertified (NOTSET), among the detectors whose flags its expression reads
-(every detector when it reads none: an expression like ``run in 1..30`` vouches for whole
-runs). Two lists are compared with :func:`diff` (:class:`GRLDiff`).
+detectors still uncertified (NOTSET), or certified GOOD over an automatic ERROR (a confirmed
+override, with the reason kept in the flag history), among the detectors whose flags its
+expression reads (every detector when it reads none: an expression like ``run in 1..30``
+vouches for whole runs). Two lists are compared with :func:`diff` (:class:`GRLDiff`).
 
 Exports
 -------
 ``to_json``: ``{"name", "expression", "version", "created" (ISO 8601), "author", "description",
 "lumi": "recorded (run registry)", "lumi_pb", "experiments": {"<exp>": {"runs": [...],
-"run_lumi_pb": [...], "lumi_pb"}}, "warnings": [{"exp", "run", "detectors": [...]}, ...]}``;
+"run_lumi_pb": [...], "lumi_pb"}}, "warnings": [{"exp", "run", "detectors": [...],
+"overrides": [[detector, reason], ...]}, ...]}``;
 the per-run luminosities make :meth:`GoodRunList.from_json` exact.
 ``to_cms_json``: ``{"<exp>": [[first, last], ...]}``, inclusive ranges of strictly consecutive
 run numbers (Belle II's (exp, run) in the place of CMS's (run, lumi section)).
@@ -120,11 +122,14 @@ class GRLRun:
 
 @dataclass(frozen=True)
 class GRLWarning:
-    """A run a good-run list selected while some of its detectors were uncertified (NOTSET)."""
+    """A run a good-run list selected while some of its detectors were uncertified (NOTSET,
+    ``detectors``) or certified GOOD over an automatic ERROR (``overrides``: (detector, reason)
+    pairs, the reason as the flag history keeps it: what was confirmed, by whom, and why)."""
 
     exp: int
     run: int
     detectors: tuple[str, ...]
+    overrides: tuple[tuple[str, str], ...] = ()
 
     @property
     def key(self) -> tuple[int, int]:
@@ -132,7 +137,9 @@ class GRLWarning:
         return (self.exp, self.run)
 
     def __str__(self) -> str:
-        return f"run ({self.exp}, {self.run}): {', '.join(self.detectors)} NOTSET (uncertified)"
+        parts = [f"{', '.join(self.detectors)} NOTSET (uncertified)"] if self.detectors else []
+        parts += [f"{det} {reason}" for det, reason in self.overrides]
+        return f"run ({self.exp}, {self.run}): {'; '.join(parts)}"
 
 
 @dataclass(frozen=True)
@@ -234,9 +241,7 @@ class GoodRunList:
             "lumi": LUMINOSITY,
             "lumi_pb": self.lumi_pb,
             "experiments": experiments,
-            "warnings": [
-                {"exp": w.exp, "run": w.run, "detectors": list(w.detectors)} for w in self.warnings
-            ],
+            "warnings": [_warning_json(w) for w in self.warnings],
         }
 
     @classmethod
@@ -264,7 +269,12 @@ class GoodRunList:
                 )
             created = d["created"]
             warnings = tuple(
-                GRLWarning(_as_int(w["exp"]), _as_int(w["run"]), tuple(map(str, w["detectors"])))
+                GRLWarning(
+                    _as_int(w["exp"]),
+                    _as_int(w["run"]),
+                    tuple(map(str, w["detectors"])),
+                    tuple((str(det), str(why)) for det, why in w.get("overrides", ())),
+                )
                 for w in d.get("warnings", ())
             )
             grl = cls(
@@ -377,6 +387,7 @@ def evaluate(
     *,
     name: str | None = None,
     description: str = "",
+    overrides: Mapping[tuple[int, int], Mapping[str, str]] | None = None,
 ) -> GoodRunList:
     """The good-run list of the runs for which ``expression`` is true.
 
@@ -391,6 +402,10 @@ def evaluate(
         The list's name; default the preset name, else the canonical expression.
     description
         Free text.
+    overrides
+        The detectors certified GOOD over an automatic ERROR, with the reason the flag
+        history keeps: ``{(exp, run): {detector: reason}}``; a selected run with one of them
+        (among the detectors the expression vouches for) is named in the warnings.
 
     Returns
     -------
@@ -413,8 +428,14 @@ def evaluate(
             notset = tuple(
                 d for d in DETECTORS if d in r.detectors and d in vouched and r.flag(d) == "NOTSET"
             )
-            if notset:
-                warnings.append(GRLWarning(r.exp, r.run, notset))
+            confirmed = (overrides or {}).get(r.key, {})
+            over = tuple(
+                (d, confirmed[d])
+                for d in DETECTORS
+                if d in confirmed and d in vouched and r.flag(d) == "GOOD"
+            )
+            if notset or over:
+                warnings.append(GRLWarning(r.exp, r.run, notset, over))
     text = str(expr)
     return GoodRunList(
         name if name is not None else (preset or text),
@@ -423,6 +444,15 @@ def evaluate(
         description=description,
         warnings=tuple(warnings),
     )
+
+
+def _warning_json(w: GRLWarning) -> dict[str, Any]:
+    """A warning in :meth:`GoodRunList.to_json` (``overrides`` only when it has some: the
+    lists stored before they were warned of read and write back the same)."""
+    out: dict[str, Any] = {"exp": w.exp, "run": w.run, "detectors": list(w.detectors)}
+    if w.overrides:
+        out["overrides"] = [list(o) for o in w.overrides]
+    return out
 
 
 @dataclass(frozen=True)

@@ -35,6 +35,7 @@ from b2calib.qa.store.runs import Runs
 from b2calib.qa.store.status import AutoStatus
 from b2calib.qa.store.tables import RUN_STATES, qa_flags, qa_run_states, qa_runs, run_range
 from b2calib.qa.store.users import User, Users, check_detector
+from b2calib.runs import Run
 
 __all__ = ["RUN_MOVES", "Certification", "Confirmation", "FlagEntry", "RunState"]
 
@@ -45,6 +46,11 @@ RUN_MOVES: dict[tuple[str, str], tuple[str, ...]] = {
     ("SIGNOFF", "COMPLETED"): ("manager",),
     ("COMPLETED", "OPEN"): ("manager",),
 }
+
+
+#: The :attr:`Confirmation.reason` of GOOD set over an automatic ERROR (as kept in the
+#: history's ``confirmed``; a good-run list warns of the runs it selected with one).
+GOOD_OVER_ERROR = "GOOD over automatic status ERROR"
 
 
 @dataclass(frozen=True)
@@ -307,7 +313,7 @@ class Certification:
                     Confirmation(exp, run, det, f"overrides {now_set.flag} set by {now_set.author}")
                 )
             if flag == "GOOD" and auto.get((exp, run), {}).get(det) == "ERROR":
-                needed.append(Confirmation(exp, run, det, "GOOD over automatic status ERROR"))
+                needed.append(Confirmation(exp, run, det, GOOD_OVER_ERROR))
         return needed
 
     def _runs_of(
@@ -390,9 +396,15 @@ class Certification:
             return self._state(conn, exp, run)
 
     def states(
-        self, *, exp: int | None = None, first: int | None = None, last: int | None = None
+        self,
+        *,
+        exp: int | None = None,
+        first: int | None = None,
+        last: int | None = None,
+        runs: Iterable[Run] | None = None,
     ) -> dict[tuple[int, int], str]:
-        """Current sign-off state of every run selected."""
+        """Current sign-off state of every run selected (of ``runs`` when given: the runs
+        the caller has already read, not read again)."""
         t = qa_run_states
         newest = (
             sa.select(sa.func.max(t.c.id))
@@ -404,10 +416,9 @@ class Certification:
                 (r.exp, r.run): r.state
                 for r in conn.execute(sa.select(t).where(t.c.id.in_(newest)))
             }
-        return {
-            r.key: changed.get(r.key, "OPEN")
-            for r in self.runs.select(exp=exp, first=first, last=last)
-        }
+        if runs is None:
+            runs = self.runs.select(exp=exp, first=first, last=last)
+        return {r.key: changed.get(r.key, "OPEN") for r in runs}
 
     def _state(self, conn: Connection, exp: int, run: int) -> RunState:
         t = qa_run_states
@@ -514,6 +525,33 @@ class Certification:
                 sa.select(t).where(t.c.exp == exp, t.c.run == run).order_by(t.c.id)
             ).all()
         return [_state(r) for r in rows]
+
+
+def good_over_error(
+    conn: Connection, exp: int | None, first: int | None, last: int | None
+) -> dict[tuple[int, int], dict[str, str]]:
+    """Inside a transaction: the current flags of the runs selected that are GOOD set over an
+    automatic ERROR (confirmed), with the history's reason: ``{(exp, run): {detector: "GOOD
+    over automatic status ERROR, confirmed by carl at 2026-12-04 19:10 UTC: 'a calibration
+    artefact'"}}`` (what the history's ``confirmed`` says, who, when and their comment)."""
+    t = qa_flags
+    newest = (
+        sa.select(sa.func.max(t.c.id))
+        .where(*run_range(t, exp, first, last))
+        .group_by(t.c.exp, t.c.run, t.c.detector)
+    )
+    rows = conn.execute(
+        sa.select(t).where(
+            t.c.id.in_(newest), t.c.flag == "GOOD", t.c.confirmed.contains(GOOD_OVER_ERROR)
+        )
+    ).all()
+    out: dict[tuple[int, int], dict[str, str]] = {}
+    for row in rows:
+        e = _flag(row)
+        out.setdefault((e.exp, e.run), {})[e.detector] = (
+            f"{e.confirmed}, confirmed by {e.author} at {e.time:%Y-%m-%d %H:%M} UTC: {e.comment!r}"
+        )
+    return out
 
 
 def _detector_order(detector: str) -> int:

@@ -1,6 +1,8 @@
 """Good-run lists: an expression over the runs' current flags and properties, evaluated and
 stored as the next version of a named list (managers only); every version is kept, with the
-warnings it was made with (runs selected with uncertified detectors), and any two versions
+warnings it was made with (runs selected with uncertified detectors, or with detectors
+certified GOOD over an automatic ERROR: a confirmed override, named with the reason the flag
+history keeps), and any two versions
 compare (:meth:`GoodRunLists.diff`). A list sums the recorded luminosity (run registry).
 """
 
@@ -14,6 +16,7 @@ from sqlalchemy.engine import Connection
 
 from b2calib.db import Database, now
 from b2calib.exceptions import PermissionDenied, QAError
+from b2calib.qa.store.certification import good_over_error
 from b2calib.qa.store.runs import Runs
 from b2calib.qa.store.tables import qa_grls
 from b2calib.qa.store.users import User, Users
@@ -54,7 +57,11 @@ class GoodRunLists:
         last: int | None = None,
     ) -> GoodRunList:
         """Evaluate ``expression`` over the runs selected with their current flags and store
-        the result as the next version of good-run list ``name`` (managers only)."""
+        the result as the next version of good-run list ``name`` (managers only).
+
+        Its ``warnings`` name each run selected with detectors NOTSET, or certified GOOD over
+        an automatic ERROR (the detector and the reason from the flag history), among the
+        detectors the expression vouches for (:func:`b2calib.qa.grl.evaluate`)."""
         from b2calib.qa import grl as g
 
         if not user.is_manager:
@@ -70,7 +77,7 @@ class GoodRunLists:
                 conn.execute(sa.select(sa.func.max(t.c.version)).where(t.c.name == name)).scalar()
                 or 0
             ) + 1
-            made = g.evaluate(expr, runs)
+            made = g.evaluate(expr, runs, overrides=good_over_error(conn, exp, first, last))
             result = g.GoodRunList(
                 name=name,
                 expression=str(expr),

@@ -7,16 +7,25 @@ and period (see
 is no evidence. The columns are the detectors and the two systems, BEAM and TRACKING
 (:data:`STATUS_COLUMNS`). :meth:`AutoStatus.evidence` lists every item that feeds a run's
 status, worst first, each with what was measured against what was expected.
+
+An experiment's grid is computed once and kept while what it is made of is unchanged: the run
+registry and the references (the audit log's newest entry), the experiment's monitoring values
+and comparisons (their number and newest time), checked by one short read each time. Every
+grid is as fresh as the database, also after a write by another process, and a page pays for
+the computation only after a change.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
+import sqlalchemy as sa
 
 from b2calib.db import Database
+from b2calib.db.tables import history
 from b2calib.geometry import DETECTORS
 from b2calib.qa.compare import QAStatus
 from b2calib.qa.store.histograms import Histograms, Reference, StoredComparison
@@ -27,6 +36,7 @@ from b2calib.qa.store.runs import (
     Runs,
     class_label,
 )
+from b2calib.qa.store.tables import qa_comparisons, qa_variables
 
 __all__ = ["STATUS_COLUMNS", "AutoStatus", "Evidence"]
 
@@ -128,6 +138,25 @@ class AutoStatus:
         self.db = db
         self.runs = runs
         self.histograms = histograms
+        #: {exp: (its stamp, the grid of the whole experiment)}
+        self._grids: dict[int, tuple[tuple[Any, ...], dict[tuple[int, int], dict[str, str]]]] = {}
+
+    def _stamp(self, exp: int) -> tuple[Any, ...]:
+        """What the automatic-status grid of experiment ``exp`` is made of, in one short read:
+        the audit log's newest entry (run registry, references) and the number and newest time
+        of the experiment's monitoring values and comparisons (storing a run's QA replaces
+        both). Equal stamps: equal grids."""
+        v, c = qa_variables, qa_comparisons
+        with self.db.read() as conn:
+            return (
+                conn.execute(sa.select(sa.func.max(history.c.id))).scalar(),
+                *conn.execute(
+                    sa.select(sa.func.count(), sa.func.max(v.c.computed)).where(v.c.exp == exp)
+                ).one(),
+                *conn.execute(
+                    sa.select(sa.func.count(), sa.func.max(c.c.evaluated)).where(c.c.exp == exp)
+                ).one(),
+            )
 
     def evaluate(self, exp: int, run: int) -> dict[str, str]:
         """Compare each QA histogram of a run with its reference, store the results and
@@ -168,7 +197,33 @@ class AutoStatus:
         type and beam energy (physics 4S runs with physics 4S runs, Continuum with Continuum,
         cosmics with cosmics), so a run's status does not depend on the range selected. A
         detector the run did not include has no evidence (NONE).
+
+        The grid of a whole experiment is kept while what it is made of is unchanged (see the
+        module's docstring); a range of it is then taken from that grid.
         """
+        if not isinstance(exp, int):
+            return self._grid(exp=exp, first=first, last=last)
+        stamp = self._stamp(exp)  # before the read: a write meanwhile makes the next one read
+        held = self._grids.get(exp)
+        if held is None or held[0] != stamp:
+            if first is not None or last is not None:  # a few runs: not the whole experiment
+                return self._grid(exp=exp, first=first, last=last)
+            held = (stamp, self._grid(exp=exp))
+            self._grids[exp] = held
+        return {
+            key: dict(per)
+            for key, per in held[1].items()
+            if (first is None or key[1] >= first) and (last is None or key[1] <= last)
+        }
+
+    def _grid(
+        self,
+        *,
+        exp: int | None = None,
+        first: int | None = None,
+        last: int | None = None,
+    ) -> dict[tuple[int, int], dict[str, str]]:
+        """:meth:`grid`, read and computed now."""
         runs = self.runs.select(exp=exp, first=first, last=last)
         columns = {c: j for j, c in enumerate(STATUS_COLUMNS)}
         # the worst status rank of each (run, column): -1 (no evidence) up to ERROR
