@@ -268,25 +268,6 @@ def status_style(value: Any, colours: dict[str, str] = STATUS_COLORS) -> str:
     return f"background-color: {colour}; color: {text}"
 
 
-# ------------------------------------------------------------ the automatic-status reads
-def shared_status_grid(
-    db: Any, exp: int | None, *, fresh: bool = False, max_age: float | None = None
-) -> dict[tuple[int, int], dict[str, str]]:
-    """``db.status.grid(exp=exp)``: the library keeps an experiment's grid while what it is
-    made of is unchanged (one short query says so), so every read is current, also after a
-    write by another process, and costs the computation only after a change. ``fresh`` and
-    ``max_age`` are accepted for the pages written when this was a time-based copy; they
-    change nothing."""
-    del fresh, max_age
-    return db.status.grid(exp=exp)
-
-
-def shared_evidence(db: Any, exp: int, run: int) -> list[Any]:
-    """``db.status.evidence(exp, run)`` (every detector and system of the run, worst first),
-    read now (the library keeps the experiment's judged variables it is made of)."""
-    return db.status.evidence(exp, run)
-
-
 def page_url(path: str, **state: Any) -> str:
     """The address of a page with its state in the query: ``page_url("qam", exp=14, run=15)``
     is ``/qam?exp=14&run=15`` (how the pages link a run to each other's views)."""

@@ -107,7 +107,6 @@ def server_times(url: str) -> dict[str, float]:
     from bokeh.document import Document
 
     from b2calib.qa.store import QADatabase
-    from b2calib_apps import _common
     from b2calib_apps.signoff import SignOff
 
     db = QADatabase(url)
@@ -120,8 +119,6 @@ def server_times(url: str) -> dict[str, float]:
     out[f"automatic status grid of experiment {EXP} (library, kept: one check it is current)"] = (
         time.perf_counter() - t0
     )
-    if hasattr(_common, "shared_status_grid"):  # the page before: a per-server copy
-        _common.shared_status_grid(db, EXP)
     t0 = time.perf_counter()
     page = SignOff(db=db)
     doc = Document()
