@@ -164,6 +164,17 @@ class Histograms:
                 conn.execute(t.delete().where(t.c.exp == qa.exp, t.c.run == qa.run))
             if histograms:
                 conn.execute(qa_histograms.insert(), histograms)
+            # every write to a run's QA is in the audit log: its newest entry is the stamp the
+            # automatic status and the trends are kept by (b2calib.qa.store.runs.data_stamp)
+            self.db.log(
+                conn,
+                "store_qa",
+                None,
+                exp=qa.exp,
+                run=qa.run,
+                variables=len(qa.variables),
+                histograms=len(histograms),
+            )
 
     def keys(self, exp: int, run: int) -> list[tuple[str, str]]:
         """(detector, name) of one run's QA histograms."""
@@ -446,6 +457,7 @@ class Histograms:
                 conn.execute(t.delete().where(t.c.exp == exp, t.c.run == run))
                 if results:
                     conn.execute(t.insert(), results)
+                self.db.log(conn, "compare_qa", None, exp=exp, run=run, comparisons=len(results))
 
     def comparisons(self, exp: int, run: int) -> list[StoredComparison]:
         """One run's stored comparisons, by detector and histogram."""

@@ -45,6 +45,7 @@ __all__ = [
     "Trend",
     "VariableStatuses",
     "class_label",
+    "data_stamp",
 ]
 
 #: Status of a detector with neither comparisons nor variables.
@@ -266,6 +267,14 @@ class JudgedTable:
         ]
 
 
+def data_stamp(conn: Connection) -> int | None:
+    """Inside a transaction: the audit log's newest entry. Every write the QA data is made of
+    logs one in its own transaction (the run registry, a run's QA stored, its comparisons,
+    references, periods), so an equal stamp means equal data: what is computed from it (the
+    judged trends, the automatic-status grid) is kept by it, checked by one indexed read."""
+    return conn.execute(sa.select(sa.func.max(history.c.id))).scalar()
+
+
 class Runs:
     """The runs of a QA database and their monitoring variables (``QADatabase.runs``).
 
@@ -277,8 +286,8 @@ class Runs:
 
     def __init__(self, db: Database) -> None:
         self.db = db
-        #: {exp: (stamp of its stored values and of the registry, its judged table)}
-        self._judged_cache: dict[int, tuple[tuple[Any, ...], JudgedTable]] = {}
+        #: {exp: (the data stamp it was judged at, its judged table)}
+        self._judged_cache: dict[int, tuple[int | None, JudgedTable]] = {}
 
     # -- the run registry --------------------------------------------------------------------
 
@@ -545,13 +554,7 @@ class Runs:
 
     def _judged_exp(self, conn: Connection, exp: int) -> JudgedTable:
         """:meth:`judged` of one whole experiment, from the cache while it is up to date."""
-        v = qa_variables
-        stamp = (
-            conn.execute(sa.select(sa.func.max(history.c.id))).scalar(),
-            *conn.execute(
-                sa.select(sa.func.count(), sa.func.max(v.c.computed)).where(v.c.exp == exp)
-            ).one(),
-        )
+        stamp = data_stamp(conn)
         cached = self._judged_cache.get(exp)
         if cached is not None and cached[0] == stamp:
             return cached[1]

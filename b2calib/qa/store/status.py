@@ -9,8 +9,8 @@ is no evidence. The columns are the detectors and the two systems, BEAM and TRAC
 status, worst first, each with what was measured against what was expected.
 
 An experiment's grid is computed once and kept while what it is made of is unchanged: the run
-registry and the references (the audit log's newest entry), the experiment's monitoring values
-and comparisons (their number and newest time), checked by one short read each time. Every
+registry, the references and periods, the runs' stored QA and comparisons, each of whose writes
+is logged in the audit log: its newest entry is checked by one indexed read each time. Every
 grid is as fresh as the database, also after a write by another process, and a page pays for
 the computation only after a change.
 """
@@ -22,10 +22,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import sqlalchemy as sa
 
 from b2calib.db import Database
-from b2calib.db.tables import history
 from b2calib.geometry import DETECTORS
 from b2calib.qa.compare import QAStatus
 from b2calib.qa.store.histograms import Histograms, Reference, StoredComparison
@@ -35,8 +33,8 @@ from b2calib.qa.store.runs import (
     JudgedRun,
     Runs,
     class_label,
+    data_stamp,
 )
-from b2calib.qa.store.tables import qa_comparisons, qa_variables
 
 __all__ = ["STATUS_COLUMNS", "AutoStatus", "Evidence"]
 
@@ -142,21 +140,10 @@ class AutoStatus:
         self._grids: dict[int, tuple[tuple[Any, ...], dict[tuple[int, int], dict[str, str]]]] = {}
 
     def _stamp(self, exp: int) -> tuple[Any, ...]:
-        """What the automatic-status grid of experiment ``exp`` is made of, in one short read:
-        the audit log's newest entry (run registry, references) and the number and newest time
-        of the experiment's monitoring values and comparisons (storing a run's QA replaces
-        both). Equal stamps: equal grids."""
-        v, c = qa_variables, qa_comparisons
+        """What the automatic-status grid of experiment ``exp`` is made of, in one short read
+        (:func:`~b2calib.qa.store.runs.data_stamp`). Equal stamps: equal grids."""
         with self.db.read() as conn:
-            return (
-                conn.execute(sa.select(sa.func.max(history.c.id))).scalar(),
-                *conn.execute(
-                    sa.select(sa.func.count(), sa.func.max(v.c.computed)).where(v.c.exp == exp)
-                ).one(),
-                *conn.execute(
-                    sa.select(sa.func.count(), sa.func.max(c.c.evaluated)).where(c.c.exp == exp)
-                ).one(),
-            )
+            return (data_stamp(conn),)
 
     def evaluate(self, exp: int, run: int) -> dict[str, str]:
         """Compare each QA histogram of a run with its reference, store the results and
