@@ -71,7 +71,8 @@ def _reads_run_1(name: str) -> bool:
 #: Each calibration meets one damage, in turn, so that each damage is met by a third of the
 #: calibrations (a damaged file is recognised where files are read, shared by all; what each
 #: calibration must survive is a run without data), and the FAST cases; the whole matrix (every
-#: calibration x every damage) cost about 10 minutes of the 2-core CI for the same coverage.
+#: calibration x every damage) cost about 10 minutes of test time (5 of the 2-core CI) for the
+#: same coverage.
 PAIRS = sorted({(name, DAMAGES[i % len(DAMAGES)]) for i, name in enumerate(calibrations())} | FAST)
 CASES = [
     pytest.param(
