@@ -690,6 +690,19 @@ def test_migration_0008_gives_references_a_run_class_and_keeps_the_history_appen
     migrate(url, "head")
 
 
+def _insert_reference(raw: Raw, *, exp: int, run: int, period: int | None = None) -> None:
+    """A physics 4S reference of histogram CDC/h written in raw SQL: in the schema of 0008 and
+    0009 (before a reference had a period) when ``period`` is None."""
+    key = "" if period is None else "period, "
+    value = "" if period is None else f"{period}, "
+    raw.execute(
+        f"INSERT INTO qa_references ({key}detector, name, run_type, beam_energy, exp, run, "
+        f"method, options, min_entries, p_warning, p_error, author, time) VALUES ({value}'CDC', "
+        f"'h', 'physics', '4S', {exp}, {run}, 'chi2', 'UU', 100, 0.05, 0.01, 'a', "
+        "'2026-12-04 10:00:00+00:00')"
+    )
+
+
 def test_migration_0009_gives_references_an_experiment(
     db: ConditionsDB, qa: QADatabase, raw: Raw
 ) -> None:
@@ -700,21 +713,10 @@ def test_migration_0009_gives_references_an_experiment(
     qa.close()
     db.close()
     migrate(url, "0008", down=True)
-    when = "2026-12-04 10:00:00+00:00"
-    columns = (
-        "detector, name, run_type, beam_energy, exp, run, method, options, min_entries, "
-        "p_warning, p_error, author, time"
-    )
-    raw.execute(
-        f"INSERT INTO qa_references ({columns}) VALUES ('CDC', 'h', 'physics', '4S', 3, 2, "
-        f"'chi2', 'UU', 100, 0.05, 0.01, 'a', '{when}')"
-    )
+    _insert_reference(raw, exp=3, run=2)
     migrate(url, "head")
     assert row(raw, "SELECT exp, run FROM qa_references") == {"exp": 3, "run": 2}
-    raw.execute(
-        f"INSERT INTO qa_references ({columns}) VALUES ('CDC', 'h', 'physics', '4S', 4, 7, "
-        f"'chi2', 'UU', 100, 0.05, 0.01, 'a', '{when}')"
-    )
+    _insert_reference(raw, exp=4, run=7)
     migrate(url, "0008", down=True)
     assert row(raw, "SELECT exp, run FROM qa_references") == {"exp": 4, "run": 7}
     migrate(url, "head")
@@ -730,15 +732,7 @@ def test_migration_0010_gives_references_a_qa_period(
     qa.close()
     db.close()
     migrate(url, "0009", down=True)
-    when = "2026-12-04 10:00:00+00:00"
-    columns = (
-        "detector, name, run_type, beam_energy, exp, run, method, options, min_entries, "
-        "p_warning, p_error, author, time"
-    )
-    raw.execute(
-        f"INSERT INTO qa_references ({columns}) VALUES ('CDC', 'h', 'physics', '4S', 3, 2, "
-        f"'chi2', 'UU', 100, 0.05, 0.01, 'a', '{when}')"
-    )
+    _insert_reference(raw, exp=3, run=2)
     migrate(url, "head")
     assert row(raw, "SELECT period, exp, run FROM qa_references") == {
         "period": 0,
@@ -750,10 +744,7 @@ def test_migration_0010_gives_references_a_qa_period(
         assert store.histograms.reference_of(3, 3, "CDC", "h").run == 2  # type: ignore[union-attr]
         store.periods.add(3, 3, "CDC boards replaced")
         assert store.histograms.reference_of(3, 3, "CDC", "h") is None  # none of its period yet
-        raw.execute(
-            f"INSERT INTO qa_references (period, {columns}) VALUES (3, 'CDC', 'h', 'physics', "
-            f"'4S', 3, 3, 'chi2', 'UU', 100, 0.05, 0.01, 'a', '{when}')"
-        )
+        _insert_reference(raw, exp=3, run=3, period=3)
         assert store.histograms.reference_of(3, 3, "CDC", "h").run == 3  # type: ignore[union-attr]
         assert store.histograms.reference_of(3, 1, "CDC", "h").run == 2  # type: ignore[union-attr]
     finally:

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
@@ -137,13 +136,7 @@ class AutoStatus:
         self.runs = runs
         self.histograms = histograms
         #: {exp: (its stamp, the grid of the whole experiment)}
-        self._grids: dict[int, tuple[tuple[Any, ...], dict[tuple[int, int], dict[str, str]]]] = {}
-
-    def _stamp(self, exp: int) -> tuple[Any, ...]:
-        """What the automatic-status grid of experiment ``exp`` is made of, in one short read
-        (:func:`~b2calib.qa.store.runs.data_stamp`). Equal stamps: equal grids."""
-        with self.db.read() as conn:
-            return (data_stamp(conn),)
+        self._grids: dict[int, tuple[int | None, dict[tuple[int, int], dict[str, str]]]] = {}
 
     def evaluate(self, exp: int, run: int) -> dict[str, str]:
         """Compare each QA histogram of a run with its reference, store the results and
@@ -190,7 +183,8 @@ class AutoStatus:
         """
         if not isinstance(exp, int):
             return self._grid(exp=exp, first=first, last=last)
-        stamp = self._stamp(exp)  # before the read: a write meanwhile makes the next one read
+        with self.db.read() as conn:  # before the read: a write meanwhile makes the next one read
+            stamp = data_stamp(conn)
         held = self._grids.get(exp)
         if held is None or held[0] != stamp:
             if first is not None or last is not None:  # a few runs: not the whole experiment
