@@ -442,6 +442,10 @@ def test_luminosities_are_not_judged_their_ratios_are(db: QADatabase) -> None:
         assert set(tr.status.tolist()) == {"NONE"}
         assert np.isnan(tr.low).all()  # no band (it reached below zero)
         assert np.isnan(tr.high).all()
+    # the judged table carries the decision (evidence reads it, it does not decide again)
+    table = db.runs.judged(exp=3)
+    not_judged = set(table.name[~table.judged].tolist())
+    assert not_judged == {"bhabha.lumi_pb", "gamma_gamma.lumi_pb"}
     beam = {r: db.status.get(3, r)["BEAM"] for r in runs}
     assert beam == {r: "ERROR" if r in (5, 7) else "GOOD" for r in runs}
     # the evidence names the ratios, never the luminosities themselves

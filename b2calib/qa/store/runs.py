@@ -202,6 +202,9 @@ class JudgedRun:
     class_runs: int
     #: the first run of the run's QA period (0: the experiment's first period)
     period: int = 0
+    #: False for a variable declared not judged
+    #: (:attr:`b2calib.qa.monitoring.VariableDef.judged`): no limits, NONE, no evidence
+    judged: bool = True
 
 
 @dataclass(frozen=True)
@@ -223,6 +226,7 @@ class JudgedTable:
     status: npt.NDArray[np.str_]
     class_runs: npt.NDArray[np.int64]
     period: npt.NDArray[np.int64]
+    judged: npt.NDArray[np.bool_]
 
     def __len__(self) -> int:
         return len(self.run)
@@ -262,6 +266,7 @@ class JudgedTable:
                 str(self.status[i]),
                 int(self.class_runs[i]),
                 int(self.period[i]),
+                bool(self.judged[i]),
             )
             for i in idx
         ]
@@ -605,6 +610,7 @@ class Runs:
         low, high, pull = np.full(n, np.nan), np.full(n, np.nan), np.full(n, np.nan)
         status = np.full(n, NO_STATUS, dtype="<U8")
         class_runs = np.zeros(n, dtype=np.int64)
+        judged = np.ones(n, dtype=bool)
         runs = np.array(cols[3], dtype=np.int64)
         starts_a = np.array(starts, dtype=np.int64)
         period = starts_a[(np.searchsorted(starts_a, runs, side="right") - 1).clip(0)]
@@ -623,7 +629,8 @@ class Runs:
             class_runs[idx] = i - start
             start = i
             if definition is not None and not definition.judged:
-                continue  # shown, never judged: no limits, NONE
+                judged[idx] = False  # shown, never judged: no limits, NONE, no evidence
+                continue
             j = _judge(value[idx], error[idx], definition.reference if definition else None)
             low[idx], high[idx], pull[idx], status[idx] = j.low, j.high, j.pull, j.status
         table = JudgedTable(
@@ -641,6 +648,7 @@ class Runs:
             status=status.astype(np.str_),
             class_runs=class_runs,
             period=period,
+            judged=judged,
         )
         order = np.lexsort((runs, names))
         return table.take(order)

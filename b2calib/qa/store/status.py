@@ -321,12 +321,9 @@ class AutoStatus:
                 )
         # -- monitoring variables against the trend of the run's class (those not judged, a
         # run's integrated luminosity, feed nothing)
-        from b2calib.qa.monitoring import VARIABLES
-
         t = self.runs.judged(exp=exp, run_class=(run_type, beam_energy))
-        for j in t.rows(t.run == run):
-            definition = VARIABLES.get(j.name)
-            if j.detector in wanted and (definition is None or definition.judged):
+        for j in t.rows((t.run == run) & t.judged):
+            if j.detector in wanted:
                 items.append(_variable_evidence(j, runs))
         order = {c: i for i, c in enumerate(STATUS_COLUMNS)}
         items.sort(key=lambda x: (-_RANK.get(x.status, 0), order.get(x.detector, 99), x.name))
