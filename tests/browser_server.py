@@ -1,9 +1,15 @@
-"""Helpers of the browser tests: a QA database prepared from the sample bucket and a real
-``b2calib serve`` subprocess."""
+"""Helpers of the browser tests: a QA database prepared from the sample bucket, a real
+``b2calib serve`` subprocess, the headless browser and its pages (fixtures ``browser`` and
+:func:`page_fixture`), logging in, screenshots.
+
+The fixtures ``browser`` and ``page`` reach every test module through tests/conftest.py; a
+module wanting another window size sets ``page = page_fixture(width, height)``, and its own
+``server`` fixture chooses the server's options."""
 
 from __future__ import annotations
 
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -30,6 +36,10 @@ USERS = {
 REFERENCE_RUN = (12, 1)
 #: The browser the tests drive: Debian's chromium (`make system-deps` installs it).
 CHROMIUM = Path("/usr/bin/chromium")
+#: Where the browser tests' screenshots go (looked at by people, not by the tests).
+SCREENSHOTS = Path(__file__).resolve().parent.parent / "build" / "test-artifacts" / "screenshots"
+#: How long a page has to show what a test waits for (these 2-core machines are shared).
+TIMEOUT_MS = 30_000
 
 
 @contextmanager
@@ -46,6 +56,58 @@ def chromium() -> Iterator[Any]:
             yield b
         finally:
             b.close()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    """One headless Chromium for a test module (see :func:`chromium`)."""
+    with chromium() as b:
+        yield b
+
+
+def page_fixture(width: int = 1400, height: int = 1000, *, timeout_ms: int = TIMEOUT_MS) -> Any:
+    """A fixture giving each test a new page of ``width`` x ``height`` pixels in a new browser
+    context (no cookies of another test), which accepts downloads."""
+
+    @pytest.fixture
+    def page(browser: Any) -> Iterator[Any]:
+        context = browser.new_context(
+            viewport={"width": width, "height": height}, accept_downloads=True
+        )
+        context.set_default_timeout(timeout_ms)
+        yield context.new_page()
+        context.close()
+
+    return page
+
+
+#: Each test's page: 1400 x 1000 (a module wanting another size sets its own
+#: ``page = page_fixture(width, height)``).
+page = page_fixture(1400, 1000)
+
+
+def login(page: Any, server: Server, name: str, password: str, path: str) -> None:
+    """Open ``path``, get sent to the login page and log in as ``name`` (back on ``path``)."""
+    from playwright.sync_api import expect
+
+    page.goto(server.base + path)
+    expect(page).to_have_url(re.compile(r"/login\?next="))
+    page.fill("#username", name)
+    page.fill("#password", password)
+    page.click("#login-submit")
+    expect(page.locator("#whoami")).to_contain_text(name)
+
+
+def shoot(page: Any, name: str, *, full_page: bool = True, settle_ms: int = 0) -> Path:
+    """A screenshot of ``page`` as ``SCREENSHOTS/name.png`` once it is quiet (no network,
+    then ``settle_ms`` for the canvases to draw); returns its path."""
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    if settle_ms:
+        page.wait_for_load_state("networkidle")
+        page.wait_for_timeout(settle_ms)
+    path = SCREENSHOTS / f"{name}.png"
+    page.screenshot(path=str(path), full_page=full_page)
+    return path
 
 
 def prepare_database(sample: Path, path: Path) -> str:

@@ -14,6 +14,7 @@ import pytest
 from b2calib.sim import SimConfig, SimulationResult, simulate
 
 # fixtures of the conditions-database tests: a PostgreSQL server and a database per test
+from tests.browser_server import browser, page  # noqa: F401 (the browser tests' fixtures)
 from tests.postgres import postgres_server, postgres_url  # noqa: F401
 
 REPO = Path(__file__).resolve().parent.parent

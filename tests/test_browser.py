@@ -24,13 +24,19 @@ from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
 from b2calib.qa.store import QADatabase
 from b2calib_apps.auth import SESSION_COOKIE
-from tests.browser_server import USERS, Server, chromium, prepare_database
+from tests.browser_server import (
+    SCREENSHOTS,
+    TIMEOUT_MS,
+    USERS,
+    Server,
+    prepare_database,
+    shoot,
+)
+from tests.browser_server import login as login_as
 
 pytestmark = pytest.mark.ui
 
 REPO = Path(__file__).resolve().parent.parent
-SCREENSHOTS = REPO / "build" / "test-artifacts" / "screenshots"
-TIMEOUT_MS = 30_000
 
 expect.set_options(timeout=TIMEOUT_MS)
 
@@ -41,34 +47,15 @@ def db_url(sample: Path, tmp_path_factory: pytest.TempPathFactory) -> str:
 
 
 @pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with chromium() as b:
-        yield b
-
-
-@pytest.fixture(scope="module")
 def server(db_url: str) -> Iterator[Server]:
     with Server(db_url) as s:
         yield s
 
 
-@pytest.fixture
-def page(browser: Browser) -> Iterator[Page]:
-    context = browser.new_context(viewport={"width": 1400, "height": 1000}, accept_downloads=True)
-    context.set_default_timeout(TIMEOUT_MS)
-    yield context.new_page()
-    context.close()
-
-
 def login(page: Page, server: Server, name: str, path: str = "/signoff") -> None:
     """Open ``path``, get sent to the login page, log in and land on ``path``."""
-    page.goto(server.base + path)
-    expect(page).to_have_url(re.compile(r"/login\?next="))
-    page.fill("#username", name)
-    page.fill("#password", USERS[name][0])
-    page.click("#login-submit")
+    login_as(page, server, name, USERS[name][0], path)
     expect(page).to_have_url(server.base + path)
-    expect(page.locator("#whoami")).to_contain_text(name)
 
 
 def grid_cell(page: Page, run: int, detector: str) -> Locator:
@@ -89,11 +76,6 @@ def set_flag(page: Page, flag: str, comment: str) -> None:
     page.locator(".flag-comment textarea").fill(comment)
     page.locator(".flag-comment textarea").press("Tab")
     page.locator(".set-flag button").click()
-
-
-def shoot(page: Page, name: str, *, full_page: bool = True) -> None:
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=full_page)
 
 
 # ------------------------------------------------------------- the apps without a server

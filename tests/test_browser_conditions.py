@@ -24,18 +24,22 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlencode, urlparse
 
 import pytest
-from playwright.sync_api import Browser, Locator, Page, expect
+from playwright.sync_api import Locator, Page, expect
 from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
 from b2calib.conditions import ConditionsDB, IoV
 from b2calib_apps.serve import APPS
-from tests.browser_server import Server, chromium, prepare_database
+from tests.browser_server import (
+    TIMEOUT_MS,
+    Server,
+    page_fixture,
+    prepare_database,
+)
+from tests.browser_server import shoot as shoot_page
 
 pytestmark = pytest.mark.ui
 
 REPO = Path(__file__).resolve().parent.parent
-SCREENSHOTS = REPO / "build" / "test-artifacts" / "screenshots"
-TIMEOUT_MS = 30_000
 #: The README's screenshots: a laptop's window.
 README_VIEWPORT = {"width": 1280, "height": 800}
 CHANGED = "CDCTimeZeros"
@@ -72,28 +76,16 @@ def conditions(db_url: str) -> Iterator[ConditionsDB]:
 
 
 @pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with chromium() as b:
-        yield b
-
-
-@pytest.fixture(scope="module")
 def server(db_url: str) -> Iterator[Server]:
     with Server(db_url, "--allow-anonymous") as s:
         yield s
 
 
-@pytest.fixture
-def page(browser: Browser) -> Iterator[Page]:
-    context = browser.new_context(viewport=README_VIEWPORT)
-    context.set_default_timeout(TIMEOUT_MS)
-    yield context.new_page()
-    context.close()
+page = page_fixture(README_VIEWPORT["width"], README_VIEWPORT["height"])
 
 
 def shoot(page: Page, name: str, *, full_page: bool = False) -> None:
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=full_page)
+    shoot_page(page, name, full_page=full_page)
 
 
 _BARS_JS = """() => {

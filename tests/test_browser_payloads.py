@@ -21,7 +21,8 @@ from playwright.sync_api import Browser, Page, expect
 
 from b2calib.conditions import ConditionsDB, LocalDatabase
 from b2calib.qa.store import QADatabase
-from tests.browser_server import Server, chromium
+from tests.browser_server import Server, page_fixture
+from tests.browser_server import shoot as shoot_page
 from tests.review_sample import CRATE_NAME, NAME, PLANTED, TAG, USERS, build_database
 
 pytestmark = [
@@ -31,7 +32,6 @@ pytestmark = [
 ]
 
 REPO = Path(__file__).resolve().parent.parent
-SCREENSHOTS = REPO / "build" / "test-artifacts" / "screenshots"
 TIMEOUT_MS = 60_000
 
 expect.set_options(timeout=TIMEOUT_MS)
@@ -43,23 +43,12 @@ def db_url(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 
 @pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with chromium() as b:
-        yield b
-
-
-@pytest.fixture(scope="module")
 def server(db_url: str) -> Iterator[Server]:
     with Server(db_url, "--allow-anonymous") as s:
         yield s
 
 
-@pytest.fixture
-def page(browser: Browser) -> Iterator[Page]:
-    context = browser.new_context(viewport={"width": 1400, "height": 1000}, accept_downloads=True)
-    context.set_default_timeout(TIMEOUT_MS)
-    yield context.new_page()
-    context.close()
+page = page_fixture(1400, 1000, timeout_ms=TIMEOUT_MS)
 
 
 def login(page: Page, server: Server, name: str, path: str = "/payloads") -> None:
@@ -71,9 +60,7 @@ def login(page: Page, server: Server, name: str, path: str = "/payloads") -> Non
 
 
 def shoot(page: Page, name: str, *, full_page: bool = True) -> None:
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    page.wait_for_timeout(1000)  # the canvases finish drawing
-    page.screenshot(path=str(SCREENSHOTS / f"payloads-{name}.png"), full_page=full_page)
+    shoot_page(page, f"payloads-{name}", full_page=full_page, settle_ms=1000)
 
 
 def drawn(page: Page, key: str) -> int:

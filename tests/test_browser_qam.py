@@ -20,8 +20,8 @@ from playwright.sync_api import Page, expect
 
 from b2calib.qa.store import QADatabase
 from b2calib_apps._common import STATUS_COLORS
-from tests.browser_server import REFERENCE_RUN, Server
-from tests.test_browser import browser, db_url, page, shoot  # noqa: F401 (fixtures)
+from tests.browser_server import REFERENCE_RUN, Server, shoot
+from tests.test_browser import db_url  # noqa: F401 (the same database as test_browser)
 
 pytestmark = pytest.mark.ui
 
@@ -98,7 +98,7 @@ def url_state(pg: Page) -> dict[str, str]:
 
 
 def test_opens_on_the_worst_variable_and_puts_the_state_in_the_url(
-    page: Page,  # noqa: F811
+    page: Page,
     server: Server,
     db_url: str,  # noqa: F811
 ) -> None:
@@ -126,7 +126,7 @@ def test_opens_on_the_worst_variable_and_puts_the_state_in_the_url(
 
 
 def test_a_click_on_a_trend_point_shows_its_run_and_marks_it(
-    page: Page,  # noqa: F811
+    page: Page,
     server: Server,
 ) -> None:
     open_qam(page, server, f"exp={EXP}&run=3&variable=hadron.klm_digits_per_event")
@@ -144,7 +144,7 @@ def test_a_click_on_a_trend_point_shows_its_run_and_marks_it(
     assert after["run"] == before["run"]
 
 
-def test_the_url_state_round_trips(page: Page, server: Server) -> None:  # noqa: F811
+def test_the_url_state_round_trips(page: Page, server: Server) -> None:
     query = f"exp={EXP}&run=4&variable=hadron.ecl_clusters_per_event&detector=ECL"
     open_qam(page, server, query)
     expect(page.locator(".qam-detector select")).to_have_value("ECL")
@@ -198,7 +198,7 @@ def test_the_url_state_round_trips(page: Page, server: Server) -> None:  # noqa:
     ["bhabha.ecl_e_over_p", "hadron.klm_digits_per_event", "mumu.top_time", "bhabha.lumi_pb"],
 )
 def test_each_point_is_coloured_by_its_status_from_the_band_of_its_class(
-    page: Page,  # noqa: F811
+    page: Page,
     server: Server,
     db_url: str,  # noqa: F811
     variable: str,
@@ -248,7 +248,7 @@ def test_each_point_is_coloured_by_its_status_from_the_band_of_its_class(
 
 
 def test_the_evidence_of_a_run_is_listed_worst_first_with_each_status(
-    page: Page,  # noqa: F811
+    page: Page,
     server: Server,
     db_url: str,  # noqa: F811
 ) -> None:
@@ -280,7 +280,7 @@ def test_the_evidence_of_a_run_is_listed_worst_first_with_each_status(
 
 
 def test_cosmic_and_reference_runs_say_what_they_are(
-    page: Page,  # noqa: F811
+    page: Page,
     server: Server,
     db_url: str,  # noqa: F811
 ) -> None:

@@ -13,16 +13,20 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, Locator, Page, expect
+from playwright.sync_api import Locator, Page, expect
 
 from b2calib.qa.store import LUMINOSITY_COLUMNS, LuminosityTable, QADatabase
-from tests.browser_server import Server, chromium, prepare_database
+from tests.browser_server import (
+    TIMEOUT_MS,
+    Server,
+    page_fixture,
+    prepare_database,
+)
+from tests.browser_server import shoot as shoot_page
 
 pytestmark = pytest.mark.ui
 
 REPO = Path(__file__).resolve().parent.parent
-SCREENSHOTS = REPO / "build" / "test-artifacts" / "screenshots"
-TIMEOUT_MS = 30_000
 EXP = 12
 COSMIC_RUN = 6
 
@@ -46,18 +50,7 @@ def server(db_url: str) -> Iterator[Server]:
         yield s
 
 
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with chromium() as b:
-        yield b
-
-
-@pytest.fixture
-def page(browser: Browser) -> Iterator[Page]:
-    context = browser.new_context(viewport={"width": 1500, "height": 1000}, accept_downloads=True)
-    context.set_default_timeout(TIMEOUT_MS)
-    yield context.new_page()
-    context.close()
+page = page_fixture(1500, 1000)
 
 
 def rows(page: Page) -> Locator:
@@ -92,12 +85,7 @@ def open_summary(page: Page, server: Server, query: str = "") -> None:
 
 
 def shoot(page: Page, name: str) -> Path:
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    page.wait_for_load_state("networkidle")
-    page.wait_for_timeout(300)
-    path = SCREENSHOTS / f"{name}.png"
-    page.screenshot(path=str(path), full_page=True)
-    return path
+    return shoot_page(page, name, settle_ms=300)
 
 
 # ------------------------------------------------------------------ totals of what is shown

@@ -20,20 +20,25 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.sync_api import Browser, Locator, Page, expect
+from playwright.sync_api import Locator, Page, expect
 
 from b2calib.db import now
 from b2calib.qa.monitoring import SYSTEMS
 from b2calib.qa.store import QADatabase
 from b2calib.qa.store.status import STATUS_COLUMNS
 from b2calib.runs import RunRegistry
-from tests.browser_server import USERS, Server, chromium, prepare_database
+from tests.browser_server import (
+    TIMEOUT_MS,
+    USERS,
+    Server,
+    prepare_database,
+)
+from tests.browser_server import login as login_as
+from tests.browser_server import shoot as shoot_page
 
 pytestmark = pytest.mark.ui
 
 REPO = Path(__file__).resolve().parent.parent
-SCREENSHOTS = REPO / "build" / "test-artifacts" / "screenshots"
-TIMEOUT_MS = 30_000
 EXP = 12
 N_RUNS = 40
 #: the run whose ECL variable is planted far below its trend
@@ -65,23 +70,9 @@ def db_url(sample: Path, tmp_path_factory: pytest.TempPathFactory) -> str:
 
 
 @pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with chromium() as b:
-        yield b
-
-
-@pytest.fixture(scope="module")
 def server(db_url: str) -> Iterator[Server]:
     with Server(db_url) as s:
         yield s
-
-
-@pytest.fixture
-def page(browser: Browser) -> Iterator[Page]:
-    context = browser.new_context(viewport={"width": 1400, "height": 1000}, accept_downloads=True)
-    context.set_default_timeout(TIMEOUT_MS)
-    yield context.new_page()
-    context.close()
 
 
 PASSWORDS = {**{k: v[0] for k, v in USERS.items()}, "carol": "carol-secret-1"}
@@ -89,12 +80,7 @@ PASSWORDS = {**{k: v[0] for k, v in USERS.items()}, "carol": "carol-secret-1"}
 
 def login(page: Page, server: Server, name: str, path: str = "/signoff") -> None:
     """Open ``path``, get sent to the login page, log in and land on ``path``."""
-    page.goto(server.base + path)
-    expect(page).to_have_url(re.compile(r"/login\?next="))
-    page.fill("#username", name)
-    page.fill("#password", PASSWORDS[name])
-    page.click("#login-submit")
-    expect(page.locator("#whoami")).to_contain_text(name)
+    login_as(page, server, name, PASSWORDS[name], path)
     expect(page.locator(".signoff-grid .tabulator-row").first).to_be_visible()
 
 
@@ -111,10 +97,7 @@ def open_cell(page: Page, run: int, detector: str) -> None:
 
 
 def shoot(page: Page, name: str) -> None:
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    page.wait_for_load_state("networkidle")
-    page.wait_for_timeout(500)
-    page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
+    shoot_page(page, name, settle_ms=500)
 
 
 # ----------------------------------------------------------------------------- the grid
