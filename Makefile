@@ -154,6 +154,12 @@ bench: $(STAMP)
 	$(BIN)/python bench/bench_prompt.py
 	$(BIN)/python bench/bench_review.py
 	$(BIN)/python bench/bench_qa_collect.py
+	@# the QA pages in Chromium at 3000 runs (their database built once into bench/out/), and
+	@# the floor under them: Panel and Bokeh with nothing of ours
+	$(BIN)/python bench/bench_page_floor.py
+	$(BIN)/python bench/bench_signoff_page.py --repeat 3
+	$(BIN)/python bench/bench_runsummary_page.py --runs 3000 --repeat 3
+	$(BIN)/python bench/bench_qam_page.py --runs 3000 --repeat 3
 	@# the drill-down and the conditions page (in Chromium), on the database `make demo` leaves
 	@if [ -f $(DEMO_DB) ]; then $(BIN)/python bench/bench_fitview.py $(DEMO_DB) && \
 	  $(BIN)/python bench/bench_conditions_page.py --db $(DEMO_DB); \
