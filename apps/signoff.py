@@ -851,7 +851,7 @@ class SignOff(pn.viewable.Viewer):
             for s in stored[:6]
         ]
         self.plots.objects = (
-            [pn.pane.Markdown(f"#### {det} histograms vs reference"), pn.GridBox(*plots, ncols=3)]
+            [pn.pane.Markdown(f"#### {det} histograms vs reference"), pn.GridBox(*plots, ncols=2)]
             if plots
             else []
         )

@@ -169,6 +169,13 @@ def test_cell_shows_flag_automatic_status_and_disagreement(
     expect(cell).to_contain_text("GOOD")
     expect(cell).to_contain_text("auto ERROR")
     expect(cell.locator(".so-mark")).to_have_count(1)
+    # the opened cell's histograms fit a shift's window too (three in a row made it 1670 px)
+    page.set_viewport_size(SHIFT_WINDOW)
+    open_cell(page, PLANTED[1], "ECL")
+    expect(page.get_by_text("ECL histograms vs reference")).to_be_visible()
+    page.wait_for_load_state("networkidle")
+    page.wait_for_timeout(1000)  # the plots lay themselves out
+    assert page.evaluate("document.documentElement.scrollWidth") <= SHIFT_WINDOW["width"]
 
 
 # ------------------------------------------------------------------------ bulk sign-off
