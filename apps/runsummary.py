@@ -72,6 +72,22 @@ def _detectors_text(detectors: tuple[str, ...]) -> str:
     return " ".join(d for d in DETECTORS if d in detectors) or "none"
 
 
+#: The columns' widths in pixels: they add up to 1335, inside a 1400 px window.
+_WIDTHS = {
+    "exp": 60,
+    "run": 60,
+    _VIEWS: 110,
+    "type": 85,
+    "beam": 95,
+    "start (UTC)": 140,
+    "minutes": 80,
+    "L1 triggers": 115,
+    "detectors": 95,
+    "flags": 150,
+    **dict.fromkeys(LUMINOSITY_COLUMNS, 115),
+}
+
+
 def _views(exp: int, run: int) -> str:
     """Links to the run's views in QAM and in the sign-off page (:func:`page_url`'s addresses;
     written out here, as two integers need no quoting and the table has thousands of runs)."""
@@ -153,8 +169,10 @@ class RunSummary(pn.viewable.Viewer):
                 },
             },
             groups={"luminosity (pb-1)": list(LUMINOSITY_COLUMNS)},
-            # the flags wrap in a narrow column: the luminosities stay on the screen
-            widths={"flags": 200, "start (UTC)": 150},
+            # every column has its width, so that the three luminosities stay in a shift's
+            # 1400 px window (the flags and the long headers wrap)
+            widths=_WIDTHS,
+            configuration={"columnDefaults": {"headerWordWrap": True}},
             frozen_columns=["exp", "run"],
             sizing_mode="stretch_width",
             css_classes=["run-summary"],

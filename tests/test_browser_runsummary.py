@@ -125,11 +125,17 @@ def test_three_luminosities_side_by_side_with_the_library_names(
 ) -> None:
     """Recorded (run registry), Bhabha and gamma-gamma luminosity, each its own column under
     the library's name with the library's value; the page says which one a good-run list sums;
-    the index page uses the same names and the same totals."""
+    the index page uses the same names and the same totals; the three are side by side on the
+    screen of a shift's 1400 px window (the last one was cut off at 1400 px)."""
+    page.set_viewport_size({"width": 1400, "height": 900})
     open_summary(page, server)
     heads = page.locator(".run-summary .tabulator-col-title").all_inner_texts()
     for name in LUMINOSITY_COLUMNS:
         assert name in heads
+        box = cell(page, 1, name).bounding_box()
+        assert box is not None
+        assert box["x"] + box["width"] <= 1400, (name, box)
+    assert page.evaluate("document.documentElement.scrollWidth") <= 1400
     for run in (1, 2, 7, COSMIC_RUN):
         measured = lumi.get(EXP, run)
         assert measured is not None
