@@ -230,11 +230,10 @@ def main() -> None:
         row("another run by its trend point until shown", "tap", "0.3"),
         row("another variable chosen until its trend is drawn", "variable", "0.3"),
         "",
-        "The URL is opened in the same browser after the first render: its scripts (2.9 MB of "
-        "Bokeh and Panel) are cached then, which is most of the difference. "
-        "The server builds the page in about 1 s of this loaded machine (the four Bokeh plots' "
-        "models are most of it); a run or variable change is 0.1-0.3 s on the server, the rest "
-        "is the browser redrawing on the shared cores.",
+        "The first render is a new browser context (nothing cached, a first visit); the URL is "
+        "opened in the same context after it, with the 2.9 MB of Bokeh and Panel scripts "
+        "cached (every later visit). Read both against the floor section (Panel and Bokeh with "
+        "nothing of ours, on the same machine).",
         "",
         BEFORE,
         "",
