@@ -13,6 +13,7 @@ mistaken for constants.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import hist
@@ -134,8 +135,38 @@ def _start(counts: F, centers: F, width: F, background: bool) -> F:
     return np.stack(cols, axis=1).astype(np.float64)
 
 
-def _lm(counts: F, edges: F, theta: F, background: bool, max_iter: int, tol: float) -> LMResult:
-    """Levenberg-Marquardt on all channels (yield and width kept positive, background >= 0)."""
+def _lm(
+    counts: F, edges: F, theta: F, background: bool, max_iter: int, tol: float
+) -> tuple[F, npt.NDArray[np.bool_], npt.NDArray[np.int64], F, F]:
+    """Levenberg-Marquardt on all channels (yield and width kept positive, background >= 0):
+    parameters, convergence, iterations, NLL and the information matrix at the end point.
+
+    Compiled (:mod:`b2calib.fit._peak_lm`) when numba is there, else the numpy iteration of
+    :func:`b2calib.fit._lm.poisson_lm`; the two agree up to rounding.
+    """
+    kernel = _compiled()
+    if kernel is not None:
+        conv, it, nll, info = kernel(counts, edges, theta, background, max_iter, tol)
+        return theta, conv, it, nll, info
+    lm = _lm_numpy(counts, edges, theta, background, max_iter, tol)
+    return lm.theta, lm.converged, lm.iterations, lm.nll, fisher(lm.jac, lm.lam)
+
+
+def _compiled() -> Callable[..., tuple[npt.NDArray[np.bool_], npt.NDArray[np.int64], F, F]] | None:
+    """The compiled iteration, or None without numba."""
+    try:
+        from b2calib.fit._peak_lm import peak_lm
+    except ImportError as err:
+        if err.name != "numba":
+            raise  # numba is there but something it needs is broken: show that
+        return None
+    return peak_lm
+
+
+def _lm_numpy(
+    counts: F, edges: F, theta: F, background: bool, max_iter: int, tol: float
+) -> LMResult:
+    """The numpy iteration, vectorised over channels."""
     width_floor = 1e-6 * (edges[-1] - edges[0])
 
     def project(new: F) -> F:
@@ -233,11 +264,14 @@ def fit_channels(
     start = _start(counts_all[fit_idx], centers, width, background)
     retry: list[int] = []
     if method == "batched" and fit_idx.size:
-        lm = _lm(counts_all[fit_idx], edges, start.copy(), background, max_iter, tol)
-        theta, conv, it = lm.theta, lm.converged, lm.iterations
-        good_info, errors[fit_idx] = lm_errors(fisher(lm.jac, lm.lam))
-        values[fit_idx], nll[fit_idx], iters[fit_idx] = theta, lm.nll, it
-        for k, ch in enumerate(fit_idx.tolist()):
+        theta, conv, it, fitted_nll, info = _lm(
+            counts_all[fit_idx], edges, start.copy(), background, max_iter, tol
+        )
+        good_info, errors[fit_idx] = lm_errors(info)
+        values[fit_idx], nll[fit_idx], iters[fit_idx] = theta, fitted_nll, it
+        inside = (edges[0] <= theta[:, 1]) & (theta[:, 1] <= edges[-1])
+        for k in np.flatnonzero(~conv | ~good_info | ~inside).tolist():
+            ch = int(fit_idx[k])
             if not conv[k]:
                 retry.append(int(ch))
                 reason[ch] = f"no convergence after {it[k]} iterations"
@@ -268,7 +302,17 @@ def fit_channels(
             status[ch] = ChannelStatus.FAILED
     # physical sanity: the peak inside the range, a width below the range, finite errors
     lo, hi = edges[0], edges[-1]
-    for ch in np.flatnonzero(status == ChannelStatus.OK).tolist():
+    n_all, mu_all, sigma_all = values[:, 0], values[:, 1], values[:, 2]
+    with np.errstate(invalid="ignore"):
+        suspect = (status == ChannelStatus.OK) & (
+            ~np.all(np.isfinite(values), axis=1)
+            | ~np.all(np.isfinite(errors), axis=1)
+            | ~((lo <= mu_all) & (mu_all <= hi))
+            | (sigma_all >= hi - lo)
+            | (sigma_all < 0.2 * width.min())
+            | (n_all <= 0)
+        )
+    for ch in np.flatnonzero(suspect).tolist():
         n, mu, sigma = values[ch, :3]
         problem = None
         if not np.all(np.isfinite(values[ch])) or not np.all(np.isfinite(errors[ch])):

@@ -1,0 +1,186 @@
+"""The batched Gaussian peak fit's Levenberg-Marquardt, compiled with numba, one channel at a time.
+
+The same iteration as :func:`b2calib.fit._lm.poisson_lm` with the model of
+:func:`b2calib.fit.batched._model` (Fisher scoring, a damping per channel, the background held
+at its bound 0 while the gradient points below it, the EDM ``0.5 g^T I^-1 g`` below ``tol`` for
+convergence, a damping beyond 1e8 stopping unconverged), written as a loop over channels: a
+channel costs only its own iterations, and no (channels, bins, parameters) Jacobian is copied per
+iteration. The numpy path of :mod:`b2calib.fit.batched` stays the reference and the fallback when
+numba is missing; both give the same fits up to rounding (tests/test_fit.py).
+
+Importing this module imports numba; :mod:`b2calib.fit.batched` imports it on first use only.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numba
+import numpy as np
+import numpy.typing as npt
+
+__all__ = ["peak_lm"]
+
+F = npt.NDArray[np.float64]
+
+_TINY = 1e-12  # as b2calib.fit._lm: expected counts below this are empty bins
+_SQRT2 = math.sqrt(2.0)
+_INV_SQRT2PI = 1.0 / math.sqrt(2.0 * math.pi)
+
+
+@numba.njit(cache=True, nogil=True)
+def _model(th: F, edges: F, widths: F, background: bool, lam: F, jac: F) -> None:
+    """Expected counts and Jacobian of one channel at ``th`` into ``lam`` (B,), ``jac`` (B, P);
+    the same arithmetic as :func:`b2calib.fit.batched._model`."""
+    n, mu, sigma = th[0], th[1], th[2]
+    z0 = (edges[0] - mu) / sigma
+    c0 = 0.5 * math.erfc(-z0 / _SQRT2)
+    p0 = _INV_SQRT2PI * math.exp(-0.5 * z0 * z0)
+    for i in range(widths.shape[0]):
+        z1 = (edges[i + 1] - mu) / sigma
+        c1 = 0.5 * math.erfc(-z1 / _SQRT2)
+        p1 = _INV_SQRT2PI * math.exp(-0.5 * z1 * z1)
+        prob = c1 - c0
+        lam[i] = n * prob
+        jac[i, 0] = prob
+        jac[i, 1] = -n * (p1 - p0) / sigma
+        jac[i, 2] = -n * (p1 * z1 - p0 * z0) / sigma
+        if background:
+            lam[i] = lam[i] + th[3] * widths[i]
+            jac[i, 3] = widths[i]
+        z0, c0, p0 = z1, c1, p1
+
+
+@numba.njit(cache=True, nogil=True)
+def _nll(counts: F, lam: F) -> float:
+    total = 0.0
+    for i in range(lam.shape[0]):
+        x = max(lam[i], _TINY)
+        total += x - counts[i] * math.log(x)
+    return total
+
+
+@numba.njit(cache=True, nogil=True)
+def _fisher(jac: F, lam: F, out: F) -> None:
+    """J^T diag(1/lambda) J into ``out``, bins with vanishing lambda left out."""
+    npar = jac.shape[1]
+    out[:, :] = 0.0
+    for i in range(lam.shape[0]):
+        if lam[i] > _TINY:
+            w = 1.0 / lam[i]
+            for p in range(npar):
+                a = jac[i, p] * w
+                for q in range(p + 1):
+                    out[p, q] += a * jac[i, q]
+    for p in range(npar):
+        for q in range(p):
+            out[q, p] = out[p, q]
+
+
+@numba.njit(cache=True, nogil=True)
+def _solve(a: F, b: F) -> F:
+    """a^-1 b by Gaussian elimination with partial pivoting (LAPACK gesv's); an exactly zero
+    pivot (a singular matrix) falls back to the pseudo-inverse, as :func:`b2calib.fit._lm.solve`."""
+    n = b.shape[0]
+    m = a.copy()
+    x = b.copy()
+    for k in range(n):
+        piv = k
+        for r in range(k + 1, n):
+            if abs(m[r, k]) > abs(m[piv, k]):
+                piv = r
+        if m[piv, k] == 0.0:
+            return np.linalg.pinv(a) @ b
+        if piv != k:
+            for c in range(n):
+                m[k, c], m[piv, c] = m[piv, c], m[k, c]
+            x[k], x[piv] = x[piv], x[k]
+        for r in range(k + 1, n):
+            f = m[r, k] / m[k, k]
+            for c in range(k, n):
+                m[r, c] -= f * m[k, c]
+            x[r] -= f * x[k]
+    for k in range(n - 1, -1, -1):
+        s = x[k]
+        for c in range(k + 1, n):
+            s -= m[k, c] * x[c]
+        x[k] = s / m[k, k]
+    return x
+
+
+@numba.njit(cache=True, nogil=True)
+def peak_lm(
+    counts: F, edges: F, theta: F, background: bool, max_iter: int, tol: float
+) -> tuple[npt.NDArray[np.bool_], npt.NDArray[np.int64], F, F]:
+    """Fit every channel (rows of ``counts``) from ``theta`` (updated in place).
+
+    Returns whether each channel converged, its iterations, its NLL and the information
+    matrix at the end point (for the errors), as :func:`b2calib.fit._lm.poisson_lm` and
+    :func:`b2calib.fit._lm.fisher` on :func:`b2calib.fit.batched._model`.
+    """
+    nch, npar = theta.shape
+    nb = counts.shape[1]
+    widths = edges[1:] - edges[:-1]
+    width_floor = 1e-6 * (edges[-1] - edges[0])
+    converged = np.zeros(nch, dtype=np.bool_)
+    iters = np.zeros(nch, dtype=np.int64)
+    nll = np.zeros(nch)
+    info_out = np.zeros((nch, npar, npar))
+    lam = np.empty(nb)
+    jac = np.zeros((nb, npar))
+    lam_new = np.empty(nb)
+    jac_new = np.zeros((nb, npar))
+    grad = np.empty(npar)
+    info = np.empty((npar, npar))
+    damped = np.empty((npar, npar))
+    new = np.empty(npar)
+    for ch in range(nch):
+        c = counts[ch]
+        th = theta[ch]
+        damping = 1e-3
+        _model(th, edges, widths, background, lam, jac)
+        cur = _nll(c, lam)
+        for _ in range(max_iter):
+            iters[ch] += 1
+            for p in range(npar):
+                grad[p] = 0.0
+            for i in range(nb):
+                r = 1.0 - c[i] / max(lam[i], _TINY)
+                for p in range(npar):
+                    grad[p] += jac[i, p] * r
+            _fisher(jac, lam, info)
+            if background and th[3] <= 0.0 and grad[3] > 0.0:
+                grad[3] = 0.0
+                for p in range(npar):
+                    info[3, p] = 0.0
+                    info[p, 3] = 0.0
+                info[3, 3] = 1.0
+            for p in range(npar):
+                for q in range(npar):
+                    damped[p, q] = info[p, q]
+                damped[p, p] = info[p, p] + damping * info[p, p]
+            step = _solve(damped, grad)
+            for p in range(npar):
+                new[p] = th[p] - step[p]
+            new[0] = max(new[0], 1e-9)
+            new[2] = max(new[2], width_floor)
+            if background:
+                new[3] = max(new[3], 0.0)
+            _model(new, edges, widths, background, lam_new, jac_new)
+            nll_new = _nll(c, lam_new)
+            better = nll_new <= cur + 1e-12 * abs(cur)
+            edm = 0.5 * np.dot(grad, _solve(info, grad))
+            if better:
+                th[:] = new
+                lam, lam_new = lam_new, lam
+                jac, jac_new = jac_new, jac
+                cur = nll_new
+                damping = max(damping / 10.0, 1e-9)
+            else:
+                damping *= 10.0
+            if edm < tol or damping > 1e8:
+                converged[ch] = edm < tol and math.isfinite(edm)
+                break
+        nll[ch] = cur
+        _fisher(jac, lam, info_out[ch])
+    return converged, iters, nll, info_out
