@@ -78,19 +78,41 @@ def _fisher(jac: F, lam: F, out: F) -> None:
 
 
 @numba.njit(cache=True, nogil=True)
-def _solve(a: F, b: F) -> F:
-    """a^-1 b by Gaussian elimination with partial pivoting (LAPACK gesv's); an exactly zero
-    pivot (a singular matrix) falls back to the pseudo-inverse, as :func:`b2calib.fit._lm.solve`."""
+def _gradient_information(counts: F, jac: F, lam: F, grad: F, info: F) -> None:
+    """The gradient J^T (1 - n / lambda) and the information J^T diag(1/lambda) J (as
+    :func:`_fisher`) in one pass over the bins."""
+    npar = jac.shape[1]
+    grad[:] = 0.0
+    info[:, :] = 0.0
+    for i in range(lam.shape[0]):
+        r = 1.0 - counts[i] / max(lam[i], _TINY)
+        w = 1.0 / lam[i] if lam[i] > _TINY else 0.0
+        for p in range(npar):
+            grad[p] += jac[i, p] * r
+            a = jac[i, p] * w
+            for q in range(p + 1):
+                info[p, q] += a * jac[i, q]
+    for p in range(npar):
+        for q in range(p):
+            info[q, p] = info[p, q]
+
+
+@numba.njit(cache=True, nogil=True)
+def _solve(a: F, b: F, m: F, x: F) -> None:
+    """x = a^-1 b by Gaussian elimination with partial pivoting (LAPACK gesv's), ``m`` scratch;
+    an exactly zero pivot (a singular matrix) falls back to the pseudo-inverse, as
+    :func:`b2calib.fit._lm.solve`."""
     n = b.shape[0]
-    m = a.copy()
-    x = b.copy()
+    m[:, :] = a
+    x[:] = b
     for k in range(n):
         piv = k
         for r in range(k + 1, n):
             if abs(m[r, k]) > abs(m[piv, k]):
                 piv = r
         if m[piv, k] == 0.0:
-            return np.linalg.pinv(a) @ b
+            x[:] = np.linalg.pinv(a) @ b
+            return
         if piv != k:
             for c in range(n):
                 m[k, c], m[piv, c] = m[piv, c], m[k, c]
@@ -105,7 +127,6 @@ def _solve(a: F, b: F) -> F:
         for c in range(k + 1, n):
             s -= m[k, c] * x[c]
         x[k] = s / m[k, k]
-    return x
 
 
 @numba.njit(cache=True, nogil=True)
@@ -134,6 +155,8 @@ def peak_lm(
     info = np.empty((npar, npar))
     damped = np.empty((npar, npar))
     new = np.empty(npar)
+    step = np.empty(npar)
+    scratch = np.empty((npar, npar))
     for ch in range(nch):
         c = counts[ch]
         th = theta[ch]
@@ -142,24 +165,26 @@ def peak_lm(
         cur = _nll(c, lam)
         for _ in range(max_iter):
             iters[ch] += 1
-            for p in range(npar):
-                grad[p] = 0.0
-            for i in range(nb):
-                r = 1.0 - c[i] / max(lam[i], _TINY)
-                for p in range(npar):
-                    grad[p] += jac[i, p] * r
-            _fisher(jac, lam, info)
+            _gradient_information(c, jac, lam, grad, info)
             if background and th[3] <= 0.0 and grad[3] > 0.0:
                 grad[3] = 0.0
                 for p in range(npar):
                     info[3, p] = 0.0
                     info[p, 3] = 0.0
                 info[3, 3] = 1.0
+            _solve(info, grad, scratch, step)
+            edm = 0.0
+            for p in range(npar):
+                edm += grad[p] * step[p]
+            edm *= 0.5
+            if edm < tol:  # at the minimum: no further step (step_when_converged=False)
+                converged[ch] = True
+                break
             for p in range(npar):
                 for q in range(npar):
                     damped[p, q] = info[p, q]
                 damped[p, p] = info[p, p] + damping * info[p, p]
-            step = _solve(damped, grad)
+            _solve(damped, grad, scratch, step)
             for p in range(npar):
                 new[p] = th[p] - step[p]
             new[0] = max(new[0], 1e-9)
@@ -169,7 +194,6 @@ def peak_lm(
             _model(new, edges, widths, background, lam_new, jac_new)
             nll_new = _nll(c, lam_new)
             better = nll_new <= cur + 1e-12 * abs(cur)
-            edm = 0.5 * np.dot(grad, _solve(info, grad))
             if better:
                 th[:] = new
                 lam, lam_new = lam_new, lam
@@ -178,8 +202,7 @@ def peak_lm(
                 damping = max(damping / 10.0, 1e-9)
             else:
                 damping *= 10.0
-            if edm < tol or damping > 1e8:
-                converged[ch] = edm < tol and math.isfinite(edm)
+            if damping > 1e8:
                 break
         nll[ch] = cur
         _fisher(jac, lam, info_out[ch])

@@ -13,7 +13,10 @@ mistaken for constants.
 
 from __future__ import annotations
 
+import itertools
+import os
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import hist
@@ -32,6 +35,8 @@ __all__ = ["ChannelFits", "fit_channels"]
 F = npt.NDArray[np.float64]
 _SQRT2 = np.sqrt(2.0)
 _INV_SQRT2PI = 1.0 / np.sqrt(2.0 * np.pi)
+#: below this many channels per thread, starting a thread costs more than it saves
+_MIN_CHANNELS_PER_THREAD = 500
 
 
 @dataclass
@@ -136,20 +141,35 @@ def _start(counts: F, centers: F, width: F, background: bool) -> F:
 
 
 def _lm(
-    counts: F, edges: F, theta: F, background: bool, max_iter: int, tol: float
+    counts: F, edges: F, theta: F, background: bool, max_iter: int, tol: float, threads: int
 ) -> tuple[F, npt.NDArray[np.bool_], npt.NDArray[np.int64], F, F]:
     """Levenberg-Marquardt on all channels (yield and width kept positive, background >= 0):
     parameters, convergence, iterations, NLL and the information matrix at the end point.
 
-    Compiled (:mod:`b2calib.fit._peak_lm`) when numba is there, else the numpy iteration of
-    :func:`b2calib.fit._lm.poisson_lm`; the two agree up to rounding.
+    Compiled (:mod:`b2calib.fit._peak_lm`) when numba is there, the channels split over
+    ``threads`` threads (the kernel releases the GIL; channels are independent, so the result
+    does not depend on the split); else the numpy iteration of :func:`b2calib.fit._lm.poisson_lm`.
+    The two agree up to rounding.
     """
     kernel = _compiled()
-    if kernel is not None:
-        conv, it, nll, info = kernel(counts, edges, theta, background, max_iter, tol)
-        return theta, conv, it, nll, info
-    lm = _lm_numpy(counts, edges, theta, background, max_iter, tol)
-    return lm.theta, lm.converged, lm.iterations, lm.nll, fisher(lm.jac, lm.lam)
+    if kernel is None:
+        lm = _lm_numpy(counts, edges, theta, background, max_iter, tol)
+        return lm.theta, lm.converged, lm.iterations, lm.nll, fisher(lm.jac, lm.lam)
+    nch = len(counts)
+    parts = max(1, min(threads, nch // _MIN_CHANNELS_PER_THREAD))
+    bounds = np.linspace(0, nch, parts + 1).astype(int)
+    chunks = [slice(lo, hi) for lo, hi in itertools.pairwise(bounds.tolist())]
+
+    def run(sl: slice) -> tuple[npt.NDArray[np.bool_], npt.NDArray[np.int64], F, F]:
+        return kernel(counts[sl], edges, theta[sl], background, max_iter, tol)  # theta in place
+
+    if parts == 1:
+        out = [run(chunks[0])]
+    else:
+        with ThreadPoolExecutor(max_workers=parts) as pool:
+            out = list(pool.map(run, chunks))
+    conv, it, nll, info = (np.concatenate([o[k] for o in out]) for k in range(4))
+    return theta, conv, it, nll, info
 
 
 def _compiled() -> Callable[..., tuple[npt.NDArray[np.bool_], npt.NDArray[np.int64], F, F]] | None:
@@ -184,6 +204,7 @@ def _lm_numpy(
         max_iter=max_iter,
         tol=tol,
         floor_at_zero=(3,) if background else (),
+        step_when_converged=False,
     )
 
 
@@ -222,6 +243,7 @@ def fit_channels(
     fallback: bool = True,
     max_iter: int = 100,
     tol: float = 1e-6,
+    threads: int | None = None,
 ) -> ChannelFits:
     """Fit a Gaussian peak (plus a flat background if ``background``) in every channel of a
     2-D channels x values histogram.
@@ -240,6 +262,9 @@ def fit_channels(
         With ``"batched"``, refit with iminuit the channels that the fast path did not converge.
     tol
         Convergence: 0.5 g^T I^-1 g below ``tol`` (the EDM in units of the NLL).
+    threads
+        Threads of the batched fit (default: one per core; at least 500 channels each). The
+        channels are independent: the result does not depend on it.
     """
     if method not in ("batched", "iminuit"):
         raise ConfigError(f"method must be 'batched' or 'iminuit', not {method!r}")
@@ -264,8 +289,9 @@ def fit_channels(
     start = _start(counts_all[fit_idx], centers, width, background)
     retry: list[int] = []
     if method == "batched" and fit_idx.size:
+        n_threads = threads if threads is not None else (os.cpu_count() or 1)
         theta, conv, it, fitted_nll, info = _lm(
-            counts_all[fit_idx], edges, start.copy(), background, max_iter, tol
+            counts_all[fit_idx], edges, start.copy(), background, max_iter, tol, n_threads
         )
         good_info, errors[fit_idx] = lm_errors(info)
         values[fit_idx], nll[fit_idx], iters[fit_idx] = theta, fitted_nll, it
