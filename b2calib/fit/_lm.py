@@ -106,7 +106,6 @@ def poisson_lm(
     tol: float,
     floor_at_zero: Sequence[int] = (),
     frozen: npt.NDArray[np.bool_] | None = None,
-    step_when_converged: bool = True,
 ) -> LMResult:
     """Minimise the Poisson likelihood of every channel (rows of ``counts``) from ``theta``.
 
@@ -124,10 +123,6 @@ def poisson_lm(
     max_iter, tol
         Iteration limit; a channel converges when the EDM 0.5 g^T I^-1 g is below ``tol``.
         A channel whose damping grows beyond 1e8 stops unconverged.
-    step_when_converged
-        Take (and keep, if it lowers the NLL) the step from a point that already meets ``tol``;
-        without, such a channel ends at that point, which saves its last model evaluation
-        (the two end points differ by about sqrt(2 tol) standard deviations at most).
     """
     nch, npar = theta.shape
     frozen = np.zeros(npar, dtype=bool) if frozen is None else frozen
@@ -159,24 +154,15 @@ def poisson_lm(
             info[pinned, k, :] = 0.0
             info[pinned, :, k] = 0.0
             info[pinned, k, k] = 1.0
-        # EDM-like distance to the minimum, from the undamped information
-        with np.errstate(invalid="ignore"):
-            edm = 0.5 * np.einsum("cp,cp->c", grad, solve(info, grad))
-        if not step_when_converged:
-            stop = edm < tol
-            converged[idx[stop]] = True
-            active[idx[stop]] = False
-            keep = ~stop
-            idx, c, th, grad, info = idx[keep], c[keep], th[keep], grad[keep], info[keep]
-            edm = edm[keep]
-            if idx.size == 0:
-                break
         diag = np.einsum("cpp->cp", info)
         damped = info + damping[idx, None, None] * np.einsum("cp,pq->cpq", diag, eye)
         new = project(th - solve(damped, grad))
         lam_new, jac_new = model(new, idx)
         nll_new = nll(c, lam_new)
         better = nll_new <= cur[idx] + 1e-12 * np.abs(cur[idx])
+        # EDM-like distance to the minimum, from the undamped information
+        with np.errstate(invalid="ignore"):
+            edm = 0.5 * np.einsum("cp,cp->c", grad, solve(info, grad))
         acc = idx[better]
         theta[acc], lam[acc], jac[acc], cur[acc] = (
             new[better],

@@ -172,14 +172,6 @@ def peak_lm(
                     info[3, p] = 0.0
                     info[p, 3] = 0.0
                 info[3, 3] = 1.0
-            _solve(info, grad, scratch, step)
-            edm = 0.0
-            for p in range(npar):
-                edm += grad[p] * step[p]
-            edm *= 0.5
-            if edm < tol:  # at the minimum: no further step (step_when_converged=False)
-                converged[ch] = True
-                break
             for p in range(npar):
                 for q in range(npar):
                     damped[p, q] = info[p, q]
@@ -194,6 +186,11 @@ def peak_lm(
             _model(new, edges, widths, background, lam_new, jac_new)
             nll_new = _nll(c, lam_new)
             better = nll_new <= cur + 1e-12 * abs(cur)
+            _solve(info, grad, scratch, step)
+            edm = 0.0
+            for p in range(npar):
+                edm += grad[p] * step[p]
+            edm *= 0.5
             if better:
                 th[:] = new
                 lam, lam_new = lam_new, lam
@@ -202,7 +199,8 @@ def peak_lm(
                 damping = max(damping / 10.0, 1e-9)
             else:
                 damping *= 10.0
-            if damping > 1e8:
+            if edm < tol or damping > 1e8:
+                converged[ch] = edm < tol and math.isfinite(edm)
                 break
         nll[ch] = cur
         _fisher(jac, lam, info_out[ch])

@@ -204,7 +204,6 @@ def _lm_numpy(
         max_iter=max_iter,
         tol=tol,
         floor_at_zero=(3,) if background else (),
-        step_when_converged=False,
     )
 
 
