@@ -3,9 +3,11 @@
 The model per channel is a binned Gaussian peak on an optional flat background,
 ``lambda_i = N [Phi(z_{i+1}) - Phi(z_i)] + B w_i`` with ``z = (edge - mu) / sigma``, fitted by
 Poisson maximum likelihood (the cost of iminuit's ``ExtendedBinnedNLL``). The fast path runs a
-Levenberg-Marquardt iteration with the expected (Fisher) information on all channels together
-(numpy, vectorised over channels); ``method="iminuit"`` fits each channel with iminuit and is
-the reference. Every channel gets a status: OK, NOT_ENOUGH_DATA (fewer than ``min_entries`` in
+Levenberg-Marquardt iteration with the expected (Fisher) information on every channel: compiled
+with numba, one channel after the other, the channels split over threads
+(:mod:`b2calib.fit._peak_lm`), or, without numba, in numpy vectorised over channels (the same
+iteration: the same fits up to rounding). ``method="iminuit"`` fits each channel with iminuit and
+is the reference. Every channel gets a status: OK, NOT_ENOUGH_DATA (fewer than ``min_entries`` in
 the range) or FAILED (no convergence, a parameter out of its physical range, singular
 information), with the reason. Failed channels carry NaN values, never numbers that could be
 mistaken for constants.
