@@ -245,6 +245,20 @@ def test_batched_fit_without_numba(monkeypatch: pytest.MonkeyPatch) -> None:
     assert fit_channels(h, fallback=False).summary() == {"OK": 40, "NOT_ENOUGH_DATA": 20}
 
 
+def test_compiled_pseudo_inverse_is_numpys() -> None:
+    """The compiled fit's fallback for a singular information matrix solves as
+    numpy.linalg.pinv, whatever the rank."""
+    from b2calib.fit._peak_lm import _pinv_solve
+
+    rng = np.random.default_rng(3)
+    for n in (3, 4):
+        for rank in range(1, n + 1):
+            j = rng.normal(size=(n, rank)) * rng.lognormal(0.0, 1.0, size=(n, 1))
+            a, b, x = j @ j.T, rng.normal(size=n), np.empty(n)
+            _pinv_solve(a, b, x)
+            np.testing.assert_allclose(x, np.linalg.pinv(a) @ b, rtol=1e-8, atol=1e-12)
+
+
 def test_information_errors_decide_as_the_condition_number() -> None:
     """The errors of the batched fits call a channel usable exactly when the condition number
     of its scaled information is below 1e12 (the SVD is taken only where a cheaper bound

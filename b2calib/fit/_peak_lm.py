@@ -98,6 +98,63 @@ def _gradient_information(counts: F, jac: F, lam: F, grad: F, info: F) -> None:
 
 
 @numba.njit(cache=True, nogil=True)
+def _pinv_solve(a: F, b: F, x: F) -> None:
+    """x = pinv(a) b for a symmetric ``a`` (the information matrices here): eigenvalues by cyclic
+    Jacobi rotations, those below 1e-15 of the largest in magnitude dropped (the cut of
+    ``numpy.linalg.pinv``). Written out for these 3x3 and 4x4 matrices: numba's ``pinv`` would
+    triple the compile time of this module for a case that almost never happens."""
+    n = b.shape[0]
+    d = a.copy()
+    v = np.eye(n)
+    scale = 0.0
+    for p in range(n):
+        for q in range(n):
+            scale += d[p, q] * d[p, q]
+    for _ in range(60):
+        off = 0.0
+        for p in range(n):
+            for q in range(p + 1, n):
+                off += d[p, q] * d[p, q]
+        if off <= 1e-36 * scale:
+            break
+        for p in range(n):
+            for q in range(p + 1, n):
+                if d[p, q] == 0.0:
+                    continue
+                theta = (d[q, q] - d[p, p]) / (2.0 * d[p, q])
+                t = 1.0 / (abs(theta) + math.sqrt(theta * theta + 1.0))
+                if theta < 0.0:
+                    t = -t
+                c = 1.0 / math.sqrt(t * t + 1.0)
+                s = t * c
+                for k in range(n):
+                    dkp, dkq = d[k, p], d[k, q]
+                    d[k, p] = c * dkp - s * dkq
+                    d[k, q] = s * dkp + c * dkq
+                for k in range(n):
+                    dpk, dqk = d[p, k], d[q, k]
+                    d[p, k] = c * dpk - s * dqk
+                    d[q, k] = s * dpk + c * dqk
+                for k in range(n):
+                    vkp, vkq = v[k, p], v[k, q]
+                    v[k, p] = c * vkp - s * vkq
+                    v[k, q] = s * vkp + c * vkq
+    largest = 0.0
+    for k in range(n):
+        largest = max(largest, abs(d[k, k]))
+    x[:] = 0.0
+    for k in range(n):
+        if abs(d[k, k]) > 1e-15 * largest:
+            proj = 0.0
+            for i in range(n):
+                proj += v[i, k] * b[i]
+            proj /= d[k, k]
+            for i in range(n):
+                x[i] += v[i, k] * proj
+    return
+
+
+@numba.njit(cache=True, nogil=True)
 def _solve(a: F, b: F, m: F, x: F) -> None:
     """x = a^-1 b by Gaussian elimination with partial pivoting (LAPACK gesv's), ``m`` scratch;
     an exactly zero pivot (a singular matrix) falls back to the pseudo-inverse, as
@@ -111,7 +168,7 @@ def _solve(a: F, b: F, m: F, x: F) -> None:
             if abs(m[r, k]) > abs(m[piv, k]):
                 piv = r
         if m[piv, k] == 0.0:
-            x[:] = np.linalg.pinv(a) @ b
+            _pinv_solve(a, b, x)
             return
         if piv != k:
             for c in range(n):
