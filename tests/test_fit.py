@@ -213,6 +213,7 @@ def test_compiled_fit_equals_the_numpy_fallback(
     changes no bit."""
     from b2calib.fit import batched
 
+    monkeypatch.setattr(batched, "_MIN_CHANNELS_COMPILED", 1)
     h = with_bad_channels(make_channels(1000, 11, 25_000 if background else 0)[0])
     compiled = fit_channels(h, background=background, fallback=False, threads=1)
     split = fit_channels(h, background=background, fallback=False, threads=2)

@@ -5,12 +5,12 @@ The model per channel is a binned Gaussian peak on an optional flat background,
 Poisson maximum likelihood (the cost of iminuit's ``ExtendedBinnedNLL``). The fast path runs a
 Levenberg-Marquardt iteration with the expected (Fisher) information on every channel: compiled
 with numba, one channel after the other, the channels split over threads
-(:mod:`b2calib.fit._peak_lm`), or, without numba, in numpy vectorised over channels (the same
-iteration: the same fits up to rounding). ``method="iminuit"`` fits each channel with iminuit and
-is the reference. Every channel gets a status: OK, NOT_ENOUGH_DATA (fewer than ``min_entries`` in
-the range) or FAILED (no convergence, a parameter out of its physical range, singular
-information), with the reason. Failed channels carry NaN values, never numbers that could be
-mistaken for constants.
+(:mod:`b2calib.fit._peak_lm`, from 1000 channels on), or, below that or without numba, in numpy
+vectorised over channels (the same iteration: the same fits up to rounding). ``method="iminuit"``
+fits each channel with iminuit and is the reference. Every channel gets a status: OK,
+NOT_ENOUGH_DATA (fewer than ``min_entries`` in the range) or FAILED (no convergence, a parameter
+out of its physical range, singular information), with the reason. Failed channels carry NaN
+values, never numbers that could be mistaken for constants.
 """
 
 from __future__ import annotations
@@ -39,6 +39,9 @@ _SQRT2 = np.sqrt(2.0)
 _INV_SQRT2PI = 1.0 / np.sqrt(2.0 * np.pi)
 #: below this many channels per thread, starting a thread costs more than it saves
 _MIN_CHANNELS_PER_THREAD = 500
+#: the compiled fit from this many channels on: its first call in a process loads it from the
+#: numba cache (or compiles it), which costs more than the numpy path saves on a few hundred
+_MIN_CHANNELS_COMPILED = 1000
 
 
 @dataclass
@@ -148,12 +151,13 @@ def _lm(
     """Levenberg-Marquardt on all channels (yield and width kept positive, background >= 0):
     parameters, convergence, iterations, NLL and the information matrix at the end point.
 
-    Compiled (:mod:`b2calib.fit._peak_lm`) when numba is there, the channels split over
+    Compiled (:mod:`b2calib.fit._peak_lm`) when numba is there and there are at least
+    :data:`_MIN_CHANNELS_COMPILED` channels, the channels split over
     ``threads`` threads (the kernel releases the GIL; channels are independent, so the result
     does not depend on the split); else the numpy iteration of :func:`b2calib.fit._lm.poisson_lm`.
     The two agree up to rounding.
     """
-    kernel = _compiled()
+    kernel = _compiled() if len(counts) >= _MIN_CHANNELS_COMPILED else None
     if kernel is None:
         lm = _lm_numpy(counts, edges, theta, background, max_iter, tol)
         return lm.theta, lm.converged, lm.iterations, lm.nll, fisher(lm.jac, lm.lam)
@@ -264,7 +268,8 @@ def fit_channels(
     tol
         Convergence: 0.5 g^T I^-1 g below ``tol`` (the EDM in units of the NLL).
     threads
-        Threads of the batched fit (default: one per core; at least 500 channels each). The
+        Threads of the compiled batched fit (default: one per core; at least 500 channels
+        each). The
         channels are independent: the result does not depend on it.
     """
     if method not in ("batched", "iminuit"):
