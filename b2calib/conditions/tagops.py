@@ -12,16 +12,19 @@ from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
 import numpy as np
+import numpy.typing as npt
 
 from b2calib.conditions.iov import IoV, RunKey, uncovered
 
-__all__ = ["Diff", "diff", "layer", "resolve"]
+__all__ = ["Diff", "IovColumns", "diff", "layer", "resolve", "resolve_columns", "run_keys"]
 
 T = TypeVar("T", bound=Hashable)
 
 _RUN_BITS = 32
 _RUN_MASK = (1 << _RUN_BITS) - 1
 _INF = np.iinfo(np.int64).max
+
+IntArray = npt.NDArray[np.int64]
 
 
 def layer(tags: Sequence[Iterable[tuple[str, IoV, T]]]) -> list[tuple[str, IoV, T]]:
@@ -79,6 +82,94 @@ def resolve(
                 result[runs[i]][name] = items[int(idx[i])][1]
             free |= new
     return result
+
+
+def run_keys(runs: IntArray | Sequence[RunKey]) -> IntArray:
+    """Runs (``(exp, run)`` pairs, or an array of them as rows) as ordering keys
+    (``exp << 32 | run``), the keys :class:`IovColumns` searches."""
+    pairs = np.asarray(runs, dtype=np.int64).reshape(-1, 2)
+    return (pairs[:, 0] << _RUN_BITS) | pairs[:, 1]
+
+
+@dataclass(frozen=True)
+class IovColumns:
+    """One tag's IoVs as sorted columns, for looking many runs up at once.
+
+    Built by :meth:`of` from the IoVs' bounds and their payload names' codes; rows are sorted by
+    name, then start (ties keep the order given), so the IoVs of ``names[i]`` are the rows
+    ``offsets[i]:offsets[i + 1]``.
+
+    Attributes
+    ----------
+    names
+        The payload names, sorted.
+    offsets
+        Where each name's rows begin, and the number of rows at the end.
+    order
+        For each row, its index in the IoVs given to :meth:`of`.
+    start, end
+        Each row's first and last run as ordering keys (:func:`run_keys`; an open end is the
+        largest int64).
+    """
+
+    names: tuple[str, ...]
+    offsets: IntArray
+    order: IntArray
+    start: IntArray
+    end: IntArray
+
+    @classmethod
+    def of(
+        cls,
+        names: Sequence[str],
+        code: IntArray,
+        first_exp: IntArray,
+        first_run: IntArray,
+        final_exp: IntArray,
+        final_run: IntArray,
+    ) -> IovColumns:
+        """The columns of IoVs given by their bounds (as stored: -1 for open ends) and the
+        index ``code`` of their payload name in ``names`` (sorted)."""
+        start = (first_exp << _RUN_BITS) | first_run
+        last = np.where(final_run == -1, _RUN_MASK, final_run)
+        end = np.where(final_exp == -1, _INF, (final_exp << _RUN_BITS) | last)
+        order = np.lexsort((start, code))
+        offsets = np.searchsorted(code[order], np.arange(len(names) + 1)).astype(np.int64)
+        return cls(tuple(names), offsets, order.astype(np.int64), start[order], end[order])
+
+    def find(self, name: str, keys: IntArray) -> IntArray:
+        """For each run key, the row of the IoV of ``name`` holding it (the one starting
+        last at or before it), or -1."""
+        i = int(np.searchsorted(self.names, name))
+        if i == len(self.names) or self.names[i] != name:
+            return np.full(len(keys), -1, dtype=np.int64)
+        lo, hi = int(self.offsets[i]), int(self.offsets[i + 1])
+        idx = np.searchsorted(self.start[lo:hi], keys, side="right") - 1
+        ok = idx >= 0
+        ok[ok] = self.end[lo:hi][idx[ok]] >= keys[ok]
+        return np.where(ok, idx + lo, -1)
+
+
+def resolve_columns(
+    keys: IntArray, tags: Sequence[IovColumns], names: Sequence[str]
+) -> tuple[IntArray, IntArray]:
+    """:func:`resolve` on columns: for every name (rows) and run key (columns), the index of
+    the highest-priority tag holding an IoV of the name that contains the run and that IoV's
+    row in the tag's columns; both -1 where no tag has one.
+
+    Vectorised over runs: one sorted search per tag and name.
+    """
+    layer = np.full((len(names), len(keys)), -1, dtype=np.int64)
+    row = np.full((len(names), len(keys)), -1, dtype=np.int64)
+    for j, name in enumerate(names):
+        free = np.ones(len(keys), dtype=bool)
+        for i, columns in enumerate(tags):
+            found = columns.find(name, keys)
+            new = free & (found >= 0)
+            layer[j, new] = i
+            row[j, new] = found[new]
+            free &= ~new
+    return layer, row
 
 
 @dataclass
