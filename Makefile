@@ -154,6 +154,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/bench_prompt.py
 	$(BIN)/python bench/bench_review.py
 	$(BIN)/python bench/bench_qa_collect.py
+	$(BIN)/python bench/bench_conditions_lookup.py
 	@# the drill-down and the conditions page (in Chromium), on the database `make demo` leaves
 	@if [ -f $(DEMO_DB) ]; then $(BIN)/python bench/bench_fitview.py $(DEMO_DB) && \
 	  $(BIN)/python bench/bench_conditions_page.py --db $(DEMO_DB); \

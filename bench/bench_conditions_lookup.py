@@ -31,6 +31,7 @@ Usage: python bench/bench_conditions_lookup.py [--repeat 5] [--rebuild]
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import random
 import sys
@@ -123,7 +124,7 @@ def layout(seed: int = 20) -> dict[str, dict[str, list[IoV]]]:
     for tag in tags.values():
         for iovs in tag.values():
             iovs.sort(key=lambda iov: iov.start)
-            assert all(a.end < b.start for a, b in zip(iovs, iovs[1:], strict=False))
+            assert all(a.end < b.start for a, b in itertools.pairwise(iovs))
     return tags
 
 

@@ -883,7 +883,7 @@ class ConditionsDB(Database):
         tags = [t.strip() for t in meta.globaltag.split(",") if t.strip()]
         if not tags:
             raise ConditionsError(f"{path}: the file records no global tag to replay")
-        return self.lookup_many([(meta.exp, meta.run)], tags)
+        return dict(self.lookup_many([(meta.exp, meta.run)], tags))
 
     # -- tag operations ----------------------------------------------------------------------
 
