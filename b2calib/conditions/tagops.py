@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Hashable, Iterable, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Generic, TypeVar
 
 import numpy as np
@@ -137,16 +138,24 @@ class IovColumns:
         offsets = np.searchsorted(code[order], np.arange(len(names) + 1)).astype(np.int64)
         return cls(tuple(names), offsets, order.astype(np.int64), start[order], end[order])
 
+    @cached_property
+    def _spans(self) -> dict[str, tuple[int, int]]:
+        bounds = self.offsets.tolist()
+        return {n: (bounds[i], bounds[i + 1]) for i, n in enumerate(self.names)}
+
+    def holds(self, name: str) -> bool:
+        """Whether the tag has an IoV of payload ``name``."""
+        return name in self._spans
+
     def find(self, name: str, keys: IntArray) -> IntArray:
         """For each run key, the row of the IoV of ``name`` holding it (the one starting
         last at or before it), or -1."""
-        i = int(np.searchsorted(self.names, name))
-        if i == len(self.names) or self.names[i] != name:
+        span = self._spans.get(name)
+        if span is None:
             return np.full(len(keys), -1, dtype=np.int64)
-        lo, hi = int(self.offsets[i]), int(self.offsets[i + 1])
+        lo, hi = span
         idx = np.searchsorted(self.start[lo:hi], keys, side="right") - 1
-        ok = idx >= 0
-        ok[ok] = self.end[lo:hi][idx[ok]] >= keys[ok]
+        ok = (idx >= 0) & (self.end[lo:hi][np.maximum(idx, 0)] >= keys)
         return np.where(ok, idx + lo, -1)
 
 
@@ -157,18 +166,24 @@ def resolve_columns(
     the highest-priority tag holding an IoV of the name that contains the run and that IoV's
     row in the tag's columns; both -1 where no tag has one.
 
-    Vectorised over runs: one sorted search per tag and name.
+    Vectorised over runs: one sorted search per tag and name, of the runs no higher tag
+    answered.
     """
     layer = np.full((len(names), len(keys)), -1, dtype=np.int64)
     row = np.full((len(names), len(keys)), -1, dtype=np.int64)
+    everything = np.arange(len(keys))
     for j, name in enumerate(names):
-        free = np.ones(len(keys), dtype=bool)
+        todo, left = everything, keys
         for i, columns in enumerate(tags):
-            found = columns.find(name, keys)
-            new = free & (found >= 0)
-            layer[j, new] = i
-            row[j, new] = found[new]
-            free &= ~new
+            if not columns.holds(name):
+                continue
+            found = columns.find(name, left)
+            ok = found >= 0
+            layer[j, todo[ok]] = i
+            row[j, todo[ok]] = found[ok]
+            if ok.all():
+                break
+            todo, left = todo[~ok], left[~ok]
     return layer, row
 
 
