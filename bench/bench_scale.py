@@ -213,12 +213,13 @@ def main() -> None:
                 f"{', '.join(str(p['payloads']) for p in pts)}"
             )
         fixed, per_event, dev = linear(pts)
+        per_run = float(np.polyfit([p["runs"] for p in pts], rss, 1)[0]) if len(pts) > 1 else 0.0
         lines.append(
             f"- {what[kind]}: time ~ events^{slope(pts):.2f} (log-log fit over "
             f"{pts[0]['events']:,}-{pts[-1]['events']:,} events); as a line, {fixed:.1f} s + "
             f"{per_event:.2f} us/event (points within {100 * dev:.0f} % of it); peak total RSS "
             f"{min(rss):.0f}-{max(rss):.0f} MiB ({max(rss) / min(rss):.2f}x from the smallest "
-            f"to the largest point){extra}"
+            f"to the largest point, {per_run:.0f} MiB more per run read){extra}"
         )
     lines.append("")
     text = "\n".join(lines)
