@@ -30,7 +30,7 @@ from contextlib import closing
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cached_property
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -299,7 +299,7 @@ class StackLookup(Mapping[RunKey, dict[str, IovEntry]]):
         return {key: i for i, key in enumerate(zip(exp, run, strict=True))}
 
     @cached_property
-    def _found(self) -> tuple[list[list[int]], list[list[IovEntry]]]:
+    def _found(self) -> tuple[list[list[int]], list[list[IovEntry | None]]]:
         """Per run, the names found (by the priority of their tag, then name) and the entry
         of every name (``None`` where none is found)."""
         n = len(self._names)
@@ -318,7 +318,8 @@ class StackLookup(Mapping[RunKey, dict[str, IovEntry]]):
     def __getitem__(self, run: RunKey) -> dict[str, IovEntry]:
         i = self._index[run]
         order, entries = self._found
-        names, here = self._names, entries[i]
+        here = cast(list[IovEntry], entries[i])  # found: not None at the places of order[i]
+        names = self._names
         return {names[j]: here[j] for j in order[i]}
 
     def __iter__(self) -> Iterator[RunKey]:

@@ -92,7 +92,7 @@ def run_keys(runs: IntArray | Sequence[RunKey]) -> IntArray:
     return (pairs[:, 0] << _RUN_BITS) | pairs[:, 1]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class IovColumns:
     """One tag's IoVs as sorted columns, for looking many runs up at once.
 
