@@ -58,7 +58,7 @@ from b2calib.engine.integrity import (
     verify_files,
 )
 from b2calib.exceptions import B2CalibError, ConfigError, FileFormatError
-from b2calib.io import TREE_NAME, open_skim
+from b2calib.io import TREE_NAME, SkimFile, open_skim
 
 __all__ = [
     "DEFAULT_MAX_NONFINITE",
@@ -310,25 +310,53 @@ def _process_batch(
     """Run the collector on a batch's items and merge them (in any process). ``stop``: return
     at the first file that cannot be read (the job stops on it)."""
     partial = _Partial()
-    for item in batch.items:
-        _, out, hit = _process(collector, item, cache_dir)
-        partial.cache_hits += int(hit)
-        if isinstance(out, SkippedFile):
-            partial.skipped.append(out)
-            if stop:
-                break
-            continue
-        partial.groups.setdefault(item.skim, _Group()).add(item, out)
-        for name, (bad, total) in out.nonfinite.items():
-            have = partial.nonfinite.get(name, (0, 0))
-            partial.nonfinite[name] = (have[0] + bad, have[1] + total)
+    files = _OpenFile()
+    try:
+        for item in batch.items:
+            _, out, hit = _process(collector, item, cache_dir, files)
+            partial.cache_hits += int(hit)
+            if isinstance(out, SkippedFile):
+                partial.skipped.append(out)
+                if stop:
+                    break
+                continue
+            partial.groups.setdefault(item.skim, _Group()).add(item, out)
+            for name, (bad, total) in out.nonfinite.items():
+                have = partial.nonfinite.get(name, (0, 0))
+                partial.nonfinite[name] = (have[0] + bad, have[1] + total)
+    finally:
+        files.close()
     return batch.index, Wire(partial)
 
 
+class _OpenFile:
+    """The file a batch's items read, opened once for its consecutive items: opening a skim
+    file reads its tree's metadata, which for the files of every detector's branches costs
+    more than reading a few branches of a small item."""
+
+    def __init__(self) -> None:
+        self.path: str | None = None
+        self.file: SkimFile | None = None
+
+    def get(self, path: str) -> SkimFile:
+        """The open file ``path`` (raises :class:`FileFormatError` as :func:`open_skim`)."""
+        if path != self.path or self.file is None:
+            self.close()
+            self.file = open_skim(path)
+            self.path = path
+        return self.file
+
+    def close(self) -> None:
+        if self.file is not None:
+            self.file.close()
+        self.file, self.path = None, None
+
+
 def _process(
-    collector: Collector, item: WorkItem, cache_dir: str | None
+    collector: Collector, item: WorkItem, cache_dir: str | None, files: _OpenFile
 ) -> tuple[int, _ItemOutput | SkippedFile, bool]:
-    """Run the collector on one item (in any process). Returns (index, result, cache hit)."""
+    """Run the collector on one item (in any process), reading it from ``files``. Returns
+    (index, result, cache hit)."""
     path = None
     if cache_dir is not None:
         key = _cache_key(collector, item)
@@ -342,20 +370,20 @@ def _process(
             except (OSError, pickle.UnpicklingError, EOFError, AttributeError, ImportError):
                 pass  # a damaged cache entry is recomputed
     try:
-        with open_skim(item.path) as f:
-            branches = collector.branches
-            names = list(branches)
-            f.check_branches(names)
-            _check_types(item.path, f.tree, branches)
-            if f.num_entries < item.entry_stop:
-                raise FileFormatError(
-                    item.path,
-                    "truncated",
-                    f"tree has {f.num_entries} entries, its metadata promised {item.entry_stop}",
-                )
-            numbered = _event_numbers(f.tree)
-            extra = [EVENT_BRANCH] if numbered and EVENT_BRANCH not in branches else []
-            arrays = f.arrays(names + extra, item.entry_start, item.entry_stop)
+        f = files.get(item.path)
+        branches = collector.branches
+        names = list(branches)
+        f.check_branches(names)
+        _check_types(item.path, f.tree, branches)
+        if f.num_entries < item.entry_stop:
+            raise FileFormatError(
+                item.path,
+                "truncated",
+                f"tree has {f.num_entries} entries, its metadata promised {item.entry_stop}",
+            )
+        numbered = _event_numbers(f.tree)
+        extra = [EVENT_BRANCH] if numbered and EVENT_BRANCH not in branches else []
+        arrays = f.arrays(names + extra, item.entry_start, item.entry_stop)
     except B2CalibError as err:
         return item.index, _skipped(item.path, err), False
     events = arrays[names] if extra else arrays  # the collector sees what it asked for
