@@ -326,22 +326,22 @@ class _EnergyWeighted(ChannelValueCollector):
 
 
 def test_worker_side_merge_of_many_items_is_identical(sample: Path) -> None:
-    """Three skims of three runs, cut in items of 10 events: a task merges consecutive items of
+    """Three skims of three runs, cut in items of 25 events: a task merges consecutive items of
     one run and sends one partial. The per-run counts are those of one item per task, bit for
     bit; the sums of floats are identical under every executor (and equal to rounding to the
     one-item-per-task sums, added in another order)."""
     ds = Dataset.select(sample, skims=["hlt_bhabha", "hlt_mumu_2trk", "cosmic"], runs=[1, 2, 3])
-    items = plan(ds, step_size=10)
-    tasks = _batches(items, 40)
+    items = plan(ds, step_size=25)
+    tasks = _batches(items, 100)
     assert len(tasks) < len(items)
     assert all(len({(i.exp, i.run) for i in t.items}) == 1 for t in tasks)
     assert [i for t in tasks for i in t.items] == items
     assert any(len({i.path for i in t.items}) > 1 for t in tasks)  # files of a run in one task
     col = _EnergyWeighted(*dataclasses.astuple(ECL))
-    quiet = dict(cache=False, progress=False, step_size=10, workers=2)
+    quiet = dict(cache=False, progress=False, step_size=25, workers=2)
     per_item = collect(col, ds, executor="inprocess", batch_events=0, **quiet)  # type: ignore[arg-type]
-    ref = collect(col, ds, executor="inprocess", batch_events=40, **quiet)  # type: ignore[arg-type]
-    pool = collect(col, ds, executor="processes", batch_events=40, **quiet)  # type: ignore[arg-type]
+    ref = collect(col, ds, executor="inprocess", batch_events=100, **quiet)  # type: ignore[arg-type]
+    pool = collect(col, ds, executor="processes", batch_events=100, **quiet)  # type: ignore[arg-type]
     for r in (ref, pool):
         assert r.n_items == per_item.n_items == len(items)
         assert r.n_events == per_item.n_events == ds.n_events
