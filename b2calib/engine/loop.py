@@ -500,8 +500,10 @@ def collect(
         Show a progress bar (terminal or notebook).
     step_size
         Events per work item at most (a file smaller than that is one item; a file's last item
-        takes a remainder below a tenth of it, :data:`TAIL_FRACTION`): large enough that a task
-        runs well above the executor's overhead, small enough to bound memory.
+        takes a remainder below a tenth of it, :data:`TAIL_FRACTION`): small enough to bound
+        memory, large enough not to cut a file's baskets: each item decompresses every basket
+        it overlaps (the simulated skim files hold one basket per branch, so items of a fifth
+        of a file cost ~4x the CPU of whole files).
     verify
         Compare each file with its file-catalogue entry (size, Adler-32) before reading it
         (:func:`~b2calib.engine.integrity.verify_files`: once per file and process); files no
