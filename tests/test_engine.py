@@ -394,3 +394,23 @@ def test_a_bad_file_among_a_runs_items(sample: Path, tmp_path: Path) -> None:
         )
         with pytest.raises(FileFormatError, match=bad.name):
             collect(ECL, local, step_size=10, on_bad_file="stop", **quiet)  # type: ignore[arg-type]
+
+
+def test_dask_tasks_reuse_large_buffers(bhabha: Dataset) -> None:
+    """A Dask task sets glibc's mmap threshold once per worker (Dask's nanny fixes it at 128 kB:
+    every large array was fresh memory); the histograms are those of a local task."""
+    import sys
+
+    from b2calib import _workers
+    from b2calib.engine.loop import _Task
+
+    [batch] = _batches(plan(Dataset(list(bhabha)[:1]), step_size=20), 10**9)
+    local = _Task(ECL, None)(batch)[1].payload
+    remote = _Task(ECL, None, heap=True)(batch)[1].payload
+    assert _workers.large_buffers_from_heap() == sys.platform.startswith("linux")
+    assert _workers._heap_set == [sys.platform.startswith("linux")]  # once per process
+    assert list(local.groups) == list(remote.groups) == ["hlt_bhabha"]
+    assert np.array_equal(
+        local.groups["hlt_bhabha"].histograms["channel_value"].view(flow=True),
+        remote.groups["hlt_bhabha"].histograms["channel_value"].view(flow=True),
+    )

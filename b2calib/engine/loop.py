@@ -26,6 +26,7 @@ its items are merged, without a second pass over the data.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -43,7 +44,7 @@ import numpy.typing as npt
 import uproot
 
 from b2calib._extras import require
-from b2calib._workers import exit_with_parent
+from b2calib._workers import exit_with_parent, large_buffers_from_heap
 from b2calib.engine._transfer import Wire
 from b2calib.engine.collector import Collector, Histograms, RunOutput
 from b2calib.engine.dataset import Dataset, FileRef, SkippedFile, _inconsistent, _skipped
@@ -553,7 +554,7 @@ def collect(
             f"unknown executor {executor!r}: 'inprocess', 'threads', 'processes' or Dask"
         )
     else:
-        stream = _run_dask(fn, tasks, executor)
+        stream = _run_dask(dataclasses.replace(fn, heap=True), tasks, executor)
     from tqdm.auto import tqdm
 
     merge = _RunMerge(result, on_bad_file, max_nonfinite, files)
@@ -668,6 +669,11 @@ class _Task:
     collector: Collector
     cache_dir: str | None
     stop: bool = False
+    #: Set in Dask workers: their large arrays' memory reused from task to task
+    #: (:func:`~b2calib._workers.large_buffers_from_heap`).
+    heap: bool = False
 
     def __call__(self, batch: _Batch) -> tuple[int, Wire[_Partial]]:
+        if self.heap:
+            large_buffers_from_heap()
         return _process_batch(self.collector, batch, self.cache_dir, self.stop)
