@@ -13,7 +13,7 @@ pool's workers reuse their memory), unless the threshold was set, as Dask's nann
 workers (``MALLOC_TRIM_THRESHOLD_``, which also fixes the threshold at 128 kB). Every decompressed
 basket and histogram of every task then is new memory, zeroed page by page by the kernel: 280k
 page faults per 10^6 ECL events in two Dask workers against 42k in a local pool's, ~40 % of the
-workers' CPU (bench/RESULTS_engine.md).
+workers' CPU (measured for issue 20 on the 2-core benchmark machine).
 """
 
 from __future__ import annotations

@@ -3,10 +3,10 @@
 A collector's histograms are mostly ``Int64`` storage whose counts per run fit in 16 bits (the
 ECL channel x energy histogram of a 60k-event run: 8738 x 102 bins of at most ~700 entries).
 Pickled as they are, each work item sent 7.3 MB through the pool's pipe (or Dask's socket),
-which cost the parent ~6-10 ms of CPU per item on the 2-core benchmark machine, competing with
-the workers (bench/RESULTS_engine.md). :class:`Wire` wraps a task's result: in the process that
-made it nothing happens; pickled, every large integer array in it (the histograms' storage, the
-event numbers) travels in the smallest integer type that holds its values exactly, and is
+which cost the parent ~6-10 ms of CPU per item on the 2-core benchmark machine (issue 20),
+competing with the workers. :class:`Wire` wraps a task's result: in the process that made it
+nothing happens; pickled, every large integer array in it (the histograms' storage, the event
+numbers) travels in the smallest integer type that holds its values exactly, and is
 widened back to its own type on arrival. The values are unchanged bit for bit.
 
 A ``hist.Hist`` of ``Int64`` or ``Double`` storage travels as its axes, attributes and storage
