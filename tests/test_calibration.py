@@ -331,6 +331,23 @@ def test_an_input_whose_collector_does_not_change_is_not_read_again(
     assert last[3] > 0
 
 
+def test_collector_identities_compare_arrays_element_by_element() -> None:
+    # the constants a collector applies may be arrays: compared by value, never by ``==``'s
+    # truth value (issue 20: a collector built again with other constants is collected again)
+    from b2calib.calibration.runner import _same_value
+
+    a = {"config": {"gains": (np.ones(3), np.arange(3.0)), "mode": "mumu", "n": 2}}
+    same = {"config": {"gains": (np.ones(3), np.arange(3.0)), "mode": "mumu", "n": 2}}
+    assert _same_value(a, same)
+    moved = {"config": {"gains": (np.ones(3), np.array([0.0, 1.0, 2.5])), "mode": "mumu", "n": 2}}
+    assert not _same_value(a, moved)
+    assert not _same_value({"g": np.ones(3)}, {"g": np.ones(4)})
+    assert not _same_value({"g": np.ones(3)}, {"g": np.ones(3, dtype=np.float32)})
+    assert not _same_value({"g": np.full(2, np.nan)}, {"g": np.full(2, np.nan)})
+    assert not _same_value({"g": (1.0,)}, {"g": [1.0]})
+    assert not _same_value({"g": 1}, {"h": 1})
+
+
 def test_not_enough_data_merges_runs(data: Path, db: ConditionsDB, tmp_path: Path) -> None:
     cal = offset_calibration(SequentialRunByRun(), name="per-run", open_end=True)
     report = run(cal, data, db, tmp_path, config={"per-run": {"min_entries": 1000}})["per-run"]

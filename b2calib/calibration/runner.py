@@ -44,6 +44,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import hist
+import numpy as np
 
 from b2calib._version import __version__
 from b2calib.calibration.algorithm import (
@@ -1160,9 +1161,22 @@ def _same_collector(
     before, result = previous
     if type(before) is not type(collector) or not dataclasses.is_dataclass(collector):
         return None
-    if before.identity() != collector.identity():
-        return None
-    return result
+    return result if _same_value(before.identity(), collector.identity()) else None
+
+
+def _same_value(a: Any, b: Any) -> bool:
+    """Whether two collector identities are equal: mappings, sequences and arrays compared
+    element by element (arrays of the same dtype and shape, NaN never equal to NaN), anything
+    else with ``==``."""
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, np.ndarray):
+        return a.dtype == b.dtype and a.shape == b.shape and bool(np.array_equal(a, b))
+    if isinstance(a, Mapping):
+        return a.keys() == b.keys() and all(_same_value(a[k], b[k]) for k in a)
+    if isinstance(a, list | tuple):
+        return len(a) == len(b) and all(_same_value(x, y) for x, y in zip(a, b, strict=True))
+    return bool(a == b)
 
 
 def _open_last(items: list[tuple[IoV, Payload]]) -> list[tuple[IoV, Payload]]:
