@@ -20,7 +20,7 @@ import numpy as np
 import numpy.typing as npt
 
 from b2calib.conditions.iov import RunKey
-from b2calib.detectors.top.photons import Z_BINS, Photons, match_photons
+from b2calib.detectors.top.photons import Z_BINS, Photons, _load_kernels, match_photons
 from b2calib.engine import Collector
 from b2calib.engine.fill import fill_1d, fill_2d
 from b2calib.exceptions import CalibrationError
@@ -159,6 +159,9 @@ class ChannelTimeCollector(Collector):
     def branches(self) -> dict[str, str]:
         return dict(_PHOTON_BRANCHES)
 
+    def prepare(self) -> None:
+        _load_kernels()
+
     def collect(self, events: ak.Array) -> dict[str, hist.Hist]:
         p = match_photons(events)
         axis = (CHANNEL_TIME_BINS, 0.0, _RF)
@@ -222,6 +225,10 @@ class ModuleT0Collector(Collector):
     def branches(self) -> dict[str, str]:
         return _EVENT_BRANCHES | _PHOTON_BRANCHES
 
+    def prepare(self) -> None:
+        _load_kernels()
+        _medians(np.zeros(1, np.int64), np.zeros(1), 1, 1)
+
     def collect(self, events: ak.Array) -> dict[str, hist.Hist]:
         h = _hist((_NM * _NM, -0.5, _NM * _NM - 0.5), DIFF_BINS, names=("pair", "diff"))
         axis = (CHANNEL_TIME_BINS, 0.0, _RF)
@@ -254,6 +261,9 @@ class CommonT0Collector(Collector):
     @property
     def branches(self) -> dict[str, str]:
         return _EVENT_BRANCHES | _PHOTON_BRANCHES
+
+    def prepare(self) -> None:
+        _load_kernels()
 
     def collect(self, events: ak.Array) -> dict[str, hist.Hist]:
         axis = (COMMON_TIME_BINS, 0.0, _RF)

@@ -216,6 +216,22 @@ def match_photons(events: ak.Array) -> Photons:
     return Photons(tkey // _NM, tkey % _NM + 1, tz, ttof, trk, channel, pixel, resid)
 
 
+def _load_kernels() -> None:
+    """Load the compiled digit loop of :func:`match_photons` for the skim files' types (a
+    collector's ``prepare``: once before the engine's workers fork, not once in each)."""
+    jagged = {
+        "ExtHits_m_detectorID": np.int8,
+        "ExtHits_m_copyID": np.int32,
+        "ExtHits_m_posZ": np.float32,
+        "ExtHits_m_tof": np.float32,
+        "TOPDigits_m_moduleID": np.int8,
+        "TOPDigits_m_pixelID": np.int16,
+        "TOPDigits_m_time": np.float32,
+    }
+    one = np.ones(1, dtype=np.int64)
+    match_photons(ak.Array({k: ak.unflatten(np.ones(1, dtype=t), one) for k, t in jagged.items()}))
+
+
 def circular_centre(counts: F, period: float) -> F:
     """Peak position of each row of a folded histogram (phase of the first harmonic)."""
     nb = counts.shape[-1]
