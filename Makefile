@@ -149,11 +149,13 @@ bench: $(STAMP)
 	$(BIN)/python bench/bench_sim.py
 	$(BIN)/python bench/bench_engine.py
 	$(BIN)/python bench/bench_calibrations.py
+	$(BIN)/python bench/bench_scale.py
 	$(BIN)/python bench/bench_qa.py
 	$(BIN)/python bench/bench_imports.py
 	$(BIN)/python bench/bench_prompt.py
 	$(BIN)/python bench/bench_review.py
 	$(BIN)/python bench/bench_qa_collect.py
+	$(BIN)/python bench/bench_conditions_lookup.py
 	@# the QA pages in Chromium at 3000 runs (their database built once into bench/out/), and
 	@# the floor under them: Panel and Bokeh with nothing of ours
 	$(BIN)/python bench/bench_page_floor.py

@@ -106,7 +106,10 @@ def rdataframe_read(files: list[str], branches: list[str]) -> float:
     return time.perf_counter() - t0
 
 
-def bench_one(name: str, case: dict[str, Any]) -> dict[str, Any]:
+def bench_one(name: str, case: dict[str, Any], *, reads: bool = True) -> dict[str, Any]:
+    """Calibrate ``name`` on its case's sample, and time the reference reads of its branches
+    (the bare read and RDataFrame: ``nan`` without ``reads``, e.g. for bench_scale.py, which
+    measures the calibration's own memory)."""
     cal = get_calibration(name)
     folder = sample(case["sim"])
     runs = parse_runs(case.get("runs", f"1-{case['sim'].get('n_runs', 1)}"))
@@ -165,13 +168,15 @@ def bench_one(name: str, case: dict[str, Any]) -> dict[str, Any]:
             files |= new
             branches |= set(inp.build(constants, keys).branches)
         paths, names = sorted(files), sorted(branches)
-        t_bare = float("inf")
-        with ProcessPoolExecutor(2) as pool:
-            for _ in range(2):  # best of two: the first read also warms the page cache
-                t0 = time.perf_counter()
-                list(pool.map(read_branches, [(paths[0::2], names), (paths[1::2], names)]))
-                t_bare = min(t_bare, time.perf_counter() - t0)
-        t_rdf = rdataframe_read(paths, names)
+        t_bare = t_rdf = float("nan")
+        if reads:
+            t_bare = float("inf")
+            with ProcessPoolExecutor(2) as pool:
+                for _ in range(2):  # best of two: the first read also warms the page cache
+                    t0 = time.perf_counter()
+                    list(pool.map(read_branches, [(paths[0::2], names), (paths[1::2], names)]))
+                    t_bare = min(t_bare, time.perf_counter() - t0)
+            t_rdf = rdataframe_read(paths, names)
         t0 = time.perf_counter()
         report = run_calibrations(
             name, folder, executor="processes", workers=2, config=config, **common

@@ -30,6 +30,7 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(REPO))
+from bench_conditions_lookup import SECTION as LOOKUP  # noqa: E402
 from bench_sim import machine  # noqa: E402
 from playwright.sync_api import Page, sync_playwright  # noqa: E402
 
@@ -147,7 +148,10 @@ def main() -> None:
         row("index page (navigation start to conditions summary shown)", index, "-"),
         "",
     ]
-    Path(args.out).write_text("\n".join(lines))
+    # the payload lookup's section (bench_conditions_lookup.py) is kept
+    before = Path(args.out).read_text() if Path(args.out).exists() else ""
+    kept = before[before.index(LOOKUP) :] if LOOKUP in before else ""
+    Path(args.out).write_text("\n".join(lines) + ("\n" + kept if kept else ""))
     print("\n".join(lines))
     shutil.rmtree(work, ignore_errors=True)
 

@@ -270,6 +270,84 @@ def test_boundaries_requested_by_the_algorithm_and_iteration(
     assert [i.revision for i in db.payloads(PAYLOAD)] == [1, 2, 3]
 
 
+class _RecordingOffset(OffsetAlgorithm):
+    """The offset algorithm that also keeps the ``raw`` histogram each execution saw."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.raw: list[np.ndarray] = []
+
+    def run(self, data: AlgorithmInput) -> AlgorithmResult:
+        self.raw.append(data.histograms["raw"].values().copy())
+        data.histograms["raw"].view()[...] = 0  # an algorithm scribbling on its input
+        return super().run(data)
+
+
+def test_an_input_whose_collector_does_not_change_is_not_read_again(
+    data: Path, db: ConditionsDB, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # issue 20: a second input that applies no constant (its collector is built the same in
+    # every iteration) is collected once; the iterated one each pass
+    from b2calib.calibration import runner
+    from tests.example_calibration import ResidualCollector
+
+    collected: list[str] = []
+    real = runner.collect
+
+    def counting(collector, dataset, **kw):  # type: ignore[no-untyped-def]
+        collected.append(collector.name)
+        return real(collector, dataset, **kw)
+
+    monkeypatch.setattr(runner, "collect", counting)
+    algorithm = _RecordingOffset()
+    cal = offset_calibration(
+        algorithm=algorithm,
+        inputs={
+            "mumu": CollectorInput(residual_collector, (SKIM,)),
+            "raw": CollectorInput(ResidualCollector(name="raw"), (SKIM,)),
+        },
+    )
+    events: list[tuple[str, int, int, int]] = []
+    report = run_calibrations(
+        cal,
+        data,
+        db=db,
+        staging_tag="staging",
+        cache=False,
+        executor="inprocess",
+        on_event=lambda e: events.append((e.phase, e.iteration, e.done, e.total)),
+    )["test-offset"]
+    assert report.status == "OK"
+    assert report.iterations == 2
+    assert collected == ["residual", "raw", "residual"]
+    # every execution of the second pass saw the histograms of the first, untouched
+    n_exec = len(algorithm.raw) // 2
+    for first, second in zip(algorithm.raw[:n_exec], algorithm.raw[n_exec:], strict=True):
+        np.testing.assert_array_equal(first, second)
+    assert sum(r.sum() for r in algorithm.raw[:n_exec]) > 0
+    # the second pass still reports its collection as complete
+    last = [e for e in events if e[0] == "collecting" and e[1] == 1][-1]
+    assert last[2] == last[3]
+    assert last[3] > 0
+
+
+def test_collector_identities_compare_arrays_element_by_element() -> None:
+    # the constants a collector applies may be arrays: compared by value, never by ``==``'s
+    # truth value (issue 20: a collector built again with other constants is collected again)
+    from b2calib.calibration.runner import _same_value
+
+    a = {"config": {"gains": (np.ones(3), np.arange(3.0)), "mode": "mumu", "n": 2}}
+    same = {"config": {"gains": (np.ones(3), np.arange(3.0)), "mode": "mumu", "n": 2}}
+    assert _same_value(a, same)
+    moved = {"config": {"gains": (np.ones(3), np.array([0.0, 1.0, 2.5])), "mode": "mumu", "n": 2}}
+    assert not _same_value(a, moved)
+    assert not _same_value({"g": np.ones(3)}, {"g": np.ones(4)})
+    assert not _same_value({"g": np.ones(3)}, {"g": np.ones(3, dtype=np.float32)})
+    assert not _same_value({"g": np.full(2, np.nan)}, {"g": np.full(2, np.nan)})
+    assert not _same_value({"g": (1.0,)}, {"g": [1.0]})
+    assert not _same_value({"g": 1}, {"h": 1})
+
+
 def test_not_enough_data_merges_runs(data: Path, db: ConditionsDB, tmp_path: Path) -> None:
     cal = offset_calibration(SequentialRunByRun(), name="per-run", open_end=True)
     report = run(cal, data, db, tmp_path, config={"per-run": {"min_entries": 1000}})["per-run"]

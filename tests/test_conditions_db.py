@@ -36,6 +36,7 @@ from b2calib.conditions import (
     PayloadFile,
 )
 from b2calib.conditions.payload import ChannelStatus, bytes_md5, file_md5
+from b2calib.conditions.tagops import resolve
 from b2calib.exceptions import ConditionsError, PayloadError
 from b2calib.io import METADATA_KEY, TREE_NAME, FileMetadata, read_metadata
 from tests.postgres import PostgresMissing, PostgresServer, find_pg_bin
@@ -679,6 +680,118 @@ def test_lookup_many_equals_lookup(db: ConditionsDB) -> None:
         assert db.lookup(*run, tags) == got[run]
     only_y = db.lookup_many(runs[:50], tags, names=["Y"])
     assert all(set(v) <= {"Y"} for v in only_y.values())
+
+
+def old_lookup(
+    db: ConditionsDB, runs: Sequence[tuple[int, int]], tags: Sequence[str], names: Any = None
+) -> dict[tuple[int, int], dict[str, IovEntry]]:
+    """The lookup as b2calib 0.1.0 made it: every IoV of every tag as an IovEntry (names
+    filtered), then tagops.resolve."""
+    layers = [
+        [(e.name, e.iov, e) for e in db.iovs(t) if names is None or e.name in names] for t in tags
+    ]
+    return resolve(runs, layers)
+
+
+def random_stack(db: ConditionsDB, seed: int) -> list[tuple[int, int]]:
+    """Three tags (PUBLISHED, VALIDATED, OPEN) of 4 names with random IoVs of every shape: open
+    (-1, -1), to the end of an experiment (-1), closed across an experiment boundary, per run,
+    with gaps; returns every IoV's bounds and the runs around them."""
+    rnd = random.Random(seed)
+    serial = itertools.count()
+    edges: set[tuple[int, int]] = set()
+    for tag, state in (("rel", "PUBLISHED"), ("val", "VALIDATED"), ("top", "OPEN")):
+        items: list[tuple[Payload, IoV]] = []
+        for name in ("A", "B", "C", "D"):
+            if rnd.random() < 0.2:
+                continue  # a tag without the name
+            cuts = sorted(rnd.sample([(e, r) for e in range(4) for r in range(12)], 6))
+            for start, nxt in itertools.pairwise([*cuts, None]):
+                shape = rnd.random()
+                if shape < 0.2:
+                    continue  # a gap
+                if nxt is None:
+                    iov = IoV(*start) if shape < 0.6 else IoV(*start, start[0], -1)
+                elif shape < 0.4:
+                    iov = IoV.run(*start)
+                else:  # up to the run before the next cut, maybe across experiments
+                    iov = IoV.from_keys(
+                        start, (nxt[0], nxt[1] - 1) if nxt[1] else (nxt[0] - 1, 1 << 62)
+                    )
+                edges |= {iov.start, (iov.final_exp, iov.final_run)}
+                items.append((payload(next(serial) % 5, name), iov))  # revisions reused
+        make_tag(db, tag, items, state)
+    runs = {
+        (e + de, max(r + dr, 0))
+        for e, r in edges
+        if e >= 0 and r >= 0
+        for de in (0, 1)
+        for dr in (-1, 0, 1)
+    }
+    runs |= {(e, r) for e in range(6) for r in (0, 1, 11, 12, 13, 500, 2**31 - 1)}
+    return sorted(runs)
+
+
+def test_lookup_many_gives_the_old_answers_on_random_stacks(db: ConditionsDB) -> None:
+    runs = random_stack(db, 11)
+    found = 0
+    for tags in (["top", "val", "rel"], ["rel", "top"], ["val"], ["top", "top", "rel"]):
+        want = old_lookup(db, runs, tags)
+        got = db.lookup_many(runs, tags)
+        assert list(got) == list(want)
+        for run in runs:  # every (run, name), 'no payload' included, in the same order
+            assert list(got[run].items()) == list(want[run].items()), (tags, run)
+        found += sum(map(len, want.values()))
+        names = {"B", "D", "Q"}
+        assert db.lookup_many(runs, tags, names=names) == old_lookup(db, runs, tags, names)
+    assert 0 < found < 4 * 4 * len(runs)  # both hits and 'no payload' are checked
+    # runs given as numpy pairs, in any order and repeated, answer the same
+    shuffled = [*runs[::-1], runs[0]]
+    got = db.lookup_many(np.array(shuffled), ["top", "val", "rel"])
+    assert dict(got) == dict(db.lookup_many(runs, ["top", "val", "rel"]))
+    assert db.lookup_many([], ["top"]) == {}
+    with pytest.raises(ConditionsError, match="global tag 'nope' does not exist"):
+        db.lookup_many(runs, ["top", "nope"])
+
+
+def test_lookup_sees_every_write_to_a_tag_it_keeps(db: ConditionsDB, new_url: Any) -> None:
+    """The lookup keeps each tag's IoVs until a write to the tag: every write through b2calib
+    (of this process or another) is seen at the next lookup, and a lookup writes nothing."""
+    runs = [*random_stack(db, 12), (8, 0), (8, 7), (9, 0), (9, 3), (9, 5), (9, 6)]
+    tags = ["top", "val", "rel"]
+
+    def same() -> None:
+        assert dict(db.lookup_many(runs, tags)) == old_lookup(db, runs, tags)
+
+    same()
+    logged = len(db.history())
+    same()
+    assert len(db.history()) == logged  # looking up writes nothing
+    info = db.upload(payload(99, "A"))
+    db.add_iov("top", info, "9,0,9,5")
+    assert db.lookup(9, 3, tags)["A"].payload == info
+    same()
+    db.remove_iov("top", "A", "9,0,9,5")
+    assert "A" not in db.lookup(9, 3, ["top"])
+    same()
+    other = ConditionsDB(db.url, author="bob")  # another writer, as another process would be
+    with other.write() as conn:
+        other.stage(
+            conn, "top", [(IoV(9, 0, 9, 5), PayloadFile.of(payload(98, "A")))], description=""
+        )
+    other.close()
+    assert value(db.payload(db.lookup(9, 3, tags)["A"].payload)) == 98
+    same()
+    db.set_state("val", "OPEN")  # a state move, then a write to the reopened tag
+    same()
+    new = db.upload(payload(97, "E"))
+    db.add_iov("val", new, "8,0,-1,-1")
+    assert db.lookup(8, 7, tags)["E"].payload == new
+    same()
+    # the promises of the database hold: a PUBLISHED tag refuses a change after lookups
+    with pytest.raises(ConditionsError, match="PUBLISHED"):
+        db.add_iov("rel", ("A", 1), "20,0,20,1")
+    assert db.tag("rel").state == "PUBLISHED"
 
 
 # -- browsing --------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import ClassVar
 
 import awkward as ak
+import hist
 import numpy as np
 import pytest
 import uproot
@@ -24,7 +25,7 @@ from b2calib.engine import (
     collect,
     plan,
 )
-from b2calib.engine.loop import TAIL_FRACTION
+from b2calib.engine.loop import TAIL_FRACTION, _batches
 from b2calib.exceptions import ConfigError, FileFormatError
 from b2calib.geometry import ecl
 from b2calib.runs import RunRegistry
@@ -310,3 +311,106 @@ def test_unknown_executor(bhabha: Dataset) -> None:
         collect(ECL, bhabha, executor="fibers", cache=False, progress=False)
     with pytest.raises(ConfigError, match="not a Dask client"):
         collect(ECL, bhabha, executor=42, cache=False, progress=False)
+
+
+@dataclasses.dataclass(frozen=True)
+class _EnergyWeighted(ChannelValueCollector):
+    """The ECL channel x energy counts, and the energy of every digit weighted by itself in
+    ``Double`` storage: sums of floats, whose last bits depend on the order of the additions."""
+
+    def collect(self, events: ak.Array) -> dict[str, hist.Hist]:
+        e = ak.to_numpy(ak.flatten(events[self.value_branch])).astype(np.float64)
+        h = hist.Hist(hist.axis.Regular(7, 0.0, 0.7), storage=hist.storage.Double())
+        h.fill(e, weight=e * np.pi)
+        return {**super().collect(events), "weighted": h}
+
+
+def test_worker_side_merge_of_many_items_is_identical(sample: Path) -> None:
+    """Three skims of three runs, cut in items of 25 events: a task merges consecutive items of
+    one run and sends one partial. The per-run counts are those of one item per task, bit for
+    bit; the sums of floats are identical under every executor (and equal to rounding to the
+    one-item-per-task sums, added in another order)."""
+    ds = Dataset.select(sample, skims=["hlt_bhabha", "hlt_mumu_2trk", "cosmic"], runs=[1, 2, 3])
+    items = plan(ds, step_size=25)
+    tasks = _batches(items, 100)
+    assert len(tasks) < len(items)
+    assert all(len({(i.exp, i.run) for i in t.items}) == 1 for t in tasks)
+    assert [i for t in tasks for i in t.items] == items
+    assert any(len({i.path for i in t.items}) > 1 for t in tasks)  # files of a run in one task
+    col = _EnergyWeighted(*dataclasses.astuple(ECL))
+    quiet = dict(cache=False, progress=False, step_size=25, workers=2)
+    per_item = collect(col, ds, executor="inprocess", batch_events=0, **quiet)  # type: ignore[arg-type]
+    ref = collect(col, ds, executor="inprocess", batch_events=100, **quiet)  # type: ignore[arg-type]
+    pool = collect(col, ds, executor="processes", batch_events=100, **quiet)  # type: ignore[arg-type]
+    for r in (ref, pool):
+        assert r.n_items == per_item.n_items == len(items)
+        assert r.n_events == per_item.n_events == ds.n_events
+        assert sorted(r.output) == sorted(per_item.output) == ds.runs
+        assert list(r.nonfinite.items()) == list(per_item.nonfinite.items())
+        for run in ds.runs:
+            a = r.output[run]["channel_value"].view(flow=True)
+            assert np.array_equal(a, per_item.output[run]["channel_value"].view(flow=True))
+            w = r.output[run]["weighted"].view(flow=True)
+            assert np.array_equal(w, ref.output[run]["weighted"].view(flow=True))
+            np.testing.assert_allclose(
+                w, per_item.output[run]["weighted"].view(flow=True), rtol=1e-12
+            )
+
+
+def test_a_bad_file_among_a_runs_items(sample: Path, tmp_path: Path) -> None:
+    """A file that cannot be read (no ECL branches), in the same task as a good file of its run:
+    reported and left out under the default policy, the good file's items still merged; the
+    job stops on it when asked, under every local executor."""
+    folder = tmp_path / "e0012" / "r00001"
+    folder.mkdir(parents=True)
+    ds = Dataset.select(sample, skims=["hlt_bhabha", "hlt_mumu_2trk"], runs=[1])
+    good = {f.skim: f for f in ds}
+    shutil.copy(good["hlt_bhabha"].path, folder / Path(good["hlt_bhabha"].path).name)
+    mumu = good["hlt_mumu_2trk"].path
+    bad = folder / Path(mumu).name
+    with uproot.open(mumu) as src, uproot.recreate(bad) as out:
+        events = ak.to_numpy(src["tree"]["EventMetaData_m_event"].array())
+        out.mktree("tree", {"EventMetaData_m_event": events.dtype})
+        out["tree"].extend({"EventMetaData_m_event": events})
+        out["FileMetaData"] = str(src["FileMetaData"])
+    local = Dataset.from_paths(folder)
+    assert len(_batches(plan(local, step_size=10), 10**6)) == 1
+    reference = collect(
+        ECL,
+        Dataset.from_paths(folder / Path(good["hlt_bhabha"].path).name),
+        executor="inprocess",
+        cache=False,
+        progress=False,
+        verify=False,
+    )
+    for executor in ("inprocess", "processes"):
+        quiet = dict(executor=executor, workers=2, cache=False, progress=False, verify=False)
+        r = collect(ECL, local, step_size=10, batch_events=10**6, **quiet)  # type: ignore[arg-type]
+        assert [(Path(s.path).name, s.reason) for s in r.skipped] == [(bad.name, "missing-branch")]
+        assert r.n_events == good["hlt_bhabha"].n_events
+        assert np.array_equal(
+            r.output[(12, 1)]["channel_value"].view(flow=True),
+            reference.output[(12, 1)]["channel_value"].view(flow=True),
+        )
+        with pytest.raises(FileFormatError, match=bad.name):
+            collect(ECL, local, step_size=10, on_bad_file="stop", **quiet)  # type: ignore[arg-type]
+
+
+def test_dask_tasks_reuse_large_buffers(bhabha: Dataset) -> None:
+    """A Dask task sets glibc's mmap threshold once per worker (Dask's nanny fixes it at 128 kB:
+    every large array was fresh memory); the histograms are those of a local task."""
+    import sys
+
+    from b2calib import _workers
+    from b2calib.engine.loop import _Task
+
+    [batch] = _batches(plan(Dataset(list(bhabha)[:1]), step_size=20), 10**9)
+    local = _Task(ECL, None)(batch)[1].payload
+    remote = _Task(ECL, None, heap=True)(batch)[1].payload
+    assert _workers.large_buffers_from_heap() == sys.platform.startswith("linux")
+    assert _workers._heap_set == [sys.platform.startswith("linux")]  # once per process
+    assert list(local.groups) == list(remote.groups) == ["hlt_bhabha"]
+    assert np.array_equal(
+        local.groups["hlt_bhabha"].histograms["channel_value"].view(flow=True),
+        remote.groups["hlt_bhabha"].histograms["channel_value"].view(flow=True),
+    )

@@ -180,6 +180,7 @@ def test_batched_agrees_with_iminuit(background: int) -> None:
     ref = fit_channels(head, background=bg, method="iminuit")
     both = ref.ok & fast.ok[:300]
     assert both.sum() == np.sum(ref.status != ChannelStatus.NOT_ENOUGH_DATA)
+    assert np.array_equal(fast.status[:300], ref.status)
     for p in ref.parameters:
         diff = (fast.values[p][:300][both] - ref.values[p][both]) / ref.errors[p][both]
         assert np.all(np.abs(diff) < 0.05), (p, np.abs(diff).max())
@@ -189,6 +190,106 @@ def test_batched_agrees_with_iminuit(background: int) -> None:
         pull = (fast.values[p][ok] - truth[ok]) / fast.errors[p][ok]
         assert abs(pull.mean()) < 0.1, (p, pull.mean())
         assert 0.85 < pull.std() < 1.15, (p, pull.std())
+
+
+def with_bad_channels(h: hist.Hist) -> hist.Hist:
+    """Channel 30 has everything in one bin (no measurable width), 31 is flat (no peak),
+    32 is empty."""
+    values = h.values()
+    values[30] = 0
+    values[30, 50] = 400
+    values[31] = 5
+    values[32, :] = 0
+    h[...] = values
+    return h
+
+
+@pytest.mark.parametrize("background", [False, True])
+def test_compiled_fit_equals_the_numpy_fallback(
+    background: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The compiled batched fit (numba) runs the numpy path's iteration: the same statuses,
+    reasons and iterations, values equal up to rounding; splitting the channels over threads
+    changes no bit."""
+    from b2calib.fit import batched
+
+    monkeypatch.setattr(batched, "_MIN_CHANNELS_COMPILED", 1)
+    h = with_bad_channels(make_channels(1000, 11, 25_000 if background else 0)[0])
+    compiled = fit_channels(h, background=background, fallback=False, threads=1)
+    split = fit_channels(h, background=background, fallback=False, threads=2)
+    monkeypatch.setattr(batched, "_compiled", lambda: None)
+    plain = fit_channels(h, background=background, fallback=False)
+    assert compiled.summary()["FAILED"] >= 2  # the bad channels meet both paths' checks
+    assert np.array_equal(compiled.status, plain.status)
+    assert compiled.reason == plain.reason
+    assert np.array_equal(compiled.iterations, plain.iterations)
+    ok = compiled.ok
+    for p in compiled.parameters:
+        diff = (compiled.values[p][ok] - plain.values[p][ok]) / plain.errors[p][ok]
+        assert np.all(np.abs(diff) < 1e-9), (p, np.abs(diff).max())
+        np.testing.assert_allclose(compiled.errors[p][ok], plain.errors[p][ok], rtol=1e-9)
+        assert np.array_equal(compiled.values[p], split.values[p], equal_nan=True)
+        assert np.array_equal(compiled.errors[p], split.errors[p], equal_nan=True)
+    np.testing.assert_allclose(compiled.nll[ok], plain.nll[ok], rtol=1e-12)
+
+
+def test_batched_fit_without_numba(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without numba the batched fit takes the numpy path (numba is an accelerator here)."""
+    import sys
+
+    from b2calib.fit import batched
+
+    monkeypatch.setitem(sys.modules, "numba", None)  # import numba raises ImportError
+    monkeypatch.delitem(sys.modules, "b2calib.fit._peak_lm", raising=False)
+    assert batched._compiled() is None
+    h, _, _ = make_channels(60, 2)
+    assert fit_channels(h, fallback=False).summary() == {"OK": 40, "NOT_ENOUGH_DATA": 20}
+
+
+def test_compiled_pseudo_inverse_is_numpys() -> None:
+    """The compiled fit's fallback for a singular information matrix solves as
+    numpy.linalg.pinv, whatever the rank."""
+    from b2calib.fit._peak_lm import _pinv_solve
+
+    rng = np.random.default_rng(3)
+    for n in (3, 4):
+        for rank in range(1, n + 1):
+            j = rng.normal(size=(n, rank)) * rng.lognormal(0.0, 1.0, size=(n, 1))
+            a, b, x = j @ j.T, rng.normal(size=n), np.empty(n)
+            _pinv_solve(a, b, x)
+            np.testing.assert_allclose(x, np.linalg.pinv(a) @ b, rtol=1e-8, atol=1e-12)
+
+
+def test_information_errors_decide_as_the_condition_number() -> None:
+    """The errors of the batched fits call a channel usable exactly when the condition number
+    of its scaled information is below 1e12 (the SVD is taken only where a cheaper bound
+    cannot decide), with the errors from the inverse."""
+    from b2calib.fit._lm import errors
+
+    rng = np.random.default_rng(4)
+    a = rng.normal(size=(400, 4, 6))
+    a[7, 3] = a[7, 2] + 1e-8 * a[7, 1]  # two parameters all but degenerate
+    info = a @ np.swapaxes(a, 1, 2)
+    info[5] = 0.0  # nothing measured
+    info[6, 3, :], info[6, :, 3] = info[6, 2, :], info[6, :, 2]  # two parameters degenerate
+    info[8, 0, 0] = np.nan
+    info[9] *= 1e30  # large but well conditioned
+    info[10, 3, 3] *= 1e-14  # a tiny information: still measured once scaled
+    good, err = errors(info)
+    d = np.sqrt(np.abs(np.einsum("cpp->cp", info)))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        scaled = info / d[:, :, None] / d[:, None, :]
+    finite = np.all(np.isfinite(scaled), axis=(1, 2))
+    expect = np.zeros(len(info), dtype=bool)
+    expect[finite] = np.linalg.cond(scaled[finite]) < 1e12
+    assert np.array_equal(good, expect)
+    assert not good[[5, 6, 7, 8]].any()
+    assert good[[9, 10]].all()
+    plain = good.copy()
+    plain[[9, 10]] = False  # (their unscaled inverse is not accurate enough to compare to)
+    inv_diag = np.einsum("cpp->cp", np.linalg.inv(info[plain]))
+    np.testing.assert_allclose(err[plain], np.sqrt(inv_diag), rtol=1e-8)
+    assert np.all(np.isnan(err[~good]))
 
 
 def test_channel_statuses() -> None:

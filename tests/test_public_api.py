@@ -148,6 +148,7 @@ def test_conditions_names() -> None:
         "RunAxis",
         "RunningUpdate",
         "StackEntry",
+        "StackLookup",
         "TagSize",
         "Verification",
         "check_payload",

@@ -704,6 +704,102 @@ def test_match_photons_drops_ambiguous_modules() -> None:
     assert p.ph_resid[1] == pytest.approx(expected)
 
 
+def _random_top_events(seed: int, n_events: int = 3000) -> ak.Array:
+    """Events with 0-4 TOP ExtHits (some modules crossed twice: ambiguous), other detectors'
+    ExtHits, and digits in crossed and uncrossed modules, with the skim files' dtypes."""
+    rng = np.random.default_rng(seed)
+    n_ext = rng.integers(0, 5, n_events)
+    n_dig = rng.integers(0, 60, n_events)
+    ne, nd = int(n_ext.sum()), int(n_dig.sum())
+
+    def jagged(flat: np.ndarray, counts: np.ndarray) -> ak.Array:
+        return ak.unflatten(flat, counts)
+
+    return ak.Array(
+        {
+            "ExtHits_m_detectorID": jagged(rng.choice([3, 4, 4, 4], ne).astype(np.int8), n_ext),
+            "ExtHits_m_copyID": jagged(rng.integers(1, 5, ne).astype(np.int32), n_ext),
+            "ExtHits_m_posZ": jagged(rng.uniform(-130, 130, ne).astype(np.float32), n_ext),
+            "ExtHits_m_tof": jagged(rng.uniform(3, 6, ne).astype(np.float32), n_ext),
+            "TOPDigits_m_moduleID": jagged(rng.integers(1, 5, nd).astype(np.int8), n_dig),
+            "TOPDigits_m_pixelID": jagged(rng.integers(1, 513, nd).astype(np.int16), n_dig),
+            "TOPDigits_m_time": jagged(rng.uniform(0, 60, nd).astype(np.float32), n_dig),
+        }
+    )
+
+
+def _reference_match_photons(events: ak.Array) -> photons.Photons:
+    """match_photons as written in numpy before issue 20 (the sorted-key search)."""
+
+    def flat(branch: str, dtype: Any) -> np.ndarray:
+        return np.asarray(ak.to_numpy(ak.flatten(events[branch])), dtype=dtype)
+
+    n_ext = ak.to_numpy(ak.num(events["ExtHits_m_detectorID"])).astype(np.int64)
+    evt_e = np.repeat(np.arange(len(events), dtype=np.int64), n_ext)
+    sel = flat("ExtHits_m_detectorID", np.int64) == 4
+    key = evt_e[sel] * 16 + flat("ExtHits_m_copyID", np.int64)[sel] - 1
+    z, tof = flat("ExtHits_m_posZ", np.float64)[sel], flat("ExtHits_m_tof", np.float64)[sel]
+    uniq, first, cnt = np.unique(key, return_index=True, return_counts=True)
+    tkey, rows = uniq[cnt == 1], first[cnt == 1]
+    n_dig = ak.to_numpy(ak.num(events["TOPDigits_m_moduleID"])).astype(np.int64)
+    evt_d = np.repeat(np.arange(len(events), dtype=np.int64), n_dig)
+    mod_d, pix_d = flat("TOPDigits_m_moduleID", np.int64), flat("TOPDigits_m_pixelID", np.int64)
+    key_d = evt_d * 16 + mod_d - 1
+    pos = np.searchsorted(tkey, key_d)
+    hit = pos < len(tkey)
+    hit[hit] = tkey[pos[hit]] == key_d[hit]
+    trk = pos[hit]
+    tz, ttof = z[rows], tof[rows]
+    resid = (
+        flat("TOPDigits_m_time", np.float64)[hit]
+        - ttof[trk]
+        - geo.expected_propagation_time(pix_d[hit], tz[trk])
+    )
+    return photons.Photons(
+        tkey // 16,
+        tkey % 16 + 1,
+        tz,
+        ttof,
+        trk,
+        geo.channel_index(mod_d[hit], pix_d[hit]),
+        pix_d[hit],
+        resid,
+    )
+
+
+def test_match_photons_equals_the_numpy_reference_bit_for_bit() -> None:
+    # the compiled digit loop (issue 20) against the numpy code it replaced
+    for seed in (1, 2):
+        events = _random_top_events(seed)
+        new, ref = photons.match_photons(events), _reference_match_photons(events)
+        for f in dataclasses.fields(photons.Photons):
+            a, b = getattr(new, f.name), getattr(ref, f.name)
+            assert a.dtype == b.dtype, f.name
+            np.testing.assert_array_equal(a, b, err_msg=f.name)
+        assert 0 < len(new.ph_resid) < int(ak.sum(ak.num(events["TOPDigits_m_time"])))
+    empty = photons.match_photons(_random_top_events(3)[:0])
+    assert len(empty.trk_evt) == len(empty.ph_resid) == 0
+
+
+def test_track_times_equal_the_sorted_reference_bit_for_bit() -> None:
+    # the per-track median by counting sort (issue 20) against the lexsort it replaced
+    p = photons.match_photons(_random_top_events(4))
+    offsets = np.random.default_rng(5).normal(0.0, 0.1, geo.N_CHANNELS)
+    r = p.ph_resid - offsets[p.ph_channel]
+    o = np.lexsort((r, p.ph_trk))
+    cnt = np.bincount(p.ph_trk[o], minlength=len(p.trk_evt))
+    first = np.concatenate([[0], np.cumsum(cnt)[:-1]]).astype(np.int64)
+    for min_photons in (0, 5, 20):
+        ok = cnt >= max(min_photons, 1)
+        med = np.full(len(cnt), np.nan)
+        r_s = r[o]
+        med[ok] = 0.5 * (r_s[first[ok] + (cnt[ok] - 1) // 2] + r_s[first[ok] + cnt[ok] // 2])
+        got, got_ok = collectors._track_times(p, offsets, min_photons)
+        np.testing.assert_array_equal(got_ok, ok)
+        np.testing.assert_array_equal(got, med)
+        assert 0 < ok.sum() < len(ok) or min_photons == 0
+
+
 def test_declarations() -> None:
     names = [c.name for c in T.calibrations()]
     assert names == ["top-channel-mask", "top-channel-t0", "top-module-t0", "top-common-t0"]

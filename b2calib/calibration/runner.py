@@ -13,7 +13,9 @@ For each one:
    input tags.
 3. each algorithm is executed as its IoV strategy asks; every execution is checkpointed in the
    database with its payloads and diagnostics, and an execution already recorded is reused.
-4. while an algorithm says ITERATE, collection and execution repeat (up to ``max_iterations``).
+4. while an algorithm says ITERATE, collection and execution repeat (up to ``max_iterations``);
+   an input whose collector is built the same again (it applies none of the constants that
+   moved) keeps the histograms of the previous pass instead of reading its files again.
 5. unless an execution said FAILURE, the payloads are staged in the staging tag and the job is
    marked completed, in one transaction. For a FAILURE nothing is staged.
 
@@ -30,6 +32,7 @@ Runs without usable data
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import json
@@ -41,6 +44,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import hist
+import numpy as np
 
 from b2calib._version import __version__
 from b2calib.calibration.algorithm import (
@@ -60,7 +64,16 @@ from b2calib.conditions.iov import IoV, RunKey
 from b2calib.conditions.payload import Payload
 from b2calib.conditions.payloadtypes import check_payload
 from b2calib.db import now
-from b2calib.engine import Dataset, NonFiniteCounts, RunOutput, SkippedFile, collect, plan
+from b2calib.engine import (
+    Collector,
+    CollectResult,
+    Dataset,
+    NonFiniteCounts,
+    RunOutput,
+    SkippedFile,
+    collect,
+    plan,
+)
 from b2calib.engine.loop import DEFAULT_MAX_NONFINITE
 from b2calib.exceptions import B2CalibError, CalibrationError, PayloadError
 from b2calib.io import find_skim_files
@@ -788,18 +801,33 @@ class _Runner:
         self.skipped_paths: set[str] = set()
         overlay: list[tuple[IoV, Payload]] = []
         executions: list[tuple[Algorithm, Execution]] = []
+        # each input's collector and result of the previous pass: an input whose collector is
+        # built the same again (it applies none of the constants that moved) is not re-read
+        previous: dict[str, tuple[Collector, CollectResult]] = {}
         for iteration in range(cal.max_iterations):
             report.iterations = iteration + 1
             constants = Constants(self.db, [self.staging_tag, *self.input_tags], overlay)
             output = RunOutput()
             progress = _Progress(self.emit, cal.name, iteration, datasets)
             for name, inp in cal.inputs.items():
+                collector = inp.build(constants, runs)
+                reused = _same_collector(previous.get(name), collector)
+                if reused is not None:
+                    result = reused
+                    report_progress = progress.of(name)
+                    if report_progress is not None:
+                        total = progress.planned[name]
+                        report_progress(total, total)
+                    # the algorithms of the last pass saw these histograms: hand out copies
+                    _add_output(output, result.output, name, copy=True)
+                    continue
                 result = collect(
-                    inp.build(constants, runs),
+                    collector,
                     datasets[name],
                     on_progress=progress.of(name),
                     **self.engine_options,
                 )
+                previous[name] = (collector, result)
                 report.skipped_files += [s for s in result.skipped if s not in report.skipped_files]
                 if iteration == 0:  # the same files each iteration
                     report.nonfinite += result.nonfinite
@@ -1105,7 +1133,7 @@ def _file_identity(path: str) -> list[Any]:
     return [os.path.abspath(path), st.st_size, st.st_mtime_ns]
 
 
-def _add_output(total: RunOutput, part: RunOutput, input_name: str) -> None:
+def _add_output(total: RunOutput, part: RunOutput, input_name: str, *, copy: bool = False) -> None:
     for key in part:
         clash = set(part[key]) & set(total[key]) if key in total else set()
         if clash:
@@ -1113,7 +1141,42 @@ def _add_output(total: RunOutput, part: RunOutput, input_name: str) -> None:
                 f"collector input {input_name}: histogram names {sorted(clash)} are already "
                 "produced by another input; give the collectors distinct names"
             )
-        total.add(key, part[key], copy=False)
+        total.add(key, part[key], copy=copy)
+
+
+def _same_collector(
+    previous: tuple[Collector, CollectResult] | None, collector: Collector
+) -> CollectResult | None:
+    """The previous pass's result of an input when its collector is built the same again.
+
+    Collectors are pure: the same collector (class, version and configuration, which holds
+    every constant it applies) on the same files gives the same histograms, which the engine's
+    disk cache would return too; an iteration whose new constants that collector does not
+    apply (e.g. the ECL Bhabha 5x5 sums, read raw while the peak methods iterate) keeps them
+    instead of reading its files again. Collectors that compare unequal, and any that is not
+    a dataclass (compared by identity), are collected again.
+    """
+    if previous is None:
+        return None
+    before, result = previous
+    if type(before) is not type(collector) or not dataclasses.is_dataclass(collector):
+        return None
+    return result if _same_value(before.identity(), collector.identity()) else None
+
+
+def _same_value(a: Any, b: Any) -> bool:
+    """Whether two collector identities are equal: mappings, sequences and arrays compared
+    element by element (arrays of the same dtype and shape, NaN never equal to NaN), anything
+    else with ``==``."""
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, np.ndarray):
+        return a.dtype == b.dtype and a.shape == b.shape and bool(np.array_equal(a, b))
+    if isinstance(a, Mapping):
+        return a.keys() == b.keys() and all(_same_value(a[k], b[k]) for k in a)
+    if isinstance(a, list | tuple):
+        return len(a) == len(b) and all(_same_value(x, y) for x, y in zip(a, b, strict=True))
+    return bool(a == b)
 
 
 def _open_last(items: list[tuple[IoV, Payload]]) -> list[tuple[IoV, Payload]]:

@@ -293,8 +293,10 @@ def binomial_interval(
     if method not in ("clopper-pearson", "jeffreys"):
         raise ValueError(f"method must be 'clopper-pearson' or 'jeffreys', not {method!r}")
     kk, nn = np.broadcast_arrays(np.asarray(k, np.float64), np.asarray(n, np.float64))
-    pairs, inverse = np.unique(np.stack([kk.ravel(), nn.ravel()]), axis=1, return_inverse=True)
-    uk, un = pairs
+    # the distinct (k, n) in lexicographic order: as complex numbers k + i n, which sort by
+    # real then imaginary part (a flat sort; ``np.unique(axis=1)`` sorts opaque row bytes)
+    distinct, inverse = np.unique(kk.ravel() + 1j * nn.ravel(), return_inverse=True)
+    uk, un = distinct.real.copy(), distinct.imag.copy()
     a = 0.5 * (1.0 - cl)
     from scipy import stats  # only here: the core imports without loading scipy.stats
 

@@ -40,6 +40,7 @@ if TYPE_CHECKING:
         IovEntry,
         PayloadFile,
         PayloadInfo,
+        StackLookup,
         Verification,
     )
     from b2calib.conditions.iov import ALL_RUNS, IoV
@@ -74,6 +75,7 @@ __all__ = [
     "RunAxis",
     "RunningUpdate",
     "StackEntry",
+    "StackLookup",
     "TagSize",
     "Verification",
     "check_payload",
@@ -92,6 +94,7 @@ __getattr__ = attach(
             "IovEntry",
             "PayloadFile",
             "PayloadInfo",
+            "StackLookup",
             "Verification",
         ],
         "iov": ["ALL_RUNS", "IoV"],

@@ -21,15 +21,19 @@ PUBLISHED or INVALID tag against its manifest.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
 from collections import Counter
-from collections.abc import Collection, Generator, Iterable, Sequence
+from collections.abc import Collection, Generator, Iterable, Iterator, Mapping, Sequence
 from contextlib import closing
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from functools import cached_property
+from typing import TYPE_CHECKING, Any, cast
 
+import numpy as np
+import numpy.typing as npt
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
@@ -40,7 +44,15 @@ from b2calib.conditions.localdb import LocalDatabase, LocalDbEntry
 from b2calib.conditions.names import check_globaltag_name
 from b2calib.conditions.payload import Payload, bytes_md5, read_payload_file, verify_checksum
 from b2calib.conditions.payloadtypes import check_payload
-from b2calib.conditions.tagops import Diff, diff, layer, resolve
+from b2calib.conditions.tagops import (
+    Diff,
+    IntArray,
+    IovColumns,
+    diff,
+    layer,
+    resolve_columns,
+    run_keys,
+)
 from b2calib.db import Database, as_utc, history, now
 from b2calib.exceptions import ConditionsError, PayloadError
 
@@ -54,8 +66,12 @@ __all__ = [
     "IovEntry",
     "PayloadFile",
     "PayloadInfo",
+    "StackLookup",
     "Verification",
 ]
+
+#: How many tags' IoVs a :class:`ConditionsDB` keeps for lookups (the least recently used go).
+LOOKUP_CACHE_TAGS = 16
 
 #: Version of the manifest a published tag records (its ``details["version"]`` in the history).
 MANIFEST_VERSION = 1
@@ -202,6 +218,120 @@ class PayloadFile:
         return cls(payload, data, bytes_md5(data), str(item))
 
 
+#: What identifies a tag's content for the lookup cache: its id, state and the newest entry of the
+#: audit log about it.
+_Stamp = tuple[int, str, int | None]
+
+
+class _TagIovs:
+    """One global tag's IoVs as :class:`IovColumns`, with their payload records; the
+    :class:`IovEntry` of a row is made when first asked for and kept."""
+
+    def __init__(
+        self, tag: str, stamp: _Stamp, rows: IntArray, infos: dict[int, PayloadInfo]
+    ) -> None:
+        self.tag = tag
+        self.stamp = stamp
+        # rows: payload id, first_exp, first_run, final_exp, final_run (of stored payloads)
+        pids = np.array(sorted(infos), dtype=np.int64)
+        names = sorted({info.name for info in infos.values()})
+        code_of = np.array([names.index(infos[int(p)].name) for p in pids], dtype=np.int64)
+        code = code_of[np.searchsorted(pids, rows[:, 0])] if len(pids) else rows[:, 0]
+        self.columns = IovColumns.of(names, code, *(rows[:, k] for k in range(1, 5)))
+        self.rows = rows[self.columns.order]
+        self.infos = infos
+        self._entries = np.full(len(self.rows), None, dtype=object)
+        self._made = np.zeros(len(self.rows), dtype=bool)
+
+    def entries(self, rows: IntArray) -> npt.NDArray[np.object_]:
+        """The :class:`IovEntry` of each row of :attr:`columns` in ``rows``."""
+        held = self._entries
+        for row in np.unique(rows[~self._made[rows]]).tolist():
+            pid, e1, r1, e2, r2 = self.rows[row].tolist()
+            held[row] = IovEntry(self.tag, self.infos[pid], IoV(e1, r1, e2, r2))
+            self._made[row] = True
+        return held[rows]
+
+
+class StackLookup(Mapping[RunKey, dict[str, IovEntry]]):
+    """What :meth:`ConditionsDB.lookup_many` answers: for each run asked, the payload of each
+    name from the highest-priority tag holding one, as ``{name: IovEntry}``.
+
+    The whole stack is resolved when it is made (one sorted search per tag and name, over all
+    runs at once); the dictionary of a run is made when asked for, a new one each time, its
+    names in the order the tags give them (those of the first tag by name, then those only the
+    next one gives, ...).
+
+    Parameters
+    ----------
+    runs
+        The runs, ``(exp, run)`` per row.
+    tags
+        The tags' IoVs, highest priority first.
+    names
+        The payload names asked for (all when ``None``).
+    """
+
+    def __init__(
+        self,
+        runs: IntArray,
+        tags: Sequence[_TagIovs],
+        names: Collection[str] | None = None,
+    ) -> None:
+        present = sorted({n for t in tags for n in t.columns.names})
+        if names is not None:
+            wanted = set(names)
+            present = [n for n in present if n in wanted]
+        self._names = present
+        self._tags = list(tags)
+        self._runs = runs
+        keys = run_keys(runs)
+        self._layer, self._row = resolve_columns(keys, [t.columns for t in tags], present)
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """The payload names asked for that a tag of the stack holds, sorted."""
+        return tuple(self._names)
+
+    @cached_property
+    def _index(self) -> dict[RunKey, int]:
+        exp, run = self._runs[:, 0].tolist(), self._runs[:, 1].tolist()
+        return {key: i for i, key in enumerate(zip(exp, run, strict=True))}
+
+    @cached_property
+    def _found(self) -> tuple[list[list[int]], list[list[IovEntry | None]]]:
+        """Per run, the names found (by the priority of their tag, then name) and the entry
+        of every name (``None`` where none is found)."""
+        n = len(self._names)
+        rank = np.where(self._layer < 0, len(self._tags), self._layer) * n
+        order = np.argsort(rank + np.arange(n)[:, None], axis=0, kind="stable").T
+        found = (self._layer >= 0).sum(axis=0).tolist()
+        entries = np.full(self._layer.shape, None, dtype=object)
+        for i, tag in enumerate(self._tags):
+            here = self._layer == i
+            entries[here] = tag.entries(self._row[here])
+        return (
+            [o[:k] for o, k in zip(order.tolist(), found, strict=True)],
+            entries.T.tolist(),
+        )
+
+    def __getitem__(self, run: RunKey) -> dict[str, IovEntry]:
+        i = self._index[run]
+        order, entries = self._found
+        here = cast(list[IovEntry], entries[i])  # found: not None at the places of order[i]
+        names = self._names
+        return {names[j]: here[j] for j in order[i]}
+
+    def __iter__(self) -> Iterator[RunKey]:
+        return iter(self._index)
+
+    def __len__(self) -> int:
+        return len(self._index)
+
+    def __repr__(self) -> str:
+        return f"<StackLookup of {len(self)} runs, {len(self._names)} payload names>"
+
+
 class ConditionsDB(Database):
     """A conditions database: payloads, global tags, IoVs, lookup and history.
 
@@ -211,6 +341,11 @@ class ConditionsDB(Database):
 
     error = ConditionsError
     label = "conditions database"
+
+    def __init__(self, url: str | os.PathLike[str] | None = None, *, author: str | None = None):
+        super().__init__(url, author=author)
+        #: {tag: its IoVs}, the least recently used first (see :meth:`lookup_many`)
+        self._lookup_cache: dict[str, _TagIovs] = {}
 
     # -- payloads ----------------------------------------------------------------------------
 
@@ -655,22 +790,54 @@ class ConditionsDB(Database):
 
     def lookup_many(
         self, runs: Iterable[RunKey], tags: Sequence[str], names: Iterable[str] | None = None
-    ) -> dict[RunKey, dict[str, IovEntry]]:
-        """:meth:`lookup` for many runs at once (one query per tag)."""
+    ) -> StackLookup:
+        """:meth:`lookup` for many runs at once: ``{run: {name: IovEntry}}``.
+
+        The tags' IoVs are read once (one query per tag) and kept, with what identifies their
+        content (:data:`LOOKUP_CACHE_TAGS` tags at most): a later lookup through a tag nothing
+        was written to since costs one indexed query of the tags' stamps. Every write of a tag's
+        IoVs through b2calib is in the audit log in its own transaction, and PUBLISHED and
+        INVALID tags cannot change (:mod:`b2calib.conditions.tables`).
+        """
         if isinstance(tags, str):
             tags = [tags]
-        wanted = set(names) if names is not None else None
-        run_list = [(int(e), int(r)) for e, r in runs]
+        pairs = np.fromiter(itertools.chain.from_iterable(runs), dtype=np.int64).reshape(-1, 2)
+        return StackLookup(pairs, self._tag_iovs(tags), None if names is None else set(names))
+
+    def _tag_iovs(self, tags: Sequence[str]) -> list[_TagIovs]:
+        """The IoVs of ``tags`` (in order), from the cache while their stamps are unchanged."""
+        g, h = s.globaltags, history
+        newest = sa.select(sa.func.max(h.c.id)).where(h.c.globaltag == g.c.name).scalar_subquery()
+        q = sa.select(g.c.name, g.c.id, g.c.state, newest).where(g.c.name.in_(sorted(set(tags))))
+        cache = self._lookup_cache
+        out = []
         with self.read() as conn:
-            layers = [
-                [
-                    (e.name, e.iov, e)
-                    for e in self._entries(conn, t)
-                    if wanted is None or e.name in wanted
-                ]
-                for t in tags
-            ]
-        return resolve(run_list, layers)
+            stamps: dict[str, _Stamp] = {r[0]: tuple(r[1:]) for r in conn.execute(q)}
+            for tag in tags:
+                if tag not in stamps:
+                    self._tag_row(conn, tag)  # raises naming the tag
+                held = cache.pop(tag, None)
+                if held is None or held.stamp != stamps[tag]:
+                    held = self._read_tag_iovs(conn, tag, stamps[tag])
+                cache[tag] = held  # the most recently used last
+                out.append(held)
+        while len(cache) > LOOKUP_CACHE_TAGS:
+            cache.pop(next(iter(cache)))
+        return out
+
+    @staticmethod
+    def _read_tag_iovs(conn: Connection, tag: str, stamp: _Stamp) -> _TagIovs:
+        t, p = s.iovs, s.payloads
+        result = conn.execute(
+            sa.select(t.c.payload_id, t.c.first_exp, t.c.first_run, t.c.final_exp, t.c.final_run)
+            .where(t.c.globaltag_id == stamp[0])
+            .order_by(t.c.payload_id, t.c.id)
+        )
+        rows = np.fromiter(itertools.chain.from_iterable(result), dtype=np.int64).reshape(-1, 5)
+        used = sa.select(t.c.payload_id).where(t.c.globaltag_id == stamp[0])
+        infos = {r.id: _payload_info(r) for r in conn.execute(sa.select(p).where(p.c.id.in_(used)))}
+        stored = np.isin(rows[:, 0], list(infos))  # an IoV of no stored payload is not looked up
+        return _TagIovs(tag, stamp, rows[stored], infos)
 
     def payloads_for(
         self,
@@ -717,7 +884,7 @@ class ConditionsDB(Database):
         tags = [t.strip() for t in meta.globaltag.split(",") if t.strip()]
         if not tags:
             raise ConditionsError(f"{path}: the file records no global tag to replay")
-        return self.lookup_many([(meta.exp, meta.run)], tags)
+        return dict(self.lookup_many([(meta.exp, meta.run)], tags))
 
     # -- tag operations ----------------------------------------------------------------------
 

@@ -9,19 +9,23 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Hashable, Iterable, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Generic, TypeVar
 
 import numpy as np
+import numpy.typing as npt
 
 from b2calib.conditions.iov import IoV, RunKey, uncovered
 
-__all__ = ["Diff", "diff", "layer", "resolve"]
+__all__ = ["Diff", "IovColumns", "diff", "layer", "resolve", "resolve_columns", "run_keys"]
 
 T = TypeVar("T", bound=Hashable)
 
 _RUN_BITS = 32
 _RUN_MASK = (1 << _RUN_BITS) - 1
 _INF = np.iinfo(np.int64).max
+
+IntArray = npt.NDArray[np.int64]
 
 
 def layer(tags: Sequence[Iterable[tuple[str, IoV, T]]]) -> list[tuple[str, IoV, T]]:
@@ -79,6 +83,108 @@ def resolve(
                 result[runs[i]][name] = items[int(idx[i])][1]
             free |= new
     return result
+
+
+def run_keys(runs: IntArray | Sequence[RunKey]) -> IntArray:
+    """Runs (``(exp, run)`` pairs, or an array of them as rows) as ordering keys
+    (``exp << 32 | run``), the keys :class:`IovColumns` searches."""
+    pairs = np.asarray(runs, dtype=np.int64).reshape(-1, 2)
+    return (pairs[:, 0] << _RUN_BITS) | pairs[:, 1]
+
+
+@dataclass(frozen=True, eq=False)
+class IovColumns:
+    """One tag's IoVs as sorted columns, for looking many runs up at once.
+
+    Built by :meth:`of` from the IoVs' bounds and their payload names' codes; rows are sorted by
+    name, then start (ties keep the order given), so the IoVs of ``names[i]`` are the rows
+    ``offsets[i]:offsets[i + 1]``.
+
+    Attributes
+    ----------
+    names
+        The payload names, sorted.
+    offsets
+        Where each name's rows begin, and the number of rows at the end.
+    order
+        For each row, its index in the IoVs given to :meth:`of`.
+    start, end
+        Each row's first and last run as ordering keys (:func:`run_keys`; an open end is the
+        largest int64).
+    """
+
+    names: tuple[str, ...]
+    offsets: IntArray
+    order: IntArray
+    start: IntArray
+    end: IntArray
+
+    @classmethod
+    def of(
+        cls,
+        names: Sequence[str],
+        code: IntArray,
+        first_exp: IntArray,
+        first_run: IntArray,
+        final_exp: IntArray,
+        final_run: IntArray,
+    ) -> IovColumns:
+        """The columns of IoVs given by their bounds (as stored: -1 for open ends) and the
+        index ``code`` of their payload name in ``names`` (sorted)."""
+        start = (first_exp << _RUN_BITS) | first_run
+        last = np.where(final_run == -1, _RUN_MASK, final_run)
+        end = np.where(final_exp == -1, _INF, (final_exp << _RUN_BITS) | last)
+        order = np.lexsort((start, code))
+        offsets = np.searchsorted(code[order], np.arange(len(names) + 1)).astype(np.int64)
+        return cls(tuple(names), offsets, order.astype(np.int64), start[order], end[order])
+
+    @cached_property
+    def _spans(self) -> dict[str, tuple[int, int]]:
+        bounds = self.offsets.tolist()
+        return {n: (bounds[i], bounds[i + 1]) for i, n in enumerate(self.names)}
+
+    def holds(self, name: str) -> bool:
+        """Whether the tag has an IoV of payload ``name``."""
+        return name in self._spans
+
+    def find(self, name: str, keys: IntArray) -> IntArray:
+        """For each run key, the row of the IoV of ``name`` holding it (the one starting
+        last at or before it), or -1."""
+        span = self._spans.get(name)
+        if span is None:
+            return np.full(len(keys), -1, dtype=np.int64)
+        lo, hi = span
+        idx = np.searchsorted(self.start[lo:hi], keys, side="right") - 1
+        ok = (idx >= 0) & (self.end[lo:hi][np.maximum(idx, 0)] >= keys)
+        return np.where(ok, idx + lo, -1)
+
+
+def resolve_columns(
+    keys: IntArray, tags: Sequence[IovColumns], names: Sequence[str]
+) -> tuple[IntArray, IntArray]:
+    """:func:`resolve` on columns: for every name (rows) and run key (columns), the index of
+    the highest-priority tag holding an IoV of the name that contains the run and that IoV's
+    row in the tag's columns; both -1 where no tag has one.
+
+    Vectorised over runs: one sorted search per tag and name, of the runs no higher tag
+    answered.
+    """
+    layer = np.full((len(names), len(keys)), -1, dtype=np.int64)
+    row = np.full((len(names), len(keys)), -1, dtype=np.int64)
+    everything = np.arange(len(keys))
+    for j, name in enumerate(names):
+        todo, left = everything, keys
+        for i, columns in enumerate(tags):
+            if not columns.holds(name):
+                continue
+            found = columns.find(name, left)
+            ok = found >= 0
+            layer[j, todo[ok]] = i
+            row[j, todo[ok]] = found[ok]
+            if ok.all():
+                break
+            todo, left = todo[~ok], left[~ok]
+    return layer, row
 
 
 @dataclass

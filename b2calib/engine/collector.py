@@ -16,6 +16,7 @@ from typing import Any, ClassVar
 
 import awkward as ak
 import hist
+import numpy as np
 
 from b2calib.engine.fill import fill_1d, fill_2d
 from b2calib.exceptions import ConfigError
@@ -141,6 +142,10 @@ class ValueCollector(Collector):
     def branches(self) -> dict[str, str]:
         return {self.branch: f"var * {self.dtype}" if self.jagged else self.dtype}
 
+    def prepare(self) -> None:
+        """Load the compiled fill for the branch's type (forked workers inherit it)."""
+        fill_1d(np.zeros(3, np.int64), np.zeros(0, self.dtype), self.bins)
+
     def collect(self, events: ak.Array) -> Histograms:
         h = hist.Hist(_axis(self.bins, "x", self.branch), storage=hist.storage.Int64())
         values = events[self.branch]
@@ -176,6 +181,16 @@ class ChannelValueCollector(Collector):
             self.value_branch: f"var * {self.value_dtype}",
         }
 
+    def _channel_bins(self) -> tuple[int, float, float]:
+        first = self.first_channel
+        return (self.n_channels, first - 0.5, first + self.n_channels - 0.5)
+
+    def prepare(self) -> None:
+        """Load the compiled fill for the branches' types (forked workers inherit it)."""
+        view = np.zeros((3, 3), np.int64, order="F")  # the layout of a histogram's storage
+        channels, values = np.zeros(0, self.channel_dtype), np.zeros(0, self.value_dtype)
+        fill_2d(view, channels, values, self._channel_bins(), self.value_bins)
+
     def collect(self, events: ak.Array) -> Histograms:
         first = self.first_channel
         channel_axis = hist.axis.Regular(
@@ -192,6 +207,5 @@ class ChannelValueCollector(Collector):
         )
         ch = ak.to_numpy(ak.flatten(events[self.channel_branch]))
         val = ak.to_numpy(ak.flatten(events[self.value_branch]))
-        channel_bins = (self.n_channels, first - 0.5, first + self.n_channels - 0.5)
-        fill_2d(h.view(flow=True), ch, val, channel_bins, self.value_bins)
+        fill_2d(h.view(flow=True), ch, val, self._channel_bins(), self.value_bins)
         return {self.name: h}

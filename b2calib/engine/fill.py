@@ -4,6 +4,11 @@
 costs more than the fill. These numba loops fill the integer storage of a regular-axes
 histogram directly, with boost-histogram's under/overflow convention (NaN goes to overflow),
 so the result is bit-identical to ``Hist.fill``.
+
+A channel axis (integer ids, one bin per id: edges at half-integers) is binned in integers:
+``id - first + 1`` is the bin the floating-point formula gives for every id of up to 32 bits
+(exactly representable, and ``(k + 0.5) / n * n`` rounds to within far less than 0.5 of
+``k + 0.5``), without its conversion and division: 15 % of the ECL channel x energy fill.
 """
 
 from __future__ import annotations
@@ -33,6 +38,31 @@ def _fill_2d(out, x, y, xlo, xhi, nx, ylo, yhi, ny):  # type: ignore[no-untyped-
 
 
 @numba.njit(cache=True, nogil=True)
+def _fill_2d_channels(out, x, first, nx, y, ylo, yhi, ny):  # type: ignore[no-untyped-def,unused-ignore]
+    for k in range(x.shape[0]):
+        c = np.int64(x[k]) - first
+        if c < 0:
+            i = 0
+        elif c >= nx:
+            i = nx + 1
+        else:
+            i = c + 1
+        out[i, _bin(float(y[k]), ylo, yhi, ny)] += 1
+
+
+def _channel_axis(x: npt.NDArray[np.generic], axis: tuple[int, float, float]) -> int | None:
+    """The first channel when ``x`` holds integer ids of up to 32 bits and ``axis`` has one bin
+    per id (edges ``first - 0.5`` ... ``first + n - 0.5``), else None."""
+    n, lo, hi = axis
+    if x.dtype.kind not in "iu" or x.dtype.itemsize > 4:
+        return None
+    first = float(lo) + 0.5
+    if not first.is_integer() or abs(first) > 2**40 or float(hi) - float(lo) != n:
+        return None
+    return int(first)
+
+
+@numba.njit(cache=True, nogil=True)
 def _fill_1d(out, x, lo, hi, n):  # type: ignore[no-untyped-def,unused-ignore]
     for k in range(x.shape[0]):
         out[_bin(float(x[k]), lo, hi, n)] += 1
@@ -49,9 +79,14 @@ def fill_2d(
     for regular axes given as (bins, low, high)."""
     nx, xlo, xhi = xaxis
     ny, ylo, yhi = yaxis
+    x = np.asarray(x)
+    first = _channel_axis(x, xaxis)
+    if first is not None:
+        _fill_2d_channels(view, x, first, int(nx), np.asarray(y), float(ylo), float(yhi), int(ny))
+        return
     _fill_2d(
         view,
-        np.asarray(x),
+        x,
         np.asarray(y),
         float(xlo),
         float(xhi),

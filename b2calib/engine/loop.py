@@ -9,8 +9,13 @@
 
 Work items are (file, tree, entry range) slices of at most ``step_size`` events, planned from
 the files' metadata; one file belongs to one run, so every item's histograms are that run's.
-Results are merged in item order, whatever order the executor finishes them in: the same
-collector on the same data gives identical histograms under every executor.
+Consecutive items of one run form a batch, one task (:func:`_batches`): the worker merges its
+items' histograms in item order and sends one partial per batch, its integer arrays in their
+narrowest type (:mod:`b2calib.engine._transfer`), instead of a 7 MB histogram per item.
+Batches are merged in order, whatever order the executor finishes them in, and the batches
+depend on the data only (not on the executor or the number of workers): the same collector on
+the same data gives identical histograms under every executor, bit for bit even for
+floating-point storage.
 
 The input's integrity is checked on the way (:mod:`b2calib.engine.integrity`): every file is
 compared with its catalogue entry before its items are sent out; every item reads the event
@@ -21,6 +26,7 @@ its items are merged, without a second pass over the data.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -38,7 +44,8 @@ import numpy.typing as npt
 import uproot
 
 from b2calib._extras import require
-from b2calib._workers import exit_with_parent
+from b2calib._workers import exit_with_parent, large_buffers_from_heap
+from b2calib.engine._transfer import Wire
 from b2calib.engine.collector import Collector, Histograms, RunOutput
 from b2calib.engine.dataset import Dataset, FileRef, SkippedFile, _inconsistent, _skipped
 from b2calib.engine.integrity import (
@@ -52,7 +59,7 @@ from b2calib.engine.integrity import (
     verify_files,
 )
 from b2calib.exceptions import B2CalibError, ConfigError, FileFormatError
-from b2calib.io import TREE_NAME, open_skim
+from b2calib.io import TREE_NAME, SkimFile, open_skim
 
 __all__ = [
     "DEFAULT_MAX_NONFINITE",
@@ -171,6 +178,52 @@ def plan(dataset: Dataset, step_size: int = 500_000) -> list[WorkItem]:
     return items
 
 
+#: A batch holds at most this many events by default, and the default batches are at least
+#: :data:`MIN_BATCHES` when the data has as many items (enough tasks for the workers).
+BATCH_EVENTS = 2_000_000
+MIN_BATCHES = 64
+
+
+@dataclass(frozen=True)
+class _Batch:
+    """Consecutive work items of one run: one task, one partial result."""
+
+    index: int
+    items: tuple[WorkItem, ...]
+
+    @property
+    def run(self) -> tuple[int, int]:
+        """The (exp, run) of every item of the batch."""
+        return self.items[0].exp, self.items[0].run
+
+
+def _batches(items: Sequence[WorkItem], max_events: int | None = None) -> list[_Batch]:
+    """Group consecutive items of the same run into batches of at most ``max_events`` events
+    (an item larger than that is a batch of its own). ``None``: the items' events over
+    :data:`MIN_BATCHES`, at most :data:`BATCH_EVENTS`. The batches depend on the items only, so
+    that the order in which histograms are summed is the same under every executor."""
+    if max_events is None:
+        total = sum(it.entry_stop - it.entry_start for it in items)
+        max_events = min(BATCH_EVENTS, total // MIN_BATCHES)
+    if max_events < 0:
+        raise ConfigError("batch_events must not be negative")
+    out: list[_Batch] = []
+    current: list[WorkItem] = []
+    n = 0
+    for it in items:
+        size = it.entry_stop - it.entry_start
+        if current and (
+            (it.exp, it.run) != (current[0].exp, current[0].run) or n + size > max_events
+        ):
+            out.append(_Batch(len(out), tuple(current)))
+            current, n = [], 0
+        current.append(it)
+        n += size
+    if current:
+        out.append(_Batch(len(out), tuple(current)))
+    return out
+
+
 def _cache_key(collector: Collector, item: WorkItem) -> str:
     st = os.stat(item.path)
     ident = {
@@ -206,10 +259,105 @@ def _event_numbers(tree: Any) -> bool:
     return isinstance(interp, uproot.AsDtype) and interp.to_dtype.kind in "iu"
 
 
+@dataclass
+class _Group:
+    """The merged items of one run and skim: in a worker the items of one batch, in the
+    calling process a run's batches, held until the run's items are all merged."""
+
+    histograms: Histograms = field(default_factory=dict)
+    events: list[tuple[str, npt.NDArray[np.integer]]] = field(default_factory=list)
+    paths: list[str] = field(default_factory=list)
+    n_events: int = 0
+
+    def add(self, item: WorkItem, out: _ItemOutput) -> None:
+        """Add one item's output (its histograms are taken, not copied)."""
+        if item.path not in self.paths:
+            self.paths.append(item.path)
+        _add_histograms(self.histograms, out.histograms)
+        if out.events is not None:
+            self.events.append((item.path, out.events))
+        self.n_events += item.entry_stop - item.entry_start
+
+    def merge(self, other: _Group) -> None:
+        """Add the next batch's group of the same run and skim (taken, not copied)."""
+        self.paths.extend(p for p in other.paths if p not in self.paths)
+        _add_histograms(self.histograms, other.histograms)
+        self.events.extend(other.events)
+        self.n_events += other.n_events
+
+
+def _add_histograms(total: Histograms, more: Histograms) -> None:
+    for name, h in more.items():
+        if name in total:
+            total[name] += h
+        else:
+            total[name] = h
+
+
+@dataclass
+class _Partial:
+    """What one batch gives: its items merged per skim in item order, their NaN / Inf counts,
+    the files that could not be read and the items found in the cache."""
+
+    groups: dict[str, _Group] = field(default_factory=dict)
+    nonfinite: dict[str, tuple[int, int]] = field(default_factory=dict)
+    skipped: list[SkippedFile] = field(default_factory=list)
+    cache_hits: int = 0
+
+
+def _process_batch(
+    collector: Collector, batch: _Batch, cache_dir: str | None, stop: bool
+) -> tuple[int, Wire[_Partial]]:
+    """Run the collector on a batch's items and merge them (in any process). ``stop``: return
+    at the first file that cannot be read (the job stops on it)."""
+    partial = _Partial()
+    files = _OpenFile()
+    try:
+        for item in batch.items:
+            _, out, hit = _process(collector, item, cache_dir, files)
+            partial.cache_hits += int(hit)
+            if isinstance(out, SkippedFile):
+                partial.skipped.append(out)
+                if stop:
+                    break
+                continue
+            partial.groups.setdefault(item.skim, _Group()).add(item, out)
+            for name, (bad, total) in out.nonfinite.items():
+                have = partial.nonfinite.get(name, (0, 0))
+                partial.nonfinite[name] = (have[0] + bad, have[1] + total)
+    finally:
+        files.close()
+    return batch.index, Wire(partial)
+
+
+class _OpenFile:
+    """The file a batch's items read, opened once for its consecutive items: opening a skim
+    file reads its tree's metadata, which for the files of every detector's branches costs
+    more than reading a few branches of a small item."""
+
+    def __init__(self) -> None:
+        self.path: str | None = None
+        self.file: SkimFile | None = None
+
+    def get(self, path: str) -> SkimFile:
+        """The open file ``path`` (raises :class:`FileFormatError` as :func:`open_skim`)."""
+        if path != self.path or self.file is None:
+            self.close()
+            self.file = open_skim(path)
+            self.path = path
+        return self.file
+
+    def close(self) -> None:
+        if self.file is not None:
+            self.file.close()
+        self.file, self.path = None, None
+
+
 def _process(
-    collector: Collector, item: WorkItem, cache_dir: str | None
+    collector: Collector, item: WorkItem, cache_dir: str | None, files: _OpenFile
 ) -> tuple[int, _ItemOutput | SkippedFile, bool]:
-    """Run the collector on one item (in any process). Returns (index, result, cache hit)."""
+    """Run the collector on one item (in any process), reading it from ``files``. Returns
+    (index, result, cache hit)."""
     path = None
     if cache_dir is not None:
         key = _cache_key(collector, item)
@@ -223,20 +371,20 @@ def _process(
             except (OSError, pickle.UnpicklingError, EOFError, AttributeError, ImportError):
                 pass  # a damaged cache entry is recomputed
     try:
-        with open_skim(item.path) as f:
-            branches = collector.branches
-            names = list(branches)
-            f.check_branches(names)
-            _check_types(item.path, f.tree, branches)
-            if f.num_entries < item.entry_stop:
-                raise FileFormatError(
-                    item.path,
-                    "truncated",
-                    f"tree has {f.num_entries} entries, its metadata promised {item.entry_stop}",
-                )
-            numbered = _event_numbers(f.tree)
-            extra = [EVENT_BRANCH] if numbered and EVENT_BRANCH not in branches else []
-            arrays = f.arrays(names + extra, item.entry_start, item.entry_stop)
+        f = files.get(item.path)
+        branches = collector.branches
+        names = list(branches)
+        f.check_branches(names)
+        _check_types(item.path, f.tree, branches)
+        if f.num_entries < item.entry_stop:
+            raise FileFormatError(
+                item.path,
+                "truncated",
+                f"tree has {f.num_entries} entries, its metadata promised {item.entry_stop}",
+            )
+        numbered = _event_numbers(f.tree)
+        extra = [EVENT_BRANCH] if numbered and EVENT_BRANCH not in branches else []
+        arrays = f.arrays(names + extra, item.entry_start, item.entry_stop)
     except B2CalibError as err:
         return item.index, _skipped(item.path, err), False
     events = arrays[names] if extra else arrays  # the collector sees what it asked for
@@ -252,9 +400,10 @@ def _process(
 
 
 def _run_pool(
-    fn: Callable[..., Any], items: Sequence[WorkItem], workers: int, threads: bool
-) -> Iterator[tuple[int, Any, bool]]:
+    fn: Callable[..., Any], tasks: Sequence[_Batch], workers: int, threads: bool
+) -> Iterator[tuple[int, Wire[_Partial]]]:
     pool: ThreadPoolExecutor | ProcessPoolExecutor
+    workers = max(1, min(workers, len(tasks)))  # no process started to wait for nothing
     if threads:
         pool = ThreadPoolExecutor(max_workers=workers)
     else:  # workers end with this process, even when it is killed
@@ -262,7 +411,7 @@ def _run_pool(
             max_workers=workers, initializer=exit_with_parent, initargs=(os.getpid(),)
         )
     with pool:
-        futures = [pool.submit(fn, it) for it in items]
+        futures = [pool.submit(fn, t) for t in tasks]
         try:
             for fut in as_completed(futures):
                 yield fut.result()
@@ -286,13 +435,13 @@ def _dask_client(executor: Any) -> tuple[Any, bool]:
 
 
 def _run_dask(
-    fn: Callable[..., Any], items: Sequence[WorkItem], executor: Any
-) -> Iterator[tuple[int, Any, bool]]:
+    fn: Callable[..., Any], tasks: Sequence[_Batch], executor: Any
+) -> Iterator[tuple[int, Wire[_Partial]]]:
     client, owned = _dask_client(executor)
     from distributed import as_completed as dask_completed
 
     try:
-        futures = client.map(fn, items, pure=False)
+        futures = client.map(fn, tasks, pure=False)
         try:
             for fut in dask_completed(futures):
                 yield fut.result()
@@ -316,6 +465,7 @@ def collect(
     verify: bool = True,
     max_nonfinite: float = DEFAULT_MAX_NONFINITE,
     on_progress: Callable[[int, int], None] | None = None,
+    batch_events: int | None = None,
 ) -> CollectResult:
     """Run ``collector`` over ``dataset`` and return its histograms per run.
 
@@ -351,8 +501,10 @@ def collect(
         Show a progress bar (terminal or notebook).
     step_size
         Events per work item at most (a file smaller than that is one item; a file's last item
-        takes a remainder below a tenth of it, :data:`TAIL_FRACTION`): large enough that a task
-        runs well above the executor's overhead, small enough to bound memory.
+        takes a remainder below a tenth of it, :data:`TAIL_FRACTION`): small enough to bound
+        memory, large enough not to cut a file's baskets: each item decompresses every basket
+        it overlaps (the simulated skim files hold one basket per branch, so items of a fifth
+        of a file cost ~4x the CPU of whole files).
     verify
         Compare each file with its file-catalogue entry (size, Adler-32) before reading it
         (:func:`~b2calib.engine.integrity.verify_files`: once per file and process); files no
@@ -363,8 +515,13 @@ def collect(
         in :attr:`CollectResult.nonfinite` whatever the limit.
     on_progress
         Called in the calling process with ``(items done, items in all)``: once with 0 done
-        when the items are planned, then as each item completes, whatever the executor (for a
-        caller's own progress display; an exception it raises stops the loop).
+        when the items are planned, then as each batch of items completes, whatever the
+        executor (for a caller's own progress display; an exception it raises stops the loop).
+    batch_events
+        Events per task at most: a task runs consecutive items of one run and sends back their
+        merged histograms, once (``None``: the data's events over :data:`MIN_BATCHES`, at most
+        :data:`BATCH_EVENTS`; 0: one item per task). The same data and ``batch_events`` give
+        identical histograms under every executor.
     """
     if on_bad_file not in (None, "skip", "stop"):
         raise ConfigError(f"on_bad_file must be 'skip' or 'stop' (or None), not {on_bad_file!r}")
@@ -381,41 +538,44 @@ def collect(
         files = [f for f in files if f.path not in left_out]
     items = plan(Dataset(files), step_size)
     result.n_items = len(items)
+    tasks = _batches(items, batch_events)
     cache_dir: str | None = None
     if cache is not False:
         cache_dir = str(default_cache_dir() if cache is True else Path(cache))
-    fn = _Task(collector, cache_dir)
+    fn = _Task(collector, cache_dir, stop=on_bad_file == "stop")
     if executor in ("inprocess", "threads", "processes") and items:
         collector.prepare()  # before the local workers fork: they inherit what it loads
     if executor == "inprocess":
-        stream: Iterator[tuple[int, Any, bool]] = (fn(it) for it in items)
+        stream: Iterator[tuple[int, Wire[_Partial]]] = (fn(t) for t in tasks)
     elif executor in ("processes", "threads"):
-        stream = _run_pool(fn, items, workers or os.cpu_count() or 1, executor == "threads")
+        stream = _run_pool(fn, tasks, workers or os.cpu_count() or 1, executor == "threads")
     elif isinstance(executor, str) and not executor.startswith(("tcp://", "tls://", "inproc://")):
         raise ConfigError(
             f"unknown executor {executor!r}: 'inprocess', 'threads', 'processes' or Dask"
         )
     else:
-        stream = _run_dask(fn, items, executor)
+        stream = _run_dask(dataclasses.replace(fn, heap=True), tasks, executor)
     from tqdm.auto import tqdm
 
     merge = _RunMerge(result, on_bad_file, max_nonfinite, files)
-    pending: dict[int, Any] = {}
+    pending: dict[int, _Partial] = {}
     next_index = 0
-    by_index = {it.index: it for it in items}
+    done = 0
     if on_progress is not None:
         on_progress(0, len(items))
     with tqdm(total=len(items), unit="item", disable=not progress, desc="collect") as bar:
-        for done, (index, payload, hit) in enumerate(stream, start=1):
-            bar.update(1)
+        for index, wire in stream:
+            partial = wire.payload
+            done += len(tasks[index].items)
+            bar.update(len(tasks[index].items))
             if on_progress is not None:
                 on_progress(done, len(items))
-            if isinstance(payload, SkippedFile):
-                _bad_file(result, payload, on_bad_file)
-            result.cache_hits += int(hit)
-            pending[index] = payload
-            while next_index in pending:  # merge in item order: deterministic sums
-                merge.add(by_index[next_index], pending.pop(next_index))
+            for problem in partial.skipped:
+                _bad_file(result, problem, on_bad_file)
+            result.cache_hits += partial.cache_hits
+            pending[index] = partial
+            while next_index in pending:  # merge in batch order: deterministic sums
+                merge.add(tasks[next_index], pending.pop(next_index))
                 next_index += 1
     merge.close_run()
     result.skipped.sort(key=lambda s: s.path)  # the same report whatever finished first
@@ -428,16 +588,6 @@ def _bad_file(result: CollectResult, problem: SkippedFile, policy: Policy | None
         raise problem.error()
     if problem.path not in {s.path for s in result.skipped}:
         result.skipped.append(problem)
-
-
-@dataclass
-class _Group:
-    """The merged items of one run and skim, held until the run's items are all merged."""
-
-    histograms: Histograms = field(default_factory=dict)
-    events: list[tuple[str, npt.NDArray[np.integer]]] = field(default_factory=list)
-    paths: list[str] = field(default_factory=list)
-    n_events: int = 0
 
 
 class _RunMerge:
@@ -459,25 +609,18 @@ class _RunMerge:
         self.groups: dict[str, _Group] = {}
         self.nonfinite = NonFiniteCounts()
 
-    def add(self, item: WorkItem, payload: _ItemOutput | SkippedFile) -> None:
-        key = (item.exp, item.run)
+    def add(self, batch: _Batch, partial: _Partial) -> None:
+        key = batch.run
         if key != self.run:
             self.close_run()
             self.run = key
-        if isinstance(payload, SkippedFile):
-            return
-        group = self.groups.setdefault(item.skim, _Group())
-        if item.path not in group.paths:
-            group.paths.append(item.path)
-        for name, h in payload.histograms.items():
-            if name in group.histograms:
-                group.histograms[name] += h
+        for skim, group in partial.groups.items():
+            if skim in self.groups:
+                self.groups[skim].merge(group)
             else:
-                group.histograms[name] = h
-        if payload.events is not None:
-            group.events.append((item.path, payload.events))
-        group.n_events += item.entry_stop - item.entry_start
-        self.nonfinite.add(key, payload.nonfinite)
+                self.groups[skim] = group
+        if partial.groups:  # a batch of files that could not be read counts nothing
+            self.nonfinite.add(key, partial.nonfinite)
 
     def close_run(self) -> None:
         """Check the run whose items are all merged, and pass it into the result."""
@@ -521,10 +664,16 @@ class _RunMerge:
 
 @dataclass(frozen=True)
 class _Task:
-    """Picklable callable sent to workers."""
+    """Picklable callable sent to workers: runs one batch."""
 
     collector: Collector
     cache_dir: str | None
+    stop: bool = False
+    #: Set in Dask workers: their large arrays' memory reused from task to task
+    #: (:func:`~b2calib._workers.large_buffers_from_heap`).
+    heap: bool = False
 
-    def __call__(self, item: WorkItem) -> tuple[int, _ItemOutput | SkippedFile, bool]:
-        return _process(self.collector, item, self.cache_dir)
+    def __call__(self, batch: _Batch) -> tuple[int, Wire[_Partial]]:
+        if self.heap:
+            large_buffers_from_heap()
+        return _process_batch(self.collector, batch, self.cache_dir, self.stop)

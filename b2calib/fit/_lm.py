@@ -65,9 +65,22 @@ def errors(info: F) -> tuple[npt.NDArray[np.bool_], F]:
     scale = np.where(ok[:, None], 1.0 / np.sqrt(np.where(diag > 0, diag, 1.0)), 1.0)
     scaled = info * scale[:, :, None] * scale[:, None, :]
     good = ok.copy()
-    good[ok] = np.linalg.cond(scaled[ok]) < 1e12
+    sub = scaled[ok]
+    try:
+        inv = np.linalg.inv(sub)
+        # cond = |A| |A^-1| (2-norms) <= |A|_F |A^-1|_F: well below 1e12 is good for sure;
+        # only the others need the singular values (the costly part for thousands of channels)
+        with np.errstate(invalid="ignore", over="ignore"):
+            bound = np.linalg.norm(sub, axis=(1, 2)) * np.linalg.norm(inv, axis=(1, 2))
+        sure = bound < 1e11
+    except np.linalg.LinAlgError:
+        inv, sure = None, np.zeros(len(sub), dtype=bool)
+    cond_ok = sure.copy()
+    cond_ok[~sure] = np.linalg.cond(sub[~sure]) < 1e12
+    good[ok] = cond_ok
     cov = np.full_like(info, np.nan)
-    cov[good] = np.linalg.inv(scaled[good]) * scale[good, :, None] * scale[good, None, :]
+    inv_good = np.linalg.inv(scaled[good]) if inv is None else inv[cond_ok]
+    cov[good] = inv_good * scale[good, :, None] * scale[good, None, :]
     return good, np.sqrt(np.abs(np.einsum("cpp->cp", cov)))
 
 

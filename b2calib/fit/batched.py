@@ -3,16 +3,22 @@
 The model per channel is a binned Gaussian peak on an optional flat background,
 ``lambda_i = N [Phi(z_{i+1}) - Phi(z_i)] + B w_i`` with ``z = (edge - mu) / sigma``, fitted by
 Poisson maximum likelihood (the cost of iminuit's ``ExtendedBinnedNLL``). The fast path runs a
-Levenberg-Marquardt iteration with the expected (Fisher) information on all channels together
-(numpy, vectorised over channels); ``method="iminuit"`` fits each channel with iminuit and is
-the reference. Every channel gets a status: OK, NOT_ENOUGH_DATA (fewer than ``min_entries`` in
-the range) or FAILED (no convergence, a parameter out of its physical range, singular
-information), with the reason. Failed channels carry NaN values, never numbers that could be
-mistaken for constants.
+Levenberg-Marquardt iteration with the expected (Fisher) information on every channel: compiled
+with numba, one channel after the other, the channels split over threads
+(:mod:`b2calib.fit._peak_lm`, from 1000 channels on), or, below that or without numba, in numpy
+vectorised over channels (the same iteration: the same fits up to rounding). ``method="iminuit"``
+fits each channel with iminuit and is the reference. Every channel gets a status: OK,
+NOT_ENOUGH_DATA (fewer than ``min_entries`` in the range) or FAILED (no convergence, a parameter
+out of its physical range, singular information), with the reason. Failed channels carry NaN
+values, never numbers that could be mistaken for constants.
 """
 
 from __future__ import annotations
 
+import itertools
+import os
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import hist
@@ -31,6 +37,11 @@ __all__ = ["ChannelFits", "fit_channels"]
 F = npt.NDArray[np.float64]
 _SQRT2 = np.sqrt(2.0)
 _INV_SQRT2PI = 1.0 / np.sqrt(2.0 * np.pi)
+#: below this many channels per thread, starting a thread costs more than it saves
+_MIN_CHANNELS_PER_THREAD = 500
+#: the compiled fit from this many channels on: its first call in a process loads it from the
+#: numba cache (or compiles it), which costs more than the numpy path saves on a few hundred
+_MIN_CHANNELS_COMPILED = 1000
 
 
 @dataclass
@@ -134,8 +145,54 @@ def _start(counts: F, centers: F, width: F, background: bool) -> F:
     return np.stack(cols, axis=1).astype(np.float64)
 
 
-def _lm(counts: F, edges: F, theta: F, background: bool, max_iter: int, tol: float) -> LMResult:
-    """Levenberg-Marquardt on all channels (yield and width kept positive, background >= 0)."""
+def _lm(
+    counts: F, edges: F, theta: F, background: bool, max_iter: int, tol: float, threads: int
+) -> tuple[F, npt.NDArray[np.bool_], npt.NDArray[np.int64], F, F]:
+    """Levenberg-Marquardt on all channels (yield and width kept positive, background >= 0):
+    parameters, convergence, iterations, NLL and the information matrix at the end point.
+
+    Compiled (:mod:`b2calib.fit._peak_lm`) when numba is there and there are at least
+    :data:`_MIN_CHANNELS_COMPILED` channels, the channels split over
+    ``threads`` threads (the kernel releases the GIL; channels are independent, so the result
+    does not depend on the split); else the numpy iteration of :func:`b2calib.fit._lm.poisson_lm`.
+    The two agree up to rounding.
+    """
+    kernel = _compiled() if len(counts) >= _MIN_CHANNELS_COMPILED else None
+    if kernel is None:
+        lm = _lm_numpy(counts, edges, theta, background, max_iter, tol)
+        return lm.theta, lm.converged, lm.iterations, lm.nll, fisher(lm.jac, lm.lam)
+    nch = len(counts)
+    parts = max(1, min(threads, nch // _MIN_CHANNELS_PER_THREAD))
+    bounds = np.linspace(0, nch, parts + 1).astype(int)
+    chunks = [slice(lo, hi) for lo, hi in itertools.pairwise(bounds.tolist())]
+
+    def run(sl: slice) -> tuple[npt.NDArray[np.bool_], npt.NDArray[np.int64], F, F]:
+        return kernel(counts[sl], edges, theta[sl], background, max_iter, tol)  # theta in place
+
+    if parts == 1:
+        out = [run(chunks[0])]
+    else:
+        with ThreadPoolExecutor(max_workers=parts) as pool:
+            out = list(pool.map(run, chunks))
+    conv, it, nll, info = (np.concatenate([o[k] for o in out]) for k in range(4))
+    return theta, conv, it, nll, info
+
+
+def _compiled() -> Callable[..., tuple[npt.NDArray[np.bool_], npt.NDArray[np.int64], F, F]] | None:
+    """The compiled iteration, or None without numba."""
+    try:
+        from b2calib.fit._peak_lm import peak_lm
+    except ImportError as err:
+        if err.name != "numba":
+            raise  # numba is there but something it needs is broken: show that
+        return None
+    return peak_lm
+
+
+def _lm_numpy(
+    counts: F, edges: F, theta: F, background: bool, max_iter: int, tol: float
+) -> LMResult:
+    """The numpy iteration, vectorised over channels."""
     width_floor = 1e-6 * (edges[-1] - edges[0])
 
     def project(new: F) -> F:
@@ -191,6 +248,7 @@ def fit_channels(
     fallback: bool = True,
     max_iter: int = 100,
     tol: float = 1e-6,
+    threads: int | None = None,
 ) -> ChannelFits:
     """Fit a Gaussian peak (plus a flat background if ``background``) in every channel of a
     2-D channels x values histogram.
@@ -209,6 +267,10 @@ def fit_channels(
         With ``"batched"``, refit with iminuit the channels that the fast path did not converge.
     tol
         Convergence: 0.5 g^T I^-1 g below ``tol`` (the EDM in units of the NLL).
+    threads
+        Threads of the compiled batched fit (default: one per core; at least 500 channels
+        each). The
+        channels are independent: the result does not depend on it.
     """
     if method not in ("batched", "iminuit"):
         raise ConfigError(f"method must be 'batched' or 'iminuit', not {method!r}")
@@ -233,11 +295,15 @@ def fit_channels(
     start = _start(counts_all[fit_idx], centers, width, background)
     retry: list[int] = []
     if method == "batched" and fit_idx.size:
-        lm = _lm(counts_all[fit_idx], edges, start.copy(), background, max_iter, tol)
-        theta, conv, it = lm.theta, lm.converged, lm.iterations
-        good_info, errors[fit_idx] = lm_errors(fisher(lm.jac, lm.lam))
-        values[fit_idx], nll[fit_idx], iters[fit_idx] = theta, lm.nll, it
-        for k, ch in enumerate(fit_idx.tolist()):
+        n_threads = threads if threads is not None else (os.cpu_count() or 1)
+        theta, conv, it, fitted_nll, info = _lm(
+            counts_all[fit_idx], edges, start.copy(), background, max_iter, tol, n_threads
+        )
+        good_info, errors[fit_idx] = lm_errors(info)
+        values[fit_idx], nll[fit_idx], iters[fit_idx] = theta, fitted_nll, it
+        inside = (edges[0] <= theta[:, 1]) & (theta[:, 1] <= edges[-1])
+        for k in np.flatnonzero(~conv | ~good_info | ~inside).tolist():
+            ch = int(fit_idx[k])
             if not conv[k]:
                 retry.append(int(ch))
                 reason[ch] = f"no convergence after {it[k]} iterations"
@@ -268,7 +334,17 @@ def fit_channels(
             status[ch] = ChannelStatus.FAILED
     # physical sanity: the peak inside the range, a width below the range, finite errors
     lo, hi = edges[0], edges[-1]
-    for ch in np.flatnonzero(status == ChannelStatus.OK).tolist():
+    n_all, mu_all, sigma_all = values[:, 0], values[:, 1], values[:, 2]
+    with np.errstate(invalid="ignore"):
+        suspect = (status == ChannelStatus.OK) & (
+            ~np.all(np.isfinite(values), axis=1)
+            | ~np.all(np.isfinite(errors), axis=1)
+            | ~((lo <= mu_all) & (mu_all <= hi))
+            | (sigma_all >= hi - lo)
+            | (sigma_all < 0.2 * width.min())
+            | (n_all <= 0)
+        )
+    for ch in np.flatnonzero(suspect).tolist():
         n, mu, sigma = values[ch, :3]
         problem = None
         if not np.all(np.isfinite(values[ch])) or not np.all(np.isfinite(errors[ch])):

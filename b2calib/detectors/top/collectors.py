@@ -15,11 +15,12 @@ from typing import Any, ClassVar, cast
 
 import awkward as ak
 import hist
+import numba
 import numpy as np
 import numpy.typing as npt
 
 from b2calib.conditions.iov import RunKey
-from b2calib.detectors.top.photons import Z_BINS, Photons, match_photons
+from b2calib.detectors.top.photons import Z_BINS, Photons, _load_kernels, match_photons
 from b2calib.engine import Collector
 from b2calib.engine.fill import fill_1d, fill_2d
 from b2calib.exceptions import CalibrationError
@@ -158,6 +159,9 @@ class ChannelTimeCollector(Collector):
     def branches(self) -> dict[str, str]:
         return dict(_PHOTON_BRANCHES)
 
+    def prepare(self) -> None:
+        _load_kernels()
+
     def collect(self, events: ak.Array) -> dict[str, hist.Hist]:
         p = match_photons(events)
         axis = (CHANNEL_TIME_BINS, 0.0, _RF)
@@ -166,20 +170,39 @@ class ChannelTimeCollector(Collector):
         return {"channel_time": h, "z": _z_hist(p)}
 
 
+@numba.njit(cache=True, nogil=True)
+def _medians(  # type: ignore[no-untyped-def,unused-ignore]
+    trk, r, n_trk, min_photons
+):
+    """Median of ``r`` per track (``trk`` its index, < ``n_trk``): the mean of the two middle
+    values of the track's sorted residuals; NaN for tracks with fewer than ``min_photons``.
+    The values are grouped by track with a counting sort, then each track's few are sorted."""
+    cnt = np.zeros(n_trk, dtype=np.int64)
+    for k in range(trk.shape[0]):
+        cnt[trk[k]] += 1
+    start = np.zeros(n_trk + 1, dtype=np.int64)
+    for t in range(n_trk):
+        start[t + 1] = start[t] + cnt[t]
+    fill = start[:-1].copy()
+    grouped = np.empty(trk.shape[0], dtype=np.float64)
+    for k in range(trk.shape[0]):
+        grouped[fill[trk[k]]] = r[k]
+        fill[trk[k]] += 1
+    med = np.full(n_trk, np.nan)
+    ok = cnt >= min_photons
+    for t in range(n_trk):
+        if ok[t]:
+            seg = np.sort(grouped[start[t] : start[t + 1]])
+            c = cnt[t]
+            med[t] = 0.5 * (seg[(c - 1) // 2] + seg[c // 2])
+    return med, ok
+
+
 def _track_times(p: Photons, offsets: F, min_photons: int) -> tuple[F, npt.NDArray[np.bool_]]:
     """Median over each track's photons of (residual - channel offset); tracks with fewer than
     ``min_photons`` photons are not usable."""
     r = p.ph_resid - offsets[p.ph_channel]
-    o = np.lexsort((r, p.ph_trk))
-    trk_s, r_s = p.ph_trk[o], r[o]
-    n_trk = len(p.trk_evt)
-    cnt = np.bincount(trk_s, minlength=n_trk)
-    first = np.concatenate([[0], np.cumsum(cnt)[:-1]]).astype(np.int64)
-    ok = cnt >= max(min_photons, 1)
-    med = np.full(n_trk, np.nan)
-    lo = r_s[first[ok] + (cnt[ok] - 1) // 2]
-    hi = r_s[first[ok] + cnt[ok] // 2]
-    med[ok] = 0.5 * (lo + hi)
+    med, ok = _medians(p.ph_trk, r, len(p.trk_evt), max(min_photons, 1))
     return med, ok
 
 
@@ -201,6 +224,10 @@ class ModuleT0Collector(Collector):
     @property
     def branches(self) -> dict[str, str]:
         return _EVENT_BRANCHES | _PHOTON_BRANCHES
+
+    def prepare(self) -> None:
+        _load_kernels()
+        _medians(np.zeros(1, np.int64), np.zeros(1), 1, 1)
 
     def collect(self, events: ak.Array) -> dict[str, hist.Hist]:
         h = _hist((_NM * _NM, -0.5, _NM * _NM - 0.5), DIFF_BINS, names=("pair", "diff"))
@@ -234,6 +261,9 @@ class CommonT0Collector(Collector):
     @property
     def branches(self) -> dict[str, str]:
         return _EVENT_BRANCHES | _PHOTON_BRANCHES
+
+    def prepare(self) -> None:
+        _load_kernels()
 
     def collect(self, events: ak.Array) -> dict[str, hist.Hist]:
         axis = (COMMON_TIME_BINS, 0.0, _RF)

@@ -24,6 +24,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import awkward as ak
+import numba
 import numpy as np
 import numpy.typing as npt
 from scipy import stats
@@ -132,6 +133,46 @@ def _flat(events: ak.Array, branch: str, dtype: Any) -> npt.NDArray[Any]:
     return np.asarray(ak.to_numpy(ak.flatten(events[branch])), dtype=dtype)
 
 
+#: Path factor of each pixel 1..512 (index pixel - 1): one gather per photon instead of the
+#: formula's five passes over the photons (the same float64 operations, the same values).
+_PATH_FACTOR = top.path_factor(np.arange(1, _NP + 1))
+
+
+@numba.njit(cache=True, nogil=True)
+def _digit_photons(  # type: ignore[no-untyped-def,unused-ignore]
+    n_dig, mod_d, pix_d, t_d, track_of, trk_z, trk_tof, path_factor, z_min, velocity
+):
+    """The digits of the modules crossed by one track: per photon its track, channel, pixel
+    and residual ``t - tof - path_factor * (z - z_min) / velocity`` (the operations of
+    :func:`~b2calib.geometry.top.expected_propagation_time`, in its order).
+
+    ``track_of[event * 16 + module - 1]`` is the track of that module (-1: none or two); the
+    digits of event ``e`` are the next ``n_dig[e]`` entries of the flat digit arrays.
+    """
+    n = mod_d.shape[0]
+    trk = np.empty(n, dtype=np.int64)
+    channel = np.empty(n, dtype=np.int64)
+    pixel = np.empty(n, dtype=np.int64)
+    resid = np.empty(n, dtype=np.float64)
+    k = 0
+    i = 0
+    for e in range(n_dig.shape[0]):
+        base = e * _NM
+        for _ in range(n_dig[e]):
+            m = np.int64(mod_d[i])
+            t = track_of[base + m - 1]
+            if t >= 0:
+                p = np.int64(pix_d[i])
+                trk[k] = t
+                channel[k] = (m - 1) * _NP + p - 1
+                pixel[k] = p
+                expected = path_factor[p - 1] * (trk_z[t] - z_min) / velocity
+                resid[k] = np.float64(t_d[i]) - trk_tof[t] - expected
+                k += 1
+            i += 1
+    return trk[:k], channel[:k], pixel[:k], resid[:k]
+
+
 def match_photons(events: ak.Array) -> Photons:
     """Tracks at TOP (modules crossed by exactly one track) and their photons."""
     n_ext = np.asarray(ak.to_numpy(ak.num(events["ExtHits_m_detectorID"])), dtype=np.int64)
@@ -148,32 +189,47 @@ def match_photons(events: ak.Array) -> Photons:
     single = cnt == 1
     tkey, rows = uniq[single], first[single]
     n_dig = np.asarray(ak.to_numpy(ak.num(events["TOPDigits_m_moduleID"])), dtype=np.int64)
-    evt_d = np.repeat(np.arange(len(events), dtype=np.int64), n_dig)
-    mod_d = _flat(events, "TOPDigits_m_moduleID", np.int64)
-    pix_d = _flat(events, "TOPDigits_m_pixelID", np.int64)
-    t_d = _flat(events, "TOPDigits_m_time", np.float64)
-    bad = (mod_d < 1) | (mod_d > _NM) | (pix_d < 1) | (pix_d > _NP)
-    if np.any(bad):
+    mod_d = ak.to_numpy(ak.flatten(events["TOPDigits_m_moduleID"]))
+    pix_d = ak.to_numpy(ak.flatten(events["TOPDigits_m_pixelID"]))
+    t_d = ak.to_numpy(ak.flatten(events["TOPDigits_m_time"]))
+    if len(mod_d) and (
+        mod_d.min() < 1 or mod_d.max() > _NM or pix_d.min() < 1 or pix_d.max() > _NP
+    ):
         raise CalibrationError(
             "TOPDigits with module/pixel out of range (module 1..16, pixel 1..512)"
         )
-    key_d = evt_d * _NM + mod_d - 1
-    pos = np.searchsorted(tkey, key_d)
-    hit = pos < len(tkey)
-    hit[hit] = tkey[pos[hit]] == key_d[hit]
-    trk = pos[hit]
+    track_of = np.full(len(events) * _NM, -1, dtype=np.int64)
+    track_of[tkey] = np.arange(len(tkey), dtype=np.int64)
     tz, ttof = z[rows], tof[rows]
-    resid = t_d[hit] - ttof[trk] - top.expected_propagation_time(pix_d[hit], tz[trk])
-    return Photons(
-        tkey // _NM,
-        tkey % _NM + 1,
+    trk, channel, pixel, resid = _digit_photons(
+        n_dig,
+        mod_d,
+        pix_d,
+        t_d,
+        track_of,
         tz,
         ttof,
-        trk,
-        top.channel_index(mod_d[hit], pix_d[hit]),
-        pix_d[hit],
-        np.asarray(resid, dtype=np.float64),
+        _PATH_FACTOR,
+        float(top.Z_MIN_CM),
+        float(top.GROUP_VELOCITY),
     )
+    return Photons(tkey // _NM, tkey % _NM + 1, tz, ttof, trk, channel, pixel, resid)
+
+
+def _load_kernels() -> None:
+    """Load the compiled digit loop of :func:`match_photons` for the skim files' types (a
+    collector's ``prepare``: once before the engine's workers fork, not once in each)."""
+    jagged = {
+        "ExtHits_m_detectorID": np.int8,
+        "ExtHits_m_copyID": np.int32,
+        "ExtHits_m_posZ": np.float32,
+        "ExtHits_m_tof": np.float32,
+        "TOPDigits_m_moduleID": np.int8,
+        "TOPDigits_m_pixelID": np.int16,
+        "TOPDigits_m_time": np.float32,
+    }
+    one = np.ones(1, dtype=np.int64)
+    match_photons(ak.Array({k: ak.unflatten(np.ones(1, dtype=t), one) for k, t in jagged.items()}))
 
 
 def circular_centre(counts: F, period: float) -> F:
