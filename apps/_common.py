@@ -131,8 +131,32 @@ def describe_user(user: Any) -> str:
     return "anonymous (read only)" if user is None else str(user)
 
 
+#: JS run when a page's document is ready: a page putting its own state in the URL (Panel's
+#: location sync pushes a history entry per change, the defaults it completes at load too)
+#: replaces the page's entry instead, so that the browser's Back leaves the page (a run
+#: summary's link to QAM, then Back: the summary, not QAM without its defaults).
+_REPLACE_STATE_JS = """
+if (!window.__b2calib_replace_state) {
+  window.__b2calib_replace_state = true
+  const push = window.history.pushState.bind(window.history)
+  window.history.pushState = function (state, title, url) {
+    const to = new URL(url, window.location.href)
+    if (to.pathname === window.location.pathname) {
+      return window.history.replaceState(state, title, url)
+    }
+    return push(state, title, url)
+  }
+}
+"""
+
+
 def header(title: str, user: Any) -> pn.viewable.Viewable:
-    """The title bar of an app: its name, links to the others, who is logged in, log in/out."""
+    """The title bar of an app: its name, links to the others, who is logged in, log in/out.
+
+    Served, it also makes the page's URL state replace the page's history entry rather than
+    add one (:data:`_REPLACE_STATE_JS`)."""
+    if served() and pn.state.curdoc is not None:
+        pn.state.curdoc.js_on_event("document_ready", CustomJS(code=_REPLACE_STATE_JS))
     who = describe_user(user)
     auth = (
         '<a id="logout-link" href="/logout">log out</a>'

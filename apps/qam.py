@@ -171,8 +171,13 @@ class QAM(pn.viewable.Viewer):
         self._show_widgets()
         self._draw_trend()
         self._draw_run()
+        #: the URL of the whole state (a view to share), written by the browser when it changes
+        self._url = pn.widgets.TextInput(visible=False, css_classes=["qam-url"])
+        self._url.jscallback(
+            value="if (cb_obj.value) window.history.replaceState(window.history.state, '', "
+            "cb_obj.value)"
+        )
         if served() and pn.state.location is not None:
-            # the whole state in the URL once the page is shown (a view to share)
             pn.state.onload(self._state_to_url)
         # -- widgets -> state -> views
         self.exp_select.param.watch(lambda e: self._set(exp=e.new), "value")
@@ -201,8 +206,14 @@ class QAM(pn.viewable.Viewer):
             self._busy = busy
 
     def _state_to_url(self) -> None:
+        """The whole state into the URL once the page is shown. Through the hidden
+        :attr:`_url` box, whose change the browser writes with ``history.replaceState``:
+        Panel's location pushed it only when the document happened to be idle already (a
+        second page opened in the same tab kept its short URL)."""
         if pn.state.location is not None:
-            pn.state.location.update_query(**{k: getattr(self, k) for k in _URL_STATE})
+            state = {k: getattr(self, k) for k in _URL_STATE}
+            query = urlencode({k: v for k, v in state.items() if v is not None})
+            self._url.value = f"{pn.state.location.pathname}?{query}"
 
     def _set(self, **values: Any) -> None:
         if not self._busy:
@@ -746,6 +757,7 @@ class QAM(pn.viewable.Viewer):
             self.variable_select,
             self.run_input,
             pn.Row(self.previous_button, self.next_button),
+            self._url,
             width=240,
         )
         return pn.Column(
