@@ -150,13 +150,15 @@ if (!window.__b2calib_replace_state) {
 """
 
 
-def header(title: str, user: Any) -> pn.viewable.Viewable:
-    """The title bar of an app: its name, links to the others, who is logged in, log in/out.
+def replace_history_state(doc: Document | None) -> None:
+    """Make a served page's own URL changes replace its history entry rather than add one
+    (:data:`_REPLACE_STATE_JS`), so that the browser's Back leaves the page."""
+    if doc is not None:
+        doc.js_on_event("document_ready", CustomJS(code=_REPLACE_STATE_JS))
 
-    Served, it also makes the page's URL state replace the page's history entry rather than
-    add one (:data:`_REPLACE_STATE_JS`)."""
-    if served() and pn.state.curdoc is not None:
-        pn.state.curdoc.js_on_event("document_ready", CustomJS(code=_REPLACE_STATE_JS))
+
+def header(title: str, user: Any) -> pn.viewable.Viewable:
+    """The title bar of an app: its name, links to the others, who is logged in, log in/out."""
     who = describe_user(user)
     auth = (
         '<a id="logout-link" href="/logout">log out</a>'

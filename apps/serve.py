@@ -22,7 +22,7 @@ from tornado.ioloop import PeriodicCallback
 
 from b2calib.exceptions import ConfigError
 
-from ._common import block_when_disconnected
+from ._common import block_when_disconnected, replace_history_state
 from .auth import DatabaseAuthProvider
 
 __all__ = ["APPS", "current_conditions", "current_database", "make_server"]
@@ -65,6 +65,7 @@ def _page(module: str) -> Callable[[], pn.viewable.Viewable]:
 
         built: pn.viewable.Viewable = importlib.import_module(module).app()
         block_when_disconnected(pn.state.curdoc)
+        replace_history_state(pn.state.curdoc)
         return built
 
     return page
