@@ -18,7 +18,13 @@ gives it the statistics of a real bucket (``sim``: SimConfig settings), expert-c
 
 Samples are generated once into bench/out/ (not committed) and reused.
 
-Usage: python bench/bench_calibrations.py [NAME ...]
+Each row also splits the calibration's time (the report's ``seconds``): collecting (every
+input, every iteration), the algorithms (every execution, every iteration) and the rest
+(planning, checks, checkpoints and staging).
+
+Usage: python bench/bench_calibrations.py [NAME ...]; with names, their rows replace the same
+rows of bench/RESULTS_calibrations.md and the others are kept (the header says which rows were
+measured when).
 """
 
 from __future__ import annotations
@@ -191,6 +197,8 @@ def bench_one(name: str, case: dict[str, Any], *, reads: bool = True) -> dict[st
         "bare": t_bare,
         "rdf": t_rdf,
         "calibrate": t_cal,
+        "collect": report.seconds["collect"],
+        "algorithms": report.seconds["algorithms"],
         "status": report.status,
         "iterations": report.iterations,
         "payloads": len(report.staged),
@@ -216,43 +224,80 @@ def main() -> None:
     unknown = set(names) - set(cases)
     if unknown:
         raise SystemExit(f"no bench case for {sorted(unknown)}; cases: {', '.join(cases)}")
+    header = (
+        "| calibration | events | runs | files | branches | bare read | RDataFrame read "
+        "| calibrate | calibrate / bare | collect | collect / bare | algorithms | rest "
+        "| status | iterations | payloads |"
+    )
+    out = HERE / "RESULTS_calibrations.md"
+    partial = bool(args.names) and args.scale == 1.0
+    # checked before anything runs: a partial run must fit the file's table
+    kept = _kept_rows(out, header, set(names)) if partial else {"rows": {}, "dates": []}
     rows = []
     for name in names:
         print(f"{name} ...", flush=True)
         rows.append(bench_one(name, cases[name]))
         r = rows[-1]
         print(f"  {r['calibrate']:.1f} s ({r['calibrate'] / r['bare']:.1f}x the bare read)")
+    date = f"- date: {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {machine()}"
+    table = {**kept["rows"], **{r["name"]: _row(r) for r in rows}}
+    dates = [*kept["dates"], date + (f": {', '.join(names)}" if partial else "")]
+    order = [n for n in cases if n in table]
     lines = [
         "# Calibration benchmark: time to calibrate a full-size sample",
         "",
-        f"- date: {datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
-        f"- machine: {machine()}",
-        "- command: `python bench/bench_calibrations.py`",
+        *dates,
+        "- command: `python bench/bench_calibrations.py [NAME ...]` (names: re-measure only"
+        " their rows)",
         "- samples: bench/cases_*.py (statistics of a real bucket for each calibration)",
         "",
         "Bare read = uproot reading the branches the calibration's collectors read from its"
         " files, 2 processes, best of two (the limit). RDataFrame = ROOT reading and summing the"
         " same branches (implicit MT, 2 threads). calibrate = `run_calibrations` on 2 local"
         " processes: collect, fit, iterate, checkpoint and stage (dependencies run before, not"
-        " timed).",
+        " timed). Of it: collect = the collectors' event loops, every input and iteration (an"
+        " input whose collector is unchanged is not read again); algorithms = every execution"
+        " of every iteration; rest = planning, checks, checkpoints and staging.",
         "",
-        "| calibration | events | runs | files | branches | bare read | RDataFrame read "
-        "| calibrate | calibrate / bare | status | iterations | payloads |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|",
+        header,
+        "|---|" + "---:|" * 8 + "---:|---:|---:|---:|---|---:|---:|",
+        *(table[n] for n in order),
     ]
-    for r in rows:
-        lines.append(
-            f"| {r['name']} | {r['events']:,} | {r['runs']} | {r['files']} | {r['branches']} "
-            f"| {r['bare']:.1f} s | {r['rdf']:.1f} s | {r['calibrate']:.1f} s "
-            f"| {r['calibrate'] / r['bare']:.1f}x | {r['status']} | {r['iterations']} "
-            f"| {r['payloads']} |"
-        )
     if args.scale != 1.0:
         print("\n".join(lines))
         return
-    out = HERE / "RESULTS_calibrations.md"
     out.write_text("\n".join(lines) + "\n")
     print(out.read_text())
+
+
+def _row(r: dict[str, Any]) -> str:
+    rest = r["calibrate"] - r["collect"] - r["algorithms"]
+    return (
+        f"| {r['name']} | {r['events']:,} | {r['runs']} | {r['files']} | {r['branches']} "
+        f"| {r['bare']:.1f} s | {r['rdf']:.1f} s | {r['calibrate']:.1f} s "
+        f"| {r['calibrate'] / r['bare']:.1f}x | {r['collect']:.1f} s "
+        f"| {r['collect'] / r['bare']:.1f}x | {r['algorithms']:.1f} s | {rest:.1f} s "
+        f"| {r['status']} | {r['iterations']} | {r['payloads']} |"
+    )
+
+
+def _kept_rows(out: Path, header: str, replaced: set[str]) -> dict[str, Any]:
+    """The rows (by calibration) and date lines of ``out`` that a partial run keeps."""
+    text = out.read_text() if out.exists() else ""
+    if text and header not in text:
+        raise SystemExit(
+            f"{out} has other columns: run the whole bench (no names) to regenerate it"
+        )
+    rows: dict[str, str] = {}
+    dates: list[str] = []
+    for line in text.splitlines():
+        if line.startswith("- date: "):
+            dates.append(line)
+        elif line.startswith("| ") and not line.startswith(("| calibration ", "|---")):
+            name = line.split("|")[1].strip()
+            if name not in replaced:
+                rows[name] = line
+    return {"rows": rows, "dates": dates}
 
 
 if __name__ == "__main__":

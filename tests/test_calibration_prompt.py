@@ -205,8 +205,9 @@ def test_progress_events(data: Path, db: ConditionsDB, tmp_path: Path, executor:
 
 
 def test_job_summary_times_stage_and_channels(data: Path, db: ConditionsDB, tmp_path: Path) -> None:
-    """The stored summary: started, finished (ISO UTC), wall time, stage, channel counts of the
-    staged payloads; a job completed before keeps its recorded ones."""
+    """The stored summary: started, finished (ISO UTC), wall time and its collect and algorithm
+    seconds, stage, channel counts of the staged payloads; a job completed before keeps its
+    recorded ones."""
     report = run_calibrations(
         offset_calibration(), data, db=db, staging_tag="s", cache=tmp_path / "c", exp=2
     )["test-offset"]
@@ -218,11 +219,20 @@ def test_job_summary_times_stage_and_channels(data: Path, db: ConditionsDB, tmp_
     assert started.utcoffset() == dt.timedelta(0)
     assert started <= finished
     assert 0 < s["wall_time"] <= (finished - started).total_seconds() + 0.01
+    # where the wall time went: collecting and the algorithms, each measured, within it
+    assert set(s["seconds"]) == {"collect", "algorithms"}
+    assert s["seconds"]["collect"] > 0
+    assert s["seconds"]["algorithms"] > 0
+    assert sum(s["seconds"].values()) <= s["wall_time"]
     # one payload of one channel without status staged: one OK channel
     assert s["channels"] == {"OK": 1, "fallback": 0, "NOT_ENOUGH_DATA": 0, "FAILED": 0, "masked": 0}
     assert report.summary()["channels"] == s["channels"]
     assert not report.no_ok_channel
     assert "  channels: 1 OK\n" in str(report)
+    c, a = s["seconds"]["collect"], s["seconds"]["algorithms"]
+    assert f"  time {s['wall_time']:.1f} s: collecting {c:.1f} s, algorithms {a:.1f} s\n" in str(
+        report
+    )
     report.channels = {"OK": 0, "fallback": 3, "NOT_ENOUGH_DATA": 1, "FAILED": 0, "masked": 0}
     assert report.no_ok_channel
     assert "channels: 3 fallback, 1 NOT_ENOUGH_DATA: no OK channel, every one fell back" in str(
@@ -238,6 +248,7 @@ def test_job_summary_times_stage_and_channels(data: Path, db: ConditionsDB, tmp_
         s["wall_time"],
     )
     assert again.channels == s["channels"]
+    assert again.seconds == s["seconds"]
 
 
 def test_channel_counts() -> None:

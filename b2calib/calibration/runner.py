@@ -237,6 +237,9 @@ class CalibrationReport:
     started: str = ""
     finished: str = ""
     wall_time: float = 0.0
+    #: seconds spent collecting (every input, every iteration) and in the algorithms
+    #: (every execution, every iteration): the rest of ``wall_time`` is planning and checks
+    seconds: dict[str, float] = field(default_factory=lambda: {"collect": 0.0, "algorithms": 0.0})
     channels: dict[str, int] = field(default_factory=lambda: channel_counts(()))
 
     @property
@@ -251,14 +254,15 @@ class CalibrationReport:
         branch (``[exp, run, branch, non-finite, values]``, where there were any), the files
         read without a checksum to compare with, the calibration's stage, when the job's
         execution started and finished (ISO 8601, UTC) and its wall time (s, up to the staging),
-        and the channels of the staged payloads by status
-        (:func:`~b2calib.calibration.validation.channel_counts`)."""
+        of which the seconds spent collecting and in the algorithms, and the channels of the
+        staged payloads by status (:func:`~b2calib.calibration.validation.channel_counts`)."""
         return {
             "status": self.status,
             "stage": self.stage,
             "started": self.started,
             "finished": self.finished,
             "wall_time": self.wall_time,
+            "seconds": dict(self.seconds),
             "channels": dict(self.channels),
             "runs": [list(r) for r in self.runs],
             "iterations": self.iterations,
@@ -284,6 +288,11 @@ class CalibrationReport:
                 f" iterations {self.iterations}"
                 + ("" if self.converged else " (did not converge)")
                 + f", steps executed {self.executed_steps}, reused {self.reused_steps}"
+            )
+        if self.wall_time:
+            c, a = self.seconds.get("collect", 0.0), self.seconds.get("algorithms", 0.0)
+            lines.append(
+                f"  time {self.wall_time:.1f} s: collecting {c:.1f} s, algorithms {a:.1f} s"
             )
         for e in self.executions:
             iov = f"IoV {e.iov}" if e.iov else "no payload"
@@ -809,6 +818,7 @@ class _Runner:
             constants = Constants(self.db, [self.staging_tag, *self.input_tags], overlay)
             output = RunOutput()
             progress = _Progress(self.emit, cal.name, iteration, datasets)
+            started = time.perf_counter()
             for name, inp in cal.inputs.items():
                 collector = inp.build(constants, runs)
                 reused = _same_collector(previous.get(name), collector)
@@ -833,6 +843,7 @@ class _Runner:
                     report.nonfinite += result.nonfinite
                     report.unverified_files = sorted({*report.unverified_files, *result.unverified})
                 _add_output(output, result.output, name)
+            report.seconds["collect"] += time.perf_counter() - started
             self.with_data = set(_with_output(output, runs))
             self.skipped_paths = {s.path for s in report.skipped_files}
             report.runs_without_data = _no_data_reasons(
@@ -840,9 +851,11 @@ class _Runner:
             )
             self.store.set_state(job, f"collected:{iteration}")
             self.emit(ProgressEvent(cal.name, "fitting", iteration=iteration))
+            started = time.perf_counter()
             executions = self._algorithms(
                 _Pass(job, iteration, output, constants, config, report, self.run_info), runs
             )
+            report.seconds["algorithms"] += time.perf_counter() - started
             statuses = {e.result.status for _, e in executions}
             if AlgorithmStatus.FAILURE in statuses:
                 break
@@ -922,6 +935,7 @@ class _Runner:
         stored)."""
         report.finished = _now_text()
         report.wall_time = round(time.perf_counter() - self.started, 3)
+        report.seconds = {k: round(v, 3) for k, v in report.seconds.items()}
 
     def _algorithms(self, p: _Pass, runs: list[RunKey]) -> list[tuple[Algorithm, Execution]]:
         """Every algorithm executed by the strategy, stopping at the first FAILURE."""
@@ -1080,6 +1094,7 @@ class _Runner:
         report.started = str(s.get("started", ""))
         report.finished = str(s.get("finished", ""))
         report.wall_time = float(s.get("wall_time", 0.0))
+        report.seconds = {k: float(v) for k, v in s.get("seconds", report.seconds).items()}
         report.channels = {k: int(v) for k, v in s.get("channels", {}).items()}
         report.staged = [
             IovEntry(self.staging_tag, self.db.payload_info(name, rev), IoV.parse(iov))
