@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import statistics
 import subprocess
 import sys
@@ -33,6 +32,7 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(REPO))
 from bench_sim import machine  # noqa: E402
 from playwright.sync_api import Page, sync_playwright  # noqa: E402
+from results_section import replace_section  # noqa: E402
 
 from tests.browser_server import free_port  # noqa: E402
 
@@ -144,7 +144,6 @@ def main() -> None:
 
     now = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     lines = [
-        f"<!-- BEGIN {SECTION} -->",
         "## The floor: Panel and Bokeh before any page of ours",
         "",
         f"`python bench/bench_page_floor.py` on {machine()}; {now}; headless Chromium, "
@@ -163,17 +162,8 @@ def main() -> None:
         "The pages' first renders above read against these: what a page of ours takes beyond "
         "the row of its kind is ours to cut; the floor is Panel's and Bokeh's.",
         "",
-        f"<!-- END {SECTION} -->",
     ]
-    section = "\n".join(lines)
-    text = RESULTS.read_text() if RESULTS.exists() else ""
-    pattern = re.compile(rf"<!-- BEGIN {SECTION} -->.*?<!-- END {SECTION} -->", re.S)
-    if pattern.search(text):
-        text = pattern.sub(lambda _: section, text)
-    else:
-        text = text.rstrip("\n") + "\n\n" + section + "\n"
-    if not args.no_write:
-        RESULTS.write_text(text)
+    section = replace_section(RESULTS, SECTION, "\n".join(lines), write=not args.no_write)
     print(section)
 
 

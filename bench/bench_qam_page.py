@@ -39,6 +39,7 @@ sys.path.insert(0, str(REPO))
 from bench_sim import machine  # noqa: E402
 from playwright.sync_api import Page, sync_playwright  # noqa: E402
 from qa_pages_sample import EXP, qa_pages_database  # noqa: E402
+from results_section import replace_section  # noqa: E402
 
 from b2calib.qa.store import QADatabase  # noqa: E402
 from tests.browser_server import Server  # noqa: E402
@@ -207,7 +208,6 @@ def main() -> None:
 
     now = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     lines = [
-        f"<!-- BEGIN {SECTION} -->",
         "## QAM, the QA monitor, in a real browser",
         "",
         f"`python bench/bench_qam_page.py --runs {args.runs}` on {machine()}; {now}; headless "
@@ -237,17 +237,8 @@ def main() -> None:
         "",
         BEFORE,
         "",
-        f"<!-- END {SECTION} -->",
     ]  # fmt: skip
-    section = "\n".join(lines)
-    text = RESULTS.read_text() if RESULTS.exists() else ""
-    pattern = re.compile(rf"<!-- BEGIN {SECTION} -->.*?<!-- END {SECTION} -->", re.S)
-    if pattern.search(text):
-        text = pattern.sub(lambda _: section, text)
-    else:
-        text = text.rstrip("\n") + "\n\n" + section + "\n"
-    if not args.no_write:
-        RESULTS.write_text(text)
+    section = replace_section(RESULTS, SECTION, "\n".join(lines), write=not args.no_write)
     print(section)
     shutil.rmtree(work, ignore_errors=True)
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import shutil
 import statistics
 import sys
@@ -38,26 +37,13 @@ sys.path.insert(0, str(REPO))
 from bench_sim import machine  # noqa: E402
 from playwright.sync_api import Page, sync_playwright  # noqa: E402
 from qa_pages_sample import EXP, qa_pages_database  # noqa: E402
+from results_section import replace_section  # noqa: E402
 
 from tests.browser_server import Server  # noqa: E402
 
 CHROMIUM = "/usr/bin/chromium"
 NAME = "runsummary"
 RESULTS = HERE / "RESULTS_qa.md"
-
-
-def replace_section(path: Path, name: str, body: str) -> None:
-    """Write ``body`` between the markers of section ``name`` of ``path`` (appended when the
-    file has no such section); the rest of the file is kept."""
-    begin, end = f"<!-- BEGIN {name} -->", f"<!-- END {name} -->"
-    text = path.read_text() if path.exists() else ""
-    block = f"{begin}\n{body.rstrip()}\n{end}"
-    pattern = re.compile(re.escape(begin) + r".*?" + re.escape(end), re.S)
-    if pattern.search(text):
-        text = pattern.sub(lambda _: block, text)
-    else:
-        text = text.rstrip() + "\n\n" + block + "\n"
-    path.write_text(text)
 
 
 def _totals(page: Page, text: str) -> None:

@@ -38,6 +38,7 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(REPO))
 from bench_sim import machine  # noqa: E402
 from playwright.sync_api import Page, sync_playwright  # noqa: E402
+from results_section import replace_section  # noqa: E402
 
 from tests.browser_server import Server  # noqa: E402
 
@@ -234,7 +235,6 @@ def main() -> None:
     stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     kb_load, kb_cell = statistics.median(loaded_bytes) / 1e3, statistics.median(cell_bytes) / 1e3
     lines = [
-        f"<!-- BEGIN {args.section} -->",
         "## The sign-off page at 3000 runs",
         "",
         f"`python bench/bench_signoff_page.py` on {machine()}; headless Chromium, "
@@ -295,19 +295,8 @@ def main() -> None:
         "| step | seconds |",
         "|---|---:|",
         *(f"| {k} | {v:.3f} |" for k, v in server.items()),
-        f"<!-- END {args.section} -->",
     ]
-    section = "\n".join(lines)
-    print(section)
-    out = Path(args.out)
-    text = out.read_text() if out.exists() else ""
-    begin, end = f"<!-- BEGIN {args.section} -->", f"<!-- END {args.section} -->"
-    if begin in text and end in text:
-        head, rest = text.split(begin, 1)
-        text = head + section + rest.split(end, 1)[1]
-    else:
-        text = text.rstrip("\n") + "\n\n" + section + "\n"
-    out.write_text(text)
+    print(replace_section(Path(args.out), args.section, "\n".join(lines)))
 
 
 def _bulk(page: Page, run: int) -> float:
