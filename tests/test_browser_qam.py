@@ -132,11 +132,16 @@ def test_a_click_on_a_trend_point_shows_its_run_and_marks_it(
     open_qam(page, server, f"exp={EXP}&run=3&variable=hadron.klm_digits_per_event")
     before = columns(page)
     assert before["run"][before["__selected__"][0]] == 3  # the run shown is marked
+    page.wait_for_function("() => location.search.includes('run_type=')")  # URL completed
+    history = page.evaluate("() => history.length")
     x, y = page.evaluate(_POINT, 9)
     page.mouse.click(x, y)
     expect(page.locator("#qam-run-head")).to_contain_text(f"Run {EXP}/9")
     expect(page.locator(".qam-run input")).to_have_value("9")
     page.wait_for_function("() => location.search.includes('run=9')")
+    # the URL follows the view, replacing the page's history entry: Back leaves the page
+    # (issue 19: each change pushed an entry, so Back stepped through the runs seen)
+    assert page.evaluate("() => history.length") == history
     after = columns(page)
     assert [after["run"][i] for i in after["__selected__"]] == [9]
     assert page.evaluate(_MODEL, ["qam-run-marker", ["location"]]) == 9
