@@ -25,6 +25,7 @@ from b2calib.calibration import (
 from b2calib.calibration.algorithm import Algorithm, AlgorithmInput
 from b2calib.calibration.jobs import JobStore
 from b2calib.conditions import ConditionsDB, Payload
+from b2calib.conditions.payloadtypes import check_payload
 from b2calib.exceptions import CalibrationError, ConfigError
 from b2calib.sim.simulate import skim_path
 from tests.broken_runs import rewrite_skim
@@ -918,3 +919,26 @@ def test_a_combine_giving_an_invalid_payload_fails_the_job(
     assert report.status == "FAILED"
     assert f"payload {PAYLOAD}: offset is nan" in report.message
     assert db.payloads() == []
+
+
+def test_a_result_combine_leaves_alone_is_checked_once(
+    data: Path, db: ConditionsDB, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The runner checks an execution's payloads once, when it is executed; a combine that
+    returns that very result does not have them checked again (a per-strip payload's check
+    took 0.06 s under load: it was paid twice). The database's own check when staging stays."""
+    import b2calib.calibration.runner as runner
+
+    checked: list[str] = []
+
+    def counting(payload: Payload, source: str | None = None) -> None:
+        checked.append(payload.name)
+        check_payload(payload, source)
+
+    monkeypatch.setattr(runner, "check_payload", counting)
+    cal = offset_calibration(strategy=SequentialBoundaries([(1, 5)]))
+    report = run(cal, data, db, tmp_path, exp=1)["test-offset"]
+    assert report.status == "OK"
+    executed = sum(1 for e in report.executions if e.iov is not None)
+    assert executed == 2
+    assert checked == [PAYLOAD] * executed * report.iterations

@@ -983,6 +983,8 @@ class _Runner:
                 e.result = AlgorithmResult(AlgorithmStatus.FAILURE, message=message)
             return
         for e, r in zip(ok, revised, strict=True):
+            if r is e.result:  # not revised: its payloads were checked when it was executed
+                continue
             for new, old in zip(r.payloads, e.result.payloads, strict=True):
                 if "provenance" in old.metadata:  # the runner's record of where it came from
                     new.metadata.setdefault("provenance", old.metadata["provenance"])
