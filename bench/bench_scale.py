@@ -264,11 +264,14 @@ def main() -> None:
         pss = [p["pss_total"] for p in pts]
         result = [p["result"] for p in pts]
         net = [a - b for a, b in zip(pss, result, strict=True)]
+        main = [p["rss_main"] - p["result"] for p in pts]
         extra = (
             f"; peak total PSS {min(pss):.0f}-{max(pss):.0f} MiB ({per_run_slope(pts, pss):.0f} "
             f"MiB more per run), of which the result {per_run_slope(pts, result):.1f} MiB per "
             f"run; net of the result {min(net):.0f}-{max(net):.0f} MiB "
-            f"({per_run_slope(pts, net):.1f} MiB per run)" + extra
+            f"({per_run_slope(pts, net):.1f} MiB per run); the main process's peak RSS net of "
+            f"the result (which it holds) {min(main):.0f}-{max(main):.0f} MiB "
+            f"({per_run_slope(pts, main):.1f} MiB per run)" + extra
         )
         lines.append(
             f"- {what[kind]}: time ~ events^{slope(pts):.2f} (log-log fit over "

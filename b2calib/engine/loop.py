@@ -553,6 +553,9 @@ def collect(
     fn = _Task(collector, cache_dir, stop=on_bad_file == "stop")
     if executor in ("inprocess", "threads", "processes") and items:
         collector.prepare()  # before the local workers fork: they inherit what it loads
+        # nor do they inherit the free memory a caller's earlier work left resident (a
+        # calibration's previous pass: every run's histograms, freed)
+        release_free_memory()
     if executor == "inprocess":
         stream: Iterator[tuple[int, Wire[_Partial]]] = (fn(t) for t in tasks)
     elif executor in ("processes", "threads"):
