@@ -72,9 +72,9 @@ def large_buffers_from_heap() -> bool:
 
 
 def release_free_memory() -> bool:
-    """Return the free pages of this process's heap to the system (glibc's ``malloc_trim(0)``:
-    ~0.3 ms for a heap of a few hundred MB). Returns whether memory was released; False where
-    there is no glibc."""
+    """Return the free pages of this process's heap to the system (glibc's ``malloc_trim(0)``;
+    in the engine's caller collecting 20 runs of the ECL scale sample, its 21 calls took 134 ms of
+    a 35.6 s loop). Returns whether memory was released; False where there is no glibc."""
     if not sys.platform.startswith("linux"):
         return False
     try:
