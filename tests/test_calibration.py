@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import gc
 import json
+import weakref
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -347,6 +349,36 @@ def test_collector_identities_compare_arrays_element_by_element() -> None:
     assert not _same_value({"g": np.full(2, np.nan)}, {"g": np.full(2, np.nan)})
     assert not _same_value({"g": (1.0,)}, {"g": [1.0]})
     assert not _same_value({"g": 1}, {"h": 1})
+
+
+def test_a_pass_collecting_anew_holds_no_histogram_of_the_previous_pass(
+    data: Path, db: ConditionsDB, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # issue 20 (memory): while an input whose collector changed is collected again, the
+    # previous pass's histograms of every run are gone (the runner kept that pass's result for
+    # reuse while collecting the next: twice the histograms per run read)
+    from b2calib.calibration import runner
+
+    real = runner.collect
+    earlier: list[weakref.ref[object]] = []
+    alive: list[int] = []
+
+    def watching(collector, dataset, **kw):  # type: ignore[no-untyped-def]
+        gc.collect()
+        alive.append(sum(r() is not None for r in earlier))
+        result = real(collector, dataset, **kw)
+        earlier.extend(weakref.ref(h) for run in result.output for h in result.output[run].values())
+        return result
+
+    monkeypatch.setattr(runner, "collect", watching)
+    report = run_calibrations(
+        offset_calibration(), data, db=db, staging_tag="staging", cache=False
+    )["test-offset"]
+    assert report.status == "OK"
+    assert report.iterations == 2
+    assert len(alive) == 2
+    assert len(earlier) == 2 * len(report.runs)
+    assert alive == [0, 0]
 
 
 def test_not_enough_data_merges_runs(data: Path, db: ConditionsDB, tmp_path: Path) -> None:

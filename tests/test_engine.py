@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import ctypes
 import dataclasses
+import gc
 import itertools
 import os
 import shutil
+import sys
+import weakref
 from collections.abc import Iterator
 from pathlib import Path
 from typing import ClassVar
@@ -16,6 +20,7 @@ import numpy as np
 import pytest
 import uproot
 
+from b2calib import _workers
 from b2calib.engine import (
     ChannelValueCollector,
     CollectResult,
@@ -25,7 +30,8 @@ from b2calib.engine import (
     collect,
     plan,
 )
-from b2calib.engine.loop import TAIL_FRACTION, _batches
+from b2calib.engine._transfer import Wire
+from b2calib.engine.loop import TAIL_FRACTION, _Batch, _batches, _Partial, _run_pool
 from b2calib.exceptions import ConfigError, FileFormatError
 from b2calib.geometry import ecl
 from b2calib.runs import RunRegistry
@@ -414,3 +420,85 @@ def test_dask_tasks_reuse_large_buffers(bhabha: Dataset) -> None:
         local.groups["hlt_bhabha"].histograms["channel_value"].view(flow=True),
         remote.groups["hlt_bhabha"].histograms["channel_value"].view(flow=True),
     )
+
+
+def _numbered_partial(batch: _Batch) -> tuple[int, Wire[_Partial]]:
+    """A task for the pools: an empty partial per batch (module level: the workers unpickle it)."""
+    return batch.index, Wire(_Partial(cache_hits=batch.index))
+
+
+@pytest.mark.parametrize("threads", [True, False])
+def test_a_pool_holds_no_result_it_handed_over(threads: bool) -> None:
+    """Issue 20 (memory): the local pools drop each batch's result once it is handed over (the
+    futures kept every batch's partial, with its event numbers, until the loop ended: about
+    4 MB per run read); the results are all there, each once."""
+    tasks = [_Batch(i, ()) for i in range(6)]
+    handed: list[weakref.ref[_Partial]] = []
+    alive: list[int] = []
+    for index, wire in _run_pool(_numbered_partial, tasks, 1, threads):
+        gc.collect()
+        alive.append(sum(r() is not None for r in handed))
+        assert wire.payload.cache_hits == index
+        handed.append(weakref.ref(wire.payload))
+        del wire
+    assert sorted(r().cache_hits for r in handed if r() is not None) == []  # type: ignore[union-attr]
+    assert len(handed) == len(tasks)
+    assert alive == [0] * len(tasks)
+
+
+def _resident_mib() -> float:
+    with open("/proc/self/statm") as fh:
+        return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc_trim")
+def test_freed_memory_between_kept_blocks_goes_back_to_the_system() -> None:
+    """Issue 20 (memory): blocks freed between blocks still held stay resident until the heap is
+    trimmed (in the engine's caller, 3.5 MiB per run read between the runs' histograms)."""
+    libc = ctypes.CDLL(None)
+    libc.malloc.restype = ctypes.c_void_p
+    libc.malloc.argtypes = [ctypes.c_size_t]
+    libc.free.argtypes = [ctypes.c_void_p]
+    size = 16384  # below any mmap threshold: from the heap
+    freed, kept = [], []
+    try:
+        for _ in range(8000):  # 125 MiB, each block followed by a small one kept
+            block = libc.malloc(size)
+            ctypes.memset(block, 1, size)
+            freed.append(block)
+            kept.append(libc.malloc(64))
+        for block in freed:
+            libc.free(block)
+        resident = _resident_mib()
+        assert _workers.release_free_memory()
+        assert _resident_mib() < resident - 60
+    finally:
+        for block in kept:
+            libc.free(block)
+
+
+def test_the_heap_is_trimmed_at_the_start_and_once_per_run_passed_into_the_result(
+    bhabha: Dataset, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 20 (memory): the heap's free memory goes back to the system as each run's
+    histograms pass into the result (the transfer buffers and event numbers freed between
+    them); the histograms are the reference's."""
+    from b2calib.engine import loop
+
+    calls: list[int] = []
+
+    def counting() -> bool:
+        calls.append(len(result.output))
+        return True
+
+    result = CollectResult(RunOutput())
+    monkeypatch.setattr(loop, "CollectResult", lambda output: result)
+    monkeypatch.setattr(loop, "release_free_memory", counting)
+    three = Dataset(list(bhabha)[:3])  # 53, 41 and 76 events: two or three items each
+    out = collect(ECL, three, executor="inprocess", cache=False, progress=False, step_size=30)
+    assert out is result
+    assert out.n_items == 7
+    # once before the loop starts (local workers fork from a trimmed process), then as each
+    # run passes into the result, not before
+    assert calls == [0, 1, 2, 3]
+    assert np.array_equal(out.output.merged()["channel_value"].values(), expected_ecl(three))

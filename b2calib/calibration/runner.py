@@ -830,7 +830,11 @@ class _Runner:
                         report_progress(total, total)
                     # the algorithms of the last pass saw these histograms: hand out copies
                     _add_output(output, result.output, name, copy=True)
+                    del result
                     continue
+                # the previous pass's histograms are not held while this pass collects anew:
+                # that would double the histograms held per run read
+                previous.pop(name, None)
                 result = collect(
                     collector,
                     datasets[name],
@@ -843,6 +847,7 @@ class _Runner:
                     report.nonfinite += result.nonfinite
                     report.unverified_files = sorted({*report.unverified_files, *result.unverified})
                 _add_output(output, result.output, name)
+                del result  # only `previous` and `output` hold it
             report.seconds["collect"] += time.perf_counter() - started
             self.with_data = set(_with_output(output, runs))
             self.skipped_paths = {s.path for s in report.skipped_files}

@@ -44,7 +44,7 @@ import numpy.typing as npt
 import uproot
 
 from b2calib._extras import require
-from b2calib._workers import exit_with_parent, large_buffers_from_heap
+from b2calib._workers import exit_with_parent, large_buffers_from_heap, release_free_memory
 from b2calib.engine._transfer import Wire
 from b2calib.engine.collector import Collector, Histograms, RunOutput
 from b2calib.engine.dataset import Dataset, FileRef, SkippedFile, _inconsistent, _skipped
@@ -411,9 +411,12 @@ def _run_pool(
             max_workers=workers, initializer=exit_with_parent, initargs=(os.getpid(),)
         )
     with pool:
-        futures = [pool.submit(fn, t) for t in tasks]
+        # a finished future holds its result: each is dropped once its result is handed over,
+        # so that the calling process holds one partial at a time, not every batch's
+        futures = {pool.submit(fn, t) for t in tasks}
         try:
             for fut in as_completed(futures):
+                futures.discard(fut)
                 yield fut.result()
         finally:
             for fut in futures:
@@ -441,12 +444,17 @@ def _run_dask(
     from distributed import as_completed as dask_completed
 
     try:
-        futures = client.map(fn, tasks, pure=False)
+        # a future the client holds keeps its result in a worker's memory: each is released
+        # once its result is here, so that the workers do not hold every batch's partial
+        futures = set(client.map(fn, tasks, pure=False))
         try:
             for fut in dask_completed(futures):
-                yield fut.result()
+                futures.discard(fut)
+                result = fut.result()
+                fut.release()
+                yield result
         finally:
-            client.cancel(futures)
+            client.cancel(list(futures))
     finally:
         if owned:
             client.close()
@@ -545,6 +553,9 @@ def collect(
     fn = _Task(collector, cache_dir, stop=on_bad_file == "stop")
     if executor in ("inprocess", "threads", "processes") and items:
         collector.prepare()  # before the local workers fork: they inherit what it loads
+        # nor do they inherit the free memory a caller's earlier work left resident (a
+        # calibration's previous pass: every run's histograms, freed)
+        release_free_memory()
     if executor == "inprocess":
         stream: Iterator[tuple[int, Wire[_Partial]]] = (fn(t) for t in tasks)
     elif executor in ("processes", "threads"):
@@ -656,6 +667,8 @@ class _RunMerge:
                 continue
             self.result.output.add(key, group.histograms, copy=False)
             self.result.n_events += group.n_events
+        groups.clear()  # the run's event numbers and transfer buffers are gone: give back
+        release_free_memory()  # the holes they leave between the runs' results
 
     def _reject(self, problems: list[SkippedFile]) -> None:
         for problem in problems:
