@@ -14,18 +14,27 @@ workers (``MALLOC_TRIM_THRESHOLD_``, which also fixes the threshold at 128 kB). 
 basket and histogram of every task then is new memory, zeroed page by page by the kernel: 280k
 page faults per 10^6 ECL events in two Dask workers against 42k in a local pool's, ~40 % of the
 workers' CPU (measured for issue 20 on the 2-core benchmark machine).
+
+:func:`shared_pool` is the process pool the engine's local executor keeps from one event loop to
+the next (a calibration's collectors and iterations): a new pool's workers start with a cold
+heap, and their first tasks take every large buffer as fresh, zeroed pages; on the 2-core
+benchmark machine a pool created per call made 2 processes 1.2x one instead of 2.0x (issue 20).
+Its workers end with this process (:func:`exit_with_parent`), at its exit
+(:func:`shutdown_pool`, registered with :mod:`atexit`), or when :func:`shutdown_pool` is called.
 """
 
 from __future__ import annotations
 
+import atexit
 import ctypes
 import os
 import signal
 import sys
 import threading
 import time
+from concurrent.futures import ProcessPoolExecutor
 
-__all__ = ["exit_with_parent", "large_buffers_from_heap"]
+__all__ = ["exit_with_parent", "large_buffers_from_heap", "shared_pool", "shutdown_pool"]
 
 _PR_SET_PDEATHSIG = 1
 _M_MMAP_THRESHOLD = -3
@@ -63,6 +72,48 @@ def large_buffers_from_heap() -> bool:
                 ok = False
         _heap_set.append(ok)
     return _heap_set[0]
+
+
+class _Shared:
+    """The shared pool, its size and the process that made it."""
+
+    lock = threading.Lock()
+    pool: ProcessPoolExecutor | None = None
+    workers = 0
+    owner = 0
+
+
+def shared_pool(workers: int) -> ProcessPoolExecutor:
+    """This process's pool of ``workers`` worker processes (which end with it), started on first
+    use and kept for the next calls. A call for another number of workers, or after a worker
+    died (a broken pool), replaces it; a process forked from the pool's owner gets its own."""
+    if workers < 1:
+        raise ValueError("a pool needs at least one worker")
+    with _Shared.lock:
+        pool = _Shared.pool
+        if pool is not None and _Shared.owner != os.getpid():
+            pool = _Shared.pool = None  # inherited through fork: the parent's, not ours to use
+        if pool is not None and (_Shared.workers != workers or getattr(pool, "_broken", False)):
+            pool.shutdown(wait=True, cancel_futures=True)
+            pool = _Shared.pool = None
+        if pool is None:
+            pool = ProcessPoolExecutor(
+                max_workers=workers, initializer=exit_with_parent, initargs=(os.getpid(),)
+            )
+            _Shared.pool, _Shared.workers, _Shared.owner = pool, workers, os.getpid()
+        return pool
+
+
+def shutdown_pool(wait: bool = True) -> None:
+    """End the workers of :func:`shared_pool` (tasks not yet started are cancelled; ``wait``:
+    return when the processes are gone). The next :func:`shared_pool` starts a new pool."""
+    with _Shared.lock:
+        pool, _Shared.pool = _Shared.pool, None
+    if pool is not None and _Shared.owner == os.getpid():
+        pool.shutdown(wait=wait, cancel_futures=True)
+
+
+atexit.register(shutdown_pool)
 
 
 def _pdeathsig() -> bool:
