@@ -6,6 +6,7 @@ import dataclasses
 import itertools
 import os
 import shutil
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import ClassVar
@@ -425,6 +426,13 @@ def _alive(pid: int) -> bool:
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
+def _heap_state() -> list[bool]:
+    """Whether this process serves large buffers from its heap (run in a pool worker)."""
+    from b2calib import _workers
+
+    return list(_workers._heap_set)
+
+
 #: Set by :class:`_NeedsPrepare`'s prepare in the process that runs it.
 _LOADED: list[bool] = []
 
@@ -452,6 +460,7 @@ def test_process_pool_is_kept_between_collects_and_ends(
     from b2calib import _workers
 
     _workers.shutdown_pool()
+    monkeypatch.setattr(_workers, "_heap_set", [])  # the workers forked now set their own
     bhabha = Dataset(list(bhabha)[:4])  # 4 runs, a file each
     quiet = {"cache": False, "progress": False, "step_size": 100, "batch_events": 100}
     reference = collect(ECL, bhabha, executor="inprocess", **quiet)  # type: ignore[arg-type]
@@ -459,6 +468,9 @@ def test_process_pool_is_kept_between_collects_and_ends(
     pool = _workers.shared_pool(2)
     pids = set(pool._processes)  # type: ignore[attr-defined]
     assert len(pids) == 2
+    # every worker keeps its freed memory for the next task (set by the pool's initializer)
+    linux = [sys.platform.startswith("linux")]
+    assert [pool.submit(_heap_state).result() for _ in range(4)] == [linux] * 4
     assert all(_alive(p) for p in pids)
     # a collector the workers have not seen, and its files named relative to a new directory
     monkeypatch.chdir(bhabha.files[0].path.rsplit("/", 3)[0])
