@@ -399,9 +399,8 @@ def test_a_bad_file_among_a_runs_items(sample: Path, tmp_path: Path) -> None:
 
 def test_dask_tasks_reuse_large_buffers(bhabha: Dataset) -> None:
     """A Dask task sets glibc's mmap threshold once per worker (Dask's nanny fixes it at 128 kB:
-    every large array was fresh memory); the histograms are those of a local task."""
-    import sys
-
+    every large array was fresh memory) and keeps freed memory for the next task (the nanny's
+    trim threshold returned it at once); the histograms are those of a local task."""
     from b2calib import _workers
     from b2calib.engine.loop import _Task
 
@@ -410,6 +409,7 @@ def test_dask_tasks_reuse_large_buffers(bhabha: Dataset) -> None:
     remote = _Task(ECL, None, heap=True)(batch)[1].payload
     assert _workers.large_buffers_from_heap() == sys.platform.startswith("linux")
     assert _workers._heap_set == [sys.platform.startswith("linux")]  # once per process
+    assert _workers._trim_set == [sys.platform.startswith("linux")]  # freed memory kept
     assert list(local.groups) == list(remote.groups) == ["hlt_bhabha"]
     assert np.array_equal(
         local.groups["hlt_bhabha"].histograms["channel_value"].view(flow=True),

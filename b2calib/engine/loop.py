@@ -45,7 +45,7 @@ import numpy.typing as npt
 import uproot
 
 from b2calib._extras import require
-from b2calib._workers import large_buffers_from_heap, shared_pool, shutdown_pool
+from b2calib._workers import keep_freed_memory, shared_pool, shutdown_pool
 from b2calib.engine._transfer import Wire
 from b2calib.engine.collector import Collector, Histograms, RunOutput
 from b2calib.engine.dataset import Dataset, FileRef, SkippedFile, _inconsistent, _skipped
@@ -701,7 +701,7 @@ class _Task:
     cache_dir: str | None
     stop: bool = False
     #: Set in Dask workers: their large arrays' memory reused from task to task
-    #: (:func:`~b2calib._workers.large_buffers_from_heap`).
+    #: (:func:`~b2calib._workers.keep_freed_memory`; the kept pool's initializer sets it).
     heap: bool = False
     #: Set for the shared process pool, whose workers were forked before this collect: the
     #: collector's :meth:`~b2calib.engine.Collector.prepare` is run in the worker (idempotent:
@@ -711,7 +711,7 @@ class _Task:
 
     def __call__(self, batch: _Batch) -> tuple[int, Wire[_Partial]]:
         if self.heap:
-            large_buffers_from_heap()
+            keep_freed_memory()
         if self.cwd is not None and os.getcwd() != self.cwd:
             os.chdir(self.cwd)
         if self.prepare:
