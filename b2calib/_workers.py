@@ -38,7 +38,9 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
+from typing import ClassVar
 
 __all__ = [
     "exit_with_parent",
@@ -98,27 +100,49 @@ class _Shared:
     pool: ProcessPoolExecutor | None = None
     workers = 0
     owner = 0
+    #: The names of ``__main__`` when the workers were forked (what they can unpickle from it).
+    main: ClassVar[dict[str, object]] = {}
 
 
-def shared_pool(workers: int) -> ProcessPoolExecutor:
+def shared_pool(workers: int, uses: Sequence[type] = ()) -> ProcessPoolExecutor:
     """This process's pool of ``workers`` worker processes (which end with it), started on first
-    use and kept for the next calls. A call for another number of workers, or after a worker
-    died (a broken pool), replaces it; a process forked from the pool's owner gets its own."""
+    use and kept for the next calls. A call for another number of workers, after a worker died
+    (a broken pool), or for tasks that ``uses`` a class of ``__main__`` (a script's, a
+    notebook's) the workers do not have as it is now (defined, or defined again, since they were
+    forked) replaces it; a process forked from the pool's owner gets its own."""
     if workers < 1:
         raise ValueError("a pool needs at least one worker")
     with _Shared.lock:
         pool = _Shared.pool
         if pool is not None and _Shared.owner != os.getpid():
             pool = _Shared.pool = None  # inherited through fork: the parent's, not ours to use
-        if pool is not None and (_Shared.workers != workers or getattr(pool, "_broken", False)):
+        if pool is not None and (
+            _Shared.workers != workers
+            or getattr(pool, "_broken", False)
+            or any(not _forked_with(cls) for cls in uses)
+        ):
             pool.shutdown(wait=True, cancel_futures=True)
             pool = _Shared.pool = None
         if pool is None:
+            main = sys.modules.get("__main__")
+            _Shared.main = dict(vars(main)) if main is not None else {}
             pool = ProcessPoolExecutor(
                 max_workers=workers, initializer=_pool_worker, initargs=(os.getpid(),)
             )
             _Shared.pool, _Shared.workers, _Shared.owner = pool, workers, os.getpid()
         return pool
+
+
+def _forked_with(cls: type) -> bool:
+    """Whether the pool's workers unpickle ``cls`` as it is: a class of an importable module, or
+    one ``__main__`` held when they were forked."""
+    if cls.__module__ != "__main__":
+        return True
+    head, *rest = cls.__qualname__.split(".")
+    obj = _Shared.main.get(head)
+    for name in rest:
+        obj = getattr(obj, name, None)
+    return obj is cls
 
 
 def shutdown_pool(wait: bool = True) -> None:

@@ -427,10 +427,11 @@ def _alive(pid: int) -> bool:
 
 
 def _heap_state() -> list[bool]:
-    """Whether this process serves large buffers from its heap (run in a pool worker)."""
+    """Whether this process serves large buffers from its heap and keeps freed memory (run in a
+    pool worker)."""
     from b2calib import _workers
 
-    return list(_workers._heap_set)
+    return _workers._heap_set + _workers._trim_set
 
 
 #: Set by :class:`_NeedsPrepare`'s prepare in the process that runs it.
@@ -461,6 +462,7 @@ def test_process_pool_is_kept_between_collects_and_ends(
 
     _workers.shutdown_pool()
     monkeypatch.setattr(_workers, "_heap_set", [])  # the workers forked now set their own
+    monkeypatch.setattr(_workers, "_trim_set", [])
     bhabha = Dataset(list(bhabha)[:4])  # 4 runs, a file each
     quiet = {"cache": False, "progress": False, "step_size": 100, "batch_events": 100}
     reference = collect(ECL, bhabha, executor="inprocess", **quiet)  # type: ignore[arg-type]
@@ -469,7 +471,7 @@ def test_process_pool_is_kept_between_collects_and_ends(
     pids = set(pool._processes)  # type: ignore[attr-defined]
     assert len(pids) == 2
     # every worker keeps its freed memory for the next task (set by the pool's initializer)
-    linux = [sys.platform.startswith("linux")]
+    linux = [sys.platform.startswith("linux")] * 2
     assert [pool.submit(_heap_state).result() for _ in range(4)] == [linux] * 4
     assert all(_alive(p) for p in pids)
     # a collector the workers have not seen, and its files named relative to a new directory
@@ -499,4 +501,54 @@ def test_process_pool_is_kept_between_collects_and_ends(
     _workers.shutdown_pool()
     assert not any(_alive(p) for p in pids)
     assert _workers.shared_pool(2) is not pool  # a new pool after a shutdown
+    _workers.shutdown_pool()
+
+
+@dataclasses.dataclass(frozen=True)
+class _Scaled(ValueCollector):
+    """A collector as a script or notebook defines it (its class in ``__main__``): its values
+    multiplied by its class's ``scale``."""
+
+    scale: ClassVar[float] = 1.0
+
+    def collect(self, events: ak.Array) -> dict[str, hist.Hist]:
+        h = hist.Hist(hist.axis.Regular(10, 0.0, 12.0), storage=hist.storage.Int64())
+        h.fill(ak.to_numpy(ak.flatten(events[self.branch])) * self.scale)
+        return {"scaled": h}
+
+
+def test_process_pool_renewed_for_a_class_of_main_defined_since(
+    bhabha: Dataset, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A collector class defined in ``__main__`` (a notebook cell) after the kept pool's workers
+    were forked is not in theirs: the pool is started again (they could not unpickle it), and
+    again when the class is defined anew (they would use the old one)."""
+    import __main__
+    from b2calib import _workers
+
+    quiet = {"cache": False, "progress": False, "workers": 2}
+    small = Dataset(list(bhabha)[:2])
+    collect(ECL, small, executor="processes", **quiet)  # type: ignore[arg-type]
+
+    def cell(scale: float) -> _Scaled:
+        """Run the notebook cell that defines ``Cell``, and make its collector."""
+        cls = type("Cell", (_Scaled,), {"__module__": "__main__", "scale": scale})
+        monkeypatch.setattr(
+            __main__, "Cell", dataclasses.dataclass(frozen=True)(cls), raising=False
+        )
+        return __main__.Cell("ECLCalDigits_m_Energy", (10, 0.0, 6.0))  # type: ignore[no-any-return]
+
+    for scale in (1.0, 2.0):
+        before = _workers._Shared.pool
+        col = cell(scale)
+        out = collect(col, small, executor="processes", **quiet)  # type: ignore[arg-type]
+        assert _workers._Shared.pool is not before
+        ref = collect(col, small, executor="inprocess", **quiet)  # type: ignore[arg-type]
+        for run in ref.output:
+            assert np.array_equal(
+                out.output[run]["scaled"].view(flow=True), ref.output[run]["scaled"].view(flow=True)
+            )
+    kept = _workers._Shared.pool
+    collect(col, small, executor="processes", **quiet)  # type: ignore[arg-type]
+    assert _workers._Shared.pool is kept  # the same class again: the same workers
     _workers.shutdown_pool()

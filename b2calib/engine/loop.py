@@ -401,17 +401,21 @@ def _process(
 
 
 def _run_pool(
-    fn: Callable[..., Any], tasks: Sequence[_Batch], workers: int, threads: bool
+    fn: Callable[..., Any],
+    tasks: Sequence[_Batch],
+    workers: int,
+    threads: bool,
+    uses: Sequence[type] = (),
 ) -> Iterator[tuple[int, Wire[_Partial]]]:
     """Run ``tasks`` on a local thread pool, or on the process's shared pool of ``workers``
     processes (:func:`~b2calib._workers.shared_pool`: kept from one call to the next, its
-    workers end with this process)."""
+    workers end with this process; started again when they lack a class of ``uses``)."""
     pool: ThreadPoolExecutor | ProcessPoolExecutor
     if threads:
         with ThreadPoolExecutor(max_workers=max(1, min(workers, len(tasks)))) as pool:
             yield from _completed(pool, fn, tasks)
         return
-    pool = shared_pool(max(1, workers))
+    pool = shared_pool(max(1, workers), uses)
     try:
         yield from _completed(pool, fn, tasks)
     except BrokenProcessPool:
@@ -565,7 +569,9 @@ def collect(
         stream = _run_pool(fn, tasks, workers or os.cpu_count() or 1, threads=True)
     elif executor == "processes":  # the shared pool's workers may predate this collector
         pooled = dataclasses.replace(fn, prepare=True, cwd=os.getcwd())
-        stream = _run_pool(pooled, tasks, workers or os.cpu_count() or 1, threads=False)
+        stream = _run_pool(
+            pooled, tasks, workers or os.cpu_count() or 1, threads=False, uses=[type(collector)]
+        )
     elif isinstance(executor, str) and not executor.startswith(("tcp://", "tls://", "inproc://")):
         raise ConfigError(
             f"unknown executor {executor!r}: 'inprocess', 'threads', 'processes' or Dask"
