@@ -18,7 +18,8 @@ workers' CPU (measured for issue 20 on the 2-core benchmark machine).
 :func:`shared_pool` is the process pool the engine's local executor keeps from one event loop to
 the next (a calibration's collectors and iterations): a new pool's workers start with a cold
 heap, and their first tasks take every large buffer as fresh, zeroed pages; on the 2-core
-benchmark machine a pool created per call made 2 processes 1.2x one instead of 2.0x (issue 20).
+benchmark machine (one run, load 3-4) a pool created per call made 2 processes 1.2x one, a kept
+pool 2.0x (issue 20).
 Its workers end with this process (:func:`exit_with_parent`), at its exit
 (:func:`shutdown_pool`, registered with :mod:`atexit`), or when :func:`shutdown_pool` is called.
 They keep up to :data:`TRIM_THRESHOLD` of freed memory for the next task
@@ -100,7 +101,7 @@ class _Shared:
     pool: ProcessPoolExecutor | None = None
     workers = 0
     owner = 0
-    #: The names of ``__main__`` when the workers were forked (what they can unpickle from it).
+    #: The classes of ``__main__`` when the workers were forked (what they can unpickle from it).
     main: ClassVar[dict[str, object]] = {}
 
 
@@ -125,7 +126,8 @@ def shared_pool(workers: int, uses: Sequence[type] = ()) -> ProcessPoolExecutor:
             pool = _Shared.pool = None
         if pool is None:
             main = sys.modules.get("__main__")
-            _Shared.main = dict(vars(main)) if main is not None else {}
+            found = vars(main).items() if main is not None else ()
+            _Shared.main = {k: v for k, v in found if isinstance(v, type)}  # classes only
             pool = ProcessPoolExecutor(
                 max_workers=workers, initializer=_pool_worker, initargs=(os.getpid(),)
             )

@@ -52,8 +52,8 @@ class Collector(abc.ABC):
         by default). The engine calls it once per :func:`~b2calib.engine.collect`, in the
         calling process, before local workers start: forked worker processes inherit what it
         loaded instead of each loading it again, threads share it. The workers of the kept
-        process pool, forked before, call it before each task. Must be idempotent (and cheap
-        once loaded)."""
+        process pool, which may have been forked before, call it too, once per worker for each
+        collector (compared by ``repr``). Must be idempotent."""
         return None
 
     def identity(self) -> dict[str, Any]:
