@@ -404,9 +404,8 @@ def test_a_bad_file_among_a_runs_items(sample: Path, tmp_path: Path) -> None:
 
 def test_dask_tasks_reuse_large_buffers(bhabha: Dataset) -> None:
     """A Dask task sets glibc's mmap threshold once per worker (Dask's nanny fixes it at 128 kB:
-    every large array was fresh memory); the histograms are those of a local task."""
-    import sys
-
+    every large array was fresh memory) and keeps freed memory for the next task (the nanny's
+    trim threshold returned it at once); the histograms are those of a local task."""
     from b2calib import _workers
     from b2calib.engine.loop import _Task
 
@@ -415,6 +414,7 @@ def test_dask_tasks_reuse_large_buffers(bhabha: Dataset) -> None:
     remote = _Task(ECL, None, heap=True)(batch)[1].payload
     assert _workers.large_buffers_from_heap() == sys.platform.startswith("linux")
     assert _workers._heap_set == [sys.platform.startswith("linux")]  # once per process
+    assert _workers._trim_set == [sys.platform.startswith("linux")]  # freed memory kept
     assert list(local.groups) == list(remote.groups) == ["hlt_bhabha"]
     assert np.array_equal(
         local.groups["hlt_bhabha"].histograms["channel_value"].view(flow=True),
@@ -502,3 +502,140 @@ def test_the_heap_is_trimmed_at_the_start_and_once_per_run_passed_into_the_resul
     # run passes into the result, not before
     assert calls == [0, 1, 2, 3]
     assert np.array_equal(out.output.merged()["channel_value"].values(), expected_ecl(three))
+
+
+def _alive(pid: int) -> bool:
+    """Running (not gone, not a zombie)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def _heap_state() -> list[bool]:
+    """Whether this process serves large buffers from its heap and keeps freed memory (run in a
+    pool worker)."""
+    from b2calib import _workers
+
+    return _workers._heap_set + _workers._trim_set
+
+
+#: Set by :class:`_NeedsPrepare`'s prepare in the process that runs it.
+_LOADED: list[bool] = []
+
+
+@dataclasses.dataclass(frozen=True)
+class _NeedsPrepare(ValueCollector):
+    """Collects only in a process where its prepare() ran (as a compiled kernel it loads)."""
+
+    def prepare(self) -> None:
+        _LOADED.append(True)
+
+    def collect(self, events: ak.Array) -> dict[str, hist.Hist]:
+        assert _LOADED, "prepare() did not run in this process"
+        return super().collect(events)
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc")
+def test_process_pool_is_kept_between_collects_and_ends(
+    bhabha: Dataset, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The local processes are started once and kept for the next collect (a fresh pool per call
+    cost 2 processes 40 % of their gain, issue 20): the same workers give the same histograms as
+    in-process, bit for bit, a collector new to them is prepared in the worker, a relative path
+    is read from the caller's working directory, and shutdown_pool ends the workers."""
+    from b2calib import _workers
+
+    _workers.shutdown_pool()
+    monkeypatch.setattr(_workers, "_heap_set", [])  # the workers forked now set their own
+    monkeypatch.setattr(_workers, "_trim_set", [])
+    bhabha = Dataset(list(bhabha)[:4])  # 4 runs, a file each
+    quiet = {"cache": False, "progress": False, "step_size": 100, "batch_events": 100}
+    reference = collect(ECL, bhabha, executor="inprocess", **quiet)  # type: ignore[arg-type]
+    first = collect(ECL, bhabha, executor="processes", workers=2, **quiet)  # type: ignore[arg-type]
+    pool = _workers.shared_pool(2)
+    pids = set(pool._processes)  # type: ignore[attr-defined]
+    assert len(pids) == 2
+    # every worker keeps its freed memory for the next task (set by the pool's initializer)
+    linux = [sys.platform.startswith("linux")] * 2
+    assert [pool.submit(_heap_state).result() for _ in range(4)] == [linux] * 4
+    assert all(_alive(p) for p in pids)
+    # a collector the workers have not seen, and its files named relative to a new directory
+    monkeypatch.chdir(bhabha.files[0].path.rsplit("/", 3)[0])
+    relative = Dataset([dataclasses.replace(f, path=os.path.relpath(f.path)) for f in bhabha.files])
+    energy = _NeedsPrepare("ECLCalDigits_m_Energy", (10, 0.0, 6.0), jagged=True)
+    second = collect(energy, relative, executor="processes", workers=2, **quiet)  # type: ignore[arg-type]
+    third = collect(ECL, bhabha, executor="processes", workers=2, **quiet)  # type: ignore[arg-type]
+    assert _workers.shared_pool(2) is pool
+    assert set(pool._processes) == pids  # type: ignore[attr-defined]
+    for r in (first, third):
+        assert r.ok
+        assert sorted(r.output) == sorted(reference.output)
+        for run in reference.output:
+            assert np.array_equal(
+                r.output[run]["channel_value"].view(flow=True),
+                reference.output[run]["channel_value"].view(flow=True),
+            )
+    assert second.ok
+    assert second.n_events == bhabha.n_events
+    inproc = collect(energy, bhabha, executor="inprocess", **quiet)  # type: ignore[arg-type]
+    for run in inproc.output:
+        assert np.array_equal(
+            second.output[run]["value"].view(flow=True),
+            inproc.output[run]["value"].view(flow=True),
+        )
+    _workers.shutdown_pool()
+    assert not any(_alive(p) for p in pids)
+    assert _workers.shared_pool(2) is not pool  # a new pool after a shutdown
+    _workers.shutdown_pool()
+
+
+@dataclasses.dataclass(frozen=True)
+class _Scaled(ValueCollector):
+    """A collector as a script or notebook defines it (its class in ``__main__``): its values
+    multiplied by its class's ``scale``."""
+
+    scale: ClassVar[float] = 1.0
+
+    def collect(self, events: ak.Array) -> dict[str, hist.Hist]:
+        h = hist.Hist(hist.axis.Regular(10, 0.0, 12.0), storage=hist.storage.Int64())
+        h.fill(ak.to_numpy(ak.flatten(events[self.branch])) * self.scale)
+        return {"scaled": h}
+
+
+def test_process_pool_renewed_for_a_class_of_main_defined_since(
+    bhabha: Dataset, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A collector class defined in ``__main__`` (a notebook cell) after the kept pool's workers
+    were forked is not in theirs: the pool is started again (they could not unpickle it), and
+    again when the class is defined anew (they would use the old one)."""
+    import __main__
+    from b2calib import _workers
+
+    quiet = {"cache": False, "progress": False, "workers": 2}
+    small = Dataset(list(bhabha)[:2])
+    collect(ECL, small, executor="processes", **quiet)  # type: ignore[arg-type]
+
+    def cell(scale: float) -> _Scaled:
+        """Run the notebook cell that defines ``Cell``, and make its collector."""
+        cls = type("Cell", (_Scaled,), {"__module__": "__main__", "scale": scale})
+        monkeypatch.setattr(
+            __main__, "Cell", dataclasses.dataclass(frozen=True)(cls), raising=False
+        )
+        return __main__.Cell("ECLCalDigits_m_Energy", (10, 0.0, 6.0))  # type: ignore[no-any-return]
+
+    for scale in (1.0, 2.0):
+        before = _workers._Shared.pool
+        col = cell(scale)
+        out = collect(col, small, executor="processes", **quiet)  # type: ignore[arg-type]
+        assert _workers._Shared.pool is not before
+        ref = collect(col, small, executor="inprocess", **quiet)  # type: ignore[arg-type]
+        for run in ref.output:
+            assert np.array_equal(
+                out.output[run]["scaled"].view(flow=True), ref.output[run]["scaled"].view(flow=True)
+            )
+    kept = _workers._Shared.pool
+    collect(col, small, executor="processes", **quiet)  # type: ignore[arg-type]
+    assert _workers._Shared.pool is kept  # the same class again: the same workers
+    _workers.shutdown_pool()

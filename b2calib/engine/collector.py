@@ -51,7 +51,9 @@ class Collector(abc.ABC):
         """Load what every chunk needs and is costly to load, e.g. compiled kernels (nothing
         by default). The engine calls it once per :func:`~b2calib.engine.collect`, in the
         calling process, before local workers start: forked worker processes inherit what it
-        loaded instead of each loading it again, threads share it. Must be idempotent."""
+        loaded instead of each loading it again, threads share it. The workers of the kept
+        process pool, which may have been forked before, call it too, once per worker for each
+        collector (compared by ``repr``). Must be idempotent."""
         return None
 
     def identity(self) -> dict[str, Any]:

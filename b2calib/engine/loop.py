@@ -34,6 +34,7 @@ import pickle
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -44,7 +45,12 @@ import numpy.typing as npt
 import uproot
 
 from b2calib._extras import require
-from b2calib._workers import exit_with_parent, large_buffers_from_heap, release_free_memory
+from b2calib._workers import (
+    keep_freed_memory,
+    release_free_memory,
+    shared_pool,
+    shutdown_pool,
+)
 from b2calib.engine._transfer import Wire
 from b2calib.engine.collector import Collector, Histograms, RunOutput
 from b2calib.engine.dataset import Dataset, FileRef, SkippedFile, _inconsistent, _skipped
@@ -400,27 +406,43 @@ def _process(
 
 
 def _run_pool(
-    fn: Callable[..., Any], tasks: Sequence[_Batch], workers: int, threads: bool
+    fn: Callable[..., Any],
+    tasks: Sequence[_Batch],
+    workers: int,
+    threads: bool,
+    uses: Sequence[type] = (),
 ) -> Iterator[tuple[int, Wire[_Partial]]]:
+    """Run ``tasks`` on a local thread pool, or on the process's shared pool of ``workers``
+    processes (:func:`~b2calib._workers.shared_pool`: kept from one call to the next, its
+    workers end with this process; started again when they lack a class of ``uses``)."""
     pool: ThreadPoolExecutor | ProcessPoolExecutor
-    workers = max(1, min(workers, len(tasks)))  # no process started to wait for nothing
     if threads:
-        pool = ThreadPoolExecutor(max_workers=workers)
-    else:  # workers end with this process, even when it is killed
-        pool = ProcessPoolExecutor(
-            max_workers=workers, initializer=exit_with_parent, initargs=(os.getpid(),)
-        )
-    with pool:
-        # a finished future holds its result: each is dropped once its result is handed over,
-        # so that the calling process holds one partial at a time, not every batch's
-        futures = {pool.submit(fn, t) for t in tasks}
-        try:
-            for fut in as_completed(futures):
-                futures.discard(fut)
-                yield fut.result()
-        finally:
-            for fut in futures:
-                fut.cancel()
+        with ThreadPoolExecutor(max_workers=max(1, min(workers, len(tasks)))) as pool:
+            yield from _completed(pool, fn, tasks)
+        return
+    pool = shared_pool(max(1, workers), uses)
+    try:
+        yield from _completed(pool, fn, tasks)
+    except BrokenProcessPool:
+        shutdown_pool(wait=False)  # a worker died: the next call starts a new pool
+        raise
+
+
+def _completed(
+    pool: ThreadPoolExecutor | ProcessPoolExecutor, fn: Callable[..., Any], tasks: Sequence[_Batch]
+) -> Iterator[tuple[int, Wire[_Partial]]]:
+    """Submit ``tasks`` to ``pool`` and yield their results as they complete (tasks not yet
+    started are cancelled when the caller stops early)."""
+    # a finished future holds its result: each is dropped once its result is handed over, so
+    # that the calling process holds one partial at a time, not every batch's
+    futures = {pool.submit(fn, t) for t in tasks}
+    try:
+        for fut in as_completed(futures):
+            futures.discard(fut)
+            yield fut.result()
+    finally:
+        for fut in futures:
+            fut.cancel()
 
 
 def _dask_client(executor: Any) -> tuple[Any, bool]:
@@ -483,7 +505,8 @@ def collect(
         ``"inprocess"``; ``"threads"`` (a local thread pool: best when the collector spends its
         time in code that releases the GIL, as the compiled fills and uproot's decompression
         do, since no histogram has to be sent between processes); ``"processes"`` (a local
-        pool of ``workers`` processes, default all cores, which end when this process does);
+        pool of ``workers`` processes, default all cores, kept for the next calls, which end
+        when this process does: :func:`b2calib._workers.shutdown_pool` ends them sooner);
         or Dask: a ``distributed.Client``, a scheduler address (``"tcp://host:8786"``) or a
         cluster object (``LocalCluster``, or a dask-jobqueue ``SLURMCluster``, ``LSFCluster``,
         ``HTCondorCluster`` ... for batch farms).
@@ -558,8 +581,13 @@ def collect(
         release_free_memory()
     if executor == "inprocess":
         stream: Iterator[tuple[int, Wire[_Partial]]] = (fn(t) for t in tasks)
-    elif executor in ("processes", "threads"):
-        stream = _run_pool(fn, tasks, workers or os.cpu_count() or 1, executor == "threads")
+    elif executor == "threads":
+        stream = _run_pool(fn, tasks, workers or os.cpu_count() or 1, threads=True)
+    elif executor == "processes":  # the shared pool's workers may predate this collector
+        pooled = dataclasses.replace(fn, prepare=True, cwd=os.getcwd())
+        stream = _run_pool(
+            pooled, tasks, workers or os.cpu_count() or 1, threads=False, uses=[type(collector)]
+        )
     elif isinstance(executor, str) and not executor.startswith(("tcp://", "tls://", "inproc://")):
         raise ConfigError(
             f"unknown executor {executor!r}: 'inprocess', 'threads', 'processes' or Dask"
@@ -675,6 +703,20 @@ class _RunMerge:
             _bad_file(self.result, problem, self.policy)
 
 
+#: The collectors (by repr: class and configuration) prepared in this worker process.
+_prepared: set[str] = set()
+
+
+def _prepare_once(collector: Collector) -> None:
+    """Run ``collector.prepare()`` unless an equal collector was prepared in this process."""
+    key = f"{type(collector).__module__}.{type(collector).__qualname__}:{collector!r}"
+    if key not in _prepared:
+        collector.prepare()
+        if len(_prepared) > 1000:
+            _prepared.clear()
+        _prepared.add(key)
+
+
 @dataclass(frozen=True)
 class _Task:
     """Picklable callable sent to workers: runs one batch."""
@@ -683,10 +725,19 @@ class _Task:
     cache_dir: str | None
     stop: bool = False
     #: Set in Dask workers: their large arrays' memory reused from task to task
-    #: (:func:`~b2calib._workers.large_buffers_from_heap`).
+    #: (:func:`~b2calib._workers.keep_freed_memory`; the kept pool's initializer sets it).
     heap: bool = False
+    #: Set for the shared process pool, whose workers were forked before this collect: the
+    #: collector's :meth:`~b2calib.engine.Collector.prepare` is run in the worker (idempotent:
+    #: a worker forked after it inherits what it loaded), in the caller's working directory.
+    prepare: bool = False
+    cwd: str | None = None
 
     def __call__(self, batch: _Batch) -> tuple[int, Wire[_Partial]]:
         if self.heap:
-            large_buffers_from_heap()
+            keep_freed_memory()
+        if self.cwd is not None and os.getcwd() != self.cwd:
+            os.chdir(self.cwd)
+        if self.prepare:
+            _prepare_once(self.collector)
         return _process_batch(self.collector, batch, self.cache_dir, self.stop)
