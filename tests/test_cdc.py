@@ -127,6 +127,52 @@ def test_xt_fit_recovers_toy_relations() -> None:
     np.testing.assert_allclose(fits.params[:, 7], deriv, rtol=1e-10)
 
 
+def test_xt_fit_equals_its_pow_and_einsum_formulation(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The x-t fit's design matrix by running products and its normal equations by matmul
+    (the fast form) give the fit of the plain ``tt ** k`` and einsum form it replaced: the
+    design matrix to rounding, every row's parameters within 1e-4 of their errors, the same
+    statuses."""
+    from b2calib.fit import xt_relation as xr
+
+    def basis_pow(t: np.ndarray, tb: np.ndarray) -> np.ndarray:
+        tt = np.minimum(t, tb[..., None])
+        below = tt[..., None] ** xr._POW
+        dpow = xr._POW * np.where(xr._POW > 0, tt[..., None] ** np.maximum(xr._POW - 1, 0), 0.0)
+        return np.asarray(below + dpow * (t - tt)[..., None])
+
+    def solve_einsum(a: np.ndarray, y: np.ndarray, w: np.ndarray) -> tuple[Any, Any]:
+        aw = a * w[..., None]
+        m = np.einsum("...pi,...pj->...ij", aw, a)
+        b = np.einsum("...pi,...p->...i", aw, y)
+        ridge = 1e-12 * np.trace(m, axis1=-2, axis2=-1)[..., None, None] + 1e-300
+        c = np.linalg.solve(m + ridge * np.eye(a.shape[-1]), b[..., None])[..., 0]
+        r = y - np.einsum("...pi,...i->...p", a, c)
+        return c, np.sum(w * r * r, axis=-1)
+
+    rng = np.random.default_rng(4)
+    ts, tb = rng.uniform(0.0, 4.0, (3, 5, 40)), rng.uniform(1.0, 3.0, (3, 5))
+    np.testing.assert_allclose(xr._basis(ts, tb), basis_pow(ts, tb), rtol=1e-13, atol=1e-13)
+    u, inv = xt_inverse(_toy_xt())
+    frac = np.linspace(0.04, 1.0, 90)
+    t = np.array([np.interp(frac, u, inv[r]) for r in range(N_ROWS)])
+    x = frac[None, :] * np.repeat(cdc.LAYER_HALF_CELL, 2)[:, None]
+    t, x = t + rng.normal(0, 0.1, t.shape), x + rng.normal(0, 2e-4, x.shape)
+    x[1] = x[1, ::-1]  # FAILED in both
+    t[2, 8:] = np.nan  # NOT_ENOUGH_DATA in both
+    errs = (np.full_like(t, 0.1), np.full_like(t, 2e-4))
+    fast = fit_xt(t, x, *errs)
+    monkeypatch.setattr(xr, "_basis", basis_pow)
+    monkeypatch.setattr(xr, "_solve", solve_einsum)
+    ref = fit_xt(t, x, *errs)
+    assert np.array_equal(fast.status, ref.status)
+    assert fast.reason == ref.reason
+    ok = ref.status == ChannelStatus.OK
+    assert ok.sum() >= N_ROWS - 2
+    sigma = np.sqrt(np.einsum("rii->ri", ref.cov[ok]))
+    assert np.all(np.abs(fast.params[ok, :7] - ref.params[ok, :7]) < 1e-4 * sigma)
+    np.testing.assert_allclose(fast.chi2[ok], ref.chi2[ok], rtol=1e-6)
+
+
 def test_xt_fit_flags_unphysical_and_starved_rows() -> None:
     u, inv = xt_inverse(_toy_xt())
     frac = np.linspace(0.04, 1.0, 60)

@@ -153,8 +153,6 @@ def test_ee5x5_linear_system_on_toy_electrons() -> None:
         centre.astype(np.int64),
         e_raw,
         p,
-        C.PAIR_A.astype(np.int64),
-        C.PAIR_B.astype(np.int64),
     )
     value, error, status, summary = B.solve_ee5x5(
         hs["q"], hs["r"], hs["n"], hs["syy"], expected=0.94, expected_error=0.0, min_entries=10
@@ -164,6 +162,63 @@ def test_ee5x5_linear_system_on_toy_electrons() -> None:
     assert np.all(np.isnan(value[~ok]))
     assert summary["resolution"] == pytest.approx(0.015, rel=0.1)
     assert_closure(value[ok], error[ok], truth[ok], "toy ee5x5")
+
+
+def test_collector_kernels_fill_what_plain_numpy_fills() -> None:
+    """The ECL collectors' kernels (the 5x5 window energies with their cell-id range cut, the
+    normal equations skipping empty slots, the energy fractions by one bincount) fill, bit for
+    bit, what the plain per-element sums fill: np.add.at in input order."""
+    import awkward as ak
+
+    rng = np.random.default_rng(8)
+    n_evt = 1500
+    centre = rng.integers(1, ecl.N_CRYSTALS + 1, (n_evt, 2))  # two clusters per event
+    ndig = rng.integers(0, 60, n_evt)
+    # digits: half inside a cluster's window (repeats too), half anywhere
+    near = C.NEIGHBOURS_5X5[np.repeat(centre[:, 0], ndig) - 1, rng.integers(0, 25, ndig.sum())]
+    anywhere = rng.integers(1, ecl.N_CRYSTALS + 1, ndig.sum())
+    cells = np.where(rng.random(ndig.sum()) < 0.5, near, anywhere).astype(np.int32)
+    cells[cells == 0] = 1
+    energy = rng.exponential(0.05, ndig.sum()).astype(np.float32)
+    events = ak.Array(
+        {
+            "ECLCalDigits_m_CellId": ak.unflatten(cells, ndig),
+            "ECLCalDigits_m_Energy": ak.unflatten(energy, ndig),
+        }
+    )
+    cl_evt = np.repeat(np.arange(n_evt), 2)
+    cl_cell = centre.ravel().astype(np.int64)
+    gains = rng.normal(1.0, 0.05, ecl.N_CRYSTALS)
+    win = C.window_energies(events, cl_evt, cl_cell, gains)
+    ref = np.zeros((len(cl_evt), C.N_SLOTS))
+    off = np.concatenate([[0], np.cumsum(ndig)])
+    for k, (e, c) in enumerate(zip(cl_evt, cl_cell, strict=True)):
+        row = C.NEIGHBOURS_5X5[c - 1]
+        for d in range(off[e], off[e + 1]):
+            slot = np.flatnonzero(row == cells[d])
+            if slot.size:
+                ref[k, slot[0]] += np.float64(energy[d]) * gains[cells[d] - 1]
+    assert win.tobytes() == ref.tobytes()
+    assert np.count_nonzero(win) > 0.2 * win.size
+    # the gamma-gamma / mu-mu energy fractions
+    frac = P._fractions(cl_cell, win).view()
+    total = win.sum(axis=1)
+    good = total > 0
+    plain = np.zeros((ecl.N_CRYSTALS, C.N_SLOTS))
+    np.add.at(plain, cl_cell[good] - 1, win[good] / total[good, None])
+    assert frac.tobytes() == np.asfortranarray(plain).tobytes()
+    # the Bhabha 5x5 normal equations
+    p = rng.uniform(3.0, 7.0, len(cl_evt))
+    q, r = np.zeros((ecl.N_CRYSTALS, C.N_PAIRS)), np.zeros((ecl.N_CRYSTALS, C.N_SLOTS))
+    n, syy = np.zeros(ecl.N_CRYSTALS), np.zeros(ecl.N_CRYSTALS)
+    B._fill_normal(q, r, n, syy, cl_cell, win, p)
+    w = 1.0 / (p * p)
+    q_ref, r_ref = np.zeros_like(q), np.zeros_like(r)
+    np.add.at(q_ref, cl_cell - 1, w[:, None] * win[:, C.PAIR_A] * win[:, C.PAIR_B])
+    np.add.at(r_ref, cl_cell - 1, w[:, None] * win * p[:, None])
+    assert q.tobytes() == q_ref.tobytes()
+    assert r.tobytes() == r_ref.tobytes()
+    assert n.tobytes() == np.bincount(cl_cell - 1, minlength=ecl.N_CRYSTALS).astype(float).tobytes()
 
 
 def test_peak_system_recovers_constants() -> None:

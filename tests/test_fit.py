@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import hist
 import numpy as np
+import numpy.typing as npt
 import pytest
 
 from b2calib import fit
 from b2calib.conditions.payload import ChannelStatus
 from b2calib.fit import Shape, Sum, fit_channels, fit_hist, fit_unbinned, least_squares
+
+F = npt.NDArray[np.float64]
 
 # NIST StRD nonlinear regression, Misra1a (lower difficulty): y = b1 (1 - exp(-b2 x))
 MISRA_X = [
@@ -369,3 +372,73 @@ def test_high_statistics_peaks_are_not_singular() -> None:
     shift = fit_template_shift(counts, edges, [[1.0]], [[0.0]], [[0.08]], fallback=False)
     assert shift.status[0] == ChannelStatus.OK, shift.reason
     assert shift.values["mu"][0] == pytest.approx(0.1, abs=5 * shift.errors["mu"][0])
+
+
+def template_channels(n_channels: int, seed: int) -> tuple[F, F, F, F, F, float]:
+    """Counts of a TOP-like folded time per channel (a main and a second peak of different
+    widths, their periodic copies, a flat background) and the template; channel 0 is empty, 1
+    flat (no peak), 2 a single bin."""
+    rng = np.random.default_rng(seed)
+    period, nb = 2.0, 48
+    edges = np.linspace(0.0, period, nb + 1)
+    w = np.tile([0.7, 0.2, 0.1], (n_channels, 1)) * rng.uniform(0.8, 1.2, (n_channels, 3))
+    m = np.tile([0.0, 0.35, -0.2], (n_channels, 1))
+    s = np.tile([0.08, 0.12, 0.3], (n_channels, 1)) * rng.uniform(0.9, 1.1, (n_channels, 3))
+    mu = rng.uniform(0.2, 1.8, n_channels)
+    counts = np.empty((n_channels, nb))
+    for c in range(n_channels):
+        n = rng.integers(300, 3000)
+        k = rng.choice(3, size=n, p=w[c] / w[c].sum())
+        x = np.concatenate([rng.normal(mu[c] + m[c, k], s[c, k]), rng.uniform(0, period, n // 5)])
+        counts[c] = np.histogram(np.mod(x, period), edges)[0]
+    counts[0], counts[1], counts[2] = 0.0, 20.0, 0.0
+    counts[2, 7] = 900.0
+    return counts, edges, w, m, s, period
+
+
+def test_compiled_template_fit_equals_the_numpy_fallback(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The compiled template-shift fit (numba) runs the numpy path's iteration: the same
+    statuses, reasons and iterations, values and errors equal up to rounding (its model skips
+    components more than 9 widths from a bin: 1e-19 of them); splitting the channels over
+    threads changes no bit."""
+    from b2calib.fit import template_shift
+    from b2calib.fit.template_shift import fit_template_shift
+
+    monkeypatch.setattr(template_shift, "_MIN_CHANNELS_COMPILED", 1)
+    monkeypatch.setattr(template_shift, "_MIN_CHANNELS_PER_THREAD", 10)
+    counts, edges, w, m, s, period = template_channels(120, 5)
+    args = (counts, edges, w, m, s)
+    compiled = fit_template_shift(*args, period=period, fallback=False, threads=1)
+    split = fit_template_shift(*args, period=period, fallback=False, threads=2)
+    monkeypatch.setattr(template_shift, "_compiled", lambda: None)
+    plain = fit_template_shift(*args, period=period, fallback=False, block=50)
+    assert compiled.summary()["OK"] >= 110
+    assert compiled.status[0] == ChannelStatus.NOT_ENOUGH_DATA
+    assert np.array_equal(compiled.status, plain.status)
+    assert compiled.reason == plain.reason
+    assert np.array_equal(compiled.iterations, plain.iterations)
+    ok = compiled.ok
+    for p in compiled.parameters:
+        diff = (compiled.values[p][ok] - plain.values[p][ok]) / plain.errors[p][ok]
+        assert np.all(np.abs(diff) < 1e-6), (p, np.abs(diff).max())
+        np.testing.assert_allclose(compiled.errors[p][ok], plain.errors[p][ok], rtol=1e-6)
+        assert np.array_equal(compiled.values[p], split.values[p], equal_nan=True)
+        assert np.array_equal(compiled.errors[p], split.errors[p], equal_nan=True)
+    np.testing.assert_allclose(compiled.nll[ok], plain.nll[ok], rtol=1e-10)
+
+
+def test_template_fit_without_numba(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without numba the template-shift fit takes the numpy path."""
+    import sys
+
+    from b2calib.fit import template_shift
+
+    monkeypatch.setitem(sys.modules, "numba", None)  # import numba raises ImportError
+    monkeypatch.delitem(sys.modules, "b2calib.fit._template_lm", raising=False)
+    monkeypatch.delitem(sys.modules, "b2calib.fit._peak_lm", raising=False)
+    assert template_shift._compiled() is None
+    monkeypatch.setattr(template_shift, "_MIN_CHANNELS_COMPILED", 1)
+    counts, edges, w, m, s, period = template_channels(12, 6)
+    fits = template_shift.fit_template_shift(counts, edges, w, m, s, period=period)
+    assert fits.summary()["OK"] >= 9
+    assert fits.status[0] == ChannelStatus.NOT_ENOUGH_DATA

@@ -441,3 +441,23 @@ def test_klm_notebook(sample: Path) -> None:
     assert numbers["time_status"] == "OK"
     assert numbers["cable_ok"] < 0.01 * geo.N_CHANNELS
     assert numbers["staged"] == ["KLMStripEfficiency", "KLMTimeCableDelay", "KLMTimeConstants"]
+
+
+def test_window_cdf_compiled_equals_numpy() -> None:
+    """The delay fit's model sum, compiled, is the numpy sum up to rounding: Gaussians inside,
+    straddling and wholly below or above the edges (0 there, their full weight above)."""
+    from b2calib.detectors.klm import time as T
+
+    rng = np.random.default_rng(12)
+    edges = np.arange(-20.0, 40.0001, 1.0)
+    mean = rng.uniform(-60.0, 80.0, 4000)
+    sd = rng.uniform(0.3, 6.0, 4000)
+    weight = rng.exponential(5.0, 4000)
+    fast = T._window_cdf(edges, mean, sd, weight)
+    plain = T._window_cdf_numpy(edges, mean, sd, weight)
+    np.testing.assert_allclose(fast, plain, rtol=1e-12, atol=1e-12 * weight.sum())
+    below, above = mean + 7 * sd < edges[0], mean - 7 * sd > edges[-1]
+    assert below.any()
+    assert above.any()
+    assert abs(fast[0]) < 1e-9 * weight.sum()
+    assert np.all(np.diff(fast) > -1e-9 * weight.sum())

@@ -12,14 +12,19 @@ with a fixed template (weights ``w``, offsets ``m`` and widths ``s`` of K Gaussi
 per channel, weights summing to one) and free yield ``n``, shift ``mu`` and flat background
 ``b``. With ``period`` the template repeats with that period (a variable folded modulo a bunch
 spacing). The fit is Poisson maximum likelihood (the cost of iminuit's ``ExtendedBinnedNLL``) by
-Levenberg-Marquardt with the expected information, vectorised over channels (in blocks, to bound
-memory), as :func:`b2calib.fit.fit_channels` does for a Gaussian, with an iminuit fallback for
-channels that do not converge. Every channel gets a status
-(OK, NOT_ENOUGH_DATA, FAILED) with its reason; failed channels carry NaN.
+Levenberg-Marquardt with the expected information, as :func:`b2calib.fit.fit_channels` does for a
+Gaussian: compiled with numba, one channel after the other, the channels split over threads
+(:mod:`b2calib.fit._template_lm`, from 200 channels on), or, below that or without numba, in
+numpy vectorised over channels (in blocks, to bound memory; the same iteration: the same fits up
+to rounding), with an iminuit fallback for channels that do not converge. Every channel gets a
+status (OK, NOT_ENOUGH_DATA, FAILED) with its reason; failed channels carry NaN.
 """
 
 from __future__ import annotations
 
+import os
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -39,6 +44,11 @@ F = npt.NDArray[np.float64]
 _SQRT2 = np.sqrt(2.0)
 _INV_SQRT2PI = 1.0 / np.sqrt(2.0 * np.pi)
 _PARAMS = ("n", "mu", "b")
+#: the compiled fit from this many channels on (its first call in a process loads it from the
+#: numba cache, about the cost of the numpy path on a hundred channels)
+_MIN_CHANNELS_COMPILED = 200
+#: below this many channels per thread, starting a thread costs more than it saves
+_MIN_CHANNELS_PER_THREAD = 100
 
 
 def _periodic(w: F, m: F, s: F, period: float | None) -> tuple[F, F, F]:
@@ -132,6 +142,76 @@ def _iminuit_channel(
     return minimize(mi)
 
 
+def _lm(
+    counts: F,
+    edges: F,
+    w: F,
+    m: F,
+    s: F,
+    mode: F,
+    max_iter: int,
+    tol: float,
+    block: int,
+    threads: int,
+) -> tuple[F, npt.NDArray[np.bool_], npt.NDArray[np.int64], F, F]:
+    """Levenberg-Marquardt on all channels from :func:`_start` (yield kept positive,
+    background >= 0): parameters, convergence, iterations, NLL and the information matrix at
+    the end point.
+
+    Compiled (:mod:`b2calib.fit._template_lm`) when numba is there and there are at least
+    :data:`_MIN_CHANNELS_COMPILED` channels, the channels split over ``threads`` threads (the
+    kernel releases the GIL; channels are independent, so the result does not depend on the
+    split); else the numpy iteration of :func:`b2calib.fit._lm.poisson_lm` in blocks of
+    ``block`` channels. The two agree up to rounding.
+    """
+    theta = _start(counts, edges, mode)
+    kernel = _compiled() if len(counts) >= _MIN_CHANNELS_COMPILED else None
+    if kernel is None:
+        out = []
+        for lo in range(0, len(counts), block):
+            sl = slice(lo, lo + block)
+            lm = poisson_lm(
+                counts[sl],
+                theta[sl],
+                _BlockModel(edges, w[sl], m[sl], s[sl]),
+                _project,
+                max_iter=max_iter,
+                tol=tol,
+                floor_at_zero=(2,),  # the background
+            )
+            out.append((lm.theta, lm.converged, lm.iterations, lm.nll, fisher(lm.jac, lm.lam)))
+    else:
+        nch = len(counts)
+        parts = max(1, min(threads, nch // _MIN_CHANNELS_PER_THREAD))
+        bounds = np.linspace(0, nch, parts + 1).astype(int).tolist()
+
+        def run(lo: int, hi: int) -> tuple[F, npt.NDArray[np.bool_], npt.NDArray[np.int64], F, F]:
+            th = theta[lo:hi]  # updated in place
+            conv, it, nl, info = kernel(
+                counts[lo:hi], edges, th, w[lo:hi], m[lo:hi], s[lo:hi], max_iter, tol
+            )
+            return th, conv, it, nl, info
+
+        if parts == 1:
+            out = [run(0, nch)]
+        else:
+            with ThreadPoolExecutor(max_workers=parts) as pool:
+                out = list(pool.map(run, bounds[:-1], bounds[1:]))
+    th, conv, it, nl, info = (np.concatenate([o[k] for o in out]) for k in range(5))
+    return th, conv, it, nl, info
+
+
+def _compiled() -> Callable[..., tuple[npt.NDArray[np.bool_], npt.NDArray[np.int64], F, F]] | None:
+    """The compiled iteration, or None without numba."""
+    try:
+        from b2calib.fit._template_lm import template_lm
+    except ImportError as err:
+        if err.name != "numba":
+            raise  # numba is there but something it needs is broken: show that
+        return None
+    return template_lm
+
+
 def fit_template_shift(
     counts: npt.ArrayLike,
     edges: npt.ArrayLike,
@@ -145,6 +225,7 @@ def fit_template_shift(
     tol: float = 1e-6,
     block: int = 256,
     fallback: bool = True,
+    threads: int | None = None,
 ) -> ChannelFits:
     """Fit yield, shift and flat background of a fixed Gaussian-mixture template per channel.
 
@@ -165,10 +246,13 @@ def fit_template_shift(
     max_iter, tol
         Iterations at most; convergence when 0.5 g^T I^-1 g < ``tol``.
     block
-        Channels fitted together (bounds the memory to ~block * K * bins doubles).
+        Channels fitted together by the numpy path (bounds its memory to ~block * K * bins
+        doubles).
     fallback
         Refit with iminuit (``ExtendedBinnedNLL``, limits n, b >= 0) the channels the fast
         path did not converge; FAILED only if that fails too.
+    threads
+        Threads the compiled path splits the channels over (default: the CPU count).
 
     Returns
     -------
@@ -206,45 +290,34 @@ def fit_template_shift(
         status[i] = ChannelStatus.NOT_ENOUGH_DATA
         reason[i] = f"{int(entries[i])} entries < {min_entries}"
     todo = np.flatnonzero(enough)
-    for lo in range(0, len(todo), block):
-        idx = todo[lo : lo + block]
-        cb = c_all[idx]
-        theta = _start(cb, e, mode[idx])
-        lm = poisson_lm(
-            cb,
-            theta,
-            _BlockModel(e, w[idx], m[idx], s[idx]),
-            _project,
-            max_iter=max_iter,
-            tol=tol,
-            floor_at_zero=(2,),  # the background
-        )
-        theta, conv, it, nl = lm.theta, lm.converged, lm.iterations, lm.nll
-        good, err = lm_errors(fisher(lm.jac, lm.lam))
-        inside = (theta[:, 1] > e[0]) & (theta[:, 1] < e[-1])
-        for k, ch in enumerate(idx.tolist()):
-            iters[ch], nll[ch] = it[k], nl[k]
-            if conv[k] and good[k] and inside[k]:
-                values[ch], errors[ch] = theta[k], err[k]
-                continue
-            if not conv[k] and fallback:
-                val, er, valid, msg, fval = _iminuit_channel(
-                    cb[k], e, w[ch], m[ch], s[ch], theta[k]
-                )
-                inside_k = e[0] < val[1] < e[-1]
-                if valid and inside_k:
-                    values[ch], errors[ch], nll[ch] = val, er, fval
-                    continue
-                status[ch] = ChannelStatus.FAILED
-                reason[ch] = f"no convergence (iminuit: {msg})"
+    n_threads = threads if threads is not None else (os.cpu_count() or 1)
+    theta, conv, it, nl, info = _lm(
+        c_all[todo], e, w[todo], m[todo], s[todo], mode[todo], max_iter, tol, block, n_threads
+    )
+    good, err = lm_errors(info)
+    inside = (theta[:, 1] > e[0]) & (theta[:, 1] < e[-1])
+    for k, ch in enumerate(todo.tolist()):
+        iters[ch], nll[ch] = it[k], nl[k]
+        if conv[k] and good[k] and inside[k]:
+            values[ch], errors[ch] = theta[k], err[k]
+            continue
+        if not conv[k] and fallback:
+            val, er, valid, msg, fval = _iminuit_channel(
+                c_all[ch], e, w[ch], m[ch], s[ch], theta[k]
+            )
+            if valid and e[0] < val[1] < e[-1]:
+                values[ch], errors[ch], nll[ch] = val, er, fval
                 continue
             status[ch] = ChannelStatus.FAILED
-            if not conv[k]:
-                reason[ch] = f"no convergence after {it[k]} iterations"
-            elif not good[k]:
-                reason[ch] = "singular information matrix"
-            else:
-                reason[ch] = f"shift {theta[k, 1]:.3f} outside the fitted range"
+            reason[ch] = f"no convergence (iminuit: {msg})"
+            continue
+        status[ch] = ChannelStatus.FAILED
+        if not conv[k]:
+            reason[ch] = f"no convergence after {it[k]} iterations"
+        elif not good[k]:
+            reason[ch] = "singular information matrix"
+        else:
+            reason[ch] = f"shift {theta[k, 1]:.3f} outside the fitted range"
     return ChannelFits.from_table(
         _PARAMS, values, errors, status, reason, entries, nll, iters, "template-shift"
     )

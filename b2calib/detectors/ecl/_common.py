@@ -24,6 +24,10 @@ IA = npt.NDArray[np.int64]
 
 #: 1-based cell ids of the 5x5 window around each crystal (0 outside the calorimeter).
 NEIGHBOURS_5X5: IA = ecl.neighbours(5)
+#: the lowest and highest cell id in each window (a digit outside them is in no slot: the cell
+#: ids run along a ring, so a window spans a few rings of the 8736)
+_WINDOW_LO: IA = np.where(NEIGHBOURS_5X5 > 0, NEIGHBOURS_5X5, ecl.N_CRYSTALS + 1).min(axis=1)
+_WINDOW_HI: IA = NEIGHBOURS_5X5.max(axis=1)
 N_SLOTS = 25
 #: (a, b) slot pairs with a <= b of a 5x5 window and their index (325 pairs).
 PAIR_A, PAIR_B = np.triu_indices(N_SLOTS)
@@ -118,14 +122,17 @@ def track_matched(events: ak.Array, cl: dict[str, Any]) -> tuple[IA, F]:
 
 
 @numba.njit(cache=True, nogil=True)
-def _window_energies(dig_off, dig_cell, dig_e, cl_evt, cl_cell, nbr, gains):  # type: ignore[no-untyped-def,unused-ignore]
+def _window_energies(dig_off, dig_cell, dig_e, cl_evt, cl_cell, nbr, lo, hi, gains):  # type: ignore[no-untyped-def,unused-ignore]
     n = cl_evt.shape[0]
     out = np.zeros((n, nbr.shape[1]))
     for k in range(n):
         e = cl_evt[k]
         row = nbr[cl_cell[k] - 1]
+        first, last = lo[cl_cell[k] - 1], hi[cl_cell[k] - 1]
         for d in range(dig_off[e], dig_off[e + 1]):
             cell = dig_cell[d]
+            if cell < first or cell > last:
+                continue  # outside the window's range of cell ids: in none of its slots
             for a in range(row.shape[0]):
                 if row[a] == cell:
                     out[k, a] += dig_e[d] * gains[cell - 1]
@@ -142,8 +149,10 @@ def window_energies(
     ``gains`` (per crystal, index cell - 1) multiply the raw digit energies (default: raw).
     Returns an array (clusters, 25) in the slot order of :data:`NEIGHBOURS_5X5`.
     """
-    cells = ak.to_numpy(ak.flatten(events["ECLCalDigits_m_CellId"])).astype(np.int64)
-    energy = ak.to_numpy(ak.flatten(events["ECLCalDigits_m_Energy"])).astype(np.float64)
+    # the digits as read (int32 ids, float32 energies: the kernel widens each value as it uses
+    # it, exactly as a widened copy would, without copying the largest arrays of the event)
+    cells = ak.to_numpy(ak.flatten(events["ECLCalDigits_m_CellId"]))
+    energy = ak.to_numpy(ak.flatten(events["ECLCalDigits_m_Energy"]))
     off = offsets_of(ak.num(events["ECLCalDigits_m_CellId"]))
     g = np.ones(ecl.N_CRYSTALS) if gains is None else np.asarray(gains, dtype=np.float64)
     return np.asarray(
@@ -154,6 +163,8 @@ def window_energies(
             np.asarray(cl_evt, dtype=np.int64),
             np.asarray(cl_cell, dtype=np.int64),
             NEIGHBOURS_5X5,
+            _WINDOW_LO,
+            _WINDOW_HI,
             g,
         )
     )

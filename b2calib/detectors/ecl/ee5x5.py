@@ -58,16 +58,27 @@ _EOP_MIN = 0.7
 
 
 @numba.njit(cache=True, nogil=True)
-def _fill_normal(q, r, n, syy, cell, e, p, pa, pb):  # type: ignore[no-untyped-def,unused-ignore]
+def _fill_normal(q, r, n, syy, cell, e, p):  # type: ignore[no-untyped-def,unused-ignore]
+    """Add each electron's terms to the normal equations; ``q``'s columns are the slot pairs
+    (a, b), a <= b, in the order of :data:`PAIR_A`, :data:`PAIR_B` (``numpy.triu_indices``)."""
+    ns = e.shape[1]
     for k in range(cell.shape[0]):
         c = cell[k] - 1
         w = 1.0 / (p[k] * p[k])
         n[c] += 1.0
         syy[c] += w * p[k] * p[k]
-        for a in range(e.shape[1]):
+        for a in range(ns):
             r[c, a] += w * e[k, a] * p[k]
-        for s in range(pa.shape[0]):
-            q[c, s] += w * e[k, pa[s]] * e[k, pb[s]]
+        s = 0
+        for a in range(ns):
+            ea = e[k, a]
+            if ea == 0.0:  # an empty slot adds +-0 to every pair it is in: nothing
+                s += ns - a
+                continue
+            wa = w * ea
+            for b in range(a, ns):
+                q[c, s] += wa * e[k, b]
+                s += 1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -107,17 +118,21 @@ class ECLee5x5Collector(Collector):
             "ee5x5_n": hist.Hist(cell_axis(), storage=hist.storage.Double()),
             "ee5x5_syy": hist.Hist(cell_axis(), storage=hist.storage.Double()),
         }
+        # filled in row-major arrays, then copied: a histogram's view is column-major (the cell
+        # axis fastest), where a cluster's 325 pairs would be 325 cache lines apart
+        q = np.zeros(out["ee5x5_q"].shape)
+        r = np.zeros(out["ee5x5_r"].shape)
         _fill_normal(
-            out["ee5x5_q"].view(),
-            out["ee5x5_r"].view(),
+            q,
+            r,
             out["ee5x5_n"].view(),
             out["ee5x5_syy"].view(),
             cell,
             e,
             p.astype(np.float64),
-            PAIR_A.astype(np.int64),
-            PAIR_B.astype(np.int64),
         )
+        out["ee5x5_q"].view()[...] = q
+        out["ee5x5_r"].view()[...] = r
         ratio = hist.Hist(
             crate_axis(),
             hist.axis.Regular(*CRATE_RATIO_BINS, name="ratio", label="raw E5x5 / p"),

@@ -183,7 +183,12 @@ def _fractions(cell: IA, win: F) -> hist.Hist:
     )
     total = win.sum(axis=1)
     good = total > 0
-    np.add.at(h.view(), cell[good] - 1, win[good] / total[good, None])
+    # one weighted bincount over (crystal, slot): the sums of np.add.at, in the same order
+    flat = (cell[good, None] - 1) * N_SLOTS + np.arange(N_SLOTS)
+    share = win[good] / total[good, None]
+    h.view()[...] = np.bincount(
+        flat.ravel(), weights=share.ravel(), minlength=ecl.N_CRYSTALS * N_SLOTS
+    ).reshape(ecl.N_CRYSTALS, N_SLOTS)
     return h
 
 
