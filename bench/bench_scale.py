@@ -53,6 +53,7 @@ from bench_calibrations import bench_one, load_cases, sample  # noqa: E402
 from bench_engine import ECL  # noqa: E402
 from bench_sim import machine  # noqa: E402
 
+from b2calib._workers import shutdown_pool  # noqa: E402
 from b2calib.calibration import runner  # noqa: E402
 from b2calib.engine import Dataset, RunOutput, collect  # noqa: E402
 
@@ -114,6 +115,7 @@ def one_point(kind: str, n_runs: int, calibration: str, sim: dict[str, Any]) -> 
             "payloads": r["payloads"],
             "result": sum(sizes.values()) / 2**20,
         }
+    shutdown_pool()  # the kept pool's workers end, so that their peaks count as children's
     own, child = peak_mib()
     return {**out, "kind": kind, "runs": n_runs, "rss_main": own, "rss_worker": child}
 
