@@ -427,6 +427,28 @@ def test_compiled_template_fit_equals_the_numpy_fallback(monkeypatch: pytest.Mon
     np.testing.assert_allclose(compiled.nll[ok], plain.nll[ok], rtol=1e-10)
 
 
+@pytest.mark.parametrize("compiled", [True, False])
+def test_template_fit_with_no_channel_to_fit(
+    compiled: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every channel below ``min_entries`` (a run without usable files): every one
+    NOT_ENOUGH_DATA, on either path (the compiled fit's merge stopped it with "need at least
+    one array to concatenate")."""
+    from b2calib.fit import template_shift
+
+    if compiled:
+        monkeypatch.setattr(template_shift, "_MIN_CHANNELS_COMPILED", 1)
+    else:
+        monkeypatch.setattr(template_shift, "_compiled", lambda: None)
+    counts, edges, w, m, s, period = template_channels(5, 7)
+    fits = template_shift.fit_template_shift(
+        counts, edges, w, m, s, period=period, min_entries=10**9
+    )
+    assert np.all(fits.status == ChannelStatus.NOT_ENOUGH_DATA)
+    assert all(r.endswith(f"< {10**9}") for r in fits.reason)
+    assert np.all(np.isnan(fits.values["mu"]))
+
+
 def test_template_fit_without_numba(monkeypatch: pytest.MonkeyPatch) -> None:
     """Without numba the template-shift fit takes the numpy path."""
     import sys

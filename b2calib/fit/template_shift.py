@@ -290,6 +290,10 @@ def fit_template_shift(
         status[i] = ChannelStatus.NOT_ENOUGH_DATA
         reason[i] = f"{int(entries[i])} entries < {min_entries}"
     todo = np.flatnonzero(enough)
+    if not len(todo):  # every channel NOT_ENOUGH_DATA: nothing to fit
+        return ChannelFits.from_table(
+            _PARAMS, values, errors, status, reason, entries, nll, iters, "template-shift"
+        )
     n_threads = threads if threads is not None else (os.cpu_count() or 1)
     theta, conv, it, nl, info = _lm(
         c_all[todo], e, w[todo], m[todo], s[todo], mode[todo], max_iter, tol, block, n_threads
