@@ -90,15 +90,20 @@ def large_buffers_from_heap() -> bool:
     the memory of a task's large arrays is reused by the next (glibc only; once per process).
     Returns whether the threshold is set."""
     if not _heap_set:
-        ok = False
-        if sys.platform.startswith("linux"):
-            try:
-                libc = ctypes.CDLL(None, use_errno=True)
-                ok = int(libc.mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)) == 1
-            except (OSError, AttributeError):
-                ok = False
-        _heap_set.append(ok)
+        _heap_set.append(_mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD))
     return _heap_set[0]
+
+
+def _mallopt(param: int, value: int) -> bool:
+    """glibc's ``mallopt(param, value)`` in this process; whether it was set (False where there
+    is no glibc)."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return int(libc.mallopt(param, value)) == 1
+    except (OSError, AttributeError):
+        return False
 
 
 def release_free_memory() -> bool:
@@ -185,13 +190,7 @@ def keep_freed_memory() -> bool:
     process; for the shared pool's and Dask's workers, whose tasks each allocate and free the
     same large buffers). Returns whether both are set."""
     if not _trim_set:
-        ok = large_buffers_from_heap()
-        if ok:
-            try:
-                libc = ctypes.CDLL(None, use_errno=True)
-                ok = int(libc.mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD)) == 1
-            except (OSError, AttributeError):
-                ok = False
+        ok = large_buffers_from_heap() and _mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD)
         _trim_set.append(ok)
     return _trim_set[0]
 

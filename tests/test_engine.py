@@ -35,6 +35,7 @@ from b2calib.engine.loop import TAIL_FRACTION, _Batch, _batches, _Partial, _run_
 from b2calib.exceptions import ConfigError, FileFormatError
 from b2calib.geometry import ecl
 from b2calib.runs import RunRegistry
+from tests.test_pool_workers import _alive
 
 ECL = ChannelValueCollector(
     "ECLCalDigits_m_CellId",
@@ -502,15 +503,6 @@ def test_the_heap_is_trimmed_at_the_start_and_once_per_run_passed_into_the_resul
     # run passes into the result, not before
     assert calls == [0, 1, 2, 3]
     assert np.array_equal(out.output.merged()["channel_value"].values(), expected_ecl(three))
-
-
-def _alive(pid: int) -> bool:
-    """Running (not gone, not a zombie)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 def _heap_state() -> list[bool]:

@@ -9,7 +9,9 @@ and which parameters are fixed; :func:`poisson_lm` takes those and does the rest
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -94,6 +96,24 @@ class LMResult:
     converged: npt.NDArray[np.bool_]
     iterations: I64
     nll: F
+
+
+def over_threads(
+    n: int, threads: int, min_per_thread: int, run: Callable[[slice], Sequence[npt.NDArray[Any]]]
+) -> list[npt.NDArray[Any]]:
+    """``run`` on contiguous slices of ``n`` channels, split over at most ``threads`` threads of
+    at least ``min_per_thread`` channels each (the compiled fits release the GIL), and each of
+    its returned arrays joined in channel order. Channels are independent: the split changes
+    no result."""
+    parts = max(1, min(threads, n // min_per_thread))
+    bounds = np.linspace(0, n, parts + 1).astype(int).tolist()
+    chunks = [slice(lo, hi) for lo, hi in itertools.pairwise(bounds)]
+    if parts == 1:
+        out = [run(chunks[0])]
+    else:
+        with ThreadPoolExecutor(max_workers=parts) as pool:
+            out = list(pool.map(run, chunks))
+    return [np.concatenate([o[k] for o in out]) for k in range(len(out[0]))]
 
 
 def poisson_lm(

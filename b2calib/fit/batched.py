@@ -15,10 +15,8 @@ values, never numbers that could be mistaken for constants.
 
 from __future__ import annotations
 
-import itertools
 import os
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import hist
@@ -29,7 +27,14 @@ from scipy import special
 
 from b2calib.conditions.status import ChannelStatus
 from b2calib.exceptions import ConfigError
-from b2calib.fit._lm import LMResult, channel_table, fisher, minimize, poisson_lm
+from b2calib.fit._lm import (
+    LMResult,
+    channel_table,
+    fisher,
+    minimize,
+    over_threads,
+    poisson_lm,
+)
 from b2calib.fit._lm import errors as lm_errors
 
 __all__ = ["ChannelFits", "fit_channels"]
@@ -161,20 +166,11 @@ def _lm(
     if kernel is None:
         lm = _lm_numpy(counts, edges, theta, background, max_iter, tol)
         return lm.theta, lm.converged, lm.iterations, lm.nll, fisher(lm.jac, lm.lam)
-    nch = len(counts)
-    parts = max(1, min(threads, nch // _MIN_CHANNELS_PER_THREAD))
-    bounds = np.linspace(0, nch, parts + 1).astype(int)
-    chunks = [slice(lo, hi) for lo, hi in itertools.pairwise(bounds.tolist())]
 
     def run(sl: slice) -> tuple[npt.NDArray[np.bool_], npt.NDArray[np.int64], F, F]:
         return kernel(counts[sl], edges, theta[sl], background, max_iter, tol)  # theta in place
 
-    if parts == 1:
-        out = [run(chunks[0])]
-    else:
-        with ThreadPoolExecutor(max_workers=parts) as pool:
-            out = list(pool.map(run, chunks))
-    conv, it, nll, info = (np.concatenate([o[k] for o in out]) for k in range(4))
+    conv, it, nll, info = over_threads(len(counts), threads, _MIN_CHANNELS_PER_THREAD, run)
     return theta, conv, it, nll, info
 
 

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -35,7 +34,7 @@ from scipy import special
 from b2calib.conditions.status import ChannelStatus
 from b2calib.exceptions import ConfigError
 from b2calib.fit._lm import errors as lm_errors
-from b2calib.fit._lm import fisher, minimize, poisson_lm
+from b2calib.fit._lm import fisher, minimize, over_threads, poisson_lm
 from b2calib.fit.batched import ChannelFits
 
 __all__ = ["fit_template_shift", "template_density"]
@@ -166,37 +165,28 @@ def _lm(
     """
     theta = _start(counts, edges, mode)
     kernel = _compiled() if len(counts) >= _MIN_CHANNELS_COMPILED else None
-    if kernel is None:
-        out = []
-        for lo in range(0, len(counts), block):
-            sl = slice(lo, lo + block)
-            lm = poisson_lm(
-                counts[sl],
-                theta[sl],
-                _BlockModel(edges, w[sl], m[sl], s[sl]),
-                _project,
-                max_iter=max_iter,
-                tol=tol,
-                floor_at_zero=(2,),  # the background
-            )
-            out.append((lm.theta, lm.converged, lm.iterations, lm.nll, fisher(lm.jac, lm.lam)))
-    else:
-        nch = len(counts)
-        parts = max(1, min(threads, nch // _MIN_CHANNELS_PER_THREAD))
-        bounds = np.linspace(0, nch, parts + 1).astype(int).tolist()
+    if kernel is not None:
 
-        def run(lo: int, hi: int) -> tuple[F, npt.NDArray[np.bool_], npt.NDArray[np.int64], F, F]:
-            th = theta[lo:hi]  # updated in place
-            conv, it, nl, info = kernel(
-                counts[lo:hi], edges, th, w[lo:hi], m[lo:hi], s[lo:hi], max_iter, tol
-            )
+        def run(sl: slice) -> tuple[F, npt.NDArray[np.bool_], npt.NDArray[np.int64], F, F]:
+            th = theta[sl]  # updated in place
+            conv, it, nl, info = kernel(counts[sl], edges, th, w[sl], m[sl], s[sl], max_iter, tol)
             return th, conv, it, nl, info
 
-        if parts == 1:
-            out = [run(0, nch)]
-        else:
-            with ThreadPoolExecutor(max_workers=parts) as pool:
-                out = list(pool.map(run, bounds[:-1], bounds[1:]))
+        th, conv, it, nl, info = over_threads(len(counts), threads, _MIN_CHANNELS_PER_THREAD, run)
+        return th, conv, it, nl, info
+    out = []
+    for lo in range(0, len(counts), block):
+        sl = slice(lo, lo + block)
+        lm = poisson_lm(
+            counts[sl],
+            theta[sl],
+            _BlockModel(edges, w[sl], m[sl], s[sl]),
+            _project,
+            max_iter=max_iter,
+            tol=tol,
+            floor_at_zero=(2,),  # the background
+        )
+        out.append((lm.theta, lm.converged, lm.iterations, lm.nll, fisher(lm.jac, lm.lam)))
     th, conv, it, nl, info = (np.concatenate([o[k] for o in out]) for k in range(5))
     return th, conv, it, nl, info
 
