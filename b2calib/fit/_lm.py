@@ -9,11 +9,12 @@ and which parameters are fixed; :func:`poisson_lm` takes those and does the rest
 
 from __future__ import annotations
 
+import importlib
 import itertools
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import hist
 import numpy as np
@@ -96,6 +97,17 @@ class LMResult:
     converged: npt.NDArray[np.bool_]
     iterations: I64
     nll: F
+
+
+def compiled(module: str, name: str) -> Callable[..., Any] | None:
+    """The compiled kernel ``name`` of ``module`` (numba), or None without numba; any other
+    import error is raised (numba is there, but something the kernel needs is broken)."""
+    try:
+        return cast(Callable[..., Any], getattr(importlib.import_module(module), name))
+    except ImportError as err:
+        if err.name != "numba":
+            raise
+        return None
 
 
 def over_threads(

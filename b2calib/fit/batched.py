@@ -30,6 +30,7 @@ from b2calib.exceptions import ConfigError
 from b2calib.fit._lm import (
     LMResult,
     channel_table,
+    compiled,
     fisher,
     minimize,
     over_threads,
@@ -176,13 +177,7 @@ def _lm(
 
 def _compiled() -> Callable[..., tuple[npt.NDArray[np.bool_], npt.NDArray[np.int64], F, F]] | None:
     """The compiled iteration, or None without numba."""
-    try:
-        from b2calib.fit._peak_lm import peak_lm
-    except ImportError as err:
-        if err.name != "numba":
-            raise  # numba is there but something it needs is broken: show that
-        return None
-    return peak_lm
+    return compiled("b2calib.fit._peak_lm", "peak_lm")
 
 
 def _lm_numpy(

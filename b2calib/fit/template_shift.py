@@ -33,8 +33,8 @@ from scipy import special
 
 from b2calib.conditions.status import ChannelStatus
 from b2calib.exceptions import ConfigError
+from b2calib.fit._lm import compiled, fisher, minimize, over_threads, poisson_lm
 from b2calib.fit._lm import errors as lm_errors
-from b2calib.fit._lm import fisher, minimize, over_threads, poisson_lm
 from b2calib.fit.batched import ChannelFits
 
 __all__ = ["fit_template_shift", "template_density"]
@@ -193,13 +193,7 @@ def _lm(
 
 def _compiled() -> Callable[..., tuple[npt.NDArray[np.bool_], npt.NDArray[np.int64], F, F]] | None:
     """The compiled iteration, or None without numba."""
-    try:
-        from b2calib.fit._template_lm import template_lm
-    except ImportError as err:
-        if err.name != "numba":
-            raise  # numba is there but something it needs is broken: show that
-        return None
-    return template_lm
+    return compiled("b2calib.fit._template_lm", "template_lm")
 
 
 def fit_template_shift(
