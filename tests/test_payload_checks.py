@@ -171,6 +171,22 @@ def top_mask(module: Any = None, pixel: Any = None) -> Payload:
     )
 
 
+def svd_strips(ladder: list[int], strip: list[int]) -> Payload:
+    """Strips of layer 3, sensor 1, side 0 (one row each) on the ladders ``ladder``."""
+    n = len(ladder)
+    return Payload(
+        "SVDHotStripsCalibrations",
+        keys={
+            "layer": np.full(n, 3, dtype=np.int8),
+            "ladder": np.array(ladder, dtype=np.int8),  # layer 3 has 7 ladders
+            "sensor": np.ones(n, dtype=np.int8),
+            "side": np.zeros(n, dtype=np.int8),
+            "strip": np.array(strip, dtype=np.int16),
+        },
+        values={"value": np.full(n, 0.3)},
+    )
+
+
 CELLS = np.arange(1, 8737, dtype=np.int32)
 STATUS_OK = np.zeros(8736, dtype=np.int8)
 REFUSED: list[tuple[str, Callable[[], Payload], str]] = [
@@ -287,6 +303,24 @@ REFUSED: list[tuple[str, Callable[[], Payload], str]] = [
         r"sensor=1\)",
     ),
     (
+        "SVD strips of a sensor that does not exist, rows out of order",
+        lambda: svd_strips(ladder=[8, 1, 8], strip=[6, 5, 5]),
+        r"2 rows' \(layer, ladder, sensor\) are not SVD sensors \(e\.g\. layer=3, ladder=8, "
+        r"sensor=1\)",
+    ),
+    (
+        "SVD strips of a sensor that does not exist, rows in order",
+        lambda: svd_strips(ladder=[1, 8, 8], strip=[5, 5, 6]),
+        r"2 rows' \(layer, ladder, sensor\) are not SVD sensors \(e\.g\. layer=3, ladder=8, "
+        r"sensor=1\)",
+    ),
+    (
+        "SVD strip twice, rows out of order",
+        lambda: svd_strips(ladder=[2, 1, 2], strip=[6, 5, 6]),
+        r"1 rows repeat the key of another row \(e\.g\. layer=3, ladder=2, sensor=1, side=0, "
+        r"strip=6\)",
+    ),
+    (
         "a PXD sensor id that is no VxdID",
         lambda: Payload(
             "PXDDeadPixelPar",
@@ -303,6 +337,15 @@ REFUSED: list[tuple[str, Callable[[], Payload], str]] = [
         "unknown payload: duplicate key",
         lambda: Payload("MyConstants", keys={"ch": np.array([1, 2, 2])}, values={"v": np.ones(3)}),
         r"1 rows repeat the key of another row \(e\.g\. ch=2\)",
+    ),
+    (
+        "unknown payload: duplicate key, keys too far apart to pack into one integer",
+        lambda: Payload(
+            "MyConstants",
+            keys={"a": np.array([0, 2**62, 0]), "b": np.array([1, 1, 1])},
+            values={"v": np.ones(3)},
+        ),
+        r"1 rows repeat the key of another row \(e\.g\. a=0, b=1\)",
     ),
     (
         "unknown payload: NaN where OK",
