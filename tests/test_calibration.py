@@ -974,3 +974,34 @@ def test_a_result_combine_leaves_alone_is_checked_once(
     executed = sum(1 for e in report.executions if e.iov is not None)
     assert executed == 2
     assert checked == [PAYLOAD] * executed * report.iterations
+
+
+def test_a_payload_is_written_once_and_staged_with_its_checkpoints_bytes(
+    data: Path, db: ConditionsDB, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The runner writes each payload's file once, for its step's checkpoint, and staging
+    stores those very bytes (a per-strip payload's file took 0.06 s to write: it was written
+    again at staging)."""
+    import sqlalchemy as sa
+
+    from b2calib.calibration.jobs import step_payloads
+
+    written: list[str] = []
+    to_bytes = Payload.to_bytes
+
+    def counting(self: Payload) -> tuple[bytes, str]:
+        written.append(self.name)
+        return to_bytes(self)
+
+    monkeypatch.setattr(Payload, "to_bytes", counting)
+    cal = offset_calibration(strategy=SequentialBoundaries([(1, 5)]))
+    report = run(cal, data, db, tmp_path, exp=1)["test-offset"]
+    assert report.status == "OK"
+    executed = sum(1 for e in report.executions if e.iov is not None)
+    assert executed == 2
+    assert written == [PAYLOAD] * executed * report.iterations
+    with db.read() as conn:
+        checkpoints = set(conn.execute(sa.select(step_payloads.c.checksum)).scalars())
+    staged = {e.payload.checksum for e in db.iovs("staging", PAYLOAD)}
+    assert len(staged) == executed
+    assert staged <= checkpoints

@@ -15,7 +15,7 @@ The validations of a job's staged payloads (:mod:`b2calib.calibration.validation
 from __future__ import annotations
 
 import json
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -272,12 +272,12 @@ class JobStore:
         runs: list[RunKey],
         status: str,
         message: str,
-        payloads: list[Payload],
+        payloads: Sequence[Payload | PayloadFile],
         diagnostics: bytes | None,
     ) -> int:
-        """Record an execution with its payloads and diagnostics (one transaction); return the
-        step's id."""
-        files = [p.to_bytes() for p in payloads]
+        """Record an execution with its payloads (or their files, written once for the
+        checkpoint and the staging) and diagnostics (one transaction); return the step's id."""
+        files = [(f.data, f.checksum) for f in map(PayloadFile.of, payloads)]
         t = calibration_steps
         with self.db.write() as conn:
             step_id = conn.execute(
@@ -317,7 +317,7 @@ class JobStore:
     def complete(
         self,
         job: Job,
-        items: list[tuple[IoV, Payload]],
+        items: Sequence[tuple[IoV, Payload | PayloadFile]],
         summary: dict[str, Any],
         *,
         prevails_over: Collection[str] = (),
@@ -332,7 +332,8 @@ class JobStore:
         ones when this one prevails over it, the new ones around them when it prevails over
         this one, and otherwise the staging is refused
         (:meth:`~b2calib.conditions.ConditionsDB.stage`). Content already stored under the
-        same name is not uploaded again.
+        same name is not uploaded again. A payload given as its :class:`PayloadFile` is stored
+        with those bytes (the runner passes the files it wrote for the steps' checkpoints).
         """
         db, tag = self.db, job.staging_tag
         files = [(iov, PayloadFile.of(p)) for iov, p in items]

@@ -59,7 +59,7 @@ from b2calib.calibration.declaration import calibrations as registered_calibrati
 from b2calib.calibration.jobs import Job, JobStore, StepRecord
 from b2calib.calibration.strategies import Execution
 from b2calib.calibration.validation import channel_counts, no_ok_channel
-from b2calib.conditions.database import ConditionsDB, IovEntry
+from b2calib.conditions.database import ConditionsDB, IovEntry, PayloadFile
 from b2calib.conditions.iov import IoV, RunKey
 from b2calib.conditions.payload import Payload
 from b2calib.conditions.payloadtypes import check_payload
@@ -767,6 +767,9 @@ class _Runner:
         self.staging_tag, self.input_tags = staging_tag, input_tags
         self.engine_options = engine_options
         self.steps: dict[tuple[str, int, tuple[RunKey, ...]], int] = {}
+        # the files of this iteration's payloads, written (and checked) once when their
+        # execution is recorded, by id(payload): staging stores these bytes, the checkpoint's
+        self.files: dict[int, PayloadFile] = {}
         self.requested: dict[str, list[RunKey]] = {}
         self.run_info: dict[RunKey, Run] = {}
         #: the calibrations that prevail over this one in the staging tag
@@ -928,7 +931,7 @@ class _Runner:
         self._finished(report)
         report.staged = self.store.complete(
             job,
-            items,
+            [(iov, self._staged(p)) for iov, p in items],
             report.summary(),
             prevails_over=cal.prevails_over,
             yields_to=self.yields_to,
@@ -945,6 +948,7 @@ class _Runner:
     def _algorithms(self, p: _Pass, runs: list[RunKey]) -> list[tuple[Algorithm, Execution]]:
         """Every algorithm executed by the strategy, stopping at the first FAILURE."""
         executions: list[tuple[Algorithm, Execution]] = []
+        self.files.clear()  # the previous iteration's payloads are not staged
         for alg in self.cal.algorithms:
             execute = functools.partial(self._execute, p, alg)
             boundaries = functools.partial(self._boundaries, p, alg, runs)
@@ -1058,11 +1062,23 @@ class _Runner:
             runs,
             result.status.value,
             result.message,
-            result.payloads,
+            self._files(result.payloads),
             blob,
         )
         report.executed_steps += 1
         return result
+
+    def _files(self, payloads: Iterable[Payload]) -> list[PayloadFile]:
+        """The files of checked ``payloads``, written now and kept for staging."""
+        files = [PayloadFile.of(q) for q in payloads]
+        self.files.update((id(f.payload), f) for f in files)
+        return files
+
+    def _staged(self, payload: Payload) -> Payload | PayloadFile:
+        """What staging stores for ``payload``: the file written when its execution was
+        recorded, or the payload (revised by ``combine``, or from a resumed job's checkpoint)."""
+        f = self.files.get(id(payload))
+        return f if f is not None and f.payload is payload else payload
 
     def _from_record(
         self, record: StepRecord, key: tuple[str, int, tuple[RunKey, ...]]

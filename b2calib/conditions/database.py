@@ -209,8 +209,11 @@ class PayloadFile:
         check_payload(self.payload, self.source or None)
 
     @classmethod
-    def of(cls, item: Payload | str | os.PathLike[str]) -> PayloadFile:
-        """A payload's file, written now; or a payload file as it is (its bytes and MD5 kept)."""
+    def of(cls, item: PayloadFile | Payload | str | os.PathLike[str]) -> PayloadFile:
+        """A payload's file, written now; or a payload file as it is (its bytes and MD5 kept),
+        read from its path or given as a :class:`PayloadFile` (returned as it is)."""
+        if isinstance(item, PayloadFile):
+            return item
         if isinstance(item, Payload):
             return cls(item, *item.to_bytes())
         data = read_payload_file(item)
