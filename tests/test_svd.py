@@ -246,27 +246,30 @@ def test_binomial_interval_is_clopper_pearson() -> None:
 
 def test_binomial_interval_of_distinct_pairs_equals_the_row_unique_reference() -> None:
     # issue 20: the distinct (k, n) found by one flat sort give bit for bit the intervals of
-    # the np.unique(axis=1) over (k, n) rows it replaced (7x faster on the 225k SVD strips)
+    # the np.unique(axis=1) over (k, n) rows it replaced (7x faster on the 225k SVD strips);
+    # with one n for every k (a sample's events), the distinct k alone (5x faster again)
     rng = np.random.default_rng(3)
     n = rng.integers(0, 300, 20000).astype(np.float64)
     k = np.minimum(rng.poisson(3.0, n.size), n)
     n[:4], k[:4] = [0.0, 5.0, 5.0, 9.0], [0.0, 5.0, 0.0, 9.0]
+    one_n = np.full(n.size, 300.0)
     for method in ("clopper-pearson", "jeffreys"):
-        pairs, inverse = np.unique(np.stack([k, n]), axis=1, return_inverse=True)
-        a = 0.5 * (1.0 - 0.682689492137086)
-        uk, un = pairs
-        with np.errstate(invalid="ignore", divide="ignore"):
-            if method == "jeffreys":
-                lo = stats.beta.ppf(a, uk + 0.5, un - uk + 0.5)
-                hi = stats.beta.ppf(1.0 - a, uk + 0.5, un - uk + 0.5)
-            else:
-                lo = stats.beta.ppf(a, uk, un - uk + 1.0)
-                hi = stats.beta.ppf(1.0 - a, uk + 1.0, un - uk)
-        lo, hi = np.where(uk <= 0, 0.0, lo), np.where(uk >= un, 1.0, hi)
-        lo, hi = np.where(un <= 0, np.nan, lo), np.where(un <= 0, np.nan, hi)
-        got_lo, got_hi = binomial_interval(k, n, method=method)
-        np.testing.assert_array_equal(got_lo, lo[inverse.ravel()])
-        np.testing.assert_array_equal(got_hi, hi[inverse.ravel()])
+        for kk, nn, given in [(k, n, n), (k, one_n, one_n), (k, one_n, 300.0), (n, n, n)]:
+            pairs, inverse = np.unique(np.stack([kk, nn]), axis=1, return_inverse=True)
+            a = 0.5 * (1.0 - 0.682689492137086)
+            uk, un = pairs
+            with np.errstate(invalid="ignore", divide="ignore"):
+                if method == "jeffreys":
+                    lo = stats.beta.ppf(a, uk + 0.5, un - uk + 0.5)
+                    hi = stats.beta.ppf(1.0 - a, uk + 0.5, un - uk + 0.5)
+                else:
+                    lo = stats.beta.ppf(a, uk, un - uk + 1.0)
+                    hi = stats.beta.ppf(1.0 - a, uk + 1.0, un - uk)
+            lo, hi = np.where(uk <= 0, 0.0, lo), np.where(uk >= un, 1.0, hi)
+            lo, hi = np.where(un <= 0, np.nan, lo), np.where(un <= 0, np.nan, hi)
+            got_lo, got_hi = binomial_interval(kk, given, method=method)
+            np.testing.assert_array_equal(got_lo, lo[inverse.ravel()])
+            np.testing.assert_array_equal(got_hi, hi[inverse.ravel()])
     lo2, hi2 = binomial_interval(k.reshape(-1, 4), 300.0)
     assert lo2.shape == hi2.shape == (5000, 4)
 

@@ -25,7 +25,7 @@ import numpy.typing as npt
 import uproot
 
 from b2calib.conditions.iov import RunKey
-from b2calib.conditions.payload import Payload
+from b2calib.conditions.payload import FILE_COMPRESSION, Payload
 from b2calib.exceptions import CalibrationError
 from b2calib.runs import Run
 
@@ -73,7 +73,7 @@ class Diagnostics:
         """The diagnostics as the bytes of a ROOT file."""
         with tempfile.TemporaryDirectory(prefix="b2calib-diag-") as tmp:
             path = Path(tmp) / "diagnostics.root"
-            with uproot.recreate(path, compression=uproot.ZSTD(5)) as f:
+            with uproot.recreate(path, compression=FILE_COMPRESSION) as f:
                 for name, h in self.histograms.items():
                     f[f"hist_{name}"] = _writable(h)
                 for name, table in self.tables.items():

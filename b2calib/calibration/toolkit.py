@@ -293,10 +293,16 @@ def binomial_interval(
     if method not in ("clopper-pearson", "jeffreys"):
         raise ValueError(f"method must be 'clopper-pearson' or 'jeffreys', not {method!r}")
     kk, nn = np.broadcast_arrays(np.asarray(k, np.float64), np.asarray(n, np.float64))
-    # the distinct (k, n) in lexicographic order: as complex numbers k + i n, which sort by
-    # real then imaginary part (a flat sort; ``np.unique(axis=1)`` sorts opaque row bytes)
-    distinct, inverse = np.unique(kk.ravel() + 1j * nn.ravel(), return_inverse=True)
-    uk, un = distinct.real.copy(), distinct.imag.copy()
+    flat_n = nn.ravel()
+    if flat_n.size and np.all(flat_n == flat_n[0]):  # one n (e.g. a sample's events)
+        uk, inverse = np.unique(kk.ravel(), return_inverse=True)
+        un = np.full(len(uk), flat_n[0])
+    else:
+        # the distinct (k, n) in lexicographic order: as complex numbers k + i n, which sort
+        # by real then imaginary part (a flat sort; ``np.unique(axis=1)`` sorts opaque row
+        # bytes), 5 times slower than the distinct k alone
+        distinct, inverse = np.unique(kk.ravel() + 1j * flat_n, return_inverse=True)
+        uk, un = distinct.real.copy(), distinct.imag.copy()
     a = 0.5 * (1.0 - cl)
     from scipy import stats  # only here: the core imports without loading scipy.stats
 

@@ -45,6 +45,12 @@ __all__ = [
 
 FORMAT_VERSION = 1
 
+#: The compression of the ROOT files b2calib writes for payloads and for the diagnostics of an
+#: algorithm's execution: ZSTD level 3. They are written at every step of every job; a per-strip
+#: SVD payload (224k rows, 8.7 MB of columns) took 102 ms of CPU for 0.75 MB at level 5, and
+#: 43 ms for 0.86 MB at level 3.
+FILE_COMPRESSION = uproot.ZSTD(3)
+
 
 def channel_ids(keys: Mapping[str, npt.NDArray[Any]]) -> npt.NDArray[np.int64] | None:
     """One int64 channel id per row from a payload's key columns (time keys left out by the
@@ -197,7 +203,7 @@ class Payload:
     def _write(self, path: Path) -> None:
         meta = {**self._schema(), **self.metadata}
         tmp = path.with_name(path.name + ".part")
-        with uproot.recreate(tmp, compression=uproot.ZSTD(5)) as f:
+        with uproot.recreate(tmp, compression=FILE_COMPRESSION) as f:
             # the string first: adding a class later makes uproot rewrite its streamer record,
             # leaving ~20 kB of dead space in the file
             f["metadata"] = json.dumps(meta, sort_keys=True)
