@@ -50,6 +50,7 @@ from concurrent.futures import ProcessPoolExecutor
 from typing import ClassVar
 
 __all__ = [
+    "compiler_ready",
     "exit_with_parent",
     "keep_freed_memory",
     "large_buffers_from_heap",
@@ -150,6 +151,7 @@ def shared_pool(workers: int, uses: Sequence[type] = ()) -> ProcessPoolExecutor:
             pool.shutdown(wait=True, cancel_futures=True)
             pool = _Shared.pool = None
         if pool is None:
+            compiler_ready()
             main = sys.modules.get("__main__")
             found = vars(main).items() if main is not None else ()
             _Shared.main = {k: v for k, v in found if isinstance(v, type)}  # classes only
@@ -158,6 +160,27 @@ def shared_pool(workers: int, uses: Sequence[type] = ()) -> ProcessPoolExecutor:
             )
             _Shared.pool, _Shared.workers, _Shared.owner = pool, workers, os.getpid()
         return pool
+
+
+def compiler_ready() -> None:
+    """Initialise numba's compiler in this process, when it has imported numba (the engine's
+    compiled fills do), so that workers forked from it inherit it: :func:`shared_pool` calls it
+    before its workers start.
+
+    numba loads its typing and lowering registries, and with them some 600 modules (numba's
+    own, its extensions'), at a process's first compiled call, even of a kernel it loads from
+    its cache. A new pool's worker did that at its first task: 1.0-1.6 s at load 10 on the
+    2-core benchmark machine, against 0.01-0.02 s forked after its parent had done it (issue
+    20). The parent does it once, and needs it for its own compiled kernels (the fits) anyway.
+    """
+    if "numba" not in sys.modules:
+        return
+    try:
+        from numba.core.registry import cpu_target
+
+        cpu_target.target_context.refresh()
+    except (ImportError, AttributeError):  # another numba layout: workers do it themselves
+        return
 
 
 def _forked_with(cls: type) -> bool:

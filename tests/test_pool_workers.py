@@ -78,3 +78,44 @@ def test_pool_workers_exit_when_calibrate_is_killed(slow_data: Path, tmp_path: P
         for p in workers:  # what this test started, by id
             if _alive(p):
                 os.kill(p, signal.SIGKILL)
+
+
+_COMPILER_IN_WORKER = """
+import sys
+import b2calib.engine  # imports numba (the compiled fills), does not initialise its compiler
+from b2calib import _workers
+
+if sys.argv[1] == "without":
+    _workers.compiler_ready = lambda: None
+
+
+def loaded_by_numba() -> int:
+    from numba.core.registry import cpu_target
+
+    before = len(sys.modules)
+    cpu_target.target_context.refresh()  # what a first compiled call does
+    return len(sys.modules) - before
+
+
+print(_workers.shared_pool(1).submit(loaded_by_numba).result())
+"""
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="forked workers")
+def test_pool_workers_inherit_numbas_compiler() -> None:
+    """The kept pool's workers are forked after their parent initialised numba's compiler, so
+    that their first compiled call does not load its registries (some 600 modules: 1.0-1.6 s per
+    worker at load 10, issue 20); without it, the worker loads them."""
+    counts = {}
+    for case in ("with", "without"):
+        out = subprocess.run(
+            [sys.executable, "-c", _COMPILER_IN_WORKER, case],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=True,
+        )
+        counts[case] = int(out.stdout.split()[-1])
+    assert counts["with"] == 0
+    assert counts["without"] > 100
