@@ -900,3 +900,70 @@ def test_dedx_notebook(sample: Path) -> None:
     assert numbers["wire_gain_wires"] == cdc.N_WIRES
     assert numbers["wires_ok"] > 5000  # type: ignore[operator]
     assert numbers["staged"] == numbers["run_gain_payloads"] + 2  # type: ignore[operator]
+
+
+def _tracks_and_hits_by_key_search(events: Any, p_min: float) -> dict[str, np.ndarray]:
+    """The hits' tracks found by searching every hit's (event, track index) key among the
+    selected tracks' sorted keys: the collector's code before issue 20, kept as the reference."""
+    import awkward as ak
+
+    n_evt = len(events)
+    ntrk = ak.to_numpy(ak.num(events["CDCDedxTracks_m_trackIndex"]))
+    nhit = ak.to_numpy(ak.num(events["CDCHits_m_layer"]))
+    exp = ak.to_numpy(events["EventMetaData_m_experiment"])
+    run = ak.to_numpy(events["EventMetaData_m_run"])
+    evt_t = np.repeat(np.arange(n_evt), ntrk)
+    evt_h = np.repeat(np.arange(n_evt), nhit)
+    flat = {k: ak.to_numpy(ak.flatten(events[k])) for k in events.fields if k.startswith("CDC")}
+    sel = flat["CDCDedxTracks_m_p"] > p_min
+    key_t = evt_t[sel] * 4096 + flat["CDCDedxTracks_m_trackIndex"][sel].astype(np.int64)
+    order = np.argsort(key_t)
+    key_t = key_t[order]
+    key_h = evt_h * 4096 + flat["CDCHits_m_trackIndex"].astype(np.int64)
+    pos = np.clip(np.searchsorted(key_t, key_h), 0, max(len(key_t) - 1, 0))
+    matched = (len(key_t) > 0) & (key_t[pos] == key_h) if len(key_t) else np.zeros(len(key_h), bool)
+    cos_t = flat["CDCDedxTracks_m_cosTheta"][sel][order].astype(np.float64)
+    layer = flat["CDCHits_m_layer"].astype(np.int64)
+    wire = flat["CDCHits_m_wire"].astype(np.int64)
+    path = flat["CDCHits_m_pathLength"].astype(np.float64)
+    adc = flat["CDCHits_m_adcCount"].astype(np.float64)
+    return {
+        "t_exp": exp[evt_t[sel]][order],
+        "t_run": run[evt_t[sel]][order],
+        "t_cos": cos_t,
+        "t_trunc": flat["CDCDedxTracks_m_dedxAvgTruncated"][sel][order].astype(np.float64),
+        "h_exp": exp[evt_h[matched]],
+        "h_run": run[evt_h[matched]],
+        "h_cos": cos_t[pos[matched]],
+        "h_wire": cdc.global_wire(layer[matched], wire[matched]),
+        "h_dedx": adc[matched] / path[matched] / 120.0,
+    }
+
+
+def test_dedx_hits_find_their_tracks_as_the_key_search_did(tmp_path: Path) -> None:
+    """The hits' tracks matched event by event (compiled, issue 20) give the arrays of the key
+    search they replaced, bit for bit: on a simulated sample with momentum cuts dropping no
+    track, some and all (their hits then match none), on one event and on no event."""
+    import awkward as ak
+
+    from b2calib.detectors.cdc.dedx import _BRANCHES, _tracks_and_hits, cos_bin
+
+    cfg = dataclasses.replace(DEDX, n_runs=1, events_per_run=400.0)
+    simulate(cfg, tmp_path, jobs=1)
+    (path,) = [f.path for f in Dataset.from_paths(tmp_path)]
+    with open_skim(path) as f:
+        events = f.arrays(list(_BRANCHES))
+    empty = events[:0]
+    for sample in (events, events[:1], empty):
+        for p_min in (0.0, 5.2, 100.0):
+            got = _tracks_and_hits(sample, p_min)
+            want = _tracks_and_hits_by_key_search(sample, p_min)
+            want |= {f"{k}_bin": cos_bin(want[k]) for k in ("t_cos", "h_cos")}  # per hit
+            assert sorted(got) == sorted(want)
+            for k in want:
+                assert got[k].dtype == want[k].dtype, k
+                np.testing.assert_array_equal(got[k], want[k], err_msg=k)
+    got = _tracks_and_hits(events, 5.2)  # some tracks below the cut: their hits unmatched
+    hits = len(ak.flatten(events["CDCHits_m_layer"]))
+    assert 0 < len(got["h_wire"]) < hits
+    assert 0 < len(got["t_cos"]) < len(ak.flatten(events["CDCDedxTracks_m_p"]))

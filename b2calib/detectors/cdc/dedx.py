@@ -39,6 +39,7 @@ from typing import Any, ClassVar
 
 import awkward as ak
 import hist
+import numba
 import numpy as np
 import numpy.typing as npt
 
@@ -121,38 +122,93 @@ def cos_bin(cos_theta: npt.ArrayLike) -> npt.NDArray[np.int64]:
     return np.clip(np.searchsorted(COS_EDGES, np.asarray(cos_theta)) - 1, 0, N_COS - 1)
 
 
+@numba.njit(cache=True, nogil=True)
+def _matched_hits(
+    ntrk: npt.NDArray[np.int64],
+    nhit: npt.NDArray[np.int64],
+    trk_index: npt.NDArray[np.int16],
+    trk_selected: npt.NDArray[np.bool_],
+    hit_track: npt.NDArray[np.int16],
+    layer: npt.NDArray[np.int8],
+    wire: npt.NDArray[np.int16],
+    adc: npt.NDArray[np.int16],
+    path: npt.NDArray[np.float32],
+    layer_first: npt.NDArray[np.int64],
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.float64]]:
+    """The hits of selected tracks, in their order: the position of each one's track in the
+    flat track arrays (the selected track of its event whose index it carries; the first, were
+    two to carry one), its global wire and its dE/dx (ADC counts / path length /
+    :data:`ADC_PER_UNIT`, in double precision).
+
+    Event by event: a Bhabha event has two tracks, so each hit compares a few indices, where a
+    search of every hit's (event, index) key among every track's, and masks of every hit
+    branch, took 2.4 s of a 2-core collect (issue 20)."""
+    n = hit_track.shape[0]
+    track = np.empty(n, dtype=np.int64)
+    gwire = np.empty(n, dtype=np.int64)
+    dedx = np.empty(n, dtype=np.float64)
+    m = 0
+    t0 = 0
+    h0 = 0
+    for e in range(ntrk.shape[0]):
+        t1 = t0 + ntrk[e]
+        h1 = h0 + nhit[e]
+        for h in range(h0, h1):
+            k = hit_track[h]
+            for j in range(t0, t1):
+                if trk_selected[j] and trk_index[j] == k:
+                    track[m] = j
+                    gwire[m] = layer_first[np.int64(layer[h])] + np.int64(wire[h])
+                    dedx[m] = np.float64(adc[h]) / np.float64(path[h]) / ADC_PER_UNIT
+                    m += 1
+                    break
+        t0 = t1
+        h0 = h1
+    return track[:m], gwire[:m], dedx[:m]
+
+
 def _tracks_and_hits(events: ak.Array, p_min: float) -> dict[str, npt.NDArray[Any]]:
-    """Selected electron tracks and their hits (flat arrays)."""
+    """Selected electron tracks and their hits (flat arrays; the tracks ordered by event and
+    index, the hits in their order)."""
     n_evt = len(events)
-    ntrk = ak.to_numpy(ak.num(events["CDCDedxTracks_m_trackIndex"]))
-    nhit = ak.to_numpy(ak.num(events["CDCHits_m_layer"]))
+    ntrk = ak.to_numpy(ak.num(events["CDCDedxTracks_m_trackIndex"])).astype(np.int64)
+    nhit = ak.to_numpy(ak.num(events["CDCHits_m_layer"])).astype(np.int64)
     exp = ak.to_numpy(events["EventMetaData_m_experiment"])
     run = ak.to_numpy(events["EventMetaData_m_run"])
-    evt_t = np.repeat(np.arange(n_evt), ntrk)
-    evt_h = np.repeat(np.arange(n_evt), nhit)
     flat = {k: ak.to_numpy(ak.flatten(events[k])) for k in _BRANCHES if k.startswith("CDC")}
+    trk_index = flat["CDCDedxTracks_m_trackIndex"]
     sel = flat["CDCDedxTracks_m_p"] > p_min
-    key_t = evt_t[sel] * 4096 + flat["CDCDedxTracks_m_trackIndex"][sel].astype(np.int64)
-    order = np.argsort(key_t)
-    key_t = key_t[order]
-    key_h = evt_h * 4096 + flat["CDCHits_m_trackIndex"].astype(np.int64)
-    pos = np.clip(np.searchsorted(key_t, key_h), 0, max(len(key_t) - 1, 0))
-    matched = (len(key_t) > 0) & (key_t[pos] == key_h) if len(key_t) else np.zeros(len(key_h), bool)
-    cos_t = flat["CDCDedxTracks_m_cosTheta"][sel][order].astype(np.float64)
-    layer = flat["CDCHits_m_layer"].astype(np.int64)
-    wire = flat["CDCHits_m_wire"].astype(np.int64)
-    path = flat["CDCHits_m_pathLength"].astype(np.float64)
-    adc = flat["CDCHits_m_adcCount"].astype(np.float64)
+    evt_t = np.repeat(np.arange(n_evt), ntrk)
+    chosen = np.flatnonzero(sel)
+    key_t = evt_t[chosen] * 4096 + trk_index[chosen].astype(np.int64)
+    order = chosen[np.argsort(key_t)]
+    track, gwire, dedx = _matched_hits(
+        ntrk,
+        nhit,
+        trk_index,
+        sel,
+        flat["CDCHits_m_trackIndex"],
+        flat["CDCHits_m_layer"],
+        flat["CDCHits_m_wire"],
+        flat["CDCHits_m_adcCount"],
+        flat["CDCHits_m_pathLength"],
+        cdc.LAYER_FIRST,
+    )
+    exp_t, run_t = exp[evt_t], run[evt_t]
+    cos_t = flat["CDCDedxTracks_m_cosTheta"].astype(np.float64)
+    cbin_t = cos_bin(cos_t)  # per track, not per hit: 40 times fewer searches
     return {
-        "t_exp": exp[evt_t[sel]][order],
-        "t_run": run[evt_t[sel]][order],
-        "t_cos": cos_t,
-        "t_trunc": flat["CDCDedxTracks_m_dedxAvgTruncated"][sel][order].astype(np.float64),
-        "h_exp": exp[evt_h[matched]],
-        "h_run": run[evt_h[matched]],
-        "h_cos": cos_t[pos[matched]],
-        "h_wire": cdc.global_wire(layer[matched], wire[matched]),
-        "h_dedx": adc[matched] / path[matched] / ADC_PER_UNIT,
+        "t_exp": exp_t[order],
+        "t_run": run_t[order],
+        "t_cos": cos_t[order],
+        "t_cos_bin": cbin_t[order],
+        "t_trunc": flat["CDCDedxTracks_m_dedxAvgTruncated"][order].astype(np.float64),
+        "h_exp": exp_t[track],
+        "h_run": run_t[track],
+        "h_cos": cos_t[track],
+        "h_cos_bin": cbin_t[track],
+        "h_wire": gwire,
+        "h_dedx": dedx,
     }
 
 
@@ -209,8 +265,8 @@ class DedxCollector(Collector):
         wg = np.asarray(self.wire_gain, dtype=np.float64) if self.wire_gain else None
         gain = np.ones(len(d["h_wire"])) if wg is None else wg[d["h_wire"]]
         gain = np.where(np.isfinite(gain) & (gain > 0), gain, 1.0)
-        h_cos = cosine[cos_bin(d["h_cos"])]
-        t_cos = cosine[cos_bin(d["t_cos"])]
+        h_cos = cosine[d["h_cos_bin"]]
+        t_cos = cosine[d["t_cos_bin"]]
         if self.kind == "run":
             track = hist.Hist(
                 hist.axis.Regular(*TRACK_BINS, name="dedx", label="truncated mean / cosine"),
@@ -234,7 +290,7 @@ class DedxCollector(Collector):
                 storage=hist.storage.Mean(),
             )
             centers = 0.5 * (COS_EDGES[1:] + COS_EDGES[:-1])
-            hit.fill(centers[cos_bin(d["h_cos"])], sample=d["h_dedx"] / (rg_h * gain))
+            hit.fill(centers[d["h_cos_bin"]], sample=d["h_dedx"] / (rg_h * gain))
             return {"dedx_cos_track": track, "dedx_cos_hit": hit}
         if self.kind == "wire":
             rg_h = _per_run(d["h_exp"], d["h_run"], self.run_gain)
