@@ -382,6 +382,48 @@ def test_collector_sums_are_the_moments_and_cuts_remove_outliers() -> None:
     assert out["atoms"].values().sum() == n
 
 
+def test_compiled_atom_sums_are_the_numpy_sums_bit_for_bit() -> None:
+    """The compiled per-atom sums (numba) are the numpy path's bit for bit (the same moments of
+    each event, added in event order), and the sums of the reference ``reduceat`` of
+    :func:`event_moments` (sorted by atom, as the collector summed before) up to the rounding of
+    the summation order; the collector's histogram holds them."""
+    pytest.importorskip("numba")
+    rng = np.random.default_rng(11)
+    n = 3000
+    t = T0_NS + rng.integers(0, 7 * ATOM_NS, n)  # unsorted in time: atoms interleaved
+    ev = toy_events(rng, n, t, constant(POS))
+    ev = ev[rng.permutation(n)]
+    mu = select_dimuons(ev)
+    assert len(np.unique(mu.atom)) == 7
+    assert not np.all(np.diff(mu.atom) >= 0)
+    ref = np.zeros((len(mu), 6))
+    ref[:, :3] = POS + np.array([3e-4, -2e-4, 5e-3])
+    ref[:, 3:] = [1e-6, 1e-10, 0.0]
+    clean = rng.random(len(mu)) < 0.8
+    size = (10e-4, 0.2e-4)
+    atoms, fast = C.atom_sums(mu, ref, clean, nominal_size=size)
+    atoms_np, slow = C.atom_sums(mu, ref, clean, nominal_size=size, compiled_kernel=False)
+    assert np.array_equal(atoms, atoms_np)
+    assert np.array_equal(atoms, np.unique(mu.atom))
+    assert fast.tobytes() == slow.tobytes()
+    m = C.event_moments(mu, ref, nominal_size=size)
+    order = np.argsort(mu.atom, kind="stable")
+    first = np.unique(mu.atom[order], return_index=True)[1]
+    for sel, keep in ((0, np.ones(len(mu), bool)), (1, clean)):
+        reference = np.add.reduceat(m[order] * keep[order, None], first, axis=0)
+        scale = np.add.reduceat(np.abs(m[order]), first, axis=0)
+        assert np.all(np.abs(fast[:, sel] - reference) <= 1e-13 * scale)
+    out = C.BeamSpotCollector(
+        reference=C.reference_rows({(12, 1): [(0, 2**62, *POS, 0.0, 0.0, 0.0)]})
+    ).collect(ev)
+    h = out["beamspot_moments"]
+    mu_ref = np.zeros((len(mu), 6))
+    mu_ref[:, :3] = POS
+    _, expect = C.atom_sums(mu, mu_ref, C._clean(mu, mu_ref))
+    got = h.values()[[list(h.axes["atom"]).index(a) for a in atoms]]
+    assert got.tobytes() == expect.tobytes()
+
+
 # ------------------------------------------------------------------------- declaration
 def test_declaration() -> None:
     cal = next(c for c in all_calibrations() if c.name == "beamspot")
