@@ -401,8 +401,8 @@ def test_compiled_atom_sums_are_the_numpy_sums_bit_for_bit() -> None:
     ref[:, 3:] = [1e-6, 1e-10, 0.0]
     clean = rng.random(len(mu)) < 0.8
     size = (10e-4, 0.2e-4)
-    atoms, fast = C.atom_sums(mu, ref, clean, nominal_size=size)
-    atoms_np, slow = C.atom_sums(mu, ref, clean, nominal_size=size, compiled_kernel=False)
+    atoms, fast = C._atom_sums(mu, ref, clean, nominal_size=size)
+    atoms_np, slow = C._atom_sums(mu, ref, clean, nominal_size=size, compiled_kernel=False)
     assert np.array_equal(atoms, atoms_np)
     assert np.array_equal(atoms, np.unique(mu.atom))
     assert fast.tobytes() == slow.tobytes()
@@ -419,9 +419,35 @@ def test_compiled_atom_sums_are_the_numpy_sums_bit_for_bit() -> None:
     h = out["beamspot_moments"]
     mu_ref = np.zeros((len(mu), 6))
     mu_ref[:, :3] = POS
-    _, expect = C.atom_sums(mu, mu_ref, C._clean(mu, mu_ref))
+    _, expect = C._atom_sums(mu, mu_ref, C._clean(mu, mu_ref))
     got = h.values()[[list(h.axes["atom"]).index(a) for a in atoms]]
     assert got.tobytes() == expect.tobytes()
+
+
+def test_atom_positions_are_the_one_by_one_fits() -> None:
+    """The step search's per-atom positions, fitted all at once, are :func:`fit_position` of
+    each atom within rounding, with the same atoms refused (too few events, a single track
+    direction, no events)."""
+    rng = np.random.default_rng(12)
+    n = 2000
+    ev = toy_events(rng, n, T0_NS + rng.integers(0, 40 * ATOM_NS, n), constant(POS))
+    ref = C.reference_rows({(12, 1): [(0, 2**62, *POS, 0.0, 0.0, 0.0)]})
+    h = C.BeamSpotCollector(reference=ref).collect(ev)["beamspot_moments"]
+    m = np.asarray(h.values()[:, 0])
+    one_track_direction = m[0].copy()
+    one_track_direction[C._SLICES["A"][0]] = [1.0, 1.0, 1.0, 1.0]  # singular normal matrix
+    m = np.vstack([m, one_track_direction, np.zeros(C.N_MOMENTS), m[1] * 1e-3])
+    values, errors = B._atom_positions(m, min_events=10)
+    fits = [B.fit_position(row, min_events=10) for row in m]
+    ok = np.array([f.ok for f in fits])
+    assert ok.sum() >= 30
+    assert not ok[-3:].any()
+    assert np.array_equal(np.isfinite(values).all(1), ok)
+    assert np.array_equal(np.isfinite(errors).all(1), ok)
+    np.testing.assert_allclose(values[ok], [f.position for f in fits if f.ok], rtol=1e-12)
+    np.testing.assert_allclose(
+        errors[ok], [np.sqrt(np.diag(f.cov)) for f in fits if f.ok], rtol=1e-12
+    )
 
 
 # ------------------------------------------------------------------------- declaration

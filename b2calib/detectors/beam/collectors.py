@@ -262,7 +262,7 @@ def event_moments(mu: Dimuons, ref: F, *, nominal_size: tuple[float, float] = (1
     return out
 
 
-def atom_sums(
+def _atom_sums(
     mu: Dimuons,
     ref: F,
     clean: npt.NDArray[np.bool_],
@@ -360,7 +360,7 @@ class BeamSpotCollector(Collector):
         else:
             key = (0, 0)
         ref, _ = self.reference.at(key, mu.time_ns)
-        atoms, sums = atom_sums(
+        atoms, sums = _atom_sums(
             mu, ref, _clean(mu, ref), nominal_size=(self.nominal_size_x, self.nominal_size_y)
         )
         h = hist.Hist(
