@@ -27,6 +27,7 @@ from b2calib.detectors.beam.boost import (
 )
 from b2calib.detectors.beam.ecms import EcmsAlgorithm, ecms_calibration, fit_ecms
 from b2calib.detectors.beam.energy_collectors import (
+    BOOST_MASS_BINS,
     MASS_BINS,
     RESOLUTION_BINS,
     BoostCollector,
@@ -246,6 +247,30 @@ def test_collectors_fill_atoms_and_add() -> None:
     assert fit.beta == pytest.approx([0.0, 0.0, 0.27], abs=1e-6)
     m = MassCollector().collect(a)["mass"].values()
     assert m.sum() == 200
+
+
+def test_boost_moments_in_one_fill_are_the_fills_per_moment() -> None:
+    """The boost collector fills all its moments at once: the histogram of a fill per moment
+    (as it filled before), atoms in the same order, bit for bit."""
+    rng = np.random.default_rng(6)
+    t0 = 1_775_000_000.0
+    ev = _events(rng, 300, t0)
+    ev = ev[rng.permutation(300)]  # atoms met out of order
+    col = BoostCollector()
+    got = col.collect(ev)["boost_moments"]
+    d = pair_kinematics(ev)
+    keep = np.all(np.abs(d.cos_theta_cms(col.nominal_boost)) < col.max_cos_cms, axis=1)
+    d = PairKinematics(*(getattr(d, f.name)[keep] for f in dataclasses.fields(d)))
+    atom = hist.axis.IntCategory([], growth=True, name="atom")
+    expect = hist.Hist(atom, *got.axes[1:], storage=hist.storage.Double())
+    v = np.column_stack([d.e.sum(axis=1), d.p.sum(axis=1)])
+    cols = [np.ones(len(v)), *v.T, *(v[:, i] * v[:, j] for i in range(4) for j in range(i, 4))]
+    m = np.clip(d.mass, BOOST_MASS_BINS[1], BOOST_MASS_BINS[2] - 1e-9)
+    for k, w in enumerate(cols):
+        expect.fill(atom=d.atom, mass=m, moment=np.full(len(v), k), weight=w)
+    assert len(got.axes["atom"]) > 1
+    assert list(got.axes["atom"]) == list(expect.axes["atom"])
+    assert np.asarray(got.view(flow=True)).tobytes() == np.asarray(expect.view(flow=True)).tobytes()
 
 
 def test_mass_resolution_matches_smearing() -> None:
