@@ -142,6 +142,44 @@ def test_selection_keeps_tight_dimuons_only() -> None:
     assert len(three[0]) == 4
 
 
+def test_selection_of_mixed_track_counts_is_the_masked_selection() -> None:
+    """Events of 0 to 3 tracks, in a chunk that starts inside the file: the selection takes the
+    two tracks of each two-track event from the flattened branches, the same arrays, bit for
+    bit, as selecting from the two-track events (a masked copy, as it did before)."""
+    rng = np.random.default_rng(13)
+    n = 400
+    ev = toy_events(rng, n, T0_NS + np.arange(n) * 10**9, constant(POS))
+    counts = rng.choice([0, 1, 2, 2, 2, 3], n)
+    fields = {}
+    for name in ev.fields:
+        col = ev[name]
+        if name.startswith("TrackFitResults_m_"):
+            flat = ak.to_numpy(ak.flatten(col))
+            fields[name] = ak.unflatten(
+                np.concatenate(
+                    [
+                        flat[2 * i : 2 * i + 1].repeat(k)[:k]
+                        if k < 2
+                        else np.resize(flat[2 * i : 2 * i + 2], k)
+                        for i, k in enumerate(counts)
+                    ]
+                ),
+                counts,
+            )
+        else:
+            fields[name] = col
+    mixed = ak.Array(fields)[37:]
+    got = select_dimuons(mixed)
+    two = mixed[ak.num(mixed["TrackFitResults_m_d0"]) == 2]
+    expect = select_dimuons(two)
+    assert 0 < len(got) < (counts[37:] == 2).sum() + 1
+    for f in dataclasses.fields(got):
+        a, b = getattr(got, f.name), getattr(expect, f.name)
+        assert a.dtype == b.dtype
+        assert a.tobytes() == b.tobytes()
+    assert np.all(got.mass > 9.5)
+
+
 # -------------------------------------------------------------------------- position fit
 @pytest.mark.slow
 def test_position_fit_pulls_and_reference_independence() -> None:
@@ -380,6 +418,74 @@ def test_collector_sums_are_the_moments_and_cuts_remove_outliers() -> None:
     fit = B.fit_position(clean)
     assert abs(fit.position[0] - POS[0]) < 5 * np.sqrt(fit.cov[0, 0])
     assert out["atoms"].values().sum() == n
+
+
+def test_compiled_atom_sums_are_the_numpy_sums_bit_for_bit() -> None:
+    """The compiled per-atom sums (numba) are the numpy path's bit for bit (the same moments of
+    each event, added in event order), and the sums of the reference ``reduceat`` of
+    :func:`event_moments` (sorted by atom, as the collector summed before) up to the rounding of
+    the summation order; the collector's histogram holds them."""
+    pytest.importorskip("numba")
+    rng = np.random.default_rng(11)
+    n = 3000
+    t = T0_NS + rng.integers(0, 7 * ATOM_NS, n)  # unsorted in time: atoms interleaved
+    ev = toy_events(rng, n, t, constant(POS))
+    ev = ev[rng.permutation(n)]
+    mu = select_dimuons(ev)
+    assert len(np.unique(mu.atom)) == 7
+    assert not np.all(np.diff(mu.atom) >= 0)
+    ref = np.zeros((len(mu), 6))
+    ref[:, :3] = POS + np.array([3e-4, -2e-4, 5e-3])
+    ref[:, 3:] = [1e-6, 1e-10, 0.0]
+    clean = rng.random(len(mu)) < 0.8
+    size = (10e-4, 0.2e-4)
+    atoms, fast = C._atom_sums(mu, ref, clean, nominal_size=size)
+    atoms_np, slow = C._atom_sums(mu, ref, clean, nominal_size=size, compiled_kernel=False)
+    assert np.array_equal(atoms, atoms_np)
+    assert np.array_equal(atoms, np.unique(mu.atom))
+    assert fast.tobytes() == slow.tobytes()
+    m = C.event_moments(mu, ref, nominal_size=size)
+    order = np.argsort(mu.atom, kind="stable")
+    first = np.unique(mu.atom[order], return_index=True)[1]
+    for sel, keep in ((0, np.ones(len(mu), bool)), (1, clean)):
+        reference = np.add.reduceat(m[order] * keep[order, None], first, axis=0)
+        scale = np.add.reduceat(np.abs(m[order]), first, axis=0)
+        assert np.all(np.abs(fast[:, sel] - reference) <= 1e-13 * scale)
+    out = C.BeamSpotCollector(
+        reference=C.reference_rows({(12, 1): [(0, 2**62, *POS, 0.0, 0.0, 0.0)]})
+    ).collect(ev)
+    h = out["beamspot_moments"]
+    mu_ref = np.zeros((len(mu), 6))
+    mu_ref[:, :3] = POS
+    _, expect = C._atom_sums(mu, mu_ref, C._clean(mu, mu_ref))
+    got = h.values()[[list(h.axes["atom"]).index(a) for a in atoms]]
+    assert got.tobytes() == expect.tobytes()
+
+
+def test_atom_positions_are_the_one_by_one_fits() -> None:
+    """The step search's per-atom positions, fitted all at once, are :func:`fit_position` of
+    each atom within rounding, with the same atoms refused (too few events, a single track
+    direction, no events)."""
+    rng = np.random.default_rng(12)
+    n = 2000
+    ev = toy_events(rng, n, T0_NS + rng.integers(0, 40 * ATOM_NS, n), constant(POS))
+    ref = C.reference_rows({(12, 1): [(0, 2**62, *POS, 0.0, 0.0, 0.0)]})
+    h = C.BeamSpotCollector(reference=ref).collect(ev)["beamspot_moments"]
+    m = np.asarray(h.values()[:, 0])
+    one_track_direction = m[0].copy()
+    one_track_direction[C._SLICES["A"][0]] = [1.0, 1.0, 1.0, 1.0]  # singular normal matrix
+    m = np.vstack([m, one_track_direction, np.zeros(C.N_MOMENTS), m[1] * 1e-3])
+    values, errors = B._atom_positions(m, min_events=10)
+    fits = [B.fit_position(row, min_events=10) for row in m]
+    ok = np.array([f.ok for f in fits])
+    assert ok.sum() >= 30
+    assert not ok[-3:].any()
+    assert np.array_equal(np.isfinite(values).all(1), ok)
+    assert np.array_equal(np.isfinite(errors).all(1), ok)
+    np.testing.assert_allclose(values[ok], [f.position for f in fits if f.ok], rtol=1e-12)
+    np.testing.assert_allclose(
+        errors[ok], [np.sqrt(np.diag(f.cov)) for f in fits if f.ok], rtol=1e-12
+    )
 
 
 # ------------------------------------------------------------------------- declaration

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import abc
 import dataclasses
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any, ClassVar
 
 import awkward as ak
@@ -21,7 +21,7 @@ import numpy as np
 from b2calib.engine.fill import fill_1d, fill_2d
 from b2calib.exceptions import ConfigError
 
-__all__ = ["ChannelValueCollector", "Collector", "RunOutput", "ValueCollector"]
+__all__ = ["ChannelValueCollector", "Collector", "RunOutput", "ValueCollector", "sum_histograms"]
 
 Histograms = dict[str, hist.Hist]
 
@@ -108,11 +108,98 @@ class RunOutput(Mapping[tuple[int, int], Histograms]):
         missing = [k for k in keys if k not in self._data]
         if missing:
             raise KeyError(f"no output for runs {missing}")
-        total: Histograms = {}
+        parts: dict[str, list[hist.Hist]] = {}
         for k in keys:
             for name, h in self._data[k].items():
-                total[name] = h.copy() if name not in total else total[name] + h
+                parts.setdefault(name, []).append(h)
+        return {name: sum_histograms(hs) for name, hs in parts.items()}
+
+
+_ADDITIVE = (hist.storage.Double, hist.storage.Int64, hist.storage.Weight)
+
+
+def _grown_axes(hists: Sequence[hist.Hist]) -> list[list[Any] | None] | None:
+    """Per axis of ``hists``: None where every histogram has the same axis, or the union of
+    the categories (in order of first appearance, as boost-histogram grows an axis) of a
+    growing category axis; None for all when the one-allocation sum does not apply."""
+    first = hists[0]
+    if type(first) is not hist.Hist or first.storage_type not in _ADDITIVE:
+        return None
+    if any(
+        type(h) is not hist.Hist or h.storage_type is not first.storage_type or h.ndim != first.ndim
+        for h in hists
+    ):
+        return None
+    out: list[list[Any] | None] = []
+    for i, ax in enumerate(first.axes):
+        if all(h.axes[i] == ax for h in hists):
+            out.append(None)
+            continue
+        cat = (hist.axis.IntCategory, hist.axis.StrCategory)
+        if not isinstance(ax, cat) or not ax.traits.growth or ax.traits.overflow:
+            return None
+        for h in hists:
+            other = h.axes[i]
+            if (
+                type(other) is not type(ax)
+                or other.traits != ax.traits
+                or other.__dict__ != ax.__dict__
+            ):
+                return None
+        seen: dict[Any, None] = {}
+        for h in hists:
+            seen.update(dict.fromkeys(h.axes[i]))
+        out.append(list(seen))
+    return out
+
+
+def sum_histograms(hists: Sequence[hist.Hist]) -> hist.Hist:
+    """``hists[0] + hists[1] + ...``, a new histogram.
+
+    Histograms that differ only in the categories of growing category axes (the atom axis of
+    the time-dependent calibrations) are summed into one histogram of the union of the
+    categories allocated once: boost-histogram's ``+`` of such histograms remaps them bin by bin
+    and copies the growing total each time (0.4 s for 12 runs of 50 atoms x 466 bins). The
+    result is the same, bit for bit: the same categories in the same order, each bin summed
+    in the same order.
+    """
+    if not hists:
+        raise ValueError("no histogram to sum")
+    grown = _grown_axes(hists) if len(hists) > 1 else None
+    if grown is None or all(g is None for g in grown):
+        total = hists[0].copy()
+        for h in hists[1:]:
+            total += h
         return total
+    first = hists[0]
+    axes = []
+    for ax, cats in zip(first.axes, grown, strict=True):
+        if cats is not None:
+            new = type(ax)(cats, growth=True, overflow=False)
+            new.__dict__.update(ax.__dict__)  # name, label and metadata
+            ax = new
+        axes.append(ax)
+    out = hist.Hist(*axes, storage=first.storage_type())
+    # the first's name, label and metadata, as ``+`` keeps them, and unknown variances
+    out.__dict__.update(first.__dict__, _variance_known=False)
+    view: Any = out.view(flow=True)
+    fields = ("value", "variance") if first.storage_type is hist.storage.Weight else (None,)
+    for h in hists:
+        src: Any = h.view(flow=True)
+        index = []
+        for ax, cats, n in zip(h.axes, grown, src.shape, strict=True):
+            if cats is None:
+                index.append(np.arange(n))
+            else:
+                where = {c: j for j, c in enumerate(cats)}
+                index.append(np.fromiter((where[c] for c in ax), dtype=np.intp, count=len(ax)))
+        ix = np.ix_(*index)
+        for f in fields:
+            if f is None:
+                view[ix] += src
+            else:
+                view[f][ix] += src[f]
+    return out
 
 
 def _axis(spec: tuple[int, float, float], name: str, label: str) -> hist.axis.Regular:

@@ -239,6 +239,48 @@ def fit_position(m: npt.ArrayLike, *, min_events: float = 2) -> PositionFit:
     return PositionFit(pos, cov, ref, n, chi2, int(2 * n - 2), ok, "" if ok else "no spread")
 
 
+def _atom_positions(m: npt.ArrayLike, *, min_events: float = 2) -> tuple[F, F]:
+    """:func:`fit_position` of many moment vectors at once (rows of ``m``), as the step search
+    needs them: the positions ``(k, 3)`` and their errors (NaN where the fit is not ``ok``). The
+    same arithmetic on stacked arrays (2x2 matrices: no reduction longer than 2 terms), so
+    within rounding of the one-by-one fits (tests/test_beamspot.py)."""
+    m = np.asarray(m, dtype=np.float64)
+    k = len(m)
+    values = np.full((k, 3), np.nan)
+    errors = np.full((k, 3), np.nan)
+    n = moment(m, "n")
+    H = moment(m, "A")
+    finite = np.all(np.isfinite(H), axis=(1, 2)) & (n >= max(min_events, 2))
+    eye = np.broadcast_to(np.eye(2), H.shape)
+    H = np.where(finite[:, None, None], H, eye)
+    good = finite & (np.linalg.cond(H) <= 1e10)
+    if not good.any():
+        return values, errors
+    m, n, H = m[good], n[good], H[good]
+    Hinv = np.linalg.inv(H)
+    b = moment(m, "b")
+    delta = np.einsum("aij,aj->ai", Hinv, b)
+    ref_xy = np.einsum("aij,aj->ai", Hinv, moment(m, "Aref"))
+    cross = np.einsum("ajlm,am->ajl", moment(m, "bA"), delta)
+    meat = (
+        moment(m, "bb")
+        - cross
+        - cross.transpose(0, 2, 1)
+        + np.einsum("ajklm,ak,am->ajl", moment(m, "AA"), delta, delta)
+    )
+    cov_xy = Hinv @ meat @ Hinv
+    cov_xy = 0.5 * (cov_xy + cov_xy.transpose(0, 2, 1)) * (n / (n - 1))[:, None, None]
+    zm = moment(m, "zbar") / n
+    var_z = np.maximum(moment(m, "zbar2") - n * zm**2, 0.0) / (n - 1)
+    pos = np.column_stack([ref_xy + delta, moment(m, "zref") / n + zm])
+    diag = np.column_stack([cov_xy[:, 0, 0], cov_xy[:, 1, 1], var_z / n])
+    ok = np.all(np.isfinite(pos), axis=1) & np.all(diag > 0, axis=1)
+    rows = np.flatnonzero(good)[ok]
+    values[rows] = pos[ok]
+    errors[rows] = np.sqrt(diag[ok])
+    return values, errors
+
+
 @dataclass(frozen=True)
 class SizeFit:
     """The luminous-region size of an outer interval.
@@ -422,13 +464,7 @@ class BeamSpotAlgorithm(IntervalAlgorithm):
         errors = np.full((len(atoms), 3), np.nan)
         if moments.ndim != 3:
             return values, errors
-        least = float(data.config["min_atom_events"])
-        for i, m in enumerate(moments[:, 0]):
-            fit = fit_position(m, min_events=least)
-            if fit.ok:
-                values[i] = fit.position
-                errors[i] = np.sqrt(np.diag(fit.cov))
-        return values, errors
+        return _atom_positions(moments[:, 0], min_events=float(data.config["min_atom_events"]))
 
     def steps(self, data: AlgorithmInput, atoms: Sequence[Atom]) -> list[int]:
         """The framework's steps (a column's weighted means differ by 5 standard deviations),

@@ -75,6 +75,7 @@ from b2calib.detectors.beam.dimuons import (
     select_dimuons,
 )
 from b2calib.engine import Collector
+from b2calib.fit._lm import compiled
 
 __all__ = [
     "CUTS",
@@ -196,16 +197,22 @@ def _outer(*arrs: F) -> F:
     return out
 
 
-def event_moments(mu: Dimuons, ref: F, *, nominal_size: tuple[float, float] = (10e-4, 0.0)) -> F:
-    """The moment vectors ``(n, N_MOMENTS)`` of the events ``mu`` relative to the reference
-    ``ref`` ``(n, 6)`` (x, y, z, sxx, syy, sxy at each event's time)."""
-    n = len(mu)
+def _tracks(mu: Dimuons, ref: F, nominal_size: tuple[float, float]) -> tuple[F, F, F, F, F]:
+    """Per track ``(n, 2)``: ``sin phi0``, ``cos phi0``, the weight ``w``, ``d'`` and ``z'``."""
     s, c = np.sin(mu.phi0), np.cos(mu.phi0)
-    a = np.stack([s, -c], axis=-1)  # (n, 2 tracks, 2)
     dprime = mu.d0 - (ref[:, None, 0] * s - ref[:, None, 1] * c)
     zprime = mu.z0 - ref[:, None, 2]
     sig2 = d0_resolution(mu.p, mu.tan_lambda) ** 2
     w = 1.0 / (sig2 + (nominal_size[0] * s) ** 2 + (nominal_size[1] * c) ** 2)
+    return s, c, w, dprime, zprime
+
+
+def event_moments(mu: Dimuons, ref: F, *, nominal_size: tuple[float, float] = (10e-4, 0.0)) -> F:
+    """The moment vectors ``(n, N_MOMENTS)`` of the events ``mu`` relative to the reference
+    ``ref`` ``(n, 6)`` (x, y, z, sxx, syy, sxy at each event's time)."""
+    n = len(mu)
+    s, c, w, dprime, zprime = _tracks(mu, ref, nominal_size)
+    a = np.stack([s, -c], axis=-1)  # (n, 2 tracks, 2)
     A = np.einsum("et,eti,etj->eij", w, a, a)
     b = np.einsum("et,eti,et->ei", w, a, dprime)
     zbar = zprime.mean(axis=1)
@@ -255,6 +262,41 @@ def event_moments(mu: Dimuons, ref: F, *, nominal_size: tuple[float, float] = (1
     return out
 
 
+def _atom_sums(
+    mu: Dimuons,
+    ref: F,
+    clean: npt.NDArray[np.bool_],
+    *,
+    nominal_size: tuple[float, float] = (10e-4, 0.0),
+    compiled_kernel: bool = True,
+) -> tuple[npt.NDArray[np.int64], F]:
+    """The atoms of the events ``mu`` (sorted) and their moments summed per atom, ``(atoms,
+    2, N_MOMENTS)``: ``[:, 0]`` every event, ``[:, 1]`` the ``clean`` ones; each atom's events
+    added in their order.
+
+    Compiled (:mod:`b2calib.detectors.beam._moments`, one event at a time) when numba is there
+    and ``compiled_kernel``; else the sums of :func:`event_moments`. The two give the same sums,
+    bit for bit (each event's moments are the same, bit for bit, and added in the same order).
+    """
+    atoms, slot = np.unique(mu.atom, return_inverse=True)
+    sums = np.zeros((len(atoms), 2, N_MOMENTS))
+    if not len(atoms):
+        return atoms, sums
+    kernel = (
+        compiled("b2calib.detectors.beam._moments", "atom_moments") if compiled_kernel else None
+    )
+    if kernel is not None:
+        s, c, w, dprime, zprime = _tracks(mu, ref, nominal_size)
+        kernel(s, c, w, dprime, zprime, ref, clean, slot.astype(np.int64), sums)
+        return atoms, sums
+    m = event_moments(mu, ref, nominal_size=nominal_size)
+    # unbuffered, in event order: each atom's events added one after the other, as the kernel
+    # adds them (``reduceat`` adds in another order: sums within 4e-13 of these)
+    np.add.at(sums[:, 0], slot, m)
+    np.add.at(sums[:, 1], slot[clean], m[clean])
+    return atoms, sums
+
+
 def _clean(mu: Dimuons, ref: F) -> npt.NDArray[np.bool_]:
     """basf2's residual cuts around the reference (every event passes the size cut when the
     reference has no size)."""
@@ -292,6 +334,23 @@ class BeamSpotCollector(Collector):
     def branches(self) -> dict[str, str]:
         return dict(DIMUON_BRANCHES)
 
+    def prepare(self) -> None:
+        """Load the compiled moment sums (forked workers inherit them)."""
+        kernel = compiled("b2calib.detectors.beam._moments", "atom_moments")
+        if kernel is not None:
+            e = np.zeros((0, 2))
+            kernel(
+                e,
+                e,
+                e,
+                e,
+                e,
+                np.zeros((0, 6)),
+                np.zeros(0, bool),
+                np.zeros(0, np.int64),
+                np.zeros((0, 2, N_MOMENTS)),
+            )
+
     def collect(self, events: ak.Array) -> dict[str, hist.Hist]:
         mu = select_dimuons(events)
         if len(mu):
@@ -301,15 +360,9 @@ class BeamSpotCollector(Collector):
         else:
             key = (0, 0)
         ref, _ = self.reference.at(key, mu.time_ns)
-        m = event_moments(mu, ref, nominal_size=(self.nominal_size_x, self.nominal_size_y))
-        clean = _clean(mu, ref)
-        order = np.argsort(mu.atom, kind="stable")
-        atoms, first = np.unique(mu.atom[order], return_index=True)
-        sums = np.zeros((len(atoms), 2, N_MOMENTS))
-        if len(atoms):
-            m = m[order]
-            sums[:, 0] = np.add.reduceat(m, first, axis=0)
-            sums[:, 1] = np.add.reduceat(m * clean[order, None], first, axis=0)
+        atoms, sums = _atom_sums(
+            mu, ref, _clean(mu, ref), nominal_size=(self.nominal_size_x, self.nominal_size_y)
+        )
         h = hist.Hist(
             atom_axis(),
             hist.axis.Integer(0, 2, name="selection", underflow=False, overflow=False),

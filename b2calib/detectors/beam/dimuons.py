@@ -106,16 +106,20 @@ class Dimuons:
         return len(self.mass)
 
 
-def _flat(events: ak.Array, branch: str) -> F:
-    return np.asarray(ak.to_numpy(ak.flatten(events[branch])), dtype=np.float64)
+def _pairs(events: ak.Array, branch: str, index: I64) -> F:
+    """The tracks ``index`` ``(n, 2)`` of the flattened jagged ``branch``, as float64."""
+    return np.asarray(ak.to_numpy(ak.flatten(events[branch]))[index], dtype=np.float64)
 
 
 def select_dimuons(events: ak.Array) -> Dimuons:
     """The events passing the tight dimuon selection (:data:`SELECTION`)."""
     n_trk = np.asarray(ak.to_numpy(ak.num(events["TrackFitResults_m_d0"])), dtype=np.int64)
     two = n_trk == 2
-    ev = events[two]
-    cols = {k: _flat(ev, f"TrackFitResults_m_{k}").reshape(-1, 2) for k in _TRACK_BRANCHES_SHORT}
+    # the two tracks of each two-track event, in the flattened branches (which the track
+    # branches share): no masked copy of the events
+    first = (np.cumsum(n_trk) - n_trk)[two]
+    index = np.column_stack([first, first + 1])
+    cols = {k: _pairs(events, f"TrackFitResults_m_{k}", index) for k in _TRACK_BRANCHES_SHORT}
     with np.errstate(divide="ignore", invalid="ignore"):
         pt = np.abs(B_FACTOR / cols["omega"])
     px, py = pt * np.cos(cols["phi0"]), pt * np.sin(cols["phi0"])
@@ -141,13 +145,14 @@ def select_dimuons(events: ak.Array) -> Dimuons:
             & (mass < s["mass_max"])
         )
     # the positive track first
-    swap = cols["charge"][:, 0] < 0
-    order = np.where(swap[:, None], [1, 0], [0, 1])[ok]
+    swap = (cols["charge"][:, 0] < 0)[ok, None]
 
     def pick(a: F) -> F:
-        return np.take_along_axis(a[ok], order, axis=1)
+        mine = a[ok]
+        return np.where(swap, mine[:, ::-1], mine)
 
-    t = np.asarray(ak.to_numpy(ev["EventMetaData_m_time"]), dtype=np.uint64)[ok].astype(np.int64)
+    times = np.asarray(ak.to_numpy(events["EventMetaData_m_time"]), dtype=np.uint64)
+    t = times[two][ok].astype(np.int64)
     return Dimuons(
         d0=pick(cols["d0"]),
         z0=pick(cols["z0"]),

@@ -229,8 +229,14 @@ class BoostCollector(_DimuonCollector):
             cols = [np.ones(len(v)), *v.T]
             cols += [v[:, i] * v[:, j] for i in range(4) for j in range(i, 4)]
             m = np.clip(d.mass, BOOST_MASS_BINS[1], BOOST_MASS_BINS[2] - 1e-9)
-            for k, w in enumerate(cols):
-                h.fill(atom=d.atom, mass=m, moment=np.full(len(v), k), weight=w)
+            # one fill of every moment (moment by moment, each in event order: each bin adds
+            # its entries in the order of a fill per moment)
+            h.fill(
+                atom=np.tile(d.atom, len(cols)),
+                mass=np.tile(m, len(cols)),
+                moment=np.repeat(np.arange(len(cols)), len(v)),
+                weight=np.concatenate(cols),
+            )
         return {"boost_moments": h, ATOMS_HISTOGRAM: fill_atom_times(atom_times_hist(), d.t_ns)}
 
 
