@@ -576,3 +576,102 @@ def test_delay_fit_with_gradient_equals_numerical_fit() -> None:
         assert new.error == pytest.approx(err, rel=0.01)
         assert new.scatter == pytest.approx(float(m.values["sigma"]), rel=0.01)
         assert abs(new.value - 0.068) < 4 * new.error  # and the truth is recovered
+
+
+# ------------------------------------------------------------- compiled paths vs the reference
+def test_match_compiled_equals_numpy() -> None:
+    """The crossings' matching event by event (compiled) gives the numpy path's keys-and-search
+    result: duplicate (track, plane) hits, several digits on a strip (the first in the file
+    gives the time, a NaN time included), digits on the neighbouring plane, events without
+    hits or digits, strip windows of 0 and 7."""
+    rng = np.random.default_rng(4)
+    n_events = 400
+    e_counts = rng.integers(0, 12, n_events)
+    e_counts[:3] = 0
+    d_counts = rng.integers(0, 12, n_events)
+    d_counts[3:6] = 0
+    evt = np.repeat(np.arange(n_events), e_counts)
+    trk = rng.integers(0, 3, len(evt))
+    plane = rng.integers(100, 104, len(evt))  # few planes: duplicates and neighbours
+    strip = rng.integers(1, 12, len(evt))
+    d_plane = rng.integers(100, 104, d_counts.sum())
+    d_strip = rng.integers(1, 12, d_counts.sum())
+    d_time = rng.normal(0.0, 5.0, d_counts.sum())
+    d_time[::17] = np.nan
+    offsets = collectors._offsets
+    for span in (0, 7):
+        assert collectors._compiled_match_applies(trk, d_strip, span)
+        compiled = collectors._match_compiled(
+            offsets(e_counts), plane, strip, trk, offsets(d_counts), d_plane, d_strip, d_time, span
+        )
+        plain = collectors._match_numpy(
+            evt, trk, plane, strip, d_counts, d_plane, d_strip, d_time, span
+        )
+        assert len(plain[0]) < len(evt)  # duplicates were dropped
+        assert plain[1].any()
+        assert not plain[1].all()
+        for a, b in zip(compiled, plain, strict=True):
+            np.testing.assert_array_equal(a, b)
+    # keys the numpy path mixes up (track 64, strip 128): that path, not the compiled one
+    assert not collectors._compiled_match_applies(np.array([0, 64]), d_strip, 0)
+    assert not collectors._compiled_match_applies(trk, np.array([1, 128]), 0)
+    assert not collectors._compiled_match_applies(trk, d_strip, -1)
+
+
+def test_collectors_compiled_equal_numpy_path(
+    sample: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Both KLM collectors fill bit-identical histograms, and ``crossings`` gives identical
+    crossings, through the compiled matching and the numpy path (one run of the sample)."""
+    f = sorted(sample.glob("e*/r*/cdst_hlt_mumu_2trk_*.root"))[0]
+    col = collectors.TimeCollector()
+    ev = uproot.open(f)["tree"].arrays(list(col.branches))
+    out: dict[bool, tuple] = {}  # type: ignore[type-arg]
+    for compiled in (True, False):
+        if not compiled:
+            monkeypatch.setattr(collectors, "_compiled_match_applies", lambda *a: False)
+        c = collectors.crossings(ev, 8)
+        hists = {**col.collect(ev), **collectors.StripEfficiencyCollector().collect(ev)}
+        out[compiled] = (c, hists)
+    (c1, h1), (c2, h2) = out[True], out[False]
+    assert len(c1.channel) > 1000
+    for field in dataclasses.fields(collectors.Crossings):
+        np.testing.assert_array_equal(getattr(c1, field.name), getattr(c2, field.name))
+    assert h1.keys() == h2.keys()
+    for k in h1:
+        assert np.array_equal(h1[k].view(flow=True), h2[k].view(flow=True)), k
+    assert h1["moments"].values().sum() > 0
+
+
+def test_geometry_tables_equal_formulas() -> None:
+    """The per-channel tables of ``decode``, ``strip_type`` and ``extrapolation_layer`` and the
+    per-formula ``propagation_distance`` are bit-identical to the formulas they replaced."""
+    ch = np.arange(1, geo.N_CHANNELS + 1)
+    i = np.searchsorted(geo.PLANE_FIRST, ch, side="right") - 1
+    d = geo.decode(ch)
+    for k, name in enumerate(("subdetector", "section", "sector", "layer", "plane")):
+        np.testing.assert_array_equal(d[name], geo.PLANES[i, k])
+    np.testing.assert_array_equal(d["strip"], ch - geo.PLANE_FIRST[i] + 1)
+    rpc_type = np.where(d["plane"] == 1, geo.RPC_PHI, geo.RPC_Z)
+    bklm_type = np.where(d["layer"] <= geo.BKLM_SCINT_LAYERS, geo.BKLM_SCINT, rpc_type)
+    typ = np.where(d["subdetector"] == geo.EKLM, geo.EKLM_SCINT, bklm_type)
+    np.testing.assert_array_equal(geo.strip_type(ch), typ)
+    layer = np.where(d["subdetector"] == geo.EKLM, geo.BKLM_LAYERS, 0) + d["layer"]
+    np.testing.assert_array_equal(collectors.extrapolation_layer(ch), layer)
+    rng = np.random.default_rng(8)
+    c = rng.integers(1, geo.N_CHANNELS + 1, 20000)
+    x, y, z = rng.uniform(-400.0, 400.0, (3, len(c)))
+    d = geo.decode(c)
+    r = np.hypot(x, y)
+    centre = (d["sector"] - 1) * np.pi / 4
+    local = r * np.tan(np.mod(np.arctan2(y, x) - centre + np.pi, 2 * np.pi) - np.pi)
+    bklm_z = local + r * np.tan(np.pi / 8)
+    bklm_phi = np.where(d["section"] == 1, z - geo.BKLM_ZSPLIT, geo.BKLM_ZSPLIT - z)
+    bklm = np.where(d["plane"] == 0, bklm_z, bklm_phi)
+    eklm = np.where(d["plane"] == 1, np.abs(x), np.abs(y)) + geo.EKLM_RMAX / 2
+    expected = np.where(d["subdetector"] == geo.EKLM, eklm, bklm)
+    np.testing.assert_array_equal(geo.propagation_distance(c, x, y, z), expected)
+    with pytest.raises(ValueError, match="outside"):
+        geo.strip_type([0])
+    with pytest.raises(ValueError, match="outside"):
+        geo.plane_of([geo.N_CHANNELS + 1])
