@@ -675,3 +675,37 @@ def test_geometry_tables_equal_formulas() -> None:
         geo.strip_type([0])
     with pytest.raises(ValueError, match="outside"):
         geo.plane_of([geo.N_CHANNELS + 1])
+
+
+def test_time_lacking_channels_skips_the_likelihood(
+    sample: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An execution that cannot calibrate ``min_calibrated_fraction`` of the channels (too few
+    with ``min_hits``) says NOT_ENOUGH_DATA without the scintillators' likelihood fit (most of
+    its time); with enough channels the fit runs."""
+    from b2calib.calibration import AlgorithmInput, Constants
+    from b2calib.detectors.klm import time as T
+
+    f = sorted(sample.glob("e*/r*/cdst_hlt_mumu_2trk_*.root"))[0]
+    col = collectors.TimeCollector()
+    hists = col.collect(uproot.open(f)["tree"].arrays(list(col.branches)))
+    fitted: list[int] = []
+    real = T.fit_scintillator_delay
+
+    def counted(*args, **kwargs):  # type: ignore[no-untyped-def]
+        fitted.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(T, "fit_scintillator_delay", counted)
+    cal = CALS["klm-time"]
+    runs = [(12, 1)]
+    lacking = cal.configure({"min_hits_per_type": 10})
+    result = T.TimeAlgorithm().run(AlgorithmInput(runs, hists, RunOutput(), Constants([]), lacking))
+    assert result.status.value == "NOT_ENOUGH_DATA", result.message
+    assert "of the channels have >= 50 hits" in result.message
+    assert not fitted
+    types = result.diagnostics.tables["types"]
+    assert np.all(np.isfinite(types["delay"][:2]))  # the scintillators' straight lines
+    enough = cal.configure({"min_hits": 1, "min_hits_per_type": 10, "min_calibrated_fraction": 0.0})
+    result = T.TimeAlgorithm().run(AlgorithmInput(runs, hists, RunOutput(), Constants([]), enough))
+    assert len(fitted) == 2, result.message

@@ -33,7 +33,9 @@ and the model's derivatives come from one compiled pass over the cells (:class:`
 Minuit minimises with the analytic gradient instead of numerical derivatives.
 
 NOT_ENOUGH_DATA when a type's fit has fewer than ``min_hits_per_type`` hits or fewer than
-``min_calibrated_fraction`` of the channels are calibrated; the strategy is
+``min_calibrated_fraction`` of the channels are calibrated (when fewer than that have
+``min_hits`` hits, the scintillators' likelihood fit is not run: their delays in the
+diagnostics are the straight line's); the strategy is
 ``SequentialRunByRun`` (runs merged until that is reached).
 """
 
@@ -447,12 +449,20 @@ class TimeAlgorithm(Algorithm):
             width = np.sqrt(np.maximum(s["tt"] / n - shift**2, 0.0))
             dbar = s["d"] / n
         fits: dict[int, DelayFit] = {}
+        # too few channels with min_hits to calibrate the fraction asked for: the execution
+        # lacks data whatever the delays, so the scintillators keep their straight-line fit
+        # (the likelihood would cost nearly all of the execution's time)
+        enough = float((n >= min_hits).mean()) >= float(cfg["min_calibrated_fraction"])
         for k in _TYPES:
             use = (typ == k) & (n >= 1)
             if k in _SCINT:
                 h = hists[1 + _TYPES.index(k)]
                 counts, edges = _rebinned(h, float(cfg["fit_bin_width"]))
                 line = fit_rpc_delay(s, use)
+                if not enough:
+                    line.message = "straight line (too few channels for a likelihood fit)"
+                    fits[k] = line
+                    continue
                 fits[k] = fit_scintillator_delay(
                     cells, counts, edges, use, TIME_WINDOWS[k - 1], start=(line.value, line.scatter)
                 )
