@@ -19,6 +19,7 @@ import json
 import shutil
 from pathlib import Path
 
+import awkward as ak
 import hist
 import numpy as np
 import pytest
@@ -634,6 +635,16 @@ def test_collectors_compiled_equal_numpy_path(
         hists = {**col.collect(ev), **collectors.StripEfficiencyCollector().collect(ev)}
         out[compiled] = (c, hists)
     (c1, h1), (c2, h2) = out[True], out[False]
+    # a digit on strip 0 of its plane: the numpy path, with the plane of the channel before
+    ev2 = ak.with_field(
+        ev,
+        ak.where(ak.local_index(ev["KLMDigits_m_strip"]) == 0, 0, ev["KLMDigits_m_strip"]),
+        "KLMDigits_m_strip",
+    )
+    monkeypatch.setattr(collectors, "_match_compiled", None)  # not called
+    c3 = collectors.crossings(ev2, 8)
+    assert len(c3.channel) == len(c1.channel)
+    assert c3.matched.sum() <= c1.matched.sum()
     assert len(c1.channel) > 1000
     for field in dataclasses.fields(collectors.Crossings):
         np.testing.assert_array_equal(getattr(c1, field.name), getattr(c2, field.name))

@@ -166,9 +166,12 @@ def crossings(events: ak.Array, allowed_distance: int) -> Crossings:
     d_counts = ak.to_numpy(ak.num(events["KLMDigits_m_strip"])).astype(np.int64)
     d_time = _flat(events, "KLMDigits_m_time", np.float64)
     d_plane = klm.plane_index_of(*cols[:5]) if len(d_time) else np.zeros(0, np.int64)
+    inside = bool(np.all((cols[5] >= 1) & (cols[5] <= klm.PLANES[d_plane, 5])))
+    if not inside:  # a digit's strip outside its plane: its channel's plane, as it was
+        d_plane = _plane_of_channel(klm.PLANE_FIRST[d_plane] + cols[5] - 1)
     e_counts = np.bincount(evt, minlength=len(d_counts)) if len(evt) else np.zeros(0, np.int64)
     span = int(allowed_distance) - 1
-    if _compiled_match_applies(trk, cols[5], span):
+    if inside and _compiled_match_applies(trk, cols[5], span):
         first, matched, time = _match_compiled(
             _offsets(e_counts),
             plane,
@@ -211,6 +214,11 @@ def crossings(events: ak.Array, allowed_distance: int) -> Crossings:
         z=z,
         tof=tof,
     )
+
+
+def _plane_of_channel(ch: I64) -> I64:
+    """The plane row whose channels' range holds ``ch`` (-1 below the first; the last above)."""
+    return np.asarray(np.searchsorted(klm.PLANE_FIRST, ch, side="right") - 1, dtype=np.int64)
 
 
 def _offsets(counts: I64) -> I64:
