@@ -42,6 +42,7 @@ diagnostics are the straight line's); the strategy is
 from __future__ import annotations
 
 import math
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numba
@@ -453,23 +454,37 @@ class TimeAlgorithm(Algorithm):
         # lacks data whatever the delays, so the scintillators keep their straight-line fit
         # (the likelihood would cost nearly all of the execution's time)
         enough = float((n >= min_hits).mean()) >= float(cfg["min_calibrated_fraction"])
+        likelihood: dict[int, tuple[Any, ...]] = {}
         for k in _TYPES:
             use = (typ == k) & (n >= 1)
-            if k in _SCINT:
-                h = hists[1 + _TYPES.index(k)]
-                counts, edges = _rebinned(h, float(cfg["fit_bin_width"]))
-                line = fit_rpc_delay(s, use)
-                if not enough:
-                    line.message = "straight line (too few channels for a likelihood fit)"
-                    fits[k] = line
-                    continue
-                fits[k] = fit_scintillator_delay(
-                    cells, counts, edges, use, TIME_WINDOWS[k - 1], start=(line.value, line.scatter)
+            fits[k] = fit_rpc_delay(s, use)
+            if k in _SCINT and not enough:
+                fits[k].message = "straight line (too few channels for a likelihood fit)"
+            elif k in _SCINT:
+                counts, edges = _rebinned(hists[1 + _TYPES.index(k)], float(cfg["fit_bin_width"]))
+                start = (fits[k].value, fits[k].scatter)
+                likelihood[k] = (
+                    cells,
+                    counts,
+                    edges,
+                    use,
+                    TIME_WINDOWS[k - 1],
+                    REFERENCE_DELAY,
+                    start,
                 )
-                if fits[k].valid:  # the scatter about the fitted line, for the cable delays
-                    fits[k].scatter = _residual_scatter(s, use, fits[k].value)
-            else:
-                fits[k] = fit_rpc_delay(s, use)
+        # the two scintillator fits side by side (their model's compiled pass releases the GIL)
+        with ThreadPoolExecutor(max(len(likelihood), 1)) as pool:
+            done = dict(
+                zip(
+                    likelihood,
+                    pool.map(lambda a: fit_scintillator_delay(*a), likelihood.values()),
+                    strict=True,
+                )
+            )
+        for k, fit in done.items():
+            fits[k] = fit
+            if fit.valid:  # the scatter about the fitted line, for the cable delays
+                fit.scatter = _residual_scatter(s, (typ == k) & (n >= 1), fit.value)
         delay = np.array([fits[k].value for k in _TYPES])
         delay_err = np.array([fits[k].error for k in _TYPES])
         type_table = {
