@@ -352,9 +352,9 @@ def _delay_model_kernel(
                 gbase1 += dnorm[1] * phi0 + norm * d0 * (-dm[1] - z0 * dsd[1]) / sd
             for at in range(max(c - w, 0), min(c + w + 1, nb) + 1):
                 z = (edges[at] - mr) / sd
-                cdf[at] += 0.5 * math.erfc(-z / _SQRT2) * norm
+                phi = 0.5 * math.erfc(-z / _SQRT2)
+                cdf[at] += phi * norm
                 if with_grad:
-                    phi = 0.5 * math.erfc(-z / _SQRT2)
                     dens = math.exp(-0.5 * z * z) / _SQRT2PI * norm / sd
                     gcdf[0, at] += dnorm[0] * phi + dens * (-dm[0] - z * dsd[0])
                     gcdf[1, at] += dnorm[1] * phi + dens * (-dm[1] - z * dsd[1])
