@@ -19,6 +19,7 @@ import json
 import shutil
 from pathlib import Path
 
+import awkward as ak
 import hist
 import numpy as np
 import pytest
@@ -443,21 +444,279 @@ def test_klm_notebook(sample: Path) -> None:
     assert numbers["staged"] == ["KLMStripEfficiency", "KLMTimeCableDelay", "KLMTimeConstants"]
 
 
-def test_window_cdf_compiled_equals_numpy() -> None:
-    """The delay fit's model sum, compiled, is the numpy sum up to rounding: Gaussians inside,
-    straddling and wholly below or above the edges (0 there, their full weight above)."""
+def _window_cdf_numpy(
+    edges: np.ndarray, mean: np.ndarray, sd: np.ndarray, weight: np.ndarray
+) -> np.ndarray:
+    """The delay fit's sum of windowed Gaussian CDFs at the edges, in numpy (the model before it
+    was compiled with its gradient): each Gaussian within 6 widths (the largest) of its mean, 0
+    below, its whole weight above, less its CDF at the first edge."""
+    from scipy.special import ndtr
+
+    nb = len(edges) - 1
+    bw = float(edges[1] - edges[0])
+    w = int(np.ceil(6.0 * float(sd.max(initial=0.0)) / bw)) + 1
+    c = np.floor((mean - edges[0]) / bw).astype(np.int64)
+    idx = c[:, None] + np.arange(-w, w + 2)[None, :]
+    inside = (idx >= 0) & (idx <= nb)
+    at = np.clip(idx, 0, nb)
+    phi = ndtr((edges[at] - mean[:, None]) / sd[:, None]) * weight[:, None]
+    cdf = np.bincount(at[inside], weights=phi[inside], minlength=nb + 1)
+    beyond = c + w + 2
+    reached = beyond <= nb
+    step = np.bincount(np.maximum(beyond[reached], 0), weights=weight[reached], minlength=nb + 1)
+    base = float(np.sum(weight * ndtr((edges[0] - mean) / sd)))
+    return np.asarray(cdf + np.cumsum(step) - base)
+
+
+def _reference_delay_model(cells: np.ndarray, edges: np.ndarray, window: tuple[float, float]):  # type: ignore[no-untyped-def]
+    """The scintillator delay fit's scaled CDF as it was computed before (numpy, per distance
+    bin): the reference of the compiled model."""
+    from scipy.special import ndtr
+
+    ref = collectors.REFERENCE_DELAY
+    n_ck = cells[:, :, 0]
+    n_c = np.maximum(n_ck.sum(axis=1), 1.0)
+    tbar, dbar = cells[:, :, 1].sum(axis=1) / n_c, cells[:, :, 3].sum(axis=1) / n_c
+    with np.errstate(invalid="ignore", divide="ignore"):
+        dck = np.where(n_ck > 0, cells[:, :, 3] / n_ck, 0.0)
+        vck = np.where(n_ck > 0, np.maximum(cells[:, :, 4] / n_ck - dck**2, 0.0), 0.0)
+    lo, hi = window
+    nb = len(edges) - 1
+    live = [np.flatnonzero(n_ck[:, k] > 0) for k in range(collectors.DISTANCE_BINS)]
+
+    def scaled_cdf(x: np.ndarray, delay: float, sigma: float) -> np.ndarray:
+        out = np.empty(collectors.DISTANCE_BINS * nb + 1)
+        total = 0.0
+        for k, i in enumerate(live):
+            m = tbar[i] + delay * (dck[i, k] - dbar[i])
+            sd = np.sqrt(sigma**2 + (delay - ref) ** 2 * vck[i, k])
+            sw = np.sqrt(sigma**2 + delay**2 * vck[i, k])
+            norm = n_ck[i, k] / np.maximum(ndtr((hi - m) / sw) - ndtr((lo - m) / sw), 1e-300)
+            f = _window_cdf_numpy(edges, m - ref * dck[i, k], sd, norm)
+            out[0 if k == 0 else k * nb + 1 : (k + 1) * nb + 1] = total + f[0 if k == 0 else 1 :]
+            total += float(n_ck[i, k].sum())
+        return out
+
+    return scaled_cdf
+
+
+def _scintillator_sample(
+    seed: int, channels: int = 300
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Cells (channel x distance bin x moments), the histogram of ``t - REFERENCE_DELAY x d``
+    (2 ns bins x distance bin) and its edges of a simulated scintillator type: cable delays
+    uniform in +-5 ns, strips of 200 cm, delay 0.068 ns/cm, resolution 1.3 ns, window -20..40."""
+    rng = np.random.default_rng(seed)
+    ch = rng.integers(0, channels, 200 * channels)
+    d = rng.uniform(0.0, 200.0, len(ch))
+    t = rng.uniform(-5.0, 5.0, channels)[ch] + 0.068 * d + rng.normal(0.0, 1.3, len(ch))
+    inside = (t >= -20.0) & (t < 40.0)
+    ch, d, t = ch[inside], d[inside], t[inside]
+    dbin = np.minimum((d / 200.0 * collectors.DISTANCE_BINS).astype(np.int64), 3)
+    cells = np.zeros((channels, collectors.DISTANCE_BINS, len(collectors.MOMENTS)))
+    for k, w in enumerate((np.ones_like(t), t, t * t, d, d * d, t * d)):
+        np.add.at(cells[:, :, k], (ch, dbin), w)
+    edges = np.arange(-34.0, 40.0001, 2.0)
+    counts, _, _ = np.histogram2d(
+        t - collectors.REFERENCE_DELAY * d, dbin, bins=(edges, np.arange(-0.5, 4.0))
+    )
+    return cells, counts, edges
+
+
+def test_delay_model_equals_reference_and_its_gradient() -> None:
+    """The compiled delay model is the numpy model it replaced up to rounding, and its analytic
+    gradient is the numerical one."""
     from b2calib.detectors.klm import time as T
 
-    rng = np.random.default_rng(12)
-    edges = np.arange(-20.0, 40.0001, 1.0)
-    mean = rng.uniform(-60.0, 80.0, 4000)
-    sd = rng.uniform(0.3, 6.0, 4000)
-    weight = rng.exponential(5.0, 4000)
-    fast = T._window_cdf(edges, mean, sd, weight)
-    plain = T._window_cdf_numpy(edges, mean, sd, weight)
-    np.testing.assert_allclose(fast, plain, rtol=1e-12, atol=1e-12 * weight.sum())
-    below, above = mean + 7 * sd < edges[0], mean - 7 * sd > edges[-1]
-    assert below.any()
-    assert above.any()
-    assert abs(fast[0]) < 1e-9 * weight.sum()
-    assert np.all(np.diff(fast) > -1e-9 * weight.sum())
+    cells, _, edges = _scintillator_sample(3)
+    cells[5, 2] = 0.0  # a channel without hits in one distance bin
+    window = (-20.0, 40.0)
+    model = T._DelayModel(cells, edges, window, collectors.REFERENCE_DELAY)
+    reference = _reference_delay_model(cells, edges, window)
+    for delay, sigma in ((0.068, 1.3), (0.03, 3.0), (0.12, 0.4)):
+        value = model.cdf(edges, delay, sigma).copy()
+        np.testing.assert_allclose(value, reference(edges, delay, sigma), rtol=1e-12, atol=1e-9)
+        grad = model.grad(edges, delay, sigma).copy()
+        h = 1e-6
+        for p, step in enumerate(((h, 0.0), (0.0, h))):
+            up = model.cdf(edges, delay + step[0], sigma + step[1]).copy()
+            down = model.cdf(edges, delay - step[0], sigma - step[1]).copy()
+            numerical = (up - down) / (2 * h)
+            np.testing.assert_allclose(grad[p], numerical, atol=1e-5 * np.abs(numerical).max())
+
+
+def test_delay_fit_with_gradient_equals_numerical_fit() -> None:
+    """The delay fit with the analytic gradient gives the fit with Minuit's numerical
+    derivatives on the reference model (as before): delays within 1e-3 of their error, errors
+    and resolutions within 1 %."""
+    from iminuit import Minuit
+    from iminuit.cost import ExtendedBinnedNLL
+
+    from b2calib.detectors.klm import time as T
+
+    window = (-20.0, 40.0)
+    for seed in (1, 2):
+        cells, counts, edges = _scintillator_sample(seed)
+        use = cells[:, :, 0].sum(axis=1) > 0
+        new = T.fit_scintillator_delay(cells, counts, edges, use, window, start=(0.06, 1.0))
+        width = float(edges[-1] - edges[0])
+        flat = np.concatenate([[window[0]], *[edges[1:] + k * width for k in range(4)]])
+        cost = ExtendedBinnedNLL(
+            counts.T.reshape(-1), flat, _reference_delay_model(cells[use], edges, window)
+        )
+        m = Minuit(cost, delay=0.06, sigma=1.0)
+        m.errors["delay"], m.errors["sigma"] = 1e-3, 0.05
+        m.limits["delay"], m.limits["sigma"] = (0.0, 0.3), (0.05, 20.0)
+        m.migrad()
+        m.hesse()
+        assert new.valid
+        assert m.valid
+        assert m.accurate
+        err = float(m.errors["delay"])
+        assert abs(new.value - float(m.values["delay"])) < 1e-3 * err, (new.value, m.values)
+        assert new.error == pytest.approx(err, rel=0.01)
+        assert new.scatter == pytest.approx(float(m.values["sigma"]), rel=0.01)
+        assert abs(new.value - 0.068) < 4 * new.error  # and the truth is recovered
+
+
+# ------------------------------------------------------------- compiled paths vs the reference
+def test_match_compiled_equals_numpy() -> None:
+    """The crossings' matching event by event (compiled) gives the numpy path's keys-and-search
+    result: duplicate (track, plane) hits, several digits on a strip (the first in the file
+    gives the time, a NaN time included), digits on the neighbouring plane, events without
+    hits or digits, strip windows of 0 and 7."""
+    rng = np.random.default_rng(4)
+    n_events = 400
+    e_counts = rng.integers(0, 12, n_events)
+    e_counts[:3] = 0
+    d_counts = rng.integers(0, 12, n_events)
+    d_counts[3:6] = 0
+    evt = np.repeat(np.arange(n_events), e_counts)
+    trk = rng.integers(0, 3, len(evt))
+    plane = rng.integers(100, 104, len(evt))  # few planes: duplicates and neighbours
+    strip = rng.integers(1, 12, len(evt))
+    d_plane = rng.integers(100, 104, d_counts.sum())
+    d_strip = rng.integers(1, 12, d_counts.sum())
+    d_time = rng.normal(0.0, 5.0, d_counts.sum())
+    d_time[::17] = np.nan
+    offsets = collectors._offsets
+    for span in (0, 7):
+        assert collectors._compiled_match_applies(trk, d_strip, span)
+        compiled = collectors._match_compiled(
+            offsets(e_counts), plane, strip, trk, offsets(d_counts), d_plane, d_strip, d_time, span
+        )
+        plain = collectors._match_numpy(
+            evt, trk, plane, strip, d_counts, d_plane, d_strip, d_time, span
+        )
+        assert len(plain[0]) < len(evt)  # duplicates were dropped
+        assert plain[1].any()
+        assert not plain[1].all()
+        for a, b in zip(compiled, plain, strict=True):
+            np.testing.assert_array_equal(a, b)
+    # keys the numpy path mixes up (track 64, strip 128): that path, not the compiled one
+    assert not collectors._compiled_match_applies(np.array([0, 64]), d_strip, 0)
+    assert not collectors._compiled_match_applies(trk, np.array([1, 128]), 0)
+    assert not collectors._compiled_match_applies(trk, d_strip, -1)
+
+
+def test_collectors_compiled_equal_numpy_path(
+    sample: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Both KLM collectors fill bit-identical histograms, and ``crossings`` gives identical
+    crossings, through the compiled matching and the numpy path (one run of the sample)."""
+    f = sorted(sample.glob("e*/r*/cdst_hlt_mumu_2trk_*.root"))[0]
+    col = collectors.TimeCollector()
+    ev = uproot.open(f)["tree"].arrays(list(col.branches))
+    out: dict[bool, tuple] = {}  # type: ignore[type-arg]
+    for compiled in (True, False):
+        if not compiled:
+            monkeypatch.setattr(collectors, "_compiled_match_applies", lambda *a: False)
+        c = collectors.crossings(ev, 8)
+        hists = {**col.collect(ev), **collectors.StripEfficiencyCollector().collect(ev)}
+        out[compiled] = (c, hists)
+    (c1, h1), (c2, h2) = out[True], out[False]
+    # a digit on strip 0 of its plane: the numpy path, with the plane of the channel before
+    ev2 = ak.with_field(
+        ev,
+        ak.where(ak.local_index(ev["KLMDigits_m_strip"]) == 0, 0, ev["KLMDigits_m_strip"]),
+        "KLMDigits_m_strip",
+    )
+    monkeypatch.setattr(collectors, "_match_compiled", None)  # not called
+    c3 = collectors.crossings(ev2, 8)
+    assert len(c3.channel) == len(c1.channel)
+    assert c3.matched.sum() <= c1.matched.sum()
+    assert len(c1.channel) > 1000
+    for field in dataclasses.fields(collectors.Crossings):
+        np.testing.assert_array_equal(getattr(c1, field.name), getattr(c2, field.name))
+    assert h1.keys() == h2.keys()
+    for k in h1:
+        assert np.array_equal(h1[k].view(flow=True), h2[k].view(flow=True)), k
+    assert h1["moments"].values().sum() > 0
+
+
+def test_geometry_tables_equal_formulas() -> None:
+    """The per-channel tables of ``decode``, ``strip_type`` and ``extrapolation_layer`` and the
+    per-formula ``propagation_distance`` are bit-identical to the formulas they replaced."""
+    ch = np.arange(1, geo.N_CHANNELS + 1)
+    i = np.searchsorted(geo.PLANE_FIRST, ch, side="right") - 1
+    d = geo.decode(ch)
+    for k, name in enumerate(("subdetector", "section", "sector", "layer", "plane")):
+        np.testing.assert_array_equal(d[name], geo.PLANES[i, k])
+    np.testing.assert_array_equal(d["strip"], ch - geo.PLANE_FIRST[i] + 1)
+    rpc_type = np.where(d["plane"] == 1, geo.RPC_PHI, geo.RPC_Z)
+    bklm_type = np.where(d["layer"] <= geo.BKLM_SCINT_LAYERS, geo.BKLM_SCINT, rpc_type)
+    typ = np.where(d["subdetector"] == geo.EKLM, geo.EKLM_SCINT, bklm_type)
+    np.testing.assert_array_equal(geo.strip_type(ch), typ)
+    layer = np.where(d["subdetector"] == geo.EKLM, geo.BKLM_LAYERS, 0) + d["layer"]
+    np.testing.assert_array_equal(collectors.extrapolation_layer(ch), layer)
+    rng = np.random.default_rng(8)
+    c = rng.integers(1, geo.N_CHANNELS + 1, 20000)
+    x, y, z = rng.uniform(-400.0, 400.0, (3, len(c)))
+    d = geo.decode(c)
+    r = np.hypot(x, y)
+    centre = (d["sector"] - 1) * np.pi / 4
+    local = r * np.tan(np.mod(np.arctan2(y, x) - centre + np.pi, 2 * np.pi) - np.pi)
+    bklm_z = local + r * np.tan(np.pi / 8)
+    bklm_phi = np.where(d["section"] == 1, z - geo.BKLM_ZSPLIT, geo.BKLM_ZSPLIT - z)
+    bklm = np.where(d["plane"] == 0, bklm_z, bklm_phi)
+    eklm = np.where(d["plane"] == 1, np.abs(x), np.abs(y)) + geo.EKLM_RMAX / 2
+    expected = np.where(d["subdetector"] == geo.EKLM, eklm, bklm)
+    np.testing.assert_array_equal(geo.propagation_distance(c, x, y, z), expected)
+    with pytest.raises(ValueError, match="outside"):
+        geo.strip_type([0])
+    with pytest.raises(ValueError, match="outside"):
+        geo.plane_of([geo.N_CHANNELS + 1])
+
+
+def test_time_lacking_channels_skips_the_likelihood(
+    sample: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An execution that cannot calibrate ``min_calibrated_fraction`` of the channels (too few
+    with ``min_hits``) says NOT_ENOUGH_DATA without the scintillators' likelihood fit (most of
+    its time); with enough channels the fit runs."""
+    from b2calib.calibration import AlgorithmInput, Constants
+    from b2calib.detectors.klm import time as T
+
+    f = sorted(sample.glob("e*/r*/cdst_hlt_mumu_2trk_*.root"))[0]
+    col = collectors.TimeCollector()
+    hists = col.collect(uproot.open(f)["tree"].arrays(list(col.branches)))
+    fitted: list[int] = []
+    real = T.fit_scintillator_delay
+
+    def counted(*args, **kwargs):  # type: ignore[no-untyped-def]
+        fitted.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(T, "fit_scintillator_delay", counted)
+    cal = CALS["klm-time"]
+    runs = [(12, 1)]
+    lacking = cal.configure({"min_hits_per_type": 10})
+    result = T.TimeAlgorithm().run(AlgorithmInput(runs, hists, RunOutput(), Constants([]), lacking))
+    assert result.status.value == "NOT_ENOUGH_DATA", result.message
+    assert "of the channels have >= 50 hits" in result.message
+    assert not fitted
+    types = result.diagnostics.tables["types"]
+    assert np.all(np.isfinite(types["delay"][:2]))  # the scintillators' straight lines
+    enough = cal.configure({"min_hits": 1, "min_hits_per_type": 10, "min_calibrated_fraction": 0.0})
+    result = T.TimeAlgorithm().run(AlgorithmInput(runs, hists, RunOutput(), Constants([]), enough))
+    assert len(fitted) == 2, result.message

@@ -87,6 +87,40 @@ def _plane_lookup() -> npt.NDArray[np.int64]:
 
 
 _LUT = _plane_lookup()
+#: The row of :data:`PLANES` of every channel (index channel - 1).
+_PLANE_COLUMNS = {
+    name: np.ascontiguousarray(PLANES[:, k])
+    for k, name in enumerate(("subdetector", "section", "sector", "layer", "plane"))
+}
+_CHANNEL_PLANE = np.repeat(np.arange(len(PLANES), dtype=np.int64), PLANES[:, 5])
+
+
+def plane_index_of(
+    subdetector: npt.ArrayLike,
+    section: npt.ArrayLike,
+    sector: npt.ArrayLike,
+    layer: npt.ArrayLike,
+    plane: npt.ArrayLike,
+) -> npt.NDArray[np.int64]:
+    """Rows of :data:`PLANES` of strip-plane addresses (arrays of :func:`plane_index`)."""
+    idx = _LUT[
+        np.asarray(subdetector),
+        np.asarray(section),
+        np.asarray(sector),
+        np.asarray(layer),
+        np.asarray(plane),
+    ]
+    if np.any(idx < 0):
+        raise ValueError("invalid KLM plane address")
+    return np.asarray(idx, dtype=np.int64)
+
+
+def plane_of(ch: npt.ArrayLike) -> npt.NDArray[np.int64]:
+    """The row of :data:`PLANES` of channels (1..N_CHANNELS)."""
+    ch = np.asarray(ch, dtype=np.int64)
+    if np.any((ch < 1) | (ch > N_CHANNELS)):
+        raise ValueError(f"KLM channel outside 1..{N_CHANNELS}")
+    return np.asarray(_CHANNEL_PLANE[ch - 1])
 
 
 def channel(
@@ -98,37 +132,35 @@ def channel(
     strip: npt.ArrayLike,
 ) -> npt.NDArray[np.int64]:
     """Global channel number (1..N_CHANNELS) of strips; strips are 1-based in their plane."""
-    idx = _LUT[
-        np.asarray(subdetector),
-        np.asarray(section),
-        np.asarray(sector),
-        np.asarray(layer),
-        np.asarray(plane),
-    ]
-    if np.any(idx < 0):
-        raise ValueError("invalid KLM plane address")
+    idx = plane_index_of(subdetector, section, sector, layer, plane)
     return PLANE_FIRST[idx] + np.asarray(strip, dtype=np.int64) - 1
 
 
 def decode(ch: npt.ArrayLike) -> dict[str, npt.NDArray[np.int64]]:
     """Split global channel numbers into subdetector, section, sector, layer, plane, strip."""
     ch = np.asarray(ch, dtype=np.int64)
-    if np.any((ch < 1) | (ch > N_CHANNELS)):
-        raise ValueError(f"KLM channel outside 1..{N_CHANNELS}")
-    i = np.searchsorted(PLANE_FIRST, ch, side="right") - 1
-    names = ("subdetector", "section", "sector", "layer", "plane")
-    out = {name: PLANES[i, k] for k, name in enumerate(names)}
+    i = plane_of(ch)
+    out = {name: column[i] for name, column in _PLANE_COLUMNS.items()}
     out["strip"] = ch - PLANE_FIRST[i] + 1
     return out
+
+
+def _strip_types() -> npt.NDArray[np.int64]:
+    d = decode(np.arange(1, N_CHANNELS + 1))
+    rpc_type = np.where(d["plane"] == 1, RPC_PHI, RPC_Z)
+    bklm_type = np.where(d["layer"] <= BKLM_SCINT_LAYERS, BKLM_SCINT, rpc_type)
+    return np.where(d["subdetector"] == EKLM, EKLM_SCINT, bklm_type).astype(np.int64)
+
+
+_STRIP_TYPE = _strip_types()
 
 
 def strip_type(ch: npt.ArrayLike) -> npt.NDArray[np.int64]:
     """KLMTimeConstants type of channels: :data:`EKLM_SCINT`, :data:`BKLM_SCINT`, :data:`RPC_PHI`
     (BKLM plane 1, layers 3-15) or :data:`RPC_Z` (BKLM plane 0, layers 3-15)."""
-    d = decode(ch)
-    rpc_type = np.where(d["plane"] == 1, RPC_PHI, RPC_Z)
-    bklm_type = np.where(d["layer"] <= BKLM_SCINT_LAYERS, BKLM_SCINT, rpc_type)
-    return np.where(d["subdetector"] == EKLM, EKLM_SCINT, bklm_type).astype(np.int64)
+    ch = np.asarray(ch, dtype=np.int64)
+    plane_of(ch)  # the range check
+    return np.asarray(_STRIP_TYPE[ch - 1])
 
 
 def propagation_distance(
@@ -143,13 +175,23 @@ def propagation_distance(
     """
     d = decode(ch)
     x, y, z = (np.asarray(a, dtype=np.float64) for a in (x, y, z))
-    r = np.hypot(x, y)
-    phi = np.arctan2(y, x)
-    centre = (d["sector"] - 1) * np.pi / 4
+    out = np.empty(np.broadcast(d["plane"], x, y, z).shape)
+    x, y, z = (np.broadcast_to(a, out.shape) for a in (x, y, z))
+    sub, sec, plane = (
+        np.broadcast_to(d[k], out.shape) for k in ("subdetector", "section", "plane")
+    )
+    # each formula only where it applies (elementwise: the values are those of every formula
+    # evaluated everywhere and selected)
+    eklm = sub == EKLM
+    zs = ~eklm & (plane == 0)
+    phis = ~eklm & (plane != 0)
+    out[eklm] = np.where(plane[eklm] == 1, np.abs(x[eklm]), np.abs(y[eklm])) + EKLM_RMAX / 2
+    out[phis] = np.where(sec[phis] == 1, z[phis] - BKLM_ZSPLIT, BKLM_ZSPLIT - z[phis])
+    xz, yz = x[zs], y[zs]
+    r = np.hypot(xz, yz)
+    phi = np.arctan2(yz, xz)
+    centre = (np.broadcast_to(d["sector"], out.shape)[zs] - 1) * np.pi / 4
     local = r * np.tan(np.mod(phi - centre + np.pi, 2 * np.pi) - np.pi)
     width = 2 * r * np.tan(np.pi / 8)
-    bklm_z = local + width / 2
-    bklm_phi = np.where(d["section"] == 1, z - BKLM_ZSPLIT, BKLM_ZSPLIT - z)
-    bklm = np.where(d["plane"] == 0, bklm_z, bklm_phi)
-    eklm = np.where(d["plane"] == 1, np.abs(x), np.abs(y)) + EKLM_RMAX / 2
-    return np.where(d["subdetector"] == EKLM, eklm, bklm)
+    out[zs] = local + width / 2
+    return out

@@ -13,6 +13,7 @@ from typing import Any, ClassVar, cast
 
 import awkward as ak
 import hist
+import numba
 import numpy as np
 import numpy.typing as npt
 
@@ -97,8 +98,11 @@ def _event_of(events: ak.Array, branch: str) -> I64:
 
 def extrapolation_layer(ch: npt.ArrayLike) -> I64:
     """basf2's extrapolation layer of channels: BKLM layers 1-15, EKLM layers 16-29."""
-    d = klm.decode(ch)
-    return np.where(d["subdetector"] == klm.EKLM, klm.BKLM_LAYERS, 0) + d["layer"]
+    return np.asarray(_PLANE_LAYER[klm.plane_of(ch)])
+
+
+#: The extrapolation layer of each strip plane (row of ``klm.PLANES``).
+_PLANE_LAYER = np.where(klm.PLANES[:, 0] == klm.EKLM, klm.BKLM_LAYERS, 0) + klm.PLANES[:, 3]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -152,37 +156,39 @@ def crossings(events: ak.Array, allowed_distance: int) -> Crossings:
     x, y, z, tof = (
         _flat(events, f"ExtHits_m_{k}", np.float64)[keep] for k in ("posX", "posY", "posZ", "tof")
     )
-    plane = np.searchsorted(klm.PLANE_FIRST, ch, side="right") - 1
+    plane = klm.plane_of(ch)
     strip = ch - klm.PLANE_FIRST[plane] + 1
-    # one hit per (track, plane): the first
-    key = (evt * 64 + trk) * _NPL + plane
-    _, first = np.unique(key, return_index=True)
-    first = np.sort(first)
-    evt, trk, ch, plane, strip, x, y, z, tof = (
-        a[first] for a in (evt, trk, ch, plane, strip, x, y, z, tof)
-    )
-    # digits, sorted by (event, plane, strip)
+    # digits, in their order in the file
     cols = [
         _flat(events, f"KLMDigits_m_{k}", np.int64)
         for k in ("subdetector", "section", "sector", "layer", "plane", "strip")
     ]
-    d_evt = _event_of(events, "KLMDigits_m_strip")
+    d_counts = ak.to_numpy(ak.num(events["KLMDigits_m_strip"])).astype(np.int64)
     d_time = _flat(events, "KLMDigits_m_time", np.float64)
-    d_ch = klm.channel(*cols) if len(d_evt) else np.zeros(0, np.int64)
-    d_plane = np.searchsorted(klm.PLANE_FIRST, d_ch, side="right") - 1
-    d_key = (d_evt * _NPL + d_plane) * _STRIP_KEY + cols[5]
-    order = np.argsort(d_key, kind="stable")
-    d_key, d_time = d_key[order], d_time[order]
-    base = (evt * _NPL + plane) * _STRIP_KEY
+    d_plane = klm.plane_index_of(*cols[:5]) if len(d_time) else np.zeros(0, np.int64)
+    inside = bool(np.all((cols[5] >= 1) & (cols[5] <= klm.PLANES[d_plane, 5])))
+    if not inside:  # a digit's strip outside its plane: its channel's plane, as it was
+        d_plane = _plane_of_channel(klm.PLANE_FIRST[d_plane] + cols[5] - 1)
+    e_counts = np.bincount(evt, minlength=len(d_counts)) if len(evt) else np.zeros(0, np.int64)
     span = int(allowed_distance) - 1
-    lo = np.searchsorted(d_key, base + np.maximum(strip - span, 0), side="left")
-    hi = np.searchsorted(d_key, base + strip + span, side="right")
-    matched = hi > lo
-    at = np.searchsorted(d_key, base + strip, side="left")
-    exact = at < len(d_key)
-    exact[exact] = d_key[at[exact]] == (base + strip)[exact]
-    time = np.full(len(ch), np.nan)
-    time[exact] = d_time[at[exact]]
+    if inside and _compiled_match_applies(trk, cols[5], span):
+        first, matched, time = _match_compiled(
+            _offsets(e_counts),
+            plane,
+            strip,
+            trk,
+            _offsets(d_counts),
+            d_plane,
+            cols[5],
+            d_time,
+            span,
+        )
+    else:
+        first, matched, time = _match_numpy(
+            evt, trk, plane, strip, d_counts, d_plane, cols[5], d_time, span
+        )
+    if len(first) < len(evt):  # (else every hit is the first of its track and plane)
+        evt, trk, ch, plane, x, y, z, tof = (a[first] for a in (evt, trk, ch, plane, x, y, z, tof))
     # track momentum from the fit (helix omega and tan lambda)
     omega = _flat(events, "TrackFitResults_m_omega", np.float64)
     tanl = _flat(events, "TrackFitResults_m_tanLambda", np.float64)
@@ -207,6 +213,120 @@ def crossings(events: ak.Array, allowed_distance: int) -> Crossings:
         y=y,
         z=z,
         tof=tof,
+    )
+
+
+def _plane_of_channel(ch: I64) -> I64:
+    """The plane row whose channels' range holds ``ch`` (-1 below the first; the last above)."""
+    return np.asarray(np.searchsorted(klm.PLANE_FIRST, ch, side="right") - 1, dtype=np.int64)
+
+
+def _offsets(counts: I64) -> I64:
+    """Start of each group and the end of the last (``len(counts) + 1``)."""
+    out = np.zeros(len(counts) + 1, np.int64)
+    np.cumsum(counts, out=out[1:])
+    return out
+
+
+def _compiled_match_applies(trk: I64, d_strip: I64, span: int) -> bool:
+    """Whether :func:`_match_compiled` gives :func:`_match_numpy`'s result: the numpy path
+    matches by keys ``(event x 64 + track) x planes + plane`` and ``(event x planes + plane) x
+    128 + strip``, which tell events, planes and strips apart only for tracks 0..63, digit
+    strips 0..127 and a window of strips within 0..127 (more than 50 strips apart: they would
+    reach another plane's keys)."""
+    ok = (not len(trk) or (int(trk.min()) >= 0 and int(trk.max()) < 64)) and span >= 0
+    ok = ok and (not len(d_strip) or (int(d_strip.min()) >= 0 and int(d_strip.max()) < _STRIP_KEY))
+    return bool(ok and klm.EKLM_STRIPS + span < _STRIP_KEY)
+
+
+def _match_numpy(
+    evt: I64,
+    trk: I64,
+    plane: I64,
+    strip: I64,
+    d_counts: I64,
+    d_plane: I64,
+    d_strip: I64,
+    d_time: F,
+    span: int,
+) -> tuple[I64, B, F]:
+    """The first ExtHit of each (track, plane) and, for it, whether a digit of its event and plane
+    is within ``span`` strips, and the time of the first digit on its strip (NaN if none)."""
+    key = (evt * 64 + trk) * _NPL + plane
+    _, first = np.unique(key, return_index=True)
+    first = np.sort(first)
+    evt, plane, strip = evt[first], plane[first], strip[first]
+    d_evt = np.repeat(np.arange(len(d_counts), dtype=np.int64), d_counts)
+    # digits sorted by (event, plane, strip)
+    d_key = (d_evt * _NPL + d_plane) * _STRIP_KEY + d_strip
+    order = np.argsort(d_key, kind="stable")
+    d_key, d_time = d_key[order], d_time[order]
+    base = (evt * _NPL + plane) * _STRIP_KEY
+    lo = np.searchsorted(d_key, base + np.maximum(strip - span, 0), side="left")
+    hi = np.searchsorted(d_key, base + strip + span, side="right")
+    matched = hi > lo
+    at = np.searchsorted(d_key, base + strip, side="left")
+    exact = at < len(d_key)
+    exact[exact] = d_key[at[exact]] == (base + strip)[exact]
+    time = np.full(len(first), np.nan)
+    time[exact] = d_time[at[exact]]
+    return first, matched, time
+
+
+@numba.njit(cache=True, nogil=True)
+def _match_compiled(
+    e_first: I64,
+    plane: I64,
+    strip: I64,
+    trk: I64,
+    d_first: I64,
+    d_plane: I64,
+    d_strip: I64,
+    d_time: F,
+    span: int,
+) -> tuple[I64, B, F]:
+    """:func:`_match_numpy` event by event (ExtHits and digits grouped by event, offsets
+    ``e_first`` and ``d_first``): a hit's digits are those of its event."""
+    n = plane.shape[0]
+    first = np.empty(n, np.int64)
+    matched = np.zeros(n, np.bool_)
+    time = np.full(n, np.nan)
+    seen = np.full((64, _NPL), -1, np.int64)  # the event that last kept (track, plane)
+    # the event's digits of each plane, in file order: head[plane] (if head_event[plane] is
+    # the event), then after[digit]
+    head = np.empty(_NPL, np.int64)
+    head_event = np.full(_NPL, -1, np.int64)
+    after = np.empty(d_plane.shape[0], np.int64)
+    kept = 0
+    for e in range(e_first.shape[0] - 1):
+        for i in range(d_first[e + 1] - 1, d_first[e] - 1, -1):
+            p = d_plane[i]
+            after[i] = head[p] if head_event[p] == e else -1
+            head[p], head_event[p] = i, e
+        for j in range(e_first[e], e_first[e + 1]):
+            if seen[trk[j], plane[j]] == e:
+                continue
+            seen[trk[j], plane[j]] = e
+            first[kept] = j
+            low, high = max(strip[j] - span, 0), strip[j] + span
+            exact = False
+            i = head[plane[j]] if head_event[plane[j]] == e else -1
+            while i >= 0:
+                if low <= d_strip[i] <= high:
+                    matched[kept] = True
+                if d_strip[i] == strip[j] and not exact:  # the first digit on the strip
+                    time[kept] = d_time[i]
+                    exact = True
+                i = after[i]
+            kept += 1
+    return first[:kept], matched[:kept], time[:kept]
+
+
+def _load_match() -> None:
+    """Load the compiled matching (forked workers inherit it: see ``Collector.prepare``)."""
+    none = np.zeros(0, np.int64)
+    _match_compiled(
+        np.zeros(1, np.int64), none, none, none, np.zeros(1, np.int64), none, none, np.zeros(0), 0
     )
 
 
@@ -274,6 +394,10 @@ class StripEfficiencyCollector(Collector):
     def branches(self) -> dict[str, str]:
         return dict(_BRANCHES)
 
+    def prepare(self) -> None:
+        """Load the compiled matching of :func:`crossings`."""
+        _load_match()
+
     def collect(self, events: ak.Array) -> dict[str, hist.Hist]:
         c = crossings(events, self.allowed_distance)
         sel = selected_for_efficiency(
@@ -304,6 +428,9 @@ def strip_length() -> F:
     return np.where(d["subdetector"] == klm.EKLM, 1.5 * klm.EKLM_RMAX, bklm).astype(np.float64)
 
 
+_STRIP_LENGTH = strip_length()
+
+
 @dataclasses.dataclass(frozen=True)
 class TimeCollector(Collector):
     """Digit times of the crossed strips, ``t = digit time - flight time - event T0``, inside
@@ -326,6 +453,10 @@ class TimeCollector(Collector):
             "EventT0_m_hasEventT0": "int8",
         }
 
+    def prepare(self) -> None:
+        """Load the compiled matching of :func:`crossings`."""
+        _load_match()
+
     def collect(self, events: ak.Array) -> dict[str, hist.Hist]:
         c = crossings(events, 1)
         t0 = ak.to_numpy(events["EventT0_m_eventT0"]).astype(np.float64)
@@ -339,7 +470,7 @@ class TimeCollector(Collector):
         hi = np.array([w[1] for w in self.windows])[typ - 1]
         inside = (t >= lo) & (t < hi)
         ch, t, d, typ = ch[inside], t[inside], d[inside], typ[inside]
-        length = strip_length()
+        length = _STRIP_LENGTH
         dbin = np.clip((d / length[ch - 1] * DISTANCE_BINS).astype(np.int64), 0, DISTANCE_BINS - 1)
         cell = (ch - 1) * DISTANCE_BINS + dbin
         ncell = klm.N_CHANNELS * DISTANCE_BINS

@@ -28,24 +28,28 @@ crossing to the strip's readout end. The algorithm:
    error.
 
 The scintillator likelihood runs on the time histograms in bins of ``fit_bin_width`` (2 ns,
-against the 1.3 ns resolution: 2 % wider errors than 1 ns bins, four times faster).
+against the 1.3 ns resolution: 2 % wider errors than 1 ns bins, four times faster). Its model
+and the model's derivatives come from one compiled pass over the cells (:class:`_DelayModel`):
+Minuit minimises with the analytic gradient instead of numerical derivatives.
 
 NOT_ENOUGH_DATA when a type's fit has fewer than ``min_hits_per_type`` hits or fewer than
-``min_calibrated_fraction`` of the channels are calibrated; the strategy is
+``min_calibrated_fraction`` of the channels are calibrated (when fewer than that have
+``min_hits`` hits, the scintillators' likelihood fit is not run: their delays in the
+diagnostics are the straight line's); the strategy is
 ``SequentialRunByRun`` (runs merged until that is reached).
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any, cast
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import numba
 import numpy as np
 import numpy.typing as npt
 from iminuit import Minuit
 from iminuit.cost import ExtendedBinnedNLL
-from scipy.special import ndtr
 
 from b2calib.calibration import (
     Algorithm,
@@ -89,6 +93,7 @@ __all__ = [
 
 F = npt.NDArray[np.float64]
 _SQRT2 = math.sqrt(2.0)
+_SQRT2PI = math.sqrt(2.0 * math.pi)
 B = npt.NDArray[np.bool_]
 
 TIME_CONSTANTS = "KLMTimeConstants"
@@ -183,49 +188,26 @@ def fit_scintillator_delay(
         leaving them out of the model: pass every channel with hits).
     """
     c = cells[use]
-    n_ck = c[:, :, 0]
-    hits, nch = int(n_ck.sum()), int(use.sum())
-    n_c = np.maximum(n_ck.sum(axis=1), 1.0)
-    tbar = c[:, :, 1].sum(axis=1) / n_c
-    dbar = c[:, :, 3].sum(axis=1) / n_c
-    with np.errstate(invalid="ignore", divide="ignore"):
-        dck = np.where(n_ck > 0, c[:, :, 3] / n_ck, 0.0)
-        vck = np.where(n_ck > 0, np.maximum(c[:, :, 4] / n_ck - dck**2, 0.0), 0.0)
-    lo, hi = window
-    x0, x1 = float(edges[0]), float(edges[-1])
-    width = x1 - x0
-    nb = len(edges) - 1
+    hits, nch = int(c[:, :, 0].sum()), int(use.sum())
     # the distance bins laid end to end on one axis: bin k's times shifted by k x width
-    flat_edges = np.concatenate([[lo], *[edges[1:] + k * width for k in range(DISTANCE_BINS)]])
+    width = float(edges[-1] - edges[0])
+    flat_edges = np.concatenate(
+        [[window[0]], *[edges[1:] + k * width for k in range(DISTANCE_BINS)]]
+    )
     flat_counts = counts.T.reshape(-1)
-    live = [np.flatnonzero(n_ck[:, k] > 0) for k in range(DISTANCE_BINS)]
-
-    def scaled_cdf(x: F, delay: float, sigma: float) -> F:
-        out = np.empty(len(x))
-        total = 0.0
-        for k in range(DISTANCE_BINS):
-            i = live[k]
-            # raw time of the cell (for the window) and its time less the reference delay
-            m = tbar[i] + delay * (dck[i, k] - dbar[i])
-            mr = m - reference * dck[i, k]
-            sd = np.sqrt(sigma**2 + (delay - reference) ** 2 * vck[i, k])
-            sw = np.sqrt(sigma**2 + delay**2 * vck[i, k])
-            a, b = ndtr((lo - m) / sw), ndtr((hi - m) / sw)
-            norm = n_ck[i, k] / np.maximum(b - a, 1e-300)
-            f = _window_cdf(edges, mr, sd, norm)
-            out[0 if k == 0 else k * nb + 1 : (k + 1) * nb + 1] = total + f[0 if k == 0 else 1 :]
-            total += float(n_ck[i, k].sum())
-        return out
-
     if nch < 2 or hits < 10:
         return DelayFit(math.nan, math.nan, math.nan, hits, nch, False, "too few hits")
-    cost = ExtendedBinnedNLL(flat_counts, flat_edges, scaled_cdf)
+    model = _DelayModel(c, edges, window, reference)
+    cost = ExtendedBinnedNLL(flat_counts, flat_edges, model.cdf, grad=model.grad)
     v0, s0 = start if start is not None and all(map(math.isfinite, start)) else (reference, 1.0)
     m = Minuit(cost, delay=v0, sigma=s0)
     m.errors["delay"] = 1e-3
     m.errors["sigma"] = 0.05
     m.limits["delay"] = (0.0, 0.3)
     m.limits["sigma"] = (0.05, 20.0)
+    # the model's gradient is analytic: strategy 0 does not check it against a numerical one
+    # (18 more evaluations of the model) and Hesse gives the errors after the minimum
+    m.strategy = 0
     m.migrad()
     m.hesse()
     valid = bool(m.valid and m.accurate)
@@ -235,58 +217,171 @@ def fit_scintillator_delay(
     return DelayFit(v, e, scatter, hits, nch, valid, msg)
 
 
-def _window_cdf(edges: F, mean: F, sd: F, weight: F) -> F:
-    """``sum_i weight_i (Phi((edge - mean_i) / sd_i) - Phi((edges[0] - mean_i) / sd_i))`` at
-    every edge, each Gaussian evaluated only within 6 standard deviations of its mean (0 below,
-    its full weight above): a few edges per Gaussian instead of all of them. Compiled
-    (:func:`_window_cdf_kernel`: the fit's model calls it for every distance bin at every
-    step); :func:`_window_cdf_numpy` is the same sum in numpy (equal up to rounding)."""
-    bw = float(edges[1] - edges[0])
-    w = int(np.ceil(6.0 * float(sd.max(initial=0.0)) / bw)) + 1
-    return cast(F, _window_cdf_kernel(edges, mean, sd, weight, w))
+class _DelayModel:
+    """The model of :func:`fit_scintillator_delay`: the expected cumulative counts at the edges
+    of the distance bins' time histograms laid end to end, and their derivatives in the delay
+    and the resolution, both from one compiled pass (:func:`_delay_model_kernel`).
+
+    Each cell (channel ``i``, distance bin ``k`` with hits) is a Gaussian of the histogrammed
+    time ``t - reference x d``, mean ``tbar_i + delay (d_ik - dbar_i) - reference d_ik`` and
+    width ``sqrt(sigma^2 + (delay - reference)^2 var_ik)``, scaled to the cell's hits inside the
+    window of ``t`` (mean without the reference term, width with ``delay`` for
+    ``delay - reference``). Its cumulative sum at an edge is computed only within 6 widths of
+    the mean (the largest width of its distance bin): 0 below, the whole weight above; a few
+    edges per Gaussian instead of all of them.
+
+    Minuit asks for the value and then the gradient at the same point (and iminuit's cost asks
+    for the value again with the gradient): the last point's value and gradient are kept.
+    """
+
+    def __init__(self, cells: F, edges: F, window: tuple[float, float], reference: float):
+        n_ck = cells[:, :, 0]
+        n_c = np.maximum(n_ck.sum(axis=1), 1.0)
+        tbar = cells[:, :, 1].sum(axis=1) / n_c
+        dbar = cells[:, :, 3].sum(axis=1) / n_c
+        # the cells with hits, distance bin by distance bin (channel order within each)
+        k, i = np.nonzero(n_ck.T > 0)
+        n = n_ck[i, k]
+        dck = cells[i, k, 3] / n
+        self._args = (
+            np.asarray(edges, dtype=np.float64),
+            np.searchsorted(k, np.arange(DISTANCE_BINS + 1)).astype(np.int64),
+            tbar[i],
+            dck - dbar[i],
+            dck,
+            np.maximum(cells[i, k, 4] / n - dck**2, 0.0),
+            n,
+            float(window[0]),
+            float(window[1]),
+            float(reference),
+        )
+        self._at: tuple[float, float] | None = None
+        self._value = np.zeros(0)
+        self._grad: F | None = None
+
+    def _evaluate(self, delay: float, sigma: float, grad: bool) -> None:
+        at = (float(delay), float(sigma))
+        if at != self._at or (grad and self._grad is None):
+            value, g = _delay_model_kernel(*self._args, at[0], at[1], grad)
+            self._at, self._value, self._grad = at, value, g if grad else None
+
+    def cdf(self, x: F, delay: float, sigma: float) -> F:
+        """Expected cumulative counts at the edges (``x`` is not used: the edges are fixed)."""
+        self._evaluate(delay, sigma, grad=False)
+        return self._value
+
+    def grad(self, x: F, delay: float, sigma: float) -> F:
+        """Derivatives of :meth:`cdf` in the delay (row 0) and the resolution (row 1)."""
+        self._evaluate(delay, sigma, grad=True)
+        assert self._grad is not None
+        return self._grad
 
 
 @numba.njit(cache=True, nogil=True)
-def _window_cdf_kernel(edges: F, mean: F, sd: F, weight: F, w: int) -> F:
-    """:func:`_window_cdf` with the half-window ``w`` (edges) of every Gaussian."""
+def _delay_model_kernel(
+    edges: F,
+    first: npt.NDArray[np.int64],
+    tbar: F,
+    u: F,
+    dck: F,
+    vck: F,
+    n: F,
+    lo: float,
+    hi: float,
+    reference: float,
+    delay: float,
+    sigma: float,
+    with_grad: bool,
+) -> tuple[F, F]:
+    """:class:`_DelayModel` at (``delay``, ``sigma``): the expected cumulative counts at the
+    flat edges, and (``with_grad``) their derivatives, shape (2, edges)."""
     nb = edges.shape[0] - 1
     bw = edges[1] - edges[0]
-    cdf = np.zeros(nb + 1)
-    step = np.zeros(nb + 1)
-    base = 0.0
-    for i in range(mean.shape[0]):
-        c = math.floor((mean[i] - edges[0]) / bw)
-        for at in range(max(c - w, 0), min(c + w + 1, nb) + 1):
-            z = (edges[at] - mean[i]) / sd[i]
-            cdf[at] += 0.5 * math.erfc(-z / _SQRT2) * weight[i]
-        beyond = c + w + 2  # the first edge past the window: the whole weight from there
-        if beyond <= nb:
-            step[max(beyond, 0)] += weight[i]
-        z0 = (edges[0] - mean[i]) / sd[i]
-        base += weight[i] * 0.5 * math.erfc(-z0 / _SQRT2)
+    nk = first.shape[0] - 1
+    out = np.zeros(nk * nb + 1)
+    gout = np.zeros((2, nk * nb + 1))
+    cdf = np.empty(nb + 1)
+    step = np.empty(nb + 1)
+    gcdf = np.empty((2, nb + 1))
+    gstep = np.empty((2, nb + 1))
+    dm = np.empty(2)
+    dsd = np.empty(2)
+    dsw = np.empty(2)
+    dnorm = np.empty(2)
     total = 0.0
-    for j in range(nb + 1):
-        total += step[j]
-        cdf[j] += total - base
-    return cdf
-
-
-def _window_cdf_numpy(edges: F, mean: F, sd: F, weight: F) -> F:
-    """:func:`_window_cdf` in numpy (the reference of the compiled sum)."""
-    nb = len(edges) - 1
-    bw = float(edges[1] - edges[0])
-    w = int(np.ceil(6.0 * float(sd.max(initial=0.0)) / bw)) + 1
-    c = np.floor((mean - edges[0]) / bw).astype(np.int64)
-    idx = c[:, None] + np.arange(-w, w + 2)[None, :]
-    inside = (idx >= 0) & (idx <= nb)
-    at = np.clip(idx, 0, nb)
-    phi = ndtr((edges[at] - mean[:, None]) / sd[:, None]) * weight[:, None]
-    cdf = np.bincount(at[inside], weights=phi[inside], minlength=nb + 1)
-    beyond = c + w + 2  # the first edge past a Gaussian's window: its whole weight from there
-    reached = beyond <= nb
-    step = np.bincount(np.maximum(beyond[reached], 0), weights=weight[reached], minlength=nb + 1)
-    base = float(np.sum(weight * ndtr((edges[0] - mean) / sd)))
-    return cast(F, cdf + np.cumsum(step) - base)
+    for k in range(nk):
+        cdf[:] = 0.0
+        step[:] = 0.0
+        gcdf[:, :] = 0.0
+        gstep[:, :] = 0.0
+        base = 0.0
+        gbase0 = 0.0
+        gbase1 = 0.0
+        sd_max = 0.0
+        for j in range(first[k], first[k + 1]):
+            sd_max = max(sd_max, math.sqrt(sigma**2 + (delay - reference) ** 2 * vck[j]))
+        w = math.ceil(6.0 * sd_max / bw) + 1
+        hits = 0.0
+        for j in range(first[k], first[k + 1]):
+            m = tbar[j] + delay * u[j]
+            mr = m - reference * dck[j]
+            sd = math.sqrt(sigma**2 + (delay - reference) ** 2 * vck[j])
+            sw = math.sqrt(sigma**2 + delay**2 * vck[j])
+            za, zb = (lo - m) / sw, (hi - m) / sw
+            inside = 0.5 * math.erfc(-zb / _SQRT2) - 0.5 * math.erfc(-za / _SQRT2)
+            norm = n[j] / max(inside, 1e-300)
+            hits += n[j]
+            c = math.floor((mr - edges[0]) / bw)
+            beyond = c + w + 2  # the first edge past the window: the whole weight from there
+            z0 = (edges[0] - mr) / sd
+            phi0 = 0.5 * math.erfc(-z0 / _SQRT2)
+            base += norm * phi0
+            if with_grad:
+                # d/d(delay), d/d(sigma) of the mean, the widths and the normalisation
+                dm[0], dm[1] = u[j], 0.0
+                dsd[0], dsd[1] = (delay - reference) * vck[j] / sd, sigma / sd
+                dsw[0], dsw[1] = delay * vck[j] / sw, sigma / sw
+                pa = math.exp(-0.5 * za * za) / _SQRT2PI
+                pb = math.exp(-0.5 * zb * zb) / _SQRT2PI
+                for p in range(2):
+                    dza = (-dm[p] - za * dsw[p]) / sw
+                    dzb = (-dm[p] - zb * dsw[p]) / sw
+                    dnorm[p] = -norm * (pb * dzb - pa * dza) / max(inside, 1e-300)
+                d0 = math.exp(-0.5 * z0 * z0) / _SQRT2PI
+                gbase0 += dnorm[0] * phi0 + norm * d0 * (-dm[0] - z0 * dsd[0]) / sd
+                gbase1 += dnorm[1] * phi0 + norm * d0 * (-dm[1] - z0 * dsd[1]) / sd
+            for at in range(max(c - w, 0), min(c + w + 1, nb) + 1):
+                z = (edges[at] - mr) / sd
+                phi = 0.5 * math.erfc(-z / _SQRT2)
+                cdf[at] += phi * norm
+                if with_grad:
+                    dens = math.exp(-0.5 * z * z) / _SQRT2PI * norm / sd
+                    gcdf[0, at] += dnorm[0] * phi + dens * (-dm[0] - z * dsd[0])
+                    gcdf[1, at] += dnorm[1] * phi + dens * (-dm[1] - z * dsd[1])
+            if beyond <= nb:
+                step[max(beyond, 0)] += norm
+                if with_grad:
+                    gstep[0, max(beyond, 0)] += dnorm[0]
+                    gstep[1, max(beyond, 0)] += dnorm[1]
+        run = 0.0
+        grun0 = 0.0
+        grun1 = 0.0
+        # bin k's edges: the first is the previous bin's last (all of bin 0's for k = 0)
+        skip = 0 if k == 0 else 1
+        offset = 0 if k == 0 else k * nb + 1
+        for at in range(nb + 1):
+            run += step[at]
+            if with_grad:
+                grun0 += gstep[0, at]
+                grun1 += gstep[1, at]
+            if at < skip:
+                continue
+            out[offset + at - skip] = total + cdf[at] + run - base
+            if with_grad:
+                gout[0, offset + at - skip] = gcdf[0, at] + grun0 - gbase0
+                gout[1, offset + at - skip] = gcdf[1, at] + grun1 - gbase1
+        total += hits
+    return out, gout
 
 
 def _rebinned(h: Any, width: float) -> tuple[F, F]:
@@ -355,19 +450,41 @@ class TimeAlgorithm(Algorithm):
             width = np.sqrt(np.maximum(s["tt"] / n - shift**2, 0.0))
             dbar = s["d"] / n
         fits: dict[int, DelayFit] = {}
+        # too few channels with min_hits to calibrate the fraction asked for: the execution
+        # lacks data whatever the delays, so the scintillators keep their straight-line fit
+        # (the likelihood would cost nearly all of the execution's time)
+        enough = float((n >= min_hits).mean()) >= float(cfg["min_calibrated_fraction"])
+        likelihood: dict[int, tuple[Any, ...]] = {}
         for k in _TYPES:
             use = (typ == k) & (n >= 1)
-            if k in _SCINT:
-                h = hists[1 + _TYPES.index(k)]
-                counts, edges = _rebinned(h, float(cfg["fit_bin_width"]))
-                line = fit_rpc_delay(s, use)
-                fits[k] = fit_scintillator_delay(
-                    cells, counts, edges, use, TIME_WINDOWS[k - 1], start=(line.value, line.scatter)
+            fits[k] = fit_rpc_delay(s, use)
+            if k in _SCINT and not enough:
+                fits[k].message = "straight line (too few channels for a likelihood fit)"
+            elif k in _SCINT:
+                counts, edges = _rebinned(hists[1 + _TYPES.index(k)], float(cfg["fit_bin_width"]))
+                start = (fits[k].value, fits[k].scatter)
+                likelihood[k] = (
+                    cells,
+                    counts,
+                    edges,
+                    use,
+                    TIME_WINDOWS[k - 1],
+                    REFERENCE_DELAY,
+                    start,
                 )
-                if fits[k].valid:  # the scatter about the fitted line, for the cable delays
-                    fits[k].scatter = _residual_scatter(s, use, fits[k].value)
-            else:
-                fits[k] = fit_rpc_delay(s, use)
+        # the two scintillator fits side by side (their model's compiled pass releases the GIL)
+        with ThreadPoolExecutor(max(len(likelihood), 1)) as pool:
+            done = dict(
+                zip(
+                    likelihood,
+                    pool.map(lambda a: fit_scintillator_delay(*a), likelihood.values()),
+                    strict=True,
+                )
+            )
+        for k, fit in done.items():
+            fits[k] = fit
+            if fit.valid:  # the scatter about the fitted line, for the cable delays
+                fit.scatter = _residual_scatter(s, (typ == k) & (n >= 1), fit.value)
         delay = np.array([fits[k].value for k in _TYPES])
         delay_err = np.array([fits[k].error for k in _TYPES])
         type_table = {
