@@ -281,7 +281,7 @@ def test_ee5x5_linear_system_on_toy_electrons() -> None:
 
 def test_collector_kernels_fill_what_plain_numpy_fills() -> None:
     """The ECL collectors' kernels (the 5x5 window energies with their cell-id range cut, the
-    normal equations skipping empty slots, the energy fractions by one bincount) fill, bit for
+    normal equations skipping empty slots, the energy fractions in one loop) fill, bit for
     bit, what the plain per-element sums fill: np.add.at in input order."""
     import awkward as ak
 
@@ -322,6 +322,8 @@ def test_collector_kernels_fill_what_plain_numpy_fills() -> None:
     plain = np.zeros((ecl.N_CRYSTALS, C.N_SLOTS))
     np.add.at(plain, cl_cell[good] - 1, win[good] / total[good, None])
     assert frac.tobytes() == np.asfortranarray(plain).tobytes()
+    # the window totals handed over by the collector: the same bits
+    assert P._fractions(cl_cell, win, win.sum(axis=1)).view().tobytes() == frac.tobytes()
     # the Bhabha 5x5 normal equations
     p = rng.uniform(3.0, 7.0, len(cl_evt))
     q, r = np.zeros((ecl.N_CRYSTALS, C.N_PAIRS)), np.zeros((ecl.N_CRYSTALS, C.N_SLOTS))
