@@ -239,12 +239,14 @@ def test_peak_toys_solve_as_superlu() -> None:
     np.testing.assert_allclose(error[solved], error0[solved], rtol=1e-10)
 
 
-def test_ee5x5_linear_system_on_toy_electrons() -> None:
-    """Electrons of known energy spread over 5x5 windows; the constants come back."""
+def _toy_ee5x5(
+    n: int = 120_000, rings: tuple[int, int] = (20, 40)
+) -> tuple[dict[str, hist.Hist], np.ndarray, np.ndarray]:
+    """The Bhabha 5x5 histograms of ``n`` toy electrons of known energy spread over the 5x5
+    windows of ``rings`` (barrel); the true constants and the crystals hit at the centre."""
     rng = np.random.default_rng(6)
     truth = rng.normal(1.0, 0.04, ecl.N_CRYSTALS)
-    barrel = np.flatnonzero((ecl.ring_of(CELLS) >= 20) & (ecl.ring_of(CELLS) < 40)) + 1
-    n = 120_000
+    barrel = np.flatnonzero((ecl.ring_of(CELLS) >= rings[0]) & (ecl.ring_of(CELLS) < rings[1])) + 1
     centre = rng.choice(barrel, n)
     share = np.exp(-np.abs(np.subtract.outer(np.arange(5), 2)) / 0.4)
     share = np.outer(share, share).ravel()
@@ -269,6 +271,12 @@ def test_ee5x5_linear_system_on_toy_electrons() -> None:
         e_raw,
         p,
     )
+    return hs, truth, barrel
+
+
+def test_ee5x5_linear_system_on_toy_electrons() -> None:
+    """Electrons of known energy spread over 5x5 windows; the constants come back."""
+    hs, truth, barrel = _toy_ee5x5()
     value, error, status, summary = B.solve_ee5x5(
         hs["q"], hs["r"], hs["n"], hs["syy"], expected=0.94, expected_error=0.0, min_entries=10
     )
@@ -277,6 +285,52 @@ def test_ee5x5_linear_system_on_toy_electrons() -> None:
     assert np.all(np.isnan(value[~ok]))
     assert summary["resolution"] == pytest.approx(0.015, rel=0.1)
     assert_closure(value[ok], error[ok], truth[ok], "toy ee5x5")
+
+
+class _Synchronous:
+    """A stand-in for a one-thread pool that runs what it is given at once."""
+
+    def __enter__(self) -> _Synchronous:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def submit(self, fn, *args, **kwargs):  # type: ignore[no-untyped-def]
+        from concurrent.futures import Future
+
+        future: Future[object] = Future()
+        future.set_result(fn(*args, **kwargs))
+        return future
+
+
+def test_energy_algorithm_solves_the_5x5_beside_the_peaks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The 5x5 system solved on a second thread while the peak methods fit gives, bit for bit,
+    the payloads, message and diagnostics of solving it first on the calling thread."""
+    from b2calib.calibration import AlgorithmInput
+    from b2calib.engine import RunOutput
+
+    toy, _, _ = _toy_ee5x5(10_000, (20, 24))
+    hs = {f"ee5x5_{k}": h for k, h in toy.items()}
+    hs["ee5x5_crate_ratio"] = hist.Hist(hist.axis.Integer(0, ecl.N_CRATES))
+    config = E.energy_calibration().configure({"ee5x5_expected": 0.94})
+    data = AlgorithmInput([(1, 1)], hs, RunOutput(), Constants(None), config)
+
+    def run() -> tuple[list[bytes], str, list[str]]:
+        B._SOLVED.clear()
+        result = E.ECLEnergyAlgorithm().run(data)
+        arrays = [
+            a.tobytes()
+            for p in result.payloads
+            for a in (p.value("value"), p.errors["value"], p.status)
+        ]
+        return arrays, result.message, list(result.diagnostics.histograms)
+
+    threaded = run()
+    monkeypatch.setattr(E, "ThreadPoolExecutor", lambda max_workers: _Synchronous())
+    assert threaded == run()
+    assert "OK per method {'ee5x5': " in threaded[1]
+    assert threaded[2][:2] == ["ee5x5_crate_ratio", "ee5x5_n"]
 
 
 def test_collector_kernels_fill_what_plain_numpy_fills() -> None:
