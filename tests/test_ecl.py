@@ -23,6 +23,7 @@ import hist
 import numpy as np
 import pytest
 import scipy.sparse
+import scipy.sparse.linalg
 from click.testing import CliRunner
 
 from b2calib.calibration import Constants, run_calibrations
@@ -124,12 +125,128 @@ def test_batched_novosibirsk_recovers_peaks_with_honest_errors() -> None:
     assert 0.85 < pull.std() < 1.15
 
 
-def test_ee5x5_linear_system_on_toy_electrons() -> None:
-    """Electrons of known energy spread over 5x5 windows; the constants come back."""
+def _novosibirsk_channels(nch: int, seed: int) -> tuple[hist.Hist, np.ndarray]:
+    """``nch`` channels of 400 Novosibirsk entries (width 0.012, tail 0.3) on 40 flat ones; the
+    first five empty, two whose peak is outside the range (FAILED fits)."""
+    rng = np.random.default_rng(seed)
+    peaks = rng.normal(1.0, 0.02, nch)
+    peaks[5:7] = (0.86, 1.16)
+    h = hist.Hist(hist.axis.Integer(0, nch), hist.axis.Regular(120, 0.85, 1.15))
+    for c in range(nch):
+        x = _sample_novosibirsk(rng, peaks[c], 0.012, 0.3, 400)
+        h.fill(np.full(400, c), np.concatenate([x[:360], rng.uniform(0.85, 1.15, 40)]))
+    h.view()[:5] = 0
+    return h, peaks
+
+
+@pytest.mark.parametrize("fixed", [None, {"width": 0.012, "tail": 0.3}], ids=["free", "shape"])
+def test_compiled_novosibirsk_equals_the_numpy_fallback(
+    fixed: dict[str, float] | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The compiled Novosibirsk fit (numba) runs the numpy path's iteration: the same statuses,
+    reasons and iterations, values within 1e-7 of their errors, errors within 1e-5; splitting
+    the channels over threads changes no bit."""
+    from b2calib.fit import novosibirsk_batched as NB
+
+    h, _ = _novosibirsk_channels(1000, 11)
+    kw = {"min_entries": 150, "tail_start": 0.2, "fixed": fixed}
+    compiled = fit_novosibirsk_channels(h, threads=1, **kw)  # type: ignore[arg-type]
+    split = fit_novosibirsk_channels(h, threads=2, **kw)  # type: ignore[arg-type]
+    monkeypatch.setattr(NB, "_compiled", lambda: None)
+    plain = fit_novosibirsk_channels(h, **kw)  # type: ignore[arg-type]
+    assert compiled.method == plain.method == "batched-novosibirsk"
+    assert compiled.summary()["FAILED"] >= 2  # the peaks outside the range, on both paths
+    assert np.array_equal(compiled.status, plain.status)
+    assert compiled.reason == plain.reason
+    assert np.array_equal(compiled.iterations, plain.iterations)
+    ok = compiled.ok
+    for p in compiled.parameters:
+        if fixed and p in fixed:
+            assert np.all(compiled.values[p][ok] == fixed[p])
+            continue
+        diff = (compiled.values[p][ok] - plain.values[p][ok]) / plain.errors[p][ok]
+        assert np.all(np.abs(diff) < 1e-7), (p, np.abs(diff).max())
+        np.testing.assert_allclose(compiled.errors[p][ok], plain.errors[p][ok], rtol=1e-5)
+        assert np.array_equal(compiled.values[p], split.values[p], equal_nan=True)
+        assert np.array_equal(compiled.errors[p], split.errors[p], equal_nan=True)
+    np.testing.assert_allclose(compiled.nll[ok], plain.nll[ok], rtol=1e-12)
+
+
+def test_novosibirsk_fit_without_numba(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without numba the Novosibirsk fit takes the numpy path, with honest errors."""
+    import sys
+
+    from b2calib.fit import novosibirsk_batched as NB
+
+    monkeypatch.setitem(sys.modules, "numba", None)  # import numba raises ImportError
+    monkeypatch.delitem(sys.modules, "b2calib.fit._novosibirsk_lm", raising=False)
+    monkeypatch.delitem(sys.modules, "b2calib.fit._peak_lm", raising=False)
+    assert NB._compiled() is None
+    h, peaks = _novosibirsk_channels(200, 12)
+    fits = fit_novosibirsk_channels(h, min_entries=150, fixed={"width": 0.012, "tail": 0.3})
+    assert fits.summary() == {"OK": 193, "NOT_ENOUGH_DATA": 5, "FAILED": 2}
+    pull = (fits.values["peak"][fits.ok] - peaks[fits.ok]) / fits.errors["peak"][fits.ok]
+    assert abs(pull.mean()) < 0.2
+    assert 0.8 < pull.std() < 1.2
+
+
+def test_novosibirsk_jacobian_skips_frozen_columns() -> None:
+    """The numpy Jacobian leaves the columns of frozen parameters 0 (the fit zeroes them) and
+    computes the others bit for bit as before."""
+    from b2calib.fit import novosibirsk_batched as NB
+
+    edges = np.linspace(0.85, 1.15, 121)
+    centers, widths = 0.5 * (edges[1:] + edges[:-1]), np.diff(edges)
+    theta = np.array([[300.0, 1.0, 0.012, 0.3, 20.0], [150.0, 0.98, 0.015, -0.2, 0.0]])
+    frozen = np.array([False, False, True, True, False])
+    full = NB._jacobian(theta, centers, widths)
+    part = NB._jacobian(theta, centers, widths, frozen)
+    assert np.all(part[..., frozen] == 0.0)
+    assert part[..., ~frozen].tobytes() == full[..., ~frozen].tobytes()
+
+
+def test_peak_toys_solve_as_superlu() -> None:
+    """The peak system's toys, solved row-wise on SuperLU's factors, are SuperLU's own solve up
+    to rounding: the constants and errors of :func:`solve_peaks` are those of ``lu.solve``."""
+    from b2calib.detectors.ecl._linalg import lu_solve_many
+
+    rng = np.random.default_rng(8)
+    n = 400
+    a = scipy.sparse.random(n, n, density=0.02, random_state=9) + 2.0 * scipy.sparse.identity(n)
+    lu = scipy.sparse.linalg.splu(a.tocsc())
+    b = rng.normal(size=(n, 50))
+    np.testing.assert_allclose(lu_solve_many(lu, b), lu.solve(b), rtol=1e-12, atol=1e-13)
+    share = np.exp(-np.abs(np.subtract.outer(np.arange(5), 2)) / 0.4)
+    frac = np.tile(np.outer(share, share).ravel(), (ecl.N_CRYSTALS, 1))
+    frac[C.NEIGHBOURS_5X5 == 0] = 0.0
+    frac /= frac.sum(axis=1, keepdims=True)
+    ok = (ecl.ring_of(CELLS) >= 20) & (ecl.ring_of(CELLS) < 35) & (rng.random(ecl.N_CRYSTALS) < 0.8)
+    peak = rng.normal(0.95, 0.01, ecl.N_CRYSTALS)
+    args = (peak, np.full(ecl.N_CRYSTALS, 2e-3), frac, np.ones(ecl.N_CRYSTALS), ok)
+    kw = {
+        "expected": 0.95,
+        "expected_error": 1e-4,
+        "applied_error": np.full(ecl.N_CRYSTALS, 0.01),
+        "n_toys": 100,
+    }
+    value, error, solved = P.solve_peaks(*args, **kw)  # type: ignore[arg-type]
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(P, "lu_solve_many", lambda lu, b: lu.solve(b))
+        value0, error0, solved0 = P.solve_peaks(*args, **kw)  # type: ignore[arg-type]
+    assert np.array_equal(solved, solved0)
+    assert solved.sum() > 1500
+    np.testing.assert_allclose(value[solved], value0[solved], rtol=1e-12)
+    np.testing.assert_allclose(error[solved], error0[solved], rtol=1e-10)
+
+
+def _toy_ee5x5(
+    n: int = 120_000, rings: tuple[int, int] = (20, 40)
+) -> tuple[dict[str, hist.Hist], np.ndarray, np.ndarray]:
+    """The Bhabha 5x5 histograms of ``n`` toy electrons of known energy spread over the 5x5
+    windows of ``rings`` (barrel); the true constants and the crystals hit at the centre."""
     rng = np.random.default_rng(6)
     truth = rng.normal(1.0, 0.04, ecl.N_CRYSTALS)
-    barrel = np.flatnonzero((ecl.ring_of(CELLS) >= 20) & (ecl.ring_of(CELLS) < 40)) + 1
-    n = 120_000
+    barrel = np.flatnonzero((ecl.ring_of(CELLS) >= rings[0]) & (ecl.ring_of(CELLS) < rings[1])) + 1
     centre = rng.choice(barrel, n)
     share = np.exp(-np.abs(np.subtract.outer(np.arange(5), 2)) / 0.4)
     share = np.outer(share, share).ravel()
@@ -154,6 +271,12 @@ def test_ee5x5_linear_system_on_toy_electrons() -> None:
         e_raw,
         p,
     )
+    return hs, truth, barrel
+
+
+def test_ee5x5_linear_system_on_toy_electrons() -> None:
+    """Electrons of known energy spread over 5x5 windows; the constants come back."""
+    hs, truth, barrel = _toy_ee5x5()
     value, error, status, summary = B.solve_ee5x5(
         hs["q"], hs["r"], hs["n"], hs["syy"], expected=0.94, expected_error=0.0, min_entries=10
     )
@@ -164,9 +287,55 @@ def test_ee5x5_linear_system_on_toy_electrons() -> None:
     assert_closure(value[ok], error[ok], truth[ok], "toy ee5x5")
 
 
+class _Synchronous:
+    """A stand-in for a one-thread pool that runs what it is given at once."""
+
+    def __enter__(self) -> _Synchronous:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def submit(self, fn, *args, **kwargs):  # type: ignore[no-untyped-def]
+        from concurrent.futures import Future
+
+        future: Future[object] = Future()
+        future.set_result(fn(*args, **kwargs))
+        return future
+
+
+def test_energy_algorithm_solves_the_5x5_beside_the_peaks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The 5x5 system solved on a second thread while the peak methods fit gives, bit for bit,
+    the payloads, message and diagnostics of solving it first on the calling thread."""
+    from b2calib.calibration import AlgorithmInput
+    from b2calib.engine import RunOutput
+
+    toy, _, _ = _toy_ee5x5(10_000, (20, 24))
+    hs = {f"ee5x5_{k}": h for k, h in toy.items()}
+    hs["ee5x5_crate_ratio"] = hist.Hist(hist.axis.Integer(0, ecl.N_CRATES))
+    config = E.energy_calibration().configure({"ee5x5_expected": 0.94})
+    data = AlgorithmInput([(1, 1)], hs, RunOutput(), Constants(None), config)
+
+    def run() -> tuple[list[bytes], str, list[str]]:
+        B._SOLVED.clear()
+        result = E.ECLEnergyAlgorithm().run(data)
+        arrays = [
+            a.tobytes()
+            for p in result.payloads
+            for a in (p.value("value"), p.errors["value"], p.status)
+        ]
+        return arrays, result.message, list(result.diagnostics.histograms)
+
+    threaded = run()
+    monkeypatch.setattr(E, "ThreadPoolExecutor", lambda max_workers: _Synchronous())
+    assert threaded == run()
+    assert "OK per method {'ee5x5': " in threaded[1]
+    assert threaded[2][:2] == ["ee5x5_crate_ratio", "ee5x5_n"]
+
+
 def test_collector_kernels_fill_what_plain_numpy_fills() -> None:
     """The ECL collectors' kernels (the 5x5 window energies with their cell-id range cut, the
-    normal equations skipping empty slots, the energy fractions by one bincount) fill, bit for
+    normal equations skipping empty slots, the energy fractions in one loop) fill, bit for
     bit, what the plain per-element sums fill: np.add.at in input order."""
     import awkward as ak
 
@@ -207,6 +376,8 @@ def test_collector_kernels_fill_what_plain_numpy_fills() -> None:
     plain = np.zeros((ecl.N_CRYSTALS, C.N_SLOTS))
     np.add.at(plain, cl_cell[good] - 1, win[good] / total[good, None])
     assert frac.tobytes() == np.asfortranarray(plain).tobytes()
+    # the window totals handed over by the collector: the same bits
+    assert P._fractions(cl_cell, win, win.sum(axis=1)).view().tobytes() == frac.tobytes()
     # the Bhabha 5x5 normal equations
     p = rng.uniform(3.0, 7.0, len(cl_evt))
     q, r = np.zeros((ecl.N_CRYSTALS, C.N_PAIRS)), np.zeros((ecl.N_CRYSTALS, C.N_SLOTS))

@@ -46,6 +46,8 @@ The Monte-Carlo expectations
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -426,49 +428,34 @@ class ECLEnergyAlgorithm(Algorithm):
         methods: dict[str, tuple[F, F, np.ndarray]] = {}
         diag = Diagnostics()
         info: dict[str, Any] = {}
-        if "ee5x5_q" in hs:
-            v, e, s, summary = solve_ee5x5(
-                hs["ee5x5_q"],
-                hs["ee5x5_r"],
-                hs["ee5x5_n"],
-                hs["ee5x5_syy"],
-                expected=cfg["ee5x5_expected"],
-                expected_error=cfg["ee5x5_expected_error"],
-                min_entries=cfg["ee5x5_min_entries"],
-                resolution=cfg["ee5x5_resolution"],
-                prior_width=cfg["ee5x5_prior_width"],
-            )
-            info["ee5x5"] = summary
-            diag.histograms["ee5x5_crate_ratio"] = hs["ee5x5_crate_ratio"]
-            diag.histograms["ee5x5_n"] = hs["ee5x5_n"]
-        else:
-            v, e, s = np.full(nc, np.nan), np.full(nc, np.nan), np.full(nc, 1, np.int8)
+        # the 5x5 system (a banded Cholesky and the diagonal of its inverse: seconds on the
+        # first iteration of a payload, remembered after) is solved on a second thread while
+        # the peak methods fit: both release the GIL in their compiled and LAPACK parts, and
+        # neither reads what the other computes
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            ee5x5 = None
+            if "ee5x5_q" in hs:
+                ee5x5 = pool.submit(
+                    solve_ee5x5,
+                    hs["ee5x5_q"],
+                    hs["ee5x5_r"],
+                    hs["ee5x5_n"],
+                    hs["ee5x5_syy"],
+                    expected=cfg["ee5x5_expected"],
+                    expected_error=cfg["ee5x5_expected_error"],
+                    min_entries=cfg["ee5x5_min_entries"],
+                    resolution=cfg["ee5x5_resolution"],
+                    prior_width=cfg["ee5x5_prior_width"],
+                )
+                diag.histograms["ee5x5_crate_ratio"] = hs["ee5x5_crate_ratio"]
+                diag.histograms["ee5x5_n"] = hs["ee5x5_n"]
+            peaks = self._peak_methods(cfg, hs, applied, applied_error, diag)
+            if ee5x5 is not None:
+                v, e, s, info["ee5x5"] = ee5x5.result()
+            else:
+                v, e, s = np.full(nc, np.nan), np.full(nc, np.nan), np.full(nc, 1, np.int8)
         methods["ee5x5"] = (v, e, s)
-        for mode, key, tail, vrange in (
-            ("gamma_gamma", "gg", 0.2, GG_FIT_RANGE),
-            ("mumu", "mumu", -0.2, None),
-        ):
-            hname = "gg_ratio" if mode == "gamma_gamma" else "mumu_energy"
-            v, e, s, fits = peak_constants(
-                hs.get(hname),
-                hs.get(f"{key}_frac"),
-                applied,
-                expected=np.asarray(cfg[f"{key}_expected_peak"], dtype=np.float64)[RING],
-                expected_error=np.hypot(
-                    np.asarray(cfg[f"{key}_expected_peak_error"], dtype=np.float64),
-                    cfg[f"{key}_expected_scale_error"]
-                    * np.asarray(cfg[f"{key}_expected_peak"], dtype=np.float64),
-                )[RING],
-                expected_spread=cfg[f"{key}_expected_peak_spread"],
-                applied_error=applied_error,
-                min_entries=cfg[f"{key}_min_entries"],
-                tail=tail,
-                value_range=vrange,
-            )
-            methods[mode] = (v, e, s)
-            if fits is not None:
-                diag.histograms[hname] = hs[hname]
-                diag.add_fits(key, fits, np.arange(1, nc + 1))
+        methods |= peaks  # the merge's order: 5x5, gamma-gamma, mu-mu
         value, error, status, mask = merge_methods(methods)
         counts = {name: int(np.sum(s == ChannelStatus.OK)) for name, (_, _, s) in methods.items()}
         ok = status == ChannelStatus.OK
@@ -532,6 +519,45 @@ class ECLEnergyAlgorithm(Algorithm):
         )
         status_code = AlgorithmStatus.OK if done else AlgorithmStatus.ITERATE
         return AlgorithmResult(status_code, payloads, diag, message)
+
+    @staticmethod
+    def _peak_methods(
+        cfg: Mapping[str, Any],
+        hs: Mapping[str, Any],
+        applied: F,
+        applied_error: F,
+        diag: Diagnostics,
+    ) -> dict[str, tuple[F, F, np.ndarray]]:
+        """The gamma-gamma and mu-mu constants (values, errors, statuses), their fits added to
+        ``diag``."""
+        nc = ecl.N_CRYSTALS
+        peaks: dict[str, tuple[F, F, np.ndarray]] = {}
+        for mode, key, tail, vrange in (
+            ("gamma_gamma", "gg", 0.2, GG_FIT_RANGE),
+            ("mumu", "mumu", -0.2, None),
+        ):
+            hname = "gg_ratio" if mode == "gamma_gamma" else "mumu_energy"
+            v, e, s, fits = peak_constants(
+                hs.get(hname),
+                hs.get(f"{key}_frac"),
+                applied,
+                expected=np.asarray(cfg[f"{key}_expected_peak"], dtype=np.float64)[RING],
+                expected_error=np.hypot(
+                    np.asarray(cfg[f"{key}_expected_peak_error"], dtype=np.float64),
+                    cfg[f"{key}_expected_scale_error"]
+                    * np.asarray(cfg[f"{key}_expected_peak"], dtype=np.float64),
+                )[RING],
+                expected_spread=cfg[f"{key}_expected_peak_spread"],
+                applied_error=applied_error,
+                min_entries=cfg[f"{key}_min_entries"],
+                tail=tail,
+                value_range=vrange,
+            )
+            peaks[mode] = (v, e, s)
+            if fits is not None:
+                diag.histograms[hname] = hs[hname]
+                diag.add_fits(key, fits, np.arange(1, nc + 1))
+        return peaks
 
     def boundaries(self, data: AlgorithmInput) -> list[RunKey]:
         """Runs where a crate's mean raw 5x5 energy fraction steps, and where the constants
