@@ -43,7 +43,7 @@ typecheck: $(STAMP)
 # every test (-m "" lifts the fast selection a bare `pytest` makes), one test file per core
 PYTEST_WORKERS ?= 2
 test: $(STAMP) system-deps lint typecheck
-	$(BIN)/python -m pytest -m "" -n $(PYTEST_WORKERS) --dist loadfile
+	$(BIN)/python -m pytest -m "" -n $(PYTEST_WORKERS) --dist loadfile --durations=30
 
 # The sample bucket is committed; this regenerates it identically.
 sample: $(STAMP)

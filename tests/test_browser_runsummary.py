@@ -9,11 +9,12 @@ database made from the sample (experiment 12: 11 physics runs and the cosmic run
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Locator, Page, expect
+from playwright.sync_api import FloatRect, Locator, Page, expect
 
 from b2calib.qa.store import LUMINOSITY_COLUMNS, LuminosityTable, QADatabase
 from tests.browser_server import (
@@ -63,6 +64,16 @@ def cell(page: Page, run: int, column: str) -> Locator:
         has=page.locator('.tabulator-cell[tabulator-field="run"]', has_text=re.compile(rf"^{run}$"))
     )
     return row.locator(f'.tabulator-cell[tabulator-field="{column}"]')
+
+
+def box_of(loc: Locator, seconds: float = 10.0) -> FloatRect:
+    """The box of ``loc`` once it has one. Tabulator redraws its rows after the page shows
+    them: twice in CI a cell was visible, then had no box (a redrawn row not yet laid out)."""
+    deadline = time.monotonic() + seconds
+    while (box := loc.bounding_box()) is None and time.monotonic() < deadline:
+        loc.page.wait_for_timeout(100)
+    assert box is not None, f"{loc} has no box after {seconds} s"
+    return box
 
 
 def header_filter(page: Page, column: str, value: str) -> None:
@@ -132,10 +143,7 @@ def test_three_luminosities_side_by_side_with_the_library_names(
     heads = page.locator(".run-summary .tabulator-col-title").all_inner_texts()
     for name in LUMINOSITY_COLUMNS:
         assert name in heads
-        shown = cell(page, 1, name)
-        expect(shown).to_be_visible()  # once in CI it had no box yet (not visible)
-        box = shown.bounding_box()
-        assert box is not None
+        box = box_of(cell(page, 1, name))
         assert box["x"] + box["width"] <= 1400, (name, box)
     assert page.evaluate("document.documentElement.scrollWidth") <= 1400
     for run in (1, 2, 7, COSMIC_RUN):
