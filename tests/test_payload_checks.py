@@ -348,6 +348,15 @@ REFUSED: list[tuple[str, Callable[[], Payload], str]] = [
         r"1 rows repeat the key of another row \(e\.g\. a=0, b=1\)",
     ),
     (
+        "unknown payload: duplicate unsigned key beyond the int64 range",
+        lambda: Payload(
+            "MyConstants",
+            keys={"a": np.array([2**63 + 5, 2**63 + 7, 2**63 + 5], dtype=np.uint64)},
+            values={"v": np.ones(3)},
+        ),
+        r"1 rows repeat the key of another row",
+    ),
+    (
         "unknown payload: NaN where OK",
         lambda: Payload(
             "MyConstants",

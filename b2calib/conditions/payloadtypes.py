@@ -325,9 +325,10 @@ def _packed(cols: Sequence[npt.NDArray[Any]]) -> npt.NDArray[np.int64] | None:
     if not cols or len(cols[0]) == 0:
         return None
     lo = [int(c.min()) for c in cols]
-    span = [int(c.max()) - low + 1 for c, low in zip(cols, lo, strict=True)]
-    if math.prod(span) >= 2**62:
-        return None
+    hi = [int(c.max()) for c in cols]
+    span = [high - low + 1 for high, low in zip(hi, lo, strict=True)]
+    if math.prod(span) >= 2**62 or min(lo) < -(2**62) or max(hi) >= 2**62:
+        return None  # (uint64 keys beyond int64 too)
     packed = cols[0].astype(np.int64)  # a copy, also of an int64 column
     packed -= lo[0]
     for c, low, width in zip(cols[1:], lo[1:], span[1:], strict=True):
