@@ -50,6 +50,7 @@ from b2calib.sim.physics import Beam, boost
 from tests.broken_runs import broken_copy
 from tests.closure import assert_closure, calibrate, ok_channels, pulls, staged
 from tests.conftest import SAMPLE
+from tests.test_fit import assert_same_fits
 from tests.test_notebooks import execute
 
 OK = ChannelStatus.OK
@@ -156,20 +157,7 @@ def test_compiled_novosibirsk_equals_the_numpy_fallback(
     plain = fit_novosibirsk_channels(h, **kw)  # type: ignore[arg-type]
     assert compiled.method == plain.method == "batched-novosibirsk"
     assert compiled.summary()["FAILED"] >= 2  # the peaks outside the range, on both paths
-    assert np.array_equal(compiled.status, plain.status)
-    assert compiled.reason == plain.reason
-    assert np.array_equal(compiled.iterations, plain.iterations)
-    ok = compiled.ok
-    for p in compiled.parameters:
-        if fixed and p in fixed:
-            assert np.all(compiled.values[p][ok] == fixed[p])
-            continue
-        diff = (compiled.values[p][ok] - plain.values[p][ok]) / plain.errors[p][ok]
-        assert np.all(np.abs(diff) < 1e-7), (p, np.abs(diff).max())
-        np.testing.assert_allclose(compiled.errors[p][ok], plain.errors[p][ok], rtol=1e-5)
-        assert np.array_equal(compiled.values[p], split.values[p], equal_nan=True)
-        assert np.array_equal(compiled.errors[p], split.errors[p], equal_nan=True)
-    np.testing.assert_allclose(compiled.nll[ok], plain.nll[ok], rtol=1e-12)
+    assert_same_fits(compiled, plain, split, sigmas=1e-7, error_rtol=1e-5, fixed=fixed)
 
 
 def test_novosibirsk_fit_without_numba(monkeypatch: pytest.MonkeyPatch) -> None:
