@@ -13,6 +13,9 @@ For each one:
    input tags.
 3. each algorithm is executed as its IoV strategy asks; every execution is checkpointed in the
    database with its payloads and diagnostics, and an execution already recorded is reused.
+   The files of an execution's payloads and diagnostics are written on a second thread while
+   the next execution runs, and it is recorded once they are (an error in a later execution
+   still records it; a killed process can lose the executions whose files were being written).
 4. while an algorithm says ITERATE, collection and execution repeat (up to ``max_iterations``);
    an input whose collector is built the same again (it applies none of the constants that
    moved) keeps the histograms of the previous pass instead of reading its files again.
@@ -38,7 +41,9 @@ import hashlib
 import json
 import os
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -722,6 +727,22 @@ def _now_text() -> str:
     return now().isoformat()
 
 
+#: An execution's step: (algorithm, iteration, runs).
+_StepKey = tuple[str, int, tuple[RunKey, ...]]
+#: An execution's payload files and diagnostics file.
+_StepFiles = tuple[list[PayloadFile], bytes | None]
+
+
+@dataclass(frozen=True)
+class _Writing:
+    """An execution whose files are being written, to be recorded when they are."""
+
+    key: _StepKey
+    job: Job
+    result: AlgorithmResult
+    files: Future[_StepFiles]
+
+
 @dataclass
 class _Pass:
     """One collector pass of a job and what its algorithm executions see."""
@@ -766,10 +787,14 @@ class _Runner:
         self.started = time.perf_counter()
         self.staging_tag, self.input_tags = staging_tag, input_tags
         self.engine_options = engine_options
-        self.steps: dict[tuple[str, int, tuple[RunKey, ...]], int] = {}
+        self.steps: dict[_StepKey, int] = {}
         # the files of this iteration's payloads, written (and checked) once when their
         # execution is recorded, by id(payload): staging stores these bytes, the checkpoint's
         self.files: dict[int, PayloadFile] = {}
+        # the executions whose files the writer thread is writing, oldest first, each recorded
+        # (checkpointed) once written
+        self.writing: deque[_Writing] = deque()
+        self.writer: ThreadPoolExecutor | None = None
         self.requested: dict[str, list[RunKey]] = {}
         self.run_info: dict[RunKey, Run] = {}
         #: the calibrations that prevail over this one in the staging tag
@@ -949,20 +974,45 @@ class _Runner:
         """Every algorithm executed by the strategy, stopping at the first FAILURE."""
         executions: list[tuple[Algorithm, Execution]] = []
         self.files.clear()  # the previous iteration's payloads are not staged
-        for alg in self.cal.algorithms:
-            execute = functools.partial(self._execute, p, alg)
-            boundaries = functools.partial(self._boundaries, p, alg, runs)
-            done = self.cal.strategy.run(runs, execute, boundaries)
-            if not any(e.result.status is AlgorithmStatus.FAILURE for e in done):
-                self._combine(p, alg, done)
-            executions += [(alg, e) for e in done]
-            if any(e.result.status is AlgorithmStatus.FAILURE for e in done):
-                break
-            # the next algorithms see these payloads first
-            p.constants.overlay[:0] = [
-                (e.iov, payload) for e in done if e.iov is not None for payload in e.result.payloads
-            ]
+        with ThreadPoolExecutor(1, thread_name_prefix="b2calib-files") as self.writer:
+            try:
+                for alg in self.cal.algorithms:
+                    done = self.cal.strategy.run(
+                        runs,
+                        functools.partial(self._execute, p, alg),
+                        functools.partial(self._boundaries, p, alg, runs),
+                    )
+                    self._record(wait=True)
+                    if not self._combined(p, alg, done, executions):
+                        break
+            except BaseException:
+                self._record(wait=True)  # the executions done before the error are checkpointed
+                raise
+            finally:
+                self.writing.clear()
+                self.writer = None
         return executions
+
+    def _combined(
+        self,
+        p: _Pass,
+        alg: Algorithm,
+        done: list[Execution],
+        executions: list[tuple[Algorithm, Execution]],
+    ) -> bool:
+        """Add an algorithm's executions ``done`` (revised by its ``combine``) to
+        ``executions``; False after a FAILURE (the next algorithms are not executed)."""
+        failed = any(e.result.status is AlgorithmStatus.FAILURE for e in done)
+        if not failed:
+            self._combine(p, alg, done)
+        executions += [(alg, e) for e in done]
+        if failed or any(e.result.status is AlgorithmStatus.FAILURE for e in done):
+            return False
+        # the next algorithms see these payloads first
+        p.constants.overlay[:0] = [
+            (e.iov, payload) for e in done if e.iov is not None for payload in e.result.payloads
+        ]
+        return True
 
     def _combine(self, p: _Pass, alg: Algorithm, done: list[Execution]) -> None:
         """Replace the results of the successful executions of ``done`` by those
@@ -1011,6 +1061,7 @@ class _Runner:
     def _execute(self, p: _Pass, alg: Algorithm, runs: list[RunKey]) -> AlgorithmResult:
         job, iteration, report = p.job, p.iteration, p.report
         key = (alg.name, iteration, tuple(runs))
+        self._record(wait=False)
         record = self.store.step(job, iteration, alg.name, runs)
         if record is not None:
             report.reused_steps += 1
@@ -1053,26 +1104,25 @@ class _Runner:
                 payload.metadata["provenance"]["runs_without_data"] = [
                     list(r) for r in runs if r not in self.with_data
                 ]
-        diag = result.diagnostics
-        blob = diag.to_bytes() if (diag.histograms or diag.tables) else None
-        self.steps[key] = self.store.record_step(
-            job,
-            iteration,
-            alg.name,
-            runs,
-            result.status.value,
-            result.message,
-            self._files(result.payloads),
-            blob,
-        )
+        assert self.writer is not None, "executions run within _algorithms"
+        self.writing.append(_Writing(key, job, result, self.writer.submit(_step_files, result)))
         report.executed_steps += 1
         return result
 
-    def _files(self, payloads: Iterable[Payload]) -> list[PayloadFile]:
-        """The files of checked ``payloads``, written now and kept for staging."""
-        files = [PayloadFile.of(q) for q in payloads]
-        self.files.update((id(f.payload), f) for f in files)
-        return files
+    def _record(self, *, wait: bool) -> None:
+        """Record (checkpoint) the executions whose files are written, oldest first: those
+        written by now, or with ``wait`` every one. Their payloads' files are kept for
+        staging."""
+        while self.writing and (wait or self.writing[0].files.done()):
+            w = self.writing[0]
+            files, blob = w.files.result()
+            algorithm, iteration, runs = w.key
+            r = w.result
+            self.steps[w.key] = self.store.record_step(
+                w.job, iteration, algorithm, list(runs), r.status.value, r.message, files, blob
+            )
+            self.files.update((id(f.payload), f) for f in files)
+            self.writing.popleft()
 
     def _staged(self, payload: Payload) -> Payload | PayloadFile:
         """What staging stores for ``payload``: the file written when its execution was
@@ -1080,9 +1130,7 @@ class _Runner:
         f = self.files.get(id(payload))
         return f if f is not None and f.payload is payload else payload
 
-    def _from_record(
-        self, record: StepRecord, key: tuple[str, int, tuple[RunKey, ...]]
-    ) -> AlgorithmResult:
+    def _from_record(self, record: StepRecord, key: _StepKey) -> AlgorithmResult:
         self.steps[key] = record.id
         return AlgorithmResult(
             AlgorithmStatus(record.status), payloads=record.payloads, message=record.message
@@ -1153,6 +1201,15 @@ def _refused_payloads(result: AlgorithmResult) -> AlgorithmResult:
                 + (f": {result.message})" if result.message else ")"),
             )
     return result
+
+
+def _step_files(result: AlgorithmResult) -> _StepFiles:
+    """The files of an execution's checked payloads and its diagnostics file (``None`` when it
+    has none). Run on the runner's writer thread while the next execution runs: compressing
+    and hashing the bytes of large payloads release the GIL."""
+    diag = result.diagnostics
+    blob = diag.to_bytes() if (diag.histograms or diag.tables) else None
+    return [PayloadFile.of(q) for q in result.payloads], blob
 
 
 def _no_data_message(runs: Sequence[RunKey], why: Mapping[RunKey, str]) -> str:
