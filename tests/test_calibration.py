@@ -1012,8 +1012,8 @@ def test_payload_files_are_written_while_the_next_execution_runs_and_recorded_in
 ) -> None:
     """An execution's payload files are written on the runner's writer thread while the next
     execution runs (writing per-strip payloads and their diagnostics was most of the
-    algorithms' time of svd-hot-strips and beamspot); every execution is still recorded, in
-    the order executed, with the bytes staged."""
+    algorithms' time of svd-hot-strips and beamspot), with their content hash; every execution
+    is still recorded, in the order executed, with the bytes staged."""
     import threading
     import time
 
@@ -1032,6 +1032,14 @@ def test_payload_files_are_written_while_the_next_execution_runs_and_recorded_in
         return out
 
     monkeypatch.setattr(Payload, "to_bytes", slow)
+    hashed: list[str] = []
+    content_hash = Payload.content_hash
+
+    def hashing(self: Payload) -> str:
+        hashed.append(threading.current_thread().name)
+        return content_hash(self)
+
+    monkeypatch.setattr(Payload, "content_hash", hashing)
     alg = OffsetAlgorithm()
     started: list[float] = []
     run_alg = alg.run
@@ -1046,6 +1054,8 @@ def test_payload_files_are_written_while_the_next_execution_runs_and_recorded_in
     assert report.status == "OK"
     assert report.executed_steps == len(alg.calls) > 2
     assert {name for name, _, _ in writes} == {"b2calib-files_0"}
+    # so is the content hash the database identifies stored content by (not in its transaction)
+    assert set(hashed) == {"b2calib-files_0"}
     # the second execution started before the first one's file was written
     assert len(writes) == len(started)  # one payload per execution
     assert started[1] < writes[0][2]

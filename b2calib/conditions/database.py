@@ -204,9 +204,13 @@ class PayloadFile:
     data: bytes = field(repr=False)
     checksum: str
     source: str = field(default="", compare=False)
+    #: the payload's :meth:`~b2calib.conditions.payload.Payload.content_hash`, computed when
+    #: the file is made (outside the write transaction that stores it)
+    content_hash: str = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         check_payload(self.payload, self.source or None)
+        object.__setattr__(self, "content_hash", self.payload.content_hash())
 
     @classmethod
     def of(cls, item: PayloadFile | Payload | str | os.PathLike[str]) -> PayloadFile:
@@ -386,7 +390,7 @@ class ConditionsDB(Database):
         already holding the same content. ``provenance`` defaults to the payload's
         ``metadata["provenance"]``."""
         payload, data, checksum = file.payload, file.data, file.checksum
-        name, content_hash = payload.name, payload.content_hash()
+        name, content_hash = payload.name, file.content_hash
         existing = _find(conn, name, content_hash)
         if existing is not None:
             return existing
