@@ -727,6 +727,9 @@ def _now_text() -> str:
     return now().isoformat()
 
 
+#: The executions whose files may be written while the next ones run: the checkpoints are at
+#: most this many executions behind.
+_MAX_UNRECORDED = 2
 #: An execution's step: (algorithm, iteration, runs).
 _StepKey = tuple[str, int, tuple[RunKey, ...]]
 #: An execution's payload files and diagnostics file.
@@ -982,11 +985,11 @@ class _Runner:
                         functools.partial(self._execute, p, alg),
                         functools.partial(self._boundaries, p, alg, runs),
                     )
-                    self._record(wait=True)
+                    self._record(keep=0)
                     if not self._combined(p, alg, done, executions):
                         break
             except BaseException:
-                self._record(wait=True)  # the executions done before the error are checkpointed
+                self._record(keep=0)  # the executions done before the error are checkpointed
                 raise
             finally:
                 self.writing.clear()
@@ -1061,7 +1064,7 @@ class _Runner:
     def _execute(self, p: _Pass, alg: Algorithm, runs: list[RunKey]) -> AlgorithmResult:
         job, iteration, report = p.job, p.iteration, p.report
         key = (alg.name, iteration, tuple(runs))
-        self._record(wait=False)
+        self._record()
         record = self.store.step(job, iteration, alg.name, runs)
         if record is not None:
             report.reused_steps += 1
@@ -1106,14 +1109,17 @@ class _Runner:
                 ]
         assert self.writer is not None, "executions run within _algorithms"
         self.writing.append(_Writing(key, job, result, self.writer.submit(_step_files, result)))
+        self._record(keep=_MAX_UNRECORDED)
         report.executed_steps += 1
         return result
 
-    def _record(self, *, wait: bool) -> None:
-        """Record (checkpoint) the executions whose files are written, oldest first: those
-        written by now, or with ``wait`` every one. Their payloads' files are kept for
-        staging."""
-        while self.writing and (wait or self.writing[0].files.done()):
+    def _record(self, *, keep: int | None = None) -> None:
+        """Record (checkpoint) the executions whose files are written, oldest first, waiting
+        for the oldest while more than ``keep`` are not recorded (``None``: no waiting; 0: all
+        are recorded). Their payloads' files are kept for staging."""
+        while self.writing and (
+            self.writing[0].files.done() or (keep is not None and len(self.writing) > keep)
+        ):
             w = self.writing[0]
             files, blob = w.files.result()
             algorithm, iteration, runs = w.key
