@@ -15,7 +15,7 @@ For each one:
    database with its payloads and diagnostics, and an execution already recorded is reused.
    The files of an execution's payloads and diagnostics are written on a second thread while
    the next execution runs, and it is recorded once they are (an error in a later execution
-   still records it; a killed process can lose the executions whose files were being written).
+   still records it; a killed process can lose the last two executions, run again on resume).
 4. while an algorithm says ITERATE, collection and execution repeat (up to ``max_iterations``);
    an input whose collector is built the same again (it applies none of the constants that
    moved) keeps the histograms of the previous pass instead of reading its files again.
