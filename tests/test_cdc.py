@@ -967,3 +967,106 @@ def test_dedx_hits_find_their_tracks_as_the_key_search_did(tmp_path: Path) -> No
     hits = len(ak.flatten(events["CDCHits_m_layer"]))
     assert 0 < len(got["h_wire"]) < hits
     assert 0 < len(got["t_cos"]) < len(ak.flatten(events["CDCDedxTracks_m_p"]))
+
+
+def test_tracking_collectors_fill_what_their_former_hit_arrays_filled(tmp_path: Path) -> None:
+    """The T0 and x-t collectors look each hit's current T0 up per event and keep the x-t
+    inverse per process (issue 20: recomputed for every chunk, it was half the T0 collector's
+    CPU); their histograms are those of the former per-hit arrays, bit for bit: on a chunk of
+    two runs with their own T0 sets, one with a run without a set, one event and no event."""
+    import awkward as ak
+
+    from b2calib.detectors.cdc.tracking import (
+        _HIT_BRANCHES,
+        HALF_CELL_ROW,
+        N_ROWS,
+        T0ResidualCollector,
+        XtCollector,
+        xt_rows,
+    )
+
+    cfg = dataclasses.replace(TRACKING, n_runs=2, events_per_run=300.0, intervention_run=None)
+    simulate(cfg, tmp_path / "data", jobs=1)
+    registry = RunRegistry.load(tmp_path / "data" / "runs.json")
+    files = [f.path for f in Dataset.from_paths(tmp_path / "data")]
+    chunks = []
+    for path in files:
+        with open_skim(path) as f:
+            chunks.append(f.arrays(list(_HIT_BRANCHES)))
+    events = ak.concatenate(chunks)
+    runs = sorted({(cfg.exp, int(r)) for r in ak.to_numpy(events["EventMetaData_m_run"])})
+    assert len(runs) == 2
+    xt = tuple(xt_rows(_truth(cfg, registry, 1)["CDCXtRelations"]).ravel().tolist())
+    rng = np.random.default_rng(5)
+    sets = tuple(tuple(rng.normal(0, 2, cdc.N_WIRES).tolist()) for _ in range(2))
+
+    def former_hits(ev: Any, rows: Any) -> dict[str, np.ndarray]:
+        counts = ak.to_numpy(ak.num(ev["CDCHits_m_layer"]))
+        per_evt = {
+            "exp": ak.to_numpy(ev["EventMetaData_m_experiment"]),
+            "run": ak.to_numpy(ev["EventMetaData_m_run"]),
+            "t0": ak.to_numpy(ev["EventT0_m_eventT0"]).astype(np.float64),
+            "has": ak.to_numpy(ev["EventT0_m_hasEventT0"]) > 0,
+        }
+        out = {k: np.repeat(v, counts) for k, v in per_evt.items()}
+        layer = ak.to_numpy(ak.flatten(ev["CDCHits_m_layer"])).astype(np.int64)
+        wire = ak.to_numpy(ak.flatten(ev["CDCHits_m_wire"])).astype(np.int64)
+        out["gw"] = cdc.global_wire(layer, wire)
+        out["row"] = 2 * layer + ak.to_numpy(ak.flatten(ev["CDCHits_m_leftRight"]))
+        out["time"] = ak.to_numpy(ak.flatten(ev["CDCHits_m_time"])).astype(np.float64)
+        out["x"] = ak.to_numpy(ak.flatten(ev["CDCHits_m_fitDriftLength"])).astype(np.float64)
+        out["u"] = out["x"] / HALF_CELL_ROW[out["row"]]
+        t0 = np.full(len(out["gw"]), np.nan)
+        for e, r, i in rows:
+            sel = (out["exp"] == e) & (out["run"] == r)
+            t0[sel] = np.asarray(sets[i])[out["gw"][sel]]
+        out["t0_wire"] = t0
+        return out
+
+    def former_t0(c: T0ResidualCollector, ev: Any) -> hist.Hist:
+        h = hist.Hist(
+            hist.axis.Regular(cdc.N_WIRES, -0.5, cdc.N_WIRES - 0.5, name="wire"),
+            hist.axis.Regular(*c.bins, name="residual"),
+            storage=hist.storage.Int64(),
+        )
+        hits = former_hits(ev, c.t0_runs)
+        u_grid, inv = xt_inverse(np.asarray(c.xt).reshape(N_ROWS, 8))
+        pos = hits["u"] / (u_grid[1] - u_grid[0])
+        i0 = np.clip(pos.astype(np.int64), 0, len(u_grid) - 2)
+        w = pos - i0
+        t_fit = inv[hits["row"], i0] * (1 - w) + inv[hits["row"], i0 + 1] * w
+        res = hits["time"] - hits["t0"] - hits["t0_wire"] - t_fit
+        use = hits["has"] & (hits["u"] >= c.u_min) & (hits["u"] <= c.u_max) & np.isfinite(res)
+        h.fill(hits["gw"][use], res[use])
+        return h
+
+    def former_xt(c: XtCollector, ev: Any) -> tuple[np.ndarray, np.ndarray]:
+        hits = former_hits(ev, c.t0_runs)
+        td = hits["time"] - hits["t0"] - hits["t0_wire"]
+        lo, hi = c.time_window
+        use = hits["has"] & np.isfinite(td) & (td > lo) & (td < hi)
+        got = c.collect(ev)
+        ht, hx = got["cdc_xt_time"].copy().reset(), got["cdc_xt_length"].copy().reset()
+        row, u = hits["row"][use].astype(np.float64), hits["u"][use]
+        ht.fill(row, u, sample=td[use])
+        hx.fill(row, u, sample=hits["x"][use])
+        return ht.view(flow=True), hx.view(flow=True)
+
+    one_set = tuple((e, r, 0) for e, r in runs)
+    two_sets = tuple((e, r, i) for i, (e, r) in enumerate(runs))
+    lacking = two_sets[:1]  # the second run has no set: its hits are not used
+    for rows in (one_set, two_sets, lacking):
+        t0c = T0ResidualCollector(rows, sets, xt)
+        xtc = XtCollector(rows, sets)
+        for sample in (events, events[:1], events[:0]):
+            got = t0c.collect(sample)["cdc_t0_residual"]
+            np.testing.assert_array_equal(
+                got.view(flow=True), former_t0(t0c, sample).view(flow=True)
+            )
+            want_t, want_x = former_xt(xtc, sample)
+            got_xt = xtc.collect(sample)
+            for name, want in (("cdc_xt_time", want_t), ("cdc_xt_length", want_x)):
+                have = got_xt[name].view(flow=True)
+                for field in ("count", "value", "_sum_of_deltas_squared"):
+                    np.testing.assert_array_equal(have[field], want[field], err_msg=name)
+        assert t0c.collect(events)["cdc_t0_residual"].sum() > 0

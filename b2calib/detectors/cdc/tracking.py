@@ -44,6 +44,7 @@ Order and starting point (the two depend on each other, as in basf2)
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from collections.abc import Sequence
 from typing import Any, ClassVar
@@ -151,16 +152,18 @@ def xt_inverse(params: F, npts: int = 1024) -> tuple[F, F]:
     return u, out
 
 
-def _hits(events: ak.Array) -> dict[str, npt.NDArray[Any]]:
-    """Flat per-hit arrays with their event's run, event T0 and row."""
+def _hits(
+    events: ak.Array,
+    t0_runs: tuple[tuple[int, int, int], ...],
+    t0_sets: tuple[tuple[float, ...], ...],
+) -> dict[str, npt.NDArray[Any]]:
+    """Flat per-hit arrays with their event's T0 and its wire's current T0 (``t0_wire``, from
+    the set of its event's run: NaN for a run without one) and row."""
     counts = ak.to_numpy(ak.num(events["CDCHits_m_layer"]))
-    per_evt = {
-        "exp": ak.to_numpy(events["EventMetaData_m_experiment"]),
-        "run": ak.to_numpy(events["EventMetaData_m_run"]),
-        "t0": ak.to_numpy(events["EventT0_m_eventT0"]).astype(np.float64),
-        "has": ak.to_numpy(events["EventT0_m_hasEventT0"]) > 0,
+    out = {
+        "t0": np.repeat(ak.to_numpy(events["EventT0_m_eventT0"]).astype(np.float64), counts),
+        "has": np.repeat(ak.to_numpy(events["EventT0_m_hasEventT0"]) > 0, counts),
     }
-    out = {k: np.repeat(v, counts) for k, v in per_evt.items()}
     layer = ak.to_numpy(ak.flatten(events["CDCHits_m_layer"])).astype(np.int64)
     wire = ak.to_numpy(ak.flatten(events["CDCHits_m_wire"])).astype(np.int64)
     out["gw"] = cdc.global_wire(layer, wire)
@@ -168,17 +171,56 @@ def _hits(events: ak.Array) -> dict[str, npt.NDArray[Any]]:
     out["time"] = ak.to_numpy(ak.flatten(events["CDCHits_m_time"])).astype(np.float64)
     out["x"] = ak.to_numpy(ak.flatten(events["CDCHits_m_fitDriftLength"])).astype(np.float64)
     out["u"] = out["x"] / HALF_CELL_ROW[out["row"]]
+    exp = ak.to_numpy(events["EventMetaData_m_experiment"]).astype(np.int64)
+    run = ak.to_numpy(events["EventMetaData_m_run"]).astype(np.int64)
+    out["t0_wire"] = _t0_per_hit(exp, run, counts, out["gw"], t0_runs, t0_sets)
     return out
 
 
 def _t0_per_hit(
-    exp: npt.NDArray[Any], run: npt.NDArray[Any], gw: npt.NDArray[Any], table: dict[RunKey, F]
+    exp: npt.NDArray[np.int64],
+    run: npt.NDArray[np.int64],
+    counts: npt.NDArray[Any],
+    gw: npt.NDArray[np.int64],
+    t0_runs: tuple[tuple[int, int, int], ...],
+    t0_sets: tuple[tuple[float, ...], ...],
 ) -> F:
+    """Each hit's current T0 from its event's (``exp``, ``run``; ``counts`` hits each) T0 set
+    at its wire ``gw``; NaN for a run without a set. The runs are looked up per event, and a
+    chunk of one set (one run, or runs sharing their T0) is one gather."""
+    index = {(e, r): i for e, r, i in t0_runs}
+    key = exp << 32 | run
+    keys, inverse = np.unique(key, return_inverse=True)
+    set_of = np.array([index.get((int(k >> 32), int(k & 0xFFFFFFFF)), -1) for k in keys])
+    sets = _set_arrays(t0_sets)
+    used = np.unique(set_of)
+    if len(used) == 1 and used[0] >= 0:
+        return sets[used[0]][gw]
+    hit_set = np.repeat(set_of[inverse], counts)
     out = np.full(len(gw), np.nan)
-    for key, t0 in table.items():
-        sel = (exp == key[0]) & (run == key[1])
-        out[sel] = t0[gw[sel]]
+    for i in used[used >= 0]:
+        sel = hit_set == i
+        out[sel] = sets[i][gw[sel]]
     return out
+
+
+@functools.lru_cache(maxsize=4)
+def _set_arrays(t0_sets: tuple[tuple[float, ...], ...]) -> tuple[F, ...]:
+    """A collector's T0 sets as arrays, kept per process (the same for every chunk it reads)."""
+    return tuple(_read_only(np.asarray(s, dtype=np.float64)) for s in t0_sets)
+
+
+@functools.lru_cache(maxsize=4)
+def _xt_inverse_of(xt: tuple[float, ...]) -> tuple[F, F]:
+    """:func:`xt_inverse` of a collector's flattened x-t parameters, kept per process: it is
+    the same for every chunk of events the collector reads, and took 80 ms per chunk."""
+    u, inv = xt_inverse(np.asarray(xt, dtype=np.float64).reshape(N_ROWS, 8))
+    return _read_only(u), _read_only(inv)
+
+
+def _read_only(a: F) -> F:
+    a.flags.writeable = False
+    return a
 
 
 def _table(runs: tuple[tuple[int, int, int], ...], sets: tuple[tuple[float, ...], ...]) -> dict:
@@ -248,15 +290,14 @@ class T0ResidualCollector(Collector):
             hist.axis.Regular(*self.bins, name="residual", label="t - t_fit (ns)"),
             storage=hist.storage.Int64(),
         )
-        hits = _hits(events)
-        u_grid, inv = xt_inverse(np.asarray(self.xt).reshape(N_ROWS, 8))
+        hits = _hits(events, self.t0_runs, self.t0_sets)
+        u_grid, inv = _xt_inverse_of(self.xt)
         step = u_grid[1] - u_grid[0]
         pos = hits["u"] / step
         i0 = np.clip(pos.astype(np.int64), 0, len(u_grid) - 2)
         w = pos - i0
         t_fit = inv[hits["row"], i0] * (1 - w) + inv[hits["row"], i0 + 1] * w
-        t0 = _t0_per_hit(hits["exp"], hits["run"], hits["gw"], _table(self.t0_runs, self.t0_sets))
-        res = hits["time"] - hits["t0"] - t0 - t_fit
+        res = hits["time"] - hits["t0"] - hits["t0_wire"] - t_fit
         use = hits["has"] & (hits["u"] >= self.u_min) & (hits["u"] <= self.u_max)
         use &= np.isfinite(res)
         fill_2d(h.view(flow=True), hits["gw"][use], res[use], WIRE_AXIS, self.bins)
@@ -520,9 +561,8 @@ class XtCollector(Collector):
         )
         ht = hist.Hist(*axes, storage=hist.storage.Mean())
         hx = hist.Hist(*axes, storage=hist.storage.Mean())
-        hits = _hits(events)
-        t0 = _t0_per_hit(hits["exp"], hits["run"], hits["gw"], _table(self.t0_runs, self.t0_sets))
-        td = hits["time"] - hits["t0"] - t0
+        hits = _hits(events, self.t0_runs, self.t0_sets)
+        td = hits["time"] - hits["t0"] - hits["t0_wire"]
         lo, hi = self.time_window
         use = hits["has"] & np.isfinite(td) & (td > lo) & (td < hi)
         row, u = hits["row"][use].astype(np.float64), hits["u"][use]
