@@ -348,10 +348,10 @@ def selected_for_efficiency(
     tk = c.event * 64 + c.track
     ids, inv = np.unique(tk, return_inverse=True)
     nl = 30  # extrapolation layers 1..29
-    digits = np.zeros((len(ids), nl))
-    hits = np.zeros((len(ids), nl))
-    np.add.at(digits, (inv, c.layer), c.matched)
-    np.add.at(hits, (inv, c.layer), 1.0)
+    cell = inv * nl + c.layer  # (track, layer), row-major
+    size = len(ids) * nl
+    digits = np.bincount(cell, weights=c.matched, minlength=size).reshape(len(ids), nl)
+    hits = np.bincount(cell, minlength=size).astype(np.float64).reshape(len(ids), nl)
     total = digits.sum(axis=1)
     other = total[inv] - digits[inv, c.layer]
     outer_digits = np.cumsum(digits[:, ::-1], axis=1)[:, ::-1]  # layers >= l
