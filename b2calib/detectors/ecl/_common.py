@@ -24,10 +24,6 @@ IA = npt.NDArray[np.int64]
 
 #: 1-based cell ids of the 5x5 window around each crystal (0 outside the calorimeter).
 NEIGHBOURS_5X5: IA = ecl.neighbours(5)
-#: the lowest and highest cell id in each window (a digit outside them is in no slot: the cell
-#: ids run along a ring, so a window spans a few rings of the 8736)
-_WINDOW_LO: IA = np.where(NEIGHBOURS_5X5 > 0, NEIGHBOURS_5X5, ecl.N_CRYSTALS + 1).min(axis=1)
-_WINDOW_HI: IA = NEIGHBOURS_5X5.max(axis=1)
 N_SLOTS = 25
 #: (a, b) slot pairs with a <= b of a 5x5 window and their index (325 pairs).
 PAIR_A, PAIR_B = np.triu_indices(N_SLOTS)
@@ -122,21 +118,33 @@ def track_matched(events: ak.Array, cl: dict[str, Any]) -> tuple[IA, F]:
 
 
 @numba.njit(cache=True, nogil=True)
-def _window_energies(dig_off, dig_cell, dig_e, cl_evt, cl_cell, nbr, lo, hi, gains):  # type: ignore[no-untyped-def,unused-ignore]
+def _window_energies(dig_off, dig_cell, dig_e, cl_evt, cl_cell, nbr, gains):  # type: ignore[no-untyped-def,unused-ignore]
+    """Per event: its digits' calibrated energies summed per cell into a scratch array (in
+    digit order, from 0.0: the bits of a sum over the digits of each slot), every cluster of
+    the event reads its 25 window cells from it, then the cells written are reset. Work per
+    event: its digits twice and 25 per cluster (not clusters x digits)."""
     n = cl_evt.shape[0]
-    out = np.zeros((n, nbr.shape[1]))
-    for k in range(n):
+    nc = gains.shape[0]
+    ns = nbr.shape[1]
+    out = np.zeros((n, ns))
+    scratch = np.zeros(nc + 1)
+    k = 0
+    while k < n:
         e = cl_evt[k]
-        row = nbr[cl_cell[k] - 1]
-        first, last = lo[cl_cell[k] - 1], hi[cl_cell[k] - 1]
         for d in range(dig_off[e], dig_off[e + 1]):
             cell = dig_cell[d]
-            if cell < first or cell > last:
-                continue  # outside the window's range of cell ids: in none of its slots
-            for a in range(row.shape[0]):
-                if row[a] == cell:
-                    out[k, a] += dig_e[d] * gains[cell - 1]
-                    break
+            if cell >= 1 and cell <= nc:  # a cell id out of range is in no window
+                scratch[cell] += dig_e[d] * gains[cell - 1]
+        while k < n and cl_evt[k] == e:  # the event's clusters (consecutive ones)
+            row = nbr[cl_cell[k] - 1]
+            for a in range(ns):
+                if row[a] > 0:
+                    out[k, a] = scratch[row[a]]
+            k += 1
+        for d in range(dig_off[e], dig_off[e + 1]):
+            cell = dig_cell[d]
+            if cell >= 1 and cell <= nc:
+                scratch[cell] = 0.0
     return out
 
 
@@ -163,8 +171,6 @@ def window_energies(
             np.asarray(cl_evt, dtype=np.int64),
             np.asarray(cl_cell, dtype=np.int64),
             NEIGHBOURS_5X5,
-            _WINDOW_LO,
-            _WINDOW_HI,
             g,
         )
     )

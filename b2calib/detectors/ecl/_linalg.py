@@ -5,7 +5,7 @@ The normal equations ``Q g = R`` of the Bhabha 5x5 method couple crystals that s
 window, i.e. crystals at most 4 rings and 4 phi columns apart: ``Q`` is sparse and, in a
 bandwidth-reducing order, banded. It is factorised by a banded Cholesky (LAPACK ``pbtrf``) and the
 diagonal of ``Q^-1`` (the variances of the constants) comes from the Takahashi recurrence over
-the band, never forming a dense 8736 x 8736 inverse.
+the band, by blocks of columns in matrix products, never forming a dense 8736 x 8736 inverse.
 """
 
 from __future__ import annotations
@@ -17,53 +17,55 @@ import scipy.linalg
 import scipy.sparse
 import scipy.sparse.linalg
 from scipy.sparse.csgraph import reverse_cuthill_mckee
+from threadpoolctl import threadpool_limits
 
 __all__ = ["lu_solve_many", "solve_with_variances"]
 
 F = npt.NDArray[np.float64]
 
 
-@numba.njit(cache=True, nogil=True, fastmath=False)
-def _inverse_diagonal(ab):  # type: ignore[no-untyped-def,unused-ignore]
-    """Diagonal of (L L^T)^-1 from the lower band ``ab[k, j] = L[j + k, j]`` (Takahashi).
+#: Columns per block of :func:`_inverse_diagonal`: its matrix products are (bandwidth x
+#: bandwidth) x (bandwidth x block), past the size where BLAS reaches its speed.
+INVERSE_BLOCK = 128
 
-    Columns of Z = (L L^T)^-1 are computed from the last to the first; only the (bw+1)^2 window
-    of Z that the recurrence needs is kept, in a circular buffer, so the inner loops run over
-    contiguous memory.
+
+def _inverse_diagonal(chol: F, block: int = INVERSE_BLOCK) -> F:
+    """Diagonal of ``(L L^T)^-1`` from the lower band ``chol[k, j] = L[j + k, j]`` (bandwidth
+    ``b``): the Takahashi recurrence by blocks of columns, from the last block to the first.
+
+    With ``J`` a block of columns and ``K`` the ``b`` rows after it, ``Z = (L L^T)^-1`` obeys
+    ``Z[K, J] = -Z[K, K] X`` and ``Z[J, J] = L_JJ^-T L_JJ^-1 - X^T Z[K, J]`` with
+    ``X = L[K, J] L_JJ^-1``: the ``b x b`` window of ``Z`` after the block is all it needs, and
+    the window after the previous block is made of ``Z[J, J]``, ``Z[K, J]`` and the old one.
+    The flops are those of the column-by-column recurrence (``n b^2``), in matrix products.
     """
-    bw = ab.shape[0] - 1
-    n = ab.shape[1]
-    m = bw + 1
-    w = np.zeros((m, m))  # w[a % m, b % m] = Z[a, b] for a, b in [j, j + bw]
-    acc = np.zeros(m)
-    diag = np.zeros(n)
-    for j in range(n - 1, -1, -1):
-        ljj = ab[0, j]
-        kmax = min(bw, n - 1 - j)
-        base = (j + 1) % m
-        len1 = min(kmax, m - base)
-        for di in range(kmax):
-            acc[di] = 0.0
-        for dk in range(1, kmax + 1):
-            lk = ab[dk, j]
-            if lk == 0.0:
-                continue
-            r = (j + dk) % m
-            for t in range(len1):
-                acc[t] += lk * w[r, base + t]
-            for t in range(kmax - len1):
-                acc[len1 + t] += lk * w[r, t]
-        jm = j % m
-        s = 0.0
-        for di in range(1, kmax + 1):
-            z = -acc[di - 1] / ljj
-            c = (j + di) % m
-            w[jm, c] = z
-            w[c, jm] = z
-            s += ab[di, j] * z
-        zjj = (1.0 / ljj - s) / ljj
-        w[jm, jm] = zjj
-        diag[j] = zjj
+    b = chol.shape[0] - 1
+    n = chol.shape[1]
+    diag = np.empty(n)
+    window = np.zeros((0, 0))  # Z over the rows [end of the block, + b)
+    for j0 in range(((n - 1) // block) * block, -1, -block):
+        j1 = min(j0 + block, n)
+        m = j1 - j0
+        kk = min(b, n - j1)
+        # L[J, J] and L[K, J] as dense blocks: element (i, j) of L is chol[i - j, j]
+        cols = np.arange(j0, j1)
+        d = np.arange(j0, j1 + kk)[:, None] - cols
+        dense = np.where((d >= 0) & (d <= b), chol[np.clip(d, 0, b), cols], 0.0)
+        inv_jj = scipy.linalg.solve_triangular(dense[:m], np.eye(m), lower=True)
+        x = dense[m:] @ inv_jj
+        z_kj = -(window[:kk, :kk] @ x)
+        z_jj = inv_jj.T @ inv_jj - x.T @ z_kj
+        z_jj = 0.5 * (z_jj + z_jj.T)
+        diag[j0:j1] = np.diagonal(z_jj)
+        size = min(b, n - j0)
+        p = min(m, size)
+        r = size - p
+        new = np.empty((size, size))
+        new[:p, :p] = z_jj[:p, :p]
+        new[p:, :p] = z_kj[:r, :p]
+        new[:p, p:] = z_kj[:r, :p].T
+        new[p:, p:] = window[:r, :r]
+        window = new
     return diag
 
 
@@ -97,9 +99,12 @@ def solve_with_variances(q: scipy.sparse.spmatrix, r: F) -> tuple[F, F, int]:
     lower = permuted.row >= permuted.col
     rows, cols = permuted.row[lower], permuted.col[lower]
     np.add.at(ab, (rows - cols, cols), permuted.data[lower])
-    chol = scipy.linalg.cholesky_banded(ab, lower=True, check_finite=True)
-    x_perm = scipy.linalg.cho_solve_banded((chol, True), np.asarray(r, dtype=np.float64)[perm])
-    var_perm = _inverse_diagonal(np.ascontiguousarray(chol))
+    # one BLAS thread: the solve runs beside the peak fits, and OpenBLAS's threads on a busy
+    # machine wait for each other (the Cholesky took 5.7 s with two against 0.3 s with one)
+    with threadpool_limits(limits=1, user_api="blas"):
+        chol = scipy.linalg.cholesky_banded(ab, lower=True, check_finite=True)
+        x_perm = scipy.linalg.cho_solve_banded((chol, True), np.asarray(r, dtype=np.float64)[perm])
+        var_perm = _inverse_diagonal(chol)
     x = np.empty(n)
     var = np.empty(n)
     x[perm] = x_perm

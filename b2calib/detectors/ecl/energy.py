@@ -428,10 +428,10 @@ class ECLEnergyAlgorithm(Algorithm):
         methods: dict[str, tuple[F, F, np.ndarray]] = {}
         diag = Diagnostics()
         info: dict[str, Any] = {}
-        # the 5x5 system (a banded Cholesky and the diagonal of its inverse: seconds on the
-        # first iteration of a payload, remembered after) is solved on a second thread while
-        # the peak methods fit: both release the GIL in their compiled and LAPACK parts, and
-        # neither reads what the other computes
+        # the 5x5 system (a banded Cholesky and the diagonal of its inverse: about a second
+        # for the 8016 crystals of a bench payload, on its first iteration, remembered after)
+        # is solved on a second thread while the peak methods fit: both release the GIL in
+        # their compiled and BLAS/LAPACK parts, and neither reads what the other computes
         with ThreadPoolExecutor(max_workers=1) as pool:
             ee5x5 = None
             if "ee5x5_q" in hs:

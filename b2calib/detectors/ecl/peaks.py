@@ -212,21 +212,35 @@ def _share_sums(cell, win, total, out):  # type: ignore[no-untyped-def,unused-ig
 
 
 def _leading_photons(cl: dict[str, Any]) -> IA:
-    """The two most energetic neutral clusters of events that have two above 1 GeV."""
-    neutral = (
-        (cl["isTrack"] == 0)
-        & (cl["energy"] > _GG_MIN_E)
-        & (cl["maxCellId"] >= 1)
-        & (cl["maxCellId"] <= ecl.N_CRYSTALS)
+    """The two most energetic neutral clusters of events that have two above 1 GeV: per event,
+    the most energetic first (of equal energies, the first cluster), events in order."""
+    return np.asarray(
+        _leading_pairs(
+            cl["offsets"], cl["energy"], cl["isTrack"], cl["maxCellId"], _GG_MIN_E, ecl.N_CRYSTALS
+        )
     )
-    idx = np.flatnonzero(neutral)
-    evt = cl["evt"][idx]
-    order = np.lexsort((-cl["energy"][idx], evt))
-    idx, evt = idx[order], evt[order]
-    first = np.searchsorted(evt, evt)
-    rank = np.arange(len(evt)) - first
-    count = np.bincount(evt, minlength=int(evt.max(initial=-1)) + 1)[evt]
-    return idx[(rank < 2) & (count >= 2)]
+
+
+@numba.njit(cache=True, nogil=True)
+def _leading_pairs(offsets, energy, is_track, cell, e_min, n_cells):  # type: ignore[no-untyped-def,unused-ignore]
+    """Indices of the two leading clusters (neutral, above ``e_min``, with a cell id of the
+    calorimeter) of each event with two such, one pass over each event's clusters."""
+    out = np.empty(2 * (offsets.shape[0] - 1), np.int64)
+    n = 0
+    for e in range(offsets.shape[0] - 1):
+        first, second = -1, -1
+        for i in range(offsets[e], offsets[e + 1]):
+            if is_track[i] != 0 or not energy[i] > e_min or cell[i] < 1 or cell[i] > n_cells:
+                continue
+            if first < 0 or energy[i] > energy[first]:
+                first, second = i, first
+            elif second < 0 or energy[i] > energy[second]:
+                second = i
+        if second >= 0:
+            out[n] = first
+            out[n + 1] = second
+            n += 2
+    return out[:n]
 
 
 def run_ecms(beam: Payload) -> float:

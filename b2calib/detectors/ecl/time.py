@@ -182,15 +182,17 @@ class ECLTimeCollector(Collector):
         idx = np.flatnonzero(sel)
         pm = p[toff[evt[idx]] + ti[idx]]
         idx = idx[(pm > _E_MIN_P) & (energy[idx] / np.maximum(pm, 1e-9) > _EOP_MIN)]
-        dig_cell = ak.to_numpy(ak.flatten(events["ECLCalDigits_m_CellId"])).astype(np.int64)
-        dig_time = ak.to_numpy(ak.flatten(events["ECLCalDigits_m_Time"])).astype(np.float64)
+        # the digits as read (the largest arrays of the event): only the electrons' central
+        # digits are widened, as a widened copy of all would give them
+        dig_cell = ak.to_numpy(ak.flatten(events["ECLCalDigits_m_CellId"]))
+        dig_time = ak.to_numpy(ak.flatten(events["ECLCalDigits_m_Time"]))
         dig_off = offsets_of(ak.num(events["ECLCalDigits_m_CellId"]))
         d = _centre_digit(dig_off, dig_cell, evt[idx], cell[idx])
         found = d >= 0
         idx, d = idx[found], d[found]
         c = cell[idx]
-        t0 = ak.to_numpy(events["EventT0_m_eventT0"]).astype(np.float64)[evt[idx]]
-        resid = dig_time[d] - t0 - TOF_NS[c - 1] - offsets[c - 1]
+        t0 = ak.to_numpy(events["EventT0_m_eventT0"])[evt[idx]].astype(np.float64)
+        resid = dig_time[d].astype(np.float64) - t0 - TOF_NS[c - 1] - offsets[c - 1]
         axis = hist.axis.Regular(
             *RESIDUAL_BINS, name="residual", label="t - T0 - tof - offsets (ns)"
         )
