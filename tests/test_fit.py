@@ -454,6 +454,72 @@ def test_compiled_template_fit_equals_the_numpy_fallback(monkeypatch: pytest.Mon
     np.testing.assert_allclose(compiled.nll[ok], plain.nll[ok], rtol=1e-10)
 
 
+def top_like_channels(n_channels: int, seed: int) -> tuple[F, F, F, F, F, float]:
+    """Counts and templates shaped as TOP's photon-time fits (the template of
+    :class:`b2calib.detectors.top.photons.PhotonPDF`): per channel 13 main and 13 second peaks
+    (0.35 ns later) of widths 0.08-0.34 ns, weighted by the track crossings, in 48 bins of one
+    2 ns period, on a flat background; channel 0 has too few entries."""
+    rng = np.random.default_rng(seed)
+    period, nb = 2.0, 48
+    edges = np.linspace(0.0, period, nb + 1)
+    chrom = np.linspace(0.01, 0.32, 13) * rng.uniform(0.9, 1.1, (n_channels, 1))
+    zw = rng.uniform(0.5, 1.0, (n_channels, 13))
+    w = np.concatenate([0.8 * zw, 0.2 * zw], axis=1)
+    m = np.concatenate([np.zeros((n_channels, 13)), np.full((n_channels, 13), 0.35)], axis=1)
+    s = np.sqrt(np.concatenate([0.08**2 + chrom**2, 0.10**2 + chrom**2], axis=1))
+    mu = rng.uniform(0.2, 1.8, n_channels)
+    counts = np.empty((n_channels, nb))
+    for c in range(n_channels):
+        n = rng.integers(100, 2000)
+        k = rng.choice(26, size=n, p=w[c] / w[c].sum())
+        x = np.concatenate([rng.normal(mu[c] + m[c, k], s[c, k]), rng.uniform(0, period, n // 4)])
+        counts[c] = np.histogram(np.mod(x, period), edges)[0]
+    counts[0] = 0.0
+    counts[0, 5] = 10.0
+    return counts, edges, w, m, s, period
+
+
+def test_tabulated_normal_equals_libm() -> None:
+    """The compiled template fit's normal distribution and density (Taylor series about the
+    nearest node of a table) are libm's ``erfc`` and ``exp`` to the rounding of the values
+    (2.3e-16 absolute) over [-CUT, CUT]; NaN stays NaN."""
+    import math
+
+    from b2calib.fit._template_lm import CUT, _normal
+
+    z = np.concatenate(
+        [np.linspace(-CUT, CUT, 20001), np.random.default_rng(3).uniform(-CUT, CUT, 5000)]
+    )
+    got = np.array([_normal(x) for x in z])
+    cdf = np.array([0.5 * math.erfc(-x / math.sqrt(2.0)) for x in z])
+    pdf = np.array([math.exp(-0.5 * x * x) / math.sqrt(2.0 * math.pi) for x in z])
+    assert np.max(np.abs(got[:, 0] - cdf)) <= 2.3e-16
+    assert np.max(np.abs(got[:, 1] - pdf)) <= 2.3e-16
+    assert np.all(np.isnan(_normal(float("nan"))))
+
+
+def test_compiled_top_template_fit_equals_the_numpy_reference(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """On TOP-shaped templates (26 components, periodic copies) the compiled fit (the tabulated
+    normal distribution) gives the numpy path's fits (scipy's ``erfc``, the reference): the same
+    statuses and iterations, values within 1e-9 of their errors."""
+    from b2calib.fit import template_shift
+    from b2calib.fit.template_shift import fit_template_shift
+
+    monkeypatch.setattr(template_shift, "_MIN_CHANNELS_COMPILED", 1)
+    monkeypatch.setattr(template_shift, "_MIN_CHANNELS_PER_THREAD", 10)
+    counts, edges, w, m, s, period = top_like_channels(100, 11)
+    args = (counts, edges, w, m, s)
+    compiled = fit_template_shift(*args, period=period, fallback=False, threads=1)
+    split = fit_template_shift(*args, period=period, fallback=False, threads=2)
+    monkeypatch.setattr(template_shift, "_compiled", lambda: None)
+    plain = fit_template_shift(*args, period=period, fallback=False)
+    assert compiled.summary()["OK"] >= 95
+    assert compiled.status[0] == ChannelStatus.NOT_ENOUGH_DATA
+    assert_same_fits(compiled, plain, split, sigmas=1e-9, error_rtol=1e-9)
+
+
 @pytest.mark.parametrize("compiled", [True, False])
 def test_template_fit_with_no_channel_to_fit(
     compiled: bool, monkeypatch: pytest.MonkeyPatch
