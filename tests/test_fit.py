@@ -425,9 +425,11 @@ def template_channels(n_channels: int, seed: int) -> tuple[F, F, F, F, F, float]
 
 def test_compiled_template_fit_equals_the_numpy_fallback(monkeypatch: pytest.MonkeyPatch) -> None:
     """The compiled template-shift fit (numba) runs the numpy path's iteration: the same
-    statuses, reasons and iterations, values and errors equal up to rounding (its model skips
-    components more than 9 widths from a bin: 1e-19 of them); splitting the channels over
-    threads changes no bit."""
+    statuses, reasons and iterations, values within 1e-9 of their errors (its model skips
+    components more than 9 widths from a bin, 1e-19 of them, and tabulates the normal
+    distribution to the rounding of libm's), errors within 1e-7 (the flat channel's shift is
+    undetermined: its error moves 2e-8 with rounding, as before the table); splitting the
+    channels over threads changes no bit."""
     from b2calib.fit import template_shift
     from b2calib.fit.template_shift import fit_template_shift
 
@@ -441,17 +443,7 @@ def test_compiled_template_fit_equals_the_numpy_fallback(monkeypatch: pytest.Mon
     plain = fit_template_shift(*args, period=period, fallback=False, block=50)
     assert compiled.summary()["OK"] >= 110
     assert compiled.status[0] == ChannelStatus.NOT_ENOUGH_DATA
-    assert np.array_equal(compiled.status, plain.status)
-    assert compiled.reason == plain.reason
-    assert np.array_equal(compiled.iterations, plain.iterations)
-    ok = compiled.ok
-    for p in compiled.parameters:
-        diff = (compiled.values[p][ok] - plain.values[p][ok]) / plain.errors[p][ok]
-        assert np.all(np.abs(diff) < 1e-6), (p, np.abs(diff).max())
-        np.testing.assert_allclose(compiled.errors[p][ok], plain.errors[p][ok], rtol=1e-6)
-        assert np.array_equal(compiled.values[p], split.values[p], equal_nan=True)
-        assert np.array_equal(compiled.errors[p], split.errors[p], equal_nan=True)
-    np.testing.assert_allclose(compiled.nll[ok], plain.nll[ok], rtol=1e-10)
+    assert_same_fits(compiled, plain, split, sigmas=1e-9, error_rtol=1e-7)
 
 
 def top_like_channels(n_channels: int, seed: int) -> tuple[F, F, F, F, F, float]:
