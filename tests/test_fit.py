@@ -426,7 +426,7 @@ def template_channels(n_channels: int, seed: int) -> tuple[F, F, F, F, F, float]
 def test_compiled_template_fit_equals_the_numpy_fallback(monkeypatch: pytest.MonkeyPatch) -> None:
     """The compiled template-shift fit (numba) runs the numpy path's iteration: the same
     statuses, reasons and iterations, values within 1e-9 of their errors (its model skips
-    components more than 9 widths from a bin, 1e-19 of them, and tabulates the normal
+    components more than 8.3 widths from a bin edge, 5e-17 of them, and tabulates the normal
     distribution to the rounding of libm's), errors within 1e-7 (the flat channel's shift is
     undetermined: its error moves 2e-8 with rounding, as before the table); splitting the
     channels over threads changes no bit."""
@@ -474,13 +474,13 @@ def top_like_channels(n_channels: int, seed: int) -> tuple[F, F, F, F, F, float]
 def test_tabulated_normal_equals_libm() -> None:
     """The compiled template fit's normal distribution and density (Taylor series about the
     nearest node of a table) are libm's ``erfc`` and ``exp`` to the rounding of the values
-    (2.3e-16 absolute) over [-CUT, CUT]; NaN stays NaN."""
+    (2.3e-16 absolute) over the table's span; NaN stays NaN."""
     import math
 
-    from b2calib.fit._template_lm import CUT, _normal
+    from b2calib.fit._template_lm import SPAN, _normal
 
     z = np.concatenate(
-        [np.linspace(-CUT, CUT, 20001), np.random.default_rng(3).uniform(-CUT, CUT, 5000)]
+        [np.linspace(-SPAN, SPAN, 20001), np.random.default_rng(3).uniform(-SPAN, SPAN, 5000)]
     )
     got = np.array([_normal(x) for x in z])
     cdf = np.array([0.5 * math.erfc(-x / math.sqrt(2.0)) for x in z])

@@ -6,8 +6,9 @@ held at its bound 0 while the gradient points below it, the EDM ``0.5 g^T I^-1 g
 for convergence, a damping beyond 1e8 stopping unconverged), written as a loop over channels, as
 :mod:`b2calib.fit._peak_lm` does for a Gaussian peak: a channel costs only its own iterations.
 The model skips the bins where a component is more than :data:`CUT` of its widths away (its
-cumulative distribution there is 0 or 1 to 1e-19: no change beyond rounding), which is most
-bins for the narrow components of a TOP photon-time template and for the periodic copies.
+cumulative distribution there is within 5.2e-17 of 0 or 1, below the rounding of the bin
+probabilities; the density 1.1e-15 of its peak), which is about half of the (component, edge)
+pairs of a TOP photon-time template with its periodic copies.
 
 The normal distribution and density at the remaining edges (all of the fit's time went into
 libm's ``erfc`` and ``exp`` there: 25 ns a pair) come from their Taylor series about the nearest
@@ -31,26 +32,28 @@ import numpy.typing as npt
 
 from b2calib.fit._peak_lm import _fisher, _gradient_information, _nll, _solve
 
-__all__ = ["CUT", "NODES_PER_UNIT", "normal_table", "template_lm"]
+__all__ = ["CUT", "NODES_PER_UNIT", "SPAN", "normal_table", "template_lm"]
 
 F = npt.NDArray[np.float64]
 
 #: components further than this many widths from a bin edge add nothing there (Phi is 0 or 1
-#: and phi is 0 to within 1e-18)
-CUT = 9.0
+#: to 5.2e-17: 1 - Phi rounds to 1)
+CUT = 8.3
 #: nodes of the normal distribution's table per unit of z (a power of 2: the nodes are exact)
 NODES_PER_UNIT = 128
+#: the table spans [-SPAN, SPAN] (CUT rounded up)
+SPAN = 9
 _SQRT2 = math.sqrt(2.0)
 _INV_SQRT2PI = 1.0 / math.sqrt(2.0 * math.pi)
 _ORDER = 5  # the density's Taylor series to d^5, the distribution's to d^6 (|d| <= 1/256)
 
 
 def normal_table() -> F:
-    """Per node ``z_j = j / NODES_PER_UNIT - CUT`` (rows): the standard normal distribution at
+    """Per node ``z_j = j / NODES_PER_UNIT - SPAN`` (rows): the standard normal distribution at
     ``z_j`` and the Taylor coefficients of the density about it, ``phi(z_j) (-1)^n He_n(z_j) /
     n!`` for n = 0.._ORDER (``He_n`` the probabilists' Hermite polynomials:
     ``He_{n+1} = z He_n - n He_{n-1}``)."""
-    z = np.arange(-int(CUT) * NODES_PER_UNIT, int(CUT) * NODES_PER_UNIT + 1) / NODES_PER_UNIT
+    z = np.arange(-SPAN * NODES_PER_UNIT, SPAN * NODES_PER_UNIT + 1) / NODES_PER_UNIT
     cdf = np.array([0.5 * math.erfc(-x / _SQRT2) for x in z])
     pdf = np.array([_INV_SQRT2PI * math.exp(-0.5 * x * x) for x in z])
     table = np.empty((len(z), _ORDER + 2))
@@ -68,10 +71,10 @@ _LAST = len(_TABLE) - 1
 
 @numba.njit(cache=True, nogil=True, inline="always")
 def _normal(z: float) -> tuple[float, float]:
-    """The standard normal distribution and density at ``z`` (|z| <= CUT; NaN stays NaN), from
+    """The standard normal distribution and density at ``z`` (|z| <= SPAN; NaN stays NaN), from
     the Taylor series about the nearest node of :func:`normal_table`."""
-    j = min(max(int(z * NODES_PER_UNIT + (CUT * NODES_PER_UNIT + 0.5)), 0), _LAST)
-    d = z - (j / NODES_PER_UNIT - CUT)  # |d| <= 1 / 256 (the nodes and this are exact)
+    j = min(max(int(z * NODES_PER_UNIT + (SPAN * NODES_PER_UNIT + 0.5)), 0), _LAST)
+    d = z - (j / NODES_PER_UNIT - SPAN)  # |d| <= 1 / 256 (the nodes and this are exact)
     t = _TABLE[j]
     pdf = t[1] + d * (t[2] + d * (t[3] + d * (t[4] + d * (t[5] + d * t[6]))))
     inner = t[4] * 0.25 + d * (t[5] * 0.2 + d * (t[6] * (1.0 / 6.0)))
