@@ -512,6 +512,33 @@ def test_compiled_top_template_fit_equals_the_numpy_reference(
     assert_same_fits(compiled, plain, split, sigmas=1e-9, error_rtol=1e-9)
 
 
+def test_template_fallback_with_the_compiled_distribution() -> None:
+    """The iminuit fallback's model compiled (:func:`template_cdf`, the tabulated normal
+    distribution) is the numpy one to rounding, and gives iminuit's fit to 1e-5 sigma (Migrad
+    follows rounding that far: the tolerance of any change of arithmetic under it)."""
+    from scipy import special
+
+    from b2calib.fit import template_shift
+    from b2calib.fit._template_lm import template_cdf
+
+    counts, edges, w, m, s, period = top_like_channels(4, 12)
+    w3, m3, s3 = template_shift._periodic(w / w.sum(axis=1, keepdims=True), m, s, period)
+    for mu in (0.0, 0.7, 1.9):
+        z = (edges[:, None] - mu - m3[1][None, :]) / s3[1][None, :]
+        numpy_cdf = 0.5 * special.erfc(-z / np.sqrt(2.0)) @ w3[1]
+        np.testing.assert_allclose(
+            template_cdf(edges, mu, w3[1], m3[1], s3[1]), numpy_cdf, atol=2e-15
+        )
+    start = np.array([counts[1].sum() * 0.7, 1.1, 5.0])
+    args = (counts[1], edges, w3[1], m3[1], s3[1], start)
+    val, err, valid, msg, _ = template_shift._iminuit_channel(*args)
+    val_c, err_c, valid_c, msg_c, _ = template_shift._iminuit_channel(*args, template_cdf)
+    assert valid, msg
+    assert valid_c, msg_c
+    assert np.all(np.abs(val_c - val) < 1e-5 * err)
+    np.testing.assert_allclose(err_c, err, rtol=1e-4)
+
+
 @pytest.mark.parametrize("compiled", [True, False])
 def test_template_fit_with_no_channel_to_fit(
     compiled: bool, monkeypatch: pytest.MonkeyPatch

@@ -32,7 +32,7 @@ import numpy.typing as npt
 
 from b2calib.fit._peak_lm import _fisher, _gradient_information, _nll, _solve
 
-__all__ = ["CUT", "NODES_PER_UNIT", "SPAN", "normal_table", "template_lm"]
+__all__ = ["CUT", "NODES_PER_UNIT", "SPAN", "normal_table", "template_cdf", "template_lm"]
 
 F = npt.NDArray[np.float64]
 
@@ -142,6 +142,27 @@ def _model(th: F, edges: F, widths: F, w: F, m: F, s: F, lam: F, jac: F) -> None
         jac[i, 0] = prob
         jac[i, 1] = -n * jac[i, 1]
         jac[i, 2] = widths[i]
+
+
+@numba.njit(cache=True, nogil=True)
+def template_cdf(x: F, mu: float, w: F, m: F, s: F) -> F:
+    """The template's cumulative distribution ``sum_k w_k Phi((x - mu - m_k) / s_k)`` at ``x``
+    (the model of the iminuit fallback, :func:`b2calib.fit.template_shift._iminuit_channel`),
+    components beyond :data:`CUT` widths taken as 0 or 1."""
+    out = np.zeros(x.shape[0])
+    for k in range(w.shape[0]):
+        wk = w[k]
+        if wk == 0.0:
+            continue
+        inv = 1.0 / s[k]
+        off = mu + m[k]
+        for i in range(x.shape[0]):
+            z = (x[i] - off) * inv
+            if z > CUT:
+                out[i] += wk
+            elif z >= -CUT:
+                out[i] += wk * _normal(z)[0]
+    return out
 
 
 @numba.njit(cache=True, nogil=True)
