@@ -16,8 +16,9 @@ Levenberg-Marquardt with the expected information, as :func:`b2calib.fit.fit_cha
 Gaussian: compiled with numba, one channel after the other, the channels split over threads
 (:mod:`b2calib.fit._template_lm`, from 200 channels on), or, below that or without numba, in
 numpy vectorised over channels (in blocks, to bound memory; the same iteration: the same fits up
-to rounding), with an iminuit fallback for channels that do not converge. Every channel gets a
-status (OK, NOT_ENOUGH_DATA, FAILED) with its reason; failed channels carry NaN.
+to rounding), with an iminuit fallback for channels that do not converge (its model compiled
+too when the fit was). Every channel gets a status (OK, NOT_ENOUGH_DATA, FAILED) with its
+reason; failed channels carry NaN.
 """
 
 from __future__ import annotations
