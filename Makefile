@@ -149,6 +149,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/bench_sim.py
 	$(BIN)/python bench/bench_engine.py
 	$(BIN)/python bench/bench_calibrations.py
+	$(BIN)/python bench/bench_template_fit.py
 	$(BIN)/python bench/bench_scale.py
 	$(BIN)/python bench/bench_qa.py
 	$(BIN)/python bench/bench_imports.py
