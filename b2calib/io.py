@@ -141,7 +141,9 @@ class SkimFile:
         self.path = str(path)
         check_root_file(self.path)
         try:
-            self._file = uproot.open(self.path)
+            # no object or array cache: the engine keeps files open from one work item to the
+            # next (b2calib.engine._files), and they must not hold what was read through them
+            self._file = uproot.open(self.path, object_cache=None, array_cache=None)
         except Exception as err:  # uproot raises many types for damaged files
             raise FileFormatError(self.path, "unreadable", f"cannot open ({err})") from err
         try:
