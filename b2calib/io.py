@@ -139,6 +139,7 @@ class SkimFile:
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = str(path)
+        self._names: frozenset[str] | None = None
         check_root_file(self.path)
         try:
             # no object or array cache: the engine keeps files open from one work item to the
@@ -179,7 +180,9 @@ class SkimFile:
 
     def check_branches(self, branches: Sequence[str]) -> None:
         """Raise :class:`MissingBranchError` for the first branch not in the tree."""
-        have = set(self.tree.keys())
+        if self._names is None:  # once per open file: the engine reads many items through it
+            self._names = frozenset(self.tree.keys())
+        have = self._names
         for b in branches:
             if b not in have:
                 raise MissingBranchError(self.path, b, have)

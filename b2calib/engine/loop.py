@@ -15,7 +15,10 @@ narrowest type (:mod:`b2calib.engine._transfer`), instead of a 7 MB histogram pe
 Batches are merged in order, whatever order the executor finishes them in, and the batches
 depend on the data only (not on the executor or the number of workers): the same collector on
 the same data gives identical histograms under every executor, bit for bit even for
-floating-point storage.
+floating-point storage. Each process keeps the files its items read open for the next item,
+batch and event loop (:mod:`b2calib.engine._files`: a calibration's iterations and passes, and
+the calibrations that depend on one another, read the same files in the same kept workers),
+and opens a file again when it changed.
 
 The input's integrity is checked on the way (:mod:`b2calib.engine.integrity`): every file is
 compared with its catalogue entry before its items are sent out; every item reads the event
