@@ -88,7 +88,8 @@ class FileCache:
                 return kept[1], ident
             _close([kept[1]])
         f = open_skim(path)
-        self.opened += 1
+        with self._lock:
+            self.opened += 1
         return f, ident
 
     def give_back(self, path: str, ident: Identity | None, f: SkimFile) -> None:
