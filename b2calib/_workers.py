@@ -45,11 +45,12 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from typing import ClassVar
 
 __all__ = [
+    "at_shutdown",
     "compiler_ready",
     "exit_with_parent",
     "keep_freed_memory",
@@ -195,13 +196,26 @@ def _forked_with(cls: type) -> bool:
     return obj is cls
 
 
+#: Called by :func:`shutdown_pool` (what the calling process keeps for its pool's tasks).
+_at_shutdown: list[Callable[[], None]] = []
+
+
+def at_shutdown(fn: Callable[[], None]) -> None:
+    """Call ``fn`` whenever :func:`shutdown_pool` ends the pool, and at exit (e.g. to close the
+    files the caller's own event loops keep open, :mod:`b2calib.engine._files`)."""
+    _at_shutdown.append(fn)
+
+
 def shutdown_pool(wait: bool = True) -> None:
     """End the workers of :func:`shared_pool` (tasks not yet started are cancelled; ``wait``:
-    return when the processes are gone). The next :func:`shared_pool` starts a new pool."""
+    return when the processes are gone), and call the :func:`at_shutdown` functions. The next
+    :func:`shared_pool` starts a new pool."""
     with _Shared.lock:
         pool, _Shared.pool = _Shared.pool, None
     if pool is not None and _Shared.owner == os.getpid():
         pool.shutdown(wait=wait, cancel_futures=True)
+    for fn in _at_shutdown:
+        fn()
 
 
 atexit.register(shutdown_pool)

@@ -139,9 +139,12 @@ class SkimFile:
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = str(path)
+        self._names: frozenset[str] | None = None
         check_root_file(self.path)
         try:
-            self._file = uproot.open(self.path)
+            # no object or array cache: the engine keeps files open from one work item to the
+            # next (b2calib.engine._files), and they must not hold what was read through them
+            self._file = uproot.open(self.path, object_cache=None, array_cache=None)
         except Exception as err:  # uproot raises many types for damaged files
             raise FileFormatError(self.path, "unreadable", f"cannot open ({err})") from err
         try:
@@ -177,7 +180,9 @@ class SkimFile:
 
     def check_branches(self, branches: Sequence[str]) -> None:
         """Raise :class:`MissingBranchError` for the first branch not in the tree."""
-        have = set(self.tree.keys())
+        if self._names is None:  # once per open file: the engine reads many items through it
+            self._names = frozenset(self.tree.keys())
+        have = self._names
         for b in branches:
             if b not in have:
                 raise MissingBranchError(self.path, b, have)

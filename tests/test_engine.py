@@ -631,3 +631,29 @@ def test_process_pool_renewed_for_a_class_of_main_defined_since(
     collect(col, small, executor="processes", **quiet)  # type: ignore[arg-type]
     assert _workers._Shared.pool is kept  # the same class again: the same workers
     _workers.shutdown_pool()
+
+
+def test_double_storage_of_integers_travels_narrowed_and_comes_back_bit_for_bit() -> None:
+    """A Double histogram holding integer counts is sent as narrow integers (a quarter of the
+    bytes here); one holding a fraction, -0.0, NaN, infinity or an integer beyond int64 is sent
+    as it is; every one comes back the same bit for bit."""
+    import pickle
+
+    rng = np.random.default_rng(3)
+    counts = rng.poisson(3.0, (200, 60)).astype(np.float64)
+    odd = [0.5, -0.0, np.nan, np.inf, 2.0**70]
+    blobs = {}
+    for label, value in [("counts", None), *((repr(v), v) for v in odd)]:
+        h: hist.Hist = hist.Hist(hist.axis.Regular(198, 0, 1), hist.axis.Regular(58, 0, 1))
+        data = counts.copy()
+        if value is not None:
+            data[150, 40] = value  # past the first slice tried
+        h.view(flow=True)[...] = data
+        blob = pickle.dumps(Wire({"h": h}))
+        back = pickle.loads(blob).payload["h"]
+        assert back.axes == h.axes
+        assert back.storage_type == h.storage_type
+        assert np.array_equal(back.view(flow=True).view(np.int64), h.view(flow=True).view(np.int64))
+        blobs[label] = len(blob)
+    assert blobs["counts"] < counts.nbytes / 4 + 2000
+    assert all(blobs[repr(v)] > counts.nbytes for v in odd)

@@ -12,7 +12,10 @@ widened back to its own type on arrival. The values are unchanged bit for bit.
 A ``hist.Hist`` of ``Int64`` or ``Double`` storage travels as its axes, attributes and storage
 array, and is rebuilt by filling an empty histogram of the same axes: boost-histogram's own
 unpickling took ~7 ms for the 8736 x 100 histogram, this takes ~0.7 ms (in the parent, the one
-process every result passes through). Other histograms are pickled as they are.
+process every result passes through). A ``Double`` storage holding integers only (counts filled
+with unit weights: the ECL gamma-gamma and mu-mu ratio histograms, 11 MB per run each) travels
+narrowed as an integer storage would, and is the same bit for bit once filled back into
+float64. Other histograms are pickled as they are.
 """
 
 from __future__ import annotations
@@ -40,6 +43,19 @@ def _narrowest(a: npt.NDArray[np.integer]) -> np.dtype[Any] | None:
     if small.kind not in "iu" or small.itemsize >= a.dtype.itemsize:
         return None
     return small
+
+
+def _integral(a: npt.NDArray[Any]) -> npt.NDArray[np.int64] | None:
+    """``a`` (float64) as int64 when that holds every value bit for bit (integers only: no
+    fraction, -0.0, NaN or infinity), else None; a first slice is tried before the whole."""
+    if a.dtype != np.float64 or a.size < NARROW_MIN:
+        return None
+    for part in (a.ravel(order="K")[:NARROW_MIN], a):
+        with np.errstate(invalid="ignore"):  # NaN, infinity, beyond int64: caught below
+            ints = part.astype(np.int64)
+        if not np.array_equal(ints.astype(np.float64).view(np.int64), part.view(np.int64)):
+            return None
+    return ints
 
 
 def _widen(small: npt.NDArray[np.integer], dtype: str) -> npt.NDArray[np.integer]:
@@ -71,12 +87,14 @@ class _NarrowPickler(pickle.Pickler):
     def reducer_override(self, obj: Any) -> Any:
         if type(obj) is hist.Hist and isinstance(obj.storage_type(), _PLAIN_STORAGES):
             data = obj.view(flow=True)
-            return _rebuild_hist, (
-                tuple(obj.axes),
-                obj.storage_type(),
-                dict(obj.__dict__),
-                self._narrow(data) if data.dtype.kind in "iu" else data,
-            )
+            if data.dtype.kind in "iu":
+                data = self._narrow(data)
+            else:  # counts in a Double storage travel as integers when they are integers
+                ints = _integral(data)
+                narrow = None if ints is None else self._narrow(ints)
+                if narrow is not None and narrow is not ints:
+                    data = narrow
+            return _rebuild_hist, (tuple(obj.axes), obj.storage_type(), dict(obj.__dict__), data)
         if (
             type(obj) is np.ndarray
             and obj.dtype.kind in "iu"

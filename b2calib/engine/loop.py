@@ -15,7 +15,10 @@ narrowest type (:mod:`b2calib.engine._transfer`), instead of a 7 MB histogram pe
 Batches are merged in order, whatever order the executor finishes them in, and the batches
 depend on the data only (not on the executor or the number of workers): the same collector on
 the same data gives identical histograms under every executor, bit for bit even for
-floating-point storage.
+floating-point storage. Each process keeps the files its items read open for the next item,
+batch and event loop (:mod:`b2calib.engine._files`: a calibration's iterations and passes, and
+the calibrations that depend on one another, read the same files in the same kept workers),
+and opens a file again when it changed.
 
 The input's integrity is checked on the way (:mod:`b2calib.engine.integrity`): every file is
 compared with its catalogue entry before its items are sent out; every item reads the event
@@ -51,6 +54,7 @@ from b2calib._workers import (
     shared_pool,
     shutdown_pool,
 )
+from b2calib.engine._files import FileCache, Identity, open_files
 from b2calib.engine._transfer import Wire
 from b2calib.engine.collector import Collector, Histograms, RunOutput
 from b2calib.engine.dataset import Dataset, FileRef, SkippedFile, _inconsistent, _skipped
@@ -65,7 +69,7 @@ from b2calib.engine.integrity import (
     verify_files,
 )
 from b2calib.exceptions import B2CalibError, ConfigError, FileFormatError
-from b2calib.io import TREE_NAME, SkimFile, open_skim
+from b2calib.io import TREE_NAME, SkimFile
 
 __all__ = [
     "DEFAULT_MAX_NONFINITE",
@@ -337,26 +341,37 @@ def _process_batch(
 
 
 class _OpenFile:
-    """The file a batch's items read, opened once for its consecutive items: opening a skim
-    file reads its tree's metadata, which for the files of every detector's branches costs
-    more than reading a few branches of a small item."""
+    """The file a batch's items read, taken from the process's open files
+    (:data:`~b2calib.engine._files.open_files`) for its consecutive items and given back when
+    the batch moves on to another file or ends: opening a skim file reads its tree's metadata,
+    which for the files of every detector's branches costs more than reading a few branches of
+    a small item, and the next batch, collect or iteration reading the file finds it open."""
 
-    def __init__(self) -> None:
+    def __init__(self, cache: FileCache = open_files) -> None:
+        self.cache = cache
         self.path: str | None = None
         self.file: SkimFile | None = None
+        self.ident: Identity | None = None
 
     def get(self, path: str) -> SkimFile:
         """The open file ``path`` (raises :class:`FileFormatError` as :func:`open_skim`)."""
         if path != self.path or self.file is None:
             self.close()
-            self.file = open_skim(path)
+            self.file, self.ident = self.cache.take(path)
             self.path = path
         return self.file
 
-    def close(self) -> None:
+    def discard(self) -> None:
+        """Close the file instead of giving it back (a read through it failed)."""
         if self.file is not None:
             self.file.close()
-        self.file, self.path = None, None
+        self.file, self.path, self.ident = None, None, None
+
+    def close(self) -> None:
+        """Give the file back to the process's open files."""
+        if self.file is not None and self.path is not None:
+            self.cache.give_back(self.path, self.ident, self.file)
+        self.file, self.path, self.ident = None, None, None
 
 
 def _process(
@@ -392,6 +407,7 @@ def _process(
         extra = [EVENT_BRANCH] if numbered and EVENT_BRANCH not in branches else []
         arrays = f.arrays(names + extra, item.entry_start, item.entry_stop)
     except B2CalibError as err:
+        files.discard()  # not kept: the next read of the file opens it again
         return item.index, _skipped(item.path, err), False
     events = arrays[names] if extra else arrays  # the collector sees what it asked for
     numbers = ak.to_numpy(arrays[EVENT_BRANCH]) if numbered else None
@@ -584,7 +600,9 @@ def collect(
     elif executor == "threads":
         stream = _run_pool(fn, tasks, workers or os.cpu_count() or 1, threads=True)
     elif executor == "processes":  # the shared pool's workers may predate this collector
-        pooled = dataclasses.replace(fn, prepare=True, cwd=os.getcwd())
+        pooled = dataclasses.replace(
+            fn, prepare=True, cwd=os.getcwd(), key=_collector_key(collector)
+        )
         stream = _run_pool(
             pooled, tasks, workers or os.cpu_count() or 1, threads=False, uses=[type(collector)]
         )
@@ -703,13 +721,20 @@ class _RunMerge:
             _bad_file(self.result, problem, self.policy)
 
 
-#: The collectors (by repr: class and configuration) prepared in this worker process.
+#: The collectors (by :func:`_collector_key`) prepared in this worker process.
 _prepared: set[str] = set()
 
 
-def _prepare_once(collector: Collector) -> None:
-    """Run ``collector.prepare()`` unless an equal collector was prepared in this process."""
-    key = f"{type(collector).__module__}.{type(collector).__qualname__}:{collector!r}"
+def _collector_key(collector: Collector) -> str:
+    """What tells collectors apart for :func:`_prepare_once`: class and configuration (its
+    ``repr``: for collectors holding per-channel constants, tens of milliseconds, computed once
+    per collect in the calling process)."""
+    return f"{type(collector).__module__}.{type(collector).__qualname__}:{collector!r}"
+
+
+def _prepare_once(collector: Collector, key: str) -> None:
+    """Run ``collector.prepare()`` unless a collector of the same ``key`` was prepared in this
+    process."""
     if key not in _prepared:
         collector.prepare()
         if len(_prepared) > 1000:
@@ -732,6 +757,10 @@ class _Task:
     #: a worker forked after it inherits what it loaded), in the caller's working directory.
     prepare: bool = False
     cwd: str | None = None
+    #: The collector's :func:`_collector_key` (with ``prepare``), computed once by the caller:
+    #: each batch's task used to compute it again in the worker (6-7 % of the workers' CPU in
+    #: the cdc-t0 and top-module-t0 collects, issue 20).
+    key: str = ""
 
     def __call__(self, batch: _Batch) -> tuple[int, Wire[_Partial]]:
         if self.heap:
@@ -739,5 +768,5 @@ class _Task:
         if self.cwd is not None and os.getcwd() != self.cwd:
             os.chdir(self.cwd)
         if self.prepare:
-            _prepare_once(self.collector)
+            _prepare_once(self.collector, self.key or _collector_key(self.collector))
         return _process_batch(self.collector, batch, self.cache_dir, self.stop)
