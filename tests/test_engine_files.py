@@ -157,3 +157,23 @@ def test_a_second_collect_opens_no_file_and_the_pool_end_closes_them(runs: list[
     assert len(_files.open_files) >= 2
     _workers.shutdown_pool()
     assert len(_files.open_files) == 0
+
+
+def test_the_number_of_files_kept_open_is_set_by_the_environment() -> None:
+    """``$B2CALIB_OPEN_FILES`` sets how many files a process keeps open (0: none; the engine
+    bench compares single passes with the bare read that way); a bad value names the variable."""
+    import subprocess
+    import sys
+
+    code = (
+        "from b2calib.engine._files import OPEN_FILES, open_files; "
+        "print(OPEN_FILES, open_files.size)"
+    )
+    for value, want in (("", "64 64"), ("0", "0 0"), ("7", "7 7")):
+        env = {**os.environ, "B2CALIB_OPEN_FILES": value}
+        out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+        assert out.stdout.split() == want.split(), out.stderr
+    env = {**os.environ, "B2CALIB_OPEN_FILES": "many"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert out.returncode != 0
+    assert "B2CALIB_OPEN_FILES='many'" in out.stderr

@@ -35,8 +35,27 @@ from b2calib.io import SkimFile, open_skim
 
 __all__ = ["OPEN_FILES", "FileCache", "Identity", "open_files"]
 
-#: Files kept open per process at most (the least recently used one closes first).
-OPEN_FILES = 64
+
+def _open_files_setting() -> int:
+    """``$B2CALIB_OPEN_FILES`` (0: no file is kept open), else 64."""
+    text = os.environ.get("B2CALIB_OPEN_FILES", "").strip()
+    if not text:
+        return 64
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise ValueError(
+            f"B2CALIB_OPEN_FILES={text!r}: expected the number of skim files a process keeps "
+            "open (0 or more)"
+        )
+    return value
+
+
+#: Files kept open per process at most (the least recently used one closes first):
+#: ``$B2CALIB_OPEN_FILES``, else 64.
+OPEN_FILES = _open_files_setting()
 
 Identity = tuple[int, int, int, int]
 
