@@ -12,18 +12,11 @@ import numpy as np
 import pytest
 
 from b2calib import _workers
-from b2calib.engine import ChannelValueCollector, CollectResult, Dataset, _files, collect
+from b2calib.engine import CollectResult, Dataset, _files, collect
 from b2calib.engine._files import FileCache
-from b2calib.geometry import ecl
 from b2calib.io import SkimFile
+from tests.test_engine import ECL
 
-ECL = ChannelValueCollector(
-    "ECLCalDigits_m_CellId",
-    "ECLCalDigits_m_Energy",
-    ecl.N_CRYSTALS,
-    (100, 0.0, 6.0),
-    first_channel=1,
-)
 QUIET = dict(cache=False, progress=False, verify=False)
 
 

@@ -401,6 +401,30 @@ def test_high_statistics_peaks_are_not_singular() -> None:
     assert shift.values["mu"][0] == pytest.approx(0.1, abs=5 * shift.errors["mu"][0])
 
 
+def _folded_counts(
+    rng: np.random.Generator,
+    edges: F,
+    w: F,
+    m: F,
+    s: F,
+    entries: tuple[int, int],
+    background: float,
+) -> F:
+    """Per channel: between ``entries`` photons from its Gaussian components (weights ``w``,
+    offsets ``m`` from a random position in the period, widths ``s``) and ``background`` as
+    many flat ones, folded into the period ``edges[-1]`` and histogrammed in ``edges``."""
+    n_channels, period = len(w), float(edges[-1])
+    mu = rng.uniform(0.2, 1.8, n_channels)
+    counts = np.empty((n_channels, len(edges) - 1))
+    for c in range(n_channels):
+        n = rng.integers(*entries)
+        k = rng.choice(w.shape[1], size=n, p=w[c] / w[c].sum())
+        peaks = rng.normal(mu[c] + m[c, k], s[c, k])
+        x = np.concatenate([peaks, rng.uniform(0, period, int(n * background))])
+        counts[c] = np.histogram(np.mod(x, period), edges)[0]
+    return counts
+
+
 def template_channels(n_channels: int, seed: int) -> tuple[F, F, F, F, F, float]:
     """Counts of a TOP-like folded time per channel (a main and a second peak of different
     widths, their periodic copies, a flat background) and the template; channel 0 is empty, 1
@@ -411,16 +435,32 @@ def template_channels(n_channels: int, seed: int) -> tuple[F, F, F, F, F, float]
     w = np.tile([0.7, 0.2, 0.1], (n_channels, 1)) * rng.uniform(0.8, 1.2, (n_channels, 3))
     m = np.tile([0.0, 0.35, -0.2], (n_channels, 1))
     s = np.tile([0.08, 0.12, 0.3], (n_channels, 1)) * rng.uniform(0.9, 1.1, (n_channels, 3))
-    mu = rng.uniform(0.2, 1.8, n_channels)
-    counts = np.empty((n_channels, nb))
-    for c in range(n_channels):
-        n = rng.integers(300, 3000)
-        k = rng.choice(3, size=n, p=w[c] / w[c].sum())
-        x = np.concatenate([rng.normal(mu[c] + m[c, k], s[c, k]), rng.uniform(0, period, n // 5)])
-        counts[c] = np.histogram(np.mod(x, period), edges)[0]
+    counts = _folded_counts(rng, edges, w, m, s, (300, 3000), background=1 / 5)
     counts[0], counts[1], counts[2] = 0.0, 20.0, 0.0
     counts[2, 7] = 900.0
     return counts, edges, w, m, s, period
+
+
+def compiled_split_and_numpy(
+    monkeypatch: pytest.MonkeyPatch,
+    channels: tuple[F, F, F, F, F, float],
+    block: int | None = None,
+) -> tuple[ChannelFits, ChannelFits, ChannelFits]:
+    """The template-shift fits of ``channels`` (as :func:`template_channels` gives them):
+    compiled on 1 thread, compiled over 2, and the numpy path (in blocks of ``block``)."""
+    from b2calib.fit import template_shift
+    from b2calib.fit.template_shift import fit_template_shift
+
+    monkeypatch.setattr(template_shift, "_MIN_CHANNELS_COMPILED", 1)
+    monkeypatch.setattr(template_shift, "_MIN_CHANNELS_PER_THREAD", 10)
+    counts, edges, w, m, s, period = channels
+    args = (counts, edges, w, m, s)
+    compiled = fit_template_shift(*args, period=period, fallback=False, threads=1)
+    split = fit_template_shift(*args, period=period, fallback=False, threads=2)
+    monkeypatch.setattr(template_shift, "_compiled", lambda: None)
+    more = {} if block is None else {"block": block}
+    plain = fit_template_shift(*args, period=period, fallback=False, **more)
+    return compiled, split, plain
 
 
 def test_compiled_template_fit_equals_the_numpy_fallback(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -430,17 +470,9 @@ def test_compiled_template_fit_equals_the_numpy_fallback(monkeypatch: pytest.Mon
     distribution to the rounding of libm's), errors within 1e-7 (the flat channel's shift is
     undetermined: its error moves 2e-8 with rounding, as before the table); splitting the
     channels over threads changes no bit."""
-    from b2calib.fit import template_shift
-    from b2calib.fit.template_shift import fit_template_shift
-
-    monkeypatch.setattr(template_shift, "_MIN_CHANNELS_COMPILED", 1)
-    monkeypatch.setattr(template_shift, "_MIN_CHANNELS_PER_THREAD", 10)
-    counts, edges, w, m, s, period = template_channels(120, 5)
-    args = (counts, edges, w, m, s)
-    compiled = fit_template_shift(*args, period=period, fallback=False, threads=1)
-    split = fit_template_shift(*args, period=period, fallback=False, threads=2)
-    monkeypatch.setattr(template_shift, "_compiled", lambda: None)
-    plain = fit_template_shift(*args, period=period, fallback=False, block=50)
+    compiled, split, plain = compiled_split_and_numpy(
+        monkeypatch, template_channels(120, 5), block=50
+    )
     assert compiled.summary()["OK"] >= 110
     assert compiled.status[0] == ChannelStatus.NOT_ENOUGH_DATA
     assert_same_fits(compiled, plain, split, sigmas=1e-9, error_rtol=1e-7)
@@ -459,13 +491,7 @@ def top_like_channels(n_channels: int, seed: int) -> tuple[F, F, F, F, F, float]
     w = np.concatenate([0.8 * zw, 0.2 * zw], axis=1)
     m = np.concatenate([np.zeros((n_channels, 13)), np.full((n_channels, 13), 0.35)], axis=1)
     s = np.sqrt(np.concatenate([0.08**2 + chrom**2, 0.10**2 + chrom**2], axis=1))
-    mu = rng.uniform(0.2, 1.8, n_channels)
-    counts = np.empty((n_channels, nb))
-    for c in range(n_channels):
-        n = rng.integers(100, 2000)
-        k = rng.choice(26, size=n, p=w[c] / w[c].sum())
-        x = np.concatenate([rng.normal(mu[c] + m[c, k], s[c, k]), rng.uniform(0, period, n // 4)])
-        counts[c] = np.histogram(np.mod(x, period), edges)[0]
+    counts = _folded_counts(rng, edges, w, m, s, (100, 2000), background=1 / 4)
     counts[0] = 0.0
     counts[0, 5] = 10.0
     return counts, edges, w, m, s, period
@@ -496,17 +522,7 @@ def test_compiled_top_template_fit_equals_the_numpy_reference(
     """On TOP-shaped templates (26 components, periodic copies) the compiled fit (the tabulated
     normal distribution) gives the numpy path's fits (scipy's ``erfc``, the reference): the same
     statuses and iterations, values within 1e-9 of their errors."""
-    from b2calib.fit import template_shift
-    from b2calib.fit.template_shift import fit_template_shift
-
-    monkeypatch.setattr(template_shift, "_MIN_CHANNELS_COMPILED", 1)
-    monkeypatch.setattr(template_shift, "_MIN_CHANNELS_PER_THREAD", 10)
-    counts, edges, w, m, s, period = top_like_channels(100, 11)
-    args = (counts, edges, w, m, s)
-    compiled = fit_template_shift(*args, period=period, fallback=False, threads=1)
-    split = fit_template_shift(*args, period=period, fallback=False, threads=2)
-    monkeypatch.setattr(template_shift, "_compiled", lambda: None)
-    plain = fit_template_shift(*args, period=period, fallback=False)
+    compiled, split, plain = compiled_split_and_numpy(monkeypatch, top_like_channels(100, 11))
     assert compiled.summary()["OK"] >= 95
     assert compiled.status[0] == ChannelStatus.NOT_ENOUGH_DATA
     assert_same_fits(compiled, plain, split, sigmas=1e-9, error_rtol=1e-9)
