@@ -98,6 +98,34 @@ def login(page: Any, server: Server, name: str, password: str, path: str) -> Non
     expect(page.locator("#whoami")).to_contain_text(name)
 
 
+def grid_cell(page: Any, run: int, column: str) -> Any:
+    """The sign-off grid's cell of (run, column), a Playwright ``Locator``."""
+    row = page.locator(".signoff-grid .tabulator-row").filter(
+        has=page.locator('.tabulator-cell[tabulator-field="run"]', has_text=re.compile(rf"^{run}$"))
+    )
+    return row.locator(f'.tabulator-cell[tabulator-field="{column}"]')
+
+
+def open_cell(page: Any, run: int, detector: str, exp: int = 12, tries: int = 3) -> None:
+    """Click the sign-off grid's cell of (run, detector) until the evidence panel shows it.
+
+    Tabulator draws the grid's rows again after the page shows them, and a click on a row
+    being redrawn is lost (a user clicks again): a lost first click failed CI once, the
+    evidence panel not opening within 30 s.
+    """
+    from playwright.sync_api import expect
+
+    head = page.locator("#evidence-head")
+    for attempt in range(tries):
+        grid_cell(page, run, detector).click()
+        try:
+            expect(head).to_contain_text(f"Run {exp}/{run}, {detector}", timeout=10_000)
+            return
+        except AssertionError:
+            if attempt == tries - 1:
+                raise
+
+
 def shoot(page: Any, name: str, *, full_page: bool = True, settle_ms: int = 0) -> Path:
     """A screenshot of ``page`` as ``SCREENSHOTS/name.png`` once it is quiet (no network,
     then ``settle_ms`` for the canvases to draw); returns its path."""

@@ -29,6 +29,8 @@ from tests.browser_server import (
     TIMEOUT_MS,
     USERS,
     Server,
+    grid_cell,
+    open_cell,
     prepare_database,
     shoot,
 )
@@ -56,19 +58,6 @@ def login(page: Page, server: Server, name: str, path: str = "/signoff") -> None
     """Open ``path``, get sent to the login page, log in and land on ``path``."""
     login_as(page, server, name, USERS[name][0], path)
     expect(page).to_have_url(server.base + path)
-
-
-def grid_cell(page: Page, run: int, detector: str) -> Locator:
-    """The sign-off grid's cell of (run, detector) (experiment 12)."""
-    row = page.locator(".signoff-grid .tabulator-row").filter(
-        has=page.locator('.tabulator-cell[tabulator-field="run"]', has_text=re.compile(rf"^{run}$"))
-    )
-    return row.locator(f'.tabulator-cell[tabulator-field="{detector}"]')
-
-
-def open_cell(page: Page, run: int, detector: str) -> None:
-    grid_cell(page, run, detector).click()
-    expect(page.locator("#evidence-head")).to_contain_text(f"Run 12/{run}, {detector}")
 
 
 def set_flag(page: Page, flag: str, comment: str) -> None:

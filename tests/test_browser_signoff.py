@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.sync_api import Locator, Page, expect
+from playwright.sync_api import Page, expect
 
 from b2calib.db import now
 from b2calib.qa.monitoring import SYSTEMS
@@ -31,6 +31,8 @@ from tests.browser_server import (
     TIMEOUT_MS,
     USERS,
     Server,
+    grid_cell,
+    open_cell,
     prepare_database,
 )
 from tests.browser_server import login as login_as
@@ -82,18 +84,6 @@ def login(page: Page, server: Server, name: str, path: str = "/signoff") -> None
     """Open ``path``, get sent to the login page, log in and land on ``path``."""
     login_as(page, server, name, PASSWORDS[name], path)
     expect(page.locator(".signoff-grid .tabulator-row").first).to_be_visible()
-
-
-def grid_cell(page: Page, run: int, column: str) -> Locator:
-    row = page.locator(".signoff-grid .tabulator-row").filter(
-        has=page.locator('.tabulator-cell[tabulator-field="run"]', has_text=re.compile(rf"^{run}$"))
-    )
-    return row.locator(f'.tabulator-cell[tabulator-field="{column}"]')
-
-
-def open_cell(page: Page, run: int, detector: str) -> None:
-    grid_cell(page, run, detector).click()
-    expect(page.locator("#evidence-head")).to_contain_text(f"Run {EXP}/{run}, {detector}")
 
 
 def shoot(page: Page, name: str) -> None:
