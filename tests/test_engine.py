@@ -13,6 +13,7 @@ import weakref
 from collections.abc import Iterator
 from pathlib import Path
 from typing import ClassVar
+from unittest import mock
 
 import awkward as ak
 import hist
@@ -31,7 +32,14 @@ from b2calib.engine import (
     plan,
 )
 from b2calib.engine._transfer import Wire
-from b2calib.engine.loop import TAIL_FRACTION, _Batch, _batches, _Partial, _run_pool
+from b2calib.engine.loop import (
+    TAIL_FRACTION,
+    _Batch,
+    _batches,
+    _largest_runs_first,
+    _Partial,
+    _run_pool,
+)
 from b2calib.exceptions import ConfigError, FileFormatError
 from b2calib.geometry import ecl
 from b2calib.runs import RunRegistry
@@ -362,6 +370,40 @@ def test_worker_side_merge_of_many_items_is_identical(sample: Path) -> None:
             np.testing.assert_allclose(
                 w, per_item.output[run]["weighted"].view(flow=True), rtol=1e-12
             )
+
+
+def test_largest_runs_go_first_with_the_same_sums(sample: Path) -> None:
+    """Issue 20 (the tail of a loop): batches are sent out the runs with the most events first,
+    each run's batches together and in their order, and merged in that order. The per-run
+    histograms, sums of floats included, are those of the data's order (the former path), bit
+    for bit, on 2 processes and in-process."""
+    ds = Dataset.select(sample, skims=["hlt_bhabha", "hlt_mumu_2trk", "cosmic"], runs=[1, 2, 3])
+    tasks = _batches(plan(ds, step_size=25), 100)
+    order = _largest_runs_first(tasks)
+    assert sorted(t.index for t in order) == [t.index for t in tasks]
+    runs = [r for r, _ in itertools.groupby(t.run for t in order)]
+    assert sorted(runs) == sorted({t.run for t in tasks})  # each run's batches together
+    size = {r: sum(f.n_events for f in ds if f.key == r) for r in runs}
+    assert [size[r] for r in runs] == sorted(size.values(), reverse=True)
+    assert runs != sorted(runs)  # the sample's runs differ in size: the order is not the data's
+    for r in runs:
+        mine = [t.index for t in order if t.run == r]
+        assert mine == sorted(mine)
+
+    col = _EnergyWeighted(*dataclasses.astuple(ECL))
+    quiet = dict(cache=False, progress=False, step_size=25, batch_events=100, workers=2)
+    with mock.patch("b2calib.engine.loop._largest_runs_first", list):
+        former = collect(col, ds, executor="inprocess", **quiet)  # type: ignore[arg-type]
+    for executor in ("inprocess", "processes"):
+        r = collect(col, ds, executor=executor, **quiet)  # type: ignore[arg-type]
+        assert r.n_events == former.n_events == ds.n_events
+        assert list(r.nonfinite.items()) == list(former.nonfinite.items())
+        assert sorted(r.output) == sorted(former.output) == ds.runs
+        for run in ds.runs:
+            for name in ("channel_value", "weighted"):
+                assert np.array_equal(
+                    r.output[run][name].view(flow=True), former.output[run][name].view(flow=True)
+                ), (executor, run, name)
 
 
 def test_a_bad_file_among_a_runs_items(sample: Path, tmp_path: Path) -> None:
