@@ -104,6 +104,31 @@ def bare_read(files: list[str]) -> int:
     return n
 
 
+def balanced_halves(data: Dataset) -> list[list[str]]:
+    """The files in two lists of about equal events (the largest first, each to the lighter
+    list): the 2-process read without the imbalance of every other file (this bucket's files
+    hold 23k-100k events: every other file gives one process 54 % of the events)."""
+    halves: list[list[str]] = [[], []]
+    events = [0, 0]
+    for f in sorted(data, key=lambda f: -f.n_events):
+        i = events.index(min(events))
+        halves[i].append(f.path)
+        events[i] += f.n_events
+    return halves
+
+
+def collect_cpu(fn: Callable[[], object], workers: list[int]) -> tuple[float, float]:
+    """CPU seconds of one call of ``fn``: this process's, and that of the processes ``workers``."""
+    import psutil
+
+    def cpu(pids: list[int]) -> float:
+        return sum(sum(psutil.Process(p).cpu_times()[:2]) for p in pids)
+
+    c0, w0 = time.process_time(), cpu(workers)
+    fn()
+    return time.process_time() - c0, cpu(workers) - w0
+
+
 def read_and_fill(files: list[str], numbers: bool = False) -> np.ndarray:
     """The bare read, then the engine's compiled fill of the same histogram (no integrity
     checks, no per-run histograms): what the in-process engine cannot go below. With
@@ -269,6 +294,7 @@ def main() -> None:
     n_events = data.n_events
     rows: list[tuple[str, float, str]] = []
 
+    halves = balanced_halves(data)
     load_before = os.getloadavg()[0]
     from concurrent.futures import ProcessPoolExecutor
 
@@ -285,6 +311,7 @@ def main() -> None:
             {
                 "bare": lambda: bare_read(files),
                 "bare2": lambda: sum(pool.map(bare_read, [files[0::2], files[1::2]])),
+                "bare2bal": lambda: sum(pool.map(bare_read, halves)),
                 "readfill": lambda: read_and_fill(files),
                 "readfillev": lambda: read_and_fill(files, numbers=True),
                 "in": lambda: collect(ECL, data, executor="inprocess", cache=False, progress=False),
@@ -300,7 +327,26 @@ def main() -> None:
             },
             rounds=args.rounds,
         )
-    load_after = os.getloadavg()[0]
+        load_after = os.getloadavg()[0]
+        # where the CPU goes: the caller's and the workers' seconds for one collect
+        from b2calib._workers import _Shared
+
+        cpu = {
+            "in-process": collect_cpu(
+                lambda: collect(ECL, data, executor="inprocess", cache=False, progress=False), []
+            ),
+            "2 processes": collect_cpu(
+                lambda: collect(
+                    ECL, data, executor="processes", workers=2, cache=False, progress=False
+                ),
+                list(_Shared.pool._processes) if _Shared.pool is not None else [],
+            ),
+            "Dask (2 workers)": collect_cpu(
+                lambda: collect(ECL, data, executor=client, cache=False, progress=False),
+                list(client.run(os.getpid).values()),
+            ),
+        }
+    t_bare2bal = best["bare2bal"]
     t_bare, t_bare2, t_fill, t_fillev, t_in, t_p2, t_cold, t_t2, t_dask, t_daskcl = (
         best[k]
         for k in (
@@ -325,6 +371,14 @@ def main() -> None:
             "bare uproot read, 2 processes (parallel limit)",
             t_bare2,
             f"{t_bare / t_bare2:.2f}x the 1-process read on this machine",
+        )
+    )
+    rows.append(
+        (
+            "bare uproot read, 2 processes, files split by events",
+            t_bare2bal,
+            f"{t_bare / t_bare2bal:.2f}x the 1-process read: each process ~50 % of the events "
+            "(every other file: 46 / 54 %)",
         )
     )
     rows.append(
@@ -398,7 +452,11 @@ def main() -> None:
         f"itself gains {t_bare / t_bare2:.2f}x from a "
         "second process in this run (repeated runs on this VM vary by about 20 %)",
         f"- engine vs the 2-process bare read: 2 processes {t_p2 / t_bare2:.2f}, 2 threads "
-        f"{t_t2 / t_bare2:.2f}, Dask 2 workers {t_dask / t_bare2:.2f}",
+        f"{t_t2 / t_bare2:.2f}, Dask 2 workers {t_dask / t_bare2:.2f}; vs the read split by "
+        f"events: 2 processes {t_p2 / t_bare2bal:.2f}, Dask {t_dask / t_bare2bal:.2f}",
+        "- CPU of one collect after the rounds, the caller's + the workers': "
+        + ", ".join(f"{k} {c:.2f} + {w:.2f} s" for k, (c, w) in cpu.items())
+        + " (the caller holds Dask's scheduler too)",
         f"- engine (1 process) vs RDataFrame single thread: {t_rdf / t_in:.2f}x faster; "
         f"vs RDataFrame with implicit MT: {t_rdf_mt / t_in:.2f}x",
         f"- in-process engine vs the bare read + compiled fill: {t_in / t_fill:.2f}x (the fill "

@@ -506,7 +506,8 @@ def _run_dask(
     try:
         # a future the client holds keeps its result in a worker's memory: each is released
         # once its result is here, so that the workers do not hold every batch's partial
-        # in the order given: the scheduler otherwise orders independent tasks by their keys
+        # in the order given, said by priorities rather than left to the scheduler's own
+        # ordering of independent tasks
         futures = {
             client.submit(fn, t, pure=False, priority=len(tasks) - pos)
             for pos, t in enumerate(tasks)
