@@ -242,9 +242,11 @@ def _largest_runs_first(tasks: Sequence[_Batch]) -> list[_Batch]:
 
     The workers take the batches in this order, so that the last ones to start are the
     smallest runs' and the workers finish close together: in the order of the data, a large
-    run coming last kept one worker busy while the others had nothing left (the engine bench's
-    largest file, twice the average, is its last: one of 2 workers idle 0.2-0.4 s at the end
-    of a 3.7 s loop, issue 20). The histograms are only ever summed within a run, and a run's
+    run coming last kept one worker busy while the others had nothing left (issue 20: the
+    engine bench's largest file, twice the average, is its last; ``bench/timeline_engine.py``,
+    old and new alternated under load 7-10, one of 2 workers idle at the end for 6-10 % of the
+    loop's wall time on the local pool and 1-13 % on Dask, in this order 1-4 % and 0-3 %). The
+    histograms are only ever summed within a run, and a run's
     batches are merged in their own order, so every order of the runs gives the same sums, bit
     for bit."""
     events: dict[tuple[int, int], int] = {}
