@@ -12,6 +12,8 @@ Prints one summary per executor and run (first batch's latency, idle at the star
 tail per worker, busy time, the caller's CPU spent on unpickling and merging).
 
 Usage: python bench/timeline_engine.py [--events 1000000] [--rounds 3] [--dask]
+(run by another checkout's interpreter, it times that checkout's engine: the functions it wraps
+are the same; a diagnostic, not in ``make bench``)
 """
 
 from __future__ import annotations
@@ -192,6 +194,8 @@ def main() -> None:
                 args.rounds,
             )
     print(f"load after: {os.getloadavg()}")
+    _records()
+    LOG.rmdir()
 
 
 if __name__ == "__main__":
