@@ -566,6 +566,10 @@ def sum_atoms(
     for a in atoms:
         by_run.setdefault(a.key, []).append(a.index)
     total: hist.Hist | None = None
+    # additive storages: the runs' sums are added as arrays and make one histogram at the end,
+    # the same additions as adding a histogram per run (element by element, in run order)
+    summed: Any = None
+    first: hist.Hist | None = None
     for key in sorted(by_run):
         h = per_run.get(key, {}).get(name) if key in per_run else None
         if h is None:
@@ -575,22 +579,55 @@ def sum_atoms(
         pos = sorted({where[a] for a in by_run[key] if a in where})
         others = [x.name for x in h.axes if x.name != axis]
         dim = [x.name for x in h.axes].index(axis)
-        if h.storage_type in (hist.storage.Double, hist.storage.Int64, hist.storage.Weight):
-            part = hist.Hist(*[x for x in h.axes if x.name != axis], storage=h.storage_type())
+        storage = h.storage_type
+        if storage in _ADDITIVE:
+            # a C-ordered copy (the view is Fortran-ordered): numpy then sums it atom after atom
             picked: Any = np.take(np.asarray(h.view(flow=True)), pos, axis=dim)
-            target: Any = part.view(flow=True)
-            if h.storage_type is hist.storage.Weight:
-                target["value"] = picked["value"].sum(axis=dim)
-                target["variance"] = picked["variance"].sum(axis=dim)
+            if storage is hist.storage.Weight:
+                sums: Any = (picked["value"].sum(axis=dim), picked["variance"].sum(axis=dim))
             else:
-                target[...] = picked.sum(axis=dim)
+                sums = picked.sum(axis=dim)
+            if first is None or _same_others(first, h, axis):
+                if summed is None:
+                    summed = sums
+                elif storage is hist.storage.Weight:
+                    summed = (summed[0] + sums[0], summed[1] + sums[1])
+                else:
+                    summed = summed + sums
+                first = h if first is None else first
+                continue
+            part = hist.Hist(*[x for x in h.axes if x.name != axis], storage=storage())
+            target: Any = part.view(flow=True)
+            if storage is hist.storage.Weight:
+                target["value"], target["variance"] = sums
+            else:
+                target[...] = sums
         else:  # Mean and other non-additive storages: hist adds them properly
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", UserWarning)
                 chosen: Any = h[{axis: pos}]  # type: ignore[dict-item]
                 part = chosen.project(*others)
         total = part if total is None else total + part
+    if first is not None:
+        out = hist.Hist(*[x for x in first.axes if x.name != axis], storage=first.storage_type())
+        into: Any = out.view(flow=True)
+        if first.storage_type is hist.storage.Weight:
+            into["value"], into["variance"] = summed
+        else:
+            into[...] = summed
+        total = out if total is None else out + total
     return total
+
+
+_ADDITIVE = (hist.storage.Double, hist.storage.Int64, hist.storage.Weight)
+
+
+def _same_others(a: hist.Hist, b: hist.Hist, axis: str) -> bool:
+    """Whether ``a`` and ``b`` have the same storage and the same axes but ``axis``: their
+    sums over ``axis`` add as arrays."""
+    if a.storage_type is not b.storage_type:
+        return False
+    return [x for x in a.axes if x.name != axis] == [x for x in b.axes if x.name != axis]
 
 
 def per_atom(

@@ -416,6 +416,23 @@ class BeamSpotAlgorithm(IntervalAlgorithm):
             return np.zeros(N_MOMENTS)
         return np.asarray(h.values()[sel], dtype=np.float64)
 
+    def _position(
+        self, data: AlgorithmInput, atoms: Sequence[Atom], sel: int
+    ) -> tuple[F, PositionFit]:
+        """The summed moments of ``atoms`` (selection ``sel``) and the position fitted to them,
+        computed once per execution (:meth:`run`'s memo): the outer fits and each
+        sub-interval's fit ask for the same ones."""
+        memo = self.__dict__.get("_memo")
+        key = ("position", id(data), sel, tuple((a.key, a.index) for a in atoms))
+        if memo is not None and key in memo:
+            found: tuple[F, PositionFit] = memo[key]
+            return found
+        m = self._moments(data, atoms, sel)
+        out = (m, fit_position(m))
+        if memo is not None:
+            memo[key] = out
+        return out
+
     def _fits(
         self, data: AlgorithmInput, outer: OuterInterval, atoms: Sequence[Atom]
     ) -> tuple[int, list[F], list[PositionFit], bool]:
@@ -435,14 +452,14 @@ class BeamSpotAlgorithm(IntervalAlgorithm):
     ) -> tuple[int, list[F], list[PositionFit], bool]:
         subs = [[atoms[i] for i in s.atoms] for s in outer.subs]
         tol = np.asarray(data.config["reference_tolerance_um"], dtype=np.float64) * 1e-4
-        every = [self._moments(data, a, 0) for a in subs]
-        fits = [fit_position(m) for m in every]
+        every = [self._position(data, a, 0) for a in subs]
+        fits = [f for _, f in every]
         good = [f for f in fits if f.ok]
         converged = bool(good) and all(np.all(np.abs(f.position - f.reference) < tol) for f in good)
         if not converged:
-            return 0, every, fits, False
-        clean = [self._moments(data, a, 1) for a in subs]
-        return 1, clean, [fit_position(m) for m in clean], True
+            return 0, [m for m, _ in every], fits, False
+        clean = [self._position(data, a, 1) for a in subs]
+        return 1, [m for m, _ in clean], [f for _, f in clean], True
 
     # ------------------------------------------------------------------ steps
     def partition(self, data: AlgorithmInput) -> tuple[list[Atom], list[OuterInterval]]:
@@ -458,7 +475,18 @@ class BeamSpotAlgorithm(IntervalAlgorithm):
     def atom_series(self, data: AlgorithmInput, atoms: Sequence[Atom]) -> tuple[F, F]:
         """The position (x, y, z) fitted to each atom alone, with its errors (NaN for an atom
         of fewer than ``min_atom_events`` events): the series in which the framework
-        searches for steps inside runs (a sub-interval then starts at the step's atom)."""
+        searches for steps inside runs (a sub-interval then starts at the step's atom).
+        Computed once per execution (:meth:`run`'s memo): :meth:`steps` asks twice."""
+        memo = self.__dict__.get("_memo")
+        if memo is None:
+            return self._atom_series(data, atoms)
+        key = ("series", id(data), tuple((a.key, a.index) for a in atoms))
+        if key not in memo:
+            memo[key] = self._atom_series(data, atoms)
+        found: tuple[F, F] = memo[key]
+        return found
+
+    def _atom_series(self, data: AlgorithmInput, atoms: Sequence[Atom]) -> tuple[F, F]:
         moments = per_atom(data.per_run, _MOMENTS, atoms)
         values = np.full((len(atoms), 3), np.nan)
         errors = np.full((len(atoms), 3), np.nan)
@@ -530,7 +558,7 @@ class BeamSpotAlgorithm(IntervalAlgorithm):
         shared: IntervalFit | None,
     ) -> IntervalFit:
         sel = self._selection(data, outer, atoms)
-        fit = fit_position(self._moments(data, [atoms[i] for i in sub.atoms], sel))
+        _, fit = self._position(data, [atoms[i] for i in sub.atoms], sel)
         if not fit.ok:
             if fit.n_events < 2:
                 raise NotEnoughData(fit.message)
