@@ -310,6 +310,80 @@ def test_weighted_mean_split_scan_is_the_one_by_one_test_bit_for_bit(groups: int
         assert accepted.tolist() == [a for _, a in one]
 
 
+def _partition_one_end_at_a_time(
+    t0: Any, t1: Any, net: Any, nev: Any, inner_gap: Any, loss: LossExpression, group: Any
+) -> list[tuple[int, int]]:
+    """intervals._partition as it was (the losses of one end at a time)."""
+    n = len(t0)
+    cum_net = np.concatenate([[0.0], np.cumsum(net)])
+    cum_ev = np.concatenate([[0.0], np.cumsum(nev)])
+    before = np.concatenate([[0.0], t0[1:] - t1[:-1]])
+    best = np.empty(n + 1)
+    best[0] = 0.0
+    start = np.zeros(n + 1, dtype=np.int64)
+    first = np.zeros(n, dtype=np.int64)
+    for u in range(1, n):
+        first[u] = first[u - 1] if group[u] == group[u - 1] else u
+    for e in range(n):
+        arr = inner_gap[: e + 1].copy()
+        arr[:e] = np.maximum(arr[:e], before[1 : e + 1])
+        max_gap = np.maximum.accumulate(arr[::-1])[::-1]
+        ev = cum_ev[e + 1] - cum_ev[: e + 1]
+        values = loss(
+            rawTime=(t1[e] - t0[: e + 1]) / 3600.0,
+            netTime=(cum_net[e + 1] - cum_net[: e + 1]) / 3600.0,
+            maxGap=np.maximum(max_gap, 0.0) / 3600.0,
+            nEv=np.where(ev > 0, ev, 0.1),
+        )
+        total = best[: e + 1] + np.broadcast_to(values, (e + 1,))
+        total = np.where(np.isnan(total), np.inf, total)
+        total[: first[e]] = np.inf
+        s = int(np.argmin(total))
+        best[e + 1] = total[s]
+        start[e + 1] = s
+    segments = []
+    e = n
+    while e > 0:
+        s = int(start[e])
+        segments.append((s, e - 1))
+        e = s
+    return segments[::-1]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        BEAMSPOT_OUTER_LOSS,
+        BEAMSPOT_INNER_LOSS,
+        ECMS_OUTER_LOSS,
+        ECMS_INNER_LOSS,
+        BOOSTVECTOR_OUTER_LOSS,
+        "exp(-nEv / 40) + log(1 + rawTime) + abs(netTime - 1.5) * sqrt(maxGap + 0.2)",
+        "max(rawTime, 2 * netTime, 0.5) + min(maxGap, 1) - 3 / nEv",
+        "2.5",
+    ],
+)
+def test_partition_is_the_one_end_at_a_time_dynamic_programming(
+    text: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import b2calib.calibration.intervals as intervals
+
+    loss = LossExpression(text)
+    rng = np.random.default_rng(len(text))
+    for n, block in [(1, 1 << 16), (2, 1 << 16), (150, 1 << 16), (150, 1000), (37, 37)]:
+        monkeypatch.setattr(intervals, "_LOSS_BLOCK", block)
+        length = rng.exponential(600.0, n)
+        t0 = np.cumsum(length + rng.exponential(300.0, n) * (rng.random(n) < 0.2))
+        t1 = t0 + length
+        net = length * rng.uniform(0.7, 1.0, n)
+        nev = rng.poisson(30.0, n).astype(np.float64) * (rng.random(n) < 0.9)
+        gap = rng.exponential(60.0, n)
+        group = np.repeat(np.arange(4), -(-n // 4))[:n]
+        want = _partition_one_end_at_a_time(t0, t1, net, nev, gap, loss, group)
+        got = intervals._partition(t0, t1, net, nev, gap, loss, group)
+        assert got == want
+
+
 # ================================================================================= the split
 def _run_atoms(runs: dict[tuple[int, int], Any]) -> list[Atom]:
     return atoms_from_hist({k: {"atoms": _atoms_hist(t)} for k, t in runs.items()})

@@ -745,6 +745,10 @@ def interval_variables(atoms: Sequence[Atom], indices: Sequence[int]) -> dict[st
     }
 
 
+#: how many losses :func:`_partition` evaluates at once (ends x starts)
+_LOSS_BLOCK = 1 << 16
+
+
 def _partition(
     t0: F,
     t1: F,
@@ -765,7 +769,7 @@ def _partition(
     Dynamic programming as basf2's ``Splitter::getMinLoss``: ``best[e + 1]`` is the least loss of
     units ``0 .. e``, the minimum over the start ``s`` of the last segment of ``best[s] +
     loss(s .. e)``; on a tie the earliest start (the longest last segment) wins, as in basf2.
-    Each end ``e`` evaluates the loss of every start at once (numpy), O(n^2) in all.
+    The losses of every start are evaluated at once for a block of ends (numpy), O(n^2) in all.
     """
     n = len(t0)
     cum_net = np.concatenate([[0.0], np.cumsum(net)])
@@ -779,19 +783,35 @@ def _partition(
     if group is not None:
         for u in range(1, n):
             first[u] = first[u - 1] if group[u] == group[u - 1] else u
+    # the losses of the segments s .. e, for a block of ends e at a time (every start at once:
+    # the same element-by-element arithmetic as one end after the other)
+    gap_after = np.maximum(inner_gap[:-1], before[1:])  # unit u and the gap after it (u < n-1)
+    running = np.empty(0)  # largest gap_after[s .. e-1] for s < e
+    block = max(1, _LOSS_BLOCK // max(n, 1))
+    values = np.empty((0, n))
     for e in range(n):
-        # largest gap of units s..e: max(inner_gap[s..e], before[s+1..e])
-        arr = inner_gap[: e + 1].copy()
-        arr[:e] = np.maximum(arr[:e], before[1 : e + 1])
-        max_gap = np.maximum.accumulate(arr[::-1])[::-1]
-        ev = cum_ev[e + 1] - cum_ev[: e + 1]
-        values = loss(
-            rawTime=(t1[e] - t0[: e + 1]) / 3600.0,
-            netTime=(cum_net[e + 1] - cum_net[: e + 1]) / 3600.0,
-            maxGap=np.maximum(max_gap, 0.0) / 3600.0,
-            nEv=np.where(ev > 0, ev, 0.1),
-        )
-        total = best[: e + 1] + np.broadcast_to(values, (e + 1,))
+        row = e % block
+        if row == 0:
+            ends = np.arange(e, min(e + block, n))
+            starts = np.minimum(np.arange(n)[None, :], ends[:, None])  # s > e: any valid start
+            gaps = np.empty((len(ends), n))
+            for r, end in enumerate(ends.tolist()):
+                if end:
+                    running = np.maximum(running, gap_after[end - 1])
+                    running = np.append(running, gap_after[end - 1])
+                gaps[r, :end] = np.maximum(running, inner_gap[end])
+                gaps[r, end:] = inner_gap[end]
+            ev = cum_ev[ends + 1][:, None] - cum_ev[starts]
+            values = np.broadcast_to(
+                loss(
+                    rawTime=(t1[ends][:, None] - t0[starts]) / 3600.0,
+                    netTime=(cum_net[ends + 1][:, None] - cum_net[starts]) / 3600.0,
+                    maxGap=np.maximum(gaps, 0.0) / 3600.0,
+                    nEv=np.where(ev > 0, ev, 0.1),
+                ),
+                (len(ends), n),
+            )
+        total = best[: e + 1] + values[row, : e + 1]
         total = np.where(np.isnan(total), np.inf, total)
         total[: first[e]] = np.inf
         s = int(np.argmin(total))
