@@ -271,6 +271,21 @@ class _WeightedMeanSplit:
         return scores, ok.any(axis=1) & (scores > 0.0)
 
 
+def _distinct(k: F) -> tuple[F, npt.NDArray[np.intp]]:
+    """``np.unique(k, return_inverse=True)``; for counts (integers from 0 to a few million)
+    from a :func:`numpy.bincount`, without sorting (per-strip hit counts: 10 times faster)."""
+    if k.size and k.min() >= 0 and k.max() < _MAX_COUNT and np.array_equal(k, np.floor(k)):
+        counts = k.astype(np.intp)
+        present = np.bincount(counts) > 0
+        return np.flatnonzero(present).astype(np.float64), (np.cumsum(present) - 1)[counts]
+    uk, inverse = np.unique(k, return_inverse=True)
+    return uk, inverse
+
+
+#: the largest count :func:`_distinct` counts with a bincount
+_MAX_COUNT = 1 << 24
+
+
 # ------------------------------------------------------------------- per-channel payloads
 def channel_payload(
     name: str,
@@ -357,7 +372,7 @@ def binomial_interval(
     kk, nn = np.broadcast_arrays(np.asarray(k, np.float64), np.asarray(n, np.float64))
     flat_n = nn.ravel()
     if flat_n.size and np.all(flat_n == flat_n[0]):  # one n (e.g. a sample's events)
-        uk, inverse = np.unique(kk.ravel(), return_inverse=True)
+        uk, inverse = _distinct(kk.ravel())
         un = np.full(len(uk), flat_n[0])
     else:
         # the distinct (k, n) in lexicographic order: as complex numbers k + i n, which sort
