@@ -411,10 +411,47 @@ class BeamSpotAlgorithm(IntervalAlgorithm):
 
     # ------------------------------------------------------------------ moments
     def _moments(self, data: AlgorithmInput, atoms: Sequence[Atom], sel: int) -> F:
-        h = sum_atoms(data.per_run, _MOMENTS, atoms)
-        if h is None:
-            return np.zeros(N_MOMENTS)
-        return np.asarray(h.values()[sel], dtype=np.float64)
+        memo = self.__dict__.get("_memo")
+        if memo is None:  # outside run()
+            h = sum_atoms(data.per_run, _MOMENTS, atoms)
+            if h is None:
+                return np.zeros(N_MOMENTS)
+            return np.asarray(h.values()[sel], dtype=np.float64)
+        # sum_atoms' additions on the run's moments of selection ``sel`` only, kept per run as
+        # C-ordered rows (the histogram's view is Fortran-ordered: picking the atoms of each
+        # sub-interval from it cost most of the algorithm)
+        by_run: dict[RunKey, list[int]] = {}
+        for a in atoms:
+            by_run.setdefault(a.key, []).append(a.index)
+        total: F | None = None
+        for key in sorted(by_run):
+            rows = self._run_moments(data, key, sel, memo)
+            if rows is None:
+                continue
+            where, table = rows
+            pos = sorted({where[a] for a in by_run[key] if a in where})
+            part = np.take(table, pos, axis=0).sum(axis=0)
+            total = part if total is None else total + part
+        return np.zeros(N_MOMENTS) if total is None else total
+
+    @staticmethod
+    def _run_moments(
+        data: AlgorithmInput, key: RunKey, sel: int, memo: dict[Any, Any]
+    ) -> tuple[dict[int, int], F] | None:
+        """The atoms of run ``key`` (index -> row) and their moments of selection ``sel``, a
+        C-ordered row per atom, made once per execution; ``None`` without the histogram."""
+        found = ("run moments", id(data), key, sel)
+        if found not in memo:
+            h = data.per_run[key].get(_MOMENTS) if key in data.per_run else None
+            if h is None:
+                memo[found] = None
+            else:
+                assert [x.name for x in h.axes] == ["atom", "selection", "moment"]
+                where = {int(c): i for i, c in enumerate(h.axes["atom"])}
+                table = np.ascontiguousarray(h.values()[:, sel, :], dtype=np.float64)
+                memo[found] = (where, table)
+        out: tuple[dict[int, int], F] | None = memo[found]
+        return out
 
     def _position(
         self, data: AlgorithmInput, atoms: Sequence[Atom], sel: int
