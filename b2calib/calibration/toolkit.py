@@ -242,9 +242,11 @@ class _WeightedMeanSplit:
         numpy sums a ``(runs, groups)`` block over its runs one run after the other when there
         are two groups or more: the sums from ``lo`` are then its running sums, and those to
         ``hi`` are added up in the same order here, so the scores are bit for bit those of
-        ``split(lo, k, hi)``. With one group numpy sums pairwise: each split is tested alone.
+        ``split(lo, k, hi)``. With one group numpy sums a column pairwise: each side of each
+        split is then summed alone, as one column (4 sums a split instead of the ~30 numpy
+        calls of the test).
         """
-        if self.w.ndim != 2 or self.w.shape[1] < 2:
+        if self.w.ndim != 2:
             scores = [self(lo, k, hi) for k in range(lo + 1, hi)]
             return (
                 np.array([s for s, _ in scores], dtype=np.float64),
@@ -252,13 +254,19 @@ class _WeightedMeanSplit:
             )
         w, wv = self.w[lo:hi], self.wv[lo:hi]
         n = hi - lo
-        sw1 = np.cumsum(w[:-1], axis=0)  # row i: runs lo .. lo + i, before k = lo + 1 + i
-        s1 = np.cumsum(wv[:-1], axis=0)
-        sw2 = w[1:].copy()  # row i: runs k .. hi - 1, summed from k on
-        s2 = wv[1:].copy()
-        for j in range(1, n - 1):
-            sw2[:-j] += w[1 + j :]
-            s2[:-j] += wv[1 + j :]
+        if w.shape[1] == 1:
+            wc, wvc = w[:, 0].copy(), wv[:, 0].copy()
+            sums = [(wc[:i].sum(), wvc[:i].sum(), wc[i:].sum(), wvc[i:].sum()) for i in range(1, n)]
+            table = np.array(sums, dtype=np.float64).reshape(n - 1, 4)
+            sw1, s1, sw2, s2 = table.T[:, :, None]
+        else:
+            sw1 = np.cumsum(w[:-1], axis=0)  # row i: runs lo .. lo + i, before k = lo + 1 + i
+            s1 = np.cumsum(wv[:-1], axis=0)
+            sw2 = w[1:].copy()  # row i: runs k .. hi - 1, summed from k on
+            s2 = wv[1:].copy()
+            for j in range(1, n - 1):
+                sw2[:-j] += w[1 + j :]
+                s2[:-j] += wv[1 + j :]
         with np.errstate(invalid="ignore", divide="ignore"):
             m1 = np.where(sw1 > 0, s1 / sw1, np.nan)
             e1 = np.where(sw1 > 0, 1.0 / np.sqrt(sw1), np.nan)
