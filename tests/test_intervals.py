@@ -288,7 +288,7 @@ def test_sum_atoms_is_the_sum_of_per_run_histograms_bit_for_bit(
         assert got_view.tobytes() == want_view.tobytes()
 
 
-@pytest.mark.parametrize("groups", [1, 2, 3, 7])
+@pytest.mark.parametrize("groups", [0, 1, 2, 3, 7])
 def test_weighted_mean_split_scan_is_the_one_by_one_test_bit_for_bit(groups: int) -> None:
     from b2calib.calibration.toolkit import weighted_mean_split
 

@@ -275,7 +275,7 @@ class _WeightedMeanSplit:
             diff = np.abs(m2 - m1)
             z = diff / np.hypot(e1, e2)
         ok = np.isfinite(z) & (diff > self.min_step) & (z > self.min_significance)
-        scores = np.where(ok, z, -np.inf).max(axis=1)
+        scores = np.where(ok, z, -np.inf).max(axis=1, initial=-np.inf)
         return scores, ok.any(axis=1) & (scores > 0.0)
 
 
