@@ -13,11 +13,12 @@ the file before trusting its bytes (:func:`verify_file`).
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
 import zlib
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,6 +44,7 @@ __all__ = [
     "path_mismatch",
     "read_metadata",
     "verify_file",
+    "write_root_bytes",
 ]
 
 TREE_NAME = "tree"
@@ -73,6 +75,28 @@ def check_root_file(path: str | os.PathLike[str]) -> int:
         raise FileFormatError(str(p), "unreadable", f"cannot read file ({err.strerror})") from err
     _check_header(head, size, str(p))
     return size
+
+
+def write_root_bytes(fill: Callable[[Any], None], *, compression: Any) -> bytes:
+    """The bytes of a ROOT file that ``fill`` writes into (an uproot directory opened by
+    ``uproot.recreate``), made in memory: no temporary file (its folder, writes, reading back
+    and removal took ~25 % of the CPU of writing a small diagnostics file). The file's own
+    name, which ROOT files record, is uproot's ``dynamic.root``."""
+    sink = _MemorySink()
+    with uproot.recreate(sink, compression=compression) as f:
+        fill(f)
+    return sink.data
+
+
+class _MemorySink(io.BytesIO):
+    """A file in memory that keeps its bytes when uproot closes it."""
+
+    data = b""
+
+    def close(self) -> None:
+        if not self.closed:
+            self.data = self.getvalue()
+        super().close()
 
 
 def check_root_bytes(data: bytes, label: str) -> None:

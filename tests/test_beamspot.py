@@ -354,6 +354,16 @@ def test_algorithm_finds_a_step_within_an_atom_and_iterates_once() -> None:
     assert q.metadata["size"][0]["outlier_cuts"] is True
     np.testing.assert_array_equal(q.keys["t_start"], p.keys["t_start"])
     assert np.all(q.status == ChannelStatus.OK)
+    # run() fits each set of atoms once (memo): the rows are the fits made one by one outside it
+    alg = B.BeamSpotAlgorithm()
+    data = _input(_per_run({(12, 1): ev}, ref), iteration=1)
+    atoms, outers = alg.partition(data)
+    subs = [(o, sub) for o in outers for sub in o.subs]
+    assert len(subs) == len(q.keys["t_start"]) > 1
+    for i, (o, sub) in enumerate(subs):
+        one = alg.fit_sub(data, o, sub, atoms, None)
+        assert {c: float(q.values[c][i]) for c in one.values} == one.values
+        assert {c: float(q.errors[c][i]) for c in one.errors} == one.errors
     # without the step the rows are those of the losses alone: none starts near that time
     flat = toy_events(np.random.default_rng(21), n, t, constant(POS))
     plain = B.BeamSpotAlgorithm().run(_input(_per_run({(12, 1): flat}))).payloads[0]

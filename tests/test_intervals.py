@@ -8,7 +8,7 @@ import itertools
 import math
 import time
 from collections.abc import Sequence
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 import hist
 import numpy as np
@@ -225,6 +225,163 @@ def test_sum_atoms(storage: Any) -> None:
     else:
         assert got.values().tolist() == [2.0, 2.0]
     assert sum_atoms(per_run, "absent", atoms) is None
+
+
+def _sum_atoms_per_run_histograms(
+    per_run: dict[RunKey, dict[str, hist.Hist]], name: str, atoms: list[Atom]
+) -> hist.Hist:
+    """sum_atoms as it was: a histogram per run (np.take of the atoms), added in run order."""
+    by_run: dict[RunKey, list[int]] = {}
+    for a in atoms:
+        by_run.setdefault(a.key, []).append(a.index)
+    total: Any = None
+    for key in sorted(by_run):
+        h = per_run[key][name]
+        where = {int(c): i for i, c in enumerate(h.axes["atom"])}
+        pos = sorted({where[a] for a in by_run[key] if a in where})
+        dim = [x.name for x in h.axes].index("atom")
+        part = hist.Hist(*[x for x in h.axes if x.name != "atom"], storage=h.storage_type())
+        picked: Any = np.take(np.asarray(h.view(flow=True)), pos, axis=dim)
+        target: Any = part.view(flow=True)
+        if h.storage_type is hist.storage.Weight:
+            target["value"] = picked["value"].sum(axis=dim)
+            target["variance"] = picked["variance"].sum(axis=dim)
+        else:
+            target[...] = picked.sum(axis=dim)
+        total = part if total is None else total + part
+    return total
+
+
+@pytest.mark.parametrize("storage", [hist.storage.Double, hist.storage.Weight, hist.storage.Int64])
+@pytest.mark.parametrize("atom_last", [False, True])
+def test_sum_atoms_is_the_sum_of_per_run_histograms_bit_for_bit(
+    storage: Any, atom_last: bool
+) -> None:
+    rng = np.random.default_rng(7)
+    per_run: dict[RunKey, dict[str, hist.Hist]] = {}
+    for run in (1, 2, 3):
+        axes = [hist.axis.Regular(3, 0, 3, name="x"), hist.axis.Integer(0, 40, name="k")]
+        ordered = [*axes, atom_axis()] if atom_last else [atom_axis(), *axes]
+        h = hist.Hist(*ordered, storage=storage())
+        n = 20_000
+        x, k = rng.uniform(-0.5, 3.5, n), rng.integers(-1, 41, n)
+        atom = rng.integers(100, 140, n)
+        if storage is hist.storage.Int64:
+            h.fill(atom=atom, x=x, k=k)
+        else:
+            h.fill(atom=atom, x=x, k=k, weight=rng.lognormal(0, 3, n))
+        per_run[(1, run)] = {"m": h}
+    picks = [
+        [(1, i) for i in range(105, 131)],  # consecutive atoms of one run
+        [(1, i) for i in range(100, 140, 3)] + [(2, i) for i in range(110, 120)] + [(3, 138)],
+        [(2, i) for i in (139, 101, 120, 120)] + [(3, i) for i in range(100, 140)] + [(1, 150)],
+    ]
+    for pick in picks:
+        atoms = [Atom(1, r, i, 0, 1, 1) for r, i in pick]
+        got = sum_atoms(per_run, "m", atoms)
+        want = _sum_atoms_per_run_histograms(per_run, "m", atoms)
+        assert got is not None
+        assert got.axes == want.axes
+        assert got.storage_type is want.storage_type
+        got_view, want_view = np.asarray(got.view(flow=True)), np.asarray(want.view(flow=True))
+        assert got_view.dtype == want_view.dtype
+        assert got_view.tobytes() == want_view.tobytes()
+
+
+@pytest.mark.parametrize("groups", [0, 1, 2, 3, 7])
+def test_weighted_mean_split_scan_is_the_one_by_one_test_bit_for_bit(groups: int) -> None:
+    from b2calib.calibration.toolkit import weighted_mean_split
+
+    rng = np.random.default_rng(groups)
+    n = 61
+    values = rng.normal(0, 1, (n, groups)) * 10.0 ** rng.uniform(-3, 3, (n, groups))
+    values[20:] += 0.8  # a step
+    errors = 10.0 ** rng.uniform(-2, 1, (n, groups))
+    errors[rng.random((n, groups)) < 0.1] = np.nan  # atoms that tell nothing
+    errors[rng.random((n, groups)) < 0.05] = 0.0
+    values[rng.random((n, groups)) < 0.05] = np.nan
+    errors[30:34] = np.nan  # a stretch without any value
+    test = weighted_mean_split(values, errors, min_step=0.05, min_significance=2.0)
+    scan: Any = cast(Any, test).scan
+    for lo, hi in [(0, n), (0, 2), (5, 40), (28, 36), (20, 21), (59, 61)]:
+        scores, accepted = scan(lo, hi)
+        one = [test(lo, k, hi) for k in range(lo + 1, hi)]
+        assert scores.tobytes() == np.array([s for s, _ in one]).tobytes()
+        assert accepted.tolist() == [a for _, a in one]
+
+
+def _partition_one_end_at_a_time(
+    t0: Any, t1: Any, net: Any, nev: Any, inner_gap: Any, loss: LossExpression, group: Any
+) -> list[tuple[int, int]]:
+    """intervals._partition as it was (the losses of one end at a time)."""
+    n = len(t0)
+    cum_net = np.concatenate([[0.0], np.cumsum(net)])
+    cum_ev = np.concatenate([[0.0], np.cumsum(nev)])
+    before = np.concatenate([[0.0], t0[1:] - t1[:-1]])
+    best = np.empty(n + 1)
+    best[0] = 0.0
+    start = np.zeros(n + 1, dtype=np.int64)
+    first = np.zeros(n, dtype=np.int64)
+    for u in range(1, n):
+        first[u] = first[u - 1] if group[u] == group[u - 1] else u
+    for e in range(n):
+        arr = inner_gap[: e + 1].copy()
+        arr[:e] = np.maximum(arr[:e], before[1 : e + 1])
+        max_gap = np.maximum.accumulate(arr[::-1])[::-1]
+        ev = cum_ev[e + 1] - cum_ev[: e + 1]
+        values = loss(
+            rawTime=(t1[e] - t0[: e + 1]) / 3600.0,
+            netTime=(cum_net[e + 1] - cum_net[: e + 1]) / 3600.0,
+            maxGap=np.maximum(max_gap, 0.0) / 3600.0,
+            nEv=np.where(ev > 0, ev, 0.1),
+        )
+        total = best[: e + 1] + np.broadcast_to(values, (e + 1,))
+        total = np.where(np.isnan(total), np.inf, total)
+        total[: first[e]] = np.inf
+        s = int(np.argmin(total))
+        best[e + 1] = total[s]
+        start[e + 1] = s
+    segments = []
+    e = n
+    while e > 0:
+        s = int(start[e])
+        segments.append((s, e - 1))
+        e = s
+    return segments[::-1]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        BEAMSPOT_OUTER_LOSS,
+        BEAMSPOT_INNER_LOSS,
+        ECMS_OUTER_LOSS,
+        ECMS_INNER_LOSS,
+        BOOSTVECTOR_OUTER_LOSS,
+        "exp(-nEv / 40) + log(1 + rawTime) + abs(netTime - 1.5) * sqrt(maxGap + 0.2)",
+        "max(rawTime, 2 * netTime, 0.5) + min(maxGap, 1) - 3 / nEv",
+        "2.5",
+    ],
+)
+def test_partition_is_the_one_end_at_a_time_dynamic_programming(
+    text: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import b2calib.calibration.intervals as intervals
+
+    loss = LossExpression(text)
+    rng = np.random.default_rng(len(text))
+    for n, block in [(1, 1 << 16), (2, 1 << 16), (150, 1 << 16), (150, 1000), (37, 37)]:
+        monkeypatch.setattr(intervals, "_LOSS_BLOCK", block)
+        length = rng.exponential(600.0, n)
+        t0 = np.cumsum(length + rng.exponential(300.0, n) * (rng.random(n) < 0.2))
+        t1 = t0 + length
+        net = length * rng.uniform(0.7, 1.0, n)
+        nev = rng.poisson(30.0, n).astype(np.float64) * (rng.random(n) < 0.9)
+        gap = rng.exponential(60.0, n)
+        group = np.repeat(np.arange(4), -(-n // 4))[:n]
+        want = _partition_one_end_at_a_time(t0, t1, net, nev, gap, loss, group)
+        got = intervals._partition(t0, t1, net, nev, gap, loss, group)
+        assert got == want
 
 
 # ================================================================================= the split

@@ -36,6 +36,26 @@ def test_roundtrip_and_checksum(tmp_path: Path) -> None:
     assert int((back.status == ChannelStatus.NOT_ENOUGH_DATA).sum()) == 10
 
 
+def test_bytes_are_made_in_memory_and_read_back(monkeypatch: pytest.MonkeyPatch) -> None:
+    import tempfile
+
+    from b2calib.calibration.algorithm import Diagnostics
+
+    def no_temporary_folder(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a temporary folder")
+
+    monkeypatch.setattr(tempfile, "TemporaryDirectory", no_temporary_folder)
+    p = make_payload()
+    data, md5 = p.to_bytes()
+    back = Payload.from_bytes(data, md5)
+    assert back.same_content(p)
+    assert back.metadata["provenance"] == {"runs": [1, 2]}
+    diag = Diagnostics(tables={"t": {"a": np.arange(5), "b": np.linspace(0.0, 1.0, 5)}})
+    table = Diagnostics.from_bytes(diag.to_bytes()).tables["t"]
+    assert table["a"].tolist() == list(range(5))
+    assert table["b"].tolist() == np.linspace(0.0, 1.0, 5).tolist()
+
+
 def test_corruption_is_an_error(tmp_path: Path) -> None:
     path = tmp_path / "a.root"
     md5 = make_payload().write(path)
@@ -77,6 +97,11 @@ def test_payload_opens_in_root(tmp_path: Path, root: ModuleType) -> None:
     )
     assert np.array_equal(cols["cellID"], p.keys["cellID"])
     assert np.array_equal(cols["value"], p.values["value"])
+    f.Close()
+    # the bytes made in memory (as the database stores them) open too
+    (tmp_path / "b.root").write_bytes(p.to_bytes()[0])
+    f = ROOT.TFile.Open(str(tmp_path / "b.root"))
+    assert f.Get("ECLCrystalEnergy").GetEntries() == 50
     f.Close()
 
 

@@ -247,14 +247,19 @@ def test_binomial_interval_is_clopper_pearson() -> None:
 def test_binomial_interval_of_distinct_pairs_equals_the_row_unique_reference() -> None:
     # issue 20: the distinct (k, n) found by one flat sort give bit for bit the intervals of
     # the np.unique(axis=1) over (k, n) rows it replaced (7x faster on the 225k SVD strips);
-    # with one n for every k (a sample's events), the distinct k alone (5x faster again)
+    # with one n for every k (a sample's events), the distinct k alone (5x faster again),
+    # counted by a bincount when they are integers (10x faster again), else sorted
     rng = np.random.default_rng(3)
     n = rng.integers(0, 300, 20000).astype(np.float64)
     k = np.minimum(rng.poisson(3.0, n.size), n)
     n[:4], k[:4] = [0.0, 5.0, 5.0, 9.0], [0.0, 5.0, 0.0, 9.0]
     one_n = np.full(n.size, 300.0)
+    signed = k.copy()
+    signed[k == 0] = -0.0
+    cases = [(k, n, n), (k, one_n, one_n), (k, one_n, 300.0), (n, n, n)]
+    cases += [(k + 0.25, one_n, 300.0), (signed, one_n, 300.0), (k[k > 2], one_n[k > 2], 300.0)]
     for method in ("clopper-pearson", "jeffreys"):
-        for kk, nn, given in [(k, n, n), (k, one_n, one_n), (k, one_n, 300.0), (n, n, n)]:
+        for kk, nn, given in cases:
             pairs, inverse = np.unique(np.stack([kk, nn]), axis=1, return_inverse=True)
             a = 0.5 * (1.0 - 0.682689492137086)
             uk, un = pairs

@@ -13,10 +13,8 @@ from __future__ import annotations
 import abc
 import enum
 import io
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import hist
@@ -27,6 +25,7 @@ import uproot
 from b2calib.conditions.iov import RunKey
 from b2calib.conditions.payload import FILE_COMPRESSION, Payload
 from b2calib.exceptions import CalibrationError
+from b2calib.io import write_root_bytes
 from b2calib.runs import Run
 
 if TYPE_CHECKING:
@@ -70,17 +69,17 @@ class Diagnostics:
         self.tables[name] = table
 
     def to_bytes(self) -> bytes:
-        """The diagnostics as the bytes of a ROOT file."""
-        with tempfile.TemporaryDirectory(prefix="b2calib-diag-") as tmp:
-            path = Path(tmp) / "diagnostics.root"
-            with uproot.recreate(path, compression=FILE_COMPRESSION) as f:
-                for name, h in self.histograms.items():
-                    f[f"hist_{name}"] = _writable(h)
-                for name, table in self.tables.items():
-                    f.mktree(f"table_{name}", {k: v.dtype for k, v in table.items()})
-                    if len(next(iter(table.values()), ())):
-                        f[f"table_{name}"].extend(table)
-            return path.read_bytes()
+        """The diagnostics as the bytes of a ROOT file (made in memory)."""
+
+        def fill(f: Any) -> None:
+            for name, h in self.histograms.items():
+                f[f"hist_{name}"] = _writable(h)
+            for name, table in self.tables.items():
+                f.mktree(f"table_{name}", {k: v.dtype for k, v in table.items()})
+                if len(next(iter(table.values()), ())):
+                    f[f"table_{name}"].extend(table)
+
+        return write_root_bytes(fill, compression=FILE_COMPRESSION)
 
     @classmethod
     def from_bytes(cls, data: bytes) -> Diagnostics:

@@ -566,6 +566,10 @@ def sum_atoms(
     for a in atoms:
         by_run.setdefault(a.key, []).append(a.index)
     total: hist.Hist | None = None
+    # additive storages: the runs' sums are added as arrays and make one histogram at the end,
+    # the same additions as adding a histogram per run (element by element, in run order)
+    summed: Any = None
+    first: hist.Hist | None = None
     for key in sorted(by_run):
         h = per_run.get(key, {}).get(name) if key in per_run else None
         if h is None:
@@ -575,22 +579,55 @@ def sum_atoms(
         pos = sorted({where[a] for a in by_run[key] if a in where})
         others = [x.name for x in h.axes if x.name != axis]
         dim = [x.name for x in h.axes].index(axis)
-        if h.storage_type in (hist.storage.Double, hist.storage.Int64, hist.storage.Weight):
-            part = hist.Hist(*[x for x in h.axes if x.name != axis], storage=h.storage_type())
+        storage = h.storage_type
+        if storage in _ADDITIVE:
+            # a C-ordered copy (the view is Fortran-ordered): numpy then sums it atom after atom
             picked: Any = np.take(np.asarray(h.view(flow=True)), pos, axis=dim)
-            target: Any = part.view(flow=True)
-            if h.storage_type is hist.storage.Weight:
-                target["value"] = picked["value"].sum(axis=dim)
-                target["variance"] = picked["variance"].sum(axis=dim)
+            if storage is hist.storage.Weight:
+                sums: Any = (picked["value"].sum(axis=dim), picked["variance"].sum(axis=dim))
             else:
-                target[...] = picked.sum(axis=dim)
+                sums = picked.sum(axis=dim)
+            if first is None or _same_others(first, h, axis):
+                if summed is None:
+                    summed = sums
+                elif storage is hist.storage.Weight:
+                    summed = (summed[0] + sums[0], summed[1] + sums[1])
+                else:
+                    summed = summed + sums
+                first = h if first is None else first
+                continue
+            part = hist.Hist(*[x for x in h.axes if x.name != axis], storage=storage())
+            target: Any = part.view(flow=True)
+            if storage is hist.storage.Weight:
+                target["value"], target["variance"] = sums
+            else:
+                target[...] = sums
         else:  # Mean and other non-additive storages: hist adds them properly
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", UserWarning)
                 chosen: Any = h[{axis: pos}]  # type: ignore[dict-item]
                 part = chosen.project(*others)
         total = part if total is None else total + part
+    if first is not None:
+        out = hist.Hist(*[x for x in first.axes if x.name != axis], storage=first.storage_type())
+        into: Any = out.view(flow=True)
+        if first.storage_type is hist.storage.Weight:
+            into["value"], into["variance"] = summed
+        else:
+            into[...] = summed
+        total = out if total is None else out + total
     return total
+
+
+_ADDITIVE = (hist.storage.Double, hist.storage.Int64, hist.storage.Weight)
+
+
+def _same_others(a: hist.Hist, b: hist.Hist, axis: str) -> bool:
+    """Whether ``a`` and ``b`` have the same storage and the same axes but ``axis``: their
+    sums over ``axis`` add as arrays."""
+    if a.storage_type is not b.storage_type:
+        return False
+    return [x for x in a.axes if x.name != axis] == [x for x in b.axes if x.name != axis]
 
 
 def per_atom(
@@ -708,6 +745,10 @@ def interval_variables(atoms: Sequence[Atom], indices: Sequence[int]) -> dict[st
     }
 
 
+#: how many losses :func:`_partition` evaluates at once (ends x starts)
+_LOSS_BLOCK = 1 << 16
+
+
 def _partition(
     t0: F,
     t1: F,
@@ -728,7 +769,7 @@ def _partition(
     Dynamic programming as basf2's ``Splitter::getMinLoss``: ``best[e + 1]`` is the least loss of
     units ``0 .. e``, the minimum over the start ``s`` of the last segment of ``best[s] +
     loss(s .. e)``; on a tie the earliest start (the longest last segment) wins, as in basf2.
-    Each end ``e`` evaluates the loss of every start at once (numpy), O(n^2) in all.
+    The losses of every start are evaluated at once for a block of ends (numpy), O(n^2) in all.
     """
     n = len(t0)
     cum_net = np.concatenate([[0.0], np.cumsum(net)])
@@ -742,19 +783,35 @@ def _partition(
     if group is not None:
         for u in range(1, n):
             first[u] = first[u - 1] if group[u] == group[u - 1] else u
+    # the losses of the segments s .. e, for a block of ends e at a time (every start at once:
+    # the same element-by-element arithmetic as one end after the other)
+    gap_after = np.maximum(inner_gap[:-1], before[1:])  # unit u and the gap after it (u < n-1)
+    running = np.empty(0)  # largest gap_after[s .. e-1] for s < e
+    block = max(1, _LOSS_BLOCK // max(n, 1))
+    values = np.empty((0, n))
     for e in range(n):
-        # largest gap of units s..e: max(inner_gap[s..e], before[s+1..e])
-        arr = inner_gap[: e + 1].copy()
-        arr[:e] = np.maximum(arr[:e], before[1 : e + 1])
-        max_gap = np.maximum.accumulate(arr[::-1])[::-1]
-        ev = cum_ev[e + 1] - cum_ev[: e + 1]
-        values = loss(
-            rawTime=(t1[e] - t0[: e + 1]) / 3600.0,
-            netTime=(cum_net[e + 1] - cum_net[: e + 1]) / 3600.0,
-            maxGap=np.maximum(max_gap, 0.0) / 3600.0,
-            nEv=np.where(ev > 0, ev, 0.1),
-        )
-        total = best[: e + 1] + np.broadcast_to(values, (e + 1,))
+        row = e % block
+        if row == 0:
+            ends = np.arange(e, min(e + block, n))
+            starts = np.minimum(np.arange(n)[None, :], ends[:, None])  # s > e: any valid start
+            gaps = np.empty((len(ends), n))
+            for r, end in enumerate(ends.tolist()):
+                if end:
+                    running = np.maximum(running, gap_after[end - 1])
+                    running = np.append(running, gap_after[end - 1])
+                gaps[r, :end] = np.maximum(running, inner_gap[end])
+                gaps[r, end:] = inner_gap[end]
+            ev = cum_ev[ends + 1][:, None] - cum_ev[starts]
+            values = np.broadcast_to(
+                loss(
+                    rawTime=(t1[ends][:, None] - t0[starts]) / 3600.0,
+                    netTime=(cum_net[ends + 1][:, None] - cum_net[starts]) / 3600.0,
+                    maxGap=np.maximum(gaps, 0.0) / 3600.0,
+                    nEv=np.where(ev > 0, ev, 0.1),
+                ),
+                (len(ends), n),
+            )
+        total = best[: e + 1] + values[row, : e + 1]
         total = np.where(np.isnan(total), np.inf, total)
         total[: first[e]] = np.inf
         s = int(np.argmin(total))

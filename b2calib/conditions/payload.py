@@ -18,7 +18,6 @@ import hashlib
 import io
 import json
 import os
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,7 +30,7 @@ import uproot
 from b2calib.conditions.names import check_payload_name
 from b2calib.conditions.status import ChannelStatus
 from b2calib.exceptions import FileFormatError, PayloadError
-from b2calib.io import check_root_bytes
+from b2calib.io import check_root_bytes, write_root_bytes
 
 __all__ = [
     "ChannelStatus",
@@ -201,20 +200,24 @@ class Payload:
         return file_md5(path)
 
     def _write(self, path: Path) -> None:
-        meta = {**self._schema(), **self.metadata}
         tmp = path.with_name(path.name + ".part")
         with uproot.recreate(tmp, compression=FILE_COMPRESSION) as f:
-            # the string first: adding a class later makes uproot rewrite its streamer record,
-            # leaving ~20 kB of dead space in the file
-            f["metadata"] = json.dumps(meta, sort_keys=True)
-            f.mktree(
-                self.name,
-                {k: v.dtype for k, v in self._columns().items()},
-                initial_basket_capacity=2,
-            )
-            if len(self):
-                f[self.name].extend(self._columns())
+            self._fill(f)
         os.replace(tmp, path)
+
+    def _fill(self, f: Any) -> None:
+        """Write the payload into the uproot directory ``f`` of a new file."""
+        meta = {**self._schema(), **self.metadata}
+        # the string first: adding a class later makes uproot rewrite its streamer record,
+        # leaving ~20 kB of dead space in the file
+        f["metadata"] = json.dumps(meta, sort_keys=True)
+        f.mktree(
+            self.name,
+            {k: v.dtype for k, v in self._columns().items()},
+            initial_basket_capacity=2,
+        )
+        if len(self):
+            f[self.name].extend(self._columns())
 
     def content_hash(self) -> str:
         """SHA-256 of the payload's content: schema, metadata and every column's type and bytes.
@@ -232,11 +235,8 @@ class Payload:
         return h.hexdigest()
 
     def to_bytes(self) -> tuple[bytes, str]:
-        """The payload file's bytes and their MD5 checksum."""
-        with tempfile.TemporaryDirectory(prefix="b2calib-payload-") as tmp:
-            path = Path(tmp) / f"{self.name}.root"
-            self._write(path)
-            data = path.read_bytes()
+        """The payload file's bytes and their MD5 checksum (the file made in memory)."""
+        data = write_root_bytes(self._fill, compression=FILE_COMPRESSION)
         return data, bytes_md5(data)
 
     @classmethod

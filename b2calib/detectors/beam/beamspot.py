@@ -411,10 +411,64 @@ class BeamSpotAlgorithm(IntervalAlgorithm):
 
     # ------------------------------------------------------------------ moments
     def _moments(self, data: AlgorithmInput, atoms: Sequence[Atom], sel: int) -> F:
-        h = sum_atoms(data.per_run, _MOMENTS, atoms)
-        if h is None:
-            return np.zeros(N_MOMENTS)
-        return np.asarray(h.values()[sel], dtype=np.float64)
+        memo = self.__dict__.get("_memo")
+        if memo is None:  # outside run()
+            h = sum_atoms(data.per_run, _MOMENTS, atoms)
+            if h is None:
+                return np.zeros(N_MOMENTS)
+            return np.asarray(h.values()[sel], dtype=np.float64)
+        # sum_atoms' additions on the run's moments of selection ``sel`` only, kept per run as
+        # C-ordered rows (the histogram's view is Fortran-ordered: picking the atoms of each
+        # sub-interval from it cost most of the algorithm)
+        by_run: dict[RunKey, list[int]] = {}
+        for a in atoms:
+            by_run.setdefault(a.key, []).append(a.index)
+        total: F | None = None
+        for key in sorted(by_run):
+            rows = self._run_moments(data, key, sel, memo)
+            if rows is None:
+                continue
+            where, table = rows
+            pos = sorted({where[a] for a in by_run[key] if a in where})
+            part = np.take(table, pos, axis=0).sum(axis=0)
+            total = part if total is None else total + part
+        return np.zeros(N_MOMENTS) if total is None else total
+
+    @staticmethod
+    def _run_moments(
+        data: AlgorithmInput, key: RunKey, sel: int, memo: dict[Any, Any]
+    ) -> tuple[dict[int, int], F] | None:
+        """The atoms of run ``key`` (index -> row) and their moments of selection ``sel``, a
+        C-ordered row per atom, made once per execution; ``None`` without the histogram."""
+        found = ("run moments", id(data), key, sel)
+        if found not in memo:
+            h = data.per_run[key].get(_MOMENTS) if key in data.per_run else None
+            if h is None:
+                memo[found] = None
+            else:
+                assert [x.name for x in h.axes] == ["atom", "selection", "moment"]
+                where = {int(c): i for i, c in enumerate(h.axes["atom"])}
+                table = np.ascontiguousarray(h.values()[:, sel, :], dtype=np.float64)
+                memo[found] = (where, table)
+        out: tuple[dict[int, int], F] | None = memo[found]
+        return out
+
+    def _position(
+        self, data: AlgorithmInput, atoms: Sequence[Atom], sel: int
+    ) -> tuple[F, PositionFit]:
+        """The summed moments of ``atoms`` (selection ``sel``) and the position fitted to them,
+        computed once per execution (:meth:`run`'s memo): the outer fits and each
+        sub-interval's fit ask for the same ones."""
+        memo = self.__dict__.get("_memo")
+        key = ("position", id(data), sel, tuple((a.key, a.index) for a in atoms))
+        if memo is not None and key in memo:
+            found: tuple[F, PositionFit] = memo[key]
+            return found
+        m = self._moments(data, atoms, sel)
+        out = (m, fit_position(m))
+        if memo is not None:
+            memo[key] = out
+        return out
 
     def _fits(
         self, data: AlgorithmInput, outer: OuterInterval, atoms: Sequence[Atom]
@@ -435,14 +489,14 @@ class BeamSpotAlgorithm(IntervalAlgorithm):
     ) -> tuple[int, list[F], list[PositionFit], bool]:
         subs = [[atoms[i] for i in s.atoms] for s in outer.subs]
         tol = np.asarray(data.config["reference_tolerance_um"], dtype=np.float64) * 1e-4
-        every = [self._moments(data, a, 0) for a in subs]
-        fits = [fit_position(m) for m in every]
+        every = [self._position(data, a, 0) for a in subs]
+        fits = [f for _, f in every]
         good = [f for f in fits if f.ok]
         converged = bool(good) and all(np.all(np.abs(f.position - f.reference) < tol) for f in good)
         if not converged:
-            return 0, every, fits, False
-        clean = [self._moments(data, a, 1) for a in subs]
-        return 1, clean, [fit_position(m) for m in clean], True
+            return 0, [m for m, _ in every], fits, False
+        clean = [self._position(data, a, 1) for a in subs]
+        return 1, [m for m, _ in clean], [f for _, f in clean], True
 
     # ------------------------------------------------------------------ steps
     def partition(self, data: AlgorithmInput) -> tuple[list[Atom], list[OuterInterval]]:
@@ -458,7 +512,18 @@ class BeamSpotAlgorithm(IntervalAlgorithm):
     def atom_series(self, data: AlgorithmInput, atoms: Sequence[Atom]) -> tuple[F, F]:
         """The position (x, y, z) fitted to each atom alone, with its errors (NaN for an atom
         of fewer than ``min_atom_events`` events): the series in which the framework
-        searches for steps inside runs (a sub-interval then starts at the step's atom)."""
+        searches for steps inside runs (a sub-interval then starts at the step's atom).
+        Computed once per execution (:meth:`run`'s memo): :meth:`steps` asks twice."""
+        memo = self.__dict__.get("_memo")
+        if memo is None:
+            return self._atom_series(data, atoms)
+        key = ("series", id(data), tuple((a.key, a.index) for a in atoms))
+        if key not in memo:
+            memo[key] = self._atom_series(data, atoms)
+        found: tuple[F, F] = memo[key]
+        return found
+
+    def _atom_series(self, data: AlgorithmInput, atoms: Sequence[Atom]) -> tuple[F, F]:
         moments = per_atom(data.per_run, _MOMENTS, atoms)
         values = np.full((len(atoms), 3), np.nan)
         errors = np.full((len(atoms), 3), np.nan)
@@ -530,7 +595,7 @@ class BeamSpotAlgorithm(IntervalAlgorithm):
         shared: IntervalFit | None,
     ) -> IntervalFit:
         sel = self._selection(data, outer, atoms)
-        fit = fit_position(self._moments(data, [atoms[i] for i in sub.atoms], sel))
+        _, fit = self._position(data, [atoms[i] for i in sub.atoms], sel)
         if not fit.ok:
             if fit.n_events < 2:
                 raise NotEnoughData(fit.message)
