@@ -30,7 +30,10 @@ crossing to the strip's readout end. The algorithm:
 The scintillator likelihood runs on the time histograms in bins of ``fit_bin_width`` (2 ns,
 against the 1.3 ns resolution: 2 % wider errors than 1 ns bins, four times faster). Its model
 and the model's derivatives come from one compiled pass over the cells (:class:`_DelayModel`):
-Minuit minimises with the analytic gradient instead of numerical derivatives.
+Minuit minimises with the analytic gradient instead of numerical derivatives. The pass takes the
+normal distribution and density from the table of :mod:`b2calib.fit._template_lm` (libm's to
+2.3e-16 absolute) where it spans: on the bench's sample, delays within 1.3e-7 of their errors and
+errors within 3e-5 of libm's pass, at 0.6-0.7 of its time.
 
 NOT_ENOUGH_DATA when a type's fit has fewer than ``min_hits_per_type`` hits or fewer than
 ``min_calibrated_fraction`` of the channels are calibrated (when fewer than that have
@@ -78,6 +81,7 @@ from b2calib.detectors.klm.collectors import (
     TIME_WINDOWS,
     TimeCollector,
 )
+from b2calib.fit._template_lm import SPAN, _normal
 from b2calib.geometry import klm
 
 __all__ = [
@@ -277,6 +281,17 @@ class _DelayModel:
         return self._grad
 
 
+@numba.njit(cache=True, nogil=True, inline="always")
+def _normal_at(z: float, density: bool) -> tuple[float, float]:
+    """The standard normal distribution and density at ``z``: from the table of
+    :func:`b2calib.fit._template_lm.normal_table` within its span (libm's to 2.3e-16 absolute),
+    libm's ``erfc`` and (if ``density``, else 0) ``exp`` beyond it (and for NaN)."""
+    if -SPAN <= z <= SPAN:
+        return _normal(z)
+    pdf = math.exp(-0.5 * z * z) / _SQRT2PI if density else 0.0
+    return 0.5 * math.erfc(-z / _SQRT2), pdf
+
+
 @numba.njit(cache=True, nogil=True)
 def _delay_model_kernel(
     edges: F,
@@ -328,34 +343,33 @@ def _delay_model_kernel(
             sd = math.sqrt(sigma**2 + (delay - reference) ** 2 * vck[j])
             sw = math.sqrt(sigma**2 + delay**2 * vck[j])
             za, zb = (lo - m) / sw, (hi - m) / sw
-            inside = 0.5 * math.erfc(-zb / _SQRT2) - 0.5 * math.erfc(-za / _SQRT2)
+            phia, pa = _normal_at(za, with_grad)
+            phib, pb = _normal_at(zb, with_grad)
+            inside = phib - phia
             norm = n[j] / max(inside, 1e-300)
             hits += n[j]
             c = math.floor((mr - edges[0]) / bw)
             beyond = c + w + 2  # the first edge past the window: the whole weight from there
             z0 = (edges[0] - mr) / sd
-            phi0 = 0.5 * math.erfc(-z0 / _SQRT2)
+            phi0, d0 = _normal_at(z0, with_grad)
             base += norm * phi0
             if with_grad:
                 # d/d(delay), d/d(sigma) of the mean, the widths and the normalisation
                 dm[0], dm[1] = u[j], 0.0
                 dsd[0], dsd[1] = (delay - reference) * vck[j] / sd, sigma / sd
                 dsw[0], dsw[1] = delay * vck[j] / sw, sigma / sw
-                pa = math.exp(-0.5 * za * za) / _SQRT2PI
-                pb = math.exp(-0.5 * zb * zb) / _SQRT2PI
                 for p in range(2):
                     dza = (-dm[p] - za * dsw[p]) / sw
                     dzb = (-dm[p] - zb * dsw[p]) / sw
                     dnorm[p] = -norm * (pb * dzb - pa * dza) / max(inside, 1e-300)
-                d0 = math.exp(-0.5 * z0 * z0) / _SQRT2PI
                 gbase0 += dnorm[0] * phi0 + norm * d0 * (-dm[0] - z0 * dsd[0]) / sd
                 gbase1 += dnorm[1] * phi0 + norm * d0 * (-dm[1] - z0 * dsd[1]) / sd
             for at in range(max(c - w, 0), min(c + w + 1, nb) + 1):
                 z = (edges[at] - mr) / sd
-                phi = 0.5 * math.erfc(-z / _SQRT2)
+                phi, dens = _normal_at(z, with_grad)
                 cdf[at] += phi * norm
                 if with_grad:
-                    dens = math.exp(-0.5 * z * z) / _SQRT2PI * norm / sd
+                    dens = dens * norm / sd
                     gcdf[0, at] += dnorm[0] * phi + dens * (-dm[0] - z * dsd[0])
                     gcdf[1, at] += dnorm[1] * phi + dens * (-dm[1] - z * dsd[1])
             if beyond <= nb:
