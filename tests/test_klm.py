@@ -688,6 +688,63 @@ def test_geometry_tables_equal_formulas() -> None:
         geo.plane_of([geo.N_CHANNELS + 1])
 
 
+def _neighbour_values_per_plane(
+    value: np.ndarray, ok: np.ndarray, spread_of_plane: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The former ``_neighbour_values``: a distance matrix per plane (the reference)."""
+    nc = geo.N_CHANNELS
+    out_v, out_e, found = np.full(nc, np.nan), np.full(nc, np.nan), np.zeros(nc, bool)
+    for p, (first, n) in enumerate(zip(geo.PLANE_FIRST - 1, geo.PLANES[:, 5], strict=True)):
+        sl = slice(first, first + n)
+        good, need = np.flatnonzero(ok[sl]), np.flatnonzero(~ok[sl])
+        if not len(good) or not len(need):
+            continue
+        dist = np.abs(need[:, None] - good[None, :])
+        nearest = dist == dist.min(axis=1, keepdims=True)
+        m = nearest.sum(axis=1)
+        out_v[first + need] = (nearest * value[sl][good][None, :]).sum(axis=1) / m
+        out_e[first + need] = spread_of_plane[p] * np.sqrt(1.0 + 1.0 / m)
+        found[first + need] = True
+    return out_v, out_e, found
+
+
+def test_neighbour_values_and_plane_spread_equal_the_per_plane_loops() -> None:
+    """The cable delays borrowed from the nearest calibrated strips and the planes' spreads,
+    computed over all channels at once, are the former per-plane loops' bit for bit: planes
+    with no, one, two and all strips calibrated, ties on both sides, negative delays, planes of
+    every size."""
+    from b2calib.detectors.klm import time as T
+
+    rng = np.random.default_rng(8)
+    nc, npl = geo.N_CHANNELS, len(geo.PLANES)
+    for fraction in (0.02, 0.3, 0.9):
+        value = rng.normal(-3.0, 2.0, nc)
+        ok = rng.random(nc) < fraction
+        plane = np.repeat(np.arange(npl), geo.PLANES[:, 5])
+        ok[plane % 7 == 0] = False  # planes without calibrated strips
+        ok[plane % 11 == 0] = True  # planes with every strip calibrated
+        one = geo.PLANE_FIRST[3::13] - 1  # planes with one calibrated strip, two, a tie
+        ok[plane % 13 == 3] = False
+        ok[one + 4] = True
+        ok[one[::2] + 8] = True
+        spread = np.array(
+            [
+                np.std(value[f - 1 : f - 1 + m][ok[f - 1 : f - 1 + m]])
+                if ok[f - 1 : f - 1 + m].sum() >= 2
+                else np.nan
+                for f, m in zip(geo.PLANE_FIRST, geo.PLANES[:, 5], strict=True)
+            ]
+        )
+        np.testing.assert_array_equal(T._plane_spread(value, ok), spread)
+        spread = np.where(np.isfinite(spread), spread, 0.7)
+        for new, old in zip(
+            T._neighbour_values(value, ok, spread),
+            _neighbour_values_per_plane(value, ok, spread),
+            strict=True,
+        ):
+            np.testing.assert_array_equal(new, old)
+
+
 def test_time_lacking_channels_skips_the_likelihood(
     sample: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -408,30 +408,54 @@ def _rebinned(h: Any, width: float) -> tuple[F, F]:
     return np.add.reduceat(counts, first, axis=0), np.append(edges[first], edges[-1])
 
 
+#: The plane row (of ``klm.PLANES``) of each channel, index channel - 1 (planes are contiguous).
+_CHANNEL_PLANE = np.repeat(np.arange(len(klm.PLANES)), klm.PLANES[:, 5])
+
+
 def _neighbour_values(value: F, ok: B, spread_of_plane: F) -> tuple[F, F, B]:
     """For every channel not ``ok``: the mean of the ``m`` nearest ``ok`` strips of its plane
     (both sides at the smallest distance), with error ``spread x sqrt(1 + 1/m)`` (a strip's own
     delay scatters about its neighbours' by the spread of the plane's ok values); NaN where the
-    plane has none."""
-    out_v = np.full(_NC, np.nan)
-    out_e = np.full(_NC, np.nan)
-    found = np.zeros(_NC, bool)
-    for p, (first, n) in enumerate(zip(klm.PLANE_FIRST - 1, klm.PLANES[:, 5], strict=True)):
-        sl = slice(first, first + n)
-        good = np.flatnonzero(ok[sl])
-        if not len(good):
-            continue
-        need = np.flatnonzero(~ok[sl])
-        if not len(need):
-            continue
-        dist = np.abs(need[:, None] - good[None, :])
-        nearest = dist == dist.min(axis=1, keepdims=True)
-        vals = value[sl][good]
-        m = nearest.sum(axis=1)
-        out_v[first + need] = (nearest * vals[None, :]).sum(axis=1) / m
-        out_e[first + need] = spread_of_plane[p] * np.sqrt(1.0 + 1.0 / m)
-        found[first + need] = True
+    plane has none.
+
+    The nearest ok strip at or before and at or after each channel come from running maxima and
+    minima of the ok channels' indices, kept when in the channel's plane (one pass over all
+    channels instead of one distance matrix per plane)."""
+    idx = np.arange(_NC)
+    left = np.maximum.accumulate(np.where(ok, idx, -1))
+    right = np.minimum.accumulate(np.where(ok, idx, _NC)[::-1])[::-1]
+    has_l = (left >= 0) & (_CHANNEL_PLANE[np.maximum(left, 0)] == _CHANNEL_PLANE)
+    has_r = (right < _NC) & (_CHANNEL_PLANE[np.minimum(right, _NC - 1)] == _CHANNEL_PLANE)
+    dl = np.where(has_l, idx - left, _NC)
+    dr = np.where(has_r, right - idx, _NC)
+    nearest = np.minimum(dl, dr)
+    use_l, use_r = has_l & (dl == nearest), has_r & (dr == nearest)
+    found = ~ok & (has_l | has_r)
+    m = use_l.astype(np.int64) + use_r
+    # (the sum of the one or two nearest values, as the sum over the plane's ok strips of the
+    # nearest ones' values and zeros was: adding zeros is exact)
+    total = np.where(use_l, value[np.maximum(left, 0)], 0.0) + np.where(
+        use_r, value[np.minimum(right, _NC - 1)], 0.0
+    )
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out_v = np.where(found, total / m, np.nan)
+        out_e = np.where(found, spread_of_plane[_CHANNEL_PLANE] * np.sqrt(1.0 + 1.0 / m), np.nan)
     return out_v, out_e, found
+
+
+def _plane_spread(value: F, ok: B) -> F:
+    """Per plane: ``np.std`` of the ``ok`` channels' values (NaN with fewer than two), computed
+    for all planes with the same number of ok channels at once (rows of one matrix: numpy
+    reduces each row as it reduces a plane's own array, the same result bit for bit)."""
+    good = np.bincount(_CHANNEL_PLANE[ok], minlength=len(klm.PLANES))
+    out = np.full(len(klm.PLANES), np.nan)
+    order = np.flatnonzero(ok)  # the ok channels, plane by plane in channel order
+    start = np.concatenate([[0], np.cumsum(good)[:-1]])
+    for size in np.unique(good[good >= 2]):
+        planes = np.flatnonzero(good == size)
+        rows = value[order[start[planes][:, None] + np.arange(size)]]
+        out[planes] = np.std(rows, axis=1)
+    return out
 
 
 class TimeAlgorithm(Algorithm):
@@ -520,14 +544,7 @@ class TimeAlgorithm(Algorithm):
         ok = (n >= min_hits) & fit_ok & np.isfinite(cable) & np.isfinite(err) & (err > 0)
         status = np.where(ok, ChannelStatus.OK, ChannelStatus.NOT_ENOUGH_DATA).astype(np.int8)
         status[(n >= min_hits) & ~fit_ok] = ChannelStatus.FAILED
-        spread = np.array(
-            [
-                np.std(cable[f - 1 : f - 1 + m][ok[f - 1 : f - 1 + m]])
-                if ok[f - 1 : f - 1 + m].sum() >= 2
-                else np.nan
-                for f, m in zip(klm.PLANE_FIRST, klm.PLANES[:, 5], strict=True)
-            ]
-        )
+        spread = _plane_spread(cable, ok)
         # planes with fewer than two calibrated strips: the spread of their type
         type_spread = np.array(
             [
