@@ -779,6 +779,25 @@ def test_time_lacking_channels_skips_the_likelihood(
     assert len(fitted) == 2, result.message
 
 
+def test_track_rank_is_unique_inverse() -> None:
+    """The tracks' ranks from the table of keys present are ``np.unique``'s count and inverse,
+    for keys in file order, unsorted, sparse, negative (``np.unique`` itself) and none."""
+    rng = np.random.default_rng(10)
+    event = np.sort(rng.integers(0, 500, 3000))
+    for key in (
+        event * 64 + rng.integers(0, 3, 3000),
+        rng.permutation(event * 64 + rng.integers(0, 64, 3000)),
+        np.array([5, 10**9, 5, 7]),
+        event * 64 + rng.integers(-1, 3, 3000),
+        np.array([3]),
+        np.zeros(0, np.int64),
+    ):
+        ids, inv = np.unique(key, return_inverse=True)
+        n, rank = collectors._track_rank(key)
+        assert n == len(ids)
+        np.testing.assert_array_equal(rank, inv)
+
+
 def test_efficiency_selection_counts_per_track_and_layer_as_add_at_did() -> None:
     """The crossing selection counts each track's matched and all crossings per layer with one
     ``bincount`` (issue 20: ``np.add.at`` took half of the strip-efficiency collector's CPU);

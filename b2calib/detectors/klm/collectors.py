@@ -330,6 +330,19 @@ def _load_match() -> None:
     )
 
 
+def _track_rank(key: I64) -> tuple[int, I64]:
+    """The number of distinct ``key`` values and each one's rank among them (``np.unique``'s
+    count and inverse): from a table of the keys present when they are non-negative and at
+    most a few per element (a cumulative count, no sort), else ``np.unique``."""
+    if len(key) and int(key.min()) >= 0 and int(key.max()) < 128 * len(key) + 1024:
+        present = np.zeros(int(key.max()) + 1, bool)
+        present[key] = True
+        rank = np.cumsum(present) - 1
+        return int(rank[-1]) + 1, rank[key]
+    ids, inv = np.unique(key, return_inverse=True)
+    return len(ids), np.asarray(inv, dtype=np.int64)
+
+
 def selected_for_efficiency(
     c: Crossings,
     min_matching_digits: int,
@@ -345,13 +358,12 @@ def selected_for_efficiency(
     """
     if not len(c.channel):
         return np.zeros(0, bool)
-    tk = c.event * 64 + c.track
-    ids, inv = np.unique(tk, return_inverse=True)
+    n_ids, inv = _track_rank(c.event * 64 + c.track)
     nl = 30  # extrapolation layers 1..29
     cell = inv * nl + c.layer  # (track, layer), row-major
-    size = len(ids) * nl
-    digits = np.bincount(cell, weights=c.matched, minlength=size).reshape(len(ids), nl)
-    hits = np.bincount(cell, minlength=size).astype(np.float64).reshape(len(ids), nl)
+    size = n_ids * nl
+    digits = np.bincount(cell, weights=c.matched, minlength=size).reshape(n_ids, nl)
+    hits = np.bincount(cell, minlength=size).astype(np.float64).reshape(n_ids, nl)
     total = digits.sum(axis=1)
     other = total[inv] - digits[inv, c.layer]
     outer_digits = np.cumsum(digits[:, ::-1], axis=1)[:, ::-1]  # layers >= l
