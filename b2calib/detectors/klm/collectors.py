@@ -150,11 +150,13 @@ def crossings(events: ak.Array, allowed_distance: int) -> Crossings:
     """
     det = _flat(events, "ExtHits_m_detectorID", np.int64)
     keep = det == DETECTOR_ID["KLM"]
-    evt = _event_of(events, "ExtHits_m_detectorID")[keep]
-    trk = _flat(events, "ExtHits_m_trackIndex", np.int64)[keep]
-    ch = _flat(events, "ExtHits_m_copyID", np.int64)[keep]
+    # (every ExtHit in the KLM: the arrays as read, without a copy through the mask)
+    some: Any = slice(None) if bool(keep.all()) else keep
+    evt = _event_of(events, "ExtHits_m_detectorID")[some]
+    trk = _flat(events, "ExtHits_m_trackIndex", np.int64)[some]
+    ch = _flat(events, "ExtHits_m_copyID", np.int64)[some]
     x, y, z, tof = (
-        _flat(events, f"ExtHits_m_{k}", np.float64)[keep] for k in ("posX", "posY", "posZ", "tof")
+        _flat(events, f"ExtHits_m_{k}", np.float64)[some] for k in ("posX", "posY", "posZ", "tof")
     )
     plane = klm.plane_of(ch)
     strip = ch - klm.PLANE_FIRST[plane] + 1
@@ -198,14 +200,17 @@ def crossings(events: ak.Array, allowed_distance: int) -> Crossings:
     valid = (trk >= 0) & (trk < n_trk[evt]) if len(evt) else np.zeros(0, bool)
     with np.errstate(divide="ignore"):
         pt = np.where(np.abs(omega) > 0, _BFIELD_FACTOR * _B_TESLA / np.abs(omega), np.inf)
-    p = np.full(len(evt), np.nan)
-    p[valid] = pt[row[valid]] * np.sqrt(1.0 + tanl[row[valid]] ** 2)
+    if bool(valid.all()):  # (the same values, without the masks)
+        p = pt[row] * np.sqrt(1.0 + tanl[row] ** 2)
+    else:
+        p = np.full(len(evt), np.nan)
+        p[valid] = pt[row[valid]] * np.sqrt(1.0 + tanl[row[valid]] ** 2)
     return Crossings(
         event=evt,
         track=trk,
         channel=ch,
         plane=plane,
-        layer=extrapolation_layer(ch) if len(ch) else np.zeros(0, np.int64),
+        layer=np.asarray(_PLANE_LAYER[plane]),  # extrapolation_layer(ch), its plane known
         matched=matched,
         time=time,
         momentum=p,
