@@ -779,6 +779,32 @@ def test_time_lacking_channels_skips_the_likelihood(
     assert len(fitted) == 2, result.message
 
 
+def test_time_collector_sums_and_fills_equal_bincount_and_hist_fill() -> None:
+    """The time collector's one-pass moment sums and compiled fills are ``np.bincount`` with
+    each weight and ``Hist.fill`` (the former code), bit for bit: cells hit many times in
+    shuffled order, times on and beyond the axis edges, every distance bin."""
+    from b2calib.engine.fill import fill_2d
+
+    rng = np.random.default_rng(11)
+    n, ncell = 50000, 600
+    cell = rng.integers(0, ncell, n)
+    t = rng.normal(5.0, 20.0, n)
+    t[:200] = np.round(t[:200])  # on bin edges
+    d = rng.uniform(0.0, 300.0, n)
+    out = np.zeros((ncell, len(collectors.MOMENTS)))
+    collectors._moments(out, cell, t, d)
+    for k, w in enumerate((np.ones_like(t), t, t * t, d, d * d, t * d)):
+        np.testing.assert_array_equal(out[:, k], np.bincount(cell, weights=w, minlength=ncell))
+    dbin = rng.integers(0, collectors.DISTANCE_BINS, n)
+    axes = ((40, -20.0, 20.0), (collectors.DISTANCE_BINS, -0.5, collectors.DISTANCE_BINS - 0.5))
+    names = ("time", "distance_bin")
+    want = collectors._hist(*axes, names=names, storage=hist.storage.Int64())
+    want.fill(time=t, distance_bin=dbin)
+    got = collectors._hist(*axes, names=names, storage=hist.storage.Int64())
+    fill_2d(got.view(flow=True), t, dbin, *axes)
+    np.testing.assert_array_equal(got.view(flow=True), want.view(flow=True))
+
+
 def test_track_rank_is_unique_inverse() -> None:
     """The tracks' ranks from the table of keys present are ``np.unique``'s count and inverse,
     for keys in file order, unsorted, sparse, negative (``np.unique`` itself) and none."""

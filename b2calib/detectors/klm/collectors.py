@@ -18,6 +18,7 @@ import numpy as np
 import numpy.typing as npt
 
 from b2calib.engine import Collector
+from b2calib.engine.fill import fill_2d
 from b2calib.geometry import DETECTOR_ID, klm
 
 __all__ = [
@@ -448,6 +449,21 @@ def strip_length() -> F:
 _STRIP_LENGTH = strip_length()
 
 
+@numba.njit(cache=True, nogil=True)
+def _moments(out: F, cell: I64, t: F, d: F) -> None:
+    """Add each hit's :data:`MOMENTS` ``(1, t, t^2, d, d^2, t d)`` to its cell's row of
+    ``out`` (cells x 6), in the hits' order: the sums ``np.bincount(cell, weights=w)`` gives
+    for each weight, bit for bit, in one pass."""
+    for i in range(cell.shape[0]):
+        c = cell[i]
+        out[c, 0] += 1.0
+        out[c, 1] += t[i]
+        out[c, 2] += t[i] * t[i]
+        out[c, 3] += d[i]
+        out[c, 4] += d[i] * d[i]
+        out[c, 5] += t[i] * d[i]
+
+
 @dataclasses.dataclass(frozen=True)
 class TimeCollector(Collector):
     """Digit times of the crossed strips, ``t = digit time - flight time - event T0``, inside
@@ -471,8 +487,11 @@ class TimeCollector(Collector):
         }
 
     def prepare(self) -> None:
-        """Load the compiled matching of :func:`crossings`."""
+        """Load the compiled matching of :func:`crossings` and the compiled sums and fills."""
         _load_match()
+        _moments(np.zeros((1, len(MOMENTS))), np.zeros(1, np.int64), np.zeros(1), np.zeros(1))
+        one = (1, 0.0, 1.0)
+        fill_2d(np.zeros((3, 3), np.int64), np.zeros(1), np.zeros(1, np.int64), one, one)
 
     def collect(self, events: ak.Array) -> dict[str, hist.Hist]:
         c = crossings(events, 1)
@@ -496,19 +515,14 @@ class TimeCollector(Collector):
             hist.axis.Regular(len(MOMENTS), -0.5, len(MOMENTS) - 0.5, name="moment"),
             storage=hist.storage.Double(),
         )
-        view = mom.view()
-        for k, w in enumerate((np.ones_like(t), t, t * t, d, d * d, t * d)):
-            view[:, k] = np.bincount(cell, weights=w, minlength=ncell)
+        _moments(mom.view(), cell, t, d)
         out = {"moments": mom}
+        shifted = t - REFERENCE_DELAY * d
+        dbin_axis = (DISTANCE_BINS, -0.5, DISTANCE_BINS - 0.5)
         for k, axis in enumerate(self.time_axes(), start=1):
-            h = _hist(
-                axis,
-                (DISTANCE_BINS, -0.5, DISTANCE_BINS - 0.5),
-                names=("time", "distance_bin"),
-                storage=hist.storage.Int64(),
-            )
+            h = _hist(axis, dbin_axis, names=("time", "distance_bin"), storage=hist.storage.Int64())
             s = typ == k
-            h.fill(time=t[s] - REFERENCE_DELAY * d[s], distance_bin=dbin[s])
+            fill_2d(h.view(flow=True), shifted[s], dbin[s], axis, dbin_axis)
             out[f"time_{k}"] = h
         return out
 
