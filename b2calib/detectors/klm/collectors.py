@@ -522,7 +522,7 @@ class TimeCollector(Collector):
         for k, axis in enumerate(self.time_axes(), start=1):
             h = _hist(axis, dbin_axis, names=("time", "distance_bin"), storage=hist.storage.Int64())
             s = typ == k
-            fill_2d(h.view(flow=True), shifted[s], dbin[s], axis, dbin_axis)
+            fill_2d(cast(I64, h.view(flow=True)), shifted[s], dbin[s], axis, dbin_axis)
             out[f"time_{k}"] = h
         return out
 
