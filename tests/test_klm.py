@@ -688,6 +688,63 @@ def test_geometry_tables_equal_formulas() -> None:
         geo.plane_of([geo.N_CHANNELS + 1])
 
 
+def _neighbour_values_per_plane(
+    value: np.ndarray, ok: np.ndarray, spread_of_plane: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The former ``_neighbour_values``: a distance matrix per plane (the reference)."""
+    nc = geo.N_CHANNELS
+    out_v, out_e, found = np.full(nc, np.nan), np.full(nc, np.nan), np.zeros(nc, bool)
+    for p, (first, n) in enumerate(zip(geo.PLANE_FIRST - 1, geo.PLANES[:, 5], strict=True)):
+        sl = slice(first, first + n)
+        good, need = np.flatnonzero(ok[sl]), np.flatnonzero(~ok[sl])
+        if not len(good) or not len(need):
+            continue
+        dist = np.abs(need[:, None] - good[None, :])
+        nearest = dist == dist.min(axis=1, keepdims=True)
+        m = nearest.sum(axis=1)
+        out_v[first + need] = (nearest * value[sl][good][None, :]).sum(axis=1) / m
+        out_e[first + need] = spread_of_plane[p] * np.sqrt(1.0 + 1.0 / m)
+        found[first + need] = True
+    return out_v, out_e, found
+
+
+def test_neighbour_values_and_plane_spread_equal_the_per_plane_loops() -> None:
+    """The cable delays borrowed from the nearest calibrated strips and the planes' spreads,
+    computed over all channels at once, are the former per-plane loops' bit for bit: planes
+    with no, one, two and all strips calibrated, ties on both sides, negative delays, planes of
+    every size."""
+    from b2calib.detectors.klm import time as T
+
+    rng = np.random.default_rng(8)
+    nc, npl = geo.N_CHANNELS, len(geo.PLANES)
+    for fraction in (0.02, 0.3, 0.9):
+        value = rng.normal(-3.0, 2.0, nc)
+        ok = rng.random(nc) < fraction
+        plane = np.repeat(np.arange(npl), geo.PLANES[:, 5])
+        ok[plane % 7 == 0] = False  # planes without calibrated strips
+        ok[plane % 11 == 0] = True  # planes with every strip calibrated
+        one = geo.PLANE_FIRST[3::13] - 1  # planes with one calibrated strip, two, a tie
+        ok[plane % 13 == 3] = False
+        ok[one + 4] = True
+        ok[one[::2] + 8] = True
+        spread = np.array(
+            [
+                np.std(value[f - 1 : f - 1 + m][ok[f - 1 : f - 1 + m]])
+                if ok[f - 1 : f - 1 + m].sum() >= 2
+                else np.nan
+                for f, m in zip(geo.PLANE_FIRST, geo.PLANES[:, 5], strict=True)
+            ]
+        )
+        np.testing.assert_array_equal(T._plane_spread(value, ok), spread)
+        spread = np.where(np.isfinite(spread), spread, 0.7)
+        for new, old in zip(
+            T._neighbour_values(value, ok, spread),
+            _neighbour_values_per_plane(value, ok, spread),
+            strict=True,
+        ):
+            np.testing.assert_array_equal(new, old)
+
+
 def test_time_lacking_channels_skips_the_likelihood(
     sample: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -720,6 +777,51 @@ def test_time_lacking_channels_skips_the_likelihood(
     enough = cal.configure({"min_hits": 1, "min_hits_per_type": 10, "min_calibrated_fraction": 0.0})
     result = T.TimeAlgorithm().run(AlgorithmInput(runs, hists, RunOutput(), Constants([]), enough))
     assert len(fitted) == 2, result.message
+
+
+def test_time_collector_sums_and_fills_equal_bincount_and_hist_fill() -> None:
+    """The time collector's one-pass moment sums and compiled fills are ``np.bincount`` with
+    each weight and ``Hist.fill`` (the former code), bit for bit: cells hit many times in
+    shuffled order, times on and beyond the axis edges, every distance bin."""
+    from b2calib.engine.fill import fill_2d
+
+    rng = np.random.default_rng(11)
+    n, ncell = 50000, 600
+    cell = rng.integers(0, ncell, n)
+    t = rng.normal(5.0, 20.0, n)
+    t[:200] = np.round(t[:200])  # on bin edges
+    d = rng.uniform(0.0, 300.0, n)
+    out = np.zeros((ncell, len(collectors.MOMENTS)))
+    collectors._moments(out, cell, t, d)
+    for k, w in enumerate((np.ones_like(t), t, t * t, d, d * d, t * d)):
+        np.testing.assert_array_equal(out[:, k], np.bincount(cell, weights=w, minlength=ncell))
+    dbin = rng.integers(0, collectors.DISTANCE_BINS, n)
+    axes = ((40, -20.0, 20.0), (collectors.DISTANCE_BINS, -0.5, collectors.DISTANCE_BINS - 0.5))
+    names = ("time", "distance_bin")
+    want = collectors._hist(*axes, names=names, storage=hist.storage.Int64())
+    want.fill(time=t, distance_bin=dbin)
+    got = collectors._hist(*axes, names=names, storage=hist.storage.Int64())
+    fill_2d(got.view(flow=True), t, dbin, *axes)
+    np.testing.assert_array_equal(got.view(flow=True), want.view(flow=True))
+
+
+def test_track_rank_is_unique_inverse() -> None:
+    """The tracks' ranks from the table of keys present are ``np.unique``'s count and inverse,
+    for keys in file order, unsorted, sparse, negative (``np.unique`` itself) and none."""
+    rng = np.random.default_rng(10)
+    event = np.sort(rng.integers(0, 500, 3000))
+    for key in (
+        event * 64 + rng.integers(0, 3, 3000),
+        rng.permutation(event * 64 + rng.integers(0, 64, 3000)),
+        np.array([5, 10**9, 5, 7]),
+        event * 64 + rng.integers(-1, 3, 3000),
+        np.array([3]),
+        np.zeros(0, np.int64),
+    ):
+        ids, inv = np.unique(key, return_inverse=True)
+        n, rank = collectors._track_rank(key)
+        assert n == len(ids)
+        np.testing.assert_array_equal(rank, inv)
 
 
 def test_efficiency_selection_counts_per_track_and_layer_as_add_at_did() -> None:

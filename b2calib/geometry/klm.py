@@ -173,25 +173,43 @@ def propagation_distance(
     or from the section split (section 1); EKLM: ``|x|`` (plane 1) or ``|y|`` (plane 2) plus
     half the plane's outer radius.
     """
-    d = decode(ch)
+    ch = np.asarray(ch, dtype=np.int64)
+    plane_of(ch)  # the range check
     x, y, z = (np.asarray(a, dtype=np.float64) for a in (x, y, z))
-    out = np.empty(np.broadcast(d["plane"], x, y, z).shape)
-    x, y, z = (np.broadcast_to(a, out.shape) for a in (x, y, z))
-    sub, sec, plane = (
-        np.broadcast_to(d[k], out.shape) for k in ("subdetector", "section", "plane")
-    )
-    # each formula only where it applies (elementwise: the values are those of every formula
-    # evaluated everywhere and selected)
-    eklm = sub == EKLM
-    zs = ~eklm & (plane == 0)
-    phis = ~eklm & (plane != 0)
-    out[eklm] = np.where(plane[eklm] == 1, np.abs(x[eklm]), np.abs(y[eklm])) + EKLM_RMAX / 2
-    out[phis] = np.where(sec[phis] == 1, z[phis] - BKLM_ZSPLIT, BKLM_ZSPLIT - z[phis])
+    shape = np.broadcast(ch, x, y, z).shape
+    ch, x, y, z = (np.broadcast_to(a, shape).reshape(-1) for a in (ch, x, y, z))
+    out = np.empty(ch.shape)
+    # each formula only on the channels it applies to, found from the channel's formula in one
+    # table (elementwise: the values are those of every formula evaluated everywhere and
+    # selected)
+    kind = _DISTANCE_KIND[ch - 1]
+    eklm = np.flatnonzero(kind <= _EKLM_Y)
+    phis = np.flatnonzero((kind == _BKLM_PHI_FORWARD) | (kind == _BKLM_PHI_BACKWARD))
+    zs = np.flatnonzero(kind == _BKLM_Z)
+    out[eklm] = np.where(kind[eklm] == _EKLM_X, np.abs(x[eklm]), np.abs(y[eklm])) + EKLM_RMAX / 2
+    zp = z[phis]
+    out[phis] = np.where(kind[phis] == _BKLM_PHI_FORWARD, zp - BKLM_ZSPLIT, BKLM_ZSPLIT - zp)
     xz, yz = x[zs], y[zs]
     r = np.hypot(xz, yz)
     phi = np.arctan2(yz, xz)
-    centre = (np.broadcast_to(d["sector"], out.shape)[zs] - 1) * np.pi / 4
-    local = r * np.tan(np.mod(phi - centre + np.pi, 2 * np.pi) - np.pi)
+    local = r * np.tan(np.mod(phi - _SECTOR_CENTRE[ch[zs] - 1] + np.pi, 2 * np.pi) - np.pi)
     width = 2 * r * np.tan(np.pi / 8)
     out[zs] = local + width / 2
-    return out
+    return out.reshape(shape)
+
+
+def _distance_kinds() -> tuple[npt.NDArray[np.int8], npt.NDArray[np.float64]]:
+    """Per channel: which formula of :func:`propagation_distance` applies, and the centre of
+    its sector (rad, ``(sector - 1) pi / 4``)."""
+    d = decode(np.arange(1, N_CHANNELS + 1))
+    bklm = np.where(
+        d["plane"] == 0,
+        _BKLM_Z,
+        np.where(d["section"] == 1, _BKLM_PHI_FORWARD, _BKLM_PHI_BACKWARD),
+    )
+    kind = np.where(d["subdetector"] == EKLM, np.where(d["plane"] == 1, _EKLM_X, _EKLM_Y), bklm)
+    return kind.astype(np.int8), (d["sector"] - 1) * np.pi / 4
+
+
+_EKLM_X, _EKLM_Y, _BKLM_PHI_FORWARD, _BKLM_PHI_BACKWARD, _BKLM_Z = range(5)
+_DISTANCE_KIND, _SECTOR_CENTRE = _distance_kinds()

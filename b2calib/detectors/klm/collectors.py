@@ -18,6 +18,7 @@ import numpy as np
 import numpy.typing as npt
 
 from b2calib.engine import Collector
+from b2calib.engine.fill import fill_2d
 from b2calib.geometry import DETECTOR_ID, klm
 
 __all__ = [
@@ -150,11 +151,13 @@ def crossings(events: ak.Array, allowed_distance: int) -> Crossings:
     """
     det = _flat(events, "ExtHits_m_detectorID", np.int64)
     keep = det == DETECTOR_ID["KLM"]
-    evt = _event_of(events, "ExtHits_m_detectorID")[keep]
-    trk = _flat(events, "ExtHits_m_trackIndex", np.int64)[keep]
-    ch = _flat(events, "ExtHits_m_copyID", np.int64)[keep]
+    # (every ExtHit in the KLM: the arrays as read, without a copy through the mask)
+    some: Any = slice(None) if bool(keep.all()) else keep
+    evt = _event_of(events, "ExtHits_m_detectorID")[some]
+    trk = _flat(events, "ExtHits_m_trackIndex", np.int64)[some]
+    ch = _flat(events, "ExtHits_m_copyID", np.int64)[some]
     x, y, z, tof = (
-        _flat(events, f"ExtHits_m_{k}", np.float64)[keep] for k in ("posX", "posY", "posZ", "tof")
+        _flat(events, f"ExtHits_m_{k}", np.float64)[some] for k in ("posX", "posY", "posZ", "tof")
     )
     plane = klm.plane_of(ch)
     strip = ch - klm.PLANE_FIRST[plane] + 1
@@ -198,14 +201,17 @@ def crossings(events: ak.Array, allowed_distance: int) -> Crossings:
     valid = (trk >= 0) & (trk < n_trk[evt]) if len(evt) else np.zeros(0, bool)
     with np.errstate(divide="ignore"):
         pt = np.where(np.abs(omega) > 0, _BFIELD_FACTOR * _B_TESLA / np.abs(omega), np.inf)
-    p = np.full(len(evt), np.nan)
-    p[valid] = pt[row[valid]] * np.sqrt(1.0 + tanl[row[valid]] ** 2)
+    if bool(valid.all()):  # (the same values, without the masks)
+        p = pt[row] * np.sqrt(1.0 + tanl[row] ** 2)
+    else:
+        p = np.full(len(evt), np.nan)
+        p[valid] = pt[row[valid]] * np.sqrt(1.0 + tanl[row[valid]] ** 2)
     return Crossings(
         event=evt,
         track=trk,
         channel=ch,
         plane=plane,
-        layer=extrapolation_layer(ch) if len(ch) else np.zeros(0, np.int64),
+        layer=np.asarray(_PLANE_LAYER[plane]),  # extrapolation_layer(ch), its plane known
         matched=matched,
         time=time,
         momentum=p,
@@ -330,6 +336,19 @@ def _load_match() -> None:
     )
 
 
+def _track_rank(key: I64) -> tuple[int, I64]:
+    """The number of distinct ``key`` values and each one's rank among them (``np.unique``'s
+    count and inverse): from a table of the keys present when they are non-negative and at
+    most a few per element (a cumulative count, no sort), else ``np.unique``."""
+    if len(key) and int(key.min()) >= 0 and int(key.max()) < 128 * len(key) + 1024:
+        present = np.zeros(int(key.max()) + 1, bool)
+        present[key] = True
+        rank = np.cumsum(present) - 1
+        return int(rank[-1]) + 1, rank[key]
+    ids, inv = np.unique(key, return_inverse=True)
+    return len(ids), np.asarray(inv, dtype=np.int64)
+
+
 def selected_for_efficiency(
     c: Crossings,
     min_matching_digits: int,
@@ -345,13 +364,12 @@ def selected_for_efficiency(
     """
     if not len(c.channel):
         return np.zeros(0, bool)
-    tk = c.event * 64 + c.track
-    ids, inv = np.unique(tk, return_inverse=True)
+    n_ids, inv = _track_rank(c.event * 64 + c.track)
     nl = 30  # extrapolation layers 1..29
     cell = inv * nl + c.layer  # (track, layer), row-major
-    size = len(ids) * nl
-    digits = np.bincount(cell, weights=c.matched, minlength=size).reshape(len(ids), nl)
-    hits = np.bincount(cell, minlength=size).astype(np.float64).reshape(len(ids), nl)
+    size = n_ids * nl
+    digits = np.bincount(cell, weights=c.matched, minlength=size).reshape(n_ids, nl)
+    hits = np.bincount(cell, minlength=size).astype(np.float64).reshape(n_ids, nl)
     total = digits.sum(axis=1)
     other = total[inv] - digits[inv, c.layer]
     outer_digits = np.cumsum(digits[:, ::-1], axis=1)[:, ::-1]  # layers >= l
@@ -431,6 +449,21 @@ def strip_length() -> F:
 _STRIP_LENGTH = strip_length()
 
 
+@numba.njit(cache=True, nogil=True)
+def _moments(out: F, cell: I64, t: F, d: F) -> None:
+    """Add each hit's :data:`MOMENTS` ``(1, t, t^2, d, d^2, t d)`` to its cell's row of
+    ``out`` (cells x 6), in the hits' order: the sums ``np.bincount(cell, weights=w)`` gives
+    for each weight, bit for bit, in one pass."""
+    for i in range(cell.shape[0]):
+        c = cell[i]
+        out[c, 0] += 1.0
+        out[c, 1] += t[i]
+        out[c, 2] += t[i] * t[i]
+        out[c, 3] += d[i]
+        out[c, 4] += d[i] * d[i]
+        out[c, 5] += t[i] * d[i]
+
+
 @dataclasses.dataclass(frozen=True)
 class TimeCollector(Collector):
     """Digit times of the crossed strips, ``t = digit time - flight time - event T0``, inside
@@ -454,8 +487,11 @@ class TimeCollector(Collector):
         }
 
     def prepare(self) -> None:
-        """Load the compiled matching of :func:`crossings`."""
+        """Load the compiled matching of :func:`crossings` and the compiled sums and fills."""
         _load_match()
+        _moments(np.zeros((1, len(MOMENTS))), np.zeros(1, np.int64), np.zeros(1), np.zeros(1))
+        one = (1, 0.0, 1.0)
+        fill_2d(np.zeros((3, 3), np.int64), np.zeros(1), np.zeros(1, np.int64), one, one)
 
     def collect(self, events: ak.Array) -> dict[str, hist.Hist]:
         c = crossings(events, 1)
@@ -479,19 +515,14 @@ class TimeCollector(Collector):
             hist.axis.Regular(len(MOMENTS), -0.5, len(MOMENTS) - 0.5, name="moment"),
             storage=hist.storage.Double(),
         )
-        view = mom.view()
-        for k, w in enumerate((np.ones_like(t), t, t * t, d, d * d, t * d)):
-            view[:, k] = np.bincount(cell, weights=w, minlength=ncell)
+        _moments(mom.view(), cell, t, d)
         out = {"moments": mom}
+        shifted = t - REFERENCE_DELAY * d
+        dbin_axis = (DISTANCE_BINS, -0.5, DISTANCE_BINS - 0.5)
         for k, axis in enumerate(self.time_axes(), start=1):
-            h = _hist(
-                axis,
-                (DISTANCE_BINS, -0.5, DISTANCE_BINS - 0.5),
-                names=("time", "distance_bin"),
-                storage=hist.storage.Int64(),
-            )
+            h = _hist(axis, dbin_axis, names=("time", "distance_bin"), storage=hist.storage.Int64())
             s = typ == k
-            h.fill(time=t[s] - REFERENCE_DELAY * d[s], distance_bin=dbin[s])
+            fill_2d(cast(I64, h.view(flow=True)), shifted[s], dbin[s], axis, dbin_axis)
             out[f"time_{k}"] = h
         return out
 
