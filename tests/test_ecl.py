@@ -298,6 +298,41 @@ def test_ee5x5_linear_system_on_toy_electrons() -> None:
     assert_closure(value[ok], error[ok], truth[ok], "toy ee5x5")
 
 
+def test_ee5x5_solution_remembered_by_its_inputs(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The 5x5 solution of equal sums (copies, as each iteration merges them anew) is the
+    remembered one, bit for bit, without building the system again; other sums or parameters
+    are solved anew, and what a caller changes in a result is not remembered."""
+    hs, _, _ = _toy_ee5x5(20_000, (20, 24))
+    args = (hs["q"], hs["r"], hs["n"], hs["syy"])
+    kw = {"expected": 0.94, "expected_error": 0.0, "min_entries": 10}
+    solved: list[int] = []
+    solve = B._solve
+
+    def counted(*a: object) -> object:
+        solved.append(1)
+        return solve(*a)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(B, "_solve", counted)
+    B._SOLVED.clear()
+    first = B.solve_ee5x5(*args, **kw)  # type: ignore[arg-type]
+    first[0][:] = -1.0  # the caller's copy
+    first[3]["chi2"] = -1.0
+    B._SOLVED.clear()
+    reference = B.solve_ee5x5(*args, **kw)  # type: ignore[arg-type]
+    again = B.solve_ee5x5(*(h.copy() for h in args), **kw)  # type: ignore[arg-type]
+    assert len(solved) == 2
+    for a, b in zip(reference[:3], again[:3], strict=True):
+        assert a.tobytes() == b.tobytes()
+    assert reference[3] == again[3]
+    assert np.isfinite(again[0]).sum() > 500
+    assert again[3]["chi2"] > 0
+    B.solve_ee5x5(*args, **(kw | {"min_entries": 11}))  # type: ignore[arg-type]
+    changed = hs["n"].copy()
+    changed.view()[100] += 1.0
+    B.solve_ee5x5(hs["q"], hs["r"], changed, hs["syy"], **kw)  # type: ignore[arg-type]
+    assert len(solved) == 4
+
+
 class _Synchronous:
     """A stand-in for a one-thread pool that runs what it is given at once."""
 
