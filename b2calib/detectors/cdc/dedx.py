@@ -215,7 +215,7 @@ def _tracks_and_hits(events: ak.Array, p_min: float) -> dict[str, npt.NDArray[An
 
 
 @numba.njit(cache=True, nogil=True)
-def _fill_mean(count, mean, ssd, index, sample):  # type: ignore[no-untyped-def,unused-ignore]
+def _mean_loop(count, mean, ssd, index, sample):  # type: ignore[no-untyped-def,unused-ignore]
     """Add ``sample`` to the mean accumulators of bins ``index``, in order, with the update of
     boost-histogram's ``Mean`` storage (the same bits as ``Hist.fill(..., sample=...)``)."""
     for k in range(sample.shape[0]):
@@ -227,15 +227,15 @@ def _fill_mean(count, mean, ssd, index, sample):  # type: ignore[no-untyped-def,
         ssd[b] += delta * (sample[k] - mean[b])
 
 
-def fill_mean(h: hist.Hist, index: npt.NDArray[np.int64], sample: F) -> None:
+def _fill_mean(h: hist.Hist, index: npt.NDArray[np.int64], sample: F) -> None:
     """Fill the ``Mean`` histogram ``h`` (one axis, no entry in its flow bins) with
     ``sample`` in its bins ``index`` (0-based), as ``h.fill(centres[index], sample=sample)``
     does, bit for bit, without the coordinates and their binning."""
-    view = h.view()
+    view: Any = h.view()  # a structured view of the accumulators
     count = np.array(view["count"], dtype=np.float64)
     mean = np.array(view["value"], dtype=np.float64)
     ssd = np.array(view["_sum_of_deltas_squared"], dtype=np.float64)
-    _fill_mean(
+    _mean_loop(
         count, mean, ssd, np.asarray(index, dtype=np.int64), np.asarray(sample, dtype=np.float64)
     )
     view["count"], view["value"], view["_sum_of_deltas_squared"] = count, mean, ssd
@@ -301,7 +301,7 @@ class DedxCollector(Collector):
             )
             fill_1d(track.view(flow=True), d["t_trunc"] / t_cos, TRACK_BINS)
             hit = hist.Hist(hist.axis.Regular(1, 0, 1, name="all"), storage=hist.storage.Mean())
-            fill_mean(hit, np.zeros(len(d["h_dedx"]), np.int64), d["h_dedx"] / (h_cos * gain))
+            _fill_mean(hit, np.zeros(len(d["h_dedx"]), np.int64), d["h_dedx"] / (h_cos * gain))
             return {"dedx_run_track": track, "dedx_run_hit": hit}
         if self.kind == "cosine":
             gain = self._hit_gains(d["h_wire"])
@@ -317,7 +317,7 @@ class DedxCollector(Collector):
                 hist.axis.Regular(*COS_AXIS, name="cos", label="cos(theta)"),
                 storage=hist.storage.Mean(),
             )
-            fill_mean(hit, d["h_cos_bin"], d["h_dedx"] / (rg_h * gain))
+            _fill_mean(hit, d["h_cos_bin"], d["h_dedx"] / (rg_h * gain))
             return {"dedx_cos_track": track, "dedx_cos_hit": hit}
         if self.kind == "wire":
             rg_h = _per_run(d["exp"], d["run"], self.run_gain)[d["h_track"]]
