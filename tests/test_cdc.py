@@ -957,8 +957,12 @@ def test_dedx_hits_find_their_tracks_as_the_key_search_did(tmp_path: Path) -> No
     for sample in (events, events[:1], empty):
         for p_min in (0.0, 5.2, 100.0):
             got = _tracks_and_hits(sample, p_min)
+            # a hit's run is its track's (the collectors look run gains up per track)
+            per_track = {k: got.pop(k) for k in ("exp", "run", "h_track")}
+            got |= {f"h_{k}": per_track[k][per_track["h_track"]] for k in ("exp", "run")}
             want = _tracks_and_hits_by_key_search(sample, p_min)
             want |= {f"{k}_bin": cos_bin(want[k]) for k in ("t_cos", "h_cos")}  # per hit
+            del want["h_cos"]  # the collectors use its bin only
             assert sorted(got) == sorted(want)
             for k in want:
                 assert got[k].dtype == want[k].dtype, k
@@ -1070,3 +1074,87 @@ def test_tracking_collectors_fill_what_their_former_hit_arrays_filled(tmp_path: 
                 for field in ("count", "value", "_sum_of_deltas_squared"):
                     np.testing.assert_array_equal(have[field], want[field], err_msg=name)
         assert t0c.collect(events)["cdc_t0_residual"].sum() > 0
+
+
+def test_dedx_collectors_fill_what_their_former_hit_arrays_filled(tmp_path: Path) -> None:
+    """The dE/dx collectors take each hit's run gain from its track, clean the wire gains per
+    wire and fill their mean histograms in one compiled loop (issue 20); their histograms are
+    those of the former per-hit arrays and ``Hist.fill``, bit for bit: for the three kinds, on
+    a chunk of two runs (one without a run gain), with unknown, zero and NaN wire gains, one
+    event and no event."""
+    import awkward as ak
+
+    from b2calib.detectors.cdc import dedx as D
+    from b2calib.engine.fill import fill_1d, fill_2d
+
+    cfg = dataclasses.replace(DEDX, n_runs=2, events_per_run=300.0)
+    simulate(cfg, tmp_path / "data", jobs=1)
+    chunks = []
+    for path in [f.path for f in Dataset.from_paths(tmp_path / "data")]:
+        with open_skim(path) as f:
+            chunks.append(f.arrays(list(D._BRANCHES)))
+    events = ak.concatenate(chunks)
+    runs = sorted({int(r) for r in ak.to_numpy(events["EventMetaData_m_run"])})
+    assert len(runs) == 2
+    rng = np.random.default_rng(6)
+    wire_gain = rng.normal(1.0, 0.05, cdc.N_WIRES)
+    wire_gain[:3000:7] = 0.0
+    wire_gain[1:3000:11] = np.nan
+    cosine = tuple(rng.normal(1.0, 0.03, D.N_COS).tolist())
+    run_gain = ((cfg.exp, runs[0], 1.07),)
+
+    def former(c: D.DedxCollector, ev: Any) -> dict[str, hist.Hist]:
+        d = D._tracks_and_hits(ev, c.p_min)
+        h_exp, h_run = d["exp"][d["h_track"]], d["run"][d["h_track"]]
+        cos = np.asarray(c.cosine, dtype=np.float64) if c.cosine else np.ones(D.N_COS)
+        wg = np.asarray(c.wire_gain, dtype=np.float64) if c.wire_gain else None
+        gain = np.ones(len(d["h_wire"])) if wg is None else wg[d["h_wire"]]
+        gain = np.where(np.isfinite(gain) & (gain > 0), gain, 1.0)
+        h_cos, t_cos = cos[d["h_cos_bin"]], cos[d["t_cos_bin"]]
+        if c.kind == "run":
+            track = hist.Hist(hist.axis.Regular(*D.TRACK_BINS), storage=hist.storage.Int64())
+            fill_1d(track.view(flow=True), d["t_trunc"] / t_cos, D.TRACK_BINS)
+            hit = hist.Hist(hist.axis.Regular(1, 0, 1), storage=hist.storage.Mean())
+            hit.fill(np.full(len(gain), 0.5), sample=d["h_dedx"] / (h_cos * gain))
+            return {"dedx_run_track": track, "dedx_run_hit": hit}
+        rg_h = D._per_run(h_exp, h_run, c.run_gain)
+        if c.kind == "cosine":
+            rg_t = D._per_run(d["t_exp"], d["t_run"], c.run_gain)
+            track = hist.Hist(
+                hist.axis.Regular(*D.COS_AXIS),
+                hist.axis.Regular(*D.TRACK_BINS),
+                storage=hist.storage.Int64(),
+            )
+            fill_2d(
+                track.view(flow=True), d["t_cos"], d["t_trunc"] / rg_t, D.COS_AXIS, D.TRACK_BINS
+            )
+            hit = hist.Hist(hist.axis.Regular(*D.COS_AXIS), storage=hist.storage.Mean())
+            centers = 0.5 * (D.COS_EDGES[1:] + D.COS_EDGES[:-1])
+            hit.fill(centers[d["h_cos_bin"]], sample=d["h_dedx"] / (rg_h * gain))
+            return {"dedx_cos_track": track, "dedx_cos_hit": hit}
+        h = hist.Hist(
+            hist.axis.Regular(*D.WIRE_AXIS),
+            hist.axis.Regular(*D.HIT_BINS),
+            storage=hist.storage.Int64(),
+        )
+        fill_2d(
+            h.view(flow=True), d["h_wire"], d["h_dedx"] / (rg_h * h_cos), D.WIRE_AXIS, D.HIT_BINS
+        )
+        return {"dedx_wire_hit": h}
+
+    filled = 0
+    for kind in ("run", "cosine", "wire"):
+        for gains in ((), tuple(wire_gain.tolist())):
+            c = D.DedxCollector(kind, run_gain, cosine, gains)
+            for sample in (events, events[:1], events[:0]):
+                got, want = c.collect(sample), former(c, sample)
+                assert list(got) == list(want)
+                for name, h in got.items():
+                    have, ref = h.view(flow=True), want[name].view(flow=True)
+                    if h.storage_type is hist.storage.Mean:
+                        for field in ("count", "value", "_sum_of_deltas_squared"):
+                            assert have[field].tobytes() == ref[field].tobytes(), (kind, name)
+                        filled += int(have["count"].sum() > 0)
+                    else:
+                        np.testing.assert_array_equal(have, ref, err_msg=f"{kind} {name}")
+    assert filled == 8  # the run and cosine hit means: with and without wire gains, 2 samples

@@ -17,6 +17,7 @@ Closure samples (generated here, ECL only):
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import hist
@@ -298,6 +299,41 @@ def test_ee5x5_linear_system_on_toy_electrons() -> None:
     assert_closure(value[ok], error[ok], truth[ok], "toy ee5x5")
 
 
+def test_ee5x5_solution_remembered_by_its_inputs(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The 5x5 solution of equal sums (copies, as each iteration merges them anew) is the
+    remembered one, bit for bit, without building the system again; other sums or parameters
+    are solved anew, and what a caller changes in a result is not remembered."""
+    hs, _, _ = _toy_ee5x5(20_000, (20, 24))
+    args = (hs["q"], hs["r"], hs["n"], hs["syy"])
+    kw = {"expected": 0.94, "expected_error": 0.0, "min_entries": 10}
+    solved: list[int] = []
+    solve = B._solve
+
+    def counted(*a: object) -> object:
+        solved.append(1)
+        return solve(*a)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(B, "_solve", counted)
+    B._SOLVED.clear()
+    first = B.solve_ee5x5(*args, **kw)  # type: ignore[arg-type]
+    first[0][:] = -1.0  # the caller's copy
+    first[3]["chi2"] = -1.0
+    B._SOLVED.clear()
+    reference = B.solve_ee5x5(*args, **kw)  # type: ignore[arg-type]
+    again = B.solve_ee5x5(*(h.copy() for h in args), **kw)  # type: ignore[arg-type]
+    assert len(solved) == 2
+    for a, b in zip(reference[:3], again[:3], strict=True):
+        assert a.tobytes() == b.tobytes()
+    assert reference[3] == again[3]
+    assert np.isfinite(again[0]).sum() > 500
+    assert again[3]["chi2"] > 0
+    B.solve_ee5x5(*args, **(kw | {"min_entries": 11}))  # type: ignore[arg-type]
+    changed = hs["n"].copy()
+    changed.view()[100] += 1.0
+    B.solve_ee5x5(hs["q"], hs["r"], changed, hs["syy"], **kw)  # type: ignore[arg-type]
+    assert len(solved) == 4
+
+
 class _Synchronous:
     """A stand-in for a one-thread pool that runs what it is given at once."""
 
@@ -315,19 +351,41 @@ class _Synchronous:
         return future
 
 
+def _toy_peaks(rings: tuple[int, int] = (20, 23)) -> dict[str, hist.Hist]:
+    """Gamma-gamma and mu-mu peak histograms (300 entries per crystal of ``rings``) and their
+    energy sharing (a fixed 5x5 share)."""
+    rng = np.random.default_rng(9)
+    cells = CELLS[(ecl.ring_of(CELLS) >= rings[0]) & (ecl.ring_of(CELLS) < rings[1])]
+    share = np.exp(-np.abs(np.subtract.outer(np.arange(5), 2)) / 0.4)
+    share = np.outer(share, share).ravel() / np.outer(share, share).sum()
+    out: dict[str, hist.Hist] = {}
+    for name, key, bins, peak, width in (
+        ("gg_ratio", "gg", P.GG_BINS, 0.946, 0.02),
+        ("mumu_energy", "mumu", P.MUMU_BINS, 0.171, 0.015),
+    ):
+        h = hist.Hist(C.cell_axis(), hist.axis.Regular(*bins))
+        centre = np.repeat(cells, 300)
+        h.fill(centre, rng.normal(peak, width, len(centre)))
+        frac = hist.Hist(C.cell_axis(), hist.axis.Integer(0, C.N_SLOTS, flow=False))
+        frac.view()[cells - 1] = 300 * np.where(C.NEIGHBOURS_5X5[cells - 1] > 0, share, 0.0)
+        out |= {name: h, f"{key}_frac": frac}
+    return out
+
+
 def test_energy_algorithm_solves_the_5x5_beside_the_peaks(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The 5x5 system solved on a second thread while the peak methods fit gives, bit for bit,
-    the payloads, message and diagnostics of solving it first on the calling thread."""
+    """The 5x5 system and the mu-mu method on two more threads while the gamma-gamma method
+    fits give, bit for bit, the payloads, message and diagnostics of computing them one after
+    the other on the calling thread."""
     from b2calib.calibration import AlgorithmInput
     from b2calib.engine import RunOutput
 
     toy, _, _ = _toy_ee5x5(10_000, (20, 24))
-    hs = {f"ee5x5_{k}": h for k, h in toy.items()}
+    hs = {f"ee5x5_{k}": h for k, h in toy.items()} | _toy_peaks()
     hs["ee5x5_crate_ratio"] = hist.Hist(hist.axis.Integer(0, ecl.N_CRATES))
     config = E.energy_calibration().configure({"ee5x5_expected": 0.94})
     data = AlgorithmInput([(1, 1)], hs, RunOutput(), Constants(None), config)
 
-    def run() -> tuple[list[bytes], str, list[str]]:
+    def run() -> tuple[list[bytes], str, list[str], list[bytes]]:
         B._SOLVED.clear()
         result = E.ECLEnergyAlgorithm().run(data)
         arrays = [
@@ -335,13 +393,20 @@ def test_energy_algorithm_solves_the_5x5_beside_the_peaks(monkeypatch: pytest.Mo
             for p in result.payloads
             for a in (p.value("value"), p.errors["value"], p.status)
         ]
-        return arrays, result.message, list(result.diagnostics.histograms)
+        tables = [
+            np.asarray(v).tobytes() for t in result.diagnostics.tables.values() for v in t.values()
+        ]
+        return arrays, result.message, list(result.diagnostics.histograms), tables
 
     threaded = run()
     monkeypatch.setattr(E, "ThreadPoolExecutor", lambda max_workers: _Synchronous())
     assert threaded == run()
     assert "OK per method {'ee5x5': " in threaded[1]
-    assert threaded[2][:2] == ["ee5x5_crate_ratio", "ee5x5_n"]
+    assert threaded[2] == ["ee5x5_crate_ratio", "ee5x5_n", "gg_ratio", "mumu_energy"]
+    counts = re.search(r"'gamma_gamma': (\d+), 'mumu': (\d+)", threaded[1])
+    assert counts is not None
+    assert int(counts[1]) > 100  # crystals the peak methods calibrated
+    assert int(counts[2]) > 100
 
 
 def test_collector_kernels_fill_what_plain_numpy_fills() -> None:

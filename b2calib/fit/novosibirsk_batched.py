@@ -255,7 +255,24 @@ def fit_novosibirsk_channels(
         good, err = lm_errors(info)
         err[:, frozen] = 0.0
         values[idx_fit], errors[idx_fit], nll[idx_fit] = theta, err, cur
-        for k, ch in enumerate(idx_fit.tolist()):
+        # the checks below, as masks: only the channels failing one go through them one by one
+        # (for its reason); 30 ms per call on the ECL's 2500 fitted crystals
+        n_all, peak_all, width_all, tail_all = (theta[:, i] for i in range(4))
+        with np.errstate(invalid="ignore"):
+            suspect = (
+                ~converged
+                | ~good
+                | ~np.all(np.isfinite(err), axis=1)
+                | ~((lo + width_all < peak_all) & (peak_all < hi - width_all))
+                | ((np.abs(tail_all) >= _MAX_TAIL - 1e-6) & (not frozen[3]))
+                | (
+                    (not frozen[2])
+                    & ((width_all >= 0.5 * (hi - lo)) | (width_all <= min_width * 1.0001))
+                )
+                | ~(n_all > 0)
+            )
+        for k in np.flatnonzero(suspect).tolist():
+            ch = int(idx_fit[k])
             n, peak, width, tail, _b = theta[k]
             problem = None
             if not converged[k]:

@@ -203,13 +203,42 @@ def _tracks_and_hits(events: ak.Array, p_min: float) -> dict[str, npt.NDArray[An
         "t_cos": cos_t[order],
         "t_cos_bin": cbin_t[order],
         "t_trunc": flat["CDCDedxTracks_m_dedxAvgTruncated"][order].astype(np.float64),
-        "h_exp": exp_t[track],
-        "h_run": run_t[track],
-        "h_cos": cos_t[track],
+        # per track, in the flat order: what a hit takes from its track (``h_track``) is
+        # looked up per track and gathered, not computed for each of ~50 hits per track
+        "exp": exp_t,
+        "run": run_t,
+        "h_track": track,
         "h_cos_bin": cbin_t[track],
         "h_wire": gwire,
         "h_dedx": dedx,
     }
+
+
+@numba.njit(cache=True, nogil=True)
+def _mean_loop(count, mean, ssd, index, sample):  # type: ignore[no-untyped-def,unused-ignore]
+    """Add ``sample`` to the mean accumulators of bins ``index``, in order, with the update of
+    boost-histogram's ``Mean`` storage (the same bits as ``Hist.fill(..., sample=...)``)."""
+    for k in range(sample.shape[0]):
+        b = index[k]
+        n = count[b] + 1.0
+        delta = sample[k] - mean[b]
+        count[b] = n
+        mean[b] += delta / n
+        ssd[b] += delta * (sample[k] - mean[b])
+
+
+def _fill_mean(h: hist.Hist, index: npt.NDArray[np.int64], sample: F) -> None:
+    """Fill the ``Mean`` histogram ``h`` (one axis, no entry in its flow bins) with
+    ``sample`` in its bins ``index`` (0-based), as ``h.fill(centres[index], sample=sample)``
+    does, bit for bit, without the coordinates and their binning."""
+    view: Any = h.view()  # a structured view of the accumulators
+    count = np.array(view["count"], dtype=np.float64)
+    mean = np.array(view["value"], dtype=np.float64)
+    ssd = np.array(view["_sum_of_deltas_squared"], dtype=np.float64)
+    _mean_loop(
+        count, mean, ssd, np.asarray(index, dtype=np.int64), np.asarray(sample, dtype=np.float64)
+    )
+    view["count"], view["value"], view["_sum_of_deltas_squared"] = count, mean, ssd
 
 
 def _per_run(
@@ -262,23 +291,22 @@ class DedxCollector(Collector):
     def collect(self, events: ak.Array) -> dict[str, hist.Hist]:
         d = _tracks_and_hits(events, self.p_min)
         cosine = np.asarray(self.cosine, dtype=np.float64) if self.cosine else np.ones(N_COS)
-        wg = np.asarray(self.wire_gain, dtype=np.float64) if self.wire_gain else None
-        gain = np.ones(len(d["h_wire"])) if wg is None else wg[d["h_wire"]]
-        gain = np.where(np.isfinite(gain) & (gain > 0), gain, 1.0)
         h_cos = cosine[d["h_cos_bin"]]
         t_cos = cosine[d["t_cos_bin"]]
         if self.kind == "run":
+            gain = self._hit_gains(d["h_wire"])
             track = hist.Hist(
                 hist.axis.Regular(*TRACK_BINS, name="dedx", label="truncated mean / cosine"),
                 storage=hist.storage.Int64(),
             )
             fill_1d(track.view(flow=True), d["t_trunc"] / t_cos, TRACK_BINS)
             hit = hist.Hist(hist.axis.Regular(1, 0, 1, name="all"), storage=hist.storage.Mean())
-            hit.fill(np.full(len(gain), 0.5), sample=d["h_dedx"] / (h_cos * gain))
+            _fill_mean(hit, np.zeros(len(d["h_dedx"]), np.int64), d["h_dedx"] / (h_cos * gain))
             return {"dedx_run_track": track, "dedx_run_hit": hit}
         if self.kind == "cosine":
+            gain = self._hit_gains(d["h_wire"])
             rg_t = _per_run(d["t_exp"], d["t_run"], self.run_gain)
-            rg_h = _per_run(d["h_exp"], d["h_run"], self.run_gain)
+            rg_h = _per_run(d["exp"], d["run"], self.run_gain)[d["h_track"]]
             track = hist.Hist(
                 hist.axis.Regular(*COS_AXIS, name="cos", label="cos(theta)"),
                 hist.axis.Regular(*TRACK_BINS, name="dedx", label="truncated mean / run gain"),
@@ -289,11 +317,10 @@ class DedxCollector(Collector):
                 hist.axis.Regular(*COS_AXIS, name="cos", label="cos(theta)"),
                 storage=hist.storage.Mean(),
             )
-            centers = 0.5 * (COS_EDGES[1:] + COS_EDGES[:-1])
-            hit.fill(centers[d["h_cos_bin"]], sample=d["h_dedx"] / (rg_h * gain))
+            _fill_mean(hit, d["h_cos_bin"], d["h_dedx"] / (rg_h * gain))
             return {"dedx_cos_track": track, "dedx_cos_hit": hit}
         if self.kind == "wire":
-            rg_h = _per_run(d["h_exp"], d["h_run"], self.run_gain)
+            rg_h = _per_run(d["exp"], d["run"], self.run_gain)[d["h_track"]]
             h = hist.Hist(
                 hist.axis.Regular(*WIRE_AXIS, name="wire", label="wire"),
                 hist.axis.Regular(*HIT_BINS, name="dedx", label="hit dE/dx / (run * cosine)"),
@@ -304,6 +331,13 @@ class DedxCollector(Collector):
             )
             return {"dedx_wire_hit": h}
         raise ValueError(f"DedxCollector kind must be run, cosine or wire, not {self.kind!r}")
+
+    def _hit_gains(self, wire: npt.NDArray[np.int64]) -> F:
+        """The current gain of each hit's wire (1 where unknown, not positive or not finite)."""
+        if not self.wire_gain:
+            return np.ones(len(wire))
+        wg = np.asarray(self.wire_gain, dtype=np.float64)
+        return np.where(np.isfinite(wg) & (wg > 0), wg, 1.0)[wire]
 
 
 def _run_gains(constants: Constants, runs: Sequence[RunKey]) -> tuple[tuple[int, int, float], ...]:

@@ -94,6 +94,9 @@ from b2calib.geometry import ecl
 
 __all__ = ["DEFAULT_CONFIG", "ECLEnergyAlgorithm", "energy_calibration"]
 
+#: Each peak method's key of the expert config and its histogram.
+_PEAK_KEYS = {"gamma_gamma": ("gg", "gg_ratio"), "mumu": ("mumu", "mumu_energy")}
+
 DEFAULT_CONFIG: dict[str, Any] = {
     "ee5x5_min_entries": 10,
     "ee5x5_expected": 0.94359,
@@ -430,9 +433,10 @@ class ECLEnergyAlgorithm(Algorithm):
         info: dict[str, Any] = {}
         # the 5x5 system (a banded Cholesky and the diagonal of its inverse: about a second
         # for the 8016 crystals of a bench payload, on its first iteration, remembered after)
-        # is solved on a second thread while the peak methods fit: both release the GIL in
-        # their compiled and BLAS/LAPACK parts, and neither reads what the other computes
-        with ThreadPoolExecutor(max_workers=1) as pool:
+        # and the mu-mu method are computed on two more threads while the gamma-gamma method
+        # fits: they release the GIL in their compiled and BLAS/LAPACK parts, none reads what
+        # another computes, and their diagnostics are added in the same order after
+        with ThreadPoolExecutor(max_workers=2) as pool:
             ee5x5 = None
             if "ee5x5_q" in hs:
                 ee5x5 = pool.submit(
@@ -449,13 +453,21 @@ class ECLEnergyAlgorithm(Algorithm):
                 )
                 diag.histograms["ee5x5_crate_ratio"] = hs["ee5x5_crate_ratio"]
                 diag.histograms["ee5x5_n"] = hs["ee5x5_n"]
-            peaks = self._peak_methods(cfg, hs, applied, applied_error, diag)
+            mumu = pool.submit(self._peak_method, "mumu", cfg, hs, applied, applied_error)
+            gg = self._peak_method("gamma_gamma", cfg, hs, applied, applied_error)
+            peaks = {"gamma_gamma": gg, "mumu": mumu.result()}
             if ee5x5 is not None:
                 v, e, s, info["ee5x5"] = ee5x5.result()
             else:
                 v, e, s = np.full(nc, np.nan), np.full(nc, np.nan), np.full(nc, 1, np.int8)
+        for mode, (*_, fits) in peaks.items():
+            if fits is not None:
+                key, hname = _PEAK_KEYS[mode]
+                diag.histograms[hname] = hs[hname]
+                diag.add_fits(key, fits, np.arange(1, nc + 1))
         methods["ee5x5"] = (v, e, s)
-        methods |= peaks  # the merge's order: 5x5, gamma-gamma, mu-mu
+        # the merge's order: 5x5, gamma-gamma, mu-mu
+        methods |= {mode: (v, e, s) for mode, (v, e, s, _) in peaks.items()}
         value, error, status, mask = merge_methods(methods)
         counts = {name: int(np.sum(s == ChannelStatus.OK)) for name, (_, _, s) in methods.items()}
         ok = status == ChannelStatus.OK
@@ -521,43 +533,33 @@ class ECLEnergyAlgorithm(Algorithm):
         return AlgorithmResult(status_code, payloads, diag, message)
 
     @staticmethod
-    def _peak_methods(
+    def _peak_method(
+        mode: str,
         cfg: Mapping[str, Any],
         hs: Mapping[str, Any],
         applied: F,
         applied_error: F,
-        diag: Diagnostics,
-    ) -> dict[str, tuple[F, F, np.ndarray]]:
-        """The gamma-gamma and mu-mu constants (values, errors, statuses), their fits added to
-        ``diag``."""
-        nc = ecl.N_CRYSTALS
-        peaks: dict[str, tuple[F, F, np.ndarray]] = {}
-        for mode, key, tail, vrange in (
-            ("gamma_gamma", "gg", 0.2, GG_FIT_RANGE),
-            ("mumu", "mumu", -0.2, None),
-        ):
-            hname = "gg_ratio" if mode == "gamma_gamma" else "mumu_energy"
-            v, e, s, fits = peak_constants(
-                hs.get(hname),
-                hs.get(f"{key}_frac"),
-                applied,
-                expected=np.asarray(cfg[f"{key}_expected_peak"], dtype=np.float64)[RING],
-                expected_error=np.hypot(
-                    np.asarray(cfg[f"{key}_expected_peak_error"], dtype=np.float64),
-                    cfg[f"{key}_expected_scale_error"]
-                    * np.asarray(cfg[f"{key}_expected_peak"], dtype=np.float64),
-                )[RING],
-                expected_spread=cfg[f"{key}_expected_peak_spread"],
-                applied_error=applied_error,
-                min_entries=cfg[f"{key}_min_entries"],
-                tail=tail,
-                value_range=vrange,
-            )
-            peaks[mode] = (v, e, s)
-            if fits is not None:
-                diag.histograms[hname] = hs[hname]
-                diag.add_fits(key, fits, np.arange(1, nc + 1))
-        return peaks
+    ) -> tuple[F, F, np.ndarray, Any]:
+        """The constants of the gamma-gamma or mu-mu method (``mode``): values, errors,
+        statuses and the fits (``None`` without histograms)."""
+        key, hname = _PEAK_KEYS[mode]
+        tail, vrange = (0.2, GG_FIT_RANGE) if mode == "gamma_gamma" else (-0.2, None)
+        expected_peak = np.asarray(cfg[f"{key}_expected_peak"], dtype=np.float64)
+        return peak_constants(
+            hs.get(hname),
+            hs.get(f"{key}_frac"),
+            applied,
+            expected=expected_peak[RING],
+            expected_error=np.hypot(
+                np.asarray(cfg[f"{key}_expected_peak_error"], dtype=np.float64),
+                cfg[f"{key}_expected_scale_error"] * expected_peak,
+            )[RING],
+            expected_spread=cfg[f"{key}_expected_peak_spread"],
+            applied_error=applied_error,
+            min_entries=cfg[f"{key}_min_entries"],
+            tail=tail,
+            value_range=vrange,
+        )
 
     def boundaries(self, data: AlgorithmInput) -> list[RunKey]:
         """Runs where a crate's mean raw 5x5 energy fraction steps, and where the constants
