@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
 
 import awkward as ak
@@ -623,13 +624,15 @@ def test_collectors_compiled_equal_numpy_path(
     sample: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Both KLM collectors fill bit-identical histograms, and ``crossings`` gives identical
-    crossings, through the compiled matching and the numpy path (one run of the sample)."""
+    crossings, through the compiled crossings and the numpy path without numba (one run of the
+    sample)."""
     f = sorted(sample.glob("e*/r*/cdst_hlt_mumu_2trk_*.root"))[0]
     col = collectors.TimeCollector()
     ev = uproot.open(f)["tree"].arrays(list(col.branches))
     out: dict[bool, tuple] = {}  # type: ignore[type-arg]
     for compiled in (True, False):
-        if not compiled:
+        if not compiled:  # numpy only: no compiled crossings, no compiled matching
+            monkeypatch.setattr(collectors, "compiled", lambda *a: None)
             monkeypatch.setattr(collectors, "_compiled_match_applies", lambda *a: False)
         c = collectors.crossings(ev, 8)
         hists = {**col.collect(ev), **collectors.StripEfficiencyCollector().collect(ev)}
@@ -652,6 +655,146 @@ def test_collectors_compiled_equal_numpy_path(
     for k in h1:
         assert np.array_equal(h1[k].view(flow=True), h2[k].view(flow=True)), k
     assert h1["moments"].values().sum() > 0
+
+
+def _assert_same_crossings(a: collectors.Crossings, b: collectors.Crossings) -> None:
+    """Every field equal, bit for bit, with its dtype."""
+    for field in dataclasses.fields(collectors.Crossings):
+        x, y = getattr(a, field.name), getattr(b, field.name)
+        assert x.dtype == y.dtype, field.name
+        assert x.tobytes() == y.tobytes(), field.name
+
+
+def test_crossings_compiled_equals_numpy_on_the_sample(sample: Path) -> None:
+    """The compiled crossings (one pass over the branches as read) are the numpy path's, bit
+    for bit, on a run of the sample: whole, and a chunk of events whose lists start inside the
+    read arrays, for strip windows of 1 and 8."""
+    f = sorted(sample.glob("e*/r*/cdst_hlt_mumu_2trk_*.root"))[0]
+    ev = uproot.open(f)["tree"].arrays(list(collectors._BRANCHES))
+    chunk = ev[len(ev) // 3 : len(ev) // 2]
+    group = collectors._group(chunk, collectors._EXT_BRANCHES)
+    assert group is not None
+    assert group[0][0] > 0  # (the chunk's lists start inside the read arrays)
+    for events in (ev, chunk):
+        for distance in (1, 8):
+            kernel = collectors.crossings(events, distance)
+            plain = collectors.crossings(events, distance, compiled_kernel=False)
+            assert len(kernel.event) > 400
+            assert kernel.matched.any()
+            assert np.isfinite(kernel.time).any()
+            _assert_same_crossings(kernel, plain)
+
+
+def _events(**branches: Sequence[Sequence[float]]) -> ak.Array:
+    """Events of the collectors' branches (their declared types) from lists; the branches not
+    given are empty lists."""
+    types = collectors._EXT_BRANCHES | collectors._DIGIT_BRANCHES | collectors._TRACK_BRANCHES
+    n = len(next(iter(branches.values())))
+    lists = {name: branches.get(name, [[]] * n) for name in types}
+    return ak.Array(
+        {
+            name: ak.unflatten(
+                np.array([v for row in lists[name] for v in row], typ.removeprefix("var * ")),
+                [len(row) for row in lists[name]],
+            )
+            for name, typ in types.items()
+        }
+    )
+
+
+def _edge_events() -> dict[str, Sequence[Sequence[float]]]:
+    """Three events: two tracks with KLM ExtHits (duplicates in a plane, one on the track past
+    the event's tracks) among ExtHits of other detectors (whose copy IDs are no KLM channels),
+    digits on the strip, near it and in another plane; an event without anything; an event
+    with ExtHits of other detectors only."""
+    p0, p1 = 5, geo.plane_index(geo.EKLM, 2, 3, 4, 1)
+    ch0, ch1 = int(geo.PLANE_FIRST[p0]) + 9, int(geo.PLANE_FIRST[p1]) + 40  # strips 10, 41
+    address = [[int(v) for v in geo.PLANES[p, :5]] for p in (p0, p0, p0, p1, p1)]
+    return {
+        "ExtHits_m_detectorID": [[3, 7, 7, 6, 7, 7, 7], [], [3, 4]],
+        "ExtHits_m_copyID": [[123456, ch0, ch0, 99999, ch1, ch1, ch0], [], [0, -5]],
+        "ExtHits_m_trackIndex": [[0, 0, 0, 1, 1, 2, 1], [], [0, 0]],
+        "ExtHits_m_posX": [[1.5, 2.25, 3.0, 4.0, 5.0, 6.0, 7.0], [], [1.0, 2.0]],
+        "ExtHits_m_posY": [[0.5, -2.0, 3.5, 4.0, -5.5, 6.0, 7.0], [], [1.0, 2.0]],
+        "ExtHits_m_posZ": [[9.0, 10.0, 11.0, 12.0, 13.0, 14.0, 15.0], [], [1.0, 2.0]],
+        "ExtHits_m_tof": [[0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7], [], [1.0, 2.0]],
+        **{
+            f"KLMDigits_m_{k}": [[a[i] for a in address], [], []]
+            for i, k in enumerate(("subdetector", "section", "sector", "layer", "plane"))
+        },
+        "KLMDigits_m_strip": [[10, 10, 3, 48, 41], [], []],
+        "KLMDigits_m_time": [[float("nan"), 4.5, 6.0, 7.5, 8.25], [], []],
+        "TrackFitResults_m_omega": [[0.002, 0.0], [], [0.001]],
+        "TrackFitResults_m_tanLambda": [[0.3, -1.2], [], [0.5]],
+    }
+
+
+def test_crossings_compiled_edge_cases_equal_numpy(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The compiled crossings equal the numpy path's on the cases they handle themselves
+    (ExtHits of other detectors, duplicates, a track index past the event's tracks, a straight
+    track, events without hits, digits or tracks, NaN digit times, lists typed other than as
+    declared but convertible) and leave to the numpy path, with its result or its error, the
+    cases that path treats specially (track indices outside 0..63, a digit strip outside its
+    plane, an address of no plane or outside the table, a KLM channel outside the KLM, lists
+    that do not convert to their declared type)."""
+    numpy_path = collectors._crossings_numpy
+    calls: list[int] = []
+
+    def spy(events: ak.Array, allowed_distance: int) -> collectors.Crossings:
+        calls.append(1)
+        return numpy_path(events, allowed_distance)
+
+    monkeypatch.setattr(collectors, "_crossings_numpy", spy)
+
+    def both(events: ak.Array, *, compiled_pass: bool) -> collectors.Crossings:
+        """The crossings through both paths, asserted equal; whether the compiled pass made
+        them (the numpy path called once, for the reference, else twice)."""
+        calls.clear()
+        kernel = collectors.crossings(events, 8)
+        _assert_same_crossings(kernel, collectors.crossings(events, 8, compiled_kernel=False))
+        assert len(calls) == (1 if compiled_pass else 2)
+        return kernel
+
+    base = _edge_events()
+    kernel = both(_events(**base), compiled_pass=True)
+    assert kernel.event.tolist() == [0, 0, 0, 0]  # one crossing per (track, plane) in the KLM
+    assert kernel.track.tolist() == [0, 1, 2, 1]
+    assert kernel.matched.tolist() == [True, True, True, True]
+    np.testing.assert_array_equal(kernel.time, [np.nan, 8.25, 8.25, np.nan])  # the first digit's
+    np.testing.assert_array_equal(kernel.x, [2.25, 5.0, 6.0, 7.0])  # the first hit's
+    assert np.isfinite(kernel.momentum[0])
+    assert np.isinf(kernel.momentum[1])  # omega 0: a straight track
+    assert np.isnan(kernel.momentum[2])  # no track 2 in the event
+    empty = _events(ExtHits_m_detectorID=[[], []])
+    assert len(both(empty, compiled_pass=True).event) == 0
+    assert len(both(_events(**base)[1:], compiled_pass=True).event) == 0
+    # lists of other types: converted when lossless, else read by the numpy path
+    wide = _events(**base)
+    for name, typ in (("ExtHits_m_trackIndex", "int64"), ("TrackFitResults_m_omega", "float64")):
+        wide = ak.with_field(wide, ak.values_astype(wide[name], typ), name)
+    _assert_same_crossings(both(wide, compiled_pass=True), kernel)
+    odd = ak.with_field(wide, wide["TrackFitResults_m_omega"] + 1e-12, "TrackFitResults_m_omega")
+    both(odd, compiled_pass=False)
+    # the numpy path's special cases: its result through both
+    cases = [
+        ("ExtHits_m_trackIndex", [[0, 0, 0, 1, 64, 2, 1], [], [0, 0]]),
+        ("ExtHits_m_trackIndex", [[0, -1, 0, 1, 1, 2, 1], [], [0, 0]]),
+        ("KLMDigits_m_strip", [[10, 0, 3, 48, 41], [], []]),
+        ("KLMDigits_m_strip", [[10, 10, 3, 48, 76], [], []]),
+    ]
+    for name, values in cases:
+        both(_events(**(base | {name: values})), compiled_pass=False)
+    # a channel outside the KLM, an address of no plane, an address outside the table
+    bad = [
+        ("ExtHits_m_copyID", [[1, 0, 2, 3, 4, 5, 6], [], [0, 0]], ValueError),
+        ("KLMDigits_m_sector", [[1, 1, 1, 1, 5], [], []], ValueError),
+        ("KLMDigits_m_sector", [[1, 1, 1, 1, 9], [], []], IndexError),
+    ]
+    for name, values, error in bad:
+        events = _events(**(base | {name: values}))
+        for compiled in (True, False):
+            with pytest.raises(error):
+                collectors.crossings(events, 8, compiled_kernel=compiled)
 
 
 def test_geometry_tables_equal_formulas() -> None:

@@ -19,6 +19,7 @@ import numpy.typing as npt
 
 from b2calib.engine import Collector
 from b2calib.engine.fill import fill_2d
+from b2calib.fit._lm import compiled
 from b2calib.geometry import DETECTOR_ID, klm
 
 __all__ = [
@@ -142,13 +143,124 @@ class Crossings:
     tof: F
 
 
-def crossings(events: ak.Array, allowed_distance: int) -> Crossings:
+def crossings(
+    events: ak.Array, allowed_distance: int, *, compiled_kernel: bool = True
+) -> Crossings:
     """The KLM crossings of ``events`` (branches of :data:`_BRANCHES`) matched to digits.
 
     A crossing is matched when a digit of the same plane is less than ``allowed_distance``
     strips away (basf2 ``AllowedDistance1D``, 8); a track keeps the first of its ExtHits in each
     plane.
+
+    With numba and ``compiled_kernel``, in one compiled pass over the branches as read
+    (:mod:`b2calib.detectors.klm._crossings`); else, and for the inputs that pass leaves to it,
+    with numpy (:func:`_crossings_numpy`). The two give the same crossings, bit for bit.
     """
+    count = compiled("b2calib.detectors.klm._crossings", "klm_count") if compiled_kernel else None
+    span = int(allowed_distance) - 1
+    if count is not None and span >= 0 and klm.EKLM_STRIPS + span < _STRIP_KEY:
+        ext, dig, trk = (
+            _group(events, b) for b in (_EXT_BRANCHES, _DIGIT_BRANCHES, _TRACK_BRANCHES)
+        )
+        if ext is not None and dig is not None and trk is not None:
+            (e_off, (det, copy_id, track, *pos)), (d_off, (*addr, d_strip, d_time)) = ext, dig
+            klm_id = DETECTOR_ID["KLM"]
+            tables = (_CHANNEL_PLANE, _PLANE_STRIPS, _ADDRESS_PLANE)
+            ok, n, most = count(
+                e_off, det, copy_id, track, d_off, *addr, d_strip, klm_id, span, *tables
+            )
+            if ok:
+                ints = np.empty((5, n), np.int64)
+                floats = np.empty((6, n))
+                matched = np.zeros(n, bool)
+                fill = compiled("b2calib.detectors.klm._crossings", "klm_fill")
+                assert fill is not None
+                fill(
+                    e_off,
+                    det,
+                    copy_id,
+                    track,
+                    *pos,
+                    d_off,
+                    *addr,
+                    d_strip,
+                    d_time,
+                    trk[0],
+                    *trk[1],
+                    klm_id,
+                    span,
+                    _BFIELD_FACTOR * _B_TESLA,
+                    _CHANNEL_PLANE,
+                    klm.PLANE_FIRST,
+                    _PLANE_LAYER,
+                    _ADDRESS_PLANE,
+                    most,
+                    ints,
+                    floats,
+                    matched,
+                )
+                event, track, channel, plane, layer = ints
+                time, momentum, x, y, z, tof = floats
+                return Crossings(
+                    event=event,
+                    track=track,
+                    channel=channel,
+                    plane=plane,
+                    layer=layer,
+                    matched=matched,
+                    time=time,
+                    momentum=momentum,
+                    x=x,
+                    y=y,
+                    z=z,
+                    tof=tof,
+                )
+    return _crossings_numpy(events, allowed_distance)
+
+
+#: The number of strips of each plane (row of ``klm.PLANES``).
+_PLANE_STRIPS = np.ascontiguousarray(klm.PLANES[:, 5])
+#: The plane row of each channel (index channel - 1).
+_CHANNEL_PLANE = klm.plane_of(np.arange(1, klm.N_CHANNELS + 1))
+#: The plane row of each address (subdetector, section, sector, layer, plane); -1 for none.
+_ADDRESS_PLANE = np.full(tuple(int(v) + 1 for v in klm.PLANES[:, :5].max(axis=0)), -1, np.int64)
+_ADDRESS_PLANE[tuple(klm.PLANES[:, :5].T)] = np.arange(len(klm.PLANES))
+
+
+def _group(events: ak.Array, branches: dict[str, str]) -> tuple[I64, list[npt.NDArray[Any]]] | None:
+    """Each event's first element (and the end of the last) in the flat arrays of a collection's
+    ``branches``, and those arrays as read (in the order of ``branches``, without copies); None
+    when a branch is not a list of numbers of the declared type (or losslessly converted to it)
+    or the branches' lists are not laid out alike: the numpy path then reads them."""
+    offsets: I64 | None = None
+    arrays = []
+    for name, typ in branches.items():
+        layout = events[name].layout
+        if not isinstance(layout, ak.contents.ListOffsetArray) or not isinstance(
+            layout.content, ak.contents.NumpyArray
+        ):
+            return None
+        off = np.asarray(layout.offsets.data)
+        if offsets is None:
+            offsets = off.astype(np.int64, copy=False)
+        elif off is not offsets and not np.array_equal(off, offsets):
+            return None
+        data = np.ascontiguousarray(layout.content.data)
+        want = np.dtype(typ.removeprefix("var * "))
+        if data.ndim != 1:
+            return None
+        if data.dtype != want:
+            converted = data.astype(want)
+            if not np.array_equal(converted, data, equal_nan=data.dtype.kind == "f"):
+                return None
+            data = converted
+        arrays.append(data)
+    assert offsets is not None
+    return offsets, arrays
+
+
+def _crossings_numpy(events: ak.Array, allowed_distance: int) -> Crossings:
+    """:func:`crossings` with numpy (and the compiled matching where it applies)."""
     det = _flat(events, "ExtHits_m_detectorID", np.int64)
     keep = det == DETECTOR_ID["KLM"]
     # (every ExtHit in the KLM: the arrays as read, without a copy through the mask)
@@ -329,11 +441,22 @@ def _match_compiled(
 
 
 def _load_match() -> None:
-    """Load the compiled matching (forked workers inherit it: see ``Collector.prepare``)."""
+    """Load the compiled crossings and matching (forked workers inherit them: see
+    ``Collector.prepare``), for the branches' declared types."""
+    crossings(_NO_EVENTS, 8)
     none = np.zeros(0, np.int64)
     _match_compiled(
         np.zeros(1, np.int64), none, none, none, np.zeros(1, np.int64), none, none, np.zeros(0), 0
     )
+
+
+#: One event without ExtHits, digits or tracks, of the declared types of :data:`_BRANCHES`.
+_NO_EVENTS = ak.Array(
+    {
+        name: ak.unflatten(np.zeros(0, typ.removeprefix("var * ")), np.zeros(1, np.int64))
+        for name, typ in (_EXT_BRANCHES | _DIGIT_BRANCHES | _TRACK_BRANCHES).items()
+    }
+)
 
 
 def _track_rank(key: I64) -> tuple[int, I64]:

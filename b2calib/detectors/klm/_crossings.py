@@ -1,0 +1,191 @@
+"""The KLM crossings of :func:`b2calib.detectors.klm.collectors.crossings` in one compiled pass
+(numba), one event at a time, from the branches as read (their own dtypes, no flattened or
+converted copies).
+
+Per event: the ExtHits of the KLM (detector ``klm_id``), the first of each (track, plane) in
+the file's order, with its plane and strip from the channel table, the digits of its event and
+plane within ``span`` strips (matched) and the time of the first digit on its strip (NaN if
+none), and the track's momentum from the helix (NaN for a track index outside the event's
+tracks). Every value is the numpy path's (collectors.py, the reference and the fallback without
+numba), with the same floating-point operations: float32 values widened to float64, then
+``c / |omega|`` and ``pt x sqrt(1 + tan lambda^2)``. Inputs the numpy path treats specially
+(a channel outside the KLM, a track index outside 0..63, a digit address outside the plane
+table or a strip outside its plane) make the kernel return ``ok = False`` at once: the caller
+then takes the numpy path, which raises or handles them as it always did.
+
+Importing this module imports numba; collectors.py imports it on first use only.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+import numpy.typing as npt
+
+__all__ = ["klm_count", "klm_fill"]
+
+F = npt.NDArray[np.float64]
+
+
+@numba.njit(cache=True, nogil=True)
+def klm_count(  # type: ignore[no-untyped-def,unused-ignore]
+    e_off,
+    det,
+    copy_id,
+    track,
+    d_off,
+    d_sub,
+    d_sec,
+    d_sect,
+    d_lay,
+    d_pl,
+    d_strip,
+    klm_id,
+    span,
+    channel_plane,
+    plane_strips,
+    lut,
+):
+    """Whether :func:`klm_fill` applies to events ``0..len(e_off) - 2`` (see the module
+    docstring), the number of their crossings (the first KLM ExtHit of each track and plane)
+    and the most digits of an event.
+
+    ``e_off`` and ``d_off`` are each event's first ExtHit and digit (and the end of its last)
+    in their branches' flat arrays, which may start after index 0 (a chunk of a larger read).
+    """
+    n_ev = e_off.shape[0] - 1
+    n_ch = channel_plane.shape[0]
+    s0, s1, s2, s3, s4 = lut.shape
+    ok = span >= 0
+    seen = np.full((64, plane_strips.shape[0]), -1, np.int64)  # the last event to keep it
+    n = 0
+    for ev in range(n_ev if ok else 0):
+        for j in range(e_off[ev], e_off[ev + 1]):
+            if det[j] != klm_id:
+                continue
+            if copy_id[j] < 1 or copy_id[j] > n_ch or track[j] < 0 or track[j] >= 64:
+                ok = False
+                break
+            p = channel_plane[copy_id[j] - 1]
+            if seen[track[j], p] != ev:
+                seen[track[j], p] = ev
+                n += 1
+        if not ok:
+            break
+    most = 0
+    for ev in range(n_ev if ok else 0):
+        most = max(most, d_off[ev + 1] - d_off[ev])
+        for i in range(d_off[ev], d_off[ev + 1]):
+            if not (
+                0 <= d_sub[i] < s0
+                and 0 <= d_sec[i] < s1
+                and 0 <= d_sect[i] < s2
+                and 0 <= d_lay[i] < s3
+                and 0 <= d_pl[i] < s4
+            ):
+                ok = False
+                break
+            p = lut[d_sub[i], d_sec[i], d_sect[i], d_lay[i], d_pl[i]]
+            if p < 0 or d_strip[i] < 1 or d_strip[i] > plane_strips[p]:
+                ok = False
+                break
+        if not ok:
+            break
+    return ok, n if ok else 0, most
+
+
+@numba.njit(cache=True, nogil=True)
+def klm_fill(  # type: ignore[no-untyped-def,unused-ignore]
+    e_off,
+    det,
+    copy_id,
+    track,
+    pos_x,
+    pos_y,
+    pos_z,
+    tof,
+    d_off,
+    d_sub,
+    d_sec,
+    d_sect,
+    d_lay,
+    d_pl,
+    d_strip,
+    d_time,
+    t_off,
+    omega,
+    tan_lambda,
+    klm_id,
+    span,
+    pt_factor,
+    channel_plane,
+    plane_first,
+    plane_layer,
+    lut,
+    most,
+    ints,
+    floats,
+    matched,
+):
+    """Fill the crossings that :func:`klm_count` counted and found applicable (its ``most``):
+    rows event, track, channel, plane, layer of ``ints`` (5 x crossings), time, momentum, x,
+    y, z, tof of ``floats`` (6 x crossings), and ``matched`` (False on entry). ``t_off`` is
+    each event's first track (and the end of the last) in ``omega`` and ``tan_lambda``."""
+    n_ev = e_off.shape[0] - 1
+    n_pl = plane_first.shape[0]
+    seen = np.full((64, n_pl), -1, np.int64)  # the last event to keep (track, plane)
+    # the event's digits of each plane, in file order: head[plane] (if head_event[plane] is
+    # the event), then after[digit - the event's first]
+    head = np.empty(n_pl, np.int64)
+    head_event = np.full(n_pl, -1, np.int64)
+    after = np.empty(most, np.int64)
+    kept = 0
+    for ev in range(n_ev):
+        d_first = d_off[ev]
+        for i in range(d_off[ev + 1] - 1, d_first - 1, -1):
+            p = lut[d_sub[i], d_sec[i], d_sect[i], d_lay[i], d_pl[i]]
+            after[i - d_first] = head[p] if head_event[p] == ev else -1
+            head[p], head_event[p] = i - d_first, ev
+        first_track = t_off[ev]
+        n_tracks = t_off[ev + 1] - first_track
+        for j in range(e_off[ev], e_off[ev + 1]):
+            if det[j] != klm_id:
+                continue
+            k = np.int64(track[j])
+            c = np.int64(copy_id[j])
+            p = channel_plane[c - 1]
+            if seen[k, p] == ev:
+                continue
+            seen[k, p] = ev
+            s = c - plane_first[p] + 1
+            low, high = max(s - span, 0), s + span
+            time = np.nan
+            exact = False
+            i = head[p] if head_event[p] == ev else -1
+            while i >= 0:
+                ds = d_strip[d_first + i]
+                if low <= ds <= high:
+                    matched[kept] = True
+                if ds == s and not exact:  # the first digit on the strip
+                    time = np.float64(d_time[d_first + i])
+                    exact = True
+                i = after[i]
+            if k < n_tracks:
+                w = abs(np.float64(omega[first_track + k]))
+                pt = pt_factor / w if w > 0 else np.inf
+                tl = np.float64(tan_lambda[first_track + k])
+                momentum = pt * np.sqrt(1.0 + tl * tl)
+            else:
+                momentum = np.nan
+            ints[0, kept] = ev
+            ints[1, kept] = k
+            ints[2, kept] = c
+            ints[3, kept] = p
+            ints[4, kept] = plane_layer[p]
+            floats[0, kept] = time
+            floats[1, kept] = momentum
+            floats[2, kept] = np.float64(pos_x[j])
+            floats[3, kept] = np.float64(pos_y[j])
+            floats[4, kept] = np.float64(pos_z[j])
+            floats[5, kept] = np.float64(tof[j])
+            kept += 1
