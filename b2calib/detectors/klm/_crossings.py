@@ -45,6 +45,8 @@ def klm_count(  # type: ignore[no-untyped-def,unused-ignore]
     channel_plane,
     plane_strips,
     lut,
+    first,
+    d_plane,
 ):
     """Whether :func:`klm_fill` applies to events ``0..len(e_off) - 2`` (see the module
     docstring), the number of their crossings (the first KLM ExtHit of each track and plane)
@@ -52,6 +54,8 @@ def klm_count(  # type: ignore[no-untyped-def,unused-ignore]
 
     ``e_off`` and ``d_off`` are each event's first ExtHit and digit (and the end of its last)
     in their branches' flat arrays, which may start after index 0 (a chunk of a larger read).
+    Marks the crossings in ``first`` (one per ExtHit from ``e_off[0]``, False on entry) and
+    writes each digit's plane row to ``d_plane`` (one per digit from ``d_off[0]``).
     """
     n_ev = e_off.shape[0] - 1
     n_ch = channel_plane.shape[0]
@@ -69,6 +73,7 @@ def klm_count(  # type: ignore[no-untyped-def,unused-ignore]
             p = channel_plane[copy_id[j] - 1]
             if seen[track[j], p] != ev:
                 seen[track[j], p] = ev
+                first[j - e_off[0]] = True
                 n += 1
         if not ok:
             break
@@ -89,6 +94,7 @@ def klm_count(  # type: ignore[no-untyped-def,unused-ignore]
             if p < 0 or d_strip[i] < 1 or d_strip[i] > plane_strips[p]:
                 ok = False
                 break
+            d_plane[i - d_off[0]] = p
         if not ok:
             break
     return ok, n if ok else 0, most
@@ -97,7 +103,6 @@ def klm_count(  # type: ignore[no-untyped-def,unused-ignore]
 @numba.njit(cache=True, nogil=True)
 def klm_fill(  # type: ignore[no-untyped-def,unused-ignore]
     e_off,
-    det,
     copy_id,
     track,
     pos_x,
@@ -105,35 +110,30 @@ def klm_fill(  # type: ignore[no-untyped-def,unused-ignore]
     pos_z,
     tof,
     d_off,
-    d_sub,
-    d_sec,
-    d_sect,
-    d_lay,
-    d_pl,
     d_strip,
     d_time,
     t_off,
     omega,
     tan_lambda,
-    klm_id,
     span,
     pt_factor,
     channel_plane,
     plane_first,
     plane_layer,
-    lut,
+    first,
+    d_plane,
     most,
     ints,
     floats,
     matched,
 ):
-    """Fill the crossings that :func:`klm_count` counted and found applicable (its ``most``):
+    """Fill the crossings that :func:`klm_count` counted, found applicable and marked in
+    ``first`` (with its ``d_plane`` and ``most``):
     rows event, track, channel, plane, layer of ``ints`` (5 x crossings), time, momentum, x,
     y, z, tof of ``floats`` (6 x crossings), and ``matched`` (False on entry). ``t_off`` is
     each event's first track (and the end of the last) in ``omega`` and ``tan_lambda``."""
     n_ev = e_off.shape[0] - 1
     n_pl = plane_first.shape[0]
-    seen = np.full((64, n_pl), -1, np.int64)  # the last event to keep (track, plane)
     # the event's digits of each plane, in file order: head[plane] (if head_event[plane] is
     # the event), then after[digit - the event's first]
     head = np.empty(n_pl, np.int64)
@@ -143,20 +143,17 @@ def klm_fill(  # type: ignore[no-untyped-def,unused-ignore]
     for ev in range(n_ev):
         d_first = d_off[ev]
         for i in range(d_off[ev + 1] - 1, d_first - 1, -1):
-            p = lut[d_sub[i], d_sec[i], d_sect[i], d_lay[i], d_pl[i]]
+            p = d_plane[i - d_off[0]]
             after[i - d_first] = head[p] if head_event[p] == ev else -1
             head[p], head_event[p] = i - d_first, ev
         first_track = t_off[ev]
         n_tracks = t_off[ev + 1] - first_track
         for j in range(e_off[ev], e_off[ev + 1]):
-            if det[j] != klm_id:
+            if not first[j - e_off[0]]:
                 continue
             k = np.int64(track[j])
             c = np.int64(copy_id[j])
-            p = channel_plane[c - 1]
-            if seen[k, p] == ev:
-                continue
-            seen[k, p] = ev
+            p = np.int64(channel_plane[c - 1])
             s = c - plane_first[p] + 1
             low, high = max(s - span, 0), s + span
             time = np.nan

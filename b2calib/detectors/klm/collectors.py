@@ -166,8 +166,21 @@ def crossings(
             (e_off, (det, copy_id, track, *pos)), (d_off, (*addr, d_strip, d_time)) = ext, dig
             klm_id = DETECTOR_ID["KLM"]
             tables = (_CHANNEL_PLANE, _PLANE_STRIPS, _ADDRESS_PLANE)
+            first = np.zeros(int(e_off[-1] - e_off[0]), bool)
+            d_plane = np.empty(int(d_off[-1] - d_off[0]), np.int16)
             ok, n, most = count(
-                e_off, det, copy_id, track, d_off, *addr, d_strip, klm_id, span, *tables
+                e_off,
+                det,
+                copy_id,
+                track,
+                d_off,
+                *addr,
+                d_strip,
+                klm_id,
+                span,
+                *tables,
+                first,
+                d_plane,
             )
             if ok:
                 ints = np.empty((5, n), np.int64)
@@ -177,23 +190,21 @@ def crossings(
                 assert fill is not None
                 fill(
                     e_off,
-                    det,
                     copy_id,
                     track,
                     *pos,
                     d_off,
-                    *addr,
                     d_strip,
                     d_time,
                     trk[0],
                     *trk[1],
-                    klm_id,
                     span,
                     _BFIELD_FACTOR * _B_TESLA,
                     _CHANNEL_PLANE,
                     klm.PLANE_FIRST,
                     _PLANE_LAYER,
-                    _ADDRESS_PLANE,
+                    first,
+                    d_plane,
                     most,
                     ints,
                     floats,
