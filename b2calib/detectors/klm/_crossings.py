@@ -8,23 +8,26 @@ plane within ``span`` strips (matched) and the time of the first digit on its st
 none), and the track's momentum from the helix (NaN for a track index outside the event's
 tracks). Every value is the numpy path's (collectors.py, the reference and the fallback without
 numba), with the same floating-point operations: float32 values widened to float64, then
-``c / |omega|`` and ``pt x sqrt(1 + tan lambda^2)``. Inputs the numpy path treats specially
-(a channel outside the KLM, a track index outside 0..63, a digit address outside the plane
-table or a strip outside its plane) make the kernel return ``ok = False`` at once: the caller
-then takes the numpy path, which raises or handles them as it always did.
+``c / |omega|`` and ``pt x sqrt(1 + tan lambda^2)``.
 
-Importing this module imports numba; collectors.py imports it on first use only.
+Two passes: :func:`klm_count` checks the inputs, counts the crossings and marks them (and each
+digit's plane); :func:`klm_fill` writes them into arrays the caller allocates with numpy (whose
+large allocations are reused from call to call, where numba's are page-faulted anew each time:
+on the bench files, as costly as the pass itself). Inputs the numpy path treats specially (a
+channel outside the KLM, a track index outside 0..63, a digit address outside the plane table
+or a strip outside its plane) make :func:`klm_count` answer ``ok = False``: the caller then
+takes the numpy path, which raises or handles them as it always did.
+
+Importing this module imports numba; collectors.py imports it on first use only (through
+``b2calib.fit._lm.compiled``).
 """
 
 from __future__ import annotations
 
 import numba
 import numpy as np
-import numpy.typing as npt
 
 __all__ = ["klm_count", "klm_fill"]
-
-F = npt.NDArray[np.float64]
 
 
 @numba.njit(cache=True, nogil=True)

@@ -154,7 +154,8 @@ def crossings(
 
     With numba and ``compiled_kernel``, in one compiled pass over the branches as read
     (:mod:`b2calib.detectors.klm._crossings`); else, and for the inputs that pass leaves to it,
-    with numpy (:func:`_crossings_numpy`). The two give the same crossings, bit for bit.
+    with numpy (:func:`_crossings_numpy`). The two give the same crossings, bit for bit (the
+    compiled pass's integer and float fields are the rows of one array each).
     """
     count = compiled("b2calib.detectors.klm._crossings", "klm_count") if compiled_kernel else None
     span = int(allowed_distance) - 1
