@@ -155,13 +155,21 @@ class _Moments:
         c = np.linalg.solve(m + ridge * np.eye(n), b[..., None])[..., 0]
         t, y, w = (a[:, None, :] for a in self.points)
         tt = np.minimum(t, tb[..., None])
-        value = np.zeros(tt.shape)  # the polynomial and its slope at tt, by Horner
+        # the polynomial (value) and its slope at tt by Horner, in place
+        value = np.empty(tt.shape)
+        value[...] = c[..., n - 1, None]
         slope = np.zeros(tt.shape)
-        for k in range(n - 1, -1, -1):
-            slope = slope * tt + value
-            value = value * tt + c[..., k, None]
-        r = y - (value + slope * (t - tt))
-        return np.sum(w * r * r, axis=-1)
+        for k in range(n - 2, -1, -1):
+            np.multiply(slope, tt, out=slope)
+            slope += value
+            np.multiply(value, tt, out=value)
+            value += c[..., k, None]
+        np.subtract(t, tt, out=tt)  # the time beyond the boundary
+        slope *= tt
+        value += slope
+        np.subtract(y, value, out=value)  # the residuals
+        np.multiply(value, value, out=slope)
+        return np.einsum("...p,...p->...", slope, np.broadcast_to(w, slope.shape))
 
 
 def _search(t: F, y: F, w: F) -> Callable[[F], F]:
