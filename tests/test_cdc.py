@@ -1022,7 +1022,9 @@ def test_tracking_collectors_fill_what_their_former_hit_arrays_filled(tmp_path: 
     """The T0 and x-t collectors look each hit's current T0 up per event and keep the x-t
     inverse per process (issue 20: recomputed for every chunk, it was half the T0 collector's
     CPU); their histograms are those of the former per-hit arrays, bit for bit: on a chunk of
-    two runs with their own T0 sets, one with a run without a set, one event and no event."""
+    two runs with their own T0 sets, one with a run without a set, one event, no event, and
+    events without a T0 and times outside the window. The x-t collector's compiled points and
+    its numpy fallback both (issue 20)."""
     import awkward as ak
 
     from b2calib.detectors.cdc.tracking import (
@@ -1104,21 +1106,36 @@ def test_tracking_collectors_fill_what_their_former_hit_arrays_filled(tmp_path: 
     one_set = tuple((e, r, 0) for e, r in runs)
     two_sets = tuple((e, r, i) for i, (e, r) in enumerate(runs))
     lacking = two_sets[:1]  # the second run has no set: its hits are not used
+    # events without a T0, hits beyond both ends of the time window and a NaN time
+    has = ak.to_numpy(events["EventT0_m_hasEventT0"]).copy()
+    has[::3] = 0
+    times = ak.to_numpy(ak.flatten(events["CDCHits_m_time"])).copy()
+    times[::5] += np.float32(700.0)
+    times[1::5] -= np.float32(700.0)
+    times[7] = np.nan
+    varied = ak.with_field(events, has, "EventT0_m_hasEventT0")
+    varied = ak.with_field(
+        varied, ak.unflatten(times, ak.num(events["CDCHits_m_time"])), "CDCHits_m_time"
+    )
     for rows in (one_set, two_sets, lacking):
         t0c = T0ResidualCollector(rows, sets, xt)
         xtc = XtCollector(rows, sets)
-        for sample in (events, events[:1], events[:0]):
+        xtc.prepare()
+        for sample in (events, events[:1], events[:0], varied):
             got = t0c.collect(sample)["cdc_t0_residual"]
             np.testing.assert_array_equal(
                 got.view(flow=True), former_t0(t0c, sample).view(flow=True)
             )
             want_t, want_x = former_xt(xtc, sample)
-            got_xt = xtc.collect(sample)
-            for name, want in (("cdc_xt_time", want_t), ("cdc_xt_length", want_x)):
-                have = got_xt[name].view(flow=True)
-                for field in ("count", "value", "_sum_of_deltas_squared"):
-                    np.testing.assert_array_equal(have[field], want[field], err_msg=name)
+            # the compiled points (numba) and the numpy fallback
+            for got_xt in (xtc.collect(sample), xtc._collect(sample, compiled_kernel=False)):
+                for name, want in (("cdc_xt_time", want_t), ("cdc_xt_length", want_x)):
+                    have = got_xt[name].view(flow=True)
+                    for field in ("count", "value", "_sum_of_deltas_squared"):
+                        np.testing.assert_array_equal(have[field], want[field], err_msg=name)
         assert t0c.collect(events)["cdc_t0_residual"].sum() > 0
+        xt_counts = [xtc.collect(v)["cdc_xt_time"].view()["count"].sum() for v in (events, varied)]
+        assert 0 < xt_counts[1] < xt_counts[0]
 
 
 def test_dedx_collectors_fill_what_their_former_hit_arrays_filled(tmp_path: Path) -> None:
