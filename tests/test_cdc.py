@@ -173,6 +173,51 @@ def test_xt_fit_equals_its_pow_and_einsum_formulation(monkeypatch: pytest.Monkey
     np.testing.assert_allclose(fast.chi2[ok], ref.chi2[ok], rtol=1e-6)
 
 
+def test_xt_boundary_search_by_moments_equals_the_design_matrix_search(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The boundary search's chi2 from prefix sums of the points' moments (issue 20) gives the
+    fit of the search by design matrix it replaced (``_profile``, which still gives the final
+    coefficients and chi2): the search's chi2 within 1e-9 relative on the toy relations' fitted
+    rows, with points out of time order and gaps, at the search's boundaries and beyond them; every
+    row's parameters within 1e-3 of their errors, the same statuses and reasons."""
+    from b2calib.fit import xt_relation as xr
+
+    rng = np.random.default_rng(7)
+    u, inv = xt_inverse(_toy_xt(5))
+    frac = np.linspace(0.04, 1.0, 90)
+    t = np.array([np.interp(frac, u, inv[r]) for r in range(N_ROWS)])
+    x = frac[None, :] * np.repeat(cdc.LAYER_HALF_CELL, 2)[:, None]
+    t, x = t + rng.normal(0, 0.1, t.shape), x + rng.normal(0, 2e-4, x.shape)
+    perm = rng.permutation(t.shape[1])
+    t, x = t[:, perm], x[:, perm]  # points not in time order
+    x[1] = x[1, ::-1]  # FAILED in both
+    t[2, 8:] = np.nan  # NOT_ENOUGH_DATA in both
+    t[3, 30:40] = np.nan  # a gap
+    t_err, x_err = np.full_like(t, 0.1), np.full_like(t, 2e-4)
+    x_err[4] = 2e-3
+    use = np.isfinite(t)
+    ts, ys = np.where(use, t, 0.0) / xr._T_SCALE, np.where(use, x, 0.0)
+    w = np.where(use, 1.0 / (x_err**2 + (0.005 * t_err) ** 2), 0.0)
+    # the search's boundaries: 40-97 % of each row's time range, and a little beyond
+    lo, hi = np.where(use, ts, np.inf).min(axis=1), np.where(use, ts, -np.inf).max(axis=1)
+    frac_b = np.linspace(0.4, 1.02, 13)[None, :] + rng.uniform(0.0, 0.01, (N_ROWS, 1))
+    tb = lo[:, None] + frac_b * (hi - lo)[:, None]
+    fitted = use.sum(axis=1) >= 12  # rows of fewer points are not fitted (their chi2 is noise)
+    ref_chi2 = xr._profile(ts, ys, w, tb)[1][fitted]
+    np.testing.assert_allclose(xr._Moments(ts, ys, w).chi2(tb)[fitted], ref_chi2, rtol=1e-9)
+    fast = fit_xt(t, x, t_err, x_err)
+    monkeypatch.setattr(xr, "_search", lambda t, y, w: lambda tb: xr._profile(t, y, w, tb)[1])
+    ref = fit_xt(t, x, t_err, x_err)
+    assert np.array_equal(fast.status, ref.status)
+    assert fast.reason == ref.reason
+    ok = ref.status == ChannelStatus.OK
+    assert ok.sum() >= N_ROWS - 3
+    sigma = np.sqrt(np.einsum("rii->ri", ref.cov[ok]))
+    assert np.all(np.abs(fast.params[ok, :7] - ref.params[ok, :7]) < 1e-3 * sigma)
+    np.testing.assert_allclose(fast.chi2[ok], ref.chi2[ok], rtol=1e-6)
+
+
 def test_xt_fit_flags_unphysical_and_starved_rows() -> None:
     u, inv = xt_inverse(_toy_xt())
     frac = np.linspace(0.04, 1.0, 60)
@@ -977,7 +1022,9 @@ def test_tracking_collectors_fill_what_their_former_hit_arrays_filled(tmp_path: 
     """The T0 and x-t collectors look each hit's current T0 up per event and keep the x-t
     inverse per process (issue 20: recomputed for every chunk, it was half the T0 collector's
     CPU); their histograms are those of the former per-hit arrays, bit for bit: on a chunk of
-    two runs with their own T0 sets, one with a run without a set, one event and no event."""
+    two runs with their own T0 sets, one with a run without a set, one event, no event, and
+    events without a T0 and times outside the window. The x-t collector's compiled points and
+    its numpy fallback both (issue 20)."""
     import awkward as ak
 
     from b2calib.detectors.cdc.tracking import (
@@ -1059,21 +1106,36 @@ def test_tracking_collectors_fill_what_their_former_hit_arrays_filled(tmp_path: 
     one_set = tuple((e, r, 0) for e, r in runs)
     two_sets = tuple((e, r, i) for i, (e, r) in enumerate(runs))
     lacking = two_sets[:1]  # the second run has no set: its hits are not used
+    # events without a T0, hits beyond both ends of the time window and a NaN time
+    has = ak.to_numpy(events["EventT0_m_hasEventT0"]).copy()
+    has[::3] = 0
+    times = ak.to_numpy(ak.flatten(events["CDCHits_m_time"])).copy()
+    times[::5] += np.float32(700.0)
+    times[1::5] -= np.float32(700.0)
+    times[7] = np.nan
+    varied = ak.with_field(events, has, "EventT0_m_hasEventT0")
+    varied = ak.with_field(
+        varied, ak.unflatten(times, ak.num(events["CDCHits_m_time"])), "CDCHits_m_time"
+    )
     for rows in (one_set, two_sets, lacking):
         t0c = T0ResidualCollector(rows, sets, xt)
         xtc = XtCollector(rows, sets)
-        for sample in (events, events[:1], events[:0]):
+        xtc.prepare()
+        for sample in (events, events[:1], events[:0], varied):
             got = t0c.collect(sample)["cdc_t0_residual"]
             np.testing.assert_array_equal(
                 got.view(flow=True), former_t0(t0c, sample).view(flow=True)
             )
             want_t, want_x = former_xt(xtc, sample)
-            got_xt = xtc.collect(sample)
-            for name, want in (("cdc_xt_time", want_t), ("cdc_xt_length", want_x)):
-                have = got_xt[name].view(flow=True)
-                for field in ("count", "value", "_sum_of_deltas_squared"):
-                    np.testing.assert_array_equal(have[field], want[field], err_msg=name)
+            # the compiled points (numba) and the numpy fallback
+            for got_xt in (xtc.collect(sample), xtc._collect(sample, compiled_kernel=False)):
+                for name, want in (("cdc_xt_time", want_t), ("cdc_xt_length", want_x)):
+                    have = got_xt[name].view(flow=True)
+                    for field in ("count", "value", "_sum_of_deltas_squared"):
+                        np.testing.assert_array_equal(have[field], want[field], err_msg=name)
         assert t0c.collect(events)["cdc_t0_residual"].sum() > 0
+        xt_counts = [xtc.collect(v)["cdc_xt_time"].view()["count"].sum() for v in (events, varied)]
+        assert 0 < xt_counts[1] < xt_counts[0]
 
 
 def test_dedx_collectors_fill_what_their_former_hit_arrays_filled(tmp_path: Path) -> None:

@@ -81,6 +81,7 @@ from b2calib.engine import Collector
 from b2calib.engine.fill import fill_2d
 from b2calib.exceptions import CalibrationError
 from b2calib.fit import ChannelFits, fit_channels
+from b2calib.fit._lm import compiled
 from b2calib.fit.histstats import mean_view
 from b2calib.fit.xt_relation import fit_xt, xt_slope
 from b2calib.geometry import cdc
@@ -188,20 +189,37 @@ def _t0_per_hit(
     """Each hit's current T0 from its event's (``exp``, ``run``; ``counts`` hits each) T0 set
     at its wire ``gw``; NaN for a run without a set. The runs are looked up per event, and a
     chunk of one set (one run, or runs sharing their T0) is one gather."""
-    index = {(e, r): i for e, r, i in t0_runs}
-    key = exp << 32 | run
-    keys, inverse = np.unique(key, return_inverse=True)
-    set_of = np.array([index.get((int(k >> 32), int(k & 0xFFFFFFFF)), -1) for k in keys])
+    event_set = _event_sets(exp, run, t0_runs)
     sets = _set_arrays(t0_sets)
-    used = np.unique(set_of)
+    used = np.unique(event_set)
     if len(used) == 1 and used[0] >= 0:
         return sets[used[0]][gw]
-    hit_set = np.repeat(set_of[inverse], counts)
+    hit_set = np.repeat(event_set, counts)
     out = np.full(len(gw), np.nan)
     for i in used[used >= 0]:
         sel = hit_set == i
         out[sel] = sets[i][gw[sel]]
     return out
+
+
+def _event_sets(
+    exp: npt.NDArray[np.int64],
+    run: npt.NDArray[np.int64],
+    t0_runs: tuple[tuple[int, int, int], ...],
+) -> npt.NDArray[np.int64]:
+    """The T0 set of each event's run (its index in the collector's sets; -1: none)."""
+    index = {(e, r): i for e, r, i in t0_runs}
+    keys, inverse = np.unique(exp << 32 | run, return_inverse=True)
+    set_of = np.array(
+        [index.get((int(k >> 32), int(k & 0xFFFFFFFF)), -1) for k in keys], dtype=np.int64
+    )
+    return set_of[inverse.reshape(-1)]
+
+
+@functools.lru_cache(maxsize=4)
+def _set_table(t0_sets: tuple[tuple[float, ...], ...]) -> F:
+    """A collector's T0 sets as one (sets, wires) array, kept per process."""
+    return _read_only(np.array(t0_sets, dtype=np.float64).reshape(len(t0_sets), cdc.N_WIRES))
 
 
 @functools.lru_cache(maxsize=4)
@@ -554,20 +572,72 @@ class XtCollector(Collector):
     def branches(self) -> dict[str, str]:
         return dict(_HIT_BRANCHES)
 
+    def prepare(self) -> None:
+        """Load the compiled profile points (forked workers inherit them)."""
+        kernel = compiled("b2calib.detectors.cdc._xt_points", "xt_points")
+        if kernel is not None:
+            i, f = np.zeros(0, np.int64), np.zeros(0)
+            kernel(
+                i, f, i > 0, i, np.zeros((0, 0)), i, i, i, i, f, f, f, 0.0, 1.0, np.zeros((0, 4))
+            )
+
     def collect(self, events: ak.Array) -> dict[str, hist.Hist]:
+        return self._collect(events, compiled_kernel=True)
+
+    def _collect(self, events: ak.Array, *, compiled_kernel: bool) -> dict[str, hist.Hist]:
+        """The profiles, their points from the compiled kernel
+        (:mod:`b2calib.detectors.cdc._xt_points`) when numba is there and ``compiled_kernel``,
+        else from the flat per-hit arrays of :func:`_hits`: the same points in the same order,
+        so the same profiles, bit for bit."""
         axes = (
             hist.axis.Regular(N_ROWS, -0.5, N_ROWS - 0.5, name="row", label="2 layer + lr"),
             hist.axis.Regular(*U_BINS, name="u", label="x_fit / half cell"),
         )
         ht = hist.Hist(*axes, storage=hist.storage.Mean())
         hx = hist.Hist(*axes, storage=hist.storage.Mean())
-        hits = _hits(events, self.t0_runs, self.t0_sets)
-        td = hits["time"] - hits["t0"] - hits["t0_wire"]
         lo, hi = self.time_window
-        use = hits["has"] & np.isfinite(td) & (td > lo) & (td < hi)
-        row, u = hits["row"][use].astype(np.float64), hits["u"][use]
-        ht.fill(row, u, sample=td[use])
-        hx.fill(row, u, sample=hits["x"][use])
+        kernel = (
+            compiled("b2calib.detectors.cdc._xt_points", "xt_points") if compiled_kernel else None
+        )
+        if kernel is not None:
+            counts = ak.to_numpy(ak.num(events["CDCHits_m_layer"]))
+
+            def flat(branch: str) -> npt.NDArray[Any]:
+                return np.asarray(ak.to_numpy(ak.flatten(events[branch])))
+
+            exp = ak.to_numpy(events["EventMetaData_m_experiment"]).astype(np.int64)
+            run = ak.to_numpy(events["EventMetaData_m_run"]).astype(np.int64)
+            points = np.empty((int(counts.sum()), 4))
+            n = kernel(
+                counts.astype(np.int64),
+                np.asarray(ak.to_numpy(events["EventT0_m_eventT0"])),
+                ak.to_numpy(events["EventT0_m_hasEventT0"]) > 0,
+                _event_sets(exp, run, self.t0_runs),
+                _set_table(self.t0_sets),
+                cdc.LAYER_FIRST,
+                flat("CDCHits_m_layer"),
+                flat("CDCHits_m_wire"),
+                flat("CDCHits_m_leftRight"),
+                flat("CDCHits_m_time"),
+                flat("CDCHits_m_fitDriftLength"),
+                HALF_CELL_ROW,
+                float(lo),
+                float(hi),
+                points,
+            )
+            row, u, td, x = (points[:n, k] for k in range(4))
+        else:
+            hits = _hits(events, self.t0_runs, self.t0_sets)
+            td = hits["time"] - hits["t0"] - hits["t0_wire"]
+            use = hits["has"] & np.isfinite(td) & (td > lo) & (td < hi)
+            row, u, td, x = (
+                hits["row"][use].astype(np.float64),
+                hits["u"][use],
+                td[use],
+                hits["x"][use],
+            )
+        ht.fill(row, u, sample=td)
+        hx.fill(row, u, sample=x)
         return {"cdc_xt_time": ht, "cdc_xt_length": hx}
 
 
