@@ -400,6 +400,37 @@ def test_a_relative_data_folder_is_the_same_loop(
     assert PromptStore(db).outcomes(third.prompt_run) == {}
 
 
+def test_fallback_reads_fallback_in_the_progress_lines_too(
+    bucket: Path, db: ConditionsDB, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The live line of a calibration without an OK channel says FALLBACK, as the summary's
+    row does (regression: `make demo` printed "done: OK" for pxd-hot-dead-cosmic, then
+    FALLBACK in its table)."""
+    prev = prompt_calibrations.previous_tag(db)
+    summary = run_prompt(
+        bucket,
+        db=db,
+        exp=1,
+        input_tags=[prev],
+        calibrations=["tp-fallback", "tp-indep"],
+        workers=1,  # tasks in this process: its output is captured
+    )
+    assert summary.row("tp-fallback").status == "FALLBACK"
+    assert summary.row("tp-indep").status == "OK"
+    lines = capsys.readouterr().out.splitlines()
+    done: dict[str, str] = {}  # each calibration's last line
+    for line in lines:
+        if line[:2].isdigit():
+            name, text = line.split(None, 2)[1:]
+            done[name] = text
+    assert done["tp-fallback"] == (
+        "done: FALLBACK - no channel of its payloads is OK: every one fell back or failed"
+    )
+    assert done["tp-indep"] == "done: OK"
+    # recorded as completed: its dependents run
+    assert PromptStore(db).outcome(summary.prompt_run, "tp-fallback").outcome == "OK"
+
+
 def test_fallback_is_not_ok_and_blocks_auto_validation(bucket: Path, db: ConditionsDB) -> None:
     prev = prompt_calibrations.previous_tag(db)
     summary = run_prompt(

@@ -474,19 +474,28 @@ def task_run(url: str, run_id: int, calibration: str) -> None:
     started = now()
     say = _Reporter(calibration, plan.progress)
     try:
-        outcome, reason, key = _run_one(plan, db, calibration, say)
+        outcome, reason, key, fallback = _run_one(plan, db, calibration, say)
     except Exception as err:  # recorded as the task's failure: the loop goes on
-        outcome, key = "FAILED", ""
+        outcome, key, fallback = "FAILED", "", False
         reason = f"{type(err).__name__}: {err}"
         if not isinstance(err, B2CalibError):  # a bug: where it was raised
             where = traceback.extract_tb(err.__traceback__)[-1]
             reason += f" (at {Path(where.filename).name}:{where.lineno} in {where.name})"
-    say.line(f"done: {outcome}" + (f" - {reason}" if reason and outcome != "OK" else ""))
+    # a FALLBACK completed (its dependents run): recorded OK, shown as the summary shows it
+    shown, why = ("FALLBACK", _FALLBACK_REASON) if fallback else (outcome, reason)
+    say.line(f"done: {shown}" + (f" - {why}" if why and shown != "OK" else ""))
     store.record(run_id, calibration, outcome, reason, key, started)
 
 
-def _run_one(plan: _Plan, db: ConditionsDB, name: str, say: _Reporter) -> tuple[str, str, str]:
-    """(outcome, reason, job key) of running calibration ``name``."""
+#: Why a calibration that completed is FALLBACK (the live line and the summary's row).
+_FALLBACK_REASON = "no channel of its payloads is OK: every one fell back or failed"
+
+
+def _run_one(
+    plan: _Plan, db: ConditionsDB, name: str, say: _Reporter
+) -> tuple[str, str, str, bool]:
+    """(outcome, reason, job key, whether it is FALLBACK: no OK channel) of running
+    calibration ``name``."""
     cal = get_calibration(name)
     store, jobs = PromptStore(db), JobStore(db)
     staging = plan.run.staging_tag
@@ -494,13 +503,14 @@ def _run_one(plan: _Plan, db: ConditionsDB, name: str, say: _Reporter) -> tuple[
         if dep in plan.calibrations:
             before = store.outcome(plan.run.id, dep)
             if before is not None and before.outcome != "OK":
-                return "SKIPPED", f"dependency {dep} {before.outcome}: {before.reason}", ""
+                return "SKIPPED", f"dependency {dep} {before.outcome}: {before.reason}", "", False
         elif not any(j.staging_tag == staging and j.state == "completed" for j in jobs.jobs(dep)):
             return (
                 "SKIPPED",
                 f"dependency {dep} is not scheduled and has not completed into staging tag "
                 f"{staging}",
                 "",
+                False,
             )
     reports = run_calibrations(
         [name],
@@ -518,7 +528,7 @@ def _run_one(plan: _Plan, db: ConditionsDB, name: str, say: _Reporter) -> tuple[
     )
     report = reports[name]
     if report.status != "OK":
-        return report.status, report.message, report.job
+        return report.status, report.message, report.job, False
     job = jobs.job(report.job)
     if job is None:  # pragma: no cover - the runner has just completed it
         raise CalibrationError(f"calibration {name}: job {report.job[:12]} is not recorded")
@@ -527,7 +537,8 @@ def _run_one(plan: _Plan, db: ConditionsDB, name: str, say: _Reporter) -> tuple[
         result = validate_job(db, job, plan.run.input_tags)
         jobs.record_validation(job, result)
         say.line(f"validation {result.verdict.value}: {result.reason}")
-    return "OK", report.message, report.job
+    channels = {k: int(v) for k, v in job.summary.get("channels", {}).items()}
+    return "OK", report.message, report.job, no_ok_channel(channels)  # as the summary's row
 
 
 class _Reporter:
@@ -629,7 +640,7 @@ def _row(plan: _Plan, db: ConditionsDB, name: str, outcome: TaskOutcome | None) 
         row.payloads = len({(n, r) for n, r, _ in staged})
         if no_ok_channel(row.channels):
             row.status = "FALLBACK"
-            row.reason = "no channel of its payloads is OK: every one fell back or failed"
+            row.reason = _FALLBACK_REASON
         record = JobStore(db).validation(job)
         if record is not None:
             row.verdict, row.verdict_reason = record.verdict.value, record.reason
