@@ -190,7 +190,7 @@ def _t0_per_hit(
     at its wire ``gw``; NaN for a run without a set. The runs are looked up per event, and a
     chunk of one set (one run, or runs sharing their T0) is one gather."""
     event_set = _event_sets(exp, run, t0_runs)
-    sets = _set_arrays(t0_sets)
+    sets = _set_table(t0_sets)
     used = np.unique(event_set)
     if len(used) == 1 and used[0] >= 0:
         return sets[used[0]][gw]
@@ -218,14 +218,9 @@ def _event_sets(
 
 @functools.lru_cache(maxsize=4)
 def _set_table(t0_sets: tuple[tuple[float, ...], ...]) -> F:
-    """A collector's T0 sets as one (sets, wires) array, kept per process."""
+    """A collector's T0 sets as one (sets, wires) array, kept per process (the same for every
+    chunk it reads; the T0 and x-t collectors, compiled or not, gather from it)."""
     return _read_only(np.array(t0_sets, dtype=np.float64).reshape(len(t0_sets), cdc.N_WIRES))
-
-
-@functools.lru_cache(maxsize=4)
-def _set_arrays(t0_sets: tuple[tuple[float, ...], ...]) -> tuple[F, ...]:
-    """A collector's T0 sets as arrays, kept per process (the same for every chunk it reads)."""
-    return tuple(_read_only(np.asarray(s, dtype=np.float64)) for s in t0_sets)
 
 
 @functools.lru_cache(maxsize=4)
