@@ -13,6 +13,7 @@ from typing import Any
 
 __all__ = [
     "B2CalibError",
+    "BadValueError",
     "CalibrationError",
     "ConditionsError",
     "ConfigError",
@@ -92,12 +93,35 @@ class TimeDependentPayloadError(ConditionsError):
         self.intervals = intervals
 
 
+class BadValueError(B2CalibError, ValueError):
+    """A branch holds values its collector cannot use: a layer, wire, channel or flag outside
+    what the detector has, which no event of a sound file holds (a corrupt or foreign file).
+
+    Collectors raise it naming the branch; the event loop names the file and the entries it
+    was reading and treats the file as bad (reason ``"bad-values"``): left out and listed, or
+    the job stopped, as ``on_bad_file`` says.
+
+    Parameters
+    ----------
+    branch
+        The branch at fault.
+    detail
+        What is wrong with its values (which values, and what the detector has).
+    """
+
+    def __init__(self, branch: str, detail: str) -> None:
+        self.branch = branch
+        self.detail = detail
+        super().__init__(f"branch {branch!r}: {detail}")
+
+
 class ConfigError(B2CalibError, ValueError):
     """A configuration value (CLI option, config file key, expert_config) is invalid."""
 
 
 class FileFormatError(B2CalibError, OSError):
-    """A file is not a readable ROOT file, is truncated, or lacks the expected structure.
+    """A file is not a readable ROOT file, is truncated, lacks the expected structure or holds
+    values no sound file holds.
 
     Parameters
     ----------
@@ -105,8 +129,10 @@ class FileFormatError(B2CalibError, OSError):
         The file at fault.
     reason
         A short machine-readable reason: ``"not-root"``, ``"truncated"``, ``"missing-tree"``,
-        ``"missing-metadata"``, ``"wrong-type"``, ``"unreadable"`` or ``"checksum"`` (the
-        file's size or checksum is not what the file catalogue recorded when it was written).
+        ``"missing-metadata"``, ``"wrong-type"``, ``"unreadable"``, ``"checksum"`` (the
+        file's size or checksum is not what the file catalogue recorded when it was written)
+        or ``"bad-values"`` (a branch holds values no sound file holds:
+        :class:`BadValueError`).
     detail
         Human-readable explanation.
     message

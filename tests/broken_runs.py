@@ -29,15 +29,19 @@ def rewrite_skim(
     retype: Mapping[str, str] | None = None,
     empty: bool = False,
     n_events: int | None = None,
+    replace: Mapping[str, ak.Array] | None = None,
 ) -> None:
     """Write ``path`` again as the simulator would (a TTree with its ``n<Object>`` counters),
     without the branches ``drop``, with the branches of ``retype`` cast to another type
-    (``{"EventMetaData_m_run": "float64"}``), without events when ``empty``, and with
-    ``n_events`` in its metadata when given."""
+    (``{"EventMetaData_m_run": "float64"}``), the branches of ``replace`` holding other values
+    (of the same structure and type), without events when ``empty``, and with ``n_events`` in
+    its metadata when given."""
     with uproot.open(path) as f:
         tree = f[TREE_NAME]
         arrays = tree.arrays(library="ak")
         meta = json.loads(str(f[METADATA_KEY]))
+    for name, values in (replace or {}).items():
+        arrays = ak.with_field(arrays, values, name)
     retype = dict(retype or {})
     dropped = set(drop)
     fields = list(arrays.fields)

@@ -1220,3 +1220,84 @@ def test_dedx_collectors_fill_what_their_former_hit_arrays_filled(tmp_path: Path
                     else:
                         np.testing.assert_array_equal(have, ref, err_msg=f"{kind} {name}")
     assert filled == 8  # the run and cosine hit means: with and without wire gains, 2 samples
+
+
+@pytest.mark.parametrize("compiled_kernel", [True, False])
+def test_hits_outside_the_cdc_are_named(compiled_kernel: bool) -> None:
+    """A layer, wire or left/right no CDC hit has raises ``BadValueError`` naming the branch,
+    the value, the event and the hit, the first one in hit order; the compiled check and the
+    numpy one agree (the tables are indexed with them: before, the compiled x-t and dE/dx passes
+    read outside their tables, and numpy wrapped negative wires into other layers)."""
+    from b2calib.detectors.cdc.tracking import check_hits
+    from b2calib.exceptions import BadValueError
+
+    layer = np.array([0, 7, 55, 55, 30], np.int8)
+    wire = np.array([159, 0, 383, 0, 5], np.int16)
+    lr = np.array([0, 1, 1, 0, 1], np.int8)
+    counts = np.array([2, 0, 3])
+    check_hits(counts, layer, wire, lr, compiled_kernel=compiled_kernel)  # sound: no error
+    check_hits(counts[:0], layer[:0], wire[:0], lr[:0], compiled_kernel=compiled_kernel)
+    cases = [
+        (0, 160, 0, "CDCHits_m_wire", "wire 160 in layer 0, which has 0..159"),
+        (55, 384, 0, "CDCHits_m_wire", "wire 384 in layer 55, which has 0..383"),
+        (14, -1, 0, "CDCHits_m_wire", "wire -1 in layer 14, which has 0..191"),
+        (56, 0, 0, "CDCHits_m_layer", "layer 56, the CDC has 0..55"),
+        (-3, 0, 0, "CDCHits_m_layer", "layer -3, the CDC has 0..55"),
+        (30, 5, 2, "CDCHits_m_leftRight", "left/right 2, not 0 or 1"),
+    ]
+    for ly, w, side, branch, what in cases:
+        bad = [a.copy() for a in (layer, wire, lr)]
+        for a, v in zip(bad, (ly, w, side), strict=True):
+            a[3] = v  # the second hit of event 2 (event 1 has none)
+        bad[1][4] = 999  # a later bad hit is not the one named
+        with pytest.raises(BadValueError) as err:
+            check_hits(counts, *bad, compiled_kernel=compiled_kernel)
+        assert err.value.branch == branch
+        assert str(err.value) == f"branch {branch!r}: event 2 of the entries read (hit 3): {what}"
+    # the dE/dx collectors read no left/right
+    check_hits(counts, layer, wire, None, compiled_kernel=compiled_kernel)
+
+
+def test_a_file_with_a_wire_outside_the_cdc_is_left_out_naming_it(tmp_path: Path) -> None:
+    """Every CDC collector, on a bucket one of whose files holds a wire outside its layer:
+    the file is left out and listed (``bad-values``, naming it, the entries and the branch),
+    the others collected as without it; ``on_bad_file="stop"`` stops on it."""
+    import awkward as ak
+
+    from b2calib.detectors.cdc.dedx import DedxCollector
+    from b2calib.detectors.cdc.tracking import T0ResidualCollector, XtCollector
+    from b2calib.engine import collect
+    from b2calib.exceptions import FileFormatError
+    from tests.broken_runs import rewrite_skim
+
+    cfg = dataclasses.replace(DEDX, n_runs=3, events_per_run=200.0)
+    simulate(cfg, tmp_path / "data", jobs=1)
+    files = Dataset.from_paths(tmp_path / "data")
+    bad = files.files[1].path
+    with open_skim(bad) as f:
+        wires = f.arrays(["CDCHits_m_wire"])["CDCHits_m_wire"]
+    flat = ak.to_numpy(ak.flatten(wires)).copy()
+    flat[len(flat) // 2] = 4000  # no layer has that many wires
+    rewrite_skim(Path(bad), replace={"CDCHits_m_wire": ak.unflatten(flat, ak.num(wires))})
+    good = Dataset([f for f in files if f.path != bad])
+    runs = tuple((cfg.exp, f.run, 0) for f in files)
+    zeros = (tuple([0.0] * cdc.N_WIRES),)
+    collectors = [
+        T0ResidualCollector(runs, zeros, tuple(_toy_xt().ravel().tolist())),
+        XtCollector(runs, zeros),
+        DedxCollector("run"),
+        DedxCollector("wire"),
+    ]
+    quiet = dict(executor="processes", workers=2, cache=False, progress=False, verify=False)
+    for collector in collectors:
+        r = collect(collector, files, **quiet)  # type: ignore[arg-type]
+        assert [(s.path, s.reason) for s in r.skipped] == [(bad, "bad-values")], collector
+        assert "branch 'CDCHits_m_wire'" in r.skipped[0].message
+        assert "wire 4000 in layer" in r.skipped[0].message
+        want = collect(collector, good, **quiet)  # type: ignore[arg-type]
+        assert r.n_events == want.n_events
+        for run in want.output:
+            for name, h in want.output[run].items():
+                np.testing.assert_array_equal(r.output[run][name].view(), h.view())
+        with pytest.raises(FileFormatError, match="bad-values"):
+            collect(collector, files, on_bad_file="stop", **quiet)  # type: ignore[arg-type]

@@ -40,7 +40,7 @@ from b2calib.engine.loop import (
     _Partial,
     _run_pool,
 )
-from b2calib.exceptions import ConfigError, FileFormatError
+from b2calib.exceptions import BadValueError, ConfigError, FileFormatError
 from b2calib.geometry import ecl
 from b2calib.runs import RunRegistry
 from tests.test_pool_workers import _alive
@@ -699,3 +699,105 @@ def test_double_storage_of_integers_travels_narrowed_and_comes_back_bit_for_bit(
         blobs[label] = len(blob)
     assert blobs["counts"] < counts.nbytes / 4 + 2000
     assert all(blobs[repr(v)] > counts.nbytes for v in odd)
+
+
+@dataclasses.dataclass(frozen=True)
+class _RejectsEvent(ValueCollector):
+    """Event numbers, and a chunk holding event ``bad`` of run ``run`` rejected as a collector
+    rejects values no sound file holds (``BadValueError``), or failing as a collector's bug
+    does (``bug``)."""
+
+    run: int = -1
+    bad: int = -1
+    bug: bool = False
+
+    @property
+    def branches(self) -> dict[str, str]:
+        return {**super().branches, "EventMetaData_m_run": "int32"}
+
+    def collect(self, events: ak.Array) -> dict[str, hist.Hist]:
+        numbers = ak.to_numpy(events[self.branch])
+        hit = (numbers == self.bad) & (ak.to_numpy(events["EventMetaData_m_run"]) == self.run)
+        if hit.any():
+            if self.bug:
+                raise ZeroDivisionError("a collector's own bug")
+            k = int(np.flatnonzero(hit)[0])
+            raise BadValueError(self.branch, f"event {k} of the entries read: {self.bad}")
+        return super().collect(events)
+
+
+def _rejecting(bhabha: Dataset, **kw: object) -> tuple[_RejectsEvent, str, int, int]:
+    """The collector, and the file of run 1 holding the rejected event, its events and where
+    the event lies in it (past its first work item of 20 events)."""
+    f = next(f for f in bhabha if f.run == 1)
+    with uproot.open(f.path) as fh:
+        numbers = fh["tree"]["EventMetaData_m_event"].array(library="np")
+    at = 30
+    collector = _RejectsEvent(
+        "EventMetaData_m_event",
+        (10, 0.0, 1e9),
+        "uint32",
+        False,
+        run=1,
+        bad=int(numbers[at]),
+        **kw,  # type: ignore[arg-type]
+    )
+    return collector, f.path, len(numbers), at
+
+
+@pytest.mark.parametrize(
+    ("executor", "batch_events"), [("inprocess", None), ("processes", None), ("processes", 10**6)]
+)
+def test_values_a_collector_rejects_make_the_whole_file_bad(
+    bhabha: Dataset, executor: str, batch_events: int | None
+) -> None:
+    """A collector's ``BadValueError`` in a file's second work item: the file is reported as
+    bad (``bad-values``), naming it, the entries and the branch; none of its events is counted,
+    not even those of the items read before, whether they were in other batches (by default:
+    at most 11 events each here) or in the same one; the job stops on it when asked."""
+    collector, path, n_bad, at = _rejecting(bhabha)
+    quiet = dict(
+        executor=executor,
+        workers=2,
+        cache=False,
+        progress=False,
+        verify=False,
+        batch_events=batch_events,
+    )
+    r = collect(collector, bhabha, step_size=20, **quiet)  # type: ignore[arg-type]
+    assert [(s.path, s.reason) for s in r.skipped] == [(path, "bad-values")]
+    message = r.skipped[0].message
+    assert path in message
+    assert "entries 20-" in message
+    assert "EventMetaData_m_event" in message
+    assert r.n_events == sum(f.n_events for f in bhabha) - n_bad
+    others = collect(
+        collector,
+        Dataset([f for f in bhabha if f.path != path]),
+        step_size=20,
+        **quiet,  # type: ignore[arg-type]
+    )
+    assert sorted(r.output) == sorted(others.output)
+    for run in r.output:
+        assert np.array_equal(
+            r.output[run]["value"].view(flow=True), others.output[run]["value"].view(flow=True)
+        ), run
+    with pytest.raises(FileFormatError, match="bad-values") as stop:
+        collect(collector, bhabha, step_size=20, on_bad_file="stop", **quiet)  # type: ignore[arg-type]
+    assert stop.value.path == path
+    assert stop.value.reason == "bad-values"
+    assert at >= 20
+
+
+@pytest.mark.parametrize("executor", ["inprocess", "processes"])
+def test_a_collectors_own_error_stops_the_job_naming_the_file(
+    bhabha: Dataset, executor: str
+) -> None:
+    """Any other exception of a collector is its own failure, not the file's: it stops the
+    collect whatever the policy, as itself, with a note naming the file and entries."""
+    collector, path, _, _ = _rejecting(bhabha, bug=True)
+    quiet = dict(executor=executor, workers=2, cache=False, progress=False, verify=False)
+    with pytest.raises(ZeroDivisionError) as err:
+        collect(collector, bhabha, step_size=20, on_bad_file="skip", **quiet)  # type: ignore[arg-type]
+    notes = " ".join(getattr(err.value, "__notes__", []))
+    assert f"_RejectsEvent was collecting {path}, entries 20-" in notes

@@ -45,7 +45,12 @@ class Collector(abc.ABC):
 
     @abc.abstractmethod
     def collect(self, events: ak.Array) -> Histograms:
-        """Histograms of one chunk of events (a record array with :attr:`branches`)."""
+        """Histograms of one chunk of events (a record array with :attr:`branches`).
+
+        Values no sound file holds (a wire outside its layer, say) raise
+        :class:`~b2calib.exceptions.BadValueError` naming the branch: the engine then treats
+        the file as bad, naming it and the entries read, under the collect's ``on_bad_file``.
+        Any other exception stops the collect, with a note naming the file and entries."""
 
     def prepare(self) -> None:
         """Load what every chunk needs and is costly to load, e.g. compiled kernels (nothing

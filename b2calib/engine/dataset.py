@@ -48,11 +48,12 @@ class SkippedFile:
 
     ``reason`` is one of ``not-root``, ``truncated``, ``missing-tree``, ``missing-metadata``,
     ``unreadable``, ``missing-branch``, ``wrong-type``, ``checksum`` (the file is not what its
-    catalogue recorded), or, for readable files that contradict each other, their paths or the
-    run registry (:data:`INCONSISTENT`), ``duplicate-events``, ``path-mismatch``,
-    ``not-in-registry``, ``registry-duplicate``, ``non-finite``. ``message`` is one line naming
-    the file (and every other file involved, ``paths``); ``run`` and ``skim`` are the run and
-    skim the file's metadata names, where known.
+    catalogue recorded), ``bad-values`` (a collector found values no sound file holds,
+    :class:`~b2calib.exceptions.BadValueError`), or, for readable files that contradict each
+    other, their paths or the run registry (:data:`INCONSISTENT`), ``duplicate-events``,
+    ``path-mismatch``, ``not-in-registry``, ``registry-duplicate``, ``non-finite``.
+    ``message`` is one line naming the file (and every other file involved, ``paths``);
+    ``run`` and ``skim`` are the run and skim the file's metadata names, where known.
     """
 
     path: str

@@ -70,7 +70,7 @@ from b2calib.engine.integrity import (
     nonfinite_detail,
     verify_files,
 )
-from b2calib.exceptions import B2CalibError, ConfigError, FileFormatError
+from b2calib.exceptions import B2CalibError, BadValueError, ConfigError, FileFormatError
 from b2calib.io import TREE_NAME, SkimFile
 
 __all__ = [
@@ -100,6 +100,8 @@ class WorkItem:
     entry_stop: int
     tree: str = TREE_NAME
     skim: str = ""
+    #: Whether the item ends its file (its first item starts at entry 0).
+    last: bool = True
 
 
 @dataclass
@@ -184,7 +186,16 @@ def plan(dataset: Dataset, step_size: int = 500_000) -> list[WorkItem]:
             if ref.n_events - stop < tail:
                 stop = ref.n_events
             items.append(
-                WorkItem(len(items), ref.path, ref.exp, ref.run, start, stop, skim=ref.skim)
+                WorkItem(
+                    len(items),
+                    ref.path,
+                    ref.exp,
+                    ref.run,
+                    start,
+                    stop,
+                    skim=ref.skim,
+                    last=stop == ref.n_events,
+                )
             )
             start = stop
     return items
@@ -295,13 +306,15 @@ def _event_numbers(tree: Any) -> bool:
 
 @dataclass
 class _Group:
-    """The merged items of one run and skim: in a worker the items of one batch, in the
-    calling process a run's batches, held until the run's items are all merged."""
+    """Merged items of one run and skim: in a worker a file's items, then the batch's files;
+    in the calling process a run's batches, held until the run's items are all merged."""
 
     histograms: Histograms = field(default_factory=dict)
     events: list[tuple[str, npt.NDArray[np.integer]]] = field(default_factory=list)
     paths: list[str] = field(default_factory=list)
     n_events: int = 0
+    #: NaN / Inf values and all values per floating-point branch.
+    nonfinite: dict[str, tuple[int, int]] = field(default_factory=dict)
 
     def add(self, item: WorkItem, out: _ItemOutput) -> None:
         """Add one item's output (its histograms are taken, not copied)."""
@@ -311,13 +324,20 @@ class _Group:
         if out.events is not None:
             self.events.append((item.path, out.events))
         self.n_events += item.entry_stop - item.entry_start
+        self._count(out.nonfinite)
 
     def merge(self, other: _Group) -> None:
-        """Add the next batch's group of the same run and skim (taken, not copied)."""
+        """Add a group of the same run and skim that comes after (taken, not copied)."""
         self.paths.extend(p for p in other.paths if p not in self.paths)
         _add_histograms(self.histograms, other.histograms)
         self.events.extend(other.events)
         self.n_events += other.n_events
+        self._count(other.nonfinite)
+
+    def _count(self, nonfinite: dict[str, tuple[int, int]]) -> None:
+        for name, (bad, total) in nonfinite.items():
+            have = self.nonfinite.get(name, (0, 0))
+            self.nonfinite[name] = (have[0] + bad, have[1] + total)
 
 
 def _add_histograms(total: Histograms, more: Histograms) -> None:
@@ -330,11 +350,16 @@ def _add_histograms(total: Histograms, more: Histograms) -> None:
 
 @dataclass
 class _Partial:
-    """What one batch gives: its items merged per skim in item order, their NaN / Inf counts,
-    the files that could not be read and the items found in the cache."""
+    """What one batch gives: its whole files merged per skim in item order; the parts of the
+    files whose other items are in other batches, each on its own (``spanning``: path, skim,
+    the part); the files that could not be read and the items found in the cache.
+
+    A file is used whole or not at all: when one of its items cannot be read, or its values
+    are rejected, the items read before are dropped with it (here, or, for a file spanning
+    batches, by the caller, which holds its parts until the run's last batch is in)."""
 
     groups: dict[str, _Group] = field(default_factory=dict)
-    nonfinite: dict[str, tuple[int, int]] = field(default_factory=dict)
+    spanning: list[tuple[str, str, _Group]] = field(default_factory=list)
     skipped: list[SkippedFile] = field(default_factory=list)
     cache_hits: int = 0
 
@@ -342,23 +367,37 @@ class _Partial:
 def _process_batch(
     collector: Collector, batch: _Batch, cache_dir: str | None, stop: bool
 ) -> tuple[int, Wire[_Partial]]:
-    """Run the collector on a batch's items and merge them (in any process). ``stop``: return
-    at the first file that cannot be read (the job stops on it)."""
+    """Run the collector on a batch's items and merge them file by file (in any process).
+    ``stop``: return at the first file that cannot be read (the job stops on it)."""
     partial = _Partial()
     files = _OpenFile()
+    bad: str | None = None  # the file whose remaining items in this batch are not read
+    part: _Group | None = None  # the items of the current file so far
     try:
-        for item in batch.items:
+        for pos, item in enumerate(batch.items):
+            if item.path == bad:
+                continue
             _, out, hit = _process(collector, item, cache_dir, files)
             partial.cache_hits += int(hit)
             if isinstance(out, SkippedFile):
                 partial.skipped.append(out)
+                bad, part = item.path, None
                 if stop:
                     break
                 continue
-            partial.groups.setdefault(item.skim, _Group()).add(item, out)
-            for name, (bad, total) in out.nonfinite.items():
-                have = partial.nonfinite.get(name, (0, 0))
-                partial.nonfinite[name] = (have[0] + bad, have[1] + total)
+            if part is None:
+                part = _Group()
+                whole = item.entry_start == 0
+            part.add(item, out)
+            if pos + 1 == len(batch.items) or batch.items[pos + 1].path != item.path:
+                if whole and item.last:
+                    if item.skim in partial.groups:
+                        partial.groups[item.skim].merge(part)
+                    else:
+                        partial.groups[item.skim] = part
+                else:
+                    partial.spanning.append((item.path, item.skim, part))
+                part = None
     finally:
         files.close()
     return batch.index, Wire(partial)
@@ -435,7 +474,19 @@ def _process(
         return item.index, _skipped(item.path, err), False
     events = arrays[names] if extra else arrays  # the collector sees what it asked for
     numbers = ak.to_numpy(arrays[EVENT_BRANCH]) if numbered else None
-    out = _ItemOutput(collector.collect(events), numbers, count_nonfinite(events, branches))
+    where = f"entries {item.entry_start}-{item.entry_stop} (run {item.exp}/{item.run})"
+    try:
+        histograms = collector.collect(events)
+    except BadValueError as err:  # the file's values, not the collector: a bad file
+        return (
+            item.index,
+            _skipped(item.path, FileFormatError(item.path, "bad-values", f"{where}: {err}")),
+            False,
+        )
+    except Exception as err:  # a collector's own failure: raised, naming what it was reading
+        err.add_note(f"{type(collector).__name__} was collecting {item.path}, {where}")
+        raise
+    out = _ItemOutput(histograms, numbers, count_nonfinite(events, branches))
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".part")
@@ -695,27 +746,43 @@ class _RunMerge:
             self.files_of.setdefault(f.key, []).append(f.path)
         self.run: tuple[int, int] | None = None
         self.groups: dict[str, _Group] = {}
-        self.nonfinite = NonFiniteCounts()
+        #: The parts of the run's files that span batches, by file, in the order merged.
+        self.spanning: dict[str, tuple[str, _Group]] = {}
+        #: The run's files that could not be read (or were rejected) in some item.
+        self.bad: set[str] = set()
 
     def add(self, batch: _Batch, partial: _Partial) -> None:
         key = batch.run
         if key != self.run:
             self.close_run()
             self.run = key
+        self.bad.update(s.path for s in partial.skipped)
         for skim, group in partial.groups.items():
-            if skim in self.groups:
-                self.groups[skim].merge(group)
+            self._merge(skim, group)
+        for path, skim, part in partial.spanning:
+            if path in self.spanning:
+                self.spanning[path][1].merge(part)
             else:
-                self.groups[skim] = group
-        if partial.groups:  # a batch of files that could not be read counts nothing
-            self.nonfinite.add(key, partial.nonfinite)
+                self.spanning[path] = (skim, part)
+
+    def _merge(self, skim: str, group: _Group) -> None:
+        if skim in self.groups:
+            self.groups[skim].merge(group)
+        else:
+            self.groups[skim] = group
 
     def close_run(self) -> None:
         """Check the run whose items are all merged, and pass it into the result."""
-        key, groups, counts = self.run, self.groups, self.nonfinite
-        self.run, self.groups, self.nonfinite = None, {}, NonFiniteCounts()
+        for path, (skim, part) in self.spanning.items():  # the files read whole
+            if path not in self.bad:
+                self._merge(skim, part)
+        key, groups = self.run, self.groups
+        self.run, self.groups, self.spanning, self.bad = None, {}, {}, set()
         if key is None:
             return
+        counts = NonFiniteCounts()
+        for group in groups.values():
+            counts.add(key, group.nonfinite)
         self.result.nonfinite += counts
         over = counts.over(key, self.max_nonfinite)
         if over:

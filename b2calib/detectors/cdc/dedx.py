@@ -66,6 +66,7 @@ from b2calib.calibration.toolkit import (
 from b2calib.conditions import ChannelStatus
 from b2calib.conditions.iov import RunKey
 from b2calib.detectors.cdc import fitviews
+from b2calib.detectors.cdc.tracking import check_hits, prepare_hit_check
 from b2calib.engine import Collector, RunOutput
 from b2calib.engine.fill import fill_1d, fill_2d
 from b2calib.fit import ChannelFits, fit_channels
@@ -182,6 +183,7 @@ def _tracks_and_hits(events: ak.Array, p_min: float) -> dict[str, npt.NDArray[An
     chosen = np.flatnonzero(sel)
     key_t = evt_t[chosen] * 4096 + trk_index[chosen].astype(np.int64)
     order = chosen[np.argsort(key_t)]
+    check_hits(nhit, flat["CDCHits_m_layer"], flat["CDCHits_m_wire"])  # before the table
     track, gwire, dedx = _matched_hits(
         ntrk,
         nhit,
@@ -287,6 +289,10 @@ class DedxCollector(Collector):
     @property
     def branches(self) -> dict[str, str]:
         return dict(_BRANCHES)
+
+    def prepare(self) -> None:
+        """Load the compiled hit check (forked workers inherit it)."""
+        prepare_hit_check()
 
     def collect(self, events: ak.Array) -> dict[str, hist.Hist]:
         d = _tracks_and_hits(events, self.p_min)

@@ -79,7 +79,7 @@ from b2calib.conditions.iov import RunKey
 from b2calib.detectors.cdc import fitviews
 from b2calib.engine import Collector
 from b2calib.engine.fill import fill_2d
-from b2calib.exceptions import CalibrationError
+from b2calib.exceptions import BadValueError, CalibrationError
 from b2calib.fit import ChannelFits, fit_channels
 from b2calib.fit._lm import compiled
 from b2calib.fit.histstats import mean_view
@@ -153,22 +153,83 @@ def xt_inverse(params: F, npts: int = 1024) -> tuple[F, F]:
     return u, out
 
 
+def check_hits(
+    counts: npt.NDArray[Any],
+    layer: npt.NDArray[Any],
+    wire: npt.NDArray[Any],
+    lr: npt.NDArray[Any] | None = None,
+    *,
+    compiled_kernel: bool = True,
+) -> None:
+    """Raise :class:`~b2calib.exceptions.BadValueError` at the first hit whose layer is not a
+    CDC layer (0..55), whose wire is not in its layer or whose left/right (when given) is not 0
+    or 1: no sound file holds one, and it would index outside the T0 and x-t tables.
+
+    ``counts`` are the hits per event (the message names the event, counted from the first
+    entry read), ``layer``, ``wire`` and ``lr`` the hits' branches as flat arrays. One compiled
+    pass (:mod:`b2calib.detectors.cdc._hitcheck`) with numba and ``compiled_kernel``, else
+    numpy; both find the same hit.
+    """
+    kernel = (
+        compiled("b2calib.detectors.cdc._hitcheck", "first_bad_hit") if compiled_kernel else None
+    )
+    if kernel is not None:
+        k = int(kernel(layer, wire, layer[:0] if lr is None else lr, cdc.LAYER_NWIRES))
+        if k < 0:
+            return
+    else:
+        ly = np.asarray(layer, dtype=np.int64)
+        w = np.asarray(wire, dtype=np.int64)
+        bad = (ly < 0) | (ly >= cdc.N_LAYERS)
+        bad |= (w < 0) | (w >= cdc.LAYER_NWIRES[np.where(bad, 0, ly)])
+        if lr is not None:
+            bad |= (lr != 0) & (lr != 1)
+        found = np.flatnonzero(bad)
+        if not len(found):
+            return
+        k = int(found[0])
+    event = int(np.searchsorted(np.cumsum(counts), k, side="right"))
+    where = f"event {event} of the entries read (hit {k})"
+    ly_k, w_k = int(layer[k]), int(wire[k])
+    if not 0 <= ly_k < cdc.N_LAYERS:
+        raise BadValueError("CDCHits_m_layer", f"{where}: layer {ly_k}, the CDC has 0..55")
+    nw = int(cdc.LAYER_NWIRES[ly_k])
+    if not 0 <= w_k < nw:
+        raise BadValueError(
+            "CDCHits_m_wire", f"{where}: wire {w_k} in layer {ly_k}, which has 0..{nw - 1}"
+        )
+    assert lr is not None
+    raise BadValueError("CDCHits_m_leftRight", f"{where}: left/right {int(lr[k])}, not 0 or 1")
+
+
+def prepare_hit_check() -> None:
+    """Compile (or load) :func:`check_hits`'s kernel for the branches' types, once."""
+    empty = np.zeros(0, np.int64)
+    check_hits(empty, empty.astype(np.int8), empty.astype(np.int16), empty.astype(np.int8))
+
+
 def _hits(
     events: ak.Array,
     t0_runs: tuple[tuple[int, int, int], ...],
     t0_sets: tuple[tuple[float, ...], ...],
+    *,
+    compiled_kernel: bool = True,
 ) -> dict[str, npt.NDArray[Any]]:
     """Flat per-hit arrays with their event's T0 and its wire's current T0 (``t0_wire``, from
-    the set of its event's run: NaN for a run without one) and row."""
+    the set of its event's run: NaN for a run without one) and row (the hits checked first:
+    :func:`check_hits`)."""
     counts = ak.to_numpy(ak.num(events["CDCHits_m_layer"]))
     out = {
         "t0": np.repeat(ak.to_numpy(events["EventT0_m_eventT0"]).astype(np.float64), counts),
         "has": np.repeat(ak.to_numpy(events["EventT0_m_hasEventT0"]) > 0, counts),
     }
-    layer = ak.to_numpy(ak.flatten(events["CDCHits_m_layer"])).astype(np.int64)
-    wire = ak.to_numpy(ak.flatten(events["CDCHits_m_wire"])).astype(np.int64)
+    layer = ak.to_numpy(ak.flatten(events["CDCHits_m_layer"]))
+    wire = ak.to_numpy(ak.flatten(events["CDCHits_m_wire"]))
+    lr = ak.to_numpy(ak.flatten(events["CDCHits_m_leftRight"]))
+    check_hits(counts, layer, wire, lr, compiled_kernel=compiled_kernel)
+    layer = layer.astype(np.int64)
     out["gw"] = cdc.global_wire(layer, wire)
-    out["row"] = 2 * layer + ak.to_numpy(ak.flatten(events["CDCHits_m_leftRight"]))
+    out["row"] = 2 * layer + lr
     out["time"] = ak.to_numpy(ak.flatten(events["CDCHits_m_time"])).astype(np.float64)
     out["x"] = ak.to_numpy(ak.flatten(events["CDCHits_m_fitDriftLength"])).astype(np.float64)
     out["u"] = out["x"] / HALF_CELL_ROW[out["row"]]
@@ -296,6 +357,10 @@ class T0ResidualCollector(Collector):
     @property
     def branches(self) -> dict[str, str]:
         return dict(_HIT_BRANCHES)
+
+    def prepare(self) -> None:
+        """Load the compiled hit check (forked workers inherit it)."""
+        prepare_hit_check()
 
     def collect(self, events: ak.Array) -> dict[str, hist.Hist]:
         h = hist.Hist(
@@ -569,6 +634,7 @@ class XtCollector(Collector):
 
     def prepare(self) -> None:
         """Load the compiled profile points (forked workers inherit them)."""
+        prepare_hit_check()
         kernel = compiled("b2calib.detectors.cdc._xt_points", "xt_points")
         if kernel is not None:
             i, f = np.zeros(0, np.int64), np.zeros(0)
@@ -602,6 +668,8 @@ class XtCollector(Collector):
 
             exp = ak.to_numpy(events["EventMetaData_m_experiment"]).astype(np.int64)
             run = ak.to_numpy(events["EventMetaData_m_run"]).astype(np.int64)
+            layer, wire, lr = (flat(f"CDCHits_m_{b}") for b in ("layer", "wire", "leftRight"))
+            check_hits(counts, layer, wire, lr)  # the kernel indexes its tables with them
             points = np.empty((int(counts.sum()), 4))
             n = kernel(
                 counts.astype(np.int64),
@@ -610,9 +678,9 @@ class XtCollector(Collector):
                 _event_sets(exp, run, self.t0_runs),
                 _set_table(self.t0_sets),
                 cdc.LAYER_FIRST,
-                flat("CDCHits_m_layer"),
-                flat("CDCHits_m_wire"),
-                flat("CDCHits_m_leftRight"),
+                layer,
+                wire,
+                lr,
                 flat("CDCHits_m_time"),
                 flat("CDCHits_m_fitDriftLength"),
                 HALF_CELL_ROW,
@@ -622,7 +690,7 @@ class XtCollector(Collector):
             )
             row, u, td, x = (points[:n, k] for k in range(4))
         else:
-            hits = _hits(events, self.t0_runs, self.t0_sets)
+            hits = _hits(events, self.t0_runs, self.t0_sets, compiled_kernel=False)
             td = hits["time"] - hits["t0"] - hits["t0_wire"]
             use = hits["has"] & np.isfinite(td) & (td > lo) & (td < hi)
             row, u, td, x = (
