@@ -35,7 +35,7 @@ from b2calib.conditions import ChannelStatus, ConditionsDB, check_payload
 from b2calib.detectors import pxd
 from b2calib.detectors.pxd import masks as M
 from b2calib.engine import RunOutput
-from b2calib.exceptions import CalibrationError, ConfigError
+from b2calib.exceptions import BadValueError, ConfigError
 from b2calib.geometry import vxd
 from b2calib.sim import SimConfig, simulate
 from b2calib.sim.conditions import conditions_for_run
@@ -112,12 +112,23 @@ def test_pixel_index_and_collector() -> None:
     out = M.PixelHitCollector().collect(events)
     np.testing.assert_array_equal(out["pixel_hits"].view(), counts)
     assert out["events"].sum() == 3
-    for bad in ((vxd.SVD_IDS[:1], [0], [0]), (s[:1], [250], [0]), ([s[0] + 1], [0], [0])):
-        with pytest.raises(CalibrationError, match="no PXD sensor"):
+    # a digit off the detector names its branch and value (the engine then names the file)
+    cases = (
+        ((vxd.SVD_IDS[:1], [0], [0]), "PXDDigits_m_sensorID", "no PXD sensor"),
+        ((s[:1], [250], [0]), "PXDDigits_m_uCellID", "with 250: u outside 0..249"),
+        ((s[:1], [0], [-1]), "PXDDigits_m_vCellID", "with -1: v outside 0..767"),
+        (([s[0] + 1], [0], [0]), "PXDDigits_m_sensorID", "no PXD sensor"),
+    )
+    for bad, branch, what in cases:
+        with pytest.raises(BadValueError, match=what) as err:
             M.pixel_index(*bad)
+        assert err.value.branch == branch
         before = counts.copy()
-        with pytest.raises(CalibrationError, match="1 PXD digits with a sensor ID"):
+        with pytest.raises(
+            BadValueError, match=r"1 PXD digit\(s\) off the detector, the first \(digit 4 "
+        ) as err:
             M.add_pixel_hits(counts, np.append(s, bad[0]), [*u, *bad[1]], [*v, *bad[2]])
+        assert err.value.branch == branch
         np.testing.assert_array_equal(counts, before)  # nothing added
 
 

@@ -515,3 +515,17 @@ def test_svd_notebook(sample: Path) -> None:
     assert numbers["staged"] == sorted(
         ["SVDCoGTimeCalibrations", "SVDHotStripsCalibrations", "SVDOccupancyCalibrations"]
     )
+
+
+def test_a_cluster_on_no_svd_sensor_names_its_branch() -> None:
+    """A VxdID that is no SVD sensor is a value no sound file holds: ``BadValueError`` naming
+    the branch and the ID (the engine then leaves the file out, naming it)."""
+    from b2calib.detectors.svd.collectors import side_index
+    from b2calib.exceptions import BadValueError
+    from b2calib.geometry import vxd
+
+    good = vxd.SVD_IDS[:2]
+    np.testing.assert_array_equal(side_index(good, [1, 0]), [1, 2])
+    with pytest.raises(BadValueError, match=r"unknown SVD VxdID: \[7\]") as err:
+        side_index([good[0], 7], [1, 0])
+    assert err.value.branch == "SVDClusters_m_sensorID"

@@ -65,7 +65,7 @@ from b2calib.calibration.toolkit import (
 )
 from b2calib.conditions import ChannelStatus
 from b2calib.engine import Collector
-from b2calib.exceptions import CalibrationError
+from b2calib.exceptions import BadValueError, CalibrationError
 from b2calib.geometry import vxd
 
 __all__ = [
@@ -147,8 +147,8 @@ def pixel_hits(sensor_id: npt.ArrayLike, u: npt.ArrayLike, v: npt.ArrayLike) -> 
 
     Raises
     ------
-    CalibrationError
-        For a VxdID that is no PXD sensor or a cell outside the sensor.
+    BadValueError
+        For a VxdID that is no PXD sensor or a cell outside the sensor (naming the branch).
     """
     counts = np.zeros(_NPIX, dtype=np.int64)
     add_pixel_hits(counts, sensor_id, u, v)
@@ -167,8 +167,9 @@ def add_pixel_hits(
 
     Raises
     ------
-    CalibrationError
-        For a VxdID that is no PXD sensor or a cell outside the sensor (nothing is added).
+    BadValueError
+        For a VxdID that is no PXD sensor or a cell outside the sensor (naming the branch;
+        nothing is added).
     """
     sid, uu, vv = (np.ascontiguousarray(a) for a in (sensor_id, u, v))
     if not (len(sid) == len(uu) == len(vv)):
@@ -179,9 +180,7 @@ def add_pixel_hits(
     carry = np.zeros(_NPIX, dtype=np.int64)  # pages never written cost nothing
     bad = _count_pixels(low, carry, sid, uu, vv, _LUT)
     if bad:
-        raise CalibrationError(
-            f"{bad} PXD digits with a sensor ID that is no PXD sensor or a cell off the sensor"
-        )
+        _raise_bad_digit(sid, uu, vv, bad)
     counts += low
     counts += carry
 
@@ -205,24 +204,54 @@ def _count_pixels(low, carry, sid, u, v, lut):  # type: ignore[no-untyped-def,un
     return bad
 
 
+def _raise_bad_digit(
+    sid: npt.NDArray[Any], u: npt.NDArray[Any], v: npt.NDArray[Any], n_bad: int
+) -> None:
+    """Raise :class:`~b2calib.exceptions.BadValueError` for the first digit off the PXD (its
+    branch, digit and value; ``n_bad`` digits are off in all)."""
+    s64 = np.asarray(sid, dtype=np.int64)
+    known = (s64 >= 0) & ((s64 & 0x1F) == 0) & ((s64 >> 5) < len(_LUT))
+    known[known] = _LUT[s64[known] >> 5] >= 0
+    u64, v64 = np.asarray(u, dtype=np.int64), np.asarray(v, dtype=np.int64)
+    checks = (
+        ("PXDDigits_m_sensorID", ~known, s64, "a VxdID that is no PXD sensor"),
+        ("PXDDigits_m_uCellID", (u64 < 0) | (u64 >= _NU), u64, f"u outside 0..{_NU - 1}"),
+        ("PXDDigits_m_vCellID", (v64 < 0) | (v64 >= _NV), v64, f"v outside 0..{_NV - 1}"),
+    )
+    first = min(int(np.argmax(bad)) if bad.any() else len(s64) for _, bad, _, _ in checks)
+    for branch, bad, values, what in checks:
+        if first < len(s64) and bad[first]:
+            raise BadValueError(
+                branch,
+                f"{n_bad} PXD digit(s) off the detector, the first (digit {first} of the entries"
+                f" read) with {values[first]}: {what}",
+            )
+    raise AssertionError("no bad digit found")  # pragma: no cover (the kernel found one)
+
+
 def pixel_index(sensor_id: npt.ArrayLike, u: npt.ArrayLike, v: npt.ArrayLike) -> I64:
     """Pixel number ``(sensor index * 250 + u) * 768 + v`` of each digit (VxdID, u, v).
 
     Raises
     ------
-    CalibrationError
-        For a VxdID that is no PXD sensor or a cell outside the sensor.
+    BadValueError
+        For a VxdID that is no PXD sensor or a cell outside the sensor (naming the branch).
     """
     sid, uu, vv = np.asarray(sensor_id), np.asarray(u), np.asarray(v)
     if len(sid) == 0:
         return np.zeros(0, dtype=np.int64)
-    if sid.min() < 0 or sid.max() >> 5 >= len(_LUT) or np.any(sid & 0x1F):
-        raise CalibrationError(f"PXD digits with sensor IDs that are no PXD sensor: {sid.max()}")
-    if uu.min() < 0 or uu.max() >= _NU or vv.min() < 0 or vv.max() >= _NV:
-        raise CalibrationError("PXD digits with a cell off the sensor (no PXD sensor has it)")
+    if (
+        sid.min() < 0
+        or sid.max() >> 5 >= len(_LUT)
+        or np.any(sid & 0x1F)
+        or uu.min() < 0
+        or uu.max() >= _NU
+        or vv.min() < 0
+        or vv.max() >= _NV
+        or _LUT[sid >> 5].min() < 0
+    ):
+        _raise_bad_digit(sid, uu, vv, 1)
     out = _LUT[sid >> 5]
-    if out.min() < 0:
-        raise CalibrationError("PXD digits with a sensor ID that is no PXD sensor")
     out *= _NU
     out += uu
     out *= _NV

@@ -20,7 +20,7 @@ import numpy.typing as npt
 
 from b2calib.engine import Collector
 from b2calib.engine.fill import fill_2d
-from b2calib.exceptions import CalibrationError
+from b2calib.exceptions import BadValueError
 from b2calib.geometry import top, vxd
 
 __all__ = [
@@ -57,13 +57,13 @@ def side_index(sensor_id: npt.ArrayLike, is_u: npt.ArrayLike) -> I64:
 
     Raises
     ------
-    CalibrationError
-        For a VxdID that is no SVD sensor.
+    BadValueError
+        For a VxdID that is no SVD sensor (branch ``SVDClusters_m_sensorID``).
     """
     try:
         sensor = vxd.sensor_index(sensor_id, "SVD")
     except ValueError as err:
-        raise CalibrationError(f"SVD clusters with {err}") from None
+        raise BadValueError("SVDClusters_m_sensorID", f"SVD clusters with {err}") from None
     return np.asarray(2 * sensor + np.asarray(is_u, dtype=np.int64), dtype=np.int64)
 
 
