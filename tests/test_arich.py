@@ -212,6 +212,52 @@ def test_collector_counts_single_bit_digits_per_window() -> None:
     assert out["events"].values().sum() == 2
 
 
+@pytest.mark.parametrize(
+    ("module", "channel", "branch", "what"),
+    [
+        (
+            1,
+            144,
+            "ARICHDigits_m_channelID",
+            "digit 3 of the entries read: channel 144, a module has 0..143",
+        ),
+        (
+            3,
+            -1,
+            "ARICHDigits_m_channelID",
+            "digit 3 of the entries read: channel -1, a module has 0..143",
+        ),
+        (
+            421,
+            0,
+            "ARICHDigits_m_modID",
+            "digit 3 of the entries read: module 421, ARICH has 1..420",
+        ),
+        (0, 5, "ARICHDigits_m_modID", "digit 3 of the entries read: module 0, ARICH has 1..420"),
+    ],
+)
+def test_a_digit_off_the_arich_names_its_branch(
+    module: int, channel: int, branch: str, what: str
+) -> None:
+    """A module or channel no ARICH digit has is a value no sound file holds (a channel past
+    143 used to count as the next module's): ``BadValueError`` naming the branch, digit and
+    value."""
+    from b2calib.exceptions import BadValueError
+
+    events = ak.Array(
+        {
+            "EventMetaData_m_run": np.array([3, 3], np.int32),
+            "ARICHDigits_m_modID": ak.Array([[1, 1, 2], [module, 1]]),
+            "ARICHDigits_m_channelID": ak.Array([[0, 0, 5], [channel, 0]]),
+            "ARICHDigits_m_bitmap": ak.Array([[2, 6, 8], [1, 4]]),
+        }
+    )
+    with pytest.raises(BadValueError) as err:
+        cm.ChannelMaskCollector().collect(events)
+    assert err.value.branch == branch
+    assert str(err.value) == f"branch {branch!r}: {what}"
+
+
 def _synthetic(signal: float = 100.0, noise: float = 10.0) -> np.ndarray:
     """Windows of a detector where every channel has ``signal`` in-time hits and ``noise``
     per window."""

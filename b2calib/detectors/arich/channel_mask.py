@@ -49,6 +49,7 @@ from b2calib.calibration.toolkit import NotEnoughData, channel_payload, guarded,
 from b2calib.conditions import ChannelStatus
 from b2calib.engine import Collector
 from b2calib.engine.fill import fill_1d, fill_2d
+from b2calib.exceptions import BadValueError
 from b2calib.geometry import arich
 
 __all__ = [
@@ -121,6 +122,7 @@ class ChannelMaskCollector(Collector):
             return np.asarray(ak.to_numpy(ak.flatten(events[branch])), dtype=np.int64)
 
         module, channel = flat("ARICHDigits_m_modID"), flat("ARICHDigits_m_channelID")
+        _check_digits(module, channel)  # a channel past 143 would count as the next module's
         bitmap = flat("ARICHDigits_m_bitmap")
         single = (bitmap > 0) & (bitmap & (bitmap - 1) == 0)
         window = np.log2(np.where(single, bitmap, 1)).astype(np.int64)
@@ -132,6 +134,30 @@ class ChannelMaskCollector(Collector):
         n = _hist((1, 0.0, 1.0), names=("events",))
         n.view(flow=True)[1] = len(events)
         return {"windows": windows, "bitmap": bits, "events": n}
+
+
+def _check_digits(module: I64, channel: I64) -> None:
+    """Raise :class:`~b2calib.exceptions.BadValueError` for the first digit whose module is not
+    1..420 or whose channel is not 0..143 (no sound file holds one)."""
+    n_ch = arich.N_CHANNELS_PER_MODULE
+    if not len(module) or (
+        module.min() >= 1
+        and module.max() <= arich.N_MODULES
+        and channel.min() >= 0
+        and channel.max() < n_ch
+    ):
+        return
+    bad_mod = (module < 1) | (module > arich.N_MODULES)
+    bad_ch = (channel < 0) | (channel >= n_ch)
+    k = int(np.argmax(bad_mod | bad_ch))
+    where = f"digit {k} of the entries read"
+    if bad_mod[k]:
+        raise BadValueError(
+            "ARICHDigits_m_modID", f"{where}: module {module[k]}, ARICH has 1..{arich.N_MODULES}"
+        )
+    raise BadValueError(
+        "ARICHDigits_m_channelID", f"{where}: channel {channel[k]}, a module has 0..{n_ch - 1}"
+    )
 
 
 @dataclasses.dataclass(frozen=True)
