@@ -1073,3 +1073,37 @@ def test_payload_files_are_written_while_the_next_execution_runs_and_recorded_in
     staged = {e.payload.checksum for e in db.iovs("staging", PAYLOAD)}
     assert len(staged) == sum(1 for e in report.executions if e.iov is not None)
     assert staged <= checkpoints
+
+
+def test_iterations_reread_their_files_from_the_read_cache(
+    data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An iterating calibration's collector, built from the constants, reads its files once:
+    the next iterations take the decoded branches from the job's read cache, which is gone
+    after the job; the payloads are those of a job without it (budget 0), bit for bit."""
+    from b2calib.engine import _reads
+
+    loads: list[bool] = []
+    real_load = _reads._load
+
+    def spy(path: Path) -> object:
+        out = real_load(path)
+        loads.append(out is not None)
+        return out
+
+    monkeypatch.setattr(_reads, "_load", spy)
+    folder = tmp_path / "reads"
+    folder.mkdir()
+    monkeypatch.setenv("B2CALIB_READ_CACHE_DIR", str(folder))
+    results = []
+    for budget in ("0", "100"):
+        monkeypatch.setenv("B2CALIB_READ_CACHE_MB", budget)
+        db = ConditionsDB(tmp_path / f"conditions-{budget}.sqlite", author="calibrator")
+        report = run_calibrations(offset_calibration(), data, db=db, staging_tag="s", cache=False)
+        assert report["test-offset"].iterations > 1
+        results.append(staged_values(db, "s"))
+        assert not list(folder.iterdir())  # the job's folder is removed
+        hits = sum(loads)
+        assert (hits > 0) == (budget != "0")
+        loads.clear()
+    assert results[0] == results[1]

@@ -801,3 +801,59 @@ def test_a_collectors_own_error_stops_the_job_naming_the_file(
         collect(collector, bhabha, step_size=20, on_bad_file="skip", **quiet)  # type: ignore[arg-type]
     notes = " ".join(getattr(err.value, "__notes__", []))
     assert f"_RejectsEvent was collecting {path}, entries 20-" in notes
+
+
+def _assert_same_output(got: CollectResult, want: CollectResult) -> None:
+    assert sorted(got.output) == sorted(want.output)
+    assert got.n_events == want.n_events
+    for run in want.output:
+        assert sorted(got.output[run]) == sorted(want.output[run])
+        for name, h in want.output[run].items():
+            assert np.array_equal(got.output[run][name].view(flow=True), h.view(flow=True))
+
+
+@pytest.mark.parametrize("executor", ["inprocess", "threads", "processes"])
+def test_a_read_cache_gives_the_same_histograms_without_reading_again(
+    sample: Path, tmp_path: Path, executor: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A collect through a read cache keeps each item's decoded branches; the next collect
+    through it (a calibration's next iteration) takes them from there, reading no branch of
+    the files, and fills the same histograms, bit for bit, as a collect without it (jagged and
+    flat branches, and the event numbers of the duplicate check). A file changed since is read
+    again; with a budget of 0 bytes nothing is kept."""
+    import b2calib.io
+
+    data = tmp_path / "data"
+    shutil.copytree(sample, data, ignore=shutil.ignore_patterns("truth"))
+    ds = Dataset.select(data, skims="hlt_bhabha")
+    quiet = dict(executor=executor, workers=2, cache=False, progress=False, verify=False)
+    flat = _RejectsEvent("EventMetaData_m_event", (10, 0.0, 1e9), "uint32", False)
+    collectors = (ECL, flat)
+    want = {c: collect(c, ds, step_size=20, **quiet) for c in collectors}  # type: ignore[arg-type]
+    folder = tmp_path / "reads"
+    folder.mkdir()
+    for c in collectors:
+        _assert_same_output(collect(c, ds, step_size=20, read_cache=folder, **quiet), want[c])  # type: ignore[arg-type]
+    kept = sorted(folder.iterdir())
+    assert kept
+    assert {p.suffix for p in kept} == {".bin"}  # no temporary file left
+    if executor != "processes":  # (the kept pool's workers do not see a mock)
+        reads = mock.patch.object(
+            b2calib.io.SkimFile, "arrays", side_effect=AssertionError("read again")
+        )
+        with reads:
+            for c in collectors:
+                got = collect(c, ds, step_size=20, read_cache=folder, **quiet)  # type: ignore[arg-type]
+                _assert_same_output(got, want[c])
+    for c in collectors:
+        _assert_same_output(collect(c, ds, step_size=20, read_cache=folder, **quiet), want[c])  # type: ignore[arg-type]
+    assert sorted(folder.iterdir()) == kept
+    changed = Path(ds.files[0].path)
+    os.utime(changed, ns=(changed.stat().st_atime_ns, changed.stat().st_mtime_ns + 10**9))
+    collect(ECL, ds, step_size=20, read_cache=folder, **quiet)  # type: ignore[arg-type]
+    assert len(list(folder.iterdir())) > len(kept)
+    monkeypatch.setenv("B2CALIB_READ_CACHE_MB", "0")
+    empty = tmp_path / "none"
+    empty.mkdir()
+    _assert_same_output(collect(ECL, ds, step_size=20, read_cache=empty, **quiet), want[ECL])  # type: ignore[arg-type]
+    assert not list(empty.iterdir())

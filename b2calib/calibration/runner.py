@@ -40,6 +40,8 @@ import functools
 import hashlib
 import json
 import os
+import shutil
+import tempfile
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -714,7 +716,10 @@ def run_calibrations(
             verify=verify,
         )
         runner.run_info = inputs.run_info
-        reports[cal.name] = report = runner.run(plan, inputs)
+        try:
+            reports[cal.name] = report = runner.run(plan, inputs)
+        finally:
+            runner.close()
         emit(ProgressEvent(cal.name, "done", iteration=report.iterations, message=report.status))
     return reports
 
@@ -790,6 +795,7 @@ class _Runner:
         self.started = time.perf_counter()
         self.staging_tag, self.input_tags = staging_tag, input_tags
         self.engine_options = engine_options
+        self.reads: str | None = None
         self.steps: dict[_StepKey, int] = {}
         # the files of this iteration's payloads, written (and checked) once when their
         # execution is recorded, by id(payload): staging stores these bytes, the checkpoint's
@@ -802,6 +808,26 @@ class _Runner:
         self.run_info: dict[RunKey, Run] = {}
         #: the calibrations that prevail over this one in the staging tag
         self.yields_to: set[str] = set()
+
+    def _rereads(self) -> str | None:
+        """The read cache's folder of an iterating calibration (its iterations read the same
+        files again: :func:`b2calib.engine.collect`'s ``read_cache``), made on first use in
+        ``$B2CALIB_READ_CACHE_DIR`` or the system's temporary folder, and removed by
+        :meth:`close`; None for a calibration of one iteration."""
+        if self.cal.max_iterations < 2:
+            return None
+        if self.reads is None:
+            self.reads = tempfile.mkdtemp(
+                prefix=f"b2calib-reads-{self.cal.name}-",
+                dir=os.environ.get("B2CALIB_READ_CACHE_DIR") or None,
+            )
+        return self.reads
+
+    def close(self) -> None:
+        """Remove the read cache's folder (:meth:`_rereads`)."""
+        if self.reads is not None:
+            shutil.rmtree(self.reads, ignore_errors=True)
+            self.reads = None
 
     def run(self, plan: JobPlan, inputs: _Inputs) -> CalibrationReport:
         """Run the calibration's planned job on ``inputs`` (the files of its collector inputs,
@@ -870,6 +896,8 @@ class _Runner:
                     collector,
                     datasets[name],
                     on_progress=progress.of(name),
+                    # a collector built from the constants may read its files again
+                    read_cache=None if isinstance(inp.collector, Collector) else self._rereads(),
                     **self.engine_options,
                 )
                 previous[name] = (collector, result)

@@ -57,6 +57,7 @@ from b2calib._workers import (
     shutdown_pool,
 )
 from b2calib.engine._files import FileCache, Identity, open_files
+from b2calib.engine._reads import ReadCache
 from b2calib.engine._transfer import Wire
 from b2calib.engine.collector import Collector, Histograms, RunOutput
 from b2calib.engine.dataset import Dataset, FileRef, SkippedFile, _inconsistent, _skipped
@@ -365,7 +366,11 @@ class _Partial:
 
 
 def _process_batch(
-    collector: Collector, batch: _Batch, cache_dir: str | None, stop: bool
+    collector: Collector,
+    batch: _Batch,
+    cache_dir: str | None,
+    stop: bool,
+    reads: tuple[str, int] | None = None,
 ) -> tuple[int, Wire[_Partial]]:
     """Run the collector on a batch's items and merge them file by file (in any process).
     ``stop``: return at the first file that cannot be read (the job stops on it)."""
@@ -377,7 +382,7 @@ def _process_batch(
         for pos, item in enumerate(batch.items):
             if item.path == bad:
                 continue
-            _, out, hit = _process(collector, item, cache_dir, files)
+            _, out, hit = _process(collector, item, cache_dir, files, reads)
             partial.cache_hits += int(hit)
             if isinstance(out, SkippedFile):
                 partial.skipped.append(out)
@@ -438,10 +443,14 @@ class _OpenFile:
 
 
 def _process(
-    collector: Collector, item: WorkItem, cache_dir: str | None, files: _OpenFile
+    collector: Collector,
+    item: WorkItem,
+    cache_dir: str | None,
+    files: _OpenFile,
+    reads: tuple[str, int] | None = None,
 ) -> tuple[int, _ItemOutput | SkippedFile, bool]:
-    """Run the collector on one item (in any process), reading it from ``files``. Returns
-    (index, result, cache hit)."""
+    """Run the collector on one item (in any process), reading it from ``files`` (through the
+    read cache ``reads``, when given). Returns (index, result, cache hit)."""
     path = None
     if cache_dir is not None:
         key = _cache_key(collector, item)
@@ -468,7 +477,12 @@ def _process(
             )
         numbered = _event_numbers(f.tree)
         extra = [EVENT_BRANCH] if numbered and EVENT_BRANCH not in branches else []
-        arrays = f.arrays(names + extra, item.entry_start, item.entry_stop)
+        if reads is None:
+            arrays = f.arrays(names + extra, item.entry_start, item.entry_stop)
+        else:
+            arrays = _read_cache(*reads).arrays(
+                f, files.ident, item.tree, names + extra, item.entry_start, item.entry_stop
+            )
     except B2CalibError as err:
         files.discard()  # not kept: the next read of the file opens it again
         return item.index, _skipped(item.path, err), False
@@ -592,6 +606,7 @@ def collect(
     max_nonfinite: float = DEFAULT_MAX_NONFINITE,
     on_progress: Callable[[int, int], None] | None = None,
     batch_events: int | None = None,
+    read_cache: str | os.PathLike[str] | None = None,
 ) -> CollectResult:
     """Run ``collector`` over ``dataset`` and return its histograms per run.
 
@@ -649,6 +664,13 @@ def collect(
         merged histograms, once (``None``: the data's events over :data:`MIN_BATCHES`, at most
         :data:`BATCH_EVENTS`; 0: one item per task). The same data and ``batch_events`` give
         identical histograms under every executor.
+    read_cache
+        A folder on this machine's disk, made by the caller for the collects that read the
+        same files again (a calibration's iterations), and removed by it after: each item's
+        decoded branches are kept there and taken from there by the next collect reading
+        them (:class:`~b2calib.engine._reads.ReadCache`; at most ``$B2CALIB_READ_CACHE_MB``,
+        default 8192 MB, shared between the workers). Local executors only: Dask's workers
+        read as without it.
     """
     if on_bad_file not in (None, "skip", "stop"):
         raise ConfigError(f"on_bad_file must be 'skip' or 'stop' (or None), not {on_bad_file!r}")
@@ -670,7 +692,11 @@ def collect(
     cache_dir: str | None = None
     if cache is not False:
         cache_dir = str(default_cache_dir() if cache is True else Path(cache))
-    fn = _Task(collector, cache_dir, stop=on_bad_file == "stop")
+    reads = None
+    if read_cache is not None and executor in ("inprocess", "threads", "processes"):
+        n_proc = 1 if executor != "processes" else workers or os.cpu_count() or 1
+        reads = (str(read_cache), read_cache_bytes() // n_proc)
+    fn = _Task(collector, cache_dir, stop=on_bad_file == "stop", reads=reads)
     if executor in ("inprocess", "threads", "processes") and items:
         collector.prepare()  # before the local workers fork: they inherit what it loads
         # nor do they inherit the free memory a caller's earlier work left resident (a
@@ -819,6 +845,35 @@ class _RunMerge:
             _bad_file(self.result, problem, self.policy)
 
 
+#: This process's read caches, by folder (each counts the bytes this process wrote to it).
+_read_caches: dict[str, ReadCache] = {}
+
+
+def _read_cache(folder: str, max_bytes: int) -> ReadCache:
+    cache = _read_caches.get(folder)
+    if cache is None:
+        if len(_read_caches) > 16:  # the folders of finished jobs
+            _read_caches.clear()
+        cache = _read_caches[folder] = ReadCache(folder, max_bytes)
+    return cache
+
+
+def read_cache_bytes() -> int:
+    """``$B2CALIB_READ_CACHE_MB`` in bytes (default 8192 MB): what the read cache of one
+    calibration job holds at most (each process writes its share)."""
+    text = os.environ.get("B2CALIB_READ_CACHE_MB", "").strip()
+    try:
+        mb = float(text) if text else 8192.0
+    except ValueError:
+        mb = -1.0
+    if not mb >= 0:
+        raise ConfigError(
+            f"B2CALIB_READ_CACHE_MB={text!r}: expected the megabytes a calibration's read cache "
+            "may hold (0 or more)"
+        )
+    return int(mb * 2**20)
+
+
 #: The collectors (by :func:`_collector_key`) prepared in this worker process.
 _prepared: set[str] = set()
 
@@ -859,6 +914,8 @@ class _Task:
     #: each batch's task used to compute it again in the worker (6-7 % of the workers' CPU in
     #: the cdc-t0 and top-module-t0 collects, issue 20).
     key: str = ""
+    #: The read cache's folder and the bytes each process may write to it (``read_cache``).
+    reads: tuple[str, int] | None = None
 
     def __call__(self, batch: _Batch) -> tuple[int, Wire[_Partial]]:
         if self.heap:
@@ -867,4 +924,4 @@ class _Task:
             os.chdir(self.cwd)
         if self.prepare:
             _prepare_once(self.collector, self.key or _collector_key(self.collector))
-        return _process_batch(self.collector, batch, self.cache_dir, self.stop)
+        return _process_batch(self.collector, batch, self.cache_dir, self.stop, self.reads)
