@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import gc
 import json
+import os
+import subprocess
+import sys
 import weakref
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -1080,7 +1083,8 @@ def test_iterations_reread_their_files_from_the_read_cache(
 ) -> None:
     """An iterating calibration's collector, built from the constants, reads its files once:
     the next iterations take the decoded branches from the job's read cache, which is gone
-    after the job; the payloads are those of a job without it (budget 0), bit for bit."""
+    after the job (and a killed job's with it); the payloads are those of a job without it
+    (budget 0), bit for bit."""
     from b2calib.engine import _reads
 
     loads: list[bool] = []
@@ -1095,6 +1099,14 @@ def test_iterations_reread_their_files_from_the_read_cache(
     folder = tmp_path / "reads"
     folder.mkdir()
     monkeypatch.setenv("B2CALIB_READ_CACHE_DIR", str(folder))
+    # a killed job's folder (its process gone) is removed by the next job, a running one's kept
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    orphan = folder / f"b2calib-reads-{gone.pid}-test-offset-x"
+    running = folder / f"b2calib-reads-{os.getppid()}-test-offset-y"
+    for old in (orphan, running):
+        old.mkdir()
+        (old / "entry.bin").write_bytes(b"x")
     results = []
     for budget in ("0", "100"):
         monkeypatch.setenv("B2CALIB_READ_CACHE_MB", budget)
@@ -1102,7 +1114,7 @@ def test_iterations_reread_their_files_from_the_read_cache(
         report = run_calibrations(offset_calibration(), data, db=db, staging_tag="s", cache=False)
         assert report["test-offset"].iterations > 1
         results.append(staged_values(db, "s"))
-        assert not list(folder.iterdir())  # the job's folder is removed
+        assert list(folder.iterdir()) == [running]  # the job's folder is removed, the orphan too
         hits = sum(loads)
         assert (hits > 0) == (budget != "0")
         loads.clear()

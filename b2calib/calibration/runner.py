@@ -817,9 +817,10 @@ class _Runner:
         if self.cal.max_iterations < 2:
             return None
         if self.reads is None:
+            parent = Path(os.environ.get("B2CALIB_READ_CACHE_DIR") or tempfile.gettempdir())
+            _remove_orphans(parent)
             self.reads = tempfile.mkdtemp(
-                prefix=f"b2calib-reads-{self.cal.name}-",
-                dir=os.environ.get("B2CALIB_READ_CACHE_DIR") or None,
+                prefix=f"b2calib-reads-{os.getpid()}-{self.cal.name}-", dir=parent
             )
         return self.reads
 
@@ -1271,6 +1272,21 @@ def _add_output(total: RunOutput, part: RunOutput, input_name: str, *, copy: boo
                 "produced by another input; give the collectors distinct names"
             )
         total.add(key, part[key], copy=copy)
+
+
+def _remove_orphans(parent: Path) -> None:
+    """Remove the read-cache folders in ``parent`` of processes that ended without removing
+    them (killed: ``b2calib-reads-<pid>-...``, the pid no longer running)."""
+    for folder in parent.glob("b2calib-reads-*-*"):
+        pid = folder.name.split("-")[2]
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            shutil.rmtree(folder, ignore_errors=True)
+        except OSError:  # another user's process: running
+            pass
 
 
 def _same_collector(
