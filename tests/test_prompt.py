@@ -23,6 +23,7 @@ from b2calib.cli import cli
 from b2calib.conditions import ConditionsDB
 from b2calib.exceptions import ConfigError
 from b2calib.prompt import PromptStore, run_prompt
+from b2calib.prompt.summary import PromptSummary
 from tests import prompt_calibrations
 from tests.conftest import REPO
 from tests.prompt_calibrations import HOLD_DIR_ENV, HOLD_ENV
@@ -406,15 +407,7 @@ def test_fallback_reads_fallback_in_the_progress_lines_too(
     """The live line of a calibration without an OK channel says FALLBACK, as the summary's
     row does (regression: `make demo` printed "done: OK" for pxd-hot-dead-cosmic, then
     FALLBACK in its table)."""
-    prev = prompt_calibrations.previous_tag(db)
-    summary = run_prompt(
-        bucket,
-        db=db,
-        exp=1,
-        input_tags=[prev],
-        calibrations=["tp-fallback", "tp-indep"],
-        workers=1,  # tasks in this process: its output is captured
-    )
+    summary = _fallback_and_ok(bucket, db, workers=1)  # tasks here: their output captured
     assert summary.row("tp-fallback").status == "FALLBACK"
     assert summary.row("tp-indep").status == "OK"
     lines = capsys.readouterr().out.splitlines()
@@ -431,17 +424,20 @@ def test_fallback_reads_fallback_in_the_progress_lines_too(
     assert PromptStore(db).outcome(summary.prompt_run, "tp-fallback").outcome == "OK"
 
 
-def test_fallback_is_not_ok_and_blocks_auto_validation(bucket: Path, db: ConditionsDB) -> None:
-    prev = prompt_calibrations.previous_tag(db)
-    summary = run_prompt(
+def _fallback_and_ok(bucket: Path, db: ConditionsDB, **options: Any) -> PromptSummary:
+    """The prompt loop over a calibration that falls back on every channel and an OK one."""
+    return run_prompt(
         bucket,
         db=db,
         exp=1,
-        input_tags=[prev],
+        input_tags=[prompt_calibrations.previous_tag(db)],
         calibrations=["tp-fallback", "tp-indep"],
-        auto_validate=True,
-        progress=False,
+        **options,
     )
+
+
+def test_fallback_is_not_ok_and_blocks_auto_validation(bucket: Path, db: ConditionsDB) -> None:
+    summary = _fallback_and_ok(bucket, db, auto_validate=True, progress=False)
     row = summary.row("tp-fallback")
     assert row.status == "FALLBACK"
     assert row.channels["fallback"] == 1
