@@ -1023,8 +1023,10 @@ def test_tracking_collectors_fill_what_their_former_hit_arrays_filled(tmp_path: 
     inverse per process (issue 20: recomputed for every chunk, it was half the T0 collector's
     CPU); their histograms are those of the former per-hit arrays, bit for bit: on a chunk of
     two runs with their own T0 sets, one with a run without a set, one event, no event, and
-    events without a T0 and times outside the window. The x-t collector's compiled points and
-    its numpy fallback both (issue 20)."""
+    events without a T0 and times outside the window; for the T0 collector also NaN and infinite
+    times, event T0s and drift lengths, negative drift lengths and ones beyond the x-t grid (a
+    collector whose drift-length range reaches beyond both ends of the grid). The compiled
+    passes (numba) of both collectors and their numpy fallbacks (issue 20)."""
     import awkward as ak
 
     from b2calib.detectors.cdc.tracking import (
@@ -1082,11 +1084,12 @@ def test_tracking_collectors_fill_what_their_former_hit_arrays_filled(tmp_path: 
         )
         hits = former_hits(ev, c.t0_runs)
         u_grid, inv = xt_inverse(np.asarray(c.xt).reshape(N_ROWS, 8))
-        pos = hits["u"] / (u_grid[1] - u_grid[0])
-        i0 = np.clip(pos.astype(np.int64), 0, len(u_grid) - 2)
-        w = pos - i0
-        t_fit = inv[hits["row"], i0] * (1 - w) + inv[hits["row"], i0 + 1] * w
-        res = hits["time"] - hits["t0"] - hits["t0_wire"] - t_fit
+        with np.errstate(invalid="ignore", over="ignore"):  # NaN and inf: hits not used
+            pos = hits["u"] / (u_grid[1] - u_grid[0])
+            i0 = np.clip(pos.astype(np.int64), 0, len(u_grid) - 2)
+            w = pos - i0
+            t_fit = inv[hits["row"], i0] * (1 - w) + inv[hits["row"], i0 + 1] * w
+            res = hits["time"] - hits["t0"] - hits["t0_wire"] - t_fit
         use = hits["has"] & (hits["u"] >= c.u_min) & (hits["u"] <= c.u_max) & np.isfinite(res)
         h.fill(hits["gw"][use], res[use])
         return h
@@ -1117,15 +1120,43 @@ def test_tracking_collectors_fill_what_their_former_hit_arrays_filled(tmp_path: 
     varied = ak.with_field(
         varied, ak.unflatten(times, ak.num(events["CDCHits_m_time"])), "CDCHits_m_time"
     )
+    # further cases, for the T0 collector (the x-t collector gets them too)
+    times[8] = np.inf
+    event_t0 = ak.to_numpy(events["EventT0_m_eventT0"]).copy()
+    event_t0[1::7] = np.nan
+    event_t0[2::11] = -np.inf
+    x = ak.to_numpy(ak.flatten(events["CDCHits_m_fitDriftLength"])).copy()
+    x[::7] = np.nan
+    x[3::7] *= -1
+    x[5::11] *= 3  # beyond the x-t grid's 1.1 half cells
+    x[6::13] = np.inf
+    x[9::17] = np.float32(1e30)
+    for field, value in (
+        ("CDCHits_m_time", ak.unflatten(times, ak.num(events["CDCHits_m_time"]))),
+        ("EventT0_m_eventT0", event_t0),
+        ("CDCHits_m_fitDriftLength", ak.unflatten(x, ak.num(events["CDCHits_m_time"]))),
+    ):
+        varied = ak.with_field(varied, value, field)
+    # every wire's floating-point bin is the wire's + 1 (the compiled T0 pass takes that one)
+    wires = hist.Hist(hist.axis.Regular(cdc.N_WIRES, -0.5, cdc.N_WIRES - 0.5))
+    wires.fill(np.arange(cdc.N_WIRES))
+    assert np.all(wires.view(flow=True)[1:-1] == 1)
+    assert wires.sum(flow=True) == cdc.N_WIRES
     for rows in (one_set, two_sets, lacking):
-        t0c = T0ResidualCollector(rows, sets, xt)
+        wide = T0ResidualCollector(rows, sets, xt, u_min=-1.0, u_max=2.0)
+        t0cs = (T0ResidualCollector(rows, sets, xt), wide)
         xtc = XtCollector(rows, sets)
         xtc.prepare()
+        t0cs[0].prepare()
         for sample in (events, events[:1], events[:0], varied):
-            got = t0c.collect(sample)["cdc_t0_residual"]
-            np.testing.assert_array_equal(
-                got.view(flow=True), former_t0(t0c, sample).view(flow=True)
-            )
+            for t0c in t0cs:
+                want = former_t0(t0c, sample).view(flow=True)
+                for compiled_kernel in (True, False):
+                    got = t0c._collect(sample, compiled_kernel=compiled_kernel)
+                    have = got["cdc_t0_residual"].view(flow=True)
+                    np.testing.assert_array_equal(have, want, err_msg=str(compiled_kernel))
+                got = t0c.collect(sample)["cdc_t0_residual"]
+                np.testing.assert_array_equal(got.view(flow=True), want)
             want_t, want_x = former_xt(xtc, sample)
             # the compiled points (numba) and the numpy fallback
             for got_xt in (xtc.collect(sample), xtc._collect(sample, compiled_kernel=False)):
@@ -1133,7 +1164,9 @@ def test_tracking_collectors_fill_what_their_former_hit_arrays_filled(tmp_path: 
                     have = got_xt[name].view(flow=True)
                     for field in ("count", "value", "_sum_of_deltas_squared"):
                         np.testing.assert_array_equal(have[field], want[field], err_msg=name)
-        assert t0c.collect(events)["cdc_t0_residual"].sum() > 0
+        for t0c in t0cs:
+            t0_counts = [t0c.collect(v)["cdc_t0_residual"].sum(flow=True) for v in (events, varied)]
+            assert 0 < t0_counts[1] < t0_counts[0]
         xt_counts = [xtc.collect(v)["cdc_xt_time"].view()["count"].sum() for v in (events, varied)]
         assert 0 < xt_counts[1] < xt_counts[0]
 
@@ -1220,6 +1253,104 @@ def test_dedx_collectors_fill_what_their_former_hit_arrays_filled(tmp_path: Path
                     else:
                         np.testing.assert_array_equal(have, ref, err_msg=f"{kind} {name}")
     assert filled == 8  # the run and cosine hit means: with and without wire gains, 2 samples
+
+
+def test_tracking_collectors_compiled_and_numpy_agree_on_the_sample_bucket(
+    tmp_path: Path,
+) -> None:
+    """On every track skim of the committed sample bucket, with the collectors ``cdc-t0`` and
+    ``cdc-xt`` built from its truth (each run's T0 and the x-t relation): the compiled passes
+    (numba) fill the histograms of the numpy paths, bit for bit (issue 20)."""
+    from b2calib.detectors.cdc.tracking import (
+        _HIT_BRANCHES,
+        TRACK_SKIMS,
+        t0_collector,
+        xt_collector,
+    )
+
+    sample = REPO / "data-samples" / "bucket"
+    db = ConditionsDB(tmp_path / "c.sqlite", author="test")
+    db.import_local(sample / "truth", "truth")
+    files = [f for f in Dataset.from_paths(sample) if f.skim in TRACK_SKIMS]
+    assert len(files) >= 2
+    runs = sorted({(f.exp, f.run) for f in files})
+    constants = Constants(db, ["truth"])
+    collectors = (t0_collector(constants, runs), xt_collector(constants, runs))
+    used = 0
+    for path in (f.path for f in files):
+        with open_skim(path) as f:
+            events = f.arrays(list(_HIT_BRANCHES))
+        for c in collectors:
+            c.prepare()
+            compiled = c._collect(events, compiled_kernel=True)
+            reference = c._collect(events, compiled_kernel=False)
+            assert compiled.keys() == reference.keys()
+            for name, h in compiled.items():
+                have, want = h.view(flow=True), reference[name].view(flow=True)
+                assert have.tobytes() == want.tobytes(), (path, name)
+                used += int(have["count"].sum() if have.dtype.names else have.sum())
+    assert used > 0
+
+
+def test_t0_residual_kernel_interpolates_and_bins_as_numpy() -> None:
+    """The T0 collector's compiled pass against its numpy formula on a table without the x-t
+    inverse's smoothness (so that a neighbouring grid cell gives another residual): drift
+    lengths below the grid, in it, on its last cells and beyond (clipped to the last cell),
+    NaN and infinite ones, residuals in and beyond the axis, hits of an event without a T0 and
+    of a run without a set; the same counts bit for bit, in every bin."""
+    from b2calib.detectors.cdc._t0_residuals import t0_residuals
+    from b2calib.detectors.cdc.tracking import HALF_CELL_ROW, N_ROWS
+
+    rng = np.random.default_rng(11)
+    n_grid, step, bins = 1024, 1.1 / 1023, (30, -4.0, 4.0)
+    counts = np.array([0, 5, 1, 3000, 2000, 7, 1000])
+    has = np.array([True, True, False, True, True, True, True])
+    event_set = np.array([0, 1, 0, 0, -1, 1, 1])
+    n = int(counts.sum())
+    layer = rng.integers(0, cdc.N_LAYERS, n).astype(np.int8)
+    wire = (rng.random(n) * cdc.LAYER_NWIRES[layer]).astype(np.int16)
+    lr = rng.integers(0, 2, n).astype(np.int8)
+    row = 2 * layer.astype(np.int64) + lr
+    u = rng.uniform(-0.2, 1.3, n)
+    u[:50] = rng.uniform(1.0985, 1.1, 50)  # the last cell
+    u[50:100] = (n_grid - 2) * step * (1 + rng.uniform(-1e-15, 1e-15, 50))  # its edge
+    u[100:110] = [np.nan, np.inf, -np.inf, 1e30, -1e30, 0.0, 1.1, 2.0, -0.5, 1.05]
+    x = (u * HALF_CELL_ROW[row]).astype(np.float32)
+    inv = rng.normal(0.0, 2.0, (N_ROWS, n_grid))
+    inv[5] = np.nan  # a row without a relation
+    sets = rng.normal(0.0, 1.0, (2, cdc.N_WIRES))
+    t0 = rng.normal(0.0, 1.0, len(counts)).astype(np.float32)
+    time = rng.normal(0.0, 3.0, n).astype(np.float32)
+    time[200:210] = [np.nan, np.inf, -np.inf, 1e30, -1e30, 4.0, -4.0, 3.99, 0.0, 1e-3]
+    want = hist.Hist(
+        hist.axis.Regular(cdc.N_WIRES, -0.5, cdc.N_WIRES - 0.5), hist.axis.Regular(*bins)
+    , storage=hist.storage.Int64())  # fmt: skip
+    for u_min, u_max in ((0.05, 0.85), (-1.0, 1.3)):
+        hit_set = np.repeat(event_set, counts)
+        gw = cdc.global_wire(layer, wire)
+        with np.errstate(invalid="ignore", over="ignore"):
+            uu = x.astype(np.float64) / HALF_CELL_ROW[row]
+            pos = uu / step
+            i0 = np.clip(pos.astype(np.int64), 0, n_grid - 2)
+            w = pos - i0
+            t_fit = inv[row, i0] * (1 - w) + inv[row, i0 + 1] * w
+            t0_wire = np.where(hit_set >= 0, sets[np.maximum(hit_set, 0), gw], np.nan)
+            res = time.astype(np.float64) - np.repeat(t0.astype(np.float64), counts)
+            res = res - t0_wire - t_fit
+        use = np.repeat(has, counts) & (uu >= u_min) & (uu <= u_max) & np.isfinite(res)
+        assert 0 < use.sum() < n
+        if u_min < 0:  # the cells clipped (beyond the grid) and truncated towards 0 (below it)
+            assert np.any(use & (pos >= n_grid - 1))
+            assert np.any(use & (pos < 0))
+        want.reset().fill(gw[use], res[use])
+        have = np.zeros_like(want.view(flow=True))
+        args = (counts, t0, has, event_set, sets, cdc.LAYER_FIRST, layer, wire, lr, time, x)
+        got = t0_residuals(
+            *args, HALF_CELL_ROW, inv, step, u_min, u_max, bins[1], bins[2], np.empty(n, np.int64),
+            have,
+        )  # fmt: skip
+        assert got == use.sum()
+        np.testing.assert_array_equal(have, want.view(flow=True))
 
 
 @pytest.mark.parametrize("compiled_kernel", [True, False])

@@ -359,23 +359,86 @@ class T0ResidualCollector(Collector):
         return dict(_HIT_BRANCHES)
 
     def prepare(self) -> None:
-        """Load the compiled hit check (forked workers inherit it)."""
+        """Load the compiled hit check and residuals (forked workers inherit them)."""
         prepare_hit_check()
+        kernel = compiled("b2calib.detectors.cdc._t0_residuals", "t0_residuals")
+        if kernel is not None:
+            # the types of collect's arguments: the branches as read, the cached tables
+            # read-only, the histogram's storage Fortran-ordered
+            i, f = np.zeros(0, np.int64), np.zeros(0)
+            table = _read_only(np.zeros((1, 2)))
+            i8, i16, f32 = i.astype(np.int8), i.astype(np.int16), f.astype(np.float32)
+            out = np.zeros((2, 3), np.int64, order="F")
+            kernel(
+                i, f32, i > 0, i, table, i, i8, i16, i8, f32, f32, f, table, 1.0, 0.0, 1.0,
+                0.0, 1.0, i, out,
+            )  # fmt: skip
 
     def collect(self, events: ak.Array) -> dict[str, hist.Hist]:
+        return self._collect(events, compiled_kernel=True)
+
+    def _collect(self, events: ak.Array, *, compiled_kernel: bool) -> dict[str, hist.Hist]:
+        """The histogram, filled by the compiled kernel
+        (:mod:`b2calib.detectors.cdc._t0_residuals`) when numba is there and
+        ``compiled_kernel``, else from the flat per-hit arrays of :func:`_hits` and
+        :func:`~b2calib.engine.fill.fill_2d`: the same residuals in the same bins, so the same
+        histogram, bit for bit."""
         h = hist.Hist(
             hist.axis.Regular(*WIRE_AXIS, name="wire", label="wire"),
             hist.axis.Regular(*self.bins, name="residual", label="t - t_fit (ns)"),
             storage=hist.storage.Int64(),
         )
-        hits = _hits(events, self.t0_runs, self.t0_sets)
         u_grid, inv = _xt_inverse_of(self.xt)
         step = u_grid[1] - u_grid[0]
-        pos = hits["u"] / step
-        i0 = np.clip(pos.astype(np.int64), 0, len(u_grid) - 2)
-        w = pos - i0
-        t_fit = inv[hits["row"], i0] * (1 - w) + inv[hits["row"], i0 + 1] * w
-        res = hits["time"] - hits["t0"] - hits["t0_wire"] - t_fit
+        kernel = (
+            compiled("b2calib.detectors.cdc._t0_residuals", "t0_residuals")
+            if compiled_kernel
+            # beyond 2**62 grid steps numpy's cast of the position to an index is undefined
+            and abs(self.u_max) / step < 2.0**62
+            else None
+        )
+        if kernel is not None:
+            counts = ak.to_numpy(ak.num(events["CDCHits_m_layer"]))
+
+            def flat(branch: str) -> npt.NDArray[Any]:
+                return np.asarray(ak.to_numpy(ak.flatten(events[branch])))
+
+            exp = ak.to_numpy(events["EventMetaData_m_experiment"]).astype(np.int64)
+            run = ak.to_numpy(events["EventMetaData_m_run"]).astype(np.int64)
+            layer, wire, lr = (flat(f"CDCHits_m_{b}") for b in ("layer", "wire", "leftRight"))
+            check_hits(counts, layer, wire, lr)  # the kernel indexes its tables with them
+            kernel(
+                counts.astype(np.int64),
+                np.asarray(ak.to_numpy(events["EventT0_m_eventT0"])),
+                ak.to_numpy(events["EventT0_m_hasEventT0"]) > 0,
+                _event_sets(exp, run, self.t0_runs),
+                _set_table(self.t0_sets),
+                cdc.LAYER_FIRST,
+                layer,
+                wire,
+                lr,
+                flat("CDCHits_m_time"),
+                flat("CDCHits_m_fitDriftLength"),
+                HALF_CELL_ROW,
+                inv,
+                float(step),
+                float(self.u_min),
+                float(self.u_max),
+                float(self.bins[1]),
+                float(self.bins[2]),
+                np.empty(len(layer), np.int64),
+                h.view(flow=True),
+            )
+            return {self.name: h}
+        hits = _hits(events, self.t0_runs, self.t0_sets, compiled_kernel=False)
+        # NaN and infinite drift lengths and times give NaN positions and residuals (their
+        # cast to an index is clipped): their hits are not used, they are not worth a warning
+        with np.errstate(invalid="ignore", over="ignore"):
+            pos = hits["u"] / step
+            i0 = np.clip(pos.astype(np.int64), 0, len(u_grid) - 2)
+            w = pos - i0
+            t_fit = inv[hits["row"], i0] * (1 - w) + inv[hits["row"], i0 + 1] * w
+            res = hits["time"] - hits["t0"] - hits["t0_wire"] - t_fit
         use = hits["has"] & (hits["u"] >= self.u_min) & (hits["u"] <= self.u_max)
         use &= np.isfinite(res)
         fill_2d(h.view(flow=True), hits["gw"][use], res[use], WIRE_AXIS, self.bins)
@@ -390,11 +453,23 @@ def t0_collector(constants: Constants, runs: Sequence[RunKey]) -> T0ResidualColl
 
 
 def _board_sum(counts: F) -> F:
-    """Histogram rows (wires) summed per front-end board."""
+    """Histogram rows (wires) summed per front-end board: the rows in board order, each
+    board's run of rows reduced (6x faster than ``np.add.at``, and for counts, whole numbers,
+    the same sums in any order)."""
+    order, starts = _board_runs()
+    return np.add.reduceat(counts[order], starts, axis=0)
+
+
+@functools.cache
+def _board_runs() -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    """The wires in board order and the first of each board's in it (every board has wires)."""
     boards = cdc.board_of(np.arange(cdc.N_WIRES))
-    out = np.zeros((cdc.N_BOARDS, counts.shape[1]))
-    np.add.at(out, boards, counts)
-    return out
+    order = np.argsort(boards, kind="stable")
+    starts = np.searchsorted(boards[order], np.arange(cdc.N_BOARDS))
+    if np.any(np.diff(np.append(starts, cdc.N_WIRES)) <= 0):
+        raise AssertionError("a front-end board without wires")  # reduceat would misread it
+    order.flags.writeable = starts.flags.writeable = False
+    return order, starts
 
 
 def _expected_errors(fits: ChannelFits, layer: npt.NDArray[np.int64], min_wires: int) -> F:
