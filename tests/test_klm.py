@@ -1111,3 +1111,27 @@ def test_time_hits_compiled_equal_numpy(sample: Path, monkeypatch: pytest.Monkey
         a, b = h.view(flow=True), out[False][k].view(flow=True)
         assert np.asarray(a).tobytes() == np.asarray(b).tobytes(), k
     assert out[True]["edge time_1"].values().sum() > 0
+
+
+def test_delay_model_value_alone_equals_the_pass_with_gradient() -> None:
+    """The delay model's value alone (no density computed) is the value of the pass with the
+    gradient, bit for bit; beyond the normal table, the distribution above it is libm's
+    ``0.5 erfc(-z / sqrt 2)`` (1, without calling it), and below it that call."""
+    import math
+
+    from b2calib.detectors.klm import time as T
+
+    cells, _, edges = _scintillator_sample(5)
+    model = T._DelayModel(cells, edges, (-20.0, 40.0), collectors.REFERENCE_DELAY)
+    for delay, sigma in ((0.068, 1.3), (0.0, 0.05), (0.3, 20.0)):
+        value, none = T._delay_model_kernel(*model._args, delay, sigma, with_grad=False)
+        both, grad = T._delay_model_kernel(*model._args, delay, sigma, with_grad=True)
+        assert none is None
+        assert grad is not None
+        assert value.tobytes() == both.tobytes()
+    z = np.concatenate([[np.nextafter(9.0, 10.0)], np.linspace(9.0, 60.0, 5001)[1:], [1e300]])
+    for x in map(float, (*z, *-z, np.inf, -np.inf, np.nan)):
+        cdf, pdf = T._normal_at(x, True)
+        want = 0.5 * math.erfc(-x / math.sqrt(2.0))
+        assert cdf == want or (math.isnan(cdf) and math.isnan(want)), x
+        assert pdf == math.exp(-0.5 * x * x) / math.sqrt(2.0 * math.pi) or math.isnan(x)

@@ -224,7 +224,7 @@ def fit_scintillator_delay(
 class _DelayModel:
     """The model of :func:`fit_scintillator_delay`: the expected cumulative counts at the edges
     of the distance bins' time histograms laid end to end, and their derivatives in the delay
-    and the resolution, both from one compiled pass (:func:`_delay_model_kernel`).
+    and the resolution, both from one compiled pass (:func:`_delay_model_pass`).
 
     Each cell (channel ``i``, distance bin ``k`` with hits) is a Gaussian of the histogrammed
     time ``t - reference x d``, mean ``tbar_i + delay (d_ik - dbar_i) - reference d_ik`` and
@@ -270,8 +270,7 @@ class _DelayModel:
         at = (float(delay), float(sigma))
         kept = self._kept.get(at)
         if kept is None or (grad and kept[1] is None):
-            value, g = _delay_model_kernel(*self._args, at[0], at[1], grad)
-            kept = (value, g if grad else None)
+            kept = _delay_model_kernel(*self._args, at[0], at[1], with_grad=grad)
             self._kept.pop(at, None)
             if len(self._kept) >= self._KEPT:  # the oldest point out (dicts keep their order)
                 del self._kept[next(iter(self._kept))]
@@ -297,11 +296,13 @@ def _normal_at(z: float, density: bool) -> tuple[float, float]:
     if -SPAN <= z <= SPAN:
         return _normal(z)
     pdf = math.exp(-0.5 * z * z) / _SQRT2PI if density else 0.0
+    if z > SPAN:  # libm's 0.5 erfc(-z / sqrt 2) is 1 there (tested), without its cost
+        return 1.0, pdf
     return 0.5 * math.erfc(-z / _SQRT2), pdf
 
 
-@numba.njit(cache=True, nogil=True)
-def _delay_model_kernel(
+@numba.njit(cache=True, nogil=True, inline="always")
+def _delay_model_pass(
     edges: F,
     first: npt.NDArray[np.int64],
     tbar: F,
@@ -317,7 +318,10 @@ def _delay_model_kernel(
     with_grad: bool,
 ) -> tuple[F, F]:
     """:class:`_DelayModel` at (``delay``, ``sigma``): the expected cumulative counts at the
-    flat edges, and (``with_grad``) their derivatives, shape (2, edges)."""
+    flat edges, and (``with_grad``) their derivatives, shape (2, edges). Inlined into
+    :func:`_delay_model_value` and :func:`_delay_model_grad` with ``with_grad`` a constant: the
+    value alone (most of a fit's evaluations: Minuit's seed and Hesse) then computes no
+    density."""
     nb = edges.shape[0] - 1
     bw = edges[1] - edges[0]
     nk = first.shape[0] - 1
@@ -404,6 +408,57 @@ def _delay_model_kernel(
                 gout[1, offset + at - skip] = gcdf[1, at] + grun1 - gbase1
         total += hits
     return out, gout
+
+
+@numba.njit(cache=True, nogil=True)
+def _delay_model_value(
+    edges: F,
+    first: npt.NDArray[np.int64],
+    tbar: F,
+    u: F,
+    dck: F,
+    vck: F,
+    n: F,
+    lo: float,
+    hi: float,
+    reference: float,
+    delay: float,
+    sigma: float,
+) -> F:
+    """:func:`_delay_model_pass` without the derivatives: the expected cumulative counts."""
+    return _delay_model_pass(
+        edges, first, tbar, u, dck, vck, n, lo, hi, reference, delay, sigma, False
+    )[0]
+
+
+@numba.njit(cache=True, nogil=True)
+def _delay_model_grad(
+    edges: F,
+    first: npt.NDArray[np.int64],
+    tbar: F,
+    u: F,
+    dck: F,
+    vck: F,
+    n: F,
+    lo: float,
+    hi: float,
+    reference: float,
+    delay: float,
+    sigma: float,
+) -> tuple[F, F]:
+    """:func:`_delay_model_pass` with the derivatives."""
+    return _delay_model_pass(
+        edges, first, tbar, u, dck, vck, n, lo, hi, reference, delay, sigma, True
+    )
+
+
+def _delay_model_kernel(*args: Any, with_grad: bool) -> tuple[F, F | None]:
+    """The model's values and (``with_grad``, else None) derivatives at ``args`` (those of
+    :func:`_delay_model_value`)."""
+    if with_grad:
+        value, grad = _delay_model_grad(*args)
+        return value, grad
+    return _delay_model_value(*args), None
 
 
 def _rebinned(h: Any, width: float) -> tuple[F, F]:
