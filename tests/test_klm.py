@@ -1135,3 +1135,46 @@ def test_delay_model_value_alone_equals_the_pass_with_gradient() -> None:
         want = 0.5 * math.erfc(-x / math.sqrt(2.0))
         assert cdf == want or (math.isnan(cdf) and math.isnan(want)), x
         assert pdf == math.exp(-0.5 * x * x) / math.sqrt(2.0 * math.pi) or math.isnan(x)
+
+
+def test_efficiency_counts_compiled_equal_numpy(
+    sample: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The strip-efficiency counts from the compiled pass (no crossings) are those of the
+    numpy path (the crossings and :func:`selected_for_efficiency`), bit for bit: on a run of the
+    sample (whole and a chunk) and on the edge events (a track past the event's tracks, a
+    straight track, NaN digit times, crossings on many layers), across the cuts' edges; the
+    inputs the compiled crossings leave to numpy take the numpy path."""
+    f = sorted(sample.glob("e*/r*/cdst_hlt_mumu_2trk_*.root"))[0]
+    ev = uproot.open(f)["tree"].arrays(list(collectors._BRANCHES))
+    edge = _time_edge_events()
+    calls: list[int] = []
+    numpy_crossings = collectors._crossings_numpy
+
+    def spy(events: ak.Array, allowed_distance: int) -> collectors.Crossings:
+        calls.append(1)
+        return numpy_crossings(events, allowed_distance)
+
+    monkeypatch.setattr(collectors, "_crossings_numpy", spy)
+    cuts_sample = ((8, 14, 4, 4.0), (1, 20, 8, 2.0), (3, 1, 1, 0.0), (8, 28, 30, 2.0))
+    cuts_edge = ((8, 1, 1, 0.0), (8, 2, 1, 4.0), (1, 3, 2, 0.0), (8, 1, 3, 1e9), (2, 0, 9, 0.0))
+    for events, cuts in ((ev, cuts_sample), (ev[len(ev) // 3 : len(ev) // 2], cuts_sample),
+                         (edge, cuts_edge), (edge[3:], cuts_edge)):  # fmt: skip
+        for cut in cuts:
+            calls.clear()
+            got = collectors.efficiency_counts(events, *cut)
+            assert not calls  # the compiled pass
+            want = collectors.efficiency_counts(events, *cut, compiled_kernel=False)
+            for a, b in zip(got, want, strict=True):
+                assert a.dtype == b.dtype
+                assert a.tobytes() == b.tobytes(), cut
+    assert collectors.efficiency_counts(edge, 8, 1, 1, 0.0)[0].sum() > 0
+    assert collectors.efficiency_counts(ev, 8, 14, 4, 4.0)[1].sum() > 1000
+    # a strip outside its plane: the numpy path, through both
+    odd = ak.with_field(edge, edge["KLMDigits_m_strip"] * 0, "KLMDigits_m_strip")
+    calls.clear()
+    got = collectors.efficiency_counts(odd, 8, 1, 1, 0.0)
+    assert len(calls) == 1
+    want = collectors.efficiency_counts(odd, 8, 1, 1, 0.0, compiled_kernel=False)
+    assert got[0].tobytes() == want[0].tobytes()
+    assert got[1].tobytes() == want[1].tobytes()

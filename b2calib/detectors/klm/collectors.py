@@ -31,6 +31,7 @@ __all__ = [
     "StripEfficiencyCollector",
     "TimeCollector",
     "crossings",
+    "efficiency_counts",
     "extrapolation_layer",
     "selected_for_efficiency",
     "strip_length",
@@ -229,6 +230,43 @@ def crossings(
                     tof=tof,
                 )
     return _crossings_numpy(events, allowed_distance)
+
+
+def _counted(
+    events: ak.Array, span: int
+) -> (
+    tuple[
+        tuple[I64, list[npt.NDArray[Any]]],
+        tuple[I64, list[npt.NDArray[Any]]],
+        tuple[I64, list[npt.NDArray[Any]]],
+        B,
+        npt.NDArray[np.int16],
+        int,
+        int,
+    ]
+    | None
+):
+    """The branches of ``events`` as read (:func:`_group`: ExtHits, digits, tracks) and the
+    compiled count pass's marks (the first ExtHit of each track and plane, each digit's plane),
+    crossings and most digits of an event, for strip window ``span``; None without numba or
+    for inputs the numpy path handles (:func:`_crossings_numpy`)."""
+    count = compiled("b2calib.detectors.klm._crossings", "klm_count")
+    if count is None or span < 0 or klm.EKLM_STRIPS + span >= _STRIP_KEY:
+        return None
+    ext, dig, trk = (_group(events, b) for b in (_EXT_BRANCHES, _DIGIT_BRANCHES, _TRACK_BRANCHES))
+    if ext is None or dig is None or trk is None:
+        return None
+    (e_off, (det, copy_id, track, *_)), (d_off, (*addr, d_strip, _)) = ext, dig
+    first = np.zeros(int(e_off[-1] - e_off[0]), bool)
+    d_plane = np.empty(int(d_off[-1] - d_off[0]), np.int16)
+    tables = (_CHANNEL_PLANE, _PLANE_STRIPS, _ADDRESS_PLANE)
+    ok, n, most = count(
+        e_off, det, copy_id, track, d_off, *addr, d_strip, DETECTOR_ID["KLM"], span, *tables,
+        first, d_plane,
+    )  # fmt: skip
+    if not ok:
+        return None
+    return ext, dig, trk, first, d_plane, int(n), int(most)
 
 
 #: The number of strips of each plane (row of ``klm.PLANES``).
@@ -556,25 +594,60 @@ class StripEfficiencyCollector(Collector):
         return dict(_BRANCHES)
 
     def prepare(self) -> None:
-        """Load the compiled matching of :func:`crossings`."""
+        """Load the compiled crossings and counts (a collect of one empty event)."""
         _load_match()
+        self.collect(_NO_EVENTS)
 
     def collect(self, events: ak.Array) -> dict[str, hist.Hist]:
-        c = crossings(events, self.allowed_distance)
-        sel = selected_for_efficiency(
-            c,
-            self.min_matching_digits,
-            self.min_matching_digits_outer,
-            self.min_momentum_no_outer,
-        )
-        n = np.bincount(c.plane[sel], minlength=_NPL)
-        k = np.bincount(c.plane[sel & c.matched], minlength=_NPL)
+        cuts = (self.min_matching_digits, self.min_matching_digits_outer)
+        counts = efficiency_counts(events, self.allowed_distance, *cuts, self.min_momentum_no_outer)
         out = {}
-        for name, counts in (("crossings", n), ("matched", k)):
+        for name, values in zip(("crossings", "matched"), counts, strict=True):
             h = _hist(_PLANE_AXIS, names=("plane",), storage=hist.storage.Int64())
-            h.view()[...] = counts
+            h.view()[...] = values
             out[name] = h
         return out
+
+
+def efficiency_counts(
+    events: ak.Array,
+    allowed_distance: int,
+    min_matching_digits: int,
+    min_matching_digits_outer: int,
+    min_momentum_no_outer: float,
+    *,
+    compiled_kernel: bool = True,
+) -> tuple[I64, I64]:
+    """Per strip plane, the crossings of ``events`` :func:`selected_for_efficiency` selects
+    and those of them matched to a digit (:class:`StripEfficiencyCollector`'s counts).
+
+    With numba and ``compiled_kernel``, in one compiled pass over the branches as read, without
+    the crossings (:func:`b2calib.detectors.klm._crossings.klm_efficiency_counts`); else, and
+    for the inputs :func:`crossings` leaves to numpy, from the crossings. The two give the same
+    counts.
+    """
+    span = int(allowed_distance) - 1
+    counted = _counted(events, span) if compiled_kernel else None
+    if counted is not None:
+        ext, dig, trk, first, d_plane, _, most = counted
+        (e_off, (_, copy_id, track, *_)), (d_off, (*_, d_strip, _)) = ext, dig
+        kernel = compiled("b2calib.detectors.klm._crossings", "klm_efficiency_counts")
+        assert kernel is not None
+        n, k = np.zeros(_NPL, np.int64), np.zeros(_NPL, np.int64)
+        kernel(
+            e_off, copy_id, track, d_off, d_strip, trk[0], *trk[1], span,
+            _BFIELD_FACTOR * _B_TESLA, _CHANNEL_PLANE, klm.PLANE_FIRST, _PLANE_LAYER, first,
+            d_plane, most, float(min_matching_digits), float(min_matching_digits_outer),
+            float(min_momentum_no_outer), n, k,
+        )  # fmt: skip
+        return n, k
+    c = crossings(events, allowed_distance, compiled_kernel=compiled_kernel)
+    sel = selected_for_efficiency(
+        c, min_matching_digits, min_matching_digits_outer, min_momentum_no_outer
+    )
+    n = np.bincount(c.plane[sel], minlength=_NPL)
+    k = np.bincount(c.plane[sel & c.matched], minlength=_NPL)
+    return n, k
 
 
 def strip_length() -> F:
