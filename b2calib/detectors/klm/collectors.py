@@ -159,76 +159,54 @@ def crossings(
     with numpy (:func:`_crossings_numpy`). The two give the same crossings, bit for bit (the
     compiled pass's integer and float fields are the rows of one array each).
     """
-    count = compiled("b2calib.detectors.klm._crossings", "klm_count") if compiled_kernel else None
     span = int(allowed_distance) - 1
-    if count is not None and span >= 0 and klm.EKLM_STRIPS + span < _STRIP_KEY:
-        ext, dig, trk = (
-            _group(events, b) for b in (_EXT_BRANCHES, _DIGIT_BRANCHES, _TRACK_BRANCHES)
+    counted = _counted(events, span) if compiled_kernel else None
+    if counted is not None:
+        ext, dig, trk, first, d_plane, n, most = counted
+        (e_off, (_, copy_id, track, *pos)), (d_off, (*_, d_strip, d_time)) = ext, dig
+        ints = np.empty((5, n), np.int64)
+        floats = np.empty((6, n))
+        matched = np.zeros(n, bool)
+        fill = compiled("b2calib.detectors.klm._crossings", "klm_fill")
+        assert fill is not None
+        fill(
+            e_off,
+            copy_id,
+            track,
+            *pos,
+            d_off,
+            d_strip,
+            d_time,
+            trk[0],
+            *trk[1],
+            span,
+            _BFIELD_FACTOR * _B_TESLA,
+            _CHANNEL_PLANE,
+            klm.PLANE_FIRST,
+            _PLANE_LAYER,
+            first,
+            d_plane,
+            most,
+            ints,
+            floats,
+            matched,
         )
-        if ext is not None and dig is not None and trk is not None:
-            (e_off, (det, copy_id, track, *pos)), (d_off, (*addr, d_strip, d_time)) = ext, dig
-            klm_id = DETECTOR_ID["KLM"]
-            tables = (_CHANNEL_PLANE, _PLANE_STRIPS, _ADDRESS_PLANE)
-            first = np.zeros(int(e_off[-1] - e_off[0]), bool)
-            d_plane = np.empty(int(d_off[-1] - d_off[0]), np.int16)
-            ok, n, most = count(
-                e_off,
-                det,
-                copy_id,
-                track,
-                d_off,
-                *addr,
-                d_strip,
-                klm_id,
-                span,
-                *tables,
-                first,
-                d_plane,
-            )
-            if ok:
-                ints = np.empty((5, n), np.int64)
-                floats = np.empty((6, n))
-                matched = np.zeros(n, bool)
-                fill = compiled("b2calib.detectors.klm._crossings", "klm_fill")
-                assert fill is not None
-                fill(
-                    e_off,
-                    copy_id,
-                    track,
-                    *pos,
-                    d_off,
-                    d_strip,
-                    d_time,
-                    trk[0],
-                    *trk[1],
-                    span,
-                    _BFIELD_FACTOR * _B_TESLA,
-                    _CHANNEL_PLANE,
-                    klm.PLANE_FIRST,
-                    _PLANE_LAYER,
-                    first,
-                    d_plane,
-                    most,
-                    ints,
-                    floats,
-                    matched,
-                )
-                event, track, channel, plane, layer = ints
-                time, momentum, x, y, z, tof = floats
-                return Crossings(
-                    event=event,
-                    track=track,
-                    channel=channel,
-                    plane=plane,
-                    layer=layer,
-                    matched=matched,
-                    time=time,
-                    momentum=momentum,
-                    x=x,
-                    y=y,
-                    z=z,
-                    tof=tof,
-                )
+        event, track, channel, plane, layer = ints
+        time, momentum, x, y, z, tof = floats
+        return Crossings(
+            event=event,
+            track=track,
+            channel=channel,
+            plane=plane,
+            layer=layer,
+            matched=matched,
+            time=time,
+            momentum=momentum,
+            x=x,
+            y=y,
+            z=z,
+            tof=tof,
+        )
     return _crossings_numpy(events, allowed_distance)
 
 
@@ -708,42 +686,32 @@ def time_hits(
     for the inputs :func:`crossings` leaves to numpy, from the crossings
     (:func:`_time_hits_numpy`). The two give the same hits, bit for bit.
     """
-    count = compiled("b2calib.detectors.klm._crossings", "klm_count") if compiled_kernel else None
-    if count is not None and len(windows) == len(klm.TIME_TYPES):  # (a window per type)
-        ext, dig, trk = (
-            _group(events, b) for b in (_EXT_BRANCHES, _DIGIT_BRANCHES, _TRACK_BRANCHES)
-        )
-        if ext is not None and dig is not None and trk is not None:
-            (e_off, (det, copy_id, track, *pos)), (d_off, (*addr, d_strip, d_time)) = ext, dig
-            first = np.zeros(int(e_off[-1] - e_off[0]), bool)
-            d_plane = np.empty(int(d_off[-1] - d_off[0]), np.int16)
-            tables = (_CHANNEL_PLANE, _PLANE_STRIPS, _ADDRESS_PLANE)
-            ok, n, most = count(
-                e_off, det, copy_id, track, d_off, *addr, d_strip, DETECTOR_ID["KLM"], 0,
-                *tables, first, d_plane,
-            )  # fmt: skip
-            if ok:
-                select = compiled("b2calib.detectors.klm._crossings", "klm_time_hits")
-                assert select is not None
-                t0 = ak.to_numpy(events["EventT0_m_eventT0"]).astype(np.float64)
-                has = ak.to_numpy(events["EventT0_m_hasEventT0"]) > 0
-                ch, t, d = np.empty(n, np.int64), np.empty(n), np.empty(n)
-                typ, z_rows = np.empty(n, np.int64), np.empty(n, np.int64)
-                z_x, z_y, z_z = np.empty(n), np.empty(n), np.empty(n)
-                m, n_z = select(
-                    e_off, copy_id, *pos, d_off, d_strip, d_time, t0, has,
-                    _CHANNEL_PLANE, klm.PLANE_FIRST, _CHANNEL_TYPE, _DISTANCE_KIND,
-                    np.array([w[0] for w in windows], np.float64),
-                    np.array([w[1] for w in windows], np.float64),
-                    klm.EKLM_RMAX / 2, float(klm.BKLM_ZSPLIT),
-                    first, d_plane, most, ch, t, d, typ, z_rows, z_x, z_y, z_z,
-                )  # fmt: skip
-                ch, t, d, typ = ch[:m], t[:m], d[:m], typ[:m]
-                rows = z_rows[:n_z]
-                # (numpy's elementwise functions on the z strips' contiguous values, as
-                # propagation_distance evaluates them on the z strips among all hits)
-                d[rows] = klm.propagation_distance(ch[rows], z_x[:n_z], z_y[:n_z], z_z[:n_z])
-                return ch, t, d, typ
+    one_per_type = len(windows) == len(klm.TIME_TYPES)  # (the kernel's window tables)
+    counted = _counted(events, 0) if compiled_kernel and one_per_type else None
+    if counted is not None:
+        ext, dig, _, first, d_plane, n, most = counted
+        (e_off, (_, copy_id, _, *pos)), (d_off, (*_, d_strip, d_time)) = ext, dig
+        select = compiled("b2calib.detectors.klm._crossings", "klm_time_hits")
+        assert select is not None
+        t0 = ak.to_numpy(events["EventT0_m_eventT0"]).astype(np.float64)
+        has = ak.to_numpy(events["EventT0_m_hasEventT0"]) > 0
+        ch, t, d = np.empty(n, np.int64), np.empty(n), np.empty(n)
+        typ, z_rows = np.empty(n, np.int64), np.empty(n, np.int64)
+        z_x, z_y, z_z = np.empty(n), np.empty(n), np.empty(n)
+        m, n_z = select(
+            e_off, copy_id, *pos, d_off, d_strip, d_time, t0, has,
+            _CHANNEL_PLANE, klm.PLANE_FIRST, _CHANNEL_TYPE, _DISTANCE_KIND,
+            np.array([w[0] for w in windows], np.float64),
+            np.array([w[1] for w in windows], np.float64),
+            klm.EKLM_RMAX / 2, float(klm.BKLM_ZSPLIT),
+            first, d_plane, most, ch, t, d, typ, z_rows, z_x, z_y, z_z,
+        )  # fmt: skip
+        ch, t, d, typ = ch[:m], t[:m], d[:m], typ[:m]
+        rows = z_rows[:n_z]
+        # (numpy's elementwise functions on the z strips' contiguous values, as
+        # propagation_distance evaluates them on the z strips among all hits)
+        d[rows] = klm.propagation_distance(ch[rows], z_x[:n_z], z_y[:n_z], z_z[:n_z])
+        return ch, t, d, typ
     return _time_hits_numpy(events, windows)
 
 
