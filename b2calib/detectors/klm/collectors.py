@@ -4,10 +4,10 @@ and the digit times of matched crossings with their propagation distances (time 
 Both start from :func:`crossings`: the KLM ExtHits of each track (one per strip plane, as basf2's
 ``KLMStripEfficiencyCollector`` keeps one hit per plane), each with the KLM digit that matches
 it, the track's momentum and the crossing point. With numba, neither builds the crossings'
-arrays (11 numbers per crossing, ~58 crossings per mu-mu event: their fresh pages were most of
-the collectors' CPU): :func:`efficiency_counts` and :func:`time_hits` take from one compiled pass
-only what they keep (per-plane counts; the hits in the time windows), the crossings and the
-numpy code on them the fallback and the reference.
+arrays (11 numbers per crossing, ~58 crossings per mu-mu event: their fresh pages were a large
+part of the collectors' CPU): :func:`efficiency_counts` and :func:`time_hits` take from one
+compiled pass only what they keep (per-plane counts; the hits in the time windows), the crossings
+and the numpy code on them the fallback and the reference.
 """
 
 from __future__ import annotations
