@@ -14,6 +14,7 @@ runs that are "Good Or Recoverable".
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import shutil
@@ -1007,3 +1008,173 @@ def test_efficiency_selection_counts_per_track_and_layer_as_add_at_did() -> None
         want = former(*cuts)
         np.testing.assert_array_equal(got, want, err_msg=str(cuts))
         assert 0 < want.sum() < n
+
+
+def _time_edge_events() -> ak.Array:
+    """:func:`_edge_events` (the first digit on a strip with a NaN time, two tracks on one
+    EKLM strip, ExtHits of other detectors, events without anything) with event T0s, and two
+    events of crossings of every type and distance formula (EKLM x and y, BKLM scintillator
+    and RPC z strips, RPC phi strips forward and backward): a time outside its window, a NaN
+    flight time, a NaN crossing point, one far beyond its strip; the second without an event
+    T0."""
+    base = {k: list(v) for k, v in _edge_events().items()}
+    crossings = [  # (plane address, strip, x, y, z, tof, digit time)
+        ((geo.EKLM, 1, 2, 3, 1), 20, -120.0, 40.0, -210.0, 1.0, 12.0),
+        ((geo.EKLM, 2, 4, 7, 2), 33, 80.0, -150.5, 300.0, 1.5, 30.25),
+        ((geo.BKLM, 0, 3, 1, 0), 7, 150.0, 140.0, -20.0, 0.5, 5.0),
+        ((geo.BKLM, 1, 6, 9, 0), 30, -200.0, 90.0, 100.0, 0.7, 9.5),
+        ((geo.BKLM, 1, 2, 5, 1), 11, 10.0, 250.0, 130.0, 0.6, 7.0),
+        ((geo.BKLM, 0, 8, 12, 1), 40, 180.0, -200.0, -100.0, 0.9, 500.0),  # outside
+        ((geo.BKLM, 0, 5, 4, 1), 3, -230.0, -10.0, -50.0, float("nan"), 4.0),
+        ((geo.EKLM, 1, 1, 2, 2), 60, float("nan"), float("nan"), -200.0, 1.2, 8.0),
+        ((geo.EKLM, 2, 3, 5, 1), 9, 1e6, 3.0, 290.0, 1.1, 6.0),
+    ]
+    ch = [int(geo.channel(*a, s)) for a, s, *_ in crossings]
+    names = ("subdetector", "section", "sector", "layer", "plane")
+    for _ in range(2):
+        base["ExtHits_m_detectorID"].append([7] * len(crossings))
+        base["ExtHits_m_copyID"].append(ch)
+        base["ExtHits_m_trackIndex"].append([i % 2 for i in range(len(crossings))])
+        for k, col in zip(("posX", "posY", "posZ", "tof"), range(2, 6), strict=True):
+            base[f"ExtHits_m_{k}"].append([c[col] for c in crossings])
+        for i, name in enumerate(names):
+            base[f"KLMDigits_m_{name}"].append([c[0][i] for c in crossings])
+        base["KLMDigits_m_strip"].append([c[1] for c in crossings])
+        base["KLMDigits_m_time"].append([c[6] for c in crossings])
+        base["TrackFitResults_m_omega"].append([0.001, 0.002])
+        base["TrackFitResults_m_tanLambda"].append([0.1, 0.2])
+    events = _events(**base)
+    events = ak.with_field(
+        events, np.array([0.5, 0.0, 1.0, -0.25, 3.0], np.float32), "EventT0_m_eventT0"
+    )
+    return ak.with_field(events, np.array([1, 1, 0, 1, 0], np.int8), "EventT0_m_hasEventT0")
+
+
+def test_time_hits_compiled_equal_numpy(sample: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The time collector's hits from the compiled pass (only the hits, no crossings) are the
+    numpy path's (from the crossings), bit for bit with their dtypes: on a run of the sample
+    (whole and a chunk), on every type and distance formula with times outside the windows, NaN
+    flight times, digit times and crossing points and an event without T0; the histograms of
+    both paths are equal too. Inputs the compiled crossings leave to numpy, and windows not
+    one per type, go to the numpy path."""
+    f = sorted(sample.glob("e*/r*/cdst_hlt_mumu_2trk_*.root"))[0]
+    col = collectors.TimeCollector()
+    ev = uproot.open(f)["tree"].arrays(list(col.branches))
+    edge = _time_edge_events()
+    numpy_path = collectors._time_hits_numpy
+    calls: list[int] = []
+
+    def spy(events: ak.Array, windows: tuple[tuple[float, float], ...]) -> tuple:  # type: ignore[type-arg]
+        calls.append(1)
+        return numpy_path(events, windows)
+
+    monkeypatch.setattr(collectors, "_time_hits_numpy", spy)
+    for events, compiled_pass in ((ev, True), (ev[len(ev) // 3 : len(ev) // 2], True),
+                                  (edge, True), (edge[3:], True)):  # fmt: skip
+        calls.clear()
+        got = collectors.time_hits(events)
+        want = collectors.time_hits(events, compiled_kernel=False)
+        assert len(calls) == (1 if compiled_pass else 2)
+        for a, b in zip(got, want, strict=True):
+            assert a.dtype == b.dtype
+            assert a.tobytes() == b.tobytes()
+        assert len(got[0]) > 0
+    ch, _, d, typ = collectors.time_hits(edge)
+    assert sorted(set(typ.tolist())) == [1, 2, 3, 4]
+    # the EKLM strip's two tracks; of the 9 crossings with T0, all but the time outside its
+    # window and the NaN flight time
+    assert len(ch) == 2 + 7
+    assert np.isnan(d).sum() == 1  # the NaN crossing point
+    strips = collectors._STRIP_LENGTH
+    assert np.nanmax(d / strips[ch - 1]) > 1  # beyond its strip: the last bin
+    assert np.nanmin(d) < 0  # before its readout end: the first bin
+    # the numpy path's cases: a strip outside its plane; windows not one per type
+    odd = ak.with_field(edge, edge["KLMDigits_m_strip"] * 0, "KLMDigits_m_strip")
+    for events, windows in ((odd, collectors.TIME_WINDOWS), (edge, collectors.TIME_WINDOWS[:3])):
+        calls.clear()
+        # (the numpy path raises IndexError for three windows and four types)
+        with contextlib.suppress(IndexError):
+            collectors.time_hits(events, windows)
+        assert len(calls) == 1
+    # the collector's sums and histograms: the compiled fill against numpy's
+    out = {}
+    for compiled in (True, False):
+        if not compiled:
+            monkeypatch.setattr(collectors, "compiled", lambda *a: None)
+        with np.errstate(invalid="ignore"):  # numpy's cast of the NaN distance to its bin
+            out[compiled] = {
+                **col.collect(ev),
+                **{f"edge {k}": h for k, h in col.collect(edge).items()},
+            }
+    assert out[True].keys() == out[False].keys()
+    for k, h in out[True].items():
+        a, b = h.view(flow=True), out[False][k].view(flow=True)
+        assert np.asarray(a).tobytes() == np.asarray(b).tobytes(), k
+    assert out[True]["edge time_1"].values().sum() > 0
+
+
+def test_delay_model_value_alone_equals_the_pass_with_gradient() -> None:
+    """The delay model's value alone (no density computed) is the value of the pass with the
+    gradient, bit for bit; beyond the normal table, the distribution above it is libm's
+    ``0.5 erfc(-z / sqrt 2)`` (1, without calling it), and below it that call."""
+    import math
+
+    from b2calib.detectors.klm import time as T
+
+    cells, _, edges = _scintillator_sample(5)
+    model = T._DelayModel(cells, edges, (-20.0, 40.0), collectors.REFERENCE_DELAY)
+    for delay, sigma in ((0.068, 1.3), (0.0, 0.05), (0.3, 20.0)):
+        value, none = T._delay_model_kernel(*model._args, delay, sigma, with_grad=False)
+        both, grad = T._delay_model_kernel(*model._args, delay, sigma, with_grad=True)
+        assert none is None
+        assert grad is not None
+        assert value.tobytes() == both.tobytes()
+    z = np.concatenate([[np.nextafter(9.0, 10.0)], np.linspace(9.0, 60.0, 5001)[1:], [1e300]])
+    for x in map(float, (*z, *-z, np.inf, -np.inf, np.nan)):
+        cdf, pdf = T._normal_at(x, True)
+        want = 0.5 * math.erfc(-x / math.sqrt(2.0))
+        assert cdf == want or (math.isnan(cdf) and math.isnan(want)), x
+        assert pdf == math.exp(-0.5 * x * x) / math.sqrt(2.0 * math.pi) or math.isnan(x)
+
+
+def test_efficiency_counts_compiled_equal_numpy(
+    sample: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The strip-efficiency counts from the compiled pass (no crossings) are those of the
+    numpy path (the crossings and :func:`selected_for_efficiency`), bit for bit: on a run of the
+    sample (whole and a chunk) and on the edge events (a track past the event's tracks, a
+    straight track, NaN digit times, crossings on many layers), across the cuts' edges; the
+    inputs the compiled crossings leave to numpy take the numpy path."""
+    f = sorted(sample.glob("e*/r*/cdst_hlt_mumu_2trk_*.root"))[0]
+    ev = uproot.open(f)["tree"].arrays(list(collectors._BRANCHES))
+    edge = _time_edge_events()
+    calls: list[int] = []
+    numpy_crossings = collectors._crossings_numpy
+
+    def spy(events: ak.Array, allowed_distance: int) -> collectors.Crossings:
+        calls.append(1)
+        return numpy_crossings(events, allowed_distance)
+
+    monkeypatch.setattr(collectors, "_crossings_numpy", spy)
+    cuts_sample = ((8, 14, 4, 4.0), (1, 20, 8, 2.0), (3, 1, 1, 0.0), (8, 28, 30, 2.0))
+    cuts_edge = ((8, 1, 1, 0.0), (8, 2, 1, 4.0), (1, 3, 2, 0.0), (8, 1, 3, 1e9), (2, 0, 9, 0.0))
+    for events, cuts in ((ev, cuts_sample), (ev[len(ev) // 3 : len(ev) // 2], cuts_sample),
+                         (edge, cuts_edge), (edge[3:], cuts_edge)):  # fmt: skip
+        for cut in cuts:
+            calls.clear()
+            got = collectors.efficiency_counts(events, *cut)
+            assert not calls  # the compiled pass
+            want = collectors.efficiency_counts(events, *cut, compiled_kernel=False)
+            for a, b in zip(got, want, strict=True):
+                assert a.dtype == b.dtype
+                assert a.tobytes() == b.tobytes(), cut
+    assert collectors.efficiency_counts(edge, 8, 1, 1, 0.0)[0].sum() > 0
+    assert collectors.efficiency_counts(ev, 8, 14, 4, 4.0)[1].sum() > 1000
+    # a strip outside its plane: the numpy path, through both
+    odd = ak.with_field(edge, edge["KLMDigits_m_strip"] * 0, "KLMDigits_m_strip")
+    calls.clear()
+    got = collectors.efficiency_counts(odd, 8, 1, 1, 0.0)
+    assert len(calls) == 1
+    want = collectors.efficiency_counts(odd, 8, 1, 1, 0.0, compiled_kernel=False)
+    assert got[0].tobytes() == want[0].tobytes()
+    assert got[1].tobytes() == want[1].tobytes()

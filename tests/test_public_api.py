@@ -436,8 +436,8 @@ def test_detector_names() -> None:
         "b2calib.detectors.klm": ["calibrations"],
         "b2calib.detectors.klm.collectors": [
             "DISTANCE_BINS", "MOMENTS", "REFERENCE_DELAY", "TIME_WINDOWS", "Crossings",
-            "StripEfficiencyCollector", "TimeCollector", "crossings", "extrapolation_layer",
-            "selected_for_efficiency", "strip_length",
+            "StripEfficiencyCollector", "TimeCollector", "crossings", "efficiency_counts",
+            "extrapolation_layer", "selected_for_efficiency", "strip_length", "time_hits",
         ],
         "b2calib.detectors.klm.strip_efficiency": [
             "STRIP_EFFICIENCY", "StripEfficiencyAlgorithm", "StripEfficiencyRunByRun",

@@ -3,7 +3,11 @@ and the digit times of matched crossings with their propagation distances (time 
 
 Both start from :func:`crossings`: the KLM ExtHits of each track (one per strip plane, as basf2's
 ``KLMStripEfficiencyCollector`` keeps one hit per plane), each with the KLM digit that matches
-it, the track's momentum and the crossing point.
+it, the track's momentum and the crossing point. With numba, neither builds the crossings'
+arrays (11 numbers per crossing, ~58 crossings per mu-mu event: their fresh pages were a large
+part of the collectors' CPU): :func:`efficiency_counts` and :func:`time_hits` take from one
+compiled pass only what they keep (per-plane counts; the hits in the time windows), the crossings
+and the numpy code on them the fallback and the reference.
 """
 
 from __future__ import annotations
@@ -31,9 +35,11 @@ __all__ = [
     "StripEfficiencyCollector",
     "TimeCollector",
     "crossings",
+    "efficiency_counts",
     "extrapolation_layer",
     "selected_for_efficiency",
     "strip_length",
+    "time_hits",
 ]
 
 F = npt.NDArray[np.float64]
@@ -157,77 +163,92 @@ def crossings(
     with numpy (:func:`_crossings_numpy`). The two give the same crossings, bit for bit (the
     compiled pass's integer and float fields are the rows of one array each).
     """
-    count = compiled("b2calib.detectors.klm._crossings", "klm_count") if compiled_kernel else None
     span = int(allowed_distance) - 1
-    if count is not None and span >= 0 and klm.EKLM_STRIPS + span < _STRIP_KEY:
-        ext, dig, trk = (
-            _group(events, b) for b in (_EXT_BRANCHES, _DIGIT_BRANCHES, _TRACK_BRANCHES)
+    counted = _counted(events, span) if compiled_kernel else None
+    if counted is not None:
+        ext, dig, trk, first, d_plane, n, most = counted
+        (e_off, (_, copy_id, track, *pos)), (d_off, (*_, d_strip, d_time)) = ext, dig
+        ints = np.empty((5, n), np.int64)
+        floats = np.empty((6, n))
+        matched = np.zeros(n, bool)
+        fill = compiled("b2calib.detectors.klm._crossings", "klm_fill")
+        assert fill is not None
+        fill(
+            e_off,
+            copy_id,
+            track,
+            *pos,
+            d_off,
+            d_strip,
+            d_time,
+            trk[0],
+            *trk[1],
+            span,
+            _BFIELD_FACTOR * _B_TESLA,
+            _CHANNEL_PLANE,
+            klm.PLANE_FIRST,
+            _PLANE_LAYER,
+            first,
+            d_plane,
+            most,
+            ints,
+            floats,
+            matched,
         )
-        if ext is not None and dig is not None and trk is not None:
-            (e_off, (det, copy_id, track, *pos)), (d_off, (*addr, d_strip, d_time)) = ext, dig
-            klm_id = DETECTOR_ID["KLM"]
-            tables = (_CHANNEL_PLANE, _PLANE_STRIPS, _ADDRESS_PLANE)
-            first = np.zeros(int(e_off[-1] - e_off[0]), bool)
-            d_plane = np.empty(int(d_off[-1] - d_off[0]), np.int16)
-            ok, n, most = count(
-                e_off,
-                det,
-                copy_id,
-                track,
-                d_off,
-                *addr,
-                d_strip,
-                klm_id,
-                span,
-                *tables,
-                first,
-                d_plane,
-            )
-            if ok:
-                ints = np.empty((5, n), np.int64)
-                floats = np.empty((6, n))
-                matched = np.zeros(n, bool)
-                fill = compiled("b2calib.detectors.klm._crossings", "klm_fill")
-                assert fill is not None
-                fill(
-                    e_off,
-                    copy_id,
-                    track,
-                    *pos,
-                    d_off,
-                    d_strip,
-                    d_time,
-                    trk[0],
-                    *trk[1],
-                    span,
-                    _BFIELD_FACTOR * _B_TESLA,
-                    _CHANNEL_PLANE,
-                    klm.PLANE_FIRST,
-                    _PLANE_LAYER,
-                    first,
-                    d_plane,
-                    most,
-                    ints,
-                    floats,
-                    matched,
-                )
-                event, track, channel, plane, layer = ints
-                time, momentum, x, y, z, tof = floats
-                return Crossings(
-                    event=event,
-                    track=track,
-                    channel=channel,
-                    plane=plane,
-                    layer=layer,
-                    matched=matched,
-                    time=time,
-                    momentum=momentum,
-                    x=x,
-                    y=y,
-                    z=z,
-                    tof=tof,
-                )
+        event, track, channel, plane, layer = ints
+        time, momentum, x, y, z, tof = floats
+        return Crossings(
+            event=event,
+            track=track,
+            channel=channel,
+            plane=plane,
+            layer=layer,
+            matched=matched,
+            time=time,
+            momentum=momentum,
+            x=x,
+            y=y,
+            z=z,
+            tof=tof,
+        )
     return _crossings_numpy(events, allowed_distance)
+
+
+def _counted(
+    events: ak.Array, span: int
+) -> (
+    tuple[
+        tuple[I64, list[npt.NDArray[Any]]],
+        tuple[I64, list[npt.NDArray[Any]]],
+        tuple[I64, list[npt.NDArray[Any]]],
+        B,
+        npt.NDArray[np.int16],
+        int,
+        int,
+    ]
+    | None
+):
+    """The branches of ``events`` as read (:func:`_group`: ExtHits, digits, tracks) and the
+    compiled count pass's marks (the first ExtHit of each track and plane, each digit's plane),
+    crossings and most digits of an event, for strip window ``span``; None without numba or
+    for inputs the numpy path handles (:func:`_crossings_numpy`)."""
+    count = compiled("b2calib.detectors.klm._crossings", "klm_count")
+    if count is None or span < 0 or klm.EKLM_STRIPS + span >= _STRIP_KEY:
+        return None
+    ext, dig, trk = (_group(events, b) for b in (_EXT_BRANCHES, _DIGIT_BRANCHES, _TRACK_BRANCHES))
+    if ext is None or dig is None or trk is None:
+        return None
+    (e_off, (det, copy_id, track, *_)), (d_off, (*addr, d_strip, _)) = ext, dig
+    first = np.zeros(int(e_off[-1] - e_off[0]), bool)
+    d_plane = np.empty(int(d_off[-1] - d_off[0]), np.int16)
+    tables = (_CHANNEL_PLANE, _PLANE_STRIPS, _ADDRESS_PLANE)
+    ok, n, most = count(
+        e_off, det, copy_id, track, d_off, *addr, d_strip, DETECTOR_ID["KLM"], span, *tables,
+        first, d_plane,
+    )  # fmt: skip
+    if not ok:
+        return None
+    return ext, dig, trk, first, d_plane, int(n), int(most)
 
 
 #: The number of strips of each plane (row of ``klm.PLANES``).
@@ -470,6 +491,13 @@ _NO_EVENTS = ak.Array(
     }
 )
 
+#: :data:`_NO_EVENTS` with the time collector's event T0 (none).
+_NO_TIME_EVENTS = ak.with_field(
+    ak.with_field(_NO_EVENTS, np.zeros(1, np.float32), "EventT0_m_eventT0"),
+    np.zeros(1, np.int8),
+    "EventT0_m_hasEventT0",
+)
+
 
 def _track_rank(key: I64) -> tuple[int, I64]:
     """The number of distinct ``key`` values and each one's rank among them (``np.unique``'s
@@ -548,25 +576,60 @@ class StripEfficiencyCollector(Collector):
         return dict(_BRANCHES)
 
     def prepare(self) -> None:
-        """Load the compiled matching of :func:`crossings`."""
+        """Load the compiled crossings and counts (a collect of one empty event)."""
         _load_match()
+        self.collect(_NO_EVENTS)
 
     def collect(self, events: ak.Array) -> dict[str, hist.Hist]:
-        c = crossings(events, self.allowed_distance)
-        sel = selected_for_efficiency(
-            c,
-            self.min_matching_digits,
-            self.min_matching_digits_outer,
-            self.min_momentum_no_outer,
-        )
-        n = np.bincount(c.plane[sel], minlength=_NPL)
-        k = np.bincount(c.plane[sel & c.matched], minlength=_NPL)
+        cuts = (self.min_matching_digits, self.min_matching_digits_outer)
+        counts = efficiency_counts(events, self.allowed_distance, *cuts, self.min_momentum_no_outer)
         out = {}
-        for name, counts in (("crossings", n), ("matched", k)):
+        for name, values in zip(("crossings", "matched"), counts, strict=True):
             h = _hist(_PLANE_AXIS, names=("plane",), storage=hist.storage.Int64())
-            h.view()[...] = counts
+            h.view()[...] = values
             out[name] = h
         return out
+
+
+def efficiency_counts(
+    events: ak.Array,
+    allowed_distance: int,
+    min_matching_digits: int,
+    min_matching_digits_outer: int,
+    min_momentum_no_outer: float,
+    *,
+    compiled_kernel: bool = True,
+) -> tuple[I64, I64]:
+    """Per strip plane, the crossings of ``events`` :func:`selected_for_efficiency` selects
+    and those of them matched to a digit (:class:`StripEfficiencyCollector`'s counts).
+
+    With numba and ``compiled_kernel``, in one compiled pass over the branches as read, without
+    the crossings (:func:`b2calib.detectors.klm._crossings.klm_efficiency_counts`); else, and
+    for the inputs :func:`crossings` leaves to numpy, from the crossings. The two give the same
+    counts.
+    """
+    span = int(allowed_distance) - 1
+    counted = _counted(events, span) if compiled_kernel else None
+    if counted is not None:
+        ext, dig, trk, first, d_plane, _, most = counted
+        (e_off, (_, copy_id, track, *_)), (d_off, (*_, d_strip, _)) = ext, dig
+        kernel = compiled("b2calib.detectors.klm._crossings", "klm_efficiency_counts")
+        assert kernel is not None
+        n, k = np.zeros(_NPL, np.int64), np.zeros(_NPL, np.int64)
+        kernel(
+            e_off, copy_id, track, d_off, d_strip, trk[0], *trk[1], span,
+            _BFIELD_FACTOR * _B_TESLA, _CHANNEL_PLANE, klm.PLANE_FIRST, _PLANE_LAYER, first,
+            d_plane, most, float(min_matching_digits), float(min_matching_digits_outer),
+            float(min_momentum_no_outer), n, k,
+        )  # fmt: skip
+        return n, k
+    c = crossings(events, allowed_distance, compiled_kernel=compiled_kernel)
+    sel = selected_for_efficiency(
+        c, min_matching_digits, min_matching_digits_outer, min_momentum_no_outer
+    )
+    n = np.bincount(c.plane[sel], minlength=_NPL)
+    k = np.bincount(c.plane[sel & c.matched], minlength=_NPL)
+    return n, k
 
 
 def strip_length() -> F:
@@ -599,6 +662,105 @@ def _moments(out: F, cell: I64, t: F, d: F) -> None:
         out[c, 5] += t[i] * d[i]
 
 
+#: The formula of :func:`klm.propagation_distance` of each channel (index channel - 1), as the
+#: compiled pass numbers them: 0 EKLM |x|, 1 EKLM |y|, 2 BKLM phi forward, 3 backward, 4 BKLM z.
+_DISTANCE_KIND = np.zeros(5, np.int8)
+_DISTANCE_KIND[
+    [klm._EKLM_X, klm._EKLM_Y, klm._BKLM_PHI_FORWARD, klm._BKLM_PHI_BACKWARD, klm._BKLM_Z]
+] = np.arange(5)
+_DISTANCE_KIND = _DISTANCE_KIND[klm._DISTANCE_KIND]
+#: The KLMTimeConstants type of each channel (index channel - 1).
+_CHANNEL_TYPE = klm.strip_type(np.arange(1, klm.N_CHANNELS + 1))
+
+
+def time_hits(
+    events: ak.Array,
+    windows: tuple[tuple[float, float], ...] = TIME_WINDOWS,
+    *,
+    compiled_kernel: bool = True,
+) -> tuple[I64, F, F, I64]:
+    """The hits of :class:`TimeCollector` in ``events``: channel, time ``t = digit time -
+    flight time - event T0``, propagation distance and type of each crossing (strip window 1)
+    whose strip has a digit (the first one's time finite), in an event with an event T0, with
+    ``t`` inside its type's window, in crossing order.
+
+    With numba and ``compiled_kernel``, in one compiled pass over the branches as read that
+    keeps only these hits (:func:`b2calib.detectors.klm._crossings.klm_time_hits`; the BKLM z
+    strips' distances, trigonometric, from :func:`klm.propagation_distance` on them); else, and
+    for the inputs :func:`crossings` leaves to numpy, from the crossings
+    (:func:`_time_hits_numpy`). The two give the same hits, bit for bit.
+    """
+    one_per_type = len(windows) == len(klm.TIME_TYPES)  # (the kernel's window tables)
+    counted = _counted(events, 0) if compiled_kernel and one_per_type else None
+    if counted is not None:
+        ext, dig, _, first, d_plane, n, most = counted
+        (e_off, (_, copy_id, _, *pos)), (d_off, (*_, d_strip, d_time)) = ext, dig
+        select = compiled("b2calib.detectors.klm._crossings", "klm_time_hits")
+        assert select is not None
+        t0 = ak.to_numpy(events["EventT0_m_eventT0"]).astype(np.float64)
+        has = ak.to_numpy(events["EventT0_m_hasEventT0"]) > 0
+        ch, t, d = np.empty(n, np.int64), np.empty(n), np.empty(n)
+        typ, z_rows = np.empty(n, np.int64), np.empty(n, np.int64)
+        z_x, z_y, z_z = np.empty(n), np.empty(n), np.empty(n)
+        m, n_z = select(
+            e_off, copy_id, *pos, d_off, d_strip, d_time, t0, has,
+            _CHANNEL_PLANE, klm.PLANE_FIRST, _CHANNEL_TYPE, _DISTANCE_KIND,
+            np.array([w[0] for w in windows], np.float64),
+            np.array([w[1] for w in windows], np.float64),
+            klm.EKLM_RMAX / 2, float(klm.BKLM_ZSPLIT),
+            first, d_plane, most, ch, t, d, typ, z_rows, z_x, z_y, z_z,
+        )  # fmt: skip
+        ch, t, d, typ = ch[:m], t[:m], d[:m], typ[:m]
+        rows = z_rows[:n_z]
+        # (numpy's elementwise functions on the z strips' contiguous values, as
+        # propagation_distance evaluates them on the z strips among all hits)
+        d[rows] = klm.propagation_distance(ch[rows], z_x[:n_z], z_y[:n_z], z_z[:n_z])
+        return ch, t, d, typ
+    return _time_hits_numpy(events, windows)
+
+
+def _time_hits_numpy(
+    events: ak.Array, windows: tuple[tuple[float, float], ...]
+) -> tuple[I64, F, F, I64]:
+    """:func:`time_hits` from the crossings (:func:`crossings`)."""
+    c = crossings(events, 1)
+    t0 = ak.to_numpy(events["EventT0_m_eventT0"]).astype(np.float64)
+    has = ak.to_numpy(events["EventT0_m_hasEventT0"]) > 0
+    ok = np.isfinite(c.time) & has[c.event]
+    ch = c.channel[ok]
+    t = c.time[ok] - c.tof[ok] - t0[c.event[ok]]
+    d = klm.propagation_distance(ch, c.x[ok], c.y[ok], c.z[ok])
+    typ = klm.strip_type(ch) if len(ch) else np.zeros(0, np.int64)
+    lo = np.array([w[0] for w in windows])[typ - 1]
+    hi = np.array([w[1] for w in windows])[typ - 1]
+    inside = (t >= lo) & (t < hi)
+    return ch[inside], t[inside], d[inside], typ[inside]
+
+
+def _time_fill_numpy(
+    mom: hist.Hist,
+    hists: list[hist.Hist],
+    axes: list[tuple[int, float, float]],
+    ch: I64,
+    t: F,
+    d: F,
+    typ: I64,
+) -> None:
+    """:class:`TimeCollector`'s sums (``mom``) and histograms of ``t - REFERENCE_DELAY x d``
+    per type (``hists``, on ``axes``) with numpy and the engine's fills: the reference of
+    :func:`b2calib.detectors.klm._crossings.klm_time_fill`."""
+    dbin = np.clip(
+        (d / _STRIP_LENGTH[ch - 1] * DISTANCE_BINS).astype(np.int64), 0, DISTANCE_BINS - 1
+    )
+    cell = (ch - 1) * DISTANCE_BINS + dbin
+    _moments(mom.view(), cell, t, d)
+    shifted = t - REFERENCE_DELAY * d
+    dbin_axis = (DISTANCE_BINS, -0.5, DISTANCE_BINS - 0.5)
+    for k, (axis, h) in enumerate(zip(axes, hists, strict=True), start=1):
+        s = typ == k
+        fill_2d(cast(I64, h.view(flow=True)), shifted[s], dbin[s], axis, dbin_axis)
+
+
 @dataclasses.dataclass(frozen=True)
 class TimeCollector(Collector):
     """Digit times of the crossed strips, ``t = digit time - flight time - event T0``, inside
@@ -622,44 +784,38 @@ class TimeCollector(Collector):
         }
 
     def prepare(self) -> None:
-        """Load the compiled matching of :func:`crossings` and the compiled sums and fills."""
+        """Load the compiled crossings, hits and fills (a collect of one empty event)."""
         _load_match()
-        _moments(np.zeros((1, len(MOMENTS))), np.zeros(1, np.int64), np.zeros(1), np.zeros(1))
-        one = (1, 0.0, 1.0)
-        fill_2d(np.zeros((3, 3), np.int64), np.zeros(1), np.zeros(1, np.int64), one, one)
+        self.collect(_NO_TIME_EVENTS)
 
     def collect(self, events: ak.Array) -> dict[str, hist.Hist]:
-        c = crossings(events, 1)
-        t0 = ak.to_numpy(events["EventT0_m_eventT0"]).astype(np.float64)
-        has = ak.to_numpy(events["EventT0_m_hasEventT0"]) > 0
-        ok = np.isfinite(c.time) & has[c.event]
-        ch = c.channel[ok]
-        t = c.time[ok] - c.tof[ok] - t0[c.event[ok]]
-        d = klm.propagation_distance(ch, c.x[ok], c.y[ok], c.z[ok])
-        typ = klm.strip_type(ch) if len(ch) else np.zeros(0, np.int64)
-        lo = np.array([w[0] for w in self.windows])[typ - 1]
-        hi = np.array([w[1] for w in self.windows])[typ - 1]
-        inside = (t >= lo) & (t < hi)
-        ch, t, d, typ = ch[inside], t[inside], d[inside], typ[inside]
-        length = _STRIP_LENGTH
-        dbin = np.clip((d / length[ch - 1] * DISTANCE_BINS).astype(np.int64), 0, DISTANCE_BINS - 1)
-        cell = (ch - 1) * DISTANCE_BINS + dbin
+        ch, t, d, typ = time_hits(events, self.windows)
         ncell = klm.N_CHANNELS * DISTANCE_BINS
         mom = hist.Hist(
             hist.axis.Regular(ncell, -0.5, ncell - 0.5, name="cell"),
             hist.axis.Regular(len(MOMENTS), -0.5, len(MOMENTS) - 0.5, name="moment"),
             storage=hist.storage.Double(),
         )
-        _moments(mom.view(), cell, t, d)
-        out = {"moments": mom}
-        shifted = t - REFERENCE_DELAY * d
+        axes = self.time_axes()
         dbin_axis = (DISTANCE_BINS, -0.5, DISTANCE_BINS - 0.5)
-        for k, axis in enumerate(self.time_axes(), start=1):
-            h = _hist(axis, dbin_axis, names=("time", "distance_bin"), storage=hist.storage.Int64())
-            s = typ == k
-            fill_2d(cast(I64, h.view(flow=True)), shifted[s], dbin[s], axis, dbin_axis)
-            out[f"time_{k}"] = h
-        return out
+        hists = [
+            _hist(axis, dbin_axis, names=("time", "distance_bin"), storage=hist.storage.Int64())
+            for axis in axes
+        ]
+        fill = compiled("b2calib.detectors.klm._crossings", "klm_time_fill")
+        if fill is not None and len(axes) == len(klm.TIME_TYPES):
+            # one compiled pass for the sums and the four histograms (their flow bins in one
+            # array, copied into the histograms)
+            n = np.array([a[0] for a in axes], np.int64)
+            counts = np.zeros((len(axes), int(n.max()) + 2, DISTANCE_BINS + 2), np.int64)
+            lo, hi = (np.array([a[i] for a in axes], np.float64) for i in (1, 2))
+            fill(ch, t, d, typ, _STRIP_LENGTH, DISTANCE_BINS, REFERENCE_DELAY, mom.view(), counts,
+                 n, lo, hi)  # fmt: skip
+            for k, h in enumerate(hists):
+                h.view(flow=True)[...] = counts[k, : n[k] + 2]
+        else:
+            _time_fill_numpy(mom, hists, axes, ch, t, d, typ)
+        return {"moments": mom, **{f"time_{k}": h for k, h in enumerate(hists, start=1)}}
 
     def time_axes(self) -> list[tuple[int, float, float]]:
         """The axis of ``t - REFERENCE_DELAY x d`` per type: the window, extended below by the

@@ -224,7 +224,7 @@ def fit_scintillator_delay(
 class _DelayModel:
     """The model of :func:`fit_scintillator_delay`: the expected cumulative counts at the edges
     of the distance bins' time histograms laid end to end, and their derivatives in the delay
-    and the resolution, both from one compiled pass (:func:`_delay_model_kernel`).
+    and the resolution, both from one compiled pass (:func:`_delay_model_pass`).
 
     Each cell (channel ``i``, distance bin ``k`` with hits) is a Gaussian of the histogrammed
     time ``t - reference x d``, mean ``tbar_i + delay (d_ik - dbar_i) - reference d_ik`` and
@@ -235,8 +235,13 @@ class _DelayModel:
     edges per Gaussian instead of all of them.
 
     Minuit asks for the value and then the gradient at the same point (and iminuit's cost asks
-    for the value again with the gradient): the last point's value and gradient are kept.
+    for the value again with the gradient), and Hesse for the same points more than once (4 of
+    its 13 on the bench's fits): the last :data:`_KEPT` points' values (and gradients, where
+    asked for) are kept, the same arrays the kernel gave there.
     """
+
+    #: The points kept (Hesse's repeats are within its last 8).
+    _KEPT = 16
 
     def __init__(self, cells: F, edges: F, window: tuple[float, float], reference: float):
         n_ck = cells[:, :, 0]
@@ -259,26 +264,34 @@ class _DelayModel:
             float(window[1]),
             float(reference),
         )
-        self._at: tuple[float, float] | None = None
-        self._value = np.zeros(0)
-        self._grad: F | None = None
+        self._kept: dict[tuple[float, float], tuple[F, F | None]] = {}
 
-    def _evaluate(self, delay: float, sigma: float, grad: bool) -> None:
+    def _evaluate(self, delay: float, sigma: float, grad: bool) -> tuple[F, F | None]:
         at = (float(delay), float(sigma))
-        if at != self._at or (grad and self._grad is None):
-            value, g = _delay_model_kernel(*self._args, at[0], at[1], grad)
-            self._at, self._value, self._grad = at, value, g if grad else None
+        kept = self._kept.get(at)
+        if kept is None or (grad and kept[1] is None):
+            kept = _delay_model_kernel(*self._args, at[0], at[1], with_grad=grad)
+            self._kept.pop(at, None)
+            if len(self._kept) >= self._KEPT:  # the oldest point out (dicts keep their order)
+                del self._kept[next(iter(self._kept))]
+            self._kept[at] = kept
+        return kept
 
     def cdf(self, x: F, delay: float, sigma: float) -> F:
         """Expected cumulative counts at the edges (``x`` is not used: the edges are fixed)."""
-        self._evaluate(delay, sigma, grad=False)
-        return self._value
+        return self._evaluate(delay, sigma, grad=False)[0]
 
     def grad(self, x: F, delay: float, sigma: float) -> F:
         """Derivatives of :meth:`cdf` in the delay (row 0) and the resolution (row 1)."""
-        self._evaluate(delay, sigma, grad=True)
-        assert self._grad is not None
-        return self._grad
+        g = self._evaluate(delay, sigma, grad=True)[1]
+        assert g is not None
+        return g
+
+
+#: The least ``Phi(zb)`` from which ``Phi(zb) - Phi(za)`` rounds to ``Phi(zb)`` for any ``za``
+#: below the normal table: the doubles below 2^-8 and up are at least 2^-61 (4.3e-19) apart,
+#: ``Phi(za) <= Phi(-SPAN)`` is 1.13e-19, less than half that.
+_PHI_FLOOR = 2.0**-8
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
@@ -289,11 +302,13 @@ def _normal_at(z: float, density: bool) -> tuple[float, float]:
     if -SPAN <= z <= SPAN:
         return _normal(z)
     pdf = math.exp(-0.5 * z * z) / _SQRT2PI if density else 0.0
+    if z > SPAN:  # libm's 0.5 erfc(-z / sqrt 2) is 1 there (tested), without its cost
+        return 1.0, pdf
     return 0.5 * math.erfc(-z / _SQRT2), pdf
 
 
-@numba.njit(cache=True, nogil=True)
-def _delay_model_kernel(
+@numba.njit(cache=True, nogil=True, inline="always")
+def _delay_model_pass(
     edges: F,
     first: npt.NDArray[np.int64],
     tbar: F,
@@ -309,7 +324,10 @@ def _delay_model_kernel(
     with_grad: bool,
 ) -> tuple[F, F]:
     """:class:`_DelayModel` at (``delay``, ``sigma``): the expected cumulative counts at the
-    flat edges, and (``with_grad``) their derivatives, shape (2, edges)."""
+    flat edges, and (``with_grad``) their derivatives, shape (2, edges). Inlined into
+    :func:`_delay_model_value` and :func:`_delay_model_grad` with ``with_grad`` a constant: the
+    value alone (most of a fit's evaluations: Minuit's seed and Hesse) then computes no
+    density."""
     nb = edges.shape[0] - 1
     bw = edges[1] - edges[0]
     nk = first.shape[0] - 1
@@ -343,8 +361,12 @@ def _delay_model_kernel(
             sd = math.sqrt(sigma**2 + (delay - reference) ** 2 * vck[j])
             sw = math.sqrt(sigma**2 + delay**2 * vck[j])
             za, zb = (lo - m) / sw, (hi - m) / sw
-            phia, pa = _normal_at(za, with_grad)
             phib, pb = _normal_at(zb, with_grad)
+            if not with_grad and za < -SPAN and phib >= _PHI_FLOOR:
+                # phib - Phi(za) rounds to phib (see _PHI_FLOOR): libm's erfc not called
+                phia, pa = 0.0, 0.0
+            else:
+                phia, pa = _normal_at(za, with_grad)
             inside = phib - phia
             norm = n[j] / max(inside, 1e-300)
             hits += n[j]
@@ -396,6 +418,57 @@ def _delay_model_kernel(
                 gout[1, offset + at - skip] = gcdf[1, at] + grun1 - gbase1
         total += hits
     return out, gout
+
+
+@numba.njit(cache=True, nogil=True)
+def _delay_model_value(
+    edges: F,
+    first: npt.NDArray[np.int64],
+    tbar: F,
+    u: F,
+    dck: F,
+    vck: F,
+    n: F,
+    lo: float,
+    hi: float,
+    reference: float,
+    delay: float,
+    sigma: float,
+) -> F:
+    """:func:`_delay_model_pass` without the derivatives: the expected cumulative counts."""
+    return _delay_model_pass(
+        edges, first, tbar, u, dck, vck, n, lo, hi, reference, delay, sigma, False
+    )[0]
+
+
+@numba.njit(cache=True, nogil=True)
+def _delay_model_grad(
+    edges: F,
+    first: npt.NDArray[np.int64],
+    tbar: F,
+    u: F,
+    dck: F,
+    vck: F,
+    n: F,
+    lo: float,
+    hi: float,
+    reference: float,
+    delay: float,
+    sigma: float,
+) -> tuple[F, F]:
+    """:func:`_delay_model_pass` with the derivatives."""
+    return _delay_model_pass(
+        edges, first, tbar, u, dck, vck, n, lo, hi, reference, delay, sigma, True
+    )
+
+
+def _delay_model_kernel(*args: Any, with_grad: bool) -> tuple[F, F | None]:
+    """The model's values and (``with_grad``, else None) derivatives at ``args`` (those of
+    :func:`_delay_model_value`)."""
+    if with_grad:
+        value, grad = _delay_model_grad(*args)
+        return value, grad
+    return _delay_model_value(*args), None
 
 
 def _rebinned(h: Any, width: float) -> tuple[F, F]:
