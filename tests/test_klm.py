@@ -43,6 +43,7 @@ from b2calib.conditions import ChannelStatus, ConditionsDB, Payload
 from b2calib.detectors import klm as K
 from b2calib.detectors.klm import collectors, strip_efficiency
 from b2calib.engine import RunOutput
+from b2calib.exceptions import BadValueError
 from b2calib.geometry import klm as geo
 from b2calib.runs import RunRegistry
 from b2calib.sim import SimConfig, simulate
@@ -736,8 +737,9 @@ def test_crossings_compiled_edge_cases_equal_numpy(monkeypatch: pytest.MonkeyPat
     track, events without hits, digits or tracks, NaN digit times, lists typed other than as
     declared but convertible) and leave to the numpy path, with its result or its error, the
     cases that path treats specially (track indices outside 0..63, a digit strip outside its
-    plane, an address of no plane or outside the table, a KLM channel outside the KLM, lists
-    that do not convert to their declared type)."""
+    plane, lists that do not convert to their declared type), and the values no sound file
+    holds, which it rejects (an address of no plane or outside the table, a KLM channel outside
+    the KLM)."""
     numpy_path = collectors._crossings_numpy
     calls: list[int] = []
 
@@ -786,16 +788,27 @@ def test_crossings_compiled_edge_cases_equal_numpy(monkeypatch: pytest.MonkeyPat
     for name, values in cases:
         both(_events(**(base | {name: values})), compiled_pass=False)
     # a channel outside the KLM, an address of no plane, an address outside the table
+    # are values no sound file holds: BadValueError naming the branch (the engine then names
+    # the file and leaves it out); a negative field no longer wraps around the table
+    every = "KLMDigits_m_{subdetector,section,sector,layer,plane}"
     bad = [
-        ("ExtHits_m_copyID", [[1, 0, 2, 3, 4, 5, 6], [], [0, 0]], ValueError),
-        ("KLMDigits_m_sector", [[1, 1, 1, 1, 5], [], []], ValueError),
-        ("KLMDigits_m_sector", [[1, 1, 1, 1, 9], [], []], IndexError),
-    ]
-    for name, values, error in bad:
+        ("ExtHits_m_copyID", [[1, 0, 2, 3, 4, 5, 6], [], [0, 0]], "ExtHits_m_copyID",
+         f"KLM ExtHit 0 of the entries read: channel 0, the KLM has 1..{geo.N_CHANNELS}"),
+        ("KLMDigits_m_sector", [[1, 1, 1, 1, 5], [], []], every,
+         "digit 4 of the entries read: no strip plane has subdetector 2, section 2, sector 5,"
+         " layer 4, plane 1"),
+        ("KLMDigits_m_sector", [[1, 1, 1, 1, 9], [], []], "KLMDigits_m_sector",
+         "digit 4 of the entries read: sector 9 outside 0..8"),
+        ("KLMDigits_m_layer", [[1, -1, 1, 1, 4], [], []], "KLMDigits_m_layer",
+         "digit 1 of the entries read: layer -1 outside 0..15"),
+    ]  # fmt: skip
+    for name, values, branch, what in bad:
         events = _events(**(base | {name: values}))
         for compiled in (True, False):
-            with pytest.raises(error):
+            with pytest.raises(BadValueError) as err:
                 collectors.crossings(events, 8, compiled_kernel=compiled)
+            assert err.value.branch == branch
+            assert str(err.value) == f"branch {branch!r}: {what}"
 
 
 def test_geometry_tables_equal_formulas() -> None:

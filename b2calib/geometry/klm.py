@@ -102,17 +102,50 @@ def plane_index_of(
     layer: npt.ArrayLike,
     plane: npt.ArrayLike,
 ) -> npt.NDArray[np.int64]:
-    """Rows of :data:`PLANES` of strip-plane addresses (arrays of :func:`plane_index`)."""
-    idx = _LUT[
-        np.asarray(subdetector),
-        np.asarray(section),
-        np.asarray(sector),
-        np.asarray(layer),
-        np.asarray(plane),
-    ]
-    if np.any(idx < 0):
-        raise ValueError("invalid KLM plane address")
-    return np.asarray(idx, dtype=np.int64)
+    """Rows of :data:`PLANES` of strip-plane addresses (arrays of :func:`plane_index`).
+
+    Raises
+    ------
+    ValueError
+        For an address of no KLM strip plane (:func:`bad_address` says which and why).
+    """
+    address = [np.asarray(a) for a in (subdetector, section, sector, layer, plane)]
+    bad = bad_address(*address)
+    if bad is not None:
+        raise ValueError(f"invalid KLM plane address: {bad[2]}")
+    return np.asarray(_LUT[tuple(address)], dtype=np.int64)
+
+
+#: The fields of a strip-plane address, in :func:`plane_index`'s order.
+ADDRESS_FIELDS = ("subdetector", "section", "sector", "layer", "plane")
+
+
+def bad_address(
+    subdetector: npt.ArrayLike,
+    section: npt.ArrayLike,
+    sector: npt.ArrayLike,
+    layer: npt.ArrayLike,
+    plane: npt.ArrayLike,
+) -> tuple[str, int, str] | None:
+    """The first address (in array order) of no KLM strip plane: its field at fault (of
+    :data:`ADDRESS_FIELDS`: the first one out of its range; ``""`` for a combination of fields
+    in range that no plane has), its position and what is wrong; None when every address is a
+    plane's."""
+    address = [np.asarray(a, dtype=np.int64) for a in (subdetector, section, sector, layer, plane)]
+    if not address[0].size:
+        return None
+    out = [(a < 0) | (a >= dim) for a, dim in zip(address, _LUT.shape, strict=True)]
+    outside = np.logical_or.reduce(out)
+    clipped = tuple(np.where(outside, 0, a) for a in address)
+    bad = outside | (_LUT[clipped] < 0)
+    if not bad.any():
+        return None
+    k = int(np.argmax(bad))
+    for name, a, o, dim in zip(ADDRESS_FIELDS, address, out, _LUT.shape, strict=True):
+        if o[k]:
+            return name, k, f"{name} {int(a[k])} outside 0..{dim - 1}"
+    values = ", ".join(f"{n} {int(a[k])}" for n, a in zip(ADDRESS_FIELDS, address, strict=True))
+    return "", k, f"no strip plane has {values}"
 
 
 def plane_of(ch: npt.ArrayLike) -> npt.NDArray[np.int64]:

@@ -23,6 +23,7 @@ import numpy.typing as npt
 
 from b2calib.engine import Collector
 from b2calib.engine.fill import fill_2d
+from b2calib.exceptions import BadValueError
 from b2calib.fit._lm import compiled
 from b2calib.geometry import DETECTOR_ID, klm
 
@@ -304,6 +305,12 @@ def _crossings_numpy(events: ak.Array, allowed_distance: int) -> Crossings:
     x, y, z, tof = (
         _flat(events, f"ExtHits_m_{k}", np.float64)[some] for k in ("posX", "posY", "posZ", "tof")
     )
+    if len(ch) and (ch.min() < 1 or ch.max() > klm.N_CHANNELS):
+        k = int(np.argmax((ch < 1) | (ch > klm.N_CHANNELS)))
+        raise BadValueError(
+            "ExtHits_m_copyID",
+            f"KLM ExtHit {k} of the entries read: channel {ch[k]}, the KLM has 1..{klm.N_CHANNELS}",
+        )
     plane = klm.plane_of(ch)
     strip = ch - klm.PLANE_FIRST[plane] + 1
     # digits, in their order in the file
@@ -313,6 +320,11 @@ def _crossings_numpy(events: ak.Array, allowed_distance: int) -> Crossings:
     ]
     d_counts = ak.to_numpy(ak.num(events["KLMDigits_m_strip"])).astype(np.int64)
     d_time = _flat(events, "KLMDigits_m_time", np.float64)
+    bad = klm.bad_address(*cols[:5])
+    if bad is not None:  # a digit of no strip plane
+        field, k, what = bad
+        branch = f"KLMDigits_m_{field or '{' + ','.join(klm.ADDRESS_FIELDS) + '}'}"
+        raise BadValueError(branch, f"digit {k} of the entries read: {what}")
     d_plane = klm.plane_index_of(*cols[:5]) if len(d_time) else np.zeros(0, np.int64)
     inside = bool(np.all((cols[5] >= 1) & (cols[5] <= klm.PLANES[d_plane, 5])))
     if not inside:  # a digit's strip outside its plane: its channel's plane, as it was
