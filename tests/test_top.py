@@ -800,6 +800,38 @@ def test_track_times_equal_the_sorted_reference_bit_for_bit() -> None:
         assert 0 < ok.sum() < len(ok) or min_photons == 0
 
 
+def test_track_medians_by_selection_on_ties_nan_and_infinities() -> None:
+    # the two middle values by quickselect (issue 20) against np.sort's, where the order has
+    # ties, NaN (sorted last) and infinities, on tracks of 1 to 200 photons in shuffled order
+    rng = np.random.default_rng(11)
+    for trial in range(40):
+        n_trk = int(rng.integers(1, 40))
+        trk = np.repeat(np.arange(n_trk), rng.integers(0, (5, 30, 200)[trial % 3], n_trk))
+        rng.shuffle(trk)
+        kind = trial % 4
+        if kind == 0:
+            r = rng.integers(0, 4, len(trk)).astype(np.float64)  # many ties
+        elif kind == 1:
+            r = rng.normal(size=len(trk))
+            r[rng.random(len(trk)) < 0.2] = np.nan
+        elif kind == 2:
+            r = rng.choice([np.nan, np.inf, -np.inf, 1.0, 2.0], len(trk))
+        else:
+            r = rng.normal(size=len(trk))
+        for min_photons in (1, 5):
+            med, ok = collectors._medians(
+                trk.astype(np.int64), r, n_trk, min_photons, np.empty(len(r))
+            )
+            ref = np.full(n_trk, np.nan)
+            for t in range(n_trk):
+                seg = np.sort(r[trk == t])
+                if len(seg) >= min_photons:
+                    with np.errstate(invalid="ignore"):  # inf + -inf: NaN, as compiled
+                        ref[t] = 0.5 * (seg[(len(seg) - 1) // 2] + seg[len(seg) // 2])
+            np.testing.assert_array_equal(ok, np.bincount(trk, minlength=n_trk) >= min_photons)
+            np.testing.assert_array_equal(med, ref)
+
+
 def test_declarations() -> None:
     names = [c.name for c in T.calibrations()]
     assert names == ["top-channel-mask", "top-channel-t0", "top-module-t0", "top-common-t0"]

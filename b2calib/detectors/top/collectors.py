@@ -170,13 +170,66 @@ class ChannelTimeCollector(Collector):
         return {"channel_time": h, "z": _z_hist(p)}
 
 
+@numba.njit(cache=True, nogil=True, inline="always")
+def _before(a, b):  # type: ignore[no-untyped-def,unused-ignore]
+    """``a`` sorts before ``b`` in np.sort's order of floats (NaN last)."""
+    return a < b or (b != b and a == a)
+
+
+@numba.njit(cache=True, nogil=True)
+def _select(v, lo, hi, k):  # type: ignore[no-untyped-def,unused-ignore]
+    """Rearrange ``v[lo:hi]`` in place so that ``v[k]`` holds the value at ``k`` of the sorted
+    range (np.sort's order: NaN last), none of ``v[lo:k]`` after it and none of
+    ``v[k + 1:hi]`` before it: quickselect (median-of-three pivot, Sedgewick's partition with
+    sentinels), insertion sort below 12 values."""
+    while hi - lo > 12:
+        a, b, c = lo, (lo + hi) // 2, hi - 1
+        if _before(v[b], v[a]):
+            v[a], v[b] = v[b], v[a]
+        if _before(v[c], v[b]):
+            v[b], v[c] = v[c], v[b]
+            if _before(v[b], v[a]):
+                v[a], v[b] = v[b], v[a]
+        # v[a] <= pivot <= v[c]: v[a] stops the downward scan, the pivot at hi - 2 the upward
+        pivot = v[b]
+        v[b], v[hi - 2] = v[hi - 2], v[b]
+        i, j = lo, hi - 2
+        while True:
+            i += 1
+            while _before(v[i], pivot):
+                i += 1
+            j -= 1
+            while _before(pivot, v[j]):
+                j -= 1
+            if i >= j:
+                break
+            v[i], v[j] = v[j], v[i]
+        v[i], v[hi - 2] = v[hi - 2], v[i]
+        if k == i:
+            return
+        if k < i:
+            hi = i
+        else:
+            lo = i + 1
+    for i in range(lo + 1, hi):
+        x = v[i]
+        j = i - 1
+        while j >= lo and _before(x, v[j]):
+            v[j + 1] = v[j]
+            j -= 1
+        v[j + 1] = x
+
+
 @numba.njit(cache=True, nogil=True)
 def _medians(  # type: ignore[no-untyped-def,unused-ignore]
-    trk, r, n_trk, min_photons
+    trk, r, n_trk, min_photons, grouped
 ):
     """Median of ``r`` per track (``trk`` its index, < ``n_trk``): the mean of the two middle
     values of the track's sorted residuals; NaN for tracks with fewer than ``min_photons``.
-    The values are grouped by track with a counting sort, then each track's few are sorted."""
+    The values are grouped by track with a counting sort, then the two middle values of each
+    track's few are selected in place (:func:`_select`: the values np.sort puts there, without
+    sorting the rest nor allocating a copy per track); ``grouped`` (as long as ``r``) is
+    their room."""
     cnt = np.zeros(n_trk, dtype=np.int64)
     for k in range(trk.shape[0]):
         cnt[trk[k]] += 1
@@ -184,7 +237,6 @@ def _medians(  # type: ignore[no-untyped-def,unused-ignore]
     for t in range(n_trk):
         start[t + 1] = start[t] + cnt[t]
     fill = start[:-1].copy()
-    grouped = np.empty(trk.shape[0], dtype=np.float64)
     for k in range(trk.shape[0]):
         grouped[fill[trk[k]]] = r[k]
         fill[trk[k]] += 1
@@ -192,17 +244,31 @@ def _medians(  # type: ignore[no-untyped-def,unused-ignore]
     ok = cnt >= min_photons
     for t in range(n_trk):
         if ok[t]:
-            seg = np.sort(grouped[start[t] : start[t + 1]])
-            c = cnt[t]
-            med[t] = 0.5 * (seg[(c - 1) // 2] + seg[c // 2])
+            lo, hi, c = start[t], start[t + 1], cnt[t]
+            k1 = lo + (c - 1) // 2
+            _select(grouped, lo, hi, k1)
+            second = grouped[k1]
+            if c % 2 == 0:  # the next value: the first smallest of those after k1
+                second = grouped[k1 + 1]
+                for i in range(k1 + 2, hi):
+                    if _before(grouped[i], second):
+                        second = grouped[i]
+            med[t] = 0.5 * (grouped[k1] + second)
     return med, ok
 
 
 def _track_times(p: Photons, offsets: F, min_photons: int) -> tuple[F, npt.NDArray[np.bool_]]:
     """Median over each track's photons of (residual - channel offset); tracks with fewer than
     ``min_photons`` photons are not usable."""
-    r = p.ph_resid - offsets[p.ph_channel]
-    med, ok = _medians(p.ph_trk, r, len(p.trk_evt), max(min_photons, 1))
+    return _track_medians(p, p.ph_resid - offsets[p.ph_channel], min_photons)
+
+
+def _track_medians(p: Photons, r: F, min_photons: int) -> tuple[F, npt.NDArray[np.bool_]]:
+    """:func:`_track_times` of the photons' residuals ``r`` with the offsets applied."""
+    # the room allocated by numpy: numba's allocations of this size are fresh pages each time,
+    # numpy's come from the worker's heap (see match_photons)
+    grouped = np.empty(len(r), dtype=np.float64)
+    med, ok = _medians(p.ph_trk, r, len(p.trk_evt), max(min_photons, 1), grouped)
     return med, ok
 
 
@@ -227,7 +293,7 @@ class ModuleT0Collector(Collector):
 
     def prepare(self) -> None:
         _load_kernels()
-        _medians(np.zeros(1, np.int64), np.zeros(1), 1, 1)
+        _medians(np.zeros(1, np.int64), np.zeros(1), 1, 1, np.zeros(1))
 
     def collect(self, events: ak.Array) -> dict[str, hist.Hist]:
         h = _hist((_NM * _NM, -0.5, _NM * _NM - 0.5), DIFF_BINS, names=("pair", "diff"))
@@ -236,9 +302,10 @@ class ModuleT0Collector(Collector):
         if len(events):
             p = match_photons(events)
             offsets = self.channel_t0.table(_run_of(events))
-            folded = np.mod(p.ph_resid - offsets[p.ph_channel], _RF)
-            fill_2d(_view(phase), p.ph_channel // _NP + 1, folded, _MOD_AXIS, axis)
-            med, ok = _track_times(p, offsets, self.min_photons)
+            # residuals with the channel T0 applied: the phases' and the track times' (one pass)
+            r = p.ph_resid - offsets[p.ph_channel]
+            fill_2d(_view(phase), p.ph_channel // _NP + 1, np.mod(r, _RF), _MOD_AXIS, axis)
+            med, ok = _track_medians(p, r, self.min_photons)
             evt, mod, t = p.trk_evt[ok], p.trk_module[ok], med[ok]
             n = np.bincount(evt, minlength=len(events))
             two = n[evt] == 2
