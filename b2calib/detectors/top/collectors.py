@@ -10,6 +10,7 @@ tables and the table of each run), made by the calibrations' collector factories
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar, cast
 
@@ -22,7 +23,7 @@ import numpy.typing as npt
 from b2calib.conditions.iov import RunKey
 from b2calib.detectors.top.photons import Z_BINS, Photons, _load_kernels, match_photons
 from b2calib.engine import Collector
-from b2calib.engine.fill import fill_1d, fill_2d
+from b2calib.engine.fill import _bin, fill_1d, fill_2d
 from b2calib.exceptions import CalibrationError
 from b2calib.geometry import top
 
@@ -91,10 +92,99 @@ _CH_AXIS = (_NC, -0.5, _NC - 0.5)
 _MOD_AXIS = (_NM, 0.5, _NM + 0.5)
 
 
+def _flow_bins(v: npt.ArrayLike, axis: tuple[int, float, float]) -> I64:
+    """The bin of each value on a regular axis with flow bins (0 below, ``n + 1`` above or
+    NaN), by the float64 operations of the engine's fill (:mod:`b2calib.engine.fill`), so the
+    same bins."""
+    n, lo, hi = int(axis[0]), float(axis[1]), float(axis[2])
+    x = np.asarray(v, dtype=np.float64)
+    out = np.full(len(x), n + 1, dtype=np.int64)
+    inside = (x >= lo) & (x < hi)
+    out[inside] = ((x[inside] - lo) / (hi - lo) * n).astype(np.int64) + 1
+    out[x < lo] = 0
+    return out
+
+
 def _z_hist(p: Photons) -> hist.Hist:
+    """Photons per (module, z of their track's crossing): filled per track with its photon
+    count, not per photon (the same integer counts; ~27 photons a track)."""
     h = _hist(_MOD_AXIS, Z_BINS, names=("module", "z"))
-    fill_2d(_view(h), p.trk_module[p.ph_trk], p.trk_z[p.ph_trk], _MOD_AXIS, Z_BINS)
+    view = _view(h)
+    per_track = np.bincount(p.ph_trk, minlength=len(p.trk_evt))
+    flat = _flow_bins(p.trk_module, _MOD_AXIS) * view.shape[1] + _flow_bins(p.trk_z, Z_BINS)
+    # float64 sums of integer weights: exact up to 2^53 photons
+    view += (
+        np.rint(np.bincount(flat, weights=per_track, minlength=view.size))
+        .astype(np.int64)
+        .reshape(view.shape)
+    )
     return h
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _np_mod(a, b):  # type: ignore[no-untyped-def,unused-ignore]
+    """``np.mod(a, b)`` of floats, b != 0, as numpy computes it (``npy_divmod``): ``fmod``,
+    moved by ``b`` to the sign of ``b``; a zero takes the sign of ``b``."""
+    mod = np.fmod(a, b)
+    if mod != 0.0:
+        if (b < 0.0) != (mod < 0.0):
+            mod += b
+    else:
+        mod = math.copysign(0.0, b)
+    return mod
+
+
+@numba.njit(cache=True, nogil=True)
+def _fold_fill_2d(out, x, r, xlo, xhi, nx, period, ny):  # type: ignore[no-untyped-def,unused-ignore]
+    for k in range(x.shape[0]):
+        i = _bin(float(x[k]), xlo, xhi, nx)
+        out[i, _bin(_np_mod(r[k], period), 0.0, period, ny)] += 1
+
+
+@numba.njit(cache=True, nogil=True)
+def _fold_fill_1d(out, r, period, n):  # type: ignore[no-untyped-def,unused-ignore]
+    for k in range(r.shape[0]):
+        out[_bin(_np_mod(r[k], period), 0.0, period, n)] += 1
+
+
+def fill_folded(
+    view: I64,
+    r: F,
+    bins: int,
+    x: npt.ArrayLike | None = None,
+    xaxis: tuple[int, float, float] | None = None,
+    *,
+    compiled: bool = True,
+) -> None:
+    """Fill ``r`` folded modulo the RF period into ``bins`` bins over [0, RF): the 1-D ``view``
+    (with flow bins), or with ``x`` on ``xaxis`` the 2-D one: ``fill_1d(view, np.mod(r, RF),
+    ...)`` or ``fill_2d(view, x, np.mod(r, RF), xaxis, ...)``, which ``compiled=False`` runs
+    (the reference). Compiled, the folding is done in the fill's loop (numpy's
+    remainder, :func:`_np_mod`): no pass and no array for the folded values (np.mod took a
+    third of the channel-time collector)."""
+    taxis = (bins, 0.0, _RF)
+    if x is None:
+        if compiled:
+            _fold_fill_1d(view, r, float(_RF), int(bins))
+        else:
+            fill_1d(view, np.mod(r, _RF), taxis)
+        return
+    if xaxis is None:
+        raise ValueError("fill_folded: x without its axis")
+    if compiled:
+        nx, xlo, xhi = xaxis
+        _fold_fill_2d(
+            view, np.asarray(x), r, float(xlo), float(xhi), int(nx), float(_RF), int(bins)
+        )
+    else:
+        fill_2d(view, x, np.mod(r, _RF), xaxis, taxis)
+
+
+def _load_fill_kernels() -> None:
+    """Load the compiled folded fills for the collectors' types (a collector's ``prepare``)."""
+    one = np.zeros(1)
+    fill_folded(np.zeros(3, dtype=np.int64), one, 1)
+    fill_folded(np.zeros((3, 3), dtype=np.int64), one, 1, np.zeros(1, np.int64), (1, 0.0, 1.0))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -161,12 +251,13 @@ class ChannelTimeCollector(Collector):
 
     def prepare(self) -> None:
         _load_kernels()
+        _load_fill_kernels()
 
     def collect(self, events: ak.Array) -> dict[str, hist.Hist]:
         p = match_photons(events)
         axis = (CHANNEL_TIME_BINS, 0.0, _RF)
         h = _hist(_CH_AXIS, axis, names=("channel", "time"))
-        fill_2d(_view(h), p.ph_channel, np.mod(p.ph_resid, _RF), _CH_AXIS, axis)
+        fill_folded(_view(h), p.ph_resid, CHANNEL_TIME_BINS, p.ph_channel, _CH_AXIS)
         return {"channel_time": h, "z": _z_hist(p)}
 
 
@@ -293,6 +384,7 @@ class ModuleT0Collector(Collector):
 
     def prepare(self) -> None:
         _load_kernels()
+        _load_fill_kernels()
         _medians(np.zeros(1, np.int64), np.zeros(1), 1, 1, np.zeros(1))
 
     def collect(self, events: ak.Array) -> dict[str, hist.Hist]:
@@ -304,7 +396,7 @@ class ModuleT0Collector(Collector):
             offsets = self.channel_t0.table(_run_of(events))
             # residuals with the channel T0 applied: the phases' and the track times' (one pass)
             r = p.ph_resid - offsets[p.ph_channel]
-            fill_2d(_view(phase), p.ph_channel // _NP + 1, np.mod(r, _RF), _MOD_AXIS, axis)
+            fill_folded(_view(phase), r, CHANNEL_TIME_BINS, p.ph_channel // _NP + 1, _MOD_AXIS)
             med, ok = _track_medians(p, r, self.min_photons)
             evt, mod, t = p.trk_evt[ok], p.trk_module[ok], med[ok]
             n = np.bincount(evt, minlength=len(events))
@@ -331,6 +423,7 @@ class CommonT0Collector(Collector):
 
     def prepare(self) -> None:
         _load_kernels()
+        _load_fill_kernels()
 
     def collect(self, events: ak.Array) -> dict[str, hist.Hist]:
         axis = (COMMON_TIME_BINS, 0.0, _RF)
@@ -344,7 +437,7 @@ class CommonT0Collector(Collector):
             }
         p = match_photons(events)
         off = self.offsets.table(_run_of(events))
-        fill_1d(_view(h), np.mod(p.ph_resid - off[p.ph_channel], _RF), axis)
+        fill_folded(_view(h), p.ph_resid - off[p.ph_channel], COMMON_TIME_BINS)
         fill_1d(_view(pixels), p.ph_pixel, (_NP, 0.5, _NP + 0.5))
         return {"folded": h, "pixel": pixels, "z": _z_hist(p)}
 
