@@ -888,14 +888,14 @@ def test_folded_fill_and_z_histogram_equal_the_numpy_reference() -> None:
     for r, ch in cases:
         for bins in (48, 128):
             a, b = np.zeros(bins + 2, np.int64), np.zeros(bins + 2, np.int64)
-            collectors.fill_folded(a, r, bins)
+            collectors._fill_folded(a, r, bins)
             with np.errstate(invalid="ignore"):  # np.mod of infinities: NaN, as compiled
-                collectors.fill_folded(b, r, bins, compiled=False)
+                collectors._fill_folded(b, r, bins, compiled=False)
             np.testing.assert_array_equal(a, b)
             a2, b2 = (np.zeros((8194, bins + 2), np.int64) for _ in range(2))
-            collectors.fill_folded(a2, r, bins, ch, collectors._CH_AXIS)
+            collectors._fill_folded(a2, r, bins, ch, collectors._CH_AXIS)
             with np.errstate(invalid="ignore"):
-                collectors.fill_folded(b2, r, bins, ch, collectors._CH_AXIS, compiled=False)
+                collectors._fill_folded(b2, r, bins, ch, collectors._CH_AXIS, compiled=False)
             np.testing.assert_array_equal(a2, b2)
             assert a.sum() == len(r)
 

@@ -147,7 +147,7 @@ def _fold_fill_1d(out, r, period, n):  # type: ignore[no-untyped-def,unused-igno
         out[_bin(_np_mod(r[k], period), 0.0, period, n)] += 1
 
 
-def fill_folded(
+def _fill_folded(
     view: I64,
     r: F,
     bins: int,
@@ -170,7 +170,7 @@ def fill_folded(
             fill_1d(view, np.mod(r, _RF), taxis)
         return
     if xaxis is None:
-        raise ValueError("fill_folded: x without its axis")
+        raise ValueError("_fill_folded: x without its axis")
     if compiled:
         nx, xlo, xhi = xaxis
         _fold_fill_2d(
@@ -183,8 +183,8 @@ def fill_folded(
 def _load_fill_kernels() -> None:
     """Load the compiled folded fills for the collectors' types (a collector's ``prepare``)."""
     one = np.zeros(1)
-    fill_folded(np.zeros(3, dtype=np.int64), one, 1)
-    fill_folded(np.zeros((3, 3), dtype=np.int64), one, 1, np.zeros(1, np.int64), (1, 0.0, 1.0))
+    _fill_folded(np.zeros(3, dtype=np.int64), one, 1)
+    _fill_folded(np.zeros((3, 3), dtype=np.int64), one, 1, np.zeros(1, np.int64), (1, 0.0, 1.0))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -257,7 +257,7 @@ class ChannelTimeCollector(Collector):
         p = match_photons(events)
         axis = (CHANNEL_TIME_BINS, 0.0, _RF)
         h = _hist(_CH_AXIS, axis, names=("channel", "time"))
-        fill_folded(_view(h), p.ph_resid, CHANNEL_TIME_BINS, p.ph_channel, _CH_AXIS)
+        _fill_folded(_view(h), p.ph_resid, CHANNEL_TIME_BINS, p.ph_channel, _CH_AXIS)
         return {"channel_time": h, "z": _z_hist(p)}
 
 
@@ -396,7 +396,7 @@ class ModuleT0Collector(Collector):
             offsets = self.channel_t0.table(_run_of(events))
             # residuals with the channel T0 applied: the phases' and the track times' (one pass)
             r = p.ph_resid - offsets[p.ph_channel]
-            fill_folded(_view(phase), r, CHANNEL_TIME_BINS, p.ph_channel // _NP + 1, _MOD_AXIS)
+            _fill_folded(_view(phase), r, CHANNEL_TIME_BINS, p.ph_channel // _NP + 1, _MOD_AXIS)
             med, ok = _track_medians(p, r, self.min_photons)
             evt, mod, t = p.trk_evt[ok], p.trk_module[ok], med[ok]
             n = np.bincount(evt, minlength=len(events))
@@ -437,7 +437,7 @@ class CommonT0Collector(Collector):
             }
         p = match_photons(events)
         off = self.offsets.table(_run_of(events))
-        fill_folded(_view(h), p.ph_resid - off[p.ph_channel], COMMON_TIME_BINS)
+        _fill_folded(_view(h), p.ph_resid - off[p.ph_channel], COMMON_TIME_BINS)
         fill_1d(_view(pixels), p.ph_pixel, (_NP, 0.5, _NP + 0.5))
         return {"folded": h, "pixel": pixels, "z": _z_hist(p)}
 
