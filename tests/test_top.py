@@ -800,6 +800,106 @@ def test_track_times_equal_the_sorted_reference_bit_for_bit() -> None:
         assert 0 < ok.sum() < len(ok) or min_photons == 0
 
 
+def test_track_medians_by_selection_on_ties_nan_and_infinities() -> None:
+    # the two middle values by quickselect (issue 20) against np.sort's, where the order has
+    # ties, NaN (sorted last) and infinities, on tracks of 1 to 200 photons in shuffled order
+    rng = np.random.default_rng(11)
+    for trial in range(40):
+        n_trk = int(rng.integers(1, 40))
+        trk = np.repeat(np.arange(n_trk), rng.integers(0, (5, 30, 200)[trial % 3], n_trk))
+        rng.shuffle(trk)
+        kind = trial % 4
+        if kind == 0:
+            r = rng.integers(0, 4, len(trk)).astype(np.float64)  # many ties
+        elif kind == 1:
+            r = rng.normal(size=len(trk))
+            r[rng.random(len(trk)) < 0.2] = np.nan
+        elif kind == 2:
+            r = rng.choice([np.nan, np.inf, -np.inf, 1.0, 2.0], len(trk))
+        else:
+            r = rng.normal(size=len(trk))
+        for min_photons in (1, 5):
+            med, ok = collectors._medians(
+                trk.astype(np.int64), r, n_trk, min_photons, np.empty(len(r))
+            )
+            ref = np.full(n_trk, np.nan)
+            for t in range(n_trk):
+                seg = np.sort(r[trk == t])
+                if len(seg) >= min_photons:
+                    with np.errstate(invalid="ignore"):  # inf + -inf: NaN, as compiled
+                        ref[t] = 0.5 * (seg[(len(seg) - 1) // 2] + seg[len(seg) // 2])
+            np.testing.assert_array_equal(ok, np.bincount(trk, minlength=n_trk) >= min_photons)
+            np.testing.assert_array_equal(med, ref)
+
+
+def test_folded_fill_and_z_histogram_equal_the_numpy_reference() -> None:
+    # the fold in the compiled fill and the z histogram per track (issue 20) against np.mod with
+    # the engine's fills and the per-photon fill, bit for bit: on the sample bucket's TOP files
+    # and on edge cases (empty, one value, NaN, infinities, signed zeros, multiples of the
+    # period, huge values, channels outside the axis)
+    rf = geo.RF_PERIOD_NS
+    col = collectors.ModuleT0Collector()
+    cases = []
+    for path in sorted(SAMPLE.glob("e*/r*/*mumu*.root"))[:2]:
+        with open_skim(path) as f:
+            p = photons.match_photons(f.arrays(list(col.branches)))
+        assert len(p.ph_resid) > 1000
+        cases.append((p.ph_resid, p.ph_channel))
+        for track_z in (p.trk_z, np.where(np.arange(len(p.trk_z)) % 7 == 0, np.nan, p.trk_z)):
+            q = dataclasses.replace(p, trk_z=track_z * (1.0 + (track_z > 100)))  # some above
+            ref = collectors._hist(collectors._MOD_AXIS, photons.Z_BINS, names=("m", "z"))
+            collectors.fill_2d(
+                collectors._view(ref),
+                q.trk_module[q.ph_trk],
+                q.trk_z[q.ph_trk],
+                collectors._MOD_AXIS,
+                photons.Z_BINS,
+            )
+            np.testing.assert_array_equal(
+                collectors._z_hist(q).view(flow=True), ref.view(flow=True)
+            )
+    odd = np.array(
+        [
+            np.nan,
+            np.inf,
+            -np.inf,
+            0.0,
+            -0.0,
+            rf,
+            -rf,
+            2 * rf,
+            rf * (1 - 1e-16),
+            -1e-300,
+            1e300,
+            -1e300,
+            5e-324,
+            rf / 2,
+            -rf / 2,
+            1e-17,
+            -1e-17,
+        ]
+    )
+    cases += [
+        (np.zeros(0), np.zeros(0, np.int64)),
+        (np.array([0.3]), np.array([17])),
+        (odd, np.arange(len(odd)) * 700 - 1000),  # some channels below and above the axis
+        (np.random.default_rng(3).normal(0.0, 30.0, 5000), np.arange(5000) % 8192),
+    ]
+    for r, ch in cases:
+        for bins in (48, 128):
+            a, b = np.zeros(bins + 2, np.int64), np.zeros(bins + 2, np.int64)
+            collectors._fill_folded(a, r, bins)
+            with np.errstate(invalid="ignore"):  # np.mod of infinities: NaN, as compiled
+                collectors._fill_folded(b, r, bins, compiled=False)
+            np.testing.assert_array_equal(a, b)
+            a2, b2 = (np.zeros((8194, bins + 2), np.int64) for _ in range(2))
+            collectors._fill_folded(a2, r, bins, ch, collectors._CH_AXIS)
+            with np.errstate(invalid="ignore"):
+                collectors._fill_folded(b2, r, bins, ch, collectors._CH_AXIS, compiled=False)
+            np.testing.assert_array_equal(a2, b2)
+            assert a.sum() == len(r)
+
+
 def test_declarations() -> None:
     names = [c.name for c in T.calibrations()]
     assert names == ["top-channel-mask", "top-channel-t0", "top-module-t0", "top-common-t0"]

@@ -14,11 +14,11 @@ per channel, weights summing to one) and free yield ``n``, shift ``mu`` and flat
 spacing). The fit is Poisson maximum likelihood (the cost of iminuit's ``ExtendedBinnedNLL``) by
 Levenberg-Marquardt with the expected information, as :func:`b2calib.fit.fit_channels` does for a
 Gaussian: compiled with numba, one channel after the other, the channels split over threads
-(:mod:`b2calib.fit._template_lm`, from 200 channels on), or, below that or without numba, in
-numpy vectorised over channels (in blocks, to bound memory; the same iteration: the same fits up
-to rounding), with an iminuit fallback for channels that do not converge (its model compiled
-too when the fit was). Every channel gets a status (OK, NOT_ENOUGH_DATA, FAILED) with its
-reason; failed channels carry NaN.
+(:mod:`b2calib.fit._template_lm`, from 200 channels on, or 1000 components a channel), or, below
+that or without numba, in numpy vectorised over channels (in blocks, to bound memory; the same
+iteration: the same fits up to rounding), with an iminuit fallback for channels that do not
+converge (its model compiled too when the fit was). Every channel gets a status (OK,
+NOT_ENOUGH_DATA, FAILED) with its reason; failed channels carry NaN.
 """
 
 from __future__ import annotations
@@ -49,6 +49,19 @@ _PARAMS = ("n", "mu", "b")
 _MIN_CHANNELS_COMPILED = 200
 #: below this many channels per thread, starting a thread costs more than it saves
 _MIN_CHANNELS_PER_THREAD = 100
+#: the compiled fit also for fewer channels when each has this many components (periodic copies
+#: counted): TOP's common T0 fits one channel of 1872 components per run, 45 ms each by numpy
+#: (the whole template at every bin edge, every iteration), 3 ms compiled; a run-by-run
+#: calibration pays the load once and saves it back within about ten runs
+_MIN_COMPONENTS_COMPILED = 1000
+
+
+def _use_compiled(channels: int, components: int) -> bool:
+    """Whether the compiled fit runs (numba there, and enough work to pay for its load)."""
+    enough = channels >= _MIN_CHANNELS_COMPILED or (
+        channels > 0 and components >= _MIN_COMPONENTS_COMPILED
+    )
+    return enough and _compiled() is not None
 
 
 def _periodic(w: F, m: F, s: F, period: float | None) -> tuple[F, F, F]:
@@ -163,13 +176,14 @@ def _lm(
     the end point.
 
     Compiled (:mod:`b2calib.fit._template_lm`) when numba is there and there are at least
-    :data:`_MIN_CHANNELS_COMPILED` channels, the channels split over ``threads`` threads (the
+    :data:`_MIN_CHANNELS_COMPILED` channels or :data:`_MIN_COMPONENTS_COMPILED` components
+    (:func:`_use_compiled`), the channels split over ``threads`` threads (the
     kernel releases the GIL; channels are independent, so the result does not depend on the
     split); else the numpy iteration of :func:`b2calib.fit._lm.poisson_lm` in blocks of
     ``block`` channels. The two agree up to rounding.
     """
     theta = _start(counts, edges, mode)
-    kernel = _compiled() if len(counts) >= _MIN_CHANNELS_COMPILED else None
+    kernel = _compiled() if _use_compiled(len(counts), w.shape[1]) else None
     if kernel is not None:
 
         def run(sl: slice) -> tuple[F, npt.NDArray[np.bool_], npt.NDArray[np.int64], F, F]:
@@ -295,7 +309,7 @@ def fit_template_shift(
     good, err = lm_errors(info)
     inside = (theta[:, 1] > e[0]) & (theta[:, 1] < e[-1])
     # the fallback's model compiled when the fit was (numba is loaded then)
-    lm_compiled = len(todo) >= _MIN_CHANNELS_COMPILED and _compiled() is not None
+    lm_compiled = _use_compiled(len(todo), w.shape[1])
     cdf = _compiled_cdf() if lm_compiled else None
     for k, ch in enumerate(todo.tolist()):
         iters[ch], nll[ch] = it[k], nl[k]

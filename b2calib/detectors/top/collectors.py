@@ -10,6 +10,7 @@ tables and the table of each run), made by the calibrations' collector factories
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar, cast
 
@@ -22,7 +23,7 @@ import numpy.typing as npt
 from b2calib.conditions.iov import RunKey
 from b2calib.detectors.top.photons import Z_BINS, Photons, _load_kernels, match_photons
 from b2calib.engine import Collector
-from b2calib.engine.fill import fill_1d, fill_2d
+from b2calib.engine.fill import _bin, fill_1d, fill_2d
 from b2calib.exceptions import CalibrationError
 from b2calib.geometry import top
 
@@ -91,10 +92,99 @@ _CH_AXIS = (_NC, -0.5, _NC - 0.5)
 _MOD_AXIS = (_NM, 0.5, _NM + 0.5)
 
 
+def _flow_bins(v: npt.ArrayLike, axis: tuple[int, float, float]) -> I64:
+    """The bin of each value on a regular axis with flow bins (0 below, ``n + 1`` above or
+    NaN), by the float64 operations of the engine's fill (:mod:`b2calib.engine.fill`), so the
+    same bins."""
+    n, lo, hi = int(axis[0]), float(axis[1]), float(axis[2])
+    x = np.asarray(v, dtype=np.float64)
+    out = np.full(len(x), n + 1, dtype=np.int64)
+    inside = (x >= lo) & (x < hi)
+    out[inside] = ((x[inside] - lo) / (hi - lo) * n).astype(np.int64) + 1
+    out[x < lo] = 0
+    return out
+
+
 def _z_hist(p: Photons) -> hist.Hist:
+    """Photons per (module, z of their track's crossing): filled per track with its photon
+    count, not per photon (the same integer counts; ~27 photons a track)."""
     h = _hist(_MOD_AXIS, Z_BINS, names=("module", "z"))
-    fill_2d(_view(h), p.trk_module[p.ph_trk], p.trk_z[p.ph_trk], _MOD_AXIS, Z_BINS)
+    view = _view(h)
+    per_track = np.bincount(p.ph_trk, minlength=len(p.trk_evt))
+    flat = _flow_bins(p.trk_module, _MOD_AXIS) * view.shape[1] + _flow_bins(p.trk_z, Z_BINS)
+    # float64 sums of integer weights: exact up to 2^53 photons
+    view += (
+        np.rint(np.bincount(flat, weights=per_track, minlength=view.size))
+        .astype(np.int64)
+        .reshape(view.shape)
+    )
     return h
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _np_mod(a, b):  # type: ignore[no-untyped-def,unused-ignore]
+    """``np.mod(a, b)`` of floats, b != 0, as numpy computes it (``npy_divmod``): ``fmod``,
+    moved by ``b`` to the sign of ``b``; a zero takes the sign of ``b``."""
+    mod = np.fmod(a, b)
+    if mod != 0.0:
+        if (b < 0.0) != (mod < 0.0):
+            mod += b
+    else:
+        mod = math.copysign(0.0, b)
+    return mod
+
+
+@numba.njit(cache=True, nogil=True)
+def _fold_fill_2d(out, x, r, xlo, xhi, nx, period, ny):  # type: ignore[no-untyped-def,unused-ignore]
+    for k in range(x.shape[0]):
+        i = _bin(float(x[k]), xlo, xhi, nx)
+        out[i, _bin(_np_mod(r[k], period), 0.0, period, ny)] += 1
+
+
+@numba.njit(cache=True, nogil=True)
+def _fold_fill_1d(out, r, period, n):  # type: ignore[no-untyped-def,unused-ignore]
+    for k in range(r.shape[0]):
+        out[_bin(_np_mod(r[k], period), 0.0, period, n)] += 1
+
+
+def _fill_folded(
+    view: I64,
+    r: F,
+    bins: int,
+    x: npt.ArrayLike | None = None,
+    xaxis: tuple[int, float, float] | None = None,
+    *,
+    compiled: bool = True,
+) -> None:
+    """Fill ``r`` folded modulo the RF period into ``bins`` bins over [0, RF): the 1-D ``view``
+    (with flow bins), or with ``x`` on ``xaxis`` the 2-D one: ``fill_1d(view, np.mod(r, RF),
+    ...)`` or ``fill_2d(view, x, np.mod(r, RF), xaxis, ...)``, which ``compiled=False`` runs
+    (the reference). Compiled, the folding is done in the fill's loop (numpy's
+    remainder, :func:`_np_mod`): no pass and no array for the folded values (np.mod took a
+    third of the channel-time collector)."""
+    taxis = (bins, 0.0, _RF)
+    if x is None:
+        if compiled:
+            _fold_fill_1d(view, r, float(_RF), int(bins))
+        else:
+            fill_1d(view, np.mod(r, _RF), taxis)
+        return
+    if xaxis is None:
+        raise ValueError("_fill_folded: x without its axis")
+    if compiled:
+        nx, xlo, xhi = xaxis
+        _fold_fill_2d(
+            view, np.asarray(x), r, float(xlo), float(xhi), int(nx), float(_RF), int(bins)
+        )
+    else:
+        fill_2d(view, x, np.mod(r, _RF), xaxis, taxis)
+
+
+def _load_fill_kernels() -> None:
+    """Load the compiled folded fills for the collectors' types (a collector's ``prepare``)."""
+    one = np.zeros(1)
+    _fill_folded(np.zeros(3, dtype=np.int64), one, 1)
+    _fill_folded(np.zeros((3, 3), dtype=np.int64), one, 1, np.zeros(1, np.int64), (1, 0.0, 1.0))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -161,22 +251,76 @@ class ChannelTimeCollector(Collector):
 
     def prepare(self) -> None:
         _load_kernels()
+        _load_fill_kernels()
 
     def collect(self, events: ak.Array) -> dict[str, hist.Hist]:
         p = match_photons(events)
         axis = (CHANNEL_TIME_BINS, 0.0, _RF)
         h = _hist(_CH_AXIS, axis, names=("channel", "time"))
-        fill_2d(_view(h), p.ph_channel, np.mod(p.ph_resid, _RF), _CH_AXIS, axis)
+        _fill_folded(_view(h), p.ph_resid, CHANNEL_TIME_BINS, p.ph_channel, _CH_AXIS)
         return {"channel_time": h, "z": _z_hist(p)}
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _before(a, b):  # type: ignore[no-untyped-def,unused-ignore]
+    """``a`` sorts before ``b`` in np.sort's order of floats (NaN last)."""
+    return a < b or (b != b and a == a)
+
+
+@numba.njit(cache=True, nogil=True)
+def _select(v, lo, hi, k):  # type: ignore[no-untyped-def,unused-ignore]
+    """Rearrange ``v[lo:hi]`` in place so that ``v[k]`` holds the value at ``k`` of the sorted
+    range (np.sort's order: NaN last), none of ``v[lo:k]`` after it and none of
+    ``v[k + 1:hi]`` before it: quickselect (median-of-three pivot, Sedgewick's partition with
+    sentinels), insertion sort below 12 values."""
+    while hi - lo > 12:
+        a, b, c = lo, (lo + hi) // 2, hi - 1
+        if _before(v[b], v[a]):
+            v[a], v[b] = v[b], v[a]
+        if _before(v[c], v[b]):
+            v[b], v[c] = v[c], v[b]
+            if _before(v[b], v[a]):
+                v[a], v[b] = v[b], v[a]
+        # v[a] <= pivot <= v[c]: v[a] stops the downward scan, the pivot at hi - 2 the upward
+        pivot = v[b]
+        v[b], v[hi - 2] = v[hi - 2], v[b]
+        i, j = lo, hi - 2
+        while True:
+            i += 1
+            while _before(v[i], pivot):
+                i += 1
+            j -= 1
+            while _before(pivot, v[j]):
+                j -= 1
+            if i >= j:
+                break
+            v[i], v[j] = v[j], v[i]
+        v[i], v[hi - 2] = v[hi - 2], v[i]
+        if k == i:
+            return
+        if k < i:
+            hi = i
+        else:
+            lo = i + 1
+    for i in range(lo + 1, hi):
+        x = v[i]
+        j = i - 1
+        while j >= lo and _before(x, v[j]):
+            v[j + 1] = v[j]
+            j -= 1
+        v[j + 1] = x
 
 
 @numba.njit(cache=True, nogil=True)
 def _medians(  # type: ignore[no-untyped-def,unused-ignore]
-    trk, r, n_trk, min_photons
+    trk, r, n_trk, min_photons, grouped
 ):
     """Median of ``r`` per track (``trk`` its index, < ``n_trk``): the mean of the two middle
     values of the track's sorted residuals; NaN for tracks with fewer than ``min_photons``.
-    The values are grouped by track with a counting sort, then each track's few are sorted."""
+    The values are grouped by track with a counting sort, then the two middle values of each
+    track's few are selected in place (:func:`_select`: the values np.sort puts there, without
+    sorting the rest nor allocating a copy per track); ``grouped`` (as long as ``r``) is
+    their room."""
     cnt = np.zeros(n_trk, dtype=np.int64)
     for k in range(trk.shape[0]):
         cnt[trk[k]] += 1
@@ -184,7 +328,6 @@ def _medians(  # type: ignore[no-untyped-def,unused-ignore]
     for t in range(n_trk):
         start[t + 1] = start[t] + cnt[t]
     fill = start[:-1].copy()
-    grouped = np.empty(trk.shape[0], dtype=np.float64)
     for k in range(trk.shape[0]):
         grouped[fill[trk[k]]] = r[k]
         fill[trk[k]] += 1
@@ -192,17 +335,31 @@ def _medians(  # type: ignore[no-untyped-def,unused-ignore]
     ok = cnt >= min_photons
     for t in range(n_trk):
         if ok[t]:
-            seg = np.sort(grouped[start[t] : start[t + 1]])
-            c = cnt[t]
-            med[t] = 0.5 * (seg[(c - 1) // 2] + seg[c // 2])
+            lo, hi, c = start[t], start[t + 1], cnt[t]
+            k1 = lo + (c - 1) // 2
+            _select(grouped, lo, hi, k1)
+            second = grouped[k1]
+            if c % 2 == 0:  # the next value: the first smallest of those after k1
+                second = grouped[k1 + 1]
+                for i in range(k1 + 2, hi):
+                    if _before(grouped[i], second):
+                        second = grouped[i]
+            med[t] = 0.5 * (grouped[k1] + second)
     return med, ok
 
 
 def _track_times(p: Photons, offsets: F, min_photons: int) -> tuple[F, npt.NDArray[np.bool_]]:
     """Median over each track's photons of (residual - channel offset); tracks with fewer than
     ``min_photons`` photons are not usable."""
-    r = p.ph_resid - offsets[p.ph_channel]
-    med, ok = _medians(p.ph_trk, r, len(p.trk_evt), max(min_photons, 1))
+    return _track_medians(p, p.ph_resid - offsets[p.ph_channel], min_photons)
+
+
+def _track_medians(p: Photons, r: F, min_photons: int) -> tuple[F, npt.NDArray[np.bool_]]:
+    """:func:`_track_times` of the photons' residuals ``r`` with the offsets applied."""
+    # the room allocated by numpy: numba's allocations of this size are fresh pages each time,
+    # numpy's come from the worker's heap (see match_photons)
+    grouped = np.empty(len(r), dtype=np.float64)
+    med, ok = _medians(p.ph_trk, r, len(p.trk_evt), max(min_photons, 1), grouped)
     return med, ok
 
 
@@ -227,7 +384,8 @@ class ModuleT0Collector(Collector):
 
     def prepare(self) -> None:
         _load_kernels()
-        _medians(np.zeros(1, np.int64), np.zeros(1), 1, 1)
+        _load_fill_kernels()
+        _medians(np.zeros(1, np.int64), np.zeros(1), 1, 1, np.zeros(1))
 
     def collect(self, events: ak.Array) -> dict[str, hist.Hist]:
         h = _hist((_NM * _NM, -0.5, _NM * _NM - 0.5), DIFF_BINS, names=("pair", "diff"))
@@ -236,9 +394,10 @@ class ModuleT0Collector(Collector):
         if len(events):
             p = match_photons(events)
             offsets = self.channel_t0.table(_run_of(events))
-            folded = np.mod(p.ph_resid - offsets[p.ph_channel], _RF)
-            fill_2d(_view(phase), p.ph_channel // _NP + 1, folded, _MOD_AXIS, axis)
-            med, ok = _track_times(p, offsets, self.min_photons)
+            # residuals with the channel T0 applied: the phases' and the track times' (one pass)
+            r = p.ph_resid - offsets[p.ph_channel]
+            _fill_folded(_view(phase), r, CHANNEL_TIME_BINS, p.ph_channel // _NP + 1, _MOD_AXIS)
+            med, ok = _track_medians(p, r, self.min_photons)
             evt, mod, t = p.trk_evt[ok], p.trk_module[ok], med[ok]
             n = np.bincount(evt, minlength=len(events))
             two = n[evt] == 2
@@ -264,6 +423,7 @@ class CommonT0Collector(Collector):
 
     def prepare(self) -> None:
         _load_kernels()
+        _load_fill_kernels()
 
     def collect(self, events: ak.Array) -> dict[str, hist.Hist]:
         axis = (COMMON_TIME_BINS, 0.0, _RF)
@@ -277,7 +437,7 @@ class CommonT0Collector(Collector):
             }
         p = match_photons(events)
         off = self.offsets.table(_run_of(events))
-        fill_1d(_view(h), np.mod(p.ph_resid - off[p.ph_channel], _RF), axis)
+        _fill_folded(_view(h), p.ph_resid - off[p.ph_channel], COMMON_TIME_BINS)
         fill_1d(_view(pixels), p.ph_pixel, (_NP, 0.5, _NP + 0.5))
         return {"folded": h, "pixel": pixels, "z": _z_hist(p)}
 
