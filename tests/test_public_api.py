@@ -363,8 +363,8 @@ def test_detector_names() -> None:
         ],
         "b2calib.detectors.top": ["calibrations"],
         "b2calib.detectors.top.photons": [
-            "BOUNDARY_CONFIG", "PDF_CONFIG", "Z_BINS", "PhotonPDF", "Photons", "circular_centre",
-            "match_photons", "phase_boundaries", "rf_window",
+            "BOUNDARY_CONFIG", "PDF_CONFIG", "Z_BINS", "PhotonPDF", "Photons", "check_digits",
+            "circular_centre", "match_photons", "phase_boundaries", "rf_window",
         ],
         "b2calib.detectors.top.collectors": [
             "CHANNEL_TIME_BINS", "COMMON_TIME_BINS", "DIFF_BINS", "ChannelHitCollector",

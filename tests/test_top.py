@@ -966,3 +966,48 @@ def test_top_t0_notebook(sample: Path) -> None:
     assert numbers["staged"] == sorted(
         ["TOPCalChannelMask", "TOPCalChannelT0", "TOPCalCommonT0", "TOPCalModuleT0"]
     )
+
+
+@pytest.mark.parametrize(
+    ("module", "pixel", "branch", "what"),
+    [
+        (
+            1,
+            513,
+            "TOPDigits_m_pixelID",
+            "digit 2 of the entries read: pixel 513, a module has 1..512",
+        ),
+        (3, 0, "TOPDigits_m_pixelID", "digit 2 of the entries read: pixel 0, a module has 1..512"),
+        (17, 5, "TOPDigits_m_moduleID", "digit 2 of the entries read: module 17, TOP has 1..16"),
+        (-1, 5, "TOPDigits_m_moduleID", "digit 2 of the entries read: module -1, TOP has 1..16"),
+    ],
+)
+def test_a_digit_off_the_top_names_its_branch(
+    module: int, pixel: int, branch: str, what: str
+) -> None:
+    """A module or pixel no TOP digit has is a value no sound file holds (a pixel past 512
+    counted as the next module's in the channel mask's hits): ``BadValueError`` naming the
+    branch, digit and value, from every TOP collector."""
+    import awkward as ak
+
+    from b2calib.detectors.top.collectors import ChannelHitCollector
+    from b2calib.detectors.top.photons import check_digits
+    from b2calib.exceptions import BadValueError
+
+    mod = np.array([1, 16, module, 2])
+    pix = np.array([1, 512, pixel, 7])
+    check_digits(mod[[0, 1, 3]], pix[[0, 1, 3]])  # sound: no error
+    with pytest.raises(BadValueError) as err:
+        check_digits(mod, pix)
+    assert err.value.branch == branch
+    assert str(err.value) == f"branch {branch!r}: {what}"
+    events = ak.Array(
+        {
+            "EventMetaData_m_experiment": np.array([1, 1], np.int32),
+            "EventMetaData_m_run": np.array([2, 2], np.int32),
+            "TOPDigits_m_moduleID": ak.unflatten(mod.astype(np.int8), [3, 1]),
+            "TOPDigits_m_pixelID": ak.unflatten(pix.astype(np.int16), [3, 1]),
+        }
+    )
+    with pytest.raises(BadValueError, match=what):
+        ChannelHitCollector().collect(events)

@@ -21,10 +21,16 @@ import numpy as np
 import numpy.typing as npt
 
 from b2calib.conditions.iov import RunKey
-from b2calib.detectors.top.photons import Z_BINS, Photons, _load_kernels, match_photons
+from b2calib.detectors.top.photons import (
+    Z_BINS,
+    Photons,
+    _load_kernels,
+    check_digits,
+    match_photons,
+)
 from b2calib.engine import Collector
 from b2calib.engine.fill import _bin, fill_1d, fill_2d
-from b2calib.exceptions import CalibrationError
+from b2calib.exceptions import BadValueError, CalibrationError
 from b2calib.geometry import top
 
 __all__ = [
@@ -69,7 +75,9 @@ def _run_of(events: ak.Array) -> RunKey:
     exp = np.unique(ak.to_numpy(events["EventMetaData_m_experiment"]))
     run = np.unique(ak.to_numpy(events["EventMetaData_m_run"]))
     if len(exp) != 1 or len(run) != 1:
-        raise CalibrationError(f"a chunk of events spans several runs: exp {exp}, run {run}")
+        raise BadValueError(  # one file is one run: a file with others is no sound file
+            "EventMetaData_m_run", f"the entries read hold several runs: exp {exp}, run {run}"
+        )
     return int(exp[0]), int(run[0])
 
 
@@ -231,6 +239,7 @@ class ChannelHitCollector(Collector):
     def collect(self, events: ak.Array) -> dict[str, hist.Hist]:
         mod = _flat(events, "TOPDigits_m_moduleID", np.int64)
         pix = _flat(events, "TOPDigits_m_pixelID", np.int64)
+        check_digits(mod, pix)
         hits = _hist(_CH_AXIS, names=("channel",))
         fill_1d(_view(hits), top.channel_index(mod, pix), _CH_AXIS)
         n = _hist((1, 0.0, 1.0), names=("events",))

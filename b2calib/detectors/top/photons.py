@@ -31,7 +31,7 @@ from scipy import stats
 
 from b2calib.calibration.toolkit import find_steps
 from b2calib.conditions.iov import RunKey
-from b2calib.exceptions import CalibrationError
+from b2calib.exceptions import BadValueError
 from b2calib.geometry import DETECTOR_ID, top
 
 __all__ = [
@@ -40,6 +40,7 @@ __all__ = [
     "Z_BINS",
     "PhotonPDF",
     "Photons",
+    "check_digits",
     "circular_centre",
     "match_photons",
     "phase_boundaries",
@@ -183,6 +184,27 @@ def _digit_photons(  # type: ignore[no-untyped-def,unused-ignore]
     return k
 
 
+def check_digits(module: npt.NDArray[Any], pixel: npt.NDArray[Any]) -> None:
+    """Raise :class:`~b2calib.exceptions.BadValueError` for the first digit whose module is not
+    1..16 or whose pixel is not 1..512, naming its branch (no sound file holds one; a pixel past
+    512 would count as the next module's)."""
+    if not len(module) or (
+        module.min() >= 1 and module.max() <= _NM and pixel.min() >= 1 and pixel.max() <= _NP
+    ):
+        return
+    bad_mod = (module < 1) | (module > _NM)
+    k = int(np.argmax(bad_mod | (pixel < 1) | (pixel > _NP)))
+    if bad_mod[k]:
+        raise BadValueError(
+            "TOPDigits_m_moduleID",
+            f"digit {k} of the entries read: module {module[k]}, TOP has 1..{_NM}",
+        )
+    raise BadValueError(
+        "TOPDigits_m_pixelID",
+        f"digit {k} of the entries read: pixel {pixel[k]}, a module has 1..{_NP}",
+    )
+
+
 def match_photons(events: ak.Array) -> Photons:
     """Tracks at TOP (modules crossed by exactly one track) and their photons."""
     n_ext = np.asarray(ak.to_numpy(ak.num(events["ExtHits_m_detectorID"])), dtype=np.int64)
@@ -191,7 +213,11 @@ def match_photons(events: ak.Array) -> Photons:
     mod_e = _flat(events, "ExtHits_m_copyID", np.int64)[sel]
     bad = (mod_e < 1) | (mod_e > _NM)
     if np.any(bad):
-        raise CalibrationError(f"TOP ExtHits_m_copyID out of 1..{_NM}: {np.unique(mod_e[bad])}")
+        k = int(np.argmax(bad))
+        raise BadValueError(
+            "ExtHits_m_copyID",
+            f"TOP ExtHit {k} of the entries read: module {mod_e[k]}, TOP has 1..{_NM}",
+        )
     key = evt_e[sel] * _NM + mod_e - 1
     z = _flat(events, "ExtHits_m_posZ", np.float64)[sel]
     tof = _flat(events, "ExtHits_m_tof", np.float64)[sel]
@@ -202,12 +228,7 @@ def match_photons(events: ak.Array) -> Photons:
     mod_d = ak.to_numpy(ak.flatten(events["TOPDigits_m_moduleID"]))
     pix_d = ak.to_numpy(ak.flatten(events["TOPDigits_m_pixelID"]))
     t_d = ak.to_numpy(ak.flatten(events["TOPDigits_m_time"]))
-    if len(mod_d) and (
-        mod_d.min() < 1 or mod_d.max() > _NM or pix_d.min() < 1 or pix_d.max() > _NP
-    ):
-        raise CalibrationError(
-            "TOPDigits with module/pixel out of range (module 1..16, pixel 1..512)"
-        )
+    check_digits(mod_d, pix_d)  # the digit loop indexes its tables with them
     track_of = np.full(len(events) * _NM, -1, dtype=np.int64)
     track_of[tkey] = np.arange(len(tkey), dtype=np.int64)
     tz, ttof = z[rows], tof[rows]
