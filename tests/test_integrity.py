@@ -187,6 +187,47 @@ def test_duplicate_events_stop_the_job(bucket: Path, how: str, tmp_path: Path) -
             assert sorted(r.output) == [(12, 2), (12, 3)]
 
 
+def test_duplicate_events_as_by_sorting() -> None:
+    """Chunks that increase and lie apart are answered without the sort (issue 20); every case
+    gives what sorting all the numbers gives: the repeated numbers, their type and the files."""
+    from b2calib.engine.integrity import duplicate_events
+
+    def by_sorting(numbers: list[tuple[str, np.ndarray]]) -> tuple[np.ndarray, list[str]]:
+        ordered = np.sort(np.concatenate([a for _, a in numbers]))
+        repeated = np.unique(ordered[1:][ordered[1:] == ordered[:-1]])
+        return repeated, sorted({p for p, a in numbers if np.isin(a, repeated).any()})
+
+    rng = np.random.default_rng(20)
+    cases = [
+        [("a", np.arange(5, dtype=np.uint32)), ("b", np.arange(5, 9, dtype=np.uint32))],
+        [("a", np.arange(5, dtype=np.uint32)), ("b", np.arange(4, 9, dtype=np.uint32))],
+        [("b", np.arange(10, 12)), ("a", np.arange(3)), ("c", np.zeros(0, np.int64))],
+        [("a", np.array([1, 2, 2, 3]))],  # written twice in a file
+        [("a", np.array([3, 1, 2]))],  # not in order, no repeat
+        [("a", np.array([7])), ("b", np.array([7]))],
+        [("a", np.zeros(0, np.uint32))],
+    ]
+    for _ in range(2000):
+        chunks = []
+        for j in range(int(rng.integers(1, 5))):
+            n = int(rng.integers(0, 6))
+            kind = int(rng.integers(0, 3))
+            if kind == 0:
+                a = np.sort(rng.choice(40, n, replace=False)).astype(np.uint32)
+            elif kind == 1:
+                a = rng.integers(0, 30, n)
+            else:
+                a = np.arange(10 * j, 10 * j + n, dtype=np.uint32)
+            chunks.append((f"f{j}", a))
+        cases.append(chunks)
+    for numbers in cases:
+        repeated, involved = duplicate_events(numbers)
+        want, want_involved = by_sorting(numbers)
+        assert repeated.dtype == want.dtype
+        assert np.array_equal(repeated, want)
+        assert involved == want_involved
+
+
 def test_duplicate_events_do_not_double_the_luminosity(bucket: Path) -> None:
     """The issue: a second copy of run 1's Bhabha file doubled its Bhabha luminosity."""
     from b2calib.qa.monitoring import collect_qa

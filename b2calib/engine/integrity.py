@@ -272,12 +272,30 @@ def duplicate_events(
     arrays = [a for _, a in numbers]
     if not arrays:
         return np.zeros(0, np.int64), []
+    if _increasing_apart(arrays):
+        return np.zeros(0, np.result_type(*arrays)), []
     ordered = np.sort(np.concatenate(arrays))
     repeated = np.unique(ordered[1:][ordered[1:] == ordered[:-1]])
     if repeated.size == 0:
         return repeated, []
     involved = sorted({p for p, a in numbers if np.isin(a, repeated).any()})
     return repeated, involved
+
+
+def _increasing_apart(arrays: Sequence[npt.NDArray[np.integer]]) -> bool:
+    """Whether every chunk's numbers increase strictly and no two chunks' ranges overlap: then
+    no number is repeated, which one comparison per event tells (a file's events are written
+    in order; the sort that finds the repeated numbers otherwise took 14 ms of the caller's
+    CPU for arich-channel-mask's 770k events, issue 20). False says nothing."""
+    ranges = []
+    for a in arrays:
+        if a.size == 0:
+            continue
+        if a.size > 1 and not bool(np.all(a[1:] > a[:-1])):
+            return False
+        ranges.append((a[0], a[-1]))
+    ranges.sort()
+    return all(ranges[i][0] > ranges[i - 1][1] for i in range(1, len(ranges)))
 
 
 def duplicate_detail(
