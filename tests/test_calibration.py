@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import json
 import os
+import socket
 import subprocess
 import sys
 import weakref
@@ -1096,16 +1097,18 @@ def test_iterations_reread_their_files_from_the_read_cache(
         return out
 
     monkeypatch.setattr(_reads, "_load", spy)
-    folder = tmp_path / "reads"
-    folder.mkdir()
+    folder = tmp_path / "reads"  # made by the first job
     monkeypatch.setenv("B2CALIB_READ_CACHE_DIR", str(folder))
-    # a killed job's folder (its process gone) is removed by the next job, a running one's kept
+    # a killed job's folder (its process gone) is removed by the next job; a running one's
+    # kept, and another machine's (a folder shared by several nodes)
     gone = subprocess.Popen([sys.executable, "-c", "pass"])
     gone.wait()
-    orphan = folder / f"b2calib-reads-{gone.pid}-test-offset-x"
-    running = folder / f"b2calib-reads-{os.getppid()}-test-offset-y"
-    for old in (orphan, running):
-        old.mkdir()
+    host = socket.gethostname()
+    orphan = folder / f"b2calib-reads-{gone.pid}@{host}-test-offset-x"
+    running = folder / f"b2calib-reads-{os.getppid()}@{host}-test-offset-y"
+    elsewhere = folder / f"b2calib-reads-{gone.pid}@{host}x-test-offset-z"
+    for old in (orphan, running, elsewhere):
+        old.mkdir(parents=True)
         (old / "entry.bin").write_bytes(b"x")
     results = []
     for budget in ("0", "100"):
@@ -1114,7 +1117,8 @@ def test_iterations_reread_their_files_from_the_read_cache(
         report = run_calibrations(offset_calibration(), data, db=db, staging_tag="s", cache=False)
         assert report["test-offset"].iterations > 1
         results.append(staged_values(db, "s"))
-        assert list(folder.iterdir()) == [running]  # the job's folder is removed, the orphan too
+        # the job's folder is removed, the orphan too
+        assert sorted(folder.iterdir()) == sorted([running, elsewhere])
         hits = sum(loads)
         assert (hits > 0) == (budget != "0")
         loads.clear()

@@ -41,6 +41,7 @@ import hashlib
 import json
 import os
 import shutil
+import socket
 import tempfile
 import time
 from collections import deque
@@ -82,7 +83,7 @@ from b2calib.engine import (
     plan,
 )
 from b2calib.engine.loop import DEFAULT_MAX_NONFINITE
-from b2calib.exceptions import B2CalibError, CalibrationError, PayloadError
+from b2calib.exceptions import B2CalibError, CalibrationError, ConfigError, PayloadError
 from b2calib.io import find_skim_files
 from b2calib.runs import Run, RunRegistry
 
@@ -818,9 +819,15 @@ class _Runner:
             return None
         if self.reads is None:
             parent = Path(os.environ.get("B2CALIB_READ_CACHE_DIR") or tempfile.gettempdir())
+            try:
+                parent.mkdir(parents=True, exist_ok=True)
+            except OSError as err:
+                raise ConfigError(
+                    f"B2CALIB_READ_CACHE_DIR={str(parent)!r}: cannot make the folder ({err})"
+                ) from None
             _remove_orphans(parent)
             self.reads = tempfile.mkdtemp(
-                prefix=f"b2calib-reads-{os.getpid()}-{self.cal.name}-", dir=parent
+                prefix=f"{_reads_prefix(os.getpid())}{self.cal.name}-", dir=parent
             )
         return self.reads
 
@@ -1274,13 +1281,21 @@ def _add_output(total: RunOutput, part: RunOutput, input_name: str, *, copy: boo
         total.add(key, part[key], copy=copy)
 
 
+def _reads_prefix(pid: int) -> str:
+    """The start of the name of a read-cache folder of process ``pid`` on this machine."""
+    return f"b2calib-reads-{pid}@{socket.gethostname()}-"
+
+
 def _remove_orphans(parent: Path) -> None:
-    """Remove the read-cache folders in ``parent`` of processes that ended without removing
-    them (killed: ``b2calib-reads-<pid>-...``, the pid no longer running)."""
-    for folder in parent.glob("b2calib-reads-*-*"):
-        pid = folder.name.split("-")[2]
+    """Remove the read-cache folders in ``parent`` of processes of this machine that ended
+    without removing them (killed: ``b2calib-reads-<pid>@<host>-...``, the pid no longer
+    running here); another machine's folders (a shared folder) are left to it."""
+    for folder in parent.glob("b2calib-reads-*@*"):
+        pid = folder.name.removeprefix("b2calib-reads-").partition("@")[0]
         if not pid.isdigit() or int(pid) == os.getpid():
             continue
+        if not folder.name.startswith(_reads_prefix(int(pid))):
+            continue  # another machine's
         try:
             os.kill(int(pid), 0)
         except ProcessLookupError:
