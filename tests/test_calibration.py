@@ -1123,3 +1123,16 @@ def test_iterations_reread_their_files_from_the_read_cache(
         assert (hits > 0) == (budget != "0")
         loads.clear()
     assert results[0] == results[1]
+
+
+def test_a_read_cache_folder_that_cannot_be_made_is_named(
+    data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``$B2CALIB_READ_CACHE_DIR`` is made when missing; when it cannot be (below a file), the
+    iterating calibration stops with one line naming the variable and the folder."""
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    monkeypatch.setenv("B2CALIB_READ_CACHE_DIR", str(blocker / "reads"))
+    db = ConditionsDB(tmp_path / "conditions.sqlite", author="calibrator")
+    with pytest.raises(ConfigError, match=r"B2CALIB_READ_CACHE_DIR='.*a-file/reads': cannot make"):
+        run_calibrations(offset_calibration(), data, db=db, staging_tag="s", cache=False)
