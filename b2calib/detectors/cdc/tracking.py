@@ -208,6 +208,40 @@ def prepare_hit_check() -> None:
     check_hits(empty, empty.astype(np.int8), empty.astype(np.int16), empty.astype(np.int8))
 
 
+def _kernel_hits(
+    events: ak.Array,
+    t0_runs: tuple[tuple[int, int, int], ...],
+    t0_sets: tuple[tuple[float, ...], ...],
+) -> tuple[npt.NDArray[Any], ...]:
+    """The first arguments of the compiled T0 and x-t passes (``_t0_residuals``,
+    ``_xt_points``): hits per event, each event's T0, whether it has one and its run's row of
+    the T0 sets, the sets, the layers' first wires, the hits' layer, wire, left/right, time and
+    fitted drift length as read (checked: :func:`check_hits`), the rows' half cells."""
+    counts = ak.to_numpy(ak.num(events["CDCHits_m_layer"]))
+
+    def flat(branch: str) -> npt.NDArray[Any]:
+        return np.asarray(ak.to_numpy(ak.flatten(events[branch])))
+
+    exp = ak.to_numpy(events["EventMetaData_m_experiment"]).astype(np.int64)
+    run = ak.to_numpy(events["EventMetaData_m_run"]).astype(np.int64)
+    layer, wire, lr = (flat(f"CDCHits_m_{b}") for b in ("layer", "wire", "leftRight"))
+    check_hits(counts, layer, wire, lr)  # the kernels index their tables with them
+    return (
+        counts.astype(np.int64),
+        np.asarray(ak.to_numpy(events["EventT0_m_eventT0"])),
+        ak.to_numpy(events["EventT0_m_hasEventT0"]) > 0,
+        _event_sets(exp, run, t0_runs),
+        _set_table(t0_sets),
+        cdc.LAYER_FIRST,
+        layer,
+        wire,
+        lr,
+        flat("CDCHits_m_time"),
+        flat("CDCHits_m_fitDriftLength"),
+        HALF_CELL_ROW,
+    )
+
+
 def _hits(
     events: ak.Array,
     t0_runs: tuple[tuple[int, int, int], ...],
@@ -398,35 +432,16 @@ class T0ResidualCollector(Collector):
             else None
         )
         if kernel is not None:
-            counts = ak.to_numpy(ak.num(events["CDCHits_m_layer"]))
-
-            def flat(branch: str) -> npt.NDArray[Any]:
-                return np.asarray(ak.to_numpy(ak.flatten(events[branch])))
-
-            exp = ak.to_numpy(events["EventMetaData_m_experiment"]).astype(np.int64)
-            run = ak.to_numpy(events["EventMetaData_m_run"]).astype(np.int64)
-            layer, wire, lr = (flat(f"CDCHits_m_{b}") for b in ("layer", "wire", "leftRight"))
-            check_hits(counts, layer, wire, lr)  # the kernel indexes its tables with them
+            args = _kernel_hits(events, self.t0_runs, self.t0_sets)
             kernel(
-                counts.astype(np.int64),
-                np.asarray(ak.to_numpy(events["EventT0_m_eventT0"])),
-                ak.to_numpy(events["EventT0_m_hasEventT0"]) > 0,
-                _event_sets(exp, run, self.t0_runs),
-                _set_table(self.t0_sets),
-                cdc.LAYER_FIRST,
-                layer,
-                wire,
-                lr,
-                flat("CDCHits_m_time"),
-                flat("CDCHits_m_fitDriftLength"),
-                HALF_CELL_ROW,
+                *args,
                 inv,
                 float(step),
                 float(self.u_min),
                 float(self.u_max),
                 float(self.bins[1]),
                 float(self.bins[2]),
-                np.empty(len(layer), np.int64),
+                np.empty(len(args[6]), np.int64),  # a bin per hit
                 h.view(flow=True),
             )
             return {self.name: h}
@@ -736,29 +751,10 @@ class XtCollector(Collector):
             compiled("b2calib.detectors.cdc._xt_points", "xt_points") if compiled_kernel else None
         )
         if kernel is not None:
-            counts = ak.to_numpy(ak.num(events["CDCHits_m_layer"]))
-
-            def flat(branch: str) -> npt.NDArray[Any]:
-                return np.asarray(ak.to_numpy(ak.flatten(events[branch])))
-
-            exp = ak.to_numpy(events["EventMetaData_m_experiment"]).astype(np.int64)
-            run = ak.to_numpy(events["EventMetaData_m_run"]).astype(np.int64)
-            layer, wire, lr = (flat(f"CDCHits_m_{b}") for b in ("layer", "wire", "leftRight"))
-            check_hits(counts, layer, wire, lr)  # the kernel indexes its tables with them
-            points = np.empty((int(counts.sum()), 4))
+            args = _kernel_hits(events, self.t0_runs, self.t0_sets)
+            points = np.empty((len(args[6]), 4))
             n = kernel(
-                counts.astype(np.int64),
-                np.asarray(ak.to_numpy(events["EventT0_m_eventT0"])),
-                ak.to_numpy(events["EventT0_m_hasEventT0"]) > 0,
-                _event_sets(exp, run, self.t0_runs),
-                _set_table(self.t0_sets),
-                cdc.LAYER_FIRST,
-                layer,
-                wire,
-                lr,
-                flat("CDCHits_m_time"),
-                flat("CDCHits_m_fitDriftLength"),
-                HALF_CELL_ROW,
+                *args,
                 float(lo),
                 float(hi),
                 points,
