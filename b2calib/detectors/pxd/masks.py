@@ -180,7 +180,7 @@ def add_pixel_hits(
     carry = np.zeros(_NPIX, dtype=np.int64)  # pages never written cost nothing
     bad = _count_pixels(low, carry, sid, uu, vv, _LUT)
     if bad:
-        _raise_bad_digit(sid, uu, vv, bad)
+        _raise_bad_digit(sid, uu, vv)
     counts += low
     counts += carry
 
@@ -204,11 +204,9 @@ def _count_pixels(low, carry, sid, u, v, lut):  # type: ignore[no-untyped-def,un
     return bad
 
 
-def _raise_bad_digit(
-    sid: npt.NDArray[Any], u: npt.NDArray[Any], v: npt.NDArray[Any], n_bad: int
-) -> None:
+def _raise_bad_digit(sid: npt.NDArray[Any], u: npt.NDArray[Any], v: npt.NDArray[Any]) -> None:
     """Raise :class:`~b2calib.exceptions.BadValueError` for the first digit off the PXD (its
-    branch, digit and value; ``n_bad`` digits are off in all)."""
+    branch, digit and value, and how many are off in all)."""
     s64 = np.asarray(sid, dtype=np.int64)
     known = (s64 >= 0) & ((s64 & 0x1F) == 0) & ((s64 >> 5) < len(_LUT))
     known[known] = _LUT[s64[known] >> 5] >= 0
@@ -219,6 +217,7 @@ def _raise_bad_digit(
         ("PXDDigits_m_vCellID", (v64 < 0) | (v64 >= _NV), v64, f"v outside 0..{_NV - 1}"),
     )
     first = min(int(np.argmax(bad)) if bad.any() else len(s64) for _, bad, _, _ in checks)
+    n_bad = int(np.logical_or.reduce([bad for _, bad, _, _ in checks]).sum())
     for branch, bad, values, what in checks:
         if first < len(s64) and bad[first]:
             raise BadValueError(
@@ -248,10 +247,11 @@ def pixel_index(sensor_id: npt.ArrayLike, u: npt.ArrayLike, v: npt.ArrayLike) ->
         or uu.max() >= _NU
         or vv.min() < 0
         or vv.max() >= _NV
-        or _LUT[sid >> 5].min() < 0
     ):
-        _raise_bad_digit(sid, uu, vv, 1)
+        _raise_bad_digit(sid, uu, vv)
     out = _LUT[sid >> 5]
+    if out.min() < 0:  # an ID in the table's range of no PXD sensor
+        _raise_bad_digit(sid, uu, vv)
     out *= _NU
     out += uu
     out *= _NV
