@@ -51,8 +51,8 @@ import uproot
 
 from b2calib._extras import require
 from b2calib._workers import (
+    HeapTrim,
     keep_freed_memory,
-    release_free_memory,
     shared_pool,
     shutdown_pool,
 )
@@ -697,11 +697,12 @@ def collect(
         n_proc = 1 if executor != "processes" else workers or os.cpu_count() or 1
         reads = (str(read_cache), read_cache_bytes() // n_proc)
     fn = _Task(collector, cache_dir, stop=on_bad_file == "stop", reads=reads)
+    trim = HeapTrim()
     if executor in ("inprocess", "threads", "processes") and items:
         collector.prepare()  # before the local workers fork: they inherit what it loads
         # nor do they inherit the free memory a caller's earlier work left resident (a
         # calibration's previous pass: every run's histograms, freed)
-        release_free_memory()
+        trim(force=True)
     if executor == "inprocess":
         stream: Iterator[tuple[int, Wire[_Partial]]] = (fn(t) for t in tasks)
     elif executor == "threads":
@@ -721,7 +722,7 @@ def collect(
         stream = _run_dask(dataclasses.replace(fn, heap=True), tasks, executor)
     from tqdm.auto import tqdm
 
-    merge = _RunMerge(result, on_bad_file, max_nonfinite, files)
+    merge = _RunMerge(result, on_bad_file, max_nonfinite, files, trim)
     pending: dict[int, _Partial] = {}  # by position in ``tasks``
     next_pos = 0
     done = 0
@@ -765,8 +766,10 @@ class _RunMerge:
         policy: Policy | None,
         max_nonfinite: float,
         files: Sequence[FileRef],
+        trim: HeapTrim,
     ) -> None:
         self.result, self.policy, self.max_nonfinite = result, policy, max_nonfinite
+        self.trim = trim
         self.files_of: dict[tuple[int, int], list[str]] = {}
         for f in files:
             self.files_of.setdefault(f.key, []).append(f.path)
@@ -835,10 +838,14 @@ class _RunMerge:
                         )
                 self._reject(problems)
                 continue
+            held = self.result.output.get(key, {})
+            self.trim.keep(
+                sum(h.view(flow=True).nbytes for n, h in group.histograms.items() if n not in held)
+            )
             self.result.output.add(key, group.histograms, copy=False)
             self.result.n_events += group.n_events
         groups.clear()  # the run's event numbers and transfer buffers are gone: give back
-        release_free_memory()  # the holes they leave between the runs' results
+        self.trim()  # the holes they leave between the runs' results, once they add up
 
     def _reject(self, problems: list[SkippedFile]) -> None:
         for problem in problems:
