@@ -365,6 +365,40 @@ def test_a_starved_ring_is_not_enough_data_not_masked() -> None:
     assert rings["signal_per_channel"][0] < 30 < rings["signal_per_channel"][1:].min()
 
 
+def test_mask_status_as_with_the_noise_test_of_every_channel() -> None:
+    """The noise test is evaluated only for the channels whose status it decides (masked, or
+    in a starved ring); the statuses are those of the rule applied to every channel."""
+    from scipy import stats
+
+    rng = np.random.default_rng(16)
+    ring = cm.CHANNEL_RING
+    lam = np.empty((geo.N_CHANNELS, 4))
+    lam[:] = rng.uniform(0.5, 6.0, geo.N_CHANNELS)[:, None]
+    signal = np.where(ring == 1, 10.0, 60.0)  # ring 1 starved at min_ring_signal 30
+    lam[:, 1:3] += signal[:, None] / 2
+    odd = rng.choice(geo.N_CHANNELS, 600, replace=False)
+    lam[odd[:300], 1:3] = 0.0  # no signal: dead
+    lam[odd[300:450]] = rng.uniform(10.0, 300.0, 150)[:, None]  # noise only: hot
+    lam[odd[450:]] *= rng.uniform(3.0, 40.0, 150)[:, None]  # loud, with signal
+    w = rng.poisson(lam).astype(np.float64)
+    res = cm.mask_channels(w, 2e5, min_ring_signal=30.0)
+    excess = stats.poisson.sf(res.noise - 1.0, res.ring_noise[ring]) < 1e-6
+    masked = (res.signal < 0.3 * res.ring_signal[ring]) | (res.s2n < 0.1)
+    expected = np.zeros(geo.N_CHANNELS, dtype=np.int8)
+    expected[masked] = np.where(excess[masked], ChannelStatus.HOT, ChannelStatus.DEAD)
+    starved = res.starved[ring]
+    expected[starved] = np.where(
+        (res.s2n < 0.1)[starved] & excess[starved],
+        ChannelStatus.HOT,
+        ChannelStatus.NOT_ENOUGH_DATA,
+    )
+    assert {ChannelStatus.HOT, ChannelStatus.DEAD, ChannelStatus.NOT_ENOUGH_DATA} <= set(
+        np.unique(res.status)
+    )
+    assert (res.status[starved] == ChannelStatus.HOT).any()
+    np.testing.assert_array_equal(res.status, expected)
+
+
 def test_declaration() -> None:
     assert [c.name for c in A.calibrations()] == ["arich-channel-mask"]
     assert CAL.payloads == ("ARICHChannelMask",)
