@@ -107,7 +107,7 @@ def _store(path: Path, array: ak.Array) -> int:
             base = fh.tell()
             for (_, _, _, at), a in zip(header["buffers"], blobs, strict=True):
                 fh.seek(base + at)
-                fh.write(a.tobytes())
+                fh.write(a.data)  # the buffer itself, not a copy of it
             fh.truncate(base + offset)
         os.replace(tmp, path)
     except OSError:
