@@ -793,6 +793,7 @@ def test_values_a_collector_rejects_make_the_whole_file_bad(
     not even those of the items read before, whether they were in other batches (by default:
     at most 11 events each here) or in the same one; the job stops on it when asked."""
     collector, path, n_bad, at = _rejecting(bhabha)
+    assert at >= 20  # the bad event is in the file's second item (step 20), not its first
     quiet = dict(
         executor=executor,
         workers=2,
@@ -823,7 +824,6 @@ def test_values_a_collector_rejects_make_the_whole_file_bad(
         collect(collector, bhabha, step_size=20, on_bad_file="stop", **quiet)  # type: ignore[arg-type]
     assert stop.value.path == path
     assert stop.value.reason == "bad-values"
-    assert at >= 20
 
 
 @pytest.mark.parametrize("executor", ["inprocess", "processes"])
