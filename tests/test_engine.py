@@ -849,6 +849,43 @@ def _assert_same_output(got: CollectResult, want: CollectResult) -> None:
             assert np.array_equal(got.output[run][name].view(flow=True), h.view(flow=True))
 
 
+def test_read_cache_entries_are_private_writable_copies(tmp_path: Path) -> None:
+    """An entry's arrays are mapped from its file copy-on-write: a collector may write into
+    them without changing the entry (the next pass reads it as stored), and removing the
+    folder while they are in use (the job's end) leaves them intact."""
+    from b2calib.engine._reads import ReadCache
+
+    stored = {
+        "jagged": ak.Array([[1.5, 2.5], [], [3.5]]),
+        "flat": ak.Array(np.array([7, 8, 9], dtype=np.int32)),
+    }
+
+    class _File:
+        reads = 0
+
+        def arrays(self, branches: list[str], start: int, stop: int) -> ak.Array:
+            self.reads += 1
+            return ak.zip({b: stored[b] for b in branches}, depth_limit=1)
+
+    f = _File()
+    cache = ReadCache(tmp_path / "reads", 2**30)
+    (tmp_path / "reads").mkdir()
+    ident = (1, 2, 3, 4)
+    first = cache.arrays(f, ident, "tree", ["jagged", "flat"], 0, 3)
+    got = cache.arrays(f, ident, "tree", ["jagged", "flat"], 0, 3)
+    assert f.reads == 1
+    values = ak.to_numpy(ak.flatten(got["jagged"]))
+    values[0] = -1.0  # a kernel writing into its input
+    ak.to_numpy(got["flat"])[2] = 0
+    again = cache.arrays(f, ident, "tree", ["jagged", "flat"], 0, 3)
+    assert f.reads == 1
+    assert again.tolist() == first.tolist() == ak.zip(stored, depth_limit=1).tolist()
+    assert ak.flatten(got["jagged"]).tolist() == [-1.0, 2.5, 3.5]
+    shutil.rmtree(tmp_path / "reads")
+    assert again["flat"].tolist() == [7, 8, 9]
+    assert ak.flatten(again["jagged"]).tolist() == [1.5, 2.5, 3.5]
+
+
 @pytest.mark.parametrize("executor", ["inprocess", "threads", "processes"])
 def test_a_read_cache_gives_the_same_histograms_without_reading_again(
     sample: Path, tmp_path: Path, executor: str, monkeypatch: pytest.MonkeyPatch

@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import mmap
 import os
 import threading
 from pathlib import Path
@@ -121,9 +122,15 @@ def _load(path: Path) -> ak.Array | None:
     """A branch written by :func:`_store`, or None when there is none (or it is unreadable:
     the branch is read from its file again)."""
     try:
-        data = np.fromfile(path, dtype=np.uint8)  # the arrays are views of this buffer
-    except OSError:
+        with open(path, "rb") as fh:
+            # mapped, not read: the arrays are views of the page cache's pages, copied only
+            # where written (a private mapping; an entry is never changed in place, only
+            # replaced or removed, which leaves a mapping intact). Reading the bytes into
+            # new memory cost as much CPU as the collectors' use of them (issue 20).
+            mapped = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_COPY)
+    except (OSError, ValueError):  # gone, unreadable, or empty
         return None
+    data = np.frombuffer(mapped, dtype=np.uint8)
     if bytes(data[: len(_MAGIC)]) != _MAGIC:
         return None
     n = int.from_bytes(bytes(data[len(_MAGIC) : len(_MAGIC) + 8]), "little")
