@@ -12,6 +12,8 @@ the files' metadata; one file belongs to one run, so every item's histograms are
 Consecutive items of one run form a batch, one task (:func:`_batches`): the worker merges its
 items' histograms in item order and sends one partial per batch, its integer arrays in their
 narrowest type (:mod:`b2calib.engine._transfer`), instead of a 7 MB histogram per item.
+On Dask a task runs a few consecutive batches (:func:`_guided`: the scheduler and the
+workers' event loops spend CPU per task), each batch's partial still its own.
 Batches are sent out the largest runs first, a run's batches in their order
 (:func:`_largest_runs_first`: the workers finish together), and merged in that order, whatever
 order the executor finishes them in; histograms are summed within a run only, and the batches
@@ -592,7 +594,9 @@ def _dask_client(executor: Any) -> tuple[Any, bool]:
 #: :data:`DASK_MAX_BATCHES` batches, so the first tasks are large and the last ones single
 #: batches (the workers still finish together). Dask's scheduler, in the calling process,
 #: and the workers' event loops spend CPU per task (its messages, the result's fetch):
-#: fewer tasks, less of it.
+#: fewer tasks, less of it (issue 20, the engine bench's 20 batches on 2 workers: 20 tasks ->
+#: 10, the scheduler's transitions per collect 112 -> 52, the caller's socket sends 305-328 ->
+#: 190-201 and receives 480-600 -> 310-340, the workers' sends 110-120 -> 75-85, strace).
 DASK_SPLIT = 2
 DASK_MAX_BATCHES = 8
 
@@ -724,10 +728,11 @@ def collect(
         when the items are planned, then as each batch of items completes, whatever the
         executor (for a caller's own progress display; an exception it raises stops the loop).
     batch_events
-        Events per task at most: a task runs consecutive items of one run and sends back their
-        merged histograms, once (``None``: the data's events over :data:`MIN_BATCHES`, at most
-        :data:`BATCH_EVENTS`; 0: one item per task). The same data and ``batch_events`` give
-        identical histograms under every executor.
+        Events per batch at most: a batch (a task of the local executors; on Dask a task runs
+        a few consecutive batches, :data:`DASK_SPLIT`) runs consecutive items of one run and
+        sends back their merged histograms, once (``None``: the data's events over
+        :data:`MIN_BATCHES`, at most :data:`BATCH_EVENTS`; 0: one item per batch). The same
+        data and ``batch_events`` give identical histograms under every executor.
     read_cache
         A folder on this machine's disk, made by the caller for the collects that read the
         same files again (a calibration's iterations), and removed by it after: each item's
