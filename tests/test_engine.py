@@ -28,7 +28,9 @@ from b2calib.engine import (
     Dataset,
     RunOutput,
     ValueCollector,
+    WorkItem,
     collect,
+    loop,
     plan,
 )
 from b2calib.engine._transfer import Wire
@@ -36,6 +38,7 @@ from b2calib.engine.loop import (
     TAIL_FRACTION,
     _Batch,
     _batches,
+    _guided,
     _largest_runs_first,
     _Partial,
     _run_pool,
@@ -192,6 +195,56 @@ def test_identical_results_under_every_executor(bhabha: Dataset, tmp_path: Path)
             assert np.array_equal(
                 r.output[run]["channel_value"].values(flow=True), h.values(flow=True)
             ), (name, run)
+
+
+def test_dask_tasks_run_consecutive_batches_the_largest_first(bhabha: Dataset) -> None:
+    """Issue 20: Dask's tasks each run consecutive batches in the order sent (fewer tasks: the
+    scheduler in the caller and the workers' event loops spend CPU per task), the first ones
+    the largest, the last ones single batches (the workers finish together)."""
+    tasks = _largest_runs_first(_batches(plan(bhabha, step_size=25)))
+    groups = _guided(tasks, 2)
+    assert [t for g in groups for t in g] == tasks  # every batch once, in the order sent
+    assert len(groups) < len(tasks)
+    assert len(groups[0]) > 1
+    assert len(groups[-1]) == 1
+    assert max(len(g) for g in groups) <= loop.DASK_MAX_BATCHES
+    assert _guided(tasks, 0) == [(t,) for t in tasks]  # no worker yet: one batch per task
+    many = [_Batch(i, (WorkItem(i, "f", 1, i, 0, 10),)) for i in range(100)]
+    assert max(len(g) for g in _guided(many, 1)) == loop.DASK_MAX_BATCHES
+
+
+@pytest.mark.dask
+def test_a_cluster_passed_keeps_its_client(bhabha: Dataset) -> None:
+    """Issue 20: a cluster passed as the executor is connected to once, not in every call; the
+    client is not made the process's default, and closes with its cluster (the next cluster
+    passed gets a client of its own)."""
+    from distributed import LocalCluster, default_client
+
+    quiet = {"cache": False, "progress": False}
+    clusters = [
+        LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=":0")
+        for _ in range(2)
+    ]
+    try:
+        first = collect(ECL, bhabha, executor=clusters[0], **quiet)  # type: ignore[arg-type]
+        (client,) = [c for cl, c in loop._cluster_clients.values() if cl is clusters[0]]
+        again = collect(ECL, bhabha, executor=clusters[0], **quiet)  # type: ignore[arg-type]
+        assert [c for cl, c in loop._cluster_clients.values() if cl is clusters[0]] == [client]
+        assert client.status == "running"
+        with pytest.raises(ValueError, match="No clients"):
+            default_client()
+        for run in first.output:
+            assert np.array_equal(
+                first.output[run]["channel_value"].view(flow=True),
+                again.output[run]["channel_value"].view(flow=True),
+            )
+        clusters[0].close()
+        assert client.status != "running"
+        collect(ECL, bhabha, executor=clusters[1], **quiet)  # type: ignore[arg-type]
+        assert [cl for cl, _ in loop._cluster_clients.values()] == [clusters[1]]
+    finally:
+        for cluster in clusters:
+            cluster.close()
 
 
 def test_run_ranges_merge_without_rereading(bhabha: Dataset) -> None:

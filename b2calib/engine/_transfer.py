@@ -123,7 +123,7 @@ def dumps_narrow(obj: Any) -> bytes:
     return buf.getvalue()
 
 
-def _from_wire(blob: bytes) -> Wire[Any]:
+def _from_wire(blob: bytes | bytearray | memoryview | pickle.PickleBuffer) -> Wire[Any]:
     return Wire(pickle.loads(blob))
 
 
@@ -137,3 +137,13 @@ class Wire(Generic[T]):
 
     def __reduce__(self) -> tuple[Any, tuple[bytes]]:
         return _from_wire, (dumps_narrow(self.payload),)
+
+    def __reduce_ex__(self, protocol: Any) -> tuple[Any, tuple[Any]]:
+        fn, (blob,) = self.__reduce__()
+        if isinstance(protocol, int) and protocol >= 5:
+            # Dask pickles with protocol 5 and takes a PickleBuffer out of the stream, as a
+            # frame of its own: the ~2 MB blob is neither copied into the pickle stream (and
+            # scanned there for "__main__") in the worker nor copied out of it in the caller.
+            # A pickler without a buffer callback writes it in the stream, as bytes.
+            return fn, (pickle.PickleBuffer(blob),)
+        return fn, (blob,)

@@ -12,6 +12,8 @@ the files' metadata; one file belongs to one run, so every item's histograms are
 Consecutive items of one run form a batch, one task (:func:`_batches`): the worker merges its
 items' histograms in item order and sends one partial per batch, its integer arrays in their
 narrowest type (:mod:`b2calib.engine._transfer`), instead of a 7 MB histogram per item.
+On Dask a task runs a few consecutive batches (:func:`_guided`: the scheduler and the
+workers' event loops spend CPU per task), each batch's partial still its own.
 Batches are sent out the largest runs first, a run's batches in their order
 (:func:`_largest_runs_first`: the workers finish together), and merged in that order, whatever
 order the executor finishes them in; histograms are summed within a run only, and the batches
@@ -37,6 +39,7 @@ import json
 import os
 import pickle
 import tempfile
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
@@ -550,9 +553,21 @@ def _completed(
             fut.cancel()
 
 
+#: The clients this process connected to the clusters passed as executors (by the cluster's
+#: ``id``, with the cluster), kept for the next collects: connecting and closing one in every
+#: call cost ~15 ms and a first task's round trips (the engine bench's "cluster passed" row).
+_cluster_clients: dict[int, tuple[Any, Any]] = {}
+_cluster_clients_lock = threading.Lock()
+
+
 def _dask_client(executor: Any) -> tuple[Any, bool]:
     """A distributed Client for a Client, a scheduler address or a cluster, and whether the
-    engine owns it (and closes it)."""
+    engine owns it (and closes it after the collect).
+
+    A cluster's client is kept for the collects that follow, with this process or until the
+    cluster closes (its client closes with it, and the next collect passing a cluster connects
+    anew). It is not made the process's default client: the caller's own Dask computations go
+    where they went before."""
     Client = require("distributed", "the Dask executor").Client
 
     if isinstance(executor, Client):
@@ -560,8 +575,59 @@ def _dask_client(executor: Any) -> tuple[Any, bool]:
     if isinstance(executor, str):
         return Client(executor), True
     if hasattr(executor, "scheduler_address"):
-        return Client(executor), True
+        with _cluster_clients_lock:
+            kept = _cluster_clients.get(id(executor))
+            if kept is not None and kept[0] is executor and kept[1].status == "running":
+                return kept[1], False
+            for key, (_, client) in list(_cluster_clients.items()):  # closed with their cluster
+                if client.status != "running":
+                    del _cluster_clients[key]
+            client = Client(executor, set_as_default=False)
+            _cluster_clients[id(executor)] = (executor, client)
+            return client, False
     raise ConfigError(f"not a Dask client, cluster or scheduler address: {executor!r}")
+
+
+#: Dask: a task runs consecutive batches (in the order sent) and returns their partials
+#: together, each batch's partial still its own; the tasks are cut "guided": each takes about
+#: ``1 / (DASK_SPLIT * threads)`` of the events not yet in a task, at most
+#: :data:`DASK_MAX_BATCHES` batches, so the first tasks are large and the last ones single
+#: batches (the workers still finish together). Dask's scheduler, in the calling process,
+#: and the workers' event loops spend CPU per task (its messages, the result's fetch):
+#: fewer tasks, less of it (issue 20, the engine bench's 20 batches on 2 workers: 20 tasks ->
+#: 10, the scheduler's transitions per collect 112 -> 52, the caller's socket sends 305-328 ->
+#: 190-201 and receives 480-600 -> 310-340, the workers' sends 110-120 -> 75-85, strace).
+DASK_SPLIT = 2
+DASK_MAX_BATCHES = 8
+
+
+def _guided(tasks: Sequence[_Batch], threads: int) -> list[tuple[_Batch, ...]]:
+    """``tasks`` cut into consecutive groups, one per Dask task (see :data:`DASK_SPLIT`); one
+    batch per group when the cluster has no thread yet (an adaptive cluster scaling up)."""
+    if threads < 1:
+        return [(t,) for t in tasks]
+    sizes = [sum(it.entry_stop - it.entry_start for it in t.items) for t in tasks]
+    remaining = sum(sizes)
+    groups: list[tuple[_Batch, ...]] = []
+    current: list[_Batch] = []
+    n = 0
+    for task, size in zip(tasks, sizes, strict=True):
+        current.append(task)
+        n += size
+        if n * DASK_SPLIT * threads >= remaining or len(current) >= DASK_MAX_BATCHES:
+            groups.append(tuple(current))
+            remaining -= n
+            current, n = [], 0
+    if current:
+        groups.append(tuple(current))
+    return groups
+
+
+def _run_batches(
+    fn: Callable[[_Batch], tuple[int, Wire[_Partial]]], batches: tuple[_Batch, ...]
+) -> list[tuple[int, Wire[_Partial]]]:
+    """One Dask task: ``fn`` on each of ``batches``, in order."""
+    return [fn(b) for b in batches]
 
 
 def _run_dask(
@@ -571,20 +637,22 @@ def _run_dask(
     from distributed import as_completed as dask_completed
 
     try:
+        groups = _guided(tasks, sum(client.nthreads().values()))
         # a future the client holds keeps its result in a worker's memory: each is released
         # once its result is here, so that the workers do not hold every batch's partial
         # in the order given, said by priorities rather than left to the scheduler's own
         # ordering of independent tasks
         futures = {
-            client.submit(fn, t, pure=False, priority=len(tasks) - pos)
-            for pos, t in enumerate(tasks)
+            client.submit(_run_batches, fn, g, pure=False, priority=len(groups) - pos)
+            for pos, g in enumerate(groups)
         }
         try:
-            for fut in dask_completed(futures):
+            for fut in dask_completed(futures, loop=client.loop):
                 futures.discard(fut)
-                result = fut.result()
+                results = fut.result()
                 fut.release()
-                yield result
+                while results:  # handed over one at a time, each dropped once merged
+                    yield results.pop(0)
         finally:
             client.cancel(list(futures))
     finally:
@@ -660,10 +728,11 @@ def collect(
         when the items are planned, then as each batch of items completes, whatever the
         executor (for a caller's own progress display; an exception it raises stops the loop).
     batch_events
-        Events per task at most: a task runs consecutive items of one run and sends back their
-        merged histograms, once (``None``: the data's events over :data:`MIN_BATCHES`, at most
-        :data:`BATCH_EVENTS`; 0: one item per task). The same data and ``batch_events`` give
-        identical histograms under every executor.
+        Events per batch at most: a batch (a task of the local executors; on Dask a task runs
+        a few consecutive batches, :data:`DASK_SPLIT`) runs consecutive items of one run and
+        sends back their merged histograms, once (``None``: the data's events over
+        :data:`MIN_BATCHES`, at most :data:`BATCH_EVENTS`; 0: one item per batch). The same
+        data and ``batch_events`` give identical histograms under every executor.
     read_cache
         A folder on this machine's disk, made by the caller for the collects that read the
         same files again (a calibration's iterations), and removed by it after: each item's
