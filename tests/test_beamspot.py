@@ -547,6 +547,12 @@ def test_compiled_atom_sums_are_the_numpy_sums_bit_for_bit() -> None:
     assert np.array_equal(atoms, atoms_np)
     assert np.array_equal(atoms, np.unique(mu.atom))
     assert fast.tobytes() == slow.tobytes()
+    # the collector computes the tracks' residuals once, for the cuts and the sums
+    tracks = C._tracks(mu, ref, size)
+    assert C._clean(mu, ref, tracks).tobytes() == C._clean(mu, ref).tobytes()
+    assert C._atom_sums(mu, ref, clean, nominal_size=size, tracks=tracks)[1].tobytes() == (
+        fast.tobytes()
+    )
     m = C.event_moments(mu, ref, nominal_size=size)
     order = np.argsort(mu.atom, kind="stable")
     first = np.unique(mu.atom[order], return_index=True)[1]
