@@ -16,6 +16,8 @@ For each one:
    The files of an execution's payloads and diagnostics are written on a second thread while
    the next execution runs, and it is recorded once they are (an error in a later execution
    still records it; a killed process can lose the last two executions, run again on resume).
+   Executions shorter than a second are recorded two or more to a transaction (each commit
+   waits for the disk), within the same bound.
 4. while an algorithm says ITERATE, collection and execution repeat (up to ``max_iterations``);
    an input whose collector is built the same again (it applies none of the constants that
    moved) keeps the histograms of the previous pass instead of reading its files again.
