@@ -30,6 +30,8 @@ from b2calib.detectors.beam import beamspot as B
 from b2calib.detectors.beam import collectors as C
 from b2calib.detectors.beam.dimuons import (
     DIMUON_BRANCHES,
+    MUON_MASS,
+    SELECTION,
     d0_resolution,
     select_dimuons,
     z0_resolution,
@@ -178,6 +180,97 @@ def test_selection_of_mixed_track_counts_is_the_masked_selection() -> None:
         assert a.dtype == b.dtype
         assert a.tobytes() == b.tobytes()
     assert np.all(got.mass > 9.5)
+
+
+def _reference_selection(events: ak.Array) -> dict[str, npt.NDArray[Any]]:
+    """The selection as it was written before issue 20 (every track quantity as float64, then
+    the kept events masked and their tracks swapped): the reference of select_dimuons."""
+    n_trk = np.asarray(ak.to_numpy(ak.num(events["TrackFitResults_m_d0"])), dtype=np.int64)
+    two = n_trk == 2
+    first = (np.cumsum(n_trk) - n_trk)[two]
+    index = np.column_stack([first, first + 1])
+    cols = {
+        k.removeprefix("TrackFitResults_m_"): np.asarray(
+            ak.to_numpy(ak.flatten(events[k]))[index], dtype=np.float64
+        )
+        for k in DIMUON_BRANCHES
+        if k.startswith("TrackFitResults_m_")
+    }
+    with np.errstate(divide="ignore", invalid="ignore"):
+        pt = np.abs(B_FACTOR / cols["omega"])
+    px, py = pt * np.cos(cols["phi0"]), pt * np.sin(cols["phi0"])
+    pz = pt * cols["tanLambda"]
+    p = np.sqrt(px**2 + py**2 + pz**2)
+    e = np.sqrt(p**2 + MUON_MASS**2)
+    m2 = e.sum(1) ** 2 - px.sum(1) ** 2 - py.sum(1) ** 2 - pz.sum(1) ** 2
+    mass = np.sqrt(np.maximum(m2, 0.0))
+    s = SELECTION
+    with np.errstate(invalid="ignore"):
+        ok = (
+            (
+                np.isfinite(p)
+                & (p > s["p_min"])
+                & (np.abs(cols["z0"]) < s["z0_max"])
+                & (np.abs(cols["d0"]) < s["d0_max"])
+                & (cols["nSVDHits"] >= s["svd_hits_min"])
+                & (cols["nCDCHits"] >= s["cdc_hits_min"])
+            ).all(1)
+            & (cols["charge"][:, 0] * cols["charge"][:, 1] < 0)
+            & (mass > s["mass_min"])
+            & (mass < s["mass_max"])
+        )
+    swap = (cols["charge"][:, 0] < 0)[ok, None]
+
+    def pick(a: F) -> F:
+        return np.where(swap, a[ok][:, ::-1], a[ok])
+
+    t = np.asarray(ak.to_numpy(events["EventMetaData_m_time"]), dtype=np.uint64)[two][ok]
+    out = {k: pick(cols[c]) for k, c in (("d0", "d0"), ("z0", "z0"), ("phi0", "phi0"))}
+    out |= {"tan_lambda": pick(cols["tanLambda"]), "p": pick(p), "px": pick(px)}
+    out |= {"py": pick(py), "pz": pick(pz), "mass": mass[ok], "time_ns": t.astype(np.int64)}
+    return out
+
+
+@pytest.mark.parametrize("case", ["toy", "edges", "one", "empty"])
+def test_selection_is_the_float64_reference_bit_for_bit(case: str) -> None:
+    """select_dimuons gathers each kept track once from the stored (float32, integer) branches:
+    the same arrays, bit for bit, as the float64 reference, on mixed track counts, NaN and
+    infinite values, cuts met exactly, a chunk of one event and an empty chunk."""
+    rng = np.random.default_rng(29)
+    n = 600
+    ev = toy_events(rng, n, T0_NS + np.arange(n) * 10**8, constant(POS))
+    if case != "toy":
+        counts = rng.choice([0, 1, 2, 2, 2, 2, 3], n)
+        fields: dict[str, Any] = {}
+        for name in ev.fields:
+            col = ev[name]
+            if not name.startswith("TrackFitResults_m_"):
+                fields[name] = col
+                continue
+            flat = ak.to_numpy(ak.flatten(col)).copy()
+            if name.endswith(("_d0", "_z0", "_omega", "_phi0", "_tanLambda")):
+                flat[rng.choice(len(flat), 20, replace=False)] = np.nan
+            if name.endswith(("_d0", "_z0", "_omega")):  # (an infinite angle warns in both)
+                flat[rng.choice(len(flat), 5, replace=False)] = np.inf
+            if name.endswith("_d0"):
+                flat[rng.choice(len(flat), 10, replace=False)] = np.float32(0.5)  # at the cut
+            if name.endswith(("_nSVDHits", "_charge")):
+                flat[rng.choice(len(flat), 10, replace=False)] *= -1
+            fields[name] = ak.unflatten(
+                np.concatenate(
+                    [np.resize(flat[2 * i : 2 * i + 2], k) for i, k in enumerate(counts)]
+                ),
+                counts,
+            )
+        ev = ak.Array(fields)[{"edges": slice(11, None), "one": slice(5, 6)}.get(case, slice(0, 0))]
+    got = select_dimuons(ev)
+    expect = _reference_selection(ev)
+    assert (len(got) > 10) == (case in ("toy", "edges"))
+    for name, b in expect.items():
+        a = getattr(got, name)
+        assert a.dtype == b.dtype, name
+        assert a.shape == b.shape, name
+        assert a.tobytes() == b.tobytes(), name
 
 
 # -------------------------------------------------------------------------- position fit
@@ -454,6 +547,12 @@ def test_compiled_atom_sums_are_the_numpy_sums_bit_for_bit() -> None:
     assert np.array_equal(atoms, atoms_np)
     assert np.array_equal(atoms, np.unique(mu.atom))
     assert fast.tobytes() == slow.tobytes()
+    # the collector computes the tracks' residuals once, for the cuts and the sums
+    tracks = C._tracks(mu, ref, size)
+    assert C._clean(mu, ref, tracks).tobytes() == C._clean(mu, ref).tobytes()
+    assert C._atom_sums(mu, ref, clean, nominal_size=size, tracks=tracks)[1].tobytes() == (
+        fast.tobytes()
+    )
     m = C.event_moments(mu, ref, nominal_size=size)
     order = np.argsort(mu.atom, kind="stable")
     first = np.unique(mu.atom[order], return_index=True)[1]

@@ -249,6 +249,50 @@ def test_collectors_fill_atoms_and_add() -> None:
     assert m.sum() == 200
 
 
+def test_atom_boosts_are_each_atoms_fit_bit_for_bit() -> None:
+    """The step search's per-atom boosts, fitted together, are boost_from_moments of each atom
+    (its beta and the square roots of its covariance's diagonal; NaN under 10 pairs or
+    without a positive-definite covariance), bit for bit: atoms of a collector's moments, of a
+    few pairs, empty, with a NaN, a degenerate covariance, and no atom at all."""
+    from b2calib.detectors.beam.boost import _atom_boosts
+
+    rng = np.random.default_rng(17)
+    n_atoms, n_mass = 60, 6
+    moments = np.zeros((n_atoms, n_mass, 15))
+    for a in range(n_atoms):
+        for b in range(n_mass):
+            n = int(rng.integers(0, 60))
+            e = rng.normal(11.0, 0.1, n)
+            beta = np.array([0.0415, 0.0, 0.2725])
+            v = np.column_stack([e, e[:, None] * (beta + rng.normal(0.0, 3e-3, (n, 3)))])
+            products = [np.sum(v[:, i] * v[:, j]) for i in range(4) for j in range(i, 4)]
+            moments[a, b] = np.concatenate([[n], v.sum(axis=0), products])
+    edges = moments[:8].copy()
+    edges[1] = 0.0
+    edges[2, :, 0] = 5.0  # 5 pairs per bin, nothing else
+    edges[3, 0, 2] = np.nan
+    edges[4] = 1.0  # every moment 1: a singular covariance
+    edges[5] = edges[5] * (rng.random(edges[5].shape) < 0.3)
+    mask = np.zeros(moments.shape[1])
+    mask[moments[..., 0].sum(0).argmax()] = 1.0
+    for m in (moments, edges, moments[:0], moments[:1]):
+        values = np.full((len(m), 3), np.nan)
+        errors = np.full((len(m), 3), np.nan)
+        for k in range(len(m)):
+            with np.errstate(all="ignore"):
+                fit = boost_from_moments(m[k], mask)
+            if fit.n >= 10 and fit.ok:
+                values[k] = fit.beta
+                errors[k] = np.sqrt(np.diag(fit.cov))
+        with np.errstate(all="ignore"):
+            got = _atom_boosts(m, mask)
+        assert got[0].tobytes() == values.tobytes()
+        assert got[1].tobytes() == errors.tobytes()
+    assert np.isfinite(_atom_boosts(moments, mask)[0]).all(1).sum() > 10
+    with np.errstate(all="ignore"):
+        assert np.isnan(_atom_boosts(edges, mask)[0][1:5]).all()
+
+
 def test_boost_moments_in_one_fill_are_the_fills_per_moment() -> None:
     """The boost collector fills all its moments at once: the histogram of a fill per moment
     (as it filled before), atoms in the same order, bit for bit."""

@@ -29,7 +29,7 @@ from b2calib.calibration import (
     run_calibrations,
 )
 from b2calib.calibration.algorithm import Algorithm, AlgorithmInput
-from b2calib.calibration.jobs import JobStore
+from b2calib.calibration.jobs import Job, JobStore, StepValues
 from b2calib.conditions import ConditionsDB, Payload
 from b2calib.conditions.payloadtypes import check_payload
 from b2calib.exceptions import CalibrationError, ConfigError
@@ -1077,6 +1077,60 @@ def test_payload_files_are_written_while_the_next_execution_runs_and_recorded_in
     staged = {e.payload.checksum for e in db.iovs("staging", PAYLOAD)}
     assert len(staged) == sum(1 for e in report.executions if e.iov is not None)
     assert staged <= checkpoints
+
+
+def test_short_executions_are_checkpointed_together(
+    data: Path, db: ConditionsDB, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 20: each commit waits for the disk (about 5 ms with synchronous=FULL), as long as
+    a beam-spot execution. Executions shorter than _BATCH_SECONDS are recorded several to a
+    transaction, in the order executed and still at most two executions behind; an execution
+    that took longer, or finished that long ago, is recorded at the next chance, alone."""
+    from b2calib.calibration import runner
+
+    batches: list[int] = []
+    record_steps = JobStore.record_steps
+
+    def counting(self: JobStore, job: Job, steps: Sequence[StepValues]) -> list[int]:
+        batches.append(len(steps))
+        return record_steps(self, job, steps)
+
+    monkeypatch.setattr(JobStore, "record_steps", counting)
+    alg = OffsetAlgorithm()
+    run_alg = alg.run
+    store = JobStore(db)
+    unrecorded: list[int] = []
+
+    def tracked(data: AlgorithmInput) -> AlgorithmResult:
+        jobs = store.jobs("test-offset")
+        unrecorded.append(len(alg.calls) - (len(store.steps(jobs[0])) if jobs else 0))
+        return run_alg(data)
+
+    monkeypatch.setattr(alg, "run", tracked)
+    cal = offset_calibration(strategy=SequentialRunByRun(), algorithm=alg)
+    report = run(cal, data, db, tmp_path, exp=1)["test-offset"]
+    assert report.status == "OK"
+    assert report.executed_steps == len(alg.calls) == sum(batches) > 4
+    assert len(batches) < len(alg.calls)  # fewer transactions than executions
+    assert max(unrecorded) <= 2
+    (job,) = store.jobs("test-offset")
+    steps = store.steps(job)
+    assert [s.runs for s in steps] == alg.calls
+    assert [s.id for s in steps] == sorted(s.id for s in steps)
+
+    # executions that take longer are each recorded at the next chance, as before
+    monkeypatch.setattr(runner, "_BATCH_SECONDS", 0.0)
+    slow = ConditionsDB(tmp_path / "slow.sqlite")
+    alg.calls.clear()
+    batches.clear()
+    store = JobStore(slow)
+    unrecorded.clear()
+    assert run(cal, data, slow, tmp_path, exp=1)["test-offset"].status == "OK"
+    assert sum(batches) == len(alg.calls)
+    # its files are written on the writer thread: recorded at the next execution or the one
+    # after, never more than two behind
+    assert max(unrecorded) <= 2
+    assert len(batches) > len(alg.calls) // 2
 
 
 def test_iterations_reread_their_files_from_the_read_cache(

@@ -162,6 +162,11 @@ class StepRecord:
     payloads: list[Payload]
 
 
+#: An execution as :meth:`JobStore.record_steps` records it: iteration, algorithm, runs, status,
+#: message, payloads (or their files) and diagnostics.
+StepValues = tuple[int, str, list[RunKey], str, str, Sequence[Payload | PayloadFile], bytes | None]
+
+
 def _runs_text(runs: list[RunKey]) -> str:
     return json.dumps([list(r) for r in runs])
 
@@ -277,35 +282,48 @@ class JobStore:
     ) -> int:
         """Record an execution with its payloads (or their files, written once for the
         checkpoint and the staging) and diagnostics (one transaction); return the step's id."""
-        files = [(f.data, f.checksum) for f in map(PayloadFile.of, payloads)]
+        step = (iteration, algorithm, runs, status, message, payloads, diagnostics)
+        return self.record_steps(job, [step])[0]
+
+    def record_steps(self, job: Job, steps: Sequence[StepValues]) -> list[int]:
+        """Record executions, each as :meth:`record_step` does, in order and in one
+        transaction (each commit waits for the disk); return the steps' ids."""
         t = calibration_steps
+        ids: list[int] = []
+        # the files are written (and hashed) before the transaction takes the writers' lock
+        files_of = [[(f.data, f.checksum) for f in map(PayloadFile.of, s[5])] for s in steps]
         with self.db.write() as conn:
-            step_id = conn.execute(
-                t.insert()
-                .values(
-                    job_id=job.id,
-                    iteration=iteration,
-                    algorithm=algorithm,
-                    runs=_runs_text(runs),
-                    first_exp=runs[0][0],
-                    first_run=runs[0][1],
-                    final_exp=runs[-1][0],
-                    final_run=runs[-1][1],
-                    status=status,
-                    message=message,
-                    created=now(),
-                )
-                .returning(t.c.id)
-            ).scalar_one()
-            for position, (data, checksum) in enumerate(files):
-                conn.execute(
-                    step_payloads.insert().values(
-                        step_id=step_id, position=position, checksum=checksum, content=data
+            for step, files in zip(steps, files_of, strict=True):
+                iteration, algorithm, runs, status, message, _, diagnostics = step
+                step_id = conn.execute(
+                    t.insert()
+                    .values(
+                        job_id=job.id,
+                        iteration=iteration,
+                        algorithm=algorithm,
+                        runs=_runs_text(runs),
+                        first_exp=runs[0][0],
+                        first_run=runs[0][1],
+                        final_exp=runs[-1][0],
+                        final_run=runs[-1][1],
+                        status=status,
+                        message=message,
+                        created=now(),
                     )
-                )
-            if diagnostics is not None:
-                conn.execute(step_diagnostics.insert().values(step_id=step_id, content=diagnostics))
-            return int(step_id)
+                    .returning(t.c.id)
+                ).scalar_one()
+                for position, (data, checksum) in enumerate(files):
+                    conn.execute(
+                        step_payloads.insert().values(
+                            step_id=step_id, position=position, checksum=checksum, content=data
+                        )
+                    )
+                if diagnostics is not None:
+                    conn.execute(
+                        step_diagnostics.insert().values(step_id=step_id, content=diagnostics)
+                    )
+                ids.append(int(step_id))
+        return ids
 
     def diagnostics(self, step: StepRecord) -> bytes | None:
         """The stored diagnostics file of a step."""

@@ -16,6 +16,8 @@ For each one:
    The files of an execution's payloads and diagnostics are written on a second thread while
    the next execution runs, and it is recorded once they are (an error in a later execution
    still records it; a killed process can lose the last two executions, run again on resume).
+   Executions shorter than a second are recorded two or more to a transaction (each commit
+   waits for the disk), within the same bound.
 4. while an algorithm says ITERATE, collection and execution repeat (up to ``max_iterations``);
    an input whose collector is built the same again (it applies none of the constants that
    moved) keeps the histograms of the previous pass instead of reading its files again.
@@ -736,6 +738,11 @@ def _now_text() -> str:
 #: The executions whose files may be written while the next ones run: the checkpoints are at
 #: most this many executions behind.
 _MAX_UNRECORDED = 2
+#: Executions shorter than this are checkpointed together, within :data:`_MAX_UNRECORDED`, in one
+#: transaction: each commit waits for the disk (about 5 ms), as long as a beam-spot execution
+#: takes. A longer execution, or one that finished this long ago, is checkpointed at the next
+#: chance, as each execution was: a killed job redoes at most that many short ones more.
+_BATCH_SECONDS = 1.0
 #: An execution's step: (algorithm, iteration, runs).
 _StepKey = tuple[str, int, tuple[RunKey, ...]]
 #: An execution's payload files and diagnostics file.
@@ -750,6 +757,14 @@ class _Writing:
     job: Job
     result: AlgorithmResult
     files: Future[_StepFiles]
+    #: When the execution started and ended (``time.monotonic``).
+    started: float
+    finished: float
+
+    def due(self, now: float) -> bool:
+        """Whether to checkpoint it now rather than with the next executions
+        (:data:`_BATCH_SECONDS`)."""
+        return max(self.finished - self.started, now - self.finished) >= _BATCH_SECONDS
 
 
 @dataclass
@@ -1105,6 +1120,7 @@ class _Runner:
         if record is not None:
             report.reused_steps += 1
             return self._from_record(record, key)
+        started = time.monotonic()
         present = [r for r in runs if r in self.with_data]
         if not present:  # nothing to calibrate on: the algorithm is not asked
             result = AlgorithmResult(
@@ -1144,27 +1160,54 @@ class _Runner:
                     list(r) for r in runs if r not in self.with_data
                 ]
         assert self.writer is not None, "executions run within _algorithms"
-        self.writing.append(_Writing(key, job, result, self.writer.submit(_step_files, result)))
+        files = self.writer.submit(_step_files, result)
+        self.writing.append(_Writing(key, job, result, files, started, time.monotonic()))
         self._record(keep=_MAX_UNRECORDED)
         report.executed_steps += 1
         return result
 
     def _record(self, *, keep: int | None = None) -> None:
-        """Record (checkpoint) the executions whose files are written, oldest first, waiting
-        for the oldest while more than ``keep`` are not recorded (``None``: no waiting; 0: all
-        are recorded). Their payloads' files are kept for staging."""
-        while self.writing and (
-            self.writing[0].files.done() or (keep is not None and len(self.writing) > keep)
-        ):
-            w = self.writing[0]
-            files, blob = w.files.result()
-            algorithm, iteration, runs = w.key
-            r = w.result
-            self.steps[w.key] = self.store.record_step(
-                w.job, iteration, algorithm, list(runs), r.status.value, r.message, files, blob
+        """Record (checkpoint) the executions whose files are written, oldest first, in one
+        transaction, waiting for the oldest while more than ``keep`` are not recorded
+        (``None``: no waiting; 0: all are recorded). Unless some must be waited for, short
+        executions wait to be recorded with the next ones (:data:`_BATCH_SECONDS`). Their
+        payloads' files are kept for staging."""
+        waited = 0 if keep is None else max(len(self.writing) - keep, 0)
+        batch: list[_Writing] = []
+        for w in self.writing:
+            if len(batch) >= waited and not w.files.done():
+                break
+            batch.append(w)
+        if not batch:
+            return
+        if not waited:
+            now = time.monotonic()
+            if not any(w.due(now) for w in batch):
+                return
+        written: list[_StepFiles] = []
+        failed: BaseException | None = None
+        for w in batch:
+            try:
+                written.append(w.files.result())
+            except BaseException as err:  # the executions before it are still recorded
+                failed = err
+                break
+        batch = batch[: len(written)]
+        if batch:
+            ids = self.store.record_steps(
+                batch[0].job,
+                [
+                    (w.key[1], w.key[0], list(w.key[2]), w.result.status.value, w.result.message)
+                    + written[i]
+                    for i, w in enumerate(batch)
+                ],
             )
-            self.files.update((id(f.payload), f) for f in files)
-            self.writing.popleft()
+            for w, (files, _), step_id in zip(batch, written, ids, strict=True):
+                self.steps[w.key] = step_id
+                self.files.update((id(f.payload), f) for f in files)
+                self.writing.popleft()
+        if failed is not None:
+            raise failed
 
     def _staged(self, payload: Payload) -> Payload | PayloadFile:
         """What staging stores for ``payload``: the file written when its execution was

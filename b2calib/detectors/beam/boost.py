@@ -171,15 +171,42 @@ class BoostVectorAlgorithm(IntervalAlgorithm):
 
     def atom_series(self, data: AlgorithmInput, atoms: Sequence[Atom]) -> tuple[F, F] | None:
         moments = per_atom(data.per_run, "boost_moments", atoms)  # (atoms, mass, moment)
-        mask = self._mask(data)
-        values = np.full((len(atoms), 3), np.nan)
-        errors = np.full((len(atoms), 3), np.nan)
-        for k in range(len(atoms)):
-            fit = boost_from_moments(moments[k], mask)
-            if fit.n >= 10 and fit.ok:
-                values[k] = fit.beta
-                errors[k] = np.sqrt(np.diag(fit.cov))
+        return _atom_boosts(moments, self._mask(data))
+
+
+def _atom_boosts(moments: npt.ArrayLike, mask: npt.ArrayLike, min_pairs: float = 10) -> tuple[F, F]:
+    """Each atom's boost and its errors, ``(atoms, 3)`` each, from per-atom moments ``(atoms,
+    mass, moment)``: :func:`boost_from_moments` of each atom, NaN where it has fewer than
+    ``min_pairs`` pairs or its fit is not :attr:`BoostFit.ok`.
+
+    The atoms' fits are made together (one batched product, one batched eigenvalue check):
+    the same operations on each atom's numbers as :func:`boost_from_moments`, the same values
+    bit for bit (tests/test_boost_ecms.py), without a Python fit per atom.
+    """
+    m = np.asarray(moments, dtype=np.float64)
+    w = np.asarray(mask, dtype=np.float64)
+    values = np.full((len(m), 3), np.nan)
+    errors = np.full((len(m), 3), np.nan)
+    if m.ndim != 3 or not len(m):
         return values, errors
+    s_all = np.stack([w @ row for row in m])  # each atom's sums, as boost_from_moments
+    rows = np.flatnonzero(s_all[:, 0] >= max(min_pairs, 2))
+    s = s_all[rows]
+    n, sum_e, sum_p = s[:, 0], s[:, 1], s[:, 2:5]
+    beta = sum_p / sum_e[:, None]
+    second = np.empty((len(s), 4, 4))
+    for (i, j), k in _PRODUCT.items():
+        second[:, i, j] = second[:, j, i] = s[:, k]
+    mean = s[:, 1:5] / n[:, None]
+    outer = mean[:, :, None] * mean[:, None, :]
+    cov4 = (second - n[:, None, None] * outer) / (n - 1)[:, None, None]
+    jac = np.concatenate([-beta[:, :, None], np.broadcast_to(np.eye(3), (len(s), 3, 3))], 2)
+    cov = jac @ cov4 @ np.swapaxes(jac, 1, 2) / (n * mean[:, 0] ** 2)[:, None, None]
+    ok = np.isfinite(beta).all(1) & np.isfinite(cov).all((1, 2))
+    ok[ok] = (np.linalg.eigvalsh(cov[ok]) > 0).all(1)
+    values[rows[ok]] = beta[ok]
+    errors[rows[ok]] = np.sqrt(np.diagonal(cov[ok], axis1=1, axis2=2))
+    return values, errors
 
 
 _VIEW = NoChannelFit(

@@ -269,6 +269,7 @@ def _atom_sums(
     *,
     nominal_size: tuple[float, float] = (10e-4, 0.0),
     compiled_kernel: bool = True,
+    tracks: tuple[F, F, F, F, F] | None = None,
 ) -> tuple[npt.NDArray[np.int64], F]:
     """The atoms of the events ``mu`` (sorted) and their moments summed per atom, ``(atoms,
     2, N_MOMENTS)``: ``[:, 0]`` every event, ``[:, 1]`` the ``clean`` ones; each atom's events
@@ -277,6 +278,7 @@ def _atom_sums(
     Compiled (:mod:`b2calib.detectors.beam._moments`, one event at a time) when numba is there
     and ``compiled_kernel``; else the sums of :func:`event_moments`. The two give the same sums,
     bit for bit (each event's moments are the same, bit for bit, and added in the same order).
+    ``tracks``: :func:`_tracks` of the same arguments, when the caller has them.
     """
     atoms, slot = np.unique(mu.atom, return_inverse=True)
     sums = np.zeros((len(atoms), 2, N_MOMENTS))
@@ -286,7 +288,7 @@ def _atom_sums(
         compiled("b2calib.detectors.beam._moments", "atom_moments") if compiled_kernel else None
     )
     if kernel is not None:
-        s, c, w, dprime, zprime = _tracks(mu, ref, nominal_size)
+        s, c, w, dprime, zprime = tracks or _tracks(mu, ref, nominal_size)
         kernel(s, c, w, dprime, zprime, ref, clean, slot.astype(np.int64), sums)
         return atoms, sums
     m = event_moments(mu, ref, nominal_size=nominal_size)
@@ -297,12 +299,18 @@ def _atom_sums(
     return atoms, sums
 
 
-def _clean(mu: Dimuons, ref: F) -> npt.NDArray[np.bool_]:
+def _clean(
+    mu: Dimuons, ref: F, tracks: tuple[F, F, F, F, F] | None = None
+) -> npt.NDArray[np.bool_]:
     """basf2's residual cuts around the reference (every event passes the size cut when the
-    reference has no size)."""
-    s, c = np.sin(mu.phi0), np.cos(mu.phi0)
-    d = mu.d0 - (ref[:, None, 0] * s - ref[:, None, 1] * c)
-    z = mu.z0 - ref[:, None, 2]
+    reference has no size); ``tracks``: :func:`_tracks` of the events and reference, when the
+    caller has them (their ``sin``, ``cos``, ``d'`` and ``z'`` are these)."""
+    if tracks is None:
+        s, c = np.sin(mu.phi0), np.cos(mu.phi0)
+        d = mu.d0 - (ref[:, None, 0] * s - ref[:, None, 1] * c)
+        z = mu.z0 - ref[:, None, 2]
+    else:
+        s, c, _, d, z = tracks
     ok = (np.abs(d) < CUTS["d0"]).all(1) & (np.abs(z) < CUTS["z0"]).all(1)
     f = np.stack(
         [s[:, 0] * s[:, 1], c[:, 0] * c[:, 1], -(s[:, 0] * c[:, 1] + c[:, 0] * s[:, 1])], 1
@@ -360,9 +368,9 @@ class BeamSpotCollector(Collector):
         else:
             key = (0, 0)
         ref, _ = self.reference.at(key, mu.time_ns)
-        atoms, sums = _atom_sums(
-            mu, ref, _clean(mu, ref), nominal_size=(self.nominal_size_x, self.nominal_size_y)
-        )
+        size = (self.nominal_size_x, self.nominal_size_y)
+        tracks = _tracks(mu, ref, size)  # the cuts' residuals are the moments' (computed once)
+        atoms, sums = _atom_sums(mu, ref, _clean(mu, ref, tracks), nominal_size=size, tracks=tracks)
         h = hist.Hist(
             atom_axis(),
             hist.axis.Integer(0, 2, name="selection", underflow=False, overflow=False),

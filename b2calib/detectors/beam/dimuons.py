@@ -19,6 +19,7 @@ as basf2's TrackFitResult covariance would give them).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import awkward as ak
 import numpy as np
@@ -106,9 +107,9 @@ class Dimuons:
         return len(self.mass)
 
 
-def _pairs(events: ak.Array, branch: str, index: I64) -> F:
-    """The tracks ``index`` ``(n, 2)`` of the flattened jagged ``branch``, as float64."""
-    return np.asarray(ak.to_numpy(ak.flatten(events[branch]))[index], dtype=np.float64)
+def _flat(events: ak.Array, branch: str) -> npt.NDArray[np.generic]:
+    """The flattened jagged ``branch`` (its stored type: no float64 copy of every track)."""
+    return np.asarray(ak.to_numpy(ak.flatten(events[branch])))
 
 
 def select_dimuons(events: ak.Array) -> Dimuons:
@@ -119,43 +120,55 @@ def select_dimuons(events: ak.Array) -> Dimuons:
     # branches share): no masked copy of the events
     first = (np.cumsum(n_trk) - n_trk)[two]
     index = np.column_stack([first, first + 1])
-    cols = {k: _pairs(events, f"TrackFitResults_m_{k}", index) for k in _TRACK_BRANCHES_SHORT}
+    flat = {k: _flat(events, f"TrackFitResults_m_{k}") for k in _TRACK_BRANCHES_SHORT}
+    cols = {k: flat[k][index].astype(np.float64) for k in ("omega", "phi0", "tanLambda")}
     with np.errstate(divide="ignore", invalid="ignore"):
         pt = np.abs(B_FACTOR / cols["omega"])
     px, py = pt * np.cos(cols["phi0"]), pt * np.sin(cols["phi0"])
     pz = pt * cols["tanLambda"]
     p = np.sqrt(px**2 + py**2 + pz**2)
     e = np.sqrt(p**2 + MUON_MASS**2)
-    m2 = e.sum(1) ** 2 - px.sum(1) ** 2 - py.sum(1) ** 2 - pz.sum(1) ** 2
+    # the pair's sums, track 0 + track 1 (what ``sum(1)`` adds, without its strided reduction)
+    m2 = (
+        (e[:, 0] + e[:, 1]) ** 2
+        - (px[:, 0] + px[:, 1]) ** 2
+        - (py[:, 0] + py[:, 1]) ** 2
+        - (pz[:, 0] + pz[:, 1]) ** 2
+    )
     mass = np.sqrt(np.maximum(m2, 0.0))
     s = SELECTION
+    # the cuts compare the stored values: a float32 (or integer) value converts exactly to
+    # float64, so each comparison is the one made on the float64 copy
+    z0, d0, charge = (flat[k][index] for k in ("z0", "d0", "charge"))
     with np.errstate(invalid="ignore"):
         track_ok = (
             np.isfinite(p)
             & (p > s["p_min"])
-            & (np.abs(cols["z0"]) < s["z0_max"])
-            & (np.abs(cols["d0"]) < s["d0_max"])
-            & (cols["nSVDHits"] >= s["svd_hits_min"])
-            & (cols["nCDCHits"] >= s["cdc_hits_min"])
+            & (np.abs(z0.astype(np.float64)) < s["z0_max"])
+            & (np.abs(d0.astype(np.float64)) < s["d0_max"])
+            & (flat["nSVDHits"][index] >= s["svd_hits_min"])
+            & (flat["nCDCHits"][index] >= s["cdc_hits_min"])
         )
         ok = (
             track_ok.all(1)
-            & (cols["charge"][:, 0] * cols["charge"][:, 1] < 0)
+            & (charge[:, 0].astype(np.float64) * charge[:, 1].astype(np.float64) < 0)
             & (mass > s["mass_min"])
             & (mass < s["mass_max"])
         )
-    # the positive track first
-    swap = (cols["charge"][:, 0] < 0)[ok, None]
+    # each kept event's two tracks as (row, track) positions of the (n, 2) arrays, the positive
+    # track first: one gather per quantity
+    rows = np.flatnonzero(ok)
+    swap = (charge[rows, 0] < 0).astype(np.int64)
+    at = 2 * rows[:, None] + np.column_stack([swap, 1 - swap])
 
-    def pick(a: F) -> F:
-        mine = a[ok]
-        return np.where(swap, mine[:, ::-1], mine)
+    def pick(a: npt.NDArray[Any]) -> F:
+        return np.asarray(np.ravel(a)[at], dtype=np.float64)
 
     times = np.asarray(ak.to_numpy(events["EventMetaData_m_time"]), dtype=np.uint64)
     t = times[two][ok].astype(np.int64)
     return Dimuons(
-        d0=pick(cols["d0"]),
-        z0=pick(cols["z0"]),
+        d0=pick(d0),
+        z0=pick(z0),
         phi0=pick(cols["phi0"]),
         tan_lambda=pick(cols["tanLambda"]),
         p=pick(p),

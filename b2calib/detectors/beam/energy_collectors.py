@@ -273,9 +273,10 @@ class MassCollector(_DimuonCollector):
                 self.pt_resolution, self.phi0_resolution, self.tanlambda_resolution
             )
             r = np.clip(r, RESOLUTION_BINS[1], RESOLUTION_BINS[2] - 1e-9)
-            h.fill(atom=d.atom, mass=d.mass, resolution=r)
-            inside = (d.mass >= MASS_BINS[1]) & (d.mass < MASS_BINS[2])
-            r2.fill(atom=d.atom[inside], resolution=r[inside], weight=r[inside] ** 2)
+            atom, mass = d.atom, d.mass  # (properties: computed once)
+            h.fill(atom=atom, mass=mass, resolution=r)
+            inside = (mass >= MASS_BINS[1]) & (mass < MASS_BINS[2])
+            r2.fill(atom=atom[inside], resolution=r[inside], weight=r[inside] ** 2)
         return {
             "mass": h,
             "resolution_r2": r2,
