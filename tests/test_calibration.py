@@ -1190,3 +1190,45 @@ def test_a_read_cache_folder_that_cannot_be_made_is_named(
     db = ConditionsDB(tmp_path / "conditions.sqlite", author="calibrator")
     with pytest.raises(ConfigError, match=r"B2CALIB_READ_CACHE_DIR='.*a-file/reads': cannot make"):
         run_calibrations(offset_calibration(), data, db=db, staging_tag="s", cache=False)
+
+
+def test_an_executions_summed_histograms_are_summed_when_first_asked_for(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Issue 20: the histograms an execution gets summed over its runs are summed name by name
+    when the algorithm first asks (an algorithm reading single runs never pays for them), the
+    same, bit for bit, as the runs' output merged; runs without output are left out."""
+    import hist
+
+    from b2calib.calibration import runner
+    from b2calib.engine import RunOutput
+
+    rng = np.random.default_rng(3)
+    output = RunOutput()
+    for run in (3, 1, 2):
+        hs = {}
+        for name in ("a", "b"):
+            h = hist.Hist(hist.axis.Regular(20, 0.0, 1.0), storage=hist.storage.Double())
+            h.fill(rng.random(50))
+            hs[name] = h
+        output.add((1, run), hs)
+    sums: list[int] = []
+
+    def counted(hists: Sequence[hist.Hist]) -> hist.Hist:
+        sums.append(len(hists))
+        return runner_sum(hists)
+
+    runner_sum = runner.sum_histograms
+    monkeypatch.setattr(runner, "sum_histograms", counted)
+    runs = [(1, 2), (1, 3), (1, 9), (1, 1)]  # (1, 9): no output
+    merged = runner._Merged(output, runs)
+    assert sorted(merged) == ["a", "b"]
+    assert len(merged) == 2
+    assert sums == []
+    want = output.merged([(1, 1), (1, 2), (1, 3)])
+    assert np.array_equal(merged["a"].view(flow=True), want["a"].view(flow=True))
+    assert merged["a"] is merged["a"]
+    assert sums == [3]
+    assert np.array_equal(merged["b"].view(flow=True), want["b"].view(flow=True))
+    assert sums == [3, 3]
+    assert dict(runner._Merged(output, [(1, 9)])) == {}

@@ -115,7 +115,7 @@ class AlgorithmInput:
         leaves it without payload as the IoV strategy says, and reports it), so
         ``per_run[run]`` exists for each.
     histograms
-        Collector histograms summed over :attr:`runs`.
+        Collector histograms summed over :attr:`runs` (each summed when first asked for).
     per_run
         The collector output of every input run with data (for algorithms that look at single
         runs, e.g. to request payload boundaries).
@@ -134,7 +134,7 @@ class AlgorithmInput:
     """
 
     runs: list[RunKey]
-    histograms: dict[str, hist.Hist]
+    histograms: Mapping[str, hist.Hist]
     per_run: RunOutput
     constants: Constants
     config: Mapping[str, Any]

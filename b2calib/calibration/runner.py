@@ -47,7 +47,7 @@ import socket
 import tempfile
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -84,6 +84,7 @@ from b2calib.engine import (
     collect,
     plan,
 )
+from b2calib.engine.collector import sum_histograms
 from b2calib.engine.loop import DEFAULT_MAX_NONFINITE
 from b2calib.exceptions import B2CalibError, CalibrationError, ConfigError, PayloadError
 from b2calib.io import find_skim_files
@@ -352,9 +353,29 @@ def _runs_text(runs: Sequence[RunKey]) -> str:
     return ", ".join(_run_text(r) for r in runs)
 
 
-def _merged(output: RunOutput, runs: Sequence[RunKey]) -> dict[str, hist.Hist]:
-    present = [r for r in runs if r in output]
-    return output.merged(present) if present else {}
+class _Merged(Mapping[str, hist.Hist]):
+    """The collector histograms of ``runs`` summed over them, each summed when an algorithm
+    first asks for it (:meth:`RunOutput.merged`'s sums, name by name): an algorithm that reads
+    single runs (the interval strategies' beam-spot and collision-energy fits) never pays for
+    the sums (issue 20: ecms 0.18 s of CPU over its 5 executions)."""
+
+    def __init__(self, output: RunOutput, runs: Sequence[RunKey]) -> None:
+        self._parts: dict[str, list[hist.Hist]] = {}
+        for run in sorted({r for r in runs if r in output}):  # in run order, as merged()
+            for name, h in output[run].items():
+                self._parts.setdefault(name, []).append(h)
+        self._sums: dict[str, hist.Hist] = {}
+
+    def __getitem__(self, name: str) -> hist.Hist:
+        if name not in self._sums:
+            self._sums[name] = sum_histograms(self._parts[name])
+        return self._sums[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._parts)
+
+    def __len__(self) -> int:
+        return len(self._parts)
 
 
 def _with_output(output: RunOutput, runs: Iterable[RunKey]) -> list[RunKey]:
@@ -781,7 +802,7 @@ class _Pass:
 
     def input(self, runs: list[RunKey]) -> AlgorithmInput:
         """The algorithm input for ``runs`` (runs with collector output)."""
-        merged = _merged(self.output, runs)
+        merged = _Merged(self.output, runs)
         return AlgorithmInput(
             runs,
             merged,
