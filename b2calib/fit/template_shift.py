@@ -14,7 +14,8 @@ per channel, weights summing to one) and free yield ``n``, shift ``mu`` and flat
 spacing). The fit is Poisson maximum likelihood (the cost of iminuit's ``ExtendedBinnedNLL``) by
 Levenberg-Marquardt with the expected information, as :func:`b2calib.fit.fit_channels` does for a
 Gaussian: compiled with numba, one channel after the other, the channels split over threads
-(:mod:`b2calib.fit._template_lm`, from 200 channels on, or 1000 components a channel), or, below
+(:mod:`b2calib.fit._template_lm`, from 200 channels on, or 1000 components a channel; its model
+from a table of the channel's template built once per fit, :data:`_TABLE`), or, below
 that or without numba, in numpy vectorised over channels (in blocks, to bound memory; the same
 iteration: the same fits up to rounding), with an iminuit fallback for channels that do not
 converge (its model compiled too when the fit was). Every channel gets a status (OK,
