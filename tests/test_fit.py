@@ -528,6 +528,99 @@ def test_compiled_top_template_fit_equals_the_numpy_reference(
     assert_same_fits(compiled, plain, split, sigmas=1e-9, error_rtol=1e-9)
 
 
+def _table_and_component_models(
+    w: F, m: F, s: F, edges: F, shifts: npt.ArrayLike
+) -> tuple[list[bool], float, float, int]:
+    """Per shift whether the template table (:func:`_model_table`) answered, and the largest
+    differences from the per-component model (:func:`_model`) of its expected counts and of
+    its Jacobian by the shift, per unit yield; and the table's order (-1: none)."""
+    from b2calib.fit import _template_lm as tl
+
+    nb = len(edges) - 1
+    h = (edges[-1] - edges[0]) / nb
+    widths = np.diff(edges)
+    tab = np.empty((2 * (nb + tl.TABLE_PAD) + 1, tl.TABLE_MAX_ORDER + 1))
+    span = np.zeros(2, dtype=np.int64)
+    coef = np.empty((len(w), tl.TABLE_MAX_ORDER + 1))
+    order = np.zeros(len(w), dtype=np.int64)
+    top = tl._table_orders(h, w, s, coef, order)
+    table = (h, tab, span, coef, order, top, np.empty((2, len(tab))), np.empty((2, nb + 1)))
+    answered, d_lam, d_jac = [], 0.0, 0.0
+    for mu in np.asarray(shifts, dtype=np.float64):
+        th = np.array([1000.0, mu, 3.0])
+        lam, jac = np.full(nb, np.nan), np.full((nb, 3), np.nan)
+        ref_lam, ref_jac = np.empty(nb), np.zeros((nb, 3))
+        tl._model(th, edges, widths, w, m, s, ref_lam, ref_jac)
+        answered.append(bool(tl._model_table(th, edges, widths, w, m, s, lam, jac, table)))
+        if answered[-1]:
+            d_lam = max(d_lam, float(np.max(np.abs(lam - ref_lam))) / 1000.0)
+            d_jac = max(d_jac, float(np.max(np.abs(jac - ref_jac))) / 1000.0)
+    return answered, d_lam, d_jac, top
+
+
+def test_template_table_equals_the_model_per_component() -> None:
+    """The compiled template fit's table (the whole template's Taylor series about nodes a bin
+    apart, built as the shifts need them) gives the per-component model's expected counts and
+    Jacobian to 1e-14 of the yield (bin probabilities of 0.02: the rounding of the template's
+    sum over 78 components), at shifts anywhere inside the edges and up to 8 bins beyond; a
+    shift further out or NaN leaves the model to the per-component one, and so do components
+    too narrow for the bins (no table)."""
+    from b2calib.fit import _template_lm as tl
+    from b2calib.fit import template_shift
+
+    _, edges, w, m, s, period = top_like_channels(12, 3)
+    w3, m3, s3 = template_shift._periodic(w / w.sum(axis=1, keepdims=True), m, s, period)
+    h = edges[1] - edges[0]
+    rng = np.random.default_rng(4)
+    inside = [*rng.uniform(-7.9 * h, 2.0 + 7.9 * h, 40), 0.0, 1.0, 0.5 * h, 2.0]
+    for ch in range(len(w3)):
+        shifts = [*inside, -8.6 * h, 2.0 + 8.6 * h, 7.0, float("nan")]
+        answered, d_lam, d_jac, top = _table_and_component_models(
+            w3[ch], m3[ch], s3[ch], edges, shifts
+        )
+        assert 0 < top <= tl.TABLE_MAX_ORDER
+        assert answered == [True] * len(inside) + [False] * 4
+        assert d_lam < 1e-14, (ch, d_lam)
+        assert d_jac < 1e-14 * 48 / 2.0, (ch, d_jac)  # per ns: the bin probability per bin width
+    # one component of 0.2 bins: no table
+    answered, _, _, top = _table_and_component_models(
+        np.array([1.0]), np.array([0.0]), np.array([0.2 * h]), edges, [1.0]
+    )
+    assert top == -1
+    assert answered == [False]
+
+
+@pytest.mark.parametrize("narrow", [False, True])
+def test_template_fit_from_its_table_equals_the_fit_per_component(
+    monkeypatch: pytest.MonkeyPatch, narrow: bool
+) -> None:
+    """The compiled fit with the template table gives the compiled fit per component's (its
+    reference): the same statuses, reasons and iterations, values within 1e-9 of their errors,
+    errors within 1e-9; with the iminuit fallback (which starts from the end point of an
+    unconverged iteration) within 0.01 sigma and 1 %. With components too narrow for the bins
+    the fit runs per component (no table): bit for bit."""
+    from b2calib.fit import template_shift
+    from b2calib.fit.template_shift import fit_template_shift
+
+    monkeypatch.setattr(template_shift, "_MIN_CHANNELS_COMPILED", 1)
+    counts, edges, w, m, s, period = top_like_channels(150, 21)
+    if narrow:  # half a bin and less: the table would need more than its highest order
+        s = s * 0.2
+    for fallback, sigmas, error_rtol in ((False, 1e-9, 1e-9), (True, 1e-2, 1e-2)):
+        fits = {}
+        for table in (True, False):
+            monkeypatch.setattr(template_shift, "_TABLE", table)
+            fits[table] = fit_template_shift(
+                counts, edges, w, m, s, period=period, fallback=fallback, threads=1
+            )
+        if narrow:
+            for p in fits[True].parameters:
+                assert np.array_equal(fits[True].values[p], fits[False].values[p], equal_nan=True)
+                assert np.array_equal(fits[True].errors[p], fits[False].errors[p], equal_nan=True)
+        assert fits[True].summary()["OK"] >= 100
+        assert_same_fits(fits[True], fits[False], fits[True], sigmas=sigmas, error_rtol=error_rtol)
+
+
 def test_template_fallback_with_the_compiled_distribution() -> None:
     """The iminuit fallback's model compiled (:func:`template_cdf`, the tabulated normal
     distribution) is the numpy one to rounding, and gives iminuit's fit to 1e-5 sigma (Migrad

@@ -14,7 +14,8 @@ per channel, weights summing to one) and free yield ``n``, shift ``mu`` and flat
 spacing). The fit is Poisson maximum likelihood (the cost of iminuit's ``ExtendedBinnedNLL``) by
 Levenberg-Marquardt with the expected information, as :func:`b2calib.fit.fit_channels` does for a
 Gaussian: compiled with numba, one channel after the other, the channels split over threads
-(:mod:`b2calib.fit._template_lm`, from 200 channels on, or 1000 components a channel), or, below
+(:mod:`b2calib.fit._template_lm`, from 200 channels on, or 1000 components a channel; its model
+from a table of the channel's template built once per fit, :data:`_TABLE`), or, below
 that or without numba, in numpy vectorised over channels (in blocks, to bound memory; the same
 iteration: the same fits up to rounding), with an iminuit fallback for channels that do not
 converge (its model compiled too when the fit was). Every channel gets a status (OK,
@@ -54,6 +55,11 @@ _MIN_CHANNELS_PER_THREAD = 100
 #: (the whole template at every bin edge, every iteration), 3 ms compiled; a run-by-run
 #: calibration pays the load once and saves it back within about ten runs
 _MIN_COMPONENTS_COMPILED = 1000
+#: the compiled model from the channel's template table (Taylor series of the whole template
+#: about nodes a bin apart, built once per channel and reused by every iteration:
+#: :func:`b2calib.fit._template_lm._model_table`); False: per component at every iteration
+#: (:func:`b2calib.fit._template_lm._model`, the reference)
+_TABLE = True
 
 
 def _use_compiled(channels: int, components: int) -> bool:
@@ -188,7 +194,9 @@ def _lm(
 
         def run(sl: slice) -> tuple[F, npt.NDArray[np.bool_], npt.NDArray[np.int64], F, F]:
             th = theta[sl]  # updated in place
-            conv, it, nl, info = kernel(counts[sl], edges, th, w[sl], m[sl], s[sl], max_iter, tol)
+            conv, it, nl, info = kernel(
+                counts[sl], edges, th, w[sl], m[sl], s[sl], max_iter, tol, _TABLE
+            )
             return th, conv, it, nl, info
 
         th, conv, it, nl, info = over_threads(len(counts), threads, _MIN_CHANNELS_PER_THREAD, run)
@@ -311,11 +319,12 @@ def fit_template_shift(
     # the fallback's model compiled when the fit was (numba is loaded then)
     lm_compiled = _use_compiled(len(todo), w.shape[1])
     cdf = _compiled_cdf() if lm_compiled else None
-    for k, ch in enumerate(todo.tolist()):
-        iters[ch], nll[ch] = it[k], nl[k]
-        if conv[k] and good[k] and inside[k]:
-            values[ch], errors[ch] = theta[k], err[k]
-            continue
+    iters[todo], nll[todo] = it, nl
+    fine = conv & good & inside
+    values[todo[fine]], errors[todo[fine]] = theta[fine], err[fine]
+    # the others one by one (a few in a thousand): the fallback, or the reason they failed
+    for k in np.flatnonzero(~fine).tolist():
+        ch = int(todo[k])
         if not conv[k] and fallback:
             val, er, valid, msg, fval = _iminuit_channel(
                 c_all[ch], e, w[ch], m[ch], s[ch], theta[k], cdf
