@@ -1142,6 +1142,10 @@ def test_tracking_collectors_fill_what_their_former_hit_arrays_filled(tmp_path: 
     wires.fill(np.arange(cdc.N_WIRES))
     assert np.all(wires.view(flow=True)[1:-1] == 1)
     assert wires.sum(flow=True) == cdc.N_WIRES
+    # and every row's is the row's + 1 (the compiled x-t pass takes that one)
+    rows_axis = hist.Hist(hist.axis.Regular(N_ROWS, -0.5, N_ROWS - 0.5))
+    rows_axis.fill(np.arange(N_ROWS, dtype=np.float64))
+    assert np.all(rows_axis.view(flow=True)[1:-1] == 1)
     for rows in (one_set, two_sets, lacking):
         wide = T0ResidualCollector(rows, sets, xt, u_min=-1.0, u_max=2.0)
         t0cs = (T0ResidualCollector(rows, sets, xt), wide)
