@@ -1176,11 +1176,12 @@ def test_tracking_collectors_fill_what_their_former_hit_arrays_filled(tmp_path: 
 
 
 def test_dedx_collectors_fill_what_their_former_hit_arrays_filled(tmp_path: Path) -> None:
-    """The dE/dx collectors take each hit's run gain from its track, clean the wire gains per
-    wire and fill their mean histograms in one compiled loop (issue 20); their histograms are
-    those of the former per-hit arrays and ``Hist.fill``, bit for bit: for the three kinds, on
-    a chunk of two runs (one without a run gain), with unknown, zero and NaN wire gains, one
-    event and no event."""
+    """The dE/dx collectors fill their hit histograms in one compiled pass over the hits, each
+    hit's factors looked up per track and per wire (issue 20); their histograms, and those of
+    their numpy path, are those of the former per-hit arrays and ``Hist.fill``, bit for bit:
+    for the three kinds, on a chunk of two runs (one without a run gain), with unknown, zero
+    and NaN wire gains, one event, no event, and values no sound file holds (inf and NaN
+    dE/dx, NaN and out-of-range cos(theta), NaN truncated means)."""
     import awkward as ak
 
     from b2calib.detectors.cdc import dedx as D
@@ -1241,22 +1242,48 @@ def test_dedx_collectors_fill_what_their_former_hit_arrays_filled(tmp_path: Path
         )
         return {"dedx_wire_hit": h}
 
+    # hits of no sound file: zero, negative and NaN path lengths, a negative ADC count, a NaN
+    # and an out-of-range cos(theta), a NaN truncated mean (inf and NaN values, flow bins)
+    path = ak.to_numpy(ak.flatten(events["CDCHits_m_pathLength"])).copy()
+    path[::13] = 0.0
+    path[1::17] = -path[1::17]
+    path[2::19] = np.nan
+    adc = ak.to_numpy(ak.flatten(events["CDCHits_m_adcCount"])).copy()
+    adc[3::23] = -5
+    cos_t = ak.to_numpy(ak.flatten(events["CDCDedxTracks_m_cosTheta"])).copy()
+    cos_t[::29] = np.nan
+    cos_t[1::31] = 2.0
+    trunc = ak.to_numpy(ak.flatten(events["CDCDedxTracks_m_dedxAvgTruncated"])).copy()
+    trunc[::37] = np.nan
+    varied = events
+    for field, value, counted in (
+        ("CDCHits_m_pathLength", path, "CDCHits_m_layer"),
+        ("CDCHits_m_adcCount", adc, "CDCHits_m_layer"),
+        ("CDCDedxTracks_m_cosTheta", cos_t, "CDCDedxTracks_m_p"),
+        ("CDCDedxTracks_m_dedxAvgTruncated", trunc, "CDCDedxTracks_m_p"),
+    ):
+        varied = ak.with_field(varied, ak.unflatten(value, ak.num(events[counted])), field)
+
     filled = 0
     for kind in ("run", "cosine", "wire"):
         for gains in ((), tuple(wire_gain.tolist())):
             c = D.DedxCollector(kind, run_gain, cosine, gains)
-            for sample in (events, events[:1], events[:0]):
-                got, want = c.collect(sample), former(c, sample)
-                assert list(got) == list(want)
-                for name, h in got.items():
-                    have, ref = h.view(flow=True), want[name].view(flow=True)
-                    if h.storage_type is hist.storage.Mean:
-                        for field in ("count", "value", "_sum_of_deltas_squared"):
-                            assert have[field].tobytes() == ref[field].tobytes(), (kind, name)
-                        filled += int(have["count"].sum() > 0)
-                    else:
-                        np.testing.assert_array_equal(have, ref, err_msg=f"{kind} {name}")
-    assert filled == 8  # the run and cosine hit means: with and without wire gains, 2 samples
+            c.prepare()
+            for sample in (events, events[:1], events[:0], varied):
+                want = former(c, sample)
+                # the compiled pass (collect) and the numpy path
+                for got in (c.collect(sample), c._collect(sample, compiled_kernel=False)):
+                    assert list(got) == list(want)
+                    for name, h in got.items():
+                        have, ref = h.view(flow=True), want[name].view(flow=True)
+                        if h.storage_type is hist.storage.Mean:
+                            for field in ("count", "value", "_sum_of_deltas_squared"):
+                                assert have[field].tobytes() == ref[field].tobytes(), (kind, name)
+                            filled += int(have["count"].sum() > 0)
+                        else:
+                            np.testing.assert_array_equal(have, ref, err_msg=f"{kind} {name}")
+    # the run and cosine hit means: with and without wire gains, 3 samples, 2 paths
+    assert filled == 24
 
 
 def test_tracking_collectors_compiled_and_numpy_agree_on_the_sample_bucket(
