@@ -218,6 +218,48 @@ def test_xt_boundary_search_by_moments_equals_the_design_matrix_search(
     np.testing.assert_allclose(fast.chi2[ok], ref.chi2[ok], rtol=1e-6)
 
 
+def test_xt_search_chi2_compiled_and_numpy_agree(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The boundary search's per-point work compiled (numba, :mod:`b2calib.fit._xt_chi2`) and in
+    numpy give the same chi2 bit for bit (issue 20): at the grid's 48 boundaries and the ternary
+    search's 2, at boundaries below and beyond every point, NaN and infinite ones, on one row
+    and on none; and the same fits."""
+    from b2calib.fit import xt_relation as xr
+
+    rng = np.random.default_rng(12)
+    u, inv = xt_inverse(_toy_xt(3))
+    frac = np.linspace(0.04, 1.0, 90)
+    t = np.array([np.interp(frac, u, inv[r]) for r in range(N_ROWS)])
+    x = frac[None, :] * np.repeat(cdc.LAYER_HALF_CELL, 2)[:, None]
+    t, x = t + rng.normal(0, 0.1, t.shape), x + rng.normal(0, 2e-4, x.shape)
+    t[2, 8:] = np.nan
+    t[3, 30:40] = np.nan
+    use = np.isfinite(t)
+    ts, ys = np.where(use, t, 0.0) / xr._T_SCALE, np.where(use, x, 0.0)
+    w = np.where(use, 1.0 / (4e-8 + (0.005 * 0.1) ** 2), 0.0)
+    lo, hi = np.where(use, ts, np.inf).min(axis=1), np.where(use, ts, -np.inf).max(axis=1)
+    lo, hi = np.where(np.isfinite(lo), lo, 0.0), np.where(np.isfinite(hi), hi, 1.0)
+    moments = xr._Moments(ts, ys, w)
+    for k in (48, 2):
+        tb = lo[:, None] + np.linspace(0.4, 0.97, k)[None, :] * (hi - lo)[:, None]
+        tb[5, 0], tb[6, -1] = -1.0, 100.0  # below and beyond every point
+        tb[7, 0], tb[8, -1], tb[9, 0] = np.nan, np.inf, -np.inf
+        with np.errstate(invalid="ignore", over="ignore"):
+            have = moments.chi2(tb)
+            want = moments.chi2(tb, compiled_kernel=False)
+        assert have.tobytes() == want.tobytes(), k
+        one = xr._Moments(ts[:1], ys[:1], w[:1])
+        assert one.chi2(tb[:1]).tobytes() == one.chi2(tb[:1], compiled_kernel=False).tobytes()
+        none = xr._Moments(ts[:0], ys[:0], w[:0])
+        assert none.chi2(tb[:0]).shape == none.chi2(tb[:0], compiled_kernel=False).shape == (0, k)
+    errs = (np.full_like(t, 0.1), np.full_like(t, 2e-4))
+    fast = fit_xt(t, x, *errs)
+    monkeypatch.setattr(xr, "compiled", lambda module, name: None)
+    ref = fit_xt(t, x, *errs)
+    for field in ("params", "cov", "chi2", "ndf", "t_range", "status"):
+        assert getattr(fast, field).tobytes() == getattr(ref, field).tobytes(), field
+    assert fast.reason == ref.reason
+
+
 def test_xt_fit_flags_unphysical_and_starved_rows() -> None:
     u, inv = xt_inverse(_toy_xt())
     frac = np.linspace(0.04, 1.0, 60)
