@@ -781,9 +781,11 @@ class XtCollector(Collector):
 
 def _mean_sums(h: hist.Hist) -> F:
     """The count, mean and sum of squared deltas of the ``Mean`` histogram ``h``, flow bins
-    included, as one C-ordered (3, ...) array (the compiled fill's)."""
+    included, as one C-ordered (3, ...) array (the compiled fill's: the storage is
+    column-major, and a copy in its order would be compiled a second time)."""
     view: Any = h.view(flow=True)
-    return np.stack([view[k] for k in ("count", "value", "_sum_of_deltas_squared")])
+    fields = ("count", "value", "_sum_of_deltas_squared")
+    return np.ascontiguousarray(np.stack([view[k] for k in fields]))
 
 
 def xt_collector(constants: Constants, runs: Sequence[RunKey]) -> XtCollector:
