@@ -218,6 +218,48 @@ def test_xt_boundary_search_by_moments_equals_the_design_matrix_search(
     np.testing.assert_allclose(fast.chi2[ok], ref.chi2[ok], rtol=1e-6)
 
 
+def test_xt_search_chi2_compiled_and_numpy_agree(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The boundary search's per-point work compiled (numba, :mod:`b2calib.fit._xt_chi2`) and in
+    numpy give the same chi2 bit for bit (issue 20): at the grid's 48 boundaries and the ternary
+    search's 2, at boundaries below and beyond every point, NaN and infinite ones, on one row
+    and on none; and the same fits."""
+    from b2calib.fit import xt_relation as xr
+
+    rng = np.random.default_rng(12)
+    u, inv = xt_inverse(_toy_xt(3))
+    frac = np.linspace(0.04, 1.0, 90)
+    t = np.array([np.interp(frac, u, inv[r]) for r in range(N_ROWS)])
+    x = frac[None, :] * np.repeat(cdc.LAYER_HALF_CELL, 2)[:, None]
+    t, x = t + rng.normal(0, 0.1, t.shape), x + rng.normal(0, 2e-4, x.shape)
+    t[2, 8:] = np.nan
+    t[3, 30:40] = np.nan
+    use = np.isfinite(t)
+    ts, ys = np.where(use, t, 0.0) / xr._T_SCALE, np.where(use, x, 0.0)
+    w = np.where(use, 1.0 / (4e-8 + (0.005 * 0.1) ** 2), 0.0)
+    lo, hi = np.where(use, ts, np.inf).min(axis=1), np.where(use, ts, -np.inf).max(axis=1)
+    lo, hi = np.where(np.isfinite(lo), lo, 0.0), np.where(np.isfinite(hi), hi, 1.0)
+    moments = xr._Moments(ts, ys, w)
+    for k in (48, 2):
+        tb = lo[:, None] + np.linspace(0.4, 0.97, k)[None, :] * (hi - lo)[:, None]
+        tb[5, 0], tb[6, -1] = -1.0, 100.0  # below and beyond every point
+        tb[7, 0], tb[8, -1], tb[9, 0] = np.nan, np.inf, -np.inf
+        with np.errstate(invalid="ignore", over="ignore"):
+            have = moments.chi2(tb)
+            want = moments.chi2(tb, compiled_kernel=False)
+        assert have.tobytes() == want.tobytes(), k
+        one = xr._Moments(ts[:1], ys[:1], w[:1])
+        assert one.chi2(tb[:1]).tobytes() == one.chi2(tb[:1], compiled_kernel=False).tobytes()
+        none = xr._Moments(ts[:0], ys[:0], w[:0])
+        assert none.chi2(tb[:0]).shape == none.chi2(tb[:0], compiled_kernel=False).shape == (0, k)
+    errs = (np.full_like(t, 0.1), np.full_like(t, 2e-4))
+    fast = fit_xt(t, x, *errs)
+    monkeypatch.setattr(xr, "compiled", lambda module, name: None)
+    ref = fit_xt(t, x, *errs)
+    for field in ("params", "cov", "chi2", "ndf", "t_range", "status"):
+        assert getattr(fast, field).tobytes() == getattr(ref, field).tobytes(), field
+    assert fast.reason == ref.reason
+
+
 def test_xt_fit_flags_unphysical_and_starved_rows() -> None:
     u, inv = xt_inverse(_toy_xt())
     frac = np.linspace(0.04, 1.0, 60)
@@ -1142,6 +1184,10 @@ def test_tracking_collectors_fill_what_their_former_hit_arrays_filled(tmp_path: 
     wires.fill(np.arange(cdc.N_WIRES))
     assert np.all(wires.view(flow=True)[1:-1] == 1)
     assert wires.sum(flow=True) == cdc.N_WIRES
+    # and every row's is the row's + 1 (the compiled x-t pass takes that one)
+    rows_axis = hist.Hist(hist.axis.Regular(N_ROWS, -0.5, N_ROWS - 0.5))
+    rows_axis.fill(np.arange(N_ROWS, dtype=np.float64))
+    assert np.all(rows_axis.view(flow=True)[1:-1] == 1)
     for rows in (one_set, two_sets, lacking):
         wide = T0ResidualCollector(rows, sets, xt, u_min=-1.0, u_max=2.0)
         t0cs = (T0ResidualCollector(rows, sets, xt), wide)
@@ -1172,11 +1218,12 @@ def test_tracking_collectors_fill_what_their_former_hit_arrays_filled(tmp_path: 
 
 
 def test_dedx_collectors_fill_what_their_former_hit_arrays_filled(tmp_path: Path) -> None:
-    """The dE/dx collectors take each hit's run gain from its track, clean the wire gains per
-    wire and fill their mean histograms in one compiled loop (issue 20); their histograms are
-    those of the former per-hit arrays and ``Hist.fill``, bit for bit: for the three kinds, on
-    a chunk of two runs (one without a run gain), with unknown, zero and NaN wire gains, one
-    event and no event."""
+    """The dE/dx collectors fill their hit histograms in one compiled pass over the hits, each
+    hit's factors looked up per track and per wire (issue 20); their histograms, and those of
+    their numpy path, are those of the former per-hit arrays and ``Hist.fill``, bit for bit:
+    for the three kinds, on a chunk of two runs (one without a run gain), with unknown, zero
+    and NaN wire gains, one event, no event, and values no sound file holds (inf and NaN
+    dE/dx, NaN and out-of-range cos(theta), NaN truncated means)."""
     import awkward as ak
 
     from b2calib.detectors.cdc import dedx as D
@@ -1237,22 +1284,48 @@ def test_dedx_collectors_fill_what_their_former_hit_arrays_filled(tmp_path: Path
         )
         return {"dedx_wire_hit": h}
 
+    # hits of no sound file: zero, negative and NaN path lengths, a negative ADC count, a NaN
+    # and an out-of-range cos(theta), a NaN truncated mean (inf and NaN values, flow bins)
+    path = ak.to_numpy(ak.flatten(events["CDCHits_m_pathLength"])).copy()
+    path[::13] = 0.0
+    path[1::17] = -path[1::17]
+    path[2::19] = np.nan
+    adc = ak.to_numpy(ak.flatten(events["CDCHits_m_adcCount"])).copy()
+    adc[3::23] = -5
+    cos_t = ak.to_numpy(ak.flatten(events["CDCDedxTracks_m_cosTheta"])).copy()
+    cos_t[::29] = np.nan
+    cos_t[1::31] = 2.0
+    trunc = ak.to_numpy(ak.flatten(events["CDCDedxTracks_m_dedxAvgTruncated"])).copy()
+    trunc[::37] = np.nan
+    varied = events
+    for field, value, counted in (
+        ("CDCHits_m_pathLength", path, "CDCHits_m_layer"),
+        ("CDCHits_m_adcCount", adc, "CDCHits_m_layer"),
+        ("CDCDedxTracks_m_cosTheta", cos_t, "CDCDedxTracks_m_p"),
+        ("CDCDedxTracks_m_dedxAvgTruncated", trunc, "CDCDedxTracks_m_p"),
+    ):
+        varied = ak.with_field(varied, ak.unflatten(value, ak.num(events[counted])), field)
+
     filled = 0
     for kind in ("run", "cosine", "wire"):
         for gains in ((), tuple(wire_gain.tolist())):
             c = D.DedxCollector(kind, run_gain, cosine, gains)
-            for sample in (events, events[:1], events[:0]):
-                got, want = c.collect(sample), former(c, sample)
-                assert list(got) == list(want)
-                for name, h in got.items():
-                    have, ref = h.view(flow=True), want[name].view(flow=True)
-                    if h.storage_type is hist.storage.Mean:
-                        for field in ("count", "value", "_sum_of_deltas_squared"):
-                            assert have[field].tobytes() == ref[field].tobytes(), (kind, name)
-                        filled += int(have["count"].sum() > 0)
-                    else:
-                        np.testing.assert_array_equal(have, ref, err_msg=f"{kind} {name}")
-    assert filled == 8  # the run and cosine hit means: with and without wire gains, 2 samples
+            c.prepare()
+            for sample in (events, events[:1], events[:0], varied):
+                want = former(c, sample)
+                # the compiled pass (collect) and the numpy path
+                for got in (c.collect(sample), c._collect(sample, compiled_kernel=False)):
+                    assert list(got) == list(want)
+                    for name, h in got.items():
+                        have, ref = h.view(flow=True), want[name].view(flow=True)
+                        if h.storage_type is hist.storage.Mean:
+                            for field in ("count", "value", "_sum_of_deltas_squared"):
+                                assert have[field].tobytes() == ref[field].tobytes(), (kind, name)
+                            filled += int(have["count"].sum() > 0)
+                        else:
+                            np.testing.assert_array_equal(have, ref, err_msg=f"{kind} {name}")
+    # the run and cosine hit means: with and without wire gains, 3 samples, 2 paths
+    assert filled == 24
 
 
 def test_tracking_collectors_compiled_and_numpy_agree_on_the_sample_bucket(

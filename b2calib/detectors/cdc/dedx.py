@@ -123,7 +123,7 @@ def cos_bin(cos_theta: npt.ArrayLike) -> npt.NDArray[np.int64]:
     return np.clip(np.searchsorted(COS_EDGES, np.asarray(cos_theta)) - 1, 0, N_COS - 1)
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, error_model="numpy")  # x / 0 is inf or NaN, as in numpy
 def _matched_hits(
     ntrk: npt.NDArray[np.int64],
     nhit: npt.NDArray[np.int64],
@@ -166,6 +166,87 @@ def _matched_hits(
         t0 = t1
         h0 = h1
     return track[:m], gwire[:m], dedx[:m]
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")  # x / 0 is inf or NaN, as in numpy
+def _fill_hits(  # type: ignore[no-untyped-def,unused-ignore]
+    ntrk,
+    nhit,
+    trk_index,
+    trk_selected,
+    hit_track,
+    layer,
+    wire,
+    adc,
+    path,
+    layer_first,
+    t_factor,
+    w_factor,
+    t_bin,
+    mean_sums,
+    wire_counts,
+    wire_rows,
+    hit_axis,
+    keys,
+):
+    """Fill the hits of selected tracks (those of :func:`_matched_hits`, in their order) into a
+    collector's hit histogram; return their number.
+
+    A hit's value is its dE/dx over ``t_factor`` of its track (flat track order) times
+    ``w_factor`` of its global wire: the operations of :meth:`DedxCollector._collect`'s numpy
+    path, on the same operands. With ``mean_sums`` of shape (3, bins) (the count, mean and sum
+    of squared deltas of a ``Mean`` histogram without flow bins), the value is added to bin
+    ``t_bin`` of its track with boost-histogram's update; else it is counted in
+    ``wire_counts``, the int64 (wire, dE/dx) storage with flow bins of the wire-gain
+    histogram (``wire_rows`` wire bins) as a flat array in column-major order, whose wire axis
+    has one bin per wire (a wire's floating-point bin is the wire's + 1: tests/test_cdc.py) and
+    dE/dx axis ``hit_axis`` (bins, low, high) (the bins of
+    :func:`b2calib.engine.fill.fill_2d`). ``keys`` (int64, one per hit) is scratch space for
+    those bins: counted as each value is computed, the 12 MB histogram's cache misses stalled
+    the arithmetic (the compiled pass cost more than the numpy path's arrays); in a loop of
+    their own the processor overlaps them, as in the T0 collector's pass. The hits must have
+    been checked (:func:`~b2calib.detectors.cdc.tracking.check_hits`): the tables are indexed
+    with them.
+    """
+    means = mean_sums.shape[1] > 0
+    count, mean, ssd = mean_sums[0], mean_sums[1], mean_sums[2]
+    n_y, y_lo, y_hi = int(hit_axis[0]), hit_axis[1], hit_axis[2]
+    m = 0
+    t0 = 0
+    h0 = 0
+    for e in range(ntrk.shape[0]):
+        t1 = t0 + ntrk[e]
+        h1 = h0 + nhit[e]
+        for h in range(h0, h1):
+            k = hit_track[h]
+            for j in range(t0, t1):
+                if trk_selected[j] and trk_index[j] == k:
+                    gw = layer_first[np.int64(layer[h])] + np.int64(wire[h])
+                    dedx = np.float64(adc[h]) / np.float64(path[h]) / ADC_PER_UNIT
+                    v = dedx / (t_factor[j] * w_factor[gw])
+                    if means:
+                        b = t_bin[j]
+                        c = count[b] + 1.0
+                        delta = v - mean[b]
+                        count[b] = c
+                        mean[b] += delta / c
+                        ssd[b] += delta * (v - mean[b])
+                    else:
+                        if v >= y_lo and v < y_hi:
+                            i = int((v - y_lo) / (y_hi - y_lo) * n_y) + 1
+                        elif v < y_lo:
+                            i = 0
+                        else:  # above, or NaN
+                            i = n_y + 1
+                        keys[m] = i * wire_rows + gw + 1
+                    m += 1
+                    break
+        t0 = t1
+        h0 = h1
+    if not means:
+        for k in range(m):
+            wire_counts[keys[k]] += 1
+    return m
 
 
 def _tracks_and_hits(events: ak.Array, p_min: float) -> dict[str, npt.NDArray[Any]]:
@@ -291,12 +372,30 @@ class DedxCollector(Collector):
         return dict(_BRANCHES)
 
     def prepare(self) -> None:
-        """Load the compiled hit check (forked workers inherit it)."""
+        """Load the compiled hit check and hit fill (forked workers inherit them)."""
         prepare_hit_check()
+        # the types of collect's arguments: the branches as read, the tables, the storages
+        i, f = np.zeros(0, np.int64), np.zeros(0)
+        i8, i16, f32 = i.astype(np.int8), i.astype(np.int16), f.astype(np.float32)
+        _fill_hits(
+            i, i, i16, i > 0, i16, i8, i16, i16, f32, i, f, f, i, np.zeros((3, 1)), i, 1,
+            np.array(HIT_BINS, dtype=np.float64), i,
+        )  # fmt: skip
 
     def collect(self, events: ak.Array) -> dict[str, hist.Hist]:
+        return self._collect(events, compiled_kernel=True)
+
+    def _collect(self, events: ak.Array, *, compiled_kernel: bool) -> dict[str, hist.Hist]:
+        """The histograms of :attr:`kind`: their hits filled by one compiled pass
+        (:func:`_fill_hits`) with ``compiled_kernel``, else from the flat per-hit arrays of
+        :func:`_tracks_and_hits`: the same values in the same order, so the same histograms,
+        bit for bit."""
+        if self.kind not in ("run", "cosine", "wire"):
+            raise ValueError(f"DedxCollector kind must be run, cosine or wire, not {self.kind!r}")
+        if compiled_kernel:
+            return self._collect_compiled(events)
         d = _tracks_and_hits(events, self.p_min)
-        cosine = np.asarray(self.cosine, dtype=np.float64) if self.cosine else np.ones(N_COS)
+        cosine = self._cosine()
         h_cos = cosine[d["h_cos_bin"]]
         t_cos = cosine[d["t_cos_bin"]]
         if self.kind == "run":
@@ -335,15 +434,107 @@ class DedxCollector(Collector):
             fill_2d(
                 h.view(flow=True), d["h_wire"], d["h_dedx"] / (rg_h * h_cos), WIRE_AXIS, HIT_BINS
             )
-            return {"dedx_wire_hit": h}
-        raise ValueError(f"DedxCollector kind must be run, cosine or wire, not {self.kind!r}")
+        return {"dedx_wire_hit": h}
+
+    def _collect_compiled(self, events: ak.Array) -> dict[str, hist.Hist]:
+        """:meth:`_collect` with one compiled pass over the hits (:func:`_fill_hits`): the
+        factors each hit's value is divided by are looked up per track and per wire, not
+        gathered into arrays of every hit's; the tracks in their flat order (the track
+        histograms count, the order of their entries does not matter)."""
+        ntrk = ak.to_numpy(ak.num(events["CDCDedxTracks_m_trackIndex"])).astype(np.int64)
+        nhit = ak.to_numpy(ak.num(events["CDCHits_m_layer"])).astype(np.int64)
+        flat = {k: ak.to_numpy(ak.flatten(events[k])) for k in _BRANCHES if k.startswith("CDC")}
+        sel = flat["CDCDedxTracks_m_p"] > self.p_min
+        check_hits(nhit, flat["CDCHits_m_layer"], flat["CDCHits_m_wire"])  # before the tables
+        cos_t = flat["CDCDedxTracks_m_cosTheta"].astype(np.float64)
+        cbin_t = cos_bin(cos_t)
+        trunc = flat["CDCDedxTracks_m_dedxAvgTruncated"].astype(np.float64)
+        t_cos = self._cosine()[cbin_t]
+        if self.kind != "run":
+            evt_t = np.repeat(np.arange(len(events)), ntrk)
+            exp = ak.to_numpy(events["EventMetaData_m_experiment"])[evt_t]
+            rg_t = _per_run(exp, ak.to_numpy(events["EventMetaData_m_run"])[evt_t], self.run_gain)
+        out: dict[str, hist.Hist]
+        hit: hist.Hist
+        if self.kind == "run":
+            track = hist.Hist(
+                hist.axis.Regular(*TRACK_BINS, name="dedx", label="truncated mean / cosine"),
+                storage=hist.storage.Int64(),
+            )
+            fill_1d(track.view(flow=True), trunc[sel] / t_cos[sel], TRACK_BINS)
+            hit = hist.Hist(hist.axis.Regular(1, 0, 1, name="all"), storage=hist.storage.Mean())
+            out = {"dedx_run_track": track, "dedx_run_hit": hit}
+            t_factor, w_factor, t_bin = t_cos, self._wire_gains(), np.zeros(len(sel), np.int64)
+        elif self.kind == "cosine":
+            track = hist.Hist(
+                hist.axis.Regular(*COS_AXIS, name="cos", label="cos(theta)"),
+                hist.axis.Regular(*TRACK_BINS, name="dedx", label="truncated mean / run gain"),
+                storage=hist.storage.Int64(),
+            )
+            fill_2d(track.view(flow=True), cos_t[sel], trunc[sel] / rg_t[sel], COS_AXIS, TRACK_BINS)
+            hit = hist.Hist(
+                hist.axis.Regular(*COS_AXIS, name="cos", label="cos(theta)"),
+                storage=hist.storage.Mean(),
+            )
+            out = {"dedx_cos_track": track, "dedx_cos_hit": hit}
+            t_factor, w_factor, t_bin = rg_t, self._wire_gains(), cbin_t
+        else:
+            hit = hist.Hist(
+                hist.axis.Regular(*WIRE_AXIS, name="wire", label="wire"),
+                hist.axis.Regular(*HIT_BINS, name="dedx", label="hit dE/dx / (run * cosine)"),
+                storage=hist.storage.Int64(),
+            )
+            out = {"dedx_wire_hit": hit}
+            # rg * cos per track is the product the numpy path forms per hit; x * 1.0 is x
+            t_factor, w_factor, t_bin = rg_t * t_cos, np.ones(cdc.N_WIRES), cbin_t
+        means = hit.storage_type is hist.storage.Mean
+        view: Any = hit.view(flow=not means)
+        sums = (
+            np.stack([view[k] for k in ("count", "value", "_sum_of_deltas_squared")])
+            if means
+            else np.zeros((3, 0))
+        )
+        _fill_hits(
+            ntrk,
+            nhit,
+            flat["CDCDedxTracks_m_trackIndex"],
+            sel,
+            flat["CDCHits_m_trackIndex"],
+            flat["CDCHits_m_layer"],
+            flat["CDCHits_m_wire"],
+            flat["CDCHits_m_adcCount"],
+            flat["CDCHits_m_pathLength"],
+            cdc.LAYER_FIRST,
+            t_factor,
+            w_factor,
+            np.asarray(t_bin, dtype=np.int64),
+            sums,
+            # the column-major storage as a flat array (a view)
+            np.zeros(0, np.int64) if means else view.T.reshape(-1),
+            view.shape[0],
+            np.array(HIT_BINS, dtype=np.float64),
+            np.zeros(0, np.int64) if means else np.empty(len(flat["CDCHits_m_layer"]), np.int64),
+        )
+        if means:
+            view["count"], view["value"], view["_sum_of_deltas_squared"] = sums
+        return out
+
+    def _cosine(self) -> F:
+        """The current correction per cos(theta) bin (1 where unknown)."""
+        return np.asarray(self.cosine, dtype=np.float64) if self.cosine else np.ones(N_COS)
+
+    def _wire_gains(self) -> F:
+        """The current gain of each wire (1 where unknown, not positive or not finite)."""
+        if not self.wire_gain:
+            return np.ones(cdc.N_WIRES)
+        wg = np.asarray(self.wire_gain, dtype=np.float64)
+        return np.where(np.isfinite(wg) & (wg > 0), wg, 1.0)
 
     def _hit_gains(self, wire: npt.NDArray[np.int64]) -> F:
         """The current gain of each hit's wire (1 where unknown, not positive or not finite)."""
         if not self.wire_gain:
             return np.ones(len(wire))
-        wg = np.asarray(self.wire_gain, dtype=np.float64)
-        return np.where(np.isfinite(wg) & (wg > 0), wg, 1.0)[wire]
+        return self._wire_gains()[wire]
 
 
 def _run_gains(constants: Constants, runs: Sequence[RunKey]) -> tuple[tuple[int, int, float], ...]:

@@ -725,21 +725,27 @@ class XtCollector(Collector):
     def prepare(self) -> None:
         """Load the compiled profile points (forked workers inherit them)."""
         prepare_hit_check()
-        kernel = compiled("b2calib.detectors.cdc._xt_points", "xt_points")
+        kernel = compiled("b2calib.detectors.cdc._xt_points", "xt_profiles")
         if kernel is not None:
+            # the types of collect's arguments: the branches as read, the cached table read-only
             i, f = np.zeros(0, np.int64), np.zeros(0)
+            i8, i16, f32 = i.astype(np.int8), i.astype(np.int16), f.astype(np.float32)
+            sums = np.zeros((3, 1, 1))
+            axis = np.array([1.0, 0.0, 1.0])
+            table = _read_only(np.zeros((1, 2)))
             kernel(
-                i, f, i > 0, i, np.zeros((0, 0)), i, i, i, i, f, f, f, 0.0, 1.0, np.zeros((0, 4))
-            )
+                i, f32, i > 0, i, table, i, i8, i16, i8, f32, f32, f, 0.0, 1.0, axis, sums,
+                sums.copy(),
+            )  # fmt: skip
 
     def collect(self, events: ak.Array) -> dict[str, hist.Hist]:
         return self._collect(events, compiled_kernel=True)
 
     def _collect(self, events: ak.Array, *, compiled_kernel: bool) -> dict[str, hist.Hist]:
-        """The profiles, their points from the compiled kernel
-        (:mod:`b2calib.detectors.cdc._xt_points`) when numba is there and ``compiled_kernel``,
-        else from the flat per-hit arrays of :func:`_hits`: the same points in the same order,
-        so the same profiles, bit for bit."""
+        """The profiles, filled by the compiled kernel (:mod:`b2calib.detectors.cdc._xt_points`)
+        when numba is there and ``compiled_kernel``, else from the flat per-hit arrays of
+        :func:`_hits` and ``Hist.fill``: the same points in the same order and bins, so the same
+        profiles, bit for bit."""
         axes = (
             hist.axis.Regular(N_ROWS, -0.5, N_ROWS - 0.5, name="row", label="2 layer + lr"),
             hist.axis.Regular(*U_BINS, name="u", label="x_fit / half cell"),
@@ -748,31 +754,38 @@ class XtCollector(Collector):
         hx = hist.Hist(*axes, storage=hist.storage.Mean())
         lo, hi = self.time_window
         kernel = (
-            compiled("b2calib.detectors.cdc._xt_points", "xt_points") if compiled_kernel else None
+            compiled("b2calib.detectors.cdc._xt_points", "xt_profiles") if compiled_kernel else None
         )
         if kernel is not None:
             args = _kernel_hits(events, self.t0_runs, self.t0_sets)
-            points = np.empty((len(args[6]), 4))
-            n = kernel(
+            sums = [_mean_sums(ht), _mean_sums(hx)]
+            kernel(
                 *args,
                 float(lo),
                 float(hi),
-                points,
+                np.array(U_BINS, dtype=np.float64),
+                *sums,
             )
-            row, u, td, x = (points[:n, k] for k in range(4))
-        else:
-            hits = _hits(events, self.t0_runs, self.t0_sets, compiled_kernel=False)
-            td = hits["time"] - hits["t0"] - hits["t0_wire"]
-            use = hits["has"] & np.isfinite(td) & (td > lo) & (td < hi)
-            row, u, td, x = (
-                hits["row"][use].astype(np.float64),
-                hits["u"][use],
-                td[use],
-                hits["x"][use],
-            )
-        ht.fill(row, u, sample=td)
-        hx.fill(row, u, sample=x)
+            for h, s in zip((ht, hx), sums, strict=True):
+                view: Any = h.view(flow=True)  # a structured view of the accumulators
+                view["count"], view["value"], view["_sum_of_deltas_squared"] = s
+            return {"cdc_xt_time": ht, "cdc_xt_length": hx}
+        hits = _hits(events, self.t0_runs, self.t0_sets, compiled_kernel=False)
+        td = hits["time"] - hits["t0"] - hits["t0_wire"]
+        use = hits["has"] & np.isfinite(td) & (td > lo) & (td < hi)
+        row, u = hits["row"][use].astype(np.float64), hits["u"][use]
+        ht.fill(row, u, sample=td[use])
+        hx.fill(row, u, sample=hits["x"][use])
         return {"cdc_xt_time": ht, "cdc_xt_length": hx}
+
+
+def _mean_sums(h: hist.Hist) -> F:
+    """The count, mean and sum of squared deltas of the ``Mean`` histogram ``h``, flow bins
+    included, as one C-ordered (3, ...) array (the compiled fill's: the storage is
+    column-major, and a copy in its order would be compiled a second time)."""
+    view: Any = h.view(flow=True)
+    fields = ("count", "value", "_sum_of_deltas_squared")
+    return np.ascontiguousarray(np.stack([view[k] for k in fields]))
 
 
 def xt_collector(constants: Constants, runs: Sequence[RunKey]) -> XtCollector:
