@@ -404,7 +404,7 @@ def main() -> None:
         (
             "engine, Dask LocalCluster (2 workers), the cluster passed",
             t_daskcl,
-            "a client connected in each call",
+            "the engine keeps its client from the first call",
         )
     )
     t_np, np_counts = timed(lambda: numpy_loop(files), repeat=1)
