@@ -17,11 +17,13 @@ import numba
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["fill_1d", "fill_2d"]
+__all__ = ["fill_1d", "fill_2d", "mean_add", "regular_bin"]
 
 
 @numba.njit(cache=True, nogil=True)
-def _bin(v: float, lo: float, hi: float, n: int) -> int:
+def regular_bin(v: float, lo: float, hi: float, n: int) -> int:
+    """The flow-inclusive bin of ``v`` on a regular axis of ``n`` bins from ``lo`` to ``hi``:
+    boost-histogram's (0 below, ``n + 1`` above or NaN). Compiled: for other kernels too."""
     if v >= lo and v < hi:
         return int((v - lo) / (hi - lo) * n) + 1
     if v < lo:
@@ -32,8 +34,8 @@ def _bin(v: float, lo: float, hi: float, n: int) -> int:
 @numba.njit(cache=True, nogil=True)
 def _fill_2d(out, x, y, xlo, xhi, nx, ylo, yhi, ny):  # type: ignore[no-untyped-def,unused-ignore]
     for k in range(x.shape[0]):
-        i = _bin(float(x[k]), xlo, xhi, nx)
-        j = _bin(float(y[k]), ylo, yhi, ny)
+        i = regular_bin(float(x[k]), xlo, xhi, nx)
+        j = regular_bin(float(y[k]), ylo, yhi, ny)
         out[i, j] += 1
 
 
@@ -47,7 +49,19 @@ def _fill_2d_channels(out, x, first, nx, y, ylo, yhi, ny):  # type: ignore[no-un
             i = nx + 1
         else:
             i = c + 1
-        out[i, _bin(float(y[k]), ylo, yhi, ny)] += 1
+        out[i, regular_bin(float(y[k]), ylo, yhi, ny)] += 1
+
+
+@numba.njit(cache=True, nogil=True)
+def mean_add(count, mean, ssd, at, sample):  # type: ignore[no-untyped-def,unused-ignore]
+    """boost-histogram's ``Mean`` storage update of bin ``at`` (an index, or a tuple of them)
+    of its count, mean and sum of squared deltas with ``sample`` (weight 1), as ``Hist.fill``
+    makes it, bit for bit. Compiled: for kernels that fill profiles themselves."""
+    c = count[at] + 1.0
+    delta = sample - mean[at]
+    count[at] = c
+    mean[at] += delta / c
+    ssd[at] += delta * (sample - mean[at])
 
 
 def _channel_axis(x: npt.NDArray[np.generic], axis: tuple[int, float, float]) -> int | None:
@@ -65,7 +79,7 @@ def _channel_axis(x: npt.NDArray[np.generic], axis: tuple[int, float, float]) ->
 @numba.njit(cache=True, nogil=True)
 def _fill_1d(out, x, lo, hi, n):  # type: ignore[no-untyped-def,unused-ignore]
     for k in range(x.shape[0]):
-        out[_bin(float(x[k]), lo, hi, n)] += 1
+        out[regular_bin(float(x[k]), lo, hi, n)] += 1
 
 
 def fill_2d(

@@ -20,28 +20,9 @@ from __future__ import annotations
 import numba
 import numpy as np
 
+from b2calib.engine.fill import mean_add, regular_bin
+
 __all__ = ["xt_profiles"]
-
-
-@numba.njit(cache=True, nogil=True)
-def _bin(v, lo, hi, n):  # type: ignore[no-untyped-def,unused-ignore]
-    """The flow-inclusive bin of ``v`` on a regular axis of ``n`` bins from ``lo`` to ``hi``:
-    boost-histogram's (and :func:`b2calib.engine.fill.fill_2d`'s), NaN in the overflow."""
-    if v >= lo and v < hi:
-        return int((v - lo) / (hi - lo) * n) + 1
-    if v < lo:
-        return 0
-    return n + 1
-
-
-@numba.njit(cache=True, nogil=True)
-def _add(count, mean, ssd, i, j, sample):  # type: ignore[no-untyped-def,unused-ignore]
-    """boost-histogram's ``Mean`` update of bin (i, j) with ``sample`` (weight 1)."""
-    c = count[i, j] + 1.0
-    delta = sample - mean[i, j]
-    count[i, j] = c
-    mean[i, j] += delta / c
-    ssd[i, j] += delta * (sample - mean[i, j])
 
 
 @numba.njit(cache=True, nogil=True)
@@ -99,8 +80,8 @@ def xt_profiles(  # type: ignore[no-untyped-def,unused-ignore]
                 # the row axis has one bin per row (edges at half-integers) and a checked hit's
                 # row is on it: its floating-point bin is the row's + 1 (tests/test_cdc.py)
                 i = row + 1
-                j = _bin(xk / half_cell[row], u_lo, u_hi, n_u)
-                _add(ct, mt, st, i, j, td)
-                _add(cx, mx, sx, i, j, xk)
+                j = regular_bin(xk / half_cell[row], u_lo, u_hi, n_u)
+                mean_add(ct, mt, st, (i, j), td)
+                mean_add(cx, mx, sx, (i, j), xk)
                 n += 1
     return n

@@ -68,7 +68,7 @@ from b2calib.conditions.iov import RunKey
 from b2calib.detectors.cdc import fitviews
 from b2calib.detectors.cdc.tracking import check_hits, prepare_hit_check
 from b2calib.engine import Collector, RunOutput
-from b2calib.engine.fill import fill_1d, fill_2d
+from b2calib.engine.fill import fill_1d, fill_2d, mean_add, regular_bin
 from b2calib.fit import ChannelFits, fit_channels
 from b2calib.fit.histstats import mean_sums, mean_view
 from b2calib.fit.truncated_mean import truncated_means
@@ -225,19 +225,9 @@ def _fill_hits(  # type: ignore[no-untyped-def,unused-ignore]
                     dedx = np.float64(adc[h]) / np.float64(path[h]) / ADC_PER_UNIT
                     v = dedx / (t_factor[j] * w_factor[gw])
                     if means:
-                        b = t_bin[j]
-                        c = count[b] + 1.0
-                        delta = v - mean[b]
-                        count[b] = c
-                        mean[b] += delta / c
-                        ssd[b] += delta * (v - mean[b])
+                        mean_add(count, mean, ssd, t_bin[j], v)
                     else:
-                        if v >= y_lo and v < y_hi:
-                            i = int((v - y_lo) / (y_hi - y_lo) * n_y) + 1
-                        elif v < y_lo:
-                            i = 0
-                        else:  # above, or NaN
-                            i = n_y + 1
+                        i = regular_bin(v, y_lo, y_hi, n_y)
                         keys[m] = i * wire_rows + gw + 1
                     m += 1
                     break

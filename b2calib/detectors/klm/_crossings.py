@@ -27,7 +27,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from b2calib.engine.fill import _bin
+from b2calib.engine.fill import regular_bin
 
 __all__ = ["klm_count", "klm_efficiency_counts", "klm_fill", "klm_time_fill", "klm_time_hits"]
 
@@ -339,8 +339,8 @@ def klm_time_fill(  # type: ignore[no-untyped-def,unused-ignore]
         moments[cell, 5] += t * d
         k = kind_type[i] - 1
         shifted = t - reference * d
-        row = _bin(shifted, axis_lo[k], axis_hi[k], axis_n[k])
-        counts[k, row, _bin(float(b), -0.5, n_bins - 0.5, n_bins)] += 1
+        row = regular_bin(shifted, axis_lo[k], axis_hi[k], axis_n[k])
+        counts[k, row, regular_bin(float(b), -0.5, n_bins - 0.5, n_bins)] += 1
 
 
 @numba.njit(cache=True, nogil=True)

@@ -29,7 +29,7 @@ from b2calib.detectors.top.photons import (
     match_photons,
 )
 from b2calib.engine import Collector
-from b2calib.engine.fill import _bin, fill_1d, fill_2d
+from b2calib.engine.fill import fill_1d, fill_2d, regular_bin
 from b2calib.exceptions import BadValueError, CalibrationError
 from b2calib.geometry import top
 
@@ -145,14 +145,14 @@ def _np_mod(a, b):  # type: ignore[no-untyped-def,unused-ignore]
 @numba.njit(cache=True, nogil=True)
 def _fold_fill_2d(out, x, r, xlo, xhi, nx, period, ny):  # type: ignore[no-untyped-def,unused-ignore]
     for k in range(x.shape[0]):
-        i = _bin(float(x[k]), xlo, xhi, nx)
-        out[i, _bin(_np_mod(r[k], period), 0.0, period, ny)] += 1
+        i = regular_bin(float(x[k]), xlo, xhi, nx)
+        out[i, regular_bin(_np_mod(r[k], period), 0.0, period, ny)] += 1
 
 
 @numba.njit(cache=True, nogil=True)
 def _fold_fill_1d(out, r, period, n):  # type: ignore[no-untyped-def,unused-ignore]
     for k in range(r.shape[0]):
-        out[_bin(_np_mod(r[k], period), 0.0, period, n)] += 1
+        out[regular_bin(_np_mod(r[k], period), 0.0, period, n)] += 1
 
 
 def _fill_folded(
