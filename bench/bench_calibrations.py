@@ -201,6 +201,7 @@ def bench_one(name: str, case: dict[str, Any], *, reads: bool = True) -> dict[st
         "algorithms": report.seconds["algorithms"],
         "status": report.status,
         "iterations": report.iterations,
+        "executions": report.executed_steps,
         "payloads": len(report.staged),
     }
 
@@ -227,7 +228,7 @@ def main() -> None:
     header = (
         "| calibration | events | runs | files | branches | bare read | RDataFrame read "
         "| calibrate | calibrate / bare | collect | collect / bare | algorithms | rest "
-        "| status | iterations | payloads |"
+        "| status | iterations | executions | payloads |"
     )
     out = HERE / "RESULTS_calibrations.md"
     partial = bool(args.names) and args.scale == 1.0
@@ -257,10 +258,12 @@ def main() -> None:
         " processes: collect, fit, iterate, checkpoint and stage (dependencies run before, not"
         " timed). Of it: collect = the collectors' event loops, every input and iteration (an"
         " input whose collector is unchanged is not read again); algorithms = every execution"
-        " of every iteration; rest = planning, checks, checkpoints and staging.",
+        " of every iteration (executions: how many; each fits one run range's histograms,"
+        " checks and writes its payloads and is checkpointed); rest = planning, checks,"
+        " checkpoints and staging.",
         "",
         header,
-        "|---|" + "---:|" * 8 + "---:|---:|---:|---:|---|---:|---:|",
+        "|---|" + "---:|" * 8 + "---:|---:|---:|---:|---|---:|---:|---:|",
         *(table[n] for n in order),
     ]
     if args.scale != 1.0:
@@ -274,10 +277,10 @@ def _row(r: dict[str, Any]) -> str:
     rest = r["calibrate"] - r["collect"] - r["algorithms"]
     return (
         f"| {r['name']} | {r['events']:,} | {r['runs']} | {r['files']} | {r['branches']} "
-        f"| {r['bare']:.1f} s | {r['rdf']:.1f} s | {r['calibrate']:.1f} s "
-        f"| {r['calibrate'] / r['bare']:.1f}x | {r['collect']:.1f} s "
-        f"| {r['collect'] / r['bare']:.1f}x | {r['algorithms']:.1f} s | {rest:.1f} s "
-        f"| {r['status']} | {r['iterations']} | {r['payloads']} |"
+        f"| {r['bare']:.2f} s | {r['rdf']:.2f} s | {r['calibrate']:.2f} s "
+        f"| {r['calibrate'] / r['bare']:.1f}x | {r['collect']:.2f} s "
+        f"| {r['collect'] / r['bare']:.1f}x | {r['algorithms']:.2f} s | {rest:.2f} s "
+        f"| {r['status']} | {r['iterations']} | {r['executions']} | {r['payloads']} |"
     )
 
 
