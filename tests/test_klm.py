@@ -619,6 +619,27 @@ def test_delay_fit_with_noise_digits() -> None:
         assert abs(fit.value - 0.068) < 3 * fit.error, (seed, fit.value, fit.error)
 
 
+def test_profiled_background_fraction() -> None:
+    """The delay fit's background fraction is the likelihood's maximum: exactly the fraction
+    mixed into expected counts, 0 for counts that are the Gaussians', more than 0 for a hit
+    where the Gaussians expect none, capped at 0.5."""
+    from b2calib.detectors.klm import time as T
+
+    x = np.linspace(-5.0, 5.0, 41)
+    gauss = 1000.0 * np.exp(-0.5 * x**2) / np.exp(-0.5 * x**2).sum()
+    even = np.full(len(x), 1000.0 / len(x))
+    for f in (0.01, 0.2):
+        mixed = (1 - f) * gauss + f * even
+        assert T._profiled_fraction(gauss, even, mixed) == pytest.approx(f, rel=1e-9)
+    assert T._profiled_fraction(gauss, even, gauss) == 0.0
+    empty = gauss.copy()
+    empty[0] = 0.0
+    hit = empty.copy()
+    hit[0] = 1.0
+    assert T._profiled_fraction(empty, even, hit) > 0.0
+    assert T._profiled_fraction(gauss, even, even) == 0.5
+
+
 # ------------------------------------------------------------- compiled paths vs the reference
 def test_match_compiled_equals_numpy() -> None:
     """The crossings' matching event by event (compiled) gives the numpy path's keys-and-search

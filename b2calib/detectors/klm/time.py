@@ -19,8 +19,9 @@ crossing to the strip's readout end. The algorithm:
      bin centred on ``shift + delay x (its mean distance there - its mean distance)``, of
      width ``sqrt(resolution^2 + delay^2 var(d))``, normalised in the window, and a fraction of
      each distance bin's hits spread evenly over its time bins (noise digits on the crossed
-     strip). Free: the delay, the resolution and that fraction. Should Migrad's minimum be
-     invalid at strategy 0, it is sought once more at strategy 1.
+     strip). Free: the delay and the resolution; the fraction is profiled (the likeliest at each
+     point). Should Migrad's minimum be invalid at strategy 0, it is sought once more at
+     strategy 1.
 
 3. Cable delay per channel: ``mean(t) - delay x mean(d)``, error
    ``sqrt(s^2 / n + mean(d)^2 sigma_delay^2)`` with ``s`` the type's residual scatter.
@@ -203,16 +204,16 @@ def fit_scintillator_delay(
     flat_counts = counts.T.reshape(-1)
     if nch < 2 or hits < 10:
         return DelayFit(math.nan, math.nan, math.nan, hits, nch, False, "too few hits")
-    model = _WithBackground(_DelayModel(c, edges, window, reference), c[:, :, 0].sum(axis=0), edges)
+    model = _WithBackground(
+        _DelayModel(c, edges, window, reference), c[:, :, 0].sum(axis=0), edges, flat_counts
+    )
     cost = ExtendedBinnedNLL(flat_counts, flat_edges, model.cdf, grad=model.grad)
     v0, s0 = start if start is not None and all(map(math.isfinite, start)) else (reference, 1.0)
-    m = Minuit(cost, delay=v0, sigma=s0, background=_BACKGROUND_START)
+    m = Minuit(cost, delay=v0, sigma=s0)
     m.errors["delay"] = 1e-3
     m.errors["sigma"] = 0.05
-    m.errors["background"] = _BACKGROUND_START
     m.limits["delay"] = (0.0, 0.3)
     m.limits["sigma"] = (0.05, 20.0)
-    m.limits["background"] = (0.0, 0.5)
     # the model's gradient is analytic: strategy 0 does not check it against a numerical one
     # (18 more evaluations of the model) and Hesse gives the errors after the minimum
     m.strategy = 0
@@ -229,8 +230,8 @@ def fit_scintillator_delay(
     return DelayFit(v, e, scatter, hits, nch, valid, msg)
 
 
-#: Start of the background fraction (a handful of out-of-time hits in 10^5)
-_BACKGROUND_START = 1e-4
+#: The largest background fraction of :class:`_WithBackground`
+_MAX_BACKGROUND = 0.5
 
 
 def _fit_problems(m: Minuit) -> str:
@@ -253,16 +254,22 @@ def _fit_problems(m: Minuit) -> str:
 
 
 class _WithBackground:
-    """:class:`_DelayModel` with a fraction ``background`` of each distance bin's hits spread
-    evenly over its time histogram: hits of noise digits on the crossed strip (uniform in time).
-    Without it, the few such hits in a large sample sit where the Gaussians expect 1e-8 hits:
-    each adds about 18 to the likelihood, and the expected counts there are differences of
-    cumulative sums of ~10^6 hits, rounded to ~1e-10: the likelihood became rough at the 0.01
-    level and Migrad's minimum invalid (klm-time failed on the bench's sample with 4x its
-    events)."""
+    """:class:`_DelayModel` with a fraction of each distance bin's hits spread evenly over its
+    time bins: hits of noise digits on the crossed strip (uniform in time). The fraction is
+    profiled: at each (delay, resolution) the one that maximises the likelihood of ``counts``
+    (:func:`_profiled_fraction`), so Minuit still fits two parameters, and the gradient is the
+    model's scaled by one minus the fraction (at the maximum the fraction's own derivative
+    does not change the likelihood).
 
-    def __init__(self, model: _DelayModel, hits: F, edges: F) -> None:
+    Without it, the few such hits in a large sample sit where the Gaussians expect 1e-8 hits:
+    each adds about 18 to the likelihood and pulls the fit, and the expected counts there are
+    differences of cumulative sums of ~10^6 hits, rounded to ~1e-10: the likelihood became
+    rough at the 0.01 level and Migrad's minimum invalid (klm-time failed on the bench's sample
+    with 4x its events)."""
+
+    def __init__(self, model: _DelayModel, hits: F, edges: F, counts: F) -> None:
         self.model = model
+        self.counts = np.asarray(counts, dtype=np.float64)
         nb = len(edges) - 1
         share = (edges[1:] - edges[0]) / (edges[-1] - edges[0])  # of a bin's hits below edge j
         flat = np.zeros(len(hits) * nb + 1)
@@ -271,16 +278,60 @@ class _WithBackground:
             flat[1 + k * nb : 1 + (k + 1) * nb] = below + n * share
             below += n
         self.flat = flat
+        self._even = np.diff(flat)
 
-    def cdf(self, x: F, delay: float, sigma: float, background: float) -> F:
+    def fraction(self, delay: float, sigma: float) -> float:
+        """The background fraction that maximises the likelihood at (``delay``, ``sigma``)."""
+        gauss = np.diff(self.model.cdf(self.flat, delay, sigma))
+        return _profiled_fraction(gauss, self._even, self.counts)
+
+    def cdf(self, x: F, delay: float, sigma: float) -> F:
         """Expected cumulative counts at the edges (``x`` is not used: the edges are fixed)."""
-        gauss = self.model.cdf(x, delay, sigma)
-        return (1.0 - background) * gauss + background * self.flat
+        f = self.fraction(delay, sigma)
+        return (1.0 - f) * self.model.cdf(x, delay, sigma) + f * self.flat
 
-    def grad(self, x: F, delay: float, sigma: float, background: float) -> F:
-        """Derivatives of :meth:`cdf` in the delay, the resolution and the background."""
-        g = self.model.grad(x, delay, sigma)
-        return np.vstack([(1.0 - background) * g, self.model.cdf(x, delay, sigma) - self.flat])
+    def grad(self, x: F, delay: float, sigma: float) -> F:
+        """Derivatives of :meth:`cdf` in the delay (row 0) and the resolution (row 1)."""
+        return (1.0 - self.fraction(delay, sigma)) * self.model.grad(x, delay, sigma)
+
+
+def _profiled_fraction(gauss: F, even: F, counts: F) -> float:
+    """The fraction ``f`` in [0, :data:`_MAX_BACKGROUND`] maximising the Poisson likelihood of
+    ``counts`` in bins expecting ``(1 - f) gauss + f even``: the root of its derivative (the
+    likelihood is concave in ``f``), by Newton's steps kept inside a bracket that bisection
+    narrows, to 1e-12 of the fraction."""
+    diff = even - gauss
+    seen = counts > 0
+    n, d, g = counts[seen], diff[seen], gauss[seen]
+    total = float(diff.sum())
+
+    def slope(f: float) -> tuple[float, float]:
+        mu = g + f * d
+        if np.any(mu <= 0.0):  # a hit where nothing is expected: the slope is +inf
+            return math.inf, 0.0
+        r = n * d / mu
+        return float(r.sum()) - total, -float((r * d / mu).sum())
+
+    lo, hi = 0.0, _MAX_BACKGROUND
+    if slope(lo)[0] <= 0.0:
+        return lo
+    if slope(hi)[0] >= 0.0:
+        return hi
+    f = 1e-6
+    for _ in range(100):
+        s, curvature = slope(f)
+        if s == 0.0:
+            return f
+        if s > 0.0:
+            lo = f
+        else:
+            hi = f
+        step = f - s / curvature if math.isfinite(s) and curvature < 0.0 else math.nan
+        new = step if lo < step < hi else 0.5 * (lo + hi)
+        if abs(new - f) <= 1e-12 * new or hi - lo <= 1e-12 * hi:
+            return new
+        f = new
+    return f
 
 
 class _DelayModel:
