@@ -145,10 +145,14 @@ screenshots: $(STAMP) system-deps
 	$(BIN)/python -m pytest -m "" -q -p no:cacheprovider $(SCREENSHOT_TESTS)
 	$(BIN)/python docs/screenshots.py
 
+X4_ROWS = beamspot boostvector ecms svd-hot-strips klm-time top-channel-t0 arich-channel-mask cdc-t0
 bench: $(STAMP)
 	$(BIN)/python bench/bench_sim.py
 	$(BIN)/python bench/bench_engine.py
 	$(BIN)/python bench/bench_calibrations.py
+	@# the rows above 3x the read, with 4x the events per run: what grows with the events
+	$(BIN)/python bench/bench_calibrations.py --scale 4 --output bench/RESULTS_calibrations_x4.md \
+	  $(X4_ROWS)
 	$(BIN)/python bench/bench_template_fit.py
 	$(BIN)/python bench/bench_scale.py
 	$(BIN)/python bench/bench_qa.py

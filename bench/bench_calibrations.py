@@ -276,7 +276,12 @@ def main() -> None:
             print("\n".join(lines))
             return
         out = args.output
-        lines.insert(3, f"- scale: `--scale {args.scale:g}` (events per run; runs unchanged)")
+        at = lines.index(next(line for line in lines if line.startswith("- command:")))
+        lines[at] = (
+            f"- command: `python bench/bench_calibrations.py --scale {args.scale:g} --output"
+            f" {out.name} {' '.join(names)}`: {args.scale:g}x the events per run of each"
+            " sample, the same runs"
+        )
     out.write_text("\n".join(lines) + "\n")
     print(out.read_text())
 
