@@ -617,6 +617,7 @@ def test_delay_fit_with_noise_digits() -> None:
         fit = T.fit_scintillator_delay(cells, counts, edges, use, window, start=(0.06, 1.0))
         assert fit.valid, (seed, fit.message)
         assert abs(fit.value - 0.068) < 3 * fit.error, (seed, fit.value, fit.error)
+        assert 0.0 < fit.background * fit.hits < 10  # about the three noise digits
 
 
 def test_profiled_background_fraction() -> None:

@@ -128,7 +128,8 @@ def _centred(s: dict[str, F]) -> tuple[F, F, F]:
 
 class DelayFit:
     """A propagation-delay fit: value and error (ns/cm), the residual time scatter ``s`` (ns),
-    hits and channels used, validity and a message."""
+    hits and channels used, validity and a message; ``background``: the fraction of the hits
+    the scintillators' likelihood took for noise digits (0 for the straight line)."""
 
     def __init__(
         self,
@@ -142,6 +143,7 @@ class DelayFit:
     ) -> None:
         self.value, self.error, self.scatter = value, error, scatter
         self.hits, self.channels, self.valid, self.message = hits, channels, valid, message
+        self.background = 0.0
 
 
 def _residual_scatter(s: dict[str, F], use: B, delay: float) -> float:
@@ -227,7 +229,9 @@ def fit_scintillator_delay(
     v, e = float(m.values["delay"]), float(m.errors["delay"])
     scatter = float(m.values["sigma"])
     msg = "" if valid else f"fit not valid: {_fit_problems(m)}"
-    return DelayFit(v, e, scatter, hits, nch, valid, msg)
+    fit = DelayFit(v, e, scatter, hits, nch, valid, msg)
+    fit.background = model.fraction(v, scatter)
+    return fit
 
 
 #: The largest background fraction of :class:`_WithBackground`
@@ -719,6 +723,7 @@ class TimeAlgorithm(Algorithm):
             "hits": np.array([fits[k].hits for k in _TYPES], dtype=np.int64),
             "channels": np.array([fits[k].channels for k in _TYPES], dtype=np.int64),
             "valid": np.array([fits[k].valid for k in _TYPES], dtype=np.int8),
+            "background": np.array([fits[k].background for k in _TYPES]),
         }
         v_c = delay[typ - 1]
         cable = shift - v_c * dbar
