@@ -653,7 +653,8 @@ class TimeAlgorithm(Algorithm):
 
     Diagnostics: table ``channels`` (hits, preliminary shift and width, mean distance, cable
     delay, error, status, ``from_neighbours``), table ``types`` (delay, error, scatter, hits,
-    channels, valid), the per-type time histograms.
+    channels, valid, the background fraction of the scintillators' fits), the per-type time
+    histograms.
     """
 
     name = "time"
