@@ -426,10 +426,13 @@ def atom_index(t_ns: npt.ArrayLike) -> I64:
     return (t.astype(np.int64) // ATOM_NS).astype(np.int64)
 
 
-def atom_axis(name: str = "atom") -> hist.axis.IntCategory:
+def atom_axis(name: str = "atom", atoms: Sequence[int] = ()) -> hist.axis.IntCategory:
     """The atom axis of a collector histogram: the global atom index, a growing integer
-    category (an ``Integer`` axis would grow from 0 to the ~5e6 of today's atoms)."""
-    return hist.axis.IntCategory([], growth=True, name=name, label="atom (UNIX time / 360 s)")
+    category (an ``Integer`` axis would grow from 0 to the ~5e6 of today's atoms), holding
+    ``atoms`` (in that order) to start with."""
+    return hist.axis.IntCategory(
+        list(atoms), growth=True, name=name, label="atom (UNIX time / 360 s)"
+    )
 
 
 def atom_times_hist() -> hist.Hist:

@@ -47,6 +47,7 @@ from typing import Any, ClassVar
 
 import awkward as ak
 import hist
+import numba
 import numpy as np
 import numpy.typing as npt
 
@@ -63,6 +64,7 @@ from b2calib.detectors.beam.dimuons import (
     select_dimuons,
 )
 from b2calib.engine import Collector
+from b2calib.engine.fill import regular_bin
 
 __all__ = [
     "BOOST_MASS_BINS",
@@ -203,6 +205,24 @@ class _DimuonCollector(Collector):
         return dict(DIMUON_BRANCHES)
 
 
+@numba.njit(cache=True, nogil=True)
+def _fill_moments(out, atom, mass, lo, hi, v):  # type: ignore[no-untyped-def,unused-ignore]
+    """Add each pair's :data:`MOMENTS` of ``v`` (``E, px, py, pz``) to ``out`` (atom x mass bin
+    x moment) at its atom's index ``atom`` and ``mass`` (within ``lo``..``hi``): the products
+    as numpy forms them, each bin's entries in event order, as a fill per moment adds them."""
+    nb = out.shape[1]
+    for i in range(atom.shape[0]):
+        row = out[atom[i], regular_bin(mass[i], lo, hi, nb) - 1]
+        row[0] += 1.0
+        for a in range(4):
+            row[1 + a] += v[i, a]
+        k = 5
+        for a in range(4):
+            for b in range(a, 4):
+                row[k] += v[i, a] * v[i, b]
+                k += 1
+
+
 @dataclasses.dataclass(frozen=True)
 class BoostCollector(_DimuonCollector):
     """Additive moments of the dimuon four-momentum per atom and mass bin (``boost_moments``)
@@ -218,25 +238,21 @@ class BoostCollector(_DimuonCollector):
         if len(d.t_ns):
             keep = np.all(np.abs(d.cos_theta_cms(self.nominal_boost)) < self.max_cos_cms, axis=1)
             d = PairKinematics(*(getattr(d, f.name)[keep] for f in dataclasses.fields(d)))
+        # the atoms in the order the events meet them (as a fill grows the axis)
+        atoms, first, code = np.unique(d.atom, return_index=True, return_inverse=True)
+        order = np.argsort(first)
+        rank = np.empty_like(order)
+        rank[order] = np.arange(len(order))
         h = hist.Hist(
-            atom_axis(),
+            atom_axis(atoms=atoms[order].tolist()),
             _regular(BOOST_MASS_BINS, "mass", "dimuon mass (GeV)"),
             hist.axis.Integer(0, len(MOMENTS), name="moment", underflow=False, overflow=False),
             storage=hist.storage.Double(),
         )
         if len(d.t_ns):
-            v = np.column_stack([d.e.sum(axis=1), d.p.sum(axis=1)])  # E, px, py, pz
-            cols = [np.ones(len(v)), *v.T]
-            cols += [v[:, i] * v[:, j] for i in range(4) for j in range(i, 4)]
+            v = np.ascontiguousarray(np.column_stack([d.e.sum(axis=1), d.p.sum(axis=1)]))
             m = np.clip(d.mass, BOOST_MASS_BINS[1], BOOST_MASS_BINS[2] - 1e-9)
-            # one fill of every moment (moment by moment, each in event order: each bin adds
-            # its entries in the order of a fill per moment)
-            h.fill(
-                atom=np.tile(d.atom, len(cols)),
-                mass=np.tile(m, len(cols)),
-                moment=np.repeat(np.arange(len(cols)), len(v)),
-                weight=np.concatenate(cols),
-            )
+            _fill_moments(h.view(), rank[code.reshape(-1)], m, *BOOST_MASS_BINS[1:], v)
         return {"boost_moments": h, ATOMS_HISTOGRAM: fill_atom_times(atom_times_hist(), d.t_ns)}
 
 
