@@ -37,7 +37,7 @@ from b2calib.detectors.beam.dimuons import (
     z0_resolution,
 )
 from b2calib.engine import RunOutput
-from b2calib.exceptions import TimeDependentPayloadError
+from b2calib.exceptions import BadValueError, TimeDependentPayloadError
 from b2calib.qa.monitoring.parts import B_FACTOR
 from b2calib.sim import SimConfig, simulate
 from b2calib.sim.conditions import conditions_for_run
@@ -271,6 +271,125 @@ def test_selection_is_the_float64_reference_bit_for_bit(case: str) -> None:
         assert a.dtype == b.dtype, name
         assert a.shape == b.shape, name
         assert a.tobytes() == b.tobytes(), name
+
+
+def _edge_events() -> ak.Array:
+    """Two-track events at the selection's edges: 0 to 3 tracks, NaN and zero omega, charges of
+    the same sign and zero, back-to-back pairs whose mass steps through 9.5 and 11.5 GeV and
+    whose momentum steps through 1 GeV/c one float32 omega at a time."""
+    rows: list[tuple[list[float], ...]] = []  # (d0, phi0, omega, z0, tanl, charge, svd, cdc)
+
+    def pair(om: float, om2: float | None = None, ch: tuple[int, int] = (1, -1), tl: float = 0.0):
+        o2 = om if om2 is None else om2
+        rows.append(
+            (
+                [0.01, -0.01],
+                [0.3, 0.3 + np.pi],
+                [om, o2],
+                [0.1, 0.1],
+                [tl, -tl],
+                list(ch),
+                [9, 9],
+                [30, 30],
+            )
+        )
+
+    def omega_at(p: float) -> float:  # |omega| of a track of momentum p (tanl 0)
+        return float(B_FACTOR / p)
+
+    for m in (9.5, 11.5):  # back-to-back tracks of momentum p: mass 2 sqrt(p^2 + m_mu^2)
+        om = np.float32(omega_at(np.sqrt((m / 2) ** 2 - MUON_MASS**2)))
+        for step in range(-40, 41):
+            pair(float(om + np.float32(step) * np.spacing(om)))
+    # p through 1 GeV/c, back to back with a track of 27.6 GeV/c: mass ~10.5 GeV
+    om = np.float32(omega_at(1.0))
+    for step in range(-40, 41):
+        pair(float(om + np.float32(step) * np.spacing(om)), omega_at(10.5**2 / 4))
+    pair(np.nan)
+    pair(0.0)
+    pair(0.0, np.nan)
+    pair(omega_at(5.25), ch=(1, 1))
+    pair(omega_at(5.25), ch=(-1, -1))
+    pair(omega_at(5.25), ch=(0, -1))
+    pair(omega_at(5.25), ch=(-1, 1))  # kept, the tracks swapped
+    keys = ("d0", "phi0", "omega", "z0", "tanLambda", "charge", "nSVDHits", "nCDCHits")
+    cols: list[list[Any]] = [[] for _ in keys]
+    counts = []
+    for i, r in enumerate(rows):
+        # every fifth event has 0, 1 or 3 tracks instead (a copy of its first track)
+        n = (0, 1, 3)[(i // 5) % 3] if i % 5 == 4 and i < len(rows) - 1 else 2
+        for c, v in zip(cols, r, strict=True):
+            c.extend([v[0]] * n if n != 2 else v)
+        counts.append(n)
+    out: dict[str, Any] = {
+        "EventMetaData_m_experiment": np.full(len(counts), 12, np.int32),
+        "EventMetaData_m_run": np.full(len(counts), 1, np.int32),
+        "EventMetaData_m_time": (T0_NS + np.arange(len(counts)) * 10**8).astype(np.uint64),
+    }
+    for k, c in zip(keys, cols, strict=True):
+        dtype = DIMUON_BRANCHES[f"TrackFitResults_m_{k}"].split()[-1]
+        out[f"TrackFitResults_m_{k}"] = ak.unflatten(np.asarray(c).astype(dtype), counts)
+    return ak.Array(out)
+
+
+def _assert_same_dimuons(a: Any, b: Any) -> None:
+    for f in dataclasses.fields(a):
+        x, y = getattr(a, f.name), getattr(b, f.name)
+        assert x.dtype == y.dtype, f.name
+        assert x.shape == y.shape, f.name
+        assert x.tobytes() == y.tobytes(), f.name
+
+
+@pytest.mark.parametrize("case", ["edges", "one", "empty", "sample"])
+def test_compiled_selection_is_the_numpy_selection_bit_for_bit(case: str, sample: Path) -> None:
+    """The compiled selection (one pass over the stored branches) keeps the numpy path's pairs,
+    bit for bit: on the edge events (in mixed chunks, one event, no event) and the committed
+    sample's dimuon files."""
+    pytest.importorskip("numba")
+    if case == "sample":
+        paths = sorted(sample.glob("e*/r*/cdst_hlt_mumu_2trk_*.root"))
+        assert paths
+        chunks = []
+        for path in paths:
+            with uproot.open(path) as f:
+                chunks.append(f["tree"].arrays(list(DIMUON_BRANCHES)))
+        kept = 0
+    else:
+        ev = _edge_events()
+        chunks = [{"edges": ev, "one": ev[-1:], "empty": ev[:0]}[case]]
+        if case == "edges":
+            chunks += [ev[7:], ev[3:90]]
+    for ev in chunks:
+        with np.errstate(all="ignore"):
+            got = select_dimuons(ev)
+            expect = select_dimuons(ev, compiled_kernel=False)
+        _assert_same_dimuons(got, expect)
+        if case == "edges" and ev is chunks[0]:
+            # both sides of each edge met: kept and dropped pairs near 9.5, 11.5 and 1 GeV
+            assert 0 < len(got) < ak.sum(ak.num(ev["TrackFitResults_m_d0"]) == 2)
+            assert np.any(got.mass - 9.5 < 1e-5)
+            assert np.any(11.5 - got.mass < 1e-5)
+            assert np.any(got.p.min(1) - 1.0 < 1e-5)
+        if case == "one":
+            assert len(got) == 1
+            assert got.phi0[0, 0] > 3.0  # the positive track, stored second, first
+        if case == "sample":
+            kept += len(got)
+    if case == "sample":
+        assert kept > 100
+
+
+def test_compiled_selection_refuses_branches_of_other_lengths() -> None:
+    """A track branch of another length than TrackFitResults_m_d0 (which no sound file has):
+    BadValueError naming it, before the kernel reads past its end."""
+    pytest.importorskip("numba")
+    ev = _edge_events()
+    counts = ak.to_numpy(ak.num(ev["TrackFitResults_m_nCDCHits"])).copy()
+    counts[0] -= 1  # one track fewer in the first event, so one fewer in all
+    flat = ak.to_numpy(ak.flatten(ev["TrackFitResults_m_nCDCHits"]))[1:]
+    short = ak.with_field(ev, ak.unflatten(flat, counts), "TrackFitResults_m_nCDCHits")
+    with pytest.raises(BadValueError, match="TrackFitResults_m_nCDCHits"):
+        select_dimuons(short)
 
 
 # -------------------------------------------------------------------------- position fit

@@ -390,7 +390,7 @@ def test_detector_names() -> None:
         "b2calib.detectors.beam": ["calibrations"],
         "b2calib.detectors.beam.dimuons": [
             "DIMUON_BRANCHES", "MUON_MASS", "SELECTION", "Dimuons", "d0_resolution",
-            "select_dimuons", "z0_resolution",
+            "prepare_selection", "select_dimuons", "z0_resolution",
         ],
         "b2calib.detectors.beam.collectors": [
             "CUTS", "MOMENTS", "N_MOMENTS", "BeamSpotCollector", "ReferenceSpots", "event_moments",

@@ -72,6 +72,7 @@ from b2calib.detectors.beam.dimuons import (
     DIMUON_BRANCHES,
     Dimuons,
     d0_resolution,
+    prepare_selection,
     select_dimuons,
 )
 from b2calib.engine import Collector
@@ -343,7 +344,8 @@ class BeamSpotCollector(Collector):
         return dict(DIMUON_BRANCHES)
 
     def prepare(self) -> None:
-        """Load the compiled moment sums (forked workers inherit them)."""
+        """Load the compiled selection and moment sums (forked workers inherit them)."""
+        prepare_selection()
         kernel = compiled("b2calib.detectors.beam._moments", "atom_moments")
         if kernel is not None:
             e = np.zeros((0, 2))

@@ -18,6 +18,7 @@ as basf2's TrackFitResult covariance would give them).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,6 +27,8 @@ import numpy as np
 import numpy.typing as npt
 
 from b2calib.calibration.intervals import atom_index
+from b2calib.exceptions import BadValueError
+from b2calib.fit._lm import compiled
 from b2calib.qa.monitoring.parts import B_FACTOR
 
 __all__ = [
@@ -34,6 +37,7 @@ __all__ = [
     "SELECTION",
     "Dimuons",
     "d0_resolution",
+    "prepare_selection",
     "select_dimuons",
     "z0_resolution",
 ]
@@ -112,9 +116,90 @@ def _flat(events: ak.Array, branch: str) -> npt.NDArray[np.generic]:
     return np.asarray(ak.to_numpy(ak.flatten(events[branch])))
 
 
-def select_dimuons(events: ak.Array) -> Dimuons:
-    """The events passing the tight dimuon selection (:data:`SELECTION`)."""
+def select_dimuons(events: ak.Array, *, compiled_kernel: bool = True) -> Dimuons:
+    """The events passing the tight dimuon selection (:data:`SELECTION`).
+
+    Compiled (:mod:`b2calib.detectors.beam._dimuons`, one pass over the flattened track
+    branches as stored) when numba is there and ``compiled_kernel``; else numpy (the
+    reference). The two give the same pairs (tests/test_beamspot.py).
+    """
     n_trk = np.asarray(ak.to_numpy(ak.num(events["TrackFitResults_m_d0"])), dtype=np.int64)
+    kernel = (
+        compiled("b2calib.detectors.beam._dimuons", "select_pairs") if compiled_kernel else None
+    )
+    if kernel is not None:
+        return _select_compiled(kernel, events, n_trk)
+    return _select_numpy(events, n_trk)
+
+
+def prepare_selection() -> None:
+    """Load the compiled selection (when numba is there) for the stored branch types: a
+    collector's ``prepare`` calls it, so that forked workers inherit it."""
+    kernel = compiled("b2calib.detectors.beam._dimuons", "select_pairs")
+    if kernel is not None:
+        f, i8, i16 = np.zeros(0, np.float32), np.zeros(0, np.int8), np.zeros(0, np.int16)
+        kernel(np.zeros(0, np.int64), f, f, f, f, f, i8, i16, i16, 1.0, 1.0, _CUTS)
+
+
+#: :data:`SELECTION` in the kernel's order.
+_CUTS = np.array(
+    [
+        float(SELECTION[k])
+        for k in (
+            "p_min",
+            "z0_max",
+            "d0_max",
+            "svd_hits_min",
+            "cdc_hits_min",
+            "mass_min",
+            "mass_max",
+        )
+    ]
+)
+
+
+def _times(events: ak.Array) -> npt.NDArray[np.uint64]:
+    return np.asarray(ak.to_numpy(events["EventMetaData_m_time"]), dtype=np.uint64)
+
+
+def _select_compiled(kernel: Callable[..., Any], events: ak.Array, n_trk: I64) -> Dimuons:
+    """:func:`select_dimuons` by the compiled ``kernel`` (``_dimuons.select_pairs``)."""
+    flat = {k: _flat(events, f"TrackFitResults_m_{k}") for k in _TRACK_BRANCHES_SHORT}
+    n_tracks = int(n_trk.sum())
+    for k, a in flat.items():
+        # the kernel reads the first sum(n_trk) tracks of every branch: never past their end
+        if len(a) != n_tracks:
+            raise BadValueError(
+                f"TrackFitResults_m_{k}", f"{len(a)} tracks, TrackFitResults_m_d0 has {n_tracks}"
+            )
+    rows, out, mass = kernel(
+        n_trk,
+        *(flat[k] for k in ("d0", "phi0", "omega", "z0", "tanLambda", "charge")),
+        flat["nSVDHits"],
+        flat["nCDCHits"],
+        B_FACTOR,
+        MUON_MASS**2,
+        _CUTS,
+    )
+    t = _times(events)[rows].astype(np.int64)
+    d0, z0, phi0, tan_lambda, p, px, py, pz = out
+    return Dimuons(
+        d0=d0,
+        z0=z0,
+        phi0=phi0,
+        tan_lambda=tan_lambda,
+        p=p,
+        px=px,
+        py=py,
+        pz=pz,
+        mass=mass,
+        time_ns=t,
+        atom=atom_index(t),
+    )
+
+
+def _select_numpy(events: ak.Array, n_trk: I64) -> Dimuons:
+    """:func:`select_dimuons` with numpy: the reference of the compiled kernel."""
     two = n_trk == 2
     # the two tracks of each two-track event, in the flattened branches (which the track
     # branches share): no masked copy of the events
@@ -164,8 +249,7 @@ def select_dimuons(events: ak.Array) -> Dimuons:
     def pick(a: npt.NDArray[Any]) -> F:
         return np.asarray(np.ravel(a)[at], dtype=np.float64)
 
-    times = np.asarray(ak.to_numpy(events["EventMetaData_m_time"]), dtype=np.uint64)
-    t = times[two][ok].astype(np.int64)
+    t = _times(events)[two][ok].astype(np.int64)
     return Dimuons(
         d0=pick(d0),
         z0=pick(z0),

@@ -61,6 +61,7 @@ from b2calib.calibration.intervals import (
 from b2calib.detectors.beam.dimuons import (
     DIMUON_BRANCHES,
     MUON_MASS,
+    prepare_selection,
     select_dimuons,
 )
 from b2calib.engine import Collector
@@ -203,6 +204,10 @@ class _DimuonCollector(Collector):
     @property
     def branches(self) -> dict[str, str]:
         return dict(DIMUON_BRANCHES)
+
+    def prepare(self) -> None:
+        """Load the compiled selection (forked workers inherit it)."""
+        prepare_selection()
 
 
 @numba.njit(cache=True, nogil=True)
