@@ -317,6 +317,30 @@ def test_boost_moments_in_one_fill_are_the_fills_per_moment() -> None:
     assert np.asarray(got.view(flow=True)).tobytes() == np.asarray(expect.view(flow=True)).tobytes()
 
 
+@pytest.mark.parametrize("case", ["toy", "cut", "one", "none-kept", "empty"])
+def test_boost_compiled_fiducial_cut_is_numpys_bit_for_bit(case: str) -> None:
+    """The boost collector's compiled fiducial cut and pair sums give numpy's histograms (the
+    cut by PairKinematics.cos_theta_cms, the pairs filtered, their sums), bit for bit: pairs
+    on both sides of the cut, one event, none kept, an empty chunk."""
+    rng = np.random.default_rng(8)
+    ev = _events(rng, 400, 1_775_000_000.0)
+    col = BoostCollector(max_cos_cms={"cut": 0.4, "none-kept": 0.0}.get(case, 0.75))
+    ev = ev[{"one": slice(3, 4), "empty": slice(0, 0)}.get(case, slice(None))]
+    got = col._collect(ev, compiled_fiducial=True)
+    expect = col._collect(ev, compiled_fiducial=False)
+    assert got.keys() == expect.keys()
+    for k, h in got.items():
+        assert list(h.axes) == list(expect[k].axes), k
+        assert (
+            np.asarray(h.view(flow=True)).tobytes()
+            == np.asarray(expect[k].view(flow=True)).tobytes()
+        )
+    n = got["boost_moments"].values()[..., 0].sum()
+    kept = {"toy": (300, 400), "cut": (50, 300), "one": (1, 1), "none-kept": (0, 0)}
+    lo, hi = kept.get(case, (0, 0))
+    assert lo <= n <= hi
+
+
 def test_mass_resolution_matches_smearing() -> None:
     """The propagated per-event mass resolution agrees with smearing the helix parameters."""
     rng = np.random.default_rng(6)

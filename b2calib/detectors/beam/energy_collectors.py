@@ -228,6 +228,31 @@ def _fill_moments(out, atom, mass, lo, hi, v):  # type: ignore[no-untyped-def,un
                 k += 1
 
 
+@numba.njit(cache=True, nogil=True)
+def _fiducial_sums(p, e, bp, b, b2, gamma, max_cos, keep, v):  # type: ignore[no-untyped-def,unused-ignore]
+    """Set ``keep`` (``(n,)``) where both muons have ``|cos theta*| < max_cos`` in the frame of
+    velocity ``b`` (``b2 = b.b``, ``gamma``), and write the kept pairs' ``E, px, py, pz`` sums to
+    ``v[:kept]``; return the kept count. :meth:`PairKinematics.cos_theta_cms`'s operations
+    element by element, from its ``bp = p @ b`` (numpy's, whose order is BLAS's) and the same
+    ``e``: the same ``cos theta*`` bit for bit."""
+    k = 0
+    for i in range(p.shape[0]):
+        ok = True
+        for t in range(2):
+            coef = (gamma - 1.0) * bp[i, t] / b2 - gamma * e[i, t]
+            sx = p[i, t, 0] + coef * b[0]
+            sy = p[i, t, 1] + coef * b[1]
+            sz = p[i, t, 2] + coef * b[2]
+            ok = ok and abs(sz / np.sqrt(sx * sx + sy * sy + sz * sz)) < max_cos
+        keep[i] = ok
+        if ok:
+            v[k, 0] = e[i, 0] + e[i, 1]
+            for a in range(3):
+                v[k, 1 + a] = p[i, 0, a] + p[i, 1, a]
+            k += 1
+    return k
+
+
 @dataclasses.dataclass(frozen=True)
 class BoostCollector(_DimuonCollector):
     """Additive moments of the dimuon four-momentum per atom and mass bin (``boost_moments``)
@@ -238,13 +263,50 @@ class BoostCollector(_DimuonCollector):
     nominal_boost: tuple[float, float, float] = NOMINAL_BOOST
     version: ClassVar[int] = 4
 
+    def prepare(self) -> None:
+        """Load the compiled selection and fiducial cut (forked workers inherit them)."""
+        super().prepare()
+        e = np.zeros((0, 2))
+        _fiducial_sums(
+            np.zeros((0, 2, 3)),
+            e,
+            e,
+            np.zeros(3),
+            0.0,
+            1.0,
+            0.0,
+            np.zeros(0, bool),
+            np.zeros((0, 4)),
+        )
+
     def collect(self, events: ak.Array) -> dict[str, Any]:
+        return self._collect(events, compiled_fiducial=True)
+
+    def _collect(self, events: ak.Array, *, compiled_fiducial: bool) -> dict[str, Any]:
+        """:meth:`collect`, the fiducial cut and pair sums compiled (:func:`_fiducial_sums`) or
+        with numpy (the reference): the same histograms, bit for bit."""
         d = pair_kinematics(events)
-        if len(d.t_ns):
+        if not len(d.t_ns):
+            t_ns, mass, v = d.t_ns, np.zeros(0), np.zeros((0, 4))
+        elif compiled_fiducial:
+            # the fiducial cut and the pair sums in one compiled pass; what numpy sums in an
+            # order of its own (p @ b, the mass's einsum) numpy computes, as the reference does
+            b = np.asarray(self.nominal_boost, dtype=np.float64)
+            b2 = float(b @ b)
+            keep = np.empty(len(d.t_ns), np.bool_)
+            v = np.empty((len(d.t_ns), 4))
+            n = _fiducial_sums(
+                d.p, d.e, d.p @ b, b, b2, 1.0 / np.sqrt(1.0 - b2), self.max_cos_cms, keep, v
+            )
+            t_ns, mass, v = d.t_ns[keep], d.mass[keep], v[:n]
+        else:
             keep = np.all(np.abs(d.cos_theta_cms(self.nominal_boost)) < self.max_cos_cms, axis=1)
             d = PairKinematics(*(getattr(d, f.name)[keep] for f in dataclasses.fields(d)))
+            t_ns, mass = d.t_ns, d.mass
+            v = np.ascontiguousarray(np.column_stack([d.e.sum(axis=1), d.p.sum(axis=1)]))
+        atom = np.floor(t_ns * 1e-9 / ATOM_SECONDS).astype(np.int64)  # PairKinematics.atom
         # the atoms in the order the events meet them (as a fill grows the axis)
-        atoms, first, code = np.unique(d.atom, return_index=True, return_inverse=True)
+        atoms, first, code = np.unique(atom, return_index=True, return_inverse=True)
         order = np.argsort(first)
         rank = np.empty_like(order)
         rank[order] = np.arange(len(order))
@@ -254,11 +316,10 @@ class BoostCollector(_DimuonCollector):
             hist.axis.Integer(0, len(MOMENTS), name="moment", underflow=False, overflow=False),
             storage=hist.storage.Double(),
         )
-        if len(d.t_ns):
-            v = np.ascontiguousarray(np.column_stack([d.e.sum(axis=1), d.p.sum(axis=1)]))
-            m = np.clip(d.mass, BOOST_MASS_BINS[1], BOOST_MASS_BINS[2] - 1e-9)
+        if len(t_ns):
+            m = np.clip(mass, BOOST_MASS_BINS[1], BOOST_MASS_BINS[2] - 1e-9)
             _fill_moments(h.view(), rank[code.reshape(-1)], m, *BOOST_MASS_BINS[1:], v)
-        return {"boost_moments": h, ATOMS_HISTOGRAM: fill_atom_times(atom_times_hist(), d.t_ns)}
+        return {"boost_moments": h, ATOMS_HISTOGRAM: fill_atom_times(atom_times_hist(), t_ns)}
 
 
 @dataclasses.dataclass(frozen=True)
