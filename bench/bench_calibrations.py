@@ -49,6 +49,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from bench_sim import machine  # noqa: E402
 
+from b2calib._workers import shared_pool  # noqa: E402
 from b2calib.calibration import Constants, get_calibration, run_calibrations  # noqa: E402
 from b2calib.conditions import ConditionsDB  # noqa: E402
 from b2calib.engine import Dataset  # noqa: E402
@@ -206,6 +207,17 @@ def bench_one(name: str, case: dict[str, Any], *, reads: bool = True) -> dict[st
     }
 
 
+def warm_up() -> None:
+    """Start the engine's kept pool of 2 workers before the first row (numba's compiler made
+    ready and forked into them, as :func:`~b2calib._workers.shared_pool` does): every row then
+    finds the pool started, as the rows after the first always did. Without it the first row
+    run paid the pool's start (this warm-up takes 0.6 s on the 2-core benchmark machine), so a
+    row's time depended on its place in the run."""
+    import b2calib.engine.fill  # noqa: F401  (imports numba: the pool readies its compiler)
+
+    list(shared_pool(2).map(abs, range(2)))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("names", nargs="*", help="calibrations to run (default: every case)")
@@ -236,6 +248,7 @@ def main() -> None:
     partial = bool(args.names) and args.scale == 1.0
     # checked before anything runs: a partial run must fit the file's table
     kept = _kept_rows(out, header, set(names)) if partial else {"rows": {}, "dates": []}
+    warm_up()
     rows = []
     for name in names:
         print(f"{name} ...", flush=True)
