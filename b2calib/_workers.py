@@ -190,14 +190,24 @@ class _Shared:
     owner = 0
     #: The classes of ``__main__`` when the workers were forked (what they can unpickle from it).
     main: ClassVar[dict[str, object]] = {}
+    #: The modules imported when the workers were forked (what they have without importing).
+    modules: ClassVar[frozenset[str]] = frozenset()
 
 
 def shared_pool(workers: int, uses: Sequence[type] = ()) -> ProcessPoolExecutor:
     """This process's pool of ``workers`` worker processes (which end with it), started on first
     use and kept for the next calls. A call for another number of workers, after a worker died
-    (a broken pool), or for tasks that ``uses`` a class of ``__main__`` (a script's, a
-    notebook's) the workers do not have as it is now (defined, or defined again, since they were
-    forked) replaces it; a process forked from the pool's owner gets its own."""
+    (a broken pool), or for tasks that ``uses`` a class the workers do not have as it is now
+    replaces it: a class of ``__main__`` (a script's, a notebook's) defined, or defined again,
+    since they were forked, or a class of a module imported since (a calibration's collectors,
+    new to the pool).
+
+    Workers forked now inherit the module with everything it imported and every kernel the
+    collector's ``prepare`` loaded; a kept worker had to import them at its first task. On the
+    2-core benchmark machine (issue 20) that was 0.7 s for the beam collectors (scipy and the
+    QA definitions they import), paid by both workers in the calibration's first collect,
+    against 0.02 s to fork a new pool of 2. A process forked from the pool's owner gets its
+    own pool."""
     if workers < 1:
         raise ValueError("a pool needs at least one worker")
     with _Shared.lock:
@@ -216,6 +226,7 @@ def shared_pool(workers: int, uses: Sequence[type] = ()) -> ProcessPoolExecutor:
             main = sys.modules.get("__main__")
             found = vars(main).items() if main is not None else ()
             _Shared.main = {k: v for k, v in found if isinstance(v, type)}  # classes only
+            _Shared.modules = frozenset(sys.modules)
             pool = ProcessPoolExecutor(
                 max_workers=workers, initializer=_pool_worker, initargs=(os.getpid(),)
             )
@@ -245,10 +256,11 @@ def compiler_ready() -> None:
 
 
 def _forked_with(cls: type) -> bool:
-    """Whether the pool's workers unpickle ``cls`` as it is: a class of an importable module, or
-    one ``__main__`` held when they were forked."""
+    """Whether the pool's workers have ``cls`` as it is without importing anything: a class of
+    modules (its own and its bases') that were imported when they were forked, or one
+    ``__main__`` held then."""
     if cls.__module__ != "__main__":
-        return True
+        return all(c.__module__ in _Shared.modules for c in cls.__mro__)
     head, *rest = cls.__qualname__.split(".")
     obj = _Shared.main.get(head)
     for name in rest:

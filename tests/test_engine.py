@@ -776,6 +776,67 @@ def test_process_pool_renewed_for_a_class_of_main_defined_since(
     _workers.shutdown_pool()
 
 
+def _imported(module: str) -> bool:
+    """Whether ``module`` is imported in this process (run in a pool worker)."""
+    return module in sys.modules
+
+
+_LATE_MODULE = """
+import dataclasses
+
+import awkward as ak
+import hist
+
+from b2calib.engine import ValueCollector
+
+
+@dataclasses.dataclass(frozen=True)
+class LateCollector(ValueCollector):
+    def collect(self, events: ak.Array) -> dict[str, hist.Hist]:
+        h = hist.Hist(hist.axis.Regular(10, 0.0, 6.0), storage=hist.storage.Int64())
+        h.fill(ak.to_numpy(ak.flatten(events[self.branch])))
+        return {"late": h}
+"""
+
+
+def test_process_pool_renewed_for_a_module_imported_since(
+    bhabha: Dataset, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A collector of a module the caller imported after the kept pool's workers were forked (a
+    calibration's collectors, new to the pool) starts the pool again, whose workers then have
+    the module with what it imports without importing it at their first task (issue 20: the
+    beam collectors' imports cost each kept worker 0.7 s in a calibration's first collect); the
+    next collect with it keeps the pool."""
+    name = "b2calib_late_collectors"
+    (tmp_path / f"{name}.py").write_text(_LATE_MODULE)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, name, raising=False)
+    quiet = {"cache": False, "progress": False, "workers": 2}
+    small = Dataset(list(bhabha)[:2])
+    collect(ECL, small, executor="processes", **quiet)  # type: ignore[arg-type]
+    before = _workers._Shared.pool
+    assert before is not None
+    assert before.submit(_imported, name).result() is False
+
+    late = __import__(name).LateCollector("ECLCalDigits_m_Energy", (10, 0.0, 6.0), jagged=True)
+    try:
+        out = collect(late, small, executor="processes", **quiet)  # type: ignore[arg-type]
+        pool = _workers._Shared.pool
+        assert pool is not before
+        assert pool is not None
+        assert pool.submit(_imported, name).result() is True
+        ref = collect(late, small, executor="inprocess", **quiet)  # type: ignore[arg-type]
+        for run in ref.output:
+            assert np.array_equal(
+                out.output[run]["late"].view(flow=True), ref.output[run]["late"].view(flow=True)
+            )
+        collect(late, small, executor="processes", **quiet)  # type: ignore[arg-type]
+        assert _workers._Shared.pool is pool
+    finally:
+        _workers.shutdown_pool()
+        sys.modules.pop(name, None)
+
+
 def test_double_storage_of_integers_travels_narrowed_and_comes_back_bit_for_bit() -> None:
     """A Double histogram holding integer counts is sent as narrow integers (a quarter of the
     bytes here); one holding a fraction, -0.0, NaN, infinity or an integer beyond int64 is sent
