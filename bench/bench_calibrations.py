@@ -19,8 +19,8 @@ gives it the statistics of a real bucket (``sim``: SimConfig settings), expert-c
 Samples are generated once into bench/out/ (not committed) and reused.
 
 Each row also splits the calibration's time (the report's ``seconds``): collecting (every
-input, every iteration), the algorithms (every execution, every iteration) and the rest
-(planning, checks, checkpoints and staging).
+input, every iteration; of it, verifying the files' checksums), the algorithms (every
+execution, every iteration) and the rest (planning, checks, checkpoints and staging).
 
 Usage: python bench/bench_calibrations.py [NAME ...]; with names, their rows replace the same
 rows of bench/RESULTS_calibrations.md and the others are kept (the header says which rows were
@@ -199,6 +199,7 @@ def bench_one(name: str, case: dict[str, Any], *, reads: bool = True) -> dict[st
         "rdf": t_rdf,
         "calibrate": t_cal,
         "collect": report.seconds["collect"],
+        "verify": report.seconds["verify"],
         "algorithms": report.seconds["algorithms"],
         "status": report.status,
         "iterations": report.iterations,
@@ -241,7 +242,7 @@ def main() -> None:
         raise SystemExit(f"no bench case for {sorted(unknown)}; cases: {', '.join(cases)}")
     header = (
         "| calibration | events | runs | files | branches | bare read | RDataFrame read "
-        "| calibrate | calibrate / bare | collect | collect / bare | algorithms | rest "
+        "| calibrate | calibrate / bare | collect | collect / bare | verify | algorithms | rest "
         "| status | iterations | executions | payloads |"
     )
     out = HERE / "RESULTS_calibrations.md"
@@ -275,13 +276,16 @@ def main() -> None:
         " same branches (implicit MT, 2 threads). calibrate = `run_calibrations` on 2 local"
         " processes: collect, fit, iterate, checkpoint and stage (dependencies run before, not"
         " timed). Of it: collect = the collectors' event loops, every input and iteration (an"
-        " input whose collector is unchanged is not read again); algorithms = every execution"
+        " input whose collector is unchanged is not read again), of which verify = comparing"
+        " the files with their catalogue (each file read whole for its Adler-32 checksum, once"
+        " per file and process: not when the calibration's dependencies, run before in the same"
+        " process, read the same files); algorithms = every execution"
         " of every iteration (executions: how many; each fits one run range's histograms,"
         " checks and writes its payloads and is checkpointed); rest = planning, checks,"
         " checkpoints and staging.",
         "",
         header,
-        "|---|" + "---:|" * 8 + "---:|---:|---:|---:|---|---:|---:|---:|",
+        "|---|" + "---:|" * 8 + "---:|---:|---:|---:|---:|---|---:|---:|---:|",
         *(table[n] for n in order),
     ]
     if args.scale != 1.0:
@@ -305,7 +309,8 @@ def _row(r: dict[str, Any]) -> str:
         f"| {r['name']} | {r['events']:,} | {r['runs']} | {r['files']} | {r['branches']} "
         f"| {r['bare']:.2f} s | {r['rdf']:.2f} s | {r['calibrate']:.2f} s "
         f"| {r['calibrate'] / r['bare']:.1f}x | {r['collect']:.2f} s "
-        f"| {r['collect'] / r['bare']:.1f}x | {r['algorithms']:.2f} s | {rest:.2f} s "
+        f"| {r['collect'] / r['bare']:.1f}x | {r['verify']:.2f} s | {r['algorithms']:.2f} s "
+        f"| {rest:.2f} s "
         f"| {r['status']} | {r['iterations']} | {r['executions']} | {r['payloads']} |"
     )
 

@@ -219,20 +219,22 @@ def test_job_summary_times_stage_and_channels(data: Path, db: ConditionsDB, tmp_
     assert started.utcoffset() == dt.timedelta(0)
     assert started <= finished
     assert 0 < s["wall_time"] <= (finished - started).total_seconds() + 0.01
-    # where the wall time went: collecting and the algorithms, each measured, within it
-    assert set(s["seconds"]) == {"collect", "algorithms"}
-    assert s["seconds"]["collect"] > 0
+    # where the wall time went: collecting (of it, verifying the files' checksums) and the
+    # algorithms, each measured, within it
+    assert set(s["seconds"]) == {"collect", "verify", "algorithms"}
+    assert s["seconds"]["collect"] > s["seconds"]["verify"] > 0
     assert s["seconds"]["algorithms"] > 0
-    assert sum(s["seconds"].values()) <= s["wall_time"]
+    assert s["seconds"]["collect"] + s["seconds"]["algorithms"] <= s["wall_time"]
     # one payload of one channel without status staged: one OK channel
     assert s["channels"] == {"OK": 1, "fallback": 0, "NOT_ENOUGH_DATA": 0, "FAILED": 0, "masked": 0}
     assert report.summary()["channels"] == s["channels"]
     assert not report.no_ok_channel
     assert "  channels: 1 OK\n" in str(report)
-    c, a = s["seconds"]["collect"], s["seconds"]["algorithms"]
-    assert f"  time {s['wall_time']:.1f} s: collecting {c:.1f} s, algorithms {a:.1f} s\n" in str(
-        report
-    )
+    c, v, a = s["seconds"]["collect"], s["seconds"]["verify"], s["seconds"]["algorithms"]
+    assert (
+        f"  time {s['wall_time']:.1f} s: collecting {c:.1f} s (verifying files {v:.1f} s),"
+        f" algorithms {a:.1f} s\n"
+    ) in str(report)
     report.channels = {"OK": 0, "fallback": 3, "NOT_ENOUGH_DATA": 1, "FAILED": 0, "masked": 0}
     assert report.no_ok_channel
     assert "channels: 3 fallback, 1 NOT_ENOUGH_DATA: no OK channel, every one fell back" in str(

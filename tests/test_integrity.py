@@ -115,6 +115,8 @@ def test_verification_reads_each_file_once(bucket: Path, monkeypatch: pytest.Mon
     first = collect(ECL, ds, step_size=10, **QUIET)  # several work items per file
     assert first.ok
     assert first.n_items > len(ds)
+    assert first.verify_seconds > 0  # the time it took is reported
+    assert collect(ECL, ds, step_size=10, verify=False, **QUIET).verify_seconds == 0.0
     collect(ECL, ds, step_size=10, **QUIET)
     collect(ECL, ds, executor="processes", workers=2, cache=False, progress=False)
     assert sorted(calls) == sorted(f.path for f in ds)

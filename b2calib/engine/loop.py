@@ -40,6 +40,7 @@ import os
 import pickle
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
@@ -122,6 +123,9 @@ class CollectResult:
     nonfinite
         NaN and Inf values per run and branch among the floating-point branches the collector
         read (runs left out included).
+    verify_seconds
+        Seconds of the call spent comparing the files with their catalogue entries (reading
+        each file whole for its checksum, once per file and process).
     """
 
     output: RunOutput
@@ -131,6 +135,7 @@ class CollectResult:
     cache_hits: int = 0
     unverified: list[str] = field(default_factory=list)
     nonfinite: NonFiniteCounts = field(default_factory=NonFiniteCounts)
+    verify_seconds: float = 0.0
 
     @property
     def ok(self) -> bool:
@@ -749,7 +754,9 @@ def collect(
         _bad_file(result, problem, on_bad_file)
     files = list(dataset.files)
     if verify:
+        started = time.perf_counter()
         corrupt, result.unverified = verify_files([f.path for f in files], workers)
+        result.verify_seconds = time.perf_counter() - started
         for problem in corrupt:
             _bad_file(result, problem, on_bad_file)
         left_out = {s.path for s in corrupt}
