@@ -317,6 +317,38 @@ def test_boost_moments_in_one_fill_are_the_fills_per_moment() -> None:
     assert np.asarray(got.view(flow=True)).tobytes() == np.asarray(expect.view(flow=True)).tobytes()
 
 
+def test_an_event_a_nanosecond_before_an_atom_boundary_is_in_the_atom_it_ends() -> None:
+    """The collectors' moments and their ``atoms`` histogram put an event in the same atom,
+    ``floor(t_ns / ATOM_NS)`` in integers: an event 1 ns before a boundary is in the atom the
+    boundary ends. UNIX times in nanoseconds as float64 are 256 ns apart (2^8 at 1.8e18): the
+    moments' atom was floor(t_ns * 1e-9 / 360.) in floats, which puts such an event in the next
+    atom, and its atom's moments then lacked it."""
+    from b2calib.calibration.intervals import ATOM_NS, atom_index
+
+    rng = np.random.default_rng(9)
+    ev = _events(rng, 6, 1_775_000_000.0)
+    edge = (1_775_000_000 * 10**9 // ATOM_NS + 2) * ATOM_NS
+    times = np.array([edge - 1, edge - 1, edge - 1, edge, edge, edge + 1], dtype=np.uint64)
+    ev = ak.with_field(ev, times, "EventMetaData_m_time")
+    d = pair_kinematics(ev)
+    assert d.atom.tolist() == atom_index(d.t_ns).tolist()
+    assert sorted(set(d.atom.tolist())) == [edge // ATOM_NS - 1, edge // ATOM_NS]
+    for col, name in (
+        (BoostCollector(max_cos_cms=1.0), "boost_moments"),
+        (MassCollector(), "mass"),
+    ):
+        out = col.collect(ev)
+        per_atom = out[name].values().reshape(len(out[name].axes[0]), -1)
+        atoms = out[ATOMS_HISTOGRAM]
+        events = dict(zip(atoms.axes[0], atoms.values().sum(axis=1), strict=True))
+        if name == "boost_moments":  # moment 0 counts the pairs
+            counts = out[name].values()[..., 0].sum(axis=1)
+        else:
+            counts = per_atom.sum(axis=1)
+        assert dict(zip(out[name].axes[0], counts, strict=True)) == events, name
+        assert events == {edge // ATOM_NS - 1: 3.0, edge // ATOM_NS: 3.0}
+
+
 @pytest.mark.parametrize("case", ["toy", "cut", "one", "none-kept", "empty"])
 def test_boost_compiled_fiducial_cut_is_numpys_bit_for_bit(case: str) -> None:
     """The boost collector's compiled fiducial cut and pair sums give numpy's histograms (the

@@ -52,9 +52,9 @@ import numpy as np
 import numpy.typing as npt
 
 from b2calib.calibration.intervals import (
-    ATOM_SECONDS,
     ATOMS_HISTOGRAM,
     atom_axis,
+    atom_index,
     atom_times_hist,
     fill_atom_times,
 )
@@ -116,8 +116,9 @@ class PairKinematics:
 
     @property
     def atom(self) -> npt.NDArray[np.int64]:
-        """The global atom index of each event."""
-        return np.floor(self.t_ns * 1e-9 / ATOM_SECONDS).astype(np.int64)
+        """The global atom index of each event (:func:`~b2calib.calibration.intervals.atom_index`,
+        in integers, as the ``atoms`` histogram's)."""
+        return atom_index(self.t_ns)
 
     @property
     def mass(self) -> F:
@@ -304,7 +305,7 @@ class BoostCollector(_DimuonCollector):
             d = PairKinematics(*(getattr(d, f.name)[keep] for f in dataclasses.fields(d)))
             t_ns, mass = d.t_ns, d.mass
             v = np.ascontiguousarray(np.column_stack([d.e.sum(axis=1), d.p.sum(axis=1)]))
-        atom = np.floor(t_ns * 1e-9 / ATOM_SECONDS).astype(np.int64)  # PairKinematics.atom
+        atom = atom_index(t_ns)  # as PairKinematics.atom
         # the atoms in the order the events meet them (as a fill grows the axis)
         atoms, first, code = np.unique(atom, return_index=True, return_inverse=True)
         order = np.argsort(first)
