@@ -82,21 +82,26 @@ def staged(db: ConditionsDB, tag: str) -> list[tuple[str, int, str, str]]:
     return out
 
 
-def test_loop_stages_every_calibration_in_dependency_order(
-    bucket: Path, any_db: ConditionsDB
-) -> None:
-    db = any_db
-    prev = prompt_calibrations.previous_tag(db)
-    summary = run_prompt(
-        bucket,
+def _three_on_two_workers(data: Path, db: ConditionsDB) -> PromptSummary:
+    """The loop over runs 1-4 of experiment 1 with the three prompt-test calibrations, from the
+    previous tag, on 2 b2luigi workers."""
+    return run_prompt(
+        data,
         db=db,
         exp=1,
         runs=range(1, 5),
-        input_tags=[prev],
+        input_tags=[prompt_calibrations.previous_tag(db)],
         calibrations=["tp-dep", "tp-base", "tp-indep"],
         workers=2,
         progress=False,
     )
+
+
+def test_loop_stages_every_calibration_in_dependency_order(
+    bucket: Path, any_db: ConditionsDB
+) -> None:
+    db = any_db
+    summary = _three_on_two_workers(bucket, db)
     assert summary.staging_tag == "prompt_e1_r1-4"
     assert summary.input_tags == ["prev"]
     assert [r.calibration for r in summary.rows] == ["tp-base", "tp-indep", "tp-dep"]
@@ -183,18 +188,7 @@ def test_each_file_is_checksummed_once_for_the_whole_loop(
     log = tmp_path / "checksums.log"
     integrity.forget_verified()
     monkeypatch.setattr(integrity, "file_checksum", _log_checksums(log))
-    prev = prompt_calibrations.previous_tag(db)
-    summary = run_prompt(
-        data,
-        db=db,
-        exp=1,
-        runs=range(1, 5),
-        input_tags=[prev],
-        calibrations=["tp-dep", "tp-base", "tp-indep"],
-        workers=2,
-        progress=False,
-    )
-    assert summary.ok
+    assert _three_on_two_workers(data, db).ok
     assert sorted(log.read_text().split()) == sorted(f.name for f in files)
     integrity.forget_verified()
 
