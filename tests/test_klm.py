@@ -620,6 +620,35 @@ def test_delay_fit_with_noise_digits() -> None:
         assert 0.0 < fit.background * fit.hits < 10  # about the three noise digits
 
 
+def test_delay_fit_tries_again_at_strategy_1_when_its_minimum_is_invalid(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A delay fit whose first minimum is invalid (here Migrad stopped at its call limit) tries
+    once more from there at strategy 1, which checks the analytic gradient, and ends valid, at
+    the minimum the fit finds undisturbed."""
+    from b2calib.detectors.klm import time as T
+
+    window = (-20.0, 40.0)
+    cells, counts, edges = _scintillator_sample(1, noise=3)
+    use = cells[:, :, 0].sum(axis=1) > 0
+    expect = T.fit_scintillator_delay(cells, counts, edges, use, window, start=(0.06, 1.0))
+    strategies: list[int] = []
+
+    class Stopped(T.Minuit):  # type: ignore[misc]
+        def migrad(self, ncall: int | None = None, iterate: int = 5) -> Any:
+            strategies.append(int(self.strategy.strategy))
+            if len(strategies) == 1:
+                return super().migrad(ncall=3, iterate=1)  # stopped at the call limit
+            return super().migrad(ncall=ncall, iterate=iterate)
+
+    monkeypatch.setattr(T, "Minuit", Stopped)
+    fit = T.fit_scintillator_delay(cells, counts, edges, use, window, start=(0.06, 1.0))
+    assert strategies == [0, 1]
+    assert fit.valid, fit.message
+    assert fit.value == pytest.approx(expect.value, abs=1e-3 * expect.error)
+    assert fit.error == pytest.approx(expect.error, rel=1e-2)
+
+
 def test_profiled_background_fraction() -> None:
     """The delay fit's background fraction is the likelihood's maximum: exactly the fraction
     mixed into expected counts, 0 for counts that are the Gaussians', more than 0 for a hit
