@@ -283,11 +283,18 @@ class _WithBackground:
             below += n
         self.flat = flat
         self._even = np.diff(flat)
+        #: the last point's fraction: Minuit asks for cdf and grad at the same point
+        self._last: tuple[float, float, float] | None = None
 
     def fraction(self, delay: float, sigma: float) -> float:
         """The background fraction that maximises the likelihood at (``delay``, ``sigma``)."""
+        last = self._last
+        if last is not None and last[0] == delay and last[1] == sigma:
+            return last[2]
         gauss = np.diff(self.model.cdf(self.flat, delay, sigma))
-        return _profiled_fraction(gauss, self._even, self.counts)
+        f = _profiled_fraction(gauss, self._even, self.counts)
+        self._last = (delay, sigma, f)
+        return f
 
     def cdf(self, x: F, delay: float, sigma: float) -> F:
         """Expected cumulative counts at the edges (``x`` is not used: the edges are fixed)."""
